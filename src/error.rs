@@ -1,0 +1,164 @@
+//! One error family for the whole crate. Every variant carries the evidence a user needs to act:
+//! the file and offset of damaged data, the field and rule of a refused call, the operation that
+//! failed on I/O.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Result alias used throughout profiledb.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One broken rule of a refused call: which field, which rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// The field as the caller named it, e.g. `userId`, `traits.email`, `traits.first_name`.
+    pub field: String,
+    /// The rule it broke, in words, e.g. `must be 2 to 50 characters (got 1)`.
+    pub rule: String,
+}
+
+impl FieldError {
+    /// Build a field error.
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.rule)
+    }
+}
+
+/// Everything that can go wrong in profiledb.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    #[error("I/O error during {op} on {}: {source}", path.display())]
+    Io {
+        /// The operation, e.g. `fdatasync`, `write`, `rename`.
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Damaged data that is not a torn tail. Open fails with this unless repair was requested.
+    #[error(
+        "corruption in {} at offset {offset}: {reason} (open with repair to quarantine the segment)",
+        file.display()
+    )]
+    Corruption {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the first bad record.
+        offset: u64,
+        /// What was wrong, e.g. `checksum mismatch: expected 0x1234abcd, got 0x0`.
+        reason: String,
+    },
+
+    /// Another process (or another `Db` in this process) holds the data directory.
+    #[error("data directory {} is locked by another process (or another open Db)", dir.display())]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+
+    /// An earlier write or fsync failed: the store refuses all work until it is reopened.
+    #[error("store is poisoned by an earlier I/O failure ({cause}); reopen it to recover")]
+    Poisoned {
+        /// The failure that poisoned it.
+        cause: String,
+    },
+
+    /// The call broke one or more rules and was refused whole; nothing of it was stored.
+    #[error("call refused: {}", list(.0))]
+    Invalid(Vec<FieldError>),
+
+    /// The call names an identifier that was deleted with suppression.
+    #[error("call refused: {field} names a suppressed identifier")]
+    Suppressed {
+        /// Which field carried it.
+        field: String,
+    },
+
+    /// The message is not valid JSON or not a Segment-shaped message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+
+    /// A file is not a profiledb file, or of an unsupported format version.
+    #[error("{}: {reason}", file.display())]
+    Format {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A record's payload could not be decoded although its checksum matched.
+    #[error("undecodable {what} at {} offset {offset}: {reason}", file.display())]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// The file.
+        file: PathBuf,
+        /// The offset of the record.
+        offset: u64,
+        /// The decoder's complaint.
+        reason: String,
+    },
+
+    /// An option or argument is out of range.
+    #[error("invalid option {name}: {reason}")]
+    Options {
+        /// The option.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn list(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// Build an [`Error::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Build an [`Error::Invalid`] with one field error.
+    pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Error::Invalid(vec![FieldError::new(field, rule)])
+    }
+
+    /// A short, stable name for the kind of error (used in metrics and CLI summaries).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::Corruption { .. } => "corruption",
+            Error::Locked { .. } => "locked",
+            Error::Poisoned { .. } => "poisoned",
+            Error::Invalid(_) => "invalid",
+            Error::Suppressed { .. } => "suppressed",
+            Error::Malformed(_) => "malformed",
+            Error::Format { .. } => "format",
+            Error::Decode { .. } => "decode",
+            Error::Options { .. } => "options",
+        }
+    }
+}

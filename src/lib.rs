@@ -1,0 +1,18 @@
+//! # profiledb
+//!
+//! An embedded profile store for the `identify` call of analytics and CRM products.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod db;
+mod error;
+mod options;
+pub mod profile;
+pub mod storage;
+
+pub use db::{Company, Db, Moved, Outcome, Profile, Selector, Stats, Status};
+pub use error::{Error, FieldError, Result};
+pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
+pub use profile::filter::{Filter, Op};
+pub use profile::message::{Alias, CompanyRef, Group, Identify, Link, Message, Number};
+pub use profile::value::{Timestamp, Value};

@@ -1,0 +1,118 @@
+//! Options of a store, and the durability modes.
+
+use std::time::Duration;
+
+/// When an acknowledged call is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to the OS (or an in-process buffer) only; a later sync or group commit makes it
+    /// durable. Fastest; a crash may lose the newest calls, never leave a half of one.
+    Buffered,
+    /// Writers share one `fdatasync`: one happens at least every `max_delay` or every
+    /// `max_batch` calls. A caller asking for this durability returns once its call is synced.
+    GroupCommit {
+        /// Longest time an acknowledged call waits for its sync.
+        max_delay: Duration,
+        /// Sync as soon as this many calls are waiting.
+        max_batch: usize,
+    },
+    /// Every call is synced before it returns (concurrent callers still share a sync).
+    SyncEach,
+}
+
+impl Durability {
+    /// Group commit with a 10 ms / 1,000-call window: the default.
+    pub const fn group_commit() -> Self {
+        Durability::GroupCommit {
+            max_delay: Duration::from_millis(10),
+            max_batch: 1000,
+        }
+    }
+
+    /// Whether a caller must wait for an fsync before returning.
+    pub fn waits(&self) -> bool {
+        !matches!(self, Durability::Buffered)
+    }
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability::group_commit()
+    }
+}
+
+/// Options of a store. `Options::default()` is what the CLI and server use.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Default durability of calls (each call may override it).
+    pub durability: Durability,
+    /// Size past which the active segment is sealed and a new one begins.
+    pub segment_size: u64,
+    /// Background compaction starts when dead bytes exceed this share of all sealed bytes
+    /// (and at least `compaction_min_bytes` are dead). `None` disables background compaction.
+    pub compaction_ratio: Option<f64>,
+    /// Least dead bytes worth a background compaction.
+    pub compaction_min_bytes: u64,
+    /// On open, quarantine damaged segments instead of failing with `Corruption`.
+    pub repair: bool,
+    /// Create the directory if it does not exist.
+    pub create: bool,
+    /// Refuse `userId` / `anonymousId` values in this list (compared case-insensitively, after
+    /// trimming). Blank ids are always refused.
+    pub placeholder_ids: Vec<String>,
+    /// Distinct property names a store tracks; new names beyond it are ignored (SPEC 3.5).
+    pub max_property_names: usize,
+    /// Most anonymous ids kept per profile; the oldest is dropped beyond it.
+    pub max_anonymous_ids: usize,
+    /// Longest property name, in characters.
+    pub max_name_chars: usize,
+    /// Largest single property value, in bytes of its JSON form.
+    pub max_value_bytes: usize,
+    /// Largest call, in bytes of its JSON form (Segment: 32 KiB).
+    pub max_call_bytes: usize,
+    /// How many recent `messageId`s are remembered for de-duplication.
+    pub dedupe_window: usize,
+}
+
+/// The placeholder ids buggy clients send, refused by default (SPEC 3.1).
+pub const DEFAULT_PLACEHOLDER_IDS: &[&str] = &[
+    "null",
+    "undefined",
+    "anonymous",
+    "guest",
+    "0",
+    "-1",
+    "nan",
+    "none",
+    "nil",
+    "[object object]",
+    "unknown",
+    "n/a",
+    "na",
+    "false",
+    "true",
+    "00000000-0000-0000-0000-000000000000",
+];
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::default(),
+            segment_size: 64 << 20,
+            compaction_ratio: Some(0.5),
+            compaction_min_bytes: 16 << 20,
+            repair: false,
+            create: true,
+            placeholder_ids: DEFAULT_PLACEHOLDER_IDS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            max_property_names: 1000,
+            max_anonymous_ids: 100,
+            max_name_chars: 255,
+            max_value_bytes: 8 << 10,
+            max_call_bytes: 32 << 10,
+            dedupe_window: 1_000_000,
+        }
+    }
+}

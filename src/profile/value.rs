@@ -1,0 +1,174 @@
+//! Typed property values (SPEC 1): bool, integer, float, string, date-time, array, object.
+//! A JSON string in RFC 3339 form is a date-time; it compares as time and is written back as
+//! RFC 3339 (UTC, `Z`).
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A point in time: microseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Now, from the system clock.
+    pub fn now() -> Timestamp {
+        Timestamp(chrono::Utc::now().timestamp_micros())
+    }
+
+    /// Parse RFC 3339 / ISO 8601 date-time with a zone (`2026-11-22T10:00:00Z`,
+    /// `2026-11-22T10:00:00.123+02:00`). `None` if it is not one.
+    pub fn parse(text: &str) -> Option<Timestamp> {
+        // Cheap shape test first: the hot path calls this on every string value.
+        let b = text.as_bytes();
+        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') {
+            return None;
+        }
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|dt| Timestamp(dt.timestamp_micros()))
+    }
+
+    /// RFC 3339 in UTC with `Z`; fractional seconds only when present.
+    pub fn to_rfc3339(self) -> String {
+        match chrono::DateTime::from_timestamp_micros(self.0) {
+            Some(dt) => dt.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            None => self.0.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+/// A typed property value. JSON `null` is not a value: it means "remove" (SPEC 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// `true` / `false`.
+    Bool(bool),
+    /// A JSON number without fraction or exponent that fits an i64.
+    Int(i64),
+    /// Any other JSON number.
+    Float(f64),
+    /// A string that is not an RFC 3339 date-time.
+    Str(String),
+    /// A string in RFC 3339 date-time form.
+    DateTime(Timestamp),
+    /// A JSON array (`null` elements kept as `Null`).
+    Array(Vec<Value>),
+    /// A JSON object, in the order given.
+    Object(Vec<(String, Value)>),
+    /// A `null` nested inside an array or object (top-level null never becomes a value).
+    Null,
+}
+
+impl Value {
+    /// Convert from JSON. Top-level `null` gives `None` (meaning: remove).
+    pub fn from_json(json: &serde_json::Value) -> Option<Value> {
+        match json {
+            serde_json::Value::Null => None,
+            other => Some(Self::from_json_inner(other)),
+        }
+    }
+
+    fn from_json_inner(json: &serde_json::Value) -> Value {
+        match json {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => match Timestamp::parse(s) {
+                Some(ts) => Value::DateTime(ts),
+                None => Value::Str(s.clone()),
+            },
+            serde_json::Value::Array(items) => {
+                Value::Array(items.iter().map(Self::from_json_inner).collect())
+            }
+            serde_json::Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Self::from_json_inner(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Convert to JSON (date-times as RFC 3339 strings).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::DateTime(ts) => serde_json::Value::String(ts.to_rfc3339()),
+            Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(Value::to_json).collect())
+            }
+            Value::Object(members) => serde_json::Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect(),
+            ),
+            Value::Null => serde_json::Value::Null,
+        }
+    }
+
+    /// The number, if this is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// The string, if this is a plain string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Order for filters: numbers with numbers, date-times with date-times, strings with
+    /// strings; `None` across types.
+    pub fn compare(&self, other: &Value) -> Option<Ordering> {
+        match (self, other) {
+            (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+            (Value::DateTime(a), Value::DateTime(b)) => Some(a.cmp(b)),
+            (Value::Str(a), Value::Str(b)) => Some(a.cmp(b)),
+            (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
+            (a, b) => match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) => x.partial_cmp(&y),
+                _ => None,
+            },
+        }
+    }
+
+    /// Size of the value's JSON form, in bytes (for the value-size limit). Cheap upper bound
+    /// for scalars, exact enough for nested values.
+    pub fn json_len(&self) -> usize {
+        match self {
+            Value::Bool(_) => 5,
+            Value::Int(_) | Value::Float(_) => 24,
+            Value::Str(s) => s.len() + 2,
+            Value::DateTime(_) => 32,
+            Value::Null => 4,
+            Value::Array(items) => 2 + items.iter().map(|v| v.json_len() + 1).sum::<usize>(),
+            Value::Object(members) => {
+                2 + members
+                    .iter()
+                    .map(|(k, v)| k.len() + 4 + v.json_len())
+                    .sum::<usize>()
+            }
+        }
+    }
+}

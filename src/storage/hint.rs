@@ -1,0 +1,2 @@
+#[derive(Debug, Clone)]
+pub(crate) struct Position;

@@ -1,0 +1,246 @@
+//! The storage engine: knows bytes, never profiles.
+//!
+//! A store is a directory of segment files holding CRC-framed *frames*. A frame is the unit of
+//! atomicity: recovery keeps it whole or drops it whole. A frame carries a sequence number and
+//! one or more *entries* `(kind, id, data)`; the layer above gives `kind` and `id` their meaning
+//! (profile put, tombstone, company, dedupe note, ...). Storage keeps no index of its own beyond
+//! the segment list: the layer above maps its keys to [`Location`]s, decides which entries are
+//! live during compaction, and snapshots its index in the hint file through [`Store::write_hint`].
+//!
+//! Layers inside: `record` (framing) -> `segment`/`mmap` (files) -> `log` (append, group commit,
+//! poisoning) -> `recovery`/`hint`/`compaction` (whole-directory procedures) -> `Store`.
+//!
+//! THIS FILE IS THE CONTRACT between the storage engine and `db.rs`. The signatures below are
+//! what the rest of the crate calls.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::options::Durability;
+
+/// Where an entry's data lives: segment id, byte offset of the entry's *data* inside the segment
+/// file, and its length. Stable until a compaction relocates the entry.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, Default,
+)]
+pub struct Location {
+    /// Segment id (the number in the file name).
+    pub segment: u32,
+    /// Offset of the entry data within the segment file.
+    pub offset: u32,
+    /// Length of the entry data.
+    pub len: u32,
+}
+
+/// One entry to append (borrowed).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// Meaning given by the layer above (non-zero).
+    pub kind: u8,
+    /// Key within the kind, given by the layer above.
+    pub id: u64,
+    /// Opaque payload.
+    pub data: &'a [u8],
+}
+
+/// One entry handed back during replay or compaction.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredEntry<'a> {
+    /// As appended.
+    pub kind: u8,
+    /// As appended.
+    pub id: u64,
+    /// As appended.
+    pub data: &'a [u8],
+    /// Where it lives now.
+    pub location: Location,
+}
+
+/// Storage options (the storage-relevant subset of [`crate::Options`]).
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Seal the active segment once it passes this many bytes.
+    pub segment_size: u64,
+    /// Default durability for appends.
+    pub durability: Durability,
+    /// Quarantine damaged segments instead of failing with `Corruption`.
+    pub repair: bool,
+    /// Create the directory if missing.
+    pub create: bool,
+    /// The I/O seam (real files by default; a fault-injecting double in tests).
+    pub io: Arc<dyn io::Io>,
+}
+
+/// What recovery did on open.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RecoveryReport {
+    /// Whether a hint file was used.
+    pub used_hint: bool,
+    /// Frames replayed from the log (after the hint, or all of them).
+    pub frames_replayed: u64,
+    /// Torn-tail bytes truncated from the active segment, with its file name.
+    pub truncated: Option<(String, u64)>,
+    /// Segments quarantined by repair (new file names), with the bytes lost in each.
+    pub quarantined: Vec<(String, u64)>,
+    /// Wall time of the recovery, in microseconds.
+    pub micros: u64,
+}
+
+/// Counters of the storage engine.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StorageStats {
+    /// Frames appended since open.
+    pub frames_appended: u64,
+    /// Bytes appended since open (framing included).
+    pub bytes_appended: u64,
+    /// fdatasync calls since open.
+    pub syncs: u64,
+    /// Number of segment files.
+    pub segments: u64,
+    /// Total bytes of all segment files.
+    pub disk_bytes: u64,
+    /// Compactions completed since open.
+    pub compactions: u64,
+    /// What the last open's recovery did.
+    pub recovery: RecoveryReport,
+}
+
+/// What the layer above does with recovered data. Storage calls `load_snapshot` at most once,
+/// first (with the newest valid hint's payload), then `apply` for each frame after it in
+/// increasing sequence order. If `load_snapshot` fails, storage calls `reset` and replays the
+/// whole log instead (the hint is ignored, never trusted half-way).
+pub trait Replay {
+    /// Load the index snapshot stored by [`Store::write_hint`].
+    fn load_snapshot(&mut self, payload: &[u8]) -> Result<()>;
+    /// Forget everything loaded so far (before a full replay).
+    fn reset(&mut self);
+    /// One frame, in sequence order.
+    fn apply(&mut self, seq: u64, entries: &[StoredEntry<'_>]) -> Result<()>;
+}
+
+/// Result of an append: the frame's sequence number and each entry's location, in order.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// Sequence number of the frame (strictly increasing).
+    pub seq: u64,
+    /// Location of each appended entry, in the order given.
+    pub locations: Vec<Location>,
+}
+
+/// A compaction prepared (new files written and synced) but not yet switched in.
+pub struct PreparedCompaction {
+    inner: compaction::Prepared,
+}
+
+/// The switch of a prepared compaction: each live entry's old and new location.
+#[derive(Debug, Clone, Default)]
+pub struct Relocations {
+    /// `(kind, id, old, new)` for every entry copied.
+    pub moved: Vec<(u8, u64, Location, Location)>,
+    /// Bytes reclaimed.
+    pub reclaimed_bytes: u64,
+}
+
+/// The position a hint covers: taken with [`Store::hint_position`] while the layer above blocks
+/// appends, so that the snapshot it writes matches exactly the frames up to it.
+#[derive(Debug, Clone)]
+pub struct HintPosition {
+    inner: hint::Position,
+}
+
+/// The storage engine. `Send + Sync`; appends are serialised internally.
+pub struct Store {
+    inner: log::Log,
+}
+
+impl Store {
+    /// Open (or create) the store at `dir`: take the directory lock, recover, and feed the
+    /// recovered state to `replay`.
+    pub fn open(dir: &Path, options: StoreOptions, replay: &mut dyn Replay) -> Result<Store> {
+        todo!("{dir:?} {} {replay:p}", options.segment_size)
+    }
+
+    /// Append one frame holding `entries`, atomically. Durability is NOT awaited here: call
+    /// [`Store::wait_durable`] with the returned `seq` (outside any lock of the caller).
+    pub fn append(&self, entries: &[Entry<'_>]) -> Result<Appended> {
+        todo!("{}", entries.len())
+    }
+
+    /// Return once frame `seq` is durable by `durability` (`Buffered` returns at once).
+    pub fn wait_durable(&self, seq: u64, durability: Durability) -> Result<()> {
+        todo!("{seq} {durability:?}")
+    }
+
+    /// Make everything appended so far durable.
+    pub fn sync(&self) -> Result<()> {
+        todo!()
+    }
+
+    /// Call `f` with the data at `location` (zero-copy from a mapped sealed segment or the
+    /// active segment's memory).
+    pub fn read<R>(&self, location: Location, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        todo!("{location:?} {:p}", &f)
+    }
+
+    /// The position up to which a snapshot taken now is complete.
+    pub fn hint_position(&self) -> Result<HintPosition> {
+        todo!()
+    }
+
+    /// Write the hint file (atomically: temp file, fsync, rename, directory fsync).
+    pub fn write_hint(&self, position: &HintPosition, payload: &[u8]) -> Result<()> {
+        todo!("{:?} {}", position, payload.len())
+    }
+
+    /// Seal the active segment and rewrite the live entries of all sealed segments into new
+    /// files (synced, not yet visible). `is_live` is called for every entry; tombstones and
+    /// superseded entries are dropped by returning false. Appends and reads continue meanwhile.
+    pub fn prepare_compaction(
+        &self,
+        is_live: &mut dyn FnMut(&StoredEntry<'_>) -> bool,
+    ) -> Result<Option<PreparedCompaction>> {
+        todo!("{:p}", is_live)
+    }
+
+    /// Switch a prepared compaction in (crash-safe) and unlink the old segments. The caller
+    /// must block its own readers and writers while it applies the returned relocations.
+    pub fn commit_compaction(&self, prepared: PreparedCompaction) -> Result<Relocations> {
+        let _ = prepared.inner;
+        todo!()
+    }
+
+    /// Bytes in sealed segments (what compaction could reclaim at most).
+    pub fn sealed_bytes(&self) -> u64 {
+        todo!()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StorageStats {
+        todo!()
+    }
+
+    /// Verify every frame's CRC in every segment; returns `(file, offset, reason)` problems.
+    pub fn check(&self) -> Result<Vec<(String, u64, String)>> {
+        todo!()
+    }
+
+    /// Default durability of this store.
+    pub fn durability(&self) -> Durability {
+        todo!()
+    }
+
+    /// Give up the store: flush buffered bytes, sync, release the lock.
+    pub fn close(self) -> Result<()> {
+        todo!()
+    }
+
+    #[allow(dead_code)]
+    fn _unused(_: Duration) {}
+}
+
+mod compaction;
+mod hint;
+pub mod io;
+mod log;
