@@ -4,11 +4,16 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod apply;
 mod db;
+mod entries;
 mod error;
+mod index;
 mod options;
 pub mod profile;
+mod rebuild;
 pub mod storage;
+mod view;
 
 pub use db::{Company, Db, Moved, Outcome, Profile, Selector, Stats, Status};
 pub use error::{Error, FieldError, Result};

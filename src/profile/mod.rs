@@ -6,5 +6,6 @@
 pub mod filter;
 pub mod message;
 pub mod props;
+pub mod resolve;
 pub mod validate;
 pub mod value;

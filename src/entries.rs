@@ -1,0 +1,119 @@
+//! What the Db layer stores in the log: the entry kinds and their payloads (bincode 2, serde).
+//! Storage sees only `(kind, id, bytes)`; this module is the one place that gives them meaning.
+//! docs/format.md describes the payloads.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::profile::props::PropState;
+use crate::profile::value::Timestamp;
+
+/// Entry kinds (the `kind` byte of a storage entry).
+pub(crate) mod kind {
+    /// A profile's whole current state; `id` = profile key.
+    pub const PROFILE: u8 = 1;
+    /// A profile was deleted or merged away; `id` = profile key; no data.
+    pub const TOMBSTONE: u8 = 2;
+    /// A merged-away key resolves to another key; `id` = old key; data = survivor key (u64 LE).
+    pub const REDIRECT: u8 = 3;
+    /// A company's state; `id` = company key.
+    pub const COMPANY: u8 = 4;
+    /// A property name registered; `id` = name number; data = UTF-8 name.
+    pub const PROP_NAME: u8 = 5;
+    /// A `messageId` applied; `id` = low 64 bits of its xxh3-128 hash; data = high 64 bits.
+    pub const DEDUPE: u8 = 6;
+    /// A suppressed identifier; `id` = low 64 bits of its hash; data = high 64 bits.
+    pub const SUPPRESS: u8 = 7;
+    /// The next profile key to assign; `id` = 0; data = u64 LE. Written with deletes so that
+    /// a key is never reused even after its tombstone is compacted away.
+    pub const NEXT_KEY: u8 = 8;
+}
+
+/// Identifier half of a profile record: first in the payload, so that recovery can decode it
+/// alone.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub(crate) struct Ids {
+    pub user_id: Option<String>,
+    /// As last given (lookups use the normalised form).
+    pub email: Option<String>,
+    pub anonymous_ids: Vec<String>,
+    pub company_id: Option<String>,
+}
+
+/// A profile as stored.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub(crate) struct ProfileRecord {
+    pub ids: Ids,
+    /// Timestamp of the first call that identified the person (earliest over merges).
+    pub first_seen: Timestamp,
+    /// Timestamp of the newest call applied.
+    pub updated_at: Timestamp,
+    /// Properties by name number, sorted by it.
+    pub props: Vec<(u32, PropState)>,
+}
+
+/// A company as stored.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub(crate) struct CompanyRecord {
+    pub id: String,
+    /// Properties by name, sorted by name (companies have few; no interning).
+    pub props: Vec<(String, PropState)>,
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+/// Encode any payload.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding plain data structures into a Vec cannot fail.
+    bincode::serde::encode_to_vec(value, config()).unwrap_or_default()
+}
+
+/// Decode a payload; `what` names it in the error.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Result<T> {
+    bincode::serde::decode_from_slice(bytes, config())
+        .map(|(v, _)| v)
+        .map_err(|e| Error::Decode {
+            what,
+            file: Default::default(),
+            offset: 0,
+            reason: e.to_string(),
+        })
+}
+
+/// A u64 payload.
+pub(crate) fn u64_bytes(v: u64) -> [u8; 8] {
+    v.to_le_bytes()
+}
+
+/// Read a u64 payload.
+pub(crate) fn read_u64(bytes: &[u8], what: &'static str) -> Result<u64> {
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| Error::Decode {
+        what,
+        file: Default::default(),
+        offset: 0,
+        reason: format!("expected 8 bytes, got {}", bytes.len()),
+    })?;
+    Ok(u64::from_le_bytes(arr))
+}
+
+/// The 128-bit hash used for messageIds and suppressed identifiers.
+pub(crate) fn hash128(domain: &str, text: &str) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(domain.as_bytes());
+    h.update(&[0]);
+    h.update(text.as_bytes());
+    h.digest128()
+}
+
+/// Split a 128-bit hash into `(id, data)` of an entry.
+pub(crate) fn split_hash(h: u128) -> (u64, [u8; 8]) {
+    (h as u64, ((h >> 64) as u64).to_le_bytes())
+}
+
+/// Join `(id, data)` of an entry back into the hash.
+pub(crate) fn join_hash(id: u64, data: &[u8]) -> Result<u128> {
+    let hi = read_u64(data, "hash")?;
+    Ok(((hi as u128) << 64) | id as u128)
+}
