@@ -14,6 +14,7 @@ pub mod profile;
 mod rebuild;
 pub mod storage;
 mod view;
+pub mod workload;
 
 pub use db::{Company, Db, Moved, Outcome, Profile, Selector, Stats, Status};
 pub use error::{Error, FieldError, Result};
