@@ -50,6 +50,22 @@ pub struct Identify {
     pub add: Vec<(String, Number)>,
     /// `traits.company` with an id.
     pub company: Option<CompanyRef>,
+    /// Where a normalised field came from when the caller wrote it differently:
+    /// `(normalised path, path as written)`, e.g. `("traits.first_name", "traits.firstName")`,
+    /// `("traits.plan", "traits.custom.plan")`, `("userId", "traits.id")`. Empty in the common
+    /// case; validation uses it to name fields as the caller wrote them.
+    pub written_as: Vec<(String, String)>,
+}
+
+impl Identify {
+    /// The path of a normalised field (`userId`, `traits.first_name`, ...) as the caller wrote it.
+    pub fn field_as_written<'a>(&'a self, normalised: &'a str) -> &'a str {
+        self.written_as
+            .iter()
+            .find(|(n, _)| n == normalised)
+            .map(|(_, w)| w.as_str())
+            .unwrap_or(normalised)
+    }
 }
 
 /// A `group` call: upsert company `group_id` with `traits`; with a user/anonymous id, make
@@ -122,7 +138,31 @@ impl Message {
 
     /// Same as [`Message::parse`] from an already-parsed JSON value.
     pub fn from_json(value: &serde_json::Value) -> Result<Message> {
-        todo!("{value}")
+        let obj = value
+            .as_object()
+            .ok_or_else(|| malformed("message", "must be a JSON object"))?;
+        let kind = match present(obj, "type") {
+            None => "identify".to_string(),
+            Some(serde_json::Value::String(s)) => s.trim().to_ascii_lowercase(),
+            Some(_) => return Err(malformed("type", "must be a string")),
+        };
+        match kind.as_str() {
+            "identify" => parse_identify(obj).map(Message::Identify),
+            "group" => parse_group(obj).map(Message::Group),
+            "alias" => parse_alias(obj).map(Message::Alias),
+            "track" | "page" | "screen" => Ok(Message::Link(Link {
+                user_id: id_field(obj, "userId")?,
+                anonymous_id: id_field(obj, "anonymousId")?,
+                message_id: id_field(obj, "messageId")?,
+                timestamp: timestamp(obj)?,
+            })),
+            other => Err(malformed(
+                "type",
+                &format!(
+                    "unknown message type {other:?} (expected identify, group, alias, track, page or screen)"
+                ),
+            )),
+        }
     }
 
     /// The message's `messageId`.
@@ -144,4 +184,341 @@ impl Message {
             Message::Link(m) => m.timestamp,
         }
     }
+}
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+fn malformed(field: &str, rule: &str) -> Error {
+    Error::Malformed(format!("{field}: {rule}"))
+}
+
+/// A member that is present and not `null` (JSON `null` counts as absent everywhere).
+fn present<'a>(obj: &'a JsonObject, name: &str) -> Option<&'a serde_json::Value> {
+    obj.get(name).filter(|v| !v.is_null())
+}
+
+/// An identifier given as a string or a number (a number becomes its decimal string).
+fn id_value(value: &serde_json::Value, field: &str) -> Result<Option<String>> {
+    match value {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(Some(s.clone())),
+        serde_json::Value::Number(n) => Ok(Some(n.to_string())),
+        _ => Err(malformed(field, "must be a string or a number")),
+    }
+}
+
+fn id_field(obj: &JsonObject, name: &str) -> Result<Option<String>> {
+    match obj.get(name) {
+        None => Ok(None),
+        Some(v) => id_value(v, name),
+    }
+}
+
+/// `timestamp`, falling back to `originalTimestamp` (Segment's client-side event time) when
+/// `timestamp` is absent. `sentAt` / `receivedAt` are not event times and are ignored.
+fn timestamp(obj: &JsonObject) -> Result<Option<Timestamp>> {
+    for name in ["timestamp", "originalTimestamp"] {
+        match present(obj, name) {
+            None => continue,
+            Some(serde_json::Value::String(s)) => {
+                return Timestamp::parse(s.trim()).map(Some).ok_or_else(|| {
+                    malformed(
+                        name,
+                        "must be an RFC 3339 date-time with a zone, e.g. 2026-11-22T10:00:00Z",
+                    )
+                });
+            }
+            Some(_) => {
+                return Err(malformed(name, "must be an RFC 3339 date-time string"));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// An optional member that must be an object when present.
+fn object_field<'a>(obj: &'a JsonObject, name: &str) -> Result<Option<&'a JsonObject>> {
+    match present(obj, name) {
+        None => Ok(None),
+        Some(serde_json::Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(malformed(name, "must be an object")),
+    }
+}
+
+/// Segment's camelCase reserved traits and their snake_case names.
+const CAMEL_CASE_TRAITS: &[(&str, &str)] = &[
+    ("firstName", "first_name"),
+    ("lastName", "last_name"),
+    ("createdAt", "created_at"),
+    ("companyName", "company_name"),
+    ("companySize", "company_size"),
+    ("companyIndustry", "company_industry"),
+    ("companyPosition", "company_position"),
+];
+
+/// The snake_case name of a camelCase reserved trait.
+pub fn snake_case_trait(name: &str) -> Option<&'static str> {
+    CAMEL_CASE_TRAITS
+        .iter()
+        .find(|(camel, _)| *camel == name)
+        .map(|(_, snake)| *snake)
+}
+
+/// Priority of a trait's source: when two sources give the same normalised name, the higher
+/// one wins (a snake_case name written directly beats a renamed camelCase one, which beats a
+/// member of GoSquared's `custom` object).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    Custom,
+    Renamed,
+    Direct,
+}
+
+#[derive(Default)]
+struct TraitsBuilder {
+    traits: Vec<(String, Option<Value>)>,
+    sources: Vec<Source>,
+    written: Vec<Option<String>>,
+    positions: std::collections::HashMap<String, usize>,
+}
+
+impl TraitsBuilder {
+    fn push(
+        &mut self,
+        name: String,
+        value: Option<Value>,
+        source: Source,
+        written: Option<String>,
+    ) {
+        match self.positions.get(&name) {
+            Some(&i) => {
+                // `i` came from `positions`, which only holds valid indexes.
+                if let (Some(slot), Some(old)) = (self.traits.get_mut(i), self.sources.get_mut(i)) {
+                    if source >= *old {
+                        slot.1 = value;
+                        *old = source;
+                        if let Some(w) = self.written.get_mut(i) {
+                            *w = written;
+                        }
+                    }
+                }
+            }
+            None => {
+                self.positions.insert(name.clone(), self.traits.len());
+                self.traits.push((name, value));
+                self.sources.push(source);
+                self.written.push(written);
+            }
+        }
+    }
+}
+
+fn parse_identify(obj: &JsonObject) -> Result<Identify> {
+    let mut msg = Identify {
+        user_id: id_field(obj, "userId")?,
+        anonymous_id: id_field(obj, "anonymousId")?,
+        message_id: id_field(obj, "messageId")?,
+        timestamp: timestamp(obj)?,
+        ..Identify::default()
+    };
+    let mut builder = TraitsBuilder::default();
+    let mut traits_id: Option<(String, &str)> = None;
+    // `traits` (Segment) and `$set` (PostHog) are the same thing; `$set` is read second.
+    for section in ["traits", "$set"] {
+        let Some(traits) = object_field(obj, section)? else {
+            continue;
+        };
+        for (name, value) in traits {
+            let written = format!("{section}.{name}");
+            match name.as_str() {
+                "email" => match value {
+                    serde_json::Value::Null => {}
+                    serde_json::Value::String(s) => {
+                        msg.email = Some(s.clone());
+                        set_written(&mut msg.written_as, "traits.email", &written);
+                    }
+                    _ => return Err(malformed(&written, "must be a string")),
+                },
+                "id" if !value.is_null() => {
+                    // GoSquared's person id.
+                    match id_value(value, &written) {
+                        Ok(Some(id)) => traits_id = Some((id, section)),
+                        Ok(None) => {}
+                        // Not an id: keep it as an ordinary property.
+                        Err(_) => builder.push(
+                            name.clone(),
+                            Value::from_json(value),
+                            Source::Direct,
+                            written_if(section, &written),
+                        ),
+                    }
+                }
+                "company" => {
+                    if let Some(company) = company_ref(value, &written)? {
+                        msg.company = Some(company);
+                    } else {
+                        builder.push(
+                            name.clone(),
+                            Value::from_json(value),
+                            Source::Direct,
+                            written_if(section, &written),
+                        );
+                    }
+                }
+                "custom" if value.is_object() => {
+                    if let serde_json::Value::Object(custom) = value {
+                        for (cname, cvalue) in custom {
+                            builder.push(
+                                cname.clone(),
+                                Value::from_json(cvalue),
+                                Source::Custom,
+                                Some(format!("{written}.{cname}")),
+                            );
+                        }
+                    }
+                }
+                _ => match snake_case_trait(name) {
+                    Some(snake) => builder.push(
+                        snake.to_string(),
+                        Value::from_json(value),
+                        Source::Renamed,
+                        Some(written),
+                    ),
+                    None => builder.push(
+                        name.clone(),
+                        Value::from_json(value),
+                        Source::Direct,
+                        written_if(section, &written),
+                    ),
+                },
+            }
+        }
+    }
+    if let Some((id, section)) = traits_id {
+        match &msg.user_id {
+            None => {
+                msg.user_id = Some(id);
+                set_written(&mut msg.written_as, "userId", &format!("{section}.id"));
+            }
+            Some(user_id) if *user_id == id => {}
+            // A different id next to a userId: an ordinary property.
+            Some(_) => builder.push(
+                "id".to_string(),
+                Some(Value::Str(id)),
+                Source::Direct,
+                written_if(section, &format!("{section}.id")),
+            ),
+        }
+    }
+    for ((name, _), written) in builder.traits.iter().zip(&builder.written) {
+        if let Some(w) = written {
+            set_written(&mut msg.written_as, &format!("traits.{name}"), w);
+        }
+    }
+    msg.traits = builder.traits;
+
+    if let Some(set_once) = object_field(obj, "$set_once")? {
+        for (name, value) in set_once {
+            if let Some(v) = Value::from_json(value) {
+                msg.set_once.push((name.clone(), v));
+            }
+        }
+    }
+    match present(obj, "$unset") {
+        None => {}
+        Some(serde_json::Value::Array(names)) => {
+            for (i, name) in names.iter().enumerate() {
+                match name {
+                    serde_json::Value::String(s) => msg.unset.push(s.clone()),
+                    _ => return Err(malformed(&format!("$unset[{i}]"), "must be a string")),
+                }
+            }
+        }
+        Some(_) => return Err(malformed("$unset", "must be an array of property names")),
+    }
+    if let Some(add) = object_field(obj, "$add")? {
+        for (name, value) in add {
+            match value {
+                serde_json::Value::Null => {}
+                serde_json::Value::Number(n) => {
+                    let number = match n.as_i64() {
+                        Some(i) => Number::Int(i),
+                        None => match n.as_f64() {
+                            Some(f) if f.is_finite() => Number::Float(f),
+                            _ => {
+                                return Err(malformed(
+                                    &format!("$add.{name}"),
+                                    "must be a finite number",
+                                ));
+                            }
+                        },
+                    };
+                    msg.add.push((name.clone(), number));
+                }
+                _ => return Err(malformed(&format!("$add.{name}"), "must be a number")),
+            }
+        }
+    }
+    Ok(msg)
+}
+
+/// `Some(written)` when it differs from the default `traits.<name>` spelling.
+fn written_if(section: &str, written: &str) -> Option<String> {
+    (section != "traits").then(|| written.to_string())
+}
+
+fn set_written(list: &mut Vec<(String, String)>, normalised: &str, written: &str) {
+    list.retain(|(n, _)| n != normalised);
+    if normalised != written {
+        list.push((normalised.to_string(), written.to_string()));
+    }
+}
+
+/// `traits.company` as a company reference when it is an object with a non-null `id`.
+fn company_ref(value: &serde_json::Value, written: &str) -> Result<Option<CompanyRef>> {
+    let serde_json::Value::Object(members) = value else {
+        return Ok(None);
+    };
+    let Some(id) = present(members, "id") else {
+        return Ok(None);
+    };
+    let Some(id) = id_value(id, &format!("{written}.id"))? else {
+        return Ok(None);
+    };
+    let traits = members
+        .iter()
+        .filter(|(name, _)| name.as_str() != "id")
+        .map(|(name, v)| (name.clone(), Value::from_json(v)))
+        .collect();
+    Ok(Some(CompanyRef { id, traits }))
+}
+
+fn plain_traits(obj: &JsonObject) -> Result<Vec<(String, Option<Value>)>> {
+    Ok(object_field(obj, "traits")?
+        .map(|t| {
+            t.iter()
+                .map(|(name, v)| (name.clone(), Value::from_json(v)))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn parse_group(obj: &JsonObject) -> Result<Group> {
+    Ok(Group {
+        user_id: id_field(obj, "userId")?,
+        anonymous_id: id_field(obj, "anonymousId")?,
+        group_id: id_field(obj, "groupId")?.unwrap_or_default(),
+        traits: plain_traits(obj)?,
+        message_id: id_field(obj, "messageId")?,
+        timestamp: timestamp(obj)?,
+    })
+}
+
+fn parse_alias(obj: &JsonObject) -> Result<Alias> {
+    Ok(Alias {
+        previous_id: id_field(obj, "previousId")?.unwrap_or_default(),
+        user_id: id_field(obj, "userId")?.unwrap_or_default(),
+        message_id: id_field(obj, "messageId")?,
+        timestamp: timestamp(obj)?,
+    })
 }

@@ -1,12 +1,303 @@
 //! SPEC 3.1: a call that breaks any rule is refused whole, with every broken field listed.
+//!
+//! Fields are named as the caller wrote them (`userId`, `traits.firstName`,
+//! `traits.custom.plan`, `$set_once.created_at`, ...). The whole-call byte limit is checked by
+//! the caller on the raw JSON, not here.
 
-use crate::error::{FieldError, Result};
+use crate::error::{Error, FieldError, Result};
 use crate::options::Options;
-use crate::profile::message::Message;
+use crate::profile::message::{Identify, Message};
+use crate::profile::value::Value;
+
+/// Longest identifier (`userId`, `anonymousId`, `groupId`, `previousId`, company id), in
+/// characters.
+pub const MAX_ID_CHARS: usize = 255;
+
+/// Longest email address, in bytes (RFC 5321 path limit).
+pub const MAX_EMAIL_BYTES: usize = 254;
 
 /// Check every rule of SPEC 3.1 on `message`; `Err(Error::Invalid(all problems))` if any.
 pub fn validate(message: &Message, options: &Options) -> Result<()> {
-    todo!("{message:?} {options:?}")
+    let mut errors = Vec::new();
+    match message {
+        Message::Identify(m) => identify(m, options, &mut errors),
+        Message::Group(m) => {
+            if m.group_id.is_empty() {
+                errors.push(FieldError::new("groupId", "is required"));
+            } else {
+                id_rules("groupId", &m.group_id, options, false, &mut errors);
+            }
+            if let Some(id) = &m.user_id {
+                user_id_rules("userId", id, options, &mut errors);
+            }
+            if let Some(id) = &m.anonymous_id {
+                id_rules("anonymousId", id, options, true, &mut errors);
+            }
+            for (name, value) in &m.traits {
+                let field = format!("traits.{name}");
+                property_rules(&field, name, value.as_ref(), options, &mut errors);
+                if name == "size" {
+                    number_rule(&field, value.as_ref(), &mut errors);
+                }
+            }
+        }
+        Message::Alias(m) => {
+            if m.previous_id.is_empty() {
+                errors.push(FieldError::new("previousId", "is required"));
+            } else {
+                id_rules("previousId", &m.previous_id, options, true, &mut errors);
+            }
+            if m.user_id.is_empty() {
+                errors.push(FieldError::new("userId", "is required"));
+            } else {
+                user_id_rules("userId", &m.user_id, options, &mut errors);
+            }
+        }
+        Message::Link(m) => {
+            if let Some(id) = &m.user_id {
+                user_id_rules("userId", id, options, &mut errors);
+            }
+            if let Some(id) = &m.anonymous_id {
+                id_rules("anonymousId", id, options, true, &mut errors);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(errors))
+    }
+}
+
+fn identify(m: &Identify, options: &Options, errors: &mut Vec<FieldError>) {
+    if m.user_id.is_none() && m.email.is_none() && m.anonymous_id.is_none() {
+        errors.push(FieldError::new(
+            "userId",
+            "one of userId, traits.email, anonymousId is required",
+        ));
+    }
+    if let Some(id) = &m.user_id {
+        user_id_rules(m.field_as_written("userId"), id, options, errors);
+    }
+    if let Some(id) = &m.anonymous_id {
+        id_rules("anonymousId", id, options, true, errors);
+    }
+    if let Some(email) = &m.email {
+        errors.extend(email_problems(m.field_as_written("traits.email"), email));
+    }
+    for (name, value) in &m.traits {
+        let normalised = format!("traits.{name}");
+        let field = m.field_as_written(&normalised);
+        property_rules(field, name, value.as_ref(), options, errors);
+        reserved_rules(field, name, value.as_ref(), errors);
+    }
+    for (name, value) in &m.set_once {
+        let field = format!("$set_once.{name}");
+        property_rules(&field, name, Some(value), options, errors);
+        reserved_rules(&field, name, Some(value), errors);
+    }
+    for (i, name) in m.unset.iter().enumerate() {
+        name_rules(&format!("$unset[{i}]"), name, options, errors);
+    }
+    for (name, _) in &m.add {
+        name_rules(&format!("$add.{name}"), name, options, errors);
+    }
+    if let Some(company) = &m.company {
+        let base = m.field_as_written("traits.company").to_string();
+        id_rules(&format!("{base}.id"), &company.id, options, false, errors);
+        for (name, value) in &company.traits {
+            let field = format!("{base}.{name}");
+            property_rules(&field, name, value.as_ref(), options, errors);
+            if name == "size" {
+                number_rule(&field, value.as_ref(), errors);
+            }
+        }
+    }
+}
+
+/// Rules of every identifier: not blank, not a placeholder, at most [`MAX_ID_CHARS`]
+/// characters. `is_person` ids (user and anonymous ids) are checked against the placeholder
+/// blocklist.
+fn id_rules(
+    field: &str,
+    id: &str,
+    options: &Options,
+    is_person: bool,
+    errors: &mut Vec<FieldError>,
+) {
+    let trimmed = id.trim();
+    if trimmed.is_empty() {
+        errors.push(FieldError::new(field, "must not be blank"));
+        return;
+    }
+    if is_person && is_placeholder(trimmed, options) {
+        errors.push(FieldError::new(
+            field,
+            format!("{trimmed:?} is a placeholder id sent by buggy clients, not a real id"),
+        ));
+    }
+    let chars = id.chars().count();
+    if chars > MAX_ID_CHARS {
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {MAX_ID_CHARS} characters (got {chars})"),
+        ));
+    }
+}
+
+fn is_placeholder(trimmed: &str, options: &Options) -> bool {
+    options
+        .placeholder_ids
+        .iter()
+        .any(|p| p.trim().to_lowercase() == trimmed.to_lowercase())
+}
+
+/// `userId`: the identifier rules, 2 to 255 characters, and not an email address.
+fn user_id_rules(field: &str, id: &str, options: &Options, errors: &mut Vec<FieldError>) {
+    id_rules(field, id, options, true, errors);
+    if id.trim().is_empty() {
+        return;
+    }
+    let chars = id.chars().count();
+    if chars < 2 {
+        errors.push(FieldError::new(
+            field,
+            format!("must be 2 to {MAX_ID_CHARS} characters (got {chars})"),
+        ));
+    }
+    if id.contains('@') && email_problems(field, id).is_empty() {
+        errors.push(FieldError::new(
+            field,
+            "must not be an email address; put it in traits.email",
+        ));
+    }
+}
+
+/// Property names: non-empty, at most `max_name_chars` characters, not starting with `$`.
+fn name_rules(field: &str, name: &str, options: &Options, errors: &mut Vec<FieldError>) {
+    if name.is_empty() {
+        errors.push(FieldError::new(field, "property name must not be empty"));
+        return;
+    }
+    let chars = name.chars().count();
+    if chars > options.max_name_chars {
+        errors.push(FieldError::new(
+            field,
+            format!(
+                "property name must be at most {} characters (got {chars})",
+                options.max_name_chars
+            ),
+        ));
+    }
+    if name.starts_with('$') {
+        errors.push(FieldError::new(
+            field,
+            "property name must not start with '$' (reserved for operators such as $set_once)",
+        ));
+    }
+}
+
+/// Name rules plus the value-size limit.
+fn property_rules(
+    field: &str,
+    name: &str,
+    value: Option<&Value>,
+    options: &Options,
+    errors: &mut Vec<FieldError>,
+) {
+    name_rules(field, name, options, errors);
+    if let Some(v) = value {
+        let len = v.json_len();
+        if len > options.max_value_bytes {
+            errors.push(FieldError::new(
+                field,
+                format!(
+                    "value must be at most {} bytes (got {len})",
+                    options.max_value_bytes
+                ),
+            ));
+        }
+    }
+}
+
+/// Rules of the reserved traits (`first_name`, `last_name`, `created_at`, `avatar`,
+/// `company_size`, `company.size`). A `null` (removal) is always allowed.
+fn reserved_rules(field: &str, name: &str, value: Option<&Value>, errors: &mut Vec<FieldError>) {
+    let Some(value) = value else { return };
+    match name {
+        "first_name" | "last_name" => match value {
+            Value::Str(s) => {
+                let chars = s.chars().count();
+                if !(2..=50).contains(&chars) {
+                    errors.push(FieldError::new(
+                        field,
+                        format!("must be 2 to 50 characters (got {chars})"),
+                    ));
+                }
+            }
+            _ => errors.push(FieldError::new(field, "must be a string")),
+        },
+        "created_at" => {
+            if !matches!(value, Value::DateTime(_)) {
+                errors.push(FieldError::new(
+                    field,
+                    "must be an ISO 8601 / RFC 3339 date-time, e.g. 2026-11-22T10:00:00Z",
+                ));
+            }
+        }
+        "avatar" => {
+            if !value.as_str().is_some_and(is_absolute_url) {
+                errors.push(FieldError::new(
+                    field,
+                    "must be an absolute URL (http:// or https://)",
+                ));
+            }
+        }
+        "company_size" => number_rule(field, Some(value), errors),
+        "company" => {
+            if let Value::Object(members) = value {
+                for (member, v) in members {
+                    if member == "size" && !matches!(v, Value::Null) {
+                        number_rule(&format!("{field}.size"), Some(v), errors);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn number_rule(field: &str, value: Option<&Value>, errors: &mut Vec<FieldError>) {
+    if let Some(v) = value
+        && v.as_f64().is_none()
+    {
+        errors.push(FieldError::new(field, "must be a number"));
+    }
+}
+
+/// An absolute `http` / `https` URL with a non-empty host.
+pub fn is_absolute_url(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return false;
+    }
+    if text.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if host_port.starts_with('[') {
+        // IPv6 literal: `[::1]:8080`.
+        host_port
+            .split_once(']')
+            .map(|(h, _)| h.trim_start_matches('['))
+            .unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    !host.is_empty()
 }
 
 /// The lookup form of an email: trimmed, lower-cased.
@@ -14,7 +305,38 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-/// Problems of one email address (empty if valid).
+/// Problems of one email address (empty if valid). Surrounding whitespace is ignored (lookups
+/// trim it too); inside the address it is an error.
 pub fn email_problems(field: &str, email: &str) -> Vec<FieldError> {
-    todo!("{field} {email}")
+    let email = email.trim();
+    let mut problems = Vec::new();
+    let mut problem = |rule: String| problems.push(FieldError::new(field, rule));
+    if email.is_empty() {
+        problem("must be a valid email address (got an empty string)".into());
+        return problems;
+    }
+    if email.len() > MAX_EMAIL_BYTES {
+        problem(format!(
+            "must be at most {MAX_EMAIL_BYTES} bytes (got {})",
+            email.len()
+        ));
+    }
+    if email.chars().any(char::is_whitespace) {
+        problem("must be a valid email address: no spaces".into());
+    }
+    let ats = email.matches('@').count();
+    if ats != 1 {
+        problem(format!(
+            "must be a valid email address: exactly one '@' (got {ats})"
+        ));
+        return problems;
+    }
+    let (local, domain) = email.split_once('@').unwrap_or((email, ""));
+    if local.is_empty() {
+        problem("must be a valid email address: empty part before '@'".into());
+    }
+    if !domain.contains('.') || domain.split('.').any(str::is_empty) {
+        problem("must be a valid email address: the domain needs a dot and no empty labels (example.com)".into());
+    }
+    problems
 }
