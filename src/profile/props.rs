@@ -1,5 +1,46 @@
 //! Per-property rules (SPEC 3.3): every property remembers the timestamp of the call that set
 //! it; calls that arrive out of order leave the same properties as in order.
+//!
+//! # Semantics
+//!
+//! Every operation carries a stamp `(timestamp, arrival order)`; stamps are totally ordered.
+//! The state keeps three parts, each a function of the *set* of operations received, not of
+//! their arrival order:
+//!
+//! - `lww`: the newest `Set` or `Unset` (a trait set to `null` is an `Unset`).
+//! - `once`: the oldest `SetOnce` newer than `lww` (a `SetOnce` older than the newest
+//!   `Set`/`Unset` can never become visible, so it is dropped).
+//! - `adds`: the sum of the `$add` increments newer than `lww`, with the stamps of the oldest
+//!   and newest of them.
+//!
+//! The visible value is replayed as if the calls had arrived in timestamp order:
+//! the base is `lww`'s value if it is a `Set`; otherwise `once`'s value if it is older than
+//! every counted `$add` (a `$set_once` after an `$add` finds the property set); otherwise none.
+//! Then the adds are applied to the base (absent counts as 0). An `$add` on a non-number is
+//! reported as [`Applied::NotANumber`] and leaves the visible value unchanged: while the base
+//! is not a number, [`PropState::value`] ignores the counted adds. (They stay counted so that a
+//! late, older `Set` of a number gives the same value as timestamp order.)
+//!
+//! Integer increments are summed exactly in an `i128` (so the order of increments never
+//! matters); a total that does not fit an `i64` becomes a float. Any float increment or float
+//! base makes the result a float (float sums may differ in the last bits between orders, as
+//! float addition is not associative).
+//!
+//! # Approximations (bounded state)
+//!
+//! Exact order independence for arbitrary arrival orders would need every `$add` and
+//! `$set_once` kept forever. The state is bounded instead, which costs two approximations, both
+//! only when a `Set`/`Unset` arrives *late* (after operations newer than it):
+//!
+//! 1. A late `Set`/`Unset` whose stamp lies between the oldest and the newest counted `$add`
+//!    cannot tell which adds are older than it: all of them are kept (counted as newer).
+//! 2. Only the oldest candidate `$set_once` is kept. A late `Set`/`Unset` newer than it clears
+//!    it, and a newer `$set_once` that was already dropped does not come back: the property
+//!    stays without that value.
+//!
+//! In every other case (in particular: any order of `Set`/`Unset`/`SetOnce` when at most one
+//! `$set_once` is newer than the newest removal, and any order of `$add`s), the result equals
+//! applying the calls in timestamp order.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,36 +65,221 @@ pub enum PropOp {
 pub enum Applied {
     /// Taken into the state.
     Taken,
-    /// `$add` on a property whose value is not a number: refused and reported.
+    /// `$add` on a property whose value is not a number: refused and reported. The visible
+    /// value is unchanged; the increment is remembered only so that a late-arriving older
+    /// `Set` of a number gives the in-timestamp-order result.
     NotANumber,
 }
 
+/// When an operation happened: event timestamp, then arrival order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Stamp(Timestamp, u64);
+
+/// The counted `$add`s: all newer than `lww` (up to approximation 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Adds {
+    /// Sum of integer increments (exact, order-independent).
+    int: i128,
+    /// Sum of float increments, if any.
+    float: Option<f64>,
+    /// Oldest counted add.
+    first: Stamp,
+    /// Newest counted add.
+    last: Stamp,
+}
+
+impl Adds {
+    fn combine(&mut self, other: &Adds) {
+        self.int = self.int.saturating_add(other.int);
+        self.float = match (self.float, other.float) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+    }
+
+    /// `base + sum`; `None` if `base` is not a number.
+    fn apply_to(&self, base: Option<&Value>) -> Option<Value> {
+        let base_int: i128;
+        let mut float: Option<f64> = self.float;
+        match base {
+            None => base_int = 0,
+            Some(Value::Int(i)) => base_int = i128::from(*i),
+            Some(Value::Float(f)) => {
+                base_int = 0;
+                float = Some(float.unwrap_or(0.0) + f);
+            }
+            Some(_) => return None,
+        }
+        let total = base_int.saturating_add(self.int);
+        Some(match float {
+            Some(f) => Value::Float(total as f64 + f),
+            None => match i64::try_from(total) {
+                Ok(i) => Value::Int(i),
+                Err(_) => Value::Float(total as f64),
+            },
+        })
+    }
+}
+
 /// The state of one property: enough to merge and to accept late calls.
+///
+/// See the module documentation for the exact semantics and the two approximations.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PropState {
-    // filled in by the implementation
+    /// Newest `Set` (`Some`) or `Unset` (`None`).
+    lww: Option<(Stamp, Option<Value>)>,
+    /// Oldest `SetOnce` newer than `lww`.
+    once: Option<(Stamp, Value)>,
+    /// `$add`s newer than `lww`.
+    adds: Option<Adds>,
 }
 
 impl PropState {
     /// Apply `op` stamped with the call's event time `ts` and arrival order `order`.
     pub fn apply(&mut self, op: &PropOp, ts: Timestamp, order: u64) -> Applied {
-        todo!("{op:?} {ts:?} {order}")
+        let stamp = Stamp(ts, order);
+        match op {
+            PropOp::Set(v) => self.write(stamp, Some(v.clone())),
+            PropOp::Unset => self.write(stamp, None),
+            PropOp::SetOnce(v) => {
+                if !self.older_than_lww(stamp) && self.once.as_ref().is_none_or(|(s, _)| stamp < *s)
+                {
+                    self.once = Some((stamp, v.clone()));
+                }
+            }
+            PropOp::Add(n) => {
+                if self.older_than_lww(stamp) {
+                    // A newer Set/Unset overrides it, as in timestamp order.
+                    return Applied::Taken;
+                }
+                let (int, float) = match *n {
+                    Number::Int(i) => (i128::from(i), None),
+                    Number::Float(f) => (0, Some(f)),
+                };
+                let add = Adds {
+                    int,
+                    float,
+                    first: stamp,
+                    last: stamp,
+                };
+                let mut combined = add.clone();
+                if let Some(existing) = &self.adds {
+                    combined.combine(existing);
+                }
+                let not_a_number = self
+                    .base_with(Some(&combined))
+                    .is_some_and(|base| base.as_f64().is_none());
+                // Remembered even when refused: it stays invisible while the base is not a
+                // number, and counts if a late, older Set of a number arrives (as in
+                // timestamp order).
+                self.adds = Some(combined);
+                if not_a_number {
+                    return Applied::NotANumber;
+                }
+            }
+        }
+        Applied::Taken
+    }
+
+    /// A `Set` (`Some`) or `Unset` (`None`) at `stamp`.
+    fn write(&mut self, stamp: Stamp, value: Option<Value>) {
+        if self.older_than_lww(stamp) {
+            return;
+        }
+        self.lww = Some((stamp, value));
+        self.drop_older_than(stamp);
+    }
+
+    /// Whether `stamp` is older than the newest `Set`/`Unset`.
+    fn older_than_lww(&self, stamp: Stamp) -> bool {
+        self.lww.as_ref().is_some_and(|(s, _)| stamp < *s)
+    }
+
+    /// Forget the `once` and `adds` a `Set`/`Unset` at `stamp` overrides.
+    fn drop_older_than(&mut self, stamp: Stamp) {
+        if self.once.as_ref().is_some_and(|(s, _)| *s < stamp) {
+            self.once = None;
+        }
+        if self.adds.as_ref().is_some_and(|a| a.last < stamp) {
+            self.adds = None;
+        }
+        // Approximation 1: adds on both sides of `stamp` are all kept.
+    }
+
+    /// The value without the adds, given the adds that will be counted.
+    fn base_with(&self, adds: Option<&Adds>) -> Option<Value> {
+        match &self.lww {
+            Some((_, Some(v))) => Some(v.clone()),
+            _ => self
+                .once
+                .as_ref()
+                .filter(|(s, _)| adds.is_none_or(|a| *s < a.first))
+                .map(|(_, v)| v.clone()),
+        }
     }
 
     /// Combine with the state of the same property of a merged-away profile, by the same
-    /// rules (the result is what applying both histories would give).
+    /// rules (the result is what applying both histories would give, up to the two
+    /// approximations of the module documentation).
     pub fn merge(&mut self, other: &PropState) {
-        todo!("{other:?}")
+        if let Some((stamp, value)) = &other.lww
+            && !self.older_than_lww(*stamp)
+            && self.lww.as_ref().is_none_or(|(s, _)| s != stamp)
+        {
+            self.lww = Some((*stamp, value.clone()));
+        }
+        let lww = self.lww.as_ref().map(|(s, _)| *s);
+        let newer = |s: &Stamp| lww.is_none_or(|l| *s > l);
+        let once = [self.once.take(), other.once.clone()]
+            .into_iter()
+            .flatten()
+            .filter(|(s, _)| newer(s))
+            .min_by_key(|(s, _)| *s);
+        self.once = once;
+        let mut adds: Option<Adds> = None;
+        for side in [self.adds.take(), other.adds.clone()].into_iter().flatten() {
+            if !newer(&side.last) {
+                continue;
+            }
+            match &mut adds {
+                Some(a) => a.combine(&side),
+                None => adds = Some(side),
+            }
+        }
+        self.adds = adds;
     }
 
     /// The current value, if any.
     pub fn value(&self) -> Option<Value> {
-        todo!()
+        let base = self.base_with(self.adds.as_ref());
+        match &self.adds {
+            None => base,
+            // Adds counted before an older non-number Set arrived are ignored.
+            Some(adds) => adds.apply_to(base.as_ref()).or(base),
+        }
     }
 
     /// Timestamp of the newest operation that decided the current value (for `updated_at`
-    /// style reporting and tests).
+    /// style reporting and tests): the newest of the `Set`/`Unset`, the `$set_once` used as
+    /// base, and the counted `$add`s.
     pub fn last_ts(&self) -> Option<Timestamp> {
-        todo!()
+        let lww = self.lww.as_ref().map(|(s, _)| *s);
+        let once = match &self.lww {
+            Some((_, Some(_))) => None,
+            _ => self
+                .once
+                .as_ref()
+                .filter(|(s, _)| self.adds.as_ref().is_none_or(|a| *s < a.first))
+                .map(|(s, _)| *s),
+        };
+        let adds = self.adds.as_ref().map(|a| a.last);
+        [lww, once, adds].into_iter().flatten().max().map(|s| s.0)
+    }
+
+    /// Whether the state holds nothing at all (no operation was ever taken).
+    pub fn is_empty(&self) -> bool {
+        self.lww.is_none() && self.once.is_none() && self.adds.is_none()
     }
 }
