@@ -483,6 +483,14 @@ impl Db {
         self.shutdown()
     }
 
+    /// Test hook: give up the store without syncing or writing the index snapshot, as a
+    /// crash would (bytes the OS already has stay), so that the next open replays the log.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        self.closed = true;
+        let _ = self.shutdown();
+    }
+
     fn shutdown(&mut self) -> Result<()> {
         if let Some(handle) = self.background.take() {
             *self.inner.stop.lock() = true;

@@ -1,0 +1,73 @@
+//! Helpers shared by the Db-level tests.
+#![allow(dead_code)]
+
+use profiledb::{Db, Durability, Message, Options, Outcome, Profile, Selector};
+use serde_json::{Value as Json, json};
+
+/// Options for tests: buffered (fast), small segments, no background compaction.
+pub fn options() -> Options {
+    Options {
+        durability: Durability::Buffered,
+        segment_size: 1 << 20,
+        compaction_ratio: None,
+        ..Options::default()
+    }
+}
+
+pub fn open(dir: &std::path::Path) -> Db {
+    Db::open(dir, options()).expect("open")
+}
+
+/// Apply a JSON message; panics on refusal (tests that expect refusal use `try_call`).
+pub fn call(db: &Db, message: Json) -> Outcome {
+    try_call(db, message.clone()).unwrap_or_else(|e| panic!("{message} refused: {e}"))
+}
+
+pub fn try_call(db: &Db, message: Json) -> profiledb::Result<Outcome> {
+    let m = Message::from_json(&message)?;
+    db.apply(&m)
+}
+
+pub fn by_user(db: &Db, uid: &str) -> Option<Profile> {
+    db.get(&Selector::UserId(uid.into())).expect("get")
+}
+
+pub fn by_email(db: &Db, email: &str) -> Option<Profile> {
+    db.get(&Selector::Email(email.into())).expect("get")
+}
+
+pub fn by_anon(db: &Db, anon: &str) -> Option<Profile> {
+    db.get(&Selector::AnonymousId(anon.into())).expect("get")
+}
+
+pub fn by_key(db: &Db, key: u64) -> Option<Profile> {
+    db.get(&Selector::Key(key)).expect("get")
+}
+
+/// A property's JSON value.
+pub fn prop(p: &Profile, name: &str) -> Option<Json> {
+    p.properties
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.to_json())
+}
+
+/// `2026-11-22T10:00:SSZ` style timestamps, `n` seconds apart.
+pub fn ts(n: u32) -> String {
+    format!("2026-11-22T10:{:02}:{:02}Z", n / 60, n % 60)
+}
+
+pub fn identify(uid: Option<&str>, email: Option<&str>, anon: Option<&str>, traits: Json) -> Json {
+    let mut traits = traits;
+    if let Some(e) = email {
+        traits["email"] = json!(e);
+    }
+    let mut m = json!({"type": "identify", "traits": traits});
+    if let Some(u) = uid {
+        m["userId"] = json!(u);
+    }
+    if let Some(a) = anon {
+        m["anonymousId"] = json!(a);
+    }
+    m
+}

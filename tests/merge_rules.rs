@@ -1,0 +1,275 @@
+//! SPEC 3.2: resolution and merge, with protection.
+
+mod common;
+
+use common::*;
+use profiledb::Status;
+use serde_json::json;
+
+#[test]
+fn no_identifier_found_creates_one_profile_holding_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let out = call(
+        &db,
+        identify(
+            Some("u-1"),
+            Some("Sarah@Example.com"),
+            Some("a-1"),
+            json!({}),
+        ),
+    );
+    assert_eq!(out.status, Status::Created);
+    let p = by_user(&db, "u-1").unwrap();
+    assert_eq!(p.key, out.key);
+    assert_eq!(p.email.as_deref(), Some("Sarah@Example.com"));
+    assert_eq!(p.anonymous_ids, vec!["a-1".to_string()]);
+    // Email lookups are case-insensitive and trimmed.
+    assert_eq!(by_email(&db, "  sarah@EXAMPLE.com ").unwrap().key, out.key);
+    assert_eq!(by_anon(&db, "a-1").unwrap().key, out.key);
+}
+
+#[test]
+fn gosquared_id_and_email_profiles_merge_when_one_call_names_both() {
+    // GoSquared: "tracking users by their id and email separately will create two different
+    // profiles. GoSquared will merge these two profiles together when you next identify a user
+    // with both id and email in the properties of the same identify call."
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let by_id = call(
+        &db,
+        identify(Some("253552"), None, None, json!({"plan": "pro"})),
+    );
+    let by_mail = call(
+        &db,
+        identify(
+            None,
+            Some("simon@example.com"),
+            None,
+            json!({"username": "simontabor"}),
+        ),
+    );
+    assert_ne!(by_id.key, by_mail.key);
+    let out = call(
+        &db,
+        identify(Some("253552"), Some("simon@example.com"), None, json!({})),
+    );
+    assert_eq!(out.status, Status::Merged);
+    assert_eq!(out.key, by_id.key, "the userId's profile survives");
+    assert_eq!(out.merged, vec![by_mail.key]);
+    let p = by_user(&db, "253552").unwrap();
+    assert_eq!(p.email.as_deref(), Some("simon@example.com"));
+    assert_eq!(prop(&p, "plan"), Some(json!("pro")));
+    assert_eq!(prop(&p, "username"), Some(json!("simontabor")));
+    // The merged-away key resolves to the survivor.
+    assert_eq!(by_key(&db, by_mail.key).unwrap().key, by_id.key);
+    assert_eq!(db.stats().profiles, 1);
+}
+
+#[test]
+fn all_found_in_one_profile_updates_it_and_attaches_missing_identifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let first = call(&db, identify(Some("u-1"), None, None, json!({})));
+    let out = call(&db, identify(Some("u-1"), None, Some("dev-1"), json!({})));
+    assert_eq!(out.status, Status::Updated);
+    assert_eq!(out.key, first.key);
+    assert_eq!(by_anon(&db, "dev-1").unwrap().key, first.key);
+}
+
+#[test]
+fn two_profiles_with_different_user_ids_never_merge_the_email_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let a = call(
+        &db,
+        identify(Some("u-a"), Some("shared@example.com"), None, json!({})),
+    );
+    let b = call(&db, identify(Some("u-b"), None, None, json!({})));
+    let out = call(
+        &db,
+        identify(Some("u-b"), Some("shared@example.com"), None, json!({})),
+    );
+    assert_eq!(out.status, Status::Updated);
+    assert!(out.merged.is_empty());
+    assert_eq!(out.moved.len(), 1);
+    assert_eq!(out.moved[0].identifier, "email");
+    assert_eq!(out.moved[0].from, a.key);
+    assert_eq!(by_email(&db, "shared@example.com").unwrap().key, b.key);
+    let pa = by_user(&db, "u-a").unwrap();
+    assert_eq!(pa.email, None, "the email was released by the other person");
+    assert_eq!(db.stats().profiles, 2);
+}
+
+#[test]
+fn a_shared_device_is_not_proof_of_one_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let a = call(
+        &db,
+        identify(Some("u-a"), None, Some("family-ipad"), json!({})),
+    );
+    // A new user id on a device of another identified person: a new profile takes the device.
+    let out = call(
+        &db,
+        identify(Some("u-b"), None, Some("family-ipad"), json!({})),
+    );
+    assert_eq!(out.status, Status::Created);
+    assert_ne!(out.key, a.key);
+    assert_eq!(out.moved[0].identifier, "anonymous_id");
+    assert_eq!(
+        by_anon(&db, "family-ipad").unwrap().user_id.as_deref(),
+        Some("u-b")
+    );
+    assert!(by_user(&db, "u-a").unwrap().anonymous_ids.is_empty());
+}
+
+#[test]
+fn an_anonymous_profile_becomes_the_user_ids_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let anon = call(
+        &db,
+        identify(None, None, Some("cookie-1"), json!({"seen": 1})),
+    );
+    let out = call(
+        &db,
+        identify(Some("u-1"), None, Some("cookie-1"), json!({})),
+    );
+    assert_eq!(out.status, Status::Updated);
+    assert_eq!(out.key, anon.key);
+    assert_eq!(prop(&by_user(&db, "u-1").unwrap(), "seen"), Some(json!(1)));
+}
+
+#[test]
+fn survivor_without_user_id_is_the_first_that_carries_one_in_order_email_anonymous_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let by_mail = call(&db, identify(None, Some("x@example.com"), None, json!({})));
+    let identified = call(&db, identify(Some("u-9"), None, Some("dev-9"), json!({})));
+    let out = call(
+        &db,
+        identify(None, Some("x@example.com"), Some("dev-9"), json!({})),
+    );
+    assert_eq!(out.status, Status::Merged);
+    assert_eq!(out.key, identified.key);
+    assert_eq!(out.merged, vec![by_mail.key]);
+    // Neither carries a user id: the one found by email survives.
+    let e = call(&db, identify(None, Some("y@example.com"), None, json!({})));
+    let d = call(&db, identify(None, None, Some("dev-y"), json!({})));
+    let out = call(
+        &db,
+        identify(None, Some("y@example.com"), Some("dev-y"), json!({})),
+    );
+    assert_eq!(out.key, e.key);
+    assert_eq!(out.merged, vec![d.key]);
+}
+
+#[test]
+fn a_new_email_replaces_the_old_one_which_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let a = call(
+        &db,
+        identify(Some("u-1"), Some("old@example.com"), None, json!({})),
+    );
+    call(
+        &db,
+        identify(Some("u-1"), Some("new@example.com"), None, json!({})),
+    );
+    assert_eq!(by_email(&db, "new@example.com").unwrap().key, a.key);
+    assert!(by_email(&db, "old@example.com").is_none());
+    // The released email can identify somebody else.
+    let b = call(
+        &db,
+        identify(Some("u-2"), Some("old@example.com"), None, json!({})),
+    );
+    assert!(b.moved.is_empty());
+    assert_eq!(by_email(&db, "old@example.com").unwrap().key, b.key);
+}
+
+#[test]
+fn merged_away_keys_keep_resolving_through_chains_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k1, k2, k3);
+    {
+        let db = open(dir.path());
+        k1 = call(&db, identify(None, Some("p@example.com"), None, json!({}))).key;
+        k2 = call(&db, identify(None, None, Some("dev-p"), json!({}))).key;
+        call(
+            &db,
+            identify(None, Some("p@example.com"), Some("dev-p"), json!({})),
+        );
+        k3 = call(&db, identify(Some("u-p"), None, None, json!({}))).key;
+        call(
+            &db,
+            identify(Some("u-p"), Some("p@example.com"), None, json!({})),
+        );
+        db.close().unwrap();
+    }
+    let db = open(dir.path());
+    for k in [k1, k2, k3] {
+        assert_eq!(by_key(&db, k).unwrap().key, k3, "key {k}");
+    }
+    assert_eq!(db.stats().profiles, 1);
+}
+
+#[test]
+fn alias_links_an_anonymous_id_to_the_user_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let anon = call(
+        &db,
+        identify(None, None, Some("anon-7"), json!({"visits": 3})),
+    );
+    let user = call(&db, identify(Some("u-7"), None, None, json!({})));
+    let out = call(
+        &db,
+        json!({"type": "alias", "previousId": "anon-7", "userId": "u-7"}),
+    );
+    assert_eq!(out.status, Status::Merged);
+    assert_eq!(out.key, user.key);
+    assert_eq!(out.merged, vec![anon.key]);
+    // Unknown previousId: attached as an anonymous id.
+    call(
+        &db,
+        json!({"type": "alias", "previousId": "never-seen", "userId": "u-7"}),
+    );
+    assert_eq!(by_anon(&db, "never-seen").unwrap().key, user.key);
+}
+
+#[test]
+fn alias_of_two_identified_people_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    call(&db, identify(Some("u-a"), None, None, json!({})));
+    call(&db, identify(Some("u-b"), None, None, json!({})));
+    let err = try_call(
+        &db,
+        json!({"type": "alias", "previousId": "u-a", "userId": "u-b"}),
+    );
+    assert!(matches!(err, Err(profiledb::Error::Invalid(_))), "{err:?}");
+    assert_eq!(db.stats().profiles, 2);
+}
+
+#[test]
+fn track_with_both_ids_links_them_and_stores_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let anon = call(&db, identify(None, None, Some("anon-t"), json!({})));
+    let user = call(&db, identify(Some("u-t"), None, None, json!({})));
+    let out = call(
+        &db,
+        json!({"type": "track", "event": "Signed Up", "userId": "u-t", "anonymousId": "anon-t",
+               "properties": {"plan": "pro"}}),
+    );
+    assert_eq!(out.status, Status::Merged);
+    assert_eq!(out.key, user.key);
+    assert_eq!(out.merged, vec![anon.key]);
+    assert_eq!(prop(&by_user(&db, "u-t").unwrap(), "plan"), None);
+    let out = call(
+        &db,
+        json!({"type": "page", "userId": "u-t", "name": "Home"}),
+    );
+    assert_eq!(out.status, Status::Unchanged);
+}
