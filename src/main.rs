@@ -1,6 +1,7 @@
-//! The `profiledb` command line.
+//! The `profiledb` command line (see docs/cli.md).
 
-fn main() {
-    eprintln!("profiledb: the command line is not built yet");
-    std::process::exit(2);
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

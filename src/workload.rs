@@ -425,7 +425,7 @@ pub fn write_json_lines(
             out.write_all(&buf)?;
             buf.clear();
         }
-        if n % 4096 == 0 || !more {
+        if n.is_multiple_of(4096) || !more {
             progress(n);
         }
         if !more {

@@ -1,0 +1,364 @@
+//! `profiledb bench`: W1 through the library, one thread.
+//!
+//! Calls are generated in batches of 1,024 outside the timed region, then applied one by one;
+//! throughput is calls divided by the time spent in `apply` and in syncs. Durability as
+//! `--durability`: `group` (default) applies buffered and syncs at least every 10 ms or 1,000
+//! calls, `buffered` syncs once at the end, `sync` syncs every call. The latency of every 16th
+//! call (sync included when that call triggers one) is recorded exactly; p50/p99 come from
+//! those samples.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use profiledb::workload::{W1, W1Config};
+use profiledb::{Db, Message, Options, Status};
+use serde::Serialize;
+
+use super::progress::{Progress, Unit};
+use super::write::{GROUP_CALLS, GROUP_DELAY, Syncer};
+use super::{CmdResult, DurabilityArg, Failure, Global, OK, is_refusal, print_json, warn};
+
+/// Arguments of `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Number of calls.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub calls: u64,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Number of people [default: calls / 5].
+    #[arg(long)]
+    pub people: Option<u64>,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Latency figures, in microseconds.
+#[derive(Debug, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Number of calls sampled (every 16th).
+    pub samples: u64,
+}
+
+/// Outcome counts.
+#[derive(Debug, Default, Serialize)]
+pub struct Outcomes {
+    /// Profiles created.
+    pub created: u64,
+    /// Profiles updated.
+    pub updated: u64,
+    /// Calls that merged profiles.
+    pub merged: u64,
+    /// Duplicate messageIds.
+    pub duplicate: u64,
+    /// Valid calls with nothing to store.
+    pub unchanged: u64,
+    /// Refused calls (should be 0: W1 is valid).
+    pub refused: u64,
+}
+
+/// Everything `bench` measures.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Calls applied.
+    pub calls: u64,
+    /// Distinct people of the workload.
+    pub people: u64,
+    /// Seed.
+    pub seed: u64,
+    /// `buffered`, `group` or `sync`.
+    pub durability: &'static str,
+    /// Calls per second (time in `apply` and syncs; generation excluded).
+    pub calls_per_sec: f64,
+    /// Seconds in `apply` and syncs.
+    pub seconds: f64,
+    /// Wall time of the load phase, generation included.
+    pub wall_seconds: f64,
+    /// Per-call latency.
+    pub latency_us: Latency,
+    /// Syncs the bench issued (`group`) or the store counted.
+    pub syncs: u64,
+    /// Bytes the storage engine appended, divided by calls.
+    pub bytes_written_per_call: f64,
+    /// Bytes appended by the storage engine during the load.
+    pub bytes_appended: u64,
+    /// Data directory size after the load.
+    pub disk_bytes_before_compaction: u64,
+    /// Data directory size after a full compaction.
+    pub disk_bytes_after_compaction: u64,
+    /// Seconds the compaction took.
+    pub compaction_seconds: f64,
+    /// Seconds to reopen the store after a clean close.
+    pub reopen_seconds: f64,
+    /// Live profiles at the end.
+    pub profiles: u64,
+    /// Estimated index bytes per live profile beyond the identifier bytes.
+    pub index_bytes_per_profile: f64,
+    /// Peak resident memory of the process (VmHWM), in bytes.
+    pub peak_memory_bytes: u64,
+    /// Outcome counts.
+    pub outcomes: Outcomes,
+    /// The data directory used (removed afterwards when it was temporary).
+    pub data_dir: String,
+}
+
+/// Peak resident set size from `/proc/self/status` (0 where unavailable).
+fn peak_memory() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64 / 1_000.0
+}
+
+/// Where the bench runs: a fresh temporary directory, or `--data` when given (it must be
+/// missing or empty, and is kept).
+fn bench_dir(global: &Global) -> Result<(PathBuf, bool), Failure> {
+    if global.data_given {
+        let dir = &global.data;
+        let empty = match std::fs::read_dir(dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(Failure::error(format!("{}: {e}", dir.display()))),
+        };
+        if !empty {
+            return Err(Failure::error(format!(
+                "bench needs a missing or empty directory, and {} is not empty (omit --data to \
+                 use a temporary one)",
+                dir.display()
+            )));
+        }
+        return Ok((dir.clone(), false));
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir =
+        std::env::temp_dir().join(format!("profiledb-bench-{}-{nanos:x}", std::process::id()));
+    Ok((dir, true))
+}
+
+/// Removes a temporary directory when dropped.
+struct TempDir(Option<PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `profiledb bench`.
+pub fn bench(global: &Global, args: &BenchArgs) -> CmdResult {
+    let mode = global.durability.unwrap_or(DurabilityArg::Group);
+    let mut config = W1Config::new(args.seed, args.calls);
+    if let Some(people) = args.people {
+        config = config.with_people(people);
+    }
+    let (dir, temporary) = bench_dir(global)?;
+    let _cleanup = TempDir(temporary.then(|| dir.clone()));
+    let report = run(&dir, config, mode).map_err(|e| Failure::error(e.to_string()))?;
+    if report.outcomes.refused > 0 {
+        warn(&format!(
+            "{} calls of the workload were refused: the figures are not W1's",
+            report.outcomes.refused
+        ));
+    }
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_human(&report, temporary).map_err(Failure::output)?;
+    }
+    Ok(OK)
+}
+
+fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<Report> {
+    let options = Options {
+        durability: Syncer::store_durability(mode),
+        ..Options::default()
+    };
+    let db = Db::open(dir, options.clone())?;
+    let progress = Progress::bar("bench", Some(config.calls), Unit::Items);
+    let mut w1 = W1::new(config);
+    let mut syncer = Syncer::new(mode);
+    let mut batch: Vec<Message> = Vec::with_capacity(1024);
+    let mut samples: Vec<u32> = Vec::with_capacity((config.calls / 16 + 1) as usize);
+    let mut outcomes = Outcomes::default();
+    let mut first_refusal = None;
+    let (mut busy, mut i) = (Duration::ZERO, 0u64);
+    let wall = Instant::now();
+    loop {
+        batch.clear();
+        batch.extend(w1.by_ref().take(1024));
+        if batch.is_empty() {
+            break;
+        }
+        let started = Instant::now();
+        for message in &batch {
+            let sampled = (i & 15 == 0).then(Instant::now);
+            match db.apply(message) {
+                Ok(outcome) => match outcome.status {
+                    Status::Created => outcomes.created += 1,
+                    Status::Updated => outcomes.updated += 1,
+                    Status::Merged => outcomes.merged += 1,
+                    Status::Duplicate => outcomes.duplicate += 1,
+                    Status::Unchanged => outcomes.unchanged += 1,
+                },
+                Err(e) if is_refusal(&e) => {
+                    outcomes.refused += 1;
+                    first_refusal.get_or_insert_with(|| e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+            syncer.after_call(&db)?;
+            if let Some(t) = sampled {
+                samples.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+            }
+            i += 1;
+        }
+        busy += started.elapsed();
+        progress.set(i);
+    }
+    let started = Instant::now();
+    db.sync()?;
+    busy += started.elapsed();
+    let wall_seconds = wall.elapsed().as_secs_f64();
+    progress.finish();
+    if let Some(e) = first_refusal {
+        warn(&format!("first refusal: {e}"));
+    }
+
+    let loaded = db.stats();
+    let compaction = Progress::spinner("compacting");
+    let started = Instant::now();
+    db.compact()?;
+    let compaction_seconds = started.elapsed().as_secs_f64();
+    compaction.finish();
+    let compacted = db.stats();
+    db.close()?;
+    let started = Instant::now();
+    let reopened = Db::open(dir, options)?;
+    let reopen_seconds = started.elapsed().as_secs_f64();
+    reopened.close()?;
+
+    samples.sort_unstable();
+    let seconds = busy.as_secs_f64();
+    Ok(Report {
+        calls: i,
+        people: config.people,
+        seed: config.seed,
+        durability: mode.name(),
+        calls_per_sec: i as f64 / seconds.max(1e-9),
+        seconds,
+        wall_seconds,
+        latency_us: Latency {
+            p50: percentile(&samples, 50.0),
+            p99: percentile(&samples, 99.0),
+            p999: percentile(&samples, 99.9),
+            max: percentile(&samples, 100.0),
+            samples: samples.len() as u64,
+        },
+        syncs: if mode == DurabilityArg::Group {
+            syncer.syncs
+        } else {
+            loaded.storage.syncs
+        },
+        bytes_written_per_call: loaded.storage.bytes_appended as f64 / i.max(1) as f64,
+        bytes_appended: loaded.storage.bytes_appended,
+        disk_bytes_before_compaction: loaded.storage.disk_bytes,
+        disk_bytes_after_compaction: compacted.storage.disk_bytes,
+        compaction_seconds,
+        reopen_seconds,
+        profiles: compacted.profiles,
+        index_bytes_per_profile: compacted.index_bytes_per_profile,
+        peak_memory_bytes: peak_memory(),
+        outcomes,
+        data_dir: dir.display().to_string(),
+    })
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let durability = match r.durability {
+        "group" => format!(
+            "group commit (a sync at least every {} ms or {GROUP_CALLS} calls)",
+            GROUP_DELAY.as_millis()
+        ),
+        "sync" => "sync per call".to_string(),
+        other => format!("{other} (one sync at the end)"),
+    };
+    let l = &r.latency_us;
+    let o = &r.outcomes;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "W1: {} calls over {} people, seed {}, one thread, {durability}",
+        r.calls, r.people, r.seed
+    )?;
+    writeln!(
+        out,
+        "  throughput      {:.0} calls/s ({:.2} s in calls and syncs, {:.2} s wall)",
+        r.calls_per_sec, r.seconds, r.wall_seconds
+    )?;
+    writeln!(
+        out,
+        "  latency         p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us ({} samples)",
+        l.p50, l.p99, l.p999, l.max, l.samples
+    )?;
+    writeln!(
+        out,
+        "  written         {:.0} bytes/call ({} appended, {} syncs)",
+        r.bytes_written_per_call,
+        mb(r.bytes_appended),
+        r.syncs
+    )?;
+    writeln!(
+        out,
+        "  disk            {} after the load, {} after compaction ({:.2} s)",
+        mb(r.disk_bytes_before_compaction),
+        mb(r.disk_bytes_after_compaction),
+        r.compaction_seconds
+    )?;
+    writeln!(
+        out,
+        "  reopen          {:.3} s ({} profiles, {:.1} index bytes/profile)",
+        r.reopen_seconds, r.profiles, r.index_bytes_per_profile
+    )?;
+    writeln!(out, "  peak memory     {} (VmHWM)", mb(r.peak_memory_bytes))?;
+    writeln!(
+        out,
+        "  outcomes        {} created, {} updated, {} merged, {} duplicate, {} unchanged, {} refused",
+        o.created, o.updated, o.merged, o.duplicate, o.unchanged, o.refused
+    )?;
+    if !temporary {
+        writeln!(out, "  data            {}", r.data_dir)?;
+    }
+    out.flush()
+}

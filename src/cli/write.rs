@@ -1,0 +1,294 @@
+//! Commands that change the store: `identify`, `import`, `delete`, `unlink`.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::time::{Duration, Instant};
+
+use profiledb::{Db, Durability, Outcome, Selector, Status};
+use serde::Serialize;
+
+use super::progress::{Progress, Unit};
+use super::{
+    Access, CmdResult, DurabilityArg, FAILED, Failure, Global, OK, close, describe, is_refusal,
+    open, print_json,
+};
+
+/// Makes writes durable as `--durability` asks, for commands that apply many calls from one
+/// thread: calls are applied buffered, and this syncs every 10 ms or 1,000 calls (`group`),
+/// never (`buffered`: the command syncs once at the end), or not at all because the store
+/// already syncs each call (`sync`).
+pub struct Syncer {
+    mode: DurabilityArg,
+    last: Instant,
+    pending: u32,
+    /// Syncs issued.
+    pub syncs: u64,
+}
+
+/// Longest time a group-committed call waits for its sync.
+pub const GROUP_DELAY: Duration = Duration::from_millis(10);
+/// Most calls a group commit covers.
+pub const GROUP_CALLS: u32 = 1000;
+
+impl Syncer {
+    /// A syncer for `mode`.
+    pub fn new(mode: DurabilityArg) -> Self {
+        Syncer {
+            mode,
+            last: Instant::now(),
+            pending: 0,
+            syncs: 0,
+        }
+    }
+
+    /// The store default to open with: calls are applied buffered except in `sync` mode.
+    pub fn store_durability(mode: DurabilityArg) -> Durability {
+        match mode {
+            DurabilityArg::Sync => Durability::SyncEach,
+            DurabilityArg::Buffered | DurabilityArg::Group => Durability::Buffered,
+        }
+    }
+
+    /// Call after each applied call.
+    #[inline]
+    pub fn after_call(&mut self, db: &Db) -> profiledb::Result<()> {
+        if self.mode != DurabilityArg::Group {
+            return Ok(());
+        }
+        self.pending += 1;
+        if self.pending >= GROUP_CALLS || self.last.elapsed() >= GROUP_DELAY {
+            db.sync()?;
+            self.syncs += 1;
+            self.pending = 0;
+            self.last = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+/// `profiledb identify JSON`.
+pub fn identify(global: &Global, json: &str) -> CmdResult {
+    let mut text = json.as_bytes().to_vec();
+    if json == "-" {
+        text.clear();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut text)
+            .map_err(|e| Failure::error(format!("cannot read stdin: {e}")))?;
+    }
+    let mode = global.durability.unwrap_or(DurabilityArg::Group);
+    let db = open(global, Access::Write, mode.durability())?;
+    let result = db.apply_json(text.trim_ascii());
+    close(db)?;
+    print_json(&result?)?;
+    Ok(OK)
+}
+
+/// The summary `import` prints.
+#[derive(Debug, Default, Serialize)]
+pub struct ImportSummary {
+    /// Non-blank lines read.
+    pub lines: u64,
+    /// Lines the store acknowledged (created + updated + merged + duplicate + unchanged).
+    pub accepted: u64,
+    /// Lines refused (not JSON, not a message, or against the rules).
+    pub refused: u64,
+    /// Accepted lines whose messageId was applied before (ignored).
+    pub duplicates: u64,
+    /// Accepted lines that merged profiles.
+    pub merges: u64,
+    /// Accepted lines that created a profile.
+    pub created: u64,
+    /// Accepted lines that updated one profile.
+    pub updated: u64,
+    /// Accepted lines with nothing to store.
+    pub unchanged: u64,
+    /// Identifiers moved between profiles by the protection rule.
+    pub moved: u64,
+    /// Property names ignored (over the name limit, or `$add` on a non-number).
+    pub ignored: u64,
+    /// Wall time, in seconds.
+    pub seconds: f64,
+    /// Accepted lines per second.
+    pub calls_per_sec: f64,
+}
+
+impl ImportSummary {
+    fn count(&mut self, outcome: &Outcome) {
+        self.accepted += 1;
+        match outcome.status {
+            Status::Created => self.created += 1,
+            Status::Updated => self.updated += 1,
+            Status::Merged => self.merges += 1,
+            Status::Duplicate => self.duplicates += 1,
+            Status::Unchanged => self.unchanged += 1,
+        }
+        self.moved += outcome.moved.len() as u64;
+        self.ignored += outcome.ignored.len() as u64;
+    }
+}
+
+/// Read one line (newline excluded) into `buf`, keeping at most `cap` bytes of it. Returns the
+/// bytes consumed (0 at the end of input) and whether the line was longer than `cap`.
+fn read_line(r: &mut dyn BufRead, buf: &mut Vec<u8>, cap: usize) -> io::Result<(usize, bool)> {
+    buf.clear();
+    let (mut consumed, mut long) = (0usize, false);
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok((consumed, long));
+        }
+        let newline = chunk.iter().position(|&b| b == b'\n');
+        let part = &chunk[..newline.unwrap_or(chunk.len())];
+        let room = cap.saturating_sub(buf.len());
+        if part.len() > room {
+            long = true;
+        }
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        let used = newline.map_or(chunk.len(), |i| i + 1);
+        r.consume(used);
+        consumed += used;
+        if newline.is_some() {
+            return Ok((consumed, long));
+        }
+    }
+}
+
+/// `profiledb import FILE|-`.
+pub fn import(global: &Global, file: &str) -> CmdResult {
+    let (mut input, name, size): (Box<dyn BufRead>, String, Option<u64>) = if file == "-" {
+        (Box::new(io::stdin().lock()), "<stdin>".into(), None)
+    } else {
+        let f = File::open(file).map_err(|e| Failure::error(format!("cannot open {file}: {e}")))?;
+        let size = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+        (
+            Box::new(BufReader::with_capacity(1 << 16, f)),
+            file.into(),
+            size,
+        )
+    };
+    let mode = global.durability.unwrap_or(DurabilityArg::Group);
+    let db = open(global, Access::Write, Syncer::store_durability(mode))?;
+    let cap = db.options().max_call_bytes;
+    let progress = match size {
+        Some(total) => Progress::bar("import", Some(total), Unit::Bytes),
+        None => Progress::bar("import", None, Unit::Items),
+    };
+    let mut syncer = Syncer::new(mode);
+    let mut summary = ImportSummary::default();
+    let started = Instant::now();
+    let (mut line, mut lineno, mut bytes) = (Vec::with_capacity(1024), 0u64, 0u64);
+    let mut fatal = None;
+    loop {
+        let (consumed, long) = match read_line(&mut *input, &mut line, cap) {
+            Ok(read) => read,
+            Err(e) => {
+                fatal = Some(format!("{name}:{}: cannot read: {e}", lineno + 1));
+                break;
+            }
+        };
+        if consumed == 0 {
+            break;
+        }
+        lineno += 1;
+        bytes += consumed as u64;
+        if lineno.is_multiple_of(1024) {
+            progress.set(if size.is_some() { bytes } else { lineno });
+        }
+        let text = line.trim_ascii();
+        if text.is_empty() && !long {
+            continue;
+        }
+        summary.lines += 1;
+        if long {
+            summary.refused += 1;
+            progress.println(&format!(
+                "{name}:{lineno}: call refused: the line is longer than {cap} bytes (the \
+                 call-size limit)"
+            ));
+            continue;
+        }
+        match db.apply_json(text) {
+            Ok(outcome) => summary.count(&outcome),
+            Err(e) if is_refusal(&e) => {
+                summary.refused += 1;
+                progress.println(&format!("{name}:{lineno}: {e}"));
+            }
+            Err(e) => {
+                fatal = Some(format!("{name}:{lineno}: {e}; import stopped"));
+                break;
+            }
+        }
+        if let Err(e) = syncer.after_call(&db) {
+            fatal = Some(format!("{name}:{lineno}: sync failed: {e}; import stopped"));
+            break;
+        }
+    }
+    progress.finish();
+    let closed = close(db);
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.calls_per_sec = summary.accepted as f64 / summary.seconds.max(1e-9);
+    print_json(&summary)?;
+    if let Some(message) = fatal {
+        return Err(Failure::error(message));
+    }
+    closed?;
+    Ok(if summary.refused > 0 { FAILED } else { OK })
+}
+
+/// `profiledb delete SELECTOR [--suppress]`.
+pub fn delete(global: &Global, selector: &Selector, suppress: bool) -> CmdResult {
+    let mode = global.durability.unwrap_or(DurabilityArg::Group);
+    let db = open(global, Access::Write, mode.durability())?;
+    let result = db.delete(selector, suppress);
+    close(db)?;
+    match result? {
+        Some(key) => {
+            print_json(&serde_json::json!({"deleted": key, "suppressed": suppress}))?;
+            Ok(OK)
+        }
+        None => Err(Failure::failed(format!(
+            "no profile with {}",
+            describe(selector)
+        ))),
+    }
+}
+
+/// `profiledb unlink SELECTOR`: by anonymous id, detach that device; by another selector,
+/// detach every device of the profile.
+pub fn unlink(global: &Global, selector: &Selector) -> CmdResult {
+    let mode = global.durability.unwrap_or(DurabilityArg::Group);
+    let db = open(global, Access::Write, mode.durability())?;
+    let result = unlink_in(&db, selector);
+    close(db)?;
+    match result? {
+        Some((key, unlinked)) => {
+            print_json(&serde_json::json!({"key": key, "unlinked": unlinked}))?;
+            Ok(OK)
+        }
+        None => Err(Failure::failed(format!(
+            "no profile with {}",
+            describe(selector)
+        ))),
+    }
+}
+
+fn unlink_in(db: &Db, selector: &Selector) -> profiledb::Result<Option<(u64, Vec<String>)>> {
+    if let Selector::AnonymousId(id) = selector {
+        return Ok(db.unlink(id)?.map(|key| (key, vec![id.clone()])));
+    }
+    let Some(profile) = db.get(selector)? else {
+        return Ok(None);
+    };
+    let mut unlinked = Vec::new();
+    for id in &profile.anonymous_ids {
+        if db.unlink(id)?.is_some() {
+            unlinked.push(id.clone());
+        }
+    }
+    Ok(Some((profile.key, unlinked)))
+}
