@@ -1,2 +1,146 @@
-#[derive(Debug, Clone)]
-pub(crate) struct Position;
+//! The hint file: the layer above's index snapshot, with the log position it covers.
+//!
+//! Written atomically (`HINT.tmp`, fdatasync, rename to `HINT`, directory fsync) after the log
+//! is synced up to the position, so a hint never covers frames that are not on disk.
+
+use std::path::Path;
+
+use super::io::{Io, write_all_at};
+use super::record::{u16_at, u32_at, u64_at};
+use crate::error::{Error, Result};
+
+/// File name of the hint.
+pub(crate) const HINT: &str = "HINT";
+/// Temp name while it is written.
+pub(crate) const HINT_TMP: &str = "HINT.tmp";
+/// First bytes of the hint file.
+pub(crate) const HINT_MAGIC: [u8; 8] = *b"PDBHINT\n";
+/// Version of the hint format.
+pub(crate) const HINT_VERSION: u16 = 1;
+
+/// The log position a snapshot covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// Last sequence number covered.
+    pub seq: u64,
+    /// Active segment when the position was taken.
+    pub active: u32,
+    /// Bytes of the active segment covered (a frame boundary).
+    pub offset: u32,
+    /// Every segment (sealed and active) the position covers.
+    pub segments: Vec<u32>,
+}
+
+/// Encode a whole hint file.
+pub(crate) fn encode(pos: &Position, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(48 + pos.segments.len() * 4 + payload.len());
+    b.extend_from_slice(&HINT_MAGIC);
+    b.extend_from_slice(&HINT_VERSION.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&pos.seq.to_le_bytes());
+    b.extend_from_slice(&pos.active.to_le_bytes());
+    b.extend_from_slice(&pos.offset.to_le_bytes());
+    b.extend_from_slice(&(pos.segments.len() as u32).to_le_bytes());
+    for id in &pos.segments {
+        b.extend_from_slice(&id.to_le_bytes());
+    }
+    b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    b.extend_from_slice(payload);
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decode a hint file; `Err` says why it is unusable.
+pub(crate) fn decode(b: &[u8]) -> std::result::Result<(Position, &[u8]), String> {
+    let Some(body_len) = b.len().checked_sub(4) else {
+        return Err("hint file too short".into());
+    };
+    let body = b.get(..body_len).unwrap_or(&[]);
+    let stored = u32_at(b, body_len).unwrap_or(0);
+    let actual = crc32fast::hash(body);
+    if stored != actual {
+        return Err(format!(
+            "hint checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"
+        ));
+    }
+    if body.get(..8) != Some(&HINT_MAGIC[..]) {
+        return Err("bad hint magic".into());
+    }
+    if u16_at(body, 8) != Some(HINT_VERSION) {
+        return Err("unsupported hint version".into());
+    }
+    let short = || "hint file truncated".to_string();
+    let seq = u64_at(body, 12).ok_or_else(short)?;
+    let active = u32_at(body, 20).ok_or_else(short)?;
+    let offset = u32_at(body, 24).ok_or_else(short)?;
+    let n = u32_at(body, 28).ok_or_else(short)? as usize;
+    if n > body.len() / 4 {
+        return Err("hint segment count out of range".into());
+    }
+    let mut at = 32;
+    let mut segments = Vec::with_capacity(n);
+    for _ in 0..n {
+        segments.push(u32_at(body, at).ok_or_else(short)?);
+        at += 4;
+    }
+    let plen = u64_at(body, at).ok_or_else(short)?;
+    at += 8;
+    let payload = usize::try_from(plen)
+        .ok()
+        .and_then(|p| body.get(at..at.checked_add(p)?))
+        .ok_or_else(short)?;
+    if at + payload.len() != body.len() {
+        return Err("trailing bytes in hint file".into());
+    }
+    Ok((
+        Position {
+            seq,
+            active,
+            offset,
+            segments,
+        },
+        payload,
+    ))
+}
+
+/// Write the hint atomically. The log must already be synced up to `pos.seq`.
+pub(crate) fn write(io: &dyn Io, dir: &Path, pos: &Position, payload: &[u8]) -> Result<()> {
+    let tmp = dir.join(HINT_TMP);
+    let fin = dir.join(HINT);
+    let _ = io.remove(&tmp);
+    let bytes = encode(pos, payload);
+    let f = io.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    write_all_at(f.as_ref(), 0, &bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
+    drop(f);
+    io.rename(&tmp, &fin)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    io.sync_dir(dir).map_err(|e| Error::io("fsync", dir, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_damage() {
+        let pos = Position {
+            seq: 5,
+            active: 2,
+            offset: 100,
+            segments: vec![1, 2],
+        };
+        let b = encode(&pos, b"snap");
+        let (p, payload) = decode(&b).unwrap();
+        assert_eq!(p, pos);
+        assert_eq!(payload, b"snap");
+        for i in 0..b.len() {
+            let mut bad = b.clone();
+            bad[i] ^= 1;
+            assert!(decode(&bad).is_err());
+            assert!(decode(&b[..i]).is_err());
+        }
+    }
+}

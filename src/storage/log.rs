@@ -1,1 +1,473 @@
-pub(crate) struct Log;
+//! The running log: appends into the active segment, rotation, group commit and poisoning.
+//!
+//! Locks, always taken in this order and never held across an fdatasync of the active
+//! segment: `compaction` -> `state` (the append lock) -> `sealed` -> `sync`.
+//! The one exception is rotation, which fdatasyncs the segment it seals under the append lock
+//! (once per `segment_size` bytes), so that a sealed log segment is always whole on disk before
+//! its successor exists: torn tails can then only be in the newest log segment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::io::{Io, IoFile, write_all_at};
+use super::record::{self, HEADER_LEN, KIND_LOG, SegmentHeader};
+use super::segment::{Sealed, SealedRef, seg_name};
+use super::{Appended, Entry, Location, RecoveryReport};
+use crate::error::{Error, Result};
+use crate::options::Durability;
+
+/// Unflushed bytes of the active segment that trigger a `write()`.
+pub(crate) const FLUSH_AT: usize = 64 << 10;
+
+/// The active segment (guarded by the append lock).
+pub(crate) struct State {
+    pub id: u32,
+    pub path: PathBuf,
+    pub file: Arc<dyn IoFile>,
+    /// Mirror of the whole active segment file, header included.
+    pub buf: Vec<u8>,
+    /// Bytes of `buf` already written to the file.
+    pub flushed: usize,
+    /// Next sequence number to assign.
+    pub next_seq: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct SyncState {
+    /// Every frame with seq <= this is on stable storage.
+    pub durable: u64,
+    /// A leader is syncing.
+    pub syncing: bool,
+    /// Callers waiting for a sync.
+    pub waiters: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    pub syncs: AtomicU64,
+    pub compactions: AtomicU64,
+}
+
+/// Everything the store's threads share.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub io: Arc<dyn Io>,
+    pub segment_size: u64,
+    pub durability: Durability,
+    pub state: Mutex<State>,
+    pub sealed: RwLock<BTreeMap<u32, SealedRef>>,
+    pub sync: Mutex<SyncState>,
+    pub synced: Condvar,
+    pub next_segment: AtomicU32,
+    pub counters: Counters,
+    pub recovery: RecoveryReport,
+    pub compaction: Mutex<()>,
+    poisoned: AtomicBool,
+    poison_cause: Mutex<Option<String>>,
+    shutdown: Mutex<bool>,
+    shutdown_cv: Condvar,
+    /// The directory lock; released when the last handle goes.
+    pub _lock: std::fs::File,
+}
+
+/// How a caller waits for durability.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Lead a sync at once if none is running.
+    Now,
+    /// Wait for a group commit, leading one once the deadline passes or the batch is full.
+    Group { deadline: Instant, max_batch: usize },
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: PathBuf,
+        io: Arc<dyn Io>,
+        segment_size: u64,
+        durability: Durability,
+        state: State,
+        sealed: BTreeMap<u32, SealedRef>,
+        next_segment: u32,
+        recovery: RecoveryReport,
+        lock: std::fs::File,
+    ) -> Shared {
+        let durable = state.next_seq.saturating_sub(1);
+        Shared {
+            dir,
+            io,
+            segment_size,
+            durability,
+            state: Mutex::new(state),
+            sealed: RwLock::new(sealed),
+            sync: Mutex::new(SyncState {
+                durable,
+                ..SyncState::default()
+            }),
+            synced: Condvar::new(),
+            next_segment: AtomicU32::new(next_segment),
+            counters: Counters::default(),
+            recovery,
+            compaction: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
+            shutdown: Mutex::new(false),
+            shutdown_cv: Condvar::new(),
+            _lock: lock,
+        }
+    }
+
+    /// `Err(Poisoned)` once any write or fsync failed.
+    pub fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            let cause = self
+                .poison_cause
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "unknown".into());
+            return Err(Error::Poisoned { cause });
+        }
+        Ok(())
+    }
+
+    /// Poison the store with `err` as the cause; returns the `Poisoned` error for this call.
+    pub fn poison(&self, err: Error) -> Error {
+        let mut cause = self.poison_cause.lock();
+        if cause.is_none() {
+            *cause = Some(err.to_string());
+        }
+        self.poisoned.store(true, Ordering::Release);
+        let c = cause.clone().unwrap_or_default();
+        drop(cause);
+        // Wake every waiter so it sees the poison.
+        let _s = self.sync.lock();
+        self.synced.notify_all();
+        Error::Poisoned { cause: c }
+    }
+
+    /// Run an I/O step; on failure poison the store.
+    pub fn guard<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| self.poison(e))
+    }
+
+    pub fn append(&self, entries: &[Entry<'_>]) -> Result<Appended> {
+        self.check_poison()?;
+        let Some(flen) = record::frame_len(entries) else {
+            return Err(Error::Options {
+                name: "entries",
+                reason: format!(
+                    "a frame may hold at most {} bytes (entries too large)",
+                    record::MAX_BODY
+                ),
+            });
+        };
+        let mut st = self.state.lock();
+        self.check_poison()?;
+        if st.buf.len() > HEADER_LEN && st.buf.len() + flen > u32::MAX as usize {
+            self.guard(self.rotate(&mut st))?;
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let mut locs = Vec::with_capacity(entries.len());
+        record::encode_frame(&mut st.buf, seq, entries, &mut locs);
+        let seg = st.id;
+        let locations = locs
+            .into_iter()
+            .map(|(offset, len)| Location {
+                segment: seg,
+                offset: offset as u32,
+                len: len as u32,
+            })
+            .collect();
+        self.counters.frames.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(flen as u64, Ordering::Relaxed);
+        if st.buf.len() - st.flushed >= FLUSH_AT {
+            self.guard(flush(&mut st))?;
+        }
+        if st.buf.len() as u64 >= self.segment_size {
+            self.guard(self.rotate(&mut st))?;
+        }
+        Ok(Appended { seq, locations })
+    }
+
+    /// Seal the active segment and start a new one (under the append lock).
+    pub fn rotate(&self, st: &mut State) -> Result<()> {
+        flush(st)?;
+        st.file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &st.path, e))?;
+        self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        let sealed = Sealed::open(self.io.as_ref(), &self.dir, st.id)?;
+        let id = self.next_segment.fetch_add(1, Ordering::SeqCst);
+        let (path, file, header) = create_segment(
+            self.io.as_ref(),
+            &self.dir,
+            SegmentHeader {
+                id,
+                kind: KIND_LOG,
+                seq_floor: st.next_seq,
+            },
+        )?;
+        self.sealed.write().insert(st.id, Arc::new(sealed));
+        st.id = id;
+        st.path = path;
+        st.file = file;
+        st.buf = Vec::with_capacity((self.segment_size as usize).min(64 << 20) + 4096);
+        st.buf.extend_from_slice(&header);
+        st.flushed = HEADER_LEN;
+        Ok(())
+    }
+
+    /// Seal the active segment if it holds any frame.
+    pub fn rotate_if_nonempty(&self) -> Result<()> {
+        self.check_poison()?;
+        let mut st = self.state.lock();
+        if st.buf.len() > HEADER_LEN {
+            self.guard(self.rotate(&mut st))?;
+        }
+        Ok(())
+    }
+
+    /// Flush and fdatasync (outside the append lock); returns the seq now durable.
+    fn do_sync(&self) -> Result<u64> {
+        let (file, path, target) = {
+            let mut st = self.state.lock();
+            flush(&mut st)?;
+            (st.file.clone(), st.path.clone(), st.next_seq - 1)
+        };
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", path, e))?;
+        self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(target)
+    }
+
+    fn wait(&self, seq: u64, mode: Wait) -> Result<()> {
+        let mut s = self.sync.lock();
+        s.waiters += 1;
+        let result = loop {
+            if let Err(e) = self.check_poison() {
+                break Err(e);
+            }
+            if s.durable >= seq {
+                break Ok(());
+            }
+            let lead = !s.syncing
+                && match mode {
+                    Wait::Now => true,
+                    Wait::Group {
+                        deadline,
+                        max_batch,
+                    } => s.waiters >= max_batch || Instant::now() >= deadline,
+                };
+            if lead {
+                s.syncing = true;
+                let r = parking_lot::MutexGuard::unlocked(&mut s, || self.do_sync());
+                s.syncing = false;
+                match r {
+                    Ok(d) => s.durable = s.durable.max(d),
+                    Err(e) => {
+                        s.waiters -= 1;
+                        drop(s);
+                        return Err(self.poison(e));
+                    }
+                }
+                self.synced.notify_all();
+                continue;
+            }
+            match mode {
+                Wait::Group { deadline, .. } if !s.syncing => {
+                    self.synced.wait_until(&mut s, deadline);
+                }
+                _ => self.synced.wait(&mut s),
+            }
+        };
+        s.waiters -= 1;
+        result
+    }
+
+    pub fn wait_durable(&self, seq: u64, durability: Durability) -> Result<()> {
+        self.check_poison()?;
+        match durability {
+            Durability::Buffered => Ok(()),
+            Durability::SyncEach => self.wait(seq, Wait::Now),
+            Durability::GroupCommit {
+                max_delay,
+                max_batch,
+            } => self.wait(
+                seq,
+                Wait::Group {
+                    deadline: Instant::now() + max_delay,
+                    max_batch: max_batch.max(1),
+                },
+            ),
+        }
+    }
+
+    /// Make everything appended so far durable.
+    pub fn sync_all(&self) -> Result<()> {
+        self.check_poison()?;
+        let last = self.state.lock().next_seq - 1;
+        self.wait(last, Wait::Now)
+    }
+
+    /// Seq of the last appended frame.
+    pub fn last_seq(&self) -> u64 {
+        self.state.lock().next_seq - 1
+    }
+
+    /// Call `f` with the bytes at `loc`.
+    pub fn read<R>(&self, loc: Location, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let sealed = self.sealed.read().get(&loc.segment).cloned();
+        if let Some(s) = sealed {
+            return Ok(f(slice(&s.bytes, loc, &s.path)?));
+        }
+        {
+            let st = self.state.lock();
+            if st.id == loc.segment {
+                return Ok(f(slice(&st.buf, loc, &st.path)?));
+            }
+        }
+        // Rotated between the two looks.
+        let sealed = self.sealed.read().get(&loc.segment).cloned();
+        match sealed {
+            Some(s) => Ok(f(slice(&s.bytes, loc, &s.path)?)),
+            None => Err(Error::Corruption {
+                file: self.dir.join(seg_name(loc.segment)),
+                offset: loc.offset as u64,
+                reason: "no such segment (location from before a compaction?)".into(),
+            }),
+        }
+    }
+
+    /// Background group commit: sync at least every `period` while appends are unsynced.
+    fn flusher(self: Arc<Self>, period: Duration) {
+        loop {
+            {
+                let mut stop = self.shutdown.lock();
+                if *stop {
+                    return;
+                }
+                self.shutdown_cv.wait_for(&mut stop, period);
+                if *stop {
+                    return;
+                }
+            }
+            if self.check_poison().is_err() {
+                continue;
+            }
+            let last = self.last_seq();
+            if self.sync.lock().durable < last {
+                let _ = self.wait(last, Wait::Now);
+            }
+        }
+    }
+}
+
+/// Write the unflushed part of the active buffer to the file.
+pub(crate) fn flush(st: &mut State) -> Result<()> {
+    if st.flushed < st.buf.len() {
+        let part = st.buf.get(st.flushed..).unwrap_or(&[]);
+        write_all_at(st.file.as_ref(), st.flushed as u64, part)
+            .map_err(|e| Error::io("write", &st.path, e))?;
+        st.flushed = st.buf.len();
+    }
+    Ok(())
+}
+
+fn slice<'a>(bytes: &'a [u8], loc: Location, path: &Path) -> Result<&'a [u8]> {
+    let start = loc.offset as usize;
+    bytes
+        .get(start..start + loc.len as usize)
+        .ok_or_else(|| Error::Corruption {
+            file: path.to_path_buf(),
+            offset: loc.offset as u64,
+            reason: format!(
+                "location of {} bytes lies outside the {}-byte segment",
+                loc.len,
+                bytes.len()
+            ),
+        })
+}
+
+/// Create a segment file with its header written and synced, and the directory synced.
+pub(crate) fn create_segment(
+    io: &dyn Io,
+    dir: &Path,
+    header: SegmentHeader,
+) -> Result<(PathBuf, Arc<dyn IoFile>, [u8; HEADER_LEN])> {
+    let path = dir.join(seg_name(header.id));
+    let file = io
+        .create(&path)
+        .map_err(|e| Error::io("create", &path, e))?;
+    let bytes = header.encode();
+    write_all_at(file.as_ref(), 0, &bytes).map_err(|e| Error::io("write", &path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &path, e))?;
+    io.sync_dir(dir).map_err(|e| Error::io("fsync", dir, e))?;
+    Ok((path, file, bytes))
+}
+
+/// The running log: shared state plus the background group-commit thread.
+pub(crate) struct Log {
+    pub shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    closed: bool,
+}
+
+impl Log {
+    pub fn start(shared: Shared) -> Log {
+        let shared = Arc::new(shared);
+        let flusher = match shared.durability {
+            Durability::GroupCommit { max_delay, .. } => {
+                let s = shared.clone();
+                let period = max_delay.max(Duration::from_micros(100));
+                std::thread::Builder::new()
+                    .name("profiledb-group-commit".into())
+                    .spawn(move || s.flusher(period))
+                    .ok()
+            }
+            _ => None,
+        };
+        Log {
+            shared,
+            flusher,
+            closed: false,
+        }
+    }
+
+    fn stop_flusher(&mut self) {
+        *self.shared.shutdown.lock() = true;
+        self.shared.shutdown_cv.notify_all();
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Stop the background thread, flush and sync.
+    pub fn close(&mut self) -> Result<()> {
+        self.closed = true;
+        self.stop_flusher();
+        self.shared.sync_all()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.stop_flusher();
+            if self.shared.check_poison().is_ok() {
+                let _ = self.shared.sync_all();
+            }
+        }
+    }
+}

@@ -10,12 +10,14 @@
 //! Layers inside: `record` (framing) -> `segment`/`mmap` (files) -> `log` (append, group commit,
 //! poisoning) -> `recovery`/`hint`/`compaction` (whole-directory procedures) -> `Store`.
 //!
+//! Durability, recovery and format: docs/recovery.md and docs/format.md.
+//!
 //! THIS FILE IS THE CONTRACT between the storage engine and `db.rs`. The signatures below are
 //! what the rest of the crate calls.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 use crate::options::Durability;
@@ -155,43 +157,97 @@ pub struct Store {
     inner: log::Log,
 }
 
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions::new()
+    }
+}
+
+impl StoreOptions {
+    /// 64 MiB segments, group commit, no repair, create the directory, real files.
+    pub fn new() -> StoreOptions {
+        StoreOptions {
+            segment_size: 64 << 20,
+            durability: Durability::default(),
+            repair: false,
+            create: true,
+            io: Arc::new(io::RealIo),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("segment_size", &self.segment_size)
+            .field("durability", &self.durability)
+            .field("repair", &self.repair)
+            .field("create", &self.create)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Store {
     /// Open (or create) the store at `dir`: take the directory lock, recover, and feed the
     /// recovered state to `replay`.
     pub fn open(dir: &Path, options: StoreOptions, replay: &mut dyn Replay) -> Result<Store> {
-        todo!("{dir:?} {} {replay:p}", options.segment_size)
+        let shared = recovery::open(dir, &options, replay)?;
+        Ok(Store {
+            inner: log::Log::start(shared),
+        })
     }
 
     /// Append one frame holding `entries`, atomically. Durability is NOT awaited here: call
     /// [`Store::wait_durable`] with the returned `seq` (outside any lock of the caller).
     pub fn append(&self, entries: &[Entry<'_>]) -> Result<Appended> {
-        todo!("{}", entries.len())
+        self.inner.shared.append(entries)
     }
 
     /// Return once frame `seq` is durable by `durability` (`Buffered` returns at once).
     pub fn wait_durable(&self, seq: u64, durability: Durability) -> Result<()> {
-        todo!("{seq} {durability:?}")
+        self.inner.shared.wait_durable(seq, durability)
     }
 
     /// Make everything appended so far durable.
     pub fn sync(&self) -> Result<()> {
-        todo!()
+        self.inner.shared.sync_all()
     }
 
     /// Call `f` with the data at `location` (zero-copy from a mapped sealed segment or the
-    /// active segment's memory).
+    /// active segment's memory). For the active segment `f` runs under the append lock: keep
+    /// it short and do not call back into the store from it.
     pub fn read<R>(&self, location: Location, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        todo!("{location:?} {:p}", &f)
+        self.inner.shared.read(location, f)
     }
 
     /// The position up to which a snapshot taken now is complete.
     pub fn hint_position(&self) -> Result<HintPosition> {
-        todo!()
+        let shared = &self.inner.shared;
+        shared.check_poison()?;
+        let st = shared.state.lock();
+        let mut segments: Vec<u32> = shared.sealed.read().keys().copied().collect();
+        segments.push(st.id);
+        Ok(HintPosition {
+            inner: hint::Position {
+                seq: st.next_seq - 1,
+                active: st.id,
+                offset: st.buf.len() as u32,
+                segments,
+            },
+        })
     }
 
-    /// Write the hint file (atomically: temp file, fsync, rename, directory fsync).
+    /// Write the hint file (atomically: temp file, fsync, rename, directory fsync). The log is
+    /// first synced up to the position, so a hint never covers frames that are not on disk.
     pub fn write_hint(&self, position: &HintPosition, payload: &[u8]) -> Result<()> {
-        todo!("{:?} {}", position, payload.len())
+        let shared = &self.inner.shared;
+        shared.wait_durable(position.inner.seq, Durability::SyncEach)?;
+        shared.guard(hint::write(
+            shared.io.as_ref(),
+            &shared.dir,
+            &position.inner,
+            payload,
+        ))
     }
 
     /// Seal the active segment and rewrite the live entries of all sealed segments into new
@@ -201,46 +257,91 @@ impl Store {
         &self,
         is_live: &mut dyn FnMut(&StoredEntry<'_>) -> bool,
     ) -> Result<Option<PreparedCompaction>> {
-        todo!("{:p}", is_live)
+        Ok(compaction::prepare(&self.inner.shared, is_live)?
+            .map(|inner| PreparedCompaction { inner }))
     }
 
     /// Switch a prepared compaction in (crash-safe) and unlink the old segments. The caller
     /// must block its own readers and writers while it applies the returned relocations.
     pub fn commit_compaction(&self, prepared: PreparedCompaction) -> Result<Relocations> {
-        let _ = prepared.inner;
-        todo!()
+        compaction::commit(&self.inner.shared, prepared.inner)
     }
 
     /// Bytes in sealed segments (what compaction could reclaim at most).
     pub fn sealed_bytes(&self) -> u64 {
-        todo!()
+        self.inner
+            .shared
+            .sealed
+            .read()
+            .values()
+            .map(|s| s.len())
+            .sum()
     }
 
     /// Counters.
     pub fn stats(&self) -> StorageStats {
-        todo!()
+        let shared = &self.inner.shared;
+        let active = shared.state.lock().buf.len() as u64;
+        let sealed = shared.sealed.read();
+        let c = &shared.counters;
+        StorageStats {
+            frames_appended: c.frames.load(Ordering::Relaxed),
+            bytes_appended: c.bytes.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
+            segments: sealed.len() as u64 + 1,
+            disk_bytes: active + sealed.values().map(|s| s.len()).sum::<u64>(),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            recovery: shared.recovery.clone(),
+        }
     }
 
     /// Verify every frame's CRC in every segment; returns `(file, offset, reason)` problems.
     pub fn check(&self) -> Result<Vec<(String, u64, String)>> {
-        todo!()
+        let shared = &self.inner.shared;
+        let mut problems = Vec::new();
+        let sealed: Vec<_> = shared.sealed.read().values().cloned().collect();
+        let mut check_one = |name: String, bytes: &[u8]| {
+            if let Err(reason) = record::SegmentHeader::decode(bytes) {
+                problems.push((name, 0, reason));
+                return;
+            }
+            if let (_, Some(d)) = record::scan(bytes, record::HEADER_LEN) {
+                problems.push((name, d.offset as u64, d.reason));
+            }
+        };
+        for s in &sealed {
+            check_one(segment::seg_name(s.id), &s.bytes);
+        }
+        {
+            let st = shared.state.lock();
+            check_one(segment::seg_name(st.id), &st.buf);
+        }
+        Ok(problems)
     }
 
     /// Default durability of this store.
     pub fn durability(&self) -> Durability {
-        todo!()
+        self.inner.shared.durability
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
     }
 
     /// Give up the store: flush buffered bytes, sync, release the lock.
-    pub fn close(self) -> Result<()> {
-        todo!()
+    pub fn close(mut self) -> Result<()> {
+        self.inner.close()
     }
-
-    #[allow(dead_code)]
-    fn _unused(_: Duration) {}
 }
 
 mod compaction;
 mod hint;
 pub mod io;
+mod lock;
 mod log;
+#[allow(unsafe_code)]
+mod mmap;
+mod record;
+mod recovery;
+mod segment;

@@ -1,0 +1,53 @@
+//! The only `unsafe` code of the crate: read-only memory maps of sealed segment files.
+//!
+//! # SAFETY contract
+//!
+//! `memmap2::Mmap::map` is unsafe because the mapped bytes may change (or vanish, raising
+//! SIGBUS) if the file is modified or truncated while mapped. The storage engine guarantees
+//! that this never happens to a file it maps:
+//!
+//! 1. The data directory is locked (`LOCK`, an exclusive `File::try_lock`) for the whole life of
+//!    the store, so no other profiledb process writes to it.
+//! 2. Only *sealed* segments are mapped: a log segment is mapped after its last write and its
+//!    fdatasync, and a compacted segment after it was written whole and synced. The engine never
+//!    writes to, truncates or renames-over a mapped file again.
+//! 3. Old segments are unlinked only after compaction switched the segment table; readers hold
+//!    an `Arc` to the mapping, and an unlinked file stays valid while mapped (POSIX).
+//!
+//! Outside processes that ignore the lock and edit the files are outside the contract.
+
+use std::fs::File;
+use std::ops::Deref;
+
+/// Bytes of a sealed segment: a read-only map, or an owned copy when the I/O seam has no real
+/// file to map (test doubles) or the file is empty.
+pub(crate) enum Bytes {
+    /// A read-only memory map.
+    Map(memmap2::Mmap),
+    /// The file read whole.
+    Owned(Vec<u8>),
+}
+
+impl Bytes {
+    /// Map `file` read-only.
+    pub(crate) fn map(file: &File) -> std::io::Result<Bytes> {
+        if file.metadata()?.len() == 0 {
+            return Ok(Bytes::Owned(Vec::new()));
+        }
+        // SAFETY: see the module contract: the directory is locked, the file is sealed and is
+        // never written or truncated while this map lives (only unlinked, which is harmless).
+        let map = unsafe { memmap2::Mmap::map(file)? };
+        Ok(Bytes::Map(map))
+    }
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Map(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
