@@ -538,6 +538,14 @@ mod tests {
     }
 
     #[test]
+    fn every_call_passes_the_rules() {
+        let options = crate::Options::default();
+        for message in W1::new(W1Config::new(11, 2_000)) {
+            crate::profile::validate::validate(&message, &options).unwrap();
+        }
+    }
+
+    #[test]
     fn tiny_configs_do_not_panic() {
         assert_eq!(W1::new(W1Config::new(0, 0)).count(), 0);
         assert_eq!(W1::new(W1Config::new(0, 3)).count(), 3);
