@@ -333,9 +333,11 @@ fn exact_history() -> impl Strategy<Value = Vec<(i64, PropOp)>> {
         })
 }
 
-fn shuffled(
-    history: impl Strategy<Value = Vec<(i64, PropOp)>>,
-) -> impl Strategy<Value = (Vec<(i64, PropOp)>, Vec<(i64, PropOp)>)> {
+/// A history of `(time, op)` pairs.
+type History = Vec<(i64, PropOp)>;
+
+/// A history in time order and the same operations in a random arrival order.
+fn shuffled(history: impl Strategy<Value = History>) -> impl Strategy<Value = (History, History)> {
     history.prop_flat_map(|h| (Just(h.clone()), Just(h).prop_shuffle()))
 }
 

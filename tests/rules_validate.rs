@@ -104,8 +104,10 @@ fn placeholder_ids_are_refused() {
         refused_field(json!({"anonymousId": blank}), "anonymousId");
     }
     // The list is configurable.
-    let mut options = Options::default();
-    options.placeholder_ids = vec!["Tester".into()];
+    let options = Options {
+        placeholder_ids: vec!["Tester".into()],
+        ..Options::default()
+    };
     check_with(json!({"userId": "guest"}), &options).expect("guest allowed");
     assert!(check_with(json!({"userId": " tester"}), &options).is_err());
 }
@@ -264,8 +266,10 @@ fn property_names_are_limited() {
     );
     assert!(e.rule.contains('$'), "{e}");
     refused_field(json!({"userId": "u1", "traits": {"": 1}}), "traits.");
-    let mut options = Options::default();
-    options.max_name_chars = 5;
+    let options = Options {
+        max_name_chars: 5,
+        ..Options::default()
+    };
     assert!(check_with(json!({"userId": "u1", "traits": {"ääääää": 1}}), &options).is_err());
     check_with(json!({"userId": "u1", "traits": {"äääää": 1}}), &options).expect("5 chars");
     refused_field(json!({"userId": "u1", "$add": {"$n": 1}}), "$add.$n");
@@ -274,8 +278,10 @@ fn property_names_are_limited() {
 
 #[test]
 fn property_values_are_limited() {
-    let mut options = Options::default();
-    options.max_value_bytes = 10;
+    let options = Options {
+        max_value_bytes: 10,
+        ..Options::default()
+    };
     let errors = check_with(
         json!({"userId": "u1", "traits": {"bio": "x".repeat(20)}}),
         &options,

@@ -293,13 +293,13 @@ impl TraitsBuilder {
         match self.positions.get(&name) {
             Some(&i) => {
                 // `i` came from `positions`, which only holds valid indexes.
-                if let (Some(slot), Some(old)) = (self.traits.get_mut(i), self.sources.get_mut(i)) {
-                    if source >= *old {
-                        slot.1 = value;
-                        *old = source;
-                        if let Some(w) = self.written.get_mut(i) {
-                            *w = written;
-                        }
+                if let (Some(slot), Some(old)) = (self.traits.get_mut(i), self.sources.get_mut(i))
+                    && source >= *old
+                {
+                    slot.1 = value;
+                    *old = source;
+                    if let Some(w) = self.written.get_mut(i) {
+                        *w = written;
                     }
                 }
             }

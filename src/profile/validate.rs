@@ -237,21 +237,17 @@ fn reserved_rules(field: &str, name: &str, value: Option<&Value>, errors: &mut V
             }
             _ => errors.push(FieldError::new(field, "must be a string")),
         },
-        "created_at" => {
-            if !matches!(value, Value::DateTime(_)) {
-                errors.push(FieldError::new(
-                    field,
-                    "must be an ISO 8601 / RFC 3339 date-time, e.g. 2026-11-22T10:00:00Z",
-                ));
-            }
+        "created_at" if !matches!(value, Value::DateTime(_)) => {
+            errors.push(FieldError::new(
+                field,
+                "must be an ISO 8601 / RFC 3339 date-time, e.g. 2026-11-22T10:00:00Z",
+            ));
         }
-        "avatar" => {
-            if !value.as_str().is_some_and(is_absolute_url) {
-                errors.push(FieldError::new(
-                    field,
-                    "must be an absolute URL (http:// or https://)",
-                ));
-            }
+        "avatar" if !value.as_str().is_some_and(is_absolute_url) => {
+            errors.push(FieldError::new(
+                field,
+                "must be an absolute URL (http:// or https://)",
+            ));
         }
         "company_size" => number_rule(field, Some(value), errors),
         "company" => {
