@@ -266,7 +266,7 @@ pub fn snake_case_trait(name: &str) -> Option<&'static str> {
 
 /// Priority of a trait's source: when two sources give the same normalised name, the higher
 /// one wins (a snake_case name written directly beats a renamed camelCase one, which beats a
-/// member of GoSquared's `custom` object).
+/// member of GoSquared's `custom` object; between equals, the later one wins).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Source {
     Custom,
@@ -274,12 +274,19 @@ enum Source {
     Direct,
 }
 
+/// Collects traits; duplicates of one normalised name are resolved once at the end, and only
+/// when they are possible (renamed, flattened or `$set` traits), so the common call pays
+/// nothing for it.
+/// Normalised traits; `None` = remove.
+type Traits = Vec<(String, Option<Value>)>;
+
+/// `(name, value, source, path as written when it differs from traits.<name>)`.
+type TraitItem = (String, Option<Value>, Source, Option<String>);
+
 #[derive(Default)]
 struct TraitsBuilder {
-    traits: Vec<(String, Option<Value>)>,
-    sources: Vec<Source>,
-    written: Vec<Option<String>>,
-    positions: std::collections::HashMap<String, usize>,
+    items: Vec<TraitItem>,
+    may_repeat: bool,
 }
 
 impl TraitsBuilder {
@@ -290,26 +297,45 @@ impl TraitsBuilder {
         source: Source,
         written: Option<String>,
     ) {
-        match self.positions.get(&name) {
-            Some(&i) => {
-                // `i` came from `positions`, which only holds valid indexes.
-                if let (Some(slot), Some(old)) = (self.traits.get_mut(i), self.sources.get_mut(i))
-                    && source >= *old
-                {
-                    slot.1 = value;
-                    *old = source;
-                    if let Some(w) = self.written.get_mut(i) {
-                        *w = written;
+        self.may_repeat |= source != Source::Direct || written.is_some();
+        self.items.push((name, value, source, written));
+    }
+
+    /// The traits, one per name, in first-seen order, and the `written_as` entries.
+    fn finish(self) -> (Traits, Vec<(String, String)>) {
+        let mut items = self.items;
+        if self.may_repeat {
+            let mut first: std::collections::HashMap<String, usize> =
+                std::collections::HashMap::with_capacity(items.len());
+            let mut keep: Vec<Option<TraitItem>> = Vec::with_capacity(items.len());
+            for item in items {
+                match first.get(&item.0) {
+                    Some(&i) => {
+                        if let Some(Some(old)) = keep.get_mut(i)
+                            && item.2 >= old.2
+                        {
+                            *old = item;
+                        }
+                    }
+                    None => {
+                        first.insert(item.0.clone(), keep.len());
+                        keep.push(Some(item));
                     }
                 }
             }
-            None => {
-                self.positions.insert(name.clone(), self.traits.len());
-                self.traits.push((name, value));
-                self.sources.push(source);
-                self.written.push(written);
-            }
+            items = keep.into_iter().flatten().collect();
         }
+        let mut written_as = Vec::new();
+        let traits = items
+            .into_iter()
+            .map(|(name, value, _, written)| {
+                if let Some(w) = written {
+                    written_as.push((format!("traits.{name}"), w));
+                }
+                (name, value)
+            })
+            .collect();
+        (traits, written_as)
     }
 }
 
@@ -328,43 +354,39 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
         let Some(traits) = object_field(obj, section)? else {
             continue;
         };
+        let path = |name: &str| format!("{section}.{name}");
+        // The path as written, when it is not `traits.<name>`.
+        let other_path = |name: &str| (section != "traits").then(|| path(name));
         for (name, value) in traits {
-            let written = format!("{section}.{name}");
             match name.as_str() {
                 "email" => match value {
                     serde_json::Value::Null => {}
                     serde_json::Value::String(s) => {
                         msg.email = Some(s.clone());
-                        set_written(&mut msg.written_as, "traits.email", &written);
+                        set_written(&mut msg.written_as, "traits.email", &path(name));
                     }
-                    _ => return Err(malformed(&written, "must be a string")),
+                    _ => return Err(malformed(&path(name), "must be a string")),
                 },
-                "id" if !value.is_null() => {
+                "id" if !value.is_null() => match id_value(value, "id") {
                     // GoSquared's person id.
-                    match id_value(value, &written) {
-                        Ok(Some(id)) => traits_id = Some((id, section)),
-                        Ok(None) => {}
-                        // Not an id: keep it as an ordinary property.
-                        Err(_) => builder.push(
-                            name.clone(),
-                            Value::from_json(value),
-                            Source::Direct,
-                            written_if(section, &written),
-                        ),
-                    }
-                }
-                "company" => {
-                    if let Some(company) = company_ref(value, &written)? {
-                        msg.company = Some(company);
-                    } else {
-                        builder.push(
-                            name.clone(),
-                            Value::from_json(value),
-                            Source::Direct,
-                            written_if(section, &written),
-                        );
-                    }
-                }
+                    Ok(Some(id)) => traits_id = Some((id, section)),
+                    // Not an id: an ordinary property.
+                    _ => builder.push(
+                        name.clone(),
+                        Value::from_json(value),
+                        Source::Direct,
+                        other_path(name),
+                    ),
+                },
+                "company" => match company_ref(value, &path(name))? {
+                    Some(company) => msg.company = Some(company),
+                    None => builder.push(
+                        name.clone(),
+                        Value::from_json(value),
+                        Source::Direct,
+                        other_path(name),
+                    ),
+                },
                 "custom" if value.is_object() => {
                     if let serde_json::Value::Object(custom) = value {
                         for (cname, cvalue) in custom {
@@ -372,7 +394,7 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
                                 cname.clone(),
                                 Value::from_json(cvalue),
                                 Source::Custom,
-                                Some(format!("{written}.{cname}")),
+                                Some(format!("{section}.custom.{cname}")),
                             );
                         }
                     }
@@ -382,13 +404,13 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
                         snake.to_string(),
                         Value::from_json(value),
                         Source::Renamed,
-                        Some(written),
+                        Some(path(name)),
                     ),
                     None => builder.push(
                         name.clone(),
                         Value::from_json(value),
                         Source::Direct,
-                        written_if(section, &written),
+                        other_path(name),
                     ),
                 },
             }
@@ -406,16 +428,13 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
                 "id".to_string(),
                 Some(Value::Str(id)),
                 Source::Direct,
-                written_if(section, &format!("{section}.id")),
+                (section != "traits").then(|| format!("{section}.id")),
             ),
         }
     }
-    for ((name, _), written) in builder.traits.iter().zip(&builder.written) {
-        if let Some(w) = written {
-            set_written(&mut msg.written_as, &format!("traits.{name}"), w);
-        }
-    }
-    msg.traits = builder.traits;
+    let (traits, written_as) = builder.finish();
+    msg.traits = traits;
+    msg.written_as.extend(written_as);
 
     if let Some(set_once) = object_field(obj, "$set_once")? {
         for (name, value) in set_once {
@@ -460,11 +479,6 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
         }
     }
     Ok(msg)
-}
-
-/// `Some(written)` when it differs from the default `traits.<name>` spelling.
-fn written_if(section: &str, written: &str) -> Option<String> {
-    (section != "traits").then(|| written.to_string())
 }
 
 fn set_written(list: &mut Vec<(String, String)>, normalised: &str, written: &str) {
