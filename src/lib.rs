@@ -12,6 +12,8 @@ mod index;
 mod options;
 pub mod profile;
 mod rebuild;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod storage;
 mod view;
 pub mod workload;

@@ -1,0 +1,408 @@
+//! The ingestion endpoints' work, done on the blocking pool: decode, authenticate, check
+//! limits, apply each message, sync once, answer with a result per message.
+
+use std::io::Read as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::auth::Credentials;
+use super::metrics::{reason_index, type_index};
+use super::{AppState, PER_MESSAGE, Project};
+use crate::{Error, Message, Moved, Status};
+
+/// Which ingestion endpoint a request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/batch`: `{"batch": [...], "context"?, "writeKey"?}`.
+    Batch,
+    /// `POST /v1/identify`, `/v1/group`, ...: one message whose `type` is the path's.
+    Single(&'static str),
+}
+
+impl Endpoint {
+    /// The name used in metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Batch => "batch",
+            Endpoint::Single(t) => t,
+        }
+    }
+}
+
+/// An answer: status code and JSON body.
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl Reply {
+    /// `{"code", "message"}` with a status, as Segment's clients expect.
+    pub(crate) fn error(status: u16, code: &str, message: &str) -> Reply {
+        let body = serde_json::to_vec(&ErrorBody { code, message }).unwrap_or_default();
+        Reply { status, body }
+    }
+
+    pub(crate) fn json<T: Serialize>(value: &T) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply { status: 200, body },
+            Err(e) => Reply::error(500, "internal", &format!("cannot encode the answer: {e}")),
+        }
+    }
+
+    pub(crate) fn unauthorized(message: &str) -> Reply {
+        Reply::error(401, "unauthorized", message)
+    }
+
+    pub(crate) fn unavailable(project: &Project, e: &Error) -> Reply {
+        project.metrics.unavailable.fetch_add(1, Relaxed);
+        Reply::error(
+            503,
+            "store_unavailable",
+            &format!(
+                "project {:?}: {e}; nothing of this request is acknowledged, retry later",
+                project.name
+            ),
+        )
+    }
+}
+
+/// Whether a store error means the store cannot be trusted with this request (503) rather
+/// than a refusal of one message.
+pub(crate) fn is_store_failure(e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::Invalid(_) | Error::Suppressed { .. } | Error::Malformed(_) | Error::Options { .. }
+    )
+}
+
+/// One message's result.
+#[derive(Serialize)]
+struct MessageResult {
+    index: usize,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<Status>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    merged: Vec<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    moved: Vec<Moved>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ignored: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+}
+
+impl MessageResult {
+    fn refused(index: usize, error: &'static str, reason: String) -> Self {
+        MessageResult {
+            index,
+            status: "refused",
+            key: None,
+            outcome: None,
+            merged: Vec::new(),
+            moved: Vec::new(),
+            ignored: Vec::new(),
+            reason: Some(reason),
+            error: Some(error),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct BatchAnswer {
+    success: bool,
+    accepted: usize,
+    duplicates: usize,
+    refused: usize,
+    results: Vec<MessageResult>,
+}
+
+/// Counts bytes written to it: the compact JSON size of a message without allocating.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Compact JSON size of a value.
+fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut c = Counter(0);
+    match serde_json::to_writer(&mut c, value) {
+        Ok(()) => c.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// Decode a gzip body, reading at most `limit` bytes of output.
+fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Reply> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let mut decoder = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+    if let Err(e) = decoder.read_to_end(&mut out) {
+        return Err(Reply::error(
+            400,
+            "invalid_gzip",
+            &format!("the body is not valid gzip: {e}"),
+        ));
+    }
+    if out.len() > limit {
+        return Err(too_large(limit, "after gzip decoding"));
+    }
+    Ok(out)
+}
+
+pub(crate) fn too_large(limit: usize, what: &str) -> Reply {
+    Reply::error(
+        400,
+        "payload_too_large",
+        &format!("the request body is larger than {limit} bytes {what} (batch limit)"),
+    )
+}
+
+/// Merge a batch's top-level `context` into a message's own (the message's keys win).
+fn merge_context(message: &mut Map<String, Value>, context: &Map<String, Value>) {
+    match message.get_mut("context") {
+        Some(Value::Object(own)) => {
+            for (k, v) in context {
+                if !own.contains_key(k) {
+                    own.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        None | Some(Value::Null) => {
+            message.insert("context".into(), Value::Object(context.clone()));
+        }
+        // A message whose own `context` is not an object keeps it.
+        Some(_) => {}
+    }
+}
+
+/// The whole work of one ingestion request (runs on the blocking pool).
+pub(crate) fn process(
+    state: &AppState,
+    endpoint: Endpoint,
+    credentials: Credentials,
+    gzip: bool,
+    body: &[u8],
+) -> Reply {
+    let limits = state.limits;
+    let decoded;
+    let body = if gzip {
+        decoded = match gunzip(body, limits.max_batch_bytes) {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
+        &decoded[..]
+    } else {
+        body
+    };
+    if body.len() > limits.max_batch_bytes {
+        return too_large(limits.max_batch_bytes, "");
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Reply::error(400, "invalid_json", &format!("the body is not JSON: {e}"));
+        }
+    };
+    let Value::Object(mut top) = value else {
+        return Reply::error(400, "invalid_json", "the body must be a JSON object");
+    };
+    let body_key = match top.remove("writeKey") {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let project = match (&credentials, &body_key) {
+        (Credentials::Key(k), _) => state.project(k),
+        (Credentials::Malformed, _) => {
+            return Reply::unauthorized("the Authorization header is not valid basic auth");
+        }
+        (Credentials::None, Some(k)) => state.project(k),
+        (Credentials::None, None) => {
+            return Reply::unauthorized(
+                "no write key: send it as the HTTP basic-auth user or as writeKey in the body",
+            );
+        }
+    };
+    let Some(project) = project else {
+        return Reply::unauthorized("unknown write key");
+    };
+
+    let (messages, context) = match endpoint {
+        Endpoint::Batch => {
+            let messages = match top.remove("batch") {
+                Some(Value::Array(a)) => a,
+                Some(_) => {
+                    return Reply::error(400, "invalid_batch", "\"batch\" must be an array");
+                }
+                None => {
+                    return Reply::error(
+                        400,
+                        "invalid_batch",
+                        "the body has no \"batch\" array of messages",
+                    );
+                }
+            };
+            if messages.len() > limits.max_batch_messages {
+                return Reply::error(
+                    400,
+                    "too_many_messages",
+                    &format!(
+                        "the batch has {} messages; at most {} are accepted",
+                        messages.len(),
+                        limits.max_batch_messages
+                    ),
+                );
+            }
+            let context = match top.remove("context") {
+                Some(Value::Object(c)) if !c.is_empty() => Some(c),
+                _ => None,
+            };
+            (messages, context)
+        }
+        Endpoint::Single(kind) => {
+            top.insert("type".into(), Value::String(kind.into()));
+            let message = Value::Object(top);
+            let size = json_len(&message);
+            if size > limits.max_message_bytes {
+                return Reply::error(
+                    400,
+                    "message_too_large",
+                    &format!(
+                        "the message is {size} bytes; at most {} are accepted",
+                        limits.max_message_bytes
+                    ),
+                );
+            }
+            (vec![message], None)
+        }
+    };
+    apply_all(project, messages, context.as_ref(), body.len(), limits)
+}
+
+fn apply_all(
+    project: &Arc<Project>,
+    messages: Vec<Value>,
+    context: Option<&Map<String, Value>>,
+    body_len: usize,
+    limits: super::Limits,
+) -> Reply {
+    let metrics = &project.metrics;
+    let db = &project.db;
+    // A body no larger than the message limit cannot hold an oversized message.
+    let check_sizes = body_len > limits.max_message_bytes;
+    let mut results = Vec::with_capacity(messages.len());
+    let (mut accepted, mut duplicates, mut refused) = (0usize, 0usize, 0usize);
+    for (index, mut value) in messages.into_iter().enumerate() {
+        let kind = match value.get("type") {
+            Some(Value::String(t)) => type_index(t.trim()),
+            None | Some(Value::Null) => 0,
+            Some(_) => type_index("other"),
+        };
+        metrics.messages[kind].fetch_add(1, Relaxed);
+        let mut refuse = |error: &'static str, reason: String| {
+            metrics.refusals[reason_index(error)].fetch_add(1, Relaxed);
+            refused += 1;
+            MessageResult::refused(index, error, reason)
+        };
+        let Value::Object(obj) = &mut value else {
+            results.push(refuse("malformed", "message: must be a JSON object".into()));
+            continue;
+        };
+        if check_sizes {
+            let size = json_len(obj);
+            if size > limits.max_message_bytes {
+                results.push(refuse(
+                    "too_large",
+                    format!(
+                        "message: is {size} bytes; at most {} are accepted",
+                        limits.max_message_bytes
+                    ),
+                ));
+                continue;
+            }
+        }
+        if let Some(context) = context {
+            merge_context(obj, context);
+        }
+        let message = match Message::from_json(&value) {
+            Ok(m) => m,
+            Err(e) => {
+                results.push(refuse(e.kind(), e.to_string()));
+                continue;
+            }
+        };
+        match db.apply_with(&message, PER_MESSAGE) {
+            Ok(outcome) if outcome.status == Status::Duplicate => {
+                metrics.duplicates.fetch_add(1, Relaxed);
+                duplicates += 1;
+                results.push(MessageResult {
+                    index,
+                    status: "duplicate",
+                    key: Some(outcome.key),
+                    outcome: None,
+                    merged: Vec::new(),
+                    moved: Vec::new(),
+                    ignored: Vec::new(),
+                    reason: None,
+                    error: None,
+                });
+            }
+            Ok(outcome) => {
+                metrics.accepted.fetch_add(1, Relaxed);
+                if outcome.status == Status::Merged {
+                    metrics.merges.fetch_add(1, Relaxed);
+                }
+                accepted += 1;
+                results.push(MessageResult {
+                    index,
+                    status: "accepted",
+                    key: Some(outcome.key),
+                    outcome: Some(outcome.status),
+                    merged: outcome.merged,
+                    moved: outcome.moved,
+                    ignored: outcome.ignored,
+                    reason: None,
+                    error: None,
+                });
+            }
+            Err(e) if is_store_failure(&e) => return Reply::unavailable(project, &e),
+            Err(e) => results.push(refuse(e.kind(), e.to_string())),
+        }
+    }
+    if accepted + duplicates > 0 {
+        // One sync for the whole request: every accepted message (and the original of every
+        // duplicate) is durable before the answer goes out.
+        let started = Instant::now();
+        if let Err(e) = db.sync() {
+            return Reply::unavailable(project, &e);
+        }
+        metrics.sync.observe(started.elapsed());
+    }
+    Reply::json(&BatchAnswer {
+        success: true,
+        accepted,
+        duplicates,
+        refused,
+        results,
+    })
+}
