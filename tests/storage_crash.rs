@@ -29,10 +29,16 @@ fn payload(id: u64) -> Vec<u8> {
 
 fn child(test: &str, env: &str, dir: &Path) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", test, "--ignored", "--nocapture", "--test-threads=1"])
-        .env(env, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    c.args([
+        "--exact",
+        test,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(env, dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     c
 }
 
@@ -56,7 +62,11 @@ fn crash_child_writer() {
                     let id = next.fetch_add(1, Ordering::SeqCst);
                     let data = payload(id);
                     let a = store
-                        .append(&[profiledb::storage::Entry { kind: PUT, id, data: &data }])
+                        .append(&[profiledb::storage::Entry {
+                            kind: PUT,
+                            id,
+                            data: &data,
+                        }])
                         .unwrap();
                     store.wait_durable(a.seq, Durability::SyncEach).unwrap();
                     let mut out = std::io::stdout().lock();
@@ -95,7 +105,9 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
     let mut rng = Rng(seed);
     let mut acked: HashSet<u64> = HashSet::new();
     for round in 0..rounds {
-        let mut c = child("crash_child_writer", CRASH_DIR, &dir).spawn().unwrap();
+        let mut c = child("crash_child_writer", CRASH_DIR, &dir)
+            .spawn()
+            .unwrap();
         let stdout = c.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut ids = Vec::new();
@@ -117,8 +129,11 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         c.wait().unwrap();
         let ids = reader.join().unwrap();
         acked.extend(ids);
-        let (store, r) = open(&dir, options(Arc::new(RealIo), 8 << 10, Durability::SyncEach))
-            .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+        let (store, r) = open(
+            &dir,
+            options(Arc::new(RealIo), 8 << 10, Durability::SyncEach),
+        )
+        .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         let got = contents(&store, &r);
         for id in &acked {
             assert_eq!(
@@ -130,7 +145,10 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         assert_eq!(store.check().unwrap(), vec![], "round {round}");
         store.close().unwrap();
     }
-    assert!(!acked.is_empty(), "the children never acknowledged anything");
+    assert!(
+        !acked.is_empty(),
+        "the children never acknowledged anything"
+    );
 }
 
 /// Child: try to open the directory and say what happened.
@@ -140,7 +158,10 @@ fn lock_child() {
     let Some(dir) = std::env::var_os(LOCK_DIR) else {
         return;
     };
-    match open(Path::new(&dir), options(Arc::new(RealIo), 1 << 20, Durability::Buffered)) {
+    match open(
+        Path::new(&dir),
+        options(Arc::new(RealIo), 1 << 20, Durability::Buffered),
+    ) {
         Ok(_) => println!("RESULT OPENED"),
         Err(Error::Locked { .. }) => println!("RESULT LOCKED"),
         Err(e) => println!("RESULT ERROR {e}"),

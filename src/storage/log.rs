@@ -327,6 +327,7 @@ impl Shared {
 
     /// Call `f` with the bytes at `loc`.
     pub fn read<R>(&self, loc: Location, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.check_poison()?;
         let sealed = self.sealed.read().get(&loc.segment).cloned();
         if let Some(s) = sealed {
             return Ok(f(slice(&s.bytes, loc, &s.path)?));

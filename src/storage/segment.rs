@@ -58,11 +58,7 @@ impl Sealed {
             offset: 0,
             reason,
         })?;
-        Ok(Sealed {
-            id,
-            path,
-            bytes,
-        })
+        Ok(Sealed { id, path, bytes })
     }
 
     /// Bytes of the file.
