@@ -272,7 +272,14 @@ Example:
 Without --data the run uses a fresh temporary directory, removed afterwards; with --data DIR,
 DIR must be missing or empty, and is kept.")]
     Bench(bench::BenchArgs),
-    // `serve` (feature "server") is added here by the server module, and dispatched in `run`.
+    /// Serve Segment's tracking API over HTTP, one store per project (see docs/server.md).
+    #[cfg(feature = "server")]
+    #[command(after_help = "\
+Example:
+  profiledb --data /var/lib/profiledb serve --listen 0.0.0.0:8080 --write-key wk_live_1=shop
+
+Project PROJECT's store is DATA/PROJECT. SIGTERM or SIGINT drains, syncs and exits 0.")]
+    Serve(profiledb::server::ServeArgs),
 }
 
 /// Global options every command sees.
@@ -466,6 +473,12 @@ pub fn run(global: &Global, command: Command) -> CmdResult {
         Command::Stats => read::stats(global),
         Command::Gen(args) => generate::generate(&args),
         Command::Bench(args) => bench::bench(global, &args),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => args
+            .config(&global.data)
+            .and_then(profiledb::server::run)
+            .map(|()| OK)
+            .map_err(|e| Failure::error(e.to_string())),
     }
 }
 
