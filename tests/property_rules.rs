@@ -20,10 +20,10 @@ fn at(uid: &str, n: u32, extra: serde_json::Value) -> serde_json::Value {
 fn last_write_wins_by_event_time_not_arrival() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    call(&db, at("u", 20, json!({"traits": {"plan": "pro"}})));
-    call(&db, at("u", 10, json!({"traits": {"plan": "free"}})));
+    call(&db, at("u1", 20, json!({"traits": {"plan": "pro"}})));
+    call(&db, at("u1", 10, json!({"traits": {"plan": "free"}})));
     assert_eq!(
-        prop(&by_user(&db, "u").unwrap(), "plan"),
+        prop(&by_user(&db, "u1").unwrap(), "plan"),
         Some(json!("pro"))
     );
 }
@@ -35,7 +35,7 @@ fn set_once_keeps_the_first_value() {
     call(
         &db,
         at(
-            "u",
+            "u1",
             1,
             json!({"$set_once": {"first_seen_campaign": "spring"}}),
         ),
@@ -43,13 +43,13 @@ fn set_once_keeps_the_first_value() {
     call(
         &db,
         at(
-            "u",
+            "u1",
             2,
             json!({"$set_once": {"first_seen_campaign": "summer"}}),
         ),
     );
     assert_eq!(
-        prop(&by_user(&db, "u").unwrap(), "first_seen_campaign"),
+        prop(&by_user(&db, "u1").unwrap(), "first_seen_campaign"),
         Some(json!("spring"))
     );
 }
@@ -60,22 +60,22 @@ fn unset_and_null_remove_a_property() {
     let db = open(dir.path());
     call(
         &db,
-        at("u", 1, json!({"traits": {"trial": true, "coupon": "X"}})),
+        at("u1", 1, json!({"traits": {"trial": true, "coupon": "X"}})),
     );
     call(
         &db,
         at(
-            "u",
+            "u1",
             2,
             json!({"$unset": ["trial"], "traits": {"coupon": null}}),
         ),
     );
-    let p = by_user(&db, "u").unwrap();
+    let p = by_user(&db, "u1").unwrap();
     assert_eq!(prop(&p, "trial"), None);
     assert_eq!(prop(&p, "coupon"), None);
     // An older set arriving late does not bring it back.
-    call(&db, at("u", 1, json!({"traits": {"trial": false}})));
-    assert_eq!(prop(&by_user(&db, "u").unwrap(), "trial"), None);
+    call(&db, at("u1", 1, json!({"traits": {"trial": false}})));
+    assert_eq!(prop(&by_user(&db, "u1").unwrap(), "trial"), None);
 }
 
 #[test]
@@ -84,29 +84,29 @@ fn add_sums_and_a_retried_message_counts_once() {
     let db = open(dir.path());
     call(
         &db,
-        at("u", 1, json!({"$add": {"logins": 1}, "messageId": "m-1"})),
+        at("u1", 1, json!({"$add": {"logins": 1}, "messageId": "m-1"})),
     );
     call(
         &db,
-        at("u", 2, json!({"$add": {"logins": 2}, "messageId": "m-2"})),
+        at("u1", 2, json!({"$add": {"logins": 2}, "messageId": "m-2"})),
     );
     let retry = call(
         &db,
-        at("u", 2, json!({"$add": {"logins": 2}, "messageId": "m-2"})),
+        at("u1", 2, json!({"$add": {"logins": 2}, "messageId": "m-2"})),
     );
     assert_eq!(retry.status, profiledb::Status::Duplicate);
-    assert_eq!(prop(&by_user(&db, "u").unwrap(), "logins"), Some(json!(3)));
+    assert_eq!(prop(&by_user(&db, "u1").unwrap(), "logins"), Some(json!(3)));
 }
 
 #[test]
 fn add_on_a_string_is_ignored_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    call(&db, at("u", 1, json!({"traits": {"plan": "pro"}})));
-    let out = call(&db, at("u", 2, json!({"$add": {"plan": 1}})));
+    call(&db, at("u1", 1, json!({"traits": {"plan": "pro"}})));
+    let out = call(&db, at("u1", 2, json!({"$add": {"plan": 1}})));
     assert_eq!(out.ignored, vec!["plan".to_string()]);
     assert_eq!(
-        prop(&by_user(&db, "u").unwrap(), "plan"),
+        prop(&by_user(&db, "u1").unwrap(), "plan"),
         Some(json!("pro"))
     );
 }
@@ -118,13 +118,13 @@ fn typed_values_round_trip_and_date_times_are_rfc3339() {
     call(
         &db,
         at(
-            "u",
+            "u1",
             1,
             json!({"traits": {"n": 3, "f": 2.5, "b": true, "s": "x", "d": "2026-01-02T03:04:05+02:00",
                                "arr": [1, "a"], "obj": {"k": "v"}}}),
         ),
     );
-    let p = by_user(&db, "u").unwrap();
+    let p = by_user(&db, "u1").unwrap();
     assert_eq!(prop(&p, "n"), Some(json!(3)));
     assert_eq!(prop(&p, "f"), Some(json!(2.5)));
     assert_eq!(prop(&p, "b"), Some(json!(true)));
@@ -137,7 +137,7 @@ fn typed_values_round_trip_and_date_times_are_rfc3339() {
 fn merge_keeps_the_newest_value_of_each_property() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let mut a = identify(Some("u"), None, None, json!({"plan": "old", "only_a": 1}));
+    let mut a = identify(Some("u1"), None, None, json!({"plan": "old", "only_a": 1}));
     a["timestamp"] = json!(ts(1));
     call(&db, a);
     let mut b = identify(
@@ -148,10 +148,10 @@ fn merge_keeps_the_newest_value_of_each_property() {
     );
     b["timestamp"] = json!(ts(5));
     call(&db, b);
-    let mut c = identify(Some("u"), Some("m@example.com"), None, json!({}));
+    let mut c = identify(Some("u1"), Some("m@example.com"), None, json!({}));
     c["timestamp"] = json!(ts(6));
     call(&db, c);
-    let p = by_user(&db, "u").unwrap();
+    let p = by_user(&db, "u1").unwrap();
     assert_eq!(prop(&p, "plan"), Some(json!("new")));
     assert_eq!(prop(&p, "only_a"), Some(json!(1)));
     assert_eq!(prop(&p, "only_b"), Some(json!(2)));
@@ -163,60 +163,60 @@ fn gosquared_name_is_derived_from_first_and_last_name_unless_set() {
     let db = open(dir.path());
     call(
         &db,
-        identify(Some("u"), None, None, json!({"first_name": "Simon"})),
+        identify(Some("u1"), None, None, json!({"first_name": "Simon"})),
     );
     assert_eq!(
-        prop(&by_user(&db, "u").unwrap(), "name"),
+        prop(&by_user(&db, "u1").unwrap(), "name"),
         Some(json!("Simon"))
     );
     call(
         &db,
-        identify(Some("u"), None, None, json!({"last_name": "Tabor"})),
+        identify(Some("u1"), None, None, json!({"last_name": "Tabor"})),
     );
     assert_eq!(
-        prop(&by_user(&db, "u").unwrap(), "name"),
+        prop(&by_user(&db, "u1").unwrap(), "name"),
         Some(json!("Simon Tabor"))
     );
     call(
         &db,
-        identify(Some("u"), None, None, json!({"lastName": "Smith"})),
+        identify(Some("u1"), None, None, json!({"lastName": "Smith"})),
     );
     assert_eq!(
-        prop(&by_user(&db, "u").unwrap(), "name"),
+        prop(&by_user(&db, "u1").unwrap(), "name"),
         Some(json!("Simon Smith"))
     );
-    call(&db, identify(Some("u"), None, None, json!({"name": "Si"})));
-    assert_eq!(prop(&by_user(&db, "u").unwrap(), "name"), Some(json!("Si")));
+    call(&db, identify(Some("u1"), None, None, json!({"name": "Si"})));
+    assert_eq!(prop(&by_user(&db, "u1").unwrap(), "name"), Some(json!("Si")));
 }
 
 #[test]
 fn created_at_defaults_to_the_first_call_and_a_merge_keeps_the_earliest() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let mut a = identify(Some("u"), None, None, json!({}));
+    let mut a = identify(Some("u1"), None, None, json!({}));
     a["timestamp"] = json!(ts(30));
     call(&db, a);
-    assert_eq!(by_user(&db, "u").unwrap().created_at.to_rfc3339(), ts(30));
+    assert_eq!(by_user(&db, "u1").unwrap().created_at.to_rfc3339(), ts(30));
     let mut b = identify(None, Some("c@example.com"), None, json!({}));
     b["timestamp"] = json!(ts(10));
     call(&db, b);
     call(
         &db,
-        identify(Some("u"), Some("c@example.com"), None, json!({})),
+        identify(Some("u1"), Some("c@example.com"), None, json!({})),
     );
-    assert_eq!(by_user(&db, "u").unwrap().created_at.to_rfc3339(), ts(10));
+    assert_eq!(by_user(&db, "u1").unwrap().created_at.to_rfc3339(), ts(10));
     // Given by the call: stored as given.
     call(
         &db,
         identify(
-            Some("v"),
+            Some("v1"),
             None,
             None,
             json!({"created_at": "2016-06-07T15:44:20Z"}),
         ),
     );
     assert_eq!(
-        by_user(&db, "v").unwrap().created_at.to_rfc3339(),
+        by_user(&db, "v1").unwrap().created_at.to_rfc3339(),
         "2016-06-07T15:44:20Z"
     );
 }
@@ -233,7 +233,7 @@ fn gosquared_1000_property_limit_ignores_new_names_and_survives_reopen() {
         let out = call(
             &db,
             identify(
-                Some("u"),
+                Some("u1"),
                 None,
                 None,
                 json!({"a1": 1, "a2": 2, "a3": 3, "a4": 4}),
@@ -242,10 +242,10 @@ fn gosquared_1000_property_limit_ignores_new_names_and_survives_reopen() {
         assert!(out.ignored.is_empty());
         let out = call(
             &db,
-            identify(Some("u"), None, None, json!({"a1": 9, "b1": 1, "b2": 2})),
+            identify(Some("u1"), None, None, json!({"a1": 9, "b1": 1, "b2": 2})),
         );
         assert_eq!(out.ignored, vec!["b2".to_string()], "one name left");
-        let p = by_user(&db, "u").unwrap();
+        let p = by_user(&db, "u1").unwrap();
         assert_eq!(
             prop(&p, "a1"),
             Some(json!(9)),
@@ -257,7 +257,7 @@ fn gosquared_1000_property_limit_ignores_new_names_and_survives_reopen() {
     let db = Db::open(dir.path(), opts).unwrap();
     let out = call(
         &db,
-        identify(Some("w"), None, None, json!({"c1": 1, "a2": 5})),
+        identify(Some("w1"), None, None, json!({"c1": 1, "a2": 5})),
     );
     assert_eq!(out.ignored, vec!["c1".to_string()]);
     assert_eq!(db.stats().property_names, 5);
