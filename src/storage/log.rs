@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -44,8 +44,6 @@ pub(crate) struct SyncState {
     pub durable: u64,
     /// A leader is syncing.
     pub syncing: bool,
-    /// Callers waiting for a sync.
-    pub waiters: usize,
 }
 
 #[derive(Default)]
@@ -66,6 +64,10 @@ pub(crate) struct Shared {
     pub sealed: RwLock<BTreeMap<u32, SealedRef>>,
     pub sync: Mutex<SyncState>,
     pub synced: Condvar,
+    /// Mirror of `SyncState::durable` readable without the lock.
+    durable_hint: AtomicU64,
+    /// The group-commit thread was asked to sync early.
+    kicked: AtomicBool,
     pub next_segment: AtomicU32,
     pub counters: Counters,
     pub recovery: RecoveryReport,
@@ -76,15 +78,6 @@ pub(crate) struct Shared {
     shutdown_cv: Condvar,
     /// The directory lock; released when the last handle goes.
     pub _lock: std::fs::File,
-}
-
-/// How a caller waits for durability.
-#[derive(Clone, Copy)]
-enum Wait {
-    /// Lead a sync at once if none is running.
-    Now,
-    /// Wait for a group commit, leading one once the deadline passes or the batch is full.
-    Group { deadline: Instant, max_batch: usize },
 }
 
 impl Shared {
@@ -113,6 +106,8 @@ impl Shared {
                 ..SyncState::default()
             }),
             synced: Condvar::new(),
+            durable_hint: AtomicU64::new(durable),
+            kicked: AtomicBool::new(false),
             next_segment: AtomicU32::new(next_segment),
             counters: Counters::default(),
             recovery,
@@ -197,6 +192,14 @@ impl Shared {
         if st.buf.len() as u64 >= self.segment_size {
             self.guard(self.rotate(&mut st))?;
         }
+        drop(st);
+        if let Durability::GroupCommit { max_batch, .. } = self.durability
+            && seq.saturating_sub(self.durable_hint.load(Ordering::Acquire)) >= max_batch as u64
+            && !self.kicked.swap(true, Ordering::AcqRel)
+        {
+            let _g = self.shutdown.lock();
+            self.shutdown_cv.notify_all();
+        }
         Ok(Appended { seq, locations })
     }
 
@@ -251,65 +254,46 @@ impl Shared {
         Ok(target)
     }
 
-    fn wait(&self, seq: u64, mode: Wait) -> Result<()> {
+    /// Leader/follower: return once `seq` is durable. A caller finding no sync in flight
+    /// leads one (for everything appended so far); callers arriving meanwhile wait for it and,
+    /// if it did not cover them, one of them leads the next, covering all of them at once.
+    fn wait(&self, seq: u64) -> Result<()> {
         let mut s = self.sync.lock();
-        s.waiters += 1;
-        let result = loop {
-            if let Err(e) = self.check_poison() {
-                break Err(e);
-            }
+        loop {
+            self.check_poison()?;
             if s.durable >= seq {
-                break Ok(());
+                return Ok(());
             }
-            let lead = !s.syncing
-                && match mode {
-                    Wait::Now => true,
-                    Wait::Group {
-                        deadline,
-                        max_batch,
-                    } => s.waiters >= max_batch || Instant::now() >= deadline,
-                };
-            if lead {
-                s.syncing = true;
-                let r = parking_lot::MutexGuard::unlocked(&mut s, || self.do_sync());
-                s.syncing = false;
-                match r {
-                    Ok(d) => s.durable = s.durable.max(d),
-                    Err(e) => {
-                        s.waiters -= 1;
-                        drop(s);
-                        return Err(self.poison(e));
-                    }
-                }
-                self.synced.notify_all();
+            if s.syncing {
+                self.synced.wait(&mut s);
                 continue;
             }
-            match mode {
-                Wait::Group { deadline, .. } if !s.syncing => {
-                    self.synced.wait_until(&mut s, deadline);
+            s.syncing = true;
+            let r = parking_lot::MutexGuard::unlocked(&mut s, || self.do_sync());
+            s.syncing = false;
+            self.synced.notify_all();
+            match r {
+                Ok(d) => {
+                    s.durable = s.durable.max(d);
+                    self.durable_hint.store(s.durable, Ordering::Release);
                 }
-                _ => self.synced.wait(&mut s),
+                Err(e) => {
+                    drop(s);
+                    return Err(self.poison(e));
+                }
             }
-        };
-        s.waiters -= 1;
-        result
+        }
     }
 
+    /// Return once `seq` is durable by `durability`. Group commit and sync-each callers that
+    /// wait share syncs the same way; group commit additionally has the background thread
+    /// sync at least every `max_delay` (and early once `max_batch` frames are unsynced) for
+    /// callers that do not wait.
     pub fn wait_durable(&self, seq: u64, durability: Durability) -> Result<()> {
         self.check_poison()?;
         match durability {
             Durability::Buffered => Ok(()),
-            Durability::SyncEach => self.wait(seq, Wait::Now),
-            Durability::GroupCommit {
-                max_delay,
-                max_batch,
-            } => self.wait(
-                seq,
-                Wait::Group {
-                    deadline: Instant::now() + max_delay,
-                    max_batch: max_batch.max(1),
-                },
-            ),
+            Durability::SyncEach | Durability::GroupCommit { .. } => self.wait(seq),
         }
     }
 
@@ -317,7 +301,7 @@ impl Shared {
     pub fn sync_all(&self) -> Result<()> {
         self.check_poison()?;
         let last = self.state.lock().next_seq - 1;
-        self.wait(last, Wait::Now)
+        self.wait(last)
     }
 
     /// Seq of the last appended frame.
@@ -358,17 +342,20 @@ impl Shared {
                 if *stop {
                     return;
                 }
-                self.shutdown_cv.wait_for(&mut stop, period);
+                if !self.kicked.load(Ordering::Acquire) {
+                    self.shutdown_cv.wait_for(&mut stop, period);
+                }
                 if *stop {
                     return;
                 }
             }
+            self.kicked.store(false, Ordering::Release);
             if self.check_poison().is_err() {
                 continue;
             }
             let last = self.last_seq();
-            if self.sync.lock().durable < last {
-                let _ = self.wait(last, Wait::Now);
+            if self.durable_hint.load(Ordering::Acquire) < last {
+                let _ = self.wait(last);
             }
         }
     }

@@ -335,6 +335,34 @@ impl Store {
     }
 }
 
+/// Encode one frame (as it would sit in a segment) holding `entries` with sequence number
+/// `seq`, appended to `out`. For tools, fuzzing and benchmarks; the store encodes its own.
+pub fn encode_frame(out: &mut Vec<u8>, seq: u64, entries: &[Entry<'_>]) -> Result<()> {
+    if record::frame_len(entries).is_none() {
+        return Err(crate::error::Error::Options {
+            name: "entries",
+            reason: format!("a frame may hold at most {} bytes", record::MAX_BODY),
+        });
+    }
+    let mut locs = Vec::with_capacity(entries.len());
+    record::encode_frame(out, seq, entries, &mut locs);
+    Ok(())
+}
+
+/// Decode and CRC-check the frame at the start of `bytes`, calling `f(kind, id, data)` for each
+/// entry; returns `(seq, frame length)`. Never panics; the error says what is wrong. For tools,
+/// fuzzing and benchmarks.
+pub fn decode_frame(
+    bytes: &[u8],
+    mut f: impl FnMut(u8, u64, &[u8]),
+) -> std::result::Result<(u64, usize), String> {
+    let frame = record::decode_frame(bytes, 0)?;
+    for (kind, id, _, data) in frame.entries() {
+        f(kind, id, data);
+    }
+    Ok((frame.seq, frame.total))
+}
+
 mod compaction;
 mod hint;
 pub mod io;
