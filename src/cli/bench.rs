@@ -1,22 +1,22 @@
 //! `profiledb bench`: W1 through the library, one thread.
 //!
 //! Calls are generated in batches of 1,024 outside the timed region, then applied one by one;
-//! throughput is calls divided by the time spent in `apply` and in syncs. Durability as
-//! `--durability`: `group` (default) applies buffered and syncs at least every 10 ms or 1,000
-//! calls, `buffered` syncs once at the end, `sync` syncs every call. The latency of every 16th
-//! call (sync included when that call triggers one) is recorded exactly; p50/p99 come from
-//! those samples.
+//! throughput is calls divided by the time spent applying them plus the final sync. Durability
+//! as `--durability` (see [`durabilities`]): `group` (default) lets the store's group commit
+//! sync at least every 10 ms or 1,000 calls in the background while the calls go on,
+//! `buffered` syncs once at the end, `sync` syncs every call. The latency of every 16th call is
+//! recorded exactly; p50/p99 come from those samples.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use profiledb::workload::{W1, W1Config};
-use profiledb::{Db, Message, Options, Status};
+use profiledb::{Db, Durability, Message, Options, Status};
 use serde::Serialize;
 
 use super::progress::{Progress, Unit};
-use super::write::{GROUP_CALLS, GROUP_DELAY, Syncer};
+use super::write::durabilities;
 use super::{CmdResult, DurabilityArg, Failure, Global, OK, is_refusal, print_json, warn};
 
 /// Arguments of `bench`.
@@ -196,14 +196,14 @@ pub fn bench(global: &Global, args: &BenchArgs) -> CmdResult {
 }
 
 fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<Report> {
+    let (store_durability, call_durability) = durabilities(mode);
     let options = Options {
-        durability: Syncer::store_durability(mode),
+        durability: store_durability,
         ..Options::default()
     };
     let db = Db::open(dir, options.clone())?;
     let progress = Progress::bar("bench", Some(config.calls), Unit::Items);
     let mut w1 = W1::new(config);
-    let mut syncer = Syncer::new(mode);
     let mut batch: Vec<Message> = Vec::with_capacity(1024);
     let mut samples: Vec<u32> = Vec::with_capacity((config.calls / 16 + 1) as usize);
     let mut outcomes = Outcomes::default();
@@ -219,7 +219,7 @@ fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<R
         let started = Instant::now();
         for message in &batch {
             let sampled = (i & 15 == 0).then(Instant::now);
-            match db.apply(message) {
+            match db.apply_with(message, call_durability) {
                 Ok(outcome) => match outcome.status {
                     Status::Created => outcomes.created += 1,
                     Status::Updated => outcomes.updated += 1,
@@ -233,7 +233,6 @@ fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<R
                 }
                 Err(e) => return Err(e),
             }
-            syncer.after_call(&db)?;
             if let Some(t) = sampled {
                 samples.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
             }
@@ -281,11 +280,7 @@ fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<R
             max: percentile(&samples, 100.0),
             samples: samples.len() as u64,
         },
-        syncs: if mode == DurabilityArg::Group {
-            syncer.syncs
-        } else {
-            loaded.storage.syncs
-        },
+        syncs: loaded.storage.syncs,
         bytes_written_per_call: loaded.storage.bytes_appended as f64 / i.max(1) as f64,
         bytes_appended: loaded.storage.bytes_appended,
         disk_bytes_before_compaction: loaded.storage.disk_bytes,
@@ -307,10 +302,16 @@ fn mb(bytes: u64) -> String {
 fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
     use std::io::Write;
     let durability = match r.durability {
-        "group" => format!(
-            "group commit (a sync at least every {} ms or {GROUP_CALLS} calls)",
-            GROUP_DELAY.as_millis()
-        ),
+        "group" => match Durability::group_commit() {
+            Durability::GroupCommit {
+                max_delay,
+                max_batch,
+            } => format!(
+                "group commit (a sync at least every {} ms or {max_batch} calls)",
+                max_delay.as_millis()
+            ),
+            _ => "group commit".to_string(),
+        },
         "sync" => "sync per call".to_string(),
         other => format!("{other} (one sync at the end)"),
     };

@@ -2,9 +2,9 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use profiledb::{Db, Durability, Outcome, Selector, Status};
+use profiledb::{Db, Durability, Message, Outcome, Selector, Status};
 use serde::Serialize;
 
 use super::progress::{Progress, Unit};
@@ -13,56 +13,19 @@ use super::{
     open, print_json,
 };
 
-/// Makes writes durable as `--durability` asks, for commands that apply many calls from one
-/// thread: calls are applied buffered, and this syncs every 10 ms or 1,000 calls (`group`),
-/// never (`buffered`: the command syncs once at the end), or not at all because the store
-/// already syncs each call (`sync`).
-pub struct Syncer {
-    mode: DurabilityArg,
-    last: Instant,
-    pending: u32,
-    /// Syncs issued.
-    pub syncs: u64,
-}
-
-/// Longest time a group-committed call waits for its sync.
-pub const GROUP_DELAY: Duration = Duration::from_millis(10);
-/// Most calls a group commit covers.
-pub const GROUP_CALLS: u32 = 1000;
-
-impl Syncer {
-    /// A syncer for `mode`.
-    pub fn new(mode: DurabilityArg) -> Self {
-        Syncer {
-            mode,
-            last: Instant::now(),
-            pending: 0,
-            syncs: 0,
-        }
-    }
-
-    /// The store default to open with: calls are applied buffered except in `sync` mode.
-    pub fn store_durability(mode: DurabilityArg) -> Durability {
-        match mode {
-            DurabilityArg::Sync => Durability::SyncEach,
-            DurabilityArg::Buffered | DurabilityArg::Group => Durability::Buffered,
-        }
-    }
-
-    /// Call after each applied call.
-    #[inline]
-    pub fn after_call(&mut self, db: &Db) -> profiledb::Result<()> {
-        if self.mode != DurabilityArg::Group {
-            return Ok(());
-        }
-        self.pending += 1;
-        if self.pending >= GROUP_CALLS || self.last.elapsed() >= GROUP_DELAY {
-            db.sync()?;
-            self.syncs += 1;
-            self.pending = 0;
-            self.last = Instant::now();
-        }
-        Ok(())
+/// How commands that apply many calls from one thread (`import`, `bench`) honour
+/// `--durability`: the store's default durability to open with, and the durability each call
+/// is applied with.
+///
+/// - `group`: the store runs group commit (its background thread syncs at least every 10 ms,
+///   and early once 1,000 calls are unsynced) and calls are applied without waiting for it;
+/// - `buffered`: no background syncs; the command syncs once at the end;
+/// - `sync`: every call is synced before the next one is applied.
+pub fn durabilities(mode: DurabilityArg) -> (Durability, Durability) {
+    match mode {
+        DurabilityArg::Group => (Durability::group_commit(), Durability::Buffered),
+        DurabilityArg::Buffered => (Durability::Buffered, Durability::Buffered),
+        DurabilityArg::Sync => (Durability::SyncEach, Durability::SyncEach),
     }
 }
 
@@ -172,13 +135,13 @@ pub fn import(global: &Global, file: &str) -> CmdResult {
         )
     };
     let mode = global.durability.unwrap_or(DurabilityArg::Group);
-    let db = open(global, Access::Write, Syncer::store_durability(mode))?;
+    let (store_durability, call_durability) = durabilities(mode);
+    let db = open(global, Access::Write, store_durability)?;
     let cap = db.options().max_call_bytes;
     let progress = match size {
         Some(total) => Progress::bar("import", Some(total), Unit::Bytes),
         None => Progress::bar("import", None, Unit::Items),
     };
-    let mut syncer = Syncer::new(mode);
     let mut summary = ImportSummary::default();
     let started = Instant::now();
     let (mut line, mut lineno, mut bytes) = (Vec::with_capacity(1024), 0u64, 0u64);
@@ -212,7 +175,8 @@ pub fn import(global: &Global, file: &str) -> CmdResult {
             ));
             continue;
         }
-        match db.apply_json(text) {
+        // The reader already refused lines over the call-size limit (`apply_json`'s check).
+        match Message::parse(text).and_then(|m| db.apply_with(&m, call_durability)) {
             Ok(outcome) => summary.count(&outcome),
             Err(e) if is_refusal(&e) => {
                 summary.refused += 1;
@@ -223,12 +187,9 @@ pub fn import(global: &Global, file: &str) -> CmdResult {
                 break;
             }
         }
-        if let Err(e) = syncer.after_call(&db) {
-            fatal = Some(format!("{name}:{lineno}: sync failed: {e}; import stopped"));
-            break;
-        }
     }
     progress.finish();
+    // Closing syncs everything applied (and writes the index snapshot).
     let closed = close(db);
     summary.seconds = started.elapsed().as_secs_f64();
     summary.calls_per_sec = summary.accepted as f64 / summary.seconds.max(1e-9);
