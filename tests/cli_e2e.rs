@@ -604,3 +604,36 @@ fn every_command_has_help_with_an_example() {
     }
     assert!(!env.data().exists(), "--help touches nothing");
 }
+
+/// The README's quick start: generate W1, import it and print the stats, all on the default
+/// data directory `./profiledb-data` (no `--data`).
+#[test]
+fn quick_start_on_the_default_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(tmp.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            input.write_all(bytes).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let calls = run(&["gen", "--calls", "5000"], None);
+    let summary: Value =
+        serde_json::from_str(&run(&["import", "-"], Some(calls.as_bytes()))).unwrap();
+    assert_eq!(summary["accepted"], 5000, "{summary}");
+    let stats: Value = serde_json::from_str(&run(&["stats"], None)).unwrap();
+    assert!(stats["profiles"].as_u64().unwrap() > 0, "{stats}");
+    assert!(tmp.path().join("profiledb-data").is_dir());
+}
