@@ -123,7 +123,7 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
     // 3. The hint, if it matches the segments present.
     let hint = load_hint(io, dir, &segs);
     let mut used_hint = None;
-    if let Some((pos, _)) = &hint {
+    if let Some((pos, _, _)) = &hint {
         for i in 0..segs.len() {
             let from = if segs[i].id == pos.active {
                 pos.offset as usize
@@ -140,10 +140,8 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
             .iter()
             .all(|id| segs.iter().any(|s| s.id == *id));
         if all_there {
-            match hint
-                .as_ref()
-                .map(|(_, payload)| replay.load_snapshot(payload))
-            {
+            let payload = hint.as_ref().and_then(|(_, b, r)| b.get(r.clone()));
+            match payload.map(|p| replay.load_snapshot(p)) {
                 Some(Ok(())) => used_hint = Some(pos.clone()),
                 _ => replay.reset(),
             }
@@ -221,15 +219,13 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
     }
     let state = match active {
         Some(s) => {
-            let buf = s.bytes.to_vec();
+            let cap = s.bytes.len().max(opts.segment_size.min(64 << 20) as usize);
+            let mut b = Vec::with_capacity(cap.saturating_add(4096));
+            b.extend_from_slice(&s.bytes);
             drop(s.bytes);
             let file = io.open(&s.path).map_err(io_err("open", &s.path))?;
             // What we read may be only in the page cache (after kill -9): make it durable.
             file.sync_data().map_err(io_err("fdatasync", &s.path))?;
-            let mut cap = buf.capacity().max(opts.segment_size.min(64 << 20) as usize);
-            cap = cap.saturating_add(4096);
-            let mut b = Vec::with_capacity(cap);
-            b.extend_from_slice(&buf);
             State {
                 id: s.id,
                 path: s.path,
@@ -289,9 +285,16 @@ fn validate_options(opts: &StoreOptions) -> Result<()> {
     Ok(())
 }
 
-fn load_hint(io: &dyn Io, dir: &Path, segs: &[Seg]) -> Option<(hint::Position, Vec<u8>)> {
+/// The hint file, its position and the payload's range in it, if the hint matches `segs`.
+fn load_hint(
+    io: &dyn Io,
+    dir: &Path,
+    segs: &[Seg],
+) -> Option<(hint::Position, Vec<u8>, std::ops::Range<usize>)> {
     let bytes = io.read(&dir.join(HINT)).ok()?;
     let (pos, payload) = hint::decode(&bytes).ok()?;
+    let start = payload.as_ptr() as usize - bytes.as_ptr() as usize;
+    let range = start..start + payload.len();
     let covered = pos
         .segments
         .iter()
@@ -300,7 +303,7 @@ fn load_hint(io: &dyn Io, dir: &Path, segs: &[Seg]) -> Option<(hint::Position, V
     if !covered || (pos.offset as usize) < HEADER_LEN || pos.offset as usize > active.bytes.len() {
         return None;
     }
-    Some((pos, payload.to_vec()))
+    Some((pos, bytes, range))
 }
 
 /// Validate segment `i` from `from`; handle its damage (truncate a torn tail, quarantine, or
