@@ -64,12 +64,19 @@ fn respond(state: &AppState, endpoint: &'static str, reply: Reply) -> Response {
     response
 }
 
-/// Read the body, refusing (without reading on) once it passes `limit` bytes.
+/// Bytes of an over-limit body read and thrown away so that the client, still sending, gets
+/// the `400` instead of a reset connection. Past this much the connection is just closed.
+const DRAIN_LIMIT: usize = 8 << 20;
+
+/// Read the body, refusing it once it passes `limit` bytes (the rest is drained, up to
+/// [`DRAIN_LIMIT`], and dropped).
 async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Reply> {
     let mut buf = Vec::new();
+    let mut seen = 0usize;
     loop {
         let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
         match frame {
+            None if seen > limit => return Err(ingest::too_large(limit, "as sent")),
             None => return Ok(buf),
             Some(Err(e)) => {
                 return Err(Reply::error(
@@ -80,10 +87,15 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Reply> {
             }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    if buf.len() + data.len() > limit {
-                        return Err(ingest::too_large(limit, "as sent"));
+                    seen = seen.saturating_add(data.len());
+                    if seen > limit {
+                        buf = Vec::new();
+                        if seen > DRAIN_LIMIT {
+                            return Err(ingest::too_large(limit, "as sent"));
+                        }
+                    } else {
+                        buf.extend_from_slice(&data);
                     }
-                    buf.extend_from_slice(&data);
                 }
             }
         }
@@ -132,7 +144,7 @@ async fn ingest_request(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT.max(limit) as u64) {
         return respond(&state, label, ingest::too_large(limit, "as sent"));
     }
     let bytes = match read_body(body, limit).await {

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::auth::Credentials;
@@ -131,28 +132,6 @@ struct BatchAnswer {
     results: Vec<MessageResult>,
 }
 
-/// Counts bytes written to it: the compact JSON size of a message without allocating.
-struct Counter(usize);
-
-impl std::io::Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Compact JSON size of a value.
-fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
-    let mut c = Counter(0);
-    match serde_json::to_writer(&mut c, value) {
-        Ok(()) => c.0,
-        Err(_) => usize::MAX,
-    }
-}
-
 /// Decode a gzip body, reading at most `limit` bytes of output.
 fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Reply> {
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
@@ -196,6 +175,56 @@ fn merge_context(message: &mut Map<String, Value>, context: &Map<String, Value>)
     }
 }
 
+/// The top level of a `/v1/batch` body; each message stays raw until it is looked at, so its
+/// size as sent is known without re-encoding it.
+#[derive(serde::Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    batch: Option<&'a RawValue>,
+    context: Option<Value>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<Value>,
+}
+
+/// A message still to be parsed: raw JSON (batch) or already a value (single endpoints).
+enum Pending<'a> {
+    Raw(&'a RawValue),
+    Parsed(Value),
+}
+
+fn invalid_json(e: impl std::fmt::Display) -> Reply {
+    Reply::error(
+        400,
+        "invalid_json",
+        &format!("the body is not valid JSON: {e}"),
+    )
+}
+
+/// The project of a request: the basic-auth key, else the body's `writeKey`.
+fn authenticate<'s>(
+    state: &'s AppState,
+    credentials: &Credentials,
+    body_key: Option<&Value>,
+) -> Result<&'s Arc<Project>, Reply> {
+    let key = match (credentials, body_key) {
+        (Credentials::Key(k), _) => k.as_str(),
+        (Credentials::Malformed, _) => {
+            return Err(Reply::unauthorized(
+                "the Authorization header is not valid basic auth",
+            ));
+        }
+        (Credentials::None, Some(Value::String(k))) => k.as_str(),
+        (Credentials::None, _) => {
+            return Err(Reply::unauthorized(
+                "no write key: send it as the HTTP basic-auth user or as writeKey in the body",
+            ));
+        }
+    };
+    state
+        .project(key)
+        .ok_or_else(|| Reply::unauthorized("unknown write key"))
+}
+
 /// The whole work of one ingestion request (runs on the blocking pool).
 pub(crate) fn process(
     state: &AppState,
@@ -218,48 +247,34 @@ pub(crate) fn process(
     if body.len() > limits.max_batch_bytes {
         return too_large(limits.max_batch_bytes, "");
     }
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            return Reply::error(400, "invalid_json", &format!("the body is not JSON: {e}"));
-        }
-    };
-    let Value::Object(mut top) = value else {
-        return Reply::error(400, "invalid_json", "the body must be a JSON object");
-    };
-    let body_key = match top.remove("writeKey") {
-        Some(Value::String(s)) => Some(s),
-        _ => None,
-    };
-    let project = match (&credentials, &body_key) {
-        (Credentials::Key(k), _) => state.project(k),
-        (Credentials::Malformed, _) => {
-            return Reply::unauthorized("the Authorization header is not valid basic auth");
-        }
-        (Credentials::None, Some(k)) => state.project(k),
-        (Credentials::None, None) => {
-            return Reply::unauthorized(
-                "no write key: send it as the HTTP basic-auth user or as writeKey in the body",
-            );
-        }
-    };
-    let Some(project) = project else {
-        return Reply::unauthorized("unknown write key");
-    };
-
-    let (messages, context) = match endpoint {
+    // Only an object is a request (serde would also read a struct from an array).
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Err(e) => invalid_json(e),
+            Ok(_) => Reply::error(400, "invalid_json", "the body must be a JSON object"),
+        };
+    }
+    match endpoint {
         Endpoint::Batch => {
-            let messages = match top.remove("batch") {
-                Some(Value::Array(a)) => a,
-                Some(_) => {
+            let top: BatchBody<'_> = match serde_json::from_slice(body) {
+                Ok(t) => t,
+                Err(e) => return invalid_json(e),
+            };
+            let project = match authenticate(state, &credentials, top.write_key.as_ref()) {
+                Ok(p) => p,
+                Err(r) => return r,
+            };
+            let Some(raw) = top.batch else {
+                return Reply::error(
+                    400,
+                    "invalid_batch",
+                    "the body has no \"batch\" array of messages",
+                );
+            };
+            let messages: Vec<&RawValue> = match serde_json::from_str(raw.get()) {
+                Ok(m) => m,
+                Err(_) => {
                     return Reply::error(400, "invalid_batch", "\"batch\" must be an array");
-                }
-                None => {
-                    return Reply::error(
-                        400,
-                        "invalid_batch",
-                        "the body has no \"batch\" array of messages",
-                    );
                 }
             };
             if messages.len() > limits.max_batch_messages {
@@ -273,81 +288,121 @@ pub(crate) fn process(
                     ),
                 );
             }
-            let context = match top.remove("context") {
+            let context = match top.context {
                 Some(Value::Object(c)) if !c.is_empty() => Some(c),
                 _ => None,
             };
-            (messages, context)
+            let pending = messages.into_iter().map(Pending::Raw).collect();
+            apply_all(project, pending, context.as_ref(), limits)
         }
         Endpoint::Single(kind) => {
-            top.insert("type".into(), Value::String(kind.into()));
-            let message = Value::Object(top);
-            let size = json_len(&message);
-            if size > limits.max_message_bytes {
+            // The body is the message: Segment's 32 KB applies to it as sent.
+            if body.len() > limits.max_message_bytes {
                 return Reply::error(
                     400,
                     "message_too_large",
                     &format!(
-                        "the message is {size} bytes; at most {} are accepted",
+                        "the message is {} bytes; at most {} are accepted",
+                        body.len(),
                         limits.max_message_bytes
                     ),
                 );
             }
-            (vec![message], None)
+            let mut top: Map<String, Value> = match serde_json::from_slice(body) {
+                Ok(t) => t,
+                Err(e) => return invalid_json(e),
+            };
+            let body_key = top.remove("writeKey");
+            let project = match authenticate(state, &credentials, body_key.as_ref()) {
+                Ok(p) => p,
+                Err(r) => return r,
+            };
+            top.insert("type".into(), Value::String(kind.into()));
+            apply_all(
+                project,
+                vec![Pending::Parsed(Value::Object(top))],
+                None,
+                limits,
+            )
         }
-    };
-    apply_all(project, messages, context.as_ref(), body.len(), limits)
+    }
+}
+
+/// Count and describe one refused message.
+fn refuse(
+    metrics: &super::metrics::ProjectMetrics,
+    refused: &mut usize,
+    index: usize,
+    error: &'static str,
+    reason: String,
+) -> MessageResult {
+    metrics.refusals[reason_index(error)].fetch_add(1, Relaxed);
+    *refused += 1;
+    MessageResult::refused(index, error, reason)
 }
 
 fn apply_all(
     project: &Arc<Project>,
-    messages: Vec<Value>,
+    messages: Vec<Pending<'_>>,
     context: Option<&Map<String, Value>>,
-    body_len: usize,
     limits: super::Limits,
 ) -> Reply {
     let metrics = &project.metrics;
     let db = &project.db;
-    // A body no larger than the message limit cannot hold an oversized message.
-    let check_sizes = body_len > limits.max_message_bytes;
     let mut results = Vec::with_capacity(messages.len());
     let (mut accepted, mut duplicates, mut refused) = (0usize, 0usize, 0usize);
-    for (index, mut value) in messages.into_iter().enumerate() {
+    for (index, pending) in messages.into_iter().enumerate() {
+        // Segment's 32 KB applies to each message as sent.
+        let parsed = match pending {
+            Pending::Parsed(v) => Ok(v),
+            Pending::Raw(raw) if raw.get().len() > limits.max_message_bytes => Err((
+                "too_large",
+                format!(
+                    "message: is {} bytes; at most {} are accepted",
+                    raw.get().len(),
+                    limits.max_message_bytes
+                ),
+            )),
+            Pending::Raw(raw) => serde_json::from_str(raw.get())
+                .map_err(|e| ("malformed", format!("message: not valid JSON: {e}"))),
+        };
+        let mut value = match parsed {
+            Ok(v) => v,
+            Err((error, reason)) => {
+                metrics.messages[type_index("other")].fetch_add(1, Relaxed);
+                results.push(refuse(metrics, &mut refused, index, error, reason));
+                continue;
+            }
+        };
         let kind = match value.get("type") {
             Some(Value::String(t)) => type_index(t.trim()),
             None | Some(Value::Null) => 0,
             Some(_) => type_index("other"),
         };
         metrics.messages[kind].fetch_add(1, Relaxed);
-        let mut refuse = |error: &'static str, reason: String| {
-            metrics.refusals[reason_index(error)].fetch_add(1, Relaxed);
-            refused += 1;
-            MessageResult::refused(index, error, reason)
-        };
         let Value::Object(obj) = &mut value else {
-            results.push(refuse("malformed", "message: must be a JSON object".into()));
+            results.push(refuse(
+                metrics,
+                &mut refused,
+                index,
+                "malformed",
+                "message: must be a JSON object".into(),
+            ));
             continue;
         };
-        if check_sizes {
-            let size = json_len(obj);
-            if size > limits.max_message_bytes {
-                results.push(refuse(
-                    "too_large",
-                    format!(
-                        "message: is {size} bytes; at most {} are accepted",
-                        limits.max_message_bytes
-                    ),
-                ));
-                continue;
-            }
-        }
         if let Some(context) = context {
             merge_context(obj, context);
         }
         let message = match Message::from_json(&value) {
             Ok(m) => m,
             Err(e) => {
-                results.push(refuse(e.kind(), e.to_string()));
+                results.push(refuse(
+                    metrics,
+                    &mut refused,
+                    index,
+                    e.kind(),
+                    e.to_string(),
+                ));
                 continue;
             }
         };
@@ -386,7 +441,13 @@ fn apply_all(
                 });
             }
             Err(e) if is_store_failure(&e) => return Reply::unavailable(project, &e),
-            Err(e) => results.push(refuse(e.kind(), e.to_string())),
+            Err(e) => results.push(refuse(
+                metrics,
+                &mut refused,
+                index,
+                e.kind(),
+                e.to_string(),
+            )),
         }
     }
     if accepted + duplicates > 0 {

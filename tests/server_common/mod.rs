@@ -223,8 +223,13 @@ pub fn try_request(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    read_response(&mut BufReader::new(stream))
+    // A server may answer (e.g. 400 for an oversized body) before reading all of it: a failed
+    // write is reported only if no answer can be read either.
+    let written = stream.write_all(body);
+    match read_response(&mut BufReader::new(stream)) {
+        Ok(r) => Ok(r),
+        Err(e) => Err(written.err().unwrap_or(e)),
+    }
 }
 
 /// Read one response (Content-Length, chunked, or until close).
