@@ -3,12 +3,10 @@
 //! follow once the batch is appended. Nothing here mutates the index: a call that fails
 //! half-way leaves no trace.
 
-use std::collections::HashMap;
-
 use crate::db::{Moved, Outcome, Status};
 use crate::entries::{self, CompanyRecord, Ids, ProfileRecord, kind};
 use crate::error::{Error, Result};
-use crate::index::{CompanySlot, Index};
+use crate::index::{CompanySlot, HashMap, Index};
 use crate::options::Options;
 use crate::profile::message::{CompanyRef, Identify, Message};
 use crate::profile::props::{Applied, PropOp, PropState};
@@ -55,6 +53,61 @@ pub(crate) struct Batch {
     pub entries: Vec<(u8, u64, Vec<u8>)>,
     pub changes: Vec<Change>,
     pub outcome: Outcome,
+    /// The profile records written, decoded, with the position of their entry: they go to
+    /// the [`ProfileCache`] once the batch is appended.
+    pub written: Vec<(usize, u64, ProfileRecord)>,
+}
+
+/// Decoded profiles recently written, so that the next call on a hot profile skips reading
+/// and decoding its record. Only writers use it, under the index write lock. An entry is used
+/// only while the index still points at the location it was written to.
+pub(crate) struct ProfileCache {
+    map: HashMap<u64, (Location, ProfileRecord)>,
+    capacity: usize,
+}
+
+impl ProfileCache {
+    pub fn new(capacity: usize) -> Self {
+        ProfileCache {
+            map: HashMap::default(),
+            capacity,
+        }
+    }
+
+    fn take(&mut self, key: u64, at: Location) -> Option<ProfileRecord> {
+        match self.map.remove(&key) {
+            Some((loc, rec)) if loc == at => Some(rec),
+            _ => None,
+        }
+    }
+
+    /// Keep the records of an appended batch.
+    pub fn insert_written(
+        &mut self,
+        written: Vec<(usize, u64, ProfileRecord)>,
+        locations: &[Location],
+    ) {
+        if self.capacity == 0 {
+            return;
+        }
+        for (entry, key, rec) in written {
+            let Some(&loc) = locations.get(entry) else {
+                continue;
+            };
+            if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
+                // Evict an arbitrary entry: cheap, and fair enough for a hot set.
+                if let Some(&victim) = self.map.keys().next() {
+                    self.map.remove(&victim);
+                }
+            }
+            self.map.insert(key, (loc, rec));
+        }
+    }
+
+    /// Forget everything (after a compaction moved records).
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
 }
 
 impl Batch {
@@ -146,6 +199,8 @@ pub(crate) fn read_company(store: &Store, loc: Location) -> Result<CompanyRecord
 /// Builds one call's batch against a read-only view of the index.
 pub(crate) struct Builder<'a> {
     index: &'a Index,
+    cache: &'a mut ProfileCache,
+    written: Vec<(usize, u64, ProfileRecord)>,
     store: &'a Store,
     options: &'a Options,
     entries: Vec<(u8, u64, Vec<u8>)>,
@@ -161,17 +216,24 @@ pub(crate) struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    pub fn new(index: &'a Index, store: &'a Store, options: &'a Options) -> Self {
+    pub fn new(
+        index: &'a Index,
+        cache: &'a mut ProfileCache,
+        store: &'a Store,
+        options: &'a Options,
+    ) -> Self {
         Builder {
             index,
+            cache,
+            written: Vec::new(),
             store,
             options,
             entries: Vec::new(),
             changes: Vec::new(),
             new_names: Vec::new(),
-            profiles: HashMap::new(),
+            profiles: HashMap::default(),
             profile_order: Vec::new(),
-            companies: HashMap::new(),
+            companies: HashMap::default(),
             next_key: index.next_key.max(1),
             next_company_key: index.next_company_key.max(1),
             order: index.last_seq + 1,
@@ -198,7 +260,10 @@ impl<'a> Builder<'a> {
                 offset: 0,
                 reason: format!("index names profile {key} but it has no record"),
             })?;
-        let rec = read_profile(self.store, loc)?;
+        let rec = match self.cache.take(key, loc) {
+            Some(rec) => rec,
+            None => read_profile(self.store, loc)?,
+        };
         self.profiles.insert(key, (Some(rec.ids.clone()), rec));
         self.profile_order.push(key);
         Ok(())
@@ -255,7 +320,8 @@ impl<'a> Builder<'a> {
         for key in std::mem::take(&mut self.profile_order) {
             if let Some((old, rec)) = self.profiles.remove(&key) {
                 let data = entries::encode(&rec);
-                let new = rec.ids;
+                let new = rec.ids.clone();
+                self.written.push((self.entries.len(), key, rec));
                 self.push(kind::PROFILE, key, data, Change::Profile { key, old, new });
             }
         }
@@ -268,6 +334,7 @@ impl<'a> Builder<'a> {
             entries: self.entries,
             changes: self.changes,
             outcome,
+            written: self.written,
         }
     }
 
@@ -391,7 +458,7 @@ impl<'a> Builder<'a> {
     }
 
     /// The profile a message's identifiers point to now (for a duplicate's outcome).
-    pub fn current_key(&self, message: &Message) -> u64 {
+    pub fn current_key(index: &Index, message: &Message) -> u64 {
         let (user, anon, email) = match message {
             Message::Identify(m) => (
                 m.user_id.as_deref(),
@@ -402,11 +469,9 @@ impl<'a> Builder<'a> {
             Message::Alias(a) => (Some(a.user_id.as_str()), None, None),
             Message::Link(l) => (l.user_id.as_deref(), l.anonymous_id.as_deref(), None),
         };
-        user.and_then(|u| self.index.user.get(u).copied())
-            .or_else(|| {
-                email.and_then(|e| self.index.email.get(normalize_email(e).as_str()).copied())
-            })
-            .or_else(|| anon.and_then(|a| self.index.anon.get(a).copied()))
+        user.and_then(|u| index.user.get(u).copied())
+            .or_else(|| email.and_then(|e| index.email.get(normalize_email(e).as_str()).copied()))
+            .or_else(|| anon.and_then(|a| index.anon.get(a).copied()))
             .unwrap_or(0)
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 
-use crate::apply::{self, Builder};
+use crate::apply::{self, Builder, ProfileCache};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::options::{Durability, Options};
@@ -144,6 +144,8 @@ pub struct Db {
 struct Inner {
     store: Store,
     index: RwLock<Index>,
+    /// Taken only by writers, always after the index write lock.
+    cache: Mutex<ProfileCache>,
     options: Options,
     compaction: Mutex<()>,
     stop: Mutex<bool>,
@@ -180,6 +182,7 @@ impl Db {
         let inner = Arc::new(Inner {
             store,
             index: RwLock::new(index),
+            cache: Mutex::new(ProfileCache::new(options.profile_cache)),
             options,
             compaction: Mutex::new(()),
             stop: Mutex::new(false),
@@ -251,7 +254,7 @@ impl Db {
         if let Some((mid, message)) = dedupe
             && index.seen_message(apply::message_hash(mid))
         {
-            let key = Builder::new(&index, &inner.store, &inner.options).current_key(message);
+            let key = Builder::current_key(&index, message);
             let seq = index.last_seq;
             drop(index);
             // The first delivery may still be waiting for its sync: so does the retry.
@@ -264,13 +267,16 @@ impl Db {
                 ignored: Vec::new(),
             });
         }
-        let mut builder = Builder::new(&index, &inner.store, &inner.options);
+        let mut cache = inner.cache.lock();
+        let mut builder = Builder::new(&index, &mut cache, &inner.store, &inner.options);
         let (outcome, message_id) = build(&mut builder)?;
         let batch = builder.finish(outcome, message_id);
         if batch.entries.is_empty() {
             return Ok(batch.outcome);
         }
         let appended = inner.store.append(&batch.entries())?;
+        cache.insert_written(batch.written, &appended.locations);
+        drop(cache);
         index.last_seq = appended.seq;
         apply::commit(
             &mut index,
@@ -424,7 +430,7 @@ impl Db {
                 }
             };
             let ids = &rec.ids;
-            let mut expect = |map: &std::collections::HashMap<Box<str>, u64>, what, v: &str| {
+            let mut expect = |map: &crate::index::HashMap<Box<str>, u64>, what, v: &str| {
                 identifiers += 1;
                 if map.get(v) != Some(&key) {
                     problems.push(format!(
@@ -516,7 +522,7 @@ impl Inner {
         // The read lock keeps writers out, so the snapshot matches the position exactly.
         let index = self.index.read();
         let position = self.store.hint_position()?;
-        let payload = crate::entries::encode(&*index);
+        let payload = crate::entries::encode_serde(&*index);
         drop(index);
         self.store.write_hint(&position, &payload)
     }
@@ -535,6 +541,7 @@ impl Inner {
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
+            self.cache.lock().clear();
             relocations.reclaimed_bytes
         };
         self.write_hint()?;

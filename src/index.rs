@@ -2,7 +2,13 @@
 //! registries the rules need (property names, companies, recent messageIds, suppressions).
 //! The whole structure is what the hint file snapshots.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+/// Hash maps of the index: foldhash is several times faster than SipHash on short keys and
+/// still seeded per process (identifiers come from untrusted clients).
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// Hash sets of the index.
+pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use serde::{Deserialize, Serialize};
 

@@ -72,6 +72,10 @@ pub struct Options {
     pub max_call_bytes: usize,
     /// How many recent `messageId`s are remembered for de-duplication.
     pub dedupe_window: usize,
+    /// How many recently written profiles are kept decoded in memory, so that calls on hot
+    /// profiles skip reading and decoding their record (0 disables the cache). A W1 profile
+    /// takes about 4 KiB decoded.
+    pub profile_cache: usize,
 }
 
 /// The placeholder ids buggy clients send, refused by default (SPEC 3.1).
@@ -113,6 +117,7 @@ impl Default for Options {
             max_value_bytes: 8 << 10,
             max_call_bytes: 32 << 10,
             dedupe_window: 1_000_000,
+            profile_cache: 32_768,
         }
     }
 }

@@ -5,11 +5,9 @@
 //! way), which is unambiguous: in the final state each identifier belongs to at most one
 //! profile.
 
-use std::collections::HashMap;
-
 use crate::entries::{self, CompanyRecord, Ids, kind};
 use crate::error::Result;
-use crate::index::{CompanySlot, Index};
+use crate::index::{CompanySlot, HashMap, Index};
 use crate::storage::{Location, Replay, Store, StoredEntry};
 
 /// The [`Replay`] target the Db hands to [`Store::open`].
@@ -24,7 +22,7 @@ impl Rebuild {
     pub fn new(dedupe_window: usize) -> Rebuild {
         Rebuild {
             index: Index::default(),
-            touched: HashMap::new(),
+            touched: HashMap::default(),
             dedupe_window,
         }
     }
@@ -82,7 +80,7 @@ fn read_ids(store: &Store, loc: Location) -> Result<Ids> {
 
 impl Replay for Rebuild {
     fn load_snapshot(&mut self, payload: &[u8]) -> Result<()> {
-        self.index = entries::decode(payload, "index snapshot")?;
+        self.index = entries::decode_serde(payload, "index snapshot")?;
         Ok(())
     }
 

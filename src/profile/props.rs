@@ -42,6 +42,7 @@
 //! `$set_once` is newer than the newest removal, and any order of `$add`s), the result equals
 //! applying the calls in timestamp order.
 
+use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::profile::message::Number;
@@ -72,11 +73,13 @@ pub enum Applied {
 }
 
 /// When an operation happened: event timestamp, then arrival order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Encode, Decode,
+)]
 struct Stamp(Timestamp, u64);
 
 /// The counted `$add`s: all newer than `lww` (up to approximation 1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 struct Adds {
     /// Sum of integer increments (exact, order-independent).
     int: i128,
@@ -126,7 +129,7 @@ impl Adds {
 /// The state of one property: enough to merge and to accept late calls.
 ///
 /// See the module documentation for the exact semantics and the two approximations.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Encode, Decode)]
 pub struct PropState {
     /// Newest `Set` (`Some`) or `Unset` (`None`).
     lww: Option<(Stamp, Option<Value>)>,

@@ -85,33 +85,60 @@ fn identify(m: &Identify, options: &Options, errors: &mut Vec<FieldError>) {
     if let Some(email) = &m.email {
         errors.extend(email_problems(m.field_as_written("traits.email"), email));
     }
+    // Field names are built only when a rule fails: the rules push errors with an empty (or
+    // relative, `.size`) field, which `name_new_errors` completes. Valid calls allocate nothing.
     for (name, value) in &m.traits {
-        let normalised = format!("traits.{name}");
-        let field = m.field_as_written(&normalised);
-        property_rules(field, name, value.as_ref(), options, errors);
-        reserved_rules(field, name, value.as_ref(), errors);
+        let before = errors.len();
+        property_rules("", name, value.as_ref(), options, errors);
+        reserved_rules("", name, value.as_ref(), errors);
+        name_new_errors(errors, before, || {
+            m.field_as_written(&format!("traits.{name}")).to_string()
+        });
     }
     for (name, value) in &m.set_once {
-        let field = format!("$set_once.{name}");
-        property_rules(&field, name, Some(value), options, errors);
-        reserved_rules(&field, name, Some(value), errors);
+        let before = errors.len();
+        property_rules("", name, Some(value), options, errors);
+        reserved_rules("", name, Some(value), errors);
+        name_new_errors(errors, before, || format!("$set_once.{name}"));
     }
     for (i, name) in m.unset.iter().enumerate() {
-        name_rules(&format!("$unset[{i}]"), name, options, errors);
+        let before = errors.len();
+        name_rules("", name, options, errors);
+        name_new_errors(errors, before, || format!("$unset[{i}]"));
     }
     for (name, _) in &m.add {
-        name_rules(&format!("$add.{name}"), name, options, errors);
+        let before = errors.len();
+        name_rules("", name, options, errors);
+        name_new_errors(errors, before, || format!("$add.{name}"));
     }
     if let Some(company) = &m.company {
-        let base = m.field_as_written("traits.company").to_string();
-        id_rules(&format!("{base}.id"), &company.id, options, false, errors);
+        let base = || m.field_as_written("traits.company").to_string();
+        let before = errors.len();
+        id_rules("", &company.id, options, false, errors);
+        name_new_errors(errors, before, || format!("{}.id", base()));
         for (name, value) in &company.traits {
-            let field = format!("{base}.{name}");
-            property_rules(&field, name, value.as_ref(), options, errors);
+            let before = errors.len();
+            property_rules("", name, value.as_ref(), options, errors);
             if name == "size" {
-                number_rule(&field, value.as_ref(), errors);
+                number_rule("", value.as_ref(), errors);
             }
+            name_new_errors(errors, before, || format!("{}.{name}", base()));
         }
+    }
+}
+
+/// Complete the field names of the errors pushed since `before`: an empty field becomes
+/// `field()`, a relative one (`.size`) is appended to it.
+fn name_new_errors(errors: &mut [FieldError], before: usize, field: impl FnOnce() -> String) {
+    let Some(new) = errors.get_mut(before..) else {
+        return;
+    };
+    if new.is_empty() {
+        return;
+    }
+    let field = field();
+    for e in new {
+        e.field = format!("{field}{}", e.field);
     }
 }
 
@@ -146,10 +173,18 @@ fn id_rules(
 }
 
 fn is_placeholder(trimmed: &str, options: &Options) -> bool {
+    if trimmed.is_ascii() {
+        // The common case, without allocating.
+        return options
+            .placeholder_ids
+            .iter()
+            .any(|p| p.trim().eq_ignore_ascii_case(trimmed));
+    }
+    let lower = trimmed.to_lowercase();
     options
         .placeholder_ids
         .iter()
-        .any(|p| p.trim().to_lowercase() == trimmed.to_lowercase())
+        .any(|p| p.trim().to_lowercase() == lower)
 }
 
 /// `userId`: the identifier rules, 2 to 255 characters, and not an email address.
@@ -254,7 +289,9 @@ fn reserved_rules(field: &str, name: &str, value: Option<&Value>, errors: &mut V
             if let Value::Object(members) = value {
                 for (member, v) in members {
                     if member == "size" && !matches!(v, Value::Null) {
-                        number_rule(&format!("{field}.size"), Some(v), errors);
+                        let before = errors.len();
+                        number_rule("", Some(v), errors);
+                        name_new_errors(errors, before, || format!("{field}.size"));
                     }
                 }
             }

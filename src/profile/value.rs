@@ -9,7 +9,19 @@ use serde::{Deserialize, Serialize};
 
 /// A point in time: microseconds since the Unix epoch, UTC.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    bincode::Encode,
+    bincode::Decode,
 )]
 pub struct Timestamp(pub i64);
 
@@ -48,7 +60,7 @@ impl fmt::Display for Timestamp {
 }
 
 /// A typed property value. JSON `null` is not a value: it means "remove" (SPEC 2).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum Value {
     /// `true` / `false`.
     Bool(bool),
