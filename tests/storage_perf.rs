@@ -105,6 +105,46 @@ fn measure_append_and_reopen() {
         s.stats().recovery.micros
     );
     s.close().unwrap();
+    drop(r);
+
+    // The same two opens with an upper layer that does nothing: storage's own cost.
+    struct Nothing(u64);
+    impl profiledb::storage::Replay for Nothing {
+        fn load_snapshot(&mut self, p: &[u8]) -> profiledb::Result<()> {
+            self.0 += p.len() as u64;
+            Ok(())
+        }
+        fn reset(&mut self) {}
+        fn apply(
+            &mut self,
+            _: u64,
+            e: &[profiledb::storage::StoredEntry<'_>],
+        ) -> profiledb::Result<()> {
+            self.0 += e.len() as u64;
+            Ok(())
+        }
+    }
+    let (s, r) = open(&dir, opts(Durability::Buffered)).unwrap();
+    hint(&s, &r).unwrap();
+    s.close().unwrap();
+    drop(r);
+    let mut times = Vec::new();
+    for with_hint in [true, false] {
+        if !with_hint {
+            std::fs::remove_file(dir.join("HINT")).unwrap();
+        }
+        let t = Instant::now();
+        let mut nothing = Nothing(0);
+        let s = profiledb::storage::Store::open(&dir, opts(Durability::Buffered), &mut nothing)
+            .unwrap();
+        times.push(t.elapsed().as_secs_f64());
+        assert_eq!(s.stats().recovery.used_hint, with_hint);
+        s.close().unwrap();
+    }
+    println!(
+        "reopen {n} records, storage alone (no-op upper layer): with hint {:.3} s, full scan {:.3} s",
+        times[0], times[1]
+    );
 
     // Durable acknowledgements: SyncEach one thread, and 64 concurrent waiting callers.
     for (threads, per) in [(1u64, 5_000u64), (64, 2_000)] {
