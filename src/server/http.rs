@@ -297,9 +297,25 @@ async fn delete_reply(
     Ok(reply)
 }
 
+/// `200 ok`, or `503` naming the projects whose store failed (they need a restart).
 async fn health(State(state): State<Shared>) -> Response {
-    state.http.record("health", 200);
-    (StatusCode::OK, "ok").into_response()
+    let failed: Vec<&str> = state
+        .projects
+        .iter()
+        .filter(|p| p.failed.load(std::sync::atomic::Ordering::Relaxed))
+        .map(|p| p.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        state.http.record("health", 200);
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        state.http.record("health", 503);
+        let text = format!(
+            "unavailable: the store of {} failed; restart the server to recover it",
+            failed.join(", ")
+        );
+        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+    }
 }
 
 async fn render_metrics(State(state): State<Shared>) -> Response {

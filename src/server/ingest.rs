@@ -66,6 +66,7 @@ impl Reply {
 
     pub(crate) fn unavailable(project: &Project, e: &Error) -> Reply {
         project.metrics.unavailable.fetch_add(1, Relaxed);
+        project.failed.store(true, Relaxed);
         Reply::error(
             503,
             "store_unavailable",

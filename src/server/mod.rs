@@ -183,6 +183,19 @@ pub(crate) struct Project {
     pub(crate) name: String,
     pub(crate) db: Db,
     pub(crate) metrics: metrics::ProjectMetrics,
+    /// Set once the store failed (I/O error, poisoned): `/health` reports it until restart.
+    pub(crate) failed: std::sync::atomic::AtomicBool,
+}
+
+impl Project {
+    fn new(name: String, db: Db) -> Self {
+        Project {
+            name,
+            db,
+            metrics: metrics::ProjectMetrics::default(),
+            failed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// Shared by every request.
@@ -254,34 +267,38 @@ fn validate_config(config: &ServeConfig) -> Result<(), ServerError> {
 /// Open every project's store (on the calling thread: it blocks).
 fn open_projects(config: &ServeConfig) -> Result<AppState, ServerError> {
     validate_config(config)?;
-    let mut by_name: HashMap<String, Arc<Project>> = HashMap::new();
-    let mut projects = Vec::new();
+    let mut stores: Vec<(String, Db)> = Vec::new();
+    for (_, name) in &config.write_keys {
+        if stores.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        let options = Options {
+            create: true,
+            ..config.options.clone()
+        };
+        let db = Db::open(config.data.join(name), options).map_err(|source| ServerError::Open {
+            project: name.clone(),
+            source,
+        })?;
+        stores.push((name.clone(), db));
+    }
+    build_state(config, stores)
+}
+
+/// The shared state over opened stores; every project named by a key must be among them.
+fn build_state(config: &ServeConfig, stores: Vec<(String, Db)>) -> Result<AppState, ServerError> {
+    let projects: Vec<Arc<Project>> = stores
+        .into_iter()
+        .map(|(name, db)| Arc::new(Project::new(name, db)))
+        .collect();
     let mut keys = HashMap::new();
     for (key, name) in &config.write_keys {
-        let project = match by_name.get(name) {
-            Some(p) => Arc::clone(p),
-            None => {
-                let options = Options {
-                    create: true,
-                    ..config.options.clone()
-                };
-                let db = Db::open(config.data.join(name), options).map_err(|source| {
-                    ServerError::Open {
-                        project: name.clone(),
-                        source,
-                    }
-                })?;
-                let p = Arc::new(Project {
-                    name: name.clone(),
-                    db,
-                    metrics: metrics::ProjectMetrics::default(),
-                });
-                by_name.insert(name.clone(), Arc::clone(&p));
-                projects.push(Arc::clone(&p));
-                p
-            }
+        let Some(p) = projects.iter().find(|p| &p.name == name) else {
+            return Err(ServerError::Config(format!(
+                "write key {key:?} names project {name:?}, which has no store"
+            )));
         };
-        keys.insert(key.clone(), project);
+        keys.insert(key.clone(), Arc::clone(p));
     }
     Ok(AppState {
         keys,
@@ -304,6 +321,24 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let state = open_async(config).await?;
+    serve_state(state, listener, shutdown).await
+}
+
+/// Like [`serve`], over stores the caller opened (tests use it to inject I/O faults):
+/// `stores` pairs each project name of `config.write_keys` with its open [`Db`]. They are
+/// closed at the end like stores [`serve`] opened.
+#[doc(hidden)]
+pub async fn serve_stores<F>(
+    config: ServeConfig,
+    stores: Vec<(String, Db)>,
+    listener: tokio::net::TcpListener,
+    shutdown: F,
+) -> Result<(), ServerError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    validate_config(&config)?;
+    let state = build_state(&config, stores)?;
     serve_state(state, listener, shutdown).await
 }
 

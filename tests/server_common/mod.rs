@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use profiledb::server::{ServeConfig, ServerError, serve};
+use profiledb::server::{ServeConfig, ServerError, serve, serve_stores};
 
 /// A server running in-process on its own tokio runtime.
 pub struct TestServer {
@@ -30,7 +30,24 @@ impl TestServer {
         keys: &[(&str, &str)],
         tweak: impl FnOnce(ServeConfig) -> ServeConfig,
     ) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::launch(tempfile::tempdir().expect("tempdir"), keys, tweak, None)
+    }
+
+    /// Start over stores the test opened itself (e.g. with a fault-injecting I/O layer).
+    pub fn start_stores(
+        dir: tempfile::TempDir,
+        keys: &[(&str, &str)],
+        stores: Vec<(String, profiledb::Db)>,
+    ) -> TestServer {
+        Self::launch(dir, keys, |c| c, Some(stores))
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        keys: &[(&str, &str)],
+        tweak: impl FnOnce(ServeConfig) -> ServeConfig,
+        stores: Option<Vec<(String, profiledb::Db)>>,
+    ) -> TestServer {
         let mut config = ServeConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap());
         for (k, p) in keys {
             config = config.write_key(*k, *p);
@@ -48,10 +65,13 @@ impl TestServer {
                 .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                serve(config, listener, async move {
+                let shutdown = async move {
                     let _ = rx.await;
-                })
-                .await
+                };
+                match stores {
+                    None => serve(config, listener, shutdown).await,
+                    Some(stores) => serve_stores(config, stores, listener, shutdown).await,
+                }
             })
         });
         let server = TestServer {
