@@ -319,7 +319,13 @@ impl<'a> Builder<'a> {
         }
         for key in std::mem::take(&mut self.profile_order) {
             if let Some((old, rec)) = self.profiles.remove(&key) {
-                let data = entries::encode(&rec);
+                // The previous version's size is a good guess of this one's.
+                let guess = self
+                    .index
+                    .profiles
+                    .get(&key)
+                    .map_or(256, |l| l.len as usize + 128);
+                let data = entries::encode_sized(&rec, guess);
                 let new = rec.ids.clone();
                 self.written.push((self.entries.len(), key, rec));
                 self.push(kind::PROFILE, key, data, Change::Profile { key, old, new });

@@ -67,8 +67,15 @@ fn config() -> impl bincode::config::Config {
 
 /// Encode a record (bincode's own derive: several times faster than its serde path).
 pub(crate) fn encode<T: Encode>(value: &T) -> Vec<u8> {
+    encode_sized(value, 256)
+}
+
+/// Encode into a buffer of `capacity` bytes, to avoid regrowing it for big records.
+pub(crate) fn encode_sized<T: Encode>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
     // Encoding plain data structures into a Vec cannot fail.
-    bincode::encode_to_vec(value, config()).unwrap_or_default()
+    let _ = bincode::encode_into_std_write(value, &mut out, config());
+    out
 }
 
 /// Decode a record; `what` names it in the error.

@@ -186,7 +186,10 @@ fn gosquared_name_is_derived_from_first_and_last_name_unless_set() {
         Some(json!("Simon Smith"))
     );
     call(&db, identify(Some("u1"), None, None, json!({"name": "Si"})));
-    assert_eq!(prop(&by_user(&db, "u1").unwrap(), "name"), Some(json!("Si")));
+    assert_eq!(
+        prop(&by_user(&db, "u1").unwrap(), "name"),
+        Some(json!("Si"))
+    );
 }
 
 #[test]
