@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::options::{Durability, Options};
 use crate::profile::filter::Filter;
-use crate::profile::message::Message;
+use crate::profile::message::{Alias, Group, Identify, Link, Message};
 use crate::profile::validate::{normalize_email, validate};
 use crate::profile::value::Value;
 use crate::rebuild::Rebuild;
@@ -227,6 +227,26 @@ impl Db {
             },
             message.message_id().map(|mid| (mid, message)),
         )
+    }
+
+    /// Apply an `identify` call (SPEC 2) with the store's default durability.
+    pub fn identify(&self, call: Identify) -> Result<Outcome> {
+        self.apply(&Message::Identify(call))
+    }
+
+    /// Apply a `group` call: upsert a company and, with an identifier, its membership.
+    pub fn group(&self, call: Group) -> Result<Outcome> {
+        self.apply(&Message::Group(call))
+    }
+
+    /// Apply an `alias` call: `previous_id` and `user_id` are one person.
+    pub fn alias(&self, call: Alias) -> Result<Outcome> {
+        self.apply(&Message::Alias(call))
+    }
+
+    /// Apply a `track` / `page` / `screen` call: links its user id and anonymous id.
+    pub fn link(&self, call: Link) -> Result<Outcome> {
+        self.apply(&Message::Link(call))
     }
 
     /// Parse (enforcing the call-size limit) and apply one JSON message.

@@ -4,6 +4,11 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+/// The README's library example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 mod apply;
 mod db;
 mod entries;
