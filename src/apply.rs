@@ -754,6 +754,10 @@ fn outcome(key: u64, status: Status) -> Outcome {
 
 /// Merge a merged-away profile into the survivor (SPEC 3.2.3, 3.3, 3.4).
 fn merge_into(survivor: &mut ProfileRecord, gone: ProfileRecord, created_at: Option<u32>) {
+    // A merge keeps the earliest *effective* created_at (SPEC 3.4): the explicit trait where
+    // it is a date-time, else the first call's timestamp.
+    let earliest_created =
+        effective_created_at(survivor, created_at).min(effective_created_at(&gone, created_at));
     let ids = &mut survivor.ids;
     if ids.user_id.is_none() {
         ids.user_id = gone.ids.user_id;
@@ -791,4 +795,26 @@ fn merge_into(survivor: &mut ProfileRecord, gone: ProfileRecord, created_at: Opt
             Err(i) => survivor.props.insert(i, (id, state)),
         }
     }
+    // Only one side had the trait, and the other side's default is earlier: the trait takes
+    // that value, so that the property and the top-level created_at agree.
+    if effective_created_at(survivor, created_at) != earliest_created
+        && let Some(id) = created_at
+        && let Ok(i) = survivor.props.binary_search_by_key(&id, |p| p.0)
+    {
+        survivor.props[i]
+            .1
+            .overwrite(Value::DateTime(earliest_created));
+    }
+}
+
+/// A profile's created_at as shown (SPEC 3.4): the `created_at` property when it is a
+/// date-time, else the timestamp of its first call (the view's rule).
+pub(crate) fn effective_created_at(rec: &ProfileRecord, created_at: Option<u32>) -> Timestamp {
+    created_at
+        .and_then(|id| rec.props.binary_search_by_key(&id, |p| p.0).ok())
+        .and_then(|i| match rec.props[i].1.value() {
+            Some(Value::DateTime(ts)) => Some(ts),
+            _ => None,
+        })
+        .unwrap_or(rec.first_seen)
 }

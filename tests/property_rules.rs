@@ -265,3 +265,86 @@ fn gosquared_1000_property_limit_ignores_new_names_and_survives_reopen() {
     assert_eq!(out.ignored, vec!["c1".to_string()]);
     assert_eq!(db.stats().property_names, 5);
 }
+
+/// SPEC 3.4 "A merge keeps the earliest created_at": the earliest of both profiles'
+/// *effective* created_at (explicit trait, else first seen), whichever side holds which.
+#[test]
+fn a_merge_keeps_the_earliest_created_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let at = |mut m: serde_json::Value, n: u32| {
+        m["timestamp"] = json!(ts(n));
+        m
+    };
+    // Survivor (u1) has an explicit created_at later than the other profile's first call.
+    call(
+        &db,
+        at(identify(None, Some("a@example.com"), None, json!({})), 10),
+    );
+    call(
+        &db,
+        at(
+            identify(Some("u1"), None, None, json!({"created_at": ts(50)})),
+            20,
+        ),
+    );
+    let out = call(
+        &db,
+        at(
+            identify(Some("u1"), Some("a@example.com"), None, json!({})),
+            30,
+        ),
+    );
+    assert_eq!(out.status, profiledb::Status::Merged);
+    let p = by_user(&db, "u1").unwrap();
+    assert_eq!(p.created_at.to_rfc3339(), ts(10));
+    // The created_at property, when shown, agrees with the top-level field.
+    assert_eq!(prop(&p, "created_at"), Some(json!(ts(10))));
+
+    // The merged-away profile has the explicit (later) created_at; the survivor's first call
+    // is earlier.
+    call(&db, at(identify(Some("u2"), None, None, json!({})), 5));
+    call(
+        &db,
+        at(
+            identify(None, None, Some("dev-2"), json!({"created_at": ts(40)})),
+            15,
+        ),
+    );
+    call(
+        &db,
+        at(identify(Some("u2"), None, Some("dev-2"), json!({})), 35),
+    );
+    let p = by_user(&db, "u2").unwrap();
+    assert_eq!(p.created_at.to_rfc3339(), ts(5));
+    assert_eq!(prop(&p, "created_at"), Some(json!(ts(5))));
+
+    // An explicit created_at earlier than the other's first call is kept.
+    call(&db, at(identify(Some("u3"), None, None, json!({})), 25));
+    call(
+        &db,
+        at(
+            identify(
+                None,
+                None,
+                Some("dev-3"),
+                json!({"created_at": "2016-06-07T15:44:20Z"}),
+            ),
+            45,
+        ),
+    );
+    call(
+        &db,
+        at(identify(Some("u3"), None, Some("dev-3"), json!({})), 46),
+    );
+    assert_eq!(
+        by_user(&db, "u3").unwrap().created_at.to_rfc3339(),
+        "2016-06-07T15:44:20Z"
+    );
+
+    // And after a reopen.
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(by_user(&db, "u1").unwrap().created_at.to_rfc3339(), ts(10));
+    assert_eq!(by_user(&db, "u2").unwrap().created_at.to_rfc3339(), ts(5));
+}

@@ -281,6 +281,25 @@ impl PropState {
         [lww, once, adds].into_iter().flatten().max().map(|s| s.0)
     }
 
+    /// Replace the visible value by `value`, as a set stamped with the newest stamp the state
+    /// holds (so that a later set still wins and an older one still loses). Used by a merge to
+    /// keep the earliest `created_at` (SPEC 3.4) when it comes from the other profile's default.
+    pub fn overwrite(&mut self, value: Value) {
+        let lww = self.lww.as_ref().map(|(s, _)| *s);
+        let once = self.once.as_ref().map(|(s, _)| *s);
+        let adds = self.adds.as_ref().map(|a| a.last);
+        let stamp = [lww, once, adds]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(Stamp(Timestamp(i64::MIN), 0));
+        *self = PropState {
+            lww: Some((stamp, Some(value))),
+            once: None,
+            adds: None,
+        };
+    }
+
     /// Whether the state holds nothing at all (no operation was ever taken).
     pub fn is_empty(&self) -> bool {
         self.lww.is_none() && self.once.is_none() && self.adds.is_none()
