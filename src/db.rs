@@ -402,7 +402,7 @@ impl Db {
                 self.view(&index, key)?
             };
             if let Some(p) = profile
-                && filter.matches(&p.properties)
+                && filter.matches_profile(&p)
                 && !f(p)
             {
                 break;

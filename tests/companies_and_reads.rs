@@ -131,3 +131,52 @@ fn profile_json_has_the_spec_shape() {
                "properties": {"first_name": "Sarah", "last_name": "Smith", "name": "Sarah Smith", "plan": "pro"}})
     );
 }
+
+/// A filter on `created_at` sees the profile's effective created_at (the top-level field of the
+/// profile JSON, defaulted or explicit), and one on `updated_at` its updated_at (docs/cli.md's
+/// `created_at < ...` example).
+#[test]
+fn filters_see_the_effective_created_at_and_updated_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let at = |mut m: serde_json::Value, n: u32| {
+        m["timestamp"] = json!(ts(n));
+        m
+    };
+    call(&db, at(identify(Some("u1"), None, None, json!({})), 10));
+    call(
+        &db,
+        at(
+            identify(
+                Some("u2"),
+                None,
+                None,
+                json!({"created_at": "2016-06-07T15:44:20Z"}),
+            ),
+            30,
+        ),
+    );
+    call(&db, at(identify(Some("u3"), None, None, json!({})), 40));
+    call(
+        &db,
+        at(identify(Some("u1"), None, None, json!({"plan": "pro"})), 50),
+    );
+    let users = |text: &str| {
+        let f = Filter::parse(text).unwrap();
+        let mut found = Vec::new();
+        db.scan(&f, &mut |p| {
+            found.push(p.user_id.unwrap());
+            true
+        })
+        .unwrap();
+        found
+    };
+    assert_eq!(users(&format!("created_at < {}", ts(20))), ["u1", "u2"]);
+    assert_eq!(users(&format!("created_at >= {}", ts(40))), ["u3"]);
+    assert_eq!(users("exists created_at"), ["u1", "u2", "u3"]);
+    assert_eq!(users(&format!("updated_at > {}", ts(35))), ["u1", "u3"]);
+    assert_eq!(users(&format!("updated_at = {}", ts(30))), ["u2"]);
+    // The profile JSON shows the same value at the top level.
+    let p = by_user(&db, "u1").unwrap();
+    assert_eq!(p.created_at.to_rfc3339(), ts(10));
+}

@@ -1,8 +1,10 @@
 //! Property filters for scans (SPEC 3.7): equality, comparison on numbers and date-times,
 //! existence; and their text syntax used by `profiledb query`.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
+use crate::db::Profile;
 use crate::error::{Error, Result};
 use crate::profile::value::{Timestamp, Value};
 
@@ -106,16 +108,46 @@ impl Filter {
         Ok(filter.unwrap_or(Filter::All))
     }
 
-    /// Whether a profile with these current properties matches.
+    /// Whether a profile with these current properties matches (properties only; see
+    /// [`Filter::matches_profile`] for what [`Db::scan`] uses).
+    ///
+    /// [`Db::scan`]: crate::Db::scan
     pub fn matches(&self, properties: &[(String, Value)]) -> bool {
-        match self {
-            Filter::All => true,
-            Filter::Exists(name) => properties.iter().any(|(n, _)| n == name),
-            Filter::Compare(name, op, literal) => properties
+        self.matches_with(&|name| {
+            properties
                 .iter()
                 .find(|(n, _)| n == name)
-                .is_some_and(|(_, value)| op.holds(value, literal)),
-            Filter::And(a, b) => a.matches(properties) && b.matches(properties),
+                .map(|(_, v)| Cow::Borrowed(v))
+        })
+    }
+
+    /// Whether a profile matches. A name is looked up in the profile's properties first; the
+    /// names `created_at` and `updated_at` that are not properties are the profile's
+    /// top-level fields, as in the profile JSON: the effective `created_at` (SPEC 3.4, also
+    /// when defaulted) and `updated_at`.
+    pub fn matches_profile(&self, profile: &Profile) -> bool {
+        self.matches_with(&|name| {
+            profile
+                .properties
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| Cow::Borrowed(v))
+                .or(match name {
+                    "created_at" => Some(Cow::Owned(Value::DateTime(profile.created_at))),
+                    "updated_at" => Some(Cow::Owned(Value::DateTime(profile.updated_at))),
+                    _ => None,
+                })
+        })
+    }
+
+    fn matches_with<'a>(&self, get: &impl Fn(&str) -> Option<Cow<'a, Value>>) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Exists(name) => get(name).is_some(),
+            Filter::Compare(name, op, literal) => {
+                get(name).is_some_and(|value| op.holds(&value, literal))
+            }
+            Filter::And(a, b) => a.matches_with(get) && b.matches_with(get),
         }
     }
 }
