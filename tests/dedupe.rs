@@ -59,3 +59,29 @@ fn the_dedupe_window_is_configurable() {
         "a1 fell out of the window"
     );
 }
+
+/// A blank `messageId` (`""` or only whitespace) counts as absent: it is never remembered,
+/// so later calls with a blank id are applied, not answered `duplicate`.
+#[test]
+fn a_blank_message_id_counts_as_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for mid in ["", "", "   ", "\t"] {
+        let out = call(&db, add(mid));
+        assert_ne!(out.status, Status::Duplicate, "messageId {mid:?}");
+    }
+    // The typed API too.
+    let typed = profiledb::Identify {
+        user_id: Some("u-1".into()),
+        message_id: Some(" ".into()),
+        add: vec![("logins".into(), profiledb::Number::Int(1))],
+        ..profiledb::Identify::default()
+    };
+    assert_eq!(db.identify(typed.clone()).unwrap().status, Status::Updated);
+    assert_eq!(db.identify(typed).unwrap().status, Status::Updated);
+    let p = by_user(&db, "u-1").unwrap();
+    assert_eq!(prop(&p, "logins"), Some(json!(6)));
+    // A real id is still deduped.
+    call(&db, add("m-1"));
+    assert_eq!(call(&db, add("m-1")).status, Status::Duplicate);
+}

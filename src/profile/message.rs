@@ -165,14 +165,16 @@ impl Message {
         }
     }
 
-    /// The message's `messageId`.
+    /// The message's `messageId`, for dedupe. A blank one (empty or only whitespace) counts as
+    /// absent: otherwise every later blank-id call would be answered `duplicate`.
     pub fn message_id(&self) -> Option<&str> {
-        match self {
+        let id = match self {
             Message::Identify(m) => m.message_id.as_deref(),
             Message::Group(m) => m.message_id.as_deref(),
             Message::Alias(m) => m.message_id.as_deref(),
             Message::Link(m) => m.message_id.as_deref(),
-        }
+        };
+        id.filter(|id| !id.trim().is_empty())
     }
 
     /// The message's `timestamp`.
