@@ -2,8 +2,10 @@
 //! fail the n-th write or fsync and simulate power loss.
 //!
 //! [`RealIo`] is the file system. [`FaultyIo`] is a test double that wraps the real file system
-//! and can fail chosen operations, return `ENOSPC`, do short writes, and produce the directory a
-//! power cut would leave behind (only what was synced survives).
+//! and can fail chosen operations, return `ENOSPC`, do short writes, crash the machine at the
+//! k-th operation of any kind ([`FaultyIo::crash_at`]), and produce the directory a power cut
+//! would leave behind (only what was synced survives; [`FaultyIo::power_loss_with`] chooses how
+//! the unsynced rest is damaged).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -179,6 +181,41 @@ pub enum UnsyncedTail {
     Zeros(usize),
     /// Up to this many bytes survive, but as garbage (a torn sector write).
     Garbage(usize),
+    /// Everything written survives, as after `kill -9` (the OS had it). Unlike `Keep`, this
+    /// also applies to a file whose unsynced state does not extend its synced content (an
+    /// unsynced truncation).
+    All,
+    /// A seeded random damage chosen per file (the seed is mixed with the file name): the
+    /// unsynced bytes are dropped, kept whole, cut short at a random point, zero-filled (the
+    /// length grew but the data blocks were never written), kept partly then zero-filled, or
+    /// kept partly then garbage. A file whose unsynced state does not extend its synced
+    /// content (an unsynced truncation) keeps either its synced or its current content.
+    Seeded(u64),
+}
+
+/// Which namespace changes (creates, renames, unlinks) made since a directory's last fsync a
+/// simulated power cut keeps. Changes are journaled in order; a prefix of them survives (as
+/// with a journaling file system), never a later change without the earlier ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameLoss {
+    /// None: the names are those of the last directory fsync (the default of
+    /// [`FaultyIo::power_loss`]).
+    Durable,
+    /// All of them: the names are the current ones.
+    Current,
+    /// The first `n` changes (since the last fsync of the directory).
+    Prefix(usize),
+    /// A seeded random prefix.
+    Seeded(u64),
+}
+
+/// A simulated power cut: what survives of the unsynced data and of the unsynced names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PowerCut {
+    /// Data written but not synced.
+    pub tail: UnsyncedTail,
+    /// Names changed but not made durable by a directory fsync.
+    pub names: NameLoss,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -195,6 +232,109 @@ struct Fault {
 struct Shadow {
     /// Content as of the last successful sync.
     durable: Mutex<Vec<u8>>,
+    /// A read handle on the inode, to read its current content even after it lost its name.
+    live: Option<File>,
+}
+
+impl Shadow {
+    /// The inode's current content (what the OS has), or `None` if it cannot be read.
+    fn current(&self) -> Option<Vec<u8>> {
+        let f = self.live.as_ref()?;
+        let len = f.metadata().ok()?.len() as usize;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, 0).ok()?;
+        Some(buf)
+    }
+}
+
+/// One namespace change not yet made durable by a directory fsync.
+#[derive(Clone)]
+enum NameChange {
+    Link(PathBuf, Arc<Shadow>),
+    Rename(PathBuf, PathBuf, Arc<Shadow>),
+    Unlink(PathBuf),
+}
+
+impl NameChange {
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            NameChange::Link(p, _) | NameChange::Rename(_, p, _) | NameChange::Unlink(p) => {
+                p.parent()
+            }
+        }
+    }
+}
+
+/// A small deterministic generator (splitmix64) for seeded damages.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64, name: &str) -> Rng {
+        let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
+        for b in name.bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01B3);
+        }
+        Rng(h)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..=n`.
+    fn upto(&mut self, n: usize) -> usize {
+        (self.next() % (n as u64 + 1)) as usize
+    }
+}
+
+fn garbage(n: usize, salt: u64) -> impl Iterator<Item = u8> {
+    (0..n).map(move |i| ((i as u64).wrapping_mul(31) ^ 0xA5 ^ salt) as u8)
+}
+
+/// What survives of one file: `durable` (synced) and `current` (what the OS has).
+fn damaged(durable: Vec<u8>, current: Option<Vec<u8>>, tail: UnsyncedTail, name: &str) -> Vec<u8> {
+    let Some(current) = current else {
+        return durable;
+    };
+    let extends = current.len() > durable.len() && current.starts_with(&durable);
+    if !extends {
+        return match tail {
+            UnsyncedTail::All => current,
+            UnsyncedTail::Seeded(seed) if Rng::new(seed, name).next() % 2 == 1 => current,
+            _ => durable,
+        };
+    }
+    let mut bytes = durable;
+    let extra = &current[bytes.len()..];
+    match tail {
+        UnsyncedTail::Drop => {}
+        UnsyncedTail::All => bytes.extend_from_slice(extra),
+        UnsyncedTail::Keep(n) => bytes.extend_from_slice(&extra[..n.min(extra.len())]),
+        UnsyncedTail::Zeros(n) => bytes.resize(bytes.len() + n.min(extra.len()), 0),
+        UnsyncedTail::Garbage(n) => bytes.extend(garbage(n.min(extra.len()), 0)),
+        UnsyncedTail::Seeded(seed) => {
+            let mut rng = Rng::new(seed, name);
+            let cut = rng.upto(extra.len());
+            match rng.next() % 6 {
+                0 => {}
+                1 => bytes.extend_from_slice(extra),
+                2 => bytes.extend_from_slice(&extra[..cut]),
+                3 => bytes.resize(bytes.len() + extra.len(), 0),
+                4 => {
+                    bytes.extend_from_slice(&extra[..cut]);
+                    bytes.resize(bytes.len() + extra.len() - cut, 0);
+                }
+                _ => {
+                    bytes.extend_from_slice(&extra[..cut]);
+                    let n = rng.upto(extra.len() - cut);
+                    bytes.extend(garbage(n, rng.next()));
+                }
+            }
+        }
+    }
+    bytes
 }
 
 #[derive(Default)]
@@ -205,7 +345,13 @@ struct FaultState {
     names: HashMap<PathBuf, Arc<Shadow>>,
     /// The namespace as of the last directory sync.
     durable_names: HashMap<PathBuf, Arc<Shadow>>,
+    /// Namespace changes since the last sync of their directory, in order.
+    journal: Vec<NameChange>,
     crashed: bool,
+    /// Operations of any kind counted so far (see [`FaultyIo::ops`]).
+    total: u64,
+    /// The operation (by [`FaultyIo::ops`] number) at which the machine crashes.
+    crash_at: Option<u64>,
 }
 
 /// A fault-injecting, power-loss-simulating [`Io`] for tests. It works on real files (so maps
@@ -220,7 +366,6 @@ pub struct FaultyIo {
 
 struct FaultyFile {
     real: File,
-    path: PathBuf,
     shadow: Arc<Shadow>,
     io: Arc<FaultyIo>,
 }
@@ -260,6 +405,35 @@ impl FaultyIo {
         self.state.lock().counts.get(&op).copied().unwrap_or(0)
     }
 
+    /// How many operations of any [`Op`] kind were attempted so far (the numbering
+    /// [`FaultyIo::crash_at`] uses). Opens, reads and listings are not counted.
+    pub fn ops(&self) -> u64 {
+        self.state.lock().total
+    }
+
+    /// Crash the machine at operation number `k` of any kind (counted by [`FaultyIo::ops`]
+    /// from this double's creation, 1 = the first): that operation is not done and fails, and
+    /// so does every later operation, opens and listings included, as after
+    /// [`FaultyIo::power_loss`]. Take the disk image with `power_loss`/`power_loss_with`.
+    pub fn crash_at(&self, k: u64) {
+        self.state.lock().crash_at = Some(k);
+    }
+
+    /// Whether the machine is off (a crash point was hit or a power loss simulated).
+    pub fn crashed(&self) -> bool {
+        self.state.lock().crashed
+    }
+
+    /// Turn the machine back on after a crash *without* a power loss, as a process restart
+    /// after `kill -9` sees it: the files keep everything written (the page cache), and what is
+    /// durable is still tracked, so a later `power_loss` shows what the restarted process made
+    /// durable. Clears the crash point; other faults stay.
+    pub fn revive(&self) {
+        let mut st = self.state.lock();
+        st.crashed = false;
+        st.crash_at = None;
+    }
+
     fn alive(&self) -> io::Result<()> {
         if self.state.lock().crashed {
             return Err(io::Error::other("simulated power loss: the machine is off"));
@@ -274,6 +448,11 @@ impl FaultyIo {
             return Err(io::Error::other("simulated power loss: the machine is off"));
         }
         *st.counts.entry(op).or_insert(0) += 1;
+        st.total += 1;
+        if st.crash_at == Some(st.total) {
+            st.crashed = true;
+            return Err(io::Error::other("simulated power loss: the machine is off"));
+        }
         let mut hit = None;
         st.faults.retain_mut(|f| {
             if f.op != op {
@@ -293,17 +472,22 @@ impl FaultyIo {
         }
     }
 
-    fn shadow_for(&self, path: &Path) -> Arc<Shadow> {
+    /// The shadow of the file named `path`; a file seen for the first time is assumed durable.
+    /// `None` if there is no such file (then nothing is registered: an unlink or rename of a
+    /// missing name must not make the name reappear in a power-cut image).
+    fn shadow_for(&self, path: &Path) -> Option<Arc<Shadow>> {
         let mut st = self.state.lock();
         if let Some(s) = st.names.get(path) {
-            return s.clone();
+            return Some(s.clone());
         }
+        let live = File::open(path).ok()?;
         let s = Arc::new(Shadow {
             durable: Mutex::new(std::fs::read(path).unwrap_or_default()),
+            live: Some(live),
         });
         st.names.insert(path.to_path_buf(), s.clone());
         st.durable_names.insert(path.to_path_buf(), s.clone());
-        s
+        Some(s)
     }
 
     /// Simulate a power cut now: from here on every operation fails, and `dest` (created if
@@ -311,35 +495,56 @@ impl FaultyIo {
     /// directory sync, each with its content as of its last sync, plus what `tail` says of the
     /// bytes written after it.
     pub fn power_loss(&self, dir: &Path, dest: &Path, tail: UnsyncedTail) -> io::Result<()> {
+        self.power_loss_with(
+            dir,
+            dest,
+            PowerCut {
+                tail,
+                names: NameLoss::Durable,
+            },
+        )
+    }
+
+    /// [`FaultyIo::power_loss`] with a choice of which unsynced namespace changes survive.
+    /// May be called several times (with different damages) for one crash.
+    pub fn power_loss_with(&self, dir: &Path, dest: &Path, cut: PowerCut) -> io::Result<()> {
         let mut st = self.state.lock();
         st.crashed = true;
         std::fs::create_dir_all(dest)?;
-        for (path, shadow) in &st.durable_names {
-            if path.parent() != Some(dir) {
-                continue;
+        let mut names: HashMap<PathBuf, Arc<Shadow>> = st
+            .durable_names
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, s)| (p.clone(), s.clone()))
+            .collect();
+        let pending: Vec<&NameChange> =
+            st.journal.iter().filter(|c| c.dir() == Some(dir)).collect();
+        let keep = match cut.names {
+            NameLoss::Durable => 0,
+            NameLoss::Current => pending.len(),
+            NameLoss::Prefix(n) => n.min(pending.len()),
+            NameLoss::Seeded(seed) => Rng::new(seed, "names").upto(pending.len()),
+        };
+        for c in pending.into_iter().take(keep) {
+            match c {
+                NameChange::Link(p, s) => {
+                    names.insert(p.clone(), s.clone());
+                }
+                NameChange::Rename(from, to, s) => {
+                    names.remove(from);
+                    names.insert(to.clone(), s.clone());
+                }
+                NameChange::Unlink(p) => {
+                    names.remove(p);
+                }
             }
+        }
+        for (path, shadow) in &names {
             let Some(name) = path.file_name() else {
                 continue;
             };
-            let mut bytes = shadow.durable.lock().clone();
-            // The live file (if the inode still has this name) shows what was written since.
-            let current = if st.names.get(path).is_some_and(|s| Arc::ptr_eq(s, shadow)) {
-                std::fs::read(path).unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            if current.len() > bytes.len() && current.starts_with(&bytes) {
-                let extra = &current[bytes.len()..];
-                match tail {
-                    UnsyncedTail::Drop => {}
-                    UnsyncedTail::Keep(n) => bytes.extend_from_slice(&extra[..n.min(extra.len())]),
-                    UnsyncedTail::Zeros(n) => bytes.resize(bytes.len() + n.min(extra.len()), 0),
-                    UnsyncedTail::Garbage(n) => {
-                        let n = n.min(extra.len());
-                        bytes.extend((0..n).map(|i| (i as u8).wrapping_mul(31) ^ 0xA5));
-                    }
-                }
-            }
+            let durable = shadow.durable.lock().clone();
+            let bytes = damaged(durable, shadow.current(), cut.tail, &name.to_string_lossy());
             std::fs::write(dest.join(name), bytes)?;
         }
         Ok(())
@@ -367,7 +572,10 @@ impl IoFile for FaultyFile {
     fn sync_data(&self) -> io::Result<()> {
         self.check(Op::Sync)?;
         self.real.sync_data()?;
-        *self.shadow.durable.lock() = std::fs::read(&self.path)?;
+        // Read through the handle: the file may have been renamed since it was opened.
+        let mut now = vec![0u8; self.real.metadata()?.len() as usize];
+        self.real.read_exact_at(&mut now, 0)?;
+        *self.shadow.durable.lock() = now;
         Ok(())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -391,14 +599,17 @@ impl Io for Arc<FaultyIo> {
             .write(true)
             .create_new(true)
             .open(path)?;
-        let shadow = Arc::new(Shadow::default());
-        self.state
-            .lock()
-            .names
-            .insert(path.to_path_buf(), shadow.clone());
+        let shadow = Arc::new(Shadow {
+            durable: Mutex::default(),
+            live: real.try_clone().ok(),
+        });
+        let mut st = self.state.lock();
+        st.names.insert(path.to_path_buf(), shadow.clone());
+        st.journal
+            .push(NameChange::Link(path.to_path_buf(), shadow.clone()));
+        drop(st);
         Ok(Arc::new(FaultyFile {
             real,
-            path: path.to_path_buf(),
             shadow,
             io: self.clone(),
         }))
@@ -406,10 +617,9 @@ impl Io for Arc<FaultyIo> {
     fn open(&self, path: &Path) -> io::Result<Arc<dyn IoFile>> {
         self.alive()?;
         let real = OpenOptions::new().read(true).write(true).open(path)?;
-        let shadow = self.shadow_for(path);
+        let shadow = self.shadow_for(path).unwrap_or_default();
         Ok(Arc::new(FaultyFile {
             real,
-            path: path.to_path_buf(),
             shadow,
             io: self.clone(),
         }))
@@ -424,16 +634,24 @@ impl Io for Arc<FaultyIo> {
         self.check(Op::Rename)?;
         let shadow = self.shadow_for(from);
         std::fs::rename(from, to)?;
+        let shadow = shadow.unwrap_or_default();
         let mut st = self.state.lock();
         st.names.remove(from);
-        st.names.insert(to.to_path_buf(), shadow);
+        st.names.insert(to.to_path_buf(), shadow.clone());
+        st.journal.push(NameChange::Rename(
+            from.to_path_buf(),
+            to.to_path_buf(),
+            shadow,
+        ));
         Ok(())
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.check(Op::Remove)?;
         let _ = self.shadow_for(path);
         std::fs::remove_file(path)?;
-        self.state.lock().names.remove(path);
+        let mut st = self.state.lock();
+        st.names.remove(path);
+        st.journal.push(NameChange::Unlink(path.to_path_buf()));
         Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -442,6 +660,7 @@ impl Io for Arc<FaultyIo> {
         let mut st = self.state.lock();
         let st = &mut *st;
         st.durable_names.retain(|p, _| p.parent() != Some(dir));
+        st.journal.retain(|c| c.dir() != Some(dir));
         for (p, s) in &st.names {
             if p.parent() == Some(dir) {
                 st.durable_names.insert(p.clone(), s.clone());

@@ -1,0 +1,749 @@
+//! Shared machinery of the power-loss tests (`powerloss_sim`, `compaction_crash_matrix`,
+//! `recovery_crash`): a deterministic workload of identify calls at the `Db` level, a plain
+//! in-memory model of what those calls do, the list of damages a power cut may do to what was
+//! not synced, and the checks every recovered disk image must pass.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use profiledb::storage::StoreOptions;
+use profiledb::storage::io::{FaultyIo, Io, NameLoss, PowerCut, RealIo, UnsyncedTail};
+use profiledb::{Db, Durability, Filter, Message, Options, Selector};
+use serde_json::{Value as Json, json};
+
+/// Small segments, so that the workload rotates often.
+pub const SEGMENT_SIZE: u64 = 1024;
+pub const USERS: u8 = 5;
+pub const EMAILS: u8 = 6;
+
+/// A scratch directory, on tmpfs when there is one (the tests fsync a lot).
+pub fn scratch() -> tempfile::TempDir {
+    if let Ok(d) = std::env::var("PROFILEDB_CRASH_TMP") {
+        return tempfile::tempdir_in(d).unwrap();
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(t) = tempfile::tempdir_in(shm)
+    {
+        return t;
+    }
+    tempfile::tempdir().unwrap()
+}
+
+/// Group commit whose background thread never fires during a test (a one-hour window, no
+/// batch limit), so that every sync is one a waiting caller leads and crash points are
+/// deterministic.
+pub const GROUP_COMMIT: Durability = Durability::GroupCommit {
+    max_delay: std::time::Duration::from_secs(3600),
+    max_batch: usize::MAX,
+};
+
+pub fn options() -> Options {
+    options_with(Durability::SyncEach)
+}
+
+pub fn options_with(durability: Durability) -> Options {
+    Options {
+        durability,
+        segment_size: SEGMENT_SIZE,
+        compaction_ratio: None,
+        ..Options::default()
+    }
+}
+
+pub fn store_options(io: Arc<dyn Io>) -> StoreOptions {
+    store_options_with(io, Durability::SyncEach)
+}
+
+pub fn store_options_with(io: Arc<dyn Io>, durability: Durability) -> StoreOptions {
+    StoreOptions {
+        segment_size: SEGMENT_SIZE,
+        durability,
+        repair: false,
+        create: true,
+        io,
+    }
+}
+
+pub fn open_faulty(dir: &Path, io: &Arc<FaultyIo>) -> profiledb::Result<Db> {
+    open_faulty_with(dir, io, Durability::SyncEach)
+}
+
+pub fn open_faulty_with(
+    dir: &Path,
+    io: &Arc<FaultyIo>,
+    durability: Durability,
+) -> profiledb::Result<Db> {
+    Db::open_with(
+        dir,
+        options_with(durability),
+        store_options_with(Arc::new(io.clone()), durability),
+    )
+}
+
+pub fn open_real(dir: &Path) -> profiledb::Result<Db> {
+    Db::open_with(dir, options(), store_options(Arc::new(RealIo)))
+}
+
+pub fn uid(i: u8) -> String {
+    format!("user-{i}")
+}
+
+pub fn email(i: u8) -> String {
+    format!("person{i}@example.com")
+}
+
+/// One step of a workload. `Identify`, `Resend` and `Delete` are the calls (numbered in order);
+/// `Compact` and `Checkpoint` only move bytes.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// identify with `traits.plan = "p<call>"`, `$add {n: 1}`, `timestamp` = call number,
+    /// `messageId` = `m-<call>`; `buffered` calls do not wait for their fsync.
+    Identify {
+        uid: Option<u8>,
+        email: Option<u8>,
+        buffered: bool,
+    },
+    /// Send call number `.0` again, same messageId: a duplicate, changes nothing.
+    Resend(usize),
+    /// Delete the profile of this user id (no suppression).
+    Delete(u8),
+    Compact,
+    Checkpoint,
+}
+
+impl Step {
+    pub fn is_call(&self) -> bool {
+        !matches!(self, Step::Compact | Step::Checkpoint)
+    }
+}
+
+fn id(u: Option<u8>, e: Option<u8>) -> Step {
+    Step::Identify {
+        uid: u,
+        email: e,
+        buffered: false,
+    }
+}
+
+fn buffered(u: Option<u8>, e: Option<u8>) -> Step {
+    Step::Identify {
+        uid: u,
+        email: e,
+        buffered: true,
+    }
+}
+
+/// The workload of the power-loss tests: creates, updates, merges (email-only profiles taken
+/// over by a user id), protection moves (an email moving between two identified profiles),
+/// `$add` counters, a duplicate, a delete and a re-use of the deleted identifiers, buffered
+/// calls acknowledged only by a later sync, two checkpoints and a compaction.
+pub fn workload() -> Vec<Step> {
+    let mut s = vec![
+        id(Some(0), Some(0)),
+        id(Some(1), None),
+        id(None, Some(1)),
+        id(Some(1), Some(1)), // merge: the email-only profile joins user-1
+        id(None, Some(2)),
+        id(Some(2), None),
+        buffered(Some(0), None),
+        id(Some(2), Some(2)), // merge
+        id(Some(3), Some(0)), // protection: email 0 moves from user-0 to a new user-3
+        id(Some(0), Some(3)),
+        Step::Checkpoint,
+        id(None, Some(4)),
+        id(Some(4), Some(4)), // the anonymous email profile takes user-4
+        Step::Resend(0),
+        id(Some(1), Some(2)), // protection: email 2 moves from user-2 to user-1
+        buffered(Some(3), None),
+        buffered(Some(4), None),
+        id(Some(2), Some(5)),
+        Step::Delete(1),
+        id(None, Some(2)),    // email 2 was freed by the delete
+        id(Some(1), Some(2)), // a new user-1 takes the email-only profile
+        Step::Compact,
+    ];
+    for i in 0..48u8 {
+        let u = (i % 3 != 2).then_some(i % USERS);
+        let e = (i % 4 != 1).then_some((i * 5 + 1) % EMAILS);
+        let e = if u.is_none() && e.is_none() {
+            Some(i % EMAILS)
+        } else {
+            e
+        };
+        s.push(if i % 5 == 3 { buffered(u, e) } else { id(u, e) });
+        if i == 8 || i == 40 {
+            s.push(Step::Checkpoint);
+        }
+        if i == 11 {
+            s.push(Step::Delete(3));
+        }
+        if i == 30 {
+            s.push(Step::Compact);
+        }
+        if i == 35 {
+            s.push(Step::Delete(i % USERS));
+        }
+    }
+    s
+}
+
+/// The calls of a workload (its `Identify`/`Resend`/`Delete` steps), in order.
+pub fn calls(steps: &[Step]) -> Vec<Step> {
+    steps.iter().filter(|s| s.is_call()).cloned().collect()
+}
+
+pub fn message(call: usize, u: Option<u8>, e: Option<u8>) -> Json {
+    let mut traits = json!({"plan": format!("p{call}")});
+    if let Some(e) = e {
+        traits["email"] = json!(email(e));
+    }
+    let t = call as u32 + 1;
+    let mut m = json!({
+        "type": "identify",
+        "traits": traits,
+        "$add": {"n": 1},
+        "messageId": format!("m-{call}"),
+        "timestamp": format!("2026-11-22T10:{:02}:{:02}Z", t / 60, t % 60),
+    });
+    if let Some(u) = u {
+        m["userId"] = json!(uid(u));
+    }
+    m
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model.
+
+/// A profile as the tests compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PState {
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub properties: BTreeMap<String, Json>,
+}
+
+/// Everything the tests compare: every profile by key, and where each identifier of the pool
+/// resolves.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct State {
+    pub profiles: BTreeMap<u64, PState>,
+    pub users: BTreeMap<String, u64>,
+    pub emails: BTreeMap<String, u64>,
+}
+
+impl State {
+    /// A short description of how `self` differs from `other`.
+    pub fn diff(&self, other: &State) -> String {
+        let mut out = Vec::new();
+        for (k, p) in &self.profiles {
+            match other.profiles.get(k) {
+                None => out.push(format!("key {k} only here: {p:?}")),
+                Some(q) if q != p => out.push(format!("key {k}: {p:?} vs {q:?}")),
+                _ => {}
+            }
+        }
+        for k in other.profiles.keys() {
+            if !self.profiles.contains_key(k) {
+                out.push(format!("key {k} missing"));
+            }
+        }
+        if self.users != other.users {
+            out.push(format!("users {:?} vs {:?}", self.users, other.users));
+        }
+        if self.emails != other.emails {
+            out.push(format!("emails {:?} vs {:?}", self.emails, other.emails));
+        }
+        out.join("; ")
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct MProfile {
+    uid: Option<String>,
+    email: Option<String>,
+    /// (timestamp, value) of the newest `plan`.
+    plan: Option<(u32, String)>,
+    n: i64,
+}
+
+/// A plain reference implementation of SPEC 3.2/3.3 for the workload's calls (user id and
+/// email only; `plan` is a set, `n` an `$add` counter).
+#[derive(Debug, Clone)]
+pub struct Model {
+    profiles: BTreeMap<u64, MProfile>,
+    next_key: u64,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            profiles: BTreeMap::new(),
+            next_key: 1,
+        }
+    }
+}
+
+impl Model {
+    fn by_user(&self, u: &str) -> Option<u64> {
+        self.profiles
+            .iter()
+            .find(|(_, p)| p.uid.as_deref() == Some(u))
+            .map(|(k, _)| *k)
+    }
+
+    fn by_email(&self, e: &str) -> Option<u64> {
+        self.profiles
+            .iter()
+            .find(|(_, p)| p.email.as_deref() == Some(e))
+            .map(|(k, _)| *k)
+    }
+
+    fn identify(&mut self, call: usize, uid: Option<String>, email: Option<String>) {
+        let t = call as u32 + 1;
+        let fu = uid.as_deref().and_then(|u| self.by_user(u));
+        let fe = email.as_deref().and_then(|e| self.by_email(e));
+        let survivor = if fu.is_some() {
+            fu
+        } else if uid.is_some() {
+            fe.filter(|k| self.profiles[k].uid.is_none())
+        } else {
+            fe
+        };
+        let survivor = survivor.unwrap_or_else(|| {
+            let k = self.next_key;
+            self.next_key += 1;
+            self.profiles.insert(k, MProfile::default());
+            k
+        });
+        let s_uid = uid.clone().or_else(|| self.profiles[&survivor].uid.clone());
+        if let Some(k) = fe.filter(|k| *k != survivor) {
+            let theirs = self.profiles[&k].uid.clone();
+            if theirs.is_some() && s_uid.is_some() && theirs != s_uid {
+                // Protection: the email moves, the profiles stay apart.
+                self.profiles.get_mut(&k).unwrap().email = None;
+            } else {
+                let gone = self.profiles.remove(&k).unwrap();
+                let s = self.profiles.get_mut(&survivor).unwrap();
+                if s.uid.is_none() {
+                    s.uid = gone.uid;
+                }
+                if s.email.is_none() {
+                    s.email = gone.email;
+                }
+                if gone.plan.as_ref().map(|p| p.0) > s.plan.as_ref().map(|p| p.0) {
+                    s.plan = gone.plan;
+                }
+                s.n += gone.n;
+            }
+        }
+        let s = self.profiles.get_mut(&survivor).unwrap();
+        if uid.is_some() {
+            s.uid = uid;
+        }
+        if email.is_some() {
+            s.email = email;
+        }
+        s.plan = Some((t, format!("p{call}")));
+        s.n += 1;
+    }
+
+    /// Apply call number `call` of `calls`.
+    pub fn apply(&mut self, call: usize, calls: &[Step]) {
+        match &calls[call] {
+            Step::Identify {
+                uid: u, email: e, ..
+            } => {
+                self.identify(call, u.map(uid), e.map(email));
+            }
+            Step::Delete(u) => {
+                if let Some(k) = self.by_user(&uid(*u)) {
+                    self.profiles.remove(&k);
+                }
+            }
+            Step::Resend(_) | Step::Compact | Step::Checkpoint => {}
+        }
+    }
+
+    pub fn state(&self) -> State {
+        let mut st = State::default();
+        for (&k, p) in &self.profiles {
+            let mut properties = BTreeMap::new();
+            if let Some((_, plan)) = &p.plan {
+                properties.insert("plan".to_string(), json!(plan));
+            }
+            properties.insert("n".to_string(), json!(p.n));
+            st.profiles.insert(
+                k,
+                PState {
+                    user_id: p.uid.clone(),
+                    email: p.email.clone(),
+                    properties,
+                },
+            );
+        }
+        for i in 0..USERS {
+            if let Some(k) = self.by_user(&uid(i)) {
+                st.users.insert(uid(i), k);
+            }
+        }
+        for i in 0..EMAILS {
+            if let Some(k) = self.by_email(&email(i)) {
+                st.emails.insert(email(i), k);
+            }
+        }
+        st
+    }
+}
+
+/// The model's state after each prefix of the calls: `states[p]` = after the first `p` calls.
+pub fn model_states(calls: &[Step]) -> Vec<State> {
+    let mut m = Model::default();
+    let mut out = vec![m.state()];
+    for i in 0..calls.len() {
+        m.apply(i, calls);
+        out.push(m.state());
+    }
+    out
+}
+
+/// The state of an open store, read through the public API.
+pub fn db_state(db: &Db) -> profiledb::Result<State> {
+    let mut st = State::default();
+    let mut err = None;
+    db.scan(&Filter::All, &mut |p| {
+        let properties = p
+            .properties
+            .iter()
+            .map(|(n, v)| (n.clone(), v.to_json()))
+            .collect();
+        st.profiles.insert(
+            p.key,
+            PState {
+                user_id: p.user_id,
+                email: p.email,
+                properties,
+            },
+        );
+        true
+    })?;
+    for i in 0..USERS {
+        match db.get(&Selector::UserId(uid(i))) {
+            Ok(Some(p)) => {
+                st.users.insert(uid(i), p.key);
+            }
+            Ok(None) => {}
+            Err(e) => err = Some(e),
+        }
+    }
+    for i in 0..EMAILS {
+        match db.get(&Selector::Email(email(i))) {
+            Ok(Some(p)) => {
+                st.emails.insert(email(i), p.key);
+            }
+            Ok(None) => {}
+            Err(e) => err = Some(e),
+        }
+    }
+    match err {
+        Some(e) => Err(e),
+        None => Ok(st),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a workload.
+
+/// What a (possibly crashed) run of the workload did.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    /// Calls acknowledged durable: the first `acked` calls must survive any power cut.
+    pub acked: usize,
+    /// Calls issued (returned Ok, or failed after possibly writing something).
+    pub issued: usize,
+    /// Total I/O operations done (`FaultyIo::ops`) when the run ended.
+    pub ops: u64,
+    /// The first error, if the run stopped on one.
+    pub error: Option<String>,
+}
+
+/// Run `steps` on a store in `dir` opened through `io` with durability `durable` (`SyncEach`
+/// or [`GROUP_COMMIT`]: what the non-buffered calls and the delete wait for), stopping at the
+/// first error; a clean `close` ends it. With `check`, the store is compared with the model
+/// after every call (the counting run uses this to validate the model itself).
+pub fn run_workload(
+    dir: &Path,
+    io: &Arc<FaultyIo>,
+    steps: &[Step],
+    check: Option<&[State]>,
+    durable: Durability,
+) -> Run {
+    let mut run = Run::default();
+    let db = match open_faulty_with(dir, io, durable) {
+        Ok(db) => db,
+        Err(e) => {
+            run.error = Some(format!("open: {e}"));
+            run.ops = io.ops();
+            return run;
+        }
+    };
+    let calls = calls(steps);
+    let mut call = 0usize;
+    for step in steps {
+        let r: profiledb::Result<()> = match step {
+            Step::Identify {
+                uid: u,
+                email: e,
+                buffered,
+            } => {
+                run.issued = call + 1;
+                let m = Message::from_json(&message(call, *u, *e)).unwrap();
+                let d = if *buffered {
+                    Durability::Buffered
+                } else {
+                    durable
+                };
+                db.apply_with(&m, d).map(|_| {
+                    if d.waits() {
+                        run.acked = call + 1;
+                    }
+                })
+            }
+            Step::Resend(i) => {
+                run.issued = call + 1;
+                let Step::Identify {
+                    uid: u, email: e, ..
+                } = &calls[*i]
+                else {
+                    panic!("resend of a non-identify")
+                };
+                let m = Message::from_json(&message(*i, *u, *e)).unwrap();
+                db.apply_with(&m, durable).map(|o| {
+                    assert_eq!(o.status, profiledb::Status::Duplicate, "resend of {i}");
+                    run.acked = call + 1;
+                })
+            }
+            Step::Delete(u) => {
+                run.issued = call + 1;
+                db.delete(&Selector::UserId(uid(*u)), false)
+                    .map(|_| run.acked = call + 1)
+            }
+            Step::Compact => db.compact().map(|_| ()),
+            Step::Checkpoint => db.checkpoint(),
+        };
+        if let Err(e) = r {
+            run.error = Some(format!("{step:?}: {e}"));
+            break;
+        }
+        if step.is_call() {
+            call += 1;
+            if let Some(states) = check {
+                let got = db_state(&db).unwrap();
+                assert_eq!(
+                    got,
+                    states[call],
+                    "the model disagrees after call {call}: {}",
+                    got.diff(&states[call])
+                );
+            }
+        }
+    }
+    if run.error.is_none() {
+        match db.close() {
+            Ok(()) => run.acked = calls.len(),
+            Err(e) => run.error = Some(format!("close: {e}")),
+        }
+    } else {
+        drop(db);
+    }
+    run.ops = io.ops();
+    run
+}
+
+// ---------------------------------------------------------------------------------------------
+// Damages.
+
+/// The damages every crash point is checked with (`PROFILEDB_POWERLOSS_DAMAGES=n` adds seeded
+/// ones up to `n`). `k` varies the seeded ones between crash points.
+pub fn damages(k: u64) -> Vec<(String, PowerCut)> {
+    let cut = |tail, names| PowerCut { tail, names };
+    let mut d = vec![
+        (
+            "drop, durable names".into(),
+            cut(UnsyncedTail::Drop, NameLoss::Durable),
+        ),
+        (
+            "all (kill -9)".into(),
+            cut(UnsyncedTail::All, NameLoss::Current),
+        ),
+        (
+            "all data, durable names".into(),
+            cut(UnsyncedTail::All, NameLoss::Durable),
+        ),
+        (
+            "drop data, current names".into(),
+            cut(UnsyncedTail::Drop, NameLoss::Current),
+        ),
+        (
+            "length grown, zeros".into(),
+            cut(UnsyncedTail::Zeros(usize::MAX), NameLoss::Current),
+        ),
+        (
+            "last write cut short".into(),
+            cut(
+                UnsyncedTail::Keep((k as usize * 37) % 700 + 1),
+                NameLoss::Prefix(1),
+            ),
+        ),
+        (
+            "garbage".into(),
+            cut(UnsyncedTail::Garbage(usize::MAX), NameLoss::Seeded(k)),
+        ),
+        (
+            format!("seeded {k}"),
+            cut(UnsyncedTail::Seeded(k), NameLoss::Seeded(k)),
+        ),
+        (
+            format!("seeded {}", k + 1_000_003),
+            cut(UnsyncedTail::Seeded(k + 1_000_003), NameLoss::Current),
+        ),
+        (
+            format!("seeded {}", k + 2_000_003),
+            cut(UnsyncedTail::Seeded(k + 2_000_003), NameLoss::Durable),
+        ),
+    ];
+    let n: usize = std::env::var("PROFILEDB_POWERLOSS_DAMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d.len());
+    let mut extra = 3u64;
+    while d.len() < n {
+        let seed = k.wrapping_mul(7919).wrapping_add(extra * 1_000_003);
+        d.push((
+            format!("seeded {seed}"),
+            cut(UnsyncedTail::Seeded(seed), NameLoss::Seeded(seed)),
+        ));
+        extra += 1;
+    }
+    d
+}
+
+/// Names in a directory, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Temporary files that must not survive a completed open.
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".tmp") || n == "COMPACT")
+        .collect()
+}
+
+/// Which prefix of the calls `got` is, within `acked..=issued`.
+pub fn matching_prefix(
+    states: &[State],
+    got: &State,
+    acked: usize,
+    issued: usize,
+) -> Option<usize> {
+    (acked..=issued.min(states.len() - 1)).find(|&p| states[p] == *got)
+}
+
+/// Open a recovered image and check it against the model: open succeeds, the state is the
+/// model after some prefix of the calls between `acked` and `issued`, `check` finds nothing,
+/// no temporary file is left, and the state survives a power cut right after the open as well
+/// as a clean close and reopen. Returns the prefix, or what went wrong.
+pub fn check_image(
+    image: &Path,
+    states: &[State],
+    acked: usize,
+    issued: usize,
+) -> Result<usize, String> {
+    let io = FaultyIo::new();
+    let db = open_faulty(image, &io).map_err(|e| format!("open failed: {e}"))?;
+    let got = db_state(&db).map_err(|e| format!("read failed: {e}"))?;
+    let Some(p) = matching_prefix(states, &got, acked, issued) else {
+        return Err(format!(
+            "state is no prefix of the calls in {acked}..={issued}; vs acked: {}; vs issued: {}",
+            got.diff(&states[acked]),
+            got.diff(&states[issued.min(states.len() - 1)])
+        ));
+    };
+    let problems = db.check().map_err(|e| format!("check failed: {e}"))?;
+    if !problems.is_empty() {
+        return Err(format!("check: {problems:?}"));
+    }
+    let left = leftovers(image);
+    if !left.is_empty() {
+        return Err(format!("temporary files left after open: {left:?}"));
+    }
+    // What the open showed must survive a power cut right after it (the open made it
+    // durable), and a clean close and reopen.
+    let again = image.with_extension("again");
+    io.power_loss(image, &again, UnsyncedTail::Drop)
+        .map_err(|e| format!("power loss: {e}"))?;
+    drop(db);
+    let db = open_real(&again).map_err(|e| format!("second open failed: {e}"))?;
+    let second = db_state(&db).map_err(|e| format!("read failed: {e}"))?;
+    if second != got {
+        return Err(format!(
+            "power cut after recovery changed the state (call prefix {p}): {}",
+            second.diff(&got)
+        ));
+    }
+    db.close().map_err(|e| format!("close: {e}"))?;
+    let db = open_real(&again).map_err(|e| format!("third open failed: {e}"))?;
+    let third = db_state(&db).map_err(|e| format!("read failed: {e}"))?;
+    if third != got {
+        return Err(format!(
+            "close and reopen changed the state: {}",
+            third.diff(&got)
+        ));
+    }
+    db.close().map_err(|e| format!("close: {e}"))?;
+    let _ = std::fs::remove_dir_all(&again);
+    Ok(p)
+}
+
+/// The failures of a matrix, reported together (the first few in full).
+#[derive(Default)]
+pub struct Failures(pub Vec<String>);
+
+impl Failures {
+    pub fn push(&mut self, what: String) {
+        self.0.push(what);
+    }
+    pub fn assert_none(&self, checked: usize) {
+        if !self.0.is_empty() {
+            let shown: Vec<&String> = self.0.iter().take(12).collect();
+            panic!(
+                "{} of {checked} recovered images failed; the first ones:\n{}",
+                self.0.len(),
+                shown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+}
+
+pub fn path_of(base: &Path, parts: &[&str]) -> PathBuf {
+    let mut p = base.to_path_buf();
+    for x in parts {
+        p.push(x);
+    }
+    p
+}
