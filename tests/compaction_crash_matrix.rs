@@ -1,0 +1,242 @@
+//! Compaction is crash-safe at the `Db` level (issue 6, promise 5 of docs/recovery.md).
+//! A store with live, superseded (updated, merged-away) and deleted profiles, all calls
+//! acknowledged, is compacted with the machine crashing at every I/O operation of
+//! `Db::compact` in turn (prepare, commit, switch, unlink, the hint written after it). Each
+//! crash becomes ten disk images (damages of the unsynced data and of the names changed since
+//! the last directory fsync, the kill -9 image among them) plus a restart after kill -9, and
+//! each is reopened with the real file system and checked:
+//!
+//! - open succeeds and the profiles are exactly those before the compaction (which equal those
+//!   after it), identifiers resolving the same way: deleted profiles never return;
+//! - the segments are the old set or the new one, never a mix;
+//! - no `*.tmp` or `COMPACT` file is left after the open;
+//! - once the compaction took effect (old segments gone), and the store was closed (fresh
+//!   hint), no byte of the deleted profile's user id remains in the directory; a second
+//!   compaction after the recovery keeps the state.
+//!
+//! This goes beyond `storage_faults::compaction_is_crash_safe_at_every_step` (raw storage,
+//! one fault kind at a time, power cut dropping everything unsynced).
+
+mod crash_support;
+
+use std::path::Path;
+use std::time::Instant;
+
+use crash_support::*;
+use profiledb::Durability;
+use profiledb::storage::io::FaultyIo;
+
+/// The setup: the first part of the power-loss workload (merges, protection moves, a
+/// duplicate, a delete, buffered calls) plus updates and the delete of `user-0`, whose id is
+/// never used again.
+fn setup_steps() -> Vec<Step> {
+    let mut steps: Vec<Step> = workload()
+        .into_iter()
+        .take_while(|s| !matches!(s, Step::Compact))
+        .filter(|s| !matches!(s, Step::Checkpoint))
+        .collect();
+    for i in 0..6u8 {
+        steps.push(Step::Identify {
+            uid: Some(2 + i % 3),
+            email: None,
+            buffered: false,
+        });
+    }
+    steps.push(Step::Delete(0));
+    steps.push(Step::Identify {
+        uid: Some(4),
+        email: Some(5),
+        buffered: false,
+    });
+    steps
+}
+
+/// Segment ids in a directory.
+fn segment_ids(dir: &Path) -> Vec<u32> {
+    names(dir)
+        .iter()
+        .filter_map(|n| n.strip_suffix(".seg")?.parse().ok())
+        .collect()
+}
+
+fn dir_contains(dir: &Path, needle: &[u8]) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .filter(|n| {
+            std::fs::read(dir.join(n))
+                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The setup on a fresh store; returns the store (still open) and the segment ids before the
+/// compaction.
+fn setup(dir: &Path, io: &std::sync::Arc<FaultyIo>, steps: &[Step]) -> (profiledb::Db, Vec<u32>) {
+    let db = open_faulty(dir, io).unwrap();
+    let calls = calls(steps);
+    for (call, step) in steps.iter().enumerate() {
+        match step {
+            Step::Identify {
+                uid: u,
+                email: e,
+                buffered,
+            } => {
+                let m = profiledb::Message::from_json(&message(call, *u, *e)).unwrap();
+                let d = if *buffered {
+                    Durability::Buffered
+                } else {
+                    Durability::SyncEach
+                };
+                db.apply_with(&m, d).unwrap();
+            }
+            Step::Resend(i) => {
+                let Step::Identify {
+                    uid: u, email: e, ..
+                } = &calls[*i]
+                else {
+                    unreachable!()
+                };
+                let m = profiledb::Message::from_json(&message(*i, *u, *e)).unwrap();
+                db.apply(&m).unwrap();
+            }
+            Step::Delete(u) => {
+                db.delete(&profiledb::Selector::UserId(uid(*u)), false)
+                    .unwrap();
+            }
+            Step::Compact | Step::Checkpoint => unreachable!(),
+        }
+    }
+    db.sync().unwrap();
+    let ids = segment_ids(dir);
+    (db, ids)
+}
+
+/// Checks specific to compaction on a recovered image `dir` (already checked by
+/// `check_image`, so closed cleanly): old or new segments, never a mix; once compacted, the
+/// deleted user id is gone from every file; a second compaction keeps the state.
+fn check_compaction(dir: &Path, old: &[u32], expected: &State) -> Result<bool, String> {
+    let present: Vec<u32> = segment_ids(dir)
+        .into_iter()
+        .filter(|id| old.contains(id))
+        .collect();
+    let compacted = present.is_empty();
+    if !compacted && present.len() != old.len() {
+        return Err(format!(
+            "a mix of old and new segments: old {old:?}, present {:?}",
+            names(dir)
+        ));
+    }
+    let db = open_real(dir).map_err(|e| format!("reopen: {e}"))?;
+    db.close().map_err(|e| format!("close: {e}"))?;
+    if compacted {
+        let hits = dir_contains(dir, uid(0).as_bytes());
+        if !hits.is_empty() {
+            return Err(format!(
+                "the deleted profile's user id is still in {hits:?} after the compaction"
+            ));
+        }
+    }
+    let db = open_real(dir).map_err(|e| format!("reopen: {e}"))?;
+    db.compact()
+        .map_err(|e| format!("second compaction: {e}"))?;
+    let got = db_state(&db).map_err(|e| e.to_string())?;
+    db.close().map_err(|e| format!("close: {e}"))?;
+    if got != *expected {
+        return Err(format!(
+            "a second compaction changed the state: {}",
+            got.diff(expected)
+        ));
+    }
+    let hits = dir_contains(dir, uid(0).as_bytes());
+    if !hits.is_empty() {
+        return Err(format!(
+            "the deleted profile's user id is still in {hits:?} after a second compaction"
+        ));
+    }
+    Ok(compacted)
+}
+
+#[test]
+fn a_crash_at_every_io_operation_of_a_compaction_keeps_before_or_after() {
+    let t0 = Instant::now();
+    let tmp = scratch();
+    let steps = setup_steps();
+    let calls = calls(&steps);
+    let states = model_states(&calls);
+    let expected = states.last().unwrap().clone();
+    assert!(
+        !expected.users.contains_key(&uid(0)),
+        "the setup must delete user-0"
+    );
+
+    // Counting run: the operations of the setup, then of the compaction.
+    let io = FaultyIo::new();
+    let dir = tmp.path().join("count");
+    let (db, old) = setup(&dir, &io, &steps);
+    assert_eq!(db_state(&db).unwrap(), expected, "the model disagrees");
+    assert!(old.len() >= 3, "too few segments to compact: {old:?}");
+    assert!(
+        !dir_contains(&dir, uid(0).as_bytes()).is_empty(),
+        "the deleted user id should be on disk before the compaction"
+    );
+    let first = io.ops() + 1;
+    let reclaimed = db.compact().unwrap();
+    assert!(reclaimed > 0, "nothing was reclaimed");
+    let last = io.ops();
+    assert_eq!(db_state(&db).unwrap(), expected);
+    db.close().unwrap();
+    assert!(segment_ids(&dir).iter().all(|id| !old.contains(id)));
+    assert_eq!(dir_contains(&dir, uid(0).as_bytes()), Vec::<String>::new());
+    assert!(
+        last - first > 15,
+        "the compaction did only {} ops",
+        last - first + 1
+    );
+
+    let mut failures = Failures::default();
+    let (mut images, mut points, mut before, mut after) = (0usize, 0usize, 0usize, 0usize);
+    let n = calls.len();
+    for k in first..=last {
+        points += 1;
+        let base = tmp.path().join(format!("k{k}"));
+        let dir = base.join("db");
+        let io = FaultyIo::new();
+        let (db, old) = setup(&dir, &io, &steps);
+        io.crash_at(k);
+        let r = db.compact();
+        assert!(r.is_err(), "crash point {k} was not hit by the compaction");
+        drop(db);
+        let mut check = |image: &Path, what: &str| {
+            images += 1;
+            let r = check_image(image, &states, n, n)
+                .and_then(|_| check_compaction(image, &old, &expected));
+            match r {
+                Ok(true) => after += 1,
+                Ok(false) => before += 1,
+                Err(e) => failures.push(format!(
+                    "crash at op {k} ({} of the compaction), {what}: {e}",
+                    k - first + 1
+                )),
+            }
+        };
+        for (d, (name, cut)) in damages(k).into_iter().enumerate() {
+            let image = base.join(format!("image{d}"));
+            io.power_loss_with(&dir, &image, cut).unwrap();
+            check(&image, &name);
+        }
+        // A restart after kill -9 on the live directory (everything written is there).
+        io.revive();
+        check(&dir, "restart after kill -9");
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    eprintln!(
+        "compaction_crash_matrix: {points} crash points (ops {first}..={last}), {} damages + \
+         kill -9 each, {images} images checked ({before} before the compaction, {after} after), \
+         {:.1?}",
+        damages(1).len(),
+        t0.elapsed()
+    );
+    failures.assert_none(images);
+    assert!(before > 0 && after > 0, "{before} before, {after} after");
+}
