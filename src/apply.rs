@@ -139,15 +139,13 @@ pub(crate) fn commit(
                 }
                 index.index(key, &new);
                 index.profiles.insert(key, loc);
-                index.next_key = index.next_key.max(key + 1);
+                index.next_key = index.next_key.max(key.saturating_add(1));
             }
             Change::Tombstone { key, old } => {
                 index.unindex(key, &old);
                 index.profiles.remove(&key);
             }
-            Change::Redirect { from, to } => {
-                index.redirects.insert(from, (to, loc));
-            }
+            Change::Redirect { from, to } => index.add_redirect(from, to, loc),
             Change::Company { key, id } => {
                 let slot = index
                     .companies
@@ -158,7 +156,7 @@ pub(crate) fn commit(
                     });
                 slot.location = loc;
                 index.company_ids.insert(key, id.into());
-                index.next_company_key = index.next_company_key.max(key + 1);
+                index.next_company_key = index.next_company_key.max(key.saturating_add(1));
             }
             Change::Name { id, name } => {
                 debug_assert_eq!(index.names.len(), id as usize);
@@ -215,6 +213,22 @@ pub(crate) struct Builder<'a> {
     order: u64,
 }
 
+/// Hand out the next key of a counter. Keys are never reused, and only a damaged log can claim
+/// key 2^64-1 (open saturates at it): then new keys are refused. Found by the `open_dir` fuzz
+/// target: the plain `+= 1` overflowed, and in release wrapped to 0 and reused keys.
+fn take_key(next: &mut u64, what: &str, store: &Store) -> Result<u64> {
+    let key = *next;
+    if key == u64::MAX {
+        return Err(Error::Corruption {
+            file: store.dir().to_path_buf(),
+            offset: 0,
+            reason: format!("{what} keys are used up (the log claims key 2^64-1)"),
+        });
+    }
+    *next = key + 1;
+    Ok(key)
+}
+
 impl<'a> Builder<'a> {
     pub fn new(
         index: &'a Index,
@@ -236,7 +250,8 @@ impl<'a> Builder<'a> {
             companies: HashMap::default(),
             next_key: index.next_key.max(1),
             next_company_key: index.next_company_key.max(1),
-            order: index.last_seq + 1,
+            // Saturating: a damaged log may end at seq 2^64-1 (the append then refuses).
+            order: index.last_seq.saturating_add(1),
         }
     }
 
@@ -505,8 +520,7 @@ impl<'a> Builder<'a> {
         let survivor = match plan.survivor {
             Some(k) => k,
             None => {
-                let k = self.next_key;
-                self.next_key += 1;
+                let k = take_key(&mut self.next_key, "profile", self.store)?;
                 let rec = ProfileRecord {
                     first_seen: ts,
                     updated_at: ts,
@@ -655,8 +669,7 @@ impl<'a> Builder<'a> {
                 ),
                 None => {
                     created = true;
-                    let key = self.next_company_key;
-                    self.next_company_key += 1;
+                    let key = take_key(&mut self.next_company_key, "company", self.store)?;
                     (
                         key,
                         CompanyRecord {
@@ -721,7 +734,7 @@ impl<'a> Builder<'a> {
             Vec::new(),
             Change::Tombstone { key, old: rec.ids },
         );
-        let next = self.next_key.max(key + 1);
+        let next = self.next_key.max(key.saturating_add(1));
         self.push(
             kind::NEXT_KEY,
             0,

@@ -177,6 +177,8 @@ impl Db {
         let mut rebuild = Rebuild::new(options.dedupe_window);
         let store = Store::open(dir, store_options, &mut rebuild)?;
         let mut index = rebuild.finish(&store)?;
+        // The replay records redirects as written, and a snapshot holds no reverse map.
+        index.flatten_redirects();
         index.next_key = index.next_key.max(1);
         index.next_company_key = index.next_company_key.max(1);
         let inner = Arc::new(Inner {

@@ -33,8 +33,15 @@ pub(crate) struct Index {
     pub anon: HashMap<Box<str>, u64>,
     /// Live profile key -> location of its newest record.
     pub profiles: HashMap<u64, Location>,
-    /// Merged-away key -> (survivor key, location of the redirect entry).
+    /// Merged-away key -> (survivor key, location of the redirect entry). Kept flat: the
+    /// target is the end of the chain (the live survivor, or a deleted one), not the key the
+    /// entry on disk names, so a lookup is one step (see [`Index::add_redirect`]).
     pub redirects: HashMap<u64, (u64, Location)>,
+    /// Target -> the keys redirected to it: what [`Index::add_redirect`] repoints when the
+    /// target is merged away in turn. Not in the snapshot; rebuilt by
+    /// [`Index::flatten_redirects`] on open.
+    #[serde(skip)]
+    pub redirect_sources: HashMap<u64, Vec<u64>>,
     pub companies: HashMap<Box<str>, CompanySlot>,
     /// Company key -> company id (for liveness checks by key).
     pub company_ids: HashMap<u64, Box<str>>,
@@ -55,15 +62,64 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    /// Follow redirects from `key` to a live profile.
-    pub fn resolve_key(&self, mut key: u64) -> Option<u64> {
-        for _ in 0..64 {
-            if self.profiles.contains_key(&key) {
-                return Some(key);
+    /// Follow redirects from `key` to a live profile: `None` for a key never used, deleted, or
+    /// merged into a profile that was deleted since.
+    pub fn resolve_key(&self, key: u64) -> Option<u64> {
+        let end = self.chain_end(key);
+        self.profiles.contains_key(&end).then_some(end)
+    }
+
+    /// The end of the redirect chain from `key` (`key` itself when it is not redirected).
+    /// Redirects are kept flat, so this is normally one step; the walk stays correct for any
+    /// length and stops on a cycle (which only corrupt data could hold).
+    fn chain_end(&self, mut key: u64) -> u64 {
+        for _ in 0..=self.redirects.len() {
+            match self.redirects.get(&key) {
+                Some(&(to, _)) if to != key => key = to,
+                _ => return key,
             }
-            key = self.redirects.get(&key)?.0;
         }
-        None
+        key
+    }
+
+    /// Record that `from` was merged into `to` (the redirect entry is at `location`): `from`,
+    /// and every key redirected to `from` before, now point straight at the end of `to`'s
+    /// chain. Entries may come in any order (a compaction may reorder them on disk): the
+    /// result is the same.
+    pub fn add_redirect(&mut self, from: u64, to: u64, location: Location) {
+        let to = self.chain_end(to);
+        if to == from {
+            return;
+        }
+        if let Some((old, _)) = self.redirects.insert(from, (to, location))
+            && let Some(sources) = self.redirect_sources.get_mut(&old)
+        {
+            sources.retain(|k| *k != from);
+        }
+        let moved = self.redirect_sources.remove(&from).unwrap_or_default();
+        for &k in &moved {
+            if let Some(r) = self.redirects.get_mut(&k) {
+                r.0 = to;
+            }
+        }
+        let sources = self.redirect_sources.entry(to).or_default();
+        sources.extend(moved);
+        sources.push(from);
+    }
+
+    /// Make every redirect point at the end of its chain and rebuild
+    /// [`Index::redirect_sources`] (on open: the replay records redirects as written, and a
+    /// snapshot holds no sources).
+    pub fn flatten_redirects(&mut self) {
+        let keys: Vec<u64> = self.redirects.keys().copied().collect();
+        let ends: Vec<u64> = keys.iter().map(|&k| self.chain_end(k)).collect();
+        self.redirect_sources.clear();
+        for (k, end) in keys.into_iter().zip(ends) {
+            if let Some(r) = self.redirects.get_mut(&k) {
+                r.0 = end;
+            }
+            self.redirect_sources.entry(end).or_default().push(k);
+        }
     }
 
     /// Remove the identifiers of `ids` that point to `key`; leave membership consistent.
@@ -220,6 +276,8 @@ impl Index {
             + map(&self.anon)
             + map(&self.profiles)
             + map(&self.redirects)
+            + map(&self.redirect_sources)
+            + self.redirects.len() as u64 * 8
             + map(&self.company_ids)
             + map(&self.name_ids)
             + map(&self.dedupe)
@@ -237,5 +295,56 @@ impl Index {
 fn remove_if(map: &mut HashMap<Box<str>, u64>, k: &str, key: u64) {
     if map.get(k) == Some(&key) {
         map.remove(k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(n: u32) -> Location {
+        Location {
+            offset: n,
+            ..Location::default()
+        }
+    }
+
+    #[test]
+    fn redirects_stay_flat_whatever_the_order_of_entries() {
+        // The chain 1 -> 2 -> 3 -> 4 (4 live), in merge order and in two other orders.
+        for order in [
+            [(1, 2), (2, 3), (3, 4)],
+            [(3, 4), (2, 3), (1, 2)],
+            [(2, 3), (1, 2), (3, 4)],
+        ] {
+            let mut index = Index::default();
+            index.profiles.insert(4, at(0));
+            for (i, (from, to)) in order.into_iter().enumerate() {
+                index.add_redirect(from, to, at(i as u32 + 1));
+            }
+            for k in 1..=4 {
+                assert_eq!(index.resolve_key(k), Some(4), "{order:?}: key {k}");
+            }
+            for k in 1..=3 {
+                assert_eq!(index.redirects[&k].0, 4, "{order:?}: key {k} is flat");
+            }
+            // The entry locations are the ones written (compaction keeps them by location).
+            assert_eq!(
+                index.redirects[&1].1.offset as usize,
+                1 + order.iter().position(|e| e.0 == 1).unwrap()
+            );
+            // A snapshot loses the sources; flattening rebuilds them.
+            let mut loaded = index.clone();
+            loaded.redirect_sources.clear();
+            loaded.flatten_redirects();
+            loaded.profiles.insert(5, at(9));
+            loaded.add_redirect(4, 5, at(9));
+            for k in 1..=4 {
+                assert_eq!(
+                    loaded.redirects[&k].0, 5,
+                    "{order:?}: key {k} after a snapshot"
+                );
+            }
+        }
     }
 }

@@ -273,3 +273,67 @@ fn track_with_both_ids_links_them_and_stores_no_event() {
     );
     assert_eq!(out.status, Status::Unchanged);
 }
+
+/// SPEC 3.2.3 / 3.7: a merged-away key keeps resolving to its live survivor however long the
+/// chain of merges (here 200, each merging the previous survivor away), after a clean reopen
+/// (index snapshot), after a crash (log replay), and after a compaction.
+#[test]
+fn merged_away_keys_resolve_to_the_survivor_through_a_chain_of_200_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    let survivor;
+    {
+        let db = open(dir.path());
+        keys.push(call(&db, identify(None, None, Some("dev-chain"), json!({}))).key);
+        for i in 0..200 {
+            let email = format!("chain-{i}@example.com");
+            let k = call(&db, identify(None, Some(&email), None, json!({}))).key;
+            // The email's profile survives; the one holding the device is merged away.
+            let out = call(
+                &db,
+                identify(None, Some(&email), Some("dev-chain"), json!({})),
+            );
+            assert_eq!(out.status, Status::Merged);
+            assert_eq!(out.key, k);
+            assert_eq!(out.merged, [*keys.last().unwrap()]);
+            keys.push(k);
+        }
+        survivor = *keys.last().unwrap();
+        for &k in &keys {
+            assert_eq!(by_key(&db, k).map(|p| p.key), Some(survivor), "key {k}");
+        }
+        db.close().unwrap();
+    }
+    let check = |db: &profiledb::Db, want: Option<u64>, when: &str| {
+        for &k in &keys {
+            assert_eq!(by_key(db, k).map(|p| p.key), want, "key {k} {when}");
+        }
+    };
+    let db = open(dir.path());
+    check(&db, Some(survivor), "after reopen");
+    assert_eq!(db.stats().profiles, 1);
+    // One more merge after the reopen extends the chain from the snapshot.
+    let last = call(
+        &db,
+        identify(None, Some("last@example.com"), None, json!({})),
+    )
+    .key;
+    call(
+        &db,
+        identify(None, Some("last@example.com"), Some("dev-chain"), json!({})),
+    );
+    check(&db, Some(last), "after one more merge");
+    db.sync().unwrap();
+    db.abandon();
+    let db = open(dir.path());
+    check(&db, Some(last), "after a crash");
+    db.compact().unwrap();
+    drop(db);
+    let db = open(dir.path());
+    check(&db, Some(last), "after a compaction");
+    assert_eq!(db.stats().profiles, 1);
+    // Deleting the survivor makes the whole chain resolve to nothing.
+    db.delete(&profiledb::Selector::Key(keys[0]), false)
+        .unwrap();
+    check(&db, None, "after the survivor's delete");
+}
