@@ -606,26 +606,37 @@ impl<'a> Builder<'a> {
             self.rec(survivor).ids.company_id = Some(company.id.clone());
         }
 
-        // Properties (SPEC 3.3, 3.5).
+        // Properties (SPEC 3.3, 3.5). All operations of a call share its stamp; they apply in
+        // PostHog's order: traits / `$set`, `$set_once`, `$add`, and `$unset` last. So a name
+        // the call also `$unset`s gets only the removal (whatever came before it in the call
+        // would be removed by it), and a `$set_once` counts as older than an `$add` of the same
+        // call (`PropState` treats equal stamps so).
         let order = self.order;
+        let unset_too = |name: &str| m.unset.iter().any(|u| u == name);
         let mut ops: Vec<(&str, PropOp)> = Vec::new();
         for (name, value) in &m.traits {
-            ops.push((
-                name,
-                match value {
-                    Some(v) => PropOp::Set(v.clone()),
-                    None => PropOp::Unset,
-                },
-            ));
+            if !unset_too(name) {
+                ops.push((
+                    name,
+                    match value {
+                        Some(v) => PropOp::Set(v.clone()),
+                        None => PropOp::Unset,
+                    },
+                ));
+            }
         }
         for (name, value) in &m.set_once {
-            ops.push((name, PropOp::SetOnce(value.clone())));
+            if !unset_too(name) {
+                ops.push((name, PropOp::SetOnce(value.clone())));
+            }
+        }
+        for (name, n) in &m.add {
+            if !unset_too(name) {
+                ops.push((name, PropOp::Add(*n)));
+            }
         }
         for name in &m.unset {
             ops.push((name, PropOp::Unset));
-        }
-        for (name, n) in &m.add {
-            ops.push((name, PropOp::Add(*n)));
         }
         for (name, op) in ops {
             let Some(id) = self.name_id(name) else {

@@ -348,3 +348,45 @@ fn a_merge_keeps_the_earliest_created_at() {
     assert_eq!(by_user(&db, "u1").unwrap().created_at.to_rfc3339(), ts(10));
     assert_eq!(by_user(&db, "u2").unwrap().created_at.to_rfc3339(), ts(5));
 }
+
+/// Within one call the operations apply in PostHog's order: traits / `$set`, then
+/// `$set_once`, then `$add`, then `$unset` last.
+#[test]
+fn one_call_applies_set_then_set_once_then_add_then_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    call(&db, at("u1", 1, json!({"traits": {"x": 1, "c": 1}})));
+    let out = call(
+        &db,
+        at(
+            "u1",
+            2,
+            json!({
+                "traits": {"k": 10, "j": null, "q": 5},
+                "$set_once": {"x": 2, "y": 2, "n": 10, "j": 3, "q": 6, "c": 10},
+                "$add": {"n": 1, "m": 1, "k": 1, "c": 1},
+                "$unset": ["x", "y", "m"]
+            }),
+        ),
+    );
+    assert!(out.ignored.is_empty(), "{out:?}");
+    let p = by_user(&db, "u1").unwrap();
+    // $unset comes last: it removes what $set_once or $add did in the same call.
+    assert_eq!(prop(&p, "x"), None, "x had a value, $set_once + $unset");
+    assert_eq!(prop(&p, "y"), None, "y was new, $set_once + $unset");
+    assert_eq!(prop(&p, "m"), None, "$add + $unset");
+    // $set_once before $add: the add counts on the set_once value.
+    assert_eq!(prop(&p, "n"), Some(json!(11)), "$set_once 10 + $add 1");
+    // A set before $add, and a set before $set_once.
+    assert_eq!(prop(&p, "k"), Some(json!(11)), "set 10 + $add 1");
+    assert_eq!(prop(&p, "q"), Some(json!(5)), "set 5 + $set_once 6");
+    // A trait null removes, then $set_once finds the property empty.
+    assert_eq!(prop(&p, "j"), Some(json!(3)), "null + $set_once 3");
+    // $set_once finds an existing value: only the add counts.
+    assert_eq!(prop(&p, "c"), Some(json!(2)), "1, $set_once 10, $add 1");
+    // The same after a reopen (the states are stored, not just the values).
+    drop(db);
+    let db = open(dir.path());
+    let q = by_user(&db, "u1").unwrap();
+    assert_eq!(q.properties, p.properties);
+}

@@ -14,8 +14,9 @@
 //!   and newest of them.
 //!
 //! The visible value is replayed as if the calls had arrived in timestamp order:
-//! the base is `lww`'s value if it is a `Set`; otherwise `once`'s value if it is older than
-//! every counted `$add` (a `$set_once` after an `$add` finds the property set); otherwise none.
+//! the base is `lww`'s value if it is a `Set`; otherwise `once`'s value if it is not newer
+//! than any counted `$add` (a `$set_once` after an `$add` finds the property set; an equal
+//! stamp means the same call, where `$set_once` applies before `$add`); otherwise none.
 //! Then the adds are applied to the base (absent counts as 0). An `$add` on a non-number is
 //! reported as [`Applied::NotANumber`] and leaves the visible value unchanged: while the base
 //! is not a number, [`PropState::value`] ignores the counted adds. (They stay counted so that a
@@ -218,7 +219,7 @@ impl PropState {
             _ => self
                 .once
                 .as_ref()
-                .filter(|(s, _)| adds.is_none_or(|a| *s < a.first))
+                .filter(|(s, _)| adds.is_none_or(|a| *s <= a.first))
                 .map(|(_, v)| v.clone()),
         }
     }
@@ -274,7 +275,7 @@ impl PropState {
             _ => self
                 .once
                 .as_ref()
-                .filter(|(s, _)| self.adds.as_ref().is_none_or(|a| *s < a.first))
+                .filter(|(s, _)| self.adds.as_ref().is_none_or(|a| *s <= a.first))
                 .map(|(s, _)| *s),
         };
         let adds = self.adds.as_ref().map(|a| a.last);
