@@ -368,3 +368,42 @@ fn every_broken_field_is_listed() {
     let errors = check(json!({"userId": "0"})).expect_err("refused");
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
+
+/// `$add` on a reserved trait that is not a number (`email`, `first_name`, `last_name`,
+/// `name`, `created_at`, `avatar`, `company`, ..., also in Segment's camelCase) is refused,
+/// naming each field as written, in the same single error as every other broken field.
+/// `company_size` is a number and may be added to.
+#[test]
+fn add_on_a_reserved_trait_is_refused_naming_the_field() {
+    let errors = check(json!({
+        "userId": "u-1",
+        "traits": {"first_name": "S"},
+        "$add": {"first_name": 1, "created_at": 1, "email": 1, "name": 1, "avatar": 1,
+                 "company": 1, "lastName": 1, "createdAt": 2, "logins": 1, "company_size": 1}
+    }))
+    .expect_err("refused");
+    let mut got: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "$add.avatar",
+            "$add.company",
+            "$add.createdAt",
+            "$add.created_at",
+            "$add.email",
+            "$add.first_name",
+            "$add.lastName",
+            "$add.name",
+            "traits.first_name",
+        ]
+    );
+    let e = errors
+        .iter()
+        .find(|e| e.field == "$add.created_at")
+        .unwrap();
+    assert!(e.rule.contains("reserved"), "{e:?}");
+    // Numbers may still be added to, company_size included.
+    check(json!({"userId": "u-1", "$add": {"logins": 1, "company_size": 2, "score": 0.5}}))
+        .expect("valid");
+}

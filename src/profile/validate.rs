@@ -109,6 +109,7 @@ fn identify(m: &Identify, options: &Options, errors: &mut Vec<FieldError>) {
     for (name, _) in &m.add {
         let before = errors.len();
         name_rules("", name, options, errors);
+        add_rules("", name, errors);
         name_new_errors(errors, before, || format!("$add.{name}"));
     }
     if let Some(company) = &m.company {
@@ -298,6 +299,26 @@ fn reserved_rules(field: &str, name: &str, value: Option<&Value>, errors: &mut V
         }
         _ => {}
     }
+}
+
+/// `$add` applies to numbers only: refuse it on a reserved trait that holds something else
+/// (checked on the snake_case name, so Segment's camelCase forms are refused too, though `$add`
+/// names are otherwise used as written).
+fn add_rules(field: &str, name: &str, errors: &mut Vec<FieldError>) {
+    let snake = crate::profile::message::snake_case_trait(name).unwrap_or(name);
+    let holds = match snake {
+        "email" => "an email address",
+        "first_name" | "last_name" | "name" | "company_name" | "company_industry"
+        | "company_position" => "a string",
+        "created_at" => "a date-time",
+        "avatar" => "a URL",
+        "company" => "a company",
+        _ => return,
+    };
+    errors.push(FieldError::new(
+        field,
+        format!("is a reserved trait that holds {holds}, not a number; $add cannot change it"),
+    ));
 }
 
 fn number_rule(field: &str, value: Option<&Value>, errors: &mut Vec<FieldError>) {
