@@ -209,7 +209,7 @@ fn a_crash_at_every_io_operation_of_a_compaction_keeps_before_or_after() {
         drop(db);
         let mut check = |image: &Path, what: &str| {
             images += 1;
-            let r = check_image(image, &states, n, n)
+            let r = check_image(image, &states, &calls, n, n)
                 .and_then(|_| check_compaction(image, &old, &expected));
             match r {
                 Ok(true) => after += 1,

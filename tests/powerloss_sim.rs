@@ -37,15 +37,48 @@ fn env(name: &str, default: u64) -> u64 {
 
 #[test]
 fn every_crash_point_of_a_sync_each_workload_recovers_to_an_acknowledged_prefix() {
-    matrix(Durability::SyncEach);
+    matrix(Durability::SyncEach, damages);
 }
 
 #[test]
 fn every_crash_point_of_a_group_commit_workload_recovers_to_an_acknowledged_prefix() {
-    matrix(GROUP_COMMIT);
+    matrix(GROUP_COMMIT, damages);
 }
 
-fn matrix(durable: Durability) {
+/// Group commit with its background thread syncing every millisecond (and early after four
+/// frames): syncs happen at times the test does not control, so crash points fall on
+/// different operations from run to run; the checks are the same.
+#[test]
+fn every_crash_point_of_a_busy_group_commit_workload_recovers_to_an_acknowledged_prefix() {
+    matrix(
+        Durability::GroupCommit {
+            max_delay: std::time::Duration::from_millis(1),
+            max_batch: 4,
+        },
+        damages,
+    );
+}
+
+/// Unsynced writes reaching the disk out of order (a later sector written, an earlier one
+/// not) are among the assumptions of docs/recovery.md, but promise 3 makes a bad frame
+/// followed by a valid one `Corruption`: open refuses such an image although only unsynced
+/// bytes were damaged, and `repair` would quarantine the whole newest segment, acknowledged
+/// frames included. Known limitation, kept as a failing test until the policy is decided.
+#[test]
+#[ignore = "known limitation: reordered unsynced sectors are reported as corruption"]
+fn reordered_unsynced_sectors_recover_to_an_acknowledged_prefix() {
+    matrix(Durability::SyncEach, |k| {
+        vec![(
+            "reordered sectors".to_string(),
+            PowerCut {
+                tail: UnsyncedTail::Sectors(k),
+                names: NameLoss::Current,
+            },
+        )]
+    });
+}
+
+fn matrix(durable: Durability, damages: fn(u64) -> Vec<(String, PowerCut)>) {
     let t0 = Instant::now();
     let tmp = scratch();
     let steps = workload();
@@ -83,15 +116,17 @@ fn matrix(durable: Durability) {
         let io = FaultyIo::new();
         io.crash_at(k);
         let run = run_workload(&dir, &io, &steps, None, durable);
+        // (With a busy group-commit thread the run may do fewer operations than the
+        // counting run; then the crash point is never reached and the run ends cleanly.)
         assert!(
-            run.error.is_some(),
+            run.error.is_some() || durable != Durability::SyncEach && durable != GROUP_COMMIT,
             "crash point {k} of {n} was never reached"
         );
         for (d, (name, cut)) in damages(k).into_iter().enumerate() {
             let image = base.join(format!("image{d}"));
             io.power_loss_with(&dir, &image, cut).unwrap();
             images += 1;
-            match check_image(&image, &states, run.acked, run.issued) {
+            match check_image(&image, &states, &calls, run.acked, run.issued) {
                 Ok(p) if p > run.acked => in_doubt_kept += 1,
                 Ok(p) if p < run.issued => torn_or_lost += 1,
                 Ok(_) => {}

@@ -191,6 +191,9 @@ pub enum UnsyncedTail {
     /// kept partly then garbage. A file whose unsynced state does not extend its synced
     /// content (an unsynced truncation) keeps either its synced or its current content.
     Seeded(u64),
+    /// Writes reordered: the file keeps its new length, but each 512-byte sector of the
+    /// unsynced bytes independently holds its new content or zeros (seeded per file).
+    Sectors(u64),
 }
 
 /// Which namespace changes (creates, renames, unlinks) made since a directory's last fsync a
@@ -314,6 +317,19 @@ fn damaged(durable: Vec<u8>, current: Option<Vec<u8>>, tail: UnsyncedTail, name:
         UnsyncedTail::Keep(n) => bytes.extend_from_slice(&extra[..n.min(extra.len())]),
         UnsyncedTail::Zeros(n) => bytes.resize(bytes.len() + n.min(extra.len()), 0),
         UnsyncedTail::Garbage(n) => bytes.extend(garbage(n.min(extra.len()), 0)),
+        UnsyncedTail::Sectors(seed) => {
+            let mut rng = Rng::new(seed, name);
+            let start = bytes.len();
+            bytes.extend_from_slice(extra);
+            let mut at = start;
+            while at < bytes.len() {
+                let end = ((at / 512 + 1) * 512).min(bytes.len());
+                if rng.next().is_multiple_of(2) {
+                    bytes[at..end].fill(0);
+                }
+                at = end;
+            }
+        }
         UnsyncedTail::Seeded(seed) => {
             let mut rng = Rng::new(seed, name);
             let cut = rng.upto(extra.len());

@@ -173,7 +173,7 @@ pub fn workload() -> Vec<Step> {
         } else {
             e
         };
-        s.push(if i % 5 == 3 { buffered(u, e) } else { id(u, e) });
+        s.push(if i % 8 >= 5 { buffered(u, e) } else { id(u, e) });
         if i == 8 || i == 40 {
             s.push(Step::Checkpoint);
         }
@@ -663,10 +663,12 @@ pub fn matching_prefix(
 /// Open a recovered image and check it against the model: open succeeds, the state is the
 /// model after some prefix of the calls between `acked` and `issued`, `check` finds nothing,
 /// no temporary file is left, and the state survives a power cut right after the open as well
-/// as a clean close and reopen. Returns the prefix, or what went wrong.
+/// as a clean close and reopen; then resending the last applied call (same messageId) is a
+/// duplicate that changes nothing. Returns the prefix, or what went wrong.
 pub fn check_image(
     image: &Path,
     states: &[State],
+    calls: &[Step],
     acked: usize,
     issued: usize,
 ) -> Result<usize, String> {
@@ -710,6 +712,27 @@ pub fn check_image(
             "close and reopen changed the state: {}",
             third.diff(&got)
         ));
+    }
+    if let Some(Step::Identify {
+        uid: u, email: e, ..
+    }) = p.checked_sub(1).map(|i| &calls[i])
+    {
+        let m = Message::from_json(&message(p - 1, *u, *e)).unwrap();
+        let out = db.apply(&m).map_err(|e| format!("resend: {e}"))?;
+        if out.status != profiledb::Status::Duplicate {
+            return Err(format!(
+                "resending applied call {} was not a duplicate: {:?}",
+                p - 1,
+                out.status
+            ));
+        }
+        let after = db_state(&db).map_err(|e| format!("read failed: {e}"))?;
+        if after != got {
+            return Err(format!(
+                "a duplicate changed the state: {}",
+                after.diff(&got)
+            ));
+        }
     }
     db.close().map_err(|e| format!("close: {e}"))?;
     let _ = std::fs::remove_dir_all(&again);
