@@ -292,13 +292,21 @@ impl<'a> Builder<'a> {
             .1
     }
 
-    /// The number of a property name, registering it if new; `None` beyond the limit.
-    fn name_id(&mut self, name: &str) -> Option<u32> {
+    /// The number of a property name already registered (by the store or this call).
+    fn known_name_id(&self, name: &str) -> Option<u32> {
         if let Some(&id) = self.index.name_ids.get(name) {
             return Some(id);
         }
-        if let Some(pos) = self.new_names.iter().position(|n| n == name) {
-            return Some((self.index.names.len() + pos) as u32);
+        self.new_names
+            .iter()
+            .position(|n| n == name)
+            .map(|pos| (self.index.names.len() + pos) as u32)
+    }
+
+    /// The number of a property name, registering it if new; `None` beyond the limit.
+    fn name_id(&mut self, name: &str) -> Option<u32> {
+        if let Some(id) = self.known_name_id(name) {
+            return Some(id);
         }
         let total = self.index.names.len() + self.new_names.len();
         if total >= self.options.max_property_names {
@@ -639,9 +647,19 @@ impl<'a> Builder<'a> {
             ops.push((name, PropOp::Unset));
         }
         for (name, op) in ops {
-            let Some(id) = self.name_id(name) else {
-                out.ignored.push(name.to_string());
-                continue;
+            let id = if matches!(op, PropOp::Unset) {
+                // No profile can hold a name never registered: removing it is a no-op, and
+                // must not use up a slot of the name limit (SPEC 3.5).
+                match self.known_name_id(name) {
+                    Some(id) => id,
+                    None => continue,
+                }
+            } else {
+                let Some(id) = self.name_id(name) else {
+                    out.ignored.push(name.to_string());
+                    continue;
+                };
+                id
             };
             let rec = self.rec(survivor);
             let state = match rec.props.binary_search_by_key(&id, |p| p.0) {

@@ -390,3 +390,38 @@ fn one_call_applies_set_then_set_once_then_add_then_unset() {
     let q = by_user(&db, "u1").unwrap();
     assert_eq!(q.properties, p.properties);
 }
+
+/// SPEC 3.5: removing a property name that no call ever set (`$unset`, or a trait `null`)
+/// removes nothing and uses no slot of the property-name limit; a known name is removed as
+/// before.
+#[test]
+fn removing_a_never_seen_property_uses_no_name_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        max_property_names: 2,
+        ..options()
+    };
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    let out = call(
+        &db,
+        at(
+            "u1",
+            1,
+            json!({"traits": {"ghost1": null}, "$unset": ["ghost2", "ghost3"]}),
+        ),
+    );
+    assert!(out.ignored.is_empty(), "{out:?}");
+    assert_eq!(db.stats().property_names, 0);
+    // Both slots are still free.
+    let out = call(&db, at("u1", 2, json!({"traits": {"a": 1, "b": 2}})));
+    assert!(out.ignored.is_empty(), "{out:?}");
+    // Full: removing another unknown name is a no-op, not an ignored operation.
+    let out = call(&db, at("u1", 3, json!({"$unset": ["ghost4", "a"]})));
+    assert!(out.ignored.is_empty(), "{out:?}");
+    let p = by_user(&db, "u1").unwrap();
+    assert_eq!(prop(&p, "a"), None);
+    assert_eq!(prop(&p, "b"), Some(json!(2)));
+    drop(db);
+    let db = Db::open(dir.path(), opts).unwrap();
+    assert_eq!(db.stats().property_names, 2);
+}
