@@ -444,44 +444,50 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Refuse a call naming a suppressed identifier.
+    /// Refuse a call naming a suppressed identifier; the error names the field as the caller
+    /// wrote it (an alias's `previousId`, an email given in `$set`).
     pub fn check_suppressed(&self, message: &Message) -> Result<()> {
-        let (user, anon, email) = match message {
-            Message::Identify(m) => (
-                m.user_id.as_deref(),
-                m.anonymous_id.as_deref(),
-                m.email.as_deref(),
-            ),
-            Message::Group(g) => (g.user_id.as_deref(), g.anonymous_id.as_deref(), None),
-            Message::Alias(a) => (Some(a.user_id.as_str()), Some(a.previous_id.as_str()), None),
-            Message::Link(l) => (l.user_id.as_deref(), l.anonymous_id.as_deref(), None),
-        };
         if self.index.suppressed.is_empty() {
             return Ok(());
         }
-        let checks = [
-            ("userId", "user_id", user.map(str::to_string)),
-            ("traits.email", "email", email.map(normalize_email)),
-            ("anonymousId", "anonymous_id", anon.map(str::to_string)),
-        ];
+        let mut checks: Vec<(&str, &str, String)> = Vec::with_capacity(3);
+        let mut person = |user: Option<&str>, anon: Option<&str>| {
+            if let Some(u) = user {
+                checks.push(("userId", "user_id", u.to_string()));
+            }
+            if let Some(a) = anon {
+                checks.push(("anonymousId", "anonymous_id", a.to_string()));
+            }
+        };
+        match message {
+            Message::Identify(m) => {
+                person(m.user_id.as_deref(), None);
+                if let Some(e) = &m.email {
+                    checks.push((
+                        m.field_as_written("traits.email"),
+                        "email",
+                        normalize_email(e),
+                    ));
+                }
+                if let Some(a) = &m.anonymous_id {
+                    checks.push(("anonymousId", "anonymous_id", a.clone()));
+                }
+            }
+            Message::Group(g) => person(g.user_id.as_deref(), g.anonymous_id.as_deref()),
+            Message::Link(l) => person(l.user_id.as_deref(), l.anonymous_id.as_deref()),
+            Message::Alias(a) => {
+                // previousId is looked up as a user id, then as an anonymous id.
+                checks.push(("userId", "user_id", a.user_id.clone()));
+                checks.push(("previousId", "user_id", a.previous_id.clone()));
+                checks.push(("previousId", "anonymous_id", a.previous_id.clone()));
+            }
+        }
         for (field, domain, value) in checks {
-            if let Some(v) = value
-                && self.index.is_suppressed(suppression_hash(domain, &v))
-            {
+            if self.index.is_suppressed(suppression_hash(domain, &value)) {
                 return Err(Error::Suppressed {
                     field: field.to_string(),
                 });
             }
-        }
-        // An alias's previousId may be a suppressed user id too.
-        if let Message::Alias(a) = message
-            && self
-                .index
-                .is_suppressed(suppression_hash("user_id", &a.previous_id))
-        {
-            return Err(Error::Suppressed {
-                field: "previousId".into(),
-            });
         }
         Ok(())
     }

@@ -147,3 +147,46 @@ fn delete_of_a_missing_profile_is_none() {
         None
     );
 }
+
+/// A suppressed identifier is refused with an error naming the field as the caller wrote it:
+/// an alias's `previousId` (looked up as a user id or an anonymous id) is `previousId`, and an
+/// email given in `$set` is `$set.email`.
+#[test]
+fn suppression_errors_name_the_field_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    call(
+        &db,
+        identify(
+            Some("gone-user"),
+            Some("gone@example.com"),
+            Some("gone-dev"),
+            json!({}),
+        ),
+    );
+    db.delete(&Selector::UserId("gone-user".into()), true)
+        .unwrap()
+        .unwrap();
+    let field_of = |m: serde_json::Value| match try_call(&db, m.clone()) {
+        Err(Error::Suppressed { field }) => field,
+        other => panic!("{m}: expected Suppressed, got {other:?}"),
+    };
+    let alias = |prev: &str, uid: &str| json!({"type": "alias", "previousId": prev, "userId": uid});
+    assert_eq!(field_of(alias("gone-dev", "new-user")), "previousId");
+    assert_eq!(field_of(alias("gone-user", "new-user")), "previousId");
+    assert_eq!(field_of(alias("new-dev", "gone-user")), "userId");
+    assert_eq!(
+        field_of(json!({"userId": "someone", "$set": {"email": "Gone@Example.com"}})),
+        "$set.email"
+    );
+    assert_eq!(
+        field_of(json!({"type": "group", "groupId": "c1", "anonymousId": "gone-dev"})),
+        "anonymousId"
+    );
+    assert_eq!(
+        field_of(
+            json!({"type": "track", "event": "e", "userId": "gone-user", "anonymousId": "x-1"})
+        ),
+        "userId"
+    );
+}
