@@ -401,13 +401,20 @@ impl<'a> Builder<'a> {
                 let ts = a.timestamp.unwrap_or(now);
                 let target = self.index.user.get(a.user_id.as_str()).copied();
                 if let Some(&prev) = self.index.user.get(a.previous_id.as_str()) {
+                    // Already one person: nothing to store (D-AL1; the status is `updated`,
+                    // as for any call that reaches an existing profile, D-R7).
                     if Some(prev) == target {
                         return Ok(outcome(prev, Status::Updated));
                     }
                     return Err(Error::invalid(
                         "previousId",
-                        "is the user id of another identified profile; profiles with \
-                         different user ids are never merged",
+                        if target.is_some() {
+                            "is the user id of another identified profile than userId's; \
+                             profiles with different user ids are never merged"
+                        } else {
+                            "is already a user id, and userId has no profile: an alias never \
+                             renames a user id (a profile carries one user id)"
+                        },
                     ));
                 }
                 let call = Identify {

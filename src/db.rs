@@ -24,13 +24,14 @@ use crate::view;
 pub enum Status {
     /// A new profile was created.
     Created,
-    /// An existing profile was updated.
+    /// An existing profile received the call (also when nothing visible changed, and for an
+    /// alias whose two ids are already one person).
     Updated,
     /// Two or more profiles were merged into one.
     Merged,
     /// The `messageId` was applied before; nothing changed.
     Duplicate,
-    /// Valid, but nothing to store (a `track` naming only one id; an alias already known).
+    /// Valid, but nothing to store: a `track` / `page` / `screen` naming only one id.
     Unchanged,
 }
 

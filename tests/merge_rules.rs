@@ -337,3 +337,37 @@ fn merged_away_keys_resolve_to_the_survivor_through_a_chain_of_200_merges() {
         .unwrap();
     check(&db, None, "after the survivor's delete");
 }
+
+/// D-AL1: an alias whose `previousId` is a known user id is refused, and the error says why
+/// for each case: another identified person (never merged), or a `userId` with no profile
+/// (an alias never renames a user id). An alias whose two ids are already one person is
+/// `updated` (not `unchanged`) and changes nothing.
+#[test]
+fn alias_never_renames_a_user_id_and_the_error_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let a = call(&db, identify(Some("u-a"), None, None, json!({})));
+    call(&db, identify(Some("u-b"), None, None, json!({})));
+    let rule = |m: serde_json::Value| match try_call(&db, m.clone()) {
+        Err(profiledb::Error::Invalid(errors)) => {
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field, "previousId");
+            errors[0].rule.clone()
+        }
+        other => panic!("{m}: expected Invalid, got {other:?}"),
+    };
+    let two = rule(json!({"type": "alias", "previousId": "u-a", "userId": "u-b"}));
+    assert!(two.contains("never merged"), "{two}");
+    let rename = rule(json!({"type": "alias", "previousId": "u-a", "userId": "u-new"}));
+    assert!(rename.contains("rename"), "{rename}");
+    assert!(!rename.contains("another identified"), "{rename}");
+    assert!(by_user(&db, "u-new").is_none());
+    // Already one person.
+    let out = call(
+        &db,
+        json!({"type": "alias", "previousId": "u-a", "userId": "u-a"}),
+    );
+    assert_eq!(out.status, Status::Updated);
+    assert_eq!(out.key, a.key);
+    assert_eq!(db.stats().profiles, 2);
+}
