@@ -40,6 +40,7 @@ fn setup_steps() -> Vec<Step> {
             uid: Some(2 + i % 3),
             email: None,
             buffered: false,
+            pad: 0,
         });
     }
     steps.push(Step::Delete(0));
@@ -47,6 +48,7 @@ fn setup_steps() -> Vec<Step> {
         uid: Some(4),
         email: Some(5),
         buffered: false,
+        pad: 0,
     });
     steps
 }
@@ -81,8 +83,9 @@ fn setup(dir: &Path, io: &std::sync::Arc<FaultyIo>, steps: &[Step]) -> (profiled
                 uid: u,
                 email: e,
                 buffered,
+                pad,
             } => {
-                let m = profiledb::Message::from_json(&message(call, *u, *e)).unwrap();
+                let m = profiledb::Message::from_json(&message(call, *u, *e, *pad)).unwrap();
                 let d = if *buffered {
                     Durability::Buffered
                 } else {
@@ -92,12 +95,15 @@ fn setup(dir: &Path, io: &std::sync::Arc<FaultyIo>, steps: &[Step]) -> (profiled
             }
             Step::Resend(i) => {
                 let Step::Identify {
-                    uid: u, email: e, ..
+                    uid: u,
+                    email: e,
+                    pad,
+                    ..
                 } = &calls[*i]
                 else {
                     unreachable!()
                 };
-                let m = profiledb::Message::from_json(&message(*i, *u, *e)).unwrap();
+                let m = profiledb::Message::from_json(&message(*i, *u, *e, *pad)).unwrap();
                 db.apply(&m).unwrap();
             }
             Step::Delete(u) => {

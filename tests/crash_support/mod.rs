@@ -105,6 +105,8 @@ pub enum Step {
         uid: Option<u8>,
         email: Option<u8>,
         buffered: bool,
+        /// With `pad > 0`, also `traits.bio` = `"<call>-"` and `pad` bytes of padding.
+        pad: u16,
     },
     /// Send call number `.0` again, same messageId: a duplicate, changes nothing.
     Resend(usize),
@@ -125,6 +127,7 @@ fn id(u: Option<u8>, e: Option<u8>) -> Step {
         uid: u,
         email: e,
         buffered: false,
+        pad: 0,
     }
 }
 
@@ -133,7 +136,38 @@ fn buffered(u: Option<u8>, e: Option<u8>) -> Step {
         uid: u,
         email: e,
         buffered: true,
+        pad: 0,
     }
+}
+
+/// Segment size of [`big_workload`]: above the 64 KiB at which the active segment's buffer is
+/// written out without a sync, so that crashes also hit those writes.
+pub const BIG_SEGMENT_SIZE: u64 = 96 << 10;
+
+/// Bursts of buffered calls with ~1 KiB profiles, each burst acknowledged by one waiting call:
+/// unsynced tails of many frames and many sectors, `write()`s of the buffer every 64 KiB, a
+/// hint in the middle of a large active segment, a compaction. Run it with
+/// [`BIG_SEGMENT_SIZE`].
+pub fn big_workload() -> Vec<Step> {
+    let mut s = Vec::new();
+    for i in 0..120u8 {
+        let u = (i % 4 != 3).then_some(i % USERS);
+        let e = (i % 3 != 0 || u.is_none()).then_some(((i % EMAILS) * 7 + 2) % EMAILS);
+        s.push(Step::Identify {
+            uid: u,
+            email: e,
+            buffered: i % 10 != 9,
+            pad: 700 + (i as u16 % 5) * 97,
+        });
+        match i {
+            39 => s.push(Step::Checkpoint),
+            59 => s.push(Step::Delete(2)),
+            79 => s.push(Step::Compact),
+            99 => s.push(Step::Checkpoint),
+            _ => {}
+        }
+    }
+    s
 }
 
 /// The workload of the power-loss tests: creates, updates, merges (email-only profiles taken
@@ -195,8 +229,15 @@ pub fn calls(steps: &[Step]) -> Vec<Step> {
     steps.iter().filter(|s| s.is_call()).cloned().collect()
 }
 
-pub fn message(call: usize, u: Option<u8>, e: Option<u8>) -> Json {
+fn bio(call: usize, pad: u16) -> String {
+    format!("{call}-{}", "b".repeat(pad as usize))
+}
+
+pub fn message(call: usize, u: Option<u8>, e: Option<u8>, pad: u16) -> Json {
     let mut traits = json!({"plan": format!("p{call}")});
+    if pad > 0 {
+        traits["bio"] = json!(bio(call, pad));
+    }
     if let Some(e) = e {
         traits["email"] = json!(email(e));
     }
@@ -266,6 +307,8 @@ struct MProfile {
     email: Option<String>,
     /// (timestamp, value) of the newest `plan`.
     plan: Option<(u32, String)>,
+    /// (timestamp, value) of the newest `bio`.
+    bio: Option<(u32, String)>,
     n: i64,
 }
 
@@ -301,7 +344,7 @@ impl Model {
             .map(|(k, _)| *k)
     }
 
-    fn identify(&mut self, call: usize, uid: Option<String>, email: Option<String>) {
+    fn identify(&mut self, call: usize, uid: Option<String>, email: Option<String>, pad: u16) {
         let t = call as u32 + 1;
         let fu = uid.as_deref().and_then(|u| self.by_user(u));
         let fe = email.as_deref().and_then(|e| self.by_email(e));
@@ -336,6 +379,9 @@ impl Model {
                 if gone.plan.as_ref().map(|p| p.0) > s.plan.as_ref().map(|p| p.0) {
                     s.plan = gone.plan;
                 }
+                if gone.bio.as_ref().map(|p| p.0) > s.bio.as_ref().map(|p| p.0) {
+                    s.bio = gone.bio;
+                }
                 s.n += gone.n;
             }
         }
@@ -347,6 +393,9 @@ impl Model {
             s.email = email;
         }
         s.plan = Some((t, format!("p{call}")));
+        if pad > 0 {
+            s.bio = Some((t, bio(call, pad)));
+        }
         s.n += 1;
     }
 
@@ -354,9 +403,12 @@ impl Model {
     pub fn apply(&mut self, call: usize, calls: &[Step]) {
         match &calls[call] {
             Step::Identify {
-                uid: u, email: e, ..
+                uid: u,
+                email: e,
+                pad,
+                ..
             } => {
-                self.identify(call, u.map(uid), e.map(email));
+                self.identify(call, u.map(uid), e.map(email), *pad);
             }
             Step::Delete(u) => {
                 if let Some(k) = self.by_user(&uid(*u)) {
@@ -373,6 +425,9 @@ impl Model {
             let mut properties = BTreeMap::new();
             if let Some((_, plan)) = &p.plan {
                 properties.insert("plan".to_string(), json!(plan));
+            }
+            if let Some((_, bio)) = &p.bio {
+                properties.insert("bio".to_string(), json!(bio));
             }
             properties.insert("n".to_string(), json!(p.n));
             st.profiles.insert(
@@ -469,8 +524,24 @@ pub struct Run {
     pub error: Option<String>,
 }
 
-/// Run `steps` on a store in `dir` opened through `io` with durability `durable` (`SyncEach`
-/// or [`GROUP_COMMIT`]: what the non-buffered calls and the delete wait for), stopping at the
+/// How a workload's store is opened.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// What the non-buffered calls and the delete wait for (`SyncEach` or a group commit).
+    pub durability: Durability,
+    pub segment_size: u64,
+}
+
+impl From<Durability> for Config {
+    fn from(durability: Durability) -> Config {
+        Config {
+            durability,
+            segment_size: SEGMENT_SIZE,
+        }
+    }
+}
+
+/// Run `steps` on a store in `dir` opened through `io` with `config`, stopping at the
 /// first error; a clean `close` ends it. With `check`, the store is compared with the model
 /// after every call (the counting run uses this to validate the model itself).
 pub fn run_workload(
@@ -478,10 +549,23 @@ pub fn run_workload(
     io: &Arc<FaultyIo>,
     steps: &[Step],
     check: Option<&[State]>,
-    durable: Durability,
+    config: impl Into<Config>,
 ) -> Run {
+    let config = config.into();
+    let durable = config.durability;
     let mut run = Run::default();
-    let db = match open_faulty_with(dir, io, durable) {
+    let opened = Db::open_with(
+        dir,
+        Options {
+            segment_size: config.segment_size,
+            ..options_with(durable)
+        },
+        StoreOptions {
+            segment_size: config.segment_size,
+            ..store_options_with(Arc::new(io.clone()), durable)
+        },
+    );
+    let db = match opened {
         Ok(db) => db,
         Err(e) => {
             run.error = Some(format!("open: {e}"));
@@ -497,9 +581,10 @@ pub fn run_workload(
                 uid: u,
                 email: e,
                 buffered,
+                pad,
             } => {
                 run.issued = call + 1;
-                let m = Message::from_json(&message(call, *u, *e)).unwrap();
+                let m = Message::from_json(&message(call, *u, *e, *pad)).unwrap();
                 let d = if *buffered {
                     Durability::Buffered
                 } else {
@@ -514,12 +599,15 @@ pub fn run_workload(
             Step::Resend(i) => {
                 run.issued = call + 1;
                 let Step::Identify {
-                    uid: u, email: e, ..
+                    uid: u,
+                    email: e,
+                    pad,
+                    ..
                 } = &calls[*i]
                 else {
                     panic!("resend of a non-identify")
                 };
-                let m = Message::from_json(&message(*i, *u, *e)).unwrap();
+                let m = Message::from_json(&message(*i, *u, *e, *pad)).unwrap();
                 db.apply_with(&m, durable).map(|o| {
                     assert_eq!(o.status, profiledb::Status::Duplicate, "resend of {i}");
                     run.acked = call + 1;
@@ -714,10 +802,13 @@ pub fn check_image(
         ));
     }
     if let Some(Step::Identify {
-        uid: u, email: e, ..
+        uid: u,
+        email: e,
+        pad,
+        ..
     }) = p.checked_sub(1).map(|i| &calls[i])
     {
-        let m = Message::from_json(&message(p - 1, *u, *e)).unwrap();
+        let m = Message::from_json(&message(p - 1, *u, *e, *pad)).unwrap();
         let out = db.apply(&m).map_err(|e| format!("resend: {e}"))?;
         if out.status != profiledb::Status::Duplicate {
             return Err(format!(
