@@ -348,7 +348,7 @@ impl<'a> Builder<'a> {
                     .profiles
                     .get(&key)
                     .map_or(256, |l| l.len as usize + 128);
-                let data = entries::encode_sized(&rec, guess);
+                let data = entries::encode_profile(&rec, guess);
                 let new = rec.ids.clone();
                 self.written.push((self.entries.len(), key, rec));
                 self.push(kind::PROFILE, key, data, Change::Profile { key, old, new });
@@ -682,7 +682,10 @@ impl<'a> Builder<'a> {
                     &mut rec.props[i].1
                 }
             };
-            if state.apply(&op, ts, order) == Applied::NotANumber {
+            if matches!(
+                state.apply(&op, ts, order),
+                Applied::NotANumber | Applied::Overflow
+            ) {
                 out.ignored.push(name.to_string());
             }
         }

@@ -425,3 +425,18 @@ fn removing_a_never_seen_property_uses_no_name_slot() {
     let db = Db::open(dir.path(), opts).unwrap();
     assert_eq!(db.stats().property_names, 2);
 }
+
+/// An `$add` that would overflow a float to infinity is not applied and is listed in
+/// `ignored`, like an `$add` on a non-number; the value stays as it was (never `null`).
+#[test]
+fn add_overflowing_to_infinity_is_ignored_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let out = call(&db, at("u1", 1, json!({"$add": {"big": 1e308}})));
+    assert!(out.ignored.is_empty());
+    let out = call(&db, at("u1", 2, json!({"$add": {"big": 1e308, "n": 1}})));
+    assert_eq!(out.ignored, vec!["big".to_string()]);
+    let p = by_user(&db, "u1").unwrap();
+    assert_eq!(prop(&p, "big"), Some(json!(1e308)));
+    assert_eq!(prop(&p, "n"), Some(json!(1)));
+}

@@ -400,3 +400,33 @@ proptest! {
         prop_assert_eq!(alone.value(), a.value());
     }
 }
+
+/// An `$add` whose float result would not be finite (overflow to infinity) is refused as
+/// [`Applied::Overflow`] and leaves the value as it was, instead of storing infinity.
+#[test]
+fn add_overflowing_to_infinity_is_refused() {
+    let mut st = PropState::default();
+    assert_eq!(
+        st.apply(&PropOp::Add(Number::Float(1e308)), ts(1), 0),
+        Applied::Taken
+    );
+    assert_eq!(
+        st.apply(&PropOp::Add(Number::Float(1e308)), ts(2), 1),
+        Applied::Overflow
+    );
+    assert_eq!(st.value(), Some(Value::Float(1e308)));
+    // Adds that stay finite still count.
+    assert_eq!(
+        st.apply(&PropOp::Add(Number::Float(-1e308)), ts(3), 2),
+        Applied::Taken
+    );
+    assert_eq!(st.value(), Some(Value::Float(0.0)));
+    // On a float base, too.
+    let mut st = PropState::default();
+    st.apply(&PropOp::Set(Value::Float(f64::MAX)), ts(1), 0);
+    assert_eq!(
+        st.apply(&PropOp::Add(Number::Float(f64::MAX)), ts(2), 1),
+        Applied::Overflow
+    );
+    assert_eq!(st.value(), Some(Value::Float(f64::MAX)));
+}

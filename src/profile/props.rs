@@ -20,7 +20,8 @@
 //! Then the adds are applied to the base (absent counts as 0). An `$add` on a non-number is
 //! reported as [`Applied::NotANumber`] and leaves the visible value unchanged: while the base
 //! is not a number, [`PropState::value`] ignores the counted adds. (They stay counted so that a
-//! late, older `Set` of a number gives the same value as timestamp order.)
+//! late, older `Set` of a number gives the same value as timestamp order.) An `$add` whose
+//! float result would not be finite is reported as [`Applied::Overflow`] and not taken.
 //!
 //! Integer increments are summed exactly in an `i128` (so the order of increments never
 //! matters); a total that does not fit an `i64` becomes a float. Any float increment or float
@@ -48,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::profile::message::Number;
 use crate::profile::value::{Timestamp, Value};
+use crate::wire::Wire;
 
 /// One operation on one property, as a call carries it.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +73,9 @@ pub enum Applied {
     /// value is unchanged; the increment is remembered only so that a late-arriving older
     /// `Set` of a number gives the in-timestamp-order result.
     NotANumber,
+    /// `$add` whose float result would not be finite (overflow to infinity): refused and
+    /// reported, not remembered; the value stays as it was.
+    Overflow,
 }
 
 /// When an operation happened: event timestamp, then arrival order.
@@ -172,9 +177,16 @@ impl PropState {
                 if let Some(existing) = &self.adds {
                     combined.combine(existing);
                 }
-                let not_a_number = self
-                    .base_with(Some(&combined))
-                    .is_some_and(|base| base.as_f64().is_none());
+                let base = self.base_with(Some(&combined));
+                // A float result that is not finite (overflow to infinity) is refused and not
+                // remembered: the value stays as it was.
+                let overflow = combined.float.is_some_and(|f| !f.is_finite())
+                    || matches!(combined.apply_to(base.as_ref()),
+                                Some(Value::Float(f)) if !f.is_finite());
+                if overflow {
+                    return Applied::Overflow;
+                }
+                let not_a_number = base.is_some_and(|base| base.as_f64().is_none());
                 // Remembered even when refused: it stays invisible while the base is not a
                 // number, and counts if a late, older Set of a number arrives (as in
                 // timestamp order).
@@ -304,5 +316,31 @@ impl PropState {
     /// Whether the state holds nothing at all (no operation was ever taken).
     pub fn is_empty(&self) -> bool {
         self.lww.is_none() && self.once.is_none() && self.adds.is_none()
+    }
+}
+
+impl Wire for Stamp {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        self.0.put(out);
+        self.1.put(out);
+    }
+}
+
+impl Wire for Adds {
+    fn put(&self, out: &mut Vec<u8>) {
+        crate::wire::put_i128(out, self.int);
+        self.float.put(out);
+        self.first.put(out);
+        self.last.put(out);
+    }
+}
+
+/// Same bytes as the bincode derive (fields in declaration order).
+impl Wire for PropState {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.lww.put(out);
+        self.once.put(out);
+        self.adds.put(out);
     }
 }
