@@ -155,6 +155,11 @@ pub struct HintPosition {
 /// The storage engine. `Send + Sync`; appends are serialised internally.
 pub struct Store {
     inner: log::Log,
+    /// Serialises hint writes. They share the name `HINT.tmp`: two at once (`Db::checkpoint`
+    /// beside the hint a compaction writes) removed or renamed each other's temp file, and the
+    /// loser's rename failed with ENOENT and poisoned the store (found by
+    /// tests/readers_vs_compaction.rs).
+    hint_lock: parking_lot::Mutex<()>,
 }
 
 impl Default for StoreOptions {
@@ -194,6 +199,7 @@ impl Store {
         let shared = recovery::open(dir, &options, replay)?;
         Ok(Store {
             inner: log::Log::start(shared),
+            hint_lock: parking_lot::Mutex::new(()),
         })
     }
 
@@ -242,6 +248,7 @@ impl Store {
     pub fn write_hint(&self, position: &HintPosition, payload: &[u8]) -> Result<()> {
         let shared = &self.inner.shared;
         shared.wait_durable(position.inner.seq, Durability::SyncEach)?;
+        let _one_at_a_time = self.hint_lock.lock();
         shared.guard(hint::write(
             shared.io.as_ref(),
             &shared.dir,
