@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::profile::props::PropState;
 use crate::profile::value::Timestamp;
+use crate::wire::Wire;
 
 /// Entry kinds (the `kind` byte of a storage entry).
 pub(crate) mod kind {
@@ -53,6 +54,33 @@ pub(crate) struct ProfileRecord {
     pub props: Vec<(u32, PropState)>,
 }
 
+impl Wire for Ids {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.user_id.put(out);
+        self.email.put(out);
+        self.anonymous_ids.put(out);
+        self.company_id.put(out);
+    }
+}
+
+/// Same bytes as the bincode derive (fields in declaration order), written by [`crate::wire`]:
+/// this record is encoded on every call.
+impl Wire for ProfileRecord {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.ids.put(out);
+        self.first_seen.put(out);
+        self.updated_at.put(out);
+        self.props.put(out);
+    }
+}
+
+/// Encode a profile record into a buffer of `capacity` bytes (a guess of its size).
+pub(crate) fn encode_profile(rec: &ProfileRecord, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    rec.put(&mut out);
+    out
+}
+
 /// A company as stored.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Encode, Decode)]
 pub(crate) struct CompanyRecord {
@@ -63,6 +91,24 @@ pub(crate) struct CompanyRecord {
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard()
+}
+
+/// Most bytes one decode may reserve for what it decodes. bincode allocates a string or a
+/// vector from its length prefix *before* reading the elements, so without a limit a damaged
+/// record (or a hint whose CRC matches but whose payload is not a snapshot) with a length like
+/// 2^62 aborts the process with a failed allocation (found by the `open_dir` fuzz target).
+/// With a limit, such a length is a `Decode` error. A decoded value takes at most a few dozen
+/// bytes of memory per input byte, so inputs up to [`SMALL_INPUT`] (nearly every record) get
+/// 1024 times their size at most; bigger ones (a record lives in one frame, at most 1 GiB) get
+/// 4 GiB. What a bad length can still reserve is address space that is never touched: the read
+/// of the elements fails first.
+const SMALL_INPUT: usize = 64 << 10;
+const SMALL_LIMIT: usize = SMALL_INPUT * 1024;
+const LARGE_LIMIT: usize = u32::MAX as usize;
+
+/// [`config`] with a decode limit.
+fn limited<const LIMIT: usize>() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<LIMIT>()
 }
 
 /// Encode a record (bincode's own derive: several times faster than its serde path).
@@ -80,14 +126,18 @@ pub(crate) fn encode_sized<T: Encode>(value: &T, capacity: usize) -> Vec<u8> {
 
 /// Decode a record; `what` names it in the error.
 pub(crate) fn decode<T: Decode<()>>(bytes: &[u8], what: &'static str) -> Result<T> {
-    bincode::decode_from_slice(bytes, config())
-        .map(|(v, _)| v)
-        .map_err(|e| Error::Decode {
-            what,
-            file: Default::default(),
-            offset: 0,
-            reason: e.to_string(),
-        })
+    if bytes.len() <= SMALL_INPUT {
+        bincode::decode_from_slice(bytes, limited::<SMALL_LIMIT>())
+    } else {
+        bincode::decode_from_slice(bytes, limited::<LARGE_LIMIT>())
+    }
+    .map(|(v, _)| v)
+    .map_err(|e| Error::Decode {
+        what,
+        file: Default::default(),
+        offset: 0,
+        reason: e.to_string(),
+    })
 }
 
 /// Encode the index snapshot (serde: its maps have no bincode derive).
@@ -100,14 +150,18 @@ pub(crate) fn decode_serde<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
     what: &'static str,
 ) -> Result<T> {
-    bincode::serde::decode_from_slice(bytes, config())
-        .map(|(v, _)| v)
-        .map_err(|e| Error::Decode {
-            what,
-            file: Default::default(),
-            offset: 0,
-            reason: e.to_string(),
-        })
+    if bytes.len() <= SMALL_INPUT {
+        bincode::serde::decode_from_slice(bytes, limited::<SMALL_LIMIT>())
+    } else {
+        bincode::serde::decode_from_slice(bytes, limited::<LARGE_LIMIT>())
+    }
+    .map(|(v, _)| v)
+    .map_err(|e| Error::Decode {
+        what,
+        file: Default::default(),
+        offset: 0,
+        reason: e.to_string(),
+    })
 }
 
 /// A u64 payload.

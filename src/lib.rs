@@ -21,6 +21,7 @@ mod rebuild;
 pub mod server;
 pub mod storage;
 mod view;
+mod wire;
 pub mod workload;
 
 pub use db::{Company, Db, Moved, Outcome, Profile, Selector, Stats, Status};
