@@ -20,6 +20,17 @@ struct MProfile {
     company: Option<String>,
     /// name -> (timestamp, value)
     props: BTreeMap<String, (u32, i64)>,
+    /// Timestamp of the earliest call applied (the default created_at, SPEC 3.4).
+    first_seen: u32,
+    /// An explicit `created_at` trait (as seconds of `ts`).
+    created: Option<u32>,
+}
+
+impl MProfile {
+    /// The created_at shown: the trait, else the first call's timestamp (SPEC 3.4).
+    fn created_at(&self) -> u32 {
+        self.created.unwrap_or(self.first_seen)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +85,7 @@ impl Model {
         anon: Option<&str>,
         company: Option<&str>,
         prop: Option<(&str, i64)>,
+        created: Option<u32>,
         ts: u32,
     ) -> u64 {
         let fu = uid.and_then(|u| self.by_user(u));
@@ -100,7 +112,13 @@ impl Model {
         let survivor = survivor.unwrap_or_else(|| {
             let k = self.next_key;
             self.next_key += 1;
-            self.profiles.insert(k, MProfile::default());
+            self.profiles.insert(
+                k,
+                MProfile {
+                    first_seen: ts,
+                    ..MProfile::default()
+                },
+            );
             k
         });
         let s_uid = uid
@@ -129,6 +147,13 @@ impl Model {
             let gone = self.profiles.remove(&k).unwrap();
             self.redirects.insert(k, survivor);
             let s = self.profiles.get_mut(&survivor).unwrap();
+            // A merge keeps the earliest effective created_at; where one side has the trait,
+            // the trait carries it.
+            let earliest = s.created_at().min(gone.created_at());
+            if s.created.is_some() || gone.created.is_some() {
+                s.created = Some(earliest);
+            }
+            s.first_seen = s.first_seen.min(gone.first_seen);
             if s.user_id.is_none() {
                 s.user_id = gone.user_id;
             }
@@ -168,6 +193,11 @@ impl Model {
         if let Some((name, v)) = prop {
             s.props.insert(name.to_string(), (ts, v));
         }
+        if let Some(c) = created {
+            // Every step is newer than the ones before: the trait set now wins.
+            s.created = Some(c);
+        }
+        s.first_seen = s.first_seen.min(ts);
         survivor
     }
 }
@@ -180,6 +210,8 @@ enum Op {
         upper: bool,
         anon: Option<u8>,
         prop: Option<(u8, i64)>,
+        /// An explicit `created_at` trait: `ts(10 * c)`.
+        created: Option<u8>,
     },
     Group {
         company: u8,
@@ -210,11 +242,12 @@ fn op() -> impl Strategy<Value = Op> {
             any::<bool>(),
             proptest::option::of(small.clone()),
             proptest::option::of((0u8..3, -5i64..5)),
+            proptest::option::weighted(0.2, 0u8..5),
         )
-            .prop_filter("needs an identifier", |(u, e, _, a, _)| {
+            .prop_filter("needs an identifier", |(u, e, _, a, _, _)| {
                 u.is_some() || e.is_some() || a.is_some()
             })
-            .prop_map(|(uid, email, upper, anon, prop)| Op::Identify { uid, email, upper, anon, prop }),
+            .prop_map(|(uid, email, upper, anon, prop, created)| Op::Identify { uid, email, upper, anon, prop, created }),
         1 => (0u8..2, proptest::option::of(small.clone()), proptest::option::of(small.clone()))
             .prop_map(|(company, uid, anon)| Op::Group { company, uid, anon }),
         1 => (any::<bool>(), small.clone(), small.clone())
@@ -258,6 +291,11 @@ fn compare(db: &profiledb::Db, model: &Model, step: usize) {
         b.sort();
         assert_eq!(a, b, "step {step}: anonymous ids of {key}");
         assert_eq!(p.company_id, m.company, "step {step}: company of {key}");
+        assert_eq!(
+            p.created_at.to_rfc3339(),
+            ts(m.created_at()),
+            "step {step}: created_at of {key}"
+        );
         let props: BTreeMap<String, i64> = p
             .properties
             .iter()
@@ -313,6 +351,7 @@ fn run(ops: Vec<Op>) {
                 upper,
                 anon: a,
                 prop: p,
+                created,
             } => {
                 let mut m = identify(
                     u.map(uid).as_deref(),
@@ -323,6 +362,10 @@ fn run(ops: Vec<Op>) {
                 if let Some((n, v)) = p {
                     m["traits"][format!("p{n}")] = json!(v);
                 }
+                let created = created.map(|c| u32::from(c) * 10);
+                if let Some(c) = created {
+                    m["traits"]["created_at"] = json!(ts(c));
+                }
                 m["timestamp"] = json!(ts(t));
                 let out = call(&db, m);
                 let name = p.map(|(n, v)| (format!("p{n}"), v));
@@ -332,6 +375,7 @@ fn run(ops: Vec<Op>) {
                     a.map(anon).as_deref(),
                     None,
                     name.as_ref().map(|(n, v)| (n.as_str(), *v)),
+                    created,
                     t,
                 );
                 assert_eq!(out.key, want, "step {step}: survivor");
@@ -357,6 +401,7 @@ fn run(ops: Vec<Op>) {
                         a.map(anon).as_deref(),
                         Some(&format!("co-{company}")),
                         None,
+                        None,
                         t,
                     );
                 }
@@ -377,7 +422,7 @@ fn run(ops: Vec<Op>) {
                     Some(_) => assert!(got.is_err(), "step {step}: alias of two users"),
                     None => {
                         assert!(got.is_ok(), "step {step}: {got:?}");
-                        model.identify(Some(&uid(u)), None, Some(&prev_id), None, None, t);
+                        model.identify(Some(&uid(u)), None, Some(&prev_id), None, None, None, t);
                     }
                 }
             }
@@ -387,7 +432,7 @@ fn run(ops: Vec<Op>) {
                     json!({"type": "track", "event": "x", "userId": uid(u), "anonymousId": anon(a),
                            "timestamp": ts(t)}),
                 );
-                model.identify(Some(&uid(u)), None, Some(&anon(a)), None, None, t);
+                model.identify(Some(&uid(u)), None, Some(&anon(a)), None, None, None, t);
             }
             Op::Delete(u) => {
                 let got = db
