@@ -6,9 +6,14 @@
 //! profile.
 
 use crate::entries::{self, CompanyRecord, Ids, kind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::{CompanySlot, HashMap, Index};
 use crate::storage::{Location, Replay, Store, StoredEntry};
+
+/// Most property names a replay accepts as lost between two it knows (see `PROP_NAME` below):
+/// far above any real store (the default name limit is 1,000), and small enough that the
+/// placeholders (32 bytes each) cost at most 32 MiB.
+const MAX_NAME_GAP: usize = 1 << 20;
 
 /// The [`Replay`] target the Db hands to [`Store::open`].
 pub(crate) struct Rebuild {
@@ -56,8 +61,12 @@ impl Rebuild {
 /// Membership needs the company slot; a profile may name a company that has no record yet
 /// only if the record was lost to repair. Create an empty slot so membership stays counted.
 fn ensure_company(index: &mut Index, company: Option<&str>) {
+    // A damaged log can claim company key 2^64-1 (open saturates at it; the `open_dir` fuzz
+    // target found the `+= 1` here overflowing): then no slot is made (membership of that
+    // company goes uncounted) rather than reusing a key; new companies are refused by `apply`.
     if let Some(cid) = company
         && !index.companies.contains_key(cid)
+        && index.next_company_key < u64::MAX
     {
         let key = index.next_company_key;
         index.next_company_key += 1;
@@ -96,17 +105,17 @@ impl Replay for Rebuild {
                 kind::PROFILE => {
                     self.touch(e.id);
                     self.index.profiles.insert(e.id, e.location);
-                    self.index.next_key = self.index.next_key.max(e.id + 1);
+                    self.index.next_key = self.index.next_key.max(e.id.saturating_add(1));
                 }
                 kind::TOMBSTONE => {
                     self.touch(e.id);
                     self.index.profiles.remove(&e.id);
-                    self.index.next_key = self.index.next_key.max(e.id + 1);
+                    self.index.next_key = self.index.next_key.max(e.id.saturating_add(1));
                 }
                 kind::REDIRECT => {
                     let to = entries::read_u64(e.data, "redirect")?;
                     self.index.redirects.insert(e.id, (to, e.location));
-                    self.index.next_key = self.index.next_key.max(e.id + 1);
+                    self.index.next_key = self.index.next_key.max(e.id.saturating_add(1));
                 }
                 kind::COMPANY => {
                     let rec: CompanyRecord = entries::decode(e.data, "company")?;
@@ -118,11 +127,30 @@ impl Replay for Rebuild {
                     slot.key = e.id;
                     slot.location = e.location;
                     self.index.company_ids.insert(e.id, rec.id.into());
-                    self.index.next_company_key = self.index.next_company_key.max(e.id + 1);
+                    self.index.next_company_key =
+                        self.index.next_company_key.max(e.id.saturating_add(1));
                 }
                 kind::PROP_NAME => {
                     let name = String::from_utf8_lossy(e.data);
                     let id = e.id as usize;
+                    // Names are numbered 0, 1, 2, ... as they are registered; a gap means
+                    // names lost to a quarantined segment and is filled with placeholders. An
+                    // id no writer could have given (beyond u32, or far beyond the names known)
+                    // is damage: without this check `resize` tried to allocate up to 2^64
+                    // placeholders and aborted the process (found by the `open_dir` fuzz target).
+                    if e.id > u64::from(u32::MAX) || id > self.index.names.len() + MAX_NAME_GAP {
+                        return Err(Error::Decode {
+                            what: "property name",
+                            file: Default::default(),
+                            offset: e.location.offset as u64,
+                            reason: format!(
+                                "name id {} in segment {} is out of range ({} names known)",
+                                e.id,
+                                e.location.segment,
+                                self.index.names.len()
+                            ),
+                        });
+                    }
                     if self.index.names.len() <= id {
                         self.index
                             .names

@@ -169,6 +169,19 @@ impl Shared {
         if st.buf.len() > HEADER_LEN && st.buf.len() + flen > u32::MAX as usize {
             self.guard(self.rotate(&mut st))?;
         }
+        // u64::MAX is never given out: it marks the sequence space as used up, which only a
+        // damaged log can do (open saturates at it; the fuzz target `open_dir` found that a
+        // frame or header with seq 2^64-1 made the `+ 1` here and in recovery overflow, and in
+        // release wrap to 0, so later frames would go backwards).
+        if st.next_seq == u64::MAX {
+            return Err(Error::Corruption {
+                file: st.path.clone(),
+                offset: 0,
+                reason: "sequence numbers are used up (the log holds sequence number \
+                         2^64-1 or a header with that floor): no frame can follow"
+                    .into(),
+            });
+        }
         let seq = st.next_seq;
         st.next_seq += 1;
         let mut locs = Vec::with_capacity(entries.len());

@@ -190,15 +190,16 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
     report.frames_replayed = order.len() as u64;
     report.used_hint = used_hint.is_some();
 
-    // 6. Sequence numbers and segment ids continue above everything ever used.
+    // 6. Sequence numbers and segment ids continue above everything ever used. Saturating:
+    //    a damaged log may hold seq 2^64-1, and then appends refuse (see `Shared::append`).
     let mut next_seq = 1u64;
     if let Some(p) = &used_hint {
-        next_seq = next_seq.max(p.seq + 1);
+        next_seq = next_seq.max(p.seq.saturating_add(1));
     }
     for s in &segs {
         next_seq = next_seq.max(s.header.seq_floor);
         if let Some(f) = s.frames.last() {
-            next_seq = next_seq.max(f.seq + 1);
+            next_seq = next_seq.max(f.seq.saturating_add(1));
         }
     }
     let mut next_segment = max_any_id.map_or(1, |m| m.saturating_add(1));
