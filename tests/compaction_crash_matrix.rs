@@ -28,7 +28,7 @@ use profiledb::storage::io::FaultyIo;
 
 /// The setup: the first part of the power-loss workload (merges, protection moves, a
 /// duplicate, a delete, buffered calls) plus updates and the delete of `user-0`, whose id is
-/// never used again.
+/// never used again; a checkpoint before the last calls.
 fn setup_steps() -> Vec<Step> {
     let mut steps: Vec<Step> = workload()
         .into_iter()
@@ -112,6 +112,10 @@ fn setup(dir: &Path, io: &std::sync::Arc<FaultyIo>, steps: &[Step]) -> (profiled
             }
             Step::Compact | Step::Checkpoint => unreachable!(),
         }
+        // A hint from before the compaction, covering segments it removes.
+        if call + 4 == steps.len() {
+            db.checkpoint().unwrap();
+        }
     }
     db.sync().unwrap();
     let ids = segment_ids(dir);
@@ -132,6 +136,16 @@ fn check_compaction(dir: &Path, old: &[u32], expected: &State) -> Result<bool, S
             "a mix of old and new segments: old {old:?}, present {:?}",
             names(dir)
         ));
+    }
+    if compacted {
+        // Right after the recovery that finished the compaction, before any new hint.
+        let hits = dir_contains(dir, uid(0).as_bytes());
+        if !hits.is_empty() {
+            return Err(format!(
+                "the deleted profile's user id is still in {hits:?} after the recovery that \
+                 finished the compaction"
+            ));
+        }
     }
     let db = open_real(dir).map_err(|e| format!("reopen: {e}"))?;
     db.close().map_err(|e| format!("close: {e}"))?;

@@ -150,6 +150,9 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
             }
         }
     }
+    if hint.is_none() {
+        remove_stale_hint(io, dir, &names)?;
+    }
 
     // 4. Without a usable hint: validate everything.
     if used_hint.is_none() {
@@ -308,6 +311,29 @@ fn load_hint(
         return None;
     }
     Some((pos, bytes, range))
+}
+
+/// Remove a `HINT` that covers a segment gone under every name (`.seg`, `.seg.tmp`,
+/// `.seg.quarantined`). Such a segment was compacted away and ids are never reused, so the hint
+/// can never be used again, yet it still holds the index snapshot of its time: identifiers of
+/// profiles deleted since. A crash between a compaction's commit and the hint written after
+/// it leaves one behind, and the deleted identifiers stayed on disk until the next checkpoint
+/// or close (found by tests/compaction_crash_matrix.rs). A hint that does not decode is left
+/// alone (it was synced before it was renamed into place: damage is not ours to delete).
+fn remove_stale_hint(io: &dyn Io, dir: &Path, names: &[String]) -> Result<()> {
+    let path = dir.join(HINT);
+    let Ok(bytes) = io.read(&path) else {
+        return Ok(());
+    };
+    let Ok((pos, _)) = hint::decode(&bytes) else {
+        return Ok(());
+    };
+    let gone = |id: &u32| !names.iter().any(|n| parse_any_id(n) == Some(*id));
+    if pos.segments.iter().any(gone) {
+        io.remove(&path).map_err(io_err("unlink", &path))?;
+        io.sync_dir(dir).map_err(io_err("fsync", dir))?;
+    }
+    Ok(())
 }
 
 /// Validate segment `i` from `from`; handle its damage (truncate a torn tail, quarantine, or
