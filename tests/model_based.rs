@@ -26,6 +26,13 @@ struct MProfile {
     created: Option<u32>,
 }
 
+/// The traits a model call sets: one integer property, and an explicit `created_at`.
+#[derive(Debug, Default, Clone, Copy)]
+struct MTraits<'a> {
+    prop: Option<(&'a str, i64)>,
+    created: Option<u32>,
+}
+
 impl MProfile {
     /// The created_at shown: the trait, else the first call's timestamp (SPEC 3.4).
     fn created_at(&self) -> u32 {
@@ -84,10 +91,10 @@ impl Model {
         email: Option<&str>,
         anon: Option<&str>,
         company: Option<&str>,
-        prop: Option<(&str, i64)>,
-        created: Option<u32>,
+        traits: MTraits<'_>,
         ts: u32,
     ) -> u64 {
+        let MTraits { prop, created } = traits;
         let fu = uid.and_then(|u| self.by_user(u));
         let fe = email.and_then(|e| self.by_email(e));
         let fa = anon.and_then(|a| self.by_anon(a));
@@ -374,8 +381,10 @@ fn run(ops: Vec<Op>) {
                     e.map(|e| email(e, upper)).as_deref(),
                     a.map(anon).as_deref(),
                     None,
-                    name.as_ref().map(|(n, v)| (n.as_str(), *v)),
-                    created,
+                    MTraits {
+                        prop: name.as_ref().map(|(n, v)| (n.as_str(), *v)),
+                        created,
+                    },
                     t,
                 );
                 assert_eq!(out.key, want, "step {step}: survivor");
@@ -400,8 +409,7 @@ fn run(ops: Vec<Op>) {
                         None,
                         a.map(anon).as_deref(),
                         Some(&format!("co-{company}")),
-                        None,
-                        None,
+                        MTraits::default(),
                         t,
                     );
                 }
@@ -422,7 +430,14 @@ fn run(ops: Vec<Op>) {
                     Some(_) => assert!(got.is_err(), "step {step}: alias of two users"),
                     None => {
                         assert!(got.is_ok(), "step {step}: {got:?}");
-                        model.identify(Some(&uid(u)), None, Some(&prev_id), None, None, None, t);
+                        model.identify(
+                            Some(&uid(u)),
+                            None,
+                            Some(&prev_id),
+                            None,
+                            MTraits::default(),
+                            t,
+                        );
                     }
                 }
             }
@@ -432,7 +447,14 @@ fn run(ops: Vec<Op>) {
                     json!({"type": "track", "event": "x", "userId": uid(u), "anonymousId": anon(a),
                            "timestamp": ts(t)}),
                 );
-                model.identify(Some(&uid(u)), None, Some(&anon(a)), None, None, None, t);
+                model.identify(
+                    Some(&uid(u)),
+                    None,
+                    Some(&anon(a)),
+                    None,
+                    MTraits::default(),
+                    t,
+                );
             }
             Op::Delete(u) => {
                 let got = db
