@@ -106,6 +106,7 @@ fn setup(dir: &Path, io: &std::sync::Arc<FaultyIo>, steps: &[Step]) -> (profiled
                 let m = profiledb::Message::from_json(&message(*i, *u, *e, *pad)).unwrap();
                 db.apply(&m).unwrap();
             }
+            Step::Suppress(_) => unreachable!(),
             Step::Delete(u) => {
                 db.delete(&profiledb::Selector::UserId(uid(*u)), false)
                     .unwrap();

@@ -214,3 +214,30 @@ fn matrix(config: Config, steps: Vec<Step>, damages: fn(u64) -> Vec<(String, Pow
         "the damages never differed"
     );
 }
+
+/// The workload does what the matrix relies on: merges, a suppression, deletes, rotations.
+#[test]
+fn the_workload_merges_deletes_and_suppresses() {
+    let steps = workload();
+    let calls = calls(&steps);
+    let mut model = Model::default();
+    for i in 0..calls.len() {
+        model.apply(i, &calls);
+    }
+    assert_eq!(model.suppressed_users, vec![uid(4)]);
+    assert!(!model.suppressed_emails.is_empty());
+    let states = model_states(&calls);
+    let last = states.last().unwrap();
+    // Keys were handed out to more profiles than are left: merges and deletes.
+    let max_key = states.iter().flat_map(|s| s.profiles.keys()).max().unwrap();
+    assert!(
+        *max_key as usize > last.profiles.len() + 3,
+        "{max_key} {last:?}"
+    );
+    // Calls were refused after the suppression (their state did not change).
+    assert!(
+        (1..states.len()).any(|p| states[p] == states[p - 1]
+            && matches!(calls[p - 1], Step::Identify { uid: Some(4), .. })),
+        "no call was refused"
+    );
+}

@@ -112,6 +112,9 @@ pub enum Step {
     Resend(usize),
     /// Delete the profile of this user id (no suppression).
     Delete(u8),
+    /// Delete the profile of this user id and suppress its identifiers: later calls naming
+    /// them are refused (`Error::Suppressed`, nothing written).
+    Suppress(u8),
     Compact,
     Checkpoint,
 }
@@ -220,6 +223,9 @@ pub fn workload() -> Vec<Step> {
         if i == 35 {
             s.push(Step::Delete(i % USERS));
         }
+        if i == 20 {
+            s.push(Step::Suppress(4));
+        }
     }
     s
 }
@@ -318,6 +324,9 @@ struct MProfile {
 pub struct Model {
     profiles: BTreeMap<u64, MProfile>,
     next_key: u64,
+    /// Suppressed user ids and emails.
+    pub suppressed_users: Vec<String>,
+    pub suppressed_emails: Vec<String>,
 }
 
 impl Default for Model {
@@ -325,6 +334,8 @@ impl Default for Model {
         Model {
             profiles: BTreeMap::new(),
             next_key: 1,
+            suppressed_users: Vec::new(),
+            suppressed_emails: Vec::new(),
         }
     }
 }
@@ -344,7 +355,16 @@ impl Model {
             .map(|(k, _)| *k)
     }
 
+    /// Whether a call naming these identifiers is refused.
+    pub fn refuses(&self, uid: Option<&str>, email: Option<&str>) -> bool {
+        uid.is_some_and(|u| self.suppressed_users.iter().any(|s| s == u))
+            || email.is_some_and(|e| self.suppressed_emails.iter().any(|s| s == e))
+    }
+
     fn identify(&mut self, call: usize, uid: Option<String>, email: Option<String>, pad: u16) {
+        if self.refuses(uid.as_deref(), email.as_deref()) {
+            return;
+        }
         let t = call as u32 + 1;
         let fu = uid.as_deref().and_then(|u| self.by_user(u));
         let fe = email.as_deref().and_then(|e| self.by_email(e));
@@ -413,6 +433,13 @@ impl Model {
             Step::Delete(u) => {
                 if let Some(k) = self.by_user(&uid(*u)) {
                     self.profiles.remove(&k);
+                }
+            }
+            Step::Suppress(u) => {
+                if let Some(k) = self.by_user(&uid(*u)) {
+                    let p = self.profiles.remove(&k).unwrap();
+                    self.suppressed_users.extend(p.uid);
+                    self.suppressed_emails.extend(p.email);
                 }
             }
             Step::Resend(_) | Step::Compact | Step::Checkpoint => {}
@@ -590,11 +617,17 @@ pub fn run_workload(
                 } else {
                     durable
                 };
-                db.apply_with(&m, d).map(|_| {
-                    if d.waits() {
-                        run.acked = call + 1;
+                match db.apply_with(&m, d) {
+                    Ok(_) => {
+                        if d.waits() {
+                            run.acked = call + 1;
+                        }
+                        Ok(())
                     }
-                })
+                    // Refused before anything is written: no effect, nothing to wait for.
+                    Err(profiledb::Error::Suppressed { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                }
             }
             Step::Resend(i) => {
                 run.issued = call + 1;
@@ -613,9 +646,10 @@ pub fn run_workload(
                     run.acked = call + 1;
                 })
             }
-            Step::Delete(u) => {
+            Step::Delete(u) | Step::Suppress(u) => {
                 run.issued = call + 1;
-                db.delete(&Selector::UserId(uid(*u)), false)
+                let suppress = matches!(step, Step::Suppress(_));
+                db.delete(&Selector::UserId(uid(*u)), suppress)
                     .map(|_| run.acked = call + 1)
             }
             Step::Compact => db.compact().map(|_| ()),
@@ -801,12 +835,17 @@ pub fn check_image(
             third.diff(&got)
         ));
     }
+    let mut model = Model::default();
+    for i in 0..p.saturating_sub(1) {
+        model.apply(i, calls);
+    }
     if let Some(Step::Identify {
         uid: u,
         email: e,
         pad,
         ..
     }) = p.checked_sub(1).map(|i| &calls[i])
+        && !model.refuses(u.map(uid).as_deref(), e.map(email).as_deref())
     {
         let m = Message::from_json(&message(p - 1, *u, *e, *pad)).unwrap();
         let out = db.apply(&m).map_err(|e| format!("resend: {e}"))?;
@@ -823,6 +862,26 @@ pub fn check_image(
                 "a duplicate changed the state: {}",
                 after.diff(&got)
             ));
+        }
+    }
+    // Suppressions of the applied deletes hold (refused, nothing written).
+    if let Some(i) = p.checked_sub(1) {
+        model.apply(i, calls);
+    }
+    let probes = (model.suppressed_users.iter())
+        .map(|u| json!({"userId": u}))
+        .chain(
+            (model.suppressed_emails.iter())
+                .map(|e| json!({"userId": "probe", "traits": {"email": e}})),
+        );
+    for probe in probes {
+        match db.apply(&Message::from_json(&probe).unwrap()) {
+            Err(profiledb::Error::Suppressed { .. }) => {}
+            other => {
+                return Err(format!(
+                    "{probe} should be refused as suppressed (call prefix {p}): {other:?}"
+                ));
+            }
         }
     }
     db.close().map_err(|e| format!("close: {e}"))?;
