@@ -110,14 +110,29 @@ impl Index {
     /// Make every redirect point at the end of its chain and rebuild
     /// [`Index::redirect_sources`] (on open: the replay records redirects as written, and a
     /// snapshot holds no sources).
+    /// Linear in the number of redirects: each chain is walked once, and every key on the way
+    /// is pointed at its end before the next walk.
     pub fn flatten_redirects(&mut self) {
         let keys: Vec<u64> = self.redirects.keys().copied().collect();
-        let ends: Vec<u64> = keys.iter().map(|&k| self.chain_end(k)).collect();
-        self.redirect_sources.clear();
-        for (k, end) in keys.into_iter().zip(ends) {
-            if let Some(r) = self.redirects.get_mut(&k) {
-                r.0 = end;
+        let mut path = Vec::new();
+        for k in keys {
+            path.clear();
+            let mut at = k;
+            while let Some(&(to, _)) = self.redirects.get(&at) {
+                if to == at || path.len() > self.redirects.len() {
+                    break; // a cycle: only corrupt data could hold one
+                }
+                path.push(at);
+                at = to;
             }
+            for p in &path {
+                if let Some(r) = self.redirects.get_mut(p) {
+                    r.0 = at;
+                }
+            }
+        }
+        self.redirect_sources.clear();
+        for (&k, &(end, _)) in &self.redirects {
             self.redirect_sources.entry(end).or_default().push(k);
         }
     }
@@ -307,6 +322,23 @@ mod tests {
             offset: n,
             ..Location::default()
         }
+    }
+
+    #[test]
+    fn flattening_on_open_points_every_key_of_a_long_chain_at_its_end() {
+        // As a replay leaves them: each entry names the key it was merged into.
+        let mut index = Index::default();
+        let n = 5000u64;
+        for k in 1..n {
+            index.redirects.insert(k, (k + 1, at(k as u32)));
+        }
+        index.profiles.insert(n, at(0));
+        index.flatten_redirects();
+        for k in 1..n {
+            assert_eq!(index.redirects[&k].0, n, "key {k}");
+            assert_eq!(index.resolve_key(k), Some(n));
+        }
+        assert_eq!(index.redirect_sources[&n].len() as u64, n - 1);
     }
 
     #[test]
