@@ -57,7 +57,8 @@ pub struct Outcome {
     pub merged: Vec<u64>,
     /// Identifiers moved from other profiles.
     pub moved: Vec<Moved>,
-    /// Property names ignored (over the name limit, or `$add` on a non-number).
+    /// Property names whose operation was not applied: a new name over the name limit, an
+    /// `$add` on a non-number, or an `$add` that would overflow to infinity.
     pub ignored: Vec<String>,
 }
 
