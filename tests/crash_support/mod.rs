@@ -226,6 +226,11 @@ pub fn workload() -> Vec<Step> {
         if i == 20 {
             s.push(Step::Suppress(4));
         }
+        if i == 14 {
+            // A retry of the buffered call just made: it must wait for that call's sync.
+            let last = s.iter().filter(|x| x.is_call()).count() - 1;
+            s.push(Step::Resend(last));
+        }
     }
     s
 }
@@ -323,7 +328,8 @@ struct MProfile {
 #[derive(Debug, Clone)]
 pub struct Model {
     profiles: BTreeMap<u64, MProfile>,
-    next_key: u64,
+    /// The key the next new profile gets.
+    pub next_key: u64,
     /// Suppressed user ids and emails.
     pub suppressed_users: Vec<String>,
     pub suppressed_emails: Vec<String>,
@@ -883,6 +889,20 @@ pub fn check_image(
                 ));
             }
         }
+    }
+    // Keys are never reused: a new profile gets a key above every key of the prefix (deleted
+    // and merged-away ones included).
+    let fresh = json!({"userId": "fresh-after-recovery"});
+    let out = db
+        .apply(&Message::from_json(&fresh).unwrap())
+        .map_err(|e| format!("a new profile after recovery: {e}"))?;
+    if out.key < model.next_key {
+        return Err(format!(
+            "a new profile after recovery got key {}, already used (call prefix {p} used keys \
+             up to {})",
+            out.key,
+            model.next_key - 1
+        ));
     }
     db.close().map_err(|e| format!("close: {e}"))?;
     let _ = std::fs::remove_dir_all(&again);
