@@ -276,3 +276,257 @@ fn readers_and_writers_see_no_stale_or_torn_profile_while_compaction_swaps_segme
     check_final(&db, "after a reopen");
     db.close().unwrap();
 }
+
+/// The segment-table swap protocol of `Db` + `storage`, modelled small and explored with
+/// shuttle (random and PCT schedules) instead of hoping the OS scheduler finds the bad
+/// interleaving:
+///
+/// - readers hold the index read lock from looking up a location until they have read it
+///   (`Db::get` -> `Store::read`); `Store::read` looks in the sealed table, then at the active
+///   segment under the append lock, then in the table again (a rotation may have sealed it
+///   in between);
+/// - writers append under the index write lock (`Db::write`), and rotation moves the active
+///   segment into the sealed table;
+/// - compaction prepares outside the index lock (seal, copy the entries the index still points
+///   at), then under the index write lock swaps the table entries and relocates the index
+///   entries that still point at the old copies (`Inner::compact`, `compaction::switch`).
+///
+/// The same model with the reader letting go of the index lock before reading is caught
+/// ("no such segment"): the exploration can fail.
+mod swap_protocol {
+    use std::collections::{BTreeMap, HashMap};
+
+    use shuttle::sync::{Arc, Mutex, RwLock};
+
+    /// (segment id, slot in it).
+    type Loc = (u32, usize);
+    /// A sealed segment: its (key, value) entries.
+    type Segment = Arc<Vec<(u8, u64)>>;
+
+    struct Active {
+        id: u32,
+        entries: Vec<(u8, u64)>,
+    }
+
+    struct Store {
+        sealed: RwLock<BTreeMap<u32, Segment>>,
+        active: Mutex<Active>,
+        next_id: Mutex<u32>,
+        compaction: Mutex<()>,
+    }
+
+    struct Prepared {
+        inputs: Vec<u32>,
+        output: (u32, Segment),
+        moved: Vec<(u8, Loc, Loc)>,
+    }
+
+    impl Store {
+        fn new() -> Store {
+            Store {
+                sealed: RwLock::new(BTreeMap::new()),
+                active: Mutex::new(Active {
+                    id: 1,
+                    entries: Vec::new(),
+                }),
+                next_id: Mutex::new(2),
+                compaction: Mutex::new(()),
+            }
+        }
+
+        fn rotate(&self, a: &mut Active) {
+            if a.entries.is_empty() {
+                return;
+            }
+            let id = {
+                let mut n = self.next_id.lock().unwrap();
+                *n += 1;
+                *n - 1
+            };
+            let old = std::mem::replace(
+                a,
+                Active {
+                    id,
+                    entries: Vec::new(),
+                },
+            );
+            self.sealed
+                .write()
+                .unwrap()
+                .insert(old.id, Arc::new(old.entries));
+        }
+
+        /// Append; rotate after every second entry.
+        fn append(&self, key: u8, value: u64) -> Loc {
+            let mut a = self.active.lock().unwrap();
+            a.entries.push((key, value));
+            let loc = (a.id, a.entries.len() - 1);
+            if a.entries.len() >= 2 {
+                self.rotate(&mut a);
+            }
+            loc
+        }
+
+        fn read(&self, loc: Loc) -> Result<(u8, u64), String> {
+            if let Some(s) = self.sealed.read().unwrap().get(&loc.0).cloned() {
+                return Ok(s[loc.1]);
+            }
+            {
+                let a = self.active.lock().unwrap();
+                if a.id == loc.0 {
+                    return Ok(a.entries[loc.1]);
+                }
+            }
+            match self.sealed.read().unwrap().get(&loc.0).cloned() {
+                Some(s) => Ok(s[loc.1]),
+                None => Err(format!("no such segment {} (a stale location)", loc.0)),
+            }
+        }
+
+        fn prepare(&self, is_live: impl Fn(u8, Loc) -> bool) -> Option<Prepared> {
+            let _one = self.compaction.lock().unwrap();
+            {
+                let mut a = self.active.lock().unwrap();
+                self.rotate(&mut a);
+            }
+            let inputs: Vec<(u32, Segment)> = self
+                .sealed
+                .read()
+                .unwrap()
+                .iter()
+                .map(|(id, s)| (*id, s.clone()))
+                .collect();
+            if inputs.is_empty() {
+                return None;
+            }
+            let id = {
+                let mut n = self.next_id.lock().unwrap();
+                *n += 1;
+                *n - 1
+            };
+            let mut out = Vec::new();
+            let mut moved = Vec::new();
+            for (sid, s) in &inputs {
+                for (slot, &(k, v)) in s.iter().enumerate() {
+                    if is_live(k, (*sid, slot)) {
+                        moved.push((k, (*sid, slot), (id, out.len())));
+                        out.push((k, v));
+                    }
+                }
+            }
+            Some(Prepared {
+                inputs: inputs.iter().map(|(id, _)| *id).collect(),
+                output: (id, Arc::new(out)),
+                moved,
+            })
+        }
+
+        fn commit(&self, p: &Prepared) {
+            let _one = self.compaction.lock().unwrap();
+            let mut t = self.sealed.write().unwrap();
+            for id in &p.inputs {
+                t.remove(id);
+            }
+            t.insert(p.output.0, p.output.1.clone());
+        }
+    }
+
+    struct Db {
+        index: RwLock<HashMap<u8, Loc>>,
+        store: Store,
+    }
+
+    impl Db {
+        fn put(&self, key: u8, value: u64) {
+            let mut ix = self.index.write().unwrap();
+            let loc = self.store.append(key, value);
+            ix.insert(key, loc);
+        }
+
+        fn get(&self, key: u8, hold_index_lock: bool) -> Option<u64> {
+            let (k, v) = if hold_index_lock {
+                let ix = self.index.read().unwrap();
+                let loc = *ix.get(&key)?;
+                self.store.read(loc)
+            } else {
+                // The broken variant: the location outlives the lock that made it valid.
+                let loc = *self.index.read().unwrap().get(&key)?;
+                self.store.read(loc)
+            }
+            .unwrap_or_else(|e| panic!("read of key {key}: {e}"));
+            assert_eq!(k, key, "read another key's entry");
+            Some(v)
+        }
+
+        fn compact(&self) {
+            let Some(p) = self
+                .store
+                .prepare(|k, loc| self.index.read().unwrap().get(&k) == Some(&loc))
+            else {
+                return;
+            };
+            let mut ix = self.index.write().unwrap();
+            self.store.commit(&p);
+            for (k, old, new) in &p.moved {
+                if ix.get(k) == Some(old) {
+                    ix.insert(*k, *new);
+                }
+            }
+        }
+    }
+
+    /// One writer bumping two counters, one compactor compacting twice, one reader checking
+    /// that each counter it sees never goes back and never fails to read.
+    fn scenario(hold_index_lock: bool) {
+        let db = Arc::new(Db {
+            index: RwLock::new(HashMap::new()),
+            store: Store::new(),
+        });
+        db.put(0, 0);
+        db.put(1, 0);
+        let writer = {
+            let db = db.clone();
+            shuttle::thread::spawn(move || {
+                for v in 1..=3 {
+                    db.put((v % 2) as u8, v);
+                }
+            })
+        };
+        let compactor = {
+            let db = db.clone();
+            shuttle::thread::spawn(move || {
+                db.compact();
+                db.compact();
+            })
+        };
+        let reader = {
+            let db = db.clone();
+            shuttle::thread::spawn(move || {
+                let mut last = [0u64; 2];
+                for i in 0..6 {
+                    let key = (i % 2) as u8;
+                    let v = db.get(key, hold_index_lock).expect("written before");
+                    assert!(v >= last[key as usize], "key {key} went back");
+                    last[key as usize] = v;
+                }
+            })
+        };
+        writer.join().unwrap();
+        compactor.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(db.get(0, true), Some(2));
+        assert_eq!(db.get(1, true), Some(3));
+    }
+
+    #[test]
+    fn readers_holding_the_index_lock_never_see_a_swapped_out_segment() {
+        shuttle::check_random(|| scenario(true), 3000);
+        shuttle::check_pct(|| scenario(true), 3000, 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "no such segment")]
+    fn a_reader_letting_go_of_the_index_lock_early_is_caught() {
+        shuttle::check_pct(|| scenario(false), 3000, 3);
+    }
+}
