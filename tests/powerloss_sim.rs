@@ -241,3 +241,62 @@ fn the_workload_merges_deletes_and_suppresses() {
         "no call was refused"
     );
 }
+
+/// The simulator itself: crash points, synced content, journaled names.
+#[test]
+fn faulty_io_images_keep_what_was_synced_and_a_prefix_of_the_names() {
+    use profiledb::storage::io::{Io, Op};
+    let tmp = scratch();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let io = FaultyIo::new();
+    let a = io.create(&dir.join("a")).unwrap(); // op 1
+    a.write_at(0, b"synced").unwrap(); // op 2
+    a.sync_data().unwrap(); // op 3
+    io.sync_dir(&dir).unwrap(); // op 4
+    a.write_at(6, b"+tail").unwrap(); // op 5
+    let b = io.create(&dir.join("b")).unwrap(); // op 6
+    b.write_at(0, b"new").unwrap(); // op 7
+    io.rename(&dir.join("a"), &dir.join("c")).unwrap(); // op 8
+    assert_eq!(io.ops(), 8);
+    assert_eq!(io.count(Op::Write), 3);
+    io.crash_at(9);
+    assert!(io.sync_dir(&dir).is_err());
+    assert!(io.crashed());
+    assert!(b.write_at(3, b"x").is_err(), "the machine is off");
+    let image = |name: &str, tail, lost| {
+        let dest = tmp.path().join(name);
+        let cut = PowerCut { tail, names: lost };
+        io.power_loss_with(&dir, &dest, cut).unwrap();
+        names(&dest)
+            .into_iter()
+            .map(|n| (n.clone(), std::fs::read(dest.join(&n)).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let f = |n: &str, b: &[u8]| (n.to_string(), b.to_vec());
+    assert_eq!(
+        image("durable", UnsyncedTail::Drop, NameLoss::Durable),
+        vec![f("a", b"synced")]
+    );
+    assert_eq!(
+        image("kill9", UnsyncedTail::All, NameLoss::Current),
+        vec![f("b", b"new"), f("c", b"synced+tail")]
+    );
+    assert_eq!(
+        image("prefix", UnsyncedTail::Keep(2), NameLoss::Prefix(1)),
+        vec![f("a", b"synced+t"), f("b", b"ne")]
+    );
+    assert_eq!(
+        image("zeros", UnsyncedTail::Zeros(usize::MAX), NameLoss::Current),
+        vec![f("b", &[0, 0, 0]), f("c", b"synced\0\0\0\0\0")]
+    );
+    // A restart after kill -9 sees everything, and what it syncs becomes durable.
+    io.revive();
+    let c = io.open(&dir.join("c")).unwrap();
+    c.sync_data().unwrap();
+    io.sync_dir(&dir).unwrap();
+    assert_eq!(
+        image("after", UnsyncedTail::Drop, NameLoss::Durable),
+        vec![f("b", b""), f("c", b"synced+tail")]
+    );
+}
