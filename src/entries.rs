@@ -6,7 +6,7 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::profile::props::PropState;
+use crate::profile::props::{DiskPropState, DiskStamps, PropState, StampTable};
 use crate::profile::value::Timestamp;
 use crate::wire::Wire;
 
@@ -42,8 +42,9 @@ pub(crate) struct Ids {
     pub company_id: Option<String>,
 }
 
-/// A profile as stored.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Encode, Decode)]
+/// A profile as stored. On disk (docs/format.md, "Profile record") the property stamps are
+/// written once each in a stamp table and referred to by index: see [`DiskProfileRecord`].
+#[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct ProfileRecord {
     pub ids: Ids,
     /// Timestamp of the first call that identified the person (earliest over merges).
@@ -52,6 +53,38 @@ pub(crate) struct ProfileRecord {
     pub updated_at: Timestamp,
     /// Properties by name number, sorted by it.
     pub props: Vec<(u32, PropState)>,
+}
+
+/// A profile record exactly as its bytes decode (bincode 2 derive); [`ProfileRecord`] is it
+/// with the stamp indexes resolved.
+#[derive(Debug, Decode, Encode)]
+pub(crate) struct DiskProfileRecord {
+    pub ids: Ids,
+    pub first_seen: Timestamp,
+    pub updated_at: Timestamp,
+    pub stamps: DiskStamps,
+    pub props: Vec<(u32, DiskPropState)>,
+}
+
+impl<Ctx> Decode<Ctx> for ProfileRecord {
+    fn decode<D: bincode::de::Decoder<Context = Ctx>>(
+        decoder: &mut D,
+    ) -> std::result::Result<Self, bincode::error::DecodeError> {
+        let disk = DiskProfileRecord::decode(decoder)?;
+        let mut props = Vec::with_capacity(disk.props.len());
+        for (id, p) in disk.props {
+            let state = p.resolve(&disk.stamps).ok_or(
+                bincode::error::DecodeError::Other("property stamp index outside the stamp table"),
+            )?;
+            props.push((id, state));
+        }
+        Ok(ProfileRecord {
+            ids: disk.ids,
+            first_seen: disk.first_seen,
+            updated_at: disk.updated_at,
+            props,
+        })
+    }
 }
 
 impl Wire for Ids {
@@ -63,14 +96,20 @@ impl Wire for Ids {
     }
 }
 
-/// Same bytes as the bincode derive (fields in declaration order), written by [`crate::wire`]:
-/// this record is encoded on every call.
+/// The bytes of [`DiskProfileRecord`]'s bincode derive, written by [`crate::wire`] straight
+/// from the record (it is encoded on every call).
 impl Wire for ProfileRecord {
     fn put(&self, out: &mut Vec<u8>) {
         self.ids.put(out);
         self.first_seen.put(out);
         self.updated_at.put(out);
-        self.props.put(out);
+        let table = StampTable::of(self.props.iter().map(|(_, p)| p));
+        table.put(out);
+        crate::wire::put_u64(out, self.props.len() as u64);
+        for (id, p) in &self.props {
+            id.put(out);
+            p.put_indexed(&table, out);
+        }
     }
 }
 

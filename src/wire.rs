@@ -193,7 +193,7 @@ mod tests {
             proptest::option::of(".{0,10}"),
             any::<i64>(),
             any::<i64>(),
-            prop::collection::vec((any::<u32>(), state()), 0..12),
+            prop::collection::vec((any::<u32>(), state()), 0..24),
         )
             .prop_map(|(user_id, email, anonymous_ids, company_id, first, updated, props)| {
                 ProfileRecord {
@@ -214,6 +214,26 @@ mod tests {
         bincode::encode_to_vec(v, bincode::config::standard()).unwrap()
     }
 
+    #[test]
+    fn a_stamp_index_outside_the_table_is_a_decode_error() {
+        let rec = ProfileRecord {
+            props: vec![(3, {
+                let mut s = PropState::default();
+                let _ = s.apply(&PropOp::Set(Value::Int(1)), Timestamp(5), 1);
+                s
+            })],
+            ..ProfileRecord::default()
+        };
+        let mut bytes = crate::entries::encode_profile(&rec, 16);
+        // ids (4 bytes: None, None, [], None), first_seen, updated_at, table of 1 stamp (3
+        // bytes), 1 prop, id 3, lww Some, stamp index 0 -> 7.
+        let at = 4 + 1 + 1 + 3 + 1 + 1 + 1;
+        assert_eq!(bytes[at - 1..], [1, 0, 1, 1, 2, 0, 0], "{bytes:?}");
+        bytes[at] = 7;
+        let err = crate::entries::decode::<ProfileRecord>(&bytes, "profile").unwrap_err();
+        assert!(err.to_string().contains("stamp"), "{err}");
+    }
+
     fn wire_bytes<T: Wire>(v: &T) -> Vec<u8> {
         let mut out = Vec::new();
         v.put(&mut out);
@@ -222,8 +242,22 @@ mod tests {
 
     proptest! {
         #[test]
-        fn profile_records_encode_exactly_as_bincode(rec in record()) {
-            prop_assert_eq!(wire_bytes(&rec), bincode_bytes(&rec));
+        fn profile_records_decode_to_what_was_written(rec in record()) {
+            let bytes = crate::entries::encode_profile(&rec, 16);
+            let back: ProfileRecord = crate::entries::decode(&bytes, "profile").unwrap();
+            prop_assert_eq!(back, rec);
+        }
+
+        #[test]
+        fn damaged_profile_records_are_errors_not_panics(rec in record(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut bytes = crate::entries::encode_profile(&rec, 16);
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let _ = crate::entries::decode::<ProfileRecord>(&bytes, "profile");
+            // A strict prefix of a record never decodes.
+            let mut whole = crate::entries::encode_profile(&rec, 16);
+            whole.truncate(i);
+            prop_assert!(crate::entries::decode::<ProfileRecord>(&whole, "profile").is_err());
         }
 
         #[test]
