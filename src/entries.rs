@@ -73,9 +73,11 @@ impl<Ctx> Decode<Ctx> for ProfileRecord {
         let disk = DiskProfileRecord::decode(decoder)?;
         let mut props = Vec::with_capacity(disk.props.len());
         for (id, p) in disk.props {
-            let state = p.resolve(&disk.stamps).ok_or(
-                bincode::error::DecodeError::Other("property stamp index outside the stamp table"),
-            )?;
+            let state = p
+                .resolve(&disk.stamps)
+                .ok_or(bincode::error::DecodeError::Other(
+                    "property stamp index outside the stamp table",
+                ))?;
             props.push((id, state));
         }
         Ok(ProfileRecord {

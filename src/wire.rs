@@ -195,19 +195,21 @@ mod tests {
             any::<i64>(),
             prop::collection::vec((any::<u32>(), state()), 0..24),
         )
-            .prop_map(|(user_id, email, anonymous_ids, company_id, first, updated, props)| {
-                ProfileRecord {
-                    ids: Ids {
-                        user_id,
-                        email,
-                        anonymous_ids,
-                        company_id,
-                    },
-                    first_seen: Timestamp(first),
-                    updated_at: Timestamp(updated),
-                    props,
-                }
-            })
+            .prop_map(
+                |(user_id, email, anonymous_ids, company_id, first, updated, props)| {
+                    ProfileRecord {
+                        ids: Ids {
+                            user_id,
+                            email,
+                            anonymous_ids,
+                            company_id,
+                        },
+                        first_seen: Timestamp(first),
+                        updated_at: Timestamp(updated),
+                        props,
+                    }
+                },
+            )
     }
 
     fn bincode_bytes<T: bincode::Encode>(v: &T) -> Vec<u8> {
@@ -271,7 +273,15 @@ mod tests {
 
     #[test]
     fn i128_boundaries_encode_exactly_as_bincode() {
-        for v in [0i128, -1, 1, i64::MAX as i128 + 1, i64::MIN as i128 - 1, i128::MAX, i128::MIN] {
+        for v in [
+            0i128,
+            -1,
+            1,
+            i64::MAX as i128 + 1,
+            i64::MIN as i128 - 1,
+            i128::MAX,
+            i128::MIN,
+        ] {
             let mut out = Vec::new();
             super::put_i128(&mut out, v);
             assert_eq!(out, bincode_bytes(&v), "{v}");
