@@ -248,6 +248,8 @@ impl Shared {
     pub fn rotate_if_nonempty(&self) -> Result<()> {
         self.check_poison()?;
         let mut st = self.state.lock();
+        // Again under the lock: a failure may have come in between.
+        self.check_poison()?;
         if st.buf.len() > HEADER_LEN {
             self.guard(self.rotate(&mut st))?;
         }
@@ -258,6 +260,9 @@ impl Shared {
     fn do_sync(&self) -> Result<u64> {
         let (file, path, target) = {
             let mut st = self.state.lock();
+            // An append may have failed (and poisoned the store) while this leader waited
+            // for the lock: write or sync nothing after a failure.
+            self.check_poison()?;
             flush(&mut st)?;
             (st.file.clone(), st.path.clone(), st.next_seq - 1)
         };
@@ -283,18 +288,23 @@ impl Shared {
             }
             s.syncing = true;
             let r = parking_lot::MutexGuard::unlocked(&mut s, || self.do_sync());
-            s.syncing = false;
-            self.synced.notify_all();
-            match r {
-                Ok(d) => {
-                    s.durable = s.durable.max(d);
-                    self.durable_hint.store(s.durable, Ordering::Release);
-                }
+            let d = match r {
+                Ok(d) => d,
                 Err(e) => {
+                    // Poison with `syncing` still set. Clearing it first let a follower woken in
+                    // between (before the poison was visible) lead another fdatasync of the same
+                    // file: a retry of a failed fsync, which may "succeed" after the kernel dropped
+                    // the dirty pages, and acknowledge calls that are not on disk (found by
+                    // tests/fsync_eio.rs `concurrent_waiters_never_retry_a_failed_fdatasync`).
+                    // `poison` wakes every waiter once the flag is set; they all fail.
                     drop(s);
                     return Err(self.poison(e));
                 }
-            }
+            };
+            s.syncing = false;
+            self.synced.notify_all();
+            s.durable = s.durable.max(d);
+            self.durable_hint.store(s.durable, Ordering::Release);
         }
     }
 
