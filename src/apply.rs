@@ -683,7 +683,7 @@ impl<'a> Builder<'a> {
                 }
             };
             if matches!(
-                state.apply(&op, ts, order),
+                state.apply_owned(op, ts, order),
                 Applied::NotANumber | Applied::Overflow
             ) {
                 out.ignored.push(name.to_string());
@@ -744,7 +744,7 @@ impl<'a> Builder<'a> {
                     &mut rec.props[i].1
                 }
             };
-            state.apply(&op, ts, order);
+            state.apply_owned(op, ts, order);
         }
         Ok(created)
     }

@@ -148,14 +148,19 @@ pub struct PropState {
 impl PropState {
     /// Apply `op` stamped with the call's event time `ts` and arrival order `order`.
     pub fn apply(&mut self, op: &PropOp, ts: Timestamp, order: u64) -> Applied {
+        self.apply_owned(op.clone(), ts, order)
+    }
+
+    /// [`PropState::apply`] taking the operation by value (no copy of its value).
+    pub fn apply_owned(&mut self, op: PropOp, ts: Timestamp, order: u64) -> Applied {
         let stamp = Stamp(ts, order);
         match op {
-            PropOp::Set(v) => self.write(stamp, Some(v.clone())),
+            PropOp::Set(v) => self.write(stamp, Some(v)),
             PropOp::Unset => self.write(stamp, None),
             PropOp::SetOnce(v) => {
                 if !self.older_than_lww(stamp) && self.once.as_ref().is_none_or(|(s, _)| stamp < *s)
                 {
-                    self.once = Some((stamp, v.clone()));
+                    self.once = Some((stamp, v));
                 }
             }
             PropOp::Add(n) => {
@@ -163,7 +168,7 @@ impl PropState {
                     // A newer Set/Unset overrides it, as in timestamp order.
                     return Applied::Taken;
                 }
-                let (int, float) = match *n {
+                let (int, float) = match n {
                     Number::Int(i) => (i128::from(i), None),
                     Number::Float(f) => (0, Some(f)),
                 };
