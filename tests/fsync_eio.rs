@@ -47,68 +47,10 @@ fn every_directory_fsync_failing_once_and_permanently() {
 /// kernel dropped the dirty pages), and every call after the failure errs.
 #[test]
 fn concurrent_waiters_never_retry_a_failed_fdatasync() {
-    use std::sync::Arc;
-
-    use profiledb::storage::StoreOptions;
-    use profiledb::storage::io::FaultyIo;
-    use profiledb::{Db, Durability, Error};
-
-    let tmp = tempfile::tempdir().unwrap();
-    let mut retried = Vec::new();
-    let rounds = 60;
-    for round in 0..rounds {
-        let dir = tmp.path().join(format!("db{round}"));
-        let io = FaultyIo::new();
-        let mut options = identify_model::faults::options();
-        options.durability = Durability::SyncEach;
-        options.segment_size = 1 << 20;
-        let so = StoreOptions {
-            segment_size: options.segment_size,
-            durability: options.durability,
-            repair: false,
-            create: true,
-            io: Arc::new(io.clone()),
-        };
-        let db = Db::open_with(&dir, options, so).unwrap();
-        let base = io.count(Op::Sync);
-        let n = 1 + round % 12;
-        io.fail(Op::Sync, n, FaultKind::Error, false);
-        std::thread::scope(|s| {
-            for t in 0..4u64 {
-                let db = &db;
-                s.spawn(move || {
-                    let mut failed = false;
-                    for k in 0..40u64 {
-                        let m = serde_json::json!({
-                            "userId": format!("thread{t}"),
-                            "messageId": format!("t{t}-{k}"),
-                            "$add": {"count": 1},
-                        });
-                        let r = db.apply(&profiledb::Message::from_json(&m).unwrap());
-                        match r {
-                            Ok(_) => assert!(!failed, "a call succeeded after a failed one"),
-                            Err(Error::Poisoned { .. }) => failed = true,
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                    assert!(failed, "the fault never reached thread {t}");
-                });
-            }
-        });
-        let syncs = io.count(Op::Sync) - base;
-        drop(db);
-        assert_eq!(
-            io.count(Op::Sync) - base,
-            syncs,
-            "round {round}: a sync on drop"
-        );
-        if syncs != n {
-            retried.push((round, n, syncs));
-        }
-    }
+    let retried = identify_model::faults::concurrent_waiters(Op::Sync);
     assert!(
         retried.is_empty(),
-        "(round, failing sync, syncs attempted): a failed fdatasync was followed by another: \
-         {retried:?}"
+        "(round, failing fdatasync, fdatasyncs attempted): a failed fdatasync was followed by \
+         another: {retried:?}"
     );
 }

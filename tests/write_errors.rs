@@ -75,3 +75,15 @@ fn short_writes_are_completed_not_reported() {
         assert!(r.fired && !r.errored, "short write #{n}: {r:?}");
     }
 }
+
+/// Several threads wait for their syncs at once when the leader's write fails: no write is
+/// attempted after it, and every call after the failure errs.
+#[test]
+fn concurrent_waiters_never_write_after_a_failed_write() {
+    let retried = identify_model::faults::concurrent_waiters(Op::Write);
+    assert!(
+        retried.is_empty(),
+        "(round, failing write, writes attempted): a failed write was followed by another: \
+         {retried:?}"
+    );
+}

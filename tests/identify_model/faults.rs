@@ -267,3 +267,58 @@ pub fn every_n(op: Op, kind: FaultKind, permanent: bool) -> (u64, u64) {
     );
     (n - 1, errored)
 }
+
+/// Four threads apply calls with `SyncEach` (so they wait on each other's syncs) while the
+/// n-th `op` fails once, for n in 1..=12, five times each. Every call after a thread's first
+/// failure must err with `Poisoned`, and no `op` may be attempted after the failed one (not on
+/// drop either). Returns the rounds where one was: `(round, n, ops attempted)`.
+pub fn concurrent_waiters(op: Op) -> Vec<(u64, u64, u64)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut retried = Vec::new();
+    for round in 0..60u64 {
+        let dir = tmp.path().join(format!("db{round}"));
+        let io = FaultyIo::new();
+        let mut o = options();
+        o.durability = Durability::SyncEach;
+        o.segment_size = 1 << 20;
+        let so = StoreOptions {
+            segment_size: o.segment_size,
+            durability: o.durability,
+            repair: false,
+            create: true,
+            io: Arc::new(io.clone()),
+        };
+        let db = Db::open_with(&dir, o, so).unwrap();
+        let base = io.count(op);
+        let n = 1 + round % 12;
+        io.fail(op, n, FaultKind::Error, false);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let db = &db;
+                s.spawn(move || {
+                    let mut failed = false;
+                    for k in 0..40u64 {
+                        let m = serde_json::json!({
+                            "userId": format!("thread{t}"),
+                            "messageId": format!("t{t}-{k}"),
+                            "$add": {"count": 1},
+                        });
+                        match db.apply(&profiledb::Message::from_json(&m).unwrap()) {
+                            Ok(_) => assert!(!failed, "a call succeeded after a failed one"),
+                            Err(Error::Poisoned { .. }) => failed = true,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    assert!(failed, "the fault never reached thread {t}");
+                });
+            }
+        });
+        let ops = io.count(op) - base;
+        drop(db);
+        assert_eq!(io.count(op) - base, ops, "round {round}: {op:?} on drop");
+        if ops != n {
+            retried.push((round, n, ops));
+        }
+    }
+    retried
+}
