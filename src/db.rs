@@ -124,10 +124,13 @@ pub struct Stats {
     pub live_bytes: u64,
     /// Bytes of superseded or deleted entries still on disk.
     pub dead_bytes: u64,
-    /// Estimated bytes of the in-memory index (identifier bytes included).
+    /// Estimated bytes of the whole in-memory index (identifier bytes included).
     pub index_bytes: u64,
-    /// Estimated index bytes per live profile beyond the identifier bytes themselves.
+    /// Estimated bytes per live profile of the profile indexes (identifiers -> key -> location,
+    /// redirects) beyond the identifier bytes themselves.
     pub index_bytes_per_profile: f64,
+    /// Estimated bytes of the messageId dedupe window (bounded by `Options::dedupe_window`).
+    pub dedupe_bytes: u64,
     /// The storage engine's counters.
     pub storage: crate::storage::StorageStats,
 }
@@ -490,7 +493,7 @@ impl Db {
         let storage = self.inner.store.stats();
         let index = self.inner.index.read();
         let live_bytes = index.live_bytes();
-        let (index_bytes, id_bytes) = index.memory();
+        let memory = index.memory();
         let profiles = index.profiles.len() as u64;
         Stats {
             profiles,
@@ -498,12 +501,13 @@ impl Db {
             property_names: index.names.len() as u64,
             live_bytes,
             dead_bytes: storage.disk_bytes.saturating_sub(live_bytes),
-            index_bytes,
+            index_bytes: memory.profiles + memory.dedupe + memory.other,
             index_bytes_per_profile: if profiles == 0 {
                 0.0
             } else {
-                (index_bytes - id_bytes) as f64 / profiles as f64
+                (memory.profiles - memory.id_bytes) as f64 / profiles as f64
             },
+            dedupe_bytes: memory.dedupe,
             storage,
         }
     }

@@ -278,7 +278,7 @@ impl Index {
     }
 
     /// Estimated heap bytes of the index, and of the identifier strings within it.
-    pub fn memory(&self) -> (u64, u64) {
+    pub fn memory(&self) -> Memory {
         fn map<K, V>(m: &HashMap<K, V>) -> u64 {
             // hashbrown: one control byte per bucket plus the entries.
             (m.capacity() as u64) * (std::mem::size_of::<(K, V)>() as u64 + 1)
@@ -286,25 +286,43 @@ impl Index {
         let id_bytes: u64 = self.user.keys().map(|k| k.len() as u64).sum::<u64>()
             + self.email.keys().map(|k| k.len() as u64).sum::<u64>()
             + self.anon.keys().map(|k| k.len() as u64).sum::<u64>();
-        let total = map(&self.user)
+        let profiles = map(&self.user)
             + map(&self.email)
             + map(&self.anon)
             + map(&self.profiles)
             + map(&self.redirects)
             + map(&self.redirect_sources)
             + self.redirects.len() as u64 * 8
-            + map(&self.company_ids)
+            + id_bytes;
+        let dedupe = map(&self.dedupe) + self.dedupe_order.capacity() as u64 * 8;
+        let other = map(&self.company_ids)
             + map(&self.name_ids)
-            + map(&self.dedupe)
             + map(&self.suppressed)
             + self
                 .companies
                 .values()
                 .map(|s| s.members.capacity() as u64 * 9)
-                .sum::<u64>()
-            + id_bytes;
-        (total, id_bytes)
+                .sum::<u64>();
+        Memory {
+            profiles,
+            id_bytes,
+            dedupe,
+            other,
+        }
     }
+}
+
+/// Estimated bytes of the in-memory index, by part.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Memory {
+    /// Identifier maps, key -> location, redirects (identifier bytes included).
+    pub profiles: u64,
+    /// The identifier bytes alone.
+    pub id_bytes: u64,
+    /// The messageId dedupe window (sized by `Options::dedupe_window`, not by profiles).
+    pub dedupe: u64,
+    /// Companies, property names, suppressions.
+    pub other: u64,
 }
 
 fn remove_if(map: &mut HashMap<Box<str>, u64>, k: &str, key: u64) {

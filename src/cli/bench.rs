@@ -103,8 +103,10 @@ pub struct Report {
     pub reopen_seconds: f64,
     /// Live profiles at the end.
     pub profiles: u64,
-    /// Estimated index bytes per live profile beyond the identifier bytes.
+    /// Estimated profile-index bytes per live profile beyond the identifier bytes.
     pub index_bytes_per_profile: f64,
+    /// Estimated bytes of the messageId dedupe window.
+    pub dedupe_bytes: u64,
     /// Peak resident memory of the process (VmHWM), in bytes.
     pub peak_memory_bytes: u64,
     /// Outcome counts.
@@ -289,6 +291,7 @@ fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<R
         reopen_seconds,
         profiles: compacted.profiles,
         index_bytes_per_profile: compacted.index_bytes_per_profile,
+        dedupe_bytes: compacted.dedupe_bytes,
         peak_memory_bytes: peak_memory(),
         outcomes,
         data_dir: dir.display().to_string(),
@@ -349,8 +352,11 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "  reopen          {:.3} s ({} profiles, {:.1} index bytes/profile)",
-        r.reopen_seconds, r.profiles, r.index_bytes_per_profile
+        "  reopen          {:.3} s ({} profiles, {:.1} index bytes/profile, {} dedupe window)",
+        r.reopen_seconds,
+        r.profiles,
+        r.index_bytes_per_profile,
+        mb(r.dedupe_bytes)
     )?;
     writeln!(out, "  peak memory     {} (VmHWM)", mb(r.peak_memory_bytes))?;
     writeln!(
