@@ -47,10 +47,18 @@ fn every_directory_fsync_failing_once_and_permanently() {
 /// kernel dropped the dirty pages), and every call after the failure errs.
 #[test]
 fn concurrent_waiters_never_retry_a_failed_fdatasync() {
-    let retried = identify_model::faults::concurrent_waiters(Op::Sync);
-    assert!(
-        retried.is_empty(),
-        "(round, failing fdatasync, fdatasyncs attempted): a failed fdatasync was followed by \
-         another: {retried:?}"
-    );
+    for durability in [
+        profiledb::Durability::SyncEach,
+        profiledb::Durability::GroupCommit {
+            max_delay: std::time::Duration::from_millis(1),
+            max_batch: 3,
+        },
+    ] {
+        let retried = identify_model::faults::concurrent_waiters(Op::Sync, durability);
+        assert!(
+            retried.is_empty(),
+            "{durability:?} (round, failing fdatasync, fdatasyncs attempted): a failed fdatasync \
+             was followed by another: {retried:?}"
+        );
+    }
 }

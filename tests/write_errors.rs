@@ -80,10 +80,18 @@ fn short_writes_are_completed_not_reported() {
 /// attempted after it, and every call after the failure errs.
 #[test]
 fn concurrent_waiters_never_write_after_a_failed_write() {
-    let retried = identify_model::faults::concurrent_waiters(Op::Write);
-    assert!(
-        retried.is_empty(),
-        "(round, failing write, writes attempted): a failed write was followed by another: \
-         {retried:?}"
-    );
+    for durability in [
+        profiledb::Durability::SyncEach,
+        profiledb::Durability::GroupCommit {
+            max_delay: std::time::Duration::from_millis(1),
+            max_batch: 3,
+        },
+    ] {
+        let retried = identify_model::faults::concurrent_waiters(Op::Write, durability);
+        assert!(
+            retried.is_empty(),
+            "{durability:?} (round, failing write, writes attempted): a failed write was \
+             followed by another: {retried:?}"
+        );
+    }
 }

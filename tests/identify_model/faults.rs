@@ -268,18 +268,19 @@ pub fn every_n(op: Op, kind: FaultKind, permanent: bool) -> (u64, u64) {
     (n - 1, errored)
 }
 
-/// Four threads apply calls with `SyncEach` (so they wait on each other's syncs) while the
-/// n-th `op` fails once, for n in 1..=12, five times each. Every call after a thread's first
+/// Four threads apply calls with `durability` (`SyncEach` or `GroupCommit`: they wait on each
+/// other's syncs, and with group commit on the background thread's too) while the n-th `op`
+/// fails once, for n in 1..=12, five times each. Every call after a thread's first
 /// failure must err with `Poisoned`, and no `op` may be attempted after the failed one (not on
 /// drop either). Returns the rounds where one was: `(round, n, ops attempted)`.
-pub fn concurrent_waiters(op: Op) -> Vec<(u64, u64, u64)> {
+pub fn concurrent_waiters(op: Op, durability: Durability) -> Vec<(u64, u64, u64)> {
     let tmp = tempfile::tempdir().unwrap();
     let mut retried = Vec::new();
     for round in 0..60u64 {
         let dir = tmp.path().join(format!("db{round}"));
         let io = FaultyIo::new();
         let mut o = options();
-        o.durability = Durability::SyncEach;
+        o.durability = durability;
         o.segment_size = 1 << 20;
         let so = StoreOptions {
             segment_size: o.segment_size,
