@@ -660,20 +660,17 @@ impl<'a> Builder<'a> {
             ops.push((name, PropOp::Unset));
         }
         for (name, op) in ops {
-            let id = if matches!(op, PropOp::Unset) {
-                // No profile can hold a name never registered: removing it is a no-op, and
-                // must not use up a slot of the name limit (SPEC 3.5).
-                match self.known_name_id(name) {
-                    Some(id) => id,
-                    None => continue,
-                }
-            } else {
-                let Some(id) = self.name_id(name) else {
+            let Some(id) = self.name_id(name) else {
+                // Over the name limit. A removal loses nothing there (no profile can hold the
+                // name, and a later set of it is refused too), so it is not reported.
+                if !matches!(op, PropOp::Unset) {
                     out.ignored.push(name.to_string());
-                    continue;
-                };
-                id
+                }
+                continue;
             };
+            // A removal of a name no profile holds yet still registers it and is remembered
+            // with its timestamp: an older set arriving later must not bring the property
+            // back (SPEC 3.3, order independence; tests/order_independence.rs).
             let rec = self.rec(survivor);
             let state = match rec.props.binary_search_by_key(&id, |p| p.0) {
                 Ok(i) => &mut rec.props[i].1,

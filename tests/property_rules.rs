@@ -391,36 +391,38 @@ fn one_call_applies_set_then_set_once_then_add_then_unset() {
     assert_eq!(q.properties, p.properties);
 }
 
-/// SPEC 3.5: removing a property name that no call ever set (`$unset`, or a trait `null`)
-/// removes nothing and uses no slot of the property-name limit; a known name is removed as
-/// before.
+/// SPEC 3.3 and 3.5: a removal (`$unset`, trait `null`) of a name no call set yet is
+/// remembered with its timestamp, so an older set of it that arrives later does not bring the
+/// property back; it registers the name like a set would. Past the limit it is a no-op and not
+/// reported (nothing can hold the name).
 #[test]
-fn removing_a_never_seen_property_uses_no_name_slot() {
+fn removing_a_never_seen_property_is_remembered_against_an_older_late_set() {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         max_property_names: 2,
         ..options()
     };
     let db = Db::open(dir.path(), opts.clone()).unwrap();
+    let out = call(&db, at("u1", 5, json!({"$unset": ["plan"]})));
+    assert!(out.ignored.is_empty(), "{out:?}");
+    assert_eq!(db.stats().property_names, 1);
+    // Older than the removal, arriving after it: stays removed.
+    call(&db, at("u1", 3, json!({"traits": {"plan": "pro"}})));
+    assert_eq!(prop(&by_user(&db, "u1").unwrap(), "plan"), None);
+    // Newer: set.
+    call(&db, at("u1", 7, json!({"traits": {"plan": "team"}})));
+    assert_eq!(
+        prop(&by_user(&db, "u1").unwrap(), "plan"),
+        Some(json!("team"))
+    );
+    // Fill the limit; a removal of yet another name is a no-op, not an ignored operation.
+    let out = call(&db, at("u1", 8, json!({"traits": {"b": 2}})));
+    assert!(out.ignored.is_empty(), "{out:?}");
     let out = call(
         &db,
-        at(
-            "u1",
-            1,
-            json!({"traits": {"ghost1": null}, "$unset": ["ghost2", "ghost3"]}),
-        ),
+        at("u1", 9, json!({"$unset": ["ghost"], "traits": {"c": 1}})),
     );
-    assert!(out.ignored.is_empty(), "{out:?}");
-    assert_eq!(db.stats().property_names, 0);
-    // Both slots are still free.
-    let out = call(&db, at("u1", 2, json!({"traits": {"a": 1, "b": 2}})));
-    assert!(out.ignored.is_empty(), "{out:?}");
-    // Full: removing another unknown name is a no-op, not an ignored operation.
-    let out = call(&db, at("u1", 3, json!({"$unset": ["ghost4", "a"]})));
-    assert!(out.ignored.is_empty(), "{out:?}");
-    let p = by_user(&db, "u1").unwrap();
-    assert_eq!(prop(&p, "a"), None);
-    assert_eq!(prop(&p, "b"), Some(json!(2)));
+    assert_eq!(out.ignored, vec!["c".to_string()], "{out:?}");
     drop(db);
     let db = Db::open(dir.path(), opts).unwrap();
     assert_eq!(db.stats().property_names, 2);
