@@ -10,63 +10,9 @@ mod identify_model;
 mod storage_support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use profiledb::storage::Entry;
-use profiledb::storage::io::RealIo;
 use profiledb::{Durability, Error};
 use storage_support::*;
-
-fn real(segment_size: u64) -> profiledb::storage::StoreOptions {
-    options(Arc::new(RealIo), segment_size, Durability::Buffered)
-}
-
-fn data(i: u64) -> Vec<u8> {
-    format!("record-{i}-{}", "x".repeat((i as usize * 7) % 23)).into_bytes()
-}
-
-/// Writes `n` frames (every third holds two entries); returns the frame boundaries.
-fn write_frames(dir: &Path, n: u64, segment_size: u64) -> Vec<u64> {
-    let (store, mut r) = open(dir, real(segment_size)).unwrap();
-    let mut bounds = vec![32u64];
-    for i in 0..n {
-        let d = data(i);
-        if i % 3 == 2 {
-            let a = store
-                .append(&[
-                    Entry {
-                        kind: PUT,
-                        id: i,
-                        data: &d,
-                    },
-                    Entry {
-                        kind: PUT,
-                        id: 1000 + i,
-                        data: b"pair",
-                    },
-                ])
-                .unwrap();
-            r.put(i, a.locations[0]);
-        } else {
-            put(&store, &mut r, i, &d);
-        }
-        bounds.push(32 + store.stats().bytes_appended);
-    }
-    store.close().unwrap();
-    bounds
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
-fn seg(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("{id:010}.seg"))
-}
 
 fn flip(path: &Path, offset: u64) {
     let mut b = std::fs::read(path).unwrap();

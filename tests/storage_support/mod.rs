@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use profiledb::storage::io::Io;
@@ -167,4 +167,63 @@ pub fn compact(store: &Store, r: &mut MapReplay) -> Result<()> {
 pub fn hint(store: &Store, r: &MapReplay) -> Result<()> {
     let pos = store.hint_position()?;
     store.write_hint(&pos, &r.snapshot())
+}
+
+/// Real I/O, buffered, `segment_size`-byte segments.
+pub fn real(segment_size: u64) -> StoreOptions {
+    options(
+        Arc::new(profiledb::storage::io::RealIo),
+        segment_size,
+        Durability::Buffered,
+    )
+}
+
+/// The payload of record `i`.
+pub fn data(i: u64) -> Vec<u8> {
+    format!("record-{i}-{}", "x".repeat((i as usize * 7) % 23)).into_bytes()
+}
+
+/// Writes `n` frames (every third holds two entries); returns the frame boundaries.
+pub fn write_frames(dir: &Path, n: u64, segment_size: u64) -> Vec<u64> {
+    let (store, mut r) = open(dir, real(segment_size)).unwrap();
+    let mut bounds = vec![32u64];
+    for i in 0..n {
+        let d = data(i);
+        if i % 3 == 2 {
+            let a = store
+                .append(&[
+                    profiledb::storage::Entry {
+                        kind: PUT,
+                        id: i,
+                        data: &d,
+                    },
+                    profiledb::storage::Entry {
+                        kind: PUT,
+                        id: 1000 + i,
+                        data: b"pair",
+                    },
+                ])
+                .unwrap();
+            r.put(i, a.locations[0]);
+        } else {
+            put(&store, &mut r, i, &d);
+        }
+        bounds.push(32 + store.stats().bytes_appended);
+    }
+    store.close().unwrap();
+    bounds
+}
+
+/// Copy a directory's files.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The path of segment `id`.
+pub fn seg(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:010}.seg"))
 }
