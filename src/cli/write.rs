@@ -68,7 +68,8 @@ pub struct ImportSummary {
     pub unchanged: u64,
     /// Identifiers moved between profiles by the protection rule.
     pub moved: u64,
-    /// Property names ignored (over the name limit, or `$add` on a non-number).
+    /// Property operations ignored (a new name over the limit, `$add` on a non-number or
+    /// overflowing to infinity).
     pub ignored: u64,
     /// Wall time, in seconds.
     pub seconds: f64,
