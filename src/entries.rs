@@ -173,12 +173,17 @@ pub(crate) fn decode<T: Decode<()>>(bytes: &[u8], what: &'static str) -> Result<
         bincode::decode_from_slice(bytes, limited::<LARGE_LIMIT>())
     }
     .map(|(v, _)| v)
-    .map_err(|e| Error::Decode {
+    .map_err(|e| decode_error(what, e))
+}
+
+/// A decode failure of `what` (the caller adds file and offset).
+fn decode_error(what: &'static str, e: bincode::error::DecodeError) -> Error {
+    Error::Decode {
         what,
         file: Default::default(),
         offset: 0,
         reason: e.to_string(),
-    })
+    }
 }
 
 /// Encode the index snapshot (serde: its maps have no bincode derive).
@@ -197,12 +202,7 @@ pub(crate) fn decode_serde<T: for<'de> Deserialize<'de>>(
         bincode::serde::decode_from_slice(bytes, limited::<LARGE_LIMIT>())
     }
     .map(|(v, _)| v)
-    .map_err(|e| Error::Decode {
-        what,
-        file: Default::default(),
-        offset: 0,
-        reason: e.to_string(),
-    })
+    .map_err(|e| decode_error(what, e))
 }
 
 /// A u64 payload.
