@@ -292,21 +292,13 @@ impl<'a> Builder<'a> {
             .1
     }
 
-    /// The number of a property name already registered (by the store or this call).
-    fn known_name_id(&self, name: &str) -> Option<u32> {
+    /// The number of a property name, registering it if new; `None` beyond the limit.
+    fn name_id(&mut self, name: &str) -> Option<u32> {
         if let Some(&id) = self.index.name_ids.get(name) {
             return Some(id);
         }
-        self.new_names
-            .iter()
-            .position(|n| n == name)
-            .map(|pos| (self.index.names.len() + pos) as u32)
-    }
-
-    /// The number of a property name, registering it if new; `None` beyond the limit.
-    fn name_id(&mut self, name: &str) -> Option<u32> {
-        if let Some(id) = self.known_name_id(name) {
-            return Some(id);
+        if let Some(pos) = self.new_names.iter().position(|n| n == name) {
+            return Some((self.index.names.len() + pos) as u32);
         }
         let total = self.index.names.len() + self.new_names.len();
         if total >= self.options.max_property_names {
@@ -660,6 +652,9 @@ impl<'a> Builder<'a> {
             ops.push((name, PropOp::Unset));
         }
         for (name, op) in ops {
+            // A removal registers a new name too, so that it is remembered with its
+            // timestamp: an older set arriving later must not bring the property back (SPEC
+            // 3.3, order independence; tests/order_independence.rs).
             let Some(id) = self.name_id(name) else {
                 // Over the name limit. A removal loses nothing there (no profile can hold the
                 // name, and a later set of it is refused too), so it is not reported.
@@ -668,9 +663,6 @@ impl<'a> Builder<'a> {
                 }
                 continue;
             };
-            // A removal of a name no profile holds yet still registers it and is remembered
-            // with its timestamp: an older set arriving later must not bring the property
-            // back (SPEC 3.3, order independence; tests/order_independence.rs).
             let rec = self.rec(survivor);
             let state = match rec.props.binary_search_by_key(&id, |p| p.0) {
                 Ok(i) => &mut rec.props[i].1,
