@@ -1,13 +1,23 @@
-//! The three peers: SQLite (rusqlite, bundled), redb 4 and fjall 3, each behind [`Engine`].
+//! The peers: SQLite (rusqlite, bundled), redb 4 and fjall 3, each behind [`Engine`], storing
+//! the profile in a [`Format`]. The fourth peer, the hand-written log, is in `baseline.rs`.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
 use profiledb::Message;
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use crate::peer::{Kv, identify};
+use crate::peer::{Bincode, Codec, Coded, Json, Kv, identify};
+
+/// How a peer stores the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// bincode 2 of the typed record (the fair form).
+    Bincode,
+    /// Compact JSON with `serde_json::Value` properties (the earlier form, kept as an extra row).
+    Json,
+}
 
 /// A peer store: applies a group of calls in one write transaction.
 pub trait Engine: Send {
@@ -19,22 +29,43 @@ pub trait Engine: Send {
     fn finish(&mut self);
     /// The engine's own compaction (SQLite: checkpoint + VACUUM; redb: compact); false if none.
     fn compact(&mut self) -> bool;
+    /// Profiles held (after the run, untimed: a cross-check that every peer holds as many).
+    fn profiles(&mut self) -> u64;
 }
 
-fn ns(t: Instant) -> u32 {
+pub(crate) fn ns(t: Instant) -> u32 {
     t.elapsed().as_nanos().min(u32::MAX as u128) as u32
 }
 
-fn apply_all(kv: &mut dyn Kv, calls: &[Message], next_key: &mut u64, lat: &mut Vec<u32>) {
+fn apply_all(
+    kv: &mut dyn Kv,
+    format: Format,
+    calls: &[Message],
+    next_key: &mut u64,
+    lat: &mut Vec<u32>,
+) {
+    match format {
+        Format::Bincode => apply_coded::<Bincode>(kv, calls, next_key, lat),
+        Format::Json => apply_coded::<Json>(kv, calls, next_key, lat),
+    }
+}
+
+fn apply_coded<C: Codec>(
+    kv: &mut dyn Kv,
+    calls: &[Message],
+    next_key: &mut u64,
+    lat: &mut Vec<u32>,
+) {
     let mut buf = Vec::with_capacity(2048);
+    let mut store = Coded::<C>::new(kv, &mut buf);
     for m in calls {
         let t = Instant::now();
-        identify(kv, m, next_key, &mut buf);
+        identify(&mut store, m, next_key);
         lat.push(ns(t));
     }
 }
 
-fn charge_last(lat: &mut [u32], t: Instant) {
+pub(crate) fn charge_last(lat: &mut [u32], t: Instant) {
     if let Some(l) = lat.last_mut() {
         *l = l.saturating_add(ns(t));
     }
@@ -45,12 +76,13 @@ fn charge_last(lat: &mut [u32], t: Instant) {
 
 pub struct Sqlite {
     conn: rusqlite::Connection,
+    format: Format,
     next_key: u64,
 }
 
 impl Sqlite {
     /// WAL; `synchronous` is `NORMAL` (batched) or `FULL` (durable per call); 64 MB page cache.
-    pub fn open(dir: &Path, synchronous: &str) -> Sqlite {
+    pub fn open(dir: &Path, synchronous: &str, format: Format) -> Sqlite {
         std::fs::create_dir_all(dir).unwrap();
         let conn = rusqlite::Connection::open(dir.join("w1.sqlite")).unwrap();
         conn.execute_batch(&format!(
@@ -60,7 +92,11 @@ impl Sqlite {
              CREATE TABLE IF NOT EXISTS email(id TEXT PRIMARY KEY, key INTEGER NOT NULL) WITHOUT ROWID;"
         ))
         .unwrap();
-        Sqlite { conn, next_key: 0 }
+        Sqlite {
+            conn,
+            format,
+            next_key: 0,
+        }
     }
 }
 
@@ -70,7 +106,9 @@ impl SqliteKv<'_> {
     fn key(&self, sql: &str, id: &str) -> Option<u64> {
         let mut st = self.0.prepare_cached(sql).unwrap();
         let mut rows = st.query([id]).unwrap();
-        rows.next().unwrap().map(|r| r.get::<_, i64>(0).unwrap() as u64)
+        rows.next()
+            .unwrap()
+            .map(|r| r.get::<_, i64>(0).unwrap() as u64)
     }
     fn exec(&self, sql: &str, p: impl rusqlite::Params) {
         self.0.prepare_cached(sql).unwrap().execute(p).unwrap();
@@ -84,13 +122,19 @@ impl Kv for SqliteKv<'_> {
     fn email(&mut self, email: &str) -> Option<u64> {
         self.key("SELECT key FROM email WHERE id = ?1", email)
     }
-    fn profile(&mut self, key: u64) -> Option<Vec<u8>> {
+    fn profile(&mut self, key: u64, read: &mut dyn FnMut(&[u8])) -> bool {
         let mut st = self
             .0
             .prepare_cached("SELECT data FROM profiles WHERE key = ?1")
             .unwrap();
         let mut rows = st.query([key as i64]).unwrap();
-        rows.next().unwrap().map(|r| r.get::<_, Vec<u8>>(0).unwrap())
+        match rows.next().unwrap() {
+            Some(r) => {
+                read(r.get_ref(0).unwrap().as_blob().unwrap());
+                true
+            }
+            None => false,
+        }
     }
     fn set_uid(&mut self, uid: &str, key: u64) {
         self.exec(
@@ -122,7 +166,13 @@ impl Engine for Sqlite {
     fn run(&mut self, calls: &[Message], _sync: bool, lat: &mut Vec<u32>) {
         // Durability is the connection's `synchronous` setting.
         let tx = self.conn.transaction().unwrap();
-        apply_all(&mut SqliteKv(&tx), calls, &mut self.next_key, lat);
+        apply_all(
+            &mut SqliteKv(&tx),
+            self.format,
+            calls,
+            &mut self.next_key,
+            lat,
+        );
         let t = Instant::now();
         tx.commit().unwrap();
         charge_last(lat, t);
@@ -134,9 +184,16 @@ impl Engine for Sqlite {
     }
     fn compact(&mut self) -> bool {
         self.conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+            .execute_batch(
+                "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
+            )
             .unwrap();
         true
+    }
+    fn profiles(&mut self) -> u64 {
+        self.conn
+            .query_row("SELECT count(*) FROM profiles", [], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
     }
 }
 
@@ -149,14 +206,19 @@ const EMAIL: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("emai
 
 pub struct Redb {
     db: redb::Database,
+    format: Format,
     next_key: u64,
 }
 
 impl Redb {
-    pub fn open(dir: &Path) -> Redb {
+    pub fn open(dir: &Path, format: Format) -> Redb {
         std::fs::create_dir_all(dir).unwrap();
         let db = redb::Database::create(dir.join("w1.redb")).unwrap();
-        Redb { db, next_key: 0 }
+        Redb {
+            db,
+            format,
+            next_key: 0,
+        }
     }
 }
 
@@ -173,8 +235,14 @@ impl Kv for RedbKv<'_> {
     fn email(&mut self, email: &str) -> Option<u64> {
         self.email.get(email).unwrap().map(|g| g.value())
     }
-    fn profile(&mut self, key: u64) -> Option<Vec<u8>> {
-        self.profiles.get(key).unwrap().map(|g| g.value().to_vec())
+    fn profile(&mut self, key: u64, read: &mut dyn FnMut(&[u8])) -> bool {
+        match self.profiles.get(key).unwrap() {
+            Some(g) => {
+                read(g.value());
+                true
+            }
+            None => false,
+        }
     }
     fn set_uid(&mut self, uid: &str, key: u64) {
         self.uid.insert(uid, key).unwrap();
@@ -204,7 +272,7 @@ impl Engine for Redb {
                 uid: tx.open_table(UID).unwrap(),
                 email: tx.open_table(EMAIL).unwrap(),
             };
-            apply_all(&mut kv, calls, &mut self.next_key, lat);
+            apply_all(&mut kv, self.format, calls, &mut self.next_key, lat);
         }
         let t = Instant::now();
         tx.commit().unwrap();
@@ -217,86 +285,116 @@ impl Engine for Redb {
         while self.db.compact().unwrap() {}
         true
     }
+    fn profiles(&mut self) -> u64 {
+        let tx = self.db.begin_read().unwrap();
+        tx.open_table(PROFILES).unwrap().len().unwrap()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // fjall
 
+/// The batch's own writes of one table, so that later calls of the batch read them (a
+/// `WriteBatch` is not readable): key -> value, or `None` for a removal.
+type Pending = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
 pub struct Fjall {
     db: fjall::Database,
-    profiles: fjall::Keyspace,
-    uid: fjall::Keyspace,
-    email: fjall::Keyspace,
-    /// The batch's own writes, so that later calls of the batch read them (a `WriteBatch` is
-    /// not readable): table, key -> value or removal.
-    pending: HashMap<(u8, Vec<u8>), Option<Vec<u8>>>,
+    /// profiles, uid, email.
+    ks: [fjall::Keyspace; 3],
+    pending: [Pending; 3],
+    format: Format,
     next_key: u64,
 }
 
 impl Fjall {
-    pub fn open(dir: &Path) -> Fjall {
+    pub fn open(dir: &Path, format: Format) -> Fjall {
         let db = fjall::Database::builder(dir).open().unwrap();
         let ks = |name: &str| {
             db.keyspace(name, fjall::KeyspaceCreateOptions::default)
                 .unwrap()
         };
-        let (profiles, uid, email) = (ks("profiles"), ks("uid"), ks("email"));
+        let ks = [ks("profiles"), ks("uid"), ks("email")];
         Fjall {
             db,
-            profiles,
-            uid,
-            email,
-            pending: HashMap::new(),
+            ks,
+            pending: Default::default(),
+            format,
             next_key: 0,
         }
     }
 }
 
+const PROFILES_KS: usize = 0;
+const UID_KS: usize = 1;
+const EMAIL_KS: usize = 2;
+
 struct FjallKv<'a> {
-    ks: [&'a fjall::Keyspace; 3],
-    pending: &'a mut HashMap<(u8, Vec<u8>), Option<Vec<u8>>>,
+    ks: &'a [fjall::Keyspace; 3],
+    pending: &'a mut [Pending; 3],
 }
 
 impl FjallKv<'_> {
-    fn get(&mut self, t: u8, k: &[u8]) -> Option<Vec<u8>> {
-        if let Some(v) = self.pending.get(&(t, k.to_vec())) {
-            return v.clone();
+    fn get(&mut self, t: usize, k: &[u8], read: &mut dyn FnMut(&[u8])) -> bool {
+        if let Some(v) = self.pending[t].get(k) {
+            return match v {
+                Some(v) => {
+                    read(v);
+                    true
+                }
+                None => false,
+            };
         }
-        self.ks[t as usize].get(k).unwrap().map(|v| v.to_vec())
+        match self.ks[t].get(k).unwrap() {
+            Some(v) => {
+                read(&v);
+                true
+            }
+            None => false,
+        }
     }
-    fn key(&mut self, t: u8, k: &[u8]) -> Option<u64> {
-        self.get(t, k)
-            .map(|v| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
+    fn key(&mut self, t: usize, k: &[u8]) -> Option<u64> {
+        let mut key = None;
+        self.get(t, k, &mut |v| {
+            key = Some(u64::from_be_bytes(v.try_into().unwrap()))
+        });
+        key
+    }
+    fn set(&mut self, t: usize, k: &[u8], v: Option<&[u8]>) {
+        let v = v.map(<[u8]>::to_vec);
+        match self.pending[t].get_mut(k) {
+            Some(slot) => *slot = v,
+            None => {
+                self.pending[t].insert(k.to_vec(), v);
+            }
+        }
     }
 }
 
 impl Kv for FjallKv<'_> {
     fn uid(&mut self, uid: &str) -> Option<u64> {
-        self.key(1, uid.as_bytes())
+        self.key(UID_KS, uid.as_bytes())
     }
     fn email(&mut self, email: &str) -> Option<u64> {
-        self.key(2, email.as_bytes())
+        self.key(EMAIL_KS, email.as_bytes())
     }
-    fn profile(&mut self, key: u64) -> Option<Vec<u8>> {
-        self.get(0, &key.to_be_bytes())
+    fn profile(&mut self, key: u64, read: &mut dyn FnMut(&[u8])) -> bool {
+        self.get(PROFILES_KS, &key.to_be_bytes(), read)
     }
     fn set_uid(&mut self, uid: &str, key: u64) {
-        self.pending
-            .insert((1, uid.as_bytes().to_vec()), Some(key.to_be_bytes().to_vec()));
+        self.set(UID_KS, uid.as_bytes(), Some(&key.to_be_bytes()));
     }
     fn set_email(&mut self, email: &str, key: u64) {
-        self.pending
-            .insert((2, email.as_bytes().to_vec()), Some(key.to_be_bytes().to_vec()));
+        self.set(EMAIL_KS, email.as_bytes(), Some(&key.to_be_bytes()));
     }
     fn del_email(&mut self, email: &str) {
-        self.pending.insert((2, email.as_bytes().to_vec()), None);
+        self.set(EMAIL_KS, email.as_bytes(), None);
     }
     fn set_profile(&mut self, key: u64, value: &[u8]) {
-        self.pending
-            .insert((0, key.to_be_bytes().to_vec()), Some(value.to_vec()));
+        self.set(PROFILES_KS, &key.to_be_bytes(), Some(value));
     }
     fn del_profile(&mut self, key: u64) {
-        self.pending.insert((0, key.to_be_bytes().to_vec()), None);
+        self.set(PROFILES_KS, &key.to_be_bytes(), None);
     }
 }
 
@@ -304,21 +402,22 @@ impl Engine for Fjall {
     fn run(&mut self, calls: &[Message], sync: bool, lat: &mut Vec<u32>) {
         {
             let mut kv = FjallKv {
-                ks: [&self.profiles, &self.uid, &self.email],
+                ks: &self.ks,
                 pending: &mut self.pending,
             };
-            apply_all(&mut kv, calls, &mut self.next_key, lat);
+            apply_all(&mut kv, self.format, calls, &mut self.next_key, lat);
         }
         let t = Instant::now();
-        let ks = [&self.profiles, &self.uid, &self.email];
         let mut batch = self
             .db
             .batch()
             .durability(sync.then_some(fjall::PersistMode::SyncData));
-        for ((table, k), v) in self.pending.drain() {
-            match v {
-                Some(v) => batch.insert(ks[table as usize], k, v),
-                None => batch.remove(ks[table as usize], k),
+        for (table, pending) in self.pending.iter_mut().enumerate() {
+            for (k, v) in pending.drain() {
+                match v {
+                    Some(v) => batch.insert(&self.ks[table], k, v),
+                    None => batch.remove(&self.ks[table], k),
+                }
             }
         }
         batch.commit().unwrap();
@@ -329,5 +428,8 @@ impl Engine for Fjall {
     }
     fn compact(&mut self) -> bool {
         false
+    }
+    fn profiles(&mut self) -> u64 {
+        self.ks[PROFILES_KS].len().unwrap() as u64
     }
 }
