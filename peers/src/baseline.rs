@@ -109,7 +109,7 @@ impl LogStore {
 
 /// Read the whole log: the state, the last key handed out, and where the valid records end.
 fn scan(mut f: File) -> (State, u64, Scan) {
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(f.metadata().map_or(0, |m| m.len() as usize));
     f.read_to_end(&mut bytes).unwrap();
     let mut state = State::default();
     let mut next_key = 0;
