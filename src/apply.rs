@@ -3,7 +3,6 @@
 //! follow once the batch is appended. Nothing here mutates the index: a call that fails
 //! half-way leaves no trace.
 
-use crate::db::{Moved, Outcome, Status};
 use crate::entries::{self, CompanyRecord, Ids, ProfileRecord, kind};
 use crate::error::{Error, Result};
 use crate::index::{CompanySlot, HashMap, Index};
@@ -12,8 +11,9 @@ use crate::profile::message::{CompanyRef, Identify, Message};
 use crate::profile::props::{Applied, PropOp, PropState};
 use crate::profile::resolve::{Found, resolve};
 use crate::profile::validate::normalize_email;
-use crate::profile::value::{Timestamp, Value};
 use crate::storage::{Entry, Location, Store};
+use crate::types::value::{Timestamp, Value};
+use crate::types::{Moved, Outcome, Status};
 
 /// What to change in the index once the entry at the same position is appended.
 #[derive(Debug)]

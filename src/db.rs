@@ -13,103 +13,10 @@ use crate::options::{Durability, Options};
 use crate::profile::filter::Filter;
 use crate::profile::message::{Alias, Group, Identify, Link, Message};
 use crate::profile::validate::{normalize_email, validate};
-use crate::profile::value::Value;
 use crate::rebuild::Rebuild;
 use crate::storage::{Store, StoreOptions};
+use crate::types::{Company, Outcome, Profile, Selector, Status};
 use crate::view;
-
-/// How a call changed the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// A new profile was created.
-    Created,
-    /// An existing profile received the call (also when nothing visible changed, and for an
-    /// alias whose two ids are already one person).
-    Updated,
-    /// Two or more profiles were merged into one.
-    Merged,
-    /// The `messageId` was applied before; nothing changed.
-    Duplicate,
-    /// Valid, but nothing to store: a `track` / `page` / `screen` naming only one id.
-    Unchanged,
-}
-
-/// An identifier moved from another profile by the protection rule (SPEC 3.2.4).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Moved {
-    /// `email` or `anonymous_id`.
-    pub identifier: String,
-    /// Its value.
-    pub value: String,
-    /// The profile it was taken from.
-    pub from: u64,
-}
-
-/// The outcome of one call (SPEC 2).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Outcome {
-    /// The profile's key (for a company-only `group`, 0).
-    pub key: u64,
-    /// What happened.
-    pub status: Status,
-    /// Keys merged away into `key`.
-    pub merged: Vec<u64>,
-    /// Identifiers moved from other profiles.
-    pub moved: Vec<Moved>,
-    /// Property names whose operation was not applied: a new name over the name limit, an
-    /// `$add` on a non-number, or an `$add` that would overflow to infinity.
-    pub ignored: Vec<String>,
-}
-
-/// Which profile: by any identifier or by key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
-    /// By `userId`.
-    UserId(String),
-    /// By email (normalised before lookup).
-    Email(String),
-    /// By anonymous id.
-    AnonymousId(String),
-    /// By key (a merged-away key resolves to its survivor).
-    Key(u64),
-}
-
-/// A profile as read back; serialises to the SPEC 5 profile JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Profile {
-    /// Never reused.
-    pub key: u64,
-    /// The host's id.
-    pub user_id: Option<String>,
-    /// As last given.
-    pub email: Option<String>,
-    /// Devices.
-    pub anonymous_ids: Vec<String>,
-    /// Company.
-    pub company_id: Option<String>,
-    /// SPEC 3.4.
-    #[serde(serialize_with = "crate::db::ser_ts")]
-    pub created_at: crate::Timestamp,
-    /// Newest call applied.
-    #[serde(serialize_with = "crate::db::ser_ts")]
-    pub updated_at: crate::Timestamp,
-    /// Current values, derived `name` included, sorted by name.
-    #[serde(serialize_with = "crate::db::ser_props")]
-    pub properties: Vec<(String, Value)>,
-}
-
-/// A company with its member count.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Company {
-    /// Its id.
-    pub id: String,
-    /// Its own properties, sorted by name.
-    #[serde(serialize_with = "crate::db::ser_props")]
-    pub properties: Vec<(String, Value)>,
-    /// Profiles whose `company_id` is this company.
-    pub member_count: u64,
-}
 
 /// Store statistics (`profiledb stats`).
 #[derive(Debug, Clone, Serialize)]
@@ -610,20 +517,4 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
             let _ = strong.compact();
         }
     }
-}
-
-pub(crate) fn ser_ts<S: serde::Serializer>(ts: &crate::Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&ts.to_rfc3339())
-}
-
-pub(crate) fn ser_props<S: serde::Serializer>(
-    props: &[(String, Value)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut map = s.serialize_map(Some(props.len()))?;
-    for (k, v) in props {
-        map.serialize_entry(k, &v.to_json())?;
-    }
-    map.end()
 }

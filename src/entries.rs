@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::profile::props::{DiskPropState, DiskStamps, PropState, StampTable};
-use crate::profile::value::Timestamp;
+use crate::types::value::Timestamp;
 use crate::wire::Wire;
 
 /// Entry kinds (the `kind` byte of a storage entry).

@@ -20,13 +20,15 @@ mod rebuild;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod storage;
+mod types;
 mod view;
 mod wire;
 pub mod workload;
 
-pub use db::{Company, Db, Moved, Outcome, Profile, Selector, Stats, Status};
+pub use db::{Db, Stats};
 pub use error::{Error, FieldError, Result};
 pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
 pub use profile::filter::{Filter, Op};
 pub use profile::message::{Alias, CompanyRef, Group, Identify, Link, Message, Number};
-pub use profile::value::{Timestamp, Value};
+pub use types::value::{Timestamp, Value};
+pub use types::{Company, Moved, Outcome, Profile, Selector, Status};

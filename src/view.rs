@@ -1,10 +1,10 @@
 //! Profiles and companies as read back: current values, derived `name`, effective
 //! `created_at` (SPEC 3.4).
 
-use crate::db::Profile;
 use crate::entries::{CompanyRecord, ProfileRecord};
 use crate::index::Index;
-use crate::profile::value::Value;
+use crate::types::Profile;
+use crate::types::value::Value;
 
 /// The public view of a stored profile.
 pub(crate) fn profile(index: &Index, key: u64, rec: ProfileRecord) -> Profile {

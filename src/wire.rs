@@ -146,7 +146,7 @@ mod tests {
     use crate::entries::{Ids, ProfileRecord};
     use crate::profile::message::Number;
     use crate::profile::props::{PropOp, PropState};
-    use crate::profile::value::{Timestamp, Value};
+    use crate::types::value::{Timestamp, Value};
 
     fn value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![

@@ -27,7 +27,7 @@
 use std::io::{self, Write};
 
 use crate::profile::message::{Identify, Message};
-use crate::profile::value::{Timestamp, Value};
+use crate::types::value::{Timestamp, Value};
 
 /// String-valued trait names of the vocabulary.
 const STRING_TRAITS: [&str; 16] = [

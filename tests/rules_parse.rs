@@ -1,6 +1,6 @@
 //! SPEC 2: Segment-shaped JSON parses into normalised, typed messages.
 
-use profiledb::profile::value::Timestamp;
+use profiledb::Timestamp;
 use profiledb::{Error, Identify, Message, Number, Value};
 use serde_json::json;
 
@@ -353,7 +353,7 @@ fn group_alias_and_link_messages_parse() {
 // ---- filters (SPEC 3.7) ----
 
 mod filters {
-    use profiledb::profile::value::Timestamp;
+    use profiledb::Timestamp;
     use profiledb::{Error, Filter, Op, Value};
 
     fn props() -> Vec<(String, Value)> {

@@ -4,9 +4,9 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use crate::db::Profile;
 use crate::error::{Error, Result};
-use crate::profile::value::{Timestamp, Value};
+use crate::types::Profile;
+use crate::types::value::{Timestamp, Value};
 
 /// A property filter for [`Db::scan`] (SPEC 3.7).
 #[derive(Debug, Clone, PartialEq)]

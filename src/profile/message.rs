@@ -7,7 +7,7 @@
 //! with an `id`) is lifted out as the company reference.
 
 use crate::error::{Error, Result};
-use crate::profile::value::{Timestamp, Value};
+use crate::types::value::{Timestamp, Value};
 
 /// A numeric increment of `$add`.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -48,7 +48,7 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::profile::message::Number;
-use crate::profile::value::{Timestamp, Value};
+use crate::types::value::{Timestamp, Value};
 use crate::wire::Wire;
 
 /// One operation on one property, as a call carries it.

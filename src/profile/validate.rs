@@ -7,7 +7,7 @@
 use crate::error::{Error, FieldError, Result};
 use crate::options::Options;
 use crate::profile::message::{Identify, Message};
-use crate::profile::value::Value;
+use crate::types::value::Value;
 
 /// Longest identifier (`userId`, `anonymousId`, `groupId`, `previousId`, company id), in
 /// characters.
