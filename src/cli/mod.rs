@@ -261,7 +261,7 @@ Example:
   profiledb gen --seed 1 --calls 1000000 --out w1.jsonl
   profiledb gen --calls 1000 | profiledb import -
 
-The same seed always gives the same calls (see shared/BENCHMARKS.md, W1).")]
+The same seed always gives the same calls (see docs/benchmarks.md, W1).")]
     Gen(generate::GenArgs),
 
     /// Run W1 through the library and print throughput, latency, bytes written per call,

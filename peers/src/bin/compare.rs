@@ -1,4 +1,4 @@
-//! `compare`: W1 (shared/BENCHMARKS.md) on profiledb and on SQLite, redb and fjall, one after
+//! `compare`: W1 (docs/benchmarks.md) on profiledb and on SQLite, redb and fjall, one after
 //! another, on the same calls, and a table of the figures.
 //!
 //! ```text
