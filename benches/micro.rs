@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the identify hot path, through the public API, on W1 calls
-//! (shared/BENCHMARKS.md): JSON parse, validation, property-state apply / merge /
+//! (docs/benchmarks.md): JSON parse, validation, property-state apply / merge /
 //! encode / decode, identify end to end on a `Db` (Buffered durability), and reads by user id
 //! and email. Run with `cargo bench --bench micro`; kept short (small samples) on purpose.
 

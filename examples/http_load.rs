@@ -1,4 +1,4 @@
-//! Load generator for `profiledb serve`: W1 identify calls (shared/BENCHMARKS.md) sent to
+//! Load generator for `profiledb serve`: W1 identify calls (docs/benchmarks.md) sent to
 //! `POST /v1/batch` in batches over keep-alive HTTP/1.1 connections; each answer is a durable
 //! acknowledgement. Prints identify/s and request latency.
 //!

@@ -74,12 +74,17 @@ impl Db {
             create: options.create,
             io: Arc::new(crate::storage::io::RealIo),
         };
-        Self::open_with(dir.as_ref(), options, store_options)
+        Self::open_store(dir.as_ref(), options, store_options)
     }
 
-    /// Open with explicit storage options (tests use this to inject I/O faults).
+    /// Open with explicit storage options (feature `testing`: tests inject I/O faults this way).
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn open_with(dir: &Path, options: Options, store_options: StoreOptions) -> Result<Db> {
+        Self::open_store(dir, options, store_options)
+    }
+
+    fn open_store(dir: &Path, options: Options, store_options: StoreOptions) -> Result<Db> {
         if options.max_property_names > u32::MAX as usize {
             return Err(Error::Options {
                 name: "max_property_names",
@@ -424,8 +429,9 @@ impl Db {
         self.shutdown()
     }
 
-    /// Test hook: give up the store without syncing or writing the index snapshot, as a
+    /// Test hook (feature `testing`): give up the store without syncing or writing the index snapshot, as a
     /// crash would (bytes the OS already has stay), so that the next open replays the log.
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn abandon(mut self) {
         self.closed = true;

@@ -34,7 +34,12 @@ impl fmt::Display for FieldError {
 }
 
 /// Everything that can go wrong in profiledb.
+///
+/// Two families: a *refusal* ([`Error::is_refusal`]) rejects one input and leaves the store as
+/// healthy as before; every other variant is a failure of the store or the machine. New
+/// variants may be added, so match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O call failed.
     #[error("I/O error during {op} on {}: {source}", path.display())]
@@ -144,6 +149,29 @@ impl Error {
     /// Build an [`Error::Invalid`] with one field error.
     pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
         Error::Invalid(vec![FieldError::new(field, rule)])
+    }
+
+    /// Whether this error refuses one input (a call, a message, an option or argument) rather
+    /// than reports a failure: nothing of that input was stored and the store is as healthy as
+    /// before, so the next call may succeed. True for [`Error::Invalid`], [`Error::Suppressed`],
+    /// [`Error::Malformed`] and [`Error::Options`] (an option out of range, or a call whose
+    /// batch exceeds the largest frame).
+    ///
+    /// The CLI exits with 1 on a refusal and 2 otherwise; the server answers a refused message
+    /// in its per-message result and any other error with 503 for the whole request.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Invalid(_)
+            | Error::Suppressed { .. }
+            | Error::Malformed(_)
+            | Error::Options { .. } => true,
+            Error::Io { .. }
+            | Error::Corruption { .. }
+            | Error::Locked { .. }
+            | Error::Poisoned { .. }
+            | Error::Format { .. }
+            | Error::Decode { .. } => false,
+        }
     }
 
     /// A short, stable name for the kind of error (used in metrics and CLI summaries).

@@ -1,4 +1,4 @@
-//! The standard benchmark workload W1 (shared/BENCHMARKS.md), deterministic for a seed.
+//! The standard benchmark workload W1 (docs/benchmarks.md), deterministic for a seed.
 //!
 //! - `calls` identify calls (default 1,000,000) over `people` people (default `calls / 5`);
 //!   80 % of the calls go to a hot 20 % of the people.
@@ -110,7 +110,7 @@ pub struct W1Config {
 }
 
 impl W1Config {
-    /// `calls` calls over `calls / 5` people (at least one), as BENCHMARKS.md's W1.
+    /// `calls` calls over `calls / 5` people (at least one), as docs/benchmarks.md's W1.
     pub fn new(seed: u64, calls: u64) -> Self {
         W1Config {
             seed,

@@ -683,13 +683,16 @@ fn graceful_stop_syncs_and_releases_the_stores() {
 
 #[test]
 fn bad_configurations_are_refused() {
-    use profiledb::server::{ServeArgs, ServerError};
-    let args = |keys: &[&str]| ServeArgs {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        write_keys: keys.iter().map(|s| s.to_string()).collect(),
-        max_message_bytes: 32 * 1024,
-        max_batch_bytes: 500 * 1024,
-        max_batch_messages: 2500,
+    use profiledb::server::{ServeConfig, ServerError};
+    // What `profiledb serve --write-key ...` builds (src/cli/serve.rs): each KEY=PROJECT
+    // parsed, then the whole configuration checked.
+    let config = |keys: &[&str]| -> Result<ServeConfig, ServerError> {
+        let mut c = ServeConfig::new("/tmp/x", "127.0.0.1:0".parse().unwrap());
+        for k in keys {
+            c = c.write_key_spec(k)?;
+        }
+        c.validate()?;
+        Ok(c)
     };
     for bad in [
         &[][..],
@@ -702,13 +705,11 @@ fn bad_configurations_are_refused() {
         &["k:x=a"],
     ] {
         assert!(
-            matches!(args(bad).config("/tmp/x"), Err(ServerError::Config(_))),
+            matches!(config(bad), Err(ServerError::Config(_))),
             "{bad:?} should be refused"
         );
     }
-    let c = args(&["k=a", "k=a", "k2=a", "x=y=b"])
-        .config("/tmp/x")
-        .unwrap();
+    let c = config(&["k=a", "k=a", "k2=a", "x=y=b"]).unwrap();
     assert_eq!(c.write_keys.len(), 4);
     assert_eq!(c.write_keys[3], ("x=y".to_string(), "b".to_string()));
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::progress::{Progress, Unit};
 use super::write::durabilities;
-use super::{CmdResult, DurabilityArg, Failure, Global, OK, is_refusal, print_json, warn};
+use super::{CmdResult, DurabilityArg, Failure, Global, OK, print_json, warn};
 
 /// Arguments of `bench`.
 #[derive(Debug, Clone, Args)]
@@ -229,7 +229,7 @@ fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<R
                     Status::Duplicate => outcomes.duplicate += 1,
                     Status::Unchanged => outcomes.unchanged += 1,
                 },
-                Err(e) if is_refusal(&e) => {
+                Err(e) if e.is_refusal() => {
                     outcomes.refused += 1;
                     first_refusal.get_or_insert_with(|| e.to_string());
                 }

@@ -10,6 +10,8 @@ mod generate;
 mod maintain;
 mod progress;
 mod read;
+#[cfg(feature = "server")]
+mod serve;
 mod write;
 
 use std::io::{self, IsTerminal, Write};
@@ -259,7 +261,7 @@ Example:
   profiledb gen --seed 1 --calls 1000000 --out w1.jsonl
   profiledb gen --calls 1000 | profiledb import -
 
-The same seed always gives the same calls (see shared/BENCHMARKS.md, W1).")]
+The same seed always gives the same calls (see docs/benchmarks.md, W1).")]
     Gen(generate::GenArgs),
 
     /// Run W1 through the library and print throughput, latency, bytes written per call,
@@ -279,7 +281,7 @@ Example:
   profiledb --data /var/lib/profiledb serve --listen 0.0.0.0:8080 --write-key wk_live_1=shop
 
 Project PROJECT's store is DATA/PROJECT. SIGTERM or SIGINT drains, syncs and exits 0.")]
-    Serve(profiledb::server::ServeArgs),
+    Serve(serve::ServeArgs),
 }
 
 /// Global options every command sees.
@@ -321,7 +323,7 @@ impl Failure {
 
     /// An error of the library: refusals exit with 1, everything else with 2.
     pub fn db(e: profiledb::Error) -> Self {
-        if is_refusal(&e) {
+        if e.is_refusal() {
             Failure::failed(e.to_string())
         } else {
             Failure::error(e.to_string())
@@ -345,16 +347,6 @@ impl From<profiledb::Error> for Failure {
     fn from(e: profiledb::Error) -> Self {
         Failure::db(e)
     }
-}
-
-/// Whether the library refused the input (rather than failing).
-pub fn is_refusal(e: &profiledb::Error) -> bool {
-    matches!(
-        e,
-        profiledb::Error::Invalid(_)
-            | profiledb::Error::Suppressed { .. }
-            | profiledb::Error::Malformed(_)
-    )
 }
 
 /// A command's result: the exit status on success paths (0, or 1 for "done, but refused").

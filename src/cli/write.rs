@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::progress::{Progress, Unit};
 use super::{
-    Access, CmdResult, DurabilityArg, FAILED, Failure, Global, OK, close, describe, is_refusal,
-    open, print_json,
+    Access, CmdResult, DurabilityArg, FAILED, Failure, Global, OK, close, describe, open,
+    print_json,
 };
 
 /// How commands that apply many calls from one thread (`import`, `bench`) honour
@@ -179,7 +179,7 @@ pub fn import(global: &Global, file: &str) -> CmdResult {
         // The reader already refused lines over the call-size limit (`apply_json`'s check).
         match Message::parse(text).and_then(|m| db.apply_with(&m, call_durability)) {
             Ok(outcome) => summary.count(&outcome),
-            Err(e) if is_refusal(&e) => {
+            Err(e) if e.is_refusal() => {
                 summary.refused += 1;
                 progress.println(&format!("{name}:{lineno}: {e}"));
             }

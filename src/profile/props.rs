@@ -146,6 +146,7 @@ pub struct PropState {
 }
 
 impl PropState {
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the crate's tests only
     /// Apply `op` stamped with the call's event time `ts` and arrival order `order`.
     pub fn apply(&mut self, op: &PropOp, ts: Timestamp, order: u64) -> Applied {
         self.apply_owned(op.clone(), ts, order)
@@ -282,6 +283,7 @@ impl PropState {
         }
     }
 
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the crate's tests only
     /// Timestamp of the newest operation that decided the current value (for `updated_at`
     /// style reporting and tests): the newest of the `Set`/`Unset`, the `$set_once` used as
     /// base, and the counted `$add`s.
@@ -318,6 +320,7 @@ impl PropState {
         };
     }
 
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the crate's tests only
     /// Whether the state holds nothing at all (no operation was ever taken).
     pub fn is_empty(&self) -> bool {
         self.lww.is_none() && self.once.is_none() && self.adds.is_none()

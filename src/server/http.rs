@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 use super::auth::{Credentials, basic_auth_key};
-use super::ingest::{self, Endpoint, Reply, is_store_failure};
+use super::ingest::{self, Endpoint, Reply};
 use super::metrics::{self, StoreFigures};
 use super::{AppState, Project};
 use crate::Selector;
@@ -233,7 +233,7 @@ async fn profile_reply(
     let reply = tokio::task::spawn_blocking(move || match project.db.get(&selector) {
         Ok(Some(profile)) => Reply::json(&profile),
         Ok(None) => not_found(&selector),
-        Err(e) if is_store_failure(&e) => Reply::unavailable(&project, &e),
+        Err(e) if !e.is_refusal() => Reply::unavailable(&project, &e),
         Err(e) => Reply::error(400, e.kind(), &e.to_string()),
     })
     .await
@@ -288,7 +288,7 @@ async fn delete_reply(
                 suppressed: suppress,
             }),
             Ok(None) => not_found(&selector),
-            Err(e) if is_store_failure(&e) => Reply::unavailable(&project, &e),
+            Err(e) if !e.is_refusal() => Reply::unavailable(&project, &e),
             Err(e) => Reply::error(400, e.kind(), &e.to_string()),
         }
     })

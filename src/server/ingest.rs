@@ -78,15 +78,6 @@ impl Reply {
     }
 }
 
-/// Whether a store error means the store cannot be trusted with this request (503) rather
-/// than a refusal of one message.
-pub(crate) fn is_store_failure(e: &Error) -> bool {
-    !matches!(
-        e,
-        Error::Invalid(_) | Error::Suppressed { .. } | Error::Malformed(_) | Error::Options { .. }
-    )
-}
-
 /// One message's result.
 #[derive(Serialize)]
 struct MessageResult {
@@ -441,7 +432,7 @@ fn apply_all(
                     error: None,
                 });
             }
-            Err(e) if is_store_failure(&e) => return Reply::unavailable(project, &e),
+            Err(e) if !e.is_refusal() => return Reply::unavailable(project, &e),
             Err(e) => results.push(refuse(
                 metrics,
                 &mut refused,

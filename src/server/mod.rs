@@ -82,55 +82,22 @@ impl ServeConfig {
         self.write_keys.push((key.into(), project.into()));
         self
     }
-}
 
-/// Arguments of `profiledb serve` (the data directory comes from the global `--data`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// Address to listen on, e.g. 0.0.0.0:8080 (port 0 picks a free port; the address is
-    /// printed on stderr).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-
-    /// A write key and the project it writes to, as KEY=PROJECT (repeatable; at least one).
-    /// Project PROJECT's store is the directory DATA/PROJECT, created if missing.
-    #[arg(long = "write-key", value_name = "KEY=PROJECT", required = true)]
-    pub write_keys: Vec<String>,
-
-    /// Largest single message in bytes (Segment: 32 KB).
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes)]
-    pub max_message_bytes: usize,
-
-    /// Largest request body in bytes, after gzip decoding (Segment: 500 KB).
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_batch_bytes)]
-    pub max_batch_bytes: usize,
-
-    /// Most messages in one batch (Segment: 2,500).
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_batch_messages)]
-    pub max_batch_messages: usize,
-}
-
-impl ServeArgs {
-    /// Build the configuration for data directory `data`, checking every `KEY=PROJECT`.
-    pub fn config(&self, data: impl Into<PathBuf>) -> Result<ServeConfig, ServerError> {
-        let mut config = ServeConfig::new(data, self.listen);
-        for spec in &self.write_keys {
-            let Some((key, project)) = spec.rsplit_once('=') else {
-                return Err(ServerError::Config(format!(
-                    "--write-key {spec:?}: expected KEY=PROJECT"
-                )));
-            };
-            config
-                .write_keys
-                .push((key.to_string(), project.to_string()));
-        }
-        config.limits = Limits {
-            max_message_bytes: self.max_message_bytes,
-            max_batch_bytes: self.max_batch_bytes,
-            max_batch_messages: self.max_batch_messages,
+    /// Add a write key given as `KEY=PROJECT` (the form of `--write-key`; the project is what
+    /// follows the last `=`).
+    pub fn write_key_spec(self, spec: &str) -> Result<Self, ServerError> {
+        let Some((key, project)) = spec.rsplit_once('=') else {
+            return Err(ServerError::Config(format!(
+                "--write-key {spec:?}: expected KEY=PROJECT"
+            )));
         };
-        validate_config(&config)?;
-        Ok(config)
+        Ok(self.write_key(key, project))
+    }
+
+    /// Check the configuration as [`run`] and [`serve`] do before they start: at least one
+    /// key, usable keys and project names, no key for two projects, positive limits.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        validate_config(self)
     }
 }
 
@@ -324,9 +291,10 @@ where
     serve_state(state, listener, shutdown).await
 }
 
-/// Like [`serve`], over stores the caller opened (tests use it to inject I/O faults):
+/// Like [`serve`], over stores the caller opened (feature `testing`: tests inject I/O faults):
 /// `stores` pairs each project name of `config.write_keys` with its open [`Db`]. They are
 /// closed at the end like stores [`serve`] opened.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub async fn serve_stores<F>(
     config: ServeConfig,

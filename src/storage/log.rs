@@ -464,6 +464,7 @@ impl Log {
         }
     }
 
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the crate's tests only
     /// Stop the background thread, flush and sync.
     pub fn close(&mut self) -> Result<()> {
         self.closed = true;

@@ -326,6 +326,7 @@ impl Store {
         Ok(problems)
     }
 
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the crate's tests only
     /// Default durability of this store.
     pub fn durability(&self) -> Durability {
         self.inner.shared.durability
@@ -336,12 +337,14 @@ impl Store {
         &self.inner.shared.dir
     }
 
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the crate's tests only
     /// Give up the store: flush buffered bytes, sync, release the lock.
     pub fn close(mut self) -> Result<()> {
         self.inner.close()
     }
 }
 
+#[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the crate's tests only
 /// Encode one frame (as it would sit in a segment) holding `entries` with sequence number
 /// `seq`, appended to `out`. For tools, fuzzing and benchmarks; the store encodes its own.
 pub fn encode_frame(out: &mut Vec<u8>, seq: u64, entries: &[Entry<'_>]) -> Result<()> {
@@ -356,6 +359,7 @@ pub fn encode_frame(out: &mut Vec<u8>, seq: u64, entries: &[Entry<'_>]) -> Resul
     Ok(())
 }
 
+#[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the crate's tests only
 /// Decode and CRC-check the frame at the start of `bytes`, calling `f(kind, id, data)` for each
 /// entry; returns `(seq, frame length)`. Never panics; the error says what is wrong. For tools,
 /// fuzzing and benchmarks.

@@ -1,4 +1,4 @@
-//! `compare`: W1 (shared/BENCHMARKS.md) on profiledb and on its peers (SQLite, redb and fjall
+//! `compare`: W1 (docs/benchmarks.md) on profiledb and on its peers (SQLite, redb and fjall
 //! holding the profile as bincode 2 of a typed record, and the hand-written baseline: hash maps
 //! plus an append-only log of whole profiles), one after another, on the same calls, and a
 //! table of the figures. The earlier JSON form of the peers is kept as extra rows.

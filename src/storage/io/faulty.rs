@@ -1,11 +1,6 @@
-//! The I/O seam: every file operation of the storage engine goes through [`Io`], so tests can
-//! fail the n-th write or fsync and simulate power loss.
-//!
-//! [`RealIo`] is the file system. [`FaultyIo`] is a test double that wraps the real file system
-//! and can fail chosen operations, return `ENOSPC`, do short writes, crash the machine at the
-//! k-th operation of any kind ([`FaultyIo::crash_at`]), and produce the directory a power cut
-//! would leave behind (only what was synced survives; [`FaultyIo::power_loss_with`] chooses how
-//! the unsynced rest is damaged).
+//! Fault injection and power-loss simulation for the crate's own tests (feature `testing`):
+//! [`FaultyIo`] and the kinds of damage it does ([`Op`], [`FaultKind`], [`UnsyncedTail`],
+//! [`NameLoss`], [`PowerCut`]). See the parent module for the seam it plugs into.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -16,129 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-/// An open file of the store (positional reads and writes, no cursor).
-pub trait IoFile: Send + Sync {
-    /// Write `buf` at `offset`; may write fewer bytes (the caller loops).
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<usize>;
-    /// Read into `buf` from `offset`; returns the bytes read (0 at the end).
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
-    /// `fdatasync`.
-    fn sync_data(&self) -> io::Result<()>;
-    /// Truncate or extend.
-    fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Current length.
-    fn len(&self) -> io::Result<u64>;
-    /// Whether the file is empty.
-    fn is_empty(&self) -> io::Result<bool> {
-        Ok(self.len()? == 0)
-    }
-}
-
-/// File-system operations used by the storage engine.
-pub trait Io: Send + Sync {
-    /// Create a directory and its parents.
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// Create a new, empty file (fails if it exists), open for reading and writing.
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn IoFile>>;
-    /// Open an existing file for reading and writing.
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn IoFile>>;
-    /// Read a whole file.
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
-    /// A read-only `std::fs::File` to memory-map, or `None` to fall back to [`Io::read`].
-    fn map_source(&self, path: &Path) -> io::Result<Option<File>>;
-    /// Rename `from` to `to` (atomic, replaces `to`).
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
-    /// Unlink a file.
-    fn remove(&self, path: &Path) -> io::Result<()>;
-    /// fsync a directory (makes creates, renames and unlinks in it durable).
-    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// File names (not paths) in a directory.
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
-    /// Length of a file.
-    fn len(&self, path: &Path) -> io::Result<u64>;
-}
-
-/// Write all of `buf` at `offset`, looping over short writes.
-pub(crate) fn write_all_at(file: &dyn IoFile, mut offset: u64, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        let n = file.write_at(offset, buf)?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
-        }
-        buf = buf.get(n..).unwrap_or(&[]);
-        offset += n as u64;
-    }
-    Ok(())
-}
-
-/// The real file system.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RealIo;
-
-struct RealFile(File);
-
-impl IoFile for RealFile {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<usize> {
-        self.0.write_at(buf, offset)
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
-    }
-}
-
-impl Io for RealIo {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn IoFile>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
-        Ok(Arc::new(RealFile(f)))
-    }
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn IoFile>> {
-        let f = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(Arc::new(RealFile(f)))
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        std::fs::read(path)
-    }
-    fn map_source(&self, path: &Path) -> io::Result<Option<File>> {
-        File::open(path).map(Some)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for e in std::fs::read_dir(dir)? {
-            if let Some(n) = e?.file_name().to_str() {
-                names.push(n.to_string());
-            }
-        }
-        Ok(names)
-    }
-    fn len(&self, path: &Path) -> io::Result<u64> {
-        Ok(std::fs::metadata(path)?.len())
-    }
-}
+use super::{Io, IoFile, RealIo};
 
 /// Kinds of operation [`FaultyIo`] counts and can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
