@@ -107,11 +107,14 @@ impl Server {
             .text()
     }
 
-    /// SIGTERM and a clean exit.
-    fn stop(mut self) {
+    /// SIGTERM and a clean exit; the project's store, reopened.
+    fn stop(mut self) -> (profiledb::Db, tempfile::TempDir) {
         self.process.signal("TERM");
         let status = self.process.wait(Duration::from_secs(60));
         assert!(status.success(), "{status:?}\n{}", self.process.stderr());
+        let db = profiledb::Db::open(self._dir.path().join("app"), profiledb::Options::default())
+            .expect("reopen the project's store");
+        (db, self._dir)
     }
 }
 
@@ -159,5 +162,84 @@ fn rudderstack_python_client_identify_group_alias_track() {
         "{metrics}"
     );
     assert!(refusals_are_zero(&metrics), "{metrics}");
-    server.stop();
+    let (db, _dir) = server.stop();
+    db.close().unwrap();
+}
+
+#[test]
+fn posthog_python_client_identify_set_set_once_unset_alias_group_identify() {
+    let Some(python) = python_with("posthog") else {
+        return;
+    };
+    let server = Server::start("phc_project_key");
+    run_script(&python, "send_posthog.py", &server.url(), server.key);
+
+    let p = server.profile("user_id=ph-user-1").expect("ph-user-1");
+    // $identify merged the anonymous person (and its $set_once) into the identified one.
+    assert_eq!(p["email"], "Pip@Example.com", "{p}");
+    assert_eq!(p["properties"]["first_name"], "Pip");
+    assert_eq!(p["properties"]["first_campaign"], "spring");
+    // set after the $identify's $set wins; set_once leaves a set property alone.
+    assert_eq!(p["properties"]["plan"], "team");
+    assert_eq!(p["properties"]["signup_source"], "ads");
+    // $unset on an ordinary event.
+    assert!(p["properties"].get("temp").is_none(), "{p}");
+    let anon = p["anonymous_ids"].as_array().unwrap();
+    for a in ["ph-anon-1", "ph-anon-2"] {
+        assert!(anon.contains(&json!(a)), "{a} missing: {p}");
+    }
+    assert_eq!(
+        server.profile("anonymous_id=ph-anon-1").unwrap()["key"],
+        p["key"]
+    );
+    // The unknown key wrote nothing.
+    assert!(server.profile("user_id=ph-user-2").is_none());
+    assert!(refusals_are_zero(&server.metrics()), "{}", server.metrics());
+    let (db, _dir) = server.stop();
+    let company = db
+        .company("ph-co-1")
+        .unwrap()
+        .expect("group_identify made the company");
+    let company = serde_json::to_value(&company).unwrap();
+    assert_eq!(company["properties"]["name"], "PostCo", "{company}");
+    assert_eq!(company["properties"]["employees"], 11, "{company}");
+    db.close().unwrap();
+}
+
+#[test]
+fn mixpanel_python_client_people_operations_and_group_set() {
+    let Some(python) = python_with("mixpanel") else {
+        return;
+    };
+    let server = Server::start("mp-project-token");
+    run_script(&python, "send_mixpanel.py", &server.url(), server.key);
+
+    let p = server.profile("user_id=mp-user-1").expect("mp-user-1");
+    let props = &p["properties"];
+    // Reserved properties under profiledb's names; the email is the identifier.
+    assert_eq!(p["email"], "Max@Example.com", "{p}");
+    assert_eq!(props["first_name"], "Max");
+    assert_eq!(props["name"], "Max Power");
+    assert_eq!(props["created_at"], "2026-01-02T03:04:05Z");
+    assert_eq!(p["created_at"], "2026-01-02T03:04:05Z");
+    assert_eq!(props["phone"], "+44 20 7946 0000");
+    assert_eq!(props["plan"], "free");
+    assert_eq!(props["source"], "ads");
+    assert_eq!(props["logins"], 5);
+    assert_eq!(props["events"], json!(["signup", "upgrade"]));
+    assert_eq!(props["tags"], json!(["a", "c", "d"]));
+    assert!(props.get("temp").is_none(), "{p}");
+    // people_delete removed the profile.
+    assert!(server.profile("user_id=mp-gone").is_none());
+    assert!(server.profile("user_id=mp-user-2").is_none());
+    assert!(refusals_are_zero(&server.metrics()), "{}", server.metrics());
+    let (db, _dir) = server.stop();
+    let company = db
+        .company("mp-co-1")
+        .unwrap()
+        .expect("group_set made the company");
+    let company = serde_json::to_value(&company).unwrap();
+    assert_eq!(company["properties"]["name"], "MixCo", "{company}");
+    assert_eq!(company["properties"]["tier"], 2, "{company}");
+    db.close().unwrap();
 }
