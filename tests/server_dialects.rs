@@ -549,3 +549,35 @@ fn mixpanel_groups_set_unset_and_refusals() {
     assert_eq!(c["properties"], json!({"name": "Co"}), "{c}");
     db.close().unwrap();
 }
+
+#[test]
+fn list_operations_over_every_dialect() {
+    let server = TestServer::start(&[(KEY, "app")]);
+    // Segment's /v1/batch.
+    let r = server.post(
+        "/v1/batch",
+        KEY,
+        &json!({"batch": [{"userId": "l-1", "$union": {"tags": ["seg"]}}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // PostHog events (top level and in properties).
+    let r = post_json(
+        &server,
+        "/batch/",
+        &json!({"api_key": KEY, "batch": [
+        {"event": "x", "distinct_id": "l-1", "$union": {"tags": ["ph", "seg"]}},
+        {"event": "x", "distinct_id": "l-1", "properties": {"$append": {"tags": "ph2"}}}]}),
+    );
+    assert_eq!(statuses(&r), ["accepted", "accepted"], "{}", r.text());
+    // Mixpanel's /engage.
+    let r = post_json(
+        &server,
+        "/engage?verbose=1",
+        &json!([
+        {"$token": KEY, "$distinct_id": "l-1", "$remove": {"tags": "seg"}},
+        {"$token": KEY, "$distinct_id": "l-1", "$union": {"tags": ["mp"]}}]),
+    );
+    assert_eq!(r.json()["status"], 1, "{}", r.text());
+    let p = profile(&server, "user_id=l-1").unwrap();
+    assert_eq!(p["properties"]["tags"], json!(["ph", "ph2", "mp"]), "{p}");
+}

@@ -214,6 +214,10 @@ fn translate(event: &Value, max_bytes: usize) -> Item {
         put("$set", object_op(e, props, "$set"));
         put("$set_once", object_op(e, props, "$set_once"));
         put("$unset", unset_op(e, props));
+        // Not PostHog's: profiledb's list operations, read like `$set` (docs/clients.md).
+        for list in ["$append", "$union", "$remove"] {
+            put(list, object_op(e, props, list));
+        }
     };
     let id = |v: Option<String>| v.map(Value::String);
     match name {
@@ -244,9 +248,16 @@ fn translate(event: &Value, max_bytes: usize) -> Item {
             );
         }
         _ => {
-            let has_ops = ["$set", "$set_once", "$unset"]
-                .iter()
-                .any(|k| e.contains_key(*k) || props.contains_key(*k));
+            let has_ops = [
+                "$set",
+                "$set_once",
+                "$unset",
+                "$append",
+                "$union",
+                "$remove",
+            ]
+            .iter()
+            .any(|k| e.contains_key(*k) || props.contains_key(*k));
             let personless = props.get("$process_person_profile") == Some(&Value::Bool(false));
             let field = if anonymous(props, distinct_id.as_deref()) {
                 "anonymousId"
