@@ -108,6 +108,7 @@ pub use error::{Error, FieldError, Result};
 pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
 pub use profile::filter::{Filter, Op};
 pub use profile::message::{Alias, CompanyRef, Group, Identify, Link, Message, Number};
+pub use profile::props::ListOp;
 pub use storage::StorageStats;
 pub use types::value::{Timestamp, Value};
 pub use types::{Company, Moved, Outcome, Profile, Selector, Status};
