@@ -690,6 +690,7 @@ fn bad_configurations_are_refused() {
         max_message_bytes: 32 * 1024,
         max_batch_bytes: 500 * 1024,
         max_batch_messages: 2500,
+        allowed_origins: Vec::new(),
     };
     for bad in [
         &[][..],

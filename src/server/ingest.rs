@@ -201,11 +201,13 @@ fn invalid_json(e: impl std::fmt::Display) -> Reply {
     )
 }
 
-/// The project of a request: the basic-auth key, else the body's `writeKey`.
+/// The project of a request: the basic-auth key, else the body's `writeKey`; refused when the
+/// request comes from a web page whose origin the project does not allow (docs/browser.md).
 fn authenticate<'s>(
     state: &'s AppState,
     credentials: &Credentials,
     body_key: Option<&Value>,
+    origin: Option<&str>,
 ) -> Result<&'s Arc<Project>, Reply> {
     let key = match (credentials, body_key) {
         (Credentials::Key(k), _) => k.as_str(),
@@ -221,9 +223,11 @@ fn authenticate<'s>(
             ));
         }
     };
-    state
+    let project = state
         .project(key)
-        .ok_or_else(|| Reply::unauthorized("unknown write key"))
+        .ok_or_else(|| Reply::unauthorized("unknown write key"))?;
+    state.origins.check(&project.name, origin)?;
+    Ok(project)
 }
 
 /// The whole work of one ingestion request (runs on the blocking pool).
@@ -231,6 +235,7 @@ pub(crate) fn process(
     state: &AppState,
     endpoint: Endpoint,
     credentials: Credentials,
+    origin: Option<&str>,
     gzip: bool,
     body: &[u8],
 ) -> Reply {
@@ -261,7 +266,7 @@ pub(crate) fn process(
                 Ok(t) => t,
                 Err(e) => return invalid_json(e),
             };
-            let project = match authenticate(state, &credentials, top.write_key.as_ref()) {
+            let project = match authenticate(state, &credentials, top.write_key.as_ref(), origin) {
                 Ok(p) => p,
                 Err(r) => return r,
             };
@@ -314,7 +319,7 @@ pub(crate) fn process(
                 Err(e) => return invalid_json(e),
             };
             let body_key = top.remove("writeKey");
-            let project = match authenticate(state, &credentials, body_key.as_ref()) {
+            let project = match authenticate(state, &credentials, body_key.as_ref(), origin) {
                 Ok(p) => p,
                 Err(r) => return r,
             };

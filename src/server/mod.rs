@@ -13,6 +13,7 @@
 //! by tests and embedders).
 
 mod auth;
+mod browser;
 mod http;
 mod ingest;
 mod metrics;
@@ -63,6 +64,9 @@ pub struct ServeConfig {
     pub options: Options,
     /// Size limits of requests and messages.
     pub limits: Limits,
+    /// `(project, origin)` pairs: the web origins whose pages may write to a project from a
+    /// browser (CORS, docs/browser.md). A project with none accepts every origin.
+    pub allowed_origins: Vec<(String, String)>,
 }
 
 impl ServeConfig {
@@ -74,12 +78,20 @@ impl ServeConfig {
             write_keys: Vec::new(),
             options: Options::default(),
             limits: Limits::default(),
+            allowed_origins: Vec::new(),
         }
     }
 
     /// Add a write key for a project (builder style).
     pub fn write_key(mut self, key: impl Into<String>, project: impl Into<String>) -> Self {
         self.write_keys.push((key.into(), project.into()));
+        self
+    }
+
+    /// Let pages of `origin` (`https://shop.example`, or `*`) write to `project` from a
+    /// browser (builder style). Once a project has one, other origins are refused.
+    pub fn allowed_origin(mut self, project: impl Into<String>, origin: impl Into<String>) -> Self {
+        self.allowed_origins.push((project.into(), origin.into()));
         self
     }
 }
@@ -108,6 +120,12 @@ pub struct ServeArgs {
     /// Most messages in one batch (Segment: 2,500).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_batch_messages)]
     pub max_batch_messages: usize,
+
+    /// A web origin whose pages may write to a project from a browser, as
+    /// PROJECT=ORIGIN (e.g. shop=https://shop.example; repeatable). A project without one
+    /// accepts browser writes from every origin (docs/browser.md).
+    #[arg(long = "allowed-origin", value_name = "PROJECT=ORIGIN")]
+    pub allowed_origins: Vec<String>,
 }
 
 impl ServeArgs {
@@ -123,6 +141,16 @@ impl ServeArgs {
             config
                 .write_keys
                 .push((key.to_string(), project.to_string()));
+        }
+        for spec in &self.allowed_origins {
+            let Some((project, origin)) = spec.split_once('=') else {
+                return Err(ServerError::Config(format!(
+                    "--allowed-origin {spec:?}: expected PROJECT=ORIGIN"
+                )));
+            };
+            config
+                .allowed_origins
+                .push((project.to_string(), origin.to_string()));
         }
         config.limits = Limits {
             max_message_bytes: self.max_message_bytes,
@@ -204,6 +232,8 @@ pub(crate) struct AppState {
     pub(crate) projects: Vec<Arc<Project>>,
     pub(crate) limits: Limits,
     pub(crate) http: metrics::HttpMetrics,
+    /// Which web origins may write to which project (CORS).
+    pub(crate) origins: browser::Origins,
 }
 
 impl AppState {
@@ -257,6 +287,7 @@ fn validate_config(config: &ServeConfig) -> Result<(), ServerError> {
             )));
         }
     }
+    browser::Origins::from_config(config)?;
     let l = &config.limits;
     if l.max_message_bytes == 0 || l.max_batch_bytes == 0 || l.max_batch_messages == 0 {
         return Err(ServerError::Config("size limits must be positive".into()));
@@ -305,6 +336,7 @@ fn build_state(config: &ServeConfig, stores: Vec<(String, Db)>) -> Result<AppSta
         projects,
         limits: config.limits,
         http: metrics::HttpMetrics::default(),
+        origins: browser::Origins::from_config(config)?,
     })
 }
 
