@@ -106,7 +106,7 @@ window.posthog = []; posthog._i = [];
 posthog.init = function (token, config, name) {{ posthog._i.push([token, config, name]); }};
 posthog.init({json.dumps(KEY)}, {{api_host: {json.dumps(SERVE)}, autocapture: false,
   disable_session_recording: true, disable_surveys: true, persistence: "localStorage+cookie",
-  request_batching: false,
+  request_batching: false, opt_out_useragent_filter: true,
   loaded: function (ph) {{ window.posthogReady = true; }}}});
 </script>
 <script src="/npm/posthog-js/dist/array.js"></script>
