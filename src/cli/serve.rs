@@ -30,6 +30,12 @@ pub struct ServeArgs {
     /// Most messages in one batch (Segment: 2,500).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_batch_messages)]
     pub max_batch_messages: usize,
+
+    /// A web origin whose pages may write to a project from a browser, as
+    /// PROJECT=ORIGIN (e.g. shop=https://shop.example; repeatable). A project without one
+    /// accepts browser writes from every origin (docs/browser.md).
+    #[arg(long = "allowed-origin", value_name = "PROJECT=ORIGIN")]
+    pub allowed_origins: Vec<String>,
 }
 
 impl ServeArgs {
@@ -38,6 +44,9 @@ impl ServeArgs {
         let mut config = ServeConfig::new(data, self.listen);
         for spec in &self.write_keys {
             config = config.write_key_spec(spec)?;
+        }
+        for spec in &self.allowed_origins {
+            config = config.allowed_origin_spec(spec)?;
         }
         config.limits = Limits {
             max_message_bytes: self.max_message_bytes,

@@ -32,7 +32,8 @@ pub(crate) fn router(state: Shared) -> Router {
             },
         )
     };
-    Router::new()
+    // What web pages call: answered to browsers of the allowed origins (CORS).
+    let writes = Router::new()
         .route(
             "/v1/batch",
             post(|State(s): State<Shared>, headers: HeaderMap, body: Body| {
@@ -45,6 +46,12 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/v1/track", single("track"))
         .route("/v1/page", single("page"))
         .route("/v1/screen", single("screen"))
+        .merge(super::browser::write_routes())
+        .layer(super::browser::cors_layer(&state));
+    // Reads, deletes and operations: never answered to browsers of other origins.
+    Router::new()
+        .merge(writes)
+        .merge(super::browser::script_routes())
         .route(
             "/v1/profiles",
             get(get_profile).delete(delete_profile).head(get_profile),
@@ -159,7 +166,7 @@ async fn read_limited(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
     read_body(body, limit).await
 }
 
-fn respond(state: &AppState, endpoint: &'static str, reply: Reply) -> Response {
+pub(crate) fn respond(state: &AppState, endpoint: &'static str, reply: Reply) -> Response {
     state.http.record(endpoint, reply.status);
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, reply.body).into_response();
@@ -175,7 +182,7 @@ const DRAIN_LIMIT: usize = 8 << 20;
 
 /// Read the body, refusing it once it passes `limit` bytes (the rest is drained, up to
 /// [`DRAIN_LIMIT`], and dropped).
-async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Reply> {
+pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Reply> {
     let mut buf = Vec::new();
     let mut seen = 0usize;
     loop {
@@ -207,7 +214,7 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Reply> {
     }
 }
 
-async fn ingest_request(
+pub(crate) async fn ingest_request(
     state: Shared,
     endpoint: Endpoint,
     headers: HeaderMap,
@@ -236,9 +243,17 @@ async fn ingest_request(
         Ok(b) => b,
         Err(reply) => return respond(&state, label, reply),
     };
+    let origin = super::browser::origin_of(&headers);
     let worker = Arc::clone(&state);
     let reply = tokio::task::spawn_blocking(move || {
-        ingest::process(&worker, endpoint, credentials, gzip, &bytes)
+        ingest::process(
+            &worker,
+            endpoint,
+            credentials,
+            origin.as_deref(),
+            gzip,
+            &bytes,
+        )
     })
     .await
     .unwrap_or_else(|e| Reply::error(500, "internal", &format!("request task failed: {e}")));

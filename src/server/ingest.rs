@@ -237,11 +237,13 @@ pub(crate) fn project_for_body_key<'s>(
         .ok_or_else(|| Reply::unauthorized("unknown write key"))
 }
 
-/// The project of a request: the basic-auth key, else the body's `writeKey`.
+/// The project of a request: the basic-auth key, else the body's `writeKey`; refused when the
+/// request comes from a web page whose origin the project does not allow (docs/browser.md).
 fn authenticate<'s>(
     state: &'s AppState,
     credentials: &Credentials,
     body_key: Option<&Value>,
+    origin: Option<&str>,
 ) -> Result<&'s Arc<Project>, Reply> {
     let key = match (credentials, body_key) {
         (Credentials::Key(k), _) => k.as_str(),
@@ -257,9 +259,11 @@ fn authenticate<'s>(
             ));
         }
     };
-    state
+    let project = state
         .project(key)
-        .ok_or_else(|| Reply::unauthorized("unknown write key"))
+        .ok_or_else(|| Reply::unauthorized("unknown write key"))?;
+    state.origins.check(&project.name, origin)?;
+    Ok(project)
 }
 
 /// The whole work of one ingestion request (runs on the blocking pool).
@@ -267,6 +271,7 @@ pub(crate) fn process(
     state: &AppState,
     endpoint: Endpoint,
     credentials: Credentials,
+    origin: Option<&str>,
     gzip: bool,
     body: &[u8],
 ) -> Reply {
@@ -297,7 +302,7 @@ pub(crate) fn process(
                 Ok(t) => t,
                 Err(e) => return invalid_json(e),
             };
-            let project = match authenticate(state, &credentials, top.write_key.as_ref()) {
+            let project = match authenticate(state, &credentials, top.write_key.as_ref(), origin) {
                 Ok(p) => p,
                 Err(r) => return r,
             };
@@ -350,7 +355,7 @@ pub(crate) fn process(
                 Err(e) => return invalid_json(e),
             };
             let body_key = top.remove("writeKey");
-            let project = match authenticate(state, &credentials, body_key.as_ref()) {
+            let project = match authenticate(state, &credentials, body_key.as_ref(), origin) {
                 Ok(p) => p,
                 Err(r) => return r,
             };

@@ -14,6 +14,7 @@
 
 mod auth;
 mod body;
+mod browser;
 mod http;
 mod ingest;
 mod metrics;
@@ -66,6 +67,9 @@ pub struct ServeConfig {
     pub options: Options,
     /// Size limits of requests and messages.
     pub limits: Limits,
+    /// `(project, origin)` pairs: the web origins whose pages may write to a project from a
+    /// browser (CORS, docs/browser.md). A project with none accepts every origin.
+    pub allowed_origins: Vec<(String, String)>,
 }
 
 impl ServeConfig {
@@ -77,6 +81,7 @@ impl ServeConfig {
             write_keys: Vec::new(),
             options: Options::default(),
             limits: Limits::default(),
+            allowed_origins: Vec::new(),
         }
     }
 
@@ -95,6 +100,23 @@ impl ServeConfig {
             )));
         };
         Ok(self.write_key(key, project))
+    }
+
+    /// Let pages of `origin` (`https://shop.example`, or `*`) write to `project` from a
+    /// browser (builder style). Once a project has one, other origins are refused.
+    pub fn allowed_origin(mut self, project: impl Into<String>, origin: impl Into<String>) -> Self {
+        self.allowed_origins.push((project.into(), origin.into()));
+        self
+    }
+
+    /// Add an allowed origin given as `PROJECT=ORIGIN` (the form of `--allowed-origin`).
+    pub fn allowed_origin_spec(self, spec: &str) -> Result<Self, ServerError> {
+        let Some((project, origin)) = spec.split_once('=') else {
+            return Err(ServerError::Config(format!(
+                "--allowed-origin {spec:?}: expected PROJECT=ORIGIN"
+            )));
+        };
+        Ok(self.allowed_origin(project, origin))
     }
 
     /// Check the configuration as [`run`] and [`serve`] do before they start: at least one
@@ -174,6 +196,8 @@ pub(crate) struct AppState {
     pub(crate) projects: Vec<Arc<Project>>,
     pub(crate) limits: Limits,
     pub(crate) http: metrics::HttpMetrics,
+    /// Which web origins may write to which project (CORS).
+    pub(crate) origins: browser::Origins,
 }
 
 impl AppState {
@@ -227,6 +251,7 @@ fn validate_config(config: &ServeConfig) -> Result<(), ServerError> {
             )));
         }
     }
+    browser::Origins::from_config(config)?;
     let l = &config.limits;
     if l.max_message_bytes == 0 || l.max_batch_bytes == 0 || l.max_batch_messages == 0 {
         return Err(ServerError::Config("size limits must be positive".into()));
@@ -275,6 +300,7 @@ fn build_state(config: &ServeConfig, stores: Vec<(String, Db)>) -> Result<AppSta
         projects,
         limits: config.limits,
         http: metrics::HttpMetrics::default(),
+        origins: browser::Origins::from_config(config)?,
     })
 }
 

@@ -323,6 +323,11 @@ impl ServerProcess {
     /// Start `profiledb --data DATA serve --listen 127.0.0.1:0 --write-key ...` and wait for
     /// its "listening on" line.
     pub fn start(data: &Path, keys: &[(&str, &str)]) -> ServerProcess {
+        Self::start_with_args(data, keys, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with more `serve` arguments.
+    pub fn start_with_args(data: &Path, keys: &[(&str, &str)], extra: &[&str]) -> ServerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_profiledb"));
         cmd.arg("--data")
             .arg(data)
@@ -332,6 +337,7 @@ impl ServerProcess {
         for (k, p) in keys {
             cmd.arg("--write-key").arg(format!("{k}={p}"));
         }
+        cmd.args(extra);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
