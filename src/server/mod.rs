@@ -13,10 +13,13 @@
 //! by tests and embedders).
 
 mod auth;
+mod body;
 mod browser;
 mod http;
 mod ingest;
 mod metrics;
+mod mixpanel;
+mod posthog;
 
 use std::collections::HashMap;
 use std::future::Future;
