@@ -424,7 +424,24 @@ fn tools_or_skip(test: &str) -> Option<Tools> {
 
 #[test]
 fn real_browser_embed_analytics_js_posthog_js() {
-    let Some(tools) = tools_or_skip("real_browser_embed_analytics_js_posthog_js") else {
+    run_in_browser(
+        "real_browser_embed_analytics_js_posthog_js",
+        &["embed", "segment", "posthog_start"],
+    );
+}
+
+/// posthog-js's identify read back as a profile. Ignored: every person write of posthog-js
+/// carries `$set_once` of PostHog's own `$initial_current_url`, `$initial_host`, ... which
+/// src/server/posthog.rs passes on and the property-name rule (no leading `$`) refuses, so
+/// the whole event is refused. Run with `--ignored` once the PostHog dialect drops them.
+#[test]
+#[ignore = "posthog.rs refuses posthog-js's $set_once.$initial_* (see comment)"]
+fn real_browser_posthog_js_identify() {
+    run_in_browser("real_browser_posthog_js_identify", &["posthog"]);
+}
+
+fn run_in_browser(test: &str, scenarios: &[&str]) {
+    let Some(tools) = tools_or_skip(test) else {
         return;
     };
     let data = tempfile::tempdir().unwrap();
@@ -439,7 +456,7 @@ fn real_browser_embed_analytics_js_posthog_js() {
         .arg(format!("http://{}", server.addr))
         .args([KEY, LOCKED_KEY])
         .arg(&tools.npm)
-        .args(["embed", "segment"])
+        .args(scenarios)
         .env("SE_OFFLINE", "true")
         .output()
         .expect("run drive.py");
@@ -452,7 +469,7 @@ fn real_browser_embed_analytics_js_posthog_js() {
         out.status,
         server.stderr()
     );
-    for scenario in ["embed", "segment"] {
+    for scenario in scenarios {
         assert!(
             stdout.lines().any(|l| l == format!("ok {scenario}")),
             "{scenario} did not finish: {stdout}"

@@ -47,6 +47,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/v1/page", single("page"))
         .route("/v1/screen", single("screen"))
         .merge(super::browser::write_routes())
+        .merge(vendor_routes())
         .layer(super::browser::cors_layer(&state));
     // Reads, deletes and operations: never answered to browsers of other origins.
     Router::new()
@@ -56,7 +57,6 @@ pub(crate) fn router(state: Shared) -> Router {
             "/v1/profiles",
             get(get_profile).delete(delete_profile).head(get_profile),
         )
-        .merge(vendor_routes())
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
         .layer(DefaultBodyLimit::disable())
@@ -127,10 +127,16 @@ async fn vendor_request(
         Ok(b) => b,
         Err(reply) => return respond(&state, label, reply),
     };
+    let origin = super::browser::origin_of(&headers);
     let worker = Arc::clone(&state);
-    let reply = tokio::task::spawn_blocking(move || match vendor {
-        Vendor::PostHog => posthog::process(&worker, gzip, &bytes),
-        Vendor::Mixpanel(kind) => mixpanel::process(&worker, kind, gzip, query.as_deref(), &bytes),
+    let reply = tokio::task::spawn_blocking(move || {
+        let origin = origin.as_deref();
+        match vendor {
+            Vendor::PostHog => posthog::process(&worker, origin, gzip, &bytes),
+            Vendor::Mixpanel(kind) => {
+                mixpanel::process(&worker, kind, origin, gzip, query.as_deref(), &bytes)
+            }
+        }
     })
     .await
     .unwrap_or_else(|e| Reply::error(500, "internal", &format!("request task failed: {e}")));

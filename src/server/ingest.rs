@@ -227,7 +227,8 @@ fn invalid_json(e: impl std::fmt::Display) -> Reply {
 
 /// The project of a write key found in a request body (a PostHog project API key, a Mixpanel
 /// project token). The one place body tokens are checked, so that a change of key rules
-/// (src/server/auth.rs) is made here once.
+/// (src/server/auth.rs) is made here once. The caller then checks the request's web origin
+/// (`state.origins.check`, docs/browser.md).
 pub(crate) fn project_for_body_key<'s>(
     state: &'s AppState,
     key: &str,

@@ -28,6 +28,7 @@ pub(crate) enum Kind {
 pub(crate) fn process(
     state: &AppState,
     kind: Kind,
+    origin: Option<&str>,
     gzip: bool,
     query: Option<&str>,
     body: &[u8],
@@ -48,7 +49,7 @@ pub(crate) fn process(
                 .and_then(|d| d.field("verbose").map(str::to_string))
         })
         .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    let result = decoded.and_then(|d| ingest_records(state, kind, d.json));
+    let result = decoded.and_then(|d| ingest_records(state, kind, origin, d.json));
     match result {
         Ok(answer) => {
             let error = answer
@@ -95,7 +96,12 @@ struct Answer<'a> {
     answer: &'a BatchAnswer,
 }
 
-fn ingest_records(state: &AppState, kind: Kind, json: Value) -> Result<BatchAnswer, Reply> {
+fn ingest_records(
+    state: &AppState,
+    kind: Kind,
+    origin: Option<&str>,
+    json: Value,
+) -> Result<BatchAnswer, Reply> {
     let limits = state.limits;
     let records = match json {
         Value::Array(records) => records,
@@ -120,6 +126,7 @@ fn ingest_records(state: &AppState, kind: Kind, json: Value) -> Result<BatchAnsw
         ));
     }
     let project = project_of(state, kind, &records)?;
+    state.origins.check(&project.name, origin)?;
     let items = records
         .iter()
         .map(|r| {

@@ -12,8 +12,8 @@ use super::ingest::{self, BatchAnswer, Item, Pending, Reply};
 use super::{AppState, Project};
 
 /// The whole work of one capture request (on the blocking pool); errors in PostHog's shape.
-pub(crate) fn process(state: &AppState, gzip: bool, body: &[u8]) -> Reply {
-    match capture(state, gzip, body) {
+pub(crate) fn process(state: &AppState, origin: Option<&str>, gzip: bool, body: &[u8]) -> Reply {
+    match capture(state, origin, gzip, body) {
         Ok(reply) => reply,
         Err(reply) => reshape_error(reply),
     }
@@ -59,7 +59,12 @@ fn event_token(event: &Value) -> Option<String> {
     token_in(obj).or_else(|| obj.get("properties")?.as_object().and_then(token_in))
 }
 
-fn capture(state: &AppState, gzip: bool, body: &[u8]) -> Result<Reply, Reply> {
+fn capture(
+    state: &AppState,
+    origin: Option<&str>,
+    gzip: bool,
+    body: &[u8],
+) -> Result<Reply, Reply> {
     let limits = state.limits;
     let decoded = body::decode(body, gzip, limits.max_batch_bytes)?;
     let form_token = decoded.field("api_key").map(str::to_string);
@@ -97,6 +102,7 @@ fn capture(state: &AppState, gzip: bool, body: &[u8]) -> Result<Reply, Reply> {
         ));
     }
     let project = project_of(state, top_token, &events)?;
+    state.origins.check(&project.name, origin)?;
     let items = events
         .iter()
         .map(|e| Pending::Item(translate(e, limits.max_message_bytes)))

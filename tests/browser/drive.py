@@ -357,6 +357,25 @@ def scenario_segment(driver, pages):
 
 
 # ---- (c) posthog-js ----
+def answered(endpoint):
+    """How many 200 answers the server counted for `endpoint` (its /metrics)."""
+    with urllib.request.urlopen(f"{SERVE}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    line = f'profiledb_http_responses_total{{endpoint="{endpoint}",code="200"}} '
+    return sum(int(l[len(line):]) for l in text.splitlines() if l.startswith(line))
+
+
+def scenario_posthog_start(driver, pages):
+    """posthog-js starts against the server: its remote config answered (nothing enabled, so
+    it asks for no flags) and its first event (a $pageview) accepted by the capture endpoint."""
+    before = {e: answered(e) for e in ["posthog_config", "posthog_capture"]}
+    driver.get(f"{pages}/posthog.html")
+    js_wait(driver, "posthog-js loaded", "window.posthogReady")
+    check(driver.execute_script("return !posthog.isFeatureEnabled('anything')"), "no feature flags")
+    for endpoint, n in before.items():
+        wait_for(f"posthog-js called {endpoint}", lambda: answered(endpoint), lambda m: m > n)
+
+
 def scenario_posthog(driver, pages):
     driver.get(f"{pages}/posthog.html")
     js_wait(driver, "posthog-js loaded", "window.posthogReady")
