@@ -94,6 +94,9 @@ mod wire;
 pub mod profile;
 #[cfg(not(feature = "testing"))]
 mod profile;
+#[cfg(any(feature = "cli", feature = "testing"))]
+#[doc(hidden)]
+pub mod rng;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod storage;

@@ -27,6 +27,7 @@
 use std::io::{self, Write};
 
 use crate::profile::message::{Identify, Message};
+use crate::rng::SplitMix64;
 use crate::types::value::{Timestamp, Value};
 
 /// String-valued trait names of the vocabulary.
@@ -157,26 +158,6 @@ pub fn user_id(p: u64) -> String {
 /// The email of person `p` (a valid address).
 pub fn email(p: u64) -> String {
     format!("person{p}@example.com")
-}
-
-/// splitmix64: tiny, fast, good enough for a workload generator, and stable forever (the
-/// workload must not change when a dependency does).
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`), by multiply-shift (bias negligible for our `n`).
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
 }
 
 /// `count` (at most 4) distinct indexes below `n` (at most 16): a partial Fisher-Yates.

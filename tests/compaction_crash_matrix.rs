@@ -17,6 +17,7 @@
 //! This goes beyond `storage_faults::compaction_is_crash_safe_at_every_step` (raw storage,
 //! one fault kind at a time, power cut dropping everything unsynced).
 
+#[path = "support/crash.rs"]
 mod crash_support;
 
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! SPEC 1, 2 and 3.7: companies and membership, reads and scans with filters.
 
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

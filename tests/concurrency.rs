@@ -1,6 +1,7 @@
 //! SPEC 4: `Db` is `Send + Sync`; many threads identify and read at once, and the result equals
 //! some serial order of the calls. A merge is one atomic write.
 
+#[path = "support/common.rs"]
 mod common;
 
 use std::sync::Arc;

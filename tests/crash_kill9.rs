@@ -17,8 +17,10 @@
 //! `PROFILEDB_CRASH_ROUNDS` for more (the total, split between the modes), and
 //! `PROFILEDB_CRASH_SEED` to replay a run (the seed is printed).
 
+#[path = "support/identify_model/mod.rs"]
 mod identify_model;
 
+use profiledb::rng::SplitMix64;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -105,16 +107,6 @@ fn kill9_child() {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[derive(Default)]
 struct Heard {
     ready: bool,
@@ -145,7 +137,7 @@ fn kill_9_rounds(mode: &str) {
                 | 1
         });
     eprintln!("kill_9 {mode}: seed {seed}, {rounds} rounds");
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
     let durable = durability(mode).waits();
     // What the last reopen showed: the model of that prefix (only ever moves forward).
     let mut model = Model::new(seed);
@@ -209,7 +201,7 @@ fn kill_9_rounds(mode: &str) {
         });
         // One round in five kills the child while it may still be opening (recovering) the
         // store; the others let it run 0-40 ms after it is ready.
-        let r = rng.next();
+        let r = rng.next_u64();
         if r.is_multiple_of(5) {
             std::thread::sleep(Duration::from_millis(r % 15));
         } else {

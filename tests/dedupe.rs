@@ -1,6 +1,7 @@
 //! SPEC 2: a messageId already applied is acknowledged and ignored, also after a restart and a
 //! compaction, within the configured window.
 
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

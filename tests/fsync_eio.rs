@@ -3,8 +3,9 @@
 //! closes, for every n, once and permanently (and `ENOSPC` from fdatasync). The failing call
 //! errs, the store is poisoned until reopen, no fsync is retried, and a power cut right after
 //! loses no acknowledged call and leaves no hole. The harness and its checks are in
-//! `identify_model/faults.rs`.
+//! `support/identify_model/faults.rs`.
 
+#[path = "support/identify_model/mod.rs"]
 mod identify_model;
 
 use identify_model::faults::every_n;

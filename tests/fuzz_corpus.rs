@@ -1,8 +1,9 @@
 //! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`, seeds plus the minimised
 //! corpus and every crash found so far) through the same checks the cargo-fuzz targets run
-//! (`tests/fuzz_checks/mod.rs`), so that `cargo test` guards them without libFuzzer.
+//! (`tests/support/fuzz_checks.rs`), so that `cargo test` guards them without libFuzzer.
 //! How to run the fuzzers themselves: fuzz/README.md.
 
+#[path = "support/fuzz_checks.rs"]
 mod fuzz_checks;
 
 use std::path::PathBuf;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 /// The layers, bottom first, each with the top-level modules of `src/` it holds.
 const LAYERS: &[(&str, &[&str])] = &[
-    // Vocabulary every layer may name: errors, options, the API's value types.
-    ("foundation", &["error", "options", "types"]),
+    // Vocabulary every layer may name: errors, options, the API's value types, the generator.
+    ("foundation", &["error", "options", "rng", "types"]),
     // Bytes: frames, segments, fsync, hints, compaction, the directory lock, the I/O seam.
     ("storage", &["storage"]),
     // The meaning and encoding of each on-disk payload.

@@ -2,6 +2,7 @@
 //! limits, the typed API, the CLI, and a model test over random sequences with redelivery,
 //! reopen and crash-like reopen (docs/semantics.md, "List operations").
 
+#[path = "support/common.rs"]
 mod common;
 
 use std::collections::{HashMap, HashSet};

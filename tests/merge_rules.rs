@@ -1,5 +1,6 @@
 //! SPEC 3.2: resolution and merge, with protection.
 
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

@@ -6,7 +6,9 @@
 //!
 //! Storage level (moved here from `storage_torn_tail.rs`) first, then `Db` level.
 
+#[path = "support/identify_model/mod.rs"]
 mod identify_model;
+#[path = "support/storage.rs"]
 mod storage_support;
 
 use std::path::{Path, PathBuf};
@@ -119,15 +121,13 @@ fn garbage_and_bad_headers_never_panic() {
     let dir = tmp.path().join("db");
     let bounds = write_frames(&dir, 5, 1 << 20);
     let full = std::fs::read(seg(&dir, 1)).unwrap();
-    let mut x = 0x9E3779B97F4A7C15u64;
+    let mut rng = profiledb::rng::SplitMix64(0x9E37_79B9_7F4A_7C15);
     for round in 0..200 {
         let copy = tmp.path().join(format!("g{round}"));
         copy_dir(&dir, &copy);
         let mut b = full.clone();
         for _ in 0..(round % 7 + 1) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let at = (x as usize) % b.len();
             b[at] = (x >> 32) as u8;
         }

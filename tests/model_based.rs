@@ -4,6 +4,7 @@
 //! Also checks the merge invariants: every identifier resolves to exactly one live profile, no
 //! profile holds two user ids, a merged-away key resolves to its survivor.
 
+#[path = "support/common.rs"]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

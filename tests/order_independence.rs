@@ -2,9 +2,10 @@
 //! order they reach the store in (sets and unsets win by event time, `$set_once` keeps the
 //! oldest, `$add`s sum, `created_at` is the earliest call, `updated_at` the newest).
 //!
-//! The property-state level (every mix of operations, merges) is in `rules_props.rs`; this
+//! The property-state level (every mix of operations, merges) is in `unit_props.rs`; this
 //! runs whole identify calls through `Db`, with reopen in the middle of the shuffled run.
 
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

@@ -20,6 +20,7 @@
 //! `PROFILEDB_POWERLOSS_DAMAGES=n` checks n damages per crash point instead of ten;
 //! `PROFILEDB_POWERLOSS_STRIDE=s` checks every s-th crash point only.
 
+#[path = "support/crash.rs"]
 mod crash_support;
 
 use std::time::Instant;

@@ -1,6 +1,7 @@
 //! SPEC 3.3 to 3.5 through the Db: timestamps, set_once, unset, add, merge, derived and
 //! defaulted properties, the property-name limit.
 
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

@@ -12,6 +12,7 @@
 //! reference state, pass `check`, keep no temporary file, and keep that state through a power
 //! cut right after the open and a close and reopen.
 
+#[path = "support/crash.rs"]
 mod crash_support;
 
 use std::collections::BTreeSet;

@@ -1,6 +1,7 @@
 //! SPEC 3.6: delete, suppression, unlink (logout); no byte of a deleted profile remains after
 //! compaction.
 
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

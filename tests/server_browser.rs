@@ -9,6 +9,7 @@
 //! Outside CI a missing tool skips the test with a message; under `CI=true` it fails.
 #![cfg(feature = "server")]
 
+#[path = "support/server.rs"]
 mod server_common;
 
 use std::io::{Read as _, Write as _};

@@ -3,6 +3,7 @@
 //! (docs/clients.md).
 #![cfg(feature = "server")]
 
+#[path = "support/server.rs"]
 mod server_common;
 
 use std::io::Write as _;

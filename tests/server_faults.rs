@@ -3,6 +3,7 @@
 //! recovers and a resent batch is applied exactly once.
 #![cfg(feature = "server")]
 
+#[path = "support/server.rs"]
 mod server_common;
 
 use std::sync::Arc;

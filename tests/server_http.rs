@@ -2,6 +2,7 @@
 //! authentication, Segment's limits, gzip, project isolation, metrics and graceful shutdown.
 #![cfg(feature = "server")]
 
+#[path = "support/server.rs"]
 mod server_common;
 
 use std::io::Write as _;

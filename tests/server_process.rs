@@ -5,8 +5,10 @@
 //! `PROFILEDB_SERVER_CRASH_ROUNDS` sets the number of kill -9 rounds (default 20).
 #![cfg(feature = "server")]
 
+#[path = "support/server.rs"]
 mod server_common;
 
+use profiledb::rng::SplitMix64;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -174,17 +176,6 @@ fn a_second_server_on_the_same_directory_fails_clearly() {
     assert!(err.contains("locked"), "{err}");
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn kill_9_loses_no_acknowledged_message_and_counts_none_twice() {
     let rounds: u64 = std::env::var("PROFILEDB_SERVER_CRASH_ROUNDS")
@@ -197,7 +188,7 @@ fn kill_9_loses_no_acknowledged_message_and_counts_none_twice() {
         .unwrap_or(1)
         | 1;
     eprintln!("kill -9 test: {rounds} rounds, seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
     let dir = tempfile::tempdir().unwrap();
     // How many messages of each user have been acknowledged (each adds 1 to its count).
     let mut expected: HashMap<u64, i64> = HashMap::new();
@@ -263,7 +254,7 @@ fn kill_9_loses_no_acknowledged_message_and_counts_none_twice() {
                 }
             }
         });
-        let wait = Duration::from_millis(rng.next() % 400);
+        let wait = Duration::from_millis(rng.next_u64() % 400);
         let started = Instant::now();
         while started.elapsed() < wait && !client.is_finished() {
             std::thread::sleep(Duration::from_millis(1));

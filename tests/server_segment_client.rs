@@ -4,6 +4,7 @@
 //! makes a virtualenv for it); otherwise it prints why it is skipped and passes.
 #![cfg(feature = "server")]
 
+#[path = "support/server.rs"]
 mod server_common;
 
 use std::process::Command;
@@ -30,7 +31,10 @@ fn segment_python_client_identify_group_alias_track() {
     );
 
     let server = TestServer::start(&[(KEY, "web")]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/segment_client/send.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/segment_client/send.py"
+    );
     let out = Command::new(&python)
         .arg(script)
         .arg(format!("http://{}", server.addr))

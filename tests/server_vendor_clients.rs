@@ -7,6 +7,7 @@
 //! `CI=true` a missing client fails the test.
 #![cfg(feature = "server")]
 
+#[path = "support/server.rs"]
 mod server_common;
 
 use std::ffi::OsString;

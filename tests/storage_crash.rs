@@ -4,8 +4,10 @@
 //! The children are this test binary itself, re-executed on an `#[ignore]`d test that does
 //! nothing unless its environment variable is set.
 
+#[path = "support/storage.rs"]
 mod storage_support;
 
+use profiledb::rng::SplitMix64;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -78,16 +80,6 @@ fn crash_child_writer() {
     });
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_record() {
     let rounds: u64 = std::env::var("PROFILEDB_CRASH_ROUNDS")
@@ -102,7 +94,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         .as_nanos() as u64
         | 1;
     eprintln!("crash test seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
     let mut acked: HashSet<u64> = HashSet::new();
     for round in 0..rounds {
         let mut c = child("crash_child_writer", CRASH_DIR, &dir)
@@ -124,7 +116,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
             }
             ids
         });
-        std::thread::sleep(Duration::from_millis(5 + rng.next() % 60));
+        std::thread::sleep(Duration::from_millis(5 + rng.next_u64() % 60));
         c.kill().unwrap();
         c.wait().unwrap();
         let ids = reader.join().unwrap();

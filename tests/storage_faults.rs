@@ -1,6 +1,7 @@
 //! I/O failures poison the store; compaction is crash-safe at every step and really removes
 //! deleted bytes; the hint file gives the same state as a full scan; durability modes.
 
+#[path = "support/storage.rs"]
 mod storage_support;
 
 use std::path::Path;

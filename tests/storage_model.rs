@@ -1,6 +1,7 @@
 //! State-machine test of the storage engine against a `BTreeMap` model: put / delete / get /
 //! sync / compact / hint / reopen / crash (power loss drops what was never synced).
 
+#[path = "support/storage.rs"]
 mod storage_support;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,7 @@
 //! `cargo test --release --test storage_perf -- --ignored --nocapture`
 //! `PROFILEDB_PERF_RECORDS` changes the record count (default 1,000,000).
 
+#[path = "support/storage.rs"]
 mod storage_support;
 
 use std::sync::Arc;

@@ -6,7 +6,9 @@
 //! them), with and without a hint before them, cut, zero-filled and garbage-filled; the store
 //! must equal the model of the calls whose frames are whole.
 
+#[path = "support/identify_model/mod.rs"]
 mod identify_model;
+#[path = "support/storage.rs"]
 mod storage_support;
 
 use std::path::Path;
@@ -172,12 +174,9 @@ fn cut_every_byte(tmp: &Path, with_hint: bool) -> u64 {
                 Fill::Cut => {}
                 Fill::Zeros => bytes.resize(full.len() + 64, 0),
                 Fill::Garbage => {
-                    let mut x = cut | 1;
+                    let mut rng = profiledb::rng::SplitMix64(cut);
                     while bytes.len() < full.len() {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        bytes.push(x as u8);
+                        bytes.push(rng.next_u64() as u8);
                     }
                 }
             }

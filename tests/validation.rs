@@ -1,5 +1,6 @@
 //! SPEC 3.1 through the Db: a refused call stores nothing, and the error lists every field.
 
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

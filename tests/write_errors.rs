@@ -4,8 +4,9 @@
 //! be completed, not reported). A failure that reaches a caller poisons the store until
 //! reopen, nothing is written or synced after it, and the directory a power cut leaves, like
 //! the real one, holds exactly a prefix of the calls covering every acknowledged one. The
-//! harness and its checks are in `identify_model/faults.rs`.
+//! harness and its checks are in `support/identify_model/faults.rs`.
 
+#[path = "support/identify_model/mod.rs"]
 mod identify_model;
 
 use identify_model::faults::{every_n, run};

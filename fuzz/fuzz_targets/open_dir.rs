@@ -2,7 +2,7 @@
 //! in tests/fuzz_corpus.rs. See fuzz/README.md.
 #![no_main]
 
-#[path = "../../tests/fuzz_checks/mod.rs"]
+#[path = "../../tests/support/fuzz_checks.rs"]
 mod fuzz_checks;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_checks::open_dir(data));

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::types::Profile;
 use crate::types::value::{Timestamp, Value};
 
-/// A property filter for [`Db::scan`] (SPEC 3.7).
+/// A property filter for [`Db::scan`](crate::Db::scan) (SPEC 3.7).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     /// Every profile.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{Io, IoFile, RealIo};
+use crate::rng::SplitMix64;
 
 /// Kinds of operation [`FaultyIo`] counts and can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,8 +142,8 @@ impl NameChange {
     }
 }
 
-/// A small deterministic generator (splitmix64) for seeded damages.
-struct Rng(u64);
+/// The crate's generator (splitmix64), seeded per damage from the seed and a file name.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn new(seed: u64, name: &str) -> Rng {
@@ -150,14 +151,10 @@ impl Rng {
         for b in name.bytes() {
             h = (h ^ b as u64).wrapping_mul(0x0100_0000_01B3);
         }
-        Rng(h)
+        Rng(SplitMix64(h))
     }
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in `0..=n`.
     fn upto(&mut self, n: usize) -> usize {

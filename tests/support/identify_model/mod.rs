@@ -44,11 +44,9 @@ pub struct Call {
     pub add: i64,
 }
 
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+/// A hash of `x`: the first output of the crate's generator seeded with it.
+fn mix(x: u64) -> u64 {
+    profiledb::rng::SplitMix64(x).next_u64()
 }
 
 /// Call `i` of the stream for `seed` (a pure function: children and parents agree).
