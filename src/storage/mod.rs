@@ -380,3 +380,5 @@ mod mmap;
 mod record;
 mod recovery;
 mod segment;
+
+pub use recovery::check_store_dir;
