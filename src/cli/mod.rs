@@ -399,6 +399,10 @@ pub fn try_open(
             global.data.display()
         )));
     }
+    if access == Access::Write {
+        // Never turn someone else's directory into a store (nothing is touched).
+        Db::check_store_dir(&global.data).map_err(|e| Failure::error(e.to_string()))?;
+    }
     let options = Options {
         durability,
         create: access == Access::Write,

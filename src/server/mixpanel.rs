@@ -2,6 +2,7 @@
 //! translated into the Segment-shaped message the library parses (or a removal), so every rule
 //! of docs/semantics.md has one place. docs/clients.md says what maps to what and why.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -27,6 +28,7 @@ pub(crate) enum Kind {
 /// `{"status": 1|0, "error": ...}` plus per-record results; otherwise `1` or `0`.
 pub(crate) fn process(
     state: &AppState,
+    peer: IpAddr,
     kind: Kind,
     gzip: bool,
     query: Option<&str>,
@@ -48,7 +50,7 @@ pub(crate) fn process(
                 .and_then(|d| d.field("verbose").map(str::to_string))
         })
         .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    let result = decoded.and_then(|d| ingest_records(state, kind, d.json));
+    let result = decoded.and_then(|d| ingest_records(state, peer, kind, d.json));
     match result {
         Ok(answer) => {
             let error = answer
@@ -95,7 +97,12 @@ struct Answer<'a> {
     answer: &'a BatchAnswer,
 }
 
-fn ingest_records(state: &AppState, kind: Kind, json: Value) -> Result<BatchAnswer, Reply> {
+fn ingest_records(
+    state: &AppState,
+    peer: IpAddr,
+    kind: Kind,
+    json: Value,
+) -> Result<BatchAnswer, Reply> {
     let limits = state.limits;
     let records = match json {
         Value::Array(records) => records,
@@ -119,7 +126,7 @@ fn ingest_records(state: &AppState, kind: Kind, json: Value) -> Result<BatchAnsw
             ),
         ));
     }
-    let project = project_of(state, kind, &records)?;
+    let project = project_of(state, peer, kind, &records)?;
     let items = records
         .iter()
         .map(|r| {
@@ -142,7 +149,7 @@ fn ingest_records(state: &AppState, kind: Kind, json: Value) -> Result<BatchAnsw
             Pending::Item(item)
         })
         .collect();
-    ingest::apply_messages(project, items, None, limits)
+    ingest::apply_messages(&project, items, limits)
 }
 
 /// A record's project token: `$token` (engage, groups) or `properties.token` (events).
@@ -158,19 +165,20 @@ fn record_token(kind: Kind, record: &Value) -> Option<String> {
 }
 
 /// Every record's token must name a key of one project.
-fn project_of<'s>(
-    state: &'s AppState,
+fn project_of(
+    state: &AppState,
+    peer: IpAddr,
     kind: Kind,
     records: &[Value],
-) -> Result<&'s Arc<Project>, Reply> {
-    let mut project: Option<&Arc<Project>> = None;
+) -> Result<Arc<Project>, Reply> {
+    let mut project: Option<Arc<Project>> = None;
     for record in records {
         let Some(token) = record_token(kind, record) else {
             continue;
         };
-        let p = ingest::project_for_body_key(state, &token)?;
-        match project {
-            Some(first) if !Arc::ptr_eq(first, p) => {
+        let p = ingest::project_for_body_key(state, peer, &token)?;
+        match &project {
+            Some(first) if !Arc::ptr_eq(first, &p) => {
                 return Err(Reply::error(
                     400,
                     "mixed_projects",
