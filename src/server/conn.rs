@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -75,11 +75,15 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Resolves once no byte moved for `idle`.
-async fn idle_watch(last: Arc<AtomicU64>, epoch: Instant, idle: Duration) {
+/// Resolves once no byte moved for `idle` while no request of the connection was being
+/// handled (a long erasure is not idleness; a client that stopped reading its answer is).
+async fn idle_watch(last: Arc<AtomicU64>, busy: Arc<AtomicUsize>, epoch: Instant, idle: Duration) {
     let idle_ms = idle.as_millis() as u64;
     loop {
         let now = epoch.elapsed().as_millis() as u64;
+        if busy.load(Relaxed) > 0 {
+            last.store(now, Relaxed);
+        }
         let quiet = now.saturating_sub(last.load(Relaxed));
         if quiet >= idle_ms {
             return;
@@ -144,7 +148,8 @@ pub(crate) async fn serve_connections<F>(
             last: Arc::clone(&last),
             epoch,
         };
-        let service = service(app.clone(), peer);
+        let busy = Arc::new(AtomicUsize::new(0));
+        let service = service(app.clone(), peer, Arc::clone(&busy));
         let conn = builder.serve_connection(TokioIo::new(io), service);
         let conn = graceful.watch(conn);
         let idle = protection.idle_timeout;
@@ -152,7 +157,7 @@ pub(crate) async fn serve_connections<F>(
             let _permit = permit;
             tokio::select! {
                 _ = conn => {}
-                () = idle_watch(last, epoch, idle) => {}
+                () = idle_watch(last, busy, epoch, idle) => {}
             }
         });
     }
@@ -171,9 +176,19 @@ pub(crate) async fn serve_connections<F>(
 }
 
 /// The router as a hyper service, with the peer address as axum's `ConnectInfo`.
+/// Counts a request as being handled while it lives.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 fn service(
     app: Router,
     peer: SocketAddr,
+    busy: Arc<AtomicUsize>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = axum::response::Response,
@@ -183,7 +198,10 @@ fn service(
     hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let mut app = app.clone();
+        busy.fetch_add(1, Relaxed);
+        let handling = Busy(Arc::clone(&busy));
         async move {
+            let _handling = handling;
             std::future::poll_fn(|cx| {
                 <Router as tower_service::Service<hyper::Request<Incoming>>>::poll_ready(
                     &mut app, cx,
