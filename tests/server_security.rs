@@ -907,3 +907,53 @@ fn the_cli_erases_on_request_too() {
     assert!(files_holding(&store, "cli-gone@example.com").is_empty());
     assert!(!files_holding(&store, "cli-stay@example.com").is_empty());
 }
+
+#[test]
+fn metrics_on_their_own_address_need_no_credentials_and_the_main_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_args(
+        dir.path(),
+        &[
+            "--write-key",
+            &format!("{KEY}={PROJECT}"),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics_addr: std::net::SocketAddr = loop {
+        let log = server.stderr();
+        if let Some(addr) = log
+            .split("metrics on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+        {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "no metrics address in:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let r = request(metrics_addr, "GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text()
+            .contains("profiledb_store_profiles{project=\"shop\"} 0"),
+        "{}",
+        r.text()
+    );
+    // Only /metrics lives there; the main address wants a server-wide admin token.
+    let r = request(
+        metrics_addr,
+        "GET",
+        "/v1/profiles?key=1",
+        &[("Authorization", &bearer(ADMIN_ALL))],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        request(server.addr, "GET", "/metrics", &[], b"").status,
+        401
+    );
+}
