@@ -957,3 +957,21 @@ fn metrics_on_their_own_address_need_no_credentials_and_the_main_one_does() {
         401
     );
 }
+
+#[test]
+fn an_oversized_head_is_refused() {
+    let s = TestServer::start(&[(KEY, PROJECT)]);
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    let mut head = String::from("GET /health HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..2000 {
+        head.push_str(&format!("X-Filler-{i}: {}\r\n", "a".repeat(40)));
+    }
+    head.push_str("\r\n");
+    let _ = c.write_all(head.as_bytes());
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    match read_response(&mut BufReader::new(c)) {
+        Ok(r) => assert_eq!(r.status, 431, "{}", r.text()),
+        Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "no answer: {e}"),
+    }
+    assert_eq!(request(s.addr, "GET", "/health", &[], b"").status, 200);
+}

@@ -26,6 +26,9 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nR
 Content-Type: application/json\r\nContent-Length: 70\r\n\r\n\
 {\"code\":\"server_busy\",\"message\":\"too many connections; retry shortly\"}";
 
+/// Largest request head, in bytes (hyper's minimum buffer is 8 KB).
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// A stream that notes when a byte last moved in either direction.
 struct Watched {
     inner: TcpStream,
@@ -108,6 +111,9 @@ pub(crate) async fn serve_connections<F>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(protection.header_timeout)
+        // A request head (and each read of a body) fits in this: a head larger than it is
+        // refused, so headers cost at most this per connection (hyper's default is ~400 KB).
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let mut tasks = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
