@@ -49,6 +49,12 @@ fn a_failed_sync_answers_503_and_never_success() {
     assert_eq!(r.status, 503, "{}", r.text());
     let body = r.json();
     assert_eq!(body["code"], "store_unavailable");
+    // The details (paths, OS errors) are logged, not sent.
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        !message.contains('/') && !message.contains(".seg"),
+        "{message}"
+    );
     assert!(body.get("success").is_none(), "{body}");
     assert!(body.get("results").is_none(), "{body}");
     // Poisoned: later requests fail too (the fault was one-shot), single endpoints as well.

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,9 @@ use super::Protection;
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n\
 Content-Type: application/json\r\nContent-Length: 70\r\n\r\n\
 {\"code\":\"server_busy\",\"message\":\"too many connections; retry shortly\"}";
+
+/// Largest request head, in bytes (hyper's minimum buffer is 8 KB).
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// A stream that notes when a byte last moved in either direction.
 struct Watched {
@@ -75,11 +78,15 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Resolves once no byte moved for `idle`.
-async fn idle_watch(last: Arc<AtomicU64>, epoch: Instant, idle: Duration) {
+/// Resolves once no byte moved for `idle` while no request of the connection was being
+/// handled (a long erasure is not idleness; a client that stopped reading its answer is).
+async fn idle_watch(last: Arc<AtomicU64>, busy: Arc<AtomicUsize>, epoch: Instant, idle: Duration) {
     let idle_ms = idle.as_millis() as u64;
     loop {
         let now = epoch.elapsed().as_millis() as u64;
+        if busy.load(Relaxed) > 0 {
+            last.store(now, Relaxed);
+        }
         let quiet = now.saturating_sub(last.load(Relaxed));
         if quiet >= idle_ms {
             return;
@@ -104,6 +111,9 @@ pub(crate) async fn serve_connections<F>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(protection.header_timeout)
+        // A request head (and each read of a body) fits in this: a head larger than it is
+        // refused, so headers cost at most this per connection (hyper's default is ~400 KB).
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let mut tasks = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -144,7 +154,8 @@ pub(crate) async fn serve_connections<F>(
             last: Arc::clone(&last),
             epoch,
         };
-        let service = service(app.clone(), peer);
+        let busy = Arc::new(AtomicUsize::new(0));
+        let service = service(app.clone(), peer, Arc::clone(&busy));
         let conn = builder.serve_connection(TokioIo::new(io), service);
         let conn = graceful.watch(conn);
         let idle = protection.idle_timeout;
@@ -152,7 +163,7 @@ pub(crate) async fn serve_connections<F>(
             let _permit = permit;
             tokio::select! {
                 _ = conn => {}
-                () = idle_watch(last, epoch, idle) => {}
+                () = idle_watch(last, busy, epoch, idle) => {}
             }
         });
     }
@@ -171,9 +182,19 @@ pub(crate) async fn serve_connections<F>(
 }
 
 /// The router as a hyper service, with the peer address as axum's `ConnectInfo`.
+/// Counts a request as being handled while it lives.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 fn service(
     app: Router,
     peer: SocketAddr,
+    busy: Arc<AtomicUsize>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = axum::response::Response,
@@ -183,7 +204,10 @@ fn service(
     hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let mut app = app.clone();
+        busy.fetch_add(1, Relaxed);
+        let handling = Busy(Arc::clone(&busy));
         async move {
+            let _handling = handling;
             std::future::poll_fn(|cx| {
                 <Router as tower_service::Service<hyper::Request<Incoming>>>::poll_ready(
                     &mut app, cx,

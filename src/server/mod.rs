@@ -68,8 +68,8 @@ pub struct Protection {
     pub header_timeout: Duration,
     /// The whole body of a request must arrive within this, from the end of its head.
     pub body_timeout: Duration,
-    /// A connection on which no byte moved, either way, for this long is closed (a client
-    /// that stopped reading its answer, a stalled body).
+    /// A connection on which no byte moved, either way, for this long while none of its
+    /// requests was being handled is closed (a client that stopped reading its answer).
     pub idle_timeout: Duration,
     /// Open connections at most; one more gets `503 server_busy` and is closed.
     pub max_connections: usize,
