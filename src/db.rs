@@ -84,6 +84,14 @@ impl Db {
         Self::open_store(dir, options, store_options)
     }
 
+    /// Refuse to write into `dir` if it is a non-empty directory holding no store file: it is
+    /// someone else's, and opening it for writing would add a store to it ([`Error::Options`];
+    /// nothing is touched). A missing or empty directory, or a store, passes. Surfaces that
+    /// create stores (the CLI's write commands, the server) call this before [`Db::open`].
+    pub fn check_store_dir(dir: impl AsRef<Path>) -> Result<()> {
+        crate::storage::check_store_dir(dir.as_ref())
+    }
+
     fn open_store(dir: &Path, options: Options, store_options: StoreOptions) -> Result<Db> {
         if options.max_property_names > u32::MAX as usize {
             return Err(Error::Options {
@@ -449,6 +457,99 @@ impl Db {
         }
         self.inner.store.sync()?;
         self.inner.write_hint()
+    }
+}
+
+/// Figures cheap enough to read on every metrics scrape (see [`Db::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Live profiles.
+    pub profiles: u64,
+    /// Companies.
+    pub companies: u64,
+    /// Bytes of all segment files.
+    pub disk_bytes: u64,
+    /// fdatasync calls since the store was opened.
+    pub syncs: u64,
+}
+
+// Administration for servers: cheap counts, and listing and lifting suppressions.
+impl Db {
+    /// Counts kept as writes happen: cost independent of the number of profiles (map sizes
+    /// under a short read lock, the segment table, atomic counters). [`Db::stats`] walks the
+    /// whole index instead.
+    pub fn counts(&self) -> Counts {
+        let storage = self.inner.store.stats();
+        let index = self.inner.index.read();
+        Counts {
+            profiles: index.profiles.len() as u64,
+            companies: index.companies.len() as u64,
+            disk_bytes: storage.disk_bytes,
+            syncs: storage.syncs,
+        }
+    }
+
+    /// The suppression hash of a selector's identifier (`None` for [`Selector::Key`]).
+    fn suppression_of(selector: &Selector) -> Option<u128> {
+        Some(match selector {
+            Selector::UserId(u) => apply::suppression_hash("user_id", u),
+            Selector::Email(e) => apply::suppression_hash("email", &normalize_email(e)),
+            Selector::AnonymousId(a) => apply::suppression_hash("anonymous_id", a),
+            Selector::Key(_) => return None,
+        })
+    }
+
+    /// Whether calls naming this identifier are refused (a [`Selector::Key`] never is).
+    pub fn is_suppressed(&self, selector: &Selector) -> bool {
+        Self::suppression_of(selector).is_some_and(|h| self.inner.index.read().is_suppressed(h))
+    }
+
+    /// Suppressed identifiers, as their 128-bit hashes (only hashes are stored), ascending,
+    /// at most `limit` of them after `after`.
+    pub fn suppressions(&self, after: Option<u128>, limit: usize) -> Vec<u128> {
+        let index = self.inner.index.read();
+        let mut all: Vec<u128> = index
+            .suppressed
+            .iter()
+            .map(|(&lo, &(hi, _))| (u128::from(hi) << 64) | u128::from(lo))
+            .filter(|h| after.is_none_or(|a| *h > a))
+            .collect();
+        all.sort_unstable();
+        all.truncate(limit);
+        all
+    }
+
+    /// Lift the suppression of an identifier: later calls naming it are accepted again.
+    /// `Ok(false)` if it was not suppressed. The suppression entry is dropped from the index
+    /// and the store compacted before this returns, so the lift is durable (the entry is no
+    /// longer in any segment); no new kind of entry is written. If the compaction fails the
+    /// error is returned and the suppression comes back at the next open.
+    pub fn lift_suppression(&self, selector: &Selector) -> Result<bool> {
+        let Some(hash) = Self::suppression_of(selector) else {
+            return Ok(false);
+        };
+        {
+            let mut index = self.inner.index.write();
+            if !index.is_suppressed(hash) {
+                return Ok(false);
+            }
+            index.suppressed.remove(&(hash as u64));
+        }
+        self.inner.store.sync()?;
+        self.inner.compact()?;
+        Ok(true)
+    }
+
+    /// Delete a profile and rewrite every segment before returning, so that no file of the
+    /// store holds its bytes any more (the old segments are unlinked, the index snapshot
+    /// rewritten). Costs a full compaction. `Ok(None)` if nothing matched.
+    pub fn delete_and_erase(&self, selector: &Selector, suppress: bool) -> Result<Option<u64>> {
+        let deleted = self.delete(selector, suppress)?;
+        if deleted.is_some() {
+            self.inner.store.sync()?;
+            self.inner.compact()?;
+        }
+        Ok(deleted)
     }
 }
 

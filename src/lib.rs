@@ -106,7 +106,7 @@ mod storage;
 #[doc(hidden)]
 pub mod workload;
 
-pub use db::{Db, Stats};
+pub use db::{Counts, Db, Stats};
 pub use error::{Error, FieldError, Result};
 pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
 pub use profile::filter::{Filter, Op};

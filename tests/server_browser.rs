@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::json;
-use server_common::{ServerProcess, TestServer, basic};
+use server_common::{ADMIN_ALL, ServerProcess, TestServer, bearer};
 
 const KEY: &str = "web-write-key";
 const LOCKED_KEY: &str = "locked-write-key";
@@ -78,7 +78,7 @@ fn write_endpoints_answer_preflights_and_admin_endpoints_do_not() {
             "{path} must not be CORS-enabled: {:?}",
             r.headers
         );
-        let auth = basic(KEY);
+        let auth = bearer(&server.admin_of(KEY));
         let r = server.request(
             "GET",
             path,
@@ -110,7 +110,7 @@ fn text_plain_body_with_key_in_body_from_a_page() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("access-control-allow-origin"), Some(page));
     assert_eq!(r.json()["accepted"], 1);
-    let p = server.get("/v1/profiles?user_id=tp-1", KEY).json();
+    let p = server.read("/v1/profiles?user_id=tp-1", KEY).json();
     assert_eq!(p["properties"]["plan"], "pro");
 }
 
@@ -130,7 +130,7 @@ fn a_project_with_allowed_origins_refuses_other_pages() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["code"], "origin_not_allowed");
     assert_eq!(
-        server.get("/v1/profiles?user_id=lk-1", LOCKED_KEY).status,
+        server.read("/v1/profiles?user_id=lk-1", LOCKED_KEY).status,
         404
     );
     // Its own origin, and a request that is not a browser's (no Origin): accepted.
@@ -145,7 +145,7 @@ fn a_project_with_allowed_origins_refuses_other_pages() {
     let r = server.request("POST", "/v1/batch", &[], body("lk-3").as_bytes());
     assert_eq!(r.status, 200, "{}", r.text());
     for id in ["lk-2", "lk-3"] {
-        let r = server.get(&format!("/v1/profiles?user_id={id}"), LOCKED_KEY);
+        let r = server.read(&format!("/v1/profiles?user_id={id}"), LOCKED_KEY);
         assert_eq!(r.status, 200, "{id}");
     }
     // The unlink endpoint follows the same rule.
@@ -259,10 +259,12 @@ fn unlink_detaches_a_device_durably() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["unlinked"], true);
     assert_eq!(
-        server.get("/v1/profiles?anonymous_id=ul-dev-1", KEY).status,
+        server
+            .read("/v1/profiles?anonymous_id=ul-dev-1", KEY)
+            .status,
         404
     );
-    let p = server.get("/v1/profiles?user_id=ul-1", KEY).json();
+    let p = server.read("/v1/profiles?user_id=ul-1", KEY).json();
     assert_eq!(p["anonymous_ids"], json!([]));
     // A retry (or an unknown device) is not an error.
     let r = server.post("/v1/unlink", KEY, &json!({"anonymousId": "ul-dev-1"}));
@@ -327,7 +329,7 @@ fn segment_settings_and_short_paths() {
         &json!({"batch": [{"type": "identify", "userId": "sp-1", "traits": {"plan": "y"}}]}),
     );
     assert_eq!(r.json()["accepted"], 1, "{}", r.text());
-    let p = server.get("/v1/profiles?user_id=sp-1", KEY).json();
+    let p = server.read("/v1/profiles?user_id=sp-1", KEY).json();
     assert_eq!(p["properties"]["plan"], "y");
     assert_eq!(p["company_id"], "sp-co");
 }
@@ -459,6 +461,8 @@ fn run_in_browser(test: &str, scenarios: &[&str]) {
         .arg(&tools.npm)
         .args(scenarios)
         .env("SE_OFFLINE", "true")
+        .env("PROFILEDB_ADMIN_TOKEN", ADMIN_ALL)
+        .env("PROFILEDB_ADMIN_PROJECT", "web")
         .output()
         .expect("run drive.py");
     let stdout = String::from_utf8_lossy(&out.stdout);

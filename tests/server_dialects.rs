@@ -33,7 +33,7 @@ fn post_json(server: &TestServer, path: &str, body: &Value) -> Resp {
 }
 
 fn profile(server: &TestServer, query: &str) -> Option<Value> {
-    let r = server.get(&format!("/v1/profiles?{query}"), KEY);
+    let r = server.read(&format!("/v1/profiles?{query}"), KEY);
     (r.status == 200).then(|| r.json())
 }
 

@@ -88,7 +88,7 @@ fn batch_answers_a_result_per_message() {
     assert_eq!(body["duplicates"], 1);
     assert_eq!(body["refused"], 3);
 
-    let p = s.get("/v1/profiles?user_id=u-1", KEY_A);
+    let p = s.read("/v1/profiles?user_id=u-1", KEY_A);
     assert_eq!(p.status, 200, "{}", p.text());
     let p = p.json();
     assert_eq!(p["key"], key);
@@ -158,7 +158,7 @@ fn single_message_endpoints_take_the_type_from_the_path() {
     assert_eq!(r.status, 200);
     assert_eq!(results(&r.json())[0]["status"], "refused");
 
-    let p = s.get("/v1/profiles?email=bob%40example.com", KEY_A).json();
+    let p = s.read("/v1/profiles?email=bob%40example.com", KEY_A).json();
     assert_eq!(p["key"], key);
     assert_eq!(p["company_id"], "g-7");
     let anon = p["anonymous_ids"].as_array().unwrap();
@@ -171,7 +171,7 @@ fn single_message_endpoints_take_the_type_from_the_path() {
         &format!("key={key}"),
         "email=BOB@example.com",
     ] {
-        let r = s.get(&format!("/v1/profiles?{q}"), KEY_A);
+        let r = s.read(&format!("/v1/profiles?{q}"), KEY_A);
         assert_eq!(r.status, 200, "{q}: {}", r.text());
         assert_eq!(r.json()["key"], key, "{q}");
     }
@@ -228,16 +228,24 @@ fn unknown_or_missing_keys_are_refused() {
     );
     assert_eq!(r.status, 401);
 
-    // Reads need a key too, and a known one.
+    // Reads need an admin token: none, an unknown one, or a write key are refused.
     assert_eq!(
         s.request("GET", "/v1/profiles?user_id=u-1", &[], b"")
             .status,
         401
     );
-    assert_eq!(s.get("/v1/profiles?user_id=u-1", "wrong").status, 401);
-    assert_eq!(s.get("/v1/profiles?user_id=u-1", KEY_A).status, 200);
-    // A second key of the same project reaches the same store.
-    assert_eq!(s.get("/v1/profiles?user_id=u-1", "key-a2").status, 200);
+    assert_eq!(s.read("/v1/profiles?user_id=u-1", "wrong").status, 401);
+    assert_eq!(s.get("/v1/profiles?user_id=u-1", KEY_A).status, 403);
+    assert_eq!(s.read("/v1/profiles?user_id=u-1", KEY_A).status, 200);
+    // The server-wide token names the project.
+    let all = server_common::bearer(server_common::ADMIN_ALL);
+    let r = s.request(
+        "GET",
+        "/v1/profiles?user_id=u-1&project=alpha",
+        &[("Authorization", &all)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[test]
@@ -256,19 +264,19 @@ fn a_key_reaches_only_its_project() {
     );
     assert_eq!(results(&r.json())[0]["status"], "accepted");
 
-    assert_eq!(s.get("/v1/profiles?user_id=only-in-a", KEY_A).status, 200);
-    assert_eq!(s.get("/v1/profiles?user_id=only-in-a", KEY_B).status, 404);
-    assert_eq!(s.get("/v1/profiles?user_id=only-in-b", KEY_A).status, 404);
-    assert_eq!(s.get("/v1/profiles?user_id=only-in-b", KEY_B).status, 200);
-    let auth = basic(KEY_B);
-    let r = s.request(
-        "DELETE",
-        "/v1/profiles?user_id=only-in-a",
-        &[("Authorization", &auth)],
-        b"",
-    );
+    assert_eq!(s.read("/v1/profiles?user_id=only-in-a", KEY_A).status, 200);
+    assert_eq!(s.read("/v1/profiles?user_id=only-in-a", KEY_B).status, 404);
+    assert_eq!(s.read("/v1/profiles?user_id=only-in-b", KEY_A).status, 404);
+    assert_eq!(s.read("/v1/profiles?user_id=only-in-b", KEY_B).status, 200);
+    let r = s.admin("DELETE", "/v1/profiles?user_id=only-in-a", KEY_B);
     assert_eq!(r.status, 404, "B cannot delete A's profile");
-    assert_eq!(s.get("/v1/profiles?user_id=only-in-a", KEY_A).status, 200);
+    let r = s.admin(
+        "DELETE",
+        "/v1/profiles?user_id=only-in-a&project=alpha",
+        KEY_B,
+    );
+    assert_eq!(r.status, 403, "B's admin token is not A's");
+    assert_eq!(s.read("/v1/profiles?user_id=only-in-a", KEY_A).status, 200);
 
     // On disk: each project is its own store under DATA/PROJECT.
     let (result, dir) = s.stop();
@@ -298,7 +306,7 @@ fn a_key_reaches_only_its_project() {
 }
 
 #[test]
-fn batch_context_is_merged_and_messages_keep_their_own() {
+fn batch_context_is_accepted_and_messages_keep_their_own() {
     let s = start();
     let r = s.post(
         "/v1/batch",
@@ -332,7 +340,7 @@ fn gzip_bodies_are_decoded() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(results(&r.json())[0]["status"], "accepted");
     assert_eq!(
-        s.get("/v1/profiles?user_id=gz-1", KEY_A).json()["properties"]["plan"],
+        s.read("/v1/profiles?user_id=gz-1", KEY_A).json()["properties"]["plan"],
         "zip"
     );
 
@@ -431,7 +439,7 @@ fn segment_limits_are_enforced() {
     assert_eq!(res[1]["status"], "refused");
     assert_eq!(res[1]["error"], "too_large");
     assert_eq!(res[2]["status"], "accepted");
-    assert_eq!(s.get("/v1/profiles?user_id=big-2", KEY_A).status, 404);
+    assert_eq!(s.read("/v1/profiles?user_id=big-2", KEY_A).status, 404);
 
     // Just under the limit passes.
     let fits = "y".repeat(31 * 1024);
@@ -452,7 +460,7 @@ fn segment_limits_are_enforced() {
     let r = s.post("/v1/batch", KEY_A, &json!({ "batch": batch }));
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], "payload_too_large");
-    assert_eq!(s.get("/v1/profiles?user_id=bulk-0", KEY_A).status, 404);
+    assert_eq!(s.read("/v1/profiles?user_id=bulk-0", KEY_A).status, 404);
 
     // More than 2,500 messages: 400.
     let batch: Vec<Value> = (0..2501)
@@ -461,7 +469,7 @@ fn segment_limits_are_enforced() {
     let r = s.post("/v1/batch", KEY_A, &json!({ "batch": batch }));
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], "too_many_messages");
-    assert_eq!(s.get("/v1/profiles?user_id=n0", KEY_A).status, 404);
+    assert_eq!(s.read("/v1/profiles?user_id=n0", KEY_A).status, 404);
 
     // Exactly 2,500 is fine.
     let batch: Vec<Value> = (0..2500)
@@ -516,43 +524,35 @@ fn profiles_can_be_read_and_deleted() {
         ]}),
     );
     assert_eq!(r.status, 200);
-    assert_eq!(s.get("/v1/profiles?user_id=nobody", KEY_A).status, 404);
+    assert_eq!(s.read("/v1/profiles?user_id=nobody", KEY_A).status, 404);
     assert_eq!(
-        s.get("/v1/profiles?user_id=nobody", KEY_A).json()["code"],
+        s.read("/v1/profiles?user_id=nobody", KEY_A).json()["code"],
         "not_found"
     );
-    assert_eq!(s.get("/v1/profiles", KEY_A).status, 400);
-    assert_eq!(s.get("/v1/profiles?user_id=a&email=b", KEY_A).status, 400);
-    assert_eq!(s.get("/v1/profiles?key=abc", KEY_A).status, 400);
+    assert_eq!(s.read("/v1/profiles", KEY_A).status, 400);
+    assert_eq!(s.read("/v1/profiles?user_id=a&email=b", KEY_A).status, 400);
+    assert_eq!(s.read("/v1/profiles?key=abc", KEY_A).status, 400);
 
-    let auth = basic(KEY_A);
-    let r = s.request(
+    let r = s.admin(
         "DELETE",
         "/v1/profiles?email=del%40example.com&suppress=true",
-        &[("Authorization", &auth)],
-        b"",
+        KEY_A,
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["deleted"].is_u64());
     assert_eq!(r.json()["suppressed"], true);
-    assert_eq!(s.get("/v1/profiles?user_id=del-1", KEY_A).status, 404);
+    assert_eq!(s.read("/v1/profiles?user_id=del-1", KEY_A).status, 404);
     assert_eq!(
-        s.get("/v1/profiles?anonymous_id=dev-del", KEY_A).status,
+        s.read("/v1/profiles?anonymous_id=dev-del", KEY_A).status,
         404
     );
-    assert_eq!(s.get("/v1/profiles?user_id=keep-1", KEY_A).status, 200);
-    let r = s.request(
-        "DELETE",
-        "/v1/profiles?user_id=del-1",
-        &[("Authorization", &auth)],
-        b"",
-    );
+    assert_eq!(s.read("/v1/profiles?user_id=keep-1", KEY_A).status, 200);
+    let r = s.admin("DELETE", "/v1/profiles?user_id=del-1", KEY_A);
     assert_eq!(r.status, 404);
-    let r = s.request(
+    let r = s.admin(
         "DELETE",
         "/v1/profiles?user_id=keep-1&suppress=maybe",
-        &[("Authorization", &auth)],
-        b"",
+        KEY_A,
     );
     assert_eq!(r.status, 400);
 
@@ -563,12 +563,7 @@ fn profiles_can_be_read_and_deleted() {
     assert_eq!(results(&body)[0]["error"], "suppressed", "{body}");
 
     // Without suppression the id may come back.
-    let r = s.request(
-        "DELETE",
-        "/v1/profiles?user_id=keep-1",
-        &[("Authorization", &auth)],
-        b"",
-    );
+    let r = s.admin("DELETE", "/v1/profiles?user_id=keep-1", KEY_A);
     assert_eq!(r.status, 200);
     let r = s.post("/v1/identify", KEY_A, &json!({"userId": "keep-1"}));
     assert_eq!(results(&r.json())[0]["outcome"], "created");
@@ -596,7 +591,11 @@ fn health_and_metrics() {
     );
     s.post("/v1/batch", "wrong", &json!({"batch": []}));
 
-    let r = s.request("GET", "/metrics", &[], b"");
+    // /metrics names every project: a server-wide admin token only.
+    assert_eq!(s.request("GET", "/metrics", &[], b"").status, 401);
+    assert_eq!(s.read("/metrics", KEY_A).status, 403);
+    let all = server_common::bearer(server_common::ADMIN_ALL);
+    let r = s.request("GET", "/metrics", &[("Authorization", &all)], b"");
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
     let text = r.text();
@@ -710,6 +709,11 @@ fn bad_configurations_are_refused() {
             "{bad:?} should be refused"
         );
     }
+    let short_token = config(&["k=a"]).map(|c| c.admin_token("short", Some("a")));
+    assert!(matches!(
+        short_token.and_then(|c| c.validate()),
+        Err(ServerError::Config(_))
+    ));
     let c = config(&["k=a", "k=a", "k2=a", "x=y=b"]).unwrap();
     assert_eq!(c.write_keys.len(), 4);
     assert_eq!(c.write_keys[3], ("x=y".to_string(), "b".to_string()));

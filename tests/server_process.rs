@@ -148,7 +148,7 @@ fn sigint_stops_cleanly_and_the_store_reopens() {
     assert!(status.success(), "{status:?}\n{}", server.stderr());
     // Restart on the same directory: the data is there, the lock was released.
     let server = ServerProcess::start(dir.path(), &[(KEY, PROJECT)]);
-    let auth = basic(KEY);
+    let auth = server_common::bearer(server_common::ADMIN_ALL);
     let r = try_request(
         server.addr,
         "GET",
@@ -211,7 +211,7 @@ fn kill_9_loses_no_acknowledged_message_and_counts_none_twice() {
             total_acked += seqs.len();
         }
         // Verify the store against what was acknowledged so far, over HTTP.
-        let auth = basic(KEY);
+        let auth = server_common::bearer(server_common::ADMIN_ALL);
         for user in 0..USERS {
             let want = expected.get(&user).copied().unwrap_or(0);
             let r = try_request(

@@ -50,7 +50,7 @@ fn segment_python_client_identify_group_alias_track() {
     );
 
     // identify + alias + track (both ids) + group, all on one profile.
-    let r = server.get("/v1/profiles?user_id=py-user-1", KEY);
+    let r = server.read("/v1/profiles?user_id=py-user-1", KEY);
     assert_eq!(r.status, 200, "{}", r.text());
     let p = r.json();
     assert_eq!(p["email"], "Pat@Example.com");
@@ -68,24 +68,27 @@ fn segment_python_client_identify_group_alias_track() {
         "anonymous_id=py-prev-1",
         "anonymous_id=py-anon-2",
     ] {
-        let r = server.get(&format!("/v1/profiles?{q}"), KEY);
+        let r = server.read(&format!("/v1/profiles?{q}"), KEY);
         assert_eq!(r.status, 200, "{q}");
         assert_eq!(r.json()["key"], p["key"], "{q}");
     }
 
     // The queued, gzip-compressed batches.
     for i in 0..50 {
-        let r = server.get(&format!("/v1/profiles?user_id=py-bulk-{i}"), KEY);
+        let r = server.read(&format!("/v1/profiles?user_id=py-bulk-{i}"), KEY);
         assert_eq!(r.status, 200, "py-bulk-{i}");
         let b = r.json();
         assert_eq!(b["properties"]["n"], i);
         assert_eq!(b["email"], format!("bulk{i}@example.com"));
     }
-    let r = server.get("/v1/profiles?anonymous_id=py-bulk-anon", KEY);
+    let r = server.read("/v1/profiles?anonymous_id=py-bulk-anon", KEY);
     assert_eq!(r.json()["user_id"], "py-bulk-0");
 
     // The retried messageId was recognised as a duplicate, and nothing was refused.
-    let metrics = server.request("GET", "/metrics", &[], b"").text();
+    let all = server_common::bearer(server_common::ADMIN_ALL);
+    let metrics = server
+        .request("GET", "/metrics", &[("Authorization", &all)], b"")
+        .text();
     assert!(
         metrics.contains("profiledb_duplicates_total{project=\"web\"} 1"),
         "{metrics}"

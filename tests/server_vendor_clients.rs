@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use server_common::{ServerProcess, basic, try_request};
+use server_common::{ADMIN_ALL, ServerProcess, bearer, try_request};
 
 /// The python to use, if it can import `module`; `None` (skip) outside CI, panic under CI.
 fn python_with(module: &str) -> Option<OsString> {
@@ -84,9 +84,10 @@ impl Server {
         format!("http://{}", self.process.addr)
     }
 
-    /// The profile a query selects, or `None` on 404.
+    /// The profile a query selects, or `None` on 404 (read with an admin token: write keys
+    /// only ingest).
     fn profile(&self, query: &str) -> Option<Value> {
-        let auth = basic(self.key);
+        let auth = bearer(ADMIN_ALL);
         let r = try_request(
             self.process.addr,
             "GET",
@@ -103,9 +104,16 @@ impl Server {
     }
 
     fn metrics(&self) -> String {
-        try_request(self.process.addr, "GET", "/metrics", &[], b"")
-            .unwrap()
-            .text()
+        let auth = bearer(ADMIN_ALL);
+        try_request(
+            self.process.addr,
+            "GET",
+            "/metrics",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .unwrap()
+        .text()
     }
 
     /// SIGTERM and a clean exit; the project's store, reopened.

@@ -183,12 +183,13 @@ Example:
     Export,
 
     /// Delete a profile and free its identifiers (their bytes leave the disk at the next
-    /// compaction).
+    /// compaction, or before the command ends with --erase).
     #[command(after_help = "\
 Example:
-  profiledb delete --user-id u-123 --suppress
+  profiledb delete --user-id u-123 --suppress --erase
 
-Prints {\"deleted\": KEY, \"suppressed\": BOOL}. A missing profile exits with 1.")]
+Prints {\"deleted\": KEY, \"suppressed\": BOOL, \"erased\": BOOL}. A missing profile exits
+with 1.")]
     Delete {
         /// Which profile.
         #[command(flatten)]
@@ -196,6 +197,10 @@ Prints {\"deleted\": KEY, \"suppressed\": BOOL}. A missing profile exits with 1.
         /// Also refuse later calls naming the profile's identifiers.
         #[arg(long)]
         suppress: bool,
+        /// Rewrite the store's segments now, so that no file holds the profile's bytes when
+        /// the command ends (a full compaction).
+        #[arg(long)]
+        erase: bool,
     },
 
     /// Detach devices (anonymous ids) from a profile: logout.
@@ -399,6 +404,9 @@ pub fn try_open(
             global.data.display()
         )));
     }
+    // Never turn someone else's directory into a store, nor read it as one (nothing is
+    // touched).
+    Db::check_store_dir(&global.data).map_err(|e| Failure::error(e.to_string()))?;
     let options = Options {
         durability,
         create: access == Access::Write,
@@ -454,9 +462,11 @@ pub fn run(global: &Global, command: Command) -> CmdResult {
         Command::Import { file } => write::import(global, &file),
         Command::Get(selector) => read::get(global, &selector.selector()),
         Command::Export => read::query(global, None),
-        Command::Delete { selector, suppress } => {
-            write::delete(global, &selector.selector(), suppress)
-        }
+        Command::Delete {
+            selector,
+            suppress,
+            erase,
+        } => write::delete(global, &selector.selector(), suppress, erase),
         Command::Unlink(selector) => write::unlink(global, &selector.selector()),
         Command::Company { id, members } => read::company(global, &id, members),
         Command::Query { filter } => read::query(global, Some(&filter)),

@@ -203,14 +203,20 @@ pub fn import(global: &Global, file: &str) -> CmdResult {
 }
 
 /// `profiledb delete SELECTOR [--suppress]`.
-pub fn delete(global: &Global, selector: &Selector, suppress: bool) -> CmdResult {
+pub fn delete(global: &Global, selector: &Selector, suppress: bool, erase: bool) -> CmdResult {
     let mode = global.durability.unwrap_or(DurabilityArg::Group);
     let db = open(global, Access::Write, mode.durability())?;
-    let result = db.delete(selector, suppress);
+    let result = if erase {
+        db.delete_and_erase(selector, suppress)
+    } else {
+        db.delete(selector, suppress)
+    };
     close(db)?;
     match result? {
         Some(key) => {
-            print_json(&serde_json::json!({"deleted": key, "suppressed": suppress}))?;
+            print_json(
+                &serde_json::json!({"deleted": key, "suppressed": suppress, "erased": erase}),
+            )?;
             Ok(OK)
         }
         None => Err(Failure::failed(format!(

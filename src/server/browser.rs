@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH,
     ORIGIN, VARY,
@@ -24,9 +24,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use super::auth::{Credentials, basic_auth_key};
-use super::http::{ingest_request, read_body, respond};
-use super::ingest::{Endpoint, Reply};
+use super::auth::{self, credentials};
+use super::http::{Peer, ingest_request, read_protected, respond};
+use super::ingest::{self, Endpoint, Reply};
+use super::keys::KeySet;
 use super::{AppState, ServeConfig, ServerError};
 
 type Shared = Arc<AppState>;
@@ -71,11 +72,12 @@ pub(crate) struct Origins {
 }
 
 impl Origins {
-    /// Check and collect `config.allowed_origins`.
-    pub(crate) fn from_config(config: &ServeConfig) -> Result<Origins, ServerError> {
+    /// Check and collect `config.allowed_origins`; `keys` holds every credential (flags,
+    /// environment, keys file).
+    pub(crate) fn from_config(config: &ServeConfig, keys: &KeySet) -> Result<Origins, ServerError> {
         let mut by_project: HashMap<String, Vec<String>> = HashMap::new();
         for (project, origin) in &config.allowed_origins {
-            if !config.write_keys.iter().any(|(_, p)| p == project) {
+            if !keys.write_keys.iter().any(|(_, p)| p == project) {
                 return Err(ServerError::Config(format!(
                     "allowed origin {origin:?} names project {project:?}, which has no write key"
                 )));
@@ -174,8 +176,11 @@ pub(crate) fn write_routes() -> Router<Shared> {
     // `{apiHost}/b` (its default apiHost is `api.segment.io/v1`).
     let single = |kind: &'static str| {
         post(
-            move |State(s): State<Shared>, headers: HeaderMap, body: Body| {
-                ingest_request(s, Endpoint::Single(kind), headers, body)
+            move |State(s): State<Shared>,
+                  ConnectInfo(peer): Peer,
+                  headers: HeaderMap,
+                  body: Body| {
+                ingest_request(s, peer.ip(), Endpoint::Single(kind), headers, body)
             },
         )
     };
@@ -189,9 +194,14 @@ pub(crate) fn write_routes() -> Router<Shared> {
         .route("/v1/s", single("screen"))
         .route(
             "/v1/b",
-            post(|State(s): State<Shared>, headers: HeaderMap, body: Body| {
-                ingest_request(s, Endpoint::Batch, headers, body)
-            }),
+            post(
+                |State(s): State<Shared>,
+                 ConnectInfo(peer): Peer,
+                 headers: HeaderMap,
+                 body: Body| {
+                    ingest_request(s, peer.ip(), Endpoint::Batch, headers, body)
+                },
+            ),
         )
         .route("/v1/unlink", post(unlink))
         .route("/v1/projects/{key}/settings", get(segment_settings))
@@ -334,17 +344,52 @@ struct UnlinkBody {
 }
 
 /// `POST /v1/unlink {"anonymousId": A, "writeKey"?}`: detach device `A` from its profile
-/// (SPEC 3.6, what the embed script's `reset()` sends at logout). Authenticated like the
-/// other write endpoints (write key, header or body), answered once durable.
-async fn unlink(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let reply = unlink_reply(&state, &headers, body)
-        .await
-        .unwrap_or_else(|r| r);
-    respond(&state, "unlink", reply)
+/// (SPEC 3.6, what the embed script's `reset()` sends at logout). Authenticated and bounded
+/// like the other write endpoints (write key in the header, checked before the body is read,
+/// or in the body), answered once durable.
+async fn unlink(
+    State(state): State<Shared>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match unlink_reply(&state, peer.ip(), &headers, body).await {
+        Ok(reply) | Err(UnlinkError::Reply(reply)) => respond(&state, "unlink", reply),
+        Err(UnlinkError::Response(response)) => response,
+    }
 }
 
-async fn unlink_reply(state: &Shared, headers: &HeaderMap, body: Body) -> Result<Reply, Reply> {
-    let bytes = read_body(body, UNLINK_BODY_BYTES).await?;
+/// An unlink refused before or while its body was read (already a response) or after.
+enum UnlinkError {
+    Response(Response),
+    Reply(Reply),
+}
+
+impl From<Reply> for UnlinkError {
+    fn from(reply: Reply) -> Self {
+        UnlinkError::Reply(reply)
+    }
+}
+
+async fn unlink_reply(
+    state: &Shared,
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Reply, UnlinkError> {
+    let header_project = auth::header_write_project(state, peer, &credentials(headers))?;
+    let authenticated = header_project.is_some();
+    let (bytes, reserved) = read_protected(
+        state,
+        "unlink",
+        headers,
+        body,
+        UNLINK_BODY_BYTES,
+        false,
+        authenticated,
+    )
+    .await
+    .map_err(UnlinkError::Response)?;
     let parsed: UnlinkBody = serde_json::from_slice(&bytes).map_err(|e| {
         Reply::error(
             400,
@@ -352,25 +397,16 @@ async fn unlink_reply(state: &Shared, headers: &HeaderMap, body: Body) -> Result
             &format!("the body is not a JSON object with anonymousId: {e}"),
         )
     })?;
-    let key = match (basic_auth_key(headers), &parsed.write_key) {
-        (Credentials::Key(k), _) => k,
-        (Credentials::Malformed, _) => {
-            return Err(Reply::unauthorized(
-                "the Authorization header is not valid basic auth",
-            ));
-        }
-        (Credentials::None, Some(Value::String(k))) => k.clone(),
-        (Credentials::None, _) => {
+    let project = match (header_project, &parsed.write_key) {
+        (Some(p), _) => p,
+        (None, Some(Value::String(k))) => auth::project_for_write_key(state, peer, k)?,
+        (None, _) => {
             return Err(Reply::unauthorized(
                 "no write key: send it as the HTTP basic-auth user or as writeKey in the body",
-            ));
+            )
+            .into());
         }
     };
-    let project = Arc::clone(
-        state
-            .project(&key)
-            .ok_or_else(|| Reply::unauthorized("unknown write key"))?,
-    );
     state
         .origins
         .check(&project.name, origin_of(headers).as_deref())?;
@@ -381,10 +417,12 @@ async fn unlink_reply(state: &Shared, headers: &HeaderMap, body: Body) -> Result
                 400,
                 "invalid_unlink",
                 "anonymousId: must be a non-blank string of at most 255 characters",
-            ));
+            )
+            .into());
         }
     };
     let reply = tokio::task::spawn_blocking(move || {
+        let _reserved = reserved;
         let result = project
             .db
             .unlink(&anonymous_id)
@@ -395,12 +433,11 @@ async fn unlink_reply(state: &Shared, headers: &HeaderMap, body: Body) -> Result
                 "unlinked": key.is_some(),
                 "key": key,
             })),
-            Err(e) if !e.is_refusal() => Reply::unavailable(&project, &e),
-            Err(e) => Reply::error(400, e.kind(), &e.to_string()),
+            Err(e) => Reply::store_error(&project, &e),
         }
     })
     .await
-    .unwrap_or_else(|e| Reply::error(500, "internal", &format!("request task failed: {e}")));
+    .unwrap_or_else(|e| ingest::internal("request task failed", &e));
     Ok(reply)
 }
 

@@ -1,34 +1,40 @@
-//! Routes and the async side of each request: read the body (bounded), hand the work to the
-//! blocking pool, turn the reply into a response.
+//! Routes and the async side of each request: authenticate from the headers, reserve the
+//! body's bytes, read the body (bounded in size and time), hand the work to the blocking
+//! pool, turn the reply into a response.
 
-use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, HttpBody as _};
-use axum::extract::{DefaultBodyLimit, Query, RawQuery, State};
-use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
 
-use super::auth::{Credentials, basic_auth_key};
+use super::AppState;
+use super::admin;
+use super::auth::{self, credentials};
+use super::budget::Reserved;
 use super::ingest::{self, Endpoint, Reply};
 use super::metrics::{self, StoreFigures};
-use super::{AppState, Project};
 use super::{mixpanel, posthog};
-use crate::Selector;
 
-type Shared = Arc<AppState>;
+pub(crate) type Shared = Arc<AppState>;
+/// The source address of a request (set per connection by `conn`).
+pub(crate) type Peer = ConnectInfo<SocketAddr>;
 
 /// The server's routes.
 pub(crate) fn router(state: Shared) -> Router {
     let single = |kind: &'static str| {
         post(
-            move |State(s): State<Shared>, headers: HeaderMap, body: Body| {
-                ingest_request(s, Endpoint::Single(kind), headers, body)
+            move |State(s): State<Shared>,
+                  ConnectInfo(peer): Peer,
+                  headers: HeaderMap,
+                  body: Body| {
+                ingest_request(s, peer.ip(), Endpoint::Single(kind), headers, body)
             },
         )
     };
@@ -36,9 +42,14 @@ pub(crate) fn router(state: Shared) -> Router {
     let writes = Router::new()
         .route(
             "/v1/batch",
-            post(|State(s): State<Shared>, headers: HeaderMap, body: Body| {
-                ingest_request(s, Endpoint::Batch, headers, body)
-            }),
+            post(
+                |State(s): State<Shared>,
+                 ConnectInfo(peer): Peer,
+                 headers: HeaderMap,
+                 body: Body| {
+                    ingest_request(s, peer.ip(), Endpoint::Batch, headers, body)
+                },
+            ),
         )
         .route("/v1/identify", single("identify"))
         .route("/v1/group", single("group"))
@@ -49,17 +60,34 @@ pub(crate) fn router(state: Shared) -> Router {
         .merge(super::browser::write_routes())
         .merge(vendor_routes())
         .layer(super::browser::cors_layer(&state));
-    // Reads, deletes and operations: never answered to browsers of other origins.
+    // Reads, deletes and operations need an admin token and are never answered to browsers
+    // of other origins (no CORS).
     Router::new()
         .merge(writes)
         .merge(super::browser::script_routes())
         .route(
             "/v1/profiles",
-            get(get_profile).delete(delete_profile).head(get_profile),
+            get(admin::get_profile)
+                .delete(admin::delete_profile)
+                .head(admin::get_profile),
         )
-        .route("/health", get(health))
-        .route("/metrics", get(render_metrics))
+        .route(
+            "/v1/suppressions",
+            get(admin::get_suppressions).delete(admin::lift_suppression),
+        )
+        .route("/health", get(admin::health))
+        .route("/metrics", get(admin_metrics))
         .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// The routes of the separate metrics address: `/metrics` without credentials.
+pub(crate) fn metrics_router(state: Shared) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<Shared>| async move { render_metrics(&s) }),
+        )
         .with_state(state)
 }
 
@@ -87,9 +115,12 @@ fn vendor_routes() -> Router<Shared> {
     let handler = |vendor: Vendor| {
         post(
             move |State(s): State<Shared>,
+                  ConnectInfo(peer): Peer,
                   RawQuery(q): RawQuery,
                   headers: HeaderMap,
-                  body: Body| { vendor_request(s, vendor, q, headers, body) },
+                  body: Body| {
+                vendor_request(s, peer.ip(), vendor, q, headers, body)
+            },
         )
     };
     let mut router = Router::new();
@@ -111,35 +142,45 @@ fn vendor_routes() -> Router<Shared> {
     router
 }
 
+/// A PostHog or Mixpanel request. Their key is in the body, so they are read before they are
+/// authenticated: from the unauthenticated share of the in-flight byte budget, within the
+/// body timeout, and refused at once (`429`) for an address over its failed-auth limit.
 async fn vendor_request(
     state: Shared,
+    peer: IpAddr,
     vendor: Vendor,
     query: Option<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let label = vendor.label();
+    if state.failed_auth.blocked(peer) {
+        return respond(&state, label, auth::too_many_failures());
+    }
     let gzip = match gzip_encoding(&headers) {
         Ok(g) => g,
         Err(reply) => return respond(&state, label, reply),
     };
-    let bytes = match read_limited(&state, &headers, body).await {
-        Ok(b) => b,
-        Err(reply) => return respond(&state, label, reply),
-    };
+    let limit = state.limits.max_batch_bytes;
+    let (bytes, reserved) =
+        match read_protected(&state, label, &headers, body, limit, gzip, false).await {
+            Ok(b) => b,
+            Err(response) => return response,
+        };
     let origin = super::browser::origin_of(&headers);
     let worker = Arc::clone(&state);
     let reply = tokio::task::spawn_blocking(move || {
-        let origin = origin.as_deref();
-        match vendor {
-            Vendor::PostHog => posthog::process(&worker, origin, gzip, &bytes),
+        let reply = match vendor {
+            Vendor::PostHog => posthog::process(&worker, peer, origin.as_deref(), gzip, &bytes),
             Vendor::Mixpanel(kind) => {
-                mixpanel::process(&worker, kind, origin, gzip, query.as_deref(), &bytes)
+                mixpanel::process(&worker, peer, kind, origin.as_deref(), gzip, query.as_deref(), &bytes)
             }
-        }
+        };
+        drop(reserved);
+        reply
     })
     .await
-    .unwrap_or_else(|e| Reply::error(500, "internal", &format!("request task failed: {e}")));
+    .unwrap_or_else(|e| ingest::internal("request task failed", &e));
     respond(&state, label, reply)
 }
 
@@ -159,27 +200,26 @@ fn gzip_encoding(headers: &HeaderMap) -> Result<bool, Reply> {
     }
 }
 
-/// The body, bounded by the batch limit (a declared length far over it is refused at once).
-async fn read_limited(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Reply> {
-    let limit = state.limits.max_batch_bytes;
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > DRAIN_LIMIT.max(limit) as u64) {
-        return Err(ingest::too_large(limit, "as sent"));
-    }
-    read_body(body, limit).await
-}
-
 pub(crate) fn respond(state: &AppState, endpoint: &'static str, reply: Reply) -> Response {
     state.http.record(endpoint, reply.status);
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let retry = matches!(reply.status, 429 | 503);
     let mut response = (status, reply.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if retry {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+}
+
+/// `503 server_busy`: the byte cap is reached.
+fn busy() -> Reply {
+    Reply::error(
+        503,
+        "server_busy",
+        "too many request bytes in flight; retry shortly",
+    )
 }
 
 /// Bytes of an over-limit body read and thrown away so that the client, still sending, gets
@@ -188,7 +228,7 @@ const DRAIN_LIMIT: usize = 8 << 20;
 
 /// Read the body, refusing it once it passes `limit` bytes (the rest is drained, up to
 /// [`DRAIN_LIMIT`], and dropped).
-pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Reply> {
+async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Reply> {
     let mut buf = Vec::new();
     let mut seen = 0usize;
     loop {
@@ -220,250 +260,136 @@ pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, R
     }
 }
 
+/// Read a request's body under the server's protections (docs/security.md): a declared
+/// length far over `limit` is refused at once; what the body may cost in memory (as sent, at
+/// most `limit`, plus its decoded form for gzip) is reserved from the in-flight byte budget
+/// first, from its unauthenticated share unless `authenticated`; the whole body must arrive
+/// within the body timeout. The reservation is given back when the caller drops it. `Err` is
+/// the answer to send, already recorded under `label`.
+pub(crate) async fn read_protected(
+    state: &AppState,
+    label: &'static str,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    gzip: bool,
+    authenticated: bool,
+) -> Result<(Vec<u8>, Reserved), Response> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT.max(limit) as u64) {
+        return Err(respond(state, label, ingest::too_large(limit, "as sent")));
+    }
+    let as_sent = declared.map_or(limit, |n| (n as usize).min(limit));
+    let cost = as_sent
+        + if gzip {
+            state.limits.max_batch_bytes
+        } else {
+            0
+        };
+    let Some(reserved) = state.budget.try_reserve(cost, authenticated) else {
+        return Err(respond(state, label, busy()));
+    };
+    let timeout = state.protection.body_timeout;
+    match tokio::time::timeout(timeout, read_body(body, limit)).await {
+        Ok(Ok(bytes)) => Ok((bytes, reserved)),
+        Ok(Err(reply)) => Err(respond(state, label, reply)),
+        Err(_) => {
+            let reply = Reply::error(
+                408,
+                "body_timeout",
+                &format!("the body did not arrive within {} s", timeout.as_secs_f64()),
+            );
+            let mut response = respond(state, label, reply);
+            response
+                .headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
+            Err(response)
+        }
+    }
+}
+
 pub(crate) async fn ingest_request(
     state: Shared,
+    peer: IpAddr,
     endpoint: Endpoint,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let label = endpoint.label();
-    let credentials = basic_auth_key(&headers);
-    match &credentials {
-        Credentials::Key(k) if state.project(k).is_none() => {
-            return respond(&state, label, Reply::unauthorized("unknown write key"));
-        }
-        Credentials::Malformed => {
-            return respond(
-                &state,
-                label,
-                Reply::unauthorized("the Authorization header is not valid basic auth"),
-            );
-        }
-        _ => {}
-    }
+    // Authentication from the headers comes before any body byte is read.
+    let project = match auth::header_write_project(&state, peer, &credentials(&headers)) {
+        Ok(p) => p,
+        Err(reply) => return respond(&state, label, reply),
+    };
     let gzip = match gzip_encoding(&headers) {
         Ok(g) => g,
         Err(reply) => return respond(&state, label, reply),
     };
-    let bytes = match read_limited(&state, &headers, body).await {
-        Ok(b) => b,
-        Err(reply) => return respond(&state, label, reply),
-    };
+    let limit = state.limits.max_batch_bytes;
+    let authenticated = project.is_some();
+    let (bytes, reserved) =
+        match read_protected(&state, label, &headers, body, limit, gzip, authenticated).await {
+            Ok(b) => b,
+            Err(response) => return response,
+        };
     let origin = super::browser::origin_of(&headers);
     let worker = Arc::clone(&state);
     let reply = tokio::task::spawn_blocking(move || {
-        ingest::process(
+        let reply = ingest::process(
             &worker,
+            peer,
             endpoint,
-            credentials,
+            project,
             origin.as_deref(),
             gzip,
             &bytes,
-        )
+        );
+        drop(reserved);
+        reply
     })
     .await
-    .unwrap_or_else(|e| Reply::error(500, "internal", &format!("request task failed: {e}")));
+    .unwrap_or_else(|e| ingest::internal("request task failed", &e));
     respond(&state, label, reply)
 }
 
-/// The project of a read or delete request (basic auth only: keys do not belong in URLs).
-fn reader_project(state: &AppState, headers: &HeaderMap) -> Result<Arc<Project>, Reply> {
-    match basic_auth_key(headers) {
-        Credentials::Key(k) => state
-            .project(&k)
-            .cloned()
-            .ok_or_else(|| Reply::unauthorized("unknown write key")),
-        Credentials::Malformed => Err(Reply::unauthorized(
-            "the Authorization header is not valid basic auth",
-        )),
-        Credentials::None => Err(Reply::unauthorized(
-            "no write key: send it as the HTTP basic-auth user",
-        )),
-    }
-}
-
-/// The selector of `?user_id=|email=|anonymous_id=|key=` (exactly one).
-fn selector(query: &HashMap<String, String>) -> Result<Selector, Reply> {
-    let mut found = Vec::new();
-    for name in ["user_id", "email", "anonymous_id", "key"] {
-        if let Some(v) = query.get(name) {
-            found.push((name, v.as_str()));
-        }
-    }
-    match found.as_slice() {
-        [(name, value)] => match *name {
-            "user_id" => Ok(Selector::UserId(value.to_string())),
-            "email" => Ok(Selector::Email(value.to_string())),
-            "anonymous_id" => Ok(Selector::AnonymousId(value.to_string())),
-            _ => value
-                .parse()
-                .map(Selector::Key)
-                .map_err(|_| Reply::error(400, "invalid_query", "key must be an unsigned integer")),
-        },
-        _ => Err(Reply::error(
-            400,
-            "invalid_query",
-            "give exactly one of user_id, email, anonymous_id or key",
-        )),
-    }
-}
-
-fn not_found(selector: &Selector) -> Reply {
-    let what = match selector {
-        Selector::UserId(v) => format!("user id {v:?}"),
-        Selector::Email(v) => format!("email {v:?}"),
-        Selector::AnonymousId(v) => format!("anonymous id {v:?}"),
-        Selector::Key(k) => format!("key {k}"),
-    };
-    Reply::error(404, "not_found", &format!("no profile with {what}"))
-}
-
-async fn get_profile(
+/// `/metrics` on the main address: a server-wide admin token (it names every project).
+async fn admin_metrics(
     State(state): State<Shared>,
+    ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let reply = match profile_reply(&state, &headers, &query).await {
-        Ok(r) | Err(r) => r,
-    };
-    respond(&state, "profiles_get", reply)
+    match auth::server_admin(&state, peer.ip(), &headers) {
+        Ok(()) => render_metrics(&state),
+        Err(reply) => respond(&state, "metrics", reply),
+    }
 }
 
-async fn profile_reply(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Reply, Reply> {
-    let project = reader_project(state, headers)?;
-    let selector = selector(query)?;
-    let reply = tokio::task::spawn_blocking(move || match project.db.get(&selector) {
-        Ok(Some(profile)) => Reply::json(&profile),
-        Ok(None) => not_found(&selector),
-        Err(e) if !e.is_refusal() => Reply::unavailable(&project, &e),
-        Err(e) => Reply::error(400, e.kind(), &e.to_string()),
-    })
-    .await
-    .unwrap_or_else(|e| Reply::error(500, "internal", &format!("request task failed: {e}")));
-    Ok(reply)
-}
-
-#[derive(Serialize)]
-struct Deleted {
-    deleted: u64,
-    suppressed: bool,
-}
-
-async fn delete_profile(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let reply = match delete_reply(&state, &headers, &query).await {
-        Ok(r) | Err(r) => r,
-    };
-    respond(&state, "profiles_delete", reply)
-}
-
-async fn delete_reply(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Reply, Reply> {
-    let project = reader_project(state, headers)?;
-    let mut query = query.clone();
-    let suppress = match query.remove("suppress").as_deref() {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
-        Some(other) => {
-            return Err(Reply::error(
-                400,
-                "invalid_query",
-                &format!("suppress must be true or false, not {other:?}"),
-            ));
-        }
-    };
-    let selector = selector(&query)?;
-    let reply = tokio::task::spawn_blocking(move || {
-        let result = project
-            .db
-            .delete(&selector, suppress)
-            .and_then(|deleted| project.db.sync().map(|()| deleted));
-        match result {
-            Ok(Some(key)) => Reply::json(&Deleted {
-                deleted: key,
-                suppressed: suppress,
-            }),
-            Ok(None) => not_found(&selector),
-            Err(e) if !e.is_refusal() => Reply::unavailable(&project, &e),
-            Err(e) => Reply::error(400, e.kind(), &e.to_string()),
-        }
-    })
-    .await
-    .unwrap_or_else(|e| Reply::error(500, "internal", &format!("request task failed: {e}")));
-    Ok(reply)
-}
-
-/// `200 ok`, or `503` naming the projects whose store failed (they need a restart).
-async fn health(State(state): State<Shared>) -> Response {
-    let failed: Vec<&str> = state
+/// Render `/metrics` from counters kept as writes happen: the cost does not grow with the
+/// number of profiles (no walk of the index, no blocking task).
+fn render_metrics(state: &AppState) -> Response {
+    let rows: Vec<_> = state
         .projects
         .iter()
-        .filter(|p| p.failed.load(std::sync::atomic::Ordering::Relaxed))
-        .map(|p| p.name.as_str())
+        .map(|p| {
+            let c = p.db.counts();
+            let figures = StoreFigures {
+                disk_bytes: c.disk_bytes,
+                profiles: c.profiles,
+                companies: c.companies,
+                syncs: c.syncs,
+            };
+            (p.name.as_str(), &p.metrics, Some(figures))
+        })
         .collect();
-    if failed.is_empty() {
-        state.http.record("health", 200);
-        (StatusCode::OK, "ok").into_response()
-    } else {
-        state.http.record("health", 503);
-        let text = format!(
-            "unavailable: the store of {} failed; restart the server to recover it",
-            failed.join(", ")
-        );
-        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
-    }
-}
-
-async fn render_metrics(State(state): State<Shared>) -> Response {
-    let worker = Arc::clone(&state);
-    let text = tokio::task::spawn_blocking(move || {
-        let figures: Vec<_> = worker
-            .projects
-            .iter()
-            .map(|p| {
-                let s = p.db.stats();
-                StoreFigures {
-                    disk_bytes: s.storage.disk_bytes,
-                    live_bytes: s.live_bytes,
-                    profiles: s.profiles,
-                    companies: s.companies,
-                    syncs: s.storage.syncs,
-                }
-            })
-            .collect();
-        let rows: Vec<_> = worker
-            .projects
-            .iter()
-            .zip(figures)
-            .map(|(p, f)| (p.name.as_str(), &p.metrics, Some(f)))
-            .collect();
-        metrics::render(&worker.http, &rows)
-    })
-    .await;
-    match text {
-        Ok(text) => {
-            state.http.record("metrics", 200);
-            let mut response = (StatusCode::OK, text).into_response();
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
-        }
-        Err(e) => respond(
-            &state,
-            "metrics",
-            Reply::error(500, "internal", &format!("metrics task failed: {e}")),
-        ),
-    }
+    let text = metrics::render(&state.http, &rows);
+    state.http.record("metrics", 200);
+    let mut response = (StatusCode::OK, text).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }

@@ -2,6 +2,7 @@
 //! limits, apply each message, sync once, answer with a result per message.
 
 use std::io::Read as _;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::auth::Credentials;
+use super::auth;
 use super::metrics::{reason_index, type_index};
 use super::{AppState, PER_MESSAGE, Project};
 use crate::{Error, Message, Moved, Status};
@@ -73,18 +74,36 @@ impl Reply {
         Reply::error(401, "unauthorized", message)
     }
 
+    /// `503`: the store failed. The details (file paths, OS errors) go to the server's log,
+    /// never to the client.
     pub(crate) fn unavailable(project: &Project, e: &Error) -> Reply {
         project.metrics.unavailable.fetch_add(1, Relaxed);
         project.failed.store(true, Relaxed);
+        eprintln!(
+            "profiledb serve: project {:?}: store failure: {e}",
+            project.name
+        );
         Reply::error(
             503,
             "store_unavailable",
-            &format!(
-                "project {:?}: {e}; nothing of this request is acknowledged, retry later",
-                project.name
-            ),
+            "the store failed; nothing of this request is acknowledged, retry later",
         )
     }
+
+    /// The answer to a store error: `503` for a failure of the store, `400` for a refusal.
+    pub(crate) fn store_error(project: &Project, e: &Error) -> Reply {
+        if e.is_refusal() {
+            Reply::error(400, e.kind(), &e.to_string())
+        } else {
+            Reply::unavailable(project, e)
+        }
+    }
+}
+
+/// `500` for a bug on the server's side (logged, not described to the client).
+pub(crate) fn internal(what: &str, e: &dyn std::fmt::Display) -> Reply {
+    eprintln!("profiledb serve: internal error: {what}: {e}");
+    Reply::error(500, "internal", "internal error; see the server's log")
 }
 
 /// One message's result.
@@ -169,31 +188,16 @@ pub(crate) fn too_large(limit: usize, what: &str) -> Reply {
     )
 }
 
-/// Merge a batch's top-level `context` into a message's own (the message's keys win).
-fn merge_context(message: &mut Map<String, Value>, context: &Map<String, Value>) {
-    match message.get_mut("context") {
-        Some(Value::Object(own)) => {
-            for (k, v) in context {
-                if !own.contains_key(k) {
-                    own.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        None | Some(Value::Null) => {
-            message.insert("context".into(), Value::Object(context.clone()));
-        }
-        // A message whose own `context` is not an object keeps it.
-        Some(_) => {}
-    }
-}
-
 /// The top level of a `/v1/batch` body; each message stays raw until it is looked at, so its
 /// size as sent is known without re-encoding it.
+///
+/// The batch-level `context` is not read at all: copying it into each of up to 2,500
+/// messages made one small gzip body cost seconds of CPU (issue 13). Clients send each
+/// message's own `context` (where RudderStack's `context.traits` is read).
 #[derive(serde::Deserialize)]
 struct BatchBody<'a> {
     #[serde(borrow)]
     batch: Option<&'a RawValue>,
-    context: Option<Value>,
     #[serde(rename = "writeKey")]
     write_key: Option<Value>,
 }
@@ -226,43 +230,36 @@ fn invalid_json(e: impl std::fmt::Display) -> Reply {
 }
 
 /// The project of a write key found in a request body (a PostHog project API key, a Mixpanel
-/// project token). The one place body tokens are checked, so that a change of key rules
-/// (src/server/auth.rs) is made here once. The caller then checks the request's web origin
-/// (`state.origins.check`, docs/browser.md).
-pub(crate) fn project_for_body_key<'s>(
-    state: &'s AppState,
+/// project token): security's write-key check ([`auth::project_for_write_key`]: ingest only,
+/// failures counted against `peer`). The one place vendor body tokens are checked; the caller
+/// then checks the request's web origin (`state.origins.check`, docs/browser.md).
+pub(crate) fn project_for_body_key(
+    state: &AppState,
+    peer: IpAddr,
     key: &str,
-) -> Result<&'s Arc<Project>, Reply> {
-    state
-        .project(key)
-        .ok_or_else(|| Reply::unauthorized("unknown write key"))
+) -> Result<Arc<Project>, Reply> {
+    auth::project_for_write_key(state, peer, key)
 }
 
-/// The project of a request: the basic-auth key, else the body's `writeKey`; refused when the
-/// request comes from a web page whose origin the project does not allow (docs/browser.md).
-fn authenticate<'s>(
-    state: &'s AppState,
-    credentials: &Credentials,
+/// The project of a request: the one its `Authorization` header named (checked before the
+/// body was read), else the body's `writeKey`; refused when the request comes from a web page
+/// whose origin the project does not allow (docs/browser.md).
+fn authenticate(
+    state: &AppState,
+    peer: IpAddr,
+    header: Option<Arc<Project>>,
     body_key: Option<&Value>,
     origin: Option<&str>,
-) -> Result<&'s Arc<Project>, Reply> {
-    let key = match (credentials, body_key) {
-        (Credentials::Key(k), _) => k.as_str(),
-        (Credentials::Malformed, _) => {
-            return Err(Reply::unauthorized(
-                "the Authorization header is not valid basic auth",
-            ));
-        }
-        (Credentials::None, Some(Value::String(k))) => k.as_str(),
-        (Credentials::None, _) => {
+) -> Result<Arc<Project>, Reply> {
+    let project = match (header, body_key) {
+        (Some(p), _) => p,
+        (None, Some(Value::String(k))) => auth::project_for_write_key(state, peer, k)?,
+        (None, _) => {
             return Err(Reply::unauthorized(
                 "no write key: send it as the HTTP basic-auth user or as writeKey in the body",
             ));
         }
     };
-    let project = state
-        .project(key)
-        .ok_or_else(|| Reply::unauthorized("unknown write key"))?;
     state.origins.check(&project.name, origin)?;
     Ok(project)
 }
@@ -270,8 +267,9 @@ fn authenticate<'s>(
 /// The whole work of one ingestion request (runs on the blocking pool).
 pub(crate) fn process(
     state: &AppState,
+    peer: IpAddr,
     endpoint: Endpoint,
-    credentials: Credentials,
+    header_project: Option<Arc<Project>>,
     origin: Option<&str>,
     gzip: bool,
     body: &[u8],
@@ -303,10 +301,11 @@ pub(crate) fn process(
                 Ok(t) => t,
                 Err(e) => return invalid_json(e),
             };
-            let project = match authenticate(state, &credentials, top.write_key.as_ref(), origin) {
-                Ok(p) => p,
-                Err(r) => return r,
-            };
+            let project =
+                match authenticate(state, peer, header_project, top.write_key.as_ref(), origin) {
+                    Ok(p) => p,
+                    Err(r) => return r,
+                };
             let Some(raw) = top.batch else {
                 return Reply::error(
                     400,
@@ -331,12 +330,8 @@ pub(crate) fn process(
                     ),
                 );
             }
-            let context = match top.context {
-                Some(Value::Object(c)) if !c.is_empty() => Some(c),
-                _ => None,
-            };
             let pending = messages.into_iter().map(Pending::Raw).collect();
-            apply_all(project, pending, context.as_ref(), limits)
+            apply_all(&project, pending, limits)
         }
         Endpoint::Single(kind) => {
             // The body is the message: Segment's 32 KB applies to it as sent.
@@ -356,17 +351,13 @@ pub(crate) fn process(
                 Err(e) => return invalid_json(e),
             };
             let body_key = top.remove("writeKey");
-            let project = match authenticate(state, &credentials, body_key.as_ref(), origin) {
+            let project = match authenticate(state, peer, header_project, body_key.as_ref(), origin)
+            {
                 Ok(p) => p,
                 Err(r) => return r,
             };
             top.insert("type".into(), Value::String(kind.into()));
-            apply_all(
-                project,
-                vec![Pending::Parsed(Value::Object(top))],
-                None,
-                limits,
-            )
+            apply_all(&project, vec![Pending::Parsed(Value::Object(top))], limits)
         }
     }
 }
@@ -379,6 +370,28 @@ fn delete_first(db: &crate::Db, selectors: &[crate::Selector]) -> crate::Result<
         }
     }
     Ok(None)
+}
+
+/// Identifier fields that must not hold NUL or other control characters (they end up in
+/// logs, URLs and other systems' keys).
+const ID_FIELDS: [&str; 4] = ["userId", "anonymousId", "previousId", "groupId"];
+
+/// Why a message's identifiers are refused, if they are: a control character in one.
+fn control_in_ids(obj: &Map<String, Value>) -> Option<String> {
+    let email = obj
+        .get("traits")
+        .and_then(|t| t.get("email"))
+        .map(|v| ("traits.email", v));
+    ID_FIELDS
+        .iter()
+        .filter_map(|f| obj.get(*f).map(|v| (*f, v)))
+        .chain(email)
+        .find_map(|(field, v)| match v {
+            Value::String(s) if s.chars().any(char::is_control) => Some(format!(
+                "call refused: {field}: contains a control character (NUL, newline, ...)"
+            )),
+            _ => None,
+        })
 }
 
 /// Count and describe one refused message.
@@ -394,13 +407,8 @@ fn refuse(
     MessageResult::refused(index, error, reason)
 }
 
-fn apply_all(
-    project: &Arc<Project>,
-    messages: Vec<Pending<'_>>,
-    context: Option<&Map<String, Value>>,
-    limits: super::Limits,
-) -> Reply {
-    match apply_messages(project, messages, context, limits) {
+fn apply_all(project: &Arc<Project>, messages: Vec<Pending<'_>>, limits: super::Limits) -> Reply {
+    match apply_messages(project, messages, limits) {
         Ok(answer) => Reply::json(&answer),
         Err(reply) => reply,
     }
@@ -410,7 +418,6 @@ fn apply_all(
 pub(crate) fn apply_messages(
     project: &Arc<Project>,
     messages: Vec<Pending<'_>>,
-    context: Option<&Map<String, Value>>,
     limits: super::Limits,
 ) -> Result<BatchAnswer, Reply> {
     let metrics = &project.metrics;
@@ -429,8 +436,13 @@ pub(crate) fn apply_messages(
             Pending::Item(Item::Refused { error, reason }) => Err((error, reason)),
             Pending::Item(Item::Delete(selectors)) => {
                 metrics.messages[type_index("other")].fetch_add(1, Relaxed);
+                let started = Instant::now();
                 match delete_first(db, &selectors) {
                     Ok(deleted) => {
+                        if deleted.is_some() {
+                            // Its bytes leave the disk within the erasure bound (admin.rs).
+                            project.unerased_since.lock().get_or_insert(started);
+                        }
                         accepted += 1;
                         results.push(MessageResult {
                             index,
@@ -496,8 +508,9 @@ pub(crate) fn apply_messages(
             ));
             continue;
         };
-        if let Some(context) = context {
-            merge_context(obj, context);
+        if let Some(reason) = control_in_ids(obj) {
+            results.push(refuse(metrics, &mut refused, index, "invalid", reason));
+            continue;
         }
         let message = match Message::from_json(&value) {
             Ok(m) => m,

@@ -89,10 +89,10 @@ impl HttpMetrics {
     }
 }
 
-/// A project's store figures, read when `/metrics` is scraped.
+/// A project's store figures, read when `/metrics` is scraped (from [`crate::Db::counts`]:
+/// cheap whatever the store's size).
 pub(crate) struct StoreFigures {
     pub(crate) disk_bytes: u64,
-    pub(crate) live_bytes: u64,
     pub(crate) profiles: u64,
     pub(crate) companies: u64,
     pub(crate) syncs: u64,
@@ -230,16 +230,11 @@ pub(crate) fn render(
         );
     }
 
-    let gauges: [Row<StoreFigures>; 5] = [
+    let gauges: [Row<StoreFigures>; 4] = [
         (
             "profiledb_store_disk_bytes",
             "Bytes of all segment files of the project's store.",
             |f| f.disk_bytes,
-        ),
-        (
-            "profiledb_store_live_bytes",
-            "Bytes of live entries in the project's store.",
-            |f| f.live_bytes,
         ),
         (
             "profiledb_store_profiles",

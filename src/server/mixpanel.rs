@@ -2,6 +2,7 @@
 //! translated into the Segment-shaped message the library parses (or a removal), so every rule
 //! of docs/semantics.md has one place. docs/clients.md says what maps to what and why.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -27,6 +28,7 @@ pub(crate) enum Kind {
 /// `{"status": 1|0, "error": ...}` plus per-record results; otherwise `1` or `0`.
 pub(crate) fn process(
     state: &AppState,
+    peer: IpAddr,
     kind: Kind,
     origin: Option<&str>,
     gzip: bool,
@@ -49,7 +51,7 @@ pub(crate) fn process(
                 .and_then(|d| d.field("verbose").map(str::to_string))
         })
         .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    let result = decoded.and_then(|d| ingest_records(state, kind, origin, d.json));
+    let result = decoded.and_then(|d| ingest_records(state, peer, kind, origin, d.json));
     match result {
         Ok(answer) => {
             let error = answer
@@ -98,6 +100,7 @@ struct Answer<'a> {
 
 fn ingest_records(
     state: &AppState,
+    peer: IpAddr,
     kind: Kind,
     origin: Option<&str>,
     json: Value,
@@ -125,7 +128,7 @@ fn ingest_records(
             ),
         ));
     }
-    let project = project_of(state, kind, &records)?;
+    let project = project_of(state, peer, kind, &records)?;
     state.origins.check(&project.name, origin)?;
     let items = records
         .iter()
@@ -149,7 +152,7 @@ fn ingest_records(
             Pending::Item(item)
         })
         .collect();
-    ingest::apply_messages(project, items, None, limits)
+    ingest::apply_messages(&project, items, limits)
 }
 
 /// A record's project token: `$token` (engage, groups) or `properties.token` (events).
@@ -165,19 +168,20 @@ fn record_token(kind: Kind, record: &Value) -> Option<String> {
 }
 
 /// Every record's token must name a key of one project.
-fn project_of<'s>(
-    state: &'s AppState,
+fn project_of(
+    state: &AppState,
+    peer: IpAddr,
     kind: Kind,
     records: &[Value],
-) -> Result<&'s Arc<Project>, Reply> {
-    let mut project: Option<&Arc<Project>> = None;
+) -> Result<Arc<Project>, Reply> {
+    let mut project: Option<Arc<Project>> = None;
     for record in records {
         let Some(token) = record_token(kind, record) else {
             continue;
         };
-        let p = ingest::project_for_body_key(state, &token)?;
-        match project {
-            Some(first) if !Arc::ptr_eq(first, p) => {
+        let p = ingest::project_for_body_key(state, peer, &token)?;
+        match &project {
+            Some(first) if !Arc::ptr_eq(first, &p) => {
                 return Err(Reply::error(
                     400,
                     "mixed_projects",

@@ -12,16 +12,19 @@
 //! SIGINT) and [`serve`] (async, on a listener the caller bound, until a future resolves; used
 //! by tests and embedders).
 
+mod admin;
 mod auth;
 mod body;
 mod browser;
+mod budget;
+mod conn;
 mod http;
 mod ingest;
+pub mod keys;
 mod metrics;
 mod mixpanel;
 mod posthog;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +34,7 @@ use std::time::Duration;
 use crate::{Db, Durability, Options};
 
 pub use ingest::Endpoint;
+pub use keys::{AdminScope, KeySet};
 
 /// Segment's default size limits, enforced on every ingestion request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,52 @@ impl Default for Limits {
     }
 }
 
+/// Timeouts and caps that bound what any client, authenticated or not, can cost the server
+/// (docs/security.md lists each with its default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protection {
+    /// From the moment a connection is ready for a request (just opened, or its previous
+    /// answer sent) until the request's whole head has arrived; also how long an idle
+    /// keep-alive connection stays open. hyper's `header_read_timeout`.
+    pub header_timeout: Duration,
+    /// The whole body of a request must arrive within this, from the end of its head.
+    pub body_timeout: Duration,
+    /// A connection on which no byte moved, either way, for this long while none of its
+    /// requests was being handled is closed (a client that stopped reading its answer).
+    pub idle_timeout: Duration,
+    /// Open connections at most; one more gets `503 server_busy` and is closed.
+    pub max_connections: usize,
+    /// Bytes of request bodies (and their gzip-decoded form) buffered at once across every
+    /// request in flight; past it, `503 server_busy`.
+    pub max_inflight_bytes: usize,
+    /// The part of `max_inflight_bytes` open to requests without an `Authorization` header
+    /// (their key is in the body, so they are read before they are authenticated).
+    pub max_unauthenticated_bytes: usize,
+    /// After SIGTERM: how long connections may finish their requests before being dropped.
+    pub drain: Duration,
+    /// Failed authentications per source address per minute before `429`.
+    pub auth_failures_per_minute: u32,
+    /// A deleted profile's bytes leave the disk within this (a compaction is forced when the
+    /// oldest unerased deletion gets this old).
+    pub erase_within: Duration,
+}
+
+impl Default for Protection {
+    fn default() -> Self {
+        Protection {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_inflight_bytes: 256 << 20,
+            max_unauthenticated_bytes: 16 << 20,
+            drain: Duration::from_secs(10),
+            auth_failures_per_minute: 20,
+            erase_within: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -63,10 +113,19 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// `(write key, project)` pairs. Several keys may name one project.
     pub write_keys: Vec<(String, String)>,
+    /// `(admin token, scope)` pairs.
+    pub admin_tokens: Vec<(String, AdminScope)>,
+    /// A keys file read at start and again on SIGHUP (adds to the two lists above).
+    pub keys_file: Option<PathBuf>,
     /// Options every project's store is opened with (`create` is forced on).
     pub options: Options,
     /// Size limits of requests and messages.
     pub limits: Limits,
+    /// Timeouts and caps.
+    pub protection: Protection,
+    /// Where `/metrics` is also served without credentials (a private address); on the main
+    /// address it needs a server-wide admin token.
+    pub metrics_listen: Option<SocketAddr>,
     /// `(project, origin)` pairs: the web origins whose pages may write to a project from a
     /// browser (CORS, docs/browser.md). A project with none accepts every origin.
     pub allowed_origins: Vec<(String, String)>,
@@ -79,10 +138,37 @@ impl ServeConfig {
             data: data.into(),
             listen,
             write_keys: Vec::new(),
+            admin_tokens: Vec::new(),
+            keys_file: None,
             options: Options::default(),
             limits: Limits::default(),
+            protection: Protection::default(),
+            metrics_listen: None,
             allowed_origins: Vec::new(),
         }
+    }
+
+    /// Add an admin token (builder style): of one project, or server-wide with `None`.
+    pub fn admin_token(mut self, token: impl Into<String>, project: Option<&str>) -> Self {
+        let scope = match project {
+            Some(p) => AdminScope::Project(p.to_string()),
+            None => AdminScope::Server,
+        };
+        self.admin_tokens.push((token.into(), scope));
+        self
+    }
+
+    /// Every credential: the lists plus the keys file (read now).
+    pub fn key_set(&self) -> Result<KeySet, ServerError> {
+        let mut set = KeySet {
+            write_keys: self.write_keys.clone(),
+            admin_tokens: self.admin_tokens.clone(),
+        };
+        if let Some(path) = &self.keys_file {
+            set.extend(keys::read_keys_file(path)?);
+        }
+        keys::validate(&set)?;
+        Ok(set)
     }
 
     /// Add a write key for a project (builder style).
@@ -94,11 +180,7 @@ impl ServeConfig {
     /// Add a write key given as `KEY=PROJECT` (the form of `--write-key`; the project is what
     /// follows the last `=`).
     pub fn write_key_spec(self, spec: &str) -> Result<Self, ServerError> {
-        let Some((key, project)) = spec.rsplit_once('=') else {
-            return Err(ServerError::Config(format!(
-                "--write-key {spec:?}: expected KEY=PROJECT"
-            )));
-        };
+        let (key, project) = keys::parse_pair(spec, "--write-key")?;
         Ok(self.write_key(key, project))
     }
 
@@ -120,9 +202,10 @@ impl ServeConfig {
     }
 
     /// Check the configuration as [`run`] and [`serve`] do before they start: at least one
-    /// key, usable keys and project names, no key for two projects, positive limits.
+    /// write key, usable credentials (the keys file's included) and project names, no key
+    /// for two projects, positive limits and caps, allowed origins of known projects.
     pub fn validate(&self) -> Result<(), ServerError> {
-        validate_config(self)
+        validate_config(self).map(|_| ())
     }
 }
 
@@ -177,6 +260,8 @@ pub(crate) struct Project {
     pub(crate) metrics: metrics::ProjectMetrics,
     /// Set once the store failed (I/O error, poisoned): `/health` reports it until restart.
     pub(crate) failed: std::sync::atomic::AtomicBool,
+    /// When the oldest deletion whose bytes may still be on disk happened.
+    pub(crate) unerased_since: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl Project {
@@ -186,24 +271,46 @@ impl Project {
             db,
             metrics: metrics::ProjectMetrics::default(),
             failed: std::sync::atomic::AtomicBool::new(false),
+            unerased_since: parking_lot::Mutex::new(None),
         }
     }
 }
 
 /// Shared by every request.
 pub(crate) struct AppState {
-    pub(crate) keys: HashMap<String, Arc<Project>>,
+    /// The credentials in force; replaced whole when the keys file is reloaded.
+    pub(crate) creds: parking_lot::RwLock<auth::Creds>,
+    /// Credentials that do not come from the keys file (flags, environment, API).
+    base_keys: KeySet,
+    keys_file: Option<PathBuf>,
     pub(crate) projects: Vec<Arc<Project>>,
     pub(crate) limits: Limits,
+    pub(crate) protection: Protection,
+    pub(crate) failed_auth: auth::FailedAuth,
+    pub(crate) budget: budget::Budget,
     pub(crate) http: metrics::HttpMetrics,
     /// Which web origins may write to which project (CORS).
     pub(crate) origins: browser::Origins,
 }
 
 impl AppState {
-    /// The project of a write key.
-    pub(crate) fn project(&self, key: &str) -> Option<&Arc<Project>> {
-        self.keys.get(key)
+    /// The project of a write key (no failure counted: for keys that are not credentials of
+    /// the request, such as the one in the embed script's URL).
+    pub(crate) fn project(&self, key: &str) -> Option<Arc<Project>> {
+        self.creds.read().write_project(key)
+    }
+
+    /// Re-read the keys file and switch to its credentials; on any error the credentials in
+    /// force stay and the error is returned (and logged by the caller).
+    pub(crate) fn reload_keys(&self) -> Result<(), ServerError> {
+        let mut set = self.base_keys.clone();
+        if let Some(path) = &self.keys_file {
+            set.extend(keys::read_keys_file(path)?);
+        }
+        keys::validate(&set)?;
+        let creds = auth::Creds::build(&set, &self.projects)?;
+        *self.creds.write() = creds;
+        Ok(())
     }
 }
 
@@ -228,84 +335,107 @@ fn validate_project_name(name: &str) -> Result<(), ServerError> {
     }
 }
 
-fn validate_config(config: &ServeConfig) -> Result<(), ServerError> {
-    if config.write_keys.is_empty() {
+/// Check the configuration; returns every credential (keys file included).
+fn validate_config(config: &ServeConfig) -> Result<KeySet, ServerError> {
+    let set = config.key_set()?;
+    if set.write_keys.is_empty() {
         return Err(ServerError::Config(
-            "at least one --write-key KEY=PROJECT is required".into(),
+            "at least one write key is required (keys file `write KEY PROJECT`, \
+             PROFILEDB_WRITE_KEYS=KEY=PROJECT, or --write-key KEY=PROJECT)"
+                .into(),
         ));
     }
-    let mut seen: HashMap<&str, &str> = HashMap::new();
-    for (key, project) in &config.write_keys {
-        if key.is_empty() || key.contains(':') || key.chars().any(char::is_whitespace) {
-            return Err(ServerError::Config(format!(
-                "write key {key:?} for project {project:?}: must be non-empty, without ':' or \
-                 spaces (it is sent as the HTTP basic-auth user)"
-            )));
-        }
-        validate_project_name(project)?;
-        if let Some(other) = seen.insert(key, project)
-            && other != project
-        {
-            return Err(ServerError::Config(format!(
-                "write key {key:?} is given for two projects ({other:?} and {project:?})"
-            )));
-        }
-    }
-    browser::Origins::from_config(config)?;
     let l = &config.limits;
     if l.max_message_bytes == 0 || l.max_batch_bytes == 0 || l.max_batch_messages == 0 {
         return Err(ServerError::Config("size limits must be positive".into()));
     }
-    Ok(())
+    browser::Origins::from_config(config, &set)?;
+    let p = &config.protection;
+    if p.max_connections == 0
+        || p.max_inflight_bytes < l.max_batch_bytes
+        || p.max_unauthenticated_bytes > p.max_inflight_bytes
+        || p.auth_failures_per_minute == 0
+    {
+        return Err(ServerError::Config(
+            "connection and byte caps must be positive, the in-flight byte cap at least the \
+             batch limit and at least the unauthenticated cap"
+                .into(),
+        ));
+    }
+    Ok(set)
+}
+
+/// The projects of a key set: those of write keys and of project admin tokens, in order.
+fn project_names(set: &KeySet) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let scoped = set.admin_tokens.iter().filter_map(|(_, s)| match s {
+        AdminScope::Project(p) => Some(p),
+        AdminScope::Server => None,
+    });
+    for name in set.write_keys.iter().map(|(_, p)| p).chain(scoped) {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
 }
 
 /// Open every project's store (on the calling thread: it blocks).
 fn open_projects(config: &ServeConfig) -> Result<AppState, ServerError> {
-    validate_config(config)?;
+    let set = validate_config(config)?;
     let mut stores: Vec<(String, Db)> = Vec::new();
-    for (_, name) in &config.write_keys {
-        if stores.iter().any(|(n, _)| n == name) {
-            continue;
-        }
-        let options = Options {
-            create: true,
-            ..config.options.clone()
-        };
-        let db = Db::open(config.data.join(name), options).map_err(|source| ServerError::Open {
+    for name in project_names(&set) {
+        let dir = config.data.join(&name);
+        let open = crate::storage::check_store_dir(&dir).and_then(|()| {
+            let options = Options {
+                create: true,
+                ..config.options.clone()
+            };
+            Db::open(&dir, options)
+        });
+        let db = open.map_err(|source| ServerError::Open {
             project: name.clone(),
             source,
         })?;
-        stores.push((name.clone(), db));
+        stores.push((name, db));
     }
-    build_state(config, stores)
+    build_state(config, set, stores)
 }
 
-/// The shared state over opened stores; every project named by a key must be among them.
-fn build_state(config: &ServeConfig, stores: Vec<(String, Db)>) -> Result<AppState, ServerError> {
+/// The shared state over opened stores; every project named by a credential must be among
+/// them.
+fn build_state(
+    config: &ServeConfig,
+    set: KeySet,
+    stores: Vec<(String, Db)>,
+) -> Result<AppState, ServerError> {
     let projects: Vec<Arc<Project>> = stores
         .into_iter()
         .map(|(name, db)| Arc::new(Project::new(name, db)))
         .collect();
-    let mut keys = HashMap::new();
-    for (key, name) in &config.write_keys {
-        let Some(p) = projects.iter().find(|p| &p.name == name) else {
-            return Err(ServerError::Config(format!(
-                "write key {key:?} names project {name:?}, which has no store"
-            )));
-        };
-        keys.insert(key.clone(), Arc::clone(p));
-    }
+    let creds = auth::Creds::build(&set, &projects)?;
+    let origins = browser::Origins::from_config(config, &set)?;
+    let p = config.protection;
     Ok(AppState {
-        keys,
+        origins,
+        creds: parking_lot::RwLock::new(creds),
+        base_keys: KeySet {
+            write_keys: config.write_keys.clone(),
+            admin_tokens: config.admin_tokens.clone(),
+        },
+        keys_file: config.keys_file.clone(),
         projects,
         limits: config.limits,
+        protection: p,
+        failed_auth: auth::FailedAuth::new(p.auth_failures_per_minute, Duration::from_secs(60)),
+        budget: budget::Budget::new(p.max_inflight_bytes, p.max_unauthenticated_bytes),
         http: metrics::HttpMetrics::default(),
-        origins: browser::Origins::from_config(config)?,
     })
 }
 
-/// Serve on `listener` until `shutdown` resolves; then stop accepting, finish the requests in
-/// flight, sync and close every store (releasing its lock) and return.
+/// Serve on `listener` until `shutdown` resolves; then stop accepting, let the requests in
+/// flight finish (at most [`Protection::drain`]), sync and close every store (releasing its
+/// lock) and return.
 ///
 /// Opens the stores first (an error there is returned before anything is served).
 pub async fn serve<F>(
@@ -316,12 +446,13 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let metrics_listen = config.metrics_listen;
     let state = open_async(config).await?;
-    serve_state(state, listener, shutdown).await
+    serve_state(state, listener, metrics_listen, shutdown).await
 }
 
 /// Like [`serve`], over stores the caller opened (feature `testing`: tests inject I/O faults):
-/// `stores` pairs each project name of `config.write_keys` with its open [`Db`]. They are
+/// `stores` pairs each project name of the configuration with its open [`Db`]. They are
 /// closed at the end like stores [`serve`] opened.
 #[cfg(feature = "testing")]
 #[doc(hidden)]
@@ -334,9 +465,9 @@ pub async fn serve_stores<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    validate_config(&config)?;
-    let state = build_state(&config, stores)?;
-    serve_state(state, listener, shutdown).await
+    let set = validate_config(&config)?;
+    let state = build_state(&config, set, stores)?;
+    serve_state(state, listener, config.metrics_listen, shutdown).await
 }
 
 async fn open_async(config: ServeConfig) -> Result<AppState, ServerError> {
@@ -351,24 +482,62 @@ async fn open_async(config: ServeConfig) -> Result<AppState, ServerError> {
 async fn serve_state<F>(
     state: AppState,
     listener: tokio::net::TcpListener,
+    metrics_listen: Option<SocketAddr>,
     shutdown: F,
 ) -> Result<(), ServerError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let state = Arc::new(state);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(admin::erase_overdue(Arc::clone(&state), stop_rx.clone()));
+    #[cfg(unix)]
+    background.spawn(reload_on_sighup(Arc::clone(&state), stop_rx.clone()));
+    if let Some(addr) = metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        if let Ok(bound) = metrics_listener.local_addr() {
+            eprintln!("profiledb serve: metrics on {bound}");
+        }
+        let app = http::metrics_router(Arc::clone(&state));
+        let mut rx = stop_rx.clone();
+        background.spawn(conn::serve_connections(
+            metrics_listener,
+            app,
+            state.protection,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ));
+    }
     let app = http::router(Arc::clone(&state));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ServerError::Io {
-            op: "serving",
-            source,
-        });
+    conn::serve_connections(listener, app, state.protection, shutdown).await;
+    let _ = stop_tx.send(true);
+    while background.join_next().await.is_some() {}
     // Requests whose client went away may still be finishing on the blocking pool; they hold
     // the last references. Wait for them, then close every store.
-    let closed = close_all(state).await;
-    served.and(closed)
+    close_all(state).await
+}
+
+/// Re-read the keys file on every SIGHUP until `stop`.
+#[cfg(unix)]
+async fn reload_on_sighup(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        eprintln!("profiledb serve: cannot install the SIGHUP handler; keys will not reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match state.reload_keys() {
+                Ok(()) => eprintln!("profiledb serve: SIGHUP: keys reloaded"),
+                Err(e) => eprintln!("profiledb serve: SIGHUP: keys NOT reloaded, the previous ones stay: {e}"),
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Wait (bounded) until `arc` is the only reference, then unwrap it.
@@ -399,8 +568,10 @@ async fn close_all(state: Arc<AppState>) -> Result<(), ServerError> {
             return Ok(());
         }
     };
-    let AppState { keys, projects, .. } = state;
-    drop(keys);
+    let AppState {
+        creds, projects, ..
+    } = state;
+    drop(creds);
     let mut first_error = None;
     for project in projects {
         let result = match unwrap_when_alone(project).await {
@@ -463,9 +634,10 @@ fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Server
 /// Run the server until SIGTERM or SIGINT: build a multi-thread runtime, open every project's
 /// store, listen on `config.listen` (the bound address is printed on stderr as
 /// `profiledb serve: listening on ADDR`), and on the signal stop accepting, finish the
-/// requests in flight, sync and close every store. `Ok(())` means a clean stop (exit 0).
+/// requests in flight (at most the drain deadline), sync and close every store. SIGHUP
+/// re-reads the keys file. `Ok(())` means a clean stop (exit 0).
 pub fn run(config: ServeConfig) -> Result<(), ServerError> {
-    validate_config(&config)?;
+    let set = validate_config(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("profiledb-http")
@@ -487,20 +659,17 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
             op: "reading the bound address",
             source,
         })?;
-        let names: Vec<String> = {
-            let mut v: Vec<String> = config.write_keys.iter().map(|(_, p)| p.clone()).collect();
-            v.sort();
-            v.dedup();
-            v
-        };
+        let mut names = project_names(&set);
+        names.sort();
         let data = config.data.clone();
+        let metrics_listen = config.metrics_listen;
         let state = open_async(config).await?;
         eprintln!(
             "profiledb serve: listening on {bound} (data {}, projects: {})",
             data.display(),
             names.join(", ")
         );
-        let result = serve_state(state, listener, shutdown).await;
+        let result = serve_state(state, listener, metrics_listen, shutdown).await;
         if result.is_ok() {
             eprintln!("profiledb serve: stores synced and closed; bye");
         }

@@ -2,6 +2,7 @@
 //! translated into the Segment-shaped message the library parses, so every rule of
 //! docs/semantics.md has one place. docs/clients.md says what maps to what and why.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -12,8 +13,14 @@ use super::ingest::{self, BatchAnswer, Item, Pending, Reply};
 use super::{AppState, Project};
 
 /// The whole work of one capture request (on the blocking pool); errors in PostHog's shape.
-pub(crate) fn process(state: &AppState, origin: Option<&str>, gzip: bool, body: &[u8]) -> Reply {
-    match capture(state, origin, gzip, body) {
+pub(crate) fn process(
+    state: &AppState,
+    peer: IpAddr,
+    origin: Option<&str>,
+    gzip: bool,
+    body: &[u8],
+) -> Reply {
+    match capture(state, peer, origin, gzip, body) {
         Ok(reply) => reply,
         Err(reply) => reshape_error(reply),
     }
@@ -61,6 +68,7 @@ fn event_token(event: &Value) -> Option<String> {
 
 fn capture(
     state: &AppState,
+    peer: IpAddr,
     origin: Option<&str>,
     gzip: bool,
     body: &[u8],
@@ -101,13 +109,13 @@ fn capture(
             ),
         ));
     }
-    let project = project_of(state, top_token, &events)?;
+    let project = project_of(state, peer, top_token, &events)?;
     state.origins.check(&project.name, origin)?;
     let items = events
         .iter()
         .map(|e| Pending::Item(translate(e, limits.max_message_bytes)))
         .collect();
-    let answer = ingest::apply_messages(project, items, None, limits)?;
+    let answer = ingest::apply_messages(&project, items, limits)?;
     Ok(Reply::json(&Answer {
         status: 1,
         answer: &answer,
@@ -116,21 +124,25 @@ fn capture(
 
 /// The project of the body's key, else of the first event's; every event naming a key must
 /// name one of the same project.
-fn project_of<'s>(
-    state: &'s AppState,
+fn project_of(
+    state: &AppState,
+    peer: IpAddr,
     top: Option<String>,
     events: &[Value],
-) -> Result<&'s Arc<Project>, Reply> {
+) -> Result<Arc<Project>, Reply> {
     let Some(token) = top.or_else(|| events.iter().find_map(event_token)) else {
         return Err(Reply::unauthorized(
             "no project API key: send it as api_key, token or $token",
         ));
     };
-    let project = ingest::project_for_body_key(state, &token)?;
+    let project = ingest::project_for_body_key(state, peer, &token)?;
     for event in events {
         if let Some(other) = event_token(event)
             && other != token
-            && !Arc::ptr_eq(ingest::project_for_body_key(state, &other)?, project)
+            && !Arc::ptr_eq(
+                &ingest::project_for_body_key(state, peer, &other)?,
+                &project,
+            )
         {
             return Err(Reply::error(
                 400,

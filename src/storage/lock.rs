@@ -2,7 +2,7 @@
 //! The OS releases it when the process dies; a second open (same process or another) fails
 //! with [`Error::Locked`].
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -13,7 +13,7 @@ pub(crate) const LOCK: &str = "LOCK";
 /// Take the lock of `dir`.
 pub(crate) fn lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK);
-    let file = OpenOptions::new()
+    let file = super::io::private_file_options()
         .read(true)
         .write(true)
         .create(true)

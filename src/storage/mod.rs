@@ -384,3 +384,5 @@ mod mmap;
 mod record;
 mod recovery;
 mod segment;
+
+pub use recovery::check_store_dir;

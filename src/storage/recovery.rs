@@ -38,6 +38,55 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     move |e| Error::io(op, path, e)
 }
 
+/// Whether `name` is a temporary file this engine writes: a compaction output
+/// (`NNNNNNNNNN.seg.tmp`), the index snapshot's or the compaction manifest's temp name.
+pub(crate) fn is_own_temp(name: &str) -> bool {
+    name == super::hint::HINT_TMP
+        || name == compaction::MANIFEST_TMP
+        || name
+            .strip_suffix(".seg.tmp")
+            .is_some_and(|id| id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `name` is a file a store directory holds (segments under any of their names,
+/// `LOCK`, `HINT`, `COMPACT` and their temp names).
+pub(crate) fn is_store_file(name: &str) -> bool {
+    is_own_temp(name)
+        || parse_any_id(name).is_some()
+        || name == super::lock::LOCK
+        || name == super::hint::HINT
+        || name == compaction::MANIFEST
+}
+
+/// Refuse a non-empty directory holding none of a store's files: it is someone else's, and
+/// opening it for writing would add a store to it (nothing is touched).
+pub fn check_store_dir(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut others = 0usize;
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        match entry.file_name().to_str() {
+            Some(name) if is_store_file(name) => return Ok(()),
+            _ => others += 1,
+        }
+    }
+    if others == 0 {
+        return Ok(());
+    }
+    Err(Error::Options {
+        name: "data directory",
+        reason: format!(
+            "{} is not empty and is not a profiledb store ({others} other entries); refusing \
+             to write into it: give an empty or new directory, or an existing store",
+            dir.display()
+        ),
+    })
+}
+
 pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> Result<Shared> {
     let t0 = Instant::now();
     let io: &dyn Io = opts.io.as_ref();
@@ -68,7 +117,8 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
         names = io.list(dir).map_err(io_err("list", dir))?;
     }
     let mut removed = false;
-    for n in names.iter().filter(|n| n.ends_with(".tmp")) {
+    // Only names this engine creates: another program's `*.tmp` is not ours to remove.
+    for n in names.iter().filter(|n| is_own_temp(n)) {
         let p = dir.join(n);
         io.remove(&p).map_err(io_err("unlink", &p))?;
         removed = true;

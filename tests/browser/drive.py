@@ -2,13 +2,15 @@
 
 Usage: drive.py SERVE_URL WRITE_KEY LOCKED_KEY NPM_DIR SCENARIO...
 
+Profiles are read back with an admin token (write keys only ingest, docs/security.md):
+PROFILEDB_ADMIN_TOKEN, a server-wide token, and PROFILEDB_ADMIN_PROJECT, WRITE_KEY's project.
+
 Serves test pages from its own 127.0.0.1 port (another origin than SERVE_URL, so CORS is
 real), drives Debian's headless Chromium through chromedriver (selenium), and after each
 step reads the profiles back from the server. Scenarios: embed, segment, posthog.
 Prints "ok SCENARIO" per scenario; exits non-zero with the reason on the first failure.
 """
 
-import base64
 import http.server
 import json
 import os
@@ -26,16 +28,17 @@ from selenium.webdriver.chrome.service import Service
 
 SERVE, KEY, LOCKED_KEY, NPM = sys.argv[1:5]
 SCENARIOS = sys.argv[5:]
+ADMIN_TOKEN = os.environ["PROFILEDB_ADMIN_TOKEN"]
+ADMIN_PROJECT = os.environ["PROFILEDB_ADMIN_PROJECT"]
 WAIT_SECONDS = 30
 
 
 # ---- reading back: the one place that knows how profiles are read ----
 def profile(selector, value):
     """The profile of `selector` (user_id, email, anonymous_id, key) or None (404)."""
-    query = urllib.parse.urlencode({selector: value})
+    query = urllib.parse.urlencode({selector: value, "project": ADMIN_PROJECT})
     req = urllib.request.Request(f"{SERVE}/v1/profiles?{query}")
-    token = base64.b64encode(f"{KEY}:".encode()).decode()
-    req.add_header("Authorization", f"Basic {token}")
+    req.add_header("Authorization", f"Bearer {ADMIN_TOKEN}")
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.load(r)
@@ -315,7 +318,7 @@ def cross_check_rules(driver):
 def cors_checks(driver, pages):
     js = """
     var done = arguments[arguments.length - 1];
-    var serve = arguments[0], key = arguments[1], locked = arguments[2];
+    var serve = arguments[0], key = arguments[1], locked = arguments[2], admin = arguments[3];
     function outcome(p) { return p.then(function (r) { return r.text().then(function (t) { return r.status + ' ' + t; }); },
                                       function (e) { return 'blocked: ' + e; }); }
     var batch = function (k, id) { return JSON.stringify({writeKey: k, batch: [{type: 'identify', userId: id}]}); };
@@ -325,12 +328,12 @@ def cors_checks(driver, pages):
         'Content-Type': 'application/json'}, body: JSON.stringify({userId: 'cors-preflight'})})),
       // A project that accepts other origins only.
       outcome(fetch(serve + '/v1/batch', {method: 'POST', headers: {'Content-Type': 'text/plain'}, body: batch(locked, 'cors-locked')})),
-      // Reads are admin: never readable from a page.
-      outcome(fetch(serve + '/v1/profiles?user_id=user-a1', {headers: {'Authorization': 'Basic ' + btoa(key + ':')}})),
+      // Reads are admin: never readable from a page, even with an admin token.
+      outcome(fetch(serve + '/v1/profiles?user_id=user-a1', {headers: {'Authorization': 'Bearer ' + admin}})),
     ]).then(done);
     """
     driver.get(f"{pages}/blank.html")
-    preflighted, locked, read = driver.execute_async_script(js, SERVE, KEY, LOCKED_KEY)
+    preflighted, locked, read = driver.execute_async_script(js, SERVE, KEY, LOCKED_KEY, ADMIN_TOKEN)
     check(preflighted.startswith("200 "), f"preflighted write: {preflighted}")
     check(profile("user_id", "cors-preflight") is not None, "preflighted write stored")
     check(locked.startswith("403 ") and "origin_not_allowed" in locked, f"locked project: {locked}")

@@ -11,10 +11,25 @@ use std::time::{Duration, Instant};
 
 use profiledb::server::{ServeConfig, ServerError, serve, serve_stores};
 
+/// The server-wide admin token every test server (in-process or process) is given.
+pub const ADMIN_ALL: &str = "test-admin-token-server-wide-0123456789";
+
+/// The admin token of one project in the test servers.
+pub fn admin_token(project: &str) -> String {
+    format!("test-admin-token-of-{project}-0123456789")
+}
+
+/// `Bearer TOKEN`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
 /// A server running in-process on its own tokio runtime.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// `(write key, project)` it was started with.
+    pub keys: Vec<(String, String)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
 }
@@ -49,9 +64,17 @@ impl TestServer {
         stores: Option<Vec<(String, profiledb::Db)>>,
     ) -> TestServer {
         let mut config = ServeConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap());
+        let mut projects: Vec<&str> = Vec::new();
         for (k, p) in keys {
             config = config.write_key(*k, *p);
+            if !projects.contains(p) {
+                projects.push(p);
+            }
         }
+        for p in projects {
+            config = config.admin_token(admin_token(p), Some(p));
+        }
+        config = config.admin_token(ADMIN_ALL, None);
         let config = tweak(config);
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         std_listener.set_nonblocking(true).unwrap();
@@ -77,6 +100,10 @@ impl TestServer {
         let server = TestServer {
             addr,
             dir,
+            keys: keys
+                .iter()
+                .map(|(k, p)| (k.to_string(), p.to_string()))
+                .collect(),
             stop: Some(tx),
             thread: Some(thread),
         };
@@ -125,6 +152,26 @@ impl TestServer {
     pub fn get(&self, path: &str, key: &str) -> Resp {
         let auth = basic(key);
         self.request("GET", path, &[("Authorization", &auth)], b"")
+    }
+
+    /// The admin token of the project a write key writes to (a key the server does not know
+    /// gets a token no project has).
+    pub fn admin_of(&self, key: &str) -> String {
+        match self.keys.iter().find(|(k, _)| k == key) {
+            Some((_, p)) => admin_token(p),
+            None => format!("no-such-admin-token-for-{key}"),
+        }
+    }
+
+    /// An admin request (`Authorization: Bearer` the admin token of `key`'s project).
+    pub fn admin(&self, method: &str, path: &str, key: &str) -> Resp {
+        let auth = bearer(&self.admin_of(key));
+        self.request(method, path, &[("Authorization", &auth)], b"")
+    }
+
+    /// `GET` as the admin of `key`'s project.
+    pub fn read(&self, path: &str, key: &str) -> Resp {
+        self.admin("GET", path, key)
     }
 
     /// Stop gracefully and return what `serve` returned.
@@ -328,16 +375,30 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], with more `serve` arguments.
     pub fn start_with_args(data: &Path, keys: &[(&str, &str)], extra: &[&str]) -> ServerProcess {
+        let mut args: Vec<String> = Vec::new();
+        for (k, p) in keys {
+            args.push("--write-key".into());
+            args.push(format!("{k}={p}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_args(data, &args, &[])
+    }
+
+    /// Start `profiledb --data DATA serve --listen 127.0.0.1:0 ARGS...` with extra
+    /// environment variables (`PROFILEDB_ADMIN_TOKENS` holds [`ADMIN_ALL`] unless given).
+    pub fn start_args(data: &Path, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_profiledb"));
         cmd.arg("--data")
             .arg(data)
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0");
-        for (k, p) in keys {
-            cmd.arg("--write-key").arg(format!("{k}={p}"));
+            .arg("127.0.0.1:0")
+            .args(args)
+            .env("PROFILEDB_ADMIN_TOKENS", format!("{ADMIN_ALL}=*"));
+        for (k, v) in env {
+            cmd.env(k, v);
         }
-        cmd.args(extra);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -391,6 +452,31 @@ impl ServerProcess {
             .lock()
             .map(|l| l.clone())
             .unwrap_or_default()
+    }
+
+    /// CPU time the process has used so far, in clock ticks (user + system, from
+    /// `/proc/PID/stat`): work done, whatever the wall time.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read /proc/PID/stat");
+        // Fields after the command name (which is in parentheses).
+        let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    /// Resident memory of the process, in bytes (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        let kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS");
+        kb * 1024
     }
 
     /// Send a signal with `kill -SIG pid`.

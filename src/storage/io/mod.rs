@@ -96,12 +96,36 @@ impl IoFile for RealFile {
     }
 }
 
+/// Options creating files readable by their owner only (0600 on Unix): a store holds
+/// personal data.
+pub(crate) fn private_file_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    o
+}
+
+/// A recursive directory builder making directories of their owner only (0700 on Unix).
+pub(crate) fn private_dir_builder() -> std::fs::DirBuilder {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        b.mode(0o700);
+    }
+    b
+}
+
 impl Io for RealIo {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        private_dir_builder().create(dir)
     }
     fn create(&self, path: &Path) -> io::Result<Arc<dyn IoFile>> {
-        let f = OpenOptions::new()
+        let f = private_file_options()
             .read(true)
             .write(true)
             .create_new(true)
