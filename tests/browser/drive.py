@@ -361,8 +361,11 @@ def scenario_segment(driver, pages):
 
 # ---- (c) posthog-js ----
 def answered(endpoint):
-    """How many 200 answers the server counted for `endpoint` (its /metrics)."""
-    with urllib.request.urlopen(f"{SERVE}/metrics", timeout=10) as r:
+    """How many 200 answers the server counted for `endpoint` (its /metrics, which needs a
+    server-wide admin token)."""
+    req = urllib.request.Request(f"{SERVE}/metrics")
+    req.add_header("Authorization", f"Bearer {ADMIN_TOKEN}")
+    with urllib.request.urlopen(req, timeout=10) as r:
         text = r.read().decode()
     line = f'profiledb_http_responses_total{{endpoint="{endpoint}",code="200"}} '
     return sum(int(l[len(line):]) for l in text.splitlines() if l.startswith(line))
