@@ -433,12 +433,10 @@ fn real_browser_embed_analytics_js_posthog_js() {
     );
 }
 
-/// posthog-js's identify read back as a profile. Ignored: every person write of posthog-js
-/// carries `$set_once` of PostHog's own `$initial_current_url`, `$initial_host`, ... which
-/// src/server/posthog.rs passes on and the property-name rule (no leading `$`) refuses, so
-/// the whole event is refused. Run with `--ignored` once the PostHog dialect drops them.
+/// posthog-js's identify read back as a profile: its person writes carry PostHog's own
+/// `$initial_*` properties in `$set_once`, which the PostHog dialect drops (and lists in
+/// `ignored`) so that the rest of the call is applied.
 #[test]
-#[ignore = "posthog.rs refuses posthog-js's $set_once.$initial_* (see comment)"]
 fn real_browser_posthog_js_identify() {
     run_in_browser("real_browser_posthog_js_identify", &["posthog"]);
 }

@@ -172,9 +172,15 @@ async fn vendor_request(
     let reply = tokio::task::spawn_blocking(move || {
         let reply = match vendor {
             Vendor::PostHog => posthog::process(&worker, peer, origin.as_deref(), gzip, &bytes),
-            Vendor::Mixpanel(kind) => {
-                mixpanel::process(&worker, peer, kind, origin.as_deref(), gzip, query.as_deref(), &bytes)
-            }
+            Vendor::Mixpanel(kind) => mixpanel::process(
+                &worker,
+                peer,
+                kind,
+                origin.as_deref(),
+                gzip,
+                query.as_deref(),
+                &bytes,
+            ),
         };
         drop(reserved);
         reply

@@ -175,6 +175,26 @@ fn object_op(event: &Map<String, Value>, props: &Map<String, Value>, name: &str)
     }
 }
 
+/// Drop PostHog's own person properties (`$initial_current_url`, `$geoip_city_name`, ...,
+/// any name with a leading `$`) from an object operator, naming them in `dropped`: posthog-js
+/// sends them with every person write, and profiledb's property names never start with `$`
+/// (docs/clients.md). What remains is `None` when nothing is left.
+fn without_posthog_props(op: Option<Value>, dropped: &mut Vec<String>) -> Option<Value> {
+    match op {
+        Some(Value::Object(mut members)) => {
+            members.retain(|name, _| {
+                let theirs = name.starts_with('$');
+                if theirs {
+                    dropped.push(name.clone());
+                }
+                !theirs
+            });
+            (!members.is_empty()).then_some(Value::Object(members))
+        }
+        other => other,
+    }
+}
+
 /// `$unset` from `properties` and the top level, both read.
 fn unset_op(event: &Map<String, Value>, props: &Map<String, Value>) -> Option<Value> {
     match (props.get("$unset"), event.get("$unset")) {
@@ -228,9 +248,16 @@ fn translate(event: &Value, max_bytes: usize) -> Item {
             m.insert(k.into(), v);
         }
     };
-    let person_ops = |put: &mut dyn FnMut(&str, Option<Value>)| {
-        put("$set", object_op(e, props, "$set"));
-        put("$set_once", object_op(e, props, "$set_once"));
+    let mut dropped = Vec::new();
+    let person_ops = |put: &mut dyn FnMut(&str, Option<Value>), dropped: &mut Vec<String>| {
+        put(
+            "$set",
+            without_posthog_props(object_op(e, props, "$set"), dropped),
+        );
+        put(
+            "$set_once",
+            without_posthog_props(object_op(e, props, "$set_once"), dropped),
+        );
         put("$unset", unset_op(e, props));
         // Not PostHog's: profiledb's list operations, read like `$set` (docs/clients.md).
         for list in ["$append", "$union", "$remove"] {
@@ -245,7 +272,7 @@ fn translate(event: &Value, max_bytes: usize) -> Item {
                 id_of(props.get("$anon_distinct_id")).filter(|a| Some(a) != distinct_id.as_ref());
             put("userId", id(distinct_id));
             put("anonymousId", id(anon));
-            person_ops(&mut put);
+            person_ops(&mut put, &mut dropped);
         }
         "$create_alias" => {
             put("type", Some("alias".into()));
@@ -285,14 +312,16 @@ fn translate(event: &Value, max_bytes: usize) -> Item {
             put(field, id(distinct_id));
             if has_ops && !personless {
                 put("type", Some("identify".into()));
-                person_ops(&mut put);
+                person_ops(&mut put, &mut dropped);
             } else {
                 put("type", Some("track".into()));
             }
         }
     }
+    dropped.sort();
+    dropped.dedup();
     Item::Message {
         value: Value::Object(m),
-        dropped: Vec::new(),
+        dropped,
     }
 }
