@@ -12,8 +12,8 @@ pub(crate) fn profile(index: &Index, key: u64, rec: ProfileRecord) -> Profile {
         .props
         .iter()
         .filter_map(|(id, state)| {
-            let name = index.names.get(*id as usize)?;
-            state.value().map(|v| (name.0.to_string(), v))
+            let name = index.name(*id)?;
+            state.value().map(|v| (name.to_string(), v))
         })
         .collect();
     properties.sort_by(|a, b| a.0.cmp(&b.0));
