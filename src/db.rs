@@ -7,6 +7,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 
 use crate::apply::{self, Builder, ProfileCache};
+use crate::entries::EntryKind;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::options::{Durability, Options};
@@ -15,7 +16,7 @@ use crate::profile::message::{Alias, Group, Identify, Link, Message};
 use crate::profile::validate::{normalize_email, validate};
 use crate::profile::value::Value;
 use crate::rebuild::Rebuild;
-use crate::storage::{Store, StoreOptions};
+use crate::storage::{CopyAs, Store, StoreOptions};
 use crate::view;
 
 /// How a call changed the store.
@@ -131,6 +132,9 @@ pub struct Stats {
     pub index_bytes_per_profile: f64,
     /// Estimated bytes of the messageId dedupe window (bounded by `Options::dedupe_window`).
     pub dedupe_bytes: u64,
+    /// Estimated bytes of the decoded profiles in the writer cache (bounded by
+    /// `Options::profile_cache_bytes`).
+    pub profile_cache_bytes: u64,
     /// The storage engine's counters.
     pub storage: crate::storage::StorageStats,
 }
@@ -151,6 +155,8 @@ struct Inner {
     index: RwLock<Index>,
     /// Taken only by writers, always after the index write lock.
     cache: Mutex<ProfileCache>,
+    /// Profiles the open's repair dropped (their chain ran through a quarantined segment).
+    lost: Vec<String>,
     options: Options,
     compaction: Mutex<()>,
     stop: Mutex<bool>,
@@ -173,6 +179,17 @@ impl Db {
     /// Open with explicit storage options (tests use this to inject I/O faults).
     #[doc(hidden)]
     pub fn open_with(dir: &Path, options: Options, store_options: StoreOptions) -> Result<Db> {
+        if options.chain_limit == 0
+            || options.chain_limit > crate::entries::profile::MAX_CHAIN_DEPTH + 1
+        {
+            return Err(Error::Options {
+                name: "chain_limit",
+                reason: format!(
+                    "must be between 1 and {}",
+                    crate::entries::profile::MAX_CHAIN_DEPTH + 1
+                ),
+            });
+        }
         if options.max_property_names > u32::MAX as usize {
             return Err(Error::Options {
                 name: "max_property_names",
@@ -180,8 +197,9 @@ impl Db {
             });
         }
         let mut rebuild = Rebuild::new(options.dedupe_window);
+        rebuild.repair = store_options.repair;
         let store = Store::open(dir, store_options, &mut rebuild)?;
-        let mut index = rebuild.finish(&store)?;
+        let (mut index, lost) = rebuild.finish(&store)?;
         // The replay records redirects as written, and a snapshot holds no reverse map.
         index.flatten_redirects();
         index.next_key = index.next_key.max(1);
@@ -189,7 +207,8 @@ impl Db {
         let inner = Arc::new(Inner {
             store,
             index: RwLock::new(index),
-            cache: Mutex::new(ProfileCache::new(options.profile_cache)),
+            cache: Mutex::new(ProfileCache::new(options.profile_cache_bytes)),
+            lost,
             options,
             compaction: Mutex::new(()),
             stop: Mutex::new(false),
@@ -443,6 +462,7 @@ impl Db {
             .into_iter()
             .map(|(file, offset, reason)| format!("{file} offset {offset}: {reason}"))
             .collect();
+        problems.extend(self.inner.lost.iter().cloned());
         let index = self.inner.index.read();
         let mut identifiers = 0usize;
         for (&key, &loc) in &index.profiles {
@@ -508,6 +528,7 @@ impl Db {
                 (memory.profiles - memory.id_bytes) as f64 / profiles as f64
             },
             dedupe_bytes: memory.dedupe,
+            profile_cache_bytes: self.inner.cache.lock().bytes() as u64,
             storage,
         }
     }
@@ -555,21 +576,50 @@ impl Inner {
         self.store.write_hint(&position, &payload)
     }
 
+    /// Compaction with chain folding: every live profile is copied as one full record (its
+    /// chain folded), every other record of a chain is dropped. Writers continue meanwhile;
+    /// from the moment the inputs are sealed (under the index write lock, so no append slips
+    /// in between) until the switch, a write to a profile whose newest record lies in an
+    /// input writes a full record, never a delta linking into a segment about to go.
     fn compact(&self) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
-        let prepared = self
-            .store
-            .prepare_compaction(&mut |e| self.index.read().is_live(e))?;
-        let Some(prepared) = prepared else {
-            return Ok(0);
+        let inputs = {
+            let _writers_out = self.index.write();
+            let inputs = self.store.begin_compaction()?;
+            self.cache.lock().compacting = inputs.clone();
+            inputs
+        };
+        let prepared = self.store.prepare_compaction_of(&inputs, &mut |e| {
+            let index = self.index.read();
+            if !index.is_live(e) {
+                return Ok(CopyAs::Drop);
+            }
+            if e.kind != EntryKind::ProfileDelta.byte() {
+                return Ok(CopyAs::Keep);
+            }
+            let (rec, _) = crate::entries::chain::read_profile(&self.store, e.location)?;
+            Ok(CopyAs::Replace {
+                kind: EntryKind::Profile.byte(),
+                data: crate::entries::encode_profile(&rec, e.data.len() * 4),
+            })
+        });
+        let prepared = match prepared {
+            Ok(Some(p)) => p,
+            other => {
+                let _writers_out = self.index.write();
+                self.cache.lock().compacting.clear();
+                return other.map(|_| 0);
+            }
         };
         let reclaimed = {
             let mut index = self.index.write();
+            let mut cache = self.cache.lock();
+            cache.compacting.clear();
             let relocations = self.store.commit_compaction(prepared)?;
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
-            self.cache.lock().clear();
+            cache.clear();
             relocations.reclaimed_bytes
         };
         self.write_hint()?;

@@ -12,7 +12,7 @@ pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 
 use serde::{Deserialize, Serialize};
 
-use crate::entries::{Ids, kind};
+use crate::entries::{EntryKind, Ids};
 use crate::profile::validate::normalize_email;
 use crate::storage::{Location, StoredEntry};
 
@@ -189,21 +189,27 @@ impl Index {
     /// Whether the entry is the current version of what it records (compaction keeps it).
     pub fn is_live(&self, e: &StoredEntry<'_>) -> bool {
         let loc = Some(e.location);
-        match e.kind {
-            kind::PROFILE => self.profiles.get(&e.id).copied() == loc,
-            kind::REDIRECT => self.redirects.get(&e.id).map(|r| r.1) == loc,
-            kind::COMPANY => {
+        let Ok(kind) = EntryKind::try_from(e.kind) else {
+            return false;
+        };
+        match kind {
+            // Only a chain's newest record: compaction folds the chain into it.
+            EntryKind::Profile | EntryKind::ProfileDelta => {
+                self.profiles.get(&e.id).copied() == loc
+            }
+            EntryKind::Tombstone => false,
+            EntryKind::Redirect => self.redirects.get(&e.id).map(|r| r.1) == loc,
+            EntryKind::Company => {
                 self.company_ids
                     .get(&e.id)
                     .and_then(|id| self.companies.get(id))
                     .map(|s| s.location)
                     == loc
             }
-            kind::PROP_NAME => self.names.get(e.id as usize).map(|n| n.1) == loc,
-            kind::DEDUPE => self.dedupe.get(&e.id).map(|d| d.1) == loc,
-            kind::SUPPRESS => self.suppressed.get(&e.id).map(|d| d.1) == loc,
-            kind::NEXT_KEY => self.next_key_location == loc,
-            _ => false,
+            EntryKind::PropName => self.names.get(e.id as usize).map(|n| n.1) == loc,
+            EntryKind::Dedupe => self.dedupe.get(&e.id).map(|d| d.1) == loc,
+            EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
+            EntryKind::NextKey => self.next_key_location == loc,
         }
     }
 
@@ -215,45 +221,48 @@ impl Index {
                 *slot = new;
             }
         }
-        match kind_ {
-            kind::PROFILE => {
+        let Ok(kind) = EntryKind::try_from(kind_) else {
+            return;
+        };
+        match kind {
+            EntryKind::Profile | EntryKind::ProfileDelta => {
                 if let Some(l) = self.profiles.get_mut(&id) {
                     swap(l, old, new)
                 }
             }
-            kind::REDIRECT => {
+            EntryKind::Tombstone => {}
+            EntryKind::Redirect => {
                 if let Some(r) = self.redirects.get_mut(&id) {
                     swap(&mut r.1, old, new)
                 }
             }
-            kind::COMPANY => {
+            EntryKind::Company => {
                 if let Some(cid) = self.company_ids.get(&id)
                     && let Some(slot) = self.companies.get_mut(cid)
                 {
                     swap(&mut slot.location, old, new)
                 }
             }
-            kind::PROP_NAME => {
+            EntryKind::PropName => {
                 if let Some(n) = self.names.get_mut(id as usize) {
                     swap(&mut n.1, old, new)
                 }
             }
-            kind::DEDUPE => {
+            EntryKind::Dedupe => {
                 if let Some(d) = self.dedupe.get_mut(&id) {
                     swap(&mut d.1, old, new)
                 }
             }
-            kind::SUPPRESS => {
+            EntryKind::Suppress => {
                 if let Some(d) = self.suppressed.get_mut(&id) {
                     swap(&mut d.1, old, new)
                 }
             }
-            kind::NEXT_KEY => {
+            EntryKind::NextKey => {
                 if let Some(l) = self.next_key_location.as_mut() {
                     swap(l, old, new)
                 }
             }
-            _ => {}
         }
     }
 

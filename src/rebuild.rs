@@ -3,9 +3,11 @@
 //!
 //! Identifiers are taken from final records only (never from the superseded versions on the
 //! way), which is unambiguous: in the final state each identifier belongs to at most one
-//! profile.
+//! profile. A delta record carries all of a profile's identifiers when its call changed any,
+//! so the newest record of a chain that has them is found by decoding record prefixes only
+//! (`entries::chain::read_ids`).
 
-use crate::entries::{self, CompanyRecord, Ids, kind};
+use crate::entries::{self, CompanyRecord, EntryKind, Ids};
 use crate::error::{Error, Result};
 use crate::index::{CompanySlot, HashMap, Index};
 use crate::storage::{Location, Replay, Store, StoredEntry};
@@ -21,6 +23,11 @@ pub(crate) struct Rebuild {
     /// Profile keys touched by the replay, with their location in the snapshot (if any).
     touched: HashMap<u64, Option<Location>>,
     dedupe_window: usize,
+    /// Open with repair: a profile whose chain runs through a quarantined segment is dropped
+    /// (and listed in `lost`) instead of failing the open.
+    pub repair: bool,
+    /// Profiles dropped by repair, with why (reported by `Db::check`).
+    pub lost: Vec<String>,
 }
 
 impl Rebuild {
@@ -29,6 +36,8 @@ impl Rebuild {
             index: Index::default(),
             touched: HashMap::default(),
             dedupe_window,
+            repair: false,
+            lost: Vec::new(),
         }
     }
 
@@ -38,23 +47,61 @@ impl Rebuild {
     }
 
     /// After the store is open: fix the identifier maps of every touched profile.
-    pub fn finish(mut self, store: &Store) -> Result<Index> {
+    pub fn finish(mut self, store: &Store) -> Result<(Index, Vec<String>)> {
         let touched = std::mem::take(&mut self.touched);
         // First forget what the snapshot said about them, then learn the final state.
         for (&key, before) in &touched {
             if let Some(loc) = before {
-                let ids = read_ids(store, *loc)?;
-                self.index.unindex(key, &ids);
+                match read_ids(store, *loc) {
+                    Ok(ids) => self.index.unindex(key, &ids),
+                    // The snapshot's version lay in a quarantined segment: its identifiers
+                    // are dropped below with the profile if they point at it.
+                    Err(_) if self.repair => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         for &key in touched.keys() {
             if let Some(&loc) = self.index.profiles.get(&key) {
-                let ids = read_ids(store, loc)?;
+                let ids = match read_ids(store, loc) {
+                    Ok(ids) => ids,
+                    Err(e) if self.repair => {
+                        self.drop_lost(key, e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 ensure_company(&mut self.index, ids.company_id.as_deref());
                 self.index.index(key, &ids);
             }
         }
-        Ok(self.index)
+        if self.repair {
+            // A profile the replay did not touch may still have a chain through a
+            // quarantined segment (its newest record came from the snapshot).
+            let keys: Vec<(u64, Location)> =
+                self.index.profiles.iter().map(|(k, l)| (*k, *l)).collect();
+            for (key, loc) in keys {
+                if let Err(e) = entries::chain::read_profile(store, loc) {
+                    self.drop_lost(key, e);
+                }
+            }
+        }
+        Ok((self.index, self.lost))
+    }
+
+    /// Repair: forget a profile whose records were lost with a quarantined segment.
+    fn drop_lost(&mut self, key: u64, e: Error) {
+        self.index.profiles.remove(&key);
+        for map in [
+            &mut self.index.user,
+            &mut self.index.email,
+            &mut self.index.anon,
+        ] {
+            map.retain(|_, k| *k != key);
+        }
+        self.lost.push(format!(
+            "profile {key} dropped by repair (its records were in a quarantined segment): {e}"
+        ));
     }
 }
 
@@ -82,9 +129,7 @@ fn ensure_company(index: &mut Index, company: Option<&str>) {
 }
 
 fn read_ids(store: &Store, loc: Location) -> Result<Ids> {
-    store.read(loc, |bytes| {
-        entries::decode::<Ids>(bytes, "profile identifiers")
-    })?
+    entries::chain::read_ids(store, loc)
 }
 
 impl Replay for Rebuild {
@@ -101,23 +146,33 @@ impl Replay for Rebuild {
     fn apply(&mut self, seq: u64, batch: &[StoredEntry<'_>]) -> Result<()> {
         self.index.last_seq = self.index.last_seq.max(seq);
         for e in batch {
-            match e.kind {
-                kind::PROFILE => {
+            let kind = EntryKind::try_from(e.kind).map_err(|k| Error::Decode {
+                what: "entry kind",
+                file: Default::default(),
+                offset: e.location.offset as u64,
+                reason: format!(
+                    "kind {} in segment {} is not one this version writes (a newer profiledb?)",
+                    k.0, e.location.segment
+                ),
+            })?;
+            match kind {
+                // A full record or a delta: either is the profile's newest version.
+                EntryKind::Profile | EntryKind::ProfileDelta => {
                     self.touch(e.id);
                     self.index.profiles.insert(e.id, e.location);
                     self.index.next_key = self.index.next_key.max(e.id.saturating_add(1));
                 }
-                kind::TOMBSTONE => {
+                EntryKind::Tombstone => {
                     self.touch(e.id);
                     self.index.profiles.remove(&e.id);
                     self.index.next_key = self.index.next_key.max(e.id.saturating_add(1));
                 }
-                kind::REDIRECT => {
+                EntryKind::Redirect => {
                     let to = entries::read_u64(e.data, "redirect")?;
                     self.index.redirects.insert(e.id, (to, e.location));
                     self.index.next_key = self.index.next_key.max(e.id.saturating_add(1));
                 }
-                kind::COMPANY => {
+                EntryKind::Company => {
                     let rec: CompanyRecord = entries::decode(e.data, "company")?;
                     let slot = self
                         .index
@@ -130,7 +185,7 @@ impl Replay for Rebuild {
                     self.index.next_company_key =
                         self.index.next_company_key.max(e.id.saturating_add(1));
                 }
-                kind::PROP_NAME => {
+                EntryKind::PropName => {
                     let name = String::from_utf8_lossy(e.data);
                     let id = e.id as usize;
                     // Names are numbered 0, 1, 2, ... as they are registered; a gap means
@@ -159,21 +214,20 @@ impl Replay for Rebuild {
                     self.index.names[id] = (name.as_ref().into(), e.location);
                     self.index.name_ids.insert(name.as_ref().into(), id as u32);
                 }
-                kind::DEDUPE => {
+                EntryKind::Dedupe => {
                     let h = entries::join_hash(e.id, e.data)?;
                     self.index
                         .remember_message(h, e.location, self.dedupe_window);
                 }
-                kind::SUPPRESS => {
+                EntryKind::Suppress => {
                     let hi = entries::read_u64(e.data, "suppression")?;
                     self.index.suppressed.insert(e.id, (hi, e.location));
                 }
-                kind::NEXT_KEY => {
+                EntryKind::NextKey => {
                     let next = entries::read_u64(e.data, "next key")?;
                     self.index.next_key = self.index.next_key.max(next);
                     self.index.next_key_location = Some(e.location);
                 }
-                _ => {}
             }
         }
         Ok(())
