@@ -7,7 +7,7 @@ use crate::db::{Moved, Outcome, Status};
 use crate::entries::profile::{DeltaOut, Link};
 use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
-use crate::index::{CompanySlot, HashMap, Index};
+use crate::index::{CompanyInfo, HashMap, Index, Update};
 use crate::options::Options;
 use crate::profile::merge::{call_ops, merge_into};
 use crate::profile::message::{CompanyRef, Identify, Message};
@@ -47,7 +47,9 @@ pub(crate) enum Change {
     Suppress {
         hash: u128,
     },
-    NextKey,
+    NextKey {
+        next: u64,
+    },
 }
 
 /// A profile record written by a call, decoded: it goes to the [`ProfileCache`] once the
@@ -224,55 +226,32 @@ impl Batch {
     }
 }
 
-/// Apply the changes of an appended batch to the index.
-pub(crate) fn commit(
-    index: &mut Index,
-    changes: Vec<Change>,
-    locations: &[Location],
-    options: &Options,
-) {
+/// Apply the changes of an appended batch to the index: each entry's [`Update`] (the same
+/// mutation the replay applies on open), and the identifier maps of the profiles written.
+pub(crate) fn commit(index: &mut Index, changes: Vec<Change>, locations: &[Location]) {
     for (change, &loc) in changes.into_iter().zip(locations) {
-        match change {
+        let update = match &change {
             Change::Profile { key, ids } => {
                 if let Some((old, new)) = ids {
                     if let Some(old) = old {
-                        index.unindex(key, &old);
+                        index.unindex_ids(*key, old);
                     }
-                    index.index(key, &new);
+                    index.index_ids(*key, new);
                 }
-                index.profiles.insert(key, loc);
-                index.next_key = index.next_key.max(key.saturating_add(1));
+                Update::Profile { key: *key }
             }
             Change::Tombstone { key, old } => {
-                index.unindex(key, &old);
-                index.profiles.remove(&key);
+                index.unindex_ids(*key, old);
+                Update::Tombstone { key: *key }
             }
-            Change::Redirect { from, to } => index.add_redirect(from, to, loc),
-            Change::Company { key, id } => {
-                let slot = index
-                    .companies
-                    .entry(id.as_str().into())
-                    .or_insert_with(|| CompanySlot {
-                        key,
-                        ..CompanySlot::default()
-                    });
-                slot.location = loc;
-                index.company_ids.insert(key, id.into());
-                index.next_company_key = index.next_company_key.max(key.saturating_add(1));
-            }
-            Change::Name { id, name } => {
-                debug_assert_eq!(index.names.len(), id as usize);
-                index.names.push((name.as_str().into(), loc));
-                index.name_ids.insert(name.into(), id);
-            }
-            Change::Dedupe { hash } => index.remember_message(hash, loc, options.dedupe_window),
-            Change::Suppress { hash } => {
-                index
-                    .suppressed
-                    .insert(hash as u64, ((hash >> 64) as u64, loc));
-            }
-            Change::NextKey => index.next_key_location = Some(loc),
-        }
+            &Change::Redirect { from, to } => Update::Redirect { from, to },
+            Change::Company { key, id } => Update::Company { key: *key, id },
+            Change::Name { id, name } => Update::Name { id: *id, name },
+            &Change::Dedupe { hash } => Update::Dedupe { hash },
+            &Change::Suppress { hash } => Update::Suppress { hash },
+            &Change::NextKey { next } => Update::NextKey { next },
+        };
+        index.apply(update, loc);
     }
 }
 
@@ -368,10 +347,10 @@ impl<'a> Builder<'a> {
             new_names: Vec::new(),
             profiles: Vec::new(),
             companies: HashMap::default(),
-            next_key: index.next_key.max(1),
-            next_company_key: index.next_company_key.max(1),
+            next_key: index.next_key().max(1),
+            next_company_key: index.next_company_key().max(1),
             // Saturating: a damaged log may end at seq 2^64-1 (the append then refuses).
-            order: index.last_seq.saturating_add(1),
+            order: index.last_seq().saturating_add(1),
             call_ts: Timestamp(0),
         }
     }
@@ -390,16 +369,11 @@ impl<'a> Builder<'a> {
         if self.position(key).is_some() {
             return Ok(());
         }
-        let loc = self
-            .index
-            .profiles
-            .get(&key)
-            .copied()
-            .ok_or_else(|| Error::Corruption {
-                file: Default::default(),
-                offset: 0,
-                reason: format!("index names profile {key} but it has no record"),
-            })?;
+        let loc = self.index.location(key).ok_or_else(|| Error::Corruption {
+            file: Default::default(),
+            offset: 0,
+            reason: format!("index names profile {key} but it has no record"),
+        })?;
         let (depth, rec, hit) = match self.cache.take(key, loc) {
             Some((depth, rec)) => (depth, rec, true),
             None => {
@@ -438,13 +412,13 @@ impl<'a> Builder<'a> {
 
     /// The number of a property name, registering it if new; `None` beyond the limit.
     fn name_id(&mut self, name: &str) -> Option<u32> {
-        if let Some(&id) = self.index.name_ids.get(name) {
+        if let Some(id) = self.index.name_id(name) {
             return Some(id);
         }
         if let Some(pos) = self.new_names.iter().position(|n| n == name) {
-            return Some((self.index.names.len() + pos) as u32);
+            return Some((self.index.name_count() + pos) as u32);
         }
-        let total = self.index.names.len() + self.new_names.len();
+        let total = self.index.name_count() + self.new_names.len();
         if total >= self.options.max_property_names {
             return None;
         }
@@ -593,8 +567,8 @@ impl<'a> Builder<'a> {
             }
             Message::Alias(a) => {
                 let ts = a.timestamp.unwrap_or(now);
-                let target = self.index.user.get(a.user_id.as_str()).copied();
-                if let Some(&prev) = self.index.user.get(a.previous_id.as_str()) {
+                let target = self.index.user_key(&a.user_id);
+                if let Some(prev) = self.index.user_key(&a.previous_id) {
                     // Already one person: nothing to store (D-AL1; the status is `updated`,
                     // as for any call that reaches an existing profile, D-R7).
                     if Some(prev) == target {
@@ -631,13 +605,12 @@ impl<'a> Builder<'a> {
                     let key = l
                         .user_id
                         .as_deref()
-                        .and_then(|u| self.index.user.get(u))
+                        .and_then(|u| self.index.user_key(u))
                         .or_else(|| {
                             l.anonymous_id
                                 .as_deref()
-                                .and_then(|a| self.index.anon.get(a))
+                                .and_then(|a| self.index.anon_key(a))
                         })
-                        .copied()
                         .unwrap_or(0);
                     Ok(outcome(key, Status::Unchanged))
                 }
@@ -648,7 +621,7 @@ impl<'a> Builder<'a> {
     /// Refuse a call naming a suppressed identifier; the error names the field as the caller
     /// wrote it (an alias's `previousId`, an email given in `$set`).
     pub fn check_suppressed(&self, message: &Message) -> Result<()> {
-        if self.index.suppressed.is_empty() {
+        if !self.index.any_suppressed() {
             return Ok(());
         }
         let mut checks: Vec<(&str, &str, String)> = Vec::with_capacity(3);
@@ -705,22 +678,19 @@ impl<'a> Builder<'a> {
             Message::Alias(a) => (Some(a.user_id.as_str()), None, None),
             Message::Link(l) => (l.user_id.as_deref(), l.anonymous_id.as_deref(), None),
         };
-        user.and_then(|u| index.user.get(u).copied())
-            .or_else(|| email.and_then(|e| index.email.get(normalize_email(e).as_str()).copied()))
-            .or_else(|| anon.and_then(|a| index.anon.get(a).copied()))
+        user.and_then(|u| index.user_key(u))
+            .or_else(|| email.and_then(|e| index.email_key(e)))
+            .or_else(|| anon.and_then(|a| index.anon_key(a)))
             .unwrap_or(0)
     }
 
     fn identify(&mut self, m: &Identify, ts: Timestamp) -> Result<Outcome> {
         self.call_ts = ts;
         let uid = m.user_id.as_deref();
-        let email_norm = m.email.as_deref().map(normalize_email);
         let anon = m.anonymous_id.as_deref();
-        let by_user = uid.and_then(|u| self.index.user.get(u).copied());
-        let by_email = email_norm
-            .as_deref()
-            .and_then(|e| self.index.email.get(e).copied());
-        let by_anon = anon.and_then(|a| self.index.anon.get(a).copied());
+        let by_user = uid.and_then(|u| self.index.user_key(u));
+        let by_email = m.email.as_deref().and_then(|e| self.index.email_key(e));
+        let by_anon = anon.and_then(|a| self.index.anon_key(a));
         for key in [by_user, by_email, by_anon].into_iter().flatten() {
             self.load(key)?;
         }
@@ -787,7 +757,7 @@ impl<'a> Builder<'a> {
             let Some(work) = self.remove(gone) else {
                 continue;
             };
-            let created_at = self.index.name_ids.get("created_at").copied();
+            let created_at = self.index.name_id("created_at");
             merge_into(self.rec(survivor), work.rec, created_at);
             self.work(survivor).full = true;
             self.push(
@@ -874,10 +844,12 @@ impl<'a> Builder<'a> {
     fn upsert_company(&mut self, company: &CompanyRef, ts: Timestamp) -> Result<bool> {
         let mut created = false;
         if !self.companies.contains_key(&company.id) {
-            let (key, rec) = match self.index.companies.get(company.id.as_str()) {
-                Some(slot) if slot.location.len > 0 => {
-                    (slot.key, read_company(self.store, slot.location)?)
-                }
+            let (key, rec) = match self.index.company(&company.id) {
+                Some(CompanyInfo {
+                    key,
+                    location: Some(at),
+                    ..
+                }) => (key, read_company(self.store, at)?),
                 Some(slot) => (
                     slot.key,
                     CompanyRecord {
@@ -961,7 +933,7 @@ impl<'a> Builder<'a> {
             EntryKind::NextKey,
             0,
             entries::u64_bytes(next).to_vec(),
-            Change::NextKey,
+            Change::NextKey { next },
         );
         Ok(outcome(key, Status::Updated))
     }

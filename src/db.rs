@@ -13,7 +13,7 @@ use crate::index::Index;
 use crate::options::{Durability, Options};
 use crate::profile::filter::Filter;
 use crate::profile::message::{Alias, Group, Identify, Link, Message};
-use crate::profile::validate::{normalize_email, validate};
+use crate::profile::validate::validate;
 use crate::profile::value::Value;
 use crate::rebuild::Rebuild;
 use crate::storage::{CopyAs, Store, StoreOptions};
@@ -135,6 +135,10 @@ pub struct Stats {
     /// Estimated bytes of the decoded profiles in the writer cache (bounded by
     /// `Options::profile_cache_bytes`).
     pub profile_cache_bytes: u64,
+    /// Profiles the last open's repair dropped because their chain of records ran through a
+    /// quarantined segment (as a profile whose only record was there is lost), each with the
+    /// missing link's file and offset.
+    pub dropped_by_repair: Vec<String>,
     /// The storage engine's counters.
     pub storage: crate::storage::StorageStats,
 }
@@ -199,11 +203,7 @@ impl Db {
         let mut rebuild = Rebuild::new(options.dedupe_window);
         rebuild.repair = store_options.repair;
         let store = Store::open(dir, store_options, &mut rebuild)?;
-        let (mut index, lost) = rebuild.finish(&store)?;
-        // The replay records redirects as written, and a snapshot holds no reverse map.
-        index.flatten_redirects();
-        index.next_key = index.next_key.max(1);
-        index.next_company_key = index.next_company_key.max(1);
+        let (index, lost) = rebuild.finish(&store)?;
         let inner = Arc::new(Inner {
             store,
             index: RwLock::new(index),
@@ -301,7 +301,7 @@ impl Db {
             && index.seen_message(apply::message_hash(mid))
         {
             let key = Builder::current_key(&index, message);
-            let seq = index.last_seq;
+            let seq = index.last_seq();
             drop(index);
             // The first delivery may still be waiting for its sync: so does the retry.
             inner.store.wait_durable(seq, durability)?;
@@ -323,13 +323,8 @@ impl Db {
         let appended = inner.store.append(&batch.entries())?;
         cache.insert_written(batch.written, &appended.locations);
         drop(cache);
-        index.last_seq = appended.seq;
-        apply::commit(
-            &mut index,
-            batch.changes,
-            &appended.locations,
-            &inner.options,
-        );
+        index.set_last_seq(appended.seq);
+        apply::commit(&mut index, batch.changes, &appended.locations);
         drop(index);
         inner.store.wait_durable(appended.seq, durability)?;
         Ok(batch.outcome)
@@ -337,9 +332,9 @@ impl Db {
 
     fn lookup(index: &Index, selector: &Selector) -> Option<u64> {
         match selector {
-            Selector::UserId(u) => index.user.get(u.as_str()).copied(),
-            Selector::Email(e) => index.email.get(normalize_email(e).as_str()).copied(),
-            Selector::AnonymousId(a) => index.anon.get(a.as_str()).copied(),
+            Selector::UserId(u) => index.user_key(u),
+            Selector::Email(e) => index.email_key(e),
+            Selector::AnonymousId(a) => index.anon_key(a),
             Selector::Key(k) => index.resolve_key(*k),
         }
     }
@@ -354,7 +349,7 @@ impl Db {
     }
 
     fn view(&self, index: &Index, key: u64) -> Result<Option<Profile>> {
-        let Some(&loc) = index.profiles.get(&key) else {
+        let Some(loc) = index.location(key) else {
             return Ok(None);
         };
         let rec = apply::read_profile(&self.inner.store, loc)?;
@@ -375,7 +370,7 @@ impl Db {
 
     /// Detach an anonymous id from its profile (logout). Returns the profile's key.
     pub fn unlink(&self, anonymous_id: &str) -> Result<Option<u64>> {
-        let Some(key) = self.inner.index.read().anon.get(anonymous_id).copied() else {
+        let Some(key) = self.inner.index.read().anon_key(anonymous_id) else {
             return Ok(None);
         };
         let durability = self.inner.options.durability;
@@ -390,37 +385,29 @@ impl Db {
     /// A company with its member count.
     pub fn company(&self, id: &str) -> Result<Option<Company>> {
         let index = self.inner.index.read();
-        let Some(slot) = index.companies.get(id) else {
+        let Some(info) = index.company(id) else {
             return Ok(None);
         };
-        let properties = if slot.location.len > 0 {
-            view::props_of_company(apply::read_company(&self.inner.store, slot.location)?)
-        } else {
-            Vec::new()
+        let properties = match info.location {
+            Some(at) => view::props_of_company(apply::read_company(&self.inner.store, at)?),
+            None => Vec::new(),
         };
         Ok(Some(Company {
             id: id.to_string(),
             properties,
-            member_count: slot.members.len() as u64,
+            member_count: info.members as u64,
         }))
     }
 
     /// Keys of a company's members, ascending.
     pub fn members(&self, id: &str) -> Result<Vec<u64>> {
-        let index = self.inner.index.read();
-        let mut keys: Vec<u64> = index
-            .companies
-            .get(id)
-            .map(|s| s.members.iter().copied().collect())
-            .unwrap_or_default();
-        keys.sort_unstable();
-        Ok(keys)
+        Ok(self.inner.index.read().members(id))
     }
 
     /// Visit every profile matching `filter`, in key order; `f` returns false to stop.
     /// Writers are not blocked for the whole scan: each profile is read under a short lock.
     pub fn scan(&self, filter: &Filter, f: &mut dyn FnMut(Profile) -> bool) -> Result<()> {
-        let mut keys: Vec<u64> = self.inner.index.read().profiles.keys().copied().collect();
+        let mut keys: Vec<u64> = self.inner.index.read().profiles().map(|p| p.0).collect();
         keys.sort_unstable();
         for key in keys {
             let profile = {
@@ -462,10 +449,9 @@ impl Db {
             .into_iter()
             .map(|(file, offset, reason)| format!("{file} offset {offset}: {reason}"))
             .collect();
-        problems.extend(self.inner.lost.iter().cloned());
         let index = self.inner.index.read();
         let mut identifiers = 0usize;
-        for (&key, &loc) in &index.profiles {
+        for (key, loc) in index.profiles() {
             let rec = match apply::read_profile(&self.inner.store, loc) {
                 Ok(r) => r,
                 Err(e) => {
@@ -477,29 +463,27 @@ impl Db {
                 }
             };
             let ids = &rec.ids;
-            let mut expect = |map: &crate::index::HashMap<Box<str>, u64>, what, v: &str| {
+            let mut expect = |found: Option<u64>, what, v: &str| {
                 identifiers += 1;
-                if map.get(v) != Some(&key) {
+                if found != Some(key) {
                     problems.push(format!(
                         "segment {} offset {}: profile {key} has {what} {v:?} but the index \
-                         points it at {:?}",
-                        loc.segment,
-                        loc.offset,
-                        map.get(v)
+                         points it at {found:?}",
+                        loc.segment, loc.offset,
                     ));
                 }
             };
             if let Some(u) = &ids.user_id {
-                expect(&index.user, "user id", u);
+                expect(index.user_key(u), "user id", u);
             }
             if let Some(e) = &ids.email {
-                expect(&index.email, "email", &normalize_email(e));
+                expect(index.email_key(e), "email", e);
             }
             for a in &ids.anonymous_ids {
-                expect(&index.anon, "anonymous id", a);
+                expect(index.anon_key(a), "anonymous id", a);
             }
         }
-        let indexed = index.user.len() + index.email.len() + index.anon.len();
+        let indexed = index.identifier_count();
         if indexed != identifiers {
             problems.push(format!(
                 "index holds {indexed} identifiers but the profiles carry {identifiers}"
@@ -514,11 +498,11 @@ impl Db {
         let index = self.inner.index.read();
         let live_bytes = index.live_bytes();
         let memory = index.memory();
-        let profiles = index.profiles.len() as u64;
+        let profiles = index.profile_count() as u64;
         Stats {
             profiles,
-            companies: index.companies.len() as u64,
-            property_names: index.names.len() as u64,
+            companies: index.company_count() as u64,
+            property_names: index.name_count() as u64,
             live_bytes,
             dead_bytes: storage.disk_bytes.saturating_sub(live_bytes),
             index_bytes: memory.profiles + memory.dedupe + memory.other,
@@ -529,6 +513,7 @@ impl Db {
             },
             dedupe_bytes: memory.dedupe,
             profile_cache_bytes: self.inner.cache.lock().bytes() as u64,
+            dropped_by_repair: self.inner.lost.clone(),
             storage,
         }
     }
@@ -571,7 +556,7 @@ impl Inner {
         // The read lock keeps writers out, so the snapshot matches the position exactly.
         let index = self.index.read();
         let position = self.store.hint_position()?;
-        let payload = crate::entries::encode_serde(&*index);
+        let payload = index.snapshot();
         drop(index);
         self.store.write_hint(&position, &payload)
     }

@@ -19,49 +19,284 @@ use crate::storage::{Location, StoredEntry};
 /// A company's place in the index.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct CompanySlot {
-    pub key: u64,
-    pub location: Location,
-    pub members: HashSet<u64>,
+    key: u64,
+    location: Location,
+    members: HashSet<u64>,
 }
 
 /// Everything the Db keeps in memory about the data on disk.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Index {
-    pub user: HashMap<Box<str>, u64>,
+    user: HashMap<Box<str>, u64>,
     /// Normalised (trimmed, lower-cased) email -> key.
-    pub email: HashMap<Box<str>, u64>,
-    pub anon: HashMap<Box<str>, u64>,
+    email: HashMap<Box<str>, u64>,
+    anon: HashMap<Box<str>, u64>,
     /// Live profile key -> location of its newest record.
-    pub profiles: HashMap<u64, Location>,
+    profiles: HashMap<u64, Location>,
     /// Merged-away key -> (survivor key, location of the redirect entry). Kept flat: the
     /// target is the end of the chain (the live survivor, or a deleted one), not the key the
     /// entry on disk names, so a lookup is one step (see [`Index::add_redirect`]).
-    pub redirects: HashMap<u64, (u64, Location)>,
+    redirects: HashMap<u64, (u64, Location)>,
     /// Target -> the keys redirected to it: what [`Index::add_redirect`] repoints when the
     /// target is merged away in turn. Not in the snapshot; rebuilt by
     /// [`Index::flatten_redirects`] on open.
     #[serde(skip)]
-    pub redirect_sources: HashMap<u64, Vec<u64>>,
-    pub companies: HashMap<Box<str>, CompanySlot>,
+    redirect_sources: HashMap<u64, Vec<u64>>,
+    companies: HashMap<Box<str>, CompanySlot>,
     /// Company key -> company id (for liveness checks by key).
-    pub company_ids: HashMap<u64, Box<str>>,
+    company_ids: HashMap<u64, Box<str>>,
     /// Property names by number, with the location of their registration.
-    pub names: Vec<(Box<str>, Location)>,
-    pub name_ids: HashMap<Box<str>, u32>,
+    names: Vec<(Box<str>, Location)>,
+    name_ids: HashMap<Box<str>, u32>,
     /// Recent messageId hashes (low half, oldest first), and per low half the high half and
     /// where it is recorded. Keyed by the low half, which is also the entry id.
-    pub dedupe_order: VecDeque<u64>,
-    pub dedupe: HashMap<u64, (u64, Location)>,
+    dedupe_order: VecDeque<u64>,
+    dedupe: HashMap<u64, (u64, Location)>,
     /// Suppressed identifier hashes, keyed the same way.
-    pub suppressed: HashMap<u64, (u64, Location)>,
-    pub next_key: u64,
-    pub next_key_location: Option<Location>,
-    pub next_company_key: u64,
+    suppressed: HashMap<u64, (u64, Location)>,
+    next_key: u64,
+    next_key_location: Option<Location>,
+    next_company_key: u64,
     /// Sequence number of the newest frame applied (arrival order of calls).
-    pub last_seq: u64,
+    last_seq: u64,
+    /// How many messageIds the dedupe window holds (an option, not data).
+    #[serde(skip)]
+    dedupe_window: usize,
+}
+
+/// What one entry changes in the index: one variant per entry kind, applied by
+/// [`Index::apply`] both when a call's batch is committed and when the log is replayed on
+/// open, so the two can never disagree. Identifier maps are not part of it: a profile entry's
+/// identifiers are in its payload, which the write path has decoded already
+/// ([`Index::index_ids`] / [`Index::unindex_ids`]) and replay reads once per profile at the
+/// end (`rebuild.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Update<'a> {
+    /// The profile's newest record (`EntryKind::Profile` or `EntryKind::ProfileDelta`).
+    Profile { key: u64 },
+    /// The profile was deleted or merged away (`EntryKind::Tombstone`).
+    Tombstone { key: u64 },
+    /// `from` was merged into `to` (`EntryKind::Redirect`).
+    Redirect { from: u64, to: u64 },
+    /// A company's record (`EntryKind::Company`).
+    Company { key: u64, id: &'a str },
+    /// A property name registered under number `id` (`EntryKind::PropName`).
+    Name { id: u32, name: &'a str },
+    /// A messageId applied (`EntryKind::Dedupe`).
+    Dedupe { hash: u128 },
+    /// An identifier suppressed (`EntryKind::Suppress`).
+    Suppress { hash: u128 },
+    /// The next profile key to assign is at least `next` (`EntryKind::NextKey`).
+    NextKey { next: u64 },
+}
+
+/// A company as the index knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompanyInfo {
+    pub key: u64,
+    /// Its newest record; `None` when it has none (a profile named it, and its record was
+    /// lost to repair).
+    pub location: Option<Location>,
+    pub members: usize,
 }
 
 impl Index {
+    /// An empty index whose messageId window holds `dedupe_window` ids.
+    pub fn new(dedupe_window: usize) -> Index {
+        Index {
+            dedupe_window,
+            ..Index::default()
+        }
+    }
+
+    /// Apply what one entry, now at `at`, changes (see [`Update`]).
+    pub fn apply(&mut self, update: Update<'_>, at: Location) {
+        match update {
+            Update::Profile { key } => {
+                self.profiles.insert(key, at);
+                self.bump_next_key(key);
+            }
+            Update::Tombstone { key } => {
+                self.profiles.remove(&key);
+                self.bump_next_key(key);
+            }
+            Update::Redirect { from, to } => {
+                self.add_redirect(from, to, at);
+                self.bump_next_key(from);
+            }
+            Update::Company { key, id } => {
+                let slot = self.companies.entry(id.into()).or_default();
+                if slot.key != key && self.company_ids.get(&slot.key).map(|c| &**c) == Some(id) {
+                    // Only a damaged log names one company under two keys: the newest wins.
+                    self.company_ids.remove(&slot.key);
+                }
+                slot.key = key;
+                slot.location = at;
+                self.company_ids.insert(key, id.into());
+                self.next_company_key = self.next_company_key.max(key.saturating_add(1));
+            }
+            Update::Name { id, name } => {
+                // Names are numbered 0, 1, 2, ... as they are registered; a gap (names lost to
+                // a quarantined segment) is filled with placeholders. The replay bounds `id`
+                // before it gets here (`rebuild.rs`).
+                let id = id as usize;
+                if self.names.len() <= id {
+                    self.names
+                        .resize(id + 1, (Box::from(""), Location::default()));
+                }
+                self.names[id] = (name.into(), at);
+                self.name_ids.insert(name.into(), id as u32);
+            }
+            Update::Dedupe { hash } => self.remember_message(hash, at),
+            Update::Suppress { hash } => {
+                self.suppressed
+                    .insert(hash as u64, ((hash >> 64) as u64, at));
+            }
+            Update::NextKey { next } => {
+                self.next_key = self.next_key.max(next);
+                self.next_key_location = Some(at);
+            }
+        }
+    }
+
+    fn bump_next_key(&mut self, key: u64) {
+        self.next_key = self.next_key.max(key.saturating_add(1));
+    }
+
+    /// After open: make every redirect point at the end of its chain, and start the key
+    /// counters at 1 (0 means "no profile" in outcomes).
+    pub fn finish_open(&mut self) {
+        self.flatten_redirects();
+        self.next_key = self.next_key.max(1);
+        self.next_company_key = self.next_company_key.max(1);
+    }
+
+    /// Forget a profile and every identifier pointing at it (repair: its records were lost
+    /// with a quarantined segment, so its identifiers cannot be read).
+    pub fn forget_profile(&mut self, key: u64) {
+        self.profiles.remove(&key);
+        for map in [&mut self.user, &mut self.email, &mut self.anon] {
+            map.retain(|_, k| *k != key);
+        }
+        for slot in self.companies.values_mut() {
+            slot.members.remove(&key);
+        }
+    }
+
+    /// The newest record of a live profile.
+    pub fn location(&self, key: u64) -> Option<Location> {
+        self.profiles.get(&key).copied()
+    }
+
+    /// Live profiles with the location of their newest record, in no particular order.
+    pub fn profiles(&self) -> impl Iterator<Item = (u64, Location)> + '_ {
+        self.profiles.iter().map(|(&k, &l)| (k, l))
+    }
+
+    /// Number of live profiles.
+    pub fn profile_count(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// The profile a user id belongs to.
+    pub fn user_key(&self, user_id: &str) -> Option<u64> {
+        self.user.get(user_id).copied()
+    }
+
+    /// The profile an email belongs to (`email` as given: it is normalised here, the one
+    /// place lookups and the index agree on the form).
+    pub fn email_key(&self, email: &str) -> Option<u64> {
+        self.email.get(normalize_email(email).as_str()).copied()
+    }
+
+    /// The profile an anonymous id belongs to.
+    pub fn anon_key(&self, anonymous_id: &str) -> Option<u64> {
+        self.anon.get(anonymous_id).copied()
+    }
+
+    /// Number of identifiers indexed (user ids, emails, anonymous ids).
+    pub fn identifier_count(&self) -> usize {
+        self.user.len() + self.email.len() + self.anon.len()
+    }
+
+    /// A company by id.
+    pub fn company(&self, id: &str) -> Option<CompanyInfo> {
+        self.companies.get(id).map(|s| CompanyInfo {
+            key: s.key,
+            location: (s.location.len > 0).then_some(s.location),
+            members: s.members.len(),
+        })
+    }
+
+    /// Keys of a company's members, ascending.
+    pub fn members(&self, id: &str) -> Vec<u64> {
+        let mut keys: Vec<u64> = self
+            .companies
+            .get(id)
+            .map(|s| s.members.iter().copied().collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Number of companies.
+    pub fn company_count(&self) -> usize {
+        self.companies.len()
+    }
+
+    /// A property name by number.
+    pub fn name(&self, id: u32) -> Option<&str> {
+        self.names.get(id as usize).map(|n| &*n.0)
+    }
+
+    /// A property name's number.
+    pub fn name_id(&self, name: &str) -> Option<u32> {
+        self.name_ids.get(name).copied()
+    }
+
+    /// Number of property names registered.
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether any identifier is suppressed.
+    pub fn any_suppressed(&self) -> bool {
+        !self.suppressed.is_empty()
+    }
+
+    /// The next profile key to assign.
+    pub fn next_key(&self) -> u64 {
+        self.next_key
+    }
+
+    /// The next company key to assign.
+    pub fn next_company_key(&self) -> u64 {
+        self.next_company_key
+    }
+
+    /// Sequence number of the newest frame applied.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Record that frames up to `seq` are applied.
+    pub fn set_last_seq(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    /// The snapshot payload for the hint file.
+    pub fn snapshot(&self) -> Vec<u8> {
+        crate::entries::encode_serde(self)
+    }
+
+    /// An index from a hint snapshot.
+    pub fn from_snapshot(payload: &[u8], dedupe_window: usize) -> crate::error::Result<Index> {
+        let mut index: Index = crate::entries::decode_serde(payload, "index snapshot")?;
+        index.dedupe_window = dedupe_window;
+        index.flatten_redirects();
+        Ok(index)
+    }
+
     /// Follow redirects from `key` to a live profile: `None` for a key never used, deleted, or
     /// merged into a profile that was deleted since.
     pub fn resolve_key(&self, key: u64) -> Option<u64> {
@@ -86,7 +321,7 @@ impl Index {
     /// and every key redirected to `from` before, now point straight at the end of `to`'s
     /// chain. Entries may come in any order (a compaction may reorder them on disk): the
     /// result is the same.
-    pub fn add_redirect(&mut self, from: u64, to: u64, location: Location) {
+    fn add_redirect(&mut self, from: u64, to: u64, location: Location) {
         let to = self.chain_end(to);
         if to == from {
             return;
@@ -112,7 +347,7 @@ impl Index {
     /// snapshot holds no sources).
     /// Linear in the number of redirects: each chain is walked once, and every key on the way
     /// is pointed at its end before the next walk.
-    pub fn flatten_redirects(&mut self) {
+    fn flatten_redirects(&mut self) {
         let keys: Vec<u64> = self.redirects.keys().copied().collect();
         let mut path = Vec::new();
         for k in keys {
@@ -138,7 +373,7 @@ impl Index {
     }
 
     /// Remove the identifiers of `ids` that point to `key`; leave membership consistent.
-    pub fn unindex(&mut self, key: u64, ids: &Ids) {
+    pub fn unindex_ids(&mut self, key: u64, ids: &Ids) {
         if let Some(u) = &ids.user_id {
             remove_if(&mut self.user, u, key);
         }
@@ -156,7 +391,7 @@ impl Index {
     }
 
     /// Point the identifiers of `ids` at `key`; add membership.
-    pub fn index(&mut self, key: u64, ids: &Ids) {
+    pub fn index_ids(&mut self, key: u64, ids: &Ids) {
         if let Some(u) = &ids.user_id {
             self.user.insert(u.as_str().into(), key);
         }
@@ -166,15 +401,39 @@ impl Index {
         for a in &ids.anonymous_ids {
             self.anon.insert(a.as_str().into(), key);
         }
-        if let Some(c) = &ids.company_id
-            && let Some(slot) = self.companies.get_mut(c.as_str())
-        {
-            slot.members.insert(key);
+        if let Some(c) = &ids.company_id {
+            self.ensure_company(c);
+            if let Some(slot) = self.companies.get_mut(c.as_str()) {
+                slot.members.insert(key);
+            }
+        }
+    }
+
+    /// Membership needs the company slot; a profile may name a company that has no record
+    /// yet only if the record was lost to repair (the write path writes a company's record
+    /// before its members'). Create an empty slot so membership stays counted.
+    fn ensure_company(&mut self, id: &str) {
+        // A damaged log can claim company key 2^64-1 (open saturates at it; the `open_dir`
+        // fuzz target found the `+= 1` here overflowing): then no slot is made (membership of
+        // that company goes uncounted) rather than reusing a key; new companies are refused
+        // by the write path.
+        if !self.companies.contains_key(id) && self.next_company_key < u64::MAX {
+            let key = self.next_company_key.max(1);
+            self.next_company_key = key + 1;
+            self.company_ids.insert(key, id.into());
+            self.companies.insert(
+                id.into(),
+                CompanySlot {
+                    key,
+                    ..CompanySlot::default()
+                },
+            );
         }
     }
 
     /// Remember a messageId hash, forgetting the oldest beyond `window`.
-    pub fn remember_message(&mut self, hash: u128, location: Location, window: usize) {
+    fn remember_message(&mut self, hash: u128, location: Location) {
+        let window = self.dedupe_window;
         let (lo, hi) = (hash as u64, (hash >> 64) as u64);
         if self.dedupe.insert(lo, (hi, location)).is_none() {
             self.dedupe_order.push_back(lo);

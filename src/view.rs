@@ -9,13 +9,13 @@ use crate::profile::value::Value;
 
 /// The public view of a stored profile.
 pub(crate) fn profile(index: &Index, key: u64, rec: ProfileRecord) -> Profile {
-    let created_at = effective_created_at(&rec, index.name_ids.get("created_at").copied());
+    let created_at = effective_created_at(&rec, index.name_id("created_at"));
     let mut properties: Vec<(String, Value)> = rec
         .props
         .iter()
         .filter_map(|(id, state)| {
-            let name = index.names.get(*id as usize)?;
-            state.value().map(|v| (name.0.to_string(), v))
+            let name = index.name(*id)?;
+            state.value().map(|v| (name.to_string(), v))
         })
         .collect();
     properties.sort_by(|a, b| a.0.cmp(&b.0));

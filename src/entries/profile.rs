@@ -3,7 +3,7 @@
 //! `ProfileDelta`), which holds only what one call changed and links to the profile's previous
 //! record.
 
-use super::values::{StampTable, put_stamp, put_state, stamp, state};
+use super::values::{StampTable, put_stamp, put_state, stamp, state, value};
 use super::wire::{Decoded, Reader, Wire, put_u64};
 use crate::profile::props::{PropState, Stamp};
 use crate::profile::value::{Timestamp, Value};
@@ -235,8 +235,58 @@ pub(crate) fn put_delta(d: &DeltaOut<'_>, out: &mut Vec<u8>) {
     put_u64(out, states().count() as u64);
     for (id, p) in states() {
         id.put(out);
-        put_state(p, &table, out);
+        // The usual change, a set or removal by this call and nothing else, in one byte.
+        match (&p.lww, &p.once, &p.adds) {
+            (Some((s, Some(v))), None, None) if *s == d.stamp => {
+                out.push(FORM_SET);
+                v.put(out);
+            }
+            (Some((s, None)), None, None) if *s == d.stamp => out.push(FORM_UNSET),
+            _ => {
+                out.push(FORM_STATE);
+                put_state(p, &table, out);
+            }
+        }
     }
+}
+
+/// How a delta writes a property state: in full ([`put_state`]), or as a set (the value
+/// follows) or a removal by the delta's own call with nothing else in the state.
+const FORM_STATE: u8 = 0;
+const FORM_SET: u8 = 1;
+const FORM_UNSET: u8 = 2;
+
+/// Read a delta's property states (sorted by name number, each once).
+fn delta_props(
+    r: &mut Reader<'_>,
+    table: &StampTable,
+    call: Stamp,
+) -> Decoded<Vec<(u32, PropState)>> {
+    // A name number and a form byte at least.
+    let n = r.len(2)?;
+    let mut props: Vec<(u32, PropState)> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = r.u32()?;
+        if props.last().is_some_and(|(last, _)| *last >= id) {
+            return Err(r.error("property names out of order"));
+        }
+        let state = match r.u8()? {
+            FORM_STATE => state(r, table)?,
+            FORM_SET => PropState {
+                lww: Some((call, Some(value(r)?))),
+                once: None,
+                adds: None,
+            },
+            FORM_UNSET => PropState {
+                lww: Some((call, None)),
+                once: None,
+                adds: None,
+            },
+            _ => return Err(r.error("unknown property form")),
+        };
+        props.push((id, state));
+    }
+    Ok(props)
 }
 
 /// A decoded delta record.
@@ -285,7 +335,7 @@ pub(crate) fn delta(bytes: &[u8]) -> Decoded<Delta> {
     stamps.push(call);
     stamps.extend_from_slice(extra.stamps());
     let table = StampTable::from_stamps(stamps);
-    let props = props(&mut r, &table)?;
+    let props = delta_props(&mut r, &table, call)?;
     r.finish()?;
     Ok(Delta {
         link,
