@@ -7,6 +7,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 
 use crate::apply::{self, Builder, ProfileCache};
+use crate::entries::EntryKind;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::options::{Durability, Options};
@@ -15,7 +16,7 @@ use crate::profile::message::{Alias, Group, Identify, Link, Message};
 use crate::profile::validate::validate;
 use crate::profile::value::Value;
 use crate::rebuild::Rebuild;
-use crate::storage::{Store, StoreOptions};
+use crate::storage::{CopyAs, Store, StoreOptions};
 use crate::view;
 
 /// How a call changed the store.
@@ -133,6 +134,13 @@ pub struct Stats {
     pub dedupe_bytes: u64,
     /// The process's resident memory now, anonymous and file-backed apart.
     pub process: ProcessMemory,
+    /// Estimated bytes of the decoded profiles in the writer cache (bounded by
+    /// `Options::profile_cache_bytes`).
+    pub profile_cache_bytes: u64,
+    /// Profiles the last open's repair dropped because their chain of records ran through a
+    /// quarantined segment (as a profile whose only record was there is lost), each with the
+    /// missing link's file and offset.
+    pub dropped_by_repair: Vec<String>,
     /// The storage engine's counters.
     pub storage: crate::storage::StorageStats,
 }
@@ -186,6 +194,8 @@ struct Inner {
     index: RwLock<Index>,
     /// Taken only by writers, always after the index write lock.
     cache: Mutex<ProfileCache>,
+    /// Profiles the open's repair dropped (their chain ran through a quarantined segment).
+    lost: Vec<String>,
     options: Options,
     compaction: Mutex<()>,
     stop: Mutex<bool>,
@@ -208,6 +218,17 @@ impl Db {
     /// Open with explicit storage options (tests use this to inject I/O faults).
     #[doc(hidden)]
     pub fn open_with(dir: &Path, options: Options, store_options: StoreOptions) -> Result<Db> {
+        if options.chain_limit == 0
+            || options.chain_limit > crate::entries::profile::MAX_CHAIN_DEPTH + 1
+        {
+            return Err(Error::Options {
+                name: "chain_limit",
+                reason: format!(
+                    "must be between 1 and {}",
+                    crate::entries::profile::MAX_CHAIN_DEPTH + 1
+                ),
+            });
+        }
         if options.max_property_names > u32::MAX as usize {
             return Err(Error::Options {
                 name: "max_property_names",
@@ -215,12 +236,14 @@ impl Db {
             });
         }
         let mut rebuild = Rebuild::new(options.dedupe_window);
+        rebuild.repair = store_options.repair;
         let store = Store::open(dir, store_options, &mut rebuild)?;
-        let index = rebuild.finish(&store)?;
+        let (index, lost) = rebuild.finish(&store)?;
         let inner = Arc::new(Inner {
             store,
             index: RwLock::new(index),
-            cache: Mutex::new(ProfileCache::new(options.profile_cache)),
+            cache: Mutex::new(ProfileCache::new(options.profile_cache_bytes)),
+            lost,
             options,
             compaction: Mutex::new(()),
             stop: Mutex::new(false),
@@ -525,6 +548,8 @@ impl Db {
             },
             dedupe_bytes: memory.dedupe,
             process: ProcessMemory::now(),
+            profile_cache_bytes: self.inner.cache.lock().bytes() as u64,
+            dropped_by_repair: self.inner.lost.clone(),
             storage,
         }
     }
@@ -572,21 +597,50 @@ impl Inner {
         self.store.write_hint(&position, &payload)
     }
 
+    /// Compaction with chain folding: every live profile is copied as one full record (its
+    /// chain folded), every other record of a chain is dropped. Writers continue meanwhile;
+    /// from the moment the inputs are sealed (under the index write lock, so no append slips
+    /// in between) until the switch, a write to a profile whose newest record lies in an
+    /// input writes a full record, never a delta linking into a segment about to go.
     fn compact(&self) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
-        let prepared = self
-            .store
-            .prepare_compaction(&mut |e| self.index.read().is_live(e))?;
-        let Some(prepared) = prepared else {
-            return Ok(0);
+        let inputs = {
+            let _writers_out = self.index.write();
+            let inputs = self.store.begin_compaction()?;
+            self.cache.lock().compacting = inputs.clone();
+            inputs
+        };
+        let prepared = self.store.prepare_compaction_of(&inputs, &mut |e| {
+            let index = self.index.read();
+            if !index.is_live(e) {
+                return Ok(CopyAs::Drop);
+            }
+            if e.kind != EntryKind::ProfileDelta.byte() {
+                return Ok(CopyAs::Keep);
+            }
+            let (rec, _) = crate::entries::chain::read_profile(&self.store, e.location)?;
+            Ok(CopyAs::Replace {
+                kind: EntryKind::Profile.byte(),
+                data: crate::entries::encode_profile(&rec, e.data.len() * 4),
+            })
+        });
+        let prepared = match prepared {
+            Ok(Some(p)) => p,
+            other => {
+                let _writers_out = self.index.write();
+                self.cache.lock().compacting.clear();
+                return other.map(|_| 0);
+            }
         };
         let reclaimed = {
             let mut index = self.index.write();
+            let mut cache = self.cache.lock();
+            cache.compacting.clear();
             let relocations = self.store.commit_compaction(prepared)?;
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
-            self.cache.lock().clear();
+            cache.clear();
             relocations.reclaimed_bytes
         };
         self.write_hint()?;

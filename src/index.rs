@@ -21,7 +21,7 @@ pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 /// Hash sets of the index.
 pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-use crate::entries::{self, Ids, kind};
+use crate::entries::{self, EntryKind, Ids};
 use crate::profile::validate::normalize_email;
 use crate::storage::{Location, StoredEntry};
 
@@ -76,21 +76,21 @@ pub(crate) struct Index {
 /// end (`rebuild.rs`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Update<'a> {
-    /// The profile's newest record (`kind::PROFILE`).
+    /// The profile's newest record (`EntryKind::Profile` or `EntryKind::ProfileDelta`).
     Profile { key: u64 },
-    /// The profile was deleted or merged away (`kind::TOMBSTONE`).
+    /// The profile was deleted or merged away (`EntryKind::Tombstone`).
     Tombstone { key: u64 },
-    /// `from` was merged into `to` (`kind::REDIRECT`).
+    /// `from` was merged into `to` (`EntryKind::Redirect`).
     Redirect { from: u64, to: u64 },
-    /// A company's record (`kind::COMPANY`).
+    /// A company's record (`EntryKind::Company`).
     Company { key: u64, id: &'a str },
-    /// A property name registered under number `id` (`kind::PROP_NAME`).
+    /// A property name registered under number `id` (`EntryKind::PropName`).
     Name { id: u32, name: &'a str },
-    /// A messageId applied (`kind::DEDUPE`).
+    /// A messageId applied (`EntryKind::Dedupe`).
     Dedupe { hash: u128 },
-    /// An identifier suppressed (`kind::SUPPRESS`).
+    /// An identifier suppressed (`EntryKind::Suppress`).
     Suppress { hash: u128 },
-    /// The next profile key to assign is at least `next` (`kind::NEXT_KEY`).
+    /// The next profile key to assign is at least `next` (`EntryKind::NextKey`).
     NextKey { next: u64 },
 }
 
@@ -173,6 +173,18 @@ impl Index {
         self.flatten_redirects();
         self.next_key = self.next_key.max(1);
         self.next_company_key = self.next_company_key.max(1);
+    }
+
+    /// Forget a profile and every identifier pointing at it (repair: its records were lost
+    /// with a quarantined segment, so its identifiers cannot be read).
+    pub fn forget_profile(&mut self, key: u64) {
+        self.profiles.remove(key);
+        for map in [&mut self.user, &mut self.email, &mut self.anon] {
+            map.retain(|k| k != key);
+        }
+        for slot in self.companies.values_mut() {
+            slot.members.remove(&key);
+        }
     }
 
     /// The newest record of a live profile.
@@ -412,21 +424,27 @@ impl Index {
     /// Whether the entry is the current version of what it records (compaction keeps it).
     pub fn is_live(&self, e: &StoredEntry<'_>) -> bool {
         let loc = Some(e.location);
-        match e.kind {
-            kind::PROFILE => self.profiles.get(e.id) == loc,
-            kind::REDIRECT => self.redirects.contains_key(&e.id),
-            kind::COMPANY => {
+        let Ok(kind) = EntryKind::try_from(e.kind) else {
+            return false;
+        };
+        match kind {
+            // Only a chain's newest record: compaction folds the chain into it.
+            EntryKind::Profile | EntryKind::ProfileDelta => self.profiles.get(e.id) == loc,
+            EntryKind::Tombstone => false,
+            EntryKind::Redirect => self.redirects.contains_key(&e.id),
+            EntryKind::Company => {
                 self.company_ids
                     .get(&e.id)
                     .and_then(|id| self.companies.get(id))
                     .map(|s| s.location)
                     == loc
             }
-            kind::PROP_NAME => self.names.get(e.id as usize).map(|n| n.1) == loc,
-            kind::DEDUPE => entries::join_hash(e.id, e.data).is_ok_and(|h| self.dedupe.contains(h)),
-            kind::SUPPRESS => self.suppressed.get(&e.id).map(|d| d.1) == loc,
-            kind::NEXT_KEY => self.next_key_location == loc,
-            _ => false,
+            EntryKind::PropName => self.names.get(e.id as usize).map(|n| n.1) == loc,
+            EntryKind::Dedupe => {
+                entries::join_hash(e.id, e.data).is_ok_and(|h| self.dedupe.contains(h))
+            }
+            EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
+            EntryKind::NextKey => self.next_key_location == loc,
         }
     }
 
@@ -438,31 +456,35 @@ impl Index {
                 *slot = new;
             }
         }
-        match kind_ {
-            kind::PROFILE => self.profiles.relocate(id, old, new),
-            kind::COMPANY => {
+        let Ok(kind) = EntryKind::try_from(kind_) else {
+            return;
+        };
+        match kind {
+            EntryKind::Profile | EntryKind::ProfileDelta => self.profiles.relocate(id, old, new),
+            // Liveness by membership: nothing to point elsewhere.
+            EntryKind::Tombstone | EntryKind::Redirect | EntryKind::Dedupe => {}
+            EntryKind::Company => {
                 if let Some(cid) = self.company_ids.get(&id)
                     && let Some(slot) = self.companies.get_mut(cid)
                 {
                     swap(&mut slot.location, old, new)
                 }
             }
-            kind::PROP_NAME => {
+            EntryKind::PropName => {
                 if let Some(n) = self.names.get_mut(id as usize) {
                     swap(&mut n.1, old, new)
                 }
             }
-            kind::SUPPRESS => {
+            EntryKind::Suppress => {
                 if let Some(d) = self.suppressed.get_mut(&id) {
                     swap(&mut d.1, old, new)
                 }
             }
-            kind::NEXT_KEY => {
+            EntryKind::NextKey => {
                 if let Some(l) = self.next_key_location.as_mut() {
                     swap(l, old, new)
                 }
             }
-            _ => {}
         }
     }
 

@@ -21,7 +21,6 @@ mod rebuild;
 pub mod server;
 pub mod storage;
 mod view;
-mod wire;
 pub mod workload;
 
 pub use db::{Company, Db, Moved, Outcome, ProcessMemory, Profile, Selector, Stats, Status};

@@ -3,9 +3,11 @@
 //!
 //! Identifiers are taken from final records only (never from the superseded versions on the
 //! way), which is unambiguous: in the final state each identifier belongs to at most one
-//! profile.
+//! profile. A delta record carries all of a profile's identifiers when its call changed any,
+//! so the newest record of a chain that has them is found by decoding record prefixes only
+//! (`entries::chain::read_ids`).
 
-use crate::entries::{self, CompanyRecord, Ids, kind};
+use crate::entries::{self, CompanyRecord, EntryKind, Ids};
 use crate::error::{Error, Result};
 use crate::index::{HashMap, Index, Update};
 use crate::storage::{Location, Replay, Store, StoredEntry};
@@ -21,6 +23,11 @@ pub(crate) struct Rebuild {
     /// Profile keys touched by the replay, with their location in the snapshot (if any).
     touched: HashMap<u64, Option<Location>>,
     dedupe_window: usize,
+    /// Open with repair: a profile whose chain runs through a quarantined segment is dropped
+    /// (and listed in `lost`) instead of failing the open.
+    pub repair: bool,
+    /// Profiles dropped by repair, with why (reported by `Db::check`).
+    lost: Vec<String>,
 }
 
 impl Rebuild {
@@ -29,6 +36,8 @@ impl Rebuild {
             index: Index::new(dedupe_window),
             touched: HashMap::default(),
             dedupe_window,
+            repair: false,
+            lost: Vec::new(),
         }
     }
 
@@ -38,30 +47,56 @@ impl Rebuild {
     }
 
     /// After the store is open: fix the identifier maps of every touched profile.
-    pub fn finish(mut self, store: &Store) -> Result<Index> {
+    /// Also returns the profiles a repair dropped (see [`Rebuild::repair`]).
+    pub fn finish(mut self, store: &Store) -> Result<(Index, Vec<String>)> {
         let touched = std::mem::take(&mut self.touched);
         // First forget what the snapshot said about them, then learn the final state.
         for (&key, before) in &touched {
             if let Some(loc) = before {
-                let ids = read_ids(store, *loc)?;
-                self.index.unindex_ids(key, &ids);
+                match read_ids(store, *loc) {
+                    Ok(ids) => self.index.unindex_ids(key, &ids),
+                    // The snapshot's version lay in a quarantined segment: its identifiers
+                    // go below with the profile if they still point at it.
+                    Err(_) if self.repair => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         for &key in touched.keys() {
             if let Some(loc) = self.index.location(key) {
-                let ids = read_ids(store, loc)?;
-                self.index.index_ids(key, &ids);
+                match read_ids(store, loc) {
+                    Ok(ids) => self.index.index_ids(key, &ids),
+                    Err(e) if self.repair => self.drop_lost(key, e),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if self.repair {
+            // A profile the replay did not touch may still have a chain through a
+            // quarantined segment (its newest record came from the snapshot).
+            let heads: Vec<(u64, Location)> = self.index.profiles().collect();
+            for (key, loc) in heads {
+                if let Err(e) = entries::chain::read_profile(store, loc) {
+                    self.drop_lost(key, e);
+                }
             }
         }
         self.index.finish_open();
-        Ok(self.index)
+        Ok((self.index, self.lost))
+    }
+
+    /// Repair: forget a profile whose records were lost with a quarantined segment, as a
+    /// full record in such a segment is lost.
+    fn drop_lost(&mut self, key: u64, e: Error) {
+        self.index.forget_profile(key);
+        self.lost.push(format!(
+            "profile {key} dropped by repair (its records were in a quarantined segment): {e}"
+        ));
     }
 }
 
 fn read_ids(store: &Store, loc: Location) -> Result<Ids> {
-    store.read(loc, |bytes| {
-        entries::decode::<Ids>(bytes, "profile identifiers")
-    })?
+    entries::chain::read_ids(store, loc)
 }
 
 impl Replay for Rebuild {
@@ -80,43 +115,52 @@ impl Replay for Rebuild {
         for e in batch {
             let company: CompanyRecord;
             let name;
-            let update = match e.kind {
-                kind::PROFILE => {
+            let kind = EntryKind::try_from(e.kind).map_err(|k| Error::Decode {
+                what: "entry kind",
+                file: Default::default(),
+                offset: e.location.offset as u64,
+                reason: format!(
+                    "kind {} in segment {} is not one this version writes (a newer profiledb?)",
+                    k.0, e.location.segment
+                ),
+            })?;
+            let update = match kind {
+                // A full record or a delta: either is the profile's newest version.
+                EntryKind::Profile | EntryKind::ProfileDelta => {
                     self.touch(e.id);
                     Update::Profile { key: e.id }
                 }
-                kind::TOMBSTONE => {
+                EntryKind::Tombstone => {
                     self.touch(e.id);
                     Update::Tombstone { key: e.id }
                 }
-                kind::REDIRECT => Update::Redirect {
+                EntryKind::Redirect => Update::Redirect {
                     from: e.id,
                     to: entries::read_u64(e.data, "redirect")?,
                 },
-                kind::COMPANY => {
+                EntryKind::Company => {
                     company = entries::decode(e.data, "company")?;
                     Update::Company {
                         key: e.id,
                         id: &company.id,
                     }
                 }
-                kind::PROP_NAME => {
+                EntryKind::PropName => {
                     name = String::from_utf8_lossy(e.data);
                     Update::Name {
                         id: self.name_id(e)?,
                         name: &name,
                     }
                 }
-                kind::DEDUPE => Update::Dedupe {
+                EntryKind::Dedupe => Update::Dedupe {
                     hash: entries::join_hash(e.id, e.data)?,
                 },
-                kind::SUPPRESS => Update::Suppress {
+                EntryKind::Suppress => Update::Suppress {
                     hash: entries::join_hash(e.id, e.data)?,
                 },
-                kind::NEXT_KEY => Update::NextKey {
+                EntryKind::NextKey => Update::NextKey {
                     next: entries::read_u64(e.data, "next key")?,
                 },
-                _ => continue,
             };
             self.index.apply(update, e.location);
         }

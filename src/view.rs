@@ -4,10 +4,12 @@
 use crate::db::Profile;
 use crate::entries::{CompanyRecord, ProfileRecord};
 use crate::index::Index;
+use crate::profile::merge::effective_created_at;
 use crate::profile::value::Value;
 
 /// The public view of a stored profile.
 pub(crate) fn profile(index: &Index, key: u64, rec: ProfileRecord) -> Profile {
+    let created_at = effective_created_at(&rec, index.name_id("created_at"));
     let mut properties: Vec<(String, Value)> = rec
         .props
         .iter()
@@ -39,10 +41,6 @@ pub(crate) fn profile(index: &Index, key: u64, rec: ProfileRecord) -> Profile {
             properties.insert(at, ("name".to_string(), Value::Str(name)));
         }
     }
-    let created_at = match get(&properties, "created_at") {
-        Some(Value::DateTime(ts)) => ts,
-        _ => rec.first_seen,
-    };
     Profile {
         key,
         user_id: rec.ids.user_id,
