@@ -220,6 +220,7 @@ pub(crate) fn prepare(
                 }
                 at += frame.total;
             }
+            seg.bytes.release_pages();
         }
         w.finish_file()?;
         if !w.outputs.is_empty() {
