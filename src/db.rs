@@ -130,7 +130,7 @@ pub struct Stats {
     /// Estimated bytes per live profile of the profile indexes (identifiers -> key -> location,
     /// redirects) beyond the identifier bytes themselves.
     pub index_bytes_per_profile: f64,
-    /// Estimated bytes of the messageId dedupe window (bounded by `Options::dedupe_window`).
+    /// Bytes of the messageId dedupe window (bounded by `Options::dedupe_window`).
     pub dedupe_bytes: u64,
     /// Estimated bytes of the decoded profiles in the writer cache (bounded by
     /// `Options::profile_cache_bytes`).
@@ -139,8 +139,43 @@ pub struct Stats {
     /// quarantined segment (as a profile whose only record was there is lost), each with the
     /// missing link's file and offset.
     pub dropped_by_repair: Vec<String>,
+    /// The process's resident memory now, anonymous and file-backed apart.
+    pub process: ProcessMemory,
     /// The storage engine's counters.
     pub storage: crate::storage::StorageStats,
+}
+
+/// Resident memory of the process, from Linux's `/proc/self/status` (zeros where it is not
+/// available). Anonymous memory is the heap (index, caches, buffers); file-backed memory is
+/// mostly segment pages mapped for reads, which the kernel can drop under pressure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessMemory {
+    /// `RssAnon`: anonymous resident bytes.
+    pub rss_anon_bytes: u64,
+    /// `RssFile`: file-backed resident bytes.
+    pub rss_file_bytes: u64,
+    /// `VmHWM`: peak resident bytes since the process started (both kinds together: the
+    /// kernel keeps no peak per kind).
+    pub peak_rss_bytes: u64,
+}
+
+impl ProcessMemory {
+    /// Read the figures now.
+    pub fn now() -> ProcessMemory {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        ProcessMemory {
+            rss_anon_bytes: field("RssAnon:"),
+            rss_file_bytes: field("RssFile:"),
+            peak_rss_bytes: field("VmHWM:"),
+        }
+    }
 }
 
 /// An open profile store. `Send + Sync`: share it between threads (e.g. in an `Arc`).
@@ -514,6 +549,7 @@ impl Db {
             dedupe_bytes: memory.dedupe,
             profile_cache_bytes: self.inner.cache.lock().bytes() as u64,
             dropped_by_repair: self.inner.lost.clone(),
+            process: ProcessMemory::now(),
             storage,
         }
     }

@@ -1,8 +1,19 @@
 //! The in-memory indexes: identifiers -> profile key -> record location, plus the small
 //! registries the rules need (property names, companies, recent messageIds, suppressions).
-//! The whole structure is what the hint file snapshots.
+//! The whole structure is what the hint file snapshots (`snapshot.rs`).
+//!
+//! Memory (docs/performance.md): identifiers live in byte arenas (`idmap.rs`), profile
+//! locations in an array indexed by key (`profiles.rs`), messageIds in a ring of hashes
+//! (`window.rs`).
 
-use std::collections::VecDeque;
+mod idmap;
+mod profiles;
+mod snapshot;
+mod window;
+
+use idmap::IdMap;
+use profiles::Profiles;
+use window::Window;
 
 /// Hash maps of the index: foldhash is several times faster than SipHash on short keys and
 /// still seeded per process (identifiers come from untrusted clients).
@@ -10,14 +21,12 @@ pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 /// Hash sets of the index.
 pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-use serde::{Deserialize, Serialize};
-
-use crate::entries::{EntryKind, Ids};
+use crate::entries::{self, EntryKind, Ids};
 use crate::profile::validate::normalize_email;
 use crate::storage::{Location, StoredEntry};
 
 /// A company's place in the index.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct CompanySlot {
     key: u64,
     location: Location,
@@ -25,22 +34,22 @@ pub(crate) struct CompanySlot {
 }
 
 /// Everything the Db keeps in memory about the data on disk.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Index {
-    user: HashMap<Box<str>, u64>,
+    user: IdMap,
     /// Normalised (trimmed, lower-cased) email -> key.
-    email: HashMap<Box<str>, u64>,
-    anon: HashMap<Box<str>, u64>,
+    email: IdMap,
+    anon: IdMap,
     /// Live profile key -> location of its newest record.
-    profiles: HashMap<u64, Location>,
-    /// Merged-away key -> (survivor key, location of the redirect entry). Kept flat: the
-    /// target is the end of the chain (the live survivor, or a deleted one), not the key the
-    /// entry on disk names, so a lookup is one step (see [`Index::add_redirect`]).
-    redirects: HashMap<u64, (u64, Location)>,
+    profiles: Profiles,
+    /// Merged-away key -> survivor key. Kept flat: the target is the end of the chain (the
+    /// live survivor, or a deleted one), not the key the entry on disk names, so a lookup is
+    /// one step (see [`Index::add_redirect`]). A key is merged away once, so its `REDIRECT`
+    /// entry is live for compaction while the key is here: no location is kept.
+    redirects: HashMap<u64, u64>,
     /// Target -> the keys redirected to it: what [`Index::add_redirect`] repoints when the
     /// target is merged away in turn. Not in the snapshot; rebuilt by
     /// [`Index::flatten_redirects`] on open.
-    #[serde(skip)]
     redirect_sources: HashMap<u64, Vec<u64>>,
     companies: HashMap<Box<str>, CompanySlot>,
     /// Company key -> company id (for liveness checks by key).
@@ -48,20 +57,15 @@ pub(crate) struct Index {
     /// Property names by number, with the location of their registration.
     names: Vec<(Box<str>, Location)>,
     name_ids: HashMap<Box<str>, u32>,
-    /// Recent messageId hashes (low half, oldest first), and per low half the high half and
-    /// where it is recorded. Keyed by the low half, which is also the entry id.
-    dedupe_order: VecDeque<u64>,
-    dedupe: HashMap<u64, (u64, Location)>,
-    /// Suppressed identifier hashes, keyed the same way.
+    /// Recent messageId hashes. A `DEDUPE` entry is live while its hash is in the window.
+    dedupe: Window,
+    /// Suppressed identifier hashes: low half -> (high half, location of the entry).
     suppressed: HashMap<u64, (u64, Location)>,
     next_key: u64,
     next_key_location: Option<Location>,
     next_company_key: u64,
     /// Sequence number of the newest frame applied (arrival order of calls).
     last_seq: u64,
-    /// How many messageIds the dedupe window holds (an option, not data).
-    #[serde(skip)]
-    dedupe_window: usize,
 }
 
 /// What one entry changes in the index: one variant per entry kind, applied by
@@ -104,7 +108,7 @@ impl Index {
     /// An empty index whose messageId window holds `dedupe_window` ids.
     pub fn new(dedupe_window: usize) -> Index {
         Index {
-            dedupe_window,
+            dedupe: Window::new(dedupe_window),
             ..Index::default()
         }
     }
@@ -117,11 +121,11 @@ impl Index {
                 self.bump_next_key(key);
             }
             Update::Tombstone { key } => {
-                self.profiles.remove(&key);
+                self.profiles.remove(key);
                 self.bump_next_key(key);
             }
             Update::Redirect { from, to } => {
-                self.add_redirect(from, to, at);
+                self.add_redirect(from, to);
                 self.bump_next_key(from);
             }
             Update::Company { key, id } => {
@@ -147,7 +151,7 @@ impl Index {
                 self.names[id] = (name.into(), at);
                 self.name_ids.insert(name.into(), id as u32);
             }
-            Update::Dedupe { hash } => self.remember_message(hash, at),
+            Update::Dedupe { hash } => self.dedupe.insert(hash),
             Update::Suppress { hash } => {
                 self.suppressed
                     .insert(hash as u64, ((hash >> 64) as u64, at));
@@ -174,9 +178,16 @@ impl Index {
     /// Forget a profile and every identifier pointing at it (repair: its records were lost
     /// with a quarantined segment, so its identifiers cannot be read).
     pub fn forget_profile(&mut self, key: u64) {
-        self.profiles.remove(&key);
+        self.profiles.remove(key);
         for map in [&mut self.user, &mut self.email, &mut self.anon] {
-            map.retain(|_, k| *k != key);
+            let gone: Vec<String> = map
+                .iter()
+                .filter(|(_, k)| *k == key)
+                .filter_map(|(id, _)| std::str::from_utf8(id).ok().map(str::to_owned))
+                .collect();
+            for id in gone {
+                map.remove_if(&id, key);
+            }
         }
         for slot in self.companies.values_mut() {
             slot.members.remove(&key);
@@ -185,12 +196,12 @@ impl Index {
 
     /// The newest record of a live profile.
     pub fn location(&self, key: u64) -> Option<Location> {
-        self.profiles.get(&key).copied()
+        self.profiles.get(key)
     }
 
     /// Live profiles with the location of their newest record, in no particular order.
     pub fn profiles(&self) -> impl Iterator<Item = (u64, Location)> + '_ {
-        self.profiles.iter().map(|(&k, &l)| (k, l))
+        self.profiles.iter()
     }
 
     /// Number of live profiles.
@@ -200,18 +211,18 @@ impl Index {
 
     /// The profile a user id belongs to.
     pub fn user_key(&self, user_id: &str) -> Option<u64> {
-        self.user.get(user_id).copied()
+        self.user.get(user_id)
     }
 
     /// The profile an email belongs to (`email` as given: it is normalised here, the one
     /// place lookups and the index agree on the form).
     pub fn email_key(&self, email: &str) -> Option<u64> {
-        self.email.get(normalize_email(email).as_str()).copied()
+        self.email.get(&normalize_email(email))
     }
 
     /// The profile an anonymous id belongs to.
     pub fn anon_key(&self, anonymous_id: &str) -> Option<u64> {
-        self.anon.get(anonymous_id).copied()
+        self.anon.get(anonymous_id)
     }
 
     /// Number of identifiers indexed (user ids, emails, anonymous ids).
@@ -284,24 +295,11 @@ impl Index {
         self.last_seq = self.last_seq.max(seq);
     }
 
-    /// The snapshot payload for the hint file.
-    pub fn snapshot(&self) -> Vec<u8> {
-        crate::entries::encode_serde(self)
-    }
-
-    /// An index from a hint snapshot.
-    pub fn from_snapshot(payload: &[u8], dedupe_window: usize) -> crate::error::Result<Index> {
-        let mut index: Index = crate::entries::decode_serde(payload, "index snapshot")?;
-        index.dedupe_window = dedupe_window;
-        index.flatten_redirects();
-        Ok(index)
-    }
-
     /// Follow redirects from `key` to a live profile: `None` for a key never used, deleted, or
     /// merged into a profile that was deleted since.
     pub fn resolve_key(&self, key: u64) -> Option<u64> {
         let end = self.chain_end(key);
-        self.profiles.contains_key(&end).then_some(end)
+        self.profiles.get(end).is_some().then_some(end)
     }
 
     /// The end of the redirect chain from `key` (`key` itself when it is not redirected).
@@ -310,23 +308,22 @@ impl Index {
     fn chain_end(&self, mut key: u64) -> u64 {
         for _ in 0..=self.redirects.len() {
             match self.redirects.get(&key) {
-                Some(&(to, _)) if to != key => key = to,
+                Some(&to) if to != key => key = to,
                 _ => return key,
             }
         }
         key
     }
 
-    /// Record that `from` was merged into `to` (the redirect entry is at `location`): `from`,
-    /// and every key redirected to `from` before, now point straight at the end of `to`'s
-    /// chain. Entries may come in any order (a compaction may reorder them on disk): the
-    /// result is the same.
-    fn add_redirect(&mut self, from: u64, to: u64, location: Location) {
+    /// Record that `from` was merged into `to`: `from`, and every key redirected to `from`
+    /// before, now point straight at the end of `to`'s chain. Entries may come in any order
+    /// (a compaction may reorder them on disk): the result is the same.
+    fn add_redirect(&mut self, from: u64, to: u64) {
         let to = self.chain_end(to);
         if to == from {
             return;
         }
-        if let Some((old, _)) = self.redirects.insert(from, (to, location))
+        if let Some(old) = self.redirects.insert(from, to)
             && let Some(sources) = self.redirect_sources.get_mut(&old)
         {
             sources.retain(|k| *k != from);
@@ -334,7 +331,7 @@ impl Index {
         let moved = self.redirect_sources.remove(&from).unwrap_or_default();
         for &k in &moved {
             if let Some(r) = self.redirects.get_mut(&k) {
-                r.0 = to;
+                *r = to;
             }
         }
         let sources = self.redirect_sources.entry(to).or_default();
@@ -353,7 +350,7 @@ impl Index {
         for k in keys {
             path.clear();
             let mut at = k;
-            while let Some(&(to, _)) = self.redirects.get(&at) {
+            while let Some(&to) = self.redirects.get(&at) {
                 if to == at || path.len() > self.redirects.len() {
                     break; // a cycle: only corrupt data could hold one
                 }
@@ -362,12 +359,12 @@ impl Index {
             }
             for p in &path {
                 if let Some(r) = self.redirects.get_mut(p) {
-                    r.0 = at;
+                    *r = at;
                 }
             }
         }
         self.redirect_sources.clear();
-        for (&k, &(end, _)) in &self.redirects {
+        for (&k, &end) in &self.redirects {
             self.redirect_sources.entry(end).or_default().push(k);
         }
     }
@@ -375,13 +372,13 @@ impl Index {
     /// Remove the identifiers of `ids` that point to `key`; leave membership consistent.
     pub fn unindex_ids(&mut self, key: u64, ids: &Ids) {
         if let Some(u) = &ids.user_id {
-            remove_if(&mut self.user, u, key);
+            self.user.remove_if(u, key);
         }
         if let Some(e) = &ids.email {
-            remove_if(&mut self.email, &normalize_email(e), key);
+            self.email.remove_if(&normalize_email(e), key);
         }
         for a in &ids.anonymous_ids {
-            remove_if(&mut self.anon, a, key);
+            self.anon.remove_if(a, key);
         }
         if let Some(c) = &ids.company_id
             && let Some(slot) = self.companies.get_mut(c.as_str())
@@ -393,13 +390,13 @@ impl Index {
     /// Point the identifiers of `ids` at `key`; add membership.
     pub fn index_ids(&mut self, key: u64, ids: &Ids) {
         if let Some(u) = &ids.user_id {
-            self.user.insert(u.as_str().into(), key);
+            self.user.insert(u, key);
         }
         if let Some(e) = &ids.email {
-            self.email.insert(normalize_email(e).into(), key);
+            self.email.insert(&normalize_email(e), key);
         }
         for a in &ids.anonymous_ids {
-            self.anon.insert(a.as_str().into(), key);
+            self.anon.insert(a, key);
         }
         if let Some(c) = &ids.company_id {
             self.ensure_company(c);
@@ -431,20 +428,6 @@ impl Index {
         }
     }
 
-    /// Remember a messageId hash, forgetting the oldest beyond `window`.
-    fn remember_message(&mut self, hash: u128, location: Location) {
-        let window = self.dedupe_window;
-        let (lo, hi) = (hash as u64, (hash >> 64) as u64);
-        if self.dedupe.insert(lo, (hi, location)).is_none() {
-            self.dedupe_order.push_back(lo);
-        }
-        while self.dedupe_order.len() > window {
-            if let Some(old) = self.dedupe_order.pop_front() {
-                self.dedupe.remove(&old);
-            }
-        }
-    }
-
     /// Whether the entry is the current version of what it records (compaction keeps it).
     pub fn is_live(&self, e: &StoredEntry<'_>) -> bool {
         let loc = Some(e.location);
@@ -453,11 +436,9 @@ impl Index {
         };
         match kind {
             // Only a chain's newest record: compaction folds the chain into it.
-            EntryKind::Profile | EntryKind::ProfileDelta => {
-                self.profiles.get(&e.id).copied() == loc
-            }
+            EntryKind::Profile | EntryKind::ProfileDelta => self.profiles.get(e.id) == loc,
             EntryKind::Tombstone => false,
-            EntryKind::Redirect => self.redirects.get(&e.id).map(|r| r.1) == loc,
+            EntryKind::Redirect => self.redirects.contains_key(&e.id),
             EntryKind::Company => {
                 self.company_ids
                     .get(&e.id)
@@ -466,7 +447,9 @@ impl Index {
                     == loc
             }
             EntryKind::PropName => self.names.get(e.id as usize).map(|n| n.1) == loc,
-            EntryKind::Dedupe => self.dedupe.get(&e.id).map(|d| d.1) == loc,
+            EntryKind::Dedupe => {
+                entries::join_hash(e.id, e.data).is_ok_and(|h| self.dedupe.contains(h))
+            }
             EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
             EntryKind::NextKey => self.next_key_location == loc,
         }
@@ -484,17 +467,8 @@ impl Index {
             return;
         };
         match kind {
-            EntryKind::Profile | EntryKind::ProfileDelta => {
-                if let Some(l) = self.profiles.get_mut(&id) {
-                    swap(l, old, new)
-                }
-            }
-            EntryKind::Tombstone => {}
-            EntryKind::Redirect => {
-                if let Some(r) = self.redirects.get_mut(&id) {
-                    swap(&mut r.1, old, new)
-                }
-            }
+            EntryKind::Profile | EntryKind::ProfileDelta => self.profiles.relocate(id, old, new),
+            EntryKind::Tombstone | EntryKind::Redirect | EntryKind::Dedupe => {}
             EntryKind::Company => {
                 if let Some(cid) = self.company_ids.get(&id)
                     && let Some(slot) = self.companies.get_mut(cid)
@@ -505,11 +479,6 @@ impl Index {
             EntryKind::PropName => {
                 if let Some(n) = self.names.get_mut(id as usize) {
                     swap(&mut n.1, old, new)
-                }
-            }
-            EntryKind::Dedupe => {
-                if let Some(d) = self.dedupe.get_mut(&id) {
-                    swap(&mut d.1, old, new)
                 }
             }
             EntryKind::Suppress => {
@@ -527,7 +496,7 @@ impl Index {
 
     /// Whether a messageId hash was applied within the window.
     pub fn seen_message(&self, hash: u128) -> bool {
-        self.dedupe.get(&(hash as u64)).map(|d| d.0) == Some((hash >> 64) as u64)
+        self.dedupe.contains(hash)
     }
 
     /// Whether an identifier hash is suppressed.
@@ -537,7 +506,7 @@ impl Index {
 
     /// Bytes of the live entries the index points at.
     pub fn live_bytes(&self) -> u64 {
-        let p: u64 = self.profiles.values().map(|l| l.len as u64).sum();
+        let p: u64 = self.profiles.iter().map(|(_, l)| l.len as u64).sum();
         let c: u64 = self.companies.values().map(|s| s.location.len as u64).sum();
         let r = self.redirects.len() as u64 * 8;
         let d = (self.dedupe.len() + self.suppressed.len()) as u64 * 8;
@@ -545,39 +514,58 @@ impl Index {
         p + c + r + d + n
     }
 
-    /// Estimated heap bytes of the index, and of the identifier strings within it.
+    /// Heap bytes of the index, by part, counted from the real allocation sizes (every hash
+    /// table bucket with its control byte at the table's actual load, vector capacities, and
+    /// 16 bytes of allocator overhead per separate allocation).
     pub fn memory(&self) -> Memory {
-        fn map<K, V>(m: &HashMap<K, V>) -> u64 {
-            // hashbrown: one control byte per bucket plus the entries.
-            (m.capacity() as u64) * (std::mem::size_of::<(K, V)>() as u64 + 1)
-        }
-        let id_bytes: u64 = self.user.keys().map(|k| k.len() as u64).sum::<u64>()
-            + self.email.keys().map(|k| k.len() as u64).sum::<u64>()
-            + self.anon.keys().map(|k| k.len() as u64).sum::<u64>();
-        let profiles = map(&self.user)
-            + map(&self.email)
-            + map(&self.anon)
-            + map(&self.profiles)
-            + map(&self.redirects)
-            + map(&self.redirect_sources)
-            + self.redirects.len() as u64 * 8
-            + id_bytes;
-        let dedupe = map(&self.dedupe) + self.dedupe_order.capacity() as u64 * 8;
-        let other = map(&self.company_ids)
-            + map(&self.name_ids)
-            + map(&self.suppressed)
+        let id_bytes = self.user.id_bytes() + self.email.id_bytes() + self.anon.id_bytes();
+        let sources: usize = self
+            .redirect_sources
+            .values()
+            .map(|v| v.capacity() * 8 + 16)
+            .sum();
+        let profiles = self.user.heap_bytes()
+            + self.email.heap_bytes()
+            + self.anon.heap_bytes()
+            + self.profiles.heap_bytes()
+            + (map_bytes(&self.redirects) + map_bytes(&self.redirect_sources) + sources) as u64;
+        let dedupe = self.dedupe.heap_bytes();
+        let boxed = |s: &str| s.len() + 16;
+        let other = map_bytes(&self.company_ids)
+            + self.company_ids.values().map(|s| boxed(s)).sum::<usize>()
+            + map_bytes(&self.companies)
             + self
                 .companies
-                .values()
-                .map(|s| s.members.capacity() as u64 * 9)
-                .sum::<u64>();
+                .iter()
+                .map(|(id, s)| boxed(id) + table_bytes::<u64>(s.members.capacity()))
+                .sum::<usize>()
+            + map_bytes(&self.name_ids)
+            + self.names.capacity() * std::mem::size_of::<(Box<str>, Location)>()
+            + self.names.iter().map(|n| 2 * boxed(&n.0)).sum::<usize>()
+            + map_bytes(&self.suppressed);
         Memory {
             profiles,
             id_bytes,
             dedupe,
-            other,
+            other: other as u64,
         }
     }
+}
+
+/// Heap bytes of a std (hashbrown) map: its buckets (a power of two, at most 7/8 full), each
+/// with an entry and a control byte, plus a group of trailing control bytes.
+pub(crate) fn map_bytes<K, V, S>(m: &std::collections::HashMap<K, V, S>) -> usize {
+    table_bytes::<(K, V)>(m.capacity())
+}
+
+/// Heap bytes of a hashbrown table able to hold `cap` items of type `T`.
+pub(crate) fn table_bytes<T>(cap: usize) -> usize {
+    let buckets = match cap {
+        0 => return 0,
+        1..8 => cap + 1,
+        _ => (cap * 8 / 7).next_power_of_two(),
+    };
+    buckets * (std::mem::size_of::<T>() + 1) + 16
 }
 
 /// Estimated bytes of the in-memory index, by part.
@@ -593,20 +581,15 @@ pub(crate) struct Memory {
     pub other: u64,
 }
 
-fn remove_if(map: &mut HashMap<Box<str>, u64>, k: &str, key: u64) {
-    if map.get(k) == Some(&key) {
-        map.remove(k);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(n: u32) -> Location {
         Location {
+            segment: 1,
             offset: n,
-            ..Location::default()
+            len: 10,
         }
     }
 
@@ -616,12 +599,12 @@ mod tests {
         let mut index = Index::default();
         let n = 5000u64;
         for k in 1..n {
-            index.redirects.insert(k, (k + 1, at(k as u32)));
+            index.redirects.insert(k, k + 1);
         }
-        index.profiles.insert(n, at(0));
+        index.profiles.insert(n, at(1));
         index.flatten_redirects();
         for k in 1..n {
-            assert_eq!(index.redirects[&k].0, n, "key {k}");
+            assert_eq!(index.redirects[&k], n, "key {k}");
             assert_eq!(index.resolve_key(k), Some(n));
         }
         assert_eq!(index.redirect_sources[&n].len() as u64, n - 1);
@@ -636,30 +619,25 @@ mod tests {
             [(2, 3), (1, 2), (3, 4)],
         ] {
             let mut index = Index::default();
-            index.profiles.insert(4, at(0));
-            for (i, (from, to)) in order.into_iter().enumerate() {
-                index.add_redirect(from, to, at(i as u32 + 1));
+            index.profiles.insert(4, at(1));
+            for (from, to) in order {
+                index.add_redirect(from, to);
             }
             for k in 1..=4 {
                 assert_eq!(index.resolve_key(k), Some(4), "{order:?}: key {k}");
             }
             for k in 1..=3 {
-                assert_eq!(index.redirects[&k].0, 4, "{order:?}: key {k} is flat");
+                assert_eq!(index.redirects[&k], 4, "{order:?}: key {k} is flat");
             }
-            // The entry locations are the ones written (compaction keeps them by location).
-            assert_eq!(
-                index.redirects[&1].1.offset as usize,
-                1 + order.iter().position(|e| e.0 == 1).unwrap()
-            );
             // A snapshot loses the sources; flattening rebuilds them.
             let mut loaded = index.clone();
             loaded.redirect_sources.clear();
             loaded.flatten_redirects();
             loaded.profiles.insert(5, at(9));
-            loaded.add_redirect(4, 5, at(9));
+            loaded.add_redirect(4, 5);
             for k in 1..=4 {
                 assert_eq!(
-                    loaded.redirects[&k].0, 5,
+                    loaded.redirects[&k], 5,
                     "{order:?}: key {k} after a snapshot"
                 );
             }

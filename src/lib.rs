@@ -23,7 +23,7 @@ pub mod storage;
 mod view;
 pub mod workload;
 
-pub use db::{Company, Db, Moved, Outcome, Profile, Selector, Stats, Status};
+pub use db::{Company, Db, Moved, Outcome, ProcessMemory, Profile, Selector, Stats, Status};
 pub use error::{Error, FieldError, Result};
 pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
 pub use profile::filter::{Filter, Op};

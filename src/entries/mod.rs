@@ -149,25 +149,6 @@ fn decode_error(what: &'static str, e: bincode::error::DecodeError) -> Error {
     }
 }
 
-/// Encode the index snapshot (serde: its maps have no bincode derive).
-pub(crate) fn encode_serde<T: Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, config()).unwrap_or_default()
-}
-
-/// Decode the index snapshot.
-pub(crate) fn decode_serde<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-    what: &'static str,
-) -> Result<T> {
-    if bytes.len() <= SMALL_INPUT {
-        bincode::serde::decode_from_slice(bytes, limited::<SMALL_LIMIT>())
-    } else {
-        bincode::serde::decode_from_slice(bytes, limited::<LARGE_LIMIT>())
-    }
-    .map(|(v, _)| v)
-    .map_err(|e| decode_error(what, e))
-}
-
 /// A u64 payload.
 pub(crate) fn u64_bytes(v: u64) -> [u8; 8] {
     v.to_le_bytes()
