@@ -132,6 +132,8 @@ pub struct Stats {
     pub index_bytes_per_profile: f64,
     /// Bytes of the messageId dedupe window (bounded by `Options::dedupe_window`).
     pub dedupe_bytes: u64,
+    /// The process's resident memory now, anonymous and file-backed apart.
+    pub process: ProcessMemory,
     /// Estimated bytes of the decoded profiles in the writer cache (bounded by
     /// `Options::profile_cache_bytes`).
     pub profile_cache_bytes: u64,
@@ -139,8 +141,6 @@ pub struct Stats {
     /// quarantined segment (as a profile whose only record was there is lost), each with the
     /// missing link's file and offset.
     pub dropped_by_repair: Vec<String>,
-    /// The process's resident memory now, anonymous and file-backed apart.
-    pub process: ProcessMemory,
     /// The storage engine's counters.
     pub storage: crate::storage::StorageStats,
 }
@@ -547,9 +547,9 @@ impl Db {
                 (memory.profiles - memory.id_bytes) as f64 / profiles as f64
             },
             dedupe_bytes: memory.dedupe,
+            process: ProcessMemory::now(),
             profile_cache_bytes: self.inner.cache.lock().bytes() as u64,
             dropped_by_repair: self.inner.lost.clone(),
-            process: ProcessMemory::now(),
             storage,
         }
     }

@@ -180,14 +180,7 @@ impl Index {
     pub fn forget_profile(&mut self, key: u64) {
         self.profiles.remove(key);
         for map in [&mut self.user, &mut self.email, &mut self.anon] {
-            let gone: Vec<String> = map
-                .iter()
-                .filter(|(_, k)| *k == key)
-                .filter_map(|(id, _)| std::str::from_utf8(id).ok().map(str::to_owned))
-                .collect();
-            for id in gone {
-                map.remove_if(&id, key);
-            }
+            map.retain(|k| k != key);
         }
         for slot in self.companies.values_mut() {
             slot.members.remove(&key);
@@ -468,6 +461,7 @@ impl Index {
         };
         match kind {
             EntryKind::Profile | EntryKind::ProfileDelta => self.profiles.relocate(id, old, new),
+            // Liveness by membership: nothing to point elsewhere.
             EntryKind::Tombstone | EntryKind::Redirect | EntryKind::Dedupe => {}
             EntryKind::Company => {
                 if let Some(cid) = self.company_ids.get(&id)

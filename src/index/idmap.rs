@@ -146,6 +146,23 @@ impl IdMap {
         }
     }
 
+    /// Keep only the identifiers whose key passes `keep` (a linear pass: repair only).
+    pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        let arena = &self.arena;
+        let mut freed = 0;
+        self.table
+            .retain(|off| match entry_at(arena, *off as usize) {
+                Some((_, key, end)) if !keep(key) => {
+                    freed += end - *off as usize;
+                    false
+                }
+                _ => true,
+            });
+        self.garbage += freed;
+        self.overflow.retain(|_, k| keep(*k));
+        self.maybe_compact();
+    }
+
     /// Rewrite the arena without garbage once garbage is half of it.
     fn maybe_compact(&mut self) {
         if self.garbage < 64 << 10 || self.garbage * 2 < self.arena.len() {
