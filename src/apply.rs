@@ -3,25 +3,27 @@
 //! follow once the batch is appended. Nothing here mutates the index: a call that fails
 //! half-way leaves no trace.
 
-use crate::entries::{self, CompanyRecord, Ids, ProfileRecord, kind};
+use crate::entries::profile::{DeltaOut, Link};
+use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
-use crate::index::{CompanySlot, HashMap, Index};
+use crate::index::{CompanyInfo, HashMap, Index, Update};
 use crate::options::Options;
+use crate::profile::merge::{call_ops, merge_into};
 use crate::profile::message::{CompanyRef, Identify, Message};
-use crate::profile::props::{Applied, ListLimits, PropOp, PropState};
+use crate::profile::props::{Applied, ListLimits, PropOp, PropState, Stamp};
 use crate::profile::resolve::{Found, resolve};
 use crate::profile::validate::normalize_email;
 use crate::storage::{Entry, Location, Store};
-use crate::types::value::{Timestamp, Value};
+use crate::types::value::Timestamp;
 use crate::types::{Moved, Outcome, Status};
 
 /// What to change in the index once the entry at the same position is appended.
 #[derive(Debug)]
 pub(crate) enum Change {
+    /// A profile's newest record; `ids` = (identifiers before, after) when they changed.
     Profile {
         key: u64,
-        old: Option<Ids>,
-        new: Ids,
+        ids: Option<(Option<Ids>, Ids)>,
     },
     Tombstone {
         key: u64,
@@ -45,68 +47,168 @@ pub(crate) enum Change {
     Suppress {
         hash: u128,
     },
-    NextKey,
+    NextKey {
+        next: u64,
+    },
+}
+
+/// A profile record written by a call, decoded: it goes to the [`ProfileCache`] once the
+/// batch is appended.
+pub(crate) struct Written {
+    /// Position of its entry in the batch.
+    entry: usize,
+    key: u64,
+    /// Deltas in its chain (0: a full record).
+    depth: u32,
+    rec: ProfileRecord,
+    /// Whether the call found it in the cache (a second chance when the cache evicts).
+    hit: bool,
 }
 
 /// One call's writes.
 pub(crate) struct Batch {
-    pub entries: Vec<(u8, u64, Vec<u8>)>,
+    pub entries: Vec<(EntryKind, u64, Vec<u8>)>,
     pub changes: Vec<Change>,
     pub outcome: Outcome,
-    /// The profile records written, decoded, with the position of their entry: they go to
-    /// the [`ProfileCache`] once the batch is appended.
-    pub written: Vec<(usize, u64, ProfileRecord)>,
+    /// The profile records written, decoded.
+    pub written: Vec<Written>,
 }
 
+/// Estimated bytes a cached profile costs beyond its record (map entry, slot).
+const CACHE_SLOT_BYTES: usize = 96;
+
 /// Decoded profiles recently written, so that the next call on a hot profile skips reading
-/// and decoding its record. Only writers use it, under the index write lock. An entry is used
+/// and decoding its chain. Only writers use it, under the index write lock. An entry is used
 /// only while the index still points at the location it was written to.
+///
+/// Bounded in bytes (`Options::profile_cache_bytes`, estimated per profile by
+/// [`ProfileRecord::approx_bytes`]); evicts by CLOCK (second chance): a profile the writers
+/// came back to since the hand last passed it is skipped once.
 pub(crate) struct ProfileCache {
-    map: HashMap<u64, (Location, ProfileRecord)>,
-    capacity: usize,
+    slots: Vec<Slot>,
+    map: HashMap<u64, usize>,
+    free: Vec<usize>,
+    hand: usize,
+    bytes: usize,
+    budget: usize,
+    /// Segments a running compaction is rewriting (sorted): no delta may link into them, since
+    /// the compaction drops every record of a chain but its newest (which it folds).
+    pub compacting: Vec<u32>,
+}
+
+struct Slot {
+    key: u64,
+    loc: Location,
+    depth: u32,
+    rec: Option<ProfileRecord>,
+    bytes: usize,
+    referenced: bool,
 }
 
 impl ProfileCache {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(budget: usize) -> Self {
         ProfileCache {
+            slots: Vec::new(),
             map: HashMap::default(),
-            capacity,
+            free: Vec::new(),
+            hand: 0,
+            bytes: 0,
+            budget,
+            compacting: Vec::new(),
         }
     }
 
-    fn take(&mut self, key: u64, at: Location) -> Option<ProfileRecord> {
-        match self.map.remove(&key) {
-            Some((loc, rec)) if loc == at => Some(rec),
-            _ => None,
-        }
+    /// Take the profile whose newest record is at `at` out of the cache: its chain depth and
+    /// record.
+    fn take(&mut self, key: u64, at: Location) -> Option<(u32, ProfileRecord)> {
+        let i = self.map.remove(&key)?;
+        let slot = &mut self.slots[i];
+        let rec = slot.rec.take()?;
+        self.bytes -= slot.bytes;
+        self.free.push(i);
+        (slot.loc == at).then_some((slot.depth, rec))
+    }
+
+    /// Bytes the cached profiles are estimated to take.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Keep the records of an appended batch.
-    pub fn insert_written(
-        &mut self,
-        written: Vec<(usize, u64, ProfileRecord)>,
-        locations: &[Location],
-    ) {
-        if self.capacity == 0 {
-            return;
-        }
-        for (entry, key, rec) in written {
-            let Some(&loc) = locations.get(entry) else {
+    pub fn insert_written(&mut self, written: Vec<Written>, locations: &[Location]) {
+        for w in written {
+            let Some(&loc) = locations.get(w.entry) else {
                 continue;
             };
-            if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
-                // Evict an arbitrary entry: cheap, and fair enough for a hot set.
-                if let Some(&victim) = self.map.keys().next() {
-                    self.map.remove(&victim);
-                }
+            self.insert(w.key, loc, w.depth, w.rec, w.hit);
+        }
+    }
+
+    fn insert(&mut self, key: u64, loc: Location, depth: u32, rec: ProfileRecord, hit: bool) {
+        if let Some(i) = self.map.remove(&key) {
+            let slot = &mut self.slots[i];
+            slot.rec = None;
+            self.bytes -= slot.bytes;
+            self.free.push(i);
+        }
+        let bytes = rec.approx_bytes() + CACHE_SLOT_BYTES;
+        if bytes > self.budget {
+            return;
+        }
+        while self.bytes + bytes > self.budget && !self.map.is_empty() {
+            self.evict_one();
+        }
+        let slot = Slot {
+            key,
+            loc,
+            depth,
+            rec: Some(rec),
+            bytes,
+            referenced: hit,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = slot;
+                i
             }
-            self.map.insert(key, (loc, rec));
+            None => {
+                self.slots.push(slot);
+                self.slots.len() - 1
+            }
+        };
+        self.map.insert(key, i);
+        self.bytes += bytes;
+    }
+
+    /// Advance the hand to the first profile not referenced since it last passed, and evict it.
+    fn evict_one(&mut self) {
+        let n = self.slots.len();
+        // Two turns at most: the first clears every reference bit.
+        for _ in 0..2 * n + 1 {
+            self.hand = if self.hand + 1 >= n { 0 } else { self.hand + 1 };
+            let slot = &mut self.slots[self.hand];
+            if slot.rec.is_none() {
+                continue;
+            }
+            if slot.referenced {
+                slot.referenced = false;
+                continue;
+            }
+            slot.rec = None;
+            self.bytes -= slot.bytes;
+            self.map.remove(&slot.key);
+            self.free.push(self.hand);
+            return;
         }
     }
 
     /// Forget everything (after a compaction moved records).
     pub fn clear(&mut self) {
+        self.slots.clear();
         self.map.clear();
+        self.free.clear();
+        self.hand = 0;
+        self.bytes = 0;
     }
 }
 
@@ -116,7 +218,7 @@ impl Batch {
         self.entries
             .iter()
             .map(|(kind, id, data)| Entry {
-                kind: *kind,
+                kind: kind.byte(),
                 id: *id,
                 data,
             })
@@ -124,53 +226,32 @@ impl Batch {
     }
 }
 
-/// Apply the changes of an appended batch to the index.
-pub(crate) fn commit(
-    index: &mut Index,
-    changes: Vec<Change>,
-    locations: &[Location],
-    options: &Options,
-) {
+/// Apply the changes of an appended batch to the index: each entry's [`Update`] (the same
+/// mutation the replay applies on open), and the identifier maps of the profiles written.
+pub(crate) fn commit(index: &mut Index, changes: Vec<Change>, locations: &[Location]) {
     for (change, &loc) in changes.into_iter().zip(locations) {
-        match change {
-            Change::Profile { key, old, new } => {
-                if let Some(old) = old {
-                    index.unindex(key, &old);
+        let update = match &change {
+            Change::Profile { key, ids } => {
+                if let Some((old, new)) = ids {
+                    if let Some(old) = old {
+                        index.unindex_ids(*key, old);
+                    }
+                    index.index_ids(*key, new);
                 }
-                index.index(key, &new);
-                index.profiles.insert(key, loc);
-                index.next_key = index.next_key.max(key.saturating_add(1));
+                Update::Profile { key: *key }
             }
             Change::Tombstone { key, old } => {
-                index.unindex(key, &old);
-                index.profiles.remove(&key);
+                index.unindex_ids(*key, old);
+                Update::Tombstone { key: *key }
             }
-            Change::Redirect { from, to } => index.add_redirect(from, to, loc),
-            Change::Company { key, id } => {
-                let slot = index
-                    .companies
-                    .entry(id.as_str().into())
-                    .or_insert_with(|| CompanySlot {
-                        key,
-                        ..CompanySlot::default()
-                    });
-                slot.location = loc;
-                index.company_ids.insert(key, id.into());
-                index.next_company_key = index.next_company_key.max(key.saturating_add(1));
-            }
-            Change::Name { id, name } => {
-                debug_assert_eq!(index.names.len(), id as usize);
-                index.names.push((name.as_str().into(), loc));
-                index.name_ids.insert(name.into(), id);
-            }
-            Change::Dedupe { hash } => index.remember_message(hash, loc, options.dedupe_window),
-            Change::Suppress { hash } => {
-                index
-                    .suppressed
-                    .insert(hash as u64, ((hash >> 64) as u64, loc));
-            }
-            Change::NextKey => index.next_key_location = Some(loc),
-        }
+            &Change::Redirect { from, to } => Update::Redirect { from, to },
+            Change::Company { key, id } => Update::Company { key: *key, id },
+            Change::Name { id, name } => Update::Name { id: *id, name },
+            &Change::Dedupe { hash } => Update::Dedupe { hash },
+            &Change::Suppress { hash } => Update::Suppress { hash },
+            &Change::NextKey { next } => Update::NextKey { next },
+        };
+        index.apply(update, loc);
     }
 }
 
@@ -184,9 +265,9 @@ pub(crate) fn message_hash(message_id: &str) -> u128 {
     entries::hash128("message", message_id)
 }
 
-/// Read a profile record at a location.
+/// Read the profile whose newest record is at `loc` (following its chain).
 pub(crate) fn read_profile(store: &Store, loc: Location) -> Result<ProfileRecord> {
-    store.read(loc, |bytes| entries::decode(bytes, "profile"))?
+    Ok(entries::chain::read_profile(store, loc)?.0)
 }
 
 /// Read a company record at a location.
@@ -198,19 +279,38 @@ pub(crate) fn read_company(store: &Store, loc: Location) -> Result<CompanyRecord
 pub(crate) struct Builder<'a> {
     index: &'a Index,
     cache: &'a mut ProfileCache,
-    written: Vec<(usize, u64, ProfileRecord)>,
+    written: Vec<Written>,
     store: &'a Store,
     options: &'a Options,
-    entries: Vec<(u8, u64, Vec<u8>)>,
+    entries: Vec<(EntryKind, u64, Vec<u8>)>,
     changes: Vec<Change>,
     new_names: Vec<String>,
-    /// Records loaded or changed in this call, written once at the end.
-    profiles: HashMap<u64, (Option<Ids>, ProfileRecord)>,
-    profile_order: Vec<u64>,
+    /// Profiles loaded or created in this call (few: a linear search beats a map), written
+    /// once at the end, in this order.
+    profiles: Vec<(u64, Work)>,
     companies: HashMap<String, (u64, CompanyRecord)>,
     next_key: u64,
     next_company_key: u64,
     order: u64,
+    /// The call's event time (its stamp with `order`).
+    call_ts: Timestamp,
+}
+
+/// A profile loaded or created by a call, and what the call did to it.
+struct Work {
+    /// Identifiers as the index has them (`None`: a new profile).
+    old: Option<Ids>,
+    rec: ProfileRecord,
+    /// Where its newest record is, and the deltas in its chain (`None`: a new profile).
+    head: Option<(Location, u32)>,
+    /// Found in the writer cache.
+    hit: bool,
+    /// Write a full record whatever the chain (a merge survivor).
+    full: bool,
+    /// Names whose state the call changed.
+    changed: Vec<u32>,
+    /// Whether the call's event time moves `first_seen` / `updated_at`.
+    stamped: bool,
 }
 
 /// Hand out the next key of a counter. Keys are never reused, and only a damaged log can claim
@@ -245,69 +345,87 @@ impl<'a> Builder<'a> {
             entries: Vec::new(),
             changes: Vec::new(),
             new_names: Vec::new(),
-            profiles: HashMap::default(),
-            profile_order: Vec::new(),
+            profiles: Vec::new(),
             companies: HashMap::default(),
-            next_key: index.next_key.max(1),
-            next_company_key: index.next_company_key.max(1),
+            next_key: index.next_key().max(1),
+            next_company_key: index.next_company_key().max(1),
             // Saturating: a damaged log may end at seq 2^64-1 (the append then refuses).
-            order: index.last_seq.saturating_add(1),
+            order: index.last_seq().saturating_add(1),
+            call_ts: Timestamp(0),
         }
     }
 
-    fn push(&mut self, kind: u8, id: u64, data: Vec<u8>, change: Change) {
+    fn push(&mut self, kind: EntryKind, id: u64, data: Vec<u8>, change: Change) {
         self.entries.push((kind, id, data));
         self.changes.push(change);
     }
 
+    fn position(&self, key: u64) -> Option<usize> {
+        self.profiles.iter().position(|(k, _)| *k == key)
+    }
+
     /// Load a profile into the working set.
     fn load(&mut self, key: u64) -> Result<()> {
-        if self.profiles.contains_key(&key) {
+        if self.position(key).is_some() {
             return Ok(());
         }
-        let loc = self
-            .index
-            .profiles
-            .get(&key)
-            .copied()
-            .ok_or_else(|| Error::Corruption {
-                file: Default::default(),
-                offset: 0,
-                reason: format!("index names profile {key} but it has no record"),
-            })?;
-        let rec = match self.cache.take(key, loc) {
-            Some(rec) => rec,
-            None => read_profile(self.store, loc)?,
+        let loc = self.index.location(key).ok_or_else(|| Error::Corruption {
+            file: Default::default(),
+            offset: 0,
+            reason: format!("index names profile {key} but it has no record"),
+        })?;
+        let (depth, rec, hit) = match self.cache.take(key, loc) {
+            Some((depth, rec)) => (depth, rec, true),
+            None => {
+                let (rec, depth) = entries::chain::read_profile(self.store, loc)?;
+                (depth, rec, false)
+            }
         };
-        self.profiles.insert(key, (Some(rec.ids.clone()), rec));
-        self.profile_order.push(key);
+        self.profiles.push((
+            key,
+            Work {
+                old: Some(rec.ids.clone()),
+                rec,
+                head: Some((loc, depth)),
+                hit,
+                full: false,
+                changed: Vec::new(),
+                stamped: false,
+            },
+        ));
         Ok(())
     }
 
+    fn work(&mut self, key: u64) -> &mut Work {
+        let i = self.position(key).expect("profile loaded before use");
+        &mut self.profiles[i].1
+    }
+
     fn rec(&mut self, key: u64) -> &mut ProfileRecord {
-        &mut self
-            .profiles
-            .get_mut(&key)
-            .expect("profile loaded before use")
-            .1
+        &mut self.work(key).rec
+    }
+
+    fn remove(&mut self, key: u64) -> Option<Work> {
+        let i = self.position(key)?;
+        Some(self.profiles.remove(i).1)
     }
 
     /// The number of a property name, registering it if new; `None` beyond the limit.
     fn name_id(&mut self, name: &str) -> Option<u32> {
-        if let Some(&id) = self.index.name_ids.get(name) {
+        if let Some(id) = self.index.name_id(name) {
             return Some(id);
         }
         if let Some(pos) = self.new_names.iter().position(|n| n == name) {
-            return Some((self.index.names.len() + pos) as u32);
+            return Some((self.index.name_count() + pos) as u32);
         }
-        let total = self.index.names.len() + self.new_names.len();
+        let total = self.index.name_count() + self.new_names.len();
         if total >= self.options.max_property_names {
             return None;
         }
         self.new_names.push(name.to_string());
         let id = total as u32;
         self.push(
-            kind::PROP_NAME,
+            EntryKind::PropName,
             id as u64,
             name.as_bytes().to_vec(),
             Change::Name {
@@ -318,6 +436,19 @@ impl<'a> Builder<'a> {
         Some(id)
     }
 
+    /// Whether a profile whose newest record is `head` gets a delta (else a full record).
+    fn delta_link(&self, head: Option<(Location, u32)>) -> Option<Link> {
+        let (prev, depth) = head?;
+        // A chain holds at most `chain_limit` records: one full and `chain_limit - 1` deltas.
+        let depth = depth + 1;
+        if depth + 1 > self.options.chain_limit
+            || self.cache.compacting.binary_search(&prev.segment).is_ok()
+        {
+            return None;
+        }
+        Some(Link { prev, depth })
+    }
+
     /// Finish: write every changed profile and company, the dedupe note.
     pub fn finish(mut self, outcome: Outcome, message_id: Option<&str>) -> Batch {
         // Companies before profiles so that membership finds its company slot.
@@ -326,30 +457,74 @@ impl<'a> Builder<'a> {
         for (key, rec) in companies {
             let data = entries::encode(&rec);
             self.push(
-                kind::COMPANY,
+                EntryKind::Company,
                 key,
                 data,
                 Change::Company { key, id: rec.id },
             );
         }
-        for key in std::mem::take(&mut self.profile_order) {
-            if let Some((old, rec)) = self.profiles.remove(&key) {
-                // The previous version's size is a good guess of this one's.
-                let guess = self
-                    .index
-                    .profiles
-                    .get(&key)
-                    .map_or(256, |l| l.len as usize + 128);
-                let data = entries::encode_profile(&rec, guess);
-                let new = rec.ids.clone();
-                self.written.push((self.entries.len(), key, rec));
-                self.push(kind::PROFILE, key, data, Change::Profile { key, old, new });
-            }
+        let stamp = Stamp::new(self.call_ts, self.order);
+        for (key, mut work) in std::mem::take(&mut self.profiles) {
+            let ids_changed = work.old.as_ref() != Some(&work.rec.ids);
+            let link = if work.full {
+                None
+            } else {
+                self.delta_link(work.head)
+            };
+            let (kind, data, depth) = match link {
+                Some(link) => {
+                    if !ids_changed && !work.stamped && work.changed.is_empty() {
+                        // Nothing to write: the cached copy stays valid.
+                        if let Some((loc, depth)) = work.head {
+                            self.cache.insert(key, loc, depth, work.rec, work.hit);
+                        }
+                        continue;
+                    }
+                    work.changed.sort_unstable();
+                    work.changed.dedup();
+                    let mut data = Vec::with_capacity(64 + 24 * work.changed.len());
+                    entries::profile::put_delta(
+                        &DeltaOut {
+                            link,
+                            stamp,
+                            times: work.stamped,
+                            ids: ids_changed.then_some(&work.rec.ids),
+                            rec: &work.rec,
+                            changed: &work.changed,
+                        },
+                        &mut data,
+                    );
+                    (EntryKind::ProfileDelta, data, link.depth)
+                }
+                None => {
+                    // The previous version's size is a good guess of this one's.
+                    let guess = work.head.map_or(256, |(l, _)| l.len as usize + 128);
+                    (
+                        EntryKind::Profile,
+                        entries::encode_profile(&work.rec, guess),
+                        0,
+                    )
+                }
+            };
+            let ids = ids_changed.then(|| (work.old.take(), work.rec.ids.clone()));
+            self.written.push(Written {
+                entry: self.entries.len(),
+                key,
+                depth,
+                rec: work.rec,
+                hit: work.hit,
+            });
+            self.push(kind, key, data, Change::Profile { key, ids });
         }
         if let Some(mid) = message_id {
             let hash = message_hash(mid);
             let (id, data) = entries::split_hash(hash);
-            self.push(kind::DEDUPE, id, data.to_vec(), Change::Dedupe { hash });
+            self.push(
+                EntryKind::Dedupe,
+                id,
+                data.to_vec(),
+                Change::Dedupe { hash },
+            );
         }
         Batch {
             entries: self.entries,
@@ -362,6 +537,7 @@ impl<'a> Builder<'a> {
     /// Apply a message; returns the outcome (the batch comes from [`Builder::finish`]).
     pub fn apply(&mut self, message: &Message) -> Result<Outcome> {
         let now = Timestamp::now();
+        self.call_ts = now;
         match message {
             Message::Identify(m) => self.identify(m, m.timestamp.unwrap_or(now)),
             Message::Group(g) => {
@@ -391,8 +567,8 @@ impl<'a> Builder<'a> {
             }
             Message::Alias(a) => {
                 let ts = a.timestamp.unwrap_or(now);
-                let target = self.index.user.get(a.user_id.as_str()).copied();
-                if let Some(&prev) = self.index.user.get(a.previous_id.as_str()) {
+                let target = self.index.user_key(&a.user_id);
+                if let Some(prev) = self.index.user_key(&a.previous_id) {
                     // Already one person: nothing to store (D-AL1; the status is `updated`,
                     // as for any call that reaches an existing profile, D-R7).
                     if Some(prev) == target {
@@ -429,13 +605,12 @@ impl<'a> Builder<'a> {
                     let key = l
                         .user_id
                         .as_deref()
-                        .and_then(|u| self.index.user.get(u))
+                        .and_then(|u| self.index.user_key(u))
                         .or_else(|| {
                             l.anonymous_id
                                 .as_deref()
-                                .and_then(|a| self.index.anon.get(a))
+                                .and_then(|a| self.index.anon_key(a))
                         })
-                        .copied()
                         .unwrap_or(0);
                     Ok(outcome(key, Status::Unchanged))
                 }
@@ -446,7 +621,7 @@ impl<'a> Builder<'a> {
     /// Refuse a call naming a suppressed identifier; the error names the field as the caller
     /// wrote it (an alias's `previousId`, an email given in `$set`).
     pub fn check_suppressed(&self, message: &Message) -> Result<()> {
-        if self.index.suppressed.is_empty() {
+        if !self.index.any_suppressed() {
             return Ok(());
         }
         let mut checks: Vec<(&str, &str, String)> = Vec::with_capacity(3);
@@ -503,28 +678,30 @@ impl<'a> Builder<'a> {
             Message::Alias(a) => (Some(a.user_id.as_str()), None, None),
             Message::Link(l) => (l.user_id.as_deref(), l.anonymous_id.as_deref(), None),
         };
-        user.and_then(|u| index.user.get(u).copied())
-            .or_else(|| email.and_then(|e| index.email.get(normalize_email(e).as_str()).copied()))
-            .or_else(|| anon.and_then(|a| index.anon.get(a).copied()))
+        user.and_then(|u| index.user_key(u))
+            .or_else(|| email.and_then(|e| index.email_key(e)))
+            .or_else(|| anon.and_then(|a| index.anon_key(a)))
             .unwrap_or(0)
     }
 
     fn identify(&mut self, m: &Identify, ts: Timestamp) -> Result<Outcome> {
+        self.call_ts = ts;
         let uid = m.user_id.as_deref();
-        let email_norm = m.email.as_deref().map(normalize_email);
         let anon = m.anonymous_id.as_deref();
-        let by_user = uid.and_then(|u| self.index.user.get(u).copied());
-        let by_email = email_norm
-            .as_deref()
-            .and_then(|e| self.index.email.get(e).copied());
-        let by_anon = anon.and_then(|a| self.index.anon.get(a).copied());
+        let by_user = uid.and_then(|u| self.index.user_key(u));
+        let by_email = m.email.as_deref().and_then(|e| self.index.email_key(e));
+        let by_anon = anon.and_then(|a| self.index.anon_key(a));
         for key in [by_user, by_email, by_anon].into_iter().flatten() {
             self.load(key)?;
         }
         let found = |key: Option<u64>| {
             key.map(|k| Found {
                 key: k,
-                user_id: self.profiles[&k].1.ids.user_id.as_deref(),
+                user_id: self
+                    .profiles
+                    .iter()
+                    .find(|(p, _)| *p == k)
+                    .and_then(|(_, w)| w.rec.ids.user_id.as_deref()),
             })
         };
         let plan = resolve(uid, found(by_user), found(by_email), found(by_anon));
@@ -539,8 +716,18 @@ impl<'a> Builder<'a> {
                     updated_at: ts,
                     ..ProfileRecord::default()
                 };
-                self.profiles.insert(k, (None, rec));
-                self.profile_order.push(k);
+                self.profiles.push((
+                    k,
+                    Work {
+                        old: None,
+                        rec,
+                        head: None,
+                        hit: false,
+                        full: true,
+                        changed: Vec::new(),
+                        stamped: true,
+                    },
+                ));
                 out.status = Status::Created;
                 k
             }
@@ -567,23 +754,23 @@ impl<'a> Builder<'a> {
 
         // Merges: the merged-away profiles go, their keys redirect to the survivor.
         for &gone in &plan.merge {
-            let Some((old, rec)) = self.profiles.remove(&gone) else {
+            let Some(work) = self.remove(gone) else {
                 continue;
             };
-            self.profile_order.retain(|k| *k != gone);
-            let created_at = self.index.name_ids.get("created_at").copied();
-            merge_into(self.rec(survivor), rec, created_at);
+            let created_at = self.index.name_id("created_at");
+            merge_into(self.rec(survivor), work.rec, created_at);
+            self.work(survivor).full = true;
             self.push(
-                kind::TOMBSTONE,
+                EntryKind::Tombstone,
                 gone,
                 Vec::new(),
                 Change::Tombstone {
                     key: gone,
-                    old: old.unwrap_or_default(),
+                    old: work.old.unwrap_or_default(),
                 },
             );
             self.push(
-                kind::REDIRECT,
+                EntryKind::Redirect,
                 gone,
                 entries::u64_bytes(survivor).to_vec(),
                 Change::Redirect {
@@ -619,43 +806,10 @@ impl<'a> Builder<'a> {
             self.rec(survivor).ids.company_id = Some(company.id.clone());
         }
 
-        // Properties (SPEC 3.3, 3.5). All operations of a call share its stamp; they apply in
-        // PostHog's order: traits / `$set`, `$set_once`, `$add`, and `$unset` last. So a name
-        // the call also `$unset`s gets only the removal (whatever came before it in the call
-        // would be removed by it), and a `$set_once` counts as older than an `$add` of the same
-        // call (`PropState` treats equal stamps so).
+        // Properties (SPEC 3.3, 3.5), in the call's order (`call_ops`).
         let order = self.order;
-        let unset_too = |name: &str| m.unset.iter().any(|u| u == name);
         let mut ops: Vec<(&str, PropOp)> = Vec::new();
-        for (name, value) in &m.traits {
-            if !unset_too(name) {
-                ops.push((
-                    name,
-                    match value {
-                        Some(v) => PropOp::Set(v.clone()),
-                        None => PropOp::Unset,
-                    },
-                ));
-            }
-        }
-        for (name, value) in &m.set_once {
-            if !unset_too(name) {
-                ops.push((name, PropOp::SetOnce(value.clone())));
-            }
-        }
-        for (name, n) in &m.add {
-            if !unset_too(name) {
-                ops.push((name, PropOp::Add(*n)));
-            }
-        }
-        for (name, list) in &m.lists {
-            if !unset_too(name) {
-                ops.push((name, PropOp::List(list.clone())));
-            }
-        }
-        for name in &m.unset {
-            ops.push((name, PropOp::Unset));
-        }
+        call_ops(m, |name, op| ops.push((name, op)));
         let list_limits = ListLimits {
             max_items: self.options.max_list_items,
             max_bytes: self.options.max_value_bytes,
@@ -672,14 +826,9 @@ impl<'a> Builder<'a> {
                 }
                 continue;
             };
-            let rec = self.rec(survivor);
-            let state = match rec.props.binary_search_by_key(&id, |p| p.0) {
-                Ok(i) => &mut rec.props[i].1,
-                Err(i) => {
-                    rec.props.insert(i, (id, PropState::default()));
-                    &mut rec.props[i].1
-                }
-            };
+            let work = self.work(survivor);
+            work.changed.push(id);
+            let state = work.rec.state_mut(id);
             let applied = match op {
                 PropOp::List(list) => state.apply_list(list, ts, order, list_limits),
                 op => state.apply_owned(op, ts, order),
@@ -688,6 +837,7 @@ impl<'a> Builder<'a> {
                 out.ignored.push(name.to_string());
             }
         }
+        self.work(survivor).stamped = true;
         let rec = self.rec(survivor);
         rec.updated_at = rec.updated_at.max(ts);
         rec.first_seen = rec.first_seen.min(ts);
@@ -700,10 +850,12 @@ impl<'a> Builder<'a> {
     fn upsert_company(&mut self, company: &CompanyRef, ts: Timestamp) -> Result<bool> {
         let mut created = false;
         if !self.companies.contains_key(&company.id) {
-            let (key, rec) = match self.index.companies.get(company.id.as_str()) {
-                Some(slot) if slot.location.len > 0 => {
-                    (slot.key, read_company(self.store, slot.location)?)
-                }
+            let (key, rec) = match self.index.company(&company.id) {
+                Some(CompanyInfo {
+                    key,
+                    location: Some(at),
+                    ..
+                }) => (key, read_company(self.store, at)?),
                 Some(slot) => (
                     slot.key,
                     CompanyRecord {
@@ -751,10 +903,9 @@ impl<'a> Builder<'a> {
     /// Delete a profile (SPEC 3.6), optionally suppressing its identifiers.
     pub fn delete(&mut self, key: u64, suppress: bool) -> Result<Outcome> {
         self.load(key)?;
-        let Some((_, rec)) = self.profiles.remove(&key) else {
+        let Some(Work { rec, .. }) = self.remove(key) else {
             return Ok(outcome(key, Status::Unchanged));
         };
-        self.profile_order.retain(|k| *k != key);
         if suppress {
             let ids = &rec.ids;
             let mut hashes = Vec::new();
@@ -769,21 +920,26 @@ impl<'a> Builder<'a> {
             }
             for hash in hashes {
                 let (id, data) = entries::split_hash(hash);
-                self.push(kind::SUPPRESS, id, data.to_vec(), Change::Suppress { hash });
+                self.push(
+                    EntryKind::Suppress,
+                    id,
+                    data.to_vec(),
+                    Change::Suppress { hash },
+                );
             }
         }
         self.push(
-            kind::TOMBSTONE,
+            EntryKind::Tombstone,
             key,
             Vec::new(),
             Change::Tombstone { key, old: rec.ids },
         );
         let next = self.next_key.max(key.saturating_add(1));
         self.push(
-            kind::NEXT_KEY,
+            EntryKind::NextKey,
             0,
             entries::u64_bytes(next).to_vec(),
-            Change::NextKey,
+            Change::NextKey { next },
         );
         Ok(outcome(key, Status::Updated))
     }
@@ -807,71 +963,4 @@ fn outcome(key: u64, status: Status) -> Outcome {
         moved: Vec::new(),
         ignored: Vec::new(),
     }
-}
-
-/// Merge a merged-away profile into the survivor (SPEC 3.2.3, 3.3, 3.4).
-fn merge_into(survivor: &mut ProfileRecord, gone: ProfileRecord, created_at: Option<u32>) {
-    // A merge keeps the earliest *effective* created_at (SPEC 3.4): the explicit trait where
-    // it is a date-time, else the first call's timestamp.
-    let earliest_created =
-        effective_created_at(survivor, created_at).min(effective_created_at(&gone, created_at));
-    let ids = &mut survivor.ids;
-    if ids.user_id.is_none() {
-        ids.user_id = gone.ids.user_id;
-    }
-    if ids.email.is_none() {
-        ids.email = gone.ids.email;
-    }
-    for a in gone.ids.anonymous_ids {
-        if !ids.anonymous_ids.contains(&a) {
-            ids.anonymous_ids.push(a);
-        }
-    }
-    if ids.company_id.is_none() {
-        ids.company_id = gone.ids.company_id;
-    }
-    survivor.first_seen = survivor.first_seen.min(gone.first_seen);
-    survivor.updated_at = survivor.updated_at.max(gone.updated_at);
-    for (id, state) in gone.props {
-        match survivor.props.binary_search_by_key(&id, |p| p.0) {
-            Ok(i) => {
-                let mine = &mut survivor.props[i].1;
-                if Some(id) == created_at {
-                    // A merge keeps the earliest created_at (SPEC 3.4).
-                    if let (Some(Value::DateTime(a)), Some(Value::DateTime(b))) =
-                        (mine.value(), state.value())
-                    {
-                        if b < a {
-                            *mine = state;
-                        }
-                        continue;
-                    }
-                }
-                mine.merge(&state);
-            }
-            Err(i) => survivor.props.insert(i, (id, state)),
-        }
-    }
-    // Only one side had the trait, and the other side's default is earlier: the trait takes
-    // that value, so that the property and the top-level created_at agree.
-    if effective_created_at(survivor, created_at) != earliest_created
-        && let Some(id) = created_at
-        && let Ok(i) = survivor.props.binary_search_by_key(&id, |p| p.0)
-    {
-        survivor.props[i]
-            .1
-            .overwrite(Value::DateTime(earliest_created));
-    }
-}
-
-/// A profile's created_at as shown (SPEC 3.4): the `created_at` property when it is a
-/// date-time, else the timestamp of its first call (the view's rule).
-pub(crate) fn effective_created_at(rec: &ProfileRecord, created_at: Option<u32>) -> Timestamp {
-    created_at
-        .and_then(|id| rec.props.binary_search_by_key(&id, |p| p.0).ok())
-        .and_then(|i| match rec.props[i].1.value() {
-            Some(Value::DateTime(ts)) => Some(ts),
-            _ => None,
-        })
-        .unwrap_or(rec.first_seen)
 }

@@ -7,14 +7,15 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 
 use crate::apply::{self, Builder, ProfileCache};
+use crate::entries::EntryKind;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::options::{Durability, Options};
 use crate::profile::filter::Filter;
 use crate::profile::message::{Alias, Group, Identify, Link, Message};
-use crate::profile::validate::{normalize_email, validate};
+use crate::profile::validate::validate;
 use crate::rebuild::Rebuild;
-use crate::storage::{Store, StoreOptions};
+use crate::storage::{CopyAs, Store, StoreOptions};
 use crate::types::{Company, Outcome, Profile, Selector, Status};
 use crate::view;
 
@@ -36,10 +37,52 @@ pub struct Stats {
     /// Estimated bytes per live profile of the profile indexes (identifiers -> key -> location,
     /// redirects) beyond the identifier bytes themselves.
     pub index_bytes_per_profile: f64,
-    /// Estimated bytes of the messageId dedupe window (bounded by `Options::dedupe_window`).
+    /// Bytes of the messageId dedupe window (bounded by `Options::dedupe_window`).
     pub dedupe_bytes: u64,
+    /// The process's resident memory now, anonymous and file-backed apart.
+    pub process: ProcessMemory,
+    /// Estimated bytes of the decoded profiles in the writer cache (bounded by
+    /// `Options::profile_cache_bytes`).
+    pub profile_cache_bytes: u64,
+    /// Profiles the last open's repair dropped because their chain of records ran through a
+    /// quarantined segment (as a profile whose only record was there is lost), each with the
+    /// missing link's file and offset.
+    pub dropped_by_repair: Vec<String>,
     /// The storage engine's counters.
     pub storage: crate::storage::StorageStats,
+}
+
+/// Resident memory of the process, from Linux's `/proc/self/status` (zeros where it is not
+/// available). Anonymous memory is the heap (index, caches, buffers); file-backed memory is
+/// mostly segment pages mapped for reads, which the kernel can drop under pressure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessMemory {
+    /// `RssAnon`: anonymous resident bytes.
+    pub rss_anon_bytes: u64,
+    /// `RssFile`: file-backed resident bytes.
+    pub rss_file_bytes: u64,
+    /// `VmHWM`: peak resident bytes since the process started (both kinds together: the
+    /// kernel keeps no peak per kind).
+    pub peak_rss_bytes: u64,
+}
+
+impl ProcessMemory {
+    /// Read the figures now.
+    pub fn now() -> ProcessMemory {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        ProcessMemory {
+            rss_anon_bytes: field("RssAnon:"),
+            rss_file_bytes: field("RssFile:"),
+            peak_rss_bytes: field("VmHWM:"),
+        }
+    }
 }
 
 /// An open profile store. `Send + Sync`: share it between threads (e.g. in an `Arc`).
@@ -58,6 +101,8 @@ struct Inner {
     index: RwLock<Index>,
     /// Taken only by writers, always after the index write lock.
     cache: Mutex<ProfileCache>,
+    /// Profiles the open's repair dropped (their chain ran through a quarantined segment).
+    lost: Vec<String>,
     options: Options,
     compaction: Mutex<()>,
     stop: Mutex<bool>,
@@ -93,6 +138,17 @@ impl Db {
     }
 
     fn open_store(dir: &Path, options: Options, store_options: StoreOptions) -> Result<Db> {
+        if options.chain_limit == 0
+            || options.chain_limit > crate::entries::profile::MAX_CHAIN_DEPTH + 1
+        {
+            return Err(Error::Options {
+                name: "chain_limit",
+                reason: format!(
+                    "must be between 1 and {}",
+                    crate::entries::profile::MAX_CHAIN_DEPTH + 1
+                ),
+            });
+        }
         if options.max_property_names > u32::MAX as usize {
             return Err(Error::Options {
                 name: "max_property_names",
@@ -100,16 +156,14 @@ impl Db {
             });
         }
         let mut rebuild = Rebuild::new(options.dedupe_window);
+        rebuild.repair = store_options.repair;
         let store = Store::open(dir, store_options, &mut rebuild)?;
-        let mut index = rebuild.finish(&store)?;
-        // The replay records redirects as written, and a snapshot holds no reverse map.
-        index.flatten_redirects();
-        index.next_key = index.next_key.max(1);
-        index.next_company_key = index.next_company_key.max(1);
+        let (index, lost) = rebuild.finish(&store)?;
         let inner = Arc::new(Inner {
             store,
             index: RwLock::new(index),
-            cache: Mutex::new(ProfileCache::new(options.profile_cache)),
+            cache: Mutex::new(ProfileCache::new(options.profile_cache_bytes)),
+            lost,
             options,
             compaction: Mutex::new(()),
             stop: Mutex::new(false),
@@ -202,7 +256,7 @@ impl Db {
             && index.seen_message(apply::message_hash(mid))
         {
             let key = Builder::current_key(&index, message);
-            let seq = index.last_seq;
+            let seq = index.last_seq();
             drop(index);
             // The first delivery may still be waiting for its sync: so does the retry.
             inner.store.wait_durable(seq, durability)?;
@@ -224,13 +278,8 @@ impl Db {
         let appended = inner.store.append(&batch.entries())?;
         cache.insert_written(batch.written, &appended.locations);
         drop(cache);
-        index.last_seq = appended.seq;
-        apply::commit(
-            &mut index,
-            batch.changes,
-            &appended.locations,
-            &inner.options,
-        );
+        index.set_last_seq(appended.seq);
+        apply::commit(&mut index, batch.changes, &appended.locations);
         drop(index);
         inner.store.wait_durable(appended.seq, durability)?;
         Ok(batch.outcome)
@@ -238,9 +287,9 @@ impl Db {
 
     fn lookup(index: &Index, selector: &Selector) -> Option<u64> {
         match selector {
-            Selector::UserId(u) => index.user.get(u.as_str()).copied(),
-            Selector::Email(e) => index.email.get(normalize_email(e).as_str()).copied(),
-            Selector::AnonymousId(a) => index.anon.get(a.as_str()).copied(),
+            Selector::UserId(u) => index.user_key(u),
+            Selector::Email(e) => index.email_key(e),
+            Selector::AnonymousId(a) => index.anon_key(a),
             Selector::Key(k) => index.resolve_key(*k),
         }
     }
@@ -255,7 +304,7 @@ impl Db {
     }
 
     fn view(&self, index: &Index, key: u64) -> Result<Option<Profile>> {
-        let Some(&loc) = index.profiles.get(&key) else {
+        let Some(loc) = index.location(key) else {
             return Ok(None);
         };
         let rec = apply::read_profile(&self.inner.store, loc)?;
@@ -276,7 +325,7 @@ impl Db {
 
     /// Detach an anonymous id from its profile (logout). Returns the profile's key.
     pub fn unlink(&self, anonymous_id: &str) -> Result<Option<u64>> {
-        let Some(key) = self.inner.index.read().anon.get(anonymous_id).copied() else {
+        let Some(key) = self.inner.index.read().anon_key(anonymous_id) else {
             return Ok(None);
         };
         let durability = self.inner.options.durability;
@@ -291,37 +340,29 @@ impl Db {
     /// A company with its member count.
     pub fn company(&self, id: &str) -> Result<Option<Company>> {
         let index = self.inner.index.read();
-        let Some(slot) = index.companies.get(id) else {
+        let Some(info) = index.company(id) else {
             return Ok(None);
         };
-        let properties = if slot.location.len > 0 {
-            view::props_of_company(apply::read_company(&self.inner.store, slot.location)?)
-        } else {
-            Vec::new()
+        let properties = match info.location {
+            Some(at) => view::props_of_company(apply::read_company(&self.inner.store, at)?),
+            None => Vec::new(),
         };
         Ok(Some(Company {
             id: id.to_string(),
             properties,
-            member_count: slot.members.len() as u64,
+            member_count: info.members as u64,
         }))
     }
 
     /// Keys of a company's members, ascending.
     pub fn members(&self, id: &str) -> Result<Vec<u64>> {
-        let index = self.inner.index.read();
-        let mut keys: Vec<u64> = index
-            .companies
-            .get(id)
-            .map(|s| s.members.iter().copied().collect())
-            .unwrap_or_default();
-        keys.sort_unstable();
-        Ok(keys)
+        Ok(self.inner.index.read().members(id))
     }
 
     /// Visit every profile matching `filter`, in key order; `f` returns false to stop.
     /// Writers are not blocked for the whole scan: each profile is read under a short lock.
     pub fn scan(&self, filter: &Filter, f: &mut dyn FnMut(Profile) -> bool) -> Result<()> {
-        let mut keys: Vec<u64> = self.inner.index.read().profiles.keys().copied().collect();
+        let mut keys: Vec<u64> = self.inner.index.read().profiles().map(|p| p.0).collect();
         keys.sort_unstable();
         for key in keys {
             let profile = {
@@ -365,7 +406,7 @@ impl Db {
             .collect();
         let index = self.inner.index.read();
         let mut identifiers = 0usize;
-        for (&key, &loc) in &index.profiles {
+        for (key, loc) in index.profiles() {
             let rec = match apply::read_profile(&self.inner.store, loc) {
                 Ok(r) => r,
                 Err(e) => {
@@ -377,29 +418,27 @@ impl Db {
                 }
             };
             let ids = &rec.ids;
-            let mut expect = |map: &crate::index::HashMap<Box<str>, u64>, what, v: &str| {
+            let mut expect = |found: Option<u64>, what, v: &str| {
                 identifiers += 1;
-                if map.get(v) != Some(&key) {
+                if found != Some(key) {
                     problems.push(format!(
                         "segment {} offset {}: profile {key} has {what} {v:?} but the index \
-                         points it at {:?}",
-                        loc.segment,
-                        loc.offset,
-                        map.get(v)
+                         points it at {found:?}",
+                        loc.segment, loc.offset,
                     ));
                 }
             };
             if let Some(u) = &ids.user_id {
-                expect(&index.user, "user id", u);
+                expect(index.user_key(u), "user id", u);
             }
             if let Some(e) = &ids.email {
-                expect(&index.email, "email", &normalize_email(e));
+                expect(index.email_key(e), "email", e);
             }
             for a in &ids.anonymous_ids {
-                expect(&index.anon, "anonymous id", a);
+                expect(index.anon_key(a), "anonymous id", a);
             }
         }
-        let indexed = index.user.len() + index.email.len() + index.anon.len();
+        let indexed = index.identifier_count();
         if indexed != identifiers {
             problems.push(format!(
                 "index holds {indexed} identifiers but the profiles carry {identifiers}"
@@ -414,11 +453,11 @@ impl Db {
         let index = self.inner.index.read();
         let live_bytes = index.live_bytes();
         let memory = index.memory();
-        let profiles = index.profiles.len() as u64;
+        let profiles = index.profile_count() as u64;
         Stats {
             profiles,
-            companies: index.companies.len() as u64,
-            property_names: index.names.len() as u64,
+            companies: index.company_count() as u64,
+            property_names: index.name_count() as u64,
             live_bytes,
             dead_bytes: storage.disk_bytes.saturating_sub(live_bytes),
             index_bytes: memory.profiles + memory.dedupe + memory.other,
@@ -428,6 +467,9 @@ impl Db {
                 (memory.profiles - memory.id_bytes) as f64 / profiles as f64
             },
             dedupe_bytes: memory.dedupe,
+            process: ProcessMemory::now(),
+            profile_cache_bytes: self.inner.cache.lock().bytes() as u64,
+            dropped_by_repair: self.inner.lost.clone(),
             storage,
         }
     }
@@ -482,8 +524,8 @@ impl Db {
         let storage = self.inner.store.stats();
         let index = self.inner.index.read();
         Counts {
-            profiles: index.profiles.len() as u64,
-            companies: index.companies.len() as u64,
+            profiles: index.profile_count() as u64,
+            companies: index.company_count() as u64,
             disk_bytes: storage.disk_bytes,
             syncs: storage.syncs,
         }
@@ -493,7 +535,9 @@ impl Db {
     fn suppression_of(selector: &Selector) -> Option<u128> {
         Some(match selector {
             Selector::UserId(u) => apply::suppression_hash("user_id", u),
-            Selector::Email(e) => apply::suppression_hash("email", &normalize_email(e)),
+            Selector::Email(e) => {
+                apply::suppression_hash("email", &crate::profile::validate::normalize_email(e))
+            }
             Selector::AnonymousId(a) => apply::suppression_hash("anonymous_id", a),
             Selector::Key(_) => return None,
         })
@@ -509,9 +553,7 @@ impl Db {
     pub fn suppressions(&self, after: Option<u128>, limit: usize) -> Vec<u128> {
         let index = self.inner.index.read();
         let mut all: Vec<u128> = index
-            .suppressed
-            .iter()
-            .map(|(&lo, &(hi, _))| (u128::from(hi) << 64) | u128::from(lo))
+            .suppressed_hashes()
             .filter(|h| after.is_none_or(|a| *h > a))
             .collect();
         all.sort_unstable();
@@ -529,11 +571,9 @@ impl Db {
             return Ok(false);
         };
         {
-            let mut index = self.inner.index.write();
-            if !index.is_suppressed(hash) {
+            if !self.inner.index.write().lift_suppression(hash) {
                 return Ok(false);
             }
-            index.suppressed.remove(&(hash as u64));
         }
         self.inner.store.sync()?;
         self.inner.compact()?;
@@ -564,26 +604,55 @@ impl Inner {
         // The read lock keeps writers out, so the snapshot matches the position exactly.
         let index = self.index.read();
         let position = self.store.hint_position()?;
-        let payload = crate::entries::encode_serde(&*index);
+        let payload = index.snapshot();
         drop(index);
         self.store.write_hint(&position, &payload)
     }
 
+    /// Compaction with chain folding: every live profile is copied as one full record (its
+    /// chain folded), every other record of a chain is dropped. Writers continue meanwhile;
+    /// from the moment the inputs are sealed (under the index write lock, so no append slips
+    /// in between) until the switch, a write to a profile whose newest record lies in an
+    /// input writes a full record, never a delta linking into a segment about to go.
     fn compact(&self) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
-        let prepared = self
-            .store
-            .prepare_compaction(&mut |e| self.index.read().is_live(e))?;
-        let Some(prepared) = prepared else {
-            return Ok(0);
+        let inputs = {
+            let _writers_out = self.index.write();
+            let inputs = self.store.begin_compaction()?;
+            self.cache.lock().compacting = inputs.clone();
+            inputs
+        };
+        let prepared = self.store.prepare_compaction_of(&inputs, &mut |e| {
+            let index = self.index.read();
+            if !index.is_live(e) {
+                return Ok(CopyAs::Drop);
+            }
+            if e.kind != EntryKind::ProfileDelta.byte() {
+                return Ok(CopyAs::Keep);
+            }
+            let (rec, _) = crate::entries::chain::read_profile(&self.store, e.location)?;
+            Ok(CopyAs::Replace {
+                kind: EntryKind::Profile.byte(),
+                data: crate::entries::encode_profile(&rec, e.data.len() * 4),
+            })
+        });
+        let prepared = match prepared {
+            Ok(Some(p)) => p,
+            other => {
+                let _writers_out = self.index.write();
+                self.cache.lock().compacting.clear();
+                return other.map(|_| 0);
+            }
         };
         let reclaimed = {
             let mut index = self.index.write();
+            let mut cache = self.cache.lock();
+            cache.compacting.clear();
             let relocations = self.store.commit_compaction(prepared)?;
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
-            self.cache.lock().clear();
+            cache.clear();
             relocations.reclaimed_bytes
         };
         self.write_hint()?;

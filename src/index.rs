@@ -1,8 +1,19 @@
 //! The in-memory indexes: identifiers -> profile key -> record location, plus the small
 //! registries the rules need (property names, companies, recent messageIds, suppressions).
-//! The whole structure is what the hint file snapshots.
+//! The whole structure is what the hint file snapshots (`snapshot.rs`).
+//!
+//! Memory (docs/performance.md): identifiers live in byte arenas (`idmap.rs`), profile
+//! locations in an array indexed by key (`profiles.rs`), messageIds in a ring of hashes
+//! (`window.rs`).
 
-use std::collections::VecDeque;
+mod idmap;
+mod profiles;
+mod snapshot;
+mod window;
+
+use idmap::IdMap;
+use profiles::Profiles;
+use window::Window;
 
 /// Hash maps of the index: foldhash is several times faster than SipHash on short keys and
 /// still seeded per process (identifiers come from untrusted clients).
@@ -10,63 +21,278 @@ pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 /// Hash sets of the index.
 pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-use serde::{Deserialize, Serialize};
-
-use crate::entries::{Ids, kind};
+use crate::entries::{self, EntryKind, Ids};
 use crate::profile::validate::normalize_email;
 use crate::storage::{Location, StoredEntry};
 
 /// A company's place in the index.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct CompanySlot {
-    pub key: u64,
-    pub location: Location,
-    pub members: HashSet<u64>,
+    key: u64,
+    location: Location,
+    members: HashSet<u64>,
 }
 
 /// Everything the Db keeps in memory about the data on disk.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Index {
-    pub user: HashMap<Box<str>, u64>,
+    user: IdMap,
     /// Normalised (trimmed, lower-cased) email -> key.
-    pub email: HashMap<Box<str>, u64>,
-    pub anon: HashMap<Box<str>, u64>,
+    email: IdMap,
+    anon: IdMap,
     /// Live profile key -> location of its newest record.
-    pub profiles: HashMap<u64, Location>,
-    /// Merged-away key -> (survivor key, location of the redirect entry). Kept flat: the
-    /// target is the end of the chain (the live survivor, or a deleted one), not the key the
-    /// entry on disk names, so a lookup is one step (see [`Index::add_redirect`]).
-    pub redirects: HashMap<u64, (u64, Location)>,
+    profiles: Profiles,
+    /// Merged-away key -> survivor key. Kept flat: the target is the end of the chain (the
+    /// live survivor, or a deleted one), not the key the entry on disk names, so a lookup is
+    /// one step (see [`Index::add_redirect`]). A key is merged away once, so its `REDIRECT`
+    /// entry is live for compaction while the key is here: no location is kept.
+    redirects: HashMap<u64, u64>,
     /// Target -> the keys redirected to it: what [`Index::add_redirect`] repoints when the
     /// target is merged away in turn. Not in the snapshot; rebuilt by
     /// [`Index::flatten_redirects`] on open.
-    #[serde(skip)]
-    pub redirect_sources: HashMap<u64, Vec<u64>>,
-    pub companies: HashMap<Box<str>, CompanySlot>,
+    redirect_sources: HashMap<u64, Vec<u64>>,
+    companies: HashMap<Box<str>, CompanySlot>,
     /// Company key -> company id (for liveness checks by key).
-    pub company_ids: HashMap<u64, Box<str>>,
+    company_ids: HashMap<u64, Box<str>>,
     /// Property names by number, with the location of their registration.
-    pub names: Vec<(Box<str>, Location)>,
-    pub name_ids: HashMap<Box<str>, u32>,
-    /// Recent messageId hashes (low half, oldest first), and per low half the high half and
-    /// where it is recorded. Keyed by the low half, which is also the entry id.
-    pub dedupe_order: VecDeque<u64>,
-    pub dedupe: HashMap<u64, (u64, Location)>,
-    /// Suppressed identifier hashes, keyed the same way.
-    pub suppressed: HashMap<u64, (u64, Location)>,
-    pub next_key: u64,
-    pub next_key_location: Option<Location>,
-    pub next_company_key: u64,
+    names: Vec<(Box<str>, Location)>,
+    name_ids: HashMap<Box<str>, u32>,
+    /// Recent messageId hashes. A `DEDUPE` entry is live while its hash is in the window.
+    dedupe: Window,
+    /// Suppressed identifier hashes: low half -> (high half, location of the entry).
+    suppressed: HashMap<u64, (u64, Location)>,
+    next_key: u64,
+    next_key_location: Option<Location>,
+    next_company_key: u64,
     /// Sequence number of the newest frame applied (arrival order of calls).
-    pub last_seq: u64,
+    last_seq: u64,
+}
+
+/// What one entry changes in the index: one variant per entry kind, applied by
+/// [`Index::apply`] both when a call's batch is committed and when the log is replayed on
+/// open, so the two can never disagree. Identifier maps are not part of it: a profile entry's
+/// identifiers are in its payload, which the write path has decoded already
+/// ([`Index::index_ids`] / [`Index::unindex_ids`]) and replay reads once per profile at the
+/// end (`rebuild.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Update<'a> {
+    /// The profile's newest record (`EntryKind::Profile` or `EntryKind::ProfileDelta`).
+    Profile { key: u64 },
+    /// The profile was deleted or merged away (`EntryKind::Tombstone`).
+    Tombstone { key: u64 },
+    /// `from` was merged into `to` (`EntryKind::Redirect`).
+    Redirect { from: u64, to: u64 },
+    /// A company's record (`EntryKind::Company`).
+    Company { key: u64, id: &'a str },
+    /// A property name registered under number `id` (`EntryKind::PropName`).
+    Name { id: u32, name: &'a str },
+    /// A messageId applied (`EntryKind::Dedupe`).
+    Dedupe { hash: u128 },
+    /// An identifier suppressed (`EntryKind::Suppress`).
+    Suppress { hash: u128 },
+    /// The next profile key to assign is at least `next` (`EntryKind::NextKey`).
+    NextKey { next: u64 },
+}
+
+/// A company as the index knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompanyInfo {
+    pub key: u64,
+    /// Its newest record; `None` when it has none (a profile named it, and its record was
+    /// lost to repair).
+    pub location: Option<Location>,
+    pub members: usize,
 }
 
 impl Index {
+    /// An empty index whose messageId window holds `dedupe_window` ids.
+    pub fn new(dedupe_window: usize) -> Index {
+        Index {
+            dedupe: Window::new(dedupe_window),
+            ..Index::default()
+        }
+    }
+
+    /// Apply what one entry, now at `at`, changes (see [`Update`]).
+    pub fn apply(&mut self, update: Update<'_>, at: Location) {
+        match update {
+            Update::Profile { key } => {
+                self.profiles.insert(key, at);
+                self.bump_next_key(key);
+            }
+            Update::Tombstone { key } => {
+                self.profiles.remove(key);
+                self.bump_next_key(key);
+            }
+            Update::Redirect { from, to } => {
+                self.add_redirect(from, to);
+                self.bump_next_key(from);
+            }
+            Update::Company { key, id } => {
+                let slot = self.companies.entry(id.into()).or_default();
+                if slot.key != key && self.company_ids.get(&slot.key).map(|c| &**c) == Some(id) {
+                    // Only a damaged log names one company under two keys: the newest wins.
+                    self.company_ids.remove(&slot.key);
+                }
+                slot.key = key;
+                slot.location = at;
+                self.company_ids.insert(key, id.into());
+                self.next_company_key = self.next_company_key.max(key.saturating_add(1));
+            }
+            Update::Name { id, name } => {
+                // Names are numbered 0, 1, 2, ... as they are registered; a gap (names lost to
+                // a quarantined segment) is filled with placeholders. The replay bounds `id`
+                // before it gets here (`rebuild.rs`).
+                let id = id as usize;
+                if self.names.len() <= id {
+                    self.names
+                        .resize(id + 1, (Box::from(""), Location::default()));
+                }
+                self.names[id] = (name.into(), at);
+                self.name_ids.insert(name.into(), id as u32);
+            }
+            Update::Dedupe { hash } => self.dedupe.insert(hash),
+            Update::Suppress { hash } => {
+                self.suppressed
+                    .insert(hash as u64, ((hash >> 64) as u64, at));
+            }
+            Update::NextKey { next } => {
+                self.next_key = self.next_key.max(next);
+                self.next_key_location = Some(at);
+            }
+        }
+    }
+
+    fn bump_next_key(&mut self, key: u64) {
+        self.next_key = self.next_key.max(key.saturating_add(1));
+    }
+
+    /// After open: make every redirect point at the end of its chain, and start the key
+    /// counters at 1 (0 means "no profile" in outcomes).
+    pub fn finish_open(&mut self) {
+        self.flatten_redirects();
+        self.next_key = self.next_key.max(1);
+        self.next_company_key = self.next_company_key.max(1);
+    }
+
+    /// Forget a profile and every identifier pointing at it (repair: its records were lost
+    /// with a quarantined segment, so its identifiers cannot be read).
+    pub fn forget_profile(&mut self, key: u64) {
+        self.profiles.remove(key);
+        for map in [&mut self.user, &mut self.email, &mut self.anon] {
+            map.retain(|k| k != key);
+        }
+        for slot in self.companies.values_mut() {
+            slot.members.remove(&key);
+        }
+    }
+
+    /// The newest record of a live profile.
+    pub fn location(&self, key: u64) -> Option<Location> {
+        self.profiles.get(key)
+    }
+
+    /// Live profiles with the location of their newest record, in no particular order.
+    pub fn profiles(&self) -> impl Iterator<Item = (u64, Location)> + '_ {
+        self.profiles.iter()
+    }
+
+    /// Number of live profiles.
+    pub fn profile_count(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// The profile a user id belongs to.
+    pub fn user_key(&self, user_id: &str) -> Option<u64> {
+        self.user.get(user_id)
+    }
+
+    /// The profile an email belongs to (`email` as given: it is normalised here, the one
+    /// place lookups and the index agree on the form).
+    pub fn email_key(&self, email: &str) -> Option<u64> {
+        self.email.get(&normalize_email(email))
+    }
+
+    /// The profile an anonymous id belongs to.
+    pub fn anon_key(&self, anonymous_id: &str) -> Option<u64> {
+        self.anon.get(anonymous_id)
+    }
+
+    /// Number of identifiers indexed (user ids, emails, anonymous ids).
+    pub fn identifier_count(&self) -> usize {
+        self.user.len() + self.email.len() + self.anon.len()
+    }
+
+    /// A company by id.
+    pub fn company(&self, id: &str) -> Option<CompanyInfo> {
+        self.companies.get(id).map(|s| CompanyInfo {
+            key: s.key,
+            location: (s.location.len > 0).then_some(s.location),
+            members: s.members.len(),
+        })
+    }
+
+    /// Keys of a company's members, ascending.
+    pub fn members(&self, id: &str) -> Vec<u64> {
+        let mut keys: Vec<u64> = self
+            .companies
+            .get(id)
+            .map(|s| s.members.iter().copied().collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Number of companies.
+    pub fn company_count(&self) -> usize {
+        self.companies.len()
+    }
+
+    /// A property name by number.
+    pub fn name(&self, id: u32) -> Option<&str> {
+        self.names.get(id as usize).map(|n| &*n.0)
+    }
+
+    /// A property name's number.
+    pub fn name_id(&self, name: &str) -> Option<u32> {
+        self.name_ids.get(name).copied()
+    }
+
+    /// Number of property names registered.
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether any identifier is suppressed.
+    pub fn any_suppressed(&self) -> bool {
+        !self.suppressed.is_empty()
+    }
+
+    /// The next profile key to assign.
+    pub fn next_key(&self) -> u64 {
+        self.next_key
+    }
+
+    /// The next company key to assign.
+    pub fn next_company_key(&self) -> u64 {
+        self.next_company_key
+    }
+
+    /// Sequence number of the newest frame applied.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Record that frames up to `seq` are applied.
+    pub fn set_last_seq(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
     /// Follow redirects from `key` to a live profile: `None` for a key never used, deleted, or
     /// merged into a profile that was deleted since.
     pub fn resolve_key(&self, key: u64) -> Option<u64> {
         let end = self.chain_end(key);
-        self.profiles.contains_key(&end).then_some(end)
+        self.profiles.get(end).is_some().then_some(end)
     }
 
     /// The end of the redirect chain from `key` (`key` itself when it is not redirected).
@@ -75,23 +301,22 @@ impl Index {
     fn chain_end(&self, mut key: u64) -> u64 {
         for _ in 0..=self.redirects.len() {
             match self.redirects.get(&key) {
-                Some(&(to, _)) if to != key => key = to,
+                Some(&to) if to != key => key = to,
                 _ => return key,
             }
         }
         key
     }
 
-    /// Record that `from` was merged into `to` (the redirect entry is at `location`): `from`,
-    /// and every key redirected to `from` before, now point straight at the end of `to`'s
-    /// chain. Entries may come in any order (a compaction may reorder them on disk): the
-    /// result is the same.
-    pub fn add_redirect(&mut self, from: u64, to: u64, location: Location) {
+    /// Record that `from` was merged into `to`: `from`, and every key redirected to `from`
+    /// before, now point straight at the end of `to`'s chain. Entries may come in any order
+    /// (a compaction may reorder them on disk): the result is the same.
+    fn add_redirect(&mut self, from: u64, to: u64) {
         let to = self.chain_end(to);
         if to == from {
             return;
         }
-        if let Some((old, _)) = self.redirects.insert(from, (to, location))
+        if let Some(old) = self.redirects.insert(from, to)
             && let Some(sources) = self.redirect_sources.get_mut(&old)
         {
             sources.retain(|k| *k != from);
@@ -99,7 +324,7 @@ impl Index {
         let moved = self.redirect_sources.remove(&from).unwrap_or_default();
         for &k in &moved {
             if let Some(r) = self.redirects.get_mut(&k) {
-                r.0 = to;
+                *r = to;
             }
         }
         let sources = self.redirect_sources.entry(to).or_default();
@@ -112,13 +337,13 @@ impl Index {
     /// snapshot holds no sources).
     /// Linear in the number of redirects: each chain is walked once, and every key on the way
     /// is pointed at its end before the next walk.
-    pub fn flatten_redirects(&mut self) {
+    fn flatten_redirects(&mut self) {
         let keys: Vec<u64> = self.redirects.keys().copied().collect();
         let mut path = Vec::new();
         for k in keys {
             path.clear();
             let mut at = k;
-            while let Some(&(to, _)) = self.redirects.get(&at) {
+            while let Some(&to) = self.redirects.get(&at) {
                 if to == at || path.len() > self.redirects.len() {
                     break; // a cycle: only corrupt data could hold one
                 }
@@ -127,26 +352,26 @@ impl Index {
             }
             for p in &path {
                 if let Some(r) = self.redirects.get_mut(p) {
-                    r.0 = at;
+                    *r = at;
                 }
             }
         }
         self.redirect_sources.clear();
-        for (&k, &(end, _)) in &self.redirects {
+        for (&k, &end) in &self.redirects {
             self.redirect_sources.entry(end).or_default().push(k);
         }
     }
 
     /// Remove the identifiers of `ids` that point to `key`; leave membership consistent.
-    pub fn unindex(&mut self, key: u64, ids: &Ids) {
+    pub fn unindex_ids(&mut self, key: u64, ids: &Ids) {
         if let Some(u) = &ids.user_id {
-            remove_if(&mut self.user, u, key);
+            self.user.remove_if(u, key);
         }
         if let Some(e) = &ids.email {
-            remove_if(&mut self.email, &normalize_email(e), key);
+            self.email.remove_if(&normalize_email(e), key);
         }
         for a in &ids.anonymous_ids {
-            remove_if(&mut self.anon, a, key);
+            self.anon.remove_if(a, key);
         }
         if let Some(c) = &ids.company_id
             && let Some(slot) = self.companies.get_mut(c.as_str())
@@ -156,54 +381,70 @@ impl Index {
     }
 
     /// Point the identifiers of `ids` at `key`; add membership.
-    pub fn index(&mut self, key: u64, ids: &Ids) {
+    pub fn index_ids(&mut self, key: u64, ids: &Ids) {
         if let Some(u) = &ids.user_id {
-            self.user.insert(u.as_str().into(), key);
+            self.user.insert(u, key);
         }
         if let Some(e) = &ids.email {
-            self.email.insert(normalize_email(e).into(), key);
+            self.email.insert(&normalize_email(e), key);
         }
         for a in &ids.anonymous_ids {
-            self.anon.insert(a.as_str().into(), key);
+            self.anon.insert(a, key);
         }
-        if let Some(c) = &ids.company_id
-            && let Some(slot) = self.companies.get_mut(c.as_str())
-        {
-            slot.members.insert(key);
+        if let Some(c) = &ids.company_id {
+            self.ensure_company(c);
+            if let Some(slot) = self.companies.get_mut(c.as_str()) {
+                slot.members.insert(key);
+            }
         }
     }
 
-    /// Remember a messageId hash, forgetting the oldest beyond `window`.
-    pub fn remember_message(&mut self, hash: u128, location: Location, window: usize) {
-        let (lo, hi) = (hash as u64, (hash >> 64) as u64);
-        if self.dedupe.insert(lo, (hi, location)).is_none() {
-            self.dedupe_order.push_back(lo);
-        }
-        while self.dedupe_order.len() > window {
-            if let Some(old) = self.dedupe_order.pop_front() {
-                self.dedupe.remove(&old);
-            }
+    /// Membership needs the company slot; a profile may name a company that has no record
+    /// yet only if the record was lost to repair (the write path writes a company's record
+    /// before its members'). Create an empty slot so membership stays counted.
+    fn ensure_company(&mut self, id: &str) {
+        // A damaged log can claim company key 2^64-1 (open saturates at it; the `open_dir`
+        // fuzz target found the `+= 1` here overflowing): then no slot is made (membership of
+        // that company goes uncounted) rather than reusing a key; new companies are refused
+        // by the write path.
+        if !self.companies.contains_key(id) && self.next_company_key < u64::MAX {
+            let key = self.next_company_key.max(1);
+            self.next_company_key = key + 1;
+            self.company_ids.insert(key, id.into());
+            self.companies.insert(
+                id.into(),
+                CompanySlot {
+                    key,
+                    ..CompanySlot::default()
+                },
+            );
         }
     }
 
     /// Whether the entry is the current version of what it records (compaction keeps it).
     pub fn is_live(&self, e: &StoredEntry<'_>) -> bool {
         let loc = Some(e.location);
-        match e.kind {
-            kind::PROFILE => self.profiles.get(&e.id).copied() == loc,
-            kind::REDIRECT => self.redirects.get(&e.id).map(|r| r.1) == loc,
-            kind::COMPANY => {
+        let Ok(kind) = EntryKind::try_from(e.kind) else {
+            return false;
+        };
+        match kind {
+            // Only a chain's newest record: compaction folds the chain into it.
+            EntryKind::Profile | EntryKind::ProfileDelta => self.profiles.get(e.id) == loc,
+            EntryKind::Tombstone => false,
+            EntryKind::Redirect => self.redirects.contains_key(&e.id),
+            EntryKind::Company => {
                 self.company_ids
                     .get(&e.id)
                     .and_then(|id| self.companies.get(id))
                     .map(|s| s.location)
                     == loc
             }
-            kind::PROP_NAME => self.names.get(e.id as usize).map(|n| n.1) == loc,
-            kind::DEDUPE => self.dedupe.get(&e.id).map(|d| d.1) == loc,
-            kind::SUPPRESS => self.suppressed.get(&e.id).map(|d| d.1) == loc,
-            kind::NEXT_KEY => self.next_key_location == loc,
-            _ => false,
+            EntryKind::PropName => self.names.get(e.id as usize).map(|n| n.1) == loc,
+            EntryKind::Dedupe => {
+                entries::join_hash(e.id, e.data).is_ok_and(|h| self.dedupe.contains(h))
+            }
+            EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
+            EntryKind::NextKey => self.next_key_location == loc,
         }
     }
 
@@ -215,51 +456,41 @@ impl Index {
                 *slot = new;
             }
         }
-        match kind_ {
-            kind::PROFILE => {
-                if let Some(l) = self.profiles.get_mut(&id) {
-                    swap(l, old, new)
-                }
-            }
-            kind::REDIRECT => {
-                if let Some(r) = self.redirects.get_mut(&id) {
-                    swap(&mut r.1, old, new)
-                }
-            }
-            kind::COMPANY => {
+        let Ok(kind) = EntryKind::try_from(kind_) else {
+            return;
+        };
+        match kind {
+            EntryKind::Profile | EntryKind::ProfileDelta => self.profiles.relocate(id, old, new),
+            // Liveness by membership: nothing to point elsewhere.
+            EntryKind::Tombstone | EntryKind::Redirect | EntryKind::Dedupe => {}
+            EntryKind::Company => {
                 if let Some(cid) = self.company_ids.get(&id)
                     && let Some(slot) = self.companies.get_mut(cid)
                 {
                     swap(&mut slot.location, old, new)
                 }
             }
-            kind::PROP_NAME => {
+            EntryKind::PropName => {
                 if let Some(n) = self.names.get_mut(id as usize) {
                     swap(&mut n.1, old, new)
                 }
             }
-            kind::DEDUPE => {
-                if let Some(d) = self.dedupe.get_mut(&id) {
-                    swap(&mut d.1, old, new)
-                }
-            }
-            kind::SUPPRESS => {
+            EntryKind::Suppress => {
                 if let Some(d) = self.suppressed.get_mut(&id) {
                     swap(&mut d.1, old, new)
                 }
             }
-            kind::NEXT_KEY => {
+            EntryKind::NextKey => {
                 if let Some(l) = self.next_key_location.as_mut() {
                     swap(l, old, new)
                 }
             }
-            _ => {}
         }
     }
 
     /// Whether a messageId hash was applied within the window.
     pub fn seen_message(&self, hash: u128) -> bool {
-        self.dedupe.get(&(hash as u64)).map(|d| d.0) == Some((hash >> 64) as u64)
+        self.dedupe.contains(hash)
     }
 
     /// Whether an identifier hash is suppressed.
@@ -267,9 +498,25 @@ impl Index {
         self.suppressed.get(&(hash as u64)).map(|d| d.0) == Some((hash >> 64) as u64)
     }
 
+    /// Every suppressed identifier hash, in no particular order.
+    pub fn suppressed_hashes(&self) -> impl Iterator<Item = u128> + '_ {
+        self.suppressed
+            .iter()
+            .map(|(&lo, &(hi, _))| (u128::from(hi) << 64) | u128::from(lo))
+    }
+
+    /// Forget a suppression (its entry is then no longer live, so the next compaction drops it
+    /// from disk). Returns whether it was there.
+    pub fn lift_suppression(&mut self, hash: u128) -> bool {
+        if !self.is_suppressed(hash) {
+            return false;
+        }
+        self.suppressed.remove(&(hash as u64)).is_some()
+    }
+
     /// Bytes of the live entries the index points at.
     pub fn live_bytes(&self) -> u64 {
-        let p: u64 = self.profiles.values().map(|l| l.len as u64).sum();
+        let p: u64 = self.profiles.iter().map(|(_, l)| l.len as u64).sum();
         let c: u64 = self.companies.values().map(|s| s.location.len as u64).sum();
         let r = self.redirects.len() as u64 * 8;
         let d = (self.dedupe.len() + self.suppressed.len()) as u64 * 8;
@@ -277,39 +524,58 @@ impl Index {
         p + c + r + d + n
     }
 
-    /// Estimated heap bytes of the index, and of the identifier strings within it.
+    /// Heap bytes of the index, by part, counted from the real allocation sizes (every hash
+    /// table bucket with its control byte at the table's actual load, vector capacities, and
+    /// 16 bytes of allocator overhead per separate allocation).
     pub fn memory(&self) -> Memory {
-        fn map<K, V>(m: &HashMap<K, V>) -> u64 {
-            // hashbrown: one control byte per bucket plus the entries.
-            (m.capacity() as u64) * (std::mem::size_of::<(K, V)>() as u64 + 1)
-        }
-        let id_bytes: u64 = self.user.keys().map(|k| k.len() as u64).sum::<u64>()
-            + self.email.keys().map(|k| k.len() as u64).sum::<u64>()
-            + self.anon.keys().map(|k| k.len() as u64).sum::<u64>();
-        let profiles = map(&self.user)
-            + map(&self.email)
-            + map(&self.anon)
-            + map(&self.profiles)
-            + map(&self.redirects)
-            + map(&self.redirect_sources)
-            + self.redirects.len() as u64 * 8
-            + id_bytes;
-        let dedupe = map(&self.dedupe) + self.dedupe_order.capacity() as u64 * 8;
-        let other = map(&self.company_ids)
-            + map(&self.name_ids)
-            + map(&self.suppressed)
+        let id_bytes = self.user.id_bytes() + self.email.id_bytes() + self.anon.id_bytes();
+        let sources: usize = self
+            .redirect_sources
+            .values()
+            .map(|v| v.capacity() * 8 + 16)
+            .sum();
+        let profiles = self.user.heap_bytes()
+            + self.email.heap_bytes()
+            + self.anon.heap_bytes()
+            + self.profiles.heap_bytes()
+            + (map_bytes(&self.redirects) + map_bytes(&self.redirect_sources) + sources) as u64;
+        let dedupe = self.dedupe.heap_bytes();
+        let boxed = |s: &str| s.len() + 16;
+        let other = map_bytes(&self.company_ids)
+            + self.company_ids.values().map(|s| boxed(s)).sum::<usize>()
+            + map_bytes(&self.companies)
             + self
                 .companies
-                .values()
-                .map(|s| s.members.capacity() as u64 * 9)
-                .sum::<u64>();
+                .iter()
+                .map(|(id, s)| boxed(id) + table_bytes::<u64>(s.members.capacity()))
+                .sum::<usize>()
+            + map_bytes(&self.name_ids)
+            + self.names.capacity() * std::mem::size_of::<(Box<str>, Location)>()
+            + self.names.iter().map(|n| 2 * boxed(&n.0)).sum::<usize>()
+            + map_bytes(&self.suppressed);
         Memory {
             profiles,
             id_bytes,
             dedupe,
-            other,
+            other: other as u64,
         }
     }
+}
+
+/// Heap bytes of a std (hashbrown) map: its buckets (a power of two, at most 7/8 full), each
+/// with an entry and a control byte, plus a group of trailing control bytes.
+pub(crate) fn map_bytes<K, V, S>(m: &std::collections::HashMap<K, V, S>) -> usize {
+    table_bytes::<(K, V)>(m.capacity())
+}
+
+/// Heap bytes of a hashbrown table able to hold `cap` items of type `T`.
+pub(crate) fn table_bytes<T>(cap: usize) -> usize {
+    let buckets = match cap {
+        0 => return 0,
+        1..8 => cap + 1,
+        _ => (cap * 8 / 7).next_power_of_two(),
+    };
+    buckets * (std::mem::size_of::<T>() + 1) + 16
 }
 
 /// Estimated bytes of the in-memory index, by part.
@@ -325,20 +591,15 @@ pub(crate) struct Memory {
     pub other: u64,
 }
 
-fn remove_if(map: &mut HashMap<Box<str>, u64>, k: &str, key: u64) {
-    if map.get(k) == Some(&key) {
-        map.remove(k);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(n: u32) -> Location {
         Location {
+            segment: 1,
             offset: n,
-            ..Location::default()
+            len: 10,
         }
     }
 
@@ -348,12 +609,12 @@ mod tests {
         let mut index = Index::default();
         let n = 5000u64;
         for k in 1..n {
-            index.redirects.insert(k, (k + 1, at(k as u32)));
+            index.redirects.insert(k, k + 1);
         }
-        index.profiles.insert(n, at(0));
+        index.profiles.insert(n, at(1));
         index.flatten_redirects();
         for k in 1..n {
-            assert_eq!(index.redirects[&k].0, n, "key {k}");
+            assert_eq!(index.redirects[&k], n, "key {k}");
             assert_eq!(index.resolve_key(k), Some(n));
         }
         assert_eq!(index.redirect_sources[&n].len() as u64, n - 1);
@@ -368,30 +629,25 @@ mod tests {
             [(2, 3), (1, 2), (3, 4)],
         ] {
             let mut index = Index::default();
-            index.profiles.insert(4, at(0));
-            for (i, (from, to)) in order.into_iter().enumerate() {
-                index.add_redirect(from, to, at(i as u32 + 1));
+            index.profiles.insert(4, at(1));
+            for (from, to) in order {
+                index.add_redirect(from, to);
             }
             for k in 1..=4 {
                 assert_eq!(index.resolve_key(k), Some(4), "{order:?}: key {k}");
             }
             for k in 1..=3 {
-                assert_eq!(index.redirects[&k].0, 4, "{order:?}: key {k} is flat");
+                assert_eq!(index.redirects[&k], 4, "{order:?}: key {k} is flat");
             }
-            // The entry locations are the ones written (compaction keeps them by location).
-            assert_eq!(
-                index.redirects[&1].1.offset as usize,
-                1 + order.iter().position(|e| e.0 == 1).unwrap()
-            );
             // A snapshot loses the sources; flattening rebuilds them.
             let mut loaded = index.clone();
             loaded.redirect_sources.clear();
             loaded.flatten_redirects();
             loaded.profiles.insert(5, at(9));
-            loaded.add_redirect(4, 5, at(9));
+            loaded.add_redirect(4, 5);
             for k in 1..=4 {
                 assert_eq!(
-                    loaded.redirects[&k].0, 5,
+                    loaded.redirects[&k], 5,
                     "{order:?}: key {k} after a snapshot"
                 );
             }

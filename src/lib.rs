@@ -85,8 +85,6 @@ mod rebuild;
 pub mod server;
 mod types;
 mod view;
-mod wire;
-
 // Internal layers, public only to the crate's own tests, benches and binary (feature
 // `testing`, or `cli` for the W1 generator the binary uses); hidden from the docs.
 #[cfg(feature = "testing")]
@@ -106,7 +104,7 @@ mod storage;
 #[doc(hidden)]
 pub mod workload;
 
-pub use db::{Counts, Db, Stats};
+pub use db::{Counts, Db, ProcessMemory, Stats};
 pub use error::{Error, FieldError, Result};
 pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
 pub use profile::filter::{Filter, Op};

@@ -75,10 +75,17 @@ pub struct Options {
     pub max_list_items: usize,
     /// How many recent `messageId`s are remembered for de-duplication.
     pub dedupe_window: usize,
-    /// How many recently written profiles are kept decoded in memory, so that calls on hot
-    /// profiles skip reading and decoding their record (0 disables the cache). A W1 profile
-    /// takes about 4 KiB decoded.
-    pub profile_cache: usize,
+    /// Most bytes of recently written profiles kept decoded in memory, so that calls on hot
+    /// profiles skip reading and decoding their records (0 disables the cache). Estimated per
+    /// profile from its decoded size (a W1 profile of 40 properties: about 3 KiB); evicted by
+    /// CLOCK (second chance).
+    pub profile_cache_bytes: usize,
+    /// Most records one profile's chain holds: a full record and up to `chain_limit - 1`
+    /// delta records (each holding what one call changed), so a read of a profile decodes at
+    /// most this many records. A call that would make the chain longer writes a full record
+    /// instead (as does a merge, and compaction for every chain it copies). 1 writes a full
+    /// record on every call. At most 64.
+    pub chain_limit: u32,
 }
 
 /// The placeholder ids buggy clients send, refused by default (SPEC 3.1).
@@ -121,7 +128,8 @@ impl Default for Options {
             max_call_bytes: 32 << 10,
             max_list_items: 1000,
             dedupe_window: 1_000_000,
-            profile_cache: 32_768,
+            profile_cache_bytes: 64 << 20,
+            chain_limit: 8,
         }
     }
 }

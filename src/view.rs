@@ -3,17 +3,19 @@
 
 use crate::entries::{CompanyRecord, ProfileRecord};
 use crate::index::Index;
+use crate::profile::merge::effective_created_at;
 use crate::types::Profile;
 use crate::types::value::Value;
 
 /// The public view of a stored profile.
 pub(crate) fn profile(index: &Index, key: u64, rec: ProfileRecord) -> Profile {
+    let created_at = effective_created_at(&rec, index.name_id("created_at"));
     let mut properties: Vec<(String, Value)> = rec
         .props
         .iter()
         .filter_map(|(id, state)| {
-            let name = index.names.get(*id as usize)?;
-            state.value().map(|v| (name.0.to_string(), v))
+            let name = index.name(*id)?;
+            state.value().map(|v| (name.to_string(), v))
         })
         .collect();
     properties.sort_by(|a, b| a.0.cmp(&b.0));
@@ -39,10 +41,6 @@ pub(crate) fn profile(index: &Index, key: u64, rec: ProfileRecord) -> Profile {
             properties.insert(at, ("name".to_string(), Value::Str(name)));
         }
     }
-    let created_at = match get(&properties, "created_at") {
-        Some(Value::DateTime(ts)) => ts,
-        _ => rec.first_seen,
-    };
     Profile {
         key,
         user_id: rec.ids.user_id,

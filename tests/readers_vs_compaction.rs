@@ -36,7 +36,7 @@ fn options() -> Options {
         segment_size: 4096,
         compaction_ratio: None,
         // A small cache so writers read records back from the segments too.
-        profile_cache: 2,
+        profile_cache_bytes: 8 << 10,
         // Few live messageId notes: compactions stay cheap, so there are many of them.
         dedupe_window: 64,
         ..Options::default()

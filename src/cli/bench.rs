@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use profiledb::workload::{W1, W1Config};
-use profiledb::{Db, Durability, Message, Options, Status};
+use profiledb::{Db, Durability, Message, Options, ProcessMemory, Status};
 use serde::Serialize;
 
 use super::progress::{Progress, Unit};
@@ -99,32 +99,53 @@ pub struct Report {
     pub disk_bytes_after_compaction: u64,
     /// Seconds the compaction took.
     pub compaction_seconds: f64,
-    /// Seconds to reopen the store after a clean close.
+    /// Seconds to reopen the store after a clean close (with the hint).
     pub reopen_seconds: f64,
+    /// Seconds to reopen it once more without the hint (the full log scan).
+    pub reopen_full_scan_seconds: f64,
     /// Live profiles at the end.
     pub profiles: u64,
-    /// Estimated profile-index bytes per live profile beyond the identifier bytes.
+    /// Profile-index bytes per live profile beyond the identifier bytes (after the load).
     pub index_bytes_per_profile: f64,
-    /// Estimated bytes of the messageId dedupe window.
+    /// The same after the reopen (the index as the hint rebuilds it, sized once).
+    pub reopened_index_bytes_per_profile: f64,
+    /// Bytes of the messageId dedupe window.
     pub dedupe_bytes: u64,
+    /// Messages in the dedupe window.
+    pub dedupe_ids: u64,
     /// Peak resident memory of the process (VmHWM), in bytes.
     pub peak_memory_bytes: u64,
+    /// Largest anonymous resident memory seen (sampled every 16,384 calls and after each
+    /// phase), in bytes.
+    pub peak_rss_anon_bytes: u64,
+    /// Largest file-backed resident memory seen (sampled likewise), in bytes.
+    pub peak_rss_file_bytes: u64,
+    /// Resident memory after the load, the compaction, and the reopen.
+    pub memory_after_load: ProcessMemory,
+    /// See `memory_after_load`.
+    pub memory_after_compaction: ProcessMemory,
+    /// See `memory_after_load`.
+    pub memory_after_reopen: ProcessMemory,
     /// Outcome counts.
     pub outcomes: Outcomes,
     /// The data directory used (removed afterwards when it was temporary).
     pub data_dir: String,
 }
 
-/// Peak resident set size from `/proc/self/status` (0 where unavailable).
-fn peak_memory() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+/// The largest anonymous and file-backed resident sizes sampled.
+#[derive(Default)]
+struct Peaks {
+    anon: u64,
+    file: u64,
+}
+
+impl Peaks {
+    fn sample(&mut self) -> ProcessMemory {
+        let m = ProcessMemory::now();
+        self.anon = self.anon.max(m.rss_anon_bytes);
+        self.file = self.file.max(m.rss_file_bytes);
+        m
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -211,6 +232,7 @@ fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<R
     let mut outcomes = Outcomes::default();
     let mut first_refusal = None;
     let (mut busy, mut i) = (Duration::ZERO, 0u64);
+    let mut peaks = Peaks::default();
     let wall = Instant::now();
     loop {
         batch.clear();
@@ -242,6 +264,9 @@ fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<R
         }
         busy += started.elapsed();
         progress.set(i);
+        if i % 16384 == 0 {
+            peaks.sample();
+        }
     }
     let started = Instant::now();
     db.sync()?;
@@ -253,17 +278,27 @@ fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<R
     }
 
     let loaded = db.stats();
+    let memory_after_load = peaks.sample();
     let compaction = Progress::spinner("compacting");
     let started = Instant::now();
     db.compact()?;
     let compaction_seconds = started.elapsed().as_secs_f64();
     compaction.finish();
     let compacted = db.stats();
+    let memory_after_compaction = peaks.sample();
     db.close()?;
     let started = Instant::now();
     let reopened = Db::open(dir, options)?;
     let reopen_seconds = started.elapsed().as_secs_f64();
+    let reopened_stats = reopened.stats();
+    let memory_after_reopen = peaks.sample();
     reopened.close()?;
+    let hint = dir.join("HINT");
+    std::fs::remove_file(&hint).map_err(|e| profiledb::Error::io("unlink", &hint, e))?;
+    let started = Instant::now();
+    let scanned = Db::open(dir, Options::default())?;
+    let reopen_full_scan_seconds = started.elapsed().as_secs_f64();
+    scanned.close()?;
 
     samples.sort_unstable();
     let seconds = busy.as_secs_f64();
@@ -289,13 +324,26 @@ fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<R
         disk_bytes_after_compaction: compacted.storage.disk_bytes,
         compaction_seconds,
         reopen_seconds,
+        reopen_full_scan_seconds,
         profiles: compacted.profiles,
         index_bytes_per_profile: compacted.index_bytes_per_profile,
+        reopened_index_bytes_per_profile: reopened_stats.index_bytes_per_profile,
         dedupe_bytes: compacted.dedupe_bytes,
-        peak_memory_bytes: peak_memory(),
+        dedupe_ids: i.min(options_window()),
+        peak_memory_bytes: memory_after_reopen.peak_rss_bytes,
+        peak_rss_anon_bytes: peaks.anon,
+        peak_rss_file_bytes: peaks.file,
+        memory_after_load,
+        memory_after_compaction,
+        memory_after_reopen,
         outcomes,
         data_dir: dir.display().to_string(),
     })
+}
+
+/// The dedupe window of the options the bench uses.
+fn options_window() -> u64 {
+    Options::default().dedupe_window as u64
 }
 
 fn mb(bytes: u64) -> String {
@@ -352,13 +400,41 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "  reopen          {:.3} s ({} profiles, {:.1} index bytes/profile, {} dedupe window)",
+        "  reopen          {:.3} s with the hint, {:.3} s without (full scan, {:.1}x) ({} profiles)",
         r.reopen_seconds,
+        r.reopen_full_scan_seconds,
+        r.reopen_full_scan_seconds / r.reopen_seconds.max(1e-9),
         r.profiles,
-        r.index_bytes_per_profile,
-        mb(r.dedupe_bytes)
     )?;
-    writeln!(out, "  peak memory     {} (VmHWM)", mb(r.peak_memory_bytes))?;
+    writeln!(
+        out,
+        "  index           {:.1} bytes/profile beyond identifier bytes ({:.1} after reopen); \
+         dedupe window {} for {} ids ({:.1} bytes/id)",
+        r.index_bytes_per_profile,
+        r.reopened_index_bytes_per_profile,
+        mb(r.dedupe_bytes),
+        r.dedupe_ids,
+        r.dedupe_bytes as f64 / r.dedupe_ids.max(1) as f64
+    )?;
+    writeln!(
+        out,
+        "  peak memory     {} (VmHWM); sampled peaks: anonymous {}, file-backed {}",
+        mb(r.peak_memory_bytes),
+        mb(r.peak_rss_anon_bytes),
+        mb(r.peak_rss_file_bytes)
+    )?;
+    for (phase, m) in [
+        ("after load", &r.memory_after_load),
+        ("after compact", &r.memory_after_compaction),
+        ("after reopen", &r.memory_after_reopen),
+    ] {
+        writeln!(
+            out,
+            "  rss {phase:<13} anonymous {}, file-backed {}",
+            mb(m.rss_anon_bytes),
+            mb(m.rss_file_bytes)
+        )?;
+    }
     writeln!(
         out,
         "  outcomes        {} created, {} updated, {} merged, {} duplicate, {} unchanged, {} refused",

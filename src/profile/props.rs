@@ -49,7 +49,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::profile::message::Number;
 use crate::types::value::{Timestamp, Value};
-use crate::wire::Wire;
 
 /// One operation on one property, as a call carries it.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,19 +119,26 @@ pub enum Applied {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Encode, Decode,
 )]
-struct Stamp(Timestamp, u64);
+pub(crate) struct Stamp(pub(crate) Timestamp, pub(crate) u64);
+
+impl Stamp {
+    /// The stamp of an operation at event time `ts` with arrival order `order`.
+    pub(crate) fn new(ts: Timestamp, order: u64) -> Stamp {
+        Stamp(ts, order)
+    }
+}
 
 /// The counted `$add`s: all newer than `lww` (up to approximation 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
-struct Adds {
+pub(crate) struct Adds {
     /// Sum of integer increments (exact, order-independent).
-    int: i128,
+    pub(crate) int: i128,
     /// Sum of float increments, if any.
-    float: Option<f64>,
+    pub(crate) float: Option<f64>,
     /// Oldest counted add.
-    first: Stamp,
+    pub(crate) first: Stamp,
     /// Newest counted add.
-    last: Stamp,
+    pub(crate) last: Stamp,
 }
 
 impl Adds {
@@ -176,11 +182,11 @@ impl Adds {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Encode, Decode)]
 pub struct PropState {
     /// Newest `Set` (`Some`) or `Unset` (`None`).
-    lww: Option<(Stamp, Option<Value>)>,
+    pub(crate) lww: Option<(Stamp, Option<Value>)>,
     /// Oldest `SetOnce` newer than `lww`.
-    once: Option<(Stamp, Value)>,
+    pub(crate) once: Option<(Stamp, Value)>,
     /// `$add`s newer than `lww`.
-    adds: Option<Adds>,
+    pub(crate) adds: Option<Adds>,
 }
 
 impl PropState {
@@ -423,128 +429,5 @@ impl PropState {
     /// Whether the state holds nothing at all (no operation was ever taken).
     pub fn is_empty(&self) -> bool {
         self.lww.is_none() && self.once.is_none() && self.adds.is_none()
-    }
-}
-
-/// A profile record's stamp table (docs/format.md, "Profile record"): the distinct stamps of
-/// its properties, sorted. Properties refer to a stamp by its index, so the properties one
-/// call set share one stamp instead of carrying a copy each.
-#[derive(Debug, Default)]
-pub(crate) struct StampTable(Vec<Stamp>);
-
-impl StampTable {
-    /// The table of `props`' stamps.
-    pub(crate) fn of<'a>(props: impl ExactSizeIterator<Item = &'a PropState>) -> StampTable {
-        let mut stamps = Vec::with_capacity(props.len() + 8);
-        for p in props {
-            if let Some((s, _)) = &p.lww {
-                stamps.push(*s);
-            }
-            if let Some((s, _)) = &p.once {
-                stamps.push(*s);
-            }
-            if let Some(a) = &p.adds {
-                stamps.push(a.first);
-                stamps.push(a.last);
-            }
-        }
-        stamps.sort_unstable();
-        stamps.dedup();
-        StampTable(stamps)
-    }
-
-    #[inline]
-    fn index(&self, s: &Stamp) -> u32 {
-        // Every stamp of the record is in the table (built from the same properties).
-        self.0.binary_search(s).unwrap_or_default() as u32
-    }
-}
-
-impl Wire for StampTable {
-    fn put(&self, out: &mut Vec<u8>) {
-        crate::wire::put_u64(out, self.0.len() as u64);
-        for s in &self.0 {
-            s.0.put(out);
-            s.1.put(out);
-        }
-    }
-}
-
-impl PropState {
-    /// Write this state with its stamps as indexes into `table`: the bytes of the bincode
-    /// derive of [`DiskPropState`].
-    pub(crate) fn put_indexed(&self, table: &StampTable, out: &mut Vec<u8>) {
-        match &self.lww {
-            None => out.push(0),
-            Some((s, v)) => {
-                out.push(1);
-                table.index(s).put(out);
-                v.put(out);
-            }
-        }
-        match &self.once {
-            None => out.push(0),
-            Some((s, v)) => {
-                out.push(1);
-                table.index(s).put(out);
-                v.put(out);
-            }
-        }
-        match &self.adds {
-            None => out.push(0),
-            Some(a) => {
-                out.push(1);
-                crate::wire::put_i128(out, a.int);
-                a.float.put(out);
-                table.index(&a.first).put(out);
-                table.index(&a.last).put(out);
-            }
-        }
-    }
-}
-
-/// The stamp table as decoded.
-#[derive(Debug, Decode, Encode)]
-pub(crate) struct DiskStamps(Vec<Stamp>);
-
-/// A [`PropState`] as stored: stamps are indexes into the record's [`DiskStamps`].
-#[derive(Debug, Decode, Encode)]
-pub(crate) struct DiskPropState {
-    lww: Option<(u32, Option<Value>)>,
-    once: Option<(u32, Value)>,
-    adds: Option<DiskAdds>,
-}
-
-#[derive(Debug, Decode, Encode)]
-struct DiskAdds {
-    int: i128,
-    float: Option<f64>,
-    first: u32,
-    last: u32,
-}
-
-impl DiskPropState {
-    /// The state, or `None` if a stamp index is outside the table (a damaged record).
-    pub(crate) fn resolve(self, stamps: &DiskStamps) -> Option<PropState> {
-        let at = |i: u32| stamps.0.get(i as usize).copied();
-        Some(PropState {
-            lww: match self.lww {
-                Some((i, v)) => Some((at(i)?, v)),
-                None => None,
-            },
-            once: match self.once {
-                Some((i, v)) => Some((at(i)?, v)),
-                None => None,
-            },
-            adds: match self.adds {
-                Some(a) => Some(Adds {
-                    int: a.int,
-                    float: a.float,
-                    first: at(a.first)?,
-                    last: at(a.last)?,
-                }),
-                None => None,
-            },
-        })
     }
 }

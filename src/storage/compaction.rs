@@ -17,7 +17,7 @@ use super::io::{Io, write_all_at};
 use super::log::Shared;
 use super::record::{self, HEADER_LEN, KIND_COMPACTED, SegmentHeader, u32_at};
 use super::segment::{Sealed, SealedRef, seg_name, tmp_name};
-use super::{Entry, Location, Relocations, StoredEntry};
+use super::{CopyAs, Entry, Location, Relocations, StoredEntry};
 use crate::error::{Error, Result};
 
 /// File name of the compaction manifest.
@@ -119,13 +119,40 @@ impl Writer<'_> {
     }
 }
 
-pub(crate) fn prepare(
-    shared: &Shared,
-    is_live: &mut dyn FnMut(&StoredEntry<'_>) -> bool,
-) -> Result<Option<Prepared>> {
+/// Seal the active segment (if it holds frames) and return the ids of every sealed segment:
+/// the inputs of the next [`prepare`].
+pub(crate) fn begin(shared: &Shared) -> Result<Vec<u32>> {
     let _c = shared.compaction.lock();
     shared.rotate_if_nonempty()?;
-    let mut inputs: Vec<SealedRef> = shared.sealed.read().values().cloned().collect();
+    let mut ids: Vec<u32> = shared.sealed.read().keys().copied().collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Copy the live entries of the sealed segments `ids` (from [`begin`]) into new segments;
+/// `copy` decides for each entry whether it is dropped, kept or replaced.
+pub(crate) fn prepare(
+    shared: &Shared,
+    ids: &[u32],
+    copy_as: &mut dyn FnMut(&StoredEntry<'_>) -> Result<CopyAs>,
+) -> Result<Option<Prepared>> {
+    let _c = shared.compaction.lock();
+    let mut inputs: Vec<SealedRef> = {
+        let sealed = shared.sealed.read();
+        let mut inputs = Vec::with_capacity(ids.len());
+        for id in ids {
+            match sealed.get(id) {
+                Some(s) => inputs.push(s.clone()),
+                None => {
+                    return Err(Error::Options {
+                        name: "compaction",
+                        reason: format!("segment {} is not sealed (any more)", seg_name(*id)),
+                    });
+                }
+            }
+        }
+        inputs
+    };
     if inputs.is_empty() {
         return Ok(None);
     }
@@ -140,8 +167,9 @@ pub(crate) fn prepare(
         written: 0,
     };
     let mut moved = Vec::new();
-    let mut live: Vec<StoredEntry<'_>> = Vec::new();
-    let mut copy: Vec<Entry<'_>> = Vec::new();
+    // Each live entry, with the (kind, data) it is replaced by, if any.
+    type Replacement = Option<(u8, Vec<u8>)>;
+    let mut live: Vec<(StoredEntry<'_>, Replacement)> = Vec::new();
     let result = (|| -> Result<()> {
         for seg in &inputs {
             let data: &[u8] = &seg.bytes;
@@ -164,24 +192,35 @@ pub(crate) fn prepare(
                             len: bytes.len() as u32,
                         },
                     };
-                    if is_live(&e) {
-                        live.push(e);
+                    match copy_as(&e)? {
+                        CopyAs::Drop => {}
+                        CopyAs::Keep => live.push((e, None)),
+                        CopyAs::Replace { kind, data } => live.push((e, Some((kind, data)))),
                     }
                 }
                 if !live.is_empty() {
-                    copy.clear();
-                    copy.extend(live.iter().map(|e| Entry {
-                        kind: e.kind,
-                        id: e.id,
-                        data: e.data,
+                    let mut copy: Vec<Entry<'_>> = Vec::with_capacity(live.len());
+                    copy.extend(live.iter().map(|(e, replaced)| match replaced {
+                        Some((kind, data)) => Entry {
+                            kind: *kind,
+                            id: e.id,
+                            data,
+                        },
+                        None => Entry {
+                            kind: e.kind,
+                            id: e.id,
+                            data: e.data,
+                        },
                     }));
                     let news = w.add(frame.seq, &copy)?;
-                    for (e, n) in live.iter().zip(news) {
-                        moved.push((e.kind, e.id, e.location, n));
+                    for ((e, replaced), n) in live.iter().zip(news) {
+                        let kind = replaced.as_ref().map_or(e.kind, |r| r.0);
+                        moved.push((kind, e.id, e.location, n));
                     }
                 }
                 at += frame.total;
             }
+            seg.bytes.release_pages();
         }
         w.finish_file()?;
         if !w.outputs.is_empty() {
@@ -208,7 +247,7 @@ pub(crate) fn prepare(
     match result {
         Ok(()) => Ok(Some(prepared)),
         // Corruption found while reading is reported, not poisoning; I/O failures poison.
-        Err(e @ Error::Corruption { .. }) => Err(e),
+        Err(e @ (Error::Corruption { .. } | Error::Decode { .. })) => Err(e),
         Err(e) => Err(shared.poison(e)),
     }
 }

@@ -41,6 +41,23 @@ impl Bytes {
     }
 }
 
+impl Bytes {
+    /// Let the kernel drop the mapped pages from this process's resident set (compaction calls
+    /// it on each input segment once it has copied it: without it the whole store stayed
+    /// resident as file-backed memory until the old segments were unmapped). Later reads
+    /// fault the pages back in from the page cache or the file. Best effort: an error only
+    /// means the pages stay resident.
+    pub(crate) fn release_pages(&self) {
+        if let Bytes::Map(m) = self {
+            // SAFETY: `MADV_DONTNEED` on a private read-only file mapping discards only this
+            // process's page table entries; the next access reads the same bytes again from
+            // the file, which the module contract guarantees is never modified while mapped.
+            // No reference handed out can observe a change (the bytes stay the same).
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+}
+
 impl Deref for Bytes {
     type Target = [u8];
 

@@ -122,6 +122,23 @@ pub trait Replay {
     fn apply(&mut self, seq: u64, entries: &[StoredEntry<'_>]) -> Result<()>;
 }
 
+/// What compaction does with one live-or-not entry (see [`Store::prepare_compaction_of`]).
+#[derive(Debug)]
+pub enum CopyAs {
+    /// Superseded or deleted: not copied.
+    Drop,
+    /// Copied as it is.
+    Keep,
+    /// Copied as another entry (same id, same frame seq): e.g. a chain of records folded into
+    /// one by the layer above.
+    Replace {
+        /// The new entry's kind.
+        kind: u8,
+        /// The new entry's data.
+        data: Vec<u8>,
+    },
+}
+
 /// Result of an append: the frame's sequence number and each entry's location, in order.
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -264,8 +281,40 @@ impl Store {
         &self,
         is_live: &mut dyn FnMut(&StoredEntry<'_>) -> bool,
     ) -> Result<Option<PreparedCompaction>> {
-        Ok(compaction::prepare(&self.inner.shared, is_live)?
+        let inputs = self.begin_compaction()?;
+        self.prepare_compaction_of(&inputs, &mut |e| {
+            Ok(if is_live(e) {
+                CopyAs::Keep
+            } else {
+                CopyAs::Drop
+            })
+        })
+    }
+
+    /// First half of [`Store::prepare_compaction`] for a caller that must know the inputs
+    /// before any entry is copied: seal the active segment and return the ids of every sealed
+    /// segment. Appends after this call go to segments outside the list. The layer above
+    /// calls it while it blocks its own writers, so that it knows exactly which records the
+    /// compaction will rewrite (profiledb: no new delta record may point into them).
+    pub fn begin_compaction(&self) -> Result<Vec<u32>> {
+        compaction::begin(&self.inner.shared)
+    }
+
+    /// Second half: copy the entries of the sealed segments `inputs` (from
+    /// [`Store::begin_compaction`]) that `copy_as` keeps or replaces into new files (synced,
+    /// not yet visible). An error from `copy_as` ends the compaction with that error.
+    pub fn prepare_compaction_of(
+        &self,
+        inputs: &[u32],
+        copy_as: &mut dyn FnMut(&StoredEntry<'_>) -> Result<CopyAs>,
+    ) -> Result<Option<PreparedCompaction>> {
+        Ok(compaction::prepare(&self.inner.shared, inputs, copy_as)?
             .map(|inner| PreparedCompaction { inner }))
+    }
+
+    /// The path of segment `id` (for error messages of the layers above).
+    pub fn segment_path(&self, id: u32) -> std::path::PathBuf {
+        self.inner.shared.dir.join(segment::seg_name(id))
     }
 
     /// Switch a prepared compaction in (crash-safe) and unlink the old segments. The caller

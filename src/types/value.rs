@@ -7,8 +7,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::Wire;
-
 /// A point in time: microseconds since the Unix epoch, UTC.
 #[derive(
     Debug,
@@ -185,51 +183,6 @@ impl Value {
                     .map(|(k, v)| k.len() + 4 + v.json_len())
                     .sum::<usize>()
             }
-        }
-    }
-}
-
-impl Wire for Timestamp {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        crate::wire::put_i64(out, self.0);
-    }
-}
-
-/// Same bytes as the bincode derive above (variant index, then the payload).
-impl Wire for Value {
-    fn put(&self, out: &mut Vec<u8>) {
-        use crate::wire::put_variant;
-        match self {
-            Value::Bool(b) => {
-                put_variant(out, 0);
-                b.put(out);
-            }
-            Value::Int(i) => {
-                put_variant(out, 1);
-                i.put(out);
-            }
-            Value::Float(f) => {
-                put_variant(out, 2);
-                f.put(out);
-            }
-            Value::Str(s) => {
-                put_variant(out, 3);
-                s.put(out);
-            }
-            Value::DateTime(t) => {
-                put_variant(out, 4);
-                t.put(out);
-            }
-            Value::Array(items) => {
-                put_variant(out, 5);
-                items.put(out);
-            }
-            Value::Object(fields) => {
-                put_variant(out, 6);
-                fields.put(out);
-            }
-            Value::Null => put_variant(out, 7),
         }
     }
 }

@@ -287,7 +287,7 @@ pub fn fuzz_options() -> Options {
         segment_size: 4096,
         compaction_ratio: None,
         dedupe_window: 1000,
-        profile_cache: 16,
+        profile_cache_bytes: 64 << 10,
         ..Options::default()
     }
 }

@@ -381,7 +381,13 @@ pub fn write_recorded(
         let want = model.apply(&c);
         check_outcome(&out, want, &format!("recording call {i}"));
         db.sync().unwrap();
-        let end = std::fs::metadata(segment_path(dir, segment)).unwrap().len();
+        let mut end = std::fs::metadata(segment_path(dir, segment)).unwrap().len();
+        let (mut segment, mut start) = (segment, start);
+        let (newest, newest_len) = newest_segment(dir);
+        if end == start && newest != segment {
+            // The segment was full: the frame opened the next one (after its 32-byte header).
+            (segment, start, end) = (newest, 32, newest_len);
+        }
         frames.push(CallFrame {
             i,
             segment,

@@ -1,124 +1,87 @@
-//! What the Db layer stores in the log: the entry kinds and their payloads (bincode 2, serde).
-//! Storage sees only `(kind, id, bytes)`; this module is the one place that gives them meaning.
-//! docs/format.md describes the payloads.
+//! The record codec layer: what the Db layer stores in the log, the entry kinds and their
+//! payloads. Storage sees only `(kind, id, bytes)`; this module is the one place that gives
+//! them meaning. docs/format.md describes the payloads byte by byte.
+//!
+//! - [`wire`]: the primitives (bincode 2 `standard()` integers, strings, options), a bounded
+//!   [`wire::Reader`].
+//! - [`values`]: property values, property states, stamp tables.
+//! - [`profile`]: full profile records and delta records (one encoder, one decoder each).
+//! - [`chain`]: reading a profile back through its chain of delta records.
+//! - this file: the entry kinds, company records (bincode derive), the small fixed payloads.
+
+pub(crate) mod chain;
+pub(crate) mod profile;
+pub(crate) mod values;
+pub(crate) mod wire;
 
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::profile::props::{DiskPropState, DiskStamps, PropState, StampTable};
-use crate::types::value::Timestamp;
-use crate::wire::Wire;
+use crate::profile::props::PropState;
+
+pub(crate) use profile::{Ids, ProfileRecord};
 
 /// Entry kinds (the `kind` byte of a storage entry).
-pub(crate) mod kind {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub(crate) enum EntryKind {
     /// A profile's whole current state; `id` = profile key.
-    pub const PROFILE: u8 = 1;
+    Profile = 1,
     /// A profile was deleted or merged away; `id` = profile key; no data.
-    pub const TOMBSTONE: u8 = 2;
+    Tombstone = 2,
     /// A merged-away key resolves to another key; `id` = old key; data = survivor key (u64 LE).
-    pub const REDIRECT: u8 = 3;
+    Redirect = 3,
     /// A company's state; `id` = company key.
-    pub const COMPANY: u8 = 4;
+    Company = 4,
     /// A property name registered; `id` = name number; data = UTF-8 name.
-    pub const PROP_NAME: u8 = 5;
+    PropName = 5,
     /// A `messageId` applied; `id` = low 64 bits of its xxh3-128 hash; data = high 64 bits.
-    pub const DEDUPE: u8 = 6;
+    Dedupe = 6,
     /// A suppressed identifier; `id` = low 64 bits of its hash; data = high 64 bits.
-    pub const SUPPRESS: u8 = 7;
+    Suppress = 7,
     /// The next profile key to assign; `id` = 0; data = u64 LE. Written with deletes so that
     /// a key is never reused even after its tombstone is compacted away.
-    pub const NEXT_KEY: u8 = 8;
+    NextKey = 8,
+    /// What one call changed in a profile, linked to the profile's previous record
+    /// ([`profile::put_delta`]); `id` = profile key.
+    ProfileDelta = 9,
 }
 
-/// Identifier half of a profile record: first in the payload, so that recovery can decode it
-/// alone.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Encode, Decode)]
-pub(crate) struct Ids {
-    pub user_id: Option<String>,
-    /// As last given (lookups use the normalised form).
-    pub email: Option<String>,
-    pub anonymous_ids: Vec<String>,
-    pub company_id: Option<String>,
+impl EntryKind {
+    /// The kind byte.
+    pub(crate) const fn byte(self) -> u8 {
+        self as u8
+    }
 }
 
-/// A profile as stored. On disk (docs/format.md, "Profile record") the property stamps are
-/// written once each in a stamp table and referred to by index: see [`DiskProfileRecord`].
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct ProfileRecord {
-    pub ids: Ids,
-    /// Timestamp of the first call that identified the person (earliest over merges).
-    pub first_seen: Timestamp,
-    /// Timestamp of the newest call applied.
-    pub updated_at: Timestamp,
-    /// Properties by name number, sorted by it.
-    pub props: Vec<(u32, PropState)>,
-}
+/// A kind byte no version of profiledb writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UnknownKind(pub u8);
 
-/// A profile record exactly as its bytes decode (bincode 2 derive); [`ProfileRecord`] is it
-/// with the stamp indexes resolved.
-#[derive(Debug, Decode, Encode)]
-pub(crate) struct DiskProfileRecord {
-    pub ids: Ids,
-    pub first_seen: Timestamp,
-    pub updated_at: Timestamp,
-    pub stamps: DiskStamps,
-    pub props: Vec<(u32, DiskPropState)>,
-}
+impl TryFrom<u8> for EntryKind {
+    type Error = UnknownKind;
 
-impl<Ctx> Decode<Ctx> for ProfileRecord {
-    fn decode<D: bincode::de::Decoder<Context = Ctx>>(
-        decoder: &mut D,
-    ) -> std::result::Result<Self, bincode::error::DecodeError> {
-        let disk = DiskProfileRecord::decode(decoder)?;
-        let mut props = Vec::with_capacity(disk.props.len());
-        for (id, p) in disk.props {
-            let state = p
-                .resolve(&disk.stamps)
-                .ok_or(bincode::error::DecodeError::Other(
-                    "property stamp index outside the stamp table",
-                ))?;
-            props.push((id, state));
-        }
-        Ok(ProfileRecord {
-            ids: disk.ids,
-            first_seen: disk.first_seen,
-            updated_at: disk.updated_at,
-            props,
+    fn try_from(b: u8) -> std::result::Result<EntryKind, UnknownKind> {
+        Ok(match b {
+            1 => EntryKind::Profile,
+            2 => EntryKind::Tombstone,
+            3 => EntryKind::Redirect,
+            4 => EntryKind::Company,
+            5 => EntryKind::PropName,
+            6 => EntryKind::Dedupe,
+            7 => EntryKind::Suppress,
+            8 => EntryKind::NextKey,
+            9 => EntryKind::ProfileDelta,
+            other => return Err(UnknownKind(other)),
         })
     }
 }
 
-impl Wire for Ids {
-    fn put(&self, out: &mut Vec<u8>) {
-        self.user_id.put(out);
-        self.email.put(out);
-        self.anonymous_ids.put(out);
-        self.company_id.put(out);
-    }
-}
-
-/// The bytes of [`DiskProfileRecord`]'s bincode derive, written by [`crate::wire`] straight
-/// from the record (it is encoded on every call).
-impl Wire for ProfileRecord {
-    fn put(&self, out: &mut Vec<u8>) {
-        self.ids.put(out);
-        self.first_seen.put(out);
-        self.updated_at.put(out);
-        let table = StampTable::of(self.props.iter().map(|(_, p)| p));
-        table.put(out);
-        crate::wire::put_u64(out, self.props.len() as u64);
-        for (id, p) in &self.props {
-            id.put(out);
-            p.put_indexed(&table, out);
-        }
-    }
-}
-
-/// Encode a profile record into a buffer of `capacity` bytes (a guess of its size).
+/// Encode a full profile record into a buffer of `capacity` bytes (a guess of its size).
 pub(crate) fn encode_profile(rec: &ProfileRecord, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity);
-    rec.put(&mut out);
+    profile::put_full(rec, &mut out);
     out
 }
 
@@ -184,25 +147,6 @@ fn decode_error(what: &'static str, e: bincode::error::DecodeError) -> Error {
         offset: 0,
         reason: e.to_string(),
     }
-}
-
-/// Encode the index snapshot (serde: its maps have no bincode derive).
-pub(crate) fn encode_serde<T: Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, config()).unwrap_or_default()
-}
-
-/// Decode the index snapshot.
-pub(crate) fn decode_serde<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-    what: &'static str,
-) -> Result<T> {
-    if bytes.len() <= SMALL_INPUT {
-        bincode::serde::decode_from_slice(bytes, limited::<SMALL_LIMIT>())
-    } else {
-        bincode::serde::decode_from_slice(bytes, limited::<LARGE_LIMIT>())
-    }
-    .map(|(v, _)| v)
-    .map_err(|e| decode_error(what, e))
 }
 
 /// A u64 payload.

@@ -1,0 +1,131 @@
+//! Reading a profile back through its chain: the newest record (where the index points) is
+//! either full or a delta linking to the previous record, down to a full record. A chain holds
+//! at most `Options::chain_limit` records (the writer folds it into a full record before it
+//! would grow past that), so a read costs at most that many record reads; the decoder also
+//! refuses any chain deeper than [`MAX_CHAIN_DEPTH`] deltas, whatever the bytes say.
+//!
+//! Every link is checked: a delta's depth must be one more than its predecessor's (down to a
+//! full record at depth 0), and the record a link names must exist and decode. A broken link is
+//! an error naming the segment file and offset, never a panic and never a profile silently
+//! missing properties.
+
+use super::profile::{self, Delta, Ids, Link, MAX_CHAIN_DEPTH, ProfileRecord};
+use super::wire::DecodeError;
+use crate::error::{Error, Result};
+use crate::storage::{Location, Store};
+
+/// The error for a record at `loc` that did not decode.
+pub(crate) fn decode_error(
+    store: &Store,
+    what: &'static str,
+    loc: Location,
+    e: DecodeError,
+) -> Error {
+    Error::Decode {
+        what,
+        file: store.segment_path(loc.segment),
+        offset: u64::from(loc.offset) + e.at as u64,
+        reason: e.reason.to_string(),
+    }
+}
+
+fn broken(store: &Store, loc: Location, reason: String) -> Error {
+    Error::Corruption {
+        file: store.segment_path(loc.segment),
+        offset: u64::from(loc.offset),
+        reason,
+    }
+}
+
+enum Step {
+    Full(ProfileRecord),
+    Delta(Delta),
+}
+
+/// Check that the record `d` (read at `at`) may follow a record of depth `expect`.
+fn check_depth(store: &Store, at: Location, got: u32, expect: Option<u32>) -> Result<()> {
+    match expect {
+        Some(e) if e != got => Err(broken(
+            store,
+            at,
+            format!(
+                "profile chain link holds a record of depth {got} where depth {e} was expected"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Read the profile whose newest record is at `head`: the record as of that record, and the
+/// number of deltas in its chain (0 when `head` is a full record).
+pub(crate) fn read_profile(store: &Store, head: Location) -> Result<(ProfileRecord, u32)> {
+    let mut deltas: Vec<Delta> = Vec::new();
+    let mut at = head;
+    let mut expect: Option<u32> = None;
+    loop {
+        let step = store.read(at, |bytes| {
+            if profile::is_delta(bytes) {
+                profile::delta(bytes).map(Step::Delta)
+            } else {
+                profile::full(bytes).map(Step::Full)
+            }
+        })?;
+        match step.map_err(|e| decode_error(store, "profile record", at, e))? {
+            Step::Delta(d) => {
+                check_depth(store, at, d.link.depth, expect)?;
+                expect = Some(d.link.depth - 1);
+                at = d.link.prev;
+                deltas.push(d);
+            }
+            Step::Full(mut rec) => {
+                check_depth(store, at, 0, expect)?;
+                let depth = deltas.len() as u32;
+                for d in deltas.into_iter().rev() {
+                    d.apply_to(&mut rec);
+                }
+                return Ok((rec, depth));
+            }
+        }
+        if deltas.len() > MAX_CHAIN_DEPTH as usize {
+            return Err(broken(
+                store,
+                at,
+                "profile chain longer than any writer makes".into(),
+            ));
+        }
+    }
+}
+
+/// The identifiers of the profile whose newest record is at `head`: from the newest record of
+/// the chain that carries them (a delta carries all of them when its call changed any, so this
+/// decodes record prefixes only).
+pub(crate) fn read_ids(store: &Store, head: Location) -> Result<Ids> {
+    let mut at = head;
+    let mut expect: Option<u32> = None;
+    for _ in 0..=MAX_CHAIN_DEPTH + 1 {
+        let step = store.read(at, |bytes| {
+            if profile::is_delta(bytes) {
+                profile::delta_ids(bytes).map(|(link, ids)| (Some(link), ids))
+            } else {
+                profile::full_ids(bytes).map(|ids| (None, Some(ids)))
+            }
+        })?;
+        let (link, ids) = step.map_err(|e| decode_error(store, "profile identifiers", at, e))?;
+        let depth = link.map_or(0, |l: Link| l.depth);
+        check_depth(store, at, depth, expect)?;
+        if let Some(ids) = ids {
+            return Ok(ids);
+        }
+        // No identifiers: a delta (a full record always has them).
+        let Some(link) = link else {
+            break;
+        };
+        expect = Some(link.depth - 1);
+        at = link.prev;
+    }
+    Err(broken(
+        store,
+        at,
+        "profile chain longer than any writer makes".into(),
+    ))
+}

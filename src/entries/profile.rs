@@ -1,0 +1,623 @@
+//! Profile records (docs/format.md, "Profile record" and "Profile delta"): the one encoder and
+//! the one decoder of a profile's full record (kind `Profile`) and of a delta record (kind
+//! `ProfileDelta`), which holds only what one call changed and links to the profile's previous
+//! record.
+
+use super::values::{StampTable, put_stamp, put_state, stamp, state, value};
+use super::wire::{Decoded, Reader, Wire, put_u64};
+use crate::profile::props::{PropState, Stamp};
+use crate::storage::Location;
+use crate::types::value::{Timestamp, Value};
+
+/// First byte of a delta record's data. A full record begins with 0 or 1 (the option tag of
+/// its user id), so a record read by location alone tells which it is.
+pub(crate) const DELTA_TAG: u8 = 2;
+
+/// Most deltas a chain may hold whatever the options say (bounds the work of a damaged
+/// record's chain walk; `Options::chain_limit` is checked against it).
+pub(crate) const MAX_CHAIN_DEPTH: u32 = 63;
+
+const FLAG_IDS: u8 = 1;
+const FLAG_TIMES: u8 = 2;
+
+/// Identifier half of a profile record: first in a full record, so that recovery can decode
+/// it alone.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Ids {
+    pub user_id: Option<String>,
+    /// As last given (lookups use the normalised form).
+    pub email: Option<String>,
+    pub anonymous_ids: Vec<String>,
+    pub company_id: Option<String>,
+}
+
+/// A profile as stored, with every property's state.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct ProfileRecord {
+    pub ids: Ids,
+    /// Timestamp of the first call that identified the person (earliest over merges).
+    pub first_seen: Timestamp,
+    /// Timestamp of the newest call applied.
+    pub updated_at: Timestamp,
+    /// Properties by name number, sorted by it.
+    pub props: Vec<(u32, PropState)>,
+}
+
+impl ProfileRecord {
+    /// The state of property `id`, creating an empty one.
+    pub(crate) fn state_mut(&mut self, id: u32) -> &mut PropState {
+        let i = match self.props.binary_search_by_key(&id, |p| p.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.props.insert(i, (id, PropState::default()));
+                i
+            }
+        };
+        &mut self.props[i].1
+    }
+
+    /// Estimated heap and inline bytes of the decoded record (for the writer cache's budget).
+    pub(crate) fn approx_bytes(&self) -> usize {
+        fn value(v: &Value) -> usize {
+            match v {
+                Value::Str(s) => s.capacity(),
+                Value::Array(items) => {
+                    items.capacity() * std::mem::size_of::<Value>()
+                        + items.iter().map(value).sum::<usize>()
+                }
+                Value::Object(fields) => {
+                    fields.capacity() * std::mem::size_of::<(String, Value)>()
+                        + fields
+                            .iter()
+                            .map(|(k, v)| k.capacity() + value(v))
+                            .sum::<usize>()
+                }
+                _ => 0,
+            }
+        }
+        let ids = &self.ids;
+        let id_bytes = ids.user_id.as_ref().map_or(0, String::capacity)
+            + ids.email.as_ref().map_or(0, String::capacity)
+            + ids.company_id.as_ref().map_or(0, String::capacity)
+            + ids.anonymous_ids.capacity() * std::mem::size_of::<String>()
+            + ids
+                .anonymous_ids
+                .iter()
+                .map(String::capacity)
+                .sum::<usize>();
+        let values: usize = self
+            .props
+            .iter()
+            .map(|(_, p)| {
+                p.lww
+                    .as_ref()
+                    .and_then(|(_, v)| v.as_ref())
+                    .map_or(0, value)
+                    + p.once.as_ref().map_or(0, |(_, v)| value(v))
+            })
+            .sum();
+        std::mem::size_of::<Self>()
+            + id_bytes
+            + self.props.capacity() * std::mem::size_of::<(u32, PropState)>()
+            + values
+    }
+}
+
+impl Wire for Ids {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.user_id.put(out);
+        self.email.put(out);
+        self.anonymous_ids.put(out);
+        self.company_id.put(out);
+    }
+}
+
+fn ids(r: &mut Reader<'_>) -> Decoded<Ids> {
+    let user_id = r.opt_string()?;
+    let email = r.opt_string()?;
+    let n = r.len(1)?;
+    let mut anonymous_ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        anonymous_ids.push(r.string()?);
+    }
+    let company_id = r.opt_string()?;
+    Ok(Ids {
+        user_id,
+        email,
+        anonymous_ids,
+        company_id,
+    })
+}
+
+/// Append a full record's bytes to `out`.
+pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>) {
+    rec.ids.put(out);
+    rec.first_seen.put(out);
+    rec.updated_at.put(out);
+    let table = StampTable::of(rec.props.iter().map(|(_, p)| p));
+    table.put(out);
+    put_u64(out, rec.props.len() as u64);
+    for (id, p) in &rec.props {
+        id.put(out);
+        put_state(p, &table, out);
+    }
+}
+
+/// Read property states (sorted by name number, each name once) against `table`.
+fn props(r: &mut Reader<'_>, table: &StampTable) -> Decoded<Vec<(u32, PropState)>> {
+    // A state takes at least 3 bytes, its name number 1.
+    let n = r.len(4)?;
+    let mut props: Vec<(u32, PropState)> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = r.u32()?;
+        if props.last().is_some_and(|(last, _)| *last >= id) {
+            return Err(r.error("property names out of order"));
+        }
+        props.push((id, state(r, table)?));
+    }
+    Ok(props)
+}
+
+/// Decode a full record.
+pub(crate) fn full(bytes: &[u8]) -> Decoded<ProfileRecord> {
+    let mut r = Reader::new(bytes);
+    if bytes.first() == Some(&DELTA_TAG) {
+        return Err(r.error("a delta record where a full record was expected"));
+    }
+    let ids = ids(&mut r)?;
+    let first_seen = Timestamp(r.i64()?);
+    let updated_at = Timestamp(r.i64()?);
+    let table = StampTable::read(&mut r)?;
+    let props = props(&mut r, &table)?;
+    r.finish()?;
+    Ok(ProfileRecord {
+        ids,
+        first_seen,
+        updated_at,
+        props,
+    })
+}
+
+/// Decode the identifiers at the start of a full record (the rest is not read).
+pub(crate) fn full_ids(bytes: &[u8]) -> Decoded<Ids> {
+    ids(&mut Reader::new(bytes))
+}
+
+/// What a delta record links to: the location of the profile's previous record and how many
+/// deltas the chain holds up to and including this one (1: the previous record is full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Link {
+    pub prev: Location,
+    pub depth: u32,
+}
+
+/// One call's change to a profile, to be written as a delta record.
+pub(crate) struct DeltaOut<'a> {
+    pub link: Link,
+    /// The call's stamp (event time, arrival order): the key of this step of the profile's
+    /// history.
+    pub stamp: Stamp,
+    /// Whether the call's event time moves `first_seen` / `updated_at` (a call applying
+    /// operations does; an unlink or a moved identifier does not).
+    pub times: bool,
+    /// The identifiers, when the call changed them (all of them: replay reads no further).
+    pub ids: Option<&'a Ids>,
+    /// The record after the call, and the names whose state the call changed (sorted, once
+    /// each).
+    pub rec: &'a ProfileRecord,
+    pub changed: &'a [u32],
+}
+
+/// Append a delta record's bytes to `out`.
+pub(crate) fn put_delta(d: &DeltaOut<'_>, out: &mut Vec<u8>) {
+    out.push(DELTA_TAG);
+    d.link.prev.segment.put(out);
+    d.link.prev.offset.put(out);
+    d.link.prev.len.put(out);
+    d.link.depth.put(out);
+    let flags = if d.ids.is_some() { FLAG_IDS } else { 0 } | if d.times { FLAG_TIMES } else { 0 };
+    out.push(flags);
+    put_stamp(d.stamp, out);
+    if let Some(ids) = d.ids {
+        ids.put(out);
+    }
+    let states = || {
+        d.changed.iter().filter_map(|id| {
+            d.rec
+                .props
+                .binary_search_by_key(id, |p| p.0)
+                .ok()
+                .map(|i| &d.rec.props[i])
+        })
+    };
+    let table = StampTable::starting_with(d.stamp, states().map(|(_, p)| p));
+    table.put_from(1, out);
+    put_u64(out, states().count() as u64);
+    for (id, p) in states() {
+        id.put(out);
+        // The usual change, a set or removal by this call and nothing else, in one byte.
+        match (&p.lww, &p.once, &p.adds) {
+            (Some((s, Some(v))), None, None) if *s == d.stamp => {
+                out.push(FORM_SET);
+                v.put(out);
+            }
+            (Some((s, None)), None, None) if *s == d.stamp => out.push(FORM_UNSET),
+            _ => {
+                out.push(FORM_STATE);
+                put_state(p, &table, out);
+            }
+        }
+    }
+}
+
+/// How a delta writes a property state: in full ([`put_state`]), or as a set (the value
+/// follows) or a removal by the delta's own call with nothing else in the state.
+const FORM_STATE: u8 = 0;
+const FORM_SET: u8 = 1;
+const FORM_UNSET: u8 = 2;
+
+/// Read a delta's property states (sorted by name number, each once).
+fn delta_props(
+    r: &mut Reader<'_>,
+    table: &StampTable,
+    call: Stamp,
+) -> Decoded<Vec<(u32, PropState)>> {
+    // A name number and a form byte at least.
+    let n = r.len(2)?;
+    let mut props: Vec<(u32, PropState)> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = r.u32()?;
+        if props.last().is_some_and(|(last, _)| *last >= id) {
+            return Err(r.error("property names out of order"));
+        }
+        let state = match r.u8()? {
+            FORM_STATE => state(r, table)?,
+            FORM_SET => PropState {
+                lww: Some((call, Some(value(r)?))),
+                once: None,
+                adds: None,
+            },
+            FORM_UNSET => PropState {
+                lww: Some((call, None)),
+                once: None,
+                adds: None,
+            },
+            _ => return Err(r.error("unknown property form")),
+        };
+        props.push((id, state));
+    }
+    Ok(props)
+}
+
+/// A decoded delta record.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Delta {
+    pub link: Link,
+    pub stamp: Stamp,
+    pub times: bool,
+    pub ids: Option<Ids>,
+    pub props: Vec<(u32, PropState)>,
+}
+
+/// The header of a delta: link, flags, stamp.
+fn delta_head(r: &mut Reader<'_>) -> Decoded<(Link, u8, Stamp)> {
+    if r.u8()? != DELTA_TAG {
+        return Err(r.error("not a delta record"));
+    }
+    let prev = Location {
+        segment: r.u32()?,
+        offset: r.u32()?,
+        len: r.u32()?,
+    };
+    let depth = r.u32()?;
+    if depth == 0 || depth > MAX_CHAIN_DEPTH {
+        return Err(r.error("delta chain depth out of range"));
+    }
+    let flags = r.u8()?;
+    if flags & !(FLAG_IDS | FLAG_TIMES) != 0 {
+        return Err(r.error("unknown delta flags"));
+    }
+    let stamp = stamp(r)?;
+    Ok((Link { prev, depth }, flags, stamp))
+}
+
+/// Decode a delta record.
+pub(crate) fn delta(bytes: &[u8]) -> Decoded<Delta> {
+    let mut r = Reader::new(bytes);
+    let (link, flags, call) = delta_head(&mut r)?;
+    let ids = if flags & FLAG_IDS != 0 {
+        Some(ids(&mut r)?)
+    } else {
+        None
+    };
+    let extra = StampTable::read(&mut r)?;
+    let mut stamps = Vec::with_capacity(extra.stamps().len() + 1);
+    stamps.push(call);
+    stamps.extend_from_slice(extra.stamps());
+    let table = StampTable::from_stamps(stamps);
+    let props = delta_props(&mut r, &table, call)?;
+    r.finish()?;
+    Ok(Delta {
+        link,
+        stamp: call,
+        times: flags & FLAG_TIMES != 0,
+        ids,
+        props,
+    })
+}
+
+/// The link of a delta record and its identifiers if it carries them (the rest is not read).
+pub(crate) fn delta_ids(bytes: &[u8]) -> Decoded<(Link, Option<Ids>)> {
+    let mut r = Reader::new(bytes);
+    let (link, flags, _) = delta_head(&mut r)?;
+    let ids = if flags & FLAG_IDS != 0 {
+        Some(ids(&mut r)?)
+    } else {
+        None
+    };
+    Ok((link, ids))
+}
+
+impl Delta {
+    /// Bring `rec` (the state before the call) to the state after it.
+    pub(crate) fn apply_to(self, rec: &mut ProfileRecord) {
+        if let Some(ids) = self.ids {
+            rec.ids = ids;
+        }
+        if self.times {
+            rec.updated_at = rec.updated_at.max(self.stamp.0);
+            rec.first_seen = rec.first_seen.min(self.stamp.0);
+        }
+        for (id, state) in self.props {
+            *rec.state_mut(id) = state;
+        }
+    }
+}
+
+/// Whether `bytes` hold a delta record (else a full one).
+pub(crate) fn is_delta(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&DELTA_TAG)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::profile::message::Number;
+    use crate::profile::props::PropOp;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
+            ".{0,300}".prop_map(Value::Str),
+            any::<i64>().prop_map(|t| Value::DateTime(Timestamp(t))),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((".{0,8}", inner), 0..4).prop_map(Value::Object),
+            ]
+        })
+    }
+
+    fn op() -> impl Strategy<Value = PropOp> {
+        prop_oneof![
+            value().prop_map(PropOp::Set),
+            value().prop_map(PropOp::SetOnce),
+            Just(PropOp::Unset),
+            any::<i64>().prop_map(|n| PropOp::Add(Number::Int(n))),
+            any::<f64>().prop_map(|n| PropOp::Add(Number::Float(n))),
+        ]
+    }
+
+    fn state() -> impl Strategy<Value = PropState> {
+        prop::collection::vec((op(), any::<i64>(), any::<u64>()), 0..6).prop_map(|ops| {
+            let mut s = PropState::default();
+            for (op, ts, order) in ops {
+                let _ = s.apply(&op, Timestamp(ts), order);
+            }
+            s
+        })
+    }
+
+    fn record() -> impl Strategy<Value = ProfileRecord> {
+        (
+            proptest::option::of(".{0,40}"),
+            proptest::option::of(".{0,40}"),
+            prop::collection::vec(".{0,40}", 0..4),
+            proptest::option::of(".{0,10}"),
+            any::<i64>(),
+            any::<i64>(),
+            prop::collection::btree_map(any::<u32>(), state(), 0..24),
+        )
+            .prop_map(
+                |(user_id, email, anonymous_ids, company_id, first, updated, props)| {
+                    ProfileRecord {
+                        ids: Ids {
+                            user_id,
+                            email,
+                            anonymous_ids,
+                            company_id,
+                        },
+                        first_seen: Timestamp(first),
+                        updated_at: Timestamp(updated),
+                        props: props.into_iter().collect(),
+                    }
+                },
+            )
+    }
+
+    fn encode(rec: &ProfileRecord) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_full(rec, &mut out);
+        out
+    }
+
+    /// The layout of earlier versions, written by bincode's derive: what old stores hold.
+    mod old {
+        use bincode::Encode;
+
+        #[derive(Encode)]
+        pub struct Ids {
+            pub user_id: Option<String>,
+            pub email: Option<String>,
+            pub anonymous_ids: Vec<String>,
+            pub company_id: Option<String>,
+        }
+        #[derive(Encode)]
+        pub struct Rec {
+            pub ids: Ids,
+            pub first_seen: i64,
+            pub updated_at: i64,
+            pub stamps: Vec<(i64, u64)>,
+            pub props: Vec<(u32, State)>,
+        }
+        #[derive(Encode)]
+        pub struct State {
+            pub lww: Option<(u32, Option<crate::types::value::Value>)>,
+            pub once: Option<(u32, crate::types::value::Value)>,
+            pub adds: Option<(i128, Option<f64>, u32, u32)>,
+        }
+    }
+
+    #[test]
+    fn a_record_in_the_layout_of_earlier_versions_decodes() {
+        let bytes = bincode::encode_to_vec(
+            old::Rec {
+                ids: old::Ids {
+                    user_id: Some("u1".into()),
+                    email: None,
+                    anonymous_ids: vec!["a".into()],
+                    company_id: Some("c".into()),
+                },
+                first_seen: 5,
+                updated_at: 9,
+                stamps: vec![(5, 1), (9, 4)],
+                props: vec![
+                    (
+                        0,
+                        old::State {
+                            lww: Some((1, Some(Value::Str("x".into())))),
+                            once: None,
+                            adds: None,
+                        },
+                    ),
+                    (
+                        3,
+                        old::State {
+                            lww: None,
+                            once: None,
+                            adds: Some((7, None, 0, 1)),
+                        },
+                    ),
+                ],
+            },
+            bincode::config::standard(),
+        )
+        .unwrap();
+        let rec = full(&bytes).unwrap();
+        assert_eq!(rec.ids.user_id.as_deref(), Some("u1"));
+        assert_eq!(rec.props[0].1.value(), Some(Value::Str("x".into())));
+        assert_eq!(rec.props[1].1.value(), Some(Value::Int(7)));
+        assert_eq!(encode(&rec), bytes, "and re-encodes to the same bytes");
+    }
+
+    #[test]
+    fn a_stamp_index_outside_the_table_is_a_decode_error() {
+        let mut rec = ProfileRecord::default();
+        let _ = rec
+            .state_mut(3)
+            .apply(&PropOp::Set(Value::Int(1)), Timestamp(5), 1);
+        let mut bytes = encode(&rec);
+        // ids (4 bytes: None, None, [], None), first_seen, updated_at, table of 1 stamp (3
+        // bytes), 1 prop, id 3, lww Some, stamp index 0 -> 7.
+        let at = 4 + 1 + 1 + 3 + 1 + 1 + 1;
+        assert_eq!(bytes[at - 1..], [1, 0, 1, 1, 2, 0, 0], "{bytes:?}");
+        bytes[at] = 7;
+        let err = full(&bytes).unwrap_err();
+        assert!(err.reason.contains("stamp"), "{err}");
+        assert_eq!(err.at, at + 1);
+    }
+
+    #[test]
+    fn a_huge_length_is_an_error_not_an_allocation() {
+        // user_id Some, string of length 2^62.
+        let mut bytes = vec![1, 253];
+        bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(full(&bytes).unwrap_err().reason.contains("length"));
+        // Arrays nested beyond the bound: ids, times, one stamp, one property whose lww value
+        // is an array of an array of ...
+        let mut deep = vec![0u8, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1, 0, 1];
+        for _ in 0..10_000 {
+            deep.extend_from_slice(&[5, 1]);
+        }
+        assert!(full(&deep).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn full_records_decode_to_what_was_written(rec in record()) {
+            let bytes = encode(&rec);
+            prop_assert_eq!(full(&bytes).unwrap(), rec.clone());
+            prop_assert_eq!(full_ids(&bytes).unwrap(), rec.ids);
+        }
+
+        #[test]
+        fn deltas_decode_and_apply_to_what_was_written(
+            before in record(),
+            after in record(),
+            pick in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            ts in any::<i64>(), order in any::<u64>(), with_ids in any::<bool>(), times in any::<bool>(),
+            seg in any::<u32>(), off in any::<u32>(), len in any::<u32>(), depth in 1u32..=MAX_CHAIN_DEPTH,
+        ) {
+            let mut changed: Vec<u32> = if after.props.is_empty() {
+                Vec::new()
+            } else {
+                pick.iter().map(|i| after.props[i.index(after.props.len())].0).collect()
+            };
+            changed.sort_unstable();
+            changed.dedup();
+            let link = Link { prev: Location { segment: seg, offset: off, len }, depth };
+            let stamp = Stamp::new(Timestamp(ts), order);
+            let mut bytes = Vec::new();
+            put_delta(&DeltaOut {
+                link, stamp, times,
+                ids: with_ids.then_some(&after.ids),
+                rec: &after, changed: &changed,
+            }, &mut bytes);
+            prop_assert!(is_delta(&bytes));
+            let d = delta(&bytes).unwrap();
+            prop_assert_eq!(d.link, link);
+            let (l2, ids2) = delta_ids(&bytes).unwrap();
+            prop_assert_eq!(l2, link);
+            prop_assert_eq!(ids2.as_ref(), with_ids.then_some(&after.ids));
+            let mut rec = before.clone();
+            d.apply_to(&mut rec);
+            for id in &changed {
+                let want = after.props.iter().find(|p| p.0 == *id).map(|p| &p.1);
+                let got = rec.props.iter().find(|p| p.0 == *id).map(|p| &p.1);
+                prop_assert_eq!(got, want);
+            }
+            prop_assert!(rec.props.windows(2).all(|w| w[0].0 < w[1].0));
+            prop_assert!(full(&bytes).is_err(), "a delta is never taken for a full record");
+        }
+
+        #[test]
+        fn damaged_records_are_errors_not_panics(rec in record(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut bytes = encode(&rec);
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let _ = full(&bytes);
+            let _ = delta(&bytes);
+            let _ = delta_ids(&bytes);
+            // A strict prefix of a record never decodes.
+            let mut whole = encode(&rec);
+            whole.truncate(i);
+            prop_assert!(full(&whole).is_err());
+        }
+    }
+}

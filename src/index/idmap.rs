@@ -1,0 +1,319 @@
+//! Identifier -> profile key, with the identifiers in one byte arena.
+//!
+//! Each identifier is an arena entry `[varint len][bytes][varint key]`; the hash table holds
+//! only the entry's 4-byte offset (plus hashbrown's 1-byte control per bucket). So an
+//! identifier costs its bytes plus about 3-5 bytes in the arena and 6-12 bytes in the table,
+//! instead of a boxed string (16-byte pointer plus allocator overhead) and a 24-byte map entry.
+//! An entry replaced or removed leaves garbage, reclaimed once it is half the arena.
+//!
+//! Offsets are 32-bit: an arena holds at most 4 GiB. Identifiers beyond that (tens of
+//! millions of profiles per identifier kind) go to a plain map, so nothing is ever refused.
+
+use hashbrown::HashTable;
+
+use super::HashMap;
+
+/// Arena growth: a quarter at a time (not double), so its slack stays small.
+fn grow(arena: &mut Vec<u8>, extra: usize) {
+    if arena.capacity() - arena.len() < extra {
+        let want = (arena.len() / 4).max(extra).max(4096);
+        arena.reserve_exact(want);
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A varint at `at`: its value and the offset after it.
+fn varint_at(b: &[u8], mut at: usize) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(at)?;
+        at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some((v, at));
+        }
+    }
+    None
+}
+
+/// The entry at `off`: its bytes, key and end.
+fn entry_at(arena: &[u8], off: usize) -> Option<(&[u8], u64, usize)> {
+    let (len, at) = varint_at(arena, off)?;
+    let end = at.checked_add(usize::try_from(len).ok()?)?;
+    let bytes = arena.get(at..end)?;
+    let (key, next) = varint_at(arena, end)?;
+    Some((bytes, key, next))
+}
+
+/// Identifier -> key.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdMap {
+    arena: Vec<u8>,
+    table: HashTable<u32>,
+    garbage: usize,
+    /// Identifiers that did not fit the arena's 32-bit offsets.
+    overflow: HashMap<Box<str>, u64>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl IdMap {
+    fn hash(hasher: &foldhash::fast::RandomState, bytes: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        hasher.hash_one(bytes)
+    }
+
+    fn find(&self, id: &str) -> Option<(u32, u64)> {
+        let hash = Self::hash(&self.hasher, id.as_bytes());
+        let arena = &self.arena;
+        let off = *self.table.find(hash, |&off| {
+            entry_at(arena, off as usize).is_some_and(|e| e.0 == id.as_bytes())
+        })?;
+        entry_at(arena, off as usize).map(|e| (off, e.1))
+    }
+
+    /// The key `id` points to.
+    pub fn get(&self, id: &str) -> Option<u64> {
+        match self.find(id) {
+            Some((_, key)) => Some(key),
+            None if self.overflow.is_empty() => None,
+            None => self.overflow.get(id).copied(),
+        }
+    }
+
+    /// Number of identifiers.
+    pub fn len(&self) -> usize {
+        self.table.len() + self.overflow.len()
+    }
+
+    /// Point `id` at `key`.
+    pub fn insert(&mut self, id: &str, key: u64) {
+        if let Some((off, old)) = self.find(id) {
+            if old == key {
+                return;
+            }
+            self.remove_at(id, off);
+            self.maybe_compact();
+        } else if self.overflow.contains_key(id) {
+            self.overflow.insert(id.into(), key);
+            return;
+        }
+        let off = self.arena.len();
+        let Ok(off32) = u32::try_from(off) else {
+            self.overflow.insert(id.into(), key);
+            return;
+        };
+        grow(&mut self.arena, id.len() + 20);
+        put_varint(&mut self.arena, id.len() as u64);
+        self.arena.extend_from_slice(id.as_bytes());
+        put_varint(&mut self.arena, key);
+        let hash = Self::hash(&self.hasher, id.as_bytes());
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.table.insert_unique(hash, off32, |&o| {
+            Self::hash(hasher, entry_at(arena, o as usize).map_or(&[][..], |e| e.0))
+        });
+    }
+
+    /// Forget `id` if it points at `key`.
+    pub fn remove_if(&mut self, id: &str, key: u64) {
+        match self.find(id) {
+            Some((off, k)) if k == key => {
+                self.remove_at(id, off);
+                self.maybe_compact();
+            }
+            Some(_) => {}
+            None => {
+                if self.overflow.get(id) == Some(&key) {
+                    self.overflow.remove(id);
+                }
+            }
+        }
+    }
+
+    fn remove_at(&mut self, id: &str, off: u32) {
+        let hash = Self::hash(&self.hasher, id.as_bytes());
+        if let Ok(e) = self.table.find_entry(hash, |&o| o == off) {
+            e.remove();
+        }
+        if let Some((_, _, end)) = entry_at(&self.arena, off as usize) {
+            self.garbage += end - off as usize;
+        }
+    }
+
+    /// Keep only the identifiers whose key passes `keep` (a linear pass: repair only).
+    pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        let arena = &self.arena;
+        let mut freed = 0;
+        self.table
+            .retain(|off| match entry_at(arena, *off as usize) {
+                Some((_, key, end)) if !keep(key) => {
+                    freed += end - *off as usize;
+                    false
+                }
+                _ => true,
+            });
+        self.garbage += freed;
+        self.overflow.retain(|_, k| keep(*k));
+        self.maybe_compact();
+    }
+
+    /// Rewrite the arena without garbage once garbage is half of it.
+    fn maybe_compact(&mut self) {
+        if self.garbage < 64 << 10 || self.garbage * 2 < self.arena.len() {
+            return;
+        }
+        let mut fresh = Vec::with_capacity((self.arena.len() - self.garbage) * 9 / 8);
+        for off in self.table.iter_mut() {
+            let start = fresh.len();
+            if let Some((_, _, end)) = entry_at(&self.arena, *off as usize) {
+                fresh.extend_from_slice(&self.arena[*off as usize..end]);
+            }
+            // Smaller than before, so it fits 32 bits.
+            *off = start as u32;
+        }
+        self.arena = fresh;
+        self.garbage = 0;
+    }
+
+    /// Every `(identifier bytes, key)`, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+        let arena = &self.arena;
+        self.table
+            .iter()
+            .filter_map(move |&off| entry_at(arena, off as usize).map(|e| (e.0, e.1)))
+            .chain(self.overflow.iter().map(|(k, &v)| (k.as_bytes(), v)))
+    }
+
+    /// Bytes of the identifiers themselves.
+    pub fn id_bytes(&self) -> u64 {
+        self.iter().map(|(b, _)| b.len() as u64).sum()
+    }
+
+    /// Heap bytes held: the arena's capacity, every table bucket with its control byte, and
+    /// the overflow map.
+    pub fn heap_bytes(&self) -> u64 {
+        let table = super::table_bytes::<u32>(self.table.capacity());
+        let overflow: usize = self
+            .overflow
+            .keys()
+            .map(|k| k.len() + 16 + 25)
+            .sum::<usize>();
+        (self.arena.capacity() + table + overflow) as u64
+    }
+
+    /// The arena, compacted, for the hint: entries back to back.
+    pub fn to_arena(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.arena.len() - self.garbage);
+        for (bytes, key) in self.iter() {
+            put_varint(&mut out, bytes.len() as u64);
+            out.extend_from_slice(bytes);
+            put_varint(&mut out, key);
+        }
+        out
+    }
+
+    /// A map from an arena written by [`IdMap::to_arena`] holding `count` entries; `Err`
+    /// names what is wrong. The table is sized once.
+    pub fn from_arena(arena: &[u8], count: usize) -> Result<IdMap, String> {
+        // Each entry takes at least 2 bytes: a count beyond that is damage, refused before
+        // anything is allocated for it.
+        if count > arena.len() / 2 {
+            return Err(format!(
+                "{count} identifiers cannot fit in {} bytes",
+                arena.len()
+            ));
+        }
+        if u32::try_from(arena.len()).is_err() {
+            return Err("identifier arena beyond 4 GiB".into());
+        }
+        let mut map = IdMap {
+            arena: arena.to_vec(),
+            table: HashTable::with_capacity(count),
+            ..IdMap::default()
+        };
+        let mut at = 0;
+        let mut n = 0;
+        while at < map.arena.len() {
+            let (bytes, _, end) = entry_at(&map.arena, at)
+                .ok_or_else(|| format!("identifier entry at byte {at} is truncated"))?;
+            if std::str::from_utf8(bytes).is_err() {
+                return Err(format!("identifier at byte {at} is not UTF-8"));
+            }
+            let hash = Self::hash(&map.hasher, bytes);
+            let (arena, hasher) = (&map.arena, &map.hasher);
+            map.table.insert_unique(hash, at as u32, |&o| {
+                Self::hash(hasher, entry_at(arena, o as usize).map_or(&[][..], |e| e.0))
+            });
+            at = end;
+            n += 1;
+        }
+        if n != count {
+            return Err(format!("{n} identifiers where {count} were announced"));
+        }
+        Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaves_as_a_map_through_replacements_removals_and_compaction() {
+        let mut m = IdMap::default();
+        let mut model = std::collections::HashMap::new();
+        let mut x = 88172645463325252u64;
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let id = format!("user-{}", x % 5000);
+            let key = x % 97;
+            match i % 3 {
+                0 | 1 => {
+                    m.insert(&id, key);
+                    model.insert(id.clone(), key);
+                }
+                _ => {
+                    m.remove_if(&id, key);
+                    if model.get(&id) == Some(&key) {
+                        model.remove(&id);
+                    }
+                }
+            }
+        }
+        assert_eq!(m.len(), model.len());
+        for (id, key) in &model {
+            assert_eq!(m.get(id), Some(*key), "{id}");
+        }
+        assert!(m.arena.len() < 4 * (m.len() * 16 + (64 << 10)), "compacted");
+        let back = IdMap::from_arena(&m.to_arena(), m.len()).unwrap();
+        for (id, key) in &model {
+            assert_eq!(back.get(id), Some(*key));
+        }
+        assert_eq!(back.get("user-nope"), None);
+    }
+
+    #[test]
+    fn damaged_arenas_are_errors() {
+        let mut m = IdMap::default();
+        m.insert("alice", 1);
+        m.insert("bob", 300);
+        let a = m.to_arena();
+        assert!(IdMap::from_arena(&a, 3).is_err());
+        assert!(IdMap::from_arena(&a, 1).is_err());
+        assert!(IdMap::from_arena(&a, usize::MAX).is_err());
+        for cut in 0..a.len() {
+            let _ = IdMap::from_arena(&a[..cut], 2); // no panic
+        }
+        let mut bad = a.clone();
+        bad[1] = 0xff;
+        assert!(IdMap::from_arena(&bad, 2).is_err());
+    }
+}

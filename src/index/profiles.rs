@@ -1,0 +1,136 @@
+//! Live profile key -> location of its newest record.
+//!
+//! Keys are handed out one by one from 1, so the table is a dense array indexed by key
+//! (12 bytes per key ever used, an empty slot for each deleted or merged-away key). Only a
+//! damaged log can name keys far beyond the ones in use: those go to a small map instead of
+//! growing the array without bound.
+
+use super::HashMap;
+use crate::storage::Location;
+
+/// How far beyond the array's end a key may land and still grow it.
+const MAX_DENSE_GAP: u64 = 1 << 20;
+
+/// Segment 0 is never used: a slot holding it is empty.
+const EMPTY: Location = Location {
+    segment: 0,
+    offset: 0,
+    len: 0,
+};
+
+/// The table.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Profiles {
+    dense: Vec<Location>,
+    sparse: HashMap<u64, Location>,
+    live: usize,
+}
+
+impl Profiles {
+    /// The location of a live profile.
+    pub fn get(&self, key: u64) -> Option<Location> {
+        if let Some(l) = usize::try_from(key).ok().and_then(|k| self.dense.get(k))
+            && l.segment != 0
+        {
+            return Some(*l);
+        }
+        if self.sparse.is_empty() {
+            return None;
+        }
+        self.sparse.get(&key).copied()
+    }
+
+    /// Number of live profiles.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    fn slot(&mut self, key: u64) -> Option<&mut Location> {
+        let k = usize::try_from(key).ok()?;
+        if k >= self.dense.len() {
+            if key > self.dense.len() as u64 + MAX_DENSE_GAP {
+                return None;
+            }
+            if k >= self.dense.capacity() {
+                // Grow by a quarter (not double): slack stays small.
+                let want = (k + 1)
+                    .max(self.dense.len() + self.dense.len() / 4)
+                    .max(1024);
+                self.dense.reserve_exact(want - self.dense.len());
+            }
+            self.dense.resize(k + 1, EMPTY);
+        }
+        self.dense.get_mut(k)
+    }
+
+    /// Set a live profile's location. A location in segment 0 (never written by storage)
+    /// would read as empty: such a profile is kept in the map.
+    pub fn insert(&mut self, key: u64, at: Location) {
+        self.remove(key);
+        match self.slot(key).filter(|_| at.segment != 0) {
+            Some(slot) => *slot = at,
+            None => {
+                self.sparse.insert(key, at);
+            }
+        }
+        self.live += 1;
+    }
+
+    /// Forget a profile.
+    pub fn remove(&mut self, key: u64) {
+        if let Some(slot) = usize::try_from(key)
+            .ok()
+            .and_then(|k| self.dense.get_mut(k))
+            && slot.segment != 0
+        {
+            *slot = EMPTY;
+            self.live -= 1;
+        }
+        if !self.sparse.is_empty() && self.sparse.remove(&key).is_some() {
+            self.live -= 1;
+        }
+    }
+
+    /// Live profiles in no particular order (the dense part ascending).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Location)> + '_ {
+        self.dense
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.segment != 0)
+            .map(|(k, l)| (k as u64, *l))
+            .chain(self.sparse.iter().map(|(&k, &l)| (k, l)))
+    }
+
+    /// Replace a location only where it is still `old`.
+    pub fn relocate(&mut self, key: u64, old: Location, new: Location) {
+        if self.get(key) == Some(old) {
+            self.insert(key, new);
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> u64 {
+        (self.dense.capacity() * std::mem::size_of::<Location>() + super::map_bytes(&self.sparse))
+            as u64
+    }
+
+    /// The dense array, for the hint.
+    pub fn dense(&self) -> &[Location] {
+        &self.dense
+    }
+
+    /// The keys beyond the dense array, for the hint.
+    pub fn sparse(&self) -> impl Iterator<Item = (u64, Location)> + '_ {
+        self.sparse.iter().map(|(&k, &l)| (k, l))
+    }
+
+    /// A table from its hint parts.
+    pub fn from_parts(dense: Vec<Location>, sparse: HashMap<u64, Location>) -> Profiles {
+        let live = dense.iter().filter(|l| l.segment != 0).count() + sparse.len();
+        Profiles {
+            dense,
+            sparse,
+            live,
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The index snapshot the hint file carries: a flat, versioned payload of bulk arrays
+//! (docs/format.md, "Index snapshot"). Loading sizes every array and map once from the counts
+//! it announces, after checking that the bytes for them are there, so a damaged or hostile
+//! payload costs at most its own size. Any problem, an unknown magic or version included, is
+//! an error: the caller then replays the whole log (a hint is never trusted half-way and
+//! never refused).
+
+use super::idmap::IdMap;
+use super::profiles::Profiles;
+use super::window::Window;
+use super::{CompanySlot, HashMap, HashSet, Index};
+use crate::error::{Error, Result};
+use crate::storage::Location;
+
+/// First bytes of the payload.
+pub(crate) const MAGIC: [u8; 8] = *b"PDBINDEX";
+/// Version of the payload layout. Version 1 was a bincode-serde image of the whole index
+/// (without this magic); it is not read, only replaced.
+pub(crate) const VERSION: u16 = 2;
+
+/// Encodes the payload.
+struct Out(Vec<u8>);
+
+impl Out {
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn loc(&mut self, l: Location) {
+        self.u32(l.segment);
+        self.u32(l.offset);
+        self.u32(l.len);
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+    }
+}
+
+/// Decodes the payload; every read is bounds-checked.
+struct In<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> In<'a> {
+    fn fail(&self, reason: impl Into<String>) -> Error {
+        Error::Decode {
+            what: "index snapshot",
+            file: Default::default(),
+            offset: self.at as u64,
+            reason: reason.into(),
+        }
+    }
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| self.fail(format!("truncated in {what}")))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        let s = self.take(4, what)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        let s = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn loc(&mut self, what: &str) -> Result<Location> {
+        Ok(Location {
+            segment: self.u32(what)?,
+            offset: self.u32(what)?,
+            len: self.u32(what)?,
+        })
+    }
+    /// A count of items of at least `min_size` bytes each, checked against the bytes left.
+    fn count(&mut self, min_size: usize, what: &str) -> Result<usize> {
+        let n = self.u64(what)?;
+        let left = (self.b.len() - self.at) as u64;
+        if n.saturating_mul(min_size.max(1) as u64) > left {
+            return Err(self.fail(format!("{what}: count {n} exceeds the bytes left ({left})")));
+        }
+        Ok(n as usize)
+    }
+    fn str(&mut self, what: &str) -> Result<&'a str> {
+        let n = self.u32(what)? as usize;
+        let b = self.take(n, what)?;
+        std::str::from_utf8(b).map_err(|_| self.fail(format!("{what} is not UTF-8")))
+    }
+}
+
+impl Index {
+    /// The snapshot payload for the hint file.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let ids = [&self.user, &self.email, &self.anon].map(IdMap::to_arena);
+        let dense = self.profiles.dense();
+        let size = 80
+            + dense.len() * 12
+            + ids.iter().map(|a| a.len() + 16).sum::<usize>()
+            + self.redirects.len() * 16
+            + self.dedupe.len() * 16
+            + self.dedupe.parts().2.len() * 5
+            + self.suppressed.len() * 28
+            + self.names.iter().map(|n| n.0.len() + 16).sum::<usize>()
+            + self
+                .companies
+                .iter()
+                .map(|(id, s)| id.len() + 40 + s.members.len() * 8)
+                .sum::<usize>();
+        let mut o = Out(Vec::with_capacity(size));
+        o.0.extend_from_slice(&MAGIC);
+        o.0.extend_from_slice(&VERSION.to_le_bytes());
+        o.0.extend_from_slice(&0u16.to_le_bytes());
+        o.u64(self.last_seq);
+        o.u64(self.next_key);
+        o.u64(self.next_company_key);
+        o.0.push(self.next_key_location.is_some() as u8);
+        o.loc(self.next_key_location.unwrap_or_default());
+        o.u64(dense.len() as u64);
+        for &l in dense {
+            o.loc(l);
+        }
+        let sparse: Vec<_> = self.profiles.sparse().collect();
+        o.u64(sparse.len() as u64);
+        for (k, l) in sparse {
+            o.u64(k);
+            o.loc(l);
+        }
+        for (map, arena) in [&self.user, &self.email, &self.anon].iter().zip(&ids) {
+            o.u64(map.len() as u64);
+            o.u64(arena.len() as u64);
+            o.0.extend_from_slice(arena);
+        }
+        o.u64(self.redirects.len() as u64);
+        for (&from, &to) in &self.redirects {
+            o.u64(from);
+            o.u64(to);
+        }
+        o.u64(self.companies.len() as u64);
+        for (id, slot) in &self.companies {
+            o.u64(slot.key);
+            o.loc(slot.location);
+            o.bytes(id.as_bytes());
+            o.u64(slot.members.len() as u64);
+            for &m in &slot.members {
+                o.u64(m);
+            }
+        }
+        o.u64(self.names.len() as u64);
+        for (name, l) in &self.names {
+            o.loc(*l);
+            o.bytes(name.as_bytes());
+        }
+        let (ring, head, tags, slots) = self.dedupe.parts();
+        o.u64(ring.len() as u64);
+        o.u64(head as u64);
+        for h in ring {
+            o.0.extend_from_slice(&h.to_le_bytes());
+        }
+        o.u64(tags.len() as u64);
+        o.0.extend_from_slice(tags);
+        for s in slots {
+            o.u32(*s);
+        }
+        o.u64(self.suppressed.len() as u64);
+        for (&lo, &(hi, l)) in &self.suppressed {
+            o.u64(lo);
+            o.u64(hi);
+            o.loc(l);
+        }
+        let crc = crc32fast::hash(&o.0);
+        o.u32(crc);
+        o.0
+    }
+
+    /// An index from a snapshot payload.
+    pub fn from_snapshot(payload: &[u8], dedupe_window: usize) -> Result<Index> {
+        let mut r = In { b: payload, at: 0 };
+        if payload.get(..8) != Some(&MAGIC[..]) {
+            return Err(r.fail("not an index snapshot of this format (magic)"));
+        }
+        let version = match payload.get(8..10) {
+            Some(&[a, b]) => u16::from_le_bytes([a, b]),
+            _ => return Err(r.fail("truncated before the version")),
+        };
+        if version != VERSION {
+            return Err(r.fail(format!("snapshot version {version}, expected {VERSION}")));
+        }
+        let body_len = payload.len().saturating_sub(4);
+        let stored = match payload.get(body_len..) {
+            Some(&[a, b, c, d]) => Some(u32::from_le_bytes([a, b, c, d])),
+            _ => None,
+        };
+        if payload.len() < 16 || stored != Some(crc32fast::hash(&payload[..body_len])) {
+            return Err(r.fail("snapshot checksum mismatch"));
+        }
+        r.b = &payload[..body_len];
+        r.at = 12;
+        let mut index = Index::new(dedupe_window);
+        index.last_seq = r.u64("last seq")?;
+        index.next_key = r.u64("next key")?;
+        index.next_company_key = r.u64("next company key")?;
+        let has_next = r.take(1, "next key location")?[0] != 0;
+        let next_loc = r.loc("next key location")?;
+        index.next_key_location = has_next.then_some(next_loc);
+
+        let n = r.count(12, "profiles")?;
+        let mut dense = Vec::with_capacity(n);
+        let bytes = r.take(n * 12, "profiles")?;
+        for c in bytes.chunks_exact(12) {
+            let w = |i: usize| u32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+            dense.push(Location {
+                segment: w(0),
+                offset: w(4),
+                len: w(8),
+            });
+        }
+        let n = r.count(20, "sparse profiles")?;
+        let mut sparse = HashMap::with_capacity_and_hasher(n, Default::default());
+        for _ in 0..n {
+            let k = r.u64("sparse profiles")?;
+            sparse.insert(k, r.loc("sparse profiles")?);
+        }
+        index.profiles = Profiles::from_parts(dense, sparse);
+
+        for (map, what) in [
+            (&mut index.user, "user ids"),
+            (&mut index.email, "emails"),
+            (&mut index.anon, "anonymous ids"),
+        ] {
+            let count = r.u64(what)?;
+            let len = r.count(1, what)?;
+            let arena = r.take(len, what)?;
+            let count = usize::try_from(count).map_err(|_| r.fail(format!("{what}: count")))?;
+            *map = IdMap::from_arena(arena, count).map_err(|e| r.fail(format!("{what}: {e}")))?;
+        }
+
+        let n = r.count(16, "redirects")?;
+        index.redirects = HashMap::with_capacity_and_hasher(n, Default::default());
+        for _ in 0..n {
+            let from = r.u64("redirects")?;
+            index.redirects.insert(from, r.u64("redirects")?);
+        }
+
+        let n = r.count(40, "companies")?;
+        index.companies = HashMap::with_capacity_and_hasher(n, Default::default());
+        index.company_ids = HashMap::with_capacity_and_hasher(n, Default::default());
+        for _ in 0..n {
+            let key = r.u64("companies")?;
+            let location = r.loc("companies")?;
+            let id = r.str("company id")?;
+            let m = r.count(8, "company members")?;
+            let mut members: HashSet<u64> =
+                HashSet::with_capacity_and_hasher(m, Default::default());
+            for _ in 0..m {
+                members.insert(r.u64("company members")?);
+            }
+            index.company_ids.insert(key, id.into());
+            index.companies.insert(
+                id.into(),
+                CompanySlot {
+                    key,
+                    location,
+                    members,
+                },
+            );
+        }
+
+        let n = r.count(16, "property names")?;
+        index.names = Vec::with_capacity(n);
+        index.name_ids = HashMap::with_capacity_and_hasher(n, Default::default());
+        for i in 0..n {
+            let l = r.loc("property names")?;
+            let name = r.str("property name")?;
+            index.names.push((name.into(), l));
+            if !name.is_empty() {
+                index.name_ids.insert(name.into(), i as u32);
+            }
+        }
+
+        let n = r.count(16, "messageIds")?;
+        let head = r.u64("messageId head")?;
+        let bytes = r.take(n * 16, "messageIds")?;
+        let mut ring = Vec::with_capacity(n);
+        for c in bytes.chunks_exact(16) {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(c);
+            ring.push(u128::from_le_bytes(a));
+        }
+        let b = r.count(5, "messageId table")?;
+        let tags = r.take(b, "messageId table")?.to_vec();
+        let mut slots = Vec::with_capacity(b);
+        for c in r.take(b * 4, "messageId table")?.chunks_exact(4) {
+            slots.push(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        }
+        let head = usize::try_from(head).unwrap_or(usize::MAX);
+        // The stored table is used as it is when it fits the window size asked for (the
+        // option may have changed since); else the window is rebuilt from the hashes.
+        index.dedupe = match Window::from_parts(dedupe_window, ring, head, tags, slots) {
+            Some(w) => w,
+            None => {
+                let bytes = &bytes[..n * 16];
+                let oldest_first: Vec<u128> = bytes
+                    .chunks_exact(16)
+                    .skip(head.min(n))
+                    .chain(bytes.chunks_exact(16).take(head.min(n)))
+                    .map(|c| {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(c);
+                        u128::from_le_bytes(a)
+                    })
+                    .collect();
+                Window::from_oldest_first(dedupe_window, &oldest_first)
+            }
+        };
+
+        let n = r.count(28, "suppressions")?;
+        index.suppressed = HashMap::with_capacity_and_hasher(n, Default::default());
+        for _ in 0..n {
+            let lo = r.u64("suppressions")?;
+            let hi = r.u64("suppressions")?;
+            index.suppressed.insert(lo, (hi, r.loc("suppressions")?));
+        }
+        if r.at != r.b.len() {
+            return Err(r.fail("trailing bytes"));
+        }
+        index.flatten_redirects();
+        Ok(index)
+    }
+}

@@ -1,0 +1,118 @@
+//! Whole-profile rules (SPEC 3.2.3, 3.3, 3.4): merging a merged-away profile into its survivor,
+//! the effective `created_at`, and the order in which one call's operations apply. Pure
+//! functions of the decoded profile; the write path and the view both use them.
+
+use crate::entries::ProfileRecord;
+use crate::profile::message::Identify;
+use crate::profile::props::PropOp;
+use crate::types::value::{Timestamp, Value};
+
+/// Merge a merged-away profile into the survivor (SPEC 3.2.3, 3.3, 3.4). `created_at` is the
+/// name number of the `created_at` property, if the store knows the name.
+pub(crate) fn merge_into(
+    survivor: &mut ProfileRecord,
+    gone: ProfileRecord,
+    created_at: Option<u32>,
+) {
+    // A merge keeps the earliest *effective* created_at (SPEC 3.4): the explicit trait where
+    // it is a date-time, else the first call's timestamp.
+    let earliest_created =
+        effective_created_at(survivor, created_at).min(effective_created_at(&gone, created_at));
+    let ids = &mut survivor.ids;
+    if ids.user_id.is_none() {
+        ids.user_id = gone.ids.user_id;
+    }
+    if ids.email.is_none() {
+        ids.email = gone.ids.email;
+    }
+    for a in gone.ids.anonymous_ids {
+        if !ids.anonymous_ids.contains(&a) {
+            ids.anonymous_ids.push(a);
+        }
+    }
+    if ids.company_id.is_none() {
+        ids.company_id = gone.ids.company_id;
+    }
+    survivor.first_seen = survivor.first_seen.min(gone.first_seen);
+    survivor.updated_at = survivor.updated_at.max(gone.updated_at);
+    for (id, state) in gone.props {
+        match survivor.props.binary_search_by_key(&id, |p| p.0) {
+            Ok(i) => {
+                let mine = &mut survivor.props[i].1;
+                if Some(id) == created_at {
+                    // A merge keeps the earliest created_at (SPEC 3.4).
+                    if let (Some(Value::DateTime(a)), Some(Value::DateTime(b))) =
+                        (mine.value(), state.value())
+                    {
+                        if b < a {
+                            *mine = state;
+                        }
+                        continue;
+                    }
+                }
+                mine.merge(&state);
+            }
+            Err(i) => survivor.props.insert(i, (id, state)),
+        }
+    }
+    // Only one side had the trait, and the other side's default is earlier: the trait takes
+    // that value, so that the property and the top-level created_at agree.
+    if effective_created_at(survivor, created_at) != earliest_created
+        && let Some(id) = created_at
+        && let Ok(i) = survivor.props.binary_search_by_key(&id, |p| p.0)
+    {
+        survivor.props[i]
+            .1
+            .overwrite(Value::DateTime(earliest_created));
+    }
+}
+
+/// A profile's created_at as shown (SPEC 3.4): the `created_at` property when it is a
+/// date-time, else the timestamp of its first call.
+pub(crate) fn effective_created_at(rec: &ProfileRecord, created_at: Option<u32>) -> Timestamp {
+    created_at
+        .and_then(|id| rec.props.binary_search_by_key(&id, |p| p.0).ok())
+        .and_then(|i| match rec.props[i].1.value() {
+            Some(Value::DateTime(ts)) => Some(ts),
+            _ => None,
+        })
+        .unwrap_or(rec.first_seen)
+}
+
+/// One call's property operations in the order they apply (SPEC 3.3, 3.5). All operations of
+/// a call share its stamp; they apply in PostHog's order: traits / `$set`, `$set_once`,
+/// `$add`, and `$unset` last. So a name the call also `$unset`s gets only the removal
+/// (whatever came before it in the call would be removed by it), and a `$set_once` counts as
+/// older than an `$add` of the same call (`PropState` treats equal stamps so).
+pub(crate) fn call_ops<'m>(m: &'m Identify, mut f: impl FnMut(&'m str, PropOp)) {
+    let unset_too = |name: &str| !m.unset.is_empty() && m.unset.iter().any(|u| u == name);
+    for (name, value) in &m.traits {
+        if !unset_too(name) {
+            f(
+                name,
+                match value {
+                    Some(v) => PropOp::Set(v.clone()),
+                    None => PropOp::Unset,
+                },
+            );
+        }
+    }
+    for (name, value) in &m.set_once {
+        if !unset_too(name) {
+            f(name, PropOp::SetOnce(value.clone()));
+        }
+    }
+    for (name, n) in &m.add {
+        if !unset_too(name) {
+            f(name, PropOp::Add(*n));
+        }
+    }
+    for (name, list) in &m.lists {
+        if !unset_too(name) {
+            f(name, PropOp::List(list.clone()));
+        }
+    }
+    for name in &m.unset {
+        f(name, PropOp::Unset);
+    }
+}

@@ -1,0 +1,336 @@
+//! Delta records and their chains (issue 11, deliverables 2 and 7; docs/format.md "Profile
+//! delta"): a profile written as a full record plus deltas reads back exactly as if every call
+//! had written the whole profile — after the calls, after a crash that left chains unfolded,
+//! after compaction folded them (also with writers running during the compaction), after
+//! reopening from the hint or from the log; damage inside a chain is an error naming file and
+//! offset, never a panic and never a profile with properties silently missing.
+
+use std::path::Path;
+
+use profiledb::{Db, Error, Filter, Message, Options, Profile, Selector};
+use serde_json::json;
+
+fn options(chain_limit: u32, cache: usize) -> Options {
+    Options {
+        durability: profiledb::Durability::Buffered,
+        compaction_ratio: None,
+        segment_size: 4096,
+        chain_limit,
+        profile_cache_bytes: cache,
+        ..Options::default()
+    }
+}
+
+/// Call `i` of a workload of many calls to few people: sets, `$set_once`, `$add`, `$unset`,
+/// emails (moved by protection), anonymous ids, merges.
+fn call(i: u32) -> Message {
+    let person = i % 3;
+    let mut traits = serde_json::Map::new();
+    traits.insert(format!("t{}", i % 7), json!(format!("v{i}")));
+    traits.insert(format!("n{}", i % 5), json!(i));
+    if i.is_multiple_of(11) {
+        traits.insert(format!("t{}", (i + 1) % 7), serde_json::Value::Null);
+    }
+    if i % 13 == 5 {
+        traits.insert("email".into(), json!(format!("e{}@x.io", i % 4)));
+    }
+    let mut m = json!({
+        "type": "identify",
+        "userId": format!("u{person}"),
+        "traits": traits,
+        "timestamp": format!("2026-01-01T00:{:02}:{:02}Z", (i / 60) % 60, i % 60),
+        "messageId": format!("m{i}"),
+    });
+    if i % 4 == 1 {
+        m["$set_once"] = json!({ format!("once{}", i % 3): i });
+    }
+    if i % 3 == 2 {
+        m["$add"] = json!({ "count": 1, "score": 0.5 });
+    }
+    if i % 17 == 3 {
+        m["$unset"] = json!([format!("n{}", i % 5)]);
+    }
+    if i % 9 == 4 {
+        m["anonymousId"] = json!(format!("a{}", i % 6));
+    }
+    if i % 29 == 7 {
+        // An anonymous-only profile, merged into a user's on a later call.
+        m = json!({
+            "type": "identify",
+            "anonymousId": format!("lonely{i}"),
+            "traits": { "x": i },
+            "timestamp": "2026-01-01T00:00:00Z",
+        });
+    }
+    if i % 29 == 8 {
+        m["anonymousId"] = json!(format!("lonely{}", i - 1));
+    }
+    Message::parse(m.to_string().as_bytes()).unwrap()
+}
+
+fn all(db: &Db) -> Vec<Profile> {
+    let mut out = Vec::new();
+    db.scan(&Filter::All, &mut |p| {
+        out.push(p);
+        true
+    })
+    .unwrap();
+    out
+}
+
+fn run(dir: &Path, opts: Options, calls: std::ops::Range<u32>) -> Db {
+    let db = Db::open(dir, opts).unwrap();
+    for i in calls {
+        db.apply(&call(i)).unwrap();
+    }
+    db
+}
+
+#[test]
+fn chains_read_back_as_full_records_through_crash_compaction_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = run(&tmp.path().join("full"), options(1, 64 << 20), 0..300);
+    let want = all(&full);
+    assert!(want.len() >= 3);
+    for (name, limit, cache) in [("c8", 8, 64 << 20), ("c8-nocache", 8, 0), ("c64", 64, 0)] {
+        let dir = tmp.path().join(name);
+        let db = run(&dir, options(limit, cache), 0..300);
+        assert_eq!(all(&db), want, "{name}: after the calls");
+        // A crash: no hint, chains unfolded, the log replayed.
+        db.abandon();
+        let db = Db::open(&dir, options(limit, cache)).unwrap();
+        assert_eq!(all(&db), want, "{name}: after a crash");
+        assert!(db.check().unwrap().is_empty(), "{name}");
+        db.compact().unwrap();
+        assert_eq!(all(&db), want, "{name}: after compaction");
+        db.close().unwrap();
+        let db = Db::open(&dir, options(limit, cache)).unwrap();
+        assert_eq!(all(&db), want, "{name}: after reopening with the hint");
+        assert!(db.check().unwrap().is_empty(), "{name}");
+        // More calls on the folded records, then a crash again.
+        for i in 300..340 {
+            db.apply(&call(i)).unwrap();
+        }
+        db.abandon();
+        let db = Db::open(&dir, options(limit, cache)).unwrap();
+        let reference = run(
+            &tmp.path().join(format!("{name}-ref")),
+            options(1, 0),
+            0..340,
+        );
+        assert_eq!(all(&db), all(&reference), "{name}: calls after the fold");
+    }
+}
+
+#[test]
+fn deltas_write_far_fewer_bytes_than_full_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One person with 40 properties, ten of them set per call.
+    let bytes = |limit: u32| {
+        let db = Db::open(
+            tmp.path().join(format!("b{limit}")),
+            options(limit, 64 << 20),
+        )
+        .unwrap();
+        for i in 0..200u32 {
+            let mut traits = serde_json::Map::new();
+            for k in 0..10 {
+                traits.insert(
+                    format!("p{}", (i * 10 + k) % 40),
+                    json!(format!("value {i}")),
+                );
+            }
+            let m = json!({"type": "identify", "userId": "user-1", "traits": traits});
+            db.apply(&Message::parse(m.to_string().as_bytes()).unwrap())
+                .unwrap();
+        }
+        db.stats().storage.bytes_appended
+    };
+    let (full, chained) = (bytes(1), bytes(8));
+    assert!(
+        chained * 2 < full,
+        "deltas {chained} bytes, full records {full} bytes"
+    );
+}
+
+#[test]
+fn writers_during_compaction_never_link_into_the_segments_it_rewrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let db = std::sync::Arc::new(run(&dir, options(8, 0), 0..200));
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            for i in 200..1200 {
+                db.apply(&call(i)).unwrap();
+            }
+        })
+    };
+    let mut compactions = 0;
+    while !writer.is_finished() {
+        db.compact().unwrap();
+        compactions += 1;
+    }
+    writer.join().unwrap();
+    db.compact().unwrap();
+    let reference = run(&tmp.path().join("ref"), options(1, 0), 0..1200);
+    assert!(compactions >= 1);
+    assert_eq!(all(&db), all(&reference));
+    let db = std::sync::Arc::into_inner(db).unwrap();
+    db.abandon();
+    let db = Db::open(&dir, options(8, 0)).unwrap();
+    assert_eq!(all(&db), all(&reference), "after a crash and replay");
+    assert!(db.check().unwrap().is_empty());
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+#[test]
+fn damage_inside_a_chain_is_corruption_naming_file_and_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    // One chain of 60 records spanning several 4 KiB segments.
+    let db = Db::open(&dir, options(64, 0)).unwrap();
+    for i in 0..60 {
+        let mut traits = serde_json::Map::new();
+        for k in 0..10 {
+            traits.insert(
+                format!("p{}", (i * 10 + k) % 40),
+                json!(format!("value {i} {k:>20}")),
+            );
+        }
+        let m = json!({"type": "identify", "userId": "u0", "traits": traits});
+        db.apply(&Message::parse(m.to_string().as_bytes()).unwrap())
+            .unwrap();
+    }
+    db.abandon();
+    let segs = segments(&dir);
+    assert!(segs.len() >= 4, "{segs:?}");
+    // Damage the middle of the newest sealed segment (inside the current chains: with a
+    // limit of 64 they reach back over the last ~190 calls).
+    let victim = &segs[segs.len() - 2];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(victim, &bytes).unwrap();
+    match Db::open(&dir, options(64, 0)) {
+        Err(Error::Corruption { file, offset, .. }) => {
+            assert_eq!(&file, victim);
+            assert!(offset <= at as u64);
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|_| ())),
+    }
+    // Repair quarantines the segment: the profile whose chain ran through it is dropped (as a
+    // full record in a quarantined segment is lost) and the open's report names it and the
+    // missing link's file; never a panic, never a profile with properties silently missing.
+    let repaired = Options {
+        repair: true,
+        ..options(64, 0)
+    };
+    let db = Db::open(&dir, repaired).unwrap();
+    assert_eq!(db.get(&Selector::UserId("u0".into())).unwrap(), None);
+    assert!(
+        db.check().unwrap().is_empty(),
+        "the repaired store is consistent"
+    );
+    let problems = db.stats().dropped_by_repair;
+    let name = victim.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("dropped by repair") && p.contains(&name)),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_delta_whose_link_is_damaged_is_an_error_not_a_panic() {
+    // Damage that keeps the CRC right: rewrite a chain's newest record with its link bytes
+    // changed (the frame re-encoded), so the decoder itself must catch the broken link.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let db = run(&dir, options(8, 0), 0..40);
+    db.close().unwrap();
+    let segs = segments(&dir);
+    let last = segs.last().unwrap();
+    let bytes = std::fs::read(last).unwrap();
+    let mut at = 32;
+    let mut frames = Vec::new();
+    while at < bytes.len() {
+        let Ok((seq, total)) = profiledb::storage::decode_frame(&bytes[at..], |_, _, _| {}) else {
+            break;
+        };
+        frames.push((at, seq, total));
+        at += total;
+    }
+    let mut damaged = 0;
+    for (i, &(start, seq, total)) in frames.iter().enumerate().rev() {
+        let mut entries: Vec<(u8, u64, Vec<u8>)> = Vec::new();
+        profiledb::storage::decode_frame(&bytes[start..start + total], |k, id, d| {
+            entries.push((k, id, d.to_vec()))
+        })
+        .unwrap();
+        let Some(e) = entries.iter_mut().find(|e| e.0 == 9) else {
+            continue;
+        };
+        // Byte 1.. is the previous record's segment id: point it at segment 77.
+        e.2[1] = 77;
+        let borrowed: Vec<profiledb::storage::Entry<'_>> = entries
+            .iter()
+            .map(|(kind, id, data)| profiledb::storage::Entry {
+                kind: *kind,
+                id: *id,
+                data,
+            })
+            .collect();
+        let mut frame = Vec::new();
+        profiledb::storage::encode_frame(&mut frame, seq, &borrowed).unwrap();
+        assert_eq!(frame.len(), total);
+        let mut b = bytes.clone();
+        b[start..start + total].copy_from_slice(&frame);
+        std::fs::write(last, &b).unwrap();
+        std::fs::remove_file(dir.join("HINT")).ok();
+        match Db::open(&dir, options(8, 0)) {
+            Err(e @ (Error::Corruption { .. } | Error::Decode { .. })) => {
+                assert!(e.to_string().contains("0000000077.seg"), "{e}");
+                damaged += 1;
+            }
+            Ok(db) => {
+                // The damaged delta was superseded by a later record: reads are fine.
+                assert!(db.check().unwrap().is_empty());
+            }
+            Err(e) => panic!("frame {i}: unexpected {e}"),
+        }
+        std::fs::write(last, &bytes).unwrap();
+        if damaged > 0 {
+            break;
+        }
+    }
+    assert!(damaged > 0, "some newest record was a delta");
+}
+
+#[test]
+fn options_bound_the_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bad in [0, 65] {
+        let o = Options {
+            chain_limit: bad,
+            ..options(8, 0)
+        };
+        assert!(matches!(
+            Db::open(tmp.path().join(format!("o{bad}")), o),
+            Err(Error::Options {
+                name: "chain_limit",
+                ..
+            })
+        ));
+    }
+}
