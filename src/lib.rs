@@ -105,6 +105,10 @@ mod storage;
 pub mod workload;
 
 pub use db::{Counts, Db, ProcessMemory, Stats};
+/// The profile record decoder under fuzzing (feature `testing`; fuzz target `profile_decode`).
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub use entries::profile::fuzz_profile_payload;
 pub use error::{Error, FieldError, Result};
 pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
 pub use profile::filter::{Filter, Op};
