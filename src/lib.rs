@@ -24,7 +24,7 @@ mod view;
 mod wire;
 pub mod workload;
 
-pub use db::{Company, Db, Moved, Outcome, Profile, Selector, Stats, Status};
+pub use db::{Company, Db, Moved, Outcome, Prepared, Profile, Selector, Stats, Status};
 pub use error::{Error, FieldError, Result};
 pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
 pub use profile::filter::{Filter, Op};
