@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::index::{CompanySlot, HashMap, Index};
 use crate::options::Options;
 use crate::profile::message::{CompanyRef, Identify, Message};
-use crate::profile::props::{Applied, PropOp, PropState};
+use crate::profile::props::{Applied, ListLimits, PropOp, PropState};
 use crate::profile::resolve::{Found, resolve};
 use crate::profile::validate::normalize_email;
 use crate::profile::value::{Timestamp, Value};
@@ -648,9 +648,18 @@ impl<'a> Builder<'a> {
                 ops.push((name, PropOp::Add(*n)));
             }
         }
+        for (name, list) in &m.lists {
+            if !unset_too(name) {
+                ops.push((name, PropOp::List(list.clone())));
+            }
+        }
         for name in &m.unset {
             ops.push((name, PropOp::Unset));
         }
+        let list_limits = ListLimits {
+            max_items: self.options.max_list_items,
+            max_bytes: self.options.max_value_bytes,
+        };
         for (name, op) in ops {
             // A removal registers a new name too, so that it is remembered with its
             // timestamp: an older set arriving later must not bring the property back (SPEC
@@ -671,10 +680,11 @@ impl<'a> Builder<'a> {
                     &mut rec.props[i].1
                 }
             };
-            if matches!(
-                state.apply_owned(op, ts, order),
-                Applied::NotANumber | Applied::Overflow
-            ) {
+            let applied = match op {
+                PropOp::List(list) => state.apply_list(list, ts, order, list_limits),
+                op => state.apply_owned(op, ts, order),
+            };
+            if applied != Applied::Taken {
                 out.ignored.push(name.to_string());
             }
         }

@@ -29,4 +29,5 @@ pub use error::{Error, FieldError, Result};
 pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
 pub use profile::filter::{Filter, Op};
 pub use profile::message::{Alias, CompanyRef, Group, Identify, Link, Message, Number};
+pub use profile::props::ListOp;
 pub use profile::value::{Timestamp, Value};

@@ -70,6 +70,9 @@ pub struct Options {
     pub max_value_bytes: usize,
     /// Largest call, in bytes of its JSON form (Segment: 32 KiB).
     pub max_call_bytes: usize,
+    /// Most items a list operation (`$append`, `$union`) may leave in a property; the list's
+    /// JSON form is bounded by `max_value_bytes` too.
+    pub max_list_items: usize,
     /// How many recent `messageId`s are remembered for de-duplication.
     pub dedupe_window: usize,
     /// How many recently written profiles are kept decoded in memory, so that calls on hot
@@ -116,6 +119,7 @@ impl Default for Options {
             max_name_chars: 255,
             max_value_bytes: 8 << 10,
             max_call_bytes: 32 << 10,
+            max_list_items: 1000,
             dedupe_window: 1_000_000,
             profile_cache: 32_768,
         }

@@ -319,6 +319,38 @@ fn context_integrations_and_properties_are_ignored() {
 }
 
 #[test]
+fn rudderstack_context_traits_are_identify_traits_and_traits_win() {
+    // rudder-sdk-python 2.x sends identify traits only under context.traits.
+    let m = identify(json!({"userId": "u1", "context": {"library": {"name": "x"},
+        "traits": {"email": "r@example.com", "firstName": "Ru", "plan": "free", "seats": 2,
+                   "company": {"id": "c-9"}}}}));
+    assert_eq!(m.email.as_deref(), Some("r@example.com"));
+    assert_eq!(trait_of(&m, "first_name"), Some(&s("Ru")));
+    assert_eq!(trait_of(&m, "plan"), Some(&s("free")));
+    assert_eq!(m.company.as_ref().map(|c| c.id.as_str()), Some("c-9"));
+    assert_eq!(m.field_as_written("traits.email"), "context.traits.email");
+    // Both levels: `traits` wins name by name; the rest of context.traits is kept.
+    let m = identify(json!({"userId": "u1",
+        "context": {"traits": {"plan": "free", "email": "old@example.com", "seats": 2}},
+        "traits": {"plan": "pro", "email": "new@example.com"}}));
+    assert_eq!(trait_of(&m, "plan"), Some(&s("pro")));
+    assert_eq!(trait_of(&m, "seats"), Some(&Some(Value::Int(2))));
+    assert_eq!(m.email.as_deref(), Some("new@example.com"));
+    // A context (or context.traits) that is not an object is ignored, as before.
+    let m = identify(json!({"userId": "u1", "context": {"traits": "x"}}));
+    assert!(m.traits.is_empty());
+    let m = identify(json!({"userId": "u1", "context": 5}));
+    assert!(m.traits.is_empty());
+    // Only identify reads them: a group's traits are its own.
+    match Message::from_json(&json!({"type": "group", "groupId": "g", "userId": "u1",
+                                     "context": {"traits": {"plan": "x"}}}))
+    {
+        Ok(Message::Group(g)) => assert!(g.traits.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn group_alias_and_link_messages_parse() {
     let v = json!({"type": "group", "groupId": 9, "userId": "u1",
                    "traits": {"name": "Acme", "plan": null}});

@@ -56,6 +56,9 @@ fn in_order(ops: &[(i64, PropOp)]) -> Option<Value> {
                     (other, _) => other.clone(),
                 }
             }
+            // List operations apply in arrival order, not timestamp order: their reference is
+            // in tests/list_ops.rs.
+            PropOp::List(_) => panic!("no list operations in the timestamp-order reference"),
         }
     }
     v

@@ -7,6 +7,7 @@
 //! with an `id`) is lifted out as the company reference.
 
 use crate::error::{Error, Result};
+use crate::profile::props::ListOp;
 use crate::profile::value::{Timestamp, Value};
 
 /// A numeric increment of `$add`.
@@ -48,6 +49,9 @@ pub struct Identify {
     pub unset: Vec<String>,
     /// `$add`.
     pub add: Vec<(String, Number)>,
+    /// `$append`, `$union` and `$remove`, in that order (docs/semantics.md, "List
+    /// operations").
+    pub lists: Vec<(String, ListOp)>,
     /// `traits.company` with an id.
     pub company: Option<CompanyRef>,
     /// Where a normalised field came from when the caller wrote it differently:
@@ -238,6 +242,15 @@ fn timestamp(obj: &JsonObject) -> Result<Option<Timestamp>> {
     Ok(None)
 }
 
+/// RudderStack's `context.traits` when both levels are objects. A `context` or
+/// `context.traits` of another type is ignored, as `context` always was (it is advisory).
+fn context_traits(obj: &JsonObject) -> Option<&JsonObject> {
+    match present(obj, "context")?.get("traits")? {
+        serde_json::Value::Object(t) => Some(t),
+        _ => None,
+    }
+}
+
 /// An optional member that must be an object when present.
 fn object_field<'a>(obj: &'a JsonObject, name: &str) -> Result<Option<&'a JsonObject>> {
     match present(obj, name) {
@@ -351,9 +364,16 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
     };
     let mut builder = TraitsBuilder::default();
     let mut traits_id: Option<(String, &str)> = None;
-    // `traits` (Segment) and `$set` (PostHog) are the same thing; `$set` is read second.
-    for section in ["traits", "$set"] {
-        let Some(traits) = object_field(obj, section)? else {
+    // RudderStack's clients send identify traits as `context.traits` (read first, so that
+    // `traits` wins for a name both carry); `traits` (Segment) and `$set` (PostHog) are the
+    // same thing; `$set` is read last.
+    for section in ["context.traits", "traits", "$set"] {
+        let traits = if section == "context.traits" {
+            context_traits(obj)
+        } else {
+            object_field(obj, section)?
+        };
+        let Some(traits) = traits else {
             continue;
         };
         let path = |name: &str| format!("{section}.{name}");
@@ -480,7 +500,34 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
             }
         }
     }
+    msg.lists = list_ops(obj)?;
     Ok(msg)
+}
+
+/// `$append: {name: item}`, `$union: {name: [items]}` (a single item counts as a one-item
+/// list) and `$remove: {name: item}`. A `null` item is skipped.
+fn list_ops(obj: &JsonObject) -> Result<Vec<(String, ListOp)>> {
+    let mut ops = Vec::new();
+    for section in ["$append", "$union", "$remove"] {
+        let Some(members) = object_field(obj, section)? else {
+            continue;
+        };
+        for (name, value) in members {
+            let Some(item) = Value::from_json(value) else {
+                continue;
+            };
+            let op = match section {
+                "$append" => ListOp::Append(item),
+                "$union" => ListOp::Union(match item {
+                    Value::Array(items) => items,
+                    one => vec![one],
+                }),
+                _ => ListOp::Remove(item),
+            };
+            ops.push((name.clone(), op));
+        }
+    }
+    Ok(ops)
 }
 
 fn set_written(list: &mut Vec<(String, String)>, normalised: &str, written: &str) {

@@ -62,6 +62,38 @@ pub enum PropOp {
     Unset,
     /// `$add`: sum.
     Add(Number),
+    /// `$append`, `$union`, `$remove`: a list operation, applied in arrival order (see
+    /// [`PropState::apply_list`]).
+    List(ListOp),
+}
+
+/// A list operation on one property (Mixpanel's `$append`, `$union`, `$remove`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListOp {
+    /// Add one item at the end (an array is added as one item).
+    Append(Value),
+    /// Add each item not already in the list, in the order given (no duplicates are added).
+    Union(Vec<Value>),
+    /// Take every occurrence of the item out of the list.
+    Remove(Value),
+}
+
+/// Bounds of a list a list operation may leave (`Options::max_list_items`,
+/// `Options::max_value_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListLimits {
+    /// Most items.
+    pub max_items: usize,
+    /// Largest JSON form, in bytes (as [`Value::json_len`] counts).
+    pub max_bytes: usize,
+}
+
+impl ListLimits {
+    /// No bounds (calls whose values were bounded elsewhere).
+    pub const UNBOUNDED: ListLimits = ListLimits {
+        max_items: usize::MAX,
+        max_bytes: usize::MAX,
+    };
 }
 
 /// What happened to one operation.
@@ -76,6 +108,12 @@ pub enum Applied {
     /// `$add` whose float result would not be finite (overflow to infinity): refused and
     /// reported, not remembered; the value stays as it was.
     Overflow,
+    /// A list operation on a property whose value is not a list: refused and reported; the
+    /// value stays as it was.
+    NotAList,
+    /// A list operation whose result would pass [`ListLimits`]: refused and reported; the
+    /// value stays as it was.
+    TooLarge,
 }
 
 /// When an operation happened: event timestamp, then arrival order.
@@ -155,6 +193,7 @@ impl PropState {
     pub fn apply_owned(&mut self, op: PropOp, ts: Timestamp, order: u64) -> Applied {
         let stamp = Stamp(ts, order);
         match op {
+            PropOp::List(list) => return self.apply_list(list, ts, order, ListLimits::UNBOUNDED),
             PropOp::Set(v) => self.write(stamp, Some(v)),
             PropOp::Unset => self.write(stamp, None),
             PropOp::SetOnce(v) => {
@@ -316,6 +355,66 @@ impl PropState {
             once: None,
             adds: None,
         };
+    }
+
+    /// Apply a list operation, in **arrival order**: it reads the value the property has when
+    /// it arrives (absent counts as an empty list) and leaves the result as a set stamped with
+    /// the newer of its own stamp and the newest stamp the state holds. So a list operation is
+    /// never discarded for being old, a later-arriving older set does not undo it, and a newer
+    /// set or removal replaces the list (docs/semantics.md, "List operations").
+    ///
+    /// `$remove` on an absent property changes nothing. On a value that is not a list, or
+    /// when the result would pass `limits`, nothing changes and [`Applied::NotAList`] or
+    /// [`Applied::TooLarge`] is returned.
+    pub fn apply_list(
+        &mut self,
+        op: ListOp,
+        ts: Timestamp,
+        order: u64,
+        limits: ListLimits,
+    ) -> Applied {
+        let mut items = match self.value() {
+            None if matches!(op, ListOp::Remove(_)) => return Applied::Taken,
+            None => Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(_) => return Applied::NotAList,
+        };
+        match op {
+            ListOp::Append(v) => items.push(v),
+            ListOp::Union(vs) => {
+                for v in vs {
+                    if !items.contains(&v) {
+                        items.push(v);
+                    }
+                }
+            }
+            ListOp::Remove(v) => items.retain(|x| *x != v),
+        }
+        let list = Value::Array(items);
+        let len = match &list {
+            Value::Array(items) => items.len(),
+            _ => 0,
+        };
+        if len > limits.max_items || list.json_len() > limits.max_bytes {
+            return Applied::TooLarge;
+        }
+        let newest = self
+            .newest_stamp()
+            .map_or(Stamp(ts, order), |s| s.max(Stamp(ts, order)));
+        *self = PropState {
+            lww: Some((newest, Some(list))),
+            once: None,
+            adds: None,
+        };
+        Applied::Taken
+    }
+
+    /// The newest stamp the state holds.
+    fn newest_stamp(&self) -> Option<Stamp> {
+        let lww = self.lww.as_ref().map(|(s, _)| *s);
+        let once = self.once.as_ref().map(|(s, _)| *s);
+        let adds = self.adds.as_ref().map(|a| a.last);
+        [lww, once, adds].into_iter().flatten().max()
     }
 
     /// Whether the state holds nothing at all (no operation was ever taken).

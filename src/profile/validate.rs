@@ -7,6 +7,7 @@
 use crate::error::{Error, FieldError, Result};
 use crate::options::Options;
 use crate::profile::message::{Identify, Message};
+use crate::profile::props::ListOp;
 use crate::profile::value::Value;
 
 /// Longest identifier (`userId`, `anonymousId`, `groupId`, `previousId`, company id), in
@@ -111,6 +112,26 @@ fn identify(m: &Identify, options: &Options, errors: &mut Vec<FieldError>) {
         name_rules("", name, options, errors);
         add_rules("", name, errors);
         name_new_errors(errors, before, || format!("$add.{name}"));
+    }
+    for (name, op) in &m.lists {
+        let before = errors.len();
+        let (section, item) = match op {
+            ListOp::Append(v) => ("$append", Some(v)),
+            ListOp::Union(_) => ("$union", None),
+            ListOp::Remove(v) => ("$remove", Some(v)),
+        };
+        match op {
+            ListOp::Union(items) => property_rules(
+                "",
+                name,
+                Some(&Value::Array(items.clone())),
+                options,
+                errors,
+            ),
+            _ => property_rules("", name, item, options, errors),
+        }
+        list_rules("", name, errors);
+        name_new_errors(errors, before, || format!("{section}.{name}"));
     }
     if let Some(company) = &m.company {
         let base = || m.field_as_written("traits.company").to_string();
@@ -319,6 +340,33 @@ fn add_rules(field: &str, name: &str, errors: &mut Vec<FieldError>) {
         field,
         format!("is a reserved trait that holds {holds}, not a number; $add cannot change it"),
     ));
+}
+
+/// List operations apply to lists only: refuse them on every reserved trait (none holds a
+/// list), by the name as written and by its snake_case form.
+fn list_rules(field: &str, name: &str, errors: &mut Vec<FieldError>) {
+    let snake = crate::profile::message::snake_case_trait(name).unwrap_or(name);
+    let reserved = matches!(
+        snake,
+        "email"
+            | "first_name"
+            | "last_name"
+            | "name"
+            | "created_at"
+            | "avatar"
+            | "company"
+            | "company_name"
+            | "company_size"
+            | "company_industry"
+            | "company_position"
+    );
+    if reserved {
+        errors.push(FieldError::new(
+            field,
+            "is a reserved trait that does not hold a list; $append, $union and $remove cannot \
+             change it",
+        ));
+    }
 }
 
 fn number_rule(field: &str, value: Option<&Value>, errors: &mut Vec<FieldError>) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, HttpBody as _};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, RawQuery, State};
 use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +18,7 @@ use super::auth::{Credentials, basic_auth_key};
 use super::ingest::{self, Endpoint, Reply, is_store_failure};
 use super::metrics::{self, StoreFigures};
 use super::{AppState, Project};
+use super::{mixpanel, posthog};
 use crate::Selector;
 
 type Shared = Arc<AppState>;
@@ -48,10 +49,114 @@ pub(crate) fn router(state: Shared) -> Router {
             "/v1/profiles",
             get(get_profile).delete(delete_profile).head(get_profile),
         )
+        .merge(vendor_routes())
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// A vendor dialect's endpoint (src/server/posthog.rs, mixpanel.rs).
+#[derive(Debug, Clone, Copy)]
+enum Vendor {
+    PostHog,
+    Mixpanel(mixpanel::Kind),
+}
+
+impl Vendor {
+    fn label(self) -> &'static str {
+        match self {
+            Vendor::PostHog => "posthog_capture",
+            Vendor::Mixpanel(mixpanel::Kind::Engage) => "mixpanel_engage",
+            Vendor::Mixpanel(mixpanel::Kind::Groups) => "mixpanel_groups",
+            Vendor::Mixpanel(mixpanel::Kind::Events) => "mixpanel_track",
+        }
+    }
+}
+
+/// PostHog's capture paths and Mixpanel's ingestion paths, each with and without the
+/// trailing slash.
+fn vendor_routes() -> Router<Shared> {
+    let handler = |vendor: Vendor| {
+        post(
+            move |State(s): State<Shared>,
+                  RawQuery(q): RawQuery,
+                  headers: HeaderMap,
+                  body: Body| { vendor_request(s, vendor, q, headers, body) },
+        )
+    };
+    let mut router = Router::new();
+    let paths: [(&str, Vendor); 8] = [
+        ("/batch", Vendor::PostHog),
+        ("/capture", Vendor::PostHog),
+        ("/e", Vendor::PostHog),
+        ("/i/v0/e", Vendor::PostHog),
+        ("/engage", Vendor::Mixpanel(mixpanel::Kind::Engage)),
+        ("/groups", Vendor::Mixpanel(mixpanel::Kind::Groups)),
+        ("/track", Vendor::Mixpanel(mixpanel::Kind::Events)),
+        ("/import", Vendor::Mixpanel(mixpanel::Kind::Events)),
+    ];
+    for (path, vendor) in paths {
+        router = router
+            .route(path, handler(vendor))
+            .route(&format!("{path}/"), handler(vendor));
+    }
+    router
+}
+
+async fn vendor_request(
+    state: Shared,
+    vendor: Vendor,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let label = vendor.label();
+    let gzip = match gzip_encoding(&headers) {
+        Ok(g) => g,
+        Err(reply) => return respond(&state, label, reply),
+    };
+    let bytes = match read_limited(&state, &headers, body).await {
+        Ok(b) => b,
+        Err(reply) => return respond(&state, label, reply),
+    };
+    let worker = Arc::clone(&state);
+    let reply = tokio::task::spawn_blocking(move || match vendor {
+        Vendor::PostHog => posthog::process(&worker, gzip, &bytes),
+        Vendor::Mixpanel(kind) => mixpanel::process(&worker, kind, gzip, query.as_deref(), &bytes),
+    })
+    .await
+    .unwrap_or_else(|e| Reply::error(500, "internal", &format!("request task failed: {e}")));
+    respond(&state, label, reply)
+}
+
+/// Whether `Content-Encoding` says gzip; a 400 for an encoding other than gzip or identity.
+fn gzip_encoding(headers: &HeaderMap) -> Result<bool, Reply> {
+    match headers.get(CONTENT_ENCODING).map(|v| v.to_str()) {
+        None => Ok(false),
+        Some(Ok(v)) if v.trim().eq_ignore_ascii_case("gzip") => Ok(true),
+        Some(Ok(v)) if v.trim().eq_ignore_ascii_case("identity") || v.trim().is_empty() => {
+            Ok(false)
+        }
+        Some(_) => Err(Reply::error(
+            400,
+            "unsupported_encoding",
+            "Content-Encoding must be gzip or absent",
+        )),
+    }
+}
+
+/// The body, bounded by the batch limit (a declared length far over it is refused at once).
+async fn read_limited(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Reply> {
+    let limit = state.limits.max_batch_bytes;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT.max(limit) as u64) {
+        return Err(ingest::too_large(limit, "as sent"));
+    }
+    read_body(body, limit).await
 }
 
 fn respond(state: &AppState, endpoint: &'static str, reply: Reply) -> Response {
@@ -123,31 +228,11 @@ async fn ingest_request(
         }
         _ => {}
     }
-    let gzip = match headers.get(CONTENT_ENCODING).map(|v| v.to_str()) {
-        None => false,
-        Some(Ok(v)) if v.trim().eq_ignore_ascii_case("gzip") => true,
-        Some(Ok(v)) if v.trim().eq_ignore_ascii_case("identity") || v.trim().is_empty() => false,
-        Some(_) => {
-            return respond(
-                &state,
-                label,
-                Reply::error(
-                    400,
-                    "unsupported_encoding",
-                    "Content-Encoding must be gzip or absent",
-                ),
-            );
-        }
+    let gzip = match gzip_encoding(&headers) {
+        Ok(g) => g,
+        Err(reply) => return respond(&state, label, reply),
     };
-    let limit = state.limits.max_batch_bytes;
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > DRAIN_LIMIT.max(limit) as u64) {
-        return respond(&state, label, ingest::too_large(limit, "as sent"));
-    }
-    let bytes = match read_body(body, limit).await {
+    let bytes = match read_limited(&state, &headers, body).await {
         Ok(b) => b,
         Err(reply) => return respond(&state, label, reply),
     };

@@ -53,6 +53,15 @@ impl Reply {
         Reply { status, body }
     }
 
+    /// `(code, message)` of an error made by [`Reply::error`].
+    pub(crate) fn error_parts(&self) -> Option<(String, String)> {
+        let v: Value = serde_json::from_slice(&self.body).ok()?;
+        Some((
+            v.get("code")?.as_str()?.to_string(),
+            v.get("message")?.as_str()?.to_string(),
+        ))
+    }
+
     pub(crate) fn json<T: Serialize>(value: &T) -> Reply {
         match serde_json::to_vec(value) {
             Ok(body) => Reply { status: 200, body },
@@ -124,17 +133,28 @@ impl MessageResult {
     }
 }
 
+/// The answer of a request's messages: counts and one result per message.
 #[derive(Serialize)]
-struct BatchAnswer {
+pub(crate) struct BatchAnswer {
     success: bool,
-    accepted: usize,
-    duplicates: usize,
-    refused: usize,
+    pub(crate) accepted: usize,
+    pub(crate) duplicates: usize,
+    pub(crate) refused: usize,
     results: Vec<MessageResult>,
 }
 
+impl BatchAnswer {
+    /// The first refused message's index and reason.
+    pub(crate) fn first_refusal(&self) -> Option<(usize, &str)> {
+        self.results
+            .iter()
+            .find(|r| r.status == "refused")
+            .map(|r| (r.index, r.reason.as_deref().unwrap_or("refused")))
+    }
+}
+
 /// Decode a gzip body, reading at most `limit` bytes of output.
-fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Reply> {
+pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Reply> {
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
     let mut decoder = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
     if let Err(e) = decoder.read_to_end(&mut out) {
@@ -187,10 +207,23 @@ struct BatchBody<'a> {
     write_key: Option<Value>,
 }
 
-/// A message still to be parsed: raw JSON (batch) or already a value (single endpoints).
-enum Pending<'a> {
+/// A message still to be parsed: raw JSON (batch), already a value (single endpoints), or
+/// the translation of a vendor dialect's message (src/server/posthog.rs, mixpanel.rs).
+pub(crate) enum Pending<'a> {
     Raw(&'a RawValue),
     Parsed(Value),
+    Item(Item),
+}
+
+/// One message of a vendor dialect, translated.
+pub(crate) enum Item {
+    /// A Segment-shaped message, and the property names the translation dropped (listed in
+    /// the result's `ignored`).
+    Message { value: Value, dropped: Vec<String> },
+    /// A profile removal (Mixpanel's `$delete`): the first selector that finds a profile.
+    Delete(Vec<crate::Selector>),
+    /// Refused while translating: `error` is a stable name (`malformed`, `invalid`).
+    Refused { error: &'static str, reason: String },
 }
 
 fn invalid_json(e: impl std::fmt::Display) -> Reply {
@@ -199,6 +232,18 @@ fn invalid_json(e: impl std::fmt::Display) -> Reply {
         "invalid_json",
         &format!("the body is not valid JSON: {e}"),
     )
+}
+
+/// The project of a write key found in a request body (a PostHog project API key, a Mixpanel
+/// project token). The one place body tokens are checked, so that a change of key rules
+/// (src/server/auth.rs) is made here once.
+pub(crate) fn project_for_body_key<'s>(
+    state: &'s AppState,
+    key: &str,
+) -> Result<&'s Arc<Project>, Reply> {
+    state
+        .project(key)
+        .ok_or_else(|| Reply::unauthorized("unknown write key"))
 }
 
 /// The project of a request: the basic-auth key, else the body's `writeKey`.
@@ -329,6 +374,16 @@ pub(crate) fn process(
     }
 }
 
+/// Delete the profile the first of `selectors` finds (no suppression); its key, or `None`.
+fn delete_first(db: &crate::Db, selectors: &[crate::Selector]) -> crate::Result<Option<u64>> {
+    for selector in selectors {
+        if let Some(key) = db.delete(selector, false)? {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
+}
+
 /// Count and describe one refused message.
 fn refuse(
     metrics: &super::metrics::ProjectMetrics,
@@ -348,14 +403,67 @@ fn apply_all(
     context: Option<&Map<String, Value>>,
     limits: super::Limits,
 ) -> Reply {
+    match apply_messages(project, messages, context, limits) {
+        Ok(answer) => Reply::json(&answer),
+        Err(reply) => reply,
+    }
+}
+
+/// Apply a request's messages in order, then sync once; `Err` is the 503 of a store failure.
+pub(crate) fn apply_messages(
+    project: &Arc<Project>,
+    messages: Vec<Pending<'_>>,
+    context: Option<&Map<String, Value>>,
+    limits: super::Limits,
+) -> Result<BatchAnswer, Reply> {
     let metrics = &project.metrics;
     let db = &project.db;
     let mut results = Vec::with_capacity(messages.len());
     let (mut accepted, mut duplicates, mut refused) = (0usize, 0usize, 0usize);
     for (index, pending) in messages.into_iter().enumerate() {
+        let mut dropped = Vec::new();
         // Segment's 32 KB applies to each message as sent.
         let parsed = match pending {
             Pending::Parsed(v) => Ok(v),
+            Pending::Item(Item::Message { value, dropped: d }) => {
+                dropped = d;
+                Ok(value)
+            }
+            Pending::Item(Item::Refused { error, reason }) => Err((error, reason)),
+            Pending::Item(Item::Delete(selectors)) => {
+                metrics.messages[type_index("other")].fetch_add(1, Relaxed);
+                match delete_first(db, &selectors) {
+                    Ok(deleted) => {
+                        accepted += 1;
+                        results.push(MessageResult {
+                            index,
+                            status: if deleted.is_some() {
+                                "deleted"
+                            } else {
+                                "not_found"
+                            },
+                            key: deleted,
+                            outcome: None,
+                            merged: Vec::new(),
+                            moved: Vec::new(),
+                            ignored: Vec::new(),
+                            reason: None,
+                            error: None,
+                        });
+                    }
+                    Err(e) if is_store_failure(&e) => {
+                        return Err(Reply::unavailable(project, &e));
+                    }
+                    Err(e) => results.push(refuse(
+                        metrics,
+                        &mut refused,
+                        index,
+                        e.kind(),
+                        e.to_string(),
+                    )),
+                }
+                continue;
+            }
             Pending::Raw(raw) if raw.get().len() > limits.max_message_bytes => Err((
                 "too_large",
                 format!(
@@ -436,12 +544,20 @@ fn apply_all(
                     outcome: Some(outcome.status),
                     merged: outcome.merged,
                     moved: outcome.moved,
-                    ignored: outcome.ignored,
+                    ignored: {
+                        let mut ignored = outcome.ignored;
+                        if !dropped.is_empty() {
+                            ignored.append(&mut dropped);
+                            ignored.sort();
+                            ignored.dedup();
+                        }
+                        ignored
+                    },
                     reason: None,
                     error: None,
                 });
             }
-            Err(e) if is_store_failure(&e) => return Reply::unavailable(project, &e),
+            Err(e) if is_store_failure(&e) => return Err(Reply::unavailable(project, &e)),
             Err(e) => results.push(refuse(
                 metrics,
                 &mut refused,
@@ -456,11 +572,11 @@ fn apply_all(
         // duplicate) is durable before the answer goes out.
         let started = Instant::now();
         if let Err(e) = db.sync() {
-            return Reply::unavailable(project, &e);
+            return Err(Reply::unavailable(project, &e));
         }
         metrics.sync.observe(started.elapsed());
     }
-    Reply::json(&BatchAnswer {
+    Ok(BatchAnswer {
         success: true,
         accepted,
         duplicates,

@@ -13,9 +13,12 @@
 //! by tests and embedders).
 
 mod auth;
+mod body;
 mod http;
 mod ingest;
 mod metrics;
+mod mixpanel;
+mod posthog;
 
 use std::collections::HashMap;
 use std::future::Future;
