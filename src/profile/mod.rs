@@ -5,6 +5,7 @@
 
 pub mod filter;
 pub mod message;
+mod parse;
 pub mod props;
 pub mod resolve;
 pub mod validate;
