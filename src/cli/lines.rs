@@ -21,6 +21,8 @@ pub const CHUNK_BYTES: usize = 256 << 10;
 pub const CHUNK_LINES: usize = 1024;
 
 /// What became of one non-blank line.
+// Nearly every line is the large variant: boxing it would only add an allocation per line.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Line {
     /// Parsed and validated, or the refusal (or other error) of doing so.
@@ -41,6 +43,7 @@ pub struct Item {
 }
 
 /// What the reader hands on, in file order.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Event {
     /// A non-blank line.
