@@ -48,6 +48,14 @@ fn message(c: &mut Criterion) {
             black_box(Message::parse(black_box(&lines[i])).unwrap())
         })
     });
+    // The parser `parse_w1_line` replaced: a `serde_json::Value`, then `Message::from_json`.
+    g.bench_function("parse_w1_line_via_value", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let v: serde_json::Value = serde_json::from_slice(black_box(&lines[i])).unwrap();
+            black_box(Message::from_json(&v).unwrap())
+        })
+    });
     g.bench_function("validate_w1", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;

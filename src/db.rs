@@ -19,6 +19,18 @@ use crate::storage::{CopyAs, Store, StoreOptions};
 use crate::types::{Company, Outcome, Profile, Selector, Status};
 use crate::view;
 
+/// A message that passed validation (SPEC 3.1) against a store's options, ready for
+/// [`Db::apply_prepared`]; built by [`Db::prepare`] or [`Db::prepare_message`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared(Message);
+
+impl Prepared {
+    /// The validated message.
+    pub fn message(&self) -> &Message {
+        &self.0
+    }
+}
+
 /// Store statistics (`profiledb stats`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -200,6 +212,11 @@ impl Db {
     /// Apply one message with an explicit durability.
     pub fn apply_with(&self, message: &Message, durability: Durability) -> Result<Outcome> {
         validate(message, &self.inner.options)?;
+        self.apply_valid(message, durability)
+    }
+
+    /// Apply a message that passed validation.
+    fn apply_valid(&self, message: &Message, durability: Durability) -> Result<Outcome> {
         self.write(
             durability,
             |b| {
@@ -232,6 +249,15 @@ impl Db {
 
     /// Parse (enforcing the call-size limit) and apply one JSON message.
     pub fn apply_json(&self, json: &[u8]) -> Result<Outcome> {
+        let prepared = self.prepare(json)?;
+        self.apply_prepared(&prepared, self.inner.options.durability)
+    }
+
+    /// Parse (enforcing the call-size limit) and validate one JSON message without touching
+    /// the store: the part of [`Db::apply_json`] that needs no lock, so that many threads can
+    /// prepare calls while one applies them ([`Db::apply_prepared`]). The errors are those
+    /// `apply_json` gives for the same bytes before it writes anything.
+    pub fn prepare(&self, json: &[u8]) -> Result<Prepared> {
         let limit = self.inner.options.max_call_bytes;
         if json.len() > limit {
             return Err(Error::invalid(
@@ -239,7 +265,19 @@ impl Db {
                 format!("is {} bytes; at most {limit} are accepted", json.len()),
             ));
         }
-        self.apply(&Message::parse(json)?)
+        self.prepare_message(Message::parse(json)?)
+    }
+
+    /// Validate a message (SPEC 3.1) without touching the store; see [`Db::prepare`].
+    pub fn prepare_message(&self, message: Message) -> Result<Prepared> {
+        validate(&message, &self.inner.options)?;
+        Ok(Prepared(message))
+    }
+
+    /// Apply a message validated by [`Db::prepare`] / [`Db::prepare_message`] of this store:
+    /// the same as [`Db::apply_with`] without validating again.
+    pub fn apply_prepared(&self, prepared: &Prepared, durability: Durability) -> Result<Outcome> {
+        self.apply_valid(&prepared.0, durability)
     }
 
     /// The one write path: build a batch under the index lock, append it, update the index,

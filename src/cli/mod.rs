@@ -7,6 +7,7 @@
 
 mod bench;
 mod generate;
+mod lines;
 mod maintain;
 mod progress;
 mod read;
@@ -165,6 +166,10 @@ created, updated, unchanged, ...}; exits with 1 when any line was refused.")]
     Import {
         /// The file, or `-` for stdin.
         file: String,
+        /// Threads that parse and validate lines (0: one per core). Lines are applied in file
+        /// order whatever the number, with the same outcome.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
     },
 
     /// Print one profile as JSON.
@@ -459,7 +464,7 @@ pub fn main() -> ExitCode {
 pub fn run(global: &Global, command: Command) -> CmdResult {
     match command {
         Command::Identify { json } => write::identify(global, &json),
-        Command::Import { file } => write::import(global, &file),
+        Command::Import { file, workers } => write::import(global, &file, workers),
         Command::Get(selector) => read::get(global, &selector.selector()),
         Command::Export => read::query(global, None),
         Command::Delete {

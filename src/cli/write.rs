@@ -4,9 +4,10 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::time::Instant;
 
-use profiledb::{Db, Durability, Message, Outcome, Selector, Status};
+use profiledb::{Db, Durability, Outcome, Selector, Status};
 use serde::Serialize;
 
+use super::lines::{self, Event, Line};
 use super::progress::{Progress, Unit};
 use super::{
     Access, CmdResult, DurabilityArg, FAILED, Failure, Global, OK, close, describe, open,
@@ -92,40 +93,15 @@ impl ImportSummary {
     }
 }
 
-/// Read one line (newline excluded) into `buf`, keeping at most `cap` bytes of it. Returns the
-/// bytes consumed (0 at the end of input) and whether the line was longer than `cap`.
-fn read_line(r: &mut dyn BufRead, buf: &mut Vec<u8>, cap: usize) -> io::Result<(usize, bool)> {
-    buf.clear();
-    let (mut consumed, mut long) = (0usize, false);
-    loop {
-        let chunk = match r.fill_buf() {
-            Ok(chunk) => chunk,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            return Ok((consumed, long));
-        }
-        let newline = chunk.iter().position(|&b| b == b'\n');
-        let part = &chunk[..newline.unwrap_or(chunk.len())];
-        let room = cap.saturating_sub(buf.len());
-        if part.len() > room {
-            long = true;
-        }
-        buf.extend_from_slice(&part[..part.len().min(room)]);
-        let used = newline.map_or(chunk.len(), |i| i + 1);
-        r.consume(used);
-        consumed += used;
-        if newline.is_some() {
-            return Ok((consumed, long));
-        }
-    }
-}
-
-/// `profiledb import FILE|-`.
-pub fn import(global: &Global, file: &str) -> CmdResult {
-    let (mut input, name, size): (Box<dyn BufRead>, String, Option<u64>) = if file == "-" {
-        (Box::new(io::stdin().lock()), "<stdin>".into(), None)
+/// `profiledb import FILE|-`: read on one thread, parse and validate on `workers` threads
+/// (0: one per core), apply on this one in file order (`lines::run`).
+pub fn import(global: &Global, file: &str, workers: usize) -> CmdResult {
+    let (input, name, size): (Box<dyn BufRead + Send>, String, Option<u64>) = if file == "-" {
+        (
+            Box::new(BufReader::with_capacity(1 << 16, io::stdin())),
+            "<stdin>".into(),
+            None,
+        )
     } else {
         let f = File::open(file).map_err(|e| Failure::error(format!("cannot open {file}: {e}")))?;
         let size = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
@@ -134,6 +110,11 @@ pub fn import(global: &Global, file: &str) -> CmdResult {
             file.into(),
             size,
         )
+    };
+    let workers = if workers == 0 {
+        lines::default_workers()
+    } else {
+        workers
     };
     let mode = global.durability.unwrap_or(DurabilityArg::Group);
     let (store_durability, call_durability) = durabilities(mode);
@@ -145,39 +126,36 @@ pub fn import(global: &Global, file: &str) -> CmdResult {
     };
     let mut summary = ImportSummary::default();
     let started = Instant::now();
-    let (mut line, mut lineno, mut bytes) = (Vec::with_capacity(1024), 0u64, 0u64);
     let mut fatal = None;
-    loop {
-        let (consumed, long) = match read_line(&mut *input, &mut line, cap) {
-            Ok(read) => read,
-            Err(e) => {
-                fatal = Some(format!("{name}:{}: cannot read: {e}", lineno + 1));
-                break;
+    lines::run(&db, input, workers, &mut |event| {
+        let item = match event {
+            Event::Item(item) => item,
+            Event::ReadError { lineno, error } => {
+                fatal = Some(format!("{name}:{lineno}: cannot read: {error}"));
+                return false;
             }
         };
-        if consumed == 0 {
-            break;
-        }
-        lineno += 1;
-        bytes += consumed as u64;
+        let lineno = item.lineno;
         if lineno.is_multiple_of(1024) {
-            progress.set(if size.is_some() { bytes } else { lineno });
-        }
-        let text = line.trim_ascii();
-        if text.is_empty() && !long {
-            continue;
+            progress.set(if size.is_some() {
+                item.consumed
+            } else {
+                lineno
+            });
         }
         summary.lines += 1;
-        if long {
-            summary.refused += 1;
-            progress.println(&format!(
-                "{name}:{lineno}: call refused: the line is longer than {cap} bytes (the \
-                 call-size limit)"
-            ));
-            continue;
-        }
-        // The reader already refused lines over the call-size limit (`apply_json`'s check).
-        match Message::parse(text).and_then(|m| db.apply_with(&m, call_durability)) {
+        let prepared = match item.line {
+            Line::TooLong => {
+                summary.refused += 1;
+                progress.println(&format!(
+                    "{name}:{lineno}: call refused: the line is longer than {cap} bytes (the \
+                     call-size limit)"
+                ));
+                return true;
+            }
+            Line::Prepared(prepared) => prepared,
+        };
+        match prepared.and_then(|p| db.apply_prepared(&p, call_durability)) {
             Ok(outcome) => summary.count(&outcome),
             Err(e) if e.is_refusal() => {
                 summary.refused += 1;
@@ -185,10 +163,11 @@ pub fn import(global: &Global, file: &str) -> CmdResult {
             }
             Err(e) => {
                 fatal = Some(format!("{name}:{lineno}: {e}; import stopped"));
-                break;
+                return false;
             }
         }
-    }
+        true
+    });
     progress.finish();
     // Closing syncs everything applied (and writes the index snapshot).
     let closed = close(db);

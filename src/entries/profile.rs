@@ -379,6 +379,37 @@ pub(crate) fn is_delta(bytes: &[u8]) -> bool {
     bytes.first() == Some(&DELTA_TAG)
 }
 
+/// The fuzz target `profile_decode` (fuzz/README.md; feature `testing` only): decode `bytes`
+/// as a full and as a delta profile record, and as their identifier prefixes. Nothing may
+/// panic; a full record that decodes re-encodes to bytes that decode and re-encode to the same
+/// bytes (byte equality, since a float NaN is not equal to itself); a delta that decodes
+/// applies to the decoded full record (or an empty one) without panicking.
+#[cfg(feature = "testing")]
+pub fn fuzz_profile_payload(bytes: &[u8]) {
+    let _ = full_ids(bytes);
+    let _ = delta_ids(bytes);
+    let _ = is_delta(bytes);
+    let base = match full(bytes) {
+        Ok(rec) => {
+            let mut once = Vec::new();
+            put_full(&rec, &mut once);
+            let again = full(&once).expect("a re-encoded full record decodes");
+            let mut twice = Vec::new();
+            put_full(&again, &mut twice);
+            assert_eq!(once, twice, "full record encoding is not stable");
+            rec
+        }
+        Err(_) => ProfileRecord::default(),
+    };
+    if let Ok(d) = delta(bytes) {
+        let mut rec = base;
+        d.apply_to(&mut rec);
+        let mut out = Vec::new();
+        put_full(&rec, &mut out);
+        full(&out).expect("a delta applied to a record re-encodes to a decodable record");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -619,36 +650,5 @@ mod tests {
             whole.truncate(i);
             prop_assert!(full(&whole).is_err());
         }
-    }
-}
-
-/// The fuzz target `profile_decode` (fuzz/README.md; feature `testing` only): decode `bytes`
-/// as a full and as a delta profile record, and as their identifier prefixes. Nothing may
-/// panic; a full record that decodes re-encodes to bytes that decode and re-encode to the same
-/// bytes (byte equality, since a float NaN is not equal to itself); a delta that decodes
-/// applies to the decoded full record (or an empty one) without panicking.
-#[cfg(feature = "testing")]
-pub fn fuzz_profile_payload(bytes: &[u8]) {
-    let _ = full_ids(bytes);
-    let _ = delta_ids(bytes);
-    let _ = is_delta(bytes);
-    let base = match full(bytes) {
-        Ok(rec) => {
-            let mut once = Vec::new();
-            put_full(&rec, &mut once);
-            let again = full(&once).expect("a re-encoded full record decodes");
-            let mut twice = Vec::new();
-            put_full(&again, &mut twice);
-            assert_eq!(once, twice, "full record encoding is not stable");
-            rec
-        }
-        Err(_) => ProfileRecord::default(),
-    };
-    if let Ok(d) = delta(bytes) {
-        let mut rec = base;
-        d.apply_to(&mut rec);
-        let mut out = Vec::new();
-        put_full(&rec, &mut out);
-        full(&out).expect("a delta applied to a record re-encodes to a decodable record");
     }
 }

@@ -134,10 +134,12 @@ impl Message {
     /// Parse one Segment-shaped JSON message. `type` defaults to `identify` when absent.
     /// Never panics; a message that is not JSON or not of a known shape is `Error::Malformed`
     /// naming the field.
+    ///
+    /// Parses straight into the message, without a `serde_json::Value` (see
+    /// `profile::parse`); accepts and refuses exactly what `serde_json::from_slice` into a
+    /// `Value` followed by [`Message::from_json`] does, with the same error text.
     pub fn parse(json: &[u8]) -> Result<Message> {
-        let value: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| Error::Malformed(e.to_string()))?;
-        Message::from_json(&value)
+        crate::profile::parse::parse(json)
     }
 
     /// Same as [`Message::parse`] from an already-parsed JSON value.
@@ -194,7 +196,7 @@ impl Message {
 
 type JsonObject = serde_json::Map<String, serde_json::Value>;
 
-fn malformed(field: &str, rule: &str) -> Error {
+pub(crate) fn malformed(field: &str, rule: &str) -> Error {
     Error::Malformed(format!("{field}: {rule}"))
 }
 
@@ -283,7 +285,7 @@ pub fn snake_case_trait(name: &str) -> Option<&'static str> {
 /// one wins (a snake_case name written directly beats a renamed camelCase one, which beats a
 /// member of GoSquared's `custom` object; between equals, the later one wins).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Source {
+pub(crate) enum Source {
     Custom,
     Renamed,
     Direct,
@@ -299,13 +301,13 @@ type Traits = Vec<(String, Option<Value>)>;
 type TraitItem = (String, Option<Value>, Source, Option<String>);
 
 #[derive(Default)]
-struct TraitsBuilder {
+pub(crate) struct TraitsBuilder {
     items: Vec<TraitItem>,
     may_repeat: bool,
 }
 
 impl TraitsBuilder {
-    fn push(
+    pub(crate) fn push(
         &mut self,
         name: String,
         value: Option<Value>,
@@ -317,7 +319,7 @@ impl TraitsBuilder {
     }
 
     /// The traits, one per name, in first-seen order, and the `written_as` entries.
-    fn finish(self) -> (Traits, Vec<(String, String)>) {
+    pub(crate) fn finish(self) -> (Traits, Vec<(String, String)>) {
         let mut items = self.items;
         if self.may_repeat {
             let mut first: std::collections::HashMap<String, usize> =
@@ -530,7 +532,7 @@ fn list_ops(obj: &JsonObject) -> Result<Vec<(String, ListOp)>> {
     Ok(ops)
 }
 
-fn set_written(list: &mut Vec<(String, String)>, normalised: &str, written: &str) {
+pub(crate) fn set_written(list: &mut Vec<(String, String)>, normalised: &str, written: &str) {
     list.retain(|(n, _)| n != normalised);
     if normalised != written {
         list.push((normalised.to_string(), written.to_string()));

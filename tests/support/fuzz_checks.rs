@@ -573,8 +573,33 @@ thread_local! {
     static STORE: RefCell<Option<(Db, TempDir, u32)>> = const { RefCell::new(None) };
 }
 
+/// The direct parser (`Message::parse`) must agree with the reference it replaced (a
+/// `serde_json::Value`, then `Message::from_json`): the same message, or the same error text.
+/// Not for serde_json's private raw-value member name, which only `Value` treats specially
+/// (src/profile/parse.rs).
+fn check_parsers_agree(bytes: &[u8]) {
+    if bytes
+        .windows(RAW_VALUE_TOKEN.len())
+        .any(|w| w == RAW_VALUE_TOKEN)
+    {
+        return;
+    }
+    let direct = Message::parse(bytes);
+    let reference = serde_json::from_slice::<Json>(bytes)
+        .map_err(|e| Error::Malformed(e.to_string()))
+        .and_then(|v| Message::from_json(&v));
+    match (&direct, &reference) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "the parsers disagree"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "the parsers' errors differ"),
+        _ => panic!("one parser accepts, one refuses: {direct:?} / {reference:?}"),
+    }
+}
+
+const RAW_VALUE_TOKEN: &[u8] = b"$serde_json::private::RawValue";
+
 fn check_message(bytes: &[u8]) {
     let options = fuzz_options();
+    check_parsers_agree(bytes);
     match Message::parse(bytes) {
         Ok(m) => match validate(&m, &options) {
             Ok(()) => {}
