@@ -808,13 +808,14 @@ impl<'a> Builder<'a> {
 
         // Properties (SPEC 3.3, 3.5), in the call's order (`call_ops`).
         let order = self.order;
-        let mut ops: Vec<(&str, PropOp)> = Vec::new();
-        call_ops(m, |name, op| ops.push((name, op)));
         let list_limits = ListLimits {
             max_items: self.options.max_list_items,
             max_bytes: self.options.max_value_bytes,
         };
-        for (name, op) in ops {
+        let ops = m.traits.len() + m.set_once.len() + m.add.len() + m.lists.len() + m.unset.len();
+        self.work(survivor).changed.reserve(ops);
+        // Applied as `call_ops` yields them: no per-call list of operations.
+        call_ops(m, |name, op| {
             // A removal registers a new name too, so that it is remembered with its
             // timestamp: an older set arriving later must not bring the property back (SPEC
             // 3.3, order independence; tests/order_independence.rs).
@@ -824,7 +825,7 @@ impl<'a> Builder<'a> {
                 if !matches!(op, PropOp::Unset) {
                     out.ignored.push(name.to_string());
                 }
-                continue;
+                return;
             };
             let work = self.work(survivor);
             work.changed.push(id);
@@ -836,7 +837,7 @@ impl<'a> Builder<'a> {
             if applied != Applied::Taken {
                 out.ignored.push(name.to_string());
             }
-        }
+        });
         self.work(survivor).stamped = true;
         let rec = self.rec(survivor);
         rec.updated_at = rec.updated_at.max(ts);

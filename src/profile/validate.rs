@@ -185,7 +185,12 @@ fn id_rules(
             format!("{trimmed:?} is a placeholder id sent by buggy clients, not a real id"),
         ));
     }
-    let chars = id.chars().count();
+    // A string has at most as many characters as bytes: count only when it could be too long.
+    let chars = if id.len() > MAX_ID_CHARS {
+        id.chars().count()
+    } else {
+        0
+    };
     if chars > MAX_ID_CHARS {
         errors.push(FieldError::new(
             field,
@@ -215,7 +220,8 @@ fn user_id_rules(field: &str, id: &str, options: &Options, errors: &mut Vec<Fiel
     if id.trim().is_empty() {
         return;
     }
-    let chars = id.chars().count();
+    // A character is at most 4 bytes: 8 bytes or more are at least 2 characters.
+    let chars = if id.len() < 8 { id.chars().count() } else { 2 };
     if chars < 2 {
         errors.push(FieldError::new(
             field,
@@ -236,7 +242,12 @@ fn name_rules(field: &str, name: &str, options: &Options, errors: &mut Vec<Field
         errors.push(FieldError::new(field, "property name must not be empty"));
         return;
     }
-    let chars = name.chars().count();
+    // Count only when the byte length allows too many characters.
+    let chars = if name.len() > options.max_name_chars {
+        name.chars().count()
+    } else {
+        0
+    };
     if chars > options.max_name_chars {
         errors.push(FieldError::new(
             field,
