@@ -298,8 +298,8 @@ pub(crate) struct Builder<'a> {
 
 /// A profile loaded or created by a call, and what the call did to it.
 struct Work {
-    /// Identifiers as the index has them (`None`: a new profile).
-    old: Option<Ids>,
+    /// Identifiers as the index has them.
+    old: OldIds,
     rec: ProfileRecord,
     /// Where its newest record is, and the deltas in its chain (`None`: a new profile).
     head: Option<(Location, u32)>,
@@ -311,6 +311,17 @@ struct Work {
     changed: Vec<u32>,
     /// Whether the call's event time moves `first_seen` / `updated_at`.
     stamped: bool,
+}
+
+/// A loaded profile's identifiers as the index has them, copied only when the call first
+/// changes them (most calls do not: no copy, no comparison).
+enum OldIds {
+    /// A new profile: the index has none.
+    New,
+    /// Unchanged so far: `Work::rec.ids` are the index's.
+    Same,
+    /// Changed by the call; these are the index's.
+    Saved(Ids),
 }
 
 /// Hand out the next key of a counter. Keys are never reused, and only a damaged log can claim
@@ -384,7 +395,7 @@ impl<'a> Builder<'a> {
         self.profiles.push((
             key,
             Work {
-                old: Some(rec.ids.clone()),
+                old: OldIds::Same,
                 rec,
                 head: Some((loc, depth)),
                 hit,
@@ -403,6 +414,15 @@ impl<'a> Builder<'a> {
 
     fn rec(&mut self, key: u64) -> &mut ProfileRecord {
         &mut self.work(key).rec
+    }
+
+    /// A loaded profile's identifiers, to change: the index's copy is kept first (once).
+    fn ids_mut(&mut self, key: u64) -> &mut Ids {
+        let work = self.work(key);
+        if matches!(work.old, OldIds::Same) {
+            work.old = OldIds::Saved(work.rec.ids.clone());
+        }
+        &mut work.rec.ids
     }
 
     fn remove(&mut self, key: u64) -> Option<Work> {
@@ -465,7 +485,11 @@ impl<'a> Builder<'a> {
         }
         let stamp = Stamp::new(self.call_ts, self.order);
         for (key, mut work) in std::mem::take(&mut self.profiles) {
-            let ids_changed = work.old.as_ref() != Some(&work.rec.ids);
+            let ids_changed = match &work.old {
+                OldIds::New => true,
+                OldIds::Same => false,
+                OldIds::Saved(old) => *old != work.rec.ids,
+            };
             let link = if work.full {
                 None
             } else {
@@ -506,7 +530,14 @@ impl<'a> Builder<'a> {
                     )
                 }
             };
-            let ids = ids_changed.then(|| (work.old.take(), work.rec.ids.clone()));
+            let ids = ids_changed.then(|| {
+                let old = match std::mem::replace(&mut work.old, OldIds::New) {
+                    OldIds::New => None,
+                    OldIds::Same => Some(work.rec.ids.clone()),
+                    OldIds::Saved(old) => Some(old),
+                };
+                (old, work.rec.ids.clone())
+            });
             self.written.push(Written {
                 entry: self.entries.len(),
                 key,
@@ -719,7 +750,7 @@ impl<'a> Builder<'a> {
                 self.profiles.push((
                     k,
                     Work {
-                        old: None,
+                        old: OldIds::New,
                         rec,
                         head: None,
                         hit: false,
@@ -736,7 +767,7 @@ impl<'a> Builder<'a> {
 
         // Protection: identifiers move instead of profiles merging.
         if let (Some(from), Some(email)) = (plan.take_email_from, m.email.as_ref()) {
-            self.rec(from).ids.email = None;
+            self.ids_mut(from).email = None;
             out.moved.push(Moved {
                 identifier: "email".into(),
                 value: email.clone(),
@@ -744,7 +775,7 @@ impl<'a> Builder<'a> {
             });
         }
         if let (Some(from), Some(a)) = (plan.take_anonymous_id_from, anon) {
-            self.rec(from).ids.anonymous_ids.retain(|x| x != a);
+            self.ids_mut(from).anonymous_ids.retain(|x| x != a);
             out.moved.push(Moved {
                 identifier: "anonymous_id".into(),
                 value: a.to_string(),
@@ -757,17 +788,20 @@ impl<'a> Builder<'a> {
             let Some(work) = self.remove(gone) else {
                 continue;
             };
+            let old = match work.old {
+                OldIds::New => Ids::default(),
+                OldIds::Same => work.rec.ids.clone(),
+                OldIds::Saved(old) => old,
+            };
             let created_at = self.index.name_id("created_at");
+            self.ids_mut(survivor);
             merge_into(self.rec(survivor), work.rec, created_at);
             self.work(survivor).full = true;
             self.push(
                 EntryKind::Tombstone,
                 gone,
                 Vec::new(),
-                Change::Tombstone {
-                    key: gone,
-                    old: work.old.unwrap_or_default(),
-                },
+                Change::Tombstone { key: gone, old },
             );
             self.push(
                 EntryKind::Redirect,
@@ -784,26 +818,35 @@ impl<'a> Builder<'a> {
 
         // Attach the call's identifiers (an email replaces the old one, SPEC 3.2.5).
         let max_anon = self.options.max_anonymous_ids.max(1);
-        {
-            let rec = self.rec(survivor);
+        let have = &self.rec(survivor).ids;
+        let attach = uid.is_some_and(|u| have.user_id.as_deref() != Some(u))
+            || m.email
+                .as_ref()
+                .is_some_and(|e| have.email.as_ref() != Some(e))
+            || anon.is_some_and(|a| !have.anonymous_ids.iter().any(|x| x == a))
+            || have.anonymous_ids.len() > max_anon;
+        if attach {
+            let ids = self.ids_mut(survivor);
             if let Some(u) = uid {
-                rec.ids.user_id = Some(u.to_string());
+                ids.user_id = Some(u.to_string());
             }
             if let Some(e) = &m.email {
-                rec.ids.email = Some(e.clone());
+                ids.email = Some(e.clone());
             }
             if let Some(a) = anon
-                && !rec.ids.anonymous_ids.iter().any(|x| x == a)
+                && !ids.anonymous_ids.iter().any(|x| x == a)
             {
-                rec.ids.anonymous_ids.push(a.to_string());
+                ids.anonymous_ids.push(a.to_string());
             }
-            let extra = rec.ids.anonymous_ids.len().saturating_sub(max_anon);
-            rec.ids.anonymous_ids.drain(..extra);
+            let extra = ids.anonymous_ids.len().saturating_sub(max_anon);
+            ids.anonymous_ids.drain(..extra);
         }
 
         if let Some(company) = &m.company {
             self.upsert_company(company, ts)?;
-            self.rec(survivor).ids.company_id = Some(company.id.clone());
+            if self.rec(survivor).ids.company_id.as_ref() != Some(&company.id) {
+                self.ids_mut(survivor).company_id = Some(company.id.clone());
+            }
         }
 
         // Properties (SPEC 3.3, 3.5), in the call's order (`call_ops`).
@@ -948,8 +991,7 @@ impl<'a> Builder<'a> {
     /// Detach an anonymous id from its profile (SPEC 3.6).
     pub fn unlink(&mut self, key: u64, anonymous_id: &str) -> Result<Outcome> {
         self.load(key)?;
-        self.rec(key)
-            .ids
+        self.ids_mut(key)
             .anonymous_ids
             .retain(|a| a != anonymous_id);
         Ok(outcome(key, Status::Updated))
