@@ -205,7 +205,8 @@ fn is_placeholder(trimmed: &str, options: &Options) -> bool {
         return options
             .placeholder_ids
             .iter()
-            .any(|p| p.trim().eq_ignore_ascii_case(trimmed));
+            // Trimming only shortens: a placeholder shorter than the id cannot match it.
+            .any(|p| p.len() >= trimmed.len() && p.trim().eq_ignore_ascii_case(trimmed));
     }
     let lower = trimmed.to_lowercase();
     options
