@@ -8,7 +8,7 @@ use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
 use crate::index::{CompanyInfo, HashMap, Index, Update};
 use crate::options::Options;
-use crate::profile::merge::{call_ops, merge_into};
+use crate::profile::merge::{CallOp, call_ops, merge_into};
 use crate::profile::message::{CompanyRef, Identify, Message};
 use crate::profile::props::{Applied, ListLimits, PropOp, PropState, Stamp};
 use crate::profile::resolve::{Found, resolve};
@@ -865,7 +865,7 @@ impl<'a> Builder<'a> {
             let Some(id) = self.name_id(name) else {
                 // Over the name limit. A removal loses nothing there (no profile can hold the
                 // name, and a later set of it is refused too), so it is not reported.
-                if !matches!(op, PropOp::Unset) {
+                if !matches!(op, CallOp::Unset) {
                     out.ignored.push(name.to_string());
                 }
                 return;
@@ -874,8 +874,20 @@ impl<'a> Builder<'a> {
             work.changed.push(id);
             let state = work.rec.state_mut(id);
             let applied = match op {
-                PropOp::List(list) => state.apply_list(list, ts, order, list_limits),
-                op => state.apply_owned(op, ts, order),
+                CallOp::Set(v) => {
+                    state.apply_set_ref(Some(v), ts, order);
+                    Applied::Taken
+                }
+                CallOp::Unset => {
+                    state.apply_set_ref(None, ts, order);
+                    Applied::Taken
+                }
+                CallOp::SetOnce(v) => {
+                    state.apply_set_once_ref(v, ts, order);
+                    Applied::Taken
+                }
+                CallOp::Add(n) => state.apply_owned(PropOp::Add(n), ts, order),
+                CallOp::List(list) => state.apply_list(list.clone(), ts, order, list_limits),
             };
             if applied != Applied::Taken {
                 out.ignored.push(name.to_string());

@@ -4,8 +4,25 @@
 
 use crate::entries::ProfileRecord;
 use crate::profile::message::Identify;
-use crate::profile::props::PropOp;
+use crate::profile::message::Number;
+use crate::profile::props::ListOp;
 use crate::types::value::{Timestamp, Value};
+
+/// One operation of a call, borrowed from the message (values are copied only where the
+/// property state takes them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CallOp<'m> {
+    /// A trait: last write wins.
+    Set(&'m Value),
+    /// `$set_once`.
+    SetOnce(&'m Value),
+    /// `$unset` or a trait set to `null`.
+    Unset,
+    /// `$add`.
+    Add(Number),
+    /// `$append`, `$union`, `$remove`.
+    List(&'m ListOp),
+}
 
 /// Merge a merged-away profile into the survivor (SPEC 3.2.3, 3.3, 3.4). `created_at` is the
 /// name number of the `created_at` property, if the store knows the name.
@@ -84,35 +101,35 @@ pub(crate) fn effective_created_at(rec: &ProfileRecord, created_at: Option<u32>)
 /// `$add`, and `$unset` last. So a name the call also `$unset`s gets only the removal
 /// (whatever came before it in the call would be removed by it), and a `$set_once` counts as
 /// older than an `$add` of the same call (`PropState` treats equal stamps so).
-pub(crate) fn call_ops<'m>(m: &'m Identify, mut f: impl FnMut(&'m str, PropOp)) {
+pub(crate) fn call_ops<'m>(m: &'m Identify, mut f: impl FnMut(&'m str, CallOp<'m>)) {
     let unset_too = |name: &str| !m.unset.is_empty() && m.unset.iter().any(|u| u == name);
     for (name, value) in &m.traits {
         if !unset_too(name) {
             f(
                 name,
                 match value {
-                    Some(v) => PropOp::Set(v.clone()),
-                    None => PropOp::Unset,
+                    Some(v) => CallOp::Set(v),
+                    None => CallOp::Unset,
                 },
             );
         }
     }
     for (name, value) in &m.set_once {
         if !unset_too(name) {
-            f(name, PropOp::SetOnce(value.clone()));
+            f(name, CallOp::SetOnce(value));
         }
     }
     for (name, n) in &m.add {
         if !unset_too(name) {
-            f(name, PropOp::Add(*n));
+            f(name, CallOp::Add(*n));
         }
     }
     for (name, list) in &m.lists {
         if !unset_too(name) {
-            f(name, PropOp::List(list.clone()));
+            f(name, CallOp::List(list));
         }
     }
     for name in &m.unset {
-        f(name, PropOp::Unset);
+        f(name, CallOp::Unset);
     }
 }

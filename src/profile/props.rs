@@ -250,6 +250,33 @@ impl PropState {
         Applied::Taken
     }
 
+    /// A `Set` (`Some`) or `Unset` (`None`) from a borrowed value: the same as
+    /// [`PropState::apply_owned`] with `PropOp::Set(v.clone())` / `PropOp::Unset`, but the value
+    /// is copied only when it is taken and differs from the string the state already holds.
+    pub(crate) fn apply_set_ref(&mut self, value: Option<&Value>, ts: Timestamp, order: u64) {
+        let stamp = Stamp(ts, order);
+        if self.older_than_lww(stamp) {
+            return;
+        }
+        match (&mut self.lww, value) {
+            // The same string again: keep its allocation, take the new stamp.
+            (Some((s, Some(Value::Str(have)))), Some(Value::Str(new))) if have == new => {
+                *s = stamp;
+            }
+            _ => self.lww = Some((stamp, value.cloned())),
+        }
+        self.drop_older_than(stamp);
+    }
+
+    /// A `$set_once` from a borrowed value: the same as [`PropState::apply_owned`] with
+    /// `PropOp::SetOnce(v.clone())`, copying the value only when it is taken.
+    pub(crate) fn apply_set_once_ref(&mut self, value: &Value, ts: Timestamp, order: u64) {
+        let stamp = Stamp(ts, order);
+        if !self.older_than_lww(stamp) && self.once.as_ref().is_none_or(|(s, _)| stamp < *s) {
+            self.once = Some((stamp, value.clone()));
+        }
+    }
+
     /// A `Set` (`Some`) or `Unset` (`None`) at `stamp`.
     fn write(&mut self, stamp: Stamp, value: Option<Value>) {
         if self.older_than_lww(stamp) {
