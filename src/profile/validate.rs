@@ -438,7 +438,7 @@ pub fn email_problems(field: &str, email: &str) -> Vec<FieldError> {
     if email.chars().any(char::is_whitespace) {
         problem("must be a valid email address: no spaces".into());
     }
-    let ats = email.matches('@').count();
+    let ats = email.bytes().filter(|&b| b == b'@').count();
     if ats != 1 {
         problem(format!(
             "must be a valid email address: exactly one '@' (got {ats})"
