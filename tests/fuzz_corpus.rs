@@ -42,6 +42,12 @@ fn message_parse_corpus() {
     replay("message_parse", fuzz_checks::message_parse);
 }
 
+/// The profile record decoder (full and delta records): `fuzz/fuzz_targets/profile_decode.rs`.
+#[test]
+fn profile_decode_corpus() {
+    replay("profile_decode", profiledb::fuzz_profile_payload);
+}
+
 /// The generated seeds pass too (they are also committed, as `seed-*` files).
 #[test]
 fn seeds_pass() {
