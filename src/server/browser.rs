@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use super::auth::{self, credentials};
-use super::http::{Peer, ingest_request, read_protected, respond};
+use super::http::{Peer, ingest_route, read_protected, respond};
 use super::ingest::{self, Endpoint, Reply};
 use super::keys::KeySet;
 use super::{AppState, ServeConfig, ServerError};
@@ -174,16 +174,7 @@ pub(crate) fn cors_layer(state: &Shared) -> CorsLayer {
 pub(crate) fn write_routes() -> Router<Shared> {
     // analytics.js posts each call to `{apiHost}/{first letter of its type}` and batches to
     // `{apiHost}/b` (its default apiHost is `api.segment.io/v1`).
-    let single = |kind: &'static str| {
-        post(
-            move |State(s): State<Shared>,
-                  ConnectInfo(peer): Peer,
-                  headers: HeaderMap,
-                  body: Body| {
-                ingest_request(s, peer.ip(), Endpoint::Single(kind), headers, body)
-            },
-        )
-    };
+    let single = |kind: &'static str| ingest_route(Endpoint::Single(kind));
     let flags = get(no_flags).post(no_flags);
     Router::new()
         .route("/v1/i", single("identify"))
@@ -192,17 +183,7 @@ pub(crate) fn write_routes() -> Router<Shared> {
         .route("/v1/t", single("track"))
         .route("/v1/p", single("page"))
         .route("/v1/s", single("screen"))
-        .route(
-            "/v1/b",
-            post(
-                |State(s): State<Shared>,
-                 ConnectInfo(peer): Peer,
-                 headers: HeaderMap,
-                 body: Body| {
-                    ingest_request(s, peer.ip(), Endpoint::Batch, headers, body)
-                },
-            ),
-        )
+        .route("/v1/b", ingest_route(Endpoint::Batch))
         .route("/v1/unlink", post(unlink))
         .route("/v1/projects/{key}/settings", get(segment_settings))
         .route("/flags", flags.clone())

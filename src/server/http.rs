@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State};
 use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
 use super::AppState;
 use super::admin;
@@ -26,31 +26,22 @@ pub(crate) type Shared = Arc<AppState>;
 /// The source address of a request (set per connection by `conn`).
 pub(crate) type Peer = ConnectInfo<SocketAddr>;
 
+/// The route of an ingestion endpoint: the request's source address, headers and body to
+/// [`ingest_request`]. Shared by Segment's paths and analytics.js's short ones (browser.rs).
+pub(crate) fn ingest_route(endpoint: Endpoint) -> MethodRouter<Shared> {
+    post(
+        move |State(s): State<Shared>, ConnectInfo(peer): Peer, headers: HeaderMap, body: Body| {
+            ingest_request(s, peer.ip(), endpoint, headers, body)
+        },
+    )
+}
+
 /// The server's routes.
 pub(crate) fn router(state: Shared) -> Router {
-    let single = |kind: &'static str| {
-        post(
-            move |State(s): State<Shared>,
-                  ConnectInfo(peer): Peer,
-                  headers: HeaderMap,
-                  body: Body| {
-                ingest_request(s, peer.ip(), Endpoint::Single(kind), headers, body)
-            },
-        )
-    };
+    let single = |kind: &'static str| ingest_route(Endpoint::Single(kind));
     // What web pages call: answered to browsers of the allowed origins (CORS).
     let writes = Router::new()
-        .route(
-            "/v1/batch",
-            post(
-                |State(s): State<Shared>,
-                 ConnectInfo(peer): Peer,
-                 headers: HeaderMap,
-                 body: Body| {
-                    ingest_request(s, peer.ip(), Endpoint::Batch, headers, body)
-                },
-            ),
-        )
+        .route("/v1/batch", ingest_route(Endpoint::Batch))
         .route("/v1/identify", single("identify"))
         .route("/v1/group", single("group"))
         .route("/v1/alias", single("alias"))
