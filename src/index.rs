@@ -22,8 +22,8 @@ pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use crate::entries::{self, EntryKind, Ids};
-use crate::profile::validate::normalize_email;
 use crate::storage::{Location, StoredEntry};
+use crate::types::email::normalize_email;
 
 /// A company's place in the index.
 #[derive(Debug, Clone, Default)]

@@ -18,7 +18,7 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::profile::props::PropState;
+use crate::types::state::PropState;
 
 pub(crate) use profile::{Ids, ProfileRecord};
 

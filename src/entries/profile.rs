@@ -5,8 +5,9 @@
 
 use super::values::{StampTable, put_stamp, put_state, stamp, state, value};
 use super::wire::{Decoded, Reader, Wire, put_u64};
-use crate::profile::props::{PropState, Stamp};
 use crate::storage::Location;
+pub(crate) use crate::types::record::{Ids, ProfileRecord};
+use crate::types::state::{PropState, Stamp};
 use crate::types::value::{Timestamp, Value};
 
 /// First byte of a delta record's data. A full record begins with 0 or 1 (the option tag of
@@ -19,29 +20,6 @@ pub(crate) const MAX_CHAIN_DEPTH: u32 = 63;
 
 const FLAG_IDS: u8 = 1;
 const FLAG_TIMES: u8 = 2;
-
-/// Identifier half of a profile record: first in a full record, so that recovery can decode
-/// it alone.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct Ids {
-    pub user_id: Option<String>,
-    /// As last given (lookups use the normalised form).
-    pub email: Option<String>,
-    pub anonymous_ids: Vec<String>,
-    pub company_id: Option<String>,
-}
-
-/// A profile as stored, with every property's state.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct ProfileRecord {
-    pub ids: Ids,
-    /// Timestamp of the first call that identified the person (earliest over merges).
-    pub first_seen: Timestamp,
-    /// Timestamp of the newest call applied.
-    pub updated_at: Timestamp,
-    /// Properties by name number, sorted by it.
-    pub props: Vec<(u32, PropState)>,
-}
 
 impl ProfileRecord {
     /// The state of property `id`, creating an empty one.
@@ -415,8 +393,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::profile::message::Number;
-    use crate::profile::props::PropOp;
+    use crate::types::state::Adds;
 
     fn value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
@@ -435,24 +412,30 @@ mod tests {
         })
     }
 
-    fn op() -> impl Strategy<Value = PropOp> {
-        prop_oneof![
-            value().prop_map(PropOp::Set),
-            value().prop_map(PropOp::SetOnce),
-            Just(PropOp::Unset),
-            any::<i64>().prop_map(|n| PropOp::Add(Number::Int(n))),
-            any::<f64>().prop_map(|n| PropOp::Add(Number::Float(n))),
-        ]
+    fn stamp() -> impl Strategy<Value = Stamp> {
+        (any::<i64>(), any::<u64>()).prop_map(|(ts, order)| Stamp::new(Timestamp(ts), order))
     }
 
+    /// Any property state, reachable by the rules or not: the codec stores whatever it is given.
     fn state() -> impl Strategy<Value = PropState> {
-        prop::collection::vec((op(), any::<i64>(), any::<u64>()), 0..6).prop_map(|ops| {
-            let mut s = PropState::default();
-            for (op, ts, order) in ops {
-                let _ = s.apply(&op, Timestamp(ts), order);
-            }
-            s
-        })
+        let adds = (
+            any::<i128>(),
+            proptest::option::of(any::<f64>()),
+            stamp(),
+            stamp(),
+        )
+            .prop_map(|(int, float, first, last)| Adds {
+                int,
+                float,
+                first,
+                last,
+            });
+        (
+            proptest::option::of((stamp(), proptest::option::of(value()))),
+            proptest::option::of((stamp(), value())),
+            proptest::option::of(adds),
+        )
+            .prop_map(|(lww, once, adds)| PropState { lww, once, adds })
     }
 
     fn record() -> impl Strategy<Value = ProfileRecord> {
@@ -552,17 +535,26 @@ mod tests {
         .unwrap();
         let rec = full(&bytes).unwrap();
         assert_eq!(rec.ids.user_id.as_deref(), Some("u1"));
-        assert_eq!(rec.props[0].1.value(), Some(Value::Str("x".into())));
-        assert_eq!(rec.props[1].1.value(), Some(Value::Int(7)));
+        let x = &rec.props[0].1;
+        assert_eq!(
+            x.lww,
+            Some((Stamp::new(Timestamp(9), 4), Some(Value::Str("x".into()))))
+        );
+        assert_eq!((&x.once, &x.adds), (&None, &None));
+        let n = rec.props[1].1.adds.as_ref().unwrap();
+        assert_eq!((n.int, n.float), (7, None));
+        assert_eq!(
+            (n.first, n.last),
+            (Stamp::new(Timestamp(5), 1), Stamp::new(Timestamp(9), 4))
+        );
+        assert_eq!(rec.props[1].1.lww, None);
         assert_eq!(encode(&rec), bytes, "and re-encodes to the same bytes");
     }
 
     #[test]
     fn a_stamp_index_outside_the_table_is_a_decode_error() {
         let mut rec = ProfileRecord::default();
-        let _ = rec
-            .state_mut(3)
-            .apply(&PropOp::Set(Value::Int(1)), Timestamp(5), 1);
+        rec.state_mut(3).lww = Some((Stamp::new(Timestamp(5), 1), Some(Value::Int(1))));
         let mut bytes = encode(&rec);
         // ids (4 bytes: None, None, [], None), first_seen, updated_at, table of 1 stamp (3
         // bytes), 1 prop, id 3, lww Some, stamp index 0 -> 7.

@@ -3,7 +3,7 @@
 //! record's stamp table.
 
 use super::wire::{Decoded, Reader, Wire, put_i128, put_u64, put_variant};
-use crate::profile::props::{Adds, PropState, Stamp};
+use crate::types::state::{Adds, PropState, Stamp};
 use crate::types::value::{Timestamp, Value};
 
 /// Deepest nesting of arrays and objects a decoder follows (JSON parsing stops at 128 levels,

@@ -2,10 +2,10 @@
 //! the effective `created_at`, and the order in which one call's operations apply. Pure
 //! functions of the decoded profile; the write path and the view both use them.
 
-use crate::entries::ProfileRecord;
 use crate::profile::message::Identify;
 use crate::profile::message::Number;
 use crate::profile::props::ListOp;
+use crate::types::record::ProfileRecord;
 use crate::types::value::{Timestamp, Value};
 
 /// One operation of a call, borrowed from the message (values are copied only where the

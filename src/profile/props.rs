@@ -44,10 +44,9 @@
 //! `$set_once` is newer than the newest removal, and any order of `$add`s), the result equals
 //! applying the calls in timestamp order.
 
-use bincode::{Decode, Encode};
-use serde::{Deserialize, Serialize};
-
 use crate::profile::message::Number;
+pub use crate::types::state::PropState;
+pub(crate) use crate::types::state::{Adds, Stamp};
 use crate::types::value::{Timestamp, Value};
 
 /// One operation on one property, as a call carries it.
@@ -115,32 +114,6 @@ pub enum Applied {
     TooLarge,
 }
 
-/// When an operation happened: event timestamp, then arrival order.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Encode, Decode,
-)]
-pub(crate) struct Stamp(pub(crate) Timestamp, pub(crate) u64);
-
-impl Stamp {
-    /// The stamp of an operation at event time `ts` with arrival order `order`.
-    pub(crate) fn new(ts: Timestamp, order: u64) -> Stamp {
-        Stamp(ts, order)
-    }
-}
-
-/// The counted `$add`s: all newer than `lww` (up to approximation 1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
-pub(crate) struct Adds {
-    /// Sum of integer increments (exact, order-independent).
-    pub(crate) int: i128,
-    /// Sum of float increments, if any.
-    pub(crate) float: Option<f64>,
-    /// Oldest counted add.
-    pub(crate) first: Stamp,
-    /// Newest counted add.
-    pub(crate) last: Stamp,
-}
-
 impl Adds {
     fn combine(&mut self, other: &Adds) {
         self.int = self.int.saturating_add(other.int);
@@ -174,19 +147,6 @@ impl Adds {
             },
         })
     }
-}
-
-/// The state of one property: enough to merge and to accept late calls.
-///
-/// See the module documentation for the exact semantics and the two approximations.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Encode, Decode)]
-pub struct PropState {
-    /// Newest `Set` (`Some`) or `Unset` (`None`).
-    pub(crate) lww: Option<(Stamp, Option<Value>)>,
-    /// Oldest `SetOnce` newer than `lww`.
-    pub(crate) once: Option<(Stamp, Value)>,
-    /// `$add`s newer than `lww`.
-    pub(crate) adds: Option<Adds>,
 }
 
 impl PropState {

@@ -8,6 +8,7 @@ use crate::error::{Error, FieldError, Result};
 use crate::options::Options;
 use crate::profile::message::{Identify, Message};
 use crate::profile::props::ListOp;
+pub use crate::types::email::normalize_email;
 use crate::types::value::Value;
 
 /// Longest identifier (`userId`, `anonymousId`, `groupId`, `previousId`, company id), in
@@ -412,11 +413,6 @@ pub fn is_absolute_url(text: &str) -> bool {
         host_port.split(':').next().unwrap_or("")
     };
     !host.is_empty()
-}
-
-/// The lookup form of an email: trimmed, lower-cased.
-pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
 }
 
 /// Problems of one email address (empty if valid). Surrounding whitespace is ignored (lookups

@@ -8,6 +8,9 @@
 
 use serde::Serialize;
 
+pub(crate) mod email;
+pub(crate) mod record;
+pub(crate) mod state;
 pub mod value;
 
 use value::{Timestamp, Value};
