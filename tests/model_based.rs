@@ -1,213 +1,48 @@
 //! Model-based test: random sequences of identify / group / alias / track / delete / unlink /
 //! reopen / crash over a small pool of identifiers, checked after every step against a plain
-//! in-memory reference implementation of SPEC 3.2-3.6 (below), comparing every profile.
+//! in-memory reference implementation of SPEC 3.2-3.6 (the one shared by every suite that needs
+//! a model: `support/identify_model/reference.rs`), comparing every profile.
 //! Also checks the merge invariants: every identifier resolves to exactly one live profile, no
 //! profile holds two user ids, a merged-away key resolves to its survivor.
 
 #[path = "support/common.rs"]
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+#[path = "support/identify_model/reference.rs"]
+mod reference;
+
+use std::collections::BTreeMap;
 
 use common::*;
 use proptest::prelude::*;
+use reference::Reference;
 use serde_json::json;
 
-#[derive(Debug, Clone, Default, PartialEq)]
-struct MProfile {
-    user_id: Option<String>,
-    email: Option<String>,
-    anon: Vec<String>,
-    company: Option<String>,
-    /// name -> (timestamp, value)
-    props: BTreeMap<String, (u32, i64)>,
-    /// Timestamp of the earliest call applied (the default created_at, SPEC 3.4).
-    first_seen: u32,
-    /// An explicit `created_at` trait (as seconds of `ts`).
+/// The one reference model of the rules, with the traits a call of this suite sets: one
+/// integer property, and an explicit `created_at`.
+fn model_identify(
+    model: &mut Reference,
+    ids: (Option<&str>, Option<&str>, Option<&str>),
+    company: Option<&str>,
+    prop: Option<(&str, i64)>,
     created: Option<u32>,
-}
-
-/// The traits a model call sets: one integer property, and an explicit `created_at`.
-#[derive(Debug, Default, Clone, Copy)]
-struct MTraits<'a> {
-    prop: Option<(&'a str, i64)>,
-    created: Option<u32>,
-}
-
-impl MProfile {
-    /// The created_at shown: the trait, else the first call's timestamp (SPEC 3.4).
-    fn created_at(&self) -> u32 {
-        self.created.unwrap_or(self.first_seen)
-    }
-}
-
-#[derive(Debug, Default)]
-struct Model {
-    profiles: BTreeMap<u64, MProfile>,
-    redirects: HashMap<u64, u64>,
-    next_key: u64,
-}
-
-fn norm(e: &str) -> String {
-    e.trim().to_lowercase()
-}
-
-impl Model {
-    fn new() -> Self {
-        Model {
-            next_key: 1,
-            ..Model::default()
-        }
-    }
-    fn by_user(&self, u: &str) -> Option<u64> {
-        self.profiles
-            .iter()
-            .find(|(_, p)| p.user_id.as_deref() == Some(u))
-            .map(|(k, _)| *k)
-    }
-    fn by_email(&self, e: &str) -> Option<u64> {
-        self.profiles
-            .iter()
-            .find(|(_, p)| p.email.as_deref().map(norm) == Some(norm(e)))
-            .map(|(k, _)| *k)
-    }
-    fn by_anon(&self, a: &str) -> Option<u64> {
-        self.profiles
-            .iter()
-            .find(|(_, p)| p.anon.iter().any(|x| x == a))
-            .map(|(k, _)| *k)
-    }
-    fn resolve_key(&self, mut k: u64) -> Option<u64> {
-        loop {
-            if self.profiles.contains_key(&k) {
-                return Some(k);
-            }
-            k = *self.redirects.get(&k)?;
-        }
-    }
-
-    fn identify(
-        &mut self,
-        uid: Option<&str>,
-        email: Option<&str>,
-        anon: Option<&str>,
-        company: Option<&str>,
-        traits: MTraits<'_>,
-        ts: u32,
-    ) -> u64 {
-        let MTraits { prop, created } = traits;
-        let fu = uid.and_then(|u| self.by_user(u));
-        let fe = email.and_then(|e| self.by_email(e));
-        let fa = anon.and_then(|a| self.by_anon(a));
-        let uid_of = |m: &Model, k: u64| m.profiles[&k].user_id.clone();
-        let others = [fe, fa];
-        let survivor = if fu.is_some() {
-            fu
-        } else if uid.is_some() {
-            others
-                .iter()
-                .flatten()
-                .copied()
-                .find(|k| uid_of(self, *k).is_none())
-        } else {
-            others
-                .iter()
-                .flatten()
-                .copied()
-                .find(|k| uid_of(self, *k).is_some())
-                .or(others.iter().flatten().copied().next())
-        };
-        let survivor = survivor.unwrap_or_else(|| {
-            let k = self.next_key;
-            self.next_key += 1;
-            self.profiles.insert(
-                k,
-                MProfile {
-                    first_seen: ts,
-                    ..MProfile::default()
-                },
-            );
-            k
-        });
-        let s_uid = uid
-            .map(str::to_string)
-            .or_else(|| self.profiles[&survivor].user_id.clone());
-        let mut merged = Vec::new();
-        for (i, f) in others.iter().enumerate() {
-            let Some(k) = *f else { continue };
-            if k == survivor || merged.contains(&k) {
-                continue;
-            }
-            let theirs = uid_of(self, k);
-            if theirs.is_some() && s_uid.is_some() && theirs != s_uid {
-                // Protection: move the identifier.
-                let p = self.profiles.get_mut(&k).unwrap();
-                if i == 0 {
-                    p.email = None;
-                } else {
-                    p.anon.retain(|x| Some(x.as_str()) != anon);
-                }
-            } else {
-                merged.push(k);
-            }
-        }
-        for k in merged {
-            let gone = self.profiles.remove(&k).unwrap();
-            self.redirects.insert(k, survivor);
-            let s = self.profiles.get_mut(&survivor).unwrap();
-            // A merge keeps the earliest effective created_at; where one side has the trait,
-            // the trait carries it.
-            let earliest = s.created_at().min(gone.created_at());
-            if s.created.is_some() || gone.created.is_some() {
-                s.created = Some(earliest);
-            }
-            s.first_seen = s.first_seen.min(gone.first_seen);
-            if s.user_id.is_none() {
-                s.user_id = gone.user_id;
-            }
-            if s.email.is_none() {
-                s.email = gone.email;
-            }
-            for a in gone.anon {
-                if !s.anon.contains(&a) {
-                    s.anon.push(a);
-                }
-            }
-            if s.company.is_none() {
-                s.company = gone.company;
-            }
-            for (name, (t, v)) in gone.props {
-                let e = s.props.entry(name).or_insert((t, v));
-                if t > e.0 {
-                    *e = (t, v);
-                }
-            }
-        }
-        let s = self.profiles.get_mut(&survivor).unwrap();
-        if let Some(u) = uid {
-            s.user_id = Some(u.to_string());
-        }
-        if let Some(e) = email {
-            s.email = Some(e.to_string());
-        }
-        if let Some(a) = anon
-            && !s.anon.iter().any(|x| x == a)
-        {
-            s.anon.push(a.to_string());
-        }
-        if let Some(c) = company {
-            s.company = Some(c.to_string());
-        }
-        if let Some((name, v)) = prop {
-            s.props.insert(name.to_string(), (ts, v));
-        }
-        if let Some(c) = created {
-            // Every step is newer than the ones before: the trait set now wins.
-            s.created = Some(c);
-        }
-        s.first_seen = s.first_seen.min(ts);
-        survivor
-    }
+    ts: u32,
+) -> u64 {
+    let (user_id, email, anonymous_id) = ids;
+    let call = reference::Call {
+        user_id,
+        email,
+        anonymous_id,
+        company_id: company,
+        sets: prop.map(|(n, v)| (n, json!(v))).into_iter().collect(),
+        created_at: created.map(i64::from),
+        timestamp: i64::from(ts),
+        ..reference::Call::default()
+    };
+    model
+        .identify(&call)
+        .expect("this suite suppresses nothing")
+        .0
 }
 
 #[derive(Debug, Clone)]
@@ -282,7 +117,7 @@ fn anon(i: u8) -> String {
     format!("anon-{i}")
 }
 
-fn compare(db: &profiledb::Db, model: &Model, step: usize) {
+fn compare(db: &profiledb::Db, model: &Reference, step: usize) {
     assert_eq!(
         db.stats().profiles as usize,
         model.profiles.len(),
@@ -295,13 +130,13 @@ fn compare(db: &profiledb::Db, model: &Model, step: usize) {
         assert_eq!(p.email, m.email, "step {step}: email of {key}");
         let mut a = p.anonymous_ids.clone();
         a.sort();
-        let mut b = m.anon.clone();
+        let mut b = m.anonymous_ids.clone();
         b.sort();
         assert_eq!(a, b, "step {step}: anonymous ids of {key}");
-        assert_eq!(p.company_id, m.company, "step {step}: company of {key}");
+        assert_eq!(p.company_id, m.company_id, "step {step}: company of {key}");
         assert_eq!(
             p.created_at.to_rfc3339(),
-            ts(m.created_at()),
+            ts(u32::try_from(m.created_at()).unwrap()),
             "step {step}: created_at of {key}"
         );
         let props: BTreeMap<String, i64> = p
@@ -309,8 +144,9 @@ fn compare(db: &profiledb::Db, model: &Model, step: usize) {
             .iter()
             .filter_map(|(k, v)| v.to_json().as_i64().map(|v| (k.clone(), v)))
             .collect();
-        let want: BTreeMap<String, i64> =
-            m.props.iter().map(|(k, (_, v))| (k.clone(), *v)).collect();
+        let want: BTreeMap<String, i64> = (m.properties().into_iter())
+            .map(|(k, v)| (k, v.as_i64().expect("this suite sets integers only")))
+            .collect();
         assert_eq!(props, want, "step {step}: properties of {key}");
     }
     // Every identifier resolves to exactly the model's profile (or none).
@@ -335,7 +171,7 @@ fn compare(db: &profiledb::Db, model: &Model, step: usize) {
     for &k in model.redirects.keys() {
         assert_eq!(
             by_key(db, k).map(|p| p.key),
-            model.resolve_key(k),
+            model.resolve(k),
             "step {step}: redirect {k}"
         );
     }
@@ -349,7 +185,7 @@ fn compare(db: &profiledb::Db, model: &Model, step: usize) {
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let mut db = open(dir.path());
-    let mut model = Model::new();
+    let mut model = Reference::default();
     for (step, op) in ops.into_iter().enumerate() {
         let t = step as u32 + 1;
         match op {
@@ -377,15 +213,16 @@ fn run(ops: Vec<Op>) {
                 m["timestamp"] = json!(ts(t));
                 let out = call(&db, m);
                 let name = p.map(|(n, v)| (format!("p{n}"), v));
-                let want = model.identify(
-                    u.map(uid).as_deref(),
-                    e.map(|e| email(e, upper)).as_deref(),
-                    a.map(anon).as_deref(),
+                let want = model_identify(
+                    &mut model,
+                    (
+                        u.map(uid).as_deref(),
+                        e.map(|e| email(e, upper)).as_deref(),
+                        a.map(anon).as_deref(),
+                    ),
                     None,
-                    MTraits {
-                        prop: name.as_ref().map(|(n, v)| (n.as_str(), *v)),
-                        created,
-                    },
+                    name.as_ref().map(|(n, v)| (n.as_str(), *v)),
+                    created,
                     t,
                 );
                 assert_eq!(out.key, want, "step {step}: survivor");
@@ -405,12 +242,12 @@ fn run(ops: Vec<Op>) {
                 }
                 call(&db, m);
                 if u.is_some() || a.is_some() {
-                    model.identify(
-                        u.map(uid).as_deref(),
-                        None,
-                        a.map(anon).as_deref(),
+                    model_identify(
+                        &mut model,
+                        (u.map(uid).as_deref(), None, a.map(anon).as_deref()),
                         Some(&format!("co-{company}")),
-                        MTraits::default(),
+                        None,
+                        None,
                         t,
                     );
                 }
@@ -431,12 +268,12 @@ fn run(ops: Vec<Op>) {
                     Some(_) => assert!(got.is_err(), "step {step}: alias of two users"),
                     None => {
                         assert!(got.is_ok(), "step {step}: {got:?}");
-                        model.identify(
-                            Some(&uid(u)),
+                        model_identify(
+                            &mut model,
+                            (Some(&uid(u)), None, Some(&prev_id)),
                             None,
-                            Some(&prev_id),
                             None,
-                            MTraits::default(),
+                            None,
                             t,
                         );
                     }
@@ -448,12 +285,12 @@ fn run(ops: Vec<Op>) {
                     json!({"type": "track", "event": "x", "userId": uid(u), "anonymousId": anon(a),
                            "timestamp": ts(t)}),
                 );
-                model.identify(
-                    Some(&uid(u)),
+                model_identify(
+                    &mut model,
+                    (Some(&uid(u)), None, Some(&anon(a))),
                     None,
-                    Some(&anon(a)),
                     None,
-                    MTraits::default(),
+                    None,
                     t,
                 );
             }
@@ -461,24 +298,13 @@ fn run(ops: Vec<Op>) {
                 let got = db
                     .delete(&profiledb::Selector::UserId(uid(u)), false)
                     .unwrap();
-                let want = model.by_user(&uid(u));
+                let want = model.delete(&uid(u), false);
                 assert_eq!(got, want, "step {step}: delete");
-                if let Some(k) = want {
-                    model.profiles.remove(&k);
-                }
             }
             Op::Unlink(a) => {
                 let got = db.unlink(&anon(a)).unwrap();
-                let want = model.by_anon(&anon(a));
+                let want = model.unlink(&anon(a));
                 assert_eq!(got, want, "step {step}: unlink");
-                if let Some(k) = want {
-                    model
-                        .profiles
-                        .get_mut(&k)
-                        .unwrap()
-                        .anon
-                        .retain(|x| *x != anon(a));
-                }
             }
             Op::Reopen => {
                 db.close().unwrap();

@@ -1,7 +1,8 @@
 //! Shared machinery of the power-loss tests (`powerloss_sim`, `compaction_crash_matrix`,
-//! `recovery_crash`): a deterministic workload of identify calls at the `Db` level, a plain
-//! in-memory model of what those calls do, the list of damages a power cut may do to what was
-//! not synced, and the checks every recovered disk image must pass.
+//! `recovery_crash`): a deterministic workload of identify calls at the `Db` level, what those
+//! calls do in the one reference model of the rules (`identify_model/reference.rs`), the list
+//! of damages a power cut may do to what was not synced, and the checks every recovered disk
+//! image must pass.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -12,6 +13,10 @@ use profiledb::storage::StoreOptions;
 use profiledb::storage::io::{FaultyIo, Io, NameLoss, PowerCut, RealIo, UnsyncedTail};
 use profiledb::{Db, Durability, Filter, Message, Options, Selector};
 use serde_json::{Value as Json, json};
+
+#[path = "identify_model/reference.rs"]
+pub mod reference;
+use reference::Reference;
 
 /// Small segments, so that the workload rotates often.
 pub const SEGMENT_SIZE: u64 = 1024;
@@ -312,117 +317,30 @@ impl State {
     }
 }
 
+/// The workload's calls applied in order to the one reference model of the rules
+/// ([`reference::Reference`], reached through `Deref`: `next_key`, `suppressed_users`,
+/// `suppressed_emails`, ...). Its calls name a user id and an email only; `plan` (and `bio`)
+/// are sets, `n` an `$add` counter.
 #[derive(Debug, Clone, Default)]
-struct MProfile {
-    uid: Option<String>,
-    email: Option<String>,
-    /// (timestamp, value) of the newest `plan`.
-    plan: Option<(u32, String)>,
-    /// (timestamp, value) of the newest `bio`.
-    bio: Option<(u32, String)>,
-    n: i64,
-}
-
-/// A plain reference implementation of SPEC 3.2/3.3 for the workload's calls (user id and
-/// email only; `plan` is a set, `n` an `$add` counter).
-#[derive(Debug, Clone)]
 pub struct Model {
-    profiles: BTreeMap<u64, MProfile>,
-    /// The key the next new profile gets.
-    pub next_key: u64,
-    /// Suppressed user ids and emails.
-    pub suppressed_users: Vec<String>,
-    pub suppressed_emails: Vec<String>,
+    pub rules: Reference,
 }
 
-impl Default for Model {
-    fn default() -> Self {
-        Model {
-            profiles: BTreeMap::new(),
-            next_key: 1,
-            suppressed_users: Vec::new(),
-            suppressed_emails: Vec::new(),
-        }
+impl std::ops::Deref for Model {
+    type Target = Reference;
+    fn deref(&self) -> &Reference {
+        &self.rules
     }
 }
 
 impl Model {
-    fn by_user(&self, u: &str) -> Option<u64> {
-        self.profiles
-            .iter()
-            .find(|(_, p)| p.uid.as_deref() == Some(u))
-            .map(|(k, _)| *k)
-    }
-
-    fn by_email(&self, e: &str) -> Option<u64> {
-        self.profiles
-            .iter()
-            .find(|(_, p)| p.email.as_deref() == Some(e))
-            .map(|(k, _)| *k)
-    }
-
     /// Whether a call naming these identifiers is refused.
     pub fn refuses(&self, uid: Option<&str>, email: Option<&str>) -> bool {
-        uid.is_some_and(|u| self.suppressed_users.iter().any(|s| s == u))
-            || email.is_some_and(|e| self.suppressed_emails.iter().any(|s| s == e))
-    }
-
-    fn identify(&mut self, call: usize, uid: Option<String>, email: Option<String>, pad: u16) {
-        if self.refuses(uid.as_deref(), email.as_deref()) {
-            return;
-        }
-        let t = call as u32 + 1;
-        let fu = uid.as_deref().and_then(|u| self.by_user(u));
-        let fe = email.as_deref().and_then(|e| self.by_email(e));
-        let survivor = if fu.is_some() {
-            fu
-        } else if uid.is_some() {
-            fe.filter(|k| self.profiles[k].uid.is_none())
-        } else {
-            fe
-        };
-        let survivor = survivor.unwrap_or_else(|| {
-            let k = self.next_key;
-            self.next_key += 1;
-            self.profiles.insert(k, MProfile::default());
-            k
-        });
-        let s_uid = uid.clone().or_else(|| self.profiles[&survivor].uid.clone());
-        if let Some(k) = fe.filter(|k| *k != survivor) {
-            let theirs = self.profiles[&k].uid.clone();
-            if theirs.is_some() && s_uid.is_some() && theirs != s_uid {
-                // Protection: the email moves, the profiles stay apart.
-                self.profiles.get_mut(&k).unwrap().email = None;
-            } else {
-                let gone = self.profiles.remove(&k).unwrap();
-                let s = self.profiles.get_mut(&survivor).unwrap();
-                if s.uid.is_none() {
-                    s.uid = gone.uid;
-                }
-                if s.email.is_none() {
-                    s.email = gone.email;
-                }
-                if gone.plan.as_ref().map(|p| p.0) > s.plan.as_ref().map(|p| p.0) {
-                    s.plan = gone.plan;
-                }
-                if gone.bio.as_ref().map(|p| p.0) > s.bio.as_ref().map(|p| p.0) {
-                    s.bio = gone.bio;
-                }
-                s.n += gone.n;
-            }
-        }
-        let s = self.profiles.get_mut(&survivor).unwrap();
-        if uid.is_some() {
-            s.uid = uid;
-        }
-        if email.is_some() {
-            s.email = email;
-        }
-        s.plan = Some((t, format!("p{call}")));
-        if pad > 0 {
-            s.bio = Some((t, bio(call, pad)));
-        }
-        s.n += 1;
+        self.rules.refuses(&reference::Call {
+            user_id: uid,
+            email,
+            ..reference::Call::default()
+        })
     }
 
     /// Apply call number `call` of `calls`.
@@ -434,19 +352,26 @@ impl Model {
                 pad,
                 ..
             } => {
-                self.identify(call, u.map(uid), e.map(email), *pad);
+                let (u, e) = (u.map(uid), e.map(email));
+                let mut sets = vec![("plan", json!(format!("p{call}")))];
+                if *pad > 0 {
+                    sets.push(("bio", json!(bio(call, *pad))));
+                }
+                // A refused call (a suppressed identifier) changes nothing.
+                let _ = self.rules.identify(&reference::Call {
+                    user_id: u.as_deref(),
+                    email: e.as_deref(),
+                    sets,
+                    adds: vec![("n", 1)],
+                    timestamp: call as i64 + 1,
+                    ..reference::Call::default()
+                });
             }
             Step::Delete(u) => {
-                if let Some(k) = self.by_user(&uid(*u)) {
-                    self.profiles.remove(&k);
-                }
+                self.rules.delete(&uid(*u), false);
             }
             Step::Suppress(u) => {
-                if let Some(k) = self.by_user(&uid(*u)) {
-                    let p = self.profiles.remove(&k).unwrap();
-                    self.suppressed_users.extend(p.uid);
-                    self.suppressed_emails.extend(p.email);
-                }
+                self.rules.delete(&uid(*u), true);
             }
             Step::Resend(_) | Step::Compact | Step::Checkpoint => {}
         }
@@ -455,20 +380,12 @@ impl Model {
     pub fn state(&self) -> State {
         let mut st = State::default();
         for (&k, p) in &self.profiles {
-            let mut properties = BTreeMap::new();
-            if let Some((_, plan)) = &p.plan {
-                properties.insert("plan".to_string(), json!(plan));
-            }
-            if let Some((_, bio)) = &p.bio {
-                properties.insert("bio".to_string(), json!(bio));
-            }
-            properties.insert("n".to_string(), json!(p.n));
             st.profiles.insert(
                 k,
                 PState {
-                    user_id: p.uid.clone(),
+                    user_id: p.user_id.clone(),
                     email: p.email.clone(),
-                    properties,
+                    properties: p.properties(),
                 },
             );
         }

@@ -1,5 +1,6 @@
 //! Shared by the crash, fault and corruption tests: a deterministic stream of identify calls
-//! (merges included) and a plain in-memory model of them applied in order.
+//! (merges included), applied in order to the one reference model of the rules
+//! ([`reference`], also used by `model_based` and `crash.rs`).
 //!
 //! Call `i` names one of a few people by user id only, by email only, or by both (which
 //! merges the user-id profile and the email profile when both exist), and carries
@@ -13,11 +14,14 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod reference;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use profiledb::{Db, Message, Outcome, Profile, Selector, Status, Timestamp, Value};
 use serde_json::json;
+
+use reference::{Profile as ModelProfile, Reference};
 
 /// People active at a time: calls `k * EPOCH .. (k + 1) * EPOCH` name people
 /// `k * PERSONS .. (k + 1) * PERSONS`, so new people (and merges) keep coming.
@@ -114,25 +118,23 @@ pub fn message(c: &Call) -> Message {
     Message::from_json(&m).expect("workload message parses")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MProfile {
-    pub user: Option<u64>,
-    pub email: Option<u64>,
-    pub count: i64,
-    pub last: u64,
-}
-
-/// The model: the calls `0..applied` of one stream, applied in order.
+/// The model: the calls `0..applied` of one stream, applied in order to the one reference
+/// model of the rules ([`reference::Reference`], reached through `Deref`: `profiles`,
+/// `redirects`, `resolve`, ...).
 #[derive(Debug, Clone)]
 pub struct Model {
     pub seed: u64,
     pub applied: u64,
-    pub profiles: BTreeMap<u64, MProfile>,
-    pub by_user: HashMap<u64, u64>,
-    pub by_email: HashMap<u64, u64>,
-    /// Merged-away key -> the key it was merged into.
-    pub redirects: HashMap<u64, u64>,
-    pub next_key: u64,
+    /// Every person the applied calls named.
+    pub persons: BTreeSet<u64>,
+    pub rules: Reference,
+}
+
+impl std::ops::Deref for Model {
+    type Target = Reference;
+    fn deref(&self) -> &Reference {
+        &self.rules
+    }
 }
 
 impl Model {
@@ -140,11 +142,8 @@ impl Model {
         Model {
             seed,
             applied: 0,
-            profiles: BTreeMap::new(),
-            by_user: HashMap::new(),
-            by_email: HashMap::new(),
-            redirects: HashMap::new(),
-            next_key: 1,
+            persons: BTreeSet::new(),
+            rules: Reference::default(),
         }
     }
 
@@ -168,74 +167,22 @@ impl Model {
     pub fn apply(&mut self, c: &Call) -> (u64, Status) {
         assert_eq!(c.i, self.applied);
         self.applied += 1;
-        let p = c.person;
-        if c.retry_of.is_some() {
-            // Its original is in the prefix, well within the dedupe window: nothing changes.
-            let key = self
-                .by_user
-                .get(&p)
-                .filter(|_| c.names != Names::EmailOnly)
-                .or_else(|| self.by_email.get(&p).filter(|_| c.names != Names::UserOnly))
-                .copied()
-                .unwrap_or(0);
-            return (key, Status::Duplicate);
-        }
-        let fu = (c.names != Names::EmailOnly)
-            .then(|| self.by_user.get(&p).copied())
-            .flatten();
-        let fe = (c.names != Names::UserOnly)
-            .then(|| self.by_email.get(&p).copied())
-            .flatten();
-        let mut status = Status::Updated;
-        let survivor = match fu.or(fe) {
-            Some(k) => k,
-            None => {
-                let k = self.next_key;
-                self.next_key += 1;
-                self.profiles.insert(
-                    k,
-                    MProfile {
-                        user: None,
-                        email: None,
-                        count: 0,
-                        last: 0,
-                    },
-                );
-                status = Status::Created;
-                k
-            }
-        };
-        if let (Some(u), Some(e)) = (fu, fe)
-            && u != e
-        {
-            let gone = self.profiles.remove(&e).expect("email profile");
-            self.redirects.insert(e, u);
-            let s = self.profiles.get_mut(&u).expect("survivor");
-            s.count += gone.count;
-            s.last = s.last.max(gone.last);
-            status = Status::Merged;
-        }
-        let s = self.profiles.get_mut(&survivor).expect("survivor");
-        if c.names != Names::EmailOnly {
-            s.user = Some(p);
-            self.by_user.insert(p, survivor);
-        }
-        if c.names != Names::UserOnly {
-            s.email = Some(p);
-            self.by_email.insert(p, survivor);
-        }
-        s.count += c.add;
-        s.last = c.i;
-        (survivor, status)
-    }
-
-    pub fn resolve(&self, mut key: u64) -> Option<u64> {
-        loop {
-            if self.profiles.contains_key(&key) {
-                return Some(key);
-            }
-            key = *self.redirects.get(&key)?;
-        }
+        // A retry re-sends its original's message, `messageId` and timestamp included.
+        let i = c.retry_of.unwrap_or(c.i);
+        let (u, e) = (user(c.person), email(c.person));
+        let message_id = format!("m-{i}");
+        self.persons.insert(c.person);
+        self.rules
+            .identify(&reference::Call {
+                user_id: (c.names != Names::EmailOnly).then_some(u.as_str()),
+                email: (c.names != Names::UserOnly).then_some(e.as_str()),
+                sets: vec![("last", json!(i))],
+                adds: vec![("count", c.add)],
+                timestamp: i as i64,
+                message_id: Some(&message_id),
+                ..reference::Call::default()
+            })
+            .expect("the stream suppresses nothing")
     }
 }
 
@@ -258,17 +205,20 @@ pub fn prefix_len(db: &Db) -> u64 {
     n
 }
 
-fn expected_props(m: &MProfile) -> Vec<(String, Value)> {
-    vec![
-        ("count".to_string(), Value::Int(m.count)),
-        ("last".to_string(), Value::Int(m.last as i64)),
-    ]
+/// The properties a profile of the stream shows: `count` and `last`, both integers.
+pub fn expected_props(m: &ModelProfile) -> Vec<(String, Value)> {
+    (m.properties().into_iter())
+        .map(|(k, v)| {
+            let n = v.as_i64().expect("the stream sets integers only");
+            (k, Value::Int(n))
+        })
+        .collect()
 }
 
-fn same(got: &Profile, key: u64, m: &MProfile, ctx: &str) {
+fn same(got: &Profile, key: u64, m: &ModelProfile, ctx: &str) {
     assert_eq!(got.key, key, "{ctx}");
-    assert_eq!(got.user_id, m.user.map(user), "{ctx}: user id of {key}");
-    assert_eq!(got.email, m.email.map(email), "{ctx}: email of {key}");
+    assert_eq!(got.user_id, m.user_id, "{ctx}: user id of {key}");
+    assert_eq!(got.email, m.email, "{ctx}: email of {key}");
     assert!(got.anonymous_ids.is_empty(), "{ctx}: {got:?}");
     assert_eq!(
         got.properties,
@@ -297,27 +247,14 @@ pub fn assert_db_matches(db: &Db, model: &Model, ctx: &str) {
         assert_eq!(by_key.as_ref(), Some(&seen[k]), "{ctx}: get by key {k}");
     }
     // Every person the model knows, and a few it does not.
-    let mut persons: Vec<u64> = model
-        .by_user
-        .keys()
-        .chain(model.by_email.keys())
-        .copied()
-        .collect();
-    persons.sort_unstable();
-    persons.dedup();
-    let next = persons.last().map_or(0, |p| p + 1);
-    persons.extend(next..next + 3);
-    for p in persons {
+    let next = model.persons.last().map_or(0, |p| p + 1);
+    for p in model.persons.iter().copied().chain(next..next + 3) {
         let u = db.get(&Selector::UserId(user(p))).expect("get by user");
-        assert_eq!(
-            u.map(|x| x.key),
-            model.by_user.get(&p).copied(),
-            "{ctx}: user {p}"
-        );
+        assert_eq!(u.map(|x| x.key), model.by_user(&user(p)), "{ctx}: user {p}");
         let e = db.get(&Selector::Email(email(p))).expect("get by email");
         assert_eq!(
             e.map(|x| x.key),
-            model.by_email.get(&p).copied(),
+            model.by_email(&email(p)),
             "{ctx}: email {p}"
         );
     }
