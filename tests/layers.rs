@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 
 /// The layers, bottom first, each with the top-level modules of `src/` it holds.
 const LAYERS: &[(&str, &[&str])] = &[
-    // Vocabulary every layer may name: errors, options, the API's value types, the generator.
+    // Vocabulary every layer may name: errors, options, the API's value types, the plain data
+    // the codec stores and the rules change (`types/`), the generator.
     ("foundation", &["error", "options", "rng", "types"]),
     // Bytes: frames, segments, fsync, hints, compaction, the directory lock, the I/O seam.
     ("storage", &["storage"]),
     // The meaning and encoding of each on-disk payload.
-    ("record codec", &["entries", "wire"]),
+    ("record codec", &["entries"]),
     // Identifiers -> key -> location, and rebuilding it on open.
     ("index", &["index", "rebuild"]),
     // The identify rules: people, never bytes.

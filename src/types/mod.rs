@@ -4,7 +4,10 @@
 //!
 //! This is the bottom of the layers (docs/architecture.md): plain data with no behaviour that
 //! needs the store, so every layer above (record codec, index, profile rules, write path, `Db`)
-//! can name them without importing from the API layer.
+//! can name them without importing from the API layer. Internal to the crate: `state`
+//! (`PropState`, `Stamp`, `Adds`) and `record` (`ProfileRecord`, `Ids`), the data the record
+//! codec stores and the profile rules change, whose methods live with those layers; `email`,
+//! the one lookup form of an email, used by the index and by validation.
 
 use serde::Serialize;
 
