@@ -27,7 +27,7 @@ fn model_identify(
     prop: Option<(&str, i64)>,
     created: Option<u32>,
     ts: u32,
-) -> u64 {
+) -> (u64, profiledb::Status) {
     let (user_id, email, anonymous_id) = ids;
     let call = reference::Call {
         user_id,
@@ -42,7 +42,6 @@ fn model_identify(
     model
         .identify(&call)
         .expect("this suite suppresses nothing")
-        .0
 }
 
 #[derive(Debug, Clone)]
@@ -225,7 +224,11 @@ fn run(ops: Vec<Op>) {
                     created,
                     t,
                 );
-                assert_eq!(out.key, want, "step {step}: survivor");
+                assert_eq!(
+                    (out.key, out.status),
+                    want,
+                    "step {step}: survivor and status"
+                );
             }
             Op::Group {
                 company,
