@@ -45,7 +45,10 @@ fn post_batch(addr: SocketAddr, batch: &[Json]) -> std::io::Result<(u16, Json)> 
         ],
         body.as_bytes(),
     )?;
-    Ok((r.status, serde_json::from_slice(&r.body).unwrap_or(Json::Null)))
+    Ok((
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Json::Null),
+    ))
 }
 
 #[test]
@@ -109,11 +112,17 @@ fn kill_9_right_after_concurrent_200s_loses_no_acknowledged_call() {
             client.join().expect("client thread");
         }
         let status = server.wait(Duration::from_secs(30));
-        assert!(!status.success(), "round {round}: the server was not killed");
+        assert!(
+            !status.success(),
+            "round {round}: the server was not killed"
+        );
     }
 
     let acked = acked.lock().unwrap();
-    assert!(acked.len() as u64 >= rounds * 20, "too few acknowledged calls");
+    assert!(
+        acked.len() as u64 >= rounds * 20,
+        "too few acknowledged calls"
+    );
     let db = Db::open(dir.path().join(PROJECT), Options::default()).unwrap();
     for &(r, c, n) in acked.iter() {
         let user = format!("r{r}-c{c}-n{n}");

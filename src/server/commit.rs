@@ -156,7 +156,10 @@ fn write_group(
             let cause = e.to_string();
             let mut first = Some(e);
             for result in &mut results {
-                if result.as_ref().is_ok_and(|d| d.iter().any(Done::needs_sync)) {
+                if result
+                    .as_ref()
+                    .is_ok_and(|d| d.iter().any(Done::needs_sync))
+                {
                     *result = Err(first.take().unwrap_or_else(|| Error::Poisoned {
                         cause: cause.clone(),
                     }));

@@ -12,10 +12,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::auth;
-use super::metrics::{reason_index, type_index};
 use super::commit::{Call, Done};
+use super::metrics::{reason_index, type_index};
 use super::{AppState, Project};
-use crate::{Error, Message, Moved, Status};
+use crate::profile::parse::{IngestRefusal, TypeSeen, parse_ingested};
+use crate::{Error, Moved, Status};
 
 /// Which ingestion endpoint a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,28 +364,6 @@ pub(crate) fn process(
     }
 }
 
-/// Identifier fields that must not hold NUL or other control characters (they end up in
-/// logs, URLs and other systems' keys).
-const ID_FIELDS: [&str; 4] = ["userId", "anonymousId", "previousId", "groupId"];
-
-/// Why a message's identifiers are refused, if they are: a control character in one.
-fn control_in_ids(obj: &Map<String, Value>) -> Option<String> {
-    let email = obj
-        .get("traits")
-        .and_then(|t| t.get("email"))
-        .map(|v| ("traits.email", v));
-    ID_FIELDS
-        .iter()
-        .filter_map(|f| obj.get(*f).map(|v| (*f, v)))
-        .chain(email)
-        .find_map(|(field, v)| match v {
-            Value::String(s) if s.chars().any(char::is_control) => Some(format!(
-                "call refused: {field}: contains a control character (NUL, newline, ...)"
-            )),
-            _ => None,
-        })
-}
-
 /// Count and describe one refused message.
 fn refuse(
     metrics: &super::metrics::ProjectMetrics,
@@ -426,53 +405,65 @@ fn check(
         Checked::Refused(refuse(metrics, refused, index, error, reason))
     };
     let mut dropped = Vec::new();
+    let encoded;
     // Segment's 32 KB applies to each message as sent.
-    let parsed = match pending {
-        Pending::Parsed(v) => Ok(v),
-        Pending::Item(Item::Message { value, dropped: d }) => {
-            dropped = d;
-            Ok(value)
+    let json: &[u8] = match pending {
+        Pending::Raw(raw) if raw.get().len() > limits.max_message_bytes => {
+            metrics.messages[type_index("other")].fetch_add(1, Relaxed);
+            return refuse(
+                "too_large",
+                format!(
+                    "message: is {} bytes; at most {} are accepted",
+                    raw.get().len(),
+                    limits.max_message_bytes
+                ),
+            );
         }
-        Pending::Item(Item::Refused { error, reason }) => Err((error, reason)),
+        Pending::Raw(raw) => raw.get().as_bytes(),
+        Pending::Item(Item::Refused { error, reason }) => {
+            metrics.messages[type_index("other")].fetch_add(1, Relaxed);
+            return refuse(error, reason);
+        }
         Pending::Item(Item::Delete(selectors)) => {
             metrics.messages[type_index("other")].fetch_add(1, Relaxed);
             return Checked::Call(Call::Delete(selectors), dropped);
         }
-        Pending::Raw(raw) if raw.get().len() > limits.max_message_bytes => Err((
-            "too_large",
-            format!(
-                "message: is {} bytes; at most {} are accepted",
-                raw.get().len(),
-                limits.max_message_bytes
-            ),
-        )),
-        Pending::Raw(raw) => serde_json::from_str(raw.get())
-            .map_err(|e| ("malformed", format!("message: not valid JSON: {e}"))),
-    };
-    let mut value = match parsed {
-        Ok(v) => v,
-        Err((error, reason)) => {
-            metrics.messages[type_index("other")].fetch_add(1, Relaxed);
-            return refuse(error, reason);
+        // A value built by a dialect's translation goes through the same parser as text, so
+        // that one place holds the rules of a message's shape.
+        Pending::Parsed(value) => {
+            encoded = encode(&value);
+            &encoded
+        }
+        Pending::Item(Item::Message { value, dropped: d }) => {
+            dropped = d;
+            encoded = encode(&value);
+            &encoded
         }
     };
-    let kind = match value.get("type") {
-        Some(Value::String(t)) => type_index(t.trim()),
-        None | Some(Value::Null) => 0,
-        Some(_) => type_index("other"),
+    let (seen, parsed) = parse_ingested(json);
+    let kind = match &seen {
+        TypeSeen::Unnamed => 0,
+        TypeSeen::Named(t) => type_index(t.trim()),
+        TypeSeen::Other => type_index("other"),
     };
     metrics.messages[kind].fetch_add(1, Relaxed);
-    let Value::Object(obj) = &mut value else {
-        return refuse("malformed", "message: must be a JSON object".into());
+    let prepared = match parsed {
+        Ok(message) => project.db.prepare_message(message),
+        Err(IngestRefusal::Json(e)) => {
+            return refuse("malformed", format!("message: not valid JSON: {e}"));
+        }
+        Err(IngestRefusal::Control(reason)) => return refuse("invalid", reason),
+        Err(IngestRefusal::Shape(e)) => Err(e),
     };
-    if let Some(reason) = control_in_ids(obj) {
-        return refuse("invalid", reason);
-    }
-    let prepared = Message::from_json(&value).and_then(|m| project.db.prepare_message(m));
     match prepared {
         Ok(p) => Checked::Call(Call::Apply(p), dropped),
         Err(e) => refuse(e.kind(), e.to_string()),
     }
+}
+
+/// The JSON text of a value (writing a `serde_json::Value` to memory cannot fail).
+fn encode(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
 }
 
 /// Apply a request's messages in order through the project's group commit; `Err` is the 503
@@ -538,7 +529,13 @@ pub(crate) fn apply_messages(
                 continue;
             }
             Done::Deleted(Err(e)) | Done::Applied(Err(e)) => {
-                results.push(refuse(metrics, &mut refused, index, e.kind(), e.to_string()));
+                results.push(refuse(
+                    metrics,
+                    &mut refused,
+                    index,
+                    e.kind(),
+                    e.to_string(),
+                ));
                 continue;
             }
             Done::Applied(Ok(outcome)) => outcome,
