@@ -4,7 +4,9 @@
 //! Frozen here as the test's oracle; it is not used by the crate.
 
 use profiledb::profile::message::snake_case_trait;
-use profiledb::{Alias, CompanyRef, Error, Group, Identify, Link, ListOp, Message, Number, Value};
+use profiledb::{
+    Alias, CompanyRef, Error, Group, Identify, Link, ListOp, Message, Number, Timestamp, Value,
+};
 
 type Result<T> = std::result::Result<T, Error>;
 
