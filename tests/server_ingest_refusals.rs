@@ -71,10 +71,16 @@ fn refusals_and_type_counts_are_those_of_the_one_parser() {
     );
     assert_eq!(results[5]["status"], "accepted", "{}", results[5]);
     assert_eq!(results[6]["status"], "accepted", "{}", results[6]);
-    assert_eq!(refusal(7), refused("malformed", "malformed message: type: must be a string"));
+    assert_eq!(
+        refusal(7),
+        refused("malformed", "malformed message: type: must be a string")
+    );
     assert_eq!(
         refusal(8),
-        refused("malformed", "malformed message: message: must be a JSON object")
+        refused(
+            "malformed",
+            "malformed message: message: must be a JSON object"
+        )
     );
     assert_eq!(body["accepted"], 2);
     assert_eq!(body["refused"], 7);
@@ -97,13 +103,21 @@ fn refusals_and_type_counts_are_those_of_the_one_parser() {
             .parse()
             .unwrap()
     };
-    let typed = |t: &str| value(&format!("profiledb_messages_total{{project=\"rp\",type=\"{t}\"}}"));
+    let typed = |t: &str| {
+        value(&format!(
+            "profiledb_messages_total{{project=\"rp\",type=\"{t}\"}}"
+        ))
+    };
     // A message that is not an object has no `type`: counted as an identify, as before.
     assert_eq!(typed("identify"), 3.0);
     assert_eq!(typed("group"), 1.0);
     assert_eq!(typed("track"), 3.0);
     assert_eq!(typed("other"), 3.0);
-    let reason = |r: &str| value(&format!("profiledb_refusals_total{{project=\"rp\",reason=\"{r}\"}}"));
+    let reason = |r: &str| {
+        value(&format!(
+            "profiledb_refusals_total{{project=\"rp\",reason=\"{r}\"}}"
+        ))
+    };
     assert_eq!(reason("invalid"), 5.0);
     assert_eq!(reason("malformed"), 3.0);
 }
