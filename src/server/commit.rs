@@ -18,7 +18,9 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::{Db, Durability, Error, Outcome, Prepared, Result, Selector};
 
-/// One call of a job.
+/// One call of a job. Nearly every call is an `Apply`: boxing it to shrink the rare `Delete`
+/// would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Call {
     /// Apply a validated message.
     Apply(Prepared),
