@@ -2,11 +2,12 @@
 //!
 //! A request parses and validates its messages on its own blocking-pool thread (many at once,
 //! on every core), then hands the prepared calls to its project's [`Committer`] as one job and
-//! waits. Jobs that arrive while a group is being written queue up; the first waiting request
-//! becomes the group's leader: it takes every queued job, applies their calls in arrival order
-//! (each job's calls in the order sent) with [`Durability::Buffered`] appends, syncs the log
-//! once for the whole group, and hands each job its results. So concurrent requests to one
-//! project share appends and one fsync, and a result handed back after a sync means durable.
+//! waits. Jobs that arrive while a group is being applied queue up; a waiting request becomes
+//! the next group's leader: it takes every queued job, applies their calls in arrival order
+//! (each job's calls in the order sent) with [`Durability::Buffered`] appends, lets the next
+//! leader in, syncs the log once for the whole group, and hands each job its results. So
+//! concurrent requests to one project share appends and one fsync, the next group is applied
+//! while this one syncs, and a result handed back after a sync means durable.
 //!
 //! No thread of its own: the leader is a request's thread (the scheme of LevelDB's writer
 //! queue), so a server with nothing to write has nothing running and stopping needs no step.
@@ -86,7 +87,9 @@ impl Committer {
             if let Some(result) = queue.done.remove(&ticket) {
                 return result;
             }
-            if queue.writing {
+            // Lead only a group that holds this job; while a leader writes, or while the group
+            // this job is in syncs, wait.
+            if queue.writing || !queue.waiting.iter().any(|(t, _)| *t == ticket) {
                 self.finished.wait(&mut queue);
                 continue;
             }
@@ -95,24 +98,40 @@ impl Committer {
             let group = std::mem::take(&mut queue.waiting);
             let tickets: Vec<u64> = group.iter().map(|(t, _)| *t).collect();
             drop(queue);
-            let mut guard = Leader {
+            let mut leader = Leader {
                 committer: self,
                 tickets,
+                writing: true,
                 results: None,
             };
-            guard.results = Some(write_group(db, group, on_sync));
-            drop(guard);
+            let results = apply_group(db, group);
+            // The next group may be applied while this one syncs (the log's sync covers
+            // everything appended before it, and concurrent syncs are shared by the engine).
+            leader.release_writer();
+            leader.results = Some(sync_group(db, results, on_sync));
+            drop(leader);
             queue = self.state.lock();
         }
     }
 }
 
-/// Hands a group's results to its jobs and lets the next leader in, also when writing the
-/// group panicked (then every job of it gets a failure instead of waiting forever).
+/// A group's leader: lets the next leader in once the group is applied, and hands the group's
+/// results to its jobs once synced; also when applying or syncing panicked (then every job of
+/// the group gets a failure instead of waiting forever).
 struct Leader<'a> {
     committer: &'a Committer,
     tickets: Vec<u64>,
+    /// Still holding the writer's place.
+    writing: bool,
     results: Option<Vec<Result<Vec<Done>>>>,
+}
+
+impl Leader<'_> {
+    fn release_writer(&mut self) {
+        self.committer.state.lock().writing = false;
+        self.writing = false;
+        self.committer.finished.notify_all();
+    }
 }
 
 impl Drop for Leader<'_> {
@@ -131,26 +150,30 @@ impl Drop for Leader<'_> {
                 }
             }
         }
-        queue.writing = false;
+        if self.writing {
+            queue.writing = false;
+        }
         drop(queue);
         self.committer.finished.notify_all();
     }
 }
 
-/// Apply a group's jobs in order, then sync once if any of them wrote.
-fn write_group(
-    db: &Db,
-    group: Vec<(u64, Vec<Call>)>,
-    on_sync: &dyn Fn(Duration),
-) -> Vec<Result<Vec<Done>>> {
-    let mut results: Vec<Result<Vec<Done>>> = group
+/// Apply a group's jobs in order.
+fn apply_group(db: &Db, group: Vec<(u64, Vec<Call>)>) -> Vec<Result<Vec<Done>>> {
+    group
         .into_iter()
         .map(|(_, calls)| write_job(db, calls))
-        .collect();
-    let wrote = results
-        .iter()
-        .any(|r| r.as_ref().is_ok_and(|d| d.iter().any(Done::needs_sync)));
-    if wrote {
+        .collect()
+}
+
+/// Sync once if any job of the group wrote; on failure every job that wrote gets it.
+fn sync_group(
+    db: &Db,
+    mut results: Vec<Result<Vec<Done>>>,
+    on_sync: &dyn Fn(Duration),
+) -> Vec<Result<Vec<Done>>> {
+    let wrote = |r: &Result<Vec<Done>>| r.as_ref().is_ok_and(|d| d.iter().any(Done::needs_sync));
+    if results.iter().any(wrote) {
         let started = Instant::now();
         let synced = db.sync();
         on_sync(started.elapsed());
@@ -158,10 +181,7 @@ fn write_group(
             let cause = e.to_string();
             let mut first = Some(e);
             for result in &mut results {
-                if result
-                    .as_ref()
-                    .is_ok_and(|d| d.iter().any(Done::needs_sync))
-                {
+                if wrote(result) {
                     *result = Err(first.take().unwrap_or_else(|| Error::Poisoned {
                         cause: cause.clone(),
                     }));
