@@ -7,7 +7,7 @@
 pub mod filter;
 pub(crate) mod merge;
 pub mod message;
-mod parse;
+pub(crate) mod parse;
 pub mod props;
 pub mod resolve;
 pub mod validate;

@@ -1,14 +1,17 @@
 //! The direct parser behind [`Message::parse`]: JSON bytes straight into the typed
 //! [`Message`], in one pass of serde_json's tokenizer, without a `serde_json::Value` tree.
 //!
-//! It accepts exactly what parsing into a `serde_json::Value` and then
-//! [`Message::from_json`] accepts, and refuses the rest with the same error text:
+//! It is the one place that holds the rules of a message's shape ([`Message::from_json`] writes
+//! its value out and parses it here). It accepts exactly what parsing into a
+//! `serde_json::Value` and then the former `Value`-based rules accepted (kept as the oracle of
+//! tests/parse_differential.rs, tests/support/reference_parse.rs), and refuses the rest with
+//! the same error text:
 //!
 //! - JSON errors come from the same tokenizer at the same place, because every part of the
 //!   message, fields profiledb ignores included, is read with `deserialize_any` (serde's
 //!   `IgnoredAny` would skip strings without checking their UTF-8, which `Value` refuses);
 //! - the rules of the message's shape are checked after the whole text is read, in the order
-//!   `from_json` checks them, whatever order the members came in;
+//!   the reference checks them, whatever order the members came in;
 //! - a member given twice counts once, with its last value, and the members of an object are
 //!   looked at in the order of their names, as `Value`'s sorted map has them.
 //!
@@ -36,6 +39,63 @@ pub fn parse(json: &[u8]) -> Result<Message> {
         Top::NotObject => Err(malformed("message", "must be a JSON object")),
         Top::Object(fields) => fields.into_message(),
     }
+}
+
+/// A message's `type` member as written, for counting messages by type (the server's
+/// `/metrics`): whatever the message's fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TypeSeen<'a> {
+    /// Absent or `null` (an identify), or the message is not an object.
+    Unnamed,
+    /// A string, as written (not trimmed).
+    Named(Cow<'a, str>),
+    /// Another JSON type, or the text is not JSON.
+    Other,
+}
+
+/// Why [`parse_ingested`] refused a message.
+#[derive(Debug)]
+pub(crate) enum IngestRefusal {
+    /// The text is not JSON (the tokenizer's error).
+    Json(serde_json::Error),
+    /// An identifier (`userId`, `anonymousId`, `previousId`, `groupId`, `traits.email`)
+    /// holds a control character: the refusal's reason.
+    Control(String),
+    /// A rule of the message's shape ([`Error::Malformed`]).
+    Shape(Error),
+}
+
+/// Identifier members that must not hold NUL or other control characters when they arrive
+/// over the network (they end up in logs, URLs and other systems' keys): checked before the
+/// shape rules, whatever the message's type.
+const ID_MEMBERS: [&str; 4] = ["userId", "anonymousId", "previousId", "groupId"];
+
+/// [`parse`] for a message that arrived over the network (the server's endpoints): also
+/// refuses control characters in identifiers ([`IngestRefusal::Control`], before any shape
+/// rule), tells a JSON error from a shape error, and reports the `type` as written.
+pub(crate) fn parse_ingested(
+    json: &[u8],
+) -> (TypeSeen<'_>, std::result::Result<Message, IngestRefusal>) {
+    let top: Top<'_> = match serde_json::from_slice(json) {
+        Ok(t) => t,
+        Err(e) => return (TypeSeen::Other, Err(IngestRefusal::Json(e))),
+    };
+    let fields = match top {
+        Top::NotObject => {
+            let e = malformed("message", "must be a JSON object");
+            return (TypeSeen::Unnamed, Err(IngestRefusal::Shape(e)));
+        }
+        Top::Object(fields) => fields,
+    };
+    let seen = match &fields.kind {
+        None | Some(Loose::Null) => TypeSeen::Unnamed,
+        Some(Loose::Text(t)) => TypeSeen::Named(t.clone()),
+        Some(_) => TypeSeen::Other,
+    };
+    if let Some(reason) = fields.control_in_ids() {
+        return (seen, Err(IngestRefusal::Control(reason)));
+    }
+    (seen, fields.into_message().map_err(IngestRefusal::Shape))
 }
 
 /// A member's value where profiledb wants a scalar (ids, `type`, `timestamp`, a trait named
@@ -175,7 +235,7 @@ fn sort_members<K: Ord, V>(members: &mut Vec<(K, V)>) {
     });
 }
 
-// ---- The rules (the same order and texts as `Message::from_json`) ----
+// ---- The rules (the same order and texts as the former `Value`-based rules) ----
 
 /// An identifier given as a string or a number (a number becomes its decimal string).
 fn id_value(value: Option<Loose<'_>>, field: &str) -> Result<Option<String>> {
@@ -192,6 +252,39 @@ fn present(value: Option<Loose<'_>>) -> Option<Loose<'_>> {
 }
 
 impl<'a> Fields<'a> {
+    /// The refusal's reason when an identifier member or `traits.email` (as written, whatever
+    /// the message's type) is a string holding a control character.
+    fn control_in_ids(&self) -> Option<String> {
+        let ids = [
+            &self.user_id,
+            &self.anonymous_id,
+            &self.previous_id,
+            &self.group_id,
+        ];
+        let email = match &self.traits {
+            Section::Object(members) => members
+                .binary_search_by(|(name, _)| (**name).cmp("email"))
+                .ok()
+                .and_then(|i| match &members[i].1 {
+                    Slot::Loose(Loose::Text(t)) => Some(("traits.email", &**t)),
+                    _ => None,
+                }),
+            _ => None,
+        };
+        ID_MEMBERS
+            .iter()
+            .zip(ids)
+            .filter_map(|(field, v)| match v {
+                Some(Loose::Text(t)) => Some((*field, &**t)),
+                _ => None,
+            })
+            .chain(email)
+            .find(|(_, text)| text.chars().any(char::is_control))
+            .map(|(field, _)| {
+                format!("call refused: {field}: contains a control character (NUL, newline, ...)")
+            })
+    }
+
     fn into_message(mut self) -> Result<Message> {
         let kind = match present(self.kind.take()) {
             None => Cow::Borrowed("identify"),

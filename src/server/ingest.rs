@@ -12,9 +12,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::auth;
+use super::commit::{Call, Done};
 use super::metrics::{reason_index, type_index};
-use super::{AppState, PER_MESSAGE, Project};
-use crate::{Error, Message, Moved, Status};
+use super::{AppState, Project};
+use crate::profile::parse::{IngestRefusal, TypeSeen, parse_ingested};
+use crate::{Error, Moved, Status};
 
 /// Which ingestion endpoint a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,38 +364,6 @@ pub(crate) fn process(
     }
 }
 
-/// Delete the profile the first of `selectors` finds (no suppression); its key, or `None`.
-fn delete_first(db: &crate::Db, selectors: &[crate::Selector]) -> crate::Result<Option<u64>> {
-    for selector in selectors {
-        if let Some(key) = db.delete(selector, false)? {
-            return Ok(Some(key));
-        }
-    }
-    Ok(None)
-}
-
-/// Identifier fields that must not hold NUL or other control characters (they end up in
-/// logs, URLs and other systems' keys).
-const ID_FIELDS: [&str; 4] = ["userId", "anonymousId", "previousId", "groupId"];
-
-/// Why a message's identifiers are refused, if they are: a control character in one.
-fn control_in_ids(obj: &Map<String, Value>) -> Option<String> {
-    let email = obj
-        .get("traits")
-        .and_then(|t| t.get("email"))
-        .map(|v| ("traits.email", v));
-    ID_FIELDS
-        .iter()
-        .filter_map(|f| obj.get(*f).map(|v| (*f, v)))
-        .chain(email)
-        .find_map(|(field, v)| match v {
-            Value::String(s) if s.chars().any(char::is_control) => Some(format!(
-                "call refused: {field}: contains a control character (NUL, newline, ...)"
-            )),
-            _ => None,
-        })
-}
-
 /// Count and describe one refused message.
 fn refuse(
     metrics: &super::metrics::ProjectMetrics,
@@ -414,107 +384,151 @@ fn apply_all(project: &Arc<Project>, messages: Vec<Pending<'_>>, limits: super::
     }
 }
 
-/// Apply a request's messages in order, then sync once; `Err` is the 503 of a store failure.
-pub(crate) fn apply_messages(
-    project: &Arc<Project>,
-    messages: Vec<Pending<'_>>,
+/// A message of a request after parsing and validation: refused already, or a call for the
+/// group commit (with the property names a dialect's translation dropped).
+enum Checked {
+    Refused(MessageResult),
+    Call(Call, Vec<String>),
+}
+
+/// Parse and validate one message (on the request's own thread: this is the part of the work
+/// that runs on every core); counts the message's type.
+fn check(
+    project: &Project,
+    index: usize,
+    pending: Pending<'_>,
     limits: super::Limits,
-) -> Result<BatchAnswer, Reply> {
+    refused: &mut usize,
+) -> Checked {
     let metrics = &project.metrics;
-    let db = &project.db;
-    let mut results = Vec::with_capacity(messages.len());
-    let (mut accepted, mut duplicates, mut refused) = (0usize, 0usize, 0usize);
-    for (index, pending) in messages.into_iter().enumerate() {
-        let mut dropped = Vec::new();
-        // Segment's 32 KB applies to each message as sent.
-        let parsed = match pending {
-            Pending::Parsed(v) => Ok(v),
-            Pending::Item(Item::Message { value, dropped: d }) => {
-                dropped = d;
-                Ok(value)
-            }
-            Pending::Item(Item::Refused { error, reason }) => Err((error, reason)),
-            Pending::Item(Item::Delete(selectors)) => {
-                metrics.messages[type_index("other")].fetch_add(1, Relaxed);
-                let started = Instant::now();
-                match delete_first(db, &selectors) {
-                    Ok(deleted) => {
-                        if deleted.is_some() {
-                            // Its bytes leave the disk within the erasure bound (admin.rs).
-                            project.unerased_since.lock().get_or_insert(started);
-                        }
-                        accepted += 1;
-                        results.push(MessageResult {
-                            index,
-                            status: if deleted.is_some() {
-                                "deleted"
-                            } else {
-                                "not_found"
-                            },
-                            key: deleted,
-                            outcome: None,
-                            merged: Vec::new(),
-                            moved: Vec::new(),
-                            ignored: Vec::new(),
-                            reason: None,
-                            error: None,
-                        });
-                    }
-                    Err(e) if !e.is_refusal() => {
-                        return Err(Reply::unavailable(project, &e));
-                    }
-                    Err(e) => results.push(refuse(
-                        metrics,
-                        &mut refused,
-                        index,
-                        e.kind(),
-                        e.to_string(),
-                    )),
-                }
-                continue;
-            }
-            Pending::Raw(raw) if raw.get().len() > limits.max_message_bytes => Err((
+    let mut refuse = |error: &'static str, reason: String| {
+        Checked::Refused(refuse(metrics, refused, index, error, reason))
+    };
+    let mut dropped = Vec::new();
+    let encoded;
+    // Segment's 32 KB applies to each message as sent.
+    let json: &[u8] = match pending {
+        Pending::Raw(raw) if raw.get().len() > limits.max_message_bytes => {
+            metrics.messages[type_index("other")].fetch_add(1, Relaxed);
+            return refuse(
                 "too_large",
                 format!(
                     "message: is {} bytes; at most {} are accepted",
                     raw.get().len(),
                     limits.max_message_bytes
                 ),
-            )),
-            Pending::Raw(raw) => serde_json::from_str(raw.get())
-                .map_err(|e| ("malformed", format!("message: not valid JSON: {e}"))),
-        };
-        let mut value = match parsed {
-            Ok(v) => v,
-            Err((error, reason)) => {
-                metrics.messages[type_index("other")].fetch_add(1, Relaxed);
-                results.push(refuse(metrics, &mut refused, index, error, reason));
+            );
+        }
+        Pending::Raw(raw) => raw.get().as_bytes(),
+        Pending::Item(Item::Refused { error, reason }) => {
+            metrics.messages[type_index("other")].fetch_add(1, Relaxed);
+            return refuse(error, reason);
+        }
+        Pending::Item(Item::Delete(selectors)) => {
+            metrics.messages[type_index("other")].fetch_add(1, Relaxed);
+            return Checked::Call(Call::Delete(selectors), dropped);
+        }
+        // A value built by a dialect's translation goes through the same parser as text, so
+        // that one place holds the rules of a message's shape.
+        Pending::Parsed(value) => {
+            encoded = encode(&value);
+            &encoded
+        }
+        Pending::Item(Item::Message { value, dropped: d }) => {
+            dropped = d;
+            encoded = encode(&value);
+            &encoded
+        }
+    };
+    let (seen, parsed) = parse_ingested(json);
+    let kind = match &seen {
+        TypeSeen::Unnamed => 0,
+        TypeSeen::Named(t) => type_index(t.trim()),
+        TypeSeen::Other => type_index("other"),
+    };
+    metrics.messages[kind].fetch_add(1, Relaxed);
+    let prepared = match parsed {
+        Ok(message) => project.db.prepare_message(message),
+        Err(IngestRefusal::Json(e)) => {
+            return refuse("malformed", format!("message: not valid JSON: {e}"));
+        }
+        Err(IngestRefusal::Control(reason)) => return refuse("invalid", reason),
+        Err(IngestRefusal::Shape(e)) => Err(e),
+    };
+    match prepared {
+        Ok(p) => Checked::Call(Call::Apply(p), dropped),
+        Err(e) => refuse(e.kind(), e.to_string()),
+    }
+}
+
+/// The JSON text of a value (writing a `serde_json::Value` to memory cannot fail).
+fn encode(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Apply a request's messages in order through the project's group commit; `Err` is the 503
+/// of a store failure. A message is answered only once its write is durable.
+pub(crate) fn apply_messages(
+    project: &Arc<Project>,
+    messages: Vec<Pending<'_>>,
+    limits: super::Limits,
+) -> Result<BatchAnswer, Reply> {
+    let metrics = &project.metrics;
+    let (mut accepted, mut duplicates, mut refused) = (0usize, 0usize, 0usize);
+    let mut checked = Vec::with_capacity(messages.len());
+    let mut calls = Vec::with_capacity(messages.len());
+    for (index, pending) in messages.into_iter().enumerate() {
+        match check(project, index, pending, limits, &mut refused) {
+            Checked::Refused(r) => checked.push(Err(r)),
+            Checked::Call(call, dropped) => {
+                calls.push(call);
+                checked.push(Ok(dropped));
+            }
+        }
+    }
+    let started = Instant::now();
+    let done = project
+        .committer
+        .submit(&project.db, calls, &|took| metrics.sync.observe(took))
+        .map_err(|e| Reply::unavailable(project, &e))?;
+    let mut done = done.into_iter();
+    let mut results = Vec::with_capacity(checked.len());
+    for (index, item) in checked.into_iter().enumerate() {
+        let mut dropped = match item {
+            Err(result) => {
+                results.push(result);
                 continue;
             }
+            Ok(dropped) => dropped,
         };
-        let kind = match value.get("type") {
-            Some(Value::String(t)) => type_index(t.trim()),
-            None | Some(Value::Null) => 0,
-            Some(_) => type_index("other"),
+        let Some(call) = done.next() else {
+            return Err(internal("group commit", &"fewer results than calls"));
         };
-        metrics.messages[kind].fetch_add(1, Relaxed);
-        let Value::Object(obj) = &mut value else {
-            results.push(refuse(
-                metrics,
-                &mut refused,
-                index,
-                "malformed",
-                "message: must be a JSON object".into(),
-            ));
-            continue;
-        };
-        if let Some(reason) = control_in_ids(obj) {
-            results.push(refuse(metrics, &mut refused, index, "invalid", reason));
-            continue;
-        }
-        let message = match Message::from_json(&value) {
-            Ok(m) => m,
-            Err(e) => {
+        let outcome = match call {
+            Done::Deleted(Ok(deleted)) => {
+                if deleted.is_some() {
+                    // Its bytes leave the disk within the erasure bound (admin.rs).
+                    project.unerased_since.lock().get_or_insert(started);
+                }
+                accepted += 1;
+                results.push(MessageResult {
+                    index,
+                    status: if deleted.is_some() {
+                        "deleted"
+                    } else {
+                        "not_found"
+                    },
+                    key: deleted,
+                    outcome: None,
+                    merged: Vec::new(),
+                    moved: Vec::new(),
+                    ignored: Vec::new(),
+                    reason: None,
+                    error: None,
+                });
+                continue;
+            }
+            Done::Deleted(Err(e)) | Done::Applied(Err(e)) => {
                 results.push(refuse(
                     metrics,
                     &mut refused,
@@ -524,67 +538,48 @@ pub(crate) fn apply_messages(
                 ));
                 continue;
             }
+            Done::Applied(Ok(outcome)) => outcome,
         };
-        match db.apply_with(&message, PER_MESSAGE) {
-            Ok(outcome) if outcome.status == Status::Duplicate => {
-                metrics.duplicates.fetch_add(1, Relaxed);
-                duplicates += 1;
-                results.push(MessageResult {
-                    index,
-                    status: "duplicate",
-                    key: Some(outcome.key),
-                    outcome: None,
-                    merged: Vec::new(),
-                    moved: Vec::new(),
-                    ignored: Vec::new(),
-                    reason: None,
-                    error: None,
-                });
-            }
-            Ok(outcome) => {
-                metrics.accepted.fetch_add(1, Relaxed);
-                if outcome.status == Status::Merged {
-                    metrics.merges.fetch_add(1, Relaxed);
-                }
-                accepted += 1;
-                results.push(MessageResult {
-                    index,
-                    status: "accepted",
-                    key: Some(outcome.key),
-                    outcome: Some(outcome.status),
-                    merged: outcome.merged,
-                    moved: outcome.moved,
-                    ignored: {
-                        let mut ignored = outcome.ignored;
-                        if !dropped.is_empty() {
-                            ignored.append(&mut dropped);
-                            ignored.sort();
-                            ignored.dedup();
-                        }
-                        ignored
-                    },
-                    reason: None,
-                    error: None,
-                });
-            }
-            Err(e) if !e.is_refusal() => return Err(Reply::unavailable(project, &e)),
-            Err(e) => results.push(refuse(
-                metrics,
-                &mut refused,
+        if outcome.status == Status::Duplicate {
+            metrics.duplicates.fetch_add(1, Relaxed);
+            duplicates += 1;
+            results.push(MessageResult {
                 index,
-                e.kind(),
-                e.to_string(),
-            )),
+                status: "duplicate",
+                key: Some(outcome.key),
+                outcome: None,
+                merged: Vec::new(),
+                moved: Vec::new(),
+                ignored: Vec::new(),
+                reason: None,
+                error: None,
+            });
+            continue;
         }
-    }
-    if accepted + duplicates > 0 {
-        // One sync for the whole request: every accepted message (and the original of every
-        // duplicate) is durable before the answer goes out.
-        let started = Instant::now();
-        if let Err(e) = db.sync() {
-            return Err(Reply::unavailable(project, &e));
+        metrics.accepted.fetch_add(1, Relaxed);
+        if outcome.status == Status::Merged {
+            metrics.merges.fetch_add(1, Relaxed);
         }
-        metrics.sync.observe(started.elapsed());
+        accepted += 1;
+        results.push(MessageResult {
+            index,
+            status: "accepted",
+            key: Some(outcome.key),
+            outcome: Some(outcome.status),
+            merged: outcome.merged,
+            moved: outcome.moved,
+            ignored: {
+                let mut ignored = outcome.ignored;
+                if !dropped.is_empty() {
+                    ignored.append(&mut dropped);
+                    ignored.sort();
+                    ignored.dedup();
+                }
+                ignored
+            },
+            reason: None,
+            error: None,
+        });
     }
     Ok(BatchAnswer {
         success: true,

@@ -4,9 +4,10 @@
 //! One store per project, chosen by write key: project `P` is the ordinary store directory
 //! `DATA/P`, opened when the server starts and closed (synced, lock released) when it stops.
 //! Every store call runs on tokio's blocking pool (`spawn_blocking`), never on an async worker.
-//! A request's messages are applied with [`Durability::Buffered`] and followed by one
-//! [`Db::sync`], so a `200` is sent only once every accepted message of the request is durable;
-//! concurrent requests share their fsyncs inside the storage engine.
+//! A request parses and validates its messages on its own thread, then hands them to its
+//! project's group commit (`commit.rs`): concurrent requests' calls are applied in one group
+//! with [`crate::Durability::Buffered`] appends and one [`Db::sync`], so a `200` is sent only
+//! once every accepted message of the request is durable.
 //!
 //! Entry points: [`run`] (what `profiledb serve` calls: own runtime, signals, exit on SIGTERM or
 //! SIGINT) and [`serve`] (async, on a listener the caller bound, until a future resolves; used
@@ -17,6 +18,7 @@ mod auth;
 mod body;
 mod browser;
 mod budget;
+mod commit;
 mod conn;
 mod http;
 mod ingest;
@@ -31,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Db, Durability, Options};
+use crate::{Db, Options};
 
 pub use ingest::Endpoint;
 pub use keys::{AdminScope, KeySet};
@@ -257,6 +259,8 @@ pub enum ServerError {
 pub(crate) struct Project {
     pub(crate) name: String,
     pub(crate) db: Db,
+    /// The group commit every ingestion write goes through.
+    pub(crate) committer: commit::Committer,
     pub(crate) metrics: metrics::ProjectMetrics,
     /// Set once the store failed (I/O error, poisoned): `/health` reports it until restart.
     pub(crate) failed: std::sync::atomic::AtomicBool,
@@ -269,6 +273,7 @@ impl Project {
         Project {
             name,
             db,
+            committer: commit::Committer::default(),
             metrics: metrics::ProjectMetrics::default(),
             failed: std::sync::atomic::AtomicBool::new(false),
             unerased_since: parking_lot::Mutex::new(None),
@@ -313,9 +318,6 @@ impl AppState {
         Ok(())
     }
 }
-
-/// The durability of each message inside a request; the request's one sync follows.
-pub(crate) const PER_MESSAGE: Durability = Durability::Buffered;
 
 fn validate_project_name(name: &str) -> Result<(), ServerError> {
     let ok = !name.is_empty()

@@ -1,0 +1,229 @@
+//! Group commit: the write path of the ingestion endpoints (docs/server.md "Group commit").
+//!
+//! A request parses and validates its messages on its own blocking-pool thread (many at once,
+//! on every core), then hands the prepared calls to its project's [`Committer`] as one job and
+//! waits. Jobs that arrive while a group is being applied queue up; a waiting request becomes
+//! the next group's leader: it takes every queued job, applies their calls in arrival order
+//! (each job's calls in the order sent) with [`Durability::Buffered`] appends, lets the next
+//! leader in, syncs the log once for the whole group, and hands each job its results. So
+//! concurrent requests to one project share appends and one fsync, the next group is applied
+//! while this one syncs, and a result handed back after a sync means durable.
+//!
+//! No thread of its own: the leader is a request's thread (the scheme of LevelDB's writer
+//! queue), so a server with nothing to write has nothing running and stopping needs no step.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::{Db, Durability, Error, Outcome, Prepared, Result, Selector};
+
+/// One call of a job. Nearly every call is an `Apply`: boxing it to shrink the rare `Delete`
+/// would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Call {
+    /// Apply a validated message.
+    Apply(Prepared),
+    /// Delete the profile the first of these selectors finds (no suppression).
+    Delete(Vec<Selector>),
+}
+
+/// What a call did. An `Err` inside is a refusal (the store is fine); a store failure ends
+/// the whole job instead (see [`Committer::submit`]).
+pub(crate) enum Done {
+    /// The outcome of [`Call::Apply`].
+    Applied(Result<Outcome>),
+    /// The deleted key of [`Call::Delete`] (`None`: nothing matched).
+    Deleted(Result<Option<u64>>),
+}
+
+impl Done {
+    /// Whether the call wrote (or found the original of a duplicate), so that the job's answer
+    /// must wait for the sync.
+    fn needs_sync(&self) -> bool {
+        matches!(self, Done::Applied(Ok(_)) | Done::Deleted(Ok(_)))
+    }
+}
+
+/// The queue of one project's store.
+#[derive(Default)]
+pub(crate) struct Committer {
+    state: Mutex<Queue>,
+    /// Signalled whenever a group is finished (its jobs' results are in `done`).
+    finished: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Jobs waiting for a leader, in arrival order.
+    waiting: Vec<(u64, Vec<Call>)>,
+    /// Results of finished jobs not yet taken by their requests.
+    done: HashMap<u64, Result<Vec<Done>>>,
+    /// A leader is writing a group.
+    writing: bool,
+    next_ticket: u64,
+}
+
+impl Committer {
+    /// Apply `calls` as part of a group and return their results once every write among them
+    /// is durable. `Err` is a store failure (nothing of the job is acknowledged); it is also
+    /// what every job of a group whose sync failed gets. `on_sync` is told how long each
+    /// group's sync took (the request that leads the group calls it).
+    pub(crate) fn submit(
+        &self,
+        db: &Db,
+        calls: Vec<Call>,
+        on_sync: &dyn Fn(Duration),
+    ) -> Result<Vec<Done>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut queue = self.state.lock();
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.waiting.push((ticket, calls));
+        loop {
+            if let Some(result) = queue.done.remove(&ticket) {
+                return result;
+            }
+            // Lead only a group that holds this job; while a leader writes, or while the group
+            // this job is in syncs, wait.
+            if queue.writing || !queue.waiting.iter().any(|(t, _)| *t == ticket) {
+                self.finished.wait(&mut queue);
+                continue;
+            }
+            // Lead a group: every job queued so far, ours included.
+            queue.writing = true;
+            let group = std::mem::take(&mut queue.waiting);
+            let tickets: Vec<u64> = group.iter().map(|(t, _)| *t).collect();
+            drop(queue);
+            let mut leader = Leader {
+                committer: self,
+                tickets,
+                writing: true,
+                results: None,
+            };
+            let results = apply_group(db, group);
+            // The next group may be applied while this one syncs (the log's sync covers
+            // everything appended before it, and concurrent syncs are shared by the engine).
+            leader.release_writer();
+            leader.results = Some(sync_group(db, results, on_sync));
+            drop(leader);
+            queue = self.state.lock();
+        }
+    }
+}
+
+/// A group's leader: lets the next leader in once the group is applied, and hands the group's
+/// results to its jobs once synced; also when applying or syncing panicked (then every job of
+/// the group gets a failure instead of waiting forever).
+struct Leader<'a> {
+    committer: &'a Committer,
+    tickets: Vec<u64>,
+    /// Still holding the writer's place.
+    writing: bool,
+    results: Option<Vec<Result<Vec<Done>>>>,
+}
+
+impl Leader<'_> {
+    fn release_writer(&mut self) {
+        self.committer.state.lock().writing = false;
+        self.writing = false;
+        self.committer.finished.notify_all();
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.committer.state.lock();
+        let results = self.results.take();
+        let tickets = std::mem::take(&mut self.tickets);
+        match results {
+            Some(results) => queue.done.extend(tickets.into_iter().zip(results)),
+            None => {
+                for ticket in tickets {
+                    let failure = Error::Poisoned {
+                        cause: "writing a group of requests failed (see the log)".into(),
+                    };
+                    queue.done.insert(ticket, Err(failure));
+                }
+            }
+        }
+        if self.writing {
+            queue.writing = false;
+        }
+        drop(queue);
+        self.committer.finished.notify_all();
+    }
+}
+
+/// Apply a group's jobs in order.
+fn apply_group(db: &Db, group: Vec<(u64, Vec<Call>)>) -> Vec<Result<Vec<Done>>> {
+    group
+        .into_iter()
+        .map(|(_, calls)| write_job(db, calls))
+        .collect()
+}
+
+/// Sync once if any job of the group wrote; on failure every job that wrote gets it.
+fn sync_group(
+    db: &Db,
+    mut results: Vec<Result<Vec<Done>>>,
+    on_sync: &dyn Fn(Duration),
+) -> Vec<Result<Vec<Done>>> {
+    let wrote = |r: &Result<Vec<Done>>| r.as_ref().is_ok_and(|d| d.iter().any(Done::needs_sync));
+    if results.iter().any(wrote) {
+        let started = Instant::now();
+        let synced = db.sync();
+        on_sync(started.elapsed());
+        if let Err(e) = synced {
+            let cause = e.to_string();
+            let mut first = Some(e);
+            for result in &mut results {
+                if wrote(result) {
+                    *result = Err(first.take().unwrap_or_else(|| Error::Poisoned {
+                        cause: cause.clone(),
+                    }));
+                }
+            }
+        }
+    }
+    results
+}
+
+/// Apply one job's calls in order; a store failure ends the job.
+fn write_job(db: &Db, calls: Vec<Call>) -> Result<Vec<Done>> {
+    let mut done = Vec::with_capacity(calls.len());
+    for call in calls {
+        let result = match call {
+            Call::Apply(prepared) => {
+                Done::Applied(refusal_only(db.apply_prepared(&prepared, PER_CALL))?)
+            }
+            Call::Delete(selectors) => Done::Deleted(refusal_only(delete_first(db, &selectors))?),
+        };
+        done.push(result);
+    }
+    Ok(done)
+}
+
+/// The durability of each call of a group; the group's one sync follows.
+const PER_CALL: Durability = Durability::Buffered;
+
+/// `Ok(result)` for a success or a refusal, `Err` for a store failure.
+fn refusal_only<T>(result: Result<T>) -> Result<Result<T>> {
+    match result {
+        Err(e) if !e.is_refusal() => Err(e),
+        other => Ok(other),
+    }
+}
+
+/// Delete the profile the first of `selectors` finds (no suppression); its key, or `None`.
+fn delete_first(db: &Db, selectors: &[Selector]) -> Result<Option<u64>> {
+    for selector in selectors {
+        if let Some(key) = db.delete(selector, false)? {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
+}
