@@ -73,7 +73,11 @@ pub(crate) fn write_all_at(file: &dyn IoFile, mut offset: u64, mut buf: &[u8]) -
 }
 
 /// Read exactly `buf.len()` bytes at `offset` (a short file is an `UnexpectedEof` error).
-pub(crate) fn read_exact_at(file: &dyn IoFile, mut offset: u64, mut buf: &mut [u8]) -> io::Result<()> {
+pub(crate) fn read_exact_at(
+    file: &dyn IoFile,
+    mut offset: u64,
+    mut buf: &mut [u8],
+) -> io::Result<()> {
     while !buf.is_empty() {
         let n = file.read_at(offset, buf)?;
         if n == 0 {
