@@ -511,6 +511,12 @@ impl<'a> Builder<'a> {
                 OldIds::Same => false,
                 OldIds::Saved(old) => *old != work.rec.ids,
             };
+            // The property list grows by doubling (a mature W1 profile of ~40 properties would
+            // keep room for 64): the cached copy keeps at most a few free slots.
+            let props = &mut work.rec.props;
+            if props.capacity() > props.len() + 8 {
+                props.shrink_to(props.len() + 4);
+            }
             // The size estimate, kept up to date from the changed states and the property
             // list's capacity when the identifiers are as loaded (else recomputed).
             let rec_bytes = match (work.bytes, &work.old) {

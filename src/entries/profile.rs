@@ -79,7 +79,9 @@ impl ProfileRecord {
 /// Estimated heap bytes of one property state (its values and boxed parts): what
 /// [`ProfileRecord::approx_bytes`] counts per state beyond the state itself, so that a call
 /// can keep a cached profile's estimate up to date from the states it changed.
+#[inline]
 pub(crate) fn state_heap_bytes(p: &PropState) -> usize {
+    #[inline]
     fn value(v: &Value) -> usize {
         match v {
             Value::Str(s) => s.capacity(),

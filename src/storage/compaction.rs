@@ -51,6 +51,9 @@ impl Drop for Prepared {
     }
 }
 
+/// Bytes of an input segment the compaction scans between two releases of its mapped pages.
+const RELEASE_EVERY: usize = 4 << 20;
+
 /// Writes output segments of a compaction: each file is created when it starts and written
 /// every [`FLUSH_AT`] bytes, so that the compaction holds a small buffer, not a whole output
 /// segment (up to `segment_size`) in memory.
@@ -207,7 +210,14 @@ pub(crate) fn prepare(
         for seg in &inputs {
             let data: &[u8] = &seg.bytes;
             let mut at = HEADER_LEN;
+            let mut released = at;
             while at < data.len() {
+                // Let the pages read so far go every few MiB, not only at the end of the
+                // segment: the scan then keeps at most that much of the map resident.
+                if at - released >= RELEASE_EVERY {
+                    seg.bytes.release_pages();
+                    released = at;
+                }
                 let frame = record::decode_frame(data, at).map_err(|reason| Error::Corruption {
                     file: seg.path.clone(),
                     offset: at as u64,
