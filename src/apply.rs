@@ -3,7 +3,7 @@
 //! follow once the batch is appended. Nothing here mutates the index: a call that fails
 //! half-way leaves no trace.
 
-use crate::entries::profile::{DeltaOut, Link, state_heap_bytes};
+use crate::entries::profile::{DeltaOut, Link, alloc_bytes, state_heap_bytes};
 use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
 use crate::index::{CompanyInfo, HashMap, Index, Update};
@@ -521,8 +521,9 @@ impl<'a> Builder<'a> {
             // list's capacity when the identifiers are as loaded (else recomputed).
             let rec_bytes = match (work.bytes, &work.old) {
                 (Some((bytes, cap)), OldIds::Same) if !work.full => {
-                    let list = (work.rec.props.capacity() as isize - cap as isize)
-                        * std::mem::size_of::<(u32, PropState)>() as isize;
+                    let size = std::mem::size_of::<(u32, PropState)>();
+                    let list = alloc_bytes(work.rec.props.capacity() * size) as isize
+                        - alloc_bytes(cap * size) as isize;
                     bytes.saturating_add_signed(work.grow + list)
                 }
                 _ => work.rec.approx_bytes(),

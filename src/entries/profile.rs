@@ -59,20 +59,29 @@ impl ProfileRecord {
     /// Estimated heap and inline bytes of the decoded record (for the writer cache's budget).
     pub(crate) fn approx_bytes(&self) -> usize {
         let ids = &self.ids;
-        let id_bytes = ids.user_id.as_ref().map_or(0, String::capacity)
-            + ids.email.as_ref().map_or(0, String::capacity)
-            + ids.company_id.as_ref().map_or(0, String::capacity)
-            + ids.anonymous_ids.capacity() * std::mem::size_of::<String>()
-            + ids
-                .anonymous_ids
-                .iter()
-                .map(String::capacity)
-                .sum::<usize>();
+        let string = |s: &String| alloc_bytes(s.capacity());
+        let id_bytes = ids.user_id.as_ref().map_or(0, string)
+            + ids.email.as_ref().map_or(0, string)
+            + ids.company_id.as_ref().map_or(0, string)
+            + alloc_bytes(ids.anonymous_ids.capacity() * std::mem::size_of::<String>())
+            + ids.anonymous_ids.iter().map(string).sum::<usize>();
         let values: usize = self.props.iter().map(|(_, p)| state_heap_bytes(p)).sum();
         std::mem::size_of::<Self>()
             + id_bytes
-            + self.props.capacity() * std::mem::size_of::<(u32, PropState)>()
+            + alloc_bytes(self.props.capacity() * std::mem::size_of::<(u32, PropState)>())
             + values
+    }
+}
+
+/// What an allocation of `n` bytes takes from the allocator (glibc's malloc: an 8-byte
+/// header, 16-byte granules, 32 bytes at least), so that the writer cache's byte budget counts
+/// what the process holds, not only what the values ask for.
+#[inline]
+pub(crate) fn alloc_bytes(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n.saturating_add(8 + 15) & !15).max(32)
     }
 }
 
@@ -84,16 +93,16 @@ pub(crate) fn state_heap_bytes(p: &PropState) -> usize {
     #[inline]
     fn value(v: &Value) -> usize {
         match v {
-            Value::Str(s) => s.capacity(),
+            Value::Str(s) => alloc_bytes(s.capacity()),
             Value::Array(items) => {
-                items.capacity() * std::mem::size_of::<Value>()
+                alloc_bytes(items.capacity() * std::mem::size_of::<Value>())
                     + items.iter().map(value).sum::<usize>()
             }
             Value::Object(fields) => {
-                fields.capacity() * std::mem::size_of::<(String, Value)>()
+                alloc_bytes(fields.capacity() * std::mem::size_of::<(String, Value)>())
                     + fields
                         .iter()
-                        .map(|(k, v)| k.capacity() + value(v))
+                        .map(|(k, v)| alloc_bytes(k.capacity()) + value(v))
                         .sum::<usize>()
             }
             _ => 0,
@@ -103,12 +112,12 @@ pub(crate) fn state_heap_bytes(p: &PropState) -> usize {
         .as_ref()
         .and_then(|(_, v)| v.as_ref())
         .map_or(0, value)
-        + p.once
-            .as_deref()
-            .map_or(0, |(_, v)| value(v) + std::mem::size_of::<(Stamp, Value)>())
-        + p.adds
-            .as_ref()
-            .map_or(0, |_| std::mem::size_of::<crate::profile::props::Adds>())
+        + p.once.as_deref().map_or(0, |(_, v)| {
+            value(v) + alloc_bytes(std::mem::size_of::<(Stamp, Value)>())
+        })
+        + p.adds.as_ref().map_or(0, |_| {
+            alloc_bytes(std::mem::size_of::<crate::profile::props::Adds>())
+        })
 }
 
 impl Wire for Ids {
