@@ -3,7 +3,7 @@
 //! follow once the batch is appended. Nothing here mutates the index: a call that fails
 //! half-way leaves no trace.
 
-use crate::entries::profile::{DeltaOut, Link};
+use crate::entries::profile::{DeltaOut, Link, alloc_bytes, state_heap_bytes};
 use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
 use crate::index::{CompanyInfo, HashMap, Index, Update};
@@ -61,6 +61,8 @@ pub(crate) struct Written {
     /// Deltas in its chain (0: a full record).
     depth: u32,
     rec: ProfileRecord,
+    /// Its estimated size ([`ProfileRecord::approx_bytes`]).
+    bytes: usize,
     /// Whether the call found it in the cache (a second chance when the cache evicts).
     hit: bool,
 }
@@ -118,15 +120,15 @@ impl ProfileCache {
         }
     }
 
-    /// Take the profile whose newest record is at `at` out of the cache: its chain depth and
-    /// record.
-    fn take(&mut self, key: u64, at: Location) -> Option<(u32, ProfileRecord)> {
+    /// Take the profile whose newest record is at `at` out of the cache: its chain depth,
+    /// record and estimated size.
+    fn take(&mut self, key: u64, at: Location) -> Option<(u32, ProfileRecord, usize)> {
         let i = self.map.remove(&key)?;
         let slot = &mut self.slots[i];
         let rec = slot.rec.take()?;
         self.bytes -= slot.bytes;
         self.free.push(i);
-        (slot.loc == at).then_some((slot.depth, rec))
+        (slot.loc == at).then_some((slot.depth, rec, slot.bytes - CACHE_SLOT_BYTES))
     }
 
     /// Bytes the cached profiles are estimated to take.
@@ -140,18 +142,27 @@ impl ProfileCache {
             let Some(&loc) = locations.get(w.entry) else {
                 continue;
             };
-            self.insert(w.key, loc, w.depth, w.rec, w.hit);
+            self.insert(w.key, loc, w.depth, w.rec, w.bytes, w.hit);
         }
     }
 
-    fn insert(&mut self, key: u64, loc: Location, depth: u32, rec: ProfileRecord, hit: bool) {
+    /// Keep `rec`, whose estimated size ([`ProfileRecord::approx_bytes`]) is `rec_bytes`.
+    fn insert(
+        &mut self,
+        key: u64,
+        loc: Location,
+        depth: u32,
+        rec: ProfileRecord,
+        rec_bytes: usize,
+        hit: bool,
+    ) {
         if let Some(i) = self.map.remove(&key) {
             let slot = &mut self.slots[i];
             slot.rec = None;
             self.bytes -= slot.bytes;
             self.free.push(i);
         }
-        let bytes = rec.approx_bytes() + CACHE_SLOT_BYTES;
+        let bytes = rec_bytes + CACHE_SLOT_BYTES;
         if bytes > self.budget {
             return;
         }
@@ -309,6 +320,11 @@ struct Work {
     full: bool,
     /// Names whose state the call changed.
     changed: Vec<u32>,
+    /// The record's estimated size when loaded, if the cache knew it, and the capacity of its
+    /// property list then: with `grow` (the change of its states' heap bytes by this call's
+    /// operations) the estimate is kept up to date instead of recomputed over every state.
+    bytes: Option<(usize, usize)>,
+    grow: isize,
     /// Whether the call's event time moves `first_seen` / `updated_at`.
     stamped: bool,
 }
@@ -385,11 +401,14 @@ impl<'a> Builder<'a> {
             offset: 0,
             reason: format!("index names profile {key} but it has no record"),
         })?;
-        let (depth, rec, hit) = match self.cache.take(key, loc) {
-            Some((depth, rec)) => (depth, rec, true),
+        let (depth, rec, bytes, hit) = match self.cache.take(key, loc) {
+            Some((depth, rec, bytes)) => {
+                let cap = rec.props.capacity();
+                (depth, rec, Some((bytes, cap)), true)
+            }
             None => {
                 let (rec, depth) = entries::chain::read_profile(self.store, loc)?;
-                (depth, rec, false)
+                (depth, rec, None, false)
             }
         };
         self.profiles.push((
@@ -402,6 +421,8 @@ impl<'a> Builder<'a> {
                 full: false,
                 changed: Vec::new(),
                 stamped: false,
+                bytes,
+                grow: 0,
             },
         ));
         Ok(())
@@ -490,6 +511,24 @@ impl<'a> Builder<'a> {
                 OldIds::Same => false,
                 OldIds::Saved(old) => *old != work.rec.ids,
             };
+            // The property list grows by doubling (a mature W1 profile of ~40 properties would
+            // keep room for 64): the cached copy keeps at most a few free slots.
+            let props = &mut work.rec.props;
+            if props.capacity() > props.len() + 8 {
+                props.shrink_to(props.len() + 4);
+            }
+            // The size estimate, kept up to date from the changed states and the property
+            // list's capacity when the identifiers are as loaded (else recomputed).
+            let rec_bytes = match (work.bytes, &work.old) {
+                (Some((bytes, cap)), OldIds::Same) if !work.full => {
+                    let size = std::mem::size_of::<(u32, PropState)>();
+                    let list = alloc_bytes(work.rec.props.capacity() * size) as isize
+                        - alloc_bytes(cap * size) as isize;
+                    bytes.saturating_add_signed(work.grow + list)
+                }
+                _ => work.rec.approx_bytes(),
+            };
+            debug_assert_eq!(rec_bytes, work.rec.approx_bytes(), "running size estimate");
             let link = if work.full {
                 None
             } else {
@@ -500,7 +539,8 @@ impl<'a> Builder<'a> {
                     if !ids_changed && !work.stamped && work.changed.is_empty() {
                         // Nothing to write: the cached copy stays valid.
                         if let Some((loc, depth)) = work.head {
-                            self.cache.insert(key, loc, depth, work.rec, work.hit);
+                            self.cache
+                                .insert(key, loc, depth, work.rec, rec_bytes, work.hit);
                         }
                         continue;
                     }
@@ -543,6 +583,7 @@ impl<'a> Builder<'a> {
                 key,
                 depth,
                 rec: work.rec,
+                bytes: rec_bytes,
                 hit: work.hit,
             });
             self.push(kind, key, data, Change::Profile { key, ids });
@@ -757,6 +798,8 @@ impl<'a> Builder<'a> {
                         full: true,
                         changed: Vec::new(),
                         stamped: true,
+                        bytes: None,
+                        grow: 0,
                     },
                 ));
                 out.status = Status::Created;
@@ -873,6 +916,7 @@ impl<'a> Builder<'a> {
             let work = self.work(survivor);
             work.changed.push(id);
             let state = work.rec.state_mut(id);
+            let before = state_heap_bytes(state);
             let applied = match op {
                 CallOp::Set(v) => {
                     state.apply_set_ref(Some(v), ts, order);
@@ -889,6 +933,7 @@ impl<'a> Builder<'a> {
                 CallOp::Add(n) => state.apply_owned(PropOp::Add(n), ts, order),
                 CallOp::List(list) => state.apply_list(list.clone(), ts, order, list_limits),
             };
+            work.grow += state_heap_bytes(state) as isize - before as isize;
             if applied != Applied::Taken {
                 out.ignored.push(name.to_string());
             }

@@ -36,49 +36,66 @@ impl ProfileRecord {
 
     /// Estimated heap and inline bytes of the decoded record (for the writer cache's budget).
     pub(crate) fn approx_bytes(&self) -> usize {
-        fn value(v: &Value) -> usize {
-            match v {
-                Value::Str(s) => s.capacity(),
-                Value::Array(items) => {
-                    items.capacity() * std::mem::size_of::<Value>()
-                        + items.iter().map(value).sum::<usize>()
-                }
-                Value::Object(fields) => {
-                    fields.capacity() * std::mem::size_of::<(String, Value)>()
-                        + fields
-                            .iter()
-                            .map(|(k, v)| k.capacity() + value(v))
-                            .sum::<usize>()
-                }
-                _ => 0,
-            }
-        }
         let ids = &self.ids;
-        let id_bytes = ids.user_id.as_ref().map_or(0, String::capacity)
-            + ids.email.as_ref().map_or(0, String::capacity)
-            + ids.company_id.as_ref().map_or(0, String::capacity)
-            + ids.anonymous_ids.capacity() * std::mem::size_of::<String>()
-            + ids
-                .anonymous_ids
-                .iter()
-                .map(String::capacity)
-                .sum::<usize>();
-        let values: usize = self
-            .props
-            .iter()
-            .map(|(_, p)| {
-                p.lww
-                    .as_ref()
-                    .and_then(|(_, v)| v.as_ref())
-                    .map_or(0, value)
-                    + p.once.as_ref().map_or(0, |(_, v)| value(v))
-            })
-            .sum();
+        let string = |s: &String| alloc_bytes(s.capacity());
+        let id_bytes = ids.user_id.as_ref().map_or(0, string)
+            + ids.email.as_ref().map_or(0, string)
+            + ids.company_id.as_ref().map_or(0, string)
+            + alloc_bytes(ids.anonymous_ids.capacity() * std::mem::size_of::<String>())
+            + ids.anonymous_ids.iter().map(string).sum::<usize>();
+        let values: usize = self.props.iter().map(|(_, p)| state_heap_bytes(p)).sum();
         std::mem::size_of::<Self>()
             + id_bytes
-            + self.props.capacity() * std::mem::size_of::<(u32, PropState)>()
+            + alloc_bytes(self.props.capacity() * std::mem::size_of::<(u32, PropState)>())
             + values
     }
+}
+
+/// What an allocation of `n` bytes takes from the allocator (glibc's malloc: an 8-byte
+/// header, 16-byte granules, 32 bytes at least), so that the writer cache's byte budget counts
+/// what the process holds, not only what the values ask for.
+#[inline]
+pub(crate) fn alloc_bytes(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n.saturating_add(8 + 15) & !15).max(32)
+    }
+}
+
+/// Estimated heap bytes of one property state (its values and boxed parts): what
+/// [`ProfileRecord::approx_bytes`] counts per state beyond the state itself, so that a call
+/// can keep a cached profile's estimate up to date from the states it changed.
+#[inline]
+pub(crate) fn state_heap_bytes(p: &PropState) -> usize {
+    #[inline]
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::Str(s) => alloc_bytes(s.capacity()),
+            Value::Array(items) => {
+                alloc_bytes(items.capacity() * std::mem::size_of::<Value>())
+                    + items.iter().map(value).sum::<usize>()
+            }
+            Value::Object(fields) => {
+                alloc_bytes(fields.capacity() * std::mem::size_of::<(String, Value)>())
+                    + fields
+                        .iter()
+                        .map(|(k, v)| alloc_bytes(k.capacity()) + value(v))
+                        .sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+    p.lww
+        .as_ref()
+        .and_then(|(_, v)| v.as_ref())
+        .map_or(0, value)
+        + p.once.as_deref().map_or(0, |(_, v)| {
+            value(v) + alloc_bytes(std::mem::size_of::<(Stamp, Value)>())
+        })
+        + p.adds.as_ref().map_or(0, |_| {
+            alloc_bytes(std::mem::size_of::<crate::profile::props::Adds>())
+        })
 }
 
 impl Wire for Ids {
@@ -199,32 +216,54 @@ pub(crate) fn put_delta(d: &DeltaOut<'_>, out: &mut Vec<u8>) {
     if let Some(ids) = d.ids {
         ids.put(out);
     }
-    let states = || {
-        d.changed.iter().filter_map(|id| {
-            d.rec
-                .props
-                .binary_search_by_key(id, |p| p.0)
-                .ok()
-                .map(|i| &d.rec.props[i])
-        })
+    // The changed states, found once: both lists are sorted, so each search starts past the
+    // previous find.
+    let mut states: Vec<&(u32, PropState)> = Vec::with_capacity(d.changed.len());
+    let mut from = 0;
+    for id in d.changed {
+        let rest = d.rec.props.get(from..).unwrap_or_default();
+        if let Ok(i) = rest.binary_search_by_key(id, |p| p.0) {
+            states.push(&rest[i]);
+            from += i + 1;
+        }
+    }
+    // The usual delta: every state a set or removal by this call alone, so the stamp table
+    // holds the call's stamp only (written as no extra stamps).
+    let all_simple = states
+        .iter()
+        .all(|(_, p)| simple_form(p, d.stamp).is_some());
+    let table = if all_simple {
+        put_u64(out, 0);
+        StampTable::default()
+    } else {
+        let table = StampTable::starting_with(d.stamp, states.iter().map(|(_, p)| p));
+        table.put_from(1, out);
+        table
     };
-    let table = StampTable::starting_with(d.stamp, states().map(|(_, p)| p));
-    table.put_from(1, out);
-    put_u64(out, states().count() as u64);
-    for (id, p) in states() {
+    put_u64(out, states.len() as u64);
+    for (id, p) in states {
         id.put(out);
-        // The usual change, a set or removal by this call and nothing else, in one byte.
-        match (&p.lww, &p.once, &p.adds) {
-            (Some((s, Some(v))), None, None) if *s == d.stamp => {
+        match simple_form(p, d.stamp) {
+            Some((FORM_SET, Some(v))) => {
                 out.push(FORM_SET);
                 v.put(out);
             }
-            (Some((s, None)), None, None) if *s == d.stamp => out.push(FORM_UNSET),
-            _ => {
+            Some((form, _)) => out.push(form),
+            None => {
                 out.push(FORM_STATE);
                 put_state(p, &table, out);
             }
         }
+    }
+}
+
+/// The one-byte form of a state that is a set or removal by the call at `stamp` and nothing
+/// else ([`FORM_SET`] with its value, [`FORM_UNSET`]); `None` for any other state.
+fn simple_form(p: &PropState, stamp: Stamp) -> Option<(u8, Option<&Value>)> {
+    match (&p.lww, &p.once, &p.adds) {
+        (Some((s, Some(v))), None, None) if *s == stamp => Some((FORM_SET, Some(v))),
+        (Some((s, None)), None, None) if *s == stamp => Some((FORM_UNSET, None)),
+        _ => None,
     }
 }
 
@@ -435,7 +474,11 @@ mod tests {
             proptest::option::of((stamp(), value())),
             proptest::option::of(adds),
         )
-            .prop_map(|(lww, once, adds)| PropState { lww, once, adds })
+            .prop_map(|(lww, once, adds)| PropState {
+                lww,
+                once: once.map(Box::new),
+                adds: adds.map(Box::new),
+            })
     }
 
     fn record() -> impl Strategy<Value = ProfileRecord> {

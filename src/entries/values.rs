@@ -210,10 +210,10 @@ fn each_stamp(p: &PropState, mut f: impl FnMut(Stamp)) {
     if let Some((s, _)) = &p.lww {
         f(*s);
     }
-    if let Some((s, _)) = &p.once {
+    if let Some((s, _)) = p.once.as_deref() {
         f(*s);
     }
-    if let Some(a) = &p.adds {
+    if let Some(a) = p.adds.as_deref() {
         f(a.first);
         f(a.last);
     }
@@ -229,7 +229,7 @@ pub(crate) fn put_state(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
             v.put(out);
         }
     }
-    match &p.once {
+    match p.once.as_deref() {
         None => out.push(0),
         Some((s, v)) => {
             out.push(1);
@@ -237,7 +237,7 @@ pub(crate) fn put_state(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
             v.put(out);
         }
     }
-    match &p.adds {
+    match p.adds.as_deref() {
         None => out.push(0),
         Some(a) => {
             out.push(1);
@@ -266,7 +266,7 @@ pub(crate) fn state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<PropState
             let i = r.u32()?;
             table.get(r, i)?
         };
-        Some((s, value(r)?))
+        Some(Box::new((s, value(r)?)))
     } else {
         None
     };
@@ -281,12 +281,12 @@ pub(crate) fn state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<PropState
             let i = r.u32()?;
             table.get(r, i)?
         };
-        Some(Adds {
+        Some(Box::new(Adds {
             int,
             float,
             first,
             last,
-        })
+        }))
     } else {
         None
     };

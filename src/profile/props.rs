@@ -164,9 +164,10 @@ impl PropState {
             PropOp::Set(v) => self.write(stamp, Some(v)),
             PropOp::Unset => self.write(stamp, None),
             PropOp::SetOnce(v) => {
-                if !self.older_than_lww(stamp) && self.once.as_ref().is_none_or(|(s, _)| stamp < *s)
+                if !self.older_than_lww(stamp)
+                    && self.once.as_deref().is_none_or(|(s, _)| stamp < *s)
                 {
-                    self.once = Some((stamp, v));
+                    self.once = Some(Box::new((stamp, v)));
                 }
             }
             PropOp::Add(n) => {
@@ -185,7 +186,7 @@ impl PropState {
                     last: stamp,
                 };
                 let mut combined = add.clone();
-                if let Some(existing) = &self.adds {
+                if let Some(existing) = self.adds.as_deref() {
                     combined.combine(existing);
                 }
                 let base = self.base_with(Some(&combined));
@@ -201,7 +202,7 @@ impl PropState {
                 // Remembered even when refused: it stays invisible while the base is not a
                 // number, and counts if a late, older Set of a number arrives (as in
                 // timestamp order).
-                self.adds = Some(combined);
+                self.adds = Some(Box::new(combined));
                 if not_a_number {
                     return Applied::NotANumber;
                 }
@@ -232,8 +233,8 @@ impl PropState {
     /// `PropOp::SetOnce(v.clone())`, copying the value only when it is taken.
     pub(crate) fn apply_set_once_ref(&mut self, value: &Value, ts: Timestamp, order: u64) {
         let stamp = Stamp(ts, order);
-        if !self.older_than_lww(stamp) && self.once.as_ref().is_none_or(|(s, _)| stamp < *s) {
-            self.once = Some((stamp, value.clone()));
+        if !self.older_than_lww(stamp) && self.once.as_deref().is_none_or(|(s, _)| stamp < *s) {
+            self.once = Some(Box::new((stamp, value.clone())));
         }
     }
 
@@ -253,10 +254,10 @@ impl PropState {
 
     /// Forget the `once` and `adds` a `Set`/`Unset` at `stamp` overrides.
     fn drop_older_than(&mut self, stamp: Stamp) {
-        if self.once.as_ref().is_some_and(|(s, _)| *s < stamp) {
+        if self.once.as_deref().is_some_and(|(s, _)| *s < stamp) {
             self.once = None;
         }
-        if self.adds.as_ref().is_some_and(|a| a.last < stamp) {
+        if self.adds.as_deref().is_some_and(|a| a.last < stamp) {
             self.adds = None;
         }
         // Approximation 1: adds on both sides of `stamp` are all kept.
@@ -268,7 +269,7 @@ impl PropState {
             Some((_, Some(v))) => Some(v.clone()),
             _ => self
                 .once
-                .as_ref()
+                .as_deref()
                 .filter(|(s, _)| adds.is_none_or(|a| *s <= a.first))
                 .map(|(_, v)| v.clone()),
         }
@@ -289,10 +290,10 @@ impl PropState {
         let once = [self.once.take(), other.once.clone()]
             .into_iter()
             .flatten()
-            .filter(|(s, _)| newer(s))
-            .min_by_key(|(s, _)| *s);
+            .filter(|b| newer(&b.0))
+            .min_by_key(|b| b.0);
         self.once = once;
-        let mut adds: Option<Adds> = None;
+        let mut adds: Option<Box<Adds>> = None;
         for side in [self.adds.take(), other.adds.clone()].into_iter().flatten() {
             if !newer(&side.last) {
                 continue;
@@ -307,7 +308,7 @@ impl PropState {
 
     /// The current value, if any.
     pub fn value(&self) -> Option<Value> {
-        let base = self.base_with(self.adds.as_ref());
+        let base = self.base_with(self.adds.as_deref());
         match &self.adds {
             None => base,
             // Adds counted before an older non-number Set arrived are ignored.
@@ -325,11 +326,11 @@ impl PropState {
             Some((_, Some(_))) => None,
             _ => self
                 .once
-                .as_ref()
-                .filter(|(s, _)| self.adds.as_ref().is_none_or(|a| *s <= a.first))
+                .as_deref()
+                .filter(|(s, _)| self.adds.as_deref().is_none_or(|a| *s <= a.first))
                 .map(|(s, _)| *s),
         };
-        let adds = self.adds.as_ref().map(|a| a.last);
+        let adds = self.adds.as_deref().map(|a| a.last);
         [lww, once, adds].into_iter().flatten().max().map(|s| s.0)
     }
 
@@ -338,8 +339,8 @@ impl PropState {
     /// keep the earliest `created_at` (SPEC 3.4) when it comes from the other profile's default.
     pub fn overwrite(&mut self, value: Value) {
         let lww = self.lww.as_ref().map(|(s, _)| *s);
-        let once = self.once.as_ref().map(|(s, _)| *s);
-        let adds = self.adds.as_ref().map(|a| a.last);
+        let once = self.once.as_deref().map(|(s, _)| *s);
+        let adds = self.adds.as_deref().map(|a| a.last);
         let stamp = [lww, once, adds]
             .into_iter()
             .flatten()
@@ -407,8 +408,8 @@ impl PropState {
     /// The newest stamp the state holds.
     fn newest_stamp(&self) -> Option<Stamp> {
         let lww = self.lww.as_ref().map(|(s, _)| *s);
-        let once = self.once.as_ref().map(|(s, _)| *s);
-        let adds = self.adds.as_ref().map(|a| a.last);
+        let once = self.once.as_deref().map(|(s, _)| *s);
+        let adds = self.adds.as_deref().map(|a| a.last);
         [lww, once, adds].into_iter().flatten().max()
     }
 

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::io::{Io, write_all_at};
+use super::io::{Io, IoFile, write_all_at};
+use super::log::FLUSH_AT;
 use super::log::Shared;
 use super::record::{self, HEADER_LEN, KIND_COMPACTED, SegmentHeader, u32_at};
 use super::segment::{Sealed, SealedRef, seg_name, tmp_name};
@@ -50,20 +51,29 @@ impl Drop for Prepared {
     }
 }
 
-/// Writes output segments of a compaction.
+/// Bytes of an input segment the compaction scans between two releases of its mapped pages.
+const RELEASE_EVERY: usize = 4 << 20;
+
+/// Writes output segments of a compaction: each file is created when it starts and written
+/// every [`FLUSH_AT`] bytes, so that the compaction holds a small buffer, not a whole output
+/// segment (up to `segment_size`) in memory.
 struct Writer<'a> {
     shared: &'a Shared,
     seq_floor: u64,
+    /// The current output's bytes not yet written (they follow its first `base` bytes).
     buf: Vec<u8>,
+    base: usize,
+    file: Option<(Arc<dyn IoFile>, PathBuf)>,
     id: Option<u32>,
     outputs: Vec<u32>,
     written: u64,
 }
 
 impl Writer<'_> {
-    fn start(&mut self) -> u32 {
+    fn start(&mut self) -> Result<u32> {
         let id = self.shared.next_segment.fetch_add(1, Ordering::SeqCst);
         self.buf.clear();
+        self.base = 0;
         self.buf.extend_from_slice(
             &SegmentHeader {
                 id,
@@ -73,46 +83,70 @@ impl Writer<'_> {
             .encode(),
         );
         self.id = Some(id);
+        // Listed first, so that a failure from here on removes the temporary file.
         self.outputs.push(id);
-        id
+        let path = self.shared.dir.join(tmp_name(id));
+        let f = self
+            .shared
+            .io
+            .create(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        self.file = Some((f, path));
+        Ok(id)
+    }
+
+    /// Write the buffered bytes of the current output.
+    fn flush(&mut self) -> Result<()> {
+        let Some((f, path)) = &self.file else {
+            return Ok(());
+        };
+        if !self.buf.is_empty() {
+            write_all_at(f.as_ref(), self.base as u64, &self.buf)
+                .map_err(|e| Error::io("write", path, e))?;
+            self.base += self.buf.len();
+            self.written += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
     }
 
     fn finish_file(&mut self) -> Result<()> {
-        let Some(id) = self.id.take() else {
+        if self.id.take().is_none() {
             return Ok(());
-        };
-        let path = self.shared.dir.join(tmp_name(id));
-        let io = self.shared.io.as_ref();
-        let f = io
-            .create(&path)
-            .map_err(|e| Error::io("create", &path, e))?;
-        write_all_at(f.as_ref(), 0, &self.buf).map_err(|e| Error::io("write", &path, e))?;
-        f.sync_data()
-            .map_err(|e| Error::io("fdatasync", &path, e))?;
-        self.written += self.buf.len() as u64;
+        }
+        self.flush()?;
+        if let Some((f, path)) = self.file.take() {
+            f.sync_data()
+                .map_err(|e| Error::io("fdatasync", &path, e))?;
+        }
         Ok(())
     }
 
     fn add(&mut self, seq: u64, entries: &[Entry<'_>]) -> Result<Vec<Location>> {
         let flen = record::frame_len(entries).unwrap_or(usize::MAX);
+        let len = self.base + self.buf.len();
         let full = self.id.is_some()
-            && self.buf.len() > HEADER_LEN
-            && (self.buf.len().saturating_add(flen) as u64 > self.shared.segment_size
-                || self.buf.len().saturating_add(flen) > u32::MAX as usize);
+            && len > HEADER_LEN
+            && (len.saturating_add(flen) as u64 > self.shared.segment_size
+                || len.saturating_add(flen) > u32::MAX as usize);
         if full {
             self.finish_file()?;
         }
         let id = match self.id {
             Some(id) => id,
-            None => self.start(),
+            None => self.start()?,
         };
         let mut locs = Vec::with_capacity(entries.len());
         record::encode_frame(&mut self.buf, seq, entries, &mut locs);
+        let base = self.base;
+        if self.buf.len() >= FLUSH_AT {
+            self.flush()?;
+        }
         Ok(locs
             .into_iter()
             .map(|(o, l)| Location {
                 segment: id,
-                offset: o as u32,
+                offset: (base + o) as u32,
                 len: l as u32,
             })
             .collect())
@@ -162,6 +196,8 @@ pub(crate) fn prepare(
         shared,
         seq_floor,
         buf: Vec::new(),
+        base: 0,
+        file: None,
         id: None,
         outputs: Vec::new(),
         written: 0,
@@ -174,7 +210,14 @@ pub(crate) fn prepare(
         for seg in &inputs {
             let data: &[u8] = &seg.bytes;
             let mut at = HEADER_LEN;
+            let mut released = at;
             while at < data.len() {
+                // Let the pages read so far go every few MiB, not only at the end of the
+                // segment: the scan then keeps at most that much of the map resident.
+                if at - released >= RELEASE_EVERY {
+                    seg.bytes.release_pages();
+                    released = at;
+                }
                 let frame = record::decode_frame(data, at).map_err(|reason| Error::Corruption {
                     file: seg.path.clone(),
                     offset: at as u64,

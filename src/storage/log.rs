@@ -30,12 +30,70 @@ pub(crate) struct State {
     pub id: u32,
     pub path: PathBuf,
     pub file: Arc<dyn IoFile>,
-    /// Mirror of the whole active segment file, header included.
+    /// The active segment's bytes not yet written to the file (they follow its first
+    /// `flushed` bytes). Only this tail is kept in memory: reads of the written part go to the
+    /// file (`pread`, served by the page cache), so the process does not hold a second copy
+    /// of the whole segment (up to `segment_size`, 64 MiB by default) in anonymous memory.
     pub buf: Vec<u8>,
-    /// Bytes of `buf` already written to the file.
+    /// Bytes of the file already written (the header included).
     pub flushed: usize,
     /// Next sequence number to assign.
     pub next_seq: u64,
+}
+
+impl State {
+    /// Length of the active segment: written bytes plus the unwritten tail.
+    pub fn len(&self) -> usize {
+        self.flushed + self.buf.len()
+    }
+
+    /// Call `f` with the `loc.len` bytes at `loc.offset` of the active segment: from the
+    /// unwritten tail, or read back from the file.
+    fn read<R>(&self, loc: Location, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let start = loc.offset as usize;
+        let end = start.saturating_add(loc.len as usize);
+        if end > self.len() {
+            return Err(outside(loc, self.len(), &self.path));
+        }
+        if start >= self.flushed {
+            return Ok(f(&self.buf[start - self.flushed..end - self.flushed]));
+        }
+        with_read_buf(|buf| {
+            buf.resize(end - start, 0);
+            let on_file = end.min(self.flushed) - start;
+            super::io::read_exact_at(self.file.as_ref(), start as u64, &mut buf[..on_file])
+                .map_err(|e| Error::io("read", &self.path, e))?;
+            if end > self.flushed {
+                buf[on_file..].copy_from_slice(&self.buf[..end - self.flushed]);
+            }
+            Ok(f(buf))
+        })
+    }
+
+    /// The whole active segment (for verification).
+    pub fn whole(&self) -> Result<Vec<u8>> {
+        let mut all = vec![0u8; self.flushed];
+        super::io::read_exact_at(self.file.as_ref(), 0, &mut all)
+            .map_err(|e| Error::io("read", &self.path, e))?;
+        all.extend_from_slice(&self.buf);
+        Ok(all)
+    }
+}
+
+/// Run `f` with this thread's reusable read buffer (a fresh one if it is in use further up
+/// the stack). Keeps reads of records through `pread` free of a per-read allocation.
+pub(crate) fn with_read_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buf = BUF.with(|b| b.take());
+    let r = f(&mut buf);
+    // A huge record's buffer is not kept.
+    if buf.capacity() <= 1 << 20 {
+        buf.clear();
+        BUF.with(|b| b.set(buf));
+    }
+    r
 }
 
 #[derive(Default)]
@@ -166,7 +224,7 @@ impl Shared {
         };
         let mut st = self.state.lock();
         self.check_poison()?;
-        if st.buf.len() > HEADER_LEN && st.buf.len() + flen > u32::MAX as usize {
+        if st.len() > HEADER_LEN && st.len() + flen > u32::MAX as usize {
             self.guard(self.rotate(&mut st))?;
         }
         // u64::MAX is never given out: it marks the sequence space as used up, which only a
@@ -187,11 +245,12 @@ impl Shared {
         let mut locs = Vec::with_capacity(entries.len());
         record::encode_frame(&mut st.buf, seq, entries, &mut locs);
         let seg = st.id;
+        let base = st.flushed;
         let locations = locs
             .into_iter()
             .map(|(offset, len)| Location {
                 segment: seg,
-                offset: offset as u32,
+                offset: (base + offset) as u32,
                 len: len as u32,
             })
             .collect();
@@ -199,10 +258,10 @@ impl Shared {
         self.counters
             .bytes
             .fetch_add(flen as u64, Ordering::Relaxed);
-        if st.buf.len() - st.flushed >= FLUSH_AT {
+        if st.buf.len() >= FLUSH_AT {
             self.guard(flush(&mut st))?;
         }
-        if st.buf.len() as u64 >= self.segment_size {
+        if st.len() as u64 >= self.segment_size {
             self.guard(self.rotate(&mut st))?;
         }
         drop(st);
@@ -238,8 +297,9 @@ impl Shared {
         st.id = id;
         st.path = path;
         st.file = file;
-        st.buf = Vec::with_capacity((self.segment_size as usize).min(64 << 20) + 4096);
-        st.buf.extend_from_slice(&header);
+        // The header is on the file already.
+        debug_assert_eq!(header.len(), HEADER_LEN);
+        st.buf = Vec::with_capacity(FLUSH_AT + 4096);
         st.flushed = HEADER_LEN;
         Ok(())
     }
@@ -250,7 +310,7 @@ impl Shared {
         let mut st = self.state.lock();
         // Again under the lock: a failure may have come in between.
         self.check_poison()?;
-        if st.buf.len() > HEADER_LEN {
+        if st.len() > HEADER_LEN {
             self.guard(self.rotate(&mut st))?;
         }
         Ok(())
@@ -337,18 +397,18 @@ impl Shared {
         self.check_poison()?;
         let sealed = self.sealed.read().get(&loc.segment).cloned();
         if let Some(s) = sealed {
-            return Ok(f(slice(&s.bytes, loc, &s.path)?));
+            return s.read(loc, f);
         }
         {
             let st = self.state.lock();
             if st.id == loc.segment {
-                return Ok(f(slice(&st.buf, loc, &st.path)?));
+                return st.read(loc, f);
             }
         }
         // Rotated between the two looks.
         let sealed = self.sealed.read().get(&loc.segment).cloned();
         match sealed {
-            Some(s) => Ok(f(slice(&s.bytes, loc, &s.path)?)),
+            Some(s) => s.read(loc, f),
             None => Err(Error::Corruption {
                 file: self.dir.join(seg_name(loc.segment)),
                 offset: loc.offset as u64,
@@ -386,28 +446,35 @@ impl Shared {
 
 /// Write the unflushed part of the active buffer to the file.
 pub(crate) fn flush(st: &mut State) -> Result<()> {
-    if st.flushed < st.buf.len() {
-        let part = st.buf.get(st.flushed..).unwrap_or(&[]);
-        write_all_at(st.file.as_ref(), st.flushed as u64, part)
+    if !st.buf.is_empty() {
+        write_all_at(st.file.as_ref(), st.flushed as u64, &st.buf)
             .map_err(|e| Error::io("write", &st.path, e))?;
-        st.flushed = st.buf.len();
+        st.flushed += st.buf.len();
+        st.buf.clear();
+        // A huge frame's buffer is not kept.
+        if st.buf.capacity() > 4 * FLUSH_AT {
+            st.buf = Vec::with_capacity(FLUSH_AT + 4096);
+        }
     }
     Ok(())
 }
 
-fn slice<'a>(bytes: &'a [u8], loc: Location, path: &Path) -> Result<&'a [u8]> {
+pub(crate) fn slice<'a>(bytes: &'a [u8], loc: Location, path: &Path) -> Result<&'a [u8]> {
     let start = loc.offset as usize;
     bytes
-        .get(start..start + loc.len as usize)
-        .ok_or_else(|| Error::Corruption {
-            file: path.to_path_buf(),
-            offset: loc.offset as u64,
-            reason: format!(
-                "location of {} bytes lies outside the {}-byte segment",
-                loc.len,
-                bytes.len()
-            ),
-        })
+        .get(start..start.saturating_add(loc.len as usize))
+        .ok_or_else(|| outside(loc, bytes.len(), path))
+}
+
+fn outside(loc: Location, segment_len: usize, path: &Path) -> Error {
+    Error::Corruption {
+        file: path.to_path_buf(),
+        offset: loc.offset as u64,
+        reason: format!(
+            "location of {} bytes lies outside the {segment_len}-byte segment",
+            loc.len,
+        ),
+    }
 }
 
 /// Create a segment file with its header written and synced, and the directory synced.

@@ -22,8 +22,9 @@ use std::ops::Deref;
 /// Bytes of a sealed segment: a read-only map, or an owned copy when the I/O seam has no real
 /// file to map (test doubles) or the file is empty.
 pub(crate) enum Bytes {
-    /// A read-only memory map.
-    Map(memmap2::Mmap),
+    /// A read-only memory map, and the file it maps (point reads use `pread` on it, so that
+    /// reading one record does not fault a page of the map into the resident set).
+    Map(memmap2::Mmap, File),
     /// The file read whole.
     Owned(Vec<u8>),
 }
@@ -37,7 +38,7 @@ impl Bytes {
         // SAFETY: see the module contract: the directory is locked, the file is sealed and is
         // never written or truncated while this map lives (only unlinked, which is harmless).
         let map = unsafe { memmap2::Mmap::map(file)? };
-        Ok(Bytes::Map(map))
+        Ok(Bytes::Map(map, file.try_clone()?))
     }
 }
 
@@ -48,7 +49,7 @@ impl Bytes {
     /// fault the pages back in from the page cache or the file. Best effort: an error only
     /// means the pages stay resident.
     pub(crate) fn release_pages(&self) {
-        if let Bytes::Map(m) = self {
+        if let Bytes::Map(m, _) = self {
             // SAFETY: `MADV_DONTNEED` on a private read-only file mapping discards only this
             // process's page table entries; the next access reads the same bytes again from
             // the file, which the module contract guarantees is never modified while mapped.
@@ -58,12 +59,34 @@ impl Bytes {
     }
 }
 
+impl Bytes {
+    /// Call `f` with `len` bytes at `start`, which the caller checked lie inside. A map is read
+    /// with `pread` into a reused buffer (the page cache serves it, as for SQLite; the bytes do
+    /// not count in the process's resident set); an owned copy is borrowed.
+    pub(crate) fn read_at<R>(
+        &self,
+        start: usize,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> std::io::Result<R> {
+        match self {
+            Bytes::Map(_, file) => super::log::with_read_buf(|buf| {
+                use std::os::unix::fs::FileExt;
+                buf.resize(len, 0);
+                file.read_exact_at(buf, start as u64)?;
+                Ok(f(buf))
+            }),
+            Bytes::Owned(v) => Ok(f(&v[start..start + len])),
+        }
+    }
+}
+
 impl Deref for Bytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
         match self {
-            Bytes::Map(m) => m,
+            Bytes::Map(m, _) => m,
             Bytes::Owned(v) => v,
         }
     }

@@ -236,9 +236,10 @@ impl Store {
         self.inner.shared.sync_all()
     }
 
-    /// Call `f` with the data at `location` (zero-copy from a mapped sealed segment or the
-    /// active segment's memory). For the active segment `f` runs under the append lock: keep
-    /// it short and do not call back into the store from it.
+    /// Call `f` with the data at `location` (read with `pread` into a reused per-thread
+    /// buffer, or borrowed from the active segment's unwritten tail). For the active segment
+    /// `f` runs under the append lock: keep it short and do not call back into the store from
+    /// it.
     pub fn read<R>(&self, location: Location, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.inner.shared.read(location, f)
     }
@@ -254,7 +255,7 @@ impl Store {
             inner: hint::Position {
                 seq: st.next_seq - 1,
                 active: st.id,
-                offset: st.buf.len() as u32,
+                offset: st.len() as u32,
                 segments,
             },
         })
@@ -337,7 +338,7 @@ impl Store {
     /// Counters.
     pub fn stats(&self) -> StorageStats {
         let shared = &self.inner.shared;
-        let active = shared.state.lock().buf.len() as u64;
+        let active = shared.state.lock().len() as u64;
         let sealed = shared.sealed.read();
         let c = &shared.counters;
         StorageStats {
@@ -370,7 +371,7 @@ impl Store {
         }
         {
             let st = shared.state.lock();
-            check_one(segment::seg_name(st.id), &st.buf);
+            check_one(segment::seg_name(st.id), &st.whole()?);
         }
         Ok(problems)
     }

@@ -264,6 +264,8 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
         if s.newest_log {
             active = Some(s);
         } else {
+            // The scan read it through the map: let its pages go (reads use `pread`).
+            s.bytes.release_pages();
             sealed.insert(
                 s.id,
                 Arc::new(Sealed {
@@ -276,9 +278,8 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
     }
     let state = match active {
         Some(s) => {
-            let cap = s.bytes.len().max(opts.segment_size.min(64 << 20) as usize);
-            let mut b = Vec::with_capacity(cap.saturating_add(4096));
-            b.extend_from_slice(&s.bytes);
+            // Its bytes stay on the file (reads go there); only new appends are buffered.
+            let flushed = s.bytes.len();
             drop(s.bytes);
             let file = io.open(&s.path).map_err(io_err("open", &s.path))?;
             // What we read may be only in the page cache (after kill -9): make it durable.
@@ -287,8 +288,8 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
                 id: s.id,
                 path: s.path,
                 file,
-                flushed: b.len(),
-                buf: b,
+                flushed,
+                buf: Vec::with_capacity(super::log::FLUSH_AT + 4096),
                 next_seq,
             }
         }
@@ -308,8 +309,8 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
                 id,
                 path,
                 file,
-                buf: header.to_vec(),
-                flushed: HEADER_LEN,
+                buf: Vec::with_capacity(super::log::FLUSH_AT + 4096),
+                flushed: header.len(),
                 next_seq,
             }
         }

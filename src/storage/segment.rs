@@ -61,6 +61,14 @@ impl Sealed {
         Ok(Sealed { id, path, bytes })
     }
 
+    /// Call `f` with the bytes at `loc` (checked to lie inside the segment).
+    pub fn read<R>(&self, loc: super::Location, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let inside = super::log::slice(&self.bytes, loc, &self.path)?;
+        self.bytes
+            .read_at(loc.offset as usize, inside.len(), f)
+            .map_err(|e| Error::io("read", &self.path, e))
+    }
+
     /// Bytes of the file.
     pub fn len(&self) -> u64 {
         self.bytes.len() as u64

@@ -72,6 +72,26 @@ pub(crate) fn write_all_at(file: &dyn IoFile, mut offset: u64, mut buf: &[u8]) -
     Ok(())
 }
 
+/// Read exactly `buf.len()` bytes at `offset` (a short file is an `UnexpectedEof` error).
+pub(crate) fn read_exact_at(
+    file: &dyn IoFile,
+    mut offset: u64,
+    mut buf: &mut [u8],
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = file.read_at(offset, buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ends before the record",
+            ));
+        }
+        buf = &mut buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealIo;
