@@ -50,6 +50,11 @@ pub(crate) enum Change {
     NextKey {
         next: u64,
     },
+    /// A history step (issue 16, `crate::journal`).
+    History {
+        key: u64,
+        arrival: i64,
+    },
 }
 
 /// A profile record written by a call, decoded: it goes to the [`ProfileCache`] once the
@@ -250,6 +255,7 @@ pub(crate) fn commit(index: &mut Index, changes: Vec<Change>, locations: &[Locat
             &Change::Dedupe { hash } => Update::Dedupe { hash },
             &Change::Suppress { hash } => Update::Suppress { hash },
             &Change::NextKey { next } => Update::NextKey { next },
+            &Change::History { key, arrival } => Update::History { key, arrival },
         };
         index.apply(update, loc);
     }
@@ -294,6 +300,9 @@ pub(crate) struct Builder<'a> {
     order: u64,
     /// The call's event time (its stamp with `order`).
     call_ts: Timestamp,
+    /// History (issue 16): `Some` while the store keeps history; what the call's steps say
+    /// beyond the profiles' before and after (`crate::journal::CallInfo`).
+    pub(crate) history: Option<crate::journal::CallInfo>,
 }
 
 /// A profile loaded or created by a call, and what the call did to it.
@@ -311,6 +320,9 @@ struct Work {
     changed: Vec<u32>,
     /// Whether the call's event time moves `first_seen` / `updated_at`.
     stamped: bool,
+    /// History only: the record before the call, and the profiles merged into it.
+    before: Option<ProfileRecord>,
+    merged: Vec<(u64, ProfileRecord)>,
 }
 
 /// A loaded profile's identifiers as the index has them, copied only when the call first
@@ -363,6 +375,7 @@ impl<'a> Builder<'a> {
             // Saturating: a damaged log may end at seq 2^64-1 (the append then refuses).
             order: index.last_seq().saturating_add(1),
             call_ts: Timestamp(0),
+            history: crate::journal::CallInfo::for_index(index),
         }
     }
 
@@ -392,6 +405,7 @@ impl<'a> Builder<'a> {
                 (depth, rec, false)
             }
         };
+        let before = self.history.is_some().then(|| rec.clone());
         self.profiles.push((
             key,
             Work {
@@ -402,6 +416,8 @@ impl<'a> Builder<'a> {
                 full: false,
                 changed: Vec::new(),
                 stamped: false,
+                before,
+                merged: Vec::new(),
             },
         ));
         Ok(())
@@ -530,6 +546,23 @@ impl<'a> Builder<'a> {
                     )
                 }
             };
+            let step = self.history.as_ref().map(|call| {
+                let kind = if key == outcome.key {
+                    call.kind
+                } else {
+                    crate::entries::history::StepKind::Identifiers
+                };
+                let data = call.step(
+                    kind,
+                    stamp,
+                    message_id,
+                    work.before.as_ref(),
+                    work.head.is_none(),
+                    &work.rec,
+                    &work.merged,
+                );
+                (data, call.arrival)
+            });
             let ids = ids_changed.then(|| {
                 let old = match std::mem::replace(&mut work.old, OldIds::New) {
                     OldIds::New => None,
@@ -546,6 +579,14 @@ impl<'a> Builder<'a> {
                 hit: work.hit,
             });
             self.push(kind, key, data, Change::Profile { key, ids });
+            if let Some((data, arrival)) = step {
+                self.push(
+                    EntryKind::History,
+                    key,
+                    data,
+                    Change::History { key, arrival },
+                );
+            }
         }
         if let Some(mid) = message_id {
             let hash = message_hash(mid);
@@ -717,6 +758,9 @@ impl<'a> Builder<'a> {
 
     fn identify(&mut self, m: &Identify, ts: Timestamp) -> Result<Outcome> {
         self.call_ts = ts;
+        if let Some(h) = self.history.as_mut() {
+            h.carry(m);
+        }
         let uid = m.user_id.as_deref();
         let anon = m.anonymous_id.as_deref();
         let by_user = uid.and_then(|u| self.index.user_key(u));
@@ -757,6 +801,8 @@ impl<'a> Builder<'a> {
                         full: true,
                         changed: Vec::new(),
                         stamped: true,
+                        before: None,
+                        merged: Vec::new(),
                     },
                 ));
                 out.status = Status::Created;
@@ -793,6 +839,10 @@ impl<'a> Builder<'a> {
                 OldIds::Same => work.rec.ids.clone(),
                 OldIds::Saved(old) => old,
             };
+            if self.history.is_some() {
+                let was = work.before.clone().unwrap_or_else(|| work.rec.clone());
+                self.work(survivor).merged.push((gone, was));
+            }
             let created_at = self.index.name_id("created_at");
             self.ids_mut(survivor);
             merge_into(self.rec(survivor), work.rec, created_at);
@@ -1002,6 +1052,9 @@ impl<'a> Builder<'a> {
 
     /// Detach an anonymous id from its profile (SPEC 3.6).
     pub fn unlink(&mut self, key: u64, anonymous_id: &str) -> Result<Outcome> {
+        if let Some(h) = self.history.as_mut() {
+            h.kind = crate::entries::history::StepKind::Identifiers;
+        }
         self.load(key)?;
         self.ids_mut(key)
             .anonymous_ids

@@ -60,6 +60,11 @@ pub struct Stats {
     /// quarantined segment (as a profile whose only record was there is lost), each with the
     /// missing link's file and offset.
     pub dropped_by_repair: Vec<String>,
+    /// History steps kept (issue 16, docs/journal.md), and the estimated heap bytes of their
+    /// index (profile key -> steps).
+    pub history_steps: u64,
+    /// See `history_steps`.
+    pub history_index_bytes: u64,
     /// The storage engine's counters.
     pub storage: crate::storage::StorageStats,
 }
@@ -170,7 +175,8 @@ impl Db {
         let mut rebuild = Rebuild::new(options.dedupe_window);
         rebuild.repair = store_options.repair;
         let store = Store::open(dir, store_options, &mut rebuild)?;
-        let (index, lost) = rebuild.finish(&store)?;
+        let (mut index, lost) = rebuild.finish(&store)?;
+        index.journal.set_retention(options.history_retention);
         let inner = Arc::new(Inner {
             store,
             index: RwLock::new(index),
@@ -508,6 +514,8 @@ impl Db {
             process: ProcessMemory::now(),
             profile_cache_bytes: self.inner.cache.lock().bytes() as u64,
             dropped_by_repair: self.inner.lost.clone(),
+            history_steps: index.journal.len() as u64,
+            history_index_bytes: index.journal.heap_bytes() as u64,
             storage,
         }
     }
@@ -631,6 +639,96 @@ impl Db {
     }
 }
 
+// Issue 16, the identity journal (docs/journal.md): history and the profile as it was.
+impl Db {
+    /// A profile's history as kept (steps younger than `Options::history_retention`), oldest
+    /// first. A key merged away has the history it had up to the merge. `Ok(None)` if
+    /// nothing matched (a deleted profile's history is gone with it).
+    pub fn history(&self, selector: &Selector) -> Result<Option<crate::journal::History>> {
+        let index = self.inner.index.read();
+        let key = match selector {
+            Selector::Key(k) => *k,
+            other => match Self::lookup(&index, other) {
+                Some(k) => k,
+                None => return Ok(None),
+            },
+        };
+        crate::journal::read::history(&self.inner.store, &index, key)
+    }
+
+    /// The journal clock: the `applied_at` of the newest step written (a time to pass to
+    /// [`Db::get_at`] for "as of now").
+    pub fn history_clock(&self) -> crate::types::value::Timestamp {
+        crate::types::value::Timestamp(self.inner.index.read().journal.next_arrival(0) - 1)
+    }
+
+    /// The profile as it was at `at` (after every call the store applied at or before that
+    /// time, by the journal clock `HistoryStep::applied_at`). An identifier selector finds
+    /// today's profile, then, going back, the profile that carried the identifier at `at`
+    /// (one merged into it since, if the identifier came with it). A [`Selector::Key`] of a
+    /// profile merged away before `at` gives its survivor. `Ok(None)`: no such profile then.
+    /// `at` older than the retention window is [`Error::Invalid`] (the steps are gone).
+    pub fn get_at(
+        &self,
+        selector: &Selector,
+        at: crate::types::value::Timestamp,
+    ) -> Result<Option<Profile>> {
+        let index = self.inner.index.read();
+        if !index.journal.enabled() {
+            return Err(Error::invalid(
+                "at",
+                "history is off for this store (history_retention 0)",
+            ));
+        }
+        let horizon = index
+            .journal
+            .horizon(crate::types::value::Timestamp::now().0);
+        if at.0 < horizon {
+            return Err(Error::invalid(
+                "at",
+                format!(
+                    "is older than the history window (kept since {})",
+                    crate::types::value::Timestamp(horizon)
+                ),
+            ));
+        }
+        let store = &self.inner.store;
+        let (key, by_key) = match selector {
+            Selector::Key(k) => (*k, true),
+            other => match Self::lookup(&index, other) {
+                Some(k) => (k, false),
+                None => return Ok(None),
+            },
+        };
+        let found = crate::journal::read::at(store, &index, key, at.0)?;
+        if by_key {
+            return Ok(found.map(|(k, rec)| view::profile(&index, k, rec)));
+        }
+        let carries = |rec: &crate::entries::ProfileRecord| match selector {
+            Selector::UserId(u) => rec.ids.user_id.as_deref() == Some(u.as_str()),
+            Selector::Email(e) => rec.ids.email.as_deref().is_some_and(|x| {
+                crate::profile::validate::normalize_email(x)
+                    == crate::profile::validate::normalize_email(e)
+            }),
+            Selector::AnonymousId(a) => rec.ids.anonymous_ids.iter().any(|x| x == a),
+            Selector::Key(_) => true,
+        };
+        if let Some((k, rec)) = &found
+            && carries(rec)
+        {
+            return Ok(Some(view::profile(&index, *k, rec.clone())));
+        }
+        for gone in crate::journal::read::merged_since(store, &index, key, at.0)? {
+            if let Some((k, rec)) = crate::journal::read::at(store, &index, gone, at.0)?
+                && carries(&rec)
+            {
+                return Ok(Some(view::profile(&index, k, rec)));
+            }
+        }
+        Ok(None)
+    }
+}
+
 impl Drop for Db {
     fn drop(&mut self) {
         let _ = self.shutdown();
@@ -690,6 +788,7 @@ impl Inner {
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
+            index.journal.forget_segments(&inputs);
             cache.clear();
             relocations.reclaimed_bytes
         };

@@ -7,11 +7,13 @@
 //! (`window.rs`).
 
 mod idmap;
+mod journal;
 mod profiles;
 mod snapshot;
 mod window;
 
 use idmap::IdMap;
+pub(crate) use journal::Journal;
 use profiles::Profiles;
 use window::Window;
 
@@ -24,6 +26,7 @@ pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 use crate::entries::{self, EntryKind, Ids};
 use crate::profile::validate::normalize_email;
 use crate::storage::{Location, StoredEntry};
+use crate::types::value::Timestamp;
 
 /// A company's place in the index.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +66,8 @@ pub(crate) struct Index {
     suppressed: HashMap<u64, (u64, Location)>,
     next_key: u64,
     next_key_location: Option<Location>,
+    /// History steps by profile (issue 16; `journal.rs`).
+    pub(crate) journal: Journal,
     next_company_key: u64,
     /// Sequence number of the newest frame applied (arrival order of calls).
     last_seq: u64,
@@ -92,6 +97,8 @@ pub(crate) enum Update<'a> {
     Suppress { hash: u128 },
     /// The next profile key to assign is at least `next` (`EntryKind::NextKey`).
     NextKey { next: u64 },
+    /// A history step of profile `key`, applied at `arrival` (`EntryKind::History`).
+    History { key: u64, arrival: i64 },
 }
 
 /// A company as the index knows it.
@@ -160,6 +167,7 @@ impl Index {
                 self.next_key = self.next_key.max(next);
                 self.next_key_location = Some(at);
             }
+            Update::History { key, arrival } => self.journal.push(key, arrival, at),
         }
     }
 
@@ -293,6 +301,11 @@ impl Index {
     pub fn resolve_key(&self, key: u64) -> Option<u64> {
         let end = self.chain_end(key);
         self.profiles.get(end).is_some().then_some(end)
+    }
+
+    /// The keys redirected to `key` (merged into it, directly or through others).
+    pub fn redirect_sources(&self, key: u64) -> Vec<u64> {
+        self.redirect_sources.get(&key).cloned().unwrap_or_default()
     }
 
     /// The end of the redirect chain from `key` (`key` itself when it is not redirected).
@@ -445,6 +458,11 @@ impl Index {
             }
             EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
             EntryKind::NextKey => self.next_key_location == loc,
+            EntryKind::History => {
+                self.resolve_key(e.id).is_some()
+                    && entries::history::arrival(e.data)
+                        .is_ok_and(|a| self.journal.keeps(e.id, a, e.location, Timestamp::now().0))
+            }
         }
     }
 
@@ -485,6 +503,7 @@ impl Index {
                     swap(l, old, new)
                 }
             }
+            EntryKind::History => self.journal.relocate(id, old, new),
         }
     }
 

@@ -161,6 +161,10 @@ impl Replay for Rebuild {
                 EntryKind::NextKey => Update::NextKey {
                     next: entries::read_u64(e.data, "next key")?,
                 },
+                EntryKind::History => Update::History {
+                    key: e.id,
+                    arrival: entries::history::arrival(e.data)?,
+                },
             };
             self.index.apply(update, e.location);
         }

@@ -1,0 +1,289 @@
+//! The identity journal (issue 16, docs/journal.md): history, the profile as it was
+//! (`get_at`), retention through compaction and reopen, erasure of a deleted profile's history.
+
+#[path = "support/common.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use profiledb::{Db, Options, Selector, Timestamp};
+use serde_json::json;
+
+fn key(k: u64) -> Selector {
+    Selector::Key(k)
+}
+
+fn with_retention(retention: Duration) -> Options {
+    Options {
+        history_retention: retention,
+        ..options()
+    }
+}
+
+/// Every segment file's bytes, concatenated.
+fn disk(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            all.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn history_lists_each_call_and_get_at_shows_each_past_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    let mut states = Vec::new();
+    for (i, plan) in ["basic", "pro", "team"].iter().enumerate() {
+        let mut m = identify(Some("u1"), None, None, json!({ "plan": plan, "n": i }));
+        m["messageId"] = json!(format!("m{i}"));
+        call(&db, m);
+        states.push((db.history_clock(), by_user(&db, "u1").unwrap()));
+    }
+    let check = |db: &Db, when: &str| {
+        let h = db.history(&Selector::UserId("u1".into())).unwrap().unwrap();
+        assert_eq!(h.steps.len(), 3, "{when}: {h:?}");
+        assert!(h.steps[0].created);
+        assert_eq!(h.steps[1].message_id.as_deref(), Some("m1"));
+        assert_eq!(h.steps[2].user_id.as_deref(), Some("u1"));
+        let plan = h.steps[2]
+            .changes
+            .iter()
+            .find(|c| c.name == "plan")
+            .unwrap();
+        assert_eq!(plan.old, Some(profiledb::Value::Str("pro".into())));
+        assert_eq!(plan.new, Some(profiledb::Value::Str("team".into())));
+        for (at, want) in &states {
+            assert_eq!(
+                db.get_at(&Selector::UserId("u1".into()), *at)
+                    .unwrap()
+                    .as_ref(),
+                Some(want),
+                "{when}: at {at}"
+            );
+        }
+        let before = Timestamp(states[0].0.0 - 1);
+        assert_eq!(
+            db.get_at(&key(states[0].1.key), before).unwrap(),
+            None,
+            "{when}: before its first call the profile did not exist"
+        );
+    };
+    check(&db, "live");
+    db.compact().unwrap();
+    check(&db, "compacted");
+    db.close().unwrap();
+    db = open(dir.path());
+    check(&db, "reopened");
+    db.sync().unwrap();
+    db.abandon();
+    let db = open(dir.path());
+    check(&db, "after a crash");
+}
+
+#[test]
+fn a_merged_away_profile_is_found_as_it_was_before_the_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let a = call(
+        &db,
+        identify(None, None, Some("anon-a"), json!({"color": "red"})),
+    )
+    .key;
+    let b = call(
+        &db,
+        identify(None, Some("b@example.com"), None, json!({"size": 3})),
+    )
+    .key;
+    let before_merge = db.history_clock();
+    let pa = by_key(&db, a).unwrap();
+    let pb = by_key(&db, b).unwrap();
+    let out = call(
+        &db,
+        identify(
+            Some("u-1"),
+            Some("b@example.com"),
+            Some("anon-a"),
+            json!({"color": "blue"}),
+        ),
+    );
+    assert_eq!(out.merged.len(), 1, "{out:?}");
+    let gone = out.merged[0];
+    let after_merge = db.history_clock();
+    db.compact().unwrap();
+    assert_eq!(
+        db.get_at(&key(a), before_merge).unwrap().as_ref(),
+        Some(&pa)
+    );
+    assert_eq!(
+        db.get_at(&key(b), before_merge).unwrap().as_ref(),
+        Some(&pb)
+    );
+    // By identifier: today's profile carries both; before the merge each had its own.
+    assert_eq!(
+        db.get_at(&Selector::AnonymousId("anon-a".into()), before_merge)
+            .unwrap()
+            .map(|p| p.key),
+        Some(a)
+    );
+    assert_eq!(
+        db.get_at(&Selector::Email("B@example.com".into()), before_merge)
+            .unwrap()
+            .map(|p| p.key),
+        Some(b)
+    );
+    // After the merge the merged-away key shows its survivor.
+    assert_eq!(
+        db.get_at(&key(gone), after_merge).unwrap(),
+        by_key(&db, out.key)
+    );
+    let h = db.history(&key(gone)).unwrap().unwrap();
+    assert_eq!(h.merged_into, Some(out.key));
+    let hs = db.history(&key(out.key)).unwrap().unwrap();
+    assert_eq!(hs.steps.last().unwrap().merged, vec![gone]);
+}
+
+#[test]
+fn deleting_with_erase_leaves_no_byte_of_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    // Two profiles merged, then the survivor deleted: neither's history may stay.
+    call(
+        &db,
+        identify(
+            None,
+            None,
+            Some("anon-zq81"),
+            json!({"secret": "xylophone-7731"}),
+        ),
+    );
+    call(
+        &db,
+        identify(
+            Some("user-zq81"),
+            None,
+            None,
+            json!({"secret": "marimba-9912"}),
+        ),
+    );
+    call(
+        &db,
+        identify(
+            Some("user-zq81"),
+            Some("erased-zq81@example.com"),
+            Some("anon-zq81"),
+            json!({"secret": "celesta-4410"}),
+        ),
+    );
+    call(
+        &db,
+        identify(
+            Some("keep-me"),
+            None,
+            None,
+            json!({"plan": "kept-plan-5521"}),
+        ),
+    );
+    db.sync().unwrap();
+    let before = disk(dir.path());
+    for s in ["xylophone-7731", "marimba-9912", "celesta-4410"] {
+        assert!(contains(&before, s), "{s} written");
+    }
+    db.delete_and_erase(&Selector::UserId("user-zq81".into()), false)
+        .unwrap()
+        .unwrap();
+    let after = disk(dir.path());
+    for s in [
+        "xylophone-7731",
+        "marimba-9912",
+        "celesta-4410",
+        "anon-zq81",
+        "user-zq81",
+        "erased-zq81",
+    ] {
+        assert!(!contains(&after, s), "{s} still on disk after the erase");
+    }
+    assert!(contains(&after, "kept-plan-5521"), "other history stays");
+    assert_eq!(
+        db.history(&Selector::UserId("keep-me".into()))
+            .unwrap()
+            .unwrap()
+            .steps
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn compaction_drops_steps_older_than_the_window_and_zero_writes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    // A window of one millisecond: every step is out of it by the time compaction runs.
+    let db = Db::open(dir.path(), with_retention(Duration::from_millis(1))).unwrap();
+    call(
+        &db,
+        identify(Some("u-1"), None, None, json!({"p": "old-value-8812"})),
+    );
+    call(
+        &db,
+        identify(Some("u-1"), None, None, json!({"p": "new-value-3321"})),
+    );
+    assert_eq!(
+        db.history(&Selector::UserId("u-1".into()))
+            .unwrap()
+            .unwrap()
+            .steps
+            .len(),
+        2
+    );
+    db.sync().unwrap();
+    assert!(contains(&disk(dir.path()), "old-value-8812"));
+    std::thread::sleep(Duration::from_millis(5));
+    db.compact().unwrap();
+    assert!(!contains(&disk(dir.path()), "old-value-8812"));
+    assert!(
+        db.history(&Selector::UserId("u-1".into()))
+            .unwrap()
+            .unwrap()
+            .steps
+            .is_empty()
+    );
+    assert!(
+        db.get_at(&Selector::UserId("u-1".into()), Timestamp(0))
+            .is_err()
+    );
+    drop(db);
+
+    let off = tempfile::tempdir().unwrap();
+    let on = tempfile::tempdir().unwrap();
+    let db_off = Db::open(off.path(), with_retention(Duration::ZERO)).unwrap();
+    let db_on = Db::open(on.path(), options()).unwrap();
+    for i in 0..20 {
+        let m = identify(Some("u-1"), None, None, json!({ "n": i }));
+        call(&db_off, m.clone());
+        call(&db_on, m);
+    }
+    let h = db_off
+        .history(&Selector::UserId("u-1".into()))
+        .unwrap()
+        .unwrap();
+    assert!(h.steps.is_empty(), "history off writes no step");
+    assert!(
+        db_off
+            .get_at(&Selector::UserId("u-1".into()), db_off.history_clock())
+            .is_err()
+    );
+    db_off.sync().unwrap();
+    db_on.sync().unwrap();
+    assert!(
+        db_off.counts().disk_bytes < db_on.counts().disk_bytes,
+        "steps cost bytes only when history is on"
+    );
+}
