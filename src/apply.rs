@@ -218,6 +218,11 @@ impl ProfileCache {
 }
 
 impl Batch {
+    /// The profile records the batch writes, decoded (explain reads them).
+    pub(crate) fn written_records(&self) -> impl Iterator<Item = (u64, &ProfileRecord)> {
+        self.written.iter().map(|w| (w.key, &w.rec))
+    }
+
     /// Borrowed entries for [`Store::append`].
     pub fn entries(&self) -> Vec<Entry<'_>> {
         self.entries

@@ -656,10 +656,40 @@ impl Db {
         crate::journal::read::history(&self.inner.store, &index, key)
     }
 
-    /// The journal clock: the `applied_at` of the newest step written (a time to pass to
-    /// [`Db::get_at`] for "as of now").
+    /// What `message` would do, without writing anything: which profile each identifier
+    /// finds, the survivor and the rule that chose it, merges, moved identifiers, each
+    /// property change (old, new, the deciding stamp), or the refusal with its fields. Runs
+    /// the write path's own rules on copies under a read lock (`journal::explain`).
+    pub fn explain(&self, message: &Message) -> Result<crate::journal::explain::Explanation> {
+        let index = self.inner.index.read();
+        crate::journal::explain::explain(&index, &self.inner.store, &self.inner.options, message)
+    }
+
+    /// [`Db::explain`] of one JSON message (a message that does not parse is an error).
+    pub fn explain_json(&self, json: &[u8]) -> Result<crate::journal::explain::Explanation> {
+        let limit = self.inner.options.max_call_bytes;
+        if json.len() > limit {
+            return Err(Error::invalid(
+                "message",
+                format!("is {} bytes; at most {limit} are accepted", json.len()),
+            ));
+        }
+        match Message::parse(json) {
+            Ok(m) => self.explain(&m),
+            Err(Error::Invalid(fields)) => {
+                Ok(crate::journal::explain::Explanation::refused(fields))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// "As of now" for [`Db::get_at`]: a time at or after the `applied_at` of every step
+    /// written so far and before that of any later one (the journal clock hands out
+    /// `max(now, last + 1)`, so this is `max(last, now - 1 µs)`).
     pub fn history_clock(&self) -> crate::types::value::Timestamp {
-        crate::types::value::Timestamp(self.inner.index.read().journal.next_arrival(0) - 1)
+        let now = crate::types::value::Timestamp::now().0;
+        let last = self.inner.index.read().journal.next_arrival(0) - 1;
+        crate::types::value::Timestamp(last.max(now - 1))
     }
 
     /// The profile as it was at `at` (after every call the store applied at or before that

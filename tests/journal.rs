@@ -70,7 +70,7 @@ fn history_lists_each_call_and_get_at_shows_each_past_state() {
                 "{when}: at {at}"
             );
         }
-        let before = Timestamp(states[0].0.0 - 1);
+        let before = Timestamp(h.steps[0].applied_at.0 - 1);
         assert_eq!(
             db.get_at(&key(states[0].1.key), before).unwrap(),
             None,
@@ -286,4 +286,77 @@ fn compaction_drops_steps_older_than_the_window_and_zero_writes_none() {
         db_off.counts().disk_bytes < db_on.counts().disk_bytes,
         "steps cost bytes only when history is on"
     );
+}
+
+#[test]
+fn explain_reports_what_a_call_would_do_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut first = identify(
+        Some("u-1"),
+        None,
+        None,
+        json!({"plan": "basic", "seats": 3}),
+    );
+    first["timestamp"] = json!(ts(100));
+    first["messageId"] = json!("first");
+    let k1 = call(&db, first.clone()).key;
+    let k2 = call(
+        &db,
+        identify(None, None, Some("anon-2"), json!({"color": "red"})),
+    )
+    .key;
+    db.sync().unwrap();
+    let appended = db.stats().storage.bytes_appended;
+    let before = (by_key(&db, k1), by_key(&db, k2));
+
+    // A merge with one newer and one older property.
+    let mut m = identify(Some("u-1"), None, Some("anon-2"), json!({"plan": "pro"}));
+    m["timestamp"] = json!(ts(200));
+    m["context"] = json!({});
+    let mut older = m.clone();
+    older["traits"] = json!({"plan": "ancient", "seats": 1});
+    older["timestamp"] = json!(ts(50));
+    let ex = db.explain_json(m.to_string().as_bytes()).unwrap();
+    assert_eq!(ex.verdict, "apply");
+    assert_eq!(ex.survivor, Some(k1));
+    assert!(ex.rule.contains("userId"), "{}", ex.rule);
+    let found: Vec<_> = ex.found.iter().map(|f| (f.identifier, f.key)).collect();
+    assert_eq!(
+        found,
+        vec![("user_id", Some(k1)), ("anonymous_id", Some(k2))]
+    );
+    let out = ex.outcome.as_ref().unwrap();
+    assert_eq!(out.merged, vec![k2]);
+    let plan = ex.changes.iter().find(|c| c.name == "plan").unwrap();
+    assert_eq!(plan.old, Some(profiledb::Value::Str("basic".into())));
+    assert_eq!(plan.new, Some(profiledb::Value::Str("pro".into())));
+    assert!(plan.by_this_call);
+    let color = ex.changes.iter().find(|c| c.name == "color").unwrap();
+    assert_eq!(
+        color.old, None,
+        "the survivor had no color: the merge brings it"
+    );
+    assert!(!color.by_this_call);
+
+    let ex = db.explain_json(older.to_string().as_bytes()).unwrap();
+    let kept: Vec<_> = ex.kept.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(kept, vec!["plan", "seats"], "{ex:?}");
+    assert_eq!(ex.kept[0].decided_by.to_rfc3339(), ts(100));
+
+    // Refusals name the field; a duplicate says so.
+    let bad = identify(Some("u-1"), Some("not-an-email"), None, json!({}));
+    let ex = db.explain_json(bad.to_string().as_bytes()).unwrap();
+    assert_eq!(ex.verdict, "refuse");
+    assert_eq!(ex.refusals[0].field, "traits.email");
+    let ex = db.explain_json(first.to_string().as_bytes()).unwrap();
+    assert_eq!(ex.verdict, "duplicate");
+
+    // Nothing was written.
+    db.sync().unwrap();
+    assert_eq!(db.stats().storage.bytes_appended, appended);
+    assert_eq!((by_key(&db, k1), by_key(&db, k2)), before);
+    // And the call then does what was explained.
+    let ex = db.explain_json(m.to_string().as_bytes()).unwrap();
+    assert_eq!(Some(call(&db, m)), ex.outcome);
 }

@@ -239,6 +239,7 @@ enum Op {
     Unlink(u8),
     Reopen,
     Crash,
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -265,6 +266,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => small.clone().prop_map(Op::Unlink),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -280,6 +282,61 @@ fn email(i: u8, upper: bool) -> String {
 }
 fn anon(i: u8) -> String {
     format!("anon-{i}")
+}
+
+/// A stored profile equals the model's.
+fn same(p: &profiledb::Profile, m: &MProfile, what: &str) {
+    assert_eq!(p.user_id, m.user_id, "{what}: user id");
+    assert_eq!(p.email, m.email, "{what}: email");
+    let mut a = p.anonymous_ids.clone();
+    a.sort();
+    let mut b = m.anon.clone();
+    b.sort();
+    assert_eq!(a, b, "{what}: anonymous ids");
+    assert_eq!(p.company_id, m.company, "{what}: company");
+    assert_eq!(
+        p.created_at.to_rfc3339(),
+        ts(m.created_at()),
+        "{what}: created_at"
+    );
+    let props: BTreeMap<String, i64> = p
+        .properties
+        .iter()
+        .filter_map(|(k, v)| v.to_json().as_i64().map(|v| (k.clone(), v)))
+        .collect();
+    let want: BTreeMap<String, i64> = m.props.iter().map(|(k, (_, v))| (k.clone(), *v)).collect();
+    assert_eq!(props, want, "{what}: properties");
+}
+
+/// The model's profiles after each step, with the journal time just after it.
+type Past = Vec<(profiledb::Timestamp, BTreeMap<u64, MProfile>)>;
+
+/// History (issue 16): `get_at` of every past step matches the model as it was then, for
+/// every key whose profile (or survivor) still lives (a deleted profile's history is erased).
+fn compare_past(db: &profiledb::Db, model: &Model, past: &Past, step: usize) {
+    for (i, (at, then)) in past.iter().enumerate() {
+        for (&key, m) in then {
+            if model.resolve_key(key).is_none() {
+                continue;
+            }
+            let what = format!("step {step}: profile {key} as of step {i}");
+            let got = db
+                .get_at(&profiledb::Selector::Key(key), *at)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{what}: missing"));
+            assert_eq!(got.key, key, "{what}");
+            same(&got, m, &what);
+        }
+        for &key in model.profiles.keys() {
+            if !then.contains_key(&key) && key > then.keys().max().map_or(0, |k| *k) {
+                let got = db.get_at(&profiledb::Selector::Key(key), *at).unwrap();
+                assert_eq!(
+                    got, None,
+                    "step {step}: profile {key} did not exist at step {i}"
+                );
+            }
+        }
+    }
 }
 
 fn compare(db: &profiledb::Db, model: &Model, step: usize) {
@@ -350,8 +407,11 @@ fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let mut db = open(dir.path());
     let mut model = Model::new();
+    let mut past: Past = Vec::new();
     for (step, op) in ops.into_iter().enumerate() {
         let t = step as u32 + 1;
+        // Reopens, crashes and compactions also check the whole past (`compare_past`).
+        let op_kind = matches!(op, Op::Reopen | Op::Crash | Op::Compact).then_some(());
         match op {
             Op::Identify {
                 uid: u,
@@ -489,9 +549,17 @@ fn run(ops: Vec<Op>) {
                 db.abandon();
                 db = open(dir.path());
             }
+            Op::Compact => {
+                db.compact().unwrap();
+            }
         }
         compare(&db, &model, step);
+        if matches!(op_kind, Some(())) {
+            compare_past(&db, &model, &past, step);
+        }
+        past.push((db.history_clock(), model.profiles.clone()));
     }
+    compare_past(&db, &model, &past, usize::MAX);
 }
 
 proptest! {

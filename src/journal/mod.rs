@@ -3,9 +3,11 @@
 //!
 //! - this file: what the write path adds to a call's batch ([`CallInfo`]) and the public
 //!   history types.
+//! - [`explain`]: a call's dry run (`Db::explain`).
 //! - [`read`]: walking a profile's steps back from its current record: `Db::history`,
 //!   `Db::get_at`.
 
+pub(crate) mod explain;
 pub(crate) mod read;
 
 use serde::Serialize;
