@@ -37,8 +37,10 @@ pub struct ExplainedChange {
     /// The property.
     pub name: String,
     /// Its value before (`None`: unset).
+    #[serde(serialize_with = "super::ser_opt_value")]
     pub old: Option<Value>,
     /// Its value after.
+    #[serde(serialize_with = "super::ser_opt_value")]
     pub new: Option<Value>,
     /// The event time of the operation that decides the new value.
     #[serde(serialize_with = "crate::types::ser_ts")]
@@ -54,6 +56,7 @@ pub struct KeptValue {
     /// The property.
     pub name: String,
     /// Its value, unchanged.
+    #[serde(serialize_with = "super::ser_opt_value")]
     pub value: Option<Value>,
     /// The event time of the stored operation that keeps it.
     #[serde(serialize_with = "crate::types::ser_ts")]

@@ -80,6 +80,17 @@ impl CallInfo {
     }
 }
 
+/// An optional property value as plain JSON (`null` when unset), as profiles show values.
+pub(crate) fn ser_opt_value<S: serde::Serializer>(
+    v: &Option<Value>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => v.to_json().serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
 /// A profile's identifiers at one point of its history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Identifiers {
@@ -99,8 +110,10 @@ pub struct PropertyChange {
     /// The property.
     pub name: String,
     /// Its value before the call (`None`: unset).
+    #[serde(serialize_with = "ser_opt_value")]
     pub old: Option<Value>,
     /// Its value after the call.
+    #[serde(serialize_with = "ser_opt_value")]
     pub new: Option<Value>,
 }
 
