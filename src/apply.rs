@@ -50,6 +50,8 @@ pub(crate) enum Change {
     NextKey {
         next: u64,
     },
+    /// A guard link or quarantine (issue 16, `crate::journal::guard`).
+    Guard(crate::index::GuardChange),
     /// A history step (issue 16, `crate::journal`).
     History {
         key: u64,
@@ -261,6 +263,7 @@ pub(crate) fn commit(index: &mut Index, changes: Vec<Change>, locations: &[Locat
             &Change::Suppress { hash } => Update::Suppress { hash },
             &Change::NextKey { next } => Update::NextKey { next },
             &Change::History { key, arrival } => Update::History { key, arrival },
+            Change::Guard(g) => g.update(),
         };
         index.apply(update, loc);
     }
@@ -767,9 +770,35 @@ impl<'a> Builder<'a> {
             h.carry(m);
         }
         let uid = m.user_id.as_deref();
-        let anon = m.anonymous_id.as_deref();
+        let mut anon = m.anonymous_id.as_deref();
+        let mut email = m.email.as_ref();
+        // The guard (issue 16): a quarantined identifier neither finds nor joins a profile.
+        let mut quarantined = Vec::new();
+        if self.index.journal.guard.enabled() {
+            use crate::journal::guard::skips;
+            if let Some(e) = email.filter(|e| skips(self.index, "email", e)) {
+                quarantined.push(format!("email:{e}"));
+                email = None;
+            }
+            if let Some(a) = anon.filter(|a| skips(self.index, "anonymous_id", a)) {
+                quarantined.push(format!("anonymous_id:{a}"));
+                anon = None;
+            }
+            if uid.is_none() && email.is_none() && anon.is_none() {
+                // Nothing left to find or make a profile by.
+                return Err(Error::invalid(
+                    if m.anonymous_id.is_some() {
+                        "anonymousId"
+                    } else {
+                        "traits.email"
+                    },
+                    "is quarantined by the guard (it linked too many user ids); an admin can \
+                     release it",
+                ));
+            }
+        }
         let by_user = uid.and_then(|u| self.index.user_key(u));
-        let by_email = m.email.as_deref().and_then(|e| self.index.email_key(e));
+        let by_email = email.and_then(|e| self.index.email_key(e));
         let by_anon = anon.and_then(|a| self.index.anon_key(a));
         for key in [by_user, by_email, by_anon].into_iter().flatten() {
             self.load(key)?;
@@ -784,7 +813,10 @@ impl<'a> Builder<'a> {
                     .and_then(|(_, w)| w.rec.ids.user_id.as_deref()),
             })
         };
-        let plan = resolve(uid, found(by_user), found(by_email), found(by_anon));
+        let mut plan = resolve(uid, found(by_user), found(by_email), found(by_anon));
+        if self.index.journal.guard.enabled() {
+            self.guard_moves(&mut plan, uid, &mut email, &mut anon, &mut quarantined);
+        }
 
         let mut out = outcome(0, Status::Updated);
         let survivor = match plan.survivor {
@@ -815,9 +847,10 @@ impl<'a> Builder<'a> {
             }
         };
         out.key = survivor;
+        out.quarantined = quarantined;
 
         // Protection: identifiers move instead of profiles merging.
-        if let (Some(from), Some(email)) = (plan.take_email_from, m.email.as_ref()) {
+        if let (Some(from), Some(email)) = (plan.take_email_from, email) {
             self.ids_mut(from).email = None;
             out.moved.push(Moved {
                 identifier: "email".into(),
@@ -875,9 +908,7 @@ impl<'a> Builder<'a> {
         let max_anon = self.options.max_anonymous_ids.max(1);
         let have = &self.rec(survivor).ids;
         let attach = uid.is_some_and(|u| have.user_id.as_deref() != Some(u))
-            || m.email
-                .as_ref()
-                .is_some_and(|e| have.email.as_ref() != Some(e))
+            || email.is_some_and(|e| have.email.as_ref() != Some(e))
             || anon.is_some_and(|a| !have.anonymous_ids.iter().any(|x| x == a))
             || have.anonymous_ids.len() > max_anon;
         if attach {
@@ -885,7 +916,7 @@ impl<'a> Builder<'a> {
             if let Some(u) = uid {
                 ids.user_id = Some(u.to_string());
             }
-            if let Some(e) = &m.email {
+            if let Some(e) = email {
                 ids.email = Some(e.clone());
             }
             if let Some(a) = anon
@@ -955,6 +986,56 @@ impl<'a> Builder<'a> {
         out.ignored.sort();
         out.ignored.dedup();
         Ok(out)
+    }
+
+    /// The guard's check of the plan's moves (issue 16, `crate::journal::guard`): each move
+    /// links its identifier to the two user ids; a move that would link more than the limit
+    /// quarantines the identifier instead, and the call goes on without it.
+    fn guard_moves<'m>(
+        &mut self,
+        plan: &mut crate::profile::resolve::Plan,
+        uid: Option<&str>,
+        email: &mut Option<&'m String>,
+        anon: &mut Option<&'m str>,
+        quarantined: &mut Vec<String>,
+    ) {
+        let user_of = |b: &Self, key: u64| {
+            b.position(key)
+                .and_then(|i| b.profiles[i].1.rec.ids.user_id.clone())
+        };
+        let to = uid
+            .map(str::to_string)
+            .or_else(|| plan.survivor.and_then(|k| user_of(self, k)));
+        let moves = [
+            (plan.take_email_from, "email", email.map(String::as_str)),
+            (plan.take_anonymous_id_from, "anonymous_id", *anon),
+        ];
+        for (i, (from, kind, value)) in moves.into_iter().enumerate() {
+            let (Some(from), Some(value)) = (from, value) else {
+                continue;
+            };
+            let from_user = user_of(self, from);
+            let (quarantine, writes) = crate::journal::guard::on_move(
+                self.index,
+                kind,
+                value,
+                from_user.as_deref(),
+                to.as_deref(),
+            );
+            for (k, id, data, change) in writes {
+                self.push(k, id, data, Change::Guard(change));
+            }
+            if quarantine {
+                quarantined.push(format!("{kind}:{value}"));
+                if i == 0 {
+                    plan.take_email_from = None;
+                    *email = None;
+                } else {
+                    plan.take_anonymous_id_from = None;
+                    *anon = None;
+                }
+            }
+        }
     }
 
     /// Upsert a company's own properties. Returns whether it was created.
@@ -1075,5 +1156,6 @@ fn outcome(key: u64, status: Status) -> Outcome {
         merged: Vec::new(),
         moved: Vec::new(),
         ignored: Vec::new(),
+        quarantined: Vec::new(),
     }
 }

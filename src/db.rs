@@ -65,6 +65,10 @@ pub struct Stats {
     pub history_steps: u64,
     /// See `history_steps`.
     pub history_index_bytes: u64,
+    /// Identifiers the guard quarantined (`email:...`, `anonymous_id:...`; docs/journal.md).
+    pub quarantined: Vec<String>,
+    /// Calls since open that carried a quarantined identifier (or had one quarantined).
+    pub guard_skipped_calls: u64,
     /// The storage engine's counters.
     pub storage: crate::storage::StorageStats,
 }
@@ -122,6 +126,8 @@ struct Inner {
     lost: Vec<String>,
     options: Options,
     compaction: Mutex<()>,
+    /// Calls the guard skipped an identifier of (issue 16).
+    guard_skipped: std::sync::atomic::AtomicU64,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -177,6 +183,9 @@ impl Db {
         let store = Store::open(dir, store_options, &mut rebuild)?;
         let (mut index, lost) = rebuild.finish(&store)?;
         index.journal.set_retention(options.history_retention);
+        index.journal.guard.max_user_ids = options.guard_max_user_ids;
+        index.journal.guard.window_us =
+            i64::try_from(options.guard_window.as_micros()).unwrap_or(i64::MAX);
         let inner = Arc::new(Inner {
             store,
             index: RwLock::new(index),
@@ -184,6 +193,7 @@ impl Db {
             lost,
             options,
             compaction: Mutex::new(()),
+            guard_skipped: std::sync::atomic::AtomicU64::new(0),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -310,11 +320,17 @@ impl Db {
                 merged: Vec::new(),
                 moved: Vec::new(),
                 ignored: Vec::new(),
+                quarantined: Vec::new(),
             });
         }
         let mut cache = inner.cache.lock();
         let mut builder = Builder::new(&index, &mut cache, &inner.store, &inner.options);
         let (outcome, message_id) = build(&mut builder)?;
+        if !outcome.quarantined.is_empty() {
+            inner
+                .guard_skipped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let batch = builder.finish(outcome, message_id);
         if batch.entries.is_empty() {
             return Ok(batch.outcome);
@@ -516,6 +532,11 @@ impl Db {
             dropped_by_repair: self.inner.lost.clone(),
             history_steps: index.journal.len() as u64,
             history_index_bytes: index.journal.heap_bytes() as u64,
+            quarantined: index.journal.guard.list(),
+            guard_skipped_calls: self
+                .inner
+                .guard_skipped
+                .load(std::sync::atomic::Ordering::Relaxed),
             storage,
         }
     }
@@ -559,6 +580,10 @@ pub struct Counts {
     pub disk_bytes: u64,
     /// fdatasync calls since the store was opened.
     pub syncs: u64,
+    /// Identifiers the guard holds quarantined (docs/journal.md "Guard").
+    pub quarantined: u64,
+    /// Calls since open that carried a quarantined identifier (or had one quarantined).
+    pub guard_skipped_calls: u64,
 }
 
 // Administration for servers: cheap counts, and listing and lifting suppressions.
@@ -574,6 +599,11 @@ impl Db {
             companies: index.company_count() as u64,
             disk_bytes: storage.disk_bytes,
             syncs: storage.syncs,
+            quarantined: index.journal.guard.list().len() as u64,
+            guard_skipped_calls: self
+                .inner
+                .guard_skipped
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -654,6 +684,29 @@ impl Db {
             },
         };
         crate::journal::read::history(&self.inner.store, &index, key)
+    }
+
+    /// Identifiers the guard quarantined, as `email:VALUE` / `anonymous_id:VALUE`, sorted.
+    pub fn quarantined(&self) -> Vec<String> {
+        self.inner.index.read().journal.guard.list()
+    }
+
+    /// Release a quarantined identifier (`kind` is `email` or `anonymous_id`): later calls
+    /// carrying it merge and move through it again, and its link count starts from zero.
+    /// `Ok(false)` if it was not quarantined. Like [`Db::lift_suppression`], its entry is
+    /// dropped from the index and the store compacted before this returns (a crash before
+    /// that brings the quarantine back at the next open: fail closed).
+    pub fn release_quarantined(&self, kind: &str, value: &str) -> Result<bool> {
+        if kind != "email" && kind != "anonymous_id" {
+            return Err(Error::invalid("kind", "must be email or anonymous_id"));
+        }
+        let ident = crate::journal::guard::hash(kind, value);
+        if !self.inner.index.write().journal.guard.release(ident) {
+            return Ok(false);
+        }
+        self.inner.store.sync()?;
+        self.inner.compact()?;
+        Ok(true)
     }
 
     /// What `message` would do, without writing anything: which profile each identifier
@@ -819,6 +872,7 @@ impl Inner {
                 index.relocate(kind, id, old, new);
             }
             index.journal.forget_segments(&inputs);
+            index.journal.guard.forget_segments(&inputs);
             cache.clear();
             relocations.reclaimed_bytes
         };

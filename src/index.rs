@@ -6,6 +6,7 @@
 //! locations in an array indexed by key (`profiles.rs`), messageIds in a ring of hashes
 //! (`window.rs`).
 
+mod guard;
 mod idmap;
 mod journal;
 mod profiles;
@@ -99,6 +100,30 @@ pub(crate) enum Update<'a> {
     NextKey { next: u64 },
     /// A history step of profile `key`, applied at `arrival` (`EntryKind::History`).
     History { key: u64, arrival: i64 },
+    /// The guard linked identifier `ident` to a user id (`EntryKind::GuardLink`).
+    GuardLink { ident: u128, user: u64, time: i64 },
+    /// The guard quarantined an identifier (`EntryKind::Quarantine`).
+    Quarantine { ident: u128, text: &'a str },
+}
+
+/// A guard entry's change to the index, owned (the write path's `Change::Guard`).
+#[derive(Debug)]
+pub(crate) enum GuardChange {
+    Link { ident: u128, user: u64, time: i64 },
+    Quarantine { ident: u128, text: String },
+}
+
+impl GuardChange {
+    /// The [`Update`] of the appended entry.
+    pub(crate) fn update(&self) -> Update<'_> {
+        match self {
+            &GuardChange::Link { ident, user, time } => Update::GuardLink { ident, user, time },
+            GuardChange::Quarantine { ident, text } => Update::Quarantine {
+                ident: *ident,
+                text,
+            },
+        }
+    }
 }
 
 /// A company as the index knows it.
@@ -168,6 +193,12 @@ impl Index {
                 self.next_key_location = Some(at);
             }
             Update::History { key, arrival } => self.journal.push(key, arrival, at),
+            Update::GuardLink { ident, user, time } => {
+                self.journal.guard.link(ident, user, time, at)
+            }
+            Update::Quarantine { ident, text } => {
+                self.journal.guard.quarantine(ident, text.to_string(), at)
+            }
         }
     }
 
@@ -458,6 +489,15 @@ impl Index {
             }
             EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
             EntryKind::NextKey => self.next_key_location == loc,
+            EntryKind::GuardLink => {
+                entries::guard::link(e.id, e.data).is_ok_and(|(ident, _, _)| {
+                    self.journal
+                        .guard
+                        .link_live(ident, e.location, Timestamp::now().0)
+                })
+            }
+            EntryKind::Quarantine => entries::guard::quarantine(e.id, e.data)
+                .is_ok_and(|(ident, _)| self.journal.guard.quarantine_live(ident, e.location)),
             EntryKind::History => {
                 self.resolve_key(e.id).is_some()
                     && entries::history::arrival(e.data)
@@ -504,6 +544,7 @@ impl Index {
                 }
             }
             EntryKind::History => self.journal.relocate(id, old, new),
+            EntryKind::GuardLink | EntryKind::Quarantine => self.journal.guard.relocate(old, new),
         }
     }
 

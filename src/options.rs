@@ -91,6 +91,13 @@ pub struct Options {
     /// than this and drops the rest. Zero turns history off (no step is written: today's
     /// bytes). Default 30 days.
     pub history_retention: std::time::Duration,
+    /// The dynamic guard (docs/journal.md "Guard"): an email or anonymous id that would be
+    /// linked (moved by the protection rule between identified profiles) to more than this
+    /// many distinct user ids within `guard_window` is quarantined. 0 turns the guard off.
+    /// Default 10.
+    pub guard_max_user_ids: usize,
+    /// See `guard_max_user_ids`. Default 24 hours.
+    pub guard_window: std::time::Duration,
 }
 
 /// The placeholder ids buggy clients send, refused by default (SPEC 3.1).
@@ -136,6 +143,8 @@ impl Default for Options {
             profile_cache_bytes: 64 << 20,
             chain_limit: 8,
             history_retention: std::time::Duration::from_secs(30 * 24 * 3600),
+            guard_max_user_ids: 10,
+            guard_window: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }

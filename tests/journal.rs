@@ -360,3 +360,74 @@ fn explain_reports_what_a_call_would_do_and_writes_nothing() {
     let ex = db.explain_json(m.to_string().as_bytes()).unwrap();
     assert_eq!(Some(call(&db, m)), ex.outcome);
 }
+
+#[test]
+fn the_guard_quarantines_an_identifier_that_links_too_many_user_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || Options {
+        guard_max_user_ids: 3,
+        ..options()
+    };
+    let mut db = Db::open(dir.path(), opts()).unwrap();
+    let dev = |u: &str| identify(Some(u), None, Some("shared-device"), json!({}));
+    for u in ["u-1", "u-2", "u-3"] {
+        let out = call(&db, dev(u));
+        assert!(out.quarantined.is_empty(), "{u}: {out:?}");
+    }
+    assert_eq!(
+        by_anon(&db, "shared-device").unwrap().user_id.as_deref(),
+        Some("u-3")
+    );
+    // The fourth user id would make four: quarantined, and the device stays where it was.
+    let ex = db.explain_json(dev("u-4").to_string().as_bytes()).unwrap();
+    assert_eq!(
+        ex.outcome.unwrap().quarantined,
+        vec!["anonymous_id:shared-device"]
+    );
+    let out = call(&db, dev("u-4"));
+    assert_eq!(out.quarantined, vec!["anonymous_id:shared-device"]);
+    assert!(out.moved.is_empty());
+    assert_eq!(
+        by_anon(&db, "shared-device").unwrap().user_id.as_deref(),
+        Some("u-3")
+    );
+    assert!(by_user(&db, "u-4").unwrap().anonymous_ids.is_empty());
+    // Later calls neither move nor merge through it.
+    let out = call(&db, dev("u-5"));
+    assert_eq!(out.quarantined, vec!["anonymous_id:shared-device"]);
+    assert!(by_user(&db, "u-5").unwrap().anonymous_ids.is_empty());
+    let err = try_call(&db, identify(None, None, Some("shared-device"), json!({}))).unwrap_err();
+    assert!(err.to_string().contains("quarantined"), "{err}");
+    assert_eq!(db.stats().quarantined, vec!["anonymous_id:shared-device"]);
+    assert_eq!(db.stats().guard_skipped_calls, 2);
+
+    // Kept through compaction, reopen and crash.
+    db.compact().unwrap();
+    db.close().unwrap();
+    db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.quarantined(), vec!["anonymous_id:shared-device"]);
+    db.sync().unwrap();
+    db.abandon();
+    db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.quarantined(), vec!["anonymous_id:shared-device"]);
+    assert_eq!(
+        call(&db, dev("u-6")).quarantined,
+        vec!["anonymous_id:shared-device"]
+    );
+
+    // Released: the device moves again, and the release lasts.
+    assert!(
+        db.release_quarantined("anonymous_id", "shared-device")
+            .unwrap()
+    );
+    assert!(
+        !db.release_quarantined("anonymous_id", "shared-device")
+            .unwrap()
+    );
+    db.close().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert!(db.quarantined().is_empty());
+    let out = call(&db, dev("u-7"));
+    assert!(out.quarantined.is_empty());
+    assert_eq!(out.moved.len(), 1);
+}

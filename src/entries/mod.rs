@@ -10,6 +10,7 @@
 //! - this file: the entry kinds, company records (bincode derive), the small fixed payloads.
 
 pub(crate) mod chain;
+pub(crate) mod guard;
 pub(crate) mod history;
 pub(crate) mod profile;
 pub(crate) mod values;
@@ -50,6 +51,11 @@ pub(crate) enum EntryKind {
     /// One step of a profile's history (issue 16, [`history`]); `id` = profile key. Kept by
     /// compaction while younger than `Options::history_retention` and its profile lives.
     History = 20,
+    /// The guard linked an identifier to a user id ([`guard`]); `id` = low half of the
+    /// identifier's hash.
+    GuardLink = 21,
+    /// The guard quarantined an identifier ([`guard`]); `id` = low half of its hash.
+    Quarantine = 22,
 }
 
 impl EntryKind {
@@ -78,6 +84,8 @@ impl TryFrom<u8> for EntryKind {
             8 => EntryKind::NextKey,
             9 => EntryKind::ProfileDelta,
             20 => EntryKind::History,
+            21 => EntryKind::GuardLink,
+            22 => EntryKind::Quarantine,
             other => return Err(UnknownKind(other)),
         })
     }

@@ -8,6 +8,7 @@
 //! next compaction (which `delete --erase` runs at once).
 
 use super::HashMap;
+use super::guard::Guard;
 use crate::error::{Error, Result};
 use crate::storage::Location;
 
@@ -19,6 +20,8 @@ pub(crate) struct Journal {
     clock: i64,
     /// Retention window in microseconds; 0 = history off.
     retention_us: i64,
+    /// The dynamic guard's state (`guard.rs`).
+    pub guard: Guard,
 }
 
 impl Journal {
@@ -109,6 +112,7 @@ impl Journal {
                 out.extend_from_slice(&l.len.to_le_bytes());
             }
         }
+        self.guard.encode(out);
     }
 
     /// Read the section written by [`Journal::encode`]; every count is checked against the
@@ -158,13 +162,15 @@ impl Journal {
             }
             steps.insert(key, list);
         }
-        if take(1).is_ok() {
-            return Err(fail(b.len(), "trailing bytes"));
+        let guard = Guard::decode(b, &mut at).ok_or_else(|| fail(at, "damaged guard section"))?;
+        if at != b.len() {
+            return Err(fail(at, "trailing bytes"));
         }
         Ok(Journal {
             steps,
             clock,
             retention_us: 0,
+            guard,
         })
     }
 }

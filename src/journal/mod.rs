@@ -8,6 +8,7 @@
 //!   `Db::get_at`.
 
 pub(crate) mod explain;
+pub(crate) mod guard;
 pub(crate) mod read;
 
 use serde::Serialize;

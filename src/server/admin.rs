@@ -422,6 +422,62 @@ pub(crate) fn journal_routes() -> axum::Router<Shared> {
         .route("/v1/profiles/history", axum::routing::get(get_history))
         .route("/v1/profiles/at", axum::routing::get(get_profile_at))
         .route("/v1/explain", axum::routing::post(explain))
+        .route(
+            "/v1/quarantine",
+            axum::routing::get(get_quarantined).delete(release_quarantined),
+        )
+}
+
+/// `GET /v1/quarantine`: the identifiers the guard quarantined.
+async fn get_quarantined(
+    State(state): State<Shared>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let reply = match admin_request(&state, peer.ip(), &headers, query) {
+        Ok((project, _)) => Reply::json(&serde_json::json!({
+            "quarantined": project.db.quarantined(),
+        })),
+        Err(r) => r,
+    };
+    respond(&state, "quarantine_get", reply)
+}
+
+/// `DELETE /v1/quarantine?email=...|anonymous_id=...`: release one.
+async fn release_quarantined(
+    State(state): State<Shared>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let reply = async {
+        let (project, query) = admin_request(&state, peer.ip(), &headers, query)?;
+        let (kind, value) = match (query.get("email"), query.get("anonymous_id")) {
+            (Some(e), None) => ("email", e.clone()),
+            (None, Some(a)) => ("anonymous_id", a.clone()),
+            _ => {
+                return Err(Reply::error(
+                    400,
+                    "invalid_query",
+                    "give exactly one of email or anonymous_id",
+                ));
+            }
+        };
+        Ok::<_, Reply>(
+            blocking(move || match project.db.release_quarantined(kind, &value) {
+                Ok(true) => {
+                    Reply::json(&serde_json::json!({ "released": format!("{kind}:{value}") }))
+                }
+                Ok(false) => Reply::error(404, "not_found", "that identifier is not quarantined"),
+                Err(e) => store_error(&project, &e),
+            })
+            .await,
+        )
+    }
+    .await;
+    let (Ok(r) | Err(r)) = reply;
+    respond(&state, "quarantine_release", r)
 }
 
 /// `GET /v1/profiles/history?user_id=...`.
