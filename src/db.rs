@@ -871,6 +871,7 @@ impl Inner {
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
+            index.relocate_journal(&relocations.moved);
             index.journal.forget_segments(&inputs);
             index.journal.guard.forget_segments(&inputs);
             cache.clear();

@@ -334,6 +334,25 @@ impl Index {
         self.profiles.get(end).is_some().then_some(end)
     }
 
+    /// Move the journal's entries (history steps, guard entries) a compaction relocated, in
+    /// one pass: `(kind, id, old, new)` as `Index::relocate` takes them one by one.
+    pub fn relocate_journal(&mut self, moved: &[(u8, u64, Location, Location)]) {
+        let steps: Vec<(u64, Location, Location)> = moved
+            .iter()
+            .filter(|m| m.0 == EntryKind::History.byte())
+            .map(|&(_, id, old, new)| (id, old, new))
+            .collect();
+        self.journal.relocate_all(&steps);
+        let guard: HashMap<Location, Location> = moved
+            .iter()
+            .filter(|m| m.0 == EntryKind::GuardLink.byte() || m.0 == EntryKind::Quarantine.byte())
+            .map(|&(_, _, old, new)| (old, new))
+            .collect();
+        if !guard.is_empty() {
+            self.journal.guard.relocate_all(&guard);
+        }
+    }
+
     /// The keys redirected to `key` (merged into it, directly or through others).
     pub fn redirect_sources(&self, key: u64) -> Vec<u64> {
         self.redirect_sources.get(&key).cloned().unwrap_or_default()
@@ -543,8 +562,8 @@ impl Index {
                     swap(l, old, new)
                 }
             }
-            EntryKind::History => self.journal.relocate(id, old, new),
-            EntryKind::GuardLink | EntryKind::Quarantine => self.journal.guard.relocate(old, new),
+            // Many per profile: moved all at once by `relocate_journal`.
+            EntryKind::History | EntryKind::GuardLink | EntryKind::Quarantine => {}
         }
     }
 

@@ -91,17 +91,17 @@ impl Guard {
         self.quarantined.get(&ident).is_some_and(|q| q.1 == at)
     }
 
-    /// An entry moved by compaction.
-    pub fn relocate(&mut self, old: Location, new: Location) {
+    /// Entries moved by compaction, all at once (one pass): `old -> new`.
+    pub fn relocate_all(&mut self, moved: &HashMap<Location, Location>) {
         for l in self.links.values_mut() {
             for e in l.iter_mut() {
-                if e.2 == old {
+                if let Some(&new) = moved.get(&e.2) {
                     e.2 = new;
                 }
             }
         }
         for q in self.quarantined.values_mut() {
-            if q.1 == old {
+            if let Some(&new) = moved.get(&q.1) {
                 q.1 = new;
             }
         }

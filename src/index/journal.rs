@@ -62,15 +62,31 @@ impl Journal {
     /// Whether the step of `key` at `at`, applied at `arrival`, is kept (the caller checks that
     /// the key resolves to a live profile).
     pub fn keeps(&self, key: u64, arrival: i64, at: Location, now: i64) -> bool {
-        self.enabled() && arrival >= self.horizon(now) && self.steps(key).iter().any(|s| s.1 == at)
+        if !self.enabled() || arrival < self.horizon(now) {
+            return false;
+        }
+        // Sorted by arrival, and arrivals are unique within a store: one binary search.
+        let list = self.steps(key);
+        let i = list.partition_point(|s| s.0 < arrival);
+        list[i..]
+            .iter()
+            .take_while(|s| s.0 == arrival)
+            .any(|s| s.1 == at)
     }
 
-    /// A step moved by compaction.
-    pub fn relocate(&mut self, key: u64, old: Location, new: Location) {
-        if let Some(list) = self.steps.get_mut(&key) {
-            for s in list.iter_mut() {
-                if s.1 == old {
-                    s.1 = new;
+    /// Steps moved by compaction, all at once (one pass over the lists, whatever their
+    /// lengths): `(key, old, new)` each.
+    pub fn relocate_all(&mut self, moved: &[(u64, Location, Location)]) {
+        let mut by_key: HashMap<u64, HashMap<Location, Location>> = HashMap::default();
+        for &(key, old, new) in moved {
+            by_key.entry(key).or_default().insert(old, new);
+        }
+        for (key, map) in by_key {
+            if let Some(list) = self.steps.get_mut(&key) {
+                for s in list.iter_mut() {
+                    if let Some(&new) = map.get(&s.1) {
+                        s.1 = new;
+                    }
                 }
             }
         }
@@ -217,7 +233,7 @@ mod tests {
         j.push(1, 200, at(2, 32));
         assert!(j.keeps(1, 200, at(2, 32), 300));
         assert!(!j.keeps(1, 100, at(1, 32), 100 + 10_000_001));
-        j.relocate(1, at(2, 32), at(3, 32));
+        j.relocate_all(&[(1, at(2, 32), at(3, 32))]);
         j.forget_segments(&[1, 2]);
         assert_eq!(j.steps(1), &[(200, at(3, 32))]);
     }
