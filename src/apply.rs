@@ -50,6 +50,13 @@ pub(crate) enum Change {
     NextKey {
         next: u64,
     },
+    /// A guard link or quarantine (issue 16, `crate::journal::guard`).
+    Guard(crate::index::GuardChange),
+    /// A history step (issue 16, `crate::journal`).
+    History {
+        key: u64,
+        arrival: i64,
+    },
 }
 
 /// A profile record written by a call, decoded: it goes to the [`ProfileCache`] once the
@@ -224,6 +231,11 @@ impl ProfileCache {
 }
 
 impl Batch {
+    /// The profile records the batch writes, decoded (explain reads them).
+    pub(crate) fn written_records(&self) -> impl Iterator<Item = (u64, &ProfileRecord)> {
+        self.written.iter().map(|w| (w.key, &w.rec))
+    }
+
     /// Borrowed entries for [`Store::append`].
     pub fn entries(&self) -> Vec<Entry<'_>> {
         self.entries
@@ -261,6 +273,8 @@ pub(crate) fn commit(index: &mut Index, changes: Vec<Change>, locations: &[Locat
             &Change::Dedupe { hash } => Update::Dedupe { hash },
             &Change::Suppress { hash } => Update::Suppress { hash },
             &Change::NextKey { next } => Update::NextKey { next },
+            &Change::History { key, arrival } => Update::History { key, arrival },
+            Change::Guard(g) => g.update(),
         };
         index.apply(update, loc);
     }
@@ -305,6 +319,9 @@ pub(crate) struct Builder<'a> {
     order: u64,
     /// The call's event time (its stamp with `order`).
     call_ts: Timestamp,
+    /// History (issue 16): `Some` while the store keeps history; what the call's steps say
+    /// beyond the profiles' before and after (`crate::journal::CallInfo`).
+    pub(crate) history: Option<crate::journal::CallInfo>,
 }
 
 /// A profile loaded or created by a call, and what the call did to it.
@@ -327,6 +344,9 @@ struct Work {
     grow: isize,
     /// Whether the call's event time moves `first_seen` / `updated_at`.
     stamped: bool,
+    /// History only: the record before the call, and the profiles merged into it.
+    before: Option<ProfileRecord>,
+    merged: Vec<(u64, ProfileRecord)>,
 }
 
 /// A loaded profile's identifiers as the index has them, copied only when the call first
@@ -379,6 +399,7 @@ impl<'a> Builder<'a> {
             // Saturating: a damaged log may end at seq 2^64-1 (the append then refuses).
             order: index.last_seq().saturating_add(1),
             call_ts: Timestamp(0),
+            history: crate::journal::CallInfo::for_index(index),
         }
     }
 
@@ -411,6 +432,7 @@ impl<'a> Builder<'a> {
                 (depth, rec, None, false)
             }
         };
+        let before = self.history.is_some().then(|| rec.clone());
         self.profiles.push((
             key,
             Work {
@@ -423,6 +445,8 @@ impl<'a> Builder<'a> {
                 stamped: false,
                 bytes,
                 grow: 0,
+                before,
+                merged: Vec::new(),
             },
         ));
         Ok(())
@@ -570,6 +594,23 @@ impl<'a> Builder<'a> {
                     )
                 }
             };
+            let step = self.history.as_ref().map(|call| {
+                let kind = if key == outcome.key {
+                    call.kind
+                } else {
+                    crate::entries::history::StepKind::Identifiers
+                };
+                let data = call.step(
+                    kind,
+                    stamp,
+                    message_id,
+                    work.before.as_ref(),
+                    work.head.is_none(),
+                    &work.rec,
+                    &work.merged,
+                );
+                (data, call.arrival)
+            });
             let ids = ids_changed.then(|| {
                 let old = match std::mem::replace(&mut work.old, OldIds::New) {
                     OldIds::New => None,
@@ -587,6 +628,14 @@ impl<'a> Builder<'a> {
                 hit: work.hit,
             });
             self.push(kind, key, data, Change::Profile { key, ids });
+            if let Some((data, arrival)) = step {
+                self.push(
+                    EntryKind::History,
+                    key,
+                    data,
+                    Change::History { key, arrival },
+                );
+            }
         }
         if let Some(mid) = message_id {
             let hash = message_hash(mid);
@@ -758,10 +807,39 @@ impl<'a> Builder<'a> {
 
     fn identify(&mut self, m: &Identify, ts: Timestamp) -> Result<Outcome> {
         self.call_ts = ts;
+        if let Some(h) = self.history.as_mut() {
+            h.carry(m);
+        }
         let uid = m.user_id.as_deref();
-        let anon = m.anonymous_id.as_deref();
+        let mut anon = m.anonymous_id.as_deref();
+        let mut email = m.email.as_ref();
+        // The guard (issue 16): a quarantined identifier neither finds nor joins a profile.
+        let mut quarantined = Vec::new();
+        if self.index.journal.guard.enabled() {
+            use crate::journal::guard::skips;
+            if let Some(e) = email.filter(|e| skips(self.index, "email", e)) {
+                quarantined.push(format!("email:{e}"));
+                email = None;
+            }
+            if let Some(a) = anon.filter(|a| skips(self.index, "anonymous_id", a)) {
+                quarantined.push(format!("anonymous_id:{a}"));
+                anon = None;
+            }
+            if uid.is_none() && email.is_none() && anon.is_none() {
+                // Nothing left to find or make a profile by.
+                return Err(Error::invalid(
+                    if m.anonymous_id.is_some() {
+                        "anonymousId"
+                    } else {
+                        "traits.email"
+                    },
+                    "is quarantined by the guard (it linked too many user ids); an admin can \
+                     release it",
+                ));
+            }
+        }
         let by_user = uid.and_then(|u| self.index.user_key(u));
-        let by_email = m.email.as_deref().and_then(|e| self.index.email_key(e));
+        let by_email = email.and_then(|e| self.index.email_key(e));
         let by_anon = anon.and_then(|a| self.index.anon_key(a));
         for key in [by_user, by_email, by_anon].into_iter().flatten() {
             self.load(key)?;
@@ -776,7 +854,10 @@ impl<'a> Builder<'a> {
                     .and_then(|(_, w)| w.rec.ids.user_id.as_deref()),
             })
         };
-        let plan = resolve(uid, found(by_user), found(by_email), found(by_anon));
+        let mut plan = resolve(uid, found(by_user), found(by_email), found(by_anon));
+        if self.index.journal.guard.enabled() {
+            self.guard_moves(&mut plan, uid, &mut email, &mut anon, &mut quarantined);
+        }
 
         let mut out = outcome(0, Status::Updated);
         let survivor = match plan.survivor {
@@ -800,6 +881,8 @@ impl<'a> Builder<'a> {
                         stamped: true,
                         bytes: None,
                         grow: 0,
+                        before: None,
+                        merged: Vec::new(),
                     },
                 ));
                 out.status = Status::Created;
@@ -807,9 +890,10 @@ impl<'a> Builder<'a> {
             }
         };
         out.key = survivor;
+        out.quarantined = quarantined;
 
         // Protection: identifiers move instead of profiles merging.
-        if let (Some(from), Some(email)) = (plan.take_email_from, m.email.as_ref()) {
+        if let (Some(from), Some(email)) = (plan.take_email_from, email) {
             self.ids_mut(from).email = None;
             out.moved.push(Moved {
                 identifier: "email".into(),
@@ -836,6 +920,10 @@ impl<'a> Builder<'a> {
                 OldIds::Same => work.rec.ids.clone(),
                 OldIds::Saved(old) => old,
             };
+            if self.history.is_some() {
+                let was = work.before.clone().unwrap_or_else(|| work.rec.clone());
+                self.work(survivor).merged.push((gone, was));
+            }
             let created_at = self.index.name_id("created_at");
             self.ids_mut(survivor);
             merge_into(self.rec(survivor), work.rec, created_at);
@@ -863,9 +951,7 @@ impl<'a> Builder<'a> {
         let max_anon = self.options.max_anonymous_ids.max(1);
         let have = &self.rec(survivor).ids;
         let attach = uid.is_some_and(|u| have.user_id.as_deref() != Some(u))
-            || m.email
-                .as_ref()
-                .is_some_and(|e| have.email.as_ref() != Some(e))
+            || email.is_some_and(|e| have.email.as_ref() != Some(e))
             || anon.is_some_and(|a| !have.anonymous_ids.iter().any(|x| x == a))
             || have.anonymous_ids.len() > max_anon;
         if attach {
@@ -873,7 +959,7 @@ impl<'a> Builder<'a> {
             if let Some(u) = uid {
                 ids.user_id = Some(u.to_string());
             }
-            if let Some(e) = &m.email {
+            if let Some(e) = email {
                 ids.email = Some(e.clone());
             }
             if let Some(a) = anon
@@ -945,6 +1031,56 @@ impl<'a> Builder<'a> {
         out.ignored.sort();
         out.ignored.dedup();
         Ok(out)
+    }
+
+    /// The guard's check of the plan's moves (issue 16, `crate::journal::guard`): each move
+    /// links its identifier to the two user ids; a move that would link more than the limit
+    /// quarantines the identifier instead, and the call goes on without it.
+    fn guard_moves<'m>(
+        &mut self,
+        plan: &mut crate::profile::resolve::Plan,
+        uid: Option<&str>,
+        email: &mut Option<&'m String>,
+        anon: &mut Option<&'m str>,
+        quarantined: &mut Vec<String>,
+    ) {
+        let user_of = |b: &Self, key: u64| {
+            b.position(key)
+                .and_then(|i| b.profiles[i].1.rec.ids.user_id.clone())
+        };
+        let to = uid
+            .map(str::to_string)
+            .or_else(|| plan.survivor.and_then(|k| user_of(self, k)));
+        let moves = [
+            (plan.take_email_from, "email", email.map(String::as_str)),
+            (plan.take_anonymous_id_from, "anonymous_id", *anon),
+        ];
+        for (i, (from, kind, value)) in moves.into_iter().enumerate() {
+            let (Some(from), Some(value)) = (from, value) else {
+                continue;
+            };
+            let from_user = user_of(self, from);
+            let (quarantine, writes) = crate::journal::guard::on_move(
+                self.index,
+                kind,
+                value,
+                from_user.as_deref(),
+                to.as_deref(),
+            );
+            for (k, id, data, change) in writes {
+                self.push(k, id, data, Change::Guard(change));
+            }
+            if quarantine {
+                quarantined.push(format!("{kind}:{value}"));
+                if i == 0 {
+                    plan.take_email_from = None;
+                    *email = None;
+                } else {
+                    plan.take_anonymous_id_from = None;
+                    *anon = None;
+                }
+            }
+        }
     }
 
     /// Upsert a company's own properties. Returns whether it was created.
@@ -1047,6 +1183,9 @@ impl<'a> Builder<'a> {
 
     /// Detach an anonymous id from its profile (SPEC 3.6).
     pub fn unlink(&mut self, key: u64, anonymous_id: &str) -> Result<Outcome> {
+        if let Some(h) = self.history.as_mut() {
+            h.kind = crate::entries::history::StepKind::Identifiers;
+        }
         self.load(key)?;
         self.ids_mut(key)
             .anonymous_ids
@@ -1062,5 +1201,6 @@ fn outcome(key: u64, status: Status) -> Outcome {
         merged: Vec::new(),
         moved: Vec::new(),
         ignored: Vec::new(),
+        quarantined: Vec::new(),
     }
 }

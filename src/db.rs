@@ -60,6 +60,15 @@ pub struct Stats {
     /// quarantined segment (as a profile whose only record was there is lost), each with the
     /// missing link's file and offset.
     pub dropped_by_repair: Vec<String>,
+    /// History steps kept (issue 16, docs/journal.md), and the estimated heap bytes of their
+    /// index (profile key -> steps).
+    pub history_steps: u64,
+    /// See `history_steps`.
+    pub history_index_bytes: u64,
+    /// Identifiers the guard quarantined (`email:...`, `anonymous_id:...`; docs/journal.md).
+    pub quarantined: Vec<String>,
+    /// Calls since open that carried a quarantined identifier (or had one quarantined).
+    pub guard_skipped_calls: u64,
     /// The storage engine's counters.
     pub storage: crate::storage::StorageStats,
 }
@@ -117,6 +126,8 @@ struct Inner {
     lost: Vec<String>,
     options: Options,
     compaction: Mutex<()>,
+    /// Calls the guard skipped an identifier of (issue 16).
+    guard_skipped: std::sync::atomic::AtomicU64,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -170,7 +181,11 @@ impl Db {
         let mut rebuild = Rebuild::new(options.dedupe_window);
         rebuild.repair = store_options.repair;
         let store = Store::open(dir, store_options, &mut rebuild)?;
-        let (index, lost) = rebuild.finish(&store)?;
+        let (mut index, lost) = rebuild.finish(&store)?;
+        index.journal.set_retention(options.history_retention);
+        index.journal.guard.max_user_ids = options.guard_max_user_ids;
+        index.journal.guard.window_us =
+            i64::try_from(options.guard_window.as_micros()).unwrap_or(i64::MAX);
         let inner = Arc::new(Inner {
             store,
             index: RwLock::new(index),
@@ -178,6 +193,7 @@ impl Db {
             lost,
             options,
             compaction: Mutex::new(()),
+            guard_skipped: std::sync::atomic::AtomicU64::new(0),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -304,11 +320,17 @@ impl Db {
                 merged: Vec::new(),
                 moved: Vec::new(),
                 ignored: Vec::new(),
+                quarantined: Vec::new(),
             });
         }
         let mut cache = inner.cache.lock();
         let mut builder = Builder::new(&index, &mut cache, &inner.store, &inner.options);
         let (outcome, message_id) = build(&mut builder)?;
+        if !outcome.quarantined.is_empty() {
+            inner
+                .guard_skipped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let batch = builder.finish(outcome, message_id);
         if batch.entries.is_empty() {
             return Ok(batch.outcome);
@@ -508,6 +530,13 @@ impl Db {
             process: ProcessMemory::now(),
             profile_cache_bytes: self.inner.cache.lock().bytes() as u64,
             dropped_by_repair: self.inner.lost.clone(),
+            history_steps: index.journal.len() as u64,
+            history_index_bytes: index.journal.heap_bytes() as u64,
+            quarantined: index.journal.guard.list(),
+            guard_skipped_calls: self
+                .inner
+                .guard_skipped
+                .load(std::sync::atomic::Ordering::Relaxed),
             storage,
         }
     }
@@ -551,6 +580,10 @@ pub struct Counts {
     pub disk_bytes: u64,
     /// fdatasync calls since the store was opened.
     pub syncs: u64,
+    /// Identifiers the guard holds quarantined (docs/journal.md "Guard").
+    pub quarantined: u64,
+    /// Calls since open that carried a quarantined identifier (or had one quarantined).
+    pub guard_skipped_calls: u64,
 }
 
 // Administration for servers: cheap counts, and listing and lifting suppressions.
@@ -566,6 +599,11 @@ impl Db {
             companies: index.company_count() as u64,
             disk_bytes: storage.disk_bytes,
             syncs: storage.syncs,
+            quarantined: index.journal.guard.list().len() as u64,
+            guard_skipped_calls: self
+                .inner
+                .guard_skipped
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -631,6 +669,149 @@ impl Db {
     }
 }
 
+// Issue 16, the identity journal (docs/journal.md): history and the profile as it was.
+impl Db {
+    /// A profile's history as kept (steps younger than `Options::history_retention`), oldest
+    /// first. A key merged away has the history it had up to the merge. `Ok(None)` if
+    /// nothing matched (a deleted profile's history is gone with it).
+    pub fn history(&self, selector: &Selector) -> Result<Option<crate::journal::History>> {
+        let index = self.inner.index.read();
+        let key = match selector {
+            Selector::Key(k) => *k,
+            other => match Self::lookup(&index, other) {
+                Some(k) => k,
+                None => return Ok(None),
+            },
+        };
+        crate::journal::read::history(&self.inner.store, &index, key)
+    }
+
+    /// Identifiers the guard quarantined, as `email:VALUE` / `anonymous_id:VALUE`, sorted.
+    pub fn quarantined(&self) -> Vec<String> {
+        self.inner.index.read().journal.guard.list()
+    }
+
+    /// Release a quarantined identifier (`kind` is `email` or `anonymous_id`): later calls
+    /// carrying it merge and move through it again, and its link count starts from zero.
+    /// `Ok(false)` if it was not quarantined. Like [`Db::lift_suppression`], its entry is
+    /// dropped from the index and the store compacted before this returns (a crash before
+    /// that brings the quarantine back at the next open: fail closed).
+    pub fn release_quarantined(&self, kind: &str, value: &str) -> Result<bool> {
+        if kind != "email" && kind != "anonymous_id" {
+            return Err(Error::invalid("kind", "must be email or anonymous_id"));
+        }
+        let ident = crate::journal::guard::hash(kind, value);
+        if !self.inner.index.write().journal.guard.release(ident) {
+            return Ok(false);
+        }
+        self.inner.store.sync()?;
+        self.inner.compact()?;
+        Ok(true)
+    }
+
+    /// What `message` would do, without writing anything: which profile each identifier
+    /// finds, the survivor and the rule that chose it, merges, moved identifiers, each
+    /// property change (old, new, the deciding stamp), or the refusal with its fields. Runs
+    /// the write path's own rules on copies under a read lock (`journal::explain`).
+    pub fn explain(&self, message: &Message) -> Result<crate::journal::explain::Explanation> {
+        let index = self.inner.index.read();
+        crate::journal::explain::explain(&index, &self.inner.store, &self.inner.options, message)
+    }
+
+    /// [`Db::explain`] of one JSON message (a message that does not parse is an error).
+    pub fn explain_json(&self, json: &[u8]) -> Result<crate::journal::explain::Explanation> {
+        let limit = self.inner.options.max_call_bytes;
+        if json.len() > limit {
+            return Err(Error::invalid(
+                "message",
+                format!("is {} bytes; at most {limit} are accepted", json.len()),
+            ));
+        }
+        match Message::parse(json) {
+            Ok(m) => self.explain(&m),
+            Err(Error::Invalid(fields)) => {
+                Ok(crate::journal::explain::Explanation::refused(fields))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// "As of now" for [`Db::get_at`]: a time at or after the `applied_at` of every step
+    /// written so far and before that of any later one (the journal clock hands out
+    /// `max(now, last + 1)`, so this is `max(last, now - 1 µs)`).
+    pub fn history_clock(&self) -> crate::types::value::Timestamp {
+        let now = crate::types::value::Timestamp::now().0;
+        let last = self.inner.index.read().journal.next_arrival(0) - 1;
+        crate::types::value::Timestamp(last.max(now - 1))
+    }
+
+    /// The profile as it was at `at` (after every call the store applied at or before that
+    /// time, by the journal clock `HistoryStep::applied_at`). An identifier selector finds
+    /// today's profile, then, going back, the profile that carried the identifier at `at`
+    /// (one merged into it since, if the identifier came with it). A [`Selector::Key`] of a
+    /// profile merged away before `at` gives its survivor. `Ok(None)`: no such profile then.
+    /// `at` older than the retention window is [`Error::Invalid`] (the steps are gone).
+    pub fn get_at(
+        &self,
+        selector: &Selector,
+        at: crate::types::value::Timestamp,
+    ) -> Result<Option<Profile>> {
+        let index = self.inner.index.read();
+        if !index.journal.enabled() {
+            return Err(Error::invalid(
+                "at",
+                "history is off for this store (history_retention 0)",
+            ));
+        }
+        let horizon = index
+            .journal
+            .horizon(crate::types::value::Timestamp::now().0);
+        if at.0 < horizon {
+            return Err(Error::invalid(
+                "at",
+                format!(
+                    "is older than the history window (kept since {})",
+                    crate::types::value::Timestamp(horizon)
+                ),
+            ));
+        }
+        let store = &self.inner.store;
+        let (key, by_key) = match selector {
+            Selector::Key(k) => (*k, true),
+            other => match Self::lookup(&index, other) {
+                Some(k) => (k, false),
+                None => return Ok(None),
+            },
+        };
+        let found = crate::journal::read::at(store, &index, key, at.0)?;
+        if by_key {
+            return Ok(found.map(|(k, rec)| view::profile(&index, k, rec)));
+        }
+        let carries = |rec: &crate::entries::ProfileRecord| match selector {
+            Selector::UserId(u) => rec.ids.user_id.as_deref() == Some(u.as_str()),
+            Selector::Email(e) => rec.ids.email.as_deref().is_some_and(|x| {
+                crate::profile::validate::normalize_email(x)
+                    == crate::profile::validate::normalize_email(e)
+            }),
+            Selector::AnonymousId(a) => rec.ids.anonymous_ids.iter().any(|x| x == a),
+            Selector::Key(_) => true,
+        };
+        if let Some((k, rec)) = &found
+            && carries(rec)
+        {
+            return Ok(Some(view::profile(&index, *k, rec.clone())));
+        }
+        for gone in crate::journal::read::merged_since(store, &index, key, at.0)? {
+            if let Some((k, rec)) = crate::journal::read::at(store, &index, gone, at.0)?
+                && carries(&rec)
+            {
+                return Ok(Some(view::profile(&index, k, rec)));
+            }
+        }
+        Ok(None)
+    }
+}
+
 impl Drop for Db {
     fn drop(&mut self) {
         let _ = self.shutdown();
@@ -690,6 +871,9 @@ impl Inner {
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
+            index.relocate_journal(&relocations.moved);
+            index.journal.forget_segments(&inputs);
+            index.journal.guard.forget_segments(&inputs);
             cache.clear();
             relocations.reclaimed_bytes
         };

@@ -6,12 +6,15 @@
 //! locations in an array indexed by key (`profiles.rs`), messageIds in a ring of hashes
 //! (`window.rs`).
 
+mod guard;
 mod idmap;
+mod journal;
 mod profiles;
 mod snapshot;
 mod window;
 
 use idmap::IdMap;
+pub(crate) use journal::Journal;
 use profiles::Profiles;
 use window::Window;
 
@@ -24,6 +27,7 @@ pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 use crate::entries::{self, EntryKind, Ids};
 use crate::storage::{Location, StoredEntry};
 use crate::types::email::normalize_email;
+use crate::types::value::Timestamp;
 
 /// A company's place in the index.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +67,8 @@ pub(crate) struct Index {
     suppressed: HashMap<u64, (u64, Location)>,
     next_key: u64,
     next_key_location: Option<Location>,
+    /// History steps by profile (issue 16; `journal.rs`).
+    pub(crate) journal: Journal,
     next_company_key: u64,
     /// Sequence number of the newest frame applied (arrival order of calls).
     last_seq: u64,
@@ -92,6 +98,32 @@ pub(crate) enum Update<'a> {
     Suppress { hash: u128 },
     /// The next profile key to assign is at least `next` (`EntryKind::NextKey`).
     NextKey { next: u64 },
+    /// A history step of profile `key`, applied at `arrival` (`EntryKind::History`).
+    History { key: u64, arrival: i64 },
+    /// The guard linked identifier `ident` to a user id (`EntryKind::GuardLink`).
+    GuardLink { ident: u128, user: u64, time: i64 },
+    /// The guard quarantined an identifier (`EntryKind::Quarantine`).
+    Quarantine { ident: u128, text: &'a str },
+}
+
+/// A guard entry's change to the index, owned (the write path's `Change::Guard`).
+#[derive(Debug)]
+pub(crate) enum GuardChange {
+    Link { ident: u128, user: u64, time: i64 },
+    Quarantine { ident: u128, text: String },
+}
+
+impl GuardChange {
+    /// The [`Update`] of the appended entry.
+    pub(crate) fn update(&self) -> Update<'_> {
+        match self {
+            &GuardChange::Link { ident, user, time } => Update::GuardLink { ident, user, time },
+            GuardChange::Quarantine { ident, text } => Update::Quarantine {
+                ident: *ident,
+                text,
+            },
+        }
+    }
 }
 
 /// A company as the index knows it.
@@ -159,6 +191,13 @@ impl Index {
             Update::NextKey { next } => {
                 self.next_key = self.next_key.max(next);
                 self.next_key_location = Some(at);
+            }
+            Update::History { key, arrival } => self.journal.push(key, arrival, at),
+            Update::GuardLink { ident, user, time } => {
+                self.journal.guard.link(ident, user, time, at)
+            }
+            Update::Quarantine { ident, text } => {
+                self.journal.guard.quarantine(ident, text.to_string(), at)
             }
         }
     }
@@ -293,6 +332,30 @@ impl Index {
     pub fn resolve_key(&self, key: u64) -> Option<u64> {
         let end = self.chain_end(key);
         self.profiles.get(end).is_some().then_some(end)
+    }
+
+    /// Move the journal's entries (history steps, guard entries) a compaction relocated, in
+    /// one pass: `(kind, id, old, new)` as `Index::relocate` takes them one by one.
+    pub fn relocate_journal(&mut self, moved: &[(u8, u64, Location, Location)]) {
+        let steps: Vec<(u64, Location, Location)> = moved
+            .iter()
+            .filter(|m| m.0 == EntryKind::History.byte())
+            .map(|&(_, id, old, new)| (id, old, new))
+            .collect();
+        self.journal.relocate_all(&steps);
+        let guard: HashMap<Location, Location> = moved
+            .iter()
+            .filter(|m| m.0 == EntryKind::GuardLink.byte() || m.0 == EntryKind::Quarantine.byte())
+            .map(|&(_, _, old, new)| (old, new))
+            .collect();
+        if !guard.is_empty() {
+            self.journal.guard.relocate_all(&guard);
+        }
+    }
+
+    /// The keys redirected to `key` (merged into it, directly or through others).
+    pub fn redirect_sources(&self, key: u64) -> Vec<u64> {
+        self.redirect_sources.get(&key).cloned().unwrap_or_default()
     }
 
     /// The end of the redirect chain from `key` (`key` itself when it is not redirected).
@@ -445,6 +508,20 @@ impl Index {
             }
             EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
             EntryKind::NextKey => self.next_key_location == loc,
+            EntryKind::GuardLink => {
+                entries::guard::link(e.id, e.data).is_ok_and(|(ident, _, _)| {
+                    self.journal
+                        .guard
+                        .link_live(ident, e.location, Timestamp::now().0)
+                })
+            }
+            EntryKind::Quarantine => entries::guard::quarantine(e.id, e.data)
+                .is_ok_and(|(ident, _)| self.journal.guard.quarantine_live(ident, e.location)),
+            EntryKind::History => {
+                self.resolve_key(e.id).is_some()
+                    && entries::history::arrival(e.data)
+                        .is_ok_and(|a| self.journal.keeps(e.id, a, e.location, Timestamp::now().0))
+            }
         }
     }
 
@@ -485,6 +562,8 @@ impl Index {
                     swap(l, old, new)
                 }
             }
+            // Many per profile: moved all at once by `relocate_journal`.
+            EntryKind::History | EntryKind::GuardLink | EntryKind::Quarantine => {}
         }
     }
 

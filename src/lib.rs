@@ -79,6 +79,7 @@ mod db;
 mod entries;
 mod error;
 mod index;
+mod journal;
 mod options;
 mod rebuild;
 #[cfg(feature = "server")]
@@ -110,6 +111,8 @@ pub use db::{Counts, Db, Prepared, ProcessMemory, Stats};
 #[doc(hidden)]
 pub use entries::profile::fuzz_profile_payload;
 pub use error::{Error, FieldError, Result};
+pub use journal::explain::{ExplainedChange, Explanation, FoundBy, KeptValue};
+pub use journal::{History, HistoryStep, Identifiers, PropertyChange};
 pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
 pub use profile::filter::{Filter, Op};
 pub use profile::message::{Alias, CompanyRef, Group, Identify, Link, Message, Number};

@@ -86,6 +86,18 @@ pub struct Options {
     /// instead (as does a merge, and compaction for every chain it copies). 1 writes a full
     /// record on every call. At most 64.
     pub chain_limit: u32,
+    /// How long each change to a profile is kept in its history (docs/journal.md): `get --at`,
+    /// `history` and unmerge reach back this far; compaction keeps the history steps younger
+    /// than this and drops the rest. Zero turns history off (no step is written: today's
+    /// bytes). Default 30 days.
+    pub history_retention: std::time::Duration,
+    /// The dynamic guard (docs/journal.md "Guard"): an email or anonymous id that would be
+    /// linked (moved by the protection rule between identified profiles) to more than this
+    /// many distinct user ids within `guard_window` is quarantined. 0 turns the guard off.
+    /// Default 10.
+    pub guard_max_user_ids: usize,
+    /// See `guard_max_user_ids`. Default 24 hours.
+    pub guard_window: std::time::Duration,
 }
 
 /// The placeholder ids buggy clients send, refused by default (SPEC 3.1).
@@ -130,6 +142,9 @@ impl Default for Options {
             dedupe_window: 1_000_000,
             profile_cache_bytes: 64 << 20,
             chain_limit: 8,
+            history_retention: std::time::Duration::from_secs(30 * 24 * 3600),
+            guard_max_user_ids: 10,
+            guard_window: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -115,6 +115,7 @@ impl Replay for Rebuild {
         for e in batch {
             let company: CompanyRecord;
             let name;
+            let text: String;
             let kind = EntryKind::try_from(e.kind).map_err(|k| Error::Decode {
                 what: "entry kind",
                 file: Default::default(),
@@ -160,6 +161,19 @@ impl Replay for Rebuild {
                 },
                 EntryKind::NextKey => Update::NextKey {
                     next: entries::read_u64(e.data, "next key")?,
+                },
+                EntryKind::GuardLink => {
+                    let (ident, user, time) = entries::guard::link(e.id, e.data)?;
+                    Update::GuardLink { ident, user, time }
+                }
+                EntryKind::Quarantine => {
+                    let (ident, t) = entries::guard::quarantine(e.id, e.data)?;
+                    text = t;
+                    Update::Quarantine { ident, text: &text }
+                }
+                EntryKind::History => Update::History {
+                    key: e.id,
+                    arrival: entries::history::arrival(e.data)?,
                 },
             };
             self.index.apply(update, e.location);

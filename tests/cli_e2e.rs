@@ -637,3 +637,66 @@ fn quick_start_on_the_default_data_directory() {
     assert!(stats["profiles"].as_u64().unwrap() > 0, "{stats}");
     assert!(tmp.path().join("profiledb-data").is_dir());
 }
+
+#[test]
+fn history_get_at_and_explain() {
+    let env = Env::new();
+    env.identify(SARAH);
+    env.identify(r#"{"userId": "u-123", "traits": {"plan": "max"}}"#);
+    let h = env.run(&["history", "--user-id", "u-123"]).ok().json();
+    let steps = h["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{h}");
+    assert_eq!(steps[0]["message_id"], "m-1");
+    assert_eq!(steps[1]["changes"][0]["name"], "plan");
+    assert_eq!(steps[1]["changes"][0]["old"], "pro");
+    assert_eq!(steps[1]["changes"][0]["new"], "max");
+    let first = steps[0]["applied_at"].as_str().unwrap();
+    let then = env
+        .run(&["get", "--user-id", "u-123", "--at", first])
+        .ok()
+        .json();
+    assert_eq!(then["properties"]["plan"], "pro");
+    env.run(&["get", "--user-id", "u-123", "--at", "yesterday"])
+        .code(2);
+    let ex = env
+        .run(&[
+            "explain",
+            r#"{"userId": "u-123", "traits": {"plan": "team"}}"#,
+        ])
+        .ok()
+        .json();
+    assert_eq!(ex["verdict"], "apply");
+    assert_eq!(ex["changes"][0]["old"], "max");
+    let ex = env
+        .run(&[
+            "explain",
+            r#"{"userId": "u-123", "traits": {"email": "nope"}}"#,
+        ])
+        .ok()
+        .json();
+    assert_eq!(ex["verdict"], "refuse", "{ex}");
+    // Nothing was written by explain.
+    let now = env.run(&["get", "--user-id", "u-123"]).ok().json();
+    assert_eq!(now["properties"]["plan"], "max");
+    // History off for one command: steps already written stay until a compaction drops
+    // them, and get --at is refused (exit 1) while history is off.
+    let h = env
+        .run(&["--history-days", "0", "history", "--user-id", "u-123"])
+        .ok()
+        .json();
+    assert_eq!(
+        h["steps"].as_array().unwrap().len(),
+        2,
+        "steps stay until a compaction"
+    );
+    env.run(&[
+        "--history-days",
+        "0",
+        "get",
+        "--user-id",
+        "u-123",
+        "--at",
+        first,
+    ])
+    .code(1);
+}

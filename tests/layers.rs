@@ -24,7 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The identify rules: people, never bytes.
     ("profile rules", &["profile"]),
     // One call turned into one batch; a stored profile read back.
-    ("write path", &["apply", "view"]),
+    ("write path", &["apply", "view", "journal"]),
     // `Db`.
     ("api", &["db"]),
     // What sits on the API: the binary, the server, the W1 generator, the crate root.

@@ -73,6 +73,7 @@ enum Op {
     Unlink(u8),
     Reopen,
     Crash,
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -99,6 +100,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => small.clone().prop_map(Op::Unlink),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -116,6 +118,63 @@ fn anon(i: u8) -> String {
     format!("anon-{i}")
 }
 
+/// A stored profile equals the model's.
+fn same(p: &profiledb::Profile, m: &reference::Profile, what: &str) {
+    assert_eq!(p.user_id, m.user_id, "{what}: user id");
+    assert_eq!(p.email, m.email, "{what}: email");
+    let mut a = p.anonymous_ids.clone();
+    a.sort();
+    let mut b = m.anonymous_ids.clone();
+    b.sort();
+    assert_eq!(a, b, "{what}: anonymous ids");
+    assert_eq!(p.company_id, m.company_id, "{what}: company");
+    assert_eq!(
+        p.created_at.to_rfc3339(),
+        ts(u32::try_from(m.created_at()).unwrap()),
+        "{what}: created_at"
+    );
+    let props: BTreeMap<String, i64> = p
+        .properties
+        .iter()
+        .filter_map(|(k, v)| v.to_json().as_i64().map(|v| (k.clone(), v)))
+        .collect();
+    let want: BTreeMap<String, i64> = (m.properties().into_iter())
+        .map(|(k, v)| (k, v.as_i64().expect("this suite sets integers only")))
+        .collect();
+    assert_eq!(props, want, "{what}: properties");
+}
+
+/// The model's profiles after each step, with the journal time just after it.
+type Past = Vec<(profiledb::Timestamp, BTreeMap<u64, reference::Profile>)>;
+
+/// History (issue 16): `get_at` of every past step matches the model as it was then, for
+/// every key whose profile (or survivor) still lives (a deleted profile's history is erased).
+fn compare_past(db: &profiledb::Db, model: &Reference, past: &Past, step: usize) {
+    for (i, (at, then)) in past.iter().enumerate() {
+        for (&key, m) in then {
+            if model.resolve(key).is_none() {
+                continue;
+            }
+            let what = format!("step {step}: profile {key} as of step {i}");
+            let got = db
+                .get_at(&profiledb::Selector::Key(key), *at)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{what}: missing"));
+            assert_eq!(got.key, key, "{what}");
+            same(&got, m, &what);
+        }
+        for &key in model.profiles.keys() {
+            if !then.contains_key(&key) && key > then.keys().max().map_or(0, |k| *k) {
+                let got = db.get_at(&profiledb::Selector::Key(key), *at).unwrap();
+                assert_eq!(
+                    got, None,
+                    "step {step}: profile {key} did not exist at step {i}"
+                );
+            }
+        }
+    }
+}
+
 fn compare(db: &profiledb::Db, model: &Reference, step: usize) {
     assert_eq!(
         db.stats().profiles as usize,
@@ -125,28 +184,7 @@ fn compare(db: &profiledb::Db, model: &Reference, step: usize) {
     for (&key, m) in &model.profiles {
         let p = by_key(db, key).unwrap_or_else(|| panic!("step {step}: profile {key} missing"));
         assert_eq!(p.key, key);
-        assert_eq!(p.user_id, m.user_id, "step {step}: user id of {key}");
-        assert_eq!(p.email, m.email, "step {step}: email of {key}");
-        let mut a = p.anonymous_ids.clone();
-        a.sort();
-        let mut b = m.anonymous_ids.clone();
-        b.sort();
-        assert_eq!(a, b, "step {step}: anonymous ids of {key}");
-        assert_eq!(p.company_id, m.company_id, "step {step}: company of {key}");
-        assert_eq!(
-            p.created_at.to_rfc3339(),
-            ts(u32::try_from(m.created_at()).unwrap()),
-            "step {step}: created_at of {key}"
-        );
-        let props: BTreeMap<String, i64> = p
-            .properties
-            .iter()
-            .filter_map(|(k, v)| v.to_json().as_i64().map(|v| (k.clone(), v)))
-            .collect();
-        let want: BTreeMap<String, i64> = (m.properties().into_iter())
-            .map(|(k, v)| (k, v.as_i64().expect("this suite sets integers only")))
-            .collect();
-        assert_eq!(props, want, "step {step}: properties of {key}");
+        same(&p, m, &format!("step {step}: profile {key}"));
     }
     // Every identifier resolves to exactly the model's profile (or none).
     for i in 0..4u8 {
@@ -185,8 +223,11 @@ fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let mut db = open(dir.path());
     let mut model = Reference::default();
+    let mut past: Past = Vec::new();
     for (step, op) in ops.into_iter().enumerate() {
         let t = step as u32 + 1;
+        // Reopens, crashes and compactions also check the whole past (`compare_past`).
+        let check_past = matches!(op, Op::Reopen | Op::Crash | Op::Compact);
         match op {
             Op::Identify {
                 uid: u,
@@ -318,9 +359,17 @@ fn run(ops: Vec<Op>) {
                 db.abandon();
                 db = open(dir.path());
             }
+            Op::Compact => {
+                db.compact().unwrap();
+            }
         }
         compare(&db, &model, step);
+        if check_past {
+            compare_past(&db, &model, &past, step);
+        }
+        past.push((db.history_clock(), model.profiles.clone()));
     }
+    compare_past(&db, &model, &past, usize::MAX);
 }
 
 proptest! {

@@ -203,7 +203,8 @@ pub fn bench(global: &Global, args: &BenchArgs) -> CmdResult {
     }
     let (dir, temporary) = bench_dir(global)?;
     let _cleanup = TempDir(temporary.then(|| dir.clone()));
-    let report = run(&dir, config, mode).map_err(|e| Failure::error(e.to_string()))?;
+    let report = run(&dir, config, mode, global.history_retention())
+        .map_err(|e| Failure::error(e.to_string()))?;
     if report.outcomes.refused > 0 {
         warn(&format!(
             "{} calls of the workload were refused: the figures are not W1's",
@@ -218,10 +219,16 @@ pub fn bench(global: &Global, args: &BenchArgs) -> CmdResult {
     Ok(OK)
 }
 
-fn run(dir: &Path, config: W1Config, mode: DurabilityArg) -> profiledb::Result<Report> {
+fn run(
+    dir: &Path,
+    config: W1Config,
+    mode: DurabilityArg,
+    history_retention: std::time::Duration,
+) -> profiledb::Result<Report> {
     let (store_durability, call_durability) = durabilities(mode);
     let options = Options {
         durability: store_durability,
+        history_retention,
         ..Options::default()
     };
     let db = Db::open(dir, options.clone())?;

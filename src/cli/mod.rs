@@ -58,6 +58,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, value_name = "MODE")]
     pub durability: Option<DurabilityArg>,
 
+    /// Days each change to a profile is kept in its history (`history`, `get --at`); 0 turns
+    /// history off (docs/journal.md) [default: 30].
+    #[arg(long, global = true, value_name = "DAYS")]
+    pub history_days: Option<u32>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -178,8 +183,39 @@ Example:
   profiledb get --email sarah@example.com
   profiledb get --key 7
 
+A missing profile exits with 1. With --at, the profile as it was then (within the history
+window, docs/journal.md).")]
+    Get {
+        /// Which profile.
+        #[command(flatten)]
+        selector: SelectorArgs,
+        /// The profile as it was at this time (RFC 3339, e.g. 2026-11-30T09:00:00Z).
+        #[arg(long, value_name = "TIMESTAMP")]
+        at: Option<String>,
+    },
+
+    /// Print a profile's kept history as JSON: each call that changed it (messageId,
+    /// timestamps, identifiers it carried, merges, each property's old and new value).
+    #[command(after_help = "\
+Example:
+  profiledb history --user-id u-123
+
 A missing profile exits with 1.")]
-    Get(SelectorArgs),
+    History(SelectorArgs),
+
+    /// Show what a message would do, without writing: which profile each identifier finds,
+    /// the survivor and its rule, merges, moved identifiers, each property's old and new value
+    /// and the stamp that decides it, or the refusal with its fields.
+    #[command(after_help = "\
+Example:
+  profiledb explain '{\"userId\": \"u-123\", \"anonymousId\": \"a-9\", \"traits\": {\"plan\": \"pro\"}}'
+
+Prints {verdict, found, survivor, rule, outcome, changes, kept, refusals}; verdict is apply,
+duplicate or refuse (a refusal exits 0: the explanation is the answer).")]
+    Explain {
+        /// The message as JSON, or `-` to read it from stdin.
+        json: String,
+    },
 
     /// Print every profile, one JSON line each.
     #[command(after_help = "\
@@ -303,6 +339,18 @@ pub struct Global {
     pub data_given: bool,
     /// `--durability`, if given.
     pub durability: Option<DurabilityArg>,
+    /// `--history-days`, if given.
+    pub history_days: Option<u32>,
+}
+
+impl Global {
+    /// The history retention the commands open stores with.
+    pub fn history_retention(&self) -> std::time::Duration {
+        match self.history_days {
+            Some(d) => std::time::Duration::from_secs(u64::from(d) * 24 * 3600),
+            None => Options::default().history_retention,
+        }
+    }
 }
 
 /// A failed command: the exit status and the message for stderr (none: exit quietly).
@@ -419,6 +467,7 @@ pub fn try_open(
             Access::Read => None,
             Access::Write => Options::default().compaction_ratio,
         },
+        history_retention: global.history_retention(),
         ..Options::default()
     };
     Ok(Db::open(&global.data, options))
@@ -440,6 +489,7 @@ pub fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
         data_given: cli.data.is_some(),
         durability: cli.durability,
+        history_days: cli.history_days,
     };
     // A panic is a bug; still, exit with the documented status for "other error".
     let result =
@@ -465,7 +515,9 @@ pub fn run(global: &Global, command: Command) -> CmdResult {
     match command {
         Command::Identify { json } => write::identify(global, &json),
         Command::Import { file, workers } => write::import(global, &file, workers),
-        Command::Get(selector) => read::get(global, &selector.selector()),
+        Command::Get { selector, at } => read::get(global, &selector.selector(), at.as_deref()),
+        Command::History(selector) => read::history(global, &selector.selector()),
+        Command::Explain { json } => read::explain(global, &json),
         Command::Export => read::query(global, None),
         Command::Delete {
             selector,

@@ -2,14 +2,25 @@
 
 use std::io::{self, BufWriter, Write};
 
-use profiledb::{Durability, Filter, Selector};
+use profiledb::{Durability, Filter, Selector, Timestamp};
 
 use super::{Access, CmdResult, Failure, Global, OK, close, describe, open, print_json};
 
-/// `profiledb get SELECTOR`.
-pub fn get(global: &Global, selector: &Selector) -> CmdResult {
+/// `profiledb get SELECTOR [--at TIMESTAMP]`.
+pub fn get(global: &Global, selector: &Selector, at: Option<&str>) -> CmdResult {
+    let at = match at {
+        None => None,
+        Some(text) => Some(Timestamp::parse(text).ok_or_else(|| {
+            Failure::error(format!(
+                "--at {text:?} is not an RFC 3339 date-time with a zone"
+            ))
+        })?),
+    };
     let db = open(global, Access::Read, Durability::Buffered)?;
-    let result = db.get(selector);
+    let result = match at {
+        Some(at) => db.get_at(selector, at),
+        None => db.get(selector),
+    };
     close(db)?;
     match result? {
         Some(profile) => {
@@ -21,6 +32,38 @@ pub fn get(global: &Global, selector: &Selector) -> CmdResult {
             describe(selector)
         ))),
     }
+}
+
+/// `profiledb history SELECTOR`.
+pub fn history(global: &Global, selector: &Selector) -> CmdResult {
+    let db = open(global, Access::Read, Durability::Buffered)?;
+    let result = db.history(selector);
+    close(db)?;
+    match result? {
+        Some(history) => {
+            print_json(&history)?;
+            Ok(OK)
+        }
+        None => Err(Failure::failed(format!(
+            "no profile with {}",
+            describe(selector)
+        ))),
+    }
+}
+
+/// `profiledb explain JSON`.
+pub fn explain(global: &Global, json: &str) -> CmdResult {
+    let mut text = json.as_bytes().to_vec();
+    if json == "-" {
+        text.clear();
+        io::Read::read_to_end(&mut io::stdin().lock(), &mut text)
+            .map_err(|e| Failure::error(format!("cannot read stdin: {e}")))?;
+    }
+    let db = open(global, Access::Read, Durability::Buffered)?;
+    let result = db.explain_json(text.trim_ascii());
+    close(db)?;
+    print_json(&result?)?;
+    Ok(OK)
 }
 
 /// `profiledb export` (no filter) and `profiledb query FILTER`: JSON lines of profiles.

@@ -10,6 +10,8 @@
 //! - this file: the entry kinds, company records (bincode derive), the small fixed payloads.
 
 pub(crate) mod chain;
+pub(crate) mod guard;
+pub(crate) mod history;
 pub(crate) mod profile;
 pub(crate) mod values;
 pub(crate) mod wire;
@@ -46,6 +48,14 @@ pub(crate) enum EntryKind {
     /// What one call changed in a profile, linked to the profile's previous record
     /// ([`profile::put_delta`]); `id` = profile key.
     ProfileDelta = 9,
+    /// One step of a profile's history (issue 16, [`history`]); `id` = profile key. Kept by
+    /// compaction while younger than `Options::history_retention` and its profile lives.
+    History = 20,
+    /// The guard linked an identifier to a user id ([`guard`]); `id` = low half of the
+    /// identifier's hash.
+    GuardLink = 21,
+    /// The guard quarantined an identifier ([`guard`]); `id` = low half of its hash.
+    Quarantine = 22,
 }
 
 impl EntryKind {
@@ -73,6 +83,9 @@ impl TryFrom<u8> for EntryKind {
             7 => EntryKind::Suppress,
             8 => EntryKind::NextKey,
             9 => EntryKind::ProfileDelta,
+            20 => EntryKind::History,
+            21 => EntryKind::GuardLink,
+            22 => EntryKind::Quarantine,
             other => return Err(UnknownKind(other)),
         })
     }
@@ -137,6 +150,25 @@ pub(crate) fn decode<T: Decode<()>>(bytes: &[u8], what: &'static str) -> Result<
     }
     .map(|(v, _)| v)
     .map_err(|e| decode_error(what, e))
+}
+
+/// [`decode`], refusing bytes left over after the value.
+pub(crate) fn decode_exact<T: Decode<()>>(bytes: &[u8], what: &'static str) -> Result<T> {
+    let (v, used) = if bytes.len() <= SMALL_INPUT {
+        bincode::decode_from_slice(bytes, limited::<SMALL_LIMIT>())
+    } else {
+        bincode::decode_from_slice(bytes, limited::<LARGE_LIMIT>())
+    }
+    .map_err(|e| decode_error(what, e))?;
+    if used != bytes.len() {
+        return Err(Error::Decode {
+            what,
+            file: Default::default(),
+            offset: used as u64,
+            reason: "trailing bytes".into(),
+        });
+    }
+    Ok(v)
 }
 
 /// A decode failure of `what` (the caller adds file and offset).

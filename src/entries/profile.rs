@@ -94,7 +94,7 @@ pub(crate) fn state_heap_bytes(p: &PropState) -> usize {
             value(v) + alloc_bytes(std::mem::size_of::<(Stamp, Value)>())
         })
         + p.adds.as_ref().map_or(0, |_| {
-            alloc_bytes(std::mem::size_of::<crate::profile::props::Adds>())
+            alloc_bytes(std::mem::size_of::<crate::types::state::Adds>())
         })
 }
 

@@ -16,7 +16,9 @@ use crate::storage::Location;
 pub(crate) const MAGIC: [u8; 8] = *b"PDBINDEX";
 /// Version of the payload layout. Version 1 was a bincode-serde image of the whole index
 /// (without this magic); it is not read, only replaced.
-pub(crate) const VERSION: u16 = 2;
+/// Version 3 added the history section (issue 16); a version-2 hint is ignored (one full
+/// replay, then a version-3 hint is written on close).
+pub(crate) const VERSION: u16 = 3;
 
 /// Encodes the payload.
 struct Out(Vec<u8>);
@@ -176,6 +178,10 @@ impl Index {
             o.u64(hi);
             o.loc(l);
         }
+        let mut journal = Vec::new();
+        self.journal.encode(&mut journal);
+        o.u64(journal.len() as u64);
+        o.0.extend_from_slice(&journal);
         let crc = crc32fast::hash(&o.0);
         o.u32(crc);
         o.0
@@ -329,6 +335,8 @@ impl Index {
             let hi = r.u64("suppressions")?;
             index.suppressed.insert(lo, (hi, r.loc("suppressions")?));
         }
+        let n = r.count(1, "history section")?;
+        index.journal = super::Journal::decode(r.take(n, "history section")?)?;
         if r.at != r.b.len() {
             return Err(r.fail("trailing bytes"));
         }

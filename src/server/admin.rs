@@ -411,3 +411,161 @@ pub(crate) async fn erase_overdue(
         }
     }
 }
+
+// Issue 16, the identity journal (docs/journal.md): history, the profile as it was, explain.
+// All behind the admin token, like the other profile reads.
+
+/// The journal's admin routes: `GET /v1/profiles/history?SELECTOR`,
+/// `GET /v1/profiles/at?SELECTOR&at=RFC3339`, `POST /v1/explain` (body: one message).
+pub(crate) fn journal_routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/v1/profiles/history", axum::routing::get(get_history))
+        .route("/v1/profiles/at", axum::routing::get(get_profile_at))
+        .route("/v1/explain", axum::routing::post(explain))
+        .route(
+            "/v1/quarantine",
+            axum::routing::get(get_quarantined).delete(release_quarantined),
+        )
+}
+
+/// `GET /v1/quarantine`: the identifiers the guard quarantined.
+async fn get_quarantined(
+    State(state): State<Shared>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let reply = match admin_request(&state, peer.ip(), &headers, query) {
+        Ok((project, _)) => Reply::json(&serde_json::json!({
+            "quarantined": project.db.quarantined(),
+        })),
+        Err(r) => r,
+    };
+    respond(&state, "quarantine_get", reply)
+}
+
+/// `DELETE /v1/quarantine?email=...|anonymous_id=...`: release one.
+async fn release_quarantined(
+    State(state): State<Shared>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let reply = async {
+        let (project, query) = admin_request(&state, peer.ip(), &headers, query)?;
+        let (kind, value) = match (query.get("email"), query.get("anonymous_id")) {
+            (Some(e), None) => ("email", e.clone()),
+            (None, Some(a)) => ("anonymous_id", a.clone()),
+            _ => {
+                return Err(Reply::error(
+                    400,
+                    "invalid_query",
+                    "give exactly one of email or anonymous_id",
+                ));
+            }
+        };
+        Ok::<_, Reply>(
+            blocking(move || match project.db.release_quarantined(kind, &value) {
+                Ok(true) => {
+                    Reply::json(&serde_json::json!({ "released": format!("{kind}:{value}") }))
+                }
+                Ok(false) => Reply::error(404, "not_found", "that identifier is not quarantined"),
+                Err(e) => store_error(&project, &e),
+            })
+            .await,
+        )
+    }
+    .await;
+    let (Ok(r) | Err(r)) = reply;
+    respond(&state, "quarantine_release", r)
+}
+
+/// `GET /v1/profiles/history?user_id=...`.
+async fn get_history(
+    State(state): State<Shared>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let reply = async {
+        let (project, query) = admin_request(&state, peer.ip(), &headers, query)?;
+        let selector = required(&query)?;
+        Ok::<_, Reply>(
+            blocking(move || match project.db.history(&selector) {
+                Ok(Some(history)) => Reply::json(&history),
+                Ok(None) => not_found(&selector),
+                Err(e) => store_error(&project, &e),
+            })
+            .await,
+        )
+    }
+    .await;
+    let (Ok(r) | Err(r)) = reply;
+    respond(&state, "profiles_history", r)
+}
+
+/// `GET /v1/profiles/at?user_id=...&at=2026-11-30T09:00:00Z`.
+async fn get_profile_at(
+    State(state): State<Shared>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let reply = async {
+        let (project, mut query) = admin_request(&state, peer.ip(), &headers, query)?;
+        let at = query
+            .remove("at")
+            .ok_or_else(|| Reply::error(400, "invalid_query", "give at=TIMESTAMP (RFC 3339)"))?;
+        let at = crate::Timestamp::parse(&at).ok_or_else(|| {
+            Reply::error(
+                400,
+                "invalid_query",
+                "at must be an RFC 3339 date-time with a zone",
+            )
+        })?;
+        let selector = required(&query)?;
+        Ok::<_, Reply>(
+            blocking(move || match project.db.get_at(&selector, at) {
+                Ok(Some(profile)) => Reply::json(&profile),
+                Ok(None) => not_found(&selector),
+                Err(e) => store_error(&project, &e),
+            })
+            .await,
+        )
+    }
+    .await;
+    let (Ok(r) | Err(r)) = reply;
+    respond(&state, "profiles_at", r)
+}
+
+/// `POST /v1/explain?project=...` with one message as the body: what it would do.
+async fn explain(
+    State(state): State<Shared>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+    body: axum::body::Body,
+) -> Response {
+    let reply = async {
+        let (project, _) = admin_request(&state, peer.ip(), &headers, query)?;
+        // One message: bounded by the store's call limit (and a little for whitespace).
+        let limit = project.db.options().max_call_bytes + 1024;
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            Reply::error(
+                400,
+                "payload_too_large",
+                &format!("explain takes one message of at most {limit} bytes"),
+            )
+        })?;
+        Ok::<_, Reply>(
+            blocking(move || match project.db.explain_json(bytes.trim_ascii()) {
+                Ok(ex) => Reply::json(&ex),
+                Err(e) => store_error(&project, &e),
+            })
+            .await,
+        )
+    }
+    .await;
+    let (Ok(r) | Err(r)) = reply;
+    respond(&state, "explain", r)
+}

@@ -66,6 +66,7 @@ pub(crate) fn router(state: Shared) -> Router {
             "/v1/suppressions",
             get(admin::get_suppressions).delete(admin::lift_suppression),
         )
+        .merge(admin::journal_routes())
         .route("/health", get(admin::health))
         .route("/metrics", get(admin_metrics))
         .layer(DefaultBodyLimit::disable())

@@ -60,6 +60,11 @@ pub struct Outcome {
     /// Property names whose operation was not applied: a new name over the name limit, an
     /// `$add` on a non-number, or an `$add` that would overflow to infinity.
     pub ignored: Vec<String>,
+    /// Identifiers of the call the guard quarantined (`email:...`, `anonymous_id:...`,
+    /// docs/journal.md "Guard"): the call neither merged nor moved through them, and they were
+    /// not attached.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<String>,
 }
 
 /// Which profile: by any identifier or by key.

@@ -710,6 +710,39 @@ pub fn matching_prefix(
 /// no temporary file is left, and the state survives a power cut right after the open as well
 /// as a clean close and reopen; then resending the last applied call (same messageId) is a
 /// duplicate that changes nothing. Returns the prefix, or what went wrong.
+/// The identity journal (docs/journal.md) after recovery: every live profile's history reads,
+/// the profile as of now is the profile, and the profile as of its oldest kept step reads.
+pub fn journal_consistent(db: &Db) -> Result<(), String> {
+    let now = db.history_clock();
+    let mut profiles = Vec::new();
+    db.scan(&profiledb::Filter::All, &mut |p| {
+        profiles.push(p);
+        true
+    })
+    .map_err(|e| format!("scan: {e}"))?;
+    for p in profiles {
+        let key = profiledb::Selector::Key(p.key);
+        let h = db
+            .history(&key)
+            .map_err(|e| format!("history of {}: {e}", p.key))?
+            .ok_or_else(|| format!("profile {} has no history", p.key))?;
+        let at = db
+            .get_at(&key, now)
+            .map_err(|e| format!("get_at(now) of {}: {e}", p.key))?;
+        if at.as_ref() != Some(&p) {
+            return Err(format!(
+                "profile {} as of now differs from the profile: {at:?} vs {p:?}",
+                p.key
+            ));
+        }
+        if let Some(first) = h.steps.first() {
+            db.get_at(&key, first.applied_at)
+                .map_err(|e| format!("get_at(first step) of {}: {e}", p.key))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn check_image(
     image: &Path,
     states: &[State],
@@ -731,6 +764,7 @@ pub fn check_image(
     if !problems.is_empty() {
         return Err(format!("check: {problems:?}"));
     }
+    journal_consistent(&db)?;
     let left = leftovers(image);
     if !left.is_empty() {
         return Err(format!("temporary files left after open: {left:?}"));

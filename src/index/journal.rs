@@ -1,0 +1,240 @@
+//! Where each profile's history steps are (entry kind 20, `entries::history`): profile key ->
+//! the (arrival time, location) of its steps, oldest first, and the journal clock. Part of the
+//! index so that it rides on the same lock, replay, compaction relocation and hint snapshot.
+//!
+//! A step is live for compaction while it is listed here, is younger than the retention
+//! window and its key still resolves to a live profile (itself or, merged away, its survivor):
+//! a deleted profile's steps, and those of every profile merged into it, are dropped by the
+//! next compaction (which `delete --erase` runs at once).
+
+use super::HashMap;
+use super::guard::Guard;
+use crate::error::{Error, Result};
+use crate::storage::Location;
+
+/// Steps of every profile that has any, and the journal clock.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Journal {
+    steps: HashMap<u64, Vec<(i64, Location)>>,
+    /// Newest arrival time handed out or replayed (microseconds since the epoch).
+    clock: i64,
+    /// Retention window in microseconds; 0 = history off.
+    retention_us: i64,
+    /// The dynamic guard's state (`guard.rs`).
+    pub guard: Guard,
+}
+
+impl Journal {
+    /// Set the retention window (from `Options::history_retention`, at open).
+    pub fn set_retention(&mut self, window: std::time::Duration) {
+        self.retention_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+    }
+
+    /// Whether calls write history steps.
+    pub fn enabled(&self) -> bool {
+        self.retention_us > 0
+    }
+
+    /// The oldest arrival time whose steps are still kept, as of `now`.
+    pub fn horizon(&self, now: i64) -> i64 {
+        now.saturating_sub(self.retention_us)
+    }
+
+    /// The arrival time for the next call: strictly after every earlier one.
+    pub fn next_arrival(&self, now: i64) -> i64 {
+        now.max(self.clock.saturating_add(1))
+    }
+
+    /// A step appended (or replayed) at `at`.
+    pub fn push(&mut self, key: u64, arrival: i64, at: Location) {
+        self.clock = self.clock.max(arrival);
+        let list = self.steps.entry(key).or_default();
+        // Replay and the write path both append in log order; keep the list sorted anyway.
+        let i = list.partition_point(|s| s.0 <= arrival);
+        list.insert(i, (arrival, at));
+    }
+
+    /// A profile's steps, oldest first.
+    pub fn steps(&self, key: u64) -> &[(i64, Location)] {
+        self.steps.get(&key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether the step of `key` at `at`, applied at `arrival`, is kept (the caller checks that
+    /// the key resolves to a live profile).
+    pub fn keeps(&self, key: u64, arrival: i64, at: Location, now: i64) -> bool {
+        if !self.enabled() || arrival < self.horizon(now) {
+            return false;
+        }
+        // Sorted by arrival, and arrivals are unique within a store: one binary search.
+        let list = self.steps(key);
+        let i = list.partition_point(|s| s.0 < arrival);
+        list[i..]
+            .iter()
+            .take_while(|s| s.0 == arrival)
+            .any(|s| s.1 == at)
+    }
+
+    /// Steps moved by compaction, all at once (one pass over the lists, whatever their
+    /// lengths): `(key, old, new)` each.
+    pub fn relocate_all(&mut self, moved: &[(u64, Location, Location)]) {
+        let mut by_key: HashMap<u64, HashMap<Location, Location>> = HashMap::default();
+        for &(key, old, new) in moved {
+            by_key.entry(key).or_default().insert(old, new);
+        }
+        for (key, map) in by_key {
+            if let Some(list) = self.steps.get_mut(&key) {
+                for s in list.iter_mut() {
+                    if let Some(&new) = map.get(&s.1) {
+                        s.1 = new;
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a compaction switched: forget the steps left in its input segments (dropped).
+    pub fn forget_segments(&mut self, inputs: &[u32]) {
+        self.steps.retain(|_, list| {
+            list.retain(|s| inputs.binary_search(&s.1.segment).is_err());
+            !list.is_empty()
+        });
+    }
+
+    /// Steps listed.
+    pub fn len(&self) -> usize {
+        self.steps.values().map(Vec::len).sum()
+    }
+
+    /// Heap bytes (capacity of each list, a map slot each, allocator overhead).
+    pub fn heap_bytes(&self) -> usize {
+        self.steps
+            .values()
+            .map(|v| v.capacity() * 20 + 24 + 8 + 16)
+            .sum::<usize>()
+    }
+
+    /// The section of the index snapshot (docs/format.md, "Index snapshot"): clock i64, key
+    /// count u64, then per key `key u64, n u32, n x (arrival i64, loc)`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.clock.to_le_bytes());
+        out.extend_from_slice(&(self.steps.len() as u64).to_le_bytes());
+        for (key, list) in &self.steps {
+            out.extend_from_slice(&key.to_le_bytes());
+            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for (a, l) in list {
+                out.extend_from_slice(&a.to_le_bytes());
+                out.extend_from_slice(&l.segment.to_le_bytes());
+                out.extend_from_slice(&l.offset.to_le_bytes());
+                out.extend_from_slice(&l.len.to_le_bytes());
+            }
+        }
+        self.guard.encode(out);
+    }
+
+    /// Read the section written by [`Journal::encode`]; every count is checked against the
+    /// bytes left before anything is allocated. The retention is not part of it.
+    pub fn decode(b: &[u8]) -> Result<Journal> {
+        let fail = |at: usize, reason: &str| Error::Decode {
+            what: "index snapshot (history section)",
+            file: Default::default(),
+            offset: at as u64,
+            reason: reason.into(),
+        };
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let s = b
+                .get(at..at.saturating_add(n))
+                .ok_or_else(|| fail(at, "truncated"))?;
+            at += n;
+            Ok(s)
+        };
+        let u64_of = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
+        let u32_of = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap_or([0; 4]));
+        let clock = u64_of(take(8)?) as i64;
+        let keys = u64_of(take(8)?);
+        if keys.saturating_mul(12) > b.len() as u64 {
+            return Err(fail(16, "key count exceeds the section"));
+        }
+        let mut steps = HashMap::with_capacity_and_hasher(keys as usize, Default::default());
+        for _ in 0..keys {
+            let key = u64_of(take(8)?);
+            let n = u32_of(take(4)?) as usize;
+            let body = take(n.saturating_mul(20))?;
+            let list: Vec<(i64, Location)> = body
+                .chunks_exact(20)
+                .map(|c| {
+                    (
+                        u64_of(&c[..8]) as i64,
+                        Location {
+                            segment: u32_of(&c[8..12]),
+                            offset: u32_of(&c[12..16]),
+                            len: u32_of(&c[16..20]),
+                        },
+                    )
+                })
+                .collect();
+            if list.windows(2).any(|w| w[0].0 > w[1].0) {
+                return Err(fail(0, "steps out of order"));
+            }
+            steps.insert(key, list);
+        }
+        let guard = Guard::decode(b, &mut at).ok_or_else(|| fail(at, "damaged guard section"))?;
+        if at != b.len() {
+            return Err(fail(at, "trailing bytes"));
+        }
+        Ok(Journal {
+            steps,
+            clock,
+            retention_us: 0,
+            guard,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_round_trips_and_damage_is_an_error() {
+        let mut j = Journal::default();
+        let l = |o| Location {
+            segment: 1,
+            offset: o,
+            len: 9,
+        };
+        j.push(5, 10, l(32));
+        j.push(5, 12, l(64));
+        j.push(7, 11, l(96));
+        let mut b = Vec::new();
+        j.encode(&mut b);
+        let back = Journal::decode(&b).unwrap();
+        assert_eq!(back.steps(5), j.steps(5));
+        assert_eq!(back.steps(7), j.steps(7));
+        assert_eq!(back.next_arrival(0), 13);
+        for n in 0..b.len() {
+            assert!(Journal::decode(&b[..n]).is_err());
+        }
+        let mut big = b.clone();
+        big[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Journal::decode(&big).is_err());
+    }
+
+    #[test]
+    fn compaction_inputs_forget_their_steps() {
+        let mut j = Journal::default();
+        j.set_retention(std::time::Duration::from_secs(10));
+        let at = |s, o| Location {
+            segment: s,
+            offset: o,
+            len: 1,
+        };
+        j.push(1, 100, at(1, 32));
+        j.push(1, 200, at(2, 32));
+        assert!(j.keeps(1, 200, at(2, 32), 300));
+        assert!(!j.keeps(1, 100, at(1, 32), 100 + 10_000_001));
+        j.relocate_all(&[(1, at(2, 32), at(3, 32))]);
+        j.forget_segments(&[1, 2]);
+        assert_eq!(j.steps(1), &[(200, at(3, 32))]);
+    }
+}

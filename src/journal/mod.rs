@@ -1,0 +1,174 @@
+//! The identity journal (issue 16, docs/journal.md): each profile's history, kept as undo
+//! steps (entry kind 20, `entries::history`) written in the same batch as the call's records.
+//!
+//! - this file: what the write path adds to a call's batch ([`CallInfo`]) and the public
+//!   history types.
+//! - [`explain`]: a call's dry run (`Db::explain`).
+//! - [`read`]: walking a profile's steps back from its current record: `Db::history`,
+//!   `Db::get_at`.
+
+pub(crate) mod explain;
+pub(crate) mod guard;
+pub(crate) mod read;
+
+use serde::Serialize;
+
+use crate::entries::ProfileRecord;
+use crate::entries::history::{self, Body, Carried, StepKind};
+use crate::index::Index;
+use crate::profile::message::Identify;
+use crate::profile::props::Stamp;
+use crate::types::value::{Timestamp, Value};
+
+/// What a call's history steps say beyond each profile's before and after.
+#[derive(Debug, Clone)]
+pub(crate) struct CallInfo {
+    /// The journal clock's time for this call.
+    pub arrival: i64,
+    pub kind: StepKind,
+    pub carried: Carried,
+}
+
+impl CallInfo {
+    /// `Some` when the store keeps history.
+    pub(crate) fn for_index(index: &Index) -> Option<CallInfo> {
+        index.journal.enabled().then(|| CallInfo {
+            arrival: index.journal.next_arrival(Timestamp::now().0),
+            kind: StepKind::Call,
+            carried: Carried::default(),
+        })
+    }
+
+    /// Note the identifiers a call carries.
+    pub(crate) fn carry(&mut self, m: &Identify) {
+        self.carried = Carried {
+            user_id: m.user_id.clone(),
+            email: m.email.clone(),
+            anonymous_id: m.anonymous_id.clone(),
+        };
+    }
+
+    /// The bytes of one profile's step.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn step(
+        &self,
+        kind: StepKind,
+        stamp: Stamp,
+        message_id: Option<&str>,
+        before: Option<&ProfileRecord>,
+        created: bool,
+        after: &ProfileRecord,
+        merged: &[(u64, ProfileRecord)],
+    ) -> Vec<u8> {
+        let (ids, first_seen, updated_at, props) = history::diff(before, after);
+        let body = Body {
+            kind,
+            event: stamp.0.0,
+            order: stamp.1,
+            message_id: message_id.map(str::to_string),
+            carried: self.carried.clone(),
+            created,
+            first_seen: first_seen.0,
+            updated_at: updated_at.0,
+            ids,
+            props,
+            merged: merged
+                .iter()
+                .map(|(k, r)| (*k, crate::entries::encode_profile(r, 256)))
+                .collect(),
+        };
+        history::encode(self.arrival, &body)
+    }
+}
+
+/// An optional property value as plain JSON (`null` when unset), as profiles show values.
+pub(crate) fn ser_opt_value<S: serde::Serializer>(
+    v: &Option<Value>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => v.to_json().serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+/// A profile's identifiers at one point of its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Identifiers {
+    /// The host's id.
+    pub user_id: Option<String>,
+    /// As given.
+    pub email: Option<String>,
+    /// Devices.
+    pub anonymous_ids: Vec<String>,
+    /// Company.
+    pub company_id: Option<String>,
+}
+
+/// One property changed by one call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PropertyChange {
+    /// The property.
+    pub name: String,
+    /// Its value before the call (`None`: unset).
+    #[serde(serialize_with = "ser_opt_value")]
+    pub old: Option<Value>,
+    /// Its value after the call.
+    #[serde(serialize_with = "ser_opt_value")]
+    pub new: Option<Value>,
+}
+
+/// One step of a profile's history: what one call (or an admin action) did to it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryStep {
+    /// When the store applied it (journal clock, microseconds; strictly increasing).
+    #[serde(serialize_with = "crate::types::ser_ts")]
+    pub applied_at: Timestamp,
+    /// The call's own timestamp.
+    #[serde(serialize_with = "crate::types::ser_ts")]
+    pub timestamp: Timestamp,
+    /// The call's messageId.
+    pub message_id: Option<String>,
+    /// `call`, `identifiers` (another call took one of its identifiers, or an unlink) or
+    /// `unmerge`.
+    pub kind: &'static str,
+    /// The call created the profile.
+    pub created: bool,
+    /// The identifiers the call carried.
+    pub user_id: Option<String>,
+    /// See `user_id`.
+    pub email: Option<String>,
+    /// See `user_id`.
+    pub anonymous_id: Option<String>,
+    /// Profiles merged into this one by the call.
+    pub merged: Vec<u64>,
+    /// The identifiers before and after, when the call changed them.
+    pub identifiers: Option<(Identifiers, Identifiers)>,
+    /// Properties whose value or state the call changed.
+    pub changes: Vec<PropertyChange>,
+}
+
+/// A profile's kept history, oldest step first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct History {
+    /// The profile's key.
+    pub key: u64,
+    /// Steps older than this are no longer kept (now minus the retention window).
+    #[serde(serialize_with = "crate::types::ser_ts")]
+    pub kept_since: Timestamp,
+    /// Where it was merged into, if it was.
+    pub merged_into: Option<u64>,
+    /// The steps.
+    pub steps: Vec<HistoryStep>,
+}
+
+impl From<&crate::entries::Ids> for Identifiers {
+    fn from(i: &crate::entries::Ids) -> Identifiers {
+        Identifiers {
+            user_id: i.user_id.clone(),
+            email: i.email.clone(),
+            anonymous_ids: i.anonymous_ids.clone(),
+            company_id: i.company_id.clone(),
+        }
+    }
+}

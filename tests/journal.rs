@@ -1,0 +1,433 @@
+//! The identity journal (issue 16, docs/journal.md): history, the profile as it was
+//! (`get_at`), retention through compaction and reopen, erasure of a deleted profile's history.
+
+#[path = "support/common.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use profiledb::{Db, Options, Selector, Timestamp};
+use serde_json::json;
+
+fn key(k: u64) -> Selector {
+    Selector::Key(k)
+}
+
+fn with_retention(retention: Duration) -> Options {
+    Options {
+        history_retention: retention,
+        ..options()
+    }
+}
+
+/// Every segment file's bytes, concatenated.
+fn disk(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            all.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn history_lists_each_call_and_get_at_shows_each_past_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    let mut states = Vec::new();
+    for (i, plan) in ["basic", "pro", "team"].iter().enumerate() {
+        let mut m = identify(Some("u1"), None, None, json!({ "plan": plan, "n": i }));
+        m["messageId"] = json!(format!("m{i}"));
+        call(&db, m);
+        states.push((db.history_clock(), by_user(&db, "u1").unwrap()));
+    }
+    let check = |db: &Db, when: &str| {
+        let h = db.history(&Selector::UserId("u1".into())).unwrap().unwrap();
+        assert_eq!(h.steps.len(), 3, "{when}: {h:?}");
+        assert!(h.steps[0].created);
+        assert_eq!(h.steps[1].message_id.as_deref(), Some("m1"));
+        assert_eq!(h.steps[2].user_id.as_deref(), Some("u1"));
+        let plan = h.steps[2]
+            .changes
+            .iter()
+            .find(|c| c.name == "plan")
+            .unwrap();
+        assert_eq!(plan.old, Some(profiledb::Value::Str("pro".into())));
+        assert_eq!(plan.new, Some(profiledb::Value::Str("team".into())));
+        for (at, want) in &states {
+            assert_eq!(
+                db.get_at(&Selector::UserId("u1".into()), *at)
+                    .unwrap()
+                    .as_ref(),
+                Some(want),
+                "{when}: at {at}"
+            );
+        }
+        let before = Timestamp(h.steps[0].applied_at.0 - 1);
+        assert_eq!(
+            db.get_at(&key(states[0].1.key), before).unwrap(),
+            None,
+            "{when}: before its first call the profile did not exist"
+        );
+    };
+    check(&db, "live");
+    db.compact().unwrap();
+    check(&db, "compacted");
+    db.close().unwrap();
+    db = open(dir.path());
+    check(&db, "reopened");
+    db.sync().unwrap();
+    db.abandon();
+    let db = open(dir.path());
+    check(&db, "after a crash");
+}
+
+#[test]
+fn a_merged_away_profile_is_found_as_it_was_before_the_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let a = call(
+        &db,
+        identify(None, None, Some("anon-a"), json!({"color": "red"})),
+    )
+    .key;
+    let b = call(
+        &db,
+        identify(None, Some("b@example.com"), None, json!({"size": 3})),
+    )
+    .key;
+    let before_merge = db.history_clock();
+    let pa = by_key(&db, a).unwrap();
+    let pb = by_key(&db, b).unwrap();
+    let out = call(
+        &db,
+        identify(
+            Some("u-1"),
+            Some("b@example.com"),
+            Some("anon-a"),
+            json!({"color": "blue"}),
+        ),
+    );
+    assert_eq!(out.merged.len(), 1, "{out:?}");
+    let gone = out.merged[0];
+    let after_merge = db.history_clock();
+    db.compact().unwrap();
+    assert_eq!(
+        db.get_at(&key(a), before_merge).unwrap().as_ref(),
+        Some(&pa)
+    );
+    assert_eq!(
+        db.get_at(&key(b), before_merge).unwrap().as_ref(),
+        Some(&pb)
+    );
+    // By identifier: today's profile carries both; before the merge each had its own.
+    assert_eq!(
+        db.get_at(&Selector::AnonymousId("anon-a".into()), before_merge)
+            .unwrap()
+            .map(|p| p.key),
+        Some(a)
+    );
+    assert_eq!(
+        db.get_at(&Selector::Email("B@example.com".into()), before_merge)
+            .unwrap()
+            .map(|p| p.key),
+        Some(b)
+    );
+    // After the merge the merged-away key shows its survivor.
+    assert_eq!(
+        db.get_at(&key(gone), after_merge).unwrap(),
+        by_key(&db, out.key)
+    );
+    let h = db.history(&key(gone)).unwrap().unwrap();
+    assert_eq!(h.merged_into, Some(out.key));
+    let hs = db.history(&key(out.key)).unwrap().unwrap();
+    assert_eq!(hs.steps.last().unwrap().merged, vec![gone]);
+}
+
+#[test]
+fn deleting_with_erase_leaves_no_byte_of_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    // Two profiles merged, then the survivor deleted: neither's history may stay.
+    call(
+        &db,
+        identify(
+            None,
+            None,
+            Some("anon-zq81"),
+            json!({"secret": "xylophone-7731"}),
+        ),
+    );
+    call(
+        &db,
+        identify(
+            Some("user-zq81"),
+            None,
+            None,
+            json!({"secret": "marimba-9912"}),
+        ),
+    );
+    call(
+        &db,
+        identify(
+            Some("user-zq81"),
+            Some("erased-zq81@example.com"),
+            Some("anon-zq81"),
+            json!({"secret": "celesta-4410"}),
+        ),
+    );
+    call(
+        &db,
+        identify(
+            Some("keep-me"),
+            None,
+            None,
+            json!({"plan": "kept-plan-5521"}),
+        ),
+    );
+    db.sync().unwrap();
+    let before = disk(dir.path());
+    for s in ["xylophone-7731", "marimba-9912", "celesta-4410"] {
+        assert!(contains(&before, s), "{s} written");
+    }
+    db.delete_and_erase(&Selector::UserId("user-zq81".into()), false)
+        .unwrap()
+        .unwrap();
+    let after = disk(dir.path());
+    for s in [
+        "xylophone-7731",
+        "marimba-9912",
+        "celesta-4410",
+        "anon-zq81",
+        "user-zq81",
+        "erased-zq81",
+    ] {
+        assert!(!contains(&after, s), "{s} still on disk after the erase");
+    }
+    assert!(contains(&after, "kept-plan-5521"), "other history stays");
+    assert_eq!(
+        db.history(&Selector::UserId("keep-me".into()))
+            .unwrap()
+            .unwrap()
+            .steps
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn compaction_drops_steps_older_than_the_window_and_zero_writes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    // A window of one millisecond: every step is out of it by the time compaction runs.
+    let db = Db::open(dir.path(), with_retention(Duration::from_millis(1))).unwrap();
+    call(
+        &db,
+        identify(Some("u-1"), None, None, json!({"p": "old-value-8812"})),
+    );
+    call(
+        &db,
+        identify(Some("u-1"), None, None, json!({"p": "new-value-3321"})),
+    );
+    assert_eq!(
+        db.history(&Selector::UserId("u-1".into()))
+            .unwrap()
+            .unwrap()
+            .steps
+            .len(),
+        2
+    );
+    db.sync().unwrap();
+    assert!(contains(&disk(dir.path()), "old-value-8812"));
+    std::thread::sleep(Duration::from_millis(5));
+    db.compact().unwrap();
+    assert!(!contains(&disk(dir.path()), "old-value-8812"));
+    assert!(
+        db.history(&Selector::UserId("u-1".into()))
+            .unwrap()
+            .unwrap()
+            .steps
+            .is_empty()
+    );
+    assert!(
+        db.get_at(&Selector::UserId("u-1".into()), Timestamp(0))
+            .is_err()
+    );
+    drop(db);
+
+    let off = tempfile::tempdir().unwrap();
+    let on = tempfile::tempdir().unwrap();
+    let db_off = Db::open(off.path(), with_retention(Duration::ZERO)).unwrap();
+    let db_on = Db::open(on.path(), options()).unwrap();
+    for i in 0..20 {
+        let m = identify(Some("u-1"), None, None, json!({ "n": i }));
+        call(&db_off, m.clone());
+        call(&db_on, m);
+    }
+    let h = db_off
+        .history(&Selector::UserId("u-1".into()))
+        .unwrap()
+        .unwrap();
+    assert!(h.steps.is_empty(), "history off writes no step");
+    assert!(
+        db_off
+            .get_at(&Selector::UserId("u-1".into()), db_off.history_clock())
+            .is_err()
+    );
+    db_off.sync().unwrap();
+    db_on.sync().unwrap();
+    assert!(
+        db_off.counts().disk_bytes < db_on.counts().disk_bytes,
+        "steps cost bytes only when history is on"
+    );
+}
+
+#[test]
+fn explain_reports_what_a_call_would_do_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut first = identify(
+        Some("u-1"),
+        None,
+        None,
+        json!({"plan": "basic", "seats": 3}),
+    );
+    first["timestamp"] = json!(ts(100));
+    first["messageId"] = json!("first");
+    let k1 = call(&db, first.clone()).key;
+    let k2 = call(
+        &db,
+        identify(None, None, Some("anon-2"), json!({"color": "red"})),
+    )
+    .key;
+    db.sync().unwrap();
+    let appended = db.stats().storage.bytes_appended;
+    let before = (by_key(&db, k1), by_key(&db, k2));
+
+    // A merge with one newer and one older property.
+    let mut m = identify(Some("u-1"), None, Some("anon-2"), json!({"plan": "pro"}));
+    m["timestamp"] = json!(ts(200));
+    m["context"] = json!({});
+    let mut older = m.clone();
+    older["traits"] = json!({"plan": "ancient", "seats": 1});
+    older["timestamp"] = json!(ts(50));
+    let ex = db.explain_json(m.to_string().as_bytes()).unwrap();
+    assert_eq!(ex.verdict, "apply");
+    assert_eq!(ex.survivor, Some(k1));
+    assert!(ex.rule.contains("userId"), "{}", ex.rule);
+    let found: Vec<_> = ex.found.iter().map(|f| (f.identifier, f.key)).collect();
+    assert_eq!(
+        found,
+        vec![("user_id", Some(k1)), ("anonymous_id", Some(k2))]
+    );
+    let out = ex.outcome.as_ref().unwrap();
+    assert_eq!(out.merged, vec![k2]);
+    let plan = ex.changes.iter().find(|c| c.name == "plan").unwrap();
+    assert_eq!(plan.old, Some(profiledb::Value::Str("basic".into())));
+    assert_eq!(plan.new, Some(profiledb::Value::Str("pro".into())));
+    assert!(plan.by_this_call);
+    let color = ex.changes.iter().find(|c| c.name == "color").unwrap();
+    assert_eq!(
+        color.old, None,
+        "the survivor had no color: the merge brings it"
+    );
+    assert!(!color.by_this_call);
+
+    let ex = db.explain_json(older.to_string().as_bytes()).unwrap();
+    let kept: Vec<_> = ex.kept.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(kept, vec!["plan", "seats"], "{ex:?}");
+    assert_eq!(ex.kept[0].decided_by.to_rfc3339(), ts(100));
+
+    // Refusals name the field; a duplicate says so.
+    let bad = identify(Some("u-1"), Some("not-an-email"), None, json!({}));
+    let ex = db.explain_json(bad.to_string().as_bytes()).unwrap();
+    assert_eq!(ex.verdict, "refuse");
+    assert_eq!(ex.refusals[0].field, "traits.email");
+    let ex = db.explain_json(first.to_string().as_bytes()).unwrap();
+    assert_eq!(ex.verdict, "duplicate");
+
+    // Nothing was written.
+    db.sync().unwrap();
+    assert_eq!(db.stats().storage.bytes_appended, appended);
+    assert_eq!((by_key(&db, k1), by_key(&db, k2)), before);
+    // And the call then does what was explained.
+    let ex = db.explain_json(m.to_string().as_bytes()).unwrap();
+    assert_eq!(Some(call(&db, m)), ex.outcome);
+}
+
+#[test]
+fn the_guard_quarantines_an_identifier_that_links_too_many_user_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || Options {
+        guard_max_user_ids: 3,
+        ..options()
+    };
+    let mut db = Db::open(dir.path(), opts()).unwrap();
+    let dev = |u: &str| identify(Some(u), None, Some("shared-device"), json!({}));
+    for u in ["u-1", "u-2", "u-3"] {
+        let out = call(&db, dev(u));
+        assert!(out.quarantined.is_empty(), "{u}: {out:?}");
+    }
+    assert_eq!(
+        by_anon(&db, "shared-device").unwrap().user_id.as_deref(),
+        Some("u-3")
+    );
+    // The fourth user id would make four: quarantined, and the device stays where it was.
+    let ex = db.explain_json(dev("u-4").to_string().as_bytes()).unwrap();
+    assert_eq!(
+        ex.outcome.unwrap().quarantined,
+        vec!["anonymous_id:shared-device"]
+    );
+    let out = call(&db, dev("u-4"));
+    assert_eq!(out.quarantined, vec!["anonymous_id:shared-device"]);
+    assert!(out.moved.is_empty());
+    assert_eq!(
+        by_anon(&db, "shared-device").unwrap().user_id.as_deref(),
+        Some("u-3")
+    );
+    assert!(by_user(&db, "u-4").unwrap().anonymous_ids.is_empty());
+    // Later calls neither move nor merge through it.
+    let out = call(&db, dev("u-5"));
+    assert_eq!(out.quarantined, vec!["anonymous_id:shared-device"]);
+    assert!(by_user(&db, "u-5").unwrap().anonymous_ids.is_empty());
+    let err = try_call(&db, identify(None, None, Some("shared-device"), json!({}))).unwrap_err();
+    assert!(err.to_string().contains("quarantined"), "{err}");
+    assert_eq!(db.stats().quarantined, vec!["anonymous_id:shared-device"]);
+    assert_eq!(db.stats().guard_skipped_calls, 2);
+
+    // Kept through compaction, reopen and crash.
+    db.compact().unwrap();
+    db.close().unwrap();
+    db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.quarantined(), vec!["anonymous_id:shared-device"]);
+    db.sync().unwrap();
+    db.abandon();
+    db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.quarantined(), vec!["anonymous_id:shared-device"]);
+    assert_eq!(
+        call(&db, dev("u-6")).quarantined,
+        vec!["anonymous_id:shared-device"]
+    );
+
+    // Released: the device moves again, and the release lasts.
+    assert!(
+        db.release_quarantined("anonymous_id", "shared-device")
+            .unwrap()
+    );
+    assert!(
+        !db.release_quarantined("anonymous_id", "shared-device")
+            .unwrap()
+    );
+    db.close().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert!(db.quarantined().is_empty());
+    let out = call(&db, dev("u-7"));
+    assert!(out.quarantined.is_empty());
+    assert_eq!(out.moved.len(), 1);
+}
