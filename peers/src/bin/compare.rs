@@ -315,14 +315,24 @@ fn label(id: &str) -> &'static str {
     RUNS.iter().find(|r| r.0 == id).map_or("?", |r| r.1)
 }
 
+/// profiledb's options in every run: group commit, and the library's defaults otherwise
+/// (the journal's 30-day history window included). `PROFILEDB_HISTORY_DAYS=0` runs it with the
+/// journal off, to see what the history costs (docs/journal.md).
 fn pdb_options() -> Options {
-    Options {
+    let mut options = Options {
         durability: Durability::GroupCommit {
             max_delay: Duration::from_millis(10),
             max_batch: 1000,
         },
         ..Options::default()
+    };
+    if let Ok(days) = std::env::var("PROFILEDB_HISTORY_DAYS") {
+        let days: u64 = days
+            .parse()
+            .expect("PROFILEDB_HISTORY_DAYS: a whole number of days");
+        options.history_retention = Duration::from_secs(days * 24 * 3600);
     }
+    options
 }
 
 /// profiledb, one thread, Buffered calls; `explicit_sync`: also `db.sync()` every 1,000 calls
