@@ -50,6 +50,10 @@ pub(crate) enum Change {
     NextKey {
         next: u64,
     },
+    Source {
+        id: u64,
+        at: crate::types::SourceOffset,
+    },
 }
 
 /// A profile record written by a call, decoded: it goes to the [`ProfileCache`] once the
@@ -213,6 +217,15 @@ impl ProfileCache {
 }
 
 impl Batch {
+    /// Add the entry recording the external log position this batch brings the store to
+    /// (`Db::apply_at`): it lands in the same frame as the call's entries.
+    pub fn push_source(&mut self, at: &crate::types::SourceOffset) {
+        let id = entries::source_id(&at.topic, at.partition);
+        let data = entries::encode(&entries::SourceRecord::from_offset(at));
+        self.entries.push((EntryKind::SourceOffset, id, data));
+        self.changes.push(Change::Source { id, at: at.clone() });
+    }
+
     /// Borrowed entries for [`Store::append`].
     pub fn entries(&self) -> Vec<Entry<'_>> {
         self.entries
@@ -250,6 +263,7 @@ pub(crate) fn commit(index: &mut Index, changes: Vec<Change>, locations: &[Locat
             &Change::Dedupe { hash } => Update::Dedupe { hash },
             &Change::Suppress { hash } => Update::Suppress { hash },
             &Change::NextKey { next } => Update::NextKey { next },
+            Change::Source { id, at } => Update::Source { id: *id, at },
         };
         index.apply(update, loc);
     }

@@ -24,6 +24,7 @@ pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 use crate::entries::{self, EntryKind, Ids};
 use crate::profile::validate::normalize_email;
 use crate::storage::{Location, StoredEntry};
+use crate::types::SourceOffset;
 
 /// A company's place in the index.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +67,9 @@ pub(crate) struct Index {
     next_company_key: u64,
     /// Sequence number of the newest frame applied (arrival order of calls).
     last_seq: u64,
+    /// External log positions applied up to, by [`entries::source_id`], with the location
+    /// of the newest `SOURCE_OFFSET` entry (the live one).
+    sources: HashMap<u64, (SourceOffset, Location)>,
 }
 
 /// What one entry changes in the index: one variant per entry kind, applied by
@@ -92,6 +96,8 @@ pub(crate) enum Update<'a> {
     Suppress { hash: u128 },
     /// The next profile key to assign is at least `next` (`EntryKind::NextKey`).
     NextKey { next: u64 },
+    /// An external log position applied up to (`EntryKind::SourceOffset`).
+    Source { id: u64, at: &'a SourceOffset },
 }
 
 /// A company as the index knows it.
@@ -159,6 +165,9 @@ impl Index {
             Update::NextKey { next } => {
                 self.next_key = self.next_key.max(next);
                 self.next_key_location = Some(at);
+            }
+            Update::Source { id, at: offset } => {
+                self.sources.insert(id, (offset.clone(), at));
             }
         }
     }
@@ -445,6 +454,7 @@ impl Index {
             }
             EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
             EntryKind::NextKey => self.next_key_location == loc,
+            EntryKind::SourceOffset => self.sources.get(&e.id).map(|s| s.1) == loc,
         }
     }
 
@@ -478,6 +488,11 @@ impl Index {
             EntryKind::Suppress => {
                 if let Some(d) = self.suppressed.get_mut(&id) {
                     swap(&mut d.1, old, new)
+                }
+            }
+            EntryKind::SourceOffset => {
+                if let Some(s) = self.sources.get_mut(&id) {
+                    swap(&mut s.1, old, new)
                 }
             }
             EntryKind::NextKey => {
@@ -514,6 +529,15 @@ impl Index {
         self.suppressed.remove(&(hash as u64)).is_some()
     }
 
+    /// The position applied up to in an external log's topic partition, if any call from it
+    /// was applied.
+    pub fn source_offset(&self, topic: &str, partition: i32) -> Option<&SourceOffset> {
+        self.sources
+            .get(&entries::source_id(topic, partition))
+            .map(|s| &s.0)
+            .filter(|s| s.topic == topic && s.partition == partition)
+    }
+
     /// Bytes of the live entries the index points at.
     pub fn live_bytes(&self) -> u64 {
         let p: u64 = self.profiles.iter().map(|(_, l)| l.len as u64).sum();
@@ -521,7 +545,8 @@ impl Index {
         let r = self.redirects.len() as u64 * 8;
         let d = (self.dedupe.len() + self.suppressed.len()) as u64 * 8;
         let n: u64 = self.names.iter().map(|n| n.1.len as u64).sum();
-        p + c + r + d + n
+        let s: u64 = self.sources.values().map(|s| s.1.len as u64).sum();
+        p + c + r + d + n + s
     }
 
     /// Heap bytes of the index, by part, counted from the real allocation sizes (every hash

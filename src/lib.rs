@@ -116,4 +116,4 @@ pub use profile::message::{Alias, CompanyRef, Group, Identify, Link, Message, Nu
 pub use profile::props::ListOp;
 pub use storage::StorageStats;
 pub use types::value::{Timestamp, Value};
-pub use types::{Company, Moved, Outcome, Profile, Selector, Status};
+pub use types::{Company, Moved, Outcome, Profile, Selector, SourceOffset, Status};

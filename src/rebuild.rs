@@ -114,6 +114,7 @@ impl Replay for Rebuild {
         self.index.set_last_seq(seq);
         for e in batch {
             let company: CompanyRecord;
+            let source;
             let name;
             let kind = EntryKind::try_from(e.kind).map_err(|k| Error::Decode {
                 what: "entry kind",
@@ -161,6 +162,14 @@ impl Replay for Rebuild {
                 EntryKind::NextKey => Update::NextKey {
                     next: entries::read_u64(e.data, "next key")?,
                 },
+                EntryKind::SourceOffset => {
+                    let rec: entries::SourceRecord = entries::decode(e.data, "source offset")?;
+                    source = rec.to_offset();
+                    Update::Source {
+                        id: e.id,
+                        at: &source,
+                    }
+                }
             };
             self.index.apply(update, e.location);
         }

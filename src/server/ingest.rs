@@ -128,6 +128,22 @@ struct MessageResult {
 }
 
 impl MessageResult {
+    /// Accepted and produced to the topic of `serve --produce-to` (no key: no store wrote it).
+    #[cfg(feature = "kafka")]
+    fn produced(index: usize) -> Self {
+        MessageResult {
+            index,
+            status: "accepted",
+            key: None,
+            outcome: None,
+            merged: Vec::new(),
+            moved: Vec::new(),
+            ignored: Vec::new(),
+            reason: None,
+            error: None,
+        }
+    }
+
     fn refused(index: usize, error: &'static str, reason: String) -> Self {
         MessageResult {
             index,
@@ -424,6 +440,8 @@ pub(crate) fn apply_messages(
     let db = &project.db;
     let mut results = Vec::with_capacity(messages.len());
     let (mut accepted, mut duplicates, mut refused) = (0usize, 0usize, 0usize);
+    #[cfg(feature = "kafka")]
+    let mut acks = None;
     for (index, pending) in messages.into_iter().enumerate() {
         let mut dropped = Vec::new();
         // Segment's 32 KB applies to each message as sent.
@@ -525,6 +543,29 @@ pub(crate) fn apply_messages(
                 continue;
             }
         };
+        #[cfg(feature = "kafka")]
+        match super::produce::offer(project, &mut acks, &message, &value) {
+            None => {}
+            Some(Ok(())) => {
+                metrics.accepted.fetch_add(1, Relaxed);
+                accepted += 1;
+                results.push(MessageResult::produced(index));
+                continue;
+            }
+            Some(Err(e)) if !e.is_refusal() => {
+                return Err(Reply::error(503, "unavailable", &format!("produce: {e}")));
+            }
+            Some(Err(e)) => {
+                results.push(refuse(
+                    metrics,
+                    &mut refused,
+                    index,
+                    e.kind(),
+                    e.to_string(),
+                ));
+                continue;
+            }
+        }
         match db.apply_with(&message, PER_MESSAGE) {
             Ok(outcome) if outcome.status == Status::Duplicate => {
                 metrics.duplicates.fetch_add(1, Relaxed);
@@ -576,6 +617,19 @@ pub(crate) fn apply_messages(
                 e.to_string(),
             )),
         }
+    }
+    #[cfg(feature = "kafka")]
+    if let Some(acks) = acks {
+        // Produced instead of applied: answered once the broker acknowledged every call.
+        acks.wait()
+            .map_err(|e| Reply::error(503, "unavailable", &format!("produce: {e}")))?;
+        return Ok(BatchAnswer {
+            success: true,
+            accepted,
+            duplicates,
+            refused,
+            results,
+        });
     }
     if accepted + duplicates > 0 {
         // One sync for the whole request: every accepted message (and the original of every
