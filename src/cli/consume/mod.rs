@@ -353,6 +353,9 @@ pub fn consume(global: &Global, args: &ConsumeArgs) -> CmdResult {
         // The first join takes about half of it on some brokers (docs/scaling.md).
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1500")
+        // Also the rebalance timeout: how long a rebalance waits for a member that died
+        // without leaving (a poll never takes long here: queues are bounded).
+        .set("max.poll.interval.ms", "60000")
         .set("statistics.interval.ms", "1000");
     for spec in &args.kafka_options {
         let (k, v) = spec
