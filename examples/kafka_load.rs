@@ -59,7 +59,7 @@ fn main() {
     let mut ends = vec![0i64; partitions as usize];
     let mut pending = Vec::new();
     let mut buf = Vec::new();
-    let mut flush = |pending: &mut Vec<_>, ends: &mut Vec<i64>| {
+    let flush = |pending: &mut Vec<rdkafka::producer::DeliveryFuture>, ends: &mut Vec<i64>| {
         for f in pending.drain(..) {
             let d: rdkafka::producer::future_producer::Delivery = rt
                 .block_on(f)
