@@ -57,6 +57,11 @@ pub(crate) enum Change {
         key: u64,
         arrival: i64,
     },
+    /// An external log position (issue 17, `Db::apply_at`).
+    Source {
+        id: u64,
+        at: crate::types::SourceOffset,
+    },
 }
 
 /// A profile record written by a call, decoded: it goes to the [`ProfileCache`] once the
@@ -236,6 +241,15 @@ impl Batch {
         self.written.iter().map(|w| (w.key, &w.rec))
     }
 
+    /// Add the entry recording the external log position this batch brings the store to
+    /// (`Db::apply_at`): it lands in the same frame as the call's entries.
+    pub fn push_source(&mut self, at: &crate::types::SourceOffset) {
+        let id = entries::source_id(&at.topic, at.partition);
+        let data = entries::encode(&entries::SourceRecord::from_offset(at));
+        self.entries.push((EntryKind::SourceOffset, id, data));
+        self.changes.push(Change::Source { id, at: at.clone() });
+    }
+
     /// Borrowed entries for [`Store::append`].
     pub fn entries(&self) -> Vec<Entry<'_>> {
         self.entries
@@ -275,6 +289,7 @@ pub(crate) fn commit(index: &mut Index, changes: Vec<Change>, locations: &[Locat
             &Change::NextKey { next } => Update::NextKey { next },
             &Change::History { key, arrival } => Update::History { key, arrival },
             Change::Guard(g) => g.update(),
+            Change::Source { id, at } => Update::Source { id: *id, at },
         };
         index.apply(update, loc);
     }

@@ -16,7 +16,7 @@ use crate::profile::message::{Alias, Group, Identify, Link, Message};
 use crate::profile::validate::validate;
 use crate::rebuild::Rebuild;
 use crate::storage::{CopyAs, Store, StoreOptions};
-use crate::types::{Company, Outcome, Profile, Selector, Status};
+use crate::types::{Company, Outcome, Profile, Selector, SourceOffset, Status};
 use crate::view;
 
 /// A message that passed validation (SPEC 3.1) against a store's options, ready for
@@ -233,6 +233,15 @@ impl Db {
 
     /// Apply a message that passed validation.
     fn apply_valid(&self, message: &Message, durability: Durability) -> Result<Outcome> {
+        self.apply_valid_at(message, None, durability)
+    }
+
+    fn apply_valid_at(
+        &self,
+        message: &Message,
+        source: Option<&SourceOffset>,
+        durability: Durability,
+    ) -> Result<Outcome> {
         self.write(
             durability,
             |b| {
@@ -240,7 +249,63 @@ impl Db {
                 Ok((b.apply(message)?, message.message_id()))
             },
             message.message_id().map(|mid| (mid, message)),
+            source,
         )
+    }
+
+    /// Apply a prepared message and record, in the same atomic frame, that the store has
+    /// applied an external log up to `at` (the consumer of docs/scaling.md passes the position
+    /// just after this call). After a crash the store holds the call and `at` together or
+    /// neither, so [`Db::source_offset`] says exactly where to resume. A call that writes
+    /// nothing (a duplicate `messageId`) or is refused records nothing: replaying it from the
+    /// older position gives the same answer; [`Db::mark_source_offset`] moves the position
+    /// past such calls.
+    pub fn apply_at(
+        &self,
+        prepared: &Prepared,
+        at: &SourceOffset,
+        durability: Durability,
+    ) -> Result<Outcome> {
+        self.apply_valid_at(&prepared.0, Some(at), durability)
+    }
+
+    /// Record that an external log was applied up to `at` without applying a call (one small
+    /// frame): for messages that wrote nothing, such as a poison message sent to a
+    /// dead-letter topic. Does nothing when the store is already at `at`.
+    pub fn mark_source_offset(&self, at: &SourceOffset, durability: Durability) -> Result<()> {
+        if self.source_offset(&at.topic, at.partition).as_ref() == Some(at) {
+            return Ok(());
+        }
+        self.write(
+            durability,
+            |_| {
+                Ok((
+                    Outcome {
+                        key: 0,
+                        status: Status::Unchanged,
+                        merged: Vec::new(),
+                        moved: Vec::new(),
+                        ignored: Vec::new(),
+                        quarantined: Vec::new(),
+                    },
+                    None,
+                ))
+            },
+            None,
+            Some(at),
+        )
+        .map(|_| ())
+    }
+
+    /// The position in an external log's topic partition this store has applied up to
+    /// (written by [`Db::apply_at`] / [`Db::mark_source_offset`], kept through compaction and
+    /// the index snapshot, recovered on open); `None` if it never applied anything from it.
+    pub fn source_offset(&self, topic: &str, partition: i32) -> Option<SourceOffset> {
+        self.inner
+            .index
+            .read()
+            .source_offset(topic, partition)
+            .cloned()
     }
 
     /// Apply an `identify` call (SPEC 2) with the store's default durability.
@@ -303,6 +368,7 @@ impl Db {
         durability: Durability,
         build: impl FnOnce(&mut Builder<'_>) -> Result<(Outcome, Option<&'m str>)>,
         dedupe: Option<(&str, &Message)>,
+        source: Option<&SourceOffset>,
     ) -> Result<Outcome> {
         let inner = &*self.inner;
         let mut index = inner.index.write();
@@ -331,7 +397,10 @@ impl Db {
                 .guard_skipped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let batch = builder.finish(outcome, message_id);
+        let mut batch = builder.finish(outcome, message_id);
+        if let Some(at) = source {
+            batch.push_source(at);
+        }
         if batch.entries.is_empty() {
             return Ok(batch.outcome);
         }
@@ -379,7 +448,12 @@ impl Db {
             None => return Ok(None),
         };
         let durability = self.inner.options.durability;
-        let out = self.write(durability, |b| Ok((b.delete(key, suppress)?, None)), None)?;
+        let out = self.write(
+            durability,
+            |b| Ok((b.delete(key, suppress)?, None)),
+            None,
+            None,
+        )?;
         Ok(Some(out.key))
     }
 
@@ -392,6 +466,7 @@ impl Db {
         let out = self.write(
             durability,
             |b| Ok((b.unlink(key, anonymous_id)?, None)),
+            None,
             None,
         )?;
         Ok(Some(out.key))

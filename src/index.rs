@@ -26,6 +26,7 @@ pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 
 use crate::entries::{self, EntryKind, Ids};
 use crate::storage::{Location, StoredEntry};
+use crate::types::SourceOffset;
 use crate::types::email::normalize_email;
 use crate::types::value::Timestamp;
 
@@ -72,6 +73,9 @@ pub(crate) struct Index {
     next_company_key: u64,
     /// Sequence number of the newest frame applied (arrival order of calls).
     last_seq: u64,
+    /// External log positions applied up to, by [`entries::source_id`], with the location
+    /// of the newest `SOURCE_OFFSET` entry (the live one).
+    sources: HashMap<u64, (SourceOffset, Location)>,
 }
 
 /// What one entry changes in the index: one variant per entry kind, applied by
@@ -104,6 +108,8 @@ pub(crate) enum Update<'a> {
     GuardLink { ident: u128, user: u64, time: i64 },
     /// The guard quarantined an identifier (`EntryKind::Quarantine`).
     Quarantine { ident: u128, text: &'a str },
+    /// An external log position applied up to (`EntryKind::SourceOffset`).
+    Source { id: u64, at: &'a SourceOffset },
 }
 
 /// A guard entry's change to the index, owned (the write path's `Change::Guard`).
@@ -198,6 +204,9 @@ impl Index {
             }
             Update::Quarantine { ident, text } => {
                 self.journal.guard.quarantine(ident, text.to_string(), at)
+            }
+            Update::Source { id, at: offset } => {
+                self.sources.insert(id, (offset.clone(), at));
             }
         }
     }
@@ -522,6 +531,7 @@ impl Index {
                     && entries::history::arrival(e.data)
                         .is_ok_and(|a| self.journal.keeps(e.id, a, e.location, Timestamp::now().0))
             }
+            EntryKind::SourceOffset => self.sources.get(&e.id).map(|s| s.1) == loc,
         }
     }
 
@@ -555,6 +565,11 @@ impl Index {
             EntryKind::Suppress => {
                 if let Some(d) = self.suppressed.get_mut(&id) {
                     swap(&mut d.1, old, new)
+                }
+            }
+            EntryKind::SourceOffset => {
+                if let Some(s) = self.sources.get_mut(&id) {
+                    swap(&mut s.1, old, new)
                 }
             }
             EntryKind::NextKey => {
@@ -593,6 +608,15 @@ impl Index {
         self.suppressed.remove(&(hash as u64)).is_some()
     }
 
+    /// The position applied up to in an external log's topic partition, if any call from it
+    /// was applied.
+    pub fn source_offset(&self, topic: &str, partition: i32) -> Option<&SourceOffset> {
+        self.sources
+            .get(&entries::source_id(topic, partition))
+            .map(|s| &s.0)
+            .filter(|s| s.topic == topic && s.partition == partition)
+    }
+
     /// Bytes of the live entries the index points at.
     pub fn live_bytes(&self) -> u64 {
         let p: u64 = self.profiles.iter().map(|(_, l)| l.len as u64).sum();
@@ -600,7 +624,8 @@ impl Index {
         let r = self.redirects.len() as u64 * 8;
         let d = (self.dedupe.len() + self.suppressed.len()) as u64 * 8;
         let n: u64 = self.names.iter().map(|n| n.1.len as u64).sum();
-        p + c + r + d + n
+        let s: u64 = self.sources.values().map(|s| s.1.len as u64).sum();
+        p + c + r + d + n + s
     }
 
     /// Heap bytes of the index, by part, counted from the real allocation sizes (every hash

@@ -48,6 +48,10 @@
 //!   the W1 workload generator and benchmark, `serve`).
 //! - `server` (default): [`server`], a Segment-compatible HTTP ingestion server with durable
 //!   acknowledgements. It does not need `cli`.
+//! - `kafka` (not default; implies `cli` and `server`): `profiledb consume` (a Kafka consumer
+//!   group member, one store per partition, exactly once through [`Db::apply_at`] /
+//!   [`Db::source_offset`]) and `serve --produce-to` (docs/scaling.md). Needs no system
+//!   package (rdkafka builds its bundled librdkafka).
 //! - `testing`: the crate's own test machinery (fault injection, power-loss simulation, the
 //!   storage engine and rules modules as public paths). Not for users; hidden from these docs.
 //!
@@ -119,4 +123,4 @@ pub use profile::message::{Alias, CompanyRef, Group, Identify, Link, Message, Nu
 pub use profile::props::ListOp;
 pub use storage::StorageStats;
 pub use types::value::{Timestamp, Value};
-pub use types::{Company, Moved, Outcome, Profile, Selector, Status};
+pub use types::{Company, Moved, Outcome, Profile, Selector, SourceOffset, Status};

@@ -114,6 +114,7 @@ impl Replay for Rebuild {
         self.index.set_last_seq(seq);
         for e in batch {
             let company: CompanyRecord;
+            let source;
             let name;
             let text: String;
             let kind = EntryKind::try_from(e.kind).map_err(|k| Error::Decode {
@@ -175,6 +176,14 @@ impl Replay for Rebuild {
                     key: e.id,
                     arrival: entries::history::arrival(e.data)?,
                 },
+                EntryKind::SourceOffset => {
+                    let rec: entries::SourceRecord = entries::decode(e.data, "source offset")?;
+                    source = rec.to_offset();
+                    Update::Source {
+                        id: e.id,
+                        at: &source,
+                    }
+                }
             };
             self.index.apply(update, e.location);
         }

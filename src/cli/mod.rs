@@ -6,6 +6,8 @@
 //! stderr.
 
 mod bench;
+#[cfg(feature = "kafka")]
+mod consume;
 mod generate;
 mod lines;
 mod maintain;
@@ -328,6 +330,17 @@ Example:
 
 Project PROJECT's store is DATA/PROJECT. SIGTERM or SIGINT drains, syncs and exits 0.")]
     Serve(serve::ServeArgs),
+    /// Apply a Kafka topic's messages as a consumer group member, one store per partition
+    /// (DATA/TOPIC-<partition>), exactly once across crashes (see docs/scaling.md).
+    #[cfg(feature = "kafka")]
+    #[command(after_help = "\
+Example:
+  profiledb --data /var/lib/profiledb consume --brokers 10.0.0.5:9092 --topic calls --group profiledb
+
+Each message is one Segment-shaped JSON call or a JSON array of them. Each store records the
+position it has applied up to in the same frame as the calls; a partition resumes there.
+SIGTERM or SIGINT drains, syncs, commits and exits 0.")]
+    Consume(consume::ConsumeArgs),
 }
 
 /// Global options every command sees.
@@ -538,6 +551,8 @@ pub fn run(global: &Global, command: Command) -> CmdResult {
             .and_then(profiledb::server::run)
             .map(|()| OK)
             .map_err(|e| Failure::error(e.to_string())),
+        #[cfg(feature = "kafka")]
+        Command::Consume(args) => consume::consume(global, &args),
     }
 }
 

@@ -88,6 +88,13 @@ pub struct ServeArgs {
     /// accepts browser writes from every origin (docs/browser.md).
     #[arg(long = "allowed-origin", value_name = "PROJECT=ORIGIN")]
     pub allowed_origins: Vec<String>,
+
+    /// Produce accepted calls to a Kafka topic, keyed by project, as BROKERS/TOPIC
+    /// (e.g. 10.0.0.5:9092/calls), instead of writing the stores; each request is answered
+    /// once the broker acknowledged its calls (acks=all). See docs/scaling.md.
+    #[cfg(feature = "kafka")]
+    #[arg(long, value_name = "BROKERS/TOPIC")]
+    pub produce_to: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -114,6 +121,8 @@ impl Default for ServeArgs {
             auth_failures_per_minute: p.auth_failures_per_minute,
             erase_within: p.erase_within.as_secs_f64(),
             allowed_origins: Vec::new(),
+            #[cfg(feature = "kafka")]
+            produce_to: None,
         }
     }
 }
@@ -144,6 +153,10 @@ impl ServeArgs {
         config.admin_tokens.extend(env.admin_tokens);
         config.keys_file = self.keys_file.clone();
         config.metrics_listen = self.metrics_listen;
+        #[cfg(feature = "kafka")]
+        {
+            config.produce_to = self.produce_to.clone();
+        }
         config.limits = Limits {
             max_message_bytes: self.max_message_bytes,
             max_batch_bytes: self.max_batch_bytes,

@@ -56,6 +56,10 @@ pub(crate) enum EntryKind {
     GuardLink = 21,
     /// The guard quarantined an identifier ([`guard`]); `id` = low half of its hash.
     Quarantine = 22,
+    /// The position in an external log (a Kafka topic partition) applied up to, written in the
+    /// frame of the call it covers ([`SourceRecord`]); `id` = [`source_id`] of the topic
+    /// partition. Kinds 30-39 belong to the consumer of issue 17.
+    SourceOffset = 30,
 }
 
 impl EntryKind {
@@ -86,6 +90,7 @@ impl TryFrom<u8> for EntryKind {
             20 => EntryKind::History,
             21 => EntryKind::GuardLink,
             22 => EntryKind::Quarantine,
+            30 => EntryKind::SourceOffset,
             other => return Err(UnknownKind(other)),
         })
     }
@@ -96,6 +101,41 @@ pub(crate) fn encode_profile(rec: &ProfileRecord, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity);
     profile::put_full(rec, &mut out);
     out
+}
+
+/// The payload of a [`EntryKind::SourceOffset`] entry (bincode derive): the fields of
+/// [`crate::types::SourceOffset`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct SourceRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub next_call: u32,
+}
+
+impl SourceRecord {
+    pub(crate) fn from_offset(at: &crate::types::SourceOffset) -> SourceRecord {
+        SourceRecord {
+            topic: at.topic.clone(),
+            partition: at.partition,
+            next_offset: at.next_offset,
+            next_call: at.next_call,
+        }
+    }
+
+    pub(crate) fn to_offset(&self) -> crate::types::SourceOffset {
+        crate::types::SourceOffset {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            next_offset: self.next_offset,
+            next_call: self.next_call,
+        }
+    }
+}
+
+/// The entry id of a topic partition's [`EntryKind::SourceOffset`] entries.
+pub(crate) fn source_id(topic: &str, partition: i32) -> u64 {
+    hash128("source offset", &format!("{topic}/{partition}")) as u64
 }
 
 /// A company as stored.

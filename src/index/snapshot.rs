@@ -11,13 +11,15 @@ use super::window::Window;
 use super::{CompanySlot, HashMap, HashSet, Index};
 use crate::error::{Error, Result};
 use crate::storage::Location;
+use crate::types::SourceOffset;
 
 /// First bytes of the payload.
 pub(crate) const MAGIC: [u8; 8] = *b"PDBINDEX";
 /// Version of the payload layout. Version 1 was a bincode-serde image of the whole index
-/// (without this magic); it is not read, only replaced.
-/// Version 3 added the history section (issue 16); a version-2 hint is ignored (one full
-/// replay, then a version-3 hint is written on close).
+/// (without this magic); it is not read, only replaced. Version 3 adds the history section
+/// (issue 16) and then the external log positions (`SOURCE_OFFSET` entries, issue 17) at the
+/// end; a version-2 payload is not read either (the log is replayed once, then a version-3 hint
+/// is written on close).
 pub(crate) const VERSION: u16 = 3;
 
 /// Encodes the payload.
@@ -182,6 +184,15 @@ impl Index {
         self.journal.encode(&mut journal);
         o.u64(journal.len() as u64);
         o.0.extend_from_slice(&journal);
+        o.u64(self.sources.len() as u64);
+        for (&id, (s, l)) in &self.sources {
+            o.u64(id);
+            o.loc(*l);
+            o.bytes(s.topic.as_bytes());
+            o.u32(s.partition as u32);
+            o.u64(s.next_offset as u64);
+            o.u32(s.next_call);
+        }
         let crc = crc32fast::hash(&o.0);
         o.u32(crc);
         o.0
@@ -337,6 +348,23 @@ impl Index {
         }
         let n = r.count(1, "history section")?;
         index.journal = super::Journal::decode(r.take(n, "history section")?)?;
+        let n = r.count(40, "source offsets")?;
+        index.sources = HashMap::with_capacity_and_hasher(n, Default::default());
+        for _ in 0..n {
+            let id = r.u64("source offsets")?;
+            let l = r.loc("source offsets")?;
+            let topic = r.str("source topic")?.to_string();
+            let partition = r.u32("source partition")? as i32;
+            let next_offset = r.u64("source offset")? as i64;
+            let next_call = r.u32("source call")?;
+            let at = SourceOffset {
+                topic,
+                partition,
+                next_offset,
+                next_call,
+            };
+            index.sources.insert(id, (at, l));
+        }
         if r.at != r.b.len() {
             return Err(r.fail("trailing bytes"));
         }

@@ -130,6 +130,22 @@ struct MessageResult {
 }
 
 impl MessageResult {
+    /// Accepted and produced to the topic of `serve --produce-to` (no key: no store wrote it).
+    #[cfg(feature = "kafka")]
+    fn produced(index: usize) -> Self {
+        MessageResult {
+            index,
+            status: "accepted",
+            key: None,
+            outcome: None,
+            merged: Vec::new(),
+            moved: Vec::new(),
+            ignored: Vec::new(),
+            reason: None,
+            error: None,
+        }
+    }
+
     fn refused(index: usize, error: &'static str, reason: String) -> Self {
         MessageResult {
             index,
@@ -389,6 +405,9 @@ fn apply_all(project: &Arc<Project>, messages: Vec<Pending<'_>>, limits: super::
 enum Checked {
     Refused(MessageResult),
     Call(Call, Vec<String>),
+    /// `serve --produce-to`: validated, to be produced as this JSON text instead of applied.
+    #[cfg(feature = "kafka")]
+    Produce(Vec<u8>),
 }
 
 /// Parse and validate one message (on the request's own thread: this is the part of the work
@@ -456,6 +475,8 @@ fn check(
         Err(IngestRefusal::Shape(e)) => Err(e),
     };
     match prepared {
+        #[cfg(feature = "kafka")]
+        Ok(_) if project.sink.is_some() => Checked::Produce(json.to_vec()),
         Ok(p) => Checked::Call(Call::Apply(p), dropped),
         Err(e) => refuse(e.kind(), e.to_string()),
     }
@@ -477,13 +498,31 @@ pub(crate) fn apply_messages(
     let (mut accepted, mut duplicates, mut refused) = (0usize, 0usize, 0usize);
     let mut checked = Vec::with_capacity(messages.len());
     let mut calls = Vec::with_capacity(messages.len());
+    #[cfg(feature = "kafka")]
+    let mut acks = None;
     for (index, pending) in messages.into_iter().enumerate() {
         match check(project, index, pending, limits, &mut refused) {
-            Checked::Refused(r) => checked.push(Err(r)),
+            Checked::Refused(r) => checked.push(Err(Some(r))),
             Checked::Call(call, dropped) => {
                 calls.push(call);
                 checked.push(Ok(dropped));
             }
+            // Produced instead of applied (`None` below: answered as accepted once the broker
+            // acknowledged every call of the request).
+            #[cfg(feature = "kafka")]
+            Checked::Produce(json) => match super::produce::offer(project, &mut acks, &json) {
+                Ok(()) => checked.push(Err(None)),
+                Err(e) if !e.is_refusal() => {
+                    return Err(Reply::error(503, "unavailable", &format!("produce: {e}")));
+                }
+                Err(e) => checked.push(Err(Some(refuse(
+                    metrics,
+                    &mut refused,
+                    index,
+                    e.kind(),
+                    e.to_string(),
+                )))),
+            },
         }
     }
     let started = Instant::now();
@@ -491,12 +530,24 @@ pub(crate) fn apply_messages(
         .committer
         .submit(&project.db, calls, &|took| metrics.sync.observe(took))
         .map_err(|e| Reply::unavailable(project, &e))?;
+    #[cfg(feature = "kafka")]
+    if let Some(acks) = acks {
+        acks.wait()
+            .map_err(|e| Reply::error(503, "unavailable", &format!("produce: {e}")))?;
+    }
     let mut done = done.into_iter();
     let mut results = Vec::with_capacity(checked.len());
     for (index, item) in checked.into_iter().enumerate() {
         let mut dropped = match item {
-            Err(result) => {
+            Err(Some(result)) => {
                 results.push(result);
+                continue;
+            }
+            Err(None) => {
+                metrics.accepted.fetch_add(1, Relaxed);
+                accepted += 1;
+                #[cfg(feature = "kafka")]
+                results.push(MessageResult::produced(index));
                 continue;
             }
             Ok(dropped) => dropped,

@@ -26,6 +26,8 @@ pub mod keys;
 mod metrics;
 mod mixpanel;
 mod posthog;
+#[cfg(feature = "kafka")]
+mod produce;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -131,6 +133,10 @@ pub struct ServeConfig {
     /// `(project, origin)` pairs: the web origins whose pages may write to a project from a
     /// browser (CORS, docs/browser.md). A project with none accepts every origin.
     pub allowed_origins: Vec<(String, String)>,
+    /// `BROKERS/TOPIC`: produce accepted calls there, keyed by project, instead of writing the
+    /// stores (feature `kafka`, docs/scaling.md).
+    #[cfg(feature = "kafka")]
+    pub produce_to: Option<String>,
 }
 
 impl ServeConfig {
@@ -147,6 +153,8 @@ impl ServeConfig {
             protection: Protection::default(),
             metrics_listen: None,
             allowed_origins: Vec::new(),
+            #[cfg(feature = "kafka")]
+            produce_to: None,
         }
     }
 
@@ -266,6 +274,9 @@ pub(crate) struct Project {
     pub(crate) failed: std::sync::atomic::AtomicBool,
     /// When the oldest deletion whose bytes may still be on disk happened.
     pub(crate) unerased_since: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// `--produce-to`: accepted calls go to this topic instead of the store (produce.rs).
+    #[cfg(feature = "kafka")]
+    pub(crate) sink: Option<Arc<produce::Sink>>,
 }
 
 impl Project {
@@ -277,6 +288,8 @@ impl Project {
             metrics: metrics::ProjectMetrics::default(),
             failed: std::sync::atomic::AtomicBool::new(false),
             unerased_since: parking_lot::Mutex::new(None),
+            #[cfg(feature = "kafka")]
+            sink: None,
         }
     }
 }
@@ -411,9 +424,22 @@ fn build_state(
     set: KeySet,
     stores: Vec<(String, Db)>,
 ) -> Result<AppState, ServerError> {
+    #[cfg(feature = "kafka")]
+    let sink = match &config.produce_to {
+        Some(spec) => Some(Arc::new(produce::Sink::new(spec)?)),
+        None => None,
+    };
     let projects: Vec<Arc<Project>> = stores
         .into_iter()
-        .map(|(name, db)| Arc::new(Project::new(name, db)))
+        .map(|(name, db)| {
+            #[allow(unused_mut)]
+            let mut project = Project::new(name, db);
+            #[cfg(feature = "kafka")]
+            {
+                project.sink = sink.clone();
+            }
+            Arc::new(project)
+        })
         .collect();
     let creds = auth::Creds::build(&set, &projects)?;
     let origins = browser::Origins::from_config(config, &set)?;

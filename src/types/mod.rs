@@ -131,3 +131,20 @@ pub(crate) fn ser_props<S: serde::Serializer>(
     }
     map.end()
 }
+
+/// A position in an external partitioned log (a Kafka topic partition) that a store has
+/// applied up to: every message before `next_offset`, and the first `next_call` calls of the
+/// message at `next_offset` (a message may carry several calls). Written in the same atomic
+/// frame as the call it covers ([`crate::Db::apply_at`]), so after a crash the store's own
+/// position says exactly what it holds (docs/scaling.md, "Exactly once").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct SourceOffset {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Offset of the first message not (fully) applied.
+    pub next_offset: i64,
+    /// Calls of the message at `next_offset` already applied (0: none).
+    pub next_call: u32,
+}
