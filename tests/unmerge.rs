@@ -57,15 +57,16 @@ fn calls(merge_carries_anon: bool) -> Vec<Json> {
     ]
 }
 
-/// What a profile is, without its key and times (the same calls in two stores).
-fn shape(
-    p: &Profile,
-) -> (
+/// A profile's identifiers and properties.
+type Shape = (
     Option<String>,
     Option<String>,
     Vec<String>,
     Vec<(String, Json)>,
-) {
+);
+
+/// What a profile is, without its key and times (the same calls in two stores).
+fn shape(p: &Profile) -> Shape {
     (
         p.user_id.clone(),
         p.email.clone(),
