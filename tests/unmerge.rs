@@ -130,8 +130,15 @@ fn check_unmerged(db: &Db, anon_key: u64, when: &str) {
 fn unmerge_restores_both_profiles_and_equals_never_merging() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let anon_key = merged(&db);
-    let survivor_key = by_user(&db, "u1").unwrap().key;
+    let all = calls(true);
+    let anon_key = call(&db, all[0].clone()).key;
+    let (before_merge, anon_then) = (db.history_clock(), by_key(&db, anon_key).unwrap());
+    for m in &all[1..] {
+        call(&db, m.clone());
+    }
+    let (merged_at, merged_then) = (db.history_clock(), by_user(&db, "u1").unwrap());
+    let survivor_key = merged_then.key;
+    assert_eq!(by_key(&db, anon_key).unwrap().key, survivor_key);
     let out = db.unmerge(&u("u1"), anon_key).unwrap();
     assert_eq!(out.restored.key, anon_key);
     assert_eq!(out.survivor.key, survivor_key);
@@ -160,6 +167,14 @@ fn unmerge_restores_both_profiles_and_equals_never_merging() {
     assert_eq!(h.steps.last().unwrap().kind, "unmerge");
     let h = db.history(&u("u1")).unwrap().unwrap();
     assert_eq!(h.steps.last().unwrap().kind, "unmerge");
+
+    // The past stays readable: the merged survivor before the unmerge, the merged-away
+    // profile before the merge.
+    assert_eq!(db.get_at(&u("u1"), merged_at).unwrap(), Some(merged_then));
+    assert_eq!(
+        db.get_at(&Selector::Key(anon_key), before_merge).unwrap(),
+        Some(anon_then)
+    );
 
     // Later calls go where the identifiers now are.
     call(
