@@ -188,6 +188,84 @@ fn unmerge_restores_both_profiles_and_equals_never_merging() {
     assert_eq!(prop(&by_user(&db, "u1").unwrap(), "later"), None);
 }
 
+/// A seeded sequence: calls carrying only `a1` or only `u1`, both sides writing the same few
+/// names with increasing timestamps, the merging call (u1 + a1) somewhere after both exist.
+/// Returns the calls with the merge and without its anonymous id.
+fn random_calls(seed: u64) -> (Vec<Json>, Vec<Json>) {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = |n: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % n
+    };
+    let names = ["plan", "color", "n", "seen"];
+    let len = 4 + next(10) as u32;
+    let merge_at = 2 + next(u64::from(len - 1)) as u32;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for i in 0..=len {
+        let mut traits = json!({});
+        for _ in 0..=next(2) {
+            traits[names[next(4) as usize]] = json!(next(5));
+        }
+        let (a, b) = if i == merge_at {
+            (
+                identify(Some("u1"), None, Some("a1"), traits.clone()),
+                identify(Some("u1"), None, None, traits),
+            )
+        } else {
+            // The first two calls create each side.
+            let anon_side = match i {
+                0 => true,
+                1 => false,
+                _ => next(2) == 0,
+            };
+            let m = if anon_side {
+                identify(None, None, Some("a1"), traits)
+            } else {
+                identify(Some("u1"), None, None, traits)
+            };
+            (m.clone(), m)
+        };
+        with.push(at(a, i + 1));
+        without.push(at(b, i + 1));
+    }
+    (with, without)
+}
+
+#[test]
+fn unmerge_equals_never_merging_on_random_one_sided_sequences() {
+    for seed in 0..60 {
+        let (with, without) = random_calls(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let anon_key = call(&db, with[0].clone()).key;
+        for m in &with[1..] {
+            call(&db, m.clone());
+        }
+        let out = db
+            .unmerge(&u("u1"), anon_key)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let never = tempfile::tempdir().unwrap();
+        let other = open(never.path());
+        for m in &without {
+            call(&other, m.clone());
+        }
+        assert_eq!(
+            shape(&out.restored),
+            shape(&by_anon(&other, "a1").unwrap()),
+            "seed {seed}: the restored profile, calls {with:?}"
+        );
+        assert_eq!(
+            shape(&out.survivor),
+            shape(&by_user(&other, "u1").unwrap()),
+            "seed {seed}: the survivor, calls {with:?}"
+        );
+    }
+}
+
 #[test]
 fn unmerge_survives_reopen_compaction_and_a_second_merge() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,9 +8,10 @@
 //! brought (and it carried at least one); its property changes go to the restored profile and
 //! are taken back from the survivor. An identifier the merged-away profile brought goes back
 //! unless a later call attributed to the survivor carried it (then the survivor keeps it). A
-//! property the merged-away profile brought (its state after the merge equals the merged
-//! record's) is taken out of the survivor (back to its state before the merge) unless a later
-//! call attributed to the survivor changed it.
+//! property the merged-away side touched (it brought it: the merge left the merged record's
+//! state; or an attributed call changed it) returns, on the survivor, to the survivor's own
+//! newest state: after the newest survivor call that changed it since the merge (the merging
+//! call included), else its state before the merge.
 
 use crate::entries::ProfileRecord;
 use crate::entries::history::{self, StepKind};
@@ -162,22 +163,31 @@ pub(crate) fn plan(
     for &(_, loc) in list[at + 1..].iter() {
         later.push(read_step(store, loc)?);
     }
+    type State = Option<crate::types::state::PropState>;
+    let mut restored = merged_rec.clone();
     let mut cur = current.clone();
-    let mut afters: Vec<Option<ProfileRecord>> = vec![None; later.len()];
-    let mut to_restored = vec![false; later.len()];
+    // Each attributed call's (step, property, state after it), newest first for now.
+    let mut restored_updates: Vec<(usize, u32, State)> = Vec::new();
+    // Each property a survivor call changed since the merge: its state after the newest one.
+    let mut survivor_last: std::collections::BTreeMap<u32, State> = Default::default();
     let mut kept_ids: Vec<(&'static str, String)> = Vec::new();
-    let mut survivor_props: Vec<u32> = Vec::new();
     for (j, step) in later.iter().enumerate().rev() {
         let c = carried(&step.body.carried);
         let mine = step.body.kind == StepKind::Call
             && !c.is_empty()
             && c.iter().all(|x| brought.contains(x));
+        for (id, _) in &step.body.props {
+            let after = state_of(&cur, *id).cloned();
+            if mine {
+                restored_updates.push((j, *id, after));
+            } else {
+                survivor_last.entry(*id).or_insert(after);
+            }
+        }
         if mine {
-            afters[j] = Some(cur.clone());
-            to_restored[j] = true;
+            restored.updated_at = restored.updated_at.max(Timestamp(step.body.event));
         } else {
             kept_ids.extend(c.into_iter().filter(|x| brought.contains(x)));
-            survivor_props.extend(step.body.props.iter().map(|p| p.0));
         }
         step.body.undo(&mut cur);
     }
@@ -185,37 +195,34 @@ pub(crate) fn plan(
     let mut before_merge = cur;
     merge_step.body.undo(&mut before_merge);
 
-    // The restored profile: the merged record, then what the attributed calls did.
-    let mut restored = merged_rec.clone();
-    let mut restored_props: Vec<u32> = Vec::new();
-    for (j, step) in later.iter().enumerate() {
-        if let Some(after) = &afters[j] {
-            for (id, _) in &step.body.props {
-                set_state(&mut restored, *id, state_of(after, *id).cloned());
-                restored_props.push(*id);
-            }
-            restored.updated_at = restored.updated_at.max(Timestamp(step.body.event));
+    // Properties the merged-away profile brought (the merge changed them and left M's state);
+    // the merging call's own changes are the survivor's.
+    let mut take_back: Vec<u32> = Vec::new();
+    for (id, _) in &merge_step.body.props {
+        let after = state_of(&after_merge, *id);
+        if state_of(&merged_rec, *id).is_some() && after == state_of(&merged_rec, *id) {
+            take_back.push(*id);
+        } else {
+            survivor_last.entry(*id).or_insert(after.cloned());
         }
     }
-    // Properties the merged-away profile brought, and those its calls changed since.
-    let mut take_back: Vec<u32> = merge_step
-        .body
-        .props
-        .iter()
-        .map(|p| p.0)
-        .filter(|id| {
-            state_of(&merged_rec, *id).is_some()
-                && state_of(&after_merge, *id) == state_of(&merged_rec, *id)
-        })
-        .collect();
-    take_back.extend(restored_props);
+    // The restored profile: the merged record, then what the attributed calls did, in order.
+    restored_updates.reverse();
+    for (_, id, after) in restored_updates {
+        set_state(&mut restored, id, after);
+        take_back.push(id);
+    }
     take_back.sort_unstable();
     take_back.dedup();
+    // The survivor: what the merged side brought or changed goes back to the survivor's own
+    // newest state (after its newest call that changed it, else before the merge).
     let mut survivor_rec = current.clone();
     for id in take_back {
-        if !survivor_props.contains(&id) {
-            set_state(&mut survivor_rec, id, state_of(&before_merge, id).cloned());
-        }
+        let own = match survivor_last.get(&id) {
+            Some(s) => s.clone(),
+            None => state_of(&before_merge, id).cloned(),
+        };
+        set_state(&mut survivor_rec, id, own);
     }
     // Identifiers: those brought and still on the survivor go back, unless kept.
     let now_on_survivor = idents(&current);
