@@ -811,6 +811,106 @@ impl Db {
         }
     }
 
+    /// Split a merge back (docs/journal.md "Unmerge"): `merged_key`, merged into the profile
+    /// `survivor` selects within the history window, returns under its key with the
+    /// identifiers and properties it brought and the changes of later calls attributed to it;
+    /// the survivor loses them. One batch (one frame): both records, both steps, and the end
+    /// of the key's redirect, so a crash leaves either the merge or the unmerge, never half.
+    /// Refusals are [`Error::Unmerge`]; nothing is written then.
+    pub fn unmerge(
+        &self,
+        survivor: &Selector,
+        merged_key: u64,
+    ) -> Result<crate::journal::unmerge::Unmerged> {
+        use crate::apply::Change;
+        use crate::entries::history::StepKind;
+        use crate::error::UnmergeError;
+        let inner = &*self.inner;
+        // No compaction meanwhile: the key's redirect entry is then never copied after the
+        // record that ends it.
+        let _no_compaction = inner.compaction.lock();
+        let mut index = inner.index.write();
+        let survivor =
+            Self::lookup(&index, survivor).ok_or(Error::Unmerge(UnmergeError::NoSurvivor))?;
+        let now = crate::types::value::Timestamp::now();
+        let plan =
+            crate::journal::unmerge::plan(&inner.store, &index, survivor, merged_key, now.0)?;
+        let arrival = index.journal.next_arrival(now.0);
+        let call = crate::journal::CallInfo {
+            arrival,
+            kind: StepKind::Unmerge,
+            carried: Default::default(),
+        };
+        let stamp = crate::types::state::Stamp::new(now, index.last_seq().saturating_add(1));
+        let step_s = call.step(
+            StepKind::Unmerge,
+            stamp,
+            None,
+            Some(&plan.survivor_before),
+            false,
+            &plan.survivor,
+            &[],
+        );
+        let step_r = call.step(
+            StepKind::Unmerge,
+            stamp,
+            None,
+            Some(&plan.merged_at_merge),
+            false,
+            &plan.restored,
+            &[],
+        );
+        let rec_s = crate::entries::encode_profile(&plan.survivor, 256);
+        let rec_r = crate::entries::encode_profile(&plan.restored, 256);
+        let entries = [
+            (EntryKind::Profile, survivor, &rec_s),
+            (EntryKind::History, survivor, &step_s),
+            (EntryKind::Profile, merged_key, &rec_r),
+            (EntryKind::History, merged_key, &step_r),
+        ];
+        let entries: Vec<crate::storage::Entry<'_>> = entries
+            .iter()
+            .map(|(kind, id, data)| crate::storage::Entry {
+                kind: kind.byte(),
+                id: *id,
+                data,
+            })
+            .collect();
+        let changes = vec![
+            Change::Profile {
+                key: survivor,
+                ids: Some((
+                    Some(plan.survivor_before.ids.clone()),
+                    plan.survivor.ids.clone(),
+                )),
+            },
+            Change::History {
+                key: survivor,
+                arrival,
+            },
+            Change::Profile {
+                key: merged_key,
+                ids: Some((None, plan.restored.ids.clone())),
+            },
+            Change::History {
+                key: merged_key,
+                arrival,
+            },
+        ];
+        let appended = inner.store.append(&entries)?;
+        index.set_last_seq(appended.seq);
+        apply::commit(&mut index, changes, &appended.locations);
+        let out = crate::journal::unmerge::Unmerged {
+            survivor: view::profile(&index, survivor, plan.survivor),
+            restored: view::profile(&index, merged_key, plan.restored),
+        };
+        drop(index);
+        inner
+            .store
+            .wait_durable(appended.seq, Durability::SyncEach)?;
+        Ok(out)
+    }
+
     /// "As of now" for [`Db::get_at`]: a time at or after the `applied_at` of every step
     /// written so far and before that of any later one (the journal clock hands out
     /// `max(now, last + 1)`, so this is `max(last, now - 1 µs)`).

@@ -126,6 +126,44 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+
+    /// An unmerge (`Db::unmerge`, docs/journal.md "Unmerge") was refused.
+    #[error("unmerge refused: {0}")]
+    Unmerge(UnmergeError),
+}
+
+/// Why an unmerge was refused (nothing was written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnmergeError {
+    /// The survivor selector matches no live profile.
+    #[error("no profile matches the survivor")]
+    NoSurvivor,
+    /// No profile was ever merged away under this key (never used, or deleted).
+    #[error("key {key} is not a merged-away profile")]
+    Unknown {
+        /// The key asked for.
+        key: u64,
+    },
+    /// The key is live, or was merged into another profile than the survivor.
+    #[error("key {key} was not merged into profile {survivor}")]
+    NotMergedInto {
+        /// The key asked for.
+        key: u64,
+        /// The survivor's key.
+        survivor: u64,
+    },
+    /// The merge is older than the history window: its step (the merged-away record) is gone.
+    #[error("the merge of key {key} is outside the history window{}", .merged_at.map(|t| format!(" (merged at {t})")).unwrap_or_default())]
+    OutsideWindow {
+        /// The key asked for.
+        key: u64,
+        /// When the merge was applied, if its step is still on disk.
+        merged_at: Option<crate::types::value::Timestamp>,
+    },
+    /// History is off (`history_retention` 0): no merge can be undone.
+    #[error("history is off for this store (history_retention 0)")]
+    HistoryOff,
 }
 
 fn list(errors: &[FieldError]) -> String {
@@ -164,7 +202,8 @@ impl Error {
             Error::Invalid(_)
             | Error::Suppressed { .. }
             | Error::Malformed(_)
-            | Error::Options { .. } => true,
+            | Error::Options { .. }
+            | Error::Unmerge(_) => true,
             Error::Io { .. }
             | Error::Corruption { .. }
             | Error::Locked { .. }
@@ -187,6 +226,7 @@ impl Error {
             Error::Format { .. } => "format",
             Error::Decode { .. } => "decode",
             Error::Options { .. } => "options",
+            Error::Unmerge(_) => "unmerge",
         }
     }
 }

@@ -155,6 +155,11 @@ impl Index {
     pub fn apply(&mut self, update: Update<'_>, at: Location) {
         match update {
             Update::Profile { key } => {
+                // A record under a merged-away key: an unmerge brought it back
+                // (docs/journal.md "Unmerge"); its redirect ends here.
+                if !self.redirects.is_empty() {
+                    self.remove_redirect(key);
+                }
                 self.profiles.insert(key, at);
                 self.bump_next_key(key);
             }
@@ -402,6 +407,16 @@ impl Index {
         let sources = self.redirect_sources.entry(to).or_default();
         sources.extend(moved);
         sources.push(from);
+    }
+
+    /// Forget the redirect of `key` (an unmerge restored it). Keys merged into `key` before it
+    /// was merged away stay with the survivor (docs/journal.md "Unmerge", limits).
+    fn remove_redirect(&mut self, key: u64) {
+        if let Some(to) = self.redirects.remove(&key)
+            && let Some(sources) = self.redirect_sources.get_mut(&to)
+        {
+            sources.retain(|k| *k != key);
+        }
     }
 
     /// Make every redirect point at the end of its chain and rebuild

@@ -114,8 +114,9 @@ pub use db::{Counts, Db, Prepared, ProcessMemory, Stats};
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub use entries::profile::fuzz_profile_payload;
-pub use error::{Error, FieldError, Result};
+pub use error::{Error, FieldError, Result, UnmergeError};
 pub use journal::explain::{ExplainedChange, Explanation, FoundBy, KeptValue};
+pub use journal::unmerge::Unmerged;
 pub use journal::{History, HistoryStep, Identifiers, PropertyChange};
 pub use options::{DEFAULT_PLACEHOLDER_IDS, Durability, Options};
 pub use profile::filter::{Filter, Op};

@@ -700,3 +700,38 @@ fn history_get_at_and_explain() {
     ])
     .code(1);
 }
+
+#[test]
+fn unmerge_splits_a_merge_back_and_refuses_with_exit_1() {
+    let env = Env::new();
+    let anon = env.identify(r#"{"anonymousId": "a-1", "traits": {"plan": "free"}}"#);
+    let anon_key = anon["key"].as_u64().unwrap().to_string();
+    env.identify(r#"{"userId": "u-1", "traits": {"name": "Ann"}}"#);
+    let merge = env.identify(r#"{"userId": "u-1", "anonymousId": "a-1"}"#);
+    assert_eq!(
+        merge["merged"][0].as_u64().unwrap().to_string(),
+        anon_key,
+        "{merge}"
+    );
+    let out = env
+        .run(&["unmerge", "--user-id", "u-1", "--merged-key", &anon_key])
+        .ok()
+        .json();
+    assert_eq!(
+        out["restored"]["key"].as_u64().unwrap().to_string(),
+        anon_key
+    );
+    assert_eq!(out["restored"]["anonymous_ids"][0], "a-1");
+    assert_eq!(out["restored"]["properties"]["plan"], "free");
+    assert!(out["survivor"]["properties"].get("plan").is_none(), "{out}");
+    let back = env.run(&["get", "--anonymous-id", "a-1"]).ok().json();
+    assert_eq!(back["key"].as_u64().unwrap().to_string(), anon_key);
+    // Done once: the key is live now, so a second unmerge is refused (exit 1, a reason).
+    let again = env
+        .run(&["unmerge", "--user-id", "u-1", "--merged-key", &anon_key])
+        .code(1);
+    assert!(again.stderr.contains("was not merged into"), "{again:?}");
+    env.run(&["unmerge", "--user-id", "nobody", "--merged-key", "1"])
+        .code(1);
+    env.run(&["unmerge", "--user-id", "u-1"]).code(2);
+}

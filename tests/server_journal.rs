@@ -85,3 +85,59 @@ fn history_at_and_explain_answer_admins_only() {
     );
     assert_eq!(r.status, 401);
 }
+
+#[test]
+fn unmerge_over_http_answers_admins_only_with_typed_statuses() {
+    let s = TestServer::start(&[(KEY, "journal")]);
+    let r = s.post(
+        "/v1/identify",
+        KEY,
+        &json!({"anonymousId": "a-1", "traits": {"plan": "free"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let anon_key = s.read("/v1/profiles?anonymous_id=a-1", KEY).json()["key"]
+        .as_u64()
+        .unwrap();
+    s.post(
+        "/v1/identify",
+        KEY,
+        &json!({"userId": "u-1", "traits": {"name": "Ann"}}),
+    );
+    s.post(
+        "/v1/identify",
+        KEY,
+        &json!({"userId": "u-1", "anonymousId": "a-1"}),
+    );
+    let merged = s.read("/v1/profiles?anonymous_id=a-1", KEY).json();
+    assert_eq!(merged["user_id"], "u-1", "{merged}");
+
+    let auth = format!("Bearer {}", s.admin_of(KEY));
+    let unmerge = |query: &str, auth: &str| {
+        s.request(
+            "POST",
+            &format!("/v1/profiles/unmerge?{query}"),
+            &[("Authorization", auth)],
+            b"",
+        )
+    };
+    let path = format!("user_id=u-1&merged_key={anon_key}");
+    assert_eq!(unmerge(&path, "Bearer wrong-token-wrong-token").status, 401);
+    assert_eq!(unmerge("user_id=u-1&merged_key=x", &auth).status, 400);
+    assert_eq!(
+        unmerge(&format!("merged_key={anon_key}"), &auth).status,
+        400
+    );
+    let r = unmerge(&format!("user_id=nobody&merged_key={anon_key}"), &auth);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = unmerge(&path, &auth);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out: Value = r.json();
+    assert_eq!(out["restored"]["key"], anon_key);
+    assert_eq!(out["restored"]["properties"]["plan"], "free");
+    let back = s.read("/v1/profiles?anonymous_id=a-1", KEY).json();
+    assert_eq!(back["key"], anon_key, "{back}");
+    assert!(back["user_id"].is_null());
+    let r = unmerge(&path, &auth);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["code"], "not_merged", "{}", r.text());
+}

@@ -255,6 +255,24 @@ Example:
 Prints {\"key\": KEY, \"unlinked\": [IDS]}. A missing profile or device exits with 1.")]
     Unlink(SelectorArgs),
 
+    /// Split a merge back (docs/journal.md "Unmerge"): the profile merged away under
+    /// --merged-key returns with the identifiers and properties it brought; the survivor
+    /// (selected as for `get`) loses them.
+    #[command(after_help = "\
+Example:
+  profiledb unmerge --user-id u-123 --merged-key 7
+
+Prints {\"survivor\": PROFILE, \"restored\": PROFILE}. A survivor that is missing, a key not
+merged into it, a merge outside the history window or history off exits with 1.")]
+    Unmerge {
+        /// The survivor.
+        #[command(flatten)]
+        selector: SelectorArgs,
+        /// The key of the merged-away profile (`merged` in its history).
+        #[arg(long, value_name = "KEY")]
+        merged_key: u64,
+    },
+
     /// Print a company with its member count.
     #[command(after_help = "\
 Example:
@@ -538,6 +556,10 @@ pub fn run(global: &Global, command: Command) -> CmdResult {
             erase,
         } => write::delete(global, &selector.selector(), suppress, erase),
         Command::Unlink(selector) => write::unlink(global, &selector.selector()),
+        Command::Unmerge {
+            selector,
+            merged_key,
+        } => write::unmerge(global, &selector.selector(), merged_key),
         Command::Company { id, members } => read::company(global, &id, members),
         Command::Query { filter } => read::query(global, Some(&filter)),
         Command::Compact => maintain::compact(global),

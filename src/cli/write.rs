@@ -224,6 +224,16 @@ pub fn unlink(global: &Global, selector: &Selector) -> CmdResult {
     }
 }
 
+/// `profiledb unmerge SELECTOR --merged-key KEY`.
+pub fn unmerge(global: &Global, survivor: &Selector, merged_key: u64) -> CmdResult {
+    let mode = global.durability.unwrap_or(DurabilityArg::Group);
+    let db = open(global, Access::Write, mode.durability())?;
+    let result = db.unmerge(survivor, merged_key);
+    close(db)?;
+    print_json(&result?)?;
+    Ok(OK)
+}
+
 fn unlink_in(db: &Db, selector: &Selector) -> profiledb::Result<Option<(u64, Vec<String>)>> {
     if let Selector::AnonymousId(id) = selector {
         return Ok(db.unlink(id)?.map(|key| (key, vec![id.clone()])));

@@ -29,8 +29,9 @@ pub(crate) enum StepKind {
     /// Another call took one of the profile's identifiers (the protection rule) or an unlink
     /// removed an anonymous id: only identifiers changed.
     Identifiers,
-    /// An unmerge restored a merged-away profile (this step is the restored profile's first;
-    /// its "before" is empty) or took it out of the survivor.
+    /// An unmerge restored a merged-away profile (its "before" is the profile as it was at
+    /// the merge, so undoing it continues into the key's history before the merge) or took
+    /// it out of the survivor (docs/journal.md "Unmerge").
     Unmerge,
 }
 

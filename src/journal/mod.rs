@@ -10,6 +10,7 @@
 pub(crate) mod explain;
 pub(crate) mod guard;
 pub(crate) mod read;
+pub(crate) mod unmerge;
 
 use serde::Serialize;
 

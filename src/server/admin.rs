@@ -422,6 +422,7 @@ pub(crate) fn journal_routes() -> axum::Router<Shared> {
         .route("/v1/profiles/history", axum::routing::get(get_history))
         .route("/v1/profiles/at", axum::routing::get(get_profile_at))
         .route("/v1/explain", axum::routing::post(explain))
+        .route("/v1/profiles/unmerge", axum::routing::post(unmerge))
         .route(
             "/v1/quarantine",
             axum::routing::get(get_quarantined).delete(release_quarantined),
@@ -478,6 +479,52 @@ async fn release_quarantined(
     .await;
     let (Ok(r) | Err(r)) = reply;
     respond(&state, "quarantine_release", r)
+}
+
+/// `POST /v1/profiles/unmerge?user_id=...&merged_key=K` (survivor selector as for reads):
+/// split a merge back (docs/journal.md "Unmerge"). 200 with `{survivor, restored}`; a missing
+/// survivor 404, a key not merged into it 409 `not_merged`, a merge outside the window 410
+/// `outside_window`, history off 409 `history_off`.
+async fn unmerge(
+    State(state): State<Shared>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let reply = async {
+        let (project, mut query) = admin_request(&state, peer.ip(), &headers, query)?;
+        let key = query
+            .remove("merged_key")
+            .ok_or_else(|| Reply::error(400, "invalid_query", "give merged_key=KEY"))?;
+        let key: u64 = key.parse().map_err(|_| {
+            Reply::error(
+                400,
+                "invalid_query",
+                "merged_key must be an unsigned integer",
+            )
+        })?;
+        let selector = required(&query)?;
+        Ok::<_, Reply>(
+            blocking(move || match project.db.unmerge(&selector, key) {
+                Ok(out) => Reply::json(&out),
+                Err(crate::Error::Unmerge(e)) => {
+                    use crate::UnmergeError as U;
+                    let (status, code) = match e {
+                        U::NoSurvivor => (404, "not_found"),
+                        U::OutsideWindow { .. } => (410, "outside_window"),
+                        U::HistoryOff => (409, "history_off"),
+                        _ => (409, "not_merged"),
+                    };
+                    Reply::error(status, code, &e.to_string())
+                }
+                Err(e) => store_error(&project, &e),
+            })
+            .await,
+        )
+    }
+    .await;
+    let (Ok(r) | Err(r)) = reply;
+    respond(&state, "profiles_unmerge", r)
 }
 
 /// `GET /v1/profiles/history?user_id=...`.
