@@ -43,6 +43,7 @@ pub fn parse(json: &[u8]) -> Result<Message> {
 
 /// A message's `type` member as written, for counting messages by type (the server's
 /// `/metrics`): whatever the message's fate.
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // the server's ingest path
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TypeSeen<'a> {
     /// Absent or `null` (an identify), or the message is not an object.
@@ -54,6 +55,7 @@ pub(crate) enum TypeSeen<'a> {
 }
 
 /// Why [`parse_ingested`] refused a message.
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // the server's ingest path
 #[derive(Debug)]
 pub(crate) enum IngestRefusal {
     /// The text is not JSON (the tokenizer's error).
@@ -68,11 +70,13 @@ pub(crate) enum IngestRefusal {
 /// Identifier members that must not hold NUL or other control characters when they arrive
 /// over the network (they end up in logs, URLs and other systems' keys): checked before the
 /// shape rules, whatever the message's type.
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // the server's ingest path
 const ID_MEMBERS: [&str; 4] = ["userId", "anonymousId", "previousId", "groupId"];
 
 /// [`parse`] for a message that arrived over the network (the server's endpoints): also
 /// refuses control characters in identifiers ([`IngestRefusal::Control`], before any shape
 /// rule), tells a JSON error from a shape error, and reports the `type` as written.
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // the server's ingest path
 pub(crate) fn parse_ingested(
     json: &[u8],
 ) -> (TypeSeen<'_>, std::result::Result<Message, IngestRefusal>) {
@@ -254,6 +258,7 @@ fn present(value: Option<Loose<'_>>) -> Option<Loose<'_>> {
 impl<'a> Fields<'a> {
     /// The refusal's reason when an identifier member or `traits.email` (as written, whatever
     /// the message's type) is a string holding a control character.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))] // the server's ingest path
     fn control_in_ids(&self) -> Option<String> {
         let ids = [
             &self.user_id,

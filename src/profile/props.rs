@@ -51,6 +51,7 @@ use crate::types::value::{Timestamp, Value};
 
 /// One operation on one property, as a call carries it.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // SetOnce, List: built by the dialects
 pub enum PropOp {
     /// A trait: last write wins by (timestamp, arrival order).
     Set(Value),

@@ -20,7 +20,7 @@ use crate::{Error, Moved, Status};
 
 /// Which ingestion endpoint a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// `POST /v1/batch`: `{"batch": [...], "context"?, "writeKey"?}`.
     Batch,
     /// `POST /v1/identify`, `/v1/group`, ...: one message whose `type` is the path's.

@@ -60,7 +60,7 @@ fn scope(project: &str) -> AdminScope {
 }
 
 /// Parse a keys file's text; `origin` names it in errors (never echoing a secret).
-pub fn parse_keys_file(text: &str, origin: &str) -> Result<KeySet, ServerError> {
+pub(crate) fn parse_keys_file(text: &str, origin: &str) -> Result<KeySet, ServerError> {
     let mut set = KeySet::default();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -83,7 +83,7 @@ pub fn parse_keys_file(text: &str, origin: &str) -> Result<KeySet, ServerError> 
 }
 
 /// Read and parse a keys file.
-pub fn read_keys_file(path: &Path) -> Result<KeySet, ServerError> {
+pub(crate) fn read_keys_file(path: &Path) -> Result<KeySet, ServerError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ServerError::Config(format!("cannot read the keys file {}: {e}", path.display()))
     })?;
@@ -134,7 +134,7 @@ pub fn parse_pair(spec: &str, flag: &str) -> Result<(String, String), ServerErro
 
 /// Check a key set: write keys well-formed and unambiguous, admin tokens long enough, no
 /// credential both a write key and an admin token. Errors never include a secret.
-pub fn validate(set: &KeySet) -> Result<(), ServerError> {
+pub(crate) fn validate(set: &KeySet) -> Result<(), ServerError> {
     let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     for (i, (key, project)) in set.write_keys.iter().enumerate() {
         if key.is_empty()

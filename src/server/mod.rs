@@ -37,7 +37,6 @@ use std::time::Duration;
 
 use crate::{Db, Options};
 
-pub use ingest::Endpoint;
 pub use keys::{AdminScope, KeySet};
 
 /// Segment's default size limits, enforced on every ingestion request.
