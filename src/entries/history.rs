@@ -8,21 +8,25 @@
 //! current record. So only the steps inside the retention window are needed, never a base
 //! record older than the window.
 //!
-//! Layout: tag byte [`STEP_TAG`], arrival time as 8 bytes little-endian (so that compaction
-//! reads it without decoding the rest), then a bincode 2 `standard()` body ([`Body`]).
-
-use bincode::{Decode, Encode};
+//! Layout (docs/format.md "History step"): tag byte [`STEP_TAG`], arrival time as 8 bytes
+//! little-endian (so that compaction reads it without decoding the rest), then a hand-written
+//! body in the varints of `wire.rs`: one flags byte (kind, created, which optional fields
+//! follow), the call's stamp, the optional strings, the times before, the identifiers before,
+//! the properties' states before with their stamps in a table that starts with the call's
+//! stamp (the compact form of full records, `values.rs`), and the merged-away records.
 
 use super::profile::{self, Ids, ProfileRecord};
+use super::values::{StampTable, put_state, stamp, state};
+use super::wire::{DecodeError, Decoded, Reader, Wire, put_i64, put_u64};
 use crate::error::{Error, Result};
-use crate::types::state::PropState;
+use crate::types::state::{PropState, Stamp};
 use crate::types::value::Timestamp;
 
 /// First byte of a step (a later layout would take another value).
-pub(crate) const STEP_TAG: u8 = 1;
+pub(crate) const STEP_TAG: u8 = 2;
 
 /// What kind of change a step records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StepKind {
     /// An identify / group / alias / link call applied to the profile.
     Call,
@@ -36,7 +40,7 @@ pub(crate) enum StepKind {
 }
 
 /// The identifiers a call carried (for unmerge's attribution of later changes).
-#[derive(Debug, Clone, PartialEq, Default, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Carried {
     pub user_id: Option<String>,
     pub email: Option<String>,
@@ -44,7 +48,7 @@ pub(crate) struct Carried {
 }
 
 /// Identifiers before the call, as in a profile record.
-#[derive(Debug, Clone, PartialEq, Default, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct StepIds {
     pub user_id: Option<String>,
     pub email: Option<String>,
@@ -75,7 +79,7 @@ impl From<StepIds> for Ids {
 }
 
 /// A step's body (everything after the arrival time).
-#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Body {
     pub kind: StepKind,
     /// The call's event time and arrival order (its stamp).
@@ -107,20 +111,102 @@ pub(crate) struct Step {
     pub body: Body,
 }
 
+// Bits of the flags byte (the two low bits are the kind: 0 call, 1 identifiers, 2 unmerge).
+const CREATED: u8 = 1 << 2;
+const MESSAGE_ID: u8 = 1 << 3;
+const IDS: u8 = 1 << 4;
+const CARRIED_USER: u8 = 1 << 5;
+const CARRIED_EMAIL: u8 = 1 << 6;
+const CARRIED_ANON: u8 = 1 << 7;
+
 /// Encode a step.
 pub(crate) fn encode(arrival: i64, body: &Body) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + 32 * body.props.len());
     out.push(STEP_TAG);
     out.extend_from_slice(&arrival.to_le_bytes());
-    out.extend_from_slice(&super::encode(body));
+    let mut flags = match body.kind {
+        StepKind::Call => 0,
+        StepKind::Identifiers => 1,
+        StepKind::Unmerge => 2,
+    };
+    for (on, bit) in [
+        (body.created, CREATED),
+        (body.message_id.is_some(), MESSAGE_ID),
+        (body.ids.is_some(), IDS),
+        (body.carried.user_id.is_some(), CARRIED_USER),
+        (body.carried.email.is_some(), CARRIED_EMAIL),
+        (body.carried.anonymous_id.is_some(), CARRIED_ANON),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    out.push(flags);
+    put_i64(&mut out, body.event);
+    put_u64(&mut out, body.order);
+    for s in [
+        &body.message_id,
+        &body.carried.user_id,
+        &body.carried.email,
+        &body.carried.anonymous_id,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        s.put(&mut out);
+    }
+    put_i64(&mut out, body.first_seen);
+    put_i64(&mut out, body.updated_at);
+    if let Some(ids) = &body.ids {
+        ids.user_id.put(&mut out);
+        ids.email.put(&mut out);
+        ids.anonymous_ids.put(&mut out);
+        ids.company_id.put(&mut out);
+    }
+    // Properties: count, the stamp table (after the call's own stamp, which starts it),
+    // then each name as the gap from the previous one (the first: the name itself) and its
+    // state before.
+    let first = Stamp::new(Timestamp(body.event), body.order);
+    let table = StampTable::starting_with(first, body.props.iter().filter_map(|p| p.1.as_ref()));
+    put_u64(&mut out, body.props.len() as u64);
+    table.put_from(1, &mut out);
+    let mut prev = 0u32;
+    for (i, (name, st)) in body.props.iter().enumerate() {
+        put_u64(
+            &mut out,
+            u64::from(if i == 0 {
+                *name
+            } else {
+                name.wrapping_sub(prev)
+            }),
+        );
+        prev = *name;
+        match st {
+            None => out.push(0),
+            Some(s) => {
+                out.push(1);
+                put_state(s, &table, &mut out);
+            }
+        }
+    }
+    put_u64(&mut out, body.merged.len() as u64);
+    for (key, rec) in &body.merged {
+        put_u64(&mut out, *key);
+        put_u64(&mut out, rec.len() as u64);
+        out.extend_from_slice(rec);
+    }
     out
 }
 
 fn bad(reason: impl Into<String>) -> Error {
+    bad_at(0, reason)
+}
+
+fn bad_at(offset: usize, reason: impl Into<String>) -> Error {
     Error::Decode {
         what: "history step",
         file: Default::default(),
-        offset: 0,
+        offset: offset as u64,
         reason: reason.into(),
     }
 }
@@ -137,18 +223,120 @@ pub(crate) fn arrival(bytes: &[u8]) -> Result<i64> {
     Ok(i64::from_le_bytes(a))
 }
 
-/// Decode a step (bounded: bincode with the crate's decode limit; the body must fill the
-/// bytes exactly).
+/// Decode a step (bounded: every length is checked against the bytes left before anything is
+/// allocated; the body must fill the bytes exactly). Errors name the field and the offset
+/// within the step.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Step> {
     let arrival = arrival(bytes)?;
-    let rest = &bytes[9..];
-    let body: Body = super::decode_exact(rest, "history step")?;
-    for w in body.props.windows(2) {
-        if w[0].0 >= w[1].0 {
-            return Err(bad("property names out of order"));
-        }
-    }
+    let mut r = Reader::new(&bytes[9..]);
+    let body =
+        body(&mut r).map_err(|(field, e)| bad_at(9 + e.at, format!("{field}: {}", e.reason)))?;
     Ok(Step { arrival, body })
+}
+
+/// Name the field a reader error happened in.
+fn field<T>(
+    name: &'static str,
+    v: Decoded<T>,
+) -> std::result::Result<T, (&'static str, DecodeError)> {
+    v.map_err(|e| (name, e))
+}
+
+fn body(r: &mut Reader<'_>) -> std::result::Result<Body, (&'static str, DecodeError)> {
+    let flags = field("flags", r.u8())?;
+    let kind = match flags & 3 {
+        0 => StepKind::Call,
+        1 => StepKind::Identifiers,
+        2 => StepKind::Unmerge,
+        _ => return Err(("flags", r.error("unknown step kind"))),
+    };
+    let event = field("event time", r.i64())?;
+    let order = field("arrival order", r.u64())?;
+    let opt = |r: &mut Reader<'_>, bit: u8, name| -> std::result::Result<Option<String>, _> {
+        if flags & bit != 0 {
+            Ok(Some(field(name, r.string())?))
+        } else {
+            Ok(None)
+        }
+    };
+    let message_id = opt(r, MESSAGE_ID, "message_id")?;
+    let carried = Carried {
+        user_id: opt(r, CARRIED_USER, "carried user_id")?,
+        email: opt(r, CARRIED_EMAIL, "carried email")?,
+        anonymous_id: opt(r, CARRIED_ANON, "carried anonymous_id")?,
+    };
+    let first_seen = field("first_seen", r.i64())?;
+    let updated_at = field("updated_at", r.i64())?;
+    let ids = if flags & IDS != 0 {
+        let user_id = field("identifiers before: user_id", r.opt_string())?;
+        let email = field("identifiers before: email", r.opt_string())?;
+        let n = field("identifiers before: anonymous_ids", r.len(1))?;
+        let mut anonymous_ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            anonymous_ids.push(field("identifiers before: anonymous_ids", r.string())?);
+        }
+        let company_id = field("identifiers before: company_id", r.opt_string())?;
+        Some(StepIds {
+            user_id,
+            email,
+            anonymous_ids,
+            company_id,
+        })
+    } else {
+        None
+    };
+    // Each property takes at least 2 bytes (name, option tag).
+    let n = field("properties", r.len(2))?;
+    let k = field("stamp table", r.len(2))?;
+    let mut stamps = Vec::with_capacity(k + 1);
+    stamps.push(Stamp::new(Timestamp(event), order));
+    for _ in 0..k {
+        stamps.push(field("stamp table", stamp(r))?);
+    }
+    let table = StampTable::from_stamps(stamps);
+    let mut props = Vec::with_capacity(n);
+    let mut prev = 0u32;
+    for i in 0..n {
+        let gap = field("property name", r.u32())?;
+        let name = if i == 0 {
+            gap
+        } else if gap == 0 {
+            return Err(("property name", r.error("property names out of order")));
+        } else {
+            prev.checked_add(gap)
+                .ok_or(("property name", r.error("property name beyond 32 bits")))?
+        };
+        prev = name;
+        let st = if field("property state", r.some())? {
+            Some(field("property state", state(r, &table))?)
+        } else {
+            None
+        };
+        props.push((name, st));
+    }
+    // Each merged profile takes at least 2 bytes (key, length).
+    let m = field("merged profiles", r.len(2))?;
+    let mut merged = Vec::with_capacity(m);
+    for _ in 0..m {
+        let key = field("merged profile key", r.u64())?;
+        let len = field("merged profile record", r.len(1))?;
+        let rec = field("merged profile record", r.bytes(len))?;
+        merged.push((key, rec.to_vec()));
+    }
+    field("end", r.finish())?;
+    Ok(Body {
+        kind,
+        event,
+        order,
+        message_id,
+        carried,
+        created: flags & CREATED != 0,
+        first_seen,
+        updated_at,
+        ids,
+        props,
+        merged,
+    })
 }
 
 /// Decode a merged-away profile's record held in a step.
@@ -233,6 +421,7 @@ mod tests {
     use super::*;
     use crate::types::state::Stamp;
     use crate::types::value::Value;
+    use proptest::prelude::*;
 
     fn rec(props: &[(u32, i64)], user: &str) -> ProfileRecord {
         let mut r = ProfileRecord {
@@ -314,5 +503,102 @@ mod tests {
         );
         extra.push(0);
         assert!(decode(&extra).is_err(), "trailing bytes");
+    }
+
+    fn arb_state() -> impl Strategy<Value = Option<PropState>> {
+        proptest::option::of((
+            proptest::option::of((-5i64..5, 0u64..300, proptest::option::of(any::<i64>()))),
+            proptest::option::of((-5i64..5, 0u64..3, ".{0,4}")),
+            proptest::option::of((any::<i64>(), proptest::option::of(-1e9f64..1e9), 0u64..3)),
+        ))
+        .prop_map(|s| {
+            s.map(|(lww, once, adds)| PropState {
+                lww: lww.map(|(t, o, v)| (Stamp(Timestamp(t), o), v.map(Value::Int))),
+                once: once.map(|(t, o, v)| Box::new((Stamp(Timestamp(t), o), Value::Str(v)))),
+                adds: adds.map(|(i, f, o)| {
+                    Box::new(crate::types::state::Adds {
+                        int: i128::from(i),
+                        float: f,
+                        first: Stamp(Timestamp(1), o),
+                        last: Stamp(Timestamp(2), o + 1),
+                    })
+                }),
+            })
+        })
+    }
+
+    fn arb_body() -> impl Strategy<Value = Body> {
+        let s = || proptest::option::of("[a-z@.]{0,6}");
+        (
+            (
+                0u8..3,
+                any::<i64>(),
+                any::<u64>(),
+                s(),
+                s(),
+                s(),
+                s(),
+                any::<bool>(),
+            ),
+            (any::<i64>(), any::<i64>()),
+            proptest::option::of((s(), s(), proptest::collection::vec("[a-z]{0,5}", 0..3), s())),
+            proptest::collection::btree_map(any::<u32>(), arb_state(), 0..6),
+            proptest::collection::vec(
+                (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..8)),
+                0..3,
+            ),
+        )
+            .prop_map(
+                |((k, event, order, m, u, e, a, created), (fs, ua), ids, props, merged)| Body {
+                    kind: [StepKind::Call, StepKind::Identifiers, StepKind::Unmerge][k as usize],
+                    event,
+                    order,
+                    message_id: m,
+                    carried: Carried {
+                        user_id: u,
+                        email: e,
+                        anonymous_id: a,
+                    },
+                    created,
+                    first_seen: fs,
+                    updated_at: ua,
+                    ids: ids.map(|(user_id, email, anonymous_ids, company_id)| StepIds {
+                        user_id,
+                        email,
+                        anonymous_ids,
+                        company_id,
+                    }),
+                    props: props.into_iter().collect(),
+                    merged,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn random_steps_round_trip_and_damage_is_an_error_or_a_step(
+            body in arb_body(),
+            arrival in any::<i64>(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            bits in 1u8..=255,
+        ) {
+            let bytes = encode(arrival, &body);
+            let step = decode(&bytes).unwrap();
+            prop_assert_eq!(step.arrival, arrival);
+            prop_assert_eq!(&step.body, &body);
+            // Every cut short step is an error, never a panic.
+            let n = cut.index(bytes.len());
+            prop_assert!(decode(&bytes[..n]).is_err());
+            // A flipped byte decodes to an error or to some step, never panics; a flipped
+            // tag is always an error.
+            let mut damaged = bytes.clone();
+            let at = flip.index(damaged.len());
+            damaged[at] ^= bits;
+            let r = decode(&damaged);
+            if at == 0 {
+                prop_assert!(r.is_err());
+            }
+        }
     }
 }

@@ -192,25 +192,6 @@ pub(crate) fn decode<T: Decode<()>>(bytes: &[u8], what: &'static str) -> Result<
     .map_err(|e| decode_error(what, e))
 }
 
-/// [`decode`], refusing bytes left over after the value.
-pub(crate) fn decode_exact<T: Decode<()>>(bytes: &[u8], what: &'static str) -> Result<T> {
-    let (v, used) = if bytes.len() <= SMALL_INPUT {
-        bincode::decode_from_slice(bytes, limited::<SMALL_LIMIT>())
-    } else {
-        bincode::decode_from_slice(bytes, limited::<LARGE_LIMIT>())
-    }
-    .map_err(|e| decode_error(what, e))?;
-    if used != bytes.len() {
-        return Err(Error::Decode {
-            what,
-            file: Default::default(),
-            offset: used as u64,
-            reason: "trailing bytes".into(),
-        });
-    }
-    Ok(v)
-}
-
 /// A decode failure of `what` (the caller adds file and offset).
 fn decode_error(what: &'static str, e: bincode::error::DecodeError) -> Error {
     Error::Decode {

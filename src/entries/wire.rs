@@ -204,6 +204,11 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next `n` bytes as they are.
+    pub(crate) fn bytes(&mut self, n: usize) -> Decoded<&'a [u8]> {
+        self.take(n)
+    }
+
     fn array<const N: usize>(&mut self) -> Decoded<[u8; N]> {
         let b = self.take(N)?;
         let mut out = [0u8; N];
