@@ -45,6 +45,18 @@ pub(crate) struct Carried {
     pub user_id: Option<String>,
     pub email: Option<String>,
     pub anonymous_id: Option<String>,
+    /// As decoded: which carried identifiers are the profile's after the call (stored as a
+    /// flag, or the anonymous id's index, instead of the text); [`Body::carried`] resolves
+    /// them against the record after the call. Empty when encoding.
+    pub same: Same,
+}
+
+/// Carried identifiers equal to the profile's after the call.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Same {
+    pub user_id: bool,
+    pub email: bool,
+    pub anonymous_id: Option<u32>,
 }
 
 /// Identifiers before the call, as in a profile record.
@@ -118,12 +130,34 @@ const IDS: u8 = 1 << 4;
 const CARRIED_USER: u8 = 1 << 5;
 const CARRIED_EMAIL: u8 = 1 << 6;
 const CARRIED_ANON: u8 = 1 << 7;
+// Bits of the second flags byte: carried identifiers equal to the profile's after the call.
+const SAME_USER: u8 = 1;
+const SAME_EMAIL: u8 = 1 << 1;
+const SAME_ANON: u8 = 1 << 2;
 
-/// Encode a step.
-pub(crate) fn encode(arrival: i64, body: &Body) -> Vec<u8> {
+/// Encode a step; `after` is the profile's identifiers after the call (carried identifiers
+/// equal to them are written as flags).
+pub(crate) fn encode(arrival: i64, body: &Body, after: &Ids) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + 32 * body.props.len());
     out.push(STEP_TAG);
     out.extend_from_slice(&arrival.to_le_bytes());
+    let c = &body.carried;
+    let same_user = c.user_id.is_some() && c.user_id == after.user_id;
+    let same_email = c.email.is_some() && c.email == after.email;
+    let anon_at = c
+        .anonymous_id
+        .as_ref()
+        .and_then(|a| after.anonymous_ids.iter().position(|x| x == a));
+    let mut same = 0u8;
+    for (on, bit) in [
+        (same_user, SAME_USER),
+        (same_email, SAME_EMAIL),
+        (anon_at.is_some(), SAME_ANON),
+    ] {
+        if on {
+            same |= bit;
+        }
+    }
     let mut flags = match body.kind {
         StepKind::Call => 0,
         StepKind::Identifiers => 1,
@@ -133,27 +167,31 @@ pub(crate) fn encode(arrival: i64, body: &Body) -> Vec<u8> {
         (body.created, CREATED),
         (body.message_id.is_some(), MESSAGE_ID),
         (body.ids.is_some(), IDS),
-        (body.carried.user_id.is_some(), CARRIED_USER),
-        (body.carried.email.is_some(), CARRIED_EMAIL),
-        (body.carried.anonymous_id.is_some(), CARRIED_ANON),
+        (c.user_id.is_some() && !same_user, CARRIED_USER),
+        (c.email.is_some() && !same_email, CARRIED_EMAIL),
+        (c.anonymous_id.is_some() && anon_at.is_none(), CARRIED_ANON),
     ] {
         if on {
             flags |= bit;
         }
     }
     out.push(flags);
+    out.push(same);
     put_i64(&mut out, body.event);
     put_u64(&mut out, body.order);
     for s in [
         &body.message_id,
-        &body.carried.user_id,
-        &body.carried.email,
-        &body.carried.anonymous_id,
+        &c.user_id.clone().filter(|_| !same_user),
+        &c.email.clone().filter(|_| !same_email),
+        &c.anonymous_id.clone().filter(|_| anon_at.is_none()),
     ]
     .into_iter()
     .flatten()
     {
         s.put(&mut out);
+    }
+    if let Some(i) = anon_at {
+        put_u64(&mut out, i as u64);
     }
     put_i64(&mut out, body.first_seen);
     put_i64(&mut out, body.updated_at);
@@ -250,6 +288,10 @@ fn body(r: &mut Reader<'_>) -> std::result::Result<Body, (&'static str, DecodeEr
         2 => StepKind::Unmerge,
         _ => return Err(("flags", r.error("unknown step kind"))),
     };
+    let same = field("same flags", r.u8())?;
+    if same >> 3 != 0 {
+        return Err(("same flags", r.error("unknown flag bits")));
+    }
     let event = field("event time", r.i64())?;
     let order = field("arrival order", r.u64())?;
     let opt = |r: &mut Reader<'_>, bit: u8, name| -> std::result::Result<Option<String>, _> {
@@ -260,11 +302,28 @@ fn body(r: &mut Reader<'_>) -> std::result::Result<Body, (&'static str, DecodeEr
         }
     };
     let message_id = opt(r, MESSAGE_ID, "message_id")?;
-    let carried = Carried {
+    let mut carried = Carried {
         user_id: opt(r, CARRIED_USER, "carried user_id")?,
         email: opt(r, CARRIED_EMAIL, "carried email")?,
         anonymous_id: opt(r, CARRIED_ANON, "carried anonymous_id")?,
+        same: Same {
+            user_id: same & SAME_USER != 0,
+            email: same & SAME_EMAIL != 0,
+            anonymous_id: None,
+        },
     };
+    if same & SAME_ANON != 0 {
+        carried.same.anonymous_id = Some(field("carried anonymous_id index", r.u32())?);
+    }
+    let both = (carried.user_id.is_some() && carried.same.user_id)
+        || (carried.email.is_some() && carried.same.email)
+        || (carried.anonymous_id.is_some() && carried.same.anonymous_id.is_some());
+    if both {
+        return Err((
+            "same flags",
+            r.error("carried identifier both as text and as a flag"),
+        ));
+    }
     let first_seen = field("first_seen", r.i64())?;
     let updated_at = field("updated_at", r.i64())?;
     let ids = if flags & IDS != 0 {
@@ -396,6 +455,29 @@ pub(crate) fn diff(before: Option<&ProfileRecord>, after: &ProfileRecord) -> Und
 }
 
 impl Body {
+    /// The identifiers the call carried, given the profile's identifiers after it (an
+    /// anonymous id index outside them, only in a damaged history, reads as none).
+    pub(crate) fn carried(&self, after: &Ids) -> Carried {
+        let c = &self.carried;
+        Carried {
+            user_id: if c.same.user_id {
+                after.user_id.clone()
+            } else {
+                c.user_id.clone()
+            },
+            email: if c.same.email {
+                after.email.clone()
+            } else {
+                c.email.clone()
+            },
+            anonymous_id: match c.same.anonymous_id {
+                Some(i) => after.anonymous_ids.get(i as usize).cloned(),
+                None => c.anonymous_id.clone(),
+            },
+            same: Same::default(),
+        }
+    }
+
     /// Turn `rec` (the state after the call) into the state before it.
     pub(crate) fn undo(&self, rec: &mut ProfileRecord) {
         if let Some(ids) = &self.ids {
@@ -465,7 +547,7 @@ mod tests {
             props,
             merged: Vec::new(),
         };
-        let bytes = encode(77, &body);
+        let bytes = encode(77, &body, &Ids::default());
         assert_eq!(arrival(&bytes).unwrap(), 77);
         let step = decode(&bytes).unwrap();
         assert_eq!(step.body, body);
@@ -489,7 +571,7 @@ mod tests {
             props: vec![(2, None), (1, None)],
             merged: Vec::new(),
         };
-        let bytes = encode(1, &body);
+        let bytes = encode(1, &body, &Ids::default());
         assert!(decode(&bytes).is_err(), "names out of order");
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err());
@@ -500,6 +582,7 @@ mod tests {
                 props: vec![],
                 ..body
             },
+            &Ids::default(),
         );
         extra.push(0);
         assert!(decode(&extra).is_err(), "trailing bytes");
@@ -528,7 +611,7 @@ mod tests {
     }
 
     fn arb_body() -> impl Strategy<Value = Body> {
-        let s = || proptest::option::of("[a-z@.]{0,6}");
+        let s = || proptest::option::of("[a-z@.]{0,2}");
         (
             (
                 0u8..3,
@@ -558,6 +641,7 @@ mod tests {
                         user_id: u,
                         email: e,
                         anonymous_id: a,
+                        same: Same::default(),
                     },
                     created,
                     first_seen: fs,
@@ -579,14 +663,26 @@ mod tests {
         fn random_steps_round_trip_and_damage_is_an_error_or_a_step(
             body in arb_body(),
             arrival in any::<i64>(),
+            after_user in proptest::option::of("[a-z@.]{0,2}"),
+            after_email in proptest::option::of("[a-z@.]{0,2}"),
+            after_anons in proptest::collection::vec("[a-z@.]{0,2}", 0..3),
             cut in any::<prop::sample::Index>(),
             flip in any::<prop::sample::Index>(),
             bits in 1u8..=255,
         ) {
-            let bytes = encode(arrival, &body);
+            // Short identifiers, so that carried ones often equal the profile's (flags).
+            let after = Ids {
+                user_id: after_user,
+                email: after_email,
+                anonymous_ids: after_anons,
+                company_id: None,
+            };
+            let bytes = encode(arrival, &body, &after);
             let step = decode(&bytes).unwrap();
             prop_assert_eq!(step.arrival, arrival);
-            prop_assert_eq!(&step.body, &body);
+            let mut got = step.body.clone();
+            got.carried = step.body.carried(&after);
+            prop_assert_eq!(&got, &body);
             // Every cut short step is an error, never a panic.
             let n = cut.index(bytes.len());
             prop_assert!(decode(&bytes[..n]).is_err());

@@ -46,6 +46,7 @@ impl CallInfo {
             user_id: m.user_id.clone(),
             email: m.email.clone(),
             anonymous_id: m.anonymous_id.clone(),
+            same: Default::default(),
         };
     }
 
@@ -78,7 +79,7 @@ impl CallInfo {
                 .map(|(k, r)| (*k, crate::entries::encode_profile(r, 256)))
                 .collect(),
         };
-        history::encode(self.arrival, &body)
+        history::encode(self.arrival, &body, &after.ids)
     }
 }
 

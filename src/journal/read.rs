@@ -125,6 +125,7 @@ pub(crate) fn history(store: &Store, index: &Index, key: u64) -> Result<Option<H
     let mut steps = Vec::new();
     for &(arrival, loc) in index.journal.steps(key).iter().rev() {
         let Step { body, .. } = read_step(store, loc)?;
+        let carried = body.carried(&post.ids);
         let mut pre = post.clone();
         body.undo(&mut pre);
         let changes = body
@@ -153,9 +154,9 @@ pub(crate) fn history(store: &Store, index: &Index, key: u64) -> Result<Option<H
                 StepKind::Unmerge => "unmerge",
             },
             created: body.created,
-            user_id: body.carried.user_id,
-            email: body.carried.email,
-            anonymous_id: body.carried.anonymous_id,
+            user_id: carried.user_id,
+            email: carried.email,
+            anonymous_id: carried.anonymous_id,
             merged: body.merged.iter().map(|(k, _)| *k).collect(),
             identifiers: body.ids.map(|ids| {
                 let before = crate::entries::Ids::from(ids);

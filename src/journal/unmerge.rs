@@ -172,7 +172,7 @@ pub(crate) fn plan(
     let mut survivor_last: std::collections::BTreeMap<u32, State> = Default::default();
     let mut kept_ids: Vec<(&'static str, String)> = Vec::new();
     for (j, step) in later.iter().enumerate().rev() {
-        let c = carried(&step.body.carried);
+        let c = carried(&step.body.carried(&cur.ids));
         let mine = step.body.kind == StepKind::Call
             && !c.is_empty()
             && c.iter().all(|x| brought.contains(x));
