@@ -223,7 +223,18 @@ fn consumers_killed_at_random_moments_apply_every_call_once_and_a_replay_matches
     // The last run: the second member joins while the first consumes (a rebalance), then
     // both stop cleanly once everything is committed.
     a = ConsumerProcess::start(&data, &broker, topic, "g", log("a"));
-    std::thread::sleep(Duration::from_millis(1000 + rng.next_u64() % 2000));
+    // B joins only once A holds partitions, so that the join is a rebalance that moves some of
+    // them (started together, both could join the group's first generation and nothing moves).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !a.stderr().contains(" assigned") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first member was never assigned a partition:\n{}",
+            a.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(rng.next_u64() % 2000));
     let mut b = ConsumerProcess::start(&data, &broker, topic, "g", log("b"));
     wait_committed(&broker, "g", topic, &ends, &[&a, &b]);
     assert_eq!(a.terminate(), Some(0), "{}", a.stderr());
