@@ -130,13 +130,12 @@ struct MessageResult {
 }
 
 impl MessageResult {
-    /// Accepted and produced to the topic of `serve --produce-to` (no key: no store wrote it).
-    #[cfg(feature = "kafka")]
-    fn produced(index: usize) -> Self {
+    /// A result with only a status and a key (deleted, not found, duplicate, produced).
+    fn plain(index: usize, status: &'static str, key: Option<u64>) -> Self {
         MessageResult {
             index,
-            status: "accepted",
-            key: None,
+            status,
+            key,
             outcome: None,
             merged: Vec::new(),
             moved: Vec::new(),
@@ -146,17 +145,17 @@ impl MessageResult {
         }
     }
 
+    /// Accepted and produced to the topic of `serve --produce-to` (no key: no store wrote it).
+    #[cfg(feature = "kafka")]
+    fn produced(index: usize) -> Self {
+        Self::plain(index, "accepted", None)
+    }
+
     fn refused(index: usize, error: &'static str, reason: String) -> Self {
         MessageResult {
-            index,
-            status: "refused",
-            key: None,
-            outcome: None,
-            merged: Vec::new(),
-            moved: Vec::new(),
-            ignored: Vec::new(),
             reason: Some(reason),
             error: Some(error),
+            ..Self::plain(index, "refused", None)
         }
     }
 }
@@ -562,21 +561,12 @@ pub(crate) fn apply_messages(
                     project.unerased_since.lock().get_or_insert(started);
                 }
                 accepted += 1;
-                results.push(MessageResult {
-                    index,
-                    status: if deleted.is_some() {
-                        "deleted"
-                    } else {
-                        "not_found"
-                    },
-                    key: deleted,
-                    outcome: None,
-                    merged: Vec::new(),
-                    moved: Vec::new(),
-                    ignored: Vec::new(),
-                    reason: None,
-                    error: None,
-                });
+                let status = if deleted.is_some() {
+                    "deleted"
+                } else {
+                    "not_found"
+                };
+                results.push(MessageResult::plain(index, status, deleted));
                 continue;
             }
             Done::Deleted(Err(e)) | Done::Applied(Err(e)) => {
@@ -594,17 +584,7 @@ pub(crate) fn apply_messages(
         if outcome.status == Status::Duplicate {
             metrics.duplicates.fetch_add(1, Relaxed);
             duplicates += 1;
-            results.push(MessageResult {
-                index,
-                status: "duplicate",
-                key: Some(outcome.key),
-                outcome: None,
-                merged: Vec::new(),
-                moved: Vec::new(),
-                ignored: Vec::new(),
-                reason: None,
-                error: None,
-            });
+            results.push(MessageResult::plain(index, "duplicate", Some(outcome.key)));
             continue;
         }
         metrics.accepted.fetch_add(1, Relaxed);
