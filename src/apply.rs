@@ -359,9 +359,28 @@ struct Work {
     grow: isize,
     /// Whether the call's event time moves `first_seen` / `updated_at`.
     stamped: bool,
-    /// History only: the record before the call, and the profiles merged into it.
-    before: Option<ProfileRecord>,
+    /// History only: what the call's undo step needs, saved as the call changes it (not a
+    /// copy of the whole record per call), and the profiles merged into it.
+    before: Before,
     merged: Vec<(u64, ProfileRecord)>,
+}
+
+/// History only: a loaded profile as it was before the call, kept no larger than what the
+/// call changes. Most calls change a few properties of a ~40-property profile: only those
+/// states are copied, the first time the call changes each. A merge changes the survivor
+/// wholesale, so it copies the whole record once, just before merging.
+#[derive(Default)]
+struct Before {
+    /// `first_seen` and `updated_at` when loaded.
+    times: (Timestamp, Timestamp),
+    /// Each property the call changed, with its state before the first change (`None`: the
+    /// profile did not have it).
+    props: Vec<(u32, Option<PropState>)>,
+    /// The whole record before the call (identifiers included), copied at a merge.
+    whole: Option<ProfileRecord>,
+    /// Debug builds: the whole record as loaded, to check the saved parts against.
+    #[cfg(debug_assertions)]
+    loaded: Option<ProfileRecord>,
 }
 
 /// A loaded profile's identifiers as the index has them, copied only when the call first
@@ -447,7 +466,12 @@ impl<'a> Builder<'a> {
                 (depth, rec, None, false)
             }
         };
-        let before = self.history.is_some().then(|| rec.clone());
+        let before = Before {
+            times: (rec.first_seen, rec.updated_at),
+            #[cfg(debug_assertions)]
+            loaded: self.history.is_some().then(|| rec.clone()),
+            ..Before::default()
+        };
         self.profiles.push((
             key,
             Work {
@@ -615,11 +639,29 @@ impl<'a> Builder<'a> {
                 } else {
                     crate::entries::history::StepKind::Identifiers
                 };
+                let undo = match (&work.before.whole, &work.old) {
+                    (Some(whole), _) => crate::entries::history::diff(Some(whole), &work.rec),
+                    (None, OldIds::New) => crate::entries::history::diff(None, &work.rec),
+                    (None, old) => crate::entries::history::diff_changed(
+                        match old {
+                            OldIds::Saved(ids) => Some(ids),
+                            _ => None,
+                        },
+                        work.before.times,
+                        std::mem::take(&mut work.before.props),
+                        &work.rec,
+                    ),
+                };
+                #[cfg(debug_assertions)]
+                if let Some(loaded) = &work.before.loaded {
+                    let whole = crate::entries::history::diff(Some(loaded), &work.rec);
+                    debug_assert_eq!(undo, whole, "undo step from the saved parts");
+                }
                 let data = call.step(
                     kind,
                     stamp,
                     message_id,
-                    work.before.as_ref(),
+                    undo,
                     work.head.is_none(),
                     &work.rec,
                     &work.merged,
@@ -896,7 +938,7 @@ impl<'a> Builder<'a> {
                         stamped: true,
                         bytes: None,
                         grow: 0,
-                        before: None,
+                        before: Before::default(),
                         merged: Vec::new(),
                     },
                 ));
@@ -936,11 +978,31 @@ impl<'a> Builder<'a> {
                 OldIds::Saved(old) => old,
             };
             if self.history.is_some() {
-                let was = work.before.clone().unwrap_or_else(|| work.rec.clone());
+                // Merged away before the call changed any of its properties: its record with
+                // the identifiers it had before the call (a move may have taken one).
+                let was = ProfileRecord {
+                    ids: old.clone(),
+                    ..work.rec.clone()
+                };
+                #[cfg(debug_assertions)]
+                if let Some(loaded) = &work.before.loaded {
+                    debug_assert_eq!(&was, loaded, "merged-away profile as it was");
+                }
                 self.work(survivor).merged.push((gone, was));
             }
             let created_at = self.index.name_id("created_at");
             self.ids_mut(survivor);
+            if self.history.is_some() {
+                let work = self.work(survivor);
+                if work.before.whole.is_none() && !matches!(work.old, OldIds::New) {
+                    let mut whole = work.rec.clone();
+                    if let OldIds::Saved(ids) = &work.old {
+                        whole.ids = ids.clone();
+                    }
+                    (whole.first_seen, whole.updated_at) = work.before.times;
+                    work.before.whole = Some(whole);
+                }
+            }
             merge_into(self.rec(survivor), work.rec, created_at);
             self.work(survivor).full = true;
             self.push(
@@ -1014,8 +1076,17 @@ impl<'a> Builder<'a> {
                 }
                 return;
             };
+            let keep_before = self.history.is_some();
             let work = self.work(survivor);
             work.changed.push(id);
+            if keep_before
+                && work.before.whole.is_none()
+                && !matches!(work.old, OldIds::New)
+                && !work.before.props.iter().any(|(n, _)| *n == id)
+            {
+                let was = work.rec.state(id).cloned();
+                work.before.props.push((id, was));
+            }
             let state = work.rec.state_mut(id);
             let before = state_heap_bytes(state);
             let applied = match op {

@@ -417,6 +417,35 @@ pub(crate) type Undo = (
     Vec<(u32, Option<PropState>)>,
 );
 
+/// The undo part of a step from what the write path saved as the call changed the profile
+/// (the same result as [`diff`] of the whole record before and after, without the copy):
+/// the identifiers before if the call changed them (`old_ids`, compared here), the times when
+/// loaded, and each changed property's state before its first change.
+pub(crate) fn diff_changed(
+    old_ids: Option<&Ids>,
+    times: (Timestamp, Timestamp),
+    mut props: Vec<(u32, Option<PropState>)>,
+    after: &ProfileRecord,
+) -> Undo {
+    let ids = old_ids.filter(|old| **old != after.ids).map(StepIds::from);
+    props.sort_unstable_by_key(|p| p.0);
+    props.retain(|(id, was)| {
+        let now = after
+            .props
+            .binary_search_by_key(id, |p| p.0)
+            .ok()
+            .map(|i| &after.props[i].1);
+        match (was, now) {
+            (Some(w), Some(n)) => w != n,
+            (None, Some(_)) => true,
+            // Only an undo removes a property; a state that was not there and is not now.
+            (Some(_), None) => true,
+            (None, None) => false,
+        }
+    });
+    (ids, times.0, times.1, props)
+}
+
 /// The undo part of a step, computed from a profile's record before and after a call:
 /// identifiers (if they differ), times, and every property whose state differs.
 pub(crate) fn diff(before: Option<&ProfileRecord>, after: &ProfileRecord) -> Undo {

@@ -22,6 +22,12 @@ const FLAG_IDS: u8 = 1;
 const FLAG_TIMES: u8 = 2;
 
 impl ProfileRecord {
+    /// The state of property `id`, if the profile has it.
+    pub(crate) fn state(&self, id: u32) -> Option<&PropState> {
+        let i = self.props.binary_search_by_key(&id, |p| p.0).ok()?;
+        Some(&self.props[i].1)
+    }
+
     /// The state of property `id`, creating an empty one.
     pub(crate) fn state_mut(&mut self, id: u32) -> &mut PropState {
         let i = match self.props.binary_search_by_key(&id, |p| p.0) {

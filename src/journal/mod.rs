@@ -57,12 +57,12 @@ impl CallInfo {
         kind: StepKind,
         stamp: Stamp,
         message_id: Option<&str>,
-        before: Option<&ProfileRecord>,
+        undo: history::Undo,
         created: bool,
         after: &ProfileRecord,
         merged: &[(u64, ProfileRecord)],
     ) -> Vec<u8> {
-        let (ids, first_seen, updated_at, props) = history::diff(before, after);
+        let (ids, first_seen, updated_at, props) = undo;
         let body = Body {
             kind,
             event: stamp.0.0,
