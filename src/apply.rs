@@ -108,6 +108,10 @@ pub(crate) struct ProfileCache {
     /// Segments a running compaction is rewriting (sorted): no delta may link into them, since
     /// the compaction drops every record of a chain but its newest (which it folds).
     pub compacting: Vec<u32>,
+    /// Loads of a profile that found it here, and loads that read it from the log.
+    pub hits: u64,
+    /// See `hits`.
+    pub misses: u64,
 }
 
 struct Slot {
@@ -129,6 +133,8 @@ impl ProfileCache {
             bytes: 0,
             budget,
             compacting: Vec::new(),
+            hits: 0,
+            misses: 0,
         }
     }
 
@@ -225,13 +231,37 @@ impl ProfileCache {
         }
     }
 
-    /// Forget everything (after a compaction moved records).
-    pub fn clear(&mut self) {
-        self.slots.clear();
-        self.map.clear();
-        self.free.clear();
-        self.hand = 0;
-        self.bytes = 0;
+    /// Follow a compaction: a profile whose newest record it copied is now at the copy's
+    /// location, as one full record (chains are folded); any other cached profile whose
+    /// record lay in the compacted segments (`inputs`, sorted) is forgotten. Profiles written
+    /// since the inputs were sealed are untouched: their chains cannot reach into the inputs
+    /// (`compacting`).
+    pub fn relocate(&mut self, moved: &[(u8, u64, Location, Location)], inputs: &[u32]) {
+        let profile = [
+            crate::entries::EntryKind::Profile.byte(),
+            crate::entries::EntryKind::ProfileDelta.byte(),
+        ];
+        for &(kind, key, old, new) in moved {
+            if !profile.contains(&kind) {
+                continue;
+            }
+            if let Some(&i) = self.map.get(&key) {
+                let slot = &mut self.slots[i];
+                if slot.loc == old {
+                    slot.loc = new;
+                    slot.depth = 0;
+                }
+            }
+        }
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            if slot.rec.is_some() && inputs.binary_search(&slot.loc.segment).is_ok() {
+                slot.rec = None;
+                self.bytes -= slot.bytes;
+                self.map.remove(&slot.key);
+                self.free.push(i);
+            }
+        }
     }
 }
 
@@ -458,10 +488,12 @@ impl<'a> Builder<'a> {
         })?;
         let (depth, rec, bytes, hit) = match self.cache.take(key, loc) {
             Some((depth, rec, bytes)) => {
+                self.cache.hits += 1;
                 let cap = rec.props.capacity();
                 (depth, rec, Some((bytes, cap)), true)
             }
             None => {
+                self.cache.misses += 1;
                 let (rec, depth) = entries::chain::read_profile(self.store, loc)?;
                 (depth, rec, None, false)
             }

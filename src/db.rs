@@ -56,6 +56,11 @@ pub struct Stats {
     /// Estimated bytes of the decoded profiles in the writer cache (bounded by
     /// `Options::profile_cache_bytes`).
     pub profile_cache_bytes: u64,
+    /// Loads of a profile by a writer since open that found it in the writer cache, and that
+    /// read and decoded its records from the log.
+    pub profile_cache_hits: u64,
+    /// See `profile_cache_hits`.
+    pub profile_cache_misses: u64,
     /// Profiles the last open's repair dropped because their chain of records ran through a
     /// quarantined segment (as a profile whose only record was there is lost), each with the
     /// missing link's file and offset.
@@ -589,6 +594,7 @@ impl Db {
         let live_bytes = index.live_bytes();
         let memory = index.memory();
         let profiles = index.profile_count() as u64;
+        let cache = self.inner.cache.lock();
         Stats {
             profiles,
             companies: index.company_count() as u64,
@@ -603,7 +609,9 @@ impl Db {
             },
             dedupe_bytes: memory.dedupe,
             process: ProcessMemory::now(),
-            profile_cache_bytes: self.inner.cache.lock().bytes() as u64,
+            profile_cache_bytes: cache.bytes() as u64,
+            profile_cache_hits: cache.hits,
+            profile_cache_misses: cache.misses,
             dropped_by_repair: self.inner.lost.clone(),
             history_steps: index.journal.len() as u64,
             history_index_bytes: index.journal.heap_bytes() as u64,
@@ -1049,7 +1057,7 @@ impl Inner {
             index.relocate_journal(&relocations.moved);
             index.journal.forget_segments(&inputs);
             index.journal.guard.forget_segments(&inputs);
-            cache.clear();
+            cache.relocate(&relocations.moved, &inputs);
             relocations.reclaimed_bytes
         };
         self.write_hint()?;

@@ -107,6 +107,9 @@ pub struct Report {
     pub profiles: u64,
     /// Profile-index bytes per live profile beyond the identifier bytes (after the load).
     pub index_bytes_per_profile: f64,
+    /// Share of profile loads by the writers that found the profile in the writer cache
+    /// (the rest read and decoded its records from the log).
+    pub cache_hit_rate: f64,
     /// The same after the reopen (the index as the hint rebuilds it, sized once).
     pub reopened_index_bytes_per_profile: f64,
     /// Bytes of the messageId dedupe window.
@@ -203,8 +206,14 @@ pub fn bench(global: &Global, args: &BenchArgs) -> CmdResult {
     }
     let (dir, temporary) = bench_dir(global)?;
     let _cleanup = TempDir(temporary.then(|| dir.clone()));
-    let report = run(&dir, config, mode, global.history_retention())
-        .map_err(|e| Failure::error(e.to_string()))?;
+    let report = run(
+        &dir,
+        config,
+        mode,
+        global.history_retention(),
+        global.profile_cache_bytes(),
+    )
+    .map_err(|e| Failure::error(e.to_string()))?;
     if report.outcomes.refused > 0 {
         warn(&format!(
             "{} calls of the workload were refused: the figures are not W1's",
@@ -224,11 +233,13 @@ fn run(
     config: W1Config,
     mode: DurabilityArg,
     history_retention: std::time::Duration,
+    profile_cache_bytes: usize,
 ) -> profiledb::Result<Report> {
     let (store_durability, call_durability) = durabilities(mode);
     let options = Options {
         durability: store_durability,
         history_retention,
+        profile_cache_bytes,
         ..Options::default()
     };
     let db = Db::open(dir, options.clone())?;
@@ -334,6 +345,8 @@ fn run(
         reopen_full_scan_seconds,
         profiles: compacted.profiles,
         index_bytes_per_profile: compacted.index_bytes_per_profile,
+        cache_hit_rate: loaded.profile_cache_hits as f64
+            / (loaded.profile_cache_hits + loaded.profile_cache_misses).max(1) as f64,
         reopened_index_bytes_per_profile: reopened_stats.index_bytes_per_profile,
         dedupe_bytes: compacted.dedupe_bytes,
         dedupe_ids: i.min(options_window()),
@@ -412,6 +425,11 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
         r.reopen_full_scan_seconds,
         r.reopen_full_scan_seconds / r.reopen_seconds.max(1e-9),
         r.profiles,
+    )?;
+    writeln!(
+        out,
+        "  writer cache    {:.1} % of profile loads hit",
+        100.0 * r.cache_hit_rate
     )?;
     writeln!(
         out,

@@ -65,6 +65,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DAYS")]
     pub history_days: Option<u32>,
 
+    /// Memory for decoded profiles kept between writes, in MiB (the writer cache,
+    /// docs/recovery.md) [default: 64].
+    #[arg(long, global = true, value_name = "MIB")]
+    pub cache_mb: Option<usize>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -372,6 +377,8 @@ pub struct Global {
     pub durability: Option<DurabilityArg>,
     /// `--history-days`, if given.
     pub history_days: Option<u32>,
+    /// `--cache-mb`, if given.
+    pub cache_mb: Option<usize>,
 }
 
 impl Global {
@@ -381,6 +388,14 @@ impl Global {
             Some(d) => std::time::Duration::from_secs(u64::from(d) * 24 * 3600),
             None => Options::default().history_retention,
         }
+    }
+
+    /// The writer cache's budget the commands open stores with.
+    pub fn profile_cache_bytes(&self) -> usize {
+        self.cache_mb
+            .map_or(Options::default().profile_cache_bytes, |m| {
+                m.saturating_mul(1 << 20)
+            })
     }
 }
 
@@ -499,6 +514,7 @@ pub fn try_open(
             Access::Write => Options::default().compaction_ratio,
         },
         history_retention: global.history_retention(),
+        profile_cache_bytes: global.profile_cache_bytes(),
         ..Options::default()
     };
     Ok(Db::open(&global.data, options))
@@ -521,6 +537,7 @@ pub fn main() -> ExitCode {
         data_given: cli.data.is_some(),
         durability: cli.durability,
         history_days: cli.history_days,
+        cache_mb: cli.cache_mb,
     };
     // A panic is a bug; still, exit with the documented status for "other error".
     let result =

@@ -9,7 +9,7 @@
 //! an error naming the segment file and offset, never a panic and never a profile silently
 //! missing properties.
 
-use super::profile::{self, Delta, Ids, Link, MAX_CHAIN_DEPTH, ProfileRecord};
+use super::profile::{self, Ids, Link, MAX_CHAIN_DEPTH, ProfileRecord};
 use super::wire::DecodeError;
 use crate::error::{Error, Result};
 use crate::storage::{Location, Store};
@@ -38,8 +38,10 @@ fn broken(store: &Store, loc: Location, reason: String) -> Error {
 }
 
 enum Step {
-    Full(ProfileRecord),
-    Delta(Delta),
+    /// The chain's full record was read; the number of deltas above it.
+    Full(u32),
+    /// A delta was read; its link.
+    Delta(Link),
 }
 
 /// Check that the record `d` (read at `at`) may follow a record of depth `expect`.
@@ -59,34 +61,29 @@ fn check_depth(store: &Store, at: Location, got: u32, expect: Option<u32>) -> Re
 /// Read the profile whose newest record is at `head`: the record as of that record, and the
 /// number of deltas in its chain (0 when `head` is a full record).
 pub(crate) fn read_profile(store: &Store, head: Location) -> Result<(ProfileRecord, u32)> {
-    let mut deltas: Vec<Delta> = Vec::new();
+    let mut fold = profile::Fold::default();
     let mut at = head;
     let mut expect: Option<u32> = None;
     loop {
         let step = store.read(at, |bytes| {
             if profile::is_delta(bytes) {
-                profile::delta(bytes).map(Step::Delta)
+                fold.delta(bytes).map(Step::Delta)
             } else {
-                profile::full(bytes).map(Step::Full)
+                fold.full(bytes).map(Step::Full)
             }
         })?;
         match step.map_err(|e| decode_error(store, "profile record", at, e))? {
-            Step::Delta(d) => {
-                check_depth(store, at, d.link.depth, expect)?;
-                expect = Some(d.link.depth - 1);
-                at = d.link.prev;
-                deltas.push(d);
+            Step::Delta(link) => {
+                check_depth(store, at, link.depth, expect)?;
+                expect = Some(link.depth - 1);
+                at = link.prev;
             }
-            Step::Full(mut rec) => {
+            Step::Full(depth) => {
                 check_depth(store, at, 0, expect)?;
-                let depth = deltas.len() as u32;
-                for d in deltas.into_iter().rev() {
-                    d.apply_to(&mut rec);
-                }
-                return Ok((rec, depth));
+                return Ok((fold.finish(), depth));
             }
         }
-        if deltas.len() > MAX_CHAIN_DEPTH as usize {
+        if fold.deltas() > MAX_CHAIN_DEPTH {
             return Err(broken(
                 store,
                 at,

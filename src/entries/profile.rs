@@ -3,7 +3,9 @@
 //! `ProfileDelta`), which holds only what one call changed and links to the profile's previous
 //! record.
 
-use super::values::{StampTable, put_stamp, put_state, stamp, state, value};
+use super::values::{
+    StampTable, put_stamp, put_state, skip_state, skip_value, stamp, state, value,
+};
 use super::wire::{Decoded, Reader, Wire, put_u64};
 use crate::storage::Location;
 pub(crate) use crate::types::record::{Ids, ProfileRecord};
@@ -145,22 +147,36 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>) {
 }
 
 /// Read property states (sorted by name number, each name once) against `table`.
-fn props(r: &mut Reader<'_>, table: &StampTable) -> Decoded<Vec<(u32, PropState)>> {
+/// The properties of a full record, but for the names in `known` (sorted), which are checked
+/// and stepped over (a newer record of the chain holds their state).
+fn props(r: &mut Reader<'_>, table: &StampTable, known: &[u32]) -> Decoded<Vec<(u32, PropState)>> {
     // A state takes at least 3 bytes, its name number 1.
     let n = r.len(4)?;
     let mut props: Vec<(u32, PropState)> = Vec::with_capacity(n);
+    let mut last = None;
     for _ in 0..n {
         let id = r.u32()?;
-        if props.last().is_some_and(|(last, _)| *last >= id) {
+        if last.is_some_and(|last| last >= id) {
             return Err(r.error("property names out of order"));
         }
-        props.push((id, state(r, table)?));
+        last = Some(id);
+        if known.binary_search(&id).is_ok() {
+            skip_state(r, table)?;
+        } else {
+            props.push((id, state(r, table)?));
+        }
     }
     Ok(props)
 }
 
 /// Decode a full record.
 pub(crate) fn full(bytes: &[u8]) -> Decoded<ProfileRecord> {
+    full_but(bytes, &[])
+}
+
+/// Decode a full record but for the states of the names in `known` (sorted): they are checked
+/// as [`full`] checks them, and left out.
+pub(crate) fn full_but(bytes: &[u8], known: &[u32]) -> Decoded<ProfileRecord> {
     let mut r = Reader::new(bytes);
     if bytes.first() == Some(&DELTA_TAG) {
         return Err(r.error("a delta record where a full record was expected"));
@@ -169,7 +185,7 @@ pub(crate) fn full(bytes: &[u8]) -> Decoded<ProfileRecord> {
     let first_seen = Timestamp(r.i64()?);
     let updated_at = Timestamp(r.i64()?);
     let table = StampTable::read(&mut r)?;
-    let props = props(&mut r, &table)?;
+    let props = props(&mut r, &table, known)?;
     r.finish()?;
     Ok(ProfileRecord {
         ids,
@@ -284,14 +300,26 @@ fn delta_props(
     r: &mut Reader<'_>,
     table: &StampTable,
     call: Stamp,
+    known: &[u32],
 ) -> Decoded<Vec<(u32, PropState)>> {
     // A name number and a form byte at least.
     let n = r.len(2)?;
     let mut props: Vec<(u32, PropState)> = Vec::with_capacity(n);
+    let mut last = None;
     for _ in 0..n {
         let id = r.u32()?;
-        if props.last().is_some_and(|(last, _)| *last >= id) {
+        if last.is_some_and(|last| last >= id) {
             return Err(r.error("property names out of order"));
+        }
+        last = Some(id);
+        if known.binary_search(&id).is_ok() {
+            match r.u8()? {
+                FORM_STATE => skip_state(r, table)?,
+                FORM_SET => skip_value(r)?,
+                FORM_UNSET => {}
+                _ => return Err(r.error("unknown property form")),
+            }
+            continue;
         }
         let state = match r.u8()? {
             FORM_STATE => state(r, table)?,
@@ -345,7 +373,14 @@ fn delta_head(r: &mut Reader<'_>) -> Decoded<(Link, u8, Stamp)> {
 }
 
 /// Decode a delta record.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn delta(bytes: &[u8]) -> Decoded<Delta> {
+    delta_but(bytes, &[])
+}
+
+/// Decode a delta record but for the states of the names in `known` (sorted): checked as
+/// [`delta`] checks them, and left out.
+pub(crate) fn delta_but(bytes: &[u8], known: &[u32]) -> Decoded<Delta> {
     let mut r = Reader::new(bytes);
     let (link, flags, call) = delta_head(&mut r)?;
     let ids = if flags & FLAG_IDS != 0 {
@@ -358,7 +393,7 @@ pub(crate) fn delta(bytes: &[u8]) -> Decoded<Delta> {
     stamps.push(call);
     stamps.extend_from_slice(extra.stamps());
     let table = StampTable::from_stamps(stamps);
-    let props = delta_props(&mut r, &table, call)?;
+    let props = delta_props(&mut r, &table, call, known)?;
     r.finish()?;
     Ok(Delta {
         link,
@@ -381,6 +416,85 @@ pub(crate) fn delta_ids(bytes: &[u8]) -> Decoded<(Link, Option<Ids>)> {
     Ok((link, ids))
 }
 
+/// A profile's chain read newest record first (`chain::read_profile` drives it): a delta
+/// holds the whole state of each name it changed, so the newest record naming a property
+/// decides it. Older records are still read and checked whole, but the states of names already
+/// decided are stepped over, not built (W1's deltas change about a quarter of a profile's
+/// names each). The result equals applying each delta oldest first to the full record
+/// ([`Delta::apply_to`]; tested below).
+#[derive(Default)]
+pub(crate) struct Fold {
+    /// The states decided by the deltas read so far.
+    newer: Vec<(u32, PropState)>,
+    /// Their names, sorted.
+    known: Vec<u32>,
+    /// The newest delta's identifiers, if one carried them.
+    ids: Option<Ids>,
+    /// The lowest and highest event time of the deltas that move first_seen / updated_at.
+    times: Option<(Timestamp, Timestamp)>,
+    deltas: u32,
+}
+
+impl Fold {
+    /// Read the next (older) record of the chain, a delta: its link to the previous record.
+    pub(crate) fn delta(&mut self, bytes: &[u8]) -> Decoded<Link> {
+        let d = delta_but(bytes, &self.known)?;
+        self.deltas += 1;
+        if self.ids.is_none() {
+            self.ids = d.ids;
+        }
+        if d.times {
+            let t = d.stamp.0;
+            self.times = Some(self.times.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+        }
+        for (id, state) in d.props {
+            if let Err(i) = self.known.binary_search(&id) {
+                self.known.insert(i, id);
+            }
+            self.newer.push((id, state));
+        }
+        Ok(d.link)
+    }
+
+    /// Deltas read so far.
+    pub(crate) fn deltas(&self) -> u32 {
+        self.deltas
+    }
+
+    /// Read the chain's full record (its oldest): the number of deltas above it. The profile
+    /// is then [`Fold::finish`].
+    pub(crate) fn full(&mut self, bytes: &[u8]) -> Decoded<u32> {
+        let mut rec = full_but(bytes, &self.known)?;
+        if let Some(ids) = self.ids.take() {
+            rec.ids = ids;
+        }
+        if let Some((lo, hi)) = self.times {
+            rec.first_seen = rec.first_seen.min(lo);
+            rec.updated_at = rec.updated_at.max(hi);
+        }
+        if !self.newer.is_empty() {
+            rec.props.append(&mut self.newer);
+            rec.props.sort_unstable_by_key(|p| p.0);
+        }
+        self.newer = rec.props;
+        self.ids = Some(rec.ids);
+        self.times = Some((rec.first_seen, rec.updated_at));
+        Ok(self.deltas)
+    }
+
+    /// The profile, once [`Fold::full`] has read the full record.
+    pub(crate) fn finish(self) -> ProfileRecord {
+        let (first_seen, updated_at) = self.times.unwrap_or_default();
+        ProfileRecord {
+            ids: self.ids.unwrap_or_default(),
+            first_seen,
+            updated_at,
+            props: self.newer,
+        }
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
 impl Delta {
     /// Bring `rec` (the state before the call) to the state after it.
     pub(crate) fn apply_to(self, rec: &mut ProfileRecord) {
@@ -676,6 +790,49 @@ mod tests {
             }
             prop_assert!(rec.props.windows(2).all(|w| w[0].0 < w[1].0));
             prop_assert!(full(&bytes).is_err(), "a delta is never taken for a full record");
+        }
+
+        /// The newest-first fold that reads chains equals applying each delta oldest first,
+        /// whatever the names the deltas share with each other and with the full record.
+        #[test]
+        fn newest_first_fold_equals_applying_deltas_in_order(
+            base in record(),
+            steps in prop::collection::vec(
+                (record(), prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+                 any::<i64>(), any::<bool>(), any::<bool>()),
+                0..7,
+            ),
+        ) {
+            let mut chain = vec![encode(&base)];
+            let mut want = base.clone();
+            for (n, (after, pick, ts, with_ids, times)) in steps.iter().enumerate() {
+                let mut changed: Vec<u32> = if after.props.is_empty() {
+                    Vec::new()
+                } else {
+                    pick.iter().map(|i| after.props[i.index(after.props.len())].0).collect()
+                };
+                changed.sort_unstable();
+                changed.dedup();
+                let link = Link {
+                    prev: Location { segment: 1, offset: n as u32, len: 1 },
+                    depth: n as u32 + 1,
+                };
+                let mut bytes = Vec::new();
+                put_delta(&DeltaOut {
+                    link, stamp: Stamp::new(Timestamp(*ts), n as u64), times: *times,
+                    ids: with_ids.then_some(&after.ids),
+                    rec: after, changed: &changed,
+                }, &mut bytes);
+                delta(&bytes).unwrap().apply_to(&mut want);
+                chain.push(bytes);
+            }
+            let mut fold = Fold::default();
+            for (n, bytes) in chain.iter().enumerate().skip(1).rev() {
+                let link = fold.delta(bytes).unwrap();
+                prop_assert_eq!(link.depth, n as u32);
+            }
+            prop_assert_eq!(fold.full(&chain[0]).unwrap(), steps.len() as u32);
+            prop_assert_eq!(fold.finish(), want);
         }
 
         #[test]

@@ -91,6 +91,49 @@ fn value_at(r: &mut Reader<'_>, depth: usize) -> Decoded<Value> {
     })
 }
 
+/// Check a value written by [`Value::put`] and step over it without building it (a state a
+/// newer record of the chain replaces): the same checks as [`value`] (variants, lengths,
+/// UTF-8, nesting), no allocation.
+pub(crate) fn skip_value(r: &mut Reader<'_>) -> Decoded<()> {
+    skip_value_at(r, 0)
+}
+
+fn skip_value_at(r: &mut Reader<'_>, depth: usize) -> Decoded<()> {
+    if depth > MAX_NESTING {
+        return Err(r.error("values nested too deep"));
+    }
+    match r.u32()? {
+        0 => {
+            r.bool()?;
+        }
+        1 | 4 => {
+            r.i64()?;
+        }
+        2 => {
+            r.f64()?;
+        }
+        3 => {
+            r.str()?;
+        }
+        5 => {
+            let n = r.len(1)?;
+            for _ in 0..n {
+                skip_value_at(r, depth + 1)?;
+            }
+        }
+        6 => {
+            let n = r.len(2)?;
+            for _ in 0..n {
+                r.str()?;
+                skip_value_at(r, depth + 1)?;
+            }
+        }
+        7 => {}
+        _ => return Err(r.error("unknown value variant")),
+    }
+    Ok(())
+}
+
 /// A record's stamp table: its distinct stamps; properties refer to one by index, so the
 /// properties one call set share one stamp instead of carrying a copy each.
 #[derive(Debug, Default)]
@@ -247,6 +290,34 @@ pub(crate) fn put_state(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
             table.index(&a.last).put(out);
         }
     }
+}
+
+/// Check a property state written by [`put_state`] and step over it without building it
+/// (see [`skip_value`]).
+pub(crate) fn skip_state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<()> {
+    if r.some()? {
+        let i = r.u32()?;
+        table.get(r, i)?;
+        if r.some()? {
+            skip_value(r)?;
+        }
+    }
+    if r.some()? {
+        let i = r.u32()?;
+        table.get(r, i)?;
+        skip_value(r)?;
+    }
+    if r.some()? {
+        r.i128()?;
+        if r.some()? {
+            r.f64()?;
+        }
+        for _ in 0..2 {
+            let i = r.u32()?;
+            table.get(r, i)?;
+        }
+    }
+    Ok(())
 }
 
 /// Read a property state written by [`put_state`] against the same table.
