@@ -194,14 +194,20 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Decoded<&'a [u8]> {
-        match self.buf.get(self.at..self.at.saturating_add(n)) {
-            Some(b) if n <= self.remaining() => {
-                self.at += n;
-                Ok(b)
-            }
-            _ => Err(self.error("record ends early")),
+        if n <= self.remaining() {
+            let b = &self.buf[self.at..self.at + n];
+            self.at += n;
+            Ok(b)
+        } else {
+            Err(self.ends_early())
         }
+    }
+
+    #[cold]
+    fn ends_early(&self) -> DecodeError {
+        self.error("record ends early")
     }
 
     /// The next `n` bytes as they are.
@@ -216,11 +222,19 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Decoded<u8> {
-        Ok(self.array::<1>()?[0])
+        match self.buf.get(self.at) {
+            Some(&b) => {
+                self.at += 1;
+                Ok(b)
+            }
+            None => Err(self.ends_early()),
+        }
     }
 
     /// An unsigned varint ([`put_u64`]).
+    #[inline]
     pub(crate) fn u64(&mut self) -> Decoded<u64> {
         match self.u8()? {
             b @ 0..=250 => Ok(u64::from(b)),
