@@ -431,3 +431,44 @@ fn the_guard_quarantines_an_identifier_that_links_too_many_user_ids() {
     assert!(out.quarantined.is_empty());
     assert_eq!(out.moved.len(), 1);
 }
+
+/// A profile the guard keeps a quarantined identifier on is loaded by the call but not changed:
+/// it gets no record and no history step, also when its chain is full (the model-based suite
+/// found a spurious `identifiers` step there, which unmerge's attribution would have read as a
+/// call carrying the identifier).
+#[test]
+fn a_profile_the_guard_leaves_alone_gets_no_step() {
+    for chain_limit in [1, 2, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(
+            dir.path(),
+            Options {
+                guard_max_user_ids: 1,
+                chain_limit,
+                ..options()
+            },
+        )
+        .unwrap();
+        for i in 0..3 {
+            call(
+                &db,
+                identify(Some("u1"), None, Some("dev"), json!({"n": i})),
+            );
+        }
+        let steps = |u: &str| {
+            let h = db.history(&Selector::UserId(u.into())).unwrap().unwrap();
+            h.steps.len()
+        };
+        let before = steps("u1");
+        let out = call(&db, identify(Some("u2"), None, Some("dev"), json!({})));
+        assert_eq!(out.quarantined, vec!["anonymous_id:dev".to_string()]);
+        assert!(out.moved.is_empty(), "{out:?}");
+        assert_eq!(steps("u1"), before, "chain limit {chain_limit}");
+        assert_eq!(
+            by_user(&db, "u1").unwrap().anonymous_ids,
+            vec!["dev".to_string()]
+        );
+        assert_eq!(steps("u2"), 1);
+        drop(db);
+    }
+}

@@ -274,6 +274,41 @@ fn compare(db: &profiledb::Db, model: &Reference, step: usize) {
         Vec::<String>::new(),
         "step {step}: check"
     );
+    compare_history(db, model, step);
+}
+
+/// `Db::history` of every live profile lists the model's steps: kind, the identifiers the call
+/// carried, the keys it merged in (every step is inside the window: none is dropped).
+fn compare_history(db: &profiledb::Db, model: &Reference, step: usize) {
+    let journal = model.journal.as_ref().expect("the model keeps the journal");
+    for &key in model.profiles.keys() {
+        let h = db
+            .history(&profiledb::Selector::Key(key))
+            .unwrap()
+            .unwrap_or_else(|| panic!("step {step}: no history of {key}"));
+        let got: Vec<_> = (h.steps.iter())
+            .map(|s| {
+                let mut carried = Vec::new();
+                carried.extend(s.user_id.clone().map(|u| ("user_id", u)));
+                carried.extend(s.email.as_deref().map(|e| ("email", reference::norm(e))));
+                carried.extend(s.anonymous_id.clone().map(|a| ("anonymous_id", a)));
+                (s.kind.to_string(), carried, s.merged.clone())
+            })
+            .collect();
+        let want: Vec<_> = (journal.get(&key).into_iter().flatten())
+            .map(|s| {
+                let kind = match s.kind {
+                    reference::StepKind::Call => "call",
+                    reference::StepKind::Identifiers => "identifiers",
+                    reference::StepKind::Unmerge => "unmerge",
+                };
+                let merged: Vec<u64> = s.merged.iter().map(|(k, _)| *k).collect();
+                (kind.to_string(), s.carried.clone(), merged)
+            })
+            .collect();
+        assert_eq!(got, want, "step {step}: history of {key}");
+        assert_eq!(h.merged_into, None, "step {step}: {key} is live");
+    }
 }
 
 /// The store's unmerge refusal as the model names it.
