@@ -708,7 +708,7 @@ impl Reference {
         let m_states = states(&m);
         for name in changed(merge.before.as_ref(), &merge.after) {
             let after = after_merge.get(&name);
-            if m_states.get(&name).is_some() && after == m_states.get(&name) {
+            if m_states.contains_key(&name) && after == m_states.get(&name) {
                 take_back.insert(name);
             } else {
                 survivor_last.entry(name).or_insert_with(|| after.cloned());
