@@ -624,6 +624,16 @@ impl<'a> Builder<'a> {
                 _ => work.rec.approx_bytes(),
             };
             debug_assert_eq!(rec_bytes, work.rec.approx_bytes(), "running size estimate");
+            if !work.full && !ids_changed && !work.stamped && work.changed.is_empty() {
+                // Nothing to write (also when its chain is full: a profile loaded and left as
+                // it was, e.g. one the guard kept a quarantined identifier on, gets no record
+                // and no history step): the cached copy stays valid.
+                if let Some((loc, depth)) = work.head {
+                    self.cache
+                        .insert(key, loc, depth, work.rec, rec_bytes, work.hit);
+                }
+                continue;
+            }
             let link = if work.full {
                 None
             } else {
@@ -631,14 +641,6 @@ impl<'a> Builder<'a> {
             };
             let (kind, data, depth) = match link {
                 Some(link) => {
-                    if !ids_changed && !work.stamped && work.changed.is_empty() {
-                        // Nothing to write: the cached copy stays valid.
-                        if let Some((loc, depth)) = work.head {
-                            self.cache
-                                .insert(key, loc, depth, work.rec, rec_bytes, work.hit);
-                        }
-                        continue;
-                    }
                     work.changed.sort_unstable();
                     work.changed.dedup();
                     let mut data = Vec::with_capacity(64 + 24 * work.changed.len());

@@ -141,3 +141,85 @@ fn unmerge_over_http_answers_admins_only_with_typed_statuses() {
     assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(r.json()["code"], "not_merged", "{}", r.text());
 }
+
+/// The guard over HTTP: a small limit quarantines an anonymous id moved between user ids;
+/// `/metrics` counts the quarantined identifiers and the calls that skipped one, the admin
+/// endpoint lists and releases it, and the counters follow.
+#[test]
+fn guard_counters_in_metrics_follow_quarantine_skips_and_release() {
+    let s = TestServer::start_with(&[(KEY, "journal")], |mut c| {
+        c.options.guard_max_user_ids = 1;
+        c
+    });
+    let all = server_common::bearer(server_common::ADMIN_ALL);
+    let metric = |name: &str| -> u64 {
+        let r = s.request("GET", "/metrics", &[("Authorization", &all)], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        let line = format!("{name}{{project=\"journal\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let quarantined = "profiledb_guard_quarantined_identifiers";
+    let skipped = "profiledb_guard_skipped_calls_total";
+    assert_eq!((metric(quarantined), metric(skipped)), (0, 0));
+
+    let identify = |body: Value| s.post("/v1/identify", KEY, &body);
+    assert_eq!(
+        identify(json!({"userId": "u-1", "anonymousId": "dev"})).status,
+        200
+    );
+    // The device's id would move from u-1 to u-2: linked to 2 user ids > 1, quarantined.
+    assert_eq!(
+        identify(json!({"userId": "u-2", "anonymousId": "dev"})).status,
+        200
+    );
+    assert_eq!((metric(quarantined), metric(skipped)), (1, 1));
+    let list = s.read("/v1/quarantine", KEY);
+    assert_eq!(list.status, 200, "{}", list.text());
+    assert_eq!(list.json()["quarantined"], json!(["anonymous_id:dev"]));
+    // It stayed with u-1; u-2's profile was made without it.
+    let u1 = s.read("/v1/profiles?user_id=u-1", KEY).json();
+    assert_eq!(u1["anonymous_ids"], json!(["dev"]), "{u1}");
+    let u2 = s.read("/v1/profiles?user_id=u-2", KEY).json();
+    assert_eq!(u2["anonymous_ids"], json!([]), "{u2}");
+
+    // A later call carrying it skips it (counted); one carrying only it is refused (not
+    // counted: nothing was applied).
+    assert_eq!(
+        identify(json!({"userId": "u-3", "anonymousId": "dev"})).status,
+        200
+    );
+    let r = identify(json!({"anonymousId": "dev", "traits": {"x": 1}}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let result = &r.json()["results"][0];
+    assert_eq!(result["status"], "refused", "{}", r.text());
+    assert_eq!(result["error"], "invalid", "{}", r.text());
+    assert!(
+        result["reason"].as_str().unwrap().contains("quarantined"),
+        "{}",
+        r.text()
+    );
+    assert_eq!((metric(quarantined), metric(skipped)), (1, 2));
+    let u3 = s.read("/v1/profiles?user_id=u-3", KEY).json();
+    assert_eq!(u3["anonymous_ids"], json!([]), "{u3}");
+
+    // Released by an admin: the gauge drops, calls carrying it count no more.
+    let auth = format!("Bearer {}", s.admin_of(KEY));
+    let r = s.request(
+        "DELETE",
+        "/v1/quarantine?anonymous_id=dev",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(metric(quarantined), 0);
+    assert_eq!(
+        identify(json!({"userId": "u-1", "anonymousId": "dev"})).status,
+        200
+    );
+    assert_eq!((metric(quarantined), metric(skipped)), (0, 2));
+}

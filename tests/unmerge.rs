@@ -324,6 +324,155 @@ fn a_later_call_carrying_both_sides_keeps_the_identifier_with_the_survivor() {
     assert_eq!(by_key(&db, anon_key).unwrap(), out.restored);
 }
 
+/// After an unmerge, the restored key is merged again into a *different* survivor: the key then
+/// redirects there, the first survivor can no longer unmerge it, the second can, and every
+/// state survives a replay, a compaction and a reopen with the hint.
+#[test]
+fn an_unmerged_key_merged_again_into_another_survivor_is_unmerged_from_that_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let anon_key = merged(&db);
+    let first = by_user(&db, "u1").unwrap().key;
+    db.unmerge(&u("u1"), anon_key).unwrap();
+    let restored = by_key(&db, anon_key).unwrap();
+    let restored_at = db.history_clock();
+
+    // u2 exists, then a call carrying u2 and a1 merges the restored profile into u2's.
+    let second = call(
+        &db,
+        at(
+            identify(Some("u2"), None, None, json!({"tier": "gold"})),
+            10,
+        ),
+    )
+    .key;
+    assert_ne!(second, first);
+    let out = call(
+        &db,
+        at(
+            identify(Some("u2"), None, Some("a1"), json!({"seen": 2})),
+            11,
+        ),
+    );
+    assert_eq!((out.key, out.merged.clone()), (second, vec![anon_key]));
+    let remerged = by_user(&db, "u2").unwrap();
+    let remerged_at = db.history_clock();
+    assert_eq!(by_key(&db, anon_key).unwrap().key, second);
+    assert_eq!(by_anon(&db, "a1").unwrap().key, second);
+    assert_eq!(
+        prop(&remerged, "plan"),
+        Some(json!("free")),
+        "brought by a1"
+    );
+    assert_eq!(prop(&remerged, "color"), Some(json!("red")));
+    let first_now = by_user(&db, "u1").unwrap();
+    assert!(first_now.anonymous_ids.is_empty(), "{first_now:?}");
+
+    // The first survivor's old merge step no longer applies.
+    assert_eq!(
+        refusal(db.unmerge(&u("u1"), anon_key)),
+        UnmergeError::NotMergedInto {
+            key: anon_key,
+            survivor: first
+        }
+    );
+    let h = db.history(&Selector::Key(anon_key)).unwrap().unwrap();
+    assert_eq!(h.merged_into, Some(second));
+
+    // Crash (replay), then compaction, then a reopen with the hint: the second merge holds.
+    db.sync().unwrap();
+    db.abandon();
+    let db = open(dir.path());
+    assert_eq!(by_user(&db, "u2").unwrap(), remerged);
+    db.compact().unwrap();
+    db.close().unwrap();
+    let db = open(dir.path());
+    assert_eq!(by_user(&db, "u2").unwrap(), remerged);
+
+    let out = db.unmerge(&u("u2"), anon_key).unwrap();
+    assert_eq!(out.restored.key, anon_key);
+    assert_eq!(out.restored.anonymous_ids, vec!["a1".to_string()]);
+    assert_eq!(
+        shape(&out.restored),
+        shape(&restored),
+        "the restored profile comes back as it was before the second merge"
+    );
+    assert_eq!(prop(&out.survivor, "tier"), Some(json!("gold")));
+    assert_eq!(
+        prop(&out.survivor, "seen"),
+        Some(json!(2)),
+        "the merging call's own"
+    );
+    assert_eq!(
+        prop(&out.survivor, "plan"),
+        None,
+        "brought by a1, taken back"
+    );
+    assert!(out.survivor.anonymous_ids.is_empty(), "{out:?}");
+    assert_eq!(by_anon(&db, "a1").unwrap().key, anon_key);
+    assert_eq!(
+        by_user(&db, "u1").unwrap(),
+        first_now,
+        "the first survivor untouched"
+    );
+
+    // The key's history: two merges into two survivors, two unmerges.
+    let h = db.history(&Selector::Key(anon_key)).unwrap().unwrap();
+    assert_eq!(h.merged_into, None);
+    let kinds: Vec<&str> = h.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "unmerge").count(),
+        2,
+        "{kinds:?}"
+    );
+    // The past stays readable at each stage.
+    assert_eq!(db.get_at(&u("u2"), remerged_at).unwrap(), Some(remerged));
+    assert_eq!(
+        db.get_at(&Selector::Key(anon_key), restored_at).unwrap(),
+        Some(restored)
+    );
+    db.close().unwrap();
+}
+
+/// A key merged into K before K was merged into S keeps its history after K is unmerged out of
+/// S (its redirect still names S; its merge step is in K's history): a bug the model-based
+/// suite found (`get_at` and `history` of that key answered "no such profile").
+#[test]
+fn a_key_merged_before_its_survivor_was_unmerged_keeps_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let anon = call(
+        &db,
+        at(identify(None, None, Some("a1"), json!({"x": 1})), 1),
+    );
+    let anon_then = (db.history_clock(), by_key(&db, anon.key).unwrap());
+    let mail = call(&db, at(identify(None, Some("e@x.io"), None, json!({})), 2)).key;
+    // No user id: the email's profile survives, the anonymous one is merged into it.
+    let out = call(
+        &db,
+        at(identify(None, Some("e@x.io"), Some("a1"), json!({})), 3),
+    );
+    assert_eq!((out.key, out.merged), (mail, vec![anon.key]));
+    let user = call(&db, at(identify(Some("u1"), None, None, json!({})), 4)).key;
+    let out = call(
+        &db,
+        at(identify(Some("u1"), Some("e@x.io"), None, json!({})), 5),
+    );
+    assert_eq!((out.key, out.merged), (user, vec![mail]));
+    db.unmerge(&u("u1"), mail).unwrap();
+    assert_eq!(by_key(&db, mail).unwrap().key, mail);
+    // The first key stays redirected to the survivor (docs/journal.md "Unmerge", limits)...
+    assert_eq!(by_key(&db, anon.key).unwrap().key, user);
+    // ... and its past is still there.
+    assert_eq!(
+        db.get_at(&Selector::Key(anon.key), anon_then.0).unwrap(),
+        Some(anon_then.1)
+    );
+    let h = db.history(&Selector::Key(anon.key)).unwrap().unwrap();
+    assert_eq!(h.steps.len(), 1, "{h:?}");
+    assert!(h.steps[0].created);
+}
+
 fn refusal(r: profiledb::Result<profiledb::Unmerged>) -> UnmergeError {
     match r {
         Err(Error::Unmerge(e)) => e,

@@ -54,15 +54,26 @@ fn start(
     let Some(end) = index.resolve_key(key) else {
         return Ok(None);
     };
-    // The merge step is in the survivor's steps or in those of a profile merged into it later.
+    // The merge step is in the survivor's steps or in those of a profile merged into it later;
+    // or in those of a profile merged into one of these and taken out again by an unmerge
+    // since (the keys merged into it before stay redirected to the survivor, docs/journal.md
+    // "Unmerge"): those are named by the merge steps read on the way, searched after the others.
     let mut candidates = vec![end];
     candidates.extend(index.redirect_sources(end));
-    for k in candidates {
+    let mut seen: std::collections::HashSet<u64> = candidates.iter().copied().collect();
+    let mut i = 0;
+    while let Some(&k) = candidates.get(i) {
+        i += 1;
         for &(arrival, loc) in index.journal.steps(k).iter().rev() {
             let step = read_step(store, loc)?;
             if let Some((_, bytes)) = step.body.merged.iter().find(|(g, _)| *g == key) {
                 let rec = history::merged_record(bytes)?;
                 return Ok(Some((rec, Some(MergedAway { into: k, arrival }))));
+            }
+            for (g, _) in &step.body.merged {
+                if seen.insert(*g) {
+                    candidates.push(*g);
+                }
             }
         }
     }

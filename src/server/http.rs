@@ -378,6 +378,8 @@ fn render_metrics(state: &AppState) -> Response {
                 profiles: c.profiles,
                 companies: c.companies,
                 syncs: c.syncs,
+                quarantined: c.quarantined,
+                guard_skipped_calls: c.guard_skipped_calls,
             };
             (p.name.as_str(), &p.metrics, Some(figures))
         })

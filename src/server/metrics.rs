@@ -96,6 +96,11 @@ pub(crate) struct StoreFigures {
     pub(crate) profiles: u64,
     pub(crate) companies: u64,
     pub(crate) syncs: u64,
+    /// Identifiers the guard holds quarantined (docs/journal.md "Guard").
+    pub(crate) quarantined: u64,
+    /// Calls since the store was opened that skipped a quarantined identifier (or had one
+    /// quarantined).
+    pub(crate) guard_skipped_calls: u64,
 }
 
 /// A metric's name, help text and how to read its value.
@@ -230,7 +235,7 @@ pub(crate) fn render(
         );
     }
 
-    let gauges: [Row<StoreFigures>; 4] = [
+    let gauges: [Row<StoreFigures>; 5] = [
         (
             "profiledb_store_disk_bytes",
             "Bytes of all segment files of the project's store.",
@@ -251,9 +256,22 @@ pub(crate) fn render(
             "fdatasync calls of the project's store since it was opened.",
             |f| f.syncs,
         ),
+        (
+            "profiledb_guard_quarantined_identifiers",
+            "Emails and anonymous ids the guard holds quarantined in the project's store.",
+            |f| f.quarantined,
+        ),
     ];
-    for (metric, help, get) in gauges {
-        header(&mut out, metric, "gauge", help);
+    let counters: [Row<StoreFigures>; 1] = [(
+        "profiledb_guard_skipped_calls_total",
+        "Calls that skipped a quarantined identifier (or had one quarantined), since the \
+         project's store was opened.",
+        |f| f.guard_skipped_calls,
+    )];
+    let rows = (gauges.into_iter().map(|r| ("gauge", r)))
+        .chain(counters.into_iter().map(|r| ("counter", r)));
+    for (kind, (metric, help, get)) in rows {
+        header(&mut out, metric, kind, help);
         for (name, _, figures) in projects {
             if let Some(f) = figures {
                 let _ = writeln!(out, "{metric}{{project=\"{}\"}} {}", escape(name), get(f));
