@@ -221,6 +221,15 @@ pub(crate) struct TraitsBuilder {
 }
 
 impl TraitsBuilder {
+    /// A builder with room for `n` traits (the members of the trait sections: one allocation
+    /// instead of the doublings of a growing vector).
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        TraitsBuilder {
+            items: Vec::with_capacity(n),
+            may_repeat: false,
+        }
+    }
+
     pub(crate) fn push(
         &mut self,
         name: String,

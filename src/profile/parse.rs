@@ -80,7 +80,25 @@ const ID_MEMBERS: [&str; 4] = ["userId", "anonymousId", "previousId", "groupId"]
 pub(crate) fn parse_ingested(
     json: &[u8],
 ) -> (TypeSeen<'_>, std::result::Result<Message, IngestRefusal>) {
-    let top: Top<'_> = match serde_json::from_slice(json) {
+    ingested(serde_json::from_slice(json))
+}
+
+/// [`parse_ingested`] for a message already read as a `serde_json::Value` (the single-message
+/// endpoints, the translations of the vendor dialects): read from the value by the same
+/// visitors, so the same rules apply without writing the value back to text first. A number
+/// is the one the value holds (what [`parse_ingested`] gives for the text it was read from).
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // the server's ingest path
+pub(crate) fn parse_ingested_value(
+    value: &serde_json::Value,
+) -> (TypeSeen<'_>, std::result::Result<Message, IngestRefusal>) {
+    ingested(de::Deserialize::deserialize(value))
+}
+
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // the server's ingest path
+fn ingested(
+    top: std::result::Result<Top<'_>, serde_json::Error>,
+) -> (TypeSeen<'_>, std::result::Result<Message, IngestRefusal>) {
+    let top = match top {
         Ok(t) => t,
         Err(e) => return (TypeSeen::Other, Err(IngestRefusal::Json(e))),
     };
@@ -352,13 +370,17 @@ impl<'a> Fields<'a> {
             timestamp: self.timestamp()?,
             ..Identify::default()
         };
-        let mut builder = TraitsBuilder::default();
         let mut traits_id: Option<(String, &str)> = None;
         let sections = [
             ("context.traits", std::mem::take(&mut self.context_traits)),
             ("traits", std::mem::take(&mut self.traits)),
             ("$set", std::mem::take(&mut self.set)),
         ];
+        let members = sections.iter().map(|(_, s)| match s {
+            Section::Object(members) => members.len(),
+            _ => 0,
+        });
+        let mut builder = TraitsBuilder::with_capacity(members.sum());
         for (section, members) in sections {
             let members = match members {
                 Section::Absent => continue,
@@ -801,8 +823,13 @@ fn slot_of<'de, A: MapAccess<'de>>(
 fn members<'de, A: MapAccess<'de>>(
     mut map: A,
 ) -> std::result::Result<Vec<(Cow<'de, str>, Slot<'de>)>, A::Error> {
-    let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+    let mut members = Vec::new();
     while let Some(Key(name)) = map.next_key()? {
+        if members.is_empty() {
+            // Room for a profile's usual traits at once rather than by doublings (serde_json
+            // gives no size hint), allocated only for an object with members.
+            members.reserve(map.size_hint().unwrap_or(16).min(64));
+        }
         let slot = slot_of(&mut map, &name)?;
         members.push((name, slot));
     }

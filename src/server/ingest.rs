@@ -15,7 +15,7 @@ use super::auth;
 use super::commit::{Call, Done};
 use super::metrics::{reason_index, type_index};
 use super::{AppState, Project};
-use crate::profile::parse::{IngestRefusal, TypeSeen, parse_ingested};
+use crate::profile::parse::{IngestRefusal, TypeSeen, parse_ingested, parse_ingested_value};
 use crate::{Error, Moved, Status};
 
 /// Which ingestion endpoint a request came to.
@@ -222,7 +222,8 @@ struct BatchBody<'a> {
 /// A message still to be parsed: raw JSON (batch), already a value (single endpoints), or
 /// the translation of a vendor dialect's message (src/server/posthog.rs, mixpanel.rs).
 pub(crate) enum Pending<'a> {
-    Raw(&'a RawValue),
+    /// A message's JSON text, as sent (an element of a batch).
+    Raw(&'a str),
     Parsed(Value),
     Item(Item),
 }
@@ -330,11 +331,8 @@ pub(crate) fn process(
                     "the body has no \"batch\" array of messages",
                 );
             };
-            let messages: Vec<&RawValue> = match serde_json::from_str(raw.get()) {
-                Ok(m) => m,
-                Err(_) => {
-                    return Reply::error(400, "invalid_batch", "\"batch\" must be an array");
-                }
+            let Some(messages) = super::split::elements(raw.get()) else {
+                return Reply::error(400, "invalid_batch", "\"batch\" must be an array");
             };
             if messages.len() > limits.max_batch_messages {
                 return Reply::error(
@@ -409,6 +407,12 @@ enum Checked {
     Produce(Vec<u8>),
 }
 
+/// A message to parse: its JSON text, or a value already read.
+enum Input<'a> {
+    Text(&'a str),
+    Value(Value),
+}
+
 /// Parse and validate one message (on the request's own thread: this is the part of the work
 /// that runs on every core); counts the message's type.
 fn check(
@@ -423,21 +427,13 @@ fn check(
         Checked::Refused(refuse(metrics, refused, index, error, reason))
     };
     let mut dropped = Vec::new();
-    let encoded;
-    // Segment's 32 KB applies to each message as sent.
-    let json: &[u8] = match pending {
-        Pending::Raw(raw) if raw.get().len() > limits.max_message_bytes => {
-            metrics.messages[type_index("other")].fetch_add(1, Relaxed);
-            return refuse(
-                "too_large",
-                format!(
-                    "message: is {} bytes; at most {} are accepted",
-                    raw.get().len(),
-                    limits.max_message_bytes
-                ),
-            );
+    let input = match pending {
+        Pending::Raw(raw) => Input::Text(raw),
+        Pending::Parsed(value) => Input::Value(value),
+        Pending::Item(Item::Message { value, dropped: d }) => {
+            dropped = d;
+            Input::Value(value)
         }
-        Pending::Raw(raw) => raw.get().as_bytes(),
         Pending::Item(Item::Refused { error, reason }) => {
             metrics.messages[type_index("other")].fetch_add(1, Relaxed);
             return refuse(error, reason);
@@ -446,19 +442,25 @@ fn check(
             metrics.messages[type_index("other")].fetch_add(1, Relaxed);
             return Checked::Call(Call::Delete(selectors), dropped);
         }
-        // A value built by a dialect's translation goes through the same parser as text, so
-        // that one place holds the rules of a message's shape.
-        Pending::Parsed(value) => {
-            encoded = encode(&value);
-            &encoded
-        }
-        Pending::Item(Item::Message { value, dropped: d }) => {
-            dropped = d;
-            encoded = encode(&value);
-            &encoded
-        }
     };
-    let (seen, parsed) = parse_ingested(json);
+    let (seen, parsed) = match &input {
+        // Segment's 32 KB applies to each message as sent.
+        Input::Text(raw) if raw.len() > limits.max_message_bytes => {
+            metrics.messages[type_index("other")].fetch_add(1, Relaxed);
+            return refuse(
+                "too_large",
+                format!(
+                    "message: is {} bytes; at most {} are accepted",
+                    raw.len(),
+                    limits.max_message_bytes
+                ),
+            );
+        }
+        Input::Text(raw) => parse_ingested(raw.as_bytes()),
+        // A value (a single endpoint's body, a dialect's translation) is read by the same
+        // parser's visitors, so that one place holds the rules of a message's shape.
+        Input::Value(value) => parse_ingested_value(value),
+    };
     let kind = match &seen {
         TypeSeen::Unnamed => 0,
         TypeSeen::Named(t) => type_index(t.trim()),
@@ -475,13 +477,17 @@ fn check(
     };
     match prepared {
         #[cfg(feature = "kafka")]
-        Ok(_) if project.sink.is_some() => Checked::Produce(json.to_vec()),
+        Ok(_) if project.sink.is_some() => Checked::Produce(match &input {
+            Input::Text(raw) => raw.as_bytes().to_vec(),
+            Input::Value(value) => encode(value),
+        }),
         Ok(p) => Checked::Call(Call::Apply(p), dropped),
         Err(e) => refuse(e.kind(), e.to_string()),
     }
 }
 
 /// The JSON text of a value (writing a `serde_json::Value` to memory cannot fail).
+#[cfg(feature = "kafka")]
 fn encode(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }

@@ -28,6 +28,7 @@ mod mixpanel;
 mod posthog;
 #[cfg(feature = "kafka")]
 mod produce;
+mod split;
 
 use std::future::Future;
 use std::net::SocketAddr;
