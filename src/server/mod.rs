@@ -28,7 +28,6 @@ mod mixpanel;
 mod posthog;
 #[cfg(feature = "kafka")]
 mod produce;
-mod split;
 
 use std::future::Future;
 use std::net::SocketAddr;
