@@ -1,8 +1,8 @@
 //! The direct parser behind [`Message::parse`]: JSON bytes straight into the typed
 //! [`Message`], in one pass of serde_json's tokenizer, without a `serde_json::Value` tree.
 //!
-//! It is the one place that holds the rules of a message's shape ([`Message::from_json`] writes
-//! its value out and parses it here). It accepts exactly what parsing into a
+//! It is the one place that holds the rules of a message's shape ([`Message::from_json`] reads
+//! its value with the same visitors, [`parse_value`]). It accepts exactly what parsing into a
 //! `serde_json::Value` and then the former `Value`-based rules accepted (kept as the oracle of
 //! tests/parse_differential.rs, tests/support/reference_parse.rs), and refuses the rest with
 //! the same error text:
@@ -35,6 +35,18 @@ use crate::types::value::{Timestamp, Value};
 /// Parse one Segment-shaped JSON message (see the module documentation).
 pub fn parse(json: &[u8]) -> Result<Message> {
     let top: Top<'_> = serde_json::from_slice(json).map_err(|e| Error::Malformed(e.to_string()))?;
+    match top {
+        Top::NotObject => Err(malformed("message", "must be a JSON object")),
+        Top::Object(fields) => fields.into_message(),
+    }
+}
+
+/// [`parse`] of a message already read as a `serde_json::Value` (what
+/// [`Message::from_json`] does): the same visitors read the value itself instead of its text
+/// written out again, so the same rules apply and a number is the one the value holds.
+pub fn parse_value(value: &serde_json::Value) -> Result<Message> {
+    let top: Top<'_> =
+        de::Deserialize::deserialize(value).map_err(|e| Error::Malformed(e.to_string()))?;
     match top {
         Top::NotObject => Err(malformed("message", "must be a JSON object")),
         Top::Object(fields) => fields.into_message(),
