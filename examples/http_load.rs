@@ -14,6 +14,11 @@
 //! `--gzip` (compress bodies), `--data DIR` (store directory of the in-process server; default
 //! a temporary directory).
 
+/// The allocator of the `profiledb` binary (src/main.rs), so that the in-process server costs
+/// what `profiledb serve` costs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

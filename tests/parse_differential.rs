@@ -1,10 +1,12 @@
 //! The direct parser (`Message::parse`) against the reference it replaced: JSON text parsed
 //! into a `serde_json::Value`, then the `Value`-based rules of the former `Message::from_json`,
-//! frozen in tests/support/reference_parse.rs (the crate's `from_json` now writes the value out
-//! and uses the direct parser, so it cannot be its own reference). On generated messages (members in any
+//! frozen in tests/support/reference_parse.rs (the crate's `from_json` now reads the value
+//! with the direct parser's visitors, so it cannot be its own reference). On generated messages (members in any
 //! order, repeated members, escapes, every number form, every shape rule broken) and on
 //! damaged ones (cut short, a byte changed or inserted), both must accept the same inputs with
-//! the same message, and refuse the same inputs with the same error text.
+//! the same message, and refuse the same inputs with the same error text. Where the text is
+//! JSON, `Message::from_json` of its value (the path of the server's single endpoints and
+//! vendor dialects) must agree with the reference too.
 
 use profiledb::Message;
 use proptest::prelude::*;
@@ -25,6 +27,24 @@ fn same(json: &[u8]) {
             assert_eq!(a.kind(), b.kind(), "different error kinds for {text}");
         }
         _ => panic!("one accepts, one refuses {text}:\n direct {direct:?}\n reference {refer:?}"),
+    }
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(json) {
+        let from_value = Message::from_json(&value);
+        match (&from_value, &refer) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "different messages from the value of {text}"),
+            (Err(a), Err(b)) => {
+                assert_eq!(
+                    a.to_string(),
+                    b.to_string(),
+                    "different errors, value of {text}"
+                );
+                assert_eq!(a.kind(), b.kind(), "different error kinds, value of {text}");
+            }
+            _ => panic!(
+                "one accepts, one refuses the value of {text}:\n from_json {from_value:?}\n \
+                 reference {refer:?}"
+            ),
+        }
     }
 }
 

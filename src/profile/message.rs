@@ -142,11 +142,11 @@ impl Message {
         crate::profile::parse::parse(json)
     }
 
-    /// Same as [`Message::parse`] from an already-parsed JSON value: the value is written out
-    /// as JSON text and parsed, so that one parser holds the rules of a message's shape.
+    /// Same as [`Message::parse`] from an already-parsed JSON value: the value is read by the
+    /// same parser's visitors (not written back to text), so that one parser holds the rules
+    /// of a message's shape.
     pub fn from_json(value: &serde_json::Value) -> Result<Message> {
-        let text = serde_json::to_vec(value).map_err(|e| Error::Malformed(e.to_string()))?;
-        Self::parse(&text)
+        crate::profile::parse::parse_value(value)
     }
 
     /// The message's `messageId`, for dedupe. A blank one (empty or only whitespace) counts as
@@ -221,6 +221,15 @@ pub(crate) struct TraitsBuilder {
 }
 
 impl TraitsBuilder {
+    /// A builder with room for `n` traits (the members of the trait sections: one allocation
+    /// instead of the doublings of a growing vector).
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        TraitsBuilder {
+            items: Vec::with_capacity(n),
+            may_repeat: false,
+        }
+    }
+
     pub(crate) fn push(
         &mut self,
         name: String,

@@ -1,8 +1,8 @@
 //! The direct parser behind [`Message::parse`]: JSON bytes straight into the typed
 //! [`Message`], in one pass of serde_json's tokenizer, without a `serde_json::Value` tree.
 //!
-//! It is the one place that holds the rules of a message's shape ([`Message::from_json`] writes
-//! its value out and parses it here). It accepts exactly what parsing into a
+//! It is the one place that holds the rules of a message's shape ([`Message::from_json`] reads
+//! its value with the same visitors, [`parse_value`]). It accepts exactly what parsing into a
 //! `serde_json::Value` and then the former `Value`-based rules accepted (kept as the oracle of
 //! tests/parse_differential.rs, tests/support/reference_parse.rs), and refuses the rest with
 //! the same error text:
@@ -35,6 +35,18 @@ use crate::types::value::{Timestamp, Value};
 /// Parse one Segment-shaped JSON message (see the module documentation).
 pub fn parse(json: &[u8]) -> Result<Message> {
     let top: Top<'_> = serde_json::from_slice(json).map_err(|e| Error::Malformed(e.to_string()))?;
+    match top {
+        Top::NotObject => Err(malformed("message", "must be a JSON object")),
+        Top::Object(fields) => fields.into_message(),
+    }
+}
+
+/// [`parse`] of a message already read as a `serde_json::Value` (what
+/// [`Message::from_json`] does): the same visitors read the value itself instead of its text
+/// written out again, so the same rules apply and a number is the one the value holds.
+pub fn parse_value(value: &serde_json::Value) -> Result<Message> {
+    let top: Top<'_> =
+        de::Deserialize::deserialize(value).map_err(|e| Error::Malformed(e.to_string()))?;
     match top {
         Top::NotObject => Err(malformed("message", "must be a JSON object")),
         Top::Object(fields) => fields.into_message(),
@@ -80,7 +92,25 @@ const ID_MEMBERS: [&str; 4] = ["userId", "anonymousId", "previousId", "groupId"]
 pub(crate) fn parse_ingested(
     json: &[u8],
 ) -> (TypeSeen<'_>, std::result::Result<Message, IngestRefusal>) {
-    let top: Top<'_> = match serde_json::from_slice(json) {
+    ingested(serde_json::from_slice(json))
+}
+
+/// [`parse_ingested`] for a message already read as a `serde_json::Value` (the single-message
+/// endpoints, the translations of the vendor dialects): read from the value by the same
+/// visitors, so the same rules apply without writing the value back to text first. A number
+/// is the one the value holds (what [`parse_ingested`] gives for the text it was read from).
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // the server's ingest path
+pub(crate) fn parse_ingested_value(
+    value: &serde_json::Value,
+) -> (TypeSeen<'_>, std::result::Result<Message, IngestRefusal>) {
+    ingested(de::Deserialize::deserialize(value))
+}
+
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // the server's ingest path
+fn ingested(
+    top: std::result::Result<Top<'_>, serde_json::Error>,
+) -> (TypeSeen<'_>, std::result::Result<Message, IngestRefusal>) {
+    let top = match top {
         Ok(t) => t,
         Err(e) => return (TypeSeen::Other, Err(IngestRefusal::Json(e))),
     };
@@ -352,13 +382,17 @@ impl<'a> Fields<'a> {
             timestamp: self.timestamp()?,
             ..Identify::default()
         };
-        let mut builder = TraitsBuilder::default();
         let mut traits_id: Option<(String, &str)> = None;
         let sections = [
             ("context.traits", std::mem::take(&mut self.context_traits)),
             ("traits", std::mem::take(&mut self.traits)),
             ("$set", std::mem::take(&mut self.set)),
         ];
+        let members = sections.iter().map(|(_, s)| match s {
+            Section::Object(members) => members.len(),
+            _ => 0,
+        });
+        let mut builder = TraitsBuilder::with_capacity(members.sum());
         for (section, members) in sections {
             let members = match members {
                 Section::Absent => continue,
@@ -801,8 +835,13 @@ fn slot_of<'de, A: MapAccess<'de>>(
 fn members<'de, A: MapAccess<'de>>(
     mut map: A,
 ) -> std::result::Result<Vec<(Cow<'de, str>, Slot<'de>)>, A::Error> {
-    let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+    let mut members = Vec::new();
     while let Some(Key(name)) = map.next_key()? {
+        if members.is_empty() {
+            // Room for a profile's usual traits at once rather than by doublings (serde_json
+            // gives no size hint), allocated only for an object with members.
+            members.reserve(map.size_hint().unwrap_or(16).min(64));
+        }
         let slot = slot_of(&mut map, &name)?;
         members.push((name, slot));
     }

@@ -15,7 +15,7 @@ use super::auth;
 use super::commit::{Call, Done};
 use super::metrics::{reason_index, type_index};
 use super::{AppState, Project};
-use crate::profile::parse::{IngestRefusal, TypeSeen, parse_ingested};
+use crate::profile::parse::{IngestRefusal, TypeSeen, parse_ingested, parse_ingested_value};
 use crate::{Error, Moved, Status};
 
 /// Which ingestion endpoint a request came to.
@@ -219,10 +219,41 @@ struct BatchBody<'a> {
     write_key: Option<Value>,
 }
 
+/// [`BatchBody`] when `batch` is an array (or absent, or `null`): the body read in one pass,
+/// each message's text cut out as it goes. Reading a [`BatchBody`] and then its `batch` text
+/// again as an array read every message twice (~4,500 instructions per W1 message,
+/// docs/performance.md). A body this refuses is read again as a [`BatchBody`], whose errors
+/// are the answer; a body this accepts, [`BatchBody`] accepts too, with the same messages.
+#[derive(serde::Deserialize)]
+struct ArrayBody<'a> {
+    #[serde(borrow)]
+    batch: Option<Vec<&'a RawValue>>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<Value>,
+}
+
+/// What a `/v1/batch` body holds: its `writeKey`, and its messages (`None`: no `batch`;
+/// `Some(Err)`: `batch` is not an array).
+type BatchParts<'a> = (Option<Value>, Option<Result<Vec<&'a RawValue>, ()>>);
+
+/// Read a `/v1/batch` body ([`ArrayBody`], else [`BatchBody`]); `Err` is the `400` of a body
+/// that is not JSON.
+fn batch_parts(body: &[u8]) -> Result<BatchParts<'_>, Reply> {
+    if let Ok(top) = serde_json::from_slice::<ArrayBody<'_>>(body) {
+        return Ok((top.write_key, top.batch.map(Ok)));
+    }
+    let top: BatchBody<'_> = serde_json::from_slice(body).map_err(invalid_json)?;
+    let messages = top
+        .batch
+        .map(|raw| serde_json::from_str(raw.get()).map_err(|_| ()));
+    Ok((top.write_key, messages))
+}
+
 /// A message still to be parsed: raw JSON (batch), already a value (single endpoints), or
 /// the translation of a vendor dialect's message (src/server/posthog.rs, mixpanel.rs).
 pub(crate) enum Pending<'a> {
-    Raw(&'a RawValue),
+    /// A message's JSON text, as sent (an element of a batch).
+    Raw(&'a str),
     Parsed(Value),
     Item(Item),
 }
@@ -314,27 +345,24 @@ pub(crate) fn process(
     }
     match endpoint {
         Endpoint::Batch => {
-            let top: BatchBody<'_> = match serde_json::from_slice(body) {
-                Ok(t) => t,
-                Err(e) => return invalid_json(e),
+            let (write_key, batch) = match batch_parts(body) {
+                Ok(parts) => parts,
+                Err(reply) => return reply,
             };
             let project =
-                match authenticate(state, peer, header_project, top.write_key.as_ref(), origin) {
+                match authenticate(state, peer, header_project, write_key.as_ref(), origin) {
                     Ok(p) => p,
                     Err(r) => return r,
                 };
-            let Some(raw) = top.batch else {
+            let Some(batch) = batch else {
                 return Reply::error(
                     400,
                     "invalid_batch",
                     "the body has no \"batch\" array of messages",
                 );
             };
-            let messages: Vec<&RawValue> = match serde_json::from_str(raw.get()) {
-                Ok(m) => m,
-                Err(_) => {
-                    return Reply::error(400, "invalid_batch", "\"batch\" must be an array");
-                }
+            let Ok(messages) = batch else {
+                return Reply::error(400, "invalid_batch", "\"batch\" must be an array");
             };
             if messages.len() > limits.max_batch_messages {
                 return Reply::error(
@@ -347,7 +375,10 @@ pub(crate) fn process(
                     ),
                 );
             }
-            let pending = messages.into_iter().map(Pending::Raw).collect();
+            let pending = messages
+                .into_iter()
+                .map(|m| Pending::Raw(m.get()))
+                .collect();
             apply_all(&project, pending, limits)
         }
         Endpoint::Single(kind) => {
@@ -409,6 +440,12 @@ enum Checked {
     Produce(Vec<u8>),
 }
 
+/// A message to parse: its JSON text, or a value already read.
+enum Input<'a> {
+    Text(&'a str),
+    Value(Value),
+}
+
 /// Parse and validate one message (on the request's own thread: this is the part of the work
 /// that runs on every core); counts the message's type.
 fn check(
@@ -423,21 +460,13 @@ fn check(
         Checked::Refused(refuse(metrics, refused, index, error, reason))
     };
     let mut dropped = Vec::new();
-    let encoded;
-    // Segment's 32 KB applies to each message as sent.
-    let json: &[u8] = match pending {
-        Pending::Raw(raw) if raw.get().len() > limits.max_message_bytes => {
-            metrics.messages[type_index("other")].fetch_add(1, Relaxed);
-            return refuse(
-                "too_large",
-                format!(
-                    "message: is {} bytes; at most {} are accepted",
-                    raw.get().len(),
-                    limits.max_message_bytes
-                ),
-            );
+    let input = match pending {
+        Pending::Raw(raw) => Input::Text(raw),
+        Pending::Parsed(value) => Input::Value(value),
+        Pending::Item(Item::Message { value, dropped: d }) => {
+            dropped = d;
+            Input::Value(value)
         }
-        Pending::Raw(raw) => raw.get().as_bytes(),
         Pending::Item(Item::Refused { error, reason }) => {
             metrics.messages[type_index("other")].fetch_add(1, Relaxed);
             return refuse(error, reason);
@@ -446,19 +475,25 @@ fn check(
             metrics.messages[type_index("other")].fetch_add(1, Relaxed);
             return Checked::Call(Call::Delete(selectors), dropped);
         }
-        // A value built by a dialect's translation goes through the same parser as text, so
-        // that one place holds the rules of a message's shape.
-        Pending::Parsed(value) => {
-            encoded = encode(&value);
-            &encoded
-        }
-        Pending::Item(Item::Message { value, dropped: d }) => {
-            dropped = d;
-            encoded = encode(&value);
-            &encoded
-        }
     };
-    let (seen, parsed) = parse_ingested(json);
+    let (seen, parsed) = match &input {
+        // Segment's 32 KB applies to each message as sent.
+        Input::Text(raw) if raw.len() > limits.max_message_bytes => {
+            metrics.messages[type_index("other")].fetch_add(1, Relaxed);
+            return refuse(
+                "too_large",
+                format!(
+                    "message: is {} bytes; at most {} are accepted",
+                    raw.len(),
+                    limits.max_message_bytes
+                ),
+            );
+        }
+        Input::Text(raw) => parse_ingested(raw.as_bytes()),
+        // A value (a single endpoint's body, a dialect's translation) is read by the same
+        // parser's visitors, so that one place holds the rules of a message's shape.
+        Input::Value(value) => parse_ingested_value(value),
+    };
     let kind = match &seen {
         TypeSeen::Unnamed => 0,
         TypeSeen::Named(t) => type_index(t.trim()),
@@ -475,13 +510,17 @@ fn check(
     };
     match prepared {
         #[cfg(feature = "kafka")]
-        Ok(_) if project.sink.is_some() => Checked::Produce(json.to_vec()),
+        Ok(_) if project.sink.is_some() => Checked::Produce(match &input {
+            Input::Text(raw) => raw.as_bytes().to_vec(),
+            Input::Value(value) => encode(value),
+        }),
         Ok(p) => Checked::Call(Call::Apply(p), dropped),
         Err(e) => refuse(e.kind(), e.to_string()),
     }
 }
 
 /// The JSON text of a value (writing a `serde_json::Value` to memory cannot fail).
+#[cfg(feature = "kafka")]
 fn encode(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -619,4 +658,75 @@ pub(crate) fn apply_messages(
         refused,
         results,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BatchBody, batch_parts, invalid_json};
+    use serde_json::value::RawValue;
+
+    /// What a body's parts are read as, comparable: the writeKey, the messages' texts.
+    type Seen = Result<(Option<String>, Option<Result<Vec<String>, ()>>), (u16, Vec<u8>)>;
+
+    fn seen(parts: Result<super::BatchParts<'_>, super::Reply>) -> Seen {
+        match parts {
+            Ok((key, batch)) => Ok((
+                key.map(|k| k.to_string()),
+                batch.map(|b| b.map(|m| m.iter().map(|r| r.get().to_string()).collect())),
+            )),
+            Err(reply) => Err((reply.status, reply.body)),
+        }
+    }
+
+    /// The reading before the one-pass form: the body, then its `batch` text as an array.
+    fn two_passes(body: &[u8]) -> Seen {
+        let parts = serde_json::from_slice::<BatchBody<'_>>(body)
+            .map_err(invalid_json)
+            .map(|top| {
+                let batch = top
+                    .batch
+                    .map(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).map_err(|_| ()));
+                (top.write_key, batch)
+            });
+        seen(parts)
+    }
+
+    #[test]
+    fn one_pass_reads_every_body_as_two_passes_did() {
+        let bodies: &[&[u8]] = &[
+            br#"{"batch":[]}"#,
+            br#"{"batch":[{"userId":"u"}, 1, "x", [null], {"a":{"b":[]}}]}"#,
+            br#"{ "batch" : [ {"userId":"u"} ] , "writeKey":"k", "context":{"x":1} }"#,
+            br#"{"writeKey":"k"}"#,
+            br#"{"batch":null,"writeKey":"k"}"#,
+            br#"{"batch":{"userId":"u"}}"#,
+            br#"{"batch":"[1]"}"#,
+            br#"{"batch":1e400}"#,
+            br#"{"batch":"\ud800"}"#,
+            br#"{"batch":[{"userId":"\ud800"}]}"#,
+            br#"{"batch":[1],"batch":[2]}"#,
+            br#"{"batch":[1],"writeKey":"a","writeKey":"b"}"#,
+            br#"{"b\u0061tch":[{"userId":"u"}],"writeKey":5}"#,
+            br#"{"batch":[1,]}"#,
+            br#"{"batch":[1]"#,
+            br#"{"batch":[1]} x"#,
+            b"{\"batch\":[\"\xff\"]}",
+            b"{\"other\":\"\xff\",\"batch\":[]}",
+            br#"[{"batch":[]}]"#,
+        ];
+        for body in bodies {
+            assert_eq!(
+                seen(batch_parts(body)),
+                two_passes(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Deep nesting: past serde_json's recursion limit both refuse the body.
+        let deep = format!(r#"{{"batch":[{}1{}]}}"#, "[".repeat(200), "]".repeat(200));
+        assert_eq!(
+            seen(batch_parts(deep.as_bytes())),
+            two_passes(deep.as_bytes())
+        );
+    }
 }
