@@ -51,7 +51,9 @@ use crate::types::value::{Timestamp, Value};
 
 /// One operation on one property, as a call carries it.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(not(feature = "server"), allow(dead_code))] // SetOnce, List: built by the dialects
+// SetOnce, List: the write path applies those by reference (`apply_set_once_ref`,
+// `apply_list`); only the rules' own tests build them.
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub enum PropOp {
     /// A trait: last write wins by (timestamp, arrival order).
     Set(Value),
