@@ -319,20 +319,27 @@ fn label(id: &str) -> &'static str {
 /// (the journal's 30-day history window included). `PROFILEDB_HISTORY_DAYS=0` runs it with the
 /// journal off, to see what the history costs (docs/journal.md).
 fn pdb_options() -> Options {
-    let mut options = Options {
+    Options {
         durability: Durability::GroupCommit {
             max_delay: Duration::from_millis(10),
             max_batch: 1000,
         },
+        history_retention: history_retention(),
         ..Options::default()
-    };
-    if let Ok(days) = std::env::var("PROFILEDB_HISTORY_DAYS") {
-        let days: u64 = days
-            .parse()
-            .expect("PROFILEDB_HISTORY_DAYS: a whole number of days");
-        options.history_retention = Duration::from_secs(days * 24 * 3600);
     }
-    options
+}
+
+/// The history window profiledb runs with: the library's default, or `PROFILEDB_HISTORY_DAYS`.
+fn history_retention() -> Duration {
+    match std::env::var("PROFILEDB_HISTORY_DAYS") {
+        Ok(days) => {
+            let days: u64 = days
+                .parse()
+                .expect("PROFILEDB_HISTORY_DAYS: a whole number of days");
+            Duration::from_secs(days * 24 * 3600)
+        }
+        Err(_) => Options::default().history_retention,
+    }
 }
 
 /// profiledb, one thread, Buffered calls; `explicit_sync`: also `db.sync()` every 1,000 calls
@@ -531,6 +538,7 @@ fn pdb_reopen(id: &str, dir: &Path, seed: u64, profiles: u64) -> Fig {
     let config = W1Config::new(seed, calls).with_people(calls * 100);
     let options = Options {
         durability: Durability::Buffered,
+        history_retention: history_retention(),
         ..Options::default()
     };
     let db = Db::open(dir, options.clone()).unwrap();
