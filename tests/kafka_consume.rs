@@ -222,11 +222,16 @@ fn consumers_killed_at_random_moments_apply_every_call_once_and_a_replay_matches
     }
     // The last run: the second member joins while the first consumes (a rebalance), then
     // both stop cleanly once everything is committed.
+    // A's log is appended to by every round: count the assignments it holds already.
+    let assignments = |log: &str| log.matches(" assigned").count();
+    let earlier = assignments(&a.stderr());
     a = ConsumerProcess::start(&data, &broker, topic, "g", log("a"));
-    // B joins only once A holds partitions, so that the join is a rebalance that moves some of
-    // them (started together, both could join the group's first generation and nothing moves).
+    // B joins only once this A holds partitions, so that the join is a rebalance that moves
+    // some of them (started together, both could join the group's first generation and
+    // nothing moves; checking for any assignment in the log, earlier rounds' included, let B
+    // start at once: seen once in CI).
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !a.stderr().contains(" assigned") {
+    while assignments(&a.stderr()) == earlier {
         assert!(
             std::time::Instant::now() < deadline,
             "the first member was never assigned a partition:\n{}",
@@ -235,8 +240,19 @@ fn consumers_killed_at_random_moments_apply_every_call_once_and_a_replay_matches
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(rng.next_u64() % 2000));
+    let earlier_b = assignments(&std::fs::read_to_string(log("b")).unwrap_or_default());
     let mut b = ConsumerProcess::start(&data, &broker, topic, "g", log("b"));
     wait_committed(&broker, "g", topic, &ends, &[&a, &b]);
+    // A may have consumed everything before the rebalance gave B its share: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while assignments(&b.stderr()) == earlier_b {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second member was never assigned a partition:\n{}",
+            b.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(a.terminate(), Some(0), "{}", a.stderr());
     assert_eq!(b.terminate(), Some(0), "{}", b.stderr());
     eprintln!("{rounds} rounds, {kills} SIGKILL rounds, {seq} calls");
