@@ -478,35 +478,21 @@ fn a_profile_the_guard_leaves_alone_gets_no_step() {
 /// neither; an acknowledged call is never lost.
 #[test]
 fn a_power_cut_during_a_quarantining_call_keeps_the_call_and_the_quarantine_together() {
-    use profiledb::Durability;
-    use profiledb::storage::StoreOptions;
-    use profiledb::storage::io::{FaultyIo, UnsyncedTail};
+    use profiledb::storage::io::FaultyIo;
     use std::sync::Arc;
-    let open_faulty = |dir: &std::path::Path, io: &Arc<FaultyIo>| {
+    let open_store = |dir: &std::path::Path, io: &Arc<FaultyIo>| {
         let options = Options {
-            durability: Durability::SyncEach,
             guard_max_user_ids: 1,
             ..options()
         };
-        Db::open_with(
-            dir,
-            options,
-            StoreOptions {
-                segment_size: 1 << 20,
-                durability: Durability::SyncEach,
-                repair: false,
-                create: true,
-                io: Arc::new(io.clone()),
-            },
-        )
-        .unwrap()
+        open_faulty(dir, io, options).unwrap()
     };
     let first = identify(Some("u1"), None, Some("dev"), json!({"n": 1}));
     let quarantining = identify(Some("u2"), None, Some("dev"), json!({"n": 2}));
     // How many operations the quarantining call takes.
     let probe = tempfile::tempdir().unwrap();
     let io = FaultyIo::new();
-    let db = open_faulty(probe.path(), &io);
+    let db = open_store(probe.path(), &io);
     call(&db, first.clone());
     let before = io.ops();
     assert_eq!(call(&db, quarantining.clone()).quarantined.len(), 1);
@@ -514,19 +500,12 @@ fn a_power_cut_during_a_quarantining_call_keeps_the_call_and_the_quarantine_toge
     drop(db);
     assert!(n > 0);
 
-    let tails = [
-        UnsyncedTail::Drop,
-        UnsyncedTail::All,
-        UnsyncedTail::Keep(40),
-        UnsyncedTail::Zeros(4096),
-        UnsyncedTail::Garbage(4096),
-    ];
     let (mut saw_before, mut saw_after) = (false, false);
     for k in 1..=n + 1 {
-        for tail in &tails {
+        for tail in &UNSYNCED_FATES {
             let dir = tempfile::tempdir().unwrap();
             let io = FaultyIo::new();
-            let db = open_faulty(dir.path(), &io);
+            let db = open_store(dir.path(), &io);
             call(&db, first.clone());
             io.crash_at(io.ops() + k);
             let done = try_call(&db, quarantining.clone()).is_ok();

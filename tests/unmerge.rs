@@ -6,14 +6,11 @@
 #[path = "support/common.rs"]
 mod common;
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use profiledb::storage::StoreOptions;
-use profiledb::storage::io::{FaultyIo, UnsyncedTail};
-use profiledb::{Db, Durability, Error, Options, Profile, Selector, UnmergeError};
+use profiledb::storage::io::FaultyIo;
+use profiledb::{Db, Error, Options, Profile, Selector, UnmergeError};
 use serde_json::{Value as Json, json};
 
 fn u(id: &str) -> Selector {
@@ -556,24 +553,6 @@ fn unmerge_outside_the_window_or_with_history_off_is_refused() {
     );
 }
 
-fn open_faulty(dir: &Path, io: &Arc<FaultyIo>) -> profiledb::Result<Db> {
-    let options = Options {
-        durability: Durability::SyncEach,
-        ..options()
-    };
-    Db::open_with(
-        dir,
-        options,
-        StoreOptions {
-            segment_size: 1 << 20,
-            durability: Durability::SyncEach,
-            repair: false,
-            create: true,
-            io: Arc::new(io.clone()),
-        },
-    )
-}
-
 /// A power cut at each I/O operation of the unmerge, with several fates for what was not
 /// synced: the store reopens with the merge whole or the unmerge whole, never a mix.
 #[test]
@@ -581,7 +560,7 @@ fn a_power_cut_during_unmerge_leaves_the_merge_or_the_unmerge() {
     // How many operations an unmerge takes.
     let probe = tempfile::tempdir().unwrap();
     let io = FaultyIo::new();
-    let db = open_faulty(probe.path(), &io).unwrap();
+    let db = open_faulty(probe.path(), &io, options()).unwrap();
     let anon_key = merged(&db);
     let before = io.ops();
     db.unmerge(&u("u1"), anon_key).unwrap();
@@ -589,19 +568,12 @@ fn a_power_cut_during_unmerge_leaves_the_merge_or_the_unmerge() {
     drop(db);
     assert!(n > 0);
 
-    let tails = [
-        UnsyncedTail::Drop,
-        UnsyncedTail::All,
-        UnsyncedTail::Keep(40),
-        UnsyncedTail::Zeros(4096),
-        UnsyncedTail::Garbage(4096),
-    ];
     let (mut saw_merge, mut saw_unmerge) = (false, false);
     for k in 1..=n + 1 {
-        for tail in &tails {
+        for tail in &UNSYNCED_FATES {
             let dir = tempfile::tempdir().unwrap();
             let io = FaultyIo::new();
-            let db = open_faulty(dir.path(), &io).unwrap();
+            let db = open_faulty(dir.path(), &io, options()).unwrap();
             let anon_key = merged(&db);
             io.crash_at(io.ops() + k);
             let done = db.unmerge(&u("u1"), anon_key).is_ok();

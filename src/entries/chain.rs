@@ -38,8 +38,8 @@ fn broken(store: &Store, loc: Location, reason: String) -> Error {
 }
 
 enum Step {
-    /// The chain's full record was read; the number of deltas above it.
-    Full(u32),
+    /// The chain's full record was read: the profile, folded.
+    Full(ProfileRecord),
     /// A delta was read; its link.
     Delta(Link),
 }
@@ -78,9 +78,9 @@ pub(crate) fn read_profile(store: &Store, head: Location) -> Result<(ProfileReco
                 expect = Some(link.depth - 1);
                 at = link.prev;
             }
-            Step::Full(depth) => {
+            Step::Full(rec) => {
                 check_depth(store, at, 0, expect)?;
-                return Ok((fold.finish(), depth));
+                return Ok((rec, fold.deltas()));
             }
         }
         if fold.deltas() > MAX_CHAIN_DEPTH {

@@ -461,9 +461,8 @@ impl Fold {
         self.deltas
     }
 
-    /// Read the chain's full record (its oldest): the number of deltas above it. The profile
-    /// is then [`Fold::finish`].
-    pub(crate) fn full(&mut self, bytes: &[u8]) -> Decoded<u32> {
+    /// Read the chain's full record (its oldest): the profile, folded.
+    pub(crate) fn full(&mut self, bytes: &[u8]) -> Decoded<ProfileRecord> {
         let mut rec = full_but(bytes, &self.known)?;
         if let Some(ids) = self.ids.take() {
             rec.ids = ids;
@@ -476,21 +475,7 @@ impl Fold {
             rec.props.append(&mut self.newer);
             rec.props.sort_unstable_by_key(|p| p.0);
         }
-        self.newer = rec.props;
-        self.ids = Some(rec.ids);
-        self.times = Some((rec.first_seen, rec.updated_at));
-        Ok(self.deltas)
-    }
-
-    /// The profile, once [`Fold::full`] has read the full record.
-    pub(crate) fn finish(self) -> ProfileRecord {
-        let (first_seen, updated_at) = self.times.unwrap_or_default();
-        ProfileRecord {
-            ids: self.ids.unwrap_or_default(),
-            first_seen,
-            updated_at,
-            props: self.newer,
-        }
+        Ok(rec)
     }
 }
 
@@ -744,6 +729,21 @@ mod tests {
         assert!(full(&deep).is_err());
     }
 
+    /// The names of `rec`'s properties that `pick` points at, sorted, once each: what a call
+    /// changed.
+    fn picked(rec: &ProfileRecord, pick: &[prop::sample::Index]) -> Vec<u32> {
+        if rec.props.is_empty() {
+            return Vec::new();
+        }
+        let mut names: Vec<u32> = pick
+            .iter()
+            .map(|i| rec.props[i.index(rec.props.len())].0)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     proptest! {
         #[test]
         fn full_records_decode_to_what_was_written(rec in record()) {
@@ -760,13 +760,7 @@ mod tests {
             ts in any::<i64>(), order in any::<u64>(), with_ids in any::<bool>(), times in any::<bool>(),
             seg in any::<u32>(), off in any::<u32>(), len in any::<u32>(), depth in 1u32..=MAX_CHAIN_DEPTH,
         ) {
-            let mut changed: Vec<u32> = if after.props.is_empty() {
-                Vec::new()
-            } else {
-                pick.iter().map(|i| after.props[i.index(after.props.len())].0).collect()
-            };
-            changed.sort_unstable();
-            changed.dedup();
+            let changed = picked(&after, &pick);
             let link = Link { prev: Location { segment: seg, offset: off, len }, depth };
             let stamp = Stamp::new(Timestamp(ts), order);
             let mut bytes = Vec::new();
@@ -806,13 +800,7 @@ mod tests {
             let mut chain = vec![encode(&base)];
             let mut want = base.clone();
             for (n, (after, pick, ts, with_ids, times)) in steps.iter().enumerate() {
-                let mut changed: Vec<u32> = if after.props.is_empty() {
-                    Vec::new()
-                } else {
-                    pick.iter().map(|i| after.props[i.index(after.props.len())].0).collect()
-                };
-                changed.sort_unstable();
-                changed.dedup();
+                let changed = picked(after, pick);
                 let link = Link {
                     prev: Location { segment: 1, offset: n as u32, len: 1 },
                     depth: n as u32 + 1,
@@ -831,8 +819,9 @@ mod tests {
                 let link = fold.delta(bytes).unwrap();
                 prop_assert_eq!(link.depth, n as u32);
             }
-            prop_assert_eq!(fold.full(&chain[0]).unwrap(), steps.len() as u32);
-            prop_assert_eq!(fold.finish(), want);
+            let rec = fold.full(&chain[0]).unwrap();
+            prop_assert_eq!(fold.deltas(), steps.len() as u32);
+            prop_assert_eq!(rec, want);
         }
 
         #[test]

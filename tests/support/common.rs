@@ -18,6 +18,39 @@ pub fn open(dir: &std::path::Path) -> Db {
     Db::open(dir, options()).expect("open")
 }
 
+/// A store on the fault-injecting `io` with `options`, every call synced (power-cut tests).
+pub fn open_faulty(
+    dir: &std::path::Path,
+    io: &std::sync::Arc<profiledb::storage::io::FaultyIo>,
+    options: Options,
+) -> profiledb::Result<Db> {
+    let options = Options {
+        durability: Durability::SyncEach,
+        ..options
+    };
+    let store = profiledb::storage::StoreOptions {
+        segment_size: options.segment_size,
+        durability: Durability::SyncEach,
+        repair: false,
+        create: true,
+        io: std::sync::Arc::new(io.clone()),
+    };
+    Db::open_with(dir, options, store)
+}
+
+/// What a simulated power cut leaves of the unsynced bytes, each of which the power-cut tests
+/// try at every I/O operation.
+pub const UNSYNCED_FATES: [profiledb::storage::io::UnsyncedTail; 5] = {
+    use profiledb::storage::io::UnsyncedTail;
+    [
+        UnsyncedTail::Drop,
+        UnsyncedTail::All,
+        UnsyncedTail::Keep(40),
+        UnsyncedTail::Zeros(4096),
+        UnsyncedTail::Garbage(4096),
+    ]
+};
+
 /// Apply a JSON message; panics on refusal (tests that expect refusal use `try_call`).
 pub fn call(db: &Db, message: Json) -> Outcome {
     try_call(db, message.clone()).unwrap_or_else(|e| panic!("{message} refused: {e}"))
