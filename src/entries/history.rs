@@ -180,10 +180,10 @@ pub(crate) fn encode(arrival: i64, body: &Body, after: &Ids) -> Vec<u8> {
     put_i64(&mut out, body.event);
     put_u64(&mut out, body.order);
     for s in [
-        &body.message_id,
-        &c.user_id.clone().filter(|_| !same_user),
-        &c.email.clone().filter(|_| !same_email),
-        &c.anonymous_id.clone().filter(|_| anon_at.is_none()),
+        body.message_id.as_ref(),
+        c.user_id.as_ref().filter(|_| !same_user),
+        c.email.as_ref().filter(|_| !same_email),
+        c.anonymous_id.as_ref().filter(|_| anon_at.is_none()),
     ]
     .into_iter()
     .flatten()

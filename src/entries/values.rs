@@ -151,12 +151,16 @@ enum Order {
 impl StampTable {
     /// The sorted table of `props`' stamps (full records).
     pub(crate) fn of<'a>(props: impl ExactSizeIterator<Item = &'a PropState>) -> StampTable {
-        let mut stamps = Vec::with_capacity(props.len() + 8);
+        // Inserted in order, once each: a profile's properties share few stamps (one per
+        // call that set them), so this beats sorting every state's stamp.
+        let mut stamps: Vec<Stamp> = Vec::with_capacity(props.len().min(32));
         for p in props {
-            each_stamp(p, |s| stamps.push(s));
+            each_stamp(p, |s| {
+                if let Err(i) = stamps.binary_search(&s) {
+                    stamps.insert(i, s);
+                }
+            });
         }
-        stamps.sort_unstable();
-        stamps.dedup();
         StampTable(stamps, Order::Sorted)
     }
 

@@ -17,11 +17,20 @@ pub(crate) trait Wire {
 }
 
 /// bincode's unsigned varint: < 251 in one byte, else a marker and the fixed-width value.
-#[inline]
+#[inline(always)]
 pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
     if v < 251 {
         out.push(v as u8);
-    } else if v <= u16::MAX as u64 {
+    } else {
+        put_u64_wide(out, v);
+    }
+}
+
+/// [`put_u64`] of a value of 251 or more (out of line: most integers a record holds are
+/// small).
+#[inline(never)]
+fn put_u64_wide(out: &mut Vec<u8>, v: u64) {
+    if v <= u16::MAX as u64 {
         out.push(251);
         out.extend_from_slice(&(v as u16).to_le_bytes());
     } else if v <= u32::MAX as u64 {
@@ -234,8 +243,20 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned varint ([`put_u64`]).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u64(&mut self) -> Decoded<u64> {
+        if let Some(&b) = self.buf.get(self.at)
+            && b < 251
+        {
+            self.at += 1;
+            return Ok(u64::from(b));
+        }
+        self.u64_wide()
+    }
+
+    /// [`Reader::u64`] past its one-byte form (out of line: most integers are small).
+    #[inline(never)]
+    fn u64_wide(&mut self) -> Decoded<u64> {
         match self.u8()? {
             b @ 0..=250 => Ok(u64::from(b)),
             251 => Ok(u64::from(u16::from_le_bytes(self.array()?))),
@@ -245,12 +266,14 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self) -> Decoded<u32> {
         let v = self.u64()?;
         u32::try_from(v).map_err(|_| self.error("integer beyond 32 bits"))
     }
 
     /// A signed varint ([`put_i64`]).
+    #[inline]
     pub(crate) fn i64(&mut self) -> Decoded<i64> {
         let v = self.u64()?;
         Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
@@ -282,6 +305,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An option's tag: whether a value follows.
+    #[inline]
     pub(crate) fn some(&mut self) -> Decoded<bool> {
         match self.u8()? {
             0 => Ok(false),
