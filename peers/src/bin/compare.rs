@@ -316,8 +316,10 @@ fn label(id: &str) -> &'static str {
 }
 
 /// profiledb's options in every run: group commit, and the library's defaults otherwise
-/// (the journal's 30-day history window included). `PROFILEDB_HISTORY_DAYS=0` runs it with the
-/// journal off, to see what the history costs (docs/journal.md).
+/// (the journal's 30-day history window and the 64 MiB writer cache included).
+/// `PROFILEDB_HISTORY_DAYS=0` runs it with the journal off, to see what the history costs
+/// (docs/journal.md); `PROFILEDB_CACHE_MB=N` gives the writer cache N MiB, to see what memory
+/// buys (docs/performance.md).
 fn pdb_options() -> Options {
     Options {
         durability: Durability::GroupCommit {
@@ -325,7 +327,21 @@ fn pdb_options() -> Options {
             max_batch: 1000,
         },
         history_retention: history_retention(),
+        profile_cache_bytes: cache_bytes(),
         ..Options::default()
+    }
+}
+
+/// The writer cache's budget: the library's default, or `PROFILEDB_CACHE_MB` MiB.
+fn cache_bytes() -> usize {
+    match std::env::var("PROFILEDB_CACHE_MB") {
+        Ok(mb) => {
+            let mb: usize = mb
+                .parse()
+                .expect("PROFILEDB_CACHE_MB: a whole number of MiB");
+            mb << 20
+        }
+        Err(_) => Options::default().profile_cache_bytes,
     }
 }
 
@@ -539,6 +555,7 @@ fn pdb_reopen(id: &str, dir: &Path, seed: u64, profiles: u64) -> Fig {
     let options = Options {
         durability: Durability::Buffered,
         history_retention: history_retention(),
+        profile_cache_bytes: cache_bytes(),
         ..Options::default()
     };
     let db = Db::open(dir, options.clone()).unwrap();
@@ -816,6 +833,11 @@ fn print_table(figs: &[Fig], args: &Args) {
             continue;
         }
         println!("\n### {title}\n");
+        println!(
+            "profiledb: history {} days, writer cache {} MiB\n",
+            history_retention().as_secs() / 86_400,
+            cache_bytes() >> 20
+        );
         println!("{head}\n{sep}");
         let reference = find(reference);
         for f in &figs {
