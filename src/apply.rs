@@ -17,6 +17,10 @@ use crate::storage::{Entry, Location, Store};
 use crate::types::value::Timestamp;
 use crate::types::{Moved, Outcome, Status};
 
+/// Property names a call is expected to change at most, for sizing the lists a loaded profile
+/// keeps of them (more only grows them).
+const CALL_NAMES: usize = 16;
+
 /// What to change in the index once the entry at the same position is appended.
 #[derive(Debug)]
 pub(crate) enum Change {
@@ -450,13 +454,15 @@ impl<'a> Builder<'a> {
         Builder {
             index,
             cache,
-            written: Vec::new(),
+            // Sized for the common call (one profile, its record, the dedupe note, a history
+            // step): growing each from empty cost a few reallocations per call.
+            written: Vec::with_capacity(1),
             store,
             options,
-            entries: Vec::new(),
-            changes: Vec::new(),
+            entries: Vec::with_capacity(4),
+            changes: Vec::with_capacity(4),
             new_names: Vec::new(),
-            profiles: Vec::new(),
+            profiles: Vec::with_capacity(2),
             companies: HashMap::default(),
             next_key: index.next_key().max(1),
             next_company_key: index.next_company_key().max(1),
@@ -500,6 +506,10 @@ impl<'a> Builder<'a> {
         };
         let before = Before {
             times: (rec.first_seen, rec.updated_at),
+            props: match self.history {
+                Some(_) => Vec::with_capacity(CALL_NAMES),
+                None => Vec::new(),
+            },
             #[cfg(debug_assertions)]
             loaded: self.history.is_some().then(|| rec.clone()),
             ..Before::default()
@@ -512,7 +522,7 @@ impl<'a> Builder<'a> {
                 head: Some((loc, depth)),
                 hit,
                 full: false,
-                changed: Vec::new(),
+                changed: Vec::with_capacity(CALL_NAMES),
                 stamped: false,
                 bytes,
                 grow: 0,
