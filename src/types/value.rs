@@ -223,6 +223,16 @@ mod tests {
     }
 
     #[test]
+    fn an_inline_string_keeps_a_value_and_a_state_at_their_sizes() {
+        // As with `String`: 24 bytes of string, one tag; the writer cache holds ~40 states per
+        // profile (`types::state::PropState`).
+        assert_eq!(std::mem::size_of::<CompactString>(), 24);
+        assert_eq!(std::mem::size_of::<Value>(), 32);
+        assert_eq!(std::mem::size_of::<Option<Value>>(), 32);
+        assert_eq!(std::mem::size_of::<crate::types::state::PropState>(), 64);
+    }
+
+    #[test]
     fn a_damaged_string_length_is_a_decode_error() {
         let mut bytes = as_string_variant("abc");
         bytes[1] = 9; // longer than what follows
