@@ -90,7 +90,7 @@ fn props(c: &mut Criterion) {
                 let mut s = PropState::default();
                 for j in 0..3i64 {
                     let v = if k % 2 == 0 {
-                        Value::Str(format!("value-{k}-{j}-abcdefgh"))
+                        Value::Str(format!("value-{k}-{j}-abcdefgh").into())
                     } else {
                         Value::Int(k * 1000 + j)
                     };

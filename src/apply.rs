@@ -1258,7 +1258,8 @@ impl<'a> Builder<'a> {
             let state = match rec.props.binary_search_by(|p| p.0.as_str().cmp(name)) {
                 Ok(i) => &mut rec.props[i].1,
                 Err(i) => {
-                    rec.props.insert(i, (name.clone(), PropState::default()));
+                    rec.props
+                        .insert(i, (name.to_string(), PropState::default()));
                     &mut rec.props[i].1
                 }
             };

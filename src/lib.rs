@@ -123,5 +123,5 @@ pub use profile::filter::{Filter, Op};
 pub use profile::message::{Alias, CompanyRef, Group, Identify, Link, Message, Number};
 pub use profile::props::ListOp;
 pub use storage::StorageStats;
-pub use types::value::{Timestamp, Value};
+pub use types::value::{CompactString, Timestamp, Value};
 pub use types::{Company, Moved, Outcome, Profile, Selector, SourceOffset, Status};

@@ -38,7 +38,7 @@ pub(crate) fn profile(index: &Index, key: u64, rec: ProfileRecord) -> Profile {
             let at = properties
                 .binary_search_by(|p| p.0.as_str().cmp("name"))
                 .unwrap_or_else(|i| i);
-            properties.insert(at, ("name".to_string(), Value::Str(name)));
+            properties.insert(at, ("name".to_string(), Value::Str(name.into())));
         }
     }
     Profile {

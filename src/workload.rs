@@ -28,7 +28,7 @@ use std::io::{self, Write};
 
 use crate::profile::message::{Identify, Message};
 use crate::rng::SplitMix64;
-use crate::types::value::{Timestamp, Value};
+use crate::types::value::{CompactString, Timestamp, Value};
 
 /// String-valued trait names of the vocabulary.
 const STRING_TRAITS: [&str; 16] = [
@@ -229,31 +229,42 @@ impl W1 {
             _ => Naming::Both,
         };
 
-        let mut traits: Vec<(String, Option<Value>)> = Vec::with_capacity(10);
+        // Names are sorted as `&'static str` (cheaper to compare than inline strings) and
+        // become `CompactString`s pointing at the static text: no allocation per name.
+        let mut named: Vec<(&'static str, Value)> = Vec::with_capacity(10);
         for &k in &pick(STRING_TRAITS.len(), 4, rng)[..4] {
             let len = 8 + rng.below(17) as usize;
-            let s: String = (0..len)
-                .map(|_| ALPHABET[rng.below(ALPHABET.len() as u64) as usize] as char)
-                .collect();
-            traits.push((STRING_TRAITS[k].to_string(), Some(Value::Str(s))));
+            let mut text = [0u8; 24];
+            for b in &mut text[..len] {
+                *b = ALPHABET[rng.below(ALPHABET.len() as u64) as usize];
+            }
+            // ASCII, so never lossy; at most 24 bytes, so held inline.
+            named.push((
+                STRING_TRAITS[k],
+                Value::Str(CompactString::from_utf8_lossy(&text[..len])),
+            ));
         }
         for &k in &pick(INT_TRAITS.len(), 3, rng)[..3] {
             let v = rng.below(1_000_000) as i64;
-            traits.push((INT_TRAITS[k].to_string(), Some(Value::Int(v))));
+            named.push((INT_TRAITS[k], Value::Int(v)));
         }
         for &k in &pick(BOOL_TRAITS.len(), 2, rng)[..2] {
             let v = rng.below(2) == 1;
-            traits.push((BOOL_TRAITS[k].to_string(), Some(Value::Bool(v))));
+            named.push((BOOL_TRAITS[k], Value::Bool(v)));
         }
         {
             let k = rng.below(DATE_TRAITS.len() as u64) as usize;
             // Whole seconds within ~3 years before the base time.
             let secs = rng.below(3 * 365 * 86_400) as i64;
             let ts = Timestamp(BASE_MICROS - secs * 1_000_000);
-            traits.push((DATE_TRAITS[k].to_string(), Some(Value::DateTime(ts))));
+            named.push((DATE_TRAITS[k], Value::DateTime(ts)));
         }
         // JSON objects come back sorted by name; keep the in-memory form in the same order.
-        traits.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        named.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let traits = named
+            .into_iter()
+            .map(|(name, v)| (CompactString::const_new(name), Some(v)))
+            .collect();
 
         let call = Identify {
             user_id: matches!(naming, Naming::UserId | Naming::Both).then(|| user_id(person)),
@@ -350,7 +361,7 @@ pub fn identify_json(call: &Identify, out: &mut Vec<u8>) {
         obj.insert("id".into(), serde_json::Value::String(company.id.clone()));
         for (k, v) in &company.traits {
             let v = v.as_ref().map_or(serde_json::Value::Null, Value::to_json);
-            obj.insert(k.clone(), v);
+            obj.insert(k.to_string(), v);
         }
         out.extend_from_slice(br#""company":"#);
         let _ = serde_json::to_writer(&mut *out, &obj);
@@ -364,7 +375,7 @@ pub fn identify_json(call: &Identify, out: &mut Vec<u8>) {
         let v = obj(call
             .set_once
             .iter()
-            .map(|(k, v)| (k.clone(), v.to_json()))
+            .map(|(k, v)| (k.to_string(), v.to_json()))
             .collect());
         let _ = serde_json::to_writer(&mut *out, &v);
     }
@@ -382,7 +393,7 @@ pub fn identify_json(call: &Identify, out: &mut Vec<u8>) {
                     crate::Number::Int(i) => serde_json::Value::from(*i),
                     crate::Number::Float(f) => serde_json::Value::from(*f),
                 };
-                (k.clone(), n)
+                (k.to_string(), n)
             })
             .collect());
         let _ = serde_json::to_writer(&mut *out, &v);

@@ -23,7 +23,7 @@ fn trait_of<'a>(m: &'a Identify, name: &str) -> Option<&'a Option<Value>> {
 }
 
 fn s(text: &str) -> Option<Value> {
-    Some(Value::Str(text.to_string()))
+    Some(Value::Str(text.into()))
 }
 
 #[test]

@@ -44,7 +44,7 @@ impl PropVal for PropValue {
             Value::Bool(b) => PropValue::Bool(*b),
             Value::Int(i) => PropValue::Int(*i),
             Value::Float(f) => PropValue::Float(*f),
-            Value::Str(s) => PropValue::Str(s.clone()),
+            Value::Str(s) => PropValue::Str(s.to_string()),
             Value::DateTime(t) => PropValue::DateTime(t.0),
             Value::Array(items) => PropValue::Array(items.iter().map(Self::from_value).collect()),
             Value::Object(members) => PropValue::Object(

@@ -626,7 +626,8 @@ mod tests {
         .prop_map(|s| {
             s.map(|(lww, once, adds)| PropState {
                 lww: lww.map(|(t, o, v)| (Stamp(Timestamp(t), o), v.map(Value::Int))),
-                once: once.map(|(t, o, v)| Box::new((Stamp(Timestamp(t), o), Value::Str(v)))),
+                once: once
+                    .map(|(t, o, v)| Box::new((Stamp(Timestamp(t), o), Value::Str(v.into())))),
                 adds: adds.map(|(i, f, o)| {
                     Box::new(crate::types::state::Adds {
                         int: i128::from(i),

@@ -10,7 +10,7 @@ use super::wire::{Decoded, Reader, Wire, put_u64};
 use crate::storage::Location;
 pub(crate) use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
-use crate::types::value::{Timestamp, Value};
+use crate::types::value::{CompactString, Timestamp, Value};
 
 /// First byte of a delta record's data. A full record begins with 0 or 1 (the option tag of
 /// its user id), so a record read by location alone tells which it is.
@@ -71,6 +71,17 @@ pub(crate) fn alloc_bytes(n: usize) -> usize {
     }
 }
 
+/// Heap bytes of an inline small string: none when it is held in place (up to 24 bytes, W1's
+/// values), else its buffer.
+#[inline]
+pub(crate) fn compact_heap_bytes(s: &CompactString) -> usize {
+    if s.is_heap_allocated() {
+        alloc_bytes(s.capacity())
+    } else {
+        0
+    }
+}
+
 /// Estimated heap bytes of one property state (its values and boxed parts): what
 /// [`ProfileRecord::approx_bytes`] counts per state beyond the state itself, so that a call
 /// can keep a cached profile's estimate up to date from the states it changed.
@@ -79,7 +90,7 @@ pub(crate) fn state_heap_bytes(p: &PropState) -> usize {
     #[inline]
     fn value(v: &Value) -> usize {
         match v {
-            Value::Str(s) => alloc_bytes(s.capacity()),
+            Value::Str(s) => compact_heap_bytes(s),
             Value::Array(items) => {
                 alloc_bytes(items.capacity() * std::mem::size_of::<Value>())
                     + items.iter().map(value).sum::<usize>()
@@ -544,7 +555,7 @@ mod tests {
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::Int),
             any::<f64>().prop_map(Value::Float),
-            ".{0,300}".prop_map(Value::Str),
+            ".{0,300}".prop_map(|s: String| Value::Str(s.into())),
             any::<i64>().prop_map(|t| Value::DateTime(Timestamp(t))),
             Just(Value::Null),
         ];
@@ -712,6 +723,31 @@ mod tests {
         let err = full(&bytes).unwrap_err();
         assert!(err.reason.contains("stamp"), "{err}");
         assert_eq!(err.at, at + 1);
+    }
+
+    #[test]
+    fn short_strings_decode_inline_and_cost_the_cache_no_heap_bytes() {
+        let mut rec = ProfileRecord::default();
+        let stamp = Stamp::new(Timestamp(5), 1);
+        rec.state_mut(1).lww = Some((stamp, Some(Value::Int(7))));
+        let base = full(&encode(&rec)).unwrap().approx_bytes();
+        // 24 bytes (W1's longest value) is held in place: the same estimate as an integer.
+        rec.state_mut(1).lww = Some((stamp, Some(Value::Str("x".repeat(24).into()))));
+        let short = full(&encode(&rec)).unwrap();
+        match short.state(1).map(|p| &p.lww) {
+            Some(Some((_, Some(Value::Str(s))))) => assert!(!s.is_heap_allocated(), "inline"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(short.approx_bytes(), base);
+        // 25 bytes take a heap buffer, and it is counted as one allocation of its capacity.
+        rec.state_mut(1).lww = Some((stamp, Some(Value::Str("x".repeat(25).into()))));
+        let long = full(&encode(&rec)).unwrap();
+        let Some(Some((_, Some(Value::Str(s))))) = long.state(1).map(|p| &p.lww) else {
+            panic!("a string");
+        };
+        assert!(s.is_heap_allocated());
+        assert_eq!(long.approx_bytes(), base + alloc_bytes(s.capacity()));
+        assert!(alloc_bytes(s.capacity()) >= 32);
     }
 
     #[test]

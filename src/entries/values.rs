@@ -67,7 +67,7 @@ fn value_at(r: &mut Reader<'_>, depth: usize) -> Decoded<Value> {
         0 => Value::Bool(r.bool()?),
         1 => Value::Int(r.i64()?),
         2 => Value::Float(r.f64()?),
-        3 => Value::Str(r.string()?),
+        3 => Value::Str(r.compact()?),
         4 => Value::DateTime(Timestamp(r.i64()?)),
         5 => {
             let n = r.len(1)?;

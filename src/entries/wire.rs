@@ -10,6 +10,8 @@
 //! [`Reader`] is bounded: it never allocates from a length it has not checked against the bytes
 //! left (every item takes at least one byte), never panics, and reports where it stopped.
 
+use crate::types::value::CompactString;
+
 /// A value that writes its bincode 2 `standard()` encoding (varint integers, little endian).
 pub(crate) trait Wire {
     /// Append the encoding to `out`.
@@ -115,6 +117,13 @@ impl Wire for str {
 }
 
 impl Wire for String {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        self.as_str().put(out);
+    }
+}
+
+impl Wire for CompactString {
     #[inline]
     fn put(&self, out: &mut Vec<u8>) {
         self.as_str().put(out);
@@ -332,6 +341,11 @@ impl<'a> Reader<'a> {
             at: start,
             reason: "string is not UTF-8",
         })
+    }
+
+    /// A string as a [`CompactString`]: no allocation when it is short (up to 24 bytes).
+    pub(crate) fn compact(&mut self) -> Decoded<CompactString> {
+        Ok(CompactString::from(self.str()?))
     }
 
     pub(crate) fn string(&mut self) -> Decoded<String> {

@@ -16,7 +16,7 @@ use crate::profile::message::Message;
 use crate::profile::props::PropState;
 use crate::storage::Store;
 use crate::types::Outcome;
-use crate::types::value::{Timestamp, Value};
+use crate::types::value::{CompactString, Timestamp, Value};
 
 /// Which profile one of the call's identifiers found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -312,7 +312,7 @@ pub(crate) fn explain(
                 .iter()
                 .map(|(n, _)| n.as_str())
                 .chain(m.set_once.iter().map(|(n, _)| n.as_str()))
-                .chain(m.unset.iter().map(String::as_str));
+                .chain(m.unset.iter().map(CompactString::as_str));
             for n in named {
                 if ex.changes.iter().any(|c| c.key == key && c.name == n) {
                     continue;

@@ -339,7 +339,7 @@ fn parse_clause(text: &str, tokens: &[Token], pos: &mut usize) -> Result<Filter>
     };
     let literal = match &t.kind {
         Kind::Quoted(s) => Value::from_json(&serde_json::Value::String(s.clone()))
-            .unwrap_or_else(|| Value::Str(s.clone())),
+            .unwrap_or_else(|| Value::Str(s.as_str().into())),
         Kind::Word(w) => bare_literal(w).map_err(|what| error(text, t.start, what))?,
         Kind::Op(_) => return Err(error(text, t.start, "expected a value")),
     };
@@ -365,5 +365,5 @@ fn bare_literal(word: &str) -> std::result::Result<Value, &'static str> {
     if let Some(ts) = Timestamp::parse(word) {
         return Ok(Value::DateTime(ts));
     }
-    Ok(Value::Str(word.to_string()))
+    Ok(Value::Str(word.into()))
 }

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::profile::props::ListOp;
-use crate::types::value::{Timestamp, Value};
+use crate::types::value::{CompactString, Timestamp, Value};
 
 /// A numeric increment of `$add`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,7 +26,7 @@ pub struct CompanyRef {
     /// The company's id (a number becomes its decimal string).
     pub id: String,
     /// The company's own properties (everything in the object but `id`); `None` = remove.
-    pub traits: Vec<(String, Option<Value>)>,
+    pub traits: Vec<(CompactString, Option<Value>)>,
 }
 
 /// An `identify` call.
@@ -42,17 +42,18 @@ pub struct Identify {
     pub message_id: Option<String>,
     /// `timestamp`; `None` means now.
     pub timestamp: Option<Timestamp>,
-    /// Traits to set, normalised names; `None` = a `null` (remove).
-    pub traits: Vec<(String, Option<Value>)>,
+    /// Traits to set, normalised names; `None` = a `null` (remove). Names, like values, are
+    /// inline small strings ([`CompactString`]: `"plan".into()`).
+    pub traits: Vec<(CompactString, Option<Value>)>,
     /// `$set_once`.
-    pub set_once: Vec<(String, Value)>,
+    pub set_once: Vec<(CompactString, Value)>,
     /// `$unset`.
-    pub unset: Vec<String>,
+    pub unset: Vec<CompactString>,
     /// `$add`.
-    pub add: Vec<(String, Number)>,
+    pub add: Vec<(CompactString, Number)>,
     /// `$append`, `$union` and `$remove`, in that order (docs/semantics.md, "List
     /// operations").
-    pub lists: Vec<(String, ListOp)>,
+    pub lists: Vec<(CompactString, ListOp)>,
     /// `traits.company` with an id.
     pub company: Option<CompanyRef>,
     /// Where a normalised field came from when the caller wrote it differently:
@@ -84,7 +85,7 @@ pub struct Group {
     /// `groupId` (required).
     pub group_id: String,
     /// The company's traits.
-    pub traits: Vec<(String, Option<Value>)>,
+    pub traits: Vec<(CompactString, Option<Value>)>,
     /// `messageId`.
     pub message_id: Option<String>,
     /// `timestamp`.
@@ -209,10 +210,10 @@ pub(crate) enum Source {
 /// when they are possible (renamed, flattened or `$set` traits), so the common call pays
 /// nothing for it.
 /// Normalised traits; `None` = remove.
-type Traits = Vec<(String, Option<Value>)>;
+type Traits = Vec<(CompactString, Option<Value>)>;
 
 /// `(name, value, source, path as written when it differs from traits.<name>)`.
-type TraitItem = (String, Option<Value>, Source, Option<String>);
+type TraitItem = (CompactString, Option<Value>, Source, Option<String>);
 
 #[derive(Default)]
 pub(crate) struct TraitsBuilder {
@@ -232,7 +233,7 @@ impl TraitsBuilder {
 
     pub(crate) fn push(
         &mut self,
-        name: String,
+        name: CompactString,
         value: Option<Value>,
         source: Source,
         written: Option<String>,
@@ -245,7 +246,7 @@ impl TraitsBuilder {
     pub(crate) fn finish(self) -> (Traits, Vec<(String, String)>) {
         let mut items = self.items;
         if self.may_repeat {
-            let mut first: std::collections::HashMap<String, usize> =
+            let mut first: std::collections::HashMap<CompactString, usize> =
                 std::collections::HashMap::with_capacity(items.len());
             let mut keep: Vec<Option<TraitItem>> = Vec::with_capacity(items.len());
             for item in items {

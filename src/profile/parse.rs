@@ -30,7 +30,7 @@ use crate::profile::message::{
     set_written, snake_case_trait,
 };
 use crate::profile::props::ListOp;
-use crate::types::value::{Timestamp, Value};
+use crate::types::value::{CompactString, Timestamp, Value};
 
 /// Parse one Segment-shaped JSON message (see the module documentation).
 pub fn parse(json: &[u8]) -> Result<Message> {
@@ -208,7 +208,7 @@ enum Top<'a> {
 fn text_value(s: &str) -> Value {
     match Timestamp::parse(s) {
         Some(ts) => Value::DateTime(ts),
-        None => Value::Str(s.to_string()),
+        None => Value::Str(CompactString::from(s)),
     }
 }
 
@@ -415,7 +415,7 @@ impl<'a> Fields<'a> {
                         Slot::Loose(Loose::Text(s)) => traits_id = Some((s.into_owned(), section)),
                         Slot::Loose(Loose::Num(n)) => traits_id = Some((n.to_string(), section)),
                         other => builder.push(
-                            name.to_string(),
+                            CompactString::from(&*name),
                             other.into_value(),
                             Source::Direct,
                             other_path(&name),
@@ -424,7 +424,7 @@ impl<'a> Fields<'a> {
                     "company" => match company_ref(slot, &path(&name))? {
                         Ok(company) => msg.company = Some(company),
                         Err(slot) => builder.push(
-                            name.to_string(),
+                            CompactString::from(&*name),
                             slot.into_value(),
                             Source::Direct,
                             other_path(&name),
@@ -435,7 +435,7 @@ impl<'a> Fields<'a> {
                             for (cname, cslot) in custom {
                                 let written = format!("{section}.custom.{cname}");
                                 builder.push(
-                                    cname.into_owned(),
+                                    CompactString::from(cname),
                                     cslot.into_value(),
                                     Source::Custom,
                                     Some(written),
@@ -445,7 +445,7 @@ impl<'a> Fields<'a> {
                     }
                     _ => match snake_case_trait(&name) {
                         Some(snake) => builder.push(
-                            snake.to_string(),
+                            CompactString::const_new(snake),
                             slot.into_value(),
                             Source::Renamed,
                             Some(path(&name)),
@@ -453,7 +453,7 @@ impl<'a> Fields<'a> {
                         None => {
                             let written = other_path(&name);
                             builder.push(
-                                name.into_owned(),
+                                CompactString::from(name),
                                 slot.into_value(),
                                 Source::Direct,
                                 written,
@@ -471,8 +471,8 @@ impl<'a> Fields<'a> {
                 }
                 Some(user_id) if *user_id == id => {}
                 Some(_) => builder.push(
-                    "id".to_string(),
-                    Some(Value::Str(id)),
+                    CompactString::const_new("id"),
+                    Some(Value::Str(id.into())),
                     Source::Direct,
                     (section != "traits").then(|| format!("{section}.id")),
                 ),
@@ -488,7 +488,7 @@ impl<'a> Fields<'a> {
             Section::Object(members) => {
                 for (name, slot) in members {
                     if let Some(v) = slot.into_value() {
-                        msg.set_once.push((name.into_owned(), v));
+                        msg.set_once.push((CompactString::from(name), v));
                     }
                 }
             }
@@ -501,7 +501,7 @@ impl<'a> Fields<'a> {
             List::Array(names) => {
                 for (i, name) in names.into_iter().enumerate() {
                     match name {
-                        Loose::Text(s) => msg.unset.push(s.into_owned()),
+                        Loose::Text(s) => msg.unset.push(CompactString::from(s)),
                         _ => return Err(malformed(&format!("$unset[{i}]"), "must be a string")),
                     }
                 }
@@ -526,7 +526,7 @@ impl<'a> Fields<'a> {
                                 "must be a finite number",
                             ));
                         }
-                        Some(number) => msg.add.push((name.into_owned(), number)),
+                        Some(number) => msg.add.push((CompactString::from(name), number)),
                         None => {
                             return Err(malformed(
                                 &format!("$add.{name}"),
@@ -559,7 +559,7 @@ impl<'a> Fields<'a> {
                     }),
                     _ => ListOp::Remove(item),
                 };
-                msg.lists.push((name.into_owned(), op));
+                msg.lists.push((CompactString::from(name), op));
             }
         }
         Ok(msg)
@@ -575,7 +575,7 @@ impl<'a> Fields<'a> {
                 Section::NotObject => return Err(malformed("traits", "must be an object")),
                 Section::Object(members) => members
                     .into_iter()
-                    .map(|(name, slot)| (name.into_owned(), slot.into_value()))
+                    .map(|(name, slot)| (CompactString::from(name), slot.into_value()))
                     .collect(),
             },
             message_id: id_value(self.message_id.take(), "messageId")?,
@@ -621,7 +621,7 @@ fn company_ref<'a>(slot: Slot<'a>, written: &str) -> Result<Result<CompanyRef, S
     let traits = members
         .into_iter()
         .filter(|(name, _)| name != "id")
-        .map(|(name, slot)| (name.into_owned(), slot.into_value()))
+        .map(|(name, slot)| (CompactString::from(name), slot.into_value()))
         .collect();
     Ok(Ok(CompanyRef { id, traits }))
 }

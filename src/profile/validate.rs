@@ -90,6 +90,7 @@ fn identify(m: &Identify, options: &Options, errors: &mut Vec<FieldError>) {
     // Field names are built only when a rule fails: the rules push errors with an empty (or
     // relative, `.size`) field, which `name_new_errors` completes. Valid calls allocate nothing.
     for (name, value) in &m.traits {
+        let name = name.as_str();
         let before = errors.len();
         property_rules("", name, value.as_ref(), options, errors);
         reserved_rules("", name, value.as_ref(), errors);
@@ -98,6 +99,7 @@ fn identify(m: &Identify, options: &Options, errors: &mut Vec<FieldError>) {
         });
     }
     for (name, value) in &m.set_once {
+        let name = name.as_str();
         let before = errors.len();
         property_rules("", name, Some(value), options, errors);
         reserved_rules("", name, Some(value), errors);

@@ -7,6 +7,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// A string stored inline when it is short: up to 24 bytes in place (no heap allocation), a
+/// heap buffer beyond. The type of [`Value::Str`] and of the property names of a message
+/// ([`crate::Identify::traits`] and the other operations). It dereferences to `&str`, compares
+/// with `&str` and `String`, and converts from both with `.into()`
+/// (the [`compact_str`](https://docs.rs/compact_str) crate's type, re-exported).
+pub use compact_str::CompactString;
+
 /// A point in time: microseconds since the Unix epoch, UTC.
 #[derive(
     Debug,
@@ -60,6 +67,10 @@ impl fmt::Display for Timestamp {
 }
 
 /// A typed property value. JSON `null` is not a value: it means "remove" (SPEC 2).
+///
+/// A string is a [`CompactString`]: the common short value (up to 24 bytes) is held inline, so
+/// parsing, decoding and caching it costs no allocation (docs/architecture.md, "Strings").
+/// Build one with `Value::Str("pro".into())`; read it with [`Value::as_str`] or `&*s`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum Value {
     /// `true` / `false`.
@@ -68,8 +79,8 @@ pub enum Value {
     Int(i64),
     /// Any other JSON number.
     Float(f64),
-    /// A string that is not an RFC 3339 date-time.
-    Str(String),
+    /// A string that is not an RFC 3339 date-time (inline up to 24 bytes).
+    Str(#[bincode(with_serde)] CompactString),
     /// A string in RFC 3339 date-time form.
     DateTime(Timestamp),
     /// A JSON array (`null` elements kept as `Null`).
@@ -99,7 +110,7 @@ impl Value {
             },
             serde_json::Value::String(s) => match Timestamp::parse(s) {
                 Some(ts) => Value::DateTime(ts),
-                None => Value::Str(s.clone()),
+                None => Value::Str(CompactString::from(s.as_str())),
             },
             serde_json::Value::Array(items) => {
                 Value::Array(items.iter().map(Self::from_json_inner).collect())
@@ -120,7 +131,7 @@ impl Value {
             Value::Float(f) => serde_json::Number::from_f64(*f)
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
-            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::Str(s) => serde_json::Value::String(s.to_string()),
             Value::DateTime(ts) => serde_json::Value::String(ts.to_rfc3339()),
             Value::Array(items) => {
                 serde_json::Value::Array(items.iter().map(Value::to_json).collect())
@@ -184,5 +195,51 @@ impl Value {
                     .sum::<usize>()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What bincode's derive wrote for `Str(String)` before the inline strings (company
+    /// records are still written by it): the variant index, then the string.
+    fn as_string_variant(s: &str) -> Vec<u8> {
+        bincode::encode_to_vec((3u32, s.to_string()), bincode::config::standard()).unwrap()
+    }
+
+    #[test]
+    fn a_string_value_encodes_as_before_and_reads_back_inline() {
+        for text in ["", "pro", &"é".repeat(12), &"y".repeat(300)] {
+            let v = Value::Str(text.into());
+            let bytes = bincode::encode_to_vec(&v, bincode::config::standard()).unwrap();
+            assert_eq!(bytes, as_string_variant(text), "{text:?}");
+            let (back, used): (Value, usize) =
+                bincode::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+            assert_eq!((back.as_str(), used), (Some(text), bytes.len()));
+            let Value::Str(s) = back else { unreachable!() };
+            assert_eq!(s.is_heap_allocated(), text.len() > 24, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_inline_string_keeps_a_value_and_a_state_at_their_sizes() {
+        // As with `String`: 24 bytes of string, one tag; the writer cache holds ~40 states per
+        // profile (`types::state::PropState`).
+        assert_eq!(std::mem::size_of::<CompactString>(), 24);
+        assert_eq!(std::mem::size_of::<Value>(), 32);
+        assert_eq!(std::mem::size_of::<Option<Value>>(), 32);
+        assert_eq!(std::mem::size_of::<crate::types::state::PropState>(), 64);
+    }
+
+    #[test]
+    fn a_damaged_string_length_is_a_decode_error() {
+        let mut bytes = as_string_variant("abc");
+        bytes[1] = 9; // longer than what follows
+        let config = bincode::config::standard().with_limit::<1024>();
+        assert!(bincode::decode_from_slice::<Value, _>(&bytes, config).is_err());
+        let mut huge = vec![3u8, 253];
+        huge.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(bincode::decode_from_slice::<Value, _>(&huge, config).is_err());
     }
 }

@@ -5,7 +5,8 @@
 
 use profiledb::profile::message::snake_case_trait;
 use profiledb::{
-    Alias, CompanyRef, Error, Group, Identify, Link, ListOp, Message, Number, Timestamp, Value,
+    Alias, CompactString, CompanyRef, Error, Group, Identify, Link, ListOp, Message, Number,
+    Timestamp, Value,
 };
 
 type Result<T> = std::result::Result<T, Error>;
@@ -275,20 +276,20 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
             // A different id next to a userId: an ordinary property.
             Some(_) => builder.push(
                 "id".to_string(),
-                Some(Value::Str(id)),
+                Some(Value::Str(id.into())),
                 Source::Direct,
                 (section != "traits").then(|| format!("{section}.id")),
             ),
         }
     }
     let (traits, written_as) = builder.finish();
-    msg.traits = traits;
+    msg.traits = traits.into_iter().map(|(n, v)| (n.into(), v)).collect();
     msg.written_as.extend(written_as);
 
     if let Some(set_once) = object_field(obj, "$set_once")? {
         for (name, value) in set_once {
             if let Some(v) = Value::from_json(value) {
-                msg.set_once.push((name.clone(), v));
+                msg.set_once.push((name.as_str().into(), v));
             }
         }
     }
@@ -297,7 +298,7 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
         Some(serde_json::Value::Array(names)) => {
             for (i, name) in names.iter().enumerate() {
                 match name {
-                    serde_json::Value::String(s) => msg.unset.push(s.clone()),
+                    serde_json::Value::String(s) => msg.unset.push(s.as_str().into()),
                     _ => return Err(malformed(&format!("$unset[{i}]"), "must be a string")),
                 }
             }
@@ -321,7 +322,7 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
                             }
                         },
                     };
-                    msg.add.push((name.clone(), number));
+                    msg.add.push((name.as_str().into(), number));
                 }
                 _ => return Err(malformed(&format!("$add.{name}"), "must be a number")),
             }
@@ -333,7 +334,7 @@ fn parse_identify(obj: &JsonObject) -> Result<Identify> {
 
 /// `$append: {name: item}`, `$union: {name: [items]}` (a single item counts as a one-item
 /// list) and `$remove: {name: item}`. A `null` item is skipped.
-fn list_ops(obj: &JsonObject) -> Result<Vec<(String, ListOp)>> {
+fn list_ops(obj: &JsonObject) -> Result<Vec<(CompactString, ListOp)>> {
     let mut ops = Vec::new();
     for section in ["$append", "$union", "$remove"] {
         let Some(members) = object_field(obj, section)? else {
@@ -351,7 +352,7 @@ fn list_ops(obj: &JsonObject) -> Result<Vec<(String, ListOp)>> {
                 }),
                 _ => ListOp::Remove(item),
             };
-            ops.push((name.clone(), op));
+            ops.push((name.as_str().into(), op));
         }
     }
     Ok(ops)
@@ -378,16 +379,16 @@ fn company_ref(value: &serde_json::Value, written: &str) -> Result<Option<Compan
     let traits = members
         .iter()
         .filter(|(name, _)| name.as_str() != "id")
-        .map(|(name, v)| (name.clone(), Value::from_json(v)))
+        .map(|(name, v)| (name.as_str().into(), Value::from_json(v)))
         .collect();
     Ok(Some(CompanyRef { id, traits }))
 }
 
-fn plain_traits(obj: &JsonObject) -> Result<Vec<(String, Option<Value>)>> {
+fn plain_traits(obj: &JsonObject) -> Result<Vec<(CompactString, Option<Value>)>> {
     Ok(object_field(obj, "traits")?
         .map(|t| {
             t.iter()
-                .map(|(name, v)| (name.clone(), Value::from_json(v)))
+                .map(|(name, v)| (name.as_str().into(), Value::from_json(v)))
                 .collect()
         })
         .unwrap_or_default())
