@@ -122,6 +122,10 @@ pub struct Db {
     closed: bool,
 }
 
+/// Tries of the index's read lock compaction makes before it blocks (a few writer calls'
+/// worth: see `Inner::read_index_spinning`).
+const SPINS: u32 = 20_000;
+
 struct Inner {
     store: Store,
     index: RwLock<Index>,
@@ -1016,6 +1020,24 @@ impl Inner {
     /// from the moment the inputs are sealed (under the index write lock, so no append slips
     /// in between) until the switch, a write to a profile whose newest record lies in an
     /// input writes a full record, never a delta linking into a segment about to go.
+    /// The index's read lock for compaction, which takes it once per entry while a writer
+    /// takes the write lock once per call: waiting for it by spinning (bounded, then blocking)
+    /// instead of parking spares the writer a futex wake at nearly every unlock (~10 % of a
+    /// W1 load's time in perf before this).
+    fn read_index_spinning(&self) -> parking_lot::RwLockReadGuard<'_, Index> {
+        for i in 0..SPINS {
+            if let Some(index) = self.index.try_read() {
+                return index;
+            }
+            if i % 64 == 63 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        self.index.read()
+    }
+
     fn compact(&self) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
         let inputs = {
@@ -1025,7 +1047,7 @@ impl Inner {
             inputs
         };
         let prepared = self.store.prepare_compaction_of(&inputs, &mut |e| {
-            let index = self.index.read();
+            let index = self.read_index_spinning();
             if !index.is_live(e) {
                 return Ok(CopyAs::Drop);
             }
