@@ -751,6 +751,26 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_of_many_stamps_gets_one_sorted_table() {
+        // More distinct stamps than the table builds by insertion (32), in no order, each
+        // used twice: the table must still be sorted with each stamp once, and the record
+        // must decode to what was written.
+        let mut rec = ProfileRecord::default();
+        for i in 0..200u32 {
+            let t = i64::from((i * 37) % 100);
+            rec.state_mut(i).lww = Some((
+                Stamp::new(Timestamp(t), u64::from(i % 100)),
+                Some(Value::Int(i64::from(i))),
+            ));
+        }
+        let table = StampTable::of(rec.props.iter().map(|(_, p)| p));
+        assert_eq!(table.stamps().len(), 100);
+        assert!(table.stamps().windows(2).all(|w| w[0] < w[1]));
+        let bytes = encode(&rec);
+        assert_eq!(full(&bytes).unwrap(), rec);
+    }
+
+    #[test]
     fn a_huge_length_is_an_error_not_an_allocation() {
         // user_id Some, string of length 2^62.
         let mut bytes = vec![1, 253];

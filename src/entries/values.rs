@@ -151,15 +151,30 @@ enum Order {
 impl StampTable {
     /// The sorted table of `props`' stamps (full records).
     pub(crate) fn of<'a>(props: impl ExactSizeIterator<Item = &'a PropState>) -> StampTable {
-        // Inserted in order, once each: a profile's properties share few stamps (one per
-        // call that set them), so this beats sorting every state's stamp.
-        let mut stamps: Vec<Stamp> = Vec::with_capacity(props.len().min(32));
+        // Inserted in order, once each, while the table is small: a profile's properties
+        // share few stamps (one per call that set them), so this beats sorting every state's
+        // stamp. Past `SMALL` distinct stamps (a profile of many properties set by many
+        // calls) inserting would be quadratic: the rest are pushed and the table sorted once.
+        const SMALL: usize = 32;
+        let mut stamps: Vec<Stamp> = Vec::with_capacity(props.len().min(SMALL));
+        let mut sorted = true;
         for p in props {
             each_stamp(p, |s| {
-                if let Err(i) = stamps.binary_search(&s) {
-                    stamps.insert(i, s);
+                if !sorted {
+                    stamps.push(s);
+                } else if let Err(i) = stamps.binary_search(&s) {
+                    if stamps.len() < SMALL {
+                        stamps.insert(i, s);
+                    } else {
+                        stamps.push(s);
+                        sorted = false;
+                    }
                 }
             });
+        }
+        if !sorted {
+            stamps.sort_unstable();
+            stamps.dedup();
         }
         StampTable(stamps, Order::Sorted)
     }
