@@ -125,7 +125,7 @@ pub struct Db {
 
 /// How long compaction spins for the index's read lock before it blocks (a few writer calls'
 /// worth: see `Inner::read_index_spinning`).
-const SPIN_FOR: Duration = Duration::from_micros(50);
+const SPIN_FOR: Duration = Duration::from_micros(250);
 
 struct Inner {
     store: Store,
