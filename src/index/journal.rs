@@ -12,10 +12,14 @@ use super::guard::Guard;
 use crate::error::{Error, Result};
 use crate::storage::Location;
 
+/// A profile's steps, oldest first: inline when there is one (most profiles of a store loaded
+/// once), so reading the snapshot back allocates nothing for them.
+type Steps = smallvec::SmallVec<[(i64, Location); 1]>;
+
 /// Steps of every profile that has any, and the journal clock.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Journal {
-    steps: HashMap<u64, Vec<(i64, Location)>>,
+    steps: HashMap<u64, Steps>,
     /// Newest arrival time handed out or replayed (microseconds since the epoch).
     clock: i64,
     /// Retention window in microseconds; 0 = history off.
@@ -56,7 +60,7 @@ impl Journal {
 
     /// A profile's steps, oldest first.
     pub fn steps(&self, key: u64) -> &[(i64, Location)] {
-        self.steps.get(&key).map_or(&[], Vec::as_slice)
+        self.steps.get(&key).map_or(&[], |v| v.as_slice())
     }
 
     /// Whether the step of `key` at `at`, applied at `arrival`, is kept (the caller checks that
@@ -102,14 +106,22 @@ impl Journal {
 
     /// Steps listed.
     pub fn len(&self) -> usize {
-        self.steps.values().map(Vec::len).sum()
+        self.steps.values().map(|v| v.len()).sum()
     }
 
     /// Heap bytes (capacity of each list, a map slot each, allocator overhead).
     pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(u64, Steps)>() + 1;
+        let step = std::mem::size_of::<(i64, Location)>();
         self.steps
             .values()
-            .map(|v| v.capacity() * 20 + 24 + 8 + 16)
+            .map(|v| {
+                slot + if v.spilled() {
+                    v.capacity() * step + 16
+                } else {
+                    0
+                }
+            })
             .sum::<usize>()
     }
 
@@ -160,7 +172,7 @@ impl Journal {
             let key = u64_of(take(8)?);
             let n = u32_of(take(4)?) as usize;
             let body = take(n.saturating_mul(20))?;
-            let list: Vec<(i64, Location)> = body
+            let list: Steps = body
                 .chunks_exact(20)
                 .map(|c| {
                     (
