@@ -1058,6 +1058,9 @@ impl Inner {
             if e.kind != EntryKind::ProfileDelta.byte() {
                 return Ok(CopyAs::Keep);
             }
+            // Folding the chain reads only sealed records (no delta links into the inputs):
+            // the writers need not wait for it.
+            drop(index);
             let (rec, _) = crate::entries::chain::read_profile(&self.store, e.location)?;
             Ok(CopyAs::Replace {
                 kind: EntryKind::Profile.byte(),

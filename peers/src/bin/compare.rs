@@ -334,28 +334,24 @@ fn pdb_options() -> Options {
 
 /// The writer cache's budget: the library's default, or `PROFILEDB_CACHE_MB` MiB.
 fn cache_bytes() -> usize {
-    match std::env::var("PROFILEDB_CACHE_MB") {
-        Ok(mb) => {
-            let mb: usize = mb
-                .parse()
-                .expect("PROFILEDB_CACHE_MB: a whole number of MiB");
-            mb << 20
-        }
-        Err(_) => Options::default().profile_cache_bytes,
-    }
+    env_number("PROFILEDB_CACHE_MB", "MiB")
+        .map_or(Options::default().profile_cache_bytes, |mb| (mb as usize) << 20)
 }
 
 /// The history window profiledb runs with: the library's default, or `PROFILEDB_HISTORY_DAYS`.
 fn history_retention() -> Duration {
-    match std::env::var("PROFILEDB_HISTORY_DAYS") {
-        Ok(days) => {
-            let days: u64 = days
-                .parse()
-                .expect("PROFILEDB_HISTORY_DAYS: a whole number of days");
-            Duration::from_secs(days * 24 * 3600)
-        }
-        Err(_) => Options::default().history_retention,
-    }
+    env_number("PROFILEDB_HISTORY_DAYS", "days").map_or(Options::default().history_retention, |d| {
+        Duration::from_secs(d * 24 * 3600)
+    })
+}
+
+/// A whole number from the environment variable `name` (counted in `unit`), if it is set.
+fn env_number(name: &str, unit: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    Some(
+        text.parse()
+            .unwrap_or_else(|_| panic!("{name}: a whole number of {unit}")),
+    )
 }
 
 /// profiledb, one thread, Buffered calls; `explicit_sync`: also `db.sync()` every 1,000 calls
