@@ -1055,6 +1055,14 @@ impl Inner {
             if !index.is_live(e) {
                 return Ok(CopyAs::Drop);
             }
+            if e.kind == EntryKind::Dedupe.byte() || e.kind == EntryKind::DedupeBlock.byte() {
+                // The messageIds still in the window, packed into blocks (16 bytes each
+                // instead of a 21-byte entry and, mostly, a frame of its own).
+                return Ok(CopyAs::Pack {
+                    kind: EntryKind::DedupeBlock.byte(),
+                    data: index.dedupe_live_bytes(e),
+                });
+            }
             if e.kind != EntryKind::ProfileDelta.byte() {
                 return Ok(CopyAs::Keep);
             }

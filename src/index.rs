@@ -508,6 +508,25 @@ impl Index {
         }
     }
 
+    /// The messageId hashes of a `Dedupe` or `DedupeBlock` entry that are still in the window,
+    /// as a block's data (16 bytes each, oldest first): what compaction packs of it.
+    pub fn dedupe_live_bytes(&self, e: &StoredEntry<'_>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        let mut keep = |h: u128| {
+            if self.dedupe.contains(h) {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        };
+        if e.kind == EntryKind::DedupeBlock.byte() {
+            if let Ok(hashes) = entries::hash_block(e.data) {
+                hashes.for_each(&mut keep);
+            }
+        } else if let Ok(h) = entries::join_hash(e.id, e.data) {
+            keep(h);
+        }
+        out
+    }
+
     /// Whether the entry is the current version of what it records (compaction keeps it).
     pub fn is_live(&self, e: &StoredEntry<'_>) -> bool {
         let loc = Some(e.location);
@@ -530,6 +549,8 @@ impl Index {
             EntryKind::Dedupe => {
                 entries::join_hash(e.id, e.data).is_ok_and(|h| self.dedupe.contains(h))
             }
+            EntryKind::DedupeBlock => entries::hash_block(e.data)
+                .is_ok_and(|mut hashes| hashes.any(|h| self.dedupe.contains(h))),
             EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
             EntryKind::NextKey => self.next_key_location == loc,
             EntryKind::GuardLink => {
@@ -564,7 +585,10 @@ impl Index {
         match kind {
             EntryKind::Profile | EntryKind::ProfileDelta => self.profiles.relocate(id, old, new),
             // Liveness by membership: nothing to point elsewhere.
-            EntryKind::Tombstone | EntryKind::Redirect | EntryKind::Dedupe => {}
+            EntryKind::Tombstone
+            | EntryKind::Redirect
+            | EntryKind::Dedupe
+            | EntryKind::DedupeBlock => {}
             EntryKind::Company => {
                 if let Some(cid) = self.company_ids.get(&id)
                     && let Some(slot) = self.companies.get_mut(cid)
@@ -637,7 +661,8 @@ impl Index {
         let p: u64 = self.profiles.iter().map(|(_, l)| l.len as u64).sum();
         let c: u64 = self.companies.values().map(|s| s.location.len as u64).sum();
         let r = self.redirects.len() as u64 * 8;
-        let d = (self.dedupe.len() + self.suppressed.len()) as u64 * 8;
+        // A messageId costs 16 bytes once compaction has packed it; a suppression 8 and up.
+        let d = self.dedupe.len() as u64 * 16 + self.suppressed.len() as u64 * 8;
         let n: u64 = self.names.iter().map(|n| n.1.len as u64).sum();
         let s: u64 = self.sources.values().map(|s| s.1.len as u64).sum();
         p + c + r + d + n + s

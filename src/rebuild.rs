@@ -157,6 +157,13 @@ impl Replay for Rebuild {
                 EntryKind::Dedupe => Update::Dedupe {
                     hash: entries::join_hash(e.id, e.data)?,
                 },
+                // Many messageIds in one entry (written by compaction), oldest first.
+                EntryKind::DedupeBlock => {
+                    for hash in entries::hash_block(e.data)? {
+                        self.index.apply(Update::Dedupe { hash }, e.location);
+                    }
+                    continue;
+                }
                 EntryKind::Suppress => Update::Suppress {
                     hash: entries::join_hash(e.id, e.data)?,
                 },

@@ -86,3 +86,52 @@ fn a_blank_message_id_counts_as_absent() {
     call(&db, add("m-1"));
     assert_eq!(call(&db, add("m-1")).status, Status::Duplicate);
 }
+
+/// Compaction packs the messageIds still in the window into blocks (16 bytes each, instead of
+/// a 21-byte entry in a 20-byte frame of its own once the profile records around them are
+/// superseded); a full replay of the log (no hint) reads them back, oldest first, so every
+/// one is still a duplicate and the window still forgets the oldest first.
+#[test]
+fn compaction_packs_the_window_and_a_full_replay_reads_it_back() {
+    const N: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        dedupe_window: N,
+        // No history steps: the disk then holds the profile and the window alone.
+        history_retention: std::time::Duration::ZERO,
+        ..options()
+    };
+    {
+        let db = Db::open(dir.path(), opts.clone()).unwrap();
+        for i in 0..N {
+            call(&db, add(&format!("m-{i}")));
+        }
+        db.compact().unwrap();
+        let disk = db.stats().storage.disk_bytes;
+        // One profile of one property and N hashes: ~80 KB packed; ~205 KB as notes.
+        assert!(
+            disk < (N as u64) * 16 + 16_384,
+            "{disk} bytes on disk after compaction for {N} messageIds"
+        );
+        db.sync().unwrap();
+        db.abandon();
+    }
+    std::fs::remove_file(dir.path().join("HINT")).ok();
+    let db = Db::open(dir.path(), opts).unwrap();
+    assert!(!db.stats().storage.recovery.used_hint);
+    for i in (0..N).step_by(97).chain([N - 1]) {
+        assert_eq!(
+            call(&db, add(&format!("m-{i}"))).status,
+            Status::Duplicate,
+            "m-{i} after a full replay"
+        );
+    }
+    // The window is full: one new id pushes out the oldest, m-0, and only it.
+    assert_eq!(call(&db, add("new")).status, Status::Updated);
+    assert_eq!(call(&db, add("m-1")).status, Status::Duplicate);
+    assert_eq!(call(&db, add("m-0")).status, Status::Updated);
+    assert_eq!(
+        prop(&by_user(&db, "u-1").unwrap(), "logins"),
+        Some(json!(N as i64 + 2))
+    );
+}

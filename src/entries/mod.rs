@@ -48,6 +48,11 @@ pub(crate) enum EntryKind {
     /// What one call changed in a profile, linked to the profile's previous record
     /// ([`profile::put_delta`]); `id` = profile key.
     ProfileDelta = 9,
+    /// MessageIds packed by compaction ([`hash_block`]): `id` = 0; data = n x 16 bytes, each
+    /// an xxh3-128 hash as a u128 little-endian (the `Dedupe` entry's id and data), oldest
+    /// first. One block replaces up to 4,096 `Dedupe` entries and the frames that held only
+    /// them.
+    DedupeBlock = 10,
     /// One step of a profile's history (issue 16, [`history`]); `id` = profile key. Kept by
     /// compaction while younger than `Options::history_retention` and its profile lives.
     History = 20,
@@ -87,6 +92,7 @@ impl TryFrom<u8> for EntryKind {
             7 => EntryKind::Suppress,
             8 => EntryKind::NextKey,
             9 => EntryKind::ProfileDelta,
+            10 => EntryKind::DedupeBlock,
             20 => EntryKind::History,
             21 => EntryKind::GuardLink,
             22 => EntryKind::Quarantine,
@@ -230,6 +236,25 @@ pub(crate) fn hash128(domain: &str, text: &str) -> u128 {
 /// Split a 128-bit hash into `(id, data)` of an entry.
 pub(crate) fn split_hash(h: u128) -> (u64, [u8; 8]) {
     (h as u64, ((h >> 64) as u64).to_le_bytes())
+}
+
+/// The hashes of a [`EntryKind::DedupeBlock`], oldest first; an error unless the data is a
+/// whole, non-zero number of hashes.
+pub(crate) fn hash_block(data: &[u8]) -> Result<impl Iterator<Item = u128> + '_> {
+    if data.is_empty() || !data.len().is_multiple_of(16) {
+        return Err(Error::Decode {
+            what: "messageId block",
+            file: Default::default(),
+            offset: 0,
+            reason: format!(
+                "{} bytes is not a whole number of 16-byte hashes",
+                data.len()
+            ),
+        });
+    }
+    Ok(data
+        .chunks_exact(16)
+        .map(|c| u128::from_le_bytes(c.try_into().unwrap_or_default())))
 }
 
 /// Join `(id, data)` of an entry back into the hash.

@@ -9,6 +9,7 @@
 //! 3. rename each temp to its final name, fsync the directory; switch the in-memory table;
 //!    unlink the old segments, fsync the directory; unlink `COMPACT`, fsync the directory.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,7 +19,7 @@ use super::log::FLUSH_AT;
 use super::log::Shared;
 use super::record::{self, HEADER_LEN, KIND_COMPACTED, SegmentHeader, u32_at};
 use super::segment::{Sealed, SealedRef, seg_name, tmp_name};
-use super::{CopyAs, Entry, Location, Relocations, StoredEntry};
+use super::{CopyAs, Entry, Location, PACK_BYTES, Relocations, StoredEntry};
 use crate::error::{Error, Result};
 
 /// File name of the compaction manifest.
@@ -153,6 +154,92 @@ impl Writer<'_> {
     }
 }
 
+/// A frame of a compaction's output: its seq and its entries (kind, id, data, and where the
+/// entry was: `None` for a packed entry, which no relocation lists).
+struct Frame<'a> {
+    seq: u64,
+    entries: Vec<OutEntry<'a>>,
+}
+
+/// An entry of an output frame: kind, id, data, and its location in the input (`None` for a
+/// packed entry).
+type OutEntry<'a> = (u8, u64, Cow<'a, [u8]>, Option<Location>);
+
+/// A packed entry being gathered ([`CopyAs::Pack`]).
+struct Pack {
+    kind: u8,
+    data: Vec<u8>,
+    /// Index in [`Held::frames`] of the frame of the last entry gathered: the frame that
+    /// carries the packed entry.
+    host: usize,
+}
+
+/// Bytes of held frames past which an open pack is closed early, so that a pack whose
+/// entries lie far apart cannot make the compaction hold much of its input in memory.
+const HOLD_BYTES: usize = 4 << 20;
+
+/// The frames held back while a pack is open: they are written, in order, when it closes
+/// (the packed entry goes into the frame of its last entry, which is among them).
+#[derive(Default)]
+struct Held<'a> {
+    pack: Option<Pack>,
+    frames: Vec<Frame<'a>>,
+    bytes: usize,
+}
+
+impl<'a> Held<'a> {
+    fn hold(&mut self, frame: Frame<'a>) {
+        self.bytes += frame.entries.iter().map(|e| e.2.len() + 16).sum::<usize>() + 20;
+        self.frames.push(frame);
+    }
+
+    /// Close the open pack (if any) into its host frame and write every held frame.
+    fn release(
+        &mut self,
+        w: &mut Writer<'_>,
+        moved: &mut Vec<(u8, u64, Location, Location)>,
+    ) -> Result<()> {
+        if let Some(pack) = self.pack.take()
+            && let Some(host) = self.frames.get_mut(pack.host)
+        {
+            host.entries
+                .push((pack.kind, 0, Cow::Owned(pack.data), None));
+        }
+        for frame in self.frames.drain(..) {
+            write_frame(w, frame, moved)?;
+        }
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// Write one frame of the output (none if it has no entry) and list where its entries moved.
+fn write_frame(
+    w: &mut Writer<'_>,
+    frame: Frame<'_>,
+    moved: &mut Vec<(u8, u64, Location, Location)>,
+) -> Result<()> {
+    if frame.entries.is_empty() {
+        return Ok(());
+    }
+    let copy: Vec<Entry<'_>> = frame
+        .entries
+        .iter()
+        .map(|(kind, id, data, _)| Entry {
+            kind: *kind,
+            id: *id,
+            data,
+        })
+        .collect();
+    let news = w.add(frame.seq, &copy)?;
+    for ((kind, id, _, old), new) in frame.entries.iter().zip(news) {
+        if let Some(old) = old {
+            moved.push((*kind, *id, *old, new));
+        }
+    }
+    Ok(())
+}
+
 /// Seal the active segment (if it holds frames) and return the ids of every sealed segment:
 /// the inputs of the next [`prepare`].
 pub(crate) fn begin(shared: &Shared) -> Result<Vec<u32>> {
@@ -203,9 +290,7 @@ pub(crate) fn prepare(
         written: 0,
     };
     let mut moved = Vec::new();
-    // Each live entry, with the (kind, data) it is replaced by, if any.
-    type Replacement = Option<(u8, Vec<u8>)>;
-    let mut live: Vec<(StoredEntry<'_>, Replacement)> = Vec::new();
+    let mut held = Held::default();
     let result = (|| -> Result<()> {
         for seg in &inputs {
             let data: &[u8] = &seg.bytes;
@@ -223,7 +308,11 @@ pub(crate) fn prepare(
                     offset: at as u64,
                     reason,
                 })?;
-                live.clear();
+                let mut copy = Frame {
+                    seq: frame.seq,
+                    entries: Vec::new(),
+                };
+                let mut packed_here = false;
                 for (kind, id, off, bytes) in frame.entries() {
                     let e = StoredEntry {
                         kind,
@@ -235,36 +324,51 @@ pub(crate) fn prepare(
                             len: bytes.len() as u32,
                         },
                     };
-                    match copy_as(&e)? {
-                        CopyAs::Drop => {}
-                        CopyAs::Keep => live.push((e, None)),
-                        CopyAs::Replace { kind, data } => live.push((e, Some((kind, data)))),
-                    }
+                    let (kind, data) = match copy_as(&e)? {
+                        CopyAs::Drop => continue,
+                        CopyAs::Keep => (e.kind, Cow::Borrowed(e.data)),
+                        CopyAs::Replace { kind, data } => (kind, Cow::Owned(data)),
+                        CopyAs::Pack { kind, data } => {
+                            if held.pack.as_ref().is_some_and(|p| p.kind != kind) {
+                                held.release(&mut w, &mut moved)?;
+                            }
+                            let pack = held.pack.get_or_insert_with(|| Pack {
+                                kind,
+                                data: Vec::with_capacity(PACK_BYTES + 64),
+                                host: 0,
+                            });
+                            pack.data.extend_from_slice(&data);
+                            packed_here = true;
+                            continue;
+                        }
+                    };
+                    copy.entries.push((kind, e.id, data, Some(e.location)));
                 }
-                if !live.is_empty() {
-                    let mut copy: Vec<Entry<'_>> = Vec::with_capacity(live.len());
-                    copy.extend(live.iter().map(|(e, replaced)| match replaced {
-                        Some((kind, data)) => Entry {
-                            kind: *kind,
-                            id: e.id,
-                            data,
-                        },
-                        None => Entry {
-                            kind: e.kind,
-                            id: e.id,
-                            data: e.data,
-                        },
-                    }));
-                    let news = w.add(frame.seq, &copy)?;
-                    for ((e, replaced), n) in live.iter().zip(news) {
-                        let kind = replaced.as_ref().map_or(e.kind, |r| r.0);
-                        moved.push((kind, e.id, e.location, n));
+                if packed_here {
+                    held.hold(copy);
+                    if let Some(pack) = &mut held.pack {
+                        pack.host = held.frames.len() - 1;
                     }
+                } else if held.pack.is_some() {
+                    if !copy.entries.is_empty() {
+                        held.hold(copy);
+                    }
+                } else {
+                    write_frame(&mut w, copy, &mut moved)?;
+                }
+                if held
+                    .pack
+                    .as_ref()
+                    .is_some_and(|p| p.data.len() >= PACK_BYTES)
+                    || held.bytes >= HOLD_BYTES
+                {
+                    held.release(&mut w, &mut moved)?;
                 }
                 at += frame.total;
             }
             seg.bytes.release_pages();
         }
+        held.release(&mut w, &mut moved)?;
         w.finish_file()?;
         if !w.outputs.is_empty() {
             shared
@@ -458,4 +562,140 @@ pub(crate) fn complete_interrupted(io: &dyn Io, dir: &Path, names: &[String]) ->
     sync_dir(io, dir)?;
     finish(io, dir, &inputs)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CopyAs, Entry, PACK_BYTES, Replay, Store, StoreOptions, StoredEntry};
+    use crate::error::Result;
+
+    /// An entry replayed: kind, id, data.
+    type Replayed = (u8, u64, Vec<u8>);
+    /// A frame appended: its seq, its kept entry's data if any, its note's data if any.
+    type Written = (u64, Option<Vec<u8>>, Option<[u8; 8]>);
+
+    /// Every frame replayed: seq and entries.
+    #[derive(Default)]
+    struct Frames(Vec<(u64, Vec<Replayed>)>);
+
+    impl Replay for Frames {
+        fn load_snapshot(&mut self, _: &[u8]) -> Result<()> {
+            Ok(())
+        }
+        fn reset(&mut self) {
+            self.0.clear();
+        }
+        fn apply(&mut self, seq: u64, entries: &[StoredEntry<'_>]) -> Result<()> {
+            let e = entries.iter().map(|e| (e.kind, e.id, e.data.to_vec()));
+            self.0.push((seq, e.collect()));
+            Ok(())
+        }
+    }
+
+    /// Packed entries ([`CopyAs::Pack`]) go, in order, into the frame of the last entry each
+    /// pack gathers; a pack closes at `PACK_BYTES`, and early when the frames held behind it
+    /// pass `HOLD_BYTES`; the frames keep their seqs and their order, and kept entries are
+    /// untouched.
+    #[test]
+    fn packs_join_the_frame_of_their_last_entry_and_frames_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::new(), &mut Frames::default()).unwrap();
+        let big = vec![7u8; 1 << 20];
+        // (seq, kept entry's data if any, note's data if any), in append order.
+        let mut written: Vec<Written> = Vec::new();
+        let mut append = |i: u64, kept: Option<&[u8]>, note: bool| {
+            let note_data = i.to_le_bytes();
+            let mut entries = vec![Entry {
+                kind: 1,
+                id: i,
+                data: kept.unwrap_or(b"dropped"),
+            }];
+            if note {
+                entries.push(Entry {
+                    kind: 6,
+                    id: i,
+                    data: &note_data,
+                });
+            }
+            let seq = store.append(&entries).unwrap().seq;
+            written.push((seq, kept.map(<[u8]>::to_vec), note.then_some(note_data)));
+        };
+        // 5,000 notes (two packs at 16 bytes each), a kept entry every third frame; then
+        // frames of 1 MiB kept entries and no note while a pack is open (closed early), then
+        // a last note alone.
+        for i in 0..5_000u64 {
+            let kept = (i % 3 == 0).then_some(&b"kept"[..]);
+            append(i, kept, true);
+        }
+        append(5_000, None, true);
+        for i in 5_001..5_006u64 {
+            append(i, Some(&big), false);
+        }
+        append(5_006, None, true);
+        store.sync().unwrap();
+
+        let inputs = store.begin_compaction().unwrap();
+        let prepared = store
+            .prepare_compaction_of(&inputs, &mut |e| {
+                Ok(match e.kind {
+                    6 => CopyAs::Pack {
+                        kind: 10,
+                        data: [e.data, e.data].concat(),
+                    },
+                    _ if e.data == b"dropped" => CopyAs::Drop,
+                    _ => CopyAs::Keep,
+                })
+            })
+            .unwrap()
+            .unwrap();
+        let moved = store.commit_compaction(prepared).unwrap().moved;
+        assert!(moved.iter().all(|m| m.0 == 1), "packs are not relocations");
+        drop(store);
+
+        let mut frames = Frames::default();
+        drop(Store::open(dir.path(), StoreOptions::new(), &mut frames).unwrap());
+        let frames = frames.0;
+        assert!(frames.windows(2).all(|w| w[0].0 < w[1].0), "seqs increase");
+        // Kept entries: each in the frame of its original seq.
+        let kept: Vec<(u64, Vec<u8>)> = frames
+            .iter()
+            .flat_map(|(seq, es)| es.iter().filter(|e| e.0 == 1).map(|e| (*seq, e.2.clone())))
+            .collect();
+        let expect: Vec<(u64, Vec<u8>)> = written
+            .iter()
+            .filter_map(|(seq, k, _)| k.clone().map(|k| (*seq, k)))
+            .collect();
+        assert_eq!(kept, expect);
+        // Packs: the notes' data in order, each pack in the frame of its last note.
+        let packs: Vec<(u64, &Vec<u8>)> = frames
+            .iter()
+            .flat_map(|(seq, es)| es.iter().filter(|e| e.0 == 10).map(move |e| (*seq, &e.2)))
+            .collect();
+        let all: Vec<u8> = packs.iter().flat_map(|p| p.1.iter().copied()).collect();
+        let notes: Vec<u8> = written
+            .iter()
+            .filter_map(|w| w.2)
+            .flat_map(|n| [n, n].concat())
+            .collect();
+        assert_eq!(all, notes);
+        assert!(packs.iter().all(|p| p.1.len() <= PACK_BYTES + 16));
+        let note_seqs: Vec<u64> = written
+            .iter()
+            .filter(|w| w.2.is_some())
+            .map(|w| w.0)
+            .collect();
+        let mut gathered = 0;
+        for (seq, data) in &packs {
+            gathered += data.len() / 16;
+            assert_eq!(
+                *seq,
+                note_seqs[gathered - 1],
+                "a pack sits in its last note's frame"
+            );
+        }
+        // 5,002 notes: a full pack of 4,096; the next (905 notes) is closed early by the
+        // 1 MiB frames held behind it (over 4 MiB); the last note starts a pack of its own.
+        let sizes: Vec<usize> = packs.iter().map(|p| p.1.len() / 16).collect();
+        assert_eq!(sizes, [4_096, 905, 1]);
+    }
 }

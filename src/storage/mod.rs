@@ -137,7 +137,22 @@ pub enum CopyAs {
         /// The new entry's data.
         data: Vec<u8>,
     },
+    /// Not copied as an entry of its own: `data` is appended to one packed entry of `kind`
+    /// (id 0) that gathers the data of many small entries, e.g. a block of messageId notes
+    /// instead of one 21-byte entry (and often a frame) each. The packed entry is written in
+    /// the frame of the last entry it gathers (that frame's seq), so frames keep their seqs
+    /// and their order; it holds at most [`PACK_BYTES`] bytes. Compaction's relocations do
+    /// not list packed entries: the layer above must find them by content, not by location.
+    Pack {
+        /// The packed entry's kind.
+        kind: u8,
+        /// Bytes appended to the packed entry's data.
+        data: Vec<u8>,
+    },
 }
+
+/// The most data one packed entry ([`CopyAs::Pack`]) holds before compaction starts another.
+pub const PACK_BYTES: usize = 64 << 10;
 
 /// Result of an append: the frame's sequence number and each entry's location, in order.
 #[derive(Debug, Clone)]
