@@ -125,6 +125,11 @@ impl Journal {
             .sum::<usize>()
     }
 
+    /// Bytes [`Journal::encode`] writes for the steps (the guard's part not included).
+    pub fn encoded_steps_len(&self) -> usize {
+        16 + self.steps.len() * 12 + self.len() * 20
+    }
+
     /// The section of the index snapshot (docs/format.md, "Index snapshot"): clock i64, key
     /// count u64, then per key `key u64, n u32, n x (arrival i64, loc)`.
     pub fn encode(&self, out: &mut Vec<u8>) {

@@ -118,7 +118,9 @@ impl Index {
                 .companies
                 .iter()
                 .map(|(id, s)| id.len() + 40 + s.members.len() * 8)
-                .sum::<usize>();
+                .sum::<usize>()
+            + self.journal.encoded_steps_len()
+            + (64 << 10);
         let mut o = Out(Vec::with_capacity(size));
         o.0.extend_from_slice(&MAGIC);
         o.0.extend_from_slice(&VERSION.to_le_bytes());
@@ -180,10 +182,13 @@ impl Index {
             o.u64(hi);
             o.loc(l);
         }
-        let mut journal = Vec::new();
-        self.journal.encode(&mut journal);
-        o.u64(journal.len() as u64);
-        o.0.extend_from_slice(&journal);
+        // The history section goes straight into the payload (sized for it above), its
+        // length patched in after: a section of its own, then copied, would hold both at once.
+        let len_at = o.0.len();
+        o.u64(0);
+        self.journal.encode(&mut o.0);
+        let len = (o.0.len() - len_at - 8) as u64;
+        o.0[len_at..len_at + 8].copy_from_slice(&len.to_le_bytes());
         o.u64(self.sources.len() as u64);
         for (&id, (s, l)) in &self.sources {
             o.u64(id);

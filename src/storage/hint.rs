@@ -31,9 +31,9 @@ pub(crate) struct Position {
     pub segments: Vec<u32>,
 }
 
-/// Encode a whole hint file.
-pub(crate) fn encode(pos: &Position, payload: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(48 + pos.segments.len() * 4 + payload.len());
+/// The bytes of a hint file before its payload (magic through the payload's length).
+fn head(pos: &Position, payload_len: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(40 + pos.segments.len() * 4);
     b.extend_from_slice(&HINT_MAGIC);
     b.extend_from_slice(&HINT_VERSION.to_le_bytes());
     b.extend_from_slice(&0u16.to_le_bytes());
@@ -44,10 +44,25 @@ pub(crate) fn encode(pos: &Position, payload: &[u8]) -> Vec<u8> {
     for id in &pos.segments {
         b.extend_from_slice(&id.to_le_bytes());
     }
-    b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    b.extend_from_slice(&(payload_len as u64).to_le_bytes());
+    b
+}
+
+/// The CRC that ends a hint file: of every byte before it.
+fn crc(head: &[u8], payload: &[u8]) -> [u8; 4] {
+    let mut h = crc32fast::Hasher::new();
+    h.update(head);
+    h.update(payload);
+    h.finalize().to_le_bytes()
+}
+
+/// Encode a whole hint file.
+#[cfg(test)]
+pub(crate) fn encode(pos: &Position, payload: &[u8]) -> Vec<u8> {
+    let mut b = head(pos, payload.len());
+    let crc = crc(&b, payload);
     b.extend_from_slice(payload);
-    let crc = crc32fast::hash(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
+    b.extend_from_slice(&crc);
     b
 }
 
@@ -109,9 +124,17 @@ pub(crate) fn write(io: &dyn Io, dir: &Path, pos: &Position, payload: &[u8]) -> 
     let tmp = dir.join(HINT_TMP);
     let fin = dir.join(HINT);
     let _ = io.remove(&tmp);
-    let bytes = encode(pos, payload);
+    // Written in three parts, not copied into one buffer: the payload is the size of the
+    // index (tens of MB for a million profiles), and a copy would double the peak memory of
+    // every hint write.
+    let head = head(pos, payload.len());
+    let crc = crc(&head, payload);
     let f = io.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    write_all_at(f.as_ref(), 0, &bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    let mut at = 0u64;
+    for part in [&head[..], payload, &crc[..]] {
+        write_all_at(f.as_ref(), at, part).map_err(|e| Error::io("write", &tmp, e))?;
+        at += part.len() as u64;
+    }
     f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
     drop(f);
     io.rename(&tmp, &fin)
