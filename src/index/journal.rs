@@ -16,10 +16,100 @@ use crate::storage::Location;
 /// once), so reading the snapshot back allocates nothing for them.
 type Steps = smallvec::SmallVec<[(i64, Location); 1]>;
 
+/// Profile key -> its steps. Keys are handed out from 0 up, so most live in a vector indexed
+/// by key (no hashing, and a snapshot reads back into it in one sequential pass); a key far
+/// beyond the vector's end (only a damaged log could hold one) goes to a map instead, so no
+/// key can make the vector huge.
+#[derive(Debug, Clone, Default)]
+struct ByKey {
+    dense: Vec<Steps>,
+    sparse: HashMap<u64, Steps>,
+    /// Keys with at least one step.
+    keys: usize,
+}
+
+/// How far past the vector's end a key may be and still grow it.
+const DENSE_SLACK: u64 = 1 << 20;
+
+impl ByKey {
+    // A key lives in the map if it is there (it went there while beyond the vector's end,
+    // and stays even once the vector grows past it), else in the vector.
+    fn get(&self, key: u64) -> Option<&Steps> {
+        if let Some(list) = self.sparse.get(&key) {
+            return Some(list);
+        }
+        usize::try_from(key).ok().and_then(|k| self.dense.get(k))
+    }
+
+    fn get_mut(&mut self, key: u64) -> Option<&mut Steps> {
+        if self.sparse.contains_key(&key) {
+            return self.sparse.get_mut(&key);
+        }
+        usize::try_from(key)
+            .ok()
+            .and_then(|k| self.dense.get_mut(k))
+    }
+
+    /// The list of `key`, created empty if missing; the caller adds at least one step
+    /// (counted here).
+    fn list(&mut self, key: u64) -> &mut Steps {
+        let list = if key < self.dense.len() as u64 + DENSE_SLACK && !self.sparse.contains_key(&key)
+        {
+            let k = key as usize;
+            if self.dense.len() <= k {
+                self.dense.resize(k + 1, Steps::new());
+            }
+            &mut self.dense[k]
+        } else {
+            self.sparse.entry(key).or_default()
+        };
+        if list.is_empty() {
+            self.keys += 1;
+        }
+        list
+    }
+
+    /// Keep in each list the steps `keep` says, and forget lists left empty.
+    fn retain(&mut self, mut keep: impl FnMut(&(i64, Location)) -> bool) {
+        for list in &mut self.dense {
+            list.retain(|s| keep(s));
+        }
+        self.sparse.retain(|_, list| {
+            list.retain(|s| keep(s));
+            !list.is_empty()
+        });
+        self.keys = self.iter().count();
+    }
+
+    /// Every key with steps, and its steps.
+    fn iter(&self) -> impl Iterator<Item = (u64, &Steps)> {
+        let dense = self.dense.iter().enumerate().map(|(k, l)| (k as u64, l));
+        dense
+            .chain(self.sparse.iter().map(|(&k, l)| (k, l)))
+            .filter(|(_, l)| !l.is_empty())
+    }
+
+    /// Heap bytes: the vector, the map's slots and every list spilled to the heap.
+    fn heap_bytes(&self) -> usize {
+        let step = std::mem::size_of::<(i64, Location)>();
+        let spilled = |v: &Steps| {
+            if v.spilled() {
+                v.capacity() * step + 16
+            } else {
+                0
+            }
+        };
+        self.dense.capacity() * std::mem::size_of::<Steps>()
+            + self.sparse.capacity() * (std::mem::size_of::<(u64, Steps)>() + 1)
+            + self.dense.iter().map(spilled).sum::<usize>()
+            + self.sparse.values().map(spilled).sum::<usize>()
+    }
+}
+
 /// Steps of every profile that has any, and the journal clock.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Journal {
-    steps: HashMap<u64, Steps>,
+    steps: ByKey,
     /// Newest arrival time handed out or replayed (microseconds since the epoch).
     clock: i64,
     /// Retention window in microseconds; 0 = history off.
@@ -52,7 +142,7 @@ impl Journal {
     /// A step appended (or replayed) at `at`.
     pub fn push(&mut self, key: u64, arrival: i64, at: Location) {
         self.clock = self.clock.max(arrival);
-        let list = self.steps.entry(key).or_default();
+        let list = self.steps.list(key);
         // Replay and the write path both append in log order; keep the list sorted anyway.
         let i = list.partition_point(|s| s.0 <= arrival);
         list.insert(i, (arrival, at));
@@ -60,7 +150,7 @@ impl Journal {
 
     /// A profile's steps, oldest first.
     pub fn steps(&self, key: u64) -> &[(i64, Location)] {
-        self.steps.get(&key).map_or(&[], |v| v.as_slice())
+        self.steps.get(key).map_or(&[], |v| v.as_slice())
     }
 
     /// Whether the step of `key` at `at`, applied at `arrival`, is kept (the caller checks that
@@ -86,7 +176,7 @@ impl Journal {
             by_key.entry(key).or_default().insert(old, new);
         }
         for (key, map) in by_key {
-            if let Some(list) = self.steps.get_mut(&key) {
+            if let Some(list) = self.steps.get_mut(key) {
                 for s in list.iter_mut() {
                     if let Some(&new) = map.get(&s.1) {
                         s.1 = new;
@@ -98,44 +188,31 @@ impl Journal {
 
     /// After a compaction switched: forget the steps left in its input segments (dropped).
     pub fn forget_segments(&mut self, inputs: &[u32]) {
-        self.steps.retain(|_, list| {
-            list.retain(|s| inputs.binary_search(&s.1.segment).is_err());
-            !list.is_empty()
-        });
+        self.steps
+            .retain(|s| inputs.binary_search(&s.1.segment).is_err());
     }
 
     /// Steps listed.
     pub fn len(&self) -> usize {
-        self.steps.values().map(|v| v.len()).sum()
+        self.steps.iter().map(|(_, v)| v.len()).sum()
     }
 
-    /// Heap bytes (capacity of each list, a map slot each, allocator overhead).
+    /// Heap bytes (the key vector, map slots, lists spilled to the heap).
     pub fn heap_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(u64, Steps)>() + 1;
-        let step = std::mem::size_of::<(i64, Location)>();
-        self.steps
-            .values()
-            .map(|v| {
-                slot + if v.spilled() {
-                    v.capacity() * step + 16
-                } else {
-                    0
-                }
-            })
-            .sum::<usize>()
+        self.steps.heap_bytes()
     }
 
     /// Bytes [`Journal::encode`] writes for the steps (the guard's part not included).
     pub fn encoded_steps_len(&self) -> usize {
-        16 + self.steps.len() * 12 + self.len() * 20
+        16 + self.steps.keys * 12 + self.len() * 20
     }
 
     /// The section of the index snapshot (docs/format.md, "Index snapshot"): clock i64, key
     /// count u64, then per key `key u64, n u32, n x (arrival i64, loc)`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.clock.to_le_bytes());
-        out.extend_from_slice(&(self.steps.len() as u64).to_le_bytes());
-        for (key, list) in &self.steps {
+        out.extend_from_slice(&(self.steps.keys as u64).to_le_bytes());
+        for (key, list) in self.steps.iter() {
             out.extend_from_slice(&key.to_le_bytes());
             out.extend_from_slice(&(list.len() as u32).to_le_bytes());
             for (a, l) in list {
@@ -172,7 +249,10 @@ impl Journal {
         if keys.saturating_mul(12) > b.len() as u64 {
             return Err(fail(16, "key count exceeds the section"));
         }
-        let mut steps = HashMap::with_capacity_and_hasher(keys as usize, Default::default());
+        let mut steps = ByKey {
+            dense: Vec::with_capacity(keys as usize),
+            ..ByKey::default()
+        };
         for _ in 0..keys {
             let key = u64_of(take(8)?);
             let n = u32_of(take(4)?) as usize;
@@ -193,7 +273,11 @@ impl Journal {
             if list.windows(2).any(|w| w[0].0 > w[1].0) {
                 return Err(fail(0, "steps out of order"));
             }
-            steps.insert(key, list);
+            let slot = steps.list(key);
+            if list.is_empty() || !slot.is_empty() {
+                return Err(fail(0, "a key without steps, or twice"));
+            }
+            *slot = list;
         }
         let guard = Guard::decode(b, &mut at).ok_or_else(|| fail(at, "damaged guard section"))?;
         if at != b.len() {
@@ -235,6 +319,44 @@ mod tests {
         let mut big = b.clone();
         big[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(Journal::decode(&big).is_err());
+    }
+
+    /// Keys far beyond the vector go to the map and stay found there when the vector grows
+    /// past them; the key count and the snapshot see both.
+    #[test]
+    fn far_keys_live_in_the_map_and_round_trip() {
+        let mut j = Journal::default();
+        let l = |o| Location {
+            segment: 1,
+            offset: o,
+            len: 9,
+        };
+        let far = 3 * DENSE_SLACK;
+        j.push(far, 1, l(32));
+        j.push(u64::MAX, 2, l(64));
+        j.push(0, 3, l(96));
+        assert_eq!(j.steps.dense.len(), 1, "a far key does not grow the vector");
+        // Grow the vector past `far` with near keys, one slack at a time.
+        for k in (1..=far + 1).step_by(DENSE_SLACK as usize / 2) {
+            j.push(k, 4, l(128));
+        }
+        assert!(
+            j.steps.dense.len() as u64 > far,
+            "the vector grew past the far key"
+        );
+        j.push(far, 5, l(160));
+        assert_eq!(j.steps(far), &[(1, l(32)), (5, l(160))]);
+        assert_eq!(j.steps(u64::MAX), &[(2, l(64))]);
+        let keys = j.steps.iter().count();
+        assert_eq!(j.steps.keys, keys);
+        let mut b = Vec::new();
+        j.encode(&mut b);
+        let back = Journal::decode(&b).unwrap();
+        assert_eq!(back.steps.keys, keys);
+        for (k, list) in j.steps.iter() {
+            assert_eq!(back.steps(k), list.as_slice());
+        }
+        assert_eq!(back.len(), j.len());
     }
 
     #[test]
