@@ -351,12 +351,12 @@ impl Index {
     /// Move the journal's entries (history steps, guard entries) a compaction relocated, in
     /// one pass: `(kind, id, old, new)` as `Index::relocate` takes them one by one.
     pub fn relocate_journal(&mut self, moved: &[(u8, u64, Location, Location)]) {
-        let steps: Vec<(u64, Location, Location)> = moved
+        let mut steps: Vec<(u64, Location, Location)> = moved
             .iter()
             .filter(|m| m.0 == EntryKind::History.byte())
             .map(|&(_, id, old, new)| (id, old, new))
             .collect();
-        self.journal.relocate_all(&steps);
+        self.journal.relocate_all(&mut steps);
         let guard: HashMap<Location, Location> = moved
             .iter()
             .filter(|m| m.0 == EntryKind::GuardLink.byte() || m.0 == EntryKind::Quarantine.byte())

@@ -168,19 +168,22 @@ impl Journal {
             .any(|s| s.1 == at)
     }
 
-    /// Steps moved by compaction, all at once (one pass over the lists, whatever their
-    /// lengths): `(key, old, new)` each.
-    pub fn relocate_all(&mut self, moved: &[(u64, Location, Location)]) {
-        let mut by_key: HashMap<u64, HashMap<Location, Location>> = HashMap::default();
-        for &(key, old, new) in moved {
-            by_key.entry(key).or_default().insert(old, new);
-        }
-        for (key, map) in by_key {
-            if let Some(list) = self.steps.get_mut(key) {
-                for s in list.iter_mut() {
-                    if let Some(&new) = map.get(&s.1) {
-                        s.1 = new;
-                    }
+    /// Steps moved by compaction, all at once: `(key, old, new)` each, sorted here by key and
+    /// old place so that each profile's list is walked once against its own moves (binary
+    /// search), with no map built: a compaction of a store with history moves about one step
+    /// per call it kept, and maps of them were the largest allocation of its switch.
+    pub fn relocate_all(&mut self, moved: &mut [(u64, Location, Location)]) {
+        let place = |l: &Location| (l.segment, l.offset);
+        moved.sort_unstable_by_key(|m| (m.0, place(&m.1)));
+        for group in moved.chunk_by(|a, b| a.0 == b.0) {
+            let Some(list) = self.steps.get_mut(group[0].0) else {
+                continue;
+            };
+            for s in list.iter_mut() {
+                if let Ok(i) = group.binary_search_by_key(&place(&s.1), |m| place(&m.1))
+                    && group[i].1 == s.1
+                {
+                    s.1 = group[i].2;
                 }
             }
         }
@@ -359,6 +362,43 @@ mod tests {
         assert_eq!(back.len(), j.len());
     }
 
+    /// Many moves per profile, in any order, a step that did not move, and a move of a key
+    /// with no steps: each step lands where its own move says.
+    #[test]
+    fn moves_apply_to_their_own_steps_only() {
+        let mut j = Journal::default();
+        let at = |s, o| Location {
+            segment: s,
+            offset: o,
+            len: 1,
+        };
+        for i in 0..40u32 {
+            j.push(u64::from(i % 3), i64::from(i), at(1 + i % 2, 32 * i));
+        }
+        let before: Vec<Vec<(i64, Location)>> = (0..3).map(|k| j.steps(k).to_vec()).collect();
+        // Every step but the first of key 0 moves to segment 9 at 1000 + its offset.
+        let mut moved: Vec<(u64, Location, Location)> = (0..3u64)
+            .flat_map(|k| before[k as usize].iter().map(move |s| (k, s.1)))
+            .filter(|&(k, l)| !(k == 0 && l == before[0][0].1))
+            .map(|(k, l)| (k, l, at(9, 1000 + l.offset)))
+            .rev()
+            .collect();
+        moved.push((7, at(1, 0), at(9, 0)));
+        j.relocate_all(&mut moved);
+        for k in 0..3u64 {
+            let want: Vec<(i64, Location)> = before[k as usize]
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match (k, i) {
+                    (0, 0) => *s,
+                    _ => (s.0, at(9, 1000 + s.1.offset)),
+                })
+                .collect();
+            assert_eq!(j.steps(k), want.as_slice(), "key {k}");
+        }
+        assert!(j.steps(7).is_empty());
+    }
+
     #[test]
     fn compaction_inputs_forget_their_steps() {
         let mut j = Journal::default();
@@ -372,7 +412,7 @@ mod tests {
         j.push(1, 200, at(2, 32));
         assert!(j.keeps(1, 200, at(2, 32), 300));
         assert!(!j.keeps(1, 100, at(1, 32), 100 + 10_000_001));
-        j.relocate_all(&[(1, at(2, 32), at(3, 32))]);
+        j.relocate_all(&mut [(1, at(2, 32), at(3, 32))]);
         j.forget_segments(&[1, 2]);
         assert_eq!(j.steps(1), &[(200, at(3, 32))]);
     }
