@@ -1087,11 +1087,11 @@ impl Inner {
             let mut index = self.index.write();
             let mut cache = self.cache.lock();
             cache.compacting.clear();
-            let relocations = self.store.commit_compaction(prepared)?;
+            let mut relocations = self.store.commit_compaction(prepared)?;
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
-            index.relocate_journal(&relocations.moved);
+            index.relocate_journal(&mut relocations.moved);
             index.journal.forget_segments(&inputs);
             index.journal.guard.forget_segments(&inputs);
             cache.relocate(&relocations.moved, &inputs);

@@ -349,14 +349,15 @@ impl Index {
     }
 
     /// Move the journal's entries (history steps, guard entries) a compaction relocated, in
-    /// one pass: `(kind, id, old, new)` as `Index::relocate` takes them one by one.
-    pub fn relocate_journal(&mut self, moved: &[(u8, u64, Location, Location)]) {
-        let mut steps: Vec<(u64, Location, Location)> = moved
-            .iter()
-            .filter(|m| m.0 == EntryKind::History.byte())
-            .map(|&(_, id, old, new)| (id, old, new))
-            .collect();
-        self.journal.relocate_all(&mut steps);
+    /// one pass: `(kind, id, old, new)` as `Index::relocate` takes them one by one. Sorts
+    /// `moved` (by kind, id and old place; nothing else depends on its order) so that the
+    /// steps are one run, without a copy of them.
+    pub fn relocate_journal(&mut self, moved: &mut [(u8, u64, Location, Location)]) {
+        moved.sort_unstable_by_key(|m| (m.0, m.1, m.2.segment, m.2.offset));
+        let history = EntryKind::History.byte();
+        let from = moved.partition_point(|m| m.0 < history);
+        let to = moved.partition_point(|m| m.0 <= history);
+        self.journal.relocate_all(&moved[from..to]);
         let guard: HashMap<Location, Location> = moved
             .iter()
             .filter(|m| m.0 == EntryKind::GuardLink.byte() || m.0 == EntryKind::Quarantine.byte())

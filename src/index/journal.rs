@@ -168,22 +168,22 @@ impl Journal {
             .any(|s| s.1 == at)
     }
 
-    /// Steps moved by compaction, all at once: `(key, old, new)` each, sorted here by key and
-    /// old place so that each profile's list is walked once against its own moves (binary
-    /// search), with no map built: a compaction of a store with history moves about one step
-    /// per call it kept, and maps of them were the largest allocation of its switch.
-    pub fn relocate_all(&mut self, moved: &mut [(u64, Location, Location)]) {
+    /// Steps moved by compaction, all at once: `(kind, key, old, new)` each, sorted by key and
+    /// old place ([`super::Index::relocate_journal`] sorts them), so that each profile's list
+    /// is walked once against its own moves (binary search), with no map built: a compaction
+    /// of a store with history moves about one step per call it kept, and maps of them were
+    /// the largest allocation of its switch.
+    pub fn relocate_all(&mut self, moved: &[(u8, u64, Location, Location)]) {
         let place = |l: &Location| (l.segment, l.offset);
-        moved.sort_unstable_by_key(|m| (m.0, place(&m.1)));
-        for group in moved.chunk_by(|a, b| a.0 == b.0) {
-            let Some(list) = self.steps.get_mut(group[0].0) else {
+        for group in moved.chunk_by(|a, b| a.1 == b.1) {
+            let Some(list) = self.steps.get_mut(group[0].1) else {
                 continue;
             };
             for s in list.iter_mut() {
-                if let Ok(i) = group.binary_search_by_key(&place(&s.1), |m| place(&m.1))
-                    && group[i].1 == s.1
+                if let Ok(i) = group.binary_search_by_key(&place(&s.1), |m| place(&m.2))
+                    && group[i].2 == s.1
                 {
-                    s.1 = group[i].2;
+                    s.1 = group[i].3;
                 }
             }
         }
@@ -377,14 +377,16 @@ mod tests {
         }
         let before: Vec<Vec<(i64, Location)>> = (0..3).map(|k| j.steps(k).to_vec()).collect();
         // Every step but the first of key 0 moves to segment 9 at 1000 + its offset.
-        let mut moved: Vec<(u64, Location, Location)> = (0..3u64)
+        let mut moved: Vec<(u8, u64, Location, Location)> = (0..3u64)
             .flat_map(|k| before[k as usize].iter().map(move |s| (k, s.1)))
             .filter(|&(k, l)| !(k == 0 && l == before[0][0].1))
-            .map(|(k, l)| (k, l, at(9, 1000 + l.offset)))
+            .map(|(k, l)| (20, k, l, at(9, 1000 + l.offset)))
             .rev()
             .collect();
-        moved.push((7, at(1, 0), at(9, 0)));
-        j.relocate_all(&mut moved);
+        moved.push((20, 7, at(1, 0), at(9, 0)));
+        // In the order `Index::relocate_journal` hands them over.
+        moved.sort_unstable_by_key(|m| (m.1, m.2.segment, m.2.offset));
+        j.relocate_all(&moved);
         for k in 0..3u64 {
             let want: Vec<(i64, Location)> = before[k as usize]
                 .iter()
@@ -412,7 +414,7 @@ mod tests {
         j.push(1, 200, at(2, 32));
         assert!(j.keeps(1, 200, at(2, 32), 300));
         assert!(!j.keeps(1, 100, at(1, 32), 100 + 10_000_001));
-        j.relocate_all(&mut [(1, at(2, 32), at(3, 32))]);
+        j.relocate_all(&[(20, 1, at(2, 32), at(3, 32))]);
         j.forget_segments(&[1, 2]);
         assert_eq!(j.steps(1), &[(200, at(3, 32))]);
     }
