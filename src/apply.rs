@@ -112,6 +112,8 @@ pub(crate) struct ProfileCache {
     /// Segments a running compaction is rewriting (sorted): no delta may link into them, since
     /// the compaction drops every record of a chain but its newest (which it folds).
     pub compacting: Vec<u32>,
+    /// Profile records written, by form and reason (`Stats::profile_records`).
+    pub records: crate::db::RecordCounts,
     /// Loads of a profile that found it here, and loads that read it from the log.
     pub hits: u64,
     /// See `hits`.
@@ -137,6 +139,7 @@ impl ProfileCache {
             bytes: 0,
             budget,
             compacting: Vec::new(),
+            records: Default::default(),
             hits: 0,
             misses: 0,
         }
@@ -583,15 +586,25 @@ impl<'a> Builder<'a> {
     }
 
     /// Whether a profile whose newest record is `head` gets a delta (else a full record).
-    fn delta_link(&self, head: Option<(Location, u32)>) -> Option<Link> {
-        let (prev, depth) = head?;
+    /// The link of a delta record after `head` (the profile's newest record and its chain
+    /// depth), or `None` when the call must write a full record; counted either way.
+    fn delta_link(&mut self, head: Option<(Location, u32)>) -> Option<Link> {
+        let records = &mut self.cache.records;
+        let Some((prev, depth)) = head else {
+            records.full_whole += 1;
+            return None;
+        };
         // A chain holds at most `chain_limit` records: one full and `chain_limit - 1` deltas.
         let depth = depth + 1;
-        if depth + 1 > self.options.chain_limit
-            || self.cache.compacting.binary_search(&prev.segment).is_ok()
-        {
+        if depth + 1 > self.options.chain_limit {
+            records.full_chain_limit += 1;
             return None;
         }
+        if self.cache.compacting.binary_search(&prev.segment).is_ok() {
+            records.full_during_compaction += 1;
+            return None;
+        }
+        records.deltas += 1;
         Some(Link { prev, depth })
     }
 
@@ -645,6 +658,7 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let link = if work.full {
+                self.cache.records.full_whole += 1;
                 None
             } else {
                 self.delta_link(work.head)

@@ -338,3 +338,37 @@ fn options_bound_the_chain() {
         ));
     }
 }
+
+/// `Stats::profile_records` counts each record a call writes by form and reason: a creation
+/// writes a full record, the next calls deltas until the chain holds `chain_limit` records,
+/// then a full record again; a merge rewrites the survivor whole.
+#[test]
+fn records_written_are_counted_by_form_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(4, 1 << 20)).unwrap();
+    let set = |user: &str, i: u32| {
+        let m = json!({"type": "identify", "userId": user, "traits": {"n": i}});
+        db.apply(&Message::from_json(&m).unwrap()).unwrap();
+    };
+    for i in 0..9 {
+        set("u1", i);
+    }
+    // full, 3 deltas (a chain of 4 records), full, 3 deltas, full.
+    let r = db.stats().profile_records;
+    assert_eq!(
+        (
+            r.full_whole,
+            r.deltas,
+            r.full_chain_limit,
+            r.full_during_compaction
+        ),
+        (1, 6, 2, 0)
+    );
+    let m = json!({"type": "identify", "anonymousId": "a1", "traits": {"x": 1}});
+    db.apply(&Message::from_json(&m).unwrap()).unwrap();
+    let m = json!({"type": "identify", "userId": "u1", "anonymousId": "a1"});
+    db.apply(&Message::from_json(&m).unwrap()).unwrap();
+    let r = db.stats().profile_records;
+    // The anonymous profile's creation and the survivor rewritten whole by the merge.
+    assert_eq!((r.full_whole, r.deltas), (3, 6));
+}

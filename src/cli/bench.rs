@@ -110,6 +110,8 @@ pub struct Report {
     /// Share of profile loads by the writers that found the profile in the writer cache
     /// (the rest read and decoded its records from the log).
     pub cache_hit_rate: f64,
+    /// Profile records the load wrote, by form and reason.
+    pub records: profiledb::RecordCounts,
     /// The same after the reopen (the index as the hint rebuilds it, sized once).
     pub reopened_index_bytes_per_profile: f64,
     /// Bytes of the messageId dedupe window.
@@ -345,6 +347,7 @@ fn run(
         reopen_full_scan_seconds,
         profiles: compacted.profiles,
         index_bytes_per_profile: compacted.index_bytes_per_profile,
+        records: loaded.profile_records,
         cache_hit_rate: loaded.profile_cache_hits as f64
             / (loaded.profile_cache_hits + loaded.profile_cache_misses).max(1) as f64,
         reopened_index_bytes_per_profile: reopened_stats.index_bytes_per_profile,
@@ -430,6 +433,13 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
         out,
         "  writer cache    {:.1} % of profile loads hit",
         100.0 * r.cache_hit_rate
+    )?;
+    let rc = r.records;
+    writeln!(
+        out,
+        "  records         {} deltas; full: {} new or rewritten whole, {} at the chain limit, \
+         {} while a compaction ran",
+        rc.deltas, rc.full_whole, rc.full_chain_limit, rc.full_during_compaction
     )?;
     writeln!(
         out,
