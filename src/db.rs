@@ -1069,7 +1069,12 @@ impl Inner {
             self.cache.lock().compacting = inputs.clone();
             inputs
         };
-        let prepared = self.store.prepare_compaction_of(&inputs, &mut |e| {
+        // Nearly every entry the compaction keeps is a profile's record or a history step.
+        let moves = {
+            let index = self.index.read();
+            (index.profile_count() + index.journal.len()) * 9 / 8 + 1024
+        };
+        let prepared = self.store.prepare_compaction_of(&inputs, moves, &mut |e| {
             let index = self.read_index_spinning();
             if !index.is_live(e) {
                 return Ok(CopyAs::Drop);

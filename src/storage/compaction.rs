@@ -255,6 +255,7 @@ pub(crate) fn begin(shared: &Shared) -> Result<Vec<u32>> {
 pub(crate) fn prepare(
     shared: &Shared,
     ids: &[u32],
+    moves: usize,
     copy_as: &mut dyn FnMut(&StoredEntry<'_>) -> Result<CopyAs>,
 ) -> Result<Option<Prepared>> {
     let _c = shared.compaction.lock();
@@ -289,7 +290,7 @@ pub(crate) fn prepare(
         outputs: Vec::new(),
         written: 0,
     };
-    let mut moved = Vec::new();
+    let mut moved = Vec::with_capacity(moves);
     let mut held = Held::default();
     let result = (|| -> Result<()> {
         for seg in &inputs {
@@ -636,7 +637,7 @@ mod tests {
 
         let inputs = store.begin_compaction().unwrap();
         let prepared = store
-            .prepare_compaction_of(&inputs, &mut |e| {
+            .prepare_compaction_of(&inputs, 0, &mut |e| {
                 Ok(match e.kind {
                     6 => CopyAs::Pack {
                         kind: 10,

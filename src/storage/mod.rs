@@ -299,7 +299,7 @@ impl Store {
         is_live: &mut dyn FnMut(&StoredEntry<'_>) -> bool,
     ) -> Result<Option<PreparedCompaction>> {
         let inputs = self.begin_compaction()?;
-        self.prepare_compaction_of(&inputs, &mut |e| {
+        self.prepare_compaction_of(&inputs, 0, &mut |e| {
             Ok(if is_live(e) {
                 CopyAs::Keep
             } else {
@@ -320,13 +320,19 @@ impl Store {
     /// Second half: copy the entries of the sealed segments `inputs` (from
     /// [`Store::begin_compaction`]) that `copy_as` keeps or replaces into new files (synced,
     /// not yet visible). An error from `copy_as` ends the compaction with that error.
+    /// `moves` is the layer above's guess of how many entries will be copied (the length of
+    /// [`Relocations::moved`]): the list is sized once instead of growing by doubling, which
+    /// would hold two copies of it at the moment it grows.
     pub fn prepare_compaction_of(
         &self,
         inputs: &[u32],
+        moves: usize,
         copy_as: &mut dyn FnMut(&StoredEntry<'_>) -> Result<CopyAs>,
     ) -> Result<Option<PreparedCompaction>> {
-        Ok(compaction::prepare(&self.inner.shared, inputs, copy_as)?
-            .map(|inner| PreparedCompaction { inner }))
+        Ok(
+            compaction::prepare(&self.inner.shared, inputs, moves, copy_as)?
+                .map(|inner| PreparedCompaction { inner }),
+        )
     }
 
     /// The path of segment `id` (for error messages of the layers above).
