@@ -14,11 +14,11 @@ use crate::types::state::{PropState, Stamp};
 use crate::types::value::{CompactString, Timestamp, Value};
 
 /// First byte of a delta record's data. A full record begins with [`FULL_TAG`], or with 0 or
-/// 1 (the option tag of its user id) in the layout of revisions 1-3, so a record read by
+/// 1 (the option tag of its user id) in the layout of revisions 1-4, so a record read by
 /// location alone tells which it is.
 pub(crate) const DELTA_TAG: u8 = 2;
 
-/// First byte of a full record in the compact layout (revision 4; docs/format.md).
+/// First byte of a full record in the compact layout (revision 5; docs/format.md).
 pub(crate) const FULL_TAG: u8 = 3;
 
 /// Most deltas a chain may hold whatever the options say (bounds the work of a damaged
@@ -148,7 +148,7 @@ fn ids(r: &mut Reader<'_>) -> Decoded<Ids> {
     })
 }
 
-/// Append a full record's bytes to `out`: the compact layout (revision 4, [`FULL_TAG`]).
+/// Append a full record's bytes to `out`: the compact layout (revision 5, [`FULL_TAG`]).
 pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>) {
     out.push(FULL_TAG);
     rec.ids.put(out);
@@ -186,7 +186,7 @@ fn shaped_props(
     Ok(props)
 }
 
-/// The properties of a full record of revisions 1-3 (sorted by name number, each name once,
+/// The properties of a full record of revisions 1-4 (sorted by name number, each name once,
 /// states as [`put_state`] writes them), but for the names in `known` (sorted), which are checked
 /// and stepped over (a newer record of the chain holds their state).
 fn props(r: &mut Reader<'_>, table: &StampTable, known: &[u32]) -> Decoded<Vec<(u32, PropState)>> {
@@ -674,7 +674,7 @@ mod tests {
         out
     }
 
-    /// The encoder of the full record layout of revisions 1-3 (what earlier versions wrote;
+    /// The encoder of the full record layout of revisions 1-4 (what earlier versions wrote;
     /// kept here only, to prove that such records still decode): identifiers, times, the
     /// stamp table whole, each property's name number and [`put_state`].
     fn encode_old(rec: &ProfileRecord) -> Vec<u8> {
@@ -1109,7 +1109,7 @@ mod tests {
             prop_assert_eq!(full_but(&bytes, &known).unwrap(), without(&rec, &known));
         }
 
-        /// Records in the layout of revisions 1-3 decode to the same record as the compact
+        /// Records in the layout of revisions 1-4 decode to the same record as the compact
         /// layout, whole, identifiers alone, and with names stepped over.
         #[test]
         fn old_layout_records_decode_to_the_same_record(

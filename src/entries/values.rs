@@ -361,7 +361,7 @@ fn each_stamp(p: &PropState, mut f: impl FnMut(Stamp)) {
 }
 
 /// Write a property state with its stamps as indexes into `table` (delta records, history
-/// steps, and full records of revisions 1-3): three option tags, then what each holds.
+/// steps, and full records of revisions 1-4): three option tags, then what each holds.
 pub(crate) fn put_state(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
     match &p.lww {
         None => out.push(0),
