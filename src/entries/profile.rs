@@ -7,7 +7,7 @@ use super::values::{
     StampTable, put_shaped_state, put_stamp, put_state, shaped_state, skip_shaped_state,
     skip_state, skip_value, stamp, state, value,
 };
-use super::wire::{Decoded, Names, Reader, Wire, put_u64};
+use super::wire::{Decoded, Names, Reader, Wire, put_i128, put_u64};
 use crate::storage::Location;
 pub(crate) use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
@@ -153,7 +153,12 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>) {
     out.push(FULL_TAG);
     rec.ids.put(out);
     rec.first_seen.put(out);
-    rec.updated_at.put(out);
+    // updated_at as its distance from first_seen (a few bytes, not 9): any two i64 differ by
+    // less than 2^65, so the difference fits an i128.
+    put_i128(
+        out,
+        i128::from(rec.updated_at.0) - i128::from(rec.first_seen.0),
+    );
     let table = StampTable::of(rec.props.iter().map(|(_, p)| p));
     table.put_deltas(out);
     put_u64(out, rec.props.len() as u64);
@@ -228,13 +233,18 @@ pub(crate) fn full_but(bytes: &[u8], known: &[u32]) -> Decoded<ProfileRecord> {
     };
     let ids = ids(&mut r)?;
     let first_seen = Timestamp(r.i64()?);
-    let updated_at = Timestamp(r.i64()?);
-    let props = if compact {
+    let (updated_at, props) = if compact {
+        let d = r.i128()?;
+        let updated_at = i128::from(first_seen.0)
+            .checked_add(d)
+            .and_then(|t| i64::try_from(t).ok())
+            .ok_or_else(|| r.error("updated_at beyond 64 bits"))?;
         let table = StampTable::read_deltas(&mut r)?;
-        shaped_props(&mut r, &table, known)?
+        (Timestamp(updated_at), shaped_props(&mut r, &table, known)?)
     } else {
+        let updated_at = Timestamp(r.i64()?);
         let table = StampTable::read(&mut r)?;
-        props(&mut r, &table, known)?
+        (updated_at, props(&mut r, &table, known)?)
     };
     r.finish()?;
     Ok(ProfileRecord {
@@ -899,6 +909,25 @@ mod tests {
         let mut b = compact(&ONE_STAMP);
         b.extend_from_slice(&[200, 0, 0]);
         assert!(err(&b, &[]).reason.contains("sequence length"));
+    }
+
+    #[test]
+    fn updated_at_past_64_bits_is_a_decode_error() {
+        // first_seen i64::MAX (zigzag u64::MAX - 1), updated_at 1 later (zigzag 2).
+        let mut b = vec![FULL_TAG, 0, 0, 0, 0, 253];
+        b.extend_from_slice(&(u64::MAX - 1).to_le_bytes());
+        b.extend_from_slice(&[2, 0, 0]);
+        let e = full(&b).unwrap_err();
+        assert_eq!((e.reason, e.at), ("updated_at beyond 64 bits", 15));
+        // 0 later decodes; and far below i64::MIN (delta -2^64 - 1) does not.
+        let at = b.len() - 3;
+        b[at] = 0;
+        assert_eq!(full(&b).unwrap().updated_at, Timestamp(i64::MAX));
+        b.truncate(at);
+        b.push(254);
+        b.extend_from_slice(&((1u128 << 65) + 1).to_le_bytes());
+        b.extend_from_slice(&[0, 0]);
+        assert_eq!(full(&b).unwrap_err().reason, "updated_at beyond 64 bits");
     }
 
     #[test]
