@@ -17,7 +17,7 @@
 
 use super::profile::{self, Ids, ProfileRecord};
 use super::values::{StampTable, put_state, stamp, state};
-use super::wire::{DecodeError, Decoded, Reader, Wire, put_i64, put_u64};
+use super::wire::{DecodeError, Decoded, Names, Reader, Wire, put_i64, put_u64};
 use crate::error::{Error, Result};
 use crate::types::state::{PropState, Stamp};
 use crate::types::value::Timestamp;
@@ -208,17 +208,9 @@ pub(crate) fn encode(arrival: i64, body: &Body, after: &Ids) -> Vec<u8> {
     let table = StampTable::starting_with(first, body.props.iter().filter_map(|p| p.1.as_ref()));
     put_u64(&mut out, body.props.len() as u64);
     table.put_from(1, &mut out);
-    let mut prev = 0u32;
-    for (i, (name, st)) in body.props.iter().enumerate() {
-        put_u64(
-            &mut out,
-            u64::from(if i == 0 {
-                *name
-            } else {
-                name.wrapping_sub(prev)
-            }),
-        );
-        prev = *name;
+    let mut names = Names::default();
+    for (name, st) in &body.props {
+        names.put(&mut out, *name);
         match st {
             None => out.push(0),
             Some(s) => {
@@ -354,18 +346,9 @@ fn body(r: &mut Reader<'_>) -> std::result::Result<Body, (&'static str, DecodeEr
     }
     let table = StampTable::from_stamps(stamps);
     let mut props = Vec::with_capacity(n);
-    let mut prev = 0u32;
-    for i in 0..n {
-        let gap = field("property name", r.u32())?;
-        let name = if i == 0 {
-            gap
-        } else if gap == 0 {
-            return Err(("property name", r.error("property names out of order")));
-        } else {
-            prev.checked_add(gap)
-                .ok_or(("property name", r.error("property name beyond 32 bits")))?
-        };
-        prev = name;
+    let mut names = Names::default();
+    for _ in 0..n {
+        let name = field("property name", names.read(r))?;
         let st = if field("property state", r.some())? {
             Some(field("property state", state(r, &table))?)
         } else {

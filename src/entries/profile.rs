@@ -4,17 +4,22 @@
 //! record.
 
 use super::values::{
-    StampTable, put_stamp, put_state, skip_state, skip_value, stamp, state, value,
+    StampTable, put_shaped_state, put_stamp, put_state, shaped_state, skip_shaped_state,
+    skip_state, skip_value, stamp, state, value,
 };
-use super::wire::{Decoded, Reader, Wire, put_u64};
+use super::wire::{Decoded, Names, Reader, Wire, put_i128, put_u64};
 use crate::storage::Location;
 pub(crate) use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
 use crate::types::value::{CompactString, Timestamp, Value};
 
-/// First byte of a delta record's data. A full record begins with 0 or 1 (the option tag of
-/// its user id), so a record read by location alone tells which it is.
+/// First byte of a delta record's data. A full record begins with [`FULL_TAG`], or with 0 or
+/// 1 (the option tag of its user id) in the layout of revisions 1-4, so a record read by
+/// location alone tells which it is.
 pub(crate) const DELTA_TAG: u8 = 2;
+
+/// First byte of a full record in the compact layout (revision 5; docs/format.md).
+pub(crate) const FULL_TAG: u8 = 3;
 
 /// Most deltas a chain may hold whatever the options say (bounds the work of a damaged
 /// record's chain walk; `Options::chain_limit` is checked against it).
@@ -143,22 +148,51 @@ fn ids(r: &mut Reader<'_>) -> Decoded<Ids> {
     })
 }
 
-/// Append a full record's bytes to `out`.
+/// Append a full record's bytes to `out`: the compact layout (revision 5, [`FULL_TAG`]).
 pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>) {
+    out.push(FULL_TAG);
     rec.ids.put(out);
     rec.first_seen.put(out);
-    rec.updated_at.put(out);
+    // updated_at as its distance from first_seen (a few bytes, not 9): any two i64 differ by
+    // less than 2^65, so the difference fits an i128.
+    put_i128(
+        out,
+        i128::from(rec.updated_at.0) - i128::from(rec.first_seen.0),
+    );
     let table = StampTable::of(rec.props.iter().map(|(_, p)| p));
-    table.put(out);
+    table.put_deltas(out);
     put_u64(out, rec.props.len() as u64);
+    let mut names = Names::default();
     for (id, p) in &rec.props {
-        id.put(out);
-        put_state(p, &table, out);
+        names.put(out, *id);
+        put_shaped_state(p, &table, out);
     }
 }
 
-/// Read property states (sorted by name number, each name once) against `table`.
-/// The properties of a full record, but for the names in `known` (sorted), which are checked
+/// The properties of a compact full record (names as gaps, states with a shape byte), but
+/// for the names in `known` (sorted), which are checked and stepped over.
+fn shaped_props(
+    r: &mut Reader<'_>,
+    table: &StampTable,
+    known: &[u32],
+) -> Decoded<Vec<(u32, PropState)>> {
+    // A name gap and a shape byte at least.
+    let n = r.len(2)?;
+    let mut props: Vec<(u32, PropState)> = Vec::with_capacity(n);
+    let mut names = Names::default();
+    for _ in 0..n {
+        let id = names.read(r)?;
+        if known.binary_search(&id).is_ok() {
+            skip_shaped_state(r, table)?;
+        } else {
+            props.push((id, shaped_state(r, table)?));
+        }
+    }
+    Ok(props)
+}
+
+/// The properties of a full record of revisions 1-4 (sorted by name number, each name once,
+/// states as [`put_state`] writes them), but for the names in `known` (sorted), which are checked
 /// and stepped over (a newer record of the chain holds their state).
 fn props(r: &mut Reader<'_>, table: &StampTable, known: &[u32]) -> Decoded<Vec<(u32, PropState)>> {
     // A state takes at least 3 bytes, its name number 1.
@@ -189,14 +223,29 @@ pub(crate) fn full(bytes: &[u8]) -> Decoded<ProfileRecord> {
 /// as [`full`] checks them, and left out.
 pub(crate) fn full_but(bytes: &[u8], known: &[u32]) -> Decoded<ProfileRecord> {
     let mut r = Reader::new(bytes);
-    if bytes.first() == Some(&DELTA_TAG) {
-        return Err(r.error("a delta record where a full record was expected"));
-    }
+    let compact = match bytes.first() {
+        Some(&DELTA_TAG) => return Err(r.error("a delta record where a full record was expected")),
+        Some(&FULL_TAG) => {
+            r.u8()?;
+            true
+        }
+        _ => false,
+    };
     let ids = ids(&mut r)?;
     let first_seen = Timestamp(r.i64()?);
-    let updated_at = Timestamp(r.i64()?);
-    let table = StampTable::read(&mut r)?;
-    let props = props(&mut r, &table, known)?;
+    let (updated_at, props) = if compact {
+        let d = r.i128()?;
+        let updated_at = i128::from(first_seen.0)
+            .checked_add(d)
+            .and_then(|t| i64::try_from(t).ok())
+            .ok_or_else(|| r.error("updated_at beyond 64 bits"))?;
+        let table = StampTable::read_deltas(&mut r)?;
+        (Timestamp(updated_at), shaped_props(&mut r, &table, known)?)
+    } else {
+        let updated_at = Timestamp(r.i64()?);
+        let table = StampTable::read(&mut r)?;
+        (updated_at, props(&mut r, &table, known)?)
+    };
     r.finish()?;
     Ok(ProfileRecord {
         ids,
@@ -206,9 +255,14 @@ pub(crate) fn full_but(bytes: &[u8], known: &[u32]) -> Decoded<ProfileRecord> {
     })
 }
 
-/// Decode the identifiers at the start of a full record (the rest is not read).
+/// Decode the identifiers at the start of a full record, of either layout (the rest is not
+/// read).
 pub(crate) fn full_ids(bytes: &[u8]) -> Decoded<Ids> {
-    ids(&mut Reader::new(bytes))
+    let mut r = Reader::new(bytes);
+    if bytes.first() == Some(&FULL_TAG) {
+        r.u8()?;
+    }
+    ids(&mut r)
 }
 
 /// What a delta record links to: the location of the profile's previous record and how many
@@ -630,6 +684,31 @@ mod tests {
         out
     }
 
+    /// The encoder of the full record layout of revisions 1-4 (what earlier versions wrote;
+    /// kept here only, to prove that such records still decode): identifiers, times, the
+    /// stamp table whole, each property's name number and [`put_state`].
+    fn encode_old(rec: &ProfileRecord) -> Vec<u8> {
+        let mut out = Vec::new();
+        rec.ids.put(&mut out);
+        rec.first_seen.put(&mut out);
+        rec.updated_at.put(&mut out);
+        let table = StampTable::of(rec.props.iter().map(|(_, p)| p));
+        table.put(&mut out);
+        put_u64(&mut out, rec.props.len() as u64);
+        for (id, p) in &rec.props {
+            id.put(&mut out);
+            put_state(p, &table, &mut out);
+        }
+        out
+    }
+
+    /// `rec` without the states of the names in `known`: what [`full_but`] decodes.
+    fn without(rec: &ProfileRecord, known: &[u32]) -> ProfileRecord {
+        let mut rec = rec.clone();
+        rec.props.retain(|p| known.binary_search(&p.0).is_err());
+        rec
+    }
+
     /// The layout of earlier versions, written by bincode's derive: what old stores hold.
     mod old {
         use bincode::Encode;
@@ -707,22 +786,249 @@ mod tests {
             (Stamp::new(Timestamp(5), 1), Stamp::new(Timestamp(9), 4))
         );
         assert_eq!(rec.props[1].1.lww, None);
-        assert_eq!(encode(&rec), bytes, "and re-encodes to the same bytes");
+        assert_eq!(
+            encode_old(&rec),
+            bytes,
+            "the test's encoder of the old layout is bincode's"
+        );
+        assert_eq!(full_ids(&bytes).unwrap(), rec.ids);
+        let again = encode(&rec);
+        assert_eq!(again[0], FULL_TAG, "written again in the compact layout");
+        assert_eq!(full(&again).unwrap(), rec);
     }
 
     #[test]
     fn a_stamp_index_outside_the_table_is_a_decode_error() {
         let mut rec = ProfileRecord::default();
         rec.state_mut(3).lww = Some((Stamp::new(Timestamp(5), 1), Some(Value::Int(1))));
+        // Compact: tag, ids (4 bytes: None, None, [], None), first_seen, updated_at, table of 1
+        // stamp (3 bytes), 1 prop, name 3, shape (set, int), stamp index 0 -> 7, payload.
         let mut bytes = encode(&rec);
-        // ids (4 bytes: None, None, [], None), first_seen, updated_at, table of 1 stamp (3
-        // bytes), 1 prop, id 3, lww Some, stamp index 0 -> 7.
+        let at = 1 + 4 + 1 + 1 + 3 + 1 + 1 + 1;
+        assert_eq!(bytes[at - 2..], [3, SHAPE_SET_INT, 0, 2], "{bytes:?}");
+        bytes[at] = 7;
+        let err = full(&bytes).unwrap_err();
+        assert!(err.reason.contains("stamp index"), "{err}");
+        assert_eq!(err.at, at + 1);
+        // And in the old layout: ids, times, table, 1 prop, id 3, lww Some, index.
+        let mut bytes = encode_old(&rec);
         let at = 4 + 1 + 1 + 3 + 1 + 1 + 1;
         assert_eq!(bytes[at - 1..], [1, 0, 1, 1, 2, 0, 0], "{bytes:?}");
         bytes[at] = 7;
         let err = full(&bytes).unwrap_err();
-        assert!(err.reason.contains("stamp"), "{err}");
+        assert!(err.reason.contains("stamp index"), "{err}");
         assert_eq!(err.at, at + 1);
+    }
+
+    /// The shape byte of an lww set to an integer (variant 1).
+    const SHAPE_SET_INT: u8 = 3;
+
+    /// A compact record by hand: tag, ids (none), first_seen 0, updated_at 0, then `rest`
+    /// (the stamp table and the properties).
+    fn compact(rest: &[u8]) -> Vec<u8> {
+        let mut b = vec![FULL_TAG, 0, 0, 0, 0, 0, 0];
+        b.extend_from_slice(rest);
+        b
+    }
+
+    /// One stamp (time 5, order 1): `[1, 10, 1]`.
+    const ONE_STAMP: [u8; 3] = [1, 10, 1];
+
+    #[test]
+    fn hand_made_compact_records_decode_and_damaged_fields_are_named() {
+        // Two properties: 4 set to int 1, and 4 + 3 = 7 unset with a once (index 0, bool).
+        let mut good = compact(&ONE_STAMP);
+        good.extend_from_slice(&[2, 4, SHAPE_SET_INT, 0, 2, 3, 0x11, 0, 0, 0, 1]);
+        let rec = full(&good).unwrap();
+        let s = Stamp::new(Timestamp(5), 1);
+        assert_eq!(rec.props.len(), 2);
+        assert_eq!(
+            rec.props[0],
+            (
+                4,
+                PropState {
+                    lww: Some((s, Some(Value::Int(1)))),
+                    once: None,
+                    adds: None,
+                }
+            )
+        );
+        assert_eq!(
+            rec.props[1],
+            (
+                7,
+                PropState {
+                    lww: Some((s, None)),
+                    once: Some(Box::new((s, Value::Bool(true)))),
+                    adds: None,
+                }
+            )
+        );
+        assert_eq!(encode(&rec), good, "the encoder writes these very bytes");
+        // Stepped over (known), the same checks apply and the record still ends exactly.
+        assert_eq!(full_but(&good, &[4, 7]).unwrap().props, []);
+
+        let err = |bytes: &[u8], known: &[u32]| full_but(bytes, known).unwrap_err();
+        let shape_at = 7 + 3 + 2;
+        for known in [&[][..], &[4]] {
+            // Unknown bits in the shape byte (bit 6, bit 7) and an lww form past the variants.
+            for bad in [0x40 | SHAPE_SET_INT, 0x80, 10, 15] {
+                let mut b = good.clone();
+                b[shape_at] = bad;
+                let e = err(&b, known);
+                assert!(e.reason.starts_with("property shape"), "{bad}: {e}");
+                assert_eq!(e.at, shape_at + 1);
+            }
+            // A second name gap of 0: names out of order.
+            let mut b = good.clone();
+            b[shape_at + 3] = 0;
+            let e = err(&b, known);
+            assert!(e.reason.contains("out of order"), "{e}");
+            assert_eq!(e.at, shape_at + 4);
+            // A stamp index outside the table.
+            let mut b = good.clone();
+            b[shape_at + 1] = 1;
+            assert!(err(&b, known).reason.contains("stamp index"));
+            // A byte too many, a byte too few.
+            let mut b = good.clone();
+            b.push(0);
+            assert!(err(&b, known).reason.contains("trailing"));
+            assert!(
+                err(&good[..good.len() - 1], known)
+                    .reason
+                    .contains("ends early")
+            );
+        }
+        // A name gap past u32::MAX: first name u32::MAX, then a gap of 1.
+        let mut b = compact(&ONE_STAMP);
+        b.extend_from_slice(&[2, 252, 255, 255, 255, 255, 1, 0]);
+        b.extend_from_slice(&[1, 1, 0]);
+        let e = err(&b, &[]);
+        assert!(e.reason.contains("property name beyond 32 bits"), "{e}");
+        // A count of properties the bytes cannot hold.
+        let mut b = compact(&ONE_STAMP);
+        b.extend_from_slice(&[200, 0, 0]);
+        assert!(err(&b, &[]).reason.contains("sequence length"));
+    }
+
+    #[test]
+    fn updated_at_past_64_bits_is_a_decode_error() {
+        // first_seen i64::MAX (zigzag u64::MAX - 1), updated_at 1 later (zigzag 2).
+        let mut b = vec![FULL_TAG, 0, 0, 0, 0, 253];
+        b.extend_from_slice(&(u64::MAX - 1).to_le_bytes());
+        b.extend_from_slice(&[2, 0, 0]);
+        let e = full(&b).unwrap_err();
+        assert_eq!((e.reason, e.at), ("updated_at beyond 64 bits", 15));
+        // 0 later decodes; and far below i64::MIN (delta -2^64 - 1) does not.
+        let at = b.len() - 3;
+        b[at] = 0;
+        assert_eq!(full(&b).unwrap().updated_at, Timestamp(i64::MAX));
+        b.truncate(at);
+        b.push(254);
+        b.extend_from_slice(&((1u128 << 65) + 1).to_le_bytes());
+        b.extend_from_slice(&[0, 0]);
+        assert_eq!(full(&b).unwrap_err().reason, "updated_at beyond 64 bits");
+    }
+
+    #[test]
+    fn a_stamp_table_delta_past_its_field_is_a_decode_error() {
+        // First stamp: time i64::MAX - 1 (zigzag u64::MAX - 3), order 0; next: +2 in time.
+        let max_time = [253, 0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let mut b = compact(&[2]);
+        b.extend_from_slice(&max_time);
+        b.extend_from_slice(&[0, 2, 2, 0]);
+        let e = full(&b).unwrap_err();
+        assert_eq!(e.reason, "stamp table: event time beyond 64 bits");
+        // +1 in time fits (then no properties).
+        let last = b.len() - 3;
+        b[last] = 1;
+        let rec = full(&b).unwrap();
+        assert!(rec.props.is_empty());
+        // Arrival order below 0: first order 0, delta -1 (zigzag 1).
+        let mut b = compact(&[2, 10, 0, 1, 1, 0]);
+        let e = full(&b).unwrap_err();
+        assert_eq!(e.reason, "stamp table: arrival order beyond 64 bits");
+        // Above u64::MAX: first order u64::MAX, delta +1 (zigzag 2).
+        b = compact(&[2, 10, 253, 255, 255, 255, 255, 255, 255, 255, 255, 1, 2, 0]);
+        assert_eq!(
+            full(&b).unwrap_err().reason,
+            "stamp table: arrival order beyond 64 bits"
+        );
+        // An i128 delta so large that the sum itself overflows.
+        let mut b = compact(&[2, 10, 5, 1, 254]);
+        b.extend_from_slice(&u128::MAX.to_le_bytes());
+        b.push(0);
+        assert_eq!(
+            full(&b).unwrap_err().reason,
+            "stamp table: arrival order beyond 64 bits"
+        );
+        // The same stamp twice (deltas 0, 0), and a stamp before the previous one.
+        for next in [[0, 0], [0, 1]] {
+            let mut b = compact(&[2, 10, 5]);
+            b.extend_from_slice(&next);
+            b.push(0);
+            assert_eq!(
+                full(&b).unwrap_err().reason,
+                "stamp table: stamps out of order"
+            );
+        }
+    }
+
+    /// A profile of W1's shape (docs/performance.md: 40 traits, 16 strings of 8-24 characters,
+    /// 12 integers below 10^6, 8 booleans, 4 date-times; stamps of calls 1 ms and some 43,000
+    /// calls apart).
+    fn w1_like() -> ProfileRecord {
+        let mut rec = ProfileRecord {
+            ids: Ids {
+                user_id: Some("user-00012345".into()),
+                email: Some("user-00012345@example.com".into()),
+                anonymous_ids: vec!["anon-6c1f7a0e-00012345".into()],
+                company_id: None,
+            },
+            first_seen: Timestamp(1_767_225_600_000_000 + 1_000_000),
+            updated_at: Timestamp(1_767_225_600_000_000 + 900_000_000),
+            props: Vec::new(),
+        };
+        let stamps: Vec<Stamp> = (0..9u64)
+            .map(|k| {
+                let order = 1_000 + k * 43_000 + k * k * 311;
+                Stamp::new(
+                    Timestamp(1_767_225_600_000_000 + order as i64 * 1_000),
+                    order,
+                )
+            })
+            .collect();
+        for i in 0..40u32 {
+            let n = u64::from(i) * 7_919;
+            let v = match i % 10 {
+                0..4 => Value::Str("abcdefghijklmnopqrstuvwx"[..8 + (n % 17) as usize].into()),
+                4..7 => Value::Int((n * 104_729 % 1_000_000) as i64),
+                7..9 => Value::Bool(n % 2 == 1),
+                _ => Value::DateTime(Timestamp(1_767_225_600_000_000 - (n as i64) * 1_000_000)),
+            };
+            let s = stamps[(n % stamps.len() as u64) as usize];
+            rec.state_mut(i * 3 + 1).lww = Some((s, Some(v)));
+        }
+        rec
+    }
+
+    #[test]
+    fn the_compact_layout_is_at_most_80_percent_of_the_old_on_a_w1_profile() {
+        let rec = w1_like();
+        let (new, old) = (encode(&rec), encode_old(&rec));
+        assert_eq!(full(&new).unwrap(), rec);
+        assert_eq!(full(&old).unwrap(), rec);
+        eprintln!(
+            "W1-like full record: {} B compact, {} B old",
+            new.len(),
+            old.len()
+        );
+        assert!(
+            new.len() * 100 <= old.len() * 80,
+            "{} B against {} B",
+            new.len(),
+            old.len()
+        );
     }
 
     #[test]
@@ -776,6 +1082,10 @@ mod tests {
         let mut bytes = vec![1, 253];
         bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
         assert!(full(&bytes).unwrap_err().reason.contains("length"));
+        // The same after the compact layout's tag.
+        bytes.insert(0, FULL_TAG);
+        assert!(full(&bytes).unwrap_err().reason.contains("length"));
+        assert!(full_ids(&bytes).unwrap_err().reason.contains("length"));
         // Arrays nested beyond the bound: ids, times, one stamp, one property whose lww value
         // is an array of an array of ...
         let mut deep = vec![0u8, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1, 0, 1];
@@ -783,6 +1093,20 @@ mod tests {
             deep.extend_from_slice(&[5, 1]);
         }
         assert!(full(&deep).is_err());
+        // And in the compact layout: one property whose shape says "set to an array" (2 + 5).
+        let mut deep = compact(&ONE_STAMP);
+        deep.extend_from_slice(&[1, 0, 7, 0, 1]);
+        for _ in 0..10_000 {
+            deep.extend_from_slice(&[5, 1]);
+        }
+        let e = full(&deep).unwrap_err();
+        assert!(e.reason.contains("nested too deep"), "{e}");
+        assert!(
+            full_but(&deep, &[0])
+                .unwrap_err()
+                .reason
+                .contains("nested too deep")
+        );
     }
 
     /// The names of `rec`'s properties that `pick` points at, sorted, once each: what a call
@@ -802,10 +1126,31 @@ mod tests {
 
     proptest! {
         #[test]
-        fn full_records_decode_to_what_was_written(rec in record()) {
+        fn full_records_decode_to_what_was_written(
+            rec in record(),
+            pick in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
             let bytes = encode(&rec);
+            prop_assert_eq!(bytes[0], FULL_TAG);
             prop_assert_eq!(full(&bytes).unwrap(), rec.clone());
-            prop_assert_eq!(full_ids(&bytes).unwrap(), rec.ids);
+            prop_assert_eq!(full_ids(&bytes).unwrap(), rec.ids.clone());
+            let known = picked(&rec, &pick);
+            prop_assert_eq!(full_but(&bytes, &known).unwrap(), without(&rec, &known));
+        }
+
+        /// Records in the layout of revisions 1-4 decode to the same record as the compact
+        /// layout, whole, identifiers alone, and with names stepped over.
+        #[test]
+        fn old_layout_records_decode_to_the_same_record(
+            rec in record(),
+            pick in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let old = encode_old(&rec);
+            prop_assert!(old[0] <= 1);
+            prop_assert_eq!(full(&old).unwrap(), rec.clone());
+            prop_assert_eq!(full_ids(&old).unwrap(), rec.ids.clone());
+            let known = picked(&rec, &pick);
+            prop_assert_eq!(full_but(&old, &known).unwrap(), without(&rec, &known));
         }
 
         #[test]
@@ -882,16 +1227,20 @@ mod tests {
 
         #[test]
         fn damaged_records_are_errors_not_panics(rec in record(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
-            let mut bytes = encode(&rec);
-            let i = at.index(bytes.len());
-            bytes[i] = byte;
-            let _ = full(&bytes);
-            let _ = delta(&bytes);
-            let _ = delta_ids(&bytes);
-            // A strict prefix of a record never decodes.
-            let mut whole = encode(&rec);
-            whole.truncate(i);
-            prop_assert!(full(&whole).is_err());
+            for encoder in [encode, encode_old] {
+                let mut bytes = encoder(&rec);
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+                let _ = full(&bytes);
+                let _ = full_but(&bytes, &[0, 1, 2, 3]);
+                let _ = full_ids(&bytes);
+                let _ = delta(&bytes);
+                let _ = delta_ids(&bytes);
+                // A strict prefix of a record never decodes.
+                let mut whole = encoder(&rec);
+                whole.truncate(i);
+                prop_assert!(full(&whole).is_err());
+            }
         }
     }
 }

@@ -19,38 +19,45 @@ impl Wire for Timestamp {
 
 /// A variant index, then the payload.
 impl Wire for Value {
+    #[inline]
     fn put(&self, out: &mut Vec<u8>) {
-        match self {
-            Value::Bool(b) => {
-                put_variant(out, 0);
-                b.put(out);
-            }
-            Value::Int(i) => {
-                put_variant(out, 1);
-                i.put(out);
-            }
-            Value::Float(f) => {
-                put_variant(out, 2);
-                f.put(out);
-            }
-            Value::Str(s) => {
-                put_variant(out, 3);
-                s.put(out);
-            }
-            Value::DateTime(t) => {
-                put_variant(out, 4);
-                t.put(out);
-            }
-            Value::Array(items) => {
-                put_variant(out, 5);
-                items.put(out);
-            }
-            Value::Object(fields) => {
-                put_variant(out, 6);
-                fields.put(out);
-            }
-            Value::Null => put_variant(out, 7),
-        }
+        put_variant(out, variant(self));
+        put_payload(self, out);
+    }
+}
+
+/// A value's variant index: 0 bool, 1 i64, 2 f64, 3 str, 4 date-time, 5 array, 6 object,
+/// 7 null.
+#[inline]
+pub(crate) fn variant(v: &Value) -> u32 {
+    match v {
+        Value::Bool(_) => 0,
+        Value::Int(_) => 1,
+        Value::Float(_) => 2,
+        Value::Str(_) => 3,
+        Value::DateTime(_) => 4,
+        Value::Array(_) => 5,
+        Value::Object(_) => 6,
+        Value::Null => 7,
+    }
+}
+
+/// Most variant indexes (a variant past it is a decode error).
+const VARIANTS: u32 = 8;
+
+/// Write what follows a value's variant index (arrays and objects: their items, each a whole
+/// value).
+#[inline]
+pub(crate) fn put_payload(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Bool(b) => b.put(out),
+        Value::Int(i) => i.put(out),
+        Value::Float(f) => f.put(out),
+        Value::Str(s) => s.put(out),
+        Value::DateTime(t) => t.put(out),
+        Value::Array(items) => items.put(out),
+        Value::Object(fields) => fields.put(out),
+        Value::Null => {}
     }
 }
 
@@ -63,7 +70,17 @@ fn value_at(r: &mut Reader<'_>, depth: usize) -> Decoded<Value> {
     if depth > MAX_NESTING {
         return Err(r.error("values nested too deep"));
     }
-    Ok(match r.u32()? {
+    let v = r.u32()?;
+    payload_at(r, v, depth)
+}
+
+/// Read the payload of a value of variant `v` (written by [`put_payload`]).
+pub(crate) fn payload(r: &mut Reader<'_>, v: u32) -> Decoded<Value> {
+    payload_at(r, v, 0)
+}
+
+fn payload_at(r: &mut Reader<'_>, v: u32, depth: usize) -> Decoded<Value> {
+    Ok(match v {
         0 => Value::Bool(r.bool()?),
         1 => Value::Int(r.i64()?),
         2 => Value::Float(r.f64()?),
@@ -102,7 +119,17 @@ fn skip_value_at(r: &mut Reader<'_>, depth: usize) -> Decoded<()> {
     if depth > MAX_NESTING {
         return Err(r.error("values nested too deep"));
     }
-    match r.u32()? {
+    let v = r.u32()?;
+    skip_payload_at(r, v, depth)
+}
+
+/// Check and step over the payload of a value of variant `v` (see [`skip_value`]).
+pub(crate) fn skip_payload(r: &mut Reader<'_>, v: u32) -> Decoded<()> {
+    skip_payload_at(r, v, 0)
+}
+
+fn skip_payload_at(r: &mut Reader<'_>, v: u32, depth: usize) -> Decoded<()> {
+    match v {
         0 => {
             r.bool()?;
         }
@@ -229,6 +256,58 @@ impl StampTable {
         Ok(StampTable(stamps, Order::Sorted))
     }
 
+    /// Write the (sorted) table as compact full records hold it: its length, the first stamp
+    /// whole, then each next one as deltas from the one before: the event time's (>= 0, an
+    /// unsigned varint) and the arrival order's (a signed varint: order need not increase
+    /// with time).
+    pub(crate) fn put_deltas(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.0.len() as u64);
+        let mut prev: Option<Stamp> = None;
+        for s in &self.0 {
+            match prev {
+                None => put_stamp(*s, out),
+                Some(p) => {
+                    // Sorted: the time difference is >= 0 and below 2^64.
+                    put_u64(out, (i128::from(s.0.0) - i128::from(p.0.0)) as u64);
+                    put_i128(out, i128::from(s.1) - i128::from(p.1));
+                }
+            }
+            prev = Some(*s);
+        }
+    }
+
+    /// Read a table written by [`StampTable::put_deltas`]: a sum past the range of its field
+    /// or a stamp not after the previous one is a decode error.
+    pub(crate) fn read_deltas(r: &mut Reader<'_>) -> Decoded<StampTable> {
+        // A stamp takes 2 bytes at least (the first: two varints; the next: two deltas).
+        let n = r.len(2)?;
+        let mut stamps: Vec<Stamp> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let s = match stamps.last() {
+                None => stamp(r)?,
+                Some(p) => {
+                    let dt = r.u64()?;
+                    let ts =
+                        p.0.0
+                            .checked_add_unsigned(dt)
+                            .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
+                    let d_order = r.i128()?;
+                    let order = i128::from(p.1)
+                        .checked_add(d_order)
+                        .and_then(|o| u64::try_from(o).ok())
+                        .ok_or_else(|| r.error("stamp table: arrival order beyond 64 bits"))?;
+                    let s = Stamp::new(Timestamp(ts), order);
+                    if s <= *p {
+                        return Err(r.error("stamp table: stamps out of order"));
+                    }
+                    s
+                }
+            };
+            stamps.push(s);
+        }
+        Ok(StampTable(stamps, Order::Sorted))
+    }
+
     /// Write a length-prefixed table of stamps (after the first `skip`).
     pub(crate) fn put_from(&self, skip: usize, out: &mut Vec<u8>) {
         let rest = self.0.get(skip..).unwrap_or_default();
@@ -281,7 +360,8 @@ fn each_stamp(p: &PropState, mut f: impl FnMut(Stamp)) {
     }
 }
 
-/// Write a property state with its stamps as indexes into `table`.
+/// Write a property state with its stamps as indexes into `table` (delta records, history
+/// steps, and full records of revisions 1-4): three option tags, then what each holds.
 pub(crate) fn put_state(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
     match &p.lww {
         None => out.push(0),
@@ -291,50 +371,98 @@ pub(crate) fn put_state(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
             v.put(out);
         }
     }
+    put_once(p, table, out);
+    put_adds(p, table, out);
+}
+
+/// `once` as an option: a tag, then the stamp index and the value.
+fn put_once(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
     match p.once.as_deref() {
         None => out.push(0),
-        Some((s, v)) => {
+        Some(once) => {
             out.push(1);
-            table.index(s).put(out);
-            v.put(out);
+            put_once_body(once, table, out);
         }
     }
+}
+
+fn put_once_body((s, v): &(Stamp, Value), table: &StampTable, out: &mut Vec<u8>) {
+    table.index(s).put(out);
+    v.put(out);
+}
+
+/// `adds` as an option: a tag, then the sums and the two stamp indexes.
+fn put_adds(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
     match p.adds.as_deref() {
         None => out.push(0),
         Some(a) => {
             out.push(1);
-            put_i128(out, a.int);
-            a.float.put(out);
-            table.index(&a.first).put(out);
-            table.index(&a.last).put(out);
+            put_adds_body(a, table, out);
         }
     }
+}
+
+fn put_adds_body(a: &Adds, table: &StampTable, out: &mut Vec<u8>) {
+    put_i128(out, a.int);
+    a.float.put(out);
+    table.index(&a.first).put(out);
+    table.index(&a.last).put(out);
+}
+
+/// A stamp index, checked against `table`.
+#[inline]
+fn stamp_at(r: &mut Reader<'_>, table: &StampTable) -> Decoded<Stamp> {
+    let i = r.u32()?;
+    table.get(r, i)
+}
+
+fn once_body(r: &mut Reader<'_>, table: &StampTable) -> Decoded<Box<(Stamp, Value)>> {
+    let s = stamp_at(r, table)?;
+    Ok(Box::new((s, value(r)?)))
+}
+
+fn skip_once_body(r: &mut Reader<'_>, table: &StampTable) -> Decoded<()> {
+    stamp_at(r, table)?;
+    skip_value(r)
+}
+
+fn adds_body(r: &mut Reader<'_>, table: &StampTable) -> Decoded<Box<Adds>> {
+    let int = r.i128()?;
+    let float = if r.some()? { Some(r.f64()?) } else { None };
+    let first = stamp_at(r, table)?;
+    let last = stamp_at(r, table)?;
+    Ok(Box::new(Adds {
+        int,
+        float,
+        first,
+        last,
+    }))
+}
+
+fn skip_adds_body(r: &mut Reader<'_>, table: &StampTable) -> Decoded<()> {
+    r.i128()?;
+    if r.some()? {
+        r.f64()?;
+    }
+    stamp_at(r, table)?;
+    stamp_at(r, table)?;
+    Ok(())
 }
 
 /// Check a property state written by [`put_state`] and step over it without building it
 /// (see [`skip_value`]).
 pub(crate) fn skip_state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<()> {
     if r.some()? {
-        let i = r.u32()?;
-        table.get(r, i)?;
+        stamp_at(r, table)?;
         if r.some()? {
             skip_value(r)?;
         }
     }
     if r.some()? {
-        let i = r.u32()?;
-        table.get(r, i)?;
-        skip_value(r)?;
+        skip_once_body(r, table)?;
     }
     if r.some()? {
-        r.i128()?;
-        if r.some()? {
-            r.f64()?;
-        }
-        for _ in 0..2 {
-            let i = r.u32()?;
-            table.get(r, i)?;
-        }
+        skip_adds_body(r, table)?;
     }
     Ok(())
 }
@@ -342,43 +470,123 @@ pub(crate) fn skip_state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<()> 
 /// Read a property state written by [`put_state`] against the same table.
 pub(crate) fn state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<PropState> {
     let lww = if r.some()? {
-        let s = {
-            let i = r.u32()?;
-            table.get(r, i)?
-        };
+        let s = stamp_at(r, table)?;
         let v = if r.some()? { Some(value(r)?) } else { None };
         Some((s, v))
     } else {
         None
     };
     let once = if r.some()? {
-        let s = {
-            let i = r.u32()?;
-            table.get(r, i)?
-        };
-        Some(Box::new((s, value(r)?)))
+        Some(once_body(r, table)?)
     } else {
         None
     };
     let adds = if r.some()? {
-        let int = r.i128()?;
-        let float = if r.some()? { Some(r.f64()?) } else { None };
-        let first = {
-            let i = r.u32()?;
-            table.get(r, i)?
-        };
-        let last = {
-            let i = r.u32()?;
-            table.get(r, i)?
-        };
-        Some(Box::new(Adds {
-            int,
-            float,
-            first,
-            last,
-        }))
+        Some(adds_body(r, table)?)
     } else {
         None
     };
     Ok(PropState { lww, once, adds })
+}
+
+/// The shape byte of a property state in a compact full record (docs/format.md, "Profile
+/// record, full"): bits 0-3 say what `lww` is ([`SHAPE_NO_LWW`], [`SHAPE_UNSET`], or
+/// [`SHAPE_SET`] plus the value's variant: set, and only the value's payload follows), bit 4
+/// that `once` follows, bit 5 that `adds` follows; bits 6-7 must be 0.
+const SHAPE_LWW: u8 = 0x0f;
+const SHAPE_NO_LWW: u8 = 0;
+const SHAPE_UNSET: u8 = 1;
+const SHAPE_SET: u8 = 2;
+const SHAPE_ONCE: u8 = 0x10;
+const SHAPE_ADDS: u8 = 0x20;
+
+/// Write a property state in its compact form: the shape byte, then the lww stamp index and
+/// the value's payload (without its variant, which the shape holds), then `once` and `adds`
+/// as [`put_state`] writes them, without option tags.
+pub(crate) fn put_shaped_state(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
+    let lww = match &p.lww {
+        None => SHAPE_NO_LWW,
+        Some((_, None)) => SHAPE_UNSET,
+        // At most 7 + 2 = 9: fits the 4 bits.
+        Some((_, Some(v))) => SHAPE_SET + variant(v) as u8,
+    };
+    let once = if p.once.is_some() { SHAPE_ONCE } else { 0 };
+    let adds = if p.adds.is_some() { SHAPE_ADDS } else { 0 };
+    out.push(lww | once | adds);
+    if let Some((s, v)) = &p.lww {
+        table.index(s).put(out);
+        if let Some(v) = v {
+            put_payload(v, out);
+        }
+    }
+    if let Some(once) = p.once.as_deref() {
+        put_once_body(once, table, out);
+    }
+    if let Some(a) = p.adds.as_deref() {
+        put_adds_body(a, table, out);
+    }
+}
+
+/// A shape byte, checked: what `lww` is (`None`: no lww; `Some(None)`: unset; `Some(Some(v))`:
+/// set to a value of variant `v`), and the byte.
+fn shape(r: &mut Reader<'_>) -> Decoded<(Option<Option<u32>>, u8)> {
+    let b = r.u8()?;
+    if b & !(SHAPE_LWW | SHAPE_ONCE | SHAPE_ADDS) != 0 {
+        return Err(r.error("property shape: unknown bits"));
+    }
+    let lww = match b & SHAPE_LWW {
+        SHAPE_NO_LWW => None,
+        SHAPE_UNSET => Some(None),
+        v if u32::from(v - SHAPE_SET) < VARIANTS => Some(Some(u32::from(v - SHAPE_SET))),
+        _ => return Err(r.error("property shape: unknown value variant")),
+    };
+    Ok((lww, b))
+}
+
+/// Read a property state written by [`put_shaped_state`] against the same table.
+pub(crate) fn shaped_state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<PropState> {
+    let (lww, b) = shape(r)?;
+    let lww = match lww {
+        None => None,
+        Some(v) => {
+            let s = stamp_at(r, table)?;
+            Some((
+                s,
+                match v {
+                    Some(v) => Some(payload(r, v)?),
+                    None => None,
+                },
+            ))
+        }
+    };
+    let once = if b & SHAPE_ONCE != 0 {
+        Some(once_body(r, table)?)
+    } else {
+        None
+    };
+    let adds = if b & SHAPE_ADDS != 0 {
+        Some(adds_body(r, table)?)
+    } else {
+        None
+    };
+    Ok(PropState { lww, once, adds })
+}
+
+/// Check a property state written by [`put_shaped_state`] and step over it without building
+/// it (see [`skip_value`]).
+pub(crate) fn skip_shaped_state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<()> {
+    let (lww, b) = shape(r)?;
+    if let Some(v) = lww {
+        stamp_at(r, table)?;
+        if let Some(v) = v {
+            skip_payload(r, v)?;
+        }
+    }
+    if b & SHAPE_ONCE != 0 {
+        skip_once_body(r, table)?;
+    }
+    if b & SHAPE_ADDS != 0 {
+        skip_adds_body(r, table)?;
+    }
+    Ok(())
 }

@@ -161,6 +161,43 @@ impl<A: Wire, B: Wire> Wire for (A, B) {
     }
 }
 
+/// Strictly increasing `u32` names (property name numbers) written as gaps: the first as it
+/// is, each next as its distance from the previous one (>= 1). The one rule for full records
+/// and history steps; [`Names::read`] refuses a gap of 0 (names out of order) and a name past
+/// `u32::MAX`.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    prev: Option<u32>,
+}
+
+impl Names {
+    /// Write `name` (greater than the previous one written).
+    #[inline]
+    pub(crate) fn put(&mut self, out: &mut Vec<u8>, name: u32) {
+        let gap = match self.prev {
+            None => name,
+            Some(prev) => name.wrapping_sub(prev),
+        };
+        self.prev = Some(name);
+        put_u64(out, u64::from(gap));
+    }
+
+    /// Read the next name.
+    #[inline]
+    pub(crate) fn read(&mut self, r: &mut Reader<'_>) -> Decoded<u32> {
+        let gap = r.u32()?;
+        let name = match self.prev {
+            None => gap,
+            Some(_) if gap == 0 => return Err(r.error("property names out of order")),
+            Some(prev) => prev
+                .checked_add(gap)
+                .ok_or_else(|| r.error("property name beyond 32 bits"))?,
+        };
+        self.prev = Some(name);
+        Ok(name)
+    }
+}
+
 /// Why a record did not decode: the byte offset within the record, and what was wrong there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DecodeError {
