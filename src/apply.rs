@@ -95,6 +95,21 @@ pub(crate) struct Batch {
 /// Estimated bytes a cached profile costs beyond its record (map entry, slot).
 const CACHE_SLOT_BYTES: usize = 96;
 
+/// Profile records written since open (`Stats::profile_records`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecordCounts {
+    /// Delta records (what a call changed, linked to the profile's previous record).
+    pub deltas: u64,
+    /// Full records of a profile created, or rewritten whole by a merge, an unmerge or a
+    /// change of its identifiers that needs one.
+    pub full_whole: u64,
+    /// Full records written because the profile's chain was at `Options::chain_limit`.
+    pub full_chain_limit: u64,
+    /// Full records written because the profile's newest record was in a segment that a
+    /// running compaction is rewriting (a delta linking into it would dangle).
+    pub full_during_compaction: u64,
+}
+
 /// Decoded profiles recently written, so that the next call on a hot profile skips reading
 /// and decoding its chain. Only writers use it, under the index write lock. An entry is used
 /// only while the index still points at the location it was written to.
@@ -113,7 +128,7 @@ pub(crate) struct ProfileCache {
     /// the compaction drops every record of a chain but its newest (which it folds).
     pub compacting: Vec<u32>,
     /// Profile records written, by form and reason (`Stats::profile_records`).
-    pub records: crate::db::RecordCounts,
+    pub records: RecordCounts,
     /// Loads of a profile that found it here, and loads that read it from the log.
     pub hits: u64,
     /// See `hits`.

@@ -32,21 +32,6 @@ impl Prepared {
     }
 }
 
-/// Profile records written since open (`Stats::profile_records`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct RecordCounts {
-    /// Delta records (what a call changed, linked to the profile's previous record).
-    pub deltas: u64,
-    /// Full records of a profile created, or rewritten whole by a merge, an unmerge or a
-    /// change of its identifiers that needs one.
-    pub full_whole: u64,
-    /// Full records written because the profile's chain was at `Options::chain_limit`.
-    pub full_chain_limit: u64,
-    /// Full records written because the profile's newest record was in a segment that a
-    /// running compaction is rewriting (a delta linking into it would dangle).
-    pub full_during_compaction: u64,
-}
-
 /// Store statistics (`profiledb stats`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -79,7 +64,7 @@ pub struct Stats {
     pub profile_cache_misses: u64,
     /// Profile records the writers wrote since open, by form and by why a call wrote a whole
     /// record rather than a delta (docs/format.md "Profile delta").
-    pub profile_records: RecordCounts,
+    pub profile_records: crate::apply::RecordCounts,
     /// Profiles the last open's repair dropped because their chain of records ran through a
     /// quarantined segment (as a profile whose only record was there is lost), each with the
     /// missing link's file and offset.

@@ -109,7 +109,8 @@ mod storage;
 #[doc(hidden)]
 pub mod workload;
 
-pub use db::{Counts, Db, Prepared, ProcessMemory, RecordCounts, Stats};
+pub use apply::RecordCounts;
+pub use db::{Counts, Db, Prepared, ProcessMemory, Stats};
 /// The profile record decoder under fuzzing (feature `testing`; fuzz target `profile_decode`).
 #[cfg(feature = "testing")]
 #[doc(hidden)]
