@@ -159,7 +159,13 @@ impl Replay for Rebuild {
                 },
                 // Many messageIds in one entry (written by compaction), oldest first.
                 EntryKind::DedupeBlock => {
-                    for hash in entries::hash_block(e.data)? {
+                    let hashes = entries::hash_block(e.data).map_err(|err| Error::Decode {
+                        what: "messageId block",
+                        file: Default::default(),
+                        offset: e.location.offset as u64,
+                        reason: format!("in segment {}: {err}", e.location.segment),
+                    })?;
+                    for hash in hashes {
                         self.index.apply(Update::Dedupe { hash }, e.location);
                     }
                     continue;

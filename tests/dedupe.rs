@@ -135,3 +135,43 @@ fn compaction_packs_the_window_and_a_full_replay_reads_it_back() {
         Some(json!(N as i64 + 2))
     );
 }
+
+/// A second compaction repacks the blocks of the first, keeping only the ids still in the
+/// window; a full replay then holds exactly the newest `window` ids.
+#[test]
+fn a_second_compaction_repacks_only_the_ids_still_in_the_window() {
+    const WINDOW: usize = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        dedupe_window: WINDOW,
+        history_retention: std::time::Duration::ZERO,
+        ..options()
+    };
+    {
+        let db = Db::open(dir.path(), opts.clone()).unwrap();
+        for i in 0..5_000 {
+            call(&db, add(&format!("m-{i}")));
+        }
+        db.compact().unwrap();
+        for i in 5_000..6_000 {
+            call(&db, add(&format!("m-{i}")));
+        }
+        db.compact().unwrap();
+        // The window's 3,000 ids at 16 bytes, and one small profile.
+        let disk = db.stats().storage.disk_bytes;
+        assert!(disk < (WINDOW as u64) * 16 + 16_384, "{disk} bytes");
+        db.sync().unwrap();
+        db.abandon();
+    }
+    std::fs::remove_file(dir.path().join("HINT")).ok();
+    let db = Db::open(dir.path(), opts).unwrap();
+    assert!(!db.stats().storage.recovery.used_hint);
+    for i in (3_000..6_000).step_by(61).chain([5_999]) {
+        assert_eq!(
+            call(&db, add(&format!("m-{i}"))).status,
+            Status::Duplicate,
+            "m-{i}"
+        );
+    }
+    assert_eq!(call(&db, add("m-2999")).status, Status::Updated);
+}

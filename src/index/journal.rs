@@ -17,19 +17,22 @@ use crate::storage::Location;
 type Steps = smallvec::SmallVec<[(i64, Location); 1]>;
 
 /// Profile key -> its steps. Keys are handed out from 0 up, so most live in a vector indexed
-/// by key (no hashing, and a snapshot reads back into it in one sequential pass); a key far
-/// beyond the vector's end (only a damaged log could hold one) goes to a map instead, so no
-/// key can make the vector huge.
+/// by key (no hashing, and a snapshot reads back into it in one sequential pass). The vector
+/// grows only while it stays within [`DENSE_SLACK`] slots of twice the keys it holds: any
+/// other key (sparse keys, or a damaged log's far ones) goes to a map, so the memory follows
+/// the steps held, whatever the keys.
 #[derive(Debug, Clone, Default)]
 struct ByKey {
     dense: Vec<Steps>,
     sparse: HashMap<u64, Steps>,
     /// Keys with at least one step.
     keys: usize,
+    /// Steps held (kept by [`Journal`]: `push` adds, `forget_segments` recounts).
+    steps: usize,
 }
 
-/// How far past the vector's end a key may be and still grow it.
-const DENSE_SLACK: u64 = 1 << 20;
+/// Slots the vector may hold beyond twice the keys it holds.
+const DENSE_SLACK: u64 = 1 << 10;
 
 impl ByKey {
     // A key lives in the map if it is there (it went there while beyond the vector's end,
@@ -53,8 +56,9 @@ impl ByKey {
     /// The list of `key`, created empty if missing; the caller adds at least one step
     /// (counted here).
     fn list(&mut self, key: u64) -> &mut Steps {
-        let list = if key < self.dense.len() as u64 + DENSE_SLACK && !self.sparse.contains_key(&key)
-        {
+        let grows_to = 2 * self.keys as u64 + DENSE_SLACK;
+        let dense = key < (self.dense.len() as u64).max(grows_to);
+        let list = if dense && !self.sparse.contains_key(&key) {
             let k = key as usize;
             if self.dense.len() <= k {
                 self.dense.resize(k + 1, Steps::new());
@@ -79,6 +83,17 @@ impl ByKey {
             !list.is_empty()
         });
         self.keys = self.iter().count();
+        self.steps = self.iter().map(|(_, l)| l.len()).sum();
+        // Mostly empty now (a short retention on a store of many profiles): the keys left
+        // move to the map, so the vector does not keep a slot for every key ever seen.
+        if self.dense.len() as u64 > 2 * self.keys as u64 + DENSE_SLACK {
+            let dense = std::mem::take(&mut self.dense);
+            for (k, list) in dense.into_iter().enumerate() {
+                if !list.is_empty() {
+                    self.sparse.insert(k as u64, list);
+                }
+            }
+        }
     }
 
     /// Every key with steps, and its steps.
@@ -142,6 +157,7 @@ impl Journal {
     /// A step appended (or replayed) at `at`.
     pub fn push(&mut self, key: u64, arrival: i64, at: Location) {
         self.clock = self.clock.max(arrival);
+        self.steps.steps += 1;
         let list = self.steps.list(key);
         // Replay and the write path both append in log order; keep the list sorted anyway.
         let i = list.partition_point(|s| s.0 <= arrival);
@@ -197,7 +213,7 @@ impl Journal {
 
     /// Steps listed.
     pub fn len(&self) -> usize {
-        self.steps.iter().map(|(_, v)| v.len()).sum()
+        self.steps.steps
     }
 
     /// Heap bytes (the key vector, map slots, lists spilled to the heap).
@@ -281,6 +297,7 @@ impl Journal {
                 return Err(fail(0, "a key without steps, or twice"));
             }
             *slot = list;
+            steps.steps += slot.len();
         }
         let guard = Guard::decode(b, &mut at).ok_or_else(|| fail(at, "damaged guard section"))?;
         if at != b.len() {
@@ -325,7 +342,8 @@ mod tests {
     }
 
     /// Keys far beyond the vector go to the map and stay found there when the vector grows
-    /// past them; the key count and the snapshot see both.
+    /// past them; the key count and the snapshot see both; keys that jump far each time (a
+    /// damaged or hostile log) cannot make the vector big.
     #[test]
     fn far_keys_live_in_the_map_and_round_trip() {
         let mut j = Journal::default();
@@ -337,21 +355,21 @@ mod tests {
         let far = 3 * DENSE_SLACK;
         j.push(far, 1, l(32));
         j.push(u64::MAX, 2, l(64));
-        j.push(0, 3, l(96));
-        assert_eq!(j.steps.dense.len(), 1, "a far key does not grow the vector");
-        // Grow the vector past `far` with near keys, one slack at a time.
-        for k in (1..=far + 1).step_by(DENSE_SLACK as usize / 2) {
-            j.push(k, 4, l(128));
+        assert!(j.steps.dense.is_empty(), "far keys do not grow the vector");
+        // Dense keys grow the vector past `far`.
+        for k in 0..=far + 10 {
+            j.push(k, 3, l(96));
         }
         assert!(
             j.steps.dense.len() as u64 > far,
             "the vector grew past the far key"
         );
         j.push(far, 5, l(160));
-        assert_eq!(j.steps(far), &[(1, l(32)), (5, l(160))]);
+        assert_eq!(j.steps(far), &[(1, l(32)), (3, l(96)), (5, l(160))]);
         assert_eq!(j.steps(u64::MAX), &[(2, l(64))]);
         let keys = j.steps.iter().count();
         assert_eq!(j.steps.keys, keys);
+        assert_eq!(j.len(), j.steps.iter().map(|(_, l)| l.len()).sum::<usize>());
         let mut b = Vec::new();
         j.encode(&mut b);
         let back = Journal::decode(&b).unwrap();
@@ -360,6 +378,37 @@ mod tests {
             assert_eq!(back.steps(k), list.as_slice());
         }
         assert_eq!(back.len(), j.len());
+
+        // Keys a million apart: the vector stays within twice the keys plus the slack.
+        let mut hostile = Journal::default();
+        for i in 0..100u64 {
+            hostile.push(i << 20, 1, l(32));
+        }
+        assert!(hostile.steps.dense.len() as u64 <= 2 * 100 + DENSE_SLACK);
+        assert_eq!(hostile.len(), 100);
+    }
+
+    /// When most lists empty out (a short retention on a store of many profiles), the keys
+    /// left move to the map and the vector goes.
+    #[test]
+    fn a_mostly_empty_vector_is_given_up() {
+        let mut j = Journal::default();
+        let at = |s, o| Location {
+            segment: s,
+            offset: o,
+            len: 1,
+        };
+        for k in 0..10_000u64 {
+            let segment = if k % 100 == 0 { 2 } else { 1 };
+            j.push(k, k as i64, at(segment, 32));
+        }
+        assert_eq!(j.steps.dense.len(), 10_000);
+        j.forget_segments(&[1]);
+        assert!(j.steps.dense.is_empty());
+        assert_eq!(j.steps.keys, 100);
+        assert_eq!(j.len(), 100);
+        assert_eq!(j.steps(200), &[(200, at(2, 32))]);
+        assert!(j.steps(201).is_empty());
     }
 
     /// Many moves per profile, in any order, a step that did not move, and a move of a key

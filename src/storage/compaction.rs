@@ -292,6 +292,7 @@ pub(crate) fn prepare(
     };
     let mut moved = Vec::with_capacity(moves);
     let mut held = Held::default();
+    let mut pack_kind: Option<u8> = None;
     let result = (|| -> Result<()> {
         for seg in &inputs {
             let data: &[u8] = &seg.bytes;
@@ -329,9 +330,20 @@ pub(crate) fn prepare(
                         CopyAs::Drop => continue,
                         CopyAs::Keep => (e.kind, Cow::Borrowed(e.data)),
                         CopyAs::Replace { kind, data } => (kind, Cow::Owned(data)),
+                        CopyAs::Pack { data, .. } if data.is_empty() => continue,
                         CopyAs::Pack { kind, data } => {
-                            if held.pack.as_ref().is_some_and(|p| p.kind != kind) {
-                                held.release(&mut w, &mut moved)?;
+                            // One kind of pack per compaction (a block closes at the end of
+                            // the frame of its last entry, which a second kind met in the
+                            // middle of a frame would break).
+                            let kind_of_packs = *pack_kind.get_or_insert(kind);
+                            if kind != kind_of_packs {
+                                return Err(Error::Options {
+                                    name: "compaction",
+                                    reason: format!(
+                                        "entries packed as kind {kind} and {kind_of_packs} in \
+                                         one compaction: one kind of pack at a time"
+                                    ),
+                                });
                             }
                             let pack = held.pack.get_or_insert_with(|| Pack {
                                 kind,
@@ -698,5 +710,72 @@ mod tests {
         // 1 MiB frames held behind it (over 4 MiB); the last note starts a pack of its own.
         let sizes: Vec<usize> = packs.iter().map(|p| p.1.len() / 16).collect();
         assert_eq!(sizes, [4_096, 905, 1]);
+    }
+
+    /// Four frames of a kind-6 and a kind-7 entry each.
+    fn two_kinds(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir, StoreOptions::new(), &mut Frames::default()).unwrap();
+        for i in 0..4u64 {
+            let data = i.to_le_bytes();
+            let entries = [
+                Entry {
+                    kind: 6,
+                    id: i,
+                    data: &data,
+                },
+                Entry {
+                    kind: 7,
+                    id: i,
+                    data: &data,
+                },
+            ];
+            store.append(&entries).unwrap();
+        }
+        store.sync().unwrap();
+        store
+    }
+
+    /// An empty pack is a drop; a second kind of pack in one compaction is an error (a bug of
+    /// the layer above: the store is poisoned, as by any failure of the copy).
+    #[test]
+    fn an_empty_pack_is_a_drop_and_a_second_kind_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = two_kinds(dir.path());
+        let inputs = store.begin_compaction().unwrap();
+        let err = store
+            .prepare_compaction_of(&inputs, 0, &mut |e| {
+                Ok(CopyAs::Pack {
+                    kind: e.kind + 10,
+                    data: e.data.to_vec(),
+                })
+            })
+            .err()
+            .expect("two kinds of pack");
+        assert!(err.to_string().contains("one kind of pack"), "{err}");
+        drop(store);
+        let dir = tempfile::tempdir().unwrap();
+        let store = two_kinds(dir.path());
+        let inputs = store.begin_compaction().unwrap();
+        let prepared = store
+            .prepare_compaction_of(&inputs, 0, &mut |e| {
+                Ok(CopyAs::Pack {
+                    kind: 16,
+                    data: if e.kind == 6 {
+                        e.data.to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                })
+            })
+            .unwrap()
+            .unwrap();
+        store.commit_compaction(prepared).unwrap();
+        drop(store);
+        let mut frames = Frames::default();
+        drop(Store::open(dir.path(), StoreOptions::new(), &mut frames).unwrap());
+        let entries: Vec<&Replayed> = frames.0.iter().flat_map(|f| f.1.iter()).collect();
+        assert_eq!(entries.len(), 1, "one pack, the empty ones dropped");
+        assert_eq!(entries[0].0, 16);
+        assert_eq!(entries[0].2.len(), 32);
     }
 }

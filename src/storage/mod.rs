@@ -141,8 +141,11 @@ pub enum CopyAs {
     /// (id 0) that gathers the data of many small entries, e.g. a block of messageId notes
     /// instead of one 21-byte entry (and often a frame) each. The packed entry is written in
     /// the frame of the last entry it gathers (that frame's seq), so frames keep their seqs
-    /// and their order; it holds at most [`PACK_BYTES`] bytes. Compaction's relocations do
-    /// not list packed entries: the layer above must find them by content, not by location.
+    /// and their order; it is closed at the end of the frame that takes it to
+    /// [`PACK_BYTES`] or more (so it may exceed that by one frame's data). Empty `data` is
+    /// the same as `Drop`. One compaction packs one kind (a second kind is an error).
+    /// Compaction's relocations do not list packed entries: the layer above must find them
+    /// by content, not by location.
     Pack {
         /// The packed entry's kind.
         kind: u8,
@@ -151,7 +154,8 @@ pub enum CopyAs {
     },
 }
 
-/// The most data one packed entry ([`CopyAs::Pack`]) holds before compaction starts another.
+/// The data past which a packed entry ([`CopyAs::Pack`]) is closed (at the end of the frame
+/// that takes it there) and compaction starts another.
 pub const PACK_BYTES: usize = 64 << 10;
 
 /// Result of an append: the frame's sequence number and each entry's location, in order.
