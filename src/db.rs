@@ -1061,16 +1061,17 @@ impl Inner {
         };
         let prepared = self.store.prepare_compaction_of(&inputs, moves, &mut |e| {
             let index = self.read_index_spinning();
-            if !index.is_live(e) {
-                return Ok(CopyAs::Drop);
-            }
             if e.kind == EntryKind::Dedupe.byte() || e.kind == EntryKind::DedupeBlock.byte() {
                 // The messageIds still in the window, packed into blocks (16 bytes each
-                // instead of a 21-byte entry and, mostly, a frame of its own).
+                // instead of a 21-byte entry and, mostly, a frame of its own); none left is
+                // an empty pack, which the storage layer drops.
                 return Ok(CopyAs::Pack {
                     kind: EntryKind::DedupeBlock.byte(),
                     data: index.dedupe_live_bytes(e),
                 });
+            }
+            if !index.is_live(e) {
+                return Ok(CopyAs::Drop);
             }
             if e.kind != EntryKind::ProfileDelta.byte() {
                 return Ok(CopyAs::Keep);

@@ -82,8 +82,9 @@ impl ByKey {
             list.retain(|s| keep(s));
             !list.is_empty()
         });
-        self.keys = self.iter().count();
-        self.steps = self.iter().map(|(_, l)| l.len()).sum();
+        (self.keys, self.steps) = self
+            .iter()
+            .fold((0, 0), |(keys, steps), (_, l)| (keys + 1, steps + l.len()));
         // Mostly empty now (a short retention on a store of many profiles): the keys left
         // move to the map, so the vector does not keep a slot for every key ever seen.
         if self.dense.len() as u64 > 2 * self.keys as u64 + DENSE_SLACK {

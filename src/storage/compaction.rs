@@ -633,7 +633,7 @@ mod tests {
             let seq = store.append(&entries).unwrap().seq;
             written.push((seq, kept.map(<[u8]>::to_vec), note.then_some(note_data)));
         };
-        // 5,000 notes (two packs at 16 bytes each), a kept entry every third frame; then
+        // 5,000 notes (16 bytes each once packed), a kept entry every third frame; then
         // frames of 1 MiB kept entries and no note while a pack is open (closed early), then
         // a last note alone.
         for i in 0..5_000u64 {
