@@ -6,7 +6,7 @@
 use crate::entries::profile::{DeltaOut, Link, alloc_bytes, state_heap_bytes};
 use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
-use crate::index::{CompanyInfo, HashMap, Index, Update};
+use crate::index::{CompanyInfo, HashMap, HashSet, Index, Update};
 use crate::options::Options;
 use crate::profile::merge::{CallOp, call_ops, merge_into};
 use crate::profile::message::{CompanyRef, Identify, Message};
@@ -105,9 +105,9 @@ pub struct RecordCounts {
     pub full_whole: u64,
     /// Full records written because the profile's chain was at `Options::chain_limit`.
     pub full_chain_limit: u64,
-    /// Full records written because the profile's newest record was in a segment that a
-    /// running compaction is rewriting (a delta linking into it would dangle).
-    pub full_during_compaction: u64,
+    /// Of `deltas`: those that link to a record in a segment a running compaction was
+    /// rewriting (the compaction copies that record and forwards the link to the copy).
+    pub linked_into_compaction: u64,
 }
 
 /// Decoded profiles recently written, so that the next call on a hot profile skips reading
@@ -124,9 +124,12 @@ pub(crate) struct ProfileCache {
     hand: usize,
     bytes: usize,
     budget: usize,
-    /// Segments a running compaction is rewriting (sorted): no delta may link into them, since
-    /// the compaction drops every record of a chain but its newest (which it folds).
+    /// Segments a running compaction is rewriting (sorted). A delta may link into them: the
+    /// record it links to goes into `linked`, and the compaction copies it (folded) even
+    /// when it is no longer the profile's newest, then forwards the link to the copy.
     pub compacting: Vec<u32>,
+    /// The records in `compacting` that deltas link to (see there).
+    pub linked: HashSet<Location>,
     /// Profile records written, by form and reason (`Stats::profile_records`).
     pub records: RecordCounts,
     /// Loads of a profile that found it here, and loads that read it from the log.
@@ -154,6 +157,7 @@ impl ProfileCache {
             bytes: 0,
             budget,
             compacting: Vec::new(),
+            linked: HashSet::default(),
             records: Default::default(),
             hits: 0,
             misses: 0,
@@ -358,8 +362,8 @@ pub(crate) fn message_hash(message_id: &str) -> u128 {
 }
 
 /// Read the profile whose newest record is at `loc` (following its chain).
-pub(crate) fn read_profile(store: &Store, loc: Location) -> Result<ProfileRecord> {
-    Ok(entries::chain::read_profile(store, loc)?.0)
+pub(crate) fn read_profile(store: &Store, index: &Index, loc: Location) -> Result<ProfileRecord> {
+    Ok(entries::chain::read_profile(store, &index.forwards, loc)?.0)
 }
 
 /// Read a company record at a location.
@@ -518,7 +522,8 @@ impl<'a> Builder<'a> {
             }
             None => {
                 self.cache.misses += 1;
-                let (rec, depth) = entries::chain::read_profile(self.store, loc)?;
+                let (rec, depth) =
+                    entries::chain::read_profile(self.store, &self.index.forwards, loc)?;
                 (depth, rec, None, false)
             }
         };
@@ -616,8 +621,8 @@ impl<'a> Builder<'a> {
             return None;
         }
         if self.cache.compacting.binary_search(&prev.segment).is_ok() {
-            records.full_during_compaction += 1;
-            return None;
+            records.linked_into_compaction += 1;
+            self.cache.linked.insert(prev);
         }
         records.deltas += 1;
         Some(Link { prev, depth })

@@ -8,7 +8,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 
 use crate::apply::{self, Builder, ProfileCache};
-use crate::entries::EntryKind;
+use crate::entries::{self, EntryKind};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::options::{Durability, Options};
@@ -16,7 +16,7 @@ use crate::profile::filter::Filter;
 use crate::profile::message::{Alias, Group, Identify, Link, Message};
 use crate::profile::validate::validate;
 use crate::rebuild::Rebuild;
-use crate::storage::{CopyAs, Store, StoreOptions};
+use crate::storage::{CopyAs, Entry, Location, Store, StoreOptions};
 use crate::types::{Company, Outcome, Profile, Selector, SourceOffset, Status};
 use crate::view;
 
@@ -449,7 +449,7 @@ impl Db {
         let Some(loc) = index.location(key) else {
             return Ok(None);
         };
-        let rec = apply::read_profile(&self.inner.store, loc)?;
+        let rec = apply::read_profile(&self.inner.store, index, loc)?;
         Ok(Some(view::profile(index, key, rec)))
     }
 
@@ -534,7 +534,15 @@ impl Db {
 
     /// Compact now; returns bytes reclaimed.
     pub fn compact(&self) -> Result<u64> {
-        self.inner.compact()
+        self.inner.compact(&mut || {})
+    }
+
+    /// [`Db::compact`], calling `during` (with no lock held) once the segments to compact
+    /// are sealed and again once their live records are copied, just before the switch:
+    /// for tests that write while a compaction runs, at a known point.
+    #[doc(hidden)]
+    pub fn compact_with(&self, during: &mut dyn FnMut()) -> Result<u64> {
+        self.inner.compact(during)
     }
 
     /// Write the index snapshot (hint file) now, so that the next open replays less.
@@ -555,7 +563,7 @@ impl Db {
         let index = self.inner.index.read();
         let mut identifiers = 0usize;
         for (key, loc) in index.profiles() {
-            let rec = match apply::read_profile(&self.inner.store, loc) {
+            let rec = match apply::read_profile(&self.inner.store, &index, loc) {
                 Ok(r) => r,
                 Err(e) => {
                     problems.push(format!(
@@ -744,7 +752,7 @@ impl Db {
             }
         }
         self.inner.store.sync()?;
-        self.inner.compact()?;
+        self.inner.compact(&mut || {})?;
         Ok(true)
     }
 
@@ -755,7 +763,7 @@ impl Db {
         let deleted = self.delete(selector, suppress)?;
         if deleted.is_some() {
             self.inner.store.sync()?;
-            self.inner.compact()?;
+            self.inner.compact(&mut || {})?;
         }
         Ok(deleted)
     }
@@ -797,7 +805,7 @@ impl Db {
             return Ok(false);
         }
         self.inner.store.sync()?;
-        self.inner.compact()?;
+        self.inner.compact(&mut || {})?;
         Ok(true)
     }
 
@@ -1042,18 +1050,26 @@ impl Inner {
     }
 
     /// Compaction with chain folding: every live profile is copied as one full record (its
-    /// chain folded), every other record of a chain is dropped. Writers continue meanwhile;
-    /// from the moment the inputs are sealed (under the index write lock, so no append slips
-    /// in between) until the switch, a write to a profile whose newest record lies in an
-    /// input writes a full record, never a delta linking into a segment about to go.
-    fn compact(&self) -> Result<u64> {
+    /// chain folded), every other record of a chain is dropped. Writers continue meanwhile
+    /// and may link deltas into the inputs (sealed under the index write lock, so no append
+    /// slips in between): the record a delta links to is kept (`ProfileCache::linked`) and
+    /// copied folded even when it is no longer the newest, and before the switch the pairs
+    /// old place -> new place of those records are written and synced as `FORWARD` entries,
+    /// then replace the index's forwards (docs/architecture.md, "Compaction").
+    ///
+    /// `during` runs with no lock held once the inputs are sealed and again once they are
+    /// copied, before the switch (tests use it to write at those points).
+    fn compact(&self, during: &mut dyn FnMut()) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
-        let inputs = {
-            let _writers_out = self.index.write();
+        let (inputs, forwards) = {
+            let index = self.index.write();
             let inputs = self.store.begin_compaction()?;
-            self.cache.lock().compacting = inputs.clone();
-            inputs
+            let mut cache = self.cache.lock();
+            cache.compacting = inputs.clone();
+            cache.linked.clear();
+            (inputs, index.forwards.clone())
         };
+        during();
         // Nearly every entry the compaction keeps is a profile's record or a history step.
         let moves = {
             let index = self.index.read();
@@ -1070,26 +1086,37 @@ impl Inner {
                     data: index.dedupe_live_bytes(e),
                 });
             }
-            if !index.is_live(e) {
+            let profile =
+                e.kind == EntryKind::Profile.byte() || e.kind == EntryKind::ProfileDelta.byte();
+            // A profile's newest record, or one a delta written since the inputs were
+            // sealed links to (read under the index lock, which such a writer held).
+            let keep =
+                index.is_live(e) || (profile && self.cache.lock().linked.contains(&e.location));
+            if !keep {
                 return Ok(CopyAs::Drop);
             }
             if e.kind != EntryKind::ProfileDelta.byte() {
                 return Ok(CopyAs::Keep);
             }
-            // Folding the chain reads only sealed records (no delta links into the inputs):
-            // the writers need not wait for it.
+            // Folding the chain reads only sealed records and the forwards of the last
+            // compaction, which change only at this one's switch: the writers need not wait.
             drop(index);
-            let (rec, _) = crate::entries::chain::read_profile(&self.store, e.location)?;
+            let (rec, _) = crate::entries::chain::read_profile(&self.store, &forwards, e.location)?;
             Ok(CopyAs::Replace {
                 kind: EntryKind::Profile.byte(),
                 data: crate::entries::encode_profile(&rec, e.data.len() * 4),
             })
         });
         let prepared = match prepared {
-            Ok(Some(p)) => p,
+            Ok(Some(p)) => {
+                during();
+                p
+            }
             other => {
                 let _writers_out = self.index.write();
-                self.cache.lock().compacting.clear();
+                let mut cache = self.cache.lock();
+                cache.compacting.clear();
+                cache.linked.clear();
                 return other.map(|_| 0);
             }
         };
@@ -1097,7 +1124,10 @@ impl Inner {
             let mut index = self.index.write();
             let mut cache = self.cache.lock();
             cache.compacting.clear();
+            let linked = std::mem::take(&mut cache.linked);
+            let forwards = self.write_forwards(&mut index, &linked, prepared.moved())?;
             let mut relocations = self.store.commit_compaction(prepared)?;
+            index.forwards = std::sync::Arc::new(forwards);
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
@@ -1109,6 +1139,50 @@ impl Inner {
         };
         self.write_hint()?;
         Ok(reclaimed)
+    }
+
+    /// The forwards of a compaction about to switch in: for each record in `linked` (the
+    /// records deltas link to), its copy's place from `moved`. Appended as `FORWARD`
+    /// entries and synced before the switch, so that a crash after it finds them on replay
+    /// (one before it finds old places that still exist, which replay ignores).
+    fn write_forwards(
+        &self,
+        index: &mut Index,
+        linked: &crate::index::HashSet<Location>,
+        moved: &[(u8, u64, Location, Location)],
+    ) -> Result<crate::entries::chain::Forwards> {
+        let mut forwards = crate::entries::chain::Forwards::default();
+        if linked.is_empty() {
+            return Ok(forwards);
+        }
+        forwards.reserve(linked.len());
+        let profile = [EntryKind::Profile.byte(), EntryKind::ProfileDelta.byte()];
+        let pairs: Vec<(Location, Location)> = moved
+            .iter()
+            .filter(|m| profile.contains(&m.0) && linked.contains(&m.2))
+            .map(|m| (m.2, m.3))
+            .collect();
+        if pairs.is_empty() {
+            return Ok(forwards);
+        }
+        // 2,048 pairs (48 KiB) an entry, 64 entries (3 MiB) a frame.
+        let blocks: Vec<Vec<u8>> = pairs.chunks(2048).map(entries::forward_block).collect();
+        let mut seq = 0;
+        for frame in blocks.chunks(64) {
+            let batch: Vec<Entry<'_>> = frame
+                .iter()
+                .map(|data| Entry {
+                    kind: EntryKind::Forward.byte(),
+                    id: 0,
+                    data,
+                })
+                .collect();
+            seq = self.store.append(&batch)?.seq;
+        }
+        index.set_last_seq(seq);
+        self.store.wait_durable(seq, Durability::SyncEach)?;
+        forwards.extend(pairs);
+        Ok(forwards)
     }
 
     fn wants_compaction(&self) -> bool {
@@ -1142,7 +1216,7 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
         }
         if strong.wants_compaction() {
             // Errors poison the store; the next call reports them.
-            let _ = strong.compact();
+            let _ = strong.compact(&mut || {});
         }
     }
 }

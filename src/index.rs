@@ -24,6 +24,7 @@ pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 /// Hash sets of the index.
 pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
+use crate::entries::chain::Forwards;
 use crate::entries::{self, EntryKind, Ids};
 use crate::storage::{Location, StoredEntry};
 use crate::types::SourceOffset;
@@ -76,6 +77,11 @@ pub(crate) struct Index {
     /// External log positions applied up to, by [`entries::source_id`], with the location
     /// of the newest `SOURCE_OFFSET` entry (the live one).
     sources: HashMap<u64, (SourceOffset, Location)>,
+    /// Where the last compaction moved the records that deltas written during it link to
+    /// (`entries::chain`): replaced whole by each compaction (shared with the one running,
+    /// which folds chains through it without the index lock), in the snapshot, and rebuilt
+    /// from `FORWARD` entries on replay.
+    pub(crate) forwards: std::sync::Arc<Forwards>,
 }
 
 /// What one entry changes in the index: one variant per entry kind, applied by
@@ -552,6 +558,8 @@ impl Index {
             }
             EntryKind::DedupeBlock => entries::hash_block(e.data)
                 .is_ok_and(|mut hashes| hashes.any(|h| self.dedupe.contains(h))),
+            // Needed only until the next compaction, which folds every chain through them.
+            EntryKind::Forward => false,
             EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
             EntryKind::NextKey => self.next_key_location == loc,
             EntryKind::GuardLink => {
@@ -589,7 +597,8 @@ impl Index {
             EntryKind::Tombstone
             | EntryKind::Redirect
             | EntryKind::Dedupe
-            | EntryKind::DedupeBlock => {}
+            | EntryKind::DedupeBlock
+            | EntryKind::Forward => {}
             EntryKind::Company => {
                 if let Some(cid) = self.company_ids.get(&id)
                     && let Some(slot) = self.companies.get_mut(cid)

@@ -7,6 +7,7 @@
 //! so the newest record of a chain that has them is found by decoding record prefixes only
 //! (`entries::chain::read_ids`).
 
+use crate::entries::chain::Forwards;
 use crate::entries::{self, CompanyRecord, EntryKind, Ids};
 use crate::error::{Error, Result};
 use crate::index::{HashMap, Index, Update};
@@ -50,10 +51,17 @@ impl Rebuild {
     /// Also returns the profiles a repair dropped (see [`Rebuild::repair`]).
     pub fn finish(mut self, store: &Store) -> Result<(Index, Vec<String>)> {
         let touched = std::mem::take(&mut self.touched);
+        // A `FORWARD` entry of a compaction that did not switch in (a crash after the entry
+        // was written and before the switch) names old places that still exist: the links
+        // there stay where they are.
+        if !self.index.forwards.is_empty() {
+            std::sync::Arc::make_mut(&mut self.index.forwards)
+                .retain(|old, _| !store.has_segment(old.segment));
+        }
         // First forget what the snapshot said about them, then learn the final state.
         for (&key, before) in &touched {
             if let Some(loc) = before {
-                match read_ids(store, *loc) {
+                match read_ids(store, &self.index.forwards, *loc) {
                     Ok(ids) => self.index.unindex_ids(key, &ids),
                     // The snapshot's version lay in a quarantined segment: its identifiers
                     // go below with the profile if they still point at it.
@@ -64,7 +72,7 @@ impl Rebuild {
         }
         for &key in touched.keys() {
             if let Some(loc) = self.index.location(key) {
-                match read_ids(store, loc) {
+                match read_ids(store, &self.index.forwards, loc) {
                     Ok(ids) => self.index.index_ids(key, &ids),
                     Err(e) if self.repair => self.drop_lost(key, e),
                     Err(e) => return Err(e),
@@ -76,7 +84,7 @@ impl Rebuild {
             // quarantined segment (its newest record came from the snapshot).
             let heads: Vec<(u64, Location)> = self.index.profiles().collect();
             for (key, loc) in heads {
-                if let Err(e) = entries::chain::read_profile(store, loc) {
+                if let Err(e) = entries::chain::read_profile(store, &self.index.forwards, loc) {
                     self.drop_lost(key, e);
                 }
             }
@@ -95,8 +103,8 @@ impl Rebuild {
     }
 }
 
-fn read_ids(store: &Store, loc: Location) -> Result<Ids> {
-    entries::chain::read_ids(store, loc)
+fn read_ids(store: &Store, forwards: &Forwards, loc: Location) -> Result<Ids> {
+    entries::chain::read_ids(store, forwards, loc)
 }
 
 impl Replay for Rebuild {
@@ -168,6 +176,18 @@ impl Replay for Rebuild {
                     for hash in hashes {
                         self.index.apply(Update::Dedupe { hash }, e.location);
                     }
+                    continue;
+                }
+                // Where the compaction that wrote it moved linked records (kept until the
+                // next compaction replaces them; see `finish` for one that did not switch).
+                EntryKind::Forward => {
+                    let pairs = entries::forward_pairs(e.data).map_err(|reason| Error::Decode {
+                        what: "forward entry",
+                        file: Default::default(),
+                        offset: e.location.offset as u64,
+                        reason: format!("in segment {}: {reason}", e.location.segment),
+                    })?;
+                    std::sync::Arc::make_mut(&mut self.index.forwards).extend(pairs);
                     continue;
                 }
                 EntryKind::Suppress => Update::Suppress {

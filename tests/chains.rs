@@ -158,7 +158,7 @@ fn deltas_write_far_fewer_bytes_than_full_records() {
 }
 
 #[test]
-fn writers_during_compaction_never_link_into_the_segments_it_rewrites() {
+fn writers_during_compaction_link_into_the_segments_it_rewrites() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
     let db = std::sync::Arc::new(run(&dir, options(8, 0), 0..200));
@@ -185,6 +185,87 @@ fn writers_during_compaction_never_link_into_the_segments_it_rewrites() {
     let db = Db::open(&dir, options(8, 0)).unwrap();
     assert_eq!(all(&db), all(&reference), "after a crash and replay");
     assert!(db.check().unwrap().is_empty());
+}
+
+/// Deltas written while a compaction runs link to records in the segments it rewrites: the
+/// compaction copies those records (folded) and leaves forwards to the copies, through which
+/// the chains read back, with and without the writer cache, after the switch, through
+/// further compactions that fold those chains, after reopening from the hint, and after a
+/// replay of the log that finds the forwards only in `FORWARD` entries.
+#[test]
+fn deltas_written_during_a_compaction_read_back_through_its_forwards() {
+    for cache in [0, 1 << 20] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let db = run(&dir, options(64, cache), 0..150);
+        let mut next = 150;
+        let expect = |upto: u32, what: &str, db: &Db| {
+            let reference = run(
+                &tmp.path().join(format!("ref{upto}")),
+                options(1, 0),
+                0..upto,
+            );
+            assert_eq!(
+                all(db),
+                all(&reference),
+                "cache {cache}: {what} (calls 0..{upto})"
+            );
+        };
+        for round in 0..4 {
+            let mut during = || {
+                for _ in 0..3 {
+                    db.apply(&call(next)).unwrap();
+                    next += 1;
+                }
+                for p in 0..3 {
+                    db.get(&Selector::UserId(format!("u{p}"))).unwrap().unwrap();
+                }
+            };
+            db.compact_with(&mut during).unwrap();
+            expect(next, &format!("after compaction {round}"), &db);
+            assert!(
+                db.check().unwrap().is_empty(),
+                "cache {cache}: check, round {round}"
+            );
+            // Deltas after the switch, on chains that run through the forwards.
+            for _ in 0..3 {
+                db.apply(&call(next)).unwrap();
+                next += 1;
+            }
+        }
+        let r = db.stats().profile_records;
+        assert!(
+            r.linked_into_compaction >= 8,
+            "cache {cache}: {} deltas linked into a compaction",
+            r.linked_into_compaction
+        );
+        db.close().unwrap();
+        let db = Db::open(&dir, options(64, cache)).unwrap();
+        expect(next, "reopened from the hint", &db);
+        // A compaction with writes during it, then a crash before any further hint: the
+        // replay finds the forwards in the log only.
+        let mut during = || {
+            for _ in 0..3 {
+                db.apply(&call(next)).unwrap();
+                next += 1;
+            }
+        };
+        db.compact_with(&mut during).unwrap();
+        db.abandon();
+        std::fs::remove_file(dir.join("HINT")).unwrap();
+        let db = Db::open(&dir, options(64, cache)).unwrap();
+        expect(next, "replayed from the log", &db);
+        assert!(
+            db.check().unwrap().is_empty(),
+            "cache {cache}: check after the replay"
+        );
+        for _ in 0..20 {
+            db.apply(&call(next)).unwrap();
+            next += 1;
+        }
+        db.compact().unwrap();
+        expect(next, "a last compaction folds it all", &db);
+    }
 }
 
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -360,7 +441,7 @@ fn records_written_are_counted_by_form_and_reason() {
             r.full_whole,
             r.deltas,
             r.full_chain_limit,
-            r.full_during_compaction
+            r.linked_into_compaction
         ),
         (1, 6, 2, 0)
     );

@@ -437,9 +437,9 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
     let rc = r.records;
     writeln!(
         out,
-        "  records         {} deltas; full: {} new or rewritten whole, {} at the chain limit, \
-         {} while a compaction ran",
-        rc.deltas, rc.full_whole, rc.full_chain_limit, rc.full_during_compaction
+        "  records         {} deltas ({} linked into a running compaction); full: {} new or \
+         rewritten whole, {} at the chain limit",
+        rc.deltas, rc.linked_into_compaction, rc.full_whole, rc.full_chain_limit
     )?;
     writeln!(
         out,

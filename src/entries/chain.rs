@@ -8,11 +8,32 @@
 //! full record at depth 0), and the record a link names must exist and decode. A broken link is
 //! an error naming the segment file and offset, never a panic and never a profile silently
 //! missing properties.
+//!
+//! A delta written while a compaction ran may link to a record in a segment that compaction
+//! then removed: compaction copied that record (folded into a full record) and left a
+//! [`Forwards`] pair, old place -> new place. A link found in the forwards is followed to the
+//! new place, which must hold a full record (docs/architecture.md, "Compaction").
 
 use super::profile::{self, Ids, Link, MAX_CHAIN_DEPTH, ProfileRecord};
 use super::wire::DecodeError;
 use crate::error::{Error, Result};
 use crate::storage::{Location, Store};
+
+/// Where the last compaction moved the records that deltas written during it link to (old
+/// place -> new place, the new place always a full record): kept by the index, persisted as
+/// `FORWARD` entries and in the hint, replaced by the next compaction (which folds every
+/// chain that used them).
+pub(crate) type Forwards =
+    std::collections::HashMap<Location, Location, foldhash::fast::RandomState>;
+
+/// The record a link names: its new place if the last compaction moved it, with the depth
+/// the record there must have (a forwarded record is full).
+fn follow(forwards: &Forwards, prev: Location, depth: u32) -> (Location, u32) {
+    match forwards.get(&prev) {
+        Some(&moved) => (moved, 0),
+        None => (prev, depth),
+    }
+}
 
 /// The error for a record at `loc` that did not decode.
 pub(crate) fn decode_error(
@@ -59,11 +80,17 @@ fn check_depth(store: &Store, at: Location, got: u32, expect: Option<u32>) -> Re
 }
 
 /// Read the profile whose newest record is at `head`: the record as of that record, and the
-/// number of deltas in its chain (0 when `head` is a full record).
-pub(crate) fn read_profile(store: &Store, head: Location) -> Result<(ProfileRecord, u32)> {
+/// depth of `head` (0 when it is a full record), which the next delta's depth follows. The
+/// chain walked may be shorter than the depth says when a link was forwarded.
+pub(crate) fn read_profile(
+    store: &Store,
+    forwards: &Forwards,
+    head: Location,
+) -> Result<(ProfileRecord, u32)> {
     let mut fold = profile::Fold::default();
     let mut at = head;
     let mut expect: Option<u32> = None;
+    let mut head_depth = None;
     loop {
         let step = store.read(at, |bytes| {
             if profile::is_delta(bytes) {
@@ -75,12 +102,14 @@ pub(crate) fn read_profile(store: &Store, head: Location) -> Result<(ProfileReco
         match step.map_err(|e| decode_error(store, "profile record", at, e))? {
             Step::Delta(link) => {
                 check_depth(store, at, link.depth, expect)?;
-                expect = Some(link.depth - 1);
-                at = link.prev;
+                head_depth.get_or_insert(link.depth);
+                let (next, depth) = follow(forwards, link.prev, link.depth - 1);
+                expect = Some(depth);
+                at = next;
             }
             Step::Full(rec) => {
                 check_depth(store, at, 0, expect)?;
-                return Ok((rec, fold.deltas()));
+                return Ok((rec, head_depth.unwrap_or(0)));
             }
         }
         if fold.deltas() > MAX_CHAIN_DEPTH {
@@ -96,7 +125,7 @@ pub(crate) fn read_profile(store: &Store, head: Location) -> Result<(ProfileReco
 /// The identifiers of the profile whose newest record is at `head`: from the newest record of
 /// the chain that carries them (a delta carries all of them when its call changed any, so this
 /// decodes record prefixes only).
-pub(crate) fn read_ids(store: &Store, head: Location) -> Result<Ids> {
+pub(crate) fn read_ids(store: &Store, forwards: &Forwards, head: Location) -> Result<Ids> {
     let mut at = head;
     let mut expect: Option<u32> = None;
     for _ in 0..=MAX_CHAIN_DEPTH + 1 {
@@ -117,8 +146,9 @@ pub(crate) fn read_ids(store: &Store, head: Location) -> Result<Ids> {
         let Some(link) = link else {
             break;
         };
-        expect = Some(link.depth - 1);
-        at = link.prev;
+        let (next, depth) = follow(forwards, link.prev, link.depth - 1);
+        expect = Some(depth);
+        at = next;
     }
     Err(broken(
         store,

@@ -20,6 +20,7 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::storage::Location;
 use crate::types::state::PropState;
 
 pub(crate) use profile::{Ids, ProfileRecord};
@@ -53,6 +54,11 @@ pub(crate) enum EntryKind {
     /// first. One block replaces up to 4,096 `Dedupe` entries and the frames that held only
     /// them.
     DedupeBlock = 10,
+    /// Where the compaction that wrote it moved records that deltas written during it link
+    /// to ([`chain::Forwards`], [`forward_block`]): `id` = 0; data = n x 24 bytes, each the
+    /// old and the new place (segment, offset, length: u32 LE each). Written to the log and
+    /// synced before the compaction switches its segments in; never copied by a compaction.
+    Forward = 11,
     /// One step of a profile's history (issue 16, [`history`]); `id` = profile key. Kept by
     /// compaction while younger than `Options::history_retention` and its profile lives.
     History = 20,
@@ -93,6 +99,7 @@ impl TryFrom<u8> for EntryKind {
             8 => EntryKind::NextKey,
             9 => EntryKind::ProfileDelta,
             10 => EntryKind::DedupeBlock,
+            11 => EntryKind::Forward,
             20 => EntryKind::History,
             21 => EntryKind::GuardLink,
             22 => EntryKind::Quarantine,
@@ -255,6 +262,44 @@ pub(crate) fn hash_block(data: &[u8]) -> Result<impl Iterator<Item = u128> + '_>
     Ok(data
         .chunks_exact(16)
         .map(|c| u128::from_le_bytes(c.try_into().unwrap_or_default())))
+}
+
+/// Bytes of one pair of a [`EntryKind::Forward`] entry.
+pub(crate) const FORWARD_PAIR: usize = 24;
+
+/// The data of a [`EntryKind::Forward`] entry holding `pairs` (old place, new place).
+pub(crate) fn forward_block(pairs: &[(Location, Location)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pairs.len() * FORWARD_PAIR);
+    for (old, new) in pairs {
+        for l in [old, new] {
+            out.extend_from_slice(&l.segment.to_le_bytes());
+            out.extend_from_slice(&l.offset.to_le_bytes());
+            out.extend_from_slice(&l.len.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The pairs of a [`EntryKind::Forward`] entry; an error unless the data is a whole, non-zero
+/// number of pairs.
+pub(crate) fn forward_pairs(
+    data: &[u8],
+) -> std::result::Result<impl Iterator<Item = (Location, Location)> + '_, String> {
+    if data.is_empty() || !data.len().is_multiple_of(FORWARD_PAIR) {
+        return Err(format!(
+            "{} bytes is not a whole number of {FORWARD_PAIR}-byte pairs",
+            data.len()
+        ));
+    }
+    let u32_at = |c: &[u8], i: usize| u32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+    let loc = move |c: &[u8], i: usize| Location {
+        segment: u32_at(c, i),
+        offset: u32_at(c, i + 4),
+        len: u32_at(c, i + 8),
+    };
+    Ok(data
+        .chunks_exact(FORWARD_PAIR)
+        .map(move |c| (loc(c, 0), loc(c, 12))))
 }
 
 /// Join `(id, data)` of an entry back into the hash.

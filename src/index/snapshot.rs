@@ -9,6 +9,7 @@ use super::idmap::IdMap;
 use super::profiles::Profiles;
 use super::window::Window;
 use super::{CompanySlot, HashMap, HashSet, Index};
+use crate::entries::chain::Forwards;
 use crate::error::{Error, Result};
 use crate::storage::Location;
 use crate::types::SourceOffset;
@@ -19,8 +20,10 @@ pub(crate) const MAGIC: [u8; 8] = *b"PDBINDEX";
 /// (without this magic); it is not read, only replaced. Version 3 adds the history section
 /// (issue 16) and then the external log positions (`SOURCE_OFFSET` entries, issue 17) at the
 /// end; a version-2 payload is not read either (the log is replayed once, then a version-3 hint
-/// is written on close).
-pub(crate) const VERSION: u16 = 3;
+/// is written on close). Version 4 adds the forwards (`entries::chain::Forwards`) at the end;
+/// a version-3 payload is not read (the log, which holds them as `FORWARD` entries, is
+/// replayed once).
+pub(crate) const VERSION: u16 = 4;
 
 /// Encodes the payload.
 struct Out(Vec<u8>);
@@ -120,6 +123,7 @@ impl Index {
                 .map(|(id, s)| id.len() + 40 + s.members.len() * 8)
                 .sum::<usize>()
             + self.journal.encoded_steps_len()
+            + self.forwards.len() * 24
             + (64 << 10);
         let mut o = Out(Vec::with_capacity(size));
         o.0.extend_from_slice(&MAGIC);
@@ -197,6 +201,11 @@ impl Index {
             o.u32(s.partition as u32);
             o.u64(s.next_offset as u64);
             o.u32(s.next_call);
+        }
+        o.u64(self.forwards.len() as u64);
+        for (&old, &new) in self.forwards.iter() {
+            o.loc(old);
+            o.loc(new);
         }
         let crc = crc32fast::hash(&o.0);
         o.u32(crc);
@@ -370,6 +379,13 @@ impl Index {
             };
             index.sources.insert(id, (at, l));
         }
+        let n = r.count(24, "forwards")?;
+        let mut forwards = Forwards::with_capacity_and_hasher(n, Default::default());
+        for _ in 0..n {
+            let old = r.loc("forwards")?;
+            forwards.insert(old, r.loc("forwards")?);
+        }
+        index.forwards = std::sync::Arc::new(forwards);
         if r.at != r.b.len() {
             return Err(r.fail("trailing bytes"));
         }

@@ -49,7 +49,7 @@ fn start(
     key: u64,
 ) -> Result<Option<(ProfileRecord, Option<MergedAway>)>> {
     if let Some(loc) = index.location(key) {
-        return Ok(Some((crate::apply::read_profile(store, loc)?, None)));
+        return Ok(Some((crate::apply::read_profile(store, index, loc)?, None)));
     }
     let Some(end) = index.resolve_key(key) else {
         return Ok(None);

@@ -155,7 +155,7 @@ pub(crate) fn plan(
     }
     let brought = idents(&merged_rec);
     let survivor_loc = index.location(survivor).ok_or_else(not_merged)?;
-    let current = crate::apply::read_profile(store, survivor_loc)?;
+    let current = crate::apply::read_profile(store, index, survivor_loc)?;
 
     // Walk back from the current record to the state right after the merge, noting each later
     // step's after-state and attribution.

@@ -42,6 +42,12 @@ pub(crate) struct Prepared {
     done: bool,
 }
 
+impl Prepared {
+    pub(crate) fn moved(&self) -> &[(u8, u64, Location, Location)] {
+        &self.moved
+    }
+}
+
 impl Drop for Prepared {
     fn drop(&mut self) {
         if !self.done {

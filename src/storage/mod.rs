@@ -172,6 +172,14 @@ pub struct PreparedCompaction {
     inner: compaction::Prepared,
 }
 
+impl PreparedCompaction {
+    /// Each copied entry's `(kind, id, old location, new location)`, in copy order (what
+    /// [`Store::commit_compaction`] will return as [`Relocations::moved`]).
+    pub fn moved(&self) -> &[(u8, u64, Location, Location)] {
+        self.inner.moved()
+    }
+}
+
 /// The switch of a prepared compaction: each live entry's old and new location.
 #[derive(Debug, Clone, Default)]
 pub struct Relocations {
@@ -337,6 +345,12 @@ impl Store {
             compaction::prepare(&self.inner.shared, inputs, moves, copy_as)?
                 .map(|inner| PreparedCompaction { inner }),
         )
+    }
+
+    /// Whether segment `id` is part of the store (sealed or the active one).
+    pub fn has_segment(&self, id: u32) -> bool {
+        let shared = &self.inner.shared;
+        shared.sealed.read().contains_key(&id) || shared.state.lock().id == id
     }
 
     /// The path of segment `id` (for error messages of the layers above).
