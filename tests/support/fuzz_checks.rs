@@ -338,7 +338,7 @@ fn build_file(name: &str, inp: &mut Input<'_>) -> Vec<u8> {
 }
 
 /// A segment built from choices: a header (kind, id, seq floor; optionally wrong), frames
-/// with valid CRCs (seq steps, entries of the Db's kinds 1..=8 or others, small or full ids,
+/// with valid CRCs (seq steps, entries of the Db's kinds (`BUILT_KINDS`) or others, small or full ids,
 /// data bytes), then optional damage (garbage, truncation or a flipped bit).
 pub fn segment_file(inp: &mut Input<'_>, id: u32) -> Vec<u8> {
     let hk = inp.u8();
@@ -380,7 +380,7 @@ pub fn segment_file(inp: &mut Input<'_>, id: u32) -> Vec<u8> {
                 l => l as usize,
             };
             entries.push(Entry {
-                kind: (k & 0x7F) % 10,
+                kind: BUILT_KINDS[(k & 0x7F) as usize % BUILT_KINDS.len()],
                 id,
                 data: inp.bytes(len),
             });
@@ -390,6 +390,9 @@ pub fn segment_file(inp: &mut Input<'_>, id: u32) -> Vec<u8> {
     damage(inp, &mut out);
     out
 }
+
+/// The kinds a built entry takes: none (0), every kind the Db writes, and two it does not.
+const BUILT_KINDS: [u8; 17] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 20, 21, 22, 30, 99];
 
 fn damage(inp: &mut Input<'_>, out: &mut Vec<u8>) {
     match inp.u8() % 4 {
