@@ -3,7 +3,8 @@
 //! follow once the batch is appended. Nothing here mutates the index: a call that fails
 //! half-way leaves no trace.
 
-use crate::entries::profile::{DeltaOut, Link, alloc_bytes, state_heap_bytes};
+use crate::entries::chain::Forwards;
+use crate::entries::profile::{DeltaOut, Link, MAX_CHAIN_DEPTH, alloc_bytes, state_heap_bytes};
 use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
 use crate::index::{CompanyInfo, HashMap, HashSet, Index, Update};
@@ -74,8 +75,8 @@ pub(crate) struct Written {
     /// Position of its entry in the batch.
     entry: usize,
     key: u64,
-    /// Deltas in its chain (0: a full record).
-    depth: u32,
+    /// Where it stands in its chain.
+    at: ChainAt,
     rec: ProfileRecord,
     /// Its estimated size ([`ProfileRecord::approx_bytes`]).
     bytes: usize,
@@ -138,10 +139,35 @@ pub(crate) struct ProfileCache {
     pub misses: u64,
 }
 
+/// Where a profile's newest record stands in its chain.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ChainAt {
+    /// The depth its record carries (0: a full record); the next delta carries one more.
+    link: u32,
+    /// The deltas a read walks from it down to the full record: `link`, less those a
+    /// forward of the last compaction skips. `Options::chain_limit` bounds this.
+    walked: u32,
+    /// The record in a segment a running compaction rewrites that its chain links to, and
+    /// that record's depth: set by the delta that linked to it, kept by the deltas after it.
+    /// At the compaction's switch `walked` drops to the deltas above it.
+    through: Option<(Location, u32)>,
+}
+
+impl ChainAt {
+    /// Read from the log: `link` and `walked` as `entries::chain::read_profile` gives them.
+    fn read(link: u32, walked: u32) -> ChainAt {
+        ChainAt {
+            link,
+            walked,
+            through: None,
+        }
+    }
+}
+
 struct Slot {
     key: u64,
     loc: Location,
-    depth: u32,
+    at: ChainAt,
     rec: Option<ProfileRecord>,
     bytes: usize,
     referenced: bool,
@@ -164,15 +190,15 @@ impl ProfileCache {
         }
     }
 
-    /// Take the profile whose newest record is at `at` out of the cache: its chain depth,
-    /// record and estimated size.
-    fn take(&mut self, key: u64, at: Location) -> Option<(u32, ProfileRecord, usize)> {
+    /// Take the profile whose newest record is at `at` out of the cache: where it stands in
+    /// its chain, its record and estimated size.
+    fn take(&mut self, key: u64, at: Location) -> Option<(ChainAt, ProfileRecord, usize)> {
         let i = self.map.remove(&key)?;
         let slot = &mut self.slots[i];
         let rec = slot.rec.take()?;
         self.bytes -= slot.bytes;
         self.free.push(i);
-        (slot.loc == at).then_some((slot.depth, rec, slot.bytes - CACHE_SLOT_BYTES))
+        (slot.loc == at).then_some((slot.at, rec, slot.bytes - CACHE_SLOT_BYTES))
     }
 
     /// Bytes the cached profiles are estimated to take.
@@ -186,7 +212,7 @@ impl ProfileCache {
             let Some(&loc) = locations.get(w.entry) else {
                 continue;
             };
-            self.insert(w.key, loc, w.depth, w.rec, w.bytes, w.hit);
+            self.insert(w.key, loc, w.at, w.rec, w.bytes, w.hit);
         }
     }
 
@@ -195,7 +221,7 @@ impl ProfileCache {
         &mut self,
         key: u64,
         loc: Location,
-        depth: u32,
+        at: ChainAt,
         rec: ProfileRecord,
         rec_bytes: usize,
         hit: bool,
@@ -216,7 +242,7 @@ impl ProfileCache {
         let slot = Slot {
             key,
             loc,
-            depth,
+            at,
             rec: Some(rec),
             bytes,
             referenced: hit,
@@ -259,10 +285,16 @@ impl ProfileCache {
 
     /// Follow a compaction: a profile whose newest record it copied is now at the copy's
     /// location, as one full record (chains are folded); any other cached profile whose
-    /// record lay in the compacted segments (`inputs`, sorted) is forgotten. Profiles written
-    /// since the inputs were sealed are untouched: their chains cannot reach into the inputs
-    /// (`compacting`).
-    pub fn relocate(&mut self, moved: &[(u8, u64, Location, Location)], inputs: &[u32]) {
+    /// record lay in the compacted segments (`inputs`, sorted) is forgotten. A profile
+    /// written since the inputs were sealed whose chain links into them now reads through
+    /// `forwards` (the compaction's): its chain walks only the deltas above the forwarded
+    /// record.
+    pub fn relocate(
+        &mut self,
+        moved: &[(u8, u64, Location, Location)],
+        inputs: &[u32],
+        forwards: &Forwards,
+    ) {
         let profile = [
             crate::entries::EntryKind::Profile.byte(),
             crate::entries::EntryKind::ProfileDelta.byte(),
@@ -275,7 +307,7 @@ impl ProfileCache {
                 let slot = &mut self.slots[i];
                 if slot.loc == old {
                     slot.loc = new;
-                    slot.depth = 0;
+                    slot.at = ChainAt::default();
                 }
             }
         }
@@ -286,6 +318,11 @@ impl ProfileCache {
                 self.bytes -= slot.bytes;
                 self.map.remove(&slot.key);
                 self.free.push(i);
+            }
+            if let Some((linked, depth)) = slot.at.through.take()
+                && forwards.contains_key(&linked)
+            {
+                slot.at.walked = slot.at.walked.min(slot.at.link.saturating_sub(depth));
             }
         }
     }
@@ -400,8 +437,9 @@ struct Work {
     /// Identifiers as the index has them.
     old: OldIds,
     rec: ProfileRecord,
-    /// Where its newest record is, and the deltas in its chain (`None`: a new profile).
-    head: Option<(Location, u32)>,
+    /// Where its newest record is, and where that stands in its chain (`None`: a new
+    /// profile).
+    head: Option<(Location, ChainAt)>,
     /// Found in the writer cache.
     hit: bool,
     /// Write a full record whatever the chain (a merge survivor).
@@ -514,17 +552,17 @@ impl<'a> Builder<'a> {
             offset: 0,
             reason: format!("index names profile {key} but it has no record"),
         })?;
-        let (depth, rec, bytes, hit) = match self.cache.take(key, loc) {
-            Some((depth, rec, bytes)) => {
+        let (at, rec, bytes, hit) = match self.cache.take(key, loc) {
+            Some((at, rec, bytes)) => {
                 self.cache.hits += 1;
                 let cap = rec.props.capacity();
-                (depth, rec, Some((bytes, cap)), true)
+                (at, rec, Some((bytes, cap)), true)
             }
             None => {
                 self.cache.misses += 1;
-                let (rec, depth) =
+                let (rec, link, walked) =
                     entries::chain::read_profile(self.store, &self.index.forwards, loc)?;
-                (depth, rec, None, false)
+                (ChainAt::read(link, walked), rec, None, false)
             }
         };
         let before = Before {
@@ -542,7 +580,7 @@ impl<'a> Builder<'a> {
             Work {
                 old: OldIds::Same,
                 rec,
-                head: Some((loc, depth)),
+                head: Some((loc, at)),
                 hit,
                 full: false,
                 changed: Vec::with_capacity(CALL_NAMES),
@@ -605,27 +643,39 @@ impl<'a> Builder<'a> {
         Some(id)
     }
 
-    /// Whether a profile whose newest record is `head` gets a delta (else a full record).
-    /// The link of a delta record after `head` (the profile's newest record and its chain
-    /// depth), or `None` when the call must write a full record; counted either way.
-    fn delta_link(&mut self, head: Option<(Location, u32)>) -> Option<Link> {
+    /// The link of a delta record after `head` (the profile's newest record and where it
+    /// stands in its chain) and where the delta will stand, or `None` when the call must
+    /// write a full record; counted either way.
+    fn delta_link(&mut self, head: Option<(Location, ChainAt)>) -> Option<(Link, ChainAt)> {
         let records = &mut self.cache.records;
-        let Some((prev, depth)) = head else {
+        let Some((prev, at)) = head else {
             records.full_whole += 1;
             return None;
         };
-        // A chain holds at most `chain_limit` records: one full and `chain_limit - 1` deltas.
-        let depth = depth + 1;
-        if depth + 1 > self.options.chain_limit {
+        let mut next = ChainAt {
+            link: at.link + 1,
+            walked: at.walked + 1,
+            through: at.through,
+        };
+        // A read walks at most `chain_limit` records: one full and `chain_limit - 1`
+        // deltas; and the depth a delta carries stays within what the decoder accepts.
+        if next.walked + 1 > self.options.chain_limit || next.link > MAX_CHAIN_DEPTH {
             records.full_chain_limit += 1;
             return None;
         }
         if self.cache.compacting.binary_search(&prev.segment).is_ok() {
             records.linked_into_compaction += 1;
             self.cache.linked.insert(prev);
+            next.through = Some((prev, at.link));
         }
         records.deltas += 1;
-        Some(Link { prev, depth })
+        Some((
+            Link {
+                prev,
+                depth: next.link,
+            },
+            next,
+        ))
     }
 
     /// Finish: write every changed profile and company, the dedupe note.
@@ -671,9 +721,9 @@ impl<'a> Builder<'a> {
                 // Nothing to write (also when its chain is full: a profile loaded and left as
                 // it was, e.g. one the guard kept a quarantined identifier on, gets no record
                 // and no history step): the cached copy stays valid.
-                if let Some((loc, depth)) = work.head {
+                if let Some((loc, at)) = work.head {
                     self.cache
-                        .insert(key, loc, depth, work.rec, rec_bytes, work.hit);
+                        .insert(key, loc, at, work.rec, rec_bytes, work.hit);
                 }
                 continue;
             }
@@ -683,8 +733,8 @@ impl<'a> Builder<'a> {
             } else {
                 self.delta_link(work.head)
             };
-            let (kind, data, depth) = match link {
-                Some(link) => {
+            let (kind, data, at) = match link {
+                Some((link, at)) => {
                     work.changed.sort_unstable();
                     work.changed.dedup();
                     let mut data = Vec::with_capacity(64 + 24 * work.changed.len());
@@ -699,7 +749,7 @@ impl<'a> Builder<'a> {
                         },
                         &mut data,
                     );
-                    (EntryKind::ProfileDelta, data, link.depth)
+                    (EntryKind::ProfileDelta, data, at)
                 }
                 None => {
                     // The previous version's size is a good guess of this one's.
@@ -707,7 +757,7 @@ impl<'a> Builder<'a> {
                     (
                         EntryKind::Profile,
                         entries::encode_profile(&work.rec, guess),
-                        0,
+                        ChainAt::default(),
                     )
                 }
             };
@@ -757,7 +807,7 @@ impl<'a> Builder<'a> {
             self.written.push(Written {
                 entry: self.entries.len(),
                 key,
-                depth,
+                at,
                 rec: work.rec,
                 bytes: rec_bytes,
                 hit: work.hit,

@@ -537,9 +537,11 @@ impl Db {
         self.inner.compact(&mut || {})
     }
 
-    /// [`Db::compact`], calling `during` (with no lock held) once the segments to compact
-    /// are sealed and again once their live records are copied, just before the switch:
-    /// for tests that write while a compaction runs, at a known point.
+    /// [`Db::compact`], calling `during` once the segments to compact are sealed and again
+    /// once their live records are copied, just before the switch: for tests that write
+    /// while a compaction runs, at a known point. `during` runs without the index and cache
+    /// locks but with the compaction's own: it may write and read, not compact, erase,
+    /// lift a suppression or unmerge (those wait for the compaction).
     #[doc(hidden)]
     pub fn compact_with(&self, during: &mut dyn FnMut()) -> Result<u64> {
         self.inner.compact(during)
@@ -1057,8 +1059,8 @@ impl Inner {
     /// old place -> new place of those records are written and synced as `FORWARD` entries,
     /// then replace the index's forwards (docs/architecture.md, "Compaction").
     ///
-    /// `during` runs with no lock held once the inputs are sealed and again once they are
-    /// copied, before the switch (tests use it to write at those points).
+    /// `during` runs once the inputs are sealed and again once they are copied, before the
+    /// switch, without the index and cache locks (tests use it to write at those points).
     fn compact(&self, during: &mut dyn FnMut()) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
         let (inputs, forwards) = {
@@ -1101,7 +1103,8 @@ impl Inner {
             // Folding the chain reads only sealed records and the forwards of the last
             // compaction, which change only at this one's switch: the writers need not wait.
             drop(index);
-            let (rec, _) = crate::entries::chain::read_profile(&self.store, &forwards, e.location)?;
+            let (rec, ..) =
+                crate::entries::chain::read_profile(&self.store, &forwards, e.location)?;
             Ok(CopyAs::Replace {
                 kind: EntryKind::Profile.byte(),
                 data: crate::entries::encode_profile(&rec, e.data.len() * 4),
@@ -1134,7 +1137,7 @@ impl Inner {
             index.relocate_journal(&mut relocations.moved);
             index.journal.forget_segments(&inputs);
             index.journal.guard.forget_segments(&inputs);
-            cache.relocate(&relocations.moved, &inputs);
+            cache.relocate(&relocations.moved, &inputs, &index.forwards);
             relocations.reclaimed_bytes
         };
         self.write_hint()?;

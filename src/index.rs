@@ -706,7 +706,8 @@ impl Index {
             + map_bytes(&self.name_ids)
             + self.names.capacity() * std::mem::size_of::<(Box<str>, Location)>()
             + self.names.iter().map(|n| 2 * boxed(&n.0)).sum::<usize>()
-            + map_bytes(&self.suppressed);
+            + map_bytes(&self.suppressed)
+            + map_bytes(&self.forwards);
         Memory {
             profiles,
             id_bytes,

@@ -51,12 +51,15 @@ impl Rebuild {
     /// Also returns the profiles a repair dropped (see [`Rebuild::repair`]).
     pub fn finish(mut self, store: &Store) -> Result<(Index, Vec<String>)> {
         let touched = std::mem::take(&mut self.touched);
-        // A `FORWARD` entry of a compaction that did not switch in (a crash after the entry
-        // was written and before the switch) names old places that still exist: the links
-        // there stay where they are.
+        // A pair is used only when its old segment is gone and its new one is there. A
+        // `FORWARD` entry of a compaction that did not switch in (a crash after the entry
+        // was written and before the switch) names old places that still exist (the links
+        // there stay where they are) and new ones in outputs the open deleted, whose ids a
+        // later segment may take.
         if !self.index.forwards.is_empty() {
-            std::sync::Arc::make_mut(&mut self.index.forwards)
-                .retain(|old, _| !store.has_segment(old.segment));
+            std::sync::Arc::make_mut(&mut self.index.forwards).retain(|old, new| {
+                !store.has_segment(old.segment) && store.has_segment(new.segment)
+            });
         }
         // First forget what the snapshot said about them, then learn the final state.
         for (&key, before) in &touched {

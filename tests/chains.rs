@@ -453,3 +453,57 @@ fn records_written_are_counted_by_form_and_reason() {
     // The anonymous profile's creation and the survivor rewritten whole by the merge.
     assert_eq!((r.full_whole, r.deltas), (3, 6));
 }
+
+/// A chain that a compaction forwarded is as short as what a read walks: the deltas above the
+/// forwarded record. The chain limit counts those, so a hot profile does not write a full
+/// record early after every compaction (with and without the writer cache).
+#[test]
+fn the_chain_limit_counts_the_records_a_read_walks_after_a_forward() {
+    for cache in [0, 1 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), options(4, cache)).unwrap();
+        let set = |i: u32| {
+            let m = json!({"type": "identify", "userId": "u1", "traits": {"n": i}});
+            db.apply(&Message::from_json(&m).unwrap()).unwrap();
+        };
+        // A full record and two deltas: a read walks 2 deltas.
+        for i in 0..3 {
+            set(i);
+        }
+        // One delta linked into the compaction's inputs (3 deltas), then forwarded: the
+        // record it links to is copied as a full record, so a read walks 1 delta.
+        db.compact_with(&mut || {
+            if db.stats().profile_records.linked_into_compaction == 0 {
+                set(3);
+            }
+        })
+        .unwrap();
+        let before = db.stats().profile_records;
+        assert_eq!(
+            (
+                before.full_whole,
+                before.deltas,
+                before.linked_into_compaction
+            ),
+            (1, 3, 1),
+            "cache {cache}"
+        );
+        // Two more deltas fit (3 walked, 4 records), then the limit.
+        for i in 4..7 {
+            set(i);
+        }
+        let after = db.stats().profile_records;
+        assert_eq!(
+            (after.deltas - before.deltas, after.full_chain_limit),
+            (2, 1),
+            "cache {cache}"
+        );
+        let p = db.get(&Selector::UserId("u1".into())).unwrap().unwrap();
+        let n = p
+            .properties
+            .iter()
+            .find(|(k, _)| k == "n")
+            .map(|(_, v)| v.to_json());
+        assert_eq!(n, Some(json!(6)), "cache {cache}");
+    }
+}

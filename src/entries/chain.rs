@@ -79,14 +79,14 @@ fn check_depth(store: &Store, at: Location, got: u32, expect: Option<u32>) -> Re
     }
 }
 
-/// Read the profile whose newest record is at `head`: the record as of that record, and the
-/// depth of `head` (0 when it is a full record), which the next delta's depth follows. The
-/// chain walked may be shorter than the depth says when a link was forwarded.
+/// Read the profile whose newest record is at `head`: the record as of that record, the depth
+/// of `head` (0 when it is a full record), which the next delta's depth follows, and the
+/// number of deltas walked (less than the depth when a link was forwarded).
 pub(crate) fn read_profile(
     store: &Store,
     forwards: &Forwards,
     head: Location,
-) -> Result<(ProfileRecord, u32)> {
+) -> Result<(ProfileRecord, u32, u32)> {
     let mut fold = profile::Fold::default();
     let mut at = head;
     let mut expect: Option<u32> = None;
@@ -109,7 +109,7 @@ pub(crate) fn read_profile(
             }
             Step::Full(rec) => {
                 check_depth(store, at, 0, expect)?;
-                return Ok((rec, head_depth.unwrap_or(0)));
+                return Ok((rec, head_depth.unwrap_or(0), fold.deltas()));
             }
         }
         if fold.deltas() > MAX_CHAIN_DEPTH {

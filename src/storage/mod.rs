@@ -350,7 +350,9 @@ impl Store {
     /// Whether segment `id` is part of the store (sealed or the active one).
     pub fn has_segment(&self, id: u32) -> bool {
         let shared = &self.inner.shared;
-        shared.sealed.read().contains_key(&id) || shared.state.lock().id == id
+        // One lock at a time (`rotate` takes the state, then the sealed map).
+        let sealed = shared.sealed.read().contains_key(&id);
+        sealed || shared.state.lock().id == id
     }
 
     /// The path of segment `id` (for error messages of the layers above).
