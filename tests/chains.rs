@@ -488,16 +488,20 @@ fn the_chain_limit_counts_the_records_a_read_walks_after_a_forward() {
             (1, 3, 1),
             "cache {cache}"
         );
-        // Two more deltas fit (3 walked, 4 records), then the limit.
-        for i in 4..7 {
+        // Two more deltas fit (3 walked, 4 records); counting the depth the head carries
+        // (3) instead, the first would be a full record.
+        for i in 4..6 {
             set(i);
         }
         let after = db.stats().profile_records;
         assert_eq!(
             (after.deltas - before.deltas, after.full_chain_limit),
-            (2, 1),
+            (2, 0),
             "cache {cache}"
         );
+        // Then the limit.
+        set(6);
+        assert_eq!(db.stats().profile_records.full_chain_limit, 1, "cache {cache}");
         let p = db.get(&Selector::UserId("u1".into())).unwrap().unwrap();
         let n = p
             .properties
