@@ -7,7 +7,7 @@ use crate::entries::chain::Forwards;
 use crate::entries::profile::{DeltaOut, Link, MAX_CHAIN_DEPTH, alloc_bytes, state_heap_bytes};
 use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
-use crate::index::{CompanyInfo, HashMap, HashSet, Index, Update};
+use crate::index::{CompanyInfo, HashMap, Index, Update};
 use crate::options::Options;
 use crate::profile::merge::{CallOp, call_ops, merge_into};
 use crate::profile::message::{CompanyRef, Identify, Message};
@@ -91,6 +91,9 @@ pub(crate) struct Batch {
     pub outcome: Outcome,
     /// The profile records written, decoded.
     pub written: Vec<Written>,
+    /// The records in segments a running compaction rewrites that its deltas link to (for
+    /// `Index::linked`, once appended).
+    pub linked: Vec<Location>,
 }
 
 /// Estimated bytes a cached profile costs beyond its record (map entry, slot).
@@ -126,11 +129,9 @@ pub(crate) struct ProfileCache {
     bytes: usize,
     budget: usize,
     /// Segments a running compaction is rewriting (sorted). A delta may link into them: the
-    /// record it links to goes into `linked`, and the compaction copies it (folded) even
-    /// when it is no longer the profile's newest, then forwards the link to the copy.
+    /// record it links to goes into `Index::linked`, and the compaction copies it (folded)
+    /// even when it is no longer the profile's newest, then forwards the link to the copy.
     pub compacting: Vec<u32>,
-    /// The records in `compacting` that deltas link to (see there).
-    pub linked: HashSet<Location>,
     /// Profile records written, by form and reason (`Stats::profile_records`).
     pub records: RecordCounts,
     /// Loads of a profile that found it here, and loads that read it from the log.
@@ -183,7 +184,6 @@ impl ProfileCache {
             bytes: 0,
             budget,
             compacting: Vec::new(),
-            linked: HashSet::default(),
             records: Default::default(),
             hits: 0,
             misses: 0,
@@ -320,7 +320,7 @@ impl ProfileCache {
                 self.free.push(i);
             }
             if let Some((linked, depth)) = slot.at.through.take()
-                && forwards.contains_key(&linked)
+                && forwards.get(&linked).is_some()
             {
                 slot.at.walked = slot.at.walked.min(slot.at.link.saturating_sub(depth));
             }
@@ -413,6 +413,8 @@ pub(crate) struct Builder<'a> {
     index: &'a Index,
     cache: &'a mut ProfileCache,
     written: Vec<Written>,
+    /// See [`Batch::linked`].
+    linked: Vec<Location>,
     store: &'a Store,
     options: &'a Options,
     entries: Vec<(EntryKind, u64, Vec<u8>)>,
@@ -517,6 +519,7 @@ impl<'a> Builder<'a> {
             // Sized for the common call (one profile, its record, the dedupe note, a history
             // step): growing each from empty cost a few reallocations per call.
             written: Vec::with_capacity(1),
+            linked: Vec::new(),
             store,
             options,
             entries: Vec::with_capacity(4),
@@ -665,7 +668,7 @@ impl<'a> Builder<'a> {
         }
         if self.cache.compacting.binary_search(&prev.segment).is_ok() {
             records.linked_into_compaction += 1;
-            self.cache.linked.insert(prev);
+            self.linked.push(prev);
             next.through = Some((prev, at.link));
         }
         records.deltas += 1;
@@ -837,6 +840,7 @@ impl<'a> Builder<'a> {
             changes: self.changes,
             outcome,
             written: self.written,
+            linked: self.linked,
         }
     }
 

@@ -420,6 +420,7 @@ impl Db {
         let appended = inner.store.append(&batch.entries())?;
         cache.insert_written(batch.written, &appended.locations);
         drop(cache);
+        index.linked.extend(batch.linked);
         index.set_last_seq(appended.seq);
         apply::commit(&mut index, batch.changes, &appended.locations);
         drop(index);
@@ -1054,7 +1055,7 @@ impl Inner {
     /// Compaction with chain folding: every live profile is copied as one full record (its
     /// chain folded), every other record of a chain is dropped. Writers continue meanwhile
     /// and may link deltas into the inputs (sealed under the index write lock, so no append
-    /// slips in between): the record a delta links to is kept (`ProfileCache::linked`) and
+    /// slips in between): the record a delta links to is kept (`Index::linked`) and
     /// copied folded even when it is no longer the newest, and before the switch the pairs
     /// old place -> new place of those records are written and synced as `FORWARD` entries,
     /// then replace the index's forwards (docs/architecture.md, "Compaction").
@@ -1064,11 +1065,10 @@ impl Inner {
     fn compact(&self, during: &mut dyn FnMut()) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
         let (inputs, forwards) = {
-            let index = self.index.write();
+            let mut index = self.index.write();
             let inputs = self.store.begin_compaction()?;
-            let mut cache = self.cache.lock();
-            cache.compacting = inputs.clone();
-            cache.linked.clear();
+            self.cache.lock().compacting = inputs.clone();
+            index.linked.clear();
             (inputs, index.forwards.clone())
         };
         during();
@@ -1092,8 +1092,7 @@ impl Inner {
                 e.kind == EntryKind::Profile.byte() || e.kind == EntryKind::ProfileDelta.byte();
             // A profile's newest record, or one a delta written since the inputs were
             // sealed links to (read under the index lock, which such a writer held).
-            let keep =
-                index.is_live(e) || (profile && self.cache.lock().linked.contains(&e.location));
+            let keep = index.is_live(e) || (profile && index.linked.contains(&e.location));
             if !keep {
                 return Ok(CopyAs::Drop);
             }
@@ -1116,10 +1115,9 @@ impl Inner {
                 p
             }
             other => {
-                let _writers_out = self.index.write();
-                let mut cache = self.cache.lock();
-                cache.compacting.clear();
-                cache.linked.clear();
+                let mut index = self.index.write();
+                self.cache.lock().compacting.clear();
+                index.linked = Default::default();
                 return other.map(|_| 0);
             }
         };
@@ -1127,7 +1125,7 @@ impl Inner {
             let mut index = self.index.write();
             let mut cache = self.cache.lock();
             cache.compacting.clear();
-            let linked = std::mem::take(&mut cache.linked);
+            let linked = std::mem::take(&mut index.linked);
             let forwards = self.write_forwards(&mut index, &linked, prepared.moved())?;
             let mut relocations = self.store.commit_compaction(prepared)?;
             index.forwards = std::sync::Arc::new(forwards);
@@ -1158,7 +1156,6 @@ impl Inner {
         if linked.is_empty() {
             return Ok(forwards);
         }
-        forwards.reserve(linked.len());
         let profile = [EntryKind::Profile.byte(), EntryKind::ProfileDelta.byte()];
         let pairs: Vec<(Location, Location)> = moved
             .iter()

@@ -82,6 +82,10 @@ pub(crate) struct Index {
     /// which folds chains through it without the index lock), in the snapshot, and rebuilt
     /// from `FORWARD` entries on replay.
     pub(crate) forwards: std::sync::Arc<Forwards>,
+    /// While a compaction runs: the records in its inputs that deltas link to, which it
+    /// copies even when they are no longer the newest (read under the index lock it holds
+    /// to decide liveness; written by the writer, which holds the write lock). Not stored.
+    pub(crate) linked: HashSet<Location>,
 }
 
 /// What one entry changes in the index: one variant per entry kind, applied by
@@ -707,7 +711,7 @@ impl Index {
             + self.names.capacity() * std::mem::size_of::<(Box<str>, Location)>()
             + self.names.iter().map(|n| 2 * boxed(&n.0)).sum::<usize>()
             + map_bytes(&self.suppressed)
-            + map_bytes(&self.forwards);
+            + self.forwards.heap_bytes();
         Memory {
             profiles,
             id_bytes,

@@ -501,7 +501,11 @@ fn the_chain_limit_counts_the_records_a_read_walks_after_a_forward() {
         );
         // Then the limit.
         set(6);
-        assert_eq!(db.stats().profile_records.full_chain_limit, 1, "cache {cache}");
+        assert_eq!(
+            db.stats().profile_records.full_chain_limit,
+            1,
+            "cache {cache}"
+        );
         let p = db.get(&Selector::UserId("u1".into())).unwrap().unwrap();
         let n = p
             .properties

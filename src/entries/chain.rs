@@ -23,14 +23,65 @@ use crate::storage::{Location, Store};
 /// place -> new place, the new place always a full record): kept by the index, persisted as
 /// `FORWARD` entries and in the hint, replaced by the next compaction (which folds every
 /// chain that used them).
-pub(crate) type Forwards =
-    std::collections::HashMap<Location, Location, foldhash::fast::RandomState>;
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Forwards {
+    /// The segments the old places are in (sorted; the inputs of one compaction, a few): a
+    /// link into any other segment, nearly every link, is not looked up in the map.
+    from: Vec<u32>,
+    map: std::collections::HashMap<Location, Location, foldhash::fast::RandomState>,
+}
+
+impl Forwards {
+    /// Where the record at `old` is now, if a compaction moved it after a delta linked to it.
+    pub fn get(&self, old: &Location) -> Option<Location> {
+        if self.from.binary_search(&old.segment).is_err() {
+            return None;
+        }
+        self.map.get(old).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The pairs (old place, new place), in no order.
+    pub fn iter(&self) -> impl Iterator<Item = (Location, Location)> + '_ {
+        self.map.iter().map(|(&old, &new)| (old, new))
+    }
+
+    /// Add pairs.
+    pub fn extend(&mut self, pairs: impl IntoIterator<Item = (Location, Location)>) {
+        for (old, new) in pairs {
+            if let Err(i) = self.from.binary_search(&old.segment) {
+                self.from.insert(i, old.segment);
+            }
+            self.map.insert(old, new);
+        }
+    }
+
+    /// Keep the pairs for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(Location, Location) -> bool) {
+        self.map.retain(|old, new| keep(*old, *new));
+        let map = &self.map;
+        self.from
+            .retain(|&s| map.keys().any(|old| old.segment == s));
+    }
+
+    /// Heap bytes (estimated).
+    pub fn heap_bytes(&self) -> usize {
+        self.map.capacity() * 40 + self.from.capacity() * 4
+    }
+}
 
 /// The record a link names: its new place if the last compaction moved it, with the depth
 /// the record there must have (a forwarded record is full).
 fn follow(forwards: &Forwards, prev: Location, depth: u32) -> (Location, u32) {
     match forwards.get(&prev) {
-        Some(&moved) => (moved, 0),
+        Some(moved) => (moved, 0),
         None => (prev, depth),
     }
 }

@@ -203,7 +203,7 @@ impl Index {
             o.u32(s.next_call);
         }
         o.u64(self.forwards.len() as u64);
-        for (&old, &new) in self.forwards.iter() {
+        for (old, new) in self.forwards.iter() {
             o.loc(old);
             o.loc(new);
         }
@@ -380,11 +380,13 @@ impl Index {
             index.sources.insert(id, (at, l));
         }
         let n = r.count(24, "forwards")?;
-        let mut forwards = Forwards::with_capacity_and_hasher(n, Default::default());
+        let mut pairs = Vec::with_capacity(n);
         for _ in 0..n {
             let old = r.loc("forwards")?;
-            forwards.insert(old, r.loc("forwards")?);
+            pairs.push((old, r.loc("forwards")?));
         }
+        let mut forwards = Forwards::default();
+        forwards.extend(pairs);
         index.forwards = std::sync::Arc::new(forwards);
         if r.at != r.b.len() {
             return Err(r.fail("trailing bytes"));
