@@ -711,7 +711,8 @@ impl Index {
             + self.names.capacity() * std::mem::size_of::<(Box<str>, Location)>()
             + self.names.iter().map(|n| 2 * boxed(&n.0)).sum::<usize>()
             + map_bytes(&self.suppressed)
-            + self.forwards.heap_bytes();
+            + self.forwards.heap_bytes()
+            + table_bytes::<Location>(self.linked.capacity());
         Memory {
             profiles,
             id_bytes,

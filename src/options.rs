@@ -80,9 +80,11 @@ pub struct Options {
     /// profile from its decoded size (a W1 profile of 40 properties: about 3 KiB); evicted by
     /// CLOCK (second chance).
     pub profile_cache_bytes: usize,
-    /// Most records one profile's chain holds: a full record and up to `chain_limit - 1`
-    /// delta records (each holding what one call changed), so a read of a profile decodes at
-    /// most this many records. A call that would make the chain longer writes a full record
+    /// Most records a read of one profile's chain walks: a full record and up to
+    /// `chain_limit - 1` delta records (each holding what one call changed), so a read of a
+    /// profile decodes at most this many records (a chain a compaction forwarded walks only
+    /// the deltas above the forwarded record; the depth a delta carries is capped at 63
+    /// apart from this). A call that would make the chain longer writes a full record
     /// instead (as does a merge, and compaction for every chain it copies). 1 writes a full
     /// record on every call. At most 64. The default, 7, trades bytes for reads on a writer
     /// cache miss: on W1 8 appends ~6 bytes per call less and runs ~4 % slower, 6 appends ~8

@@ -1,8 +1,10 @@
 //! Reading a profile back through its chain: the newest record (where the index points) is
-//! either full or a delta linking to the previous record, down to a full record. A chain holds
-//! at most `Options::chain_limit` records (the writer folds it into a full record before it
-//! would grow past that), so a read costs at most that many record reads; the decoder also
-//! refuses any chain deeper than [`MAX_CHAIN_DEPTH`] deltas, whatever the bytes say.
+//! either full or a delta linking to the previous record, down to a full record. A read walks
+//! at most `Options::chain_limit` records (the writer writes a full record before a chain
+//! would grow past that), so it costs at most that many record reads. The depth a delta
+//! carries may be higher than the records a read walks (it keeps counting across a forward,
+//! below) but never above [`MAX_CHAIN_DEPTH`], where the writer writes a full record too; the
+//! decoder refuses any chain deeper than that, whatever the bytes say.
 //!
 //! Every link is checked: a delta's depth must be one more than its predecessor's (down to a
 //! full record at depth 0), and the record a link names must exist and decode. A broken link is
@@ -66,9 +68,9 @@ impl Forwards {
     /// Keep the pairs for which `keep` holds.
     pub fn retain(&mut self, mut keep: impl FnMut(Location, Location) -> bool) {
         self.map.retain(|old, new| keep(*old, *new));
-        let map = &self.map;
-        self.from
-            .retain(|&s| map.keys().any(|old| old.segment == s));
+        self.from = self.map.keys().map(|old| old.segment).collect();
+        self.from.sort_unstable();
+        self.from.dedup();
     }
 
     /// Heap bytes (estimated).
@@ -206,4 +208,38 @@ pub(crate) fn read_ids(store: &Store, forwards: &Forwards, head: Location) -> Re
         at,
         "profile chain longer than any writer makes".into(),
     ))
+}
+
+#[cfg(test)]
+mod forwards_tests {
+    use super::*;
+
+    fn loc(segment: u32, offset: u32) -> Location {
+        Location {
+            segment,
+            offset,
+            len: 10,
+        }
+    }
+
+    #[test]
+    fn forwards_answer_only_for_their_pairs_and_keep_their_segments_after_retain() {
+        let mut f = Forwards::default();
+        f.extend([
+            (loc(3, 0), loc(9, 0)),
+            (loc(3, 40), loc(9, 20)),
+            (loc(5, 0), loc(9, 40)),
+        ]);
+        assert_eq!(f.get(&loc(3, 40)), Some(loc(9, 20)));
+        assert_eq!(f.get(&loc(3, 41)), None);
+        assert_eq!(f.get(&loc(4, 0)), None);
+        f.retain(|old, _| old.segment != 3);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.from, vec![5]);
+        assert_eq!(f.get(&loc(3, 0)), None);
+        assert_eq!(f.get(&loc(5, 0)), Some(loc(9, 40)));
+        let mut pairs: Vec<_> = f.iter().collect();
+        pairs.sort_by_key(|p| (p.0.segment, p.0.offset));
+        assert_eq!(pairs, vec![(loc(5, 0), loc(9, 40))]);
+    }
 }
