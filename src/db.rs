@@ -1153,15 +1153,15 @@ impl Inner {
         moved: &[(u8, u64, Location, Location)],
     ) -> Result<crate::entries::chain::Forwards> {
         let mut forwards = crate::entries::chain::Forwards::default();
-        if linked.is_empty() {
-            return Ok(forwards);
-        }
-        let profile = [EntryKind::Profile.byte(), EntryKind::ProfileDelta.byte()];
-        let pairs: Vec<(Location, Location)> = moved
-            .iter()
-            .filter(|m| profile.contains(&m.0) && linked.contains(&m.2))
-            .map(|m| (m.2, m.3))
-            .collect();
+        // `linked` holds places of profile records only, and a place is one entry's.
+        let pairs: Vec<(Location, Location)> = match linked.is_empty() {
+            true => Vec::new(),
+            false => moved
+                .iter()
+                .filter(|m| linked.contains(&m.2))
+                .map(|m| (m.2, m.3))
+                .collect(),
+        };
         if pairs.is_empty() {
             return Ok(forwards);
         }

@@ -106,6 +106,17 @@ impl Rebuild {
     }
 }
 
+/// The error for an entry packing many items (`what`) whose data did not decode: names its
+/// segment and offset.
+fn block_error(e: &StoredEntry<'_>, what: &'static str, reason: impl std::fmt::Display) -> Error {
+    Error::Decode {
+        what,
+        file: Default::default(),
+        offset: e.location.offset as u64,
+        reason: format!("in segment {}: {reason}", e.location.segment),
+    }
+}
+
 fn read_ids(store: &Store, forwards: &Forwards, loc: Location) -> Result<Ids> {
     entries::chain::read_ids(store, forwards, loc)
 }
@@ -170,12 +181,8 @@ impl Replay for Rebuild {
                 },
                 // Many messageIds in one entry (written by compaction), oldest first.
                 EntryKind::DedupeBlock => {
-                    let hashes = entries::hash_block(e.data).map_err(|err| Error::Decode {
-                        what: "messageId block",
-                        file: Default::default(),
-                        offset: e.location.offset as u64,
-                        reason: format!("in segment {}: {err}", e.location.segment),
-                    })?;
+                    let hashes = entries::hash_block(e.data)
+                        .map_err(|err| block_error(e, "messageId block", err))?;
                     for hash in hashes {
                         self.index.apply(Update::Dedupe { hash }, e.location);
                     }
@@ -184,12 +191,8 @@ impl Replay for Rebuild {
                 // Where the compaction that wrote it moved linked records (kept until the
                 // next compaction replaces them; see `finish` for one that did not switch).
                 EntryKind::Forward => {
-                    let pairs = entries::forward_pairs(e.data).map_err(|reason| Error::Decode {
-                        what: "forward entry",
-                        file: Default::default(),
-                        offset: e.location.offset as u64,
-                        reason: format!("in segment {}: {reason}", e.location.segment),
-                    })?;
+                    let pairs = entries::forward_pairs(e.data)
+                        .map_err(|reason| block_error(e, "forward entry", reason))?;
                     std::sync::Arc::make_mut(&mut self.index.forwards).extend(pairs);
                     continue;
                 }

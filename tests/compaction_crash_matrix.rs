@@ -237,7 +237,7 @@ fn a_crash_at_every_io_operation_of_a_compaction_keeps_before_or_after() {
         let r = db.compact();
         assert!(r.is_err(), "crash point {k} was not hit by the compaction");
         drop(db);
-        let mut check = |image: &Path, what: &str| {
+        let check = |image: &Path, what: &str| {
             images += 1;
             let r = check_image(image, &states, &calls, n, n)
                 .and_then(|_| check_compaction(image, &old, &expected));
@@ -250,14 +250,7 @@ fn a_crash_at_every_io_operation_of_a_compaction_keeps_before_or_after() {
                 )),
             }
         };
-        for (d, (name, cut)) in damages(k).into_iter().enumerate() {
-            let image = base.join(format!("image{d}"));
-            io.power_loss_with(&dir, &image, cut).unwrap();
-            check(&image, &name);
-        }
-        // A restart after kill -9 on the live directory (everything written is there).
-        io.revive();
-        check(&dir, "restart after kill -9");
+        check_crash_images(&io, &dir, &base, k, check);
         let _ = std::fs::remove_dir_all(&base);
     }
     eprintln!(
@@ -370,7 +363,7 @@ fn a_crash_at_every_io_operation_of_a_compaction_with_writers_linking_into_it() 
         let (r, acked, issued) = compact_with_calls(&db, &steps, split);
         assert!(r.is_err(), "crash point {k} was not hit by the compaction");
         drop(db);
-        let mut check = |image: &Path, what: &str| {
+        let check = |image: &Path, what: &str| {
             images += 1;
             let r = check_image(image, &states, &calls, acked, issued).and_then(|_| {
                 let db = open_real(image).map_err(|e| format!("reopen: {e}"))?;
@@ -398,13 +391,7 @@ fn a_crash_at_every_io_operation_of_a_compaction_with_writers_linking_into_it() 
                 ));
             }
         };
-        for (d, (name, cut)) in damages(k).into_iter().enumerate() {
-            let image = base.join(format!("image{d}"));
-            io.power_loss_with(&dir, &image, cut).unwrap();
-            check(&image, &name);
-        }
-        io.revive();
-        check(&dir, "restart after kill -9");
+        check_crash_images(&io, &dir, &base, k, check);
         let _ = std::fs::remove_dir_all(&base);
     }
     eprintln!(

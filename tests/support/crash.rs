@@ -610,6 +610,25 @@ pub fn run_workload(
 // ---------------------------------------------------------------------------------------------
 // Damages.
 
+/// Check what a crash at operation `k` left in `dir`: each power-cut image of [`damages`]
+/// (written under `base`), then the live directory itself, restarted after a kill -9
+/// (everything written is there).
+pub fn check_crash_images(
+    io: &FaultyIo,
+    dir: &Path,
+    base: &Path,
+    k: u64,
+    mut check: impl FnMut(&Path, &str),
+) {
+    for (d, (name, cut)) in damages(k).into_iter().enumerate() {
+        let image = base.join(format!("image{d}"));
+        io.power_loss_with(dir, &image, cut).unwrap();
+        check(&image, &name);
+    }
+    io.revive();
+    check(dir, "restart after kill -9");
+}
+
 /// The damages every crash point is checked with (`PROFILEDB_POWERLOSS_DAMAGES=n` adds seeded
 /// ones up to `n`). `k` varies the seeded ones between crash points.
 pub fn damages(k: u64) -> Vec<(String, PowerCut)> {
