@@ -3,8 +3,12 @@
 //! follow once the batch is appended. Nothing here mutates the index: a call that fails
 //! half-way leaves no trace.
 
-use crate::entries::chain::Forwards;
-use crate::entries::profile::{DeltaOut, Link, MAX_CHAIN_DEPTH, alloc_bytes, state_heap_bytes};
+mod cache;
+
+pub(crate) use cache::ProfileCache;
+use cache::{CACHED_CHAIN_RECORDS, Chain, ChainAt};
+
+use crate::entries::profile::{DeltaOut, Link, MAX_CHAIN_DEPTH};
 use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
 use crate::index::{CompanyInfo, HashMap, Index, Update};
@@ -69,8 +73,8 @@ pub(crate) enum Change {
     },
 }
 
-/// A profile record written by a call, decoded: it goes to the [`ProfileCache`] once the
-/// batch is appended.
+/// A profile record written by a call: the profile decoded, and its chain's records for the
+/// [`ProfileCache`] once the batch is appended.
 pub(crate) struct Written {
     /// Position of its entry in the batch.
     entry: usize,
@@ -78,8 +82,8 @@ pub(crate) struct Written {
     /// Where it stands in its chain.
     at: ChainAt,
     rec: ProfileRecord,
-    /// Its estimated size ([`ProfileRecord::approx_bytes`]).
-    bytes: usize,
+    /// What the cache keeps (`None`: the cache is off).
+    chain: Option<Chain>,
     /// Whether the call found it in the cache (a second chance when the cache evicts).
     hit: bool,
 }
@@ -96,9 +100,6 @@ pub(crate) struct Batch {
     pub linked: Vec<Location>,
 }
 
-/// Estimated bytes a cached profile costs beyond its record (map entry, slot).
-const CACHE_SLOT_BYTES: usize = 96;
-
 /// Profile records written since open (`Stats::profile_records`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecordCounts {
@@ -114,216 +115,14 @@ pub struct RecordCounts {
     pub linked_into_compaction: u64,
 }
 
-/// Decoded profiles recently written, so that the next call on a hot profile skips reading
-/// and decoding its chain. Only writers use it, under the index write lock. An entry is used
-/// only while the index still points at the location it was written to.
-///
-/// Bounded in bytes (`Options::profile_cache_bytes`, estimated per profile by
-/// [`ProfileRecord::approx_bytes`]); evicts by CLOCK (second chance): a profile the writers
-/// came back to since the hand last passed it is skipped once.
-pub(crate) struct ProfileCache {
-    slots: Vec<Slot>,
-    map: HashMap<u64, usize>,
-    free: Vec<usize>,
-    hand: usize,
-    bytes: usize,
-    budget: usize,
-    /// Segments a running compaction is rewriting (sorted). A delta may link into them: the
-    /// record it links to goes into `Index::linked`, and the compaction copies it (folded)
-    /// even when it is no longer the profile's newest, then forwards the link to the copy.
-    pub compacting: Vec<u32>,
-    /// Profile records written, by form and reason (`Stats::profile_records`).
-    pub records: RecordCounts,
-    /// Loads of a profile that found it here, and loads that read it from the log.
-    pub hits: u64,
-    /// See `hits`.
-    pub misses: u64,
-}
-
-/// Where a profile's newest record stands in its chain.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ChainAt {
-    /// The depth its record carries (0: a full record); the next delta carries one more.
-    link: u32,
-    /// The deltas a read walks from it down to the full record: `link`, less those a
-    /// forward of the last compaction skips. `Options::chain_limit` bounds this.
-    walked: u32,
-    /// The record in a segment a running compaction rewrites that its chain links to, and
-    /// that record's depth: set by the delta that linked to it, kept by the deltas after it.
-    /// At the compaction's switch `walked` drops to the deltas above it.
-    through: Option<(Location, u32)>,
-}
-
-impl ChainAt {
-    /// Read from the log: `link` and `walked` as `entries::chain::read_profile` gives them.
-    fn read(link: u32, walked: u32) -> ChainAt {
-        ChainAt {
-            link,
-            walked,
-            through: None,
-        }
-    }
-}
-
-struct Slot {
-    key: u64,
-    loc: Location,
-    at: ChainAt,
-    rec: Option<ProfileRecord>,
-    bytes: usize,
-    referenced: bool,
-}
-
 impl ProfileCache {
-    pub fn new(budget: usize) -> Self {
-        ProfileCache {
-            slots: Vec::new(),
-            map: HashMap::default(),
-            free: Vec::new(),
-            hand: 0,
-            bytes: 0,
-            budget,
-            compacting: Vec::new(),
-            records: Default::default(),
-            hits: 0,
-            misses: 0,
-        }
-    }
-
-    /// Take the profile whose newest record is at `at` out of the cache: where it stands in
-    /// its chain, its record and estimated size.
-    fn take(&mut self, key: u64, at: Location) -> Option<(ChainAt, ProfileRecord, usize)> {
-        let i = self.map.remove(&key)?;
-        let slot = &mut self.slots[i];
-        let rec = slot.rec.take()?;
-        self.bytes -= slot.bytes;
-        self.free.push(i);
-        (slot.loc == at).then_some((slot.at, rec, slot.bytes - CACHE_SLOT_BYTES))
-    }
-
-    /// Bytes the cached profiles are estimated to take.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// Keep the records of an appended batch.
+    /// Keep the profiles of an appended batch (their decoded records are dropped).
     pub fn insert_written(&mut self, written: Vec<Written>, locations: &[Location]) {
         for w in written {
-            let Some(&loc) = locations.get(w.entry) else {
+            let (Some(&loc), Some(chain)) = (locations.get(w.entry), w.chain) else {
                 continue;
             };
-            self.insert(w.key, loc, w.at, w.rec, w.bytes, w.hit);
-        }
-    }
-
-    /// Keep `rec`, whose estimated size ([`ProfileRecord::approx_bytes`]) is `rec_bytes`.
-    fn insert(
-        &mut self,
-        key: u64,
-        loc: Location,
-        at: ChainAt,
-        rec: ProfileRecord,
-        rec_bytes: usize,
-        hit: bool,
-    ) {
-        if let Some(i) = self.map.remove(&key) {
-            let slot = &mut self.slots[i];
-            slot.rec = None;
-            self.bytes -= slot.bytes;
-            self.free.push(i);
-        }
-        let bytes = rec_bytes + CACHE_SLOT_BYTES;
-        if bytes > self.budget {
-            return;
-        }
-        while self.bytes + bytes > self.budget && !self.map.is_empty() {
-            self.evict_one();
-        }
-        let slot = Slot {
-            key,
-            loc,
-            at,
-            rec: Some(rec),
-            bytes,
-            referenced: hit,
-        };
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.slots[i] = slot;
-                i
-            }
-            None => {
-                self.slots.push(slot);
-                self.slots.len() - 1
-            }
-        };
-        self.map.insert(key, i);
-        self.bytes += bytes;
-    }
-
-    /// Advance the hand to the first profile not referenced since it last passed, and evict it.
-    fn evict_one(&mut self) {
-        let n = self.slots.len();
-        // Two turns at most: the first clears every reference bit.
-        for _ in 0..2 * n + 1 {
-            self.hand = if self.hand + 1 >= n { 0 } else { self.hand + 1 };
-            let slot = &mut self.slots[self.hand];
-            if slot.rec.is_none() {
-                continue;
-            }
-            if slot.referenced {
-                slot.referenced = false;
-                continue;
-            }
-            slot.rec = None;
-            self.bytes -= slot.bytes;
-            self.map.remove(&slot.key);
-            self.free.push(self.hand);
-            return;
-        }
-    }
-
-    /// Follow a compaction: a profile whose newest record it copied is now at the copy's
-    /// location, as one full record (chains are folded); any other cached profile whose
-    /// record lay in the compacted segments (`inputs`, sorted) is forgotten. A profile
-    /// written since the inputs were sealed whose chain links into them now reads through
-    /// `forwards` (the compaction's): its chain walks only the deltas above the forwarded
-    /// record.
-    pub fn relocate(
-        &mut self,
-        moved: &[(u8, u64, Location, Location)],
-        inputs: &[u32],
-        forwards: &Forwards,
-    ) {
-        let profile = [
-            crate::entries::EntryKind::Profile.byte(),
-            crate::entries::EntryKind::ProfileDelta.byte(),
-        ];
-        for &(kind, key, old, new) in moved {
-            if !profile.contains(&kind) {
-                continue;
-            }
-            if let Some(&i) = self.map.get(&key) {
-                let slot = &mut self.slots[i];
-                if slot.loc == old {
-                    slot.loc = new;
-                    slot.at = ChainAt::default();
-                }
-            }
-        }
-        for i in 0..self.slots.len() {
-            let slot = &mut self.slots[i];
-            if slot.rec.is_some() && inputs.binary_search(&slot.loc.segment).is_ok() {
-                slot.rec = None;
-                self.bytes -= slot.bytes;
-                self.map.remove(&slot.key);
-                self.free.push(i);
-            }
-            if let Some((linked, depth)) = slot.at.through.take()
-                && forwards.get(&linked).is_some()
-            {
-                slot.at.walked = slot.at.walked.min(slot.at.link.saturating_sub(depth));
-            }
+            self.insert(w.key, loc, w.at, chain, w.hit);
         }
     }
 }
@@ -444,15 +243,12 @@ struct Work {
     head: Option<(Location, ChainAt)>,
     /// Found in the writer cache.
     hit: bool,
+    /// Its records as the writer cache had them (a hit): the call's delta is added to them.
+    cached: Option<Chain>,
     /// Write a full record whatever the chain (a merge survivor).
     full: bool,
     /// Names whose state the call changed.
     changed: Vec<u32>,
-    /// The record's estimated size when loaded, if the cache knew it, and the capacity of its
-    /// property list then: with `grow` (the change of its states' heap bytes by this call's
-    /// operations) the estimate is kept up to date instead of recomputed over every state.
-    bytes: Option<(usize, usize)>,
-    grow: isize,
     /// Whether the call's event time moves `first_seen` / `updated_at`.
     stamped: bool,
     /// History only: what the call's undo step needs, saved as the call changes it (not a
@@ -555,19 +351,36 @@ impl<'a> Builder<'a> {
             offset: 0,
             reason: format!("index names profile {key} but it has no record"),
         })?;
-        let (at, rec, bytes, hit) = match self.cache.take(key, loc) {
-            Some((at, rec, bytes)) => {
+        let cached = self
+            .cache
+            .take(key, loc)
+            .and_then(|(at, chain)| match chain.decode() {
+                Ok(rec) => Some((at, rec, chain)),
+                Err(e) => {
+                    // Bytes this process encoded: only a bug gets here; the log has the profile.
+                    debug_assert!(false, "cached chain of profile {key}: {}", e.reason);
+                    None
+                }
+            });
+        let (at, rec, cached) = match cached {
+            Some((at, rec, chain)) => {
                 self.cache.hits += 1;
-                let cap = rec.props.capacity();
-                (at, rec, Some((bytes, cap)), true)
+                #[cfg(debug_assertions)]
+                if let Ok((logged, ..)) =
+                    entries::chain::read_profile(self.store, &self.index.forwards, loc)
+                {
+                    debug_assert!(logged == rec, "cached profile {key} differs from the log");
+                }
+                (at, rec, Some(chain))
             }
             None => {
                 self.cache.misses += 1;
                 let (rec, link, walked) =
                     entries::chain::read_profile(self.store, &self.index.forwards, loc)?;
-                (ChainAt::read(link, walked), rec, None, false)
+                (ChainAt::read(link, walked), rec, None)
             }
         };
+        let hit = cached.is_some();
         let before = Before {
             times: (rec.first_seen, rec.updated_at),
             props: match self.history {
@@ -588,8 +401,7 @@ impl<'a> Builder<'a> {
                 full: false,
                 changed: Vec::with_capacity(CALL_NAMES),
                 stamped: false,
-                bytes,
-                grow: 0,
+                cached,
                 before,
                 merged: Vec::new(),
             },
@@ -702,31 +514,12 @@ impl<'a> Builder<'a> {
                 OldIds::Same => false,
                 OldIds::Saved(old) => *old != work.rec.ids,
             };
-            // The property list grows by doubling (a mature W1 profile of ~40 properties would
-            // keep room for 64): the cached copy keeps at most a few free slots.
-            let props = &mut work.rec.props;
-            if props.capacity() > props.len() + 8 {
-                props.shrink_to(props.len() + 4);
-            }
-            // The size estimate, kept up to date from the changed states and the property
-            // list's capacity when the identifiers are as loaded (else recomputed).
-            let rec_bytes = match (work.bytes, &work.old) {
-                (Some((bytes, cap)), OldIds::Same) if !work.full => {
-                    let size = std::mem::size_of::<(u32, PropState)>();
-                    let list = alloc_bytes(work.rec.props.capacity() * size) as isize
-                        - alloc_bytes(cap * size) as isize;
-                    bytes.saturating_add_signed(work.grow + list)
-                }
-                _ => work.rec.approx_bytes(),
-            };
-            debug_assert_eq!(rec_bytes, work.rec.approx_bytes(), "running size estimate");
             if !work.full && !ids_changed && !work.stamped && work.changed.is_empty() {
                 // Nothing to write (also when its chain is full: a profile loaded and left as
                 // it was, e.g. one the guard kept a quarantined identifier on, gets no record
-                // and no history step): the cached copy stays valid.
-                if let Some((loc, at)) = work.head {
-                    self.cache
-                        .insert(key, loc, at, work.rec, rec_bytes, work.hit);
+                // and no history step): the cached records stay valid.
+                if let (Some((loc, at)), Some(chain)) = (work.head, work.cached) {
+                    self.cache.insert(key, loc, at, chain, work.hit);
                 }
                 continue;
             }
@@ -764,6 +557,22 @@ impl<'a> Builder<'a> {
                     )
                 }
             };
+            // What the cache keeps: the cached records and this delta, or this full record,
+            // or (a miss, or a cached chain at its length) the profile encoded whole.
+            let chain = self
+                .cache
+                .enabled()
+                .then(|| match (kind, work.cached.take()) {
+                    (EntryKind::Profile, _) => Chain::full(&data),
+                    (_, Some(mut chain)) if chain.records() < CACHED_CHAIN_RECORDS => {
+                        chain.push_delta(&data);
+                        chain
+                    }
+                    _ => Chain::full_from(entries::encode_profile(
+                        &work.rec,
+                        work.head.map_or(256, |(l, _)| l.len as usize + 128),
+                    )),
+                });
             let step = self.history.as_ref().map(|call| {
                 let kind = if key == outcome.key {
                     call.kind
@@ -812,7 +621,7 @@ impl<'a> Builder<'a> {
                 key,
                 at,
                 rec: work.rec,
-                bytes: rec_bytes,
+                chain,
                 hit: work.hit,
             });
             self.push(kind, key, data, Change::Profile { key, ids });
@@ -1068,8 +877,7 @@ impl<'a> Builder<'a> {
                         full: true,
                         changed: Vec::new(),
                         stamped: true,
-                        bytes: None,
-                        grow: 0,
+                        cached: None,
                         before: Before::default(),
                         merged: Vec::new(),
                     },
@@ -1220,7 +1028,6 @@ impl<'a> Builder<'a> {
                 work.before.props.push((id, was));
             }
             let state = work.rec.state_mut(id);
-            let before = state_heap_bytes(state);
             let applied = match op {
                 CallOp::Set(v) => {
                     state.apply_set_ref(Some(v), ts, order);
@@ -1237,7 +1044,6 @@ impl<'a> Builder<'a> {
                 CallOp::Add(n) => state.apply_owned(PropOp::Add(n), ts, order),
                 CallOp::List(list) => state.apply_list(list.clone(), ts, order, list_limits),
             };
-            work.grow += state_heap_bytes(state) as isize - before as isize;
             if applied != Applied::Taken {
                 out.ignored.push(name.to_string());
             }

@@ -54,11 +54,11 @@ pub struct Stats {
     pub dedupe_bytes: u64,
     /// The process's resident memory now, anonymous and file-backed apart.
     pub process: ProcessMemory,
-    /// Estimated bytes of the decoded profiles in the writer cache (bounded by
-    /// `Options::profile_cache_bytes`).
+    /// Bytes the writer cache holds: its profiles' encoded records, as allocated, and their
+    /// slots (bounded by `Options::profile_cache_bytes`).
     pub profile_cache_bytes: u64,
     /// Loads of a profile by a writer since open that found it in the writer cache, and that
-    /// read and decoded its records from the log.
+    /// read its records from the log.
     pub profile_cache_hits: u64,
     /// See `profile_cache_hits`.
     pub profile_cache_misses: u64,

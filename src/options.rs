@@ -75,10 +75,10 @@ pub struct Options {
     pub max_list_items: usize,
     /// How many recent `messageId`s are remembered for de-duplication.
     pub dedupe_window: usize,
-    /// Most bytes of recently written profiles kept decoded in memory, so that calls on hot
-    /// profiles skip reading and decoding their records (0 disables the cache). Estimated per
-    /// profile from its decoded size (a W1 profile of 40 properties: about 3 KiB); evicted by
-    /// CLOCK (second chance).
+    /// Most bytes of recently written profiles kept in memory, so that calls on hot profiles
+    /// read nothing from the log (0 disables the cache). A profile is kept as the encoded
+    /// records of its chain (a W1 profile of 40 properties: 0.5-1.3 KB), folded on use;
+    /// counted as its buffer's allocation plus ~96 bytes; evicted by CLOCK (second chance).
     pub profile_cache_bytes: usize,
     /// Most records a read of one profile's chain walks: a full record and up to
     /// `chain_limit - 1` delta records (each holding what one call changed), so a read of a

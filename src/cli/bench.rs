@@ -108,7 +108,7 @@ pub struct Report {
     /// Profile-index bytes per live profile beyond the identifier bytes (after the load).
     pub index_bytes_per_profile: f64,
     /// Share of profile loads by the writers that found the profile in the writer cache
-    /// (the rest read and decoded its records from the log).
+    /// (the rest read its records from the log).
     pub cache_hit_rate: f64,
     /// Profile records the load wrote, by form and reason.
     pub records: profiledb::RecordCounts,

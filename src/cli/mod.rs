@@ -65,8 +65,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DAYS")]
     pub history_days: Option<u32>,
 
-    /// Memory for decoded profiles kept between writes, in MiB (the writer cache,
-    /// docs/recovery.md) [default: 64].
+    /// Memory for recently written profiles kept between writes, as their encoded records,
+    /// in MiB (the writer cache, docs/architecture.md) [default: 64].
     #[arg(long, global = true, value_name = "MIB")]
     pub cache_mb: Option<usize>,
 

@@ -11,7 +11,7 @@ use super::wire::{Decoded, Names, Reader, Wire, put_i128, put_u64};
 use crate::storage::Location;
 pub(crate) use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
-use crate::types::value::{CompactString, Timestamp, Value};
+use crate::types::value::{Timestamp, Value};
 
 /// First byte of a delta record's data. A full record begins with [`FULL_TAG`], or with 0 or
 /// 1 (the option tag of its user id) in the layout of revisions 1-4, so a record read by
@@ -46,80 +46,6 @@ impl ProfileRecord {
         };
         &mut self.props[i].1
     }
-
-    /// Estimated heap and inline bytes of the decoded record (for the writer cache's budget).
-    pub(crate) fn approx_bytes(&self) -> usize {
-        let ids = &self.ids;
-        let string = |s: &String| alloc_bytes(s.capacity());
-        let id_bytes = ids.user_id.as_ref().map_or(0, string)
-            + ids.email.as_ref().map_or(0, string)
-            + ids.company_id.as_ref().map_or(0, string)
-            + alloc_bytes(ids.anonymous_ids.capacity() * std::mem::size_of::<String>())
-            + ids.anonymous_ids.iter().map(string).sum::<usize>();
-        let values: usize = self.props.iter().map(|(_, p)| state_heap_bytes(p)).sum();
-        std::mem::size_of::<Self>()
-            + id_bytes
-            + alloc_bytes(self.props.capacity() * std::mem::size_of::<(u32, PropState)>())
-            + values
-    }
-}
-
-/// What an allocation of `n` bytes takes from the allocator (glibc's malloc: an 8-byte
-/// header, 16-byte granules, 32 bytes at least), so that the writer cache's byte budget counts
-/// what the process holds, not only what the values ask for.
-#[inline]
-pub(crate) fn alloc_bytes(n: usize) -> usize {
-    if n == 0 {
-        0
-    } else {
-        (n.saturating_add(8 + 15) & !15).max(32)
-    }
-}
-
-/// Heap bytes of an inline small string: none when it is held in place (up to 24 bytes, W1's
-/// values), else its buffer.
-#[inline]
-pub(crate) fn compact_heap_bytes(s: &CompactString) -> usize {
-    if s.is_heap_allocated() {
-        alloc_bytes(s.capacity())
-    } else {
-        0
-    }
-}
-
-/// Estimated heap bytes of one property state (its values and boxed parts): what
-/// [`ProfileRecord::approx_bytes`] counts per state beyond the state itself, so that a call
-/// can keep a cached profile's estimate up to date from the states it changed.
-#[inline]
-pub(crate) fn state_heap_bytes(p: &PropState) -> usize {
-    #[inline]
-    fn value(v: &Value) -> usize {
-        match v {
-            Value::Str(s) => compact_heap_bytes(s),
-            Value::Array(items) => {
-                alloc_bytes(items.capacity() * std::mem::size_of::<Value>())
-                    + items.iter().map(value).sum::<usize>()
-            }
-            Value::Object(fields) => {
-                alloc_bytes(fields.capacity() * std::mem::size_of::<(String, Value)>())
-                    + fields
-                        .iter()
-                        .map(|(k, v)| alloc_bytes(k.capacity()) + value(v))
-                        .sum::<usize>()
-            }
-            _ => 0,
-        }
-    }
-    p.lww
-        .as_ref()
-        .and_then(|(_, v)| v.as_ref())
-        .map_or(0, value)
-        + p.once.as_deref().map_or(0, |(_, v)| {
-            value(v) + alloc_bytes(std::mem::size_of::<(Stamp, Value)>())
-        })
-        + p.adds.as_ref().map_or(0, |_| {
-            alloc_bytes(std::mem::size_of::<crate::types::state::Adds>())
-        })
 }
 
 impl Wire for Ids {
@@ -1032,28 +958,22 @@ mod tests {
     }
 
     #[test]
-    fn short_strings_decode_inline_and_cost_the_cache_no_heap_bytes() {
+    fn short_strings_decode_inline() {
         let mut rec = ProfileRecord::default();
         let stamp = Stamp::new(Timestamp(5), 1);
-        rec.state_mut(1).lww = Some((stamp, Some(Value::Int(7))));
-        let base = full(&encode(&rec)).unwrap().approx_bytes();
-        // 24 bytes (W1's longest value) is held in place: the same estimate as an integer.
+        // 24 bytes (W1's longest value) is held in place, 25 take a heap buffer.
         rec.state_mut(1).lww = Some((stamp, Some(Value::Str("x".repeat(24).into()))));
         let short = full(&encode(&rec)).unwrap();
         match short.state(1).map(|p| &p.lww) {
             Some(Some((_, Some(Value::Str(s))))) => assert!(!s.is_heap_allocated(), "inline"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(short.approx_bytes(), base);
-        // 25 bytes take a heap buffer, and it is counted as one allocation of its capacity.
         rec.state_mut(1).lww = Some((stamp, Some(Value::Str("x".repeat(25).into()))));
         let long = full(&encode(&rec)).unwrap();
         let Some(Some((_, Some(Value::Str(s))))) = long.state(1).map(|p| &p.lww) else {
             panic!("a string");
         };
         assert!(s.is_heap_allocated());
-        assert_eq!(long.approx_bytes(), base + alloc_bytes(s.capacity()));
-        assert!(alloc_bytes(s.capacity()) >= 32);
     }
 
     #[test]

@@ -1,0 +1,429 @@
+//! The writer cache: recently written profiles, kept as the encoded records of their chains,
+//! so that the next call on a profile reads no record from the log.
+//!
+//! A cached profile is the bytes of its records, a full record and the deltas written after
+//! it, exactly as the calls encoded them for the log ([`Chain`]); a call on it folds them in
+//! memory as a read from the log would (`entries::profile::Fold`), and appends the delta it
+//! writes. A W1 profile's chain takes ~0.5-1.3 KB this way, against ~3 KB decoded (~40
+//! property states, each a few allocations): the same budget holds three to five times the
+//! profiles, and what the budget counts is what the process holds (one allocation each).
+//! (docs/architecture.md, "The writer cache".)
+
+use super::RecordCounts;
+use crate::entries::chain::Forwards;
+use crate::entries::profile::{self, Fold, ProfileRecord};
+use crate::entries::wire::{DecodeError, Decoded};
+use crate::index::HashMap;
+use crate::storage::Location;
+
+/// Estimated bytes a cached profile costs beyond its records' buffer (map entry, slot).
+const CACHE_SLOT_BYTES: usize = 96;
+
+/// Most records a cached chain holds: past it the writer caches its profile as one full
+/// record, encoded anew (the log's chain is usually shorter, `Options::chain_limit`; the
+/// cached one may run longer after a miss or a compaction reset where the log's stands).
+pub(crate) const CACHED_CHAIN_RECORDS: u32 = 8;
+
+/// What an allocation of `n` bytes takes from the allocator (glibc's malloc: an 8-byte
+/// header, 16-byte granules, 32 bytes at least), so that the budget counts what the process
+/// holds, not only what the records ask for.
+fn alloc_bytes(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n.saturating_add(8 + 15) & !15).max(32)
+    }
+}
+
+/// Spare bytes a cached chain's buffer gets when it grows: room for about two W1 deltas.
+const CHAIN_SPARE: usize = 256;
+
+/// The encoded records of one profile's chain, oldest (a full record) first, each followed
+/// by its length (u32, little-endian), so that a fold reads them newest first from the end.
+pub(crate) struct Chain {
+    bytes: Vec<u8>,
+    records: u32,
+}
+
+impl Chain {
+    /// A chain of one full record (`data`: a profile record as `entries::encode_profile`
+    /// makes it).
+    pub fn full(data: &[u8]) -> Chain {
+        let mut bytes = Vec::with_capacity(data.len() + 4 + CHAIN_SPARE);
+        bytes.extend_from_slice(data);
+        bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        Chain { bytes, records: 1 }
+    }
+
+    /// A chain of one full record, taking `data`'s buffer.
+    pub fn full_from(mut data: Vec<u8>) -> Chain {
+        let len = data.len() as u32;
+        data.reserve_exact(4 + CHAIN_SPARE);
+        data.extend_from_slice(&len.to_le_bytes());
+        Chain {
+            bytes: data,
+            records: 1,
+        }
+    }
+
+    /// Add the delta written after the chain's newest record.
+    pub fn push_delta(&mut self, data: &[u8]) {
+        let need = data.len() + 4;
+        if self.bytes.capacity() - self.bytes.len() < need {
+            self.bytes.reserve_exact(need + CHAIN_SPARE);
+        }
+        self.bytes.extend_from_slice(data);
+        self.bytes
+            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.records += 1;
+    }
+
+    /// Records held.
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// What the process holds for the chain's buffer.
+    fn heap_bytes(&self) -> usize {
+        alloc_bytes(self.bytes.capacity())
+    }
+
+    /// The profile as of the newest record: the records folded newest first, as a read from
+    /// the log folds them. The links the deltas carry are not followed (the records are the
+    /// ones before it here, whatever the log holds since a compaction).
+    pub fn decode(&self) -> Decoded<ProfileRecord> {
+        let mut fold = Fold::default();
+        let mut end = self.bytes.len();
+        loop {
+            let broken = |reason| DecodeError { at: end, reason };
+            let len_at = end
+                .checked_sub(4)
+                .ok_or(broken("cached chain ends early"))?;
+            let len = u32::from_le_bytes(
+                self.bytes[len_at..end]
+                    .try_into()
+                    .map_err(|_| broken("cached chain length"))?,
+            ) as usize;
+            let start = len_at
+                .checked_sub(len)
+                .ok_or(broken("cached record longer than its chain"))?;
+            let record = &self.bytes[start..len_at];
+            if profile::is_delta(record) {
+                fold.delta(record)?;
+                end = start;
+            } else {
+                return fold.full(record);
+            }
+        }
+    }
+}
+
+/// Where a profile's newest record stands in its chain.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ChainAt {
+    /// The depth its record carries (0: a full record); the next delta carries one more.
+    pub link: u32,
+    /// The deltas a read walks from it down to the full record: `link`, less those a
+    /// forward of the last compaction skips. `Options::chain_limit` bounds this.
+    pub walked: u32,
+    /// The record in a segment a running compaction rewrites that its chain links to, and
+    /// that record's depth: set by the delta that linked to it, kept by the deltas after it.
+    /// At the compaction's switch `walked` drops to the deltas above it.
+    pub through: Option<(Location, u32)>,
+}
+
+impl ChainAt {
+    /// Read from the log: `link` and `walked` as `entries::chain::read_profile` gives them.
+    pub fn read(link: u32, walked: u32) -> ChainAt {
+        ChainAt {
+            link,
+            walked,
+            through: None,
+        }
+    }
+}
+
+/// Profiles recently written, as the encoded records of their chains ([`Chain`]), so that the
+/// next call on a hot profile reads nothing from the log. Only writers use it, under the index
+/// write lock. An entry is used only while the index still points at the location it was
+/// written to.
+///
+/// Bounded in bytes (`Options::profile_cache_bytes`: each chain's buffer and a slot); evicts
+/// by CLOCK (second chance): a profile the writers came back to since the hand last passed it
+/// is skipped once.
+pub(crate) struct ProfileCache {
+    slots: Vec<Slot>,
+    map: HashMap<u64, usize>,
+    free: Vec<usize>,
+    hand: usize,
+    bytes: usize,
+    budget: usize,
+    /// Segments a running compaction is rewriting (sorted). A delta may link into them: the
+    /// record it links to goes into `Index::linked`, and the compaction copies it (folded)
+    /// even when it is no longer the profile's newest, then forwards the link to the copy.
+    pub compacting: Vec<u32>,
+    /// Profile records written, by form and reason (`Stats::profile_records`).
+    pub records: RecordCounts,
+    /// Loads of a profile that found it here, and loads that read it from the log.
+    pub hits: u64,
+    /// See `hits`.
+    pub misses: u64,
+}
+
+struct Slot {
+    key: u64,
+    loc: Location,
+    at: ChainAt,
+    chain: Option<Chain>,
+    bytes: usize,
+    referenced: bool,
+}
+
+impl ProfileCache {
+    pub fn new(budget: usize) -> Self {
+        ProfileCache {
+            slots: Vec::new(),
+            map: HashMap::default(),
+            free: Vec::new(),
+            hand: 0,
+            bytes: 0,
+            budget,
+            compacting: Vec::new(),
+            records: Default::default(),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// Whether the cache keeps anything (a budget of 0 disables it).
+    pub fn enabled(&self) -> bool {
+        self.budget > 0
+    }
+
+    /// Take the profile whose newest record is at `at` out of the cache: where it stands in
+    /// its chain, and its records.
+    pub fn take(&mut self, key: u64, at: Location) -> Option<(ChainAt, Chain)> {
+        let i = self.map.remove(&key)?;
+        let slot = &mut self.slots[i];
+        let chain = slot.chain.take()?;
+        self.bytes -= slot.bytes;
+        self.free.push(i);
+        (slot.loc == at).then_some((slot.at, chain))
+    }
+
+    /// Bytes the cached profiles take.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Keep `chain`, the records of the profile `key` whose newest is at `loc`. `hit`: the
+    /// call found it here (it gets a second chance when the hand passes).
+    pub fn insert(&mut self, key: u64, loc: Location, at: ChainAt, chain: Chain, hit: bool) {
+        if let Some(i) = self.map.remove(&key) {
+            let slot = &mut self.slots[i];
+            slot.chain = None;
+            self.bytes -= slot.bytes;
+            self.free.push(i);
+        }
+        let bytes = chain.heap_bytes() + CACHE_SLOT_BYTES;
+        if bytes > self.budget {
+            return;
+        }
+        while self.bytes + bytes > self.budget && !self.map.is_empty() {
+            self.evict_one();
+        }
+        let slot = Slot {
+            key,
+            loc,
+            at,
+            chain: Some(chain),
+            bytes,
+            referenced: hit,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                self.slots.len() - 1
+            }
+        };
+        self.map.insert(key, i);
+        self.bytes += bytes;
+    }
+
+    /// Advance the hand to the first profile not referenced since it last passed, and evict it.
+    fn evict_one(&mut self) {
+        let n = self.slots.len();
+        // Two turns at most: the first clears every reference bit.
+        for _ in 0..2 * n + 1 {
+            self.hand = if self.hand + 1 >= n { 0 } else { self.hand + 1 };
+            let slot = &mut self.slots[self.hand];
+            if slot.chain.is_none() {
+                continue;
+            }
+            if slot.referenced {
+                slot.referenced = false;
+                continue;
+            }
+            slot.chain = None;
+            self.bytes -= slot.bytes;
+            self.map.remove(&slot.key);
+            self.free.push(self.hand);
+            return;
+        }
+    }
+
+    /// Follow a compaction: a profile whose newest record it copied is now at the copy's
+    /// location, as one full record (chains are folded; the cached records still fold to the
+    /// same profile); any other cached profile whose record lay in the compacted segments
+    /// (`inputs`, sorted) is forgotten. A profile written since the inputs were sealed whose
+    /// chain links into them now reads through `forwards` (the compaction's): its chain walks
+    /// only the deltas above the forwarded record.
+    pub fn relocate(
+        &mut self,
+        moved: &[(u8, u64, Location, Location)],
+        inputs: &[u32],
+        forwards: &Forwards,
+    ) {
+        let profile = [
+            crate::entries::EntryKind::Profile.byte(),
+            crate::entries::EntryKind::ProfileDelta.byte(),
+        ];
+        for &(kind, key, old, new) in moved {
+            if !profile.contains(&kind) {
+                continue;
+            }
+            if let Some(&i) = self.map.get(&key) {
+                let slot = &mut self.slots[i];
+                if slot.loc == old {
+                    slot.loc = new;
+                    slot.at = ChainAt::default();
+                }
+            }
+        }
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            if slot.chain.is_some() && inputs.binary_search(&slot.loc.segment).is_ok() {
+                slot.chain = None;
+                self.bytes -= slot.bytes;
+                self.map.remove(&slot.key);
+                self.free.push(i);
+            }
+            if let Some((linked, depth)) = slot.at.through.take()
+                && forwards.get(&linked).is_some()
+            {
+                slot.at.walked = slot.at.walked.min(slot.at.link.saturating_sub(depth));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entries::profile::{DeltaOut, Link, put_delta};
+    use crate::profile::props::Stamp;
+    use crate::types::value::{Timestamp, Value};
+
+    fn set(rec: &mut ProfileRecord, id: u32, v: i64, ts: i64) {
+        rec.state_mut(id)
+            .apply_set_ref(Some(&Value::Int(v)), Timestamp(ts), ts as u64);
+    }
+
+    fn delta(rec: &ProfileRecord, changed: &[u32], ts: i64, depth: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_delta(
+            &DeltaOut {
+                link: Link {
+                    prev: Location {
+                        segment: 1,
+                        offset: 0,
+                        len: 1,
+                    },
+                    depth,
+                },
+                stamp: Stamp::new(Timestamp(ts), ts as u64),
+                times: true,
+                ids: None,
+                rec,
+                changed,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn a_cached_chain_folds_to_the_profile_its_records_wrote() {
+        let mut rec = ProfileRecord::default();
+        rec.ids.user_id = Some("u1".into());
+        set(&mut rec, 1, 10, 100);
+        set(&mut rec, 2, 20, 100);
+        let mut chain = Chain::full(&crate::entries::encode_profile(&rec, 64));
+        assert_eq!(chain.decode().unwrap(), rec);
+        for (i, (id, v)) in [(1, 11), (3, 30), (1, 12)].into_iter().enumerate() {
+            let ts = 200 + i as i64;
+            set(&mut rec, id, v, ts);
+            rec.updated_at = rec.updated_at.max(Timestamp(ts));
+            rec.first_seen = rec.first_seen.min(Timestamp(ts));
+            chain.push_delta(&delta(&rec, &[id], ts, i as u32 + 1));
+            assert_eq!(chain.decode().unwrap(), rec, "after delta {i}");
+        }
+        assert_eq!(chain.records(), 4);
+        let taken = Chain::full_from(crate::entries::encode_profile(&rec, 64));
+        assert_eq!(taken.decode().unwrap(), rec);
+    }
+
+    #[test]
+    fn a_damaged_cached_chain_is_an_error_not_a_panic() {
+        let rec = ProfileRecord::default();
+        let good = Chain::full(&crate::entries::encode_profile(&rec, 64));
+        for cut in 0..good.bytes.len() {
+            let chain = Chain {
+                bytes: good.bytes[..cut].to_vec(),
+                records: 1,
+            };
+            let _ = chain.decode();
+        }
+        let mut long = Chain {
+            bytes: good.bytes.clone(),
+            records: 1,
+        };
+        let n = long.bytes.len();
+        long.bytes[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(long.decode().is_err());
+    }
+
+    #[test]
+    fn the_budget_counts_each_chain_and_evicts_the_unreferenced_first() {
+        let rec = ProfileRecord::default();
+        let data = crate::entries::encode_profile(&rec, 64);
+        let one = Chain::full(&data).heap_bytes() + CACHE_SLOT_BYTES;
+        let mut cache = ProfileCache::new(3 * one);
+        let loc = |o| Location {
+            segment: 1,
+            offset: o,
+            len: 1,
+        };
+        cache.insert(1, loc(1), ChainAt::default(), Chain::full(&data), true);
+        cache.insert(2, loc(2), ChainAt::default(), Chain::full(&data), false);
+        cache.insert(3, loc(3), ChainAt::default(), Chain::full(&data), false);
+        assert_eq!(cache.bytes(), 3 * one);
+        cache.insert(4, loc(4), ChainAt::default(), Chain::full(&data), false);
+        assert_eq!(cache.bytes(), 3 * one);
+        // 1 was referenced: the hand passed it and took 2.
+        assert!(cache.take(2, loc(2)).is_none());
+        assert!(cache.take(1, loc(1)).is_some());
+        // A profile whose index location moved on is not used.
+        assert!(cache.take(3, loc(99)).is_none());
+        assert!(
+            cache.take(3, loc(3)).is_none(),
+            "taken out by the stale look"
+        );
+        assert!(cache.take(4, loc(4)).is_some());
+        assert_eq!(cache.bytes(), 0);
+    }
+}
