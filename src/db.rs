@@ -1023,12 +1023,19 @@ impl Drop for Db {
 
 impl Inner {
     fn write_hint(&self) -> Result<()> {
-        // The read lock keeps writers out, so the snapshot matches the position exactly.
-        let index = self.index.read();
+        // The read lock keeps writers out while the snapshot is written (into the page
+        // cache, streamed), so it matches the position exactly; it is released before the
+        // syncs.
+        let mut index = Some(self.index.read());
         let position = self.store.hint_position()?;
-        let payload = index.snapshot();
-        drop(index);
-        self.store.write_hint(&position, &payload)
+        self.store.write_hint_with(&position, &mut |sink| {
+            let written = match &index {
+                Some(index) => index.write_snapshot(sink),
+                None => Ok(()),
+            };
+            index = None;
+            written
+        })
     }
 
     /// The index's read lock for compaction, which takes it once per entry while a writer

@@ -222,17 +222,30 @@ impl Journal {
         self.steps.heap_bytes()
     }
 
-    /// Bytes [`Journal::encode`] writes for the steps (the guard's part not included).
+    /// Bytes [`Journal::encode`] writes for the steps (the guard's part not included): exact,
+    /// the snapshot announces the section's length from it.
     pub fn encoded_steps_len(&self) -> usize {
         16 + self.steps.keys * 12 + self.len() * 20
     }
 
     /// The section of the index snapshot (docs/format.md, "Index snapshot"): clock i64, key
     /// count u64, then per key `key u64, n u32, n x (arrival i64, loc)`.
+    #[cfg(test)]
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_with(out, &mut |_| {})
+    }
+
+    /// [`Journal::encode`], handing `out` to `spill` whenever it holds `spill_at` bytes or
+    /// more (between two keys), so that a caller streaming the snapshot to a file holds a
+    /// chunk, not the section (a million steps are 20 MB).
+    pub fn encode_with(&self, out: &mut Vec<u8>, spill: &mut dyn FnMut(&mut Vec<u8>)) {
+        const SPILL_AT: usize = 1 << 20;
         out.extend_from_slice(&self.clock.to_le_bytes());
         out.extend_from_slice(&(self.steps.keys as u64).to_le_bytes());
         for (key, list) in self.steps.iter() {
+            if out.len() >= SPILL_AT {
+                spill(out);
+            }
             out.extend_from_slice(&key.to_le_bytes());
             out.extend_from_slice(&(list.len() as u32).to_le_bytes());
             for (a, l) in list {

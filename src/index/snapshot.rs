@@ -25,15 +25,58 @@ pub(crate) const MAGIC: [u8; 8] = *b"PDBINDEX";
 /// replayed once).
 pub(crate) const VERSION: u16 = 4;
 
-/// Encodes the payload.
-struct Out(Vec<u8>);
+/// Bytes the encoder holds before it hands them to its sink.
+const CHUNK: usize = 1 << 20;
 
-impl Out {
+/// Encodes the payload, handing it to a sink a chunk at a time (the payload of a million
+/// profiles is tens of MB: built whole, it was the peak of a W1 load's memory), with the CRC
+/// of everything handed so far.
+struct Out<'s> {
+    buf: Vec<u8>,
+    sink: &'s mut dyn FnMut(&[u8]) -> Result<()>,
+    crc: crc32fast::Hasher,
+    /// Bytes handed to the sink.
+    done: u64,
+    /// The sink's first error (nothing more is handed after it).
+    failed: Option<Error>,
+}
+
+impl Out<'_> {
+    /// Hand `b` to the sink (once the buffer's bytes are handed).
+    fn hand(&mut self, b: &[u8]) {
+        if b.is_empty() || self.failed.is_some() {
+            return;
+        }
+        self.crc.update(b);
+        self.done += b.len() as u64;
+        if let Err(e) = (self.sink)(b) {
+            self.failed = Some(e);
+        }
+    }
+    fn flush(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.hand(&buf);
+        self.buf = buf;
+        self.buf.clear();
+    }
+    /// Bytes encoded so far.
+    fn len(&self) -> u64 {
+        self.done + self.buf.len() as u64
+    }
+    fn raw(&mut self, b: &[u8]) {
+        if self.buf.len() + b.len() > CHUNK {
+            self.flush();
+            if b.len() >= CHUNK {
+                return self.hand(b);
+            }
+        }
+        self.buf.extend_from_slice(b);
+    }
     fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.raw(&v.to_le_bytes());
     }
     fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.raw(&v.to_le_bytes());
     }
     fn loc(&mut self, l: Location) {
         self.u32(l.segment);
@@ -42,7 +85,7 @@ impl Out {
     }
     fn bytes(&mut self, b: &[u8]) {
         self.u32(b.len() as u32);
-        self.0.extend_from_slice(b);
+        self.raw(b);
     }
 }
 
@@ -105,35 +148,25 @@ impl<'a> In<'a> {
 }
 
 impl Index {
-    /// The snapshot payload for the hint file.
-    pub fn snapshot(&self) -> Vec<u8> {
-        let ids = [&self.user, &self.email, &self.anon].map(IdMap::to_arena);
-        let dense = self.profiles.dense();
-        let size = 80
-            + dense.len() * 12
-            + ids.iter().map(|a| a.len() + 16).sum::<usize>()
-            + self.redirects.len() * 16
-            + self.dedupe.len() * 16
-            + self.dedupe.parts().2.len() * 5
-            + self.suppressed.len() * 28
-            + self.names.iter().map(|n| n.0.len() + 16).sum::<usize>()
-            + self
-                .companies
-                .iter()
-                .map(|(id, s)| id.len() + 40 + s.members.len() * 8)
-                .sum::<usize>()
-            + self.journal.encoded_steps_len()
-            + self.forwards.len() * 24
-            + (64 << 10);
-        let mut o = Out(Vec::with_capacity(size));
-        o.0.extend_from_slice(&MAGIC);
-        o.0.extend_from_slice(&VERSION.to_le_bytes());
-        o.0.extend_from_slice(&0u16.to_le_bytes());
+    /// Hand the snapshot payload to `sink`, in order, a chunk of up to about 1 MiB at a time;
+    /// the first error `sink` returns ends it and is returned.
+    pub fn write_snapshot(&self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let mut o = Out {
+            buf: Vec::with_capacity(CHUNK + 4096),
+            sink,
+            crc: crc32fast::Hasher::new(),
+            done: 0,
+            failed: None,
+        };
+        o.raw(&MAGIC);
+        o.raw(&VERSION.to_le_bytes());
+        o.raw(&0u16.to_le_bytes());
         o.u64(self.last_seq);
         o.u64(self.next_key);
         o.u64(self.next_company_key);
-        o.0.push(self.next_key_location.is_some() as u8);
+        o.raw(&[self.next_key_location.is_some() as u8]);
         o.loc(self.next_key_location.unwrap_or_default());
+        let dense = self.profiles.dense();
         o.u64(dense.len() as u64);
         for &l in dense {
             o.loc(l);
@@ -144,10 +177,12 @@ impl Index {
             o.u64(k);
             o.loc(l);
         }
-        for (map, arena) in [&self.user, &self.email, &self.anon].iter().zip(&ids) {
+        // One arena at a time (a copy of the map's identifier bytes).
+        for map in [&self.user, &self.email, &self.anon] {
+            let arena = map.to_arena();
             o.u64(map.len() as u64);
             o.u64(arena.len() as u64);
-            o.0.extend_from_slice(arena);
+            o.raw(&arena);
         }
         o.u64(self.redirects.len() as u64);
         for (&from, &to) in &self.redirects {
@@ -173,10 +208,10 @@ impl Index {
         o.u64(ring.len() as u64);
         o.u64(head as u64);
         for h in ring {
-            o.0.extend_from_slice(&h.to_le_bytes());
+            o.raw(&h.to_le_bytes());
         }
         o.u64(tags.len() as u64);
-        o.0.extend_from_slice(tags);
+        o.raw(tags);
         for s in slots {
             o.u32(*s);
         }
@@ -186,13 +221,20 @@ impl Index {
             o.u64(hi);
             o.loc(l);
         }
-        // The history section goes straight into the payload (sized for it above), its
-        // length patched in after: a section of its own, then copied, would hold both at once.
-        let len_at = o.0.len();
-        o.u64(0);
-        self.journal.encode(&mut o.0);
-        let len = (o.0.len() - len_at - 8) as u64;
-        o.0[len_at..len_at + 8].copy_from_slice(&len.to_le_bytes());
+        // The history section streams too: its length first (exact, from the counts), then
+        // its steps in chunks.
+        let mut guard = Vec::new();
+        self.journal.guard.encode(&mut guard);
+        let len = (self.journal.encoded_steps_len() + guard.len()) as u64;
+        o.u64(len);
+        let start = o.len();
+        let mut buf = std::mem::take(&mut o.buf);
+        self.journal.encode_with(&mut buf, &mut |b| {
+            o.hand(b);
+            b.clear();
+        });
+        o.buf = buf;
+        debug_assert_eq!(o.len() - start, len, "announced history section length");
         o.u64(self.sources.len() as u64);
         for (&id, (s, l)) in &self.sources {
             o.u64(id);
@@ -207,9 +249,14 @@ impl Index {
             o.loc(old);
             o.loc(new);
         }
-        let crc = crc32fast::hash(&o.0);
+        o.flush();
+        let crc = o.crc.clone().finalize();
         o.u32(crc);
-        o.0
+        o.flush();
+        match o.failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// An index from a snapshot payload.

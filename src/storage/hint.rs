@@ -49,6 +49,7 @@ fn head(pos: &Position, payload_len: usize) -> Vec<u8> {
 }
 
 /// The CRC that ends a hint file: of every byte before it.
+#[cfg(test)]
 fn crc(head: &[u8], payload: &[u8]) -> [u8; 4] {
     let mut h = crc32fast::Hasher::new();
     h.update(head);
@@ -119,22 +120,46 @@ pub(crate) fn decode(b: &[u8]) -> std::result::Result<(Position, &[u8]), String>
     ))
 }
 
-/// Write the hint atomically. The log must already be synced up to `pos.seq`.
-pub(crate) fn write(io: &dyn Io, dir: &Path, pos: &Position, payload: &[u8]) -> Result<()> {
+/// Takes a hint payload's bytes, in order (a chunk at a time).
+pub type Sink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
+
+/// Hands a hint payload's bytes to the sink it is given.
+pub type Fill<'a> = dyn FnMut(&mut Sink<'_>) -> Result<()> + 'a;
+
+/// Write the hint atomically, its payload streamed: `fill` hands the payload's bytes, in
+/// order, to the sink it is given, which writes them into the temp file as they come. The
+/// head (which holds the payload's length) is written last, at the start, and the file's CRC
+/// combines the head's with the payload's: nothing holds the payload whole (tens of MB for a
+/// million profiles). `durable` returns once the log is synced up to `pos.seq`: it runs after
+/// `fill`, before the hint replaces the old one.
+pub(crate) fn write_with(
+    io: &dyn Io,
+    dir: &Path,
+    pos: &Position,
+    fill: &mut Fill<'_>,
+    durable: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     let tmp = dir.join(HINT_TMP);
     let fin = dir.join(HINT);
     let _ = io.remove(&tmp);
-    // Written in three parts, not copied into one buffer: the payload is the size of the
-    // index (tens of MB for a million profiles), and a copy would double the peak memory of
-    // every hint write.
-    let head = head(pos, payload.len());
-    let crc = crc(&head, payload);
     let f = io.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let mut at = 0u64;
-    for part in [&head[..], payload, &crc[..]] {
-        write_all_at(f.as_ref(), at, part).map_err(|e| Error::io("write", &tmp, e))?;
-        at += part.len() as u64;
-    }
+    let start = head(pos, 0).len() as u64;
+    let mut at = start;
+    let mut payload_crc = crc32fast::Hasher::new();
+    fill(&mut |chunk| {
+        write_all_at(f.as_ref(), at, chunk).map_err(|e| Error::io("write", &tmp, e))?;
+        payload_crc.update(chunk);
+        at += chunk.len() as u64;
+        Ok(())
+    })?;
+    let head = head(pos, (at - start) as usize);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.combine(&payload_crc);
+    write_all_at(f.as_ref(), 0, &head).map_err(|e| Error::io("write", &tmp, e))?;
+    write_all_at(f.as_ref(), at, &crc.finalize().to_le_bytes())
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    durable()?;
     f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
     drop(f);
     io.rename(&tmp, &fin)

@@ -290,15 +290,28 @@ impl Store {
 
     /// Write the hint file (atomically: temp file, fsync, rename, directory fsync). The log is
     /// first synced up to the position, so a hint never covers frames that are not on disk.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // the storage suites' entry point
     pub fn write_hint(&self, position: &HintPosition, payload: &[u8]) -> Result<()> {
+        self.write_hint_with(position, &mut |sink| sink(payload))
+    }
+
+    /// [`Store::write_hint`] with the payload streamed: `fill` hands its bytes, in order, to
+    /// the sink it is given, which writes them to the temp file; the log is synced up to the
+    /// position after `fill` returns, before the hint replaces the old one (so a caller that
+    /// holds a lock for `fill` need not hold it through the sync).
+    pub fn write_hint_with(
+        &self,
+        position: &HintPosition,
+        fill: &mut hint::Fill<'_>,
+    ) -> Result<()> {
         let shared = &self.inner.shared;
-        shared.wait_durable(position.inner.seq, Durability::SyncEach)?;
         let _one_at_a_time = self.hint_lock.lock();
-        shared.guard(hint::write(
+        shared.guard(hint::write_with(
             shared.io.as_ref(),
             &shared.dir,
             &position.inner,
-            payload,
+            fill,
+            &mut || shared.wait_durable(position.inner.seq, Durability::SyncEach),
         ))
     }
 
