@@ -243,7 +243,8 @@ struct Work {
     head: Option<(Location, ChainAt)>,
     /// Found in the writer cache.
     hit: bool,
-    /// Its records as the writer cache had them (a hit): the call's delta is added to them.
+    /// Its records, as the writer cache had them or as read from the log: the call's delta is
+    /// added to them for the cache.
     cached: Option<Chain>,
     /// Write a full record whatever the chain (a merge survivor).
     full: bool,
@@ -362,7 +363,7 @@ impl<'a> Builder<'a> {
                     None
                 }
             });
-        let (at, rec, cached) = match cached {
+        let (at, rec, cached, hit) = match cached {
             Some((at, rec, chain)) => {
                 self.cache.hits += 1;
                 #[cfg(debug_assertions)]
@@ -371,16 +372,22 @@ impl<'a> Builder<'a> {
                 {
                     debug_assert!(logged == rec, "cached profile {key} differs from the log");
                 }
-                (at, rec, Some(chain))
+                (at, rec, Some(chain), true)
             }
             None => {
                 self.cache.misses += 1;
-                let (rec, link, walked) =
-                    entries::chain::read_profile(self.store, &self.index.forwards, loc)?;
-                (ChainAt::read(link, walked), rec, None)
+                // The records read are what the cache keeps (no encoding of the profile).
+                let mut read = self.cache.enabled().then(Vec::new);
+                let (rec, link, walked) = entries::chain::read_profile_keeping(
+                    self.store,
+                    &self.index.forwards,
+                    loc,
+                    read.as_mut(),
+                )?;
+                let chain = read.and_then(|r| Chain::from_newest_first(&r));
+                (ChainAt::read(link, walked), rec, chain, false)
             }
         };
-        let hit = cached.is_some();
         let before = Before {
             times: (rec.first_seen, rec.updated_at),
             props: match self.history {
@@ -557,8 +564,8 @@ impl<'a> Builder<'a> {
                     )
                 }
             };
-            // What the cache keeps: the cached records and this delta, or this full record,
-            // or (a miss, or a cached chain at its length) the profile encoded whole.
+            // What the cache keeps: the records loaded and this delta, or this full record, or
+            // (a loaded chain at its length) the profile encoded whole.
             let chain = self
                 .cache
                 .enabled()

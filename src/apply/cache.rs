@@ -66,6 +66,27 @@ impl Chain {
         }
     }
 
+    /// The chain `entries::chain::read_profile_keeping` read: its records newest first, each
+    /// followed by its length. `None` if they are not that (a bug: the caller reads again).
+    pub fn from_newest_first(read: &[u8]) -> Option<Chain> {
+        let mut chain = Chain {
+            bytes: Vec::with_capacity(read.len() + CHAIN_SPARE),
+            records: 0,
+        };
+        let mut end = read.len();
+        while end > 0 {
+            let len_at = end.checked_sub(4)?;
+            let len_bytes = &read[len_at..end];
+            let len = u32::from_le_bytes(len_bytes.try_into().ok()?) as usize;
+            let record = &read[len_at.checked_sub(len)?..len_at];
+            chain.bytes.extend_from_slice(record);
+            chain.bytes.extend_from_slice(len_bytes);
+            chain.records += 1;
+            end = len_at - len;
+        }
+        (chain.records > 0).then_some(chain)
+    }
+
     /// Add the delta written after the chain's newest record.
     pub fn push_delta(&mut self, data: &[u8]) {
         let need = data.len() + 4;
@@ -373,6 +394,20 @@ mod tests {
             assert_eq!(chain.decode().unwrap(), rec, "after delta {i}");
         }
         assert_eq!(chain.records(), 4);
+        // The same records as a read from the log hands them: newest first.
+        let mut read = Vec::new();
+        let mut end = chain.bytes.len();
+        while end > 0 {
+            let len = u32::from_le_bytes(chain.bytes[end - 4..end].try_into().unwrap()) as usize;
+            read.extend_from_slice(&chain.bytes[end - 4 - len..end]);
+            end -= 4 + len;
+        }
+        let again = Chain::from_newest_first(&read).unwrap();
+        assert_eq!(again.bytes, chain.bytes);
+        assert_eq!(again.records(), 4);
+        assert_eq!(again.decode().unwrap(), rec);
+        assert!(Chain::from_newest_first(&[]).is_none());
+        assert!(Chain::from_newest_first(&[1, 2, 3]).is_none());
         let taken = Chain::full_from(crate::entries::encode_profile(&rec, 64));
         assert_eq!(taken.decode().unwrap(), rec);
     }

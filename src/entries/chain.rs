@@ -140,12 +140,28 @@ pub(crate) fn read_profile(
     forwards: &Forwards,
     head: Location,
 ) -> Result<(ProfileRecord, u32, u32)> {
+    read_profile_keeping(store, forwards, head, None)
+}
+
+/// [`read_profile`], also appending each record read to `keep`, newest first, each followed
+/// by its length (u32, little-endian): the writer cache keeps a chain read from the log
+/// without encoding the profile again.
+pub(crate) fn read_profile_keeping(
+    store: &Store,
+    forwards: &Forwards,
+    head: Location,
+    mut keep: Option<&mut Vec<u8>>,
+) -> Result<(ProfileRecord, u32, u32)> {
     let mut fold = profile::Fold::default();
     let mut at = head;
     let mut expect: Option<u32> = None;
     let mut head_depth = None;
     loop {
         let step = store.read(at, |bytes| {
+            if let Some(keep) = keep.as_deref_mut() {
+                keep.extend_from_slice(bytes);
+                keep.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            }
             if profile::is_delta(bytes) {
                 fold.delta(bytes).map(Step::Delta)
             } else {
