@@ -339,7 +339,7 @@ fn body(r: &mut Reader<'_>) -> std::result::Result<Body, (&'static str, DecodeEr
     // Each property takes at least 2 bytes (name, option tag).
     let n = field("properties", r.len(2))?;
     let k = field("stamp table", r.len(2))?;
-    let mut stamps = Vec::with_capacity(k + 1);
+    let mut stamps = crate::entries::values::Stamps::with_capacity(k + 1);
     stamps.push(Stamp::new(Timestamp(event), order));
     for _ in 0..k {
         stamps.push(field("stamp table", stamp(r))?);

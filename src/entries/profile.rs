@@ -4,7 +4,7 @@
 //! record.
 
 use super::values::{
-    StampTable, put_shaped_state, put_stamp, put_state, shaped_state, skip_shaped_state,
+    StampTable, Stamps, put_shaped_state, put_stamp, put_state, shaped_state, skip_shaped_state,
     skip_state, skip_value, stamp, state, value,
 };
 use super::wire::{Decoded, Names, Reader, Wire, put_i128, put_u64};
@@ -292,10 +292,11 @@ fn delta_props(
     table: &StampTable,
     call: Stamp,
     known: &[u32],
-) -> Decoded<Vec<(u32, PropState)>> {
+    props: &mut Vec<(u32, PropState)>,
+) -> Decoded<()> {
     // A name number and a form byte at least.
     let n = r.len(2)?;
-    let mut props: Vec<(u32, PropState)> = Vec::with_capacity(n);
+    props.reserve(n);
     let mut last = None;
     for _ in 0..n {
         let id = r.u32()?;
@@ -328,10 +329,11 @@ fn delta_props(
         };
         props.push((id, state));
     }
-    Ok(props)
+    Ok(())
 }
 
-/// A decoded delta record.
+/// A decoded delta record (tests and the fuzz targets; a fold decodes with [`delta_into`]).
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Delta {
     pub link: Link,
@@ -371,7 +373,34 @@ pub(crate) fn delta(bytes: &[u8]) -> Decoded<Delta> {
 
 /// Decode a delta record but for the states of the names in `known` (sorted): checked as
 /// [`delta`] checks them, and left out.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn delta_but(bytes: &[u8], known: &[u32]) -> Decoded<Delta> {
+    let mut props = Vec::new();
+    let head = delta_into(bytes, known, &mut props)?;
+    Ok(Delta {
+        link: head.link,
+        stamp: head.stamp,
+        times: head.times,
+        ids: head.ids,
+        props,
+    })
+}
+
+/// A delta record but its states: what [`delta_into`] returns.
+pub(crate) struct DeltaHead {
+    pub link: Link,
+    pub stamp: Stamp,
+    pub times: bool,
+    pub ids: Option<Ids>,
+}
+
+/// Decode a delta record as [`delta_but`] does, appending its states to `props` (a fold's
+/// list: no list of its own per record). On an error `props` may hold some of its states.
+pub(crate) fn delta_into(
+    bytes: &[u8],
+    known: &[u32],
+    props: &mut Vec<(u32, PropState)>,
+) -> Decoded<DeltaHead> {
     let mut r = Reader::new(bytes);
     let (link, flags, call) = delta_head(&mut r)?;
     let ids = if flags & FLAG_IDS != 0 {
@@ -380,18 +409,17 @@ pub(crate) fn delta_but(bytes: &[u8], known: &[u32]) -> Decoded<Delta> {
         None
     };
     let extra = StampTable::read(&mut r)?;
-    let mut stamps = Vec::with_capacity(extra.stamps().len() + 1);
+    let mut stamps = Stamps::with_capacity(extra.stamps().len() + 1);
     stamps.push(call);
     stamps.extend_from_slice(extra.stamps());
     let table = StampTable::from_stamps(stamps);
-    let props = delta_props(&mut r, &table, call, known)?;
+    delta_props(&mut r, &table, call, known, props)?;
     r.finish()?;
-    Ok(Delta {
+    Ok(DeltaHead {
         link,
         stamp: call,
         times: flags & FLAG_TIMES != 0,
         ids,
-        props,
     })
 }
 
@@ -429,7 +457,8 @@ pub(crate) struct Fold {
 impl Fold {
     /// Read the next (older) record of the chain, a delta: its link to the previous record.
     pub(crate) fn delta(&mut self, bytes: &[u8]) -> Decoded<Link> {
-        let d = delta_but(bytes, &self.known)?;
+        let from = self.newer.len();
+        let d = delta_into(bytes, &self.known, &mut self.newer)?;
         self.deltas += 1;
         if self.ids.is_none() {
             self.ids = d.ids;
@@ -438,11 +467,11 @@ impl Fold {
             let t = d.stamp.0;
             self.times = Some(self.times.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
         }
-        for (id, state) in d.props {
+        // The names this delta decided (none of them known before: those were skipped).
+        for &(id, _) in &self.newer[from..] {
             if let Err(i) = self.known.binary_search(&id) {
                 self.known.insert(i, id);
             }
-            self.newer.push((id, state));
         }
         Ok(d.link)
     }

@@ -164,7 +164,11 @@ fn skip_payload_at(r: &mut Reader<'_>, v: u32, depth: usize) -> Decoded<()> {
 /// A record's stamp table: its distinct stamps; properties refer to one by index, so the
 /// properties one call set share one stamp instead of carrying a copy each.
 #[derive(Debug, Default)]
-pub(crate) struct StampTable(Vec<Stamp>, Order);
+pub(crate) struct StampTable(Stamps, Order);
+
+/// A table's stamps: in place up to four (a delta's: the call's own and few others), so that
+/// decoding or encoding a delta allocates nothing for them.
+pub(crate) type Stamps = smallvec::SmallVec<[Stamp; 4]>;
 
 /// Whether a table is sorted (full records: searched by bisection) or in the order met
 /// (deltas: searched in order).
@@ -183,7 +187,7 @@ impl StampTable {
         // stamp. Past `SMALL` distinct stamps (a profile of many properties set by many
         // calls) inserting would be quadratic: the rest are pushed and the table sorted once.
         const SMALL: usize = 32;
-        let mut stamps: Vec<Stamp> = Vec::with_capacity(props.len().min(SMALL));
+        let mut stamps = Stamps::with_capacity(props.len().min(SMALL));
         let mut sorted = true;
         for p in props {
             each_stamp(p, |s| {
@@ -212,7 +216,8 @@ impl StampTable {
         first: Stamp,
         props: impl Iterator<Item = &'a PropState>,
     ) -> StampTable {
-        let mut stamps = vec![first];
+        let mut stamps = Stamps::new();
+        stamps.push(first);
         for p in props {
             each_stamp(p, |s| {
                 if !stamps.contains(&s) {
@@ -249,7 +254,7 @@ impl StampTable {
     /// Read a table of `n` stamps.
     pub(crate) fn read(r: &mut Reader<'_>) -> Decoded<StampTable> {
         let n = r.len(2)?;
-        let mut stamps = Vec::with_capacity(n);
+        let mut stamps = Stamps::with_capacity(n);
         for _ in 0..n {
             stamps.push(stamp(r)?);
         }
@@ -281,7 +286,7 @@ impl StampTable {
     pub(crate) fn read_deltas(r: &mut Reader<'_>) -> Decoded<StampTable> {
         // A stamp takes 2 bytes at least (the first: two varints; the next: two deltas).
         let n = r.len(2)?;
-        let mut stamps: Vec<Stamp> = Vec::with_capacity(n);
+        let mut stamps = Stamps::with_capacity(n);
         for _ in 0..n {
             let s = match stamps.last() {
                 None => stamp(r)?,
@@ -316,7 +321,7 @@ impl StampTable {
     }
 
     /// A table from stamps already read.
-    pub(crate) fn from_stamps(stamps: Vec<Stamp>) -> StampTable {
+    pub(crate) fn from_stamps(stamps: Stamps) -> StampTable {
         StampTable(stamps, Order::AsMet)
     }
 
