@@ -115,18 +115,6 @@ pub struct RecordCounts {
     pub linked_into_compaction: u64,
 }
 
-impl ProfileCache {
-    /// Keep the profiles of an appended batch (their decoded records are dropped).
-    pub fn insert_written(&mut self, written: Vec<Written>, locations: &[Location]) {
-        for w in written {
-            let (Some(&loc), Some(chain)) = (locations.get(w.entry), w.chain) else {
-                continue;
-            };
-            self.insert(w.key, loc, w.at, chain, w.hit);
-        }
-    }
-}
-
 impl Batch {
     /// The profile records the batch writes, decoded (explain reads them).
     pub(crate) fn written_records(&self) -> impl Iterator<Item = (u64, &ProfileRecord)> {
@@ -530,6 +518,8 @@ impl<'a> Builder<'a> {
                 }
                 continue;
             }
+            // The size of a full record encoded for it: the previous version's is a good guess.
+            let full_guess = work.head.map_or(256, |(l, _)| l.len as usize + 128);
             let link = if work.full {
                 self.cache.records.full_whole += 1;
                 None
@@ -554,15 +544,11 @@ impl<'a> Builder<'a> {
                     );
                     (EntryKind::ProfileDelta, data, at)
                 }
-                None => {
-                    // The previous version's size is a good guess of this one's.
-                    let guess = work.head.map_or(256, |(l, _)| l.len as usize + 128);
-                    (
-                        EntryKind::Profile,
-                        entries::encode_profile(&work.rec, guess),
-                        ChainAt::default(),
-                    )
-                }
+                None => (
+                    EntryKind::Profile,
+                    entries::encode_profile(&work.rec, full_guess),
+                    ChainAt::default(),
+                ),
             };
             // What the cache keeps: the records loaded and this delta, or this full record, or
             // (a loaded chain at its length) the profile encoded whole.
@@ -575,10 +561,7 @@ impl<'a> Builder<'a> {
                         chain.push_delta(&data);
                         chain
                     }
-                    _ => Chain::full_from(entries::encode_profile(
-                        &work.rec,
-                        work.head.map_or(256, |(l, _)| l.len as usize + 128),
-                    )),
+                    _ => Chain::full_from(entries::encode_profile(&work.rec, full_guess)),
                 });
             let step = self.history.as_ref().map(|call| {
                 let kind = if key == outcome.key {

@@ -1160,15 +1160,15 @@ impl Inner {
         moved: &[(u8, u64, Location, Location)],
     ) -> Result<crate::entries::chain::Forwards> {
         let mut forwards = crate::entries::chain::Forwards::default();
+        if linked.is_empty() {
+            return Ok(forwards);
+        }
         // `linked` holds places of profile records only, and a place is one entry's.
-        let pairs: Vec<(Location, Location)> = match linked.is_empty() {
-            true => Vec::new(),
-            false => moved
-                .iter()
-                .filter(|m| linked.contains(&m.2))
-                .map(|m| (m.2, m.3))
-                .collect(),
-        };
+        let pairs: Vec<(Location, Location)> = moved
+            .iter()
+            .filter(|m| linked.contains(&m.2))
+            .map(|m| (m.2, m.3))
+            .collect();
         if pairs.is_empty() {
             return Ok(forwards);
         }

@@ -9,7 +9,7 @@
 //! profiles, and what the budget counts is what the process holds (one allocation each).
 //! (docs/architecture.md, "The writer cache".)
 
-use super::RecordCounts;
+use super::{RecordCounts, Written};
 use crate::entries::chain::Forwards;
 use crate::entries::profile::{self, Fold, ProfileRecord};
 use crate::entries::wire::{DecodeError, Decoded};
@@ -235,6 +235,16 @@ impl ProfileCache {
     /// Bytes the cached profiles take.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Keep the profiles of an appended batch (their decoded records are dropped).
+    pub fn insert_written(&mut self, written: Vec<Written>, locations: &[Location]) {
+        for w in written {
+            let (Some(&loc), Some(chain)) = (locations.get(w.entry), w.chain) else {
+                continue;
+            };
+            self.insert(w.key, loc, w.at, chain, w.hit);
+        }
     }
 
     /// Keep `chain`, the records of the profile `key` whose newest is at `loc`. `hit`: the
