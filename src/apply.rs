@@ -8,7 +8,7 @@ mod cache;
 pub(crate) use cache::ProfileCache;
 use cache::{CACHED_CHAIN_RECORDS, Chain, ChainAt};
 
-use crate::entries::profile::{DeltaOut, Link, MAX_CHAIN_DEPTH};
+use crate::entries::profile::{DeltaOut, Fold, Link};
 use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
 use crate::index::{CompanyInfo, HashMap, Index, Update};
@@ -226,6 +226,9 @@ struct Work {
     /// Identifiers as the index has them.
     old: OldIds,
     rec: ProfileRecord,
+    /// `rec` holds the identifiers, the times and the states of the names the call changes
+    /// only (loaded partially, `Builder::load`); `cached` holds its records.
+    partial: bool,
     /// Where its newest record is, and where that stands in its chain (`None`: a new
     /// profile).
     head: Option<(Location, ChainAt)>,
@@ -273,6 +276,52 @@ enum OldIds {
     Same,
     /// Changed by the call; these are the index's.
     Saved(Ids),
+}
+
+/// Make a partially loaded profile (`Work::partial`) whole: the records it was loaded from
+/// folded whole, with the identifiers, times and states the call has by now (it changed no
+/// other state).
+fn complete(work: &mut Work, store: &Store, index: &Index) -> Result<()> {
+    if !work.partial {
+        return Ok(());
+    }
+    let loaded = match work.cached.as_ref().map(Chain::decode) {
+        Some(Ok(rec)) => rec,
+        other => {
+            // Records this process encoded or already decoded in part: only a bug gets here.
+            debug_assert!(other.is_none(), "partially loaded chain does not decode");
+            let (loc, _) = work.head.ok_or_else(|| Error::Corruption {
+                file: Default::default(),
+                offset: 0,
+                reason: "a partially loaded profile without a record".into(),
+            })?;
+            entries::chain::read_profile(store, &index.forwards, loc)?.0
+        }
+    };
+    let mut rec = std::mem::replace(&mut work.rec, loaded);
+    let whole = &mut work.rec;
+    whole.ids = std::mem::take(&mut rec.ids);
+    whole.first_seen = rec.first_seen;
+    whole.updated_at = rec.updated_at;
+    for (id, state) in rec.props {
+        *whole.state_mut(id) = state;
+    }
+    #[cfg(debug_assertions)]
+    if work.before.loaded.is_some() {
+        work.before.loaded = work.cached.as_ref().and_then(|c| c.decode().ok());
+    }
+    work.partial = false;
+    Ok(())
+}
+
+/// What a partial load (`only`) of `rec` gives: its identifiers, times and the states of
+/// those names (debug builds check a cache hit against the log with it).
+#[cfg(debug_assertions)]
+fn project(mut rec: ProfileRecord, only: Option<&[u32]>) -> ProfileRecord {
+    if let Some(only) = only {
+        rec.props.retain(|(id, _)| only.binary_search(id).is_ok());
+    }
+    rec
 }
 
 /// Hand out the next key of a counter. Keys are never reused, and only a damaged log can claim
@@ -330,8 +379,11 @@ impl<'a> Builder<'a> {
         self.profiles.iter().position(|(k, _)| *k == key)
     }
 
-    /// Load a profile into the working set.
-    fn load(&mut self, key: u64) -> Result<()> {
+    /// Load a profile into the working set: whole, or (`only`: the names the call changes,
+    /// sorted) partially when the writer cache keeps its records: its identifiers and times,
+    /// and the states of those names only; [`complete`] makes it whole from the records when
+    /// the call needs more (a merge, a full record).
+    fn load(&mut self, key: u64, only: Option<&[u32]>) -> Result<()> {
         if self.position(key).is_some() {
             return Ok(());
         }
@@ -340,40 +392,66 @@ impl<'a> Builder<'a> {
             offset: 0,
             reason: format!("index names profile {key} but it has no record"),
         })?;
-        let cached = self
-            .cache
-            .take(key, loc)
-            .and_then(|(at, chain)| match chain.decode() {
-                Ok(rec) => Some((at, rec, chain)),
+        let chain_limit = self.options.chain_limit;
+        let cached = self.cache.take(key, loc).and_then(|(at, chain)| {
+            // Whole when the call will write a full record (for the log or for the cache).
+            let only = only.filter(|_| {
+                !at.next_is_full(chain_limit) && chain.records() < CACHED_CHAIN_RECORDS
+            });
+            let rec = match only {
+                Some(only) => chain.decode_only(only),
+                None => chain.decode(),
+            };
+            match rec {
+                Ok(rec) => Some((at, rec, chain, only)),
                 Err(e) => {
                     // Bytes this process encoded: only a bug gets here; the log has the profile.
                     debug_assert!(false, "cached chain of profile {key}: {}", e.reason);
                     None
                 }
-            });
-        let (at, rec, cached, hit) = match cached {
-            Some((at, rec, chain)) => {
+            }
+        });
+        let (at, rec, cached, hit, partial) = match cached {
+            Some((at, rec, chain, only)) => {
                 self.cache.hits += 1;
                 #[cfg(debug_assertions)]
                 if let Ok((logged, ..)) =
                     entries::chain::read_profile(self.store, &self.index.forwards, loc)
                 {
-                    debug_assert!(logged == rec, "cached profile {key} differs from the log");
+                    debug_assert!(
+                        project(logged, only) == rec,
+                        "cached profile {key} differs from the log"
+                    );
                 }
-                (at, rec, Some(chain), true)
+                (at, rec, Some(chain), true, only.is_some())
             }
             None => {
                 self.cache.misses += 1;
                 // The records read are what the cache keeps (no encoding of the profile).
                 let mut read = self.cache.enabled().then(Vec::new);
+                let only = only.filter(|_| read.is_some());
+                let fold = match only {
+                    Some(only) => Fold::only(only),
+                    None => Fold::default(),
+                };
                 let (rec, link, walked) = entries::chain::read_profile_keeping(
                     self.store,
                     &self.index.forwards,
                     loc,
                     read.as_mut(),
+                    fold,
                 )?;
                 let chain = read.and_then(|r| Chain::from_newest_first(&r));
-                (ChainAt::read(link, walked), rec, chain, false)
+                let (rec, partial) = match (&chain, only) {
+                    (Some(_), Some(_)) => (rec, true),
+                    // A partial read needs the records to complete it (only a bug gets here).
+                    (None, Some(_)) => (
+                        entries::chain::read_profile(self.store, &self.index.forwards, loc)?.0,
+                        false,
+                    ),
+                    (_, None) => (rec, false),
+                };
+                (ChainAt::read(link, walked), rec, chain, false, partial)
             }
         };
         let before = Before {
@@ -391,6 +469,7 @@ impl<'a> Builder<'a> {
             Work {
                 old: OldIds::Same,
                 rec,
+                partial,
                 head: Some((loc, at)),
                 hit,
                 full: false,
@@ -402,6 +481,12 @@ impl<'a> Builder<'a> {
             },
         ));
         Ok(())
+    }
+
+    /// Make a partially loaded profile whole (see [`complete`]).
+    fn whole(&mut self, key: u64) -> Result<()> {
+        let i = self.position(key).expect("profile loaded before use");
+        complete(&mut self.profiles[i].1, self.store, self.index)
     }
 
     fn work(&mut self, key: u64) -> &mut Work {
@@ -462,17 +547,15 @@ impl<'a> Builder<'a> {
             records.full_whole += 1;
             return None;
         };
+        if at.next_is_full(self.options.chain_limit) {
+            records.full_chain_limit += 1;
+            return None;
+        }
         let mut next = ChainAt {
             link: at.link + 1,
             walked: at.walked + 1,
             through: at.through,
         };
-        // A read walks at most `chain_limit` records: one full and `chain_limit - 1`
-        // deltas; and the depth a delta carries stays within what the decoder accepts.
-        if next.walked + 1 > self.options.chain_limit || next.link > MAX_CHAIN_DEPTH {
-            records.full_chain_limit += 1;
-            return None;
-        }
         if self.cache.compacting.binary_search(&prev.segment).is_ok() {
             records.linked_into_compaction += 1;
             self.linked.push(prev);
@@ -489,7 +572,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Finish: write every changed profile and company, the dedupe note.
-    pub fn finish(mut self, outcome: Outcome, message_id: Option<&str>) -> Batch {
+    pub fn finish(mut self, outcome: Outcome, message_id: Option<&str>) -> Result<Batch> {
         // Companies before profiles so that membership finds its company slot.
         let mut companies: Vec<_> = std::mem::take(&mut self.companies).into_values().collect();
         companies.sort_by_key(|(k, _)| *k);
@@ -526,6 +609,16 @@ impl<'a> Builder<'a> {
             } else {
                 self.delta_link(work.head)
             };
+            // A full record, for the log or for the cache (a loaded chain at its length),
+            // needs the whole profile.
+            let cache_full = self.cache.enabled()
+                && work
+                    .cached
+                    .as_ref()
+                    .is_none_or(|c| c.records() >= CACHED_CHAIN_RECORDS);
+            if link.is_none() || cache_full {
+                complete(&mut work, self.store, self.index)?;
+            }
             let (kind, data, at) = match link {
                 Some((link, at)) => {
                     work.changed.sort_unstable();
@@ -634,13 +727,13 @@ impl<'a> Builder<'a> {
                 Change::Dedupe { hash },
             );
         }
-        Batch {
+        Ok(Batch {
             entries: self.entries,
             changes: self.changes,
             outcome,
             written: self.written,
             linked: self.linked,
-        }
+        })
     }
 
     /// Apply a message; returns the outcome (the batch comes from [`Builder::finish`]).
@@ -829,8 +922,16 @@ impl<'a> Builder<'a> {
         let by_user = uid.and_then(|u| self.index.user_key(u));
         let by_email = email.and_then(|e| self.index.email_key(e));
         let by_anon = anon.and_then(|a| self.index.anon_key(a));
+        // The names the call changes that profiles may hold (a name not registered yet is in
+        // none): the profiles found are loaded with those states only.
+        // The numbers found are used again below, in the same order (`call_ops`'s).
+        let mut numbered = smallvec::SmallVec::<[Option<u32>; 16]>::new();
+        call_ops(m, |name, _| numbered.push(self.index.name_id(name)));
+        let mut only: smallvec::SmallVec<[u32; 16]> = numbered.iter().flatten().copied().collect();
+        only.sort_unstable();
+        only.dedup();
         for key in [by_user, by_email, by_anon].into_iter().flatten() {
-            self.load(key)?;
+            self.load(key, Some(&only))?;
         }
         let found = |key: Option<u64>| {
             key.map(|k| Found {
@@ -862,6 +963,7 @@ impl<'a> Builder<'a> {
                     Work {
                         old: OldIds::New,
                         rec,
+                        partial: false,
                         head: None,
                         hit: false,
                         full: true,
@@ -897,8 +999,15 @@ impl<'a> Builder<'a> {
             });
         }
 
-        // Merges: the merged-away profiles go, their keys redirect to the survivor.
+        // Merges: the merged-away profiles go, their keys redirect to the survivor. Both
+        // whole: every state merges.
+        if !plan.merge.is_empty() {
+            self.whole(survivor)?;
+        }
         for &gone in &plan.merge {
+            if self.position(gone).is_some() {
+                self.whole(gone)?;
+            }
             let Some(work) = self.remove(gone) else {
                 continue;
             };
@@ -994,11 +1103,14 @@ impl<'a> Builder<'a> {
         let ops = m.traits.len() + m.set_once.len() + m.add.len() + m.lists.len() + m.unset.len();
         self.work(survivor).changed.reserve(ops);
         // Applied as `call_ops` yields them: no per-call list of operations.
+        let mut nth = 0;
         call_ops(m, |name, op| {
+            let found = numbered.get(nth).copied().flatten();
+            nth += 1;
             // A removal registers a new name too, so that it is remembered with its
             // timestamp: an older set arriving later must not bring the property back (SPEC
             // 3.3, order independence; tests/order_independence.rs).
-            let Some(id) = self.name_id(name) else {
+            let Some(id) = found.or_else(|| self.name_id(name)) else {
                 // Over the name limit. A removal loses nothing there (no profile can hold the
                 // name, and a later set of it is refused too), so it is not reported.
                 if !matches!(op, CallOp::Unset) {
@@ -1154,7 +1266,7 @@ impl<'a> Builder<'a> {
 
     /// Delete a profile (SPEC 3.6), optionally suppressing its identifiers.
     pub fn delete(&mut self, key: u64, suppress: bool) -> Result<Outcome> {
-        self.load(key)?;
+        self.load(key, None)?;
         let Some(Work { rec, .. }) = self.remove(key) else {
             return Ok(outcome(key, Status::Unchanged));
         };
@@ -1201,7 +1313,7 @@ impl<'a> Builder<'a> {
         if let Some(h) = self.history.as_mut() {
             h.kind = crate::entries::history::StepKind::Identifiers;
         }
-        self.load(key)?;
+        self.load(key, None)?;
         self.ids_mut(key)
             .anonymous_ids
             .retain(|a| a != anonymous_id);

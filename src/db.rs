@@ -410,7 +410,7 @@ impl Db {
                 .guard_skipped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut batch = builder.finish(outcome, message_id);
+        let mut batch = builder.finish(outcome, message_id)?;
         if let Some(at) = source {
             batch.push_source(at);
         }

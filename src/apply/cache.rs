@@ -11,7 +11,7 @@
 
 use super::{RecordCounts, Written};
 use crate::entries::chain::Forwards;
-use crate::entries::profile::{self, Fold, ProfileRecord};
+use crate::entries::profile::{self, Fold, MAX_CHAIN_DEPTH, ProfileRecord};
 use crate::entries::wire::{DecodeError, Decoded};
 use crate::index::HashMap;
 use crate::storage::Location;
@@ -113,7 +113,16 @@ impl Chain {
     /// the log folds them. The links the deltas carry are not followed (the records are the
     /// ones before it here, whatever the log holds since a compaction).
     pub fn decode(&self) -> Decoded<ProfileRecord> {
-        let mut fold = Fold::default();
+        self.fold(Fold::default().checked_before())
+    }
+
+    /// [`Chain::decode`] with the states of the names in `only` (sorted) and no others: the
+    /// identifiers and times are whole (`entries::profile::Fold::only`).
+    pub fn decode_only(&self, only: &[u32]) -> Decoded<ProfileRecord> {
+        self.fold(Fold::only(only).checked_before())
+    }
+
+    fn fold(&self, mut fold: Fold) -> Decoded<ProfileRecord> {
         let mut end = self.bytes.len();
         loop {
             let broken = |reason| DecodeError { at: end, reason };
@@ -154,6 +163,13 @@ pub(crate) struct ChainAt {
 }
 
 impl ChainAt {
+    /// Whether a profile's next record must be full: a read walks at most `chain_limit`
+    /// records (one full and `chain_limit - 1` deltas), and the depth a delta carries stays
+    /// within what the decoder accepts.
+    pub fn next_is_full(&self, chain_limit: u32) -> bool {
+        self.walked + 2 > chain_limit || self.link + 1 > MAX_CHAIN_DEPTH
+    }
+
     /// Read from the log: `link` and `walked` as `entries::chain::read_profile` gives them.
     pub fn read(link: u32, walked: u32) -> ChainAt {
         ChainAt {

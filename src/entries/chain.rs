@@ -140,19 +140,20 @@ pub(crate) fn read_profile(
     forwards: &Forwards,
     head: Location,
 ) -> Result<(ProfileRecord, u32, u32)> {
-    read_profile_keeping(store, forwards, head, None)
+    read_profile_keeping(store, forwards, head, None, profile::Fold::default())
 }
 
-/// [`read_profile`], also appending each record read to `keep`, newest first, each followed
-/// by its length (u32, little-endian): the writer cache keeps a chain read from the log
-/// without encoding the profile again.
+/// [`read_profile`] folding with `fold` (a partial one builds some states only,
+/// `profile::Fold::only`), also appending each record read to `keep`, newest first, each
+/// followed by its length (u32, little-endian): the writer cache keeps a chain read from the
+/// log without encoding the profile again.
 pub(crate) fn read_profile_keeping(
     store: &Store,
     forwards: &Forwards,
     head: Location,
     mut keep: Option<&mut Vec<u8>>,
+    mut fold: profile::Fold,
 ) -> Result<(ProfileRecord, u32, u32)> {
-    let mut fold = profile::Fold::default();
     let mut at = head;
     let mut expect: Option<u32> = None;
     let mut head_depth = None;

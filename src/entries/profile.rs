@@ -74,6 +74,23 @@ fn ids(r: &mut Reader<'_>) -> Decoded<Ids> {
     })
 }
 
+/// Step over the identifiers [`ids`] reads, with the same checks.
+fn skip_ids(r: &mut Reader<'_>) -> Decoded<()> {
+    if r.some()? {
+        r.skip_str()?;
+    }
+    if r.some()? {
+        r.skip_str()?;
+    }
+    for _ in 0..r.len(1)? {
+        r.skip_str()?;
+    }
+    if r.some()? {
+        r.skip_str()?;
+    }
+    Ok(())
+}
+
 /// Append a full record's bytes to `out`: the compact layout (revision 5, [`FULL_TAG`]).
 pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>) {
     out.push(FULL_TAG);
@@ -95,20 +112,80 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>) {
     }
 }
 
+/// Which property states a decode steps over (checked as if decoded, not built): the names a
+/// newer record of the chain decided (`known`, sorted), and, for a partial read, every name
+/// outside `only` (sorted). `checked`: the bytes decoded whole before (the writer cache's),
+/// so that the strings stepped over are not checked for UTF-8 again.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Skip<'a> {
+    pub known: &'a [u32],
+    pub only: Option<&'a [u32]>,
+    pub checked: bool,
+}
+
+impl<'a> Skip<'a> {
+    fn reader<'b>(&self, bytes: &'b [u8]) -> Reader<'b> {
+        if self.checked {
+            Reader::checked_before(bytes)
+        } else {
+            Reader::new(bytes)
+        }
+    }
+
+    /// A walk over one record's names, which come strictly increasing (the decoders refuse
+    /// any other order): each list is walked once, not searched per name.
+    fn walk(self) -> SkipWalk<'a> {
+        SkipWalk {
+            known: self.known,
+            only: self.only,
+        }
+    }
+}
+
+/// [`Skip::walk`]: the parts of the lists not passed yet.
+struct SkipWalk<'a> {
+    known: &'a [u32],
+    only: Option<&'a [u32]>,
+}
+
+impl SkipWalk<'_> {
+    /// Whether the state of `id` is stepped over; `id` greater than the one asked before.
+    #[inline]
+    fn skips(&mut self, id: u32) -> bool {
+        fn pass(list: &[u32], id: u32) -> (&[u32], bool) {
+            let below = list.iter().take_while(|&&x| x < id).count();
+            let rest = &list[below..];
+            (rest, rest.first() == Some(&id))
+        }
+        if let Some(only) = self.only {
+            let (rest, wanted) = pass(only, id);
+            self.only = Some(rest);
+            if !wanted {
+                return true;
+            }
+        }
+        let (rest, known) = pass(self.known, id);
+        self.known = rest;
+        known
+    }
+}
+
 /// The properties of a compact full record (names as gaps, states with a shape byte), but
-/// for the names in `known` (sorted), which are checked and stepped over.
+/// for the names `skip` steps over.
 fn shaped_props(
     r: &mut Reader<'_>,
     table: &StampTable,
-    known: &[u32],
+    skip: Skip<'_>,
 ) -> Decoded<Vec<(u32, PropState)>> {
     // A name gap and a shape byte at least.
     let n = r.len(2)?;
-    let mut props: Vec<(u32, PropState)> = Vec::with_capacity(n);
+    let mut props: Vec<(u32, PropState)> =
+        Vec::with_capacity(skip.only.map_or(n, |only| only.len().min(n)));
     let mut names = Names::default();
+    let mut skip = skip.walk();
     for _ in 0..n {
         let id = names.read(r)?;
-        if known.binary_search(&id).is_ok() {
+        if skip.skips(id) {
             skip_shaped_state(r, table)?;
         } else {
             props.push((id, shaped_state(r, table)?));
@@ -118,20 +195,20 @@ fn shaped_props(
 }
 
 /// The properties of a full record of revisions 1-4 (sorted by name number, each name once,
-/// states as [`put_state`] writes them), but for the names in `known` (sorted), which are checked
-/// and stepped over (a newer record of the chain holds their state).
-fn props(r: &mut Reader<'_>, table: &StampTable, known: &[u32]) -> Decoded<Vec<(u32, PropState)>> {
+/// states as [`put_state`] writes them), but for the names `skip` steps over.
+fn props(r: &mut Reader<'_>, table: &StampTable, skip: Skip<'_>) -> Decoded<Vec<(u32, PropState)>> {
     // A state takes at least 3 bytes, its name number 1.
     let n = r.len(4)?;
     let mut props: Vec<(u32, PropState)> = Vec::with_capacity(n);
     let mut last = None;
+    let mut skip = skip.walk();
     for _ in 0..n {
         let id = r.u32()?;
         if last.is_some_and(|last| last >= id) {
             return Err(r.error("property names out of order"));
         }
         last = Some(id);
-        if known.binary_search(&id).is_ok() {
+        if skip.skips(id) {
             skip_state(r, table)?;
         } else {
             props.push((id, state(r, table)?));
@@ -148,7 +225,20 @@ pub(crate) fn full(bytes: &[u8]) -> Decoded<ProfileRecord> {
 /// Decode a full record but for the states of the names in `known` (sorted): they are checked
 /// as [`full`] checks them, and left out.
 pub(crate) fn full_but(bytes: &[u8], known: &[u32]) -> Decoded<ProfileRecord> {
-    let mut r = Reader::new(bytes);
+    full_skipping(
+        bytes,
+        Skip {
+            known,
+            ..Skip::default()
+        },
+        true,
+    )
+}
+
+/// Decode a full record but for the states `skip` steps over, and for its identifiers unless
+/// `with_ids` (left empty: checked and stepped over).
+fn full_skipping(bytes: &[u8], skip: Skip<'_>, with_ids: bool) -> Decoded<ProfileRecord> {
+    let mut r = skip.reader(bytes);
     let compact = match bytes.first() {
         Some(&DELTA_TAG) => return Err(r.error("a delta record where a full record was expected")),
         Some(&FULL_TAG) => {
@@ -157,7 +247,12 @@ pub(crate) fn full_but(bytes: &[u8], known: &[u32]) -> Decoded<ProfileRecord> {
         }
         _ => false,
     };
-    let ids = ids(&mut r)?;
+    let ids = if with_ids {
+        ids(&mut r)?
+    } else {
+        skip_ids(&mut r)?;
+        Ids::default()
+    };
     let first_seen = Timestamp(r.i64()?);
     let (updated_at, props) = if compact {
         let d = r.i128()?;
@@ -166,11 +261,11 @@ pub(crate) fn full_but(bytes: &[u8], known: &[u32]) -> Decoded<ProfileRecord> {
             .and_then(|t| i64::try_from(t).ok())
             .ok_or_else(|| r.error("updated_at beyond 64 bits"))?;
         let table = StampTable::read_deltas(&mut r)?;
-        (Timestamp(updated_at), shaped_props(&mut r, &table, known)?)
+        (Timestamp(updated_at), shaped_props(&mut r, &table, skip)?)
     } else {
         let updated_at = Timestamp(r.i64()?);
         let table = StampTable::read(&mut r)?;
-        (updated_at, props(&mut r, &table, known)?)
+        (updated_at, props(&mut r, &table, skip)?)
     };
     r.finish()?;
     Ok(ProfileRecord {
@@ -291,20 +386,21 @@ fn delta_props(
     r: &mut Reader<'_>,
     table: &StampTable,
     call: Stamp,
-    known: &[u32],
+    skip: Skip<'_>,
     props: &mut Vec<(u32, PropState)>,
 ) -> Decoded<()> {
     // A name number and a form byte at least.
     let n = r.len(2)?;
     props.reserve(n);
     let mut last = None;
+    let mut skip = skip.walk();
     for _ in 0..n {
         let id = r.u32()?;
         if last.is_some_and(|last| last >= id) {
             return Err(r.error("property names out of order"));
         }
         last = Some(id);
-        if known.binary_search(&id).is_ok() {
+        if skip.skips(id) {
             match r.u8()? {
                 FORM_STATE => skip_state(r, table)?,
                 FORM_SET => skip_value(r)?,
@@ -376,7 +472,11 @@ pub(crate) fn delta(bytes: &[u8]) -> Decoded<Delta> {
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn delta_but(bytes: &[u8], known: &[u32]) -> Decoded<Delta> {
     let mut props = Vec::new();
-    let head = delta_into(bytes, known, &mut props)?;
+    let skip = Skip {
+        known,
+        ..Skip::default()
+    };
+    let head = delta_into(bytes, skip, &mut props)?;
     Ok(Delta {
         link: head.link,
         stamp: head.stamp,
@@ -394,14 +494,15 @@ pub(crate) struct DeltaHead {
     pub ids: Option<Ids>,
 }
 
-/// Decode a delta record as [`delta_but`] does, appending its states to `props` (a fold's
-/// list: no list of its own per record). On an error `props` may hold some of its states.
+/// Decode a delta record as [`delta_but`] does, but for the states `skip` steps over,
+/// appending its states to `props` (a fold's list: no list of its own per record). On an error
+/// `props` may hold some of its states.
 pub(crate) fn delta_into(
     bytes: &[u8],
-    known: &[u32],
+    skip: Skip<'_>,
     props: &mut Vec<(u32, PropState)>,
 ) -> Decoded<DeltaHead> {
-    let mut r = Reader::new(bytes);
+    let mut r = skip.reader(bytes);
     let (link, flags, call) = delta_head(&mut r)?;
     let ids = if flags & FLAG_IDS != 0 {
         Some(ids(&mut r)?)
@@ -413,7 +514,7 @@ pub(crate) fn delta_into(
     stamps.push(call);
     stamps.extend_from_slice(extra.stamps());
     let table = StampTable::from_stamps(stamps);
-    delta_props(&mut r, &table, call, known, props)?;
+    delta_props(&mut r, &table, call, skip, props)?;
     r.finish()?;
     Ok(DeltaHead {
         link,
@@ -441,12 +542,20 @@ pub(crate) fn delta_ids(bytes: &[u8]) -> Decoded<(Link, Option<Ids>)> {
 /// decided are stepped over, not built (W1's deltas change about a quarter of a profile's
 /// names each). The result equals applying each delta oldest first to the full record
 /// ([`Delta::apply_to`]; tested below).
+///
+/// A partial fold ([`Fold::only`]) builds the states of some names only (those a call is about
+/// to change): the identifiers, the times and those states come out as a whole fold gives
+/// them, every other state is checked and stepped over.
 #[derive(Default)]
 pub(crate) struct Fold {
     /// The states decided by the deltas read so far.
     newer: Vec<(u32, PropState)>,
     /// Their names, sorted.
-    known: Vec<u32>,
+    known: smallvec::SmallVec<[u32; 16]>,
+    /// A partial fold: the names whose states it builds (sorted).
+    only: Option<smallvec::SmallVec<[u32; 16]>>,
+    /// The records decoded whole before (`Skip::checked`).
+    checked: bool,
     /// The newest delta's identifiers, if one carried them.
     ids: Option<Ids>,
     /// The lowest and highest event time of the deltas that move first_seen / updated_at.
@@ -455,10 +564,38 @@ pub(crate) struct Fold {
 }
 
 impl Fold {
+    /// A partial fold: the states of the names in `only` (sorted, each once), no others.
+    pub(crate) fn only(only: &[u32]) -> Fold {
+        Fold {
+            only: Some(only.into()),
+            ..Fold::default()
+        }
+    }
+
+    /// The same fold of records that decoded whole before (the writer cache's): the strings
+    /// it steps over are not checked for UTF-8 again.
+    pub(crate) fn checked_before(mut self) -> Fold {
+        self.checked = true;
+        self
+    }
+
+    fn skip(&self) -> Skip<'_> {
+        Skip {
+            known: &self.known,
+            only: self.only.as_deref(),
+            checked: self.checked,
+        }
+    }
+
     /// Read the next (older) record of the chain, a delta: its link to the previous record.
     pub(crate) fn delta(&mut self, bytes: &[u8]) -> Decoded<Link> {
         let from = self.newer.len();
-        let d = delta_into(bytes, &self.known, &mut self.newer)?;
+        let skip = Skip {
+            known: &self.known,
+            only: self.only.as_deref(),
+            checked: self.checked,
+        };
+        let d = delta_into(bytes, skip, &mut self.newer)?;
         self.deltas += 1;
         if self.ids.is_none() {
             self.ids = d.ids;
@@ -483,7 +620,7 @@ impl Fold {
 
     /// Read the chain's full record (its oldest): the profile, folded.
     pub(crate) fn full(&mut self, bytes: &[u8]) -> Decoded<ProfileRecord> {
-        let mut rec = full_but(bytes, &self.known)?;
+        let mut rec = full_skipping(bytes, self.skip(), self.ids.is_none())?;
         if let Some(ids) = self.ids.take() {
             rec.ids = ids;
         }
@@ -492,8 +629,19 @@ impl Fold {
             rec.updated_at = rec.updated_at.max(hi);
         }
         if !self.newer.is_empty() {
-            rec.props.append(&mut self.newer);
-            rec.props.sort_unstable_by_key(|p| p.0);
+            // Both sorted by name, no name in both: merged, not sorted again.
+            self.newer.sort_unstable_by_key(|p| p.0);
+            let old = std::mem::take(&mut rec.props);
+            let mut props = Vec::with_capacity(old.len() + self.newer.len());
+            let mut newer = self.newer.drain(..).peekable();
+            for p in old {
+                while let Some(n) = newer.next_if(|n| n.0 < p.0) {
+                    props.push(n);
+                }
+                props.push(p);
+            }
+            props.extend(newer);
+            rec.props = props;
         }
         Ok(rec)
     }
@@ -1172,6 +1320,57 @@ mod tests {
             let rec = fold.full(&chain[0]).unwrap();
             prop_assert_eq!(fold.deltas(), steps.len() as u32);
             prop_assert_eq!(rec, want);
+        }
+
+        /// A partial fold (`Fold::only`, as the writer loads a profile for a call) gives the
+        /// identifiers, times and the states of its names as the whole fold does, and no other
+        /// state; from bytes read the first time and from bytes checked before alike.
+        #[test]
+        fn a_partial_fold_is_the_whole_fold_restricted_to_its_names(
+            base in record(),
+            steps in prop::collection::vec(
+                (record(), prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+                 any::<i64>(), any::<bool>(), any::<bool>()),
+                0..7,
+            ),
+            pick in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            stray in any::<u32>(),
+        ) {
+            let mut chain = vec![encode(&base)];
+            let mut names: Vec<u32> = base.props.iter().map(|p| p.0).collect();
+            for (n, (after, pick, ts, with_ids, times)) in steps.iter().enumerate() {
+                let changed = picked(after, pick);
+                names.extend(&changed);
+                let link = Link {
+                    prev: Location { segment: 1, offset: n as u32, len: 1 },
+                    depth: n as u32 + 1,
+                };
+                let mut bytes = Vec::new();
+                put_delta(&DeltaOut {
+                    link, stamp: Stamp::new(Timestamp(*ts), n as u64), times: *times,
+                    ids: with_ids.then_some(&after.ids),
+                    rec: after, changed: &changed,
+                }, &mut bytes);
+                chain.push(bytes);
+            }
+            let mut only: Vec<u32> = pick
+                .iter()
+                .filter(|_| !names.is_empty())
+                .map(|i| names[i.index(names.len())])
+                .chain([stray])
+                .collect();
+            only.sort_unstable();
+            only.dedup();
+            let fold_with = |mut fold: Fold| {
+                for bytes in chain.iter().skip(1).rev() {
+                    fold.delta(bytes).unwrap();
+                }
+                fold.full(&chain[0]).unwrap()
+            };
+            let mut want = fold_with(Fold::default());
+            want.props.retain(|(id, _)| only.binary_search(id).is_ok());
+            prop_assert_eq!(&fold_with(Fold::only(&only)), &want);
+            prop_assert_eq!(&fold_with(Fold::only(&only).checked_before()), &want);
         }
 
         #[test]

@@ -140,7 +140,7 @@ fn skip_payload_at(r: &mut Reader<'_>, v: u32, depth: usize) -> Decoded<()> {
             r.f64()?;
         }
         3 => {
-            r.str()?;
+            r.skip_str()?;
         }
         5 => {
             let n = r.len(1)?;
@@ -151,7 +151,7 @@ fn skip_payload_at(r: &mut Reader<'_>, v: u32, depth: usize) -> Decoded<()> {
         6 => {
             let n = r.len(2)?;
             for _ in 0..n {
-                r.str()?;
+                r.skip_str()?;
                 skip_value_at(r, depth + 1)?;
             }
         }

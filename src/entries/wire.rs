@@ -220,11 +220,27 @@ pub(crate) type Decoded<T> = std::result::Result<T, DecodeError>;
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
+    /// The bytes decoded once before, whole (the writer cache's records): a string stepped
+    /// over ([`Reader::skip_str`]) is not checked for UTF-8 again.
+    checked: bool,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, at: 0 }
+        Reader {
+            buf,
+            at: 0,
+            checked: false,
+        }
+    }
+
+    /// A reader of bytes that decoded before (see `checked`).
+    pub(crate) fn checked_before(buf: &'a [u8]) -> Reader<'a> {
+        Reader {
+            buf,
+            at: 0,
+            checked: true,
+        }
     }
 
     /// The error `reason` at the current position.
@@ -378,6 +394,17 @@ impl<'a> Reader<'a> {
             at: start,
             reason: "string is not UTF-8",
         })
+    }
+
+    /// Step over a string: checked as [`Reader::str`] checks it, but for its UTF-8 when the
+    /// bytes decoded before.
+    pub(crate) fn skip_str(&mut self) -> Decoded<()> {
+        if self.checked {
+            let n = self.len(1)?;
+            self.take(n).map(|_| ())
+        } else {
+            self.str().map(|_| ())
+        }
     }
 
     /// A string as a [`CompactString`]: no allocation when it is short (up to 24 bytes).
