@@ -20,6 +20,8 @@ use crate::storage::{CopyAs, Entry, Location, Store, StoreOptions};
 use crate::types::{Company, Outcome, Profile, Selector, SourceOffset, Status};
 use crate::view;
 
+mod writers;
+
 /// A message that passed validation (SPEC 3.1) against a store's options, ready for
 /// [`Db::apply_prepared`]; built by [`Db::prepare`] or [`Db::prepare_message`].
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +145,8 @@ struct Inner {
     guard_skipped: std::sync::atomic::AtomicU64,
     stop: Mutex<bool>,
     wake: Condvar,
+    /// Calls from many threads, applied in groups (`db/writers.rs`).
+    writers: writers::Writers,
 }
 
 impl Db {
@@ -209,6 +213,7 @@ impl Db {
             guard_skipped: std::sync::atomic::AtomicU64::new(0),
             stop: Mutex::new(false),
             wake: Condvar::new(),
+            writers: writers::Writers::default(),
         });
         let background = inner.options.compaction_ratio.map(|_| {
             let weak = Arc::downgrade(&inner);
@@ -249,21 +254,15 @@ impl Db {
         self.apply_valid_at(message, None, durability)
     }
 
+    /// Through the writer queue: applied in a group with the calls of other threads, answered
+    /// once as durable as `durability` says (`db/writers.rs`).
     fn apply_valid_at(
         &self,
         message: &Message,
         source: Option<&SourceOffset>,
         durability: Durability,
     ) -> Result<Outcome> {
-        self.write(
-            durability,
-            |b| {
-                b.check_suppressed(message)?;
-                Ok((b.apply(message)?, message.message_id()))
-            },
-            message.message_id().map(|mid| (mid, message)),
-            source,
-        )
+        self.inner.writers.submit(self, message, source, durability)
     }
 
     /// Apply a prepared message and record, in the same atomic frame, that the store has
@@ -383,6 +382,20 @@ impl Db {
         dedupe: Option<(&str, &Message)>,
         source: Option<&SourceOffset>,
     ) -> Result<Outcome> {
+        let (outcome, seq) = self.write_unsynced(build, dedupe, source)?;
+        // A duplicate's first delivery may still be waiting for its sync: so does the retry.
+        self.inner.store.wait_durable(seq, durability)?;
+        Ok(outcome)
+    }
+
+    /// [`Db::write`] but the wait: the outcome, and the frame sequence number that must be
+    /// durable before the call is (0: it wrote nothing).
+    fn write_unsynced<'m>(
+        &self,
+        build: impl FnOnce(&mut Builder<'_>) -> Result<(Outcome, Option<&'m str>)>,
+        dedupe: Option<(&str, &Message)>,
+        source: Option<&SourceOffset>,
+    ) -> Result<(Outcome, u64)> {
         let inner = &*self.inner;
         let mut index = inner.index.write();
         if let Some((mid, message)) = dedupe
@@ -391,16 +404,15 @@ impl Db {
             let key = Builder::current_key(&index, message);
             let seq = index.last_seq();
             drop(index);
-            // The first delivery may still be waiting for its sync: so does the retry.
-            inner.store.wait_durable(seq, durability)?;
-            return Ok(Outcome {
+            let outcome = Outcome {
                 key,
                 status: Status::Duplicate,
                 merged: Vec::new(),
                 moved: Vec::new(),
                 ignored: Vec::new(),
                 quarantined: Vec::new(),
-            });
+            };
+            return Ok((outcome, seq));
         }
         let mut cache = inner.cache.lock();
         let mut builder = Builder::new(&index, &mut cache, &inner.store, &inner.options);
@@ -415,7 +427,7 @@ impl Db {
             batch.push_source(at);
         }
         if batch.entries.is_empty() {
-            return Ok(batch.outcome);
+            return Ok((batch.outcome, 0));
         }
         let appended = inner.store.append(&batch.entries())?;
         cache.insert_written(batch.written, &appended.locations);
@@ -424,8 +436,7 @@ impl Db {
         index.set_last_seq(appended.seq);
         apply::commit(&mut index, batch.changes, &appended.locations);
         drop(index);
-        inner.store.wait_durable(appended.seq, durability)?;
-        Ok(batch.outcome)
+        Ok((batch.outcome, appended.seq))
     }
 
     fn lookup(index: &Index, selector: &Selector) -> Option<u64> {
@@ -1018,6 +1029,32 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+/// How the writer queue's leader applies a call and syncs the group.
+impl writers::Engine for Db {
+    fn write_call(
+        &self,
+        message: &Message,
+        source: Option<&SourceOffset>,
+    ) -> Result<(Outcome, u64)> {
+        let (outcome, seq) = self.write_unsynced(
+            |b| {
+                b.check_suppressed(message)?;
+                Ok((b.apply(message)?, message.message_id()))
+            },
+            message.message_id().map(|mid| (mid, message)),
+            source,
+        )?;
+        // As `write` does for every call: a store that failed since (a sync of the group
+        // commit thread, say) answers `Poisoned`, also for a duplicate.
+        self.inner.store.wait_durable(seq, Durability::Buffered)?;
+        Ok((outcome, seq))
+    }
+
+    fn sync_to(&self, seq: u64) -> Result<()> {
+        self.inner.store.wait_durable(seq, Durability::SyncEach)
     }
 }
 
