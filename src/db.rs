@@ -244,6 +244,10 @@ impl Db {
     }
 
     /// Apply one message with an explicit durability.
+    ///
+    /// Calls from many threads at once are applied in groups by one of them and synced once
+    /// per group (the writer queue, docs/architecture.md): each call is still its own atomic
+    /// frame with its own outcome, answered once as durable as `durability` says.
     pub fn apply_with(&self, message: &Message, durability: Durability) -> Result<Outcome> {
         validate(message, &self.inner.options)?;
         self.apply_valid(message, durability)
