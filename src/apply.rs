@@ -923,8 +923,8 @@ impl<'a> Builder<'a> {
         let by_email = email.and_then(|e| self.index.email_key(e));
         let by_anon = anon.and_then(|a| self.index.anon_key(a));
         // The names the call changes that profiles may hold (a name not registered yet is in
-        // none): the profiles found are loaded with those states only.
-        // The numbers found are used again below, in the same order (`call_ops`'s).
+        // none): the profiles found are loaded with those states only. `numbered` keeps the
+        // numbers in `call_ops`'s order for the loop that applies the operations below.
         let mut numbered = smallvec::SmallVec::<[Option<u32>; 16]>::new();
         call_ops(m, |name, _| numbered.push(self.index.name_id(name)));
         let mut only: smallvec::SmallVec<[u32; 16]> = numbered.iter().flatten().copied().collect();
