@@ -152,7 +152,7 @@ impl Writers {
         };
         let (message, source, durability) = own.call();
         let mut own = Applied::new(durability, engine.write_call(message, source));
-        let mut applied: Vec<Applied> = lead
+        let applied: Vec<Applied> = lead
             .group
             .iter()
             .map(|slot| {
@@ -171,7 +171,7 @@ impl Writers {
         let mut sync_to = own.waits_for();
         let mut results = Vec::with_capacity(applied.len());
         let group = std::mem::take(&mut lead.group);
-        for (slot, done) in group.into_iter().zip(applied.drain(..)) {
+        for (slot, done) in group.into_iter().zip(applied) {
             match done.waits_for() {
                 Some(seq) => {
                     sync_to = sync_to.max(Some(seq));

@@ -1247,6 +1247,41 @@ mod tests {
         names
     }
 
+    /// One delta of a test chain: the state after it, the picks of the names it changed, its
+    /// event time, whether it carries the identifiers and whether it moves the times.
+    type ChainStep = (ProfileRecord, Vec<prop::sample::Index>, i64, bool, bool);
+
+    /// The records of a chain: `base` encoded whole, then one delta per step, each linking to
+    /// the one before.
+    fn chain_of(base: &ProfileRecord, steps: &[ChainStep]) -> Vec<Vec<u8>> {
+        let mut chain = vec![encode(base)];
+        for (n, (after, pick, ts, with_ids, times)) in steps.iter().enumerate() {
+            let changed = picked(after, pick);
+            let link = Link {
+                prev: Location {
+                    segment: 1,
+                    offset: n as u32,
+                    len: 1,
+                },
+                depth: n as u32 + 1,
+            };
+            let mut bytes = Vec::new();
+            put_delta(
+                &DeltaOut {
+                    link,
+                    stamp: Stamp::new(Timestamp(*ts), n as u64),
+                    times: *times,
+                    ids: with_ids.then_some(&after.ids),
+                    rec: after,
+                    changed: &changed,
+                },
+                &mut bytes,
+            );
+            chain.push(bytes);
+        }
+        chain
+    }
+
     proptest! {
         #[test]
         fn full_records_decode_to_what_was_written(
@@ -1321,22 +1356,10 @@ mod tests {
                 0..7,
             ),
         ) {
-            let mut chain = vec![encode(&base)];
+            let chain = chain_of(&base, &steps);
             let mut want = base.clone();
-            for (n, (after, pick, ts, with_ids, times)) in steps.iter().enumerate() {
-                let changed = picked(after, pick);
-                let link = Link {
-                    prev: Location { segment: 1, offset: n as u32, len: 1 },
-                    depth: n as u32 + 1,
-                };
-                let mut bytes = Vec::new();
-                put_delta(&DeltaOut {
-                    link, stamp: Stamp::new(Timestamp(*ts), n as u64), times: *times,
-                    ids: with_ids.then_some(&after.ids),
-                    rec: after, changed: &changed,
-                }, &mut bytes);
-                delta(&bytes).unwrap().apply_to(&mut want);
-                chain.push(bytes);
+            for bytes in &chain[1..] {
+                delta(bytes).unwrap().apply_to(&mut want);
             }
             let mut fold = Fold::default();
             for (n, bytes) in chain.iter().enumerate().skip(1).rev() {
@@ -1362,22 +1385,10 @@ mod tests {
             pick in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
             stray in any::<u32>(),
         ) {
-            let mut chain = vec![encode(&base)];
+            let chain = chain_of(&base, &steps);
             let mut names: Vec<u32> = base.props.iter().map(|p| p.0).collect();
-            for (n, (after, pick, ts, with_ids, times)) in steps.iter().enumerate() {
-                let changed = picked(after, pick);
-                names.extend(&changed);
-                let link = Link {
-                    prev: Location { segment: 1, offset: n as u32, len: 1 },
-                    depth: n as u32 + 1,
-                };
-                let mut bytes = Vec::new();
-                put_delta(&DeltaOut {
-                    link, stamp: Stamp::new(Timestamp(*ts), n as u64), times: *times,
-                    ids: with_ids.then_some(&after.ids),
-                    rec: after, changed: &changed,
-                }, &mut bytes);
-                chain.push(bytes);
+            for (after, pick, ..) in &steps {
+                names.extend(picked(after, pick));
             }
             let mut only: Vec<u32> = pick
                 .iter()
