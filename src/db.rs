@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockUpgradableReadGuard};
 use serde::Serialize;
 
 use crate::apply::{self, Builder, ProfileCache};
@@ -401,7 +401,11 @@ impl Db {
         source: Option<&SourceOffset>,
     ) -> Result<(Outcome, u64)> {
         let inner = &*self.inner;
-        let mut index = inner.index.write();
+        // Upgradable: readers (compaction's per-entry look-ups, `get`) go on while the call
+        // is built, encoded and appended, which only read the index; the write lock is taken
+        // for the commit alone. Writers still exclude each other (and anything under the
+        // write lock or another upgradable lock, such as the hint's snapshot).
+        let index = inner.index.upgradable_read();
         if let Some((mid, message)) = dedupe
             && index.seen_message(apply::message_hash(mid))
         {
@@ -436,6 +440,7 @@ impl Db {
         let appended = inner.store.append(&batch.entries())?;
         cache.insert_written(batch.written, &appended.locations);
         drop(cache);
+        let mut index = RwLockUpgradableReadGuard::upgrade(index);
         index.linked.extend(batch.linked);
         index.set_last_seq(appended.seq);
         apply::commit(&mut index, batch.changes, &appended.locations);
@@ -1064,10 +1069,10 @@ impl writers::Engine for Db {
 
 impl Inner {
     fn write_hint(&self) -> Result<()> {
-        // The read lock keeps writers out while the snapshot is written (into the page
-        // cache, streamed), so it matches the position exactly; it is released before the
-        // syncs.
-        let mut index = Some(self.index.read());
+        // An upgradable lock keeps writers out (they build their calls under one too) while
+        // the snapshot is written (into the page cache, streamed), so it matches the position
+        // exactly; it is released before the syncs.
+        let mut index = Some(self.index.upgradable_read());
         let position = self.store.hint_position()?;
         self.store.write_hint_with(&position, &mut |sink| {
             let written = match &index {
