@@ -619,6 +619,8 @@ impl<'a> Builder<'a> {
             if link.is_none() || cache_full {
                 complete(&mut work, self.store, self.index)?;
             }
+            // The full record's state lengths, for the cache (`cache::Chain::full_measured`).
+            let mut lens = Vec::new();
             let (kind, data, at) = match link {
                 Some((link, at)) => {
                     work.changed.sort_unstable();
@@ -637,11 +639,11 @@ impl<'a> Builder<'a> {
                     );
                     (EntryKind::ProfileDelta, data, at)
                 }
-                None => (
-                    EntryKind::Profile,
-                    entries::encode_profile(&work.rec, full_guess),
-                    ChainAt::default(),
-                ),
+                None => {
+                    let mut data = Vec::with_capacity(full_guess);
+                    entries::profile::put_full_measuring(&work.rec, &mut data, &mut lens);
+                    (EntryKind::Profile, data, ChainAt::default())
+                }
             };
             // What the cache keeps: the records loaded and this delta, or this full record, or
             // (a loaded chain at its length) the profile encoded whole.
@@ -649,12 +651,16 @@ impl<'a> Builder<'a> {
                 .cache
                 .enabled()
                 .then(|| match (kind, work.cached.take()) {
-                    (EntryKind::Profile, _) => Chain::full(&data),
+                    (EntryKind::Profile, _) => Chain::full_measured(&data, &lens),
                     (_, Some(mut chain)) if chain.records() < CACHED_CHAIN_RECORDS => {
                         chain.push_delta(&data);
                         chain
                     }
-                    _ => Chain::full_from(entries::encode_profile(&work.rec, full_guess)),
+                    _ => {
+                        let mut whole = Vec::with_capacity(full_guess);
+                        entries::profile::put_full_measuring(&work.rec, &mut whole, &mut lens);
+                        Chain::full_from_measured(whole, &lens)
+                    }
                 });
             let step = self.history.as_ref().map(|call| {
                 let kind = if key == outcome.key {
@@ -842,7 +848,7 @@ impl<'a> Builder<'a> {
                     checks.push((
                         m.field_as_written("traits.email"),
                         "email",
-                        normalize_email(e),
+                        normalize_email(e).into_owned(),
                     ));
                 }
                 if let Some(a) = &m.anonymous_id {

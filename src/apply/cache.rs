@@ -40,14 +40,21 @@ const CHAIN_SPARE: usize = 256;
 
 /// The encoded records of one profile's chain, oldest (a full record) first, each followed
 /// by its length (u32, little-endian), so that a fold reads them newest first from the end.
+/// A full record the writer encoded itself also has its states' lengths
+/// (`entries::profile::StateLens`) between it and its length, followed by their count (u32),
+/// and its length word has [`LENS_BIT`] set.
 pub(crate) struct Chain {
     bytes: Vec<u8>,
     records: u32,
 }
 
+/// Set in a full record's length word when its state lengths sit before it.
+const LENS_BIT: u32 = 1 << 31;
+
 impl Chain {
     /// A chain of one full record (`data`: a profile record as `entries::encode_profile`
-    /// makes it).
+    /// makes it), without its state lengths (as a chain read from the log starts).
+    #[cfg(test)]
     pub fn full(data: &[u8]) -> Chain {
         let mut bytes = Vec::with_capacity(data.len() + 4 + CHAIN_SPARE);
         bytes.extend_from_slice(data);
@@ -55,15 +62,31 @@ impl Chain {
         Chain { bytes, records: 1 }
     }
 
-    /// A chain of one full record, taking `data`'s buffer.
-    pub fn full_from(mut data: Vec<u8>) -> Chain {
-        let len = data.len() as u32;
-        data.reserve_exact(4 + CHAIN_SPARE);
-        data.extend_from_slice(&len.to_le_bytes());
+    /// A chain of one full record and its state lengths (`data` and `lens` as
+    /// `entries::profile::put_full_measuring` makes them).
+    pub fn full_measured(data: &[u8], lens: &[u8]) -> Chain {
+        let mut bytes = Vec::with_capacity(data.len() + lens.len() + 8 + CHAIN_SPARE);
+        bytes.extend_from_slice(data);
+        Self::put_lens(&mut bytes, data.len(), lens);
+        Chain { bytes, records: 1 }
+    }
+
+    /// [`Chain::full_measured`], taking `data`'s buffer.
+    pub fn full_from_measured(mut data: Vec<u8>, lens: &[u8]) -> Chain {
+        let len = data.len();
+        data.reserve_exact(lens.len() + 8 + CHAIN_SPARE);
+        Self::put_lens(&mut data, len, lens);
         Chain {
             bytes: data,
             records: 1,
         }
+    }
+
+    /// After a full record of `len` bytes: its state lengths, their count, its length word.
+    fn put_lens(bytes: &mut Vec<u8>, len: usize, lens: &[u8]) {
+        bytes.extend_from_slice(lens);
+        bytes.extend_from_slice(&(lens.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(len as u32 | LENS_BIT).to_le_bytes());
     }
 
     /// The chain `entries::chain::read_profile_keeping` read: its records newest first, each
@@ -126,23 +149,33 @@ impl Chain {
         let mut end = self.bytes.len();
         loop {
             let broken = |reason| DecodeError { at: end, reason };
-            let len_at = end
-                .checked_sub(4)
-                .ok_or(broken("cached chain ends early"))?;
-            let len = u32::from_le_bytes(
-                self.bytes[len_at..end]
+            let word = |at: usize| {
+                let from = at.checked_sub(4).ok_or(broken("cached chain ends early"))?;
+                let bytes = self.bytes[from..at]
                     .try_into()
-                    .map_err(|_| broken("cached chain length"))?,
-            ) as usize;
+                    .map_err(|_| broken("cached chain length"))?;
+                Ok::<_, DecodeError>((from, u32::from_le_bytes(bytes)))
+            };
+            let (mut len_at, len) = word(end)?;
+            let lens = if len & LENS_BIT != 0 {
+                let (count_at, count) = word(len_at)?;
+                let from = count_at
+                    .checked_sub(count as usize)
+                    .ok_or(broken("cached state lengths longer than the chain"))?;
+                len_at = from;
+                Some(&self.bytes[from..count_at])
+            } else {
+                None
+            };
             let start = len_at
-                .checked_sub(len)
+                .checked_sub((len & !LENS_BIT) as usize)
                 .ok_or(broken("cached record longer than its chain"))?;
             let record = &self.bytes[start..len_at];
             if profile::is_delta(record) {
                 fold.delta(record)?;
                 end = start;
             } else {
-                return fold.full(record);
+                return fold.full_with_lens(record, lens);
             }
         }
     }
@@ -434,8 +467,32 @@ mod tests {
         assert_eq!(again.decode().unwrap(), rec);
         assert!(Chain::from_newest_first(&[]).is_none());
         assert!(Chain::from_newest_first(&[1, 2, 3]).is_none());
-        let taken = Chain::full_from(crate::entries::encode_profile(&rec, 64));
-        assert_eq!(taken.decode().unwrap(), rec);
+        // The writer's own full records carry their state lengths: the same folds, whole and
+        // partial, with a delta after it, with a state too long for a length byte (stepped
+        // over by reading it) and with one that fits.
+        let long = Value::Str("x".repeat(300).into());
+        rec.state_mut(4)
+            .apply_set_ref(Some(&long), Timestamp(300), 300);
+        rec.updated_at = Timestamp(300);
+        let before = rec.clone();
+        let (mut data, mut lens) = (Vec::new(), Vec::new());
+        crate::entries::profile::put_full_measuring(&rec, &mut data, &mut lens);
+        assert_eq!(data, crate::entries::encode_profile(&rec, 64));
+        assert_eq!(lens.len(), rec.props.len());
+        assert!(lens[3] == 0 && lens[..3].iter().all(|&l| l > 0), "{lens:?}");
+        let mut measured = Chain::full_measured(&data, &lens);
+        assert_eq!(measured.decode().unwrap(), rec);
+        set(&mut rec, 2, 21, 400);
+        rec.updated_at = Timestamp(400);
+        measured.push_delta(&delta(&rec, &[2], 400, 1));
+        assert_eq!(measured.decode().unwrap(), rec);
+        for only in [&[1u32][..], &[2, 4], &[3, 4, 9], &[]] {
+            let mut want = rec.clone();
+            want.props.retain(|(id, _)| only.contains(id));
+            assert_eq!(measured.decode_only(only).unwrap(), want, "{only:?}");
+        }
+        let taken = Chain::full_from_measured(data, &lens);
+        assert_eq!(taken.decode().unwrap(), before);
     }
 
     #[test]

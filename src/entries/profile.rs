@@ -93,6 +93,23 @@ fn skip_ids(r: &mut Reader<'_>) -> Decoded<()> {
 
 /// Append a full record's bytes to `out`: the compact layout (revision 5, [`FULL_TAG`]).
 pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>) {
+    put_full_measured(rec, out, None);
+}
+
+/// [`put_full`], and into `lens` (cleared first) the byte length of each property's state,
+/// in order, as a [`StateLens`] table: what the writer cache keeps beside the record.
+pub(crate) fn put_full_measuring(rec: &ProfileRecord, out: &mut Vec<u8>, lens: &mut Vec<u8>) {
+    lens.clear();
+    put_full_measured(rec, out, Some(lens));
+}
+
+/// The length of each property state of one full record, in order (not the name before it),
+/// one byte each, `0` for a state of 256 bytes or more: kept by the writer cache beside a
+/// record it encoded, so that a partial fold steps over a state in one jump instead of
+/// reading it ([`Fold::full_with_lens`]). Never stored in the log.
+pub(crate) type StateLens<'a> = &'a [u8];
+
+fn put_full_measured(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<&mut Vec<u8>>) {
     out.push(FULL_TAG);
     rec.ids.put(out);
     rec.first_seen.put(out);
@@ -108,7 +125,11 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>) {
     let mut names = Names::default();
     for (id, p) in &rec.props {
         names.put(out, *id);
+        let from = out.len();
         put_shaped_state(p, &table, out);
+        if let Some(lens) = lens.as_deref_mut() {
+            lens.push(u8::try_from(out.len() - from).unwrap_or(0));
+        }
     }
 }
 
@@ -176,17 +197,25 @@ fn shaped_props(
     r: &mut Reader<'_>,
     table: &StampTable,
     skip: Skip<'_>,
+    lens: Option<StateLens<'_>>,
 ) -> Decoded<Vec<(u32, PropState)>> {
     // A name gap and a shape byte at least.
     let n = r.len(2)?;
     let mut props: Vec<(u32, PropState)> =
         Vec::with_capacity(skip.only.map_or(n, |only| only.len().min(n)));
     let mut names = Names::default();
+    // Lengths are used only for bytes checked before, and only if they are this record's.
+    let lens = lens.filter(|l| skip.checked && l.len() == n);
     let mut skip = skip.walk();
-    for _ in 0..n {
+    for i in 0..n {
         let id = names.read(r)?;
         if skip.skips(id) {
-            skip_shaped_state(r, table)?;
+            match lens.map_or(0, |l| l[i]) {
+                0 => skip_shaped_state(r, table)?,
+                len => {
+                    r.bytes(usize::from(len))?;
+                }
+            }
         } else {
             props.push((id, shaped_state(r, table)?));
         }
@@ -232,12 +261,19 @@ pub(crate) fn full_but(bytes: &[u8], known: &[u32]) -> Decoded<ProfileRecord> {
             ..Skip::default()
         },
         true,
+        None,
     )
 }
 
 /// Decode a full record but for the states `skip` steps over, and for its identifiers unless
-/// `with_ids` (left empty: checked and stepped over).
-fn full_skipping(bytes: &[u8], skip: Skip<'_>, with_ids: bool) -> Decoded<ProfileRecord> {
+/// `with_ids` (left empty: checked and stepped over). `lens`: the record's [`StateLens`], if
+/// the writer cache has them.
+fn full_skipping(
+    bytes: &[u8],
+    skip: Skip<'_>,
+    with_ids: bool,
+    lens: Option<StateLens<'_>>,
+) -> Decoded<ProfileRecord> {
     let mut r = skip.reader(bytes);
     let compact = match bytes.first() {
         Some(&DELTA_TAG) => return Err(r.error("a delta record where a full record was expected")),
@@ -261,7 +297,10 @@ fn full_skipping(bytes: &[u8], skip: Skip<'_>, with_ids: bool) -> Decoded<Profil
             .and_then(|t| i64::try_from(t).ok())
             .ok_or_else(|| r.error("updated_at beyond 64 bits"))?;
         let table = StampTable::read_deltas(&mut r)?;
-        (Timestamp(updated_at), shaped_props(&mut r, &table, skip)?)
+        (
+            Timestamp(updated_at),
+            shaped_props(&mut r, &table, skip, lens)?,
+        )
     } else {
         let updated_at = Timestamp(r.i64()?);
         let table = StampTable::read(&mut r)?;
@@ -620,7 +659,17 @@ impl Fold {
 
     /// Read the chain's full record (its oldest): the profile, folded.
     pub(crate) fn full(&mut self, bytes: &[u8]) -> Decoded<ProfileRecord> {
-        let mut rec = full_skipping(bytes, self.skip(), self.ids.is_none())?;
+        self.full_with_lens(bytes, None)
+    }
+
+    /// [`Fold::full`] with the record's [`StateLens`] (the writer cache's): a state the fold
+    /// steps over is jumped, not read. Used only by a fold of bytes checked before.
+    pub(crate) fn full_with_lens(
+        &mut self,
+        bytes: &[u8],
+        lens: Option<StateLens<'_>>,
+    ) -> Decoded<ProfileRecord> {
+        let mut rec = full_skipping(bytes, self.skip(), self.ids.is_none(), lens)?;
         if let Some(ids) = self.ids.take() {
             rec.ids = ids;
         }
@@ -1404,10 +1453,23 @@ mod tests {
                 }
                 fold.full(&chain[0]).unwrap()
             };
-            let mut want = fold_with(Fold::default());
+            let whole = fold_with(Fold::default());
+            let mut want = whole.clone();
             want.props.retain(|(id, _)| only.binary_search(id).is_ok());
             prop_assert_eq!(&fold_with(Fold::only(&only)), &want);
             prop_assert_eq!(&fold_with(Fold::only(&only).checked_before()), &want);
+            // With the full record's state lengths (the writer cache's): the same folds.
+            let (mut full, mut lens) = (Vec::new(), Vec::new());
+            put_full_measuring(&base, &mut full, &mut lens);
+            prop_assert_eq!(&full, &chain[0]);
+            let fold_lens = |mut fold: Fold| {
+                for bytes in chain.iter().skip(1).rev() {
+                    fold.delta(bytes).unwrap();
+                }
+                fold.full_with_lens(&chain[0], Some(&lens)).unwrap()
+            };
+            prop_assert_eq!(&fold_lens(Fold::only(&only).checked_before()), &want);
+            prop_assert_eq!(&fold_lens(Fold::default().checked_before()), &whole);
         }
 
         #[test]

@@ -51,7 +51,7 @@ fn idents(rec: &ProfileRecord) -> Vec<(&'static str, String)> {
         out.push(("user_id", u.clone()));
     }
     if let Some(e) = &rec.ids.email {
-        out.push(("email", normalize_email(e)));
+        out.push(("email", normalize_email(e).into_owned()));
     }
     for a in &rec.ids.anonymous_ids {
         out.push(("anonymous_id", a.clone()));
@@ -65,7 +65,7 @@ fn carried(c: &history::Carried) -> Vec<(&'static str, String)> {
         out.push(("user_id", u.clone()));
     }
     if let Some(e) = &c.email {
-        out.push(("email", normalize_email(e)));
+        out.push(("email", normalize_email(e).into_owned()));
     }
     if let Some(a) = &c.anonymous_id {
         out.push(("anonymous_id", a.clone()));
@@ -238,7 +238,7 @@ pub(crate) fn plan(
         survivor_rec.ids.user_id = None;
     }
     if let Some(e) = merged_rec.ids.email.clone() {
-        if back(("email", normalize_email(&e))) {
+        if back(("email", normalize_email(&e).into_owned())) {
             ids.email = Some(e);
             survivor_rec.ids.email = None;
         } else {
