@@ -135,7 +135,9 @@ const SPIN_FOR: Duration = Duration::from_micros(250);
 struct Inner {
     store: Store,
     index: RwLock<Index>,
-    /// Taken only by writers, always after the index write lock.
+    /// Taken by a writer while it holds the index's upgradable lock (and released before it
+    /// upgrades), by compaction under the write lock, by `counts` under the read lock: never
+    /// held while waiting for the index.
     cache: Mutex<ProfileCache>,
     /// Profiles the open's repair dropped (their chain ran through a quarantined segment).
     lost: Vec<String>,
@@ -1085,9 +1087,9 @@ impl Inner {
     }
 
     /// The index's read lock for compaction, which takes it once per entry while a writer
-    /// takes the write lock once per call: waiting for it by spinning (at most [`SPIN_FOR`],
-    /// then blocking) instead of parking spares the writer a futex wake at nearly every
-    /// unlock (~10 % of a W1 load's time in perf before this).
+    /// takes the write lock once per call (for its index update only, so the lock is nearly
+    /// always free): waiting for it by spinning (at most [`SPIN_FOR`], then blocking) instead
+    /// of parking spares the writer a futex wake at nearly every unlock.
     fn read_index_spinning(&self) -> parking_lot::RwLockReadGuard<'_, Index> {
         let mut since = None;
         loop {
