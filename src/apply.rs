@@ -639,11 +639,15 @@ impl<'a> Builder<'a> {
                     );
                     (EntryKind::ProfileDelta, data, at)
                 }
-                None => {
-                    let mut data = Vec::with_capacity(full_guess);
-                    entries::profile::put_full_measuring(&work.rec, &mut data, &mut lens);
-                    (EntryKind::Profile, data, ChainAt::default())
-                }
+                None => (
+                    EntryKind::Profile,
+                    entries::encode_profile_measured(
+                        &work.rec,
+                        full_guess,
+                        self.cache.enabled().then_some(&mut lens),
+                    ),
+                    ChainAt::default(),
+                ),
             };
             // What the cache keeps: the records loaded and this delta, or this full record, or
             // (a loaded chain at its length) the profile encoded whole.
@@ -656,11 +660,10 @@ impl<'a> Builder<'a> {
                         chain.push_delta(&data);
                         chain
                     }
-                    _ => {
-                        let mut whole = Vec::with_capacity(full_guess);
-                        entries::profile::put_full_measuring(&work.rec, &mut whole, &mut lens);
-                        Chain::full_from_measured(whole, &lens)
-                    }
+                    _ => Chain::full_from_measured(
+                        entries::encode_profile_measured(&work.rec, full_guess, Some(&mut lens)),
+                        &lens,
+                    ),
                 });
             let step = self.history.as_ref().map(|call| {
                 let kind = if key == outcome.key {

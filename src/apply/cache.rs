@@ -63,7 +63,7 @@ impl Chain {
     }
 
     /// A chain of one full record and its state lengths (`data` and `lens` as
-    /// `entries::profile::put_full_measuring` makes them).
+    /// `entries::encode_profile_measured` makes them).
     pub fn full_measured(data: &[u8], lens: &[u8]) -> Chain {
         let mut bytes = Vec::with_capacity(data.len() + lens.len() + 8 + CHAIN_SPARE);
         bytes.extend_from_slice(data);
@@ -475,8 +475,8 @@ mod tests {
             .apply_set_ref(Some(&long), Timestamp(300), 300);
         rec.updated_at = Timestamp(300);
         let before = rec.clone();
-        let (mut data, mut lens) = (Vec::new(), Vec::new());
-        crate::entries::profile::put_full_measuring(&rec, &mut data, &mut lens);
+        let mut lens = Vec::new();
+        let data = crate::entries::encode_profile_measured(&rec, 64, Some(&mut lens));
         assert_eq!(data, crate::entries::encode_profile(&rec, 64));
         assert_eq!(lens.len(), rec.props.len());
         assert!(lens[3] == 0 && lens[..3].iter().all(|&l| l > 0), "{lens:?}");

@@ -91,25 +91,19 @@ fn skip_ids(r: &mut Reader<'_>) -> Decoded<()> {
     Ok(())
 }
 
-/// Append a full record's bytes to `out`: the compact layout (revision 5, [`FULL_TAG`]).
-pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>) {
-    put_full_measured(rec, out, None);
-}
-
-/// [`put_full`], and into `lens` (cleared first) the byte length of each property's state,
-/// in order, as a [`StateLens`] table: what the writer cache keeps beside the record.
-pub(crate) fn put_full_measuring(rec: &ProfileRecord, out: &mut Vec<u8>, lens: &mut Vec<u8>) {
-    lens.clear();
-    put_full_measured(rec, out, Some(lens));
-}
-
 /// The length of each property state of one full record, in order (not the name before it),
 /// one byte each, `0` for a state of 256 bytes or more: kept by the writer cache beside a
 /// record it encoded, so that a partial fold steps over a state in one jump instead of
 /// reading it ([`Fold::full_with_lens`]). Never stored in the log.
 pub(crate) type StateLens<'a> = &'a [u8];
 
-fn put_full_measured(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<&mut Vec<u8>>) {
+/// Append a full record's bytes to `out`: the compact layout (revision 5, [`FULL_TAG`]); and,
+/// given `lens` (cleared first), the byte length of each property's state into it, in order,
+/// as a [`StateLens`] table: what the writer cache keeps beside the record.
+pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<&mut Vec<u8>>) {
+    if let Some(lens) = lens.as_deref_mut() {
+        lens.clear();
+    }
     out.push(FULL_TAG);
     rec.ids.put(out);
     rec.first_seen.put(out);
@@ -731,10 +725,10 @@ pub fn fuzz_profile_payload(bytes: &[u8]) {
     let base = match full(bytes) {
         Ok(rec) => {
             let mut once = Vec::new();
-            put_full(&rec, &mut once);
+            put_full(&rec, &mut once, None);
             let again = full(&once).expect("a re-encoded full record decodes");
             let mut twice = Vec::new();
-            put_full(&again, &mut twice);
+            put_full(&again, &mut twice, None);
             assert_eq!(once, twice, "full record encoding is not stable");
             // A partial fold (the writer's load) gives the same states of its names, from bytes
             // read the first time and from bytes checked before (they decoded just now).
@@ -745,11 +739,11 @@ pub fn fuzz_profile_payload(bytes: &[u8]) {
             let mut want = rec.clone();
             want.props.retain(|(id, _)| only.binary_search(id).is_ok());
             let (mut want_bytes, mut got_bytes) = (Vec::new(), Vec::new());
-            put_full(&want, &mut want_bytes);
+            put_full(&want, &mut want_bytes, None);
             for mut fold in [Fold::only(&only), Fold::only(&only).checked_before()] {
                 let got = fold.full(bytes).expect("a full record decodes partially");
                 got_bytes.clear();
-                put_full(&got, &mut got_bytes);
+                put_full(&got, &mut got_bytes, None);
                 // Bytes, not records: a float NaN is not equal to itself.
                 assert_eq!(
                     got_bytes, want_bytes,
@@ -770,7 +764,7 @@ pub fn fuzz_profile_payload(bytes: &[u8]) {
         let mut rec = base;
         d.apply_to(&mut rec);
         let mut out = Vec::new();
-        put_full(&rec, &mut out);
+        put_full(&rec, &mut out, None);
         full(&out).expect("a delta applied to a record re-encodes to a decodable record");
     }
 }
@@ -858,7 +852,7 @@ mod tests {
 
     fn encode(rec: &ProfileRecord) -> Vec<u8> {
         let mut out = Vec::new();
-        put_full(rec, &mut out);
+        put_full(rec, &mut out, None);
         out
     }
 
@@ -1447,29 +1441,23 @@ mod tests {
                 .collect();
             only.sort_unstable();
             only.dedup();
-            let fold_with = |mut fold: Fold| {
+            let fold_with = |mut fold: Fold, lens: Option<&[u8]>| {
                 for bytes in chain.iter().skip(1).rev() {
                     fold.delta(bytes).unwrap();
                 }
-                fold.full(&chain[0]).unwrap()
+                fold.full_with_lens(&chain[0], lens).unwrap()
             };
-            let whole = fold_with(Fold::default());
+            let whole = fold_with(Fold::default(), None);
             let mut want = whole.clone();
             want.props.retain(|(id, _)| only.binary_search(id).is_ok());
-            prop_assert_eq!(&fold_with(Fold::only(&only)), &want);
-            prop_assert_eq!(&fold_with(Fold::only(&only).checked_before()), &want);
+            prop_assert_eq!(&fold_with(Fold::only(&only), None), &want);
+            prop_assert_eq!(&fold_with(Fold::only(&only).checked_before(), None), &want);
             // With the full record's state lengths (the writer cache's): the same folds.
             let (mut full, mut lens) = (Vec::new(), Vec::new());
-            put_full_measuring(&base, &mut full, &mut lens);
+            put_full(&base, &mut full, Some(&mut lens));
             prop_assert_eq!(&full, &chain[0]);
-            let fold_lens = |mut fold: Fold| {
-                for bytes in chain.iter().skip(1).rev() {
-                    fold.delta(bytes).unwrap();
-                }
-                fold.full_with_lens(&chain[0], Some(&lens)).unwrap()
-            };
-            prop_assert_eq!(&fold_lens(Fold::only(&only).checked_before()), &want);
-            prop_assert_eq!(&fold_lens(Fold::default().checked_before()), &whole);
+            prop_assert_eq!(&fold_with(Fold::only(&only).checked_before(), Some(&lens)), &want);
+            prop_assert_eq!(&fold_with(Fold::default().checked_before(), Some(&lens)), &whole);
         }
 
         #[test]
