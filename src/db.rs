@@ -1127,43 +1127,50 @@ impl Inner {
             (inputs, index.forwards.clone())
         };
         during();
-        // Nearly every entry the compaction keeps is a profile's record or a history step.
-        let moves = {
+        // Nearly every entry the compaction keeps is a profile's record or a history step; a
+        // step is kept only while it is listed, so the steps listed now bound those moved.
+        let (moves, places) = {
             let index = self.index.read();
-            (index.profile_count() + index.journal.len()) * 9 / 8 + 1024
+            (index.profile_count() * 9 / 8 + 1024, index.journal.len())
         };
-        let prepared = self.store.prepare_compaction_of(&inputs, moves, &mut |e| {
-            let index = self.read_index_spinning();
-            if e.kind == EntryKind::Dedupe.byte() || e.kind == EntryKind::DedupeBlock.byte() {
-                // The messageIds still in the window, packed into blocks (16 bytes each
-                // instead of a 21-byte entry and, mostly, a frame of its own); none left is
-                // an empty pack, which the storage layer drops.
-                return Ok(CopyAs::Pack {
-                    kind: EntryKind::DedupeBlock.byte(),
-                    data: index.dedupe_live_bytes(e),
-                });
-            }
-            let profile =
-                e.kind == EntryKind::Profile.byte() || e.kind == EntryKind::ProfileDelta.byte();
-            // A profile's newest record, or one a delta written since the inputs were
-            // sealed links to (read under the index lock, which such a writer held).
-            let keep = index.is_live(e) || (profile && index.linked.contains(&e.location));
-            if !keep {
-                return Ok(CopyAs::Drop);
-            }
-            if e.kind != EntryKind::ProfileDelta.byte() {
-                return Ok(CopyAs::Keep);
-            }
-            // Folding the chain reads only sealed records and the forwards of the last
-            // compaction, which change only at this one's switch: the writers need not wait.
-            drop(index);
-            let (rec, ..) =
-                crate::entries::chain::read_profile(&self.store, &forwards, e.location)?;
-            Ok(CopyAs::Replace {
-                kind: EntryKind::Profile.byte(),
-                data: crate::entries::encode_profile(&rec, e.data.len() * 4),
-            })
-        });
+        let prepared = self
+            .store
+            .prepare_compaction_of(&inputs, moves, places, &mut |e| {
+                let index = self.read_index_spinning();
+                if e.kind == EntryKind::Dedupe.byte() || e.kind == EntryKind::DedupeBlock.byte() {
+                    // The messageIds still in the window, packed into blocks (16 bytes each
+                    // instead of a 21-byte entry and, mostly, a frame of its own); none left is
+                    // an empty pack, which the storage layer drops.
+                    return Ok(CopyAs::Pack {
+                        kind: EntryKind::DedupeBlock.byte(),
+                        data: index.dedupe_live_bytes(e),
+                    });
+                }
+                let profile =
+                    e.kind == EntryKind::Profile.byte() || e.kind == EntryKind::ProfileDelta.byte();
+                // A profile's newest record, or one a delta written since the inputs were
+                // sealed links to (read under the index lock, which such a writer held).
+                let keep = index.is_live(e) || (profile && index.linked.contains(&e.location));
+                if !keep {
+                    return Ok(CopyAs::Drop);
+                }
+                if e.kind == EntryKind::History.byte() {
+                    // One per call kept: listed by place, found by place (`Journal::relocate_all`).
+                    return Ok(CopyAs::KeepByPlace);
+                }
+                if e.kind != EntryKind::ProfileDelta.byte() {
+                    return Ok(CopyAs::Keep);
+                }
+                // Folding the chain reads only sealed records and the forwards of the last
+                // compaction, which change only at this one's switch: the writers need not wait.
+                drop(index);
+                let (rec, ..) =
+                    crate::entries::chain::read_profile(&self.store, &forwards, e.location)?;
+                Ok(CopyAs::Replace {
+                    kind: EntryKind::Profile.byte(),
+                    data: crate::entries::encode_profile(&rec, e.data.len() * 4),
+                })
+            });
         let prepared = match prepared {
             Ok(Some(p)) => {
                 during();
@@ -1182,12 +1189,12 @@ impl Inner {
             cache.compacting.clear();
             let linked = std::mem::take(&mut index.linked);
             let forwards = self.write_forwards(&mut index, &linked, prepared.moved())?;
-            let mut relocations = self.store.commit_compaction(prepared)?;
+            let relocations = self.store.commit_compaction(prepared)?;
             index.forwards = std::sync::Arc::new(forwards);
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
-            index.relocate_journal(&mut relocations.moved);
+            index.relocate_journal(&relocations);
             index.journal.forget_segments(&inputs);
             index.journal.guard.forget_segments(&inputs);
             cache.relocate(&relocations.moved, &inputs, &index.forwards);

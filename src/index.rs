@@ -358,17 +358,13 @@ impl Index {
         self.profiles.get(end).is_some().then_some(end)
     }
 
-    /// Move the journal's entries (history steps, guard entries) a compaction relocated, in
-    /// one pass: `(kind, id, old, new)` as `Index::relocate` takes them one by one. Sorts
-    /// `moved` (by kind, id and old place; nothing else depends on its order) so that the
-    /// steps are one run, without a copy of them.
-    pub fn relocate_journal(&mut self, moved: &mut [(u8, u64, Location, Location)]) {
-        moved.sort_unstable_by_key(|m| (m.0, m.1, m.2.segment, m.2.offset));
-        let history = EntryKind::History.byte();
-        let from = moved.partition_point(|m| m.0 < history);
-        let to = moved.partition_point(|m| m.0 <= history);
-        self.journal.relocate_all(&moved[from..to]);
-        let guard: HashMap<Location, Location> = moved
+    /// Point the journal's entries that moved in a compaction at their new places: the
+    /// history steps by place (`relocations.by_place`), the guard's link and quarantine events
+    /// from `relocations.moved`.
+    pub fn relocate_journal(&mut self, relocations: &crate::storage::Relocations) {
+        self.journal.relocate_all(&relocations.by_place);
+        let guard: HashMap<Location, Location> = relocations
+            .moved
             .iter()
             .filter(|m| m.0 == EntryKind::GuardLink.byte() || m.0 == EntryKind::Quarantine.byte())
             .map(|&(_, _, old, new)| (old, new))

@@ -44,15 +44,6 @@ impl ByKey {
         usize::try_from(key).ok().and_then(|k| self.dense.get(k))
     }
 
-    fn get_mut(&mut self, key: u64) -> Option<&mut Steps> {
-        if self.sparse.contains_key(&key) {
-            return self.sparse.get_mut(&key);
-        }
-        usize::try_from(key)
-            .ok()
-            .and_then(|k| self.dense.get_mut(k))
-    }
-
     /// The list of `key`, created empty if missing; the caller adds at least one step
     /// (counted here).
     fn list(&mut self, key: u64) -> &mut Steps {
@@ -94,6 +85,13 @@ impl ByKey {
                     self.sparse.insert(k as u64, list);
                 }
             }
+        }
+    }
+
+    /// Change each step in place (their order by arrival must stay).
+    fn for_each_step(&mut self, mut f: impl FnMut(&mut (i64, Location))) {
+        for list in self.dense.iter_mut().chain(self.sparse.values_mut()) {
+            list.iter_mut().for_each(&mut f);
         }
     }
 
@@ -185,25 +183,20 @@ impl Journal {
             .any(|s| s.1 == at)
     }
 
-    /// Steps moved by compaction, all at once: `(kind, key, old, new)` each, sorted by key and
-    /// old place ([`super::Index::relocate_journal`] sorts them), so that each profile's list
-    /// is walked once against its own moves (binary search), with no map built: a compaction
-    /// of a store with history moves about one step per call it kept, and maps of them were
-    /// the largest allocation of its switch.
-    pub fn relocate_all(&mut self, moved: &[(u8, u64, Location, Location)]) {
-        let place = |l: &Location| (l.segment, l.offset);
-        for group in moved.chunk_by(|a, b| a.1 == b.1) {
-            let Some(list) = self.steps.get_mut(group[0].1) else {
-                continue;
-            };
-            for s in list.iter_mut() {
-                if let Ok(i) = group.binary_search_by_key(&place(&s.1), |m| place(&m.2))
-                    && group[i].2 == s.1
-                {
-                    s.1 = group[i].3;
-                }
-            }
+    /// Steps moved by compaction, all at once: each listed step looked up by its place in
+    /// the compaction's moves (kept by place: a compaction of a store with history moves
+    /// about one step per call it kept, and its list of them, 40 bytes a move with kind and
+    /// id, was the largest allocation of W1's peak). Steps not found stay; those left in the
+    /// inputs are dropped by [`Journal::forget_segments`].
+    pub fn relocate_all(&mut self, moved: &crate::storage::Places) {
+        if moved.is_empty() {
+            return;
         }
+        self.steps.for_each_step(|s| {
+            if let Some(new) = moved.get(s.1) {
+                s.1 = new;
+            }
+        });
     }
 
     /// After a compaction switched: forget the steps left in its input segments (dropped).
@@ -425,8 +418,8 @@ mod tests {
         assert!(j.steps(201).is_empty());
     }
 
-    /// Many moves per profile, in any order, a step that did not move, and a move of a key
-    /// with no steps: each step lands where its own move says.
+    /// Many moves per profile, in any order, a step that did not move, and a move of a place
+    /// no step is at: each step lands where its own move says.
     #[test]
     fn moves_apply_to_their_own_steps_only() {
         let mut j = Journal::default();
@@ -439,16 +432,16 @@ mod tests {
             j.push(u64::from(i % 3), i64::from(i), at(1 + i % 2, 32 * i));
         }
         let before: Vec<Vec<(i64, Location)>> = (0..3).map(|k| j.steps(k).to_vec()).collect();
-        // Every step but the first of key 0 moves to segment 9 at 1000 + its offset.
-        let mut moved: Vec<(u8, u64, Location, Location)> = (0..3u64)
-            .flat_map(|k| before[k as usize].iter().map(move |s| (k, s.1)))
-            .filter(|&(k, l)| !(k == 0 && l == before[0][0].1))
-            .map(|(k, l)| (20, k, l, at(9, 1000 + l.offset)))
-            .rev()
-            .collect();
-        moved.push((20, 7, at(1, 0), at(9, 0)));
-        // In the order `Index::relocate_journal` hands them over.
-        moved.sort_unstable_by_key(|m| (m.1, m.2.segment, m.2.offset));
+        // Every step but the first of key 0 moves to segment 9 at 1000 + its offset; also
+        // a place no step is at.
+        let mut moved = crate::storage::Places::with_capacity(41);
+        for l in before.iter().flatten().map(|s| s.1).rev() {
+            if l != before[0][0].1 {
+                moved.push(l, at(9, 1000 + l.offset));
+            }
+        }
+        moved.push(at(1, 1), at(9, 1));
+        moved.seal();
         j.relocate_all(&moved);
         for k in 0..3u64 {
             let want: Vec<(i64, Location)> = before[k as usize]
@@ -477,7 +470,10 @@ mod tests {
         j.push(1, 200, at(2, 32));
         assert!(j.keeps(1, 200, at(2, 32), 300));
         assert!(!j.keeps(1, 100, at(1, 32), 100 + 10_000_001));
-        j.relocate_all(&[(20, 1, at(2, 32), at(3, 32))]);
+        let mut moved = crate::storage::Places::default();
+        moved.push(at(2, 32), at(3, 32));
+        moved.seal();
+        j.relocate_all(&moved);
         j.forget_segments(&[1, 2]);
         assert_eq!(j.steps(1), &[(200, at(3, 32))]);
     }

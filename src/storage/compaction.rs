@@ -19,7 +19,7 @@ use super::log::FLUSH_AT;
 use super::log::Shared;
 use super::record::{self, HEADER_LEN, KIND_COMPACTED, SegmentHeader, u32_at};
 use super::segment::{Sealed, SealedRef, seg_name, tmp_name};
-use super::{CopyAs, Entry, Location, PACK_BYTES, Relocations, StoredEntry};
+use super::{CopyAs, Entry, Location, PACK_BYTES, Places, Relocations, StoredEntry};
 use crate::error::{Error, Result};
 
 /// File name of the compaction manifest.
@@ -35,7 +35,7 @@ pub(crate) struct Prepared {
     outputs: Vec<u32>,
     /// Old segment ids to remove.
     inputs: Vec<u32>,
-    moved: Vec<(u8, u64, Location, Location)>,
+    moved: Moves,
     reclaimed: u64,
     io: Arc<dyn Io>,
     dir: PathBuf,
@@ -44,7 +44,7 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     pub(crate) fn moved(&self) -> &[(u8, u64, Location, Location)] {
-        &self.moved
+        &self.moved.listed
     }
 }
 
@@ -160,16 +160,32 @@ impl Writer<'_> {
     }
 }
 
+/// Where a compaction's copies went: the entries listed whole, and those kept by place
+/// ([`CopyAs::KeepByPlace`]).
+struct Moves {
+    listed: Vec<(u8, u64, Location, Location)>,
+    by_place: Places,
+}
+
+/// Where an output entry was, and how its move is listed.
+enum Was {
+    /// A packed entry: no relocation lists it.
+    Packed,
+    /// Listed with its kind and id.
+    Listed(Location),
+    /// Listed by place only.
+    ByPlace(Location),
+}
+
 /// A frame of a compaction's output: its seq and its entries (kind, id, data, and where the
-/// entry was: `None` for a packed entry, which no relocation lists).
+/// entry was).
 struct Frame<'a> {
     seq: u64,
     entries: Vec<OutEntry<'a>>,
 }
 
-/// An entry of an output frame: kind, id, data, and its location in the input (`None` for a
-/// packed entry).
-type OutEntry<'a> = (u8, u64, Cow<'a, [u8]>, Option<Location>);
+/// An entry of an output frame: kind, id, data, and where it was in the input.
+type OutEntry<'a> = (u8, u64, Cow<'a, [u8]>, Was);
 
 /// A packed entry being gathered ([`CopyAs::Pack`]).
 struct Pack {
@@ -200,16 +216,12 @@ impl<'a> Held<'a> {
     }
 
     /// Close the open pack (if any) into its host frame and write every held frame.
-    fn release(
-        &mut self,
-        w: &mut Writer<'_>,
-        moved: &mut Vec<(u8, u64, Location, Location)>,
-    ) -> Result<()> {
+    fn release(&mut self, w: &mut Writer<'_>, moved: &mut Moves) -> Result<()> {
         if let Some(pack) = self.pack.take()
             && let Some(host) = self.frames.get_mut(pack.host)
         {
             host.entries
-                .push((pack.kind, 0, Cow::Owned(pack.data), None));
+                .push((pack.kind, 0, Cow::Owned(pack.data), Was::Packed));
         }
         for frame in self.frames.drain(..) {
             write_frame(w, frame, moved)?;
@@ -220,11 +232,7 @@ impl<'a> Held<'a> {
 }
 
 /// Write one frame of the output (none if it has no entry) and list where its entries moved.
-fn write_frame(
-    w: &mut Writer<'_>,
-    frame: Frame<'_>,
-    moved: &mut Vec<(u8, u64, Location, Location)>,
-) -> Result<()> {
+fn write_frame(w: &mut Writer<'_>, frame: Frame<'_>, moved: &mut Moves) -> Result<()> {
     if frame.entries.is_empty() {
         return Ok(());
     }
@@ -238,9 +246,11 @@ fn write_frame(
         })
         .collect();
     let news = w.add(frame.seq, &copy)?;
-    for ((kind, id, _, old), new) in frame.entries.iter().zip(news) {
-        if let Some(old) = old {
-            moved.push((*kind, *id, *old, new));
+    for ((kind, id, _, was), new) in frame.entries.iter().zip(news) {
+        match was {
+            Was::Packed => {}
+            Was::Listed(old) => moved.listed.push((*kind, *id, *old, new)),
+            Was::ByPlace(old) => moved.by_place.push(*old, new),
         }
     }
     Ok(())
@@ -262,6 +272,7 @@ pub(crate) fn prepare(
     shared: &Shared,
     ids: &[u32],
     moves: usize,
+    places: usize,
     copy_as: &mut dyn FnMut(&StoredEntry<'_>) -> Result<CopyAs>,
 ) -> Result<Option<Prepared>> {
     let _c = shared.compaction.lock();
@@ -296,7 +307,10 @@ pub(crate) fn prepare(
         outputs: Vec::new(),
         written: 0,
     };
-    let mut moved = Vec::with_capacity(moves);
+    let mut moved = Moves {
+        listed: Vec::with_capacity(moves),
+        by_place: Places::with_capacity(places),
+    };
     let mut held = Held::default();
     let mut pack_kind: Option<u8> = None;
     let result = (|| -> Result<()> {
@@ -332,10 +346,14 @@ pub(crate) fn prepare(
                             len: bytes.len() as u32,
                         },
                     };
-                    let (kind, data) = match copy_as(&e)? {
+                    let listed = Was::Listed(e.location);
+                    let (kind, data, was) = match copy_as(&e)? {
                         CopyAs::Drop => continue,
-                        CopyAs::Keep => (e.kind, Cow::Borrowed(e.data)),
-                        CopyAs::Replace { kind, data } => (kind, Cow::Owned(data)),
+                        CopyAs::Keep => (e.kind, Cow::Borrowed(e.data), listed),
+                        CopyAs::KeepByPlace => {
+                            (e.kind, Cow::Borrowed(e.data), Was::ByPlace(e.location))
+                        }
+                        CopyAs::Replace { kind, data } => (kind, Cow::Owned(data), listed),
                         CopyAs::Pack { data, .. } if data.is_empty() => continue,
                         CopyAs::Pack { kind, data } => {
                             // One kind of pack per compaction (a block closes at the end of
@@ -361,7 +379,7 @@ pub(crate) fn prepare(
                             continue;
                         }
                     };
-                    copy.entries.push((kind, e.id, data, Some(e.location)));
+                    copy.entries.push((kind, e.id, data, was));
                 }
                 if packed_here {
                     held.hold(copy);
@@ -388,6 +406,7 @@ pub(crate) fn prepare(
             seg.bytes.release_pages();
         }
         held.release(&mut w, &mut moved)?;
+        moved.by_place.seal();
         w.finish_file()?;
         if !w.outputs.is_empty() {
             shared
@@ -438,7 +457,8 @@ pub(crate) fn commit(shared: &Shared, mut p: Prepared) -> Result<Relocations> {
     shared.guard(r)?;
     shared.counters.compactions.fetch_add(1, Ordering::Relaxed);
     Ok(Relocations {
-        moved: std::mem::take(&mut p.moved),
+        moved: std::mem::take(&mut p.moved.listed),
+        by_place: std::mem::take(&mut p.moved.by_place),
         reclaimed_bytes: p.reclaimed,
     })
 }
@@ -611,6 +631,72 @@ mod tests {
         }
     }
 
+    /// Entries kept by place ([`CopyAs::KeepByPlace`]) are found by their old place in
+    /// `by_place`, and only there; their new places hold their bytes. Across several input
+    /// and output segments, between dropped, listed and packed entries (whose open pack holds
+    /// frames back).
+    #[test]
+    fn entries_kept_by_place_are_found_by_their_old_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::new();
+        options.segment_size = 16 << 10;
+        let store = Store::open(dir.path(), options, &mut Frames::default()).unwrap();
+        // Kind 1: kept and listed; 2: kept by place; 3: dropped; 6: packed.
+        let mut places = Vec::new();
+        for i in 0..3_000u64 {
+            let data = format!("entry {i} {}", "x".repeat((i % 50) as usize));
+            let kind = [1, 2, 3, 2, 6][(i % 5) as usize];
+            let at = store
+                .append(&[Entry {
+                    kind,
+                    id: i,
+                    data: data.as_bytes(),
+                }])
+                .unwrap()
+                .locations[0];
+            if kind == 2 {
+                places.push((at, data));
+            }
+        }
+        store.sync().unwrap();
+        let inputs = store.begin_compaction().unwrap();
+        assert!(inputs.len() > 3, "several input segments");
+        let prepared = store
+            .prepare_compaction_of(&inputs, 0, places.len(), &mut |e| {
+                Ok(match e.kind {
+                    1 => CopyAs::Keep,
+                    2 => CopyAs::KeepByPlace,
+                    6 => CopyAs::Pack {
+                        kind: 10,
+                        data: e.data[..8].to_vec(),
+                    },
+                    _ => CopyAs::Drop,
+                })
+            })
+            .unwrap()
+            .unwrap();
+        let r = store.commit_compaction(prepared).unwrap();
+        assert!(
+            r.moved.iter().all(|m| m.0 == 1),
+            "listed: the kept entries only"
+        );
+        assert_eq!(r.moved.len(), 600);
+        let mut outputs = std::collections::HashSet::new();
+        for (old, data) in &places {
+            let new = r
+                .by_place
+                .get(*old)
+                .expect("a kept entry is found by its old place");
+            assert!(!inputs.contains(&new.segment));
+            outputs.insert(new.segment);
+            assert_eq!(store.read(new, <[u8]>::to_vec).unwrap(), data.as_bytes());
+        }
+        assert!(outputs.len() > 1, "several output segments");
+        for (_, _, old, _) in &r.moved {
+            assert_eq!(r.by_place.get(*old), None, "a listed entry is not by place");
+        }
+    }
+
     /// Packed entries ([`CopyAs::Pack`]) go, in order, into the frame of the last entry each
     /// pack gathers; a pack closes at `PACK_BYTES`, and early when the frames held behind it
     /// pass `HOLD_BYTES`; the frames keep their seqs and their order, and kept entries are
@@ -655,7 +741,7 @@ mod tests {
 
         let inputs = store.begin_compaction().unwrap();
         let prepared = store
-            .prepare_compaction_of(&inputs, 0, &mut |e| {
+            .prepare_compaction_of(&inputs, 0, 0, &mut |e| {
                 Ok(match e.kind {
                     6 => CopyAs::Pack {
                         kind: 10,
@@ -749,7 +835,7 @@ mod tests {
         let store = two_kinds(dir.path());
         let inputs = store.begin_compaction().unwrap();
         let err = store
-            .prepare_compaction_of(&inputs, 0, &mut |e| {
+            .prepare_compaction_of(&inputs, 0, 0, &mut |e| {
                 Ok(CopyAs::Pack {
                     kind: e.kind + 10,
                     data: e.data.to_vec(),
@@ -763,7 +849,7 @@ mod tests {
         let store = two_kinds(dir.path());
         let inputs = store.begin_compaction().unwrap();
         let prepared = store
-            .prepare_compaction_of(&inputs, 0, &mut |e| {
+            .prepare_compaction_of(&inputs, 0, 0, &mut |e| {
                 Ok(CopyAs::Pack {
                     kind: 16,
                     data: if e.kind == 6 {

@@ -129,6 +129,10 @@ pub enum CopyAs {
     Drop,
     /// Copied as it is.
     Keep,
+    /// Copied as it is, its move listed by place only ([`Relocations::by_place`]: old place
+    /// -> new place, without kind and id, 12 bytes instead of 40): for entries there are many
+    /// of, which the layer above finds by where they are (a profile's history steps).
+    KeepByPlace,
     /// Copied as another entry (same id, same frame seq): e.g. a chain of records folded into
     /// one by the layer above.
     Replace {
@@ -183,8 +187,10 @@ impl PreparedCompaction {
 /// The switch of a prepared compaction: each live entry's old and new location.
 #[derive(Debug, Clone, Default)]
 pub struct Relocations {
-    /// `(kind, id, old, new)` for every entry copied.
+    /// `(kind, id, old, new)` for every entry copied but those kept by place.
     pub moved: Vec<(u8, u64, Location, Location)>,
+    /// Where each entry kept by place ([`CopyAs::KeepByPlace`]) went.
+    pub by_place: Places,
     /// Bytes reclaimed.
     pub reclaimed_bytes: u64,
 }
@@ -324,7 +330,7 @@ impl Store {
         is_live: &mut dyn FnMut(&StoredEntry<'_>) -> bool,
     ) -> Result<Option<PreparedCompaction>> {
         let inputs = self.begin_compaction()?;
-        self.prepare_compaction_of(&inputs, 0, &mut |e| {
+        self.prepare_compaction_of(&inputs, 0, 0, &mut |e| {
             Ok(if is_live(e) {
                 CopyAs::Keep
             } else {
@@ -345,17 +351,19 @@ impl Store {
     /// Second half: copy the entries of the sealed segments `inputs` (from
     /// [`Store::begin_compaction`]) that `copy_as` keeps or replaces into new files (synced,
     /// not yet visible). An error from `copy_as` ends the compaction with that error.
-    /// `moves` is the layer above's guess of how many entries will be copied (the length of
-    /// [`Relocations::moved`]): the list is sized once instead of growing by doubling, which
-    /// would hold two copies of it at the moment it grows.
+    /// `moves` and `places` are the layer above's guesses of how many entries will be copied
+    /// (the lengths of [`Relocations::moved`] and [`Relocations::by_place`]): the lists are
+    /// sized once instead of growing by doubling, which would hold two copies of one at the
+    /// moment it grows.
     pub fn prepare_compaction_of(
         &self,
         inputs: &[u32],
         moves: usize,
+        places: usize,
         copy_as: &mut dyn FnMut(&StoredEntry<'_>) -> Result<CopyAs>,
     ) -> Result<Option<PreparedCompaction>> {
         Ok(
-            compaction::prepare(&self.inner.shared, inputs, moves, copy_as)?
+            compaction::prepare(&self.inner.shared, inputs, moves, places, copy_as)?
                 .map(|inner| PreparedCompaction { inner }),
         )
     }
@@ -486,8 +494,10 @@ mod lock;
 mod log;
 #[allow(unsafe_code)]
 mod mmap;
+mod places;
 mod record;
 mod recovery;
 mod segment;
 
+pub use places::Places;
 pub use recovery::check_store_dir;
