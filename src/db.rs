@@ -1122,6 +1122,7 @@ impl Inner {
         let (inputs, forwards) = {
             let mut index = self.index.write();
             let inputs = self.store.begin_compaction()?;
+            index.journal.settle(&inputs);
             self.cache.lock().compacting = inputs.clone();
             index.linked.clear();
             (inputs, index.forwards.clone())
@@ -1194,9 +1195,7 @@ impl Inner {
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
-            index.relocate_journal(&relocations);
-            index.journal.forget_segments(&inputs);
-            index.journal.guard.forget_segments(&inputs);
+            index.relocate_journal(&relocations, &inputs);
             cache.relocate(&relocations.moved, &inputs, &index.forwards);
             relocations.reclaimed_bytes
         };

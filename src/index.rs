@@ -358,11 +358,11 @@ impl Index {
         self.profiles.get(end).is_some().then_some(end)
     }
 
-    /// Point the journal's entries that moved in a compaction at their new places: the
-    /// history steps by place (`relocations.by_place`), the guard's link and quarantine events
-    /// from `relocations.moved`.
-    pub fn relocate_journal(&mut self, relocations: &crate::storage::Relocations) {
-        self.journal.relocate_all(&relocations.by_place);
+    /// Point the journal's entries that moved in a compaction out of `inputs` at their new
+    /// places: the history steps by place (`relocations.by_place`), the guard's link and
+    /// quarantine events from `relocations.moved`; those left in `inputs` are forgotten.
+    pub fn relocate_journal(&mut self, relocations: &crate::storage::Relocations, inputs: &[u32]) {
+        self.journal.relocate_all(&relocations.by_place, inputs);
         let guard: HashMap<Location, Location> = relocations
             .moved
             .iter()
@@ -372,6 +372,7 @@ impl Index {
         if !guard.is_empty() {
             self.journal.guard.relocate_all(&guard);
         }
+        self.journal.guard.forget_segments(inputs);
     }
 
     /// The keys redirected to `key` (merged into it, directly or through others).

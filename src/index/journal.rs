@@ -1,129 +1,90 @@
-//! Where each profile's history steps are (entry kind 20, `entries::history`): profile key ->
-//! the (arrival time, location) of its steps, oldest first, and the journal clock. Part of the
-//! index so that it rides on the same lock, replay, compaction relocation and hint snapshot.
+//! Where each profile's history steps are (entry kind 20, `entries::history`): per segment, a
+//! table of its steps (profile key, place), and the journal clock. Part of the index so that
+//! it rides on the same lock, replay, compaction relocation and hint snapshot.
+//!
+//! A step costs 16 bytes here (stop 18; it cost ~37 as a per-profile list of `(arrival,
+//! location)`): its arrival time is not kept, it is the first field of the step's entry and
+//! is read from there when a profile's steps are walked (`journal::read::steps_of`). A segment's
+//! table is sorted by key and place, so the steps of one profile in it are one run; the table
+//! of the segment being appended to is sorted once the log moves on to another segment.
 //!
 //! A step is live for compaction while it is listed here, is younger than the retention
 //! window and its key still resolves to a live profile (itself or, merged away, its survivor):
 //! a deleted profile's steps, and those of every profile merged into it, are dropped by the
 //! next compaction (which `delete --erase` runs at once).
 
-use super::HashMap;
+use std::collections::BTreeMap;
+
 use super::guard::Guard;
 use crate::error::{Error, Result};
 use crate::storage::Location;
 
-/// A profile's steps, oldest first: inline when there is one (most profiles of a store loaded
-/// once), so reading the snapshot back allocates nothing for them.
-type Steps = smallvec::SmallVec<[(i64, Location); 1]>;
-
-/// Profile key -> its steps. Keys are handed out from 0 up, so most live in a vector indexed
-/// by key (no hashing, and a snapshot reads back into it in one sequential pass). The vector
-/// grows only while it stays within [`DENSE_SLACK`] slots of twice the keys it holds: any
-/// other key (sparse keys, or a damaged log's far ones) goes to a map, so the memory follows
-/// the steps held, whatever the keys.
-#[derive(Debug, Clone, Default)]
-struct ByKey {
-    dense: Vec<Steps>,
-    sparse: HashMap<u64, Steps>,
-    /// Keys with at least one step.
-    keys: usize,
-    /// Steps held (kept by [`Journal`]: `push` adds, `forget_segments` recounts).
-    steps: usize,
+/// One step: its profile key and where its entry is in the table's segment. Ordered by key,
+/// then place (within a segment, the log's order, which is the steps' arrival order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Row {
+    key: u64,
+    offset: u32,
+    len: u32,
 }
 
-/// Slots the vector may hold beyond twice the keys it holds.
-const DENSE_SLACK: u64 = 1 << 10;
+/// Bytes of a row in the snapshot (and in memory).
+const ROW_BYTES: usize = 16;
 
-impl ByKey {
-    // A key lives in the map if it is there (it went there while beyond the vector's end,
-    // and stays even once the vector grows past it), else in the vector.
-    fn get(&self, key: u64) -> Option<&Steps> {
-        if let Some(list) = self.sparse.get(&key) {
-            return Some(list);
-        }
-        usize::try_from(key).ok().and_then(|k| self.dense.get(k))
-    }
+/// One segment's steps: sorted up to `sorted`, then the steps appended since, in log order.
+#[derive(Debug, Clone, Default)]
+struct Table {
+    rows: Vec<Row>,
+    sorted: usize,
+}
 
-    /// The list of `key`, created empty if missing; the caller adds at least one step
-    /// (counted here).
-    fn list(&mut self, key: u64) -> &mut Steps {
-        let grows_to = 2 * self.keys as u64 + DENSE_SLACK;
-        let dense = key < (self.dense.len() as u64).max(grows_to);
-        let list = if dense && !self.sparse.contains_key(&key) {
-            let k = key as usize;
-            if self.dense.len() <= k {
-                self.dense.resize(k + 1, Steps::new());
-            }
-            &mut self.dense[k]
-        } else {
-            self.sparse.entry(key).or_default()
-        };
-        if list.is_empty() {
-            self.keys += 1;
-        }
-        list
-    }
-
-    /// Keep in each list the steps `keep` says, and forget lists left empty.
-    fn retain(&mut self, mut keep: impl FnMut(&(i64, Location)) -> bool) {
-        for list in &mut self.dense {
-            list.retain(|s| keep(s));
-        }
-        self.sparse.retain(|_, list| {
-            list.retain(|s| keep(s));
-            !list.is_empty()
-        });
-        (self.keys, self.steps) = self
-            .iter()
-            .fold((0, 0), |(keys, steps), (_, l)| (keys + 1, steps + l.len()));
-        // Mostly empty now (a short retention on a store of many profiles): the keys left
-        // move to the map, so the vector does not keep a slot for every key ever seen.
-        if self.dense.len() as u64 > 2 * self.keys as u64 + DENSE_SLACK {
-            let dense = std::mem::take(&mut self.dense);
-            for (k, list) in dense.into_iter().enumerate() {
-                if !list.is_empty() {
-                    self.sparse.insert(k as u64, list);
-                }
-            }
+impl Table {
+    fn push(&mut self, row: Row) {
+        let in_order = self.sorted == self.rows.len() && self.rows.last().is_none_or(|l| *l < row);
+        self.rows.push(row);
+        if in_order {
+            self.sorted = self.rows.len();
         }
     }
 
-    /// Change each step in place (their order by arrival must stay).
-    fn for_each_step(&mut self, mut f: impl FnMut(&mut (i64, Location))) {
-        for list in self.dense.iter_mut().chain(self.sparse.values_mut()) {
-            list.iter_mut().for_each(&mut f);
+    /// Sort the rows appended since the last sort (a step replayed twice is kept once) and
+    /// give back the room the table will not use: the log appends elsewhere now.
+    fn settle(&mut self) {
+        if self.sorted < self.rows.len() {
+            self.rows.sort_unstable();
+            self.rows.dedup();
+            self.sorted = self.rows.len();
         }
+        self.rows.shrink_to_fit();
     }
 
-    /// Every key with steps, and its steps.
-    fn iter(&self) -> impl Iterator<Item = (u64, &Steps)> {
-        let dense = self.dense.iter().enumerate().map(|(k, l)| (k as u64, l));
-        dense
-            .chain(self.sparse.iter().map(|(&k, l)| (k, l)))
-            .filter(|(_, l)| !l.is_empty())
+    /// The rows of `key`: a run of the sorted part, and any in the rest.
+    fn of_key(&self, key: u64) -> impl Iterator<Item = &Row> {
+        let sorted = &self.rows[..self.sorted];
+        let from = sorted.partition_point(|r| r.key < key);
+        let run = sorted[from..].iter().take_while(move |r| r.key == key);
+        run.chain(
+            self.rows[self.sorted..]
+                .iter()
+                .filter(move |r| r.key == key),
+        )
     }
 
-    /// Heap bytes: the vector, the map's slots and every list spilled to the heap.
-    fn heap_bytes(&self) -> usize {
-        let step = std::mem::size_of::<(i64, Location)>();
-        let spilled = |v: &Steps| {
-            if v.spilled() {
-                v.capacity() * step + 16
-            } else {
-                0
-            }
-        };
-        self.dense.capacity() * std::mem::size_of::<Steps>()
-            + self.sparse.capacity() * (std::mem::size_of::<(u64, Steps)>() + 1)
-            + self.dense.iter().map(spilled).sum::<usize>()
-            + self.sparse.values().map(spilled).sum::<usize>()
+    fn contains(&self, row: Row) -> bool {
+        self.rows[..self.sorted].binary_search(&row).is_ok()
+            || self.rows[self.sorted..].contains(&row)
     }
 }
 
 /// Steps of every profile that has any, and the journal clock.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Journal {
-    steps: ByKey,
+    /// Segment id -> its steps.
+    tables: BTreeMap<u32, Table>,
+    /// The segment steps were last appended to: its table is sorted when the log moves on.
+    appending: Option<u32>,
+    /// Steps listed.
+    steps: usize,
     /// Newest arrival time handed out or replayed (microseconds since the epoch).
     clock: i64,
     /// Retention window in microseconds; 0 = history off.
@@ -156,16 +117,44 @@ impl Journal {
     /// A step appended (or replayed) at `at`.
     pub fn push(&mut self, key: u64, arrival: i64, at: Location) {
         self.clock = self.clock.max(arrival);
-        self.steps.steps += 1;
-        let list = self.steps.list(key);
-        // Replay and the write path both append in log order; keep the list sorted anyway.
-        let i = list.partition_point(|s| s.0 <= arrival);
-        list.insert(i, (arrival, at));
+        if self.appending != Some(at.segment) {
+            if let Some(done) = self.appending.and_then(|s| self.tables.get_mut(&s)) {
+                done.settle();
+            }
+            self.appending = Some(at.segment);
+        }
+        self.tables.entry(at.segment).or_default().push(Row {
+            key,
+            offset: at.offset,
+            len: at.len,
+        });
+        self.steps += 1;
     }
 
-    /// A profile's steps, oldest first.
-    pub fn steps(&self, key: u64) -> &[(i64, Location)] {
-        self.steps.get(key).map_or(&[], |v| v.as_slice())
+    /// Sort the tables of `segments` (a compaction's inputs, as it begins): the compaction
+    /// asks [`Journal::keeps`] about each of their steps, a binary search in a sorted table
+    /// and a scan of an unsorted tail (the segment appended to until the compaction sealed
+    /// it).
+    pub fn settle(&mut self, segments: &[u32]) {
+        for id in segments {
+            if let Some(t) = self.tables.get_mut(id) {
+                t.settle();
+            }
+        }
+    }
+
+    /// Where a profile's steps are, in no particular order (`journal::read::steps_of` orders
+    /// them by their arrival times).
+    pub fn locations(&self, key: u64) -> Vec<Location> {
+        let mut out = Vec::new();
+        for (&segment, table) in &self.tables {
+            out.extend(table.of_key(key).map(|r| Location {
+                segment,
+                offset: r.offset,
+                len: r.len,
+            }));
+        }
+        out
     }
 
     /// Whether the step of `key` at `at`, applied at `arrival`, is kept (the caller checks that
@@ -174,78 +163,129 @@ impl Journal {
         if !self.enabled() || arrival < self.horizon(now) {
             return false;
         }
-        // Sorted by arrival, and arrivals are unique within a store: one binary search.
-        let list = self.steps(key);
-        let i = list.partition_point(|s| s.0 < arrival);
-        list[i..]
-            .iter()
-            .take_while(|s| s.0 == arrival)
-            .any(|s| s.1 == at)
+        self.tables.get(&at.segment).is_some_and(|t| {
+            t.contains(Row {
+                key,
+                offset: at.offset,
+                len: at.len,
+            })
+        })
     }
 
-    /// Steps moved by compaction, all at once: each listed step looked up by its place in
-    /// the compaction's moves (kept by place: a compaction of a store with history moves
-    /// about one step per call it kept, and its list of them, 40 bytes a move with kind and
-    /// id, was the largest allocation of W1's peak). Steps not found stay; those left in the
-    /// inputs are dropped by [`Journal::forget_segments`].
-    pub fn relocate_all(&mut self, moved: &crate::storage::Places) {
-        if moved.is_empty() {
-            return;
-        }
-        self.steps.for_each_step(|s| {
-            if let Some(new) = moved.get(s.1) {
-                s.1 = new;
+    /// After a compaction switched: its input segments' tables replaced by those of its
+    /// outputs. Each step of an input is looked up by its place in the compaction's moves
+    /// (kept by place: a compaction of a store with history moves about one step per call it
+    /// kept); one that moved is listed in the table of the segment it moved to, one that did
+    /// not was dropped with its segment. An input's table is freed once read, so the tables
+    /// being built and those left to read hold each step once.
+    pub fn relocate_all(&mut self, moved: &crate::storage::Places, inputs: &[u32]) {
+        // Each output's table sized once (no growth by doubling, which held up to twice the
+        // rows, in reallocations that fragment the heap).
+        let mut news: BTreeMap<u32, Table> = moved
+            .moved_into()
+            .into_iter()
+            .map(|(segment, n)| {
+                let rows = Vec::with_capacity(n);
+                (segment, Table { rows, sorted: 0 })
+            })
+            .collect();
+        for id in inputs {
+            let Some(table) = self.tables.remove(id) else {
+                continue;
+            };
+            self.steps -= table.rows.len();
+            if self.appending == Some(*id) {
+                self.appending = None;
             }
-        });
-    }
-
-    /// After a compaction switched: forget the steps left in its input segments (dropped).
-    pub fn forget_segments(&mut self, inputs: &[u32]) {
-        self.steps
-            .retain(|s| inputs.binary_search(&s.1.segment).is_err());
+            for r in &table.rows {
+                let old = Location {
+                    segment: *id,
+                    offset: r.offset,
+                    len: r.len,
+                };
+                if let Some(new) = moved.get(old) {
+                    news.entry(new.segment).or_default().push(Row {
+                        key: r.key,
+                        offset: new.offset,
+                        len: new.len,
+                    });
+                }
+            }
+        }
+        for (segment, table) in news {
+            if table.rows.is_empty() {
+                continue;
+            }
+            // A compaction's outputs are new segments; were one listed already, the two
+            // tables would be joined, never one lost.
+            let t = self.tables.entry(segment).or_default();
+            self.steps -= t.rows.len();
+            if t.rows.is_empty() {
+                *t = table;
+            } else {
+                t.rows.extend(table.rows);
+                t.sorted = 0;
+            }
+            t.settle();
+            self.steps += t.rows.len();
+        }
     }
 
     /// Steps listed.
     pub fn len(&self) -> usize {
-        self.steps.steps
+        self.steps
     }
 
-    /// Heap bytes (the key vector, map slots, lists spilled to the heap).
+    /// Heap bytes (the tables' rows and the map's nodes, roughly).
     pub fn heap_bytes(&self) -> usize {
-        self.steps.heap_bytes()
+        self.tables
+            .values()
+            .map(|t| t.rows.capacity() * ROW_BYTES + 64)
+            .sum()
     }
 
     /// Bytes [`Journal::encode`] writes for the steps (the guard's part not included): exact,
     /// the snapshot announces the section's length from it.
     pub fn encoded_steps_len(&self) -> usize {
-        16 + self.steps.keys * 12 + self.len() * 20
+        16 + self.tables.len() * 12 + self.steps * ROW_BYTES
     }
 
-    /// The section of the index snapshot (docs/format.md, "Index snapshot"): clock i64, key
-    /// count u64, then per key `key u64, n u32, n x (arrival i64, loc)`.
+    /// The section of the index snapshot (docs/format.md, "Index snapshot"): clock i64, table
+    /// count u64, then per segment `segment u32, n u64, n x (key u64, offset u32, len u32)`,
+    /// each table sorted.
     #[cfg(test)]
     pub fn encode(&self, out: &mut Vec<u8>) {
         self.encode_with(out, &mut |_| {})
     }
 
     /// [`Journal::encode`], handing `out` to `spill` whenever it holds `spill_at` bytes or
-    /// more (between two keys), so that a caller streaming the snapshot to a file holds a
-    /// chunk, not the section (a million steps are 20 MB).
+    /// more (between two rows), so that a caller streaming the snapshot to a file holds a
+    /// chunk, not the section (a million steps are 16 MB).
     pub fn encode_with(&self, out: &mut Vec<u8>, spill: &mut dyn FnMut(&mut Vec<u8>)) {
         const SPILL_AT: usize = 1 << 20;
         out.extend_from_slice(&self.clock.to_le_bytes());
-        out.extend_from_slice(&(self.steps.keys as u64).to_le_bytes());
-        for (key, list) in self.steps.iter() {
-            if out.len() >= SPILL_AT {
-                spill(out);
-            }
-            out.extend_from_slice(&key.to_le_bytes());
-            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
-            for (a, l) in list {
-                out.extend_from_slice(&a.to_le_bytes());
-                out.extend_from_slice(&l.segment.to_le_bytes());
-                out.extend_from_slice(&l.offset.to_le_bytes());
-                out.extend_from_slice(&l.len.to_le_bytes());
+        out.extend_from_slice(&(self.tables.len() as u64).to_le_bytes());
+        for (segment, table) in &self.tables {
+            // The table being appended to may have an unsorted tail: written sorted (a copy
+            // of that table only).
+            let copy;
+            let rows = if table.sorted == table.rows.len() {
+                &table.rows
+            } else {
+                let mut c = table.clone();
+                c.settle();
+                copy = c;
+                &copy.rows
+            };
+            out.extend_from_slice(&segment.to_le_bytes());
+            out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
+            for r in rows {
+                if out.len() >= SPILL_AT {
+                    spill(out);
+                }
+                out.extend_from_slice(&r.key.to_le_bytes());
+                out.extend_from_slice(&r.offset.to_le_bytes());
+                out.extend_from_slice(&r.len.to_le_bytes());
             }
         }
         self.guard.encode(out);
@@ -271,46 +311,40 @@ impl Journal {
         let u64_of = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
         let u32_of = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap_or([0; 4]));
         let clock = u64_of(take(8)?) as i64;
-        let keys = u64_of(take(8)?);
-        if keys.saturating_mul(12) > b.len() as u64 {
-            return Err(fail(16, "key count exceeds the section"));
+        let count = u64_of(take(8)?);
+        if count.saturating_mul(12) > b.len() as u64 {
+            return Err(fail(16, "table count exceeds the section"));
         }
-        let mut steps = ByKey {
-            dense: Vec::with_capacity(keys as usize),
-            ..ByKey::default()
-        };
-        for _ in 0..keys {
-            let key = u64_of(take(8)?);
-            let n = u32_of(take(4)?) as usize;
-            let body = take(n.saturating_mul(20))?;
-            let list: Steps = body
-                .chunks_exact(20)
-                .map(|c| {
-                    (
-                        u64_of(&c[..8]) as i64,
-                        Location {
-                            segment: u32_of(&c[8..12]),
-                            offset: u32_of(&c[12..16]),
-                            len: u32_of(&c[16..20]),
-                        },
-                    )
+        let mut tables = BTreeMap::new();
+        let mut steps = 0;
+        for _ in 0..count {
+            let segment = u32_of(take(4)?);
+            let n = usize::try_from(u64_of(take(8)?)).unwrap_or(usize::MAX);
+            let body = take(n.saturating_mul(ROW_BYTES))?;
+            let rows: Vec<Row> = body
+                .chunks_exact(ROW_BYTES)
+                .map(|c| Row {
+                    key: u64_of(&c[..8]),
+                    offset: u32_of(&c[8..12]),
+                    len: u32_of(&c[12..16]),
                 })
                 .collect();
-            if list.windows(2).any(|w| w[0].0 > w[1].0) {
-                return Err(fail(0, "steps out of order"));
+            if rows.is_empty() || !rows.is_sorted_by(|a, b| a < b) {
+                return Err(fail(0, "a table empty or out of order"));
             }
-            let slot = steps.list(key);
-            if list.is_empty() || !slot.is_empty() {
-                return Err(fail(0, "a key without steps, or twice"));
+            steps += rows.len();
+            let sorted = rows.len();
+            if tables.insert(segment, Table { rows, sorted }).is_some() {
+                return Err(fail(0, "a segment's table twice"));
             }
-            *slot = list;
-            steps.steps += slot.len();
         }
         let guard = Guard::decode(b, &mut at).ok_or_else(|| fail(at, "damaged guard section"))?;
         if at != b.len() {
             return Err(fail(at, "trailing bytes"));
         }
         Ok(Journal {
+            tables,
+            appending: None,
             steps,
             clock,
             retention_us: 0,
@@ -323,149 +357,141 @@ impl Journal {
 mod tests {
     use super::*;
 
+    fn at(segment: u32, offset: u32) -> Location {
+        Location {
+            segment,
+            offset,
+            len: 9,
+        }
+    }
+
+    fn sorted(mut v: Vec<Location>) -> Vec<Location> {
+        v.sort_unstable_by_key(|l| (l.segment, l.offset));
+        v
+    }
+
     #[test]
     fn the_section_round_trips_and_damage_is_an_error() {
         let mut j = Journal::default();
-        let l = |o| Location {
-            segment: 1,
-            offset: o,
-            len: 9,
-        };
-        j.push(5, 10, l(32));
-        j.push(5, 12, l(64));
-        j.push(7, 11, l(96));
+        j.push(5, 10, at(1, 32));
+        j.push(5, 12, at(1, 64));
+        j.push(7, 11, at(2, 96));
+        // Segment 2's table still has its rows in log order, not sorted: written sorted.
+        j.push(3, 13, at(2, 128));
         let mut b = Vec::new();
         j.encode(&mut b);
+        assert_eq!(
+            b.len(),
+            j.encoded_steps_len() + 16,
+            "the guard's part: 16 bytes"
+        );
         let back = Journal::decode(&b).unwrap();
-        assert_eq!(back.steps(5), j.steps(5));
-        assert_eq!(back.steps(7), j.steps(7));
-        assert_eq!(back.next_arrival(0), 13);
+        for key in [3, 5, 7, 8] {
+            assert_eq!(back.locations(key), j.locations(key), "key {key}");
+        }
+        assert_eq!(back.len(), 4);
+        assert_eq!(back.next_arrival(0), 14);
         for n in 0..b.len() {
             assert!(Journal::decode(&b[..n]).is_err());
         }
         let mut big = b.clone();
         big[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(Journal::decode(&big).is_err());
+        // Rows out of order (the first table's two rows swapped).
+        let mut swapped = b.clone();
+        let rows = 16 + 12;
+        let (first, second) = swapped[rows..rows + 32].split_at_mut(16);
+        first.swap_with_slice(second);
+        assert!(Journal::decode(&swapped).is_err());
     }
 
-    /// Keys far beyond the vector go to the map and stay found there when the vector grows
-    /// past them; the key count and the snapshot see both; keys that jump far each time (a
-    /// damaged or hostile log) cannot make the vector big.
+    /// Steps of many keys in several segments, appended in log order: each key's locations
+    /// are its own steps, whether its segment's table is sorted yet or not; a step replayed
+    /// twice is listed once its table is sorted.
     #[test]
-    fn far_keys_live_in_the_map_and_round_trip() {
+    fn each_key_finds_its_own_steps_in_every_table() {
         let mut j = Journal::default();
-        let l = |o| Location {
-            segment: 1,
-            offset: o,
-            len: 9,
-        };
-        let far = 3 * DENSE_SLACK;
-        j.push(far, 1, l(32));
-        j.push(u64::MAX, 2, l(64));
-        assert!(j.steps.dense.is_empty(), "far keys do not grow the vector");
-        // Dense keys grow the vector past `far`.
-        for k in 0..=far + 10 {
-            j.push(k, 3, l(96));
+        let mut want: BTreeMap<u64, Vec<Location>> = BTreeMap::new();
+        let mut arrival = 0;
+        for segment in 1..=3u32 {
+            for i in 0..500u32 {
+                // Keys out of order within a segment, as calls come.
+                let key = u64::from((i * 7919) % 97);
+                arrival += 1;
+                j.push(key, arrival, at(segment, 32 + 16 * i));
+                want.entry(key).or_default().push(at(segment, 32 + 16 * i));
+            }
         }
-        assert!(
-            j.steps.dense.len() as u64 > far,
-            "the vector grew past the far key"
+        assert_eq!(j.len(), 1500);
+        // Segments 1 and 2 are sorted (the log moved on); 3 is still being appended to.
+        assert_eq!(j.tables[&1].sorted, 500);
+        assert!(j.tables[&3].sorted < 500);
+        let unsorted = j.clone();
+        j.settle(&[3, 4]);
+        assert_eq!(
+            j.tables[&3].sorted, 500,
+            "a compaction's inputs are sorted as it begins"
         );
-        j.push(far, 5, l(160));
-        assert_eq!(j.steps(far), &[(1, l(32)), (3, l(96)), (5, l(160))]);
-        assert_eq!(j.steps(u64::MAX), &[(2, l(64))]);
-        let keys = j.steps.iter().count();
-        assert_eq!(j.steps.keys, keys);
-        assert_eq!(j.len(), j.steps.iter().map(|(_, l)| l.len()).sum::<usize>());
-        let mut b = Vec::new();
-        j.encode(&mut b);
-        let back = Journal::decode(&b).unwrap();
-        assert_eq!(back.steps.keys, keys);
-        for (k, list) in j.steps.iter() {
-            assert_eq!(back.steps(k), list.as_slice());
+        for key in 0..100u64 {
+            assert_eq!(sorted(j.locations(key)), sorted(unsorted.locations(key)));
         }
-        assert_eq!(back.len(), j.len());
-
-        // Keys a million apart: the vector stays within twice the keys plus the slack.
-        let mut hostile = Journal::default();
-        for i in 0..100u64 {
-            hostile.push(i << 20, 1, l(32));
+        for key in 0..100u64 {
+            let got = sorted(j.locations(key));
+            assert_eq!(
+                got,
+                want.get(&key).cloned().unwrap_or_default(),
+                "key {key}"
+            );
         }
-        assert!(hostile.steps.dense.len() as u64 <= 2 * 100 + DENSE_SLACK);
-        assert_eq!(hostile.len(), 100);
+        let step = at(3, 32 + 16 * 7);
+        let key = u64::from((7u32 * 7919) % 97);
+        assert!(!j.keeps(key, 1, step, 2), "history off keeps nothing");
+        j.set_retention(std::time::Duration::from_secs(1));
+        assert!(j.keeps(key, 1, step, 2));
+        assert!(!j.keeps(key + 1, 1, step, 2), "another key's step");
+        assert!(!j.keeps(key, 1, at(3, 33), 2), "no step there");
+        assert!(!j.keeps(key, 1, step, 2_000_002), "older than the window");
+        // Replayed again (a damaged hint's tail read twice): listed once when sorted.
+        j.push(key, arrival + 1, step);
+        j.push(0, arrival + 2, at(4, 32));
+        assert_eq!(sorted(j.locations(key)), want[&key]);
     }
 
-    /// When most lists empty out (a short retention on a store of many profiles), the keys
-    /// left move to the map and the vector goes.
-    #[test]
-    fn a_mostly_empty_vector_is_given_up() {
-        let mut j = Journal::default();
-        let at = |s, o| Location {
-            segment: s,
-            offset: o,
-            len: 1,
-        };
-        for k in 0..10_000u64 {
-            let segment = if k % 100 == 0 { 2 } else { 1 };
-            j.push(k, k as i64, at(segment, 32));
-        }
-        assert_eq!(j.steps.dense.len(), 10_000);
-        j.forget_segments(&[1]);
-        assert!(j.steps.dense.is_empty());
-        assert_eq!(j.steps.keys, 100);
-        assert_eq!(j.len(), 100);
-        assert_eq!(j.steps(200), &[(200, at(2, 32))]);
-        assert!(j.steps(201).is_empty());
-    }
-
-    /// Many moves per profile, in any order, a step that did not move, and a move of a place
-    /// no step is at: each step lands where its own move says.
+    /// Many moves, in any order, a step that did not move, and a move of a place no step is
+    /// at: each step lands where its own move says; the inputs' tables are then forgotten.
     #[test]
     fn moves_apply_to_their_own_steps_only() {
         let mut j = Journal::default();
-        let at = |s, o| Location {
-            segment: s,
-            offset: o,
-            len: 1,
-        };
         for i in 0..40u32 {
             j.push(u64::from(i % 3), i64::from(i), at(1 + i % 2, 32 * i));
         }
-        let before: Vec<Vec<(i64, Location)>> = (0..3).map(|k| j.steps(k).to_vec()).collect();
-        // Every step but the first of key 0 moves to segment 9 at 1000 + its offset; also
-        // a place no step is at.
+        let before: Vec<Vec<Location>> = (0..3).map(|k| sorted(j.locations(k))).collect();
+        let stays = before[0][0];
+        // Every step but one moves to segment 9 at 1000 + its offset.
         let mut moved = crate::storage::Places::with_capacity(41);
-        for l in before.iter().flatten().map(|s| s.1).rev() {
-            if l != before[0][0].1 {
+        for &l in before.iter().flatten().rev() {
+            if l != stays {
                 moved.push(l, at(9, 1000 + l.offset));
             }
         }
         moved.push(at(1, 1), at(9, 1));
         moved.seal();
-        j.relocate_all(&moved);
-        for k in 0..3u64 {
-            let want: Vec<(i64, Location)> = before[k as usize]
+        j.relocate_all(&moved, &[1, 2, 5]);
+        assert_eq!(j.len(), 39);
+        for (k, list) in before.iter().enumerate() {
+            let want: Vec<Location> = list
                 .iter()
-                .enumerate()
-                .map(|(i, s)| match (k, i) {
-                    (0, 0) => *s,
-                    _ => (s.0, at(9, 1000 + s.1.offset)),
-                })
+                .filter(|l| **l != stays)
+                .map(|l| at(9, 1000 + l.offset))
                 .collect();
-            assert_eq!(j.steps(k), want.as_slice(), "key {k}");
+            assert_eq!(sorted(j.locations(k as u64)), sorted(want), "key {k}");
         }
-        assert!(j.steps(7).is_empty());
     }
 
     #[test]
     fn compaction_inputs_forget_their_steps() {
         let mut j = Journal::default();
         j.set_retention(std::time::Duration::from_secs(10));
-        let at = |s, o| Location {
-            segment: s,
-            offset: o,
-            len: 1,
-        };
         j.push(1, 100, at(1, 32));
         j.push(1, 200, at(2, 32));
         assert!(j.keeps(1, 200, at(2, 32), 300));
@@ -473,8 +499,9 @@ mod tests {
         let mut moved = crate::storage::Places::default();
         moved.push(at(2, 32), at(3, 32));
         moved.seal();
-        j.relocate_all(&moved);
-        j.forget_segments(&[1, 2]);
-        assert_eq!(j.steps(1), &[(200, at(3, 32))]);
+        j.relocate_all(&moved, &[1, 2]);
+        assert_eq!(j.locations(1), vec![at(3, 32)]);
+        assert_eq!(j.len(), 1);
+        assert!(j.keeps(1, 200, at(3, 32), 300));
     }
 }

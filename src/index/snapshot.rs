@@ -22,8 +22,9 @@ pub(crate) const MAGIC: [u8; 8] = *b"PDBINDEX";
 /// end; a version-2 payload is not read either (the log is replayed once, then a version-3 hint
 /// is written on close). Version 4 adds the forwards (`entries::chain::Forwards`) at the end;
 /// a version-3 payload is not read (the log, which holds them as `FORWARD` entries, is
-/// replayed once).
-pub(crate) const VERSION: u16 = 4;
+/// replayed once). Version 5 (stop 18) lists the history steps per segment, without their
+/// arrival times (`journal.rs`); a version-4 payload is not read (the log is replayed once).
+pub(crate) const VERSION: u16 = 5;
 
 /// Bytes the encoder holds before it hands them to its sink.
 const CHUNK: usize = 1 << 20;

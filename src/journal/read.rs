@@ -18,7 +18,28 @@ const MAX_HOPS: usize = 64;
 
 /// Read and decode the step at `loc`; errors name the segment file and offset.
 pub(crate) fn read_step(store: &Store, loc: Location) -> Result<Step> {
-    store.read(loc, history::decode)?.map_err(|e| match e {
+    store
+        .read(loc, history::decode)?
+        .map_err(|e| in_file(store, loc, e))
+}
+
+/// A profile's steps, oldest first: `(arrival, place)` each. The index lists where they are;
+/// their arrival times are read from the steps themselves (the first field of each).
+pub(crate) fn steps_of(store: &Store, index: &Index, key: u64) -> Result<Vec<(i64, Location)>> {
+    let mut out = Vec::new();
+    for loc in index.journal.locations(key) {
+        let arrival = store
+            .read(loc, history::arrival)?
+            .map_err(|e| in_file(store, loc, e))?;
+        out.push((arrival, loc));
+    }
+    out.sort_unstable_by_key(|s| s.0);
+    Ok(out)
+}
+
+/// A decode error of the entry at `loc`, named by its segment file and offset.
+fn in_file(store: &Store, loc: Location, e: Error) -> Error {
+    match e {
         Error::Decode {
             what,
             offset,
@@ -31,7 +52,7 @@ pub(crate) fn read_step(store: &Store, loc: Location) -> Result<Step> {
             reason,
         },
         other => other,
-    })
+    }
 }
 
 /// Where a merged-away profile went: the key whose step merged it, and that step's arrival.
@@ -64,7 +85,7 @@ fn start(
     let mut i = 0;
     while let Some(&k) = candidates.get(i) {
         i += 1;
-        for &(arrival, loc) in index.journal.steps(k).iter().rev() {
+        for &(arrival, loc) in steps_of(store, index, k)?.iter().rev() {
             let step = read_step(store, loc)?;
             if let Some((_, bytes)) = step.body.merged.iter().find(|(g, _)| *g == key) {
                 let rec = history::merged_record(bytes)?;
@@ -100,7 +121,7 @@ pub(crate) fn at(
             key = m.into;
             continue;
         }
-        for &(arrival, loc) in index.journal.steps(key).iter().rev() {
+        for &(arrival, loc) in steps_of(store, index, key)?.iter().rev() {
             if arrival <= at {
                 break;
             }
@@ -118,7 +139,7 @@ pub(crate) fn at(
 /// Keys merged into `key` by its steps applied after `after`.
 pub(crate) fn merged_since(store: &Store, index: &Index, key: u64, after: i64) -> Result<Vec<u64>> {
     let mut out = Vec::new();
-    for &(arrival, loc) in index.journal.steps(key).iter().rev() {
+    for &(arrival, loc) in steps_of(store, index, key)?.iter().rev() {
         if arrival <= after {
             break;
         }
@@ -134,7 +155,7 @@ pub(crate) fn history(store: &Store, index: &Index, key: u64) -> Result<Option<H
         return Ok(None);
     };
     let mut steps = Vec::new();
-    for &(arrival, loc) in index.journal.steps(key).iter().rev() {
+    for &(arrival, loc) in steps_of(store, index, key)?.iter().rev() {
         let Step { body, .. } = read_step(store, loc)?;
         let carried = body.carried(&post.ids);
         let mut pre = post.clone();

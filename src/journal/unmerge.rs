@@ -117,7 +117,7 @@ pub(crate) fn plan(
         Some(_) => {}
     }
     // The survivor's merge step for the key, newest first.
-    let list = index.journal.steps(survivor);
+    let list = super::read::steps_of(store, index, survivor)?;
     let mut found = None;
     for (i, &(arrival, loc)) in list.iter().enumerate().rev() {
         let step = read_step(store, loc)?;
@@ -131,7 +131,7 @@ pub(crate) fn plan(
         // Merged into a profile that was merged into the survivor in turn: not this
         // survivor's merge. Otherwise its step has left the window (compacted away).
         for k in index.redirect_sources(survivor) {
-            for &(_, loc) in index.journal.steps(k) {
+            for &(_, loc) in &super::read::steps_of(store, index, k)? {
                 if read_step(store, loc)?
                     .body
                     .merged
