@@ -60,15 +60,6 @@ impl Places {
         self.runs.sort_unstable_by_key(|r| (r.0, r.1));
     }
 
-    /// How many entries moved into each segment (the compaction's outputs), by segment.
-    pub fn moved_into(&self) -> std::collections::BTreeMap<u32, usize> {
-        let mut counts = std::collections::BTreeMap::new();
-        for m in &self.moves {
-            *counts.entry(m.segment).or_insert(0) += 1;
-        }
-        counts
-    }
-
     /// Where the entry that was at `old` is now; `None` if it was not moved by place.
     pub fn get(&self, old: Location) -> Option<Location> {
         let first = self.runs.partition_point(|r| r.0 < old.segment);
@@ -119,7 +110,6 @@ mod tests {
         for (old, new) in moves {
             assert_eq!(p.get(old), Some(new), "{old:?}");
         }
-        assert_eq!(p.moved_into(), [(20, 3), (21, 2)].into());
         for missing in [loc(7, 41, 10), loc(3, 0, 8), loc(4, 40, 8), loc(21, 40, 8)] {
             assert_eq!(p.get(missing), None, "{missing:?}");
         }
