@@ -2,11 +2,12 @@
 //! table of its steps (profile key, place), and the journal clock. Part of the index so that
 //! it rides on the same lock, replay, compaction relocation and hint snapshot.
 //!
-//! A step costs 16 bytes here (stop 18; it cost ~37 as a per-profile list of `(arrival,
+//! A step costs 16 bytes here (stop 18; it cost ~44 as a per-profile list of `(arrival,
 //! location)`): its arrival time is not kept, it is the first field of the step's entry and
 //! is read from there when a profile's steps are walked (`journal::read::steps_of`). A segment's
-//! table is sorted by key and place, so the steps of one profile in it are one run; the table
-//! of the segment being appended to is sorted once the log moves on to another segment.
+//! table is sorted by key and place, so the steps of one profile in it are one run, but for
+//! the rows appended since its last merge (a bounded tail, [`TAIL`]); a compaction sorts its
+//! inputs' tables whole as it begins.
 //!
 //! A step is live for compaction while it is listed here, is younger than the retention
 //! window and its key still resolves to a live profile (itself or, merged away, its survivor):
