@@ -35,7 +35,8 @@ pub(crate) struct Prepared {
     outputs: Vec<u32>,
     /// Old segment ids to remove.
     inputs: Vec<u32>,
-    moved: Moves,
+    /// Where the copies went (`reclaimed_bytes` is set at the commit).
+    moved: Relocations,
     reclaimed: u64,
     io: Arc<dyn Io>,
     dir: PathBuf,
@@ -44,7 +45,7 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     pub(crate) fn moved(&self) -> &[(u8, u64, Location, Location)] {
-        &self.moved.listed
+        &self.moved.moved
     }
 }
 
@@ -160,13 +161,6 @@ impl Writer<'_> {
     }
 }
 
-/// Where a compaction's copies went: the entries listed whole, and those kept by place
-/// ([`CopyAs::KeepByPlace`]).
-struct Moves {
-    listed: Vec<(u8, u64, Location, Location)>,
-    by_place: Places,
-}
-
 /// Where an output entry was, and how its move is listed.
 enum Was {
     /// A packed entry: no relocation lists it.
@@ -216,7 +210,7 @@ impl<'a> Held<'a> {
     }
 
     /// Close the open pack (if any) into its host frame and write every held frame.
-    fn release(&mut self, w: &mut Writer<'_>, moved: &mut Moves) -> Result<()> {
+    fn release(&mut self, w: &mut Writer<'_>, moved: &mut Relocations) -> Result<()> {
         if let Some(pack) = self.pack.take()
             && let Some(host) = self.frames.get_mut(pack.host)
         {
@@ -232,7 +226,7 @@ impl<'a> Held<'a> {
 }
 
 /// Write one frame of the output (none if it has no entry) and list where its entries moved.
-fn write_frame(w: &mut Writer<'_>, frame: Frame<'_>, moved: &mut Moves) -> Result<()> {
+fn write_frame(w: &mut Writer<'_>, frame: Frame<'_>, moved: &mut Relocations) -> Result<()> {
     if frame.entries.is_empty() {
         return Ok(());
     }
@@ -249,7 +243,7 @@ fn write_frame(w: &mut Writer<'_>, frame: Frame<'_>, moved: &mut Moves) -> Resul
     for ((kind, id, _, was), new) in frame.entries.iter().zip(news) {
         match was {
             Was::Packed => {}
-            Was::Listed(old) => moved.listed.push((*kind, *id, *old, new)),
+            Was::Listed(old) => moved.moved.push((*kind, *id, *old, new)),
             Was::ByPlace(old) => moved.by_place.push(*old, new),
         }
     }
@@ -307,9 +301,10 @@ pub(crate) fn prepare(
         outputs: Vec::new(),
         written: 0,
     };
-    let mut moved = Moves {
-        listed: Vec::with_capacity(moves),
+    let mut moved = Relocations {
+        moved: Vec::with_capacity(moves),
         by_place: Places::with_capacity(places),
+        reclaimed_bytes: 0,
     };
     let mut held = Held::default();
     let mut pack_kind: Option<u8> = None;
@@ -457,9 +452,8 @@ pub(crate) fn commit(shared: &Shared, mut p: Prepared) -> Result<Relocations> {
     shared.guard(r)?;
     shared.counters.compactions.fetch_add(1, Ordering::Relaxed);
     Ok(Relocations {
-        moved: std::mem::take(&mut p.moved.listed),
-        by_place: std::mem::take(&mut p.moved.by_place),
         reclaimed_bytes: p.reclaimed,
+        ..std::mem::take(&mut p.moved)
     })
 }
 
