@@ -197,10 +197,11 @@ impl Db {
                 reason: "must fit in 32 bits".into(),
             });
         }
-        let mut rebuild = Rebuild::new(options.dedupe_window);
+        let mut rebuild = Rebuild::new(options.dedupe_window, store_options.io.clone(), dir);
         rebuild.repair = store_options.repair;
         let store = Store::open(dir, store_options, &mut rebuild)?;
         let (mut index, lost) = rebuild.finish(&store)?;
+        remove_unnamed_tables(&store, &index)?;
         index.journal.set_retention(options.history_retention);
         index.journal.guard.max_user_ids = options.guard_max_user_ids;
         index.journal.guard.window_us =
@@ -217,6 +218,8 @@ impl Db {
             wake: Condvar::new(),
             writers: writers::Writers::default(),
         });
+        // The background thread compacts and writes the history tables of sealed segments
+        // to files (without it, checkpoints, compactions and close write them).
         let background = inner.options.compaction_ratio.map(|_| {
             let weak = Arc::downgrade(&inner);
             std::thread::Builder::new()
@@ -571,7 +574,10 @@ impl Db {
     }
 
     /// Write the index snapshot (hint file) now, so that the next open replays less.
+    /// The history tables of segments sealed since the last compaction are written to files
+    /// first (`index::journal`), so that the snapshot names them instead of listing them.
     pub fn checkpoint(&self) -> Result<()> {
+        self.inner.spill_history_tables()?;
         self.inner.write_hint()
     }
 
@@ -690,6 +696,7 @@ impl Db {
             return Ok(());
         }
         self.inner.store.sync()?;
+        self.inner.spill_history_tables()?;
         self.inner.write_hint()
     }
 }
@@ -1119,13 +1126,14 @@ impl Inner {
     /// switch, without the index and cache locks (tests use it to write at those points).
     fn compact(&self, during: &mut dyn FnMut()) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
-        let (inputs, forwards) = {
+        let (inputs, forwards, tables) = {
             let mut index = self.index.write();
             let inputs = self.store.begin_compaction()?;
-            index.journal.settle(&inputs);
+            // The inputs' history tables, read without the lock to write the outputs'.
+            let tables = index.journal.freeze(&inputs);
             self.cache.lock().compacting = inputs.clone();
             index.linked.clear();
-            (inputs, index.forwards.clone())
+            (inputs, index.forwards.clone(), tables)
         };
         during();
         // Nearly every entry the compaction keeps is a profile's record or a history step; a
@@ -1172,7 +1180,19 @@ impl Inner {
                     data: crate::entries::encode_profile(&rec, e.data.len() * 4),
                 })
             });
-        let prepared = match prepared {
+        // The outputs' history tables, written before the switch (a compaction that does not
+        // switch in leaves them unnamed: the next open removes them).
+        let prepared = prepared.and_then(|p| match p {
+            Some(p) => {
+                let written = self.store.side_files(|io, dir| {
+                    crate::index::write_outputs(io, dir, &tables, p.by_place())
+                })?;
+                Ok(Some((p, written)))
+            }
+            None => Ok(None),
+        });
+        drop(tables);
+        let (prepared, written) = match prepared {
             Ok(Some(p)) => {
                 during();
                 p
@@ -1195,11 +1215,15 @@ impl Inner {
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
-            index.relocate_journal(&relocations, &inputs);
+            let gone = index.relocate_journal(&relocations, &inputs, written);
             cache.relocate(&relocations.moved, &inputs, &index.forwards);
-            relocations.reclaimed_bytes
+            (relocations.reclaimed_bytes, gone)
         };
+        let (reclaimed, gone) = reclaimed;
         self.write_hint()?;
+        // The new snapshot no longer names the inputs' table files (one left by a crash
+        // before this point is removed by the next open).
+        self.remove_files(&gone)?;
         Ok(reclaimed)
     }
 
@@ -1246,6 +1270,51 @@ impl Inner {
         Ok(forwards)
     }
 
+    /// Remove table files the index no longer names, as compaction unlinks its inputs (one
+    /// already gone is fine; a failure is the store's, and one left by a crash is removed by
+    /// the next open).
+    fn remove_files(&self, paths: &[std::path::PathBuf]) -> Result<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        self.store.side_files(|io, _| {
+            for p in paths {
+                match io.remove(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("unlink", p, e)),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Write the history tables of segments the log sealed to files, so that memory holds
+    /// only the table of the segment appended to (`index::journal`): the tables are frozen
+    /// under the index's write lock, written without it, then read from the files. One at a
+    /// time with compactions (which replace such tables too).
+    fn spill_history_tables(&self) -> Result<()> {
+        let _one_at_a_time = self.compaction.lock();
+        let active = self.store.active_segment();
+        let frozen = self
+            .index
+            .write()
+            .journal
+            .freeze_sealed(|id| id != active && self.store.has_segment(id));
+        if frozen.is_empty() {
+            return Ok(());
+        }
+        let written = self.store.side_files(|io, dir| {
+            frozen
+                .iter()
+                .map(|(id, rows)| crate::index::write_table(io, dir, *id, rows))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        drop(frozen);
+        let stale = self.index.write().journal.install_spilled(written);
+        self.remove_files(&stale)
+    }
+
     fn wants_compaction(&self) -> bool {
         let Some(ratio) = self.options.compaction_ratio else {
             return false;
@@ -1256,6 +1325,24 @@ impl Inner {
         let dead = disk.saturating_sub(live);
         dead >= self.options.compaction_min_bytes && sealed > 0 && dead as f64 > ratio * disk as f64
     }
+}
+
+/// Remove the history table files the index does not read (left by a compaction that did
+/// not switch in, by one that did before the snapshot naming its outputs was written, or
+/// written for a snapshot that was not: such a segment's table is in memory again).
+fn remove_unnamed_tables(store: &Store, index: &crate::index::Index) -> Result<()> {
+    store.side_files(|io, dir| {
+        let names = io.list(dir).map_err(|e| Error::io("list", dir, e))?;
+        for name in names {
+            if let Some(id) = crate::storage::parse_steps_name(&name)
+                && !index.journal.has_file(id)
+            {
+                let p = dir.join(&name);
+                io.remove(&p).map_err(|e| Error::io("unlink", &p, e))?;
+            }
+        }
+        Ok(())
+    })
 }
 
 fn background_compaction(inner: std::sync::Weak<Inner>) {
@@ -1274,6 +1361,10 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
             if *stop {
                 return;
             }
+        }
+        if strong.index.read().journal.enabled() {
+            // An error leaves the tables in memory; the next round tries again.
+            let _ = strong.spill_history_tables();
         }
         if strong.wants_compaction() {
             // Errors poison the store; the next call reports them.

@@ -14,7 +14,7 @@ mod snapshot;
 mod window;
 
 use idmap::IdMap;
-pub(crate) use journal::Journal;
+pub(crate) use journal::{Journal, write_outputs, write_table};
 use profiles::Profiles;
 use window::Window;
 
@@ -359,10 +359,18 @@ impl Index {
     }
 
     /// Point the journal's entries that moved in a compaction out of `inputs` at their new
-    /// places: the history steps by place (`relocations.by_place`), the guard's link and
-    /// quarantine events from `relocations.moved`; those left in `inputs` are forgotten.
-    pub fn relocate_journal(&mut self, relocations: &crate::storage::Relocations, inputs: &[u32]) {
-        self.journal.relocate_all(&relocations.by_place, inputs);
+    /// places: the history steps through the outputs' table files (written from
+    /// `relocations.by_place` before the switch, `journal::write_outputs`), the guard's link
+    /// and quarantine events from `relocations.moved`; those left in `inputs` are forgotten.
+    /// Returns the inputs' table files, to remove once the index snapshot no longer names
+    /// them.
+    pub fn relocate_journal(
+        &mut self,
+        relocations: &crate::storage::Relocations,
+        inputs: &[u32],
+        tables: Vec<journal::TableFile>,
+    ) -> Vec<std::path::PathBuf> {
+        let gone = self.journal.install(inputs, tables);
         let guard: HashMap<Location, Location> = relocations
             .moved
             .iter()
@@ -373,6 +381,7 @@ impl Index {
             self.journal.guard.relocate_all(&guard);
         }
         self.journal.guard.forget_segments(inputs);
+        gone
     }
 
     /// The keys redirected to `key` (merged into it, directly or through others).
@@ -575,7 +584,7 @@ impl Index {
             EntryKind::History => {
                 self.resolve_key(e.id).is_some()
                     && entries::history::arrival(e.data)
-                        .is_ok_and(|a| self.journal.keeps(e.id, a, e.location, Timestamp::now().0))
+                        .is_ok_and(|a| self.journal.keeps(a, Timestamp::now().0))
             }
             EntryKind::SourceOffset => self.sources.get(&e.id).map(|s| s.1) == loc,
         }

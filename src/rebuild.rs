@@ -29,16 +29,26 @@ pub(crate) struct Rebuild {
     pub repair: bool,
     /// Profiles dropped by repair, with why (reported by `Db::check`).
     lost: Vec<String>,
+    /// Where the history table files a snapshot names are (the store's directory and I/O).
+    files: (
+        std::sync::Arc<dyn crate::storage::io::Io>,
+        std::path::PathBuf,
+    ),
 }
 
 impl Rebuild {
-    pub fn new(dedupe_window: usize) -> Rebuild {
+    pub fn new(
+        dedupe_window: usize,
+        io: std::sync::Arc<dyn crate::storage::io::Io>,
+        dir: &std::path::Path,
+    ) -> Rebuild {
         Rebuild {
             index: Index::new(dedupe_window),
             touched: HashMap::default(),
             dedupe_window,
             repair: false,
             lost: Vec::new(),
+            files: (io, dir.to_path_buf()),
         }
     }
 
@@ -124,7 +134,10 @@ fn read_ids(store: &Store, forwards: &Forwards, loc: Location) -> Result<Ids> {
 impl Replay for Rebuild {
     fn load_snapshot(&mut self, payload: &[u8]) -> Result<()> {
         self.index = Index::from_snapshot(payload, self.dedupe_window)?;
-        Ok(())
+        // The history table files it names, checked whole: one missing or damaged refuses
+        // the snapshot (the whole log is replayed, which lists every step again).
+        let (io, dir) = &self.files;
+        self.index.journal.attach(io.as_ref(), dir)
     }
 
     fn reset(&mut self) {

@@ -547,3 +547,115 @@ fn a_power_cut_during_a_quarantining_call_keeps_the_call_and_the_quarantine_toge
     }
     assert!(saw_before && saw_after, "the cuts hit both sides");
 }
+
+/// The `*.steps` files of a store directory, by name.
+fn table_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".steps"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Sealed segments' history tables are files beside them (docs/journal.md, "Where the steps
+/// are"): written at a checkpoint, named by the snapshot, read on reopen; a damaged or
+/// missing one makes the open scan the log instead, with the same history; one no snapshot
+/// names is removed; a compaction writes its outputs' and removes its inputs'.
+#[test]
+fn sealed_segments_keep_their_history_tables_in_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options {
+        segment_size: 64 << 10,
+        ..options()
+    };
+    let users: Vec<String> = (0..40).map(|u| format!("user-{u}")).collect();
+    let db = Db::open(dir.path(), options()).unwrap();
+    for i in 0..1_500u32 {
+        let u = &users[(i as usize * 7) % users.len()];
+        let mut m = identify(
+            Some(u),
+            None,
+            None,
+            json!({ "n": i, "pad": "x".repeat(40) }),
+        );
+        m["messageId"] = json!(format!("m-{i}"));
+        call(&db, m);
+    }
+    // Each user's steps (the history's `kept_since` moves with the clock).
+    let histories = |db: &Db| -> Vec<Vec<profiledb::HistoryStep>> {
+        users
+            .iter()
+            .map(|u| {
+                let h = db.history(&Selector::UserId(u.clone())).unwrap().unwrap();
+                h.steps
+            })
+            .collect()
+    };
+    let want = histories(&db);
+    assert_eq!(want.iter().map(Vec::len).sum::<usize>(), 1_500);
+    let same = |got: Vec<Vec<profiledb::HistoryStep>>, what: &str| {
+        if let Some(u) = (0..users.len()).find(|&u| got[u] != want[u]) {
+            panic!("{what}: {} differs: {:?}", users[u], got[u]);
+        }
+    };
+    let in_memory = db.stats().history_index_bytes;
+    db.checkpoint().unwrap();
+    let files = table_files(dir.path());
+    assert!(files.len() >= 3, "several sealed segments: {files:?}");
+    let stats = db.stats();
+    assert_eq!(stats.history_steps, 1_500);
+    assert!(
+        stats.history_index_bytes < in_memory / 2,
+        "{} bytes after the checkpoint, {in_memory} before",
+        stats.history_index_bytes
+    );
+    same(histories(&db), "read from the files");
+    db.close().unwrap();
+
+    let reopen = |what: &str, hint: bool| {
+        let db = Db::open(dir.path(), options()).unwrap();
+        assert_eq!(
+            db.stats().storage.recovery.used_hint,
+            hint,
+            "{what}: hint used"
+        );
+        same(histories(&db), what);
+        assert!(db.check().unwrap().is_empty(), "{what}");
+        db.close().unwrap();
+    };
+    reopen("intact", true);
+
+    // A flipped bit in one table file: the snapshot is refused, the log scanned.
+    let victim = dir.path().join(&files[1]);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[40] ^= 0x04;
+    std::fs::write(&victim, &bytes).unwrap();
+    reopen("a damaged table file", false);
+    // That close wrote the tables and a snapshot naming them again.
+    reopen("after the rescan", true);
+    std::fs::remove_file(dir.path().join(&files[0])).unwrap();
+    reopen("a missing table file", false);
+
+    // A file no snapshot names is removed at open.
+    let stray = dir.path().join("0000999999.steps");
+    std::fs::write(&stray, b"not a table").unwrap();
+    reopen("a stray table file", true);
+    assert!(!stray.exists());
+
+    // Compaction: the outputs' tables are files, the inputs' are gone.
+    let db = Db::open(dir.path(), options()).unwrap();
+    let before = table_files(dir.path());
+    db.compact().unwrap();
+    let after = table_files(dir.path());
+    assert!(!after.is_empty());
+    assert!(
+        before.iter().all(|f| !after.contains(f)),
+        "{before:?} -> {after:?}"
+    );
+    same(histories(&db), "after the compaction");
+    assert_eq!(db.stats().history_steps, 1_500);
+    db.close().unwrap();
+    reopen("after the compaction", true);
+}

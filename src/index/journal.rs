@@ -6,8 +6,14 @@
 //! location)`): its arrival time is not kept, it is the first field of the step's entry and
 //! is read from there when a profile's steps are walked (`journal::read::steps_of`). A segment's
 //! table is sorted by key and place, so the steps of one profile in it are one run, but for
-//! the rows appended since its last merge (a bounded tail, [`TAIL`]); a compaction sorts its
-//! inputs' tables whole as it begins.
+//! the rows appended since its last merge (a bounded tail, [`TAIL`]).
+//!
+//! Only the tables of the segment appended to, and of segments sealed since, are held in
+//! memory: a sealed segment's table is written to a file beside it (`file.rs`), by the
+//! compaction that wrote the segment ([`write_outputs`]) or, for a segment the log sealed, by
+//! the background thread ([`Journal::freeze_sealed`], [`write_table`]); the process keeps 8
+//! bytes per 256 of its steps. The index snapshot lists the in-memory tables' rows and names
+//! the files.
 //!
 //! A step is live for compaction while it is listed here, is younger than the retention
 //! window and its key still resolves to a live profile (itself or, merged away, its survivor):
@@ -15,15 +21,23 @@
 //! next compaction (which `delete --erase` runs at once).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::guard::Guard;
 use crate::error::{Error, Result};
-use crate::storage::Location;
+use crate::storage::io::Io;
+use crate::storage::{Location, Places};
+
+mod file;
+
+pub(crate) use file::TableFile;
+use file::{Cursor, Writer};
 
 /// One step: its profile key and where its entry is in the table's segment. Ordered by key,
 /// then place (within a segment, the log's order, which is the steps' arrival order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Row {
+pub(crate) struct Row {
     key: u64,
     offset: u32,
     len: u32,
@@ -116,18 +130,22 @@ impl Table {
                 .filter(move |r| r.key == key),
         )
     }
-
-    fn contains(&self, row: Row) -> bool {
-        self.rows[..self.sorted].binary_search(&row).is_ok()
-            || self.rows[self.sorted..].contains(&row)
-    }
 }
 
 /// Steps of every profile that has any, and the journal clock.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Journal {
-    /// Segment id -> its steps.
+    /// Segment id -> its steps held in memory: the segment appended to, and those sealed
+    /// since their tables were last written to files.
     tables: BTreeMap<u32, Table>,
+    /// Tables taken out of `tables`, sorted, while they are written to files (a compaction's
+    /// inputs, segments the log sealed): read like the others meanwhile.
+    frozen: BTreeMap<u32, Arc<Vec<Row>>>,
+    /// Segment id -> its table file (`file.rs`).
+    files: BTreeMap<u32, Arc<TableFile>>,
+    /// The table files a loaded snapshot names, `(segment, rows, crc)`, until [`Journal::attach`]
+    /// opens them.
+    named: Vec<(u32, u64, u32)>,
     /// Steps listed.
     steps: usize,
     /// Newest arrival time handed out or replayed (microseconds since the epoch).
@@ -137,6 +155,25 @@ pub(crate) struct Journal {
     /// The dynamic guard's state (`guard.rs`).
     pub guard: Guard,
 }
+
+/// A table a compaction or a spill reads while the index's lock is free: rows frozen in
+/// memory, or a table file.
+pub(crate) enum Source {
+    Rows(Arc<Vec<Row>>),
+    File(Arc<TableFile>),
+}
+
+impl Source {
+    fn cursor(&self) -> Cursor {
+        match self {
+            Source::Rows(rows) => Cursor::of_rows(rows),
+            Source::File(f) => f.cursor(),
+        }
+    }
+}
+
+/// The tables of a compaction's inputs, segment by segment.
+pub(crate) type Sources = Vec<(u32, Source)>;
 
 impl Journal {
     /// Set the retention window (from `Options::history_retention`, at open).
@@ -170,95 +207,156 @@ impl Journal {
         self.steps += 1;
     }
 
-    /// Sort the tables of `segments` (a compaction's inputs, as it begins): the compaction
-    /// asks [`Journal::keeps`] about each of their steps, a binary search in a sorted table
-    /// and a scan of an unsorted tail (the segment appended to until the compaction sealed
-    /// it).
-    pub fn settle(&mut self, segments: &[u32]) {
+    /// Take the in-memory tables of `segments` out of `tables`, sorted, into `frozen`
+    /// (joined with one frozen before, were there one).
+    fn freeze_tables(&mut self, segments: impl IntoIterator<Item = u32>) {
         for id in segments {
-            if let Some(t) = self.tables.get_mut(id) {
-                t.settle();
+            let Some(mut t) = self.tables.remove(&id) else {
+                continue;
+            };
+            t.settle();
+            let rows = match self.frozen.remove(&id) {
+                None => t.rows,
+                Some(old) => {
+                    let mut all = Vec::with_capacity(old.len() + t.rows.len());
+                    all.extend_from_slice(&old);
+                    all.extend_from_slice(&t.rows);
+                    all.sort_unstable();
+                    all
+                }
+            };
+            self.frozen.insert(id, Arc::new(rows));
+        }
+    }
+
+    /// As a compaction begins (under the index's write lock): its inputs' tables, frozen in
+    /// memory or in files, for [`write_outputs`] to read without the lock.
+    pub fn freeze(&mut self, inputs: &[u32]) -> Sources {
+        self.freeze_tables(inputs.iter().copied());
+        let mut sources = Vec::new();
+        for id in inputs {
+            if let Some(rows) = self.frozen.get(id) {
+                sources.push((*id, Source::Rows(rows.clone())));
+            }
+            if let Some(f) = self.files.get(id) {
+                sources.push((*id, Source::File(f.clone())));
             }
         }
+        sources
+    }
+
+    /// The tables to write to files (under the index's write lock): those of segments for
+    /// which `sealed` holds and that have no table file yet, frozen.
+    pub fn freeze_sealed(&mut self, sealed: impl Fn(u32) -> bool) -> Vec<(u32, Arc<Vec<Row>>)> {
+        let ids: Vec<u32> = self
+            .tables
+            .keys()
+            .copied()
+            .filter(|id| sealed(*id) && !self.files.contains_key(id))
+            .collect();
+        self.freeze_tables(ids);
+        self.frozen
+            .iter()
+            .filter(|(id, _)| !self.files.contains_key(id))
+            .map(|(id, rows)| (*id, rows.clone()))
+            .collect()
+    }
+
+    /// Frozen tables written to files ([`write_table`]): read from the files from now on.
+    /// Returns the files of segments no longer listed (compacted away meanwhile), to remove.
+    pub fn install_spilled(&mut self, written: Vec<TableFile>) -> Vec<PathBuf> {
+        let mut stale = Vec::new();
+        for f in written {
+            if self.frozen.remove(&f.segment).is_some() && !self.files.contains_key(&f.segment) {
+                self.files.insert(f.segment, Arc::new(f));
+            } else {
+                stale.push(f.path().to_path_buf());
+            }
+        }
+        stale
     }
 
     /// Where a profile's steps are, in no particular order (`journal::read::steps_of` orders
-    /// them by their arrival times).
-    pub fn locations(&self, key: u64) -> Vec<Location> {
+    /// them by their arrival times). Reads the blocks of the table files that may hold them.
+    pub fn locations(&self, key: u64) -> Result<Vec<Location>> {
         let mut out = Vec::new();
-        for (&segment, table) in &self.tables {
-            out.extend(table.of_key(key).map(|r| Location {
+        let at = |segment: u32| {
+            move |r: &Row| Location {
                 segment,
                 offset: r.offset,
                 len: r.len,
-            }));
+            }
+        };
+        for (&segment, table) in &self.tables {
+            out.extend(table.of_key(key).map(at(segment)));
         }
-        out
+        for (&segment, rows) in &self.frozen {
+            let from = rows.partition_point(|r| r.key < key);
+            out.extend(
+                rows[from..]
+                    .iter()
+                    .take_while(|r| r.key == key)
+                    .map(at(segment)),
+            );
+        }
+        for (&segment, f) in &self.files {
+            out.extend(f.of_key(key)?.iter().map(at(segment)));
+        }
+        Ok(out)
     }
 
-    /// Whether the step of `key` at `at`, applied at `arrival`, is kept (the caller checks that
-    /// the key resolves to a live profile).
-    pub fn keeps(&self, key: u64, arrival: i64, at: Location, now: i64) -> bool {
-        if !self.enabled() || arrival < self.horizon(now) {
-            return false;
-        }
-        self.tables.get(&at.segment).is_some_and(|t| {
-            t.contains(Row {
-                key,
-                offset: at.offset,
-                len: at.len,
-            })
-        })
+    /// Whether a step applied at `arrival` is kept as of `now` (the caller checks that its
+    /// key resolves to a live profile). Every step in the log is listed (replay lists each),
+    /// so the tables are not asked: a compaction would otherwise read a table block per step.
+    pub fn keeps(&self, arrival: i64, now: i64) -> bool {
+        self.enabled() && arrival >= self.horizon(now)
     }
 
-    /// After a compaction switched: its input segments' tables replaced by those of its
-    /// outputs. Each step of an input is looked up by its place in the compaction's moves
-    /// (kept by place: a compaction of a store with history moves about one step per call it
-    /// kept); one that moved is listed in the table of the segment it moved to, one that did
-    /// not was dropped with its segment. An input's table is freed once read, so the tables
-    /// being built and those left to read hold each step once.
-    pub fn relocate_all(&mut self, moved: &crate::storage::Places, inputs: &[u32]) {
-        // Grown as rows come, not sized up front: an input's table is freed once read, so
-        // the tables hold each step about once (sized up front, every output's table was
-        // there before the first input's was freed: 5 MB more at W1's peak).
-        let mut news: BTreeMap<u32, Table> = BTreeMap::new();
+    /// After a compaction switched: its inputs' tables replaced by its outputs' table files
+    /// ([`write_outputs`]). Returns the inputs' table files, to remove once the index
+    /// snapshot no longer names them.
+    pub fn install(&mut self, inputs: &[u32], outputs: Vec<TableFile>) -> Vec<PathBuf> {
+        let mut gone = Vec::new();
         for id in inputs {
-            let Some(table) = self.tables.remove(id) else {
-                continue;
-            };
-            self.steps -= table.rows.len();
-            for r in &table.rows {
-                let old = Location {
-                    segment: *id,
-                    offset: r.offset,
-                    len: r.len,
-                };
-                if let Some(new) = moved.get(old) {
-                    news.entry(new.segment).or_default().push(Row {
-                        key: r.key,
-                        offset: new.offset,
-                        len: new.len,
-                    });
-                }
+            if let Some(t) = self.tables.remove(id) {
+                self.steps -= t.rows.len();
+            }
+            if let Some(rows) = self.frozen.remove(id) {
+                self.steps -= rows.len();
+            }
+            if let Some(f) = self.files.remove(id) {
+                self.steps -= f.rows as usize;
+                gone.push(f.path().to_path_buf());
             }
         }
-        for (segment, table) in news {
-            if table.rows.is_empty() {
+        for f in outputs {
+            if f.rows == 0 {
+                gone.push(f.path().to_path_buf());
                 continue;
             }
-            // A compaction's outputs are new segments; were one listed already, the two
-            // tables would be joined, never one lost.
-            let t = self.tables.entry(segment).or_default();
-            self.steps -= t.rows.len();
-            if t.rows.is_empty() {
-                *t = table;
-            } else {
-                t.rows.extend(table.rows);
-                t.sorted = 0;
+            self.steps += f.rows as usize;
+            if let Some(old) = self.files.insert(f.segment, Arc::new(f)) {
+                self.steps -= old.rows as usize;
             }
-            t.settle();
-            self.steps += t.rows.len();
         }
+        gone
+    }
+
+    /// Open the table files a loaded snapshot names (at open, before the log after the
+    /// snapshot is replayed); one missing or not matching is an error (the caller then
+    /// replays the whole log).
+    pub fn attach(&mut self, io: &dyn Io, dir: &Path) -> Result<()> {
+        for (segment, rows, crc) in std::mem::take(&mut self.named) {
+            let f = TableFile::open(io, dir, segment, rows, crc)?;
+            self.steps += f.rows as usize;
+            self.files.insert(segment, Arc::new(f));
+        }
+        Ok(())
+    }
+
+    /// Whether the table file of `segment` is one the journal reads.
+    pub fn has_file(&self, segment: u32) -> bool {
+        self.files.contains_key(&segment)
     }
 
     /// Steps listed.
@@ -266,23 +364,57 @@ impl Journal {
         self.steps
     }
 
-    /// Heap bytes (the tables' rows and the map's nodes, roughly).
+    /// Heap bytes (the in-memory tables' rows, the files' block keys, the maps' nodes,
+    /// roughly).
     pub fn heap_bytes(&self) -> usize {
-        self.tables
+        let tables: usize = self
+            .tables
             .values()
             .map(|t| t.rows.capacity() * ROW_BYTES + 64)
-            .sum()
+            .sum();
+        let frozen: usize = self
+            .frozen
+            .values()
+            .map(|r| r.capacity() * ROW_BYTES + 64)
+            .sum();
+        let files: usize = self.files.values().map(|f| f.heap_bytes()).sum();
+        tables + frozen + files
+    }
+
+    /// Steps in table files.
+    pub fn file_steps(&self) -> usize {
+        self.files.values().map(|f| f.rows as usize).sum()
+    }
+
+    /// The in-memory tables, each segment once: the appended-to and the frozen (a segment in
+    /// both, which the log's order rules out, has its rows joined).
+    fn memory_tables(&self) -> impl Iterator<Item = (u32, usize, Vec<&Table>, Option<&[Row]>)> {
+        let ids: std::collections::BTreeSet<u32> = self
+            .tables
+            .keys()
+            .chain(self.frozen.keys())
+            .copied()
+            .collect();
+        ids.into_iter().map(|id| {
+            let t: Vec<&Table> = self.tables.get(&id).into_iter().collect();
+            let f = self.frozen.get(&id).map(|r| r.as_slice());
+            let n = t.iter().map(|t| t.rows.len()).sum::<usize>() + f.map_or(0, |f| f.len());
+            (id, n, t, f)
+        })
     }
 
     /// Bytes [`Journal::encode`] writes for the steps (the guard's part not included): exact,
     /// the snapshot announces the section's length from it.
     pub fn encoded_steps_len(&self) -> usize {
-        16 + self.tables.len() * 12 + self.steps * ROW_BYTES
+        let memory = self.steps - self.file_steps();
+        let tables = self.memory_tables().count();
+        16 + tables * 12 + memory * ROW_BYTES + 8 + self.files.len() * 16
     }
 
     /// The section of the index snapshot (docs/format.md, "Index snapshot"): clock i64, table
-    /// count u64, then per segment `segment u32, n u64, n x (key u64, offset u32, len u32)`,
-    /// each table sorted.
+    /// count u64, then per segment held in memory `segment u32, n u64, n x (key u64, offset
+    /// u32, len u32)`, each table sorted; then file count u64 and per table file `segment
+    /// u32, rows u64, crc u32`.
     #[cfg(test)]
     pub fn encode(&self, out: &mut Vec<u8>) {
         self.encode_with(out, &mut |_| {})
@@ -294,24 +426,41 @@ impl Journal {
     pub fn encode_with(&self, out: &mut Vec<u8>, spill: &mut dyn FnMut(&mut Vec<u8>)) {
         const SPILL_AT: usize = 1 << 20;
         out.extend_from_slice(&self.clock.to_le_bytes());
-        out.extend_from_slice(&(self.tables.len() as u64).to_le_bytes());
-        for (segment, table) in &self.tables {
+        out.extend_from_slice(&(self.memory_tables().count() as u64).to_le_bytes());
+        for (segment, n, tables, frozen) in self.memory_tables() {
             out.extend_from_slice(&segment.to_le_bytes());
-            out.extend_from_slice(&(table.rows.len() as u64).to_le_bytes());
-            for r in table.sorted_rows() {
+            out.extend_from_slice(&(n as u64).to_le_bytes());
+            let mut write = |r: Row| {
                 if out.len() >= SPILL_AT {
                     spill(out);
                 }
                 out.extend_from_slice(&r.key.to_le_bytes());
                 out.extend_from_slice(&r.offset.to_le_bytes());
                 out.extend_from_slice(&r.len.to_le_bytes());
+            };
+            match (tables.first(), frozen) {
+                (Some(t), None) => t.sorted_rows().for_each(&mut write),
+                (None, Some(f)) => f.iter().copied().for_each(&mut write),
+                (Some(t), Some(f)) => {
+                    let mut all: Vec<Row> = t.rows.iter().chain(f).copied().collect();
+                    all.sort_unstable();
+                    all.into_iter().for_each(&mut write);
+                }
+                (None, None) => {}
             }
+        }
+        out.extend_from_slice(&(self.files.len() as u64).to_le_bytes());
+        for f in self.files.values() {
+            out.extend_from_slice(&f.segment.to_le_bytes());
+            out.extend_from_slice(&f.rows.to_le_bytes());
+            out.extend_from_slice(&f.crc.to_le_bytes());
         }
         self.guard.encode(out);
     }
 
     /// Read the section written by [`Journal::encode`]; every count is checked against the
-    /// bytes left before anything is allocated. The retention is not part of it.
+    /// bytes left before anything is allocated. The retention is not part of it; the table
+    /// files it names are opened by [`Journal::attach`].
     pub fn decode(b: &[u8]) -> Result<Journal> {
         let fail = |at: usize, reason: &str| Error::Decode {
             what: "index snapshot (history section)",
@@ -359,18 +508,120 @@ impl Journal {
                 return Err(fail(0, "a segment's table twice"));
             }
         }
+        let files = u64_of(take(8)?);
+        if files.saturating_mul(16) > b.len() as u64 {
+            return Err(fail(at, "table file count exceeds the section"));
+        }
+        let mut named: Vec<(u32, u64, u32)> = Vec::with_capacity(files as usize);
+        for _ in 0..files {
+            let segment = u32_of(take(4)?);
+            let rows = u64_of(take(8)?);
+            let crc = u32_of(take(4)?);
+            if named.last().is_some_and(|l| l.0 >= segment) || tables.contains_key(&segment) {
+                return Err(fail(
+                    0,
+                    "table files out of order, or a segment listed twice",
+                ));
+            }
+            named.push((segment, rows, crc));
+        }
         let guard = Guard::decode(b, &mut at).ok_or_else(|| fail(at, "damaged guard section"))?;
         if at != b.len() {
             return Err(fail(at, "trailing bytes"));
         }
         Ok(Journal {
             tables,
+            frozen: BTreeMap::new(),
+            files: BTreeMap::new(),
+            named,
             steps,
             clock,
             retention_us: 0,
             guard,
         })
     }
+}
+
+/// One table file written from `rows` (sorted): a segment the log sealed.
+pub(crate) fn write_table(
+    io: &dyn Io,
+    dir: &Path,
+    segment: u32,
+    rows: &[Row],
+) -> Result<TableFile> {
+    let mut w = Writer::create(io, dir, segment)?;
+    for &r in rows {
+        w.push(r)?;
+    }
+    w.finish()
+}
+
+/// A compaction's outputs' table files, written before its switch (without the index's
+/// lock): every step of the inputs' tables that the compaction moved (`moved`: old place ->
+/// new place) is listed in the table of the segment it moved to; one it dropped is not.
+/// The inputs' tables are merged by key, so the outputs come out sorted, a key at a time
+/// (a profile's steps ordered by their new places), each written as it comes: the process
+/// holds a chunk per table, not the tables.
+pub(crate) fn write_outputs(
+    io: &dyn Io,
+    dir: &Path,
+    sources: &Sources,
+    moved: &Places,
+) -> Result<Vec<TableFile>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut cursors: Vec<(u32, Cursor)> = sources.iter().map(|(id, s)| (*id, s.cursor())).collect();
+    let mut heap = BinaryHeap::new();
+    for (i, (_, c)) in cursors.iter_mut().enumerate() {
+        if let Some(r) = c.peek()? {
+            heap.push(Reverse((r.key, i)));
+        }
+    }
+    let mut writers: BTreeMap<u32, Writer> = BTreeMap::new();
+    let mut group: Vec<(u32, Row)> = Vec::new();
+    while let Some(&Reverse((key, _))) = heap.peek() {
+        // Every row of `key`, from every input.
+        group.clear();
+        while let Some(&Reverse((k, i))) = heap.peek() {
+            if k != key {
+                break;
+            }
+            heap.pop();
+            let (segment, c) = &mut cursors[i];
+            while let Some(r) = c.peek()?.filter(|r| r.key == key) {
+                let old = Location {
+                    segment: *segment,
+                    offset: r.offset,
+                    len: r.len,
+                };
+                if let Some(new) = moved.get(old) {
+                    group.push((
+                        new.segment,
+                        Row {
+                            key,
+                            offset: new.offset,
+                            len: new.len,
+                        },
+                    ));
+                }
+                c.advance();
+            }
+            if let Some(r) = c.peek()? {
+                heap.push(Reverse((r.key, i)));
+            }
+        }
+        group.sort_unstable_by_key(|(s, r)| (*s, r.offset));
+        for &(segment, row) in &group {
+            let w = match writers.entry(segment) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(Writer::create(io, dir, segment)?)
+                }
+            };
+            w.push(row)?;
+        }
+    }
+    writers.into_values().map(Writer::finish).collect()
 }
 
 #[cfg(test)]
@@ -407,7 +658,11 @@ mod tests {
         );
         let back = Journal::decode(&b).unwrap();
         for key in [3, 5, 7, 8] {
-            assert_eq!(back.locations(key), j.locations(key), "key {key}");
+            assert_eq!(
+                back.locations(key).unwrap(),
+                j.locations(key).unwrap(),
+                "key {key}"
+            );
         }
         assert_eq!(back.len(), 4);
         assert_eq!(back.next_arrival(0), 14);
@@ -452,7 +707,7 @@ mod tests {
         assert!(big.rows[..big.sorted].is_sorted());
         let check = |j: &Journal| {
             for key in 0..100u64 {
-                let got = sorted(j.locations(key));
+                let got = sorted(j.locations(key).unwrap());
                 assert_eq!(
                     got,
                     want.get(&key).cloned().unwrap_or_default(),
@@ -465,75 +720,143 @@ mod tests {
         j.encode(&mut b);
         let back = Journal::decode(&b).expect("every table written sorted");
         check(&back);
-        let unsorted = j.clone();
-        j.settle(&[3, 4, 5]);
+        let sources = j.freeze(&[3, 4, 5]);
         assert_eq!(
-            j.tables[&3].sorted, 500,
-            "a compaction's inputs are sorted as it begins"
+            sources.len(),
+            2,
+            "a compaction's inputs are frozen as it begins"
         );
-        assert_eq!(j.tables[&4].sorted, 7 * TAIL / 2);
+        assert_eq!(j.frozen[&3].len(), 500);
+        assert!(j.frozen[&4].is_sorted(), "sorted whole");
         check(&j);
-        let step = at(3, 32 + 16 * 7);
-        let key = u64::from((7u32 * 7919) % 97);
-        assert!(!j.keeps(key, 1, step, 2), "history off keeps nothing");
+        let mut b = Vec::new();
+        j.encode(&mut b);
+        assert_eq!(b.len(), j.encoded_steps_len() + 16);
+        check(&Journal::decode(&b).expect("frozen tables written sorted"));
+        assert!(!j.keeps(1, 2), "history off keeps nothing");
         j.set_retention(std::time::Duration::from_secs(1));
-        let mut unsorted = unsorted;
-        unsorted.set_retention(std::time::Duration::from_secs(1));
-        assert!(
-            unsorted.keeps(key, 1, step, 2),
-            "found in an unsorted tail too"
-        );
-        assert!(j.keeps(key, 1, step, 2));
-        assert!(!j.keeps(key + 1, 1, step, 2), "another key's step");
-        assert!(!j.keeps(key, 1, at(3, 33), 2), "no step there");
-        assert!(!j.keeps(key, 1, step, 2_000_002), "older than the window");
+        assert!(j.keeps(1, 2));
+        assert!(!j.keeps(1, 2_000_002), "older than the window");
     }
 
-    /// Many moves, in any order, a step that did not move, and a move of a place no step is
-    /// at: each step lands where its own move says; the inputs' tables are then forgotten.
+    fn walk(j: &Journal, keys: std::ops::Range<u64>) -> Vec<Vec<Location>> {
+        keys.map(|k| sorted(j.locations(k).unwrap())).collect()
+    }
+
+    /// Many moves, a step that did not move, and a move of a place no step is at: each step
+    /// is listed in the table file of the segment its own move names; the inputs' tables (in
+    /// memory and in files) are then forgotten, and their files handed back for removal.
     #[test]
     fn moves_apply_to_their_own_steps_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = crate::storage::io::RealIo;
         let mut j = Journal::default();
         for i in 0..40u32 {
             j.push(u64::from(i % 3), i64::from(i), at(1 + i % 2, 32 * i));
         }
-        let before: Vec<Vec<Location>> = (0..3).map(|k| sorted(j.locations(k))).collect();
+        // Segment 2's table goes to a file first (the log sealed it).
+        let frozen = j.freeze_sealed(|id| id == 2);
+        assert_eq!(frozen.len(), 1);
+        let written = vec![write_table(&io, dir.path(), 2, &frozen[0].1).unwrap()];
+        assert!(j.install_spilled(written).is_empty());
+        assert!(j.has_file(2));
+        let before = walk(&j, 0..3);
         let stays = before[0][0];
-        // Every step but one moves to segment 9 at 1000 + its offset.
+        // Every step but one moves: those of segment 1 to 9, those of 2 to 8, at 1000 + their
+        // offset, in copy order (2 before 1, as a compaction orders inputs by first seq).
         let mut moved = crate::storage::Places::with_capacity(41);
-        for &l in before.iter().flatten().rev() {
-            if l != stays {
-                moved.push(l, at(9, 1000 + l.offset));
+        for seg in [2, 1] {
+            for &l in before.iter().flatten().filter(|l| l.segment == seg) {
+                if l != stays {
+                    moved.push(l, at(10 - seg, 1000 + l.offset));
+                }
             }
         }
         moved.push(at(1, 1), at(9, 1));
         moved.seal();
-        j.relocate_all(&moved, &[1, 2, 5]);
+        let sources = j.freeze(&[1, 2, 5]);
+        let outputs = write_outputs(&io, dir.path(), &sources, &moved).unwrap();
+        drop(sources);
+        assert_eq!(
+            outputs.iter().map(|f| f.segment).collect::<Vec<_>>(),
+            [8, 9]
+        );
+        let gone = j.install(&[1, 2, 5], outputs);
+        assert_eq!(gone, vec![dir.path().join(file::name(2))]);
         assert_eq!(j.len(), 39);
+        assert_eq!(j.file_steps(), 39);
         for (k, list) in before.iter().enumerate() {
             let want: Vec<Location> = list
                 .iter()
                 .filter(|l| **l != stays)
-                .map(|l| at(9, 1000 + l.offset))
+                .map(|l| at(10 - l.segment, 1000 + l.offset))
                 .collect();
-            assert_eq!(sorted(j.locations(k as u64)), sorted(want), "key {k}");
+            assert_eq!(
+                sorted(j.locations(k as u64).unwrap()),
+                sorted(want),
+                "key {k}"
+            );
         }
+        // A snapshot names the files; decoded and attached, it finds the same steps.
+        let mut b = Vec::new();
+        j.encode(&mut b);
+        assert_eq!(b.len(), j.encoded_steps_len() + 16);
+        let mut back = Journal::decode(&b).unwrap();
+        assert_eq!(back.len(), 0, "nothing listed before the files are opened");
+        back.attach(&io, dir.path()).unwrap();
+        assert_eq!(back.len(), 39);
+        assert_eq!(walk(&back, 0..3), walk(&j, 0..3));
+        // A file the snapshot names, damaged: attaching is an error naming it.
+        let path = dir.path().join(file::name(9));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[30] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Journal::decode(&b)
+            .unwrap()
+            .attach(&io, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&file::name(9)), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            Journal::decode(&b)
+                .unwrap()
+                .attach(&io, dir.path())
+                .is_err()
+        );
     }
 
+    /// A compaction with no table file of its own: a key's steps from several inputs, landing
+    /// in one output out of their inputs' order, come out sorted by their new places.
     #[test]
-    fn compaction_inputs_forget_their_steps() {
+    fn a_key_spread_over_inputs_is_written_in_its_new_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = crate::storage::io::RealIo;
         let mut j = Journal::default();
-        j.set_retention(std::time::Duration::from_secs(10));
-        j.push(1, 100, at(1, 32));
-        j.push(1, 200, at(2, 32));
-        assert!(j.keeps(1, 200, at(2, 32), 300));
-        assert!(!j.keeps(1, 100, at(1, 32), 100 + 10_000_001));
+        for seg in 1..=3u32 {
+            for i in 0..5u32 {
+                j.push(7, 0, at(seg, 32 + 64 * i));
+                j.push(8, 0, at(seg, 64 + 64 * i));
+            }
+        }
+        // Inputs copied 3, 1, 2 into segment 20; key 8's steps of segment 1 are dropped.
         let mut moved = crate::storage::Places::default();
-        moved.push(at(2, 32), at(3, 32));
+        let mut next = 32;
+        for seg in [3, 1, 2] {
+            for l in sorted([j.locations(7).unwrap(), j.locations(8).unwrap()].concat()) {
+                if l.segment == seg && !(seg == 1 && l.offset % 64 == 0) {
+                    moved.push(l, at(20, next));
+                    next += 16;
+                }
+            }
+        }
         moved.seal();
-        j.relocate_all(&moved, &[1, 2]);
-        assert_eq!(j.locations(1), vec![at(3, 32)]);
-        assert_eq!(j.len(), 1);
-        assert!(j.keeps(1, 200, at(3, 32), 300));
+        let sources = j.freeze(&[1, 2, 3]);
+        let outputs = write_outputs(&io, dir.path(), &sources, &moved).unwrap();
+        j.install(&[1, 2, 3], outputs);
+        assert_eq!(j.len(), 25);
+        assert_eq!(j.locations(7).unwrap().len(), 15);
+        assert_eq!(j.locations(8).unwrap().len(), 10);
+        assert!(j.locations(7).unwrap().is_sorted_by_key(|l| l.offset));
     }
 }

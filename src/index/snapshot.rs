@@ -24,7 +24,9 @@ pub(crate) const MAGIC: [u8; 8] = *b"PDBINDEX";
 /// a version-3 payload is not read (the log, which holds them as `FORWARD` entries, is
 /// replayed once). Version 5 (stop 18) lists the history steps per segment, without their
 /// arrival times (`journal.rs`); a version-4 payload is not read (the log is replayed once).
-pub(crate) const VERSION: u16 = 5;
+/// Version 6 (stop 19) names the history table files of sealed segments (with their row
+/// counts and CRCs) instead of listing their rows; a version-5 payload is not read.
+pub(crate) const VERSION: u16 = 6;
 
 /// Bytes the encoder holds before it hands them to its sink.
 const CHUNK: usize = 1 << 20;

@@ -27,7 +27,7 @@ pub(crate) fn read_step(store: &Store, loc: Location) -> Result<Step> {
 /// their arrival times are read from the steps themselves (the first field of each).
 pub(crate) fn steps_of(store: &Store, index: &Index, key: u64) -> Result<Vec<(i64, Location)>> {
     let mut out = Vec::new();
-    for loc in index.journal.locations(key) {
+    for loc in index.journal.locations(key)? {
         let arrival = store
             .read(loc, history::arrival)?
             .map_err(|e| in_file(store, loc, e))?;

@@ -47,6 +47,10 @@ impl Prepared {
     pub(crate) fn moved(&self) -> &[(u8, u64, Location, Location)] {
         &self.moved.moved
     }
+
+    pub(crate) fn by_place(&self) -> &Places {
+        &self.moved.by_place
+    }
 }
 
 impl Drop for Prepared {

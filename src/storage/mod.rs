@@ -182,6 +182,12 @@ impl PreparedCompaction {
     pub fn moved(&self) -> &[(u8, u64, Location, Location)] {
         self.inner.moved()
     }
+
+    /// Where the entries kept by place went (what [`Store::commit_compaction`] will return
+    /// as [`Relocations::by_place`]).
+    pub fn by_place(&self) -> &Places {
+        self.inner.by_place()
+    }
 }
 
 /// The switch of a prepared compaction: each live entry's old and new location.
@@ -450,6 +456,21 @@ impl Store {
         &self.inner.shared.dir
     }
 
+    /// Write or remove files the layer above keeps beside the segments (history table files)
+    /// with `f`, given the store's I/O seam and directory, as the store writes its own: not
+    /// on a poisoned store, and a failure poisons it (no write or fsync is retried, whatever
+    /// the file).
+    pub fn side_files<T>(&self, f: impl FnOnce(&dyn io::Io, &Path) -> Result<T>) -> Result<T> {
+        let shared = &self.inner.shared;
+        shared.check_poison()?;
+        shared.guard(f(shared.io.as_ref(), &shared.dir))
+    }
+
+    /// The id of the segment appended to (every other segment of the store is sealed).
+    pub fn active_segment(&self) -> u32 {
+        self.inner.shared.state.lock().id
+    }
+
     #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the crate's tests only
     /// Give up the store: flush buffered bytes, sync, release the lock.
     pub fn close(mut self) -> Result<()> {
@@ -501,3 +522,4 @@ mod segment;
 
 pub use places::Places;
 pub use recovery::check_store_dir;
+pub(crate) use segment::{parse_steps_name, steps_name};

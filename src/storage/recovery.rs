@@ -49,10 +49,11 @@ pub(crate) fn is_own_temp(name: &str) -> bool {
 }
 
 /// Whether `name` is a file a store directory holds (segments under any of their names,
-/// `LOCK`, `HINT`, `COMPACT` and their temp names).
+/// `LOCK`, `HINT`, `COMPACT` and their temp names, history table files).
 pub(crate) fn is_store_file(name: &str) -> bool {
     is_own_temp(name)
         || parse_any_id(name).is_some()
+        || segment::parse_steps_name(name).is_some()
         || name == super::lock::LOCK
         || name == super::hint::HINT
         || name == compaction::MANIFEST

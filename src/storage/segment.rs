@@ -32,6 +32,21 @@ pub(crate) fn parse_seg_name(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// Name of a segment's history table, a file the layer above writes beside the segment
+/// (`index::journal`'s table files): `0000000042.steps`.
+pub(crate) fn steps_name(id: u32) -> String {
+    format!("{id:010}.steps")
+}
+
+/// The id of a file named like [`steps_name`] (exactly ten digits + `.steps`).
+pub(crate) fn parse_steps_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".steps")?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// The id in any name that starts like a segment name (`.seg`, `.seg.tmp`, `.seg.quarantined`).
 pub(crate) fn parse_any_id(name: &str) -> Option<u32> {
     let digits = name.get(..10)?;
