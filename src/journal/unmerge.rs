@@ -116,22 +116,27 @@ pub(crate) fn plan(
         Some(s) if s != survivor => return Err(not_merged()),
         Some(_) => {}
     }
-    // The survivor's merge step for the key, newest first.
-    let list = super::read::steps_of(store, index, survivor)?;
+    // The survivor's merge step for the key, newest first; the steps after it, read on the
+    // way, are kept (newest first for now).
+    let mut later = Vec::new();
     let mut found = None;
-    for (i, &(arrival, loc)) in list.iter().enumerate().rev() {
-        let step = read_step(store, loc)?;
-        if let Some((_, bytes)) = step.body.merged.iter().find(|(k, _)| *k == merged_key) {
-            found = Some((i, arrival, step.clone(), history::merged_record(bytes)?));
+    for s in super::read::steps_of(store, index, survivor)?.iter().rev() {
+        let step = read_step(store, s.loc)?;
+        let merged = step.body.merged.iter().find(|(k, _)| *k == merged_key);
+        if let Some(rec) = merged.map(|(_, b)| history::merged_record(b)).transpose()? {
+            found = Some((step.arrival, step, rec));
             break;
         }
+        later.push(step);
     }
     let horizon = index.journal.horizon(now);
-    let Some((at, arrival, merge_step, merged_rec)) = found else {
+    let Some((arrival, merge_step, merged_rec)) = found else {
         // Merged into a profile that was merged into the survivor in turn: not this
-        // survivor's merge. Otherwise its step has left the window (compacted away).
+        // survivor's merge. Otherwise its step has left the window (compacted away). (Any
+        // order will do: each step is read once, none ordered.)
+        drop(later);
         for k in index.redirect_sources(survivor) {
-            for &(_, loc) in &super::read::steps_of(store, index, k)? {
+            for loc in index.journal.locations(k)? {
                 if read_step(store, loc)?
                     .body
                     .merged
@@ -159,10 +164,7 @@ pub(crate) fn plan(
 
     // Walk back from the current record to the state right after the merge, noting each later
     // step's after-state and attribution.
-    let mut later = Vec::new();
-    for &(_, loc) in list[at + 1..].iter() {
-        later.push(read_step(store, loc)?);
-    }
+    later.reverse();
     type State = Option<crate::types::state::PropState>;
     let mut restored = merged_rec.clone();
     let mut cur = current.clone();
