@@ -577,7 +577,7 @@ impl Db {
     /// The history tables of segments sealed since the last compaction are written to files
     /// first (`index::journal`), so that the snapshot names them instead of listing them.
     pub fn checkpoint(&self) -> Result<()> {
-        self.inner.spill_history_tables()?;
+        self.inner.spill_history_tables(false)?;
         self.inner.write_hint()
     }
 
@@ -696,7 +696,7 @@ impl Db {
             return Ok(());
         }
         self.inner.store.sync()?;
-        self.inner.spill_history_tables()?;
+        self.inner.spill_history_tables(true)?;
         self.inner.write_hint()
     }
 }
@@ -1293,14 +1293,29 @@ impl Inner {
     /// only the table of the segment appended to (`index::journal`): the tables are frozen
     /// under the index's write lock, written without it, then read from the files. One at a
     /// time with compactions (which replace such tables too).
-    fn spill_history_tables(&self) -> Result<()> {
-        let _one_at_a_time = self.compaction.lock();
-        let active = self.store.active_segment();
-        let frozen = self
-            .index
-            .write()
-            .journal
-            .freeze_sealed(|id| id != active && self.store.has_segment(id));
+    ///
+    /// `wait`: wait for a running compaction; else (a checkpoint, the background thread)
+    /// leave the tables to the next round.
+    fn spill_history_tables(&self, wait: bool) -> Result<()> {
+        let _one_at_a_time = if wait {
+            self.compaction.lock()
+        } else {
+            match self.compaction.try_lock() {
+                Some(guard) => guard,
+                None => return Ok(()),
+            }
+        };
+        let frozen = {
+            let mut index = self.index.write();
+            // Read under the index's lock: every append goes with its index update under
+            // it, so no step of a segment sealed after this can be missing from its table
+            // (read before, a segment the log moved on to meanwhile would be frozen while
+            // still appended to).
+            let active = self.store.active_segment();
+            index
+                .journal
+                .freeze_sealed(|id| id != active && self.store.has_segment(id))
+        };
         if frozen.is_empty() {
             return Ok(());
         }
@@ -1363,8 +1378,8 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
             }
         }
         if strong.index.read().journal.enabled() {
-            // An error leaves the tables in memory; the next round tries again.
-            let _ = strong.spill_history_tables();
+            // An error poisons the store, as every I/O failure does; the next call reports it.
+            let _ = strong.spill_history_tables(false);
         }
         if strong.wants_compaction() {
             // Errors poison the store; the next call reports them.

@@ -144,7 +144,7 @@ impl Default for Options {
             max_call_bytes: 32 << 10,
             max_list_items: 1000,
             dedupe_window: 1_000_000,
-            profile_cache_bytes: 48 << 20,
+            profile_cache_bytes: 32 << 20,
             chain_limit: 7,
             history_retention: std::time::Duration::from_secs(30 * 24 * 3600),
             guard_max_user_ids: 10,

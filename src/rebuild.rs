@@ -137,7 +137,7 @@ impl Replay for Rebuild {
         // The history table files it names, checked whole: one missing or damaged refuses
         // the snapshot (the whole log is replayed, which lists every step again).
         let (io, dir) = &self.files;
-        self.index.journal.attach(io.as_ref(), dir)
+        self.index.journal.attach(io, dir)
     }
 
     fn reset(&mut self) {

@@ -460,10 +460,10 @@ impl Store {
     /// with `f`, given the store's I/O seam and directory, as the store writes its own: not
     /// on a poisoned store, and a failure poisons it (no write or fsync is retried, whatever
     /// the file).
-    pub fn side_files<T>(&self, f: impl FnOnce(&dyn io::Io, &Path) -> Result<T>) -> Result<T> {
+    pub fn side_files<T>(&self, f: impl FnOnce(&Arc<dyn io::Io>, &Path) -> Result<T>) -> Result<T> {
         let shared = &self.inner.shared;
         shared.check_poison()?;
-        shared.guard(f(shared.io.as_ref(), &shared.dir))
+        shared.guard(f(&shared.io, &shared.dir))
     }
 
     /// The id of the segment appended to (every other segment of the store is sealed).

@@ -316,7 +316,7 @@ fn label(id: &str) -> &'static str {
 }
 
 /// profiledb's options in every run: group commit, and the library's defaults otherwise
-/// (the journal's 30-day history window and the 48 MiB writer cache included).
+/// (the journal's 30-day history window and the 32 MiB writer cache included).
 /// `PROFILEDB_HISTORY_DAYS=0` runs it with the journal off, to see what the history costs
 /// (docs/journal.md); `PROFILEDB_CACHE_MB=N` gives the writer cache N MiB, to see what memory
 /// buys (docs/performance.md).

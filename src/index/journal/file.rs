@@ -18,6 +18,12 @@ use super::{ROW_BYTES, Row};
 use crate::error::{Error, Result};
 use crate::storage::io::{Io, IoFile, read_exact_at, write_all_at};
 
+/// The I/O seam a table file is read through (the store's).
+pub(crate) type SharedIo = Arc<dyn Io>;
+
+/// A table file, open.
+type OpenFile = Arc<dyn IoFile>;
+
 /// First bytes of a table file.
 const MAGIC: [u8; 8] = *b"PDBSTEPS";
 /// Layout version.
@@ -70,7 +76,9 @@ pub(crate) struct TableFile {
     /// CRC-32 of the head and the rows (the file's last 4 bytes).
     pub crc: u32,
     path: PathBuf,
-    file: Arc<dyn IoFile>,
+    /// Opened for each read, not held: a store holds a descriptor per segment already, and
+    /// a table file is read only by `history`-like look-ups and compactions.
+    io: SharedIo,
     /// The key of each block's first row.
     fences: Vec<u64>,
 }
@@ -99,7 +107,7 @@ impl TableFile {
     /// snapshot says of it: its row count and CRC, its head, its rows in strictly increasing
     /// order. Reads the file once (16 bytes a step), in chunks.
     pub(crate) fn open(
-        io: &dyn Io,
+        io: &SharedIo,
         dir: &Path,
         segment: u32,
         rows: u64,
@@ -177,21 +185,23 @@ impl TableFile {
             rows,
             crc,
             path,
-            file,
+            io: io.clone(),
             fences,
         })
     }
 
+    fn open_file(&self) -> Result<Arc<dyn IoFile>> {
+        self.io
+            .open(&self.path)
+            .map_err(|e| Error::io("open", &self.path, e))
+    }
+
     /// Rows `from..to` (row numbers), read at once.
-    fn read_rows(&self, from: u64, to: u64, out: &mut Vec<Row>) -> Result<()> {
+    fn read_rows(&self, file: &dyn IoFile, from: u64, to: u64, out: &mut Vec<Row>) -> Result<()> {
         let n = (to - from) as usize * ROW_BYTES;
         let mut buf = vec![0u8; n];
-        read_exact_at(
-            self.file.as_ref(),
-            HEAD as u64 + from * ROW_BYTES as u64,
-            &mut buf,
-        )
-        .map_err(|e| Error::io("read", &self.path, e))?;
+        read_exact_at(file, HEAD as u64 + from * ROW_BYTES as u64, &mut buf)
+            .map_err(|e| Error::io("read", &self.path, e))?;
         out.extend(buf.chunks_exact(ROW_BYTES).map(row_of));
         Ok(())
     }
@@ -210,7 +220,7 @@ impl TableFile {
         let (from, to) = self.blocks_of(key);
         let mut rows = Vec::new();
         if from < to {
-            self.read_rows(from, to, &mut rows)?;
+            self.read_rows(self.open_file()?.as_ref(), from, to, &mut rows)?;
         }
         rows.retain(|r| r.key == key);
         Ok(rows)
@@ -219,7 +229,7 @@ impl TableFile {
     /// Every row in order, read a chunk at a time.
     pub(crate) fn cursor(self: &Arc<Self>) -> Cursor {
         Cursor {
-            file: Some(self.clone()),
+            file: Some((self.clone(), None)),
             next: 0,
             buf: Arc::new(Vec::new()),
             at: 0,
@@ -239,7 +249,8 @@ impl TableFile {
 /// A table's rows in order: of a file (read a chunk at a time) or of rows frozen in memory
 /// (shared, not copied).
 pub(crate) struct Cursor {
-    file: Option<Arc<TableFile>>,
+    /// The table and, once read from, its file, open.
+    file: Option<(Arc<TableFile>, Option<OpenFile>)>,
     /// The next row number to read from the file.
     next: u64,
     buf: Arc<Vec<Row>>,
@@ -260,14 +271,18 @@ impl Cursor {
     /// The next row, or `None` at the end.
     pub(crate) fn peek(&mut self) -> Result<Option<Row>> {
         if self.at == self.buf.len()
-            && let Some(f) = &self.file
+            && let Some((f, open)) = &mut self.file
             && self.next < f.rows
         {
             let to = (self.next + (CHUNK / ROW_BYTES) as u64).min(f.rows);
+            let file = match open {
+                Some(file) => file,
+                None => open.insert(f.open_file()?),
+            };
             // The cursor's own buffer: never shared, so reused in place.
             let buf = Arc::make_mut(&mut self.buf);
             buf.clear();
-            f.read_rows(self.next, to, buf)?;
+            f.read_rows(file.as_ref(), self.next, to, buf)?;
             self.at = 0;
             self.next = to;
         }
@@ -283,6 +298,7 @@ impl Cursor {
 pub(crate) struct Writer {
     segment: u32,
     path: PathBuf,
+    io: SharedIo,
     file: Arc<dyn IoFile>,
     buf: Vec<u8>,
     /// Bytes of rows written to the file so far.
@@ -295,15 +311,20 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Start the table file of `segment` (one left by a crash is replaced).
-    pub(crate) fn create(io: &dyn Io, dir: &Path, segment: u32) -> Result<Writer> {
+    pub(crate) fn create(io: &SharedIo, dir: &Path, segment: u32) -> Result<Writer> {
         let path = dir.join(name(segment));
-        let _ = io.remove(&path);
+        match io.remove(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("unlink", &path, e)),
+        }
         let file = io
             .create(&path)
             .map_err(|e| Error::io("create", &path, e))?;
         Ok(Writer {
             segment,
             path,
+            io: io.clone(),
             file,
             buf: Vec::with_capacity(CHUNK),
             written: 0,
@@ -371,7 +392,7 @@ impl Writer {
             rows: self.rows,
             crc,
             path: self.path,
-            file: self.file,
+            io: self.io,
             fences: self.fences,
         })
     }
@@ -382,8 +403,12 @@ mod tests {
     use super::*;
     use crate::storage::io::RealIo;
 
+    fn io() -> SharedIo {
+        Arc::new(RealIo)
+    }
+
     fn write(dir: &Path, segment: u32, rows: &[Row]) -> TableFile {
-        let mut w = Writer::create(&RealIo, dir, segment).unwrap();
+        let mut w = Writer::create(&io(), dir, segment).unwrap();
         for &r in rows {
             w.push(r).unwrap();
         }
@@ -407,7 +432,7 @@ mod tests {
         let all = rows(2_000);
         let t = write(dir.path(), 4, &all);
         assert_eq!(t.rows, 2_000);
-        let again = TableFile::open(&RealIo, dir.path(), 4, t.rows, t.crc).unwrap();
+        let again = TableFile::open(&io(), dir.path(), 4, t.rows, t.crc).unwrap();
         for t in [&t, &again] {
             for key in (0..700u64).map(|k| k * 7) {
                 let want: Vec<Row> = all.iter().copied().filter(|r| r.key == key).collect();
@@ -426,7 +451,7 @@ mod tests {
         // An empty table is a valid file too.
         let e = write(dir.path(), 5, &[]);
         assert!(e.of_key(0).unwrap().is_empty());
-        TableFile::open(&RealIo, dir.path(), 5, 0, e.crc).unwrap();
+        TableFile::open(&io(), dir.path(), 5, 0, e.crc).unwrap();
     }
 
     #[test]
@@ -435,13 +460,13 @@ mod tests {
         let t = write(dir.path(), 9, &rows(600));
         let path = dir.path().join(name(9));
         let good = std::fs::read(&path).unwrap();
-        let open = || TableFile::open(&RealIo, dir.path(), 9, 600, t.crc);
+        let open = || TableFile::open(&io(), dir.path(), 9, 600, t.crc);
         open().unwrap();
         // Another count or CRC than the snapshot's.
-        assert!(TableFile::open(&RealIo, dir.path(), 9, 599, t.crc).is_err());
-        assert!(TableFile::open(&RealIo, dir.path(), 9, 600, t.crc ^ 1).is_err());
+        assert!(TableFile::open(&io(), dir.path(), 9, 599, t.crc).is_err());
+        assert!(TableFile::open(&io(), dir.path(), 9, 600, t.crc ^ 1).is_err());
         // Another segment's file under this name.
-        assert!(TableFile::open(&RealIo, dir.path(), 8, 600, t.crc).is_err());
+        assert!(TableFile::open(&io(), dir.path(), 8, 600, t.crc).is_err());
         // A flipped bit anywhere, a short file, a long one.
         for at in [0, 13, 24, 5_000, good.len() - 1] {
             let mut bad = good.clone();
@@ -459,7 +484,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(open().is_err());
         // Rows out of order are refused when written.
-        let mut w = Writer::create(&RealIo, dir.path(), 10).unwrap();
+        let mut w = Writer::create(&io(), dir.path(), 10).unwrap();
         w.push(Row {
             key: 5,
             offset: 40,
