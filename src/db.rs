@@ -72,7 +72,8 @@ pub struct Stats {
     /// missing link's file and offset.
     pub dropped_by_repair: Vec<String>,
     /// History steps kept (issue 16, docs/journal.md), and the estimated heap bytes of their
-    /// index (profile key -> steps).
+    /// index: the in-memory tables (the segment appended to and those sealed since their
+    /// tables were written) and a key per 256 steps of the table files (stop 19).
     pub history_steps: u64,
     /// See `history_steps`.
     pub history_index_bytes: u64,
