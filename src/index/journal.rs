@@ -42,8 +42,33 @@ pub(crate) struct Row {
     len: u32,
 }
 
-/// Bytes of a row in the snapshot (and in memory).
+/// Bytes of a row in the snapshot, in a table file (and in memory).
 const ROW_BYTES: usize = 16;
+
+impl Row {
+    /// `key u64, offset u32, len u32`, little-endian: a row of the snapshot's history section
+    /// and of a table file.
+    fn to_bytes(self) -> [u8; ROW_BYTES] {
+        let mut b = [0u8; ROW_BYTES];
+        b[..8].copy_from_slice(&self.key.to_le_bytes());
+        b[8..12].copy_from_slice(&self.offset.to_le_bytes());
+        b[12..].copy_from_slice(&self.len.to_le_bytes());
+        b
+    }
+
+    /// The row in `b` (at least [`ROW_BYTES`] long: `chunks_exact` hands it).
+    fn from_bytes(b: &[u8]) -> Row {
+        let (mut key, mut offset, mut len) = ([0u8; 8], [0u8; 4], [0u8; 4]);
+        key.copy_from_slice(&b[..8]);
+        offset.copy_from_slice(&b[8..12]);
+        len.copy_from_slice(&b[12..16]);
+        Row {
+            key: u64::from_le_bytes(key),
+            offset: u32::from_le_bytes(offset),
+            len: u32::from_le_bytes(len),
+        }
+    }
+}
 
 /// One segment's steps: sorted up to `sorted`, then the steps appended since, in log order:
 /// at most [`TAIL`] or a quarter of the sorted part, whichever is more.
@@ -387,7 +412,7 @@ impl Journal {
 
     /// The in-memory tables, each segment once: the appended-to and the frozen (a segment in
     /// both, which the log's order rules out, has its rows joined).
-    fn memory_tables(&self) -> impl Iterator<Item = (u32, usize, Vec<&Table>, Option<&[Row]>)> {
+    fn memory_tables(&self) -> impl Iterator<Item = (u32, usize, Option<&Table>, Option<&[Row]>)> {
         let ids: std::collections::BTreeSet<u32> = self
             .tables
             .keys()
@@ -395,9 +420,9 @@ impl Journal {
             .copied()
             .collect();
         ids.into_iter().map(|id| {
-            let t: Vec<&Table> = self.tables.get(&id).into_iter().collect();
+            let t = self.tables.get(&id);
             let f = self.frozen.get(&id).map(|r| r.as_slice());
-            let n = t.iter().map(|t| t.rows.len()).sum::<usize>() + f.map_or(0, |f| f.len());
+            let n = t.map_or(0, |t| t.rows.len()) + f.map_or(0, |f| f.len());
             (id, n, t, f)
         })
     }
@@ -426,18 +451,16 @@ impl Journal {
         const SPILL_AT: usize = 1 << 20;
         out.extend_from_slice(&self.clock.to_le_bytes());
         out.extend_from_slice(&(self.memory_tables().count() as u64).to_le_bytes());
-        for (segment, n, tables, frozen) in self.memory_tables() {
+        for (segment, n, table, frozen) in self.memory_tables() {
             out.extend_from_slice(&segment.to_le_bytes());
             out.extend_from_slice(&(n as u64).to_le_bytes());
             let mut write = |r: Row| {
                 if out.len() >= SPILL_AT {
                     spill(out);
                 }
-                out.extend_from_slice(&r.key.to_le_bytes());
-                out.extend_from_slice(&r.offset.to_le_bytes());
-                out.extend_from_slice(&r.len.to_le_bytes());
+                out.extend_from_slice(&r.to_bytes());
             };
-            match (tables.first(), frozen) {
+            match (table, frozen) {
                 (Some(t), None) => t.sorted_rows().for_each(&mut write),
                 (None, Some(f)) => f.iter().copied().for_each(&mut write),
                 (Some(t), Some(f)) => {
@@ -488,14 +511,7 @@ impl Journal {
             let segment = u32_of(take(4)?);
             let n = usize::try_from(u64_of(take(8)?)).unwrap_or(usize::MAX);
             let body = take(n.saturating_mul(ROW_BYTES))?;
-            let rows: Vec<Row> = body
-                .chunks_exact(ROW_BYTES)
-                .map(|c| Row {
-                    key: u64_of(&c[..8]),
-                    offset: u32_of(&c[8..12]),
-                    len: u32_of(&c[12..16]),
-                })
-                .collect();
+            let rows: Vec<Row> = body.chunks_exact(ROW_BYTES).map(Row::from_bytes).collect();
             // Strictly increasing by key, then offset (two rows of one place are refused
             // whatever their lengths).
             if rows.is_empty() || !rows.is_sorted_by(|a, b| (a.key, a.offset) < (b.key, b.offset)) {

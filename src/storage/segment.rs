@@ -23,13 +23,18 @@ pub(crate) fn quarantine_name(id: u32) -> String {
     format!("{id:010}.seg.quarantined")
 }
 
-/// The id of a file named like [`seg_name`] (exactly ten digits + `.seg`).
-pub(crate) fn parse_seg_name(name: &str) -> Option<u32> {
-    let digits = name.strip_suffix(".seg")?;
+/// The id in `name` if it is exactly ten digits and then `suffix`.
+fn parse_id_then(name: &str, suffix: &str) -> Option<u32> {
+    let digits = name.strip_suffix(suffix)?;
     if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
+}
+
+/// The id of a file named like [`seg_name`] (exactly ten digits + `.seg`).
+pub(crate) fn parse_seg_name(name: &str) -> Option<u32> {
+    parse_id_then(name, ".seg")
 }
 
 /// Name of a segment's history table, a file the layer above writes beside the segment
@@ -40,11 +45,7 @@ pub(crate) fn steps_name(id: u32) -> String {
 
 /// The id of a file named like [`steps_name`] (exactly ten digits + `.steps`).
 pub(crate) fn parse_steps_name(name: &str) -> Option<u32> {
-    let digits = name.strip_suffix(".steps")?;
-    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    parse_id_then(name, ".steps")
 }
 
 /// The id in any name that starts like a segment name (`.seg`, `.seg.tmp`, `.seg.quarantined`).

@@ -37,28 +37,6 @@ const CHUNK: usize = 64 << 10;
 
 pub(crate) use crate::storage::steps_name as name;
 
-fn row_bytes(r: Row) -> [u8; ROW_BYTES] {
-    let mut b = [0u8; ROW_BYTES];
-    b[..8].copy_from_slice(&r.key.to_le_bytes());
-    b[8..12].copy_from_slice(&r.offset.to_le_bytes());
-    b[12..].copy_from_slice(&r.len.to_le_bytes());
-    b
-}
-
-fn row_of(c: &[u8]) -> Row {
-    let mut key = [0u8; 8];
-    let mut offset = [0u8; 4];
-    let mut len = [0u8; 4];
-    key.copy_from_slice(&c[..8]);
-    offset.copy_from_slice(&c[8..12]);
-    len.copy_from_slice(&c[12..16]);
-    Row {
-        key: u64::from_le_bytes(key),
-        offset: u32::from_le_bytes(offset),
-        len: u32::from_le_bytes(len),
-    }
-}
-
 fn head(segment: u32, rows: u64) -> [u8; HEAD] {
     let mut h = [0u8; HEAD];
     h[..8].copy_from_slice(&MAGIC);
@@ -150,7 +128,7 @@ impl TableFile {
                 .map_err(|e| Error::io("read", &path, e))?;
             hasher.update(&buf[..n]);
             for (j, c) in buf[..n].chunks_exact(ROW_BYTES).enumerate() {
-                let r = row_of(c);
+                let r = Row::from_bytes(c);
                 if last.is_some_and(|l| (l.key, l.offset) >= (r.key, r.offset)) {
                     return Err(Self::fail(
                         &path,
@@ -202,7 +180,7 @@ impl TableFile {
         let mut buf = vec![0u8; n];
         read_exact_at(file, HEAD as u64 + from * ROW_BYTES as u64, &mut buf)
             .map_err(|e| Error::io("read", &self.path, e))?;
-        out.extend(buf.chunks_exact(ROW_BYTES).map(row_of));
+        out.extend(buf.chunks_exact(ROW_BYTES).map(Row::from_bytes));
         Ok(())
     }
 
@@ -351,7 +329,7 @@ impl Writer {
         }
         self.last = Some(r);
         self.rows += 1;
-        self.buf.extend_from_slice(&row_bytes(r));
+        self.buf.extend_from_slice(&r.to_bytes());
         if self.buf.len() >= CHUNK {
             self.flush()?;
         }
