@@ -3,7 +3,7 @@
 //! follow once the batch is appended. Nothing here mutates the index: a call that fails
 //! half-way leaves no trace.
 
-mod cache;
+pub(crate) mod cache;
 
 pub(crate) use cache::ProfileCache;
 use cache::{CACHED_CHAIN_RECORDS, Chain, ChainAt};
@@ -441,7 +441,7 @@ impl<'a> Builder<'a> {
                     read.as_mut(),
                     fold,
                 )?;
-                let chain = read.and_then(|r| Chain::from_newest_first(&r));
+                let chain = read.and_then(|r| Chain::from_newest_first(&r, false));
                 let (rec, partial) = match (&chain, only) {
                     (Some(_), Some(_)) => (rec, true),
                     // A partial read needs the records to complete it (only a bug gets here).
@@ -619,8 +619,8 @@ impl<'a> Builder<'a> {
             if link.is_none() || cache_full {
                 complete(&mut work, self.store, self.index)?;
             }
-            // The full record's state lengths, for the cache (`cache::Chain::full_measured`).
-            let mut lens = Vec::new();
+            // The record's state lengths and starts, for the cache (`cache::Chain`).
+            let mut measure = entries::profile::Measure::default();
             let (kind, data, at) = match link {
                 Some((link, at)) => {
                     work.changed.sort_unstable();
@@ -636,6 +636,7 @@ impl<'a> Builder<'a> {
                             changed: &work.changed,
                         },
                         &mut data,
+                        self.cache.enabled().then_some(&mut measure.starts),
                     );
                     (EntryKind::ProfileDelta, data, at)
                 }
@@ -644,7 +645,7 @@ impl<'a> Builder<'a> {
                     entries::encode_profile_measured(
                         &work.rec,
                         full_guess,
-                        self.cache.enabled().then_some(&mut lens),
+                        self.cache.enabled().then_some(&mut measure),
                     ),
                     ChainAt::default(),
                 ),
@@ -655,14 +656,14 @@ impl<'a> Builder<'a> {
                 .cache
                 .enabled()
                 .then(|| match (kind, work.cached.take()) {
-                    (EntryKind::Profile, _) => Chain::full_measured(&data, &lens),
+                    (EntryKind::Profile, _) => Chain::full_measured(&data, &measure),
                     (_, Some(mut chain)) if chain.records() < CACHED_CHAIN_RECORDS => {
-                        chain.push_delta(&data);
+                        chain.push_delta(&data, Some(&measure.starts));
                         chain
                     }
                     _ => Chain::full_from_measured(
-                        entries::encode_profile_measured(&work.rec, full_guess, Some(&mut lens)),
-                        &lens,
+                        entries::encode_profile_measured(&work.rec, full_guess, Some(&mut measure)),
+                        &measure,
                     ),
                 });
             let step = self.history.as_ref().map(|call| {
