@@ -3,7 +3,7 @@
 //! follow once the batch is appended. Nothing here mutates the index: a call that fails
 //! half-way leaves no trace.
 
-pub(crate) mod cache;
+mod cache;
 
 pub(crate) use cache::ProfileCache;
 use cache::{CACHED_CHAIN_RECORDS, Chain, ChainAt};
@@ -441,7 +441,7 @@ impl<'a> Builder<'a> {
                     read.as_mut(),
                     fold,
                 )?;
-                let chain = read.and_then(|r| Chain::from_newest_first(&r, false));
+                let chain = read.and_then(|r| Chain::from_newest_first(&r));
                 let (rec, partial) = match (&chain, only) {
                     (Some(_), Some(_)) => (rec, true),
                     // A partial read needs the records to complete it (only a bug gets here).
@@ -619,8 +619,8 @@ impl<'a> Builder<'a> {
             if link.is_none() || cache_full {
                 complete(&mut work, self.store, self.index)?;
             }
-            // The record's state lengths and starts, for the cache (`cache::Chain`).
-            let mut measure = entries::profile::Measure::default();
+            // The full record's state lengths, for the cache (`cache::Chain::full_measured`).
+            let mut lens = Vec::new();
             let (kind, data, at) = match link {
                 Some((link, at)) => {
                     work.changed.sort_unstable();
@@ -636,7 +636,6 @@ impl<'a> Builder<'a> {
                             changed: &work.changed,
                         },
                         &mut data,
-                        self.cache.enabled().then_some(&mut measure.starts),
                     );
                     (EntryKind::ProfileDelta, data, at)
                 }
@@ -645,7 +644,7 @@ impl<'a> Builder<'a> {
                     entries::encode_profile_measured(
                         &work.rec,
                         full_guess,
-                        self.cache.enabled().then_some(&mut measure),
+                        self.cache.enabled().then_some(&mut lens),
                     ),
                     ChainAt::default(),
                 ),
@@ -656,14 +655,14 @@ impl<'a> Builder<'a> {
                 .cache
                 .enabled()
                 .then(|| match (kind, work.cached.take()) {
-                    (EntryKind::Profile, _) => Chain::full_measured(&data, &measure),
+                    (EntryKind::Profile, _) => Chain::full_measured(&data, &lens),
                     (_, Some(mut chain)) if chain.records() < CACHED_CHAIN_RECORDS => {
-                        chain.push_delta(&data, Some(&measure.starts));
+                        chain.push_delta(&data);
                         chain
                     }
                     _ => Chain::full_from_measured(
-                        entries::encode_profile_measured(&work.rec, full_guess, Some(&mut measure)),
-                        &measure,
+                        entries::encode_profile_measured(&work.rec, full_guess, Some(&mut lens)),
+                        &lens,
                     ),
                 });
             let step = self.history.as_ref().map(|call| {

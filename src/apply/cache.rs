@@ -11,7 +11,7 @@
 
 use super::{RecordCounts, Written};
 use crate::entries::chain::Forwards;
-use crate::entries::profile::{self, Fold, MAX_CHAIN_DEPTH, Measure, ProfileRecord};
+use crate::entries::profile::{self, Fold, MAX_CHAIN_DEPTH, ProfileRecord};
 use crate::entries::wire::{DecodeError, Decoded};
 use crate::index::HashMap;
 use crate::storage::Location;
@@ -43,21 +43,10 @@ const CHAIN_SPARE: usize = 256;
 /// A full record the writer encoded itself also has its states' lengths
 /// (`entries::profile::StateLens`) between it and its length, followed by their count (u32),
 /// and its length word has [`LENS_BIT`] set.
-///
-/// A chain also keeps a directory of its states: for each property name, where the newest
-/// state of it begins in `bytes`, so that a load reads the states of the call's names and no
-/// others ([`Chain::decode_only`], `entries::profile::fold_listed`) instead of folding every
-/// record. Each entry is one `u32`: the name's number in the high 16 bits, the offset in the
-/// low 16, sorted by name. A chain of more than 64 KiB, a name numbered past 65,535 or a
-/// record in the layout of revisions 1-4 has no directory and is folded.
 pub(crate) struct Chain {
     bytes: Vec<u8>,
     records: u32,
-    dir: Option<Vec<u32>>,
 }
-
-/// Chain bytes and name numbers past which a chain has no directory (see [`Chain`]).
-const DIR_LIMIT: usize = 1 << 16;
 
 /// Set in a full record's length word when its state lengths sit before it.
 const LENS_BIT: u32 = 1 << 31;
@@ -70,43 +59,27 @@ impl Chain {
         let mut bytes = Vec::with_capacity(data.len() + 4 + CHAIN_SPARE);
         bytes.extend_from_slice(data);
         bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        let mut chain = Chain {
-            bytes,
-            records: 1,
-            dir: Some(Vec::new()),
-        };
-        chain.list(0, data.len(), None, None);
-        chain
+        Chain { bytes, records: 1 }
     }
 
-    /// A chain of one full record, with its state lengths and starts (`data` and `measure`
-    /// as `entries::encode_profile_measured` makes them).
-    pub fn full_measured(data: &[u8], measure: &Measure) -> Chain {
-        let lens = &measure.lens;
+    /// A chain of one full record and its state lengths (`data` and `lens` as
+    /// `entries::encode_profile_measured` makes them).
+    pub fn full_measured(data: &[u8], lens: &[u8]) -> Chain {
         let mut bytes = Vec::with_capacity(data.len() + lens.len() + 8 + CHAIN_SPARE);
         bytes.extend_from_slice(data);
         Self::put_lens(&mut bytes, data.len(), lens);
-        let mut chain = Chain {
-            bytes,
-            records: 1,
-            dir: Some(Vec::new()),
-        };
-        chain.list(0, data.len(), Some(lens), Some(&measure.starts));
-        chain
+        Chain { bytes, records: 1 }
     }
 
     /// [`Chain::full_measured`], taking `data`'s buffer.
-    pub fn full_from_measured(mut data: Vec<u8>, measure: &Measure) -> Chain {
-        let (len, lens) = (data.len(), &measure.lens);
+    pub fn full_from_measured(mut data: Vec<u8>, lens: &[u8]) -> Chain {
+        let len = data.len();
         data.reserve_exact(lens.len() + 8 + CHAIN_SPARE);
         Self::put_lens(&mut data, len, lens);
-        let mut chain = Chain {
+        Chain {
             bytes: data,
             records: 1,
-            dir: Some(Vec::new()),
-        };
-        chain.list(0, len, Some(lens), Some(&measure.starts));
-        chain
+        }
     }
 
     /// After a full record of `len` bytes: its state lengths, their count, its length word.
@@ -118,11 +91,10 @@ impl Chain {
 
     /// The chain `entries::chain::read_profile_keeping` read: its records newest first, each
     /// followed by its length. `None` if they are not that (a bug: the caller reads again).
-    pub fn from_newest_first(read: &[u8], directory: bool) -> Option<Chain> {
+    pub fn from_newest_first(read: &[u8]) -> Option<Chain> {
         let mut chain = Chain {
             bytes: Vec::with_capacity(read.len() + CHAIN_SPARE),
             records: 0,
-            dir: directory.then(Vec::new),
         };
         let mut end = read.len();
         while end > 0 {
@@ -130,93 +102,24 @@ impl Chain {
             let len_bytes = &read[len_at..end];
             let len = u32::from_le_bytes(len_bytes.try_into().ok()?) as usize;
             let record = &read[len_at.checked_sub(len)?..len_at];
-            let start = chain.bytes.len();
             chain.bytes.extend_from_slice(record);
             chain.bytes.extend_from_slice(len_bytes);
-            chain.list(start, start + len, None, None);
             chain.records += 1;
             end = len_at - len;
         }
         (chain.records > 0).then_some(chain)
     }
 
-    /// Add the delta written after the chain's newest record, with where its states begin
-    /// if the writer measured them (`entries::profile::put_delta`; else they are
-    /// read from it).
-    pub fn push_delta(&mut self, data: &[u8], starts: Option<&[(u32, usize)]>) {
+    /// Add the delta written after the chain's newest record.
+    pub fn push_delta(&mut self, data: &[u8]) {
         let need = data.len() + 4;
         if self.bytes.capacity() - self.bytes.len() < need {
             self.bytes.reserve_exact(need + CHAIN_SPARE);
         }
-        let start = self.bytes.len();
         self.bytes.extend_from_slice(data);
         self.bytes
             .extend_from_slice(&(data.len() as u32).to_le_bytes());
-        self.list(start, start + data.len(), None, starts);
         self.records += 1;
-    }
-
-    /// Enter the states of the record at `start..end` of the chain's bytes (its newest) in
-    /// the directory, each replacing an older record's state of the same name; or drop the
-    /// directory if the record cannot be entered (see [`Chain`]). `starts`: where its states
-    /// begin, if the writer measured them (else they are read from the record, with its
-    /// state lengths `lens` if it is a full record the writer encoded).
-    fn list(
-        &mut self,
-        start: usize,
-        end: usize,
-        lens: Option<&[u8]>,
-        starts: Option<&[(u32, usize)]>,
-    ) {
-        let Chain { bytes, dir, .. } = self;
-        let Some(entries) = dir.as_mut() else {
-            return;
-        };
-        let mut fits = end <= DIR_LIMIT;
-        let mut new = smallvec::SmallVec::<[u32; 16]>::new();
-        let listed = {
-            let mut add = |name: u32, at: usize| {
-                if name as usize >= DIR_LIMIT {
-                    fits = false;
-                } else {
-                    new.push((name << 16) | (start + at) as u32);
-                }
-            };
-            match starts {
-                Some(starts) => {
-                    starts.iter().for_each(|&(name, at)| add(name, at));
-                    true
-                }
-                None => profile::state_offsets(&bytes[start..end], lens, add) == Ok(true),
-            }
-        };
-        if !(listed && fits) {
-            *dir = None;
-        } else if entries.is_empty() {
-            entries.extend_from_slice(&new);
-        } else {
-            // Both sorted by name: each search starts past the previous one's place.
-            let mut from = 0;
-            for entry in new {
-                let name = entry >> 16;
-                match entries[from..].binary_search_by_key(&name, |e| e >> 16) {
-                    Ok(i) => {
-                        entries[from + i] = entry;
-                        from += i + 1;
-                    }
-                    Err(i) => {
-                        entries.insert(from + i, entry);
-                        from += i + 1;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whether the chain keeps a directory of its states (see [`Chain`]).
-    #[cfg(test)]
-    pub fn has_directory(&self) -> bool {
-        self.dir.is_some()
     }
 
     /// Records held.
@@ -227,63 +130,47 @@ impl Chain {
     /// What the process holds for the chain's buffer.
     fn heap_bytes(&self) -> usize {
         alloc_bytes(self.bytes.capacity())
-            + self
-                .dir
-                .as_ref()
-                .map_or(0, |d| alloc_bytes(d.capacity() * 4))
     }
 
     /// The profile as of the newest record: the records folded newest first, as a read from
     /// the log folds them. The links the deltas carry are not followed (the records are the
     /// ones before it here, whatever the log holds since a compaction).
     pub fn decode(&self) -> Decoded<ProfileRecord> {
-        match self.fold_listed(None) {
-            Some(folded) => folded,
-            None => self.fold(Fold::default().checked_before()),
-        }
+        self.fold(Fold::default().checked_before())
     }
 
     /// [`Chain::decode`] with the states of the names in `only` (sorted) and no others: the
     /// identifiers and times are whole (`entries::profile::Fold::only`).
     pub fn decode_only(&self, only: &[u32]) -> Decoded<ProfileRecord> {
-        match self.fold_listed(Some(only)) {
-            Some(folded) => folded,
-            None => self.fold(Fold::only(only).checked_before()),
-        }
-    }
-
-    /// The record that ends where the one after it begins (`end`; the chain's length for its
-    /// newest): where it starts, and its state lengths if the writer kept them.
-    fn record_before(&self, end: usize) -> Decoded<(usize, &[u8], Option<&[u8]>)> {
-        let broken = |reason| DecodeError { at: end, reason };
-        let word = |at: usize| {
-            let from = at.checked_sub(4).ok_or(broken("cached chain ends early"))?;
-            let bytes = self.bytes[from..at]
-                .try_into()
-                .map_err(|_| broken("cached chain length"))?;
-            Ok::<_, DecodeError>((from, u32::from_le_bytes(bytes)))
-        };
-        let (mut len_at, len) = word(end)?;
-        let lens = if len & LENS_BIT != 0 {
-            let (count_at, count) = word(len_at)?;
-            let from = count_at
-                .checked_sub(count as usize)
-                .ok_or(broken("cached state lengths longer than the chain"))?;
-            len_at = from;
-            Some(&self.bytes[from..count_at])
-        } else {
-            None
-        };
-        let start = len_at
-            .checked_sub((len & !LENS_BIT) as usize)
-            .ok_or(broken("cached record longer than its chain"))?;
-        Ok((start, &self.bytes[start..len_at], lens))
+        self.fold(Fold::only(only).checked_before())
     }
 
     fn fold(&self, mut fold: Fold) -> Decoded<ProfileRecord> {
         let mut end = self.bytes.len();
         loop {
-            let (start, record, lens) = self.record_before(end)?;
+            let broken = |reason| DecodeError { at: end, reason };
+            let word = |at: usize| {
+                let from = at.checked_sub(4).ok_or(broken("cached chain ends early"))?;
+                let bytes = self.bytes[from..at]
+                    .try_into()
+                    .map_err(|_| broken("cached chain length"))?;
+                Ok::<_, DecodeError>((from, u32::from_le_bytes(bytes)))
+            };
+            let (mut len_at, len) = word(end)?;
+            let lens = if len & LENS_BIT != 0 {
+                let (count_at, count) = word(len_at)?;
+                let from = count_at
+                    .checked_sub(count as usize)
+                    .ok_or(broken("cached state lengths longer than the chain"))?;
+                len_at = from;
+                Some(&self.bytes[from..count_at])
+            } else {
+                None
+            };
+            let start = len_at
+                .checked_sub((len & !LENS_BIT) as usize)
+                .ok_or(broken("cached record longer than its chain"))?;
+            let record = &self.bytes[start..len_at];
             if profile::is_delta(record) {
                 fold.delta(record)?;
                 end = start;
@@ -291,44 +178,6 @@ impl Chain {
                 return fold.full_with_lens(record, lens);
             }
         }
-    }
-
-    /// The fold through the directory, of the states of `only` (sorted) or of all; `None`
-    /// when the chain has no directory.
-    fn fold_listed(&self, only: Option<&[u32]>) -> Option<Decoded<ProfileRecord>> {
-        let dir = self.dir.as_deref()?;
-        Some(self.fold_listed_in(dir, only))
-    }
-
-    fn fold_listed_in(&self, dir: &[u32], only: Option<&[u32]>) -> Decoded<ProfileRecord> {
-        // The records newest first, and where each starts.
-        let mut records = smallvec::SmallVec::<[&[u8]; 8]>::new();
-        let mut starts = smallvec::SmallVec::<[usize; 8]>::new();
-        let mut end = self.bytes.len();
-        while end > 0 {
-            let (start, record, _) = self.record_before(end)?;
-            records.push(record);
-            starts.push(start);
-            end = start;
-        }
-        // A state lies in the newest record that starts at or before it.
-        let place = |entry: u32| {
-            let at = (entry & 0xffff) as usize;
-            let i = starts.iter().position(|&s| s <= at).unwrap_or(usize::MAX);
-            (entry >> 16, i, at - starts.get(i).copied().unwrap_or(0))
-        };
-        let mut listed = smallvec::SmallVec::<[(u32, usize, usize); 16]>::new();
-        match only {
-            Some(only) => {
-                for &name in only {
-                    if let Ok(i) = dir.binary_search_by_key(&name, |e| e >> 16) {
-                        listed.push(place(dir[i]));
-                    }
-                }
-            }
-            None => listed.extend(dir.iter().map(|&e| place(e))),
-        }
-        profile::fold_listed(&records, listed.into_iter())
     }
 }
 
@@ -583,7 +432,6 @@ mod tests {
                 changed,
             },
             &mut out,
-            None,
         );
         out
     }
@@ -601,7 +449,7 @@ mod tests {
             set(&mut rec, id, v, ts);
             rec.updated_at = rec.updated_at.max(Timestamp(ts));
             rec.first_seen = rec.first_seen.min(Timestamp(ts));
-            chain.push_delta(&delta(&rec, &[id], ts, i as u32 + 1), None);
+            chain.push_delta(&delta(&rec, &[id], ts, i as u32 + 1));
             assert_eq!(chain.decode().unwrap(), rec, "after delta {i}");
         }
         assert_eq!(chain.records(), 4);
@@ -613,12 +461,12 @@ mod tests {
             read.extend_from_slice(&chain.bytes[end - 4 - len..end]);
             end -= 4 + len;
         }
-        let again = Chain::from_newest_first(&read, true).unwrap();
+        let again = Chain::from_newest_first(&read).unwrap();
         assert_eq!(again.bytes, chain.bytes);
         assert_eq!(again.records(), 4);
         assert_eq!(again.decode().unwrap(), rec);
-        assert!(Chain::from_newest_first(&[], true).is_none());
-        assert!(Chain::from_newest_first(&[1, 2, 3], true).is_none());
+        assert!(Chain::from_newest_first(&[]).is_none());
+        assert!(Chain::from_newest_first(&[1, 2, 3]).is_none());
         // The writer's own full records carry their state lengths: the same folds, whole and
         // partial, with a delta after it, with a state too long for a length byte (stepped
         // over by reading it) and with one that fits.
@@ -627,24 +475,23 @@ mod tests {
             .apply_set_ref(Some(&long), Timestamp(300), 300);
         rec.updated_at = Timestamp(300);
         let before = rec.clone();
-        let mut m = Measure::default();
-        let data = crate::entries::encode_profile_measured(&rec, 64, Some(&mut m));
-        let lens = &m.lens;
+        let mut lens = Vec::new();
+        let data = crate::entries::encode_profile_measured(&rec, 64, Some(&mut lens));
         assert_eq!(data, crate::entries::encode_profile(&rec, 64));
         assert_eq!(lens.len(), rec.props.len());
         assert!(lens[3] == 0 && lens[..3].iter().all(|&l| l > 0), "{lens:?}");
-        let mut measured = Chain::full_measured(&data, &m);
+        let mut measured = Chain::full_measured(&data, &lens);
         assert_eq!(measured.decode().unwrap(), rec);
         set(&mut rec, 2, 21, 400);
         rec.updated_at = Timestamp(400);
-        measured.push_delta(&delta(&rec, &[2], 400, 1), None);
+        measured.push_delta(&delta(&rec, &[2], 400, 1));
         assert_eq!(measured.decode().unwrap(), rec);
         for only in [&[1u32][..], &[2, 4], &[3, 4, 9], &[]] {
             let mut want = rec.clone();
             want.props.retain(|(id, _)| only.contains(id));
             assert_eq!(measured.decode_only(only).unwrap(), want, "{only:?}");
         }
-        let taken = Chain::full_from_measured(data, &m);
+        let taken = Chain::full_from_measured(data, &lens);
         assert_eq!(taken.decode().unwrap(), before);
     }
 
@@ -652,27 +499,20 @@ mod tests {
     fn a_damaged_cached_chain_is_an_error_not_a_panic() {
         let rec = ProfileRecord::default();
         let good = Chain::full(&crate::entries::encode_profile(&rec, 64));
-        assert!(good.has_directory());
-        // Folded, and through the directory of the whole chain (its offsets now past the end).
-        for dir in [None, good.dir.clone()] {
-            for cut in 0..good.bytes.len() {
-                let chain = Chain {
-                    bytes: good.bytes[..cut].to_vec(),
-                    records: 1,
-                    dir: dir.clone(),
-                };
-                let _ = chain.decode();
-                let _ = chain.decode_only(&[0, 1]);
-            }
-            let mut long = Chain {
-                bytes: good.bytes.clone(),
+        for cut in 0..good.bytes.len() {
+            let chain = Chain {
+                bytes: good.bytes[..cut].to_vec(),
                 records: 1,
-                dir,
             };
-            let n = long.bytes.len();
-            long.bytes[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
-            assert!(long.decode().is_err());
+            let _ = chain.decode();
         }
+        let mut long = Chain {
+            bytes: good.bytes.clone(),
+            records: 1,
+        };
+        let n = long.bytes.len();
+        long.bytes[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(long.decode().is_err());
     }
 
     #[test]

@@ -114,15 +114,15 @@ pub(crate) fn encode_profile(rec: &ProfileRecord, capacity: usize) -> Vec<u8> {
     encode_profile_measured(rec, capacity, None)
 }
 
-/// [`encode_profile`], and the record's state lengths and starts into `measure` if given
+/// [`encode_profile`], and the record's state lengths into `lens` if given
 /// (`profile::put_full`: what the writer cache keeps beside it).
 pub(crate) fn encode_profile_measured(
     rec: &ProfileRecord,
     capacity: usize,
-    measure: Option<&mut profile::Measure>,
+    lens: Option<&mut Vec<u8>>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity);
-    profile::put_full(rec, &mut out, measure);
+    profile::put_full(rec, &mut out, lens);
     out
 }
 

@@ -7,7 +7,7 @@ use super::values::{
     StampTable, Stamps, put_shaped_state, put_stamp, put_state, shaped_state, skip_shaped_state,
     skip_state, skip_value, stamp, state, value,
 };
-use super::wire::{DecodeError, Decoded, Names, Reader, Wire, put_i128, put_u64};
+use super::wire::{Decoded, Names, Reader, Wire, put_i128, put_u64};
 use crate::storage::Location;
 pub(crate) use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
@@ -97,25 +97,13 @@ fn skip_ids(r: &mut Reader<'_>) -> Decoded<()> {
 /// reading it ([`Fold::full_with_lens`]). Never stored in the log.
 pub(crate) type StateLens<'a> = &'a [u8];
 
-/// What the writer cache keeps of a record it encoded (`apply::cache::Chain`), filled by
-/// [`put_full`] and [`put_delta`]: a full record's [`StateLens`], and where each state
-/// of the record begins (name, offset from the record's first byte), in name order, as
-/// [`state_offsets`] gives them.
-#[derive(Debug, Default)]
-pub(crate) struct Measure {
-    pub lens: Vec<u8>,
-    pub starts: Vec<(u32, usize)>,
-}
-
 /// Append a full record's bytes to `out`: the compact layout (revision 5, [`FULL_TAG`]); and,
-/// given `measure` (cleared first), the byte length of each property's state, in order (a
-/// [`StateLens`] table), and where each begins.
-pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut measure: Option<&mut Measure>) {
-    if let Some(m) = measure.as_deref_mut() {
-        m.lens.clear();
-        m.starts.clear();
+/// given `lens` (cleared first), the byte length of each property's state into it, in order,
+/// as a [`StateLens`] table: what the writer cache keeps beside the record.
+pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<&mut Vec<u8>>) {
+    if let Some(lens) = lens.as_deref_mut() {
+        lens.clear();
     }
-    let base = out.len();
     out.push(FULL_TAG);
     rec.ids.put(out);
     rec.first_seen.put(out);
@@ -133,9 +121,8 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut measure: Opti
         names.put(out, *id);
         let from = out.len();
         put_shaped_state(p, &table, out);
-        if let Some(m) = measure.as_deref_mut() {
-            m.lens.push(u8::try_from(out.len() - from).unwrap_or(0));
-            m.starts.push((*id, from - base));
+        if let Some(lens) = lens.as_deref_mut() {
+            lens.push(u8::try_from(out.len() - from).unwrap_or(0));
         }
     }
 }
@@ -357,17 +344,8 @@ pub(crate) struct DeltaOut<'a> {
     pub changed: &'a [u32],
 }
 
-/// Append a delta record's bytes to `out`; and, given `starts` (cleared first), where each of
-/// its states begins (see [`Measure`]).
-pub(crate) fn put_delta(
-    d: &DeltaOut<'_>,
-    out: &mut Vec<u8>,
-    mut starts: Option<&mut Vec<(u32, usize)>>,
-) {
-    if let Some(starts) = starts.as_deref_mut() {
-        starts.clear();
-    }
-    let base = out.len();
+/// Append a delta record's bytes to `out`.
+pub(crate) fn put_delta(d: &DeltaOut<'_>, out: &mut Vec<u8>) {
     out.push(DELTA_TAG);
     d.link.prev.segment.put(out);
     d.link.prev.offset.put(out);
@@ -406,9 +384,6 @@ pub(crate) fn put_delta(
     put_u64(out, states.len() as u64);
     for (id, p) in states {
         id.put(out);
-        if let Some(starts) = starts.as_deref_mut() {
-            starts.push((*id, out.len() - base));
-        }
         match simple_form(p, d.stamp) {
             Some((FORM_SET, Some(v))) => {
                 out.push(FORM_SET);
@@ -567,7 +542,11 @@ pub(crate) fn delta_into(
     } else {
         None
     };
-    let table = delta_table(&mut r, call)?;
+    let extra = StampTable::read(&mut r)?;
+    let mut stamps = Stamps::with_capacity(extra.stamps().len() + 1);
+    stamps.push(call);
+    stamps.extend_from_slice(extra.stamps());
+    let table = StampTable::from_stamps(stamps);
     delta_props(&mut r, &table, call, skip, props)?;
     r.finish()?;
     Ok(DeltaHead {
@@ -576,15 +555,6 @@ pub(crate) fn delta_into(
         times: flags & FLAG_TIMES != 0,
         ids,
     })
-}
-
-/// A delta's stamp table: the call's own stamp, then the extra stamps the record lists.
-fn delta_table(r: &mut Reader<'_>, call: Stamp) -> Decoded<StampTable> {
-    let extra = StampTable::read(r)?;
-    let mut stamps = Stamps::with_capacity(extra.stamps().len() + 1);
-    stamps.push(call);
-    stamps.extend_from_slice(extra.stamps());
-    Ok(StampTable::from_stamps(stamps))
 }
 
 /// The link of a delta record and its identifiers if it carries them (the rest is not read).
@@ -718,176 +688,6 @@ impl Fold {
         }
         Ok(rec)
     }
-}
-
-/// Where each property state of one record starts, for the writer cache's directory of a
-/// chain (`apply::cache::Chain`): `each(name, offset)` in name order, the offset counted from
-/// the record's first byte (a delta's state: its form byte; a full record's: its shape byte).
-/// `lens`: a full record's [`StateLens`], if the cache has them. `Ok(false)` for a full record
-/// of revisions 1-4: no directory, its chain is folded instead.
-pub(crate) fn state_offsets(
-    bytes: &[u8],
-    lens: Option<StateLens<'_>>,
-    mut each: impl FnMut(u32, usize),
-) -> Decoded<bool> {
-    let mut r = Reader::checked_before(bytes);
-    match bytes.first() {
-        Some(&DELTA_TAG) => {
-            let (_, flags, call) = delta_head(&mut r)?;
-            if flags & FLAG_IDS != 0 {
-                skip_ids(&mut r)?;
-            }
-            let table = delta_table(&mut r, call)?;
-            for _ in 0..r.len(2)? {
-                let id = r.u32()?;
-                each(id, r.position());
-                match r.u8()? {
-                    FORM_STATE => skip_state(&mut r, &table)?,
-                    FORM_SET => skip_value(&mut r)?,
-                    FORM_UNSET => {}
-                    _ => return Err(r.error("unknown property form")),
-                }
-            }
-        }
-        Some(&FULL_TAG) => {
-            r.u8()?;
-            skip_ids(&mut r)?;
-            r.i64()?;
-            r.i128()?;
-            let table = StampTable::read_deltas(&mut r)?;
-            let n = r.len(2)?;
-            let lens = lens.filter(|l| l.len() == n);
-            let mut names = Names::default();
-            for i in 0..n {
-                let id = names.read(&mut r)?;
-                each(id, r.position());
-                match lens.map_or(0, |l| l[i]) {
-                    0 => skip_shaped_state(&mut r, &table)?,
-                    len => {
-                        r.bytes(usize::from(len))?;
-                    }
-                }
-            }
-        }
-        _ => return Ok(false),
-    }
-    r.finish()?;
-    Ok(true)
-}
-
-/// A chain folded through the writer cache's directory of it (`apply::cache::Chain`), which
-/// says where the newest state of each name is: `records` newest first, the last a compact
-/// full record, all decoded whole before; `listed` the states to build, in name order: (name,
-/// index in `records` of the record holding its newest state, the state's offset in it, as
-/// [`state_offsets`] gave it). The identifiers and times come out as a [`Fold`] of the same
-/// records gives them and the states as it builds them; no other state is read.
-pub(crate) fn fold_listed(
-    records: &[&[u8]],
-    listed: impl ExactSizeIterator<Item = (u32, usize, usize)>,
-) -> Decoded<ProfileRecord> {
-    let Some((full, deltas)) = records.split_last() else {
-        return Err(DecodeError {
-            at: 0,
-            reason: "a chain of no records",
-        });
-    };
-    // Where each record's stamp table starts and, for a delta, the call's stamp (which
-    // begins the table, and is the stamp of the usual state, a set by the call itself).
-    let mut heads = smallvec::SmallVec::<[(usize, Option<Stamp>); 8]>::new();
-    let mut newest_ids = None;
-    let mut times: Option<(Timestamp, Timestamp)> = None;
-    for d in deltas {
-        let mut r = Reader::checked_before(d);
-        let (_, flags, call) = delta_head(&mut r)?;
-        if flags & FLAG_IDS != 0 {
-            if newest_ids.is_none() {
-                newest_ids = Some(ids(&mut r)?);
-            } else {
-                skip_ids(&mut r)?;
-            }
-        }
-        if flags & FLAG_TIMES != 0 {
-            let t = call.0;
-            times = Some(times.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
-        }
-        heads.push((r.position(), Some(call)));
-    }
-    let mut r = Reader::checked_before(full);
-    if r.u8()? != FULL_TAG {
-        return Err(r.error("a chain's oldest record is not a compact full record"));
-    }
-    let ids = match newest_ids {
-        Some(ids) => {
-            skip_ids(&mut r)?;
-            ids
-        }
-        None => ids(&mut r)?,
-    };
-    let mut first_seen = Timestamp(r.i64()?);
-    let d = r.i128()?;
-    let mut updated_at = i128::from(first_seen.0)
-        .checked_add(d)
-        .and_then(|t| i64::try_from(t).ok())
-        .map(Timestamp)
-        .ok_or_else(|| r.error("updated_at beyond 64 bits"))?;
-    heads.push((r.position(), None));
-    if let Some((lo, hi)) = times {
-        first_seen = first_seen.min(lo);
-        updated_at = updated_at.max(hi);
-    }
-    // The stamp tables read so far, by record: only a state other than a set by the call
-    // itself needs one.
-    type Tables = smallvec::SmallVec<[(usize, StampTable); 2]>;
-    let mut tables = Tables::new();
-    fn table_of<'t>(
-        tables: &'t mut Tables,
-        (i, bytes, (table_at, call)): (usize, &[u8], (usize, Option<Stamp>)),
-    ) -> Decoded<&'t StampTable> {
-        let at = match tables.iter().position(|t| t.0 == i) {
-            Some(at) => at,
-            None => {
-                let mut t = Reader::checked_before(bytes.get(table_at..).unwrap_or_default());
-                let table = match call {
-                    Some(call) => delta_table(&mut t, call)?,
-                    None => StampTable::read_deltas(&mut t)?,
-                };
-                tables.push((i, table));
-                tables.len() - 1
-            }
-        };
-        Ok(&tables[at].1)
-    }
-    let mut props = Vec::with_capacity(listed.len());
-    for (id, i, at) in listed {
-        let (Some(&bytes), Some(&head)) = (records.get(i), heads.get(i)) else {
-            return Err(r.error("a listed state outside the chain"));
-        };
-        let mut s = Reader::checked_before(bytes.get(at..).unwrap_or_default());
-        let state = match head.1 {
-            None => shaped_state(&mut s, table_of(&mut tables, (i, bytes, head))?)?,
-            Some(call) => match s.u8()? {
-                FORM_SET => PropState {
-                    lww: Some((call, Some(value(&mut s)?))),
-                    once: None,
-                    adds: None,
-                },
-                FORM_UNSET => PropState {
-                    lww: Some((call, None)),
-                    once: None,
-                    adds: None,
-                },
-                FORM_STATE => state(&mut s, table_of(&mut tables, (i, bytes, head))?)?,
-                _ => return Err(s.error("unknown property form")),
-            },
-        };
-        props.push((id, state));
-    }
-    Ok(ProfileRecord {
-        ids,
-        first_seen,
-        updated_at,
-        props,
-    })
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -1475,21 +1275,6 @@ mod tests {
         );
     }
 
-    /// Records of `records` with their names below 64 (as the writer cache's directory needs
-    /// them, and so that a chain's records share names).
-    fn small_names(
-        records: impl Strategy<Value = ProfileRecord>,
-    ) -> impl Strategy<Value = ProfileRecord> {
-        records.prop_map(|mut rec| {
-            for p in &mut rec.props {
-                p.0 %= 64;
-            }
-            rec.props.sort_by_key(|p| p.0);
-            rec.props.dedup_by_key(|p| p.0);
-            rec
-        })
-    }
-
     /// The names of `rec`'s properties that `pick` points at, sorted, once each: what a call
     /// changed.
     fn picked(rec: &ProfileRecord, pick: &[prop::sample::Index]) -> Vec<u32> {
@@ -1534,7 +1319,6 @@ mod tests {
                     changed: &changed,
                 },
                 &mut bytes,
-                None,
             );
             chain.push(bytes);
         }
@@ -1550,18 +1334,6 @@ mod tests {
             let bytes = encode(&rec);
             prop_assert_eq!(bytes[0], FULL_TAG);
             prop_assert_eq!(full(&bytes).unwrap(), rec.clone());
-            // Measured (the writer cache's): the same bytes, a length per state, and the
-            // starts of its states where the decoder finds them, with the lengths or without.
-            let (mut measured, mut m) = (Vec::new(), Measure::default());
-            put_full(&rec, &mut measured, Some(&mut m));
-            prop_assert_eq!(&measured, &bytes);
-            prop_assert_eq!(m.lens.len(), rec.props.len());
-            for lens in [None, Some(&m.lens[..])] {
-                let mut found = Vec::new();
-                prop_assert!(state_offsets(&bytes, lens, |n, at| found.push((n, at))).unwrap());
-                prop_assert_eq!(&m.starts, &found);
-            }
-            prop_assert!(!state_offsets(&encode_old(&rec), None, |_, _| ()).unwrap());
             prop_assert_eq!(full_ids(&bytes).unwrap(), rec.ids.clone());
             let known = picked(&rec, &pick);
             prop_assert_eq!(full_but(&bytes, &known).unwrap(), without(&rec, &known));
@@ -1598,20 +1370,8 @@ mod tests {
                 link, stamp, times,
                 ids: with_ids.then_some(&after.ids),
                 rec: &after, changed: &changed,
-            }, &mut bytes, None);
+            }, &mut bytes);
             prop_assert!(is_delta(&bytes));
-            // Measured (the writer cache's): the same bytes, and the starts of its states
-            // where the decoder finds them.
-            let (mut measured, mut starts) = (Vec::new(), Vec::new());
-            put_delta(&DeltaOut {
-                link, stamp, times,
-                ids: with_ids.then_some(&after.ids),
-                rec: &after, changed: &changed,
-            }, &mut measured, Some(&mut starts));
-            prop_assert_eq!(&measured, &bytes);
-            let mut found = Vec::new();
-            prop_assert!(state_offsets(&bytes, None, |n, at| found.push((n, at))).unwrap());
-            prop_assert_eq!(&starts, &found);
             let d = delta(&bytes).unwrap();
             prop_assert_eq!(d.link, link);
             let (l2, ids2) = delta_ids(&bytes).unwrap();
@@ -1693,57 +1453,11 @@ mod tests {
             prop_assert_eq!(&fold_with(Fold::only(&only), None), &want);
             prop_assert_eq!(&fold_with(Fold::only(&only).checked_before(), None), &want);
             // With the full record's state lengths (the writer cache's): the same folds.
-            let (mut full, mut m) = (Vec::new(), Measure::default());
-            put_full(&base, &mut full, Some(&mut m));
+            let (mut full, mut lens) = (Vec::new(), Vec::new());
+            put_full(&base, &mut full, Some(&mut lens));
             prop_assert_eq!(&full, &chain[0]);
-            prop_assert_eq!(&fold_with(Fold::only(&only).checked_before(), Some(&m.lens)), &want);
-            prop_assert_eq!(&fold_with(Fold::default().checked_before(), Some(&m.lens)), &whole);
-        }
-
-        /// The writer cache's fold through its directory of a chain (`apply::cache::Chain`,
-        /// [`fold_listed`]) gives what the fold gives, whole and partial, for a chain the
-        /// writer built (its full record's state lengths kept) and one read from the log.
-        #[test]
-        fn a_fold_through_the_cache_directory_is_the_fold(
-            base in small_names(record()),
-            steps in prop::collection::vec(
-                (small_names(record()), prop::collection::vec(any::<prop::sample::Index>(), 0..6),
-                 any::<i64>(), any::<bool>(), any::<bool>()),
-                0..9,
-            ),
-            only in prop::collection::btree_set(0u32..72, 0..12),
-        ) {
-            use crate::apply::cache::Chain;
-            let chain = chain_of(&base, &steps);
-            let only: Vec<u32> = only.into_iter().collect();
-            let mut fold = Fold::default();
-            for bytes in chain.iter().skip(1).rev() {
-                fold.delta(bytes).unwrap();
-            }
-            let whole = fold.full(&chain[0]).unwrap();
-            let mut want = whole.clone();
-            want.props.retain(|(id, _)| only.binary_search(id).is_ok());
-            let (mut full, mut m) = (Vec::new(), Measure::default());
-            put_full(&base, &mut full, Some(&mut m));
-            let mut written = Chain::full_measured(&full, &m);
-            let mut read = Vec::new();
-            for bytes in chain.iter().rev() {
-                read.extend_from_slice(bytes);
-                read.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            }
-            for bytes in &chain[1..] {
-                // Where the writer measured its states (as `put_delta` does; the
-                // test of deltas checks they agree).
-                let mut starts = Vec::new();
-                state_offsets(bytes, None, |n, at| starts.push((n, at))).unwrap();
-                written.push_delta(bytes, Some(&starts));
-            }
-            let from_log = Chain::from_newest_first(&read, true).unwrap();
-            for cached in [written, from_log] {
-                prop_assert!(cached.has_directory());
-                prop_assert_eq!(&cached.decode().unwrap(), &whole);
-                prop_assert_eq!(&cached.decode_only(&only).unwrap(), &want);
-            }
+            prop_assert_eq!(&fold_with(Fold::only(&only).checked_before(), Some(&lens)), &want);
+            prop_assert_eq!(&fold_with(Fold::default().checked_before(), Some(&lens)), &whole);
         }
 
         #[test]

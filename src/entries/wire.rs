@@ -251,11 +251,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Bytes read so far: where the next read starts.
-    pub(crate) fn position(&self) -> usize {
-        self.at
-    }
-
     /// Bytes not read yet.
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.at
