@@ -66,7 +66,7 @@ pub struct Cli {
     pub history_days: Option<u32>,
 
     /// Memory for recently written profiles kept between writes, as their encoded records,
-    /// in MiB (the writer cache, docs/architecture.md) [default: 48].
+    /// in MiB (the writer cache, docs/architecture.md) [default: 32].
     #[arg(long, global = true, value_name = "MIB")]
     pub cache_mb: Option<usize>,
 
