@@ -145,6 +145,14 @@ impl Replay for Rebuild {
         self.touched.clear();
     }
 
+    /// A sealed segment replayed: its history table goes to its file now, so that a replay
+    /// of the whole log holds one segment's steps in memory, not the log's.
+    fn sealed(&mut self, segment: u32) -> Result<()> {
+        let (io, dir) = &self.files;
+        self.index.journal.spill_replayed(io, dir, segment);
+        Ok(())
+    }
+
     fn apply(&mut self, seq: u64, batch: &[StoredEntry<'_>]) -> Result<()> {
         self.index.set_last_seq(seq);
         for e in batch {

@@ -300,6 +300,30 @@ impl Journal {
         stale
     }
 
+    /// At open, the replay passed the last step of the sealed `segment`: write its table to
+    /// its file and read it from there (unless the segment has a file already, from the
+    /// snapshot, as `freeze_sealed` leaves such a segment too). Best effort: if the file
+    /// cannot be written, the table stays in memory, as before the replay spilled, and the
+    /// background thread, a checkpoint or close tries again (a partial file is named by no
+    /// snapshot, and is removed at the next open).
+    pub fn spill_replayed(&mut self, io: &SharedIo, dir: &Path, segment: u32) {
+        if self.files.contains_key(&segment) {
+            return;
+        }
+        let Some(mut table) = self.tables.remove(&segment) else {
+            return;
+        };
+        table.settle();
+        match write_table(io, dir, segment, &table.rows) {
+            Ok(file) => {
+                self.files.insert(segment, Arc::new(file));
+            }
+            Err(_) => {
+                self.tables.insert(segment, table);
+            }
+        }
+    }
+
     /// Where a profile's steps are, in no particular order (`journal::read::steps_of` orders
     /// them by their arrival times). Reads the blocks of the table files that may hold them.
     pub fn locations(&self, key: u64) -> Result<Vec<Location>> {

@@ -120,6 +120,12 @@ pub trait Replay {
     fn reset(&mut self);
     /// One frame, in sequence order.
     fn apply(&mut self, seq: u64, entries: &[StoredEntry<'_>]) -> Result<()>;
+    /// The replay applied the last frame it replays of `segment`, a sealed segment (not the
+    /// newest log segment, which stays active): no entry of it follows.
+    fn sealed(&mut self, segment: u32) -> Result<()> {
+        let _ = segment;
+        Ok(())
+    }
 }
 
 /// What compaction does with one live-or-not entry (see [`Store::prepare_compaction_of`]).

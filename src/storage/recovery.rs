@@ -218,8 +218,16 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
     // 5. Replay in sequence order.
     let after = used_hint.as_ref().map_or(0, |p| p.seq);
     let order = frame_order(&segs, after)?;
+    // Where the replay leaves each sealed segment for good (frames of several segments
+    // interleave in sequence order: a compacted segment holds old sequence numbers).
+    let mut last_of = vec![None; segs.len()];
+    for (n, &(_, si, _)) in order.iter().enumerate() {
+        if let Some(last) = last_of.get_mut(si) {
+            *last = Some(n);
+        }
+    }
     let mut entries: Vec<StoredEntry<'_>> = Vec::new();
-    for &(seq, si, off) in &order {
+    for (n, &(seq, si, off)) in order.iter().enumerate() {
         let Some(seg) = segs.get(si) else { continue };
         let frame =
             record::decode_frame(&seg.bytes, off as usize).map_err(|reason| Error::Corruption {
@@ -239,6 +247,10 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
             },
         }));
         replay.apply(seq, &entries)?;
+        if last_of.get(si) == Some(&Some(n)) && !seg.newest_log {
+            replay.sealed(seg.id)?;
+            seg.bytes.release_pages();
+        }
     }
     drop(entries);
     report.frames_replayed = order.len() as u64;
@@ -405,7 +417,12 @@ fn scan_segment(
     let (frames, damage) = record::scan(&seg.bytes, from);
     seg.frames = frames;
     seg.scanned_from = Some(from);
-    let Some(d) = damage else { return Ok(()) };
+    let Some(d) = damage else {
+        // Checked: let its pages go (the replay faults back those it reads, a segment at a
+        // time), so that a scan of the whole log does not hold the whole log resident.
+        seg.bytes.release_pages();
+        return Ok(());
+    };
     if seg.newest_log && !d.followed_by_valid {
         // A torn tail: cut it off.
         let dropped = seg.bytes.len() - d.offset;
