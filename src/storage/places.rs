@@ -116,6 +116,36 @@ mod tests {
         assert_eq!(Places::default().get(loc(1, 40, 1)), None);
     }
 
+    proptest::proptest! {
+        /// Every move is found by its old place, whatever the spacing of the offsets (even,
+        /// clustered, one huge gap), and no other place is found.
+        #[test]
+        fn the_search_finds_what_a_map_finds(
+            gaps in proptest::collection::vec(
+                proptest::prop_oneof![1u32..4, 1u32..200, 1u32..100_000],
+                0..300,
+            ),
+            probes in proptest::collection::vec(0u32..2_000_000, 0..50),
+        ) {
+            let mut p = Places::with_capacity(gaps.len());
+            let mut model = std::collections::HashMap::new();
+            let mut offset = 40u32;
+            for (i, gap) in gaps.iter().enumerate() {
+                offset = offset.saturating_add(*gap);
+                let (old, new) = (loc(3, offset, 1), loc(9, i as u32, 1));
+                p.push(old, new);
+                model.insert(offset, new);
+            }
+            p.seal();
+            for (&off, &new) in &model {
+                proptest::prop_assert_eq!(p.get(loc(3, off, 1)), Some(new));
+            }
+            for off in probes.into_iter().chain([0, 39, 40, u32::MAX]) {
+                proptest::prop_assert_eq!(p.get(loc(3, off, 1)), model.get(&off).copied());
+            }
+        }
+    }
+
     #[test]
     fn a_run_out_of_order_is_sorted_when_sealed() {
         let mut p = Places::with_capacity(3);
