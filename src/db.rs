@@ -1143,6 +1143,8 @@ impl Inner {
             let index = self.index.read();
             (index.profile_count() * 9 / 8 + 1024, index.journal.len())
         };
+        // The windows (history, guard links) as of the compaction's start: one clock read.
+        let now = crate::types::value::Timestamp::now().0;
         let prepared = self
             .store
             .prepare_compaction_of(&inputs, moves, places, &mut |e| {
@@ -1160,7 +1162,7 @@ impl Inner {
                     e.kind == EntryKind::Profile.byte() || e.kind == EntryKind::ProfileDelta.byte();
                 // A profile's newest record, or one a delta written since the inputs were
                 // sealed links to (read under the index lock, which such a writer held).
-                let keep = index.is_live(e) || (profile && index.linked.contains(&e.location));
+                let keep = index.is_live(e, now) || (profile && index.linked.contains(&e.location));
                 if !keep {
                     return Ok(CopyAs::Drop);
                 }

@@ -29,7 +29,6 @@ use crate::entries::{self, EntryKind, Ids};
 use crate::storage::{Location, StoredEntry};
 use crate::types::SourceOffset;
 use crate::types::email::normalize_email;
-use crate::types::value::Timestamp;
 
 /// A company's place in the index.
 #[derive(Debug, Clone, Default)]
@@ -544,8 +543,12 @@ impl Index {
         out
     }
 
-    /// Whether the entry is the current version of what it records (compaction keeps it).
-    pub fn is_live(&self, e: &StoredEntry<'_>) -> bool {
+    /// Whether the entry is the current version of what it records (compaction keeps it),
+    /// with the windows (history steps, guard links) measured at `now` (microseconds): a
+    /// compaction asks of every entry it reads, at the time it began, and does not read the
+    /// clock per entry (a step that leaves the window meanwhile is kept, and dropped by the
+    /// next compaction: the window is a floor).
+    pub fn is_live(&self, e: &StoredEntry<'_>, now: i64) -> bool {
         let loc = Some(e.location);
         let Ok(kind) = EntryKind::try_from(e.kind) else {
             return false;
@@ -572,19 +575,13 @@ impl Index {
             EntryKind::Forward => false,
             EntryKind::Suppress => self.suppressed.get(&e.id).map(|d| d.1) == loc,
             EntryKind::NextKey => self.next_key_location == loc,
-            EntryKind::GuardLink => {
-                entries::guard::link(e.id, e.data).is_ok_and(|(ident, _, _)| {
-                    self.journal
-                        .guard
-                        .link_live(ident, e.location, Timestamp::now().0)
-                })
-            }
+            EntryKind::GuardLink => entries::guard::link(e.id, e.data)
+                .is_ok_and(|(ident, _, _)| self.journal.guard.link_live(ident, e.location, now)),
             EntryKind::Quarantine => entries::guard::quarantine(e.id, e.data)
                 .is_ok_and(|(ident, _)| self.journal.guard.quarantine_live(ident, e.location)),
             EntryKind::History => {
                 self.resolve_key(e.id).is_some()
-                    && entries::history::arrival(e.data)
-                        .is_ok_and(|a| self.journal.keeps(a, Timestamp::now().0))
+                    && entries::history::arrival(e.data).is_ok_and(|a| self.journal.keeps(a, now))
             }
             EntryKind::SourceOffset => self.sources.get(&e.id).map(|s| s.1) == loc,
         }
