@@ -304,8 +304,8 @@ impl Journal {
     /// its file and read it from there (unless the segment has a file already, from the
     /// snapshot, as `freeze_sealed` leaves such a segment too). Best effort: if the file
     /// cannot be written, the table stays in memory, as before the replay spilled, and the
-    /// background thread, a checkpoint or close tries again (a partial file is named by no
-    /// snapshot, and is removed at the next open).
+    /// background thread, a checkpoint or close tries again (a partial file is one the
+    /// index does not name: the same open removes it, `db::remove_unnamed_tables`).
     pub fn spill_replayed(&mut self, io: &SharedIo, dir: &Path, segment: u32) {
         if self.files.contains_key(&segment) {
             return;
