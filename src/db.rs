@@ -1282,11 +1282,8 @@ impl Inner {
         }
         self.store.side_files(|io, _| {
             for p in paths {
-                match io.remove(p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("unlink", p, e)),
-                }
+                crate::storage::io::remove_if_present(io.as_ref(), p)
+                    .map_err(|e| Error::io("unlink", p, e))?;
             }
             Ok(())
         })

@@ -307,21 +307,15 @@ impl Journal {
     /// background thread, a checkpoint or close tries again (a partial file is one the
     /// index does not name: the same open removes it, `db::remove_unnamed_tables`).
     pub fn spill_replayed(&mut self, io: &SharedIo, dir: &Path, segment: u32) {
-        if self.files.contains_key(&segment) {
-            return;
-        }
-        let Some(mut table) = self.tables.remove(&segment) else {
-            return;
-        };
-        table.settle();
-        match write_table(io, dir, segment, &table.rows) {
-            Ok(file) => {
-                self.files.insert(segment, Arc::new(file));
-            }
-            Err(_) => {
-                self.tables.insert(segment, table);
-            }
-        }
+        // The steps of a spill at run time (`freeze_sealed`, `write_table`, `install_spilled`)
+        // without a lock between them; a table whose write failed stays frozen, and is
+        // tried again with the next.
+        let written = self
+            .freeze_sealed(|id| id == segment)
+            .into_iter()
+            .filter_map(|(id, rows)| write_table(io, dir, id, &rows).ok())
+            .collect();
+        self.install_spilled(written);
     }
 
     /// Where a profile's steps are, in no particular order (`journal::read::steps_of` orders
@@ -618,6 +612,42 @@ pub(crate) fn write_outputs(
     write_outputs_batched(io, dir, sources, moved, MAP_BATCH)
 }
 
+/// The inputs' cursors, each by the key of its next row (smallest first).
+type Heads = std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>>;
+
+/// Append every row of the smallest key left (from every input's cursor) to `out`, as
+/// `(key, old place)`; `false` when no row is left.
+fn pull_key(
+    heads: &mut Heads,
+    cursors: &mut [(u32, Cursor)],
+    out: &mut Vec<(u64, Location)>,
+) -> Result<bool> {
+    use std::cmp::Reverse;
+    let Some(&Reverse((key, _))) = heads.peek() else {
+        return Ok(false);
+    };
+    while let Some(&Reverse((k, i))) = heads.peek() {
+        if k != key {
+            break;
+        }
+        heads.pop();
+        let (segment, c) = &mut cursors[i];
+        while let Some(r) = c.peek()?.filter(|r| r.key == key) {
+            let old = Location {
+                segment: *segment,
+                offset: r.offset,
+                len: r.len,
+            };
+            out.push((key, old));
+            c.advance();
+        }
+        if let Some(r) = c.peek()? {
+            heads.push(Reverse((r.key, i)));
+        }
+    }
+    Ok(true)
+}
+
 /// [`write_outputs`], mapping `batch` rows (whole keys) at a time.
 fn write_outputs_batched(
     io: &SharedIo,
@@ -627,9 +657,8 @@ fn write_outputs_batched(
     batch: usize,
 ) -> Result<Vec<TableFile>> {
     use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
     let mut cursors: Vec<(u32, Cursor)> = sources.iter().map(|(id, s)| (*id, s.cursor())).collect();
-    let mut heap = BinaryHeap::new();
+    let mut heap = Heads::new();
     for (i, (_, c)) in cursors.iter_mut().enumerate() {
         if let Some(r) = c.peek()? {
             heap.push(Reverse((r.key, i)));
@@ -643,31 +672,7 @@ fn write_outputs_batched(
     let mut mapped: Vec<Option<Location>> = Vec::with_capacity(batch + 256);
     loop {
         pending.clear();
-        while let Some(&Reverse((key, _))) = heap.peek() {
-            if pending.len() >= batch {
-                break;
-            }
-            // Every row of `key`, from every input.
-            while let Some(&Reverse((k, i))) = heap.peek() {
-                if k != key {
-                    break;
-                }
-                heap.pop();
-                let (segment, c) = &mut cursors[i];
-                while let Some(r) = c.peek()?.filter(|r| r.key == key) {
-                    let old = Location {
-                        segment: *segment,
-                        offset: r.offset,
-                        len: r.len,
-                    };
-                    pending.push((key, old));
-                    c.advance();
-                }
-                if let Some(r) = c.peek()? {
-                    heap.push(Reverse((r.key, i)));
-                }
-            }
-        }
+        while pending.len() < batch && pull_key(&mut heap, &mut cursors, &mut pending)? {}
         if pending.is_empty() {
             break;
         }

@@ -134,7 +134,6 @@ pub(crate) fn plan(
         // Merged into a profile that was merged into the survivor in turn: not this
         // survivor's merge. Otherwise its step has left the window (compacted away). (Any
         // order will do: each step is read once, none ordered.)
-        drop(later);
         for k in index.redirect_sources(survivor) {
             for loc in index.journal.locations(k)? {
                 if read_step(store, loc)?

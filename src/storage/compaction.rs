@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::io::{Io, IoFile, write_all_at};
+use super::io::{Io, IoFile, remove_if_present, write_all_at};
 use super::log::FLUSH_AT;
 use super::log::Shared;
 use super::record::{self, HEADER_LEN, KIND_COMPACTED, SegmentHeader, u32_at};
@@ -491,11 +491,7 @@ fn switch(shared: &Shared, p: &Prepared) -> Result<()> {
 fn finish(io: &dyn Io, dir: &Path, inputs: &[u32]) -> Result<()> {
     for id in inputs {
         let path = dir.join(seg_name(*id));
-        match io.remove(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("unlink", &path, e)),
-        }
+        remove_if_present(io, &path).map_err(|e| Error::io("unlink", &path, e))?;
     }
     sync_dir(io, dir)?;
     let m = dir.join(MANIFEST);

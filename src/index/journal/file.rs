@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::{ROW_BYTES, Row};
 use crate::error::{Error, Result};
-use crate::storage::io::{Io, IoFile, read_exact_at, write_all_at};
+use crate::storage::io::{Io, IoFile, read_exact_at, remove_if_present, write_all_at};
 
 /// The I/O seam a table file is read through (the store's).
 pub(crate) type SharedIo = Arc<dyn Io>;
@@ -168,7 +168,7 @@ impl TableFile {
         })
     }
 
-    fn open_file(&self) -> Result<Arc<dyn IoFile>> {
+    fn open_file(&self) -> Result<OpenFile> {
         self.io
             .open(&self.path)
             .map_err(|e| Error::io("open", &self.path, e))
@@ -291,11 +291,7 @@ impl Writer {
     /// Start the table file of `segment` (one left by a crash is replaced).
     pub(crate) fn create(io: &SharedIo, dir: &Path, segment: u32) -> Result<Writer> {
         let path = dir.join(name(segment));
-        match io.remove(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("unlink", &path, e)),
-        }
+        remove_if_present(io.as_ref(), &path).map_err(|e| Error::io("unlink", &path, e))?;
         let file = io
             .create(&path)
             .map_err(|e| Error::io("create", &path, e))?;

@@ -59,6 +59,14 @@ pub trait Io: Send + Sync {
     fn len(&self, path: &Path) -> io::Result<u64>;
 }
 
+/// Remove `path`; one already gone is not an error (a removal retried after a crash).
+pub(crate) fn remove_if_present(io: &dyn Io, path: &Path) -> io::Result<()> {
+    match io.remove(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        done => done,
+    }
+}
+
 /// Write all of `buf` at `offset`, looping over short writes.
 pub(crate) fn write_all_at(file: &dyn IoFile, mut offset: u64, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
