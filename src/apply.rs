@@ -88,6 +88,41 @@ pub(crate) struct Written {
     hit: bool,
 }
 
+/// The buffers a call's batch is built in, kept by each writing thread from one call to the
+/// next ([`Builder::new`] takes them, [`Batch::recycle`] gives them back emptied), so that a
+/// call allocates none of them.
+#[derive(Default)]
+pub(crate) struct Spare {
+    entries: Vec<(EntryKind, u64, Vec<u8>)>,
+    changes: Vec<Change>,
+    written: Vec<Written>,
+    profiles: Vec<(u64, Work)>,
+    /// Entry data buffers, emptied.
+    bufs: Vec<Vec<u8>>,
+    /// Emptied [`Work::changed`] lists and [`Before::props`] lists.
+    names: Vec<Vec<u32>>,
+    befores: Vec<Vec<(u32, Option<PropState>)>>,
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::default();
+}
+
+/// Buffers (and lists) of a kind kept at most: a merge writes more entries, the rest are
+/// freed.
+const SPARE_BUFS: usize = 8;
+/// The largest buffer or list kept, in bytes of capacity (a large record's, or the list of a
+/// call with thousands of names, is freed).
+const SPARE_BUF_BYTES: usize = 16 << 10;
+
+/// Keep `v`, emptied, in `pool` for a later call, unless the pool is full or `v` is large.
+fn keep<T>(pool: &mut Vec<Vec<T>>, mut v: Vec<T>) {
+    if pool.len() < SPARE_BUFS && v.capacity() * size_of::<T>() <= SPARE_BUF_BYTES {
+        v.clear();
+        pool.push(v);
+    }
+}
+
 /// One call's writes.
 pub(crate) struct Batch {
     pub entries: Vec<(EntryKind, u64, Vec<u8>)>,
@@ -98,6 +133,8 @@ pub(crate) struct Batch {
     /// The records in segments a running compaction rewrites that its deltas link to (for
     /// `Index::linked`, once appended).
     pub linked: Vec<Location>,
+    /// The builder's buffers that are not the batch's, for [`Batch::recycle`].
+    spare: Spare,
 }
 
 /// Profile records written since open (`Stats::profile_records`).
@@ -116,6 +153,23 @@ pub struct RecordCounts {
 }
 
 impl Batch {
+    /// The call's outcome; the batch's buffers go back to the thread's [`Spare`] for its next
+    /// call (emptied; `written` and `changes` were drained by the commit).
+    pub fn recycle(mut self) -> Outcome {
+        let mut spare = self.spare;
+        for (_, _, data) in self.entries.drain(..) {
+            keep(&mut spare.bufs, data);
+        }
+        self.changes.clear();
+        self.written.clear();
+        spare.entries = self.entries;
+        spare.changes = self.changes;
+        spare.written = self.written;
+        // A thread being torn down keeps nothing.
+        let _ = SPARE.try_with(|s| *s.borrow_mut() = spare);
+        self.outcome
+    }
+
     /// The profile records the batch writes, decoded (explain reads them).
     pub(crate) fn written_records(&self) -> impl Iterator<Item = (u64, &ProfileRecord)> {
         self.written.iter().map(|w| (w.key, &w.rec))
@@ -130,8 +184,8 @@ impl Batch {
         self.changes.push(Change::Source { id, at: at.clone() });
     }
 
-    /// Borrowed entries for [`Store::append`].
-    pub fn entries(&self) -> Vec<Entry<'_>> {
+    /// Borrowed entries for [`Store::append`] (inline for a call's few: no allocation).
+    pub fn entries(&self) -> smallvec::SmallVec<[Entry<'_>; 4]> {
         self.entries
             .iter()
             .map(|(kind, id, data)| Entry {
@@ -145,8 +199,8 @@ impl Batch {
 
 /// Apply the changes of an appended batch to the index: each entry's [`Update`] (the same
 /// mutation the replay applies on open), and the identifier maps of the profiles written.
-pub(crate) fn commit(index: &mut Index, changes: Vec<Change>, locations: &[Location]) {
-    for (change, &loc) in changes.into_iter().zip(locations) {
+pub(crate) fn commit(index: &mut Index, changes: &mut Vec<Change>, locations: &[Location]) {
+    for (change, &loc) in changes.drain(..).zip(locations) {
         let update = match &change {
             Change::Profile { key, ids } => {
                 if let Some((old, new)) = ids {
@@ -206,6 +260,11 @@ pub(crate) struct Builder<'a> {
     options: &'a Options,
     entries: Vec<(EntryKind, u64, Vec<u8>)>,
     changes: Vec<Change>,
+    /// Emptied data buffers for the entries, and lists for [`Work`] (from the thread's
+    /// [`Spare`]).
+    bufs: Vec<Vec<u8>>,
+    names: Vec<Vec<u32>>,
+    befores: Vec<Vec<(u32, Option<PropState>)>>,
     new_names: Vec<String>,
     /// Profiles loaded or created in this call (few: a linear search beats a map), written
     /// once at the end, in this order.
@@ -347,19 +406,21 @@ impl<'a> Builder<'a> {
         store: &'a Store,
         options: &'a Options,
     ) -> Self {
+        let spare = SPARE.try_with(|s| s.take()).unwrap_or_default();
         Builder {
             index,
             cache,
-            // Sized for the common call (one profile, its record, the dedupe note, a history
-            // step): growing each from empty cost a few reallocations per call.
-            written: Vec::with_capacity(1),
+            written: spare.written,
             linked: Vec::new(),
             store,
             options,
-            entries: Vec::with_capacity(4),
-            changes: Vec::with_capacity(4),
+            entries: spare.entries,
+            changes: spare.changes,
+            bufs: spare.bufs,
+            names: spare.names,
+            befores: spare.befores,
             new_names: Vec::new(),
-            profiles: Vec::with_capacity(2),
+            profiles: spare.profiles,
             companies: HashMap::default(),
             next_key: index.next_key().max(1),
             next_company_key: index.next_company_key().max(1),
@@ -368,6 +429,11 @@ impl<'a> Builder<'a> {
             call_ts: Timestamp(0),
             history: crate::journal::CallInfo::for_index(index),
         }
+    }
+
+    /// An empty buffer for an entry's data.
+    fn buf(&mut self) -> Vec<u8> {
+        self.bufs.pop().unwrap_or_default()
     }
 
     fn push(&mut self, kind: EntryKind, id: u64, data: Vec<u8>, change: Change) {
@@ -457,7 +523,10 @@ impl<'a> Builder<'a> {
         let before = Before {
             times: (rec.first_seen, rec.updated_at),
             props: match self.history {
-                Some(_) => Vec::with_capacity(CALL_NAMES),
+                Some(_) => self
+                    .befores
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(CALL_NAMES)),
                 None => Vec::new(),
             },
             #[cfg(debug_assertions)]
@@ -473,7 +542,10 @@ impl<'a> Builder<'a> {
                 head: Some((loc, at)),
                 hit,
                 full: false,
-                changed: Vec::with_capacity(CALL_NAMES),
+                changed: self
+                    .names
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(CALL_NAMES)),
                 stamped: false,
                 cached,
                 before,
@@ -586,7 +658,8 @@ impl<'a> Builder<'a> {
             );
         }
         let stamp = Stamp::new(self.call_ts, self.order);
-        for (key, mut work) in std::mem::take(&mut self.profiles) {
+        let mut profiles = std::mem::take(&mut self.profiles);
+        for (key, mut work) in profiles.drain(..) {
             let ids_changed = match &work.old {
                 OldIds::New => true,
                 OldIds::Same => false,
@@ -625,7 +698,8 @@ impl<'a> Builder<'a> {
                 Some((link, at)) => {
                     work.changed.sort_unstable();
                     work.changed.dedup();
-                    let mut data = Vec::with_capacity(64 + 24 * work.changed.len());
+                    let mut data = self.buf();
+                    data.reserve(64 + 24 * work.changed.len());
                     entries::profile::put_delta(
                         &DeltaOut {
                             link,
@@ -689,15 +763,18 @@ impl<'a> Builder<'a> {
                     let whole = crate::entries::history::diff(Some(loaded), &work.rec);
                     debug_assert_eq!(undo, whole, "undo step from the saved parts");
                 }
-                let data = call.step(
+                let mut data = self.bufs.pop().unwrap_or_default();
+                call.step(
+                    &mut data,
                     kind,
                     stamp,
                     message_id,
-                    undo,
+                    &undo,
                     work.head.is_none(),
                     &work.rec,
                     &work.merged,
                 );
+                keep(&mut self.befores, undo.3);
                 (data, call.arrival)
             });
             let ids = ids_changed.then(|| {
@@ -708,6 +785,7 @@ impl<'a> Builder<'a> {
                 };
                 (old, work.rec.ids.clone())
             });
+            keep(&mut self.names, work.changed);
             self.written.push(Written {
                 entry: self.entries.len(),
                 key,
@@ -728,13 +806,10 @@ impl<'a> Builder<'a> {
         }
         if let Some(mid) = message_id {
             let hash = message_hash(mid);
-            let (id, data) = entries::split_hash(hash);
-            self.push(
-                EntryKind::Dedupe,
-                id,
-                data.to_vec(),
-                Change::Dedupe { hash },
-            );
+            let (id, bytes) = entries::split_hash(hash);
+            let mut data = self.buf();
+            data.extend_from_slice(&bytes);
+            self.push(EntryKind::Dedupe, id, data, Change::Dedupe { hash });
         }
         Ok(Batch {
             entries: self.entries,
@@ -742,6 +817,13 @@ impl<'a> Builder<'a> {
             outcome,
             written: self.written,
             linked: self.linked,
+            spare: Spare {
+                profiles,
+                bufs: self.bufs,
+                names: self.names,
+                befores: self.befores,
+                ..Spare::default()
+            },
         })
     }
 
@@ -965,6 +1047,8 @@ impl<'a> Builder<'a> {
                 let rec = ProfileRecord {
                     first_seen: ts,
                     updated_at: ts,
+                    // Sized for the call's names: no reallocation as it sets them.
+                    props: Vec::with_capacity(m.traits.len()),
                     ..ProfileRecord::default()
                 };
                 self.profiles.push((
@@ -976,7 +1060,7 @@ impl<'a> Builder<'a> {
                         head: None,
                         hit: false,
                         full: true,
-                        changed: Vec::new(),
+                        changed: Vec::with_capacity(m.traits.len()),
                         stamped: true,
                         cached: None,
                         before: Before::default(),

@@ -441,17 +441,17 @@ impl Db {
             batch.push_source(at);
         }
         if batch.entries.is_empty() {
-            return Ok((batch.outcome, 0));
+            return Ok((batch.recycle(), 0));
         }
         let appended = inner.store.append(&batch.entries())?;
-        cache.insert_written(batch.written, &appended.locations);
+        cache.insert_written(&mut batch.written, &appended.locations);
         drop(cache);
         let mut index = RwLockUpgradableReadGuard::upgrade(index);
-        index.linked.extend(batch.linked);
+        index.linked.extend(batch.linked.drain(..));
         index.set_last_seq(appended.seq);
-        apply::commit(&mut index, batch.changes, &appended.locations);
+        apply::commit(&mut index, &mut batch.changes, &appended.locations);
         drop(index);
-        Ok((batch.outcome, appended.seq))
+        Ok((batch.recycle(), appended.seq))
     }
 
     fn lookup(index: &Index, selector: &Selector) -> Option<u64> {
@@ -900,20 +900,23 @@ impl Db {
             carried: Default::default(),
         };
         let stamp = crate::types::state::Stamp::new(now, index.last_seq().saturating_add(1));
-        let step_s = call.step(
+        let (mut step_s, mut step_r) = (Vec::new(), Vec::new());
+        call.step(
+            &mut step_s,
             StepKind::Unmerge,
             stamp,
             None,
-            crate::entries::history::diff(Some(&plan.survivor_before), &plan.survivor),
+            &crate::entries::history::diff(Some(&plan.survivor_before), &plan.survivor),
             false,
             &plan.survivor,
             &[],
         );
-        let step_r = call.step(
+        call.step(
+            &mut step_r,
             StepKind::Unmerge,
             stamp,
             None,
-            crate::entries::history::diff(Some(&plan.merged_at_merge), &plan.restored),
+            &crate::entries::history::diff(Some(&plan.merged_at_merge), &plan.restored),
             false,
             &plan.restored,
             &[],
@@ -934,7 +937,7 @@ impl Db {
                 data,
             })
             .collect();
-        let changes = vec![
+        let mut changes = vec![
             Change::Profile {
                 key: survivor,
                 ids: Some((
@@ -957,7 +960,7 @@ impl Db {
         ];
         let appended = inner.store.append(&entries)?;
         index.set_last_seq(appended.seq);
-        apply::commit(&mut index, changes, &appended.locations);
+        apply::commit(&mut index, &mut changes, &appended.locations);
         let out = crate::journal::unmerge::Unmerged {
             survivor: view::profile(&index, survivor, plan.survivor),
             restored: view::profile(&index, merged_key, plan.restored),

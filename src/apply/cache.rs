@@ -287,8 +287,8 @@ impl ProfileCache {
     }
 
     /// Keep the profiles of an appended batch (their decoded records are dropped).
-    pub fn insert_written(&mut self, written: Vec<Written>, locations: &[Location]) {
-        for w in written {
+    pub fn insert_written(&mut self, written: &mut Vec<Written>, locations: &[Location]) {
+        for w in written.drain(..) {
             let (Some(&loc), Some(chain)) = (locations.get(w.entry), w.chain) else {
                 continue;
             };

@@ -135,13 +135,57 @@ const SAME_USER: u8 = 1;
 const SAME_EMAIL: u8 = 1 << 1;
 const SAME_ANON: u8 = 1 << 2;
 
+/// A step's body as its encoder reads it: [`Body`]'s fields, borrowed (the write path
+/// encodes its step from the call's parts, without copying them into a `Body`).
+pub(crate) struct BodyRef<'a> {
+    pub kind: StepKind,
+    pub event: i64,
+    pub order: u64,
+    pub message_id: Option<&'a str>,
+    pub carried: &'a Carried,
+    pub created: bool,
+    pub first_seen: i64,
+    pub updated_at: i64,
+    pub ids: Option<&'a StepIds>,
+    pub props: &'a [(u32, Option<PropState>)],
+    pub merged: &'a [(u64, Vec<u8>)],
+}
+
+#[cfg(test)]
+impl Body {
+    /// The body, borrowed, for [`encode_into`].
+    pub(crate) fn as_ref(&self) -> BodyRef<'_> {
+        BodyRef {
+            kind: self.kind,
+            event: self.event,
+            order: self.order,
+            message_id: self.message_id.as_deref(),
+            carried: &self.carried,
+            created: self.created,
+            first_seen: self.first_seen,
+            updated_at: self.updated_at,
+            ids: self.ids.as_ref(),
+            props: &self.props,
+            merged: &self.merged,
+        }
+    }
+}
+
 /// Encode a step; `after` is the profile's identifiers after the call (carried identifiers
 /// equal to them are written as flags).
+#[cfg(test)]
 pub(crate) fn encode(arrival: i64, body: &Body, after: &Ids) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + 32 * body.props.len());
+    let mut out = Vec::new();
+    encode_into(&mut out, arrival, &body.as_ref(), after);
+    out
+}
+
+/// [`encode`], appended to `out`.
+pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, after: &Ids) {
+    out.reserve(64 + 32 * body.props.len());
     out.push(STEP_TAG);
     out.extend_from_slice(&arrival.to_le_bytes());
-    let c = &body.carried;
+    let c = body.carried;
     let same_user = c.user_id.is_some() && c.user_id == after.user_id;
     let same_email = c.email.is_some() && c.email == after.email;
     let anon_at = c
@@ -177,55 +221,54 @@ pub(crate) fn encode(arrival: i64, body: &Body, after: &Ids) -> Vec<u8> {
     }
     out.push(flags);
     out.push(same);
-    put_i64(&mut out, body.event);
-    put_u64(&mut out, body.order);
+    put_i64(out, body.event);
+    put_u64(out, body.order);
     for s in [
-        body.message_id.as_ref(),
-        c.user_id.as_ref().filter(|_| !same_user),
-        c.email.as_ref().filter(|_| !same_email),
-        c.anonymous_id.as_ref().filter(|_| anon_at.is_none()),
+        body.message_id,
+        c.user_id.as_deref().filter(|_| !same_user),
+        c.email.as_deref().filter(|_| !same_email),
+        c.anonymous_id.as_deref().filter(|_| anon_at.is_none()),
     ]
     .into_iter()
     .flatten()
     {
-        s.put(&mut out);
+        s.put(out);
     }
     if let Some(i) = anon_at {
-        put_u64(&mut out, i as u64);
+        put_u64(out, i as u64);
     }
-    put_i64(&mut out, body.first_seen);
-    put_i64(&mut out, body.updated_at);
+    put_i64(out, body.first_seen);
+    put_i64(out, body.updated_at);
     if let Some(ids) = &body.ids {
-        ids.user_id.put(&mut out);
-        ids.email.put(&mut out);
-        ids.anonymous_ids.put(&mut out);
-        ids.company_id.put(&mut out);
+        ids.user_id.put(out);
+        ids.email.put(out);
+        ids.anonymous_ids.put(out);
+        ids.company_id.put(out);
     }
     // Properties: count, the stamp table (after the call's own stamp, which starts it),
     // then each name as the gap from the previous one (the first: the name itself) and its
     // state before.
     let first = Stamp::new(Timestamp(body.event), body.order);
     let table = StampTable::starting_with(first, body.props.iter().filter_map(|p| p.1.as_ref()));
-    put_u64(&mut out, body.props.len() as u64);
-    table.put_from(1, &mut out);
+    put_u64(out, body.props.len() as u64);
+    table.put_from(1, out);
     let mut names = Names::default();
-    for (name, st) in &body.props {
-        names.put(&mut out, *name);
+    for (name, st) in body.props {
+        names.put(out, *name);
         match st {
             None => out.push(0),
             Some(s) => {
                 out.push(1);
-                put_state(s, &table, &mut out);
+                put_state(s, &table, out);
             }
         }
     }
-    put_u64(&mut out, body.merged.len() as u64);
-    for (key, rec) in &body.merged {
-        put_u64(&mut out, *key);
-        put_u64(&mut out, rec.len() as u64);
+    put_u64(out, body.merged.len() as u64);
+    for (key, rec) in body.merged {
+        put_u64(out, *key);
+        put_u64(out, rec.len() as u64);
         out.extend_from_slice(rec);
     }
-    out
 }
 
 fn bad(reason: impl Into<String>) -> Error {
@@ -435,7 +478,7 @@ pub(crate) fn diff(before: Option<&ProfileRecord>, after: &ProfileRecord) -> Und
     let empty = ProfileRecord::default();
     let b = before.unwrap_or(&empty);
     let ids = (before.is_none() || b.ids != after.ids).then(|| StepIds::from(&b.ids));
-    let mut props = Vec::new();
+    let mut props = Vec::with_capacity(b.props.len().max(after.props.len()));
     let (mut i, mut j) = (0, 0);
     let (bp, ap) = (&b.props, &after.props);
     while i < bp.len() || j < ap.len() {

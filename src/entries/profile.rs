@@ -195,8 +195,9 @@ fn shaped_props(
 ) -> Decoded<Vec<(u32, PropState)>> {
     // A name gap and a shape byte at least.
     let n = r.len(2)?;
+    // Room for the names a call adds (the writer's fold): no reallocation when it does.
     let mut props: Vec<(u32, PropState)> =
-        Vec::with_capacity(skip.only.map_or(n, |only| only.len().min(n)));
+        Vec::with_capacity(skip.only.map_or(n, |only| only.len().min(n)) + ROOM);
     let mut names = Names::default();
     // Lengths are used only for bytes checked before, and only if they are this record's.
     let lens = lens.filter(|l| skip.checked && l.len() == n);
@@ -569,6 +570,11 @@ pub(crate) fn delta_ids(bytes: &[u8]) -> Decoded<(Link, Option<Ids>)> {
     Ok((link, ids))
 }
 
+/// Spare room for property states in a decoded record's list, and in a fold's list of
+/// states decided by its deltas before the first one is read: a call adds a few names, a
+/// chain has a few deltas, and each growth of the list would be a reallocation.
+const ROOM: usize = 8;
+
 /// A profile's chain read newest record first (`chain::read_profile` drives it): a delta
 /// holds the whole state of each name it changed, so the newest record naming a property
 /// decides it. Older records are still read and checked whole, but the states of names already
@@ -623,6 +629,9 @@ impl Fold {
     /// Read the next (older) record of the chain, a delta: its link to the previous record.
     pub(crate) fn delta(&mut self, bytes: &[u8]) -> Decoded<Link> {
         let from = self.newer.len();
+        if self.newer.capacity() == 0 {
+            self.newer.reserve(4 * ROOM);
+        }
         let skip = Skip {
             known: &self.known,
             only: self.only.as_deref(),
@@ -675,7 +684,7 @@ impl Fold {
             // Both sorted by name, no name in both: merged, not sorted again.
             self.newer.sort_unstable_by_key(|p| p.0);
             let old = std::mem::take(&mut rec.props);
-            let mut props = Vec::with_capacity(old.len() + self.newer.len());
+            let mut props = Vec::with_capacity(old.len() + self.newer.len() + ROOM);
             let mut newer = self.newer.drain(..).peekable();
             for p in old {
                 while let Some(n) = newer.next_if(|n| n.0 < p.0) {

@@ -15,7 +15,7 @@ pub(crate) mod unmerge;
 use serde::Serialize;
 
 use crate::entries::ProfileRecord;
-use crate::entries::history::{self, Body, Carried, StepKind};
+use crate::entries::history::{self, BodyRef, Carried, StepKind};
 use crate::index::Index;
 use crate::profile::message::Identify;
 use crate::profile::props::Stamp;
@@ -50,36 +50,38 @@ impl CallInfo {
         };
     }
 
-    /// The bytes of one profile's step.
+    /// The bytes of one profile's step, appended to `out`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn step(
         &self,
+        out: &mut Vec<u8>,
         kind: StepKind,
         stamp: Stamp,
         message_id: Option<&str>,
-        undo: history::Undo,
+        undo: &history::Undo,
         created: bool,
         after: &ProfileRecord,
         merged: &[(u64, ProfileRecord)],
-    ) -> Vec<u8> {
+    ) {
         let (ids, first_seen, updated_at, props) = undo;
-        let body = Body {
+        let merged: Vec<(u64, Vec<u8>)> = merged
+            .iter()
+            .map(|(k, r)| (*k, crate::entries::encode_profile(r, 256)))
+            .collect();
+        let body = BodyRef {
             kind,
             event: stamp.0.0,
             order: stamp.1,
-            message_id: message_id.map(str::to_string),
-            carried: self.carried.clone(),
+            message_id,
+            carried: &self.carried,
             created,
             first_seen: first_seen.0,
             updated_at: updated_at.0,
-            ids,
+            ids: ids.as_ref(),
             props,
-            merged: merged
-                .iter()
-                .map(|(k, r)| (*k, crate::entries::encode_profile(r, 256)))
-                .collect(),
+            merged: &merged,
         };
-        history::encode(self.arrival, &body, &after.ids)
+        history::encode_into(out, self.arrival, &body, &after.ids);
     }
 }
 

@@ -148,20 +148,19 @@ impl Writer<'_> {
             Some(id) => id,
             None => self.start()?,
         };
-        let mut locs = Vec::with_capacity(entries.len());
-        record::encode_frame(&mut self.buf, seq, entries, &mut locs);
         let base = self.base;
-        if self.buf.len() >= FLUSH_AT {
-            self.flush()?;
-        }
-        Ok(locs
-            .into_iter()
-            .map(|(o, l)| Location {
+        let mut locs = Vec::with_capacity(entries.len());
+        record::encode_frame(&mut self.buf, seq, entries, |o, l| {
+            locs.push(Location {
                 segment: id,
                 offset: (base + o) as u32,
                 len: l as u32,
             })
-            .collect())
+        });
+        if self.buf.len() >= FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(locs)
     }
 }
 

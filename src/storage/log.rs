@@ -242,18 +242,16 @@ impl Shared {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        let mut locs = Vec::with_capacity(entries.len());
-        record::encode_frame(&mut st.buf, seq, entries, &mut locs);
         let seg = st.id;
         let base = st.flushed;
-        let locations = locs
-            .into_iter()
-            .map(|(offset, len)| Location {
+        let mut locations = super::Locations::new();
+        record::encode_frame(&mut st.buf, seq, entries, |offset, len| {
+            locations.push(Location {
                 segment: seg,
                 offset: (base + offset) as u32,
                 len: len as u32,
             })
-            .collect();
+        });
         self.counters.frames.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes

@@ -174,8 +174,12 @@ pub struct Appended {
     /// Sequence number of the frame (strictly increasing).
     pub seq: u64,
     /// Location of each appended entry, in the order given.
-    pub locations: Vec<Location>,
+    pub locations: Locations,
 }
+
+/// The locations of a frame's entries: inline for the few entries of a call's frame (no
+/// allocation per append).
+pub type Locations = smallvec::SmallVec<[Location; 4]>;
 
 /// A compaction prepared (new files written and synced) but not yet switched in.
 pub struct PreparedCompaction {
@@ -494,8 +498,7 @@ pub fn encode_frame(out: &mut Vec<u8>, seq: u64, entries: &[Entry<'_>]) -> Resul
             reason: format!("a frame may hold at most {} bytes", record::MAX_BODY),
         });
     }
-    let mut locs = Vec::with_capacity(entries.len());
-    record::encode_frame(out, seq, entries, &mut locs);
+    record::encode_frame(out, seq, entries, |_, _| {});
     Ok(())
 }
 

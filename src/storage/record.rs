@@ -118,13 +118,13 @@ pub(crate) fn frame_len(entries: &[Entry<'_>]) -> Option<usize> {
     body.checked_add(FRAME_HEADER)
 }
 
-/// Append one frame to `buf` (which mirrors a segment file from offset 0). Pushes
-/// `(data offset, data len)` of each entry to `locs`. The caller has checked [`frame_len`].
+/// Append one frame to `buf` (which mirrors a segment file from offset 0). Calls
+/// `at(data offset, data len)` for each entry, in order. The caller has checked [`frame_len`].
 pub(crate) fn encode_frame(
     buf: &mut Vec<u8>,
     seq: u64,
     entries: &[Entry<'_>],
-    locs: &mut Vec<(usize, usize)>,
+    mut at: impl FnMut(usize, usize),
 ) {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; FRAME_HEADER]);
@@ -134,7 +134,7 @@ pub(crate) fn encode_frame(
         buf.push(e.kind);
         buf.extend_from_slice(&e.id.to_le_bytes());
         buf.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
-        locs.push((buf.len(), e.data.len()));
+        at(buf.len(), e.data.len());
         buf.extend_from_slice(e.data);
     }
     let body_len = (buf.len() - start - FRAME_HEADER) as u32;
@@ -353,7 +353,7 @@ mod tests {
                 data: b"",
             },
         ];
-        encode_frame(&mut buf, 42, &entries, &mut locs);
+        encode_frame(&mut buf, 42, &entries, |o, l| locs.push((o, l)));
         assert_eq!(buf.len(), HEADER_LEN + frame_len(&entries).unwrap());
         let f = decode_frame(&buf, HEADER_LEN).unwrap();
         assert_eq!(f.seq, 42);
