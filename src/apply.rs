@@ -97,11 +97,36 @@ pub(crate) struct Spare {
     changes: Vec<Change>,
     written: Vec<Written>,
     profiles: Vec<(u64, Work)>,
-    /// Entry data buffers, emptied.
+    pools: Pools,
+}
+
+/// Emptied buffers the builder hands out and takes back within a call.
+#[derive(Default)]
+struct Pools {
+    /// Entry data buffers.
     bufs: Vec<Vec<u8>>,
-    /// Emptied [`Work::changed`] lists and [`Before::props`] lists.
+    /// [`Work::changed`] lists.
     names: Vec<Vec<u32>>,
+    /// [`Before::props`] lists.
     befores: Vec<Vec<(u32, Option<PropState>)>>,
+}
+
+impl Pools {
+    fn buf(&mut self) -> Vec<u8> {
+        self.bufs.pop().unwrap_or_default()
+    }
+
+    fn names(&mut self) -> Vec<u32> {
+        self.names
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CALL_NAMES))
+    }
+
+    fn befores(&mut self) -> Vec<(u32, Option<PropState>)> {
+        self.befores
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CALL_NAMES))
+    }
 }
 
 thread_local! {
@@ -158,7 +183,7 @@ impl Batch {
     pub fn recycle(mut self) -> Outcome {
         let mut spare = self.spare;
         for (_, _, data) in self.entries.drain(..) {
-            keep(&mut spare.bufs, data);
+            keep(&mut spare.pools.bufs, data);
         }
         self.changes.clear();
         self.written.clear();
@@ -260,11 +285,8 @@ pub(crate) struct Builder<'a> {
     options: &'a Options,
     entries: Vec<(EntryKind, u64, Vec<u8>)>,
     changes: Vec<Change>,
-    /// Emptied data buffers for the entries, and lists for [`Work`] (from the thread's
-    /// [`Spare`]).
-    bufs: Vec<Vec<u8>>,
-    names: Vec<Vec<u32>>,
-    befores: Vec<Vec<(u32, Option<PropState>)>>,
+    /// Buffers for the entries' data and lists for [`Work`] (from the thread's [`Spare`]).
+    pools: Pools,
     new_names: Vec<String>,
     /// Profiles loaded or created in this call (few: a linear search beats a map), written
     /// once at the end, in this order.
@@ -416,9 +438,7 @@ impl<'a> Builder<'a> {
             options,
             entries: spare.entries,
             changes: spare.changes,
-            bufs: spare.bufs,
-            names: spare.names,
-            befores: spare.befores,
+            pools: spare.pools,
             new_names: Vec::new(),
             profiles: spare.profiles,
             companies: HashMap::default(),
@@ -429,11 +449,6 @@ impl<'a> Builder<'a> {
             call_ts: Timestamp(0),
             history: crate::journal::CallInfo::for_index(index),
         }
-    }
-
-    /// An empty buffer for an entry's data.
-    fn buf(&mut self) -> Vec<u8> {
-        self.bufs.pop().unwrap_or_default()
     }
 
     fn push(&mut self, kind: EntryKind, id: u64, data: Vec<u8>, change: Change) {
@@ -523,10 +538,7 @@ impl<'a> Builder<'a> {
         let before = Before {
             times: (rec.first_seen, rec.updated_at),
             props: match self.history {
-                Some(_) => self
-                    .befores
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(CALL_NAMES)),
+                Some(_) => self.pools.befores(),
                 None => Vec::new(),
             },
             #[cfg(debug_assertions)]
@@ -542,10 +554,7 @@ impl<'a> Builder<'a> {
                 head: Some((loc, at)),
                 hit,
                 full: false,
-                changed: self
-                    .names
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(CALL_NAMES)),
+                changed: self.pools.names(),
                 stamped: false,
                 cached,
                 before,
@@ -698,7 +707,7 @@ impl<'a> Builder<'a> {
                 Some((link, at)) => {
                     work.changed.sort_unstable();
                     work.changed.dedup();
-                    let mut data = self.buf();
+                    let mut data = self.pools.buf();
                     data.reserve(64 + 24 * work.changed.len());
                     entries::profile::put_delta(
                         &DeltaOut {
@@ -763,7 +772,7 @@ impl<'a> Builder<'a> {
                     let whole = crate::entries::history::diff(Some(loaded), &work.rec);
                     debug_assert_eq!(undo, whole, "undo step from the saved parts");
                 }
-                let mut data = self.bufs.pop().unwrap_or_default();
+                let mut data = self.pools.buf();
                 call.step(
                     &mut data,
                     kind,
@@ -774,7 +783,7 @@ impl<'a> Builder<'a> {
                     &work.rec,
                     &work.merged,
                 );
-                keep(&mut self.befores, undo.3);
+                keep(&mut self.pools.befores, undo.3);
                 (data, call.arrival)
             });
             let ids = ids_changed.then(|| {
@@ -785,7 +794,7 @@ impl<'a> Builder<'a> {
                 };
                 (old, work.rec.ids.clone())
             });
-            keep(&mut self.names, work.changed);
+            keep(&mut self.pools.names, work.changed);
             self.written.push(Written {
                 entry: self.entries.len(),
                 key,
@@ -807,7 +816,7 @@ impl<'a> Builder<'a> {
         if let Some(mid) = message_id {
             let hash = message_hash(mid);
             let (id, bytes) = entries::split_hash(hash);
-            let mut data = self.buf();
+            let mut data = self.pools.buf();
             data.extend_from_slice(&bytes);
             self.push(EntryKind::Dedupe, id, data, Change::Dedupe { hash });
         }
@@ -819,9 +828,7 @@ impl<'a> Builder<'a> {
             linked: self.linked,
             spare: Spare {
                 profiles,
-                bufs: self.bufs,
-                names: self.names,
-                befores: self.befores,
+                pools: self.pools,
                 ..Spare::default()
             },
         })

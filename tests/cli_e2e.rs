@@ -524,6 +524,18 @@ fn bench_runs_w1_small() {
         report["latency_us"]["p99"].as_f64().unwrap()
             >= report["latency_us"]["p50"].as_f64().unwrap()
     );
+    // The latency bands cover every sampled call and all their time, in order.
+    let bands = report["latency_us"]["bands"].as_array().unwrap();
+    assert_eq!(bands.len(), 5, "{report}");
+    assert_eq!(bands[0]["from_us"], 0, "{report}");
+    assert!(bands[4]["to_us"].is_null(), "{report}");
+    for w in bands.windows(2) {
+        assert_eq!(w[0]["to_us"], w[1]["from_us"], "{report}");
+    }
+    for key in ["calls_pct", "time_pct"] {
+        let sum: f64 = bands.iter().map(|b| b[key].as_f64().unwrap()).sum();
+        assert!((sum - 100.0).abs() < 1e-6, "{key} sums to {sum}: {report}");
+    }
     assert!(
         report["bytes_written_per_call"].as_f64().unwrap() > 0.0,
         "{report}"

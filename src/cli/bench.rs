@@ -49,6 +49,44 @@ pub struct Latency {
     pub max: f64,
     /// Number of calls sampled (every 16th).
     pub samples: u64,
+    /// The sampled calls by latency band: where the time goes (a few slow calls, or many).
+    pub bands: Vec<Band>,
+}
+
+/// The sampled calls whose latency lies in `[from_us, to_us)`.
+#[derive(Debug, Serialize)]
+pub struct Band {
+    pub from_us: u32,
+    /// `None`: no upper bound.
+    pub to_us: Option<u32>,
+    /// Their share of the sampled calls, in per cent.
+    pub calls_pct: f64,
+    /// Their share of the sampled calls' time, in per cent.
+    pub time_pct: f64,
+}
+
+/// Band edges, microseconds.
+const BAND_EDGES_US: [u32; 4] = [10, 20, 50, 100];
+
+/// `sorted` (nanoseconds) by [`BAND_EDGES_US`].
+fn bands(sorted: &[u32]) -> Vec<Band> {
+    let total: u64 = sorted.iter().map(|&s| u64::from(s)).sum();
+    let mut from = 0;
+    let mut out = Vec::new();
+    for to in BAND_EDGES_US.map(Some).into_iter().chain([None]) {
+        let within = sorted
+            .iter()
+            .filter(|&&s| s >= from * 1_000 && to.is_none_or(|to| s < to * 1_000));
+        let (n, t) = within.fold((0u64, 0u64), |(n, t), &s| (n + 1, t + u64::from(s)));
+        out.push(Band {
+            from_us: from,
+            to_us: to,
+            calls_pct: 100.0 * n as f64 / sorted.len().max(1) as f64,
+            time_pct: 100.0 * t as f64 / total.max(1) as f64,
+        });
+        from = to.unwrap_or(u32::MAX);
+    }
+    out
 }
 
 /// Outcome counts.
@@ -336,6 +374,7 @@ fn run(
             p999: percentile(&samples, 99.9),
             max: percentile(&samples, 100.0),
             samples: samples.len() as u64,
+            bands: bands(&samples),
         },
         syncs: loaded.storage.syncs,
         bytes_written_per_call: loaded.storage.bytes_appended as f64 / i.max(1) as f64,
@@ -406,6 +445,19 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
         out,
         "  latency         p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us ({} samples)",
         l.p50, l.p99, l.p999, l.max, l.samples
+    )?;
+    let bands: Vec<String> = l
+        .bands
+        .iter()
+        .map(|b| match b.to_us {
+            Some(to) => format!("{}-{to} us {:.0} %", b.from_us, b.time_pct),
+            None => format!(">= {} us {:.0} %", b.from_us, b.time_pct),
+        })
+        .collect();
+    writeln!(
+        out,
+        "  latency time    {} (of the sampled calls' time)",
+        bands.join(", ")
     )?;
     writeln!(
         out,
