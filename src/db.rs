@@ -146,6 +146,9 @@ struct Inner {
     compaction: Mutex<()>,
     /// Calls the guard skipped an identifier of (issue 16).
     guard_skipped: std::sync::atomic::AtomicU64,
+    /// What the segments of history steps held after the last compaction that rewrote them
+    /// (or at the open). See [`Steps`].
+    steps_base: std::sync::atomic::AtomicU64,
     stop: Mutex<bool>,
     wake: Condvar,
     /// Calls from many threads, applied in groups (`db/writers.rs`).
@@ -207,6 +210,7 @@ impl Db {
         index.journal.guard.max_user_ids = options.guard_max_user_ids;
         index.journal.guard.window_us =
             i64::try_from(options.guard_window.as_micros()).unwrap_or(i64::MAX);
+        let store_step_bytes = store.step_bytes();
         let inner = Arc::new(Inner {
             store,
             index: RwLock::new(index),
@@ -215,6 +219,7 @@ impl Db {
             options,
             compaction: Mutex::new(()),
             guard_skipped: std::sync::atomic::AtomicU64::new(0),
+            steps_base: std::sync::atomic::AtomicU64::new(store_step_bytes),
             stop: Mutex::new(false),
             wake: Condvar::new(),
             writers: writers::Writers::default(),
@@ -559,9 +564,18 @@ impl Db {
         self.inner.store.sync()
     }
 
-    /// Compact now; returns bytes reclaimed.
+    /// Compact now, every sealed segment (the segments of history steps too); returns bytes
+    /// reclaimed.
     pub fn compact(&self) -> Result<u64> {
-        self.inner.compact(&mut || {})
+        self.inner.compact(Steps::All, &mut || {})
+    }
+
+    /// Compact now as the background thread does: every sealed segment but the segments of
+    /// history steps, unless they have doubled since they were last rewritten. Returns bytes
+    /// reclaimed.
+    /// docs/journal.md, "What compactions write with history on".
+    pub fn compact_in_background_mode(&self) -> Result<u64> {
+        self.inner.compact(Steps::Due, &mut || {})
     }
 
     /// [`Db::compact`], calling `during` once the segments to compact are sealed and again
@@ -571,7 +585,7 @@ impl Db {
     /// lift a suppression or unmerge (those wait for the compaction).
     #[doc(hidden)]
     pub fn compact_with(&self, during: &mut dyn FnMut()) -> Result<u64> {
-        self.inner.compact(during)
+        self.inner.compact(Steps::All, during)
     }
 
     /// Write the index snapshot (hint file) now, so that the next open replays less.
@@ -711,6 +725,9 @@ pub struct Counts {
     pub companies: u64,
     /// Bytes of all segment files.
     pub disk_bytes: u64,
+    /// Bytes of the segments that hold history steps only (within `disk_bytes`; see
+    /// docs/journal.md, "What compactions write with history on").
+    pub history_segment_bytes: u64,
     /// fdatasync calls since the store was opened.
     pub syncs: u64,
     /// Identifiers the guard holds quarantined (docs/journal.md "Guard").
@@ -731,6 +748,7 @@ impl Db {
             profiles: index.profile_count() as u64,
             companies: index.company_count() as u64,
             disk_bytes: storage.disk_bytes,
+            history_segment_bytes: self.inner.store.step_bytes(),
             syncs: storage.syncs,
             quarantined: index.journal.guard.list().len() as u64,
             guard_skipped_calls: self
@@ -785,7 +803,7 @@ impl Db {
             }
         }
         self.inner.store.sync()?;
-        self.inner.compact(&mut || {})?;
+        self.inner.compact(Steps::All, &mut || {})?;
         Ok(true)
     }
 
@@ -796,7 +814,7 @@ impl Db {
         let deleted = self.delete(selector, suppress)?;
         if deleted.is_some() {
             self.inner.store.sync()?;
-            self.inner.compact(&mut || {})?;
+            self.inner.compact(Steps::All, &mut || {})?;
         }
         Ok(deleted)
     }
@@ -838,7 +856,7 @@ impl Db {
             return Ok(false);
         }
         self.inner.store.sync()?;
-        self.inner.compact(&mut || {})?;
+        self.inner.compact(Steps::All, &mut || {})?;
         Ok(true)
     }
 
@@ -1128,11 +1146,15 @@ impl Inner {
     ///
     /// `during` runs once the inputs are sealed and again once they are copied, before the
     /// switch, without the index and cache locks (tests use it to write at those points).
-    fn compact(&self, during: &mut dyn FnMut()) -> Result<u64> {
+    fn compact(&self, steps: Steps, during: &mut dyn FnMut()) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
+        let with_steps = match steps {
+            Steps::All => true,
+            Steps::Due => self.steps_due(),
+        };
         let (inputs, forwards, tables) = {
             let mut index = self.index.write();
-            let inputs = self.store.begin_compaction()?;
+            let inputs = self.store.begin_compaction(with_steps)?;
             // The inputs' history tables, read without the lock to write the outputs'.
             let tables = index.journal.freeze(&inputs);
             self.cache.lock().compacting = inputs.clone();
@@ -1140,52 +1162,47 @@ impl Inner {
             (inputs, index.forwards.clone(), tables)
         };
         during();
-        // Nearly every entry the compaction keeps is a profile's record or a history step; a
-        // step is kept only while it is listed, so the steps listed now bound those moved.
-        let (moves, places) = {
-            let index = self.index.read();
-            (index.profile_count() * 9 / 8 + 1024, index.journal.len())
-        };
+        // Nearly every entry the compaction keeps and lists is a profile's record (the steps
+        // are moved by place, a list per input segment).
+        let moves = self.index.read().profile_count() * 9 / 8 + 1024;
         // The windows (history, guard links) as of the compaction's start: one clock read.
         let now = crate::types::value::Timestamp::now().0;
-        let prepared = self
-            .store
-            .prepare_compaction_of(&inputs, moves, places, &mut |e| {
-                let index = self.read_index_spinning();
-                if e.kind == EntryKind::Dedupe.byte() || e.kind == EntryKind::DedupeBlock.byte() {
-                    // The messageIds still in the window, packed into blocks (16 bytes each
-                    // instead of a 21-byte entry and, mostly, a frame of its own); none left is
-                    // an empty pack, which the storage layer drops.
-                    return Ok(CopyAs::Pack {
-                        kind: EntryKind::DedupeBlock.byte(),
-                        data: index.dedupe_live_bytes(e),
-                    });
-                }
-                let profile =
-                    e.kind == EntryKind::Profile.byte() || e.kind == EntryKind::ProfileDelta.byte();
-                // A profile's newest record, or one a delta written since the inputs were
-                // sealed links to (read under the index lock, which such a writer held).
-                let keep = index.is_live(e, now) || (profile && index.linked.contains(&e.location));
-                if !keep {
-                    return Ok(CopyAs::Drop);
-                }
-                if e.kind == EntryKind::History.byte() {
-                    // One per call kept: listed by place, found by place (`Journal::relocate_all`).
-                    return Ok(CopyAs::KeepByPlace);
-                }
-                if e.kind != EntryKind::ProfileDelta.byte() {
-                    return Ok(CopyAs::Keep);
-                }
-                // Folding the chain reads only sealed records and the forwards of the last
-                // compaction, which change only at this one's switch: the writers need not wait.
-                drop(index);
-                let (rec, ..) =
-                    crate::entries::chain::read_profile(&self.store, &forwards, e.location)?;
-                Ok(CopyAs::Replace {
-                    kind: EntryKind::Profile.byte(),
-                    data: crate::entries::encode_profile(&rec, e.data.len() * 4),
-                })
-            });
+        let prepared = self.store.prepare_compaction_of(&inputs, moves, &mut |e| {
+            let index = self.read_index_spinning();
+            if e.kind == EntryKind::Dedupe.byte() || e.kind == EntryKind::DedupeBlock.byte() {
+                // The messageIds still in the window, packed into blocks (16 bytes each
+                // instead of a 21-byte entry and, mostly, a frame of its own); none left is
+                // an empty pack, which the storage layer drops.
+                return Ok(CopyAs::Pack {
+                    kind: EntryKind::DedupeBlock.byte(),
+                    data: index.dedupe_live_bytes(e),
+                });
+            }
+            let profile =
+                e.kind == EntryKind::Profile.byte() || e.kind == EntryKind::ProfileDelta.byte();
+            // A profile's newest record, or one a delta written since the inputs were
+            // sealed links to (read under the index lock, which such a writer held).
+            let keep = index.is_live(e, now) || (profile && index.linked.contains(&e.location));
+            if !keep {
+                return Ok(CopyAs::Drop);
+            }
+            if e.kind == EntryKind::History.byte() {
+                // One per call kept: listed by place, found by place (`Journal::relocate_all`).
+                return Ok(CopyAs::KeepByPlace);
+            }
+            if e.kind != EntryKind::ProfileDelta.byte() {
+                return Ok(CopyAs::Keep);
+            }
+            // Folding the chain reads only sealed records and the forwards of the last
+            // compaction, which change only at this one's switch: the writers need not wait.
+            drop(index);
+            let (rec, ..) =
+                crate::entries::chain::read_profile(&self.store, &forwards, e.location)?;
+            Ok(CopyAs::Replace {
+                kind: EntryKind::Profile.byte(),
+                data: crate::entries::encode_profile(&rec, e.data.len() * 4),
+            })
+        });
         // The outputs' history tables, written before the switch (a compaction that does not
         // switch in leaves them unnamed: the next open removes them).
         let prepared = prepared.and_then(|p| match p {
@@ -1226,6 +1243,12 @@ impl Inner {
             (relocations.reclaimed_bytes, gone)
         };
         let (reclaimed, gone) = reclaimed;
+        if with_steps {
+            self.steps_base.store(
+                self.store.step_bytes(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         self.write_hint()?;
         // The new snapshot no longer names the inputs' table files (one left by a crash
         // before this point is removed by the next open).
@@ -1333,13 +1356,28 @@ impl Inner {
         self.remove_files(&stale)
     }
 
+    /// Whether a background compaction takes the segments of history steps (see [`Steps`]).
+    fn steps_due(&self) -> bool {
+        let base = self
+            .steps_base
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(self.options.segment_size);
+        self.store.step_bytes() > base.saturating_mul(2)
+    }
+
     fn wants_compaction(&self) -> bool {
         let Some(ratio) = self.options.compaction_ratio else {
             return false;
         };
-        let sealed = self.store.sealed_bytes();
+        if self.steps_due() {
+            return true;
+        }
+        // The segments of history steps apart (their dead steps are the doubling rule's): the
+        // steps still in the others count as dead here, as a compaction moves them out.
+        let steps = self.store.step_bytes();
+        let sealed = self.store.sealed_bytes().saturating_sub(steps);
         let live = self.index.read().live_bytes();
-        let disk = self.store.stats().disk_bytes;
+        let disk = self.store.stats().disk_bytes.saturating_sub(steps);
         let dead = disk.saturating_sub(live);
         dead >= self.options.compaction_min_bytes && sealed > 0 && dead as f64 > ratio * disk as f64
     }
@@ -1361,6 +1399,23 @@ fn remove_unnamed_tables(store: &Store, index: &crate::index::Index) -> Result<(
         }
         Ok(())
     })
+}
+
+/// Which segments of history steps a compaction takes. A compaction writes the frames it keeps
+/// that hold history steps only (nearly every step, once its profile was written again) to
+/// segments of their own (`storage::Store::step_bytes`); copying them again at every
+/// compaction would copy every step younger than the window again each time.
+#[derive(Debug, Clone, Copy)]
+enum Steps {
+    /// All of them (`Db::compact`, erase, lifting a suppression, releasing a quarantine: a
+    /// compaction that must leave no dead byte behind).
+    All,
+    /// The background's: none, unless they hold more than twice what they held after they
+    /// were last rewritten (and more than two segments' worth). A step is then copied about
+    /// twice on average (once out of the log, once more when its segments are rewritten),
+    /// and steps that left the window or whose profile was deleted are dropped by the next
+    /// such rewrite (at once by `Db::compact` and `delete --erase`).
+    Due,
 }
 
 fn background_compaction(inner: std::sync::Weak<Inner>) {
@@ -1386,7 +1441,7 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
         }
         if strong.wants_compaction() {
             // Errors poison the store; the next call reports them.
-            let _ = strong.compact(&mut || {});
+            let _ = strong.compact(Steps::Due, &mut || {});
         }
     }
 }

@@ -49,7 +49,9 @@ pub struct Options {
     /// Size past which the active segment is sealed and a new one begins.
     pub segment_size: u64,
     /// Background compaction starts when dead bytes exceed this share of all sealed bytes
-    /// (and at least `compaction_min_bytes` are dead). `None` disables background compaction.
+    /// (and at least `compaction_min_bytes` are dead), not counting the segments of history
+    /// steps, which it rewrites only once they have doubled (docs/journal.md). `None`
+    /// disables background compaction.
     pub compaction_ratio: Option<f64>,
     /// Least dead bytes worth a background compaction.
     pub compaction_min_bytes: u64,

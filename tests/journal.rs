@@ -193,8 +193,47 @@ fn deleting_with_erase_leaves_no_byte_of_the_history() {
         ),
     );
     db.sync().unwrap();
+    // Two later calls: the compaction moves the first's step (its undo holds the value it
+    // replaced) to a segment of steps, since the second superseded its record; the
+    // background's compactions leave that segment alone. The erase must rewrite it too.
+    call(
+        &db,
+        identify(
+            Some("user-zq81"),
+            None,
+            None,
+            json!({"secret": "oboe-2208"}),
+        ),
+    );
+    call(
+        &db,
+        identify(
+            Some("user-zq81"),
+            None,
+            None,
+            json!({"secret": "bassoon-6064"}),
+        ),
+    );
+    db.sync().unwrap();
+    db.compact_in_background_mode().unwrap();
+    let segments_of_steps: Vec<u8> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .filter(|b| b.starts_with(b"PDBSEG\r\n") && b.get(10) == Some(&3))
+        .flatten()
+        .collect();
+    assert!(
+        contains(&segments_of_steps, "celesta-4410"),
+        "the replaced value in a segment of steps"
+    );
+    assert!(db.counts().history_segment_bytes > 0);
     let before = disk(dir.path());
-    for s in ["xylophone-7731", "marimba-9912", "celesta-4410"] {
+    for s in [
+        "xylophone-7731",
+        "marimba-9912",
+        "celesta-4410",
+        "oboe-2208",
+    ] {
         assert!(contains(&before, s), "{s} written");
     }
     db.delete_and_erase(&Selector::UserId("user-zq81".into()), false)
@@ -205,6 +244,8 @@ fn deleting_with_erase_leaves_no_byte_of_the_history() {
         "xylophone-7731",
         "marimba-9912",
         "celesta-4410",
+        "oboe-2208",
+        "bassoon-6064",
         "anon-zq81",
         "user-zq81",
         "erased-zq81",
@@ -650,7 +691,34 @@ fn sealed_segments_keep_their_history_tables_in_files() {
     reopen("a stray table file", true);
     assert!(!stray.exists());
 
-    // Compaction: the outputs' tables are files, the inputs' are gone.
+    // The background's compactions: the steps whose call's record was superseded go to
+    // segments of their own. The second finds those past twice the first's floor (two
+    // segments) and rewrites them; the third leaves them alone: their table files stay.
+    let db = Db::open(dir.path(), options()).unwrap();
+    assert_eq!(db.counts().history_segment_bytes, 0);
+    db.compact_in_background_mode().unwrap();
+    let moved = db.counts().history_segment_bytes;
+    assert!(moved > 2 * (64 << 10), "{moved} bytes of steps moved");
+    same(histories(&db), "after moving the steps");
+    db.compact_in_background_mode().unwrap();
+    let rewritten = db.counts().history_segment_bytes;
+    assert!(rewritten <= moved, "{rewritten} after {moved}");
+    let tables = table_files(dir.path());
+    db.compact_in_background_mode().unwrap();
+    assert_eq!(db.counts().history_segment_bytes, rewritten);
+    let kept: Vec<_> = table_files(dir.path())
+        .into_iter()
+        .filter(|f| tables.contains(f))
+        .collect();
+    assert!(
+        kept.len() > 1,
+        "the steps' segments stay: {tables:?} -> {kept:?}"
+    );
+    same(histories(&db), "after a compaction without them");
+    db.close().unwrap();
+    reopen("with segments of steps", true);
+
+    // Compaction of everything: the outputs' tables are files, the inputs' are gone.
     let db = Db::open(dir.path(), options()).unwrap();
     let before = table_files(dir.path());
     db.compact().unwrap();

@@ -859,7 +859,7 @@ mod tests {
         let stays = before[0][0];
         // Every step but one moves: those of segment 1 to 9, those of 2 to 8, at 1000 + their
         // offset, in copy order (2 before 1, as a compaction orders inputs by first seq).
-        let mut moved = crate::storage::Places::with_capacity(41);
+        let mut moved = crate::storage::Places::default();
         for seg in [2, 1] {
             for &l in before.iter().flatten().filter(|l| l.segment == seg) {
                 if l != stays {

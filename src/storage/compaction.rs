@@ -1,5 +1,6 @@
-//! Compaction: copy the live entries of every sealed segment into new segments, then switch
-//! them in crash-safely.
+//! Compaction: copy the live entries of the sealed segments (all, or all but the segments of
+//! history steps: [`begin`]) into new segments, in seq order, the frames of steps apart
+//! ([`Outputs`]); then switch them in crash-safely.
 //!
 //! Steps, each one safe to crash after (see docs/recovery.md):
 //! 1. prepare: seal the active segment; write `NNNN.seg.tmp` files (frames keep their seq),
@@ -17,7 +18,7 @@ use std::sync::atomic::Ordering;
 use super::io::{Io, IoFile, remove_if_present, write_all_at};
 use super::log::FLUSH_AT;
 use super::log::Shared;
-use super::record::{self, HEADER_LEN, KIND_COMPACTED, SegmentHeader, u32_at};
+use super::record::{self, HEADER_LEN, KIND_COMPACTED, KIND_STEPS, SegmentHeader, u32_at};
 use super::segment::{Sealed, SealedRef, seg_name, tmp_name};
 use super::{CopyAs, Entry, Location, PACK_BYTES, Places, Relocations, StoredEntry};
 use crate::error::{Error, Result};
@@ -71,6 +72,8 @@ const RELEASE_EVERY: usize = 4 << 20;
 /// segment (up to `segment_size`) in memory.
 struct Writer<'a> {
     shared: &'a Shared,
+    /// The kind of segment it writes (`KIND_COMPACTED` or `KIND_STEPS`).
+    kind: u8,
     seq_floor: u64,
     /// The current output's bytes not yet written (they follow its first `base` bytes).
     buf: Vec<u8>,
@@ -89,7 +92,7 @@ impl Writer<'_> {
         self.buf.extend_from_slice(
             &SegmentHeader {
                 id,
-                kind: KIND_COMPACTED,
+                kind: self.kind,
                 seq_floor: self.seq_floor,
             }
             .encode(),
@@ -164,6 +167,62 @@ impl Writer<'_> {
     }
 }
 
+/// A compaction's two outputs: `main` takes every frame with an entry listed or packed;
+/// `steps` the frames whose every entry is kept by place (history steps whose call's record
+/// was superseded: nearly every step, once its profile has been written again), in segments
+/// of their own (`KIND_STEPS`), which later compactions leave alone unless asked ([`begin`]).
+/// A frame is never split: each keeps its one seq in one file.
+struct Outputs<'a> {
+    main: Writer<'a>,
+    steps: Writer<'a>,
+}
+
+impl<'a> Outputs<'a> {
+    fn new(shared: &'a Shared, seq_floor: u64) -> Outputs<'a> {
+        let writer = |kind| Writer {
+            shared,
+            kind,
+            seq_floor,
+            buf: Vec::new(),
+            base: 0,
+            file: None,
+            id: None,
+            outputs: Vec::new(),
+            written: 0,
+        };
+        Outputs {
+            main: writer(KIND_COMPACTED),
+            steps: writer(KIND_STEPS),
+        }
+    }
+
+    /// The writer for `frame`.
+    fn of(&mut self, frame: &Frame<'_>) -> &mut Writer<'a> {
+        if frame.entries.iter().all(|e| matches!(e.3, Was::ByPlace(_))) {
+            &mut self.steps
+        } else {
+            &mut self.main
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.main.finish_file()?;
+        self.steps.finish_file()
+    }
+
+    /// Every output segment started (temp files may exist for each).
+    fn ids(&self) -> Vec<u32> {
+        let mut ids = self.main.outputs.clone();
+        ids.extend_from_slice(&self.steps.outputs);
+        ids.sort_unstable();
+        ids
+    }
+
+    fn written(&self) -> u64 {
+        self.main.written + self.steps.written
+    }
+}
+
 /// Where an output entry was, and how its move is listed.
 enum Was {
     /// A packed entry: no relocation lists it.
@@ -213,7 +272,7 @@ impl<'a> Held<'a> {
     }
 
     /// Close the open pack (if any) into its host frame and write every held frame.
-    fn release(&mut self, w: &mut Writer<'_>, moved: &mut Relocations) -> Result<()> {
+    fn release(&mut self, w: &mut Outputs<'_>, moved: &mut Relocations) -> Result<()> {
         if let Some(pack) = self.pack.take()
             && let Some(host) = self.frames.get_mut(pack.host)
         {
@@ -229,10 +288,11 @@ impl<'a> Held<'a> {
 }
 
 /// Write one frame of the output (none if it has no entry) and list where its entries moved.
-fn write_frame(w: &mut Writer<'_>, frame: Frame<'_>, moved: &mut Relocations) -> Result<()> {
+fn write_frame(outputs: &mut Outputs<'_>, frame: Frame<'_>, moved: &mut Relocations) -> Result<()> {
     if frame.entries.is_empty() {
         return Ok(());
     }
+    let w = outputs.of(&frame);
     let copy: Vec<Entry<'_>> = frame
         .entries
         .iter()
@@ -253,12 +313,28 @@ fn write_frame(w: &mut Writer<'_>, frame: Frame<'_>, moved: &mut Relocations) ->
     Ok(())
 }
 
-/// Seal the active segment (if it holds frames) and return the ids of every sealed segment:
-/// the inputs of the next [`prepare`].
-pub(crate) fn begin(shared: &Shared) -> Result<Vec<u32>> {
+/// The seq of the frame at `at`, read without checking the frame (its decode checks it);
+/// 0 if the bytes end first, so that the damage is met, and reported, at once.
+fn next_seq(data: &[u8], at: usize) -> u64 {
+    at.checked_add(record::FRAME_HEADER)
+        .and_then(|from| data.get(from..from.checked_add(8)?))
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Seal the active segment (if it holds frames) and return the ids of the sealed segments:
+/// the inputs of the next [`prepare`]. `steps`: with the segments of history steps
+/// (`KIND_STEPS`), else without them.
+pub(crate) fn begin(shared: &Shared, steps: bool) -> Result<Vec<u32>> {
     let _c = shared.compaction.lock();
     shared.rotate_if_nonempty()?;
-    let mut ids: Vec<u32> = shared.sealed.read().keys().copied().collect();
+    let mut ids: Vec<u32> = shared
+        .sealed
+        .read()
+        .values()
+        .filter(|s| steps || !s.is_steps())
+        .map(|s| s.id)
+        .collect();
     ids.sort_unstable();
     Ok(ids)
 }
@@ -269,7 +345,6 @@ pub(crate) fn prepare(
     shared: &Shared,
     ids: &[u32],
     moves: usize,
-    places: usize,
     copy_as: &mut dyn FnMut(&StoredEntry<'_>) -> Result<CopyAs>,
 ) -> Result<Option<Prepared>> {
     let _c = shared.compaction.lock();
@@ -294,34 +369,37 @@ pub(crate) fn prepare(
     }
     inputs.sort_by_key(|s| (s.first_seq().unwrap_or(u64::MAX), s.id));
     let seq_floor = shared.state.lock().next_seq;
-    let mut w = Writer {
-        shared,
-        seq_floor,
-        buf: Vec::new(),
-        base: 0,
-        file: None,
-        id: None,
-        outputs: Vec::new(),
-        written: 0,
-    };
+    let mut w = Outputs::new(shared, seq_floor);
     let mut moved = Relocations {
         moved: Vec::with_capacity(moves),
-        by_place: Places::with_capacity(places),
+        by_place: Places::default(),
         reclaimed_bytes: 0,
     };
     let mut held = Held::default();
     let mut pack_kind: Option<u8> = None;
     let result = (|| -> Result<()> {
-        for seg in &inputs {
+        // The inputs' frames in seq order, whatever segment holds them: each segment's
+        // frames are in seq order, but a compaction's two outputs (its compacted segment and
+        // its segment of steps) hold interleaved seqs, and every output must hold its frames
+        // in seq order (recovery and `check` refuse a segment whose seqs go back).
+        let mut scans: Vec<(usize, usize)> = vec![(HEADER_LEN, HEADER_LEN); inputs.len()];
+        let mut next = std::collections::BinaryHeap::new();
+        for (i, seg) in inputs.iter().enumerate() {
+            if HEADER_LEN < seg.bytes.len() {
+                next.push(std::cmp::Reverse((next_seq(&seg.bytes, HEADER_LEN), i)));
+            }
+        }
+        while let Some(std::cmp::Reverse((_, i))) = next.pop() {
+            let seg = &inputs[i];
             let data: &[u8] = &seg.bytes;
-            let mut at = HEADER_LEN;
-            let mut released = at;
-            while at < data.len() {
+            let (at, released) = &mut scans[i];
+            let at = *at;
+            {
                 // Let the pages read so far go every few MiB, not only at the end of the
                 // segment: the scan then keeps at most that much of the map resident.
-                if at - released >= RELEASE_EVERY {
+                if at - *released >= RELEASE_EVERY {
                     seg.bytes.release_pages();
-                    released = at;
+                    *released = at;
                 }
                 let frame = record::decode_frame(data, at).map_err(|reason| Error::Corruption {
                     file: seg.path.clone(),
@@ -399,14 +477,19 @@ pub(crate) fn prepare(
                 {
                     held.release(&mut w, &mut moved)?;
                 }
-                at += frame.total;
+                let after = at + frame.total;
+                scans[i].0 = after;
+                if after < data.len() {
+                    next.push(std::cmp::Reverse((next_seq(data, after), i)));
+                } else {
+                    seg.bytes.release_pages();
+                }
             }
-            seg.bytes.release_pages();
         }
         held.release(&mut w, &mut moved)?;
         moved.by_place.seal();
-        w.finish_file()?;
-        if !w.outputs.is_empty() {
+        w.finish()?;
+        if !w.ids().is_empty() {
             shared
                 .io
                 .sync_dir(&shared.dir)
@@ -415,14 +498,14 @@ pub(crate) fn prepare(
         Ok(())
     })();
     let prepared = Prepared {
-        outputs: w.outputs.clone(),
+        outputs: w.ids(),
         inputs: inputs.iter().map(|s| s.id).collect(),
         moved,
         reclaimed: inputs
             .iter()
             .map(|s| s.len())
             .sum::<u64>()
-            .saturating_sub(w.written),
+            .saturating_sub(w.written()),
         io: shared.io.clone(),
         dir: shared.dir.clone(),
         done: false,
@@ -652,10 +735,10 @@ mod tests {
             }
         }
         store.sync().unwrap();
-        let inputs = store.begin_compaction().unwrap();
+        let inputs = store.begin_compaction(true).unwrap();
         assert!(inputs.len() > 3, "several input segments");
         let prepared = store
-            .prepare_compaction_of(&inputs, 0, places.len(), &mut |e| {
+            .prepare_compaction_of(&inputs, 0, &mut |e| {
                 Ok(match e.kind {
                     1 => CopyAs::Keep,
                     2 => CopyAs::KeepByPlace,
@@ -688,6 +771,143 @@ mod tests {
         for (_, _, old, _) in &r.moved {
             assert_eq!(r.by_place.get(*old), None, "a listed entry is not by place");
         }
+    }
+
+    /// A frame left with entries kept by place only (a history step whose call's record was
+    /// superseded) goes to a segment of steps (`KIND_STEPS`); a frame with a listed entry
+    /// stays in a compacted segment, its step with it. A compaction without the steps'
+    /// segments leaves them as they are; one with them rewrites them, dropping what is dead,
+    /// and merges its inputs' interleaved seqs into outputs in seq order; a reopen replays
+    /// every frame once.
+    #[test]
+    fn frames_of_steps_only_go_to_segments_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::new();
+        options.segment_size = 16 << 10;
+        let open = |frames: &mut Frames| {
+            let mut options = StoreOptions::new();
+            options.segment_size = 16 << 10;
+            Store::open(dir.path(), options, frames).unwrap()
+        };
+        let store = Store::open(dir.path(), options, &mut Frames::default()).unwrap();
+        // Each frame: a record (kind 1, kept when its id is even) and a step (kind 2).
+        let mut steps = Vec::new();
+        for i in 0..2_000u64 {
+            let record = format!("record {i} {}", "r".repeat((i % 40) as usize));
+            let step = format!("step {i} {}", "s".repeat((i % 30) as usize));
+            let appended = store
+                .append(&[
+                    Entry {
+                        kind: 1,
+                        id: i,
+                        data: record.as_bytes(),
+                    },
+                    Entry {
+                        kind: 2,
+                        id: i,
+                        data: step.as_bytes(),
+                    },
+                ])
+                .unwrap();
+            steps.push((i, appended.locations[1], step));
+        }
+        store.sync().unwrap();
+        assert_eq!(store.step_bytes(), 0);
+        // Records kept: those whose id is a multiple of `kept`; steps dead: id % 7 == `dead`.
+        let copy = |kept: u64, dead: u64| {
+            move |e: &StoredEntry<'_>| -> Result<CopyAs> {
+                Ok(match e.kind {
+                    1 if e.id.is_multiple_of(kept) => CopyAs::Keep,
+                    2 if e.id % 7 != dead => CopyAs::KeepByPlace,
+                    _ => CopyAs::Drop,
+                })
+            }
+        };
+        let inputs = store.begin_compaction(false).unwrap();
+        let prepared = store
+            .prepare_compaction_of(&inputs, 0, &mut copy(2, 7))
+            .unwrap()
+            .unwrap();
+        let r = store.commit_compaction(prepared).unwrap();
+        assert!(store.step_bytes() > 0);
+        // Which segments hold steps only: those a compaction without them leaves out.
+        let all = store.begin_compaction(true).unwrap();
+        let without = store.begin_compaction(false).unwrap();
+        let step_segments: Vec<u32> = all
+            .iter()
+            .filter(|s| !without.contains(s))
+            .copied()
+            .collect();
+        assert!(step_segments.len() > 1, "{all:?} {without:?}");
+        for (i, old, data) in &mut steps {
+            let new = r.by_place.get(*old).expect("a kept step moved by place");
+            assert_eq!(store.read(new, <[u8]>::to_vec).unwrap(), data.as_bytes());
+            assert_eq!(
+                step_segments.contains(&new.segment),
+                *i % 2 == 1,
+                "step {i}: with its record when that was kept, else in a segment of steps"
+            );
+            *old = new;
+        }
+        // Without them: the steps stay where they are.
+        let bytes = store.step_bytes();
+        let prepared = store
+            .prepare_compaction_of(&without, 0, &mut copy(2, 7))
+            .unwrap()
+            .unwrap();
+        let r = store.commit_compaction(prepared).unwrap();
+        assert_eq!(store.step_bytes(), bytes);
+        for (i, at, data) in &mut steps {
+            if step_segments.contains(&at.segment) {
+                assert_eq!(r.by_place.get(*at), None);
+                assert_eq!(store.read(*at, <[u8]>::to_vec).unwrap(), data.as_bytes());
+            } else {
+                *at = r
+                    .by_place
+                    .get(*at)
+                    .expect("a step beside its kept record moves");
+                assert!(*i % 2 == 0);
+            }
+        }
+        // With them: rewritten, the steps now dead (id % 7 == 3) dropped, and the steps of the
+        // records now dropped (id % 4 == 2) join them: two inputs' frames, interleaved.
+        let inputs = store.begin_compaction(true).unwrap();
+        assert!(step_segments.iter().all(|s| inputs.contains(s)));
+        let prepared = store
+            .prepare_compaction_of(&inputs, 0, &mut copy(4, 3))
+            .unwrap()
+            .unwrap();
+        let r = store.commit_compaction(prepared).unwrap();
+        // Every output holds its frames in seq order, though its inputs' seqs interleave.
+        assert_eq!(store.check().unwrap(), vec![]);
+        let mut kept = std::collections::HashSet::new();
+        for (i, at, data) in &steps {
+            match r.by_place.get(*at) {
+                Some(new) => {
+                    assert!(i % 7 != 3, "step {i} is dead");
+                    assert_eq!(store.read(new, <[u8]>::to_vec).unwrap(), data.as_bytes());
+                    kept.insert(data.clone().into_bytes());
+                }
+                None => assert!(i % 7 == 3, "step {i} lost"),
+            }
+        }
+        let step_bytes = store.step_bytes();
+        drop(store);
+        // A reopen replays each frame once (the steps' frames keep their seqs).
+        let mut frames = Frames::default();
+        let store = open(&mut frames);
+        assert_eq!(store.step_bytes(), step_bytes);
+        let mut seqs: Vec<u64> = frames.0.iter().map(|f| f.0).collect();
+        let n = seqs.len();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), n, "a seq replayed twice");
+        let replayed: std::collections::HashSet<Vec<u8>> = frames
+            .0
+            .iter()
+            .flat_map(|f| f.1.iter().filter(|e| e.0 == 2).map(|e| e.2.clone()))
+            .collect();
+        assert_eq!(replayed, kept);
     }
 
     /// Packed entries ([`CopyAs::Pack`]) go, in order, into the frame of the last entry each
@@ -732,9 +952,9 @@ mod tests {
         append(5_006, None, true);
         store.sync().unwrap();
 
-        let inputs = store.begin_compaction().unwrap();
+        let inputs = store.begin_compaction(true).unwrap();
         let prepared = store
-            .prepare_compaction_of(&inputs, 0, 0, &mut |e| {
+            .prepare_compaction_of(&inputs, 0, &mut |e| {
                 Ok(match e.kind {
                     6 => CopyAs::Pack {
                         kind: 10,
@@ -826,9 +1046,9 @@ mod tests {
     fn an_empty_pack_is_a_drop_and_a_second_kind_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = two_kinds(dir.path());
-        let inputs = store.begin_compaction().unwrap();
+        let inputs = store.begin_compaction(true).unwrap();
         let err = store
-            .prepare_compaction_of(&inputs, 0, 0, &mut |e| {
+            .prepare_compaction_of(&inputs, 0, &mut |e| {
                 Ok(CopyAs::Pack {
                     kind: e.kind + 10,
                     data: e.data.to_vec(),
@@ -840,9 +1060,9 @@ mod tests {
         drop(store);
         let dir = tempfile::tempdir().unwrap();
         let store = two_kinds(dir.path());
-        let inputs = store.begin_compaction().unwrap();
+        let inputs = store.begin_compaction(true).unwrap();
         let prepared = store
-            .prepare_compaction_of(&inputs, 0, 0, &mut |e| {
+            .prepare_compaction_of(&inputs, 0, &mut |e| {
                 Ok(CopyAs::Pack {
                     kind: 16,
                     data: if e.kind == 6 {

@@ -345,8 +345,8 @@ impl Store {
         &self,
         is_live: &mut dyn FnMut(&StoredEntry<'_>) -> bool,
     ) -> Result<Option<PreparedCompaction>> {
-        let inputs = self.begin_compaction()?;
-        self.prepare_compaction_of(&inputs, 0, 0, &mut |e| {
+        let inputs = self.begin_compaction(true)?;
+        self.prepare_compaction_of(&inputs, 0, &mut |e| {
             Ok(if is_live(e) {
                 CopyAs::Keep
             } else {
@@ -357,29 +357,44 @@ impl Store {
 
     /// First half of [`Store::prepare_compaction`] for a caller that must know the inputs
     /// before any entry is copied: seal the active segment and return the ids of every sealed
-    /// segment. Appends after this call go to segments outside the list. The layer above
-    /// calls it while it blocks its own writers, so that it knows exactly which records the
-    /// compaction will rewrite (profiledb: no new delta record may point into them).
-    pub fn begin_compaction(&self) -> Result<Vec<u32>> {
-        compaction::begin(&self.inner.shared)
+    /// segment (`steps`: the segments of history steps too, else not them; see
+    /// [`Store::step_bytes`]). Appends after this call go to segments outside the list. The
+    /// layer above calls it while it blocks its own writers, so that it knows exactly which
+    /// records the compaction will rewrite (profiledb: no new delta record may point into
+    /// them).
+    pub fn begin_compaction(&self, steps: bool) -> Result<Vec<u32>> {
+        compaction::begin(&self.inner.shared, steps)
+    }
+
+    /// Bytes in the sealed segments of history steps: the frames a compaction found holding
+    /// only entries kept by place ([`CopyAs::KeepByPlace`]), which it wrote to segments of
+    /// their own so that the next compactions need not copy them again.
+    pub fn step_bytes(&self) -> u64 {
+        self.inner
+            .shared
+            .sealed
+            .read()
+            .values()
+            .filter(|s| s.is_steps())
+            .map(|s| s.len())
+            .sum()
     }
 
     /// Second half: copy the entries of the sealed segments `inputs` (from
     /// [`Store::begin_compaction`]) that `copy_as` keeps or replaces into new files (synced,
     /// not yet visible). An error from `copy_as` ends the compaction with that error.
-    /// `moves` and `places` are the layer above's guesses of how many entries will be copied
-    /// (the lengths of [`Relocations::moved`] and [`Relocations::by_place`]): the lists are
-    /// sized once instead of growing by doubling, which would hold two copies of one at the
-    /// moment it grows.
+    /// `moves` is the layer above's guess of how many entries will be copied and listed
+    /// (the length of [`Relocations::moved`]): the list is sized once instead of growing by
+    /// doubling, which would hold two copies of it at the moment it grows. (The moves by
+    /// place are a list per input segment: [`Places`].)
     pub fn prepare_compaction_of(
         &self,
         inputs: &[u32],
         moves: usize,
-        places: usize,
         copy_as: &mut dyn FnMut(&StoredEntry<'_>) -> Result<CopyAs>,
     ) -> Result<Option<PreparedCompaction>> {
         Ok(
-            compaction::prepare(&self.inner.shared, inputs, moves, places, copy_as)?
+            compaction::prepare(&self.inner.shared, inputs, moves, copy_as)?
                 .map(|inner| PreparedCompaction { inner }),
         )
     }

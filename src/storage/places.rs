@@ -4,8 +4,8 @@
 
 use super::Location;
 
-/// One move: the entry's old offset, its new segment and offset. Its segment is its run's;
-/// its length does not change (the entry is copied as it is).
+/// One move: the entry's old offset, its new segment and offset. Its old segment is its
+/// list's; its length does not change (the entry is copied as it is).
 #[derive(Debug, Clone, Copy)]
 struct Move {
     old_offset: u32,
@@ -13,70 +13,72 @@ struct Move {
     offset: u32,
 }
 
-/// The moves of one compaction, in copy order. A compaction reads each input segment once,
-/// front to back, so the moves out of one segment are one run of increasing old offsets:
-/// found by a binary search over the runs, then one within the run.
+/// The moves of one compaction, a list per input segment. A compaction reads each input
+/// segment front to back (interleaved with the others in seq order: stop 22), so each list
+/// comes in increasing old offsets: found by a binary search over the segments, then one
+/// within the segment's list. A list per segment, not one list for all: one list would grow
+/// by doubling (two copies of the largest allocation of a W1 compaction at that moment) or
+/// need a guess of its length, and its runs of one segment would be as many as the times
+/// the interleaved reading came back to the segment.
 #[derive(Debug, Clone, Default)]
 pub struct Places {
-    moves: Vec<Move>,
-    /// `(input segment, first move, end)` per run; sorted by segment once the compaction is
-    /// prepared ([`Places::seal`]).
-    runs: Vec<(u32, usize, usize)>,
+    /// `(input segment, its moves)`; sorted by segment once sealed ([`Places::seal`]).
+    segments: Vec<(u32, Vec<Move>)>,
+    /// Index in `segments` of the last move's segment.
+    last: usize,
 }
 
 impl Places {
-    /// Room for `n` moves (the layer above's bound: sized once, not grown by doubling).
-    pub(crate) fn with_capacity(n: usize) -> Places {
-        Places {
-            moves: Vec::with_capacity(n),
-            runs: Vec::new(),
-        }
-    }
-
     /// The entry at `old` was copied, as it is, to `new`.
     pub(crate) fn push(&mut self, old: Location, new: Location) {
         debug_assert_eq!(old.len, new.len, "an entry moved by place keeps its bytes");
-        let i = self.moves.len();
-        match self.runs.last_mut() {
-            Some(run) if run.0 == old.segment => run.2 = i + 1,
-            _ => self.runs.push((old.segment, i, i + 1)),
+        if self
+            .segments
+            .get(self.last)
+            .is_none_or(|s| s.0 != old.segment)
+        {
+            self.last = match self.segments.iter().position(|s| s.0 == old.segment) {
+                Some(i) => i,
+                None => {
+                    self.segments.push((old.segment, Vec::new()));
+                    self.segments.len() - 1
+                }
+            };
         }
-        self.moves.push(Move {
+        self.segments[self.last].1.push(Move {
             old_offset: old.offset,
             segment: new.segment,
             offset: new.offset,
         });
     }
 
-    /// Make the moves searchable: runs sorted by segment, and each run by old offset (already
-    /// so, but a run out of order would only be slower to seal, never wrong).
+    /// Make the moves searchable: sorted by segment, and each segment's list by old offset
+    /// (already so, but a list out of order would only be slower to seal, never wrong).
     pub(crate) fn seal(&mut self) {
-        for &(_, from, to) in &self.runs {
-            let run = &mut self.moves[from..to];
-            if !run.is_sorted_by_key(|m| m.old_offset) {
-                run.sort_unstable_by_key(|m| m.old_offset);
+        for (_, moves) in &mut self.segments {
+            if !moves.is_sorted_by_key(|m| m.old_offset) {
+                moves.sort_unstable_by_key(|m| m.old_offset);
             }
         }
-        self.runs.sort_unstable_by_key(|r| (r.0, r.1));
+        self.segments.sort_unstable_by_key(|s| s.0);
+        self.last = usize::MAX;
     }
 
     /// Where the entry that was at `old` is now; `None` if it was not moved by place.
     pub fn get(&self, old: Location) -> Option<Location> {
-        let first = self.runs.partition_point(|r| r.0 < old.segment);
-        self.runs[first..]
-            .iter()
-            .take_while(|r| r.0 == old.segment)
-            .find_map(|&(_, from, to)| {
-                let run = &self.moves[from..to];
-                let i = run
-                    .binary_search_by_key(&old.offset, |m| m.old_offset)
-                    .ok()?;
-                Some(Location {
-                    segment: run[i].segment,
-                    offset: run[i].offset,
-                    len: old.len,
-                })
-            })
+        let i = self
+            .segments
+            .binary_search_by_key(&old.segment, |s| s.0)
+            .ok()?;
+        let moves = &self.segments[i].1;
+        let j = moves
+            .binary_search_by_key(&old.offset, |m| m.old_offset)
+            .ok()?;
+        Some(Location {
+            segment: moves[j].segment,
+            offset: moves[j].offset,
+            len: old.len,
+        })
     }
 }
 
@@ -94,8 +96,8 @@ mod tests {
 
     #[test]
     fn every_move_is_found_by_its_old_place_and_nothing_else_is() {
-        let mut p = Places::with_capacity(8);
-        // Inputs read in seq order, not id order; a segment met again makes a second run.
+        let mut p = Places::default();
+        // Inputs read in seq order, not id order; a segment met again adds to its list.
         let moves = [
             (loc(7, 40, 10), loc(20, 40, 10)),
             (loc(7, 90, 5), loc(20, 60, 5)),
@@ -127,7 +129,7 @@ mod tests {
             ),
             probes in proptest::collection::vec(0u32..2_000_000, 0..50),
         ) {
-            let mut p = Places::with_capacity(gaps.len());
+            let mut p = Places::default();
             let mut model = std::collections::HashMap::new();
             let mut offset = 40u32;
             for (i, gap) in gaps.iter().enumerate() {
@@ -146,9 +148,29 @@ mod tests {
         }
     }
 
+    /// Two inputs read interleaved, a frame from each in turn (a compacted segment and a
+    /// segment of steps of one earlier compaction): every move is found.
+    #[test]
+    fn interleaved_inputs_are_found_whole() {
+        let mut p = Places::default();
+        let mut moves = Vec::new();
+        for i in 0..1_000u32 {
+            let old = loc(4 + i % 2, 40 + i * 10, 3);
+            let new = loc(30, 40 + i * 3, 3);
+            p.push(old, new);
+            moves.push((old, new));
+        }
+        p.seal();
+        assert_eq!(p.segments.len(), 2);
+        for (old, new) in moves {
+            assert_eq!(p.get(old), Some(new), "{old:?}");
+        }
+        assert_eq!(p.get(loc(4, 50, 3)), None);
+    }
+
     #[test]
     fn a_run_out_of_order_is_sorted_when_sealed() {
-        let mut p = Places::with_capacity(3);
+        let mut p = Places::default();
         p.push(loc(5, 300, 1), loc(9, 40, 1));
         p.push(loc(5, 100, 1), loc(9, 41, 1));
         p.push(loc(5, 200, 1), loc(9, 42, 1));

@@ -17,6 +17,10 @@ pub(crate) const HEADER_LEN: usize = 32;
 pub(crate) const KIND_LOG: u8 = 1;
 /// Segment written whole by compaction.
 pub(crate) const KIND_COMPACTED: u8 = 2;
+/// Segment written whole by compaction, holding only frames whose every entry is kept by
+/// place ([`super::CopyAs::KeepByPlace`]: a profile's history steps). A compaction leaves
+/// these out of its inputs unless asked ([`super::Inputs`]).
+pub(crate) const KIND_STEPS: u8 = 3;
 /// `len u32 | crc u32` before each frame body.
 pub(crate) const FRAME_HEADER: usize = 8;
 /// `seq u64 | count u32` at the start of each body.
@@ -31,7 +35,7 @@ pub(crate) const MAX_BODY: usize = 1 << 30;
 pub(crate) struct SegmentHeader {
     /// Segment id (the number in the file name).
     pub id: u32,
-    /// [`KIND_LOG`] or [`KIND_COMPACTED`].
+    /// [`KIND_LOG`], [`KIND_COMPACTED`] or [`KIND_STEPS`].
     pub kind: u8,
     /// Every sequence number assigned before this file was created is below this.
     pub seq_floor: u64,
@@ -78,7 +82,7 @@ impl SegmentHeader {
             ));
         }
         let kind = h.get(10).copied().unwrap_or(0);
-        if kind != KIND_LOG && kind != KIND_COMPACTED {
+        if kind != KIND_LOG && kind != KIND_COMPACTED && kind != KIND_STEPS {
             return Err(format!("unknown segment kind {kind}"));
         }
         Ok(SegmentHeader {

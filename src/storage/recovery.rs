@@ -283,6 +283,7 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
                 s.id,
                 Arc::new(Sealed {
                     id: s.id,
+                    kind: s.header.kind,
                     path: s.path,
                     bytes: s.bytes,
                 }),

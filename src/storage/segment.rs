@@ -60,6 +60,8 @@ pub(crate) fn parse_any_id(name: &str) -> Option<u32> {
 /// A sealed segment: never written again, read through a map.
 pub(crate) struct Sealed {
     pub id: u32,
+    /// Its header's kind (`record::KIND_*`).
+    pub kind: u8,
     pub path: PathBuf,
     pub bytes: Bytes,
 }
@@ -69,12 +71,17 @@ impl Sealed {
     pub fn open(io: &dyn Io, dir: &Path, id: u32) -> Result<Sealed> {
         let path = dir.join(seg_name(id));
         let bytes = map(io, &path)?;
-        SegmentHeader::decode(&bytes).map_err(|reason| Error::Corruption {
+        let header = SegmentHeader::decode(&bytes).map_err(|reason| Error::Corruption {
             file: path.clone(),
             offset: 0,
             reason,
         })?;
-        Ok(Sealed { id, path, bytes })
+        Ok(Sealed {
+            id,
+            kind: header.kind,
+            path,
+            bytes,
+        })
     }
 
     /// Call `f` with the bytes at `loc` (checked to lie inside the segment).
@@ -83,6 +90,11 @@ impl Sealed {
         self.bytes
             .read_at(loc.offset as usize, inside.len(), f)
             .map_err(|e| Error::io("read", &self.path, e))
+    }
+
+    /// Whether it holds history steps only (`record::KIND_STEPS`).
+    pub fn is_steps(&self) -> bool {
+        self.kind == record::KIND_STEPS
     }
 
     /// Bytes of the file.
