@@ -167,11 +167,11 @@ impl Writer<'_> {
     }
 }
 
-/// A compaction's two outputs: `main` takes every frame with an entry listed or packed;
-/// `steps` the frames whose every entry is kept by place (history steps whose call's record
-/// was superseded: nearly every step, once its profile has been written again), in segments
-/// of their own (`KIND_STEPS`), which later compactions leave alone unless asked ([`begin`]).
-/// A frame is never split: each keeps its one seq in one file.
+/// A compaction's two outputs: `main` takes the entries listed or packed; `steps` the
+/// entries kept by place (history steps), in segments of their own (`KIND_STEPS`), which
+/// later compactions leave alone unless asked ([`begin`]). A frame holding both is written
+/// as two frames with its one seq, one in each: a seq appears at most once among the
+/// segments of steps and once among the others (recovery replays both; docs/format.md).
 struct Outputs<'a> {
     main: Writer<'a>,
     steps: Writer<'a>,
@@ -193,15 +193,6 @@ impl<'a> Outputs<'a> {
         Outputs {
             main: writer(KIND_COMPACTED),
             steps: writer(KIND_STEPS),
-        }
-    }
-
-    /// The writer for `frame`.
-    fn of(&mut self, frame: &Frame<'_>) -> &mut Writer<'a> {
-        if frame.entries.iter().all(|e| matches!(e.3, Was::ByPlace(_))) {
-            &mut self.steps
-        } else {
-            &mut self.main
         }
     }
 
@@ -287,12 +278,28 @@ impl<'a> Held<'a> {
     }
 }
 
-/// Write one frame of the output (none if it has no entry) and list where its entries moved.
+/// Write one frame of the output (none if it has no entry; its steps apart, see [`Outputs`])
+/// and list where its entries moved.
 fn write_frame(outputs: &mut Outputs<'_>, frame: Frame<'_>, moved: &mut Relocations) -> Result<()> {
+    let (steps, main): (Vec<_>, Vec<_>) = frame
+        .entries
+        .into_iter()
+        .partition(|e| matches!(e.3, Was::ByPlace(_)));
+    for (entries, w) in [(main, &mut outputs.main), (steps, &mut outputs.steps)] {
+        let part = Frame {
+            seq: frame.seq,
+            entries,
+        };
+        write_part(w, part, moved)?;
+    }
+    Ok(())
+}
+
+/// [`write_frame`] to one output.
+fn write_part(w: &mut Writer<'_>, frame: Frame<'_>, moved: &mut Relocations) -> Result<()> {
     if frame.entries.is_empty() {
         return Ok(());
     }
-    let w = outputs.of(&frame);
     let copy: Vec<Entry<'_>> = frame
         .entries
         .iter()
@@ -682,6 +689,7 @@ pub(crate) fn complete_interrupted(io: &dyn Io, dir: &Path, names: &[String]) ->
 #[cfg(test)]
 mod tests {
     use super::super::{CopyAs, Entry, PACK_BYTES, Replay, Store, StoreOptions, StoredEntry};
+    use super::{HEADER_LEN, KIND_COMPACTED, KIND_STEPS, SegmentHeader, seg_name};
     use crate::error::Result;
 
     /// An entry replayed: kind, id, data.
@@ -773,12 +781,11 @@ mod tests {
         }
     }
 
-    /// A frame left with entries kept by place only (a history step whose call's record was
-    /// superseded) goes to a segment of steps (`KIND_STEPS`); a frame with a listed entry
-    /// stays in a compacted segment, its step with it. A compaction without the steps'
-    /// segments leaves them as they are; one with them rewrites them, dropping what is dead,
-    /// and merges its inputs' interleaved seqs into outputs in seq order; a reopen replays
-    /// every frame once.
+    /// The entries kept by place (history steps) go to segments of steps (`KIND_STEPS`), a
+    /// frame's with its seq, apart from its other kept entries (a compacted segment). A
+    /// compaction without the steps' segments leaves them as they are; one with them rewrites
+    /// them, dropping what is dead, its outputs in seq order; a reopen replays every part
+    /// once, and refuses a seq twice among the segments of steps (or among the others).
     #[test]
     fn frames_of_steps_only_go_to_segments_of_their_own() {
         let dir = tempfile::tempdir().unwrap();
@@ -842,10 +849,10 @@ mod tests {
         for (i, old, data) in &mut steps {
             let new = r.by_place.get(*old).expect("a kept step moved by place");
             assert_eq!(store.read(new, <[u8]>::to_vec).unwrap(), data.as_bytes());
-            assert_eq!(
+            assert!(
                 step_segments.contains(&new.segment),
-                *i % 2 == 1,
-                "step {i}: with its record when that was kept, else in a segment of steps"
+                "step {i} (its record kept: {}) in a segment of steps",
+                *i % 2 == 0
             );
             *old = new;
         }
@@ -857,20 +864,12 @@ mod tests {
             .unwrap();
         let r = store.commit_compaction(prepared).unwrap();
         assert_eq!(store.step_bytes(), bytes);
-        for (i, at, data) in &mut steps {
-            if step_segments.contains(&at.segment) {
-                assert_eq!(r.by_place.get(*at), None);
-                assert_eq!(store.read(*at, <[u8]>::to_vec).unwrap(), data.as_bytes());
-            } else {
-                *at = r
-                    .by_place
-                    .get(*at)
-                    .expect("a step beside its kept record moves");
-                assert!(*i % 2 == 0);
-            }
+        for (_, at, data) in &steps {
+            assert_eq!(r.by_place.get(*at), None);
+            assert_eq!(store.read(*at, <[u8]>::to_vec).unwrap(), data.as_bytes());
         }
-        // With them: rewritten, the steps now dead (id % 7 == 3) dropped, and the steps of the
-        // records now dropped (id % 4 == 2) join them: two inputs' frames, interleaved.
+        // With them: rewritten, the steps now dead (id % 7 == 3) dropped, and fewer records
+        // kept (id % 4 == 0).
         let inputs = store.begin_compaction(true).unwrap();
         assert!(step_segments.iter().all(|s| inputs.contains(s)));
         let prepared = store
@@ -893,21 +892,71 @@ mod tests {
         }
         let step_bytes = store.step_bytes();
         drop(store);
-        // A reopen replays each frame once (the steps' frames keep their seqs).
+        // A reopen replays each part once: a kept record's seq twice, once with its step.
         let mut frames = Frames::default();
         let store = open(&mut frames);
         assert_eq!(store.step_bytes(), step_bytes);
-        let mut seqs: Vec<u64> = frames.0.iter().map(|f| f.0).collect();
-        let n = seqs.len();
-        seqs.sort_unstable();
-        seqs.dedup();
-        assert_eq!(seqs.len(), n, "a seq replayed twice");
+        let mut parts: Vec<(u64, bool)> = frames
+            .0
+            .iter()
+            .map(|f| {
+                let steps = f.1.iter().filter(|e| e.0 == 2).count();
+                assert!(steps == 0 || steps == f.1.len(), "a part of both kinds");
+                (f.0, steps > 0)
+            })
+            .collect();
+        let n = parts.len();
+        parts.sort_unstable();
+        parts.dedup();
+        assert_eq!(parts.len(), n, "a part replayed twice");
+        let twice = frames.0.windows(2).filter(|w| w[0].0 == w[1].0).count();
+        assert_eq!(
+            twice,
+            (0..2_000).filter(|i| i % 4 == 0 && i % 7 != 3).count()
+        );
         let replayed: std::collections::HashSet<Vec<u8>> = frames
             .0
             .iter()
             .flat_map(|f| f.1.iter().filter(|e| e.0 == 2).map(|e| e.2.clone()))
             .collect();
         assert_eq!(replayed, kept);
+        drop(store);
+        // A segment of steps copied under another id: its seqs twice among the segments of
+        // steps, which recovery refuses.
+        let copy_of = |kind: u8| {
+            let names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            let source = names
+                .iter()
+                .find(|p| {
+                    let b = std::fs::read(p).unwrap();
+                    b.starts_with(&super::super::record::SEG_MAGIC) && b[10] == kind
+                })
+                .expect("a segment of that kind");
+            let mut bytes = std::fs::read(source).unwrap();
+            let header = SegmentHeader::decode(&bytes).unwrap();
+            let copy = SegmentHeader { id: 900, ..header };
+            bytes[..HEADER_LEN].copy_from_slice(&copy.encode());
+            let path = dir.path().join(seg_name(900));
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        for kind in [KIND_STEPS, KIND_COMPACTED] {
+            let path = copy_of(kind);
+            let mut options = StoreOptions::new();
+            options.segment_size = 16 << 10;
+            let err = Store::open(dir.path(), options, &mut Frames::default())
+                .err()
+                .expect("a seq twice among one kind of segments");
+            assert!(
+                err.to_string().contains("also appears in"),
+                "kind {kind}: {err}"
+            );
+            std::fs::remove_file(path).unwrap();
+        }
+        assert!(open(&mut Frames::default()).step_bytes() > 0);
     }
 
     /// Packed entries ([`CopyAs::Pack`]) go, in order, into the frame of the last entry each

@@ -12,7 +12,7 @@ use super::hint::{self, HINT};
 use super::io::Io;
 use super::log::{Shared, State, create_segment};
 use super::mmap::Bytes;
-use super::record::{self, FrameRef, HEADER_LEN, KIND_LOG, SegmentHeader};
+use super::record::{self, FrameRef, HEADER_LEN, KIND_LOG, KIND_STEPS, SegmentHeader};
 use super::segment::{self, Sealed, parse_any_id, parse_seg_name, quarantine_name, seg_name};
 use super::{Location, RecoveryReport, Replay, StoreOptions, StoredEntry, lock};
 use crate::error::{Error, Result};
@@ -494,8 +494,15 @@ fn frame_order(segs: &[Seg], after: u64) -> Result<Vec<(u64, usize, u32)>> {
         );
     }
     if out.windows(2).any(|w| w[0].0 >= w[1].0) {
-        out.sort_unstable_by_key(|x| x.0);
-        if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
+        // A compaction writes a frame's history steps apart, with the frame's seq, to a
+        // segment of steps (docs/format.md): a seq may appear once there and once elsewhere,
+        // replayed in that order.
+        let steps = |i: usize| segs[i].header.kind == KIND_STEPS;
+        out.sort_unstable_by_key(|x| (x.0, steps(x.1)));
+        if let Some(w) = out
+            .windows(2)
+            .find(|w| w[0].0 == w[1].0 && steps(w[0].1) == steps(w[1].1))
+        {
             let s = &segs[w[1].1];
             return Err(Error::Corruption {
                 file: s.path.clone(),
