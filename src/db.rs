@@ -206,6 +206,9 @@ impl Db {
         let store = Store::open(dir, store_options, &mut rebuild)?;
         let (mut index, lost) = rebuild.finish(&store)?;
         remove_unnamed_tables(&store, &index)?;
+        // The replay's steps are not told apart by segment kind: counted as dead until the
+        // first compaction moves them (see `Journal::in_log_bytes`).
+        index.journal.in_log_bytes = 0;
         index.journal.set_retention(options.history_retention);
         index.journal.guard.max_user_ids = options.guard_max_user_ids;
         index.journal.guard.window_us =
@@ -1152,14 +1155,17 @@ impl Inner {
             Steps::All => true,
             Steps::Due => self.steps_due(),
         };
-        let (inputs, forwards, tables) = {
+        let (inputs, forwards, tables, steps_in_inputs) = {
             let mut index = self.index.write();
             let inputs = self.store.begin_compaction(with_steps)?;
+            // Every step in the inputs leaves the log segments (to the segments of steps, or
+            // dropped); those appended from here on stay in them.
+            let steps_in_inputs = index.journal.in_log_bytes;
             // The inputs' history tables, read without the lock to write the outputs'.
             let tables = index.journal.freeze(&inputs);
             self.cache.lock().compacting = inputs.clone();
             index.linked.clear();
-            (inputs, index.forwards.clone(), tables)
+            (inputs, index.forwards.clone(), tables, steps_in_inputs)
         };
         during();
         // Nearly every entry the compaction keeps and lists is a profile's record (the steps
@@ -1239,6 +1245,7 @@ impl Inner {
                 index.relocate(kind, id, old, new);
             }
             let gone = index.relocate_journal(&relocations, &inputs, written);
+            index.journal.in_log_bytes = index.journal.in_log_bytes.saturating_sub(steps_in_inputs);
             cache.relocate(&relocations.moved, &inputs, &index.forwards);
             (relocations.reclaimed_bytes, gone)
         };
@@ -1372,14 +1379,91 @@ impl Inner {
         if self.steps_due() {
             return true;
         }
-        // The segments of history steps apart (their dead steps are the doubling rule's): the
-        // steps still in the others count as dead here, as a compaction moves them out.
+        let (live, in_log) = {
+            let index = self.index.read();
+            (index.live_bytes(), index.journal.in_log_bytes)
+        };
         let steps = self.store.step_bytes();
-        let sealed = self.store.sealed_bytes().saturating_sub(steps);
-        let live = self.index.read().live_bytes();
-        let disk = self.store.stats().disk_bytes.saturating_sub(steps);
-        let dead = disk.saturating_sub(live);
-        dead >= self.options.compaction_min_bytes && sealed > 0 && dead as f64 > ratio * disk as f64
+        let bytes = StoreBytes {
+            disk: self.store.stats().disk_bytes,
+            sealed: self.store.sealed_bytes(),
+            step_segments: steps,
+            steps_in_log: in_log,
+            live,
+        };
+        bytes.dead_past(ratio, self.options.compaction_min_bytes)
+    }
+}
+
+/// What the background's trigger weighs (`Inner::wants_compaction`).
+struct StoreBytes {
+    /// Every segment file.
+    disk: u64,
+    /// The sealed segments (`disk` but the one appended to).
+    sealed: u64,
+    /// The segments of history steps (sealed).
+    step_segments: u64,
+    /// The history steps still in the other segments (`Journal::in_log_bytes`).
+    steps_in_log: u64,
+    /// What the index estimates live, the history apart (`Index::live_bytes`).
+    live: u64,
+}
+
+impl StoreBytes {
+    /// Whether the dead bytes are past `ratio` of the store and `min`, the history left out
+    /// of both: the segments of steps (their dead steps are the doubling rule's, `Steps`)
+    /// and the steps still in the log segments (moving them out is no reason to compact), so
+    /// that the profiles are rewritten as often as with history off (stop 22).
+    fn dead_past(&self, ratio: f64, min: u64) -> bool {
+        let sealed = self.sealed.saturating_sub(self.step_segments);
+        let disk = self
+            .disk
+            .saturating_sub(self.step_segments)
+            .saturating_sub(self.steps_in_log);
+        let dead = disk.saturating_sub(self.live);
+        dead >= min && sealed > 0 && dead as f64 > ratio * disk as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreBytes;
+
+    /// The trigger weighs the profiles' dead bytes against the store without its history:
+    /// steps waiting in the log are neither dead nor part of the whole, the segments of steps
+    /// are not weighed at all.
+    #[test]
+    fn the_background_trigger_leaves_the_history_out() {
+        const MB: u64 = 1 << 20;
+        let bytes = |disk, step_segments, steps_in_log, live| StoreBytes {
+            disk: disk * MB,
+            sealed: disk * MB - MB,
+            step_segments: step_segments * MB,
+            steps_in_log: steps_in_log * MB,
+            live: live * MB,
+        };
+        let due = |b: StoreBytes| b.dead_past(0.5, 16 * MB);
+        // 100 MB of log: 60 of steps, 30 of live records, 10 dead: not due (counted as dead,
+        // the steps made it due, and every live record was rewritten to move them).
+        assert!(!due(bytes(100, 0, 60, 30)));
+        // 25 dead of the 40 that are not steps: due.
+        assert!(due(bytes(100, 0, 60, 15)));
+        // The same beside 500 MB of segments of steps: the same answers.
+        assert!(!due(bytes(600, 500, 60, 30)));
+        assert!(due(bytes(600, 500, 60, 15)));
+        // History off: the whole store weighed.
+        assert!(due(bytes(100, 0, 0, 30)));
+        assert!(!due(bytes(100, 0, 0, 60)));
+        // Past the ratio but under the least worth a compaction.
+        assert!(!due(bytes(20, 0, 0, 5)));
+        // Nothing sealed: nothing to compact.
+        assert!(
+            !StoreBytes {
+                sealed: 0,
+                ..bytes(100, 0, 0, 10)
+            }
+            .dead_past(0.5, MB)
+        );
     }
 }
 

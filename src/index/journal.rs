@@ -172,6 +172,12 @@ pub(crate) struct Journal {
     named: Vec<(u32, u64, u32)>,
     /// Steps listed.
     steps: usize,
+    /// Bytes of the steps pushed since the store was opened that no compaction has moved to
+    /// the segments of steps yet: what the log segments hold of the history, which the
+    /// background's dead-byte estimate does not count as dead (`Db::wants_compaction`).
+    /// Steps of the log replayed at the open are not counted (the estimate errs towards
+    /// compacting).
+    pub in_log_bytes: u64,
     /// Newest arrival time handed out or replayed (microseconds since the epoch).
     clock: i64,
     /// Retention window in microseconds; 0 = history off.
@@ -229,6 +235,7 @@ impl Journal {
             len: at.len,
         });
         self.steps += 1;
+        self.in_log_bytes += u64::from(at.len);
     }
 
     /// Take the in-memory tables of `segments` out of `tables`, sorted, into `frozen`
@@ -570,6 +577,7 @@ impl Journal {
             files: BTreeMap::new(),
             named,
             steps,
+            in_log_bytes: 0,
             clock,
             retention_us: 0,
             guard,
