@@ -147,8 +147,9 @@ struct Inner {
     /// Calls the guard skipped an identifier of (issue 16).
     guard_skipped: std::sync::atomic::AtomicU64,
     /// What the segments of history steps held after the last compaction that rewrote them
-    /// (or at the open). See [`Steps`].
+    /// (or at the open), and when that was. See [`Steps`].
     steps_base: std::sync::atomic::AtomicU64,
+    steps_rewritten: Mutex<std::time::Instant>,
     stop: Mutex<bool>,
     wake: Condvar,
     /// Calls from many threads, applied in groups (`db/writers.rs`).
@@ -223,6 +224,7 @@ impl Db {
             compaction: Mutex::new(()),
             guard_skipped: std::sync::atomic::AtomicU64::new(0),
             steps_base: std::sync::atomic::AtomicU64::new(store_step_bytes),
+            steps_rewritten: Mutex::new(std::time::Instant::now()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
             writers: writers::Writers::default(),
@@ -1255,6 +1257,7 @@ impl Inner {
                 self.store.step_bytes(),
                 std::sync::atomic::Ordering::Relaxed,
             );
+            *self.steps_rewritten.lock() = std::time::Instant::now();
         }
         self.write_hint()?;
         // The new snapshot no longer names the inputs' table files (one left by a crash
@@ -1365,11 +1368,21 @@ impl Inner {
 
     /// Whether a background compaction takes the segments of history steps (see [`Steps`]).
     fn steps_due(&self) -> bool {
+        let bytes = self.store.step_bytes();
+        if bytes == 0 {
+            return false;
+        }
+        let retention = self.options.history_retention;
+        if retention.is_zero() || self.steps_rewritten.lock().elapsed() >= retention / 4 {
+            // History turned off, or a quarter of the window since they were last rewritten
+            // (a quiet store's expired steps, a window shortened at the open).
+            return true;
+        }
         let base = self
             .steps_base
             .load(std::sync::atomic::Ordering::Relaxed)
             .max(self.options.segment_size);
-        self.store.step_bytes() > base.saturating_mul(2)
+        bytes > base.saturating_mul(2)
     }
 
     fn wants_compaction(&self) -> bool {
@@ -1495,10 +1508,12 @@ enum Steps {
     /// compaction that must leave no dead byte behind).
     All,
     /// The background's: none, unless they hold more than twice what they held after they
-    /// were last rewritten (and more than two segments' worth). A step is then copied about
-    /// twice on average (once out of the log, once more when its segments are rewritten),
-    /// and steps that left the window or whose profile was deleted are dropped by the next
-    /// such rewrite (at once by `Db::compact` and `delete --erase`).
+    /// were last rewritten (and more than two segments' worth), or a quarter of
+    /// `Options::history_retention` has passed since then, or history is off. A step is then
+    /// copied about twice on average (once out of the log, about once more when its segments
+    /// are rewritten), and a step that left the window or whose profile was deleted is
+    /// dropped within about a window and a quarter (at once by `Db::compact` and
+    /// `delete --erase`).
     Due,
 }
 

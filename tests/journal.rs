@@ -734,6 +734,39 @@ fn sealed_segments_keep_their_history_tables_in_files() {
     reopen("after the compaction", true);
 }
 
+/// Steps moved to their segments by the background's compactions are dropped by them too
+/// once history is turned off, though those segments never double.
+#[test]
+fn history_turned_off_empties_the_segments_of_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options()).unwrap();
+    for i in 0..50 {
+        call(
+            &db,
+            identify(
+                Some("u-1"),
+                None,
+                None,
+                json!({ "n": i, "p": "gone-value-4471" }),
+            ),
+        );
+    }
+    db.compact_in_background_mode().unwrap();
+    assert!(db.counts().history_segment_bytes > 0);
+    db.close().unwrap();
+    let db = Db::open(dir.path(), with_retention(Duration::ZERO)).unwrap();
+    assert!(db.counts().history_segment_bytes > 0);
+    db.compact_in_background_mode().unwrap();
+    assert_eq!(db.counts().history_segment_bytes, 0);
+    let p = by_user(&db, "u-1").unwrap();
+    let n = p
+        .properties
+        .iter()
+        .find(|(k, _)| k == "n")
+        .map(|(_, v)| v.to_json());
+    assert_eq!(n, Some(json!(49)), "the profile itself stays");
+}
+
 /// One call on `u1` (message id `m<n>`, `n` the number of calls so far), noted with the
 /// journal clock after it and the profile it left.
 fn call_u1(db: &Db, states: &mut Vec<(String, Timestamp, profiledb::Profile)>, anon: Option<&str>) {

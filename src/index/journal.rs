@@ -18,7 +18,8 @@
 //! A step is live for compaction while it is listed here, is younger than the retention
 //! window and its key still resolves to a live profile (itself or, merged away, its survivor):
 //! a deleted profile's steps, and those of every profile merged into it, are dropped by the
-//! next compaction (which `delete --erase` runs at once).
+//! next compaction that takes their segment (the background takes the segments of steps only
+//! now and then, `db::Steps`; `delete --erase` compacts every segment at once).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -70,9 +70,9 @@ pub(crate) fn steps_of(store: &Store, index: &Index, key: u64) -> Result<Vec<Ste
 /// offset, are one run in order. The runs of different segments are ordered by their first and
 /// last arrival times (two reads a run, one for a run of one step, none when there is one run);
 /// a compaction writes old steps to new segments, so a segment's id says nothing of its steps'
-/// age. Runs whose ranges overlap (not expected: a compaction copies every sealed segment, in
-/// log order) have every step's arrival read and are sorted together, as is a run whose first
-/// step is not older than its last.
+/// age. Runs whose ranges overlap (not expected: a compaction copies its inputs' steps merged
+/// in seq order, and takes every segment of steps or none) have every step's arrival read and
+/// are sorted together, as is a run whose first step is not older than its last.
 fn order(
     mut locs: Vec<Location>,
     mut arrival_of: impl FnMut(Location) -> Result<i64>,

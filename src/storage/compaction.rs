@@ -430,7 +430,22 @@ pub(crate) fn prepare(
                         },
                     };
                     let listed = Was::Listed(e.location);
-                    let (kind, data, was) = match copy_as(&e)? {
+                    let copy_as = copy_as(&e)?;
+                    if seg.is_steps() && !matches!(copy_as, CopyAs::Drop | CopyAs::KeepByPlace) {
+                        // Its frame's other part (same seq) may be in another input: kept
+                        // otherwise, both parts could land in one output, which recovery
+                        // refuses. The layer above keeps a kind by place or not at all.
+                        return Err(Error::Options {
+                            name: "compaction",
+                            reason: format!(
+                                "entry of kind {} at {} offset {off} in a segment of entries kept \
+                                 by place: it may only be kept by place or dropped",
+                                e.kind,
+                                seg.path.display()
+                            ),
+                        });
+                    }
+                    let (kind, data, was) = match copy_as {
                         CopyAs::Drop => continue,
                         CopyAs::Keep => (e.kind, Cow::Borrowed(e.data), listed),
                         CopyAs::KeepByPlace => {
@@ -956,7 +971,19 @@ mod tests {
             );
             std::fs::remove_file(path).unwrap();
         }
-        assert!(open(&mut Frames::default()).step_bytes() > 0);
+        let store = open(&mut Frames::default());
+        assert!(store.step_bytes() > 0);
+        // An entry of a segment of steps kept otherwise than by place: refused (its frame's
+        // other part could land in the same output).
+        let inputs = store.begin_compaction(true).unwrap();
+        let err = store
+            .prepare_compaction_of(&inputs, 0, &mut |_| Ok(CopyAs::Keep))
+            .err()
+            .expect("a step kept as listed");
+        assert!(
+            err.to_string().contains("kept by place or dropped"),
+            "{err}"
+        );
     }
 
     /// Packed entries ([`CopyAs::Pack`]) go, in order, into the frame of the last entry each

@@ -137,7 +137,10 @@ pub enum CopyAs {
     Keep,
     /// Copied as it is, its move listed by place only ([`Relocations::by_place`]: old place
     /// -> new place, without kind and id, 12 bytes instead of 40): for entries there are many
-    /// of, which the layer above finds by where they are (a profile's history steps).
+    /// of, which the layer above finds by where they are (a profile's history steps). Written
+    /// to segments of their own (segment kind 3), apart from the rest of their frame: an
+    /// entry kept by place must be kept by place or dropped by every later compaction (one
+    /// that answers otherwise for an entry of such a segment fails).
     KeepByPlace,
     /// Copied as another entry (same id, same frame seq): e.g. a chain of records folded into
     /// one by the layer above.

@@ -19,7 +19,7 @@ pub(crate) const KIND_LOG: u8 = 1;
 pub(crate) const KIND_COMPACTED: u8 = 2;
 /// Segment written whole by compaction, holding only frames whose every entry is kept by
 /// place ([`super::CopyAs::KeepByPlace`]: a profile's history steps). A compaction leaves
-/// these out of its inputs unless asked ([`super::Inputs`]).
+/// these out of its inputs unless asked (`compaction::begin`).
 pub(crate) const KIND_STEPS: u8 = 3;
 /// `len u32 | crc u32` before each frame body.
 pub(crate) const FRAME_HEADER: usize = 8;
