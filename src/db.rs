@@ -576,9 +576,9 @@ impl Db {
     }
 
     /// Compact now as the background thread does: every sealed segment but the segments of
-    /// history steps, unless they have doubled since they were last rewritten. Returns bytes
-    /// reclaimed.
-    /// docs/journal.md, "What compactions write with history on".
+    /// history steps, unless they are due (doubled since they were last rewritten, a quarter
+    /// of the history window since then, or history off: `Steps::Due`). Returns bytes
+    /// reclaimed. docs/journal.md, "What compactions write with history on".
     pub fn compact_in_background_mode(&self) -> Result<u64> {
         self.inner.compact(Steps::Due, &mut || {})
     }
