@@ -148,8 +148,7 @@ struct Inner {
     guard_skipped: std::sync::atomic::AtomicU64,
     /// What the segments of history steps held after the last compaction that rewrote them
     /// (or at the open), and when that was. See [`Steps`].
-    steps_base: std::sync::atomic::AtomicU64,
-    steps_rewritten: Mutex<std::time::Instant>,
+    steps_rewritten: Mutex<(u64, std::time::Instant)>,
     stop: Mutex<bool>,
     wake: Condvar,
     /// Calls from many threads, applied in groups (`db/writers.rs`).
@@ -223,8 +222,7 @@ impl Db {
             options,
             compaction: Mutex::new(()),
             guard_skipped: std::sync::atomic::AtomicU64::new(0),
-            steps_base: std::sync::atomic::AtomicU64::new(store_step_bytes),
-            steps_rewritten: Mutex::new(std::time::Instant::now()),
+            steps_rewritten: Mutex::new((store_step_bytes, std::time::Instant::now())),
             stop: Mutex::new(false),
             wake: Condvar::new(),
             writers: writers::Writers::default(),
@@ -1253,11 +1251,7 @@ impl Inner {
         };
         let (reclaimed, gone) = reclaimed;
         if with_steps {
-            self.steps_base.store(
-                self.store.step_bytes(),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            *self.steps_rewritten.lock() = std::time::Instant::now();
+            *self.steps_rewritten.lock() = (self.store.step_bytes(), std::time::Instant::now());
         }
         self.write_hint()?;
         // The new snapshot no longer names the inputs' table files (one left by a crash
@@ -1372,17 +1366,13 @@ impl Inner {
         if bytes == 0 {
             return false;
         }
+        let (base, at) = *self.steps_rewritten.lock();
         let retention = self.options.history_retention;
-        if retention.is_zero() || self.steps_rewritten.lock().elapsed() >= retention / 4 {
-            // History turned off, or a quarter of the window since they were last rewritten
-            // (a quiet store's expired steps, a window shortened at the open).
-            return true;
-        }
-        let base = self
-            .steps_base
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .max(self.options.segment_size);
-        bytes > base.saturating_mul(2)
+        // History turned off, or a quarter of the window since they were last rewritten (a
+        // quiet store's expired steps, a window shortened at the open), or doubled.
+        retention.is_zero()
+            || at.elapsed() >= retention / 4
+            || bytes > base.max(self.options.segment_size).saturating_mul(2)
     }
 
     fn wants_compaction(&self) -> bool {

@@ -196,24 +196,12 @@ fn deleting_with_erase_leaves_no_byte_of_the_history() {
     // Two later calls: the compaction moves the first's step (its undo holds the value it
     // replaced) to a segment of steps, since the second superseded its record; the
     // background's compactions leave that segment alone. The erase must rewrite it too.
-    call(
-        &db,
-        identify(
-            Some("user-zq81"),
-            None,
-            None,
-            json!({"secret": "oboe-2208"}),
-        ),
-    );
-    call(
-        &db,
-        identify(
-            Some("user-zq81"),
-            None,
-            None,
-            json!({"secret": "bassoon-6064"}),
-        ),
-    );
+    for secret in ["oboe-2208", "bassoon-6064"] {
+        call(
+            &db,
+            identify(Some("user-zq81"), None, None, json!({ "secret": secret })),
+        );
+    }
     db.sync().unwrap();
     db.compact_in_background_mode().unwrap();
     let segments_of_steps: Vec<u8> = std::fs::read_dir(dir.path())

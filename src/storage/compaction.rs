@@ -401,111 +401,109 @@ pub(crate) fn prepare(
             let data: &[u8] = &seg.bytes;
             let (at, released) = &mut scans[i];
             let at = *at;
-            {
-                // Let the pages read so far go every few MiB, not only at the end of the
-                // segment: the scan then keeps at most that much of the map resident.
-                if at - *released >= RELEASE_EVERY {
-                    seg.bytes.release_pages();
-                    *released = at;
-                }
-                let frame = record::decode_frame(data, at).map_err(|reason| Error::Corruption {
-                    file: seg.path.clone(),
-                    offset: at as u64,
-                    reason,
-                })?;
-                let mut copy = Frame {
-                    seq: frame.seq,
-                    entries: Vec::new(),
+            // Let the pages read so far go every few MiB, not only at the end of the
+            // segment: the scan then keeps at most that much of the map resident.
+            if at - *released >= RELEASE_EVERY {
+                seg.bytes.release_pages();
+                *released = at;
+            }
+            let frame = record::decode_frame(data, at).map_err(|reason| Error::Corruption {
+                file: seg.path.clone(),
+                offset: at as u64,
+                reason,
+            })?;
+            let mut copy = Frame {
+                seq: frame.seq,
+                entries: Vec::new(),
+            };
+            let mut packed_here = false;
+            for (kind, id, off, bytes) in frame.entries() {
+                let e = StoredEntry {
+                    kind,
+                    id,
+                    data: bytes,
+                    location: Location {
+                        segment: seg.id,
+                        offset: off as u32,
+                        len: bytes.len() as u32,
+                    },
                 };
-                let mut packed_here = false;
-                for (kind, id, off, bytes) in frame.entries() {
-                    let e = StoredEntry {
-                        kind,
-                        id,
-                        data: bytes,
-                        location: Location {
-                            segment: seg.id,
-                            offset: off as u32,
-                            len: bytes.len() as u32,
-                        },
-                    };
-                    let listed = Was::Listed(e.location);
-                    let copy_as = copy_as(&e)?;
-                    if seg.is_steps() && !matches!(copy_as, CopyAs::Drop | CopyAs::KeepByPlace) {
-                        // Its frame's other part (same seq) may be in another input: kept
-                        // otherwise, both parts could land in one output, which recovery
-                        // refuses. The layer above keeps a kind by place or not at all.
-                        return Err(Error::Options {
-                            name: "compaction",
-                            reason: format!(
-                                "entry of kind {} at {} offset {off} in a segment of entries kept \
-                                 by place: it may only be kept by place or dropped",
-                                e.kind,
-                                seg.path.display()
-                            ),
-                        });
+                let listed = Was::Listed(e.location);
+                let copy_as = copy_as(&e)?;
+                if seg.is_steps() && !matches!(copy_as, CopyAs::Drop | CopyAs::KeepByPlace) {
+                    // Its frame's other part (same seq) may be in another input: kept
+                    // otherwise, both parts could land in one output, which recovery
+                    // refuses. The layer above keeps a kind by place or not at all.
+                    return Err(Error::Options {
+                        name: "compaction",
+                        reason: format!(
+                            "entry of kind {} at {} offset {off} in a segment of entries kept \
+                             by place: it may only be kept by place or dropped",
+                            e.kind,
+                            seg.path.display()
+                        ),
+                    });
+                }
+                let (kind, data, was) = match copy_as {
+                    CopyAs::Drop => continue,
+                    CopyAs::Keep => (e.kind, Cow::Borrowed(e.data), listed),
+                    CopyAs::KeepByPlace => {
+                        (e.kind, Cow::Borrowed(e.data), Was::ByPlace(e.location))
                     }
-                    let (kind, data, was) = match copy_as {
-                        CopyAs::Drop => continue,
-                        CopyAs::Keep => (e.kind, Cow::Borrowed(e.data), listed),
-                        CopyAs::KeepByPlace => {
-                            (e.kind, Cow::Borrowed(e.data), Was::ByPlace(e.location))
-                        }
-                        CopyAs::Replace { kind, data } => (kind, Cow::Owned(data), listed),
-                        CopyAs::Pack { data, .. } if data.is_empty() => continue,
-                        CopyAs::Pack { kind, data } => {
-                            // One kind of pack per compaction (a block closes at the end of
-                            // the frame of its last entry, which a second kind met in the
-                            // middle of a frame would break).
-                            let kind_of_packs = *pack_kind.get_or_insert(kind);
-                            if kind != kind_of_packs {
-                                return Err(Error::Options {
-                                    name: "compaction",
-                                    reason: format!(
-                                        "entries packed as kind {kind} and {kind_of_packs} in \
-                                         one compaction: one kind of pack at a time"
-                                    ),
-                                });
-                            }
-                            let pack = held.pack.get_or_insert_with(|| Pack {
-                                kind,
-                                data: Vec::with_capacity(PACK_BYTES + 64),
-                                host: 0,
+                    CopyAs::Replace { kind, data } => (kind, Cow::Owned(data), listed),
+                    CopyAs::Pack { data, .. } if data.is_empty() => continue,
+                    CopyAs::Pack { kind, data } => {
+                        // One kind of pack per compaction (a block closes at the end of
+                        // the frame of its last entry, which a second kind met in the
+                        // middle of a frame would break).
+                        let kind_of_packs = *pack_kind.get_or_insert(kind);
+                        if kind != kind_of_packs {
+                            return Err(Error::Options {
+                                name: "compaction",
+                                reason: format!(
+                                    "entries packed as kind {kind} and {kind_of_packs} in \
+                                     one compaction: one kind of pack at a time"
+                                ),
                             });
-                            pack.data.extend_from_slice(&data);
-                            packed_here = true;
-                            continue;
                         }
-                    };
-                    copy.entries.push((kind, e.id, data, was));
+                        let pack = held.pack.get_or_insert_with(|| Pack {
+                            kind,
+                            data: Vec::with_capacity(PACK_BYTES + 64),
+                            host: 0,
+                        });
+                        pack.data.extend_from_slice(&data);
+                        packed_here = true;
+                        continue;
+                    }
+                };
+                copy.entries.push((kind, e.id, data, was));
+            }
+            if packed_here {
+                held.hold(copy);
+                if let Some(pack) = &mut held.pack {
+                    pack.host = held.frames.len() - 1;
                 }
-                if packed_here {
+            } else if held.pack.is_some() {
+                if !copy.entries.is_empty() {
                     held.hold(copy);
-                    if let Some(pack) = &mut held.pack {
-                        pack.host = held.frames.len() - 1;
-                    }
-                } else if held.pack.is_some() {
-                    if !copy.entries.is_empty() {
-                        held.hold(copy);
-                    }
-                } else {
-                    write_frame(&mut w, copy, &mut moved)?;
                 }
-                if held
-                    .pack
-                    .as_ref()
-                    .is_some_and(|p| p.data.len() >= PACK_BYTES)
-                    || held.bytes >= HOLD_BYTES
-                {
-                    held.release(&mut w, &mut moved)?;
-                }
-                let after = at + frame.total;
-                scans[i].0 = after;
-                if after < data.len() {
-                    next.push(std::cmp::Reverse((next_seq(data, after), i)));
-                } else {
-                    seg.bytes.release_pages();
-                }
+            } else {
+                write_frame(&mut w, copy, &mut moved)?;
+            }
+            if held
+                .pack
+                .as_ref()
+                .is_some_and(|p| p.data.len() >= PACK_BYTES)
+                || held.bytes >= HOLD_BYTES
+            {
+                held.release(&mut w, &mut moved)?;
+            }
+            let after = at + frame.total;
+            scans[i].0 = after;
+            if after < data.len() {
+                next.push(std::cmp::Reverse((next_seq(data, after), i)));
+            } else {
+                seg.bytes.release_pages();
             }
         }
         held.release(&mut w, &mut moved)?;
