@@ -147,8 +147,8 @@ struct Inner {
     /// Calls the guard skipped an identifier of (issue 16).
     guard_skipped: std::sync::atomic::AtomicU64,
     /// What the segments of history steps held after the last compaction that rewrote them
-    /// (or at the open), and when that was. See [`Steps`].
-    steps_rewritten: Mutex<(u64, std::time::Instant)>,
+    /// (or at the open). See [`Steps`].
+    steps_rewritten: std::sync::atomic::AtomicU64,
     stop: Mutex<bool>,
     wake: Condvar,
     /// Calls from many threads, applied in groups (`db/writers.rs`).
@@ -222,7 +222,7 @@ impl Db {
             options,
             compaction: Mutex::new(()),
             guard_skipped: std::sync::atomic::AtomicU64::new(0),
-            steps_rewritten: Mutex::new((store_step_bytes, std::time::Instant::now())),
+            steps_rewritten: std::sync::atomic::AtomicU64::new(store_step_bytes),
             stop: Mutex::new(false),
             wake: Condvar::new(),
             writers: writers::Writers::default(),
@@ -574,11 +574,19 @@ impl Db {
     }
 
     /// Compact now as the background thread does: every sealed segment but the segments of
-    /// history steps, unless they are due (doubled since they were last rewritten, a quarter
-    /// of the history window since then, or history off: `Steps::Due`). Returns bytes
+    /// history steps, unless they are due (doubled since they were last rewritten, or
+    /// history off: `Steps::Due`). Returns bytes
     /// reclaimed. docs/journal.md, "What compactions write with history on".
     pub fn compact_in_background_mode(&self) -> Result<u64> {
         self.inner.compact(Steps::Due, &mut || {})
+    }
+
+    /// Delete the segments of history steps whose every step has left the window, as the
+    /// background thread does every second: they are read (each step checked) and nothing
+    /// is written. Returns bytes reclaimed (0 when none has expired). docs/journal.md, "What
+    /// compactions write with history on".
+    pub fn drop_expired_history_segments(&self) -> Result<u64> {
+        self.inner.compact(Steps::Expired, &mut || {})
     }
 
     /// [`Db::compact`], calling `during` once the segments to compact are sealed and again
@@ -1152,19 +1160,41 @@ impl Inner {
     fn compact(&self, steps: Steps, during: &mut dyn FnMut()) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
         let with_steps = match steps {
-            Steps::All => true,
+            Steps::All | Steps::Expired => true,
             Steps::Due => self.steps_due(),
         };
+        // Segments of steps alone: no profile record moves, so the forwards and the links
+        // into a running compaction are left as they are.
+        let only_steps = matches!(steps, Steps::Expired);
         let (inputs, forwards, tables, steps_in_inputs) = {
             let mut index = self.index.write();
-            let inputs = self.store.begin_compaction(with_steps)?;
+            let inputs = if only_steps {
+                let horizon = index
+                    .journal
+                    .horizon(crate::types::value::Timestamp::now().0);
+                let inputs = self
+                    .store
+                    .begin_compaction_of_steps(&index.journal.expired_before(horizon));
+                if inputs.is_empty() {
+                    return Ok(0);
+                }
+                inputs
+            } else {
+                self.store.begin_compaction(with_steps)?
+            };
             // Every step in the inputs leaves the log segments (to the segments of steps, or
             // dropped); those appended from here on stay in them.
-            let steps_in_inputs = index.journal.in_log_bytes;
+            let steps_in_inputs = if only_steps {
+                0
+            } else {
+                index.journal.in_log_bytes
+            };
             // The inputs' history tables, read without the lock to write the outputs'.
             let tables = index.journal.freeze(&inputs);
             self.cache.lock().compacting = inputs.clone();
-            index.linked.clear();
+            if !only_steps {
+                index.linked.clear();
+            }
             (inputs, index.forwards.clone(), tables, steps_in_inputs)
         };
         during();
@@ -1229,7 +1259,9 @@ impl Inner {
             other => {
                 let mut index = self.index.write();
                 self.cache.lock().compacting.clear();
-                index.linked = Default::default();
+                if !only_steps {
+                    index.linked = Default::default();
+                }
                 return other.map(|_| 0);
             }
         };
@@ -1237,10 +1269,16 @@ impl Inner {
             let mut index = self.index.write();
             let mut cache = self.cache.lock();
             cache.compacting.clear();
-            let linked = std::mem::take(&mut index.linked);
-            let forwards = self.write_forwards(&mut index, &linked, prepared.moved())?;
+            let forwards = if only_steps {
+                None
+            } else {
+                let linked = std::mem::take(&mut index.linked);
+                Some(self.write_forwards(&mut index, &linked, prepared.moved())?)
+            };
             let relocations = self.store.commit_compaction(prepared)?;
-            index.forwards = std::sync::Arc::new(forwards);
+            if let Some(forwards) = forwards {
+                index.forwards = std::sync::Arc::new(forwards);
+            }
             for &(kind, id, old, new) in &relocations.moved {
                 index.relocate(kind, id, old, new);
             }
@@ -1250,8 +1288,11 @@ impl Inner {
             (relocations.reclaimed_bytes, gone)
         };
         let (reclaimed, gone) = reclaimed;
-        if with_steps {
-            *self.steps_rewritten.lock() = (self.store.step_bytes(), std::time::Instant::now());
+        if with_steps && !only_steps {
+            self.steps_rewritten.store(
+                self.store.step_bytes(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         self.write_hint()?;
         // The new snapshot no longer names the inputs' table files (one left by a crash
@@ -1366,12 +1407,12 @@ impl Inner {
         if bytes == 0 {
             return false;
         }
-        let (base, at) = *self.steps_rewritten.lock();
-        let retention = self.options.history_retention;
-        // History turned off, or a quarter of the window since they were last rewritten (a
-        // quiet store's expired steps, a window shortened at the open), or doubled.
-        retention.is_zero()
-            || at.elapsed() >= retention / 4
+        let base = self
+            .steps_rewritten
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // History turned off, or doubled (expired steps go with their whole segments:
+        // `Steps::Expired`).
+        self.options.history_retention.is_zero()
             || bytes > base.max(self.options.segment_size).saturating_mul(2)
     }
 
@@ -1498,13 +1539,17 @@ enum Steps {
     /// compaction that must leave no dead byte behind).
     All,
     /// The background's: none, unless they hold more than twice what they held after they
-    /// were last rewritten (and more than two segments' worth), or a quarter of
-    /// `Options::history_retention` has passed since then, or history is off. A step is then
-    /// copied about twice on average (once out of the log, about once more when its segments
-    /// are rewritten), and a step that left the window or whose profile was deleted is
-    /// dropped within about a window and a quarter (at once by `Db::compact` and
-    /// `delete --erase`).
+    /// were last rewritten (and more than two segments' worth), or history is off. While
+    /// the history fills its first window a step is copied about twice on average (once out
+    /// of the log, about once more when its segments double); after that, about once (the
+    /// segments stop doubling: [`Steps::Expired`] deletes as much as arrives).
     Due,
+    /// The background's too, every second: the segments of steps whose every step has left
+    /// the window (by the journal's bound on each segment's arrivals), alone: deleted whole,
+    /// nothing copied. A step thus leaves the disk about a window after the newest step
+    /// that shares its segment arrived; a step whose profile was deleted stays until then
+    /// too (at once with `Db::compact` and `delete --erase`).
+    Expired,
 }
 
 fn background_compaction(inner: std::sync::Weak<Inner>) {
@@ -1528,9 +1573,11 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
             // An error poisons the store, as every I/O failure does; the next call reports it.
             let _ = strong.spill_history_tables(false);
         }
+        // Errors poison the store; the next call reports them.
         if strong.wants_compaction() {
-            // Errors poison the store; the next call reports them.
             let _ = strong.compact(Steps::Due, &mut || {});
+        } else {
+            let _ = strong.compact(Steps::Expired, &mut || {});
         }
     }
 }

@@ -883,3 +883,117 @@ fn history_across_segments_and_compactions_is_in_call_order() {
     assert_eq!(h.steps.len(), states.len() + 1);
     assert_eq!(h.steps.last().unwrap().kind, "unmerge");
 }
+
+/// The steps `db` holds of `u-1`, as the values of its property `n` they set.
+fn step_ns(db: &Db) -> Vec<i64> {
+    let h = db
+        .history(&Selector::UserId("u-1".into()))
+        .unwrap()
+        .unwrap();
+    let mut ns: Vec<i64> = h
+        .steps
+        .iter()
+        .filter_map(|s| {
+            s.changes
+                .iter()
+                .find(|c| c.name == "n")
+                .and_then(|c| c.new.as_ref())
+                .and_then(|v| v.to_json().as_i64())
+        })
+        .collect();
+    ns.sort_unstable();
+    ns
+}
+
+/// A segment of history steps whose every step has left the window is deleted whole, without
+/// a byte written, live and after a reopen (its bound from the hint, or from the scan of the
+/// log when the hint is gone); one holding a step still in the window stays, whole.
+#[test]
+fn segments_of_steps_past_the_window_are_deleted_whole() {
+    let now_us = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+    };
+    for hint in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let small = |retention| Options {
+            segment_size: 4096,
+            ..with_retention(retention)
+        };
+        let db = Db::open(dir.path(), small(Duration::from_secs(3600))).unwrap();
+        let batch = |db: &Db, from: i64| {
+            for n in from..from + 40 {
+                let pad = "x".repeat(60);
+                call(
+                    db,
+                    identify(Some("u-1"), None, None, json!({ "n": n, "pad": pad })),
+                );
+            }
+        };
+        batch(&db, 0);
+        db.compact_in_background_mode().unwrap();
+        let first = db.counts().history_segment_bytes;
+        assert!(first > 0, "the first calls' steps are in segments of steps");
+        std::thread::sleep(Duration::from_millis(1500));
+        let between = now_us();
+        std::thread::sleep(Duration::from_millis(1500));
+        batch(&db, 40);
+        db.compact_in_background_mode().unwrap();
+        let both = db.counts().history_segment_bytes;
+        assert!(
+            both > first,
+            "the second calls' steps are in segments of their own"
+        );
+        assert_eq!(step_ns(&db), (0..80).collect::<Vec<_>>());
+        // Nothing has left the hour's window.
+        assert_eq!(db.drop_expired_history_segments().unwrap(), 0);
+        assert_eq!(db.counts().history_segment_bytes, both);
+        db.close().unwrap();
+        if !hint {
+            std::fs::remove_file(dir.path().join("HINT")).unwrap();
+        }
+
+        // A window that the first calls have left and the second have not (1.5 s either side).
+        let window = Duration::from_micros((now_us() - between) as u64);
+        let db = Db::open(dir.path(), small(window)).unwrap();
+        let segments = |dir: &std::path::Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".seg"))
+                .collect();
+            names.sort();
+            names
+        };
+        let before = segments(dir.path());
+        let reclaimed = db.drop_expired_history_segments().unwrap();
+        assert_eq!(
+            reclaimed, first,
+            "hint {hint}: the first segments of steps, whole"
+        );
+        assert_eq!(db.counts().history_segment_bytes, both - first);
+        let after = segments(dir.path());
+        assert!(
+            after.iter().all(|n| before.contains(n)),
+            "hint {hint}: no segment written ({before:?} -> {after:?})"
+        );
+        assert_eq!(step_ns(&db), (40..80).collect::<Vec<_>>(), "hint {hint}");
+        assert_eq!(db.drop_expired_history_segments().unwrap(), 0);
+        let n = by_user(&db, "u-1")
+            .unwrap()
+            .properties
+            .into_iter()
+            .find(|(k, _)| k == "n")
+            .map(|(_, v)| v.to_json());
+        assert_eq!(n, Some(json!(79)), "the profile itself stays");
+        db.close().unwrap();
+        let db = Db::open(dir.path(), small(window)).unwrap();
+        assert_eq!(
+            step_ns(&db),
+            (40..80).collect::<Vec<_>>(),
+            "hint {hint}, reopened"
+        );
+    }
+}

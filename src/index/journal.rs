@@ -171,6 +171,11 @@ pub(crate) struct Journal {
     /// The table files a loaded snapshot names, `(segment, rows, crc)`, until [`Journal::attach`]
     /// opens them.
     named: Vec<(u32, u64, u32)>,
+    /// Segment id -> a bound on the arrival times of its steps (none is later): the newest
+    /// pushed, for a segment the log appended to; for a compaction's output, the newest bound
+    /// among its inputs. A segment of steps whose bound has left the window holds no step
+    /// still kept, and is deleted whole (`Db`'s expiry, docs/journal.md).
+    newest: BTreeMap<u32, i64>,
     /// Steps listed.
     steps: usize,
     /// Bytes of the steps pushed since the store was opened that no compaction has moved to
@@ -230,6 +235,8 @@ impl Journal {
     /// A step appended (or replayed) at `at`.
     pub fn push(&mut self, key: u64, arrival: i64, at: Location) {
         self.clock = self.clock.max(arrival);
+        let newest = self.newest.entry(at.segment).or_insert(arrival);
+        *newest = (*newest).max(arrival);
         self.tables.entry(at.segment).or_default().push(Row {
             key,
             offset: at.offset,
@@ -367,6 +374,8 @@ impl Journal {
     /// snapshot no longer names them.
     pub fn install(&mut self, inputs: &[u32], outputs: Vec<TableFile>) -> Vec<PathBuf> {
         let mut gone = Vec::new();
+        // Every step of the outputs came from the inputs.
+        let bound = inputs.iter().filter_map(|id| self.newest.remove(id)).max();
         for id in inputs {
             if let Some(t) = self.tables.remove(id) {
                 self.steps -= t.rows.len();
@@ -385,6 +394,12 @@ impl Journal {
                 continue;
             }
             self.steps += f.rows as usize;
+            // An input without a bound (none is lost: a snapshot carries them) leaves the
+            // output without one: it is never expired whole, only rewritten.
+            match bound {
+                Some(b) => self.newest.insert(f.segment, b),
+                None => self.newest.remove(&f.segment),
+            };
             if let Some(old) = self.files.insert(f.segment, Arc::new(f)) {
                 self.steps -= old.rows as usize;
             }
@@ -402,6 +417,16 @@ impl Journal {
             self.files.insert(segment, Arc::new(f));
         }
         Ok(())
+    }
+
+    /// The segments whose steps all arrived before `horizon`, as far as their bounds say
+    /// (a segment without one is not listed).
+    pub fn expired_before(&self, horizon: i64) -> Vec<u32> {
+        self.newest
+            .iter()
+            .filter(|(_, newest)| **newest < horizon)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Whether the table file of `segment` is one the journal reads.
@@ -458,13 +483,19 @@ impl Journal {
     pub fn encoded_steps_len(&self) -> usize {
         let memory = self.steps - self.file_steps();
         let tables = self.memory_tables().count();
-        16 + tables * 12 + memory * ROW_BYTES + 8 + self.files.len() * 16
+        16 + tables * 12
+            + memory * ROW_BYTES
+            + 8
+            + self.files.len() * 16
+            + 8
+            + self.newest.len() * 12
     }
 
     /// The section of the index snapshot (docs/format.md, "Index snapshot"): clock i64, table
     /// count u64, then per segment held in memory `segment u32, n u64, n x (key u64, offset
     /// u32, len u32)`, each table sorted; then file count u64 and per table file `segment
-    /// u32, rows u64, crc u32`.
+    /// u32, rows u64, crc u32`; then bound count u64 and per segment `segment u32, newest
+    /// i64` (segments increasing).
     #[cfg(test)]
     pub fn encode(&self, out: &mut Vec<u8>) {
         self.encode_with(out, &mut |_| {})
@@ -502,6 +533,11 @@ impl Journal {
             out.extend_from_slice(&f.segment.to_le_bytes());
             out.extend_from_slice(&f.rows.to_le_bytes());
             out.extend_from_slice(&f.crc.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.newest.len() as u64).to_le_bytes());
+        for (segment, newest) in &self.newest {
+            out.extend_from_slice(&segment.to_le_bytes());
+            out.extend_from_slice(&newest.to_le_bytes());
         }
         self.guard.encode(out);
     }
@@ -568,6 +604,19 @@ impl Journal {
             }
             named.push((segment, rows, crc));
         }
+        let bounds = u64_of(take(8)?);
+        if bounds.saturating_mul(12) > b.len() as u64 {
+            return Err(fail(at, "arrival bound count exceeds the section"));
+        }
+        let mut newest = BTreeMap::new();
+        for _ in 0..bounds {
+            let segment = u32_of(take(4)?);
+            let bound = u64_of(take(8)?) as i64;
+            if newest.last_key_value().is_some_and(|(l, _)| *l >= segment) {
+                return Err(fail(at, "arrival bounds out of order"));
+            }
+            newest.insert(segment, bound);
+        }
         let guard = Guard::decode(b, &mut at).ok_or_else(|| fail(at, "damaged guard section"))?;
         if at != b.len() {
             return Err(fail(at, "trailing bytes"));
@@ -577,6 +626,7 @@ impl Journal {
             frozen: BTreeMap::new(),
             files: BTreeMap::new(),
             named,
+            newest,
             steps,
             in_log_bytes: 0,
             clock,
@@ -770,6 +820,11 @@ mod tests {
         }
         assert_eq!(back.len(), 4);
         assert_eq!(back.next_arrival(0), 14);
+        // Each segment's bound: the newest arrival pushed to it, carried by the snapshot.
+        assert_eq!(j.expired_before(12), Vec::<u32>::new());
+        assert_eq!(j.expired_before(13), vec![1]);
+        assert_eq!(back.expired_before(13), vec![1]);
+        assert_eq!(back.expired_before(14), vec![1, 2]);
         for n in 0..b.len() {
             assert!(Journal::decode(&b[..n]).is_err());
         }
@@ -780,6 +835,12 @@ mod tests {
         let mut swapped = b.clone();
         let rows = 16 + 12;
         let (first, second) = swapped[rows..rows + 32].split_at_mut(16);
+        first.swap_with_slice(second);
+        assert!(Journal::decode(&swapped).is_err());
+        // Bounds out of order (the two segments' swapped): the guard's 16 bytes follow them.
+        let mut swapped = b.clone();
+        let bounds = b.len() - 16 - 24;
+        let (first, second) = swapped[bounds..bounds + 24].split_at_mut(12);
         first.swap_with_slice(second);
         assert!(Journal::decode(&swapped).is_err());
     }
@@ -885,8 +946,17 @@ mod tests {
             outputs.iter().map(|f| f.segment).collect::<Vec<_>>(),
             [8, 9]
         );
+        let newest_in = [1, 2, 5]
+            .iter()
+            .map(|id| j.newest.get(id).copied())
+            .max()
+            .flatten()
+            .unwrap();
         let gone = j.install(&[1, 2, 5], outputs);
         assert_eq!(gone, vec![dir.path().join(file::name(2))]);
+        // The outputs' bound: the inputs' newest; the inputs' are gone.
+        assert_eq!(j.newest.keys().copied().collect::<Vec<_>>(), [8, 9]);
+        assert!(j.newest.values().all(|n| *n == newest_in));
         assert_eq!(j.len(), 39);
         assert_eq!(j.file_steps(), 39);
         for (k, list) in before.iter().enumerate() {

@@ -25,8 +25,10 @@ pub(crate) const MAGIC: [u8; 8] = *b"PDBINDEX";
 /// replayed once). Version 5 (stop 18) lists the history steps per segment, without their
 /// arrival times (`journal.rs`); a version-4 payload is not read (the log is replayed once).
 /// Version 6 (stop 19) names the history table files of sealed segments (with their row
-/// counts and CRCs) instead of listing their rows; a version-5 payload is not read.
-pub(crate) const VERSION: u16 = 6;
+/// counts and CRCs) instead of listing their rows; a version-5 payload is not read. Version 7
+/// (stop 23) adds each segment's bound on its steps' arrival times to the history section
+/// (the segments of steps are deleted whole by it); a version-6 payload is not read.
+pub(crate) const VERSION: u16 = 7;
 
 /// Bytes the encoder holds before it hands them to its sink.
 const CHUNK: usize = 1 << 20;

@@ -346,6 +346,21 @@ pub(crate) fn begin(shared: &Shared, steps: bool) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// The segments of history steps among `candidates` (sealed, `KIND_STEPS`), sorted: the
+/// inputs of a [`prepare`] that takes those alone (the log is not sealed for it).
+pub(crate) fn begin_steps_only(shared: &Shared, candidates: &[u32]) -> Vec<u32> {
+    let _c = shared.compaction.lock();
+    let sealed = shared.sealed.read();
+    let mut ids: Vec<u32> = candidates
+        .iter()
+        .copied()
+        .filter(|id| sealed.get(id).is_some_and(|s| s.is_steps()))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// Copy the live entries of the sealed segments `ids` (from [`begin`]) into new segments;
 /// `copy` decides for each entry whether it is dropped, kept or replaced.
 pub(crate) fn prepare(

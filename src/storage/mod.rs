@@ -369,6 +369,13 @@ impl Store {
         compaction::begin(&self.inner.shared, steps)
     }
 
+    /// First half of a compaction of segments of history steps alone: those among
+    /// `candidates` (the others, and the log, are left as they are). Then
+    /// [`Store::prepare_compaction_of`] and [`Store::commit_compaction`] as for any.
+    pub fn begin_compaction_of_steps(&self, candidates: &[u32]) -> Vec<u32> {
+        compaction::begin_steps_only(&self.inner.shared, candidates)
+    }
+
     /// Bytes in the sealed segments of history steps: the frames a compaction found holding
     /// only entries kept by place ([`CopyAs::KeepByPlace`]), which it wrote to segments of
     /// their own so that the next compactions need not copy them again.

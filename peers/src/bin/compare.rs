@@ -338,8 +338,13 @@ fn cache_bytes() -> usize {
         .map_or(Options::default().profile_cache_bytes, |mb| (mb as usize) << 20)
 }
 
-/// The history window profiledb runs with: the library's default, or `PROFILEDB_HISTORY_DAYS`.
+/// The history window profiledb runs with: the library's default, or `PROFILEDB_HISTORY_DAYS`,
+/// or `PROFILEDB_HISTORY_SECS` (a window shorter than the run, to see a store older than its
+/// window: the segments of history steps deleted as they expire, docs/journal.md).
 fn history_retention() -> Duration {
+    if let Some(s) = env_number("PROFILEDB_HISTORY_SECS", "seconds") {
+        return Duration::from_secs(s);
+    }
     env_number("PROFILEDB_HISTORY_DAYS", "days").map_or(Options::default().history_retention, |d| {
         Duration::from_secs(d * 24 * 3600)
     })
