@@ -374,9 +374,17 @@ impl Journal {
     /// snapshot no longer names them.
     pub fn install(&mut self, inputs: &[u32], outputs: Vec<TableFile>) -> Vec<PathBuf> {
         let mut gone = Vec::new();
-        // Every step of the outputs came from the inputs.
-        let bound = inputs.iter().filter_map(|id| self.newest.remove(id)).max();
+        // Each output's bound: the newest of the inputs its steps came from (a rewrite of old
+        // segments of steps keeps their old bounds where they do not mix with newer steps).
+        let bounds: Vec<Option<i64>> = outputs
+            .iter()
+            .map(|f| {
+                let of = |id: &u32| self.newest.get(id).copied().unwrap_or(i64::MAX);
+                f.from.iter().map(of).max()
+            })
+            .collect();
         for id in inputs {
+            self.newest.remove(id);
             if let Some(t) = self.tables.remove(id) {
                 self.steps -= t.rows.len();
             }
@@ -388,15 +396,15 @@ impl Journal {
                 gone.push(f.path().to_path_buf());
             }
         }
-        for f in outputs {
+        for (f, bound) in outputs.into_iter().zip(bounds) {
             if f.rows == 0 {
                 gone.push(f.path().to_path_buf());
                 continue;
             }
             self.steps += f.rows as usize;
             // An input without a bound (none is lost: a snapshot carries them) leaves the
-            // output without one: it is never expired whole, only rewritten.
-            match bound {
+            // output without one: it is never deleted whole, only rewritten.
+            match bound.filter(|b| *b != i64::MAX) {
                 Some(b) => self.newest.insert(f.segment, b),
                 None => self.newest.remove(&f.segment),
             };
@@ -724,7 +732,8 @@ fn write_outputs_batched(
         }
     }
     let mut writers: BTreeMap<u32, Writer> = BTreeMap::new();
-    let mut group: Vec<(u32, Row)> = Vec::new();
+    // (new segment, row, old segment)
+    let mut group: Vec<(u32, Row, u32)> = Vec::new();
     // A batch of rows, whole keys, in key order: (key, old place).
     let mut pending: Vec<(u64, Location)> = Vec::with_capacity(batch + 256);
     let mut order: Vec<u32> = Vec::with_capacity(batch + 256);
@@ -752,25 +761,26 @@ fn write_outputs_batched(
         while let Some(&(key, _)) = pending.get(from) {
             let to = from + pending[from..].iter().take_while(|p| p.0 == key).count();
             group.clear();
-            group.extend(mapped[from..to].iter().flatten().map(|new| {
-                (
-                    new.segment,
-                    Row {
+            group.extend(mapped[from..to].iter().zip(&pending[from..to]).filter_map(
+                |(new, (_, old))| {
+                    let new = (*new)?;
+                    let row = Row {
                         key,
                         offset: new.offset,
                         len: new.len,
-                    },
-                )
-            }));
-            group.sort_unstable_by_key(|(s, r)| (*s, r.offset));
-            for &(segment, row) in &group {
+                    };
+                    Some((new.segment, row, old.segment))
+                },
+            ));
+            group.sort_unstable_by_key(|(s, r, _)| (*s, r.offset));
+            for &(segment, row, source) in &group {
                 let w = match writers.entry(segment) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
                         e.insert(Writer::create(io, dir, segment)?)
                     }
                 };
-                w.push(row)?;
+                w.push_from(row, source)?;
             }
             from = to;
         }
@@ -946,17 +956,23 @@ mod tests {
             outputs.iter().map(|f| f.segment).collect::<Vec<_>>(),
             [8, 9]
         );
-        let newest_in = [1, 2, 5]
+        // Each output's bound: the newest of the inputs its rows came from.
+        let want: BTreeMap<u32, i64> = outputs
             .iter()
-            .map(|id| j.newest.get(id).copied())
-            .max()
-            .flatten()
-            .unwrap();
+            .filter(|f| f.rows > 0)
+            .map(|f| {
+                let newest = f.from.iter().map(|id| j.newest[id]).max().unwrap();
+                (f.segment, newest)
+            })
+            .collect();
         let gone = j.install(&[1, 2, 5], outputs);
         assert_eq!(gone, vec![dir.path().join(file::name(2))]);
-        // The outputs' bound: the inputs' newest; the inputs' are gone.
-        assert_eq!(j.newest.keys().copied().collect::<Vec<_>>(), [8, 9]);
-        assert!(j.newest.values().all(|n| *n == newest_in));
+        assert_eq!(
+            want,
+            BTreeMap::from([(8, 39), (9, 38)]),
+            "2's odd steps moved to 8"
+        );
+        assert_eq!(j.newest, want, "the inputs' bounds are gone");
         assert_eq!(j.len(), 39);
         assert_eq!(j.file_steps(), 39);
         for (k, list) in before.iter().enumerate() {

@@ -59,6 +59,9 @@ pub(crate) struct TableFile {
     io: SharedIo,
     /// The key of each block's first row.
     fences: Vec<u64>,
+    /// A compaction's output: the input segments its rows came from (for the output's bound
+    /// on its steps' arrival times, `Journal::install`); empty otherwise.
+    pub from: Vec<u32>,
 }
 
 impl std::fmt::Debug for TableFile {
@@ -165,6 +168,7 @@ impl TableFile {
             path,
             io: io.clone(),
             fences,
+            from: Vec::new(),
         })
     }
 
@@ -285,6 +289,7 @@ pub(crate) struct Writer {
     crc: crc32fast::Hasher,
     fences: Vec<u64>,
     last: Option<Row>,
+    from: Vec<u32>,
 }
 
 impl Writer {
@@ -306,7 +311,17 @@ impl Writer {
             crc: crc32fast::Hasher::new(),
             fences: Vec::new(),
             last: None,
+            from: Vec::new(),
         })
+    }
+
+    /// [`Writer::push`], noting that the row came from segment `source` (see
+    /// [`TableFile::from`]).
+    pub(crate) fn push_from(&mut self, r: Row, source: u32) -> Result<()> {
+        if !self.from.contains(&source) {
+            self.from.push(source);
+        }
+        self.push(r)
     }
 
     pub(crate) fn push(&mut self, r: Row) -> Result<()> {
@@ -368,6 +383,7 @@ impl Writer {
             path: self.path,
             io: self.io,
             fences: self.fences,
+            from: self.from,
         })
     }
 }
