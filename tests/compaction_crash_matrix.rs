@@ -402,3 +402,112 @@ fn a_crash_at_every_io_operation_of_a_compaction_with_writers_linking_into_it() 
     );
     failures.assert_none(images);
 }
+
+/// The setup, then a compaction that moves every history step to segments of steps, then a
+/// clean close; the segments of steps, and `db` reopened on `io` with a window every step
+/// has left (the store's own options otherwise).
+fn setup_expired(
+    dir: &Path,
+    io: &std::sync::Arc<FaultyIo>,
+    steps: &[Step],
+) -> (profiledb::Db, Vec<u32>) {
+    let (db, _) = setup(dir, io, steps);
+    db.compact().unwrap();
+    assert!(db.counts().history_segment_bytes > 0, "no segment of steps");
+    db.close().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let db = profiledb::Db::open_with(
+        dir,
+        profiledb::Options {
+            history_retention: std::time::Duration::from_millis(1),
+            ..options()
+        },
+        store_options(std::sync::Arc::new(io.clone())),
+    )
+    .unwrap();
+    let all = segment_ids(dir);
+    (db, all)
+}
+
+/// Stop 23: the segments of history steps whose every step has left the window are deleted
+/// whole (`Db::drop_expired_history_segments`: a compaction of those alone, with no output).
+/// A crash at every I/O operation of it (the manifest, the unlinks, the hint, the table files'
+/// removal) leaves the profiles as they were, the segments of steps all there or all gone,
+/// no temporary file after the open, and a journal that reads back (`check_image`).
+#[test]
+fn a_crash_at_every_io_operation_of_deleting_expired_segments_of_steps() {
+    let t0 = Instant::now();
+    let tmp = scratch();
+    let steps = setup_steps();
+    let calls = calls(&steps);
+    let states = model_states(&calls);
+    let expected = states.last().unwrap().clone();
+
+    // Counting run: which segments go, and the operations of the deletion.
+    let io = FaultyIo::new();
+    let dir = tmp.path().join("count");
+    let (db, all) = setup_expired(&dir, &io, &steps);
+    let first = io.ops() + 1;
+    let reclaimed = db.drop_expired_history_segments().unwrap();
+    let last = io.ops();
+    assert!(reclaimed > 0, "nothing deleted");
+    assert_eq!(db.counts().history_segment_bytes, 0);
+    assert_eq!(db_state(&db).unwrap(), expected);
+    db.close().unwrap();
+    let gone: Vec<u32> = all
+        .iter()
+        .copied()
+        .filter(|id| !segment_ids(&dir).contains(id))
+        .collect();
+    assert!(!gone.is_empty(), "no segment deleted");
+    assert!(last >= first, "the deletion did no I/O");
+
+    let mut failures = Failures::default();
+    let (mut images, mut points, mut kept, mut deleted) = (0usize, 0usize, 0usize, 0usize);
+    let n = calls.len();
+    for k in first..=last {
+        points += 1;
+        let base = tmp.path().join(format!("k{k}"));
+        let dir = base.join("db");
+        let io = FaultyIo::new();
+        let (db, _) = setup_expired(&dir, &io, &steps);
+        io.crash_at(k);
+        let r = db.drop_expired_history_segments();
+        assert!(r.is_err(), "crash point {k} was not hit by the deletion");
+        drop(db);
+        let check = |image: &Path, what: &str| {
+            images += 1;
+            // After the open, which finishes a deletion whose manifest it finds.
+            let r = check_image(image, &states, &calls, n, n).and_then(|_| {
+                let present = gone
+                    .iter()
+                    .filter(|id| segment_ids(image).contains(id))
+                    .count();
+                if present != 0 && present != gone.len() {
+                    Err(format!(
+                        "a mix after the open: {present} of the segments of steps {gone:?}"
+                    ))
+                } else {
+                    Ok(present == 0)
+                }
+            });
+            match r {
+                Ok(true) => deleted += 1,
+                Ok(false) => kept += 1,
+                Err(e) => failures.push(format!(
+                    "crash at op {k} ({} of the deletion), {what}: {e}",
+                    k - first + 1
+                )),
+            }
+        };
+        check_crash_images(&io, &dir, &base, k, check);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    eprintln!(
+        "expired steps: {points} crash points (ops {first}..={last}), {images} images checked \
+         ({kept} kept, {deleted} deleted), {:.1?}",
+        t0.elapsed()
+    );
+    failures.assert_none(images);
+    assert!(kept > 0 && deleted > 0, "{kept} kept, {deleted} deleted");
+}

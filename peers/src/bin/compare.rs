@@ -834,9 +834,14 @@ fn print_table(figs: &[Fig], args: &Args) {
             continue;
         }
         println!("\n### {title}\n");
+        let window = history_retention().as_secs();
+        let window = if window % 86_400 == 0 {
+            format!("{} days", window / 86_400)
+        } else {
+            format!("{window} s")
+        };
         println!(
-            "profiledb: history {} days, writer cache {} MiB\n",
-            history_retention().as_secs() / 86_400,
+            "profiledb: history {window}, writer cache {} MiB\n",
             cache_bytes() >> 20
         );
         println!("{head}\n{sep}");
