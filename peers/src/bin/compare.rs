@@ -334,8 +334,9 @@ fn pdb_options() -> Options {
 
 /// The writer cache's budget: the library's default, or `PROFILEDB_CACHE_MB` MiB.
 fn cache_bytes() -> usize {
-    env_number("PROFILEDB_CACHE_MB", "MiB")
-        .map_or(Options::default().profile_cache_bytes, |mb| (mb as usize) << 20)
+    env_number("PROFILEDB_CACHE_MB", "MiB").map_or(Options::default().profile_cache_bytes, |mb| {
+        (mb as usize) << 20
+    })
 }
 
 /// The history window profiledb runs with: the library's default, or `PROFILEDB_HISTORY_DAYS`,
@@ -835,7 +836,7 @@ fn print_table(figs: &[Fig], args: &Args) {
         }
         println!("\n### {title}\n");
         let window = history_retention().as_secs();
-        let window = if window % 86_400 == 0 {
+        let window = if window.is_multiple_of(86_400) {
             format!("{} days", window / 86_400)
         } else {
             format!("{window} s")
