@@ -1172,9 +1172,15 @@ impl Inner {
                 let horizon = index
                     .journal
                     .horizon(crate::types::value::Timestamp::now().0);
-                let inputs = self
-                    .store
-                    .begin_compaction_of_steps(&index.journal.expired_before(horizon));
+                let expired = index.journal.expired_before(horizon);
+                // The bounds of segments gone otherwise (quarantined at an open) go too.
+                let gone: Vec<u32> = expired
+                    .iter()
+                    .copied()
+                    .filter(|id| !self.store.has_segment(*id))
+                    .collect();
+                index.journal.forget_bounds(&gone);
+                let inputs = self.store.begin_compaction_of_steps(&expired);
                 if inputs.is_empty() {
                     return Ok(0);
                 }

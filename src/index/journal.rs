@@ -437,6 +437,13 @@ impl Journal {
             .collect()
     }
 
+    /// Forget the bounds of `segments` (no longer in the store).
+    pub fn forget_bounds(&mut self, segments: &[u32]) {
+        for id in segments {
+            self.newest.remove(id);
+        }
+    }
+
     /// Whether the table file of `segment` is one the journal reads.
     pub fn has_file(&self, segment: u32) -> bool {
         self.files.contains_key(&segment)
