@@ -1206,7 +1206,11 @@ impl Inner {
         during();
         // Nearly every entry the compaction keeps and lists is a profile's record (the steps
         // are moved by place, a list per input segment).
-        let moves = self.index.read().profile_count() * 9 / 8 + 1024;
+        let moves = if only_steps {
+            0
+        } else {
+            self.index.read().profile_count() * 9 / 8 + 1024
+        };
         // The windows (history, guard links) as of the compaction's start: one clock read.
         let now = crate::types::value::Timestamp::now().0;
         let prepared = self.store.prepare_compaction_of(&inputs, moves, &mut |e| {
@@ -1422,11 +1426,34 @@ impl Inner {
             || bytes > base.max(self.options.segment_size).saturating_mul(2)
     }
 
+    /// The sealed segments whose every history step has left the window (by the journal's
+    /// bounds): the segments of steps among them (deleted whole by [`Steps::Expired`]), and
+    /// whether there is a log segment among them (its steps leave with the next compaction,
+    /// which the background then starts: without it a store whose profiles' dead bytes stay
+    /// low would keep them).
+    fn expired_segments(&self) -> (Vec<u32>, bool) {
+        let expired = {
+            let index = self.index.read();
+            let now = crate::types::value::Timestamp::now().0;
+            index.journal.expired_before(index.journal.horizon(now))
+        };
+        let mut steps = Vec::new();
+        let mut log = false;
+        for id in expired {
+            match self.store.sealed_is_steps(id) {
+                Some(true) => steps.push(id),
+                Some(false) => log = true,
+                None => {}
+            }
+        }
+        (steps, log)
+    }
+
     fn wants_compaction(&self) -> bool {
         let Some(ratio) = self.options.compaction_ratio else {
             return false;
         };
-        if self.steps_due() {
+        if self.steps_due() || self.expired_segments().1 {
             return true;
         }
         let (live, in_log) = {
@@ -1550,9 +1577,11 @@ enum Steps {
     /// of the log, about once more when its segments double); after that, about once (the
     /// segments stop doubling: [`Steps::Expired`] deletes as much as arrives).
     Due,
-    /// The background's too, every second: the segments of steps whose every step has left
-    /// the window (by the journal's bound on each segment's arrivals), alone: deleted whole,
-    /// nothing copied. A step thus leaves the disk about a window after the newest step
+    /// The background's too, every second (after the `Due` compaction, if one was wanted):
+    /// the segments of steps whose every step has left the window (by the journal's bound on
+    /// each segment's arrivals), alone: deleted whole, nothing copied. (A sealed log segment
+    /// whose steps have all left the window makes the background start a `Due` compaction,
+    /// which takes it.) A step thus leaves the disk about a window after the newest step
     /// that shares its segment arrived; a step whose profile was deleted stays until then
     /// too (at once with `Db::compact` and `delete --erase`).
     Expired,
@@ -1582,7 +1611,8 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
         // Errors poison the store; the next call reports them.
         if strong.wants_compaction() {
             let _ = strong.compact(Steps::Due, &mut || {});
-        } else {
+        }
+        if !strong.expired_segments().0.is_empty() {
             let _ = strong.compact(Steps::Expired, &mut || {});
         }
     }

@@ -938,9 +938,9 @@ fn segments_of_steps_past_the_window_are_deleted_whole() {
         db.compact_in_background_mode().unwrap();
         let first = db.counts().history_segment_bytes;
         assert!(first > 0, "the first calls' steps are in segments of steps");
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(1000));
         let between = now_us();
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(3000));
         batch(&db, 40);
         db.compact_in_background_mode().unwrap();
         let both = db.counts().history_segment_bytes;
@@ -961,8 +961,10 @@ fn segments_of_steps_past_the_window_are_deleted_whole() {
             std::fs::remove_file(dir.path().join("HINT")).unwrap();
         }
 
-        // A window that the first calls have left and the second have not (1.5 s either side).
-        let window = Duration::from_micros((now_us() - between) as u64);
+        // A window that the first calls have left (its start is 0.8 s before `between`, at
+        // least 0.2 s after them, and only moves later) and that the second stay in for the
+        // rest of this round unless it takes over 3.8 s.
+        let window = Duration::from_micros((now_us() - between + 800_000) as u64);
         let db = Db::open(dir.path(), small(window)).unwrap();
         let segments = |dir: &std::path::Path| {
             let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -1008,4 +1010,58 @@ fn segments_of_steps_past_the_window_are_deleted_whole() {
         let db = Db::open(dir.path(), small(window)).unwrap();
         assert_eq!(step_ns(&db), kept, "hint {hint}, reopened");
     }
+}
+
+/// Steps still in the log segments (no compaction has moved them) whose window has passed:
+/// the background compacts those segments though the profiles' dead bytes would not call for
+/// it (`compaction_min_bytes` out of reach), and the steps leave the disk.
+#[test]
+fn the_background_compacts_log_segments_whose_steps_have_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        dir.path(),
+        Options {
+            segment_size: 4096,
+            ..with_retention(Duration::from_secs(3600))
+        },
+    )
+    .unwrap();
+    for n in 0..40 {
+        let p = format!("expiring-value-{n:02}-5520");
+        call(
+            &db,
+            identify(Some("u-1"), None, None, json!({ "n": n, "p": p })),
+        );
+    }
+    db.close().unwrap();
+    assert!(contains(&disk(dir.path()), "expiring-value-00-5520"));
+    std::thread::sleep(Duration::from_millis(5));
+    let db = Db::open(
+        dir.path(),
+        Options {
+            segment_size: 4096,
+            compaction_ratio: Some(0.5),
+            compaction_min_bytes: u64::MAX,
+            ..with_retention(Duration::from_millis(1))
+        },
+    )
+    .unwrap();
+    // The background looks once a second; give it up to 30 s on a loaded machine.
+    let gone = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        !contains(&disk(dir.path()), "expiring-value-00-5520")
+    });
+    assert!(gone, "the expired steps are still in the log segments");
+    let n = by_user(&db, "u-1")
+        .unwrap()
+        .properties
+        .into_iter()
+        .find(|(k, _)| k == "p")
+        .map(|(_, v)| v.to_json());
+    assert_eq!(
+        n,
+        Some(json!("expiring-value-39-5520")),
+        "the profile stays"
+    );
+    db.close().unwrap();
 }

@@ -71,7 +71,8 @@ pub(crate) fn steps_of(store: &Store, index: &Index, key: u64) -> Result<Vec<Ste
 /// last arrival times (two reads a run, one for a run of one step, none when there is one run);
 /// a compaction writes old steps to new segments, so a segment's id says nothing of its steps'
 /// age. Runs whose ranges overlap (not expected: a compaction copies its inputs' steps merged
-/// in seq order, and takes every segment of steps or none) have every step's arrival read and
+/// in seq order, and takes every segment of steps or none, or only expired ones, keeping none
+/// of their steps) have every step's arrival read and
 /// are sorted together, as is a run whose first step is not older than its last.
 fn order(
     mut locs: Vec<Location>,

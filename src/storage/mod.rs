@@ -376,6 +376,16 @@ impl Store {
         compaction::begin_steps_only(&self.inner.shared, candidates)
     }
 
+    /// Whether segment `id` is a segment of history steps (`KIND_STEPS`), if it is sealed.
+    pub fn sealed_is_steps(&self, id: u32) -> Option<bool> {
+        self.inner
+            .shared
+            .sealed
+            .read()
+            .get(&id)
+            .map(|s| s.is_steps())
+    }
+
     /// Bytes in the sealed segments of history steps: the frames a compaction found holding
     /// only entries kept by place ([`CopyAs::KeepByPlace`]), which it wrote to segments of
     /// their own so that the next compactions need not copy them again.
