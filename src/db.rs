@@ -1169,18 +1169,9 @@ impl Inner {
         let (inputs, forwards, tables, steps_in_inputs) = {
             let mut index = self.index.write();
             let inputs = if only_steps {
-                let horizon = index
-                    .journal
-                    .horizon(crate::types::value::Timestamp::now().0);
-                let expired = index.journal.expired_before(horizon);
-                // The bounds of segments gone otherwise (quarantined at an open) go too.
-                let gone: Vec<u32> = expired
-                    .iter()
-                    .copied()
-                    .filter(|id| !self.store.has_segment(*id))
-                    .collect();
-                index.journal.forget_bounds(&gone);
-                let inputs = self.store.begin_compaction_of_steps(&expired);
+                let expired = self.expired_segments(&index);
+                index.journal.forget_bounds(&expired.gone);
+                let inputs = self.store.begin_compaction_of_steps(&expired.steps);
                 if inputs.is_empty() {
                     return Ok(0);
                 }
@@ -1426,34 +1417,27 @@ impl Inner {
             || bytes > base.max(self.options.segment_size).saturating_mul(2)
     }
 
-    /// The sealed segments whose every history step has left the window (by the journal's
-    /// bounds): the segments of steps among them (deleted whole by [`Steps::Expired`]), and
-    /// whether there is a log segment among them (its steps leave with the next compaction,
-    /// which the background then starts: without it a store whose profiles' dead bytes stay
-    /// low would keep them).
-    fn expired_segments(&self) -> (Vec<u32>, bool) {
-        let expired = {
-            let index = self.index.read();
-            let now = crate::types::value::Timestamp::now().0;
-            index.journal.expired_before(index.journal.horizon(now))
-        };
-        let mut steps = Vec::new();
-        let mut log = false;
-        for id in expired {
+    /// The segments whose every history step has left the window, by the journal's bounds.
+    fn expired_segments(&self, index: &Index) -> Expired {
+        let now = crate::types::value::Timestamp::now().0;
+        let mut expired = Expired::default();
+        for id in index.journal.expired_before(index.journal.horizon(now)) {
             match self.store.sealed_is_steps(id) {
-                Some(true) => steps.push(id),
-                Some(false) => log = true,
+                Some(true) => expired.steps.push(id),
+                Some(false) => expired.log = true,
+                None if !self.store.has_segment(id) => expired.gone.push(id),
                 None => {}
             }
         }
-        (steps, log)
+        expired
     }
 
-    fn wants_compaction(&self) -> bool {
+    /// Whether the background should compact: `log` from [`Inner::expired_segments`].
+    fn wants_compaction(&self, expired_log: bool) -> bool {
         let Some(ratio) = self.options.compaction_ratio else {
             return false;
         };
-        if self.steps_due() || self.expired_segments().1 {
+        if self.steps_due() || expired_log {
             return true;
         }
         let (live, in_log) = {
@@ -1470,6 +1454,18 @@ impl Inner {
         };
         bytes.dead_past(ratio, self.options.compaction_min_bytes)
     }
+}
+
+/// [`Inner::expired_segments`].
+#[derive(Default)]
+struct Expired {
+    /// Segments of steps: deleted whole by [`Steps::Expired`].
+    steps: Vec<u32>,
+    /// A sealed log segment among them: its steps leave with the next compaction, which the
+    /// background then starts (else a store whose profiles' dead bytes stay low keeps them).
+    log: bool,
+    /// Segments no longer in the store (quarantined at an open): their bounds are forgotten.
+    gone: Vec<u32>,
 }
 
 /// What the background's trigger weighs (`Inner::wants_compaction`).
@@ -1608,11 +1604,13 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
             // An error poisons the store, as every I/O failure does; the next call reports it.
             let _ = strong.spill_history_tables(false);
         }
-        // Errors poison the store; the next call reports them.
-        if strong.wants_compaction() {
+        // Errors poison the store; the next call reports them. (The expiry looks again under
+        // the index's write lock: a compaction before it may have taken its segments.)
+        let expired = strong.expired_segments(&strong.index.read());
+        if strong.wants_compaction(expired.log) {
             let _ = strong.compact(Steps::Due, &mut || {});
         }
-        if !strong.expired_segments().0.is_empty() {
+        if !expired.steps.is_empty() {
             let _ = strong.compact(Steps::Expired, &mut || {});
         }
     }

@@ -187,6 +187,37 @@ fn check_compaction(dir: &Path, old: &[u32], expected: &State) -> Result<bool, S
     Ok(compacted)
 }
 
+/// Each crash point `k` of `ops`: a store set up afresh in its own directory under `tmp`
+/// (`setup`), `run` on it with the machine crashing at its `k`th I/O operation (it must
+/// fail: `run` gives whether it did, and what `check` needs of it), then `check(k, &set up,
+/// &ran, image, damage)` on each disk image the crash leaves (`check_crash_images`). Returns
+/// the number of images.
+fn at_each_crash_point<S, T>(
+    tmp: &Path,
+    ops: std::ops::RangeInclusive<u64>,
+    mut setup: impl FnMut(&Path, &std::sync::Arc<FaultyIo>) -> (profiledb::Db, S),
+    mut run: impl FnMut(&profiledb::Db) -> (bool, T),
+    mut check: impl FnMut(u64, &S, &T, &Path, &str),
+) -> usize {
+    let mut images = 0;
+    for k in ops {
+        let base = tmp.join(format!("k{k}"));
+        let dir = base.join("db");
+        let io = FaultyIo::new();
+        let (db, set_up) = setup(&dir, &io);
+        io.crash_at(k);
+        let (failed, ran) = run(&db);
+        assert!(failed, "crash point {k} was not hit");
+        drop(db);
+        check_crash_images(&io, &dir, &base, k, |image, what| {
+            images += 1;
+            check(k, &set_up, &ran, image, what);
+        });
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    images
+}
+
 #[test]
 fn a_crash_at_every_io_operation_of_a_compaction_keeps_before_or_after() {
     let t0 = Instant::now();
@@ -225,22 +256,17 @@ fn a_crash_at_every_io_operation_of_a_compaction_keeps_before_or_after() {
     );
 
     let mut failures = Failures::default();
-    let (mut images, mut points, mut before, mut after) = (0usize, 0usize, 0usize, 0usize);
+    let (mut before, mut after) = (0usize, 0usize);
+    let points = last - first + 1;
     let n = calls.len();
-    for k in first..=last {
-        points += 1;
-        let base = tmp.path().join(format!("k{k}"));
-        let dir = base.join("db");
-        let io = FaultyIo::new();
-        let (db, old) = setup(&dir, &io, &steps);
-        io.crash_at(k);
-        let r = db.compact();
-        assert!(r.is_err(), "crash point {k} was not hit by the compaction");
-        drop(db);
-        let check = |image: &Path, what: &str| {
-            images += 1;
+    let images = at_each_crash_point(
+        tmp.path(),
+        first..=last,
+        |dir, io| setup(dir, io, &steps),
+        |db| (db.compact().is_err(), ()),
+        |k, old, _, image, what| {
             let r = check_image(image, &states, &calls, n, n)
-                .and_then(|_| check_compaction(image, &old, &expected));
+                .and_then(|_| check_compaction(image, old, &expected));
             match r {
                 Ok(true) => after += 1,
                 Ok(false) => before += 1,
@@ -249,10 +275,8 @@ fn a_crash_at_every_io_operation_of_a_compaction_keeps_before_or_after() {
                     k - first + 1
                 )),
             }
-        };
-        check_crash_images(&io, &dir, &base, k, check);
-        let _ = std::fs::remove_dir_all(&base);
-    }
+        },
+    );
     eprintln!(
         "compaction_crash_matrix: {points} crash points (ops {first}..={last}), {} damages + \
          kill -9 each, {images} images checked ({before} before the compaction, {after} after), \
@@ -352,19 +376,16 @@ fn a_crash_at_every_io_operation_of_a_compaction_with_writers_linking_into_it() 
     db.close().unwrap();
 
     let mut failures = Failures::default();
-    let (mut images, mut points) = (0usize, 0usize);
-    for k in first..=last {
-        points += 1;
-        let base = tmp.path().join(format!("k{k}"));
-        let dir = base.join("db");
-        let io = FaultyIo::new();
-        let (db, _) = setup(&dir, &io, &steps[..split]);
-        io.crash_at(k);
-        let (r, acked, issued) = compact_with_calls(&db, &steps, split);
-        assert!(r.is_err(), "crash point {k} was not hit by the compaction");
-        drop(db);
-        let check = |image: &Path, what: &str| {
-            images += 1;
+    let points = last - first + 1;
+    let images = at_each_crash_point(
+        tmp.path(),
+        first..=last,
+        |dir, io| setup(dir, io, &steps[..split]),
+        |db| {
+            let (r, acked, issued) = compact_with_calls(db, &steps, split);
+            (r.is_err(), (acked, issued))
+        },
+        |k, _, &(acked, issued), image, what| {
             let r = check_image(image, &states, &calls, acked, issued).and_then(|_| {
                 let db = open_real(image).map_err(|e| format!("reopen: {e}"))?;
                 let before = db_state(&db).map_err(|e| e.to_string())?;
@@ -390,10 +411,8 @@ fn a_crash_at_every_io_operation_of_a_compaction_with_writers_linking_into_it() 
                     k - first + 1
                 ));
             }
-        };
-        check_crash_images(&io, &dir, &base, k, check);
-        let _ = std::fs::remove_dir_all(&base);
-    }
+        },
+    );
     eprintln!(
         "compaction_crash_matrix (writers linking in): {points} crash points (ops \
          {first}..={last}), {} damages + kill -9 each, {images} images checked, {:.1?}",
@@ -463,20 +482,15 @@ fn a_crash_at_every_io_operation_of_deleting_expired_segments_of_steps() {
     assert!(last >= first, "the deletion did no I/O");
 
     let mut failures = Failures::default();
-    let (mut images, mut points, mut kept, mut deleted) = (0usize, 0usize, 0usize, 0usize);
+    let (mut kept, mut deleted) = (0usize, 0usize);
+    let points = last - first + 1;
     let n = calls.len();
-    for k in first..=last {
-        points += 1;
-        let base = tmp.path().join(format!("k{k}"));
-        let dir = base.join("db");
-        let io = FaultyIo::new();
-        let (db, _) = setup_expired(&dir, &io, &steps);
-        io.crash_at(k);
-        let r = db.drop_expired_history_segments();
-        assert!(r.is_err(), "crash point {k} was not hit by the deletion");
-        drop(db);
-        let check = |image: &Path, what: &str| {
-            images += 1;
+    let images = at_each_crash_point(
+        tmp.path(),
+        first..=last,
+        |dir, io| setup_expired(dir, io, &steps),
+        |db| (db.drop_expired_history_segments().is_err(), ()),
+        |k, _, _, image, what| {
             // After the open, which finishes a deletion whose manifest it finds.
             let r = check_image(image, &states, &calls, n, n).and_then(|_| {
                 let present = gone
@@ -499,10 +513,8 @@ fn a_crash_at_every_io_operation_of_deleting_expired_segments_of_steps() {
                     k - first + 1
                 )),
             }
-        };
-        check_crash_images(&io, &dir, &base, k, check);
-        let _ = std::fs::remove_dir_all(&base);
-    }
+        },
+    );
     eprintln!(
         "expired steps: {points} crash points (ops {first}..={last}), {images} images checked \
          ({kept} kept, {deleted} deleted), {:.1?}",

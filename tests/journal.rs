@@ -577,15 +577,20 @@ fn a_power_cut_during_a_quarantining_call_keeps_the_call_and_the_quarantine_toge
     assert!(saw_before && saw_after, "the cuts hit both sides");
 }
 
-/// The `*.steps` files of a store directory, by name.
-fn table_files(dir: &std::path::Path) -> Vec<String> {
+/// The files of a store directory whose names end with `suffix`, sorted.
+fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".steps"))
+        .filter(|n| n.ends_with(suffix))
         .collect();
     names.sort();
     names
+}
+
+/// The `*.steps` files of a store directory, by name.
+fn table_files(dir: &std::path::Path) -> Vec<String> {
+    files_ending(dir, ".steps")
 }
 
 /// Sealed segments' history tables are files beside them (docs/journal.md, "Where the steps
@@ -746,12 +751,7 @@ fn history_turned_off_empties_the_segments_of_steps() {
     assert!(db.counts().history_segment_bytes > 0);
     db.compact_in_background_mode().unwrap();
     assert_eq!(db.counts().history_segment_bytes, 0);
-    let p = by_user(&db, "u-1").unwrap();
-    let n = p
-        .properties
-        .iter()
-        .find(|(k, _)| k == "n")
-        .map(|(_, v)| v.to_json());
+    let n = prop(&by_user(&db, "u-1").unwrap(), "n");
     assert_eq!(n, Some(json!(49)), "the profile itself stays");
 }
 
@@ -966,16 +966,7 @@ fn segments_of_steps_past_the_window_are_deleted_whole() {
         // rest of this round unless it takes over 3.8 s.
         let window = Duration::from_micros((now_us() - between + 800_000) as u64);
         let db = Db::open(dir.path(), small(window)).unwrap();
-        let segments = |dir: &std::path::Path| {
-            let mut names: Vec<String> = std::fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".seg"))
-                .collect();
-            names.sort();
-            names
-        };
-        let before = segments(dir.path());
+        let before = files_ending(dir.path(), ".seg");
         let reclaimed = db.drop_expired_history_segments().unwrap();
         if rewrite {
             // The rewrite's outputs in seq order: the one where the two batches meet stays.
@@ -987,7 +978,7 @@ fn segments_of_steps_past_the_window_are_deleted_whole() {
             );
         }
         assert_eq!(db.counts().history_segment_bytes, both - reclaimed);
-        let after = segments(dir.path());
+        let after = files_ending(dir.path(), ".seg");
         assert!(
             after.iter().all(|n| before.contains(n)),
             "hint {hint}: no segment written ({before:?} -> {after:?})"
@@ -999,12 +990,7 @@ fn segments_of_steps_past_the_window_are_deleted_whole() {
         assert!(oldest > 0 && oldest <= 40, "hint {hint}: {kept:?}");
         assert_eq!(kept, (oldest..80).collect::<Vec<_>>(), "hint {hint}");
         assert_eq!(db.drop_expired_history_segments().unwrap(), 0);
-        let n = by_user(&db, "u-1")
-            .unwrap()
-            .properties
-            .into_iter()
-            .find(|(k, _)| k == "n")
-            .map(|(_, v)| v.to_json());
+        let n = prop(&by_user(&db, "u-1").unwrap(), "n");
         assert_eq!(n, Some(json!(79)), "the profile itself stays");
         db.close().unwrap();
         let db = Db::open(dir.path(), small(window)).unwrap();
@@ -1052,12 +1038,7 @@ fn the_background_compacts_log_segments_whose_steps_have_expired() {
         !contains(&disk(dir.path()), "expiring-value-00-5520")
     });
     assert!(gone, "the expired steps are still in the log segments");
-    let n = by_user(&db, "u-1")
-        .unwrap()
-        .properties
-        .into_iter()
-        .find(|(k, _)| k == "p")
-        .map(|(_, v)| v.to_json());
+    let n = prop(&by_user(&db, "u-1").unwrap(), "p");
     assert_eq!(
         n,
         Some(json!("expiring-value-39-5520")),
