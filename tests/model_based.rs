@@ -124,8 +124,13 @@ enum Op {
         by_user: Option<u8>,
     },
     Reopen,
+    /// Close and open by a full replay of the log (the hint removed).
+    ReopenReplaying,
     Crash,
     Compact,
+    /// Compact the young generation alone (`Db::compact_young`): the segments earlier
+    /// compactions wrote stay, with their now-dead records.
+    CompactYoung,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -153,8 +158,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<u8>(), proptest::option::weighted(0.25, small.clone()))
             .prop_map(|(pick, by_user)| Op::Unmerge { pick, by_user }),
         1 => Just(Op::Reopen),
+        1 => Just(Op::ReopenReplaying),
         1 => Just(Op::Crash),
         1 => Just(Op::Compact),
+        1 => Just(Op::CompactYoung),
     ]
 }
 
@@ -344,7 +351,12 @@ fn run(guard: usize, ops: Vec<Op>) {
         // Reopens, crashes, compactions and unmerges also check the whole past.
         let check_past = matches!(
             op,
-            Op::Reopen | Op::Crash | Op::Compact | Op::Unmerge { .. }
+            Op::Reopen
+                | Op::ReopenReplaying
+                | Op::Crash
+                | Op::Compact
+                | Op::CompactYoung
+                | Op::Unmerge { .. }
         );
         match op {
             Op::Identify {
@@ -520,8 +532,17 @@ fn run(guard: usize, ops: Vec<Op>) {
                 db = reopen();
                 skipped_at_open = model.guard_skipped_calls;
             }
+            Op::ReopenReplaying => {
+                db.close().unwrap();
+                std::fs::remove_file(dir.path().join("HINT")).unwrap();
+                db = reopen();
+                skipped_at_open = model.guard_skipped_calls;
+            }
             Op::Compact => {
                 db.compact().unwrap();
+            }
+            Op::CompactYoung => {
+                db.compact_young().unwrap();
             }
         }
         compare(&db, &model, step);
