@@ -570,7 +570,7 @@ impl Db {
     /// Compact now, every sealed segment (the segments of history steps too); returns bytes
     /// reclaimed.
     pub fn compact(&self) -> Result<u64> {
-        self.inner.compact(Steps::All, Generations::All, &mut || {})
+        self.inner.compact(Steps::All, &mut || {})
     }
 
     /// Compact now as the background thread does: every sealed segment but the segments of
@@ -578,17 +578,7 @@ impl Db {
     /// history off: `Steps::Due`). Returns bytes
     /// reclaimed. docs/journal.md, "What compactions write with history on".
     pub fn compact_in_background_mode(&self) -> Result<u64> {
-        self.inner
-            .compact(Steps::Due, Generations::AsDue, &mut || {})
-    }
-
-    /// Compact the young generation alone, as the background does when the old one holds few
-    /// dead bytes (`Generations::Young`): the log's sealed segments, not the segments earlier
-    /// compactions wrote. For tests; returns bytes reclaimed.
-    #[doc(hidden)]
-    pub fn compact_young(&self) -> Result<u64> {
-        self.inner
-            .compact(Steps::Due, Generations::Young, &mut || {})
+        self.inner.compact(Steps::Due, &mut || {})
     }
 
     /// Delete the segments of history steps whose every step has left the window, as the
@@ -596,8 +586,7 @@ impl Db {
     /// is written. Returns bytes reclaimed (0 when none has expired). docs/journal.md, "What
     /// compactions write with history on".
     pub fn drop_expired_history_segments(&self) -> Result<u64> {
-        self.inner
-            .compact(Steps::Expired, Generations::All, &mut || {})
+        self.inner.compact(Steps::Expired, &mut || {})
     }
 
     /// [`Db::compact`], calling `during` once the segments to compact are sealed and again
@@ -607,7 +596,7 @@ impl Db {
     /// lift a suppression or unmerge (those wait for the compaction).
     #[doc(hidden)]
     pub fn compact_with(&self, during: &mut dyn FnMut()) -> Result<u64> {
-        self.inner.compact(Steps::All, Generations::All, during)
+        self.inner.compact(Steps::All, during)
     }
 
     /// Write the index snapshot (hint file) now, so that the next open replays less.
@@ -825,8 +814,7 @@ impl Db {
             }
         }
         self.inner.store.sync()?;
-        self.inner
-            .compact(Steps::All, Generations::All, &mut || {})?;
+        self.inner.compact(Steps::All, &mut || {})?;
         Ok(true)
     }
 
@@ -837,8 +825,7 @@ impl Db {
         let deleted = self.delete(selector, suppress)?;
         if deleted.is_some() {
             self.inner.store.sync()?;
-            self.inner
-                .compact(Steps::All, Generations::All, &mut || {})?;
+            self.inner.compact(Steps::All, &mut || {})?;
         }
         Ok(deleted)
     }
@@ -880,8 +867,7 @@ impl Db {
             return Ok(false);
         }
         self.inner.store.sync()?;
-        self.inner
-            .compact(Steps::All, Generations::All, &mut || {})?;
+        self.inner.compact(Steps::All, &mut || {})?;
         Ok(true)
     }
 
@@ -1171,7 +1157,7 @@ impl Inner {
     ///
     /// `during` runs once the inputs are sealed and again once they are copied, before the
     /// switch, without the index and cache locks (tests use it to write at those points).
-    fn compact(&self, steps: Steps, gens: Generations, during: &mut dyn FnMut()) -> Result<u64> {
+    fn compact(&self, steps: Steps, during: &mut dyn FnMut()) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
         let with_steps = match steps {
             Steps::All | Steps::Expired => true,
@@ -1180,8 +1166,6 @@ impl Inner {
         // Segments of steps alone: no profile record moves, so the forwards and the links
         // into a running compaction are left as they are.
         let only_steps = matches!(steps, Steps::Expired);
-        // The young generation alone (set below): the segments earlier compactions wrote stay.
-        let mut young = false;
         let (inputs, forwards, tables, steps_in_inputs) = {
             let mut index = self.index.write();
             let inputs = if only_steps {
@@ -1193,12 +1177,7 @@ impl Inner {
                 }
                 inputs
             } else {
-                young = match gens {
-                    Generations::All => false,
-                    Generations::Young => true,
-                    Generations::AsDue => self.young_suffices(&index),
-                };
-                self.store.begin_compaction(with_steps, young)?
+                self.store.begin_compaction(with_steps)?
             };
             // Every step in the inputs leaves the log segments (to the segments of steps, or
             // dropped); those appended from here on stay in them.
@@ -1240,11 +1219,7 @@ impl Inner {
                 e.kind == EntryKind::Profile.byte() || e.kind == EntryKind::ProfileDelta.byte();
             // A profile's newest record, or one a delta written since the inputs were
             // sealed links to (read under the index lock, which such a writer held).
-            let keep = index.is_live(e, now)
-                || (profile && index.linked.contains(&e.location))
-                // The old generation may hold an older record of the profile: replayed
-                // without the hint, it would come back if its tombstone went.
-                || (young && e.kind == EntryKind::Tombstone.byte());
+            let keep = index.is_live(e, now) || (profile && index.linked.contains(&e.location));
             if !keep {
                 return Ok(CopyAs::Drop);
             }
@@ -1457,27 +1432,6 @@ impl Inner {
         expired
     }
 
-    /// Whether the background's compaction can leave the old generation (the segments earlier
-    /// compactions wrote) alone: when the young one (the log's sealed segments) holds at least
-    /// as many dead bytes as the old one, and the old one's dead bytes are within the ratio
-    /// (`Generations::AsDue`). The entries live by membership (messageIds, redirects,
-    /// suppressions, tombstones) are counted as dead in both: the old generation's estimate
-    /// is high, which errs towards compacting everything.
-    fn young_suffices(&self, index: &Index) -> bool {
-        let Some(ratio) = self.options.compaction_ratio else {
-            return false;
-        };
-        let (old, young) = self.store.generations();
-        let dead = |segments: &[(u32, u64)]| {
-            let ids: Vec<u32> = segments.iter().map(|s| s.0).collect();
-            let bytes: u64 = segments.iter().map(|s| s.1).sum();
-            (bytes, bytes.saturating_sub(index.live_bytes_in(&ids)))
-        };
-        let (old_bytes, old_dead) = dead(&old);
-        let (_, young_dead) = dead(&young);
-        old_bytes > 0 && young_dead >= old_dead && (old_dead as f64) <= ratio * old_bytes as f64
-    }
-
     /// Whether the background should compact: `log` from [`Inner::expired_segments`].
     fn wants_compaction(&self, expired_log: bool) -> bool {
         let Some(ratio) = self.options.compaction_ratio else {
@@ -1629,23 +1583,6 @@ enum Steps {
     Expired,
 }
 
-/// Which segments of profiles a compaction takes (docs/architecture.md, "Compaction").
-/// Every compaction writes `KIND_COMPACTED` segments: the old generation. The log's
-/// sealed segments since are the young one. A profile written since the last compaction has
-/// its newest record in the young generation; one not written since, in the old. So the
-/// young generation's live records are the recently written profiles, and a compaction of it
-/// alone copies those, not every live profile.
-#[derive(Debug, Clone, Copy)]
-enum Generations {
-    /// Every sealed segment (`Db::compact`, erase, lifting a suppression, releasing a
-    /// quarantine, the expiry of steps, which takes segments of steps only).
-    All,
-    /// The young generation alone (`Db::compact_young`, tests).
-    Young,
-    /// The background's: the young generation alone when [`Inner::young_suffices`], else all.
-    AsDue,
-}
-
 fn background_compaction(inner: std::sync::Weak<Inner>) {
     loop {
         let Some(strong) = inner.upgrade() else {
@@ -1671,10 +1608,10 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
         // the index's write lock: a compaction before it may have taken its segments.)
         let expired = strong.expired_segments(&strong.index.read());
         if strong.wants_compaction(expired.log) {
-            let _ = strong.compact(Steps::Due, Generations::AsDue, &mut || {});
+            let _ = strong.compact(Steps::Due, &mut || {});
         }
         if !expired.steps.is_empty() {
-            let _ = strong.compact(Steps::Expired, Generations::All, &mut || {});
+            let _ = strong.compact(Steps::Expired, &mut || {});
         }
     }
 }

@@ -685,23 +685,6 @@ impl Index {
         p + c + r + d + n + s
     }
 
-    /// Bytes of the live entries the index points at in the segments `segments` (sorted):
-    /// profiles' newest records, companies, property names and source offsets (the entries
-    /// live by membership, which the index does not place, are left out).
-    pub fn live_bytes_in(&self, segments: &[u32]) -> u64 {
-        let mut bytes = 0u64;
-        let mut count = |l: &Location| {
-            if segments.binary_search(&l.segment).is_ok() {
-                bytes += l.len as u64;
-            }
-        };
-        self.profiles.iter().for_each(|(_, l)| count(&l));
-        self.companies.values().for_each(|s| count(&s.location));
-        self.names.iter().for_each(|n| count(&n.1));
-        self.sources.values().for_each(|s| count(&s.1));
-        bytes
-    }
-
     /// Heap bytes of the index, by part, counted from the real allocation sizes (every hash
     /// table bucket with its control byte at the table's actual load, vector capacities, and
     /// 16 bytes of allocator overhead per separate allocation).

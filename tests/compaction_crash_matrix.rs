@@ -76,22 +76,9 @@ fn dir_contains(dir: &Path, needle: &[u8]) -> Vec<String> {
 /// The setup on a fresh store; returns the store (still open) and the segment ids before the
 /// compaction.
 fn setup(dir: &Path, io: &std::sync::Arc<FaultyIo>, steps: &[Step]) -> (profiledb::Db, Vec<u32>) {
-    setup_compacting_after(dir, io, steps, None)
-}
-
-/// [`setup`], with a full compaction after the first `compact_after` steps (if given).
-fn setup_compacting_after(
-    dir: &Path,
-    io: &std::sync::Arc<FaultyIo>,
-    steps: &[Step],
-    compact_after: Option<usize>,
-) -> (profiledb::Db, Vec<u32>) {
     let db = open_faulty(dir, io).unwrap();
     let calls = calls(steps);
     for (call, step) in steps.iter().enumerate() {
-        if compact_after == Some(call) {
-            db.compact().unwrap();
-        }
         match step {
             Step::Identify {
                 uid: u,
@@ -229,133 +216,6 @@ fn at_each_crash_point<S, T>(
         let _ = std::fs::remove_dir_all(&base);
     }
     images
-}
-
-/// The kind byte of a segment file's header (docs/format.md: 2 = written by a compaction).
-fn segment_kind(dir: &Path, id: u32) -> u8 {
-    std::fs::read(dir.join(format!("{id:010}.seg"))).map_or(0, |b| b.get(10).copied().unwrap_or(0))
-}
-
-/// A compaction of the young generation alone (`Db::compact_young`), with the machine
-/// crashing at each of its I/O operations: the store was compacted whole once (its segments,
-/// the old generation, hold every profile as it was), then updated, merged and `user-0`
-/// deleted. The old generation's segments are never touched; the log's are all there or all
-/// gone; the profiles are exactly the model's, also when the log is replayed without the
-/// hint (a tombstone the young compaction dropped would bring `user-0` back from the old
-/// generation).
-#[test]
-fn a_crash_at_every_io_operation_of_a_young_compaction_keeps_before_or_after() {
-    let t0 = Instant::now();
-    let tmp = scratch();
-    let steps = setup_steps();
-    let split = steps.len() / 2;
-    let calls = calls(&steps);
-    let states = model_states(&calls);
-    let expected = states.last().unwrap().clone();
-    // The generations: segments of kind 2 (the full compaction's) and of kind 1, the log's
-    // since (the compaction's segment of history steps, kind 3, is neither).
-    let generations = |dir: &Path, ids: &[u32]| -> (Vec<u32>, Vec<u32>) {
-        let of = |kind| {
-            ids.iter()
-                .copied()
-                .filter(move |id| segment_kind(dir, *id) == kind)
-        };
-        (of(2).collect(), of(1).collect())
-    };
-    let setup = |dir: &Path, io: &std::sync::Arc<FaultyIo>| {
-        let (db, ids) = setup_compacting_after(dir, io, &steps, Some(split));
-        let gens = generations(dir, &ids);
-        let sizes: Vec<u64> = gens
-            .0
-            .iter()
-            .map(|id| {
-                std::fs::metadata(dir.join(format!("{id:010}.seg")))
-                    .unwrap()
-                    .len()
-            })
-            .collect();
-        (db, (gens, sizes))
-    };
-
-    // Counting run.
-    let io = FaultyIo::new();
-    let dir = tmp.path().join("count");
-    let (db, ((old, young), _)) = setup(&dir, &io);
-    assert_eq!(db_state(&db).unwrap(), expected, "the model disagrees");
-    assert!(
-        !old.is_empty() && young.len() >= 2,
-        "generations: {old:?} {young:?}"
-    );
-    let first = io.ops() + 1;
-    db.compact_young().unwrap();
-    let last = io.ops();
-    assert_eq!(db_state(&db).unwrap(), expected);
-    db.close().unwrap();
-    let now = segment_ids(&dir);
-    assert!(
-        old.iter().all(|id| now.contains(id)),
-        "the old generation was compacted"
-    );
-    assert!(
-        young.iter().all(|id| !now.contains(id)),
-        "the young generation stayed"
-    );
-
-    let mut failures = Failures::default();
-    let (mut before, mut after) = (0usize, 0usize);
-    let points = last - first + 1;
-    let n = calls.len();
-    let images = at_each_crash_point(
-        tmp.path(),
-        first..=last,
-        setup,
-        |db| (db.compact_young().is_err(), ()),
-        |k, ((old, young), sizes), _, image, what| {
-            let r = check_image(image, &states, &calls, n, n).and_then(|_| {
-                let present = segment_ids(image);
-                let kept: Vec<u64> = old
-                    .iter()
-                    .map(|id| {
-                        std::fs::metadata(image.join(format!("{id:010}.seg")))
-                            .map_or(0, |m| m.len())
-                    })
-                    .collect();
-                if kept != *sizes {
-                    return Err(format!(
-                        "the old generation changed: {kept:?} for {sizes:?}"
-                    ));
-                }
-                let left = young.iter().filter(|id| present.contains(id)).count();
-                if left != 0 && left != young.len() {
-                    return Err(format!("a mix of old and new segments: {:?}", names(image)));
-                }
-                // Replayed without the hint: the same profiles.
-                let _ = std::fs::remove_file(image.join("HINT"));
-                let db = open_real(image).map_err(|e| format!("replay: {e}"))?;
-                let got = db_state(&db).map_err(|e| e.to_string())?;
-                db.close().map_err(|e| format!("close: {e}"))?;
-                if got != expected {
-                    return Err(format!("replayed: {}", got.diff(&expected)));
-                }
-                Ok(left == 0)
-            });
-            match r {
-                Ok(true) => after += 1,
-                Ok(false) => before += 1,
-                Err(e) => failures.push(format!(
-                    "crash at op {k} ({} of the young compaction), {what}: {e}",
-                    k - first + 1
-                )),
-            }
-        },
-    );
-    eprintln!(
-        "compaction_crash_matrix (young): {points} crash points (ops {first}..={last}), \
-         {images} images checked ({before} before the compaction, {after} after), {:.1?}",
-        t0.elapsed()
-    );
-    failures.assert_none(images);
-    assert!(before > 0 && after > 0, "{before} before, {after} after");
 }
 
 #[test]

@@ -128,9 +128,6 @@ enum Op {
     ReopenReplaying,
     Crash,
     Compact,
-    /// Compact the young generation alone (`Db::compact_young`): the segments earlier
-    /// compactions wrote stay, with their now-dead records.
-    CompactYoung,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -161,7 +158,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ReopenReplaying),
         1 => Just(Op::Crash),
         1 => Just(Op::Compact),
-        1 => Just(Op::CompactYoung),
     ]
 }
 
@@ -351,12 +347,7 @@ fn run(guard: usize, ops: Vec<Op>) {
         // Reopens, crashes, compactions and unmerges also check the whole past.
         let check_past = matches!(
             op,
-            Op::Reopen
-                | Op::ReopenReplaying
-                | Op::Crash
-                | Op::Compact
-                | Op::CompactYoung
-                | Op::Unmerge { .. }
+            Op::Reopen | Op::ReopenReplaying | Op::Crash | Op::Compact | Op::Unmerge { .. }
         );
         match op {
             Op::Identify {
@@ -540,9 +531,6 @@ fn run(guard: usize, ops: Vec<Op>) {
             }
             Op::Compact => {
                 db.compact().unwrap();
-            }
-            Op::CompactYoung => {
-                db.compact_young().unwrap();
             }
         }
         compare(&db, &model, step);

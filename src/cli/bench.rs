@@ -131,6 +131,10 @@ pub struct Report {
     pub bytes_written_per_call: f64,
     /// Bytes appended by the storage engine during the load.
     pub bytes_appended: u64,
+    /// Compactions during the load (the background's).
+    pub compactions: u64,
+    /// Bytes those compactions wrote, divided by calls.
+    pub compacted_bytes_per_call: f64,
     /// Data directory size after the load.
     pub disk_bytes_before_compaction: u64,
     /// Data directory size after a full compaction.
@@ -379,6 +383,8 @@ fn run(
         syncs: loaded.storage.syncs,
         bytes_written_per_call: loaded.storage.bytes_appended as f64 / i.max(1) as f64,
         bytes_appended: loaded.storage.bytes_appended,
+        compactions: loaded.storage.compactions,
+        compacted_bytes_per_call: loaded.storage.compacted_bytes as f64 / i.max(1) as f64,
         disk_bytes_before_compaction: loaded.storage.disk_bytes,
         disk_bytes_after_compaction: compacted.storage.disk_bytes,
         compaction_seconds,
@@ -465,6 +471,11 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
         r.bytes_written_per_call,
         mb(r.bytes_appended),
         r.syncs
+    )?;
+    writeln!(
+        out,
+        "  compactions     {} during the load, {:.0} bytes/call written by them",
+        r.compactions, r.compacted_bytes_per_call
     )?;
     writeln!(
         out,

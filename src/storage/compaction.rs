@@ -39,6 +39,8 @@ pub(crate) struct Prepared {
     /// Where the copies went (`reclaimed_bytes` is set at the commit).
     moved: Relocations,
     reclaimed: u64,
+    /// Bytes of the new segments.
+    written: u64,
     io: Arc<dyn Io>,
     dir: PathBuf,
     done: bool,
@@ -331,17 +333,15 @@ fn next_seq(data: &[u8], at: usize) -> u64 {
 
 /// Seal the active segment (if it holds frames) and return the ids of the sealed segments:
 /// the inputs of the next [`prepare`]. `steps`: with the segments of history steps
-/// (`KIND_STEPS`), else without them. `young`: without the segments earlier compactions
-/// wrote (`KIND_COMPACTED`, the old generation): the log's segments alone (and the segments
-/// of steps if `steps`).
-pub(crate) fn begin(shared: &Shared, steps: bool, young: bool) -> Result<Vec<u32>> {
+/// (`KIND_STEPS`), else without them.
+pub(crate) fn begin(shared: &Shared, steps: bool) -> Result<Vec<u32>> {
     let _c = shared.compaction.lock();
     shared.rotate_if_nonempty()?;
     let mut ids: Vec<u32> = shared
         .sealed
         .read()
         .values()
-        .filter(|s| (steps || !s.is_steps()) && !(young && s.is_compacted()))
+        .filter(|s| steps || !s.is_steps())
         .map(|s| s.id)
         .collect();
     ids.sort_unstable();
@@ -543,6 +543,7 @@ pub(crate) fn prepare(
             .map(|s| s.len())
             .sum::<u64>()
             .saturating_sub(w.written()),
+        written: w.written(),
         io: shared.io.clone(),
         dir: shared.dir.clone(),
         done: false,
@@ -574,6 +575,10 @@ pub(crate) fn commit(shared: &Shared, mut p: Prepared) -> Result<Relocations> {
     p.done = true;
     shared.guard(r)?;
     shared.counters.compactions.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .compacted_bytes
+        .fetch_add(p.written, Ordering::Relaxed);
     Ok(Relocations {
         reclaimed_bytes: p.reclaimed,
         ..std::mem::take(&mut p.moved)
@@ -773,7 +778,7 @@ mod tests {
             }
         }
         store.sync().unwrap();
-        let inputs = store.begin_compaction(true, false).unwrap();
+        let inputs = store.begin_compaction(true).unwrap();
         assert!(inputs.len() > 3, "several input segments");
         let prepared = store
             .prepare_compaction_of(&inputs, 0, &mut |e| {
@@ -860,7 +865,7 @@ mod tests {
                 })
             }
         };
-        let inputs = store.begin_compaction(false, false).unwrap();
+        let inputs = store.begin_compaction(false).unwrap();
         let prepared = store
             .prepare_compaction_of(&inputs, 0, &mut copy(2, 7))
             .unwrap()
@@ -868,8 +873,8 @@ mod tests {
         let r = store.commit_compaction(prepared).unwrap();
         assert!(store.step_bytes() > 0);
         // Which segments hold steps only: those a compaction without them leaves out.
-        let all = store.begin_compaction(true, false).unwrap();
-        let without = store.begin_compaction(false, false).unwrap();
+        let all = store.begin_compaction(true).unwrap();
+        let without = store.begin_compaction(false).unwrap();
         let step_segments: Vec<u32> = all
             .iter()
             .filter(|s| !without.contains(s))
@@ -900,7 +905,7 @@ mod tests {
         }
         // With them: rewritten, the steps now dead (id % 7 == 3) dropped, and fewer records
         // kept (id % 4 == 0).
-        let inputs = store.begin_compaction(true, false).unwrap();
+        let inputs = store.begin_compaction(true).unwrap();
         assert!(step_segments.iter().all(|s| inputs.contains(s)));
         let prepared = store
             .prepare_compaction_of(&inputs, 0, &mut copy(4, 3))
@@ -990,7 +995,7 @@ mod tests {
         assert!(store.step_bytes() > 0);
         // An entry of a segment of steps kept otherwise than by place: refused (its frame's
         // other part could land in the same output).
-        let inputs = store.begin_compaction(true, false).unwrap();
+        let inputs = store.begin_compaction(true).unwrap();
         let err = store
             .prepare_compaction_of(&inputs, 0, &mut |_| Ok(CopyAs::Keep))
             .err()
@@ -1043,7 +1048,7 @@ mod tests {
         append(5_006, None, true);
         store.sync().unwrap();
 
-        let inputs = store.begin_compaction(true, false).unwrap();
+        let inputs = store.begin_compaction(true).unwrap();
         let prepared = store
             .prepare_compaction_of(&inputs, 0, &mut |e| {
                 Ok(match e.kind {
@@ -1137,7 +1142,7 @@ mod tests {
     fn an_empty_pack_is_a_drop_and_a_second_kind_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = two_kinds(dir.path());
-        let inputs = store.begin_compaction(true, false).unwrap();
+        let inputs = store.begin_compaction(true).unwrap();
         let err = store
             .prepare_compaction_of(&inputs, 0, &mut |e| {
                 Ok(CopyAs::Pack {
@@ -1151,7 +1156,7 @@ mod tests {
         drop(store);
         let dir = tempfile::tempdir().unwrap();
         let store = two_kinds(dir.path());
-        let inputs = store.begin_compaction(true, false).unwrap();
+        let inputs = store.begin_compaction(true).unwrap();
         let prepared = store
             .prepare_compaction_of(&inputs, 0, &mut |e| {
                 Ok(CopyAs::Pack {

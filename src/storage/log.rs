@@ -110,6 +110,7 @@ pub(crate) struct Counters {
     pub bytes: AtomicU64,
     pub syncs: AtomicU64,
     pub compactions: AtomicU64,
+    pub compacted_bytes: AtomicU64,
 }
 
 /// Everything the store's threads share.

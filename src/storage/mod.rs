@@ -105,6 +105,8 @@ pub struct StorageStats {
     pub disk_bytes: u64,
     /// Compactions completed since open.
     pub compactions: u64,
+    /// Bytes those compactions wrote to new segments.
+    pub compacted_bytes: u64,
     /// What the last open's recovery did.
     pub recovery: RecoveryReport,
 }
@@ -261,9 +263,6 @@ impl std::fmt::Debug for StoreOptions {
     }
 }
 
-/// Segments as (id, bytes), sorted by id ([`Store::generations`]).
-pub(crate) type SegmentSizes = Vec<(u32, u64)>;
-
 impl Store {
     /// Open (or create) the store at `dir`: take the directory lock, recover, and feed the
     /// recovered state to `replay`.
@@ -351,7 +350,7 @@ impl Store {
         &self,
         is_live: &mut dyn FnMut(&StoredEntry<'_>) -> bool,
     ) -> Result<Option<PreparedCompaction>> {
-        let inputs = self.begin_compaction(true, false)?;
+        let inputs = self.begin_compaction(true)?;
         self.prepare_compaction_of(&inputs, 0, &mut |e| {
             Ok(if is_live(e) {
                 CopyAs::Keep
@@ -364,28 +363,12 @@ impl Store {
     /// First half of [`Store::prepare_compaction`] for a caller that must know the inputs
     /// before any entry is copied: seal the active segment and return the ids of every sealed
     /// segment (`steps`: the segments of history steps too, else not them; see
-    /// [`Store::step_bytes`]; `young`: not the segments earlier compactions wrote, the old
-    /// generation). Appends after this call go to segments outside the list. The
+    /// [`Store::step_bytes`]). Appends after this call go to segments outside the list. The
     /// layer above calls it while it blocks its own writers, so that it knows exactly which
     /// records the compaction will rewrite (profiledb: no new delta record may point into
     /// them).
-    pub fn begin_compaction(&self, steps: bool, young: bool) -> Result<Vec<u32>> {
-        compaction::begin(&self.inner.shared, steps, young)
-    }
-
-    /// The sealed segments that compactions wrote (`KIND_COMPACTED`, the old generation) and
-    /// the sealed segments of the log, each as (id, bytes), sorted by id.
-    pub fn generations(&self) -> (SegmentSizes, SegmentSizes) {
-        let sealed = self.inner.shared.sealed.read();
-        let (mut old, mut young) = (Vec::new(), Vec::new());
-        for s in sealed.values() {
-            if s.is_compacted() {
-                old.push((s.id, s.len()));
-            } else if !s.is_steps() {
-                young.push((s.id, s.len()));
-            }
-        }
-        (old, young)
+    pub fn begin_compaction(&self, steps: bool) -> Result<Vec<u32>> {
+        compaction::begin(&self.inner.shared, steps)
     }
 
     /// First half of a compaction of segments of history steps alone: those among
@@ -481,6 +464,7 @@ impl Store {
             segments: sealed.len() as u64 + 1,
             disk_bytes: active + sealed.values().map(|s| s.len()).sum::<u64>(),
             compactions: c.compactions.load(Ordering::Relaxed),
+            compacted_bytes: c.compacted_bytes.load(Ordering::Relaxed),
             recovery: shared.recovery.clone(),
         }
     }

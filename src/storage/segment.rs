@@ -97,12 +97,6 @@ impl Sealed {
         self.kind == record::KIND_STEPS
     }
 
-    /// Whether a compaction wrote it (`record::KIND_COMPACTED`): the old generation, which a
-    /// compaction of the young one leaves alone ([`crate::storage::Store::begin_compaction`]).
-    pub fn is_compacted(&self) -> bool {
-        self.kind == record::KIND_COMPACTED
-    }
-
     /// Bytes of the file.
     pub fn len(&self) -> u64 {
         self.bytes.len() as u64
