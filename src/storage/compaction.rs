@@ -811,6 +811,15 @@ mod tests {
             assert_eq!(store.read(new, <[u8]>::to_vec).unwrap(), data.as_bytes());
         }
         assert!(outputs.len() > 1, "several output segments");
+        // What the compaction wrote: every segment but the active one (its header alone,
+        // started when the inputs were sealed).
+        let stats = store.stats();
+        assert_eq!(
+            stats.compacted_bytes + HEADER_LEN as u64,
+            stats.disk_bytes,
+            "compacted bytes"
+        );
+        assert_eq!(stats.compactions, 1);
         for (_, _, old, _) in &r.moved {
             assert_eq!(r.by_place.get(*old), None, "a listed entry is not by place");
         }
