@@ -187,19 +187,31 @@ fn check_compaction(dir: &Path, old: &[u32], expected: &State) -> Result<bool, S
     Ok(compacted)
 }
 
+/// What [`at_each_crash_point`] found: the images checked, those where the operation took
+/// effect and those where it did not, and what was wrong with the others.
+#[derive(Default)]
+struct Tally {
+    images: usize,
+    after: usize,
+    before: usize,
+    failures: Failures,
+}
+
 /// Each crash point `k` of `ops`: a store set up afresh in its own directory under `tmp`
 /// (`setup`), `run` on it with the machine crashing at its `k`th I/O operation (it must
 /// fail: `run` gives whether it did, and what `check` needs of it), then `check(k, &set up,
-/// &ran, image, damage)` on each disk image the crash leaves (`check_crash_images`). Returns
-/// the number of images.
+/// &ran, image)` on each disk image the crash leaves (`check_crash_images`): whether the
+/// operation (`what`, for the failures' text) took effect in it, or what is wrong.
 fn at_each_crash_point<S, T>(
     tmp: &Path,
     ops: std::ops::RangeInclusive<u64>,
+    what: &str,
     mut setup: impl FnMut(&Path, &std::sync::Arc<FaultyIo>) -> (profiledb::Db, S),
     mut run: impl FnMut(&profiledb::Db) -> (bool, T),
-    mut check: impl FnMut(u64, &S, &T, &Path, &str),
-) -> usize {
-    let mut images = 0;
+    mut check: impl FnMut(u64, &S, &T, &Path) -> Result<bool, String>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let first = *ops.start();
     for k in ops {
         let base = tmp.join(format!("k{k}"));
         let dir = base.join("db");
@@ -209,13 +221,20 @@ fn at_each_crash_point<S, T>(
         let (failed, ran) = run(&db);
         assert!(failed, "crash point {k} was not hit");
         drop(db);
-        check_crash_images(&io, &dir, &base, k, |image, what| {
-            images += 1;
-            check(k, &set_up, &ran, image, what);
+        check_crash_images(&io, &dir, &base, k, |image, damage| {
+            tally.images += 1;
+            match check(k, &set_up, &ran, image) {
+                Ok(true) => tally.after += 1,
+                Ok(false) => tally.before += 1,
+                Err(e) => tally.failures.push(format!(
+                    "crash at op {k} ({} of the {what}), {damage}: {e}",
+                    k - first + 1
+                )),
+            }
         });
         let _ = std::fs::remove_dir_all(&base);
     }
-    images
+    tally
 }
 
 #[test]
@@ -255,26 +274,22 @@ fn a_crash_at_every_io_operation_of_a_compaction_keeps_before_or_after() {
         last - first + 1
     );
 
-    let mut failures = Failures::default();
-    let (mut before, mut after) = (0usize, 0usize);
     let points = last - first + 1;
     let n = calls.len();
-    let images = at_each_crash_point(
+    let Tally {
+        images,
+        after,
+        before,
+        failures,
+    } = at_each_crash_point(
         tmp.path(),
         first..=last,
+        "compaction",
         |dir, io| setup(dir, io, &steps),
         |db| (db.compact().is_err(), ()),
-        |k, old, _, image, what| {
-            let r = check_image(image, &states, &calls, n, n)
-                .and_then(|_| check_compaction(image, old, &expected));
-            match r {
-                Ok(true) => after += 1,
-                Ok(false) => before += 1,
-                Err(e) => failures.push(format!(
-                    "crash at op {k} ({} of the compaction), {what}: {e}",
-                    k - first + 1
-                )),
-            }
+        |_, old, _, image| {
+            check_image(image, &states, &calls, n, n)
+                .and_then(|_| check_compaction(image, old, &expected))
         },
     );
     eprintln!(
@@ -375,42 +390,40 @@ fn a_crash_at_every_io_operation_of_a_compaction_with_writers_linking_into_it() 
     assert_eq!(db_state(&db).unwrap(), states[n], "after reopen");
     db.close().unwrap();
 
-    let mut failures = Failures::default();
     let points = last - first + 1;
-    let images = at_each_crash_point(
+    let Tally {
+        images, failures, ..
+    } = at_each_crash_point(
         tmp.path(),
         first..=last,
+        "compaction",
         |dir, io| setup(dir, io, &steps[..split]),
         |db| {
             let (r, acked, issued) = compact_with_calls(db, &steps, split);
             (r.is_err(), (acked, issued))
         },
-        |k, _, &(acked, issued), image, what| {
-            let r = check_image(image, &states, &calls, acked, issued).and_then(|_| {
-                let db = open_real(image).map_err(|e| format!("reopen: {e}"))?;
-                let before = db_state(&db).map_err(|e| e.to_string())?;
-                db.compact()
-                    .map_err(|e| format!("second compaction: {e}"))?;
-                let got = db_state(&db).map_err(|e| e.to_string())?;
-                let problems = db.check().map_err(|e| format!("check: {e}"))?;
-                db.close().map_err(|e| format!("close: {e}"))?;
-                if got != before {
-                    return Err(format!(
-                        "a second compaction changed the state: {}",
-                        got.diff(&before)
-                    ));
-                }
-                if !problems.is_empty() {
-                    return Err(format!("check after a second compaction: {problems:?}"));
-                }
-                Ok(())
-            });
-            if let Err(e) = r {
-                failures.push(format!(
-                    "crash at op {k} ({} of the compaction; {acked} acked, {issued} issued), {what}: {e}",
-                    k - first + 1
-                ));
-            }
+        |_, _, &(acked, issued), image| {
+            check_image(image, &states, &calls, acked, issued)
+                .and_then(|_| {
+                    let db = open_real(image).map_err(|e| format!("reopen: {e}"))?;
+                    let before = db_state(&db).map_err(|e| e.to_string())?;
+                    db.compact()
+                        .map_err(|e| format!("second compaction: {e}"))?;
+                    let got = db_state(&db).map_err(|e| e.to_string())?;
+                    let problems = db.check().map_err(|e| format!("check: {e}"))?;
+                    db.close().map_err(|e| format!("close: {e}"))?;
+                    if got != before {
+                        return Err(format!(
+                            "a second compaction changed the state: {}",
+                            got.diff(&before)
+                        ));
+                    }
+                    if !problems.is_empty() {
+                        return Err(format!("check after a second compaction: {problems:?}"));
+                    }
+                    Ok(true)
+                })
+                .map_err(|e| format!("{acked} acked, {issued} issued: {e}"))
         },
     );
     eprintln!(
@@ -481,18 +494,22 @@ fn a_crash_at_every_io_operation_of_deleting_expired_segments_of_steps() {
     assert!(!gone.is_empty(), "no segment deleted");
     assert!(last >= first, "the deletion did no I/O");
 
-    let mut failures = Failures::default();
-    let (mut kept, mut deleted) = (0usize, 0usize);
     let points = last - first + 1;
     let n = calls.len();
-    let images = at_each_crash_point(
+    let Tally {
+        images,
+        after: deleted,
+        before: kept,
+        failures,
+    } = at_each_crash_point(
         tmp.path(),
         first..=last,
+        "deletion",
         |dir, io| setup_expired(dir, io, &steps),
         |db| (db.drop_expired_history_segments().is_err(), ()),
-        |k, _, _, image, what| {
+        |_, _, _, image| {
             // After the open, which finishes a deletion whose manifest it finds.
-            let r = check_image(image, &states, &calls, n, n).and_then(|_| {
+            check_image(image, &states, &calls, n, n).and_then(|_| {
                 let present = gone
                     .iter()
                     .filter(|id| segment_ids(image).contains(id))
@@ -504,15 +521,7 @@ fn a_crash_at_every_io_operation_of_deleting_expired_segments_of_steps() {
                 } else {
                     Ok(present == 0)
                 }
-            });
-            match r {
-                Ok(true) => deleted += 1,
-                Ok(false) => kept += 1,
-                Err(e) => failures.push(format!(
-                    "crash at op {k} ({} of the deletion), {what}: {e}",
-                    k - first + 1
-                )),
-            }
+            })
         },
     );
     eprintln!(

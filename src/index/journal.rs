@@ -375,12 +375,16 @@ impl Journal {
     pub fn install(&mut self, inputs: &[u32], outputs: Vec<TableFile>) -> Vec<PathBuf> {
         let mut gone = Vec::new();
         // Each output's bound: the newest of the inputs its steps came from (a rewrite of old
-        // segments of steps keeps their old bounds where they do not mix with newer steps).
+        // segments of steps keeps their old bounds where they do not mix with newer steps);
+        // none if one of those inputs has none.
         let bounds: Vec<Option<i64>> = outputs
             .iter()
             .map(|f| {
-                let of = |id: &u32| self.newest.get(id).copied().unwrap_or(i64::MAX);
-                f.from.iter().map(of).max()
+                f.from
+                    .iter()
+                    .map(|id| self.newest.get(id).copied())
+                    .try_fold(None, |newest: Option<i64>, b| Some(newest.max(Some(b?))))
+                    .flatten()
             })
             .collect();
         for id in inputs {
@@ -404,7 +408,7 @@ impl Journal {
             self.steps += f.rows as usize;
             // An input without a bound (none is lost: a snapshot carries them) leaves the
             // output without one: it is never deleted whole, only rewritten.
-            match bound.filter(|b| *b != i64::MAX) {
+            match bound {
                 Some(b) => self.newest.insert(f.segment, b),
                 None => self.newest.remove(&f.segment),
             };
