@@ -1221,15 +1221,19 @@ impl<'a> Builder<'a> {
             let keep_before = self.history.is_some();
             let work = self.work(survivor);
             work.changed.push(id);
-            if keep_before
+            let save = keep_before
                 && work.before.whole.is_none()
                 && !matches!(work.old, OldIds::New)
-                && !work.before.props.iter().any(|(n, _)| *n == id)
-            {
-                let was = work.rec.state(id).cloned();
+                && !work.before.props.iter().any(|(n, _)| *n == id);
+            let (state, found) = work.rec.state_mut_found(id);
+            if save {
+                let was = found.then(|| match op {
+                    // Taken out when the write does not depend on it (no copy).
+                    CallOp::Set(_) | CallOp::Unset => state.before_write(ts, order),
+                    _ => state.clone(),
+                });
                 work.before.props.push((id, was));
             }
-            let state = work.rec.state_mut(id);
             let applied = match op {
                 CallOp::Set(v) => {
                     state.apply_set_ref(Some(v), ts, order);

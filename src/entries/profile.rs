@@ -30,6 +30,7 @@ const FLAG_TIMES: u8 = 2;
 
 impl ProfileRecord {
     /// The state of property `id`, if the profile has it.
+    #[cfg(test)]
     pub(crate) fn state(&self, id: u32) -> Option<&PropState> {
         let i = self.props.binary_search_by_key(&id, |p| p.0).ok()?;
         Some(&self.props[i].1)
@@ -37,14 +38,19 @@ impl ProfileRecord {
 
     /// The state of property `id`, creating an empty one.
     pub(crate) fn state_mut(&mut self, id: u32) -> &mut PropState {
-        let i = match self.props.binary_search_by_key(&id, |p| p.0) {
-            Ok(i) => i,
+        self.state_mut_found(id).0
+    }
+
+    /// [`ProfileRecord::state_mut`], and whether the profile had the property.
+    pub(crate) fn state_mut_found(&mut self, id: u32) -> (&mut PropState, bool) {
+        let (i, found) = match self.props.binary_search_by_key(&id, |p| p.0) {
+            Ok(i) => (i, true),
             Err(i) => {
                 self.props.insert(i, (id, PropState::default()));
-                i
+                (i, false)
             }
         };
-        &mut self.props[i].1
+        (&mut self.props[i].1, found)
     }
 }
 

@@ -232,6 +232,19 @@ impl PropState {
         self.drop_older_than(stamp);
     }
 
+    /// The state as it is, for the undo record of a `Set`/`Unset` about to be applied at
+    /// `(ts, order)`. When that stamp is newer than every stamp the state holds, the write
+    /// leaves `lww` alone of all it holds (`drop_older_than` clears the older `once` and
+    /// `adds`), so the result does not depend on the state: it is taken out, not copied, and
+    /// the write applies to an empty state. Otherwise it is copied.
+    pub(crate) fn before_write(&mut self, ts: Timestamp, order: u64) -> PropState {
+        if self.newest_stamp().is_none_or(|s| s < Stamp(ts, order)) {
+            std::mem::take(self)
+        } else {
+            self.clone()
+        }
+    }
+
     /// A `$set_once` from a borrowed value: the same as [`PropState::apply_owned`] with
     /// `PropOp::SetOnce(v.clone())`, copying the value only when it is taken.
     pub(crate) fn apply_set_once_ref(&mut self, value: &Value, ts: Timestamp, order: u64) {
@@ -420,5 +433,55 @@ impl PropState {
     /// Whether the state holds nothing at all (no operation was ever taken).
     pub fn is_empty(&self) -> bool {
         self.lww.is_none() && self.once.is_none() && self.adds.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An operation of a call, with its event time (arrival order: its position).
+    fn op() -> impl Strategy<Value = (PropOp, i64)> {
+        let value = prop_oneof![
+            any::<i64>().prop_map(Value::Int),
+            "[a-z]{0,30}".prop_map(|s| Value::Str(s.into())),
+        ];
+        (
+            prop_oneof![
+                value.clone().prop_map(PropOp::Set),
+                value.prop_map(PropOp::SetOnce),
+                Just(PropOp::Unset),
+                (-5i64..5).prop_map(|n| PropOp::Add(Number::Int(n))),
+            ],
+            0i64..20,
+        )
+    }
+
+    proptest! {
+        /// `before_write` takes the state out exactly when the write at the stamp does not
+        /// depend on it, and either way the write gives what it gives on the state itself.
+        #[test]
+        fn a_write_newer_than_the_state_does_not_depend_on_it(
+            ops in prop::collection::vec(op(), 0..8),
+            set in prop::option::of(any::<i64>()),
+            ts in 0i64..24,
+        ) {
+            let mut state = PropState::default();
+            for (order, (op, ts)) in ops.iter().enumerate() {
+                state.apply(op, Timestamp(*ts), order as u64);
+            }
+            let order = ops.len() as u64;
+            let value = set.map(Value::Int);
+            let mut want = state.clone();
+            want.apply_set_ref(value.as_ref(), Timestamp(ts), order);
+            let newer = state.newest_stamp().is_none_or(|s| s < Stamp(Timestamp(ts), order));
+            let was = state.clone();
+            let before = state.before_write(Timestamp(ts), order);
+            prop_assert_eq!(&before, &was);
+            prop_assert_eq!(state.is_empty(), newer || was.is_empty());
+            state.apply_set_ref(value.as_ref(), Timestamp(ts), order);
+            prop_assert_eq!(state, want);
+        }
     }
 }
