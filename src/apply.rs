@@ -9,13 +9,14 @@ pub(crate) use cache::ProfileCache;
 use cache::{CACHED_CHAIN_RECORDS, Chain, ChainAt};
 
 use crate::entries::profile::{DeltaOut, Fold, Link};
+use crate::entries::raw::{RawState, RawStates};
 use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
 use crate::index::{CompanyInfo, HashMap, Index, Update};
 use crate::options::Options;
 use crate::profile::merge::{CallOp, call_ops, merge_into};
 use crate::profile::message::{CompanyRef, Identify, Message};
-use crate::profile::props::{Applied, ListLimits, PropOp, PropState, Stamp};
+use crate::profile::props::{Applied, ListLimits, PropOp, PropState, Stamp, write_replaces};
 use crate::profile::resolve::{Found, resolve};
 use crate::profile::validate::normalize_email;
 use crate::storage::{Entry, Location, Store};
@@ -109,6 +110,10 @@ struct Pools {
     names: Vec<Vec<u32>>,
     /// [`Before::props`] lists.
     befores: Vec<Vec<(u32, Option<PropState>)>>,
+    /// [`Work::raw`] captures.
+    raws: Vec<RawStates>,
+    /// [`Before::raw`] lists.
+    raw_befores: Vec<Vec<(u32, RawState)>>,
 }
 
 impl Pools {
@@ -126,6 +131,25 @@ impl Pools {
         self.befores
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(CALL_NAMES))
+    }
+
+    fn raws(&mut self) -> RawStates {
+        self.raws.pop().unwrap_or_default()
+    }
+
+    fn raw_befores(&mut self) -> Vec<(u32, RawState)> {
+        self.raw_befores
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CALL_NAMES))
+    }
+
+    /// Take back a profile's capture and its list of captured states before.
+    fn keep_raw(&mut self, mut raw: RawStates, befores: Vec<(u32, RawState)>) {
+        if self.raws.len() < SPARE_BUFS && raw.bytes.capacity() <= SPARE_BUF_BYTES {
+            raw.clear();
+            self.raws.push(raw);
+        }
+        keep(&mut self.raw_befores, befores);
     }
 }
 
@@ -318,6 +342,10 @@ struct Work {
     /// Its records, as the writer cache had them or as read from the log: the call's delta is
     /// added to them for the cache.
     cached: Option<Chain>,
+    /// States of the names the call changes that the partial load captured as bytes
+    /// (`entries::raw`) instead of building them into `rec` (none in `rec` then), and the
+    /// bytes of their values (also those of [`Before::raw`]).
+    raw: RawStates,
     /// Write a full record whatever the chain (a merge survivor).
     full: bool,
     /// Names whose state the call changed.
@@ -341,6 +369,9 @@ struct Before {
     /// Each property the call changed, with its state before the first change (`None`: the
     /// profile did not have it).
     props: Vec<(u32, Option<PropState>)>,
+    /// The same for the properties whose state before was captured as bytes and that the call
+    /// overwrote whole ([`Work::raw`] holds their bytes).
+    raw: Vec<(u32, RawState)>,
     /// The whole record before the call (identifiers included), copied at a merge.
     whole: Option<ProfileRecord>,
     /// Debug builds: the whole record as loaded, to check the saved parts against.
@@ -387,12 +418,27 @@ fn complete(work: &mut Work, store: &Store, index: &Index) -> Result<()> {
     for (id, state) in rec.props {
         *whole.state_mut(id) = state;
     }
+    // The states still captured are in the whole record now (the bytes stay for
+    // `Before::raw`).
+    work.raw.states.clear();
     #[cfg(debug_assertions)]
     if work.before.loaded.is_some() {
         work.before.loaded = work.cached.as_ref().and_then(|c| c.decode().ok());
     }
     work.partial = false;
     Ok(())
+}
+
+/// `rec` with the states `raw` captured decoded into it (debug builds check a partial load
+/// with it).
+#[cfg(debug_assertions)]
+fn with_raw(mut rec: ProfileRecord, raw: &RawStates) -> ProfileRecord {
+    for (id, r) in &raw.states {
+        if let Ok(state) = raw.decode(r) {
+            *rec.state_mut(*id) = state;
+        }
+    }
+    rec
 }
 
 /// What a partial load (`only`) of `rec` gives: its identifiers, times and the states of
@@ -474,13 +520,14 @@ impl<'a> Builder<'a> {
             reason: format!("index names profile {key} but it has no record"),
         })?;
         let chain_limit = self.options.chain_limit;
+        let mut raw = self.pools.raws();
         let cached = self.cache.take(key, loc).and_then(|(at, chain)| {
             // Whole when the call will write a full record (for the log or for the cache).
             let only = only.filter(|_| {
                 !at.next_is_full(chain_limit) && chain.records() < CACHED_CHAIN_RECORDS
             });
             let rec = match only {
-                Some(only) => chain.decode_only(only),
+                Some(only) => chain.decode_capturing(only, &mut raw),
                 None => chain.decode(),
             };
             match rec {
@@ -500,7 +547,7 @@ impl<'a> Builder<'a> {
                     entries::chain::read_profile(self.store, &self.index.forwards, loc)
                 {
                     debug_assert!(
-                        project(logged, only) == rec,
+                        project(logged, only) == with_raw(rec.clone(), &raw),
                         "cached profile {key} differs from the log"
                     );
                 }
@@ -508,11 +555,12 @@ impl<'a> Builder<'a> {
             }
             None => {
                 self.cache.misses += 1;
+                raw.clear();
                 // The records read are what the cache keeps (no encoding of the profile).
                 let mut read = self.cache.enabled().then(Vec::new);
                 let only = only.filter(|_| read.is_some());
-                let fold = match only {
-                    Some(only) => Fold::only(only),
+                let mut fold = match only {
+                    Some(only) => Fold::only_capturing(only, std::mem::take(&mut raw)),
                     None => Fold::default(),
                 };
                 let (rec, link, walked) = entries::chain::read_profile_keeping(
@@ -520,16 +568,22 @@ impl<'a> Builder<'a> {
                     &self.index.forwards,
                     loc,
                     read.as_mut(),
-                    fold,
+                    &mut fold,
                 )?;
+                if let Some(captured) = fold.take_raw() {
+                    raw = captured;
+                }
                 let chain = read.and_then(|r| Chain::from_newest_first(&r));
                 let (rec, partial) = match (&chain, only) {
                     (Some(_), Some(_)) => (rec, true),
                     // A partial read needs the records to complete it (only a bug gets here).
-                    (None, Some(_)) => (
-                        entries::chain::read_profile(self.store, &self.index.forwards, loc)?.0,
-                        false,
-                    ),
+                    (None, Some(_)) => {
+                        raw.states.clear();
+                        (
+                            entries::chain::read_profile(self.store, &self.index.forwards, loc)?.0,
+                            false,
+                        )
+                    }
                     (_, None) => (rec, false),
                 };
                 (ChainAt::read(link, walked), rec, chain, false, partial)
@@ -541,8 +595,12 @@ impl<'a> Builder<'a> {
                 Some(_) => self.pools.befores(),
                 None => Vec::new(),
             },
+            raw: match self.history {
+                Some(_) => self.pools.raw_befores(),
+                None => Vec::new(),
+            },
             #[cfg(debug_assertions)]
-            loaded: self.history.is_some().then(|| rec.clone()),
+            loaded: self.history.is_some().then(|| with_raw(rec.clone(), &raw)),
             ..Before::default()
         };
         self.profiles.push((
@@ -557,6 +615,7 @@ impl<'a> Builder<'a> {
                 changed: self.pools.names(),
                 stamped: false,
                 cached,
+                raw,
                 before,
                 merged: Vec::new(),
             },
@@ -681,6 +740,7 @@ impl<'a> Builder<'a> {
                 if let (Some((loc, at)), Some(chain)) = (work.head, work.cached) {
                     self.cache.insert(key, loc, at, chain, work.hit);
                 }
+                self.pools.keep_raw(work.raw, work.before.raw);
                 continue;
             }
             // The size of a full record encoded for it: the previous version's is a good guess.
@@ -767,11 +827,12 @@ impl<'a> Builder<'a> {
                         &work.rec,
                     ),
                 };
-                #[cfg(debug_assertions)]
-                if let Some(loaded) = &work.before.loaded {
-                    let whole = crate::entries::history::diff(Some(loaded), &work.rec);
-                    debug_assert_eq!(undo, whole, "undo step from the saved parts");
-                }
+                // The states before captured as bytes, by name (the step merges them in).
+                work.before.raw.sort_unstable_by_key(|r| r.0);
+                let raw = crate::entries::history::RawBefore {
+                    states: &work.before.raw,
+                    bytes: &work.raw.bytes,
+                };
                 let mut data = self.pools.buf();
                 call.step(
                     &mut data,
@@ -779,10 +840,38 @@ impl<'a> Builder<'a> {
                     stamp,
                     message_id,
                     &undo,
+                    raw,
                     work.head.is_none(),
                     &work.rec,
                     &work.merged,
                 );
+                // Debug builds: the saved parts, the captured states decoded, are what the
+                // whole record before the call gives, and the step is the one they encode to.
+                #[cfg(debug_assertions)]
+                if let Some(loaded) = &work.before.loaded {
+                    let mut all = undo.clone();
+                    for (id, r) in raw.states {
+                        all.3.push((*id, work.raw.decode(r).ok()));
+                    }
+                    all.3.sort_unstable_by_key(|p| p.0);
+                    // The states captured and left as they were are the profile's still.
+                    let after = with_raw(work.rec.clone(), &work.raw);
+                    let whole = crate::entries::history::diff(Some(loaded), &after);
+                    debug_assert_eq!(all, whole, "undo step from the saved parts");
+                    let mut decoded = Vec::new();
+                    call.step(
+                        &mut decoded,
+                        kind,
+                        stamp,
+                        message_id,
+                        &all,
+                        Default::default(),
+                        work.head.is_none(),
+                        &work.rec,
+                        &work.merged,
+                    );
+                    debug_assert_eq!(data, decoded, "undo step from the captured states");
+                }
                 keep(&mut self.pools.befores, undo.3);
                 (data, call.arrival)
             });
@@ -795,6 +884,7 @@ impl<'a> Builder<'a> {
                 (old, work.rec.ids.clone())
             });
             keep(&mut self.pools.names, work.changed);
+            self.pools.keep_raw(work.raw, work.before.raw);
             self.written.push(Written {
                 entry: self.entries.len(),
                 key,
@@ -1070,6 +1160,7 @@ impl<'a> Builder<'a> {
                         changed: Vec::with_capacity(m.traits.len()),
                         stamped: true,
                         cached: None,
+                        raw: RawStates::default(),
                         before: Before::default(),
                         merged: Vec::new(),
                     },
@@ -1204,6 +1295,7 @@ impl<'a> Builder<'a> {
         self.work(survivor).changed.reserve(ops);
         // Applied as `call_ops` yields them: no per-call list of operations.
         let mut nth = 0;
+        let mut failed = None;
         call_ops(m, |name, op| {
             let found = numbered.get(nth).copied().flatten();
             nth += 1;
@@ -1224,15 +1316,50 @@ impl<'a> Builder<'a> {
             let save = keep_before
                 && work.before.whole.is_none()
                 && !matches!(work.old, OldIds::New)
-                && !work.before.props.iter().any(|(n, _)| *n == id);
-            let (state, found) = work.rec.state_mut_found(id);
-            if save {
-                let was = found.then(|| match op {
-                    // Taken out when the write does not depend on it (no copy).
-                    CallOp::Set(_) | CallOp::Unset => state.before_write(ts, order),
-                    _ => state.clone(),
-                });
-                work.before.props.push((id, was));
+                && !work.before.props.iter().any(|(n, _)| *n == id)
+                && !work.before.raw.iter().any(|(n, _)| *n == id);
+            let Work {
+                rec, raw, before, ..
+            } = work;
+            let writes = matches!(op, CallOp::Set(_) | CallOp::Unset);
+            let captured = raw.take(id);
+            let (state, found) = rec.state_mut_found(id);
+            match captured {
+                // Captured as bytes and overwritten whole: `state` is the empty one, and the
+                // bytes are the undo step's.
+                Some(c) if writes && write_replaces(Some(c.stamp), ts, order) => {
+                    if save {
+                        before.raw.push((id, c));
+                    }
+                }
+                captured => {
+                    let found = found || captured.is_some();
+                    if let Some(c) = captured {
+                        match raw.decode(&c) {
+                            Ok(decoded) => *state = decoded,
+                            Err(e) => {
+                                // Bytes this process read and checked: only a bug gets here.
+                                failed.get_or_insert(Error::Corruption {
+                                    file: Default::default(),
+                                    offset: 0,
+                                    reason: format!("a captured state of profile {survivor}: {e}"),
+                                });
+                                return;
+                            }
+                        }
+                    }
+                    if save {
+                        let was = found.then(|| {
+                            if writes {
+                                // Taken out when the write does not depend on it (no copy).
+                                state.before_write(ts, order)
+                            } else {
+                                state.clone()
+                            }
+                        });
+                        before.props.push((id, was));
+                    }
+                }
             }
             let applied = match op {
                 CallOp::Set(v) => {
@@ -1254,6 +1381,9 @@ impl<'a> Builder<'a> {
                 out.ignored.push(name.to_string());
             }
         });
+        if let Some(e) = failed {
+            return Err(e);
+        }
         self.work(survivor).stamped = true;
         let rec = self.rec(survivor);
         rec.updated_at = rec.updated_at.max(ts);

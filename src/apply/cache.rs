@@ -12,6 +12,7 @@
 use super::{RecordCounts, Written};
 use crate::entries::chain::Forwards;
 use crate::entries::profile::{self, Fold, MAX_CHAIN_DEPTH, ProfileRecord};
+use crate::entries::raw::RawStates;
 use crate::entries::wire::{DecodeError, Decoded};
 use crate::index::HashMap;
 use crate::storage::Location;
@@ -141,11 +142,28 @@ impl Chain {
 
     /// [`Chain::decode`] with the states of the names in `only` (sorted) and no others: the
     /// identifiers and times are whole (`entries::profile::Fold::only`).
+    #[cfg(test)]
     pub fn decode_only(&self, only: &[u32]) -> Decoded<ProfileRecord> {
         self.fold(Fold::only(only).checked_before())
     }
 
+    /// [`Chain::decode_only`], capturing the plain states of those names into `raw` as bytes
+    /// instead of building them (`entries::profile::Fold::only_capturing`; `raw` is emptied
+    /// first).
+    pub fn decode_capturing(&self, only: &[u32], raw: &mut RawStates) -> Decoded<ProfileRecord> {
+        let mut fold = Fold::only_capturing(only, std::mem::take(raw)).checked_before();
+        let rec = self.fold_with(&mut fold);
+        if let Some(captured) = fold.take_raw() {
+            *raw = captured;
+        }
+        rec
+    }
+
     fn fold(&self, mut fold: Fold) -> Decoded<ProfileRecord> {
+        self.fold_with(&mut fold)
+    }
+
+    fn fold_with(&self, fold: &mut Fold) -> Decoded<ProfileRecord> {
         let mut end = self.bytes.len();
         loop {
             let broken = |reason| DecodeError { at: end, reason };
@@ -490,6 +508,15 @@ mod tests {
             let mut want = rec.clone();
             want.props.retain(|(id, _)| only.contains(id));
             assert_eq!(measured.decode_only(only).unwrap(), want, "{only:?}");
+            // Captured as bytes: every state here is a plain set (name 2's from the delta, the
+            // others from the full record); decoded, they are the same states.
+            let mut raw = RawStates::default();
+            let mut got = measured.decode_capturing(only, &mut raw).unwrap();
+            assert!(got.props.is_empty(), "{only:?}: {:?}", got.props);
+            for (id, r) in &raw.states {
+                *got.state_mut(*id) = raw.decode(r).unwrap();
+            }
+            assert_eq!(got, want, "{only:?}");
         }
         let taken = Chain::full_from_measured(data, &lens);
         assert_eq!(taken.decode().unwrap(), before);

@@ -140,7 +140,7 @@ pub(crate) fn read_profile(
     forwards: &Forwards,
     head: Location,
 ) -> Result<(ProfileRecord, u32, u32)> {
-    read_profile_keeping(store, forwards, head, None, profile::Fold::default())
+    read_profile_keeping(store, forwards, head, None, &mut profile::Fold::default())
 }
 
 /// [`read_profile`] folding with `fold` (a partial one builds some states only,
@@ -152,7 +152,7 @@ pub(crate) fn read_profile_keeping(
     forwards: &Forwards,
     head: Location,
     mut keep: Option<&mut Vec<u8>>,
-    mut fold: profile::Fold,
+    fold: &mut profile::Fold,
 ) -> Result<(ProfileRecord, u32, u32)> {
     let mut at = head;
     let mut expect: Option<u32> = None;

@@ -16,7 +16,8 @@
 //! stamp (the compact form of full records, `values.rs`), and the merged-away records.
 
 use super::profile::{self, Ids, ProfileRecord};
-use super::values::{StampTable, put_state, stamp, state};
+use super::raw::{RawState, put_raw_state};
+use super::values::{StampTable, Stamps, each_stamp, put_state, stamp, state};
 use super::wire::{DecodeError, Decoded, Names, Reader, Wire, put_i64, put_u64};
 use crate::error::{Error, Result};
 use crate::types::state::{PropState, Stamp};
@@ -148,7 +149,24 @@ pub(crate) struct BodyRef<'a> {
     pub updated_at: i64,
     pub ids: Option<&'a StepIds>,
     pub props: &'a [(u32, Option<PropState>)],
+    /// States before the call captured as bytes (`entries::raw`), sorted by name, none of
+    /// them in `props`: written as `props`' states would be once decoded.
+    pub raw: RawBefore<'a>,
     pub merged: &'a [(u64, Vec<u8>)],
+}
+
+/// A state before the call, as the encoder meets it: decoded (`None`: the profile did not
+/// have the property) or captured.
+enum Before<'a> {
+    State(Option<&'a PropState>),
+    Raw(&'a RawState),
+}
+
+/// States before a call captured as bytes, and the bytes of their values.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct RawBefore<'a> {
+    pub states: &'a [(u32, RawState)],
+    pub bytes: &'a [u8],
 }
 
 #[cfg(test)]
@@ -166,6 +184,7 @@ impl Body {
             updated_at: self.updated_at,
             ids: self.ids.as_ref(),
             props: &self.props,
+            raw: RawBefore::default(),
             merged: &self.merged,
         }
     }
@@ -249,17 +268,50 @@ pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, a
     // then each name as the gap from the previous one (the first: the name itself) and its
     // state before.
     let first = Stamp::new(Timestamp(body.event), body.order);
-    let table = StampTable::starting_with(first, body.props.iter().filter_map(|p| p.1.as_ref()));
-    put_u64(out, body.props.len() as u64);
+    // The decoded states and the captured ones, in name order (names are in one list only).
+    let mut props = smallvec::SmallVec::<[(u32, Before<'_>); 16]>::new();
+    let mut raw = body.raw.states.iter().peekable();
+    for (name, st) in body.props {
+        while let Some((n, r)) = raw.next_if(|(n, _)| n < name) {
+            props.push((*n, Before::Raw(r)));
+        }
+        props.push((*name, Before::State(st.as_ref())));
+    }
+    props.extend(raw.map(|(n, r)| (*n, Before::Raw(r))));
+    // The stamp table: the call's stamp, then the states' other stamps in the order met.
+    let mut stamps = Stamps::new();
+    stamps.push(first);
+    let mut meet = |s: Stamp| {
+        if !stamps.contains(&s) {
+            stamps.push(s);
+        }
+    };
+    for (_, p) in &props {
+        match p {
+            Before::State(Some(st)) => each_stamp(st, &mut meet),
+            Before::State(None) => {}
+            Before::Raw(r) => meet(r.stamp),
+        }
+    }
+    let table = StampTable::from_stamps(stamps);
+    put_u64(out, props.len() as u64);
     table.put_from(1, out);
     let mut names = Names::default();
-    for (name, st) in body.props {
+    for (name, st) in &props {
         names.put(out, *name);
         match st {
-            None => out.push(0),
-            Some(s) => {
+            Before::State(None) => out.push(0),
+            Before::State(Some(s)) => {
                 out.push(1);
                 put_state(s, &table, out);
+            }
+            Before::Raw(r) => {
+                out.push(1);
+                let value = r
+                    .value
+                    .as_ref()
+                    .and_then(|v| body.raw.bytes.get(v.start as usize..v.end as usize));
+                put_raw_state(value, table.index_of(&r.stamp), out);
             }
         }
     }

@@ -7,12 +7,14 @@
 //! - [`values`]: property values, property states, stamp tables.
 //! - [`profile`]: full profile records and delta records (one encoder, one decoder each).
 //! - [`chain`]: reading a profile back through its chain of delta records.
+//! - [`raw`]: states a partial fold captures as bytes for a call that overwrites them.
 //! - this file: the entry kinds, company records (bincode derive), the small fixed payloads.
 
 pub(crate) mod chain;
 pub(crate) mod guard;
 pub(crate) mod history;
 pub(crate) mod profile;
+pub(crate) mod raw;
 pub(crate) mod values;
 pub(crate) mod wire;
 

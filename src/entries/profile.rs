@@ -3,9 +3,10 @@
 //! `ProfileDelta`), which holds only what one call changed and links to the profile's previous
 //! record.
 
+use super::raw::RawStates;
 use super::values::{
-    StampTable, Stamps, put_shaped_state, put_stamp, put_state, shaped_state, skip_shaped_state,
-    skip_state, skip_value, stamp, state, value,
+    StampTable, Stamps, put_shaped_state, put_stamp, put_state, shaped_state, shaped_state_or_raw,
+    skip_payload, skip_shaped_state, skip_state, skip_value, stamp, state, value,
 };
 use super::wire::{Decoded, Names, Reader, Wire, put_i128, put_u64};
 use crate::storage::Location;
@@ -198,6 +199,7 @@ fn shaped_props(
     table: &StampTable,
     skip: Skip<'_>,
     lens: Option<StateLens<'_>>,
+    mut raw: Option<&mut RawStates>,
 ) -> Decoded<Vec<(u32, PropState)>> {
     // A name gap and a shape byte at least.
     let n = r.len(2)?;
@@ -216,6 +218,10 @@ fn shaped_props(
                 len => {
                     r.bytes(usize::from(len))?;
                 }
+            }
+        } else if let Some(raw) = raw.as_deref_mut() {
+            if let Some(state) = shaped_state_or_raw(r, table, id, raw)? {
+                props.push((id, state));
             }
         } else {
             props.push((id, shaped_state(r, table)?));
@@ -263,17 +269,20 @@ pub(crate) fn full_but(bytes: &[u8], known: &[u32]) -> Decoded<ProfileRecord> {
         },
         true,
         None,
+        None,
     )
 }
 
 /// Decode a full record but for the states `skip` steps over, and for its identifiers unless
 /// `with_ids` (left empty: checked and stepped over). `lens`: the record's [`StateLens`], if
-/// the writer cache has them.
+/// the writer cache has them. `raw`: where to capture the plain states of the names it builds
+/// instead of building them (compact records only; see `entries::raw`).
 fn full_skipping(
     bytes: &[u8],
     skip: Skip<'_>,
     with_ids: bool,
     lens: Option<StateLens<'_>>,
+    raw: Option<&mut RawStates>,
 ) -> Decoded<ProfileRecord> {
     let mut r = skip.reader(bytes);
     let compact = match bytes.first() {
@@ -300,7 +309,7 @@ fn full_skipping(
         let table = StampTable::read_deltas(&mut r)?;
         (
             Timestamp(updated_at),
-            shaped_props(&mut r, &table, skip, lens)?,
+            shaped_props(&mut r, &table, skip, lens, raw)?,
         )
     } else {
         let updated_at = Timestamp(r.i64()?);
@@ -428,6 +437,7 @@ fn delta_props(
     call: Stamp,
     skip: Skip<'_>,
     props: &mut Vec<(u32, PropState)>,
+    mut raw: Option<&mut RawStates>,
 ) -> Decoded<()> {
     // A name number and a form byte at least.
     let n = r.len(2)?;
@@ -449,7 +459,24 @@ fn delta_props(
             }
             continue;
         }
-        let state = match r.u8()? {
+        let form = r.u8()?;
+        if let Some(raw) = raw.as_deref_mut() {
+            match form {
+                FORM_SET => {
+                    let v = r.u32()?;
+                    let from = r.position();
+                    skip_payload(r, v)?;
+                    raw.push_set(id, call, Some(v), r.since(from));
+                    continue;
+                }
+                FORM_UNSET => {
+                    raw.push_unset(id, call);
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        let state = match form {
             FORM_STATE => state(r, table)?,
             FORM_SET => PropState {
                 lww: Some((call, Some(value(r)?))),
@@ -516,7 +543,7 @@ pub(crate) fn delta_but(bytes: &[u8], known: &[u32]) -> Decoded<Delta> {
         known,
         ..Skip::default()
     };
-    let head = delta_into(bytes, skip, &mut props)?;
+    let head = delta_into(bytes, skip, &mut props, None)?;
     Ok(Delta {
         link: head.link,
         stamp: head.stamp,
@@ -541,6 +568,7 @@ pub(crate) fn delta_into(
     bytes: &[u8],
     skip: Skip<'_>,
     props: &mut Vec<(u32, PropState)>,
+    raw: Option<&mut RawStates>,
 ) -> Decoded<DeltaHead> {
     let mut r = skip.reader(bytes);
     let (link, flags, call) = delta_head(&mut r)?;
@@ -554,7 +582,7 @@ pub(crate) fn delta_into(
     stamps.push(call);
     stamps.extend_from_slice(extra.stamps());
     let table = StampTable::from_stamps(stamps);
-    delta_props(&mut r, &table, call, skip, props)?;
+    delta_props(&mut r, &table, call, skip, props, raw)?;
     r.finish()?;
     Ok(DeltaHead {
         link,
@@ -601,6 +629,9 @@ pub(crate) struct Fold {
     only: Option<smallvec::SmallVec<[u32; 16]>>,
     /// The records decoded whole before (`Skip::checked`).
     checked: bool,
+    /// A partial fold's capture of the plain states of its names (`entries::raw`), if it
+    /// captures them.
+    raw: Option<RawStates>,
     /// The newest delta's identifiers, if one carried them.
     ids: Option<Ids>,
     /// The lowest and highest event time of the deltas that move first_seen / updated_at.
@@ -617,19 +648,28 @@ impl Fold {
         }
     }
 
+    /// A partial fold that captures each of its names' states that is a plain set or
+    /// removal into `raw` (emptied first) as bytes instead of building it
+    /// ([`Fold::take_raw`]); the others it builds. `only` as for [`Fold::only`].
+    pub(crate) fn only_capturing(only: &[u32], mut raw: RawStates) -> Fold {
+        raw.clear();
+        Fold {
+            raw: Some(raw),
+            ..Fold::only(only)
+        }
+    }
+
+    /// The states captured (sorted by name once the fold read its full record), if the fold
+    /// captures them.
+    pub(crate) fn take_raw(&mut self) -> Option<RawStates> {
+        self.raw.take()
+    }
+
     /// The same fold of records that decoded whole before (the writer cache's): the strings
     /// it steps over are not checked for UTF-8 again.
     pub(crate) fn checked_before(mut self) -> Fold {
         self.checked = true;
         self
-    }
-
-    fn skip(&self) -> Skip<'_> {
-        Skip {
-            known: &self.known,
-            only: self.only.as_deref(),
-            checked: self.checked,
-        }
     }
 
     /// Read the next (older) record of the chain, a delta: its link to the previous record.
@@ -643,7 +683,8 @@ impl Fold {
             only: self.only.as_deref(),
             checked: self.checked,
         };
-        let d = delta_into(bytes, skip, &mut self.newer)?;
+        let raw_from = self.raw.as_ref().map_or(0, |r| r.states.len());
+        let d = delta_into(bytes, skip, &mut self.newer, self.raw.as_mut())?;
         self.deltas += 1;
         if self.ids.is_none() {
             self.ids = d.ids;
@@ -653,7 +694,12 @@ impl Fold {
             self.times = Some(self.times.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
         }
         // The names this delta decided (none of them known before: those were skipped).
-        for &(id, _) in &self.newer[from..] {
+        let captured = self.raw.as_ref().map_or(&[][..], |r| &r.states[raw_from..]);
+        for id in self.newer[from..]
+            .iter()
+            .map(|p| p.0)
+            .chain(captured.iter().map(|p| p.0))
+        {
             if let Err(i) = self.known.binary_search(&id) {
                 self.known.insert(i, id);
             }
@@ -678,7 +724,15 @@ impl Fold {
         bytes: &[u8],
         lens: Option<StateLens<'_>>,
     ) -> Decoded<ProfileRecord> {
-        let mut rec = full_skipping(bytes, self.skip(), self.ids.is_none(), lens)?;
+        let skip = Skip {
+            known: &self.known,
+            only: self.only.as_deref(),
+            checked: self.checked,
+        };
+        let mut rec = full_skipping(bytes, skip, self.ids.is_none(), lens, self.raw.as_mut())?;
+        if let Some(raw) = self.raw.as_mut() {
+            raw.sort();
+        }
         if let Some(ids) = self.ids.take() {
             rec.ids = ids;
         }
@@ -789,6 +843,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::entries::raw::RawStates;
     use crate::types::state::Adds;
 
     fn value() -> impl Strategy<Value = Value> {
@@ -1473,6 +1528,27 @@ mod tests {
             prop_assert_eq!(&full, &chain[0]);
             prop_assert_eq!(&fold_with(Fold::only(&only).checked_before(), Some(&lens)), &want);
             prop_assert_eq!(&fold_with(Fold::default().checked_before(), Some(&lens)), &whole);
+            // Capturing the plain states as bytes (`entries::raw`): those decoded, with the
+            // states built, are the same states; no name both built and captured.
+            for (checked, lens) in [(false, None), (true, None), (true, Some(&lens[..]))] {
+                let mut fold = Fold::only_capturing(&only, RawStates::default());
+                if checked {
+                    fold = fold.checked_before();
+                }
+                for bytes in chain.iter().skip(1).rev() {
+                    fold.delta(bytes).unwrap();
+                }
+                let mut got = fold.full_with_lens(&chain[0], lens).unwrap();
+                let raw = fold.take_raw().unwrap();
+                prop_assert!(raw.states.windows(2).all(|w| w[0].0 < w[1].0));
+                for (id, r) in &raw.states {
+                    prop_assert!(got.props.iter().all(|p| p.0 != *id), "{} built and captured", id);
+                    let state = raw.decode(r).unwrap();
+                    prop_assert!(state.once.is_none() && state.adds.is_none());
+                    *got.state_mut(*id) = state;
+                }
+                prop_assert_eq!(&got, &want);
+            }
         }
 
         #[test]

@@ -2,6 +2,7 @@
 //! "Profile record"): values as bincode 2 enums, states with their stamps as indexes into the
 //! record's stamp table.
 
+use super::raw::RawStates;
 use super::wire::{Decoded, Reader, Wire, put_i128, put_u64, put_variant};
 use crate::types::state::{Adds, PropState, Stamp};
 use crate::types::value::{Timestamp, Value};
@@ -235,6 +236,12 @@ impl StampTable {
         &self.0
     }
 
+    /// The index of `s`, which the table holds (0 if not: only a bug asks for one it does
+    /// not hold).
+    pub(crate) fn index_of(&self, s: &Stamp) -> u32 {
+        self.index(s)
+    }
+
     #[inline]
     fn index(&self, s: &Stamp) -> u32 {
         // Every stamp of the record is in the table (built from the same properties).
@@ -354,7 +361,8 @@ pub(crate) fn put_stamp(s: Stamp, out: &mut Vec<u8>) {
     s.1.put(out);
 }
 
-fn each_stamp(p: &PropState, mut f: impl FnMut(Stamp)) {
+/// Each stamp a state holds, in the order a table meets them (`lww`, `once`, the adds').
+pub(crate) fn each_stamp(p: &PropState, mut f: impl FnMut(Stamp)) {
     if let Some((s, _)) = &p.lww {
         f(*s);
     }
@@ -553,6 +561,43 @@ fn shape(r: &mut Reader<'_>) -> Decoded<(Option<Option<u32>>, u8)> {
 /// Read a property state written by [`put_shaped_state`] against the same table.
 pub(crate) fn shaped_state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<PropState> {
     let (lww, b) = shape(r)?;
+    shaped_rest(r, table, lww, b)
+}
+
+/// [`shaped_state`], but a plain set or removal (`lww` alone) of `id` is captured into `raw`
+/// as its stamp and value bytes (`None` returned) instead of built: the same checks, no
+/// `Value`.
+pub(crate) fn shaped_state_or_raw(
+    r: &mut Reader<'_>,
+    table: &StampTable,
+    id: u32,
+    raw: &mut RawStates,
+) -> Decoded<Option<PropState>> {
+    let (lww, b) = shape(r)?;
+    match lww {
+        Some(v) if b & (SHAPE_ONCE | SHAPE_ADDS) == 0 => {
+            let s = stamp_at(r, table)?;
+            match v {
+                Some(v) => {
+                    let from = r.position();
+                    skip_payload(r, v)?;
+                    raw.push_set(id, s, Some(v), r.since(from));
+                }
+                None => raw.push_unset(id, s),
+            }
+            Ok(None)
+        }
+        _ => shaped_rest(r, table, lww, b).map(Some),
+    }
+}
+
+/// What follows a state's shape byte `b` (`lww` as [`shape`] read it).
+fn shaped_rest(
+    r: &mut Reader<'_>,
+    table: &StampTable,
+    lww: Option<Option<u32>>,
+    b: u8,
+) -> Decoded<PropState> {
     let lww = match lww {
         None => None,
         Some(v) => {

@@ -251,6 +251,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Bytes read so far.
+    pub(crate) fn position(&self) -> usize {
+        self.at
+    }
+
+    /// The bytes read since position `from` (an earlier [`Reader::position`]).
+    pub(crate) fn since(&self, from: usize) -> &'a [u8] {
+        &self.buf[from.min(self.at)..self.at]
+    }
+
     /// Bytes not read yet.
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.at

@@ -59,6 +59,7 @@ impl CallInfo {
         stamp: Stamp,
         message_id: Option<&str>,
         undo: &history::Undo,
+        raw: history::RawBefore<'_>,
         created: bool,
         after: &ProfileRecord,
         merged: &[(u64, ProfileRecord)],
@@ -79,6 +80,7 @@ impl CallInfo {
             updated_at: updated_at.0,
             ids: ids.as_ref(),
             props,
+            raw,
             merged: &merged,
         };
         history::encode_into(out, self.arrival, &body, &after.ids);

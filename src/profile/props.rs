@@ -117,6 +117,13 @@ pub enum Applied {
     TooLarge,
 }
 
+/// Whether a `Set`/`Unset` at `(ts, order)` on a state whose newest stamp is `newest` leaves
+/// a state that does not depend on it: the write is newer than everything the state holds
+/// ([`PropState::before_write`]).
+pub(crate) fn write_replaces(newest: Option<Stamp>, ts: Timestamp, order: u64) -> bool {
+    newest.is_none_or(|s| s < Stamp(ts, order))
+}
+
 impl Adds {
     fn combine(&mut self, other: &Adds) {
         self.int = self.int.saturating_add(other.int);
@@ -238,7 +245,7 @@ impl PropState {
     /// `adds`), so the result does not depend on the state: it is taken out, not copied, and
     /// the write applies to an empty state. Otherwise it is copied.
     pub(crate) fn before_write(&mut self, ts: Timestamp, order: u64) -> PropState {
-        if self.newest_stamp().is_none_or(|s| s < Stamp(ts, order)) {
+        if write_replaces(self.newest_stamp(), ts, order) {
             std::mem::take(self)
         } else {
             self.clone()

@@ -1,0 +1,170 @@
+//! Property states kept as the records hold them: what a partial fold captures of a state a
+//! call is about to overwrite, instead of building a `PropState` and its `Value`.
+//!
+//! A call that sets (or removes) a property with a stamp newer than everything the state
+//! holds leaves a state that does not depend on the one before
+//! (`PropState::before_write`). The state before is then needed only for the history step's
+//! undo, and only as bytes. So a partial fold captures a state that is a plain set or removal
+//! (`lww` alone, the form W1's states all have) as its stamp and its value's bytes, as
+//! `Value::put` writes them: a delta's `FORM_SET` holds exactly those bytes, and a compact
+//! full record holds the payload after a shape byte that names the variant. The write path
+//! decodes a captured state only when the call needs it as a `PropState` (another
+//! operation, or a write older than the state).
+
+use std::ops::Range;
+
+use super::values::value;
+use super::wire::{Decoded, Reader, Wire, put_variant};
+use crate::types::state::{PropState, Stamp};
+
+/// A plain set or removal, captured: its stamp, and the value's bytes in
+/// [`RawStates::bytes`] (`None`: a removal).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawState {
+    pub stamp: Stamp,
+    pub value: Option<Range<u32>>,
+}
+
+/// The states a partial fold captured (by name, sorted once the fold is done) and the bytes
+/// of their values.
+#[derive(Debug, Default)]
+pub(crate) struct RawStates {
+    pub states: Vec<(u32, RawState)>,
+    pub bytes: Vec<u8>,
+}
+
+impl RawStates {
+    /// Capture a set at `stamp` whose value is `variant` (as a value's first varint) and the
+    /// payload bytes that follow it.
+    pub(crate) fn push_set(&mut self, id: u32, stamp: Stamp, variant: Option<u32>, payload: &[u8]) {
+        let from = self.bytes.len();
+        if let Some(v) = variant {
+            put_variant(&mut self.bytes, v);
+        }
+        self.bytes.extend_from_slice(payload);
+        let range = from as u32..self.bytes.len() as u32;
+        self.states.push((
+            id,
+            RawState {
+                stamp,
+                value: Some(range),
+            },
+        ));
+    }
+
+    /// Capture a removal at `stamp`.
+    pub(crate) fn push_unset(&mut self, id: u32, stamp: Stamp) {
+        self.states.push((id, RawState { stamp, value: None }));
+    }
+
+    /// Sort the captured states by name (a fold captures them newest record first).
+    pub(crate) fn sort(&mut self) {
+        self.states.sort_unstable_by_key(|s| s.0);
+    }
+
+    /// The captured state of `id`, taken out of the list (the bytes stay).
+    pub(crate) fn take(&mut self, id: u32) -> Option<RawState> {
+        let i = self.states.binary_search_by_key(&id, |s| s.0).ok()?;
+        Some(self.states.remove(i).1)
+    }
+
+    /// A value's bytes.
+    pub(crate) fn value_bytes(&self, raw: &RawState) -> Option<&[u8]> {
+        let r = raw.value.as_ref()?;
+        self.bytes.get(r.start as usize..r.end as usize)
+    }
+
+    /// The state a captured one stands for. The bytes were read from records this process
+    /// checked, so only a bug makes this fail.
+    pub(crate) fn decode(&self, raw: &RawState) -> Decoded<PropState> {
+        let v = match self.value_bytes(raw) {
+            Some(bytes) => {
+                let mut r = Reader::checked_before(bytes);
+                let v = value(&mut r)?;
+                r.finish()?;
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(PropState {
+            lww: Some((raw.stamp, v)),
+            once: None,
+            adds: None,
+        })
+    }
+
+    /// Forget every state and byte (keeping the buffers).
+    pub(crate) fn clear(&mut self) {
+        self.states.clear();
+        self.bytes.clear();
+    }
+}
+
+/// Write a captured state as `values::put_state` writes the state it stands for (`index`:
+/// its stamp's index in the table the caller writes): the `lww` tag, the stamp index, the
+/// value as an option, and no `once` or `adds`.
+pub(crate) fn put_raw_state(value: Option<&[u8]>, index: u32, out: &mut Vec<u8>) {
+    out.push(1);
+    index.put(out);
+    match value {
+        Some(bytes) => {
+            out.push(1);
+            out.extend_from_slice(bytes);
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entries::values::{StampTable, put_state};
+    use crate::entries::wire::Wire;
+    use crate::types::value::{Timestamp, Value};
+
+    /// A captured set or removal is written byte for byte as `put_state` writes the state it
+    /// stands for, and decodes back to it.
+    #[test]
+    fn a_captured_state_writes_and_decodes_as_the_state() {
+        let stamp = Stamp::new(Timestamp(1_700_000_000_000_000), 42);
+        let values = [
+            Some(Value::Int(-7)),
+            Some(Value::Str("a string longer than twenty-four bytes".into())),
+            Some(Value::Bool(true)),
+            Some(Value::DateTime(Timestamp(5))),
+            Some(Value::Array(vec![Value::Int(1), Value::Null])),
+            None,
+        ];
+        for value in values {
+            let mut raw = RawStates::default();
+            match &value {
+                Some(v) => {
+                    let mut bytes = Vec::new();
+                    v.put(&mut bytes);
+                    // The variant is one byte for these values; the payload follows it.
+                    raw.push_set(7, stamp, Some(u32::from(bytes[0])), &bytes[1..]);
+                }
+                None => raw.push_unset(7, stamp),
+            }
+            let (id, captured) = raw.states[0].clone();
+            assert_eq!(id, 7);
+            let state = PropState {
+                lww: Some((stamp, value.clone())),
+                once: None,
+                adds: None,
+            };
+            assert_eq!(raw.decode(&captured).unwrap(), state);
+            let table = StampTable::from_stamps(smallvec::SmallVec::from_slice(&[
+                Stamp::new(Timestamp(0), 1),
+                stamp,
+            ]));
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            put_state(&state, &table, &mut want);
+            put_raw_state(raw.value_bytes(&captured), table.index_of(&stamp), &mut got);
+            assert_eq!(got, want, "{value:?}");
+            assert_eq!(raw.take(7), Some(captured));
+            assert_eq!(raw.take(7), None);
+        }
+    }
+}
