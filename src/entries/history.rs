@@ -156,10 +156,10 @@ pub(crate) struct BodyRef<'a> {
 }
 
 /// A state before the call, as the encoder meets it: decoded (`None`: the profile did not
-/// have the property) or captured.
+/// have the property) or captured (with its stamp's index in the step's table).
 enum Before<'a> {
     State(Option<&'a PropState>),
-    Raw(&'a RawState),
+    Raw(&'a RawState, u32),
 }
 
 /// States before a call captured as bytes, and the bytes of their values.
@@ -273,24 +273,29 @@ pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, a
     let mut raw = body.raw.states.iter().peekable();
     for (name, st) in body.props {
         while let Some((n, r)) = raw.next_if(|(n, _)| n < name) {
-            props.push((*n, Before::Raw(r)));
+            props.push((*n, Before::Raw(r, 0)));
         }
         props.push((*name, Before::State(st.as_ref())));
     }
-    props.extend(raw.map(|(n, r)| (*n, Before::Raw(r))));
-    // The stamp table: the call's stamp, then the states' other stamps in the order met.
+    props.extend(raw.map(|(n, r)| (*n, Before::Raw(r, 0))));
+    // The stamp table: the call's stamp, then the states' other stamps in the order met (a
+    // captured state's index noted as it is met).
     let mut stamps = Stamps::new();
     stamps.push(first);
-    let mut meet = |s: Stamp| {
-        if !stamps.contains(&s) {
+    let mut meet = |s: Stamp| match stamps.iter().position(|x| *x == s) {
+        Some(i) => i as u32,
+        None => {
             stamps.push(s);
+            (stamps.len() - 1) as u32
         }
     };
-    for (_, p) in &props {
+    for (_, p) in &mut props {
         match p {
-            Before::State(Some(st)) => each_stamp(st, &mut meet),
+            Before::State(Some(st)) => each_stamp(st, |s| {
+                meet(s);
+            }),
             Before::State(None) => {}
-            Before::Raw(r) => meet(r.stamp),
+            Before::Raw(r, index) => *index = meet(r.stamp),
         }
     }
     let table = StampTable::from_stamps(stamps);
@@ -305,13 +310,13 @@ pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, a
                 out.push(1);
                 put_state(s, &table, out);
             }
-            Before::Raw(r) => {
+            Before::Raw(r, index) => {
                 out.push(1);
                 let value = r
                     .value
                     .as_ref()
                     .and_then(|v| body.raw.bytes.get(v.start as usize..v.end as usize));
-                put_raw_state(value, table.index_of(&r.stamp), out);
+                put_raw_state(value, *index, out);
             }
         }
     }

@@ -238,6 +238,7 @@ impl StampTable {
 
     /// The index of `s`, which the table holds (0 if not: only a bug asks for one it does
     /// not hold).
+    #[cfg(test)]
     pub(crate) fn index_of(&self, s: &Stamp) -> u32 {
         self.index(s)
     }
