@@ -809,8 +809,19 @@ pub fn fuzz_profile_payload(bytes: &[u8]) {
             want.props.retain(|(id, _)| only.binary_search(id).is_ok());
             let (mut want_bytes, mut got_bytes) = (Vec::new(), Vec::new());
             put_full(&want, &mut want_bytes, None);
-            for mut fold in [Fold::only(&only), Fold::only(&only).checked_before()] {
-                let got = fold.full(bytes).expect("a full record decodes partially");
+            for mut fold in [
+                Fold::only(&only),
+                Fold::only(&only).checked_before(),
+                Fold::only_capturing(&only, RawStates::default()),
+                Fold::only_capturing(&only, RawStates::default()).checked_before(),
+            ] {
+                let mut got = fold.full(bytes).expect("a full record decodes partially");
+                // The states captured as bytes (`entries::raw`), decoded, are the same.
+                if let Some(raw) = fold.take_raw() {
+                    for (id, r) in &raw.states {
+                        *got.state_mut(*id) = raw.decode(r).expect("a captured state decodes");
+                    }
+                }
                 got_bytes.clear();
                 put_full(&got, &mut got_bytes, None);
                 // Bytes, not records: a float NaN is not equal to itself.
@@ -825,10 +836,19 @@ pub fn fuzz_profile_payload(bytes: &[u8]) {
             // Damaged: a partial fold may refuse it or not (it steps over some states), but
             // must not panic.
             let _ = Fold::only(&[0, 1, 2]).full(bytes);
+            let _ = Fold::only_capturing(&[0, 1, 2], RawStates::default()).full(bytes);
             ProfileRecord::default()
         }
     };
     let _ = Fold::only(&[0, 3]).delta(bytes);
+    let mut capturing = Fold::only_capturing(&[0, 3], RawStates::default());
+    if capturing.delta(bytes).is_ok()
+        && let Some(raw) = capturing.take_raw()
+    {
+        for (_, r) in &raw.states {
+            raw.decode(r).expect("a captured state of a delta decodes");
+        }
+    }
     if let Ok(d) = delta(bytes) {
         let mut rec = base;
         d.apply_to(&mut rec);
