@@ -6,7 +6,7 @@
 use super::raw::RawStates;
 use super::values::{
     StampTable, Stamps, put_shaped_state, put_stamp, put_state, shaped_state, shaped_state_or_raw,
-    skip_payload, skip_shaped_state, skip_state, skip_value, stamp, state, value,
+    skip_shaped_state, skip_state, skip_value, stamp, state, value,
 };
 use super::wire::{Decoded, Names, Reader, Wire, put_i128, put_u64};
 use crate::storage::Location;
@@ -463,10 +463,10 @@ fn delta_props(
         if let Some(raw) = raw.as_deref_mut() {
             match form {
                 FORM_SET => {
-                    let v = r.u32()?;
+                    // The value as `Value::put` wrote it, its variant included.
                     let from = r.position();
-                    skip_payload(r, v)?;
-                    raw.push_set(id, call, Some(v), r.since(from));
+                    skip_value(r)?;
+                    raw.push_set(id, call, None, r.since(from));
                     continue;
                 }
                 FORM_UNSET => {

@@ -35,7 +35,8 @@ pub(crate) struct RawStates {
 
 impl RawStates {
     /// Capture a set at `stamp` whose value is `variant` (as a value's first varint) and the
-    /// payload bytes that follow it.
+    /// payload bytes that follow it; `None`: `payload` is the whole value, variant included
+    /// (a delta's `FORM_SET` holds it so).
     pub(crate) fn push_set(&mut self, id: u32, stamp: Stamp, variant: Option<u32>, payload: &[u8]) {
         let from = self.bytes.len();
         if let Some(v) = variant {
