@@ -4,9 +4,11 @@
 //! half-way leaves no trace.
 
 mod cache;
+mod hot;
 
 pub(crate) use cache::ProfileCache;
-use cache::{CACHED_CHAIN_RECORDS, Chain, ChainAt};
+use cache::{CACHED_CHAIN_RECORDS, Cached, Chain, ChainAt};
+use hot::Hot;
 
 use crate::entries::profile::{DeltaOut, Fold, Link};
 use crate::entries::raw::{RawState, RawStates};
@@ -84,7 +86,7 @@ pub(crate) struct Written {
     at: ChainAt,
     rec: ProfileRecord,
     /// What the cache keeps (`None`: the cache is off).
-    chain: Option<Chain>,
+    chain: Option<Cached>,
     /// Whether the call found it in the cache (a second chance when the cache evicts).
     hit: bool,
 }
@@ -340,8 +342,8 @@ struct Work {
     /// Found in the writer cache.
     hit: bool,
     /// Its records, as the writer cache had them or as read from the log: the call's delta is
-    /// added to them for the cache.
-    cached: Option<Chain>,
+    /// added to them for the cache (or its hot record, `apply::hot`).
+    cached: Option<Cached>,
     /// States of the names the call changes that the partial load captured as bytes
     /// (`entries::raw`) instead of building them into `rec` (none in `rec` then), and the
     /// bytes of their values (also those of [`Before::raw`]).
@@ -397,7 +399,7 @@ fn complete(work: &mut Work, store: &Store, index: &Index) -> Result<()> {
     if !work.partial {
         return Ok(());
     }
-    let loaded = match work.cached.as_ref().map(Chain::decode) {
+    let loaded = match work.cached.as_ref().map(Cached::decode) {
         Some(Ok(rec)) => rec,
         other => {
             // Records this process encoded or already decoded in part: only a bug gets here.
@@ -521,10 +523,13 @@ impl<'a> Builder<'a> {
         })?;
         let chain_limit = self.options.chain_limit;
         let mut raw = self.pools.raws();
+        let roomy = self.cache.roomy();
         let cached = self.cache.take(key, loc).and_then(|(at, chain)| {
-            // Whole when the call will write a full record (for the log or for the cache).
+            // Whole when the call will write a full record (for the log or for the cache), or
+            // make the chain a hot record (`apply::hot`: while the cache is roomy).
+            let convert = !chain.is_hot() && roomy;
             let only = only.filter(|_| {
-                !at.next_is_full(chain_limit) && chain.records() < CACHED_CHAIN_RECORDS
+                !convert && !at.next_is_full(chain_limit) && chain.records() < CACHED_CHAIN_RECORDS
             });
             let rec = match only {
                 Some(only) => chain.decode_capturing(only, &mut raw),
@@ -573,7 +578,9 @@ impl<'a> Builder<'a> {
                 if let Some(captured) = fold.take_raw() {
                     raw = captured;
                 }
-                let chain = read.and_then(|r| Chain::from_newest_first(&r));
+                let chain = read
+                    .and_then(|r| Chain::from_newest_first(&r))
+                    .map(Cached::Chain);
                 let (rec, partial) = match (&chain, only) {
                     (Some(_), Some(_)) => (rec, true),
                     // A partial read needs the records to complete it (only a bug gets here).
@@ -761,12 +768,12 @@ impl<'a> Builder<'a> {
             if link.is_none() || cache_full {
                 complete(&mut work, self.store, self.index)?;
             }
+            work.changed.sort_unstable();
+            work.changed.dedup();
             // The full record's state lengths, for the cache (`cache::Chain::full_measured`).
             let mut lens = Vec::new();
             let (kind, data, at) = match link {
                 Some((link, at)) => {
-                    work.changed.sort_unstable();
-                    work.changed.dedup();
                     let mut data = self.pools.buf();
                     data.reserve(64 + 24 * work.changed.len());
                     entries::profile::put_delta(
@@ -792,14 +799,37 @@ impl<'a> Builder<'a> {
                     ChainAt::default(),
                 ),
             };
-            // What the cache keeps: the records loaded and this delta, or this full record, or
-            // (a loaded chain at its length) the profile encoded whole.
-            let chain = self
-                .cache
-                .enabled()
-                .then(|| match (kind, work.cached.take()) {
+            // What the cache keeps: a hot record with the call's states written into it (built
+            // anew after a merge, which changes the profile whole), or, while the cache is
+            // roomy, a chain the call came back to made a hot record (it was decoded whole);
+            // else the records loaded and this delta, or this full record, or (a loaded chain
+            // at its length) the profile encoded whole.
+            let chain = match (self.cache.enabled(), work.cached.take()) {
+                (false, _) => None,
+                (true, Some(Cached::Hot(_))) if work.full => {
+                    Some(Cached::Hot(Hot::encode(&work.rec)))
+                }
+                (true, Some(Cached::Hot(mut hot))) => {
+                    match hot.after(&work.rec, &work.changed, ids_changed) {
+                        Ok(()) => Some(Cached::Hot(hot)),
+                        Err(e) => {
+                            // Bytes this process encoded: only a bug gets here; the log has
+                            // the profile.
+                            debug_assert!(false, "hot record of profile {key}: {}", e.reason);
+                            None
+                        }
+                    }
+                }
+                (true, Some(Cached::Chain(_)))
+                    if work.hit && !work.partial && self.cache.roomy() =>
+                {
+                    Some(Cached::Hot(Hot::encode(&work.rec)))
+                }
+                (true, cached) => Some(Cached::Chain(match (kind, cached) {
                     (EntryKind::Profile, _) => Chain::full_measured(&data, &lens),
-                    (_, Some(mut chain)) if chain.records() < CACHED_CHAIN_RECORDS => {
+                    (_, Some(Cached::Chain(mut chain)))
+                        if chain.records() < CACHED_CHAIN_RECORDS =>
+                    {
                         chain.push_delta(&data);
                         chain
                     }
@@ -807,7 +837,8 @@ impl<'a> Builder<'a> {
                         entries::encode_profile_measured(&work.rec, full_guess, Some(&mut lens)),
                         &lens,
                     ),
-                });
+                })),
+            };
             let step = self.history.as_ref().map(|call| {
                 let kind = if key == outcome.key {
                     call.kind

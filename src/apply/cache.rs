@@ -9,6 +9,7 @@
 //! profiles, and what the budget counts is what the process holds (one allocation each).
 //! (docs/architecture.md, "The writer cache".)
 
+use super::hot::Hot;
 use super::{RecordCounts, Written};
 use crate::entries::chain::Forwards;
 use crate::entries::profile::{self, Fold, MAX_CHAIN_DEPTH, ProfileRecord};
@@ -28,7 +29,7 @@ pub(crate) const CACHED_CHAIN_RECORDS: u32 = 8;
 /// What an allocation of `n` bytes takes from the allocator (glibc's malloc: an 8-byte
 /// header, 16-byte granules, 32 bytes at least), so that the budget counts what the process
 /// holds, not only what the records ask for.
-fn alloc_bytes(n: usize) -> usize {
+pub(super) fn alloc_bytes(n: usize) -> usize {
     if n == 0 {
         0
     } else {
@@ -199,6 +200,52 @@ impl Chain {
     }
 }
 
+/// What the cache keeps of a profile: the records of its chain as written or read, or, once a
+/// call came back to it, its hot record (`apply::hot`).
+pub(crate) enum Cached {
+    Chain(Chain),
+    Hot(Hot),
+}
+
+impl Cached {
+    /// The profile whole.
+    pub fn decode(&self) -> Decoded<ProfileRecord> {
+        match self {
+            Cached::Chain(c) => c.decode(),
+            Cached::Hot(h) => h.decode(),
+        }
+    }
+
+    /// The identifiers, times and the states of `only` (sorted), plain ones captured into
+    /// `raw` ([`Chain::decode_capturing`], [`Hot::decode_capturing`]).
+    pub fn decode_capturing(&self, only: &[u32], raw: &mut RawStates) -> Decoded<ProfileRecord> {
+        match self {
+            Cached::Chain(c) => c.decode_capturing(only, raw),
+            Cached::Hot(h) => h.decode_capturing(only, raw),
+        }
+    }
+
+    /// Records held (a hot record counts as one).
+    pub fn records(&self) -> u32 {
+        match self {
+            Cached::Chain(c) => c.records(),
+            Cached::Hot(_) => 1,
+        }
+    }
+
+    /// Whether it is a hot record.
+    pub fn is_hot(&self) -> bool {
+        matches!(self, Cached::Hot(_))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Cached::Chain(c) => c.heap_bytes(),
+            Cached::Hot(h) => h.heap_bytes(),
+        }
+    }
+}
+
 /// Where a profile's newest record stands in its chain.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ChainAt {
@@ -256,13 +303,19 @@ pub(crate) struct ProfileCache {
     pub hits: u64,
     /// See `hits`.
     pub misses: u64,
+    /// Profiles kept, and how many had been kept when the last eviction happened.
+    inserts: u64,
+    last_eviction: Option<u64>,
 }
+
+/// Inserts without an eviction after which the cache counts as roomy again.
+const ROOMY_AFTER: u64 = 4096;
 
 struct Slot {
     key: u64,
     loc: Location,
     at: ChainAt,
-    chain: Option<Chain>,
+    chain: Option<Cached>,
     bytes: usize,
     referenced: bool,
 }
@@ -280,7 +333,19 @@ impl ProfileCache {
             records: Default::default(),
             hits: 0,
             misses: 0,
+            inserts: 0,
+            last_eviction: None,
         }
+    }
+
+    /// Whether the profiles the writers come back to fit the budget: no eviction for the
+    /// last [`ROOMY_AFTER`] profiles kept. Only then does a call make a profile's chain its hot
+    /// record (`apply::hot`), which takes more bytes than the chain: under a budget that does
+    /// not hold the working set, the chains' smaller size buys more hits than the hot records'
+    /// cheaper calls save (docs/performance.md, "Engine round 18").
+    pub fn roomy(&self) -> bool {
+        self.last_eviction
+            .is_none_or(|at| self.inserts.saturating_sub(at) > ROOMY_AFTER)
     }
 
     /// Whether the cache keeps anything (a budget of 0 disables it).
@@ -290,7 +355,7 @@ impl ProfileCache {
 
     /// Take the profile whose newest record is at `at` out of the cache: where it stands in
     /// its chain, and its records.
-    pub fn take(&mut self, key: u64, at: Location) -> Option<(ChainAt, Chain)> {
+    pub fn take(&mut self, key: u64, at: Location) -> Option<(ChainAt, Cached)> {
         let i = self.map.remove(&key)?;
         let slot = &mut self.slots[i];
         let chain = slot.chain.take()?;
@@ -316,7 +381,7 @@ impl ProfileCache {
 
     /// Keep `chain`, the records of the profile `key` whose newest is at `loc`. `hit`: the
     /// call found it here (it gets a second chance when the hand passes).
-    pub fn insert(&mut self, key: u64, loc: Location, at: ChainAt, chain: Chain, hit: bool) {
+    pub fn insert(&mut self, key: u64, loc: Location, at: ChainAt, chain: Cached, hit: bool) {
         if let Some(i) = self.map.remove(&key) {
             let slot = &mut self.slots[i];
             slot.chain = None;
@@ -324,6 +389,7 @@ impl ProfileCache {
             self.free.push(i);
         }
         let bytes = chain.heap_bytes() + CACHE_SLOT_BYTES;
+        self.inserts += 1;
         if bytes > self.budget {
             return;
         }
@@ -370,6 +436,7 @@ impl ProfileCache {
             self.bytes -= slot.bytes;
             self.map.remove(&slot.key);
             self.free.push(self.hand);
+            self.last_eviction = Some(self.inserts);
             return;
         }
     }
@@ -553,11 +620,35 @@ mod tests {
             offset: o,
             len: 1,
         };
-        cache.insert(1, loc(1), ChainAt::default(), Chain::full(&data), true);
-        cache.insert(2, loc(2), ChainAt::default(), Chain::full(&data), false);
-        cache.insert(3, loc(3), ChainAt::default(), Chain::full(&data), false);
+        cache.insert(
+            1,
+            loc(1),
+            ChainAt::default(),
+            Cached::Chain(Chain::full(&data)),
+            true,
+        );
+        cache.insert(
+            2,
+            loc(2),
+            ChainAt::default(),
+            Cached::Chain(Chain::full(&data)),
+            false,
+        );
+        cache.insert(
+            3,
+            loc(3),
+            ChainAt::default(),
+            Cached::Chain(Chain::full(&data)),
+            false,
+        );
         assert_eq!(cache.bytes(), 3 * one);
-        cache.insert(4, loc(4), ChainAt::default(), Chain::full(&data), false);
+        cache.insert(
+            4,
+            loc(4),
+            ChainAt::default(),
+            Cached::Chain(Chain::full(&data)),
+            false,
+        );
         assert_eq!(cache.bytes(), 3 * one);
         // 1 was referenced: the hand passed it and took 2.
         assert!(cache.take(2, loc(2)).is_none());

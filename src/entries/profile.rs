@@ -64,7 +64,7 @@ impl Wire for Ids {
     }
 }
 
-fn ids(r: &mut Reader<'_>) -> Decoded<Ids> {
+pub(crate) fn ids(r: &mut Reader<'_>) -> Decoded<Ids> {
     let user_id = r.opt_string()?;
     let email = r.opt_string()?;
     let n = r.len(1)?;

@@ -120,7 +120,7 @@ pub(crate) fn put_raw_state(value: Option<&[u8]>, index: u32, out: &mut Vec<u8>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entries::values::{StampTable, put_state};
+    use crate::entries::values::{StampIndex, StampTable, put_state};
     use crate::entries::wire::Wire;
     use crate::types::value::{Timestamp, Value};
 

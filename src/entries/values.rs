@@ -236,13 +236,6 @@ impl StampTable {
         &self.0
     }
 
-    /// The index of `s`, which the table holds (0 if not: only a bug asks for one it does
-    /// not hold).
-    #[cfg(test)]
-    pub(crate) fn index_of(&self, s: &Stamp) -> u32 {
-        self.index(s)
-    }
-
     #[inline]
     fn index(&self, s: &Stamp) -> u32 {
         // Every stamp of the record is in the table (built from the same properties).
@@ -343,6 +336,43 @@ impl StampTable {
     }
 }
 
+/// Where a decoder finds the stamp a state's index names: a record's [`StampTable`], or the
+/// writer cache's hot records (`apply::hot`), whose table is a plain list of stamps.
+pub(crate) trait StampLookup {
+    /// Stamp `i`, or a decode error at `r` when the table has none.
+    fn stamp(&self, r: &Reader<'_>, i: u32) -> Decoded<Stamp>;
+}
+
+impl StampLookup for StampTable {
+    #[inline]
+    fn stamp(&self, r: &Reader<'_>, i: u32) -> Decoded<Stamp> {
+        self.get(r, i)
+    }
+}
+
+impl StampLookup for [Stamp] {
+    #[inline]
+    fn stamp(&self, r: &Reader<'_>, i: u32) -> Decoded<Stamp> {
+        self.get(i as usize)
+            .copied()
+            .ok_or_else(|| r.error("property stamp index outside the stamp table"))
+    }
+}
+
+/// Where an encoder finds the index of a stamp: a record's [`StampTable`], or a hot record's
+/// list of stamps (`apply::hot`).
+pub(crate) trait StampIndex {
+    /// The index of `s`, which the table holds.
+    fn index_of(&self, s: &Stamp) -> u32;
+}
+
+impl StampIndex for StampTable {
+    #[inline]
+    fn index_of(&self, s: &Stamp) -> u32 {
+        self.index(s)
+    }
+}
+
 impl Wire for StampTable {
     fn put(&self, out: &mut Vec<u8>) {
         self.put_from(0, out);
@@ -402,8 +432,8 @@ fn put_once(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
     }
 }
 
-fn put_once_body((s, v): &(Stamp, Value), table: &StampTable, out: &mut Vec<u8>) {
-    table.index(s).put(out);
+fn put_once_body<T: StampIndex + ?Sized>((s, v): &(Stamp, Value), table: &T, out: &mut Vec<u8>) {
+    table.index_of(s).put(out);
     v.put(out);
 }
 
@@ -418,31 +448,34 @@ fn put_adds(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
     }
 }
 
-fn put_adds_body(a: &Adds, table: &StampTable, out: &mut Vec<u8>) {
+fn put_adds_body<T: StampIndex + ?Sized>(a: &Adds, table: &T, out: &mut Vec<u8>) {
     put_i128(out, a.int);
     a.float.put(out);
-    table.index(&a.first).put(out);
-    table.index(&a.last).put(out);
+    table.index_of(&a.first).put(out);
+    table.index_of(&a.last).put(out);
 }
 
 /// A stamp index, checked against `table`.
 #[inline]
-fn stamp_at(r: &mut Reader<'_>, table: &StampTable) -> Decoded<Stamp> {
+fn stamp_at<T: StampLookup + ?Sized>(r: &mut Reader<'_>, table: &T) -> Decoded<Stamp> {
     let i = r.u32()?;
-    table.get(r, i)
+    table.stamp(r, i)
 }
 
-fn once_body(r: &mut Reader<'_>, table: &StampTable) -> Decoded<Box<(Stamp, Value)>> {
+fn once_body<T: StampLookup + ?Sized>(
+    r: &mut Reader<'_>,
+    table: &T,
+) -> Decoded<Box<(Stamp, Value)>> {
     let s = stamp_at(r, table)?;
     Ok(Box::new((s, value(r)?)))
 }
 
-fn skip_once_body(r: &mut Reader<'_>, table: &StampTable) -> Decoded<()> {
+fn skip_once_body<T: StampLookup + ?Sized>(r: &mut Reader<'_>, table: &T) -> Decoded<()> {
     stamp_at(r, table)?;
     skip_value(r)
 }
 
-fn adds_body(r: &mut Reader<'_>, table: &StampTable) -> Decoded<Box<Adds>> {
+fn adds_body<T: StampLookup + ?Sized>(r: &mut Reader<'_>, table: &T) -> Decoded<Box<Adds>> {
     let int = r.i128()?;
     let float = if r.some()? { Some(r.f64()?) } else { None };
     let first = stamp_at(r, table)?;
@@ -455,7 +488,7 @@ fn adds_body(r: &mut Reader<'_>, table: &StampTable) -> Decoded<Box<Adds>> {
     }))
 }
 
-fn skip_adds_body(r: &mut Reader<'_>, table: &StampTable) -> Decoded<()> {
+fn skip_adds_body<T: StampLookup + ?Sized>(r: &mut Reader<'_>, table: &T) -> Decoded<()> {
     r.i128()?;
     if r.some()? {
         r.f64()?;
@@ -519,7 +552,11 @@ const SHAPE_ADDS: u8 = 0x20;
 /// Write a property state in its compact form: the shape byte, then the lww stamp index and
 /// the value's payload (without its variant, which the shape holds), then `once` and `adds`
 /// as [`put_state`] writes them, without option tags.
-pub(crate) fn put_shaped_state(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
+pub(crate) fn put_shaped_state<T: StampIndex + ?Sized>(
+    p: &PropState,
+    table: &T,
+    out: &mut Vec<u8>,
+) {
     let lww = match &p.lww {
         None => SHAPE_NO_LWW,
         Some((_, None)) => SHAPE_UNSET,
@@ -530,7 +567,7 @@ pub(crate) fn put_shaped_state(p: &PropState, table: &StampTable, out: &mut Vec<
     let adds = if p.adds.is_some() { SHAPE_ADDS } else { 0 };
     out.push(lww | once | adds);
     if let Some((s, v)) = &p.lww {
-        table.index(s).put(out);
+        table.index_of(s).put(out);
         if let Some(v) = v {
             put_payload(v, out);
         }
@@ -560,7 +597,10 @@ fn shape(r: &mut Reader<'_>) -> Decoded<(Option<Option<u32>>, u8)> {
 }
 
 /// Read a property state written by [`put_shaped_state`] against the same table.
-pub(crate) fn shaped_state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<PropState> {
+pub(crate) fn shaped_state<T: StampLookup + ?Sized>(
+    r: &mut Reader<'_>,
+    table: &T,
+) -> Decoded<PropState> {
     let (lww, b) = shape(r)?;
     shaped_rest(r, table, lww, b)
 }
@@ -568,9 +608,9 @@ pub(crate) fn shaped_state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<Pr
 /// [`shaped_state`], but a plain set or removal (`lww` alone) of `id` is captured into `raw`
 /// as its stamp and value bytes (`None` returned) instead of built: the same checks, no
 /// `Value`.
-pub(crate) fn shaped_state_or_raw(
+pub(crate) fn shaped_state_or_raw<T: StampLookup + ?Sized>(
     r: &mut Reader<'_>,
-    table: &StampTable,
+    table: &T,
     id: u32,
     raw: &mut RawStates,
 ) -> Decoded<Option<PropState>> {
@@ -592,10 +632,35 @@ pub(crate) fn shaped_state_or_raw(
     }
 }
 
+/// A compact state (as [`put_shaped_state`] writes it) that is a plain set or removal (`lww`
+/// alone): its shape byte, its stamp index (not checked against a table) and its payload's
+/// bytes (none for a removal). `None` for any other state.
+pub(crate) fn plain_shaped<'a>(r: &mut Reader<'a>) -> Decoded<Option<(u8, u32, &'a [u8])>> {
+    let (lww, b) = shape(r)?;
+    match lww {
+        Some(v) if b & (SHAPE_ONCE | SHAPE_ADDS) == 0 => {
+            let i = r.u32()?;
+            let from = r.position();
+            if let Some(v) = v {
+                skip_payload(r, v)?;
+            }
+            Ok(Some((b, i, r.since(from))))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Write a plain compact state from its parts (see [`plain_shaped`]).
+pub(crate) fn put_plain_shaped(shape: u8, index: u32, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(shape);
+    index.put(out);
+    out.extend_from_slice(payload);
+}
+
 /// What follows a state's shape byte `b` (`lww` as [`shape`] read it).
-fn shaped_rest(
+fn shaped_rest<T: StampLookup + ?Sized>(
     r: &mut Reader<'_>,
-    table: &StampTable,
+    table: &T,
     lww: Option<Option<u32>>,
     b: u8,
 ) -> Decoded<PropState> {
@@ -627,7 +692,10 @@ fn shaped_rest(
 
 /// Check a property state written by [`put_shaped_state`] and step over it without building
 /// it (see [`skip_value`]).
-pub(crate) fn skip_shaped_state(r: &mut Reader<'_>, table: &StampTable) -> Decoded<()> {
+pub(crate) fn skip_shaped_state<T: StampLookup + ?Sized>(
+    r: &mut Reader<'_>,
+    table: &T,
+) -> Decoded<()> {
     let (lww, b) = shape(r)?;
     if let Some(v) = lww {
         stamp_at(r, table)?;

@@ -1,0 +1,585 @@
+//! A cached profile as one "hot record": what the writer cache keeps of a profile the writers
+//! came back to, so that a call reads and writes the states of its own names only, instead of
+//! folding a chain of records and adding a delta to it (docs/write-path-next.md, the plan's
+//! first phase).
+//!
+//! Never written to disk: the log keeps its full records and deltas; this is the cache's
+//! private form of the same profile (docs/architecture.md, "The writer cache"):
+//!
+//! - `buf`: the identifiers as a full record writes them (`Wire for Ids`), then the states,
+//!   each as a compact full record writes it (`put_shaped_state`: a shape byte, the stamp
+//!   index, the value's payload), with their stamp indexes into `stamps`;
+//! - `stamps`: the stamps the states name, in the order they were added (a call's own stamp is
+//!   appended once, so every state it writes names it without a search of the table);
+//! - `dir`: each name the profile has a state of, sorted, with where its state starts in
+//!   `buf`.
+//!
+//! A call finds each of its names by bisection and captures (or decodes) that state alone
+//! ([`Hot::decode_capturing`]). After the call, [`Hot::after`] writes each changed state: over
+//! the old one when it has the same length (a W1 call's usual case: a string of the same
+//! length, an integer of the same size), else at the end of `buf`. The record is built anew
+//! from its decoded profile when half of `buf` is states no name points at, or when the stamp
+//! table passes [`MAX_STAMPS`] (which drops the stamps no state names any more).
+//!
+//! The bytes were encoded by this process from decoded profiles; reading them still checks
+//! every bound (a bug is a decode error, after which the caller reads the log), and nothing
+//! here panics on them.
+
+use crate::entries::profile::ids as decode_ids;
+use crate::entries::raw::RawStates;
+use crate::entries::values::{
+    StampIndex, StampTable, each_stamp, plain_shaped, put_plain_shaped, put_shaped_state,
+    shaped_state, shaped_state_or_raw, skip_shaped_state,
+};
+use crate::entries::wire::{DecodeError, Decoded, Reader, Wire};
+use crate::types::record::{Ids, ProfileRecord};
+use crate::types::state::{PropState, Stamp};
+use crate::types::value::Timestamp;
+
+/// Most stamps a hot record keeps before it is built anew from its states, or twice those its
+/// states named when it was last built, if more (so that a profile whose states name many
+/// stamps is not built anew at every call).
+const MAX_STAMPS: usize = 32;
+
+/// Spare bytes `buf` gets when compacted or grown: room for a few states written at its end.
+const SPARE: usize = 64;
+
+/// Free bytes at the end of `buf` below which a state is not written there before the buffer
+/// is compacted or grown.
+const MIN_TAIL: usize = 48;
+
+/// A profile as the writer cache keeps it once a call came back to it (see the module).
+#[derive(Debug, Clone)]
+pub(crate) struct Hot {
+    buf: Vec<u8>,
+    /// Bytes of `buf` the identifiers take (the states start there).
+    ids_len: u32,
+    first_seen: Timestamp,
+    updated_at: Timestamp,
+    stamps: Vec<Stamp>,
+    /// (name, start of its state in `buf`), sorted by name.
+    dir: Vec<(u32, u32)>,
+    /// Bytes of `buf` after the identifiers that no name's state is at.
+    dead: u32,
+    /// Stamps past which it is built anew (see [`MAX_STAMPS`]).
+    stamp_limit: u32,
+}
+
+fn broken(at: usize, reason: &'static str) -> DecodeError {
+    DecodeError { at, reason }
+}
+
+/// The entry of `id` in `list` (sorted by name), searched from `from`, which moves past it:
+/// a call's names come sorted, so each search starts where the last one ended.
+fn find<'a, T>(list: &'a [(u32, T)], from: &mut usize, id: u32) -> Option<&'a T> {
+    let rest = list.get(*from..).unwrap_or_default();
+    match rest.binary_search_by_key(&id, |p| p.0) {
+        Ok(i) => {
+            *from += i + 1;
+            Some(&rest[i].1)
+        }
+        Err(i) => {
+            *from += i;
+            None
+        }
+    }
+}
+
+/// The stamps of a hot record, searched newest first (a call's stamps were appended last).
+struct Newest<'a>(&'a [Stamp]);
+
+impl StampIndex for Newest<'_> {
+    #[inline]
+    fn index_of(&self, s: &Stamp) -> u32 {
+        // Every stamp of a state written is in the table (added before it is written).
+        self.0.iter().rposition(|x| x == s).unwrap_or_default() as u32
+    }
+}
+
+/// The room a slot gets for a state of `len` bytes: a quarter more, so that the next value of
+/// about the same length is written in place; `0` (no room beyond the state, whose length is
+/// then read from it) past what a byte holds.
+fn room_for(len: usize) -> u8 {
+    let room = len + len / 4 + 2;
+    if room > u8::MAX as usize {
+        0
+    } else {
+        room as u8
+    }
+}
+
+impl Hot {
+    /// `rec`, whole, as a hot record.
+    pub fn encode(rec: &ProfileRecord) -> Hot {
+        let table = StampTable::of(rec.props.iter().map(|(_, p)| p));
+        let mut buf = Vec::with_capacity(64 + 16 * rec.props.len());
+        rec.ids.put(&mut buf);
+        let ids_len = buf.len() as u32;
+        let mut dir = Vec::with_capacity(rec.props.len() + 4);
+        for (id, p) in &rec.props {
+            dir.push((*id, buf.len() as u32));
+            put_slot(&mut buf, 0, |out| put_shaped_state(p, &table, out));
+        }
+        // What it may grow by before a compaction (the cache's budget counts capacity).
+        buf.shrink_to(buf.len() + buf.len() / 8 + SPARE);
+        Hot {
+            buf,
+            ids_len,
+            first_seen: rec.first_seen,
+            updated_at: rec.updated_at,
+            stamp_limit: MAX_STAMPS.max(2 * table.stamps().len()) as u32,
+            stamps: table.stamps().to_vec(),
+            dir,
+            dead: 0,
+        }
+    }
+
+    /// What the process holds for it beyond its slot.
+    pub fn heap_bytes(&self) -> usize {
+        super::cache::alloc_bytes(self.buf.capacity())
+            + super::cache::alloc_bytes(self.stamps.capacity() * size_of::<Stamp>())
+            + super::cache::alloc_bytes(self.dir.capacity() * size_of::<(u32, u32)>())
+    }
+
+    /// The identifiers and times, with room for `n` states.
+    fn head(&self, n: usize) -> Decoded<ProfileRecord> {
+        let ids = self
+            .buf
+            .get(..self.ids_len as usize)
+            .ok_or(broken(0, "hot record: identifiers outside it"))?;
+        let mut r = Reader::checked_before(ids);
+        let ids = decode_ids(&mut r)?;
+        r.finish()?;
+        Ok(ProfileRecord {
+            ids,
+            first_seen: self.first_seen,
+            updated_at: self.updated_at,
+            props: Vec::with_capacity(n),
+        })
+    }
+
+    /// The slot starting at `start`: its room byte, and a reader of its state.
+    fn at(&self, start: u32) -> Decoded<(u8, Reader<'_>)> {
+        let start = start as usize;
+        if start < self.ids_len as usize {
+            return Err(broken(start, "hot record: a state inside the identifiers"));
+        }
+        let room = *self
+            .buf
+            .get(start)
+            .ok_or(broken(start, "hot record: a state outside it"))?;
+        let end = match room {
+            0 => self.buf.len(),
+            n => start + 1 + n as usize,
+        };
+        self.buf
+            .get(start + 1..end)
+            .map(|b| (room, Reader::checked_before(b)))
+            .ok_or(broken(start, "hot record: a state outside it"))
+    }
+
+    /// Bytes the slot at `start` takes (its room byte included).
+    fn slot_len(&self, start: u32) -> Decoded<usize> {
+        let (room, mut r) = self.at(start)?;
+        Ok(1 + match room {
+            0 => {
+                skip_shaped_state(&mut r, &self.stamps[..])?;
+                r.position()
+            }
+            n => n as usize,
+        })
+    }
+
+    /// The profile whole.
+    pub fn decode(&self) -> Decoded<ProfileRecord> {
+        let mut rec = self.head(self.dir.len() + 8)?;
+        for &(id, start) in &self.dir {
+            rec.props
+                .push((id, shaped_state(&mut self.at(start)?.1, &self.stamps[..])?));
+        }
+        Ok(rec)
+    }
+
+    /// The identifiers, the times, and the states of the names in `only` (sorted, each once)
+    /// that it has: each plain set or removal captured into `raw` (emptied first) as its stamp
+    /// and value bytes, any other state built (`values::shaped_state_or_raw`).
+    pub fn decode_capturing(&self, only: &[u32], raw: &mut RawStates) -> Decoded<ProfileRecord> {
+        raw.clear();
+        let mut rec = self.head(only.len())?;
+        let mut from = 0;
+        for &id in only {
+            if let Some(&start) = find(&self.dir, &mut from, id) {
+                let (_, mut r) = self.at(start)?;
+                if let Some(state) = shaped_state_or_raw(&mut r, &self.stamps[..], id, raw)? {
+                    rec.props.push((id, state));
+                }
+            }
+        }
+        Ok(rec)
+    }
+
+    /// The states of `only` (sorted, each once) that it has, decoded.
+    #[cfg(test)]
+    fn decode_only(&self, only: &[u32]) -> Decoded<ProfileRecord> {
+        let mut raw = RawStates::default();
+        let mut rec = self.decode_capturing(only, &mut raw)?;
+        for (id, r) in &raw.states {
+            *rec.state_mut(*id) = raw.decode(r)?;
+        }
+        Ok(rec)
+    }
+
+    /// Bring it to the profile after a call: `rec` holds the identifiers and times after the
+    /// call and the state of each name in `changed` (sorted, each once; a name `rec` has no
+    /// state of is removed); `ids`: whether the call changed the identifiers. Every other
+    /// state keeps its bytes where they are.
+    pub fn after(&mut self, rec: &ProfileRecord, changed: &[u32], ids: bool) -> Decoded<()> {
+        if ids {
+            self.put_ids(&rec.ids)?;
+        }
+        self.first_seen = rec.first_seen;
+        self.updated_at = rec.updated_at;
+        let mut from = 0;
+        for &id in changed {
+            let state = find(&rec.props, &mut from, id);
+            self.put_state(id, state)?;
+        }
+        let live = self.buf.len().saturating_sub(self.dead as usize);
+        if self.stamps.len() > self.stamp_limit as usize || 2 * self.dead as usize > live {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Write the state of `id` (`None`: remove it): over the old one when it fits its slot,
+    /// else in a new slot at the end.
+    fn put_state(&mut self, id: u32, state: Option<&PropState>) -> Decoded<()> {
+        // Room for a slot at the end: the dead bytes dropped if they are worth a copy, else
+        // the buffer grown by a quarter (not doubled: the cache's budget counts capacity).
+        if self.buf.capacity() - self.buf.len() < MIN_TAIL {
+            let live = self.buf.len().saturating_sub(self.dead as usize);
+            if 8 * self.dead as usize >= live {
+                self.compact()?;
+            } else {
+                self.buf.reserve_exact(self.buf.len() / 4 + SPARE);
+            }
+        }
+        let found = self.dir.binary_search_by_key(&id, |d| d.0);
+        let Some(state) = state else {
+            if let Ok(i) = found {
+                self.dead += self.slot_len(self.dir[i].1)? as u32;
+                self.dir.remove(i);
+            }
+            return Ok(());
+        };
+        each_stamp(state, |s| {
+            if !self.stamps.iter().rev().any(|x| *x == s) {
+                if self.stamps.len() == self.stamps.capacity() {
+                    // A few at a time (not doubled: the cache's budget counts capacity).
+                    self.stamps.reserve_exact(4);
+                }
+                self.stamps.push(s);
+            }
+        });
+        let end = self.buf.len();
+        let len = put_slot(&mut self.buf, 0, |out| {
+            put_shaped_state(state, &Newest(&self.stamps), out)
+        });
+        let i = match found {
+            Ok(i) => i,
+            Err(i) => {
+                self.dir.insert(i, (id, end as u32));
+                return self.check_len();
+            }
+        };
+        let old = self.dir[i].1;
+        let (room, _) = self.at(old)?;
+        if room != 0 && len <= room as usize {
+            let old = old as usize;
+            self.buf.copy_within(end + 1..end + 1 + len, old + 1);
+            self.buf.truncate(end);
+        } else {
+            self.dead += self.slot_len(old)? as u32;
+            self.dir[i].1 = end as u32;
+        }
+        self.check_len()
+    }
+
+    fn check_len(&self) -> Decoded<()> {
+        if self.buf.len() > u32::MAX as usize {
+            return Err(broken(0, "hot record: past 4 GiB"));
+        }
+        Ok(())
+    }
+
+    /// Copy the slots the directory points at into a new buffer, in order, with only the
+    /// stamps their states name: a plain state's bytes are copied with its stamp index
+    /// renumbered, any other state is decoded and written again. Drops the dead bytes and the
+    /// unused stamps.
+    fn compact(&mut self) -> Decoded<()> {
+        let gc = self.stamps.len() > self.stamp_limit as usize;
+        let mut renumber = Vec::new();
+        let mut stamps = Vec::new();
+        if gc {
+            let mut used = vec![false; self.stamps.len()];
+            for &(_, start) in &self.dir {
+                let (_, mut r) = self.at(start)?;
+                match plain_shaped(&mut r)? {
+                    Some((_, i, _)) => match used.get_mut(i as usize) {
+                        Some(u) => *u = true,
+                        None => return Err(r.error("property stamp index outside the stamp table")),
+                    },
+                    None => {
+                        let state = shaped_state(&mut self.at(start)?.1, &self.stamps[..])?;
+                        each_stamp(&state, |s| {
+                            if let Some(i) = self.stamps.iter().position(|x| *x == s) {
+                                used[i] = true;
+                            }
+                        });
+                    }
+                }
+            }
+            renumber = vec![0u32; self.stamps.len()];
+            stamps = Vec::with_capacity(self.stamps.len() + 4);
+            for (i, s) in self.stamps.iter().enumerate() {
+                if used[i] {
+                    renumber[i] = stamps.len() as u32;
+                    stamps.push(*s);
+                }
+            }
+        }
+        let live = self.buf.len().saturating_sub(self.dead as usize);
+        let mut buf = Vec::with_capacity(live + live / 4 + SPARE);
+        buf.extend_from_slice(
+            self.buf
+                .get(..self.ids_len as usize)
+                .ok_or(broken(0, "hot record: identifiers outside it"))?,
+        );
+        let mut dir = Vec::with_capacity(self.dir.len() + 4);
+        for &(id, start) in &self.dir {
+            dir.push((id, buf.len() as u32));
+            if !gc {
+                let len = self.slot_len(start)?;
+                let start = start as usize;
+                let slot = self
+                    .buf
+                    .get(start..start + len)
+                    .ok_or(broken(start, "hot record: a state outside it"))?;
+                buf.extend_from_slice(slot);
+                continue;
+            }
+            let (room, mut r) = self.at(start)?;
+            match plain_shaped(&mut r)? {
+                Some((shape, i, payload)) => {
+                    put_slot(&mut buf, room, |out| {
+                        put_plain_shaped(shape, renumber[i as usize], payload, out)
+                    });
+                }
+                None => {
+                    let state = shaped_state(&mut self.at(start)?.1, &self.stamps[..])?;
+                    put_slot(&mut buf, room, |out| {
+                        put_shaped_state(&state, &Newest(&stamps), out)
+                    });
+                }
+            }
+        }
+        if gc {
+            self.stamp_limit = MAX_STAMPS.max(2 * stamps.len()) as u32;
+            self.stamps = stamps;
+        }
+        self.buf = buf;
+        self.dir = dir;
+        self.dead = 0;
+        Ok(())
+    }
+
+    /// Replace the identifiers (the states move by the difference in length).
+    fn put_ids(&mut self, ids: &Ids) -> Decoded<()> {
+        let old = self.ids_len as usize;
+        if old > self.buf.len() {
+            return Err(broken(0, "hot record: identifiers outside it"));
+        }
+        let mut bytes = Vec::with_capacity(old + 32);
+        ids.put(&mut bytes);
+        let shift = bytes.len() as i64 - old as i64;
+        self.buf.splice(..old, bytes);
+        self.ids_len = (old as i64 + shift) as u32;
+        if shift != 0 {
+            for d in &mut self.dir {
+                d.1 = (i64::from(d.1) + shift) as u32;
+            }
+        }
+        self.check_len()
+    }
+}
+
+/// Append a slot to `buf`: its room byte, the state `put` writes, and the padding up to its
+/// room (at least `room`, when given, so that a slot copied keeps its room). Returns the
+/// state's length.
+fn put_slot(buf: &mut Vec<u8>, room: u8, put: impl FnOnce(&mut Vec<u8>)) -> usize {
+    let start = buf.len();
+    buf.push(0);
+    put(buf);
+    let len = buf.len() - start - 1;
+    let room = match room_for(len) {
+        0 => 0,
+        r if room as usize >= len => r.max(room),
+        r => r,
+    };
+    if room != 0 {
+        buf.resize(start + 1 + room as usize, 0);
+    }
+    buf[start] = room;
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::value::Value;
+    use proptest::prelude::*;
+
+    fn state(v: i64, ts: i64, order: u64, once: bool) -> PropState {
+        let mut p = PropState::default();
+        let value = if v % 2 == 0 {
+            Value::Int(v)
+        } else {
+            Value::Str(format!("s{}", v % 1000).into())
+        };
+        p.apply_set_ref(Some(&value), Timestamp(ts), order);
+        if once {
+            p.once = Some(Box::new((
+                Stamp::new(Timestamp(ts + 1), order + 1),
+                Value::Str("first".into()),
+            )));
+        }
+        p
+    }
+
+    fn record(props: &[(u32, i64, i64)]) -> ProfileRecord {
+        let mut rec = ProfileRecord::default();
+        rec.ids.user_id = Some("u1".into());
+        rec.ids.anonymous_ids = vec!["a1".into(), "a2".into()];
+        rec.first_seen = Timestamp(5);
+        rec.updated_at = Timestamp(90);
+        for &(id, v, ts) in props {
+            *rec.state_mut(id) = state(v, ts, ts as u64, id % 3 == 0);
+        }
+        rec
+    }
+
+    proptest! {
+        /// A hot record decodes to the profile it encodes, whole and by names; after each call
+        /// it decodes to the profile with the call's states put in (and removed), whatever the
+        /// states' lengths and stamps, through rebuilds.
+        #[test]
+        fn a_hot_record_follows_the_profile_through_calls(
+            props in proptest::collection::vec((0u32..60, any::<i64>(), 0i64..40), 0..50),
+            calls in proptest::collection::vec(
+                proptest::collection::vec(
+                    (0u32..70, any::<i64>(), 0i64..400, 0u8..8),
+                    0..12,
+                ),
+                0..40,
+            ),
+            only in proptest::collection::btree_set(0u32..80, 0..12),
+        ) {
+            let mut rec = record(&props);
+            let mut hot = Hot::encode(&rec);
+            prop_assert_eq!(hot.decode().unwrap(), rec.clone());
+            for (n, call) in calls.iter().enumerate() {
+                let mut changed: Vec<u32> = call.iter().map(|c| c.0).collect();
+                changed.sort_unstable();
+                changed.dedup();
+                let order = 1_000 + n as u64;
+                let call_ts = 500 + n as i64;
+                for &(id, v, ts, what) in call {
+                    match what {
+                        0 => rec.props.retain(|(k, _)| *k != id),
+                        1 => rec.state_mut(id).apply_set_ref(None, Timestamp(call_ts), order),
+                        2 => *rec.state_mut(id) = state(v, ts, order, true),
+                        3 => rec.state_mut(id).apply_set_ref(
+                            Some(&Value::Int(v)),
+                            Timestamp(ts),
+                            order,
+                        ),
+                        _ => rec.state_mut(id).apply_set_ref(
+                            Some(&Value::Str(format!("{}", v % 100_000).into())),
+                            Timestamp(call_ts),
+                            order,
+                        ),
+                    }
+                }
+                rec.updated_at = Timestamp(rec.updated_at.0.max(call.len() as i64));
+                let ids = call.len() % 3 == 1;
+                if ids {
+                    rec.ids.email = Some(format!("e{}@x.io", "y".repeat(call.len())));
+                }
+                // What a call hands over: identifiers, times, the changed names' states.
+                let mut partial = rec.clone();
+                partial.props.retain(|(k, _)| changed.binary_search(k).is_ok());
+                hot.after(&partial, &changed, ids).unwrap();
+                prop_assert_eq!(hot.decode().unwrap(), rec.clone());
+
+                prop_assert!(hot.stamps.len() <= hot.stamp_limit as usize);
+            }
+            let only: Vec<u32> = only.into_iter().collect();
+            let mut want = rec.clone();
+            want.props.retain(|(k, _)| only.binary_search(k).is_ok());
+            prop_assert_eq!(hot.decode_only(&only).unwrap(), want);
+        }
+    }
+
+    /// A state that fits its slot's room is written in place; a longer one goes to a new slot
+    /// at the end and the old slot counts as dead, until a compaction drops it.
+    #[test]
+    fn a_state_that_fits_its_room_is_written_in_place() {
+        let mut rec = record(&[(1, 10, 3), (4, 20, 4), (9, -1, 5)]);
+        let mut hot = Hot::encode(&rec);
+        let len = hot.buf.len();
+        rec.state_mut(4)
+            .apply_set_ref(Some(&Value::Int(22)), Timestamp(50), 50);
+        hot.after(&rec, &[4], false).unwrap();
+        assert_eq!(hot.buf.len(), len);
+        assert_eq!(hot.dead, 0);
+        rec.state_mut(4).apply_set_ref(
+            Some(&Value::Str("a string longer than the room".into())),
+            Timestamp(51),
+            51,
+        );
+        hot.after(&rec, &[4], false).unwrap();
+        assert!(hot.buf.len() > len);
+        assert!(hot.dead > 0);
+        assert_eq!(hot.decode().unwrap(), rec);
+        hot.compact().unwrap();
+        assert_eq!(hot.dead, 0);
+        assert_eq!(hot.decode().unwrap(), rec);
+    }
+
+    /// Damaged bytes (a bug: nothing outside writes them) are decode errors, never panics.
+    #[test]
+    fn a_damaged_hot_record_is_an_error_not_a_panic() {
+        let good = Hot::encode(&record(&[(1, 10, 3), (4, 20, 4), (9, -1, 5)]));
+        for cut in 0..good.buf.len() {
+            let mut bad = good.clone();
+            bad.buf.truncate(cut);
+            assert!(bad.decode().is_err(), "cut at {cut}");
+            let _ = bad.decode_only(&[1, 9]);
+            let _ = bad.after(&record(&[(4, 1, 1)]), &[4], false);
+        }
+        for at in 0..good.buf.len() {
+            for bit in [0x01, 0x80] {
+                let mut bad = good.clone();
+                bad.buf[at] ^= bit;
+                let _ = bad.decode();
+                let _ = bad.decode_only(&[4]);
+                let _ = bad.after(&record(&[(4, 1, 1)]), &[4], false);
+            }
+        }
+        let mut bad = good.clone();
+        bad.dir[1].1 = u32::MAX;
+        assert!(bad.decode().is_err());
+        bad.dir[1].1 = 0;
+        assert!(bad.decode().is_err());
+    }
+}
