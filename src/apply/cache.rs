@@ -609,6 +609,33 @@ mod tests {
         assert!(long.decode().is_err());
     }
 
+    /// A cache is roomy until it evicts, and again once it kept `ROOMY_AFTER` profiles
+    /// without evicting.
+    #[test]
+    fn a_cache_is_roomy_until_it_evicts() {
+        let data = crate::entries::encode_profile(&ProfileRecord::default(), 64);
+        let one = Chain::full(&data).heap_bytes() + CACHE_SLOT_BYTES;
+        let mut cache = ProfileCache::new(2 * one);
+        let loc = |o| Location {
+            segment: 1,
+            offset: o,
+            len: 1,
+        };
+        let chain = || Cached::Chain(Chain::full(&data));
+        cache.insert(1, loc(1), ChainAt::default(), chain(), false);
+        cache.insert(2, loc(2), ChainAt::default(), chain(), false);
+        assert!(cache.roomy());
+        cache.insert(3, loc(3), ChainAt::default(), chain(), false);
+        assert!(!cache.roomy(), "an eviction makes room scarce");
+        // The same profile kept again and again evicts nothing.
+        for _ in 0..ROOMY_AFTER {
+            cache.insert(3, loc(3), ChainAt::default(), chain(), false);
+            assert!(!cache.roomy());
+        }
+        cache.insert(3, loc(3), ChainAt::default(), chain(), false);
+        assert!(cache.roomy());
+    }
+
     #[test]
     fn the_budget_counts_each_chain_and_evicts_the_unreferenced_first() {
         let rec = ProfileRecord::default();
