@@ -6,20 +6,23 @@
 //! Never written to disk: the log keeps its full records and deltas; this is the cache's
 //! private form of the same profile (docs/architecture.md, "The writer cache"):
 //!
-//! - `buf`: the identifiers as a full record writes them (`Wire for Ids`), then the states,
-//!   each as a compact full record writes it (`put_shaped_state`: a shape byte, the stamp
-//!   index, the value's payload), with their stamp indexes into `stamps`;
+//! - `buf`: the identifiers as a full record writes them (`Wire for Ids`), then one slot per
+//!   state: a room byte, the state as a compact full record writes it (`put_shaped_state`: a
+//!   shape byte, the stamp index, the value's payload) with its stamp indexes into `stamps`,
+//!   and padding up to the room ([`room_for`]: a quarter more than the state took; room 0: a
+//!   state too long for a byte's room, exactly as long as it reads);
 //! - `stamps`: the stamps the states name, in the order they were added (a call's own stamp is
-//!   appended once, so every state it writes names it without a search of the table);
-//! - `dir`: each name the profile has a state of, sorted, with where its state starts in
-//!   `buf`.
+//!   appended once, so every state it writes finds it at the end of the list);
+//! - `dir`: each name the profile has a state of, sorted, with where its slot starts in `buf`.
 //!
 //! A call finds each of its names by bisection and captures (or decodes) that state alone
 //! ([`Hot::decode_capturing`]). After the call, [`Hot::after`] writes each changed state: over
-//! the old one when it has the same length (a W1 call's usual case: a string of the same
-//! length, an integer of the same size), else at the end of `buf`. The record is built anew
-//! from its decoded profile when half of `buf` is states no name points at, or when the stamp
-//! table passes [`MAX_STAMPS`] (which drops the stamps no state names any more).
+//! its slot when it fits the room (a value of about the same length), else into a new slot at
+//! the end of `buf`, the old one dead. The record is compacted ([`Hot::compact`]: the live
+//! slots copied in name order) when a state finds no room at the end and the dead bytes are an
+//! eighth of the live ones, or when they pass half the live ones; when the stamps pass
+//! [`MAX_STAMPS`], the compaction also drops the stamps no state names and renumbers the
+//! states' indexes.
 //!
 //! The bytes were encoded by this process from decoded profiles; reading them still checks
 //! every bound (a bug is a decode error, after which the caller reads the log), and nothing
@@ -36,9 +39,9 @@ use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
 use crate::types::value::Timestamp;
 
-/// Most stamps a hot record keeps before it is built anew from its states, or twice those its
-/// states named when it was last built, if more (so that a profile whose states name many
-/// stamps is not built anew at every call).
+/// Most stamps a hot record keeps before a compaction drops those no state names, or twice
+/// those its states named at the last one, if more (so that a profile whose states name many
+/// stamps is not compacted at every call).
 const MAX_STAMPS: usize = 32;
 
 /// Spare bytes `buf` gets when compacted or grown: room for a few states written at its end.
@@ -312,10 +315,10 @@ impl Hot {
         Ok(())
     }
 
-    /// Copy the slots the directory points at into a new buffer, in order, with only the
-    /// stamps their states name: a plain state's bytes are copied with its stamp index
-    /// renumbered, any other state is decoded and written again. Drops the dead bytes and the
-    /// unused stamps.
+    /// Copy the slots the directory points at into a new buffer, in order, dropping the dead
+    /// ones. When the stamps are past their limit, keep only those the states name: a plain
+    /// state's bytes are copied with its stamp index renumbered, any other state is decoded
+    /// and written again (each in a slot of the same room).
     fn compact(&mut self) -> Decoded<()> {
         let gc = self.stamps.len() > self.stamp_limit as usize;
         let mut renumber = Vec::new();
