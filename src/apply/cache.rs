@@ -609,6 +609,15 @@ mod tests {
         assert!(long.decode().is_err());
     }
 
+    /// A location in segment 1 at `offset` (the cache tests' profiles).
+    fn loc(offset: u32) -> Location {
+        Location {
+            segment: 1,
+            offset,
+            len: 1,
+        }
+    }
+
     /// A cache is roomy until it evicts, and again once it kept `ROOMY_AFTER` profiles
     /// without evicting.
     #[test]
@@ -616,11 +625,6 @@ mod tests {
         let data = crate::entries::encode_profile(&ProfileRecord::default(), 64);
         let one = Chain::full(&data).heap_bytes() + CACHE_SLOT_BYTES;
         let mut cache = ProfileCache::new(2 * one);
-        let loc = |o| Location {
-            segment: 1,
-            offset: o,
-            len: 1,
-        };
         let chain = || Cached::Chain(Chain::full(&data));
         cache.insert(1, loc(1), ChainAt::default(), chain(), false);
         cache.insert(2, loc(2), ChainAt::default(), chain(), false);
@@ -642,11 +646,6 @@ mod tests {
         let data = crate::entries::encode_profile(&rec, 64);
         let one = Chain::full(&data).heap_bytes() + CACHE_SLOT_BYTES;
         let mut cache = ProfileCache::new(3 * one);
-        let loc = |o| Location {
-            segment: 1,
-            offset: o,
-            len: 1,
-        };
         cache.insert(
             1,
             loc(1),

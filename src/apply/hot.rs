@@ -64,7 +64,7 @@ pub(crate) struct Hot {
     dir: Vec<(u32, u32)>,
     /// Bytes of `buf` after the identifiers that no name's state is at.
     dead: u32,
-    /// Stamps past which it is built anew (see [`MAX_STAMPS`]).
+    /// Stamps past which a compaction drops those no state names (see [`MAX_STAMPS`]).
     stamp_limit: u32,
 }
 
