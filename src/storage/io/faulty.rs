@@ -107,13 +107,30 @@ struct Fault {
 
 #[derive(Default)]
 struct Shadow {
-    /// Content as of the last successful sync.
-    durable: Mutex<Vec<u8>>,
+    /// Content as of the last successful sync, with the number of the sync (its [`Shadow::
+    /// syncs`] ticket): syncs that run at once (the group commit's and a rotation's) each
+    /// store what they made durable, and the newest wins, whichever finishes last.
+    durable: Mutex<(u64, Vec<u8>)>,
+    /// Tickets of the syncs started: a sync takes the next one together with the content it
+    /// will make durable.
+    syncs: Mutex<u64>,
     /// A read handle on the inode, to read its current content even after it lost its name.
     live: Option<File>,
 }
 
 impl Shadow {
+    /// Sync number `ticket` made `content` durable. A sync started earlier may finish later:
+    /// it must not take back what a newer one made durable (storing whatever finished last
+    /// did, and a power cut then lost a sealed segment's synced tail: the busy group-commit
+    /// matrix of tests/powerloss_sim.rs, when the flusher's sync of the active segment
+    /// overlapped the rotation's).
+    fn synced(&self, ticket: u64, content: Vec<u8>) {
+        let mut durable = self.durable.lock();
+        if ticket > durable.0 {
+            *durable = (ticket, content);
+        }
+    }
+
     /// The inode's current content (what the OS has), or `None` if it cannot be read.
     fn current(&self) -> Option<Vec<u8>> {
         let f = self.live.as_ref()?;
@@ -368,8 +385,9 @@ impl FaultyIo {
         }
         let live = File::open(path).ok()?;
         let s = Arc::new(Shadow {
-            durable: Mutex::new(std::fs::read(path).unwrap_or_default()),
+            durable: Mutex::new((0, std::fs::read(path).unwrap_or_default())),
             live: Some(live),
+            ..Shadow::default()
         });
         st.names.insert(path.to_path_buf(), s.clone());
         st.durable_names.insert(path.to_path_buf(), s.clone());
@@ -429,7 +447,7 @@ impl FaultyIo {
             let Some(name) = path.file_name() else {
                 continue;
             };
-            let durable = shadow.durable.lock().clone();
+            let durable = shadow.durable.lock().1.clone();
             let bytes = damaged(durable, shadow.current(), cut.tail, &name.to_string_lossy());
             std::fs::write(dest.join(name), bytes)?;
         }
@@ -457,11 +475,18 @@ impl IoFile for FaultyFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.check(Op::Sync)?;
+        // What `fdatasync` promises: the bytes written before it was called are durable once it
+        // returns (those written while it runs may or may not be). Read through the handle (the
+        // file may have been renamed since it was opened), with the sync's ticket.
+        let (ticket, now) = {
+            let mut syncs = self.shadow.syncs.lock();
+            *syncs += 1;
+            let mut now = vec![0u8; self.real.metadata()?.len() as usize];
+            self.real.read_exact_at(&mut now, 0)?;
+            (*syncs, now)
+        };
         self.real.sync_data()?;
-        // Read through the handle: the file may have been renamed since it was opened.
-        let mut now = vec![0u8; self.real.metadata()?.len() as usize];
-        self.real.read_exact_at(&mut now, 0)?;
-        *self.shadow.durable.lock() = now;
+        self.shadow.synced(ticket, now);
         Ok(())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -486,8 +511,8 @@ impl Io for Arc<FaultyIo> {
             .create_new(true)
             .open(path)?;
         let shadow = Arc::new(Shadow {
-            durable: Mutex::default(),
             live: real.try_clone().ok(),
+            ..Shadow::default()
         });
         let mut st = self.state.lock();
         st.names.insert(path.to_path_buf(), shadow.clone());
@@ -564,5 +589,36 @@ impl Io for Arc<FaultyIo> {
     }
     fn len(&self, path: &Path) -> io::Result<u64> {
         RealIo.len(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_finishing_after_a_newer_one_keeps_the_newer_content() {
+        let shadow = Shadow::default();
+        shadow.synced(2, b"header+frame1+frame2".to_vec());
+        shadow.synced(1, b"header+frame1".to_vec());
+        assert_eq!(shadow.durable.lock().1, b"header+frame1+frame2");
+        shadow.synced(3, b"header+frame1+frame2+frame3".to_vec());
+        assert_eq!(shadow.durable.lock().1, b"header+frame1+frame2+frame3");
+    }
+
+    #[test]
+    fn a_power_cut_keeps_what_was_written_before_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = FaultyIo::new();
+        let path = dir.path().join("f");
+        let f = io.create(&path).unwrap();
+        f.write_at(0, b"synced").unwrap();
+        f.sync_data().unwrap();
+        f.write_at(6, b"+unsynced").unwrap();
+        io.sync_dir(dir.path()).unwrap();
+        let image = dir.path().join("image");
+        io.power_loss(dir.path(), &image, UnsyncedTail::Drop)
+            .unwrap();
+        assert_eq!(std::fs::read(image.join("f")).unwrap(), b"synced");
     }
 }
