@@ -562,10 +562,13 @@ impl<'a> Builder<'a> {
                 self.cache.misses += 1;
                 raw.clear();
                 // The records read are what the cache keeps (no encoding of the profile).
-                let mut read = self.cache.enabled().then(Vec::new);
+                // A pooled buffer: a W1 chain's records take ~1 KB, read four at a time.
+                let mut read = self.cache.enabled().then(|| self.pools.buf());
                 let only = only.filter(|_| read.is_some());
                 let mut fold = match only {
-                    Some(only) => Fold::only_capturing(only, std::mem::take(&mut raw)),
+                    Some(only) => {
+                        Fold::only_capturing(only, std::mem::take(&mut raw)).checking_kept()
+                    }
                     None => Fold::default(),
                 };
                 let (rec, link, walked) = entries::chain::read_profile_keeping(
@@ -578,9 +581,11 @@ impl<'a> Builder<'a> {
                 if let Some(captured) = fold.take_raw() {
                     raw = captured;
                 }
-                let chain = read
-                    .and_then(|r| Chain::from_newest_first(&r))
-                    .map(Cached::Chain);
+                let chain = read.and_then(|r| {
+                    let chain = Chain::from_newest_first(&r).map(Cached::Chain);
+                    keep(&mut self.pools.bufs, r);
+                    chain
+                });
                 let (rec, partial) = match (&chain, only) {
                     (Some(_), Some(_)) => (rec, true),
                     // A partial read needs the records to complete it (only a bug gets here).

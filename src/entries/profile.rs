@@ -8,7 +8,7 @@ use super::values::{
     StampTable, Stamps, put_shaped_state, put_stamp, put_state, shaped_state, shaped_state_or_raw,
     skip_shaped_state, skip_state, skip_value, stamp, state, value,
 };
-use super::wire::{Decoded, Names, Reader, Wire, put_i128, put_u64};
+use super::wire::{Decoded, Names, Reader, Utf8, Wire, put_i128, put_u64};
 use crate::storage::Location;
 pub(crate) use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
@@ -136,22 +136,18 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<
 
 /// Which property states a decode steps over (checked as if decoded, not built): the names a
 /// newer record of the chain decided (`known`, sorted), and, for a partial read, every name
-/// outside `only` (sorted). `checked`: the bytes decoded whole before (the writer cache's),
-/// so that the strings stepped over are not checked for UTF-8 again.
+/// outside `only` (sorted). `utf8`: which strings stepped over are checked for UTF-8 (not
+/// those of bytes decoded whole before, the writer cache's; see [`Utf8`]).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Skip<'a> {
     pub known: &'a [u32],
     pub only: Option<&'a [u32]>,
-    pub checked: bool,
+    pub utf8: Utf8,
 }
 
 impl<'a> Skip<'a> {
     fn reader<'b>(&self, bytes: &'b [u8]) -> Reader<'b> {
-        if self.checked {
-            Reader::checked_before(bytes)
-        } else {
-            Reader::new(bytes)
-        }
+        Reader::checking(bytes, self.utf8)
     }
 
     /// A walk over one record's names, which come strictly increasing (the decoders refuse
@@ -208,7 +204,7 @@ fn shaped_props(
         Vec::with_capacity(skip.only.map_or(n, |only| only.len().min(n)) + ROOM);
     let mut names = Names::default();
     // Lengths are used only for bytes checked before, and only if they are this record's.
-    let lens = lens.filter(|l| skip.checked && l.len() == n);
+    let lens = lens.filter(|l| skip.utf8 == Utf8::Built && l.len() == n);
     let mut skip = skip.walk();
     for i in 0..n {
         let id = names.read(r)?;
@@ -465,7 +461,7 @@ fn delta_props(
                 FORM_SET => {
                     // The value as `Value::put` wrote it, its variant included.
                     let from = r.position();
-                    skip_value(r)?;
+                    r.keeping(skip_value)?;
                     raw.push_set(id, call, None, r.since(from));
                     continue;
                 }
@@ -627,8 +623,8 @@ pub(crate) struct Fold {
     known: smallvec::SmallVec<[u32; 16]>,
     /// A partial fold: the names whose states it builds (sorted).
     only: Option<smallvec::SmallVec<[u32; 16]>>,
-    /// The records decoded whole before (`Skip::checked`).
-    checked: bool,
+    /// Which strings stepped over are checked for UTF-8 (`Skip::utf8`).
+    utf8: Utf8,
     /// A partial fold's capture of the plain states of its names (`entries::raw`), if it
     /// captures them.
     raw: Option<RawStates>,
@@ -668,7 +664,16 @@ impl Fold {
     /// The same fold of records that decoded whole before (the writer cache's): the strings
     /// it steps over are not checked for UTF-8 again.
     pub(crate) fn checked_before(mut self) -> Fold {
-        self.checked = true;
+        self.utf8 = Utf8::Built;
+        self
+    }
+
+    /// The same fold of records read from the log by the writer, which keeps what it reads
+    /// ([`Utf8::Kept`]): the strings of the states it steps over are not checked for UTF-8 (a
+    /// call that needs one of those states decodes it, and so checks it), those it builds or
+    /// captures are.
+    pub(crate) fn checking_kept(mut self) -> Fold {
+        self.utf8 = Utf8::Kept;
         self
     }
 
@@ -681,7 +686,7 @@ impl Fold {
         let skip = Skip {
             known: &self.known,
             only: self.only.as_deref(),
-            checked: self.checked,
+            utf8: self.utf8,
         };
         let raw_from = self.raw.as_ref().map_or(0, |r| r.states.len());
         let d = delta_into(bytes, skip, &mut self.newer, self.raw.as_mut())?;
@@ -727,7 +732,7 @@ impl Fold {
         let skip = Skip {
             known: &self.known,
             only: self.only.as_deref(),
-            checked: self.checked,
+            utf8: self.utf8,
         };
         let mut rec = full_skipping(bytes, skip, self.ids.is_none(), lens, self.raw.as_mut())?;
         if let Some(raw) = self.raw.as_mut() {
@@ -814,6 +819,7 @@ pub fn fuzz_profile_payload(bytes: &[u8]) {
                 Fold::only(&only).checked_before(),
                 Fold::only_capturing(&only, RawStates::default()),
                 Fold::only_capturing(&only, RawStates::default()).checked_before(),
+                Fold::only_capturing(&only, RawStates::default()).checking_kept(),
             ] {
                 let mut got = fold.full(bytes).expect("a full record decodes partially");
                 // The states captured as bytes (`entries::raw`), decoded, are the same.
@@ -1313,6 +1319,32 @@ mod tests {
     }
 
     #[test]
+    fn the_writers_fold_of_the_log_checks_the_strings_it_keeps_not_those_it_steps_over() {
+        // Two string states; the second's bytes are damaged into invalid UTF-8 (a record of a
+        // crafted log whose checksum still holds).
+        let mut rec = ProfileRecord::default();
+        let stamp = Stamp::new(Timestamp(5), 1);
+        rec.state_mut(1).lww = Some((stamp, Some(Value::Str("good-value".into()))));
+        rec.state_mut(2).lww = Some((stamp, Some(Value::Str("zzzzzzzz".into()))));
+        let mut bytes = encode(&rec);
+        let at = bytes.windows(8).position(|w| w == b"zzzzzzzz").unwrap();
+        bytes[at] = 0xff;
+        let fold = |mut fold: Fold| fold.full(&bytes).map(|_| fold.take_raw());
+        // Bytes read the first time: every string is checked, stepped over or not.
+        assert!(fold(Fold::only(&[1])).is_err());
+        assert!(fold(Fold::only_capturing(&[1], RawStates::default())).is_err());
+        // The writer's fold of the log: the damaged state stepped over is not checked (a call
+        // that needs it decodes it, and fails then)...
+        let kept = fold(Fold::only_capturing(&[1], RawStates::default()).checking_kept());
+        assert_eq!(kept.unwrap().unwrap().states.len(), 1);
+        assert!(full(&bytes).is_err());
+        // ...but one it keeps as bytes, or builds, is.
+        let err = fold(Fold::only_capturing(&[2], RawStates::default()).checking_kept());
+        assert_eq!(err.unwrap_err().reason, "string is not UTF-8");
+        assert!(fold(Fold::only(&[2]).checking_kept()).is_err());
+    }
+
+    #[test]
     fn a_profile_of_many_stamps_gets_one_sorted_table() {
         // More distinct stamps than the table builds by insertion (32), in no order, each
         // used twice: the table must still be sorted with each stamp once, and the record
@@ -1550,11 +1582,18 @@ mod tests {
             prop_assert_eq!(&fold_with(Fold::default().checked_before(), Some(&lens)), &whole);
             // Capturing the plain states as bytes (`entries::raw`): those decoded, with the
             // states built, are the same states; no name both built and captured.
-            for (checked, lens) in [(false, None), (true, None), (true, Some(&lens[..]))] {
+            for (utf8, lens) in [
+                (Utf8::All, None),
+                (Utf8::Kept, None),
+                (Utf8::Built, None),
+                (Utf8::Built, Some(&lens[..])),
+            ] {
                 let mut fold = Fold::only_capturing(&only, RawStates::default());
-                if checked {
-                    fold = fold.checked_before();
-                }
+                fold = match utf8 {
+                    Utf8::All => fold,
+                    Utf8::Kept => fold.checking_kept(),
+                    Utf8::Built => fold.checked_before(),
+                };
                 for bytes in chain.iter().skip(1).rev() {
                     fold.delta(bytes).unwrap();
                 }

@@ -621,7 +621,7 @@ pub(crate) fn shaped_state_or_raw<T: StampLookup + ?Sized>(
             match v {
                 Some(v) => {
                     let from = r.position();
-                    skip_payload(r, v)?;
+                    r.keeping(|r| skip_payload(r, v))?;
                     raw.push_set(id, s, Some(v), r.since(from));
                 }
                 None => raw.push_unset(id, s),

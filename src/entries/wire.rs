@@ -216,31 +216,55 @@ impl std::fmt::Display for DecodeError {
 /// Result of a [`Reader`] step.
 pub(crate) type Decoded<T> = std::result::Result<T, DecodeError>;
 
+/// Which strings a [`Reader`] checks for UTF-8. A string it builds ([`Reader::str`]) always
+/// is: the modes differ only in the strings it steps over ([`Reader::skip_str`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Utf8 {
+    /// Every string: bytes read the first time.
+    #[default]
+    All,
+    /// The strings stepped over to be kept as bytes ([`Reader::keeping`]), not the others: the
+    /// writer's partial fold of records read from the log (docs/architecture.md, "The writer
+    /// cache"). A state it steps over is never built from these bytes without being decoded,
+    /// and so checked, first; one it keeps as bytes may be copied into a history step.
+    Kept,
+    /// Only the strings built: bytes that decoded before (the writer cache's).
+    Built,
+}
+
 /// A bounded reader of the encoding [`Wire`] writes.
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
-    /// The bytes decoded once before, whole (the writer cache's records): a string stepped
-    /// over ([`Reader::skip_str`]) is not checked for UTF-8 again.
-    checked: bool,
+    /// Which strings stepped over are checked for UTF-8.
+    utf8: Utf8,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader {
-            buf,
-            at: 0,
-            checked: false,
-        }
+        Reader::checking(buf, Utf8::All)
     }
 
-    /// A reader of bytes that decoded before (see `checked`).
+    /// A reader of bytes that decoded before ([`Utf8::Built`]).
     pub(crate) fn checked_before(buf: &'a [u8]) -> Reader<'a> {
-        Reader {
-            buf,
-            at: 0,
-            checked: true,
+        Reader::checking(buf, Utf8::Built)
+    }
+
+    /// A reader that checks the strings `utf8` says.
+    pub(crate) fn checking(buf: &'a [u8], utf8: Utf8) -> Reader<'a> {
+        Reader { buf, at: 0, utf8 }
+    }
+
+    /// Run `f`, which steps over bytes the caller keeps (`entries::raw`), checking their
+    /// strings as bytes read the first time are checked when the reader is in [`Utf8::Kept`].
+    pub(crate) fn keeping<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let mode = self.utf8;
+        if mode == Utf8::Kept {
+            self.utf8 = Utf8::All;
         }
+        let out = f(self);
+        self.utf8 = mode;
+        out
     }
 
     /// The error `reason` at the current position.
@@ -406,10 +430,10 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Step over a string: checked as [`Reader::str`] checks it, but for its UTF-8 when the
-    /// bytes decoded before.
+    /// Step over a string: checked as [`Reader::str`] checks it, but for its UTF-8 unless the
+    /// reader checks every string ([`Utf8`]).
     pub(crate) fn skip_str(&mut self) -> Decoded<()> {
-        if self.checked {
+        if self.utf8 != Utf8::All {
             let n = self.len(1)?;
             self.take(n).map(|_| ())
         } else {
