@@ -48,6 +48,10 @@ const CHAIN_SPARE: usize = 256;
 pub(crate) struct Chain {
     bytes: Vec<u8>,
     records: u32,
+    /// Read from the log by a miss, whose fold did not check the UTF-8 of the strings it
+    /// stepped over (`entries::wire::Utf8::Kept`): a fold of it checks those it keeps as bytes
+    /// (they may be copied into a history step), not only those it builds.
+    from_log: bool,
 }
 
 /// Set in a full record's length word when its state lengths sit before it.
@@ -61,7 +65,11 @@ impl Chain {
         let mut bytes = Vec::with_capacity(data.len() + 4 + CHAIN_SPARE);
         bytes.extend_from_slice(data);
         bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        Chain { bytes, records: 1 }
+        Chain {
+            bytes,
+            records: 1,
+            from_log: false,
+        }
     }
 
     /// A chain of one full record and its state lengths (`data` and `lens` as
@@ -70,7 +78,11 @@ impl Chain {
         let mut bytes = Vec::with_capacity(data.len() + lens.len() + 8 + CHAIN_SPARE);
         bytes.extend_from_slice(data);
         Self::put_lens(&mut bytes, data.len(), lens);
-        Chain { bytes, records: 1 }
+        Chain {
+            bytes,
+            records: 1,
+            from_log: false,
+        }
     }
 
     /// [`Chain::full_measured`], taking `data`'s buffer.
@@ -81,6 +93,7 @@ impl Chain {
         Chain {
             bytes: data,
             records: 1,
+            from_log: false,
         }
     }
 
@@ -97,6 +110,7 @@ impl Chain {
         let mut chain = Chain {
             bytes: Vec::with_capacity(read.len() + CHAIN_SPARE),
             records: 0,
+            from_log: true,
         };
         let mut end = read.len();
         while end > 0 {
@@ -152,7 +166,12 @@ impl Chain {
     /// instead of building them (`entries::profile::Fold::only_capturing`; `raw` is emptied
     /// first).
     pub fn decode_capturing(&self, only: &[u32], raw: &mut RawStates) -> Decoded<ProfileRecord> {
-        let mut fold = Fold::only_capturing(only, std::mem::take(raw)).checked_before();
+        let fold = Fold::only_capturing(only, std::mem::take(raw));
+        let mut fold = if self.from_log {
+            fold.checking_kept()
+        } else {
+            fold.checked_before()
+        };
         let rec = self.fold_with(&mut fold);
         if let Some(captured) = fold.take_raw() {
             *raw = captured;
@@ -590,6 +609,31 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_read_from_the_log_checks_the_strings_a_hit_keeps() {
+        // A full record whose second string is not UTF-8 (a crafted log): the miss's fold
+        // stepped over it unchecked, so a hit that keeps it as bytes must check it; one that
+        // steps over it need not. A chain this process encoded is checked when built only.
+        let mut rec = ProfileRecord::default();
+        let stamp = Stamp::new(Timestamp(5), 1);
+        rec.state_mut(1).lww = Some((stamp, Some(Value::Str("good-value".into()))));
+        rec.state_mut(2).lww = Some((stamp, Some(Value::Str("zzzzzzzz".into()))));
+        let mut data = crate::entries::encode_profile(&rec, 64);
+        let at = data.windows(8).position(|w| w == b"zzzzzzzz").unwrap();
+        data[at] = 0xff;
+        let mut read = data.clone();
+        read.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        let logged = Chain::from_newest_first(&read).unwrap();
+        let mut raw = RawStates::default();
+        assert!(logged.decode_capturing(&[1], &mut raw).is_ok());
+        assert_eq!(raw.states.len(), 1);
+        let err = logged.decode_capturing(&[2], &mut raw).unwrap_err();
+        assert_eq!(err.reason, "string is not UTF-8");
+        assert!(logged.decode().is_err());
+        let encoded = Chain::full(&data);
+        assert!(encoded.decode_capturing(&[2], &mut raw).is_ok());
+    }
+
+    #[test]
     fn a_damaged_cached_chain_is_an_error_not_a_panic() {
         let rec = ProfileRecord::default();
         let good = Chain::full(&crate::entries::encode_profile(&rec, 64));
@@ -597,12 +641,14 @@ mod tests {
             let chain = Chain {
                 bytes: good.bytes[..cut].to_vec(),
                 records: 1,
+                from_log: false,
             };
             let _ = chain.decode();
         }
         let mut long = Chain {
             bytes: good.bytes.clone(),
             records: 1,
+            from_log: false,
         };
         let n = long.bytes.len();
         long.bytes[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
