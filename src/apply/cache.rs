@@ -613,13 +613,7 @@ mod tests {
         // A full record whose second string is not UTF-8 (a crafted log): the miss's fold
         // stepped over it unchecked, so a hit that keeps it as bytes must check it; one that
         // steps over it need not. A chain this process encoded is checked when built only.
-        let mut rec = ProfileRecord::default();
-        let stamp = Stamp::new(Timestamp(5), 1);
-        rec.state_mut(1).lww = Some((stamp, Some(Value::Str("good-value".into()))));
-        rec.state_mut(2).lww = Some((stamp, Some(Value::Str("zzzzzzzz".into()))));
-        let mut data = crate::entries::encode_profile(&rec, 64);
-        let at = data.windows(8).position(|w| w == b"zzzzzzzz").unwrap();
-        data[at] = 0xff;
+        let data = profile::full_with_bad_string();
         let mut read = data.clone();
         read.extend_from_slice(&(data.len() as u32).to_le_bytes());
         let logged = Chain::from_newest_first(&read).unwrap();

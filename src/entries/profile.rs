@@ -864,6 +864,21 @@ pub fn fuzz_profile_payload(bytes: &[u8]) {
     }
 }
 
+/// Tests: a full record of two string states, of names 1 and 2, whose second string is not
+/// UTF-8 (a record of a crafted log whose checksum still holds).
+#[cfg(test)]
+pub(crate) fn full_with_bad_string() -> Vec<u8> {
+    let mut rec = ProfileRecord::default();
+    let stamp = Stamp::new(Timestamp(5), 1);
+    rec.state_mut(1).lww = Some((stamp, Some(Value::Str("good-value".into()))));
+    rec.state_mut(2).lww = Some((stamp, Some(Value::Str("zzzzzzzz".into()))));
+    let mut bytes = Vec::new();
+    put_full(&rec, &mut bytes, None);
+    let at = bytes.windows(8).position(|w| w == b"zzzzzzzz");
+    bytes[at.expect("the string is in the record")] = 0xff;
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -1320,15 +1335,7 @@ mod tests {
 
     #[test]
     fn the_writers_fold_of_the_log_checks_the_strings_it_keeps_not_those_it_steps_over() {
-        // Two string states; the second's bytes are damaged into invalid UTF-8 (a record of a
-        // crafted log whose checksum still holds).
-        let mut rec = ProfileRecord::default();
-        let stamp = Stamp::new(Timestamp(5), 1);
-        rec.state_mut(1).lww = Some((stamp, Some(Value::Str("good-value".into()))));
-        rec.state_mut(2).lww = Some((stamp, Some(Value::Str("zzzzzzzz".into()))));
-        let mut bytes = encode(&rec);
-        let at = bytes.windows(8).position(|w| w == b"zzzzzzzz").unwrap();
-        bytes[at] = 0xff;
+        let bytes = full_with_bad_string();
         let fold = |mut fold: Fold| fold.full(&bytes).map(|_| fold.take_raw());
         // Bytes read the first time: every string is checked, stepped over or not.
         assert!(fold(Fold::only(&[1])).is_err());
