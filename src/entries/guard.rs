@@ -16,7 +16,7 @@ fn bad(what: &'static str, reason: &str) -> Error {
 
 /// The hash of a guarded identifier (`kind` is `email`, normalised, or `anonymous_id`).
 pub(crate) fn ident_hash(kind: &str, value: &str) -> u128 {
-    super::hash128(&format!("guard:{kind}"), value)
+    super::hash_concat(&[b"guard:", kind.as_bytes(), &[0], value.as_bytes()])
 }
 
 /// A link entry's `(id, data)`.

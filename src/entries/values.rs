@@ -134,11 +134,9 @@ fn skip_payload_at(r: &mut Reader<'_>, v: u32, depth: usize) -> Decoded<()> {
         0 => {
             r.bool()?;
         }
-        1 | 4 => {
-            r.i64()?;
-        }
+        1 | 4 => r.skip_varint()?,
         2 => {
-            r.f64()?;
+            r.bytes(8)?;
         }
         3 => {
             r.skip_str()?;

@@ -376,7 +376,20 @@ impl<'a> Reader<'a> {
     }
 
     /// A signed 128-bit varint ([`put_i128`]).
+    #[inline(always)]
     pub(crate) fn i128(&mut self) -> Decoded<i128> {
+        if let Some(&b) = self.buf.get(self.at)
+            && b < 251
+        {
+            self.at += 1;
+            return Ok(i128::from(b >> 1) ^ -i128::from(b & 1));
+        }
+        self.i128_wide()
+    }
+
+    /// [`Reader::i128`] past its one-byte form (out of line, as [`Reader::u64_wide`]).
+    #[inline(never)]
+    fn i128_wide(&mut self) -> Decoded<i128> {
         let v: u128 = match self.u8()? {
             b @ 0..=250 => u128::from(b),
             251 => u128::from(u16::from_le_bytes(self.array()?)),
@@ -386,6 +399,21 @@ impl<'a> Reader<'a> {
             _ => return Err(self.error("integer marker out of range")),
         };
         Ok(((v >> 1) as i128) ^ -((v & 1) as i128))
+    }
+
+    /// Step over an unsigned or signed varint ([`put_u64`], [`put_i64`]) without building it:
+    /// the same bytes [`Reader::u64`] reads, refused where it refuses them.
+    #[inline(always)]
+    pub(crate) fn skip_varint(&mut self) -> Decoded<()> {
+        let n = match self.buf.get(self.at) {
+            Some(&b) if b < 251 => 1,
+            Some(251) => 3,
+            Some(252) => 5,
+            Some(253) => 9,
+            Some(_) => return Err(self.error("integer marker out of range")),
+            None => return Err(self.ends_early()),
+        };
+        self.take(n).map(|_| ())
     }
 
     pub(crate) fn f64(&mut self) -> Decoded<f64> {
@@ -484,6 +512,25 @@ mod tests {
             prop_assert_eq!(wire_bytes(&(small as u32)), bincode_bytes(&(small as u32)));
             prop_assert_eq!(Reader::new(&wire_bytes(&u)).u64().unwrap(), u);
             prop_assert_eq!(Reader::new(&wire_bytes(&i)).i64().unwrap(), i);
+        }
+    }
+
+    proptest! {
+        /// `skip_varint` steps over exactly what `u64` reads (and `i128` agrees with `i64` on
+        /// what both read), refusing where it refuses, on any bytes.
+        #[test]
+        fn skipping_a_varint_takes_the_bytes_reading_it_takes(bytes in proptest::collection::vec(any::<u8>(), 0..12)) {
+            let mut read = Reader::new(&bytes);
+            let mut skipped = Reader::new(&bytes);
+            let r = read.u64();
+            let s = skipped.skip_varint();
+            prop_assert_eq!(r.is_ok(), s.is_ok());
+            if r.is_ok() {
+                prop_assert_eq!(read.position(), skipped.position());
+                let mut wide = Reader::new(&bytes);
+                let mut narrow = Reader::new(&bytes);
+                prop_assert_eq!(wide.i128().ok(), narrow.i64().ok().map(i128::from));
+            }
         }
     }
 
