@@ -112,8 +112,10 @@ fn payload_at(r: &mut Reader<'_>, v: u32, depth: usize) -> Decoded<Value> {
 /// Check a value written by [`Value::put`] and step over it without building it (a state a
 /// newer record of the chain replaces): the same checks as [`value`] (variants, lengths,
 /// UTF-8, nesting), no allocation.
+#[inline]
 pub(crate) fn skip_value(r: &mut Reader<'_>) -> Decoded<()> {
-    skip_value_at(r, 0)
+    let v = r.u32()?;
+    skip_payload(r, v)
 }
 
 fn skip_value_at(r: &mut Reader<'_>, depth: usize) -> Decoded<()> {
@@ -124,9 +126,16 @@ fn skip_value_at(r: &mut Reader<'_>, depth: usize) -> Decoded<()> {
     skip_payload_at(r, v, depth)
 }
 
-/// Check and step over the payload of a value of variant `v` (see [`skip_value`]).
+/// Check and step over the payload of a value of variant `v` (see [`skip_value`]). The
+/// scalars (nearly every state a record holds) inline; lists and objects out of line.
+#[inline(always)]
 pub(crate) fn skip_payload(r: &mut Reader<'_>, v: u32) -> Decoded<()> {
-    skip_payload_at(r, v, 0)
+    match v {
+        1 | 4 => r.skip_varint(),
+        2 => r.bytes(8).map(|_| ()),
+        3 => r.skip_str(),
+        _ => skip_payload_at(r, v, 0),
+    }
 }
 
 fn skip_payload_at(r: &mut Reader<'_>, v: u32, depth: usize) -> Decoded<()> {

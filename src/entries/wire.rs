@@ -440,6 +440,7 @@ impl<'a> Reader<'a> {
 
     /// A sequence length whose items take at least `min_item` bytes each: refused when the
     /// bytes left cannot hold that many, so a damaged length never reserves memory.
+    #[inline]
     pub(crate) fn len(&mut self, min_item: usize) -> Decoded<usize> {
         let n = self.u64()?;
         match usize::try_from(n) {
@@ -460,6 +461,7 @@ impl<'a> Reader<'a> {
 
     /// Step over a string: checked as [`Reader::str`] checks it, but for its UTF-8 unless the
     /// reader checks every string ([`Utf8`]).
+    #[inline]
     pub(crate) fn skip_str(&mut self) -> Decoded<()> {
         if self.utf8 != Utf8::All {
             let n = self.len(1)?;
