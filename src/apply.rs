@@ -201,6 +201,9 @@ pub struct RecordCounts {
     /// Of `deltas`: those that link to a record in a segment a running compaction was
     /// rewriting (the compaction copies that record and forwards the link to the copy).
     pub linked_into_compaction: u64,
+    /// Full records written because the profile's newest record lay in a segment a
+    /// compaction was switching in (its forwards written: no delta may link there any more).
+    pub full_at_switch: u64,
 }
 
 impl Batch {
@@ -708,6 +711,10 @@ impl<'a> Builder<'a> {
             through: at.through,
         };
         if self.cache.compacting.binary_search(&prev.segment).is_ok() {
+            if self.cache.switching {
+                records.full_at_switch += 1;
+                return None;
+            }
             records.linked_into_compaction += 1;
             self.linked.push(prev);
             next.through = Some((prev, at.link));

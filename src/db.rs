@@ -1155,10 +1155,15 @@ impl Inner {
     /// slips in between): the record a delta links to is kept (`Index::linked`) and
     /// copied folded even when it is no longer the newest, and before the switch the pairs
     /// old place -> new place of those records are written and synced as `FORWARD` entries,
-    /// then replace the index's forwards (docs/architecture.md, "Compaction").
+    /// then replace the index's forwards (docs/architecture.md, "Compaction"). Writers wait
+    /// only for the in-memory parts: no sync or fsync of the compaction runs under the index
+    /// or cache lock (the log's segment is synced before it is sealed, and deltas stop
+    /// linking into the inputs while the forwards and the manifest are synced).
     ///
-    /// `during` runs once the inputs are sealed and again once they are copied, before the
-    /// switch, without the index and cache locks (tests use it to write at those points).
+    /// `during` runs once the inputs are sealed, again once they are copied, and a third
+    /// time once the compaction is decided (its forwards and manifest durable) but not yet
+    /// switched in, without the index and cache locks (tests use it to write at those
+    /// points).
     fn compact(&self, steps: Steps, during: &mut dyn FnMut()) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
         let with_steps = match steps {
@@ -1168,6 +1173,11 @@ impl Inner {
         // Segments of steps alone: no profile record moves, so the forwards and the links
         // into a running compaction are left as they are.
         let only_steps = matches!(steps, Steps::Expired);
+        if !only_steps {
+            // Sealing the log's segment syncs it under the index's lock: most of its bytes
+            // are synced here first, without it.
+            self.store.sync()?;
+        }
         let (inputs, forwards, tables, steps_in_inputs) = {
             let mut index = self.index.write();
             let inputs = if only_steps {
@@ -1268,17 +1278,49 @@ impl Inner {
                 return other.map(|_| 0);
             }
         };
-        let reclaimed = {
+        // The switch, in three parts, so that the writers wait for none of its syncs:
+        // 1. Under the locks: from here no delta links into the inputs (a call whose
+        //    profile's newest record lies there writes a full record), so the links made so
+        //    far are all the forwards there will be.
+        let linked = if only_steps {
+            None
+        } else {
+            let mut index = self.index.write();
+            self.cache.lock().switching = true;
+            Some(std::mem::take(&mut index.linked))
+        };
+        // 2. Without them: the forwards written and synced, then the compaction decided (its
+        //    manifest durable, its outputs renamed and opened). A crash from here completes
+        //    it on open, and every delta linking into the inputs has its forward in the log.
+        let decided = (|| {
+            let forwards = match &linked {
+                Some(linked) => Some(self.write_forwards(linked, prepared.moved())?),
+                None => None,
+            };
+            Ok((forwards, self.store.decide_compaction(prepared)?))
+        })();
+        let (forwards, decided) = match decided {
+            Ok(decided) => decided,
+            Err(e) => {
+                let mut index = self.index.write();
+                let mut cache = self.cache.lock();
+                cache.compacting.clear();
+                cache.switching = false;
+                if !only_steps {
+                    index.linked = Default::default();
+                }
+                return Err(e);
+            }
+        };
+        during();
+        // 3. Under the locks again, with no I/O: the outputs replace the inputs in memory,
+        //    and the index and the cache follow them.
+        let (reclaimed, gone) = {
             let mut index = self.index.write();
             let mut cache = self.cache.lock();
             cache.compacting.clear();
-            let forwards = if only_steps {
-                None
-            } else {
-                let linked = std::mem::take(&mut index.linked);
-                Some(self.write_forwards(&mut index, &linked, prepared.moved())?)
-            };
-            let relocations = self.store.commit_compaction(prepared)?;
+            cache.switching = false;
+            let (relocations, _) = self.store.switch_compaction(decided);
             if let Some(forwards) = forwards {
                 index.forwards = std::sync::Arc::new(forwards);
             }
@@ -1290,7 +1332,7 @@ impl Inner {
             cache.relocate(&relocations.moved, &inputs, &index.forwards);
             (relocations.reclaimed_bytes, gone)
         };
-        let (reclaimed, gone) = reclaimed;
+        self.store.unlink_compacted(&inputs)?;
         if with_steps && !only_steps {
             self.steps_rewritten.store(
                 self.store.step_bytes(),
@@ -1310,7 +1352,6 @@ impl Inner {
     /// (one before it finds old places that still exist, which replay ignores).
     fn write_forwards(
         &self,
-        index: &mut Index,
         linked: &crate::index::HashSet<Location>,
         moved: &[(u8, u64, Location, Location)],
     ) -> Result<crate::entries::chain::Forwards> {
@@ -1329,6 +1370,9 @@ impl Inner {
         }
         // 2,048 pairs (48 KiB) an entry, 64 entries (3 MiB) a frame.
         let blocks: Vec<Vec<u8>> = pairs.chunks(2048).map(entries::forward_block).collect();
+        // Appended under the index's lock, as every append is (its arrival order, the hint's
+        // position), then synced without it.
+        let mut index = self.index.write();
         let mut seq = 0;
         for frame in blocks.chunks(64) {
             let batch: Vec<Entry<'_>> = frame
@@ -1342,6 +1386,7 @@ impl Inner {
             seq = self.store.append(&batch)?.seq;
         }
         index.set_last_seq(seq);
+        drop(index);
         self.store.wait_durable(seq, Durability::SyncEach)?;
         forwards.extend(pairs);
         Ok(forwards)

@@ -304,11 +304,14 @@ fn a_crash_at_every_io_operation_of_a_compaction_keeps_before_or_after() {
 }
 
 /// Calls issued from inside a compaction (`Db::compact_with`): two once the inputs are sealed,
-/// two once they are copied. Each updates a profile whose newest record lies in the inputs or
-/// was written by the one before it, so the deltas link into the segments being rewritten and
-/// the compaction writes `FORWARD` entries before its switch.
+/// two once they are copied, two once it is decided (forwards and manifest durable) but not
+/// switched in. Each of the first four updates a profile whose newest record lies in the
+/// inputs or was written by the one before it, so the deltas link into the segments being
+/// rewritten and the compaction writes `FORWARD` entries before its switch; the fifth updates
+/// user 1, whose newest record lies in the inputs, when no delta may link there any more (it
+/// writes a full record), the sixth user 2 again (a delta after one written during it).
 fn during_steps() -> Vec<Step> {
-    [2u8, 3, 2, 4]
+    [2u8, 3, 2, 4, 1, 2]
         .into_iter()
         .map(|u| Step::Identify {
             uid: Some(u),
@@ -319,7 +322,7 @@ fn during_steps() -> Vec<Step> {
         .collect()
 }
 
-/// Run `Db::compact_with` issuing `steps[from..]` (durable) from its two hook points; returns
+/// Run `Db::compact_with` issuing `steps[from..]` (durable) from its three hook points; returns
 /// the compaction's result and how many of those calls were acknowledged and issued.
 fn compact_with_calls(
     db: &profiledb::Db,
@@ -380,10 +383,15 @@ fn a_crash_at_every_io_operation_of_a_compaction_with_writers_linking_into_it() 
     assert_eq!((acked, issued), (n, n));
     let last = io.ops();
     assert_eq!(db_state(&db).unwrap(), states[n]);
-    let linked = db.stats().profile_records.linked_into_compaction;
+    let records = db.stats().profile_records;
+    let linked = records.linked_into_compaction;
     assert!(
         linked >= 2,
         "only {linked} deltas linked into the compaction"
+    );
+    assert_eq!(
+        records.full_at_switch, 1,
+        "the call on user 1 while the compaction switched in"
     );
     db.close().unwrap();
     let db = open_real(&dir).unwrap();

@@ -316,6 +316,11 @@ pub(crate) struct ProfileCache {
     /// record it links to goes into `Index::linked`, and the compaction copies it (folded)
     /// even when it is no longer the profile's newest, then forwards the link to the copy.
     pub compacting: Vec<u32>,
+    /// The running compaction is switching in: its forwards are written (or being written)
+    /// and its manifest may be durable, so a delta may no longer link into `compacting` (a
+    /// crash would complete the compaction without a forward for the link): the call writes
+    /// a full record instead.
+    pub switching: bool,
     /// Profile records written, by form and reason (`Stats::profile_records`).
     pub records: RecordCounts,
     /// Loads of a profile that found it here, and loads that read it from the log.
@@ -349,6 +354,7 @@ impl ProfileCache {
             bytes: 0,
             budget,
             compacting: Vec::new(),
+            switching: false,
             records: Default::default(),
             hits: 0,
             misses: 0,

@@ -5,7 +5,8 @@
 //! as `--durability` (see [`durabilities`]): `group` (default) lets the store's group commit
 //! sync at least every 10 ms or 1,000 calls in the background while the calls go on,
 //! `buffered` syncs once at the end, `sync` syncs every call. The latency of every 16th call is
-//! recorded exactly; p50/p99 come from those samples.
+//! recorded exactly; p50/p99 come from those samples. Every call is timed for the longest and
+//! the stalls (calls of 1 ms or more, and the time in them).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -51,7 +52,17 @@ pub struct Latency {
     pub samples: u64,
     /// The sampled calls by latency band: where the time goes (a few slow calls, or many).
     pub bands: Vec<Band>,
+    /// Of every call (not only the sampled): the longest, in microseconds.
+    pub longest: f64,
+    /// Calls that took [`STALL`] or more (every call timed): the writer stopped by a
+    /// compaction, a sync, the hint or a table growing.
+    pub stalls: u64,
+    /// Seconds spent in those calls.
+    pub stall_seconds: f64,
 }
+
+/// A call this long or longer is a stall.
+const STALL: Duration = Duration::from_millis(1);
 
 /// The sampled calls whose latency lies in `[from_us, to_us)`.
 #[derive(Debug, Serialize)]
@@ -295,6 +306,7 @@ fn run(
     let mut first_refusal = None;
     let (mut busy, mut i) = (Duration::ZERO, 0u64);
     let mut peaks = Peaks::default();
+    let (mut stalls, mut longest) = ((0u64, Duration::ZERO), Duration::ZERO);
     let wall = Instant::now();
     loop {
         batch.clear();
@@ -304,7 +316,7 @@ fn run(
         }
         let started = Instant::now();
         for message in &batch {
-            let sampled = (i & 15 == 0).then(Instant::now);
+            let t = Instant::now();
             match db.apply_with(message, call_durability) {
                 Ok(outcome) => match outcome.status {
                     Status::Created => outcomes.created += 1,
@@ -319,9 +331,15 @@ fn run(
                 }
                 Err(e) => return Err(e),
             }
-            if let Some(t) = sampled {
-                samples.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+            let took = t.elapsed();
+            if i & 15 == 0 {
+                samples.push(took.as_nanos().min(u32::MAX as u128) as u32);
             }
+            if took >= STALL {
+                stalls.0 += 1;
+                stalls.1 += took;
+            }
+            longest = longest.max(took);
             i += 1;
         }
         busy += started.elapsed();
@@ -379,6 +397,9 @@ fn run(
             max: percentile(&samples, 100.0),
             samples: samples.len() as u64,
             bands: bands(&samples),
+            longest: longest.as_secs_f64() * 1e6,
+            stalls: stalls.0,
+            stall_seconds: stalls.1.as_secs_f64(),
         },
         syncs: loaded.storage.syncs,
         bytes_written_per_call: loaded.storage.bytes_appended as f64 / i.max(1) as f64,
@@ -467,6 +488,15 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
+        "  stalls          {} calls >= {} ms, {:.2} s in them ({:.1} % of the time); longest call {:.1} ms",
+        l.stalls,
+        STALL.as_millis(),
+        l.stall_seconds,
+        100.0 * l.stall_seconds / r.seconds.max(1e-9),
+        l.longest / 1000.0
+    )?;
+    writeln!(
+        out,
         "  written         {:.0} bytes/call ({} appended, {} syncs)",
         r.bytes_written_per_call,
         mb(r.bytes_appended),
@@ -501,8 +531,8 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
     writeln!(
         out,
         "  records         {} deltas ({} linked into a running compaction); full: {} new or \
-         rewritten whole, {} at the chain limit",
-        rc.deltas, rc.linked_into_compaction, rc.full_whole, rc.full_chain_limit
+         rewritten whole, {} at the chain limit, {} while a compaction switched in",
+        rc.deltas, rc.linked_into_compaction, rc.full_whole, rc.full_chain_limit, rc.full_at_switch
     )?;
     writeln!(
         out,

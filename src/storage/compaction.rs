@@ -7,8 +7,10 @@
 //!    fdatasync each, fsync the directory. A crash leaves only temp files: removed on open.
 //! 2. commit: write `COMPACT.tmp` (new and old ids, CRC), fdatasync, rename to `COMPACT`,
 //!    fsync the directory. From here the compaction is decided: recovery completes it.
-//! 3. rename each temp to its final name, fsync the directory; switch the in-memory table;
-//!    unlink the old segments, fsync the directory; unlink `COMPACT`, fsync the directory.
+//! 3. rename each temp to its final name, fsync the directory ([`decide`] ends here, with no
+//!    lock of the layer above held); switch the in-memory table ([`switch_in`], no I/O: the
+//!    only part the layer above blocks its readers and writers for); unlink the old segments,
+//!    fsync the directory; unlink `COMPACT`, fsync the directory ([`unlink_inputs`]).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -556,7 +558,20 @@ pub(crate) fn prepare(
     }
 }
 
-pub(crate) fn commit(shared: &Shared, mut p: Prepared) -> Result<Relocations> {
+/// A compaction decided (step 2 and the renames of step 3 done: recovery completes it from
+/// here) whose outputs are open but not yet in the in-memory table: the store still serves
+/// the inputs until [`switch_in`], so the layer above need not block its readers and writers
+/// for the syncs.
+pub(crate) struct Decided {
+    inputs: Vec<u32>,
+    news: Vec<Arc<Sealed>>,
+    moved: Relocations,
+    written: u64,
+}
+
+/// Steps 2 and 3 up to the switch: the manifest, the renames, the directory's fsync, the
+/// outputs opened. A failure poisons the store (the manifest may be durable).
+pub(crate) fn decide(shared: &Shared, mut p: Prepared) -> Result<Decided> {
     let _c = shared.compaction.lock();
     shared.check_poison()?;
     {
@@ -571,21 +586,50 @@ pub(crate) fn commit(shared: &Shared, mut p: Prepared) -> Result<Relocations> {
             });
         }
     }
-    let r = switch(shared, &p);
+    let r = rename_in(shared, &p);
     p.done = true;
-    shared.guard(r)?;
+    let news = shared.guard(r)?;
+    Ok(Decided {
+        inputs: std::mem::take(&mut p.inputs),
+        news,
+        moved: Relocations {
+            reclaimed_bytes: p.reclaimed,
+            ..std::mem::take(&mut p.moved)
+        },
+        written: p.written,
+    })
+}
+
+/// The in-memory switch of a decided compaction (no I/O): the outputs replace the inputs in
+/// the table of sealed segments. Returns the relocations and the inputs, whose files
+/// [`unlink_inputs`] removes once the layer above has applied them.
+pub(crate) fn switch_in(shared: &Shared, d: Decided) -> (Relocations, Vec<u32>) {
+    let _c = shared.compaction.lock();
+    {
+        let mut sealed = shared.sealed.write();
+        for id in &d.inputs {
+            sealed.remove(id);
+        }
+        for s in d.news {
+            sealed.insert(s.id, s);
+        }
+    }
     shared.counters.compactions.fetch_add(1, Ordering::Relaxed);
     shared
         .counters
         .compacted_bytes
-        .fetch_add(p.written, Ordering::Relaxed);
-    Ok(Relocations {
-        reclaimed_bytes: p.reclaimed,
-        ..std::mem::take(&mut p.moved)
-    })
+        .fetch_add(d.written, Ordering::Relaxed);
+    (d.moved, d.inputs)
 }
 
-fn switch(shared: &Shared, p: &Prepared) -> Result<()> {
+/// The rest of step 3 after the switch: unlink the inputs and the manifest. A failure
+/// poisons the store (the next open finishes the compaction from the manifest).
+pub(crate) fn unlink_inputs(shared: &Shared, inputs: &[u32]) -> Result<()> {
+    let _c = shared.compaction.lock();
+    shared.guard(finish(shared.io.as_ref(), &shared.dir, inputs))
+}
+
+fn rename_in(shared: &Shared, p: &Prepared) -> Result<Vec<Arc<Sealed>>> {
     let io = shared.io.as_ref();
     let dir = &shared.dir;
     write_manifest(io, dir, &p.outputs, &p.inputs)?;
@@ -599,16 +643,7 @@ fn switch(shared: &Shared, p: &Prepared) -> Result<()> {
     for id in &p.outputs {
         news.push(Arc::new(Sealed::open(io, dir, *id)?));
     }
-    {
-        let mut sealed = shared.sealed.write();
-        for id in &p.inputs {
-            sealed.remove(id);
-        }
-        for s in news {
-            sealed.insert(s.id, s);
-        }
-    }
-    finish(io, dir, &p.inputs)
+    Ok(news)
 }
 
 /// Unlink the old segments and the manifest (the commit is decided).

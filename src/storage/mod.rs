@@ -191,6 +191,12 @@ pub struct PreparedCompaction {
     inner: compaction::Prepared,
 }
 
+/// A compaction decided (durable: a crash completes it on open) but not yet switched in
+/// memory ([`Store::decide_compaction`]).
+pub struct DecidedCompaction {
+    inner: compaction::Decided,
+}
+
 impl PreparedCompaction {
     /// Each copied entry's `(kind, id, old location, new location)`, in copy order (what
     /// [`Store::commit_compaction`] will return as [`Relocations::moved`]).
@@ -436,8 +442,36 @@ impl Store {
 
     /// Switch a prepared compaction in (crash-safe) and unlink the old segments. The caller
     /// must block its own readers and writers while it applies the returned relocations.
+    /// (The three steps of [`Store::decide_compaction`], [`Store::switch_compaction`] and
+    /// [`Store::unlink_compacted`] in one, for a caller that blocks them throughout.)
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // the storage suites' entry point
     pub fn commit_compaction(&self, prepared: PreparedCompaction) -> Result<Relocations> {
-        compaction::commit(&self.inner.shared, prepared.inner)
+        let decided = self.decide_compaction(prepared)?;
+        let (relocations, inputs) = self.switch_compaction(decided);
+        self.unlink_compacted(&inputs)?;
+        Ok(relocations)
+    }
+
+    /// Decide a prepared compaction: its manifest made durable and its outputs renamed and
+    /// opened (from here a crash completes it on open), while the store goes on serving the
+    /// inputs. Readers and writers need not be blocked for it; the caller must make sure
+    /// nothing it writes from here on refers to a place in the inputs.
+    pub fn decide_compaction(&self, prepared: PreparedCompaction) -> Result<DecidedCompaction> {
+        Ok(DecidedCompaction {
+            inner: compaction::decide(&self.inner.shared, prepared.inner)?,
+        })
+    }
+
+    /// Switch a decided compaction in, in memory (no I/O): reads of the inputs' places fail
+    /// from here, so the caller blocks its readers and writers while it applies the returned
+    /// relocations. Returns them and the inputs, for [`Store::unlink_compacted`].
+    pub fn switch_compaction(&self, decided: DecidedCompaction) -> (Relocations, Vec<u32>) {
+        compaction::switch_in(&self.inner.shared, decided.inner)
+    }
+
+    /// Unlink a switched compaction's inputs and its manifest (no lock of the caller needed).
+    pub fn unlink_compacted(&self, inputs: &[u32]) -> Result<()> {
+        compaction::unlink_inputs(&self.inner.shared, inputs)
     }
 
     /// Bytes in sealed segments (what compaction could reclaim at most).
