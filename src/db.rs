@@ -589,9 +589,10 @@ impl Db {
         self.inner.compact(Steps::Expired, &mut || {})
     }
 
-    /// [`Db::compact`], calling `during` once the segments to compact are sealed and again
-    /// once their live records are copied, just before the switch: for tests that write
-    /// while a compaction runs, at a known point. `during` runs without the index and cache
+    /// [`Db::compact`], calling `during` once the segments to compact are sealed, again
+    /// once their live records are copied, and a third time once the compaction is decided
+    /// (forwards and manifest durable), just before the switch: for tests that write while a
+    /// compaction runs, at a known point. `during` runs without the index and cache
     /// locks but with the compaction's own: it may write and read, not compact, erase,
     /// lift a suppression or unmerge (those wait for the compaction).
     #[doc(hidden)]
