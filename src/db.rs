@@ -1157,9 +1157,10 @@ impl Inner {
     /// copied folded even when it is no longer the newest, and before the switch the pairs
     /// old place -> new place of those records are written and synced as `FORWARD` entries,
     /// then replace the index's forwards (docs/architecture.md, "Compaction"). Writers wait
-    /// only for the in-memory parts: no sync or fsync of the compaction runs under the index
-    /// or cache lock (the log's segment is synced before it is sealed, and deltas stop
-    /// linking into the inputs while the forwards and the manifest are synced).
+    /// for the seal and the in-memory switch only: the log's segment is synced before it is
+    /// sealed (the seal's own syncs, the tail and the next segment's creation, find little
+    /// to do), and deltas stop linking into the inputs while the forwards and the manifest
+    /// are synced without the index and cache locks.
     ///
     /// `during` runs once the inputs are sealed, again once they are copied, and a third
     /// time once the compaction is decided (its forwards and manifest durable) but not yet
