@@ -268,6 +268,59 @@ fn deltas_written_during_a_compaction_read_back_through_its_forwards() {
     }
 }
 
+/// A checkpoint written while a compaction is decided but not yet switched in (the third
+/// point of `Db::compact_with`) names the segments the compaction replaces. After a crash that
+/// leaves it as the newest hint, the open finds those segments gone, does not use it, and
+/// replays the log: the delta linked into the compaction reads back through its forward, and
+/// the calls made once it was decided (full records: no delta links into its inputs then).
+#[test]
+fn a_checkpoint_while_a_compaction_switches_in_is_not_used_once_it_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let db = run(&dir, options(64, 1 << 20), 0..150);
+    let (mut point, mut next, mut hint) = (0, 150, None);
+    db.compact_with(&mut || {
+        point += 1;
+        // Person 0 once the inputs are sealed (a delta linking into them); persons 1 and 2
+        // once the compaction is decided (their newest records lie in the inputs).
+        let calls = match point {
+            1 => 1,
+            3 => 2,
+            _ => 0,
+        };
+        for _ in 0..calls {
+            db.apply(&call(next)).unwrap();
+            next += 1;
+        }
+        if point == 3 {
+            db.checkpoint().unwrap();
+            hint = Some(std::fs::read(dir.join("HINT")).unwrap());
+        }
+    })
+    .unwrap();
+    let r = db.stats().profile_records;
+    assert!(
+        r.linked_into_compaction >= 1 && r.full_at_switch >= 1,
+        "{r:?}"
+    );
+    db.abandon();
+    let hint = hint.unwrap();
+    assert_ne!(
+        std::fs::read(dir.join("HINT")).unwrap(),
+        hint,
+        "the compaction's own hint"
+    );
+    std::fs::write(dir.join("HINT"), hint).unwrap();
+    let db = Db::open(&dir, options(64, 1 << 20)).unwrap();
+    assert!(
+        !dir.join("HINT").exists(),
+        "the open removes a hint whose segments were compacted away"
+    );
+    let reference = run(&tmp.path().join("ref"), options(1, 0), 0..next);
+    assert_eq!(all(&db), all(&reference));
+    assert!(db.check().unwrap().is_empty());
+}
+
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut segs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
