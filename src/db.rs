@@ -1272,11 +1272,7 @@ impl Inner {
                 p
             }
             other => {
-                let mut index = self.index.write();
-                self.cache.lock().compacting.clear();
-                if !only_steps {
-                    index.linked = Default::default();
-                }
+                self.abandon_compaction(only_steps);
                 return other.map(|_| 0);
             }
         };
@@ -1304,13 +1300,7 @@ impl Inner {
         let (forwards, decided) = match decided {
             Ok(decided) => decided,
             Err(e) => {
-                let mut index = self.index.write();
-                let mut cache = self.cache.lock();
-                cache.compacting.clear();
-                cache.switching = false;
-                if !only_steps {
-                    index.linked = Default::default();
-                }
+                self.abandon_compaction(only_steps);
                 return Err(e);
             }
         };
@@ -1346,6 +1336,18 @@ impl Inner {
         // before this point is removed by the next open).
         self.remove_files(&gone)?;
         Ok(reclaimed)
+    }
+
+    /// A compaction that will not switch in: writers stop treating its inputs as compacted
+    /// (no link recorded, no full record written for them) and the links it collected go.
+    fn abandon_compaction(&self, only_steps: bool) {
+        let mut index = self.index.write();
+        let mut cache = self.cache.lock();
+        cache.compacting.clear();
+        cache.switching = false;
+        if !only_steps {
+            index.linked = Default::default();
+        }
     }
 
     /// The forwards of a compaction about to switch in: for each record in `linked` (the
