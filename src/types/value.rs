@@ -33,9 +33,16 @@ pub use compact_str::CompactString;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
-    /// Now, from the system clock.
+    /// Now, from the system clock: microseconds since the Unix epoch (negative before it),
+    /// as `chrono::Utc::now().timestamp_micros()` gives them, without building a calendar date
+    /// (every call reads the clock once or twice).
     pub fn now() -> Timestamp {
-        Timestamp(chrono::Utc::now().timestamp_micros())
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let micros = |d: std::time::Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        Timestamp(match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(after) => micros(after),
+            Err(before) => micros(before.duration()).saturating_neg(),
+        })
     }
 
     /// Parse RFC 3339 / ISO 8601 date-time with a zone (`2026-11-22T10:00:00Z`,
@@ -201,6 +208,17 @@ impl Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn now_reads_the_clock_chrono_reads() {
+        let before = chrono::Utc::now().timestamp_micros();
+        let now = Timestamp::now().0;
+        let after = chrono::Utc::now().timestamp_micros();
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+    }
 
     /// What bincode's derive wrote for `Str(String)` before the inline strings (company
     /// records are still written by it): the variant index, then the string.
