@@ -818,7 +818,7 @@ impl<'a> Builder<'a> {
             let chain = match (self.cache.enabled(), work.cached.take()) {
                 (false, _) => None,
                 (true, Some(Cached::Hot(_))) if work.full => {
-                    Some(Cached::Hot(Hot::encode(&work.rec)))
+                    Some(Cached::Hot(Box::new(Hot::encode(&work.rec))))
                 }
                 (true, Some(Cached::Hot(mut hot))) => {
                     match hot.after(&work.rec, &work.changed, ids_changed) {
@@ -834,7 +834,7 @@ impl<'a> Builder<'a> {
                 (true, Some(Cached::Chain(_)))
                     if work.hit && !work.partial && self.cache.roomy() =>
                 {
-                    Some(Cached::Hot(Hot::encode(&work.rec)))
+                    Some(Cached::Hot(Box::new(Hot::encode(&work.rec))))
                 }
                 (true, cached) => Some(Cached::Chain(match (kind, cached) {
                     (EntryKind::Profile, _) => Chain::full_measured(&data, &lens),
