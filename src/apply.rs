@@ -116,6 +116,8 @@ struct Pools {
     raws: Vec<RawStates>,
     /// [`Before::raw`] lists.
     raw_befores: Vec<Vec<(u32, RawState)>>,
+    /// [`Work::fast`] sets.
+    fasts: Vec<FastSets>,
 }
 
 impl Pools {
@@ -143,6 +145,21 @@ impl Pools {
         self.raw_befores
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(CALL_NAMES))
+    }
+
+    fn fast(&mut self) -> FastSets {
+        self.fasts.pop().unwrap_or_else(|| FastSets {
+            sets: Vec::with_capacity(CALL_NAMES),
+            bytes: Vec::with_capacity(256),
+        })
+    }
+
+    fn keep_fast(&mut self, mut fast: FastSets) {
+        if self.fasts.len() < SPARE_BUFS && fast.bytes.capacity() <= SPARE_BUF_BYTES {
+            fast.sets.clear();
+            fast.bytes.clear();
+            self.fasts.push(fast);
+        }
     }
 
     /// Take back a profile's capture and its list of captured states before.
@@ -201,6 +218,9 @@ pub struct RecordCounts {
     /// Of `deltas`: those that link to a record in a segment a running compaction was
     /// rewriting (the compaction copies that record and forwards the link to the copy).
     pub linked_into_compaction: u64,
+    /// Of `deltas`: those written by the in-order fast path (every change a set newer than
+    /// the state it replaces, kept as its value's bytes; `apply::FastSets`).
+    pub fast_path: u64,
     /// Full records written because the profile's newest record lay in a segment a
     /// compaction was switching in (its forwards written: no delta may link there any more).
     pub full_at_switch: u64,
@@ -353,6 +373,9 @@ struct Work {
     raw: RawStates,
     /// Write a full record whatever the chain (a merge survivor).
     full: bool,
+    /// The in-order fast path: the call's new states, kept as its values' bytes instead of in
+    /// `rec` (see [`FastSets`]); `None`: they are in `rec`.
+    fast: Option<FastSets>,
     /// Names whose state the call changed.
     changed: Vec<u32>,
     /// Whether the call's event time moves `first_seen` / `updated_at`.
@@ -395,10 +418,63 @@ enum OldIds {
     Saved(Ids),
 }
 
+/// The in-order fast path (docs/write-path-next.md, steps 3 and 4). When every operation of a
+/// call is a set of a registered name (each once) on a profile loaded partially, and each
+/// name's state before is a plain set or removal older than the call (captured as bytes,
+/// `entries::raw`) or absent, every new state is `{lww: (the call's stamp, the value)}`
+/// whatever the state before (`PropState::before_write`). The call then builds no
+/// `PropState`: it keeps each value's bytes as `Value::put` writes them, which are exactly
+/// the delta's `FORM_SET` states (`entries::profile::put_delta_sets`). Anything that needs
+/// the states in `rec` (a full record, the cache's hot record) first puts them there
+/// ([`materialize`]).
+struct FastSets {
+    /// (name, its value's bytes in `bytes`), sorted by name once the call is applied.
+    sets: Vec<(u32, std::ops::Range<u32>)>,
+    bytes: Vec<u8>,
+}
+
+impl FastSets {
+    fn values(&self) -> impl ExactSizeIterator<Item = (u32, &[u8])> {
+        self.sets
+            .iter()
+            .map(|(id, r)| (*id, &self.bytes[r.start as usize..r.end as usize]))
+    }
+}
+
+/// Put a fast-path call's new states into `rec` (see [`FastSets`]): each a set by the call at
+/// `stamp`, as `PropState::apply_set_ref` leaves it on the empty state. The fast sets go back
+/// to `pools`.
+fn materialize(work: &mut Work, stamp: Stamp, pools: &mut Pools) -> Result<()> {
+    let Some(fast) = work.fast.take() else {
+        return Ok(());
+    };
+    for (id, bytes) in fast.values() {
+        *work.rec.state_mut(id) = fast_state(bytes, stamp)?;
+    }
+    pools.keep_fast(fast);
+    Ok(())
+}
+
+/// The state a fast-path set leaves: the value whose bytes `bytes` are, set at `stamp`.
+fn fast_state(bytes: &[u8], stamp: Stamp) -> Result<PropState> {
+    let value = entries::raw::value_of(bytes).map_err(|e| Error::Corruption {
+        file: Default::default(),
+        offset: 0,
+        // Bytes this process encoded: only a bug gets here.
+        reason: format!("a value of the call's fast path: {}", e.reason),
+    })?;
+    Ok(PropState {
+        lww: Some((stamp, Some(value))),
+        once: None,
+        adds: None,
+    })
+}
+
 /// Make a partially loaded profile (`Work::partial`) whole: the records it was loaded from
 /// folded whole, with the identifiers, times and states the call has by now (it changed no
 /// other state).
 fn complete(work: &mut Work, store: &Store, index: &Index) -> Result<()> {
+    debug_assert!(work.fast.is_none(), "completing a profile with fast sets");
     if !work.partial {
         return Ok(());
     }
@@ -441,6 +517,17 @@ fn with_raw(mut rec: ProfileRecord, raw: &RawStates) -> ProfileRecord {
     for (id, r) in &raw.states {
         if let Ok(state) = raw.decode(r) {
             *rec.state_mut(*id) = state;
+        }
+    }
+    rec
+}
+
+/// `rec` with a fast-path call's new states put in (debug builds check the fast path with it).
+#[cfg(debug_assertions)]
+fn with_fast(mut rec: ProfileRecord, fast: Option<&FastSets>, stamp: Stamp) -> ProfileRecord {
+    for (id, bytes) in fast.into_iter().flat_map(FastSets::values) {
+        if let Ok(state) = fast_state(bytes, stamp) {
+            *rec.state_mut(id) = state;
         }
     }
     rec
@@ -626,6 +713,7 @@ impl<'a> Builder<'a> {
                 head: Some((loc, at)),
                 hit,
                 full: false,
+                fast: None,
                 changed: self.pools.names(),
                 stamped: false,
                 cached,
@@ -776,6 +864,18 @@ impl<'a> Builder<'a> {
                     .cached
                     .as_ref()
                     .is_none_or(|c| c.records() >= CACHED_CHAIN_RECORDS);
+            // The fast path's delta is written from its bytes (and the cache's chain or hot
+            // record from the delta or the bytes); a full record needs the states in `rec`.
+            let fast_delta = link.is_some()
+                && !cache_full
+                && !ids_changed
+                && !work.full
+                && work.cached.is_some();
+            if !fast_delta {
+                materialize(&mut work, stamp, &mut self.pools)?;
+            } else if work.fast.is_some() {
+                self.cache.records.fast_path += 1;
+            }
             if link.is_none() || cache_full {
                 complete(&mut work, self.store, self.index)?;
             }
@@ -787,17 +887,43 @@ impl<'a> Builder<'a> {
                 Some((link, at)) => {
                     let mut data = self.pools.buf();
                     data.reserve(64 + 24 * work.changed.len());
-                    entries::profile::put_delta(
-                        &DeltaOut {
+                    match &work.fast {
+                        Some(fast) => entries::profile::put_delta_sets(
                             link,
                             stamp,
-                            times: work.stamped,
-                            ids: ids_changed.then_some(&work.rec.ids),
-                            rec: &work.rec,
-                            changed: &work.changed,
-                        },
-                        &mut data,
-                    );
+                            work.stamped,
+                            fast.values(),
+                            &mut data,
+                        ),
+                        None => entries::profile::put_delta(
+                            &DeltaOut {
+                                link,
+                                stamp,
+                                times: work.stamped,
+                                ids: ids_changed.then_some(&work.rec.ids),
+                                rec: &work.rec,
+                                changed: &work.changed,
+                            },
+                            &mut data,
+                        ),
+                    }
+                    // Debug builds: the fast path's delta is the one the states give.
+                    #[cfg(debug_assertions)]
+                    if work.fast.is_some() {
+                        let mut slow = Vec::new();
+                        entries::profile::put_delta(
+                            &DeltaOut {
+                                link,
+                                stamp,
+                                times: work.stamped,
+                                ids: None,
+                                rec: &with_fast(work.rec.clone(), work.fast.as_ref(), stamp),
+                                changed: &work.changed,
+                            },
+                            &mut slow,
+                        );
+                        debug_assert_eq!(data, slow, "fast path's delta of profile {key}");
+                    }
                     (EntryKind::ProfileDelta, data, at)
                 }
                 None => (
@@ -821,7 +947,16 @@ impl<'a> Builder<'a> {
                     Some(Cached::Hot(Box::new(Hot::encode(&work.rec))))
                 }
                 (true, Some(Cached::Hot(mut hot))) => {
-                    match hot.after(&work.rec, &work.changed, ids_changed) {
+                    let written = match &work.fast {
+                        Some(fast) => hot.after_sets(
+                            work.rec.first_seen,
+                            work.rec.updated_at,
+                            stamp,
+                            fast.values(),
+                        ),
+                        None => hot.after(&work.rec, &work.changed, ids_changed),
+                    };
+                    match written {
                         Ok(()) => Some(Cached::Hot(hot)),
                         Err(e) => {
                             // Bytes this process encoded: only a bug gets here; the log has
@@ -858,6 +993,13 @@ impl<'a> Builder<'a> {
                 };
                 let undo = match (&work.before.whole, &work.old) {
                     (Some(whole), _) => crate::entries::history::diff(Some(whole), &work.rec),
+                    // Every name the fast path set has a state after the call: the undo is the
+                    // states before (absent ones here, captured ones in `raw`) and the times.
+                    (None, _) if work.fast.is_some() => {
+                        let mut props = std::mem::take(&mut work.before.props);
+                        props.sort_unstable_by_key(|p| p.0);
+                        (None, work.before.times.0, work.before.times.1, props)
+                    }
                     (None, OldIds::New) => crate::entries::history::diff(None, &work.rec),
                     (None, old) => crate::entries::history::diff_changed(
                         match old {
@@ -897,7 +1039,10 @@ impl<'a> Builder<'a> {
                     }
                     all.3.sort_unstable_by_key(|p| p.0);
                     // The states captured and left as they were are the profile's still.
-                    let after = with_raw(work.rec.clone(), &work.raw);
+                    let after = with_raw(
+                        with_fast(work.rec.clone(), work.fast.as_ref(), stamp),
+                        &work.raw,
+                    );
                     let whole = crate::entries::history::diff(Some(loaded), &after);
                     debug_assert_eq!(all, whole, "undo step from the saved parts");
                     let mut decoded = Vec::new();
@@ -940,6 +1085,9 @@ impl<'a> Builder<'a> {
             });
             keep(&mut self.pools.names, work.changed);
             self.pools.keep_raw(work.raw, work.before.raw);
+            if let Some(fast) = work.fast.take() {
+                self.pools.keep_fast(fast);
+            }
             self.written.push(Written {
                 entry: self.entries.len(),
                 key,
@@ -1169,7 +1317,12 @@ impl<'a> Builder<'a> {
         // none): the profiles found are loaded with those states only. `numbered` keeps the
         // numbers in `call_ops`'s order for the loop that applies the operations below.
         let mut numbered = smallvec::SmallVec::<[Option<u32>; 16]>::new();
-        call_ops(m, |name, _| numbered.push(self.index.name_id(name)));
+        // Whether every operation is a set (the fast path's first condition, `FastSets`).
+        let mut all_sets = true;
+        call_ops(m, |name, op| {
+            all_sets &= matches!(op, CallOp::Set(_));
+            numbered.push(self.index.name_id(name));
+        });
         let mut only: smallvec::SmallVec<[u32; 16]> = numbered.iter().flatten().copied().collect();
         only.sort_unstable();
         only.dedup();
@@ -1212,6 +1365,7 @@ impl<'a> Builder<'a> {
                         head: None,
                         hit: false,
                         full: true,
+                        fast: None,
                         changed: Vec::with_capacity(m.traits.len()),
                         stamped: true,
                         cached: None,
@@ -1340,6 +1494,28 @@ impl<'a> Builder<'a> {
             }
         }
 
+        // The in-order fast path (`FastSets`): every operation a set of a registered name,
+        // each once, on the one profile found, which the call neither merges nor re-identifies.
+        let fast = all_sets
+            && plan.merge.is_empty()
+            && !attach
+            && m.company.is_none()
+            && out.moved.is_empty()
+            && out.quarantined.is_empty()
+            && only.len() == numbered.len()
+            && numbered.iter().all(Option::is_some)
+            && self
+                .position(survivor)
+                .is_some_and(|i| self.fast_fits(i, &only, ts));
+        if fast {
+            self.apply_fast(survivor, m, &numbered);
+            self.work(survivor).stamped = true;
+            let rec = self.rec(survivor);
+            rec.updated_at = rec.updated_at.max(ts);
+            rec.first_seen = rec.first_seen.min(ts);
+            return Ok(out);
+        }
+
         // Properties (SPEC 3.3, 3.5), in the call's order (`call_ops`).
         let order = self.order;
         let list_limits = ListLimits {
@@ -1446,6 +1622,59 @@ impl<'a> Builder<'a> {
         out.ignored.sort();
         out.ignored.dedup();
         Ok(out)
+    }
+
+    /// Whether the fast path fits the loaded profile `i` (of `self.profiles`) for a call that
+    /// sets the names `only` (sorted, each once) at `ts`: loaded partially and not changed
+    /// whole, and each name's state before a captured plain state older than the call or
+    /// absent (not one built into `rec`).
+    fn fast_fits(&self, i: usize, only: &[u32], ts: Timestamp) -> bool {
+        let work = &self.profiles[i].1;
+        work.partial
+            && matches!(work.old, OldIds::Same)
+            && !work.full
+            && work.fast.is_none()
+            && work.before.whole.is_none()
+            && work.merged.is_empty()
+            && only.iter().all(
+                |id| match work.raw.states.binary_search_by_key(id, |s| s.0) {
+                    Ok(j) => write_replaces(Some(work.raw.states[j].1.stamp), ts, self.order),
+                    Err(_) => work.rec.props.binary_search_by_key(id, |p| p.0).is_err(),
+                },
+            )
+    }
+
+    /// Apply a call on the fast path (`FastSets`; [`Builder::fast_fits`] said it fits): each
+    /// set's value kept as bytes, the state before saved for the undo step as the slow path
+    /// saves it (the captured bytes, or "absent").
+    fn apply_fast(&mut self, key: u64, m: &Identify, numbered: &[Option<u32>]) {
+        let keep_before = self.history.is_some();
+        let mut fast = self.pools.fast();
+        let Some(i) = self.position(key) else {
+            return;
+        };
+        let work = &mut self.profiles[i].1;
+        let mut nth = 0;
+        call_ops(m, |_, op| {
+            let id = numbered.get(nth).copied().flatten();
+            nth += 1;
+            let (Some(id), CallOp::Set(v)) = (id, op) else {
+                return;
+            };
+            work.changed.push(id);
+            let captured = work.raw.take(id);
+            if keep_before {
+                match captured {
+                    Some(c) => work.before.raw.push((id, c)),
+                    None => work.before.props.push((id, None)),
+                }
+            }
+            let from = fast.bytes.len() as u32;
+            crate::entries::wire::Wire::put(v, &mut fast.bytes);
+            fast.sets.push((id, from..fast.bytes.len() as u32));
+        });
+        fast.sets.sort_unstable_by_key(|s| s.0);
+        work.fast = Some(fast);
     }
 
     /// The guard's check of the plan's moves (issue 16, `crate::journal::guard`): each move

@@ -568,3 +568,93 @@ fn the_chain_limit_counts_the_records_a_read_walks_after_a_forward() {
         assert_eq!(n, Some(json!(6)), "cache {cache}");
     }
 }
+
+/// The in-order fast path (`apply::FastSets`, docs/architecture.md): a call whose every
+/// operation sets a known name newer than its state writes its delta from the values' bytes.
+/// Such calls must leave the same profiles and the same history as the general path (a store
+/// without the writer cache loads profiles whole and never takes it); calls that set a name
+/// older than its state, remove one or add a new name take the general path. Debug builds also
+/// check each fast delta and undo step byte for byte against the general encoders.
+#[test]
+fn sets_newer_than_the_state_take_the_fast_path_and_match_the_general_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let call = |i: u32| {
+        let person = i % 20;
+        // Mostly increasing times; every seventh call is late (older than what it sets).
+        let minute = if i % 7 == 6 { i / 2 } else { i };
+        let mut traits = serde_json::Map::new();
+        // Each person's names change from round to round (a name it does not have yet).
+        traits.insert(format!("t{}", (i / 20) % 5), json!(format!("v{i}")));
+        traits.insert(format!("n{}", (i / 20 + person) % 4), json!(i));
+        traits.insert("flag".into(), json!(i.is_multiple_of(2)));
+        if i % 11 == 10 {
+            traits.insert(format!("new{i}"), json!(1.5));
+        }
+        let mut m = json!({
+            "type": "identify",
+            "userId": format!("u{person}"),
+            "traits": traits,
+            "timestamp": format!("2026-01-01T{:02}:{:02}:00Z", minute / 60, minute % 60),
+            "messageId": format!("m{i}"),
+        });
+        if i % 13 == 12 {
+            m["$unset"] = json!([format!("n{}", (i / 20) % 4)]);
+        }
+        Message::from_json(&m).unwrap()
+    };
+    let run = |name: &str, cache: usize| {
+        let dir = tmp.path().join(name);
+        let db = Db::open(&dir, options(8, cache)).unwrap();
+        for i in 0..CALLS {
+            db.apply(&call(i)).unwrap();
+        }
+        (dir, db)
+    };
+    const CALLS: u32 = 400;
+    let (_, general) = run("general", 0);
+    assert_eq!(general.stats().profile_records.fast_path, 0);
+    // A cache too small for the 20 profiles keeps chains (and misses); a roomy one hot
+    // records.
+    let (_, roomy) = run("roomy", 1 << 20);
+    let (dir, fast) = run("fast", 8 << 10);
+    for db in [&fast, &roomy] {
+        let taken = db.stats().profile_records.fast_path as u32;
+        // Every call but the first on each profile, the late ones, those adding a name and
+        // those removing one could take it; most do.
+        assert!(
+            taken >= CALLS / 3,
+            "fast path taken {taken} times of {CALLS} calls"
+        );
+        assert!(
+            taken < CALLS - 20 - CALLS / 7,
+            "late calls, new names or removals took it too: {taken}"
+        );
+        assert_eq!(all(db), all(&general));
+    }
+    let steps = |db: &Db, user: &str| {
+        let h = db.history(&Selector::UserId(user.into())).unwrap().unwrap();
+        h.steps
+            .into_iter()
+            .map(|s| (s.timestamp, s.message_id, s.created, s.changes))
+            .collect::<Vec<_>>()
+    };
+    for p in 0..20 {
+        let user = format!("u{p}");
+        assert_eq!(
+            steps(&fast, &user),
+            steps(&general, &user),
+            "history of {user}"
+        );
+        assert_eq!(
+            steps(&roomy, &user),
+            steps(&general, &user),
+            "history of {user}"
+        );
+    }
+    // The log's fold of the fast deltas: after a crash (no hint) and after compaction.
+    fast.abandon();
+    let fast = Db::open(&dir, options(8, 1 << 20)).unwrap();
+    assert_eq!(all(&fast), all(&general), "after a crash");
+    fast.compact().unwrap();
+    assert_eq!(all(&fast), all(&general), "after compaction");
+}

@@ -31,8 +31,8 @@
 use crate::entries::profile::ids as decode_ids;
 use crate::entries::raw::RawStates;
 use crate::entries::values::{
-    StampIndex, StampTable, each_stamp, plain_shaped, put_plain_shaped, put_shaped_state,
-    shaped_state, shaped_state_or_raw, skip_shaped_state,
+    StampIndex, StampTable, each_stamp, plain_shaped, put_plain_shaped, put_set_shaped,
+    put_shaped_state, shaped_state, shaped_state_or_raw, skip_shaped_state,
 };
 use crate::entries::wire::{DecodeError, Decoded, Reader, Wire};
 use crate::types::record::{Ids, ProfileRecord};
@@ -247,6 +247,29 @@ impl Hot {
             let state = find(&rec.props, &mut from, id);
             self.put_state(id, state)?;
         }
+        self.compact_if_due()
+    }
+
+    /// [`Hot::after`] for a call on the fast path (`apply::FastSets`): the identifiers
+    /// unchanged, the times, and each name in `sets` (sorted) set at `stamp` to the value whose
+    /// bytes (as `Value::put` writes them) are given.
+    pub fn after_sets<'v>(
+        &mut self,
+        first_seen: Timestamp,
+        updated_at: Timestamp,
+        stamp: Stamp,
+        sets: impl Iterator<Item = (u32, &'v [u8])>,
+    ) -> Decoded<()> {
+        self.first_seen = first_seen;
+        self.updated_at = updated_at;
+        for (id, value) in sets {
+            self.put_set(id, stamp, value)?;
+        }
+        self.compact_if_due()
+    }
+
+    /// Compact when the stamps pass their limit or the dead bytes half the live ones.
+    fn compact_if_due(&mut self) -> Decoded<()> {
         let live = self.buf.len().saturating_sub(self.dead as usize);
         if self.stamps.len() > self.stamp_limit as usize || 2 * self.dead as usize > live {
             self.compact()?;
@@ -254,11 +277,9 @@ impl Hot {
         Ok(())
     }
 
-    /// Write the state of `id` (`None`: remove it): over the old one when it fits its slot,
-    /// else in a new slot at the end.
-    fn put_state(&mut self, id: u32, state: Option<&PropState>) -> Decoded<()> {
-        // Room for a slot at the end: the dead bytes dropped if they are worth a copy, else
-        // the buffer grown by a quarter (not doubled: the cache's budget counts capacity).
+    /// Room for a slot at the end: the dead bytes dropped if they are worth a copy, else the
+    /// buffer grown by a quarter (not doubled: the cache's budget counts capacity).
+    fn tail_room(&mut self) -> Decoded<()> {
         if self.buf.capacity() - self.buf.len() < MIN_TAIL {
             let live = self.buf.len().saturating_sub(self.dead as usize);
             if 8 * self.dead as usize >= live {
@@ -267,6 +288,24 @@ impl Hot {
                 self.buf.reserve_exact(self.buf.len() / 4 + SPARE);
             }
         }
+        Ok(())
+    }
+
+    /// Add `s` to the stamps unless it is there.
+    fn add_stamp(&mut self, s: Stamp) {
+        if !self.stamps.iter().rev().any(|x| *x == s) {
+            if self.stamps.len() == self.stamps.capacity() {
+                // A few at a time (not doubled: the cache's budget counts capacity).
+                self.stamps.reserve_exact(4);
+            }
+            self.stamps.push(s);
+        }
+    }
+
+    /// Write the state of `id` (`None`: remove it): over the old one when it fits its slot,
+    /// else in a new slot at the end.
+    fn put_state(&mut self, id: u32, state: Option<&PropState>) -> Decoded<()> {
+        self.tail_room()?;
         let found = self.dir.binary_search_by_key(&id, |d| d.0);
         let Some(state) = state else {
             if let Ok(i) = found {
@@ -275,19 +314,43 @@ impl Hot {
             }
             return Ok(());
         };
-        each_stamp(state, |s| {
-            if !self.stamps.iter().rev().any(|x| *x == s) {
-                if self.stamps.len() == self.stamps.capacity() {
-                    // A few at a time (not doubled: the cache's budget counts capacity).
-                    self.stamps.reserve_exact(4);
-                }
-                self.stamps.push(s);
-            }
-        });
+        each_stamp(state, |s| self.add_stamp(s));
         let end = self.buf.len();
         let len = put_slot(&mut self.buf, 0, |out| {
             put_shaped_state(state, &Newest(&self.stamps), out)
         });
+        self.place(id, found, end, len)
+    }
+
+    /// Write a plain set of `id` at `stamp` to the value whose bytes are `value` (see
+    /// [`Hot::after_sets`]), as [`Hot::put_state`] writes that state.
+    fn put_set(&mut self, id: u32, stamp: Stamp, value: &[u8]) -> Decoded<()> {
+        self.tail_room()?;
+        let found = self.dir.binary_search_by_key(&id, |d| d.0);
+        self.add_stamp(stamp);
+        let index = Newest(&self.stamps).index_of(&stamp);
+        let end = self.buf.len();
+        let mut written = Ok(());
+        let len = put_slot(&mut self.buf, 0, |out| {
+            written = put_set_shaped(value, index, out);
+        });
+        if let Err(e) = written {
+            self.buf.truncate(end);
+            return Err(e);
+        }
+        self.place(id, found, end, len)
+    }
+
+    /// Point `id` at the slot of `len` bytes just written at `end`: copied over its old slot
+    /// when it fits that slot's room, else left at the end (the old slot dead). `found`: where
+    /// `id` is, or would go, in the directory.
+    fn place(
+        &mut self,
+        id: u32,
+        found: Result<usize, usize>,
+        end: usize,
+        len: usize,
+    ) -> Decoded<()> {
         let i = match found {
             Ok(i) => i,
             Err(i) => {

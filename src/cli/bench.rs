@@ -530,9 +530,15 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
     let rc = r.records;
     writeln!(
         out,
-        "  records         {} deltas ({} linked into a running compaction); full: {} new or \
-         rewritten whole, {} at the chain limit, {} while a compaction switched in",
-        rc.deltas, rc.linked_into_compaction, rc.full_whole, rc.full_chain_limit, rc.full_at_switch
+        "  records         {} deltas ({} linked into a running compaction, {} by the fast \
+         path); full: {} new or rewritten whole, {} at the chain limit, {} while a compaction \
+         switched in",
+        rc.deltas,
+        rc.linked_into_compaction,
+        rc.fast_path,
+        rc.full_whole,
+        rc.full_chain_limit,
+        rc.full_at_switch
     )?;
     writeln!(
         out,

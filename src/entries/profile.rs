@@ -410,6 +410,35 @@ pub(crate) fn put_delta(d: &DeltaOut<'_>, out: &mut Vec<u8>) {
     }
 }
 
+/// Append the delta record of a call whose every change is a set by the call itself (the
+/// in-order fast path of `apply`): `sets` are the names, sorted and each once, with their
+/// values' bytes as `Value::put` writes them. The bytes are those [`put_delta`] writes for
+/// the record holding those states (no identifiers, every state in [`FORM_SET`]); the write
+/// path checks that in debug builds.
+pub(crate) fn put_delta_sets<'v>(
+    link: Link,
+    stamp: Stamp,
+    times: bool,
+    sets: impl ExactSizeIterator<Item = (u32, &'v [u8])>,
+    out: &mut Vec<u8>,
+) {
+    out.push(DELTA_TAG);
+    link.prev.segment.put(out);
+    link.prev.offset.put(out);
+    link.prev.len.put(out);
+    link.depth.put(out);
+    out.push(if times { FLAG_TIMES } else { 0 });
+    put_stamp(stamp, out);
+    // No stamps beyond the call's.
+    put_u64(out, 0);
+    put_u64(out, sets.len() as u64);
+    for (id, value) in sets {
+        id.put(out);
+        out.push(FORM_SET);
+        out.extend_from_slice(value);
+    }
+}
+
 /// The one-byte form of a state that is a set or removal by the call at `stamp` and nothing
 /// else ([`FORM_SET`] with its value, [`FORM_UNSET`]); `None` for any other state.
 fn simple_form(p: &PropState, stamp: Stamp) -> Option<(u8, Option<&Value>)> {

@@ -17,6 +17,14 @@ use super::values::value;
 use super::wire::{Decoded, Reader, Wire, put_variant};
 use crate::types::state::{PropState, Stamp};
 
+/// The value whose bytes `bytes` are, as `Value::put` writes them (the whole of `bytes`).
+pub(crate) fn value_of(bytes: &[u8]) -> Decoded<crate::types::value::Value> {
+    let mut r = Reader::new(bytes);
+    let v = value(&mut r)?;
+    r.finish()?;
+    Ok(v)
+}
+
 /// A plain set or removal, captured: its stamp, and the value's bytes in
 /// [`RawStates::bytes`] (`None`: a removal).
 #[derive(Debug, Clone, PartialEq)]

@@ -587,6 +587,21 @@ pub(crate) fn put_shaped_state<T: StampIndex + ?Sized>(
     }
 }
 
+/// Write the compact state of a plain set whose stamp has `index` in the table, from the
+/// value's bytes as `Value::put` writes them (its variant, then its payload): the bytes
+/// [`put_shaped_state`] writes for `{lww: (that stamp, that value)}`.
+pub(crate) fn put_set_shaped(value: &[u8], index: u32, out: &mut Vec<u8>) -> Decoded<()> {
+    let mut r = Reader::new(value);
+    let v = r.u32()?;
+    if v >= VARIANTS {
+        return Err(r.error("unknown value variant"));
+    }
+    out.push(SHAPE_SET + v as u8);
+    index.put(out);
+    out.extend_from_slice(&value[r.position()..]);
+    Ok(())
+}
+
 /// A shape byte, checked: what `lww` is (`None`: no lww; `Some(None)`: unset; `Some(Some(v))`:
 /// set to a value of variant `v`), and the byte.
 fn shape(r: &mut Reader<'_>) -> Decoded<(Option<Option<u32>>, u8)> {
