@@ -84,6 +84,8 @@ pub(crate) struct Written {
     key: u64,
     /// Where it stands in its chain.
     at: ChainAt,
+    /// The record after the call; a fast-path call's new states are not in it (`FastSets`):
+    /// `explain`, its one reader, runs without the writer cache, which never takes that path.
     rec: ProfileRecord,
     /// What the cache keeps (`None`: the cache is off).
     chain: Option<Cached>,
