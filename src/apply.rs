@@ -459,16 +459,11 @@ fn materialize(work: &mut Work, stamp: Stamp, pools: &mut Pools) -> Result<()> {
 
 /// The state a fast-path set leaves: the value whose bytes `bytes` are, set at `stamp`.
 fn fast_state(bytes: &[u8], stamp: Stamp) -> Result<PropState> {
-    let value = entries::raw::value_of(bytes).map_err(|e| Error::Corruption {
+    entries::raw::plain_state(stamp, Some(bytes)).map_err(|e| Error::Corruption {
         file: Default::default(),
         offset: 0,
         // Bytes this process encoded: only a bug gets here.
         reason: format!("a value of the call's fast path: {}", e.reason),
-    })?;
-    Ok(PropState {
-        lww: Some((stamp, Some(value))),
-        once: None,
-        adds: None,
     })
 }
 

@@ -358,14 +358,8 @@ pub(crate) struct DeltaOut<'a> {
 
 /// Append a delta record's bytes to `out`.
 pub(crate) fn put_delta(d: &DeltaOut<'_>, out: &mut Vec<u8>) {
-    out.push(DELTA_TAG);
-    d.link.prev.segment.put(out);
-    d.link.prev.offset.put(out);
-    d.link.prev.len.put(out);
-    d.link.depth.put(out);
     let flags = if d.ids.is_some() { FLAG_IDS } else { 0 } | if d.times { FLAG_TIMES } else { 0 };
-    out.push(flags);
-    put_stamp(d.stamp, out);
+    put_delta_head(d.link, flags, d.stamp, out);
     if let Some(ids) = d.ids {
         ids.put(out);
     }
@@ -422,13 +416,7 @@ pub(crate) fn put_delta_sets<'v>(
     sets: impl ExactSizeIterator<Item = (u32, &'v [u8])>,
     out: &mut Vec<u8>,
 ) {
-    out.push(DELTA_TAG);
-    link.prev.segment.put(out);
-    link.prev.offset.put(out);
-    link.prev.len.put(out);
-    link.depth.put(out);
-    out.push(if times { FLAG_TIMES } else { 0 });
-    put_stamp(stamp, out);
+    put_delta_head(link, if times { FLAG_TIMES } else { 0 }, stamp, out);
     // No stamps beyond the call's.
     put_u64(out, 0);
     put_u64(out, sets.len() as u64);
@@ -437,6 +425,17 @@ pub(crate) fn put_delta_sets<'v>(
         out.push(FORM_SET);
         out.extend_from_slice(value);
     }
+}
+
+/// A delta's header: tag, link, flags, the call's stamp ([`delta_head`] reads it).
+fn put_delta_head(link: Link, flags: u8, stamp: Stamp, out: &mut Vec<u8>) {
+    out.push(DELTA_TAG);
+    link.prev.segment.put(out);
+    link.prev.offset.put(out);
+    link.prev.len.put(out);
+    link.depth.put(out);
+    out.push(flags);
+    put_stamp(stamp, out);
 }
 
 /// The one-byte form of a state that is a set or removal by the call at `stamp` and nothing

@@ -17,12 +17,23 @@ use super::values::value;
 use super::wire::{Decoded, Reader, Wire, put_variant};
 use crate::types::state::{PropState, Stamp};
 
-/// The value whose bytes `bytes` are, as `Value::put` writes them (the whole of `bytes`).
-pub(crate) fn value_of(bytes: &[u8]) -> Decoded<crate::types::value::Value> {
-    let mut r = Reader::new(bytes);
-    let v = value(&mut r)?;
-    r.finish()?;
-    Ok(v)
+/// The plain state a set at `stamp` leaves: `bytes` are its value as `Value::put` writes
+/// them, bytes this process wrote or checked before (`None`: a removal).
+pub(crate) fn plain_state(stamp: Stamp, bytes: Option<&[u8]>) -> Decoded<PropState> {
+    let v = match bytes {
+        Some(bytes) => {
+            let mut r = Reader::checked_before(bytes);
+            let v = value(&mut r)?;
+            r.finish()?;
+            Some(v)
+        }
+        None => None,
+    };
+    Ok(PropState {
+        lww: Some((stamp, v)),
+        once: None,
+        adds: None,
+    })
 }
 
 /// A plain set or removal, captured: its stamp, and the value's bytes in
@@ -86,20 +97,7 @@ impl RawStates {
     /// The state a captured one stands for. The bytes were read from records this process
     /// checked, so only a bug makes this fail.
     pub(crate) fn decode(&self, raw: &RawState) -> Decoded<PropState> {
-        let v = match self.value_bytes(raw) {
-            Some(bytes) => {
-                let mut r = Reader::checked_before(bytes);
-                let v = value(&mut r)?;
-                r.finish()?;
-                Some(v)
-            }
-            None => None,
-        };
-        Ok(PropState {
-            lww: Some((raw.stamp, v)),
-            once: None,
-            adds: None,
-        })
+        plain_state(raw.stamp, self.value_bytes(raw))
     }
 
     /// Forget every state and byte (keeping the buffers).

@@ -596,9 +596,7 @@ pub(crate) fn put_set_shaped(value: &[u8], index: u32, out: &mut Vec<u8>) -> Dec
     if v >= VARIANTS {
         return Err(r.error("unknown value variant"));
     }
-    out.push(SHAPE_SET + v as u8);
-    index.put(out);
-    out.extend_from_slice(&value[r.position()..]);
+    put_plain_shaped(SHAPE_SET + v as u8, index, &value[r.position()..], out);
     Ok(())
 }
 
