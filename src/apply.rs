@@ -613,10 +613,13 @@ impl<'a> Builder<'a> {
         let roomy = self.cache.roomy();
         let cached = self.cache.take(key, loc).and_then(|(at, chain)| {
             // Whole when the call will write a full record (for the log or for the cache), or
-            // make the chain a hot record (`apply::hot`: while the cache is roomy).
+            // make the chain a hot record (`apply::hot`: while the cache is roomy). A hot record
+            // writes a full record itself (`Hot::put_full`) after a call on the fast path.
             let convert = !chain.is_hot() && roomy;
             let only = only.filter(|_| {
-                !convert && !at.next_is_full(chain_limit) && chain.records() < CACHED_CHAIN_RECORDS
+                !convert
+                    && (chain.is_hot() || !at.next_is_full(chain_limit))
+                    && chain.records() < CACHED_CHAIN_RECORDS
             });
             let rec = match only {
                 Some(only) => chain.decode_capturing(only, &mut raw),
@@ -868,13 +871,49 @@ impl<'a> Builder<'a> {
                 && !ids_changed
                 && !work.full
                 && work.cached.is_some();
-            if !fast_delta {
-                materialize(&mut work, stamp, &mut self.pools)?;
-            } else if work.fast.is_some() {
-                self.cache.records.fast_path += 1;
-            }
-            if link.is_none() || cache_full {
-                complete(&mut work, self.store, self.index)?;
+            // A fast call whose record is a full one (the chain limit) on a hot record: the
+            // sets go into the hot record, and the full record is written from it.
+            let from_hot = match work.cached.take() {
+                Some(Cached::Hot(mut hot))
+                    if link.is_none() && !ids_changed && !work.full && work.fast.is_some() =>
+                {
+                    let mut data = Vec::with_capacity(full_guess);
+                    let written = match &work.fast {
+                        Some(fast) => hot
+                            .after_sets(
+                                work.rec.first_seen,
+                                work.rec.updated_at,
+                                stamp,
+                                fast.values(),
+                            )
+                            .and_then(|()| hot.put_full(&mut data)),
+                        None => Ok(()),
+                    };
+                    match written {
+                        Ok(()) => Some((hot, data)),
+                        Err(e) => {
+                            // Bytes this process encoded: only a bug gets here. The general
+                            // path below completes the profile from the log.
+                            debug_assert!(false, "hot record of profile {key}: {}", e.reason);
+                            None
+                        }
+                    }
+                }
+                cached => {
+                    work.cached = cached;
+                    None
+                }
+            };
+            let (from_hot, hot_full) = from_hot.unzip();
+            if from_hot.is_none() {
+                if !fast_delta {
+                    materialize(&mut work, stamp, &mut self.pools)?;
+                } else if work.fast.is_some() {
+                    self.cache.records.fast_path += 1;
+                }
+                if link.is_none() || cache_full {
+                    complete(&mut work, self.store, self.index)?;
+                }
             }
             work.changed.sort_unstable();
             work.changed.dedup();
@@ -925,11 +964,28 @@ impl<'a> Builder<'a> {
                 }
                 None => (
                     EntryKind::Profile,
-                    entries::encode_profile_measured(
-                        &work.rec,
-                        full_guess,
-                        self.cache.enabled().then_some(&mut lens),
-                    ),
+                    match hot_full {
+                        Some(data) => {
+                            // Debug builds: the record the states give.
+                            #[cfg(debug_assertions)]
+                            if let Some(hot) = &from_hot {
+                                let mut slow = Vec::new();
+                                if let Ok(rec) = hot.decode() {
+                                    entries::profile::put_full(&rec, &mut slow, None);
+                                }
+                                debug_assert_eq!(
+                                    data, slow,
+                                    "full record of profile {key} from its hot record"
+                                );
+                            }
+                            data
+                        }
+                        None => entries::encode_profile_measured(
+                            &work.rec,
+                            full_guess,
+                            self.cache.enabled().then_some(&mut lens),
+                        ),
+                    },
                     ChainAt::default(),
                 ),
             };
@@ -939,6 +995,7 @@ impl<'a> Builder<'a> {
             // else the records loaded and this delta, or this full record, or (a loaded chain
             // at its length) the profile encoded whole.
             let chain = match (self.cache.enabled(), work.cached.take()) {
+                _ if from_hot.is_some() => from_hot.map(Cached::Hot),
                 (false, _) => None,
                 (true, Some(Cached::Hot(_))) if work.full => {
                     Some(Cached::Hot(Box::new(Hot::encode(&work.rec))))

@@ -28,13 +28,13 @@
 //! every bound (a bug is a decode error, after which the caller reads the log), and nothing
 //! here panics on them.
 
-use crate::entries::profile::ids as decode_ids;
+use crate::entries::profile::{ids as decode_ids, put_full_head};
 use crate::entries::raw::RawStates;
 use crate::entries::values::{
     StampIndex, StampTable, each_stamp, plain_shaped, put_plain_shaped, put_set_shaped,
-    put_shaped_state, shaped_state, shaped_state_or_raw, skip_shaped_state,
+    put_shaped_state, set_shaped, shaped_state, shaped_state_or_raw, skip_shaped_state,
 };
-use crate::entries::wire::{DecodeError, Decoded, Reader, Wire};
+use crate::entries::wire::{DecodeError, Decoded, Names, Reader, Wire};
 use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
 use crate::types::value::Timestamp;
@@ -67,6 +67,10 @@ pub(crate) struct Hot {
     /// Stamps past which a compaction drops those no state names (see [`MAX_STAMPS`]).
     stamp_limit: u32,
 }
+
+/// A plain state's shape byte, stamp index and payload (`entries::values::plain_shaped`);
+/// `None` for any other state.
+type PlainParts<'a> = Option<(u8, u32, &'a [u8])>;
 
 fn broken(at: usize, reason: &'static str) -> DecodeError {
     DecodeError { at, reason }
@@ -191,6 +195,83 @@ impl Hot {
             }
             n => n as usize,
         })
+    }
+
+    /// The profile as a full record: the bytes `entries::profile::put_full` writes of
+    /// [`Hot::decode`]'s record, without decoding it. The identifiers' bytes and each plain
+    /// state's payload are copied, its stamp index renumbered into the record's sorted table;
+    /// any other state is decoded and written again.
+    pub fn put_full(&self, out: &mut Vec<u8>) -> Decoded<()> {
+        // The stamps the states name (a profile's states share a few), and each one's index
+        // in the record's sorted table.
+        let mut used: smallvec::SmallVec<[bool; 64]> =
+            smallvec::smallvec![false; self.stamps.len()];
+        // Each plain state's parts, read once (`None`: any other state, decoded below).
+        let mut plain: smallvec::SmallVec<[PlainParts<'_>; 64]> =
+            smallvec::SmallVec::with_capacity(self.dir.len());
+        for &(_, start) in &self.dir {
+            let (_, mut r) = self.at(start)?;
+            let parts = plain_shaped(&mut r)?;
+            plain.push(parts);
+            match parts {
+                Some((_, i, _)) => match used.get_mut(i as usize) {
+                    Some(u) => *u = true,
+                    None => return Err(r.error("property stamp index outside the stamp table")),
+                },
+                None => each_stamp(
+                    &shaped_state(&mut self.at(start)?.1, &self.stamps[..])?,
+                    |s| {
+                        if let Some(i) = self.stamps.iter().position(|x| *x == s) {
+                            used[i] = true;
+                        }
+                    },
+                ),
+            }
+        }
+        let table = StampTable::sorted(
+            self.stamps
+                .iter()
+                .zip(&used)
+                .filter(|(_, u)| **u)
+                .map(|(s, _)| *s)
+                .collect(),
+        );
+        let renumber: smallvec::SmallVec<[u32; 64]> = self
+            .stamps
+            .iter()
+            .zip(&used)
+            .map(|(s, u)| if *u { table.index_of(s) } else { 0 })
+            .collect();
+        let ids = self
+            .buf
+            .get(..self.ids_len as usize)
+            .ok_or(broken(0, "hot record: identifiers outside it"))?;
+        put_full_head(
+            |out| out.extend_from_slice(ids),
+            (self.first_seen, self.updated_at),
+            &table,
+            self.dir.len(),
+            out,
+        );
+        let mut names = Names::default();
+        for (&(id, start), parts) in self.dir.iter().zip(plain) {
+            names.put(out, id);
+            match parts {
+                Some((shape, i, payload)) => {
+                    let index = renumber.get(i as usize).copied().ok_or(broken(
+                        start as usize,
+                        "hot record: a stamp index outside its stamps",
+                    ))?;
+                    put_plain_shaped(shape, index, payload, out)
+                }
+                None => put_shaped_state(
+                    &shaped_state(&mut self.at(start)?.1, &self.stamps[..])?,
+                    &table,
+                    out,
+                ),
+            }
+        }
+        Ok(())
     }
 
     /// The profile whole.
@@ -323,8 +404,30 @@ impl Hot {
     }
 
     /// Write a plain set of `id` at `stamp` to the value whose bytes are `value` (see
-    /// [`Hot::after_sets`]), as [`Hot::put_state`] writes that state.
+    /// [`Hot::after_sets`]), as [`Hot::put_state`] writes that state: straight into its slot
+    /// when it fits the room (a value of about the same length, the common case), else as
+    /// [`Hot::put_state`] does.
     fn put_set(&mut self, id: u32, stamp: Stamp, value: &[u8]) -> Decoded<()> {
+        if let Ok(i) = self.dir.binary_search_by_key(&id, |d| d.0) {
+            self.add_stamp(stamp);
+            // A stamp index below 251 is one byte (`entries::wire::put_u64`).
+            let index = Newest(&self.stamps).index_of(&stamp);
+            let start = self.dir[i].1;
+            let (room, _) = self.at(start)?;
+            let (shape, payload) = set_shaped(value)?;
+            let len = 2 + payload.len();
+            if index < 251 && room != 0 && len <= usize::from(room) {
+                let start = start as usize;
+                let slot = self
+                    .buf
+                    .get_mut(start + 1..start + 1 + len)
+                    .ok_or(broken(start, "hot record: a state outside it"))?;
+                slot[0] = shape;
+                slot[1] = index as u8;
+                slot[2..].copy_from_slice(payload);
+                return Ok(());
+            }
+        }
         self.tail_room()?;
         let found = self.dir.binary_search_by_key(&id, |d| d.0);
         self.add_stamp(stamp);
@@ -522,6 +625,20 @@ mod tests {
         p
     }
 
+    /// The full record `Hot::put_full` writes.
+    fn full_of(hot: &Hot) -> Vec<u8> {
+        let mut out = Vec::new();
+        hot.put_full(&mut out).unwrap();
+        out
+    }
+
+    /// The full record `entries::profile::put_full` writes of `rec`.
+    fn full_record(rec: &ProfileRecord) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::entries::profile::put_full(rec, &mut out, None);
+        out
+    }
+
     fn record(props: &[(u32, i64, i64)]) -> ProfileRecord {
         let mut rec = ProfileRecord::default();
         rec.ids.user_id = Some("u1".into());
@@ -553,6 +670,7 @@ mod tests {
             let mut rec = record(&props);
             let mut hot = Hot::encode(&rec);
             prop_assert_eq!(hot.decode().unwrap(), rec.clone());
+            prop_assert_eq!(full_of(&hot), full_record(&rec));
             for (n, call) in calls.iter().enumerate() {
                 let mut changed: Vec<u32> = call.iter().map(|c| c.0).collect();
                 changed.sort_unstable();
@@ -586,6 +704,7 @@ mod tests {
                 partial.props.retain(|(k, _)| changed.binary_search(k).is_ok());
                 hot.after(&partial, &changed, ids).unwrap();
                 prop_assert_eq!(hot.decode().unwrap(), rec.clone());
+                prop_assert_eq!(full_of(&hot), full_record(&rec));
 
                 prop_assert!(hot.stamps.len() <= hot.stamp_limit as usize);
             }
@@ -593,6 +712,52 @@ mod tests {
             let mut want = rec.clone();
             want.props.retain(|(k, _)| only.binary_search(k).is_ok());
             prop_assert_eq!(hot.decode_only(&only).unwrap(), want);
+        }
+    }
+
+    proptest! {
+        /// The fast path's update ([`Hot::after_sets`]: plain sets newer than every state, each
+        /// name once) leaves the record decoding to the profile with those sets applied, whether
+        /// each value fits its slot (written in place) or not, through compactions.
+        #[test]
+        fn sets_written_into_a_hot_record_follow_the_profile(
+            props in proptest::collection::vec((0u32..40, any::<i64>(), 0i64..40), 0..40),
+            calls in proptest::collection::vec(
+                proptest::collection::btree_map(0u32..50, (any::<i64>(), 0u8..4), 0..12),
+                0..60,
+            ),
+        ) {
+            let mut rec = record(&props);
+            let mut hot = Hot::encode(&rec);
+            for (n, call) in calls.iter().enumerate() {
+                let order = 1_000 + n as u64;
+                let ts = Timestamp(500 + n as i64);
+                let mut bytes = Vec::new();
+                let mut sets = Vec::new();
+                for (&id, &(v, kind)) in call {
+                    let value = match kind {
+                        0 => Value::Int(v),
+                        1 => Value::Str(format!("{}", v % 1_000).into()),
+                        2 => Value::Str("x".repeat((v % 300).unsigned_abs() as usize).into()),
+                        _ => Value::Bool(v % 2 == 0),
+                    };
+                    let from = bytes.len();
+                    crate::entries::wire::Wire::put(&value, &mut bytes);
+                    sets.push((id, from..bytes.len()));
+                    rec.state_mut(id).apply_set_ref(Some(&value), ts, order);
+                }
+                rec.updated_at = ts;
+                hot.after_sets(
+                    rec.first_seen,
+                    rec.updated_at,
+                    Stamp::new(ts, order),
+                    sets.iter().map(|(id, r)| (*id, &bytes[r.clone()])),
+                )
+                .unwrap();
+                prop_assert_eq!(hot.decode().unwrap(), rec.clone());
+                prop_assert_eq!(full_of(&hot), full_record(&rec));
+                prop_assert!(hot.stamps.len() <= hot.stamp_limit as usize);
+            }
         }
     }
 

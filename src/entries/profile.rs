@@ -111,18 +111,14 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<
     if let Some(lens) = lens.as_deref_mut() {
         lens.clear();
     }
-    out.push(FULL_TAG);
-    rec.ids.put(out);
-    rec.first_seen.put(out);
-    // updated_at as its distance from first_seen (a few bytes, not 9): any two i64 differ by
-    // less than 2^65, so the difference fits an i128.
-    put_i128(
-        out,
-        i128::from(rec.updated_at.0) - i128::from(rec.first_seen.0),
-    );
     let table = StampTable::of(rec.props.iter().map(|(_, p)| p));
-    table.put_deltas(out);
-    put_u64(out, rec.props.len() as u64);
+    put_full_head(
+        |out| rec.ids.put(out),
+        (rec.first_seen, rec.updated_at),
+        &table,
+        rec.props.len(),
+        out,
+    );
     let mut names = Names::default();
     for (id, p) in &rec.props {
         names.put(out, *id);
@@ -132,6 +128,27 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<
             lens.push(u8::try_from(out.len() - from).unwrap_or(0));
         }
     }
+}
+
+/// What a full record holds before its states: the tag, the identifiers (`ids` writes them as
+/// `Ids::put` does), the times, the stamp table (sorted) and the count of states. The states
+/// follow, in name order, each its name's gap (`Names::put`) and its compact state
+/// (`values::put_shaped_state` with `table`).
+pub(crate) fn put_full_head(
+    ids: impl FnOnce(&mut Vec<u8>),
+    (first_seen, updated_at): (Timestamp, Timestamp),
+    table: &StampTable,
+    states: usize,
+    out: &mut Vec<u8>,
+) {
+    out.push(FULL_TAG);
+    ids(out);
+    first_seen.put(out);
+    // updated_at as its distance from first_seen (a few bytes, not 9): any two i64 differ by
+    // less than 2^65, so the difference fits an i128.
+    put_i128(out, i128::from(updated_at.0) - i128::from(first_seen.0));
+    table.put_deltas(out);
+    put_u64(out, states as u64);
 }
 
 /// Which property states a decode steps over (checked as if decoded, not built): the names a

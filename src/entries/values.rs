@@ -330,6 +330,14 @@ impl StampTable {
         Self::put_stamps(rest, out);
     }
 
+    /// The sorted table of `stamps` (each once): what [`StampTable::of`] gives for states
+    /// naming them.
+    pub(crate) fn sorted(mut stamps: Stamps) -> StampTable {
+        stamps.sort_unstable();
+        stamps.dedup();
+        StampTable(stamps, Order::Sorted)
+    }
+
     /// A table from stamps already read.
     pub(crate) fn from_stamps(stamps: Stamps) -> StampTable {
         StampTable(stamps, Order::AsMet)
@@ -591,13 +599,20 @@ pub(crate) fn put_shaped_state<T: StampIndex + ?Sized>(
 /// value's bytes as `Value::put` writes them (its variant, then its payload): the bytes
 /// [`put_shaped_state`] writes for `{lww: (that stamp, that value)}`.
 pub(crate) fn put_set_shaped(value: &[u8], index: u32, out: &mut Vec<u8>) -> Decoded<()> {
+    let (shape, payload) = set_shaped(value)?;
+    put_plain_shaped(shape, index, payload, out);
+    Ok(())
+}
+
+/// The shape byte and the payload of a plain set's compact state (before and after its stamp
+/// index, see [`put_set_shaped`]), from the value's bytes as `Value::put` writes them.
+pub(crate) fn set_shaped(value: &[u8]) -> Decoded<(u8, &[u8])> {
     let mut r = Reader::new(value);
     let v = r.u32()?;
     if v >= VARIANTS {
         return Err(r.error("unknown value variant"));
     }
-    put_plain_shaped(SHAPE_SET + v as u8, index, &value[r.position()..], out);
-    Ok(())
+    Ok((SHAPE_SET + v as u8, &value[r.position()..]))
 }
 
 /// A shape byte, checked: what `lww` is (`None`: no lww; `Some(None)`: unset; `Some(Some(v))`:
