@@ -872,7 +872,8 @@ impl<'a> Builder<'a> {
                 && !work.full
                 && work.cached.is_some();
             // A fast call whose record is a full one (the chain limit) on a hot record: the
-            // sets go into the hot record, and the full record is written from it.
+            // sets go into the hot record, and the full record is written from it (and checked
+            // as a read checks it: the hot record's bytes are copied, not decoded).
             let from_hot = match work.cached.take() {
                 Some(Cached::Hot(mut hot))
                     if link.is_none() && !ids_changed && !work.full && work.fast.is_some() =>
@@ -886,7 +887,8 @@ impl<'a> Builder<'a> {
                                 stamp,
                                 fast.values(),
                             )
-                            .and_then(|()| hot.put_full(&mut data)),
+                            .and_then(|()| hot.put_full(&mut data))
+                            .and_then(|()| entries::profile::check_full(&data)),
                         None => Ok(()),
                     };
                     match written {

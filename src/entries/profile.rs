@@ -266,6 +266,18 @@ fn props(r: &mut Reader<'_>, table: &StampTable, skip: Skip<'_>) -> Decoded<Vec<
     Ok(props)
 }
 
+/// Check a full record as [`full`] does (every string's UTF-8 included), building none of its
+/// states or identifiers: for records written from bytes in memory without decoding them
+/// (`apply::hot::Hot::put_full`), so that a bug there fails the write instead of reaching the
+/// log.
+pub(crate) fn check_full(bytes: &[u8]) -> Decoded<()> {
+    let skip = Skip {
+        only: Some(&[]),
+        ..Skip::default()
+    };
+    full_skipping(bytes, skip, false, None, None).map(|_| ())
+}
+
 /// Decode a full record.
 pub(crate) fn full(bytes: &[u8]) -> Decoded<ProfileRecord> {
     full_but(bytes, &[])
@@ -931,6 +943,29 @@ mod tests {
     use super::*;
     use crate::entries::raw::RawStates;
     use crate::types::state::Adds;
+
+    /// `check_full` refuses what `full` refuses (a string that is not UTF-8, in a state it
+    /// builds none of; a record cut short; bytes after it) and accepts a record `put_full` wrote.
+    #[test]
+    fn check_full_refuses_what_full_refuses() {
+        let bad = full_with_bad_string();
+        assert!(full(&bad).is_err());
+        assert!(check_full(&bad).is_err(), "a string that is not UTF-8");
+        let mut rec = ProfileRecord::default();
+        rec.ids.user_id = Some("u1".into());
+        rec.ids.anonymous_ids = vec!["a1".into()];
+        let stamp = Stamp::new(Timestamp(5), 1);
+        rec.state_mut(3).lww = Some((stamp, Some(Value::Str("good".into()))));
+        rec.state_mut(9).lww = Some((stamp, Some(Value::Int(7))));
+        let mut good = Vec::new();
+        put_full(&rec, &mut good, None);
+        assert_eq!(check_full(&good), Ok(()));
+        for cut in 0..good.len() {
+            assert!(check_full(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        good.push(0);
+        assert!(check_full(&good).is_err(), "a byte after the record");
+    }
 
     fn value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
