@@ -874,23 +874,20 @@ impl<'a> Builder<'a> {
             // A fast call whose record is a full one (the chain limit) on a hot record: the
             // sets go into the hot record, and the full record is written from it (and checked
             // as a read checks it: the hot record's bytes are copied, not decoded).
-            let from_hot = match work.cached.take() {
-                Some(Cached::Hot(mut hot))
-                    if link.is_none() && !ids_changed && !work.full && work.fast.is_some() =>
+            let from_hot = match (work.cached.take(), &work.fast) {
+                (Some(Cached::Hot(mut hot)), Some(fast))
+                    if link.is_none() && !ids_changed && !work.full =>
                 {
                     let mut data = Vec::with_capacity(full_guess);
-                    let written = match &work.fast {
-                        Some(fast) => hot
-                            .after_sets(
-                                work.rec.first_seen,
-                                work.rec.updated_at,
-                                stamp,
-                                fast.values(),
-                            )
-                            .and_then(|()| hot.put_full(&mut data))
-                            .and_then(|()| entries::profile::check_full(&data)),
-                        None => Ok(()),
-                    };
+                    let written = hot
+                        .after_sets(
+                            work.rec.first_seen,
+                            work.rec.updated_at,
+                            stamp,
+                            fast.values(),
+                        )
+                        .and_then(|()| hot.put_full(&mut data))
+                        .and_then(|()| entries::profile::check_full(&data));
                     match written {
                         Ok(()) => Some((hot, data)),
                         Err(e) => {
@@ -901,7 +898,7 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
-                cached => {
+                (cached, _) => {
                     work.cached = cached;
                     None
                 }

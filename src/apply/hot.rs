@@ -197,6 +197,28 @@ impl Hot {
         })
     }
 
+    /// Mark in `used` (one flag a stamp) the stamps the state in the slot at `start` names;
+    /// its parts if it is a plain state (`plain_shaped`).
+    fn mark_stamps(&self, start: u32, used: &mut [bool]) -> Decoded<PlainParts<'_>> {
+        let (_, mut r) = self.at(start)?;
+        let parts = plain_shaped(&mut r)?;
+        match parts {
+            Some((_, i, _)) => match used.get_mut(i as usize) {
+                Some(u) => *u = true,
+                None => return Err(r.error("property stamp index outside the stamp table")),
+            },
+            None => each_stamp(
+                &shaped_state(&mut self.at(start)?.1, &self.stamps[..])?,
+                |s| {
+                    if let Some(i) = self.stamps.iter().position(|x| *x == s) {
+                        used[i] = true;
+                    }
+                },
+            ),
+        }
+        Ok(parts)
+    }
+
     /// The profile as a full record: the bytes `entries::profile::put_full` writes of
     /// [`Hot::decode`]'s record, without decoding it. The identifiers' bytes and each plain
     /// state's payload are copied, its stamp index renumbered into the record's sorted table;
@@ -210,23 +232,7 @@ impl Hot {
         let mut plain: smallvec::SmallVec<[PlainParts<'_>; 64]> =
             smallvec::SmallVec::with_capacity(self.dir.len());
         for &(_, start) in &self.dir {
-            let (_, mut r) = self.at(start)?;
-            let parts = plain_shaped(&mut r)?;
-            plain.push(parts);
-            match parts {
-                Some((_, i, _)) => match used.get_mut(i as usize) {
-                    Some(u) => *u = true,
-                    None => return Err(r.error("property stamp index outside the stamp table")),
-                },
-                None => each_stamp(
-                    &shaped_state(&mut self.at(start)?.1, &self.stamps[..])?,
-                    |s| {
-                        if let Some(i) = self.stamps.iter().position(|x| *x == s) {
-                            used[i] = true;
-                        }
-                    },
-                ),
-            }
+            plain.push(self.mark_stamps(start, &mut used)?);
         }
         let table = StampTable::sorted(
             self.stamps
@@ -492,21 +498,7 @@ impl Hot {
         if gc {
             let mut used = vec![false; self.stamps.len()];
             for &(_, start) in &self.dir {
-                let (_, mut r) = self.at(start)?;
-                match plain_shaped(&mut r)? {
-                    Some((_, i, _)) => match used.get_mut(i as usize) {
-                        Some(u) => *u = true,
-                        None => return Err(r.error("property stamp index outside the stamp table")),
-                    },
-                    None => {
-                        let state = shaped_state(&mut self.at(start)?.1, &self.stamps[..])?;
-                        each_stamp(&state, |s| {
-                            if let Some(i) = self.stamps.iter().position(|x| *x == s) {
-                                used[i] = true;
-                            }
-                        });
-                    }
-                }
+                self.mark_stamps(start, &mut used)?;
             }
             renumber = vec![0u32; self.stamps.len()];
             stamps = Vec::with_capacity(self.stamps.len() + 4);
