@@ -120,6 +120,11 @@ struct Pools {
     raw_befores: Vec<Vec<(u32, RawState)>>,
     /// [`Work::fast`] sets.
     fasts: Vec<FastSets>,
+    /// The previous call's history details, for their buffers (`CallInfo::for_index`).
+    call: Option<crate::journal::CallInfo>,
+    /// Records written by earlier calls, for their buffers: a load decodes the profile's
+    /// identifiers and states into one (`Cached::decode_capturing`, `Fold::reusing`).
+    records: Vec<ProfileRecord>,
 }
 
 impl Pools {
@@ -161,6 +166,21 @@ impl Pools {
             fast.sets.clear();
             fast.bytes.clear();
             self.fasts.push(fast);
+        }
+    }
+
+    fn record(&mut self) -> ProfileRecord {
+        self.records.pop().unwrap_or_default()
+    }
+
+    /// Take back a record written (its states dropped; its identifiers' buffers kept for the
+    /// next decode to overwrite).
+    fn keep_record(&mut self, mut rec: ProfileRecord) {
+        if self.records.len() < SPARE_BUFS
+            && rec.props.capacity() * size_of::<(u32, PropState)>() <= SPARE_BUF_BYTES
+        {
+            rec.props.clear();
+            self.records.push(rec);
         }
     }
 
@@ -237,7 +257,9 @@ impl Batch {
             keep(&mut spare.pools.bufs, data);
         }
         self.changes.clear();
-        self.written.clear();
+        for w in self.written.drain(..) {
+            spare.pools.keep_record(w.rec);
+        }
         spare.entries = self.entries;
         spare.changes = self.changes;
         spare.written = self.written;
@@ -563,7 +585,8 @@ impl<'a> Builder<'a> {
         store: &'a Store,
         options: &'a Options,
     ) -> Self {
-        let spare = SPARE.try_with(|s| s.take()).unwrap_or_default();
+        let mut spare: Spare = SPARE.try_with(|s| s.take()).unwrap_or_default();
+        let history = crate::journal::CallInfo::for_index(index, spare.pools.call.take());
         Builder {
             index,
             cache,
@@ -582,7 +605,7 @@ impl<'a> Builder<'a> {
             // Saturating: a damaged log may end at seq 2^64-1 (the append then refuses).
             order: index.last_seq().saturating_add(1),
             call_ts: Timestamp(0),
-            history: crate::journal::CallInfo::for_index(index),
+            history,
         }
     }
 
@@ -622,7 +645,7 @@ impl<'a> Builder<'a> {
                     && chain.records() < CACHED_CHAIN_RECORDS
             });
             let rec = match only {
-                Some(only) => chain.decode_capturing(only, &mut raw),
+                Some(only) => chain.decode_capturing(only, &mut raw, self.pools.record()),
                 None => chain.decode(),
             };
             match rec {
@@ -655,9 +678,9 @@ impl<'a> Builder<'a> {
                 let mut read = self.cache.enabled().then(|| self.pools.buf());
                 let only = only.filter(|_| read.is_some());
                 let mut fold = match only {
-                    Some(only) => {
-                        Fold::only_capturing(only, std::mem::take(&mut raw)).checking_kept()
-                    }
+                    Some(only) => Fold::only_capturing(only, std::mem::take(&mut raw))
+                        .checking_kept()
+                        .reusing(self.pools.record()),
                     None => Fold::default(),
                 };
                 let (rec, link, walked) = entries::chain::read_profile_keeping(
@@ -1166,6 +1189,7 @@ impl<'a> Builder<'a> {
             data.extend_from_slice(&bytes);
             self.push(EntryKind::Dedupe, id, data, Change::Dedupe { hash });
         }
+        self.pools.call = self.history.take();
         Ok(Batch {
             entries: self.entries,
             changes: self.changes,

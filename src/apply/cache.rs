@@ -166,8 +166,14 @@ impl Chain {
     /// [`Chain::decode_only`], capturing the plain states of those names into `raw` as bytes
     /// instead of building them (`entries::profile::Fold::only_capturing`; `raw` is emptied
     /// first).
-    pub fn decode_capturing(&self, only: &[u32], raw: &mut RawStates) -> Decoded<ProfileRecord> {
-        let fold = Fold::only_capturing(only, std::mem::take(raw));
+    /// `into`: a record whose buffers the result reuses.
+    pub fn decode_capturing(
+        &self,
+        only: &[u32],
+        raw: &mut RawStates,
+        into: ProfileRecord,
+    ) -> Decoded<ProfileRecord> {
+        let fold = Fold::only_capturing(only, std::mem::take(raw)).reusing(into);
         let mut fold = if self.from_log {
             fold.checking_kept()
         } else {
@@ -239,10 +245,17 @@ impl Cached {
 
     /// The identifiers, times and the states of `only` (sorted), plain ones captured into
     /// `raw` ([`Chain::decode_capturing`], [`Hot::decode_capturing`]).
-    pub fn decode_capturing(&self, only: &[u32], raw: &mut RawStates) -> Decoded<ProfileRecord> {
+    /// `into`: a record whose buffers the result reuses (its identifiers', its list of
+    /// states').
+    pub fn decode_capturing(
+        &self,
+        only: &[u32],
+        raw: &mut RawStates,
+        into: ProfileRecord,
+    ) -> Decoded<ProfileRecord> {
         match self {
-            Cached::Chain(c) => c.decode_capturing(only, raw),
-            Cached::Hot(h) => h.decode_capturing(only, raw),
+            Cached::Chain(c) => c.decode_capturing(only, raw, into),
+            Cached::Hot(h) => h.decode_capturing(only, raw, into),
         }
     }
 
@@ -396,10 +409,11 @@ impl ProfileCache {
         self.bytes
     }
 
-    /// Keep the profiles of an appended batch (their decoded records are dropped).
-    pub fn insert_written(&mut self, written: &mut Vec<Written>, locations: &[Location]) {
-        for w in written.drain(..) {
-            let (Some(&loc), Some(chain)) = (locations.get(w.entry), w.chain) else {
+    /// Keep the profiles of an appended batch (their decoded records stay in `written`).
+    pub fn insert_written(&mut self, written: &mut [Written], locations: &[Location]) {
+        // The records stay for `Batch::recycle` to keep their buffers.
+        for w in written.iter_mut() {
+            let (Some(&loc), Some(chain)) = (locations.get(w.entry), w.chain.take()) else {
                 continue;
             };
             self.insert(w.key, loc, w.at, chain, w.hit);
@@ -605,7 +619,9 @@ mod tests {
             // Captured as bytes: every state here is a plain set (name 2's from the delta, the
             // others from the full record); decoded, they are the same states.
             let mut raw = RawStates::default();
-            let mut got = measured.decode_capturing(only, &mut raw).unwrap();
+            let mut got = measured
+                .decode_capturing(only, &mut raw, ProfileRecord::default())
+                .unwrap();
             assert!(got.props.is_empty(), "{only:?}: {:?}", got.props);
             for (id, r) in &raw.states {
                 *got.state_mut(*id) = raw.decode(r).unwrap();
@@ -626,13 +642,23 @@ mod tests {
         read.extend_from_slice(&(data.len() as u32).to_le_bytes());
         let logged = Chain::from_newest_first(&read).unwrap();
         let mut raw = RawStates::default();
-        assert!(logged.decode_capturing(&[1], &mut raw).is_ok());
+        assert!(
+            logged
+                .decode_capturing(&[1], &mut raw, ProfileRecord::default())
+                .is_ok()
+        );
         assert_eq!(raw.states.len(), 1);
-        let err = logged.decode_capturing(&[2], &mut raw).unwrap_err();
+        let err = logged
+            .decode_capturing(&[2], &mut raw, ProfileRecord::default())
+            .unwrap_err();
         assert_eq!(err.reason, "string is not UTF-8");
         assert!(logged.decode().is_err());
         let encoded = Chain::full(&data);
-        assert!(encoded.decode_capturing(&[2], &mut raw).is_ok());
+        assert!(
+            encoded
+                .decode_capturing(&[2], &mut raw, ProfileRecord::default())
+                .is_ok()
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@
 //! every bound (a bug is a decode error, after which the caller reads the log), and nothing
 //! here panics on them.
 
-use crate::entries::profile::{ids as decode_ids, put_full_head};
+use crate::entries::profile::{ids_into, put_full_head};
 use crate::entries::raw::RawStates;
 use crate::entries::values::{
     StampIndex, StampTable, each_stamp, plain_shaped, put_plain_shaped, put_set_shaped,
@@ -149,19 +149,24 @@ impl Hot {
     }
 
     /// The identifiers and times, with room for `n` states.
-    fn head(&self, n: usize) -> Decoded<ProfileRecord> {
-        let ids = self
+    fn head(&self, n: usize, into: ProfileRecord) -> Decoded<ProfileRecord> {
+        let bytes = self
             .buf
             .get(..self.ids_len as usize)
             .ok_or(broken(0, "hot record: identifiers outside it"))?;
-        let mut r = Reader::checked_before(ids);
-        let ids = decode_ids(&mut r)?;
+        let mut r = Reader::checked_before(bytes);
+        let ProfileRecord {
+            mut ids, mut props, ..
+        } = into;
+        ids_into(&mut r, &mut ids)?;
         r.finish()?;
+        props.clear();
+        props.reserve(n);
         Ok(ProfileRecord {
             ids,
             first_seen: self.first_seen,
             updated_at: self.updated_at,
-            props: Vec::with_capacity(n),
+            props,
         })
     }
 
@@ -282,7 +287,7 @@ impl Hot {
 
     /// The profile whole.
     pub fn decode(&self) -> Decoded<ProfileRecord> {
-        let mut rec = self.head(self.dir.len() + 8)?;
+        let mut rec = self.head(self.dir.len() + 8, ProfileRecord::default())?;
         for &(id, start) in &self.dir {
             rec.props
                 .push((id, shaped_state(&mut self.at(start)?.1, &self.stamps[..])?));
@@ -293,9 +298,15 @@ impl Hot {
     /// The identifiers, the times, and the states of the names in `only` (sorted, each once)
     /// that it has: each plain set or removal captured into `raw` (emptied first) as its stamp
     /// and value bytes, any other state built (`values::shaped_state_or_raw`).
-    pub fn decode_capturing(&self, only: &[u32], raw: &mut RawStates) -> Decoded<ProfileRecord> {
+    /// `into`: a record whose buffers the result reuses.
+    pub fn decode_capturing(
+        &self,
+        only: &[u32],
+        raw: &mut RawStates,
+        into: ProfileRecord,
+    ) -> Decoded<ProfileRecord> {
         raw.clear();
-        let mut rec = self.head(only.len())?;
+        let mut rec = self.head(only.len(), into)?;
         let mut from = 0;
         for &id in only {
             if let Some(&start) = find(&self.dir, &mut from, id) {
@@ -312,7 +323,7 @@ impl Hot {
     #[cfg(test)]
     fn decode_only(&self, only: &[u32]) -> Decoded<ProfileRecord> {
         let mut raw = RawStates::default();
-        let mut rec = self.decode_capturing(only, &mut raw)?;
+        let mut rec = self.decode_capturing(only, &mut raw, ProfileRecord::default())?;
         for (id, r) in &raw.states {
             *rec.state_mut(*id) = raw.decode(r)?;
         }

@@ -65,20 +65,30 @@ impl Wire for Ids {
 }
 
 pub(crate) fn ids(r: &mut Reader<'_>) -> Decoded<Ids> {
-    let user_id = r.opt_string()?;
-    let email = r.opt_string()?;
+    let mut ids = Ids::default();
+    ids_into(r, &mut ids)?;
+    Ok(ids)
+}
+
+/// [`ids`] into `ids`, reusing the buffers of the identifiers it holds (the writer decodes
+/// each call's profile into a record a previous call left). On an error `ids` holds part of
+/// them.
+pub(crate) fn ids_into(r: &mut Reader<'_>, ids: &mut Ids) -> Decoded<()> {
+    r.opt_string_into(&mut ids.user_id)?;
+    r.opt_string_into(&mut ids.email)?;
     let n = r.len(1)?;
-    let mut anonymous_ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        anonymous_ids.push(r.string()?);
+    ids.anonymous_ids.truncate(n);
+    for i in 0..n {
+        let s = r.str()?;
+        match ids.anonymous_ids.get_mut(i) {
+            Some(buf) => {
+                buf.clear();
+                buf.push_str(s);
+            }
+            None => ids.anonymous_ids.push(s.to_owned()),
+        }
     }
-    let company_id = r.opt_string()?;
-    Ok(Ids {
-        user_id,
-        email,
-        anonymous_ids,
-        company_id,
-    })
+    r.opt_string_into(&mut ids.company_id)
 }
 
 /// Step over the identifiers [`ids`] reads, with the same checks.
@@ -213,12 +223,13 @@ fn shaped_props(
     skip: Skip<'_>,
     lens: Option<StateLens<'_>>,
     mut raw: Option<&mut RawStates>,
+    mut props: Vec<(u32, PropState)>,
 ) -> Decoded<Vec<(u32, PropState)>> {
     // A name gap and a shape byte at least.
     let n = r.len(2)?;
     // Room for the names a call adds (the writer's fold): no reallocation when it does.
-    let mut props: Vec<(u32, PropState)> =
-        Vec::with_capacity(skip.only.map_or(n, |only| only.len().min(n)) + ROOM);
+    props.clear();
+    props.reserve(skip.only.map_or(n, |only| only.len().min(n)) + ROOM);
     let mut names = Names::default();
     // Lengths are used only for bytes checked before, and only if they are this record's.
     let lens = lens.filter(|l| skip.utf8 == Utf8::Built && l.len() == n);
@@ -275,7 +286,7 @@ pub(crate) fn check_full(bytes: &[u8]) -> Decoded<()> {
         only: Some(&[]),
         ..Skip::default()
     };
-    full_skipping(bytes, skip, false, None, None).map(|_| ())
+    full_skipping(bytes, skip, false, None, None, ProfileRecord::default()).map(|_| ())
 }
 
 /// Decode a full record.
@@ -295,19 +306,22 @@ pub(crate) fn full_but(bytes: &[u8], known: &[u32]) -> Decoded<ProfileRecord> {
         true,
         None,
         None,
+        ProfileRecord::default(),
     )
 }
 
 /// Decode a full record but for the states `skip` steps over, and for its identifiers unless
 /// `with_ids` (left empty: checked and stepped over). `lens`: the record's [`StateLens`], if
 /// the writer cache has them. `raw`: where to capture the plain states of the names it builds
-/// instead of building them (compact records only; see `entries::raw`).
+/// instead of building them (compact records only; see `entries::raw`). `into`: a record
+/// whose buffers (identifiers, list of states) the result reuses.
 fn full_skipping(
     bytes: &[u8],
     skip: Skip<'_>,
     with_ids: bool,
     lens: Option<StateLens<'_>>,
     raw: Option<&mut RawStates>,
+    into: ProfileRecord,
 ) -> Decoded<ProfileRecord> {
     let mut r = skip.reader(bytes);
     let compact = match bytes.first() {
@@ -318,12 +332,17 @@ fn full_skipping(
         }
         _ => false,
     };
-    let ids = if with_ids {
-        ids(&mut r)?
+    let ProfileRecord {
+        mut ids,
+        props: spare,
+        ..
+    } = into;
+    if with_ids {
+        ids_into(&mut r, &mut ids)?;
     } else {
         skip_ids(&mut r)?;
-        Ids::default()
-    };
+        ids = Ids::default();
+    }
     let first_seen = Timestamp(r.i64()?);
     let (updated_at, props) = if compact {
         let d = r.i128()?;
@@ -334,7 +353,7 @@ fn full_skipping(
         let table = StampTable::read_deltas(&mut r)?;
         (
             Timestamp(updated_at),
-            shaped_props(&mut r, &table, skip, lens, raw)?,
+            shaped_props(&mut r, &table, skip, lens, raw, spare)?,
         )
     } else {
         let updated_at = Timestamp(r.i64()?);
@@ -690,6 +709,8 @@ pub(crate) struct Fold {
     /// The lowest and highest event time of the deltas that move first_seen / updated_at.
     times: Option<(Timestamp, Timestamp)>,
     deltas: u32,
+    /// A record whose buffers the result reuses ([`Fold::reusing`]).
+    into: Option<ProfileRecord>,
 }
 
 impl Fold {
@@ -710,6 +731,13 @@ impl Fold {
             raw: Some(raw),
             ..Fold::only(only)
         }
+    }
+
+    /// The same fold, giving its profile in `rec`'s buffers (its identifiers' and its list of
+    /// states'; what `rec` holds is replaced).
+    pub(crate) fn reusing(mut self, rec: ProfileRecord) -> Fold {
+        self.into = Some(rec);
+        self
     }
 
     /// The states captured (sorted by name once the fold read its full record), if the fold
@@ -791,7 +819,15 @@ impl Fold {
             only: self.only.as_deref(),
             utf8: self.utf8,
         };
-        let mut rec = full_skipping(bytes, skip, self.ids.is_none(), lens, self.raw.as_mut())?;
+        let into = self.into.take().unwrap_or_default();
+        let mut rec = full_skipping(
+            bytes,
+            skip,
+            self.ids.is_none(),
+            lens,
+            self.raw.as_mut(),
+            into,
+        )?;
         if let Some(raw) = self.raw.as_mut() {
             raw.sort();
         }
@@ -803,21 +839,35 @@ impl Fold {
             rec.updated_at = rec.updated_at.max(hi);
         }
         if !self.newer.is_empty() {
-            // Both sorted by name, no name in both: merged, not sorted again.
+            // Both sorted by name, no name in both: merged in place from the back, not
+            // sorted again.
             self.newer.sort_unstable_by_key(|p| p.0);
-            let old = std::mem::take(&mut rec.props);
-            let mut props = Vec::with_capacity(old.len() + self.newer.len() + ROOM);
-            let mut newer = self.newer.drain(..).peekable();
-            for p in old {
-                while let Some(n) = newer.next_if(|n| n.0 < p.0) {
-                    props.push(n);
-                }
-                props.push(p);
-            }
-            props.extend(newer);
-            rec.props = props;
+            merge_sorted(&mut rec.props, &mut self.newer);
         }
         Ok(rec)
+    }
+}
+
+/// Merge `newer` (sorted by name, emptied) into `props` (sorted by name, no name in both), in
+/// place: `props` grows by `newer`'s length and is filled from its back, the greater of the
+/// two lists' last items first.
+fn merge_sorted(props: &mut Vec<(u32, PropState)>, newer: &mut Vec<(u32, PropState)>) {
+    let mut old = props.len();
+    props.resize_with(old + newer.len(), Default::default);
+    for at in (0..props.len()).rev() {
+        let from_newer = match (newer.last(), old.checked_sub(1)) {
+            (None, _) => break,
+            (Some(_), None) => true,
+            (Some(n), Some(o)) => n.0 > props[o].0,
+        };
+        if from_newer {
+            if let Some(n) = newer.pop() {
+                props[at] = n;
+            }
+        } else {
+            old -= 1;
+            props.swap(at, old);
+        }
     }
 }
 
@@ -1535,6 +1585,49 @@ mod tests {
     }
 
     proptest! {
+        /// A fold into a record another profile left (the writer's reuse of its buffers) gives
+        /// what a fold into nothing gives: nothing of the other profile stays.
+        #[test]
+        fn a_fold_into_a_used_record_keeps_nothing_of_it(
+            rec in record(),
+            other in record(),
+            pick in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let bytes = encode(&rec);
+            let only = picked(&rec, &pick);
+            let fresh = Fold::only(&only).full(&bytes).unwrap();
+            let reused = Fold::only(&only).reusing(other.clone()).full(&bytes).unwrap();
+            prop_assert_eq!(&reused, &fresh);
+            let mut ids = other.ids.clone();
+            let mut r = Reader::new(&bytes[1..]);
+            ids_into(&mut r, &mut ids).unwrap();
+            prop_assert_eq!(ids, rec.ids.clone());
+        }
+
+        /// The in-place merge of a fold's newer states gives the sorted union.
+        #[test]
+        fn merge_sorted_gives_the_sorted_union(
+            names in prop::collection::btree_set(0u32..64, 0..24),
+            sides in prop::collection::vec(any::<bool>(), 24),
+        ) {
+            let (mut props, mut newer) = (Vec::new(), Vec::new());
+            for (i, id) in names.iter().enumerate() {
+                let side = if sides[i] { &mut props } else { &mut newer };
+                let state = PropState {
+                    lww: Some((Stamp::new(Timestamp(i64::from(*id)), 1), None)),
+                    ..PropState::default()
+                };
+                side.push((*id, state));
+            }
+            merge_sorted(&mut props, &mut newer);
+            prop_assert!(newer.is_empty());
+            for (id, state) in &props {
+                prop_assert_eq!(state.lww.as_ref().map(|l| l.0.0.0), Some(i64::from(*id)));
+            }
+            let got: Vec<u32> = props.iter().map(|p| p.0).collect();
+            prop_assert_eq!(got, names.into_iter().collect::<Vec<_>>());
+        }
+
         #[test]
         fn full_records_decode_to_what_was_written(
             rec in record(),

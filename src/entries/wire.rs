@@ -480,12 +480,33 @@ impl<'a> Reader<'a> {
         Ok(self.str()?.to_owned())
     }
 
+    /// [`Reader::opt_string`] into `slot`, whose buffer it reuses when both hold a string.
+    pub(crate) fn opt_string_into(&mut self, slot: &mut Option<String>) -> Decoded<()> {
+        if self.some()? {
+            string_into(self.str()?, slot);
+        } else {
+            *slot = None;
+        }
+        Ok(())
+    }
+
     pub(crate) fn opt_string(&mut self) -> Decoded<Option<String>> {
         Ok(if self.some()? {
             Some(self.string()?)
         } else {
             None
         })
+    }
+}
+
+/// Put `s` into `slot`, reusing the buffer it holds if any.
+pub(crate) fn string_into(s: &str, slot: &mut Option<String>) {
+    match slot {
+        Some(buf) => {
+            buf.clear();
+            buf.push_str(s);
+        }
+        None => *slot = Some(s.to_owned()),
     }
 }
 

@@ -28,26 +28,57 @@ pub(crate) struct CallInfo {
     pub arrival: i64,
     pub kind: StepKind,
     pub carried: Carried,
+    /// Emptied buffers for the carried identifiers: a `CallInfo` handed back to
+    /// [`CallInfo::for_index`] by the writer's spare buffers copies the next call's
+    /// identifiers into them instead of allocating.
+    spare: Vec<String>,
 }
 
 impl CallInfo {
-    /// `Some` when the store keeps history.
-    pub(crate) fn for_index(index: &Index) -> Option<CallInfo> {
-        index.journal.enabled().then(|| CallInfo {
-            arrival: index.journal.next_arrival(Timestamp::now().0),
-            kind: StepKind::Call,
+    /// A call's details, carrying no identifiers yet.
+    pub(crate) fn new(arrival: i64, kind: StepKind) -> CallInfo {
+        CallInfo {
+            arrival,
+            kind,
             carried: Carried::default(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// `Some` when the store keeps history; `reuse`: a previous call's, whose buffers it
+    /// takes (nothing of that call is left in it).
+    pub(crate) fn for_index(index: &Index, reuse: Option<CallInfo>) -> Option<CallInfo> {
+        index.journal.enabled().then(|| {
+            let arrival = index.journal.next_arrival(Timestamp::now().0);
+            let mut call = reuse.unwrap_or_else(|| CallInfo::new(arrival, StepKind::Call));
+            call.arrival = arrival;
+            call.kind = StepKind::Call;
+            let c = &mut call.carried;
+            for slot in [&mut c.user_id, &mut c.email, &mut c.anonymous_id] {
+                call.spare.extend(slot.take());
+            }
+            c.same = Default::default();
+            call
         })
     }
 
-    /// Note the identifiers a call carries.
+    /// Note the identifiers a call carries (copied into the spare buffers when there are).
     pub(crate) fn carry(&mut self, m: &Identify) {
-        self.carried = Carried {
-            user_id: m.user_id.clone(),
-            email: m.email.clone(),
-            anonymous_id: m.anonymous_id.clone(),
-            same: Default::default(),
-        };
+        let c = &mut self.carried;
+        for (slot, given) in [
+            (&mut c.user_id, &m.user_id),
+            (&mut c.email, &m.email),
+            (&mut c.anonymous_id, &m.anonymous_id),
+        ] {
+            self.spare.extend(slot.take());
+            *slot = given.as_deref().map(|given| {
+                let mut buf = self.spare.pop().unwrap_or_default();
+                buf.clear();
+                buf.push_str(given);
+                buf
+            });
+        }
+        c.same = Default::default();
     }
 
     /// The bytes of one profile's step, appended to `out`.
