@@ -121,7 +121,7 @@ struct Pools {
     /// [`Work::fast`] sets.
     fasts: Vec<FastSets>,
     /// The previous call's history details, for their buffers (`CallInfo::for_index`).
-    call: Option<crate::journal::CallInfo>,
+    call: Option<Box<crate::journal::CallInfo>>,
     /// Records written by earlier calls, for their buffers: a load decodes the profile's
     /// identifiers and states into one (`Cached::decode_capturing`, `Fold::reusing`).
     records: Vec<ProfileRecord>,
@@ -372,7 +372,7 @@ pub(crate) struct Builder<'a> {
     call_ts: Timestamp,
     /// History (issue 16): `Some` while the store keeps history; what the call's steps say
     /// beyond the profiles' before and after (`crate::journal::CallInfo`).
-    pub(crate) history: Option<crate::journal::CallInfo>,
+    pub(crate) history: Option<Box<crate::journal::CallInfo>>,
 }
 
 /// A profile loaded or created by a call, and what the call did to it.
@@ -901,7 +901,8 @@ impl<'a> Builder<'a> {
                 (Some(Cached::Hot(mut hot)), Some(fast))
                     if link.is_none() && !ids_changed && !work.full =>
                 {
-                    let mut data = Vec::with_capacity(full_guess);
+                    let mut data = self.pools.buf();
+                    data.reserve(full_guess);
                     let written = hot
                         .after_sets(
                             work.rec.first_seen,
@@ -940,7 +941,7 @@ impl<'a> Builder<'a> {
             work.changed.sort_unstable();
             work.changed.dedup();
             // The full record's state lengths, for the cache (`cache::Chain::full_measured`).
-            let mut lens = Vec::new();
+            let mut lens = self.pools.buf();
             let (kind, data, at) = match link {
                 Some((link, at)) => {
                     let mut data = self.pools.buf();
@@ -1002,11 +1003,16 @@ impl<'a> Builder<'a> {
                             }
                             data
                         }
-                        None => entries::encode_profile_measured(
-                            &work.rec,
-                            full_guess,
-                            self.cache.enabled().then_some(&mut lens),
-                        ),
+                        None => {
+                            let mut data = self.pools.buf();
+                            data.reserve(full_guess);
+                            entries::profile::put_full(
+                                &work.rec,
+                                &mut data,
+                                self.cache.enabled().then_some(&mut lens),
+                            );
+                            data
+                        }
                     },
                     ChainAt::default(),
                 ),
@@ -1061,6 +1067,7 @@ impl<'a> Builder<'a> {
                     ),
                 })),
             };
+            keep(&mut self.pools.bufs, lens);
             let step = self.history.as_ref().map(|call| {
                 let kind = if key == outcome.key {
                     call.kind
@@ -1769,6 +1776,17 @@ impl<'a> Builder<'a> {
             b.position(key)
                 .and_then(|i| b.profiles[i].1.rec.ids.user_id.clone())
         };
+        let moves = [
+            (plan.take_email_from, email.map(String::as_str)),
+            (plan.take_anonymous_id_from, *anon),
+        ];
+        // Most calls move nothing: no user id copied for them.
+        if !moves
+            .iter()
+            .any(|(from, value)| from.is_some() && value.is_some())
+        {
+            return;
+        }
         let to = uid
             .map(str::to_string)
             .or_else(|| plan.survivor.and_then(|k| user_of(self, k)));

@@ -235,10 +235,10 @@ pub(crate) fn explain(
     }
     let mut cache = ProfileCache::new(0);
     let mut b = Builder::new(index, &mut cache, store, options);
-    b.history = Some(crate::journal::CallInfo::new(
+    b.history = Some(Box::new(crate::journal::CallInfo::new(
         Timestamp::now().0,
         StepKind::Call,
-    ));
+    )));
     if let Err(e) = b.check_suppressed(message) {
         return refuse(ex, e);
     }

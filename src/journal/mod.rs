@@ -47,10 +47,13 @@ impl CallInfo {
 
     /// `Some` when the store keeps history; `reuse`: a previous call's, whose buffers it
     /// takes (nothing of that call is left in it).
-    pub(crate) fn for_index(index: &Index, reuse: Option<CallInfo>) -> Option<CallInfo> {
+    /// Boxed: the writer moves its spare buffers from one call to the next, and this is the
+    /// largest of them.
+    pub(crate) fn for_index(index: &Index, reuse: Option<Box<CallInfo>>) -> Option<Box<CallInfo>> {
         index.journal.enabled().then(|| {
             let arrival = index.journal.next_arrival(Timestamp::now().0);
-            let mut call = reuse.unwrap_or_else(|| CallInfo::new(arrival, StepKind::Call));
+            let mut call =
+                reuse.unwrap_or_else(|| Box::new(CallInfo::new(arrival, StepKind::Call)));
             call.arrival = arrival;
             call.kind = StepKind::Call;
             let c = &mut call.carried;
