@@ -678,11 +678,14 @@ impl<'a> Builder<'a> {
                 let mut read = self.cache.enabled().then(|| self.pools.buf());
                 let only = only.filter(|_| read.is_some());
                 let mut fold = match only {
-                    Some(only) => Fold::only_capturing(only, std::mem::take(&mut raw))
-                        .checking_kept()
-                        .reusing(self.pools.record()),
+                    Some(only) => {
+                        Fold::only_capturing(only, std::mem::take(&mut raw)).checking_kept()
+                    }
                     None => Fold::default(),
                 };
+                if only.is_some() {
+                    fold.reuse(self.pools.record());
+                }
                 let (rec, link, walked) = entries::chain::read_profile_keeping(
                     self.store,
                     &self.index.forwards,

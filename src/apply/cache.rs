@@ -173,12 +173,13 @@ impl Chain {
         raw: &mut RawStates,
         into: ProfileRecord,
     ) -> Decoded<ProfileRecord> {
-        let fold = Fold::only_capturing(only, std::mem::take(raw)).reusing(into);
+        let fold = Fold::only_capturing(only, std::mem::take(raw));
         let mut fold = if self.from_log {
             fold.checking_kept()
         } else {
             fold.checked_before()
         };
+        fold.reuse(into);
         let rec = self.fold_with(&mut fold);
         if let Some(captured) = fold.take_raw() {
             *raw = captured;

@@ -733,11 +733,10 @@ impl Fold {
         }
     }
 
-    /// The same fold, giving its profile in `rec`'s buffers (its identifiers' and its list of
-    /// states'; what `rec` holds is replaced).
-    pub(crate) fn reusing(mut self, rec: ProfileRecord) -> Fold {
+    /// Give the profile in `rec`'s buffers (its identifiers' and its list of states'; what
+    /// `rec` holds is replaced). Set in place: a fold is large to move.
+    pub(crate) fn reuse(&mut self, rec: ProfileRecord) {
         self.into = Some(rec);
-        self
     }
 
     /// The states captured (sorted by name once the fold read its full record), if the fold
@@ -1596,7 +1595,9 @@ mod tests {
             let bytes = encode(&rec);
             let only = picked(&rec, &pick);
             let fresh = Fold::only(&only).full(&bytes).unwrap();
-            let reused = Fold::only(&only).reusing(other.clone()).full(&bytes).unwrap();
+            let mut fold = Fold::only(&only);
+            fold.reuse(other.clone());
+            let reused = fold.full(&bytes).unwrap();
             prop_assert_eq!(&reused, &fresh);
             let mut ids = other.ids.clone();
             let mut r = Reader::new(&bytes[1..]);
