@@ -123,7 +123,7 @@ struct Pools {
     /// The previous call's history details, for their buffers (`CallInfo::for_index`).
     call: Option<Box<crate::journal::CallInfo>>,
     /// Records written by earlier calls, for their buffers: a load decodes the profile's
-    /// identifiers and states into one (`Cached::decode_capturing`, `Fold::reusing`).
+    /// identifiers and states into one (`Cached::decode_capturing`, `Fold::reuse`).
     records: Vec<ProfileRecord>,
 }
 
@@ -174,11 +174,15 @@ impl Pools {
     }
 
     /// Take back a record written (its states dropped; its identifiers' buffers kept for the
-    /// next decode to overwrite).
+    /// next decode to overwrite, unless they hold more than the largest buffer kept: a profile
+    /// of many anonymous ids).
     fn keep_record(&mut self, mut rec: ProfileRecord) {
         if self.records.len() < SPARE_BUFS
             && rec.props.capacity() * size_of::<(u32, PropState)>() <= SPARE_BUF_BYTES
         {
+            if ids_bytes(&rec.ids) > SPARE_BUF_BYTES {
+                rec.ids = Default::default();
+            }
             rec.props.clear();
             self.records.push(rec);
         }
@@ -206,6 +210,16 @@ const SPARE_BUFS: usize = 8;
 const SPARE_BUF_BYTES: usize = 16 << 10;
 
 /// Keep `v`, emptied, in `pool` for a later call, unless the pool is full or `v` is large.
+/// The heap bytes a record's identifiers hold (capacities).
+fn ids_bytes(ids: &Ids) -> usize {
+    let strings = [&ids.user_id, &ids.email, &ids.company_id]
+        .into_iter()
+        .flatten()
+        .chain(&ids.anonymous_ids);
+    strings.map(String::capacity).sum::<usize>()
+        + ids.anonymous_ids.capacity() * size_of::<String>()
+}
+
 fn keep<T>(pool: &mut Vec<Vec<T>>, mut v: Vec<T>) {
     if pool.len() < SPARE_BUFS && v.capacity() * size_of::<T>() <= SPARE_BUF_BYTES {
         v.clear();
@@ -250,7 +264,8 @@ pub struct RecordCounts {
 
 impl Batch {
     /// The call's outcome; the batch's buffers go back to the thread's [`Spare`] for its next
-    /// call (emptied; `written` and `changes` were drained by the commit).
+    /// call (emptied: `changes` were drained by the commit; the records `written` go to the
+    /// spare records, their cached forms taken by `ProfileCache::insert_written`).
     pub fn recycle(mut self) -> Outcome {
         let mut spare = self.spare;
         for (_, _, data) in self.entries.drain(..) {

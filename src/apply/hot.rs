@@ -148,7 +148,8 @@ impl Hot {
             + super::cache::alloc_bytes(self.dir.capacity() * size_of::<(u32, u32)>())
     }
 
-    /// The identifiers and times, with room for `n` states.
+    /// The identifiers and times, with room for `n` states, in `into`'s buffers (what it holds
+    /// is replaced).
     fn head(&self, n: usize, into: ProfileRecord) -> Decoded<ProfileRecord> {
         let bytes = self
             .buf
@@ -715,6 +716,18 @@ mod tests {
             let mut want = rec.clone();
             want.props.retain(|(k, _)| only.binary_search(k).is_ok());
             prop_assert_eq!(hot.decode_only(&only).unwrap(), want);
+            // Into a record another profile left (the writer reuses its buffers): the same
+            // identifiers, times, states and captures as into nothing.
+            let mut used = record(&props);
+            used.ids.user_id = Some("someone else".into());
+            used.ids.anonymous_ids = vec!["a1".into(), "a2".into(), "a3".into()];
+            let (mut fresh_raw, mut reused_raw) = (RawStates::default(), RawStates::default());
+            let fresh = hot
+                .decode_capturing(&only, &mut fresh_raw, ProfileRecord::default())
+                .unwrap();
+            let reused = hot.decode_capturing(&only, &mut reused_raw, used).unwrap();
+            prop_assert_eq!(reused, fresh);
+            prop_assert_eq!(reused_raw.bytes, fresh_raw.bytes);
         }
     }
 

@@ -709,7 +709,7 @@ pub(crate) struct Fold {
     /// The lowest and highest event time of the deltas that move first_seen / updated_at.
     times: Option<(Timestamp, Timestamp)>,
     deltas: u32,
-    /// A record whose buffers the result reuses ([`Fold::reusing`]).
+    /// A record whose buffers the result reuses ([`Fold::reuse`]).
     into: Option<ProfileRecord>,
 }
 
@@ -1730,6 +1730,7 @@ mod tests {
             ),
             pick in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
             stray in any::<u32>(),
+            other in record(),
         ) {
             let chain = chain_of(&base, &steps);
             let mut names: Vec<u32> = base.props.iter().map(|p| p.0).collect();
@@ -1755,6 +1756,13 @@ mod tests {
             want.props.retain(|(id, _)| only.binary_search(id).is_ok());
             prop_assert_eq!(&fold_with(Fold::only(&only), None), &want);
             prop_assert_eq!(&fold_with(Fold::only(&only).checked_before(), None), &want);
+            // Into a record another profile left (the writer reuses its buffers): the same.
+            let reusing = |mut fold: Fold| {
+                fold.reuse(other.clone());
+                fold
+            };
+            prop_assert_eq!(&fold_with(reusing(Fold::default()), None), &whole);
+            prop_assert_eq!(&fold_with(reusing(Fold::only(&only)), None), &want);
             // With the full record's state lengths (the writer cache's): the same folds.
             let (mut full, mut lens) = (Vec::new(), Vec::new());
             put_full(&base, &mut full, Some(&mut lens));
@@ -1763,18 +1771,25 @@ mod tests {
             prop_assert_eq!(&fold_with(Fold::default().checked_before(), Some(&lens)), &whole);
             // Capturing the plain states as bytes (`entries::raw`): those decoded, with the
             // states built, are the same states; no name both built and captured.
-            for (utf8, lens) in [
+            for (case, reuse) in [
                 (Utf8::All, None),
                 (Utf8::Kept, None),
                 (Utf8::Built, None),
                 (Utf8::Built, Some(&lens[..])),
-            ] {
+            ]
+            .into_iter()
+            .flat_map(|case| [(case, false), (case, true)])
+            {
+                let (utf8, lens) = case;
                 let mut fold = Fold::only_capturing(&only, RawStates::default());
                 fold = match utf8 {
                     Utf8::All => fold,
                     Utf8::Kept => fold.checking_kept(),
                     Utf8::Built => fold.checked_before(),
                 };
+                if reuse {
+                    fold.reuse(other.clone());
+                }
                 for bytes in chain.iter().skip(1).rev() {
                     fold.delta(bytes).unwrap();
                 }

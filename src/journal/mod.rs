@@ -54,15 +54,21 @@ impl CallInfo {
             let arrival = index.journal.next_arrival(Timestamp::now().0);
             let mut call =
                 reuse.unwrap_or_else(|| Box::new(CallInfo::new(arrival, StepKind::Call)));
-            call.arrival = arrival;
-            call.kind = StepKind::Call;
-            let c = &mut call.carried;
-            for slot in [&mut c.user_id, &mut c.email, &mut c.anonymous_id] {
-                call.spare.extend(slot.take());
-            }
-            c.same = Default::default();
+            call.reset(arrival);
             call
         })
+    }
+
+    /// A new call's details at `arrival`: nothing of the call before stays but the
+    /// buffers.
+    fn reset(&mut self, arrival: i64) {
+        self.arrival = arrival;
+        self.kind = StepKind::Call;
+        let c = &mut self.carried;
+        for slot in [&mut c.user_id, &mut c.email, &mut c.anonymous_id] {
+            self.spare.extend(slot.take());
+        }
+        c.same = Default::default();
     }
 
     /// Note the identifiers a call carries (copied into the spare buffers when there are).
@@ -210,5 +216,49 @@ impl From<&crate::entries::Ids> for Identifiers {
             anonymous_ids: i.anonymous_ids.clone(),
             company_id: i.company_id.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn carrying(user_id: Option<&str>, email: Option<&str>, anon: Option<&str>) -> Identify {
+        Identify {
+            user_id: user_id.map(Into::into),
+            email: email.map(Into::into),
+            anonymous_id: anon.map(Into::into),
+            ..Identify::default()
+        }
+    }
+
+    /// A call's details reused for the next call keep only their buffers: the next call
+    /// carries what it carries, whatever the one before carried or what kind it was.
+    #[test]
+    fn reused_call_details_keep_nothing_of_the_call_before() {
+        let mut call = CallInfo::new(1, StepKind::Call);
+        call.carry(&carrying(Some("user-1"), Some("a@x.io"), None));
+        call.kind = StepKind::Identifiers;
+        call.carried.same.email = true;
+        call.reset(2);
+        assert_eq!(call.arrival, 2);
+        assert_eq!(call.kind, StepKind::Call);
+        assert_eq!(call.carried, Carried::default());
+        // An alias or group call carries nothing: reset alone.
+        call.carry(&carrying(None, None, Some("device-9")));
+        assert_eq!(
+            call.carried,
+            Carried {
+                anonymous_id: Some("device-9".into()),
+                ..Carried::default()
+            }
+        );
+        call.reset(3);
+        call.carry(&carrying(Some("u"), Some("b@y.io"), Some("d")));
+        assert_eq!(call.carried.user_id.as_deref(), Some("u"));
+        assert_eq!(call.carried.email.as_deref(), Some("b@y.io"));
+        assert_eq!(call.carried.anonymous_id.as_deref(), Some("d"));
+        // The buffers go round: never more than the three identifiers' worth.
+        assert!(call.spare.len() <= 3);
     }
 }
