@@ -209,7 +209,6 @@ const SPARE_BUFS: usize = 8;
 /// call with thousands of names, is freed).
 const SPARE_BUF_BYTES: usize = 16 << 10;
 
-/// Keep `v`, emptied, in `pool` for a later call, unless the pool is full or `v` is large.
 /// The heap bytes a record's identifiers hold (capacities).
 fn ids_bytes(ids: &Ids) -> usize {
     let strings = [&ids.user_id, &ids.email, &ids.company_id]
@@ -220,6 +219,7 @@ fn ids_bytes(ids: &Ids) -> usize {
         + ids.anonymous_ids.capacity() * size_of::<String>()
 }
 
+/// Keep `v`, emptied, in `pool` for a later call, unless the pool is full or `v` is large.
 fn keep<T>(pool: &mut Vec<Vec<T>>, mut v: Vec<T>) {
     if pool.len() < SPARE_BUFS && v.capacity() * size_of::<T>() <= SPARE_BUF_BYTES {
         v.clear();
