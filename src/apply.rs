@@ -1795,23 +1795,19 @@ impl<'a> Builder<'a> {
                 .and_then(|i| b.profiles[i].1.rec.ids.user_id.clone())
         };
         let moves = [
-            (plan.take_email_from, email.map(String::as_str)),
-            (plan.take_anonymous_id_from, *anon),
+            (plan.take_email_from, "email", email.map(String::as_str)),
+            (plan.take_anonymous_id_from, "anonymous_id", *anon),
         ];
         // Most calls move nothing: no user id copied for them.
         if !moves
             .iter()
-            .any(|(from, value)| from.is_some() && value.is_some())
+            .any(|(from, _, value)| from.is_some() && value.is_some())
         {
             return;
         }
         let to = uid
             .map(str::to_string)
             .or_else(|| plan.survivor.and_then(|k| user_of(self, k)));
-        let moves = [
-            (plan.take_email_from, "email", email.map(String::as_str)),
-            (plan.take_anonymous_id_from, "anonymous_id", *anon),
-        ];
         for (i, (from, kind, value)) in moves.into_iter().enumerate() {
             let (Some(from), Some(value)) = (from, value) else {
                 continue;

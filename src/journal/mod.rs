@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::entries::ProfileRecord;
 use crate::entries::history::{self, BodyRef, Carried, StepKind};
+use crate::entries::wire::string_into;
 use crate::index::Index;
 use crate::profile::message::Identify;
 use crate::profile::props::Stamp;
@@ -79,13 +80,15 @@ impl CallInfo {
             (&mut c.email, &m.email),
             (&mut c.anonymous_id, &m.anonymous_id),
         ] {
-            self.spare.extend(slot.take());
-            *slot = given.as_deref().map(|given| {
-                let mut buf = self.spare.pop().unwrap_or_default();
-                buf.clear();
-                buf.push_str(given);
-                buf
-            });
+            match given {
+                Some(given) => {
+                    if slot.is_none() {
+                        *slot = self.spare.pop();
+                    }
+                    string_into(given, slot);
+                }
+                None => self.spare.extend(slot.take()),
+            }
         }
         c.same = Default::default();
     }
