@@ -913,8 +913,8 @@ impl<'a> Builder<'a> {
                 && !work.full
                 && work.cached.is_some();
             // A fast call whose record is a full one (the chain limit) on a hot record: the
-            // sets go into the hot record, and the full record is written from it (and checked
-            // as a read checks it: the hot record's bytes are copied, not decoded).
+            // sets go into the hot record, and the full record is written from it (its bytes
+            // copied, each checked as a read checks it, `Hot::put_full`).
             let from_hot = match (work.cached.take(), &work.fast) {
                 (Some(Cached::Hot(mut hot)), Some(fast))
                     if link.is_none() && !ids_changed && !work.full =>
@@ -928,8 +928,7 @@ impl<'a> Builder<'a> {
                             stamp,
                             fast.values(),
                         )
-                        .and_then(|()| hot.put_full(&mut data))
-                        .and_then(|()| entries::profile::check_full(&data));
+                        .and_then(|()| hot.put_full(&mut data));
                     match written {
                         Ok(()) => Some((hot, data)),
                         Err(e) => {

@@ -28,13 +28,13 @@
 //! every bound (a bug is a decode error, after which the caller reads the log), and nothing
 //! here panics on them.
 
-use crate::entries::profile::{ids_into, put_full_head};
+use crate::entries::profile::{check_ids, ids_into, put_full_head};
 use crate::entries::raw::RawStates;
 use crate::entries::values::{
     StampIndex, StampTable, each_stamp, plain_shaped, put_plain_shaped, put_set_shaped,
     put_shaped_state, set_shaped, shaped_state, shaped_state_or_raw, skip_shaped_state,
 };
-use crate::entries::wire::{DecodeError, Decoded, Names, Reader, Wire};
+use crate::entries::wire::{DecodeError, Decoded, Names, Reader, Utf8, Wire};
 use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
 use crate::types::value::Timestamp;
@@ -173,6 +173,11 @@ impl Hot {
 
     /// The slot starting at `start`: its room byte, and a reader of its state.
     fn at(&self, start: u32) -> Decoded<(u8, Reader<'_>)> {
+        self.at_checking(start, Utf8::Built)
+    }
+
+    /// [`Hot::at`], with a reader checking the strings `utf8` says.
+    fn at_checking(&self, start: u32, utf8: Utf8) -> Decoded<(u8, Reader<'_>)> {
         let start = start as usize;
         if start < self.ids_len as usize {
             return Err(broken(start, "hot record: a state inside the identifiers"));
@@ -187,7 +192,7 @@ impl Hot {
         };
         self.buf
             .get(start + 1..end)
-            .map(|b| (room, Reader::checked_before(b)))
+            .map(|b| (room, Reader::checking(b, utf8)))
             .ok_or(broken(start, "hot record: a state outside it"))
     }
 
@@ -204,9 +209,10 @@ impl Hot {
     }
 
     /// Mark in `used` (one flag a stamp) the stamps the state in the slot at `start` names;
-    /// its parts if it is a plain state (`plain_shaped`).
-    fn mark_stamps(&self, start: u32, used: &mut [bool]) -> Decoded<PlainParts<'_>> {
-        let (_, mut r) = self.at(start)?;
+    /// its parts if it is a plain state (`plain_shaped`). `utf8`: which of its strings are
+    /// checked.
+    fn mark_stamps(&self, start: u32, used: &mut [bool], utf8: Utf8) -> Decoded<PlainParts<'_>> {
+        let (_, mut r) = self.at_checking(start, utf8)?;
         let parts = plain_shaped(&mut r)?;
         match parts {
             Some((_, i, _)) => match used.get_mut(i as usize) {
@@ -229,6 +235,11 @@ impl Hot {
     /// [`Hot::decode`]'s record, without decoding it. The identifiers' bytes and each plain
     /// state's payload are copied, its stamp index renumbered into the record's sorted table;
     /// any other state is decoded and written again.
+    ///
+    /// Every byte copied is first checked as a read of the record checks it (every string's
+    /// UTF-8 included, the names in order), so that a hot record a bug damaged fails here
+    /// instead of reaching the log as a record that does not decode; the rest of the record
+    /// is written by the encoders.
     pub fn put_full(&self, out: &mut Vec<u8>) -> Decoded<()> {
         // The stamps the states name (a profile's states share a few), and each one's index
         // in the record's sorted table.
@@ -237,8 +248,13 @@ impl Hot {
         // Each plain state's parts, read once (`None`: any other state, decoded below).
         let mut plain: smallvec::SmallVec<[PlainParts<'_>; 64]> =
             smallvec::SmallVec::with_capacity(self.dir.len());
-        for &(_, start) in &self.dir {
-            plain.push(self.mark_stamps(start, &mut used)?);
+        let mut last = None;
+        for &(id, start) in &self.dir {
+            if last.is_some_and(|last| last >= id) {
+                return Err(broken(start as usize, "hot record: names out of order"));
+            }
+            last = Some(id);
+            plain.push(self.mark_stamps(start, &mut used, Utf8::All)?);
         }
         let table = StampTable::sorted(
             self.stamps
@@ -258,6 +274,7 @@ impl Hot {
             .buf
             .get(..self.ids_len as usize)
             .ok_or(broken(0, "hot record: identifiers outside it"))?;
+        check_ids(ids)?;
         put_full_head(
             |out| out.extend_from_slice(ids),
             (self.first_seen, self.updated_at),
@@ -510,7 +527,7 @@ impl Hot {
         if gc {
             let mut used = vec![false; self.stamps.len()];
             for &(_, start) in &self.dir {
-                self.mark_stamps(start, &mut used)?;
+                self.mark_stamps(start, &mut used, Utf8::Built)?;
             }
             renumber = vec![0u32; self.stamps.len()];
             stamps = Vec::with_capacity(self.stamps.len() + 4);
@@ -828,5 +845,46 @@ mod tests {
         assert!(bad.decode().is_err());
         bad.dir[1].1 = 0;
         assert!(bad.decode().is_err());
+    }
+
+    /// `put_full` writes no record a read refuses: whatever byte of a hot record is damaged,
+    /// and in whichever way, it fails, or what it wrote passes the read's checks (every
+    /// string's UTF-8 included), as the writer relies on (it writes the record unread).
+    #[test]
+    fn a_full_record_from_a_damaged_hot_record_is_refused_or_reads() {
+        // Strings in the identifiers, in plain states and in a `$set_once` state (odd values
+        // are strings; name 3 holds a `once`).
+        let good = Hot::encode(&record(&[(1, 11, 3), (3, 13, 4), (4, 20, 6), (9, 7, 5)]));
+        let full = crate::entries::profile::check_full;
+        assert_eq!(full(&full_of(&good)), Ok(()));
+        let mut refused = 0;
+        for at in 0..good.buf.len() {
+            for change in [0x01, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad.buf[at] ^= change;
+                let mut out = Vec::new();
+                match bad.put_full(&mut out) {
+                    Ok(()) => assert_eq!(full(&out), Ok(()), "byte {at} ^ {change:#x}"),
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        assert!(refused > 0);
+        // A string that is not UTF-8, in the identifiers and in a plain state's value: the
+        // bytes "u1" and "s11" as the record holds them.
+        for text in [&b"u1"[..], b"s11"] {
+            let at = good
+                .buf
+                .windows(text.len())
+                .position(|w| w == text)
+                .expect("the string is in the hot record");
+            let mut bad = good.clone();
+            bad.buf[at] = 0xff;
+            assert!(bad.put_full(&mut Vec::new()).is_err(), "{text:?}");
+        }
+        // Names out of order.
+        let mut bad = good.clone();
+        bad.dir.swap(0, 1);
+        assert!(bad.put_full(&mut Vec::new()).is_err());
     }
 }

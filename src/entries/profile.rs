@@ -108,6 +108,14 @@ fn skip_ids(r: &mut Reader<'_>) -> Decoded<()> {
     Ok(())
 }
 
+/// Check identifiers as a full record's read checks them (every string's UTF-8 included),
+/// `bytes` holding them alone.
+pub(crate) fn check_ids(bytes: &[u8]) -> Decoded<()> {
+    let mut r = Reader::new(bytes);
+    skip_ids(&mut r)?;
+    r.finish()
+}
+
 /// The length of each property state of one full record, in order (not the name before it),
 /// one byte each, `0` for a state of 256 bytes or more: kept by the writer cache beside a
 /// record it encoded, so that a partial fold steps over a state in one jump instead of
@@ -278,9 +286,9 @@ fn props(r: &mut Reader<'_>, table: &StampTable, skip: Skip<'_>) -> Decoded<Vec<
 }
 
 /// Check a full record as [`full`] does (every string's UTF-8 included), building none of its
-/// states or identifiers: for records written from bytes in memory without decoding them
-/// (`apply::hot::Hot::put_full`), so that a bug there fails the write instead of reaching the
-/// log.
+/// states or identifiers: what `apply::hot::Hot::put_full` promises of the records it copies
+/// from bytes in memory (its tests).
+#[cfg(test)]
 pub(crate) fn check_full(bytes: &[u8]) -> Decoded<()> {
     let skip = Skip {
         only: Some(&[]),
