@@ -260,10 +260,6 @@ pub struct RecordCounts {
     /// Full records written because the profile's newest record lay in a segment a
     /// compaction was switching in (its forwards written: no delta may link there any more).
     pub full_at_switch: u64,
-    /// Full records (the log's at the chain limit, or the writer cache's once its chain is
-    /// long) a fast-path call wrote from the states' bytes of a cached chain, with no whole
-    /// record built (`entries::profile::put_full_parts`).
-    pub full_from_parts: u64,
 }
 
 impl Batch {
@@ -402,10 +398,6 @@ struct Work {
     /// `rec` holds the identifiers, the times and the states of the names the call changes
     /// only (loaded partially, `Builder::load`); `cached` holds its records.
     partial: bool,
-    /// Loaded partially with every other state too: each plain state captured in `raw`, the
-    /// others built in `rec` (its chain's next record is a full one: the fast path writes it
-    /// from these, `entries::profile::put_full_parts`).
-    captured_all: bool,
     /// Where its newest record is, and where that stands in its chain (`None`: a new
     /// profile).
     head: Option<(Location, ChainAt)>,
@@ -512,112 +504,12 @@ fn fast_state(bytes: &[u8], stamp: Stamp) -> Result<PropState> {
     })
 }
 
-/// A fast call's full record written from its parts (`entries::profile::put_full_parts`):
-/// the states the load captured as bytes, those it built, and the call's sets at `stamp`;
-/// `work` was loaded with every state ([`Work::captured_all`]), and its identifiers and times
-/// are the profile's after the call. `lens`: the record's state lengths.
-fn full_from_parts(
-    work: &Work,
-    fast: &FastSets,
-    stamp: Stamp,
-    out: &mut Vec<u8>,
-    lens: &mut Vec<u8>,
-) -> entries::wire::Decoded<()> {
-    use entries::profile::Part;
-    let broken = |reason| entries::wire::DecodeError { at: 0, reason };
-    let mut parts = smallvec::SmallVec::<[(u32, Part<'_>); 64]>::with_capacity(
-        work.raw.states.len() + work.rec.props.len() + fast.sets.len(),
-    );
-    // Three lists sorted by name, no name in two (the fast path took the call's names out of
-    // the captured states, and found none of them built): merged. A name in two is written
-    // twice, which `put_full_parts` refuses.
-    let mut raw = work.raw.states.iter().peekable();
-    let mut built = work.rec.props.iter().peekable();
-    let mut sets = fast.values().peekable();
-    loop {
-        let (r, b, s) = (
-            raw.peek().map(|p| p.0),
-            built.peek().map(|p| p.0),
-            sets.peek().map(|p| p.0),
-        );
-        let Some(next) = [r, b, s].into_iter().flatten().min() else {
-            break;
-        };
-        if s == Some(next) {
-            if let Some((id, value)) = sets.next() {
-                parts.push((id, Part::Plain(stamp, Some(value))));
-            }
-        } else if r == Some(next) {
-            if let Some((id, state)) = raw.next() {
-                let value = match &state.value {
-                    None => None,
-                    Some(_) => Some(
-                        work.raw
-                            .value_bytes(state)
-                            .ok_or(broken("a captured value outside its bytes"))?,
-                    ),
-                };
-                parts.push((*id, Part::Plain(state.stamp, value)));
-            }
-        } else if let Some((id, state)) = built.next() {
-            parts.push((*id, Part::State(state)));
-        }
-    }
-    entries::profile::put_full_parts(
-        &work.rec.ids,
-        (work.rec.first_seen, work.rec.updated_at),
-        &parts,
-        out,
-        lens,
-    )
-}
-
-/// Debug builds: a full record [`full_from_parts`] wrote is the one the whole profile after
-/// the call gives (its records folded whole, the call's identifiers, times and sets put in).
-#[cfg(debug_assertions)]
-fn check_parts_full(work: &Work, stamp: Stamp, data: &[u8], key: u64) {
-    let Some(Ok(mut whole)) = work.cached.as_ref().map(Cached::decode) else {
-        panic!("profile {key}: its records do not decode");
-    };
-    whole.ids = work.rec.ids.clone();
-    whole.first_seen = work.rec.first_seen;
-    whole.updated_at = work.rec.updated_at;
-    let whole = with_fast(whole, work.fast.as_ref(), stamp);
-    let mut want = Vec::new();
-    entries::profile::put_full(&whole, &mut want, None);
-    assert_eq!(
-        data,
-        &want[..],
-        "full record of profile {key} from its parts"
-    );
-}
-
 /// Make a partially loaded profile (`Work::partial`) whole: the records it was loaded from
 /// folded whole, with the identifiers, times and states the call has by now (it changed no
 /// other state).
 fn complete(work: &mut Work, store: &Store, index: &Index) -> Result<()> {
     debug_assert!(work.fast.is_none(), "completing a profile with fast sets");
     if !work.partial {
-        return Ok(());
-    }
-    if work.captured_all {
-        // Every state is in `rec` or captured: the captured ones decoded into it (the call
-        // took out those it changed).
-        for (id, r) in &work.raw.states {
-            *work.rec.state_mut(*id) = work.raw.decode(r).map_err(|e| Error::Corruption {
-                file: Default::default(),
-                offset: 0,
-                // Bytes this process read and checked: only a bug gets here.
-                reason: format!("a captured state: {e}"),
-            })?;
-        }
-        work.raw.states.clear();
-        #[cfg(debug_assertions)]
-        if work.before.loaded.is_some() {
-            work.before.loaded = work.cached.as_ref().and_then(|c| c.decode().ok());
-        }
-        work.partial = false;
-        work.captured_all = false;
         return Ok(());
     }
     let loaded = match work.cached.as_ref().map(Cached::decode) {
@@ -762,33 +654,25 @@ impl<'a> Builder<'a> {
             // make the chain a hot record (`apply::hot`: while the cache is roomy). A hot record
             // writes a full record itself (`Hot::put_full`) after a call on the fast path.
             let convert = !chain.is_hot() && roomy;
-            // A chain whose next record is a full one (for the log or for the cache): every
-            // plain state captured as bytes, so that a call on the fast path writes that record
-            // from them (`entries::profile::put_full_parts`) and builds none.
-            let all = only.is_some() && !convert && !chain.is_hot();
             let only = only.filter(|_| {
                 !convert
                     && (chain.is_hot() || !at.next_is_full(chain_limit))
                     && chain.records() < CACHED_CHAIN_RECORDS
             });
-            let all = all && only.is_none();
-            let rec = match (only, &chain) {
-                (Some(only), _) => chain.decode_capturing(only, &mut raw, self.pools.record()),
-                (None, Cached::Chain(c)) if all => {
-                    c.decode_capturing_all(&mut raw, self.pools.record())
-                }
-                (None, _) => chain.decode(),
+            let rec = match only {
+                Some(only) => chain.decode_capturing(only, &mut raw, self.pools.record()),
+                None => chain.decode(),
             };
             match rec {
-                Ok(rec) => Some((at, rec, chain, only, all)),
+                Ok(rec) => Some((at, rec, chain, only)),
                 // A bug, or a string of a crafted log that a miss's fold stepped over unchecked
                 // (`entries::wire::Utf8::Kept`): the read from the log decides, and names the
                 // damage.
                 Err(_) => None,
             }
         });
-        let (at, rec, cached, hit, partial, all) = match cached {
-            Some((at, rec, chain, only, all)) => {
+        let (at, rec, cached, hit, partial) = match cached {
+            Some((at, rec, chain, only)) => {
                 self.cache.hits += 1;
                 #[cfg(debug_assertions)]
                 if let Ok((logged, ..)) =
@@ -799,7 +683,7 @@ impl<'a> Builder<'a> {
                         "cached profile {key} differs from the log"
                     );
                 }
-                (at, rec, Some(chain), true, only.is_some() || all, all)
+                (at, rec, Some(chain), true, only.is_some())
             }
             None => {
                 self.cache.misses += 1;
@@ -844,14 +728,7 @@ impl<'a> Builder<'a> {
                     }
                     (_, None) => (rec, false),
                 };
-                (
-                    ChainAt::read(link, walked),
-                    rec,
-                    chain,
-                    false,
-                    partial,
-                    false,
-                )
+                (ChainAt::read(link, walked), rec, chain, false, partial)
             }
         };
         let before = Before {
@@ -874,7 +751,6 @@ impl<'a> Builder<'a> {
                 old: OldIds::Same,
                 rec,
                 partial,
-                captured_all: all,
                 head: Some((loc, at)),
                 hit,
                 full: false,
@@ -1069,45 +945,7 @@ impl<'a> Builder<'a> {
                 }
             };
             let (from_hot, hot_full) = from_hot.unzip();
-            // A fast call on a chain whose next record is a full one (for the log, or for the
-            // cache after this delta), loaded with every plain state captured: the full record
-            // is written from the captured states' bytes, the states built and the call's
-            // sets (`entries::profile::put_full_parts`), with no whole record built.
-            let from_parts = match (&work.fast, &work.cached) {
-                (Some(fast), Some(Cached::Chain(_)))
-                    if from_hot.is_none()
-                        && work.captured_all
-                        && (link.is_none() || cache_full)
-                        && !ids_changed
-                        && !work.full =>
-                {
-                    let mut data = self.pools.buf();
-                    data.reserve(full_guess);
-                    let mut lens = self.pools.buf();
-                    match full_from_parts(&work, fast, stamp, &mut data, &mut lens) {
-                        Ok(()) => {
-                            #[cfg(debug_assertions)]
-                            check_parts_full(&work, stamp, &data, key);
-                            self.cache.records.full_from_parts += 1;
-                            Some((data, lens))
-                        }
-                        Err(e) => {
-                            // Only a bug gets here: the general path below writes the record.
-                            debug_assert!(false, "full record of profile {key}: {}", e.reason);
-                            keep(&mut self.pools.bufs, data);
-                            keep(&mut self.pools.bufs, lens);
-                            None
-                        }
-                    }
-                }
-                _ => None,
-            };
-            let (mut parts_full, parts_lens) = from_parts.unzip();
-            if parts_full.is_some() {
-                if link.is_some() {
-                    self.cache.records.fast_path += 1;
-                }
-            } else if from_hot.is_none() {
+            if from_hot.is_none() {
                 if !fast_delta {
                     materialize(&mut work, stamp, &mut self.pools)?;
                 } else if work.fast.is_some() {
@@ -1120,7 +958,7 @@ impl<'a> Builder<'a> {
             work.changed.sort_unstable();
             work.changed.dedup();
             // The full record's state lengths, for the cache (`cache::Chain::full_measured`).
-            let mut lens = parts_lens.unwrap_or_else(|| self.pools.buf());
+            let mut lens = self.pools.buf();
             let (kind, data, at) = match link {
                 Some((link, at)) => {
                     let mut data = self.pools.buf();
@@ -1182,19 +1020,16 @@ impl<'a> Builder<'a> {
                             }
                             data
                         }
-                        None => match parts_full.take() {
-                            Some(data) => data,
-                            None => {
-                                let mut data = self.pools.buf();
-                                data.reserve(full_guess);
-                                entries::profile::put_full(
-                                    &work.rec,
-                                    &mut data,
-                                    self.cache.enabled().then_some(&mut lens),
-                                );
-                                data
-                            }
-                        },
+                        None => {
+                            let mut data = self.pools.buf();
+                            data.reserve(full_guess);
+                            entries::profile::put_full(
+                                &work.rec,
+                                &mut data,
+                                self.cache.enabled().then_some(&mut lens),
+                            );
+                            data
+                        }
                     },
                     ChainAt::default(),
                 ),
@@ -1243,17 +1078,10 @@ impl<'a> Builder<'a> {
                         chain.push_delta(&data);
                         chain
                     }
-                    _ => match parts_full.take() {
-                        Some(data) => Chain::full_from_measured(data, &lens),
-                        None => Chain::full_from_measured(
-                            entries::encode_profile_measured(
-                                &work.rec,
-                                full_guess,
-                                Some(&mut lens),
-                            ),
-                            &lens,
-                        ),
-                    },
+                    _ => Chain::full_from_measured(
+                        entries::encode_profile_measured(&work.rec, full_guess, Some(&mut lens)),
+                        &lens,
+                    ),
                 })),
             };
             keep(&mut self.pools.bufs, lens);
@@ -1635,7 +1463,6 @@ impl<'a> Builder<'a> {
                         old: OldIds::New,
                         rec,
                         partial: false,
-                        captured_all: false,
                         head: None,
                         hit: false,
                         full: true,

@@ -174,29 +174,6 @@ impl Chain {
         into: ProfileRecord,
     ) -> Decoded<ProfileRecord> {
         let fold = Fold::only_capturing(only, std::mem::take(raw));
-        self.capture(fold, raw, into)
-    }
-
-    /// The profile whole, each state that is a plain set or removal captured into `raw` as
-    /// bytes instead of built (`entries::profile::Fold::capturing`; `raw` is emptied first):
-    /// what a call that writes the profile's full record from its states' bytes loads
-    /// (`entries::profile::put_full_parts`).
-    pub fn decode_capturing_all(
-        &self,
-        raw: &mut RawStates,
-        into: ProfileRecord,
-    ) -> Decoded<ProfileRecord> {
-        self.capture(Fold::capturing(std::mem::take(raw)), raw, into)
-    }
-
-    /// Fold the chain with `fold`, which captures into the `RawStates` it took from `raw`,
-    /// and give them back.
-    fn capture(
-        &self,
-        fold: Fold,
-        raw: &mut RawStates,
-        into: ProfileRecord,
-    ) -> Decoded<ProfileRecord> {
         let mut fold = if self.from_log {
             fold.checking_kept()
         } else {

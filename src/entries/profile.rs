@@ -5,11 +5,10 @@
 
 use super::raw::RawStates;
 use super::values::{
-    StampIndex, StampTable, Stamps, each_stamp, put_set_shaped, put_shaped_state, put_stamp,
-    put_state, shaped_state, shaped_state_or_raw, skip_shaped_state, skip_state, skip_value, stamp,
-    state, value,
+    StampTable, Stamps, put_shaped_state, put_stamp, put_state, shaped_state, shaped_state_or_raw,
+    skip_shaped_state, skip_state, skip_value, stamp, state, value,
 };
-use super::wire::{DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_u64};
+use super::wire::{Decoded, Names, Reader, Utf8, Wire, put_i128, put_u64};
 use crate::storage::Location;
 pub(crate) use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
@@ -147,73 +146,6 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<
             lens.push(u8::try_from(out.len() - from).unwrap_or(0));
         }
     }
-}
-
-/// A state of a full record written from its parts ([`put_full_parts`]).
-pub(crate) enum Part<'a> {
-    /// A plain set at the stamp, to the value whose bytes (as `Value::put` writes them) are
-    /// given (`None`: a removal): a captured state (`entries::raw`) or a fast-path set.
-    Plain(Stamp, Option<&'a [u8]>),
-    /// Any state, built.
-    State(&'a PropState),
-}
-
-/// [`put_full`] of the profile whose identifiers, times and states (`parts`, sorted by name,
-/// each once) are given, without building the plain states: the bytes `put_full` writes of
-/// the record they make, and its state lengths into `lens` (cleared first). An error (a
-/// value's bytes that do not start with a known variant, names out of order) is a bug of
-/// the caller's: nothing is to be written then.
-pub(crate) fn put_full_parts(
-    ids: &Ids,
-    times: (Timestamp, Timestamp),
-    parts: &[(u32, Part<'_>)],
-    out: &mut Vec<u8>,
-    lens: &mut Vec<u8>,
-) -> Decoded<()> {
-    lens.clear();
-    // The distinct stamps (a profile's states share a few), then sorted.
-    let mut stamps = Stamps::new();
-    let mut meet = |s: Stamp| {
-        if !stamps.contains(&s) {
-            stamps.push(s);
-        }
-    };
-    for (_, part) in parts {
-        match part {
-            Part::Plain(s, _) => meet(*s),
-            Part::State(p) => each_stamp(p, &mut meet),
-        }
-    }
-    let table = StampTable::sorted(stamps);
-    put_full_head(|out| ids.put(out), times, &table, parts.len(), out);
-    let mut names = Names::default();
-    let mut last = None;
-    for (id, part) in parts {
-        if last.is_some_and(|last| last >= *id) {
-            return Err(DecodeError {
-                at: out.len(),
-                reason: "full record from parts: names out of order",
-            });
-        }
-        last = Some(*id);
-        names.put(out, *id);
-        let from = out.len();
-        match part {
-            Part::Plain(s, Some(value)) => put_set_shaped(value, table.index_of(s), out)?,
-            Part::Plain(s, None) => put_shaped_state(
-                &PropState {
-                    lww: Some((*s, None)),
-                    once: None,
-                    adds: None,
-                },
-                &table,
-                out,
-            ),
-            Part::State(p) => put_shaped_state(p, &table, out),
-        }
-        lens.push(u8::try_from(out.len() - from).unwrap_or(0));
-    }
-    Ok(())
 }
 
 /// What a full record holds before its states: the tag, the identifiers (`ids` writes them as
@@ -806,17 +738,6 @@ impl Fold {
         Fold {
             raw: Some(raw),
             ..Fold::only(only)
-        }
-    }
-
-    /// A whole fold that captures every state that is a plain set or removal into `raw`
-    /// (emptied first) as bytes instead of building it; the others it builds (see
-    /// [`Fold::only_capturing`]).
-    pub(crate) fn capturing(mut raw: RawStates) -> Fold {
-        raw.clear();
-        Fold {
-            raw: Some(raw),
-            ..Fold::default()
         }
     }
 
@@ -1671,87 +1592,6 @@ mod tests {
     }
 
     proptest! {
-        /// A chain folded whole with every plain state captured as bytes
-        /// (`Fold::capturing`), then written from those parts (`put_full_parts`: the
-        /// captured states, the ones built, and sets of some names by a newer call) is the full
-        /// record `put_full` writes of the whole profile after that call, with the same state
-        /// lengths; a name given twice is refused.
-        #[test]
-        fn a_full_record_from_parts_is_the_whole_records(
-            base in record(),
-            steps in prop::collection::vec(
-                (record(), prop::collection::vec(any::<prop::sample::Index>(), 0..6),
-                 any::<i64>(), any::<bool>(), any::<bool>()),
-                0..7,
-            ),
-            sets in prop::collection::btree_map(0u32..12, any::<i64>(), 0..5),
-            checked_before in any::<bool>(),
-        ) {
-            let chain = chain_of(&base, &steps);
-            let fold_with = |mut fold: Fold| {
-                for bytes in chain.iter().skip(1).rev() {
-                    fold.delta(bytes).unwrap();
-                }
-                let rec = fold.full(&chain[0]).unwrap();
-                (rec, fold.take_raw())
-            };
-            let (mut whole, _) = fold_with(Fold::default());
-            let fold = Fold::capturing(RawStates::default());
-            let (built, raw) =
-                fold_with(if checked_before { fold.checked_before() } else { fold });
-            let mut raw = raw.unwrap();
-            // A newer call sets some names (the fast path: their captured states taken out,
-            // none of them built).
-            let stamp = Stamp::new(Timestamp(i64::MAX), u64::MAX);
-            let values: Vec<(u32, i64, Vec<u8>)> = sets
-                .iter()
-                .filter(|(id, _)| built.props.binary_search_by_key(*id, |p| p.0).is_err())
-                .map(|(id, v)| {
-                    let mut bytes = Vec::new();
-                    Value::Int(*v).put(&mut bytes);
-                    (*id, *v, bytes)
-                })
-                .collect();
-            for (id, v, _) in &values {
-                raw.take(*id);
-                whole
-                    .state_mut(*id)
-                    .apply_set_ref(Some(&Value::Int(*v)), stamp.0, stamp.1);
-            }
-            let mut parts: Vec<(u32, Part<'_>)> = raw
-                .states
-                .iter()
-                .map(|(id, r)| (*id, Part::Plain(r.stamp, raw.value_bytes(r))))
-                .chain(built.props.iter().map(|(id, p)| (*id, Part::State(p))))
-                .chain(values.iter().map(|(id, _, v)| (*id, Part::Plain(stamp, Some(&v[..])))))
-                .collect();
-            parts.sort_by_key(|p| p.0);
-            let (mut want, mut want_lens) = (Vec::new(), Vec::new());
-            put_full(&whole, &mut want, Some(&mut want_lens));
-            let (mut got, mut lens) = (Vec::new(), vec![9]);
-            put_full_parts(
-                &built.ids,
-                (built.first_seen, built.updated_at),
-                &parts,
-                &mut got,
-                &mut lens,
-            )
-            .unwrap();
-            prop_assert_eq!(&got, &want);
-            prop_assert_eq!(&lens, &want_lens);
-            if let Some(first) = parts.first().map(|p| p.0) {
-                parts.insert(0, (first, Part::Plain(stamp, None)));
-                prop_assert!(put_full_parts(
-                    &built.ids,
-                    (built.first_seen, built.updated_at),
-                    &parts,
-                    &mut Vec::new(),
-                    &mut lens,
-                )
-                .is_err());
-            }
-        }
-
         /// A fold into a record another profile left (the writer's reuse of its buffers) gives
         /// what a fold into nothing gives: nothing of the other profile stays.
         #[test]
