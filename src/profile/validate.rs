@@ -78,19 +78,26 @@ fn identify(m: &Identify, options: &Options, errors: &mut Vec<FieldError>) {
             "one of userId, traits.email, anonymousId is required",
         ));
     }
-    if let Some(id) = &m.user_id {
+    if let Some(id) = &m.user_id
+        && !plain_user_id_passes(id, options)
+    {
         user_id_rules(m.field_as_written("userId"), id, options, errors);
     }
     if let Some(id) = &m.anonymous_id {
         id_rules("anonymousId", id, options, true, errors);
     }
-    if let Some(email) = &m.email {
+    if let Some(email) = &m.email
+        && !plain_email_passes(email)
+    {
         errors.extend(email_problems(m.field_as_written("traits.email"), email));
     }
     // Field names are built only when a rule fails: the rules push errors with an empty (or
     // relative, `.size`) field, which `name_new_errors` completes. Valid calls allocate nothing.
     for (name, value) in &m.traits {
         let name = name.as_str();
+        if plain_trait_passes(name, value.as_ref(), options) {
+            continue;
+        }
         let before = errors.len();
         property_rules("", name, value.as_ref(), options, errors);
         reserved_rules("", name, value.as_ref(), errors);
@@ -150,6 +157,30 @@ fn identify(m: &Identify, options: &Options, errors: &mut Vec<FieldError>) {
             name_new_errors(errors, before, || format!("{}.{name}", base()));
         }
     }
+}
+
+/// Whether a trait surely passes every rule of [`property_rules`] and [`reserved_rules`]:
+/// its name is not empty, not over the limit in bytes (so not in characters), does not start
+/// with `$` and is not a reserved trait, and its value is within the size limit. A `false`
+/// says only "check it": the rules decide, and name what is wrong. (Most traits of most calls
+/// are plain: this keeps the rules' generic path off the hot path.)
+#[inline]
+fn plain_trait_passes(name: &str, value: Option<&Value>, options: &Options) -> bool {
+    let Some(&first) = name.as_bytes().first() else {
+        return false;
+    };
+    first != b'$'
+        && name.len() <= options.max_name_chars
+        && !is_reserved_trait(name)
+        && value.is_none_or(|v| v.json_len() <= options.max_value_bytes)
+}
+
+/// The traits [`reserved_rules`] checks the value of.
+fn is_reserved_trait(name: &str) -> bool {
+    matches!(
+        name,
+        "first_name" | "last_name" | "created_at" | "avatar" | "company_size" | "company"
+    )
 }
 
 /// Complete the field names of the errors pushed since `before`: an empty field becomes
@@ -238,6 +269,16 @@ fn user_id_rules(field: &str, id: &str, options: &Options, errors: &mut Vec<Fiel
             "must not be an email address; put it in traits.email",
         ));
     }
+}
+
+/// Whether a `userId` surely passes [`user_id_rules`]: 2 to [`MAX_ID_CHARS`] bytes of
+/// printable ASCII without spaces or `@`, and not a placeholder. A `false` says only "check
+/// it": the rules decide and name what is wrong.
+#[inline]
+fn plain_user_id_passes(id: &str, options: &Options) -> bool {
+    (2..=MAX_ID_CHARS).contains(&id.len())
+        && id.bytes().all(|c| c > b' ' && c < 0x7f && c != b'@')
+        && !is_placeholder(id, options)
 }
 
 /// Property names: non-empty, at most `max_name_chars` characters, not starting with `$`.
@@ -417,6 +458,38 @@ pub fn is_absolute_url(text: &str) -> bool {
     !host.is_empty()
 }
 
+/// Whether an email address surely has none of [`email_problems`]' problems, in one pass
+/// over its bytes: printable ASCII without spaces, at most [`MAX_EMAIL_BYTES`], one `@` with
+/// something before it, and a domain of non-empty labels with a dot. A `false` says only
+/// "check it": [`email_problems`] decides (surrounding spaces, which it trims, and non-ASCII
+/// addresses go there).
+#[inline]
+fn plain_email_passes(email: &str) -> bool {
+    let b = email.as_bytes();
+    if b.len() > MAX_EMAIL_BYTES {
+        return false;
+    }
+    let mut at = None;
+    for (i, &c) in b.iter().enumerate() {
+        if c <= b' ' || c >= 0x7f {
+            return false;
+        }
+        if c == b'@' {
+            if at.is_some() {
+                return false;
+            }
+            at = Some(i);
+        }
+    }
+    let Some(at) = at else { return false };
+    let domain = &b[at + 1..];
+    at > 0
+        && domain.contains(&b'.')
+        && domain.first() != Some(&b'.')
+        && domain.last() != Some(&b'.')
+        && !domain.windows(2).any(|w| w == b"..")
+}
+
 /// Problems of one email address (empty if valid). Surrounding whitespace is ignored (lookups
 /// trim it too); inside the address it is an error.
 pub fn email_problems(field: &str, email: &str) -> Vec<FieldError> {
@@ -451,4 +524,127 @@ pub fn email_problems(field: &str, email: &str) -> Vec<FieldError> {
         problem("must be a valid email address: the domain needs a dot and no empty labels (example.com)".into());
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::DEFAULT_PLACEHOLDER_IDS as DEFAULT_IDS;
+    use proptest::prelude::*;
+
+    /// Names: the reserved traits, names near the rules' edges, and arbitrary ones.
+    fn names() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "first_name",
+                "last_name",
+                "created_at",
+                "avatar",
+                "company_size",
+                "company",
+                "email",
+                "$set",
+                "",
+                "plan",
+            ])
+            .prop_map(str::to_string),
+            "[a-z_$]{0,12}",
+            "\\PC{0,8}",
+        ]
+    }
+
+    /// Values of every kind, some of them too large for a small limit.
+    fn values() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            Just(None),
+            any::<bool>().prop_map(|b| Some(Value::Bool(b))),
+            any::<i64>().prop_map(|i| Some(Value::Int(i))),
+            "\\PC{0,40}".prop_map(|s| Some(Value::Str(s.into()))),
+            Just(Some(Value::Object(vec![(
+                "size".into(),
+                Value::Bool(true)
+            )]))),
+        ]
+    }
+
+    proptest! {
+        /// The trait check that skips the rules says "passes" only for traits the rules pass.
+        #[test]
+        fn a_plain_trait_passes_every_rule(
+            name in names(),
+            value in values(),
+            max_name_chars in 0usize..16,
+            max_value_bytes in 0usize..48,
+        ) {
+            let options = Options { max_name_chars, max_value_bytes, ..Options::default() };
+            if plain_trait_passes(&name, value.as_ref(), &options) {
+                let mut errors = Vec::new();
+                property_rules("", &name, value.as_ref(), &options, &mut errors);
+                reserved_rules("", &name, value.as_ref(), &mut errors);
+                prop_assert!(errors.is_empty(), "{name:?} = {value:?}: {errors:?}");
+            }
+        }
+
+        /// The user id check that skips the rules says "passes" only for ids they pass.
+        #[test]
+        fn a_plain_user_id_passes_every_rule(
+            id in prop_oneof![
+                prop::sample::select(DEFAULT_IDS.to_vec()).prop_map(str::to_string),
+                "[a-zA-Z0-9@ /\\[\\]-]{0,12}",
+                "\\PC{0,8}",
+                "[a-z]{250,260}",
+            ],
+        ) {
+            let options = Options::default();
+            if plain_user_id_passes(&id, &options) {
+                let mut errors = Vec::new();
+                user_id_rules("userId", &id, &options, &mut errors);
+                prop_assert!(errors.is_empty(), "{id:?}: {errors:?}");
+            }
+        }
+
+        /// The email check that skips the rules says "passes" only for addresses they pass.
+        #[test]
+        fn a_plain_email_has_no_problem(
+            email in prop_oneof![
+                "[a-z.@ ]{0,12}",
+                "[a-z]{0,4}@[a-z.]{0,6}",
+                "\\PC{0,12}",
+                "[a-z]{1,300}@example\\.com",
+            ],
+        ) {
+            if plain_email_passes(&email) {
+                prop_assert_eq!(email_problems("traits.email", &email), vec![]);
+            }
+        }
+    }
+
+    #[test]
+    fn common_traits_and_emails_take_the_short_check() {
+        let options = Options::default();
+        for (name, value) in [
+            ("plan", Value::Str("pro".into())),
+            ("logins", Value::Int(3)),
+            ("beta", Value::Bool(false)),
+        ] {
+            assert!(plain_trait_passes(name, Some(&value), &options), "{name}");
+        }
+        for name in ["first_name", "created_at", "$plan", ""] {
+            assert!(!plain_trait_passes(name, None, &options), "{name}");
+        }
+        assert!(plain_email_passes("person0@example.com"));
+        assert!(plain_user_id_passes("user-00000000", &options));
+        for bad in ["u", "NULL", "a@b.co", "a b", "Undefined"] {
+            assert!(!plain_user_id_passes(bad, &options), "{bad}");
+        }
+        for bad in [
+            "a@b",
+            "@example.com",
+            "a@@example.com",
+            "a@example..com",
+            " a@x.io",
+        ] {
+            assert!(!plain_email_passes(bad), "{bad}");
+        }
+    }
 }

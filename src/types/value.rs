@@ -187,6 +187,7 @@ impl Value {
 
     /// Size of the value's JSON form, in bytes (for the value-size limit). Cheap upper bound
     /// for scalars, exact enough for nested values.
+    #[inline]
     pub fn json_len(&self) -> usize {
         match self {
             Value::Bool(_) => 5,
@@ -194,6 +195,13 @@ impl Value {
             Value::Str(s) => s.len() + 2,
             Value::DateTime(_) => 32,
             Value::Null => 4,
+            Value::Array(_) | Value::Object(_) => self.nested_json_len(),
+        }
+    }
+
+    /// [`Value::json_len`] of an array or object (not inlined: it recurses).
+    fn nested_json_len(&self) -> usize {
+        match self {
             Value::Array(items) => 2 + items.iter().map(|v| v.json_len() + 1).sum::<usize>(),
             Value::Object(members) => {
                 2 + members
@@ -201,6 +209,7 @@ impl Value {
                     .map(|(k, v)| k.len() + 4 + v.json_len())
                     .sum::<usize>()
             }
+            scalar => scalar.json_len(),
         }
     }
 }
