@@ -95,7 +95,9 @@ pub(crate) struct Written {
 
 /// The buffers a call's batch is built in, kept by each writing thread from one call to the
 /// next ([`Builder::new`] takes them, [`Batch::recycle`] gives them back emptied), so that a
-/// call allocates none of them.
+/// call allocates none of them. Boxed, and held by the builder and then the batch as the box:
+/// moving a builder or a batch (each is returned by value) copies a pointer, not the ~270
+/// bytes of these lists.
 #[derive(Default)]
 pub(crate) struct Spare {
     entries: Vec<(EntryKind, u64, Vec<u8>)>,
@@ -199,7 +201,7 @@ impl Pools {
 }
 
 thread_local! {
-    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::default();
+    static SPARE: std::cell::RefCell<Option<Box<Spare>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Buffers (and lists) of a kind kept at most: a merge writes more entries, the rest are
@@ -229,16 +231,14 @@ fn keep<T>(pool: &mut Vec<Vec<T>>, mut v: Vec<T>) {
 
 /// One call's writes.
 pub(crate) struct Batch {
-    pub entries: Vec<(EntryKind, u64, Vec<u8>)>,
-    pub changes: Vec<Change>,
     pub outcome: Outcome,
-    /// The profile records written, decoded.
-    pub written: Vec<Written>,
     /// The records in segments a running compaction rewrites that its deltas link to (for
     /// `Index::linked`, once appended).
     pub linked: Vec<Location>,
-    /// The builder's buffers that are not the batch's, for [`Batch::recycle`].
-    spare: Spare,
+    /// The entries (`spare.entries`), their index changes (`spare.changes`, at the same
+    /// positions) and the profile records written, decoded (`spare.written`); and the
+    /// builder's other buffers, for [`Batch::recycle`].
+    spare: Box<Spare>,
 }
 
 /// Profile records written since open (`Stats::profile_records`).
@@ -266,26 +266,50 @@ impl Batch {
     /// The call's outcome; the batch's buffers go back to the thread's [`Spare`] for its next
     /// call (emptied: `changes` were drained by the commit; the records `written` go to the
     /// spare records, their cached forms taken by `ProfileCache::insert_written`).
-    pub fn recycle(mut self) -> Outcome {
+    pub fn recycle(self) -> Outcome {
         let mut spare = self.spare;
-        for (_, _, data) in self.entries.drain(..) {
-            keep(&mut spare.pools.bufs, data);
+        let Spare {
+            entries,
+            changes,
+            written,
+            pools,
+            ..
+        } = &mut *spare;
+        for (_, _, data) in entries.drain(..) {
+            keep(&mut pools.bufs, data);
         }
-        self.changes.clear();
-        for w in self.written.drain(..) {
-            spare.pools.keep_record(w.rec);
+        changes.clear();
+        for w in written.drain(..) {
+            pools.keep_record(w.rec);
         }
-        spare.entries = self.entries;
-        spare.changes = self.changes;
-        spare.written = self.written;
         // A thread being torn down keeps nothing.
-        let _ = SPARE.try_with(|s| *s.borrow_mut() = spare);
+        let _ = SPARE.try_with(|s| *s.borrow_mut() = Some(spare));
         self.outcome
+    }
+
+    /// The entries built: kind, id, data (explain reads them).
+    pub(crate) fn built_entries(&self) -> &[(EntryKind, u64, Vec<u8>)] {
+        &self.spare.entries
+    }
+
+    /// Whether the call writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.spare.entries.is_empty()
+    }
+
+    /// The profile records written, decoded (the writer cache takes their chains).
+    pub fn written_mut(&mut self) -> &mut Vec<Written> {
+        &mut self.spare.written
+    }
+
+    /// The index changes, one per entry (the commit drains them).
+    pub fn changes_mut(&mut self) -> &mut Vec<Change> {
+        &mut self.spare.changes
     }
 
     /// The profile records the batch writes, decoded (explain reads them).
     pub(crate) fn written_records(&self) -> impl Iterator<Item = (u64, &ProfileRecord)> {
-        self.written.iter().map(|w| (w.key, &w.rec))
+        self.spare.written.iter().map(|w| (w.key, &w.rec))
     }
 
     /// Add the entry recording the external log position this batch brings the store to
@@ -293,13 +317,16 @@ impl Batch {
     pub fn push_source(&mut self, at: &crate::types::SourceOffset) {
         let id = entries::source_id(&at.topic, at.partition);
         let data = entries::encode(&entries::SourceRecord::from_offset(at));
-        self.entries.push((EntryKind::SourceOffset, id, data));
-        self.changes.push(Change::Source { id, at: at.clone() });
+        self.spare.entries.push((EntryKind::SourceOffset, id, data));
+        self.spare
+            .changes
+            .push(Change::Source { id, at: at.clone() });
     }
 
     /// Borrowed entries for [`Store::append`] (inline for a call's few: no allocation).
     pub fn entries(&self) -> smallvec::SmallVec<[Entry<'_>; 4]> {
-        self.entries
+        self.spare
+            .entries
             .iter()
             .map(|(kind, id, data)| Entry {
                 kind: kind.byte(),
@@ -366,19 +393,16 @@ pub(crate) fn read_company(store: &Store, loc: Location) -> Result<CompanyRecord
 pub(crate) struct Builder<'a> {
     index: &'a Index,
     cache: &'a mut ProfileCache,
-    written: Vec<Written>,
     /// See [`Batch::linked`].
     linked: Vec<Location>,
     store: &'a Store,
     options: &'a Options,
-    entries: Vec<(EntryKind, u64, Vec<u8>)>,
-    changes: Vec<Change>,
-    /// Buffers for the entries' data and lists for [`Work`] (from the thread's [`Spare`]).
-    pools: Pools,
+    /// The thread's [`Spare`]: the entries, their changes and the records written; the
+    /// profiles loaded or created in this call (`profiles`: few, so a linear search beats a
+    /// map; written once at the end, in this order); buffers for the entries' data and lists
+    /// for [`Work`] (`pools`).
+    spare: Box<Spare>,
     new_names: Vec<String>,
-    /// Profiles loaded or created in this call (few: a linear search beats a map), written
-    /// once at the end, in this order.
-    profiles: Vec<(u64, Work)>,
     companies: HashMap<String, (u64, CompanyRecord)>,
     next_key: u64,
     next_company_key: u64,
@@ -600,20 +624,20 @@ impl<'a> Builder<'a> {
         store: &'a Store,
         options: &'a Options,
     ) -> Self {
-        let mut spare: Spare = SPARE.try_with(|s| s.take()).unwrap_or_default();
+        let mut spare = SPARE
+            .try_with(|s| s.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let history = crate::journal::CallInfo::for_index(index, spare.pools.call.take());
         Builder {
             index,
             cache,
-            written: spare.written,
             linked: Vec::new(),
             store,
             options,
-            entries: spare.entries,
-            changes: spare.changes,
-            pools: spare.pools,
+            spare,
             new_names: Vec::new(),
-            profiles: spare.profiles,
             companies: HashMap::default(),
             next_key: index.next_key().max(1),
             next_company_key: index.next_company_key().max(1),
@@ -625,12 +649,12 @@ impl<'a> Builder<'a> {
     }
 
     fn push(&mut self, kind: EntryKind, id: u64, data: Vec<u8>, change: Change) {
-        self.entries.push((kind, id, data));
-        self.changes.push(change);
+        self.spare.entries.push((kind, id, data));
+        self.spare.changes.push(change);
     }
 
     fn position(&self, key: u64) -> Option<usize> {
-        self.profiles.iter().position(|(k, _)| *k == key)
+        self.spare.profiles.iter().position(|(k, _)| *k == key)
     }
 
     /// Load a profile into the working set: whole, or (`only`: the names the call changes,
@@ -647,7 +671,7 @@ impl<'a> Builder<'a> {
             reason: format!("index names profile {key} but it has no record"),
         })?;
         let chain_limit = self.options.chain_limit;
-        let mut raw = self.pools.raws();
+        let mut raw = self.spare.pools.raws();
         let roomy = self.cache.roomy();
         let cached = self.cache.take(key, loc).and_then(|(at, chain)| {
             // Whole when the call will write a full record (for the log or for the cache), or
@@ -660,7 +684,7 @@ impl<'a> Builder<'a> {
                     && chain.records() < CACHED_CHAIN_RECORDS
             });
             let rec = match only {
-                Some(only) => chain.decode_capturing(only, &mut raw, self.pools.record()),
+                Some(only) => chain.decode_capturing(only, &mut raw, self.spare.pools.record()),
                 None => chain.decode(),
             };
             match rec {
@@ -690,7 +714,7 @@ impl<'a> Builder<'a> {
                 raw.clear();
                 // The records read are what the cache keeps (no encoding of the profile).
                 // A pooled buffer: a W1 chain's records take ~1 KB, read four at a time.
-                let mut read = self.cache.enabled().then(|| self.pools.buf());
+                let mut read = self.cache.enabled().then(|| self.spare.pools.buf());
                 let only = only.filter(|_| read.is_some());
                 let mut fold = match only {
                     Some(only) => {
@@ -699,7 +723,7 @@ impl<'a> Builder<'a> {
                     None => Fold::default(),
                 };
                 if only.is_some() {
-                    fold.reuse(self.pools.record());
+                    fold.reuse(self.spare.pools.record());
                 }
                 let (rec, link, walked) = entries::chain::read_profile_keeping(
                     self.store,
@@ -713,7 +737,7 @@ impl<'a> Builder<'a> {
                 }
                 let chain = read.and_then(|r| {
                     let chain = Chain::from_newest_first(&r).map(Cached::Chain);
-                    keep(&mut self.pools.bufs, r);
+                    keep(&mut self.spare.pools.bufs, r);
                     chain
                 });
                 let (rec, partial) = match (&chain, only) {
@@ -734,18 +758,18 @@ impl<'a> Builder<'a> {
         let before = Before {
             times: (rec.first_seen, rec.updated_at),
             props: match self.history {
-                Some(_) => self.pools.befores(),
+                Some(_) => self.spare.pools.befores(),
                 None => Vec::new(),
             },
             raw: match self.history {
-                Some(_) => self.pools.raw_befores(),
+                Some(_) => self.spare.pools.raw_befores(),
                 None => Vec::new(),
             },
             #[cfg(debug_assertions)]
             loaded: self.history.is_some().then(|| with_raw(rec.clone(), &raw)),
             ..Before::default()
         };
-        self.profiles.push((
+        self.spare.profiles.push((
             key,
             Work {
                 old: OldIds::Same,
@@ -755,7 +779,7 @@ impl<'a> Builder<'a> {
                 hit,
                 full: false,
                 fast: None,
-                changed: self.pools.names(),
+                changed: self.spare.pools.names(),
                 stamped: false,
                 cached,
                 raw,
@@ -769,12 +793,12 @@ impl<'a> Builder<'a> {
     /// Make a partially loaded profile whole (see [`complete`]).
     fn whole(&mut self, key: u64) -> Result<()> {
         let i = self.position(key).expect("profile loaded before use");
-        complete(&mut self.profiles[i].1, self.store, self.index)
+        complete(&mut self.spare.profiles[i].1, self.store, self.index)
     }
 
     fn work(&mut self, key: u64) -> &mut Work {
         let i = self.position(key).expect("profile loaded before use");
-        &mut self.profiles[i].1
+        &mut self.spare.profiles[i].1
     }
 
     fn rec(&mut self, key: u64) -> &mut ProfileRecord {
@@ -792,7 +816,7 @@ impl<'a> Builder<'a> {
 
     fn remove(&mut self, key: u64) -> Option<Work> {
         let i = self.position(key)?;
-        Some(self.profiles.remove(i).1)
+        Some(self.spare.profiles.remove(i).1)
     }
 
     /// The number of a property name, registering it if new; `None` beyond the limit.
@@ -873,7 +897,7 @@ impl<'a> Builder<'a> {
             );
         }
         let stamp = Stamp::new(self.call_ts, self.order);
-        let mut profiles = std::mem::take(&mut self.profiles);
+        let mut profiles = std::mem::take(&mut self.spare.profiles);
         for (key, mut work) in profiles.drain(..) {
             let ids_changed = match &work.old {
                 OldIds::New => true,
@@ -887,7 +911,7 @@ impl<'a> Builder<'a> {
                 if let (Some((loc, at)), Some(chain)) = (work.head, work.cached) {
                     self.cache.insert(key, loc, at, chain, work.hit);
                 }
-                self.pools.keep_raw(work.raw, work.before.raw);
+                self.spare.pools.keep_raw(work.raw, work.before.raw);
                 continue;
             }
             // The size of a full record encoded for it: the previous version's is a good guess.
@@ -919,7 +943,7 @@ impl<'a> Builder<'a> {
                 (Some(Cached::Hot(mut hot)), Some(fast))
                     if link.is_none() && !ids_changed && !work.full =>
                 {
-                    let mut data = self.pools.buf();
+                    let mut data = self.spare.pools.buf();
                     data.reserve(full_guess);
                     let written = hot
                         .after_sets(
@@ -947,7 +971,7 @@ impl<'a> Builder<'a> {
             let (from_hot, hot_full) = from_hot.unzip();
             if from_hot.is_none() {
                 if !fast_delta {
-                    materialize(&mut work, stamp, &mut self.pools)?;
+                    materialize(&mut work, stamp, &mut self.spare.pools)?;
                 } else if work.fast.is_some() {
                     self.cache.records.fast_path += 1;
                 }
@@ -958,10 +982,10 @@ impl<'a> Builder<'a> {
             work.changed.sort_unstable();
             work.changed.dedup();
             // The full record's state lengths, for the cache (`cache::Chain::full_measured`).
-            let mut lens = self.pools.buf();
+            let mut lens = self.spare.pools.buf();
             let (kind, data, at) = match link {
                 Some((link, at)) => {
-                    let mut data = self.pools.buf();
+                    let mut data = self.spare.pools.buf();
                     data.reserve(64 + 24 * work.changed.len());
                     match &work.fast {
                         Some(fast) => entries::profile::put_delta_sets(
@@ -1021,7 +1045,7 @@ impl<'a> Builder<'a> {
                             data
                         }
                         None => {
-                            let mut data = self.pools.buf();
+                            let mut data = self.spare.pools.buf();
                             data.reserve(full_guess);
                             entries::profile::put_full(
                                 &work.rec,
@@ -1084,7 +1108,7 @@ impl<'a> Builder<'a> {
                     ),
                 })),
             };
-            keep(&mut self.pools.bufs, lens);
+            keep(&mut self.spare.pools.bufs, lens);
             let step = self.history.as_ref().map(|call| {
                 let kind = if key == outcome.key {
                     call.kind
@@ -1117,7 +1141,7 @@ impl<'a> Builder<'a> {
                     states: &work.before.raw,
                     bytes: &work.raw.bytes,
                 };
-                let mut data = self.pools.buf();
+                let mut data = self.spare.pools.buf();
                 call.step(
                     &mut data,
                     kind,
@@ -1172,7 +1196,7 @@ impl<'a> Builder<'a> {
                         "undo step from the captured states"
                     );
                 }
-                keep(&mut self.pools.befores, undo.3);
+                keep(&mut self.spare.pools.befores, undo.3);
                 (data, call.arrival)
             });
             let ids = ids_changed.then(|| {
@@ -1183,13 +1207,13 @@ impl<'a> Builder<'a> {
                 };
                 (old, work.rec.ids.clone())
             });
-            keep(&mut self.pools.names, work.changed);
-            self.pools.keep_raw(work.raw, work.before.raw);
+            keep(&mut self.spare.pools.names, work.changed);
+            self.spare.pools.keep_raw(work.raw, work.before.raw);
             if let Some(fast) = work.fast.take() {
-                self.pools.keep_fast(fast);
+                self.spare.pools.keep_fast(fast);
             }
-            self.written.push(Written {
-                entry: self.entries.len(),
+            self.spare.written.push(Written {
+                entry: self.spare.entries.len(),
                 key,
                 at,
                 rec: work.rec,
@@ -1209,22 +1233,16 @@ impl<'a> Builder<'a> {
         if let Some(mid) = message_id {
             let hash = message_hash(mid);
             let (id, bytes) = entries::split_hash(hash);
-            let mut data = self.pools.buf();
+            let mut data = self.spare.pools.buf();
             data.extend_from_slice(&bytes);
             self.push(EntryKind::Dedupe, id, data, Change::Dedupe { hash });
         }
-        self.pools.call = self.history.take();
+        self.spare.pools.call = self.history.take();
+        self.spare.profiles = profiles;
         Ok(Batch {
-            entries: self.entries,
-            changes: self.changes,
             outcome,
-            written: self.written,
             linked: self.linked,
-            spare: Spare {
-                profiles,
-                pools: self.pools,
-                ..Spare::default()
-            },
+            spare: self.spare,
         })
     }
 
@@ -1424,8 +1442,19 @@ impl<'a> Builder<'a> {
             all_sets &= matches!(op, CallOp::Set(_));
             numbered.push(self.index.name_id(name));
         });
-        let mut only: smallvec::SmallVec<[u32; 16]> = numbered.iter().flatten().copied().collect();
-        only.sort_unstable();
+        // The registered names in name order, each with its operation's place in `numbered`
+        // (a stable sort: a name named twice keeps its operations' order). The one sort of
+        // the call's names: the fast path walks the operations in this order, so that the
+        // lists it builds (its sets, the names changed, the states before) come out sorted.
+        // Packed as `id << 32 | place` (each unique): an unstable sort of plain numbers.
+        let mut sorted: smallvec::SmallVec<[u64; 16]> = numbered
+            .iter()
+            .enumerate()
+            .filter_map(|(nth, id)| id.map(|id| (u64::from(id) << 32) | nth as u64))
+            .collect();
+        sorted.sort_unstable();
+        let mut only: smallvec::SmallVec<[u32; 16]> =
+            sorted.iter().map(|&p| (p >> 32) as u32).collect();
         only.dedup();
         for key in [by_user, by_email, by_anon].into_iter().flatten() {
             self.load(key, Some(&only))?;
@@ -1434,6 +1463,7 @@ impl<'a> Builder<'a> {
             key.map(|k| Found {
                 key: k,
                 user_id: self
+                    .spare
                     .profiles
                     .iter()
                     .find(|(p, _)| *p == k)
@@ -1457,7 +1487,7 @@ impl<'a> Builder<'a> {
                     props: Vec::with_capacity(m.traits.len()),
                     ..ProfileRecord::default()
                 };
-                self.profiles.push((
+                self.spare.profiles.push((
                     k,
                     Work {
                         old: OldIds::New,
@@ -1609,7 +1639,7 @@ impl<'a> Builder<'a> {
                 .position(survivor)
                 .is_some_and(|i| self.fast_fits(i, &only, ts));
         if fast {
-            self.apply_fast(survivor, m, &numbered);
+            self.apply_fast(survivor, m, &sorted);
             self.work(survivor).stamped = true;
             let rec = self.rec(survivor);
             rec.updated_at = rec.updated_at.max(ts);
@@ -1725,12 +1755,12 @@ impl<'a> Builder<'a> {
         Ok(out)
     }
 
-    /// Whether the fast path fits the loaded profile `i` (of `self.profiles`) for a call that
+    /// Whether the fast path fits the loaded profile `i` (of `self.spare.profiles`) for a call that
     /// sets the names `only` (sorted, each once) at `ts`: loaded partially and not changed
     /// whole, and each name's state before a captured plain state older than the call or
     /// absent (not one built into `rec`).
     fn fast_fits(&self, i: usize, only: &[u32], ts: Timestamp) -> bool {
-        let work = &self.profiles[i].1;
+        let work = &self.spare.profiles[i].1;
         work.partial
             && matches!(work.old, OldIds::Same)
             && !work.full
@@ -1748,19 +1778,27 @@ impl<'a> Builder<'a> {
     /// Apply a call on the fast path (`FastSets`; [`Builder::fast_fits`] said it fits): each
     /// set's value kept as bytes, the state before saved for the undo step as the slow path
     /// saves it (the captured bytes, or "absent").
-    fn apply_fast(&mut self, key: u64, m: &Identify, numbered: &[Option<u32>]) {
+    /// `sorted`: the call's names in name order, each with its operation's place in
+    /// `call_ops`'s order (`id << 32 | place`); the sets are taken in that order, so that the fast sets, the names
+    /// changed and the states before come out sorted (no sort of each).
+    fn apply_fast(&mut self, key: u64, m: &Identify, sorted: &[u64]) {
         let keep_before = self.history.is_some();
-        let mut fast = self.pools.fast();
+        let mut fast = self.spare.pools.fast();
         let Some(i) = self.position(key) else {
             return;
         };
-        let work = &mut self.profiles[i].1;
-        let mut nth = 0;
+        let mut ops = smallvec::SmallVec::<[Option<&crate::types::value::Value>; 16]>::new();
         call_ops(m, |_, op| {
-            let id = numbered.get(nth).copied().flatten();
-            nth += 1;
-            let (Some(id), CallOp::Set(v)) = (id, op) else {
-                return;
+            ops.push(match op {
+                CallOp::Set(v) => Some(v),
+                _ => None,
+            })
+        });
+        let work = &mut self.spare.profiles[i].1;
+        for &packed in sorted {
+            let (id, nth) = ((packed >> 32) as u32, packed as u32);
+            let Some(Some(v)) = ops.get(nth as usize).copied() else {
+                continue;
             };
             work.changed.push(id);
             let captured = work.raw.take(id);
@@ -1773,8 +1811,8 @@ impl<'a> Builder<'a> {
             let from = fast.bytes.len() as u32;
             crate::entries::wire::Wire::put(v, &mut fast.bytes);
             fast.sets.push((id, from..fast.bytes.len() as u32));
-        });
-        fast.sets.sort_unstable_by_key(|s| s.0);
+        }
+        debug_assert!(fast.sets.is_sorted_by_key(|s| s.0));
         work.fast = Some(fast);
     }
 
@@ -1791,7 +1829,7 @@ impl<'a> Builder<'a> {
     ) {
         let user_of = |b: &Self, key: u64| {
             b.position(key)
-                .and_then(|i| b.profiles[i].1.rec.ids.user_id.clone())
+                .and_then(|i| b.spare.profiles[i].1.rec.ids.user_id.clone())
         };
         let moves = [
             (plan.take_email_from, "email", email.map(String::as_str)),

@@ -448,16 +448,16 @@ impl Db {
         if let Some(at) = source {
             batch.push_source(at);
         }
-        if batch.entries.is_empty() {
+        if batch.is_empty() {
             return Ok((batch.recycle(), 0));
         }
         let appended = inner.store.append(&batch.entries())?;
-        cache.insert_written(&mut batch.written, &appended.locations);
+        cache.insert_written(batch.written_mut(), &appended.locations);
         drop(cache);
         let mut index = RwLockUpgradableReadGuard::upgrade(index);
         index.linked.extend(batch.linked.drain(..));
         index.set_last_seq(appended.seq);
-        apply::commit(&mut index, &mut batch.changes, &appended.locations);
+        apply::commit(&mut index, batch.changes_mut(), &appended.locations);
         drop(index);
         Ok((batch.recycle(), appended.seq))
     }

@@ -258,7 +258,7 @@ pub(crate) fn explain(
     ex.verdict = "apply";
     // Names registered by this call are not in the index yet.
     let new_names: Vec<(u32, String)> = batch
-        .entries
+        .built_entries()
         .iter()
         .filter(|(k, _, _)| *k == EntryKind::PropName)
         .map(|(_, id, data)| (*id as u32, String::from_utf8_lossy(data).into_owned()))
@@ -277,7 +277,7 @@ pub(crate) fn explain(
     };
     for (key, after) in batch.written_records() {
         let Some((_, _, data)) = batch
-            .entries
+            .built_entries()
             .iter()
             .find(|(k, id, _)| *k == EntryKind::History && *id == key)
         else {
