@@ -898,7 +898,10 @@ impl<'a> Builder<'a> {
         }
         let stamp = Stamp::new(self.call_ts, self.order);
         let mut profiles = std::mem::take(&mut self.spare.profiles);
-        for (key, mut work) in profiles.drain(..) {
+        // Each profile is written where it stands in the list (a `Work` is large to move):
+        // what goes on (its record, its lists' buffers) is taken out of it.
+        for (key, work) in profiles.iter_mut() {
+            let key = *key;
             let ids_changed = match &work.old {
                 OldIds::New => true,
                 OldIds::Same => false,
@@ -908,10 +911,13 @@ impl<'a> Builder<'a> {
                 // Nothing to write (also when its chain is full: a profile loaded and left as
                 // it was, e.g. one the guard kept a quarantined identifier on, gets no record
                 // and no history step): the cached records stay valid.
-                if let (Some((loc, at)), Some(chain)) = (work.head, work.cached) {
+                if let (Some((loc, at)), Some(chain)) = (work.head, work.cached.take()) {
                     self.cache.insert(key, loc, at, chain, work.hit);
                 }
-                self.spare.pools.keep_raw(work.raw, work.before.raw);
+                self.spare.pools.keep_raw(
+                    std::mem::take(&mut work.raw),
+                    std::mem::take(&mut work.before.raw),
+                );
                 continue;
             }
             // The size of a full record encoded for it: the previous version's is a good guess.
@@ -971,12 +977,12 @@ impl<'a> Builder<'a> {
             let (from_hot, hot_full) = from_hot.unzip();
             if from_hot.is_none() {
                 if !fast_delta {
-                    materialize(&mut work, stamp, &mut self.spare.pools)?;
+                    materialize(work, stamp, &mut self.spare.pools)?;
                 } else if work.fast.is_some() {
                     self.cache.records.fast_path += 1;
                 }
                 if link.is_none() || cache_full {
-                    complete(&mut work, self.store, self.index)?;
+                    complete(work, self.store, self.index)?;
                 }
             }
             work.changed.sort_unstable();
@@ -1207,8 +1213,14 @@ impl<'a> Builder<'a> {
                 };
                 (old, work.rec.ids.clone())
             });
-            keep(&mut self.spare.pools.names, work.changed);
-            self.spare.pools.keep_raw(work.raw, work.before.raw);
+            keep(
+                &mut self.spare.pools.names,
+                std::mem::take(&mut work.changed),
+            );
+            self.spare.pools.keep_raw(
+                std::mem::take(&mut work.raw),
+                std::mem::take(&mut work.before.raw),
+            );
             if let Some(fast) = work.fast.take() {
                 self.spare.pools.keep_fast(fast);
             }
@@ -1216,7 +1228,7 @@ impl<'a> Builder<'a> {
                 entry: self.spare.entries.len(),
                 key,
                 at,
-                rec: work.rec,
+                rec: std::mem::take(&mut work.rec),
                 chain,
                 hit: work.hit,
             });
@@ -1238,6 +1250,8 @@ impl<'a> Builder<'a> {
             self.push(EntryKind::Dedupe, id, data, Change::Dedupe { hash });
         }
         self.spare.pools.call = self.history.take();
+        // What is left of each (emptied lists, a merge's records) goes; the list's buffer stays.
+        profiles.clear();
         self.spare.profiles = profiles;
         Ok(Batch {
             outcome,
