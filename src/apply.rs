@@ -1456,11 +1456,11 @@ impl<'a> Builder<'a> {
             all_sets &= matches!(op, CallOp::Set(_));
             numbered.push(self.index.name_id(name));
         });
-        // The registered names in name order, each with its operation's place in `numbered`
-        // (a stable sort: a name named twice keeps its operations' order). The one sort of
-        // the call's names: the fast path walks the operations in this order, so that the
-        // lists it builds (its sets, the names changed, the states before) come out sorted.
-        // Packed as `id << 32 | place` (each unique): an unstable sort of plain numbers.
+        // The registered names in name order, each with its operation's place in `numbered`,
+        // packed as `id << 32 | place`: each number is unique, so an unstable sort keeps a
+        // name named twice in its operations' order. The one sort of the call's names: the
+        // fast path walks the operations in this order, so that the lists it builds (its
+        // sets, the names changed, the states before) come out sorted.
         let mut sorted: smallvec::SmallVec<[u64; 16]> = numbered
             .iter()
             .enumerate()
@@ -1792,9 +1792,10 @@ impl<'a> Builder<'a> {
     /// Apply a call on the fast path (`FastSets`; [`Builder::fast_fits`] said it fits): each
     /// set's value kept as bytes, the state before saved for the undo step as the slow path
     /// saves it (the captured bytes, or "absent").
+    ///
     /// `sorted`: the call's names in name order, each with its operation's place in
-    /// `call_ops`'s order (`id << 32 | place`); the sets are taken in that order, so that the fast sets, the names
-    /// changed and the states before come out sorted (no sort of each).
+    /// `call_ops`'s order (`id << 32 | place`); the sets are taken in that order, so that the
+    /// fast sets, the names changed and the states before come out sorted (no sort of each).
     fn apply_fast(&mut self, key: u64, m: &Identify, sorted: &[u64]) {
         let keep_before = self.history.is_some();
         let mut fast = self.spare.pools.fast();

@@ -175,7 +175,8 @@ fn plain_trait_passes(name: &str, value: Option<&Value>, options: &Options) -> b
         && value.is_none_or(|v| v.json_len() <= options.max_value_bytes)
 }
 
-/// The traits [`reserved_rules`] checks the value of.
+/// The traits [`reserved_rules`] checks the value of (its match arms; the proptest
+/// `a_plain_trait_passes_every_rule` fails if a name there is missing here).
 fn is_reserved_trait(name: &str) -> bool {
     matches!(
         name,
