@@ -4,6 +4,8 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/props.rs"]
+mod props;
 
 use std::collections::{HashMap, HashSet};
 
@@ -389,7 +391,7 @@ fn message(s: &Step) -> Option<Json> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(48, "tests/list_ops.proptest-regressions"))]
 
     #[test]
     fn list_operations_match_the_arrival_order_model(steps in prop::collection::vec(step(), 1..40)) {

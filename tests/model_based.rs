@@ -13,6 +13,8 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/props.rs"]
+mod props;
 
 #[path = "support/identify_model/reference.rs"]
 mod reference;
@@ -563,7 +565,7 @@ fn db_matches_the_reference_model() {
         .unwrap_or(64);
     let mut runner = TestRunner::new(Config {
         cases,
-        ..Config::default()
+        ..props::config(cases, "tests/model_based.proptest-regressions")
     });
     runner
         .run(

@@ -7,6 +7,8 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/props.rs"]
+mod props;
 
 use common::*;
 use proptest::prelude::*;
@@ -86,8 +88,7 @@ fn profile_json(db: &profiledb::Db) -> Option<Json> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)))]
+    #![proptest_config(props::config(48, "tests/order_independence.proptest-regressions"))]
 
     #[test]
     fn any_arrival_order_of_one_persons_calls_leaves_the_same_profile(

@@ -11,6 +11,8 @@
 use profiledb::Message;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
 #[path = "support/reference_parse.rs"]
 mod reference_parse;
 use reference_parse::reference;
@@ -312,7 +314,7 @@ fn apply(damage: &Damage, text: String) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(2000, "tests/parse_differential.proptest-regressions"))]
 
     #[test]
     fn the_direct_parser_agrees_with_the_reference(

@@ -5,6 +5,9 @@
 use profiledb::profile::validate::validate;
 use profiledb::{Error, Filter, Message, Options};
 use proptest::prelude::*;
+
+#[path = "support/props.rs"]
+mod props;
 use serde_json::{Value as Json, json};
 
 /// Parse and validate; panics (failing the test) on an untyped or empty error.
@@ -142,7 +145,7 @@ fn mutate(node: &mut Json, path: &[usize], replacement: Json) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(props::config(3000, "tests/unit_bad_input.proptest-regressions"))]
 
     #[test]
     fn random_bytes_give_typed_errors(bytes in prop::collection::vec(any::<u8>(), 0..200)) {

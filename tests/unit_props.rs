@@ -6,6 +6,9 @@ use profiledb::profile::props::{Applied, PropOp, PropState};
 use profiledb::{Number, Timestamp, Value};
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 fn ts(t: i64) -> Timestamp {
     Timestamp(t * 1_000_000)
 }
@@ -345,7 +348,7 @@ fn shuffled(history: impl Strategy<Value = History>) -> impl Strategy<Value = (H
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(props::config(2000, "tests/unit_props.proptest-regressions"))]
 
     /// Any arrival order gives the value of timestamp order.
     #[test]
