@@ -83,6 +83,16 @@ impl Out<'_> {
     fn u64(&mut self, v: u64) {
         self.raw(&v.to_le_bytes());
     }
+    /// Items of `N` bytes each, encoded a block at a time (not a `raw` call an item).
+    fn blocks<T, const N: usize>(&mut self, items: &[T], bytes: impl Fn(&T) -> [u8; N]) {
+        let mut block = [0u8; 4096];
+        for chunk in items.chunks(block.len() / N) {
+            for (to, item) in block.chunks_exact_mut(N).zip(chunk) {
+                to.copy_from_slice(&bytes(item));
+            }
+            self.raw(&block[..chunk.len() * N]);
+        }
+    }
     fn loc(&mut self, l: Location) {
         self.u32(l.segment);
         self.u32(l.offset);
@@ -173,9 +183,13 @@ impl Index {
         o.loc(self.next_key_location.unwrap_or_default());
         let dense = self.profiles.dense();
         o.u64(dense.len() as u64);
-        for &l in dense {
-            o.loc(l);
-        }
+        o.blocks(dense, |l| {
+            let mut b = [0u8; 12];
+            b[..4].copy_from_slice(&l.segment.to_le_bytes());
+            b[4..8].copy_from_slice(&l.offset.to_le_bytes());
+            b[8..].copy_from_slice(&l.len.to_le_bytes());
+            b
+        });
         let sparse: Vec<_> = self.profiles.sparse().collect();
         o.u64(sparse.len() as u64);
         for (k, l) in sparse {
@@ -184,10 +198,12 @@ impl Index {
         }
         // One arena at a time (a copy of the map's identifier bytes).
         for map in [&self.user, &self.email, &self.anon] {
-            let arena = map.to_arena();
+            let arena = map.live_arena();
             o.u64(map.len() as u64);
             o.u64(arena.len() as u64);
-            o.raw(&arena);
+            for run in arena.slices() {
+                o.raw(run);
+            }
         }
         o.u64(self.redirects.len() as u64);
         for (&from, &to) in &self.redirects {
@@ -212,14 +228,10 @@ impl Index {
         let (ring, head, tags, slots) = self.dedupe.parts();
         o.u64(ring.len() as u64);
         o.u64(head as u64);
-        for h in ring {
-            o.raw(&h.to_le_bytes());
-        }
+        o.blocks(ring, |h| h.to_le_bytes());
         o.u64(tags.len() as u64);
         o.raw(tags);
-        for s in slots {
-            o.u32(*s);
-        }
+        o.blocks(slots, |s| s.to_le_bytes());
         o.u64(self.suppressed.len() as u64);
         for (&lo, &(hi, l)) in &self.suppressed {
             o.u64(lo);
