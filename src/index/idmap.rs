@@ -432,7 +432,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             // Empty identifiers too: they have no byte to mark when removed.
-            let id = if x % 41 == 0 {
+            let id = if x.is_multiple_of(41) {
                 String::new()
             } else {
                 format!("id-{}", x % 3000)
