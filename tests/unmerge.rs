@@ -600,3 +600,54 @@ fn a_power_cut_during_unmerge_leaves_the_merge_or_the_unmerge() {
     }
     assert!(saw_merge && saw_unmerge, "the cuts hit both sides");
 }
+
+/// A key merged into S, unmerged, then merged again into a profile that S takes in later: its
+/// past between the unmerge and the second merge is its own. A bug the model-based suite found:
+/// the history read took the first merge step it met (S's, the older one) for the one in force
+/// and answered with S's profile for any time after the first merge.
+#[test]
+fn a_key_merged_again_after_an_unmerge_reads_as_itself_in_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let anon = call(
+        &db,
+        at(identify(None, None, Some("a1"), json!({"x": 1})), 1),
+    )
+    .key;
+    let user = call(&db, at(identify(Some("u1"), None, None, json!({})), 2)).key;
+    let out = call(
+        &db,
+        at(identify(Some("u1"), None, Some("a1"), json!({})), 3),
+    );
+    assert_eq!((out.key, out.merged), (user, vec![anon]));
+    db.unmerge(&u("u1"), anon).unwrap();
+    let restored = (db.history_clock(), by_key(&db, anon).unwrap());
+    assert_eq!(restored.1.key, anon);
+    let mail = call(&db, at(identify(None, Some("e@x.io"), None, json!({})), 4)).key;
+    // No user id: the email's profile survives, the anonymous one is merged into it...
+    let out = call(
+        &db,
+        at(identify(None, Some("e@x.io"), Some("a1"), json!({})), 5),
+    );
+    assert_eq!((out.key, out.merged), (mail, vec![anon]));
+    // ... and then into the user's profile with it.
+    let out = call(
+        &db,
+        at(identify(Some("u1"), Some("e@x.io"), None, json!({})), 6),
+    );
+    assert_eq!((out.key, out.merged), (user, vec![mail]));
+    assert_eq!(by_key(&db, anon).unwrap().key, user);
+    assert_eq!(
+        db.get_at(&Selector::Key(anon), restored.0).unwrap(),
+        Some(restored.1.clone()),
+        "between the unmerge and the second merge the key was itself"
+    );
+    // Across a reopen with the hint too.
+    db.close().unwrap();
+    let db = open(dir.path());
+    assert_eq!(
+        db.get_at(&Selector::Key(anon), restored.0).unwrap(),
+        Some(restored.1)
+    );
+    db.close().unwrap();
+}

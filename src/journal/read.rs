@@ -188,18 +188,22 @@ fn start(
     // or in those of a profile merged into one of these and taken out again by an unmerge
     // since (the keys merged into it before stay redirected to the survivor, docs/journal.md
     // "Unmerge"): those are named by the merge steps read on the way, searched after the others.
+    // A key merged, taken out by an unmerge and merged again has a merge step for each time:
+    // the newest is the one in force (the key's own steps since the unmerge lead up to it), so
+    // every candidate is read, not only up to the first merge step found.
     let mut candidates = vec![end];
     candidates.extend(index.redirect_sources(end));
     let mut seen: std::collections::HashSet<u64> = candidates.iter().copied().collect();
+    let mut newest: Option<(i64, u64, ProfileRecord)> = None;
     let mut i = 0;
     while let Some(&k) = candidates.get(i) {
         i += 1;
         for s in steps_of(store, index, k)?.iter().rev() {
             let step = read_step(store, s.loc)?;
-            if let Some((_, bytes)) = step.body.merged.iter().find(|(g, _)| *g == key) {
-                let rec = history::merged_record(bytes)?;
-                let arrival = step.arrival;
-                return Ok(Some((rec, Some(MergedAway { into: k, arrival }))));
+            if let Some((_, bytes)) = step.body.merged.iter().find(|(g, _)| *g == key)
+                && newest.as_ref().is_none_or(|n| step.arrival > n.0)
+            {
+                newest = Some((step.arrival, k, history::merged_record(bytes)?));
             }
             for (g, _) in &step.body.merged {
                 if seen.insert(*g) {
@@ -208,7 +212,7 @@ fn start(
             }
         }
     }
-    Ok(None)
+    Ok(newest.map(|(arrival, into, rec)| (rec, Some(MergedAway { into, arrival }))))
 }
 
 /// The record of `key` as it was at journal time `at` (after every call applied at or before
