@@ -187,7 +187,7 @@ impl Index {
             let mut b = [0u8; 12];
             b[..4].copy_from_slice(&l.segment.to_le_bytes());
             b[4..8].copy_from_slice(&l.offset.to_le_bytes());
-            b[8..].copy_from_slice(&l.len.to_le_bytes());
+            b[8..12].copy_from_slice(&l.len.to_le_bytes());
             b
         });
         let sparse: Vec<_> = self.profiles.sparse().collect();
