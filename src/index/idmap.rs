@@ -49,25 +49,27 @@ fn varint_at(b: &[u8], mut at: usize) -> Option<(u64, usize)> {
 /// so a live entry never starts with it.
 const DEAD: u8 = 0xFF;
 
-/// The entry at `off`: its identifier's length and where its bytes start, and its end.
-fn span_at(arena: &[u8], off: usize) -> Option<(usize, usize, usize)> {
+/// The entry at `off`: where its identifier's bytes start and end, its key, and its end.
+fn span_at(arena: &[u8], off: usize) -> Option<(usize, usize, u64, usize)> {
     let (len, at) = varint_at(arena, off)?;
-    let len = usize::try_from(len).ok()?;
-    let end = at.checked_add(len)?;
+    let end = at.checked_add(usize::try_from(len).ok()?)?;
     if end > arena.len() {
         return None;
     }
-    let (_, next) = varint_at(arena, end)?;
-    Some((len, at, next))
+    let (key, next) = varint_at(arena, end)?;
+    Some((at, end, key, next))
 }
 
 /// The entry at `off`: its bytes, key and end.
 fn entry_at(arena: &[u8], off: usize) -> Option<(&[u8], u64, usize)> {
-    let (len, at) = varint_at(arena, off)?;
-    let end = at.checked_add(usize::try_from(len).ok()?)?;
-    let bytes = arena.get(at..end)?;
-    let (key, next) = varint_at(arena, end)?;
-    Some((bytes, key, next))
+    span_at(arena, off).map(|(at, end, key, next)| (&arena[at..end], key, next))
+}
+
+/// Append the entry `[varint len][bytes][varint key]`.
+fn put_entry(out: &mut Vec<u8>, bytes: &[u8], key: u64) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+    put_varint(out, key);
 }
 
 /// Identifier -> key.
@@ -128,9 +130,7 @@ impl IdMap {
             return;
         };
         grow(&mut self.arena, id.len() + 20);
-        put_varint(&mut self.arena, id.len() as u64);
-        self.arena.extend_from_slice(id.as_bytes());
-        put_varint(&mut self.arena, key);
+        put_entry(&mut self.arena, id.as_bytes(), key);
         let hash = Self::hash(&self.hasher, id.as_bytes());
         let (arena, hasher) = (&self.arena, &self.hasher);
         self.table.insert_unique(hash, off32, |&o| {
@@ -165,9 +165,9 @@ impl IdMap {
     /// Count the entry at `off` as garbage and mark it [`DEAD`] (its identifier's first byte;
     /// an empty identifier has none, and the hint's walk asks the table about it).
     fn bury(&mut self, off: usize) {
-        if let Some((len, at, end)) = span_at(&self.arena, off) {
-            self.garbage += end - off;
-            if len > 0 {
+        if let Some((at, end, _, next)) = span_at(&self.arena, off) {
+            self.garbage += next - off;
+            if at < end {
                 self.arena[at] = DEAD;
             }
         }
@@ -249,11 +249,11 @@ impl IdMap {
         let (arena, mut at, mut run) = (&self.arena[..], 0, 0);
         let mut live_entries = 0;
         while at < arena.len() {
-            let Some((id_len, id_at, next)) = span_at(arena, at) else {
+            let Some((id_at, id_end, _, next)) = span_at(arena, at) else {
                 debug_assert!(false, "identifier arena entry at {at} does not parse");
                 return LiveArena::Owned(self.to_arena());
             };
-            let live = if id_len > 0 {
+            let live = if id_at < id_end {
                 arena[id_at] != DEAD
             } else {
                 // An empty identifier has no byte to mark: live if the table points at it.
@@ -281,9 +281,7 @@ impl IdMap {
         }
         let mut tail = Vec::new();
         for (k, &v) in &self.overflow {
-            put_varint(&mut tail, k.len() as u64);
-            tail.extend_from_slice(k.as_bytes());
-            put_varint(&mut tail, v);
+            put_entry(&mut tail, k.as_bytes(), v);
         }
         LiveArena::Runs { runs, len, tail }
     }
@@ -293,9 +291,7 @@ impl IdMap {
     pub fn to_arena(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.arena.len() - self.garbage);
         for (bytes, key) in self.iter() {
-            put_varint(&mut out, bytes.len() as u64);
-            out.extend_from_slice(bytes);
-            put_varint(&mut out, key);
+            put_entry(&mut out, bytes, key);
         }
         out
     }

@@ -94,14 +94,21 @@ impl Out<'_> {
         }
     }
     fn loc(&mut self, l: Location) {
-        self.u32(l.segment);
-        self.u32(l.offset);
-        self.u32(l.len);
+        self.raw(&loc_bytes(&l));
     }
     fn bytes(&mut self, b: &[u8]) {
         self.u32(b.len() as u32);
         self.raw(b);
     }
+}
+
+/// A location as the snapshot holds it: segment, offset, length (u32 each, little-endian).
+fn loc_bytes(l: &Location) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&l.segment.to_le_bytes());
+    b[4..8].copy_from_slice(&l.offset.to_le_bytes());
+    b[8..12].copy_from_slice(&l.len.to_le_bytes());
+    b
 }
 
 /// Decodes the payload; every read is bounds-checked.
@@ -183,13 +190,7 @@ impl Index {
         o.loc(self.next_key_location.unwrap_or_default());
         let dense = self.profiles.dense();
         o.u64(dense.len() as u64);
-        o.blocks(dense, |l| {
-            let mut b = [0u8; 12];
-            b[..4].copy_from_slice(&l.segment.to_le_bytes());
-            b[4..8].copy_from_slice(&l.offset.to_le_bytes());
-            b[8..12].copy_from_slice(&l.len.to_le_bytes());
-            b
-        });
+        o.blocks(dense, loc_bytes);
         let sparse: Vec<_> = self.profiles.sparse().collect();
         o.u64(sparse.len() as u64);
         for (k, l) in sparse {
