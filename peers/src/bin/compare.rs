@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release --manifest-path peers/Cargo.toml -- [--calls N] [--seed S]
 //!     [--durable-calls N] [--concurrent-calls N] [--pdb-concurrent-calls N] [--threads T]
-//!     [--reopen-profiles N] [--only id,id,...] [--json-peers] [--list]
+//!     [--reopen-profiles N] [--only id,id,...] [--json-peers] [--list] [--repeat N]
 //! ```
 //!
 //! Every run happens in a child process of this same binary (`--child ID`), one after another,
@@ -40,6 +40,8 @@ struct Args {
     child: Option<String>,
     base: PathBuf,
     list: bool,
+    /// Rounds of the selected runs (`--repeat N`): each run's row is its median round.
+    repeat: usize,
 }
 
 fn parse_args() -> Args {
@@ -56,6 +58,7 @@ fn parse_args() -> Args {
         child: None,
         base: std::env::temp_dir().join(format!("profiledb-compare-{}", std::process::id())),
         list: false,
+        repeat: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,14 +77,17 @@ fn parse_args() -> Args {
             "--dir" => a.base = PathBuf::from(val()),
             "--json-peers" => a.json_peers = true,
             "--list" => a.list = true,
+            "--repeat" => a.repeat = (num(val()) as usize).max(1),
             "-h" | "--help" => {
                 println!(
                     "compare [--calls N] [--seed S] [--durable-calls N] [--concurrent-calls N] \
                      [--pdb-concurrent-calls N] [--threads T] [--reopen-profiles N] \
-                     [--only id,...] [--json-peers] [--list] [--dir BASE]\n\
+                     [--only id,...] [--json-peers] [--list] [--dir BASE] [--repeat N]\n\
                      --only runs just the named runs or engines (pdb, sqlite, redb, fjall, log; \
                      see --list); --json-peers adds the \
-                     redb and fjall JSON rows (SQLite's JSON row runs by default)"
+                     redb and fjall JSON rows (SQLite's JSON row runs by default); --repeat N \
+                     makes every selected run N times, in rounds (each run once, then again), \
+                     and reports each run's median round"
                 );
                 std::process::exit(0);
             }
@@ -877,6 +883,31 @@ fn print_table(figs: &[Fig], args: &Args) {
     }
 }
 
+/// The round of a run with the median rate (the lower middle one of an even count), its note
+/// naming every round's rate when there was more than one.
+fn median_round(mut runs: Vec<Fig>) -> Option<Fig> {
+    if runs.len() < 2 {
+        return runs.pop();
+    }
+    let rates: Vec<String> = runs
+        .iter()
+        .map(|f| format!("{:.0}", f.calls_per_sec))
+        .collect();
+    runs.sort_by(|a, b| a.calls_per_sec.total_cmp(&b.calls_per_sec));
+    let mut f = runs.swap_remove((runs.len() - 1) / 2);
+    let rounds = format!(
+        "median of {} rounds: {} calls/s",
+        rates.len(),
+        rates.join(" / ")
+    );
+    f.note = if f.note.is_empty() {
+        rounds
+    } else {
+        format!("{}; {rounds}", f.note)
+    };
+    Some(f)
+}
+
 fn main() {
     let args = parse_args();
     if args.list {
@@ -913,37 +944,50 @@ fn main() {
     {
         panic!("unknown run or engine {unknown} (see --list)");
     }
-    for (id, _, _, default) in RUNS {
-        let selected = match &args.only {
+    let selected: Vec<&str> = RUNS
+        .iter()
+        .filter(|(id, _, _, default)| match &args.only {
             Some(only) => only.iter().any(|o| names(o, id)),
             None => *default || args.json_peers,
-        };
-        if !selected {
-            continue;
-        }
-        let started = Instant::now();
-        let out = std::process::Command::new(&exe)
-            .args(std::env::args().skip(1))
-            .args(["--child", id, "--dir", &args.base.display().to_string()])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
-            Some(json) => {
-                let f: Fig = serde_json::from_str(json).unwrap();
-                eprintln!(
-                    "{id:18} {:>10.0} calls/s  p50 {:.1} us  p99 {:.1} us  ({:.1} s) {}",
-                    f.calls_per_sec,
-                    f.p50_us,
-                    f.p99_us,
-                    started.elapsed().as_secs_f64(),
-                    f.note
-                );
-                figs.push(f);
+        })
+        .map(|r| r.0)
+        .collect();
+    // In rounds, so that a machine's drift over the whole command reaches every run alike.
+    let mut rounds: Vec<Vec<Fig>> = vec![Vec::new(); selected.len()];
+    for round in 0..args.repeat {
+        for (i, id) in selected.iter().enumerate() {
+            let started = Instant::now();
+            let out = std::process::Command::new(&exe)
+                .args(std::env::args().skip(1))
+                .args(["--child", id, "--dir", &args.base.display().to_string()])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+                Some(json) => {
+                    let f: Fig = serde_json::from_str(json).unwrap();
+                    let of = if args.repeat > 1 {
+                        format!(" [round {}/{}]", round + 1, args.repeat)
+                    } else {
+                        String::new()
+                    };
+                    eprintln!(
+                        "{id:18} {:>10.0} calls/s  p50 {:.1} us  p99 {:.1} us  ({:.1} s) {}{of}",
+                        f.calls_per_sec,
+                        f.p50_us,
+                        f.p99_us,
+                        started.elapsed().as_secs_f64(),
+                        f.note
+                    );
+                    rounds[i].push(f);
+                }
+                None => eprintln!("{id}: failed ({})\n{text}", out.status),
             }
-            None => eprintln!("{id}: failed ({})\n{text}", out.status),
         }
+    }
+    for runs in rounds {
+        figs.extend(median_round(runs));
     }
     let _ = std::fs::remove_dir_all(&args.base);
     print_table(&figs, &args);
