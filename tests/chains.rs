@@ -122,6 +122,27 @@ fn chains_read_back_as_full_records_through_crash_compaction_and_reopen() {
     }
 }
 
+/// A full compaction empties the writer cache first (so that its working set reuses the
+/// cache's memory); the calls after it read their profiles from the compacted log, fill the
+/// cache again, and write what a store without a cache writes.
+#[test]
+fn a_full_compaction_empties_the_writer_cache_and_the_calls_after_it_fill_it_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = run(&tmp.path().join("cached"), options(8, 64 << 20), 0..200);
+    assert!(db.stats().profile_cache_bytes > 0);
+    db.compact().unwrap();
+    assert_eq!(db.stats().profile_cache_bytes, 0);
+    for i in 200..260 {
+        db.apply(&call(i)).unwrap();
+    }
+    assert!(db.stats().profile_cache_bytes > 0, "filled again");
+    let reference = run(&tmp.path().join("reference"), options(8, 0), 0..260);
+    assert_eq!(all(&db), all(&reference));
+    db.close().unwrap();
+    let db = Db::open(tmp.path().join("cached"), options(8, 64 << 20)).unwrap();
+    assert_eq!(all(&db), all(&reference), "after reopening");
+}
+
 #[test]
 fn deltas_write_far_fewer_bytes_than_full_records() {
     let tmp = tempfile::tempdir().unwrap();

@@ -405,6 +405,17 @@ impl ProfileCache {
         (slot.loc == at).then_some((slot.at, chain))
     }
 
+    /// Forget every cached profile and give back the memory of the slots (`Db::compact`,
+    /// before a full compaction: its working set then reuses the cache's memory instead of
+    /// adding to it). The counters and the running compaction's state stay.
+    pub fn clear(&mut self) {
+        self.slots = Vec::new();
+        self.map = HashMap::default();
+        self.free = Vec::new();
+        self.hand = 0;
+        self.bytes = 0;
+    }
+
     /// Bytes the cached profiles take.
     pub fn bytes(&self) -> usize {
         self.bytes
