@@ -568,12 +568,9 @@ impl Db {
     }
 
     /// Compact now, every sealed segment (the segments of history steps too); returns bytes
-    /// reclaimed. The writer cache is emptied first: a full compaction rewrites every
-    /// profile's record anyway, and its working set (the places of every entry it moves) then
-    /// reuses the cache's memory instead of adding to it (docs/performance.md, "Engine round
-    /// 32"). The cache fills again with the calls that follow.
+    /// reclaimed. Like every full compaction it empties the writer cache first
+    /// ([`Steps::All`]).
     pub fn compact(&self) -> Result<u64> {
-        self.inner.cache.lock().clear();
         self.inner.compact(Steps::All, &mut || {})
     }
 
@@ -1202,7 +1199,12 @@ impl Inner {
             };
             // The inputs' history tables, read without the lock to write the outputs'.
             let tables = index.journal.freeze(&inputs);
-            self.cache.lock().compacting = inputs.clone();
+            let mut cache = self.cache.lock();
+            if matches!(steps, Steps::All) {
+                cache.clear();
+            }
+            cache.compacting = inputs.clone();
+            drop(cache);
             if !only_steps {
                 index.linked.clear();
             }
@@ -1616,7 +1618,10 @@ fn remove_unnamed_tables(store: &Store, index: &crate::index::Index) -> Result<(
 #[derive(Debug, Clone, Copy)]
 enum Steps {
     /// All of them (`Db::compact`, erase, lifting a suppression, releasing a quarantine: a
-    /// compaction that must leave no dead byte behind).
+    /// compaction that must leave no dead byte behind). It empties the writer cache as it
+    /// begins: it rewrites every profile's record anyway, and its working set (the places of
+    /// every entry it moves) then reuses the cache's memory instead of adding to the peak
+    /// (docs/performance.md, "Engine round 32"); the calls after it fill the cache again.
     All,
     /// The background's: none, unless they hold more than twice what they held after they
     /// were last rewritten (and more than two segments' worth), or history is off. While

@@ -405,9 +405,9 @@ impl ProfileCache {
         (slot.loc == at).then_some((slot.at, chain))
     }
 
-    /// Forget every cached profile and give back the memory of the slots (`Db::compact`,
-    /// before a full compaction: its working set then reuses the cache's memory instead of
-    /// adding to it). The counters and the running compaction's state stay.
+    /// Forget every cached profile and give back the memory of the slots (as a full
+    /// compaction begins: its working set then reuses the cache's memory instead of adding
+    /// to it). The counters and the running compaction's state stay.
     pub fn clear(&mut self) {
         self.slots = Vec::new();
         self.map = HashMap::default();
