@@ -1318,7 +1318,7 @@ impl Inner {
             if let Some(forwards) = forwards {
                 index.forwards = std::sync::Arc::new(forwards);
             }
-            for &(kind, id, old, new) in &relocations.moved {
+            for (kind, id, old, new) in relocations.moved.iter() {
                 index.relocate(kind, id, old, new);
             }
             let gone = index.relocate_journal(&relocations, &inputs, written);
@@ -1359,7 +1359,7 @@ impl Inner {
     fn write_forwards(
         &self,
         linked: &crate::index::HashSet<Location>,
-        moved: &[(u8, u64, Location, Location)],
+        moved: &crate::storage::Moves,
     ) -> Result<crate::entries::chain::Forwards> {
         let mut forwards = crate::entries::chain::Forwards::default();
         if linked.is_empty() {

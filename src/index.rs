@@ -374,7 +374,7 @@ impl Index {
             .moved
             .iter()
             .filter(|m| m.0 == EntryKind::GuardLink.byte() || m.0 == EntryKind::Quarantine.byte())
-            .map(|&(_, _, old, new)| (old, new))
+            .map(|(_, _, old, new)| (old, new))
             .collect();
         if !guard.is_empty() {
             self.journal.guard.relocate_all(&guard);

@@ -500,17 +500,12 @@ impl ProfileCache {
     /// (`inputs`, sorted) is forgotten. A profile written since the inputs were sealed whose
     /// chain links into them now reads through `forwards` (the compaction's): its chain walks
     /// only the deltas above the forwarded record.
-    pub fn relocate(
-        &mut self,
-        moved: &[(u8, u64, Location, Location)],
-        inputs: &[u32],
-        forwards: &Forwards,
-    ) {
+    pub fn relocate(&mut self, moved: &crate::storage::Moves, inputs: &[u32], forwards: &Forwards) {
         let profile = [
             crate::entries::EntryKind::Profile.byte(),
             crate::entries::EntryKind::ProfileDelta.byte(),
         ];
-        for &(kind, key, old, new) in moved {
+        for (kind, key, old, new) in moved.iter() {
             if !profile.contains(&kind) {
                 continue;
             }

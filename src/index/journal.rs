@@ -954,11 +954,11 @@ mod tests {
         for seg in [2, 1] {
             for &l in before.iter().flatten().filter(|l| l.segment == seg) {
                 if l != stays {
-                    moved.push(l, at(10 - seg, 1000 + l.offset));
+                    moved.push(l, at(10 - seg, 1000 + l.offset)).unwrap();
                 }
             }
         }
-        moved.push(at(1, 1), at(9, 1));
+        moved.push(at(1, 1), at(9, 1)).unwrap();
         moved.seal();
         let sources = j.freeze(&[1, 2, 5]);
         let outputs = write_outputs(&io, dir.path(), &sources, &moved).unwrap();
@@ -1046,7 +1046,7 @@ mod tests {
         for seg in [3, 1, 2] {
             for l in sorted([j.locations(7).unwrap(), j.locations(8).unwrap()].concat()) {
                 if l.segment == seg && !(seg == 1 && l.offset % 64 == 0) {
-                    moved.push(l, at(20, next));
+                    moved.push(l, at(20, next)).unwrap();
                     next += 16;
                 }
             }
@@ -1085,7 +1085,7 @@ mod tests {
         for seg in [3, 1, 2] {
             for i in (0..600u32).filter(|i| 1 + i % 3 == seg && i % 11 != 0) {
                 let new = at(20 + n / 150, 32 + 16 * n);
-                moved.push(at(seg, 32 + 16 * i), new);
+                moved.push(at(seg, 32 + 16 * i), new).unwrap();
                 want.entry(u64::from(i * 7 % 50)).or_default().push(new);
                 n += 1;
             }

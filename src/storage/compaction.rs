@@ -22,7 +22,7 @@ use super::log::FLUSH_AT;
 use super::log::Shared;
 use super::record::{self, HEADER_LEN, KIND_COMPACTED, KIND_STEPS, SegmentHeader, u32_at};
 use super::segment::{Sealed, SealedRef, seg_name, tmp_name};
-use super::{CopyAs, Entry, Location, PACK_BYTES, Places, Relocations, StoredEntry};
+use super::{CopyAs, Entry, Location, Moves, PACK_BYTES, Places, Relocations, StoredEntry};
 use crate::error::{Error, Result};
 
 /// File name of the compaction manifest.
@@ -49,7 +49,7 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    pub(crate) fn moved(&self) -> &[(u8, u64, Location, Location)] {
+    pub(crate) fn moved(&self) -> &Moves {
         &self.moved.moved
     }
 
@@ -317,8 +317,14 @@ fn write_part(w: &mut Writer<'_>, frame: Frame<'_>, moved: &mut Relocations) -> 
     for ((kind, id, _, was), new) in frame.entries.iter().zip(news) {
         match was {
             Was::Packed => {}
-            Was::Listed(old) => moved.moved.push((*kind, *id, *old, new)),
-            Was::ByPlace(old) => moved.by_place.push(*old, new),
+            Was::Listed(old) => moved
+                .moved
+                .push(*kind, *id, *old, new)
+                .map_err(|e| Error::io("map memory (compaction moves) in", &w.shared.dir, e))?,
+            Was::ByPlace(old) => moved
+                .by_place
+                .push(*old, new)
+                .map_err(|e| Error::io("map memory (compaction places) in", &w.shared.dir, e))?,
         }
     }
     Ok(())
@@ -397,7 +403,7 @@ pub(crate) fn prepare(
     let seq_floor = shared.state.lock().next_seq;
     let mut w = Outputs::new(shared, seq_floor);
     let mut moved = Relocations {
-        moved: Vec::with_capacity(moves),
+        moved: Moves::with_capacity(moves),
         by_place: Places::default(),
         reclaimed_bytes: 0,
     };
@@ -855,8 +861,8 @@ mod tests {
             "compacted bytes"
         );
         assert_eq!(stats.compactions, 1);
-        for (_, _, old, _) in &r.moved {
-            assert_eq!(r.by_place.get(*old), None, "a listed entry is not by place");
+        for (_, _, old, _) in r.moved.iter() {
+            assert_eq!(r.by_place.get(old), None, "a listed entry is not by place");
         }
     }
 

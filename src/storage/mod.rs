@@ -200,7 +200,7 @@ pub struct DecidedCompaction {
 impl PreparedCompaction {
     /// Each copied entry's `(kind, id, old location, new location)`, in copy order (what
     /// [`Store::commit_compaction`] will return as [`Relocations::moved`]).
-    pub fn moved(&self) -> &[(u8, u64, Location, Location)] {
+    pub fn moved(&self) -> &Moves {
         self.inner.moved()
     }
 
@@ -212,10 +212,10 @@ impl PreparedCompaction {
 }
 
 /// The switch of a prepared compaction: each live entry's old and new location.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Relocations {
     /// `(kind, id, old, new)` for every entry copied but those kept by place.
-    pub moved: Vec<(u8, u64, Location, Location)>,
+    pub moved: Moves,
     /// Where each entry kept by place ([`CopyAs::KeepByPlace`]) went.
     pub by_place: Places,
     /// Bytes reclaimed.
@@ -589,6 +589,7 @@ pub fn decode_frame(
     Ok((frame.seq, frame.total))
 }
 
+mod anon;
 mod compaction;
 mod hint;
 pub mod io;
@@ -601,6 +602,6 @@ mod record;
 mod recovery;
 mod segment;
 
-pub use places::Places;
+pub use places::{Moves, Places};
 pub use recovery::check_store_dir;
 pub(crate) use segment::{parse_steps_name, steps_name};

@@ -1,36 +1,43 @@
-//! Where a compaction moved the entries the layer above finds by their place
-//! ([`super::CopyAs::KeepByPlace`]: a profile's history steps, about one per call kept): old
-//! place -> new place, 12 bytes a move instead of the 40 of a `(kind, id, old, new)` move.
+//! Where a compaction moved the entries it copied, both lists in anonymous maps
+//! (`super::anon`): [`Places`] for the entries the layer above finds by their place
+//! ([`super::CopyAs::KeepByPlace`]: a profile's history steps, about one per call kept; old
+//! place -> new place, 12 bytes a move), [`Moves`] for the others (`(kind, id, old, new)`, 33
+//! bytes a move).
 
 use super::Location;
+use super::anon::MapList;
 
-/// One move: the entry's old offset, its new segment and offset. Its old segment is its
-/// list's; its length does not change (the entry is copied as it is).
-#[derive(Debug, Clone, Copy)]
-struct Move {
-    old_offset: u32,
-    segment: u32,
-    offset: u32,
+/// One move: the entry's old offset, its new segment and offset (u32 little-endian each). Its
+/// old segment is its list's; its length does not change (the entry is copied as it is).
+type Move = [u8; 12];
+
+fn word(m: &Move, i: usize) -> u32 {
+    u32::from_le_bytes([m[4 * i], m[4 * i + 1], m[4 * i + 2], m[4 * i + 3]])
+}
+
+fn old_offset(m: &Move) -> u32 {
+    word(m, 0)
 }
 
 /// The moves of one compaction, a list per input segment. A compaction reads each input
 /// segment front to back (interleaved with the others in seq order: stop 22), so each list
 /// comes in increasing old offsets: found by a binary search over the segments, then one
-/// within the segment's list. A list per segment, not one list for all: one list would grow
-/// by doubling (two copies of the largest allocation of a W1 compaction at that moment) or
-/// need a guess of its length, and its runs of one segment would be as many as the times
-/// the interleaved reading came back to the segment.
-#[derive(Debug, Clone, Default)]
+/// within the segment's list. A list per segment, not one list for all: one list would need
+/// a guess of its length, and its runs of one segment would be as many as the times the
+/// interleaved reading came back to the segment. The lists are anonymous maps, not `Vec`s
+/// (`super::anon`): they take megabytes, and a compaction drops them all at its end.
+#[derive(Debug, Default)]
 pub struct Places {
     /// `(input segment, its moves)`; sorted by segment once sealed ([`Places::seal`]).
-    segments: Vec<(u32, Vec<Move>)>,
+    segments: Vec<(u32, MapList<12>)>,
     /// Index in `segments` of the last move's segment.
     last: usize,
 }
 
 impl Places {
-    /// The entry at `old` was copied, as it is, to `new`.
-    pub(crate) fn push(&mut self, old: Location, new: Location) {
+    /// The entry at `old` was copied, as it is, to `new`. An error only if the kernel
+    /// refuses memory for the list.
+    pub(crate) fn push(&mut self, old: Location, new: Location) -> std::io::Result<()> {
         debug_assert_eq!(old.len, new.len, "an entry moved by place keeps its bytes");
         if self
             .segments
@@ -40,24 +47,24 @@ impl Places {
             self.last = match self.segments.iter().position(|s| s.0 == old.segment) {
                 Some(i) => i,
                 None => {
-                    self.segments.push((old.segment, Vec::new()));
+                    self.segments.push((old.segment, MapList::default()));
                     self.segments.len() - 1
                 }
             };
         }
-        self.segments[self.last].1.push(Move {
-            old_offset: old.offset,
-            segment: new.segment,
-            offset: new.offset,
-        });
+        let mut m = [0u8; 12];
+        m[..4].copy_from_slice(&old.offset.to_le_bytes());
+        m[4..8].copy_from_slice(&new.segment.to_le_bytes());
+        m[8..].copy_from_slice(&new.offset.to_le_bytes());
+        self.segments[self.last].1.push(m)
     }
 
     /// Make the moves searchable: sorted by segment, and each segment's list by old offset
     /// (already so, but a list out of order would only be slower to seal, never wrong).
     pub(crate) fn seal(&mut self) {
         for (_, moves) in &mut self.segments {
-            if !moves.is_sorted_by_key(|m| m.old_offset) {
-                moves.sort_unstable_by_key(|m| m.old_offset);
+            if !moves.iter().is_sorted_by_key(old_offset) {
+                moves.sort_by_key(old_offset);
             }
         }
         self.segments.sort_unstable_by_key(|s| s.0);
@@ -71,13 +78,102 @@ impl Places {
             .binary_search_by_key(&old.segment, |s| s.0)
             .ok()?;
         let moves = &self.segments[i].1;
-        let j = moves
-            .binary_search_by_key(&old.offset, |m| m.old_offset)
-            .ok()?;
-        Some(Location {
-            segment: moves[j].segment,
-            offset: moves[j].offset,
+        // The first move at or after `old.offset`.
+        let (mut lo, mut hi) = (0, moves.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if old_offset(moves.get(mid)?) < old.offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let m = moves.get(lo)?;
+        (old_offset(m) == old.offset).then(|| Location {
+            segment: word(m, 1),
+            offset: word(m, 2),
             len: old.len,
+        })
+    }
+}
+
+/// `(kind, id, old place, new place)` of every entry a compaction copied and listed (all but
+/// those kept by place): 33 bytes each in an anonymous map (`super::anon`), in copy order.
+#[derive(Debug, Default)]
+pub struct Moves {
+    list: MapList<33>,
+}
+
+impl Moves {
+    /// An empty list sized for about `n` moves (pages are resident only once written).
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Moves {
+            list: MapList::with_capacity(n),
+        }
+    }
+
+    /// Add a move. An error only if the kernel refuses memory for the list.
+    pub(crate) fn push(
+        &mut self,
+        kind: u8,
+        id: u64,
+        old: Location,
+        new: Location,
+    ) -> std::io::Result<()> {
+        let mut r = [0u8; 33];
+        r[0] = kind;
+        r[1..9].copy_from_slice(&id.to_le_bytes());
+        for (i, v) in [
+            old.segment,
+            old.offset,
+            old.len,
+            new.segment,
+            new.offset,
+            new.len,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            r[9 + 4 * i..13 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        self.list.push(r)
+    }
+
+    /// Moves listed.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether none is listed.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn is_empty(&self) -> bool {
+        self.list.len() == 0
+    }
+
+    /// The moves, `(kind, id, old, new)`, in copy order.
+    pub fn iter(&self) -> impl Iterator<Item = (u8, u64, Location, Location)> + '_ {
+        self.list.iter().map(|r| {
+            let w = |i: usize| {
+                let at = 9 + 4 * i;
+                u32::from_le_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]])
+            };
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&r[1..9]);
+            (
+                r[0],
+                u64::from_le_bytes(id),
+                Location {
+                    segment: w(0),
+                    offset: w(1),
+                    len: w(2),
+                },
+                Location {
+                    segment: w(3),
+                    offset: w(4),
+                    len: w(5),
+                },
+            )
         })
     }
 }
@@ -106,7 +202,7 @@ mod tests {
             (loc(7, 300, 4), loc(21, 60, 4)),
         ];
         for (old, new) in moves {
-            p.push(old, new);
+            p.push(old, new).unwrap();
         }
         p.seal();
         for (old, new) in moves {
@@ -135,7 +231,7 @@ mod tests {
             for (i, gap) in gaps.iter().enumerate() {
                 offset = offset.saturating_add(*gap);
                 let (old, new) = (loc(3, offset, 1), loc(9, i as u32, 1));
-                p.push(old, new);
+                p.push(old, new).unwrap();
                 model.insert(offset, new);
             }
             p.seal();
@@ -157,7 +253,7 @@ mod tests {
         for i in 0..1_000u32 {
             let old = loc(4 + i % 2, 40 + i * 10, 3);
             let new = loc(30, 40 + i * 3, 3);
-            p.push(old, new);
+            p.push(old, new).unwrap();
             moves.push((old, new));
         }
         p.seal();
@@ -169,11 +265,32 @@ mod tests {
     }
 
     #[test]
+    fn moves_read_back_whole_and_in_order() {
+        let mut m = Moves::with_capacity(2);
+        assert!(m.is_empty());
+        let all: Vec<_> = (0..20_000u32)
+            .map(|i| {
+                (
+                    (i % 23) as u8,
+                    u64::MAX - u64::from(i) * 7_919,
+                    loc(i, i.wrapping_mul(31), i ^ 0x55),
+                    loc(u32::MAX - i, i, 1 + i % 9),
+                )
+            })
+            .collect();
+        for &(k, id, old, new) in &all {
+            m.push(k, id, old, new).unwrap();
+        }
+        assert_eq!(m.len(), all.len());
+        assert_eq!(m.iter().collect::<Vec<_>>(), all);
+    }
+
+    #[test]
     fn a_run_out_of_order_is_sorted_when_sealed() {
         let mut p = Places::default();
-        p.push(loc(5, 300, 1), loc(9, 40, 1));
-        p.push(loc(5, 100, 1), loc(9, 41, 1));
-        p.push(loc(5, 200, 1), loc(9, 42, 1));
+        p.push(loc(5, 300, 1), loc(9, 40, 1)).unwrap();
+        p.push(loc(5, 100, 1), loc(9, 41, 1)).unwrap();
+        p.push(loc(5, 200, 1), loc(9, 42, 1)).unwrap();
         p.seal();
         assert_eq!(p.get(loc(5, 100, 1)), Some(loc(9, 41, 1)));
         assert_eq!(p.get(loc(5, 200, 1)), Some(loc(9, 42, 1)));

@@ -47,12 +47,12 @@ impl MapReplay {
         b
     }
     /// Apply the relocations of a compaction.
-    pub fn relocate(&mut self, moved: &[(u8, u64, Location, Location)]) {
-        for (k, id, old, new) in moved {
-            if let Some(l) = self.map.get_mut(&(*k, *id))
-                && l == old
+    pub fn relocate(&mut self, moved: &profiledb::storage::Moves) {
+        for (k, id, old, new) in moved.iter() {
+            if let Some(l) = self.map.get_mut(&(k, id))
+                && *l == old
             {
-                *l = *new;
+                *l = new;
             }
         }
     }
