@@ -1,6 +1,6 @@
 //! Lists of fixed-size records kept in anonymous memory maps, outside the allocator: for the
 //! large lists a compaction builds and drops (`Places`, a list per input segment, 12 bytes a
-//! move: megabytes each on W1).
+//! move, and `Moves`, 33 bytes a move: megabytes each on W1).
 //!
 //! Why not a `Vec`: under glibc's malloc, freeing a block that malloc had mapped by itself
 //! (128 KiB or more) raises its mmap threshold to that block's size (up to 32 MiB). After the
@@ -16,7 +16,9 @@ use memmap2::MmapMut;
 const FIRST_MAP: usize = 256 << 10;
 
 /// A growable list of `N`-byte records in an anonymous map. It grows by doubling into a new
-/// map (the old one is copied, then unmapped).
+/// map: the old one is copied, then unmapped, so a list briefly holds its records twice while
+/// it grows (a `Vec` under glibc would be remapped in place, but `memmap2`'s remap is
+/// `unsafe`).
 #[derive(Debug, Default)]
 pub(crate) struct MapList<const N: usize> {
     map: Option<MmapMut>,
@@ -70,28 +72,31 @@ impl<const N: usize> MapList<N> {
         Ok(())
     }
 
+    /// The records, as a slice.
+    fn records(&self) -> &[[u8; N]] {
+        match &self.map {
+            Some(map) => map[..self.len * N].as_chunks::<N>().0,
+            None => &[],
+        }
+    }
+
     /// Record `i` (`i < len`).
     pub fn get(&self, i: usize) -> Option<&[u8; N]> {
-        if i >= self.len {
-            return None;
-        }
-        let map = self.map.as_ref()?;
-        map[i * N..(i + 1) * N].try_into().ok()
+        self.records().get(i)
     }
 
     /// The records, in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8; N]> + '_ {
-        (0..self.len).filter_map(|i| self.get(i))
+        self.records().iter()
     }
 
-    /// Sort the records by `key`.
+    /// Sort the records by `key`, in place (no buffer from the allocator).
     pub fn sort_by_key<K: Ord>(&mut self, key: impl Fn(&[u8; N]) -> K) {
-        let mut all: Vec<[u8; N]> = self.iter().copied().collect();
-        all.sort_unstable_by_key(|r| key(r));
         if let Some(map) = &mut self.map {
-            for (i, r) in all.iter().enumerate() {
-                map[i * N..(i + 1) * N].copy_from_slice(r);
-            }
+            map[..self.len * N]
+                .as_chunks_mut::<N>()
+                .0
+                .sort_unstable_by_key(|r| key(r));
         }
     }
 
