@@ -37,17 +37,6 @@ impl<const N: usize> MapList<N> {
         }
     }
 
-    /// Records held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether it holds none.
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Append `record`. An error only if the kernel refuses the map (out of address space
     /// or memory).
     pub fn push(&mut self, record: [u8; N]) -> std::io::Result<()> {
@@ -72,22 +61,12 @@ impl<const N: usize> MapList<N> {
         Ok(())
     }
 
-    /// The records, as a slice.
-    fn records(&self) -> &[[u8; N]] {
+    /// The records, in order.
+    pub fn as_slice(&self) -> &[[u8; N]] {
         match &self.map {
             Some(map) => map[..self.len * N].as_chunks::<N>().0,
             None => &[],
         }
-    }
-
-    /// Record `i` (`i < len`).
-    pub fn get(&self, i: usize) -> Option<&[u8; N]> {
-        self.records().get(i)
-    }
-
-    /// The records, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8; N]> + '_ {
-        self.records().iter()
     }
 
     /// Sort the records by `key`, in place (no buffer from the allocator).
@@ -114,8 +93,8 @@ mod tests {
     #[test]
     fn records_read_back_in_order_across_growths() {
         let mut list = MapList::<12>::default();
-        assert!(list.is_empty());
-        assert_eq!(list.get(0), None);
+        assert!(list.as_slice().is_empty());
+        assert_eq!(list.as_slice().first(), None);
         let n = 3 * FIRST_MAP / 12 + 7;
         for i in 0..n as u32 {
             let mut r = [0u8; 12];
@@ -123,16 +102,16 @@ mod tests {
             r[8..].copy_from_slice(&(i ^ 0xdead_beef).to_le_bytes());
             list.push(r).unwrap();
         }
-        assert_eq!(list.len(), n);
+        assert_eq!(list.as_slice().len(), n);
         assert!(list.mapped_bytes() >= n * 12 && list.mapped_bytes() <= 4 * n * 12);
-        for (i, r) in list.iter().enumerate() {
+        for (i, r) in list.as_slice().iter().enumerate() {
             assert_eq!(u32::from_le_bytes(r[..4].try_into().unwrap()), i as u32);
             assert_eq!(
                 u32::from_le_bytes(r[8..].try_into().unwrap()),
                 i as u32 ^ 0xdead_beef
             );
         }
-        assert_eq!(list.get(n), None);
+        assert_eq!(list.as_slice().get(n), None);
     }
 
     #[test]
@@ -142,7 +121,11 @@ mod tests {
             list.push(v.to_le_bytes()).unwrap();
         }
         list.sort_by_key(|r| u32::from_le_bytes(*r));
-        let got: Vec<u32> = list.iter().map(|r| u32::from_le_bytes(*r)).collect();
+        let got: Vec<u32> = list
+            .as_slice()
+            .iter()
+            .map(|r| u32::from_le_bytes(*r))
+            .collect();
         assert_eq!(got, [1, 2, 3, 4, 5]);
     }
 }

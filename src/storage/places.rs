@@ -6,13 +6,15 @@
 
 use super::Location;
 use super::anon::MapList;
+use super::record::{u32_at, u64_at};
 
 /// One move: the entry's old offset, its new segment and offset (u32 little-endian each). Its
 /// old segment is its list's; its length does not change (the entry is copied as it is).
 type Move = [u8; 12];
 
+/// The `i`-th u32 of a move (0: old offset, 1: new segment, 2: new offset).
 fn word(m: &Move, i: usize) -> u32 {
-    u32::from_le_bytes([m[4 * i], m[4 * i + 1], m[4 * i + 2], m[4 * i + 3]])
+    u32_at(m, 4 * i).unwrap_or_default()
 }
 
 fn old_offset(m: &Move) -> u32 {
@@ -63,7 +65,7 @@ impl Places {
     /// (already so, but a list out of order would only be slower to seal, never wrong).
     pub(crate) fn seal(&mut self) {
         for (_, moves) in &mut self.segments {
-            if !moves.iter().is_sorted_by_key(old_offset) {
+            if !moves.as_slice().is_sorted_by_key(old_offset) {
                 moves.sort_by_key(old_offset);
             }
         }
@@ -77,19 +79,9 @@ impl Places {
             .segments
             .binary_search_by_key(&old.segment, |s| s.0)
             .ok()?;
-        let moves = &self.segments[i].1;
-        // The first move at or after `old.offset`.
-        let (mut lo, mut hi) = (0, moves.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if old_offset(moves.get(mid)?) < old.offset {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let m = moves.get(lo)?;
-        (old_offset(m) == old.offset).then(|| Location {
+        let moves = self.segments[i].1.as_slice();
+        let m = &moves[moves.binary_search_by_key(&old.offset, old_offset).ok()?];
+        Some(Location {
             segment: word(m, 1),
             offset: word(m, 2),
             len: old.len,
@@ -142,27 +134,22 @@ impl Moves {
     /// Moves listed.
     #[cfg(any(test, feature = "testing"))]
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.list.as_slice().len()
     }
 
     /// Whether none is listed.
     #[cfg(any(test, feature = "testing"))]
     pub fn is_empty(&self) -> bool {
-        self.list.len() == 0
+        self.list.as_slice().is_empty()
     }
 
     /// The moves, `(kind, id, old, new)`, in copy order.
     pub fn iter(&self) -> impl Iterator<Item = (u8, u64, Location, Location)> + '_ {
-        self.list.iter().map(|r| {
-            let w = |i: usize| {
-                let at = 9 + 4 * i;
-                u32::from_le_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]])
-            };
-            let mut id = [0u8; 8];
-            id.copy_from_slice(&r[1..9]);
+        self.list.as_slice().iter().map(|r| {
+            let w = |i: usize| u32_at(r, 9 + 4 * i).unwrap_or_default();
             (
                 r[0],
-                u64::from_le_bytes(id),
+                u64_at(r, 1).unwrap_or_default(),
                 Location {
                     segment: w(0),
                     offset: w(1),
