@@ -260,6 +260,13 @@ pub struct RecordCounts {
     /// Full records written because the profile's newest record lay in a segment a
     /// compaction was switching in (its forwards written: no delta may link there any more).
     pub full_at_switch: u64,
+    /// Full records (the log's at the chain limit, or the writer cache's once its chain is
+    /// long) a fast-path call wrote from the states' bytes of a cached chain, with no whole
+    /// record built (`entries::profile::put_full_parts`).
+    pub full_from_parts: u64,
+    /// Full records the writer cache keeps, written from the one before by
+    /// `entries::profile::splice_full`.
+    pub spliced: u64,
 }
 
 impl Batch {
@@ -422,6 +429,10 @@ struct Work {
     /// `rec` holds the identifiers, the times and the states of the names the call changes
     /// only (loaded partially, `Builder::load`); `cached` holds its records.
     partial: bool,
+    /// Loaded partially with every other state too: each plain state captured in `raw`, the
+    /// others built in `rec` (its chain's next record is a full one: the fast path writes it
+    /// from these, `entries::profile::put_full_parts`).
+    captured_all: bool,
     /// Where its newest record is, and where that stands in its chain (`None`: a new
     /// profile).
     head: Option<(Location, ChainAt)>,
@@ -528,12 +539,145 @@ fn fast_state(bytes: &[u8], stamp: Stamp) -> Result<PropState> {
     })
 }
 
+/// A fast call's full record written from its parts (`entries::profile::put_full_parts`):
+/// the states the load captured as bytes, those it built, and the call's sets at `stamp`;
+/// `work` was loaded with every state ([`Work::captured_all`]), and its identifiers and times
+/// are the profile's after the call. `lens`: the record's state lengths.
+fn full_from_parts(
+    work: &Work,
+    fast: &FastSets,
+    stamp: Stamp,
+    out: &mut Vec<u8>,
+    lens: &mut Vec<u8>,
+) -> entries::wire::Decoded<()> {
+    use entries::profile::Part;
+    let broken = |reason| entries::wire::DecodeError { at: 0, reason };
+    let mut parts = smallvec::SmallVec::<[(u32, Part<'_>); 64]>::with_capacity(
+        work.raw.states.len() + work.rec.props.len() + fast.sets.len(),
+    );
+    // Three lists sorted by name, no name in two (the fast path took the call's names out of
+    // the captured states, and found none of them built): merged. A name in two is written
+    // twice, which `put_full_parts` refuses.
+    let (raw, built) = (&work.raw.states[..], &work.rec.props[..]);
+    let (mut r, mut b) = (0, 0);
+    let mut push_below =
+        |bound: u32, parts: &mut smallvec::SmallVec<_>| -> entries::wire::Decoded<()> {
+            loop {
+                let rn = raw.get(r).map(|p| p.0).filter(|&id| id < bound);
+                let bn = built.get(b).map(|p| p.0).filter(|&id| id < bound);
+                let take_raw = match (rn, bn) {
+                    (None, None) => return Ok(()),
+                    (Some(rn), Some(bn)) => rn < bn,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                };
+                match take_raw {
+                    true => {
+                        let (id, state) = &raw[r];
+                        r += 1;
+                        let value = match &state.value {
+                            None => None,
+                            Some(_) => Some(
+                                work.raw
+                                    .value_bytes(state)
+                                    .ok_or(broken("a captured value outside its bytes"))?,
+                            ),
+                        };
+                        parts.push((*id, Part::Plain(state.stamp, value)));
+                    }
+                    false => {
+                        let (id, state) = &built[b];
+                        b += 1;
+                        parts.push((*id, Part::State(state)));
+                    }
+                }
+            }
+        };
+    for (id, value) in fast.values() {
+        push_below(id, &mut parts)?;
+        parts.push((id, Part::Plain(stamp, Some(value))));
+    }
+    push_below(u32::MAX, &mut parts)?;
+    if r < raw.len() || b < built.len() {
+        // A name of `u32::MAX` (only a bug or a crafted name table gets here).
+        return Err(broken("a state named u32::MAX"));
+    }
+    entries::profile::put_full_parts(
+        &work.rec.ids,
+        (work.rec.first_seen, work.rec.updated_at),
+        &parts,
+        out,
+        lens,
+    )
+}
+
+/// Debug builds: a full record [`full_from_parts`] wrote is the one the whole profile after
+/// the call gives (its records folded whole, the call's identifiers, times and sets put in).
+#[cfg(debug_assertions)]
+fn check_parts_full(work: &Work, stamp: Stamp, data: &[u8], key: u64) {
+    let Some(Ok(mut whole)) = work.cached.as_ref().map(Cached::decode) else {
+        panic!("profile {key}: its records do not decode");
+    };
+    whole.ids = work.rec.ids.clone();
+    whole.first_seen = work.rec.first_seen;
+    whole.updated_at = work.rec.updated_at;
+    let whole = with_fast(whole, work.fast.as_ref(), stamp);
+    let mut want = Vec::new();
+    entries::profile::put_full(&whole, &mut want, None);
+    assert_eq!(
+        data,
+        &want[..],
+        "full record of profile {key} from its parts"
+    );
+}
+
+/// Debug builds: a full record [`entries::profile::splice_full`] wrote for the cache, and its
+/// state lengths, are those `put_full` writes of the whole profile after the call.
+#[cfg(debug_assertions)]
+fn check_spliced(work: &Work, chain: &Chain, stamp: Stamp, data: &[u8], lens: &[u8], key: u64) {
+    let Ok(mut whole) = chain.decode() else {
+        panic!("profile {key}: its cached record does not decode");
+    };
+    whole.ids = work.rec.ids.clone();
+    whole.first_seen = work.rec.first_seen;
+    whole.updated_at = work.rec.updated_at;
+    let whole = with_fast(whole, work.fast.as_ref(), stamp);
+    let (mut want, mut want_lens) = (Vec::new(), Vec::new());
+    entries::profile::put_full(&whole, &mut want, Some(&mut want_lens));
+    assert_eq!(data, &want[..], "spliced full record of profile {key}");
+    assert_eq!(
+        lens,
+        &want_lens[..],
+        "spliced state lengths of profile {key}"
+    );
+}
+
 /// Make a partially loaded profile (`Work::partial`) whole: the records it was loaded from
 /// folded whole, with the identifiers, times and states the call has by now (it changed no
 /// other state).
 fn complete(work: &mut Work, store: &Store, index: &Index) -> Result<()> {
     debug_assert!(work.fast.is_none(), "completing a profile with fast sets");
     if !work.partial {
+        return Ok(());
+    }
+    if work.captured_all {
+        // Every state is in `rec` or captured: the captured ones decoded into it (the call
+        // took out those it changed).
+        for (id, r) in &work.raw.states {
+            *work.rec.state_mut(*id) = work.raw.decode(r).map_err(|e| Error::Corruption {
+                file: Default::default(),
+                offset: 0,
+                // Bytes this process read and checked: only a bug gets here.
+                reason: format!("a captured state: {e}"),
+            })?;
+        }
+        work.raw.states.clear();
+        #[cfg(debug_assertions)]
+        if work.before.loaded.is_some() {
+            work.before.loaded = work.cached.as_ref().and_then(|c| c.decode().ok());
+        }
+        work.partial = false;
+        work.captured_all = false;
         return Ok(());
     }
     let loaded = match work.cached.as_ref().map(Cached::decode) {
@@ -678,25 +822,40 @@ impl<'a> Builder<'a> {
             // make the chain a hot record (`apply::hot`: while the cache is roomy). A hot record
             // writes a full record itself (`Hot::put_full`) after a call on the fast path.
             let convert = !chain.is_hot() && roomy;
+            // A chain whose next record is a full one (for the log or for the cache): every
+            // plain state captured as bytes, so that a call on the fast path writes that record
+            // from them (`entries::profile::put_full_parts`) and builds none.
+            // One full record the writer encoded, its next record in the log a delta: a call
+            // on the fast path writes the cache's next full record from it
+            // (`entries::profile::splice_full`), loading only the call's states.
+            let splice = chain.single_full().is_some() && !at.next_is_full(chain_limit);
+            let all = only.is_some() && !convert && !chain.is_hot() && !splice;
             let only = only.filter(|_| {
                 !convert
+                    && !all
                     && (chain.is_hot() || !at.next_is_full(chain_limit))
                     && chain.records() < CACHED_CHAIN_RECORDS
             });
-            let rec = match only {
-                Some(only) => chain.decode_capturing(only, &mut raw, self.spare.pools.record()),
-                None => chain.decode(),
+            let all = all && only.is_none();
+            let rec = match (only, &chain) {
+                (Some(only), _) => {
+                    chain.decode_capturing(only, &mut raw, self.spare.pools.record())
+                }
+                (None, Cached::Chain(c)) if all => {
+                    c.decode_capturing_all(&mut raw, self.spare.pools.record())
+                }
+                (None, _) => chain.decode(),
             };
             match rec {
-                Ok(rec) => Some((at, rec, chain, only)),
+                Ok(rec) => Some((at, rec, chain, only, all)),
                 // A bug, or a string of a crafted log that a miss's fold stepped over unchecked
                 // (`entries::wire::Utf8::Kept`): the read from the log decides, and names the
                 // damage.
                 Err(_) => None,
             }
         });
-        let (at, rec, cached, hit, partial) = match cached {
-            Some((at, rec, chain, only)) => {
+        let (at, rec, cached, hit, partial, all) = match cached {
+            Some((at, rec, chain, only, all)) => {
                 self.cache.hits += 1;
                 #[cfg(debug_assertions)]
                 if let Ok((logged, ..)) =
@@ -707,7 +866,7 @@ impl<'a> Builder<'a> {
                         "cached profile {key} differs from the log"
                     );
                 }
-                (at, rec, Some(chain), true, only.is_some())
+                (at, rec, Some(chain), true, only.is_some() || all, all)
             }
             None => {
                 self.cache.misses += 1;
@@ -716,7 +875,9 @@ impl<'a> Builder<'a> {
                 // A pooled buffer: a W1 chain's records take ~1 KB, read four at a time.
                 let mut read = self.cache.enabled().then(|| self.spare.pools.buf());
                 let only = only.filter(|_| read.is_some());
+                let all = only.is_some();
                 let mut fold = match only {
+                    Some(_) if all => Fold::capturing(std::mem::take(&mut raw)).checking_kept(),
                     Some(only) => {
                         Fold::only_capturing(only, std::mem::take(&mut raw)).checking_kept()
                     }
@@ -752,7 +913,14 @@ impl<'a> Builder<'a> {
                     }
                     (_, None) => (rec, false),
                 };
-                (ChainAt::read(link, walked), rec, chain, false, partial)
+                (
+                    ChainAt::read(link, walked),
+                    rec,
+                    chain,
+                    false,
+                    partial,
+                    all && partial,
+                )
             }
         };
         let before = Before {
@@ -775,6 +943,7 @@ impl<'a> Builder<'a> {
                 old: OldIds::Same,
                 rec,
                 partial,
+                captured_all: all,
                 head: Some((loc, at)),
                 hit,
                 full: false,
@@ -931,10 +1100,11 @@ impl<'a> Builder<'a> {
             // A full record, for the log or for the cache (a loaded chain at its length),
             // needs the whole profile.
             let cache_full = self.cache.enabled()
-                && work
-                    .cached
-                    .as_ref()
-                    .is_none_or(|c| c.records() >= CACHED_CHAIN_RECORDS);
+                && (work.captured_all
+                    || work
+                        .cached
+                        .as_ref()
+                        .is_none_or(|c| c.records() >= CACHED_CHAIN_RECORDS));
             // The fast path's delta is written from its bytes (and the cache's chain or hot
             // record from the delta or the bytes); a full record needs the states in `rec`.
             let fast_delta = link.is_some()
@@ -975,7 +1145,45 @@ impl<'a> Builder<'a> {
                 }
             };
             let (from_hot, hot_full) = from_hot.unzip();
-            if from_hot.is_none() {
+            // A fast call on a chain whose next record is a full one (for the log, or for the
+            // cache after this delta), loaded with every plain state captured: the full record
+            // is written from the captured states' bytes, the states built and the call's
+            // sets (`entries::profile::put_full_parts`), with no whole record built.
+            let from_parts = match (&work.fast, &work.cached) {
+                (Some(fast), Some(Cached::Chain(_)))
+                    if from_hot.is_none()
+                        && work.captured_all
+                        && (link.is_none() || cache_full)
+                        && !ids_changed
+                        && !work.full =>
+                {
+                    let mut data = self.spare.pools.buf();
+                    data.reserve(full_guess);
+                    let mut lens = self.spare.pools.buf();
+                    match full_from_parts(work, fast, stamp, &mut data, &mut lens) {
+                        Ok(()) => {
+                            #[cfg(debug_assertions)]
+                            check_parts_full(work, stamp, &data, key);
+                            self.cache.records.full_from_parts += 1;
+                            Some((data, lens))
+                        }
+                        Err(e) => {
+                            // Only a bug gets here: the general path below writes the record.
+                            debug_assert!(false, "full record of profile {key}: {}", e.reason);
+                            keep(&mut self.spare.pools.bufs, data);
+                            keep(&mut self.spare.pools.bufs, lens);
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let (mut parts_full, parts_lens) = from_parts.unzip();
+            if parts_full.is_some() {
+                if link.is_some() {
+                    self.cache.records.fast_path += 1;
+                }
+            } else if from_hot.is_none() {
                 if !fast_delta {
                     materialize(work, stamp, &mut self.spare.pools)?;
                 } else if work.fast.is_some() {
@@ -988,7 +1196,7 @@ impl<'a> Builder<'a> {
             work.changed.sort_unstable();
             work.changed.dedup();
             // The full record's state lengths, for the cache (`cache::Chain::full_measured`).
-            let mut lens = self.spare.pools.buf();
+            let mut lens = parts_lens.unwrap_or_else(|| self.spare.pools.buf());
             let (kind, data, at) = match link {
                 Some((link, at)) => {
                     let mut data = self.spare.pools.buf();
@@ -1050,16 +1258,19 @@ impl<'a> Builder<'a> {
                             }
                             data
                         }
-                        None => {
-                            let mut data = self.spare.pools.buf();
-                            data.reserve(full_guess);
-                            entries::profile::put_full(
-                                &work.rec,
-                                &mut data,
-                                self.cache.enabled().then_some(&mut lens),
-                            );
-                            data
-                        }
+                        None => match parts_full.take() {
+                            Some(data) => data,
+                            None => {
+                                let mut data = self.spare.pools.buf();
+                                data.reserve(full_guess);
+                                entries::profile::put_full(
+                                    &work.rec,
+                                    &mut data,
+                                    self.cache.enabled().then_some(&mut lens),
+                                );
+                                data
+                            }
+                        },
                     },
                     ChainAt::default(),
                 ),
@@ -1102,16 +1313,62 @@ impl<'a> Builder<'a> {
                 }
                 (true, cached) => Some(Cached::Chain(match (kind, cached) {
                     (EntryKind::Profile, _) => Chain::full_measured(&data, &lens),
+                    (_, Some(Cached::Chain(chain)))
+                        if !ids_changed
+                            && chain.single_full().is_some()
+                            && work.fast.is_some()
+                            && parts_full.is_none() =>
+                    {
+                        let mut spliced = self.spare.pools.buf();
+                        let mut spliced_lens = self.spare.pools.buf();
+                        let done = match (chain.single_full(), &work.fast) {
+                            (Some((old, old_lens)), Some(fast)) => entries::profile::splice_full(
+                                old,
+                                old_lens,
+                                (work.rec.first_seen, work.rec.updated_at),
+                                stamp,
+                                fast.values(),
+                                &mut spliced,
+                                &mut spliced_lens,
+                            ),
+                            _ => Ok(false),
+                        };
+                        let next = match done {
+                            Ok(true) => {
+                                #[cfg(debug_assertions)]
+                                check_spliced(work, &chain, stamp, &spliced, &spliced_lens, key);
+                                self.cache.records.spliced += 1;
+                                Chain::full_measured(&spliced, &spliced_lens)
+                            }
+                            _ => {
+                                let mut chain = chain;
+                                chain.push_delta(&data);
+                                chain
+                            }
+                        };
+                        keep(&mut self.spare.pools.bufs, spliced);
+                        keep(&mut self.spare.pools.bufs, spliced_lens);
+                        next
+                    }
                     (_, Some(Cached::Chain(mut chain)))
-                        if chain.records() < CACHED_CHAIN_RECORDS =>
+                        if chain.records() < CACHED_CHAIN_RECORDS && parts_full.is_none() =>
                     {
                         chain.push_delta(&data);
                         chain
                     }
-                    _ => Chain::full_from_measured(
-                        entries::encode_profile_measured(&work.rec, full_guess, Some(&mut lens)),
-                        &lens,
-                    ),
+                    _ => {
+                        let data = match parts_full.take() {
+                            Some(data) => data,
+                            None => entries::encode_profile_measured(
+                                &work.rec,
+                                full_guess,
+                                Some(&mut lens),
+                            ),
+                        };
+                        let chain = Chain::full_measured(&data, &lens);
+                        keep(&mut self.spare.pools.bufs, data);
+                        chain
+                    }
                 })),
             };
             keep(&mut self.spare.pools.bufs, lens);
@@ -1507,6 +1764,7 @@ impl<'a> Builder<'a> {
                         old: OldIds::New,
                         rec,
                         partial: false,
+                        captured_all: false,
                         head: None,
                         hit: false,
                         full: true,

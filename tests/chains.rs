@@ -679,3 +679,89 @@ fn sets_newer_than_the_state_take_the_fast_path_and_match_the_general_one() {
     fast.compact().unwrap();
     assert_eq!(all(&fast), all(&general), "after compaction");
 }
+
+/// A fast call writes the full record the writer cache keeps (and the log's, at the chain
+/// limit) from the states' bytes: spliced from the cached full record before it
+/// (`entries::profile::splice_full`), or, after a miss or on a chain of several records, from
+/// the parts a whole fold captured (`entries::profile::put_full_parts`), building no whole
+/// record: the profiles and their history are those of a store without the writer cache, and
+/// debug builds check each such record byte for byte against the encoder of the whole record.
+/// A stream of new people keeps evicting (the cache is never roomy enough for hot records) and
+/// the ten regulars stay in it.
+#[test]
+fn full_records_written_from_a_cached_chains_bytes_are_the_whole_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let call = |i: u32| {
+        let person = if i.is_multiple_of(2) {
+            format!("regular{}", (i / 2) % 10)
+        } else {
+            format!("once{i}")
+        };
+        let mut traits = serde_json::Map::new();
+        traits.insert(format!("s{}", i % 6), json!(format!("text {i}")));
+        traits.insert(format!("n{}", i % 5), json!(i));
+        traits.insert(format!("b{}", i % 3), json!(i.is_multiple_of(4)));
+        traits.insert(
+            "when".into(),
+            json!(format!("2026-02-01T00:{:02}:00Z", i % 60)),
+        );
+        let mut m = json!({
+            "type": "identify",
+            "userId": person,
+            "traits": traits,
+            "timestamp": format!("2026-01-01T{:02}:{:02}:00Z", i / 3600, (i / 60) % 60),
+            "messageId": format!("m{i}"),
+        });
+        if i % 50 == 48 {
+            // A `$set_once` state (not a plain one: built, not captured, by the load), and a
+            // removal (captured without a value). Such a call takes the general path.
+            m["$set_once"] = json!({ "first": i });
+            m["$unset"] = json!([format!("s{}", (i + 1) % 6)]);
+        }
+        Message::from_json(&m).unwrap()
+    };
+    const CALLS: u32 = 1200;
+    let run = |name: &str, cache: usize| {
+        let dir = tmp.path().join(name);
+        let db = Db::open(&dir, options(5, cache)).unwrap();
+        for i in 0..CALLS {
+            db.apply(&call(i)).unwrap();
+        }
+        (dir, db)
+    };
+    let (_, general) = run("general", 0);
+    // Each step's call and changes (not when it was applied: each store's clock).
+    let steps = |db: &Db, p: u32| {
+        let user = Selector::UserId(format!("regular{p}"));
+        let h = db.history(&user).unwrap().unwrap();
+        h.steps
+            .into_iter()
+            .map(|s| (s.timestamp, s.message_id, s.created, s.changes))
+            .collect::<Vec<_>>()
+    };
+    // Budgets that keep the regulars' chains and evict the others (with more, the cache is
+    // roomy and makes hot records; with less, the regulars are evicted too).
+    let (mut from_parts, mut spliced) = (0, 0);
+    let mut stores = Vec::new();
+    for kib in [10, 12] {
+        let (dir, db) = run(&format!("cache{kib}"), kib << 10);
+        let r = db.stats().profile_records;
+        from_parts += r.full_from_parts;
+        spliced += r.spliced;
+        assert_eq!(all(&db), all(&general), "{kib} KiB");
+        for p in 0..10 {
+            assert_eq!(steps(&db, p), steps(&general, p), "history of regular{p}");
+        }
+        stores.push((dir, db));
+    }
+    assert!(from_parts > 0, "no full record from a cached chain's bytes");
+    assert!(
+        spliced > 0,
+        "no cached full record spliced from the one before"
+    );
+    let (dir, parts) = stores.pop().unwrap();
+    // The records written read back from the log alone.
+    parts.abandon();
+    let parts = Db::open(&dir, options(5, 0)).unwrap();
+    assert_eq!(all(&parts), all(&general), "after a crash");
+}

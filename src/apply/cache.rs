@@ -74,25 +74,15 @@ impl Chain {
     }
 
     /// A chain of one full record and its state lengths (`data` and `lens` as
-    /// `entries::encode_profile_measured` makes them).
+    /// `entries::encode_profile_measured` or `entries::profile::splice_full` make them), in a
+    /// buffer of the exact size: the next call on the profile writes its full record anew
+    /// (`splice_full`) rather than add to this one.
     pub fn full_measured(data: &[u8], lens: &[u8]) -> Chain {
-        let mut bytes = Vec::with_capacity(data.len() + lens.len() + 8 + CHAIN_SPARE);
+        let mut bytes = Vec::with_capacity(data.len() + lens.len() + 8);
         bytes.extend_from_slice(data);
         Self::put_lens(&mut bytes, data.len(), lens);
         Chain {
             bytes,
-            records: 1,
-            from_log: false,
-        }
-    }
-
-    /// [`Chain::full_measured`], taking `data`'s buffer.
-    pub fn full_from_measured(mut data: Vec<u8>, lens: &[u8]) -> Chain {
-        let len = data.len();
-        data.reserve_exact(lens.len() + 8 + CHAIN_SPARE);
-        Self::put_lens(&mut data, len, lens);
-        Chain {
-            bytes: data,
             records: 1,
             from_log: false,
         }
@@ -139,6 +129,28 @@ impl Chain {
         self.records += 1;
     }
 
+    /// The chain's one full record and its state lengths, when it is that (a record this
+    /// process encoded, `Chain::full_measured`).
+    pub fn single_full(&self) -> Option<(&[u8], &[u8])> {
+        if self.records != 1 || self.from_log {
+            return None;
+        }
+        let end = self.bytes.len();
+        let word = u32::from_le_bytes(self.bytes.get(end.checked_sub(4)?..end)?.try_into().ok()?);
+        if word & LENS_BIT == 0 {
+            return None;
+        }
+        let n = u32::from_le_bytes(
+            self.bytes
+                .get(end.checked_sub(8)?..end - 4)?
+                .try_into()
+                .ok()?,
+        );
+        let lens_at = (end - 8).checked_sub(n as usize)?;
+        let len = (word & !LENS_BIT) as usize;
+        (lens_at == len).then(|| (&self.bytes[..len], &self.bytes[lens_at..end - 8]))
+    }
+
     /// Records held.
     pub fn records(&self) -> u32 {
         self.records
@@ -174,6 +186,29 @@ impl Chain {
         into: ProfileRecord,
     ) -> Decoded<ProfileRecord> {
         let fold = Fold::only_capturing(only, std::mem::take(raw));
+        self.capture(fold, raw, into)
+    }
+
+    /// The profile whole, each state that is a plain set or removal captured into `raw` as
+    /// bytes instead of built (`entries::profile::Fold::capturing`; `raw` is emptied first):
+    /// what a call that writes the profile's full record from its states' bytes loads
+    /// (`entries::profile::put_full_parts`).
+    pub fn decode_capturing_all(
+        &self,
+        raw: &mut RawStates,
+        into: ProfileRecord,
+    ) -> Decoded<ProfileRecord> {
+        self.capture(Fold::capturing(std::mem::take(raw)), raw, into)
+    }
+
+    /// Fold the chain with `fold`, which captures into the `RawStates` it took from `raw`,
+    /// and give them back.
+    fn capture(
+        &self,
+        fold: Fold,
+        raw: &mut RawStates,
+        into: ProfileRecord,
+    ) -> Decoded<ProfileRecord> {
         let mut fold = if self.from_log {
             fold.checking_kept()
         } else {
@@ -265,6 +300,14 @@ impl Cached {
         match self {
             Cached::Chain(c) => c.records(),
             Cached::Hot(_) => 1,
+        }
+    }
+
+    /// [`Chain::single_full`] of a chain.
+    pub fn single_full(&self) -> Option<(&[u8], &[u8])> {
+        match self {
+            Cached::Chain(c) => c.single_full(),
+            Cached::Hot(_) => None,
         }
     }
 
@@ -635,8 +678,8 @@ mod tests {
             }
             assert_eq!(got, want, "{only:?}");
         }
-        let taken = Chain::full_from_measured(data, &lens);
-        assert_eq!(taken.decode().unwrap(), before);
+        let again = Chain::full_measured(&data, &lens);
+        assert_eq!(again.decode().unwrap(), before);
     }
 
     #[test]

@@ -532,13 +532,15 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
         out,
         "  records         {} deltas ({} linked into a running compaction, {} by the fast \
          path); full: {} new or rewritten whole, {} at the chain limit, {} while a compaction \
-         switched in",
+         switched in; {} full records written from a cached chain's bytes; {} spliced",
         rc.deltas,
         rc.linked_into_compaction,
         rc.fast_path,
         rc.full_whole,
         rc.full_chain_limit,
-        rc.full_at_switch
+        rc.full_at_switch,
+        rc.full_from_parts,
+        rc.spliced
     )?;
     writeln!(
         out,

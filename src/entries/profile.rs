@@ -5,10 +5,11 @@
 
 use super::raw::RawStates;
 use super::values::{
-    StampTable, Stamps, put_shaped_state, put_stamp, put_state, shaped_state, shaped_state_or_raw,
-    skip_shaped_state, skip_state, skip_value, stamp, state, value,
+    StampIndex, StampTable, Stamps, each_stamp, plain_shape, put_set_shaped, put_shaped_state,
+    put_stamp, put_state, shaped_state, shaped_state_or_raw, skip_shaped_state, skip_state,
+    skip_value, stamp, state, value,
 };
-use super::wire::{Decoded, Names, Reader, Utf8, Wire, put_i128, put_u64};
+use super::wire::{DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_u64};
 use crate::storage::Location;
 pub(crate) use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
@@ -146,6 +147,234 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<
             lens.push(u8::try_from(out.len() - from).unwrap_or(0));
         }
     }
+}
+
+/// A state of a full record written from its parts ([`put_full_parts`]).
+pub(crate) enum Part<'a> {
+    /// A plain set at the stamp, to the value whose bytes (as `Value::put` writes them) are
+    /// given (`None`: a removal): a captured state (`entries::raw`) or a fast-path set.
+    Plain(Stamp, Option<&'a [u8]>),
+    /// Any state, built.
+    State(&'a PropState),
+}
+
+/// [`put_full`] of the profile whose identifiers, times and states (`parts`, sorted by name,
+/// each once) are given, without building the plain states: the bytes `put_full` writes of
+/// the record they make, and its state lengths into `lens` (cleared first). An error (a
+/// value's bytes that do not start with a known variant, names out of order) is a bug of
+/// the caller's: nothing is to be written then.
+pub(crate) fn put_full_parts(
+    ids: &Ids,
+    times: (Timestamp, Timestamp),
+    parts: &[(u32, Part<'_>)],
+    out: &mut Vec<u8>,
+    lens: &mut Vec<u8>,
+) -> Decoded<()> {
+    lens.clear();
+    // The distinct stamps (a profile's states share a few), then sorted.
+    let mut stamps = Stamps::new();
+    let mut meet = |s: Stamp| {
+        if !stamps.contains(&s) {
+            stamps.push(s);
+        }
+    };
+    for (_, part) in parts {
+        match part {
+            Part::Plain(s, _) => meet(*s),
+            Part::State(p) => each_stamp(p, &mut meet),
+        }
+    }
+    let table = StampTable::sorted(stamps);
+    put_full_head(|out| ids.put(out), times, &table, parts.len(), out);
+    let mut names = Names::default();
+    let mut last = None;
+    for (id, part) in parts {
+        if last.is_some_and(|last| last >= *id) {
+            return Err(DecodeError {
+                at: out.len(),
+                reason: "full record from parts: names out of order",
+            });
+        }
+        last = Some(*id);
+        names.put(out, *id);
+        let from = out.len();
+        match part {
+            Part::Plain(s, Some(value)) => put_set_shaped(value, table.index_of(s), out)?,
+            Part::Plain(s, None) => put_shaped_state(
+                &PropState {
+                    lww: Some((*s, None)),
+                    once: None,
+                    adds: None,
+                },
+                &table,
+                out,
+            ),
+            Part::State(p) => put_shaped_state(p, &table, out),
+        }
+        lens.push(u8::try_from(out.len() - from).unwrap_or(0));
+    }
+    Ok(())
+}
+
+/// Most stamps a full record's table may hold for [`splice_full`] (which keeps a bitmap of
+/// the ones still used).
+const SPLICE_STAMPS: usize = 64;
+
+/// Most states a full record may hold for [`splice_full`] (which lists the ones a call leaves
+/// on the stack).
+const SPLICE_STATES: usize = 128;
+
+/// [`put_full`] of the profile after a call that set the properties `sets` (sorted by name,
+/// each once; each value's bytes as `Value::put` writes them) at `stamp`, changing no
+/// identifier, written from the profile's full record before the call: `old`, bytes this
+/// process encoded (`put_full`, or this), with its state lengths `old_lens`. The identifiers'
+/// bytes and every other state's payload are copied, each state's stamp index renumbered into
+/// the new table (the old one's stamps still used, then `stamp`), the times written anew:
+/// the bytes `put_full` writes of the profile after the call, and its state lengths into
+/// `lens` (both cleared first). `Ok(false)`, nothing to use in `out`, when the record is not
+/// one this writes: `stamp` not after every stamp of its table, a state the call leaves that
+/// is not a plain set or removal, a state of 256 bytes or more (its length is not kept), more
+/// than [`SPLICE_STATES`] states or more than [`SPLICE_STAMPS`] stamps. An error: bytes that are not such a record (only a
+/// bug gets there: the cache's records are this process's).
+pub(crate) fn splice_full<'v>(
+    old: &[u8],
+    old_lens: StateLens<'_>,
+    times: (Timestamp, Timestamp),
+    stamp: Stamp,
+    sets: impl Iterator<Item = (u32, &'v [u8])>,
+    out: &mut Vec<u8>,
+    lens: &mut Vec<u8>,
+) -> Decoded<bool> {
+    out.clear();
+    lens.clear();
+    let mut r = Reader::checked_before(old);
+    if r.u8()? != FULL_TAG {
+        return Ok(false);
+    }
+    let ids_from = r.position();
+    skip_ids(&mut r)?;
+    let ids = &old[ids_from..r.position()];
+    r.i64()?;
+    r.i128()?;
+    let table = StampTable::read_deltas(&mut r)?;
+    let stamps = table.stamps();
+    if stamps.len() > SPLICE_STAMPS || stamps.last().is_some_and(|last| *last >= stamp) {
+        return Ok(false);
+    }
+    let n = r.len(2)?;
+    if old_lens.len() != n || n > SPLICE_STATES {
+        return Ok(false);
+    }
+    let broken = |at: usize, reason| DecodeError { at, reason };
+    // The call's sets, sorted by name.
+    let sets: smallvec::SmallVec<[(u32, &[u8]); 16]> = sets.collect();
+    // The states the call leaves: (name, where its shape byte is, its length). A stamp index
+    // below the table's 64 stamps is one byte (varints below 251 are), the one after the
+    // shape.
+    let mut kept = [(0u32, 0u32, 0u8); SPLICE_STATES];
+    let mut k = 0;
+    let mut used = 0u64;
+    let mut pos = r.position();
+    let mut name = 0u32;
+    let mut next_set = 0;
+    for (i, &len) in old_lens.iter().enumerate() {
+        let gap = match old.get(pos) {
+            Some(&b) if b < 251 => {
+                pos += 1;
+                u32::from(b)
+            }
+            Some(_) => {
+                let mut g = Reader::checked_before(&old[pos..]);
+                let gap = g.u32()?;
+                pos += g.position();
+                gap
+            }
+            None => return Err(broken(pos, "record ends early")),
+        };
+        name = match i {
+            0 => gap,
+            _ if gap == 0 => return Err(broken(pos, "property names out of order")),
+            _ => name
+                .checked_add(gap)
+                .ok_or(broken(pos, "property name beyond 32 bits"))?,
+        };
+        let state = pos;
+        pos += usize::from(len);
+        if len == 0 {
+            return Ok(false);
+        }
+        if pos > old.len() {
+            return Err(broken(state, "record ends early"));
+        }
+        while next_set < sets.len() && sets[next_set].0 < name {
+            next_set += 1;
+        }
+        if next_set < sets.len() && sets[next_set].0 == name {
+            continue;
+        }
+        if len < 2 || !plain_shape(old[state]) {
+            return Ok(false);
+        }
+        let index = old[state + 1];
+        if usize::from(index) >= stamps.len() {
+            return Err(broken(state + 1, "stamp index beyond the table"));
+        }
+        used |= 1 << index;
+        kept[k] = (name, state as u32, len);
+        k += 1;
+    }
+    if pos != old.len() {
+        return Err(broken(pos, "trailing bytes after the record"));
+    }
+    let kept = &kept[..k];
+    // The new table: the stamps still used, in order, then the call's (if it set anything).
+    let mut renumber = [0u8; SPLICE_STAMPS];
+    let mut new = Stamps::with_capacity(used.count_ones() as usize + 1);
+    for (i, s) in stamps.iter().enumerate() {
+        if used & (1 << i) != 0 {
+            renumber[i] = new.len() as u8;
+            new.push(*s);
+        }
+    }
+    let call = new.len() as u32;
+    if !sets.is_empty() {
+        new.push(stamp);
+    }
+    let new = StampTable::sorted(new);
+    out.reserve(old.len() + 32 * sets.len());
+    lens.reserve(kept.len() + sets.len());
+    put_full_head(
+        |out| out.extend_from_slice(ids),
+        times,
+        &new,
+        kept.len() + sets.len(),
+        out,
+    );
+    let mut names = Names::default();
+    let mut s = 0;
+    for &(id, state, len) in kept {
+        while s < sets.len() && sets[s].0 < id {
+            let (set, value) = sets[s];
+            s += 1;
+            names.put(out, set);
+            let from = out.len();
+            put_set_shaped(value, call, out)?;
+            lens.push(u8::try_from(out.len() - from).unwrap_or(0));
+        }
+        names.put(out, id);
+        let from = out.len();
+        let state = state as usize;
+        out.extend_from_slice(&old[state..state + usize::from(len)]);
+        out[from + 1] = renumber[usize::from(old[state + 1])];
+        lens.push(len);
+    }
+    for &(set, value) in &sets[s..] {
+        names.put(out, set);
+        let from = out.len();
+        put_set_shaped(value, call, out)?;
+        lens.push(u8::try_from(out.len() - from).unwrap_or(0));
+    }
+    Ok(true)
 }
 
 /// What a full record holds before its states: the tag, the identifiers (`ids` writes them as
@@ -738,6 +967,17 @@ impl Fold {
         Fold {
             raw: Some(raw),
             ..Fold::only(only)
+        }
+    }
+
+    /// A whole fold that captures every state that is a plain set or removal into `raw`
+    /// (emptied first) as bytes instead of building it; the others it builds (see
+    /// [`Fold::only_capturing`]).
+    pub(crate) fn capturing(mut raw: RawStates) -> Fold {
+        raw.clear();
+        Fold {
+            raw: Some(raw),
+            ..Fold::default()
         }
     }
 
@@ -1632,7 +1872,222 @@ mod tests {
         chain
     }
 
+    /// Profiles whose states are plain sets or removals (W1's), as the writer cache splices.
+    fn plain_record() -> impl Strategy<Value = ProfileRecord> {
+        (
+            record(),
+            prop::collection::btree_map(0u32..48, (stamp(), proptest::option::of(value())), 0..40),
+        )
+            .prop_map(|(mut rec, props)| {
+                rec.props = props
+                    .into_iter()
+                    .map(|(id, lww)| {
+                        (
+                            id,
+                            PropState {
+                                lww: Some(lww),
+                                once: None,
+                                adds: None,
+                            },
+                        )
+                    })
+                    .collect();
+                rec
+            })
+    }
+
     proptest! {
+        /// A full record spliced from the one before and a call's sets (`splice_full`) is the
+        /// record `put_full` writes of the whole profile after the call, with the same state
+        /// lengths; when it declines, the record is one it does not write (a state the call
+        /// leaves that is not plain, a state of 256 bytes or more, a stamp not older than the
+        /// call's, or too many stamps).
+        #[test]
+        fn a_spliced_full_record_is_the_whole_records(
+            base in prop_oneof![plain_record(), record()],
+            sets in prop::collection::btree_map(0u32..56, value(), 0..12),
+            times in (any::<i64>(), any::<i64>()),
+            newest in any::<bool>(),
+        ) {
+            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
+            put_full(&base, &mut old, Some(&mut old_lens));
+            let stamp = if newest {
+                Stamp::new(Timestamp(i64::MAX), u64::MAX)
+            } else {
+                Stamp::new(Timestamp(0), 0)
+            };
+            let values: Vec<(u32, Vec<u8>)> = sets
+                .iter()
+                .map(|(id, v)| {
+                    let mut bytes = Vec::new();
+                    v.put(&mut bytes);
+                    (*id, bytes)
+                })
+                .collect();
+            let (mut got, mut lens) = (vec![7], vec![9]);
+            let done = splice_full(
+                &old,
+                &old_lens,
+                (Timestamp(times.0), Timestamp(times.1)),
+                stamp,
+                values.iter().map(|(id, b)| (*id, &b[..])),
+                &mut got,
+                &mut lens,
+            )
+            .unwrap();
+            let mut whole = base.clone();
+            whole.first_seen = Timestamp(times.0);
+            whole.updated_at = Timestamp(times.1);
+            for (id, v) in &sets {
+                *whole.state_mut(*id) = PropState {
+                    lww: Some((stamp, Some(v.clone()))),
+                    once: None,
+                    adds: None,
+                };
+            }
+            if done {
+                let (mut want, mut want_lens) = (Vec::new(), Vec::new());
+                put_full(&whole, &mut want, Some(&mut want_lens));
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(&lens, &want_lens);
+            } else {
+                let table = StampTable::of(base.props.iter().map(|(_, p)| p));
+                let left_not_plain = base.props.iter().any(|(id, p)| {
+                    !sets.contains_key(id)
+                        && (p.once.is_some() || p.adds.is_some() || p.lww.is_none())
+                });
+                prop_assert!(
+                    left_not_plain
+                        || old_lens.contains(&0)
+                        || table.stamps().len() > SPLICE_STAMPS
+                        || base.props.len() > SPLICE_STATES
+                        || table.stamps().last().is_some_and(|s| *s >= stamp)
+                );
+            }
+        }
+
+        /// Bytes that are not a full record with its lengths give an error or a refusal, never
+        /// a panic.
+        #[test]
+        fn splicing_damaged_bytes_does_not_panic(
+            base in plain_record(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            lens_flip in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            sets in prop::collection::btree_map(0u32..56, any::<i64>(), 0..12),
+        ) {
+            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
+            put_full(&base, &mut old, Some(&mut old_lens));
+            for (at, b) in &flips {
+                let i = at.index(old.len());
+                old[i] ^= b | 1;
+            }
+            if let (Some((at, b)), false) = (lens_flip, old_lens.is_empty()) {
+                let i = at.index(old_lens.len());
+                old_lens[i] = b;
+            }
+            let values: Vec<(u32, Vec<u8>)> = sets
+                .iter()
+                .map(|(id, v)| {
+                    let mut bytes = Vec::new();
+                    Value::Int(*v).put(&mut bytes);
+                    (*id, bytes)
+                })
+                .collect();
+            let (mut got, mut lens) = (Vec::new(), Vec::new());
+            let _ = splice_full(
+                &old,
+                &old_lens,
+                (Timestamp(0), Timestamp(0)),
+                Stamp::new(Timestamp(i64::MAX), u64::MAX),
+                values.iter().map(|(id, b)| (*id, &b[..])),
+                &mut got,
+                &mut lens,
+            );
+        }
+    }
+
+    proptest! {
+        /// A chain folded whole with every plain state captured as bytes
+        /// (`Fold::capturing`), then written from those parts (`put_full_parts`: the
+        /// captured states, the ones built, and sets of some names by a newer call) is the full
+        /// record `put_full` writes of the whole profile after that call, with the same state
+        /// lengths; a name given twice is refused.
+        #[test]
+        fn a_full_record_from_parts_is_the_whole_records(
+            base in record(),
+            steps in prop::collection::vec(
+                (record(), prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+                 any::<i64>(), any::<bool>(), any::<bool>()),
+                0..7,
+            ),
+            sets in prop::collection::btree_map(0u32..12, any::<i64>(), 0..5),
+            checked_before in any::<bool>(),
+        ) {
+            let chain = chain_of(&base, &steps);
+            let fold_with = |mut fold: Fold| {
+                for bytes in chain.iter().skip(1).rev() {
+                    fold.delta(bytes).unwrap();
+                }
+                let rec = fold.full(&chain[0]).unwrap();
+                (rec, fold.take_raw())
+            };
+            let (mut whole, _) = fold_with(Fold::default());
+            let fold = Fold::capturing(RawStates::default());
+            let (built, raw) =
+                fold_with(if checked_before { fold.checked_before() } else { fold });
+            let mut raw = raw.unwrap();
+            // A newer call sets some names (the fast path: their captured states taken out,
+            // none of them built).
+            let stamp = Stamp::new(Timestamp(i64::MAX), u64::MAX);
+            let values: Vec<(u32, i64, Vec<u8>)> = sets
+                .iter()
+                .filter(|(id, _)| built.props.binary_search_by_key(*id, |p| p.0).is_err())
+                .map(|(id, v)| {
+                    let mut bytes = Vec::new();
+                    Value::Int(*v).put(&mut bytes);
+                    (*id, *v, bytes)
+                })
+                .collect();
+            for (id, v, _) in &values {
+                raw.take(*id);
+                whole
+                    .state_mut(*id)
+                    .apply_set_ref(Some(&Value::Int(*v)), stamp.0, stamp.1);
+            }
+            let mut parts: Vec<(u32, Part<'_>)> = raw
+                .states
+                .iter()
+                .map(|(id, r)| (*id, Part::Plain(r.stamp, raw.value_bytes(r))))
+                .chain(built.props.iter().map(|(id, p)| (*id, Part::State(p))))
+                .chain(values.iter().map(|(id, _, v)| (*id, Part::Plain(stamp, Some(&v[..])))))
+                .collect();
+            parts.sort_by_key(|p| p.0);
+            let (mut want, mut want_lens) = (Vec::new(), Vec::new());
+            put_full(&whole, &mut want, Some(&mut want_lens));
+            let (mut got, mut lens) = (Vec::new(), vec![9]);
+            put_full_parts(
+                &built.ids,
+                (built.first_seen, built.updated_at),
+                &parts,
+                &mut got,
+                &mut lens,
+            )
+            .unwrap();
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(&lens, &want_lens);
+            if let Some(first) = parts.first().map(|p| p.0) {
+                parts.insert(0, (first, Part::Plain(stamp, None)));
+                prop_assert!(put_full_parts(
+                    &built.ids,
+                    (built.first_seen, built.updated_at),
+                    &parts,
+                    &mut Vec::new(),
+                    &mut lens,
+                )
+                .is_err());
+            }
+        }
+
         /// A fold into a record another profile left (the writer's reuse of its buffers) gives
         /// what a fold into nothing gives: nothing of the other profile stays.
         #[test]

@@ -3,7 +3,7 @@
 //! record's stamp table.
 
 use super::raw::RawStates;
-use super::wire::{Decoded, Reader, Wire, put_i128, put_u64, put_variant};
+use super::wire::{DecodeError, Decoded, Reader, Wire, put_i128, put_u64, put_variant};
 use crate::types::state::{Adds, PropState, Stamp};
 use crate::types::value::{Timestamp, Value};
 
@@ -595,9 +595,18 @@ pub(crate) fn put_shaped_state<T: StampIndex + ?Sized>(
     }
 }
 
+/// Whether a compact state's shape byte is a plain set or removal: `lww` alone, whose bytes
+/// are the shape, the stamp index and (a set) the value's payload, nothing after.
+pub(crate) fn plain_shape(b: u8) -> bool {
+    b & !SHAPE_LWW == 0
+        && b != SHAPE_NO_LWW
+        && (b == SHAPE_UNSET || u32::from(b - SHAPE_SET) < VARIANTS)
+}
+
 /// Write the compact state of a plain set whose stamp has `index` in the table, from the
 /// value's bytes as `Value::put` writes them (its variant, then its payload): the bytes
 /// [`put_shaped_state`] writes for `{lww: (that stamp, that value)}`.
+#[inline]
 pub(crate) fn put_set_shaped(value: &[u8], index: u32, out: &mut Vec<u8>) -> Decoded<()> {
     let (shape, payload) = set_shaped(value)?;
     put_plain_shaped(shape, index, payload, out);
@@ -606,13 +615,16 @@ pub(crate) fn put_set_shaped(value: &[u8], index: u32, out: &mut Vec<u8>) -> Dec
 
 /// The shape byte and the payload of a plain set's compact state (before and after its stamp
 /// index, see [`put_set_shaped`]), from the value's bytes as `Value::put` writes them.
+#[inline]
 pub(crate) fn set_shaped(value: &[u8]) -> Decoded<(u8, &[u8])> {
-    let mut r = Reader::new(value);
-    let v = r.u32()?;
-    if v >= VARIANTS {
-        return Err(r.error("unknown value variant"));
+    // The variant is a varint; every one below `VARIANTS` is its one byte.
+    match value.split_first() {
+        Some((&v, payload)) if u32::from(v) < VARIANTS => Ok((SHAPE_SET + v, payload)),
+        _ => Err(DecodeError {
+            at: 0,
+            reason: "unknown value variant",
+        }),
     }
-    Ok((SHAPE_SET + v as u8, &value[r.position()..]))
 }
 
 /// A shape byte, checked: what `lww` is (`None`: no lww; `Some(None)`: unset; `Some(Some(v))`:
@@ -686,6 +698,7 @@ pub(crate) fn plain_shaped<'a>(r: &mut Reader<'a>) -> Decoded<Option<(u8, u32, &
 }
 
 /// Write a plain compact state from its parts (see [`plain_shaped`]).
+#[inline]
 pub(crate) fn put_plain_shaped(shape: u8, index: u32, payload: &[u8], out: &mut Vec<u8>) {
     out.push(shape);
     index.put(out);
