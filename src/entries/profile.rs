@@ -268,6 +268,7 @@ pub(crate) fn splice_full<'v>(
     let broken = |at: usize, reason| DecodeError { at, reason };
     // The call's sets, sorted by name.
     let sets: smallvec::SmallVec<[(u32, &[u8]); 16]> = sets.collect();
+    let sets = &sets[..];
     // The states the call leaves: (name, where its shape byte is, its length). A stamp index
     // below the table's 64 stamps is one byte (varints below 251 are), the one after the
     // shape.
