@@ -617,9 +617,18 @@ pub(crate) fn put_set_shaped(value: &[u8], index: u32, out: &mut Vec<u8>) -> Dec
 /// index, see [`put_set_shaped`]), from the value's bytes as `Value::put` writes them.
 #[inline]
 pub(crate) fn set_shaped(value: &[u8]) -> Decoded<(u8, &[u8])> {
-    // The variant is a varint; every one below `VARIANTS` is its one byte.
+    // The variant is a varint: one below `VARIANTS` is one byte as this encoder writes it;
+    // a longer form (another encoder's) is read as a varint.
     match value.split_first() {
         Some((&v, payload)) if u32::from(v) < VARIANTS => Ok((SHAPE_SET + v, payload)),
+        Some((&v, _)) if v >= 251 => {
+            let mut r = Reader::new(value);
+            let v = r.u32()?;
+            if v >= VARIANTS {
+                return Err(r.error("unknown value variant"));
+            }
+            Ok((SHAPE_SET + v as u8, &value[r.position()..]))
+        }
         _ => Err(DecodeError {
             at: 0,
             reason: "unknown value variant",
@@ -758,4 +767,27 @@ pub(crate) fn skip_shaped_state<T: StampLookup + ?Sized>(
         skip_adds_body(r, table)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A set's value read for its compact state: the variant's one byte as this encoder
+    /// writes it, a longer varint form (another encoder's) read alike, an unknown variant or no
+    /// bytes refused.
+    #[test]
+    fn a_set_shape_reads_its_variant_in_either_form() {
+        let mut short = Vec::new();
+        Value::Int(5).put(&mut short);
+        let (shape, payload) = set_shaped(&short).unwrap();
+        assert_eq!(shape, SHAPE_SET + 1);
+        assert_eq!(payload, &short[1..]);
+        let mut long = vec![251, short[0], 0];
+        long.extend_from_slice(&short[1..]);
+        assert_eq!(set_shaped(&long).unwrap(), (shape, payload));
+        assert!(set_shaped(&[VARIANTS as u8]).is_err());
+        assert!(set_shaped(&[251, VARIANTS as u8, 0]).is_err());
+        assert!(set_shaped(&[]).is_err());
+    }
 }
