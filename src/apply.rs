@@ -612,36 +612,22 @@ fn full_from_parts(
     )
 }
 
-/// Debug builds: a full record [`full_from_parts`] wrote is the one the whole profile after
-/// the call gives (its records folded whole, the call's identifiers, times and sets put in).
+/// Debug builds: a full record a fast call wrote from bytes ([`full_from_parts`], or
+/// [`entries::profile::splice_full`] with its state lengths `lens`) is the one `put_full`
+/// writes of the whole profile after the call: `before`, the profile its records fold to, with
+/// the call's identifiers, times and sets put in. Bytes first copied from a log another
+/// encoder wrote may keep a number's longer form: then the record must read as the profile.
 #[cfg(debug_assertions)]
-fn check_parts_full(work: &Work, stamp: Stamp, data: &[u8], key: u64) {
-    let Some(Ok(mut whole)) = work.cached.as_ref().map(Cached::decode) else {
-        panic!("profile {key}: its records do not decode");
-    };
-    whole.ids = work.rec.ids.clone();
-    whole.first_seen = work.rec.first_seen;
-    whole.updated_at = work.rec.updated_at;
-    let whole = with_fast(whole, work.fast.as_ref(), stamp);
-    let mut want = Vec::new();
-    entries::profile::put_full(&whole, &mut want, None);
-    // Bytes copied from a log another encoder wrote may keep a number's longer form: then the
-    // record must read as the profile.
-    if data != &want[..] {
-        assert_eq!(
-            entries::profile::full(data).ok().as_ref(),
-            Some(&whole),
-            "full record of profile {key} from its parts"
-        );
-    }
-}
-
-/// Debug builds: a full record [`entries::profile::splice_full`] wrote for the cache, and its
-/// state lengths, are those `put_full` writes of the whole profile after the call.
-#[cfg(debug_assertions)]
-fn check_spliced(work: &Work, chain: &Chain, stamp: Stamp, data: &[u8], lens: &[u8], key: u64) {
-    let Ok(mut whole) = chain.decode() else {
-        panic!("profile {key}: its cached record does not decode");
+fn check_full_from_bytes(
+    work: &Work,
+    before: Option<ProfileRecord>,
+    stamp: Stamp,
+    data: &[u8],
+    lens: Option<&[u8]>,
+    key: u64,
+) {
+    let Some(mut whole) = before else {
+        panic!("profile {key}: its cached records do not decode");
     };
     whole.ids = work.rec.ids.clone();
     whole.first_seen = work.rec.first_seen;
@@ -649,20 +635,14 @@ fn check_spliced(work: &Work, chain: &Chain, stamp: Stamp, data: &[u8], lens: &[
     let whole = with_fast(whole, work.fast.as_ref(), stamp);
     let (mut want, mut want_lens) = (Vec::new(), Vec::new());
     entries::profile::put_full(&whole, &mut want, Some(&mut want_lens));
-    // As in `check_parts_full`: bytes first copied from another encoder's log may keep a
-    // number's longer form, and then the record must read as the profile.
     if data != &want[..] {
         assert_eq!(
             entries::profile::full(data).ok().as_ref(),
             Some(&whole),
-            "spliced full record of profile {key}"
+            "full record of profile {key} written from bytes"
         );
-    } else {
-        assert_eq!(
-            lens,
-            &want_lens[..],
-            "spliced state lengths of profile {key}"
-        );
+    } else if let Some(lens) = lens {
+        assert_eq!(lens, &want_lens[..], "state lengths of profile {key}");
     }
 }
 
@@ -1176,7 +1156,14 @@ impl<'a> Builder<'a> {
                     match full_from_parts(work, fast, stamp, &mut data, &mut lens) {
                         Ok(()) => {
                             #[cfg(debug_assertions)]
-                            check_parts_full(work, stamp, &data, key);
+                            check_full_from_bytes(
+                                work,
+                                work.cached.as_ref().and_then(|c| c.decode().ok()),
+                                stamp,
+                                &data,
+                                None,
+                                key,
+                            );
                             self.cache.records.full_from_parts += 1;
                             Some((data, lens))
                         }
@@ -1349,7 +1336,14 @@ impl<'a> Builder<'a> {
                         let next = match done {
                             Ok(true) => {
                                 #[cfg(debug_assertions)]
-                                check_spliced(work, &chain, stamp, &spliced, &spliced_lens, key);
+                                check_full_from_bytes(
+                                    work,
+                                    chain.decode().ok(),
+                                    stamp,
+                                    &spliced,
+                                    Some(&spliced_lens),
+                                    key,
+                                );
                                 self.cache.records.spliced += 1;
                                 Chain::full_measured(&spliced, &spliced_lens)
                             }

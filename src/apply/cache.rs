@@ -55,6 +55,10 @@ pub(crate) struct Chain {
     from_log: bool,
 }
 
+/// A record of a cached chain: where it starts in the chain's bytes, its bytes, and its state
+/// lengths if it has them ([`Chain::record_before`]).
+type CachedRecord<'a> = (usize, &'a [u8], Option<profile::StateLens<'a>>);
+
 /// Set in a full record's length word when its state lengths sit before it.
 const LENS_BIT: u32 = 1 << 31;
 
@@ -135,20 +139,10 @@ impl Chain {
         if self.records != 1 || self.from_log {
             return None;
         }
-        let end = self.bytes.len();
-        let word = u32::from_le_bytes(self.bytes.get(end.checked_sub(4)?..end)?.try_into().ok()?);
-        if word & LENS_BIT == 0 {
-            return None;
+        match self.record_before(self.bytes.len()) {
+            Ok((0, record, Some(lens))) => Some((record, lens)),
+            _ => None,
         }
-        let n = u32::from_le_bytes(
-            self.bytes
-                .get(end.checked_sub(8)?..end - 4)?
-                .try_into()
-                .ok()?,
-        );
-        let lens_at = (end - 8).checked_sub(n as usize)?;
-        let len = (word & !LENS_BIT) as usize;
-        (lens_at == len).then(|| (&self.bytes[..len], &self.bytes[lens_at..end - 8]))
     }
 
     /// Records held.
@@ -226,32 +220,38 @@ impl Chain {
         self.fold_with(&mut fold)
     }
 
+    /// The record that ends at `end` (a record's length word, after its state lengths if it
+    /// has them): where it starts, its bytes and its state lengths.
+    fn record_before(&self, end: usize) -> Decoded<CachedRecord<'_>> {
+        let broken = |reason| DecodeError { at: end, reason };
+        let word = |at: usize| {
+            let from = at.checked_sub(4).ok_or(broken("cached chain ends early"))?;
+            let bytes = self.bytes[from..at]
+                .try_into()
+                .map_err(|_| broken("cached chain length"))?;
+            Ok::<_, DecodeError>((from, u32::from_le_bytes(bytes)))
+        };
+        let (mut len_at, len) = word(end)?;
+        let lens = if len & LENS_BIT != 0 {
+            let (count_at, count) = word(len_at)?;
+            let from = count_at
+                .checked_sub(count as usize)
+                .ok_or(broken("cached state lengths longer than the chain"))?;
+            len_at = from;
+            Some(&self.bytes[from..count_at])
+        } else {
+            None
+        };
+        let start = len_at
+            .checked_sub((len & !LENS_BIT) as usize)
+            .ok_or(broken("cached record longer than its chain"))?;
+        Ok((start, &self.bytes[start..len_at], lens))
+    }
+
     fn fold_with(&self, fold: &mut Fold) -> Decoded<ProfileRecord> {
         let mut end = self.bytes.len();
         loop {
-            let broken = |reason| DecodeError { at: end, reason };
-            let word = |at: usize| {
-                let from = at.checked_sub(4).ok_or(broken("cached chain ends early"))?;
-                let bytes = self.bytes[from..at]
-                    .try_into()
-                    .map_err(|_| broken("cached chain length"))?;
-                Ok::<_, DecodeError>((from, u32::from_le_bytes(bytes)))
-            };
-            let (mut len_at, len) = word(end)?;
-            let lens = if len & LENS_BIT != 0 {
-                let (count_at, count) = word(len_at)?;
-                let from = count_at
-                    .checked_sub(count as usize)
-                    .ok_or(broken("cached state lengths longer than the chain"))?;
-                len_at = from;
-                Some(&self.bytes[from..count_at])
-            } else {
-                None
-            };
-            let start = len_at
-                .checked_sub((len & !LENS_BIT) as usize)
-                .ok_or(broken("cached record longer than its chain"))?;
-            let record = &self.bytes[start..len_at];
+            let (start, record, lens) = self.record_before(end)?;
             if profile::is_delta(record) {
                 fold.delta(record)?;
                 end = start;
