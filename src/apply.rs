@@ -1121,7 +1121,7 @@ impl<'a> Builder<'a> {
                             stamp,
                             fast.values(),
                         )
-                        .and_then(|()| hot.put_full(&mut data));
+                        .and_then(|()| hot.put_full(&mut data, None));
                     match written {
                         Ok(()) => Some((hot, data)),
                         Err(e) => {
@@ -1296,8 +1296,23 @@ impl<'a> Builder<'a> {
                         ),
                         None => hot.after(&work.rec, &work.changed, ids_changed),
                     };
+                    // A cache that is no longer roomy keeps the smaller form: the full record
+                    // (a hot record takes several times its bytes), which the next call
+                    // splices.
+                    let written = written.and_then(|()| {
+                        if self.cache.roomy() {
+                            return Ok(Cached::Hot(hot));
+                        }
+                        let mut full = self.spare.pools.buf();
+                        let mut full_lens = self.spare.pools.buf();
+                        let written = hot.put_full(&mut full, Some(&mut full_lens));
+                        let chain = Chain::full_measured(&full, &full_lens);
+                        keep(&mut self.spare.pools.bufs, full);
+                        keep(&mut self.spare.pools.bufs, full_lens);
+                        written.map(|()| Cached::Chain(chain))
+                    });
                     match written {
-                        Ok(()) => Some(Cached::Hot(hot)),
+                        Ok(cached) => Some(cached),
                         Err(e) => {
                             // Bytes this process encoded: only a bug gets here; the log has
                             // the profile.

@@ -64,6 +64,10 @@ pub struct Stats {
     pub profile_cache_hits: u64,
     /// See `profile_cache_hits`.
     pub profile_cache_misses: u64,
+    /// Profiles the writer cache did not keep after a call: loaded less often lately than
+    /// the profile they would have evicted (docs/architecture.md, "Which profiles the writer
+    /// cache keeps").
+    pub profile_cache_refused: u64,
     /// Profile records the writers wrote since open, by form and by why a call wrote a whole
     /// record rather than a delta (docs/format.md "Profile delta").
     pub profile_records: crate::apply::RecordCounts,
@@ -687,6 +691,7 @@ impl Db {
             profile_cache_bytes: cache.bytes() as u64,
             profile_cache_hits: cache.hits,
             profile_cache_misses: cache.misses,
+            profile_cache_refused: cache.refused,
             profile_records: cache.records,
             dropped_by_repair: self.inner.lost.clone(),
             history_steps: index.journal.len() as u64,

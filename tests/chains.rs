@@ -765,3 +765,62 @@ fn full_records_written_from_a_cached_chains_bytes_are_the_whole_records() {
     let parts = Db::open(&dir, options(5, 0)).unwrap();
     assert_eq!(all(&parts), all(&general), "after a crash");
 }
+
+/// A full writer cache of a real budget (1 MiB and more keep a doorkeeper) refuses people
+/// called once and keeps the regulars; its regulars, made hot records while it had room, go
+/// back to full records once it is full: the profiles and their history are still those of a
+/// store without the cache, and the log alone reads them back after a crash.
+#[test]
+fn a_full_cache_refuses_one_off_people_and_the_store_is_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    // ~8 KB a profile (40 states of ~190 bytes, each short enough to be spliced): 1 MiB
+    // holds ~120 of them, the 12 regulars and some of the others.
+    let call = |i: u32| {
+        // Two calls in three to a regular, in turn; the third to someone new.
+        let person = match i % 3 {
+            2 => format!("once{i}"),
+            r => format!("regular{}", (i / 3 * 2 + r) % 12),
+        };
+        let mut traits = serde_json::Map::new();
+        for p in 0..40 {
+            traits.insert(format!("p{p}"), json!(format!("{:0>180}", i * 40 + p)));
+        }
+        traits.insert("n".into(), json!(i));
+        let m = json!({
+            "type": "identify",
+            "userId": person,
+            "traits": traits,
+            "timestamp": format!("2026-01-01T{:02}:{:02}:00Z", i / 3600, (i / 60) % 60),
+            "messageId": format!("m{i}"),
+        });
+        Message::from_json(&m).unwrap()
+    };
+    let run = |name: &str, cache: usize| {
+        let dir = tmp.path().join(name);
+        let db = Db::open(&dir, options(5, cache)).unwrap();
+        for i in 0..600 {
+            db.apply(&call(i)).unwrap();
+        }
+        (dir, db)
+    };
+    let (_, general) = run("general", 0);
+    let (dir, cached) = run("cached", 1 << 20);
+    let stats = cached.stats();
+    assert!(stats.profile_cache_refused > 0, "nobody refused");
+    assert!(stats.profile_cache_hits > 0);
+    assert_eq!(all(&cached), all(&general));
+    for p in 0..12 {
+        let user = Selector::UserId(format!("regular{p}"));
+        let steps = |db: &Db| {
+            let h = db.history(&user).unwrap().unwrap();
+            h.steps
+                .into_iter()
+                .map(|s| (s.timestamp, s.message_id, s.created, s.changes))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(steps(&cached), steps(&general), "history of regular{p}");
+    }
+    cached.abandon();
+    let reread = Db::open(&dir, options(5, 0)).unwrap();
+    assert_eq!(all(&reread), all(&general), "after a crash");
+}

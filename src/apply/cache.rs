@@ -9,6 +9,8 @@
 //! profiles, and what the budget counts is what the process holds (one allocation each).
 //! (docs/architecture.md, "The writer cache".)
 
+mod doorkeeper;
+
 use super::hot::Hot;
 use super::{RecordCounts, Written};
 use crate::entries::chain::Forwards;
@@ -17,6 +19,15 @@ use crate::entries::raw::RawStates;
 use crate::entries::wire::{DecodeError, Decoded};
 use crate::index::HashMap;
 use crate::storage::Location;
+
+/// Budgets from which a full cache admits a profile only at its second try
+/// ([`doorkeeper`]); a smaller cache (tests' few profiles) admits every profile.
+const ADMISSION_FROM: usize = 1 << 20;
+
+/// Bytes of budget for each key the doorkeeper remembers in a generation: about a tenth of
+/// the profiles the budget holds (W1's take ~750 bytes each, slot included), the size that
+/// kept the most hits on W1 (docs/architecture.md, "Which profiles the writer cache keeps").
+const BUDGET_PER_DOORKEPT: usize = 8192;
 
 /// Bytes a cached profile costs beyond its records' buffer: its slot takes at most this
 /// (tested); its map entry (~20 bytes) is not counted.
@@ -361,9 +372,12 @@ impl ChainAt {
 /// write lock. An entry is used only while the index still points at the location it was
 /// written to.
 ///
-/// Bounded in bytes (`Options::profile_cache_bytes`: each chain's buffer and a slot); evicts
-/// by CLOCK (second chance): a profile the writers came back to since the hand last passed it
-/// is skipped once.
+/// Bounded in bytes (`Options::profile_cache_bytes`: each chain's buffer and a slot, and the
+/// doorkeeper's keys); evicts by CLOCK (second chance): a profile the writers came back to
+/// since the hand last passed it is skipped once. When full (from [`ADMISSION_FROM`]), it
+/// keeps a profile that did not come from it (a new one, or a miss) only at the profile's
+/// second try lately ([`doorkeeper`]): otherwise it is not kept, and the one the hand would
+/// have evicted stays.
 pub(crate) struct ProfileCache {
     slots: Vec<Slot>,
     map: HashMap<u64, usize>,
@@ -389,6 +403,10 @@ pub(crate) struct ProfileCache {
     /// Profiles kept, and how many had been kept when the last eviction happened.
     inserts: u64,
     last_eviction: Option<u64>,
+    /// The profiles refused lately (`None` below [`ADMISSION_FROM`]).
+    doorkeeper: Option<doorkeeper::Doorkeeper>,
+    /// Profiles not kept: refused by the doorkeeper.
+    pub refused: u64,
 }
 
 /// Inserts without an eviction after which the cache counts as roomy again.
@@ -405,6 +423,15 @@ struct Slot {
 
 impl ProfileCache {
     pub fn new(budget: usize) -> Self {
+        let (doorkeeper, budget) = if budget >= ADMISSION_FROM {
+            let generation = budget / BUDGET_PER_DOORKEPT;
+            (
+                Some(doorkeeper::Doorkeeper::new(generation)),
+                budget.saturating_sub(doorkeeper::Doorkeeper::bytes(generation)),
+            )
+        } else {
+            (None, budget)
+        };
         ProfileCache {
             slots: Vec::new(),
             map: HashMap::default(),
@@ -419,6 +446,8 @@ impl ProfileCache {
             misses: 0,
             inserts: 0,
             last_eviction: None,
+            doorkeeper,
+            refused: 0,
         }
     }
 
@@ -476,7 +505,9 @@ impl ProfileCache {
     }
 
     /// Keep `chain`, the records of the profile `key` whose newest is at `loc`. `hit`: the
-    /// call found it here (it gets a second chance when the hand passes).
+    /// call found it here (it gets a second chance when the hand passes, and needs no
+    /// admission); otherwise, when it takes an eviction to keep it, it is kept only if the
+    /// doorkeeper refused it lately.
     pub fn insert(&mut self, key: u64, loc: Location, at: ChainAt, chain: Cached, hit: bool) {
         if let Some(i) = self.map.remove(&key) {
             let slot = &mut self.slots[i];
@@ -487,6 +518,15 @@ impl ProfileCache {
         let bytes = chain.heap_bytes() + CACHE_SLOT_BYTES;
         self.inserts += 1;
         if bytes > self.budget {
+            return;
+        }
+        if !hit
+            && self.bytes + bytes > self.budget
+            && let Some(door) = &mut self.doorkeeper
+            && !door.admit(key)
+        {
+            self.refused += 1;
+            self.last_eviction = Some(self.inserts);
             return;
         }
         while self.bytes + bytes > self.budget && !self.map.is_empty() {
@@ -740,6 +780,58 @@ mod tests {
             offset,
             len: 1,
         }
+    }
+
+    /// A full cache (of a budget with a doorkeeper) keeps a profile that did not come from it
+    /// only at its second try: the first is refused and every cached profile stays; the
+    /// second evicts one. A profile that came from the cache goes back in without asking.
+    #[test]
+    fn a_full_cache_admits_a_new_profile_at_its_second_try() {
+        let mut rec = ProfileRecord::default();
+        rec.state_mut(1).apply_set_ref(
+            Some(&Value::Str("x".repeat(100_000).into())),
+            Timestamp(1),
+            1,
+        );
+        let data = crate::entries::encode_profile(&rec, 64);
+        let chain = || Cached::Chain(Chain::full(&data));
+        let mut cache = ProfileCache::new(ADMISSION_FROM);
+        assert!(cache.doorkeeper.is_some());
+        let mut key = 0;
+        while cache.bytes() + chain().heap_bytes() + CACHE_SLOT_BYTES <= cache.budget {
+            cache.insert(key, loc(key as u32), ChainAt::default(), chain(), false);
+            key += 1;
+        }
+        let kept = key;
+        assert!(kept >= 5, "{kept}");
+        assert_eq!(cache.refused, 0, "admitted while there was room");
+        let cached =
+            |cache: &ProfileCache| (0..=kept + 1).filter(|k| cache.map.contains_key(k)).count();
+        cache.insert(kept, loc(kept as u32), ChainAt::default(), chain(), false);
+        assert_eq!(cache.refused, 1);
+        assert_eq!(cached(&cache), kept as usize, "refused: nothing evicted");
+        assert!(!cache.map.contains_key(&kept));
+        cache.insert(kept, loc(kept as u32), ChainAt::default(), chain(), false);
+        assert_eq!(cache.refused, 1, "the second try is let in");
+        assert!(cache.map.contains_key(&kept));
+        assert_eq!(cached(&cache), kept as usize, "one evicted for it");
+        // The room a call's take leaves is filled without the doorkeeper; the profile taken
+        // goes back in without it too, evicting another.
+        let out = (0..kept).find(|k| cache.map.contains_key(k)).unwrap();
+        let (at, taken) = cache.take(out, loc(out as u32)).unwrap();
+        cache.insert(
+            kept + 1,
+            loc(kept as u32 + 1),
+            ChainAt::default(),
+            chain(),
+            false,
+        );
+        assert!(cache.map.contains_key(&(kept + 1)), "room a take left");
+        cache.insert(out, loc(out as u32), at, taken, true);
+        assert!(cache.map.contains_key(&out));
+        assert_eq!(cache.refused, 1);
+        assert_eq!(cached(&cache), kept as usize, "one evicted for it");
+        assert!(cache.bytes() <= cache.budget);
     }
 
     /// What a slot takes, against what the budget counts for it besides the map entry.

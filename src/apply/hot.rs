@@ -239,8 +239,12 @@ impl Hot {
     /// Every byte copied is first checked as a read of the record checks it (every string's
     /// UTF-8 included, the names in order), so that a hot record a bug damaged fails here
     /// instead of reaching the log as a record that does not decode; the rest of the record
-    /// is written by the encoders.
-    pub fn put_full(&self, out: &mut Vec<u8>) -> Decoded<()> {
+    /// is written by the encoders. Given `lens` (cleared first): the record's state lengths
+    /// into it, as `put_full` writes them.
+    pub fn put_full(&self, out: &mut Vec<u8>, mut lens: Option<&mut Vec<u8>>) -> Decoded<()> {
+        if let Some(lens) = lens.as_deref_mut() {
+            lens.clear();
+        }
         // The stamps the states name (a profile's states share a few), and each one's index
         // in the record's sorted table.
         let mut used: smallvec::SmallVec<[bool; 64]> =
@@ -285,6 +289,7 @@ impl Hot {
         let mut names = Names::default();
         for (&(id, start), parts) in self.dir.iter().zip(plain) {
             names.put(out, id);
+            let from = out.len();
             match parts {
                 Some((shape, i, payload)) => {
                     let index = renumber.get(i as usize).copied().ok_or(broken(
@@ -298,6 +303,9 @@ impl Hot {
                     &table,
                     out,
                 ),
+            }
+            if let Some(lens) = lens.as_deref_mut() {
+                lens.push(u8::try_from(out.len() - from).unwrap_or(0));
             }
         }
         Ok(())
@@ -646,10 +654,14 @@ mod tests {
         p
     }
 
-    /// The full record `Hot::put_full` writes.
+    /// The full record `Hot::put_full` writes; its state lengths, checked against those
+    /// `entries::profile::put_full` gives for the profile the hot record decodes to.
     fn full_of(hot: &Hot) -> Vec<u8> {
-        let mut out = Vec::new();
-        hot.put_full(&mut out).unwrap();
+        let (mut out, mut lens) = (Vec::new(), Vec::new());
+        hot.put_full(&mut out, Some(&mut lens)).unwrap();
+        let (mut want, mut want_lens) = (Vec::new(), Vec::new());
+        crate::entries::profile::put_full(&hot.decode().unwrap(), &mut want, Some(&mut want_lens));
+        assert_eq!(lens, want_lens, "state lengths");
         out
     }
 
@@ -863,7 +875,7 @@ mod tests {
                 let mut bad = good.clone();
                 bad.buf[at] ^= change;
                 let mut out = Vec::new();
-                match bad.put_full(&mut out) {
+                match bad.put_full(&mut out, None) {
                     Ok(()) => assert_eq!(full(&out), Ok(()), "byte {at} ^ {change:#x}"),
                     Err(_) => refused += 1,
                 }
@@ -880,11 +892,11 @@ mod tests {
                 .expect("the string is in the hot record");
             let mut bad = good.clone();
             bad.buf[at] = 0xff;
-            assert!(bad.put_full(&mut Vec::new()).is_err(), "{text:?}");
+            assert!(bad.put_full(&mut Vec::new(), None).is_err(), "{text:?}");
         }
         // Names out of order.
         let mut bad = good.clone();
         bad.dir.swap(0, 1);
-        assert!(bad.put_full(&mut Vec::new()).is_err());
+        assert!(bad.put_full(&mut Vec::new(), None).is_err());
     }
 }

@@ -163,6 +163,9 @@ pub struct Report {
     /// Share of profile loads by the writers that found the profile in the writer cache
     /// (the rest read its records from the log).
     pub cache_hit_rate: f64,
+    /// Profiles the writer cache did not admit after a call (less often loaded lately than
+    /// the one they would have evicted).
+    pub cache_refused: u64,
     /// Profile records the load wrote, by form and reason.
     pub records: profiledb::RecordCounts,
     /// The same after the reopen (the index as the hint rebuilds it, sized once).
@@ -416,6 +419,7 @@ fn run(
         records: loaded.profile_records,
         cache_hit_rate: loaded.profile_cache_hits as f64
             / (loaded.profile_cache_hits + loaded.profile_cache_misses).max(1) as f64,
+        cache_refused: loaded.profile_cache_refused,
         reopened_index_bytes_per_profile: reopened_stats.index_bytes_per_profile,
         dedupe_bytes: compacted.dedupe_bytes,
         dedupe_ids: i.min(options_window()),
@@ -524,8 +528,9 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "  writer cache    {:.1} % of profile loads hit",
-        100.0 * r.cache_hit_rate
+        "  writer cache    {:.1} % of profile loads hit; {} profiles not admitted",
+        100.0 * r.cache_hit_rate,
+        r.cache_refused
     )?;
     let rc = r.records;
     writeln!(
