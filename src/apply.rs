@@ -1305,11 +1305,12 @@ impl<'a> Builder<'a> {
                         }
                         let mut full = self.spare.pools.buf();
                         let mut full_lens = self.spare.pools.buf();
-                        let written = hot.put_full(&mut full, Some(&mut full_lens));
-                        let chain = Chain::full_measured(&full, &full_lens);
+                        let chain = hot
+                            .put_full(&mut full, Some(&mut full_lens))
+                            .map(|()| Cached::Chain(Chain::full_measured(&full, &full_lens)));
                         keep(&mut self.spare.pools.bufs, full);
                         keep(&mut self.spare.pools.bufs, full_lens);
-                        written.map(|()| Cached::Chain(chain))
+                        chain
                     });
                     match written {
                         Ok(cached) => Some(cached),

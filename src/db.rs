@@ -57,16 +57,17 @@ pub struct Stats {
     /// The process's resident memory now, anonymous and file-backed apart.
     pub process: ProcessMemory,
     /// Bytes the writer cache holds: its profiles' encoded records, as allocated, and their
-    /// slots (bounded by `Options::profile_cache_bytes`).
+    /// slots (bounded by `Options::profile_cache_bytes`, less the doorkeeper's tables, which
+    /// are not counted here: ~150 KB for 32 MiB).
     pub profile_cache_bytes: u64,
     /// Loads of a profile by a writer since open that found it in the writer cache, and that
     /// read its records from the log.
     pub profile_cache_hits: u64,
     /// See `profile_cache_hits`.
     pub profile_cache_misses: u64,
-    /// Profiles the writer cache did not keep after a call: loaded less often lately than
-    /// the profile they would have evicted (docs/architecture.md, "Which profiles the writer
-    /// cache keeps").
+    /// Profiles the writer cache did not keep after a call, for want of room: new ones and
+    /// misses its doorkeeper had not refused lately (docs/architecture.md, "Which profiles
+    /// the writer cache keeps").
     pub profile_cache_refused: u64,
     /// Profile records the writers wrote since open, by form and by why a call wrote a whole
     /// record rather than a delta (docs/format.md "Profile delta").

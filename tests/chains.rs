@@ -766,19 +766,21 @@ fn full_records_written_from_a_cached_chains_bytes_are_the_whole_records() {
     assert_eq!(all(&parts), all(&general), "after a crash");
 }
 
-/// A full writer cache of a real budget (1 MiB and more keep a doorkeeper) refuses people
-/// called once and keeps the regulars; its regulars, made hot records while it had room, go
-/// back to full records once it is full: the profiles and their history are still those of a
-/// store without the cache, and the log alone reads them back after a crash.
+/// A full writer cache of a real budget (1 MiB and more keep a doorkeeper) refuses a new
+/// person and lets them in when they come back; its regulars, made hot records while it had
+/// room, go back to full records once it is full, which the next calls splice: the profiles
+/// and their history are still those of a store without the cache, and the log alone reads
+/// them back after a crash.
 #[test]
 fn a_full_cache_refuses_one_off_people_and_the_store_is_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
     // ~8 KB a profile (40 states of ~190 bytes, each short enough to be spliced): 1 MiB
     // holds ~120 of them, the 12 regulars and some of the others.
     let call = |i: u32| {
-        // Two calls in three to a regular, in turn; the third to someone new.
+        // Two calls in three to a regular, in turn; the third to a newcomer, called three
+        // times in nine calls (refused, let in, found) and never again.
         let person = match i % 3 {
-            2 => format!("once{i}"),
+            2 => format!("newcomer{}", i / 9),
             r => format!("regular{}", (i / 3 * 2 + r) % 12),
         };
         let mut traits = serde_json::Map::new();
@@ -797,8 +799,13 @@ fn a_full_cache_refuses_one_off_people_and_the_store_is_unchanged() {
     };
     let run = |name: &str, cache: usize| {
         let dir = tmp.path().join(name);
-        let db = Db::open(&dir, options(5, cache)).unwrap();
-        for i in 0..600 {
+        // Segments of 1 MiB: ~8 KB records in `options`' 4 KiB segments make thousands.
+        let opts = Options {
+            segment_size: 1 << 20,
+            ..options(5, cache)
+        };
+        let db = Db::open(&dir, opts).unwrap();
+        for i in 0..1200 {
             db.apply(&call(i)).unwrap();
         }
         (dir, db)
@@ -808,6 +815,7 @@ fn a_full_cache_refuses_one_off_people_and_the_store_is_unchanged() {
     let stats = cached.stats();
     assert!(stats.profile_cache_refused > 0, "nobody refused");
     assert!(stats.profile_cache_hits > 0);
+    assert!(stats.profile_records.spliced > 0, "no full record spliced");
     assert_eq!(all(&cached), all(&general));
     for p in 0..12 {
         let user = Selector::UserId(format!("regular{p}"));
@@ -821,6 +829,13 @@ fn a_full_cache_refuses_one_off_people_and_the_store_is_unchanged() {
         assert_eq!(steps(&cached), steps(&general), "history of regular{p}");
     }
     cached.abandon();
-    let reread = Db::open(&dir, options(5, 0)).unwrap();
+    let reread = Db::open(
+        &dir,
+        Options {
+            segment_size: 1 << 20,
+            ..options(5, 0)
+        },
+    )
+    .unwrap();
     assert_eq!(all(&reread), all(&general), "after a crash");
 }

@@ -27,7 +27,11 @@ const ADMISSION_FROM: usize = 1 << 20;
 /// Bytes of budget for each key the doorkeeper remembers in a generation: about a tenth of
 /// the profiles the budget holds (W1's take ~750 bytes each, slot included), the size that
 /// kept the most hits on W1 (docs/architecture.md, "Which profiles the writer cache keeps").
-const BUDGET_PER_DOORKEPT: usize = 8192;
+const BUDGET_PER_REFUSED_KEY: usize = 8192;
+
+/// Most keys a generation of the doorkeeper holds (its tables then take ~2.4 MB, made at
+/// open): a budget of 512 MiB or more, meant to hold every profile, gets no larger one.
+const MAX_GENERATION: usize = 1 << 16;
 
 /// Bytes a cached profile costs beyond its records' buffer: its slot takes at most this
 /// (tested); its map entry (~20 bytes) is not counted.
@@ -424,7 +428,7 @@ struct Slot {
 impl ProfileCache {
     pub fn new(budget: usize) -> Self {
         let (doorkeeper, budget) = if budget >= ADMISSION_FROM {
-            let generation = budget / BUDGET_PER_DOORKEPT;
+            let generation = (budget / BUDGET_PER_REFUSED_KEY).min(MAX_GENERATION);
             (
                 Some(doorkeeper::Doorkeeper::new(generation)),
                 budget.saturating_sub(doorkeeper::Doorkeeper::bytes(generation)),
@@ -797,6 +801,8 @@ mod tests {
         let chain = || Cached::Chain(Chain::full(&data));
         let mut cache = ProfileCache::new(ADMISSION_FROM);
         assert!(cache.doorkeeper.is_some());
+        // A budget meant as "no limit" gets a doorkeeper of a bounded size.
+        assert!(ProfileCache::new(usize::MAX).budget > usize::MAX - (8 << 20));
         let mut key = 0;
         while cache.bytes() + chain().heap_bytes() + CACHE_SLOT_BYTES <= cache.budget {
             cache.insert(key, loc(key as u32), ChainAt::default(), chain(), false);
@@ -807,8 +813,13 @@ mod tests {
         assert_eq!(cache.refused, 0, "admitted while there was room");
         let cached =
             |cache: &ProfileCache| (0..=kept + 1).filter(|k| cache.map.contains_key(k)).count();
+        assert!(cache.roomy());
         cache.insert(kept, loc(kept as u32), ChainAt::default(), chain(), false);
         assert_eq!(cache.refused, 1);
+        assert!(
+            !cache.roomy(),
+            "a refusal, like an eviction, makes room scarce"
+        );
         assert_eq!(cached(&cache), kept as usize, "refused: nothing evicted");
         assert!(!cache.map.contains_key(&kept));
         cache.insert(kept, loc(kept as u32), ChainAt::default(), chain(), false);

@@ -163,8 +163,9 @@ pub struct Report {
     /// Share of profile loads by the writers that found the profile in the writer cache
     /// (the rest read its records from the log).
     pub cache_hit_rate: f64,
-    /// Profiles the writer cache did not admit after a call (less often loaded lately than
-    /// the one they would have evicted).
+    /// Profiles the writer cache did not keep after a call: new ones and misses its
+    /// doorkeeper had not refused lately (docs/architecture.md, "Which profiles the writer
+    /// cache keeps").
     pub cache_refused: u64,
     /// Profile records the load wrote, by form and reason.
     pub records: profiledb::RecordCounts,
