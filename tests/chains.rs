@@ -79,11 +79,31 @@ fn all(db: &Db) -> Vec<Profile> {
 }
 
 fn run(dir: &Path, opts: Options, calls: std::ops::Range<u32>) -> Db {
+    run_calls(dir, opts, calls, call)
+}
+
+/// A store opened in `dir` with the calls `calls` of a test's own workload (`call`) applied.
+fn run_calls(
+    dir: &Path,
+    opts: Options,
+    calls: std::ops::Range<u32>,
+    call: impl Fn(u32) -> Message,
+) -> Db {
     let db = Db::open(dir, opts).unwrap();
     for i in calls {
         db.apply(&call(i)).unwrap();
     }
     db
+}
+
+/// Each step of `user`'s history: its call and its changes (not when it was applied: each
+/// store's clock).
+fn history_steps(db: &Db, user: &str) -> Vec<impl PartialEq + std::fmt::Debug> {
+    let h = db.history(&Selector::UserId(user.into())).unwrap().unwrap();
+    h.steps
+        .into_iter()
+        .map(|s| (s.timestamp, s.message_id, s.created, s.changes))
+        .collect()
 }
 
 #[test]
@@ -625,10 +645,7 @@ fn sets_newer_than_the_state_take_the_fast_path_and_match_the_general_one() {
     };
     let run = |name: &str, cache: usize| {
         let dir = tmp.path().join(name);
-        let db = Db::open(&dir, options(8, cache)).unwrap();
-        for i in 0..CALLS {
-            db.apply(&call(i)).unwrap();
-        }
+        let db = run_calls(&dir, options(8, cache), 0..CALLS, call);
         (dir, db)
     };
     const CALLS: u32 = 400;
@@ -652,23 +669,16 @@ fn sets_newer_than_the_state_take_the_fast_path_and_match_the_general_one() {
         );
         assert_eq!(all(db), all(&general));
     }
-    let steps = |db: &Db, user: &str| {
-        let h = db.history(&Selector::UserId(user.into())).unwrap().unwrap();
-        h.steps
-            .into_iter()
-            .map(|s| (s.timestamp, s.message_id, s.created, s.changes))
-            .collect::<Vec<_>>()
-    };
     for p in 0..20 {
         let user = format!("u{p}");
         assert_eq!(
-            steps(&fast, &user),
-            steps(&general, &user),
+            history_steps(&fast, &user),
+            history_steps(&general, &user),
             "history of {user}"
         );
         assert_eq!(
-            steps(&roomy, &user),
-            steps(&general, &user),
+            history_steps(&roomy, &user),
+            history_steps(&general, &user),
             "history of {user}"
         );
     }
@@ -723,22 +733,10 @@ fn full_records_written_from_a_cached_chains_bytes_are_the_whole_records() {
     const CALLS: u32 = 1200;
     let run = |name: &str, cache: usize| {
         let dir = tmp.path().join(name);
-        let db = Db::open(&dir, options(5, cache)).unwrap();
-        for i in 0..CALLS {
-            db.apply(&call(i)).unwrap();
-        }
+        let db = run_calls(&dir, options(5, cache), 0..CALLS, call);
         (dir, db)
     };
     let (_, general) = run("general", 0);
-    // Each step's call and changes (not when it was applied: each store's clock).
-    let steps = |db: &Db, p: u32| {
-        let user = Selector::UserId(format!("regular{p}"));
-        let h = db.history(&user).unwrap().unwrap();
-        h.steps
-            .into_iter()
-            .map(|s| (s.timestamp, s.message_id, s.created, s.changes))
-            .collect::<Vec<_>>()
-    };
     // Budgets that keep the regulars' chains and evict the others (with more, the cache is
     // roomy and makes hot records; with less, the regulars are evicted too).
     let (mut from_parts, mut spliced) = (0, 0);
@@ -750,7 +748,12 @@ fn full_records_written_from_a_cached_chains_bytes_are_the_whole_records() {
         spliced += r.spliced;
         assert_eq!(all(&db), all(&general), "{kib} KiB");
         for p in 0..10 {
-            assert_eq!(steps(&db, p), steps(&general, p), "history of regular{p}");
+            let user = format!("regular{p}");
+            assert_eq!(
+                history_steps(&db, &user),
+                history_steps(&general, &user),
+                "history of {user}"
+            );
         }
         stores.push((dir, db));
     }
@@ -797,17 +800,14 @@ fn a_full_cache_refuses_one_off_people_and_the_store_is_unchanged() {
         });
         Message::from_json(&m).unwrap()
     };
+    // Segments of 1 MiB: ~8 KB records in `options`' 4 KiB segments make thousands.
+    let opts = |cache| Options {
+        segment_size: 1 << 20,
+        ..options(5, cache)
+    };
     let run = |name: &str, cache: usize| {
         let dir = tmp.path().join(name);
-        // Segments of 1 MiB: ~8 KB records in `options`' 4 KiB segments make thousands.
-        let opts = Options {
-            segment_size: 1 << 20,
-            ..options(5, cache)
-        };
-        let db = Db::open(&dir, opts).unwrap();
-        for i in 0..1200 {
-            db.apply(&call(i)).unwrap();
-        }
+        let db = run_calls(&dir, opts(cache), 0..1200, call);
         (dir, db)
     };
     let (_, general) = run("general", 0);
@@ -818,24 +818,14 @@ fn a_full_cache_refuses_one_off_people_and_the_store_is_unchanged() {
     assert!(stats.profile_records.spliced > 0, "no full record spliced");
     assert_eq!(all(&cached), all(&general));
     for p in 0..12 {
-        let user = Selector::UserId(format!("regular{p}"));
-        let steps = |db: &Db| {
-            let h = db.history(&user).unwrap().unwrap();
-            h.steps
-                .into_iter()
-                .map(|s| (s.timestamp, s.message_id, s.created, s.changes))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(steps(&cached), steps(&general), "history of regular{p}");
+        let user = format!("regular{p}");
+        assert_eq!(
+            history_steps(&cached, &user),
+            history_steps(&general, &user),
+            "history of {user}"
+        );
     }
     cached.abandon();
-    let reread = Db::open(
-        &dir,
-        Options {
-            segment_size: 1 << 20,
-            ..options(5, 0)
-        },
-    )
-    .unwrap();
+    let reread = Db::open(&dir, opts(0)).unwrap();
     assert_eq!(all(&reread), all(&general), "after a crash");
 }

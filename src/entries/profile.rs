@@ -1842,6 +1842,21 @@ mod tests {
     /// event time, whether it carries the identifiers and whether it moves the times.
     type ChainStep = (ProfileRecord, Vec<prop::sample::Index>, i64, bool, bool);
 
+    /// Up to six steps of a chain for [`chain_of`]: each a record, the names it changes picked
+    /// from it, a time, and whether the delta carries identifiers and times.
+    fn chain_steps() -> impl Strategy<Value = Vec<ChainStep>> {
+        prop::collection::vec(
+            (
+                record(),
+                prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+                any::<i64>(),
+                any::<bool>(),
+                any::<bool>(),
+            ),
+            0..7,
+        )
+    }
+
     /// The records of a chain: `base` encoded whole, then one delta per step, each linking to
     /// the one before.
     fn chain_of(base: &ProfileRecord, steps: &[ChainStep]) -> Vec<Vec<u8>> {
@@ -2016,11 +2031,7 @@ mod tests {
         #[test]
         fn a_full_record_from_parts_is_the_whole_records(
             base in record(),
-            steps in prop::collection::vec(
-                (record(), prop::collection::vec(any::<prop::sample::Index>(), 0..6),
-                 any::<i64>(), any::<bool>(), any::<bool>()),
-                0..7,
-            ),
+            steps in chain_steps(),
             sets in prop::collection::btree_map(0u32..12, any::<i64>(), 0..5),
             checked_before in any::<bool>(),
         ) {
@@ -2201,11 +2212,7 @@ mod tests {
         #[test]
         fn newest_first_fold_equals_applying_deltas_in_order(
             base in record(),
-            steps in prop::collection::vec(
-                (record(), prop::collection::vec(any::<prop::sample::Index>(), 0..6),
-                 any::<i64>(), any::<bool>(), any::<bool>()),
-                0..7,
-            ),
+            steps in chain_steps(),
         ) {
             let chain = chain_of(&base, &steps);
             let mut want = base.clone();
@@ -2228,11 +2235,7 @@ mod tests {
         #[test]
         fn a_partial_fold_is_the_whole_fold_restricted_to_its_names(
             base in record(),
-            steps in prop::collection::vec(
-                (record(), prop::collection::vec(any::<prop::sample::Index>(), 0..6),
-                 any::<i64>(), any::<bool>(), any::<bool>()),
-                0..7,
-            ),
+            steps in chain_steps(),
             pick in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
             stray in any::<u32>(),
             other in record(),
