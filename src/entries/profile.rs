@@ -6,8 +6,8 @@
 use super::raw::RawStates;
 use super::values::{
     StampIndex, StampTable, Stamps, each_stamp, plain_shape, put_set_shaped, put_shaped_state,
-    put_stamp, put_state, shaped_state, shaped_state_or_raw, skip_shaped_state, skip_state,
-    skip_value, stamp, state, value,
+    put_stamp, put_stamp_after, put_state, shaped_state, shaped_state_or_raw, skip_shaped_state,
+    skip_state, skip_value, stamp, stamp_after, state, value,
 };
 use super::wire::{DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_u64};
 use crate::storage::Location;
@@ -236,6 +236,7 @@ const SPLICE_STATES: usize = 128;
 /// is not a plain set or removal, a state of 256 bytes or more (its length is not kept), more
 /// than [`SPLICE_STATES`] states or more than [`SPLICE_STAMPS`] stamps. An error: bytes that are not such a record (only a
 /// bug gets there: the cache's records are this process's).
+#[inline(never)]
 pub(crate) fn splice_full<'v>(
     old: &[u8],
     old_lens: StateLens<'_>,
@@ -256,9 +257,24 @@ pub(crate) fn splice_full<'v>(
     let ids = &old[ids_from..r.position()];
     r.i64()?;
     r.i128()?;
-    let table = StampTable::read_deltas(&mut r)?;
-    let stamps = table.stamps();
-    if stamps.len() > SPLICE_STAMPS || stamps.last().is_some_and(|last| *last >= stamp) {
+    // The stamp table: each stamp, and where its bytes start (`at[n]`: where the table ends),
+    // so that the new table copies the bytes of the stamps it keeps in a row.
+    let n_stamps = r.len(2)?;
+    if n_stamps > SPLICE_STAMPS {
+        return Ok(false);
+    }
+    let mut stamps = [Stamp::new(Timestamp(0), 0); SPLICE_STAMPS];
+    let mut at = [0usize; SPLICE_STAMPS + 1];
+    let mut prev = None;
+    for i in 0..n_stamps {
+        at[i] = r.position();
+        let s = stamp_after(&mut r, prev)?;
+        stamps[i] = s;
+        prev = Some(s);
+    }
+    at[n_stamps] = r.position();
+    let stamps = &stamps[..n_stamps];
+    if stamps.last().is_some_and(|last| *last >= stamp) {
         return Ok(false);
     }
     let n = r.len(2)?;
@@ -269,16 +285,17 @@ pub(crate) fn splice_full<'v>(
     // The call's sets, sorted by name.
     let sets: smallvec::SmallVec<[(u32, &[u8]); 16]> = sets.collect();
     let sets = &sets[..];
-    // The states the call leaves: (name, where its shape byte is, its length). A stamp index
-    // below the table's 64 stamps is one byte (varints below 251 are), the one after the
-    // shape.
-    let mut kept = [(0u32, 0u32, 0u8); SPLICE_STATES];
-    let mut k = 0;
+    // The old record's states: (name, where its name's gap starts, where its state starts).
+    // A stamp index below the table's 64 stamps is one byte (varints below 251 are), the one
+    // after the shape.
+    let mut olds = [(0u32, 0u32, 0u32); SPLICE_STATES];
+    let mut kept = 0;
     let mut used = 0u64;
     let mut pos = r.position();
     let mut name = 0u32;
     let mut next_set = 0;
     for (i, &len) in old_lens.iter().enumerate() {
+        let gap_at = pos;
         let gap = match old.get(pos) {
             Some(&b) if b < 251 => {
                 pos += 1;
@@ -307,6 +324,7 @@ pub(crate) fn splice_full<'v>(
         if pos > old.len() {
             return Err(broken(state, "record ends early"));
         }
+        olds[i] = (name, gap_at as u32, state as u32);
         while next_set < sets.len() && sets[next_set].0 < name {
             next_set += 1;
         }
@@ -321,59 +339,125 @@ pub(crate) fn splice_full<'v>(
             return Err(broken(state + 1, "stamp index beyond the table"));
         }
         used |= 1 << index;
-        kept[k] = (name, state as u32, len);
-        k += 1;
+        kept += 1;
     }
     if pos != old.len() {
         return Err(broken(pos, "trailing bytes after the record"));
     }
-    let kept = &kept[..k];
+    let olds = &olds[..n];
     // The new table: the stamps still used, in order, then the call's (if it set anything).
     let mut renumber = [0u8; SPLICE_STAMPS];
-    let mut new = Stamps::with_capacity(used.count_ones() as usize + 1);
-    for (i, s) in stamps.iter().enumerate() {
+    let mut kept_stamps = 0;
+    for (i, to) in renumber.iter_mut().enumerate().take(n_stamps) {
         if used & (1 << i) != 0 {
-            renumber[i] = new.len() as u8;
-            new.push(*s);
+            *to = kept_stamps as u8;
+            kept_stamps += 1;
         }
     }
-    let call = new.len() as u32;
-    if !sets.is_empty() {
-        new.push(stamp);
-    }
-    let new = StampTable::sorted(new);
+    let call = kept_stamps as u32;
     out.reserve(old.len() + 32 * sets.len());
-    lens.reserve(kept.len() + sets.len());
-    put_full_head(
-        |out| out.extend_from_slice(ids),
-        times,
-        &new,
-        kept.len() + sets.len(),
-        out,
-    );
+    lens.reserve(kept + sets.len());
+    put_full_start(|out| out.extend_from_slice(ids), times, out);
+    put_u64(out, (kept_stamps + usize::from(!sets.is_empty())) as u64);
+    // Each run of stamps kept in a row is the old table's bytes but for its first stamp's when
+    // the stamp before it is gone (its distance is from another stamp now).
+    let mut last: Option<usize> = None;
+    let mut i = 0;
+    while i < n_stamps {
+        if used & (1 << i) == 0 {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < n_stamps && used & (1 << j) != 0 {
+            j += 1;
+        }
+        match last {
+            None if i == 0 => out.extend_from_slice(&old[at[0]..at[j]]),
+            None => {
+                put_stamp(stamps[i], out);
+                out.extend_from_slice(&old[at[i + 1]..at[j]]);
+            }
+            Some(p) => {
+                put_stamp_after(stamps[p], stamps[i], out);
+                out.extend_from_slice(&old[at[i + 1]..at[j]]);
+            }
+        }
+        last = Some(j - 1);
+        i = j;
+    }
+    if !sets.is_empty() {
+        match last {
+            None => put_stamp(stamp, out),
+            Some(p) => put_stamp_after(stamps[p], stamp, out),
+        }
+    }
+    put_u64(out, (kept + sets.len()) as u64);
+    // The states: each run of states the call leaves, whose names' gaps stay (the name before
+    // each is the one before it in the old record), copied in one piece; their stamp indexes
+    // renumbered after, unless every stamp stays.
+    let renumbered = kept_stamps != n_stamps;
+    let mut patches = [0u32; SPLICE_STATES];
+    let mut n_patches = 0;
     let mut names = Names::default();
+    let mut written: Option<u32> = None;
+    let (mut run_from, mut run_to) = (0usize, 0usize);
+    let flush = |out: &mut Vec<u8>, from: &mut usize, to: usize| {
+        out.extend_from_slice(&old[*from..to]);
+        *from = to;
+    };
     let mut s = 0;
-    for &(id, state, len) in kept {
-        while s < sets.len() && sets[s].0 < id {
+    for (i, &(name, gap_at, state)) in olds.iter().enumerate() {
+        let (gap_at, state) = (gap_at as usize, state as usize);
+        let len = old_lens[i];
+        let mut set_here = false;
+        while s < sets.len() && sets[s].0 <= name {
+            flush(out, &mut run_from, run_to);
             let (set, value) = sets[s];
             s += 1;
+            set_here = set == name;
             names.put(out, set);
             let from = out.len();
             put_set_shaped(value, call, out)?;
             lens.push(u8::try_from(out.len() - from).unwrap_or(0));
+            written = Some(set);
         }
-        names.put(out, id);
-        let from = out.len();
-        let state = state as usize;
-        out.extend_from_slice(&old[state..state + usize::from(len)]);
-        out[from + 1] = renumber[usize::from(old[state + 1])];
+        if set_here {
+            continue;
+        }
+        let before = i.checked_sub(1).map(|b| olds[b].0);
+        if written == before && run_to == gap_at {
+            // Nothing written since the run's bytes (the invariant of `run_from..run_to`).
+            run_to = state + usize::from(len);
+        } else if written == before {
+            flush(out, &mut run_from, run_to);
+            run_from = gap_at;
+            run_to = state + usize::from(len);
+        } else {
+            flush(out, &mut run_from, run_to);
+            names.put(out, name);
+            run_from = state;
+            run_to = state + usize::from(len);
+        }
+        names.passed(name);
+        if renumbered {
+            // Where the state's stamp index lands once the run is copied.
+            patches[n_patches] = (out.len() + state + 1 - run_from) as u32;
+            n_patches += 1;
+        }
         lens.push(len);
+        written = Some(name);
     }
+    flush(out, &mut run_from, run_to);
     for &(set, value) in &sets[s..] {
         names.put(out, set);
         let from = out.len();
         put_set_shaped(value, call, out)?;
         lens.push(u8::try_from(out.len() - from).unwrap_or(0));
+    }
+    for &p in &patches[..n_patches] {
+        let p = p as usize;
+        out[p] = renumber[usize::from(out[p])];
     }
     Ok(true)
 }
@@ -384,9 +468,21 @@ pub(crate) fn splice_full<'v>(
 /// (`values::put_shaped_state` with `table`).
 pub(crate) fn put_full_head(
     ids: impl FnOnce(&mut Vec<u8>),
-    (first_seen, updated_at): (Timestamp, Timestamp),
+    times: (Timestamp, Timestamp),
     table: &StampTable,
     states: usize,
+    out: &mut Vec<u8>,
+) {
+    put_full_start(ids, times, out);
+    table.put_deltas(out);
+    put_u64(out, states as u64);
+}
+
+/// What a full record holds before its stamp table: the tag, the identifiers and the times
+/// ([`put_full_head`]).
+fn put_full_start(
+    ids: impl FnOnce(&mut Vec<u8>),
+    (first_seen, updated_at): (Timestamp, Timestamp),
     out: &mut Vec<u8>,
 ) {
     out.push(FULL_TAG);
@@ -395,8 +491,6 @@ pub(crate) fn put_full_head(
     // updated_at as its distance from first_seen (a few bytes, not 9): any two i64 differ by
     // less than 2^65, so the difference fits an i128.
     put_i128(out, i128::from(updated_at.0) - i128::from(first_seen.0));
-    table.put_deltas(out);
-    put_u64(out, states as u64);
 }
 
 /// Which property states a decode steps over (checked as if decoded, not built): the names a
@@ -1912,6 +2006,41 @@ mod tests {
             })
     }
 
+    /// A property name: mostly small, some far apart (a gap of two or more bytes).
+    fn wide_name() -> impl Strategy<Value = u32> {
+        prop_oneof![3 => 0u32..48, 1 => 250u32..70_000, 1 => Just(u32::MAX)]
+    }
+
+    /// [`plain_record`] whose states share a few stamps, as the states one call sets do: a call
+    /// setting some of them leaves the rest's stamp in the table.
+    fn shared_stamps_record() -> impl Strategy<Value = ProfileRecord> {
+        (
+            record(),
+            prop::collection::vec(stamp(), 1..5),
+            prop::collection::btree_map(
+                wide_name(),
+                (any::<prop::sample::Index>(), proptest::option::of(value())),
+                0..40,
+            ),
+        )
+            .prop_map(|(mut rec, stamps, props)| {
+                rec.props = props
+                    .into_iter()
+                    .map(|(id, (which, v))| {
+                        (
+                            id,
+                            PropState {
+                                lww: Some((stamps[which.index(stamps.len())], v)),
+                                once: None,
+                                adds: None,
+                            },
+                        )
+                    })
+                    .collect();
+                rec
+            })
+    }
+
     proptest! {
         /// A full record spliced from the one before and a call's sets (`splice_full`) is the
         /// record `put_full` writes of the whole profile after the call, with the same state
@@ -1920,7 +2049,7 @@ mod tests {
         /// call's, or too many stamps).
         #[test]
         fn a_spliced_full_record_is_the_whole_records(
-            base in prop_oneof![plain_record(), record()],
+            base in prop_oneof![plain_record(), shared_stamps_record(), record()],
             sets in prop::collection::btree_map(0u32..56, value(), 0..12),
             times in (any::<i64>(), any::<i64>()),
             newest in any::<bool>(),
@@ -1979,6 +2108,78 @@ mod tests {
                         || base.props.len() > SPLICE_STATES
                         || table.stamps().last().is_some_and(|s| *s >= stamp)
                 );
+            }
+        }
+
+        /// Call after call, each full record spliced from the one spliced before (the writer
+        /// cache's steady state: stamps dropped as their names are set again, names far apart)
+        /// is the record `put_full` writes of the whole profile.
+        #[test]
+        fn records_spliced_call_after_call_are_the_whole_records(
+            base in shared_stamps_record(),
+            calls in prop::collection::vec(
+                (
+                    prop::collection::btree_map(wide_name(), value(), 0..8),
+                    prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+                ),
+                1..6,
+            ),
+        ) {
+            let mut whole = base;
+            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
+            put_full(&whole, &mut old, Some(&mut old_lens));
+            for (n, (new_names, again)) in calls.into_iter().enumerate() {
+                // Some of the names the profile holds set again, as most W1 calls do.
+                let mut sets = new_names;
+                for i in again.iter().filter(|_| !whole.props.is_empty()) {
+                    sets.insert(whole.props[i.index(whole.props.len())].0, Value::Int(n as i64));
+                }
+                let stamp = Stamp::new(Timestamp(i64::MAX), u64::MAX - 8 + n as u64);
+                let values: Vec<(u32, Vec<u8>)> = sets
+                    .iter()
+                    .map(|(id, v)| {
+                        let mut bytes = Vec::new();
+                        v.put(&mut bytes);
+                        (*id, bytes)
+                    })
+                    .collect();
+                let times = (Timestamp(n as i64), Timestamp(n as i64 * 1_000));
+                let (mut got, mut lens) = (Vec::new(), Vec::new());
+                let done = splice_full(
+                    &old,
+                    &old_lens,
+                    times,
+                    stamp,
+                    values.iter().map(|(id, b)| (*id, &b[..])),
+                    &mut got,
+                    &mut lens,
+                )
+                .unwrap();
+                let table = StampTable::of(whole.props.iter().map(|(_, p)| p));
+                (whole.first_seen, whole.updated_at) = times;
+                for (id, v) in &sets {
+                    *whole.state_mut(*id) = PropState {
+                        lww: Some((stamp, Some(v.clone()))),
+                        once: None,
+                        adds: None,
+                    };
+                }
+                let (mut want, mut want_lens) = (Vec::new(), Vec::new());
+                put_full(&whole, &mut want, Some(&mut want_lens));
+                if done {
+                    prop_assert_eq!(&got, &want);
+                    prop_assert_eq!(&lens, &want_lens);
+                } else {
+                    // Only a record it does not write: a state of 256 bytes or more, too
+                    // many stamps or states, or a stamp not older than the call's.
+                    prop_assert!(
+                        old_lens.contains(&0)
+                            || old_lens.len() > SPLICE_STATES
+                            || table.stamps().len() > SPLICE_STAMPS
+                            || table.stamps().last().is_some_and(|s| *s >= stamp)
+                    );
+                }
+                (old, old_lens) = (want, want_lens);
             }
         }
 

@@ -281,11 +281,7 @@ impl StampTable {
         for s in &self.0 {
             match prev {
                 None => put_stamp(*s, out),
-                Some(p) => {
-                    // Sorted: the time difference is >= 0 and below 2^64.
-                    put_u64(out, (i128::from(s.0.0) - i128::from(p.0.0)) as u64);
-                    put_i128(out, i128::from(s.1) - i128::from(p.1));
-                }
+                Some(p) => put_stamp_after(p, *s, out),
             }
             prev = Some(*s);
         }
@@ -298,26 +294,7 @@ impl StampTable {
         let n = r.len(2)?;
         let mut stamps = Stamps::with_capacity(n);
         for _ in 0..n {
-            let s = match stamps.last() {
-                None => stamp(r)?,
-                Some(p) => {
-                    let dt = r.u64()?;
-                    let ts =
-                        p.0.0
-                            .checked_add_unsigned(dt)
-                            .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
-                    let d_order = r.i128()?;
-                    let order = i128::from(p.1)
-                        .checked_add(d_order)
-                        .and_then(|o| u64::try_from(o).ok())
-                        .ok_or_else(|| r.error("stamp table: arrival order beyond 64 bits"))?;
-                    let s = Stamp::new(Timestamp(ts), order);
-                    if s <= *p {
-                        return Err(r.error("stamp table: stamps out of order"));
-                    }
-                    s
-                }
-            };
+            let s = stamp_after(r, stamps.last().copied())?;
             stamps.push(s);
         }
         Ok(StampTable(stamps, Order::Sorted))
@@ -399,6 +376,40 @@ pub(crate) fn stamp(r: &mut Reader<'_>) -> Decoded<Stamp> {
     let ts = r.i64()?;
     let order = r.u64()?;
     Ok(Stamp::new(Timestamp(ts), order))
+}
+
+/// The next stamp of a table [`StampTable::put_deltas`] wrote: the first whole, each later one
+/// as its distance from `prev` (the one before it). A sum past the range of its field or a
+/// stamp not after `prev` is a decode error.
+#[inline]
+pub(crate) fn stamp_after(r: &mut Reader<'_>, prev: Option<Stamp>) -> Decoded<Stamp> {
+    let Some(p) = prev else {
+        return stamp(r);
+    };
+    let dt = r.u64()?;
+    let ts =
+        p.0.0
+            .checked_add_unsigned(dt)
+            .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
+    let d_order = r.i128()?;
+    let order = i128::from(p.1)
+        .checked_add(d_order)
+        .and_then(|o| u64::try_from(o).ok())
+        .ok_or_else(|| r.error("stamp table: arrival order beyond 64 bits"))?;
+    let s = Stamp::new(Timestamp(ts), order);
+    if s <= p {
+        return Err(r.error("stamp table: stamps out of order"));
+    }
+    Ok(s)
+}
+
+/// Write stamp `s` of a table as [`StampTable::put_deltas`] does after `p` (sorted: `s` after
+/// `p`): its distance from `p`.
+#[inline]
+pub(crate) fn put_stamp_after(p: Stamp, s: Stamp, out: &mut Vec<u8>) {
+    // Sorted: the time difference is >= 0 and below 2^64.
+    put_u64(out, (i128::from(s.0.0) - i128::from(p.0.0)) as u64);
+    put_i128(out, i128::from(s.1) - i128::from(p.1));
 }
 
 /// Write one stamp.

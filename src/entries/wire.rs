@@ -182,6 +182,13 @@ impl Names {
         put_u64(out, u64::from(gap));
     }
 
+    /// Note `name` as written: its bytes were copied from a record whose name before it is the
+    /// one written before here.
+    #[inline]
+    pub(crate) fn passed(&mut self, name: u32) {
+        self.prev = Some(name);
+    }
+
     /// Read the next name.
     #[inline]
     pub(crate) fn read(&mut self, r: &mut Reader<'_>) -> Decoded<u32> {
