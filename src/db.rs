@@ -208,7 +208,14 @@ impl Db {
         }
         let mut rebuild = Rebuild::new(options.dedupe_window, store_options.io.clone(), dir);
         rebuild.repair = store_options.repair;
+        if options.preallocate_bytes > options.segment_size {
+            return Err(Error::Options {
+                name: "preallocate_bytes",
+                reason: "must be at most segment_size".into(),
+            });
+        }
         let store = Store::open(dir, store_options, &mut rebuild)?;
+        store.set_preallocate(options.preallocate_bytes)?;
         let (mut index, lost) = rebuild.finish(&store)?;
         remove_unnamed_tables(&store, &index)?;
         // The replay's steps are not told apart by segment kind: counted as dead until the
@@ -730,6 +737,7 @@ impl Db {
             return Ok(());
         }
         self.inner.store.sync()?;
+        self.inner.store.trim_preallocated()?;
         self.inner.spill_history_tables(true)?;
         self.inner.write_hint()
     }

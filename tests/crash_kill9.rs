@@ -13,7 +13,9 @@
 //!
 //! The children are this test binary, re-executed on an `#[ignore]`d test that does nothing
 //! unless its environment variable is set. Each child continues the stream from the prefix the
-//! parent found. 300 rounds in all (100 per durability mode) by default; set
+//! parent found. A fourth mode is `SyncEach` with zeros written ahead of the log's end
+//! (`Options::preallocate_bytes`): a kill leaves them after the last frame, and the reopen
+//! cuts them off. 400 rounds in all (100 per mode) by default; set
 //! `PROFILEDB_CRASH_ROUNDS` for more (the total, split between the modes), and
 //! `PROFILEDB_CRASH_SEED` to replay a run (the seed is printed).
 
@@ -52,8 +54,23 @@ fn durability(mode: &str) -> Durability {
             max_delay: Duration::from_millis(2),
             max_batch: 16,
         },
-        "sync" => Durability::SyncEach,
+        "sync" | "sync-prealloc" => Durability::SyncEach,
         other => panic!("unknown mode {other}"),
+    }
+}
+
+/// Zeros the "sync-prealloc" mode keeps written ahead of the log's end
+/// (`Options::preallocate_bytes`): a kill leaves them after the last frame.
+const PREALLOCATE: u64 = 8 << 10;
+
+fn options_for(mode: &str, d: Durability) -> Options {
+    Options {
+        preallocate_bytes: if mode == "sync-prealloc" {
+            PREALLOCATE
+        } else {
+            0
+        },
+        ..options(d)
     }
 }
 
@@ -90,7 +107,7 @@ fn kill9_child() {
     let start: u64 = std::env::var(START).unwrap().parse().unwrap();
     let seed: u64 = std::env::var(SEED).unwrap().parse().unwrap();
     let mode = std::env::var(MODE).unwrap();
-    let db = Db::open(Path::new(&dir), options(durability(&mode))).unwrap();
+    let db = Db::open(Path::new(&dir), options_for(&mode, durability(&mode))).unwrap();
     say(format_args!("READY"));
     for i in start.. {
         say(format_args!("BEGIN {i}"));
@@ -119,7 +136,7 @@ fn rounds_per_mode() -> u64 {
     std::env::var("PROFILEDB_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .map_or(100, |total| total.div_ceil(3))
+        .map_or(100, |total| total.div_ceil(4))
 }
 
 fn kill_9_rounds(mode: &str) {
@@ -144,6 +161,7 @@ fn kill_9_rounds(mode: &str) {
     let mut total_acked = 0u64;
     let mut total_compactions = 0u64;
     let mut in_doubt_kept = 0u64;
+    let mut zero_tails = 0u64;
     for round in 0..rounds {
         let ctx = format!("{mode} seed {seed} round {round}");
         let start = model.applied;
@@ -222,9 +240,12 @@ fn kill_9_rounds(mode: &str) {
             );
         }
         total_compactions += heard.compactions;
+        if zeros_at_the_end(&dir) {
+            zero_tails += 1;
+        }
 
         let open = no_fork_while_open();
-        let db = Db::open(&dir, options(Durability::Buffered))
+        let db = Db::open(&dir, options_for(mode, Durability::Buffered))
             .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
         let n = prefix_len(&db);
         // Never shrinks: what an earlier reopen showed stays.
@@ -269,6 +290,36 @@ fn kill_9_rounds(mode: &str) {
         model.applied > 0,
         "{mode}: the children never applied anything"
     );
+    // The preallocating children were killed with zeros after their last frame (then cut
+    // off by the reopen, which the checks above followed); the others never leave any.
+    if mode == "sync-prealloc" {
+        assert!(zero_tails > 0, "{mode}: no kill left a tail of zeros");
+    } else {
+        assert_eq!(
+            zero_tails, 0,
+            "{mode}: a tail of zeros without preallocation"
+        );
+    }
+}
+
+/// Whether the newest log segment of `dir` ends with a preallocated block of zeros.
+fn zeros_at_the_end(dir: &Path) -> bool {
+    let newest = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+                .max()
+        })
+        .ok()
+        .flatten();
+    let Some(path) = newest else {
+        return false;
+    };
+    let bytes = std::fs::read(&path).unwrap_or_default();
+    let tail = PREALLOCATE as usize / 2;
+    bytes.len() > tail && bytes[bytes.len() - tail..].iter().all(|b| *b == 0)
 }
 
 #[test]
@@ -284,4 +335,10 @@ fn kill_9_group_commit() {
 #[test]
 fn kill_9_sync_each() {
     kill_9_rounds("sync");
+}
+
+/// As `kill_9_sync_each`, the store keeping zeros written ahead of its log's end.
+#[test]
+fn kill_9_sync_each_preallocating() {
+    kill_9_rounds("sync-prealloc");
 }

@@ -77,6 +77,31 @@ fn every_crash_point_of_a_workload_of_large_buffered_bursts_recovers_to_an_ackno
         Config {
             durability: Durability::SyncEach,
             segment_size: BIG_SEGMENT_SIZE,
+            preallocate: 0,
+        },
+        big_workload(),
+        damages,
+    );
+}
+
+/// A store keeping zeros written ahead of its log's end (`Options::preallocate_bytes`): every
+/// crash point of the two workloads above, with the zeros written, synced or not, under the
+/// frames that follow them, and cut off with each rotation and the close.
+#[test]
+fn every_crash_point_of_a_preallocating_store_recovers_to_an_acknowledged_prefix() {
+    matrix(
+        Config {
+            preallocate: 512,
+            ..Durability::SyncEach.into()
+        },
+        workload(),
+        damages,
+    );
+    matrix(
+        Config {
+            durability: Durability::SyncEach,
+            segment_size: BIG_SEGMENT_SIZE,
+            preallocate: 16 << 10,
         },
         big_workload(),
         damages,
@@ -119,6 +144,7 @@ fn reordered_unsynced_sectors_recover_to_an_acknowledged_prefix() {
     let big = Config {
         durability: Durability::SyncEach,
         segment_size: BIG_SEGMENT_SIZE,
+        preallocate: 0,
     };
     matrix(big, big_workload(), sectors);
     matrix(Durability::SyncEach.into(), workload(), sectors);

@@ -56,6 +56,7 @@ fn a_crash_at_every_io_operation_of_recovery_after_large_bursts_recovers_the_sam
     let config = Config {
         durability: Durability::SyncEach,
         segment_size: BIG_SEGMENT_SIZE,
+        preallocate: 0,
     };
     recovery_matrix(big_workload(), config, false);
 }

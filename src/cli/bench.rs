@@ -270,7 +270,7 @@ pub fn bench(global: &Global, args: &BenchArgs) -> CmdResult {
         config,
         mode,
         global.history_retention(),
-        global.profile_cache_bytes(),
+        (global.profile_cache_bytes(), global.preallocate_bytes()),
     )
     .map_err(|e| Failure::error(e.to_string()))?;
     if report.outcomes.refused > 0 {
@@ -292,13 +292,14 @@ fn run(
     config: W1Config,
     mode: DurabilityArg,
     history_retention: std::time::Duration,
-    profile_cache_bytes: usize,
+    (profile_cache_bytes, preallocate_bytes): (usize, u64),
 ) -> profiledb::Result<Report> {
     let (store_durability, call_durability) = durabilities(mode);
     let options = Options {
         durability: store_durability,
         history_retention,
         profile_cache_bytes,
+        preallocate_bytes,
         ..Options::default()
     };
     let db = Db::open(dir, options.clone())?;

@@ -70,6 +70,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "MIB")]
     pub cache_mb: Option<usize>,
 
+    /// Zeros kept written ahead of the log's end, in MiB, so that a sync commits only data:
+    /// cheaper durable acknowledgements for up to this much more disk (`Options::
+    /// preallocate_bytes`, docs/performance.md) [default: 0, none].
+    #[arg(long, global = true, value_name = "MIB")]
+    pub preallocate_mb: Option<u64>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -379,6 +385,8 @@ pub struct Global {
     pub history_days: Option<u32>,
     /// `--cache-mb`, if given.
     pub cache_mb: Option<usize>,
+    /// `--preallocate-mb`, if given.
+    pub preallocate_mb: Option<u64>,
 }
 
 impl Global {
@@ -394,6 +402,14 @@ impl Global {
     pub fn profile_cache_bytes(&self) -> usize {
         self.cache_mb
             .map_or(Options::default().profile_cache_bytes, |m| {
+                m.saturating_mul(1 << 20)
+            })
+    }
+
+    /// The zeros written ahead of the log's end the commands open stores with.
+    pub fn preallocate_bytes(&self) -> u64 {
+        self.preallocate_mb
+            .map_or(Options::default().preallocate_bytes, |m| {
                 m.saturating_mul(1 << 20)
             })
     }
@@ -515,6 +531,7 @@ pub fn try_open(
         },
         history_retention: global.history_retention(),
         profile_cache_bytes: global.profile_cache_bytes(),
+        preallocate_bytes: global.preallocate_bytes(),
         ..Options::default()
     };
     Ok(Db::open(&global.data, options))
@@ -538,6 +555,7 @@ pub fn main() -> ExitCode {
         durability: cli.durability,
         history_days: cli.history_days,
         cache_mb: cli.cache_mb,
+        preallocate_mb: cli.preallocate_mb,
     };
     // A panic is a bug; still, exit with the documented status for "other error".
     let result =

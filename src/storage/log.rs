@@ -39,6 +39,13 @@ pub(crate) struct State {
     pub flushed: usize,
     /// Next sequence number to assign.
     pub next_seq: u64,
+    /// Bytes of zeros kept written ahead of the data ([`State::preallocate`]): an `fdatasync`
+    /// of data written over them has no file size or block allocation to commit, only the
+    /// data (docs/format.md, "Preallocated tail"). 0: off.
+    pub preallocate: usize,
+    /// Where the zeros written ahead end (the file's length while it is longer than
+    /// `flushed`).
+    pub zeroed_to: usize,
 }
 
 impl State {
@@ -276,7 +283,8 @@ impl Shared {
 
     /// Seal the active segment and start a new one (under the append lock).
     pub fn rotate(&self, st: &mut State) -> Result<()> {
-        flush(st)?;
+        flush_data(st)?;
+        trim(st)?;
         st.file
             .sync_data()
             .map_err(|e| Error::io("fdatasync", &st.path, e))?;
@@ -300,7 +308,29 @@ impl Shared {
         debug_assert_eq!(header.len(), HEADER_LEN);
         st.buf = Vec::with_capacity(FLUSH_AT + 4096);
         st.flushed = HEADER_LEN;
+        st.zeroed_to = 0;
         Ok(())
+    }
+
+    /// Keep `bytes` of zeros written ahead of the active segment's data (0: none, and the
+    /// zeros written so far cut off); see [`State::preallocate`].
+    pub fn set_preallocate(&self, bytes: usize) -> Result<()> {
+        let mut st = self.state.lock();
+        st.preallocate = bytes;
+        if bytes == 0 {
+            self.guard(trim(&mut st))?;
+        }
+        Ok(())
+    }
+
+    /// Cut the zeros written ahead off the active segment (a clean close: the next open
+    /// finds the file ending with its last frame). Zeros are written ahead again by the next
+    /// append's write-out.
+    pub fn trim_active(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        self.check_poison()?;
+        let r = flush_data(&mut st).and_then(|()| trim(&mut st));
+        self.guard(r)
     }
 
     /// Seal the active segment if it holds any frame.
@@ -443,8 +473,41 @@ impl Shared {
     }
 }
 
-/// Write the unflushed part of the active buffer to the file.
+/// Write the unflushed part of the active buffer to the file, and, when the store
+/// preallocates, zeros ahead of it once less than half of what it keeps ahead is left.
 pub(crate) fn flush(st: &mut State) -> Result<()> {
+    flush_data(st)?;
+    if st.preallocate > 0 && st.flushed + st.preallocate / 2 > st.zeroed_to {
+        /// A block of zeros, written as often as the span asks.
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        let from = st.zeroed_to.max(st.flushed);
+        let to = st.flushed + st.preallocate;
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZEROS.len());
+            write_all_at(st.file.as_ref(), at as u64, &ZEROS[..n])
+                .map_err(|e| Error::io("write", &st.path, e))?;
+            at += n;
+        }
+        st.zeroed_to = to;
+    }
+    Ok(())
+}
+
+/// Cut the zeros written ahead of the data off the active segment's file (before it is
+/// sealed, and on close): a sealed segment's file ends with its last frame.
+pub(crate) fn trim(st: &mut State) -> Result<()> {
+    if st.zeroed_to > st.flushed {
+        st.file
+            .set_len(st.flushed as u64)
+            .map_err(|e| Error::io("truncate", &st.path, e))?;
+    }
+    st.zeroed_to = 0;
+    Ok(())
+}
+
+/// [`flush`] without the zeros ahead.
+fn flush_data(st: &mut State) -> Result<()> {
     if !st.buf.is_empty() {
         write_all_at(st.file.as_ref(), st.flushed as u64, &st.buf)
             .map_err(|e| Error::io("write", &st.path, e))?;
@@ -535,7 +598,9 @@ impl Log {
     pub fn close(&mut self) -> Result<()> {
         self.closed = true;
         self.stop_flusher();
-        self.shared.sync_all()
+        self.shared.sync_all()?;
+        // After the sync: what was acknowledged is durable whether or not the cut is.
+        self.shared.trim_active()
     }
 }
 
@@ -543,8 +608,8 @@ impl Drop for Log {
     fn drop(&mut self) {
         if !self.closed {
             self.stop_flusher();
-            if self.shared.check_poison().is_ok() {
-                let _ = self.shared.sync_all();
+            if self.shared.check_poison().is_ok() && self.shared.sync_all().is_ok() {
+                let _ = self.shared.trim_active();
             }
         }
     }

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::options::Durability;
 
 /// Where an entry's data lives: segment id, byte offset of the entry's *data* inside the segment
@@ -289,6 +289,22 @@ impl Store {
     /// Return once frame `seq` is durable by `durability` (`Buffered` returns at once).
     pub fn wait_durable(&self, seq: u64, durability: Durability) -> Result<()> {
         self.inner.shared.wait_durable(seq, durability)
+    }
+
+    /// Keep `bytes` of zeros written ahead of the active segment's data
+    /// (`Options::preallocate_bytes`; 0: none).
+    pub fn set_preallocate(&self, bytes: u64) -> Result<()> {
+        let bytes = usize::try_from(bytes).map_err(|_| Error::Options {
+            name: "preallocate_bytes",
+            reason: "must fit in memory's address space".into(),
+        })?;
+        self.inner.shared.set_preallocate(bytes)
+    }
+
+    /// Cut the zeros written ahead of the active segment's data off its file
+    /// (`Options::preallocate_bytes`): what a clean close does after its sync.
+    pub fn trim_preallocated(&self) -> Result<()> {
+        self.inner.shared.trim_active()
     }
 
     /// Make everything appended so far durable.

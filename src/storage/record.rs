@@ -303,7 +303,10 @@ pub(crate) fn scan(data: &[u8], from: usize) -> (Vec<FrameRef>, Option<Damage>) 
                 );
             }
             Err(reason) => {
-                let followed_by_valid = valid_frame_after(data, at + 1, last_seq);
+                // A tail of zeros (a preallocated one) holds no frame: not searched byte by
+                // byte.
+                let followed_by_valid =
+                    !all_zeros(&data[at..]) && valid_frame_after(data, at + 1, last_seq);
                 return (
                     frames,
                     Some(Damage {
@@ -316,6 +319,12 @@ pub(crate) fn scan(data: &[u8], from: usize) -> (Vec<FrameRef>, Option<Damage>) 
         }
     }
     (frames, None)
+}
+
+/// Whether every byte of `bytes` is zero.
+pub(crate) fn all_zeros(bytes: &[u8]) -> bool {
+    let (words, rest) = bytes.as_chunks::<8>();
+    words.iter().all(|w| u64::from_ne_bytes(*w) == 0) && rest.iter().all(|b| *b == 0)
 }
 
 /// Whether any offset at or after `from` starts a valid frame with a seq above `after_seq`.

@@ -305,6 +305,8 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
                 flushed,
                 buf: Vec::with_capacity(super::log::FLUSH_AT + 4096),
                 next_seq,
+                preallocate: 0,
+                zeroed_to: 0,
             }
         }
         None => {
@@ -326,6 +328,8 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
                 buf: Vec::with_capacity(super::log::FLUSH_AT + 4096),
                 flushed: header.len(),
                 next_seq,
+                preallocate: 0,
+                zeroed_to: 0,
             }
         }
     };
@@ -425,15 +429,20 @@ fn scan_segment(
         return Ok(());
     };
     if seg.newest_log && !d.followed_by_valid {
-        // A torn tail: cut it off.
+        // A torn tail: cut it off. Zeros alone are no damage: what a store that preallocates
+        // wrote ahead of its data (`State::preallocate`), or a write torn before its first
+        // byte landed; they are cut off unreported.
         let dropped = seg.bytes.len() - d.offset;
+        let zeros = seg.bytes.get(d.offset..).is_some_and(record::all_zeros);
         let file = io.open(&seg.path).map_err(io_err("open", &seg.path))?;
         file.set_len(d.offset as u64)
             .map_err(io_err("truncate", &seg.path))?;
         file.sync_data().map_err(io_err("fdatasync", &seg.path))?;
         let kept = seg.bytes.get(..d.offset).unwrap_or(&[]).to_vec();
         seg.bytes = Bytes::Owned(kept);
-        report.truncated = Some((seg.name(), dropped as u64));
+        if !zeros {
+            report.truncated = Some((seg.name(), dropped as u64));
+        }
         return Ok(());
     }
     let path = seg.path.clone();

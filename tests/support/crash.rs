@@ -480,6 +480,8 @@ pub struct Config {
     /// What the non-buffered calls and the delete wait for (`SyncEach` or a group commit).
     pub durability: Durability,
     pub segment_size: u64,
+    /// `Options::preallocate_bytes`.
+    pub preallocate: u64,
 }
 
 impl From<Durability> for Config {
@@ -487,6 +489,7 @@ impl From<Durability> for Config {
         Config {
             durability,
             segment_size: SEGMENT_SIZE,
+            preallocate: 0,
         }
     }
 }
@@ -508,6 +511,7 @@ pub fn run_workload(
         dir,
         Options {
             segment_size: config.segment_size,
+            preallocate_bytes: config.preallocate,
             ..options_with(durable)
         },
         StoreOptions {

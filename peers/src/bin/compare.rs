@@ -226,6 +226,12 @@ const RUNS: &[(&str, &str, &str, bool)] = &[
         true,
     ),
     (
+        "pdb-c-sync-pre",
+        "profiledb, SyncEach, 4 MiB preallocated, T threads",
+        "concurrent",
+        true,
+    ),
+    (
         "pdb-c-gc",
         "profiledb, group commit and wait, T threads",
         "concurrent",
@@ -509,7 +515,18 @@ fn pdb_concurrent(
     threads: usize,
     durability: Durability,
 ) -> Fig {
-    let db = Arc::new(Db::open(dir, pdb_options()).unwrap());
+    let options = Options {
+        // Zeros kept written ahead of the log's end: a sync commits only data
+        // (`Options::preallocate_bytes`), what a user who wants durable acknowledgements sets.
+        // 4 MiB, or `PROFILEDB_PREALLOCATE_MB` MiB.
+        preallocate_bytes: if id == "pdb-c-sync-pre" {
+            env_number("PROFILEDB_PREALLOCATE_MB", "MiB").map_or(4 << 20, |mb| mb << 20)
+        } else {
+            0
+        },
+        ..pdb_options()
+    };
+    let db = Arc::new(Db::open(dir, options).unwrap());
     let d2 = Arc::clone(&db);
     let f = concurrent(
         id,
@@ -749,6 +766,13 @@ fn child(args: &Args, id: &str) -> Fig {
         "fjall-durable" => peer_serial(id, &dir, durable, &mut Fjall::open(&dir, b), 1, true),
         "log-durable" => peer_serial(id, &dir, durable, &mut log(&dir), 1, true),
         "pdb-c-sync" => pdb_concurrent(
+            id,
+            &dir,
+            w1(args.pdb_concurrent_calls),
+            t,
+            Durability::SyncEach,
+        ),
+        "pdb-c-sync-pre" => pdb_concurrent(
             id,
             &dir,
             w1(args.pdb_concurrent_calls),
