@@ -302,24 +302,21 @@ fn kill_9_rounds(mode: &str) {
     }
 }
 
-/// Whether the newest log segment of `dir` ends with a preallocated block of zeros.
+/// Whether a segment of `dir` ends with a preallocated block of zeros (the active log
+/// segment; after a compaction its id is not the highest).
 fn zeros_at_the_end(dir: &Path) -> bool {
-    let newest = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-                .max()
-        })
-        .ok()
-        .flatten();
-    let Some(path) = newest else {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
-    let bytes = std::fs::read(&path).unwrap_or_default();
     let tail = PREALLOCATE as usize / 2;
-    bytes.len() > tail && bytes[bytes.len() - tail..].iter().all(|b| *b == 0)
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .any(|path| {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            bytes.len() > tail && bytes[bytes.len() - tail..].iter().all(|b| *b == 0)
+        })
 }
 
 #[test]

@@ -94,10 +94,42 @@ fn zeros_ahead_while_open_and_none_after_a_clean_close() {
         let recovery = db.stats().storage.recovery;
         assert_eq!(recovery.used_hint, hint);
         assert_eq!(recovery.truncated, None);
+        assert_eq!(recovery.zeros_cut, None);
         assert!(recovery.quarantined.is_empty());
         assert_eq!(all(&db), want);
         db.close().unwrap();
     }
+}
+
+/// After a crash the zeros are cut and reported apart from a torn tail: the store without
+/// preallocation whose log ends with zeros (a write lost before its bytes landed) says so too.
+#[test]
+fn a_tail_of_zeros_is_cut_and_reported_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let db = load(&dir, options(0, 64 << 20), 500);
+    let want = all(&db);
+    db.close().unwrap();
+    let active = segments(&dir).pop().unwrap();
+    let len = std::fs::metadata(&active).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap();
+    file.set_len(len + 4096).unwrap();
+    drop(file);
+    let db = Db::open(&dir, options(0, 64 << 20)).unwrap();
+    let recovery = db.stats().storage.recovery;
+    assert_eq!(recovery.truncated, None);
+    let (name, bytes) = recovery
+        .zeros_cut
+        .clone()
+        .expect("the zeros cut are reported");
+    assert_eq!(bytes, 4096);
+    assert!(active.ends_with(&name), "{name}");
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), len);
+    assert_eq!(all(&db), want);
+    db.close().unwrap();
 }
 
 #[test]
@@ -129,6 +161,7 @@ fn sealed_segments_end_with_their_last_frame() {
     let recovery = db.stats().storage.recovery;
     assert!(recovery.quarantined.is_empty());
     assert_eq!(recovery.truncated, None);
+    assert_eq!(recovery.zeros_cut, None);
     assert_eq!(all(&db), want);
     db.close().unwrap();
     assert!(!ends_with_zeros(&segments(&with).pop().unwrap(), 4096));

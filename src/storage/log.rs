@@ -46,6 +46,8 @@ pub(crate) struct State {
     /// Where the zeros written ahead end (the file's length while it is longer than
     /// `flushed`).
     pub zeroed_to: usize,
+    /// No zeros past this offset (the segment size: rotation cuts what lies beyond).
+    pub zero_limit: usize,
 }
 
 impl State {
@@ -317,6 +319,7 @@ impl Shared {
     pub fn set_preallocate(&self, bytes: usize) -> Result<()> {
         let mut st = self.state.lock();
         st.preallocate = bytes;
+        st.zero_limit = usize::try_from(self.segment_size).unwrap_or(usize::MAX);
         if bytes == 0 {
             self.guard(trim(&mut st))?;
         }
@@ -481,14 +484,20 @@ pub(crate) fn flush(st: &mut State) -> Result<()> {
         /// A block of zeros, written as often as the span asks.
         static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
         let from = st.zeroed_to.max(st.flushed);
-        let to = st.flushed + st.preallocate;
+        let to = (st.flushed + st.preallocate).min(st.zero_limit.max(st.flushed));
         let mut at = from;
         while at < to {
             let n = (to - at).min(ZEROS.len());
-            write_all_at(st.file.as_ref(), at as u64, &ZEROS[..n])
-                .map_err(|e| Error::io("write", &st.path, e))?;
+            if write_all_at(st.file.as_ref(), at as u64, &ZEROS[..n]).is_err() {
+                // The zeros are an optimization: a disk too full for them (or failing) does
+                // not fail the frames, already written; a failing disk fails the next write
+                // of data. No more zeros for this store; those written are cut as usual.
+                st.preallocate = 0;
+                break;
+            }
             at += n;
         }
+        // Even after a failed write (part of it may have landed): the cut covers it.
         st.zeroed_to = to;
     }
     Ok(())

@@ -84,6 +84,10 @@ pub struct RecoveryReport {
     pub frames_replayed: u64,
     /// Torn-tail bytes truncated from the active segment, with its file name.
     pub truncated: Option<(String, u64)>,
+    /// A tail of zeros cut from the active segment instead (no frame begins with zeros), with
+    /// its file name: what a store that preallocates (`Options::preallocate_bytes`) leaves
+    /// after a crash, or a write lost before its bytes landed.
+    pub zeros_cut: Option<(String, u64)>,
     /// Segments quarantined by repair (new file names), with the bytes lost in each.
     pub quarantined: Vec<(String, u64)>,
     /// Wall time of the recovery, in microseconds.

@@ -307,6 +307,7 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
                 next_seq,
                 preallocate: 0,
                 zeroed_to: 0,
+                zero_limit: 0,
             }
         }
         None => {
@@ -330,6 +331,7 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
                 next_seq,
                 preallocate: 0,
                 zeroed_to: 0,
+                zero_limit: 0,
             }
         }
     };
@@ -429,9 +431,9 @@ fn scan_segment(
         return Ok(());
     };
     if seg.newest_log && !d.followed_by_valid {
-        // A torn tail: cut it off. Zeros alone are no damage: what a store that preallocates
-        // wrote ahead of its data (`State::preallocate`), or a write torn before its first
-        // byte landed; they are cut off unreported.
+        // A torn tail: cut it off. A tail of zeros alone is reported apart: what a store that
+        // preallocates wrote ahead of its data (`State::preallocate`), or a write lost before
+        // its bytes landed.
         let dropped = seg.bytes.len() - d.offset;
         let zeros = seg.bytes.get(d.offset..).is_some_and(record::all_zeros);
         let file = io.open(&seg.path).map_err(io_err("open", &seg.path))?;
@@ -440,8 +442,11 @@ fn scan_segment(
         file.sync_data().map_err(io_err("fdatasync", &seg.path))?;
         let kept = seg.bytes.get(..d.offset).unwrap_or(&[]).to_vec();
         seg.bytes = Bytes::Owned(kept);
-        if !zeros {
-            report.truncated = Some((seg.name(), dropped as u64));
+        let cut = Some((seg.name(), dropped as u64));
+        if zeros {
+            report.zeros_cut = cut;
+        } else {
+            report.truncated = cut;
         }
         return Ok(());
     }
