@@ -7,7 +7,11 @@
 
 use std::path::Path;
 
-use profiledb::{Db, Error, Filter, Message, Options, Profile, Selector};
+#[path = "support/common.rs"]
+mod common;
+use common::all_profiles as all;
+
+use profiledb::{Db, Error, Message, Options, Selector};
 use serde_json::json;
 
 fn options(chain_limit: u32, cache: usize) -> Options {
@@ -66,16 +70,6 @@ fn call(i: u32) -> Message {
         m["anonymousId"] = json!(format!("lonely{}", i - 1));
     }
     Message::parse(m.to_string().as_bytes()).unwrap()
-}
-
-fn all(db: &Db) -> Vec<Profile> {
-    let mut out = Vec::new();
-    db.scan(&Filter::All, &mut |p| {
-        out.push(p);
-        true
-    })
-    .unwrap();
-    out
 }
 
 fn run(dir: &Path, opts: Options, calls: std::ops::Range<u32>) -> Db {

@@ -92,16 +92,6 @@ fn concurrent_merges_leave_every_identifier_on_one_profile() {
     assert_eq!(db.check().unwrap(), Vec::<String>::new());
 }
 
-fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_merge_torn_at_any_byte_leaves_both_profiles_or_the_merged_one() {
     let master = tempfile::tempdir().unwrap();
@@ -114,7 +104,7 @@ fn a_merge_torn_at_any_byte_leaves_both_profiles_or_the_merged_one() {
             identify(None, Some("m@example.com"), None, json!({"b": 2})),
         );
         db.sync().unwrap();
-        before = std::fs::metadata(segments(master.path()).last().unwrap())
+        before = std::fs::metadata(common::segment_files(master.path()).last().unwrap())
             .unwrap()
             .len();
         call(
@@ -122,13 +112,13 @@ fn a_merge_torn_at_any_byte_leaves_both_profiles_or_the_merged_one() {
             identify(Some("u-m"), Some("m@example.com"), None, json!({"c": 3})),
         );
         db.sync().unwrap();
-        after = std::fs::metadata(segments(master.path()).last().unwrap())
+        after = std::fs::metadata(common::segment_files(master.path()).last().unwrap())
             .unwrap()
             .len();
         db.abandon();
     }
     assert!(after > before);
-    let seg_name = segments(master.path())
+    let seg_name = common::segment_files(master.path())
         .last()
         .unwrap()
         .file_name()
@@ -136,7 +126,7 @@ fn a_merge_torn_at_any_byte_leaves_both_profiles_or_the_merged_one() {
         .to_owned();
     for cut in before..after {
         let dir = tempfile::tempdir().unwrap();
-        for f in segments(master.path()) {
+        for f in common::segment_files(master.path()) {
             std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
         }
         let seg = dir.path().join(&seg_name);

@@ -5,10 +5,14 @@
 //! kill -9 and power-loss suites cover crashes with the zeros in place (`crash_kill9`'s
 //! `kill_9_sync_each_preallocating`, `powerloss_sim`'s preallocating matrix).
 
-use std::path::{Path, PathBuf};
+#[path = "support/common.rs"]
+mod common;
 
+use std::path::Path;
+
+use common::{all_profiles as all, segment_files as segments};
 use profiledb::workload::{W1, W1Config};
-use profiledb::{Db, Durability, Filter, Options, Profile};
+use profiledb::{Db, Durability, Options};
 
 fn options(preallocate_bytes: u64, segment_size: u64) -> Options {
     Options {
@@ -27,27 +31,6 @@ fn load(dir: &Path, opts: Options, calls: u64) -> Db {
         db.apply(&m).unwrap();
     }
     db
-}
-
-fn all(db: &Db) -> Vec<Profile> {
-    let mut out = Vec::new();
-    db.scan(&Filter::All, &mut |p| {
-        out.push(p);
-        true
-    })
-    .unwrap();
-    out
-}
-
-/// The log segments of `dir`, oldest first.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segs.sort();
-    segs
 }
 
 fn ends_with_zeros(path: &Path, n: usize) -> bool {

@@ -236,6 +236,8 @@ const SPLICE_STATES: usize = 128;
 /// is not a plain set or removal, a state of 256 bytes or more (its length is not kept), more
 /// than [`SPLICE_STATES`] states or more than [`SPLICE_STAMPS`] stamps. An error: bytes that are not such a record (only a
 /// bug gets there: the cache's records are this process's).
+// Out of line: one call site, and profiles then show its own cost (docs/performance.md,
+// round 36).
 #[inline(never)]
 pub(crate) fn splice_full<'v>(
     old: &[u8],
@@ -2006,6 +2008,33 @@ mod tests {
             })
     }
 
+    /// A call's sets as `splice_full` takes them: each value's bytes as `Value::put` writes
+    /// them.
+    fn value_bytes(sets: &std::collections::BTreeMap<u32, Value>) -> Vec<(u32, Vec<u8>)> {
+        sets.iter()
+            .map(|(id, v)| {
+                let mut bytes = Vec::new();
+                v.put(&mut bytes);
+                (*id, bytes)
+            })
+            .collect()
+    }
+
+    /// The profile after a call setting `sets` at `stamp` (what `splice_full` must write).
+    fn set_all(
+        rec: &mut ProfileRecord,
+        sets: &std::collections::BTreeMap<u32, Value>,
+        stamp: Stamp,
+    ) {
+        for (id, v) in sets {
+            *rec.state_mut(*id) = PropState {
+                lww: Some((stamp, Some(v.clone()))),
+                once: None,
+                adds: None,
+            };
+        }
+    }
+
     /// A property name: mostly small, some far apart (a gap of two or more bytes).
     fn wide_name() -> impl Strategy<Value = u32> {
         prop_oneof![3 => 0u32..48, 1 => 250u32..70_000, 1 => Just(u32::MAX)]
@@ -2061,14 +2090,7 @@ mod tests {
             } else {
                 Stamp::new(Timestamp(0), 0)
             };
-            let values: Vec<(u32, Vec<u8>)> = sets
-                .iter()
-                .map(|(id, v)| {
-                    let mut bytes = Vec::new();
-                    v.put(&mut bytes);
-                    (*id, bytes)
-                })
-                .collect();
+            let values = value_bytes(&sets);
             let (mut got, mut lens) = (vec![7], vec![9]);
             let done = splice_full(
                 &old,
@@ -2083,13 +2105,7 @@ mod tests {
             let mut whole = base.clone();
             whole.first_seen = Timestamp(times.0);
             whole.updated_at = Timestamp(times.1);
-            for (id, v) in &sets {
-                *whole.state_mut(*id) = PropState {
-                    lww: Some((stamp, Some(v.clone()))),
-                    once: None,
-                    adds: None,
-                };
-            }
+            set_all(&mut whole, &sets, stamp);
             if done {
                 let (mut want, mut want_lens) = (Vec::new(), Vec::new());
                 put_full(&whole, &mut want, Some(&mut want_lens));
@@ -2135,14 +2151,7 @@ mod tests {
                     sets.insert(whole.props[i.index(whole.props.len())].0, Value::Int(n as i64));
                 }
                 let stamp = Stamp::new(Timestamp(i64::MAX), u64::MAX - 8 + n as u64);
-                let values: Vec<(u32, Vec<u8>)> = sets
-                    .iter()
-                    .map(|(id, v)| {
-                        let mut bytes = Vec::new();
-                        v.put(&mut bytes);
-                        (*id, bytes)
-                    })
-                    .collect();
+                let values = value_bytes(&sets);
                 let times = (Timestamp(n as i64), Timestamp(n as i64 * 1_000));
                 let (mut got, mut lens) = (Vec::new(), Vec::new());
                 let done = splice_full(
@@ -2157,13 +2166,7 @@ mod tests {
                 .unwrap();
                 let table = StampTable::of(whole.props.iter().map(|(_, p)| p));
                 (whole.first_seen, whole.updated_at) = times;
-                for (id, v) in &sets {
-                    *whole.state_mut(*id) = PropState {
-                        lww: Some((stamp, Some(v.clone()))),
-                        once: None,
-                        adds: None,
-                    };
-                }
+                set_all(&mut whole, &sets, stamp);
                 let (mut want, mut want_lens) = (Vec::new(), Vec::new());
                 put_full(&whole, &mut want, Some(&mut want_lens));
                 if done {

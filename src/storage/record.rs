@@ -271,6 +271,9 @@ pub(crate) struct Damage {
     pub reason: String,
     /// Whether a valid frame (with a higher seq) follows it: then it cannot be a torn tail.
     pub followed_by_valid: bool,
+    /// Whether every byte from it to the end is zero (no frame begins with zeros): a
+    /// preallocated tail (docs/format.md), or a write lost before its bytes landed.
+    pub only_zeros: bool,
 }
 
 /// Validate the frames of `data` (a whole segment) from `from` to the end.
@@ -299,20 +302,22 @@ pub(crate) fn scan(data: &[u8], from: usize) -> (Vec<FrameRef>, Option<Damage>) 
                         offset: at,
                         reason,
                         followed_by_valid: true,
+                        only_zeros: false,
                     }),
                 );
             }
             Err(reason) => {
                 // A tail of zeros (a preallocated one) holds no frame: not searched byte by
                 // byte.
-                let followed_by_valid =
-                    !all_zeros(&data[at..]) && valid_frame_after(data, at + 1, last_seq);
+                let only_zeros = all_zeros(&data[at..]);
+                let followed_by_valid = !only_zeros && valid_frame_after(data, at + 1, last_seq);
                 return (
                     frames,
                     Some(Damage {
                         offset: at,
                         reason,
                         followed_by_valid,
+                        only_zeros,
                     }),
                 );
             }
@@ -322,7 +327,7 @@ pub(crate) fn scan(data: &[u8], from: usize) -> (Vec<FrameRef>, Option<Damage>) 
 }
 
 /// Whether every byte of `bytes` is zero.
-pub(crate) fn all_zeros(bytes: &[u8]) -> bool {
+fn all_zeros(bytes: &[u8]) -> bool {
     let (words, rest) = bytes.as_chunks::<8>();
     words.iter().all(|w| u64::from_ne_bytes(*w) == 0) && rest.iter().all(|b| *b == 0)
 }

@@ -435,7 +435,6 @@ fn scan_segment(
         // preallocates wrote ahead of its data (`State::preallocate`), or a write lost before
         // its bytes landed.
         let dropped = seg.bytes.len() - d.offset;
-        let zeros = seg.bytes.get(d.offset..).is_some_and(record::all_zeros);
         let file = io.open(&seg.path).map_err(io_err("open", &seg.path))?;
         file.set_len(d.offset as u64)
             .map_err(io_err("truncate", &seg.path))?;
@@ -443,7 +442,7 @@ fn scan_segment(
         let kept = seg.bytes.get(..d.offset).unwrap_or(&[]).to_vec();
         seg.bytes = Bytes::Owned(kept);
         let cut = Some((seg.name(), dropped as u64));
-        if zeros {
+        if d.only_zeros {
             report.zeros_cut = cut;
         } else {
             report.truncated = cut;

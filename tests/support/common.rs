@@ -18,6 +18,28 @@ pub fn open(dir: &std::path::Path) -> Db {
     Db::open(dir, options()).expect("open")
 }
 
+/// Every profile of the store, in `scan` order.
+pub fn all_profiles(db: &Db) -> Vec<Profile> {
+    let mut out = Vec::new();
+    db.scan(&profiledb::Filter::All, &mut |p| {
+        out.push(p);
+        true
+    })
+    .unwrap();
+    out
+}
+
+/// The segment files (`*.seg`) of a store directory, oldest first.
+pub fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
 /// A store on the fault-injecting `io` with `options`, every call synced (power-cut tests).
 pub fn open_faulty(
     dir: &std::path::Path,

@@ -514,16 +514,12 @@ fn pdb_concurrent(
     config: W1Config,
     threads: usize,
     durability: Durability,
+    preallocate_bytes: u64,
 ) -> Fig {
+    // Zeros kept written ahead of the log's end (`Options::preallocate_bytes`): a sync commits
+    // only data, what a user who wants durable acknowledgements sets (0: the default).
     let options = Options {
-        // Zeros kept written ahead of the log's end: a sync commits only data
-        // (`Options::preallocate_bytes`), what a user who wants durable acknowledgements sets.
-        // 4 MiB, or `PROFILEDB_PREALLOCATE_MB` MiB.
-        preallocate_bytes: if id == "pdb-c-sync-pre" {
-            env_number("PROFILEDB_PREALLOCATE_MB", "MiB").map_or(4 << 20, |mb| mb << 20)
-        } else {
-            0
-        },
+        preallocate_bytes,
         ..pdb_options()
     };
     let db = Arc::new(Db::open(dir, options).unwrap());
@@ -771,6 +767,7 @@ fn child(args: &Args, id: &str) -> Fig {
             w1(args.pdb_concurrent_calls),
             t,
             Durability::SyncEach,
+            0,
         ),
         "pdb-c-sync-pre" => pdb_concurrent(
             id,
@@ -778,6 +775,8 @@ fn child(args: &Args, id: &str) -> Fig {
             w1(args.pdb_concurrent_calls),
             t,
             Durability::SyncEach,
+            // 4 MiB, or `PROFILEDB_PREALLOCATE_MB` MiB.
+            env_number("PROFILEDB_PREALLOCATE_MB", "MiB").map_or(4 << 20, |mb| mb << 20),
         ),
         "pdb-c-gc" => pdb_concurrent(
             id,
@@ -785,6 +784,7 @@ fn child(args: &Args, id: &str) -> Fig {
             w1(args.pdb_concurrent_calls),
             t,
             Durability::group_commit(),
+            0,
         ),
         "sqlite-c" => peer_concurrent(
             id,
