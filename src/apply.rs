@@ -10,7 +10,7 @@ pub(crate) use cache::ProfileCache;
 use cache::{CACHED_CHAIN_RECORDS, Cached, Chain, ChainAt};
 use hot::Hot;
 
-use crate::entries::profile::{DeltaOut, Fold, Link};
+use crate::entries::profile::{DeltaOut, Fold, FullMap, Link};
 use crate::entries::raw::{RawState, RawStates};
 use crate::entries::{self, CompanyRecord, EntryKind, Ids, ProfileRecord};
 use crate::error::{Error, Result};
@@ -127,11 +127,20 @@ struct Pools {
     /// Records written by earlier calls, for their buffers: a load decodes the profile's
     /// identifiers and states into one (`Cached::decode_capturing`, `Fold::reuse`).
     records: Vec<ProfileRecord>,
+    /// [`Work::map`]s: boxed as a `Work` holds them (~3 KB each, handed over, not copied).
+    #[allow(clippy::vec_box)]
+    maps: Vec<Box<FullMap>>,
 }
 
 impl Pools {
     fn buf(&mut self) -> Vec<u8> {
         self.bufs.pop().unwrap_or_default()
+    }
+    fn map(&mut self) -> Box<FullMap> {
+        self.maps.pop().unwrap_or_else(|| Box::new(FullMap::new()))
+    }
+    fn keep_map(&mut self, map: Option<Box<FullMap>>) {
+        self.maps.extend(map);
     }
 
     fn names(&mut self) -> Vec<u32> {
@@ -459,6 +468,10 @@ struct Work {
     /// copy of the whole record per call), and the profiles merged into it.
     before: Before,
     merged: Vec<(u64, ProfileRecord)>,
+    /// Where the parts of its cached full record sit, read by the load
+    /// (`entries::profile::full_mapped`) when the call is to splice the cache's next full
+    /// record from it (`entries::profile::splice_mapped`): the record is walked once.
+    map: Option<Box<FullMap>>,
 }
 
 /// History only: a loaded profile as it was before the call, kept no larger than what the
@@ -831,7 +844,25 @@ impl<'a> Builder<'a> {
                     && (chain.is_hot() || !at.next_is_full(chain_limit))
                     && chain.records() < CACHED_CHAIN_RECORDS
             });
+            let mut map = None;
+            let single = chain.single_full().filter(|_| splice);
             let rec = match (only, &chain) {
+                // The record walked once: where its parts sit is kept for the splice.
+                (Some(only), _) if let Some((old, lens)) = single => {
+                    let mut m = self.spare.pools.map();
+                    let into = self.spare.pools.record();
+                    match entries::profile::full_mapped(old, lens, only, &mut raw, into, &mut m) {
+                        Ok(Some(rec)) => {
+                            map = Some(m);
+                            Ok(rec)
+                        }
+                        Ok(None) => {
+                            self.spare.pools.keep_map(Some(m));
+                            chain.decode_capturing(only, &mut raw, self.spare.pools.record())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 (Some(only), _) => {
                     chain.decode_capturing(only, &mut raw, self.spare.pools.record())
                 }
@@ -841,15 +872,15 @@ impl<'a> Builder<'a> {
                 (None, _) => chain.decode(),
             };
             match rec {
-                Ok(rec) => Some((at, rec, chain, only, all)),
+                Ok(rec) => Some((at, rec, chain, only, all, map)),
                 // A bug, or a string of a crafted log that a miss's fold stepped over unchecked
                 // (`entries::wire::Utf8::Kept`): the read from the log decides, and names the
                 // damage.
                 Err(_) => None,
             }
         });
-        let (at, rec, cached, hit, partial, all) = match cached {
-            Some((at, rec, chain, only, all)) => {
+        let (at, rec, cached, hit, partial, all, map) = match cached {
+            Some((at, rec, chain, only, all, map)) => {
                 self.cache.hits += 1;
                 #[cfg(debug_assertions)]
                 if let Ok((logged, ..)) =
@@ -860,7 +891,7 @@ impl<'a> Builder<'a> {
                         "cached profile {key} differs from the log"
                     );
                 }
-                (at, rec, Some(chain), true, only.is_some() || all, all)
+                (at, rec, Some(chain), true, only.is_some() || all, all, map)
             }
             None => {
                 self.cache.misses += 1;
@@ -913,6 +944,7 @@ impl<'a> Builder<'a> {
                     false,
                     partial,
                     all && partial,
+                    None,
                 )
             }
         };
@@ -947,6 +979,7 @@ impl<'a> Builder<'a> {
                 raw,
                 before,
                 merged: Vec::new(),
+                map,
             },
         ));
         Ok(())
@@ -1080,6 +1113,7 @@ impl<'a> Builder<'a> {
                     std::mem::take(&mut work.raw),
                     std::mem::take(&mut work.before.raw),
                 );
+                self.spare.pools.keep_map(work.map.take());
                 continue;
             }
             // The size of a full record encoded for it: the previous version's is a good guess.
@@ -1337,16 +1371,31 @@ impl<'a> Builder<'a> {
                     {
                         let mut spliced = self.spare.pools.buf();
                         let mut spliced_lens = self.spare.pools.buf();
-                        let done = match (chain.single_full(), &work.fast) {
-                            (Some((old, old_lens)), Some(fast)) => entries::profile::splice_full(
-                                old,
-                                old_lens,
-                                (work.rec.first_seen, work.rec.updated_at),
-                                stamp,
-                                fast.values(),
-                                &mut spliced,
-                                &mut spliced_lens,
-                            ),
+                        let times = (work.rec.first_seen, work.rec.updated_at);
+                        let done = match (chain.single_full(), &work.fast, work.map.as_deref()) {
+                            (Some((old, old_lens)), Some(fast), Some(map)) => {
+                                entries::profile::splice_mapped(
+                                    old,
+                                    old_lens,
+                                    map,
+                                    times,
+                                    stamp,
+                                    fast.values(),
+                                    &mut spliced,
+                                    &mut spliced_lens,
+                                )
+                            }
+                            (Some((old, old_lens)), Some(fast), None) => {
+                                entries::profile::splice_full(
+                                    old,
+                                    old_lens,
+                                    times,
+                                    stamp,
+                                    fast.values(),
+                                    &mut spliced,
+                                    &mut spliced_lens,
+                                )
+                            }
                             _ => Ok(false),
                         };
                         let next = match done {
@@ -1504,6 +1553,7 @@ impl<'a> Builder<'a> {
             if let Some(fast) = work.fast.take() {
                 self.spare.pools.keep_fast(fast);
             }
+            self.spare.pools.keep_map(work.map.take());
             self.spare.written.push(Written {
                 entry: self.spare.entries.len(),
                 key,
@@ -1798,6 +1848,7 @@ impl<'a> Builder<'a> {
                         raw: RawStates::default(),
                         before: Before::default(),
                         merged: Vec::new(),
+                        map: None,
                     },
                 ));
                 out.status = Status::Created;

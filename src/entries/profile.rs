@@ -5,9 +5,9 @@
 
 use super::raw::RawStates;
 use super::values::{
-    StampIndex, StampTable, Stamps, each_stamp, plain_shape, put_set_shaped, put_shaped_state,
-    put_stamp, put_stamp_after, put_state, shaped_state, shaped_state_or_raw, skip_shaped_state,
-    skip_state, skip_value, stamp, stamp_after, state, value,
+    StampIndex, StampTable, Stamps, capture_plain, each_stamp, plain_shape, put_set_shaped,
+    put_shaped_state, put_stamp, put_stamp_after, put_state, shaped_state, shaped_state_or_raw,
+    skip_shaped_state, skip_state, skip_value, stamp, stamp_after, state, value,
 };
 use super::wire::{DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_u64};
 use crate::storage::Location;
@@ -224,78 +224,90 @@ const SPLICE_STAMPS: usize = 64;
 /// on the stack).
 const SPLICE_STATES: usize = 128;
 
-/// [`put_full`] of the profile after a call that set the properties `sets` (sorted by name,
-/// each once; each value's bytes as `Value::put` writes them) at `stamp`, changing no
-/// identifier, written from the profile's full record before the call: `old`, bytes this
-/// process encoded (`put_full`, or this), with its state lengths `old_lens`. The identifiers'
-/// bytes and every other state's payload are copied, each state's stamp index renumbered into
-/// the new table (the old one's stamps still used, then `stamp`), the times written anew:
-/// the bytes `put_full` writes of the profile after the call, and its state lengths into
-/// `lens` (both cleared first). `Ok(false)`, nothing to use in `out`, when the record is not
-/// one this writes: `stamp` not after every stamp of its table, a state the call leaves that
-/// is not a plain set or removal, a state of 256 bytes or more (its length is not kept), more
-/// than [`SPLICE_STATES`] states or more than [`SPLICE_STAMPS`] stamps. An error: bytes that are not such a record (only a
-/// bug gets there: the cache's records are this process's).
-// Out of line: one call site, and profiles then show its own cost (docs/performance.md,
-// round 36).
-#[inline(never)]
-pub(crate) fn splice_full<'v>(
+/// Where the parts of a full record sit, read once by [`map_full`] for [`splice_mapped`]: where
+/// its identifiers end, its times, its stamp table (each stamp, and where its bytes start),
+/// and each state's name, where its name's gap starts and where the state starts. Boxed and
+/// reused (`apply`'s pools): it is ~3 KB, filled only as far as the record goes.
+pub(crate) struct FullMap {
+    /// The record's length (a map is used only with the record it was read from).
+    len: usize,
+    ids_end: usize,
+    /// `first_seen` and `updated_at`.
+    pub times: (Timestamp, Timestamp),
+    n_stamps: usize,
+    stamps: [Stamp; SPLICE_STAMPS],
+    /// `at[i]`: where stamp `i` starts; `at[n_stamps]`: where the table ends.
+    at: [usize; SPLICE_STAMPS + 1],
+    n: usize,
+    /// (name, where its name's gap starts, where its state starts).
+    olds: [(u32, u32, u32); SPLICE_STATES],
+}
+
+impl FullMap {
+    pub(crate) fn new() -> FullMap {
+        FullMap {
+            len: usize::MAX,
+            ids_end: 0,
+            times: (Timestamp(0), Timestamp(0)),
+            n_stamps: 0,
+            stamps: [Stamp::new(Timestamp(0), 0); SPLICE_STAMPS],
+            at: [0; SPLICE_STAMPS + 1],
+            n: 0,
+            olds: [(0, 0, 0); SPLICE_STATES],
+        }
+    }
+}
+
+/// Read where the parts of `old` sit into `map` (see [`FullMap`]): a full record this process
+/// encoded, with its state lengths `old_lens`. With `ids`, its identifiers decoded into it
+/// (as [`ids_into`]); with `capture`, each state of the names it lists (sorted) captured into
+/// its `RawStates` as `values::shaped_state_or_raw` captures a plain one. `Ok(false)`, the
+/// map not to be used (and the captures and identifiers partial), when the record is not one
+/// [`splice_mapped`] writes from: more than [`SPLICE_STATES`] states or [`SPLICE_STAMPS`]
+/// stamps, a state of 256 bytes or more (its length is not kept), or a captured state that
+/// is not a plain set or removal. An error: bytes that are not such a record (only a bug
+/// gets there: the cache's records are this process's).
+pub(crate) fn map_full(
     old: &[u8],
     old_lens: StateLens<'_>,
-    times: (Timestamp, Timestamp),
-    stamp: Stamp,
-    sets: impl Iterator<Item = (u32, &'v [u8])>,
-    out: &mut Vec<u8>,
-    lens: &mut Vec<u8>,
+    ids: Option<&mut Ids>,
+    mut capture: Option<(&[u32], &mut RawStates)>,
+    map: &mut FullMap,
 ) -> Decoded<bool> {
-    out.clear();
-    lens.clear();
+    map.len = usize::MAX;
     let mut r = Reader::checked_before(old);
     if r.u8()? != FULL_TAG {
         return Ok(false);
     }
-    let ids_from = r.position();
-    skip_ids(&mut r)?;
-    let ids = &old[ids_from..r.position()];
-    r.i64()?;
-    r.i128()?;
-    // The stamp table: each stamp, and where its bytes start (`at[n]`: where the table ends),
-    // so that the new table copies the bytes of the stamps it keeps in a row.
+    match ids {
+        Some(ids) => ids_into(&mut r, ids)?,
+        None => skip_ids(&mut r)?,
+    }
+    map.ids_end = r.position();
+    map.times = compact_times(&mut r)?;
+    // The stamp table: each stamp, and where its bytes start, so that a splice copies the
+    // bytes of the stamps it keeps in a row.
     let n_stamps = r.len(2)?;
     if n_stamps > SPLICE_STAMPS {
         return Ok(false);
     }
-    let mut stamps = [Stamp::new(Timestamp(0), 0); SPLICE_STAMPS];
-    let mut at = [0usize; SPLICE_STAMPS + 1];
     let mut prev = None;
     for i in 0..n_stamps {
-        at[i] = r.position();
+        map.at[i] = r.position();
         let s = stamp_after(&mut r, prev)?;
-        stamps[i] = s;
+        map.stamps[i] = s;
         prev = Some(s);
     }
-    at[n_stamps] = r.position();
-    let stamps = &stamps[..n_stamps];
-    if stamps.last().is_some_and(|last| *last >= stamp) {
-        return Ok(false);
-    }
+    map.at[n_stamps] = r.position();
+    map.n_stamps = n_stamps;
     let n = r.len(2)?;
     if old_lens.len() != n || n > SPLICE_STATES {
         return Ok(false);
     }
     let broken = |at: usize, reason| DecodeError { at, reason };
-    // The call's sets, sorted by name.
-    let sets: smallvec::SmallVec<[(u32, &[u8]); 16]> = sets.collect();
-    let sets = &sets[..];
-    // The old record's states: (name, where its name's gap starts, where its state starts).
-    // A stamp index below the table's 64 stamps is one byte (varints below 251 are), the one
-    // after the shape.
-    let mut olds = [(0u32, 0u32, 0u32); SPLICE_STATES];
-    let mut kept = 0;
-    let mut used = 0u64;
     let mut pos = r.position();
     let mut name = 0u32;
-    let mut next_set = 0;
+    let mut wanted = 0;
     for (i, &len) in old_lens.iter().enumerate() {
         let gap_at = pos;
         let gap = match old.get(pos) {
@@ -326,27 +338,150 @@ pub(crate) fn splice_full<'v>(
         if pos > old.len() {
             return Err(broken(state, "record ends early"));
         }
-        olds[i] = (name, gap_at as u32, state as u32);
+        map.olds[i] = (name, gap_at as u32, state as u32);
+        if let Some((only, raw)) = capture.as_mut() {
+            while wanted < only.len() && only[wanted] < name {
+                wanted += 1;
+            }
+            if wanted < only.len() && only[wanted] == name {
+                // A stamp index below the table's 64 stamps is one byte (varints below 251
+                // are), the one after the shape.
+                if len < 2 || !plain_shape(old[state]) {
+                    return Ok(false);
+                }
+                let index = usize::from(old[state + 1]);
+                if index >= n_stamps {
+                    return Err(broken(state + 1, "stamp index beyond the table"));
+                }
+                capture_plain(raw, name, map.stamps[index], &old[state..pos]);
+            }
+        }
+    }
+    if pos != old.len() {
+        return Err(broken(pos, "trailing bytes after the record"));
+    }
+    map.n = n;
+    map.len = old.len();
+    Ok(true)
+}
+
+/// The identifiers, times and the states of `only` (sorted) of a full record this process
+/// encoded, `old` with its state lengths `old_lens`: what `Fold::only_capturing` folds of it
+/// (plain states captured into `raw`, which is emptied first; the record's list of states
+/// left empty), read by [`map_full`] into `map` on the way, for the call's
+/// [`splice_mapped`]. `Ok(None)` when [`map_full`] does not map the record (`raw` emptied):
+/// fold it instead. `into`: a record whose buffers the result reuses.
+pub(crate) fn full_mapped(
+    old: &[u8],
+    old_lens: StateLens<'_>,
+    only: &[u32],
+    raw: &mut RawStates,
+    into: ProfileRecord,
+    map: &mut FullMap,
+) -> Decoded<Option<ProfileRecord>> {
+    raw.clear();
+    let ProfileRecord {
+        mut ids, mut props, ..
+    } = into;
+    if !map_full(old, old_lens, Some(&mut ids), Some((only, raw)), map)? {
+        raw.clear();
+        return Ok(None);
+    }
+    // Room for the names a call adds, as `shaped_props` leaves.
+    props.clear();
+    props.reserve(only.len().min(map.n) + ROOM);
+    Ok(Some(ProfileRecord {
+        ids,
+        first_seen: map.times.0,
+        updated_at: map.times.1,
+        props,
+    }))
+}
+
+/// [`put_full`] of the profile after a call that set the properties `sets` (sorted by name,
+/// each once; each value's bytes as `Value::put` writes them) at `stamp`, changing no
+/// identifier, written from the profile's full record before the call: `old`, bytes this
+/// process encoded (`put_full`, or this), with its state lengths `old_lens`. The identifiers'
+/// bytes and every other state's payload are copied, each state's stamp index renumbered into
+/// the new table (the old one's stamps still used, then `stamp`), the times written anew:
+/// the bytes `put_full` writes of the profile after the call, and its state lengths into
+/// `lens` (both cleared first). `Ok(false)`, nothing to use in `out`, when the record is not
+/// one this writes: `stamp` not after every stamp of its table, a state the call leaves that
+/// is not a plain set or removal, or one [`map_full`] does not map. An error: bytes that are
+/// not such a record (only a bug gets there: the cache's records are this process's).
+pub(crate) fn splice_full<'v>(
+    old: &[u8],
+    old_lens: StateLens<'_>,
+    times: (Timestamp, Timestamp),
+    stamp: Stamp,
+    sets: impl Iterator<Item = (u32, &'v [u8])>,
+    out: &mut Vec<u8>,
+    lens: &mut Vec<u8>,
+) -> Decoded<bool> {
+    out.clear();
+    lens.clear();
+    let mut map = FullMap::new();
+    if !map_full(old, old_lens, None, None, &mut map)? {
+        return Ok(false);
+    }
+    splice_mapped(old, old_lens, &map, times, stamp, sets, out, lens)
+}
+
+/// [`splice_full`] with `old`'s [`FullMap`], read by [`map_full`] (by the call's load,
+/// [`full_mapped`]): the record is not walked again. `Ok(false)` also when `map` is not
+/// `old`'s.
+// Out of line: one call site, and profiles then show its own cost (docs/performance.md,
+// round 36).
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn splice_mapped<'v>(
+    old: &[u8],
+    old_lens: StateLens<'_>,
+    map: &FullMap,
+    times: (Timestamp, Timestamp),
+    stamp: Stamp,
+    sets: impl Iterator<Item = (u32, &'v [u8])>,
+    out: &mut Vec<u8>,
+    lens: &mut Vec<u8>,
+) -> Decoded<bool> {
+    out.clear();
+    lens.clear();
+    if map.len != old.len() || map.n != old_lens.len() {
+        return Ok(false);
+    }
+    let n_stamps = map.n_stamps;
+    let (stamps, at) = (&map.stamps[..n_stamps], &map.at);
+    if stamps.last().is_some_and(|last| *last >= stamp) {
+        return Ok(false);
+    }
+    let ids = &old[1..map.ids_end];
+    let broken = |at: usize, reason| DecodeError { at, reason };
+    // The call's sets, sorted by name.
+    let sets: smallvec::SmallVec<[(u32, &[u8]); 16]> = sets.collect();
+    let sets = &sets[..];
+    // The stamps the states the call leaves use: each must be a plain set or removal.
+    let olds = &map.olds[..map.n];
+    let mut kept = 0;
+    let mut used = 0u64;
+    let mut next_set = 0;
+    for (i, &(name, _, state)) in olds.iter().enumerate() {
         while next_set < sets.len() && sets[next_set].0 < name {
             next_set += 1;
         }
         if next_set < sets.len() && sets[next_set].0 == name {
             continue;
         }
-        if len < 2 || !plain_shape(old[state]) {
+        let state = state as usize;
+        if old_lens[i] < 2 || !plain_shape(old[state]) {
             return Ok(false);
         }
         let index = old[state + 1];
-        if usize::from(index) >= stamps.len() {
+        if usize::from(index) >= n_stamps {
             return Err(broken(state + 1, "stamp index beyond the table"));
         }
         used |= 1 << index;
         kept += 1;
     }
-    if pos != old.len() {
-        return Err(broken(pos, "trailing bytes after the record"));
-    }
-    let olds = &olds[..n];
     // The new table: the stamps still used, in order, then the call's (if it set anything).
     let mut renumber = [0u8; SPLICE_STAMPS];
     let mut kept_stamps = 0;
@@ -677,22 +812,19 @@ fn full_skipping(
         skip_ids(&mut r)?;
         ids = Ids::default();
     }
-    let first_seen = Timestamp(r.i64()?);
-    let (updated_at, props) = if compact {
-        let d = r.i128()?;
-        let updated_at = i128::from(first_seen.0)
-            .checked_add(d)
-            .and_then(|t| i64::try_from(t).ok())
-            .ok_or_else(|| r.error("updated_at beyond 64 bits"))?;
+    let (first_seen, updated_at, props) = if compact {
+        let (first_seen, updated_at) = compact_times(&mut r)?;
         let table = StampTable::read_deltas(&mut r)?;
         (
-            Timestamp(updated_at),
+            first_seen,
+            updated_at,
             shaped_props(&mut r, &table, skip, lens, raw, spare)?,
         )
     } else {
+        let first_seen = Timestamp(r.i64()?);
         let updated_at = Timestamp(r.i64()?);
         let table = StampTable::read(&mut r)?;
-        (updated_at, props(&mut r, &table, skip)?)
+        (first_seen, updated_at, props(&mut r, &table, skip)?)
     };
     r.finish()?;
     Ok(ProfileRecord {
@@ -701,6 +833,17 @@ fn full_skipping(
         updated_at,
         props,
     })
+}
+
+/// A compact full record's times: `first_seen`, then `updated_at` as its distance from it.
+fn compact_times(r: &mut Reader<'_>) -> Decoded<(Timestamp, Timestamp)> {
+    let first_seen = r.i64()?;
+    let d = r.i128()?;
+    let updated_at = i128::from(first_seen)
+        .checked_add(d)
+        .and_then(|t| i64::try_from(t).ok())
+        .ok_or_else(|| r.error("updated_at beyond 64 bits"))?;
+    Ok((Timestamp(first_seen), Timestamp(updated_at)))
 }
 
 /// Decode the identifiers at the start of a full record, of either layout (the rest is not
@@ -2186,6 +2329,111 @@ mod tests {
             }
         }
 
+        /// A full record mapped by a call's load (`full_mapped`) decodes to what the writer's
+        /// fold of it gives (`Fold::only_capturing`: the identifiers, the times, the call's
+        /// plain states captured with the same bytes), and the full record spliced from its map
+        /// (`splice_mapped`) is the one `splice_full` writes; it declines only a record with a
+        /// captured state that is not plain, a state of 256 bytes or more, or too many stamps
+        /// or states. A map is not used with another record.
+        #[test]
+        fn a_record_mapped_by_the_load_decodes_and_splices_as_walked_again(
+            base in prop_oneof![plain_record(), shared_stamps_record(), record()],
+            only in prop::collection::btree_set(wide_name(), 0..12),
+            sets in prop::collection::btree_map(wide_name(), value(), 0..12),
+            newest in any::<bool>(),
+        ) {
+            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
+            put_full(&base, &mut old, Some(&mut old_lens));
+            let only: Vec<u32> = only.into_iter().collect();
+            let mut fold = Fold::only_capturing(&only, RawStates::default()).checked_before();
+            let folded = fold.full_with_lens(&old, Some(&old_lens)).unwrap();
+            let folded_raw = fold.take_raw().unwrap();
+            let mut map = FullMap::new();
+            let mut raw = RawStates::default();
+            let mapped = full_mapped(
+                &old,
+                &old_lens,
+                &only,
+                &mut raw,
+                ProfileRecord::default(),
+                &mut map,
+            )
+            .unwrap();
+            let Some(rec) = mapped else {
+                let table = StampTable::of(base.props.iter().map(|(_, p)| p));
+                let captured_not_plain = base.props.iter().any(|(id, p)| {
+                    only.contains(id) && (p.once.is_some() || p.adds.is_some() || p.lww.is_none())
+                });
+                prop_assert!(
+                    captured_not_plain
+                        || old_lens.contains(&0)
+                        || table.stamps().len() > SPLICE_STAMPS
+                        || base.props.len() > SPLICE_STATES
+                );
+                prop_assert!(raw.states.is_empty());
+                return Ok(());
+            };
+            prop_assert!(folded.props.is_empty());
+            prop_assert_eq!(&rec, &folded);
+            prop_assert_eq!(&raw.states, &folded_raw.states);
+            prop_assert_eq!(&raw.bytes, &folded_raw.bytes);
+            let stamp = if newest {
+                Stamp::new(Timestamp(i64::MAX), u64::MAX)
+            } else {
+                Stamp::new(Timestamp(0), 0)
+            };
+            let values = value_bytes(&sets);
+            let times = (Timestamp(1), Timestamp(2));
+            let (mut want, mut want_lens) = (Vec::new(), Vec::new());
+            let walked = splice_full(
+                &old,
+                &old_lens,
+                times,
+                stamp,
+                values.iter().map(|(id, b)| (*id, &b[..])),
+                &mut want,
+                &mut want_lens,
+            )
+            .unwrap();
+            let (mut got, mut lens) = (vec![7], vec![9]);
+            let done = splice_mapped(
+                &old,
+                &old_lens,
+                &map,
+                times,
+                stamp,
+                values.iter().map(|(id, b)| (*id, &b[..])),
+                &mut got,
+                &mut lens,
+            )
+            .unwrap();
+            prop_assert_eq!(done, walked);
+            if done {
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(&lens, &want_lens);
+            }
+            // Another record (one state more): the map is not its.
+            let mut other = base.clone();
+            other.first_seen = Timestamp(other.first_seen.0 ^ 1);
+            set_all(&mut other, &std::collections::BTreeMap::from([(u32::MAX, Value::Bool(true))]), stamp);
+            let (mut other_bytes, mut other_lens) = (Vec::new(), Vec::new());
+            put_full(&other, &mut other_bytes, Some(&mut other_lens));
+            if other_lens.len() != old_lens.len() || other_bytes.len() != old.len() {
+                let done = splice_mapped(
+                    &other_bytes,
+                    &other_lens,
+                    &map,
+                    times,
+                    stamp,
+                    values.iter().map(|(id, b)| (*id, &b[..])),
+                    &mut got,
+                    &mut lens,
+                )
+                .unwrap();
+                prop_assert!(!done);
+            }
+        }
+
         /// Bytes that are not a full record with its lengths give an error or a refusal, never
         /// a panic.
         #[test]
@@ -2223,6 +2471,22 @@ mod tests {
                 &mut got,
                 &mut lens,
             );
+            let only: Vec<u32> = sets.keys().copied().collect();
+            let (mut map, mut raw) = (FullMap::new(), RawStates::default());
+            let mapped =
+                full_mapped(&old, &old_lens, &only, &mut raw, ProfileRecord::default(), &mut map);
+            if let Ok(Some(_)) = mapped {
+                let _ = splice_mapped(
+                    &old,
+                    &old_lens,
+                    &map,
+                    (Timestamp(0), Timestamp(0)),
+                    Stamp::new(Timestamp(i64::MAX), u64::MAX),
+                    values.iter().map(|(id, b)| (*id, &b[..])),
+                    &mut got,
+                    &mut lens,
+                );
+            }
         }
     }
 

@@ -699,6 +699,16 @@ pub(crate) fn shaped_state_or_raw<T: StampLookup + ?Sized>(
     }
 }
 
+/// Capture the compact state `state` (its bytes: [`plain_shape`] of its first byte, a
+/// one-byte stamp index, the payload) of property `id` into `raw`, its stamp `s`: what
+/// [`shaped_state_or_raw`] captures of it, read from a record whose state lengths are known.
+pub(crate) fn capture_plain(raw: &mut RawStates, id: u32, s: Stamp, state: &[u8]) {
+    match state[0] {
+        SHAPE_UNSET => raw.push_unset(id, s),
+        b => raw.push_set(id, s, Some(u32::from(b - SHAPE_SET)), &state[2..]),
+    }
+}
+
 /// A compact state (as [`put_shaped_state`] writes it) that is a plain set or removal (`lww`
 /// alone): its shape byte, its stamp index (not checked against a table) and its payload's
 /// bytes (none for a removal). `None` for any other state.
