@@ -386,12 +386,11 @@ pub(crate) fn stamp_after(r: &mut Reader<'_>, prev: Option<Stamp>) -> Decoded<St
     let Some(p) = prev else {
         return stamp(r);
     };
-    let dt = r.u64()?;
+    let (dt, d_order) = r.stamp_delta()?;
     let ts =
         p.0.0
             .checked_add_unsigned(dt)
             .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
-    let d_order = r.i128()?;
     let order = i128::from(p.1)
         .checked_add(d_order)
         .and_then(|o| u64::try_from(o).ok())

@@ -408,6 +408,32 @@ impl<'a> Reader<'a> {
         Ok(((v >> 1) as i128) ^ -((v & 1) as i128))
     }
 
+    /// A stamp table's distance from one stamp to the next: [`Reader::u64`] (the event
+    /// times') then [`Reader::i128`] (the arrival orders'), read in one step when each takes
+    /// one to five bytes, its marker and value as those read them (the distances of W1's
+    /// tables), and ten bytes are left; otherwise by those two.
+    #[inline]
+    pub(crate) fn stamp_delta(&mut self) -> Decoded<(u64, i128)> {
+        if let Some(b) = self.buf.get(self.at..self.at + 10) {
+            let short = |b: &[u8]| -> Option<(u64, usize)> {
+                match b[0] {
+                    v @ 0..=250 => Some((u64::from(v), 1)),
+                    251 => Some((u64::from(u16::from_le_bytes([b[1], b[2]])), 3)),
+                    252 => Some((u64::from(u32::from_le_bytes([b[1], b[2], b[3], b[4]])), 5)),
+                    _ => None,
+                }
+            };
+            if let Some((dt, n)) = short(b)
+                && let Some((zigzag, m)) = short(&b[n..])
+            {
+                self.at += n + m;
+                let d = i128::from(zigzag >> 1) ^ -i128::from(zigzag & 1);
+                return Ok((dt, d));
+            }
+        }
+        Ok((self.u64()?, self.i128()?))
+    }
+
     /// Step over an unsigned or signed varint ([`put_u64`], [`put_i64`]) without building it:
     /// the same bytes [`Reader::u64`] reads, refused where it refuses them.
     #[inline(always)]
@@ -542,6 +568,48 @@ mod tests {
             prop_assert_eq!(wire_bytes(&(small as u32)), bincode_bytes(&(small as u32)));
             prop_assert_eq!(Reader::new(&wire_bytes(&u)).u64().unwrap(), u);
             prop_assert_eq!(Reader::new(&wire_bytes(&i)).i64().unwrap(), i);
+        }
+    }
+
+    /// A varint of each length class: one byte, `u16`, `u32`, `u64` (and, zigzagged, `u128`).
+    fn wide_u64() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..251, 251u64..65_536, 65_536u64..1 << 32, any::<u64>()]
+    }
+
+    proptest! {
+        /// `stamp_delta` reads what `u64` then `i128` read, stopping where they stop and
+        /// refusing where they refuse: on what `put_u64` and `put_i128` write, with any bytes
+        /// after (its one-step form needs ten), and on any bytes at all.
+        #[test]
+        fn a_stamp_delta_reads_as_its_two_varints(
+            dt in wide_u64(),
+            d in prop_oneof![
+                (-125i128..126),
+                (-40_000i128..40_000),
+                any::<i64>().prop_map(i128::from),
+                any::<i128>(),
+            ],
+            tail in prop::collection::vec(any::<u8>(), 0..12),
+            noise in prop::collection::vec(any::<u8>(), 0..14),
+        ) {
+            let mut bytes = Vec::new();
+            super::put_u64(&mut bytes, dt);
+            super::put_i128(&mut bytes, d);
+            let end = bytes.len();
+            bytes.extend_from_slice(&tail);
+            let mut r = Reader::new(&bytes);
+            prop_assert_eq!(r.stamp_delta().unwrap(), (dt, d));
+            prop_assert_eq!(r.position(), end);
+            for bytes in [&bytes[..end - 1], &noise[..]] {
+                let (mut one, mut two) = (Reader::new(bytes), Reader::new(bytes));
+                let got = one.stamp_delta();
+                let want = two.u64().and_then(|t| Ok((t, two.i128()?)));
+                prop_assert_eq!(got.is_ok(), want.is_ok());
+                if let (Ok(got), Ok(want)) = (got, want) {
+                    prop_assert_eq!(got, want);
+                    prop_assert_eq!(one.position(), two.position());
+                }
+            }
         }
     }
 
