@@ -229,8 +229,9 @@ const SPLICE_STATES: usize = 128;
 /// and each state's name, where its name's gap starts and where the state starts. Boxed and
 /// reused (`apply`'s pools): it is ~3 KB, filled only as far as the record goes.
 pub(crate) struct FullMap {
-    /// The record's length (a map is used only with the record it was read from).
-    len: usize,
+    /// Where the record's bytes sit and their length: a map is used only with the record it
+    /// was read from (the same bytes, not moved since).
+    from: (usize, usize),
     ids_end: usize,
     /// `first_seen` and `updated_at`.
     pub times: (Timestamp, Timestamp),
@@ -246,7 +247,7 @@ pub(crate) struct FullMap {
 impl FullMap {
     pub(crate) fn new() -> FullMap {
         FullMap {
-            len: usize::MAX,
+            from: (0, usize::MAX),
             ids_end: 0,
             times: (Timestamp(0), Timestamp(0)),
             n_stamps: 0,
@@ -274,7 +275,7 @@ pub(crate) fn map_full(
     mut capture: Option<(&[u32], &mut RawStates)>,
     map: &mut FullMap,
 ) -> Decoded<bool> {
-    map.len = usize::MAX;
+    map.from = (0, usize::MAX);
     let mut r = Reader::checked_before(old);
     if r.u8()? != FULL_TAG {
         return Ok(false);
@@ -361,7 +362,7 @@ pub(crate) fn map_full(
         return Err(broken(pos, "trailing bytes after the record"));
     }
     map.n = n;
-    map.len = old.len();
+    map.from = (old.as_ptr() as usize, old.len());
     Ok(true)
 }
 
@@ -446,7 +447,7 @@ pub(crate) fn splice_mapped<'v>(
 ) -> Decoded<bool> {
     out.clear();
     lens.clear();
-    if map.len != old.len() || map.n != old_lens.len() {
+    if map.from != (old.as_ptr() as usize, old.len()) || map.n != old_lens.len() {
         return Ok(false);
     }
     let n_stamps = map.n_stamps;
@@ -472,10 +473,14 @@ pub(crate) fn splice_mapped<'v>(
             continue;
         }
         let state = state as usize;
-        if old_lens[i] < 2 || !plain_shape(old[state]) {
+        // Read with `get`: the map's positions are `old`'s (its place and length checked
+        // above), but a position is not trusted beyond them.
+        let (Some(&shape), Some(&index)) = (old.get(state), old.get(state + 1)) else {
+            return Ok(false);
+        };
+        if old_lens[i] < 2 || !plain_shape(shape) {
             return Ok(false);
         }
-        let index = old[state + 1];
         if usize::from(index) >= n_stamps {
             return Err(broken(state + 1, "stamp index beyond the table"));
         }
@@ -2412,16 +2417,17 @@ mod tests {
                 prop_assert_eq!(&got, &want);
                 prop_assert_eq!(&lens, &want_lens);
             }
-            // Another record (one state more): the map is not its.
+            // Other bytes, even the same ones elsewhere, or another record of the same length
+            // (its `first_seen` moved): the map is not theirs.
+            let copy = old.clone();
             let mut other = base.clone();
-            other.first_seen = Timestamp(other.first_seen.0 ^ 1);
-            set_all(&mut other, &std::collections::BTreeMap::from([(u32::MAX, Value::Bool(true))]), stamp);
+            other.first_seen = Timestamp(other.first_seen.0 ^ 2);
             let (mut other_bytes, mut other_lens) = (Vec::new(), Vec::new());
             put_full(&other, &mut other_bytes, Some(&mut other_lens));
-            if other_lens.len() != old_lens.len() || other_bytes.len() != old.len() {
+            for (bytes, lens_of) in [(&copy, &old_lens), (&other_bytes, &other_lens)] {
                 let done = splice_mapped(
-                    &other_bytes,
-                    &other_lens,
+                    bytes,
+                    lens_of,
                     &map,
                     times,
                     stamp,
