@@ -9,7 +9,7 @@ use std::path::Path;
 
 #[path = "support/common.rs"]
 mod common;
-use common::all_profiles as all;
+use common::{all_profiles as all, segment_files as segments};
 
 use profiledb::{Db, Error, Message, Options, Selector};
 use serde_json::json;
@@ -354,16 +354,6 @@ fn a_checkpoint_while_a_compaction_switches_in_is_not_used_once_it_has() {
     let reference = run(&tmp.path().join("ref"), options(1, 0), 0..next);
     assert_eq!(all(&db), all(&reference));
     assert!(db.check().unwrap().is_empty());
-}
-
-fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut segs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segs.sort();
-    segs
 }
 
 #[test]

@@ -2401,17 +2401,21 @@ mod tests {
             )
             .unwrap();
             let (mut got, mut lens) = (vec![7], vec![9]);
-            let done = splice_mapped(
-                &old,
-                &old_lens,
-                &map,
-                times,
-                stamp,
-                values.iter().map(|(id, b)| (*id, &b[..])),
-                &mut got,
-                &mut lens,
-            )
-            .unwrap();
+            // The call's splice from `map` of `bytes` with their lengths.
+            let spliced = |bytes: &[u8], lens_of: &[u8], got: &mut Vec<u8>, lens: &mut Vec<u8>| {
+                splice_mapped(
+                    bytes,
+                    lens_of,
+                    &map,
+                    times,
+                    stamp,
+                    values.iter().map(|(id, b)| (*id, &b[..])),
+                    got,
+                    lens,
+                )
+                .unwrap()
+            };
+            let done = spliced(&old, &old_lens, &mut got, &mut lens);
             prop_assert_eq!(done, walked);
             if done {
                 prop_assert_eq!(&got, &want);
@@ -2425,18 +2429,7 @@ mod tests {
             let (mut other_bytes, mut other_lens) = (Vec::new(), Vec::new());
             put_full(&other, &mut other_bytes, Some(&mut other_lens));
             for (bytes, lens_of) in [(&copy, &old_lens), (&other_bytes, &other_lens)] {
-                let done = splice_mapped(
-                    bytes,
-                    lens_of,
-                    &map,
-                    times,
-                    stamp,
-                    values.iter().map(|(id, b)| (*id, &b[..])),
-                    &mut got,
-                    &mut lens,
-                )
-                .unwrap();
-                prop_assert!(!done);
+                prop_assert!(!spliced(bytes, lens_of, &mut got, &mut lens));
             }
         }
 
