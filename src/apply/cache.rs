@@ -471,14 +471,23 @@ impl ProfileCache {
     }
 
     /// Take the profile whose newest record is at `at` out of the cache: where it stands in
-    /// its chain, and its records.
+    /// its chain, and its records. Its slot stays reserved for it (its map entry kept, no
+    /// chain, no bytes counted), so that the call's [`ProfileCache::insert`] puts it back
+    /// without a second look-up and insertion in the map; a reservation no insert followed
+    /// (a call that failed) is given up by the next take of the profile.
     pub fn take(&mut self, key: u64, at: Location) -> Option<(ChainAt, Cached)> {
-        let i = self.map.remove(&key)?;
+        let &i = self.map.get(&key)?;
         let slot = &mut self.slots[i];
-        let chain = slot.chain.take()?;
-        self.bytes -= slot.bytes;
-        self.free.push(i);
-        (slot.loc == at).then_some((slot.at, chain))
+        let chain = slot.chain.take();
+        self.bytes -= std::mem::take(&mut slot.bytes);
+        match chain {
+            Some(chain) if slot.loc == at => Some((slot.at, chain)),
+            _ => {
+                self.map.remove(&key);
+                self.free.push(i);
+                None
+            }
+        }
     }
 
     /// Forget every cached profile and give back the memory of the slots (as a full
@@ -513,29 +522,35 @@ impl ProfileCache {
     /// admission); otherwise, when it takes an eviction to keep it, it is kept only if the
     /// doorkeeper refused it lately.
     pub fn insert(&mut self, key: u64, loc: Location, at: ChainAt, chain: Cached, hit: bool) {
-        if let Some(i) = self.map.remove(&key) {
+        // The profile's slot, emptied (a reservation its take left, or a chain kept before).
+        let reserved = self.map.get(&key).copied();
+        if let Some(i) = reserved {
             let slot = &mut self.slots[i];
             slot.chain = None;
-            self.bytes -= slot.bytes;
-            self.free.push(i);
+            self.bytes -= std::mem::take(&mut slot.bytes);
         }
         let bytes = chain.heap_bytes() + CACHE_SLOT_BYTES;
         self.inserts += 1;
-        if bytes > self.budget {
+        let refused = bytes > self.budget
+            || (!hit
+                && self.bytes + bytes > self.budget
+                && self
+                    .doorkeeper
+                    .as_mut()
+                    .is_some_and(|door| !door.admit(key))
+                && {
+                    self.refused += 1;
+                    self.last_eviction = Some(self.inserts);
+                    true
+                });
+        if refused {
+            if let Some(i) = reserved {
+                self.map.remove(&key);
+                self.free.push(i);
+            }
             return;
         }
-        if !hit
-            && self.bytes + bytes > self.budget
-            && let Some(door) = &mut self.doorkeeper
-            && !door.admit(key)
-        {
-            self.refused += 1;
-            self.last_eviction = Some(self.inserts);
-            return;
-        }
-        while self.bytes + bytes > self.budget && !self.map.is_empty() {
-            self.evict_one();
-        }
+        while self.bytes + bytes > self.budget && self.evict_one() {}
         let slot = Slot {
             key,
             loc,
@@ -544,23 +559,32 @@ impl ProfileCache {
             bytes,
             referenced: hit,
         };
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.slots[i] = slot;
-                i
-            }
+        match reserved {
+            Some(i) => self.slots[i] = slot,
             None => {
-                self.slots.push(slot);
-                self.slots.len() - 1
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.slots[i] = slot;
+                        i
+                    }
+                    None => {
+                        self.slots.push(slot);
+                        self.slots.len() - 1
+                    }
+                };
+                self.map.insert(key, i);
             }
-        };
-        self.map.insert(key, i);
+        }
         self.bytes += bytes;
     }
 
     /// Advance the hand to the first profile not referenced since it last passed, and evict it.
-    fn evict_one(&mut self) {
+    /// `false`: nothing to evict (no slot holds a chain; reserved ones hold none).
+    fn evict_one(&mut self) -> bool {
         let n = self.slots.len();
+        if n == 0 {
+            return false;
+        }
         // Two turns at most: the first clears every reference bit.
         for _ in 0..2 * n + 1 {
             self.hand = if self.hand + 1 >= n { 0 } else { self.hand + 1 };
@@ -573,12 +597,13 @@ impl ProfileCache {
                 continue;
             }
             slot.chain = None;
-            self.bytes -= slot.bytes;
+            self.bytes -= std::mem::take(&mut slot.bytes);
             self.map.remove(&slot.key);
             self.free.push(self.hand);
             self.last_eviction = Some(self.inserts);
-            return;
+            return true;
         }
+        false
     }
 
     /// Follow a compaction: a profile whose newest record it copied is now at the copy's
@@ -608,7 +633,7 @@ impl ProfileCache {
             let slot = &mut self.slots[i];
             if slot.chain.is_some() && inputs.binary_search(&slot.loc.segment).is_ok() {
                 slot.chain = None;
-                self.bytes -= slot.bytes;
+                self.bytes -= std::mem::take(&mut slot.bytes);
                 self.map.remove(&slot.key);
                 self.free.push(i);
             }
@@ -777,6 +802,45 @@ mod tests {
         assert!(long.decode().is_err());
     }
 
+    impl ProfileCache {
+        /// Whether the profile `key` is kept (a chain in its slot, not a reservation).
+        fn holds(&self, key: u64) -> bool {
+            self.map
+                .get(&key)
+                .is_some_and(|&i| self.slots[i].chain.is_some())
+        }
+
+        /// The cache's bookkeeping agrees with its slots: each map entry names a slot of its
+        /// key, no free slot is named or listed twice, the bytes counted are the kept
+        /// chains', within the budget.
+        fn check(&self) {
+            let mut named = vec![false; self.slots.len()];
+            for (&key, &i) in &self.map {
+                assert_eq!(self.slots[i].key, key);
+                assert!(
+                    !std::mem::replace(&mut named[i], true),
+                    "slot {i} named twice"
+                );
+            }
+            let mut free = vec![false; self.slots.len()];
+            for &i in &self.free {
+                assert!(!named[i], "free slot {i} is in the map");
+                assert!(self.slots[i].chain.is_none());
+                assert!(
+                    !std::mem::replace(&mut free[i], true),
+                    "slot {i} free twice"
+                );
+            }
+            for (i, slot) in self.slots.iter().enumerate() {
+                assert!(named[i] || free[i], "slot {i} neither named nor free");
+                assert_eq!(slot.chain.is_none(), slot.bytes == 0, "slot {i}");
+            }
+            let kept: usize = self.slots.iter().map(|s| s.bytes).sum();
+            assert_eq!(self.bytes, kept);
+            assert!(self.bytes <= self.budget);
+        }
+    }
+
     /// A location in segment 1 at `offset` (the cache tests' profiles).
     fn loc(offset: u32) -> Location {
         Location {
@@ -811,8 +875,7 @@ mod tests {
         let kept = key;
         assert!(kept >= 5, "{kept}");
         assert_eq!(cache.refused, 0, "admitted while there was room");
-        let cached =
-            |cache: &ProfileCache| (0..=kept + 1).filter(|k| cache.map.contains_key(k)).count();
+        let cached = |cache: &ProfileCache| (0..=kept + 1).filter(|k| cache.holds(*k)).count();
         assert!(cache.roomy());
         cache.insert(kept, loc(kept as u32), ChainAt::default(), chain(), false);
         assert_eq!(cache.refused, 1);
@@ -821,14 +884,14 @@ mod tests {
             "a refusal, like an eviction, makes room scarce"
         );
         assert_eq!(cached(&cache), kept as usize, "refused: nothing evicted");
-        assert!(!cache.map.contains_key(&kept));
+        assert!(!cache.holds(kept));
         cache.insert(kept, loc(kept as u32), ChainAt::default(), chain(), false);
         assert_eq!(cache.refused, 1, "the second try is let in");
-        assert!(cache.map.contains_key(&kept));
+        assert!(cache.holds(kept));
         assert_eq!(cached(&cache), kept as usize, "one evicted for it");
         // The room a call's take leaves is filled without the doorkeeper; the profile taken
         // goes back in without it too, evicting another.
-        let out = (0..kept).find(|k| cache.map.contains_key(k)).unwrap();
+        let out = (0..kept).find(|k| cache.holds(*k)).unwrap();
         let (at, taken) = cache.take(out, loc(out as u32)).unwrap();
         cache.insert(
             kept + 1,
@@ -837,9 +900,9 @@ mod tests {
             chain(),
             false,
         );
-        assert!(cache.map.contains_key(&(kept + 1)), "room a take left");
+        assert!(cache.holds(kept + 1), "room a take left");
         cache.insert(out, loc(out as u32), at, taken, true);
-        assert!(cache.map.contains_key(&out));
+        assert!(cache.holds(out));
         assert_eq!(cache.refused, 1);
         assert_eq!(cached(&cache), kept as usize, "one evicted for it");
         assert!(cache.bytes() <= cache.budget);
@@ -924,5 +987,91 @@ mod tests {
         );
         assert!(cache.take(4, loc(4)).is_some());
         assert_eq!(cache.bytes(), 0);
+    }
+
+    /// A take's reservation: the profile put back takes its slot again (no slot or map entry
+    /// added); one never put back is given up by the next take; an insert that is refused
+    /// gives it up too.
+    #[test]
+    fn a_taken_profile_goes_back_into_its_slot() {
+        let data = crate::entries::encode_profile(&ProfileRecord::default(), 64);
+        let one = Chain::full(&data).heap_bytes() + CACHE_SLOT_BYTES;
+        let chain = || Cached::Chain(Chain::full(&data));
+        let mut cache = ProfileCache::new(3 * one);
+        for key in 1..=3 {
+            cache.insert(key, loc(key as u32), ChainAt::default(), chain(), false);
+        }
+        let (at, taken) = cache.take(2, loc(2)).unwrap();
+        assert_eq!(cache.bytes(), 2 * one);
+        assert!(!cache.holds(2));
+        cache.check();
+        cache.insert(2, loc(7), at, taken, true);
+        assert_eq!((cache.slots.len(), cache.map.len()), (3, 3));
+        assert!(cache.take(2, loc(7)).is_some());
+        cache.check();
+        // Not put back: the next take gives the slot up.
+        assert!(cache.take(2, loc(7)).is_none());
+        assert_eq!((cache.map.len(), cache.free.len()), (2, 1));
+        cache.check();
+        // Refused (larger than the budget): the reservation is given up.
+        let big = ProfileCache::new(one);
+        let mut small = big;
+        small.insert(5, loc(5), ChainAt::default(), chain(), false);
+        let (at, _) = small.take(5, loc(5)).unwrap();
+        let mut rec = ProfileRecord::default();
+        rec.state_mut(1)
+            .apply_set_ref(Some(&Value::Str("x".repeat(500).into())), Timestamp(1), 1);
+        let large = crate::entries::encode_profile(&rec, 64);
+        small.insert(5, loc(5), at, Cached::Chain(Chain::full(&large)), true);
+        assert!(small.map.is_empty());
+        assert_eq!(small.free.len(), 1);
+        small.check();
+    }
+
+    proptest::proptest! {
+        /// Any sequence of inserts (new, or putting back what a take gave), takes (at the
+        /// profile's location or a stale one) and takes never put back keeps the cache's
+        /// bookkeeping whole, and a take gives back what the last insert of the profile kept.
+        #[test]
+        fn takes_and_inserts_keep_the_cache_whole(
+            ops in proptest::collection::vec((0u8..4, 0u64..12, 0u32..3, proptest::bool::ANY), 1..300),
+            room in 2usize..8,
+        ) {
+            let data = crate::entries::encode_profile(&ProfileRecord::default(), 64);
+            let one = Chain::full(&data).heap_bytes() + CACHE_SLOT_BYTES;
+            let mut cache = ProfileCache::new(room * one);
+            // The location each profile was last kept at, as the test saw it.
+            let mut last: std::collections::HashMap<u64, u32> = Default::default();
+            let mut out: Vec<(u64, ChainAt, Cached)> = Vec::new();
+            for (op, key, at, back) in ops {
+                match op {
+                    0 => {
+                        cache.insert(key, loc(at), ChainAt::default(), Cached::Chain(Chain::full(&data)), false);
+                        last.insert(key, at);
+                    }
+                    1 => {
+                        let taken = cache.take(key, loc(at));
+                        if taken.is_some() {
+                            proptest::prop_assert_eq!(last.get(&key), Some(&at));
+                        }
+                        if let Some((chain_at, chain)) = taken
+                            && back
+                        {
+                            out.push((key, chain_at, chain));
+                        }
+                    }
+                    2 => {
+                        if let Some((key, chain_at, chain)) = out.pop() {
+                            cache.insert(key, loc(at), chain_at, chain, true);
+                            last.insert(key, at);
+                        }
+                    }
+                    _ => {
+                        proptest::prop_assert!(!cache.holds(key) || last.contains_key(&key));
+                    }
+                }
+                cache.check();
+            }
+        }
     }
 }
