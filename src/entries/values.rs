@@ -197,7 +197,9 @@ impl StampTable {
         // stamp. Past `SMALL` distinct stamps (a profile of many properties set by many
         // calls) inserting would be quadratic: the rest are pushed and the table sorted once.
         const SMALL: usize = 32;
-        let mut stamps = Stamps::with_capacity(props.len().min(SMALL));
+        // In place until it holds more than eight (not sized by the states: a profile of
+        // forty properties set by a few calls would allocate room for 32 it does not use).
+        let mut stamps = Stamps::new();
         let mut sorted = true;
         for p in props {
             each_stamp(p, |s| {
