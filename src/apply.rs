@@ -1459,7 +1459,11 @@ impl<'a> Builder<'a> {
                         props.sort_unstable_by_key(|p| p.0);
                         (None, work.before.times.0, work.before.times.1, props)
                     }
-                    (None, OldIds::New) => crate::entries::history::diff(None, &work.rec),
+                    (None, OldIds::New) => crate::entries::history::diff_into(
+                        None,
+                        &work.rec,
+                        self.spare.pools.befores(),
+                    ),
                     (None, old) => crate::entries::history::diff_changed(
                         match old {
                             OldIds::Saved(ids) => Some(ids),
@@ -1824,13 +1828,15 @@ impl<'a> Builder<'a> {
             Some(k) => k,
             None => {
                 let k = take_key(&mut self.next_key, "profile", self.store)?;
-                let rec = ProfileRecord {
-                    first_seen: ts,
-                    updated_at: ts,
-                    // Sized for the call's names: no reallocation as it sets them.
-                    props: Vec::with_capacity(m.traits.len()),
-                    ..ProfileRecord::default()
-                };
+                // A record an earlier call left (its states' buffer), with no identifier of
+                // the profile it held: the call attaches the new profile's.
+                let mut rec = self.spare.pools.record();
+                rec.ids = Ids::default();
+                rec.first_seen = ts;
+                rec.updated_at = ts;
+                rec.props.clear();
+                // Room for the call's names: no reallocation as it sets them.
+                rec.props.reserve(m.traits.len());
                 self.spare.profiles.push((
                     k,
                     Work {
@@ -1842,7 +1848,7 @@ impl<'a> Builder<'a> {
                         hit: false,
                         full: true,
                         fast: None,
-                        changed: Vec::with_capacity(m.traits.len()),
+                        changed: self.spare.pools.names(),
                         stamped: true,
                         cached: None,
                         raw: RawStates::default(),

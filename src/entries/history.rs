@@ -532,10 +532,20 @@ pub(crate) fn diff_changed(
 /// The undo part of a step, computed from a profile's record before and after a call:
 /// identifiers (if they differ), times, and every property whose state differs.
 pub(crate) fn diff(before: Option<&ProfileRecord>, after: &ProfileRecord) -> Undo {
+    diff_into(before, after, Vec::new())
+}
+
+/// [`diff`] with its list of properties in `props` (emptied first; a buffer to reuse).
+pub(crate) fn diff_into(
+    before: Option<&ProfileRecord>,
+    after: &ProfileRecord,
+    mut props: Vec<(u32, Option<PropState>)>,
+) -> Undo {
     let empty = ProfileRecord::default();
     let b = before.unwrap_or(&empty);
     let ids = (before.is_none() || b.ids != after.ids).then(|| StepIds::from(&b.ids));
-    let mut props = Vec::with_capacity(b.props.len().max(after.props.len()));
+    props.clear();
+    props.reserve(b.props.len().max(after.props.len()));
     let (mut i, mut j) = (0, 0);
     let (bp, ap) = (&b.props, &after.props);
     while i < bp.len() || j < ap.len() {
