@@ -66,7 +66,8 @@ fn per_call(history_days: u64, cache_bytes: usize, warm: u64, counted: u64) -> (
 /// the carried identifiers into its buffers (stop 44). What is left: hot records made and their
 /// stamp tables compacted, stamp tables past eight stamps, the cached chain's growth, a
 /// profile's identifiers where the record reused held none. At 2.44 / 2.05 (release) and
-/// 33.3 / 19.8 (debug) since a full record's stamp table starts in place (stop 55).
+/// 33.3 / 19.8 (debug) since a full record's stamp table starts in place, and 2.26 / 1.94
+/// (release) since a new profile takes its buffers from the pools (stop 55).
 const MOST: [(u64, f64, f64); 2] = [(30, 3.5, 38.0), (0, 3.0, 24.0)];
 
 #[test]
@@ -93,7 +94,8 @@ fn a_cached_w1_call_allocates_a_few_blocks_at_most() {
 /// W1 as `compare` runs it, in small: a cache too small for the working set (so calls miss,
 /// and the doorkeeper refuses profiles), new people among the calls (W1's creates), history
 /// kept. Release builds, and debug builds (their checks copy and re-encode).
-/// Measured at 3.06 (release) and 48.7 (debug) a call at stop 55 (the
+/// Measured at 3.06 (release) and 48.7 (debug) a call at stop 55, 2.85 in release once a new
+/// profile takes its buffers from the pools (the
 /// whole 1M-call run in `compare`: 3.88, DHAT, docs/performance.md round 38): the cache's
 /// next full record for most calls, a new profile's record, states, identifiers and history
 /// step, a miss's chain.
