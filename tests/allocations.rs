@@ -94,11 +94,10 @@ fn a_cached_w1_call_allocates_a_few_blocks_at_most() {
 /// W1 as `compare` runs it, in small: a cache too small for the working set (so calls miss,
 /// and the doorkeeper refuses profiles), new people among the calls (W1's creates), history
 /// kept. Release builds, and debug builds (their checks copy and re-encode).
-/// Measured at 3.06 (release) and 48.7 (debug) a call at stop 55, 2.85 in release once a new
-/// profile takes its buffers from the pools (the
-/// whole 1M-call run in `compare`: 3.88, DHAT, docs/performance.md round 38): the cache's
-/// next full record for most calls, a new profile's record, states, identifiers and history
-/// step, a miss's chain.
+/// Measured at 3.06 (release) and 48.7 (debug) a call at stop 55, then 2.85 (release) once a
+/// new profile takes its buffers from the pools (the whole 1M-call run in `compare`: 3.88,
+/// DHAT, docs/performance.md round 38): the cache's next full record for most calls, a new
+/// profile's identifiers and history step, a miss's chain.
 const MOST_WITH_MISSES: (f64, f64) = (4.0, 60.0);
 
 #[test]
