@@ -1009,9 +1009,15 @@ impl<'a> Builder<'a> {
         &mut work.rec.ids
     }
 
+    /// Take a loaded profile out of the call (deleted, or merged into another): its slot in the
+    /// writer cache, reserved by the load's take, is given up (no insert follows).
     fn remove(&mut self, key: u64) -> Option<Work> {
         let i = self.position(key)?;
-        Some(self.spare.profiles.remove(i).1)
+        let work = self.spare.profiles.remove(i).1;
+        if work.hit {
+            self.cache.release(key);
+        }
+        Some(work)
     }
 
     /// The number of a property name, registering it if new; `None` beyond the limit.

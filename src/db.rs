@@ -1569,6 +1569,56 @@ impl StoreBytes {
 mod tests {
     use super::StoreBytes;
 
+    /// A profile a call deletes or merges away after a hit gives its writer cache slot up
+    /// (the hit's take reserved it for an insert that does not come): the cache keeps no slot
+    /// for a key no call takes again.
+    #[test]
+    fn dropped_profiles_leave_no_cache_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::Db::open(dir.path(), Default::default()).unwrap();
+        let call = |s: String| db.apply_json(s.as_bytes()).unwrap();
+        for i in 0..500 {
+            call(format!(
+                r#"{{"type":"identify","userId":"u{i}","traits":{{"a":{i}}}}}"#
+            ));
+            call(format!(
+                r#"{{"type":"identify","userId":"u{i}","traits":{{"b":{i}}}}}"#
+            ));
+            db.delete(&crate::Selector::UserId(format!("u{i}")), false)
+                .unwrap();
+            // Two profiles, each cached, then merged by a call that names both.
+            call(format!(
+                r#"{{"type":"identify","userId":"m{i}","traits":{{"a":1}}}}"#
+            ));
+            call(format!(
+                r#"{{"type":"identify","userId":"m{i}","traits":{{"b":1}}}}"#
+            ));
+            call(format!(
+                r#"{{"type":"identify","anonymousId":"x{i}","traits":{{"email":"m{i}@example.com"}}}}"#
+            ));
+            call(format!(
+                r#"{{"type":"identify","anonymousId":"x{i}","traits":{{"c":1}}}}"#
+            ));
+            call(format!(
+                r#"{{"type":"identify","userId":"m{i}","anonymousId":"x{i}","traits":{{"d":1}}}}"#
+            ));
+        }
+        let stats = db.stats();
+        assert!(
+            stats.profile_cache_hits > 1_000,
+            "{}",
+            stats.profile_cache_hits
+        );
+        let (slots, entries, chains) = db.inner.cache.lock().counts();
+        assert_eq!(
+            (slots, entries),
+            (chains, chains),
+            "every slot in use holds a chain"
+        );
+        // One profile of each merged pair is left.
+        assert_eq!(stats.profiles, 500);
+    }
+
     /// The trigger weighs the profiles' dead bytes against the store without its history:
     /// steps waiting in the log are neither dead nor part of the whole, the segments of steps
     /// are not weighed at all.

@@ -490,6 +490,25 @@ impl ProfileCache {
         }
     }
 
+    /// Give up the reservation a take left for `key` (a call that dropped the profile it
+    /// loaded: deleted, or merged into another), so that a key no call takes again does not
+    /// hold a slot. A slot holding a chain stays.
+    pub fn release(&mut self, key: u64) {
+        if let Some(&i) = self.map.get(&key)
+            && self.slots[i].chain.is_none()
+        {
+            self.map.remove(&key);
+            self.free.push(i);
+        }
+    }
+
+    /// Slots, map entries and chains held (tests: reservations given up).
+    #[cfg(test)]
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let chains = self.slots.iter().filter(|s| s.chain.is_some()).count();
+        (self.slots.len() - self.free.len(), self.map.len(), chains)
+    }
+
     /// Forget every cached profile and give back the memory of the slots (as a full
     /// compaction begins: its working set then reuses the cache's memory instead of adding
     /// to it). The counters and the running compaction's state stay.
