@@ -1584,7 +1584,7 @@ mod tests {
             call(format!(
                 r#"{{"type":"identify","userId":"u{i}","traits":{{"b":{i}}}}}"#
             ));
-            db.delete(&crate::Selector::UserId(format!("u{i}")), false)
+            db.delete(&crate::types::Selector::UserId(format!("u{i}")), false)
                 .unwrap();
             // Two profiles, each cached, then merged by a call that names both.
             call(format!(
