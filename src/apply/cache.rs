@@ -483,11 +483,20 @@ impl ProfileCache {
         match chain {
             Some(chain) if slot.loc == at => Some((slot.at, chain)),
             _ => {
-                self.map.remove(&key);
-                self.free.push(i);
+                self.vacate(key, i);
                 None
             }
         }
+    }
+
+    /// Empty slot `i`, `key`'s, and give it back: its chain dropped, its bytes no longer
+    /// counted, its map entry gone.
+    fn vacate(&mut self, key: u64, i: usize) {
+        let slot = &mut self.slots[i];
+        slot.chain = None;
+        self.bytes -= std::mem::take(&mut slot.bytes);
+        self.map.remove(&key);
+        self.free.push(i);
     }
 
     /// Give up the reservation a take left for `key` (a call that dropped the profile it
@@ -497,8 +506,7 @@ impl ProfileCache {
         if let Some(&i) = self.map.get(&key)
             && self.slots[i].chain.is_none()
         {
-            self.map.remove(&key);
-            self.free.push(i);
+            self.vacate(key, i);
         }
     }
 
@@ -550,22 +558,19 @@ impl ProfileCache {
         }
         let bytes = chain.heap_bytes() + CACHE_SLOT_BYTES;
         self.inserts += 1;
-        let refused = bytes > self.budget
-            || (!hit
-                && self.bytes + bytes > self.budget
-                && self
-                    .doorkeeper
-                    .as_mut()
-                    .is_some_and(|door| !door.admit(key))
-                && {
-                    self.refused += 1;
-                    self.last_eviction = Some(self.inserts);
-                    true
-                });
-        if refused {
+        let turned_away = !hit
+            && self.bytes + bytes > self.budget
+            && self
+                .doorkeeper
+                .as_mut()
+                .is_some_and(|door| !door.admit(key));
+        if turned_away {
+            self.refused += 1;
+            self.last_eviction = Some(self.inserts);
+        }
+        if bytes > self.budget || turned_away {
             if let Some(i) = reserved {
-                self.map.remove(&key);
-                self.free.push(i);
+                self.vacate(key, i);
             }
             return;
         }
@@ -578,21 +583,18 @@ impl ProfileCache {
             bytes,
             referenced: hit,
         };
-        match reserved {
-            Some(i) => self.slots[i] = slot,
-            None => {
-                let i = match self.free.pop() {
-                    Some(i) => {
-                        self.slots[i] = slot;
-                        i
-                    }
-                    None => {
-                        self.slots.push(slot);
-                        self.slots.len() - 1
-                    }
-                };
-                self.map.insert(key, i);
+        let i = match reserved.or_else(|| self.free.pop()) {
+            Some(i) => {
+                self.slots[i] = slot;
+                i
             }
+            None => {
+                self.slots.push(slot);
+                self.slots.len() - 1
+            }
+        };
+        if reserved.is_none() {
+            self.map.insert(key, i);
         }
         self.bytes += bytes;
     }
@@ -615,10 +617,8 @@ impl ProfileCache {
                 slot.referenced = false;
                 continue;
             }
-            slot.chain = None;
-            self.bytes -= std::mem::take(&mut slot.bytes);
-            self.map.remove(&slot.key);
-            self.free.push(self.hand);
+            let key = slot.key;
+            self.vacate(key, self.hand);
             self.last_eviction = Some(self.inserts);
             return true;
         }
@@ -649,13 +649,11 @@ impl ProfileCache {
             }
         }
         for i in 0..self.slots.len() {
-            let slot = &mut self.slots[i];
+            let slot = &self.slots[i];
             if slot.chain.is_some() && inputs.binary_search(&slot.loc.segment).is_ok() {
-                slot.chain = None;
-                self.bytes -= std::mem::take(&mut slot.bytes);
-                self.map.remove(&slot.key);
-                self.free.push(i);
+                self.vacate(slot.key, i);
             }
+            let slot = &mut self.slots[i];
             if let Some((linked, depth)) = slot.at.through.take()
                 && forwards.get(&linked).is_some()
             {
