@@ -23,7 +23,7 @@ use profiledb::workload::{W1, W1Config};
 use profiledb::{Db, Durability, Message, Options};
 use profiledb_peers::baseline::LogStore;
 use profiledb_peers::engines::{Engine, Fjall, Format, Redb, Sqlite};
-use profiledb_peers::procfs::{RssSampler, dir_size, peak_rss, proc_io};
+use profiledb_peers::procfs::{RssSampler, dir_size, peak_rss, proc_io, threads_cpu};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone)]
@@ -406,19 +406,32 @@ fn pdb_batched(id: &str, dir: &Path, config: W1Config, explicit_sync: bool) -> F
     let t = Instant::now();
     db.sync().unwrap();
     m.busy += t.elapsed();
+    // CPU the store's background compaction spent meanwhile (the calls run on this thread):
+    // what the machine's second core gives the writer (docs/performance.md, round 39).
+    let compactor = threads_cpu(COMPACTOR);
+    let busy = m.busy;
     let stats = db.stats();
     let mut f = m.fig(id, config.calls, dir);
     db.compact().unwrap();
     f.disk_bytes_compacted = Some(dir_size(dir));
     db.close().unwrap();
+    let per_call = |d: Duration| d.as_secs_f64() * 1e6 / config.calls.max(1) as f64;
     f.note = format!(
-        "{} profiles; {:.0} B/call appended by the engine; {} syncs",
+        "{} profiles; {:.0} B/call appended by the engine; {} syncs; background compaction \
+         {:.1} s CPU ({:.2} us a call; the calls' {:.2} us a call of wall time)",
         stats.profiles,
         stats.storage.bytes_appended as f64 / config.calls.max(1) as f64,
-        stats.storage.syncs
+        stats.storage.syncs,
+        compactor.as_secs_f64(),
+        per_call(compactor),
+        per_call(busy),
     );
     f
 }
+
+/// The name profiledb gives its background compaction thread, as `/proc`'s `comm` keeps it
+/// (15 bytes).
+const COMPACTOR: &str = "profiledb-compa";
 
 /// profiledb, one thread, every call waits for its own durability.
 fn pdb_durable_1t(id: &str, dir: &Path, config: W1Config, durability: Durability) -> Fig {
