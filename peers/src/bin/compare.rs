@@ -331,7 +331,8 @@ fn label(id: &str) -> &'static str {
 /// (the journal's 30-day history window and the 32 MiB writer cache included).
 /// `PROFILEDB_HISTORY_DAYS=0` runs it with the journal off, to see what the history costs
 /// (docs/journal.md); `PROFILEDB_CACHE_MB=N` gives the writer cache N MiB, to see what memory
-/// buys (docs/performance.md).
+/// buys; `PROFILEDB_COMPACTION_RATIO=F` starts the background compaction at that share of dead
+/// bytes, to see what it costs (docs/performance.md).
 fn pdb_options() -> Options {
     Options {
         durability: Durability::GroupCommit {
@@ -340,7 +341,22 @@ fn pdb_options() -> Options {
         },
         history_retention: history_retention(),
         profile_cache_bytes: cache_bytes(),
+        compaction_ratio: compaction_ratio(),
         ..Options::default()
+    }
+}
+
+/// When the background compaction starts: the library's default, or the share of dead bytes
+/// `PROFILEDB_COMPACTION_RATIO` (a fraction such as 0.8; 0 turns it off).
+fn compaction_ratio() -> Option<f64> {
+    match std::env::var("PROFILEDB_COMPACTION_RATIO") {
+        Err(_) => Options::default().compaction_ratio,
+        Ok(text) => {
+            let ratio: f64 = text
+                .parse()
+                .unwrap_or_else(|_| panic!("PROFILEDB_COMPACTION_RATIO: a fraction such as 0.8"));
+            (ratio > 0.0).then_some(ratio)
+        }
     }
 }
 
