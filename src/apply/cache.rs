@@ -1031,8 +1031,7 @@ mod tests {
         assert_eq!((cache.map.len(), cache.free.len()), (2, 1));
         cache.check();
         // Refused (larger than the budget): the reservation is given up.
-        let big = ProfileCache::new(one);
-        let mut small = big;
+        let mut small = ProfileCache::new(one);
         small.insert(5, loc(5), ChainAt::default(), chain(), false);
         let (at, _) = small.take(5, loc(5)).unwrap();
         let mut rec = ProfileRecord::default();

@@ -349,14 +349,9 @@ fn pdb_options() -> Options {
 /// When the background compaction starts: the library's default, or the share of dead bytes
 /// `PROFILEDB_COMPACTION_RATIO` (a fraction such as 0.8; 0 turns it off).
 fn compaction_ratio() -> Option<f64> {
-    match std::env::var("PROFILEDB_COMPACTION_RATIO") {
-        Err(_) => Options::default().compaction_ratio,
-        Ok(text) => {
-            let ratio: f64 = text
-                .parse()
-                .unwrap_or_else(|_| panic!("PROFILEDB_COMPACTION_RATIO: a fraction such as 0.8"));
-            (ratio > 0.0).then_some(ratio)
-        }
+    match env_value::<f64>("PROFILEDB_COMPACTION_RATIO", "a fraction such as 0.8") {
+        None => Options::default().compaction_ratio,
+        Some(ratio) => (ratio > 0.0).then_some(ratio),
     }
 }
 
@@ -381,11 +376,14 @@ fn history_retention() -> Duration {
 
 /// A whole number from the environment variable `name` (counted in `unit`), if it is set.
 fn env_number(name: &str, unit: &str) -> Option<u64> {
+    env_value(name, &format!("a whole number of {unit}"))
+}
+
+/// The environment variable `name` parsed, if it is set (a panic naming `what` it must be
+/// otherwise).
+fn env_value<T: std::str::FromStr>(name: &str, what: &str) -> Option<T> {
     let text = std::env::var(name).ok()?;
-    Some(
-        text.parse()
-            .unwrap_or_else(|_| panic!("{name}: a whole number of {unit}")),
-    )
+    Some(text.parse().unwrap_or_else(|_| panic!("{name}: {what}")))
 }
 
 /// profiledb, one thread, Buffered calls; `explicit_sync`: also `db.sync()` every 1,000 calls
