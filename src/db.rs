@@ -1234,6 +1234,8 @@ impl Inner {
         };
         // The windows (history, guard links) as of the compaction's start: one clock read.
         let now = crate::types::value::Timestamp::now().0;
+        // Where in the messageId window the next `DEDUPE` entry's hash is expected.
+        let mut window_at = 0;
         let prepared = self.store.prepare_compaction_of(&inputs, moves, &mut |e| {
             let index = self.read_index_spinning();
             if e.kind == EntryKind::Dedupe.byte() || e.kind == EntryKind::DedupeBlock.byte() {
@@ -1242,7 +1244,7 @@ impl Inner {
                 // an empty pack, which the storage layer drops.
                 return Ok(CopyAs::Pack {
                     kind: EntryKind::DedupeBlock.byte(),
-                    data: index.dedupe_live_bytes(e),
+                    data: index.dedupe_live_bytes(e, &mut window_at),
                 });
             }
             let profile =

@@ -26,7 +26,7 @@ pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 
 use crate::entries::chain::Forwards;
 use crate::entries::{self, EntryKind, Ids};
-use crate::storage::{Location, StoredEntry};
+use crate::storage::{Location, PackData, StoredEntry};
 use crate::types::SourceOffset;
 use crate::types::email::normalize_email;
 
@@ -525,11 +525,13 @@ impl Index {
     }
 
     /// The messageId hashes of a `Dedupe` or `DedupeBlock` entry that are still in the window,
-    /// as a block's data (16 bytes each, oldest first): what compaction packs of it.
-    pub fn dedupe_live_bytes(&self, e: &StoredEntry<'_>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16);
+    /// as a block's data (16 bytes each, oldest first): what compaction packs of it. `at`:
+    /// where in the window the next hash is expected ([`Window::contains_walking`]; a
+    /// compaction passes the same one for every entry, read in the log's order).
+    pub fn dedupe_live_bytes(&self, e: &StoredEntry<'_>, at: &mut usize) -> PackData {
+        let mut out = PackData::new();
         let mut keep = |h: u128| {
-            if self.dedupe.contains(h) {
+            if self.dedupe.contains_walking(h, at) {
                 out.extend_from_slice(&h.to_le_bytes());
             }
         };

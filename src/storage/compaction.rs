@@ -828,7 +828,7 @@ mod tests {
                     2 => CopyAs::KeepByPlace,
                     6 => CopyAs::Pack {
                         kind: 10,
-                        data: e.data[..8].to_vec(),
+                        data: e.data[..8].into(),
                     },
                     _ => CopyAs::Drop,
                 })
@@ -1104,7 +1104,7 @@ mod tests {
                 Ok(match e.kind {
                     6 => CopyAs::Pack {
                         kind: 10,
-                        data: [e.data, e.data].concat(),
+                        data: [e.data, e.data].concat().into(),
                     },
                     _ if e.data == b"dropped" => CopyAs::Drop,
                     _ => CopyAs::Keep,
@@ -1197,7 +1197,7 @@ mod tests {
             .prepare_compaction_of(&inputs, 0, &mut |e| {
                 Ok(CopyAs::Pack {
                     kind: e.kind + 10,
-                    data: e.data.to_vec(),
+                    data: e.data.into(),
                 })
             })
             .err()
@@ -1212,9 +1212,9 @@ mod tests {
                 Ok(CopyAs::Pack {
                     kind: 16,
                     data: if e.kind == 6 {
-                        e.data.to_vec()
+                        e.data.into()
                     } else {
-                        Vec::new()
+                        Default::default()
                     },
                 })
             })

@@ -169,9 +169,13 @@ pub enum CopyAs {
         /// The packed entry's kind.
         kind: u8,
         /// Bytes appended to the packed entry's data.
-        data: Vec<u8>,
+        data: PackData,
     },
 }
+
+/// The bytes one entry adds to a packed entry ([`CopyAs::Pack`]): inline up to one messageId
+/// hash, so that the million `DEDUPE` entries a compaction may read allocate nothing each.
+pub type PackData = smallvec::SmallVec<[u8; 16]>;
 
 /// The data past which a packed entry ([`CopyAs::Pack`]) is closed (at the end of the frame
 /// that takes it there) and compaction starts another.
@@ -622,6 +626,6 @@ mod record;
 mod recovery;
 mod segment;
 
-pub use places::{Moves, Places};
+pub use places::{Moves, Places, Walk};
 pub use recovery::check_store_dir;
 pub(crate) use segment::{parse_steps_name, steps_name};

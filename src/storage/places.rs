@@ -75,18 +75,60 @@ impl Places {
 
     /// Where the entry that was at `old` is now; `None` if it was not moved by place.
     pub fn get(&self, old: Location) -> Option<Location> {
-        let i = self
+        self.get_walking(old, &mut Walk::default())
+    }
+
+    /// [`Places::get`], for places asked in increasing order (the history tables' rows of a
+    /// batch, sorted by old place: `journal::write_outputs`): `at` is where the last one
+    /// was. Within the same segment and forward of it, the move is searched for by
+    /// galloping from there (steps of 1, 2, 4, ... then a binary search of the last one), so
+    /// that the look-ups walk the list (12 bytes a move, ~12 MB for W1's million steps)
+    /// nearly in order instead of each touching ~20 places spread over all of it. Any order
+    /// gives the right answers; increasing order makes them cheap.
+    pub fn get_walking(&self, old: Location, at: &mut Walk) -> Option<Location> {
+        if self
             .segments
-            .binary_search_by_key(&old.segment, |s| s.0)
-            .ok()?;
-        let moves = self.segments[i].1.as_slice();
-        let m = &moves[moves.binary_search_by_key(&old.offset, old_offset).ok()?];
+            .get(at.segment)
+            .is_none_or(|s| s.0 != old.segment)
+        {
+            at.segment = self
+                .segments
+                .binary_search_by_key(&old.segment, |s| s.0)
+                .ok()?;
+            at.position = 0;
+        }
+        let moves = self.segments[at.segment].1.as_slice();
+        let from = match moves.get(at.position) {
+            Some(m) if old_offset(m) <= old.offset => at.position,
+            _ => 0,
+        };
+        // Gallop: the first step past `old` bounds the search from the last step before it.
+        let (mut lo, mut step) = (from, 1);
+        while let Some(m) = moves.get(lo + step)
+            && old_offset(m) <= old.offset
+        {
+            lo += step;
+            step *= 2;
+        }
+        let hi = (lo + step).min(moves.len());
+        let found = moves[lo..hi].binary_search_by_key(&old.offset, old_offset);
+        // The last move at or before `old` (where the next, larger place starts).
+        at.position = lo + found.unwrap_or_else(|i| i.saturating_sub(1));
+        let m = &moves[lo + found.ok()?];
         Some(Location {
             segment: word(m, 1),
             offset: word(m, 2),
             len: old.len,
         })
     }
+}
+
+/// Where [`Places::get_walking`]'s last look-up was: an index into the segments and one into
+/// that segment's moves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Walk {
+    segment: usize,
+    position: usize,
 }
 
 /// `(kind, id, old place, new place)` of every entry a compaction copied and listed (all but
@@ -225,8 +267,21 @@ mod tests {
             for (&off, &new) in &model {
                 proptest::prop_assert_eq!(p.get(loc(3, off, 1)), Some(new));
             }
-            for off in probes.into_iter().chain([0, 39, 40, u32::MAX]) {
+            for off in probes.iter().copied().chain([0, 39, 40, u32::MAX]) {
                 proptest::prop_assert_eq!(p.get(loc(3, off, 1)), model.get(&off).copied());
+            }
+            // Walking: the moved places and the probes in increasing order (as
+            // `write_outputs` asks), then in the order given, and places of another segment.
+            let mut asked: Vec<u32> = model.keys().copied().chain(probes.iter().copied()).collect();
+            asked.sort_unstable();
+            asked.extend(probes.iter().copied().chain(model.keys().copied()));
+            let mut walk = Walk::default();
+            for off in asked {
+                proptest::prop_assert_eq!(
+                    p.get_walking(loc(3, off, 1), &mut walk),
+                    model.get(&off).copied()
+                );
+                proptest::prop_assert_eq!(p.get_walking(loc(4, off, 1), &mut walk), None);
             }
         }
     }
@@ -245,8 +300,14 @@ mod tests {
         }
         p.seal();
         assert_eq!(p.segments.len(), 2);
+        for (old, new) in &moves {
+            assert_eq!(p.get(*old), Some(*new), "{old:?}");
+        }
+        // Walked in increasing place (segment, offset), as `write_outputs` asks.
+        moves.sort_by_key(|(old, _)| (old.segment, old.offset));
+        let mut walk = Walk::default();
         for (old, new) in moves {
-            assert_eq!(p.get(old), Some(new), "{old:?}");
+            assert_eq!(p.get_walking(old, &mut walk), Some(new), "{old:?}");
         }
         assert_eq!(p.get(loc(4, 50, 3)), None);
     }
