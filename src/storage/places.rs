@@ -73,7 +73,9 @@ impl Places {
         self.last = usize::MAX;
     }
 
-    /// Where the entry that was at `old` is now; `None` if it was not moved by place.
+    /// Where the entry that was at `old` is now; `None` if it was not moved by place (the
+    /// tests' reference for [`Places::get_walking`]).
+    #[cfg(test)]
     pub fn get(&self, old: Location) -> Option<Location> {
         self.get_walking(old, &mut Walk::default())
     }
