@@ -264,7 +264,9 @@ struct Held<'a> {
 
 impl<'a> Held<'a> {
     fn hold(&mut self, frame: Frame<'a>) {
-        self.bytes += frame.entries.iter().map(|e| e.2.len() + 16).sum::<usize>() + 20;
+        // The frame itself (its first entries inline), then each entry's data and slot.
+        self.bytes += std::mem::size_of::<Frame<'_>>()
+            + frame.entries.iter().map(|e| e.2.len() + 16).sum::<usize>();
         self.frames.push(frame);
     }
 

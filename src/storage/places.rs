@@ -77,7 +77,17 @@ impl Places {
     /// tests' reference for [`Places::get_walking`]).
     #[cfg(test)]
     pub fn get(&self, old: Location) -> Option<Location> {
-        self.get_walking(old, &mut Walk::default())
+        let i = self
+            .segments
+            .binary_search_by_key(&old.segment, |s| s.0)
+            .ok()?;
+        let moves = self.segments[i].1.as_slice();
+        let m = &moves[moves.binary_search_by_key(&old.offset, old_offset).ok()?];
+        Some(Location {
+            segment: word(m, 1),
+            offset: word(m, 2),
+            len: old.len,
+        })
     }
 
     /// [`Places::get`], for places asked in increasing order (the history tables' rows of a
@@ -278,12 +288,37 @@ mod tests {
             asked.sort_unstable();
             asked.extend(probes.iter().copied().chain(model.keys().copied()));
             let mut walk = Walk::default();
-            for off in asked {
+            for &off in &asked {
                 proptest::prop_assert_eq!(
                     p.get_walking(loc(3, off, 1), &mut walk),
                     model.get(&off).copied()
                 );
                 proptest::prop_assert_eq!(p.get_walking(loc(4, off, 1), &mut walk), None);
+            }
+            // Three segments whose moves interleave as the inputs are read, walked by
+            // increasing (segment, place) as `write_outputs` asks, then in the order given.
+            let mut q = Places::default();
+            let mut model3 = std::collections::HashMap::new();
+            for (i, &off) in model.keys().enumerate() {
+                for segment in [7u32, 2, 5] {
+                    let new = loc(20 + segment, i as u32, 1);
+                    q.push(loc(segment, off, 1), new).unwrap();
+                    model3.insert((segment, off), new);
+                }
+            }
+            q.seal();
+            let mut places: Vec<(u32, u32)> = [2u32, 5, 6, 7]
+                .into_iter()
+                .flat_map(|s| asked.iter().map(move |&o| (s, o)))
+                .collect();
+            places.sort_unstable();
+            places.extend(probes.iter().map(|&o| (5, o)));
+            let mut walk = Walk::default();
+            for (segment, off) in places {
+                proptest::prop_assert_eq!(
+                    q.get_walking(loc(segment, off, 1), &mut walk),
+                    model3.get(&(segment, off)).copied()
+                );
             }
         }
     }
