@@ -31,8 +31,9 @@
 use crate::entries::profile::{check_ids, ids_into, put_full_head};
 use crate::entries::raw::RawStates;
 use crate::entries::values::{
-    StampIndex, StampTable, each_stamp, plain_shaped, put_plain_shaped, put_set_shaped,
-    put_shaped_state, set_shaped, shaped_state, shaped_state_or_raw, skip_shaped_state,
+    StampIndex, StampTable, each_stamp, plain_set_variant, plain_shaped, put_plain_shaped,
+    put_set_shaped, put_shaped_state, set_shaped, shaped_state, shaped_state_or_raw, skip_payload,
+    skip_shaped_state,
 };
 use crate::entries::wire::{DecodeError, Decoded, Names, Reader, Utf8, Wire};
 use crate::types::record::{Ids, ProfileRecord};
@@ -79,16 +80,39 @@ fn broken(at: usize, reason: &'static str) -> DecodeError {
 /// The entry of `id` in `list` (sorted by name), searched from `from`, which moves past it:
 /// a call's names come sorted, so each search starts where the last one ended.
 fn find<'a, T>(list: &'a [(u32, T)], from: &mut usize, id: u32) -> Option<&'a T> {
-    let rest = list.get(*from..).unwrap_or_default();
-    match rest.binary_search_by_key(&id, |p| p.0) {
+    match search_from(list, *from, id) {
         Ok(i) => {
-            *from += i + 1;
-            Some(&rest[i].1)
+            *from = i + 1;
+            list.get(i).map(|p| &p.1)
         }
         Err(i) => {
-            *from += i;
+            *from = i;
             None
         }
+    }
+}
+
+/// Where `id` is in `list` (sorted by name), or would go, as `binary_search` says, given that
+/// every entry before `from` is below it. A call's names are sorted and near each other in
+/// the directory: the search gallops from `from` (bounds 1, 2, 4... past it) and bisects only
+/// the last step, a few comparisons instead of a bisection of the whole rest.
+#[inline]
+fn search_from<T>(list: &[(u32, T)], from: usize, id: u32) -> Result<usize, usize> {
+    let rest = list.get(from..).unwrap_or_default();
+    let mut bound = 1;
+    while let Some(p) = rest.get(bound)
+        && p.0 < id
+    {
+        bound *= 2;
+    }
+    // Every entry up to `bound / 2` is below `id` (or `bound` is 1), and none from `bound` on.
+    let lo = bound / 2;
+    let part = rest
+        .get(lo..(bound + 1).min(rest.len()))
+        .unwrap_or_default();
+    match part.binary_search_by_key(&id, |p| p.0) {
+        Ok(i) => Ok(from + lo + i),
+        Err(i) => Err(from + lo + i),
     }
 }
 
@@ -178,6 +202,14 @@ impl Hot {
 
     /// [`Hot::at`], with a reader checking the strings `utf8` says.
     fn at_checking(&self, start: u32, utf8: Utf8) -> Decoded<(u8, Reader<'_>)> {
+        let (room, bytes) = self.slot(start)?;
+        Ok((room, Reader::checking(bytes, utf8)))
+    }
+
+    /// The slot starting at `start`: its room byte, and the bytes after it (its state, then
+    /// its padding; room 0: every byte to the end of `buf`).
+    #[inline]
+    fn slot(&self, start: u32) -> Decoded<(u8, &[u8])> {
         let start = start as usize;
         if start < self.ids_len as usize {
             return Err(broken(start, "hot record: a state inside the identifiers"));
@@ -192,7 +224,7 @@ impl Hot {
         };
         self.buf
             .get(start + 1..end)
-            .map(|b| (room, Reader::checking(b, utf8)))
+            .map(|b| (room, b))
             .ok_or(broken(start, "hot record: a state outside it"))
     }
 
@@ -335,14 +367,42 @@ impl Hot {
         let mut rec = self.head(only.len(), into)?;
         let mut from = 0;
         for &id in only {
-            if let Some(&start) = find(&self.dir, &mut from, id) {
-                let (_, mut r) = self.at(start)?;
-                if let Some(state) = shaped_state_or_raw(&mut r, &self.stamps[..], id, raw)? {
-                    rec.props.push((id, state));
-                }
+            if let Some(&start) = find(&self.dir, &mut from, id)
+                && let Some(state) = self.capture(start, id, raw)?
+            {
+                rec.props.push((id, state));
             }
         }
         Ok(rec)
+    }
+
+    /// The state of `id` in the slot at `start`, as `values::shaped_state_or_raw` reads it: a
+    /// plain set or removal captured into `raw` (`None` returned), any other state built.
+    /// A plain set whose stamp index is one byte (nearly every state a call reads: a hot
+    /// record keeps few stamps) is read here, inline, with the same checks: its shape byte,
+    /// the stamp its index names, its payload stepped over.
+    #[inline]
+    fn capture(&self, start: u32, id: u32, raw: &mut RawStates) -> Decoded<Option<PropState>> {
+        let (_, bytes) = self.slot(start)?;
+        if let [shape, index, payload @ ..] = bytes
+            && *index < 251
+            && let Some(v) = plain_set_variant(*shape)
+        {
+            let s = self.stamps.get(usize::from(*index)).copied().ok_or(broken(
+                start as usize + 2,
+                "property stamp index outside the stamp table",
+            ))?;
+            let mut r = Reader::checked_before(payload);
+            skip_payload(&mut r, v)?;
+            raw.push_set(id, s, Some(v), r.since(0));
+            return Ok(None);
+        }
+        shaped_state_or_raw(
+            &mut Reader::checked_before(bytes),
+            &self.stamps[..],
+            id,
+            raw,
+        )
     }
 
     /// The states of `only` (sorted, each once) that it has, decoded.
@@ -386,8 +446,16 @@ impl Hot {
     ) -> Decoded<()> {
         self.first_seen = first_seen;
         self.updated_at = updated_at;
+        // Where in the directory the search for the next name starts: the names come sorted,
+        // so each one is after the last (a name not after it, which the caller never gives,
+        // searches the whole directory again).
+        let (mut from, mut last) = (0, None);
         for (id, value) in sets {
-            self.put_set(id, stamp, value)?;
+            if last.is_some_and(|last| last >= id) {
+                from = 0;
+            }
+            last = Some(id);
+            from = self.put_set(id, from, stamp, value)? + 1;
         }
         self.compact_if_due()
     }
@@ -449,12 +517,11 @@ impl Hot {
     /// Write a plain set of `id` at `stamp` to the value whose bytes are `value` (see
     /// [`Hot::after_sets`]), as [`Hot::put_state`] writes that state: straight into its slot
     /// when it fits the room (a value of about the same length, the common case), else as
-    /// [`Hot::put_state`] does.
-    fn put_set(&mut self, id: u32, stamp: Stamp, value: &[u8]) -> Decoded<()> {
-        if let Ok(i) = self.dir.binary_search_by_key(&id, |d| d.0) {
-            self.add_stamp(stamp);
-            // A stamp index below 251 is one byte (`entries::wire::put_u64`).
-            let index = Newest(&self.stamps).index_of(&stamp);
+    /// [`Hot::put_state`] does. `from`: where in the directory `id` is searched from (every
+    /// name before it is below `id`). Returns where `id` is in the directory.
+    fn put_set(&mut self, id: u32, from: usize, stamp: Stamp, value: &[u8]) -> Decoded<usize> {
+        if let Ok(i) = search_from(&self.dir, from, id) {
+            let index = self.stamp_index(stamp);
             let start = self.dir[i].1;
             let (room, _) = self.at(start)?;
             let (shape, payload) = set_shaped(value)?;
@@ -468,7 +535,7 @@ impl Hot {
                 slot[0] = shape;
                 slot[1] = index as u8;
                 slot[2..].copy_from_slice(payload);
-                return Ok(());
+                return Ok(i);
             }
         }
         self.tail_room()?;
@@ -484,7 +551,22 @@ impl Hot {
             self.buf.truncate(end);
             return Err(e);
         }
-        self.place(id, found, end, len)
+        self.place(id, found, end, len)?;
+        Ok(found.unwrap_or_else(|i| i))
+    }
+
+    /// The index of `stamp` in the stamps, added first unless there: after a call's first
+    /// state, the last one (every state of the call is at its stamp), found without a search.
+    #[inline]
+    fn stamp_index(&mut self, stamp: Stamp) -> u32 {
+        match self.stamps.last() {
+            // What the search below finds: the last stamp equal to it.
+            Some(last) if *last == stamp => (self.stamps.len() - 1) as u32,
+            _ => {
+                self.add_stamp(stamp);
+                Newest(&self.stamps).index_of(&stamp)
+            }
+        }
     }
 
     /// Point `id` at the slot of `len` bytes just written at `end`: copied over its old slot
@@ -803,6 +885,26 @@ mod tests {
                 prop_assert_eq!(full_of(&hot), full_record(&rec));
                 prop_assert!(hot.stamps.len() <= hot.stamp_limit as usize);
             }
+        }
+    }
+
+    proptest! {
+        /// The galloping search finds what a bisection of the whole list finds, from wherever
+        /// it starts below the name.
+        #[test]
+        fn a_search_from_a_start_finds_what_bisection_finds(
+            names in proptest::collection::btree_set(0u32..200, 0..80),
+            id in 0u32..210,
+            start in any::<proptest::sample::Index>(),
+        ) {
+            let list: Vec<(u32, ())> = names.into_iter().map(|n| (n, ())).collect();
+            let want = list.binary_search_by_key(&id, |p| p.0);
+            let below = list.partition_point(|p| p.0 < id);
+            let from = start.index(below + 1);
+            prop_assert_eq!(search_from(&list, from, id), want);
+            let mut at = from;
+            prop_assert_eq!(find(&list, &mut at, id).is_some(), want.is_ok());
+            prop_assert_eq!(at, want.map_or_else(|i| i, |i| i + 1));
         }
     }
 

@@ -615,6 +615,14 @@ pub(crate) fn plain_shape(b: u8) -> bool {
         && (b == SHAPE_UNSET || u32::from(b - SHAPE_SET) < VARIANTS)
 }
 
+/// The value variant of a plain set's shape byte (see [`plain_shape`]); `None` for a removal
+/// or any other state.
+#[inline]
+pub(crate) fn plain_set_variant(b: u8) -> Option<u32> {
+    let v = u32::from(b.wrapping_sub(SHAPE_SET));
+    (b & !SHAPE_LWW == 0 && b >= SHAPE_SET && v < VARIANTS).then_some(v)
+}
+
 /// Write the compact state of a plain set whose stamp has `index` in the table, from the
 /// value's bytes as `Value::put` writes them (its variant, then its payload): the bytes
 /// [`put_shaped_state`] writes for `{lww: (that stamp, that value)}`.
@@ -794,6 +802,16 @@ pub(crate) fn skip_shaped_state<T: StampLookup + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plain set's variant is read from exactly the shape bytes [`plain_shape`] takes for a
+    /// set, and is the variant [`shaped_state`] reads.
+    #[test]
+    fn a_plain_set_variant_is_that_of_its_shape() {
+        for b in 0..=u8::MAX {
+            let want = (plain_shape(b) && b != SHAPE_UNSET).then(|| u32::from(b - SHAPE_SET));
+            assert_eq!(plain_set_variant(b), want, "shape {b:#x}");
+        }
+    }
 
     /// A set's value read for its compact state: the variant's one byte as this encoder
     /// writes it, a longer varint form (another encoder's) read alike, an unknown variant or no
