@@ -319,10 +319,10 @@ impl Hot {
             out,
         );
         let mut names = Names::default();
-        for (&(id, start), parts) in self.dir.iter().zip(plain) {
+        for (&(id, start), parts) in self.dir.iter().zip(&plain) {
             names.put(out, id);
             let from = out.len();
-            match parts {
+            match *parts {
                 Some((shape, i, payload)) => {
                     let index = renumber.get(i as usize).copied().ok_or(broken(
                         start as usize,
@@ -520,7 +520,8 @@ impl Hot {
     /// [`Hot::put_state`] does. `from`: where in the directory `id` is searched from (every
     /// name before it is below `id`). Returns where `id` is in the directory.
     fn put_set(&mut self, id: u32, from: usize, stamp: Stamp, value: &[u8]) -> Decoded<usize> {
-        if let Ok(i) = search_from(&self.dir, from, id) {
+        let found = search_from(&self.dir, from, id);
+        if let Ok(i) = found {
             let index = self.stamp_index(stamp);
             let start = self.dir[i].1;
             let (room, _) = self.at(start)?;
@@ -538,8 +539,8 @@ impl Hot {
                 return Ok(i);
             }
         }
+        // A compaction keeps every name at its place in the directory: `found` holds after it.
         self.tail_room()?;
-        let found = self.dir.binary_search_by_key(&id, |d| d.0);
         self.add_stamp(stamp);
         let index = Newest(&self.stamps).index_of(&stamp);
         let end = self.buf.len();
