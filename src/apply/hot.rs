@@ -242,7 +242,9 @@ impl Hot {
 
     /// Mark in `used` (one flag a stamp) the stamps the state in the slot at `start` names;
     /// its parts if it is a plain state (`plain_shaped`). `utf8`: which of its strings are
-    /// checked.
+    /// checked. Inline: it runs for every state of every full record written from a hot
+    /// record ([`Hot::put_full`]).
+    #[inline(always)]
     fn mark_stamps(&self, start: u32, used: &mut [bool], utf8: Utf8) -> Decoded<PlainParts<'_>> {
         let (_, mut r) = self.at_checking(start, utf8)?;
         let parts = plain_shaped(&mut r)?;
@@ -823,6 +825,16 @@ mod tests {
                 prop_assert_eq!(full_of(&hot), full_record(&rec));
 
                 prop_assert!(hot.stamps.len() <= hot.stamp_limit as usize);
+            }
+            // Each state captured (or built) as `values::shaped_state_or_raw` reads it.
+            for &(id, start) in &hot.dir {
+                let (mut fast, mut slow) = (RawStates::default(), RawStates::default());
+                let built = hot.capture(start, id, &mut fast).unwrap();
+                let mut r = hot.at(start).unwrap().1;
+                let want = shaped_state_or_raw(&mut r, &hot.stamps[..], id, &mut slow).unwrap();
+                prop_assert_eq!(built, want);
+                prop_assert_eq!(&fast.states, &slow.states);
+                prop_assert_eq!(&fast.bytes, &slow.bytes);
             }
             let only: Vec<u32> = only.into_iter().collect();
             let mut want = rec.clone();
