@@ -17,8 +17,12 @@
 
 use super::profile::{self, Ids, ProfileRecord};
 use super::raw::{RawState, put_raw_state};
-use super::values::{StampTable, Stamps, each_stamp, put_state, stamp, state};
-use super::wire::{DecodeError, Decoded, Names, Reader, Wire, put_i64, put_u64};
+#[cfg(test)]
+use super::values::put_state;
+use super::values::{StampIndex, StampTable, Stamps, each_stamp, put_state_in, stamp, state};
+use super::wire::{DecodeError, Decoded, Names, Reader, Wire};
+#[cfg(test)]
+use super::wire::{put_i64, put_u64};
 use crate::error::{Error, Result};
 use crate::types::state::{PropState, Stamp};
 use crate::types::value::Timestamp;
@@ -157,6 +161,7 @@ pub(crate) struct BodyRef<'a> {
 
 /// A state before the call, as the encoder meets it: decoded (`None`: the profile did not
 /// have the property) or captured (with its stamp's index in the step's table).
+#[cfg(test)]
 enum Before<'a> {
     State(Option<&'a PropState>),
     Raw(&'a RawState, u32),
@@ -201,6 +206,237 @@ pub(crate) fn encode(arrival: i64, body: &Body, after: &Ids) -> Vec<u8> {
 
 /// [`encode`], appended to `out`.
 pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, after: &Ids) {
+    // A captured state takes 7 bytes and its value's (few over 16), a decoded one more.
+    out.reserve(64 + 32 * body.props.len() + 24 * body.raw.states.len());
+    out.push(STEP_TAG);
+    out.extend_from_slice(&arrival.to_le_bytes());
+    let c = body.carried;
+    let same_user = c.user_id.is_some() && c.user_id == after.user_id;
+    let same_email = c.email.is_some() && c.email == after.email;
+    let anon_at = c
+        .anonymous_id
+        .as_ref()
+        .and_then(|a| after.anonymous_ids.iter().position(|x| x == a));
+    let mut same = 0u8;
+    for (on, bit) in [
+        (same_user, SAME_USER),
+        (same_email, SAME_EMAIL),
+        (anon_at.is_some(), SAME_ANON),
+    ] {
+        if on {
+            same |= bit;
+        }
+    }
+    let mut flags = match body.kind {
+        StepKind::Call => 0,
+        StepKind::Identifiers => 1,
+        StepKind::Unmerge => 2,
+    };
+    for (on, bit) in [
+        (body.created, CREATED),
+        (body.message_id.is_some(), MESSAGE_ID),
+        (body.ids.is_some(), IDS),
+        (c.user_id.is_some() && !same_user, CARRIED_USER),
+        (c.email.is_some() && !same_email, CARRIED_EMAIL),
+        (c.anonymous_id.is_some() && anon_at.is_none(), CARRIED_ANON),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    out.push(flags);
+    out.push(same);
+    put_signed(out, body.event);
+    put_varint(out, body.order);
+    for s in [
+        body.message_id,
+        c.user_id.as_deref().filter(|_| !same_user),
+        c.email.as_deref().filter(|_| !same_email),
+        c.anonymous_id.as_deref().filter(|_| anon_at.is_none()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        s.put(out);
+    }
+    if let Some(i) = anon_at {
+        put_varint(out, i as u64);
+    }
+    put_signed(out, body.first_seen);
+    put_signed(out, body.updated_at);
+    if let Some(ids) = &body.ids {
+        ids.user_id.put(out);
+        ids.email.put(out);
+        ids.anonymous_ids.put(out);
+        ids.company_id.put(out);
+    }
+    put_props(out, body);
+    put_varint(out, body.merged.len() as u64);
+    for (key, rec) in body.merged {
+        put_varint(out, *key);
+        put_varint(out, rec.len() as u64);
+        out.extend_from_slice(rec);
+    }
+}
+
+/// Write the properties: their count, the stamp table (after the call's own stamp, which
+/// starts it), then each name as the gap from the previous one (the first: the name itself)
+/// and its state before.
+///
+/// The decoded states and the captured ones are merged by name (a name is in one list only)
+/// and written as they are met. The table lists the stamps in the order the states meet them,
+/// so it is complete only once they are written: it is written after them, then rotated into
+/// place before them. One move of the properties' bytes costs less than a first pass over the
+/// states to gather the stamps, a list of the merged states, and a second search of the table
+/// for each state's stamps.
+fn put_props(out: &mut Vec<u8>, body: &BodyRef<'_>) {
+    put_varint(out, (body.props.len() + body.raw.states.len()) as u64);
+    let table_at = out.len();
+    let mut table = Met::new(Stamp::new(Timestamp(body.event), body.order));
+    let mut names = Names::default();
+    let mut raw = body.raw.states.iter().peekable();
+    for (name, st) in body.props {
+        while let Some((n, r)) = raw.next_if(|(n, _)| n < name) {
+            put_captured(out, names.gap(*n), r, &mut table, body.raw.bytes);
+        }
+        names.put(out, *name);
+        match st {
+            None => out.push(0),
+            Some(st) => {
+                each_stamp(st, |s| {
+                    table.meet(s);
+                });
+                out.push(1);
+                put_state_in(st, &table, out);
+            }
+        }
+    }
+    for (n, r) in raw {
+        put_captured(out, names.gap(*n), r, &mut table, body.raw.bytes);
+    }
+    let props_len = out.len() - table_at;
+    table.put(out);
+    if let Some(tail) = out.get_mut(table_at..) {
+        // `props_len` is at most the tail's length (`out` only grew since `table_at`).
+        tail.rotate_left(props_len);
+    }
+}
+
+/// A captured state before the call (`bytes`: the captured values'), written as its decoded
+/// state would be, with its stamp met in `table`: the name's gap, the state's option tag, then
+/// as [`put_raw_state`] writes it.
+#[inline]
+fn put_captured(out: &mut Vec<u8>, gap: u32, r: &RawState, table: &mut Met, bytes: &[u8]) {
+    let index = table.meet(r.stamp);
+    let value = r
+        .value
+        .as_ref()
+        .and_then(|v| bytes.get(v.start as usize..v.end as usize));
+    // A gap and an index of one byte each (nearly always): the bytes before the value (gap,
+    // state and lww tags, index, value tag) and after it (no `once`, no `adds`) are each one
+    // write instead of five and two.
+    match (one_byte(gap), one_byte(index), value) {
+        (Some(g), Some(i), Some(v)) => {
+            out.extend_from_slice(&[g, 1, 1, i, 1]);
+            out.extend_from_slice(v);
+            out.extend_from_slice(&[0, 0]);
+        }
+        (Some(g), Some(i), None) => out.extend_from_slice(&[g, 1, 1, i, 0, 0, 0]),
+        _ => {
+            put_varint(out, u64::from(gap));
+            out.push(1);
+            put_raw_state(value, index, out);
+        }
+    }
+}
+
+/// `v` as the one byte its varint takes, if it takes one.
+#[inline(always)]
+fn one_byte(v: u32) -> Option<u8> {
+    u8::try_from(v).ok().filter(|b| *b < 251)
+}
+
+/// A step's stamp table as its states meet their stamps: the call's own first, then each
+/// other stamp once, in the order met (what `StampTable::from_stamps` of the same list holds).
+struct Met(Stamps);
+
+impl Met {
+    fn new(first: Stamp) -> Met {
+        let mut stamps = Stamps::new();
+        stamps.push(first);
+        Met(stamps)
+    }
+
+    /// The index of `s`, added at the end when the table does not hold it yet.
+    #[inline]
+    fn meet(&mut self, s: Stamp) -> u32 {
+        match self.0.iter().position(|x| *x == s) {
+            Some(i) => i as u32,
+            None => {
+                self.0.push(s);
+                (self.0.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Write the table as a step holds it: the count and the stamps after the first (the
+    /// call's own, which the step's header holds).
+    fn put(&self, out: &mut Vec<u8>) {
+        let rest = self.0.get(1..).unwrap_or_default();
+        put_varint(out, rest.len() as u64);
+        for s in rest {
+            put_signed(out, s.0.0);
+            put_varint(out, s.1);
+        }
+    }
+}
+
+impl StampIndex for Met {
+    #[inline]
+    fn index_of(&self, s: &Stamp) -> u32 {
+        // Every stamp of a state is met before the state is written.
+        self.0.iter().position(|x| x == s).unwrap_or_default() as u32
+    }
+}
+
+/// `wire::put_u64`'s bytes, its wide forms written inline: a step's times and arrival orders
+/// are wide (microseconds since the epoch), four to a step and two to each stamp of its table,
+/// and `put_u64` calls out of line for them. The widest form is written whole, then cut to the
+/// form's length (its bytes are little-endian, so the cut keeps the value's low bytes).
+#[inline(always)]
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    if v < 251 {
+        out.push(v as u8);
+        return;
+    }
+    let (marker, len) = if v <= u64::from(u16::MAX) {
+        (251, 2)
+    } else if v <= u64::from(u32::MAX) {
+        (252, 4)
+    } else {
+        (253, 8)
+    };
+    let [b0, b1, b2, b3, b4, b5, b6, b7] = v.to_le_bytes();
+    let at = out.len();
+    out.extend_from_slice(&[marker, b0, b1, b2, b3, b4, b5, b6, b7]);
+    out.truncate(at + 1 + len);
+}
+
+/// `wire::put_i64`'s bytes (zigzag, then the varint), through [`put_varint`].
+#[inline(always)]
+fn put_signed(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// The encoder as it was before [`encode_into`] wrote its states in one pass (commit
+/// 8ad09a7): the tests hold the new one to its bytes.
+#[cfg(test)]
+pub(crate) fn encode_into_reference(
+    out: &mut Vec<u8>,
+    arrival: i64,
+    body: &BodyRef<'_>,
+    after: &Ids,
+) {
     out.reserve(64 + 32 * body.props.len());
     out.push(STEP_TAG);
     out.extend_from_slice(&arrival.to_le_bytes());
@@ -623,6 +859,7 @@ impl Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entries::raw::RawStates;
     use crate::types::state::Stamp;
     use crate::types::value::Value;
     use proptest::prelude::*;
@@ -781,6 +1018,158 @@ mod tests {
             )
     }
 
+    /// A value a captured state holds.
+    fn arb_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::Int),
+            ".{0,30}".prop_map(|s| Value::Str(s.into())),
+            any::<bool>().prop_map(Value::Bool),
+            Just(Value::Null),
+            any::<i64>().prop_map(|t| Value::DateTime(Timestamp(t))),
+            proptest::collection::vec(any::<i64>().prop_map(Value::Int), 0..3)
+                .prop_map(Value::Array),
+        ]
+    }
+
+    /// States captured as bytes for the names of `captured` that `body` has no decoded state
+    /// for (a name is in one list only), in name order as the write path sorts them. Each
+    /// stamp is the call's own (`0`), one of a pool the decoded states of `arb_state` also
+    /// draw from (`1..=4`), or its own (more); `None`: a removal.
+    fn captured_states(
+        body: &Body,
+        captured: &std::collections::BTreeMap<u32, (u8, Option<Value>)>,
+    ) -> RawStates {
+        let mut raw = RawStates::default();
+        for (i, (name, (k, value))) in captured.iter().enumerate() {
+            if body.props.binary_search_by_key(name, |p| p.0).is_ok() {
+                continue;
+            }
+            let stamp = match k {
+                0 => Stamp::new(Timestamp(body.event), body.order),
+                1..=4 => Stamp(Timestamp(i64::from(*k) - 3), u64::from(k % 3)),
+                _ => Stamp(
+                    Timestamp(1_700_000_000_000_000 + i as i64),
+                    200_000 + i as u64,
+                ),
+            };
+            match value {
+                Some(v) => {
+                    let mut bytes = Vec::new();
+                    v.put(&mut bytes);
+                    raw.push_set(*name, stamp, None, &bytes);
+                }
+                None => raw.push_unset(*name, stamp),
+            }
+        }
+        raw
+    }
+
+    /// The encoder against the reference (the encoder before it wrote the states in one pass),
+    /// and its step decoded: the decoded states and the captured ones, merged by name.
+    fn check_against_reference(
+        arrival: i64,
+        body: &Body,
+        raw: &RawStates,
+        after: &Ids,
+    ) -> std::result::Result<(), TestCaseError> {
+        let mut r = body.as_ref();
+        r.raw = RawBefore {
+            states: &raw.states,
+            bytes: &raw.bytes,
+        };
+        // Appended after bytes already there, as the write path appends to a batch.
+        let (mut got, mut want) = (vec![9u8; 3], vec![9u8; 3]);
+        encode_into(&mut got, arrival, &r, after);
+        encode_into_reference(&mut want, arrival, &r, after);
+        prop_assert_eq!(&got, &want);
+        let step = decode(&got[3..]).unwrap();
+        let mut all = body.props.clone();
+        for (name, state) in &raw.states {
+            all.push((*name, Some(raw.decode(state).unwrap())));
+        }
+        all.sort_by_key(|p| p.0);
+        prop_assert_eq!(step.body.props, all);
+        Ok(())
+    }
+
+    /// Wide gaps and stamp indexes past one byte (a table of more than 250 stamps): the
+    /// encoder's slow path writes the reference's bytes too.
+    #[test]
+    fn wide_gaps_and_indexes_write_the_reference_bytes() {
+        let body = Body {
+            kind: StepKind::Call,
+            event: 1_700_000_000_000_000,
+            order: 7,
+            message_id: None,
+            carried: Carried::default(),
+            created: false,
+            first_seen: 0,
+            updated_at: 0,
+            ids: None,
+            props: vec![(5, None), (600, set_at(3)), (100_000, None)],
+            merged: Vec::new(),
+        };
+        let captured = (0..400u32)
+            .map(|i| {
+                let name = if i % 7 == 0 { i * 1_000 + 1 } else { i * 3 + 2 };
+                let value = (i % 5 != 0).then(|| Value::Int(i64::from(i)));
+                (name, (8, value))
+            })
+            .collect();
+        let raw = captured_states(&body, &captured);
+        assert!(raw.states.len() > 300);
+        check_against_reference(1, &body, &raw, &Ids::default()).unwrap();
+    }
+
+    /// The decoded state a set at `t` leaves.
+    fn set_at(t: i64) -> Option<PropState> {
+        Some(PropState {
+            lww: Some((Stamp(Timestamp(t), 1), Some(Value::Int(t)))),
+            once: None,
+            adds: None,
+        })
+    }
+
+    /// The inline varints write `wire`'s bytes at every form's edges.
+    #[test]
+    fn inline_varints_write_the_wire_bytes() {
+        for v in [
+            0,
+            1,
+            250,
+            251,
+            255,
+            256,
+            u64::from(u16::MAX),
+            u64::from(u16::MAX) + 1,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let (mut got, mut want) = (vec![1u8], vec![1u8]);
+            put_varint(&mut got, v);
+            put_u64(&mut want, v);
+            assert_eq!(got, want, "{v}");
+            for s in [
+                v as i64,
+                -(v as i64),
+                (v as i64).wrapping_neg().wrapping_sub(1),
+            ] {
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                put_signed(&mut got, s);
+                put_i64(&mut want, s);
+                assert_eq!(got, want, "{s}");
+            }
+        }
+        for s in [i64::MIN, i64::MAX, -1] {
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            put_signed(&mut got, s);
+            put_i64(&mut want, s);
+            assert_eq!(got, want, "{s}");
+        }
+    }
+
     proptest! {
         #[test]
         fn random_steps_round_trip_and_damage_is_an_error_or_a_step(
@@ -818,6 +1207,30 @@ mod tests {
             if at == 0 {
                 prop_assert!(r.is_err());
             }
+        }
+
+        /// The encoder writes the reference encoder's bytes for decoded states and captured
+        /// ones mixed, stamps shared between them and with the call, or not.
+        #[test]
+        fn the_encoder_writes_the_reference_bytes(
+            body in arb_body(),
+            captured in proptest::collection::btree_map(
+                prop_oneof![0u32..64, any::<u32>()],
+                (0u8..8, proptest::option::of(arb_value())),
+                0..12,
+            ),
+            arrival in any::<i64>(),
+            after_user in proptest::option::of("[a-z@.]{0,2}"),
+            after_anons in proptest::collection::vec("[a-z@.]{0,2}", 0..3),
+        ) {
+            let after = Ids {
+                user_id: after_user,
+                email: None,
+                anonymous_ids: after_anons,
+                company_id: None,
+            };
+            let raw = captured_states(&body, &captured);
+            check_against_reference(arrival, &body, &raw, &after)?;
         }
     }
 }

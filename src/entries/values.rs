@@ -448,6 +448,33 @@ pub(crate) fn put_state(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
     put_adds(p, table, out);
 }
 
+/// [`put_state`] against any [`StampIndex`]: the same bytes (a history step writes its states
+/// against the stamps met so far, before its table is complete).
+pub(crate) fn put_state_in<T: StampIndex + ?Sized>(p: &PropState, table: &T, out: &mut Vec<u8>) {
+    match &p.lww {
+        None => out.push(0),
+        Some((s, v)) => {
+            out.push(1);
+            table.index_of(s).put(out);
+            v.put(out);
+        }
+    }
+    match p.once.as_deref() {
+        None => out.push(0),
+        Some(once) => {
+            out.push(1);
+            put_once_body(once, table, out);
+        }
+    }
+    match p.adds.as_deref() {
+        None => out.push(0),
+        Some(a) => {
+            out.push(1);
+            put_adds_body(a, table, out);
+        }
+    }
+}
+
 /// `once` as an option: a tag, then the stamp index and the value.
 fn put_once(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
     match p.once.as_deref() {
