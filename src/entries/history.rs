@@ -248,16 +248,19 @@ pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, a
     out.push(same);
     put_signed(out, body.event);
     put_varint(out, body.order);
-    for s in [
-        body.message_id,
-        c.user_id.as_deref().filter(|_| !same_user),
-        c.email.as_deref().filter(|_| !same_email),
-        c.anonymous_id.as_deref().filter(|_| anon_at.is_none()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        s.put(out);
+    // The optional strings, each only when its flag is set (one test each: no array of
+    // them to build and walk).
+    if let Some(m) = body.message_id {
+        m.put(out);
+    }
+    if let Some(u) = c.user_id.as_deref().filter(|_| !same_user) {
+        u.put(out);
+    }
+    if let Some(e) = c.email.as_deref().filter(|_| !same_email) {
+        e.put(out);
+    }
+    if let Some(a) = c.anonymous_id.as_deref().filter(|_| anon_at.is_none()) {
+        a.put(out);
     }
     if let Some(i) = anon_at {
         put_varint(out, i as u64);
