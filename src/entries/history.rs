@@ -302,10 +302,18 @@ fn put_props(out: &mut Vec<u8>, body: &BodyRef<'_>) {
         while let Some((n, r)) = raw.next_if(|(n, _)| n < name) {
             put_captured(out, names.gap(*n), r, &mut table, body.raw.bytes);
         }
-        names.put(out, *name);
+        let gap = names.gap(*name);
         match st {
-            None => out.push(0),
+            // A property the profile did not have (most decoded ones): gap and tag in one write.
+            None => match one_byte(gap) {
+                Some(g) => out.extend_from_slice(&[g, 0]),
+                None => {
+                    put_varint(out, u64::from(gap));
+                    out.push(0);
+                }
+            },
             Some(st) => {
+                put_varint(out, u64::from(gap));
                 each_stamp(st, |s| {
                     table.meet(s);
                 });
