@@ -20,7 +20,7 @@ use super::raw::{RawState, put_raw_state};
 #[cfg(test)]
 use super::values::put_state;
 use super::values::{StampIndex, StampTable, Stamps, each_stamp, put_state_in, stamp, state};
-use super::wire::{DecodeError, Decoded, Names, Reader, Wire};
+use super::wire::{DecodeError, Decoded, Names, Reader, Wire, put_i64_inline, put_u64_inline};
 #[cfg(test)]
 use super::wire::{put_i64, put_u64};
 use crate::error::{Error, Result};
@@ -246,8 +246,8 @@ pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, a
     }
     out.push(flags);
     out.push(same);
-    put_signed(out, body.event);
-    put_varint(out, body.order);
+    put_i64_inline(out, body.event);
+    put_u64_inline(out, body.order);
     // The optional strings, each only when its flag is set (one test each: no array of
     // them to build and walk).
     if let Some(m) = body.message_id {
@@ -263,10 +263,10 @@ pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, a
         a.put(out);
     }
     if let Some(i) = anon_at {
-        put_varint(out, i as u64);
+        put_u64_inline(out, i as u64);
     }
-    put_signed(out, body.first_seen);
-    put_signed(out, body.updated_at);
+    put_i64_inline(out, body.first_seen);
+    put_i64_inline(out, body.updated_at);
     if let Some(ids) = &body.ids {
         ids.user_id.put(out);
         ids.email.put(out);
@@ -274,10 +274,10 @@ pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, a
         ids.company_id.put(out);
     }
     put_props(out, body);
-    put_varint(out, body.merged.len() as u64);
+    put_u64_inline(out, body.merged.len() as u64);
     for (key, rec) in body.merged {
-        put_varint(out, *key);
-        put_varint(out, rec.len() as u64);
+        put_u64_inline(out, *key);
+        put_u64_inline(out, rec.len() as u64);
         out.extend_from_slice(rec);
     }
 }
@@ -293,7 +293,7 @@ pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, a
 /// states to gather the stamps, a list of the merged states, and a second search of the table
 /// for each state's stamps.
 fn put_props(out: &mut Vec<u8>, body: &BodyRef<'_>) {
-    put_varint(out, (body.props.len() + body.raw.states.len()) as u64);
+    put_u64_inline(out, (body.props.len() + body.raw.states.len()) as u64);
     let table_at = out.len();
     let mut table = Met::new(Stamp::new(Timestamp(body.event), body.order));
     let mut names = Names::default();
@@ -308,12 +308,12 @@ fn put_props(out: &mut Vec<u8>, body: &BodyRef<'_>) {
             None => match one_byte(gap) {
                 Some(g) => out.extend_from_slice(&[g, 0]),
                 None => {
-                    put_varint(out, u64::from(gap));
+                    put_u64_inline(out, u64::from(gap));
                     out.push(0);
                 }
             },
             Some(st) => {
-                put_varint(out, u64::from(gap));
+                put_u64_inline(out, u64::from(gap));
                 each_stamp(st, |s| {
                     table.meet(s);
                 });
@@ -354,7 +354,7 @@ fn put_captured(out: &mut Vec<u8>, gap: u32, r: &RawState, table: &mut Met, byte
         }
         (Some(g), Some(i), None) => out.extend_from_slice(&[g, 1, 1, i, 0, 0, 0]),
         _ => {
-            put_varint(out, u64::from(gap));
+            put_u64_inline(out, u64::from(gap));
             out.push(1);
             put_raw_state(value, index, out);
         }
@@ -394,10 +394,10 @@ impl Met {
     /// call's own, which the step's header holds).
     fn put(&self, out: &mut Vec<u8>) {
         let rest = self.0.get(1..).unwrap_or_default();
-        put_varint(out, rest.len() as u64);
+        put_u64_inline(out, rest.len() as u64);
         for s in rest {
-            put_signed(out, s.0.0);
-            put_varint(out, s.1);
+            put_i64_inline(out, s.0.0);
+            put_u64_inline(out, s.1);
         }
     }
 }
@@ -408,35 +408,6 @@ impl StampIndex for Met {
         // Every stamp of a state is met before the state is written.
         self.0.iter().position(|x| x == s).unwrap_or_default() as u32
     }
-}
-
-/// `wire::put_u64`'s bytes, its wide forms written inline: a step's times and arrival orders
-/// are wide (microseconds since the epoch), four to a step and two to each stamp of its table,
-/// and `put_u64` calls out of line for them. The widest form is written whole, then cut to the
-/// form's length (its bytes are little-endian, so the cut keeps the value's low bytes).
-#[inline(always)]
-fn put_varint(out: &mut Vec<u8>, v: u64) {
-    if v < 251 {
-        out.push(v as u8);
-        return;
-    }
-    let (marker, len) = if v <= u64::from(u16::MAX) {
-        (251, 2)
-    } else if v <= u64::from(u32::MAX) {
-        (252, 4)
-    } else {
-        (253, 8)
-    };
-    let [b0, b1, b2, b3, b4, b5, b6, b7] = v.to_le_bytes();
-    let at = out.len();
-    out.extend_from_slice(&[marker, b0, b1, b2, b3, b4, b5, b6, b7]);
-    out.truncate(at + 1 + len);
-}
-
-/// `wire::put_i64`'s bytes (zigzag, then the varint), through [`put_varint`].
-#[inline(always)]
-fn put_signed(out: &mut Vec<u8>, v: i64) {
-    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// The encoder as it was before [`encode_into`] wrote its states in one pass (commit
@@ -1139,46 +1110,6 @@ mod tests {
             once: None,
             adds: None,
         })
-    }
-
-    /// The inline varints write `wire`'s bytes at every form's edges.
-    #[test]
-    fn inline_varints_write_the_wire_bytes() {
-        for v in [
-            0,
-            1,
-            250,
-            251,
-            255,
-            256,
-            u64::from(u16::MAX),
-            u64::from(u16::MAX) + 1,
-            u64::from(u32::MAX),
-            u64::from(u32::MAX) + 1,
-            u64::MAX - 1,
-            u64::MAX,
-        ] {
-            let (mut got, mut want) = (vec![1u8], vec![1u8]);
-            put_varint(&mut got, v);
-            put_u64(&mut want, v);
-            assert_eq!(got, want, "{v}");
-            for s in [
-                v as i64,
-                -(v as i64),
-                (v as i64).wrapping_neg().wrapping_sub(1),
-            ] {
-                let (mut got, mut want) = (Vec::new(), Vec::new());
-                put_signed(&mut got, s);
-                put_i64(&mut want, s);
-                assert_eq!(got, want, "{s}");
-            }
-        }
-        for s in [i64::MIN, i64::MAX, -1] {
-            let (mut got, mut want) = (Vec::new(), Vec::new());
-            put_signed(&mut got, s);
-            put_i64(&mut want, s);
-            assert_eq!(got, want, "{s}");
-        }
     }
 
     proptest! {

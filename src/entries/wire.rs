@@ -61,6 +61,36 @@ pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
+/// [`put_u64`]'s bytes, its wide forms written inline, for a writer whose integers are mostly
+/// wide: a history step's times and arrival orders (microseconds since the epoch), four to a
+/// step and two to each stamp of its table, which `put_u64` writes out of line. The widest
+/// form is written whole, then cut to the form's length (its bytes are little-endian, so the
+/// cut keeps the value's low bytes).
+#[inline(always)]
+pub(crate) fn put_u64_inline(out: &mut Vec<u8>, v: u64) {
+    if v < 251 {
+        out.push(v as u8);
+        return;
+    }
+    let (marker, len) = if v <= u64::from(u16::MAX) {
+        (251, 2)
+    } else if v <= u64::from(u32::MAX) {
+        (252, 4)
+    } else {
+        (253, 8)
+    };
+    let [b0, b1, b2, b3, b4, b5, b6, b7] = v.to_le_bytes();
+    let at = out.len();
+    out.extend_from_slice(&[marker, b0, b1, b2, b3, b4, b5, b6, b7]);
+    out.truncate(at + 1 + len);
+}
+
+/// [`put_i64`]'s bytes (zigzag, then the varint), through [`put_u64_inline`].
+#[inline(always)]
+pub(crate) fn put_i64_inline(out: &mut Vec<u8>, v: i64) {
+    put_u64_inline(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
 /// Zigzag for i128, then the unsigned varint.
 #[inline]
 pub(crate) fn put_i128(out: &mut Vec<u8>, v: i128) {
@@ -558,6 +588,47 @@ pub(crate) fn string_into(s: &str, slot: &mut Option<String>) {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    /// The inline varints write `put_u64`'s and `put_i64`'s bytes at every form's edges.
+    #[test]
+    fn inline_varints_write_the_wire_bytes() {
+        use super::{put_i64, put_i64_inline, put_u64, put_u64_inline};
+        for v in [
+            0,
+            1,
+            250,
+            251,
+            255,
+            256,
+            u64::from(u16::MAX),
+            u64::from(u16::MAX) + 1,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let (mut got, mut want) = (vec![1u8], vec![1u8]);
+            put_u64_inline(&mut got, v);
+            put_u64(&mut want, v);
+            assert_eq!(got, want, "{v}");
+            for s in [
+                v as i64,
+                -(v as i64),
+                (v as i64).wrapping_neg().wrapping_sub(1),
+            ] {
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                put_i64_inline(&mut got, s);
+                put_i64(&mut want, s);
+                assert_eq!(got, want, "{s}");
+            }
+        }
+        for s in [i64::MIN, i64::MAX, -1] {
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            put_i64_inline(&mut got, s);
+            put_i64(&mut want, s);
+            assert_eq!(got, want, "{s}");
+        }
+    }
 
     use super::{Reader, Wire};
 
