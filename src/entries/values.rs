@@ -436,20 +436,11 @@ pub(crate) fn each_stamp(p: &PropState, mut f: impl FnMut(Stamp)) {
 /// Write a property state with its stamps as indexes into `table` (delta records, history
 /// steps, and full records of revisions 1-4): three option tags, then what each holds.
 pub(crate) fn put_state(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
-    match &p.lww {
-        None => out.push(0),
-        Some((s, v)) => {
-            out.push(1);
-            table.index(s).put(out);
-            v.put(out);
-        }
-    }
-    put_once(p, table, out);
-    put_adds(p, table, out);
+    put_state_in(p, table, out);
 }
 
-/// [`put_state`] against any [`StampIndex`]: the same bytes (a history step writes its states
-/// against the stamps met so far, before its table is complete).
+/// [`put_state`] against any [`StampIndex`] (a history step writes its states against the
+/// stamps met so far, before its table is complete).
 pub(crate) fn put_state_in<T: StampIndex + ?Sized>(p: &PropState, table: &T, out: &mut Vec<u8>) {
     match &p.lww {
         None => out.push(0),
@@ -475,33 +466,13 @@ pub(crate) fn put_state_in<T: StampIndex + ?Sized>(p: &PropState, table: &T, out
     }
 }
 
-/// `once` as an option: a tag, then the stamp index and the value.
-fn put_once(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
-    match p.once.as_deref() {
-        None => out.push(0),
-        Some(once) => {
-            out.push(1);
-            put_once_body(once, table, out);
-        }
-    }
-}
-
+/// `once`'s body: the stamp index, then the value.
 fn put_once_body<T: StampIndex + ?Sized>((s, v): &(Stamp, Value), table: &T, out: &mut Vec<u8>) {
     table.index_of(s).put(out);
     v.put(out);
 }
 
-/// `adds` as an option: a tag, then the sums and the two stamp indexes.
-fn put_adds(p: &PropState, table: &StampTable, out: &mut Vec<u8>) {
-    match p.adds.as_deref() {
-        None => out.push(0),
-        Some(a) => {
-            out.push(1);
-            put_adds_body(a, table, out);
-        }
-    }
-}
-
+/// `adds`'s body: the sums, then the first and the last stamp's indexes.
 fn put_adds_body<T: StampIndex + ?Sized>(a: &Adds, table: &T, out: &mut Vec<u8>) {
     put_i128(out, a.int);
     a.float.put(out);
