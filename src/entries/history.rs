@@ -20,9 +20,9 @@ use super::raw::{RawState, put_raw_state};
 #[cfg(test)]
 use super::values::put_state;
 use super::values::{StampIndex, StampTable, Stamps, each_stamp, put_state_in, stamp, state};
-use super::wire::{DecodeError, Decoded, Names, Reader, Wire, put_i64_inline, put_u64_inline};
 #[cfg(test)]
-use super::wire::{put_i64, put_u64};
+use super::wire::put_u64;
+use super::wire::{DecodeError, Decoded, Names, Reader, Wire, put_i64_inline, put_u64_inline};
 use crate::error::{Error, Result};
 use crate::types::state::{PropState, Stamp};
 use crate::types::value::Timestamp;
@@ -208,6 +208,15 @@ pub(crate) fn encode(arrival: i64, body: &Body, after: &Ids) -> Vec<u8> {
 pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, after: &Ids) {
     // A captured state takes 7 bytes and its value's (few over 16), a decoded one more.
     out.reserve(64 + 32 * body.props.len() + 24 * body.raw.states.len());
+    put_head(out, arrival, body, after);
+    put_props(out, body);
+    put_merged(out, body);
+}
+
+/// Write what precedes the properties: the tag, the arrival, the flags, the call's stamp, the
+/// identifiers it carried (each only when its flag is set), the times and the identifiers
+/// after the step.
+fn put_head(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, after: &Ids) {
     out.push(STEP_TAG);
     out.extend_from_slice(&arrival.to_le_bytes());
     let c = body.carried;
@@ -273,7 +282,10 @@ pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, a
         ids.anonymous_ids.put(out);
         ids.company_id.put(out);
     }
-    put_props(out, body);
+}
+
+/// Write the profiles the call merged away, each as its key and its record.
+fn put_merged(out: &mut Vec<u8>, body: &BodyRef<'_>) {
     put_u64_inline(out, body.merged.len() as u64);
     for (key, rec) in body.merged {
         put_u64_inline(out, *key);
@@ -410,8 +422,9 @@ impl StampIndex for Met {
     }
 }
 
-/// The encoder as it was before [`encode_into`] wrote its states in one pass (commit
-/// 8ad09a7): the tests hold the new one to its bytes.
+/// The properties as [`encode_into`] wrote them before it wrote its states in one pass
+/// (commit 8ad09a7), between the same head and tail: the tests hold the new writer to its
+/// bytes.
 #[cfg(test)]
 pub(crate) fn encode_into_reference(
     out: &mut Vec<u8>,
@@ -419,69 +432,7 @@ pub(crate) fn encode_into_reference(
     body: &BodyRef<'_>,
     after: &Ids,
 ) {
-    out.reserve(64 + 32 * body.props.len());
-    out.push(STEP_TAG);
-    out.extend_from_slice(&arrival.to_le_bytes());
-    let c = body.carried;
-    let same_user = c.user_id.is_some() && c.user_id == after.user_id;
-    let same_email = c.email.is_some() && c.email == after.email;
-    let anon_at = c
-        .anonymous_id
-        .as_ref()
-        .and_then(|a| after.anonymous_ids.iter().position(|x| x == a));
-    let mut same = 0u8;
-    for (on, bit) in [
-        (same_user, SAME_USER),
-        (same_email, SAME_EMAIL),
-        (anon_at.is_some(), SAME_ANON),
-    ] {
-        if on {
-            same |= bit;
-        }
-    }
-    let mut flags = match body.kind {
-        StepKind::Call => 0,
-        StepKind::Identifiers => 1,
-        StepKind::Unmerge => 2,
-    };
-    for (on, bit) in [
-        (body.created, CREATED),
-        (body.message_id.is_some(), MESSAGE_ID),
-        (body.ids.is_some(), IDS),
-        (c.user_id.is_some() && !same_user, CARRIED_USER),
-        (c.email.is_some() && !same_email, CARRIED_EMAIL),
-        (c.anonymous_id.is_some() && anon_at.is_none(), CARRIED_ANON),
-    ] {
-        if on {
-            flags |= bit;
-        }
-    }
-    out.push(flags);
-    out.push(same);
-    put_i64(out, body.event);
-    put_u64(out, body.order);
-    for s in [
-        body.message_id,
-        c.user_id.as_deref().filter(|_| !same_user),
-        c.email.as_deref().filter(|_| !same_email),
-        c.anonymous_id.as_deref().filter(|_| anon_at.is_none()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        s.put(out);
-    }
-    if let Some(i) = anon_at {
-        put_u64(out, i as u64);
-    }
-    put_i64(out, body.first_seen);
-    put_i64(out, body.updated_at);
-    if let Some(ids) = &body.ids {
-        ids.user_id.put(out);
-        ids.email.put(out);
-        ids.anonymous_ids.put(out);
-        ids.company_id.put(out);
-    }
+    put_head(out, arrival, body, after);
     // Properties: count, the stamp table (after the call's own stamp, which starts it),
     // then each name as the gap from the previous one (the first: the name itself) and its
     // state before.
@@ -538,12 +489,7 @@ pub(crate) fn encode_into_reference(
             }
         }
     }
-    put_u64(out, body.merged.len() as u64);
-    for (key, rec) in body.merged {
-        put_u64(out, *key);
-        put_u64(out, rec.len() as u64);
-        out.extend_from_slice(rec);
-    }
+    put_merged(out, body);
 }
 
 fn bad(reason: impl Into<String>) -> Error {

@@ -7,6 +7,7 @@
 use super::Location;
 use super::anon::MapList;
 use super::record::{u32_at, u64_at};
+use crate::types::sorted::gallop_by_key;
 
 /// One move: the entry's old offset, its new segment and offset (u32 little-endian each). Its
 /// old segment is its list's; its length does not change (the entry is copied as it is).
@@ -110,23 +111,16 @@ impl Places {
             at.position = 0;
         }
         let moves = self.segments[at.segment].1.as_slice();
+        // Every move before the last one found is below `old` when the places come in
+        // increasing order (a segment's old offsets are distinct); otherwise from the start.
         let from = match moves.get(at.position) {
             Some(m) if old_offset(m) <= old.offset => at.position,
             _ => 0,
         };
-        // Gallop: the first step past `old` bounds the search from the last step before it.
-        let (mut lo, mut step) = (from, 1);
-        while let Some(m) = moves.get(lo + step)
-            && old_offset(m) <= old.offset
-        {
-            lo += step;
-            step *= 2;
-        }
-        let hi = (lo + step).min(moves.len());
-        let found = moves[lo..hi].binary_search_by_key(&old.offset, old_offset);
+        let found = gallop_by_key(moves, from, &old.offset, old_offset);
         // The last move at or before `old` (where the next, larger place starts).
-        at.position = lo + found.unwrap_or_else(|i| i.saturating_sub(1));
-        let m = &moves[lo + found.ok()?];
+        at.position = found.unwrap_or_else(|i| i.saturating_sub(1));
+        let m = moves.get(found.ok()?)?;
         Some(Location {
             segment: word(m, 1),
             offset: word(m, 2),

@@ -7,12 +7,14 @@
 //! can name them without importing from the API layer. Internal to the crate: `state`
 //! (`PropState`, `Stamp`, `Adds`) and `record` (`ProfileRecord`, `Ids`), the data the record
 //! codec stores and the profile rules change, whose methods live with those layers; `email`,
-//! the one lookup form of an email, used by the index and by validation.
+//! the one lookup form of an email, used by the index and by validation; `sorted`, the
+//! galloping search the writer cache and the compaction share.
 
 use serde::Serialize;
 
 pub(crate) mod email;
 pub(crate) mod record;
+pub(crate) mod sorted;
 pub(crate) mod state;
 pub mod value;
 
