@@ -31,6 +31,12 @@ impl Guard {
         self.max_user_ids > 0
     }
 
+    /// Whether any identifier is quarantined (none: a call's identifiers need not be hashed
+    /// to be looked up).
+    pub fn any_quarantined(&self) -> bool {
+        !self.quarantined.is_empty()
+    }
+
     /// Whether an identifier is quarantined.
     pub fn is_quarantined(&self, ident: u128) -> bool {
         self.quarantined.contains_key(&ident)
