@@ -1084,7 +1084,18 @@ impl<'a> Builder<'a> {
     }
 
     /// Finish: write every changed profile and company, the dedupe note.
-    pub fn finish(mut self, outcome: Outcome, message_id: Option<&str>) -> Result<Batch> {
+    pub fn finish(self, outcome: Outcome, message_id: Option<&str>) -> Result<Batch> {
+        self.finish_hashed(outcome, message_id.map(|mid| (mid, message_hash(mid))))
+    }
+
+    /// [`Builder::finish`] given the messageId with its hash ([`message_hash`]), which the
+    /// write path computed for its dedupe check.
+    pub fn finish_hashed(
+        mut self,
+        outcome: Outcome,
+        message: Option<(&str, u128)>,
+    ) -> Result<Batch> {
+        let message_id = message.map(|(mid, _)| mid);
         // Companies before profiles so that membership finds its company slot.
         let mut companies: Vec<_> = std::mem::take(&mut self.companies).into_values().collect();
         companies.sort_by_key(|(k, _)| *k);
@@ -1582,8 +1593,7 @@ impl<'a> Builder<'a> {
                 );
             }
         }
-        if let Some(mid) = message_id {
-            let hash = message_hash(mid);
+        if let Some((_, hash)) = message {
             let (id, bytes) = entries::split_hash(hash);
             let mut data = self.spare.pools.buf();
             data.extend_from_slice(&bytes);

@@ -432,8 +432,10 @@ impl Db {
         // for the commit alone. Writers still exclude each other (and anything under the
         // write lock or another upgradable lock, such as the hint's snapshot).
         let index = inner.index.upgradable_read();
-        if let Some((mid, message)) = dedupe
-            && index.seen_message(apply::message_hash(mid))
+        // Hashed once: the dedupe note `finish` writes is of the same messageId.
+        let hashed = dedupe.map(|(mid, _)| (mid, apply::message_hash(mid)));
+        if let (Some((_, message)), Some((_, hash))) = (dedupe, hashed)
+            && index.seen_message(hash)
         {
             let key = Builder::current_key(&index, message);
             let seq = index.last_seq();
@@ -456,7 +458,12 @@ impl Db {
                 .guard_skipped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut batch = builder.finish(outcome, message_id)?;
+        // The build names the messageId it applied: the dedupe check's (hash kept) or none.
+        let message = message_id.map(|mid| match hashed {
+            Some((checked, hash)) if checked == mid => (mid, hash),
+            _ => (mid, apply::message_hash(mid)),
+        });
+        let mut batch = builder.finish_hashed(outcome, message)?;
         if let Some(at) = source {
             batch.push_source(at);
         }
