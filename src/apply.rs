@@ -393,7 +393,8 @@ pub(crate) fn suppression_hash(domain: &str, value: &str) -> u128 {
 
 /// Hash of a messageId.
 pub(crate) fn message_hash(message_id: &str) -> u128 {
-    entries::hash128("message", message_id)
+    // `entries::hash128("message", message_id)`.
+    entries::hash_prefixed(b"message\0", message_id.as_bytes())
 }
 
 /// Read the profile whose newest record is at `loc` (following its chain).

@@ -16,7 +16,11 @@ fn bad(what: &'static str, reason: &str) -> Error {
 
 /// The hash of a guarded identifier (`kind` is `email`, normalised, or `anonymous_id`).
 pub(crate) fn ident_hash(kind: &str, value: &str) -> u128 {
-    super::hash_concat(&[b"guard:", kind.as_bytes(), &[0], value.as_bytes()])
+    match kind {
+        "email" => super::hash_prefixed(b"guard:email\0", value.as_bytes()),
+        "anonymous_id" => super::hash_prefixed(b"guard:anonymous_id\0", value.as_bytes()),
+        _ => super::hash_concat(&[b"guard:", kind.as_bytes(), &[0], value.as_bytes()]),
+    }
 }
 
 /// A link entry's `(id, data)`.
