@@ -28,7 +28,7 @@
 //! every bound (a bug is a decode error, after which the caller reads the log), and nothing
 //! here panics on them.
 
-use crate::entries::profile::{check_ids, ids_into, put_full_head};
+use crate::entries::profile::{check_ids, ids_into_text, put_full_head};
 use crate::entries::raw::RawStates;
 use crate::entries::values::{
     StampIndex, StampTable, each_stamp, plain_set_variant, plain_shaped, put_plain_shaped,
@@ -163,12 +163,10 @@ impl Hot {
             .buf
             .get(..self.ids_len as usize)
             .ok_or(broken(0, "hot record: identifiers outside it"))?;
-        let mut r = Reader::checked_before(bytes);
         let ProfileRecord {
             mut ids, mut props, ..
         } = into;
-        ids_into(&mut r, &mut ids)?;
-        r.finish()?;
+        ids_into_text(bytes, &mut ids)?;
         props.clear();
         props.reserve(n);
         Ok(ProfileRecord {

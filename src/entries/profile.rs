@@ -75,12 +75,47 @@ pub(crate) fn ids(r: &mut Reader<'_>) -> Decoded<Ids> {
 /// each call's profile into a record a previous call left). On an error `ids` holds part of
 /// them.
 pub(crate) fn ids_into(r: &mut Reader<'_>, ids: &mut Ids) -> Decoded<()> {
-    r.opt_string_into(&mut ids.user_id)?;
-    r.opt_string_into(&mut ids.email)?;
+    ids_into_by(r, ids, Reader::str)
+}
+
+/// [`ids`] of `bytes` (the identifiers alone, as a full record writes them) into `ids`, as
+/// [`ids_into`] reads them to the end (`Reader::finish`), the UTF-8 of their strings checked
+/// at once: one check of the whole bytes, each string then taken from the checked text
+/// (`Reader::str_of`). The bytes are all UTF-8 when every length and tag is below 128 (short
+/// identifiers); when they are not, each string is checked alone (`ids_into`). Either way a
+/// string that is not UTF-8 is the same error. The writer cache's hot record decodes its
+/// identifiers at every call so (`apply::hot::Hot::head`).
+pub(crate) fn ids_into_text(bytes: &[u8], ids: &mut Ids) -> Decoded<()> {
+    let mut r = Reader::checked_before(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => ids_into_by(&mut r, ids, |r| r.str_of(text))?,
+        Err(_) => ids_into(&mut r, ids)?,
+    }
+    r.finish()
+}
+
+/// [`ids_into`] with `str` reading each string; an option's string into its slot, whose
+/// buffer is reused when both hold a string.
+#[inline(always)]
+fn ids_into_by<'a>(
+    r: &mut Reader<'a>,
+    ids: &mut Ids,
+    str: impl Fn(&mut Reader<'a>) -> Decoded<&'a str>,
+) -> Decoded<()> {
+    let opt = |r: &mut Reader<'a>, slot: &mut Option<String>| -> Decoded<()> {
+        if r.some()? {
+            super::wire::string_into(str(r)?, slot);
+        } else {
+            *slot = None;
+        }
+        Ok(())
+    };
+    opt(r, &mut ids.user_id)?;
+    opt(r, &mut ids.email)?;
     let n = r.len(1)?;
     ids.anonymous_ids.truncate(n);
     for i in 0..n {
-        let s = r.str()?;
+        let s = str(r)?;
         match ids.anonymous_ids.get_mut(i) {
             Some(buf) => {
                 buf.clear();
@@ -89,7 +124,7 @@ pub(crate) fn ids_into(r: &mut Reader<'_>, ids: &mut Ids) -> Decoded<()> {
             None => ids.anonymous_ids.push(s.to_owned()),
         }
     }
-    r.opt_string_into(&mut ids.company_id)
+    opt(r, &mut ids.company_id)
 }
 
 /// Step over the identifiers [`ids`] reads, with the same checks.
@@ -2586,6 +2621,48 @@ mod tests {
             let mut r = Reader::new(&bytes[1..]);
             ids_into(&mut r, &mut ids).unwrap();
             prop_assert_eq!(ids, rec.ids.clone());
+        }
+
+        /// The identifiers checked as UTF-8 at once (`ids_into_text`, the hot record's) decode
+        /// as the string-by-string reader decodes them, into a used record too; damaged
+        /// bytes give an error exactly when that reader's decode does (never a panic).
+        #[test]
+        fn identifiers_checked_at_once_decode_as_one_by_one(
+            rec in record(),
+            other in record(),
+            long in ".{40,80}",
+            damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut ids = rec.ids.clone();
+            if long.len() % 2 == 0 {
+                // A length of 128 bytes or more: a varint byte outside ASCII.
+                ids.anonymous_ids.push(long.repeat(2));
+            }
+            let mut bytes = Vec::new();
+            ids.put(&mut bytes);
+            let one_by_one = |bytes: &[u8], into: &mut Ids| {
+                let mut r = Reader::checked_before(bytes);
+                ids_into(&mut r, into)?;
+                r.finish()
+            };
+            let mut got = other.ids.clone();
+            ids_into_text(&bytes, &mut got).unwrap();
+            prop_assert_eq!(&got, &ids);
+            for (at, b) in damage {
+                let i = at.index(bytes.len().max(1));
+                if let Some(x) = bytes.get_mut(i) {
+                    *x = b;
+                }
+            }
+            for bytes in [&bytes[..], &bytes[..cut.index(bytes.len() + 1)]] {
+                let (mut a, mut b) = (other.ids.clone(), other.ids.clone());
+                let (at_once, alone) = (ids_into_text(bytes, &mut a), one_by_one(bytes, &mut b));
+                prop_assert_eq!(at_once.is_ok(), alone.is_ok());
+                if at_once.is_ok() {
+                    prop_assert_eq!(a, b);
+                }
+            }
         }
 
         /// The in-place merge of a fold's newer states gives the sorted union.

@@ -534,6 +534,22 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// [`Reader::str`] of a reader over `text`'s bytes, `text` being checked UTF-8 already
+    /// (its strings checked at once, `entries::profile::ids_into_text`): the string is taken
+    /// from `text` between its bounds, which must fall between characters. With `text` valid
+    /// they do exactly when the string's bytes alone are UTF-8, so the error is the one `str`
+    /// gives; bytes that are not `text`'s give an error, never a panic.
+    #[inline]
+    pub(crate) fn str_of(&mut self, text: &'a str) -> Decoded<&'a str> {
+        let n = self.len(1)?;
+        let start = self.at;
+        self.take(n)?;
+        text.get(start..start + n).ok_or(DecodeError {
+            at: start,
+            reason: "string is not UTF-8",
+        })
+    }
+
     /// Step over a string: checked as [`Reader::str`] checks it, but for its UTF-8 unless the
     /// reader checks every string ([`Utf8`]).
     #[inline]
@@ -553,16 +569,6 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn string(&mut self) -> Decoded<String> {
         Ok(self.str()?.to_owned())
-    }
-
-    /// [`Reader::opt_string`] into `slot`, whose buffer it reuses when both hold a string.
-    pub(crate) fn opt_string_into(&mut self, slot: &mut Option<String>) -> Decoded<()> {
-        if self.some()? {
-            string_into(self.str()?, slot);
-        } else {
-            *slot = None;
-        }
-        Ok(())
     }
 
     pub(crate) fn opt_string(&mut self) -> Decoded<Option<String>> {
