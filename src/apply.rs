@@ -32,10 +32,11 @@ const CALL_NAMES: usize = 16;
 /// What to change in the index once the entry at the same position is appended.
 #[derive(Debug)]
 pub(crate) enum Change {
-    /// A profile's newest record; `ids` = (identifiers before, after) when they changed.
+    /// A profile's newest record; `ids` = (identifiers before, after) when they changed. After
+    /// `None`: those of the record the batch wrote for the entry ([`Written`], not copied).
     Profile {
         key: u64,
-        ids: Option<(Option<Ids>, Ids)>,
+        ids: Option<(Option<Ids>, Option<Ids>)>,
     },
     Tombstone {
         key: u64,
@@ -319,9 +320,13 @@ impl Batch {
         &mut self.spare.written
     }
 
-    /// The index changes, one per entry (the commit drains them).
-    pub fn changes_mut(&mut self) -> &mut Vec<Change> {
-        &mut self.spare.changes
+    /// Apply the batch's changes to the index ([`commit`]), its entries appended at
+    /// `locations`; the identifiers of the records it wrote are read from them.
+    pub fn commit(&mut self, index: &mut Index, locations: &[Location]) {
+        let Spare {
+            changes, written, ..
+        } = &mut *self.spare;
+        commit_written(index, changes, locations, written);
     }
 
     /// The profile records the batch writes, decoded (explain reads them).
@@ -357,14 +362,30 @@ impl Batch {
 /// Apply the changes of an appended batch to the index: each entry's [`Update`] (the same
 /// mutation the replay applies on open), and the identifier maps of the profiles written.
 pub(crate) fn commit(index: &mut Index, changes: &mut Vec<Change>, locations: &[Location]) {
-    for (change, &loc) in changes.drain(..).zip(locations) {
+    commit_written(index, changes, locations, &[]);
+}
+
+/// [`commit`], the identifiers a profile change leaves to its record read from `written`.
+fn commit_written(
+    index: &mut Index,
+    changes: &mut Vec<Change>,
+    locations: &[Location],
+    written: &[Written],
+) {
+    for (at, (change, &loc)) in changes.drain(..).zip(locations).enumerate() {
         let update = match &change {
             Change::Profile { key, ids } => {
                 if let Some((old, new)) = ids {
                     if let Some(old) = old {
                         index.unindex_ids(*key, old);
                     }
-                    index.index_ids(*key, new);
+                    let new = new
+                        .as_ref()
+                        .or_else(|| written.iter().find(|w| w.entry == at).map(|w| &w.rec.ids));
+                    debug_assert!(new.is_some(), "profile {key}: no identifiers to index");
+                    if let Some(new) = new {
+                        index.index_ids(*key, new);
+                    }
                 }
                 Update::Profile { key: *key }
             }
@@ -1556,13 +1577,14 @@ impl<'a> Builder<'a> {
                 keep(&mut self.spare.pools.befores, undo.3);
                 (data, call.arrival)
             });
+            // The identifiers after: those of the record written (`Written`, below).
             let ids = ids_changed.then(|| {
                 let old = match std::mem::replace(&mut work.old, OldIds::New) {
                     OldIds::New => None,
                     OldIds::Same => Some(work.rec.ids.clone()),
                     OldIds::Saved(old) => Some(old),
                 };
-                (old, work.rec.ids.clone())
+                (old, None)
             });
             keep(
                 &mut self.spare.pools.names,

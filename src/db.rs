@@ -476,7 +476,7 @@ impl Db {
         let mut index = RwLockUpgradableReadGuard::upgrade(index);
         index.linked.extend(batch.linked.drain(..));
         index.set_last_seq(appended.seq);
-        apply::commit(&mut index, batch.changes_mut(), &appended.locations);
+        batch.commit(&mut index, &appended.locations);
         drop(index);
         Ok((batch.recycle(), appended.seq))
     }
@@ -992,7 +992,7 @@ impl Db {
                 key: survivor,
                 ids: Some((
                     Some(plan.survivor_before.ids.clone()),
-                    plan.survivor.ids.clone(),
+                    Some(plan.survivor.ids.clone()),
                 )),
             },
             Change::History {
@@ -1001,7 +1001,7 @@ impl Db {
             },
             Change::Profile {
                 key: merged_key,
-                ids: Some((None, plan.restored.ids.clone())),
+                ids: Some((None, Some(plan.restored.ids.clone()))),
             },
             Change::History {
                 key: merged_key,
