@@ -94,26 +94,30 @@ pub(crate) fn ids_into_text(bytes: &[u8], ids: &mut Ids) -> Decoded<()> {
     r.finish()
 }
 
-/// [`ids_into`] with `str` reading each string; an option's string into its slot, whose
-/// buffer is reused when both hold a string.
+/// [`ids_into`] with `str` reading each string, into the buffers `ids` holds: a string into
+/// its slot's; a buffer left without a string kept for the thread's next
+/// (`wire::keep_string`), one needed taken from those.
 #[inline(always)]
 fn ids_into_by<'a>(
     r: &mut Reader<'a>,
     ids: &mut Ids,
     str: impl Fn(&mut Reader<'a>) -> Decoded<&'a str>,
 ) -> Decoded<()> {
+    use super::wire::{keep_string, string_gone, string_into, string_of};
     let opt = |r: &mut Reader<'a>, slot: &mut Option<String>| -> Decoded<()> {
         if r.some()? {
-            super::wire::string_into(str(r)?, slot);
+            string_into(str(r)?, slot);
         } else {
-            *slot = None;
+            string_gone(slot);
         }
         Ok(())
     };
     opt(r, &mut ids.user_id)?;
     opt(r, &mut ids.email)?;
     let n = r.len(1)?;
-    ids.anonymous_ids.truncate(n);
+    if ids.anonymous_ids.len() > n {
+        ids.anonymous_ids.drain(n..).for_each(keep_string);
+    }
     for i in 0..n {
         let s = str(r)?;
         match ids.anonymous_ids.get_mut(i) {
@@ -121,7 +125,7 @@ fn ids_into_by<'a>(
                 buf.clear();
                 buf.push_str(s);
             }
-            None => ids.anonymous_ids.push(s.to_owned()),
+            None => ids.anonymous_ids.push(string_of(s)),
         }
     }
     opt(r, &mut ids.company_id)

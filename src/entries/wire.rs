@@ -580,15 +580,65 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Put `s` into `slot`, reusing the buffer it holds if any.
+/// Put `s` into `slot`, reusing the buffer it holds if any, else a spare one
+/// ([`keep_string`]).
 pub(crate) fn string_into(s: &str, slot: &mut Option<String>) {
     match slot {
         Some(buf) => {
             buf.clear();
             buf.push_str(s);
         }
-        None => *slot = Some(s.to_owned()),
+        None => *slot = Some(string_of(s)),
     }
+}
+
+/// `s` in a spare buffer ([`keep_string`]) if the thread has one, else in a new one.
+pub(crate) fn string_of(s: &str) -> String {
+    let spare = SPARE_STRINGS
+        .try_with(|p| p.borrow_mut().pop())
+        .ok()
+        .flatten();
+    match spare {
+        Some(mut buf) => {
+            buf.push_str(s);
+            buf
+        }
+        None => s.to_owned(),
+    }
+}
+
+/// Empty `slot`, its buffer kept for the thread's next [`string_into`] / [`string_of`].
+pub(crate) fn string_gone(slot: &mut Option<String>) {
+    if let Some(buf) = slot.take() {
+        keep_string(buf);
+    }
+}
+
+/// Keep `buf`, emptied, for the thread's next string ([`string_of`]), unless the thread keeps
+/// [`SPARE_STRINGS_MAX`] already or it is large. A decode of a profile's identifiers into the
+/// buffers another profile's left (the writer's pooled records) then allocates nothing when
+/// one has an identifier the other has not (an email, a company, more anonymous ids).
+pub(crate) fn keep_string(mut buf: String) {
+    if buf.capacity() <= SPARE_STRING_BYTES {
+        buf.clear();
+        let _ = SPARE_STRINGS.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < SPARE_STRINGS_MAX {
+                p.push(buf);
+            }
+        });
+    }
+}
+
+/// Most spare string buffers a thread keeps ([`keep_string`]).
+const SPARE_STRINGS_MAX: usize = 8;
+/// The largest spare string buffer kept, in bytes of capacity.
+const SPARE_STRING_BYTES: usize = 256;
+
+thread_local! {
+    /// The thread's spare string buffers ([`keep_string`]).
+    static SPARE_STRINGS: std::cell::RefCell<Vec<String>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
