@@ -197,6 +197,9 @@ impl Pools {
             }
             rec.props.clear();
             self.records.push(rec);
+        } else {
+            // Its identifiers' buffers still serve (`entries::wire::keep_string`).
+            clear_ids(&mut rec.ids);
         }
     }
 
@@ -220,6 +223,16 @@ const SPARE_BUFS: usize = 8;
 /// The largest buffer or list kept, in bytes of capacity (a large record's, or the list of a
 /// call with thousands of names, is freed).
 const SPARE_BUF_BYTES: usize = 16 << 10;
+
+/// Empty `ids`, their strings' buffers kept for the thread's next identifiers
+/// (`entries::wire::keep_string`).
+fn clear_ids(ids: &mut Ids) {
+    use crate::entries::wire::{keep_string, string_gone};
+    string_gone(&mut ids.user_id);
+    string_gone(&mut ids.email);
+    ids.anonymous_ids.drain(..).for_each(keep_string);
+    string_gone(&mut ids.company_id);
+}
 
 /// The heap bytes a record's identifiers hold (capacities).
 fn ids_bytes(ids: &Ids) -> usize {
@@ -724,7 +737,10 @@ fn complete(work: &mut Work, store: &Store, index: &Index) -> Result<()> {
     };
     let mut rec = std::mem::replace(&mut work.rec, loaded);
     let whole = &mut work.rec;
-    whole.ids = std::mem::take(&mut rec.ids);
+    // The identifiers the call holds (it may have changed them); the decoded ones' buffers
+    // are kept for the thread's next.
+    let mut decoded = std::mem::replace(&mut whole.ids, std::mem::take(&mut rec.ids));
+    clear_ids(&mut decoded);
     whole.first_seen = rec.first_seen;
     whole.updated_at = rec.updated_at;
     for (id, state) in rec.props {
@@ -1870,7 +1886,7 @@ impl<'a> Builder<'a> {
                 // A record an earlier call left (its states' buffer), with no identifier of
                 // the profile it held: the call attaches the new profile's.
                 let mut rec = self.spare.pools.record();
-                rec.ids = Ids::default();
+                clear_ids(&mut rec.ids);
                 rec.first_seen = ts;
                 rec.updated_at = ts;
                 rec.props.clear();
@@ -1993,26 +2009,31 @@ impl<'a> Builder<'a> {
             || anon.is_some_and(|a| !have.anonymous_ids.iter().any(|x| x == a))
             || have.anonymous_ids.len() > max_anon;
         if attach {
+            // Into the buffers the record holds, or spare ones (`entries::wire::keep_string`).
+            use crate::entries::wire::{keep_string, string_into, string_of};
             let ids = self.ids_mut(survivor);
             if let Some(u) = uid {
-                ids.user_id = Some(u.to_string());
+                string_into(u, &mut ids.user_id);
             }
             if let Some(e) = email {
-                ids.email = Some(e.clone());
+                string_into(e, &mut ids.email);
             }
             if let Some(a) = anon
                 && !ids.anonymous_ids.iter().any(|x| x == a)
             {
-                ids.anonymous_ids.push(a.to_string());
+                ids.anonymous_ids.push(string_of(a));
             }
             let extra = ids.anonymous_ids.len().saturating_sub(max_anon);
-            ids.anonymous_ids.drain(..extra);
+            ids.anonymous_ids.drain(..extra).for_each(keep_string);
         }
 
         if let Some(company) = &m.company {
             self.upsert_company(company, ts)?;
             if self.rec(survivor).ids.company_id.as_ref() != Some(&company.id) {
-                self.ids_mut(survivor).company_id = Some(company.id.clone());
+                crate::entries::wire::string_into(
+                    &company.id,
+                    &mut self.ids_mut(survivor).company_id,
+                );
             }
         }
 
