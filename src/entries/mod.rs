@@ -423,13 +423,12 @@ mod tests {
                 super::hash128(&format!("guard:{kind}"), "a@b.co")
             );
         }
-        assert_eq!(
-            crate::apply::message_hash("m-1"),
-            super::hash128("message", "m-1")
-        );
-        assert_eq!(
-            crate::apply::message_hash(&long),
-            super::hash128("message", &long)
-        );
+        // The messageId's (`apply::message_hash`).
+        for text in ["m-1", &*long] {
+            assert_eq!(
+                super::hash_prefixed(b"message\0", text.as_bytes()),
+                super::hash128("message", text)
+            );
+        }
     }
 }
