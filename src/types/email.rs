@@ -7,20 +7,75 @@ use std::borrow::Cow;
 /// (nearly every call's: no allocation on the write path's look-up).
 pub fn normalize_email(email: &str) -> Cow<'_, str> {
     let trimmed = email.trim();
-    if trimmed.len() == email.len()
-        && !email
-            .bytes()
-            .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
-    {
+    if trimmed.len() == email.len() && !lowering_may_change(email.as_bytes()) {
         return Cow::Borrowed(email);
     }
     Cow::Owned(trimmed.to_lowercase())
 }
 
+/// Whether `b` has a byte outside ASCII or an ASCII capital (when neither, lower-casing leaves
+/// it as it is): eight bytes at a time, the write path looking up an email at every call that
+/// names one.
+fn lowering_may_change(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let x = u64::from_le_bytes(<[u8; 8]>::try_from(c).unwrap_or_default());
+        if x & HIGH != 0 {
+            return true;
+        }
+        // Every byte below 0x80: adding 0x80 - b'A' sets a byte's high bit from b'A' up,
+        // adding 0x80 - (b'Z' + 1) from past b'Z' up, no carry crossing into the next byte.
+        let from_a = x + 0x3F3F_3F3F_3F3F_3F3F;
+        let past_z = x + 0x2525_2525_2525_2525;
+        if from_a & !past_z & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::normalize_email;
+    use super::{lowering_may_change, normalize_email};
+    use proptest::prelude::*;
     use std::borrow::Cow;
+
+    proptest! {
+        /// Eight bytes at a time, as byte by byte: every byte value at every place.
+        #[test]
+        fn lowering_may_change_as_byte_by_byte(
+            b in proptest::collection::vec(any::<u8>(), 0..40),
+            ascii in "[ -~]{0,40}",
+        ) {
+            for b in [&b[..], ascii.as_bytes()] {
+                prop_assert_eq!(
+                    lowering_may_change(b),
+                    b.iter().any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lowering_may_change_at_each_place_of_a_chunk() {
+        for len in 0..24 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = byte;
+                    assert_eq!(
+                        lowering_may_change(&b),
+                        byte.is_ascii_uppercase() || !byte.is_ascii(),
+                        "{len} {at} {byte}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn only_emails_not_in_lookup_form_are_copied() {
