@@ -6,6 +6,13 @@ use std::borrow::Cow;
 /// The lookup form of an email: trimmed, lower-cased. Borrowed when `email` is that already
 /// (nearly every call's: no allocation on the write path's look-up).
 pub fn normalize_email(email: &str) -> Cow<'_, str> {
+    // Nothing to trim when it starts and ends with printable ASCII (no `char::is_whitespace`
+    // walk from either end).
+    let printable = |b: Option<&u8>| b.is_some_and(|&b| b > b' ' && b < 0x7F);
+    let b = email.as_bytes();
+    if printable(b.first()) && printable(b.last()) && !lowering_may_change(b) {
+        return Cow::Borrowed(email);
+    }
     let trimmed = email.trim();
     if trimmed.len() == email.len() && !lowering_may_change(email.as_bytes()) {
         return Cow::Borrowed(email);
@@ -56,6 +63,24 @@ mod tests {
                     lowering_may_change(b),
                     b.iter().any(|b| b.is_ascii_uppercase() || !b.is_ascii())
                 );
+            }
+        }
+    }
+
+    proptest! {
+        /// As trimming and lower-casing every time would.
+        #[test]
+        fn normalize_email_trims_and_lowers(
+            e in "[ -~]{0,30}",
+            any_text in ".{0,20}",
+            ends in proptest::sample::select(vec!["", " ", "\t", "\n", "\u{0B}", "\u{A0}", "\u{3000}", "A", "é", "~", "\u{7F}"]),
+        ) {
+            for e in [e.clone(), format!("{ends}{e}"), format!("{e}{ends}"), any_text.clone()] {
+                let got = normalize_email(&e);
+                let want = e.trim().to_lowercase();
+                prop_assert_eq!(&*got, &*want);
+                // Borrowed exactly when nothing changes and no byte needs a look past ASCII.
+                prop_assert_eq!(matches!(got, Cow::Borrowed(_)), e.is_ascii() && want == e);
             }
         }
     }
