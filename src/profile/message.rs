@@ -159,7 +159,7 @@ impl Message {
             Message::Alias(m) => m.message_id.as_deref(),
             Message::Link(m) => m.message_id.as_deref(),
         };
-        id.filter(|id| !id.trim().is_empty())
+        id.filter(|id| !crate::types::email::trim_text(id).is_empty())
     }
 
     /// The message's `timestamp`.

@@ -9,6 +9,7 @@ use crate::options::Options;
 use crate::profile::message::{Identify, Message};
 use crate::profile::props::ListOp;
 pub use crate::types::email::normalize_email;
+use crate::types::email::trim_text;
 use crate::types::value::Value;
 
 /// Longest identifier (`userId`, `anonymousId`, `groupId`, `previousId`, company id), in
@@ -209,7 +210,7 @@ fn id_rules(
     is_person: bool,
     errors: &mut Vec<FieldError>,
 ) {
-    let trimmed = id.trim();
+    let trimmed = trim_text(id);
     if trimmed.is_empty() {
         errors.push(FieldError::new(field, "must not be blank"));
         return;
@@ -241,7 +242,7 @@ fn is_placeholder(trimmed: &str, options: &Options) -> bool {
             .placeholder_ids
             .iter()
             // Trimming only shortens: a placeholder shorter than the id cannot match it.
-            .any(|p| p.len() >= trimmed.len() && p.trim().eq_ignore_ascii_case(trimmed));
+            .any(|p| p.len() >= trimmed.len() && trim_text(p).eq_ignore_ascii_case(trimmed));
     }
     let lower = trimmed.to_lowercase();
     options
@@ -253,7 +254,7 @@ fn is_placeholder(trimmed: &str, options: &Options) -> bool {
 /// `userId`: the identifier rules, 2 to 255 characters, and not an email address.
 fn user_id_rules(field: &str, id: &str, options: &Options, errors: &mut Vec<FieldError>) {
     id_rules(field, id, options, true, errors);
-    if id.trim().is_empty() {
+    if trim_text(id).is_empty() {
         return;
     }
     // A character is at most 4 bytes: 8 bytes or more are at least 2 characters.
@@ -494,7 +495,7 @@ fn plain_email_passes(email: &str) -> bool {
 /// Problems of one email address (empty if valid). Surrounding whitespace is ignored (lookups
 /// trim it too); inside the address it is an error.
 pub fn email_problems(field: &str, email: &str) -> Vec<FieldError> {
-    let email = email.trim();
+    let email = trim_text(email);
     let mut problems = Vec::new();
     let mut problem = |rule: String| problems.push(FieldError::new(field, rule));
     if email.is_empty() {

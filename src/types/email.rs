@@ -6,18 +6,23 @@ use std::borrow::Cow;
 /// The lookup form of an email: trimmed, lower-cased. Borrowed when `email` is that already
 /// (nearly every call's: no allocation on the write path's look-up).
 pub fn normalize_email(email: &str) -> Cow<'_, str> {
-    // Nothing to trim when it starts and ends with printable ASCII (no `char::is_whitespace`
-    // walk from either end).
-    let printable = |b: Option<&u8>| b.is_some_and(|&b| b > b' ' && b < 0x7F);
-    let b = email.as_bytes();
-    if printable(b.first()) && printable(b.last()) && !lowering_may_change(b) {
-        return Cow::Borrowed(email);
-    }
-    let trimmed = email.trim();
+    let trimmed = trim_text(email);
     if trimmed.len() == email.len() && !lowering_may_change(email.as_bytes()) {
         return Cow::Borrowed(email);
     }
     Cow::Owned(trimmed.to_lowercase())
+}
+
+/// `s.trim()`, without its `char::is_whitespace` walk from either end when `s` starts and
+/// ends with printable ASCII (nearly every identifier and email: nothing to trim).
+#[inline]
+pub(crate) fn trim_text(s: &str) -> &str {
+    let printable = |b: Option<&u8>| b.is_some_and(|&b| b > b' ' && b < 0x7F);
+    if printable(s.as_bytes().first()) && printable(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    }
 }
 
 /// Whether `b` has a byte outside ASCII or an ASCII capital (when neither, lower-casing leaves
@@ -47,7 +52,7 @@ fn lowering_may_change(b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{lowering_may_change, normalize_email};
+    use super::{lowering_may_change, normalize_email, trim_text};
     use proptest::prelude::*;
     use std::borrow::Cow;
 
@@ -76,6 +81,7 @@ mod tests {
             ends in proptest::sample::select(vec!["", " ", "\t", "\n", "\u{0B}", "\u{A0}", "\u{3000}", "A", "é", "~", "\u{7F}"]),
         ) {
             for e in [e.clone(), format!("{ends}{e}"), format!("{e}{ends}"), any_text.clone()] {
+                prop_assert_eq!(trim_text(&e), e.trim());
                 let got = normalize_email(&e);
                 let want = e.trim().to_lowercase();
                 prop_assert_eq!(&*got, &*want);
