@@ -181,6 +181,14 @@ impl Pools {
         }
     }
 
+    /// `rec` as a hot record, written in a pooled buffer first (`Hot::encode`).
+    fn hot(&mut self, rec: &ProfileRecord) -> Hot {
+        let mut scratch = self.buf();
+        let hot = Hot::encode(rec, &mut scratch);
+        keep(&mut self.bufs, scratch);
+        hot
+    }
+
     fn record(&mut self) -> ProfileRecord {
         self.records.pop().unwrap_or_default()
     }
@@ -1373,7 +1381,7 @@ impl<'a> Builder<'a> {
                 _ if from_hot.is_some() => from_hot.map(Cached::Hot),
                 (false, _) => None,
                 (true, Some(Cached::Hot(_))) if work.full => {
-                    Some(Cached::Hot(Box::new(Hot::encode(&work.rec))))
+                    Some(Cached::Hot(Box::new(self.spare.pools.hot(&work.rec))))
                 }
                 (true, Some(Cached::Hot(mut hot))) => {
                     let written = match &work.fast {
@@ -1414,7 +1422,7 @@ impl<'a> Builder<'a> {
                 (true, Some(Cached::Chain(_)))
                     if work.hit && !work.partial && self.cache.roomy() =>
                 {
-                    Some(Cached::Hot(Box::new(Hot::encode(&work.rec))))
+                    Some(Cached::Hot(Box::new(self.spare.pools.hot(&work.rec))))
                 }
                 (true, cached) => Some(Cached::Chain(match (kind, cached) {
                     (EntryKind::Profile, _) => Chain::full_measured(&data, &lens),

@@ -49,6 +49,9 @@ const MAX_STAMPS: usize = 32;
 /// Spare bytes `buf` gets when compacted or grown: room for a few states written at its end.
 const SPARE: usize = 64;
 
+/// Spare stamps a hot record's list gets when made or compacted: the stamps of a few calls.
+const STAMPS_SPARE: usize = 4;
+
 /// Free bytes at the end of `buf` below which a state is not written there before the buffer
 /// is compacted or grown.
 const MIN_TAIL: usize = 48;
@@ -124,26 +127,32 @@ fn room_for(len: usize) -> u8 {
 }
 
 impl Hot {
-    /// `rec`, whole, as a hot record.
-    pub fn encode(rec: &ProfileRecord) -> Hot {
+    /// `rec`, whole, as a hot record. `scratch`: a buffer it is written in first (emptied
+    /// first, left holding a copy of the record's bytes), so that the record's own buffer is
+    /// allocated once, at its size and the spare it may grow by.
+    pub fn encode(rec: &ProfileRecord, scratch: &mut Vec<u8>) -> Hot {
         let table = StampTable::of(rec.props.iter().map(|(_, p)| p));
-        let mut buf = Vec::with_capacity(64 + 16 * rec.props.len());
-        rec.ids.put(&mut buf);
-        let ids_len = buf.len() as u32;
+        scratch.clear();
+        rec.ids.put(scratch);
+        let ids_len = scratch.len() as u32;
         let mut dir = Vec::with_capacity(rec.props.len() + 4);
         for (id, p) in &rec.props {
-            dir.push((*id, buf.len() as u32));
-            put_slot(&mut buf, 0, |out| put_shaped_state(p, &table, out));
+            dir.push((*id, scratch.len() as u32));
+            put_slot(scratch, 0, |out| put_shaped_state(p, &table, out));
         }
         // What it may grow by before a compaction (the cache's budget counts capacity).
-        buf.shrink_to(buf.len() + buf.len() / 8 + SPARE);
+        let mut buf = Vec::with_capacity(scratch.len() + scratch.len() / 8 + SPARE);
+        buf.extend_from_slice(scratch);
+        // Room for the stamps of the next few calls (each call adds its own).
+        let mut stamps = Vec::with_capacity(table.stamps().len() + STAMPS_SPARE);
+        stamps.extend_from_slice(table.stamps());
         Hot {
             buf,
             ids_len,
             first_seen: rec.first_seen,
             updated_at: rec.updated_at,
             stamp_limit: MAX_STAMPS.max(2 * table.stamps().len()) as u32,
-            stamps: table.stamps().to_vec(),
+            stamps,
             dir,
             dead: 0,
         }
@@ -471,8 +480,11 @@ impl Hot {
     fn add_stamp(&mut self, s: Stamp) {
         if !self.stamps.iter().rev().any(|x| *x == s) {
             if self.stamps.len() == self.stamps.capacity() {
-                // A few at a time (not doubled: the cache's budget counts capacity).
-                self.stamps.reserve_exact(4);
+                // By half (at least a few): each call adds its stamp, up to the limit
+                // ([`MAX_STAMPS`]) that a compaction drops the unused ones at; not doubled
+                // (the cache's budget counts capacity).
+                self.stamps
+                    .reserve_exact((self.stamps.len() / 2).max(STAMPS_SPARE));
             }
             self.stamps.push(s);
         }
@@ -605,7 +617,7 @@ impl Hot {
                 self.mark_stamps(start, &mut used, Utf8::Built)?;
             }
             renumber = vec![0u32; self.stamps.len()];
-            stamps = Vec::with_capacity(self.stamps.len() + 4);
+            stamps = Vec::with_capacity(self.stamps.len() + STAMPS_SPARE);
             for (i, s) in self.stamps.iter().enumerate() {
                 if used[i] {
                     renumber[i] = stamps.len() as u32;
@@ -768,7 +780,7 @@ mod tests {
             only in proptest::collection::btree_set(0u32..80, 0..12),
         ) {
             let mut rec = record(&props);
-            let mut hot = Hot::encode(&rec);
+            let mut hot = Hot::encode(&rec, &mut Vec::new());
             prop_assert_eq!(hot.decode().unwrap(), rec.clone());
             prop_assert_eq!(full_of(&hot), full_record(&rec));
             for (n, call) in calls.iter().enumerate() {
@@ -850,7 +862,7 @@ mod tests {
             ),
         ) {
             let mut rec = record(&props);
-            let mut hot = Hot::encode(&rec);
+            let mut hot = Hot::encode(&rec, &mut Vec::new());
             for (n, call) in calls.iter().enumerate() {
                 let order = 1_000 + n as u64;
                 let ts = Timestamp(500 + n as i64);
@@ -907,7 +919,7 @@ mod tests {
     #[test]
     fn a_state_that_fits_its_room_is_written_in_place() {
         let mut rec = record(&[(1, 10, 3), (4, 20, 4), (9, -1, 5)]);
-        let mut hot = Hot::encode(&rec);
+        let mut hot = Hot::encode(&rec, &mut Vec::new());
         let len = hot.buf.len();
         rec.state_mut(4)
             .apply_set_ref(Some(&Value::Int(22)), Timestamp(50), 50);
@@ -931,7 +943,10 @@ mod tests {
     /// Damaged bytes (a bug: nothing outside writes them) are decode errors, never panics.
     #[test]
     fn a_damaged_hot_record_is_an_error_not_a_panic() {
-        let good = Hot::encode(&record(&[(1, 10, 3), (4, 20, 4), (9, -1, 5)]));
+        let good = Hot::encode(
+            &record(&[(1, 10, 3), (4, 20, 4), (9, -1, 5)]),
+            &mut Vec::new(),
+        );
         for cut in 0..good.buf.len() {
             let mut bad = good.clone();
             bad.buf.truncate(cut);
@@ -962,7 +977,10 @@ mod tests {
     fn a_full_record_from_a_damaged_hot_record_is_refused_or_reads() {
         // Strings in the identifiers, in plain states and in a `$set_once` state (odd values
         // are strings; name 3 holds a `once`).
-        let good = Hot::encode(&record(&[(1, 11, 3), (3, 13, 4), (4, 20, 6), (9, 7, 5)]));
+        let good = Hot::encode(
+            &record(&[(1, 11, 3), (3, 13, 4), (4, 20, 6), (9, 7, 5)]),
+            &mut Vec::new(),
+        );
         let full = crate::entries::profile::check_full;
         assert_eq!(full(&full_of(&good)), Ok(()));
         let mut refused = 0;
