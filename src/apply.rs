@@ -915,7 +915,7 @@ impl<'a> Builder<'a> {
                 (None, Cached::Chain(c)) if all => {
                     c.decode_capturing_all(&mut raw, self.spare.pools.record())
                 }
-                (None, _) => chain.decode(),
+                (None, _) => chain.decode_into(self.spare.pools.record()),
             };
             match rec {
                 Ok(rec) => Some((at, rec, chain, only, all, map)),
@@ -1494,11 +1494,12 @@ impl<'a> Builder<'a> {
                     _ => {
                         let data = match parts_full.take() {
                             Some(data) => data,
-                            None => entries::encode_profile_measured(
-                                &work.rec,
-                                full_guess,
-                                Some(&mut lens),
-                            ),
+                            None => {
+                                let mut data = self.spare.pools.buf();
+                                data.reserve(full_guess);
+                                entries::profile::put_full(&work.rec, &mut data, Some(&mut lens));
+                                data
+                            }
                         };
                         let chain = Chain::full_measured(&data, &lens);
                         keep(&mut self.spare.pools.bufs, data);

@@ -177,6 +177,13 @@ impl Chain {
         self.fold(Fold::default().checked_before())
     }
 
+    /// [`Chain::decode`] into `into`'s buffers (what it holds is replaced).
+    pub fn decode_into(&self, into: ProfileRecord) -> Decoded<ProfileRecord> {
+        let mut fold = Fold::default().checked_before();
+        fold.reuse(into);
+        self.fold_with(&mut fold)
+    }
+
     /// [`Chain::decode`] with the states of the names in `only` (sorted) and no others: the
     /// identifiers and times are whole (`entries::profile::Fold::only`).
     #[cfg(test)]
@@ -291,6 +298,14 @@ impl Cached {
         match self {
             Cached::Chain(c) => c.decode(),
             Cached::Hot(h) => h.decode(),
+        }
+    }
+
+    /// The profile whole, in `into`'s buffers (what it holds is replaced).
+    pub fn decode_into(&self, into: ProfileRecord) -> Decoded<ProfileRecord> {
+        match self {
+            Cached::Chain(c) => c.decode_into(into),
+            Cached::Hot(h) => h.decode_into(into),
         }
     }
 

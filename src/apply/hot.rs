@@ -338,7 +338,12 @@ impl Hot {
 
     /// The profile whole.
     pub fn decode(&self) -> Decoded<ProfileRecord> {
-        let mut rec = self.head(self.dir.len() + 8, ProfileRecord::default())?;
+        self.decode_into(ProfileRecord::default())
+    }
+
+    /// [`Hot::decode`] into `into`'s buffers (what it holds is replaced).
+    pub fn decode_into(&self, into: ProfileRecord) -> Decoded<ProfileRecord> {
+        let mut rec = self.head(self.dir.len() + 8, into)?;
         for &(id, start) in &self.dir {
             rec.props
                 .push((id, shaped_state(&mut self.at(start)?.1, &self.stamps[..])?));

@@ -934,7 +934,9 @@ pub(crate) fn put_delta(d: &DeltaOut<'_>, out: &mut Vec<u8>) {
     }
     // The changed states, found once: both lists are sorted, so each search starts past the
     // previous find.
-    let mut states: Vec<&(u32, PropState)> = Vec::with_capacity(d.changed.len());
+    // Inline for a call's usual few names.
+    let mut states: smallvec::SmallVec<[&(u32, PropState); 16]> =
+        smallvec::SmallVec::with_capacity(d.changed.len());
     let mut from = 0;
     for id in d.changed {
         let rest = d.rec.props.get(from..).unwrap_or_default();
