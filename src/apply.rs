@@ -1425,7 +1425,7 @@ impl<'a> Builder<'a> {
                     Some(Cached::Hot(Box::new(self.spare.pools.hot(&work.rec))))
                 }
                 (true, cached) => Some(Cached::Chain(match (kind, cached) {
-                    (EntryKind::Profile, _) => Chain::full_measured(&data, &lens),
+                    (EntryKind::Profile, old) => Chain::full_measured_in(old, &data, &lens),
                     (_, Some(Cached::Chain(chain)))
                         if !ids_changed
                             && chain.single_full().is_some()
@@ -1473,7 +1473,11 @@ impl<'a> Builder<'a> {
                                     key,
                                 );
                                 self.cache.records.spliced += 1;
-                                Chain::full_measured(&spliced, &spliced_lens)
+                                Chain::full_measured_in(
+                                    Some(Cached::Chain(chain)),
+                                    &spliced,
+                                    &spliced_lens,
+                                )
                             }
                             _ => {
                                 let mut chain = chain;
@@ -1491,7 +1495,7 @@ impl<'a> Builder<'a> {
                         chain.push_delta(&data);
                         chain
                     }
-                    _ => {
+                    (_, old) => {
                         let data = match parts_full.take() {
                             Some(data) => data,
                             None => {
@@ -1501,7 +1505,7 @@ impl<'a> Builder<'a> {
                                 data
                             }
                         };
-                        let chain = Chain::full_measured(&data, &lens);
+                        let chain = Chain::full_measured_in(old, &data, &lens);
                         keep(&mut self.spare.pools.bufs, data);
                         chain
                     }

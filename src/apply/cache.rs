@@ -97,7 +97,24 @@ impl Chain {
     /// buffer of the exact size: the next call on the profile writes its full record anew
     /// (`splice_full`) rather than add to this one.
     pub fn full_measured(data: &[u8], lens: &[u8]) -> Chain {
-        let mut bytes = Vec::with_capacity(data.len() + lens.len() + 8);
+        Self::full_measured_in(None, data, lens)
+    }
+
+    /// [`Chain::full_measured`] in the buffer of `old`, the chain it replaces, when that has
+    /// the room and at most an eighth more (shrunk to the size when it has more: in place,
+    /// for an allocator); else in a buffer of its own. The cache's budget counts capacity.
+    pub fn full_measured_in(old: Option<Cached>, data: &[u8], lens: &[u8]) -> Chain {
+        let need = data.len() + lens.len() + 8;
+        let mut bytes = match old {
+            Some(Cached::Chain(Chain { mut bytes, .. })) if bytes.capacity() >= need => {
+                bytes.clear();
+                if bytes.capacity() > need + need / 8 {
+                    bytes.shrink_to(need);
+                }
+                bytes
+            }
+            _ => Vec::with_capacity(need),
+        };
         bytes.extend_from_slice(data);
         Self::put_lens(&mut bytes, data.len(), lens);
         Chain {
