@@ -213,7 +213,11 @@ impl Pools {
 
     /// Take back a profile's capture and its list of captured states before.
     fn keep_raw(&mut self, mut raw: RawStates, befores: Vec<(u32, RawState)>) {
-        if self.raws.len() < SPARE_BUFS && raw.bytes.capacity() <= SPARE_BUF_BYTES {
+        // Not one that holds no buffer (a new profile's).
+        if self.raws.len() < SPARE_BUFS
+            && raw.bytes.capacity() != 0
+            && raw.bytes.capacity() <= SPARE_BUF_BYTES
+        {
             raw.clear();
             self.raws.push(raw);
         }
@@ -252,9 +256,14 @@ fn ids_bytes(ids: &Ids) -> usize {
         + ids.anonymous_ids.capacity() * size_of::<String>()
 }
 
-/// Keep `v`, emptied, in `pool` for a later call, unless the pool is full or `v` is large.
+/// Keep `v`, emptied, in `pool` for a later call, unless the pool is full or `v` is large,
+/// or holds no buffer (a list a new profile started without: kept, it would make a later call
+/// allocate).
 fn keep<T>(pool: &mut Vec<Vec<T>>, mut v: Vec<T>) {
-    if pool.len() < SPARE_BUFS && v.capacity() * size_of::<T>() <= SPARE_BUF_BYTES {
+    if pool.len() < SPARE_BUFS
+        && v.capacity() != 0
+        && v.capacity() * size_of::<T>() <= SPARE_BUF_BYTES
+    {
         v.clear();
         pool.push(v);
     }
