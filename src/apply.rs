@@ -105,6 +105,8 @@ pub(crate) struct Spare {
     changes: Vec<Change>,
     written: Vec<Written>,
     profiles: Vec<(u64, Work)>,
+    /// [`Batch::linked`] (drained into the index by the commit).
+    linked: Vec<Location>,
     pools: Pools,
 }
 
@@ -314,8 +316,12 @@ impl Batch {
     /// The call's outcome; the batch's buffers go back to the thread's [`Spare`] for its next
     /// call (emptied: `changes` were drained by the commit; the records `written` go to the
     /// spare records, their cached forms taken by `ProfileCache::insert_written`).
-    pub fn recycle(self) -> Outcome {
+    pub fn recycle(mut self) -> Outcome {
         let mut spare = self.spare;
+        if self.linked.capacity() * size_of::<Location>() <= SPARE_BUF_BYTES {
+            self.linked.clear();
+            spare.linked = self.linked;
+        }
         let Spare {
             entries,
             changes,
@@ -839,7 +845,7 @@ impl<'a> Builder<'a> {
         Builder {
             index,
             cache,
-            linked: Vec::new(),
+            linked: std::mem::take(&mut spare.linked),
             store,
             options,
             spare,
