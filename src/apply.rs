@@ -2016,10 +2016,14 @@ impl<'a> Builder<'a> {
                 Vec::new(),
                 Change::Tombstone { key: gone, old },
             );
+            // A pooled buffer (the batch's entries go back to the pool): a new one of 8 bytes
+            // would make a later entry written in it grow it.
+            let mut to = self.spare.pools.buf();
+            to.extend_from_slice(&entries::u64_bytes(survivor));
             self.push(
                 EntryKind::Redirect,
                 gone,
-                entries::u64_bytes(survivor).to_vec(),
+                to,
                 Change::Redirect {
                     from: gone,
                     to: survivor,
