@@ -67,8 +67,8 @@ fn per_call(history_days: u64, cache_bytes: usize, warm: u64, counted: u64) -> (
 /// stamp tables compacted, stamp tables past eight stamps, the cached chain's growth, a
 /// profile's identifiers where the record reused held none. At 2.44 / 2.05 (release) and
 /// 33.3 / 19.8 (debug) since a full record's stamp table starts in place, and 2.26 / 1.94
-/// (release) since a new profile takes its buffers from the pools (stop 55). At 1.81 / 1.54
-/// (release) and 31.9 / 18.6 (debug) since a hot record's buffer is allocated once at its
+/// (release) since a new profile takes its buffers from the pools (stop 55). At 1.75 / 1.48
+/// (release) and 31.8 / 18.5 (debug) since a hot record's buffer is allocated once at its
 /// size and its stamps grow by half, a chain made hot is decoded into a pooled record, and
 /// the pools keep no list that holds no buffer.
 const MOST: [(u64, f64, f64); 2] = [(30, 2.6, 36.0), (0, 2.2, 22.0)];
@@ -100,7 +100,7 @@ fn a_cached_w1_call_allocates_a_few_blocks_at_most() {
 /// Measured at 3.06 (release) and 48.7 (debug) a call at stop 55, then 2.85 (release) once a
 /// new profile takes its buffers from the pools (the whole 1M-call run in `compare`: 3.88,
 /// DHAT, docs/performance.md round 38): the cache's next full record for most calls, a new
-/// profile's identifiers and history step, a miss's chain. Then 2.21 (release) and 47.1
+/// profile's identifiers and history step, a miss's chain. Then 2.15 (release) and 47.1
 /// (debug) once the cache's next full record is written in the buffer of the chain it
 /// replaces when that has the room.
 const MOST_WITH_MISSES: (f64, f64) = (3.2, 56.0);
