@@ -32,11 +32,10 @@ const CALL_NAMES: usize = 16;
 /// What to change in the index once the entry at the same position is appended.
 #[derive(Debug)]
 pub(crate) enum Change {
-    /// A profile's newest record; `ids` = (identifiers before, after) when they changed. After
-    /// `None`: those of the record the batch wrote for the entry ([`Written`], not copied).
+    /// A profile's newest record; `ids` = (identifiers before, after) when they changed.
     Profile {
         key: u64,
-        ids: Option<(Option<Ids>, Option<Ids>)>,
+        ids: Option<(Option<Ids>, After)>,
     },
     Tombstone {
         key: u64,
@@ -75,6 +74,15 @@ pub(crate) enum Change {
         id: u64,
         at: crate::types::SourceOffset,
     },
+}
+
+/// A profile's identifiers after a call, for the index ([`Change::Profile`]).
+#[derive(Debug)]
+pub(crate) enum After {
+    /// These.
+    Ids(Ids),
+    /// Those of the record the batch wrote for the entry: `Batch::written[i]` (not copied).
+    Written(usize),
 }
 
 /// A profile record written by a call: the profile decoded, and its chain's records for the
@@ -408,16 +416,19 @@ fn commit_written(
     locations: &[Location],
     written: &[Written],
 ) {
-    for (at, (change, &loc)) in changes.drain(..).zip(locations).enumerate() {
+    for (change, &loc) in changes.drain(..).zip(locations) {
         let update = match &change {
             Change::Profile { key, ids } => {
                 if let Some((old, new)) = ids {
                     if let Some(old) = old {
                         index.unindex_ids(*key, old);
                     }
-                    let new = new
-                        .as_ref()
-                        .or_else(|| written.iter().find(|w| w.entry == at).map(|w| &w.rec.ids));
+                    let new = match new {
+                        After::Ids(ids) => Some(ids),
+                        After::Written(i) => written.get(*i).map(|w| &w.rec.ids),
+                    };
+                    // `Builder::finish` pushes the record with its change: only [`commit`]
+                    // (given no records) could miss one, and no change it is given names one.
                     debug_assert!(new.is_some(), "profile {key}: no identifiers to index");
                     if let Some(new) = new {
                         index.index_ids(*key, new);
@@ -1628,7 +1639,8 @@ impl<'a> Builder<'a> {
                     OldIds::Same => Some(work.rec.ids.clone()),
                     OldIds::Saved(old) => Some(old),
                 };
-                (old, None)
+                // The record is pushed to `written` below, at this index.
+                (old, After::Written(self.spare.written.len()))
             });
             keep(
                 &mut self.spare.pools.names,

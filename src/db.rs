@@ -992,7 +992,7 @@ impl Db {
                 key: survivor,
                 ids: Some((
                     Some(plan.survivor_before.ids.clone()),
-                    Some(plan.survivor.ids.clone()),
+                    crate::apply::After::Ids(plan.survivor.ids.clone()),
                 )),
             },
             Change::History {
@@ -1001,7 +1001,7 @@ impl Db {
             },
             Change::Profile {
                 key: merged_key,
-                ids: Some((None, Some(plan.restored.ids.clone()))),
+                ids: Some((None, crate::apply::After::Ids(plan.restored.ids.clone()))),
             },
             Change::History {
                 key: merged_key,

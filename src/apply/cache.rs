@@ -101,8 +101,8 @@ impl Chain {
     }
 
     /// [`Chain::full_measured`] in the buffer of `old`, the chain it replaces, when that has
-    /// the room and at most an eighth more (shrunk to the size when it has more: in place,
-    /// for an allocator); else in a buffer of its own. The cache's budget counts capacity.
+    /// the room and at most an eighth more (shrunk to the size when it has more: a `realloc`,
+    /// usually in place); else in a buffer of its own. The cache's budget counts capacity.
     pub fn full_measured_in(old: Option<Cached>, data: &[u8], lens: &[u8]) -> Chain {
         let need = data.len() + lens.len() + 8;
         let mut bytes = match old {

@@ -2636,7 +2636,7 @@ mod tests {
         fn identifiers_checked_at_once_decode_as_one_by_one(
             rec in record(),
             other in record(),
-            long in ".{40,80}",
+            long in "[a-zé]{64,80}",
             damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
             cut in any::<prop::sample::Index>(),
         ) {
@@ -2664,7 +2664,7 @@ mod tests {
             for bytes in [&bytes[..], &bytes[..cut.index(bytes.len() + 1)]] {
                 let (mut a, mut b) = (other.ids.clone(), other.ids.clone());
                 let (at_once, alone) = (ids_into_text(bytes, &mut a), one_by_one(bytes, &mut b));
-                prop_assert_eq!(at_once.is_ok(), alone.is_ok());
+                prop_assert_eq!(&at_once, &alone);
                 if at_once.is_ok() {
                     prop_assert_eq!(a, b);
                 }

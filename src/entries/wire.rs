@@ -619,7 +619,8 @@ pub(crate) fn string_gone(slot: &mut Option<String>) {
 /// buffers another profile's left (the writer's pooled records) then allocates nothing when
 /// one has an identifier the other has not (an email, a company, more anonymous ids).
 pub(crate) fn keep_string(mut buf: String) {
-    if buf.capacity() <= SPARE_STRING_BYTES {
+    // An unallocated buffer saves nothing and would take a place.
+    if buf.capacity() != 0 && buf.capacity() <= SPARE_STRING_BYTES {
         buf.clear();
         let _ = SPARE_STRINGS.try_with(|p| {
             let mut p = p.borrow_mut();
