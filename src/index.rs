@@ -203,7 +203,9 @@ impl Index {
                 self.names[id] = (name.into(), at);
                 self.name_ids.insert(name.into(), id as u32);
             }
-            Update::Dedupe { hash } => self.dedupe.insert(hash),
+            Update::Dedupe { hash } => {
+                self.dedupe.insert(hash);
+            }
             Update::Suppress { hash } => {
                 self.suppressed
                     .insert(hash as u64, ((hash >> 64) as u64, at));

@@ -226,13 +226,13 @@ impl Index {
             o.loc(*l);
             o.bytes(name.as_bytes());
         }
-        let (ring, head, tags, slots) = self.dedupe.parts();
+        let (ring, head, buckets) = self.dedupe.parts();
         o.u64(ring.len() as u64);
         o.u64(head as u64);
         o.blocks(ring, |h| h.to_le_bytes());
-        o.u64(tags.len() as u64);
-        o.raw(tags);
-        o.blocks(slots, |s| s.to_le_bytes());
+        o.u64(buckets.len() as u64);
+        o.blocks(buckets, |&b| [self.dedupe.stored_tag(b)]);
+        o.blocks(buckets, |&b| self.dedupe.stored_slot(b).to_le_bytes());
         o.u64(self.suppressed.len() as u64);
         for (&lo, &(hi, l)) in &self.suppressed {
             o.u64(lo);
