@@ -571,6 +571,207 @@ mod tests {
         assert!(!w.contains(h(3000)));
     }
 
+    /// The window as it was before its buckets were packed (tags and slots apart), to
+    /// check that the snapshot stores the table as it always did.
+    mod old {
+        use super::super::MAX_LOAD_FIFTHS;
+
+        /// The window.
+        #[derive(Default)]
+        pub struct Old {
+            /// Hashes; once `ring.len() == capacity`, `head` is the oldest.
+            ring: Vec<u128>,
+            head: usize,
+            capacity: usize,
+            /// Per bucket: 0 for empty, else `0x80 | 7 bits of the hash`.
+            tags: Vec<u8>,
+            /// Per bucket: the ring slot of its hash.
+            slots: Vec<u32>,
+        }
+
+        fn tag_of(hash: u128) -> u8 {
+            0x80 | (hash >> 121) as u8
+        }
+
+        impl Old {
+            /// An empty window for `capacity` ids (at most `u32::MAX`; more are clamped).
+            pub fn new(capacity: usize) -> Old {
+                Old {
+                    capacity: capacity.min(u32::MAX as usize),
+                    ..Old::default()
+                }
+            }
+
+            fn home(&self, hash: u128) -> usize {
+                // Multiply-shift maps the (uniform) low half onto any table size.
+                ((hash as u64 as u128 * self.tags.len() as u128) >> 64) as usize
+            }
+
+            fn find(&self, hash: u128) -> Option<usize> {
+                let n = self.tags.len();
+                if n == 0 {
+                    return None;
+                }
+                let tag = tag_of(hash);
+                let mut at = self.home(hash);
+                for _ in 0..n {
+                    match self.tags[at] {
+                        0 => return None,
+                        t if t == tag && self.ring.get(self.slots[at] as usize) == Some(&hash) => {
+                            return Some(at);
+                        }
+                        _ => at = if at + 1 == n { 0 } else { at + 1 },
+                    }
+                }
+                None
+            }
+
+            /// The bucket holding ring slot `slot` (whose hash is `hash`). By slot, not by hash: a
+            /// damaged snapshot may hold one hash twice, and each bucket must leave with its own slot.
+            fn bucket_of_slot(&self, hash: u128, slot: u32) -> Option<usize> {
+                let n = self.tags.len();
+                let mut at = self.home(hash);
+                for _ in 0..n {
+                    match self.tags[at] {
+                        0 => return None,
+                        _ if self.slots[at] == slot => return Some(at),
+                        _ => at = if at + 1 == n { 0 } else { at + 1 },
+                    }
+                }
+                None
+            }
+
+            /// Whether `hash` is in the window.
+            pub fn contains(&self, hash: u128) -> bool {
+                self.find(hash).is_some()
+            }
+
+            fn place(&mut self, hash: u128, slot: u32) {
+                let n = self.tags.len();
+                let mut at = self.home(hash);
+                while self.tags[at] != 0 {
+                    at = if at + 1 == n { 0 } else { at + 1 };
+                }
+                self.tags[at] = tag_of(hash);
+                self.slots[at] = slot;
+            }
+
+            /// Empty bucket `at`, shifting back the entries after it that may move closer to home.
+            fn remove_bucket(&mut self, mut at: usize) {
+                let n = self.tags.len();
+                self.tags[at] = 0;
+                let mut next = if at + 1 == n { 0 } else { at + 1 };
+                while self.tags[next] != 0 {
+                    let home = self
+                        .ring
+                        .get(self.slots[next] as usize)
+                        .map_or(next, |&h| self.home(h));
+                    // Move when the hole lies on the way from home to `next` (cyclically).
+                    let dist = |from: usize, to: usize| (to + n - from) % n;
+                    if dist(home, next) >= dist(at, next) {
+                        self.tags[at] = self.tags[next];
+                        self.slots[at] = self.slots[next];
+                        self.tags[next] = 0;
+                        at = next;
+                    }
+                    next = if next + 1 == n { 0 } else { next + 1 };
+                }
+            }
+
+            /// Size the table for `ring_capacity` ids and place every id again.
+            fn rebuild(&mut self, ring_capacity: usize) {
+                let buckets = (ring_capacity * 5).div_ceil(MAX_LOAD_FIFTHS).max(8);
+                self.tags = vec![0; buckets];
+                self.slots = vec![0; buckets];
+                for slot in 0..self.ring.len() {
+                    let hash = self.ring[slot];
+                    self.place(hash, slot as u32);
+                }
+            }
+
+            /// Remember `hash` (nothing if it is there already), forgetting the oldest beyond the
+            /// capacity.
+            pub fn insert(&mut self, hash: u128) {
+                if self.capacity == 0 || self.contains(hash) {
+                    return;
+                }
+                if self.ring.len() < self.capacity {
+                    if self.ring.len() == self.ring.capacity() {
+                        // Grow by a quarter (not double), up to the capacity: the ring is most of the
+                        // window's memory, so its slack stays small.
+                        let want = (self.ring.len() + self.ring.len() / 4)
+                            .max(1024)
+                            .min(self.capacity);
+                        self.ring.reserve_exact(want - self.ring.len());
+                    }
+                    if self.ring.len() * 5 >= self.tags.len() * MAX_LOAD_FIFTHS {
+                        // The table grows four times over (up to the capacity's size), not a quarter
+                        // with the ring: each rebuild places every id again, each at a random bucket of
+                        // a table larger than the CPU's caches (growing with the ring, the ids of a
+                        // million-id window were placed five million times on the way, ~1 % of the
+                        // writer's time on W1). A full window's table is the same either way.
+                        let ids = (self.ring.len() * 4)
+                            .min(self.capacity)
+                            .max(self.ring.capacity());
+                        self.rebuild(ids);
+                    }
+                    let slot = self.ring.len() as u32;
+                    self.ring.push(hash);
+                    self.place(hash, slot);
+                    return;
+                }
+                let slot = self.head;
+                let old = self.ring[slot];
+                if let Some(at) = self.bucket_of_slot(old, slot as u32) {
+                    self.remove_bucket(at);
+                }
+                self.ring[slot] = hash;
+                self.place(hash, slot as u32);
+                self.head = if slot + 1 == self.capacity {
+                    0
+                } else {
+                    slot + 1
+                };
+            }
+        }
+
+        impl Old {
+            pub fn parts(&self) -> (&[u8], &[u32]) {
+                (&self.tags, &self.slots)
+            }
+        }
+    }
+
+    #[test]
+    fn the_snapshot_stores_the_table_as_before() {
+        for (cap, n) in [
+            (1, 5),
+            (7, 40),
+            (100, 1000),
+            (5000, 12_000),
+            (20_000, 15_000),
+        ] {
+            let mut w = Window::new(cap);
+            let mut o = old::Old::new(cap);
+            for i in 0..n {
+                // Duplicates and colliding homes and tags among them.
+                for hash in [h(i), h(i / 2), pick(1, i % 300), pick(2, i % 50)] {
+                    w.insert(hash);
+                    o.insert(hash);
+                }
+            }
+            let (tags, slots) = stored(&w);
+            let (old_tags, old_slots) = o.parts();
+            assert_eq!(tags, old_tags, "{cap}");
+            // An empty bucket's slot is not read back (the old table kept a stale one there).
+            for ((&t, &s), &os) in tags.iter().zip(&slots).zip(old_slots) {
+                if t != 0 {
+                    assert_eq!(s, os, "{cap}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_zero_window_remembers_nothing() {
         let mut w = Window::new(0);
