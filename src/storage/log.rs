@@ -105,12 +105,29 @@ pub(crate) fn with_read_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     r
 }
 
+/// Who syncs the log and who waits for which sync ([`Shared::wait`]).
+///
+/// Waiters sleep on one of two condition variables: those the sync in flight covers on
+/// `synced[round % 2]`, the others on `synced[(round + 1) % 2]`, so that a finished sync wakes
+/// only the callers it made durable, and one caller to lead the next sync (which covers every
+/// caller asleep then). With one condition variable every sync woke every waiter, and those
+/// it did not cover went back to sleep: about one switch more for most durable calls with
+/// many callers (docs/performance.md, round 42).
 #[derive(Default)]
 pub(crate) struct SyncState {
     /// Every frame with seq <= this is on stable storage.
     pub durable: u64,
     /// A leader is syncing.
     pub syncing: bool,
+    /// Number of the sync in flight, or of the last one.
+    round: u64,
+    /// The last seq the sync in flight makes durable, once its leader has read it.
+    covers: Option<u64>,
+    /// Waiters asleep for a later sync than the one in flight (counted since it started).
+    later: u32,
+    /// Waiters were left asleep for the next sync: the next caller to find no sync in flight
+    /// leads one, even if it is covered already (the one woken for it may be).
+    lead_wanted: bool,
 }
 
 #[derive(Default)]
@@ -131,7 +148,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub sealed: RwLock<BTreeMap<u32, SealedRef>>,
     pub sync: Mutex<SyncState>,
-    pub synced: Condvar,
+    /// The two condition variables of [`SyncState`]'s waiters.
+    synced: [Condvar; 2],
     /// Mirror of `SyncState::durable` readable without the lock.
     durable_hint: AtomicU64,
     /// The group-commit thread was asked to sync early.
@@ -173,7 +191,7 @@ impl Shared {
                 durable,
                 ..SyncState::default()
             }),
-            synced: Condvar::new(),
+            synced: [Condvar::new(), Condvar::new()],
             durable_hint: AtomicU64::new(durable),
             kicked: AtomicBool::new(false),
             next_segment: AtomicU32::new(next_segment),
@@ -212,7 +230,9 @@ impl Shared {
         drop(cause);
         // Wake every waiter so it sees the poison.
         let _s = self.sync.lock();
-        self.synced.notify_all();
+        for cv in &self.synced {
+            cv.notify_all();
+        }
         Error::Poisoned { cause: c }
     }
 
@@ -358,6 +378,9 @@ impl Shared {
             flush(&mut st)?;
             (st.file.clone(), st.path.clone(), st.next_seq - 1)
         };
+        // Callers that wait from here on and appended up to `target` sleep until this sync
+        // ends; the others until the next.
+        self.sync.lock().covers = Some(target);
         file.sync_data()
             .map_err(|e| Error::io("fdatasync", path, e))?;
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
@@ -365,20 +388,33 @@ impl Shared {
     }
 
     /// Leader/follower: return once `seq` is durable. A caller finding no sync in flight
-    /// leads one (for everything appended so far); callers arriving meanwhile wait for it and,
-    /// if it did not cover them, one of them leads the next, covering all of them at once.
+    /// leads one (for everything appended so far); callers arriving meanwhile wait for it if
+    /// it covers them, else for the next, which one of them leads once this one ends,
+    /// covering all of them at once ([`SyncState`]).
     fn wait(&self, seq: u64) -> Result<()> {
         let mut s = self.sync.lock();
         loop {
             self.check_poison()?;
-            if s.durable >= seq {
+            // Covered: done, unless no sync is in flight and the last one wanted one led.
+            let must_lead = s.lead_wanted && !s.syncing;
+            if s.durable >= seq && !must_lead {
                 return Ok(());
             }
             if s.syncing {
-                self.synced.wait(&mut s);
+                // Not known to be covered (its leader has not read its end yet): the next.
+                let this = s.covers.is_some_and(|c| c >= seq);
+                if !this {
+                    s.later += 1;
+                }
+                let round = s.round + u64::from(!this);
+                self.synced[(round % 2) as usize].wait(&mut s);
                 continue;
             }
             s.syncing = true;
+            s.lead_wanted = false;
+            s.round += 1;
+            s.covers = None;
+            s.later = 0;
             let r = parking_lot::MutexGuard::unlocked(&mut s, || self.do_sync());
             let d = match r {
                 Ok(d) => d,
@@ -394,9 +430,16 @@ impl Shared {
                 }
             };
             s.syncing = false;
-            self.synced.notify_all();
             s.durable = s.durable.max(d);
             self.durable_hint.store(s.durable, Ordering::Release);
+            self.synced[(s.round % 2) as usize].notify_all();
+            if s.later > 0 {
+                s.lead_wanted = true;
+                self.synced[((s.round + 1) % 2) as usize].notify_one();
+            }
+            if s.durable >= seq {
+                return Ok(());
+            }
         }
     }
 
