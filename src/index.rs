@@ -9,12 +9,14 @@
 mod guard;
 mod idmap;
 mod journal;
+mod names;
 mod profiles;
 mod snapshot;
 mod window;
 
 use idmap::IdMap;
 pub(crate) use journal::{Journal, write_outputs, write_table};
+use names::NameIds;
 use profiles::Profiles;
 use window::Window;
 
@@ -61,7 +63,7 @@ pub(crate) struct Index {
     company_ids: HashMap<u64, Box<str>>,
     /// Property names by number, with the location of their registration.
     names: Vec<(Box<str>, Location)>,
-    name_ids: HashMap<Box<str>, u32>,
+    name_ids: NameIds,
     /// Recent messageId hashes. A `DEDUPE` entry is live while its hash is in the window.
     dedupe: Window,
     /// Suppressed identifier hashes: low half -> (high half, location of the entry).
@@ -201,7 +203,7 @@ impl Index {
                         .resize(id + 1, (Box::from(""), Location::default()));
                 }
                 self.names[id] = (name.into(), at);
-                self.name_ids.insert(name.into(), id as u32);
+                self.name_ids.insert(name, id as u32);
             }
             Update::Dedupe { hash } => {
                 self.dedupe.insert(hash);
@@ -319,7 +321,7 @@ impl Index {
 
     /// A property name's number.
     pub fn name_id(&self, name: &str) -> Option<u32> {
-        self.name_ids.get(name).copied()
+        self.name_ids.get(name)
     }
 
     /// Number of property names registered.
@@ -714,9 +716,9 @@ impl Index {
                 .iter()
                 .map(|(id, s)| boxed(id) + table_bytes::<u64>(s.members.capacity()))
                 .sum::<usize>()
-            + map_bytes(&self.name_ids)
+            + self.name_ids.heap_bytes()
             + self.names.capacity() * std::mem::size_of::<(Box<str>, Location)>()
-            + self.names.iter().map(|n| 2 * boxed(&n.0)).sum::<usize>()
+            + self.names.iter().map(|n| boxed(&n.0)).sum::<usize>()
             + map_bytes(&self.suppressed)
             + self.forwards.heap_bytes()
             + table_bytes::<Location>(self.linked.capacity());

@@ -372,13 +372,13 @@ impl Index {
 
         let n = r.count(16, "property names")?;
         index.names = Vec::with_capacity(n);
-        index.name_ids = HashMap::with_capacity_and_hasher(n, Default::default());
+        index.name_ids = super::NameIds::with_capacity(n);
         for i in 0..n {
             let l = r.loc("property names")?;
             let name = r.str("property name")?;
             index.names.push((name.into(), l));
             if !name.is_empty() {
-                index.name_ids.insert(name.into(), i as u32);
+                index.name_ids.insert(name, i as u32);
             }
         }
 

@@ -1,0 +1,161 @@
+//! Property name -> its number, for the writer's look-ups (~10 a call).
+//!
+//! Names of up to [`SHORT`] bytes (nearly all: `plan`, `utm_campaign`, `last_login_at`) are
+//! keyed by a `u128` that packs their bytes and length ([`pack`]): the map hashes and compares
+//! two words, with no hash of a byte string and no `memcmp` call (a look-up by a boxed-string
+//! key cost ~100 instructions under callgrind). Longer names keep a map of boxed strings. Both maps are foldhash's, seeded per process: names come from clients.
+//! The registry is append-only, so a name's number never changes once inserted.
+
+use super::HashMap;
+
+/// The longest name [`pack`] packs: its bytes fill the low 15 bytes, its length the top one.
+const SHORT: usize = 15;
+
+/// `name`'s bytes as a little-endian number (byte `i` at bits `8 i..`) in the low 15 bytes and
+/// its length in the top byte, for names of at most [`SHORT`] bytes; `None` for longer ones.
+/// Two names pack equal only if they are equal (the length tells `"a"` from `"a\0"`).
+/// Read with overlapping loads of whole words, not a byte loop or a `memcpy` call.
+#[inline]
+pub(crate) fn pack(name: &str) -> Option<u128> {
+    let b = name.as_bytes();
+    let n = b.len();
+    if n > SHORT {
+        return None;
+    }
+    let (lo, hi) = if n <= 8 {
+        (le_upto8(b), 0)
+    } else {
+        let (head, tail) = b.split_at(8);
+        (le_upto8(head), le_upto8(tail))
+    };
+    Some(u128::from(lo) | (u128::from(hi) << 64) | ((n as u128) << 120))
+}
+
+/// `b` (at most 8 bytes) as a little-endian number; bytes past its end are zero. Two loads
+/// that may overlap: the bytes they share are the same, so or-ing them is exact.
+#[inline]
+fn le_upto8(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 4 {
+        let first = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let last = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        u64::from(first) | (u64::from(last) << ((n - 4) * 8))
+    } else if n > 0 {
+        // 1 to 3 bytes: the first, the middle and the last (the same byte more than once
+        // when shorter).
+        u64::from(b[0])
+            | (u64::from(b[n / 2]) << (n / 2 * 8))
+            | (u64::from(b[n - 1]) << ((n - 1) * 8))
+    } else {
+        0
+    }
+}
+
+/// The numbers of the registered names.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NameIds {
+    /// Names of at most [`SHORT`] bytes, by [`pack`].
+    short: HashMap<u128, u32>,
+    /// The longer names.
+    long: HashMap<Box<str>, u32>,
+}
+
+impl NameIds {
+    /// Room for `n` names.
+    pub(crate) fn with_capacity(n: usize) -> NameIds {
+        NameIds {
+            short: HashMap::with_capacity_and_hasher(n, Default::default()),
+            long: HashMap::default(),
+        }
+    }
+
+    /// `name`'s number.
+    #[inline]
+    pub(crate) fn get(&self, name: &str) -> Option<u32> {
+        match pack(name) {
+            Some(k) => self.short.get(&k).copied(),
+            None => self.long.get(name).copied(),
+        }
+    }
+
+    /// Gives `name` the number `id` (replacing any it had).
+    pub(crate) fn insert(&mut self, name: &str, id: u32) {
+        match pack(name) {
+            Some(k) => self.short.insert(k, id),
+            None => self.long.insert(name.into(), id),
+        };
+    }
+
+    /// Heap bytes: the two tables and the long names' boxes.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        super::map_bytes(&self.short)
+            + super::map_bytes(&self.long)
+            + self.long.keys().map(|k| k.len() + 16).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::strategy::Strategy;
+
+    /// A name from a small alphabet (so that near names share prefixes and suffixes), with the
+    /// bytes `pack` could confuse: NUL, and multi-byte UTF-8.
+    fn name() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::collection::vec(
+            proptest::sample::select(vec!['a', 'b', '\0', '_', 'é', '\u{10348}']),
+            0..20,
+        )
+        .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    /// The packing the fast loads replace: bytes copied into a zeroed buffer, length on top.
+    fn pack_plain(name: &str) -> Option<u128> {
+        let b = name.as_bytes();
+        if b.len() > SHORT {
+            return None;
+        }
+        let mut buf = [0u8; 16];
+        buf[..b.len()].copy_from_slice(b);
+        buf[15] = b.len() as u8;
+        Some(u128::from_le_bytes(buf))
+    }
+
+    #[test]
+    fn every_short_length_packs_its_bytes() {
+        let all = "abcdefghijklmnopqrstuvwxyz";
+        for n in 0..=all.len() {
+            assert_eq!(pack(&all[..n]), pack_plain(&all[..n]), "{n} bytes");
+        }
+        assert_ne!(pack("a"), pack("a\0"));
+        assert_eq!(pack(&"x".repeat(16)), None);
+    }
+
+    proptest::proptest! {
+        /// The packing is the byte copy's, so two names pack equal only when equal.
+        #[test]
+        fn pack_is_the_byte_copy(a in name(), b in name()) {
+            proptest::prop_assert_eq!(pack(&a), pack_plain(&a));
+            if let (Some(x), Some(y)) = (pack(&a), pack(&b)) {
+                proptest::prop_assert_eq!(x == y, a == b);
+            }
+        }
+
+        /// The map answers as the map of strings it replaces.
+        #[test]
+        fn answers_as_a_map_of_strings(
+            names in proptest::collection::vec(name(), 0..60),
+            asked in proptest::collection::vec(name(), 0..60),
+        ) {
+            let mut ids = NameIds::with_capacity(4);
+            let mut plain = std::collections::HashMap::new();
+            for (i, n) in names.iter().enumerate() {
+                ids.insert(n, i as u32);
+                plain.insert(n.clone(), i as u32);
+            }
+            for n in names.iter().chain(&asked) {
+                proptest::prop_assert_eq!(ids.get(n), plain.get(n).copied(), "{:?}", n);
+            }
+        }
+    }
+}
