@@ -12,14 +12,15 @@ use super::HashMap;
 const SHORT: usize = 15;
 
 /// `name`'s bytes as a little-endian number (byte `i` at bits `8 i..`) in the low 15 bytes and
-/// its length in the top byte, for names of at most [`SHORT`] bytes; `None` for longer ones.
-/// Two names pack equal only if they are equal (the length tells `"a"` from `"a\0"`).
-/// Read with overlapping loads of whole words, not a byte loop or a `memcpy` call.
+/// its length in the top byte, for names of 1 to [`SHORT`] bytes; `None` for others. Two
+/// names pack equal only if they are equal (the length tells `"a"` from `"a\0"`), and never
+/// to 0 (the length is not 0), which marks [`Short`]'s empty buckets. Read with overlapping
+/// loads of whole words, not a byte loop or a `memcpy` call.
 #[inline]
 pub(crate) fn pack(name: &str) -> Option<u128> {
     let b = name.as_bytes();
     let n = b.len();
-    if n > SHORT {
+    if n == 0 || n > SHORT {
         return None;
     }
     let (lo, hi) = if n <= 8 {
@@ -51,29 +52,124 @@ fn le_upto8(b: &[u8]) -> u64 {
     }
 }
 
+/// An open-addressing table of packed names (linear probing, at most half full; no removal:
+/// the registry only grows). A probe is a multiply, then a compare of two words a bucket,
+/// where hashbrown's generic probe (control bytes, tag match, bit mask) cost ~45
+/// instructions.
+#[derive(Debug, Clone)]
+struct Short {
+    /// Per bucket: the packed name's low and high halves (0 and 0: empty) and its number (24
+    /// bytes, where a `u128`'s alignment would make it 32).
+    buckets: Vec<(u64, u64, u32)>,
+    len: usize,
+    /// Per process: the hash of a name depends on it (foldhash's seed).
+    seed: [u64; 2],
+}
+
+impl Default for Short {
+    fn default() -> Short {
+        use std::hash::BuildHasher;
+        let s = foldhash::fast::RandomState::default();
+        Short {
+            buckets: Vec::new(),
+            len: 0,
+            seed: [s.hash_one(1u64), s.hash_one(2u64)],
+        }
+    }
+}
+
+impl Short {
+    /// The bucket `key`'s probe starts at, in a table of `mask + 1` buckets: foldhash's folded
+    /// multiply of the two halves, each mixed with a seed.
+    #[inline]
+    fn start(&self, (lo, hi): (u64, u64), mask: usize) -> usize {
+        let p = u128::from(lo ^ self.seed[0]) * u128::from(hi ^ self.seed[1]);
+        ((p as u64) ^ ((p >> 64) as u64)) as usize & mask
+    }
+
+    #[inline]
+    fn get(&self, key: u128) -> Option<u32> {
+        let key = halves(key);
+        let mask = self.buckets.len().checked_sub(1)?;
+        let mut i = self.start(key, mask);
+        loop {
+            let (lo, hi, id) = self.buckets[i];
+            if (lo, hi) == key {
+                return Some(id);
+            }
+            if (lo, hi) == (0, 0) {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn insert(&mut self, key: u128, id: u32) {
+        if (self.len + 1) * 2 > self.buckets.len() {
+            self.grow((self.len + 1) * 2);
+        }
+        let (lo, hi) = halves(key);
+        let mask = self.buckets.len() - 1;
+        let mut i = self.start((lo, hi), mask);
+        loop {
+            let bucket = &mut self.buckets[i];
+            if (bucket.0, bucket.1) == (lo, hi) {
+                bucket.2 = id;
+                return;
+            }
+            if (bucket.0, bucket.1) == (0, 0) {
+                *bucket = (lo, hi, id);
+                self.len += 1;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Room for `n` names (a power of two of buckets, at least twice `n`).
+    fn grow(&mut self, n: usize) {
+        let size = (n * 2).next_power_of_two().max(16);
+        if size <= self.buckets.len() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.buckets, vec![(0, 0, 0); size]);
+        self.len = 0;
+        for (lo, hi, id) in old {
+            if (lo, hi) != (0, 0) {
+                self.insert(u128::from(lo) | (u128::from(hi) << 64), id);
+            }
+        }
+    }
+}
+
+/// A packed name's low and high halves.
+#[inline]
+fn halves(key: u128) -> (u64, u64) {
+    (key as u64, (key >> 64) as u64)
+}
+
 /// The numbers of the registered names.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct NameIds {
-    /// Names of at most [`SHORT`] bytes, by [`pack`].
-    short: HashMap<u128, u32>,
-    /// The longer names.
+    /// Names of 1 to [`SHORT`] bytes, by [`pack`].
+    short: Short,
+    /// The others.
     long: HashMap<Box<str>, u32>,
 }
 
 impl NameIds {
     /// Room for `n` names.
     pub(crate) fn with_capacity(n: usize) -> NameIds {
-        NameIds {
-            short: HashMap::with_capacity_and_hasher(n, Default::default()),
-            long: HashMap::default(),
-        }
+        let mut ids = NameIds::default();
+        ids.short.grow(n);
+        ids
     }
 
     /// `name`'s number.
     #[inline]
     pub(crate) fn get(&self, name: &str) -> Option<u32> {
         match pack(name) {
-            Some(k) => self.short.get(&k).copied(),
+            Some(k) => self.short.get(k),
             None => self.long.get(name).copied(),
         }
     }
@@ -82,13 +178,15 @@ impl NameIds {
     pub(crate) fn insert(&mut self, name: &str, id: u32) {
         match pack(name) {
             Some(k) => self.short.insert(k, id),
-            None => self.long.insert(name.into(), id),
-        };
+            None => {
+                self.long.insert(name.into(), id);
+            }
+        }
     }
 
     /// Heap bytes: the two tables and the long names' boxes.
     pub(crate) fn heap_bytes(&self) -> usize {
-        super::map_bytes(&self.short)
+        self.short.buckets.capacity() * std::mem::size_of::<(u64, u64, u32)>()
             + super::map_bytes(&self.long)
             + self.long.keys().map(|k| k.len() + 16).sum::<usize>()
     }
@@ -112,7 +210,7 @@ mod tests {
     /// The packing the fast loads replace: bytes copied into a zeroed buffer, length on top.
     fn pack_plain(name: &str) -> Option<u128> {
         let b = name.as_bytes();
-        if b.len() > SHORT {
+        if b.is_empty() || b.len() > SHORT {
             return None;
         }
         let mut buf = [0u8; 16];
@@ -124,11 +222,12 @@ mod tests {
     #[test]
     fn every_short_length_packs_its_bytes() {
         let all = "abcdefghijklmnopqrstuvwxyz";
-        for n in 0..=all.len() {
+        for n in 1..=all.len() {
             assert_eq!(pack(&all[..n]), pack_plain(&all[..n]), "{n} bytes");
         }
         assert_ne!(pack("a"), pack("a\0"));
         assert_eq!(pack(&"x".repeat(16)), None);
+        assert_eq!(pack(""), None);
     }
 
     proptest::proptest! {
