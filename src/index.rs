@@ -319,7 +319,8 @@ impl Index {
         self.names.get(id as usize).map(|n| &*n.0)
     }
 
-    /// A property name's number.
+    /// A property name's number. Inlined: one call a look-up (`NameIds::get`), not two.
+    #[inline]
     pub fn name_id(&self, name: &str) -> Option<u32> {
         self.name_ids.get(name)
     }

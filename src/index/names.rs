@@ -16,7 +16,7 @@ const SHORT: usize = 15;
 /// names pack equal only if they are equal (the length tells `"a"` from `"a\0"`), and never
 /// to 0 (the length is not 0), which marks [`Short`]'s empty buckets. Read with overlapping
 /// loads of whole words, not a byte loop or a `memcpy` call.
-#[inline]
+#[inline(always)]
 pub(crate) fn pack(name: &str) -> Option<u128> {
     let b = name.as_bytes();
     let n = b.len();
@@ -34,7 +34,7 @@ pub(crate) fn pack(name: &str) -> Option<u128> {
 
 /// `b` (at most 8 bytes) as a little-endian number; bytes past its end are zero. Two loads
 /// that may overlap: the bytes they share are the same, so or-ing them is exact.
-#[inline]
+#[inline(always)]
 fn le_upto8(b: &[u8]) -> u64 {
     let n = b.len();
     if n >= 4 {
@@ -81,13 +81,13 @@ impl Default for Short {
 impl Short {
     /// The bucket `key`'s probe starts at, in a table of `mask + 1` buckets: foldhash's folded
     /// multiply of the two halves, each mixed with a seed.
-    #[inline]
+    #[inline(always)]
     fn start(&self, (lo, hi): (u64, u64), mask: usize) -> usize {
         let p = u128::from(lo ^ self.seed[0]) * u128::from(hi ^ self.seed[1]);
         ((p as u64) ^ ((p >> 64) as u64)) as usize & mask
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, key: u128) -> Option<u32> {
         let key = halves(key);
         let mask = self.buckets.len().checked_sub(1)?;
@@ -165,13 +165,21 @@ impl NameIds {
         ids
     }
 
-    /// `name`'s number.
-    #[inline]
+    /// `name`'s number. One call with the packing and the probe inlined in it: inlined in
+    /// turn into the writer's loop over a call's names, it made that loop's closure a call of
+    /// its own, which cost as much as it saved.
     pub(crate) fn get(&self, name: &str) -> Option<u32> {
         match pack(name) {
             Some(k) => self.short.get(k),
-            None => self.long.get(name).copied(),
+            None => self.get_long(name),
         }
+    }
+
+    /// A name [`pack`] does not pack. A call of its own: inlined, the string map's hashing
+    /// made every look-up save and restore six registers.
+    #[inline(never)]
+    fn get_long(&self, name: &str) -> Option<u32> {
+        self.long.get(name).copied()
     }
 
     /// Gives `name` the number `id` (replacing any it had).
