@@ -1889,16 +1889,23 @@ impl<'a> Builder<'a> {
         // packed as `id << 32 | place`: each number is unique, so an unstable sort keeps a
         // name named twice in its operations' order. The one sort of the call's names: the
         // fast path walks the operations in this order, so that the lists it builds (its
-        // sets, the names changed, the states before) come out sorted.
-        let mut sorted: smallvec::SmallVec<[u64; 16]> = numbered
-            .iter()
-            .enumerate()
-            .filter_map(|(nth, id)| id.map(|id| (u64::from(id) << 32) | nth as u64))
-            .collect();
+        // sets, the names changed, the states before) come out sorted. This list and `only`
+        // are pushed into room reserved, not collected through `Extend`'s generic path.
+        let mut sorted = smallvec::SmallVec::<[u64; 16]>::with_capacity(numbered.len());
+        for (nth, id) in numbered.iter().enumerate() {
+            if let Some(id) = id {
+                sorted.push((u64::from(*id) << 32) | nth as u64);
+            }
+        }
         sorted.sort_unstable();
-        let mut only: smallvec::SmallVec<[u32; 16]> =
-            sorted.iter().map(|&p| (p >> 32) as u32).collect();
-        only.dedup();
+        // Each registered name once, in name order: the loads' list.
+        let mut only = smallvec::SmallVec::<[u32; 16]>::with_capacity(sorted.len());
+        for &packed in &sorted {
+            let id = (packed >> 32) as u32;
+            if only.last() != Some(&id) {
+                only.push(id);
+            }
+        }
         for key in [by_user, by_email, by_anon].into_iter().flatten() {
             self.load(key, Some(&only))?;
         }
