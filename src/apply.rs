@@ -2290,17 +2290,23 @@ impl<'a> Builder<'a> {
         let Some(i) = self.position(key) else {
             return;
         };
-        let mut ops = smallvec::SmallVec::<[Option<&crate::types::value::Value>; 16]>::new();
-        call_ops(m, |_, op| {
-            ops.push(match op {
-                CallOp::Set(v) => Some(v),
-                _ => None,
-            })
-        });
+        // Every operation is a set here: the `nth` is the `nth` trait's (`set_of_place`), so
+        // no list of the operations is built (a second walk over them, ~150 instructions).
+        #[cfg(debug_assertions)]
+        {
+            let mut nth = 0;
+            call_ops(m, |_, op| {
+                let CallOp::Set(v) = op else {
+                    panic!("the fast path with an operation not a set");
+                };
+                debug_assert_eq!(Some(v), crate::profile::merge::set_of_place(m, nth));
+                nth += 1;
+            });
+        }
         let work = &mut self.spare.profiles[i].1;
         for &packed in sorted {
             let (id, nth) = ((packed >> 32) as u32, packed as u32);
-            let Some(Some(v)) = ops.get(nth as usize).copied() else {
+            let Some(v) = crate::profile::merge::set_of_place(m, nth as usize) else {
                 continue;
             };
             work.changed.push(id);

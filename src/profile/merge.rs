@@ -101,6 +101,10 @@ pub(crate) fn effective_created_at(rec: &ProfileRecord, created_at: Option<u32>)
 /// `$add`, and `$unset` last. So a name the call also `$unset`s gets only the removal
 /// (whatever came before it in the call would be removed by it), and a `$set_once` counts as
 /// older than an `$add` of the same call (`PropState` treats equal stamps so).
+///
+/// When every operation it yields is a set, they are the traits, in order, each with a value
+/// ([`set_of_place`] uses it): an `$unset` yields a removal itself, and `$set_once`, `$add`
+/// and list operations are not sets.
 pub(crate) fn call_ops<'m>(m: &'m Identify, mut f: impl FnMut(&'m str, CallOp<'m>)) {
     let unset_too = |name: &str| !m.unset.is_empty() && m.unset.iter().any(|u| u == name);
     for (name, value) in &m.traits {
@@ -131,5 +135,58 @@ pub(crate) fn call_ops<'m>(m: &'m Identify, mut f: impl FnMut(&'m str, CallOp<'m
     }
     for name in &m.unset {
         f(name, CallOp::Unset);
+    }
+}
+
+/// The value of the `nth` operation [`call_ops`] yields, for a call whose every operation is a
+/// set: the `nth` trait's (see [`call_ops`]). The writer's fast path takes a set's value by its
+/// place without walking the operations again to list them.
+pub(crate) fn set_of_place(m: &Identify, nth: usize) -> Option<&Value> {
+    m.traits.get(nth).and_then(|(_, v)| v.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use compact_str::CompactString;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = CompactString> {
+        proptest::sample::select(vec!["a", "b", "c"]).prop_map(CompactString::from)
+    }
+
+    proptest! {
+        /// Whenever every operation `call_ops` yields is a set, the `nth` is the `nth`
+        /// trait's, as `set_of_place` takes it.
+        #[test]
+        fn all_sets_are_the_traits_in_order(
+            traits in proptest::collection::vec((name(), proptest::option::weighted(0.8, 0i64..5)), 0..6),
+            set_once in proptest::collection::vec((name(), 0i64..5), 0..2),
+            unset in proptest::collection::vec(name(), 0..2),
+            add in proptest::collection::vec((name(), 0i64..5), 0..2),
+            lists in proptest::collection::vec((name(), 0i64..5), 0..2),
+        ) {
+            let m = Identify {
+                traits: traits.into_iter().map(|(n, v)| (n, v.map(Value::Int))).collect(),
+                set_once: set_once.into_iter().map(|(n, v)| (n, Value::Int(v))).collect(),
+                unset,
+                add: add.into_iter().map(|(n, v)| (n, Number::Int(v))).collect(),
+                lists: lists
+                    .into_iter()
+                    .map(|(n, v)| (n, ListOp::Append(Value::Int(v))))
+                    .collect(),
+                ..Identify::default()
+            };
+            let mut ops = Vec::new();
+            call_ops(&m, |name, op| ops.push((name, op)));
+            if ops.iter().all(|(_, op)| matches!(op, CallOp::Set(_))) {
+                prop_assert_eq!(ops.len(), m.traits.len());
+                for (nth, (name, op)) in ops.iter().enumerate() {
+                    let CallOp::Set(v) = op else { unreachable!() };
+                    prop_assert_eq!(*name, m.traits[nth].0.as_str());
+                    prop_assert_eq!(Some(*v), set_of_place(&m, nth));
+                }
+            }
+        }
     }
 }
