@@ -2303,24 +2303,35 @@ impl<'a> Builder<'a> {
                 nth += 1;
             });
         }
-        let work = &mut self.spare.profiles[i].1;
-        for &packed in sorted {
+        let Work {
+            raw,
+            changed,
+            before,
+            ..
+        } = &mut self.spare.profiles[i].1;
+        // The names come in increasing order, each once: their captured states are taken in
+        // one walk (`take_ascending`).
+        let sets = sorted.iter().filter_map(|&packed| {
             let (id, nth) = ((packed >> 32) as u32, packed as u32);
-            let Some(v) = crate::profile::merge::set_of_place(m, nth as usize) else {
-                continue;
-            };
-            work.changed.push(id);
-            let captured = work.raw.take(id);
-            if keep_before {
-                match captured {
-                    Some(c) => work.before.raw.push((id, c)),
-                    None => work.before.props.push((id, None)),
+            crate::profile::merge::set_of_place(m, nth as usize).map(|v| (id, v))
+        });
+        raw.take_ascending(
+            sets,
+            |&(id, _)| id,
+            |(id, v), captured| {
+                changed.push(id);
+                if keep_before {
+                    match captured {
+                        Some(c) => before.raw.push((id, c)),
+                        None => before.props.push((id, None)),
+                    }
                 }
-            }
-            let from = fast.bytes.len() as u32;
-            crate::entries::wire::Wire::put(v, &mut fast.bytes);
-            fast.sets.push((id, from..fast.bytes.len() as u32));
-        }
+                let from = fast.bytes.len() as u32;
+                crate::entries::wire::Wire::put(v, &mut fast.bytes);
+                fast.sets.push((id, from..fast.bytes.len() as u32));
+            },
+        );
+        let work = &mut self.spare.profiles[i].1;
         debug_assert!(fast.sets.is_sorted_by_key(|s| s.0));
         work.fast = Some(fast);
     }

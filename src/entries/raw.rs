@@ -88,6 +88,45 @@ impl RawStates {
         Some(self.states.remove(i).1)
     }
 
+    /// [`RawStates::take`] for each of `items` (their names, `id_of`, strictly increasing), in
+    /// order, handing `each` the item and its captured state: one walk along the list, the
+    /// states kept moved down over those taken. `take` bisected the list and removed from it
+    /// (moving every state after) for each name: ~50 instructions a name on the fast path,
+    /// whose names come sorted.
+    pub(crate) fn take_ascending<T>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+        id_of: impl Fn(&T) -> u32,
+        mut each: impl FnMut(T, Option<RawState>),
+    ) {
+        let states = &mut self.states;
+        let (mut read, mut kept) = (0, 0);
+        for item in items {
+            let id = id_of(&item);
+            while let Some(st) = states.get(read)
+                && st.0 < id
+            {
+                states.swap(kept, read);
+                kept += 1;
+                read += 1;
+            }
+            let taken = match states.get(read) {
+                Some(st) if st.0 == id => {
+                    read += 1;
+                    Some(st.1.clone())
+                }
+                _ => None,
+            };
+            each(item, taken);
+        }
+        while read < states.len() {
+            states.swap(kept, read);
+            kept += 1;
+            read += 1;
+        }
+        states.truncate(kept);
+    }
+
     /// A value's bytes.
     pub(crate) fn value_bytes(&self, raw: &RawState) -> Option<&[u8]> {
         let r = raw.value.as_ref()?;
@@ -129,6 +168,30 @@ mod tests {
     use crate::entries::values::{StampIndex, StampTable, put_state};
     use crate::entries::wire::Wire;
     use crate::types::value::{Timestamp, Value};
+
+    proptest::proptest! {
+        /// Taking names in increasing order in one walk gives what `take` gives name by name,
+        /// and leaves the same states.
+        #[test]
+        fn taking_in_order_is_taking_one_by_one(
+            held in proptest::collection::btree_set(0u32..40, 0..20),
+            asked in proptest::collection::btree_set(0u32..40, 0..20),
+        ) {
+            let states = |raw: &mut RawStates| {
+                for &id in &held {
+                    raw.push_unset(id, Stamp::new(Timestamp(i64::from(id)), 0));
+                }
+            };
+            let (mut walked, mut plain) = (RawStates::default(), RawStates::default());
+            states(&mut walked);
+            states(&mut plain);
+            let mut got = Vec::new();
+            walked.take_ascending(asked.iter().copied(), |&id| id, |id, c| got.push((id, c)));
+            let want: Vec<_> = asked.iter().map(|&id| (id, plain.take(id))).collect();
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(walked.states, plain.states);
+        }
+    }
 
     /// A captured set or removal is written byte for byte as `put_state` writes the state it
     /// stands for, and decodes back to it.
