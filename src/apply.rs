@@ -416,8 +416,10 @@ fn commit_written(
     locations: &[Location],
     written: &[Written],
 ) {
-    for (change, &loc) in changes.drain(..).zip(locations) {
-        let update = match &change {
+    // Read in place and cleared after: a `drain` moves each `Change` (~200 bytes, a libc
+    // `memcpy` each) out of the list and again into the zip's item, three or more a call.
+    for (change, &loc) in changes.iter().zip(locations) {
+        let update = match change {
             Change::Profile { key, ids } => {
                 if let Some((old, new)) = ids {
                     if let Some(old) = old {
@@ -452,6 +454,7 @@ fn commit_written(
         };
         index.apply(update, loc);
     }
+    changes.clear();
 }
 
 /// Hash of a suppressed identifier (`domain` is `user_id`, `email` or `anonymous_id`).
