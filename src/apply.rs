@@ -30,12 +30,16 @@ use crate::types::{Moved, Outcome, Status};
 const CALL_NAMES: usize = 16;
 
 /// What to change in the index once the entry at the same position is appended.
+///
+/// Kept within 128 bytes (a test checks it), so that a move (a push, every call's three or
+/// more) is inline stores, not a libc `memcpy`: the identifiers of a profile change are boxed
+/// (rare: only a change of an existing profile's identifiers, or an unmerge, allocates).
 #[derive(Debug)]
 pub(crate) enum Change {
     /// A profile's newest record; `ids` = (identifiers before, after) when they changed.
     Profile {
         key: u64,
-        ids: Option<(Option<Ids>, After)>,
+        ids: Option<(Option<Box<Ids>>, After)>,
     },
     Tombstone {
         key: u64,
@@ -76,11 +80,14 @@ pub(crate) enum Change {
     },
 }
 
+// A move of either is inline within 128 bytes (see their notes).
+const _: () = assert!(size_of::<Change>() <= 128 && size_of::<Batch>() <= 128);
+
 /// A profile's identifiers after a call, for the index ([`Change::Profile`]).
 #[derive(Debug)]
 pub(crate) enum After {
     /// These.
-    Ids(Ids),
+    Ids(Box<Ids>),
     /// Those of the record the batch wrote for the entry: `Batch::written[i]` (not copied).
     Written(usize),
 }
@@ -113,7 +120,8 @@ pub(crate) struct Spare {
     changes: Vec<Change>,
     written: Vec<Written>,
     profiles: Vec<(u64, Work)>,
-    /// [`Batch::linked`] (drained into the index by the commit).
+    /// The records in segments a running compaction rewrites that the call's deltas link to
+    /// ([`Batch::linked`], drained into the index by the commit).
     linked: Vec<Location>,
     pools: Pools,
 }
@@ -280,11 +288,11 @@ fn keep<T>(pool: &mut Vec<Vec<T>>, mut v: Vec<T>) {
 }
 
 /// One call's writes.
+///
+/// Kept within 128 bytes (a test checks it): returned by value, a move of it is inline stores,
+/// not a libc `memcpy` (its lists are in the boxed [`Spare`]).
 pub(crate) struct Batch {
     pub outcome: Outcome,
-    /// The records in segments a running compaction rewrites that its deltas link to (for
-    /// `Index::linked`, once appended).
-    pub linked: Vec<Location>,
     /// The entries (`spare.entries`), their index changes (`spare.changes`, at the same
     /// positions) and the profile records written, decoded (`spare.written`); and the
     /// builder's other buffers, for [`Batch::recycle`].
@@ -324,11 +332,12 @@ impl Batch {
     /// The call's outcome; the batch's buffers go back to the thread's [`Spare`] for its next
     /// call (emptied: `changes` were drained by the commit; the records `written` go to the
     /// spare records, their cached forms taken by `ProfileCache::insert_written`).
-    pub fn recycle(mut self) -> Outcome {
+    pub fn recycle(self) -> Outcome {
         let mut spare = self.spare;
-        if self.linked.capacity() * size_of::<Location>() <= SPARE_BUF_BYTES {
-            self.linked.clear();
-            spare.linked = self.linked;
+        if spare.linked.capacity() * size_of::<Location>() <= SPARE_BUF_BYTES {
+            spare.linked.clear();
+        } else {
+            spare.linked = Vec::new();
         }
         let Spare {
             entries,
@@ -352,6 +361,12 @@ impl Batch {
     /// The entries built: kind, id, data (explain reads them).
     pub(crate) fn built_entries(&self) -> &[(EntryKind, u64, Vec<u8>)] {
         &self.spare.entries
+    }
+
+    /// The records in segments a running compaction rewrites that the batch's deltas link to
+    /// (for `Index::linked`, once appended), taken out.
+    pub fn linked(&mut self) -> std::vec::Drain<'_, Location> {
+        self.spare.linked.drain(..)
     }
 
     /// Whether the call writes nothing.
@@ -426,7 +441,7 @@ fn commit_written(
                         index.unindex_ids(*key, old);
                     }
                     let new = match new {
-                        After::Ids(ids) => Some(ids),
+                        After::Ids(ids) => Some(&**ids),
                         After::Written(i) => written.get(*i).map(|w| &w.rec.ids),
                     };
                     // `Builder::finish` pushes the record with its change: only [`commit`]
@@ -482,8 +497,6 @@ pub(crate) fn read_company(store: &Store, loc: Location) -> Result<CompanyRecord
 pub(crate) struct Builder<'a> {
     index: &'a Index,
     cache: &'a mut ProfileCache,
-    /// See [`Batch::linked`].
-    linked: Vec<Location>,
     store: &'a Store,
     options: &'a Options,
     /// The thread's [`Spare`]: the entries, their changes and the records written; the
@@ -859,7 +872,6 @@ impl<'a> Builder<'a> {
         Builder {
             index,
             cache,
-            linked: std::mem::take(&mut spare.linked),
             store,
             options,
             spare,
@@ -1145,7 +1157,7 @@ impl<'a> Builder<'a> {
                 return None;
             }
             records.linked_into_compaction += 1;
-            self.linked.push(prev);
+            self.spare.linked.push(prev);
             next.through = Some((prev, at.link));
         }
         records.deltas += 1;
@@ -1655,8 +1667,8 @@ impl<'a> Builder<'a> {
             let ids = ids_changed.then(|| {
                 let old = match std::mem::replace(&mut work.old, OldIds::New) {
                     OldIds::New => None,
-                    OldIds::Same => Some(work.rec.ids.clone()),
-                    OldIds::Saved(old) => Some(old),
+                    OldIds::Same => Some(Box::new(work.rec.ids.clone())),
+                    OldIds::Saved(old) => Some(Box::new(old)),
                 };
                 // The record is pushed to `written` below, at this index.
                 (old, After::Written(self.spare.written.len()))
@@ -1703,7 +1715,6 @@ impl<'a> Builder<'a> {
         self.spare.profiles = profiles;
         Ok(Batch {
             outcome,
-            linked: self.linked,
             spare: self.spare,
         })
     }

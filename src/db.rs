@@ -474,7 +474,7 @@ impl Db {
         cache.insert_written(batch.written_mut(), &appended.locations);
         drop(cache);
         let mut index = RwLockUpgradableReadGuard::upgrade(index);
-        index.linked.extend(batch.linked.drain(..));
+        index.linked.extend(batch.linked());
         index.set_last_seq(appended.seq);
         batch.commit(&mut index, &appended.locations);
         drop(index);
@@ -991,8 +991,8 @@ impl Db {
             Change::Profile {
                 key: survivor,
                 ids: Some((
-                    Some(plan.survivor_before.ids.clone()),
-                    crate::apply::After::Ids(plan.survivor.ids.clone()),
+                    Some(Box::new(plan.survivor_before.ids.clone())),
+                    crate::apply::After::Ids(Box::new(plan.survivor.ids.clone())),
                 )),
             },
             Change::History {
@@ -1001,7 +1001,10 @@ impl Db {
             },
             Change::Profile {
                 key: merged_key,
-                ids: Some((None, crate::apply::After::Ids(plan.restored.ids.clone()))),
+                ids: Some((
+                    None,
+                    crate::apply::After::Ids(Box::new(plan.restored.ids.clone())),
+                )),
             },
             Change::History {
                 key: merged_key,
