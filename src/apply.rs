@@ -88,7 +88,8 @@ const _: () = assert!(size_of::<Change>() <= 128 && size_of::<Batch>() <= 128);
 pub(crate) enum After {
     /// These.
     Ids(Box<Ids>),
-    /// Those of the record the batch wrote for the entry: `Batch::written[i]` (not copied).
+    /// Those of the record the batch wrote for the entry: the call's profile `i`
+    /// (`Spare::profiles[i]`, kept until [`Batch::recycle`]; not copied).
     Written(usize),
 }
 
@@ -100,9 +101,11 @@ pub(crate) struct Written {
     key: u64,
     /// Where it stands in its chain.
     at: ChainAt,
-    /// The record after the call; a fast-path call's new states are not in it (`FastSets`):
-    /// `explain`, its one reader, runs without the writer cache, which never takes that path.
-    rec: ProfileRecord,
+    /// The record after the call: `Spare::profiles[work].1.rec`, left there until
+    /// [`Batch::recycle`] (a record is 136 bytes: each move of it is a libc `memcpy`). A
+    /// fast-path call's new states are not in it (`FastSets`): `explain`, its one reader, runs
+    /// without the writer cache, which never takes that path.
+    work: usize,
     /// What the cache keeps (`None`: the cache is off).
     chain: Option<Cached>,
     /// Whether the call found it in the cache (a second chance when the cache evicts).
@@ -119,6 +122,8 @@ pub(crate) struct Spare {
     entries: Vec<(EntryKind, u64, Vec<u8>)>,
     changes: Vec<Change>,
     written: Vec<Written>,
+    /// The call's profiles; the batch keeps them (their records are those `written`) until
+    /// [`Batch::recycle`].
     profiles: Vec<(u64, Work)>,
     /// The records in segments a running compaction rewrites that the call's deltas link to
     /// ([`Batch::linked`], drained into the index by the commit).
@@ -343,6 +348,7 @@ impl Batch {
             entries,
             changes,
             written,
+            profiles,
             pools,
             ..
         } = &mut *spare;
@@ -350,9 +356,14 @@ impl Batch {
             keep(&mut pools.bufs, data);
         }
         changes.clear();
-        for w in written.drain(..) {
-            pools.keep_record(w.rec);
+        // The records written, and those of the profiles loaded and left: each taken where
+        // it stands (a profile's `Work` is large to move).
+        for (_, work) in profiles.iter_mut() {
+            pools.keep_record(std::mem::take(&mut work.rec));
         }
+        // What is left of each (emptied lists, a merge's records) goes; the list's buffer stays.
+        profiles.clear();
+        written.clear();
         // A thread being torn down keeps nothing.
         let _ = SPARE.try_with(|s| *s.borrow_mut() = Some(spare));
         self.outcome
@@ -383,14 +394,18 @@ impl Batch {
     /// `locations`; the identifiers of the records it wrote are read from them.
     pub fn commit(&mut self, index: &mut Index, locations: &[Location]) {
         let Spare {
-            changes, written, ..
+            changes, profiles, ..
         } = &mut *self.spare;
-        commit_written(index, changes, locations, written);
+        commit_written(index, changes, locations, profiles);
     }
 
     /// The profile records the batch writes, decoded (explain reads them).
     pub(crate) fn written_records(&self) -> impl Iterator<Item = (u64, &ProfileRecord)> {
-        self.spare.written.iter().map(|w| (w.key, &w.rec))
+        let profiles = &self.spare.profiles;
+        self.spare
+            .written
+            .iter()
+            .filter_map(|w| profiles.get(w.work).map(|(_, p)| (w.key, &p.rec)))
     }
 
     /// Add the entry recording the external log position this batch brings the store to
@@ -424,12 +439,13 @@ pub(crate) fn commit(index: &mut Index, changes: &mut Vec<Change>, locations: &[
     commit_written(index, changes, locations, &[]);
 }
 
-/// [`commit`], the identifiers a profile change leaves to its record read from `written`.
+/// [`commit`], the identifiers a profile change leaves to its record read from the call's
+/// `profiles`.
 fn commit_written(
     index: &mut Index,
     changes: &mut Vec<Change>,
     locations: &[Location],
-    written: &[Written],
+    profiles: &[(u64, Work)],
 ) {
     // Read in place and cleared after: a `drain` moves each `Change` (~200 bytes, a libc
     // `memcpy` each) out of the list and again into the zip's item, three or more a call.
@@ -442,7 +458,7 @@ fn commit_written(
                     }
                     let new = match new {
                         After::Ids(ids) => Some(&**ids),
-                        After::Written(i) => written.get(*i).map(|w| &w.rec.ids),
+                        After::Written(i) => profiles.get(*i).map(|(_, p)| &p.rec.ids),
                     };
                     // `Builder::finish` pushes the record with its change: only [`commit`]
                     // (given no records) could miss one, and no change it is given names one.
@@ -1199,7 +1215,7 @@ impl<'a> Builder<'a> {
         let mut profiles = std::mem::take(&mut self.spare.profiles);
         // Each profile is written where it stands in the list (a `Work` is large to move):
         // what goes on (its record, its lists' buffers) is taken out of it.
-        for (key, work) in profiles.iter_mut() {
+        for (nth, (key, work)) in profiles.iter_mut().enumerate() {
             let key = *key;
             let ids_changed = match &work.old {
                 OldIds::New => true,
@@ -1670,8 +1686,8 @@ impl<'a> Builder<'a> {
                     OldIds::Same => Some(Box::new(work.rec.ids.clone())),
                     OldIds::Saved(old) => Some(Box::new(old)),
                 };
-                // The record is pushed to `written` below, at this index.
-                (old, After::Written(self.spare.written.len()))
+                // The record stays in the profile's `Work` (`Written::work`).
+                (old, After::Written(nth))
             });
             keep(
                 &mut self.spare.pools.names,
@@ -1689,7 +1705,7 @@ impl<'a> Builder<'a> {
                 entry: self.spare.entries.len(),
                 key,
                 at,
-                rec: std::mem::take(&mut work.rec),
+                work: nth,
                 chain,
                 hit: work.hit,
             });
@@ -1710,8 +1726,8 @@ impl<'a> Builder<'a> {
             self.push(EntryKind::Dedupe, id, data, Change::Dedupe { hash });
         }
         self.spare.pools.call = self.history.take();
-        // What is left of each (emptied lists, a merge's records) goes; the list's buffer stays.
-        profiles.clear();
+        // The profiles stay for the batch (their records are those written), until
+        // `Batch::recycle`.
         self.spare.profiles = profiles;
         Ok(Batch {
             outcome,
