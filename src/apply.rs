@@ -419,17 +419,15 @@ impl Batch {
             .push(Change::Source { id, at: at.clone() });
     }
 
-    /// Borrowed entries for [`Store::append`] (inline for a call's few: no allocation).
-    pub fn entries(&self) -> smallvec::SmallVec<[Entry<'_>; 4]> {
-        self.spare
-            .entries
-            .iter()
-            .map(|(kind, id, data)| Entry {
-                kind: kind.byte(),
-                id: *id,
-                data,
-            })
-            .collect()
+    /// Borrowed entries for [`Store::append`] (inline for a call's few: no allocation), put
+    /// in `out`: the caller's list is filled where it stands (returned, its 144 bytes would
+    /// be moved by a libc `memcpy`).
+    pub fn entries_into<'b>(&'b self, out: &mut smallvec::SmallVec<[Entry<'b>; 4]>) {
+        out.extend(self.spare.entries.iter().map(|(kind, id, data)| Entry {
+            kind: kind.byte(),
+            id: *id,
+            data,
+        }));
     }
 }
 

@@ -470,7 +470,10 @@ impl Db {
         if batch.is_empty() {
             return Ok((batch.recycle(), 0));
         }
-        let appended = inner.store.append(&batch.entries())?;
+        let mut entries = smallvec::SmallVec::new();
+        batch.entries_into(&mut entries);
+        let appended = inner.store.append(&entries)?;
+        drop(entries);
         cache.insert_written(batch.written_mut(), &appended.locations);
         drop(cache);
         let mut index = RwLockUpgradableReadGuard::upgrade(index);
