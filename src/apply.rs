@@ -587,8 +587,9 @@ struct Before {
     /// The same for the properties whose state before was captured as bytes and that the call
     /// overwrote whole ([`Work::raw`] holds their bytes).
     raw: Vec<(u32, RawState)>,
-    /// The whole record before the call (identifiers included), copied at a merge.
-    whole: Option<ProfileRecord>,
+    /// The whole record before the call (identifiers included), copied at a merge. Boxed, as
+    /// `OldIds::Saved`: each call moves its `Work` into the list, and most have neither.
+    whole: Option<Box<ProfileRecord>>,
     /// Debug builds: the whole record as loaded, to check the saved parts against.
     #[cfg(debug_assertions)]
     loaded: Option<ProfileRecord>,
@@ -601,8 +602,8 @@ enum OldIds {
     New,
     /// Unchanged so far: `Work::rec.ids` are the index's.
     Same,
-    /// Changed by the call; these are the index's.
-    Saved(Ids),
+    /// Changed by the call; these are the index's (boxed: see [`Before::whole`]).
+    Saved(Box<Ids>),
 }
 
 /// The in-order fast path (docs/write-path-next.md, steps 3 and 4). When every operation of a
@@ -1105,7 +1106,7 @@ impl<'a> Builder<'a> {
     fn ids_mut(&mut self, key: u64) -> &mut Ids {
         let work = self.work(key);
         if matches!(work.old, OldIds::Same) {
-            work.old = OldIds::Saved(work.rec.ids.clone());
+            work.old = OldIds::Saved(Box::new(work.rec.ids.clone()));
         }
         &mut work.rec.ids
     }
@@ -1218,7 +1219,7 @@ impl<'a> Builder<'a> {
             let ids_changed = match &work.old {
                 OldIds::New => true,
                 OldIds::Same => false,
-                OldIds::Saved(old) => *old != work.rec.ids,
+                OldIds::Saved(old) => **old != work.rec.ids,
             };
             if !work.full && !ids_changed && !work.stamped && work.changed.is_empty() {
                 // Nothing to write (also when its chain is full: a profile loaded and left as
@@ -1582,7 +1583,7 @@ impl<'a> Builder<'a> {
                     crate::entries::history::StepKind::Identifiers
                 };
                 let undo = match (&work.before.whole, &work.old) {
-                    (Some(whole), _) => crate::entries::history::diff(Some(whole), &work.rec),
+                    (Some(whole), _) => crate::entries::history::diff(Some(&**whole), &work.rec),
                     // Every name the fast path set has a state after the call: the undo is the
                     // states before (absent ones here, captured ones in `raw`) and the times.
                     // `apply_fast` pushed them in name order: no sort.
@@ -1598,7 +1599,7 @@ impl<'a> Builder<'a> {
                     ),
                     (None, old) => crate::entries::history::diff_changed(
                         match old {
-                            OldIds::Saved(ids) => Some(ids),
+                            OldIds::Saved(ids) => Some(&**ids),
                             _ => None,
                         },
                         work.before.times,
@@ -1682,7 +1683,7 @@ impl<'a> Builder<'a> {
                 let old = match std::mem::replace(&mut work.old, OldIds::New) {
                     OldIds::New => None,
                     OldIds::Same => Some(Box::new(work.rec.ids.clone())),
-                    OldIds::Saved(old) => Some(Box::new(old)),
+                    OldIds::Saved(old) => Some(old),
                 };
                 // The record stays in the profile's `Work` (`Written::work`).
                 (old, After::Written(nth))
@@ -2043,7 +2044,7 @@ impl<'a> Builder<'a> {
             let old = match work.old {
                 OldIds::New => Ids::default(),
                 OldIds::Same => work.rec.ids.clone(),
-                OldIds::Saved(old) => old,
+                OldIds::Saved(old) => *old,
             };
             if self.history.is_some() {
                 // Merged away before the call changed any of its properties: its record with
@@ -2065,10 +2066,10 @@ impl<'a> Builder<'a> {
                 if work.before.whole.is_none() && !matches!(work.old, OldIds::New) {
                     let mut whole = work.rec.clone();
                     if let OldIds::Saved(ids) = &work.old {
-                        whole.ids = ids.clone();
+                        whole.ids = (**ids).clone();
                     }
                     (whole.first_seen, whole.updated_at) = work.before.times;
-                    work.before.whole = Some(whole);
+                    work.before.whole = Some(Box::new(whole));
                 }
             }
             merge_into(self.rec(survivor), work.rec, created_at);
