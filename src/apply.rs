@@ -1578,7 +1578,7 @@ impl<'a> Builder<'a> {
                 })),
             };
             keep(&mut self.spare.pools.bufs, lens);
-            let step = self.history.as_ref().map(|call| {
+            let step = self.history.as_mut().map(|call| {
                 let kind = if key == outcome.key {
                     call.kind
                 } else {

@@ -949,7 +949,7 @@ impl Db {
         let plan =
             crate::journal::unmerge::plan(&inner.store, &index, survivor, merged_key, now.0)?;
         let arrival = index.journal.next_arrival(now.0);
-        let call = crate::journal::CallInfo::new(arrival, StepKind::Unmerge);
+        let mut call = crate::journal::CallInfo::new(arrival, StepKind::Unmerge);
         let stamp = crate::types::state::Stamp::new(now, index.last_seq().saturating_add(1));
         let (mut step_s, mut step_r) = (Vec::new(), Vec::new());
         call.step(

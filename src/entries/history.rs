@@ -200,16 +200,26 @@ impl Body {
 #[cfg(test)]
 pub(crate) fn encode(arrival: i64, body: &Body, after: &Ids) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_into(&mut out, arrival, &body.as_ref(), after);
+    encode_into(&mut out, &mut Vec::new(), arrival, &body.as_ref(), after);
     out
 }
 
-/// [`encode`], appended to `out`.
-pub(crate) fn encode_into(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, after: &Ids) {
+/// [`encode`], appended to `out`; `props` is a buffer for the properties' bytes (emptied
+/// first, left holding them: a buffer to reuse from step to step).
+pub(crate) fn encode_into(
+    out: &mut Vec<u8>,
+    props: &mut Vec<u8>,
+    arrival: i64,
+    body: &BodyRef<'_>,
+    after: &Ids,
+) {
     // A captured state takes 7 bytes and its value's (few over 16), a decoded one more.
-    out.reserve(64 + 32 * body.props.len() + 24 * body.raw.states.len());
+    let props_guess = 32 * body.props.len() + 24 * body.raw.states.len();
+    out.reserve(64 + props_guess);
     put_head(out, arrival, body, after);
-    put_props(out, body);
+    props.clear();
+    props.reserve(props_guess);
+    put_props(out, props, body);
     put_merged(out, body);
 }
 
@@ -300,55 +310,54 @@ fn put_merged(out: &mut Vec<u8>, body: &BodyRef<'_>) {
 ///
 /// The decoded states and the captured ones are merged by name (a name is in one list only)
 /// and written as they are met. The table lists the stamps in the order the states meet them,
-/// so it is complete only once they are written: it is written after them, then rotated into
-/// place before them. One move of the properties' bytes costs less than a first pass over the
-/// states to gather the stamps, a list of the merged states, and a second search of the table
-/// for each state's stamps.
-fn put_props(out: &mut Vec<u8>, body: &BodyRef<'_>) {
+/// so it is complete only once they are written: the states are written to `props` first,
+/// then the table to `out`, then `props` after it. One copy of the properties' bytes costs
+/// less than a first pass over the states to gather the stamps, a list of the merged states
+/// and a second search of the table for each state, and less than writing them to `out` and
+/// rotating the table into place before them (round 40's form: a rotation of ~200 bytes is
+/// three copies through a buffer on the stack).
+fn put_props(out: &mut Vec<u8>, props: &mut Vec<u8>, body: &BodyRef<'_>) {
     put_u64_inline(out, (body.props.len() + body.raw.states.len()) as u64);
-    let table_at = out.len();
     let mut table = Met::new(Stamp::new(Timestamp(body.event), body.order));
     let mut names = Names::default();
     let mut raw = body.raw.states.iter().peekable();
+    let bytes = body.raw.bytes;
     for (name, st) in body.props {
         while let Some((n, r)) = raw.next_if(|(n, _)| n < name) {
-            put_captured(out, names.gap(*n), r, &mut table, body.raw.bytes);
+            put_captured(props, names.gap(*n), r, &mut table, bytes);
         }
         let gap = names.gap(*name);
         match st {
             // A property the profile did not have (most decoded ones): gap and tag in one write.
             None => match one_byte(gap) {
-                Some(g) => out.extend_from_slice(&[g, 0]),
+                Some(g) => props.extend_from_slice(&[g, 0]),
                 None => {
-                    put_u64_inline(out, u64::from(gap));
-                    out.push(0);
+                    put_u64_inline(props, u64::from(gap));
+                    props.push(0);
                 }
             },
             Some(st) => {
-                put_u64_inline(out, u64::from(gap));
+                put_u64_inline(props, u64::from(gap));
                 each_stamp(st, |s| {
                     table.meet(s);
                 });
-                out.push(1);
-                put_state_in(st, &table, out);
+                props.push(1);
+                put_state_in(st, &table, props);
             }
         }
     }
     for (n, r) in raw {
-        put_captured(out, names.gap(*n), r, &mut table, body.raw.bytes);
+        put_captured(props, names.gap(*n), r, &mut table, bytes);
     }
-    let props_len = out.len() - table_at;
     table.put(out);
-    if let Some(tail) = out.get_mut(table_at..) {
-        // `props_len` is at most the tail's length (`out` only grew since `table_at`).
-        tail.rotate_left(props_len);
-    }
+    out.extend_from_slice(props);
 }
 
 /// A captured state before the call (`bytes`: the captured values'), written as its decoded
 /// state would be, with its stamp met in `table`: the name's gap, the state's option tag, then
-/// as [`put_raw_state`] writes it.
-#[inline]
+/// as [`put_raw_state`] writes it. Inlined into both of [`put_props`]' loops: it is ~6 times a
+/// W1 step, and its call's saved registers were a sixth of its instructions.
+#[inline(always)]
 fn put_captured(out: &mut Vec<u8>, gap: u32, r: &RawState, table: &mut Met, bytes: &[u8]) {
     let index = table.meet(r.stamp);
     let value = r
@@ -1007,7 +1016,7 @@ mod tests {
         };
         // Appended after bytes already there, as the write path appends to a batch.
         let (mut got, mut want) = (vec![9u8; 3], vec![9u8; 3]);
-        encode_into(&mut got, arrival, &r, after);
+        encode_into(&mut got, &mut vec![7u8; 5], arrival, &r, after);
         encode_into_reference(&mut want, arrival, &r, after);
         prop_assert_eq!(&got, &want);
         let step = decode(&got[3..]).unwrap();

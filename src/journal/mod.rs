@@ -33,6 +33,9 @@ pub(crate) struct CallInfo {
     /// [`CallInfo::for_index`] by the writer's spare buffers copies the next call's
     /// identifiers into them instead of allocating.
     spare: Vec<String>,
+    /// The buffer a step's properties are written to before they follow its stamp table
+    /// (`history::encode_into`), kept from step to step.
+    props: Vec<u8>,
 }
 
 impl CallInfo {
@@ -43,6 +46,7 @@ impl CallInfo {
             kind,
             carried: Carried::default(),
             spare: Vec::new(),
+            props: Vec::new(),
         }
     }
 
@@ -96,7 +100,7 @@ impl CallInfo {
     /// The bytes of one profile's step, appended to `out`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn step(
-        &self,
+        &mut self,
         out: &mut Vec<u8>,
         kind: StepKind,
         stamp: Stamp,
@@ -126,7 +130,7 @@ impl CallInfo {
             raw,
             merged: &merged,
         };
-        history::encode_into(out, self.arrival, &body, &after.ids);
+        history::encode_into(out, &mut self.props, self.arrival, &body, &after.ids);
     }
 }
 
