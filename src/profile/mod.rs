@@ -8,6 +8,7 @@ pub mod filter;
 pub(crate) mod merge;
 pub mod message;
 pub(crate) mod parse;
+mod printable;
 pub mod props;
 pub mod resolve;
 pub mod validate;
