@@ -112,10 +112,15 @@ impl CallInfo {
         merged: &[(u64, ProfileRecord)],
     ) {
         let (ids, first_seen, updated_at, props) = undo;
-        let merged: Vec<(u64, Vec<u8>)> = merged
-            .iter()
-            .map(|(k, r)| (*k, crate::entries::encode_profile(r, 256)))
-            .collect();
+        // Nearly every step merges nothing: no list built then.
+        let merged: Vec<(u64, Vec<u8>)> = if merged.is_empty() {
+            Vec::new()
+        } else {
+            merged
+                .iter()
+                .map(|(k, r)| (*k, crate::entries::encode_profile(r, 256)))
+                .collect()
+        };
         let body = BodyRef {
             kind,
             event: stamp.0.0,
