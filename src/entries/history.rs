@@ -368,6 +368,23 @@ fn put_captured(out: &mut Vec<u8>, gap: u32, r: &RawState, table: &mut Met, byte
     // state and lww tags, index, value tag) and after it (no `once`, no `adds`) are each one
     // write instead of five and two.
     match (one_byte(gap), one_byte(index), value) {
+        // A value of a few bytes (nearly every one: W1's strings take at most 26): the state
+        // put together in a zeroed word on the stack, its closing tags the zeros after the
+        // value, the value copied in by fixed-size moves, then the whole word appended and
+        // cut to the state's length: one append and no call to `memcpy`, where three
+        // appends and a `memcpy` of the value cost about twice as much.
+        (Some(g), Some(i), Some(v)) if v.len() <= SHORT_STATE - 7 => {
+            let mut state = [0u8; SHORT_STATE];
+            if let Some((head, rest)) = state.split_first_chunk_mut::<5>() {
+                *head = [g, 1, 1, i, 1];
+                if let Some(value) = rest.get_mut(..v.len()) {
+                    copy_short(value, v);
+                }
+            }
+            let at = out.len();
+            out.extend_from_slice(&state);
+            out.truncate(at + 7 + v.len());
+        }
         (Some(g), Some(i), Some(v)) => {
             out.extend_from_slice(&[g, 1, 1, i, 1]);
             out.extend_from_slice(v);
@@ -379,6 +396,48 @@ fn put_captured(out: &mut Vec<u8>, gap: u32, r: &RawState, table: &mut Met, byte
             out.push(1);
             put_raw_state(value, index, out);
         }
+    }
+}
+
+/// The bytes a captured state of a short value is put together in: its 7 fixed bytes and a
+/// value of up to 25.
+const SHORT_STATE: usize = 32;
+
+/// `dst.copy_from_slice(src)` (of equal lengths; unequal ones copy nothing) without a call to
+/// `memcpy` up to 32 bytes: the first and the last bytes of `src` by two fixed-size moves
+/// (overlapping in the middle, as `memcpy` itself copies a short length), here inline.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if dst.len() != n {
+        return;
+    }
+    match n {
+        0 => {}
+        1..4 => {
+            // First, middle and last byte: every byte of 1 to 3.
+            for k in [0, n / 2, n - 1] {
+                if let (Some(d), Some(s)) = (dst.get_mut(k), src.get(k)) {
+                    *d = *s;
+                }
+            }
+        }
+        4..8 => two::<4>(dst, src),
+        8..16 => two::<8>(dst, src),
+        16..=32 => two::<16>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// The first `N` and the last `N` bytes of `src` moved to `dst` (of equal lengths from `N` to
+/// `2 * N`: together they are every byte).
+#[inline(always)]
+fn two<const N: usize>(dst: &mut [u8], src: &[u8]) {
+    if let (Some(d), Some(s)) = (dst.first_chunk_mut::<N>(), src.first_chunk::<N>()) {
+        *d = *s;
+    }
+    if let (Some(d), Some(s)) = (dst.last_chunk_mut::<N>(), src.last_chunk::<N>()) {
+        *d = *s;
     }
 }
 
@@ -1068,6 +1127,21 @@ mod tests {
     }
 
     proptest! {
+        /// The fixed-size moves copy every length as `copy_from_slice` does (past 32 bytes,
+        /// it is `copy_from_slice`).
+        #[test]
+        fn copy_short_copies_as_copy_from_slice(
+            src in proptest::collection::vec(any::<u8>(), 0..48),
+        ) {
+            let mut got = vec![0xAA; src.len()];
+            copy_short(&mut got, &src);
+            prop_assert_eq!(&got, &src);
+            // Unequal lengths copy nothing.
+            let mut other = vec![0xAA; src.len() + 1];
+            copy_short(&mut other, &src);
+            prop_assert!(other.iter().all(|b| *b == 0xAA));
+        }
+
         #[test]
         fn random_steps_round_trip_and_damage_is_an_error_or_a_step(
             body in arb_body(),
