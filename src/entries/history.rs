@@ -22,7 +22,9 @@ use super::values::put_state;
 use super::values::{StampIndex, StampTable, Stamps, each_stamp, put_state_in, stamp, state};
 #[cfg(test)]
 use super::wire::put_u64;
-use super::wire::{DecodeError, Decoded, Names, Reader, Wire, put_i64_inline, put_u64_inline};
+use super::wire::{
+    DecodeError, Decoded, Names, Reader, Wire, put_two_inline, put_u64_inline, zigzag,
+};
 use crate::error::{Error, Result};
 use crate::types::state::{PropState, Stamp};
 use crate::types::value::Timestamp;
@@ -265,8 +267,7 @@ fn put_head(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, after: &Ids) {
     }
     out.push(flags);
     out.push(same);
-    put_i64_inline(out, body.event);
-    put_u64_inline(out, body.order);
+    put_two_inline(out, zigzag(body.event), body.order);
     // The optional strings, each only when its flag is set (one test each: no array of
     // them to build and walk).
     if let Some(m) = body.message_id {
@@ -284,8 +285,7 @@ fn put_head(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, after: &Ids) {
     if let Some(i) = anon_at {
         put_u64_inline(out, i as u64);
     }
-    put_i64_inline(out, body.first_seen);
-    put_i64_inline(out, body.updated_at);
+    put_two_inline(out, zigzag(body.first_seen), zigzag(body.updated_at));
     if let Some(ids) = &body.ids {
         ids.user_id.put(out);
         ids.email.put(out);
@@ -476,8 +476,7 @@ impl Met {
         let rest = self.0.get(1..).unwrap_or_default();
         put_u64_inline(out, rest.len() as u64);
         for s in rest {
-            put_i64_inline(out, s.0.0);
-            put_u64_inline(out, s.1);
+            put_two_inline(out, zigzag(s.0.0), s.1);
         }
     }
 }

@@ -85,10 +85,58 @@ pub(crate) fn put_u64_inline(out: &mut Vec<u8>, v: u64) {
     out.truncate(at + 1 + len);
 }
 
-/// [`put_i64`]'s bytes (zigzag, then the varint), through [`put_u64_inline`].
+/// The marker byte of `v`'s varint and how many bytes of `v` follow it (a value below 251 is
+/// its own marker, and nothing follows).
+#[inline(always)]
+fn varint_form(v: u64) -> (u8, usize) {
+    if v < 251 {
+        (v as u8, 0)
+    } else if v <= u64::from(u16::MAX) {
+        (251, 2)
+    } else if v <= u64::from(u32::MAX) {
+        (252, 4)
+    } else {
+        (253, 8)
+    }
+}
+
+/// [`put_u64_inline`] of `a`, then of `b`, in one append: both widest forms put together
+/// in a word on the stack (`b`'s right after `a`'s length), appended whole, then cut to the
+/// two forms' length. A history step's stamps are such pairs (a time and an arrival order,
+/// nearly always wide): one capacity check and one length stored instead of two each.
+#[inline(always)]
+pub(crate) fn put_two_inline(out: &mut Vec<u8>, a: u64, b: u64) {
+    let ((ma, la), (mb, lb)) = (varint_form(a), varint_form(b));
+    let mut w = [0u8; 18];
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = a.to_le_bytes();
+    let [b0, b1, b2, b3, b4, b5, b6, b7] = b.to_le_bytes();
+    if let Some(first) = w.first_chunk_mut::<9>() {
+        *first = [ma, a0, a1, a2, a3, a4, a5, a6, a7];
+    }
+    // `la` is at most 8: the second form's nine bytes end within the word.
+    if let Some(second) = w
+        .get_mut(1 + la..10 + la)
+        .and_then(|s| <&mut [u8; 9]>::try_from(s).ok())
+    {
+        *second = [mb, b0, b1, b2, b3, b4, b5, b6, b7];
+    }
+    let at = out.len();
+    out.extend_from_slice(&w);
+    out.truncate(at + 2 + la + lb);
+}
+
+/// [`put_i64`]'s bytes (zigzag, then the varint), through [`put_u64_inline`] (the history
+/// step writes its signed times in pairs, [`put_two_inline`]; the tests keep this form).
+#[cfg(test)]
 #[inline(always)]
 pub(crate) fn put_i64_inline(out: &mut Vec<u8>, v: i64) {
-    put_u64_inline(out, ((v << 1) ^ (v >> 63)) as u64);
+    put_u64_inline(out, zigzag(v));
+}
+
+/// bincode's zigzag of a signed integer: the unsigned value its varint holds.
+#[inline(always)]
+pub(crate) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
 }
 
 /// Zigzag for i128, then the unsigned varint.
@@ -684,6 +732,44 @@ mod tests {
             put_i64_inline(&mut got, s);
             put_i64(&mut want, s);
             assert_eq!(got, want, "{s}");
+        }
+    }
+
+    /// Two varints in one append write what two `put_u64`s write, every pair of forms at
+    /// their edges (after bytes already there).
+    #[test]
+    fn two_inline_varints_write_the_wire_bytes() {
+        use super::{put_two_inline, put_u64};
+        let edges = [
+            0,
+            250,
+            251,
+            u64::from(u16::MAX),
+            u64::from(u16::MAX) + 1,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ];
+        for a in edges {
+            for b in edges {
+                let (mut got, mut want) = (vec![7u8; 3], vec![7u8; 3]);
+                put_two_inline(&mut got, a, b);
+                put_u64(&mut want, a);
+                put_u64(&mut want, b);
+                assert_eq!(got, want, "{a} {b}");
+            }
+        }
+    }
+
+    proptest! {
+        /// As above, on random pairs of every length class.
+        #[test]
+        fn two_inline_varints_are_two_varints(a in wide_u64(), b in wide_u64()) {
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            super::put_two_inline(&mut got, a, b);
+            super::put_u64(&mut want, a);
+            super::put_u64(&mut want, b);
+            prop_assert_eq!(got, want);
         }
     }
 
