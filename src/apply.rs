@@ -31,7 +31,7 @@ const CALL_NAMES: usize = 16;
 
 /// What to change in the index once the entry at the same position is appended.
 ///
-/// Kept within 128 bytes (a test checks it), so that a move (a push, every call's three or
+/// Kept within 128 bytes (checked at compile time), so that a move (a push, every call's three or
 /// more) is inline stores, not a libc `memcpy`: the identifiers of a profile change are boxed
 /// (rare: only a change of an existing profile's identifiers, or an unmerge, allocates).
 #[derive(Debug)]
@@ -296,7 +296,7 @@ fn keep<T>(pool: &mut Vec<Vec<T>>, mut v: Vec<T>) {
 
 /// One call's writes.
 ///
-/// Kept within 128 bytes (a test checks it): returned by value, a move of it is inline stores,
+/// Kept within 128 bytes (checked at compile time): returned by value, a move of it is inline stores,
 /// not a libc `memcpy` (its lists are in the boxed [`Spare`]).
 pub(crate) struct Batch {
     pub outcome: Outcome,
@@ -447,7 +447,7 @@ fn commit_written(
     locations: &[Location],
     profiles: &[(u64, Work)],
 ) {
-    // Read in place and cleared after: a `drain` moves each `Change` (~200 bytes, a libc
+    // Read in place and cleared after: a `drain` moved each `Change` (~200 bytes then, a libc
     // `memcpy` each) out of the list and again into the zip's item, three or more a call.
     for (change, &loc) in changes.iter().zip(locations) {
         let update = match change {

@@ -12,7 +12,7 @@
 //!   12 rounds by default; `PROFILEDB_CRASH_ROUNDS` sets more (a third of the total, as in
 //!   `crash_kill9`);
 //! - `acknowledged_calls_of_many_waiting_threads_survive_a_power_cut`: 12 threads, half
-//!   through the queue (`SyncEach`), half buffered then `Db::sync`, on a `FaultyIo` that stops
+//!   through the queue (`SyncEach` or group commit), half buffered then `Db::sync`, on a `FaultyIo` that stops
 //!   the machine at an operation or fails an fdatasync for good; every call a thread was told
 //!   is durable is in the power-cut image (32 rounds; it caught a waiter answered before the
 //!   sync in flight had ended in three runs out of four).
@@ -307,8 +307,18 @@ fn acknowledged_calls_of_many_waiting_threads_survive_a_power_cut() {
     for round in 0..32u64 {
         let dir = tmp.path().join(format!("db{round}"));
         let io = FaultyIo::new();
+        // Half the rounds with group commit: its background thread syncs too, every
+        // millisecond or after three frames, and takes part in the waits.
+        let durability = if round % 4 < 2 {
+            Durability::SyncEach
+        } else {
+            Durability::GroupCommit {
+                max_delay: Duration::from_millis(1),
+                max_batch: 3,
+            }
+        };
         let o = Options {
-            durability: Durability::SyncEach,
+            durability,
             ..options()
         };
         let so = StoreOptions {

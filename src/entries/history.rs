@@ -351,6 +351,8 @@ fn put_props(out: &mut Vec<u8>, props: &mut Vec<u8>, body: &BodyRef<'_>) {
     }
     table.put(out);
     out.extend_from_slice(props);
+    // Not left to be copied with the call's details (their `Clone`, `Debug`).
+    props.clear();
 }
 
 /// A captured state before the call (`bytes`: the captured values'), written as its decoded

@@ -101,8 +101,14 @@ impl RawStates {
     ) {
         let states = &mut self.states;
         let (mut read, mut kept) = (0, 0);
+        let mut last = None;
         for item in items {
             let id = id_of(&item);
+            debug_assert!(
+                last < Some(id),
+                "take_ascending: names not strictly increasing"
+            );
+            last = Some(id);
             while let Some(st) = states.get(read)
                 && st.0 < id
             {

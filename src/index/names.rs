@@ -5,7 +5,7 @@
 //! ([`Short`]): a look-up hashes and compares two words, with no hash of a byte string and no
 //! `memcmp` call (by a boxed-string key in a std map it cost ~100 instructions under
 //! callgrind, now ~44). Longer names, and the empty one, keep a std map of boxed strings.
-//! Both hashes are seeded per process (foldhash's): names come from clients. The registry
+//! Both hashes are seeded per index (foldhash's random seed): names come from clients. The registry
 //! is append-only, so a name's number never changes once inserted.
 
 use super::HashMap;
@@ -64,7 +64,7 @@ struct Short {
     /// bytes, where a `u128`'s alignment would make it 32).
     buckets: Vec<(u64, u64, u32)>,
     len: usize,
-    /// Per process: the hash of a name depends on it (foldhash's seed).
+    /// Per table (foldhash's random seed): the hash of a name depends on it.
     seed: [u64; 2],
 }
 
@@ -108,7 +108,7 @@ impl Short {
 
     fn insert(&mut self, key: u128, id: u32) {
         if (self.len + 1) * 2 > self.buckets.len() {
-            self.grow((self.len + 1) * 2);
+            self.grow(self.len + 1);
         }
         let (lo, hi) = halves(key);
         let mask = self.buckets.len() - 1;

@@ -38,6 +38,10 @@ pub(crate) struct CallInfo {
     props: Vec<u8>,
 }
 
+/// Most bytes of a step's properties buffer a `CallInfo` keeps from call to call (a W1 step
+/// writes a few hundred).
+const PROPS_KEPT: usize = 16 << 10;
+
 impl CallInfo {
     /// A call's details, carrying no identifiers yet.
     pub(crate) fn new(arrival: i64, kind: StepKind) -> CallInfo {
@@ -74,6 +78,11 @@ impl CallInfo {
             self.spare.extend(slot.take());
         }
         c.same = Default::default();
+        // A large step's (a merge undoing a large profile, say) is not kept for good, as the
+        // writer's other spare buffers are not.
+        if self.props.capacity() > PROPS_KEPT {
+            self.props = Vec::new();
+        }
     }
 
     /// Note the identifiers a call carries (copied into the spare buffers when there are).

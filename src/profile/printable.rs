@@ -10,10 +10,12 @@ const fn each(b: u8) -> u64 {
 const HIGH: u64 = each(0x80);
 
 /// The high bit of each byte of `x` (read little-endian) that is not printable ASCII
-/// (0x21..=0x7E) or is `banned` (an ASCII byte). Exact for every byte: a byte with its high
-/// bit set is marked by `x` itself, and none of the sums carries into the next byte (each adds
-/// to a byte below 0x80; the largest sum, 0x7F + 0x7F, is 0xFE), so each byte's mark depends
-/// on that byte only.
+/// (0x21..=0x7E) or is `banned` (an ASCII byte). Exact for every word: a byte with its high
+/// bit set is marked by `x` itself, so the word is refused whatever else is marked. For a
+/// word of bytes below 0x80 none of the sums carries into the next byte (the largest,
+/// 0x7F + 0x7F, is 0xFE), so each byte's mark depends on that byte only. (A byte of 0x80 or
+/// more can carry into the next one's sum and clear its mark, but then the word is marked
+/// already.)
 #[inline(always)]
 fn not_printable_or(x: u64, banned: u8) -> u64 {
     // b + 0x5F reaches 0x80 from b = 0x21 up: a clear high bit marks b < 0x21.
@@ -41,6 +43,10 @@ fn word(b: &[u8], at: usize) -> u64 {
 /// length is not a multiple of eight).
 #[inline]
 pub(crate) fn printable_without(b: &[u8], banned: u8) -> bool {
+    debug_assert!(
+        banned.is_ascii(),
+        "printable_without: a banned byte past ASCII"
+    );
     if b.len() < 8 {
         return b.iter().all(|&c| c > b' ' && c < 0x7F && c != banned);
     }

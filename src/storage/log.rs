@@ -123,10 +123,11 @@ pub(crate) struct SyncState {
     round: u64,
     /// The last seq the sync in flight makes durable, once its leader has read it.
     covers: Option<u64>,
-    /// Waiters asleep for a later sync than the one in flight (counted since it started).
-    later: u32,
-    /// Waiters were left asleep for the next sync: the next caller to find no sync in flight
-    /// leads one, even if it is covered already (the one woken for it may be).
+    /// The highest seq of the waiters asleep for a later sync than the one in flight (0:
+    /// none since it started).
+    later: u64,
+    /// A waiter was woken to lead the next sync: the next caller to find no sync in flight
+    /// leads it (or, covered already, wakes another waiter for it).
     lead_wanted: bool,
 }
 
@@ -395,16 +396,19 @@ impl Shared {
         let mut s = self.sync.lock();
         loop {
             self.check_poison()?;
-            // Covered: done, unless no sync is in flight and the last one wanted one led.
-            let must_lead = s.lead_wanted && !s.syncing;
-            if s.durable >= seq && !must_lead {
+            if s.durable >= seq {
+                // Woken to lead the next sync but covered already (it waited before the last
+                // sync's end was known): the lead goes to another waiter, if one is left.
+                if s.lead_wanted && !s.syncing {
+                    s.lead_wanted = self.synced[((s.round + 1) % 2) as usize].notify_one();
+                }
                 return Ok(());
             }
             if s.syncing {
                 // Not known to be covered (its leader has not read its end yet): the next.
                 let this = s.covers.is_some_and(|c| c >= seq);
                 if !this {
-                    s.later += 1;
+                    s.later = s.later.max(seq);
                 }
                 let round = s.round + u64::from(!this);
                 self.synced[(round % 2) as usize].wait(&mut s);
@@ -433,9 +437,13 @@ impl Shared {
             s.durable = s.durable.max(d);
             self.durable_hint.store(s.durable, Ordering::Release);
             self.synced[(s.round % 2) as usize].notify_all();
-            if s.later > 0 {
-                s.lead_wanted = true;
-                self.synced[((s.round + 1) % 2) as usize].notify_one();
+            // Those asleep for the next sync: every one if this sync covered them all (they
+            // waited before its end was known), else one to lead it (it covers them all).
+            let next = &self.synced[((s.round + 1) % 2) as usize];
+            if s.later > s.durable {
+                s.lead_wanted = next.notify_one();
+            } else if s.later > 0 {
+                next.notify_all();
             }
             if s.durable >= seq {
                 return Ok(());
