@@ -66,6 +66,10 @@ struct Short {
     len: usize,
     /// Per table (foldhash's random seed): the hash of a name depends on it.
     seed: [u64; 2],
+    /// Tests: every name's probe starts at the last bucket (one cluster of all the names,
+    /// wrapping around the table's end: what a flood of colliding names would build).
+    #[cfg(test)]
+    collide: bool,
 }
 
 impl Default for Short {
@@ -76,6 +80,8 @@ impl Default for Short {
             buckets: Vec::new(),
             len: 0,
             seed: [s.hash_one(1u64), s.hash_one(2u64)],
+            #[cfg(test)]
+            collide: false,
         }
     }
 }
@@ -85,6 +91,10 @@ impl Short {
     /// multiply of the two halves, each mixed with a seed.
     #[inline(always)]
     fn start(&self, (lo, hi): (u64, u64), mask: usize) -> usize {
+        #[cfg(test)]
+        if self.collide {
+            return mask;
+        }
         let p = u128::from(lo ^ self.seed[0]) * u128::from(hi ^ self.seed[1]);
         ((p as u64) ^ ((p >> 64) as u64)) as usize & mask
     }
@@ -247,6 +257,25 @@ mod tests {
             proptest::prop_assert_eq!(pack(&a), pack_plain(&a));
             if let (Some(x), Some(y)) = (pack(&a), pack(&b)) {
                 proptest::prop_assert_eq!(x == y, a == b);
+            }
+        }
+
+        /// So it does when every name collides: one cluster, wrapping around the table's end,
+        /// across growths.
+        #[test]
+        fn answers_as_a_map_of_strings_when_every_name_collides(
+            names in proptest::collection::vec(name(), 0..60),
+            asked in proptest::collection::vec(name(), 0..60),
+        ) {
+            let mut ids = NameIds::default();
+            ids.short.collide = true;
+            let mut plain = std::collections::HashMap::new();
+            for (i, n) in names.iter().enumerate() {
+                ids.insert(n, i as u32);
+                plain.insert(n.clone(), i as u32);
+            }
+            for n in names.iter().chain(&asked) {
+                proptest::prop_assert_eq!(ids.get(n), plain.get(n).copied(), "{:?}", n);
             }
         }
 
