@@ -297,7 +297,6 @@ fn acknowledged_calls_from_many_threads_survive_kill_9() {
 /// its frame is synced, or never (the round would hang).
 #[test]
 fn acknowledged_calls_of_many_waiting_threads_survive_a_power_cut() {
-    use profiledb::storage::StoreOptions;
     use profiledb::storage::io::{FaultKind, FaultyIo, Op, UnsyncedTail};
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -321,14 +320,7 @@ fn acknowledged_calls_of_many_waiting_threads_survive_a_power_cut() {
             durability,
             ..options()
         };
-        let so = StoreOptions {
-            segment_size: o.segment_size,
-            durability: o.durability,
-            repair: false,
-            create: true,
-            io: Arc::new(io.clone()),
-        };
-        let db = Db::open_with(&dir, o, so).unwrap();
+        let db = open_faulty_as(&dir, &io, o).unwrap();
         // Even rounds: the machine stops at one of the threads' first few hundred writes and
         // syncs. Odd rounds: one of their first fdatasyncs fails (nothing it was to cover is
         // durable), and every later one.

@@ -250,6 +250,24 @@ mod tests {
         assert_eq!(pack(""), None);
     }
 
+    /// `names` inserted into `ids` (the n-th numbered n) and into a map of strings: both
+    /// answer alike for each of them and each of `asked`.
+    fn answers_as_plain(
+        mut ids: NameIds,
+        names: &[String],
+        asked: &[String],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut plain = std::collections::HashMap::new();
+        for (i, n) in names.iter().enumerate() {
+            ids.insert(n, i as u32);
+            plain.insert(n.clone(), i as u32);
+        }
+        for n in names.iter().chain(asked) {
+            proptest::prop_assert_eq!(ids.get(n), plain.get(n).copied(), "{:?}", n);
+        }
+        Ok(())
+    }
+
     proptest::proptest! {
         /// The packing is the byte copy's, so two names pack equal only when equal.
         #[test]
@@ -269,14 +287,7 @@ mod tests {
         ) {
             let mut ids = NameIds::default();
             ids.short.collide = true;
-            let mut plain = std::collections::HashMap::new();
-            for (i, n) in names.iter().enumerate() {
-                ids.insert(n, i as u32);
-                plain.insert(n.clone(), i as u32);
-            }
-            for n in names.iter().chain(&asked) {
-                proptest::prop_assert_eq!(ids.get(n), plain.get(n).copied(), "{:?}", n);
-            }
+            answers_as_plain(ids, &names, &asked)?;
         }
 
         /// The map answers as the map of strings it replaces.
@@ -285,15 +296,7 @@ mod tests {
             names in proptest::collection::vec(name(), 0..60),
             asked in proptest::collection::vec(name(), 0..60),
         ) {
-            let mut ids = NameIds::with_capacity(4);
-            let mut plain = std::collections::HashMap::new();
-            for (i, n) in names.iter().enumerate() {
-                ids.insert(n, i as u32);
-                plain.insert(n.clone(), i as u32);
-            }
-            for n in names.iter().chain(&asked) {
-                proptest::prop_assert_eq!(ids.get(n), plain.get(n).copied(), "{:?}", n);
-            }
+            answers_as_plain(NameIds::with_capacity(4), &names, &asked)?;
         }
     }
 }

@@ -50,9 +50,18 @@ pub fn open_faulty(
         durability: Durability::SyncEach,
         ..options
     };
+    open_faulty_as(dir, io, options)
+}
+
+/// A store on the fault-injecting `io` with `options` as they are (their durability too).
+pub fn open_faulty_as(
+    dir: &std::path::Path,
+    io: &std::sync::Arc<profiledb::storage::io::FaultyIo>,
+    options: Options,
+) -> profiledb::Result<Db> {
     let store = profiledb::storage::StoreOptions {
         segment_size: options.segment_size,
-        durability: Durability::SyncEach,
+        durability: options.durability,
         repair: false,
         create: true,
         io: std::sync::Arc::new(io.clone()),
