@@ -33,13 +33,13 @@ static QUARANTINES: AtomicU64 = AtomicU64::new(0);
 static UNMERGES: AtomicU64 = AtomicU64::new(0);
 static UNMERGE_REFUSALS: AtomicU64 = AtomicU64::new(0);
 
-/// The one reference model of the rules, with the traits a call of this suite sets: one
-/// integer property, and an explicit `created_at`.
+/// The one reference model of the rules, with the traits a call of this suite sets: up to
+/// four integer properties, and an explicit `created_at`.
 fn model_identify(
     model: &mut Reference,
     ids: (Option<&str>, Option<&str>, Option<&str>),
     company: Option<&str>,
-    prop: Option<(&str, i64)>,
+    props: &[(String, i64)],
     created: Option<u32>,
     ts: u32,
 ) -> Result<reference::Outcome, reference::Refused> {
@@ -49,7 +49,7 @@ fn model_identify(
         email,
         anonymous_id,
         company_id: company,
-        sets: prop.map(|(n, v)| (n, json!(v))).into_iter().collect(),
+        sets: props.iter().map(|(n, v)| (n.as_str(), json!(v))).collect(),
         created_at: created.map(i64::from),
         timestamp: i64::from(ts),
         ..reference::Call::default()
@@ -99,7 +99,10 @@ enum Op {
         email: Option<u8>,
         upper: bool,
         anon: Option<u8>,
-        prop: Option<(u8, i64)>,
+        /// Integer properties `p0`..`p3`, each once, in the call's order: several in one call
+        /// take the writer's paths for many names (a new profile's states pushed in name
+        /// order, the in-order fast path).
+        props: Vec<(u8, i64)>,
         /// An explicit `created_at` trait: `ts(10 * c)`.
         created: Option<u8>,
     },
@@ -140,13 +143,17 @@ fn op() -> impl Strategy<Value = Op> {
             proptest::option::of(small.clone()),
             any::<bool>(),
             proptest::option::of(small.clone()),
-            proptest::option::of((0u8..3, -5i64..5)),
+            proptest::collection::vec((0u8..4, -5i64..5), 0..4).prop_map(|mut props| {
+                let mut seen = [false; 4];
+                props.retain(|&(n, _)| !std::mem::replace(&mut seen[usize::from(n)], true));
+                props
+            }),
             proptest::option::weighted(0.2, 0u8..5),
         )
             .prop_filter("needs an identifier", |(u, e, _, a, _, _)| {
                 u.is_some() || e.is_some() || a.is_some()
             })
-            .prop_map(|(uid, email, upper, anon, prop, created)| Op::Identify { uid, email, upper, anon, prop, created }),
+            .prop_map(|(uid, email, upper, anon, props, created)| Op::Identify { uid, email, upper, anon, props, created }),
         1 => (0u8..2, proptest::option::of(small.clone()), proptest::option::of(small.clone()))
             .prop_map(|(company, uid, anon)| Op::Group { company, uid, anon }),
         1 => (any::<bool>(), small.clone(), small.clone())
@@ -357,7 +364,7 @@ fn run(guard: usize, ops: Vec<Op>) {
                 email: e,
                 upper,
                 anon: a,
-                prop: p,
+                props,
                 created,
             } => {
                 let mut m = identify(
@@ -366,8 +373,10 @@ fn run(guard: usize, ops: Vec<Op>) {
                     a.map(anon).as_deref(),
                     json!({}),
                 );
-                if let Some((n, v)) = p {
-                    m["traits"][format!("p{n}")] = json!(v);
+                let props: Vec<(String, i64)> =
+                    props.iter().map(|&(n, v)| (format!("p{n}"), v)).collect();
+                for (n, v) in &props {
+                    m["traits"][n] = json!(v);
                 }
                 let created = created.map(|c| u32::from(c) * 10);
                 if let Some(c) = created {
@@ -375,7 +384,6 @@ fn run(guard: usize, ops: Vec<Op>) {
                 }
                 m["timestamp"] = json!(ts(t));
                 let got = try_call(&db, m);
-                let name = p.map(|(n, v)| (format!("p{n}"), v));
                 let want = model_identify(
                     &mut model,
                     (
@@ -384,7 +392,7 @@ fn run(guard: usize, ops: Vec<Op>) {
                         a.map(anon).as_deref(),
                     ),
                     None,
-                    name.as_ref().map(|(n, v)| (n.as_str(), *v)),
+                    &props,
                     created,
                     t,
                 );
@@ -409,7 +417,7 @@ fn run(guard: usize, ops: Vec<Op>) {
                         &mut model,
                         (u.map(uid).as_deref(), None, a.map(anon).as_deref()),
                         Some(&format!("co-{company}")),
-                        None,
+                        &[],
                         None,
                         t,
                     );
@@ -437,7 +445,7 @@ fn run(guard: usize, ops: Vec<Op>) {
                             &mut model,
                             (Some(&uid(u)), None, Some(&prev_id)),
                             None,
-                            None,
+                            &[],
                             None,
                             t,
                         );
@@ -455,7 +463,7 @@ fn run(guard: usize, ops: Vec<Op>) {
                     &mut model,
                     (Some(&uid(u)), None, Some(&anon(a))),
                     None,
-                    None,
+                    &[],
                     None,
                     t,
                 );
