@@ -28,7 +28,9 @@
 //! every bound (a bug is a decode error, after which the caller reads the log), and nothing
 //! here panics on them.
 
-use crate::entries::profile::{check_ids, ids_into_text, put_full_head};
+use crate::entries::profile::{
+    FullHead, StateLens, check_ids, full_head, ids_into_text, put_full_head,
+};
 use crate::entries::raw::RawStates;
 use crate::entries::values::{
     StampIndex, StampTable, each_stamp, plain_set_variant, plain_shaped, put_plain_shaped,
@@ -51,6 +53,11 @@ const SPARE: usize = 64;
 
 /// Spare stamps a hot record's list gets when made or compacted: the stamps of a few calls.
 const STAMPS_SPARE: usize = 4;
+
+/// Bytes a hot record made from a full record's bytes ([`Hot::from_full`]) gets for each
+/// state the call loading it may add: a slot of a short value (a W1 value's takes 6-36
+/// bytes, 16 on average).
+const NEW_SLOT: usize = 16;
 
 /// Free bytes at the end of `buf` below which a state is not written there before the buffer
 /// is compacted or grown.
@@ -372,6 +379,111 @@ impl Hot {
             }
         }
         Ok(rec)
+    }
+
+    /// `old`, a compact full record this process encoded (`entries::profile::put_full`, or
+    /// a splice of one: the writer cache's, whose strings were checked), with its state
+    /// lengths `lens`, as a hot record: what [`Hot::encode`] makes of the profile it decodes
+    /// to, copied from its bytes instead (the identifiers' bytes, the stamps of its table in
+    /// their order, each state's bytes with their stamp indexes as they are, in a slot of the
+    /// same room), without decoding the profile and encoding it again. `Ok(None)` when the
+    /// lengths do not say each state's (a state of 256 bytes or more, or lengths that are
+    /// not this record's): decode it. Debug builds compare it with [`Hot::encode`]'s.
+    ///
+    /// `only`: the names the call loading it changes (sorted). Those it has no state of are
+    /// likely added by the call (a directory entry and a slot at the end each), and a value
+    /// longer than its slot's room goes to a new slot at the end too: the directory gets
+    /// room for the first, and the buffer [`NEW_SLOT`] bytes more for each name of `only`,
+    /// beyond what `encode` gives. A chain made hot after the call (`encode` of the profile
+    /// with the call's states) had that room; without it, the record's first call grew its
+    /// buffers (~0.05 allocations more a W1 call, `tests/allocations.rs`).
+    pub fn from_full(old: &[u8], lens: StateLens<'_>, only: &[u32]) -> Decoded<Option<Hot>> {
+        let FullHead {
+            ids,
+            times: (first_seen, updated_at),
+            table,
+            states,
+            mut rest,
+        } = full_head(old)?;
+        if lens.len() != states || lens.contains(&0) {
+            return Ok(None);
+        }
+        // Each slot: its room byte, then its state and padding up to the room (`put_slot`).
+        let slots: usize = lens
+            .iter()
+            .map(|&len| 1 + usize::from(room_for(usize::from(len)).max(len)))
+            .sum();
+        let len = ids.len() + slots;
+        // The names of `only` it has no state of (a walk over its names first; the states
+        // are stepped over by their lengths).
+        let adds = {
+            let mut r = Reader::checked_before(old.get(rest.position()..).unwrap_or_default());
+            let (mut names, mut wanted, mut held) = (Names::default(), 0, 0);
+            for &len in lens {
+                let id = names.read(&mut r)?;
+                r.bytes(usize::from(len))?;
+                while only.get(wanted).is_some_and(|&w| w < id) {
+                    wanted += 1;
+                }
+                if only.get(wanted) == Some(&id) {
+                    held += 1;
+                }
+            }
+            only.len() - held
+        };
+        // What it may grow by before a compaction, as `encode` gives it, and the slots the
+        // call may write at the end.
+        let mut buf = Vec::with_capacity(len + len / 8 + SPARE + only.len() * NEW_SLOT);
+        // Zeros (the padding) first, the parts copied over them: one fill, not one a slot.
+        buf.resize(len, 0);
+        let (head, mut slots) = buf.split_at_mut(ids.len());
+        head.copy_from_slice(ids);
+        let mut start = ids.len();
+        let mut dir = Vec::with_capacity(states + 4 + adds);
+        let mut names = Names::default();
+        for &len in lens {
+            let id = names.read(&mut rest)?;
+            let state = rest.bytes(usize::from(len))?;
+            dir.push((id, start as u32));
+            let room = room_for(state.len());
+            let size = 1 + usize::from(room).max(state.len());
+            // The sizes are those summed above: only a bug makes this fail.
+            let Some((slot, after)) = std::mem::take(&mut slots).split_at_mut_checked(size) else {
+                return Err(broken(start, "hot record: a state outside it"));
+            };
+            slot[0] = room;
+            slot[1..=state.len()].copy_from_slice(state);
+            slots = after;
+            start += size;
+        }
+        rest.finish()?;
+        let mut stamps = Vec::with_capacity(table.stamps().len() + STAMPS_SPARE);
+        stamps.extend_from_slice(table.stamps());
+        Ok(Some(Hot {
+            buf,
+            ids_len: ids.len() as u32,
+            first_seen,
+            updated_at,
+            stamp_limit: MAX_STAMPS.max(2 * table.stamps().len()) as u32,
+            stamps,
+            dir,
+            dead: 0,
+        }))
+    }
+
+    /// Whether `self` and `other` are the same record, field by field (debug builds:
+    /// [`Hot::from_full`] against [`Hot::encode`]; the capacities differ by what `from_full`
+    /// reserves for the call's new names).
+    #[cfg(any(test, debug_assertions))]
+    pub fn same_as(&self, other: &Hot) -> bool {
+        self.buf == other.buf
+            && self.ids_len == other.ids_len
+            && self.first_seen == other.first_seen
+            && self.updated_at == other.updated_at
+            && self.stamps == other.stamps
+            && self.dir == other.dir
+            && self.dead == other.dead
+            && self.stamp_limit == other.stamp_limit
     }
 
     /// The state of `id` in the slot at `start`, as `values::shaped_state_or_raw` reads it: a
@@ -896,6 +1008,87 @@ mod tests {
                 prop_assert_eq!(hot.decode().unwrap(), rec.clone());
                 prop_assert_eq!(full_of(&hot), full_record(&rec));
                 prop_assert!(hot.stamps.len() <= hot.stamp_limit as usize);
+            }
+        }
+    }
+
+    proptest! {
+        /// A hot record copied from a full record's bytes ([`Hot::from_full`]) is the one
+        /// [`Hot::encode`] makes of the profile it decodes to, field by field (capacities
+        /// included), whatever its states and stamps; a record with a state of 256 bytes or
+        /// more is left to be decoded.
+        #[test]
+        fn a_hot_record_from_a_full_records_bytes_is_the_encoded_one(
+            props in proptest::collection::vec((0u32..300, any::<i64>(), 0i64..80), 0..60),
+            long in proptest::option::of((0u32..300, 200usize..400)),
+            email in proptest::option::of("[a-z]{0,40}@x\\.io"),
+            only in proptest::collection::btree_set(0u32..320, 0..12),
+        ) {
+            let mut rec = record(&props);
+            rec.ids.email = email;
+            if let Some((id, len)) = long {
+                rec.state_mut(id).apply_set_ref(
+                    Some(&Value::Str("é".repeat(len / 2).into())),
+                    Timestamp(7),
+                    7,
+                );
+            }
+            let (mut full, mut lens) = (Vec::new(), Vec::new());
+            crate::entries::profile::put_full(&rec, &mut full, Some(&mut lens));
+            let want = Hot::encode(&rec, &mut Vec::new());
+            match Hot::from_full(&full, &lens, &[]).unwrap() {
+                Some(hot) => {
+                    prop_assert!(!lens.contains(&0));
+                    prop_assert!(hot.same_as(&want), "{:?} against {:?}", hot, want);
+                    prop_assert_eq!(hot.heap_bytes(), want.heap_bytes());
+                    prop_assert_eq!(hot.decode().unwrap(), rec.clone());
+                    // With room for the states of a call's names: a directory entry for each
+                    // name it has no state of, bytes for each.
+                    let only: Vec<u32> = only.into_iter().collect();
+                    let adds = only.iter().filter(|&&id| rec.state(id).is_none()).count();
+                    let roomy = Hot::from_full(&full, &lens, &only).unwrap().unwrap();
+                    prop_assert!(roomy.same_as(&want));
+                    prop_assert_eq!(roomy.dir.capacity(), want.dir.capacity() + adds);
+                    prop_assert_eq!(
+                        roomy.buf.capacity(),
+                        want.buf.capacity() + only.len() * NEW_SLOT
+                    );
+                }
+                None => prop_assert!(lens.contains(&0)),
+            }
+            // Fewer lengths than states: left to be decoded.
+            if !lens.is_empty() {
+                prop_assert!(matches!(Hot::from_full(&full, &lens[..lens.len() / 2], &[]), Ok(None)));
+            }
+        }
+    }
+
+    /// A damaged full record or state lengths (a bug: the cache's records are this process's)
+    /// make [`Hot::from_full`] fail or decline, never panic.
+    #[test]
+    fn a_hot_record_from_damaged_bytes_is_an_error_not_a_panic() {
+        let rec = record(&[(1, 11, 3), (3, 13, 4), (4, 20, 6), (9, 7, 5)]);
+        let (mut full, mut lens) = (Vec::new(), Vec::new());
+        crate::entries::profile::put_full(&rec, &mut full, Some(&mut lens));
+        assert!(Hot::from_full(&full, &lens, &[]).unwrap().is_some());
+        for cut in 0..full.len() {
+            assert!(
+                Hot::from_full(&full[..cut], &lens, &[1, 2]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for at in 0..full.len() {
+            for change in [0x01, 0x80, 0xff] {
+                let mut bad = full.clone();
+                bad[at] ^= change;
+                let _ = Hot::from_full(&bad, &lens, &[1, 2]);
+            }
+        }
+        for at in 0..lens.len() {
+            for change in [0x01, 0x80, 0xff] {
+                let mut bad = lens.clone();
+                bad[at] ^= change;
+                let _ = Hot::from_full(&full, &bad, &[1, 2]);
             }
         }
     }

@@ -900,6 +900,44 @@ pub(crate) fn full_ids(bytes: &[u8]) -> Decoded<Ids> {
     ids(&mut r)
 }
 
+/// What a compact full record holds before its states ([`put_full_head`]), read by
+/// [`full_head`].
+pub(crate) struct FullHead<'a> {
+    /// The identifiers' bytes, as `Ids::put` writes them.
+    pub ids: &'a [u8],
+    /// `first_seen` and `updated_at`.
+    pub times: (Timestamp, Timestamp),
+    pub table: StampTable,
+    /// How many states follow.
+    pub states: usize,
+    /// A reader at the first state's name gap (each state: its name's gap, `Names::put`, and
+    /// its compact state).
+    pub rest: Reader<'a>,
+}
+
+/// The head of `bytes`, a compact full record this process encoded (the writer cache's:
+/// its strings are not checked again, its identifiers are stepped over, not built): what
+/// `apply::hot::Hot::from_full` copies a hot record from.
+pub(crate) fn full_head(bytes: &[u8]) -> Decoded<FullHead<'_>> {
+    let mut r = Reader::checked_before(bytes);
+    if r.u8()? != FULL_TAG {
+        return Err(r.error("not a compact full record"));
+    }
+    skip_ids(&mut r)?;
+    let ids = r.since(1);
+    let times = compact_times(&mut r)?;
+    let table = StampTable::read_deltas(&mut r)?;
+    // A name gap and a shape byte at least.
+    let states = r.len(2)?;
+    Ok(FullHead {
+        ids,
+        times,
+        table,
+        states,
+        rest: r,
+    })
+}
+
 /// What a delta record links to: the location of the profile's previous record and how many
 /// deltas the chain holds up to and including this one (1: the previous record is full).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
