@@ -33,7 +33,7 @@ use crate::entries::profile::{
 };
 use crate::entries::raw::RawStates;
 use crate::entries::values::{
-    StampIndex, StampTable, each_stamp, plain_set_variant, plain_shaped, put_plain_shaped,
+    StampIndex, StampTable, Stamps, each_stamp, plain_set_variant, plain_shaped, put_plain_shaped,
     put_set_shaped, put_shaped_state, set_shaped, shaped_state, shaped_state_or_raw, skip_payload,
     skip_shaped_state,
 };
@@ -274,6 +274,116 @@ impl Hot {
     /// is written by the encoders. Given `lens` (cleared first): the record's state lengths
     /// into it, as `put_full` writes them.
     pub fn put_full(&self, out: &mut Vec<u8>, mut lens: Option<&mut Vec<u8>>) -> Decoded<()> {
+        let start = out.len();
+        if self.put_full_plain(out, lens.as_deref_mut()) {
+            return Ok(());
+        }
+        // Any other state, or bytes that do not read: written (or refused) state by state.
+        out.truncate(start);
+        self.put_full_states(out, lens)
+    }
+
+    /// [`Hot::put_full`] of a profile whose every state is a plain set with a one-byte stamp
+    /// index (nearly every profile: a state the calls only set): a first walk reads each
+    /// state's shape and stamp index alone and marks the stamps they name, then the head is
+    /// written, then each state is checked (as [`Hot::put_full_states`] checks it, every
+    /// string's UTF-8 included) and its bytes copied whole (shape byte, stamp index, payload)
+    /// after its name's gap, its stamp index renumbered into the record's sorted table (a
+    /// renumbered index is below the count of stamps, at most 251: one byte too). `false`
+    /// (bytes left past `out`'s length, which the caller truncates) at the first state of
+    /// another kind or that does not read: [`Hot::put_full_states`] writes or refuses it.
+    fn put_full_plain(&self, out: &mut Vec<u8>, mut lens: Option<&mut Vec<u8>>) -> bool {
+        const MOST: usize = 251;
+        let count = self.stamps.len();
+        if count > MOST {
+            return false;
+        }
+        let mut used = [false; MOST];
+        let mut last = None;
+        for &(id, start) in &self.dir {
+            if last.is_some_and(|last| last >= id) {
+                return false;
+            }
+            last = Some(id);
+            match self.slot(start) {
+                Ok((_, [shape, index, ..]))
+                    if plain_set_variant(*shape).is_some() && usize::from(*index) < count =>
+                {
+                    used[usize::from(*index)] = true;
+                }
+                _ => return false,
+            }
+        }
+        let Some(ids) = self.buf.get(..self.ids_len as usize) else {
+            return false;
+        };
+        if check_ids(ids).is_err() {
+            return false;
+        }
+        // The stamps named, and each one's index among them: its place when they come in
+        // order (a call's stamp is added after those of the calls before it, nearly always
+        // later), else its place once sorted.
+        let mut stamps = Stamps::new();
+        let mut renumber = [0u8; MOST];
+        let mut sorted = true;
+        for ((s, u), to) in self.stamps.iter().zip(&used).zip(&mut renumber) {
+            if *u {
+                sorted &= stamps.last().is_none_or(|l| l < s);
+                *to = stamps.len() as u8;
+                stamps.push(*s);
+            }
+        }
+        let table = StampTable::sorted(stamps);
+        if !sorted {
+            for ((s, u), to) in self.stamps.iter().zip(&used).zip(&mut renumber) {
+                if *u {
+                    *to = table.index_of(s) as u8;
+                }
+            }
+        }
+        put_full_head(
+            |out| out.extend_from_slice(ids),
+            (self.first_seen, self.updated_at),
+            &table,
+            self.dir.len(),
+            out,
+        );
+        if let Some(lens) = lens.as_deref_mut() {
+            lens.clear();
+        }
+        let mut names = Names::default();
+        for &(id, start) in &self.dir {
+            let Ok((_, bytes)) = self.slot(start) else {
+                return false;
+            };
+            let [shape, index, payload @ ..] = bytes else {
+                return false;
+            };
+            let (Some(v), Some(&to)) =
+                (plain_set_variant(*shape), renumber.get(usize::from(*index)))
+            else {
+                return false;
+            };
+            let Some(state) = plain_payload_len(payload, v).and_then(|len| bytes.get(..2 + len))
+            else {
+                return false;
+            };
+            names.put(out, id);
+            let from = out.len();
+            out.extend_from_slice(state);
+            if let Some(b) = out.get_mut(from + 1) {
+                *b = to;
+            }
+            if let Some(lens) = lens.as_deref_mut() {
+                lens.push(u8::try_from(state.len()).unwrap_or(0));
+            }
+        }
+        true
+    }
+
+    /// [`Hot::put_full`] state by state: each plain state's parts read, then the head, then
+    /// each state written, a plain one from its parts, any other decoded and encoded again.
+    fn put_full_states(&self, out: &mut Vec<u8>, mut lens: Option<&mut Vec<u8>>) -> Decoded<()> {
         if let Some(lens) = lens.as_deref_mut() {
             lens.clear();
         }
@@ -807,6 +917,24 @@ impl Hot {
     }
 }
 
+/// The length of the payload of a value of variant `v` at the start of `bytes`, checked as a
+/// read checks it (every string's UTF-8); `None` when it does not read. A string (most of a
+/// profile's values) is checked here: ASCII (nearly every one) a word at a time.
+#[inline(always)]
+fn plain_payload_len(bytes: &[u8], v: u32) -> Option<usize> {
+    let mut r = Reader::new(bytes);
+    if v == 3 {
+        let n = r.len(1).ok()?;
+        let s = r.bytes(n).ok()?;
+        if !s.is_ascii() && std::str::from_utf8(s).is_err() {
+            return None;
+        }
+    } else {
+        skip_payload(&mut r, v).ok()?;
+    }
+    Some(r.position())
+}
+
 /// Append a slot to `buf`: its room byte, the state `put` writes, and the padding up to its
 /// room (at least `room`, when given, so that a slot copied keeps its room). Returns the
 /// state's length.
@@ -821,7 +949,15 @@ fn put_slot(buf: &mut Vec<u8>, room: u8, put: impl FnOnce(&mut Vec<u8>)) -> usiz
         r => r,
     };
     if room != 0 {
-        buf.resize(start + 1 + room as usize, 0);
+        // The padding: up to 16 bytes (a state of up to 56 bytes, nearly every one) as one
+        // fixed-size append cut to length, not a `memset` call.
+        let end = start + 1 + room as usize;
+        if end.saturating_sub(buf.len()) <= 16 {
+            buf.extend_from_slice(&[0; 16]);
+            buf.truncate(end);
+        } else {
+            buf.resize(end, 0);
+        }
     }
     buf[start] = room;
     len
@@ -1089,6 +1225,78 @@ mod tests {
                 let mut bad = lens.clone();
                 bad[at] ^= change;
                 let _ = Hot::from_full(&full, &bad, &[1, 2]);
+            }
+        }
+    }
+
+    proptest! {
+        /// A profile whose states are all plain sets (`Hot::put_full` in one walk): its full
+        /// record is the one its states give, byte for byte, with names far apart (gaps of
+        /// several bytes), values of any length, and stamps added out of order and left unused
+        /// (indexes renumbered), through compactions; a damaged string is refused.
+        #[test]
+        fn a_full_record_of_plain_sets_is_the_one_its_states_give(
+            props in proptest::collection::vec((0u32..1_000, any::<i64>(), 0i64..40), 0..40),
+            calls in proptest::collection::vec(
+                proptest::collection::btree_map(0u32..1_000, (any::<i64>(), 0u8..4), 0..12),
+                0..40,
+            ),
+        ) {
+            let plain = |v: i64, ts: i64, order: u64| {
+                let mut p = PropState::default();
+                p.apply_set_ref(Some(&Value::Int(v)), Timestamp(ts), order);
+                p
+            };
+            let mut rec = ProfileRecord::default();
+            rec.ids.user_id = Some("u1".into());
+            rec.first_seen = Timestamp(5);
+            rec.updated_at = Timestamp(90);
+            for &(id, v, ts) in &props {
+                *rec.state_mut(id) = plain(v, ts, 100 - ts as u64);
+            }
+            let mut hot = Hot::encode(&rec, &mut Vec::new());
+            prop_assert_eq!(full_of(&hot), full_record(&rec));
+            for (n, call) in calls.iter().enumerate() {
+                // Each call's stamp before the last one's in time: the stamps out of order.
+                let order = 1_000 + n as u64;
+                let ts = Timestamp(500 - n as i64);
+                let mut bytes = Vec::new();
+                let mut sets = Vec::new();
+                for (&id, &(v, kind)) in call {
+                    let value = match kind {
+                        0 => Value::Int(v),
+                        1 => Value::Str(format!("é{}", v % 1_000).into()),
+                        2 => Value::Str("x".repeat((v % 300).unsigned_abs() as usize).into()),
+                        _ => Value::Bool(v % 2 == 0),
+                    };
+                    let from = bytes.len();
+                    crate::entries::wire::Wire::put(&value, &mut bytes);
+                    sets.push((id, from..bytes.len()));
+                    let mut p = PropState::default();
+                    p.apply_set_ref(Some(&value), ts, order);
+                    *rec.state_mut(id) = p;
+                }
+                hot.after_sets(
+                    rec.first_seen,
+                    rec.updated_at,
+                    Stamp::new(ts, order),
+                    sets.iter().map(|(id, r)| (*id, &bytes[r.clone()])),
+                )
+                .unwrap();
+                prop_assert_eq!(full_of(&hot), full_record(&rec));
+                prop_assert!(hot.put_full_plain(&mut Vec::new(), None), "in one walk");
+            }
+            // A string's first byte made not UTF-8: refused.
+            let string = hot.dir.iter().find_map(|&(_, start)| {
+                let (_, bytes) = hot.slot(start).ok()?;
+                // Shape of a set to a string (variant 3), a one-byte length of 1 or more.
+                (bytes.first() == Some(&5) && (1..251).contains(bytes.get(2)?))
+                    .then_some(start as usize + 4)
+            });
+            if let Some(at) = string {
+                let mut bad = hot.clone();
+                bad.buf[at] = 0xff;
+                prop_assert!(bad.put_full(&mut Vec::new(), None).is_err());
             }
         }
     }
