@@ -9,7 +9,9 @@ use super::values::{
     put_shaped_state, put_stamp, put_stamp_after, put_state, shaped_state, shaped_state_or_raw,
     skip_shaped_state, skip_state, skip_value, stamp, stamp_after, state, value,
 };
-use super::wire::{DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_u64};
+use super::wire::{
+    DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_two_inline, put_u64, zigzag,
+};
 use crate::storage::Location;
 pub(crate) use crate::types::record::{Ids, ProfileRecord};
 use crate::types::state::{PropState, Stamp};
@@ -1040,11 +1042,12 @@ pub(crate) fn put_delta_sets<'v>(
 fn put_delta_head(link: Link, flags: u8, stamp: Stamp, out: &mut Vec<u8>) {
     out.push(DELTA_TAG);
     link.prev.segment.put(out);
-    link.prev.offset.put(out);
-    link.prev.len.put(out);
+    // The offset and the length (nearly always wide: past 250), then the stamp's time and
+    // arrival order (always wide), each pair in one append: `put_u64`'s bytes.
+    put_two_inline(out, u64::from(link.prev.offset), u64::from(link.prev.len));
     link.depth.put(out);
     out.push(flags);
-    put_stamp(stamp, out);
+    put_two_inline(out, zigzag(stamp.0.0), stamp.1);
 }
 
 /// The one-byte form of a state that is a set or removal by the call at `stamp` and nothing
@@ -1605,6 +1608,56 @@ mod tests {
     use super::*;
     use crate::entries::raw::RawStates;
     use crate::types::state::Adds;
+
+    proptest! {
+        /// A delta's header, its wide integers written in pairs, and a stamp and a value's
+        /// integers written inline: the bytes each integer's `Wire::put` writes, one by one.
+        #[test]
+        fn headers_stamps_and_integers_are_their_integers_put_one_by_one(
+            segment in any::<u32>(),
+            offset in prop_oneof![0u32..300, any::<u32>()],
+            len in prop_oneof![0u32..300, any::<u32>()],
+            depth in 0u32..300,
+            flags in any::<u8>(),
+            ts in prop_oneof![-200i64..200, any::<i64>()],
+            order in prop_oneof![0u64..300, any::<u64>()],
+            int in prop_oneof![-200i64..200, any::<i64>()],
+        ) {
+            let link = Link { prev: Location { segment, offset, len }, depth };
+            let stamp = Stamp::new(Timestamp(ts), order);
+            let mut got = Vec::new();
+            put_delta_head(link, flags, stamp, &mut got);
+            let mut want = vec![DELTA_TAG];
+            for v in [segment, offset, len, depth] {
+                v.put(&mut want);
+            }
+            want.push(flags);
+            ts.put(&mut want);
+            order.put(&mut want);
+            prop_assert_eq!(&got, &want);
+            for p in [Stamp::new(Timestamp(int), order / 3), Stamp::new(Timestamp(ts / 2), int as u64)] {
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                if p < stamp {
+                    crate::entries::values::put_stamp_after(p, stamp, &mut got);
+                    put_u64(&mut want, (i128::from(ts) - i128::from(p.0.0)) as u64);
+                    put_i128(&mut want, i128::from(order) - i128::from(p.1));
+                    prop_assert_eq!(&got, &want);
+                }
+            }
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            crate::entries::values::put_stamp(stamp, &mut got);
+            ts.put(&mut want);
+            order.put(&mut want);
+            prop_assert_eq!(&got, &want);
+            for v in [Value::Int(int), Value::DateTime(Timestamp(int))] {
+                let (mut got, mut want) =
+                    (Vec::new(), vec![crate::entries::values::variant(&v) as u8]);
+                v.put(&mut got);
+                int.put(&mut want);
+                prop_assert_eq!(&got, &want);
+            }
+        }
+    }
 
     /// `check_full` refuses what `full` refuses (a string that is not UTF-8, in a state it
     /// builds none of; a record cut short; bytes after it) and accepts a record `put_full` wrote.

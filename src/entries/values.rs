@@ -3,7 +3,10 @@
 //! record's stamp table.
 
 use super::raw::RawStates;
-use super::wire::{DecodeError, Decoded, Reader, Wire, put_i128, put_u64, put_variant};
+use super::wire::{
+    DecodeError, Decoded, Reader, Wire, put_i128, put_two_inline, put_u64, put_u64_inline,
+    put_variant, zigzag,
+};
 use crate::types::state::{Adds, PropState, Stamp};
 use crate::types::value::{Timestamp, Value};
 
@@ -52,10 +55,11 @@ const VARIANTS: u32 = 8;
 pub(crate) fn put_payload(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Bool(b) => b.put(out),
-        Value::Int(i) => i.put(out),
+        // Inline (`put_u64_inline`): a date-time is always wide, an integer often (past 125).
+        Value::Int(i) => put_u64_inline(out, zigzag(*i)),
         Value::Float(f) => f.put(out),
         Value::Str(s) => s.put(out),
-        Value::DateTime(t) => t.put(out),
+        Value::DateTime(t) => put_u64_inline(out, zigzag(t.0)),
         Value::Array(items) => items.put(out),
         Value::Object(fields) => fields.put(out),
         Value::Null => {}
@@ -409,14 +413,23 @@ pub(crate) fn stamp_after(r: &mut Reader<'_>, prev: Option<Stamp>) -> Decoded<St
 #[inline]
 pub(crate) fn put_stamp_after(p: Stamp, s: Stamp, out: &mut Vec<u8>) {
     // Sorted: the time difference is >= 0 and below 2^64.
-    put_u64(out, (i128::from(s.0.0) - i128::from(p.0.0)) as u64);
-    put_i128(out, i128::from(s.1) - i128::from(p.1));
+    let time = (i128::from(s.0.0) - i128::from(p.0.0)) as u64;
+    let order = i128::from(s.1) - i128::from(p.1);
+    match i64::try_from(order) {
+        // Nearly always: both in one append (`put_i128` of an `i64` is its `put_i64`).
+        Ok(order) => put_two_inline(out, time, zigzag(order)),
+        Err(_) => {
+            put_u64(out, time);
+            put_i128(out, order);
+        }
+    }
 }
 
 /// Write one stamp.
 pub(crate) fn put_stamp(s: Stamp, out: &mut Vec<u8>) {
-    s.0.put(out);
-    s.1.put(out);
+    // The time and the arrival order (both nearly always wide) in one append: the bytes
+    // `s.0.put` and `s.1.put` write.
+    put_two_inline(out, zigzag(s.0.0), s.1);
 }
 
 /// Each stamp a state holds, in the order a table meets them (`lww`, `once`, the adds').
