@@ -205,19 +205,38 @@ impl StampTable {
         // forty properties set by a few calls would allocate room for 32 it does not use).
         let mut stamps = Stamps::new();
         let mut sorted = true;
-        for p in props {
-            each_stamp(p, |s| {
-                if !sorted {
+        #[inline(always)]
+        fn add(stamps: &mut Stamps, sorted: &mut bool, s: Stamp) {
+            if !*sorted {
+                stamps.push(s);
+            } else if let Err(i) = stamps.binary_search(&s) {
+                if stamps.len() < SMALL {
+                    stamps.insert(i, s);
+                } else {
                     stamps.push(s);
-                } else if let Err(i) = stamps.binary_search(&s) {
-                    if stamps.len() < SMALL {
-                        stamps.insert(i, s);
-                    } else {
-                        stamps.push(s);
-                        sorted = false;
-                    }
+                    *sorted = false;
                 }
-            });
+            }
+        }
+        #[inline(never)]
+        fn add_rest(stamps: &mut Stamps, sorted: &mut bool, p: &PropState) {
+            if let Some((s, _)) = p.once.as_deref() {
+                add(stamps, sorted, *s);
+            }
+            if let Some(a) = p.adds.as_deref() {
+                add(stamps, sorted, a.first);
+                add(stamps, sorted, a.last);
+            }
+        }
+        // Each state's stamps as `each_stamp` meets them: the `lww` one (a plain state's only
+        // one) here, inline; those of `once` and `adds` out of line.
+        for p in props {
+            if let Some((s, _)) = &p.lww {
+                add(&mut stamps, &mut sorted, *s);
+            }
+            if p.once.is_some() || p.adds.is_some() {
+                add_rest(&mut stamps, &mut sorted, p);
+            }
         }
         if !sorted {
             stamps.sort_unstable();
