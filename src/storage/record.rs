@@ -131,13 +131,18 @@ pub(crate) fn encode_frame(
     mut at: impl FnMut(usize, usize),
 ) {
     let start = buf.len();
-    buf.extend_from_slice(&[0u8; FRAME_HEADER]);
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    // Each header put together on the stack and appended in one write (one capacity check
+    // and one length stored instead of three each).
+    let mut head = [0u8; FRAME_HEADER + BODY_HEADER];
+    head[FRAME_HEADER..FRAME_HEADER + 8].copy_from_slice(&seq.to_le_bytes());
+    head[FRAME_HEADER + 8..].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&head);
     for e in entries {
-        buf.push(e.kind);
-        buf.extend_from_slice(&e.id.to_le_bytes());
-        buf.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+        let mut head = [0u8; ENTRY_HEADER];
+        head[0] = e.kind;
+        head[1..9].copy_from_slice(&e.id.to_le_bytes());
+        head[9..].copy_from_slice(&(e.data.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&head);
         at(buf.len(), e.data.len());
         buf.extend_from_slice(e.data);
     }
@@ -387,6 +392,39 @@ mod tests {
             bad[byte] ^= 0x10;
             assert!(decode_frame(&bad, HEADER_LEN).is_err(), "flip at {byte}");
         }
+    }
+
+    /// The frame's bytes, field by field as docs/format.md gives them.
+    #[test]
+    fn a_frame_is_its_fields_in_order() {
+        let entries = [
+            Entry {
+                kind: 20,
+                id: 0x0102_0304_0506_0708,
+                data: b"step",
+            },
+            Entry {
+                kind: 1,
+                id: 300,
+                data: b"",
+            },
+        ];
+        let mut buf = vec![9u8; 3];
+        encode_frame(&mut buf, 0x1122_3344_5566_7788, &entries, |_, _| {});
+        let mut body = Vec::new();
+        body.extend_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+        body.extend_from_slice(&2u32.to_le_bytes());
+        for e in &entries {
+            body.push(e.kind);
+            body.extend_from_slice(&e.id.to_le_bytes());
+            body.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+            body.extend_from_slice(e.data);
+        }
+        let mut want = vec![9u8; 3];
+        want.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        want.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        want.extend_from_slice(&body);
+        assert_eq!(buf, want);
     }
 
     #[test]
