@@ -207,17 +207,26 @@ impl Shared {
         }
     }
 
-    /// `Err(Poisoned)` once any write or fsync failed.
+    /// `Err(Poisoned)` once any write or fsync failed. Inlined (an append asks twice): the
+    /// error is built out of line.
+    #[inline]
     pub fn check_poison(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
-            let cause = self
-                .poison_cause
-                .lock()
-                .clone()
-                .unwrap_or_else(|| "unknown".into());
-            return Err(Error::Poisoned { cause });
+            return Err(self.poisoned_error());
         }
         Ok(())
+    }
+
+    /// The `Poisoned` error, with the cause noted.
+    #[cold]
+    #[inline(never)]
+    fn poisoned_error(&self) -> Error {
+        let cause = self
+            .poison_cause
+            .lock()
+            .clone()
+            .unwrap_or_else(|| "unknown".into());
+        Error::Poisoned { cause }
     }
 
     /// Poison the store with `err` as the cause; returns the `Poisoned` error for this call.
