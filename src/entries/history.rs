@@ -319,14 +319,20 @@ fn put_merged(out: &mut Vec<u8>, body: &BodyRef<'_>) {
 fn put_props(out: &mut Vec<u8>, props: &mut Vec<u8>, body: &BodyRef<'_>) {
     put_u64_inline(out, (body.props.len() + body.raw.states.len()) as u64);
     let mut table = Met::new(Stamp::new(Timestamp(body.event), body.order));
-    let mut names = Names::default();
-    let mut raw = body.raw.states.iter().peekable();
+    // The name written before (`Names::gap`'s, kept in a register: the first name's gap is
+    // the name itself, its gap from 0).
+    let mut prev = 0u32;
+    let mut gap_to = |name: u32| name.wrapping_sub(std::mem::replace(&mut prev, name));
+    // The captured states not written yet: `raws[k..]` (an index, not a `Peekable`).
+    let raws = body.raw.states;
+    let mut k = 0;
     let bytes = body.raw.bytes;
     for (name, st) in body.props {
-        while let Some((n, r)) = raw.next_if(|(n, _)| n < name) {
-            put_captured(props, names.gap(*n), r, &mut table, bytes);
+        while let Some((n, r)) = raws.get(k).filter(|(n, _)| n < name) {
+            put_captured(props, gap_to(*n), r, &mut table, bytes);
+            k += 1;
         }
-        let gap = names.gap(*name);
+        let gap = gap_to(*name);
         match st {
             // A property the profile did not have (most decoded ones): gap and tag in one write.
             None => match one_byte(gap) {
@@ -346,8 +352,8 @@ fn put_props(out: &mut Vec<u8>, props: &mut Vec<u8>, body: &BodyRef<'_>) {
             }
         }
     }
-    for (n, r) in raw {
-        put_captured(props, names.gap(*n), r, &mut table, bytes);
+    for (n, r) in raws.get(k..).unwrap_or_default() {
+        put_captured(props, gap_to(*n), r, &mut table, bytes);
     }
     table.put(out);
     out.extend_from_slice(props);

@@ -260,18 +260,6 @@ impl Names {
         put_u64(out, u64::from(gap));
     }
 
-    /// The gap [`Names::put`] writes for `name`, noted as written (for a writer that puts
-    /// the gap's bytes together with what follows it).
-    #[inline]
-    pub(crate) fn gap(&mut self, name: u32) -> u32 {
-        let gap = match self.prev {
-            None => name,
-            Some(prev) => name.wrapping_sub(prev),
-        };
-        self.prev = Some(name);
-        gap
-    }
-
     /// Note `name` as written: its bytes were copied from a record whose name before it is the
     /// one written before here.
     #[inline]
