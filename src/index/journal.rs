@@ -83,7 +83,8 @@ struct Table {
 /// past that (and past a quarter of the sorted part) they are merged into it: the rows since
 /// the last merge sorted, then the two runs joined. A merge moves every row, so it waits for
 /// a number of appends in proportion: at most 5 row moves an append, whatever the table's
-/// size (a W1 segment of ~270,000 steps merges 4 times; ~180 instructions a call in all).
+/// size (a W1 segment of ~270,000 steps merges 4 times; ~105 instructions a call in all, the
+/// tail sorted by [`sort_appended`]).
 const TAIL: usize = 1 << 16;
 
 impl Table {
