@@ -1967,6 +1967,9 @@ impl<'a> Builder<'a> {
             }
             ops += 1;
         });
+        // The place fits its 32 bits (a call's operations are bounded far below by the
+        // request's size and `max_property_names`).
+        debug_assert!(ops <= u32::MAX as usize);
         // Every operation's name registered.
         let all_named = sorted.len() == ops;
         sorted.sort_unstable();

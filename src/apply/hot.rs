@@ -508,6 +508,10 @@ impl Hot {
     /// with the call's states) had that room; without it, the record's first call grew its
     /// buffers (~0.05 allocations more a W1 call, `tests/allocations.rs`).
     pub fn from_full(old: &[u8], lens: StateLens<'_>, only: &[u32]) -> Decoded<Option<Hot>> {
+        // A state of 256 bytes or more: declined before the head is read.
+        if lens.contains(&0) {
+            return Ok(None);
+        }
         let FullHead {
             ids,
             times: (first_seen, updated_at),
@@ -515,7 +519,7 @@ impl Hot {
             states,
             mut rest,
         } = full_head(old)?;
-        if lens.len() != states || lens.contains(&0) {
+        if lens.len() != states {
             return Ok(None);
         }
         // Each slot: its room byte, then its state and padding up to the room (`put_slot`).
@@ -950,9 +954,11 @@ fn put_slot(buf: &mut Vec<u8>, room: u8, put: impl FnOnce(&mut Vec<u8>)) -> usiz
     };
     if room != 0 {
         // The padding: up to 16 bytes (a state of up to 56 bytes, nearly every one) as one
-        // fixed-size append cut to length, not a `memset` call.
+        // fixed-size append cut to length, not a `memset` call; only where the buffer has
+        // room for all 16 (else the append could grow it where the padding fits: the cache's
+        // budget counts capacity, and the buffer's growth is by a quarter, `tail_room`).
         let end = start + 1 + room as usize;
-        if end.saturating_sub(buf.len()) <= 16 {
+        if end.saturating_sub(buf.len()) <= 16 && buf.capacity() - buf.len() >= 16 {
             buf.extend_from_slice(&[0; 16]);
             buf.truncate(end);
         } else {
@@ -1195,6 +1201,32 @@ mod tests {
             // Fewer lengths than states: left to be decoded.
             if !lens.is_empty() {
                 prop_assert!(matches!(Hot::from_full(&full, &lens[..lens.len() / 2], &[]), Ok(None)));
+            }
+        }
+    }
+
+    /// A slot that fits the buffer's free room never grows it (the padding's fixed-size
+    /// append would have doubled it where fewer than 16 bytes were left past the state), and
+    /// its bytes are the room byte, the state and zeros up to the room.
+    #[test]
+    fn a_slot_that_fits_leaves_the_buffers_capacity_alone() {
+        for free in 40..100usize {
+            for n in 1..80usize {
+                let mut buf = Vec::with_capacity(1_000);
+                buf.resize(1_000 - free, 9u8);
+                let cap = buf.capacity();
+                let start = buf.len();
+                let len = put_slot(&mut buf, 0, |out| out.extend(std::iter::repeat_n(7, n)));
+                assert_eq!(len, n);
+                let room = room_for(n);
+                let size = 1 + usize::from(room).max(n);
+                assert_eq!(buf.len(), start + size, "free {free}, state {n}");
+                assert_eq!(buf[start], room);
+                assert!(buf[start + 1..start + 1 + n].iter().all(|&b| b == 7));
+                assert!(buf[start + 1 + n..].iter().all(|&b| b == 0));
+                if size <= free {
+                    assert_eq!(buf.capacity(), cap, "free {free}, state {n}: grew");
+                }
             }
         }
     }
