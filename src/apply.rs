@@ -575,6 +575,15 @@ struct Work {
     map: Option<Box<FullMap>>,
 }
 
+impl Work {
+    /// The call at `ts` changed the profile: its times take the call's.
+    fn stamp(&mut self, ts: Timestamp) {
+        self.stamped = true;
+        self.rec.updated_at = self.rec.updated_at.max(ts);
+        self.rec.first_seen = self.rec.first_seen.min(ts);
+    }
+}
+
 /// History only: a loaded profile as it was before the call, kept no larger than what the
 /// call changes. Most calls change a few properties of a ~40-property profile: only those
 /// states are copied, the first time the call changes each. A merge changes the survivor
@@ -2178,10 +2187,7 @@ impl<'a> Builder<'a> {
                 .is_some_and(|i| self.fast_fits(i, &only, ts));
         if fast {
             self.apply_fast(survivor, m, &sorted);
-            self.work(survivor).stamped = true;
-            let rec = self.rec(survivor);
-            rec.updated_at = rec.updated_at.max(ts);
-            rec.first_seen = rec.first_seen.min(ts);
+            self.work(survivor).stamp(ts);
             return Ok(out);
         }
 
@@ -2205,10 +2211,7 @@ impl<'a> Builder<'a> {
                 }
             }
             debug_assert!(work.rec.props.is_sorted_by(|a, b| a.0 < b.0));
-            work.stamped = true;
-            let rec = &mut work.rec;
-            rec.updated_at = rec.updated_at.max(ts);
-            rec.first_seen = rec.first_seen.min(ts);
+            work.stamp(ts);
             return Ok(out);
         }
         let list_limits = ListLimits {
@@ -2312,10 +2315,7 @@ impl<'a> Builder<'a> {
         if let Some(e) = failed {
             return Err(e);
         }
-        self.work(survivor).stamped = true;
-        let rec = self.rec(survivor);
-        rec.updated_at = rec.updated_at.max(ts);
-        rec.first_seen = rec.first_seen.min(ts);
+        self.work(survivor).stamp(ts);
         out.ignored.sort();
         out.ignored.dedup();
         Ok(out)

@@ -1125,19 +1125,9 @@ mod tests {
             for (n, call) in calls.iter().enumerate() {
                 let order = 1_000 + n as u64;
                 let ts = Timestamp(500 + n as i64);
-                let mut bytes = Vec::new();
-                let mut sets = Vec::new();
-                for (&id, &(v, kind)) in call {
-                    let value = match kind {
-                        0 => Value::Int(v),
-                        1 => Value::Str(format!("{}", v % 1_000).into()),
-                        2 => Value::Str("x".repeat((v % 300).unsigned_abs() as usize).into()),
-                        _ => Value::Bool(v % 2 == 0),
-                    };
-                    let from = bytes.len();
-                    crate::entries::wire::Wire::put(&value, &mut bytes);
-                    sets.push((id, from..bytes.len()));
-                    rec.state_mut(id).apply_set_ref(Some(&value), ts, order);
+                let (bytes, sets, values) = call_sets(call, "");
+                for (id, value) in &values {
+                    rec.state_mut(*id).apply_set_ref(Some(value), ts, order);
                 }
                 rec.updated_at = ts;
                 hot.after_sets(
@@ -1203,6 +1193,34 @@ mod tests {
                 prop_assert!(matches!(Hot::from_full(&full, &lens[..lens.len() / 2], &[]), Ok(None)));
             }
         }
+    }
+
+    /// A generated call's sets: each `(value, kind)` made an integer, a short string (with
+    /// `prefix` before it), a string of up to 299 bytes or a boolean; their bytes as
+    /// `Value::put` writes them, one after another, each name's range of them, and the values.
+    #[allow(clippy::type_complexity)]
+    fn call_sets(
+        call: &std::collections::BTreeMap<u32, (i64, u8)>,
+        prefix: &str,
+    ) -> (
+        Vec<u8>,
+        Vec<(u32, std::ops::Range<usize>)>,
+        Vec<(u32, Value)>,
+    ) {
+        let (mut bytes, mut sets, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for (&id, &(v, kind)) in call {
+            let value = match kind {
+                0 => Value::Int(v),
+                1 => Value::Str(format!("{prefix}{}", v % 1_000).into()),
+                2 => Value::Str("x".repeat((v % 300).unsigned_abs() as usize).into()),
+                _ => Value::Bool(v % 2 == 0),
+            };
+            let from = bytes.len();
+            crate::entries::wire::Wire::put(&value, &mut bytes);
+            sets.push((id, from..bytes.len()));
+            values.push((id, value));
+        }
+        (bytes, sets, values)
     }
 
     /// A slot that fits the buffer's free room never grows it (the padding's fixed-size
@@ -1292,21 +1310,11 @@ mod tests {
                 // Each call's stamp before the last one's in time: the stamps out of order.
                 let order = 1_000 + n as u64;
                 let ts = Timestamp(500 - n as i64);
-                let mut bytes = Vec::new();
-                let mut sets = Vec::new();
-                for (&id, &(v, kind)) in call {
-                    let value = match kind {
-                        0 => Value::Int(v),
-                        1 => Value::Str(format!("é{}", v % 1_000).into()),
-                        2 => Value::Str("x".repeat((v % 300).unsigned_abs() as usize).into()),
-                        _ => Value::Bool(v % 2 == 0),
-                    };
-                    let from = bytes.len();
-                    crate::entries::wire::Wire::put(&value, &mut bytes);
-                    sets.push((id, from..bytes.len()));
+                let (bytes, sets, values) = call_sets(call, "é");
+                for (id, value) in &values {
                     let mut p = PropState::default();
-                    p.apply_set_ref(Some(&value), ts, order);
-                    *rec.state_mut(id) = p;
+                    p.apply_set_ref(Some(value), ts, order);
+                    *rec.state_mut(*id) = p;
                 }
                 hot.after_sets(
                     rec.first_seen,

@@ -122,8 +122,9 @@ pub(crate) fn frame_len(entries: &[Entry<'_>]) -> Option<usize> {
     body.checked_add(FRAME_HEADER)
 }
 
-/// `crc32fast::hash(bytes)`, from a hasher made once: `Hasher::new` asks which CPU features
-/// it may use each time (~40 instructions; a frame is appended each call).
+/// A frame body's CRC (`crc32fast::hash(bytes)`), from a hasher made once: `Hasher::new` asks
+/// which CPU features it may use each time (~40 instructions; a frame is appended each call,
+/// and read on each miss, compaction and recovery).
 fn crc_of(bytes: &[u8]) -> u32 {
     static FRESH: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
     let mut h = FRESH.get_or_init(crc32fast::Hasher::new).clone();
@@ -202,7 +203,7 @@ pub(crate) fn decode_frame(data: &[u8], offset: usize) -> Result<Frame<'_>, Stri
             left.saturating_sub(FRAME_HEADER)
         ));
     };
-    let actual = crc32fast::hash(body);
+    let actual = crc_of(body);
     if actual != stored {
         return Err(format!(
             "checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"
