@@ -313,7 +313,7 @@ pub(crate) fn map_full(
     old: &[u8],
     old_lens: StateLens<'_>,
     ids: Option<&mut Ids>,
-    mut capture: Option<(&[u32], &mut RawStates)>,
+    capture: Option<(&[u32], &mut RawStates)>,
     map: &mut FullMap,
 ) -> Decoded<bool> {
     map.from = (0, usize::MAX);
@@ -347,64 +347,114 @@ pub(crate) fn map_full(
         return Ok(false);
     }
     let broken = |at: usize, reason| DecodeError { at, reason };
-    let mut pos = r.position();
+    // Two walks: every state's place first (a tight loop: ~20 instructions a state), then
+    // the states to capture, found in the map. One walk doing both, the list of names to
+    // capture walked beside the record's, kept its counters on the stack: ~45 a state.
+    let pos = match map_states(old, r.position(), old_lens, &mut map.olds[..n])? {
+        Some(pos) => pos,
+        None => return Ok(false),
+    };
+    if pos != old.len() {
+        return Err(broken(pos, "trailing bytes after the record"));
+    }
+    if let Some((only, raw)) = capture {
+        // Both sorted: each name to capture found past the one before.
+        let olds = &map.olds[..n];
+        let mut j = 0;
+        for &wanted in only {
+            while j < olds.len() && olds[j].0 < wanted {
+                j += 1;
+            }
+            let Some(&(name, _, state)) = olds.get(j) else {
+                break;
+            };
+            if name != wanted {
+                continue;
+            }
+            // Within `old`: `map_states` checked each state's end.
+            let state = state as usize;
+            let bytes = &old[state..state + usize::from(old_lens[j])];
+            // A stamp index below the table's 64 stamps is one byte (varints below 251
+            // are), the one after the shape.
+            if bytes.len() < 2 || !plain_shape(bytes[0]) {
+                return Ok(false);
+            }
+            let index = usize::from(bytes[1]);
+            if index >= n_stamps {
+                return Err(broken(state + 1, "stamp index beyond the table"));
+            }
+            capture_plain(raw, name, map.stamps[index], bytes);
+            j += 1;
+        }
+    }
+    map.n = n;
+    map.from = (old.as_ptr() as usize, old.len());
+    Ok(true)
+}
+
+/// [`map_full`]'s walk over the states of `old` from `pos` (the first one's name gap), their
+/// lengths `lens`: each state's name, where its gap starts and where it starts into `olds`
+/// (as long as `lens`). Where the last state ends, or `None` for a state of 256 bytes or
+/// more (its length is not kept). An error: names out of order or beyond 32 bits, a state
+/// past the end of `old`.
+#[inline]
+fn map_states(
+    old: &[u8],
+    mut pos: usize,
+    lens: StateLens<'_>,
+    olds: &mut [(u32, u32, u32)],
+) -> Decoded<Option<usize>> {
+    let broken = |at: usize, reason| DecodeError { at, reason };
     let mut name = 0u32;
-    let mut wanted = 0;
-    for (i, &len) in old_lens.iter().enumerate() {
+    // The least gap a name may have: any for the first, 1 after (names strictly increase).
+    let mut least_gap = 0;
+    for (&len, slot) in lens.iter().zip(olds) {
         let gap_at = pos;
         let gap = match old.get(pos) {
             Some(&b) if b < 251 => {
                 pos += 1;
                 u32::from(b)
             }
-            Some(_) => {
-                let mut g = Reader::checked_before(&old[pos..]);
-                let gap = g.u32()?;
-                pos += g.position();
+            _ => {
+                let (gap, width) = wide_gap(old, pos)?;
+                pos += width;
                 gap
             }
-            None => return Err(broken(pos, "record ends early")),
         };
-        name = match i {
-            0 => gap,
-            _ if gap == 0 => return Err(broken(pos, "property names out of order")),
-            _ => name
-                .checked_add(gap)
-                .ok_or(broken(pos, "property name beyond 32 bits"))?,
-        };
+        if gap < least_gap {
+            return Err(broken(pos, "property names out of order"));
+        }
+        least_gap = 1;
+        name = name
+            .checked_add(gap)
+            .ok_or(broken(pos, "property name beyond 32 bits"))?;
+        if len == 0 {
+            return Ok(None);
+        }
         let state = pos;
         pos += usize::from(len);
-        if len == 0 {
-            return Ok(false);
-        }
         if pos > old.len() {
             return Err(broken(state, "record ends early"));
         }
-        map.olds[i] = (name, gap_at as u32, state as u32);
-        if let Some((only, raw)) = capture.as_mut() {
-            while wanted < only.len() && only[wanted] < name {
-                wanted += 1;
-            }
-            if wanted < only.len() && only[wanted] == name {
-                // A stamp index below the table's 64 stamps is one byte (varints below 251
-                // are), the one after the shape.
-                if len < 2 || !plain_shape(old[state]) {
-                    return Ok(false);
-                }
-                let index = usize::from(old[state + 1]);
-                if index >= n_stamps {
-                    return Err(broken(state + 1, "stamp index beyond the table"));
-                }
-                capture_plain(raw, name, map.stamps[index], &old[state..pos]);
-            }
-        }
+        *slot = (name, gap_at as u32, state as u32);
     }
-    if pos != old.len() {
-        return Err(broken(pos, "trailing bytes after the record"));
-    }
-    map.n = n;
-    map.from = (old.as_ptr() as usize, old.len());
-    Ok(true)
+    Ok(Some(pos))
+}
+
+/// A name gap of [`map_states`] that is not one byte (251 or more), or past the end of
+/// `old`: the gap and its width. Out of line, so that the walk keeps its registers.
+#[cold]
+#[inline(never)]
+fn wide_gap(old: &[u8], pos: usize) -> Decoded<(u32, usize)> {
+    let Some(rest) = old.get(pos..).filter(|rest| !rest.is_empty()) else {
+        return Err(DecodeError {
+            at: pos,
+            reason: "record ends early",
+        });
+    };
+    let mut g = Reader::checked_before(rest);
+    let gap = g.u32()?;
+    Ok((gap, g.position()))
 }
 
 /// The identifiers, times and the states of `only` (sorted) of a full record this process

@@ -72,6 +72,27 @@ impl RawStates {
         ));
     }
 
+    /// [`RawStates::push_set`] of a value whose variant is below 251 (one byte, as
+    /// `put_variant` writes it), from `over`: its payload after one byte (a compact state's
+    /// stamp index), which the variant is written over: one copy, not two appends.
+    #[inline]
+    pub(crate) fn push_set_over(&mut self, id: u32, stamp: Stamp, variant: u8, over: &[u8]) {
+        debug_assert!(variant < 251 && !over.is_empty());
+        let from = self.bytes.len();
+        self.bytes.extend_from_slice(over);
+        if let Some(b) = self.bytes.get_mut(from) {
+            *b = variant;
+        }
+        let range = from as u32..self.bytes.len() as u32;
+        self.states.push((
+            id,
+            RawState {
+                stamp,
+                value: Some(range),
+            },
+        ));
+    }
+
     /// Capture a removal at `stamp`.
     pub(crate) fn push_unset(&mut self, id: u32, stamp: Stamp) {
         self.states.push((id, RawState { stamp, value: None }));

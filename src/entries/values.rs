@@ -741,10 +741,13 @@ pub(crate) fn shaped_state_or_raw<T: StampLookup + ?Sized>(
 /// Capture the compact state `state` (its bytes: [`plain_shape`] of its first byte, a
 /// one-byte stamp index, the payload) of property `id` into `raw`, its stamp `s`: what
 /// [`shaped_state_or_raw`] captures of it, read from a record whose state lengths are known.
+#[inline]
 pub(crate) fn capture_plain(raw: &mut RawStates, id: u32, s: Stamp, state: &[u8]) {
     match state[0] {
         SHAPE_UNSET => raw.push_unset(id, s),
-        b => raw.push_set(id, s, Some(u32::from(b - SHAPE_SET)), &state[2..]),
+        // The variant, below `VARIANTS`, is one byte: copied with the payload, in the place
+        // of the stamp index.
+        b => raw.push_set_over(id, s, b - SHAPE_SET, &state[1..]),
     }
 }
 
