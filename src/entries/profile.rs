@@ -809,7 +809,20 @@ fn shaped_props(
                 }
             }
         } else if let Some(raw) = raw.as_deref_mut() {
-            if let Some(state) = shaped_state_or_raw(r, table, id, raw)? {
+            // A plain set or removal of a record whose state lengths are known (bytes this
+            // process encoded): captured from its bytes as `map_full` captures it, its payload
+            // not walked. Its stamp index must be one byte (below 251) naming a stamp of the
+            // table; any other state is read.
+            if let Some(len) = lens.map(|l| usize::from(l[i]))
+                && let Some(bytes) = r.peek(len)
+                && len >= 2
+                && plain_shape(bytes[0])
+                && bytes[1] < 251
+                && let Some(&s) = table.stamps().get(usize::from(bytes[1]))
+            {
+                capture_plain(raw, id, s, bytes);
+                r.bytes(len)?;
+            } else if let Some(state) = shaped_state_or_raw(r, table, id, raw)? {
                 props.push((id, state));
             }
         } else {

@@ -405,6 +405,12 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    /// The next `n` bytes, if there are that many, not stepped over.
+    #[inline]
+    pub(crate) fn peek(&self, n: usize) -> Option<&'a [u8]> {
+        self.buf.get(self.at..self.at.checked_add(n)?)
+    }
+
     fn array<const N: usize>(&mut self) -> Decoded<[u8; N]> {
         let b = self.take(N)?;
         let mut out = [0u8; N];
