@@ -821,6 +821,18 @@ fn shaped_props(
                 && let Some(&s) = table.stamps().get(usize::from(bytes[1]))
             {
                 capture_plain(raw, id, s, bytes);
+                // The length kept is the state's: read, it is the same plain state.
+                #[cfg(debug_assertions)]
+                {
+                    let mut whole = Reader::checked_before(bytes);
+                    let read = super::values::plain_shaped(&mut whole);
+                    debug_assert!(
+                        matches!(read, Ok(Some((b, i, payload)))
+                            if b == bytes[0] && i == u32::from(bytes[1]) && payload == &bytes[2..])
+                            && whole.remaining() == 0,
+                        "state {id} captured by its kept length differs from the state read"
+                    );
+                }
                 r.bytes(len)?;
             } else if let Some(state) = shaped_state_or_raw(r, table, id, raw)? {
                 props.push((id, state));
