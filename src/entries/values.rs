@@ -728,7 +728,9 @@ pub(crate) fn shaped_state_or_raw<T: StampLookup + ?Sized>(
                 Some(v) => {
                     let from = r.position();
                     r.keeping(|r| skip_payload(r, v))?;
-                    raw.push_set(id, s, Some(v), r.since(from));
+                    // The payload with the byte before it (the stamp index's last), which the
+                    // variant (below `VARIANTS`: one byte) is written over.
+                    raw.push_set_over(id, s, v as u8, r.since(from - 1));
                 }
                 None => raw.push_unset(id, s),
             }

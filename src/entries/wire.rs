@@ -366,6 +366,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The bytes read since position `from` (an earlier [`Reader::position`]).
+    #[inline]
     pub(crate) fn since(&self, from: usize) -> &'a [u8] {
         &self.buf[from.min(self.at)..self.at]
     }
