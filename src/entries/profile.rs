@@ -333,13 +333,7 @@ pub(crate) fn map_full(
     if n_stamps > SPLICE_STAMPS {
         return Ok(false);
     }
-    let mut prev = None;
-    for i in 0..n_stamps {
-        map.at[i] = r.position();
-        let s = stamp_after(&mut r, prev)?;
-        map.stamps[i] = s;
-        prev = Some(s);
-    }
+    map_stamps(&mut r, &mut map.stamps[..n_stamps], &mut map.at[..n_stamps])?;
     map.at[n_stamps] = r.position();
     map.n_stamps = n_stamps;
     let n = r.len(2)?;
@@ -390,6 +384,21 @@ pub(crate) fn map_full(
     map.n = n;
     map.from = (old.as_ptr() as usize, old.len());
     Ok(true)
+}
+
+/// [`map_full`]'s read of a stamp table of `stamps.len()` stamps at `r`: each stamp, and
+/// where its bytes start into `at`. Out of line, as [`map_states`]: in `map_full` the loop
+/// kept its values on the stack.
+#[inline(never)]
+fn map_stamps(r: &mut Reader<'_>, stamps: &mut [Stamp], at: &mut [usize]) -> Decoded<()> {
+    let mut prev = None;
+    for (slot, at) in stamps.iter_mut().zip(at) {
+        *at = r.position();
+        let s = stamp_after(r, prev)?;
+        *slot = s;
+        prev = Some(s);
+    }
+    Ok(())
 }
 
 /// [`map_full`]'s walk over the states of `old` from `pos` (the first one's name gap), their
