@@ -633,7 +633,7 @@ struct FastSets {
 }
 
 impl FastSets {
-    fn values(&self) -> impl ExactSizeIterator<Item = (u32, &[u8])> {
+    fn values(&self) -> impl ExactSizeIterator<Item = (u32, &[u8])> + Clone {
         self.sets
             .iter()
             .map(|(id, r)| (*id, &self.bytes[r.start as usize..r.end as usize]))

@@ -515,7 +515,7 @@ pub(crate) fn splice_full<'v>(
     old_lens: StateLens<'_>,
     times: (Timestamp, Timestamp),
     stamp: Stamp,
-    sets: impl Iterator<Item = (u32, &'v [u8])>,
+    sets: impl Iterator<Item = (u32, &'v [u8])> + Clone,
     out: &mut Vec<u8>,
     lens: &mut Vec<u8>,
 ) -> Decoded<bool> {
@@ -541,7 +541,7 @@ pub(crate) fn splice_mapped<'v>(
     map: &FullMap,
     times: (Timestamp, Timestamp),
     stamp: Stamp,
-    sets: impl Iterator<Item = (u32, &'v [u8])>,
+    sets: impl Iterator<Item = (u32, &'v [u8])> + Clone,
     out: &mut Vec<u8>,
     lens: &mut Vec<u8>,
 ) -> Decoded<bool> {
@@ -557,36 +557,51 @@ pub(crate) fn splice_mapped<'v>(
     }
     let ids = &old[1..map.ids_end];
     let broken = |at: usize, reason| DecodeError { at, reason };
-    // The call's sets, sorted by name.
-    let sets: smallvec::SmallVec<[(u32, &[u8]); 16]> = sets.collect();
-    let sets = &sets[..];
-    // The stamps the states the call leaves use: each must be a plain set or removal.
     let olds = &map.olds[..map.n];
-    let mut kept = 0;
+    let n = olds.len();
+    // The stamps the states the call leaves use (each must be a plain set or removal), found
+    // run by run: the states between two of the call's names (sorted) are walked without
+    // looking at the sets. A name past every state's bounds the last run.
     let mut used = 0u64;
-    let mut next_set = 0;
-    for (i, &(name, _, state)) in olds.iter().enumerate() {
-        while next_set < sets.len() && sets[next_set].0 < name {
-            next_set += 1;
-        }
-        if next_set < sets.len() && sets[next_set].0 == name {
-            continue;
-        }
-        let state = state as usize;
-        // Read with `get`: the map's positions are `old`'s (its place and length checked
-        // above), but a position is not trusted beyond them.
-        let (Some(&shape), Some(&index)) = (old.get(state), old.get(state + 1)) else {
-            return Ok(false);
+    let mut replaced = 0;
+    let mut n_sets = 0;
+    let mut i = 0;
+    let mut names_in = sets.clone();
+    loop {
+        let bound = match names_in.next() {
+            Some((name, _)) => {
+                n_sets += 1;
+                u64::from(name)
+            }
+            None => u64::MAX,
         };
-        if old_lens[i] < 2 || !plain_shape(shape) {
-            return Ok(false);
+        while i < n && u64::from(olds[i].0) < bound {
+            let state = olds[i].2 as usize;
+            // Read with `get`: the map's positions are `old`'s (its place and length checked
+            // above), but a position is not trusted beyond them.
+            let (Some(&shape), Some(&index), Some(&len)) =
+                (old.get(state), old.get(state + 1), old_lens.get(i))
+            else {
+                return Ok(false);
+            };
+            if len < 2 || !plain_shape(shape) {
+                return Ok(false);
+            }
+            if usize::from(index) >= n_stamps {
+                return Err(broken(state + 1, "stamp index beyond the table"));
+            }
+            used |= 1 << index;
+            i += 1;
         }
-        if usize::from(index) >= n_stamps {
-            return Err(broken(state + 1, "stamp index beyond the table"));
+        if bound == u64::MAX {
+            break;
         }
-        used |= 1 << index;
-        kept += 1;
+        if i < n && u64::from(olds[i].0) == bound {
+            i += 1;
+            replaced += 1;
+        }
     }
+    let kept = n - replaced;
     // The new table: the stamps still used, in order, then the call's (if it set anything).
     let mut renumber = [0u8; SPLICE_STAMPS];
     let mut kept_stamps = 0;
@@ -597,10 +612,10 @@ pub(crate) fn splice_mapped<'v>(
         }
     }
     let call = kept_stamps as u32;
-    out.reserve(old.len() + 32 * sets.len());
-    lens.reserve(kept + sets.len());
+    out.reserve(old.len() + 32 * n_sets);
+    lens.reserve(kept + n_sets);
     put_full_start(|out| out.extend_from_slice(ids), times, out);
-    put_u64(out, (kept_stamps + usize::from(!sets.is_empty())) as u64);
+    put_u64(out, (kept_stamps + usize::from(n_sets > 0)) as u64);
     // Each run of stamps kept in a row is the old table's bytes but for its first stamp's when
     // the stamp before it is gone (its distance is from another stamp now).
     let mut last: Option<usize> = None;
@@ -628,80 +643,93 @@ pub(crate) fn splice_mapped<'v>(
         last = Some(j - 1);
         i = j;
     }
-    if !sets.is_empty() {
+    if n_sets > 0 {
         match last {
             None => put_stamp(stamp, out),
             Some(p) => put_stamp_after(stamps[p], stamp, out),
         }
     }
-    put_u64(out, (kept + sets.len()) as u64);
-    // The states: each run of states the call leaves, whose names' gaps stay (the name before
-    // each is the one before it in the old record), copied in one piece; their stamp indexes
-    // renumbered after, unless every stamp stays.
-    let renumbered = kept_stamps != n_stamps;
-    let mut patches = [0u32; SPLICE_STATES];
-    let mut n_patches = 0;
-    let mut names = Names::default();
-    let mut written: Option<u32> = None;
-    let (mut run_from, mut run_to) = (0usize, 0usize);
-    let flush = |out: &mut Vec<u8>, from: &mut usize, to: usize| {
-        out.extend_from_slice(&old[*from..to]);
-        *from = to;
+    put_u64(out, (kept + n_sets) as u64);
+    // The states: each run of states the call leaves (those between two of its names) copied
+    // in one piece with their lengths, then each set written.
+    let renumber = (kept_stamps != n_stamps).then_some(&renumber);
+    let mut run = Run {
+        old,
+        old_lens,
+        olds,
+        renumber,
+        names: Names::default(),
+        written: None,
     };
-    let mut s = 0;
-    for (i, &(name, gap_at, state)) in olds.iter().enumerate() {
-        let (gap_at, state) = (gap_at as usize, state as usize);
-        let len = old_lens[i];
-        let mut set_here = false;
-        while s < sets.len() && sets[s].0 <= name {
-            flush(out, &mut run_from, run_to);
-            let (set, value) = sets[s];
-            s += 1;
-            set_here = set == name;
-            names.put(out, set);
-            let from = out.len();
-            put_set_shaped(value, call, out)?;
-            lens.push(u8::try_from(out.len() - from).unwrap_or(0));
-            written = Some(set);
+    let mut a = 0;
+    for (set, value) in sets {
+        let mut b = a;
+        while b < n && olds[b].0 < set {
+            b += 1;
         }
-        if set_here {
-            continue;
-        }
-        let before = i.checked_sub(1).map(|b| olds[b].0);
-        if written == before && run_to == gap_at {
-            // Nothing written since the run's bytes (the invariant of `run_from..run_to`).
-            run_to = state + usize::from(len);
-        } else if written == before {
-            flush(out, &mut run_from, run_to);
-            run_from = gap_at;
-            run_to = state + usize::from(len);
-        } else {
-            flush(out, &mut run_from, run_to);
-            names.put(out, name);
-            run_from = state;
-            run_to = state + usize::from(len);
-        }
-        names.passed(name);
-        if renumbered {
-            // Where the state's stamp index lands once the run is copied.
-            patches[n_patches] = (out.len() + state + 1 - run_from) as u32;
-            n_patches += 1;
-        }
-        lens.push(len);
-        written = Some(name);
-    }
-    flush(out, &mut run_from, run_to);
-    for &(set, value) in &sets[s..] {
-        names.put(out, set);
+        run.copy(a, b, out, lens);
+        run.names.put(out, set);
+        run.written = Some(set);
         let from = out.len();
         put_set_shaped(value, call, out)?;
         lens.push(u8::try_from(out.len() - from).unwrap_or(0));
+        a = b + usize::from(b < n && olds[b].0 == set);
     }
-    for &p in &patches[..n_patches] {
-        let p = p as usize;
-        out[p] = renumber[usize::from(out[p])];
-    }
+    run.copy(a, n, out, lens);
     Ok(true)
+}
+
+/// What [`splice_mapped`] copies its runs of states from: the old record, its state lengths
+/// and its map's states, with each stamp's new index when a stamp is dropped; and the names
+/// written so far.
+struct Run<'a> {
+    old: &'a [u8],
+    old_lens: StateLens<'a>,
+    olds: &'a [(u32, u32, u32)],
+    renumber: Option<&'a [u8; SPLICE_STAMPS]>,
+    names: Names,
+    /// The name written last (`names`' too).
+    written: Option<u32>,
+}
+
+impl Run<'_> {
+    /// Copy the old record's states `a..b` (none of them set by the call; their stamp indexes
+    /// checked against the table): their bytes in one piece, with the first one's name's gap
+    /// when the name written last is the one before it in the old record (else its gap written
+    /// anew), their lengths, and their stamp indexes renumbered.
+    #[inline(always)]
+    fn copy(&mut self, a: usize, b: usize, out: &mut Vec<u8>, lens: &mut Vec<u8>) {
+        if a >= b {
+            return;
+        }
+        let olds = &self.olds[a..b];
+        let (name, gap_at, state) = olds[0];
+        let before = a.checked_sub(1).map(|x| self.olds[x].0);
+        let from = if self.written == before {
+            gap_at as usize
+        } else {
+            self.names.put(out, name);
+            state as usize
+        };
+        // A state ends where the next one's name's gap starts; the last, where the record does.
+        let to = self
+            .olds
+            .get(b)
+            .map_or(self.old.len(), |&(_, gap_at, _)| gap_at as usize);
+        let base = out.len();
+        out.extend_from_slice(&self.old[from..to]);
+        lens.extend_from_slice(&self.old_lens[a..b]);
+        if let Some(renumber) = self.renumber {
+            for &(_, _, state) in olds {
+                // Where the state's stamp index landed.
+                let p = base + (state as usize + 1 - from);
+                out[p] = renumber[usize::from(out[p])];
+            }
+        }
+        let last = olds[olds.len() - 1].0;
+        self.names.passed(last);
+        self.written = Some(last);
+    }
 }
 
 /// What a full record holds before its states: the tag, the identifiers (`ids` writes them as
