@@ -94,27 +94,36 @@ impl Chain {
 
     /// A chain of one full record and its state lengths (`data` and `lens` as
     /// `entries::encode_profile_measured` or `entries::profile::splice_full` make them), in a
-    /// buffer of the exact size: the next call on the profile writes its full record anew
+    /// buffer of the size (rounded up to what the budget counts for it): the next call on the profile writes its full record anew
     /// (`splice_full`) rather than add to this one.
     pub fn full_measured(data: &[u8], lens: &[u8]) -> Chain {
         Self::full_measured_in(None, data, lens)
     }
 
     /// [`Chain::full_measured`] in the buffer of `old`, the chain it replaces, when that has
-    /// the room and at most an eighth more (shrunk to the size when it has more: a `realloc`,
-    /// usually in place); else in a buffer of its own. The cache's budget counts capacity.
+    /// the room and at most an eighth more (shrunk to the size, rounded as above, when it has
+    /// more: a `realloc`, usually in place); else in a buffer of its own. The cache's budget counts capacity.
     pub fn full_measured_in(old: Option<Cached>, data: &[u8], lens: &[u8]) -> Chain {
         let need = data.len() + lens.len() + 8;
+        // As many bytes as the budget counts for `need` (`alloc_bytes`: whole 16-byte granules
+        // with an 8-byte header): the next record, often a few bytes longer, then fits, at no
+        // cost to the budget.
+        let room = alloc_bytes(need) - 8;
         let mut bytes = match old {
             Some(Cached::Chain(Chain { mut bytes, .. })) if bytes.capacity() >= need => {
                 bytes.clear();
                 if bytes.capacity() > need + need / 8 {
-                    bytes.shrink_to(need);
+                    bytes.shrink_to(room);
                 }
                 bytes
             }
-            _ => Vec::with_capacity(need),
+            _ => Vec::with_capacity(room),
         };
+        debug_assert_eq!(
+            alloc_bytes(room),
+            alloc_bytes(need),
+            "the budget's count of the record"
+        );
         bytes.extend_from_slice(data);
         Self::put_lens(&mut bytes, data.len(), lens);
         Chain {
