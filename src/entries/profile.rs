@@ -212,23 +212,46 @@ pub(crate) fn put_full_parts(
     lens: &mut Vec<u8>,
 ) -> Decoded<()> {
     lens.clear();
-    // The distinct stamps (a profile's states share a few), then sorted.
+    // The distinct stamps (a profile's states share a few) in the order met, and each plain
+    // part's among them (its slot): a plain part's index in the sorted table is then its
+    // slot's, found once a stamp instead of searched once a state. Consecutive parts often
+    // share a stamp (the call's sets, states set by one call): the last one met is tried
+    // first.
     let mut stamps = Stamps::new();
-    let mut meet = |s: Stamp| {
-        if !stamps.contains(&s) {
-            stamps.push(s);
-        }
-    };
+    let mut slots = smallvec::SmallVec::<[u32; 64]>::new();
+    let mut last: Option<(Stamp, u32)> = None;
     for (_, part) in parts {
         match part {
-            Part::Plain(s, _) => meet(*s),
-            Part::State(p) => each_stamp(p, &mut meet),
+            Part::Plain(s, _) => {
+                let slot = match last {
+                    Some((l, slot)) if l == *s => slot,
+                    _ => {
+                        let slot = match stamps.iter().position(|x| x == s) {
+                            Some(i) => i as u32,
+                            None => {
+                                stamps.push(*s);
+                                (stamps.len() - 1) as u32
+                            }
+                        };
+                        last = Some((*s, slot));
+                        slot
+                    }
+                };
+                slots.push(slot);
+            }
+            Part::State(p) => each_stamp(p, |s| {
+                if !stamps.contains(&s) {
+                    stamps.push(s);
+                }
+            }),
         }
     }
-    let table = StampTable::sorted(stamps);
+    let table = StampTable::sorted(stamps.clone());
+    let ranks: smallvec::SmallVec<[u32; 16]> = stamps.iter().map(|s| table.index_of(s)).collect();
     put_full_head(|out| ids.put(out), times, &table, parts.len(), out);
     let mut names = Names::default();
     let mut last = None;
+    let mut slots = slots.iter();
     for (id, part) in parts {
         if last.is_some_and(|last| last >= *id) {
             return Err(DecodeError {
@@ -240,16 +263,27 @@ pub(crate) fn put_full_parts(
         names.put(out, *id);
         let from = out.len();
         match part {
-            Part::Plain(s, Some(value)) => put_set_shaped(value, table.index_of(s), out)?,
-            Part::Plain(s, None) => put_shaped_state(
-                &PropState {
-                    lww: Some((*s, None)),
-                    once: None,
-                    adds: None,
-                },
-                &table,
-                out,
-            ),
+            Part::Plain(s, value) => {
+                // One slot a plain part, pushed in the same order.
+                let index = slots
+                    .next()
+                    .and_then(|&slot| ranks.get(slot as usize))
+                    .copied()
+                    .unwrap_or_else(|| table.index_of(s));
+                match value {
+                    Some(value) => put_set_shaped(value, index, out)?,
+                    // A removal (rare): written as its state is.
+                    None => put_shaped_state(
+                        &PropState {
+                            lww: Some((*s, None)),
+                            once: None,
+                            adds: None,
+                        },
+                        &table,
+                        out,
+                    ),
+                }
+            }
             Part::State(p) => put_shaped_state(p, &table, out),
         }
         lens.push(u8::try_from(out.len() - from).unwrap_or(0));
