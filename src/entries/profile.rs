@@ -593,29 +593,32 @@ pub(crate) fn splice_mapped<'v>(
     let broken = |at: usize, reason| DecodeError { at, reason };
     let olds = &map.olds[..map.n];
     let n = olds.len();
+    let old_lens = &old_lens[..n];
     // The stamps the states the call leaves use (each must be a plain set or removal), found
     // run by run: the states between two of the call's names (sorted) are walked without
     // looking at the sets. A name past every state's bounds the last run.
     let mut used = 0u64;
     let mut replaced = 0;
-    let mut n_sets = 0;
     let mut i = 0;
     let mut names_in = sets.clone();
+    // Where each set lands: the first state not before its name (at most `SPLICE_STATES`,
+    // which a byte holds).
+    const _: () = assert!(SPLICE_STATES < 256);
+    let mut lands = smallvec::SmallVec::<[u8; 32]>::new();
     loop {
         let bound = match names_in.next() {
-            Some((name, _)) => {
-                n_sets += 1;
-                u64::from(name)
-            }
+            Some((name, _)) => u64::from(name),
             None => u64::MAX,
         };
-        while i < n && u64::from(olds[i].0) < bound {
-            let state = olds[i].2 as usize;
+        while i < n {
+            let (name, _, state) = olds[i];
+            if u64::from(name) >= bound {
+                break;
+            }
+            let (state, len) = (state as usize, old_lens[i]);
             // Read with `get`: the map's positions are `old`'s (its place and length checked
             // above), but a position is not trusted beyond them.
-            let (Some(&shape), Some(&index), Some(&len)) =
-                (old.get(state), old.get(state + 1), old_lens.get(i))
-            else {
+            let Some(&[shape, index]) = old.get(state..state + 2) else {
                 return Ok(false);
             };
             if len < 2 || !plain_shape(shape) {
@@ -630,12 +633,14 @@ pub(crate) fn splice_mapped<'v>(
         if bound == u64::MAX {
             break;
         }
+        lands.push(i as u8);
         if i < n && u64::from(olds[i].0) == bound {
             i += 1;
             replaced += 1;
         }
     }
     let kept = n - replaced;
+    let n_sets = lands.len();
     // The new table: the stamps still used, in order, then the call's (if it set anything).
     let mut renumber = [0u8; SPLICE_STAMPS];
     let mut kept_stamps = 0;
@@ -696,11 +701,13 @@ pub(crate) fn splice_mapped<'v>(
         written: None,
     };
     let mut a = 0;
+    let mut lands = lands.iter();
     for (set, value) in sets {
-        let mut b = a;
-        while b < n && olds[b].0 < set {
-            b += 1;
-        }
+        // One a set, pushed in the same order (the same iterator's clone walked).
+        let Some(&b) = lands.next() else {
+            return Ok(false);
+        };
+        let b = usize::from(b);
         run.copy(a, b, out, lens);
         run.names.put(out, set);
         run.written = Some(set);
