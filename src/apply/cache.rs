@@ -100,9 +100,10 @@ impl Chain {
         Self::full_measured_in(None, data, lens)
     }
 
-    /// [`Chain::full_measured`] in the buffer of `old`, the chain it replaces, when that has
-    /// the room and at most an eighth more (shrunk to the size, rounded as above, when it has
-    /// more: a `realloc`, usually in place); else in a buffer of its own. The cache's budget counts capacity.
+    /// [`Chain::full_measured`] in the buffer of `old`, the chain it replaces: kept when it
+    /// has the room and at most an eighth more, else resized to the size, rounded as above (a
+    /// `realloc`, often in place); a buffer of its own when there is no old chain. The cache's
+    /// budget counts capacity.
     pub fn full_measured_in(old: Option<Cached>, data: &[u8], lens: &[u8]) -> Chain {
         let need = data.len() + lens.len() + 8;
         // As many bytes as the budget counts for `need` (`alloc_bytes`: whole 16-byte granules
@@ -110,9 +111,13 @@ impl Chain {
         // cost to the budget.
         let room = alloc_bytes(need) - 8;
         let mut bytes = match old {
-            Some(Cached::Chain(Chain { mut bytes, .. })) if bytes.capacity() >= need => {
+            Some(Cached::Chain(Chain { mut bytes, .. })) => {
                 bytes.clear();
-                if bytes.capacity() > need + need / 8 {
+                if bytes.capacity() < need {
+                    // A `realloc`: in place when the allocator's block has the room (its
+                    // size classes are coarser than 16 bytes), else a new block.
+                    bytes.reserve_exact(room);
+                } else if bytes.capacity() > need + need / 8 {
                     bytes.shrink_to(room);
                 }
                 bytes
