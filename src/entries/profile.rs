@@ -218,7 +218,8 @@ pub(crate) fn put_full_parts(
     // share a stamp (the call's sets, states set by one call): the last one met is tried
     // first.
     let mut stamps = Stamps::new();
-    let mut slots = smallvec::SmallVec::<[u32; 64]>::new();
+    // A slot past 254 noted as 255: only the first eight are looked up (below).
+    let mut slots = smallvec::SmallVec::<[u8; 128]>::new();
     let mut last: Option<(Stamp, u32)> = None;
     for (_, part) in parts {
         match part {
@@ -237,7 +238,7 @@ pub(crate) fn put_full_parts(
                         slot
                     }
                 };
-                slots.push(slot);
+                slots.push(u8::try_from(slot).unwrap_or(u8::MAX));
             }
             Part::State(p) => each_stamp(p, |s| {
                 if !stamps.contains(&s) {
@@ -246,8 +247,22 @@ pub(crate) fn put_full_parts(
             }),
         }
     }
-    let table = StampTable::sorted(stamps.clone());
-    let ranks: smallvec::SmallVec<[u32; 16]> = stamps.iter().map(|s| table.index_of(s)).collect();
+    // Each slot's index in the sorted table, while the stamps fit in place (eight: copied on
+    // the stack, so that sorting them allocates nothing more); past that each plain part's
+    // index is searched in the table.
+    let mut met = [Stamp::new(Timestamp(0), 0); 8];
+    let met = match met.get_mut(..stamps.len()) {
+        Some(met) => {
+            met.copy_from_slice(&stamps);
+            &met[..]
+        }
+        None => &[][..],
+    };
+    let table = StampTable::sorted(stamps);
+    let mut ranks = [0u32; 8];
+    for (rank, s) in ranks.iter_mut().zip(met) {
+        *rank = table.index_of(s);
+    }
     put_full_head(|out| ids.put(out), times, &table, parts.len(), out);
     let mut names = Names::default();
     let mut last = None;
@@ -265,11 +280,10 @@ pub(crate) fn put_full_parts(
         match part {
             Part::Plain(s, value) => {
                 // One slot a plain part, pushed in the same order.
-                let index = slots
-                    .next()
-                    .and_then(|&slot| ranks.get(slot as usize))
-                    .copied()
-                    .unwrap_or_else(|| table.index_of(s));
+                let index = match slots.next() {
+                    Some(&slot) if usize::from(slot) < met.len() => ranks[usize::from(slot)],
+                    _ => table.index_of(s),
+                };
                 match value {
                     Some(value) => put_set_shaped(value, index, out)?,
                     // A removal (rare): written as its state is.
