@@ -105,8 +105,24 @@ pub(crate) fn effective_created_at(rec: &ProfileRecord, created_at: Option<u32>)
 /// When every operation it yields is a set, they are the traits, in order, each with a value
 /// ([`set_of_place`] uses it): an `$unset` yields a removal itself, and `$set_once`, `$add`
 /// and list operations are not sets.
-pub(crate) fn call_ops<'m>(m: &'m Identify, mut f: impl FnMut(&'m str, CallOp<'m>)) {
-    let unset_too = |name: &str| !m.unset.is_empty() && m.unset.iter().any(|u| u == name);
+pub(crate) fn call_ops<'m>(m: &'m Identify, f: impl FnMut(&'m str, CallOp<'m>)) {
+    // A call without `$unset` (nearly every one) looks no name up in it: the walk is built
+    // without the look-up, where a test of the list's length in it still made each name's
+    // text (a `CompactString`'s inline-or-heap branch) twice a name.
+    if m.unset.is_empty() {
+        ops_in_order(m, |_| false, f);
+    } else {
+        ops_in_order(m, |name| m.unset.iter().any(|u| u == name), f);
+    }
+}
+
+/// [`call_ops`]' walk, with `unset_too` telling the names the call also `$unset`s.
+#[inline(always)]
+fn ops_in_order<'m>(
+    m: &'m Identify,
+    unset_too: impl Fn(&str) -> bool,
+    mut f: impl FnMut(&'m str, CallOp<'m>),
+) {
     for (name, value) in &m.traits {
         if !unset_too(name) {
             f(
