@@ -2416,7 +2416,7 @@ impl<'a> Builder<'a> {
                     }
                 }
                 let from = fast.bytes.len() as u32;
-                crate::entries::wire::Wire::put(v, &mut fast.bytes);
+                crate::entries::raw::put_value(v, &mut fast.bytes);
                 fast.sets.push((id, from..fast.bytes.len() as u32));
             },
         );
