@@ -281,9 +281,18 @@ impl Journal {
     /// A step appended (or replayed) at `at`.
     pub fn push(&mut self, key: u64, arrival: i64, at: Location) {
         self.clock = self.clock.max(arrival);
-        let newest = self.newest.entry(at.segment).or_insert(arrival);
+        // The segment the log appends to is the last of each map (nearly always): its entry
+        // is taken at the map's end, not searched for from its root.
+        let newest = match self.newest.last_entry() {
+            Some(last) if *last.key() == at.segment => last.into_mut(),
+            _ => self.newest.entry(at.segment).or_insert(arrival),
+        };
         *newest = (*newest).max(arrival);
-        self.tables.entry(at.segment).or_default().push(Row {
+        let table = match self.tables.last_entry() {
+            Some(last) if *last.key() == at.segment => last.into_mut(),
+            _ => self.tables.entry(at.segment).or_default(),
+        };
+        table.push(Row {
             key,
             offset: at.offset,
             len: at.len,
