@@ -622,13 +622,15 @@ enum OldIds {
 /// name's state before is a plain set or removal older than the call (captured as bytes,
 /// `entries::raw`) or absent, every new state is `{lww: (the call's stamp, the value)}`
 /// whatever the state before (`PropState::before_write`). The call then builds no
-/// `PropState`: it keeps each value's bytes as `Value::put` writes them, which are exactly
-/// the delta's `FORM_SET` states (`entries::profile::put_delta_sets`). Anything that needs
-/// the states in `rec` (a full record, the cache's hot record) first puts them there
-/// ([`materialize`]).
+/// `PropState`: it keeps each value's bytes as `Value::put` writes them, in the delta's
+/// `FORM_SET` states (`entries::profile::put_set_item`), which the delta copies whole
+/// (`entries::profile::put_delta_sets`). Anything that needs the states in `rec` (a full
+/// record, the cache's hot record) first puts them there ([`materialize`]).
 struct FastSets {
     /// (name, its value's bytes in `bytes`), sorted by name once the call is applied.
     sets: Vec<(u32, std::ops::Range<u32>)>,
+    /// The sets as a delta writes its states, in the order of `sets` (name order): each
+    /// name's number, `FORM_SET` and its value's bytes (those `sets` name).
     bytes: Vec<u8>,
 }
 
@@ -1402,7 +1404,8 @@ impl<'a> Builder<'a> {
                             link,
                             stamp,
                             work.stamped,
-                            fast.values(),
+                            fast.sets.len(),
+                            &fast.bytes,
                             &mut data,
                         ),
                         None => entries::profile::put_delta(
@@ -2415,9 +2418,8 @@ impl<'a> Builder<'a> {
                         None => before.props.push((id, None)),
                     }
                 }
-                let from = fast.bytes.len() as u32;
-                crate::entries::raw::put_value(v, &mut fast.bytes);
-                fast.sets.push((id, from..fast.bytes.len() as u32));
+                let value = entries::profile::put_set_item(id, v, &mut fast.bytes);
+                fast.sets.push((id, value.start as u32..value.end as u32));
             },
         );
         let work = &mut self.spare.profiles[i].1;

@@ -88,7 +88,7 @@ pub(crate) fn put_u64_inline(out: &mut Vec<u8>, v: u64) {
 /// The marker byte of `v`'s varint and how many bytes of `v` follow it (a value below 251 is
 /// its own marker, and nothing follows).
 #[inline(always)]
-fn varint_form(v: u64) -> (u8, usize) {
+pub(crate) fn varint_form(v: u64) -> (u8, usize) {
     if v < 251 {
         (v as u8, 0)
     } else if v <= u64::from(u16::MAX) {
