@@ -1117,18 +1117,21 @@ impl writers::Engine for Db {
         message: &Message,
         source: Option<&SourceOffset>,
     ) -> Result<(Outcome, u64)> {
-        let (outcome, seq) = self.write_unsynced(
+        let written = self.write_unsynced(
             |b| {
                 b.check_suppressed(message)?;
                 Ok((b.apply(message)?, message.message_id()))
             },
             message.message_id().map(|mid| (mid, message)),
             source,
-        )?;
+        );
         // As `write` does for every call: a store that failed since (a sync of the group
-        // commit thread, say) answers `Poisoned`, also for a duplicate.
-        self.inner.store.wait_durable(seq, Durability::Buffered)?;
-        Ok((outcome, seq))
+        // commit thread, say) answers `Poisoned`, also for a duplicate. The result is handed
+        // on as it came (taken apart and put together again, its outcome was copied twice).
+        if let Ok((_, seq)) = &written {
+            self.inner.store.wait_durable(*seq, Durability::Buffered)?;
+        }
+        written
     }
 
     fn sync_to(&self, seq: u64) -> Result<()> {

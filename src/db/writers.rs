@@ -114,6 +114,10 @@ impl Writers {
         let mut queue = self.queue.lock();
         if !queue.leading {
             queue.leading = true;
+            if queue.waiting.is_empty() {
+                drop(queue);
+                return self.lead_alone(engine, message, source, durability);
+            }
             let group = take_group(&mut queue.waiting);
             drop(queue);
             return self.lead(engine, Own::Borrowed(message, source, durability), group);
@@ -141,6 +145,30 @@ impl Writers {
                 State::Waiting => slot.handed.wait(&mut state),
             }
         }
+    }
+
+    /// [`Writers::lead`] of a call that found nobody leading and nobody queued (a caller
+    /// alone, every call of one thread): its own call, the lead handed on, its sync. The
+    /// same steps without the group's lists and walks.
+    fn lead_alone(
+        &self,
+        engine: &dyn Engine,
+        message: &Message,
+        source: Option<&SourceOffset>,
+        durability: Durability,
+    ) -> Result<Outcome> {
+        // Hands the lead on should the call panic, as `lead`'s does.
+        let mut lead = Lead {
+            writers: self,
+            group: Vec::new(),
+            leading: true,
+        };
+        let own = Applied::new(durability, engine.write_call(message, source));
+        lead.hand_on();
+        if let Some(seq) = own.waits_for() {
+            engine.sync_to(seq)?;
+        }
+        own.outcome()
     }
 
     /// Apply the leader's own call and `group`, hand the lead on, sync once, answer.
