@@ -21,7 +21,7 @@ use crate::profile::message::{CompanyRef, Identify, Message};
 use crate::profile::props::{Applied, ListLimits, PropOp, PropState, Stamp, write_replaces};
 use crate::profile::resolve::{Found, resolve};
 use crate::profile::validate::normalize_email;
-use crate::storage::{Entry, Location, Store};
+use crate::storage::{Location, Store};
 use crate::types::value::Timestamp;
 use crate::types::{Moved, Outcome, Status};
 
@@ -371,7 +371,9 @@ impl Batch {
         self.outcome
     }
 
-    /// The entries built: kind, id, data (explain reads them).
+    /// The entries built: kind, id, data (explain reads them). [`Store::append`] frames them
+    /// as they stand ([`FrameEntry`](crate::storage::FrameEntry)): a list of borrowed
+    /// `Entry`s made of them cost ~100 instructions a call.
     pub(crate) fn built_entries(&self) -> &[(EntryKind, u64, Vec<u8>)] {
         &self.spare.entries
     }
@@ -420,16 +422,21 @@ impl Batch {
             .changes
             .push(Change::Source { id, at: at.clone() });
     }
+}
 
-    /// Borrowed entries for [`Store::append`] (inline for a call's few: no allocation), put
-    /// in `out`: the caller's list is filled where it stands (returned, its 144 bytes would
-    /// be moved by a libc `memcpy`).
-    pub fn entries_into<'b>(&'b self, out: &mut smallvec::SmallVec<[Entry<'b>; 4]>) {
-        out.extend(self.spare.entries.iter().map(|(kind, id, data)| Entry {
-            kind: kind.byte(),
-            id: *id,
-            data,
-        }));
+/// A batch's entry, framed by the log as it stands ([`Batch::built_entries`]).
+impl crate::storage::FrameEntry for (EntryKind, u64, Vec<u8>) {
+    #[inline]
+    fn kind(&self) -> u8 {
+        self.0.byte()
+    }
+    #[inline]
+    fn id(&self) -> u64 {
+        self.1
+    }
+    #[inline]
+    fn data(&self) -> &[u8] {
+        &self.2
     }
 }
 

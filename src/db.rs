@@ -470,10 +470,7 @@ impl Db {
         if batch.is_empty() {
             return Ok((batch.recycle(), 0));
         }
-        let mut entries = smallvec::SmallVec::new();
-        batch.entries_into(&mut entries);
-        let appended = inner.store.append(&entries)?;
-        drop(entries);
+        let appended = inner.store.append(batch.built_entries())?;
         cache.insert_written(batch.written_mut(), &appended.locations);
         drop(cache);
         let mut index = RwLockUpgradableReadGuard::upgrade(index);

@@ -18,7 +18,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::io::{Io, IoFile, write_all_at};
 use super::record::{self, HEADER_LEN, KIND_LOG, SegmentHeader};
 use super::segment::{Sealed, SealedRef, seg_name};
-use super::{Appended, Entry, Location, RecoveryReport};
+use super::{Appended, Location, RecoveryReport};
 use crate::error::{Error, Result};
 use crate::options::Durability;
 
@@ -251,7 +251,7 @@ impl Shared {
         r.map_err(|e| self.poison(e))
     }
 
-    pub fn append(&self, entries: &[Entry<'_>]) -> Result<Appended> {
+    pub fn append<E: super::FrameEntry>(&self, entries: &[E]) -> Result<Appended> {
         self.check_poison()?;
         let Some(flen) = record::frame_len(entries) else {
             return Err(Error::Options {

@@ -5,7 +5,7 @@
 //!
 //! See docs/format.md for the byte layout.
 
-use super::Entry;
+use super::FrameEntry;
 
 /// First bytes of every segment file.
 pub(crate) const SEG_MAGIC: [u8; 8] = *b"PDBSEG\r\n";
@@ -110,11 +110,13 @@ pub(crate) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 
 /// Total bytes (frame header included) of a frame holding `entries`, or `None` if it would
 /// exceed [`MAX_BODY`].
-pub(crate) fn frame_len(entries: &[Entry<'_>]) -> Option<usize> {
+pub(crate) fn frame_len<E: FrameEntry>(entries: &[E]) -> Option<usize> {
     let mut body = BODY_HEADER;
     for e in entries {
-        u32::try_from(e.data.len()).ok()?;
-        body = body.checked_add(ENTRY_HEADER)?.checked_add(e.data.len())?;
+        u32::try_from(e.data().len()).ok()?;
+        body = body
+            .checked_add(ENTRY_HEADER)?
+            .checked_add(e.data().len())?;
     }
     if body > MAX_BODY {
         return None;
@@ -134,10 +136,10 @@ fn crc_of(bytes: &[u8]) -> u32 {
 
 /// Append one frame to `buf` (which mirrors a segment file from offset 0). Calls
 /// `at(data offset, data len)` for each entry, in order. The caller has checked [`frame_len`].
-pub(crate) fn encode_frame(
+pub(crate) fn encode_frame<E: FrameEntry>(
     buf: &mut Vec<u8>,
     seq: u64,
-    entries: &[Entry<'_>],
+    entries: &[E],
     mut at: impl FnMut(usize, usize),
 ) {
     let start = buf.len();
@@ -148,13 +150,14 @@ pub(crate) fn encode_frame(
     head[FRAME_HEADER + 8..].copy_from_slice(&(entries.len() as u32).to_le_bytes());
     buf.extend_from_slice(&head);
     for e in entries {
+        let data = e.data();
         let mut head = [0u8; ENTRY_HEADER];
-        head[0] = e.kind;
-        head[1..9].copy_from_slice(&e.id.to_le_bytes());
-        head[9..].copy_from_slice(&(e.data.len() as u32).to_le_bytes());
+        head[0] = e.kind();
+        head[1..9].copy_from_slice(&e.id().to_le_bytes());
+        head[9..].copy_from_slice(&(data.len() as u32).to_le_bytes());
         buf.extend_from_slice(&head);
-        at(buf.len(), e.data.len());
-        buf.extend_from_slice(e.data);
+        at(buf.len(), data.len());
+        buf.extend_from_slice(data);
     }
     let body_len = (buf.len() - start - FRAME_HEADER) as u32;
     let crc = crc_of(&buf[start + FRAME_HEADER..]);
@@ -369,6 +372,7 @@ fn valid_frame_after(data: &[u8], from: usize, after_seq: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Entry;
 
     #[test]
     fn frame_roundtrip_and_every_truncation_is_rejected() {
