@@ -60,6 +60,59 @@ pub(crate) fn printable_without(b: &[u8], banned: u8) -> bool {
     not_printable_or(word(b, b.len() - 8), banned) == 0
 }
 
+/// The high bit of each byte of `x` that is `byte` (an ASCII byte): exact for every word (the
+/// low seven bits of each byte are compared without a carry between bytes, and a byte with
+/// its high bit set is never marked).
+#[inline(always)]
+fn marks_of(x: u64, byte: u8) -> u64 {
+    !(((x ^ each(byte)) & !HIGH).wrapping_add(each(0x7F))) & !x & HIGH
+}
+
+/// The place of the first `byte` (an ASCII byte) in `b`: what
+/// `b.iter().position(|&c| c == byte)` says, eight bytes at a time (the last word overlapping
+/// the one before it, whose bytes held none).
+#[inline]
+pub(crate) fn find_byte(b: &[u8], byte: u8) -> Option<usize> {
+    debug_assert!(byte.is_ascii(), "find_byte: a byte past ASCII");
+    if b.len() < 8 {
+        return b.iter().position(|&c| c == byte);
+    }
+    let mut at = 0;
+    loop {
+        let m = marks_of(word(b, at), byte);
+        if m != 0 {
+            return Some(at + (m.trailing_zeros() / 8) as usize);
+        }
+        if at + 8 >= b.len() {
+            return None;
+        }
+        at = (at + 8).min(b.len() - 8);
+    }
+}
+
+/// Whether `b` holds two `byte`s (an ASCII byte) next to each other: what
+/// `b.windows(2).any(|w| w == [byte, byte])` says, eight bytes at a time. The words overlap
+/// by one byte (a step of seven), so each pair of neighbours lies within one of them.
+#[inline]
+pub(crate) fn has_pair_of(b: &[u8], byte: u8) -> bool {
+    debug_assert!(byte.is_ascii(), "has_pair_of: a byte past ASCII");
+    if b.len() < 8 {
+        return b.windows(2).any(|w| w[0] == byte && w[1] == byte);
+    }
+    let pair = |at: usize| {
+        let m = marks_of(word(b, at), byte);
+        m & (m >> 8) != 0
+    };
+    let mut at = 0;
+    while at + 8 < b.len() {
+        if pair(at) {
+            return true;
+        }
+        at += 7;
+    }
+    pair(b.len() - 8)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +138,86 @@ mod tests {
                 b[i] = v;
             }
             prop_assert_eq!(printable_without(&b, banned), byte_by_byte(&b, banned));
+        }
+    }
+
+    proptest! {
+        /// Two neighbours found eight bytes at a time exactly as by a walk of the pairs: runs
+        /// of dots and letters across the word edges, with any byte value placed anywhere.
+        #[test]
+        fn pairs_eight_at_a_time_as_by_the_pairs(
+            text in "[.a@]{0,40}",
+            put in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            byte in prop_oneof![Just(b'.'), Just(b'@'), 0u8..0x80],
+        ) {
+            let mut b = text.into_bytes();
+            if let Some((at, v)) = put && !b.is_empty() {
+                let i = at.index(b.len());
+                b[i] = v;
+            }
+            prop_assert_eq!(
+                has_pair_of(&b, byte),
+                b.windows(2).any(|w| w[0] == byte && w[1] == byte)
+            );
+        }
+    }
+
+    proptest! {
+        /// The first of a byte found eight bytes at a time where a walk of the bytes finds it.
+        #[test]
+        fn found_eight_at_a_time_as_by_a_walk(
+            text in "[.a@]{0,40}",
+            put in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            byte in prop_oneof![Just(b'.'), Just(b'@'), 0u8..0x80],
+        ) {
+            let mut b = text.into_bytes();
+            if let Some((at, v)) = put && !b.is_empty() {
+                let i = at.index(b.len());
+                b[i] = v;
+            }
+            prop_assert_eq!(find_byte(&b, byte), b.iter().position(|&c| c == byte));
+        }
+    }
+
+    /// Every byte value at every place of words and tails, once and before another.
+    #[test]
+    fn every_byte_found_at_every_place() {
+        for len in 0usize..24 {
+            for at in 0..len {
+                for v in 0..=255u8 {
+                    let mut b = vec![b'x'; len];
+                    b[at] = v;
+                    if at + 1 < len {
+                        b[len - 1] = b'@';
+                    }
+                    for byte in [b'@', v & 0x7F] {
+                        assert_eq!(
+                            find_byte(&b, byte),
+                            b.iter().position(|&c| c == byte),
+                            "{len} {at} {v} {byte}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A pair at every place of words and tails, beside every byte value.
+    #[test]
+    fn every_pair_at_every_place() {
+        for len in 0usize..24 {
+            for at in 0..len.saturating_sub(1) {
+                for v in [0u8, b'.', b'.' | 0x80, b'.' ^ 1, 0xFF, b'x'] {
+                    let mut b = vec![b'x'; len];
+                    b[at] = b'.';
+                    b[at + 1] = v;
+                    assert_eq!(
+                        has_pair_of(&b, b'.'),
+                        b.windows(2).any(|w| w == b".."),
+                        "{len} {at} {v}"
+                    );
+                }
+            }
         }
     }
 

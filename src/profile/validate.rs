@@ -7,7 +7,7 @@
 use crate::error::{Error, FieldError, Result};
 use crate::options::Options;
 use crate::profile::message::{Identify, Message};
-use crate::profile::printable::printable_without;
+use crate::profile::printable::{find_byte, has_pair_of, printable_without};
 use crate::profile::props::ListOp;
 pub use crate::types::email::normalize_email;
 use crate::types::email::trim_text;
@@ -491,36 +491,28 @@ pub fn is_absolute_url(text: &str) -> bool {
     !host.is_empty()
 }
 
-/// Whether an email address surely has none of [`email_problems`]' problems, in one pass
-/// over its bytes: printable ASCII without spaces, at most [`MAX_EMAIL_BYTES`], one `@` with
-/// something before it, and a domain of non-empty labels with a dot. A `false` says only
-/// "check it": [`email_problems`] decides (surrounding spaces, which it trims, and non-ASCII
-/// addresses go there).
+/// Whether an email address surely has none of [`email_problems`]' problems: printable ASCII
+/// without spaces, at most [`MAX_EMAIL_BYTES`], one `@` with something before it, and a domain
+/// of non-empty labels with a dot. A `false` says only "check it": [`email_problems`] decides
+/// (surrounding spaces, which it trims, and non-ASCII addresses go there). Each check reads
+/// eight bytes at a time (`printable_without`, `find_byte`, `has_pair_of`): a loop over the
+/// address's bytes took ~9 instructions a byte.
 #[inline]
 fn plain_email_passes(email: &str) -> bool {
     let b = email.as_bytes();
-    if b.len() > MAX_EMAIL_BYTES {
+    if b.len() > MAX_EMAIL_BYTES || !printable_without(b, b' ') {
         return false;
     }
-    let mut at = None;
-    for (i, &c) in b.iter().enumerate() {
-        if c <= b' ' || c >= 0x7f {
-            return false;
-        }
-        if c == b'@' {
-            if at.is_some() {
-                return false;
-            }
-            at = Some(i);
-        }
-    }
-    let Some(at) = at else { return false };
+    let Some(at) = find_byte(b, b'@') else {
+        return false;
+    };
     let domain = &b[at + 1..];
     at > 0
-        && domain.contains(&b'.')
+        && find_byte(domain, b'@').is_none()
+        && find_byte(domain, b'.').is_some()
         && domain.first() != Some(&b'.')
         && domain.last() != Some(&b'.')
-        && !domain.windows(2).any(|w| w == b"..")
+        && !has_pair_of(domain, b'.')
 }
 
 /// Problems of one email address (empty if valid). Surrounding whitespace is ignored (lookups
@@ -564,6 +556,33 @@ mod tests {
     use super::*;
     use crate::options::DEFAULT_PLACEHOLDER_IDS as DEFAULT_IDS;
     use proptest::prelude::*;
+
+    /// The byte-by-byte form of [`plain_email_passes`] it replaced.
+    fn byte_by_byte_email(email: &str) -> bool {
+        let b = email.as_bytes();
+        if b.len() > MAX_EMAIL_BYTES {
+            return false;
+        }
+        let mut at = None;
+        for (i, &c) in b.iter().enumerate() {
+            if c <= b' ' || c >= 0x7f {
+                return false;
+            }
+            if c == b'@' {
+                if at.is_some() {
+                    return false;
+                }
+                at = Some(i);
+            }
+        }
+        let Some(at) = at else { return false };
+        let domain = &b[at + 1..];
+        at > 0
+            && domain.contains(&b'.')
+            && domain.first() != Some(&b'.')
+            && domain.last() != Some(&b'.')
+            && !domain.windows(2).any(|w| w == b"..")
+    }
 
     /// Names: the reserved traits, names near the rules' edges, and arbitrary ones.
     fn names() -> impl Strategy<Value = String> {
@@ -669,6 +688,7 @@ mod tests {
             email in prop_oneof![
                 "[a-z.@ ]{0,12}",
                 "[a-z]{0,4}@[a-z.]{0,6}",
+                "[a-z.@]{0,12}@[a-z.@]{0,24}",
                 "\\PC{0,12}",
                 "[a-z]{1,300}@example\\.com",
             ],
@@ -676,6 +696,7 @@ mod tests {
             if plain_email_passes(&email) {
                 prop_assert_eq!(email_problems("traits.email", &email), vec![]);
             }
+            prop_assert_eq!(plain_email_passes(&email), byte_by_byte_email(&email));
         }
     }
 
