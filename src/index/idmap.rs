@@ -90,7 +90,11 @@ impl IdMap {
     }
 
     fn find(&self, id: &str) -> Option<(u32, u64)> {
-        let hash = Self::hash(&self.hasher, id.as_bytes());
+        self.find_hashed(id, Self::hash(&self.hasher, id.as_bytes()))
+    }
+
+    /// [`IdMap::find`] of `id` whose hash is `hash`.
+    fn find_hashed(&self, id: &str, hash: u64) -> Option<(u32, u64)> {
         let arena = &self.arena;
         let off = *self.table.find(hash, |&off| {
             entry_at(arena, off as usize).is_some_and(|e| e.0 == id.as_bytes())
@@ -114,11 +118,13 @@ impl IdMap {
 
     /// Point `id` at `key`.
     pub fn insert(&mut self, id: &str, key: u64) {
-        if let Some((off, old)) = self.find(id) {
+        // Hashed once: for the look-up and, when new, for the table's insert.
+        let hash = Self::hash(&self.hasher, id.as_bytes());
+        if let Some((off, old)) = self.find_hashed(id, hash) {
             if old == key {
                 return;
             }
-            self.remove_at(id, off);
+            self.remove_at(hash, off);
             self.maybe_compact();
         } else if self.overflow.contains_key(id) {
             self.overflow.insert(id.into(), key);
@@ -131,7 +137,6 @@ impl IdMap {
         };
         grow(&mut self.arena, id.len() + 20);
         put_entry(&mut self.arena, id.as_bytes(), key);
-        let hash = Self::hash(&self.hasher, id.as_bytes());
         let (arena, hasher) = (&self.arena, &self.hasher);
         self.table.insert_unique(hash, off32, |&o| {
             Self::hash(hasher, entry_at(arena, o as usize).map_or(&[][..], |e| e.0))
@@ -140,9 +145,10 @@ impl IdMap {
 
     /// Forget `id` if it points at `key`.
     pub fn remove_if(&mut self, id: &str, key: u64) {
-        match self.find(id) {
+        let hash = Self::hash(&self.hasher, id.as_bytes());
+        match self.find_hashed(id, hash) {
             Some((off, k)) if k == key => {
-                self.remove_at(id, off);
+                self.remove_at(hash, off);
                 self.maybe_compact();
             }
             Some(_) => {}
@@ -154,8 +160,8 @@ impl IdMap {
         }
     }
 
-    fn remove_at(&mut self, id: &str, off: u32) {
-        let hash = Self::hash(&self.hasher, id.as_bytes());
+    /// Forget the entry at `off`, of an identifier whose hash is `hash`.
+    fn remove_at(&mut self, hash: u64, off: u32) {
         if let Ok(e) = self.table.find_entry(hash, |&o| o == off) {
             e.remove();
         }
