@@ -415,7 +415,7 @@ const SHORT_STATE: usize = 32;
 /// `memcpy` up to 32 bytes: the first and the last bytes of `src` by two fixed-size moves
 /// (overlapping in the middle, as `memcpy` itself copies a short length), here inline.
 #[inline(always)]
-pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+fn copy_short(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     if dst.len() != n {
         return;

@@ -13,11 +13,9 @@
 
 use std::ops::Range;
 
-use super::history::copy_short;
-use super::values::{value, variant};
-use super::wire::{Decoded, Reader, Wire, put_variant, zigzag};
+use super::values::value;
+use super::wire::{Decoded, Reader, Wire, put_variant};
 use crate::types::state::{PropState, Stamp};
-use crate::types::value::Value;
 
 /// The plain state a set at `stamp` leaves: `bytes` are its value as `Value::put` writes
 /// them, bytes this process wrote or checked before (`None`: a removal).
@@ -36,67 +34,6 @@ pub(crate) fn plain_state(stamp: Stamp, bytes: Option<&[u8]>) -> Decoded<PropSta
         once: None,
         adds: None,
     })
-}
-
-/// The bytes a short string is put together in on the stack ([`put_value`]): `copy_short`
-/// copies up to 32 without a `memcpy` call.
-const SHORT_VALUE: usize = 32;
-
-/// `Value::put` of `v` (the same bytes), in one append for the values a set nearly always
-/// holds: a string of a few bytes (W1's take 8 to 24) put together in a zeroed word on the
-/// stack (variant, length, then the text by fixed-size moves) and appended whole, then cut
-/// to its length, with no call to `memcpy` (the variant, the length and the text were three
-/// appends and a `memcpy`); a number or a date-time as its variant and varint in ten bytes cut
-/// so; a boolean as its two bytes. The fast path writes each set's value so
-/// (`apply::Builder::apply_fast`, where `Value::put` was a call of ~60 instructions a value).
-#[inline]
-pub(crate) fn put_value(v: &Value, out: &mut Vec<u8>) {
-    /// Most bytes of a string put together on the stack: its two of variant and length, the
-    /// text.
-    const WORD: usize = SHORT_VALUE;
-    match v {
-        Value::Str(s) if s.len() <= WORD - 2 => {
-            let text = s.as_bytes();
-            let mut word = [0u8; WORD];
-            if let Some((head, rest)) = word.split_first_chunk_mut::<2>() {
-                // The variant (3: below 251, its own varint) and the length (below 251 too).
-                *head = [variant(v) as u8, text.len() as u8];
-                if let Some(to) = rest.get_mut(..text.len()) {
-                    copy_short(to, text);
-                }
-            }
-            let at = out.len();
-            out.extend_from_slice(&word);
-            out.truncate(at + 2 + text.len());
-        }
-        Value::Bool(b) => out.extend_from_slice(&[variant(v) as u8, u8::from(*b)]),
-        // The variant, then the zigzagged number's varint (a date-time's always takes its
-        // marker and eight bytes): one append of the ten bytes cut to the length.
-        Value::Int(n) => put_numeric(out, variant(v) as u8, zigzag(*n)),
-        Value::DateTime(t) => put_numeric(out, variant(v) as u8, zigzag(t.0)),
-        _ => v.put(out),
-    }
-}
-
-/// A one-byte variant and `n`'s varint (as `put_u64` writes it), in one append.
-#[inline(always)]
-fn put_numeric(out: &mut Vec<u8>, variant: u8, n: u64) {
-    let [b0, b1, b2, b3, b4, b5, b6, b7] = n.to_le_bytes();
-    let (word, len) = if n < 251 {
-        ([variant, n as u8, 0, 0, 0, 0, 0, 0, 0, 0], 2)
-    } else {
-        let (marker, len) = if n <= u64::from(u16::MAX) {
-            (251, 2)
-        } else if n <= u64::from(u32::MAX) {
-            (252, 4)
-        } else {
-            (253, 8)
-        };
-        ([variant, marker, b0, b1, b2, b3, b4, b5, b6, b7], 2 + len)
-    };
-    let at = out.len();
-    out.extend_from_slice(&word);
-    out.truncate(at + len);
 }
 
 /// A plain set or removal, captured: its stamp, and the value's bytes in
@@ -310,25 +247,6 @@ mod tests {
                 &raw.states,
                 &vec![(9, RawState { stamp, value: Some(range) })]
             );
-        }
-
-        /// [`put_value`] writes what `Value::put` writes, strings of every length around the
-        /// word's included.
-        #[test]
-        fn put_value_is_value_put(len in 0usize..40, n in proptest::num::i64::ANY, b: bool) {
-            let text: String = "abcdefghijklmnopqrstuvwxyz0123456789abcd"[..len].into();
-            for v in [
-                Value::Str(text.as_str().into()),
-                Value::Int(n),
-                Value::Bool(b),
-                Value::DateTime(Timestamp(n)),
-                Value::Null,
-            ] {
-                let (mut want, mut got) = (vec![9u8], vec![9u8]);
-                v.put(&mut want);
-                put_value(&v, &mut got);
-                proptest::prop_assert_eq!(got, want);
-            }
         }
     }
 
