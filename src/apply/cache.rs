@@ -43,8 +43,9 @@ const CACHE_SLOT_BYTES: usize = 96;
 pub(crate) const CACHED_CHAIN_RECORDS: u32 = 8;
 
 /// What an allocation of `n` bytes takes from the allocator (glibc's malloc: an 8-byte
-/// header, 16-byte granules, 32 bytes at least), so that the budget counts what the process
-/// holds, not only what the records ask for.
+/// header, 16-byte granules, 32 bytes at least; mimalloc's size classes, in the `profiledb`
+/// binary, are coarser above 128 bytes), so that the budget counts what the process holds,
+/// not only what the records ask for.
 pub(super) fn alloc_bytes(n: usize) -> usize {
     if n == 0 {
         0
@@ -94,8 +95,8 @@ impl Chain {
 
     /// A chain of one full record and its state lengths (`data` and `lens` as
     /// `entries::encode_profile_measured` or `entries::profile::splice_full` make them), in a
-    /// buffer of the size (rounded up to what the budget counts for it): the next call on the profile writes its full record anew
-    /// (`splice_full`) rather than add to this one.
+    /// buffer of the size (rounded up to what the budget counts for it): the next call on the
+    /// profile writes its full record anew (`splice_full`) rather than add to this one.
     pub fn full_measured(data: &[u8], lens: &[u8]) -> Chain {
         Self::full_measured_in(None, data, lens)
     }

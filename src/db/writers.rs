@@ -302,3 +302,108 @@ fn take_group(waiting: &mut VecDeque<Arc<Slot>>) -> Vec<Arc<Slot>> {
     let n = waiting.len().min(MAX_GROUP);
     waiting.drain(..n).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    use super::*;
+    use crate::profile::message::Identify;
+    use crate::types::Status;
+
+    /// An engine that answers every call with frame `seq`, panics on the first `panics`
+    /// calls, and fails its syncs when `sync_fails`; it counts the syncs asked of it.
+    struct Fake {
+        panics: AtomicU32,
+        seq: u64,
+        sync_fails: bool,
+        syncs: AtomicU64,
+    }
+
+    impl Fake {
+        fn new(panics: u32, seq: u64, sync_fails: bool) -> Fake {
+            Fake {
+                panics: AtomicU32::new(panics),
+                seq,
+                sync_fails,
+                syncs: AtomicU64::new(0),
+            }
+        }
+    }
+
+    impl Engine for Fake {
+        fn write_call(&self, _: &Message, _: Option<&SourceOffset>) -> Result<(Outcome, u64)> {
+            if self.panics.load(Ordering::SeqCst) > 0 {
+                self.panics.fetch_sub(1, Ordering::SeqCst);
+                panic!("the engine's call panicked");
+            }
+            let outcome = Outcome {
+                key: 7,
+                status: Status::Created,
+                merged: Vec::new(),
+                moved: Vec::new(),
+                ignored: Vec::new(),
+                quarantined: Vec::new(),
+            };
+            Ok((outcome, self.seq))
+        }
+
+        fn sync_to(&self, _: u64) -> Result<()> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            if self.sync_fails {
+                return Err(Error::Poisoned {
+                    cause: "the sync failed".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    fn message() -> Message {
+        Message::Identify(Identify {
+            user_id: Some("u1".into()),
+            ..Identify::default()
+        })
+    }
+
+    /// A caller alone whose call panics hands the lead on: the next call leads and is
+    /// answered (it would wait for a leader forever otherwise).
+    #[test]
+    fn a_call_alone_that_panics_hands_the_lead_on() {
+        let writers = Writers::default();
+        let engine = Fake::new(1, 3, false);
+        let m = message();
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            writers.submit(&engine, &m, None, Durability::Buffered)
+        }));
+        assert!(first.is_err(), "the engine's panic reaches the caller");
+        assert!(
+            !writers.queue.lock().leading,
+            "nobody leads after the panic"
+        );
+        let next = writers.submit(&engine, &m, None, Durability::Buffered);
+        assert_eq!(next.map(|o| o.key).ok(), Some(7));
+    }
+
+    /// A caller alone waits for the sync only when its durability asks for one, and gets
+    /// the sync's error as it comes.
+    #[test]
+    fn a_call_alone_syncs_only_when_asked_and_answers_the_syncs_error() {
+        let writers = Writers::default();
+        let m = message();
+        let buffered = Fake::new(0, 3, true);
+        let answer = writers.submit(&buffered, &m, None, Durability::Buffered);
+        assert_eq!(answer.map(|o| o.key).ok(), Some(7));
+        assert_eq!(buffered.syncs.load(Ordering::SeqCst), 0);
+        let synced = Fake::new(0, 3, true);
+        let answer = writers.submit(&synced, &m, None, Durability::SyncEach);
+        assert!(matches!(answer, Err(Error::Poisoned { .. })), "{answer:?}");
+        assert_eq!(synced.syncs.load(Ordering::SeqCst), 1);
+        // Nothing to wait for (frame 0: the call wrote nothing): no sync.
+        let nothing = Fake::new(0, 0, true);
+        let answer = writers.submit(&nothing, &m, None, Durability::SyncEach);
+        assert_eq!(answer.map(|o| o.key).ok(), Some(7));
+        assert_eq!(nothing.syncs.load(Ordering::SeqCst), 0);
+        assert!(!writers.queue.lock().leading);
+    }
+}

@@ -365,6 +365,12 @@ pub(crate) fn map_full(
     capture: Option<(&[u32], &mut RawStates)>,
     map: &mut FullMap,
 ) -> Decoded<bool> {
+    debug_assert!(
+        capture
+            .as_ref()
+            .is_none_or(|(only, _)| only.is_sorted_by(|a, b| a < b)),
+        "the call's names sorted, each once"
+    );
     map.from = (0, usize::MAX);
     let mut r = Reader::checked_before(old);
     if r.u8()? != FULL_TAG {
@@ -720,6 +726,7 @@ pub(crate) fn splice_mapped<'v>(
     for (set, value) in sets {
         // One a set, pushed in the same order (the same iterator's clone walked).
         let Some(&b) = lands.next() else {
+            debug_assert!(false, "the sets' second walk is longer than their first");
             return Ok(false);
         };
         let b = usize::from(b);
@@ -2749,6 +2756,15 @@ mod tests {
             let mut fold = Fold::only_capturing(&only, RawStates::default()).checked_before();
             let folded = fold.full_with_lens(&old, Some(&old_lens)).unwrap();
             let folded_raw = fold.take_raw().unwrap();
+            // The same fold without the state lengths reads each state by its own bytes
+            // (`shaped_state_or_raw`), not through the capture by kept length that the fold
+            // above and `full_mapped` share: an independent reference for both.
+            let mut walk = Fold::only_capturing(&only, RawStates::default()).checked_before();
+            let walked_rec = walk.full_with_lens(&old, None).unwrap();
+            let walked_raw = walk.take_raw().unwrap();
+            prop_assert_eq!(&walked_rec, &folded);
+            prop_assert_eq!(&walked_raw.states, &folded_raw.states);
+            prop_assert_eq!(&walked_raw.bytes, &folded_raw.bytes);
             let mut map = FullMap::new();
             let mut raw = RawStates::default();
             let mapped = full_mapped(

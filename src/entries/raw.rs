@@ -224,6 +224,29 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// [`RawStates::push_set_over`] captures what `push_set` captures of the same variant
+        /// and payload, whatever the byte it writes the variant over and the bytes before.
+        #[test]
+        fn push_set_over_is_push_set(
+            before in proptest::collection::vec(proptest::num::u8::ANY, 0..8),
+            variant in 0u8..251,
+            over in proptest::num::u8::ANY,
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..48),
+        ) {
+            let stamp = Stamp::new(Timestamp(3), 4);
+            let (mut got, mut want) = (RawStates::default(), RawStates::default());
+            got.bytes.extend_from_slice(&before);
+            want.bytes.extend_from_slice(&before);
+            let mut bytes = vec![over];
+            bytes.extend_from_slice(&payload);
+            got.push_set_over(9, stamp, variant, &bytes);
+            want.push_set(9, stamp, Some(u32::from(variant)), &payload);
+            proptest::prop_assert_eq!(&got.bytes, &want.bytes);
+            proptest::prop_assert_eq!(&got.states, &want.states);
+        }
+    }
+
+    proptest::proptest! {
         /// A captured value's bytes are the variant's varint (when given) and the payload,
         /// whatever their lengths, after the bytes captured before.
         #[test]
