@@ -62,6 +62,12 @@ impl RawStates {
             put_variant(&mut self.bytes, v);
         }
         self.bytes.extend_from_slice(payload);
+        self.push_captured(id, stamp, from);
+    }
+
+    /// Capture the set of `id` at `stamp` whose value is the bytes from `from` on.
+    #[inline]
+    fn push_captured(&mut self, id: u32, stamp: Stamp, from: usize) {
         let range = from as u32..self.bytes.len() as u32;
         self.states.push((
             id,
@@ -83,14 +89,7 @@ impl RawStates {
         if let Some(b) = self.bytes.get_mut(from) {
             *b = variant;
         }
-        let range = from as u32..self.bytes.len() as u32;
-        self.states.push((
-            id,
-            RawState {
-                stamp,
-                value: Some(range),
-            },
-        ));
+        self.push_captured(id, stamp, from);
     }
 
     /// Capture a removal at `stamp`.
