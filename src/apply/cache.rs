@@ -33,9 +33,12 @@ const BUDGET_PER_REFUSED_KEY: usize = 8192;
 /// open): a budget of 512 MiB or more, meant to hold every profile, gets no larger one.
 const MAX_GENERATION: usize = 1 << 16;
 
-/// Bytes a cached profile costs beyond its records' buffer: its slot takes at most this
-/// (tested); its map entry (~20 bytes) is not counted.
-const CACHE_SLOT_BYTES: usize = 96;
+/// Bytes a cached profile costs beyond its records' buffer: its slot takes this (tested);
+/// its map entry (~20 bytes) is not counted.
+const CACHE_SLOT_BYTES: usize = 56;
+
+/// Bytes a slot's boxed `ChainAt::through` costs besides the slot ([`Slot::through`]).
+const THROUGH_BYTES: usize = 32;
 
 /// Most records a cached chain holds: past it the writer caches its profile as one full
 /// record, encoded anew (the log's chain is usually shorter, `Options::chain_limit`; the
@@ -63,8 +66,13 @@ const CHAIN_SPARE: usize = 256;
 /// (`entries::profile::StateLens`) between it and its length, followed by their count (u32),
 /// and its length word has [`LENS_BIT`] set.
 pub(crate) struct Chain {
-    bytes: Vec<u8>,
-    records: u32,
+    /// The records (`len` bytes), then spare bytes (zeros) to the end: room the next delta or
+    /// full record fills without an allocation. A boxed slice and a `u32` length rather than
+    /// a `Vec`: 8 bytes less in each of the cache's slots ([`CACHE_SLOT_BYTES`]).
+    buf: Box<[u8]>,
+    len: u32,
+    /// At most `MAX_CHAIN_DEPTH + 1` (a read from the log walks no more).
+    records: u16,
     /// Read from the log by a miss, whose fold did not check the UTF-8 of the strings it
     /// stepped over (`entries::wire::Utf8::Kept`): a fold of it checks those it keeps as bytes
     /// (they may be copied into a history step), not only those it builds.
@@ -86,11 +94,33 @@ impl Chain {
         let mut bytes = Vec::with_capacity(data.len() + 4 + CHAIN_SPARE);
         bytes.extend_from_slice(data);
         bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        Chain::of(bytes, 1, false)
+    }
+
+    /// A chain of `records` in `bytes`, its buffer whole (the spare capacity zeroed).
+    fn of(mut bytes: Vec<u8>, records: u16, from_log: bool) -> Chain {
+        let len = bytes.len();
+        debug_assert!(u32::try_from(len).is_ok(), "a cached chain of {len} bytes");
+        bytes.resize(bytes.capacity(), 0);
         Chain {
-            bytes,
-            records: 1,
-            from_log: false,
+            buf: bytes.into_boxed_slice(),
+            len: len as u32,
+            records,
+            from_log,
         }
+    }
+
+    /// The chain's buffer as a `Vec` of its records, for adding to (the spare bytes its
+    /// capacity).
+    fn into_vec(self) -> Vec<u8> {
+        let mut bytes = Vec::from(self.buf);
+        bytes.truncate(self.len as usize);
+        bytes
+    }
+
+    /// The records.
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
     }
 
     /// A chain of one full record and its state lengths (`data` and `lens` as
@@ -112,7 +142,8 @@ impl Chain {
         // cost to the budget.
         let room = alloc_bytes(need) - 8;
         let mut bytes = match old {
-            Some(Cached::Chain(Chain { mut bytes, .. })) => {
+            Some(Cached::Chain(old)) => {
+                let mut bytes = old.into_vec();
                 bytes.clear();
                 if bytes.capacity() < need {
                     // A `realloc`: in place when the allocator's block has the room (its
@@ -132,11 +163,7 @@ impl Chain {
         );
         bytes.extend_from_slice(data);
         Self::put_lens(&mut bytes, data.len(), lens);
-        Chain {
-            bytes,
-            records: 1,
-            from_log: false,
-        }
+        Chain::of(bytes, 1, false)
     }
 
     /// After a full record of `len` bytes: its state lengths, their count, its length word.
@@ -149,35 +176,44 @@ impl Chain {
     /// The chain `entries::chain::read_profile_keeping` read: its records newest first, each
     /// followed by its length. `None` if they are not that (a bug: the caller reads again).
     pub fn from_newest_first(read: &[u8]) -> Option<Chain> {
-        let mut chain = Chain {
-            bytes: Vec::with_capacity(read.len() + CHAIN_SPARE),
-            records: 0,
-            from_log: true,
-        };
+        u32::try_from(read.len()).ok()?;
+        let mut bytes = Vec::with_capacity(read.len() + CHAIN_SPARE);
+        let mut records = 0u16;
         let mut end = read.len();
         while end > 0 {
             let len_at = end.checked_sub(4)?;
             let len_bytes = &read[len_at..end];
             let len = u32::from_le_bytes(len_bytes.try_into().ok()?) as usize;
             let record = &read[len_at.checked_sub(len)?..len_at];
-            chain.bytes.extend_from_slice(record);
-            chain.bytes.extend_from_slice(len_bytes);
-            chain.records += 1;
+            bytes.extend_from_slice(record);
+            bytes.extend_from_slice(len_bytes);
+            records = records.checked_add(1)?;
             end = len_at - len;
         }
-        (chain.records > 0).then_some(chain)
+        (records > 0).then(|| Chain::of(bytes, records, true))
     }
 
     /// Add the delta written after the chain's newest record.
     pub fn push_delta(&mut self, data: &[u8]) {
         let need = data.len() + 4;
-        if self.bytes.capacity() - self.bytes.len() < need {
-            self.bytes.reserve_exact(need + CHAIN_SPARE);
+        let (len, end) = (self.len as usize, self.len as usize + need);
+        if let Some(room) = self.buf.get_mut(len..end) {
+            // In place: no allocation (a delta of the fast path, usually).
+            let (record, word) = room.split_at_mut(data.len());
+            record.copy_from_slice(data);
+            word.copy_from_slice(&(data.len() as u32).to_le_bytes());
+            debug_assert!(u32::try_from(end).is_ok());
+            self.len = end as u32;
+            self.records = self.records.saturating_add(1);
+            return;
         }
-        self.bytes.extend_from_slice(data);
-        self.bytes
-            .extend_from_slice(&(data.len() as u32).to_le_bytes());
-        self.records += 1;
+        let records = self.records.saturating_add(1);
+        let from_log = self.from_log;
+        let mut bytes = std::mem::replace(self, Chain::of(Vec::new(), 0, false)).into_vec();
+        bytes.reserve_exact(need + CHAIN_SPARE);
+        bytes.extend_from_slice(data);
+        bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        *self = Chain::of(bytes, records, from_log);
     }
 
     /// The chain's one full record and its state lengths, when it is that (a record this
@@ -186,7 +222,7 @@ impl Chain {
         if self.records != 1 || self.from_log {
             return None;
         }
-        match self.record_before(self.bytes.len()) {
+        match self.record_before(self.len as usize) {
             Ok((0, record, Some(lens))) => Some((record, lens)),
             _ => None,
         }
@@ -194,12 +230,12 @@ impl Chain {
 
     /// Records held.
     pub fn records(&self) -> u32 {
-        self.records
+        u32::from(self.records)
     }
 
     /// What the process holds for the chain's buffer.
     fn heap_bytes(&self) -> usize {
-        alloc_bytes(self.bytes.capacity())
+        alloc_bytes(self.buf.len())
     }
 
     /// The profile as of the newest record: the records folded newest first, as a read from
@@ -278,9 +314,10 @@ impl Chain {
     /// has them): where it starts, its bytes and its state lengths.
     fn record_before(&self, end: usize) -> Decoded<CachedRecord<'_>> {
         let broken = |reason| DecodeError { at: end, reason };
+        let all = self.bytes();
         let word = |at: usize| {
             let from = at.checked_sub(4).ok_or(broken("cached chain ends early"))?;
-            let bytes = self.bytes[from..at]
+            let bytes = all[from..at]
                 .try_into()
                 .map_err(|_| broken("cached chain length"))?;
             Ok::<_, DecodeError>((from, u32::from_le_bytes(bytes)))
@@ -292,18 +329,18 @@ impl Chain {
                 .checked_sub(count as usize)
                 .ok_or(broken("cached state lengths longer than the chain"))?;
             len_at = from;
-            Some(&self.bytes[from..count_at])
+            Some(&all[from..count_at])
         } else {
             None
         };
         let start = len_at
             .checked_sub((len & !LENS_BIT) as usize)
             .ok_or(broken("cached record longer than its chain"))?;
-        Ok((start, &self.bytes[start..len_at], lens))
+        Ok((start, &all[start..len_at], lens))
     }
 
     fn fold_with(&self, fold: &mut Fold) -> Decoded<ProfileRecord> {
-        let mut end = self.bytes.len();
+        let mut end = self.len as usize;
         loop {
             let (start, record, lens) = self.record_before(end)?;
             if profile::is_delta(record) {
@@ -318,7 +355,7 @@ impl Chain {
 
 /// What the cache keeps of a profile: the records of its chain as written or read, or, once a
 /// call came back to it, its hot record (`apply::hot`). The hot record is boxed: inline, it
-/// made every slot of the cache 168 bytes instead of 96, chains and all.
+/// made every slot of the cache 168 bytes instead of 96 (then), chains and all.
 pub(crate) enum Cached {
     Chain(Chain),
     Hot(Box<Hot>),
@@ -463,13 +500,45 @@ pub(crate) struct ProfileCache {
 /// Inserts without an eviction after which the cache counts as roomy again.
 const ROOMY_AFTER: u64 = 4096;
 
+/// A cached profile, or a reservation (no chain). What the budget counts for it is derived
+/// ([`Slot::bytes`]): its chain does not change while it is here.
 struct Slot {
     key: u64,
-    loc: Location,
-    at: ChainAt,
     chain: Option<Cached>,
-    bytes: usize,
+    loc: Location,
+    /// `ChainAt::link` and `ChainAt::walked`: at most `MAX_CHAIN_DEPTH` (an insert of more
+    /// keeps nothing).
+    link: u8,
+    walked: u8,
     referenced: bool,
+    /// `ChainAt::through`, boxed: set only while a compaction runs, by the deltas that link
+    /// into it (~a fifth of them), 20 bytes inline in every slot. Only a slot with a chain
+    /// has one.
+    through: Option<Box<(Location, u32)>>,
+}
+
+impl Slot {
+    /// Where its profile's newest record stands.
+    fn at(&self) -> ChainAt {
+        ChainAt {
+            link: u32::from(self.link),
+            walked: u32::from(self.walked),
+            through: self.through.as_deref().copied(),
+        }
+    }
+
+    /// What the budget counts for it: its chain's buffers, the slot and its `through`; none
+    /// for a reservation.
+    fn bytes(&self) -> usize {
+        match &self.chain {
+            None => 0,
+            Some(chain) => {
+                chain.heap_bytes()
+                    + CACHE_SLOT_BYTES
+                    + self.through.as_ref().map_or(0, |_| THROUGH_BYTES)
+            }
+        }
+    }
 }
 
 impl ProfileCache {
@@ -525,10 +594,11 @@ impl ProfileCache {
     pub fn take(&mut self, key: u64, at: Location) -> Option<(ChainAt, Cached)> {
         let &i = self.map.get(&key)?;
         let slot = &mut self.slots[i];
-        let chain = slot.chain.take();
-        self.bytes -= std::mem::take(&mut slot.bytes);
-        match chain {
-            Some(chain) if slot.loc == at => Some((slot.at, chain)),
+        self.bytes -= slot.bytes();
+        let at_now = slot.at();
+        slot.through = None;
+        match slot.chain.take() {
+            Some(chain) if slot.loc == at => Some((at_now, chain)),
             _ => {
                 self.vacate(key, i);
                 None
@@ -540,8 +610,9 @@ impl ProfileCache {
     /// counted, its map entry gone.
     fn vacate(&mut self, key: u64, i: usize) {
         let slot = &mut self.slots[i];
+        self.bytes -= slot.bytes();
         slot.chain = None;
-        self.bytes -= std::mem::take(&mut slot.bytes);
+        slot.through = None;
         self.map.remove(&key);
         self.free.push(i);
     }
@@ -600,10 +671,14 @@ impl ProfileCache {
         let reserved = self.map.get(&key).copied();
         if let Some(i) = reserved {
             let slot = &mut self.slots[i];
+            self.bytes -= slot.bytes();
             slot.chain = None;
-            self.bytes -= std::mem::take(&mut slot.bytes);
+            slot.through = None;
         }
-        let bytes = chain.heap_bytes() + CACHE_SLOT_BYTES;
+        let depths = (u8::try_from(at.link), u8::try_from(at.walked));
+        let through = at.through.map(Box::new);
+        let bytes =
+            chain.heap_bytes() + CACHE_SLOT_BYTES + through.as_ref().map_or(0, |_| THROUGH_BYTES);
         self.inserts += 1;
         let turned_away = !hit
             && self.bytes + bytes > self.budget
@@ -615,6 +690,13 @@ impl ProfileCache {
             self.refused += 1;
             self.last_eviction = Some(self.inserts);
         }
+        let (Ok(link), Ok(walked)) = depths else {
+            // Deeper than a chain goes (`MAX_CHAIN_DEPTH`): not kept.
+            if let Some(i) = reserved {
+                self.vacate(key, i);
+            }
+            return;
+        };
         if bytes > self.budget || turned_away {
             if let Some(i) = reserved {
                 self.vacate(key, i);
@@ -624,12 +706,14 @@ impl ProfileCache {
         while self.bytes + bytes > self.budget && self.evict_one() {}
         let slot = Slot {
             key,
-            loc,
-            at,
             chain: Some(chain),
-            bytes,
+            loc,
+            link,
+            walked,
             referenced: hit,
+            through,
         };
+        debug_assert_eq!(slot.bytes(), bytes);
         let i = match reserved.or_else(|| self.free.pop()) {
             Some(i) => {
                 self.slots[i] = slot;
@@ -690,8 +774,10 @@ impl ProfileCache {
             if let Some(&i) = self.map.get(&key) {
                 let slot = &mut self.slots[i];
                 if slot.loc == old {
+                    self.bytes -= slot.bytes();
                     slot.loc = new;
-                    slot.at = ChainAt::default();
+                    (slot.link, slot.walked, slot.through) = (0, 0, None);
+                    self.bytes += slot.bytes();
                 }
             }
         }
@@ -701,10 +787,15 @@ impl ProfileCache {
                 self.vacate(slot.key, i);
             }
             let slot = &mut self.slots[i];
-            if let Some((linked, depth)) = slot.at.through.take()
-                && forwards.get(&linked).is_some()
-            {
-                slot.at.walked = slot.at.walked.min(slot.at.link.saturating_sub(depth));
+            if let Some(through) = slot.through.take() {
+                self.bytes -= THROUGH_BYTES;
+                let (linked, depth) = *through;
+                if forwards.get(&linked).is_some() {
+                    // At most `link`, a `u8`.
+                    slot.walked = slot
+                        .walked
+                        .min(u32::from(slot.link).saturating_sub(depth) as u8);
+                }
             }
         }
     }
@@ -764,14 +855,14 @@ mod tests {
         assert_eq!(chain.records(), 4);
         // The same records as a read from the log hands them: newest first.
         let mut read = Vec::new();
-        let mut end = chain.bytes.len();
+        let mut end = chain.bytes().len();
         while end > 0 {
-            let len = u32::from_le_bytes(chain.bytes[end - 4..end].try_into().unwrap()) as usize;
-            read.extend_from_slice(&chain.bytes[end - 4 - len..end]);
+            let len = u32::from_le_bytes(chain.bytes()[end - 4..end].try_into().unwrap()) as usize;
+            read.extend_from_slice(&chain.bytes()[end - 4 - len..end]);
             end -= 4 + len;
         }
         let again = Chain::from_newest_first(&read).unwrap();
-        assert_eq!(again.bytes, chain.bytes);
+        assert_eq!(again.bytes(), chain.bytes());
         assert_eq!(again.records(), 4);
         assert_eq!(again.decode().unwrap(), rec);
         assert!(Chain::from_newest_first(&[]).is_none());
@@ -848,21 +939,14 @@ mod tests {
     fn a_damaged_cached_chain_is_an_error_not_a_panic() {
         let rec = ProfileRecord::default();
         let good = Chain::full(&crate::entries::encode_profile(&rec, 64));
-        for cut in 0..good.bytes.len() {
-            let chain = Chain {
-                bytes: good.bytes[..cut].to_vec(),
-                records: 1,
-                from_log: false,
-            };
+        for cut in 0..good.bytes().len() {
+            let chain = Chain::of(good.bytes()[..cut].to_vec(), 1, false);
             let _ = chain.decode();
         }
-        let mut long = Chain {
-            bytes: good.bytes.clone(),
-            records: 1,
-            from_log: false,
-        };
-        let n = long.bytes.len();
-        long.bytes[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut long = good.bytes().to_vec();
+        let n = long.len();
+        long[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        let long = Chain::of(long, 1, false);
         assert!(long.decode().is_err());
     }
 
@@ -897,9 +981,10 @@ mod tests {
             }
             for (i, slot) in self.slots.iter().enumerate() {
                 assert!(named[i] || free[i], "slot {i} neither named nor free");
-                assert_eq!(slot.chain.is_none(), slot.bytes == 0, "slot {i}");
+                assert_eq!(slot.chain.is_none(), slot.bytes() == 0, "slot {i}");
+                assert!(slot.chain.is_some() || slot.through.is_none(), "slot {i}");
             }
-            let kept: usize = self.slots.iter().map(|s| s.bytes).sum();
+            let kept: usize = self.slots.iter().map(|s| s.bytes()).sum();
             assert_eq!(self.bytes, kept);
             assert!(self.bytes <= self.budget);
         }
@@ -972,14 +1057,13 @@ mod tests {
         assert!(cache.bytes() <= cache.budget);
     }
 
-    /// What a slot takes, against what the budget counts for it besides the map entry.
+    /// What a slot takes, against what the budget counts for it besides the map entry; what
+    /// its boxed `through` takes from the allocator.
     #[test]
     fn a_slot_takes_what_the_budget_counts() {
-        assert!(
-            size_of::<Slot>() <= CACHE_SLOT_BYTES,
-            "{}",
-            size_of::<Slot>()
-        );
+        assert_eq!(size_of::<Slot>(), CACHE_SLOT_BYTES);
+        assert_eq!(size_of::<Option<Cached>>(), 24);
+        assert_eq!(alloc_bytes(size_of::<(Location, u32)>()), THROUGH_BYTES);
     }
 
     /// A cache is roomy until it evicts, and again once it kept `ROOMY_AFTER` profiles
