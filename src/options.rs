@@ -87,7 +87,7 @@ pub struct Options {
     /// Most bytes of recently written profiles kept in memory, so that calls on hot profiles
     /// read nothing from the log (0 disables the cache). A profile is kept as the encoded
     /// records of its chain (a W1 profile of 40 properties: 0.5-1.3 KB), folded on use;
-    /// counted as its buffer's allocation plus ~96 bytes; evicted by CLOCK (second chance).
+    /// counted as its buffer's allocation plus ~56 bytes; evicted by CLOCK (second chance).
     pub profile_cache_bytes: usize,
     /// Most records a read of one profile's chain walks: a full record and up to
     /// `chain_limit - 1` delta records (each holding what one call changed), so a read of a
