@@ -975,19 +975,21 @@ impl<'a> Builder<'a> {
             // make the chain a hot record (`apply::hot`: while the cache is roomy). A hot record
             // writes a full record itself (`Hot::put_full`) after a call on the fast path.
             let convert = !chain.is_hot() && roomy;
-            // One full record the writer encoded, its next record in the log a delta: a call
-            // on the fast path writes the cache's next full record from it
-            // (`entries::profile::splice_full`), loading only the call's states. Any other
-            // chain (several records, or the log's next record a full one): every plain state
-            // captured as bytes, so that a call on the fast path writes the full record (the
-            // cache's, and the log's at its chain limit) from them
-            // (`entries::profile::put_full_parts`) and builds none.
-            let splice = chain.single_full().is_some() && !at.next_is_full(chain_limit);
+            // One full record the writer encoded: a call on the fast path writes the cache's
+            // next full record from it (`entries::profile::splice_full`), loading only the
+            // call's states; so also when the log's next record is a full one (the chain
+            // limit), which is then the spliced record too (`finish`). Capturing every state
+            // there and writing the record from them (below) cost ~9,000 instructions more a
+            // call. Any other chain (several records): every plain state captured as bytes, so
+            // that a call on the fast path writes the full record (the cache's, and the log's
+            // at its chain limit) from them (`entries::profile::put_full_parts`) and builds
+            // none.
+            let splice = chain.single_full().is_some();
             let all = only.is_some() && !convert && !chain.is_hot() && !splice;
             let only = only.filter(|_| {
                 !convert
                     && !all
-                    && (chain.is_hot() || !at.next_is_full(chain_limit))
+                    && (chain.is_hot() || splice || !at.next_is_full(chain_limit))
                     && chain.records() < CACHED_CHAIN_RECORDS
             });
             let mut map = None;
@@ -1339,7 +1341,56 @@ impl<'a> Builder<'a> {
             // cache after this delta), loaded with every plain state captured: the full record
             // is written from the captured states' bytes, the states built and the call's
             // sets (`entries::profile::put_full_parts`), with no whole record built.
+            //
+            // A fast call whose record is a full one (the chain limit, or a compaction
+            // switching in) on a chain of one full record, which its load mapped: the full
+            // record spliced from the old one's bytes (`entries::profile::splice_mapped`), as
+            // the cache's next full record is after a delta; it is the log's and the cache's.
+            // When the splice does not apply, the general path below completes the profile.
+            let from_splice = match (&work.fast, &work.cached, work.map.as_deref()) {
+                (Some(fast), Some(Cached::Chain(chain)), Some(map))
+                    if from_hot.is_none() && link.is_none() && !ids_changed && !work.full =>
+                {
+                    match chain.single_full() {
+                        Some((old, old_lens)) => {
+                            let mut data = self.spare.pools.buf();
+                            data.reserve(full_guess);
+                            let mut lens = self.spare.pools.buf();
+                            let done = entries::profile::splice_mapped(
+                                old,
+                                old_lens,
+                                map,
+                                (work.rec.first_seen, work.rec.updated_at),
+                                stamp,
+                                fast.values(),
+                                &mut data,
+                                &mut lens,
+                            );
+                            if let Ok(true) = done {
+                                #[cfg(debug_assertions)]
+                                check_full_from_bytes(
+                                    work,
+                                    chain.decode().ok(),
+                                    stamp,
+                                    &data,
+                                    Some(&lens),
+                                    key,
+                                );
+                                self.cache.records.spliced += 1;
+                                Some((data, lens))
+                            } else {
+                                keep(&mut self.spare.pools.bufs, data);
+                                keep(&mut self.spare.pools.bufs, lens);
+                                None
+                            }
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
             let from_parts = match (&work.fast, &work.cached) {
+                _ if from_splice.is_some() => from_splice,
                 (Some(fast), Some(Cached::Chain(_)))
                     if from_hot.is_none()
                         && work.captured_all
