@@ -230,9 +230,15 @@ impl StampTable {
         }
         // Each state's stamps as `each_stamp` meets them: the `lww` one (a plain state's only
         // one) here, inline; those of `once` and `adds` out of line.
+        // The `lww` stamp added last is not searched again: states set by one call sit
+        // together (a new profile's all share one), so most are the one before's.
+        let mut last = None;
         for p in props {
-            if let Some((s, _)) = &p.lww {
+            if let Some((s, _)) = &p.lww
+                && last != Some(*s)
+            {
                 add(&mut stamps, &mut sorted, *s);
+                last = Some(*s);
             }
             if p.once.is_some() || p.adds.is_some() {
                 add_rest(&mut stamps, &mut sorted, p);
