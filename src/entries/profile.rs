@@ -674,6 +674,13 @@ pub(crate) fn splice_mapped<'v>(
     let call = kept_stamps as u32;
     out.reserve(old.len() + 32 * n_sets);
     lens.reserve(kept + n_sets);
+    // Every set replacing a state (a call setting the names it set before: most): the
+    // lengths are the old ones, each set's written over its state's, one copy instead of
+    // one a run.
+    let in_place = replaced == n_sets;
+    if in_place {
+        lens.extend_from_slice(old_lens);
+    }
     put_full_start(|out| out.extend_from_slice(ids), times, out);
     put_u64(out, (kept_stamps + usize::from(n_sets > 0)) as u64);
     // Each run of stamps kept in a row is the old table's bytes but for its first stamp's when
@@ -720,6 +727,7 @@ pub(crate) fn splice_mapped<'v>(
         renumber,
         names: Names::default(),
         written: None,
+        lens_copied: in_place,
     };
     let mut a = 0;
     let mut lands = lands.iter();
@@ -735,10 +743,16 @@ pub(crate) fn splice_mapped<'v>(
         run.written = Some(set);
         let from = out.len();
         put_set_shaped(value, call, out)?;
-        lens.push(u8::try_from(out.len() - from).unwrap_or(0));
+        let len = u8::try_from(out.len() - from).unwrap_or(0);
+        match lens.get_mut(b) {
+            // The set replaces state `b` (every set does, `in_place`).
+            Some(at) if in_place => *at = len,
+            _ => lens.push(len),
+        }
         a = b + usize::from(b < n && olds[b].0 == set);
     }
     run.copy(a, n, out, lens);
+    debug_assert_eq!(lens.len(), kept + n_sets, "one length a state");
     Ok(true)
 }
 
@@ -753,6 +767,9 @@ struct Run<'a> {
     names: Names,
     /// The name written last (`names`' too).
     written: Option<u32>,
+    /// The lengths are all in the output already (`splice_mapped`'s `in_place`): a run copies
+    /// none.
+    lens_copied: bool,
 }
 
 impl Run<'_> {
@@ -781,7 +798,9 @@ impl Run<'_> {
             .map_or(self.old.len(), |&(_, gap_at, _)| gap_at as usize);
         let base = out.len();
         out.extend_from_slice(&self.old[from..to]);
-        lens.extend_from_slice(&self.old_lens[a..b]);
+        if !self.lens_copied {
+            lens.extend_from_slice(&self.old_lens[a..b]);
+        }
         if let Some(renumber) = self.renumber {
             for &(_, _, state) in olds {
                 // Where the state's stamp index landed.
