@@ -120,6 +120,13 @@ impl Harness {
                     .get(&(PUT, *id))
                     .map(|l| self.store().read(*l, |b| b.to_vec()).unwrap());
                 assert_eq!(got.as_ref(), self.model.get(id));
+                // The same bytes appended after what a buffer holds.
+                if let Some(l) = self.r.map.get(&(PUT, *id)) {
+                    let mut out = b"before".to_vec();
+                    self.store().read_appending(*l, &mut out).unwrap();
+                    assert_eq!(&out[..6], b"before");
+                    assert_eq!(Some(&out[6..].to_vec()), self.model.get(id));
+                }
             }
             Op::Sync => {
                 self.store().sync().unwrap();

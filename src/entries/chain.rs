@@ -118,6 +118,15 @@ enum Step {
     Delta(Link),
 }
 
+/// Fold the record `bytes` into `fold`.
+fn fold_step(fold: &mut profile::Fold, bytes: &[u8]) -> std::result::Result<Step, DecodeError> {
+    if profile::is_delta(bytes) {
+        fold.delta(bytes).map(Step::Delta)
+    } else {
+        fold.full(bytes).map(Step::Full)
+    }
+}
+
 /// Check that the record `d` (read at `at`) may follow a record of depth `expect`.
 fn check_depth(store: &Store, at: Location, got: u32, expect: Option<u32>) -> Result<()> {
     match expect {
@@ -158,17 +167,20 @@ pub(crate) fn read_profile_keeping(
     let mut expect: Option<u32> = None;
     let mut head_depth = None;
     loop {
-        let step = store.read(at, |bytes| {
-            if let Some(keep) = keep.as_deref_mut() {
-                keep.extend_from_slice(bytes);
-                keep.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        let step = match keep.as_deref_mut() {
+            // Read straight into what is kept, and folded from there: no copy of each record
+            // from the thread's read buffer (`storage::log::with_read_buf`).
+            Some(keep) => {
+                let from = keep.len();
+                store.read_appending(at, keep)?;
+                let bytes = &keep[from..];
+                let len = bytes.len() as u32;
+                let step = fold_step(fold, bytes);
+                keep.extend_from_slice(&len.to_le_bytes());
+                step
             }
-            if profile::is_delta(bytes) {
-                fold.delta(bytes).map(Step::Delta)
-            } else {
-                fold.full(bytes).map(Step::Full)
-            }
-        })?;
+            None => store.read(at, |bytes| fold_step(fold, bytes))?,
+        };
         match step.map_err(|e| decode_error(store, "profile record", at, e))? {
             Step::Delta(link) => {
                 check_depth(store, at, link.depth, expect)?;

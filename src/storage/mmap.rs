@@ -79,6 +79,32 @@ impl Bytes {
             Bytes::Owned(v) => Ok(f(&v[start..start + len])),
         }
     }
+
+    /// Append the `len` bytes at `start`, which the caller checked lie inside, to `out`: a
+    /// map's read with `pread` straight into `out` (no reused buffer to copy them from).
+    pub(crate) fn read_appending(
+        &self,
+        start: usize,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        match self {
+            Bytes::Map(_, file) => {
+                use std::os::unix::fs::FileExt;
+                let at = out.len();
+                out.resize(at + len, 0);
+                let read = file.read_exact_at(&mut out[at..], start as u64);
+                if read.is_err() {
+                    out.truncate(at);
+                }
+                read
+            }
+            Bytes::Owned(v) => {
+                out.extend_from_slice(&v[start..start + len]);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Deref for Bytes {

@@ -355,6 +355,11 @@ impl Store {
         self.inner.shared.read(location, f)
     }
 
+    /// Append the bytes at a location to `out` (left as it was on an error).
+    pub fn read_appending(&self, location: Location, out: &mut Vec<u8>) -> Result<()> {
+        self.inner.shared.read_appending(location, out)
+    }
+
     /// The position up to which a snapshot taken now is complete.
     pub fn hint_position(&self) -> Result<HintPosition> {
         let shared = &self.inner.shared;

@@ -92,6 +92,14 @@ impl Sealed {
             .map_err(|e| Error::io("read", &self.path, e))
     }
 
+    /// Append the bytes at `loc` (checked to lie inside the segment) to `out`.
+    pub fn read_appending(&self, loc: super::Location, out: &mut Vec<u8>) -> Result<()> {
+        let inside = super::log::slice(&self.bytes, loc, &self.path)?;
+        self.bytes
+            .read_appending(loc.offset as usize, inside.len(), out)
+            .map_err(|e| Error::io("read", &self.path, e))
+    }
+
     /// Whether it holds history steps only (`record::KIND_STEPS`).
     pub fn is_steps(&self) -> bool {
         self.kind == record::KIND_STEPS
