@@ -333,6 +333,9 @@ pub struct RecordCounts {
     /// Full records the writer cache keeps, written from the one before by
     /// `entries::profile::splice_full`.
     pub spliced: u64,
+    /// Of `spliced`: those written to the log as well, a fast call's full record at the chain
+    /// limit spliced from the cached full record before it.
+    pub full_spliced: u64,
 }
 
 impl Batch {
@@ -768,13 +771,16 @@ fn check_full_from_bytes(
     let whole = with_fast(whole, work.fast.as_ref(), stamp);
     let (mut want, mut want_lens) = (Vec::new(), Vec::new());
     entries::profile::put_full(&whole, &mut want, Some(&mut want_lens));
-    if data != &want[..] {
-        assert_eq!(
-            entries::profile::full(data).ok().as_ref(),
-            Some(&whole),
-            "full record of profile {key} written from bytes"
-        );
-    } else if let Some(lens) = lens {
+    assert_eq!(
+        entries::profile::full(data).ok().as_ref(),
+        Some(&whole),
+        "full record of profile {key} written from bytes"
+    );
+    assert!(
+        data == &want[..],
+        "full record of profile {key}: not put_full's bytes"
+    );
+    if let Some(lens) = lens {
         assert_eq!(lens, &want_lens[..], "state lengths of profile {key}");
     }
 }
@@ -1366,6 +1372,11 @@ impl<'a> Builder<'a> {
                                 &mut data,
                                 &mut lens,
                             );
+                            if let Err(e) = &done {
+                                // Bytes this process encoded: only a bug gets here. The
+                                // general path below writes the record.
+                                debug_assert!(false, "splice of profile {key}: {}", e.reason);
+                            }
                             if let Ok(true) = done {
                                 #[cfg(debug_assertions)]
                                 check_full_from_bytes(
@@ -1377,6 +1388,7 @@ impl<'a> Builder<'a> {
                                     key,
                                 );
                                 self.cache.records.spliced += 1;
+                                self.cache.records.full_spliced += 1;
                                 Some((data, lens))
                             } else {
                                 keep(&mut self.spare.pools.bufs, data);

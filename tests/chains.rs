@@ -723,13 +723,14 @@ fn full_records_written_from_a_cached_chains_bytes_are_the_whole_records() {
     let (_, general) = run("general", 0);
     // Budgets that keep the regulars' chains and evict the others (with more, the cache is
     // roomy and makes hot records; with less, the regulars are evicted too).
-    let (mut from_parts, mut spliced) = (0, 0);
+    let (mut from_parts, mut spliced, mut full_spliced) = (0, 0, 0);
     let mut stores = Vec::new();
     for kib in [10, 12] {
         let (dir, db) = run(&format!("cache{kib}"), kib << 10);
         let r = db.stats().profile_records;
         from_parts += r.full_from_parts;
         spliced += r.spliced;
+        full_spliced += r.full_spliced;
         assert_eq!(all(&db), all(&general), "{kib} KiB");
         for p in 0..10 {
             let user = format!("regular{p}");
@@ -745,6 +746,10 @@ fn full_records_written_from_a_cached_chains_bytes_are_the_whole_records() {
     assert!(
         spliced > 0,
         "no cached full record spliced from the one before"
+    );
+    assert!(
+        full_spliced > 0,
+        "no full record at the chain limit spliced for the log"
     );
     let (dir, parts) = stores.pop().unwrap();
     // The records written read back from the log alone.

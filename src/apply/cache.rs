@@ -675,6 +675,11 @@ impl ProfileCache {
             slot.chain = None;
             slot.through = None;
         }
+        debug_assert!(
+            at.link <= MAX_CHAIN_DEPTH,
+            "profile {key}: a chain {} records deep",
+            at.link
+        );
         let depths = (u8::try_from(at.link), u8::try_from(at.walked));
         let through = at.through.map(Box::new);
         let bytes =
@@ -691,7 +696,8 @@ impl ProfileCache {
             self.last_eviction = Some(self.inserts);
         }
         let (Ok(link), Ok(walked)) = depths else {
-            // Deeper than a chain goes (`MAX_CHAIN_DEPTH`): not kept.
+            // Deeper than a chain goes (`MAX_CHAIN_DEPTH`; unreachable, asserted above): not
+            // kept.
             if let Some(i) = reserved {
                 self.vacate(key, i);
             }
@@ -935,6 +941,67 @@ mod tests {
         );
     }
 
+    /// A delta longer than a chain's spare bytes grows its buffer: the chain keeps its
+    /// records and adds the delta, counts one record more, stays read from the log (its fold
+    /// still checks the strings it keeps), and its buffer is larger, its spare bytes zeros.
+    #[test]
+    fn a_delta_longer_than_the_spare_bytes_grows_a_chain_read_from_the_log() {
+        let mut rec = ProfileRecord::default();
+        rec.ids.user_id = Some("u1".into());
+        set(&mut rec, 1, 10, 100);
+        let full = crate::entries::encode_profile(&rec, 64);
+        set(&mut rec, 2, 20, 200);
+        rec.updated_at = Timestamp(200);
+        let small = delta(&rec, &[2], 200, 1);
+        // As a read from the log hands them: newest first, each followed by its length.
+        let mut read = Vec::new();
+        for record in [&small, &full] {
+            read.extend_from_slice(record);
+            read.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        }
+        let mut chain = Chain::from_newest_first(&read).unwrap();
+        assert!(chain.from_log);
+        assert_eq!(chain.records(), 2);
+        assert_eq!(chain.decode().unwrap(), rec);
+        let (before, heap_before) = (chain.bytes().to_vec(), chain.heap_bytes());
+        rec.state_mut(3).apply_set_ref(
+            Some(&Value::Str("y".repeat(2 * CHAIN_SPARE).into())),
+            Timestamp(300),
+            300,
+        );
+        rec.updated_at = Timestamp(300);
+        let long = delta(&rec, &[3], 300, 2);
+        assert!(
+            chain.buf.len() - chain.bytes().len() < long.len() + 4,
+            "the delta must not fit in the spare bytes"
+        );
+        chain.push_delta(&long);
+        assert_eq!(chain.records(), 3);
+        assert!(chain.from_log, "still read from the log");
+        assert!(chain.heap_bytes() > heap_before);
+        assert!(chain.buf.len() - chain.bytes().len() >= CHAIN_SPARE);
+        assert!(chain.buf[chain.bytes().len()..].iter().all(|&b| b == 0));
+        let mut want = before;
+        want.extend_from_slice(&long);
+        want.extend_from_slice(&(long.len() as u32).to_le_bytes());
+        assert_eq!(chain.bytes(), &want[..]);
+        assert_eq!(chain.decode().unwrap(), rec);
+        let mut raw = RawStates::default();
+        let got = chain
+            .decode_capturing_all(&mut raw, ProfileRecord::default())
+            .unwrap();
+        assert_eq!((got.ids, got.updated_at), (rec.ids.clone(), rec.updated_at));
+        assert_eq!(raw.states.len(), 3);
+        // Another delta fits in the grown buffer's spare bytes.
+        set(&mut rec, 1, 11, 400);
+        rec.updated_at = Timestamp(400);
+        let heap = chain.heap_bytes();
+        chain.push_delta(&delta(&rec, &[1], 400, 3));
+        assert_eq!((chain.records(), chain.heap_bytes()), (4, heap));
+        assert!(chain.from_log);
+        assert_eq!(chain.decode().unwrap(), rec);
+    }
+
     #[test]
     fn a_damaged_cached_chain_is_an_error_not_a_panic() {
         let rec = ProfileRecord::default();
@@ -1175,31 +1242,86 @@ mod tests {
         small.check();
     }
 
+    /// Where a chain stands, as an insert in the proptest below gives it: `link` up to
+    /// `MAX_CHAIN_DEPTH`, `walked` at most `link`, and maybe a `through` (the offset, in the
+    /// sealed segment the next compaction rewrites, of the record its chain links to, and
+    /// that record's depth, below `link`).
+    fn chain_at() -> impl proptest::strategy::Strategy<Value = (u32, u32, Option<(u32, u32)>)> {
+        use proptest::strategy::{Just, Strategy};
+        (0..=MAX_CHAIN_DEPTH).prop_flat_map(|link| {
+            (
+                Just(link),
+                0..=link,
+                proptest::option::of((0u32..3, 0..link.max(1))),
+            )
+        })
+    }
+
+    /// The fields of a `ChainAt`, to compare.
+    fn fields(at: &ChainAt) -> (u32, u32, Option<(Location, u32)>) {
+        (at.link, at.walked, at.through)
+    }
+
     proptest::proptest! {
-        /// Any sequence of inserts (new, or putting back what a take gave), takes (at the
-        /// profile's location or a stale one) and takes never put back keeps the cache's
-        /// bookkeeping whole, and a take gives back what the last insert of the profile kept.
+        /// Any sequence of inserts (new, of any depth and with or without a `through`, or
+        /// putting back what a take gave), takes (at the profile's location or a stale one),
+        /// takes never put back and compactions followed (`relocate`: some profiles moved,
+        /// the others in the inputs forgotten, the `through`s dropped, some forwarded) keeps
+        /// the cache's bookkeeping whole (the bytes counted are the slots', `through`s
+        /// included), and a take gives back the location and `ChainAt` the last insert of the
+        /// profile kept, as the compactions since changed them.
         #[test]
         fn takes_and_inserts_keep_the_cache_whole(
-            ops in proptest::collection::vec((0u8..4, 0u64..12, 0u32..3, proptest::bool::ANY), 1..300),
+            ops in proptest::collection::vec(
+                (
+                    0u8..9,
+                    0u64..12,
+                    0u32..3,
+                    proptest::bool::ANY,
+                    chain_at(),
+                    proptest::collection::vec((0u8..3, 0u64..12, 0u32..4), 0..8),
+                    proptest::collection::vec(0u32..3, 0..3),
+                ),
+                1..300,
+            ),
             room in 2usize..8,
         ) {
             let data = crate::entries::encode_profile(&ProfileRecord::default(), 64);
             let one = Chain::full(&data).heap_bytes() + CACHE_SLOT_BYTES;
             let mut cache = ProfileCache::new(room * one);
-            // The location each profile was last kept at, as the test saw it.
-            let mut last: std::collections::HashMap<u64, u32> = Default::default();
+            // The segment written to; the one before it is sealed, the next compaction's input
+            // (and the segment the `through`s link into). The compaction writes its output to
+            // the one after `active`, and the writes go on in the one after that.
+            let mut active = 2u32;
+            let place = |segment: u32, offset: u32| Location { segment, offset, len: 1 };
+            // Where each profile was last kept and where its chain stood, as the test saw it.
+            let mut last: std::collections::HashMap<u64, (Location, ChainAt)> = Default::default();
             let mut out: Vec<(u64, ChainAt, Cached)> = Vec::new();
-            for (op, key, at, back) in ops {
+            for (op, key, at, back, (link, walked, through), moves, forwarded) in ops {
                 match op {
-                    0 => {
-                        cache.insert(key, loc(at), ChainAt::default(), Cached::Chain(Chain::full(&data)), false);
-                        last.insert(key, at);
+                    0..=2 => {
+                        let chain_at = ChainAt {
+                            link,
+                            walked,
+                            through: through.map(|(o, depth)| (place(active - 1, o), depth)),
+                        };
+                        // `back`: a profile whose newest record is in the sealed segment.
+                        let l = place(if back { active - 1 } else { active }, at);
+                        cache.insert(key, l, chain_at, Cached::Chain(Chain::full(&data)), false);
+                        last.insert(key, (l, chain_at));
                     }
-                    1 => {
-                        let taken = cache.take(key, loc(at));
-                        if taken.is_some() {
-                            proptest::prop_assert_eq!(last.get(&key), Some(&at));
+                    3 | 4 => {
+                        // At the profile's location (a hit if it is kept), or maybe a stale one.
+                        let l = match last.get(&key) {
+                            Some(&(l, _)) if at == 0 => l,
+                            _ => place(active, at),
+                        };
+                        let taken = cache.take(key, l);
+                        if let Some((chain_at, _)) = &taken {
+                            let &(want, want_at) = last.get(&key).unwrap();
+                            proptest::prop_assert_eq!(want, l);
+                            proptest::prop_assert_eq!(fields(chain_at), fields(&want_at));
+                            proptest::prop_assert!(chain_at.walked <= chain_at.link);
                         }
                         if let Some((chain_at, chain)) = taken
                             && back
@@ -1207,14 +1329,74 @@ mod tests {
                             out.push((key, chain_at, chain));
                         }
                     }
-                    2 => {
+                    5 | 6 => {
                         if let Some((key, chain_at, chain)) = out.pop() {
-                            cache.insert(key, loc(at), chain_at, chain, true);
-                            last.insert(key, at);
+                            let l = place(active, at);
+                            cache.insert(key, l, chain_at, chain, true);
+                            last.insert(key, (l, chain_at));
                         }
                     }
-                    _ => {
+                    7 => {
                         proptest::prop_assert!(!cache.holds(key) || last.contains_key(&key));
+                    }
+                    _ => {
+                        // A compaction of the sealed segment (`back`: of every segment before
+                        // the one written to) into the one after `active`. It moved
+                        // the records listed (a profile's, its newest at the place its index
+                        // entry names, when `at` is 0; another kind's of the same id, which
+                        // the cache ignores), and forwards the records at the offsets
+                        // `forwarded` (some of those the cached chains link to).
+                        let inputs: Vec<u32> = if back { (1..active).collect() } else { vec![active - 1] };
+                        let output = active + 1;
+                        let mut moved = crate::storage::Moves::with_capacity(moves.len());
+                        for (n, &(kind, key, at)) in moves.iter().enumerate() {
+                            let kind = [
+                                crate::entries::EntryKind::Profile,
+                                crate::entries::EntryKind::ProfileDelta,
+                                crate::entries::EntryKind::Company,
+                            ][kind as usize];
+                            let old = match last.get(&key) {
+                                Some(&(l, _)) if at == 0 => l,
+                                _ => place(active - 1, at),
+                            };
+                            if inputs.binary_search(&old.segment).is_err() {
+                                continue;
+                            }
+                            let new = place(output, 100 + n as u32);
+                            moved.push(kind.byte(), key, old, new).unwrap();
+                        }
+                        let mut forwards = Forwards::default();
+                        forwards.extend(
+                            forwarded.iter().map(|&o| (place(active - 1, o), place(output, 1000 + o))),
+                        );
+                        cache.relocate(&moved, &inputs, &forwards);
+                        // What the cache should have done, on the test's record.
+                        for (kind, key, old, new) in moved.iter() {
+                            if kind == crate::entries::EntryKind::Company.byte() {
+                                continue;
+                            }
+                            if let Some((l, at)) = last.get_mut(&key)
+                                && *l == old
+                            {
+                                *l = new;
+                                *at = ChainAt::default();
+                            }
+                        }
+                        for (_, at) in last.values_mut() {
+                            if let Some((linked, depth)) = at.through.take()
+                                && forwards.get(&linked).is_some()
+                            {
+                                at.walked = at.walked.min(at.link.saturating_sub(depth));
+                            }
+                        }
+                        for slot in &cache.slots {
+                            proptest::prop_assert!(slot.through.is_none());
+                            proptest::prop_assert!(slot.walked <= slot.link);
+                            proptest::prop_assert!(
+                                slot.chain.is_none() || inputs.binary_search(&slot.loc.segment).is_err()
+                            );
+                        }
+                        active += 2;
                     }
                 }
                 cache.check();

@@ -539,7 +539,8 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
         out,
         "  records         {} deltas ({} linked into a running compaction, {} by the fast \
          path); full: {} new or rewritten whole, {} at the chain limit, {} while a compaction \
-         switched in; {} full records written from a cached chain's bytes; {} spliced",
+         switched in; {} full records written from a cached chain's bytes; {} spliced ({} \
+         of them for the log)",
         rc.deltas,
         rc.linked_into_compaction,
         rc.fast_path,
@@ -547,7 +548,8 @@ fn print_human(r: &Report, temporary: bool) -> std::io::Result<()> {
         rc.full_chain_limit,
         rc.full_at_switch,
         rc.full_from_parts,
-        rc.spliced
+        rc.spliced,
+        rc.full_spliced
     )?;
     writeln!(
         out,

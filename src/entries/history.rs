@@ -949,19 +949,30 @@ mod tests {
         assert_eq!(r, before);
     }
 
-    /// The undo of a new profile is the walk's of the empty record before it: the empty
-    /// identifiers, the empty record's times, each state absent.
+    /// The undo of a new profile is what the walk of the empty record before it gives, and
+    /// always names the (empty) identifiers before, also when the profile has none after
+    /// (where the walk of the empty record would name none: they did not change).
     #[test]
     fn undo_of_a_new_profile_is_the_diff_from_the_empty_record() {
+        let mut no_ids = rec(&[(2, 2)], "x");
+        no_ids.ids = Ids::default();
         for after in [
             rec(&[(1, 1), (4, 2), (9, 3)], "a"),
             rec(&[], "b"),
             rec(&[(7, 7)], "c"),
+            no_ids,
         ] {
             let empty = ProfileRecord::default();
-            assert_eq!(diff(None, &after), diff(Some(&empty), &after));
+            let walked = diff(Some(&empty), &after);
+            let want = (
+                Some(StepIds::from(&Ids::default())),
+                walked.1,
+                walked.2,
+                walked.3,
+            );
+            assert_eq!(diff(None, &after), want);
             let reused = diff_into(None, &after, vec![(3, None), (5, None)]);
-            assert_eq!(reused, diff(Some(&empty), &after));
+            assert_eq!(reused, want);
         }
     }
 
