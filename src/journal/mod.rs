@@ -54,13 +54,18 @@ impl CallInfo {
         }
     }
 
-    /// `Some` when the store keeps history; `reuse`: a previous call's, whose buffers it
-    /// takes (nothing of that call is left in it).
+    /// `Some` when the store keeps history; `now`: the clock (microseconds) when the call
+    /// began; `reuse`: a previous call's, whose buffers it takes (nothing of that call is left
+    /// in it).
     /// Boxed: the writer moves its spare buffers from one call to the next, and this is the
     /// largest of them.
-    pub(crate) fn for_index(index: &Index, reuse: Option<Box<CallInfo>>) -> Option<Box<CallInfo>> {
+    pub(crate) fn for_index(
+        index: &Index,
+        now: i64,
+        reuse: Option<Box<CallInfo>>,
+    ) -> Option<Box<CallInfo>> {
         index.journal.enabled().then(|| {
-            let arrival = index.journal.next_arrival(Timestamp::now().0);
+            let arrival = index.journal.next_arrival(now);
             let mut call =
                 reuse.unwrap_or_else(|| Box::new(CallInfo::new(arrival, StepKind::Call)));
             call.reset(arrival);
