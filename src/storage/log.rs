@@ -68,13 +68,8 @@ impl State {
             return Ok(f(&self.buf[start - self.flushed..end - self.flushed]));
         }
         with_read_buf(|buf| {
-            buf.resize(end - start, 0);
-            let on_file = end.min(self.flushed) - start;
-            super::io::read_exact_at(self.file.as_ref(), start as u64, &mut buf[..on_file])
-                .map_err(|e| Error::io("read", &self.path, e))?;
-            if end > self.flushed {
-                buf[on_file..].copy_from_slice(&self.buf[..end - self.flushed]);
-            }
+            buf.clear();
+            self.read_appending(loc, buf)?;
             Ok(f(buf))
         })
     }

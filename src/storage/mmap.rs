@@ -70,10 +70,9 @@ impl Bytes {
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::io::Result<R> {
         match self {
-            Bytes::Map(_, file) => super::log::with_read_buf(|buf| {
-                use std::os::unix::fs::FileExt;
-                buf.resize(len, 0);
-                file.read_exact_at(buf, start as u64)?;
+            Bytes::Map(..) => super::log::with_read_buf(|buf| {
+                buf.clear();
+                self.read_appending(start, len, buf)?;
                 Ok(f(buf))
             }),
             Bytes::Owned(v) => Ok(f(&v[start..start + len])),
