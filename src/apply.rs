@@ -1570,11 +1570,21 @@ impl<'a> Builder<'a> {
                             None => {
                                 let mut data = self.spare.pools.buf();
                                 data.reserve(full_guess);
-                                entries::profile::put_full(
-                                    &work.rec,
-                                    &mut data,
-                                    self.cache.enabled().then_some(&mut lens),
-                                );
+                                // A new profile: every state the call's set (or removal), at
+                                // the call's stamp, written without a table built.
+                                let one_stamp = matches!(work.old, OldIds::New)
+                                    && entries::profile::put_full_one_stamp(
+                                        &work.rec,
+                                        &mut data,
+                                        self.cache.enabled().then_some(&mut lens),
+                                    );
+                                if !one_stamp {
+                                    entries::profile::put_full(
+                                        &work.rec,
+                                        &mut data,
+                                        self.cache.enabled().then_some(&mut lens),
+                                    );
+                                }
                                 data
                             }
                         },

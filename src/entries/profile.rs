@@ -5,9 +5,10 @@
 
 use super::raw::RawStates;
 use super::values::{
-    StampIndex, StampTable, Stamps, capture_plain, each_stamp, plain_shape, put_set_shaped,
-    put_shaped_state, put_stamp, put_stamp_after, put_state, shaped_state, shaped_state_or_raw,
-    skip_shaped_state, skip_state, skip_value, stamp, stamp_after, state, value,
+    StampIndex, StampTable, Stamps, capture_plain, each_stamp, plain_shape, put_plain_first,
+    put_set_shaped, put_shaped_state, put_stamp, put_stamp_after, put_state, shaped_state,
+    shaped_state_or_raw, skip_shaped_state, skip_state, skip_value, stamp, stamp_after, state,
+    value,
 };
 use super::wire::{
     DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_two_inline, put_u64,
@@ -189,6 +190,81 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<
             lens.push(u8::try_from(out.len() - from).unwrap_or(0));
         }
     }
+}
+
+/// [`put_full`] of a record whose every state is `lww` alone (a set or a removal) at one
+/// stamp: a new profile's, each state set by the call that created it (a fifth of W1's
+/// calls). Its table is that stamp alone and every state's index 0, so no table is built nor
+/// a stamp looked up: each state is written from its value ([`put_plain_first`]). `false`,
+/// `out` as it was, at the first state of another kind or stamp (or no state): `put_full`
+/// writes the record then. Debug builds check the bytes and lengths against `put_full`'s.
+pub(crate) fn put_full_one_stamp(
+    rec: &ProfileRecord,
+    out: &mut Vec<u8>,
+    mut lens: Option<&mut Vec<u8>>,
+) -> bool {
+    let Some((
+        _,
+        PropState {
+            lww: Some((stamp, _)),
+            ..
+        },
+    )) = rec.props.first()
+    else {
+        return false;
+    };
+    let start = out.len();
+    if let Some(lens) = lens.as_deref_mut() {
+        lens.clear();
+    }
+    put_full_start(
+        |out| rec.ids.put(out),
+        (rec.first_seen, rec.updated_at),
+        out,
+    );
+    // The table (`StampTable::put_deltas` of one stamp: its length, the stamp whole) and the
+    // count of states.
+    out.push(1);
+    put_stamp(*stamp, out);
+    put_u64(out, rec.props.len() as u64);
+    let mut names = Names::default();
+    for (id, p) in &rec.props {
+        let value = match p {
+            PropState {
+                lww: Some((s, value)),
+                once: None,
+                adds: None,
+            } if s == stamp => value.as_ref(),
+            _ => {
+                out.truncate(start);
+                return false;
+            }
+        };
+        names.put(out, *id);
+        let from = out.len();
+        put_plain_first(value, out);
+        if let Some(lens) = lens.as_deref_mut() {
+            lens.push(u8::try_from(out.len() - from).unwrap_or(0));
+        }
+    }
+    #[cfg(debug_assertions)]
+    {
+        let mut want = Vec::new();
+        let mut want_lens = Vec::new();
+        put_full(rec, &mut want, Some(&mut want_lens));
+        debug_assert_eq!(
+            &out[start..],
+            &want[..],
+            "put_full_one_stamp: not put_full's bytes"
+        );
+        if let Some(lens) = lens {
+            debug_assert_eq!(
+                *lens, want_lens,
+                "put_full_one_stamp: not put_full's lengths"
+            );
+        }
+    }
+    true
 }
 
 /// A state of a full record written from its parts ([`put_full_parts`]).
@@ -2640,7 +2716,137 @@ mod tests {
             })
     }
 
+    /// A new profile's record (`put_full_one_stamp`): every state `lww` alone at one stamp, a
+    /// set to any value (strings long and short, integers of every width, lists, objects)
+    /// or a removal, the names some far apart.
+    fn one_stamp_record() -> impl Strategy<Value = ProfileRecord> {
+        (
+            record(),
+            stamp(),
+            prop::collection::btree_map(wide_name(), proptest::option::of(value()), 0..40),
+        )
+            .prop_map(|(mut rec, s, props)| {
+                rec.props = props
+                    .into_iter()
+                    .map(|(id, v)| {
+                        let state = PropState {
+                            lww: Some((s, v)),
+                            once: None,
+                            adds: None,
+                        };
+                        (id, state)
+                    })
+                    .collect();
+                rec
+            })
+    }
+
+    /// `put_full_one_stamp` of `rec` after the bytes `prefix`: `put_full`'s bytes and
+    /// lengths when it writes, `prefix` untouched when it declines; whether it wrote.
+    fn one_stamp_is_put_fulls(rec: &ProfileRecord, prefix: &[u8]) -> bool {
+        let mut out = prefix.to_vec();
+        let mut lens = vec![7u8; 3];
+        let wrote = put_full_one_stamp(rec, &mut out, Some(&mut lens));
+        let mut bare = prefix.to_vec();
+        assert_eq!(wrote, put_full_one_stamp(rec, &mut bare, None));
+        if wrote {
+            let mut want = prefix.to_vec();
+            let mut want_lens = Vec::new();
+            put_full(rec, &mut want, Some(&mut want_lens));
+            assert_eq!(out, want, "bytes of {rec:?}");
+            assert_eq!(bare, want, "bytes of {rec:?}, no lengths");
+            assert_eq!(lens, want_lens, "lengths of {rec:?}");
+            assert_eq!(full(&out[prefix.len()..]).unwrap(), *rec);
+        } else {
+            assert_eq!(out, prefix, "declined, nothing written");
+            assert_eq!(bare, prefix, "declined, nothing written");
+        }
+        wrote
+    }
+
+    #[test]
+    fn a_new_profiles_record_is_put_fulls_and_any_other_is_declined() {
+        let s = Stamp::new(Timestamp(1_767_225_600_000_000), 77);
+        let set = |v: Option<Value>| PropState {
+            lww: Some((s, v)),
+            once: None,
+            adds: None,
+        };
+        let mut rec = w1_like();
+        rec.props = vec![
+            (0, set(Some(Value::Bool(true)))),
+            (1, set(Some(Value::Bool(false)))),
+            (2, set(Some(Value::Int(0)))),
+            (3, set(Some(Value::Int(125)))),
+            (4, set(Some(Value::Int(126)))),
+            (5, set(Some(Value::Int(-40_000)))),
+            (6, set(Some(Value::Int(1 << 40)))),
+            (7, set(Some(Value::Int(i64::MIN)))),
+            (8, set(Some(Value::Float(-0.5)))),
+            (9, set(Some(Value::Str("".into())))),
+            (10, set(Some(Value::Str("a W1 string of 24 chars".into())))),
+            (11, set(Some(Value::Str("x".repeat(250).into())))),
+            (12, set(Some(Value::Str("é".repeat(200).into())))),
+            (13, set(Some(Value::DateTime(Timestamp(-1))))),
+            (
+                14,
+                set(Some(Value::DateTime(Timestamp(1_767_225_600_000_000)))),
+            ),
+            (15, set(Some(Value::Null))),
+            (16, set(None)),
+            (
+                17,
+                set(Some(Value::Array(vec![Value::Int(1), Value::Null]))),
+            ),
+            (
+                300,
+                set(Some(Value::Object(vec![(
+                    "k".into(),
+                    Value::Str("v".into()),
+                )]))),
+            ),
+            (70_000, set(Some(Value::Int(3)))),
+            (u32::MAX, set(Some(Value::Bool(true)))),
+        ];
+        assert!(one_stamp_is_put_fulls(&rec, &[]));
+        assert!(one_stamp_is_put_fulls(&rec, b"before"));
+        // Any state of another kind or stamp: declined, at the first state or a later one.
+        for at in [0, 5, rec.props.len() - 1] {
+            let mut other = rec.clone();
+            other.props[at].1.lww = Some((Stamp::new(s.0, 78), Some(Value::Int(1))));
+            assert!(!one_stamp_is_put_fulls(&other, b"xy"));
+            let mut other = rec.clone();
+            other.props[at].1.once = Some(Box::new((s, Value::Int(1))));
+            assert!(!one_stamp_is_put_fulls(&other, b"xy"));
+            let mut other = rec.clone();
+            other.props[at].1.lww = None;
+            other.props[at].1.adds = Some(Box::new(Adds {
+                int: 1,
+                float: None,
+                first: s,
+                last: s,
+            }));
+            assert!(!one_stamp_is_put_fulls(&other, b"xy"));
+        }
+        // No state: declined (`put_full` writes an empty table).
+        rec.props.clear();
+        assert!(!one_stamp_is_put_fulls(&rec, b""));
+    }
+
     proptest! {
+        /// A new profile's record written without a table built (`put_full_one_stamp`) is
+        /// `put_full`'s, bytes and state lengths; any other record is declined, nothing
+        /// written.
+        #[test]
+        fn a_one_stamp_record_is_put_fulls(
+            rec in one_stamp_record(),
+            other in prop_oneof![plain_record(), record()],
+            prefix in prop::collection::vec(any::<u8>(), 0..3),
+        ) {
+            prop_assert_eq!(one_stamp_is_put_fulls(&rec, &prefix), !rec.props.is_empty());
+            one_stamp_is_put_fulls(&other, &prefix);
+        }
+
         /// A full record spliced from the one before and a call's sets (`splice_full`) is the
         /// record `put_full` writes of the whole profile after the call, with the same state
         /// lengths; when it declines, the record is one it does not write (a state the call

@@ -643,6 +643,40 @@ pub(crate) fn put_shaped_state<T: StampIndex + ?Sized>(
     }
 }
 
+/// The compact state of `lww` alone, a set to `value` (`None`: a removal), whose stamp is the
+/// first of the record's table (index 0): the bytes [`put_shaped_state`] writes of it against
+/// such a table, without a stamp looked up and in one append but for a long string's bytes or
+/// a list's items (`entries::profile::put_full_one_stamp`, a new profile's full record).
+#[inline(always)]
+pub(crate) fn put_plain_first(value: Option<&Value>, out: &mut Vec<u8>) {
+    /// The shape and the index 0, then `v`'s varint (its widest form appended, then cut to
+    /// its length, as [`put_two_inline`] does).
+    #[inline(always)]
+    fn head_varint(shape: u8, v: u64, out: &mut Vec<u8>) {
+        let (marker, len) = super::wire::varint_form(v);
+        let [b0, b1, b2, b3, b4, b5, b6, b7] = v.to_le_bytes();
+        let at = out.len();
+        out.extend_from_slice(&[shape, 0, marker, b0, b1, b2, b3, b4, b5, b6, b7]);
+        out.truncate(at + 3 + len);
+    }
+    // The shapes are `SHAPE_SET` plus the value's variant ([`variant`]).
+    match value {
+        None => out.extend_from_slice(&[SHAPE_UNSET, 0]),
+        Some(Value::Bool(b)) => out.extend_from_slice(&[SHAPE_SET, 0, u8::from(*b)]),
+        Some(Value::Int(i)) => head_varint(SHAPE_SET + 1, zigzag(*i), out),
+        Some(Value::Str(s)) if s.len() < 251 => {
+            out.extend_from_slice(&[SHAPE_SET + 3, 0, s.len() as u8]);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Some(Value::DateTime(t)) => head_varint(SHAPE_SET + 4, zigzag(t.0), out),
+        Some(Value::Null) => out.extend_from_slice(&[SHAPE_SET + 7, 0]),
+        Some(v) => {
+            out.extend_from_slice(&[SHAPE_SET + variant(v) as u8, 0]);
+            put_payload(v, out);
+        }
+    }
+}
+
 /// Whether a compact state's shape byte is a plain set or removal: `lww` alone, whose bytes
 /// are the shape, the stamp index and (a set) the value's payload, nothing after.
 pub(crate) fn plain_shape(b: u8) -> bool {
