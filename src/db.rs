@@ -14,7 +14,7 @@ use crate::index::Index;
 use crate::options::{Durability, Options};
 use crate::profile::filter::Filter;
 use crate::profile::message::{Alias, Group, Identify, Link, Message};
-use crate::profile::validate::validate;
+use crate::profile::validate::{PlaceholderLens, validate_with};
 use crate::rebuild::Rebuild;
 use crate::storage::{CopyAs, Entry, Location, Store, StoreOptions};
 use crate::types::{Company, Outcome, Profile, Selector, SourceOffset, Status};
@@ -148,6 +148,8 @@ struct Inner {
     /// Profiles the open's repair dropped (their chain ran through a quarantined segment).
     lost: Vec<String>,
     options: Options,
+    /// Of `options`, read once for every call's validation.
+    placeholder_lens: PlaceholderLens,
     compaction: Mutex<()>,
     /// Calls the guard skipped an identifier of (issue 16).
     guard_skipped: std::sync::atomic::AtomicU64,
@@ -231,6 +233,7 @@ impl Db {
             index: RwLock::new(index),
             cache: Mutex::new(ProfileCache::new(options.profile_cache_bytes)),
             lost,
+            placeholder_lens: PlaceholderLens::of(&options),
             options,
             compaction: Mutex::new(()),
             guard_skipped: std::sync::atomic::AtomicU64::new(0),
@@ -275,7 +278,7 @@ impl Db {
     /// per group (the writer queue, docs/architecture.md): each call is still its own atomic
     /// frame with its own outcome, answered once as durable as `durability` says.
     pub fn apply_with(&self, message: &Message, durability: Durability) -> Result<Outcome> {
-        validate(message, &self.inner.options)?;
+        validate_with(message, &self.inner.options, self.inner.placeholder_lens)?;
         self.apply_valid(message, durability)
     }
 
@@ -393,7 +396,7 @@ impl Db {
 
     /// Validate a message (SPEC 3.1) without touching the store; see [`Db::prepare`].
     pub fn prepare_message(&self, message: Message) -> Result<Prepared> {
-        validate(&message, &self.inner.options)?;
+        validate_with(&message, &self.inner.options, self.inner.placeholder_lens)?;
         Ok(Prepared(message))
     }
 

@@ -22,9 +22,48 @@ pub const MAX_EMAIL_BYTES: usize = 254;
 
 /// Check every rule of SPEC 3.1 on `message`; `Err(Error::Invalid(all problems))` if any.
 pub fn validate(message: &Message, options: &Options) -> Result<()> {
+    validate_with(message, options, PlaceholderLens::of(options))
+}
+
+/// The byte lengths of `placeholder_ids` once trimmed (`trim_text`), as a set: bit `n` for a
+/// length `n` below 63, bit 63 for any longer. An ASCII id trimmed to a length not in it
+/// matches none of them (a match is equal bytes but for ASCII case): [`plain_user_id_passes`]
+/// then skips the walk of the list (~70 instructions a call, the defaults' 16). Read once
+/// per store ([`validate_with`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlaceholderLens(u64);
+
+impl PlaceholderLens {
+    pub(crate) fn of(options: &Options) -> PlaceholderLens {
+        PlaceholderLens(
+            options
+                .placeholder_ids
+                .iter()
+                .fold(0, |set, p| set | Self::bit(trim_text(p).len())),
+        )
+    }
+
+    #[inline(always)]
+    fn bit(len: usize) -> u64 {
+        1 << len.min(63)
+    }
+
+    /// Whether a placeholder trims to `len` bytes (maybe, for 63 or more).
+    #[inline(always)]
+    fn may_be(self, len: usize) -> bool {
+        self.0 & Self::bit(len) != 0
+    }
+}
+
+/// [`validate`] with the store's [`PlaceholderLens`] of `options` (read at its open).
+pub(crate) fn validate_with(
+    message: &Message,
+    options: &Options,
+    lens: PlaceholderLens,
+) -> Result<()> {
     let mut errors = Vec::new();
     match message {
-        Message::Identify(m) => identify(m, options, &mut errors),
+        Message::Identify(m) => identify(m, options, lens, &mut errors),
         Message::Group(m) => {
             if m.group_id.is_empty() {
                 errors.push(FieldError::new("groupId", "is required"));
@@ -73,7 +112,7 @@ pub fn validate(message: &Message, options: &Options) -> Result<()> {
     }
 }
 
-fn identify(m: &Identify, options: &Options, errors: &mut Vec<FieldError>) {
+fn identify(m: &Identify, options: &Options, lens: PlaceholderLens, errors: &mut Vec<FieldError>) {
     if m.user_id.is_none() && m.email.is_none() && m.anonymous_id.is_none() {
         errors.push(FieldError::new(
             "userId",
@@ -81,7 +120,7 @@ fn identify(m: &Identify, options: &Options, errors: &mut Vec<FieldError>) {
         ));
     }
     if let Some(id) = &m.user_id
-        && !plain_user_id_passes(id, options)
+        && !plain_user_id_passes(id, options, lens)
     {
         user_id_rules(m.field_as_written("userId"), id, options, errors);
     }
@@ -306,12 +345,13 @@ fn user_id_rules(field: &str, id: &str, options: &Options, errors: &mut Vec<Fiel
 /// Whether a `userId` surely passes [`user_id_rules`]: 2 to [`MAX_ID_CHARS`] bytes of
 /// printable ASCII without spaces or `@`, and not a placeholder. A `false` says only "check
 /// it": the rules decide and name what is wrong.
+/// `lens`: the [`PlaceholderLens`] of `options`.
 #[inline]
-fn plain_user_id_passes(id: &str, options: &Options) -> bool {
+fn plain_user_id_passes(id: &str, options: &Options, lens: PlaceholderLens) -> bool {
     (2..=MAX_ID_CHARS).contains(&id.len())
         && printable_without(id.as_bytes(), b'@')
         // Printable ASCII: trimmed and ASCII as it is.
-        && !is_ascii_placeholder(id, options)
+        && !(lens.may_be(id.len()) && is_ascii_placeholder(id, options))
 }
 
 /// Property names: non-empty, at most `max_name_chars` characters, not starting with `$`.
@@ -648,7 +688,7 @@ mod tests {
             ],
         ) {
             let options = Options::default();
-            if plain_user_id_passes(&id, &options) {
+            if plain_user_id_passes(&id, &options, PlaceholderLens::of(&options)) {
                 let mut errors = Vec::new();
                 user_id_rules("userId", &id, &options, &mut errors);
                 prop_assert!(errors.is_empty(), "{id:?}: {errors:?}");
@@ -680,6 +720,34 @@ mod tests {
                 trim_text(&p).eq_ignore_ascii_case(trimmed),
                 "{:?} against {:?}", p, trimmed
             );
+        }
+
+        /// An ASCII id trimmed to a length the placeholders' lengths do not hold matches none
+        /// of them: placeholders of every length near the id's, padded, in either case.
+        #[test]
+        fn an_id_of_no_placeholder_length_is_none(
+            id in prop_oneof![
+                prop::sample::select(DEFAULT_IDS.to_vec()).prop_map(str::to_string),
+                "[!-~]{1,8}",
+                "[a-z]{60,70}",
+            ],
+            placeholders in prop::collection::vec(
+                prop_oneof![
+                    prop::sample::select(DEFAULT_IDS.to_vec()).prop_map(str::to_string),
+                    "[ \t\u{3000}]{0,2}[!-~]{0,9}[ \n\u{a0}]{0,2}",
+                    "[a-zA-Z]{60,70}",
+                ],
+                0..6,
+            ),
+            upper in any::<bool>(),
+        ) {
+            let id = if upper { id.to_ascii_uppercase() } else { id };
+            let options = Options { placeholder_ids: placeholders, ..Options::default() };
+            let trimmed = trim_text(&id);
+            prop_assume!(!trimmed.is_empty());
+            if !PlaceholderLens::of(&options).may_be(trimmed.len()) {
+                prop_assert!(!is_placeholder(trimmed, &options), "{:?}", id);
+            }
         }
 
         /// The email check that skips the rules says "passes" only for addresses they pass.
@@ -714,9 +782,10 @@ mod tests {
             assert!(!plain_trait_passes(name, None, &options), "{name}");
         }
         assert!(plain_email_passes("person0@example.com"));
-        assert!(plain_user_id_passes("user-00000000", &options));
+        let lens = PlaceholderLens::of(&options);
+        assert!(plain_user_id_passes("user-00000000", &options, lens));
         for bad in ["u", "NULL", "a@b.co", "a b", "Undefined"] {
-            assert!(!plain_user_id_passes(bad, &options), "{bad}");
+            assert!(!plain_user_id_passes(bad, &options, lens), "{bad}");
         }
         for bad in [
             "a@b",
