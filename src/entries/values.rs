@@ -4,8 +4,8 @@
 
 use super::raw::RawStates;
 use super::wire::{
-    DecodeError, Decoded, Reader, Wire, put_i128, put_two_inline, put_u64, put_u64_inline,
-    put_variant, zigzag,
+    DecodeError, Decoded, Reader, StampDelta, Wire, put_i128, put_two_inline, put_u64,
+    put_u64_inline, put_variant, zigzag,
 };
 use crate::types::state::{Adds, PropState, Stamp};
 use crate::types::value::{Timestamp, Value};
@@ -404,8 +404,9 @@ impl Wire for StampTable {
 
 /// Read one stamp: event time, arrival order.
 pub(crate) fn stamp(r: &mut Reader<'_>) -> Decoded<Stamp> {
-    let ts = r.i64()?;
-    let order = r.u64()?;
+    // `Reader::i64` then `Reader::u64`, in one step.
+    let (zigzag, order) = r.two_u64()?;
+    let ts = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
     Ok(Stamp::new(Timestamp(ts), order))
 }
 
@@ -417,15 +418,34 @@ pub(crate) fn stamp_after(r: &mut Reader<'_>, prev: Option<Stamp>) -> Decoded<St
     let Some(p) = prev else {
         return stamp(r);
     };
-    let (dt, d_order) = r.stamp_delta()?;
-    let ts =
-        p.0.0
-            .checked_add_unsigned(dt)
-            .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
-    let order = i128::from(p.1)
-        .checked_add(d_order)
-        .and_then(|o| u64::try_from(o).ok())
-        .ok_or_else(|| r.error("stamp table: arrival order beyond 64 bits"))?;
+    let (ts, order) = match r.stamp_delta()? {
+        // Nearly always: 64-bit sums. The time's distance is unsigned, so the stamp is after
+        // `p` unless the times are the same and the order does not grow.
+        StampDelta::Short(dt, d_order) => {
+            let ts =
+                p.0.0
+                    .checked_add_unsigned(dt)
+                    .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
+            let order =
+                p.1.checked_add_signed(d_order)
+                    .ok_or_else(|| r.error("stamp table: arrival order beyond 64 bits"))?;
+            if dt == 0 && d_order <= 0 {
+                return Err(r.error("stamp table: stamps out of order"));
+            }
+            return Ok(Stamp::new(Timestamp(ts), order));
+        }
+        StampDelta::Wide(dt, d_order) => {
+            let ts =
+                p.0.0
+                    .checked_add_unsigned(dt)
+                    .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
+            let order = i128::from(p.1)
+                .checked_add(d_order)
+                .and_then(|o| u64::try_from(o).ok())
+                .ok_or_else(|| r.error("stamp table: arrival order beyond 64 bits"))?;
+            (ts, order)
+        }
+    };
     let s = Stamp::new(Timestamp(ts), order);
     if s <= p {
         return Err(r.error("stamp table: stamps out of order"));
@@ -896,6 +916,104 @@ pub(crate) fn skip_shaped_state<T: StampLookup + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// [`stamp_after`] as it read a stamp before 64-bit sums: each distance read alone
+    /// (`Reader::u64`, `Reader::i128`), the sums in 128 bits, the order checked on the stamps.
+    fn stamp_after_one_by_one(r: &mut Reader<'_>, p: Stamp) -> Decoded<Stamp> {
+        let dt = r.u64()?;
+        let d_order = r.i128()?;
+        let ts =
+            p.0.0
+                .checked_add_unsigned(dt)
+                .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
+        let order = i128::from(p.1)
+            .checked_add(d_order)
+            .and_then(|o| u64::try_from(o).ok())
+            .ok_or_else(|| r.error("stamp table: arrival order beyond 64 bits"))?;
+        let s = Stamp::new(Timestamp(ts), order);
+        if s <= p {
+            return Err(r.error("stamp table: stamps out of order"));
+        }
+        Ok(s)
+    }
+
+    /// A read and where it left the reader.
+    fn read_at<T>(
+        bytes: &[u8],
+        f: impl FnOnce(&mut Reader<'_>) -> Decoded<T>,
+    ) -> (Decoded<T>, usize) {
+        let mut r = Reader::new(bytes);
+        let got = f(&mut r);
+        (got, r.position())
+    }
+
+    proptest! {
+        /// A stamp after another (`stamp_after`, its distances read in one step and summed in
+        /// 64 bits when short) is the one its distances read one by one and summed in 128 bits
+        /// give, or the same error at the same place: distances of every form and sign, sums
+        /// past either field's range, stamps out of order, bytes cut short or damaged.
+        #[test]
+        fn a_stamp_after_another_is_its_distances_read_one_by_one(
+            p_ts in prop_oneof![any::<i64>(), -3i64..3, (i64::MAX - 3)..=i64::MAX, Just(i64::MIN)],
+            p_order in prop_oneof![any::<u64>(), 0u64..3, (u64::MAX - 3)..=u64::MAX],
+            dt in prop_oneof![0u64..3, 0u64..70_000, any::<u32>().prop_map(u64::from), any::<u64>()],
+            d in prop_oneof![
+                -3i128..3,
+                -70_000i128..70_000,
+                any::<i32>().prop_map(i128::from),
+                any::<i64>().prop_map(i128::from),
+                any::<i128>(),
+            ],
+            tail in prop::collection::vec(any::<u8>(), 0..12),
+            cut in any::<prop::sample::Index>(),
+            damage in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        ) {
+            let mut bytes = Vec::new();
+            put_u64(&mut bytes, dt);
+            put_i128(&mut bytes, d);
+            bytes.extend_from_slice(&tail);
+            if let Some((at, b)) = damage {
+                let at = at.index(bytes.len());
+                bytes[at] = b;
+            }
+            let p = Stamp::new(Timestamp(p_ts), p_order);
+            for bytes in [&bytes[..], &bytes[..cut.index(bytes.len() + 1)]] {
+                prop_assert_eq!(
+                    read_at(bytes, |r| stamp_after(r, Some(p))),
+                    read_at(bytes, |r| stamp_after_one_by_one(r, p))
+                );
+            }
+        }
+
+        /// A stamp read whole (`stamp`: its two varints in one step) is its time and order read
+        /// one by one, or the same error at the same place.
+        #[test]
+        fn a_stamp_is_its_time_and_order_read_one_by_one(
+            ts in prop_oneof![any::<i64>(), -200i64..200],
+            order in prop_oneof![any::<u64>(), 0u64..300, 0u64..70_000],
+            tail in prop::collection::vec(any::<u8>(), 0..20),
+            cut in any::<prop::sample::Index>(),
+            damage in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            noise in prop::collection::vec(any::<u8>(), 0..24),
+        ) {
+            let mut bytes = Vec::new();
+            put_stamp(Stamp::new(Timestamp(ts), order), &mut bytes);
+            bytes.extend_from_slice(&tail);
+            if let Some((at, b)) = damage {
+                let at = at.index(bytes.len());
+                bytes[at] = b;
+            }
+            let one_by_one = |r: &mut Reader<'_>| -> Decoded<Stamp> {
+                let ts = r.i64()?;
+                let order = r.u64()?;
+                Ok(Stamp::new(Timestamp(ts), order))
+            };
+            for bytes in [&bytes[..], &bytes[..cut.index(bytes.len() + 1)], &noise[..]] {
+                prop_assert_eq!(read_at(bytes, stamp), read_at(bytes, one_by_one));
+            }
+        }
+    }
 
     /// A plain set's variant is read from exactly the shape bytes [`plain_shape`] takes for a
     /// set, and is the variant [`shaped_state`] reads.

@@ -301,6 +301,27 @@ impl std::fmt::Display for DecodeError {
 /// Result of a [`Reader`] step.
 pub(crate) type Decoded<T> = std::result::Result<T, DecodeError>;
 
+/// A stamp table's distance from one stamp to the next ([`Reader::stamp_delta`]): the event
+/// times' and the arrival orders'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StampDelta {
+    /// Both read from forms below 2^32 (nearly always).
+    Short(u64, i64),
+    /// Any other forms.
+    Wide(u64, i128),
+}
+
+impl StampDelta {
+    /// Both distances, the order's in 128 bits.
+    #[cfg(test)]
+    pub(crate) fn pair(self) -> (u64, i128) {
+        match self {
+            StampDelta::Short(dt, d) => (dt, i128::from(d)),
+            StampDelta::Wide(dt, d) => (dt, d),
+        }
+    }
+}
+
 /// Which strings a [`Reader`] checks for UTF-8. A string it builds ([`Reader::str`]) always
 /// is: the modes differ only in the strings it steps over ([`Reader::skip_str`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -493,12 +514,42 @@ impl<'a> Reader<'a> {
         Ok(((v >> 1) as i128) ^ -((v & 1) as i128))
     }
 
+    /// Two unsigned varints ([`Reader::u64`] twice: what [`put_two_inline`] writes, a stamp
+    /// whole), read in one step when each is in any of its forms and eighteen bytes are left
+    /// (the first stamp of a table: a time and an arrival order, both wide); otherwise one by
+    /// one.
+    #[inline]
+    pub(crate) fn two_u64(&mut self) -> Decoded<(u64, u64)> {
+        if let Some(b) = self.buf.get(self.at..self.at + 18) {
+            let form = |b: &[u8]| -> Option<(u64, usize)> {
+                match b[0] {
+                    v @ 0..=250 => Some((u64::from(v), 1)),
+                    251 => Some((u64::from(u16::from_le_bytes([b[1], b[2]])), 3)),
+                    252 => Some((u64::from(u32::from_le_bytes([b[1], b[2], b[3], b[4]])), 5)),
+                    253 => Some((
+                        u64::from_le_bytes([b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8]]),
+                        9,
+                    )),
+                    _ => None,
+                }
+            };
+            if let Some((a, n)) = form(b)
+                && let Some((c, m)) = form(&b[n..])
+            {
+                self.at += n + m;
+                return Ok((a, c));
+            }
+        }
+        Ok((self.u64()?, self.u64()?))
+    }
+
     /// A stamp table's distance from one stamp to the next: [`Reader::u64`] (the event
     /// times') then [`Reader::i128`] (the arrival orders'), read in one step when each takes
     /// one to five bytes, its marker and value as those read them (the distances of W1's
-    /// tables), and ten bytes are left; otherwise by those two.
+    /// tables), and ten bytes are left: [`StampDelta::Short`], both below 2^32, the order's
+    /// zigzag undone in 64 bits; otherwise by those two, [`StampDelta::Wide`].
     #[inline]
-    pub(crate) fn stamp_delta(&mut self) -> Decoded<(u64, i128)> {
+    pub(crate) fn stamp_delta(&mut self) -> Decoded<StampDelta> {
         if let Some(b) = self.buf.get(self.at..self.at + 10) {
             let short = |b: &[u8]| -> Option<(u64, usize)> {
                 match b[0] {
@@ -512,11 +563,12 @@ impl<'a> Reader<'a> {
                 && let Some((zigzag, m)) = short(&b[n..])
             {
                 self.at += n + m;
-                let d = i128::from(zigzag >> 1) ^ -i128::from(zigzag & 1);
-                return Ok((dt, d));
+                // Below 2^32: the halved value and the sign fit an i64.
+                let d = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+                return Ok(StampDelta::Short(dt, d));
             }
         }
-        Ok((self.u64()?, self.i128()?))
+        Ok(StampDelta::Wide(self.u64()?, self.i128()?))
     }
 
     /// Step over an unsigned or signed varint ([`put_u64`], [`put_i64`]) without building it:
@@ -819,11 +871,11 @@ mod tests {
             let end = bytes.len();
             bytes.extend_from_slice(&tail);
             let mut r = Reader::new(&bytes);
-            prop_assert_eq!(r.stamp_delta().unwrap(), (dt, d));
+            prop_assert_eq!(r.stamp_delta().unwrap().pair(), (dt, d));
             prop_assert_eq!(r.position(), end);
             for bytes in [&bytes[..end - 1], &noise[..]] {
                 let (mut one, mut two) = (Reader::new(bytes), Reader::new(bytes));
-                let got = one.stamp_delta();
+                let got = one.stamp_delta().map(super::StampDelta::pair);
                 let want = two.u64().and_then(|t| Ok((t, two.i128()?)));
                 prop_assert_eq!(got.is_ok(), want.is_ok());
                 if let (Ok(got), Ok(want)) = (got, want) {
