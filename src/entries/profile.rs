@@ -2834,6 +2834,61 @@ mod tests {
     }
 
     proptest! {
+        /// A stamp table read by `map_stamps` is the table `stamp_after` reads stamp by stamp
+        /// from the first: the same stamps, each one's place and the reader's place after, or
+        /// the same error; on tables `put_deltas` writes (distances short and wide), cut short
+        /// or damaged.
+        #[test]
+        fn a_mapped_stamp_table_is_its_stamps_read_one_by_one(
+            stamps in prop::collection::vec(
+                prop_oneof![
+                    stamp(),
+                    (0i64..5_000_000, 0u64..200_000)
+                        .prop_map(|(t, o)| Stamp::new(Timestamp(t), o)),
+                ],
+                1..12,
+            ),
+            tail in prop::collection::vec(any::<u8>(), 0..12),
+            cut in any::<prop::sample::Index>(),
+            damage in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        ) {
+            let table = StampTable::sorted(stamps.into_iter().collect());
+            let n = table.stamps().len();
+            let mut bytes = Vec::new();
+            table.put_deltas(&mut bytes);
+            // After the count (one byte: at most 11 stamps).
+            bytes.remove(0);
+            bytes.extend_from_slice(&tail);
+            if let Some((at, b)) = damage {
+                let at = at.index(bytes.len());
+                bytes[at] = b;
+            }
+            let mapped = |bytes: &[u8]| {
+                let mut r = Reader::checked_before(bytes);
+                let mut got = vec![Stamp::new(Timestamp(0), 0); n];
+                let mut at = vec![0; n];
+                map_stamps(&mut r, &mut got, &mut at).map(|()| (got, at, r.position()))
+            };
+            let one_by_one = |bytes: &[u8]| -> Decoded<(Vec<Stamp>, Vec<usize>, usize)> {
+                let mut r = Reader::checked_before(bytes);
+                let (mut got, mut at) = (Vec::new(), Vec::new());
+                for _ in 0..n {
+                    at.push(r.position());
+                    let s = stamp_after(&mut r, got.last().copied())?;
+                    got.push(s);
+                }
+                Ok((got, at, r.position()))
+            };
+            if damage.is_none() {
+                prop_assert_eq!(&mapped(&bytes).unwrap().0, &table.stamps().to_vec());
+            }
+            for bytes in [&bytes[..], &bytes[..cut.index(bytes.len() + 1)]] {
+                prop_assert_eq!(mapped(bytes), one_by_one(bytes));
+            }
+        }
+    }
+
+    proptest! {
         /// A new profile's record written without a table built (`put_full_one_stamp`) is
         /// `put_full`'s, bytes and state lengths; any other record is declined, nothing
         /// written.
