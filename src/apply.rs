@@ -2053,7 +2053,16 @@ impl<'a> Builder<'a> {
         // changed, the states before) come out sorted. No list of every operation's number is
         // kept (one push and one walk of it more a call): the slow path below rebuilds it from
         // this one.
+        //
+        // Sorted without a sort for nearly every call: a name numbered below 128 (a store's
+        // first names), named once, at one of the first 256 places, marks its bit in `marked`
+        // and notes its place in `places`; the bits are then read in increasing order. Only
+        // the others are pushed to `sorted` as they come, and sorted with the marked ones when
+        // there are any (a name named twice among them: its second and later operations).
+        // The sort of ten names cost ~280 instructions a call.
         let mut sorted = smallvec::SmallVec::<[u64; 16]>::new();
+        let mut marked = [0u64; 2];
+        let mut places = [0u8; 128];
         // Whether every operation is a set (the fast path's first condition, `FastSets`), and
         // how many operations there are.
         let mut all_sets = true;
@@ -2061,22 +2070,58 @@ impl<'a> Builder<'a> {
         call_ops(m, |name, op| {
             all_sets &= matches!(op, CallOp::Set(_));
             if let Some(id) = self.index.name_id(name) {
-                sorted.push((u64::from(id) << 32) | ops as u64);
+                let (w, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+                if id < 128 && ops < 256 && marked[w] & bit == 0 {
+                    marked[w] |= bit;
+                    places[id as usize] = ops as u8;
+                } else {
+                    sorted.push((u64::from(id) << 32) | ops as u64);
+                }
             }
             ops += 1;
         });
         // The place fits its 32 bits (a call's operations are bounded far below by the
         // request's size and `max_property_names`).
         debug_assert!(ops <= u32::MAX as usize);
+        let n_marked = (marked[0].count_ones() + marked[1].count_ones()) as usize;
+        let named = sorted.len() + n_marked;
         // Every operation's name registered.
-        let all_named = sorted.len() == ops;
-        sorted.sort_unstable();
+        let all_named = named == ops;
         // Each registered name once, in name order: the loads' list.
-        // Collected, then deduplicated in one pass: a push a name (each checking whether the
-        // list had spilled) and a look at its last one cost ~25 instructions a call more.
-        let mut only: smallvec::SmallVec<[u32; 16]> =
-            sorted.iter().map(|&packed| (packed >> 32) as u32).collect();
-        only.dedup();
+        let mut only = smallvec::SmallVec::<[u32; 16]>::new();
+        if sorted.is_empty() && n_marked <= 16 {
+            // Written into arrays in place: a push a name (each checking whether the list had
+            // spilled) cost ~10 instructions more a name.
+            let (mut packed, mut ids) = ([0u64; 16], [0u32; 16]);
+            let mut n = 0;
+            for (w, mut bits) in marked.into_iter().enumerate() {
+                while bits != 0 && n < 16 {
+                    let id = w as u32 * 64 + bits.trailing_zeros();
+                    bits &= bits - 1;
+                    packed[n] = (u64::from(id) << 32) | u64::from(places[id as usize]);
+                    ids[n] = id;
+                    n += 1;
+                }
+            }
+            sorted = smallvec::SmallVec::from_buf_and_len(packed, n);
+            only = smallvec::SmallVec::from_buf_and_len(ids, n);
+        } else {
+            for (w, mut bits) in marked.into_iter().enumerate() {
+                while bits != 0 {
+                    let id = w as u32 * 64 + bits.trailing_zeros();
+                    bits &= bits - 1;
+                    sorted.push((u64::from(id) << 32) | u64::from(places[id as usize]));
+                }
+            }
+            sorted.sort_unstable();
+            // Collected, then deduplicated in one pass (only names pushed unmarked can
+            // repeat): a push a name and a look at its last one cost ~25 instructions a call
+            // more.
+            only.extend(sorted.iter().map(|&packed| (packed >> 32) as u32));
+            only.dedup();
+        }
+        debug_assert!(sorted.is_sorted() && sorted.len() == named);
+        debug_assert!(only.is_sorted_by(|a, b| a < b), "each name once");
         for key in [by_user, by_email, by_anon].into_iter().flatten() {
             self.load(key, Some(&only))?;
         }

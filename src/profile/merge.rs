@@ -105,6 +105,9 @@ pub(crate) fn effective_created_at(rec: &ProfileRecord, created_at: Option<u32>)
 /// When every operation it yields is a set, they are the traits, in order, each with a value
 /// ([`set_of_place`] uses it): an `$unset` yields a removal itself, and `$set_once`, `$add`
 /// and list operations are not sets.
+// Always inlined, as it was before the writer's first closure (`apply::Builder::identify`, the
+// one marking the call's names) grew: the compiler had then made it a call of its own.
+#[inline(always)]
 pub(crate) fn call_ops<'m>(m: &'m Identify, f: impl FnMut(&'m str, CallOp<'m>)) {
     // A call without `$unset` (nearly every one) looks no name up in it: the walk is built
     // without the look-up, where a test of the list's length in it still made each name's
