@@ -1006,7 +1006,12 @@ impl<'a> Builder<'a> {
     /// sorted) partially when the writer cache keeps its records: its identifiers and times,
     /// and the states of those names only; [`complete`] makes it whole from the records when
     /// the call needs more (a merge, a full record).
-    fn load(&mut self, key: u64, only: Option<&[u32]>) -> Result<()> {
+    fn load(
+        &mut self,
+        key: u64,
+        only: Option<&[u32]>,
+        known: entries::profile::Known<'_>,
+    ) -> Result<()> {
         if self.position(key).is_some() {
             return Ok(());
         }
@@ -1071,7 +1076,10 @@ impl<'a> Builder<'a> {
                 (Some(only), _) if let Some((old, lens)) = single => {
                     let mut m = self.spare.pools.map();
                     let into = self.spare.pools.record();
-                    match entries::profile::full_mapped(old, lens, only, &mut raw, into, &mut m) {
+                    let mapped = entries::profile::full_mapped(
+                        old, lens, only, &mut raw, into, &mut m, known,
+                    );
+                    match mapped {
                         Ok(Some(rec)) => {
                             map = Some(m);
                             Ok(rec)
@@ -2122,8 +2130,14 @@ impl<'a> Builder<'a> {
         }
         debug_assert!(sorted.is_sorted() && sorted.len() == named);
         debug_assert!(only.is_sorted_by(|a, b| a < b), "each name once");
+        // The profiles found hold the identifiers they were found by: read as the call's.
+        let known = entries::profile::Known {
+            user_id: uid,
+            email: email.map(String::as_str),
+            anonymous_id: anon,
+        };
         for key in [by_user, by_email, by_anon].into_iter().flatten() {
-            self.load(key, Some(&only))?;
+            self.load(key, Some(&only), known)?;
         }
         let found = |key: Option<u64>| {
             key.map(|k| Found {
@@ -2670,7 +2684,7 @@ impl<'a> Builder<'a> {
 
     /// Delete a profile (SPEC 3.6), optionally suppressing its identifiers.
     pub fn delete(&mut self, key: u64, suppress: bool) -> Result<Outcome> {
-        self.load(key, None)?;
+        self.load(key, None, Default::default())?;
         let Some(Work { rec, .. }) = self.remove(key) else {
             return Ok(outcome(key, Status::Unchanged));
         };
@@ -2717,7 +2731,7 @@ impl<'a> Builder<'a> {
         if let Some(h) = self.history.as_mut() {
             h.kind = crate::entries::history::StepKind::Identifiers;
         }
-        self.load(key, None)?;
+        self.load(key, None, Default::default())?;
         self.ids_mut(key)
             .anonymous_ids
             .retain(|a| a != anonymous_id);

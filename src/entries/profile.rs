@@ -79,7 +79,39 @@ pub(crate) fn ids(r: &mut Reader<'_>) -> Decoded<Ids> {
 /// each call's profile into a record a previous call left). On an error `ids` holds part of
 /// them.
 pub(crate) fn ids_into(r: &mut Reader<'_>, ids: &mut Ids) -> Decoded<()> {
-    ids_into_by(r, ids, Reader::str)
+    ids_into_by(r, ids, |r, _| r.str())
+}
+
+/// Identifiers a caller holds as text (a call's): the record's identifier in the same place
+/// with the same bytes is taken as it is ([`Reader::str_known`]), without a UTF-8 check.
+/// Nearly every call finds its profile by one of them: its record holds it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Known<'k> {
+    pub user_id: Option<&'k str>,
+    pub email: Option<&'k str>,
+    pub anonymous_id: Option<&'k str>,
+}
+
+/// [`ids_into`], each identifier equal to `known`'s in its place taken as it is
+/// ([`Reader::str_known`]): the same identifiers, or the same error.
+pub(crate) fn ids_into_known(r: &mut Reader<'_>, ids: &mut Ids, known: Known<'_>) -> Decoded<()> {
+    ids_into_by(r, ids, |r, slot| {
+        r.str_known(match slot {
+            Slot::UserId => known.user_id,
+            Slot::Email => known.email,
+            Slot::AnonymousId => known.anonymous_id,
+            Slot::CompanyId => None,
+        })
+    })
+}
+
+/// Which identifier [`ids_into_by`] reads.
+#[derive(Clone, Copy)]
+enum Slot {
+    UserId,
+    Email,
+    AnonymousId,
+    CompanyId,
 }
 
 /// [`ids`] of `bytes` (the identifiers alone, as a full record writes them) into `ids`, as
@@ -92,7 +124,7 @@ pub(crate) fn ids_into(r: &mut Reader<'_>, ids: &mut Ids) -> Decoded<()> {
 pub(crate) fn ids_into_text(bytes: &[u8], ids: &mut Ids) -> Decoded<()> {
     let mut r = Reader::checked_before(bytes);
     match std::str::from_utf8(bytes) {
-        Ok(text) => ids_into_by(&mut r, ids, |r| r.str_of(text))?,
+        Ok(text) => ids_into_by(&mut r, ids, |r, _| r.str_of(text))?,
         Err(_) => ids_into(&mut r, ids)?,
     }
     r.finish()
@@ -102,28 +134,28 @@ pub(crate) fn ids_into_text(bytes: &[u8], ids: &mut Ids) -> Decoded<()> {
 /// its slot's; a buffer left without a string kept for the thread's next
 /// (`wire::keep_string`), one needed taken from those.
 #[inline(always)]
-fn ids_into_by<'a>(
+fn ids_into_by<'a, 's>(
     r: &mut Reader<'a>,
     ids: &mut Ids,
-    str: impl Fn(&mut Reader<'a>) -> Decoded<&'a str>,
+    str: impl Fn(&mut Reader<'a>, Slot) -> Decoded<&'s str>,
 ) -> Decoded<()> {
     use super::wire::{keep_string, string_gone, string_into, string_of};
-    let opt = |r: &mut Reader<'a>, slot: &mut Option<String>| -> Decoded<()> {
+    let opt = |r: &mut Reader<'a>, slot: &mut Option<String>, which| -> Decoded<()> {
         if r.some()? {
-            string_into(str(r)?, slot);
+            string_into(str(r, which)?, slot);
         } else {
             string_gone(slot);
         }
         Ok(())
     };
-    opt(r, &mut ids.user_id)?;
-    opt(r, &mut ids.email)?;
+    opt(r, &mut ids.user_id, Slot::UserId)?;
+    opt(r, &mut ids.email, Slot::Email)?;
     let n = r.len(1)?;
     if ids.anonymous_ids.len() > n {
         ids.anonymous_ids.drain(n..).for_each(keep_string);
     }
     for i in 0..n {
-        let s = str(r)?;
+        let s = str(r, Slot::AnonymousId)?;
         match ids.anonymous_ids.get_mut(i) {
             Some(buf) => {
                 buf.clear();
@@ -132,7 +164,7 @@ fn ids_into_by<'a>(
             None => ids.anonymous_ids.push(string_of(s)),
         }
     }
-    opt(r, &mut ids.company_id)
+    opt(r, &mut ids.company_id, Slot::CompanyId)
 }
 
 /// Step over the identifiers [`ids`] reads, with the same checks.
@@ -427,7 +459,7 @@ impl FullMap {
 
 /// Read where the parts of `old` sit into `map` (see [`FullMap`]): a full record this process
 /// encoded, with its state lengths `old_lens`. With `ids`, its identifiers decoded into it
-/// (as [`ids_into`]); with `capture`, each state of the names it lists (sorted) captured into
+/// (as [`ids_into`]; those equal to the call's [`Known`] ones taken as the call's); with `capture`, each state of the names it lists (sorted) captured into
 /// its `RawStates` as `values::shaped_state_or_raw` captures a plain one. `Ok(false)`, the
 /// map not to be used (and the captures and identifiers partial), when the record is not one
 /// [`splice_mapped`] writes from: more than [`SPLICE_STATES`] states or [`SPLICE_STAMPS`]
@@ -437,7 +469,7 @@ impl FullMap {
 pub(crate) fn map_full(
     old: &[u8],
     old_lens: StateLens<'_>,
-    ids: Option<&mut Ids>,
+    ids: Option<(&mut Ids, Known<'_>)>,
     capture: Option<(&[u32], &mut RawStates)>,
     map: &mut FullMap,
 ) -> Decoded<bool> {
@@ -453,7 +485,7 @@ pub(crate) fn map_full(
         return Ok(false);
     }
     match ids {
-        Some(ids) => ids_into(&mut r, ids)?,
+        Some((ids, known)) => ids_into_known(&mut r, ids, known)?,
         None => skip_ids(&mut r)?,
     }
     map.ids_end = r.position();
@@ -602,7 +634,8 @@ fn wide_gap(old: &[u8], pos: usize) -> Decoded<(u32, usize)> {
 /// (plain states captured into `raw`, which is emptied first; the record's list of states
 /// left empty), read by [`map_full`] into `map` on the way, for the call's
 /// [`splice_mapped`]. `Ok(None)` when [`map_full`] does not map the record (`raw` emptied):
-/// fold it instead. `into`: a record whose buffers the result reuses.
+/// fold it instead. `into`: a record whose buffers the result reuses. `known`: the call's
+/// identifiers ([`Known`]).
 pub(crate) fn full_mapped(
     old: &[u8],
     old_lens: StateLens<'_>,
@@ -610,12 +643,19 @@ pub(crate) fn full_mapped(
     raw: &mut RawStates,
     into: ProfileRecord,
     map: &mut FullMap,
+    known: Known<'_>,
 ) -> Decoded<Option<ProfileRecord>> {
     raw.clear();
     let ProfileRecord {
         mut ids, mut props, ..
     } = into;
-    if !map_full(old, old_lens, Some(&mut ids), Some((only, raw)), map)? {
+    if !map_full(
+        old,
+        old_lens,
+        Some((&mut ids, known)),
+        Some((only, raw)),
+        map,
+    )? {
         raw.clear();
         return Ok(None);
     }
@@ -3054,6 +3094,7 @@ mod tests {
                 &mut raw,
                 ProfileRecord::default(),
                 &mut map,
+                Known::default(),
             )
             .unwrap();
             let Some(rec) = mapped else {
@@ -3165,7 +3206,7 @@ mod tests {
             let only: Vec<u32> = sets.keys().copied().collect();
             let (mut map, mut raw) = (FullMap::new(), RawStates::default());
             let mapped =
-                full_mapped(&old, &old_lens, &only, &mut raw, ProfileRecord::default(), &mut map);
+                full_mapped(&old, &old_lens, &only, &mut raw, ProfileRecord::default(), &mut map, Known::default());
             if let Ok(Some(_)) = mapped {
                 let _ = splice_mapped(
                     &old,
@@ -3317,6 +3358,58 @@ mod tests {
                 let (at_once, alone) = (ids_into_text(bytes, &mut a), one_by_one(bytes, &mut b));
                 prop_assert_eq!(&at_once, &alone);
                 if at_once.is_ok() {
+                    prop_assert_eq!(a, b);
+                }
+            }
+        }
+
+        /// The identifiers read with a call's (`ids_into_known`: an identifier of the call's
+        /// bytes taken as the call's) decode as `ids_into` decodes them, into a used record
+        /// too, whether the call's identifiers are the record's or not; damaged bytes give the
+        /// same error (never a panic).
+        #[test]
+        fn identifiers_read_with_a_calls_decode_as_alone(
+            rec in record(),
+            other in record(),
+            same in prop::collection::vec(any::<bool>(), 3),
+            stranger in "[a-z@.é]{0,12}",
+            damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = Vec::new();
+            rec.ids.put(&mut bytes);
+            let pick = |i: usize, theirs: Option<&str>| {
+                if same[i] { theirs.map(str::to_string) } else { Some(stranger.clone()) }
+            };
+            let (user_id, email) = (pick(0, rec.ids.user_id.as_deref()), pick(1, rec.ids.email.as_deref()));
+            let anonymous_id = pick(2, rec.ids.anonymous_ids.first().map(String::as_str));
+            let known = Known {
+                user_id: user_id.as_deref(),
+                email: email.as_deref(),
+                anonymous_id: anonymous_id.as_deref(),
+            };
+            let read = |bytes: &[u8], into: &mut Ids, known: Option<Known<'_>>| {
+                let mut r = Reader::checked_before(bytes);
+                match known {
+                    Some(known) => ids_into_known(&mut r, into, known)?,
+                    None => ids_into(&mut r, into)?,
+                }
+                r.finish()
+            };
+            let mut got = other.ids.clone();
+            read(&bytes, &mut got, Some(known)).unwrap();
+            prop_assert_eq!(&got, &rec.ids);
+            for (at, b) in damage {
+                let i = at.index(bytes.len().max(1));
+                if let Some(x) = bytes.get_mut(i) {
+                    *x = b;
+                }
+            }
+            for bytes in [&bytes[..], &bytes[..cut.index(bytes.len() + 1)]] {
+                let (mut a, mut b) = (other.ids.clone(), other.ids.clone());
+                let (with, alone) = (read(bytes, &mut a, Some(known)), read(bytes, &mut b, None));
+                prop_assert_eq!(&with, &alone);
+                if with.is_ok() {
                     prop_assert_eq!(a, b);
                 }
             }

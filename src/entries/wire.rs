@@ -629,6 +629,29 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// [`Reader::str`], the string taken as `known` when its bytes are `known`'s: text
+    /// already, so without a UTF-8 check (a call's identifier, found in the record of the
+    /// profile it names). A string that is not UTF-8 is never `known`'s bytes: the same
+    /// string or the same error as `str`.
+    #[inline]
+    pub(crate) fn str_known<'k>(&mut self, known: Option<&'k str>) -> Decoded<&'k str>
+    where
+        'a: 'k,
+    {
+        let n = self.len(1)?;
+        let start = self.at;
+        let b = self.take(n)?;
+        if let Some(k) = known
+            && k.as_bytes() == b
+        {
+            return Ok(k);
+        }
+        std::str::from_utf8(b).map_err(|_| DecodeError {
+            at: start,
+            reason: "string is not UTF-8",
+        })
+    }
+
     /// [`Reader::str`] of a reader over `text`'s bytes, `text` being checked UTF-8 already
     /// (its strings checked at once, `entries::profile::ids_into_text`): the string is taken
     /// from `text` between its bounds, which must fall between characters. With `text` valid
