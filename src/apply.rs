@@ -2482,21 +2482,31 @@ impl<'a> Builder<'a> {
             && {
                 // `only`, the captured states and the built ones are each sorted by name: one
                 // walk along the three (a bisection of each list for each name cost ~55
-                // instructions a name).
-                let (states, props) = (&work.raw.states, &work.rec.props);
+                // instructions a name). A loop of its own rather than `Iterator::all`, which
+                // was not inlined and wrote its places in the lists back to memory at every
+                // step.
+                let (states, props) = (&work.raw.states[..], &work.rec.props[..]);
                 let (mut s, mut p) = (0, 0);
-                let fits = only.iter().all(|&id| {
-                    while states.get(s).is_some_and(|st| st.0 < id) {
-                        s += 1;
+                let fits = 'walk: {
+                    for &id in only {
+                        while s < states.len() && states[s].0 < id {
+                            s += 1;
+                        }
+                        if s < states.len() && states[s].0 == id {
+                            if !write_replaces(Some(states[s].1.stamp), ts, self.order) {
+                                break 'walk false;
+                            }
+                            continue;
+                        }
+                        while p < props.len() && props[p].0 < id {
+                            p += 1;
+                        }
+                        if p < props.len() && props[p].0 == id {
+                            break 'walk false;
+                        }
                     }
-                    if let Some(st) = states.get(s).filter(|st| st.0 == id) {
-                        return write_replaces(Some(st.1.stamp), ts, self.order);
-                    }
-                    while props.get(p).is_some_and(|pr| pr.0 < id) {
-                        p += 1;
-                    }
-                    props.get(p).is_none_or(|pr| pr.0 != id)
-                });
+                    true
+                };
                 debug_assert_eq!(
                     fits,
                     only.iter()
