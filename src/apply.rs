@@ -399,11 +399,18 @@ impl Batch {
 
     /// Apply the batch's changes to the index ([`commit`]), its entries appended at
     /// `locations`; the identifiers of the records it wrote are read from them.
-    pub fn commit(&mut self, index: &mut Index, locations: &[Location]) {
+    /// `absent`: the probe of the window for the call's messageId, when it found it absent
+    /// (`Index::message_absent`, under the same lock): its `Dedupe` change is inserted there.
+    pub fn commit(
+        &mut self,
+        index: &mut Index,
+        locations: &[Location],
+        absent: Option<crate::index::Absent>,
+    ) {
         let Spare {
             changes, profiles, ..
         } = &mut *self.spare;
-        commit_written(index, changes, locations, profiles);
+        commit_written(index, changes, locations, profiles, absent);
     }
 
     /// The profile records the batch writes, decoded (explain reads them).
@@ -446,7 +453,7 @@ impl crate::storage::FrameEntry for (EntryKind, u64, Vec<u8>) {
 /// Apply the changes of an appended batch to the index: each entry's [`Update`] (the same
 /// mutation the replay applies on open), and the identifier maps of the profiles written.
 pub(crate) fn commit(index: &mut Index, changes: &mut Vec<Change>, locations: &[Location]) {
-    commit_written(index, changes, locations, &[]);
+    commit_written(index, changes, locations, &[], None);
 }
 
 /// [`commit`], the identifiers a profile change leaves to its record read from the call's
@@ -456,6 +463,7 @@ fn commit_written(
     changes: &mut Vec<Change>,
     locations: &[Location],
     profiles: &[(u64, Work)],
+    mut absent: Option<crate::index::Absent>,
 ) {
     // Read in place and cleared after: a `drain` moved each `Change` (~200 bytes then, a libc
     // `memcpy` each) out of the list and again into the zip's item, three or more a call.
@@ -486,7 +494,14 @@ fn commit_written(
             &Change::Redirect { from, to } => Update::Redirect { from, to },
             Change::Company { key, id } => Update::Company { key: *key, id },
             Change::Name { id, name } => Update::Name { id: *id, name },
-            &Change::Dedupe { hash } => Update::Dedupe { hash },
+            &Change::Dedupe { hash } => {
+                if let Some(absent) = absent.take_if(|a| a.hash() == hash) {
+                    // `Update::Dedupe` without probing the window again.
+                    index.insert_message(absent);
+                    continue;
+                }
+                Update::Dedupe { hash }
+            }
             &Change::Suppress { hash } => Update::Suppress { hash },
             &Change::NextKey { next } => Update::NextKey { next },
             &Change::History { key, arrival } => Update::History { key, arrival },

@@ -435,11 +435,12 @@ impl Db {
         // for the commit alone. Writers still exclude each other (and anything under the
         // write lock or another upgradable lock, such as the hint's snapshot).
         let index = inner.index.upgradable_read();
-        // Hashed once: the dedupe note `finish` writes is of the same messageId.
+        // Hashed once: the dedupe note `finish` writes is of the same messageId. Probed once
+        // too: the commit inserts it where this check found it absent (no other writer runs
+        // meanwhile).
         let hashed = dedupe.map(|(mid, _)| (mid, apply::message_hash(mid)));
-        if let (Some((_, message)), Some((_, hash))) = (dedupe, hashed)
-            && index.seen_message(hash)
-        {
+        let absent = hashed.and_then(|(_, hash)| index.message_absent(hash));
+        if let (Some((_, message)), Some(_), None) = (dedupe, hashed, absent) {
             let key = Builder::current_key(&index, message);
             let seq = index.last_seq();
             drop(index);
@@ -479,7 +480,7 @@ impl Db {
         let mut index = RwLockUpgradableReadGuard::upgrade(index);
         index.linked.extend(batch.linked());
         index.set_last_seq(appended.seq);
-        batch.commit(&mut index, &appended.locations);
+        batch.commit(&mut index, &appended.locations, absent);
         drop(index);
         Ok((batch.recycle(), appended.seq))
     }

@@ -18,6 +18,7 @@ use idmap::IdMap;
 pub(crate) use journal::{Journal, write_outputs, write_table};
 use names::NameIds;
 use profiles::Profiles;
+pub(crate) use window::Absent;
 use window::Window;
 
 /// Hash maps of the index: foldhash is several times faster than SipHash on short keys and
@@ -650,6 +651,18 @@ impl Index {
     /// Whether a messageId hash was applied within the window.
     pub fn seen_message(&self, hash: u128) -> bool {
         self.dedupe.contains(hash)
+    }
+
+    /// [`Index::seen_message`]: `None` when seen, else what the probe found, for
+    /// [`Index::insert_message`] at the call's commit.
+    pub fn message_absent(&self, hash: u128) -> Option<window::Absent> {
+        self.dedupe.absent(hash)
+    }
+
+    /// What [`Index::apply`] does for [`Update::Dedupe`] of the hash `absent` probed for,
+    /// without probing the window again (`Window::insert_absent`).
+    pub fn insert_message(&mut self, absent: window::Absent) {
+        self.dedupe.insert_absent(absent);
     }
 
     /// Whether an identifier hash is suppressed.

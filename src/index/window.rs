@@ -30,6 +30,28 @@ pub(crate) struct Window {
     /// The bits of a bucket holding its slot plus one (the rest hold the tag): the low
     /// ceil(log2(capacity + 1)) bits.
     slot_mask: u32,
+    /// Ids inserted since the window was made (wrapping): an [`Absent`] holds while it is
+    /// unchanged. Not stored.
+    inserts: u64,
+}
+
+/// What a probe for a hash the window does not hold found ([`Window::absent`]): the writer
+/// checks a call's messageId before it builds the call and inserts it at the commit, with
+/// nothing inserted between; [`Window::insert_absent`] then does not probe the table again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Absent {
+    hash: u128,
+    /// The empty bucket the probe ended at (`None`: the table has none).
+    empty: Option<usize>,
+    /// [`Window::inserts`] when probed.
+    inserts: u64,
+}
+
+impl Absent {
+    /// The hash probed.
+    pub fn hash(&self) -> u128 {
+        self.hash
+    }
 }
 
 /// The byte the snapshot stores for a used bucket holding `hash`.
@@ -137,6 +159,19 @@ impl Window {
         self.probe(hash).is_ok()
     }
 
+    /// [`Window::contains`], and when `hash` is not there, what the probe found, for
+    /// [`Window::insert_absent`] (`None`: it is there).
+    pub fn absent(&self, hash: u128) -> Option<Absent> {
+        match self.probe(hash) {
+            Ok(_) => None,
+            Err(empty) => Some(Absent {
+                hash,
+                empty,
+                inserts: self.inserts,
+            }),
+        }
+    }
+
     /// [`Window::contains`], for hashes asked in the order they were inserted (a compaction
     /// reads the log's `DEDUPE` entries in that order): `at` is the ring slot where the next
     /// one is expected. A hash found there is in the window (the ring holds exactly the
@@ -212,6 +247,22 @@ impl Window {
             Ok(_) => return false,
             Err(empty) => empty,
         };
+        self.insert_new(hash, empty)
+    }
+
+    /// [`Window::insert`] of the hash `absent` probed for, without probing again while
+    /// nothing was inserted since (else as `insert`).
+    pub fn insert_absent(&mut self, absent: Absent) -> bool {
+        if self.capacity == 0 || absent.inserts != self.inserts {
+            return self.insert(absent.hash);
+        }
+        debug_assert_eq!(self.probe(absent.hash), Err(absent.empty));
+        self.insert_new(absent.hash, absent.empty)
+    }
+
+    /// Insert `hash`, not in the window, whose probe ended at the empty bucket `empty`.
+    fn insert_new(&mut self, hash: u128, empty: Option<usize>) -> bool {
+        self.inserts = self.inserts.wrapping_add(1);
         if self.ring.len() < self.capacity {
             if self.ring.len() == self.ring.capacity() {
                 // Grow by a quarter (not double), up to the capacity: the ring is most of the
@@ -352,6 +403,29 @@ mod tests {
 
     fn h(i: u64) -> u128 {
         crate::entries::hash128("message", &i.to_string())
+    }
+
+    /// `insert_absent` of a probe leaves the window `insert` would, through growth, table
+    /// rebuilds and the ring's wrap; a probe made stale by an insert since is still right.
+    #[test]
+    fn insert_absent_is_insert() {
+        for capacity in [0, 1, 5, 300] {
+            let (mut a, mut b) = (Window::new(capacity), Window::new(capacity));
+            for i in 0..1000u64 {
+                let hash = h(i % 700);
+                let absent = a.absent(hash);
+                assert_eq!(absent.is_none(), a.contains(hash));
+                if i % 7 == 0 {
+                    let other = h(5000 + i);
+                    assert_eq!(a.insert(other), b.insert(other));
+                }
+                match absent {
+                    Some(absent) => assert_eq!(a.insert_absent(absent), b.insert(hash)),
+                    None => assert_eq!(a.insert(hash), b.insert(hash)),
+                }
+                assert_eq!(a.parts(), b.parts(), "capacity {capacity}, id {i}");
+            }
+        }
     }
 
     /// The table as the snapshot stores it: tag bytes and slots.
