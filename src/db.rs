@@ -991,7 +991,7 @@ impl Db {
                 data,
             })
             .collect();
-        let mut changes = vec![
+        let changes = vec![
             Change::Profile {
                 key: survivor,
                 ids: Some((
@@ -1017,7 +1017,7 @@ impl Db {
         ];
         let appended = inner.store.append(&entries)?;
         index.set_last_seq(appended.seq);
-        apply::commit(&mut index, &mut changes, &appended.locations);
+        apply::commit(&mut index, changes, &appended.locations);
         let out = crate::journal::unmerge::Unmerged {
             survivor: view::profile(&index, survivor, plan.survivor),
             restored: view::profile(&index, merged_key, plan.restored),
