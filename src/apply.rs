@@ -614,7 +614,11 @@ fn commit_written(
                         index.index_ids(*key, new);
                     }
                 }
-                Update::Profile { key: *key }
+                // What `Index::apply` does for `Update::Profile` (the same function), and for
+                // `Update::History` below: the two changes nearly every call makes, applied
+                // without making an `Update` to match again.
+                index.apply_profile(*key, loc);
+                continue;
             }
             Change::Tombstone { key, old } => {
                 index.unindex_ids(*key, old);
@@ -633,7 +637,10 @@ fn commit_written(
             }
             &Change::Suppress { hash } => Update::Suppress { hash },
             &Change::NextKey { next } => Update::NextKey { next },
-            &Change::History { key, arrival } => Update::History { key, arrival },
+            &Change::History { key, arrival } => {
+                index.journal.push(key, arrival, loc);
+                continue;
+            }
             Change::Guard(g) => g.update(),
             Change::Source { id, at } => Update::Source { id: *id, at },
             Change::Nothing => continue,
@@ -783,7 +790,13 @@ impl Work {
             updated_at,
             props,
         } = rec;
-        (copy(partial), copy(captured_all), copy(head), copy(hit), copy(full));
+        (
+            copy(partial),
+            copy(captured_all),
+            copy(head),
+            copy(hit),
+            copy(full),
+        );
         (copy(stamped), copy(first_seen), copy(updated_at));
         let Ids {
             user_id,

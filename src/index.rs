@@ -164,19 +164,13 @@ impl Index {
     }
 
     /// Apply what one entry, now at `at`, changes (see [`Update`]). Marked inline: the
-    /// writer's commit (`apply::commit_written`) calls it ~3 times a call.
+    /// writer's commit (`apply::commit_written`) calls it for each change but the two most
+    /// calls make (a profile's record and its history step: [`Index::apply_profile`] and
+    /// `Journal::push` directly) and the messageId's (`Index::insert_message`).
     #[inline]
     pub fn apply(&mut self, update: Update<'_>, at: Location) {
         match update {
-            Update::Profile { key } => {
-                // A record under a merged-away key: an unmerge brought it back
-                // (docs/journal.md "Unmerge"); its redirect ends here.
-                if !self.redirects.is_empty() {
-                    self.remove_redirect(key);
-                }
-                self.profiles.insert(key, at);
-                self.bump_next_key(key);
-            }
+            Update::Profile { key } => self.apply_profile(key, at),
             Update::Tombstone { key } => {
                 self.profiles.remove(key);
                 self.bump_next_key(key);
@@ -230,6 +224,19 @@ impl Index {
                 self.sources.insert(id, (offset.clone(), at));
             }
         }
+    }
+
+    /// [`Index::apply`] of [`Update::Profile`]: the writer's commit calls it directly
+    /// (`apply::commit_written`), without making an `Update` to match again.
+    #[inline(always)]
+    pub fn apply_profile(&mut self, key: u64, at: Location) {
+        // A record under a merged-away key: an unmerge brought it back
+        // (docs/journal.md "Unmerge"); its redirect ends here.
+        if !self.redirects.is_empty() {
+            self.remove_redirect(key);
+        }
+        self.profiles.insert(key, at);
+        self.bump_next_key(key);
     }
 
     fn bump_next_key(&mut self, key: u64) {

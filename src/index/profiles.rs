@@ -66,6 +66,22 @@ impl Profiles {
     /// Set a live profile's location. A location in segment 0 (never written by storage)
     /// would read as empty: such a profile is kept in the map.
     pub fn insert(&mut self, key: u64, at: Location) {
+        // A key within the array (nearly every one): its slot set in place, what `remove`
+        // and then `slot` would do in one look (the live count the same).
+        if at.segment != 0
+            && let Some(slot) = usize::try_from(key)
+                .ok()
+                .and_then(|k| self.dense.get_mut(k))
+        {
+            if slot.segment == 0 {
+                self.live += 1;
+            }
+            *slot = at;
+            if !self.sparse.is_empty() && self.sparse.remove(&key).is_some() {
+                self.live -= 1;
+            }
+            return;
+        }
         self.remove(key);
         match self.slot(key).filter(|_| at.segment != 0) {
             Some(slot) => *slot = at,
@@ -131,6 +147,40 @@ impl Profiles {
             dense,
             sparse,
             live,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `insert` (in place within the array, else through `remove` and `slot`) and `remove`
+    /// against a map: the same locations and live count, keys far beyond the array and
+    /// locations in segment 0 (kept in the map) included.
+    #[test]
+    fn insert_matches_a_map() {
+        let mut t = Profiles::default();
+        let mut model = std::collections::HashMap::new();
+        let keys = [0u64, 1, 2, 5, 3000, 1 << 40, u64::MAX];
+        for i in 0..400u32 {
+            let key = keys[(i as usize * 7 + i as usize / 3) % keys.len()];
+            if i % 5 == 4 {
+                t.remove(key);
+                model.remove(&key);
+            } else {
+                let at = Location {
+                    segment: i % 3,
+                    offset: i,
+                    len: 1,
+                };
+                t.insert(key, at);
+                model.insert(key, at);
+            }
+            assert_eq!(t.len(), model.len(), "step {i}");
+            for k in keys {
+                assert_eq!(t.get(k), model.get(&k).copied(), "step {i}, key {k}");
+            }
         }
     }
 }
