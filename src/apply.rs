@@ -809,13 +809,16 @@ impl Work {
             times,
             props: before_props,
             raw: before_raw,
+            mapped,
             whole,
             #[cfg(debug_assertions)]
             loaded,
+            #[cfg(debug_assertions)]
+            mapped_raw,
         } = before;
-        copy(times);
+        (copy(times), copy(mapped));
         #[cfg(debug_assertions)]
-        if loaded.is_some() {
+        if loaded.is_some() || mapped_raw.is_some() {
             return false;
         }
         matches!(old, OldIds::New | OldIds::Same)
@@ -858,12 +861,21 @@ struct Before {
     /// The same for the properties whose state before was captured as bytes and that the call
     /// overwrote whole ([`Work::raw`] holds their bytes).
     raw: Vec<(u32, RawState)>,
+    /// The fast path took the states its load left in its mapped record
+    /// (`FullMap::pending`): they are the states before of the names it set that the profile
+    /// had (none in `raw`), read from the record by the history step (`settle` moves them
+    /// into `raw` once captured).
+    mapped: bool,
     /// The whole record before the call (identifiers included), copied at a merge. Boxed, as
     /// `OldIds::Saved`: each call moves its `Work` into the list, and most have neither.
     whole: Option<Box<ProfileRecord>>,
     /// Debug builds: the whole record as loaded, to check the saved parts against.
     #[cfg(debug_assertions)]
     loaded: Option<ProfileRecord>,
+    /// Debug builds: the states the load left in its mapped record, captured (`settle`), to
+    /// check the step read from the record against.
+    #[cfg(debug_assertions)]
+    mapped_raw: Option<RawStates>,
 }
 
 /// A loaded profile's identifiers as the index has them, copied only when the call first
@@ -1095,6 +1107,93 @@ fn check_full_from_bytes(
     }
 }
 
+/// [`Builder::fast_fits`]' walk: whether each of `only` (sorted) has a captured state of
+/// `states` (name and stamp, sorted) that a write at `ts` replaces, or no state (not one built
+/// into `props`). `only`, the captured states and the built ones are each sorted by name: one
+/// walk along the three (a bisection of each list for each name cost ~55 instructions a
+/// name).
+#[inline(always)]
+fn fits_walk(
+    only: &[u32],
+    mut states: impl Iterator<Item = (u32, Stamp)>,
+    props: &[(u32, PropState)],
+    ts: Timestamp,
+    order: u64,
+) -> bool {
+    let mut next = states.next();
+    let mut p = 0;
+    // A loop of its own rather than `Iterator::all`, which was not inlined and wrote its
+    // places in the lists back to memory at every step.
+    for &id in only {
+        while next.is_some_and(|st| st.0 < id) {
+            next = states.next();
+        }
+        if let Some(st) = next.filter(|st| st.0 == id) {
+            if !write_replaces(Some(st.1), ts, order) {
+                return false;
+            }
+            continue;
+        }
+        while props.get(p).is_some_and(|pr| pr.0 < id) {
+            p += 1;
+        }
+        if props.get(p).is_some_and(|pr| pr.0 == id) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Capture into `work.raw` the states of the call's names its load left in the full record
+/// it mapped (`FullMap::pending`, `entries::profile::full_mapped`): what the load captures
+/// otherwise. Anything but the fast path (`Builder::fast_fits`, `Builder::apply_fast`, the
+/// history step) reads the states there: the call's other ops, `complete`.
+fn settle(work: &mut Work) -> Result<()> {
+    let Work {
+        map,
+        cached,
+        raw,
+        before,
+        ..
+    } = work;
+    let Some(map) = map.as_deref_mut().filter(|m| m.pending) else {
+        return Ok(());
+    };
+    map.pending = false;
+    match cached.as_ref().and_then(Cached::single_full) {
+        Some((old, _)) if map.capture(old, raw) => {
+            // The fast path took them all (its sets then put into `rec`, `materialize`): its
+            // states before, as `take_ascending` leaves them.
+            if std::mem::take(&mut before.mapped) {
+                before.raw.append(&mut raw.states);
+            }
+            Ok(())
+        }
+        // The map was read from the record the cache holds, which the call does not change
+        // before it writes: only a bug gets here.
+        _ => Err(Error::Corruption {
+            file: Default::default(),
+            offset: 0,
+            reason: "the states a load left in its mapped record: the record is gone".into(),
+        }),
+    }
+}
+
+/// The states a load left in its mapped record (see [`settle`]), captured from `cached`, the
+/// records `map` was read from (`None` when it left none): debug builds check the load, and
+/// the history step read from the record, with them.
+#[cfg(debug_assertions)]
+fn captured_with(map: Option<&FullMap>, cached: &Cached) -> Option<RawStates> {
+    let map = map.filter(|m| m.pending)?;
+    let (old, _) = cached.single_full()?;
+    let mut raw = RawStates {
+        states: Vec::with_capacity(map.found().len()),
+        bytes: Vec::with_capacity(old.len()),
+    };
+    assert!(map.capture(old, &mut raw), "the mapped record's states");
+    Some(raw)
+}
+
 /// Make a partially loaded profile (`Work::partial`) whole: the records it was loaded from
 /// folded whole, with the identifiers, times and states the call has by now (it changed no
 /// other state).
@@ -1103,6 +1202,7 @@ fn complete(work: &mut Work, store: &Store, index: &Index) -> Result<()> {
     if !work.partial {
         return Ok(());
     }
+    settle(work)?;
     if work.captured_all {
         // Every state is in `rec` or captured: the captured ones decoded into it (the call
         // took out those it changed).
@@ -1324,8 +1424,10 @@ impl<'a> Builder<'a> {
                 (Some(only), _) if let Some((old, lens)) = single => {
                     let mut m = self.spare.pools.map();
                     let into = self.spare.pools.record();
+                    // The call's states left in the record, found by the map (`settle`
+                    // captures them when anything but the fast path needs them).
                     let mapped = entries::profile::full_mapped(
-                        old, lens, only, &mut raw, into, &mut m, known,
+                        old, lens, only, &mut raw, false, into, &mut m, known,
                     );
                     match mapped {
                         Ok(Some(rec)) => {
@@ -1355,15 +1457,23 @@ impl<'a> Builder<'a> {
                 Err(_) => None,
             }
         });
+        // Debug builds: the states the load left in its mapped record, captured.
+        #[cfg(debug_assertions)]
+        let mut mapped_raw = None;
         let (at, rec, cached, hit, partial, all, map) = match cached {
             Some((at, rec, chain, only, all, map)) => {
                 self.cache.hits += 1;
+                #[cfg(debug_assertions)]
+                {
+                    mapped_raw = captured_with(map.as_deref(), &chain);
+                }
                 #[cfg(debug_assertions)]
                 if let Ok((logged, ..)) =
                     entries::chain::read_profile(self.store, &self.index.forwards, loc)
                 {
                     debug_assert!(
-                        project(logged, only) == with_raw(rec.clone(), &raw),
+                        project(logged, only)
+                            == with_raw(rec.clone(), mapped_raw.as_ref().unwrap_or(&raw)),
                         "cached profile {key} differs from the log"
                     );
                 }
@@ -1435,7 +1545,12 @@ impl<'a> Builder<'a> {
                 None => Vec::new(),
             },
             #[cfg(debug_assertions)]
-            loaded: self.history.is_some().then(|| with_raw(rec.clone(), &raw)),
+            loaded: self
+                .history
+                .is_some()
+                .then(|| with_raw(rec.clone(), mapped_raw.as_ref().unwrap_or(&raw))),
+            #[cfg(debug_assertions)]
+            mapped_raw,
             ..Before::default()
         };
         self.spare.profiles.push((
@@ -1590,6 +1705,11 @@ impl<'a> Builder<'a> {
         // what goes on (its record, its lists' buffers) is taken out of it.
         for (nth, (key, work)) in profiles.iter_mut().enumerate() {
             let (key, work): (u64, &mut Work) = (*key, work);
+            // Only the fast path writes from the states a load left in its mapped record
+            // (`settle`).
+            if work.fast.is_none() {
+                settle(work)?;
+            }
             let ids_changed = match &work.old {
                 OldIds::New => true,
                 OldIds::Same => false,
@@ -1848,6 +1968,159 @@ impl<'a> Builder<'a> {
                     ChainAt::default(),
                 ),
             };
+            let step = self.history.as_mut().map(|call| {
+                let kind = if key == outcome.key {
+                    call.kind
+                } else {
+                    crate::entries::history::StepKind::Identifiers
+                };
+                let undo = match (&work.before.whole, &work.old) {
+                    (Some(whole), _) => crate::entries::history::diff(Some(&**whole), &work.rec),
+                    // Every name the fast path set has a state after the call: the undo is the
+                    // states before (absent ones here, captured ones in `raw`) and the times.
+                    // `apply_fast` pushed them in name order: no sort.
+                    (None, _) if work.fast.is_some() => {
+                        let props = std::mem::take(&mut work.before.props);
+                        debug_assert!(props.is_sorted_by_key(|p| p.0), "states before, by name");
+                        (None, work.before.times.0, work.before.times.1, props)
+                    }
+                    (None, OldIds::New) => crate::entries::history::diff_into(
+                        None,
+                        &work.rec,
+                        self.spare.pools.befores(),
+                    ),
+                    (None, old) => crate::entries::history::diff_changed(
+                        match old {
+                            OldIds::Saved(ids) => Some(&**ids),
+                            _ => None,
+                        },
+                        work.before.times,
+                        std::mem::take(&mut work.before.props),
+                        &work.rec,
+                    ),
+                };
+                // The states before captured as bytes, by name (the step merges them in).
+                // The fast path captured them in name order (`apply_fast`): no sort.
+                if work.fast.is_none() {
+                    work.before.raw.sort_unstable_by_key(|r| r.0);
+                }
+                debug_assert!(
+                    work.before.raw.is_sorted_by_key(|r| r.0),
+                    "captured, by name"
+                );
+                // A fast call whose load left the states before in its mapped record
+                // (`FullMap::pending`): the step reads them from the record's bytes (the cache
+                // still holds it: the step is written before the cache's next record).
+                let mapped = work.map.as_deref().filter(|m| m.pending).and_then(|m| {
+                    let (old, _) = work.cached.as_ref()?.single_full()?;
+                    entries::profile::MappedStates::of(old, m)
+                });
+                debug_assert_eq!(
+                    mapped.is_some(),
+                    work.map.as_deref().is_some_and(|m| m.pending),
+                    "the states before in the record the load mapped"
+                );
+                debug_assert!(
+                    mapped.is_none() || (work.fast.is_some() && work.before.raw.is_empty()),
+                    "only the fast path leaves the states before in the record"
+                );
+                let raw = crate::entries::history::RawBefore {
+                    states: &work.before.raw,
+                    bytes: &work.raw.bytes,
+                    mapped,
+                };
+                let mut data = self.spare.pools.buf();
+                call.step(
+                    &mut data,
+                    kind,
+                    stamp,
+                    message_id,
+                    &undo,
+                    raw,
+                    work.head.is_none(),
+                    &work.rec,
+                    &work.merged,
+                );
+                // Debug builds: the saved parts, the captured states decoded, are what the
+                // whole record before the call gives, and the step is the one they encode to.
+                #[cfg(debug_assertions)]
+                if let Some(loaded) = &work.before.loaded {
+                    // The states the load left in its mapped record, captured: the step read
+                    // from the record is byte for byte the one they give.
+                    let (befores, captured) = match (mapped, &work.before.mapped_raw) {
+                        (Some(_), Some(c)) => (&c.states, c),
+                        (Some(_), None) => panic!("profile {key}: its mapped states, captured"),
+                        (None, _) => (&work.before.raw, &work.raw),
+                    };
+                    if mapped.is_some() {
+                        let mut from_captured = Vec::with_capacity(data.len());
+                        call.step(
+                            &mut from_captured,
+                            kind,
+                            stamp,
+                            message_id,
+                            &undo,
+                            crate::entries::history::RawBefore {
+                                states: befores,
+                                bytes: &captured.bytes,
+                                mapped: None,
+                            },
+                            work.head.is_none(),
+                            &work.rec,
+                            &work.merged,
+                        );
+                        assert_eq!(
+                            data, from_captured,
+                            "step of profile {key} from its mapped record"
+                        );
+                    }
+                    let mut all = undo.clone();
+                    for (id, r) in befores {
+                        all.3.push((*id, captured.decode(r).ok()));
+                    }
+                    all.3.sort_unstable_by_key(|p| p.0);
+                    // The states captured and left as they were are the profile's still (the
+                    // fast path took every state the load found).
+                    let none = RawStates::default();
+                    let after = with_raw(
+                        with_fast(work.rec.clone(), work.fast.as_ref(), stamp),
+                        match mapped {
+                            Some(_) => &none,
+                            None => &work.raw,
+                        },
+                    );
+                    let whole = crate::entries::history::diff(Some(loaded), &after);
+                    debug_assert_eq!(all, whole, "undo step from the saved parts");
+                    let mut decoded = Vec::new();
+                    call.step(
+                        &mut decoded,
+                        kind,
+                        stamp,
+                        message_id,
+                        &all,
+                        Default::default(),
+                        work.head.is_none(),
+                        &work.rec,
+                        &work.merged,
+                    );
+                    // The same step: byte for byte when the records were written by this
+                    // encoder (a captured value keeps the bytes it was read with, which a
+                    // record from elsewhere may hold in a longer form of the same number).
+                    debug_assert!(
+                        data == decoded
+                            || matches!(
+                                (
+                                    crate::entries::history::decode(&data),
+                                    crate::entries::history::decode(&decoded),
+                                ),
+                                (Ok(a), Ok(b)) if a == b
+                            ),
+                        "undo step from the captured states"
+                    );
+                }
+                keep(&mut self.spare.pools.befores, undo.3);
+                (data, call.arrival)
+            });
             // What the cache keeps: a hot record with the call's states written into it (built
             // anew after a merge, which changes the profile whole), or, while the cache is
             // roomy, a chain the call came back to made a hot record (it was decoded whole);
@@ -1956,108 +2229,6 @@ impl<'a> Builder<'a> {
                 })),
             };
             keep(&mut self.spare.pools.bufs, lens);
-            let step = self.history.as_mut().map(|call| {
-                let kind = if key == outcome.key {
-                    call.kind
-                } else {
-                    crate::entries::history::StepKind::Identifiers
-                };
-                let undo = match (&work.before.whole, &work.old) {
-                    (Some(whole), _) => crate::entries::history::diff(Some(&**whole), &work.rec),
-                    // Every name the fast path set has a state after the call: the undo is the
-                    // states before (absent ones here, captured ones in `raw`) and the times.
-                    // `apply_fast` pushed them in name order: no sort.
-                    (None, _) if work.fast.is_some() => {
-                        let props = std::mem::take(&mut work.before.props);
-                        debug_assert!(props.is_sorted_by_key(|p| p.0), "states before, by name");
-                        (None, work.before.times.0, work.before.times.1, props)
-                    }
-                    (None, OldIds::New) => crate::entries::history::diff_into(
-                        None,
-                        &work.rec,
-                        self.spare.pools.befores(),
-                    ),
-                    (None, old) => crate::entries::history::diff_changed(
-                        match old {
-                            OldIds::Saved(ids) => Some(&**ids),
-                            _ => None,
-                        },
-                        work.before.times,
-                        std::mem::take(&mut work.before.props),
-                        &work.rec,
-                    ),
-                };
-                // The states before captured as bytes, by name (the step merges them in).
-                // The fast path captured them in name order (`apply_fast`): no sort.
-                if work.fast.is_none() {
-                    work.before.raw.sort_unstable_by_key(|r| r.0);
-                }
-                debug_assert!(
-                    work.before.raw.is_sorted_by_key(|r| r.0),
-                    "captured, by name"
-                );
-                let raw = crate::entries::history::RawBefore {
-                    states: &work.before.raw,
-                    bytes: &work.raw.bytes,
-                };
-                let mut data = self.spare.pools.buf();
-                call.step(
-                    &mut data,
-                    kind,
-                    stamp,
-                    message_id,
-                    &undo,
-                    raw,
-                    work.head.is_none(),
-                    &work.rec,
-                    &work.merged,
-                );
-                // Debug builds: the saved parts, the captured states decoded, are what the
-                // whole record before the call gives, and the step is the one they encode to.
-                #[cfg(debug_assertions)]
-                if let Some(loaded) = &work.before.loaded {
-                    let mut all = undo.clone();
-                    for (id, r) in raw.states {
-                        all.3.push((*id, work.raw.decode(r).ok()));
-                    }
-                    all.3.sort_unstable_by_key(|p| p.0);
-                    // The states captured and left as they were are the profile's still.
-                    let after = with_raw(
-                        with_fast(work.rec.clone(), work.fast.as_ref(), stamp),
-                        &work.raw,
-                    );
-                    let whole = crate::entries::history::diff(Some(loaded), &after);
-                    debug_assert_eq!(all, whole, "undo step from the saved parts");
-                    let mut decoded = Vec::new();
-                    call.step(
-                        &mut decoded,
-                        kind,
-                        stamp,
-                        message_id,
-                        &all,
-                        Default::default(),
-                        work.head.is_none(),
-                        &work.rec,
-                        &work.merged,
-                    );
-                    // The same step: byte for byte when the records were written by this
-                    // encoder (a captured value keeps the bytes it was read with, which a
-                    // record from elsewhere may hold in a longer form of the same number).
-                    debug_assert!(
-                        data == decoded
-                            || matches!(
-                                (
-                                    crate::entries::history::decode(&data),
-                                    crate::entries::history::decode(&decoded),
-                                ),
-                                (Ok(a), Ok(b)) if a == b
-                            ),
-                        "undo step from the captured states"
-                    );
-                }
-                keep(&mut self.spare.pools.befores, undo.3);
-                (data, call.arrival)
-            });
             // The identifiers after: those of the record written (`Written`, below).
             let ids = ids_changed.then(|| {
                 let old = match std::mem::replace(&mut work.old, OldIds::New) {
@@ -2584,6 +2755,11 @@ impl<'a> Builder<'a> {
             self.work(survivor).stamp(ts);
             return Ok(out);
         }
+        // Off the fast path the states the loads left in their mapped records are captured
+        // (`settle`), as the operations below take them.
+        for (_, work) in self.spare.profiles.iter_mut() {
+            settle(work)?;
+        }
 
         // Properties (SPEC 3.3, 3.5), in the call's order (`call_ops`).
         let order = self.order;
@@ -2728,42 +2904,31 @@ impl<'a> Builder<'a> {
             && work.before.whole.is_none()
             && work.merged.is_empty()
             && {
-                // `only`, the captured states and the built ones are each sorted by name: one
-                // walk along the three (a bisection of each list for each name cost ~55
-                // instructions a name). A loop of its own rather than `Iterator::all`, which
-                // was not inlined and wrote its places in the lists back to memory at every
-                // step.
-                let (states, props) = (&work.raw.states[..], &work.rec.props[..]);
-                let (mut s, mut p) = (0, 0);
-                let fits = 'walk: {
-                    for &id in only {
-                        while s < states.len() && states[s].0 < id {
-                            s += 1;
-                        }
-                        if s < states.len() && states[s].0 == id {
-                            if !write_replaces(Some(states[s].1.stamp), ts, self.order) {
-                                break 'walk false;
-                            }
-                            continue;
-                        }
-                        while p < props.len() && props[p].0 < id {
-                            p += 1;
-                        }
-                        if p < props.len() && props[p].0 == id {
-                            break 'walk false;
-                        }
+                // The captured states: in `raw`, or left in the mapped record (`settle`).
+                let props = &work.rec.props;
+                let fits = match work.map.as_deref().filter(|m| m.pending) {
+                    Some(map) => fits_walk(only, map.found(), props, ts, self.order),
+                    None => {
+                        let states = work.raw.states.iter().map(|(n, r)| (*n, r.stamp));
+                        fits_walk(only, states, props, ts, self.order)
                     }
-                    true
                 };
-                debug_assert_eq!(
-                    fits,
-                    only.iter()
-                        .all(|id| match states.binary_search_by_key(id, |s| s.0) {
-                            Ok(j) => write_replaces(Some(states[j].1.stamp), ts, self.order),
-                            Err(_) => props.binary_search_by_key(id, |p| p.0).is_err(),
-                        }),
-                    "the walk decides as the bisections do"
-                );
+                #[cfg(debug_assertions)]
+                {
+                    let states: Vec<(u32, Stamp)> = match work.map.as_deref() {
+                        Some(map) if map.pending => map.found().collect(),
+                        _ => work.raw.states.iter().map(|(n, r)| (*n, r.stamp)).collect(),
+                    };
+                    debug_assert_eq!(
+                        fits,
+                        only.iter()
+                            .all(|id| match states.binary_search_by_key(id, |s| s.0) {
+                                Ok(j) => write_replaces(Some(states[j].1), ts, self.order),
+                                Err(_) => props.binary_search_by_key(id, |p| p.0).is_err(),
+                            }),
+                        "the walk decides as the bisections do"
+                    );
+                }
                 fits
             }
     }
@@ -2800,6 +2965,7 @@ impl<'a> Builder<'a> {
             raw,
             changed,
             before,
+            map,
             ..
         } = &mut *self.spare.profiles[i].1;
         // The names come in increasing order, each once: their captured states are taken in
@@ -2808,6 +2974,30 @@ impl<'a> Builder<'a> {
             let (id, nth) = ((packed >> 32) as u32, packed as u32);
             crate::profile::merge::set_of_place(m, nth as usize).map(|v| (id, v))
         });
+        if let Some(map) = map.as_deref().filter(|m| m.pending) {
+            // The states before left in the mapped record: the call sets every name the map
+            // found (they are the call's names the profile had), so those are the states
+            // before as they stand, which the history step reads from the record; only the
+            // names the profile did not have are listed.
+            {
+                let mut found = map.found().map(|(n, _)| n).peekable();
+                for (id, v) in sets {
+                    changed.push(id);
+                    let had = found.next_if_eq(&id).is_some();
+                    if keep_before && !had {
+                        before.props.push((id, None));
+                    }
+                    let value = entries::profile::put_set_item(id, v, &mut fast.bytes);
+                    fast.sets.push((id, value.start as u32..value.end as u32));
+                }
+                debug_assert!(found.next().is_none(), "every state found, set");
+            }
+            before.mapped = true;
+            let work = &mut self.spare.profiles[i].1;
+            debug_assert!(fast.sets.is_sorted_by_key(|s| s.0));
+            work.fast = Some(fast);
+            return;
+        }
         raw.take_ascending(
             sets,
             |&(id, _)| id,

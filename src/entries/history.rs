@@ -15,7 +15,7 @@
 //! the properties' states before with their stamps in a table that starts with the call's
 //! stamp (the compact form of full records, `values.rs`), and the merged-away records.
 
-use super::profile::{self, Ids, ProfileRecord};
+use super::profile::{self, Ids, MappedStates, ProfileRecord};
 use super::raw::{RawState, put_raw_state};
 #[cfg(test)]
 use super::values::put_state;
@@ -169,11 +169,57 @@ enum Before<'a> {
     Raw(&'a RawState, u32),
 }
 
-/// States before a call captured as bytes, and the bytes of their values.
+/// States before a call captured as bytes, and the bytes of their values; or (`mapped`) read
+/// from the full record the call's load mapped, not captured (`states` empty then).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct RawBefore<'a> {
     pub states: &'a [(u32, RawState)],
     pub bytes: &'a [u8],
+    pub mapped: Option<MappedStates<'a>>,
+}
+
+/// A state of [`Captured`]: its name, its stamp, and its value's bytes (`None`: a removal)
+/// with the byte to be written over their first, if any.
+type CapturedState<'a> = (u32, Stamp, Option<(&'a [u8], Option<u8>)>);
+
+/// The states before a call that are plain sets or removals held as bytes, as the encoder
+/// reads them: in name order, each its name, its stamp, and its value's bytes (`None`: a
+/// removal) with the byte to be written over their first, if any.
+trait Captured<'a> {
+    fn count(&self) -> usize;
+    /// State `k`; `None` past the last.
+    fn at(&self, k: usize) -> Option<CapturedState<'a>>;
+}
+
+impl<'a> Captured<'a> for RawBefore<'a> {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.states.len()
+    }
+
+    #[inline(always)]
+    fn at(&self, k: usize) -> Option<CapturedState<'a>> {
+        let (name, r) = self.states.get(k)?;
+        let bytes = self.bytes;
+        let value = r
+            .value
+            .as_ref()
+            .and_then(|v| bytes.get(v.start as usize..v.end as usize));
+        Some((*name, r.stamp, value.map(|v| (v, None))))
+    }
+}
+
+impl<'a> Captured<'a> for MappedStates<'a> {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    #[inline(always)]
+    fn at(&self, k: usize) -> Option<CapturedState<'a>> {
+        let (name, stamp, value) = self.get(k)?;
+        Some((name, stamp, value.map(|(over, v)| (over, Some(v)))))
+    }
 }
 
 #[cfg(test)]
@@ -216,7 +262,8 @@ pub(crate) fn encode_into(
     after: &Ids,
 ) {
     // A captured state takes 7 bytes and its value's (few over 16), a decoded one more.
-    let props_guess = 32 * body.props.len() + 24 * body.raw.states.len();
+    let captured = body.raw.states.len() + body.raw.mapped.map_or(0, |m| m.len());
+    let props_guess = 32 * body.props.len() + 24 * captured;
     out.reserve(64 + props_guess);
     put_head(out, arrival, body, after);
     props.clear();
@@ -317,19 +364,34 @@ fn put_merged(out: &mut Vec<u8>, body: &BodyRef<'_>) {
 /// rotating the table into place before them (round 40's form: a rotation of ~200 bytes is
 /// three copies through a buffer on the stack).
 fn put_props(out: &mut Vec<u8>, props: &mut Vec<u8>, body: &BodyRef<'_>) {
-    put_u64_inline(out, (body.props.len() + body.raw.states.len()) as u64);
+    match &body.raw.mapped {
+        Some(mapped) => {
+            debug_assert!(body.raw.states.is_empty(), "captured or mapped, not both");
+            put_props_of(out, props, body, mapped);
+        }
+        None => put_props_of(out, props, body, &body.raw),
+    }
+}
+
+/// [`put_props`] with the captured states `raws`.
+#[inline(never)]
+fn put_props_of<'a>(
+    out: &mut Vec<u8>,
+    props: &mut Vec<u8>,
+    body: &BodyRef<'_>,
+    raws: &impl Captured<'a>,
+) {
+    put_u64_inline(out, (body.props.len() + raws.count()) as u64);
     let mut table = Met::new(Stamp::new(Timestamp(body.event), body.order));
     // The name written before (`Names::gap`'s, kept in a register: the first name's gap is
     // the name itself, its gap from 0).
     let mut prev = 0u32;
     let mut gap_to = |name: u32| name.wrapping_sub(std::mem::replace(&mut prev, name));
-    // The captured states not written yet: `raws[k..]` (an index, not a `Peekable`).
-    let raws = body.raw.states;
+    // The captured states not written yet: from `k` on (an index, not a `Peekable`).
     let mut k = 0;
-    let bytes = body.raw.bytes;
     for (name, st) in body.props {
-        while let Some((n, r)) = raws.get(k).filter(|(n, _)| n < name) {
-            put_captured(props, gap_to(*n), r, &mut table, bytes);
+        while let Some((n, s, v)) = raws.at(k).filter(|(n, ..)| n < name) {
+            put_captured(props, gap_to(n), s, v, &mut table);
             k += 1;
         }
         let gap = gap_to(*name);
@@ -352,8 +414,9 @@ fn put_props(out: &mut Vec<u8>, props: &mut Vec<u8>, body: &BodyRef<'_>) {
             }
         }
     }
-    for (n, r) in raws.get(k..).unwrap_or_default() {
-        put_captured(props, gap_to(*n), r, &mut table, bytes);
+    while let Some((n, s, v)) = raws.at(k) {
+        put_captured(props, gap_to(n), s, v, &mut table);
+        k += 1;
     }
     table.put(out);
     out.extend_from_slice(props);
@@ -361,17 +424,22 @@ fn put_props(out: &mut Vec<u8>, props: &mut Vec<u8>, body: &BodyRef<'_>) {
     props.clear();
 }
 
-/// A captured state before the call (`bytes`: the captured values'), written as its decoded
-/// state would be, with its stamp met in `table`: the name's gap, the state's option tag, then
-/// as [`put_raw_state`] writes it. Inlined into both of [`put_props`]' loops: it is ~6 times a
+/// A captured state before the call (its stamp, and its value's bytes `v` with `first`, when
+/// given, in the place of their first byte: `None`, a removal), written as its decoded state
+/// would be, with its stamp met in `table`: the name's gap, the state's option tag, then as
+/// [`put_raw_state`] writes it. Inlined into both of [`put_props`]' loops: it is ~6 times a
 /// W1 step, and its call's saved registers were a sixth of its instructions.
 #[inline(always)]
-fn put_captured(out: &mut Vec<u8>, gap: u32, r: &RawState, table: &mut Met, bytes: &[u8]) {
-    let index = table.meet(r.stamp);
-    let value = r
-        .value
-        .as_ref()
-        .and_then(|v| bytes.get(v.start as usize..v.end as usize));
+fn put_captured(
+    out: &mut Vec<u8>,
+    gap: u32,
+    stamp: Stamp,
+    value: Option<(&[u8], Option<u8>)>,
+    table: &mut Met,
+) {
+    let index = table.meet(stamp);
+    let (value, first) = value.unzip();
+    let first = first.flatten();
     // A gap and an index of one byte each (nearly always): the bytes before the value (gap,
     // state and lww tags, index, value tag) and after it (no `once`, no `adds`) are each one
     // write instead of five and two.
@@ -387,6 +455,9 @@ fn put_captured(out: &mut Vec<u8>, gap: u32, r: &RawState, table: &mut Met, byte
                 *head = [g, 1, 1, i, 1];
                 if let Some(value) = rest.get_mut(..v.len()) {
                     copy_short(value, v);
+                    if let (Some(f), Some(b)) = (first, value.first_mut()) {
+                        *b = f;
+                    }
                 }
             }
             let at = out.len();
@@ -395,15 +466,42 @@ fn put_captured(out: &mut Vec<u8>, gap: u32, r: &RawState, table: &mut Met, byte
         }
         (Some(g), Some(i), Some(v)) => {
             out.extend_from_slice(&[g, 1, 1, i, 1]);
-            out.extend_from_slice(v);
+            put_over(out, v, first);
             out.extend_from_slice(&[0, 0]);
         }
         (Some(g), Some(i), None) => out.extend_from_slice(&[g, 1, 1, i, 0, 0, 0]),
         _ => {
             put_u64_inline(out, u64::from(gap));
             out.push(1);
-            put_raw_state(value, index, out);
+            match first {
+                None => put_raw_state(value, index, out),
+                // As `put_raw_state` writes it, the value's first byte `f`.
+                Some(f) => {
+                    out.push(1);
+                    index.put(out);
+                    match value {
+                        Some(v) => {
+                            out.push(1);
+                            put_over(out, v, Some(f));
+                        }
+                        None => out.push(0),
+                    }
+                    out.extend_from_slice(&[0, 0]);
+                }
+            }
         }
+    }
+}
+
+/// Append `v`, with `first` in the place of its first byte when given.
+#[inline(always)]
+fn put_over(out: &mut Vec<u8>, v: &[u8], first: Option<u8>) {
+    match (first, v.split_first()) {
+        (Some(f), Some((_, rest))) => {
+            out.push(f);
+            out.extend_from_slice(rest);
+        }
+        _ => out.extend_from_slice(v),
     }
 }
 
@@ -1137,6 +1235,7 @@ mod tests {
         r.raw = RawBefore {
             states: &raw.states,
             bytes: &raw.bytes,
+            mapped: None,
         };
         // Appended after bytes already there, as the write path appends to a batch.
         let (mut got, mut want) = (vec![9u8; 3], vec![9u8; 3]);

@@ -5,10 +5,10 @@
 
 use super::raw::RawStates;
 use super::values::{
-    StampIndex, StampTable, Stamps, capture_plain, each_stamp, plain_shape, put_plain_first,
-    put_set_shaped, put_shaped_state, put_stamp, put_stamp_after, put_state, shaped_state,
-    shaped_state_or_raw, skip_shaped_state, skip_state, skip_value, stamp, stamp_after, state,
-    value,
+    StampIndex, StampTable, Stamps, capture_plain, each_stamp, plain_set_variant, plain_shape,
+    plain_variant, put_plain_first, put_set_shaped, put_shaped_state, put_stamp, put_stamp_after,
+    put_state, shaped_state, shaped_state_or_raw, skip_shaped_state, skip_state, skip_value, stamp,
+    stamp_after, state, value,
 };
 use super::wire::{
     DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_two_inline, put_u64,
@@ -440,7 +440,32 @@ pub(crate) struct FullMap {
     n: usize,
     /// (name, where its name's gap starts, where its state starts).
     olds: [(u32, u32, u32); SPLICE_STATES],
+    /// The states of the call's names (`map_full`'s `only`) the record holds, in name order:
+    /// each a plain set or removal, found by the map and captured from the record's bytes
+    /// only when asked ([`FullMap::capture`]), or read from them by the call's history step
+    /// ([`MappedStates`]).
+    n_found: usize,
+    found: [Found; SPLICE_STATES],
+    /// The states found are not captured yet: the load left them in the record (see
+    /// [`full_mapped`]).
+    pub pending: bool,
 }
+
+/// A state of one of the call's names in a mapped record: its name, where its compact state
+/// starts and its length (a plain set or removal: shape, one-byte stamp index, payload), its
+/// stamp's index in the record's table (below the map's [`SPLICE_STAMPS`]), and its value's
+/// variant (its shape's, [`REMOVAL`] for a removal).
+#[derive(Clone, Copy, Default)]
+struct Found {
+    name: u32,
+    at: u32,
+    len: u8,
+    index: u8,
+    variant: u8,
+}
+
+/// [`Found::variant`] of a removal (`values::plain_variant`'s).
+const REMOVAL: u8 = u8::MAX;
 
 impl FullMap {
     pub(crate) fn new() -> FullMap {
@@ -453,33 +478,118 @@ impl FullMap {
             at: [0; SPLICE_STAMPS + 1],
             n: 0,
             olds: [(0, 0, 0); SPLICE_STATES],
+            n_found: 0,
+            found: [Found::default(); SPLICE_STATES],
+            pending: false,
         }
+    }
+
+    /// The name and stamp of each state found (see [`FullMap::found`]), in name order.
+    #[inline]
+    pub(crate) fn found(&self) -> impl ExactSizeIterator<Item = (u32, Stamp)> + '_ {
+        let stamps = &self.stamps;
+        self.found[..self.n_found]
+            .iter()
+            .map(move |f| (f.name, stamps[usize::from(f.index)]))
+    }
+
+    /// Capture the states found into `raw` (as `Fold::only_capturing` captures them), from
+    /// `old`, the record the map was read from; `false` (nothing captured) when it is not.
+    pub(crate) fn capture(&self, old: &[u8], raw: &mut RawStates) -> bool {
+        if self.from != (old.as_ptr() as usize, old.len()) {
+            return false;
+        }
+        for f in &self.found[..self.n_found] {
+            let at = f.at as usize;
+            // Within `old`: `map_full` checked each state's bounds, shape and stamp index.
+            if let Some(bytes) = old.get(at..at + usize::from(f.len)) {
+                capture_plain(raw, f.name, self.stamps[usize::from(f.index)], bytes);
+            }
+        }
+        true
+    }
+}
+
+/// A state of [`MappedStates`]: its name, its stamp, and its value (see [`MappedStates::get`]).
+pub(crate) type MappedState<'a> = (u32, Stamp, Option<(&'a [u8], u8)>);
+
+/// The states a map found (see [`FullMap::found`]), read from the bytes of the record it was
+/// read from: what the call's history step writes as their states before, with no capture.
+#[derive(Clone, Copy)]
+pub(crate) struct MappedStates<'a> {
+    old: &'a [u8],
+    found: &'a [Found],
+    stamps: &'a [Stamp; SPLICE_STAMPS],
+}
+
+impl<'a> MappedStates<'a> {
+    /// The states `map` found in `old`; `None` when `map` was not read from `old`.
+    pub(crate) fn of(old: &'a [u8], map: &'a FullMap) -> Option<MappedStates<'a>> {
+        (map.from == (old.as_ptr() as usize, old.len())).then_some(MappedStates {
+            old,
+            found: map.found.get(..map.n_found).unwrap_or_default(),
+            stamps: &map.stamps,
+        })
+    }
+
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    /// State `k`'s name, its stamp, and its value (`None`: a removal) as `over`, the state's
+    /// bytes after its shape (the stamp index, then the payload), with `variant` to be written
+    /// over their first byte: the value's bytes as `Value::put` writes them. `None` past the
+    /// last state.
+    #[inline(always)]
+    pub(crate) fn get(&self, k: usize) -> Option<MappedState<'a>> {
+        let f = self.found.get(k)?;
+        let at = f.at as usize;
+        // `map_full` checked the state's bounds and shape, and its stamp index (below
+        // `SPLICE_STAMPS`), against these bytes (`of`).
+        debug_assert!(
+            self.old.get(at).is_some_and(|&b| plain_shape(b)
+                && plain_set_variant(b).map_or(REMOVAL, |v| v as u8) == f.variant),
+            "a plain state"
+        );
+        let stamp = self.stamps[usize::from(f.index) % SPLICE_STAMPS];
+        let value = match f.variant {
+            REMOVAL => None,
+            v => Some((
+                self.old
+                    .get(at + 1..at + usize::from(f.len))
+                    .unwrap_or_default(),
+                v,
+            )),
+        };
+        Some((f.name, stamp, value))
     }
 }
 
 /// Read where the parts of `old` sit into `map` (see [`FullMap`]): a full record this process
 /// encoded, with its state lengths `old_lens`. With `ids`, its identifiers decoded into it
-/// (as [`ids_into`]; those equal to the call's [`Known`] ones taken as the call's); with `capture`, each state of the names it lists (sorted) captured into
-/// its `RawStates` as `values::shaped_state_or_raw` captures a plain one. `Ok(false)`, the
-/// map not to be used (and the captures and identifiers partial), when the record is not one
-/// [`splice_mapped`] writes from: more than [`SPLICE_STATES`] states or [`SPLICE_STAMPS`]
-/// stamps, a state of 256 bytes or more (its length is not kept), or a captured state that
-/// is not a plain set or removal. An error: bytes that are not such a record (only a bug
+/// (as [`ids_into`]; those equal to the call's [`Known`] ones taken as the call's); with
+/// `only`, the state of each name it lists (sorted) that the record holds found
+/// ([`FullMap::found`]: captured by [`FullMap::capture`] as `values::shaped_state_or_raw`
+/// captures a plain one). `Ok(false)`, the map not to be used (and the identifiers partial),
+/// when the record is not one [`splice_mapped`] writes from: more than [`SPLICE_STATES`]
+/// states or [`SPLICE_STAMPS`] stamps, a state of 256 bytes or more (its length is not kept),
+/// or a state found that is not a plain set or removal. An error: bytes that are not such a record (only a bug
 /// gets there: the cache's records are this process's).
 pub(crate) fn map_full(
     old: &[u8],
     old_lens: StateLens<'_>,
     ids: Option<(&mut Ids, Known<'_>)>,
-    capture: Option<(&[u32], &mut RawStates)>,
+    only: Option<&[u32]>,
     map: &mut FullMap,
 ) -> Decoded<bool> {
     debug_assert!(
-        capture
-            .as_ref()
-            .is_none_or(|(only, _)| only.is_sorted_by(|a, b| a < b)),
+        only.is_none_or(|only| only.is_sorted_by(|a, b| a < b)),
         "the call's names sorted, each once"
     );
     map.from = (0, usize::MAX);
+    map.n_found = 0;
+    map.pending = false;
     let mut r = Reader::checked_before(old);
     if r.u8()? != FULL_TAG {
         return Ok(false);
@@ -514,10 +624,11 @@ pub(crate) fn map_full(
     if pos != old.len() {
         return Err(broken(pos, "trailing bytes after the record"));
     }
-    if let Some((only, raw)) = capture {
+    if let Some(only) = only {
         // Both sorted: each name to capture found past the one before.
         let olds = &map.olds[..n];
         let mut j = 0;
+        let mut found = 0;
         for &wanted in only {
             while j < olds.len() && olds[j].0 < wanted {
                 j += 1;
@@ -540,9 +651,20 @@ pub(crate) fn map_full(
             if index >= n_stamps {
                 return Err(broken(state + 1, "stamp index beyond the table"));
             }
-            capture_plain(raw, name, map.stamps[index], bytes);
+            // Each found is a state of its own: fewer than `n` (at most `SPLICE_STATES`).
+            if let Some(slot) = map.found.get_mut(found) {
+                *slot = Found {
+                    name,
+                    at: state as u32,
+                    len: old_lens[j],
+                    index: index as u8,
+                    variant: plain_variant(bytes[0]),
+                };
+                found += 1;
+            }
             j += 1;
         }
+        map.n_found = found;
     }
     map.n = n;
     map.from = (old.as_ptr() as usize, old.len());
@@ -634,13 +756,17 @@ fn wide_gap(old: &[u8], pos: usize) -> Decoded<(u32, usize)> {
 /// (plain states captured into `raw`, which is emptied first; the record's list of states
 /// left empty), read by [`map_full`] into `map` on the way, for the call's
 /// [`splice_mapped`]. `Ok(None)` when [`map_full`] does not map the record (`raw` emptied):
-/// fold it instead. `into`: a record whose buffers the result reuses. `known`: the call's
-/// identifiers ([`Known`]).
+/// fold it instead. `into`: a record whose buffers the result reuses. `capture`: the states
+/// captured into `raw`; else left in the record, found by the map ([`FullMap::pending`]), for
+/// [`FullMap::capture`] to capture when the call needs them (the fast path's history step
+/// reads them from the record's bytes, [`MappedStates`]). `known`: the call's identifiers
+/// ([`Known`]).
 pub(crate) fn full_mapped(
     old: &[u8],
     old_lens: StateLens<'_>,
     only: &[u32],
     raw: &mut RawStates,
+    capture: bool,
     into: ProfileRecord,
     map: &mut FullMap,
     known: Known<'_>,
@@ -649,15 +775,13 @@ pub(crate) fn full_mapped(
     let ProfileRecord {
         mut ids, mut props, ..
     } = into;
-    if !map_full(
-        old,
-        old_lens,
-        Some((&mut ids, known)),
-        Some((only, raw)),
-        map,
-    )? {
-        raw.clear();
+    if !map_full(old, old_lens, Some((&mut ids, known)), Some(only), map)? {
         return Ok(None);
+    }
+    if capture {
+        map.capture(old, raw);
+    } else {
+        map.pending = true;
     }
     // Room for the names a call adds, as `shaped_props` leaves.
     props.clear();
@@ -3057,6 +3181,112 @@ mod tests {
             }
         }
 
+        /// The states of the call's names a load left in the record it mapped
+        /// (`full_mapped` without capturing) are, captured later (`FullMap::capture`), what
+        /// it captures at once; and a history step that reads them from the record's bytes
+        /// (`history::RawBefore::mapped`) is byte for byte the step their capture writes, and
+        /// the reference encoder's, among decoded states (absent ones, and others' with their
+        /// own stamps), the call's stamp one of theirs or not.
+        #[test]
+        fn a_step_read_from_a_mapped_record_is_the_step_of_its_captured_states(
+            base in prop_oneof![plain_record(), shared_stamps_record()],
+            only in prop::collection::btree_set(wide_name(), 0..12),
+            absent in prop::collection::btree_set(wide_name(), 0..6),
+            call in stamp(),
+            shared in any::<prop::sample::Index>(),
+            share in any::<bool>(),
+            arrival in any::<i64>(),
+        ) {
+            use crate::entries::history::{self, Body, RawBefore, StepKind};
+            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
+            put_full(&base, &mut old, Some(&mut old_lens));
+            let only: Vec<u32> = only.into_iter().collect();
+            let (mut map, mut raw) = (FullMap::new(), RawStates::default());
+            let mapped =
+                full_mapped(&old, &old_lens, &only, &mut raw, false, ProfileRecord::default(), &mut map, Known::default())
+                    .unwrap();
+            if mapped.is_none() {
+                return Ok(());
+            }
+            prop_assert!(map.pending && raw.states.is_empty() && raw.bytes.is_empty());
+            let (mut at_once, mut map_at_once) = (RawStates::default(), FullMap::new());
+            let rec = full_mapped(
+                &old,
+                &old_lens,
+                &only,
+                &mut at_once,
+                true,
+                ProfileRecord::default(),
+                &mut map_at_once,
+                Known::default(),
+            )
+            .unwrap();
+            prop_assert_eq!(rec, mapped);
+            prop_assert!(!map_at_once.pending);
+            prop_assert!(!map.capture(&old.clone(), &mut raw), "another record's bytes");
+            prop_assert!(map.capture(&old, &mut raw));
+            prop_assert_eq!(&raw.states, &at_once.states);
+            prop_assert_eq!(&raw.bytes, &at_once.bytes);
+            let found: Vec<(u32, Stamp)> = map.found().collect();
+            prop_assert_eq!(
+                found.clone(),
+                raw.states.iter().map(|(n, r)| (n.to_owned(), r.stamp)).collect::<Vec<_>>()
+            );
+            // The call's stamp one of the record's (a state's it set before), or its own.
+            let call = match base.props.get(shared.index(base.props.len().max(1))) {
+                Some((_, p)) if share => p.lww.as_ref().map_or(call, |l| l.0),
+                _ => call,
+            };
+            // Decoded states among them: names the record does not hold (absent before),
+            // and states of names the call did not load (their stamps in the table too).
+            let mut props: Vec<(u32, Option<PropState>)> = absent
+                .iter()
+                .filter(|n| base.props.binary_search_by_key(*n, |p| p.0).is_err())
+                .map(|n| (*n, None))
+                .collect();
+            props.extend(
+                base.props
+                    .iter()
+                    .filter(|(n, _)| !only.contains(n))
+                    .take(3)
+                    .map(|(n, p)| (*n, Some(p.clone()))),
+            );
+            props.sort_by_key(|p| p.0);
+            props.dedup_by_key(|p| p.0);
+            let body = Body {
+                kind: StepKind::Call,
+                event: call.0.0,
+                order: call.1,
+                message_id: None,
+                carried: Default::default(),
+                created: false,
+                first_seen: 1,
+                updated_at: 2,
+                ids: None,
+                props,
+                merged: Vec::new(),
+            };
+            let mut r = body.as_ref();
+            r.raw = RawBefore {
+                states: &[],
+                bytes: &[],
+                mapped: MappedStates::of(&old, &map),
+            };
+            prop_assert!(r.raw.mapped.is_some());
+            prop_assert!(MappedStates::of(&old.clone(), &map).is_none());
+            let (mut got, mut want, mut reference) = (vec![5u8], vec![5u8], vec![5u8]);
+            history::encode_into(&mut got, &mut vec![7u8; 3], arrival, &r, &Ids::default());
+            r.raw = RawBefore {
+                states: &raw.states,
+                bytes: &raw.bytes,
+                mapped: None,
+            };
+            history::encode_into(&mut want, &mut Vec::new(), arrival, &r, &Ids::default());
+            history::encode_into_reference(&mut reference, arrival, &r, &Ids::default());
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(&got, &reference);
+        }
+
         /// A full record mapped by a call's load (`full_mapped`) decodes to what the writer's
         /// fold of it gives (`Fold::only_capturing`: the identifiers, the times, the call's
         /// plain states captured with the same bytes), and the full record spliced from its map
@@ -3092,6 +3322,7 @@ mod tests {
                 &old_lens,
                 &only,
                 &mut raw,
+                true,
                 ProfileRecord::default(),
                 &mut map,
                 Known::default(),
@@ -3206,7 +3437,7 @@ mod tests {
             let only: Vec<u32> = sets.keys().copied().collect();
             let (mut map, mut raw) = (FullMap::new(), RawStates::default());
             let mapped =
-                full_mapped(&old, &old_lens, &only, &mut raw, ProfileRecord::default(), &mut map, Known::default());
+                full_mapped(&old, &old_lens, &only, &mut raw, true, ProfileRecord::default(), &mut map, Known::default());
             if let Ok(Some(_)) = mapped {
                 let _ = splice_mapped(
                     &old,

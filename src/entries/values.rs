@@ -713,6 +713,16 @@ pub(crate) fn plain_set_variant(b: u8) -> Option<u32> {
     (b & !SHAPE_LWW == 0 && b >= SHAPE_SET && v < VARIANTS).then_some(v)
 }
 
+/// The value variant of a plain state's shape byte `b` (see [`plain_shape`], which it does not
+/// check): a set's variant, or `u8::MAX` for a removal. One subtraction: a removal's shape is
+/// the one before the first set's.
+#[inline(always)]
+pub(crate) fn plain_variant(b: u8) -> u8 {
+    b.wrapping_sub(SHAPE_SET)
+}
+
+const _: () = assert!(SHAPE_UNSET.wrapping_sub(SHAPE_SET) == u8::MAX && VARIANTS < 255);
+
 /// Write the compact state of a plain set whose stamp has `index` in the table, from the
 /// value's bytes as `Value::put` writes them (its variant, then its payload): the bytes
 /// [`put_shaped_state`] writes for `{lww: (that stamp, that value)}`.
@@ -1022,6 +1032,15 @@ mod tests {
         for b in 0..=u8::MAX {
             let want = (plain_shape(b) && b != SHAPE_UNSET).then(|| u32::from(b - SHAPE_SET));
             assert_eq!(plain_set_variant(b), want, "shape {b:#x}");
+        }
+    }
+
+    /// [`plain_variant`] of a plain shape is its set's variant, or `u8::MAX` for a removal.
+    #[test]
+    fn a_plain_variant_is_the_set_variant_or_a_removal() {
+        for b in (0..=u8::MAX).filter(|b| plain_shape(*b)) {
+            let want = plain_set_variant(b).map_or(u8::MAX, |v| v as u8);
+            assert_eq!(plain_variant(b), want, "shape {b:#x}");
         }
     }
 
