@@ -790,14 +790,14 @@ impl Work {
             updated_at,
             props,
         } = rec;
-        (
-            copy(partial),
-            copy(captured_all),
-            copy(head),
-            copy(hit),
-            copy(full),
-        );
-        (copy(stamped), copy(first_seen), copy(updated_at));
+        copy(partial);
+        copy(captured_all);
+        copy(head);
+        copy(hit);
+        copy(full);
+        copy(stamped);
+        copy(first_seen);
+        copy(updated_at);
         let Ids {
             user_id,
             email,
