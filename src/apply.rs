@@ -816,7 +816,8 @@ impl Work {
             #[cfg(debug_assertions)]
             mapped_raw,
         } = before;
-        (copy(times), copy(mapped));
+        copy(times);
+        copy(mapped);
         #[cfg(debug_assertions)]
         if loaded.is_some() || mapped_raw.is_some() {
             return false;

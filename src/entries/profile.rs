@@ -761,6 +761,7 @@ fn wide_gap(old: &[u8], pos: usize) -> Decoded<(u32, usize)> {
 /// [`FullMap::capture`] to capture when the call needs them (the fast path's history step
 /// reads them from the record's bytes, [`MappedStates`]). `known`: the call's identifiers
 /// ([`Known`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn full_mapped(
     old: &[u8],
     old_lens: StateLens<'_>,
