@@ -1969,6 +1969,7 @@ impl<'a> Builder<'a> {
                     ChainAt::default(),
                 ),
             };
+            let mut unmapped = None;
             let step = self.history.as_mut().map(|call| {
                 let kind = if key == outcome.key {
                     call.kind
@@ -2016,11 +2017,19 @@ impl<'a> Builder<'a> {
                     let (old, _) = work.cached.as_ref()?.single_full()?;
                     entries::profile::MappedStates::of(old, m)
                 });
-                debug_assert_eq!(
-                    mapped.is_some(),
-                    work.map.as_deref().is_some_and(|m| m.pending),
-                    "the states before in the record the load mapped"
-                );
+                if mapped.is_none() && work.map.as_deref().is_some_and(|m| m.pending) {
+                    // The record mapped is the one the cache holds until after the step: only
+                    // a bug gets here. No step without the states before.
+                    debug_assert!(
+                        false,
+                        "profile {key}: the states before in its mapped record"
+                    );
+                    unmapped = Some(Error::Corruption {
+                        file: Default::default(),
+                        offset: 0,
+                        reason: format!("profile {key}: the record its load mapped is gone"),
+                    });
+                }
                 debug_assert!(
                     mapped.is_none() || (work.fast.is_some() && work.before.raw.is_empty()),
                     "only the fast path leaves the states before in the record"
@@ -2122,6 +2131,9 @@ impl<'a> Builder<'a> {
                 keep(&mut self.spare.pools.befores, undo.3);
                 (data, call.arrival)
             });
+            if let Some(e) = unmapped {
+                return Err(e);
+            }
             // What the cache keeps: a hot record with the call's states written into it (built
             // anew after a merge, which changes the profile whole), or, while the cache is
             // roomy, a chain the call came back to made a hot record (it was decoded whole);
