@@ -3220,8 +3220,10 @@ mod tests {
     #[test]
     fn forgotten_holds_nothing() {
         assert!(Work::empty().holds_nothing());
-        let held: [fn(&mut Work); 12] = [
+        let held: [fn(&mut Work); 14] = [
             |w| w.old = OldIds::Saved(Box::default()),
+            |w| w.raw.states.reserve(1),
+            |w| w.before.whole = Some(Box::default()),
             |w| w.rec.ids.user_id = Some(String::new()),
             |w| w.rec.ids.email = Some(String::new()),
             |w| w.rec.ids.company_id = Some(String::new()),

@@ -228,8 +228,8 @@ pub(crate) fn put_full(rec: &ProfileRecord, out: &mut Vec<u8>, mut lens: Option<
 /// stamp: a new profile's, each state set by the call that created it (a fifth of W1's
 /// calls). Its table is that stamp alone and every state's index 0, so no table is built nor
 /// a stamp looked up: each state is written from its value ([`put_plain_first`]). `false`,
-/// `out` as it was, at the first state of another kind or stamp (or no state): `put_full`
-/// writes the record then. Debug builds check the bytes and lengths against `put_full`'s.
+/// `out` as it was and `lens` holding no length of it, at the first state of another kind or
+/// stamp (or no state): `put_full` writes the record then. Debug builds check the bytes and lengths against `put_full`'s.
 pub(crate) fn put_full_one_stamp(
     rec: &ProfileRecord,
     out: &mut Vec<u8>,
@@ -269,6 +269,9 @@ pub(crate) fn put_full_one_stamp(
             } if s == stamp => value.as_ref(),
             _ => {
                 out.truncate(start);
+                if let Some(lens) = lens {
+                    lens.clear();
+                }
                 return false;
             }
         };
