@@ -4,10 +4,12 @@
 //! half-way leaves no trace.
 
 mod cache;
+mod forget;
 mod hot;
 
 pub(crate) use cache::ProfileCache;
 use cache::{CACHED_CHAIN_RECORDS, Cached, Chain, ChainAt};
+use forget::{Forgetting, HoldsNothing};
 use hot::Hot;
 
 use crate::entries::profile::{DeltaOut, Fold, FullMap, Link};
@@ -78,13 +80,9 @@ pub(crate) enum Change {
         id: u64,
         at: crate::types::SourceOffset,
     },
-    /// None: what [`Changes::clear`] leaves where it drops a change (never pushed).
-    Nothing,
 }
 
-impl Change {
-    /// Whether it owns no heap memory (so that forgetting it leaks nothing,
-    /// [`Changes::clear`]).
+impl HoldsNothing for Change {
     fn holds_nothing(&self) -> bool {
         match self {
             Change::Profile { ids, key: _ } => {
@@ -95,14 +93,17 @@ impl Change {
             | Change::Suppress { .. }
             | Change::NextKey { .. }
             | Change::History { .. }
-            | Change::Guard(crate::index::GuardChange::Link { .. })
-            | Change::Nothing => true,
+            | Change::Guard(crate::index::GuardChange::Link { .. }) => true,
             Change::Tombstone { .. }
             | Change::Company { .. }
             | Change::Name { .. }
             | Change::Guard(crate::index::GuardChange::Quarantine { .. })
             | Change::Source { .. } => false,
         }
+    }
+
+    fn placeholder() -> Change {
+        Change::NextKey { next: 0 }
     }
 }
 
@@ -157,107 +158,15 @@ pub(crate) struct Spare {
     pools: Pools,
 }
 
-/// A call's index changes ([`Spare::changes`]), each in a `ManuallyDrop`: most own nothing (a
-/// profile's whose identifiers stayed, a history step's, a messageId's), and clearing the
-/// list called their drop glue, one call each (~22 instructions a change, ~67 a call).
-/// [`Changes::clear`] (and the list's drop) drops those that own something, and forgets the
-/// others, read in place.
-#[derive(Default)]
-pub(crate) struct Changes(Vec<std::mem::ManuallyDrop<Change>>);
+/// A call's index changes ([`Spare::changes`]): most own nothing (a profile's whose
+/// identifiers stayed, a history step's, a messageId's), and are forgotten when the list is
+/// cleared (`forget`).
+pub(crate) type Changes = Forgetting<Change>;
 
-impl Changes {
-    pub(crate) fn push(&mut self, change: Change) {
-        self.0.push(std::mem::ManuallyDrop::new(change));
-    }
-
-    /// Empty the list, dropping each change that owns heap memory.
-    pub(crate) fn clear(&mut self) {
-        for change in &mut self.0 {
-            if !change.holds_nothing() {
-                let change =
-                    std::mem::replace(change, std::mem::ManuallyDrop::new(Change::Nothing));
-                drop(std::mem::ManuallyDrop::into_inner(change));
-            }
-        }
-        // `ManuallyDrop`s: no drop glue runs.
-        self.0.clear();
-    }
-}
-
-impl Drop for Changes {
-    // Inline: an empty list (`finish` puts its profiles back over an empty one) costs a test.
-    #[inline]
-    fn drop(&mut self) {
-        if !self.0.is_empty() {
-            self.clear();
-        }
-    }
-}
-
-impl From<Vec<Change>> for Changes {
-    fn from(changes: Vec<Change>) -> Changes {
-        Changes(
-            changes
-                .into_iter()
-                .map(std::mem::ManuallyDrop::new)
-                .collect(),
-        )
-    }
-}
-
-/// A call's profiles ([`Spare::profiles`]), each [`Work`] in a `ManuallyDrop`: nearly every
-/// one holds nothing by the time the list is cleared (`finish` took its lists, `keep_record`
-/// its record), and its drop glue looked at every field, in four nested calls, to free
-/// nothing (~190 instructions a call). [`Works::clear`] (and the list's drop) drops those
-/// that still own something, and forgets the others (which frees nothing less).
-#[derive(Default)]
-struct Works(Vec<(u64, std::mem::ManuallyDrop<Work>)>);
-
-impl Works {
-    fn push(&mut self, (key, work): (u64, Work)) {
-        self.0.push((key, std::mem::ManuallyDrop::new(work)));
-    }
-
-    fn remove(&mut self, i: usize) -> (u64, Work) {
-        let (key, work) = self.0.remove(i);
-        (key, std::mem::ManuallyDrop::into_inner(work))
-    }
-
-    /// Empty the list, dropping each `Work` that still owns heap memory.
-    fn clear(&mut self) {
-        for (_, work) in &mut self.0 {
-            if !work.holds_nothing() {
-                let work = std::mem::replace(work, std::mem::ManuallyDrop::new(Work::empty()));
-                drop(std::mem::ManuallyDrop::into_inner(work));
-            }
-        }
-        // `ManuallyDrop`s: no drop glue runs.
-        self.0.clear();
-    }
-}
-
-impl Drop for Works {
-    // Inline: an empty list (`finish` puts its profiles back over an empty one) costs a test.
-    #[inline]
-    fn drop(&mut self) {
-        if !self.0.is_empty() {
-            self.clear();
-        }
-    }
-}
-
-impl std::ops::Deref for Works {
-    type Target = [(u64, std::mem::ManuallyDrop<Work>)];
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Works {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
+/// A call's profiles ([`Spare::profiles`]): nearly every one holds nothing by the time the
+/// list is cleared (`finish` took its lists, `keep_record` its record), and is forgotten
+/// (`forget`).
+type Works = Forgetting<(u64, Work)>;
 
 /// Emptied buffers the builder hands out and takes back within a call.
 #[derive(Default)]
@@ -491,8 +400,8 @@ impl Batch {
         changes.clear();
         // The records written, and those of the profiles loaded and left: each taken where
         // it stands (a profile's `Work` is large to move).
-        for (_, work) in profiles.iter_mut() {
-            pools.keep_record(&mut work.rec);
+        for work in profiles.iter_mut() {
+            pools.keep_record(&mut work.1.rec);
         }
         // What is left of each (a merge's records, lists `finish` did not take) goes; the
         // list's buffer stays (see `Works::clear`).
@@ -548,7 +457,7 @@ impl Batch {
         self.spare
             .written
             .iter()
-            .filter_map(|w| profiles.get(w.work).map(|(_, p)| (w.key, &p.rec)))
+            .filter_map(|w| profiles.get(w.work).map(|p| (w.key, &p.1.rec)))
     }
 
     /// Add the entry recording the external log position this batch brings the store to
@@ -591,12 +500,12 @@ fn commit_written(
     index: &mut Index,
     changes: &mut Changes,
     locations: &[Location],
-    profiles: &[(u64, std::mem::ManuallyDrop<Work>)],
+    profiles: &[std::mem::ManuallyDrop<(u64, Work)>],
     mut absent: Option<crate::index::Absent>,
 ) {
     // Read in place and cleared after: a `drain` moved each `Change` (~200 bytes then, a libc
     // `memcpy` each) out of the list and again into the zip's item, three or more a call.
-    for (change, &loc) in changes.0.iter().zip(locations) {
+    for (change, &loc) in changes.iter().zip(locations) {
         let update = match &**change {
             Change::Profile { key, ids } => {
                 if let Some((old, new)) = ids {
@@ -605,7 +514,7 @@ fn commit_written(
                     }
                     let new = match new {
                         After::Ids(ids) => Some(&**ids),
-                        After::Written(i) => profiles.get(*i).map(|(_, p)| &p.rec.ids),
+                        After::Written(i) => profiles.get(*i).map(|p| &p.1.rec.ids),
                     };
                     // `Builder::finish` pushes the record with its change: only [`commit`]
                     // (given no records) could miss one, and no change it is given names one.
@@ -643,7 +552,6 @@ fn commit_written(
             }
             Change::Guard(g) => g.update(),
             Change::Source { id, at } => Update::Source { id: *id, at },
-            Change::Nothing => continue,
         };
         index.apply(update, loc);
     }
@@ -740,7 +648,7 @@ struct Work {
 }
 
 impl Work {
-    /// One that holds nothing (what [`Works::clear`] leaves where it drops one).
+    /// One that holds nothing (the placeholder of [`Works`]).
     fn empty() -> Work {
         Work {
             old: OldIds::New,
@@ -761,9 +669,9 @@ impl Work {
         }
     }
 
-    /// Whether it owns no heap memory (so that forgetting it leaks nothing,
-    /// [`Works::clear`]): every field that can own some is empty and holds no buffer. Every
-    /// field is named, so that a field added must be considered here.
+    /// Whether it owns no heap memory (so that forgetting it leaks nothing, [`Works`]): every
+    /// field that can own some is empty and holds no buffer. Every field is named, so that a
+    /// field added must be considered here.
     fn holds_nothing(&self) -> bool {
         // The fields not looked at own nothing (they are `Copy`: checked at compile time).
         fn copy<T: Copy>(_: &T) {}
@@ -845,6 +753,16 @@ impl Work {
         self.stamped = true;
         self.rec.updated_at = self.rec.updated_at.max(ts);
         self.rec.first_seen = self.rec.first_seen.min(ts);
+    }
+}
+
+impl HoldsNothing for (u64, Work) {
+    fn holds_nothing(&self) -> bool {
+        self.1.holds_nothing()
+    }
+
+    fn placeholder() -> (u64, Work) {
+        (0, Work::empty())
     }
 }
 
@@ -1348,7 +1266,7 @@ impl<'a> Builder<'a> {
     }
 
     fn position(&self, key: u64) -> Option<usize> {
-        self.spare.profiles.iter().position(|(k, _)| *k == key)
+        self.spare.profiles.iter().position(|p| p.0 == key)
     }
 
     /// Load a profile into the working set: whole, or (`only`: the names the call changes,
@@ -1605,7 +1523,7 @@ impl<'a> Builder<'a> {
     /// writer cache, reserved by the load's take, is given up (no insert follows).
     fn remove(&mut self, key: u64) -> Option<Work> {
         let i = self.position(key)?;
-        let work = self.spare.profiles.remove(i).1;
+        let (_, work) = self.spare.profiles.remove(i);
         if work.hit {
             self.cache.release(key);
         }
@@ -1704,8 +1622,8 @@ impl<'a> Builder<'a> {
         let mut profiles = std::mem::take(&mut self.spare.profiles);
         // Each profile is written where it stands in the list (a `Work` is large to move):
         // what goes on (its record, its lists' buffers) is taken out of it.
-        for (nth, (key, work)) in profiles.iter_mut().enumerate() {
-            let (key, work): (u64, &mut Work) = (*key, work);
+        for (nth, item) in profiles.iter_mut().enumerate() {
+            let (key, work): (u64, &mut Work) = (item.0, &mut item.1);
             // Only the fast path writes from the states a load left in its mapped record
             // (`settle`).
             if work.fast.is_none() {
@@ -2578,8 +2496,8 @@ impl<'a> Builder<'a> {
                     .spare
                     .profiles
                     .iter()
-                    .find(|(p, _)| *p == k)
-                    .and_then(|(_, w)| w.rec.ids.user_id.as_deref()),
+                    .find(|p| p.0 == k)
+                    .and_then(|p| p.1.rec.ids.user_id.as_deref()),
             })
         };
         let mut plan = resolve(uid, found(by_user), found(by_email), found(by_anon));
@@ -2770,8 +2688,8 @@ impl<'a> Builder<'a> {
         }
         // Off the fast path the states the loads left in their mapped records are captured
         // (`settle`), as the operations below take them.
-        for (_, work) in self.spare.profiles.iter_mut() {
-            settle(work)?;
+        for item in self.spare.profiles.iter_mut() {
+            settle(&mut item.1)?;
         }
 
         // Properties (SPEC 3.3, 3.5), in the call's order (`call_ops`).
@@ -2980,7 +2898,7 @@ impl<'a> Builder<'a> {
             before,
             map,
             ..
-        } = &mut *self.spare.profiles[i].1;
+        } = &mut self.spare.profiles[i].1;
         // The names come in increasing order, each once: their captured states are taken in
         // one walk (`take_ascending`).
         let sets = sorted.iter().filter_map(|&packed| {
@@ -3274,6 +3192,6 @@ mod tests {
         });
         changes.push(Change::NextKey { next: 2 });
         changes.clear();
-        assert!(changes.0.is_empty());
+        assert!(changes.is_empty());
     }
 }
