@@ -829,7 +829,14 @@ impl FastSets {
     fn values(&self) -> impl ExactSizeIterator<Item = (u32, &[u8])> + Clone {
         self.sets
             .iter()
-            .map(|(id, r)| (*id, &self.bytes[r.start as usize..r.end as usize]))
+            // `get`, not an index: no panic to keep, so that a walk of the names alone
+            // (`entries::profile::splice_mapped`'s first) does not slice the values. The
+            // ranges are the call's own, within `bytes`.
+            .map(|(id, r)| {
+                let value = self.bytes.get(r.start as usize..r.end as usize);
+                debug_assert!(value.is_some(), "a fast set's value outside its bytes");
+                (*id, value.unwrap_or_default())
+            })
     }
 }
 
