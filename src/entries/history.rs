@@ -15,7 +15,7 @@
 //! the properties' states before with their stamps in a table that starts with the call's
 //! stamp (the compact form of full records, `values.rs`), and the merged-away records.
 
-use super::profile::{self, Ids, MappedStates, ProfileRecord};
+use super::profile::{self, Ids, MappedStates, ProfileRecord, SPLICE_STAMPS};
 use super::raw::{RawState, put_raw_state};
 #[cfg(test)]
 use super::values::put_state;
@@ -266,9 +266,7 @@ pub(crate) fn encode_into(
     let props_guess = 32 * body.props.len() + 24 * captured;
     out.reserve(64 + props_guess);
     put_head(out, arrival, body, after);
-    props.clear();
-    props.reserve(props_guess);
-    put_props(out, props, body);
+    put_props(out, props, props_guess, body);
     put_merged(out, body);
 }
 
@@ -363,13 +361,106 @@ fn put_merged(out: &mut Vec<u8>, body: &BodyRef<'_>) {
 /// and a second search of the table for each state, and less than writing them to `out` and
 /// rotating the table into place before them (round 40's form: a rotation of ~200 bytes is
 /// three copies through a buffer on the stack).
-fn put_props(out: &mut Vec<u8>, props: &mut Vec<u8>, body: &BodyRef<'_>) {
+///
+/// `props` is emptied first and reserved `guess` bytes (when the states are written to it).
+fn put_props(out: &mut Vec<u8>, props: &mut Vec<u8>, guess: usize, body: &BodyRef<'_>) {
+    props.clear();
     match &body.raw.mapped {
+        // The fast path's step (nearly every one read from a mapped record): the states before
+        // are the record's or absent, so the table is known before the states are written.
+        Some(mapped) if body.props.iter().all(|p| p.1.is_none()) => {
+            debug_assert!(body.raw.states.is_empty(), "captured or mapped, not both");
+            put_props_mapped(out, body, mapped);
+        }
         Some(mapped) => {
             debug_assert!(body.raw.states.is_empty(), "captured or mapped, not both");
+            props.reserve(guess);
             put_props_of(out, props, body, mapped);
         }
-        None => put_props_of(out, props, body, &body.raw),
+        None => {
+            props.reserve(guess);
+            put_props_of(out, props, body, &body.raw);
+        }
+    }
+}
+
+/// [`put_props`] of a step whose states before are `mapped`'s and absent ones (`body.props`,
+/// every one `None`): written as [`put_props_of`] writes them, straight to `out`.
+///
+/// Only the mapped states have stamps, so the table is the call's stamp and theirs in name
+/// order, each once: it is written in a first pass over their indices in the record's table
+/// (a bit each for those met, and the step's index of each), before the states. No search per
+/// state, and no copy of the states' bytes from a buffer.
+#[inline(never)]
+fn put_props_mapped(out: &mut Vec<u8>, body: &BodyRef<'_>, mapped: &MappedStates<'_>) {
+    debug_assert!(
+        body.props.iter().all(|p| p.1.is_none()),
+        "absent states only"
+    );
+    put_u64_inline(out, (body.props.len() + mapped.len()) as u64);
+    let call = Stamp::new(Timestamp(body.event), body.order);
+    // `slot[i]`: the step's index of the record's stamp `i`, once `met` has its bit (0, the
+    // call's own stamp's, for a stamp equal to it).
+    let mut slot = [0u8; SPLICE_STAMPS];
+    let mut met = 0u64;
+    // At most `SPLICE_STAMPS` stamps after the call's: the count is one byte (patched in
+    // after them).
+    let count_at = out.len();
+    out.push(0);
+    let mut count = 0u8;
+    let mut k = 0;
+    while let Some((_, index, _)) = mapped.get_indexed(k) {
+        k += 1;
+        let bit = 1u64 << (index % SPLICE_STAMPS);
+        if met & bit != 0 {
+            continue;
+        }
+        met |= bit;
+        let s = mapped.stamp(index);
+        if s != call {
+            count += 1;
+            if let Some(slot) = slot.get_mut(index) {
+                *slot = count;
+            }
+            put_two_inline(out, zigzag(s.0.0), s.1);
+        }
+    }
+    debug_assert!(usize::from(count) <= SPLICE_STAMPS && count < 251);
+    if let Some(c) = out.get_mut(count_at) {
+        *c = count;
+    }
+    let mut prev = 0u32;
+    let mut gap_to = |name: u32| name.wrapping_sub(std::mem::replace(&mut prev, name));
+    let index_of = |index: usize| u32::from(slot.get(index).copied().unwrap_or_default());
+    let mut k = 0;
+    for (name, _) in body.props {
+        while let Some((n, index, v)) = mapped.get_indexed(k).filter(|(n, ..)| n < name) {
+            put_captured_at(
+                out,
+                gap_to(n),
+                index_of(index),
+                v.map(|(v, f)| (v, Some(f))),
+            );
+            k += 1;
+        }
+        // A property the profile did not have: gap and tag in one write.
+        let gap = gap_to(*name);
+        match one_byte(gap) {
+            Some(g) => out.extend_from_slice(&[g, 0]),
+            None => {
+                put_u64_inline(out, u64::from(gap));
+                out.push(0);
+            }
+        }
+    }
+    while let Some((n, index, v)) = mapped.get_indexed(k) {
+        put_captured_at(
+            out,
+            gap_to(n),
+            index_of(index),
+            v.map(|(v, f)| (v, Some(f))),
+        );
+        k += 1;
     }
 }
 
@@ -437,7 +528,12 @@ fn put_captured(
     value: Option<(&[u8], Option<u8>)>,
     table: &mut Met,
 ) {
-    let index = table.meet(stamp);
+    put_captured_at(out, gap, table.meet(stamp), value);
+}
+
+/// [`put_captured`] of a state whose stamp is at `index` of the step's table.
+#[inline(always)]
+fn put_captured_at(out: &mut Vec<u8>, gap: u32, index: u32, value: Option<(&[u8], Option<u8>)>) {
     let (value, first) = value.unzip();
     let first = first.flatten();
     // A gap and an index of one byte each (nearly always): the bytes before the value (gap,

@@ -419,7 +419,7 @@ pub(crate) fn put_full_parts(
 
 /// Most stamps a full record's table may hold for [`splice_full`] (which keeps a bitmap of
 /// the ones still used).
-const SPLICE_STAMPS: usize = 64;
+pub(crate) const SPLICE_STAMPS: usize = 64;
 
 /// Most states a full record may hold for [`splice_full`] (which lists the ones a call leaves
 /// on the stack).
@@ -514,7 +514,11 @@ impl FullMap {
 }
 
 /// A state of [`MappedStates`]: its name, its stamp, and its value (see [`MappedStates::get`]).
-pub(crate) type MappedState<'a> = (u32, Stamp, Option<(&'a [u8], u8)>);
+pub(crate) type MappedState<'a> = (u32, Stamp, MappedValue<'a>);
+
+/// The value of a [`MappedState`]: `None` for a removal, else the state's bytes after its shape
+/// and the byte to be written over their first (see [`MappedStates::get`]).
+pub(crate) type MappedValue<'a> = Option<(&'a [u8], u8)>;
 
 /// The states a map found (see [`FullMap::found`]), read from the bytes of the record it was
 /// read from: what the call's history step writes as their states before, with no capture.
@@ -546,6 +550,16 @@ impl<'a> MappedStates<'a> {
     /// last state.
     #[inline(always)]
     pub(crate) fn get(&self, k: usize) -> Option<MappedState<'a>> {
+        let (name, index, value) = self.get_indexed(k)?;
+        Some((name, self.stamp(index), value))
+    }
+
+    /// State `k` as [`MappedStates::get`] gives it, its stamp given as its index in the
+    /// record's table (below [`SPLICE_STAMPS`], [`MappedStates::stamp`]). The table's stamps
+    /// strictly increase (`map_stamps` checks it), so two states have the same stamp exactly
+    /// when they have the same index.
+    #[inline(always)]
+    pub(crate) fn get_indexed(&self, k: usize) -> Option<(u32, usize, MappedValue<'a>)> {
         let f = self.found.get(k)?;
         let at = f.at as usize;
         // `map_full` checked the state's bounds and shape, and its stamp index (below
@@ -555,7 +569,6 @@ impl<'a> MappedStates<'a> {
                 && plain_set_variant(b).map_or(REMOVAL, |v| v as u8) == f.variant),
             "a plain state"
         );
-        let stamp = self.stamps[usize::from(f.index) % SPLICE_STAMPS];
         let value = match f.variant {
             REMOVAL => None,
             v => Some((
@@ -565,7 +578,13 @@ impl<'a> MappedStates<'a> {
                 v,
             )),
         };
-        Some((f.name, stamp, value))
+        Some((f.name, usize::from(f.index) % SPLICE_STAMPS, value))
+    }
+
+    /// The stamp at `index` of the record's table (one of [`MappedStates::get_indexed`]'s).
+    #[inline(always)]
+    pub(crate) fn stamp(&self, index: usize) -> Stamp {
+        self.stamps[index % SPLICE_STAMPS]
     }
 }
 
