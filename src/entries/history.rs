@@ -1463,5 +1463,24 @@ mod tests {
             let raw = captured_states(&body, &captured);
             check_against_reference(arrival, &body, &raw, &after)?;
         }
+
+        /// As above, every decoded state absent (the fast path's and a new profile's steps),
+        /// with up to 80 captured states.
+        #[test]
+        fn absent_and_captured_states_write_the_reference_bytes(
+            mut body in arb_body(),
+            captured in proptest::collection::btree_map(
+                prop_oneof![0u32..64, any::<u32>()],
+                (0u8..8, proptest::option::of(arb_value())),
+                0..80,
+            ),
+            arrival in any::<i64>(),
+        ) {
+            for p in &mut body.props {
+                p.1 = None;
+            }
+            let raw = captured_states(&body, &captured);
+            check_against_reference(arrival, &body, &raw, &Ids::default())?;
+        }
     }
 }
