@@ -334,9 +334,10 @@ fn keep<T>(pool: &mut Vec<Vec<T>>, mut v: Vec<T>) {
 /// One call's writes.
 ///
 /// Kept within 128 bytes (checked at compile time): returned by value, a move of it is inline stores,
-/// not a libc `memcpy` (its lists are in the boxed [`Spare`]).
+/// not a libc `memcpy` (its lists are in the boxed [`Spare`]). The call's outcome is not in
+/// it: the write path keeps it where the build left it (carried through the batch, it was
+/// moved three times more, ~112 bytes each).
 pub(crate) struct Batch {
-    pub outcome: Outcome,
     /// The entries (`spare.entries`), their index changes (`spare.changes`, at the same
     /// positions) and the profile records written, decoded (`spare.written`); and the
     /// builder's other buffers, for [`Batch::recycle`].
@@ -376,10 +377,10 @@ pub struct RecordCounts {
 }
 
 impl Batch {
-    /// The call's outcome; the batch's buffers go back to the thread's [`Spare`] for its next
+    /// The batch's buffers go back to the thread's [`Spare`] for its next
     /// call (emptied: `changes` were drained by the commit; the records `written` go to the
     /// spare records, their cached forms taken by `ProfileCache::insert_written`).
-    pub fn recycle(self) -> Outcome {
+    pub fn recycle(self) {
         let mut spare = self.spare;
         if spare.linked.capacity() * size_of::<Location>() <= SPARE_BUF_BYTES {
             spare.linked.clear();
@@ -409,7 +410,6 @@ impl Batch {
         written.clear();
         // A thread being torn down keeps nothing.
         let _ = SPARE.try_with(|s| *s.borrow_mut() = Some(spare));
-        self.outcome
     }
 
     /// The entries built: kind, id, data (explain reads them). [`Store::append`] frames them
@@ -1601,7 +1601,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Finish: write every changed profile and company, the dedupe note.
-    pub fn finish(self, outcome: Outcome, message_id: Option<&str>) -> Result<Batch> {
+    pub fn finish(self, outcome: &Outcome, message_id: Option<&str>) -> Result<Batch> {
         self.finish_hashed(outcome, message_id.map(|mid| (mid, message_hash(mid))))
     }
 
@@ -1609,7 +1609,7 @@ impl<'a> Builder<'a> {
     /// write path computed for its dedupe check.
     pub fn finish_hashed(
         mut self,
-        outcome: Outcome,
+        outcome: &Outcome,
         message: Option<(&str, u128)>,
     ) -> Result<Batch> {
         let message_id = message.map(|(mid, _)| mid);
@@ -2217,10 +2217,7 @@ impl<'a> Builder<'a> {
         // The profiles stay for the batch (their records are those written), until
         // `Batch::recycle`.
         self.spare.profiles = profiles;
-        Ok(Batch {
-            outcome,
-            spare: self.spare,
-        })
+        Ok(Batch { spare: self.spare })
     }
 
     /// Apply a message; returns the outcome (the batch comes from [`Builder::finish`]).

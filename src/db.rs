@@ -324,17 +324,14 @@ impl Db {
         self.write(
             durability,
             |_| {
-                Ok((
-                    Outcome {
-                        key: 0,
-                        status: Status::Unchanged,
-                        merged: Vec::new(),
-                        moved: Vec::new(),
-                        ignored: Vec::new(),
-                        quarantined: Vec::new(),
-                    },
-                    None,
-                ))
+                Ok(Outcome {
+                    key: 0,
+                    status: Status::Unchanged,
+                    merged: Vec::new(),
+                    moved: Vec::new(),
+                    ignored: Vec::new(),
+                    quarantined: Vec::new(),
+                })
             },
             None,
             Some(at),
@@ -408,10 +405,10 @@ impl Db {
 
     /// The one write path: build a batch under the index lock, append it, update the index,
     /// release the lock, then wait for durability.
-    fn write<'m>(
+    fn write(
         &self,
         durability: Durability,
-        build: impl FnOnce(&mut Builder<'_>) -> Result<(Outcome, Option<&'m str>)>,
+        build: impl FnOnce(&mut Builder<'_>) -> Result<Outcome>,
         dedupe: Option<(&str, &Message)>,
         source: Option<&SourceOffset>,
     ) -> Result<Outcome> {
@@ -422,10 +419,12 @@ impl Db {
     }
 
     /// [`Db::write`] but the wait: the outcome, and the frame sequence number that must be
-    /// durable before the call is (0: it wrote nothing).
-    fn write_unsynced<'m>(
+    /// durable before the call is (0: it wrote nothing). `dedupe`: the call's messageId and
+    /// message, for the dedupe check and the note `finish` writes (the build returns its
+    /// outcome alone: returned with the messageId, it was moved once more, ~112 bytes).
+    fn write_unsynced(
         &self,
-        build: impl FnOnce(&mut Builder<'_>) -> Result<(Outcome, Option<&'m str>)>,
+        build: impl FnOnce(&mut Builder<'_>) -> Result<Outcome>,
         dedupe: Option<(&str, &Message)>,
         source: Option<&SourceOffset>,
     ) -> Result<(Outcome, u64)> {
@@ -456,23 +455,20 @@ impl Db {
         }
         let mut cache = inner.cache.lock();
         let mut builder = Builder::new(&index, &mut cache, &inner.store, &inner.options);
-        let (outcome, message_id) = build(&mut builder)?;
+        let outcome = build(&mut builder)?;
         if !outcome.quarantined.is_empty() {
             inner
                 .guard_skipped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        // The build names the messageId it applied: the dedupe check's (hash kept) or none.
-        let message = message_id.map(|mid| match hashed {
-            Some((checked, hash)) if checked == mid => (mid, hash),
-            _ => (mid, apply::message_hash(mid)),
-        });
-        let mut batch = builder.finish_hashed(outcome, message)?;
+        // The dedupe check's messageId, its hash kept.
+        let mut batch = builder.finish_hashed(&outcome, hashed)?;
         if let Some(at) = source {
             batch.push_source(at);
         }
         if batch.is_empty() {
-            return Ok((batch.recycle(), 0));
+            batch.recycle();
+            return Ok((outcome, 0));
         }
         let appended = inner.store.append(batch.built_entries())?;
         cache.insert_written(batch.written_mut(), &appended.locations);
@@ -482,7 +478,8 @@ impl Db {
         index.set_last_seq(appended.seq);
         batch.commit(&mut index, &appended.locations, absent);
         drop(index);
-        Ok((batch.recycle(), appended.seq))
+        batch.recycle();
+        Ok((outcome, appended.seq))
     }
 
     fn lookup(index: &Index, selector: &Selector) -> Option<u64> {
@@ -519,12 +516,7 @@ impl Db {
             None => return Ok(None),
         };
         let durability = self.inner.options.durability;
-        let out = self.write(
-            durability,
-            |b| Ok((b.delete(key, suppress)?, None)),
-            None,
-            None,
-        )?;
+        let out = self.write(durability, |b| b.delete(key, suppress), None, None)?;
         Ok(Some(out.key))
     }
 
@@ -534,12 +526,7 @@ impl Db {
             return Ok(None);
         };
         let durability = self.inner.options.durability;
-        let out = self.write(
-            durability,
-            |b| Ok((b.unlink(key, anonymous_id)?, None)),
-            None,
-            None,
-        )?;
+        let out = self.write(durability, |b| b.unlink(key, anonymous_id), None, None)?;
         Ok(Some(out.key))
     }
 
@@ -1121,7 +1108,7 @@ impl writers::Engine for Db {
         let written = self.write_unsynced(
             |b| {
                 b.check_suppressed(message)?;
-                Ok((b.apply(message)?, message.message_id()))
+                b.apply(message)
             },
             message.message_id().map(|mid| (mid, message)),
             source,

@@ -247,7 +247,7 @@ pub(crate) fn explain(
         Err(e) => return refuse(ex, e),
     };
     let order = index.last_seq().saturating_add(1);
-    let batch = b.finish(out.clone(), message.message_id())?;
+    let batch = b.finish(&out, message.message_id())?;
     let has_user_id = ex
         .found
         .iter()
