@@ -501,8 +501,10 @@ impl Shared {
             // An append may have failed (and poisoned the store) while this leader waited
             // for the lock: write or sync nothing after a failure.
             self.check_poison()?;
-            self.settle(&mut st)?;
-            flush(&mut st)?;
+            // Poisoned under the lock: no appender may write (or seal) after a failed write.
+            if let Err(e) = self.settle(&mut st).and_then(|()| flush(&mut st)) {
+                return Err(self.poison(e));
+            }
             (st.file.clone(), st.path.clone(), st.next_seq - 1)
         };
         // Callers that wait from here on and appended up to `target` sleep until this sync
@@ -646,7 +648,8 @@ impl Shared {
     /// Background group commit: sync at least every `period` while appends are unsynced
     /// (and early when kicked), and write the blocks handed over for write-behind.
     fn flusher(self: Arc<Self>, period: Duration) {
-        let mut due = Instant::now() + period;
+        // `None`: no deadline (a `max_delay` too long to add to now).
+        let mut due = Instant::now().checked_add(period);
         loop {
             {
                 let mut stop = self.shutdown.lock();
@@ -656,9 +659,14 @@ impl Shared {
                 let now = Instant::now();
                 if !self.kicked.load(Ordering::Acquire)
                     && !self.write_wanted.load(Ordering::Acquire)
-                    && now < due
                 {
-                    self.shutdown_cv.wait_for(&mut stop, due - now);
+                    match due {
+                        Some(due) if now < due => {
+                            self.shutdown_cv.wait_for(&mut stop, due - now);
+                        }
+                        Some(_) => {}
+                        None => self.shutdown_cv.wait(&mut stop),
+                    }
                 }
                 if *stop {
                     return;
@@ -668,10 +676,10 @@ impl Shared {
                 // A failure poisons the store; the sync below then does nothing.
                 let _ = self.write_behind();
             }
-            if !self.kicked.load(Ordering::Acquire) && Instant::now() < due {
+            if !self.kicked.load(Ordering::Acquire) && due.is_none_or(|d| Instant::now() < d) {
                 continue;
             }
-            due = Instant::now() + period;
+            due = Instant::now().checked_add(period);
             self.kicked.store(false, Ordering::Release);
             if self.check_poison().is_err() {
                 continue;
@@ -736,9 +744,10 @@ impl Shared {
                 return Ok(());
             };
             if let Err(e) = write_all_at(st.file.as_ref(), st.flushed as u64, &block) {
-                // Left as it was: the store is poisoned, nothing is written after it.
+                // Left as it was, and the store poisoned here, under the lock: nothing is
+                // written (or sealed) after it.
                 st.behind.bytes = Some(block);
-                return Err(Error::io("write", &st.path, e));
+                return Err(self.poison(Error::io("write", &st.path, e)));
             }
             st.flushed += block.len();
             keep_spare(st, block);
@@ -1065,5 +1074,39 @@ mod read_tests {
             let read = store.read(at, |b| b.to_vec()).unwrap();
             assert_eq!(read, data(j as u64).as_bytes(), "entry {j} after reopening");
         }
+    }
+
+    /// A `max_delay` too long to add to the clock (a "batch only" group commit) leaves the
+    /// group-commit thread running: it still writes behind and syncs when `max_batch` frames
+    /// wait (it panicked on the deadline's overflow once, silently).
+    #[test]
+    fn group_commit_without_a_deadline_still_syncs_when_kicked() {
+        use crate::options::Durability;
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::new();
+        options.durability = Durability::GroupCommit {
+            max_delay: std::time::Duration::MAX,
+            max_batch: 4,
+        };
+        let store = Store::open(dir.path(), options, &mut Nothing).unwrap();
+        let syncs = store.stats().syncs;
+        let data = vec![7u8; 1000];
+        for i in 0..200u64 {
+            store
+                .append(&[Entry {
+                    kind: 1,
+                    id: i,
+                    data: &data,
+                }])
+                .unwrap();
+        }
+        // Poll, no timing assertion: the thread syncs on its own once kicked.
+        let mut polls = 0;
+        while store.stats().syncs == syncs {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            polls += 1;
+            assert!(polls < 30_000, "the group-commit thread never synced");
+        }
+        store.close().unwrap();
     }
 }
