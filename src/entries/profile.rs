@@ -2215,6 +2215,24 @@ mod tests {
         }
     }
 
+    /// Flip the bytes `flips` names in a full record (each changed: `| 1`), and set the one
+    /// length `lens_flip` names, if any (the damaged inputs of the splice's proptests).
+    fn damage(
+        old: &mut [u8],
+        old_lens: &mut [u8],
+        flips: &[(prop::sample::Index, u8)],
+        lens_flip: Option<(prop::sample::Index, u8)>,
+    ) {
+        for (at, b) in flips {
+            let i = at.index(old.len());
+            old[i] ^= b | 1;
+        }
+        if let (Some((at, b)), false) = (lens_flip, old_lens.is_empty()) {
+            let i = at.index(old_lens.len());
+            old_lens[i] = b;
+        }
+    }
+
     proptest! {
         /// A delta's header, its wide integers written in pairs, and a stamp and a value's
         /// integers written inline: the bytes each integer's `Wire::put` writes, one by one.
@@ -3533,14 +3551,7 @@ mod tests {
                 (Ok(true), None) if old_lens.len() < 251 => map.at[map.n_stamps] + 1,
                 _ => return Ok(()),
             };
-            for (at, b) in &flips {
-                let i = at.index(old.len());
-                old[i] ^= b | 1;
-            }
-            if let (Some((at, b)), false) = (lens_flip, old_lens.is_empty()) {
-                let i = at.index(old_lens.len());
-                old_lens[i] = b;
-            }
+            damage(&mut old, &mut old_lens, &flips, lens_flip);
             let n = old_lens.len().min(SPLICE_STATES);
             let (mut lean, mut checked) = ([(0, 0, 0); SPLICE_STATES], [(0, 0, 0); SPLICE_STATES]);
             let got = map_states(&old, start, &old_lens, &mut lean[..n]);
@@ -3562,14 +3573,7 @@ mod tests {
         ) {
             let (mut old, mut old_lens) = (Vec::new(), Vec::new());
             put_full(&base, &mut old, Some(&mut old_lens));
-            for (at, b) in &flips {
-                let i = at.index(old.len());
-                old[i] ^= b | 1;
-            }
-            if let (Some((at, b)), false) = (lens_flip, old_lens.is_empty()) {
-                let i = at.index(old_lens.len());
-                old_lens[i] = b;
-            }
+            damage(&mut old, &mut old_lens, &flips, lens_flip);
             let values: Vec<(u32, Vec<u8>)> = sets
                 .iter()
                 .map(|(id, v)| {
