@@ -4,8 +4,8 @@
 
 use super::raw::RawStates;
 use super::wire::{
-    DecodeError, Decoded, Reader, StampDelta, Wire, put_i128, put_two_inline, put_u64,
-    put_u64_inline, put_variant, zigzag,
+    DecodeError, Decoded, Reader, Wire, put_i128, put_two_inline, put_u64, put_u64_inline,
+    put_variant, zigzag,
 };
 use crate::types::state::{Adds, PropState, Stamp};
 use crate::types::value::{Timestamp, Value};
@@ -415,37 +415,59 @@ pub(crate) fn stamp(r: &mut Reader<'_>) -> Decoded<Stamp> {
 /// stamp not after `prev` is a decode error.
 #[inline]
 pub(crate) fn stamp_after(r: &mut Reader<'_>, prev: Option<Stamp>) -> Decoded<Stamp> {
-    let Some(p) = prev else {
-        return stamp(r);
+    match prev {
+        None => stamp(r),
+        Some(p) => stamp_next(r, p),
+    }
+}
+
+/// [`stamp_after`] a stamp `p`: inline, the distances in one step and 64-bit sums, which
+/// nearly every stamp takes; any other form, and every error, out of line.
+#[inline(always)]
+pub(crate) fn stamp_next(r: &mut Reader<'_>, p: Stamp) -> Decoded<Stamp> {
+    let Some((dt, d_order)) = r.stamp_delta_short() else {
+        return stamp_after_wide(r, p);
     };
-    let (ts, order) = match r.stamp_delta()? {
-        // Nearly always: 64-bit sums. The time's distance is unsigned, so the stamp is after
-        // `p` unless the times are the same and the order does not grow.
-        StampDelta::Short(dt, d_order) => {
-            let ts =
-                p.0.0
-                    .checked_add_unsigned(dt)
-                    .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
-            let order =
-                p.1.checked_add_signed(d_order)
-                    .ok_or_else(|| r.error("stamp table: arrival order beyond 64 bits"))?;
-            if dt == 0 && d_order <= 0 {
-                return Err(r.error("stamp table: stamps out of order"));
-            }
-            return Ok(Stamp::new(Timestamp(ts), order));
-        }
-        StampDelta::Wide(dt, d_order) => {
-            let ts =
-                p.0.0
-                    .checked_add_unsigned(dt)
-                    .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
-            let order = i128::from(p.1)
-                .checked_add(d_order)
-                .and_then(|o| u64::try_from(o).ok())
-                .ok_or_else(|| r.error("stamp table: arrival order beyond 64 bits"))?;
-            (ts, order)
-        }
-    };
+    // The time's distance is unsigned, so the stamp is after `p` unless the times are the same
+    // and the order does not grow.
+    if let Some(ts) = p.0.0.checked_add_unsigned(dt)
+        && let Some(order) = p.1.checked_add_signed(d_order)
+        && (dt != 0 || d_order > 0)
+    {
+        return Ok(Stamp::new(Timestamp(ts), order));
+    }
+    Err(short_error(r, p, dt, d_order))
+}
+
+/// The error of [`stamp_next`]'s short distances `dt`, `d_order` after `p`, checked in this
+/// order: the time's sum, the order's, the stamps' order.
+#[cold]
+#[inline(never)]
+fn short_error(r: &Reader<'_>, p: Stamp, dt: u64, d_order: i64) -> DecodeError {
+    if p.0.0.checked_add_unsigned(dt).is_none() {
+        r.error("stamp table: event time beyond 64 bits")
+    } else if p.1.checked_add_signed(d_order).is_none() {
+        r.error("stamp table: arrival order beyond 64 bits")
+    } else {
+        r.error("stamp table: stamps out of order")
+    }
+}
+
+/// [`stamp_next`] of distances that are not short (`Reader::stamp_delta_short`): read one by
+/// one, summed in 128 bits.
+#[cold]
+#[inline(never)]
+fn stamp_after_wide(r: &mut Reader<'_>, p: Stamp) -> Decoded<Stamp> {
+    let dt = r.u64()?;
+    let d_order = r.i128()?;
+    let ts =
+        p.0.0
+            .checked_add_unsigned(dt)
+            .ok_or_else(|| r.error("stamp table: event time beyond 64 bits"))?;
+    let order = i128::from(p.1)
+        .checked_add(d_order)
+        .and_then(|o| u64::try_from(o).ok())
+        .ok_or_else(|| r.error("stamp table: arrival order beyond 64 bits"))?;
     let s = Stamp::new(Timestamp(ts), order);
     if s <= p {
         return Err(r.error("stamp table: stamps out of order"));

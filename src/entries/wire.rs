@@ -302,7 +302,10 @@ impl std::fmt::Display for DecodeError {
 pub(crate) type Decoded<T> = std::result::Result<T, DecodeError>;
 
 /// A stamp table's distance from one stamp to the next ([`Reader::stamp_delta`]): the event
-/// times' and the arrival orders'.
+/// times' and the arrival orders'. The tests' reference: the writer reads the short ones by
+/// [`Reader::stamp_delta_short`], any other one by `Reader::u64` and `Reader::i128`
+/// (`values::stamp_next`).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StampDelta {
     /// Both read from forms below 2^32 (nearly always).
@@ -311,9 +314,9 @@ pub(crate) enum StampDelta {
     Wide(u64, i128),
 }
 
+#[cfg(test)]
 impl StampDelta {
     /// Both distances, the order's in 128 bits.
-    #[cfg(test)]
     pub(crate) fn pair(self) -> (u64, i128) {
         match self {
             StampDelta::Short(dt, d) => (dt, i128::from(d)),
@@ -520,6 +523,18 @@ impl<'a> Reader<'a> {
     /// one.
     #[inline]
     pub(crate) fn two_u64(&mut self) -> Decoded<(u64, u64)> {
+        if let Some(two) = self.two_u64_forms() {
+            return Ok(two);
+        }
+        Ok((self.u64()?, self.u64()?))
+    }
+
+    /// [`Reader::two_u64`]'s one step: two varints, each in one of [`Reader::u64`]'s forms
+    /// (markers up to 253), read as it reads them when eighteen bytes are left; `None`, nothing
+    /// read, otherwise. [`Reader::i128`] reads those forms as `u64` does, so the second may be
+    /// an `i128`'s (its zigzag undone by the caller).
+    #[inline(always)]
+    pub(crate) fn two_u64_forms(&mut self) -> Option<(u64, u64)> {
         if let Some(b) = self.buf.get(self.at..self.at + 18) {
             let form = |b: &[u8]| -> Option<(u64, usize)> {
                 match b[0] {
@@ -537,10 +552,10 @@ impl<'a> Reader<'a> {
                 && let Some((c, m)) = form(&b[n..])
             {
                 self.at += n + m;
-                return Ok((a, c));
+                return Some((a, c));
             }
         }
-        Ok((self.u64()?, self.u64()?))
+        None
     }
 
     /// A stamp table's distance from one stamp to the next: [`Reader::u64`] (the event
@@ -548,8 +563,18 @@ impl<'a> Reader<'a> {
     /// one to five bytes, its marker and value as those read them (the distances of W1's
     /// tables), and ten bytes are left: [`StampDelta::Short`], both below 2^32, the order's
     /// zigzag undone in 64 bits; otherwise by those two, [`StampDelta::Wide`].
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn stamp_delta(&mut self) -> Decoded<StampDelta> {
+        if let Some((dt, d)) = self.stamp_delta_short() {
+            return Ok(StampDelta::Short(dt, d));
+        }
+        Ok(StampDelta::Wide(self.u64()?, self.i128()?))
+    }
+
+    /// [`Reader::stamp_delta`]'s one step: its [`StampDelta::Short`] distances, or `None`,
+    /// nothing read, when they are not.
+    #[inline(always)]
+    pub(crate) fn stamp_delta_short(&mut self) -> Option<(u64, i64)> {
         if let Some(b) = self.buf.get(self.at..self.at + 10) {
             let short = |b: &[u8]| -> Option<(u64, usize)> {
                 match b[0] {
@@ -565,10 +590,10 @@ impl<'a> Reader<'a> {
                 self.at += n + m;
                 // Below 2^32: the halved value and the sign fit an i64.
                 let d = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
-                return Ok(StampDelta::Short(dt, d));
+                return Some((dt, d));
             }
         }
-        Ok(StampDelta::Wide(self.u64()?, self.i128()?))
+        None
     }
 
     /// Step over an unsigned or signed varint ([`put_u64`], [`put_i64`]) without building it:
