@@ -571,8 +571,11 @@ impl<'a> Reader<'a> {
         Ok(StampDelta::Wide(self.u64()?, self.i128()?))
     }
 
-    /// [`Reader::stamp_delta`]'s one step: its [`StampDelta::Short`] distances, or `None`,
-    /// nothing read, when they are not.
+    /// A stamp table's distance from one stamp to the next, read in one step when each of its
+    /// two varints (the event times' `Reader::u64`, the arrival orders' `Reader::i128`) takes
+    /// one to five bytes, its marker and value as those read them, and ten bytes are left: both
+    /// below 2^32, the order's zigzag undone in 64 bits. `None`, nothing read, otherwise (the
+    /// caller reads them one by one: `values::stamp_next`).
     #[inline(always)]
     pub(crate) fn stamp_delta_short(&mut self) -> Option<(u64, i64)> {
         if let Some(b) = self.buf.get(self.at..self.at + 10) {
