@@ -80,7 +80,10 @@ impl CallInfo {
         self.kind = StepKind::Call;
         let c = &mut self.carried;
         for slot in [&mut c.user_id, &mut c.email, &mut c.anonymous_id] {
-            self.spare.extend(slot.take());
+            // A push, not `extend` (whose reserve and length guard cost more for one item).
+            if let Some(s) = slot.take() {
+                self.spare.push(s);
+            }
         }
         c.same = Default::default();
         // A large step's (a merge undoing a large profile, say) is not kept for good, as the
@@ -105,7 +108,11 @@ impl CallInfo {
                     }
                     string_into(given, slot);
                 }
-                None => self.spare.extend(slot.take()),
+                None => {
+                    if let Some(s) = slot.take() {
+                        self.spare.push(s);
+                    }
+                }
             }
         }
         c.same = Default::default();
