@@ -23,7 +23,8 @@ use super::values::{StampIndex, StampTable, Stamps, each_stamp, put_state_in, st
 #[cfg(test)]
 use super::wire::put_u64;
 use super::wire::{
-    DecodeError, Decoded, Names, Reader, Wire, put_two_inline, put_u64_inline, zigzag,
+    DecodeError, Decoded, Names, Reader, Wire, put_two_inline, put_u64_inline, two_inline_word,
+    zigzag,
 };
 use crate::error::{Error, Result};
 use crate::types::state::{PropState, Stamp};
@@ -274,8 +275,6 @@ pub(crate) fn encode_into(
 /// identifiers it carried (each only when its flag is set), the times and the identifiers
 /// after the step.
 fn put_head(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, after: &Ids) {
-    out.push(STEP_TAG);
-    out.extend_from_slice(&arrival.to_le_bytes());
     let c = body.carried;
     let same_user = c.user_id.is_some() && c.user_id == after.user_id;
     let same_email = c.email.is_some() && c.email == after.email;
@@ -310,9 +309,21 @@ fn put_head(out: &mut Vec<u8>, arrival: i64, body: &BodyRef<'_>, after: &Ids) {
             flags |= bit;
         }
     }
-    out.push(flags);
-    out.push(same);
-    put_two_inline(out, zigzag(body.event), body.order);
+    // The tag, the arrival, the flags and the call's stamp put together in a word on the
+    // stack and appended whole, then cut to their length: one capacity check and one length
+    // stored instead of five each.
+    let (stamp, stamp_len) = two_inline_word(zigzag(body.event), body.order);
+    let mut w = [0u8; 11 + 18];
+    if let Some((head, rest)) = w.split_first_chunk_mut::<11>() {
+        let [a0, a1, a2, a3, a4, a5, a6, a7] = arrival.to_le_bytes();
+        *head = [STEP_TAG, a0, a1, a2, a3, a4, a5, a6, a7, flags, same];
+        if let Ok(rest) = <&mut [u8; 18]>::try_from(rest) {
+            *rest = stamp;
+        }
+    }
+    let at = out.len();
+    out.extend_from_slice(&w);
+    out.truncate(at + 11 + stamp_len);
     // The optional strings, each only when its flag is set (one test each: no array of
     // them to build and walk).
     if let Some(m) = body.message_id {
