@@ -954,6 +954,7 @@ fn splice_cached(
     let times = (work.rec.first_seen, work.rec.updated_at);
     let done = match work.map.as_deref() {
         Some(map) => entries::profile::splice_mapped(
+            chain.buffer(),
             old,
             old_lens,
             map,

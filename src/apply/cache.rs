@@ -228,6 +228,13 @@ impl Chain {
         }
     }
 
+    /// The chain's whole buffer: its records from the start, then what follows them (a
+    /// single full record's state lengths, the length words, spare bytes). What a splice of
+    /// the record may read past its end (`entries::profile::splice_mapped`'s `padded`).
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Records held.
     pub fn records(&self) -> u32 {
         u32::from(self.records)

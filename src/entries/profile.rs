@@ -5,10 +5,10 @@
 
 use super::raw::RawStates;
 use super::values::{
-    StampIndex, StampTable, Stamps, capture_plain, each_stamp, plain_set_variant, plain_shape,
-    plain_variant, put_plain_first, put_set_shaped, put_set_shaped_short, put_shaped_state,
-    put_stamp, put_stamp_after, put_state, shaped_state, shaped_state_or_raw, skip_shaped_state,
-    skip_state, skip_value, stamp, stamp_next, state, value,
+    StampIndex, StampTable, Stamps, capture_plain, each_stamp, extend_short, plain_set_variant,
+    plain_shape, plain_variant, put_plain_first, put_set_shaped, put_set_shaped_short,
+    put_shaped_state, put_stamp, put_stamp_after, put_state, shaped_state, shaped_state_or_raw,
+    skip_shaped_state, skip_state, skip_value, stamp, stamp_next, state, value,
 };
 use super::wire::{
     DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_two_inline, put_u64,
@@ -900,17 +900,20 @@ pub(crate) fn splice_full<'v>(
     if !map_full(old, old_lens, None, None, &mut map)? {
         return Ok(false);
     }
-    splice_mapped(old, old_lens, &map, times, stamp, sets, out, lens)
+    splice_mapped(old, old, old_lens, &map, times, stamp, sets, out, lens)
 }
 
 /// [`splice_full`] with `old`'s [`FullMap`], read by [`map_full`] (by the call's load,
 /// [`full_mapped`]): the record is not walked again. `Ok(false)` also when `map` is not
-/// `old`'s.
+/// `old`'s. `padded`: the buffer `old` starts (the cache's chain: its state lengths and more
+/// follow the record), or `old` itself: the copies of runs read fixed-size pieces from it,
+/// past `old`'s end (what they copy is `old`'s bytes alone).
 // Out of line: one call site, and profiles then show its own cost (docs/performance.md,
 // round 36).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn splice_mapped<'v>(
+    padded: &[u8],
     old: &[u8],
     old_lens: StateLens<'_>,
     map: &FullMap,
@@ -931,6 +934,12 @@ pub(crate) fn splice_mapped<'v>(
         return Ok(false);
     }
     let ids = &old[1..map.ids_end];
+    // A fixed-size piece of a run near `old`'s end reads on into the bytes after it (else a
+    // `memcpy` call): `padded` only when it starts where `old` does.
+    let padded = match padded.get(..old.len()) {
+        Some(head) if head.as_ptr() == old.as_ptr() => padded,
+        _ => old,
+    };
     let broken = |at: usize, reason| DecodeError { at, reason };
     let olds = &map.olds[..map.n];
     let n = olds.len();
@@ -945,7 +954,7 @@ pub(crate) fn splice_mapped<'v>(
     // Where each set lands: the first state not before its name (at most `SPLICE_STATES`,
     // which a byte holds).
     const _: () = assert!(SPLICE_STATES < 256);
-    let mut lands = smallvec::SmallVec::<[u8; 32]>::new();
+    let mut lands = Lands::default();
     loop {
         let bound = match names_in.next() {
             Some((name, _)) => u64::from(name),
@@ -981,7 +990,7 @@ pub(crate) fn splice_mapped<'v>(
         }
     }
     let kept = n - replaced;
-    let n_sets = lands.len();
+    let n_sets = lands.n;
     // The new table: the stamps still used, in order, then the call's (if it set anything).
     let mut renumber = [0u8; SPLICE_STAMPS];
     let mut kept_stamps = 0;
@@ -1017,14 +1026,14 @@ pub(crate) fn splice_mapped<'v>(
             j += 1;
         }
         match last {
-            None if i == 0 => extend_from(out, old, at[0], at[j]),
+            None if i == 0 => extend_from(out, padded, at[0], at[j]),
             None => {
                 put_stamp(stamps[i], out);
-                extend_from(out, old, at[i + 1], at[j]);
+                extend_from(out, padded, at[i + 1], at[j]);
             }
             Some(p) => {
                 put_stamp_after(stamps[p], stamps[i], out);
-                extend_from(out, old, at[i + 1], at[j]);
+                extend_from(out, padded, at[i + 1], at[j]);
             }
         }
         last = Some(j - 1);
@@ -1042,6 +1051,7 @@ pub(crate) fn splice_mapped<'v>(
     let renumber = (kept_stamps != n_stamps).then_some(&renumber);
     let mut run = Run {
         old,
+        padded,
         old_lens,
         olds,
         renumber,
@@ -1050,10 +1060,9 @@ pub(crate) fn splice_mapped<'v>(
         lens_copied: in_place,
     };
     let mut a = 0;
-    let mut lands = lands.iter();
-    for (set, value) in sets {
+    for (k, (set, value)) in sets.enumerate() {
         // One a set, pushed in the same order (the same iterator's clone walked).
-        let Some(&b) = lands.next() else {
+        let Some(b) = lands.get(k) else {
             debug_assert!(false, "the sets' second walk is longer than their first");
             return Ok(false);
         };
@@ -1076,11 +1085,59 @@ pub(crate) fn splice_mapped<'v>(
     Ok(true)
 }
 
+/// Where each of [`splice_mapped`]'s sets lands (the first state not before its name), in the
+/// order of the sets: the first [`LANDS`] in an array, any more in a `Vec` (not allocated
+/// otherwise). Cheaper to fill and read than a `SmallVec` (~6 instructions a set).
+struct Lands {
+    first: [u8; LANDS],
+    /// How many.
+    n: usize,
+    more: Vec<u8>,
+}
+
+/// Sets a splice's [`Lands`] holds in its array (W1's calls set ~9 names).
+const LANDS: usize = 64;
+
+impl Default for Lands {
+    fn default() -> Self {
+        Lands {
+            first: [0; LANDS],
+            n: 0,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl Lands {
+    #[inline(always)]
+    fn push(&mut self, b: u8) {
+        match self.first.get_mut(self.n) {
+            Some(at) => *at = b,
+            None => self.more.push(b),
+        }
+        self.n += 1;
+    }
+
+    /// The `k`th pushed.
+    #[inline(always)]
+    fn get(&self, k: usize) -> Option<u8> {
+        if k >= self.n {
+            return None;
+        }
+        match self.first.get(k) {
+            Some(&b) => Some(b),
+            None => self.more.get(k - LANDS).copied(),
+        }
+    }
+}
+
 /// What [`splice_mapped`] copies its runs of states from: the old record, its state lengths
 /// and its map's states, with each stamp's new index when a stamp is dropped; and the names
 /// written so far.
 struct Run<'a> {
     old: &'a [u8],
+    /// `old` and the bytes after it (`splice_mapped`'s `padded`).
+    padded: &'a [u8],
     old_lens: StateLens<'a>,
     olds: &'a [(u32, u32, u32)],
     renumber: Option<&'a [u8; SPLICE_STAMPS]>,
@@ -1117,9 +1174,12 @@ impl Run<'_> {
             .get(b)
             .map_or(self.old.len(), |&(_, gap_at, _)| gap_at as usize);
         let base = out.len();
-        extend_from(out, self.old, from, to);
+        // Within `old`: the map's positions are its (checked by `splice_mapped`).
+        debug_assert!(to <= self.old.len());
+        extend_from(out, self.padded, from, to);
         if !self.lens_copied {
-            lens.extend_from_slice(&self.old_lens[a..b]);
+            // A few lengths, usually: no `memcpy` call.
+            extend_short(lens, &self.old_lens[a..b]);
         }
         if let Some(renumber) = self.renumber {
             for &(_, _, state) in olds {
@@ -3330,6 +3390,47 @@ mod tests {
             }
         }
 
+        /// A call setting more names than a splice keeps where they land in its array (`Lands`,
+        /// the rest in a `Vec`): the record `put_full` writes of the whole profile.
+        #[test]
+        fn a_splice_of_many_sets_is_the_whole_records(
+            base in plain_record(),
+            sets in prop::collection::btree_map(0u32..200, value(), LANDS - 2..LANDS + 20),
+        ) {
+            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
+            put_full(&base, &mut old, Some(&mut old_lens));
+            let stamp = Stamp::new(Timestamp(i64::MAX), u64::MAX);
+            let values = value_bytes(&sets);
+            let times = (Timestamp(5), Timestamp(6));
+            let (mut got, mut lens) = (Vec::new(), Vec::new());
+            let done = splice_full(
+                &old,
+                &old_lens,
+                times,
+                stamp,
+                values.iter().map(|(id, b)| (*id, &b[..])),
+                &mut got,
+                &mut lens,
+            )
+            .unwrap();
+            let mut whole = base.clone();
+            (whole.first_seen, whole.updated_at) = times;
+            set_all(&mut whole, &sets, stamp);
+            if done {
+                let (mut want, mut want_lens) = (Vec::new(), Vec::new());
+                put_full(&whole, &mut want, Some(&mut want_lens));
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(&lens, &want_lens);
+            } else {
+                let table = StampTable::of(base.props.iter().map(|(_, p)| p));
+                prop_assert!(
+                    old_lens.contains(&0)
+                        || table.stamps().len() > SPLICE_STAMPS
+                        || base.props.len() > SPLICE_STATES
+                );
+            }
+        }
+
         /// Call after call, each full record spliced from the one spliced before (the writer
         /// cache's steady state: stamps dropped as their names are set again, names far apart)
         /// is the record `put_full` writes of the whole profile.
@@ -3577,6 +3678,7 @@ mod tests {
             let spliced = |bytes: &[u8], lens_of: &[u8], got: &mut Vec<u8>, lens: &mut Vec<u8>| {
                 splice_mapped(
                     bytes,
+                    bytes,
                     lens_of,
                     &map,
                     times,
@@ -3592,6 +3694,36 @@ mod tests {
             if done {
                 prop_assert_eq!(&got, &want);
                 prop_assert_eq!(&lens, &want_lens);
+            }
+            // The record at the start of a longer buffer (as the cache keeps it, its lengths
+            // and more after it), which the runs' pieces read past the record's end: the same
+            // bytes; a `padded` that does not start where the record does is not read.
+            let mut buffer = old.clone();
+            buffer.extend_from_slice(&[0xEE; 80]);
+            let in_buffer = &buffer[..old.len()];
+            let mut buffer_map = FullMap::new();
+            let buffer_mapped = map_full(in_buffer, &old_lens, None, None, &mut buffer_map);
+            let buffer_mapped = buffer_mapped.unwrap();
+            prop_assert!(buffer_mapped || !walked);
+            for padded in [&buffer[..], &buffer[1..], &old[..]].into_iter().filter(|_| buffer_mapped) {
+                let (mut got, mut lens) = (vec![7], vec![9]);
+                let done = splice_mapped(
+                    padded,
+                    in_buffer,
+                    &old_lens,
+                    &buffer_map,
+                    times,
+                    stamp,
+                    values.iter().map(|(id, b)| (*id, &b[..])),
+                    &mut got,
+                    &mut lens,
+                )
+                .unwrap();
+                prop_assert_eq!(done, walked);
+                if done {
+                    prop_assert_eq!(&got, &want);
+                    prop_assert_eq!(&lens, &want_lens);
+                }
             }
             // Other bytes, even the same ones elsewhere, or another record of the same length
             // (its `first_seen` moved): the map is not theirs.
@@ -3672,6 +3804,7 @@ mod tests {
                 full_mapped(&old, &old_lens, &only, &mut raw, true, ProfileRecord::default(), &mut map, Known::default());
             if let Ok(Some(_)) = mapped {
                 let _ = splice_mapped(
+                    &old,
                     &old,
                     &old_lens,
                     &map,

@@ -793,13 +793,22 @@ pub(crate) fn put_set_shaped_short(value: &[u8], index: u32, out: &mut Vec<u8>) 
     }
 }
 
-/// `out.extend_from_slice(src)`, a short `src` (16 bytes or fewer: most values' payloads)
-/// without a libc `memcpy` call (~25 instructions with its setup for a few bytes): its bytes
-/// gathered into a 16-byte buffer in two overlapping fixed-size pieces (the first and the last
-/// 8, 4, or 1 bytes and the middle one), the buffer appended whole and `out` cut back to
-/// `src`'s end.
+/// `out.extend_from_slice(src)`, a short `src` (32 bytes or fewer: most values' payloads,
+/// runs of state lengths) without a libc `memcpy` call (~25 instructions with its setup for a
+/// few bytes): up to 16 bytes gathered into a 16-byte buffer in two overlapping fixed-size
+/// pieces (the first and the last 8, 4, or 1 bytes and the middle one; each piece one move,
+/// not a copy of a slice whose length the compiler does not see, which it makes a `memcpy`
+/// call), the buffer appended whole and `out` cut back to `src`'s end; 17 to 32 bytes as
+/// their first 16, then the rest so.
 #[inline(always)]
-fn extend_short(out: &mut Vec<u8>, src: &[u8]) {
+pub(crate) fn extend_short(out: &mut Vec<u8>, src: &[u8]) {
+    let src = match src.split_first_chunk::<16>() {
+        Some((first, rest)) if !rest.is_empty() && rest.len() <= 16 => {
+            out.extend_from_slice(first);
+            rest
+        }
+        _ => src,
+    };
     let n = src.len();
     let mut b = [0u8; 16];
     match n {
@@ -809,22 +818,31 @@ fn extend_short(out: &mut Vec<u8>, src: &[u8]) {
             b[n / 2] = src[n / 2];
             b[n - 1] = src[n - 1];
         }
-        4..=7 => {
-            b[..4].copy_from_slice(&src[..4]);
-            b[n - 4..n].copy_from_slice(&src[n - 4..]);
-        }
-        8..=16 => {
-            b[..8].copy_from_slice(&src[..8]);
-            b[n - 8..n].copy_from_slice(&src[n - 8..]);
-        }
-        _ => {
-            out.extend_from_slice(src);
-            return;
-        }
+        4..=7 => put_ends::<4>(&mut b, src),
+        8..=16 => put_ends::<8>(&mut b, src),
+        _ => return out.extend_from_slice(src),
     }
     let end = out.len() + n;
     out.extend_from_slice(&b);
     out.truncate(end);
+}
+
+/// `b[..src.len()]` set to `src`, of `K` to `2 * K` bytes (16 or fewer): its first and its last
+/// `K` bytes, each put as one fixed-size piece.
+#[inline(always)]
+fn put_ends<const K: usize>(b: &mut [u8; 16], src: &[u8]) {
+    let (Some(first), Some(last)) = (src.first_chunk::<K>(), src.last_chunk::<K>()) else {
+        return;
+    };
+    if let Some(at) = b.first_chunk_mut::<K>() {
+        *at = *first;
+    }
+    if let Some(at) = b
+        .get_mut(src.len() - K..)
+        .and_then(|rest| rest.first_chunk_mut::<K>())
+    {
+        *at = *last;
+    }
 }
 
 /// [`put_set_shaped`] of any value and index.
@@ -1113,7 +1131,7 @@ mod tests {
     /// and past them.
     #[test]
     fn extend_short_is_extend_from_slice() {
-        let src: Vec<u8> = (1..=40).collect();
+        let src: Vec<u8> = (1..=50).collect();
         for n in 0..=src.len() {
             for before in [0usize, 3] {
                 let mut want = vec![0xAA; before];
