@@ -2423,7 +2423,7 @@ impl<'a> Builder<'a> {
         // the others are pushed to `sorted` as they come, and sorted with the marked ones when
         // there are any (a name named twice among them: its second and later operations).
         // The sort of ten names cost ~280 instructions a call.
-        let mut sorted = smallvec::SmallVec::<[u64; 16]>::new();
+        let mut spilled = smallvec::SmallVec::<[u64; 16]>::new();
         let mut marked = [0u64; 2];
         let mut places = [0u8; 128];
         // Whether every operation is a set (the fast path's first condition, `FastSets`), and
@@ -2438,7 +2438,7 @@ impl<'a> Builder<'a> {
                     marked[w] |= bit;
                     places[id as usize] = ops as u8;
                 } else {
-                    sorted.push((u64::from(id) << 32) | ops as u64);
+                    spilled.push((u64::from(id) << 32) | ops as u64);
                 }
             }
             ops += 1;
@@ -2447,15 +2447,16 @@ impl<'a> Builder<'a> {
         // request's size and `max_property_names`).
         debug_assert!(ops <= u32::MAX as usize);
         let n_marked = (marked[0].count_ones() + marked[1].count_ones()) as usize;
-        let named = sorted.len() + n_marked;
+        let named = spilled.len() + n_marked;
         // Every operation's name registered.
         let all_named = named == ops;
-        // Each registered name once, in name order: the loads' list.
-        let mut only = smallvec::SmallVec::<[u32; 16]>::new();
-        if sorted.is_empty() && n_marked <= 16 {
-            // Written into arrays in place: a push a name (each checking whether the list had
-            // spilled) cost ~10 instructions more a name.
-            let (mut packed, mut ids) = ([0u64; 16], [0u32; 16]);
+        // `sorted`, and each registered name once, in name order (`only`: the loads' list).
+        // Nearly every call: written into arrays in place and used from there (a push a name,
+        // each checking whether the list had spilled, cost ~10 instructions more a name; and
+        // moving the arrays into `SmallVec`s copied their 192 bytes).
+        let (mut packed, mut ids) = ([0u64; 16], [0u32; 16]);
+        let mut only_spilled = smallvec::SmallVec::<[u32; 16]>::new();
+        let (sorted, only): (&[u64], &[u32]) = if spilled.is_empty() && n_marked <= 16 {
             let mut n = 0;
             for (w, mut bits) in marked.into_iter().enumerate() {
                 while bits != 0 && n < 16 {
@@ -2466,23 +2467,23 @@ impl<'a> Builder<'a> {
                     n += 1;
                 }
             }
-            sorted = smallvec::SmallVec::from_buf_and_len(packed, n);
-            only = smallvec::SmallVec::from_buf_and_len(ids, n);
+            (&packed[..n], &ids[..n])
         } else {
             for (w, mut bits) in marked.into_iter().enumerate() {
                 while bits != 0 {
                     let id = w as u32 * 64 + bits.trailing_zeros();
                     bits &= bits - 1;
-                    sorted.push((u64::from(id) << 32) | u64::from(places[id as usize]));
+                    spilled.push((u64::from(id) << 32) | u64::from(places[id as usize]));
                 }
             }
-            sorted.sort_unstable();
+            spilled.sort_unstable();
             // Collected, then deduplicated in one pass (only names pushed unmarked can
             // repeat): a push a name and a look at its last one cost ~25 instructions a call
             // more.
-            only.extend(sorted.iter().map(|&packed| (packed >> 32) as u32));
-            only.dedup();
-        }
+            only_spilled.extend(spilled.iter().map(|&packed| (packed >> 32) as u32));
+            only_spilled.dedup();
+            (&spilled, &only_spilled)
+        };
         debug_assert!(sorted.is_sorted() && sorted.len() == named);
         debug_assert!(only.is_sorted_by(|a, b| a < b), "each name once");
         // The profiles found hold the identifiers they were found by: read as the call's.
@@ -2492,7 +2493,7 @@ impl<'a> Builder<'a> {
             anonymous_id: anon,
         };
         for key in [by_user, by_email, by_anon].into_iter().flatten() {
-            self.load(key, Some(&only), known)?;
+            self.load(key, Some(only), known)?;
         }
         let found = |key: Option<u64>| {
             key.map(|k| Found {
@@ -2685,9 +2686,9 @@ impl<'a> Builder<'a> {
             && only.len() == ops
             && self
                 .position(survivor)
-                .is_some_and(|i| self.fast_fits(i, &only, ts));
+                .is_some_and(|i| self.fast_fits(i, only, ts));
         if fast {
-            self.apply_fast(survivor, m, &sorted);
+            self.apply_fast(survivor, m, sorted);
             self.work(survivor).stamp(ts);
             return Ok(out);
         }
@@ -2707,7 +2708,7 @@ impl<'a> Builder<'a> {
         if out.status == Status::Created && all_sets && all_named && only.len() == ops {
             let work = self.work(survivor);
             debug_assert!(work.rec.props.is_empty() && matches!(work.old, OldIds::New));
-            for &packed in &sorted {
+            for &packed in sorted {
                 let (id, nth) = ((packed >> 32) as u32, packed as u32 as usize);
                 if let Some(v) = crate::profile::merge::set_of_place(m, nth) {
                     work.changed.push(id);
@@ -2727,7 +2728,7 @@ impl<'a> Builder<'a> {
         self.work(survivor).changed.reserve(ops);
         // Each operation's name number by its place (`None`: not registered yet).
         let mut numbered = smallvec::SmallVec::<[Option<u32>; 16]>::from_elem(None, ops);
-        for &packed in &sorted {
+        for &packed in sorted {
             numbered[packed as u32 as usize] = Some((packed >> 32) as u32);
         }
         // Applied as `call_ops` yields them: no per-call list of operations.
