@@ -419,7 +419,8 @@ impl Db {
     }
 
     /// [`Db::write`] but the wait: the outcome, and the frame sequence number that must be
-    /// durable before the call is (0: it wrote nothing). `dedupe`: the call's messageId and
+    /// durable before the call is (0: it wrote nothing); `Poisoned` if the store failed by
+    /// the time the call is done (`Durability::Buffered`'s check, as `write` makes it). `dedupe`: the call's messageId and
     /// message, for the dedupe check and the note `finish` writes (the build returns its
     /// outcome alone: returned with the messageId, it was moved once more, ~112 bytes).
     fn write_unsynced(
@@ -451,6 +452,7 @@ impl Db {
                 ignored: Vec::new(),
                 quarantined: Vec::new(),
             };
+            inner.store.wait_durable(seq, Durability::Buffered)?;
             return Ok((outcome, seq));
         }
         let mut cache = inner.cache.lock();
@@ -468,6 +470,7 @@ impl Db {
         }
         if batch.is_empty() {
             batch.recycle();
+            inner.store.wait_durable(0, Durability::Buffered)?;
             return Ok((outcome, 0));
         }
         let appended = inner.store.append(batch.built_entries())?;
@@ -479,6 +482,9 @@ impl Db {
         batch.commit(&mut index, &appended.locations, absent);
         drop(index);
         batch.recycle();
+        inner
+            .store
+            .wait_durable(appended.seq, Durability::Buffered)?;
         Ok((outcome, appended.seq))
     }
 
@@ -1105,21 +1111,18 @@ impl writers::Engine for Db {
         message: &Message,
         source: Option<&SourceOffset>,
     ) -> Result<(Outcome, u64)> {
-        let written = self.write_unsynced(
+        // As `write` does for every call, `write_unsynced` checks that the store did not fail
+        // since (a sync of the group commit thread, say: `Poisoned`, also for a duplicate):
+        // the result is handed on as it comes (kept here to check it, the outcome was copied
+        // once more, ~16 instructions).
+        self.write_unsynced(
             |b| {
                 b.check_suppressed(message)?;
                 b.apply(message)
             },
             message.message_id().map(|mid| (mid, message)),
             source,
-        );
-        // As `write` does for every call: a store that failed since (a sync of the group
-        // commit thread, say) answers `Poisoned`, also for a duplicate. The result is handed
-        // on as it came (taken apart and put together again, its outcome was copied twice).
-        if let Ok((_, seq)) = &written {
-            self.inner.store.wait_durable(*seq, Durability::Buffered)?;
-        }
-        written
+        )
     }
 
     fn sync_to(&self, seq: u64) -> Result<()> {

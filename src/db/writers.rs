@@ -78,14 +78,19 @@ impl Applied {
 
     /// The frame the call waits for before it is answered, if it waits.
     fn waits_for(&self) -> Option<u64> {
-        match (&self.result, self.durability) {
-            (_, Durability::Buffered) | (Err(_), _) | (Ok((_, 0)), _) => None,
-            (Ok((_, seq)), _) => Some(*seq),
-        }
+        waits_for(self.durability, &self.result)
     }
 
     fn outcome(self) -> Result<Outcome> {
         self.result.map(|(outcome, _)| outcome)
+    }
+}
+
+/// The frame a call with `result` waits for before it is answered, if it waits.
+fn waits_for(durability: Durability, result: &Result<(Outcome, u64)>) -> Option<u64> {
+    match (result, durability) {
+        (_, Durability::Buffered) | (Err(_), _) | (Ok((_, 0)), _) => None,
+        (Ok((_, seq)), _) => Some(*seq),
     }
 }
 
@@ -163,12 +168,14 @@ impl Writers {
             group: Vec::new(),
             leading: true,
         };
-        let own = Applied::new(durability, engine.write_call(message, source));
+        // The result stays where the call wrote it until it is answered (through `Applied`,
+        // the outcome was copied once more).
+        let result = engine.write_call(message, source);
         lead.hand_on();
-        if let Some(seq) = own.waits_for() {
+        if let Some(seq) = waits_for(durability, &result) {
             engine.sync_to(seq)?;
         }
-        own.outcome()
+        result.map(|(outcome, _)| outcome)
     }
 
     /// Apply the leader's own call and `group`, hand the lead on, sync once, answer.
