@@ -420,9 +420,10 @@ impl Db {
 
     /// [`Db::write`] but the wait: the outcome, and the frame sequence number that must be
     /// durable before the call is (0: it wrote nothing); `Poisoned` if the store failed by
-    /// the time the call is done (`Durability::Buffered`'s check, as `write` makes it). `dedupe`: the call's messageId and
-    /// message, for the dedupe check and the note `finish` writes (the build returns its
-    /// outcome alone: returned with the messageId, it was moved once more, ~112 bytes).
+    /// the time the call is done (`Durability::Buffered`'s check, as `write` makes it).
+    /// `dedupe`: the call's messageId and message, for the dedupe check and the note `finish`
+    /// writes (the build returns its outcome alone: returned with the messageId, it was moved
+    /// once more, ~112 bytes).
     fn write_unsynced(
         &self,
         build: impl FnOnce(&mut Builder<'_>) -> Result<Outcome>,
