@@ -106,23 +106,10 @@ pub(crate) fn varint_form(v: u64) -> (u8, usize) {
 /// nearly always wide): one capacity check and one length stored instead of two each.
 #[inline(always)]
 pub(crate) fn put_two_inline(out: &mut Vec<u8>, a: u64, b: u64) {
-    let ((ma, la), (mb, lb)) = (varint_form(a), varint_form(b));
-    let mut w = [0u8; 18];
-    let [a0, a1, a2, a3, a4, a5, a6, a7] = a.to_le_bytes();
-    let [b0, b1, b2, b3, b4, b5, b6, b7] = b.to_le_bytes();
-    if let Some(first) = w.first_chunk_mut::<9>() {
-        *first = [ma, a0, a1, a2, a3, a4, a5, a6, a7];
-    }
-    // `la` is at most 8: the second form's nine bytes end within the word.
-    if let Some(second) = w
-        .get_mut(1 + la..10 + la)
-        .and_then(|s| <&mut [u8; 9]>::try_from(s).ok())
-    {
-        *second = [mb, b0, b1, b2, b3, b4, b5, b6, b7];
-    }
+    let (w, len) = two_inline_word(a, b);
     let at = out.len();
     out.extend_from_slice(&w);
-    out.truncate(at + 2 + la + lb);
+    out.truncate(at + len);
 }
 
 /// [`put_two_inline`]'s bytes of `a` and `b` in a word, and their length (for a writer that
