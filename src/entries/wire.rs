@@ -106,14 +106,29 @@ pub(crate) fn varint_form(v: u64) -> (u8, usize) {
 /// nearly always wide): one capacity check and one length stored instead of two each.
 #[inline(always)]
 pub(crate) fn put_two_inline(out: &mut Vec<u8>, a: u64, b: u64) {
-    let (w, len) = two_inline_word(a, b);
+    let ((ma, la), (mb, lb)) = (varint_form(a), varint_form(b));
+    let mut w = [0u8; 18];
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = a.to_le_bytes();
+    let [b0, b1, b2, b3, b4, b5, b6, b7] = b.to_le_bytes();
+    if let Some(first) = w.first_chunk_mut::<9>() {
+        *first = [ma, a0, a1, a2, a3, a4, a5, a6, a7];
+    }
+    // `la` is at most 8: the second form's nine bytes end within the word.
+    if let Some(second) = w
+        .get_mut(1 + la..10 + la)
+        .and_then(|s| <&mut [u8; 9]>::try_from(s).ok())
+    {
+        *second = [mb, b0, b1, b2, b3, b4, b5, b6, b7];
+    }
     let at = out.len();
     out.extend_from_slice(&w);
-    out.truncate(at + len);
+    out.truncate(at + 2 + la + lb);
 }
 
 /// [`put_two_inline`]'s bytes of `a` and `b` in a word, and their length (for a writer that
-/// puts them together with other bytes in one append of its own).
+/// puts them together with other bytes in one append of its own). The two keep a body each:
+/// `put_two_inline` written as this plus one append cost ~25 instructions a call more in
+/// `history::encode_into` and in `put_full_parts` (callgrind on the proxy, stop 65).
 #[inline(always)]
 pub(crate) fn two_inline_word(a: u64, b: u64) -> ([u8; 18], usize) {
     let ((ma, la), (mb, lb)) = (varint_form(a), varint_form(b));
