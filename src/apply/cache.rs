@@ -10,6 +10,7 @@
 //! (docs/architecture.md, "The writer cache".)
 
 mod doorkeeper;
+mod keys;
 
 use super::hot::Hot;
 use super::{RecordCounts, Written};
@@ -17,7 +18,6 @@ use crate::entries::chain::Forwards;
 use crate::entries::profile::{self, Fold, MAX_CHAIN_DEPTH, ProfileRecord};
 use crate::entries::raw::RawStates;
 use crate::entries::wire::{DecodeError, Decoded};
-use crate::index::HashMap;
 use crate::storage::Location;
 
 /// Budgets from which a full cache admits a profile only at its second try
@@ -33,8 +33,9 @@ const BUDGET_PER_REFUSED_KEY: usize = 8192;
 /// open): a budget of 512 MiB or more, meant to hold every profile, gets no larger one.
 const MAX_GENERATION: usize = 1 << 16;
 
-/// Bytes a cached profile costs beyond its records' buffer: its slot takes this (tested);
-/// its map entry (~20 bytes) is not counted.
+/// Bytes a cached profile costs beyond its records' buffer: its slot takes this (tested).
+/// The slot's entry in the table of slots by key is not counted: 4 bytes a key ever kept,
+/// cached or not, a cost of the key space like the index's ([`keys`]).
 const CACHE_SLOT_BYTES: usize = 56;
 
 /// Bytes a slot's boxed `ChainAt::through` costs besides the slot ([`Slot::through`]).
@@ -475,7 +476,8 @@ impl ChainAt {
 /// have evicted stays.
 pub(crate) struct ProfileCache {
     slots: Vec<Slot>,
-    map: HashMap<u64, usize>,
+    /// The slot of each cached (or reserved) profile.
+    keys: keys::SlotsByKey,
     free: Vec<usize>,
     hand: usize,
     bytes: usize,
@@ -561,7 +563,7 @@ impl ProfileCache {
         };
         ProfileCache {
             slots: Vec::new(),
-            map: HashMap::default(),
+            keys: keys::SlotsByKey::default(),
             free: Vec::new(),
             hand: 0,
             bytes: 0,
@@ -594,12 +596,12 @@ impl ProfileCache {
     }
 
     /// Take the profile whose newest record is at `at` out of the cache: where it stands in
-    /// its chain, and its records. Its slot stays reserved for it (its map entry kept, no
+    /// its chain, and its records. Its slot stays reserved for it (its key's entry kept, no
     /// chain, no bytes counted), so that the call's [`ProfileCache::insert`] puts it back
-    /// without a second look-up and insertion in the map; a reservation no insert followed
+    /// without a second insertion in the table of slots; a reservation no insert followed
     /// (a call that failed) is given up by the next take of the profile.
     pub fn take(&mut self, key: u64, at: Location) -> Option<(ChainAt, Cached)> {
-        let &i = self.map.get(&key)?;
+        let i = self.keys.get(key)?;
         let slot = &mut self.slots[i];
         self.bytes -= slot.bytes();
         let at_now = slot.at();
@@ -614,13 +616,13 @@ impl ProfileCache {
     }
 
     /// Empty slot `i`, `key`'s, and give it back: its chain dropped, its bytes no longer
-    /// counted, its map entry gone.
+    /// counted, its key's entry gone.
     fn vacate(&mut self, key: u64, i: usize) {
         let slot = &mut self.slots[i];
         self.bytes -= slot.bytes();
         slot.chain = None;
         slot.through = None;
-        self.map.remove(&key);
+        self.keys.remove(key);
         self.free.push(i);
     }
 
@@ -628,18 +630,18 @@ impl ProfileCache {
     /// loaded: deleted, or merged into another), so that a key no call takes again does not
     /// hold a slot. A slot holding a chain stays.
     pub fn release(&mut self, key: u64) {
-        if let Some(&i) = self.map.get(&key)
+        if let Some(i) = self.keys.get(key)
             && self.slots[i].chain.is_none()
         {
             self.vacate(key, i);
         }
     }
 
-    /// Slots, map entries and chains held (tests: reservations given up).
+    /// Slots, keys' entries and chains held (tests: reservations given up).
     #[cfg(test)]
     pub fn counts(&self) -> (usize, usize, usize) {
         let chains = self.slots.iter().filter(|s| s.chain.is_some()).count();
-        (self.slots.len() - self.free.len(), self.map.len(), chains)
+        (self.slots.len() - self.free.len(), self.keys.len(), chains)
     }
 
     /// Forget every cached profile and give back the memory of the slots (as a full
@@ -647,7 +649,7 @@ impl ProfileCache {
     /// to it). The counters and the running compaction's state stay.
     pub fn clear(&mut self) {
         self.slots = Vec::new();
-        self.map = HashMap::default();
+        self.keys = keys::SlotsByKey::default();
         self.free = Vec::new();
         self.hand = 0;
         self.bytes = 0;
@@ -674,8 +676,9 @@ impl ProfileCache {
     /// admission); otherwise, when it takes an eviction to keep it, it is kept only if the
     /// doorkeeper refused it lately.
     pub fn insert(&mut self, key: u64, loc: Location, at: ChainAt, chain: Cached, hit: bool) {
-        // The profile's slot, emptied (a reservation its take left, or a chain kept before).
-        let reserved = self.map.get(&key).copied();
+        // The profile's slot, emptied (a reservation its take left, or a chain kept before):
+        // one load from the table of slots by key.
+        let reserved = self.keys.get(key);
         if let Some(i) = reserved {
             let slot = &mut self.slots[i];
             self.bytes -= slot.bytes();
@@ -738,7 +741,7 @@ impl ProfileCache {
             }
         };
         if reserved.is_none() {
-            self.map.insert(key, i);
+            self.keys.insert(key, i);
         }
         self.bytes += bytes;
     }
@@ -784,7 +787,7 @@ impl ProfileCache {
             if !profile.contains(&kind) {
                 continue;
             }
-            if let Some(&i) = self.map.get(&key) {
+            if let Some(i) = self.keys.get(key) {
                 let slot = &mut self.slots[i];
                 if slot.loc == old {
                     self.bytes -= slot.bytes();
@@ -1027,17 +1030,17 @@ mod tests {
     impl ProfileCache {
         /// Whether the profile `key` is kept (a chain in its slot, not a reservation).
         fn holds(&self, key: u64) -> bool {
-            self.map
-                .get(&key)
-                .is_some_and(|&i| self.slots[i].chain.is_some())
+            self.keys
+                .get(key)
+                .is_some_and(|i| self.slots[i].chain.is_some())
         }
 
-        /// The cache's bookkeeping agrees with its slots: each map entry names a slot of its
+        /// The cache's bookkeeping agrees with its slots: each key's entry names a slot of its
         /// key, no free slot is named or listed twice, the bytes counted are the kept
         /// chains', within the budget.
         fn check(&self) {
             let mut named = vec![false; self.slots.len()];
-            for (&key, &i) in &self.map {
+            for (key, i) in self.keys.iter() {
                 assert_eq!(self.slots[i].key, key);
                 assert!(
                     !std::mem::replace(&mut named[i], true),
@@ -1046,7 +1049,7 @@ mod tests {
             }
             let mut free = vec![false; self.slots.len()];
             for &i in &self.free {
-                assert!(!named[i], "free slot {i} is in the map");
+                assert!(!named[i], "free slot {i} is named by a key");
                 assert!(self.slots[i].chain.is_none());
                 assert!(
                     !std::mem::replace(&mut free[i], true),
@@ -1131,7 +1134,7 @@ mod tests {
         assert!(cache.bytes() <= cache.budget);
     }
 
-    /// What a slot takes, against what the budget counts for it besides the map entry; what
+    /// What a slot takes, against what the budget counts for it; what
     /// its boxed `through` takes from the allocator.
     #[test]
     fn a_slot_takes_what_the_budget_counts() {
@@ -1211,7 +1214,7 @@ mod tests {
         assert_eq!(cache.bytes(), 0);
     }
 
-    /// A take's reservation: the profile put back takes its slot again (no slot or map entry
+    /// A take's reservation: the profile put back takes its slot again (no slot or key's entry
     /// added); one never put back is given up by the next take; an insert that is refused
     /// gives it up too.
     #[test]
@@ -1228,12 +1231,12 @@ mod tests {
         assert!(!cache.holds(2));
         cache.check();
         cache.insert(2, loc(7), at, taken, true);
-        assert_eq!((cache.slots.len(), cache.map.len()), (3, 3));
+        assert_eq!((cache.slots.len(), cache.keys.len()), (3, 3));
         assert!(cache.take(2, loc(7)).is_some());
         cache.check();
         // Not put back: the next take gives the slot up.
         assert!(cache.take(2, loc(7)).is_none());
-        assert_eq!((cache.map.len(), cache.free.len()), (2, 1));
+        assert_eq!((cache.keys.len(), cache.free.len()), (2, 1));
         cache.check();
         // Refused (larger than the budget): the reservation is given up.
         let mut small = ProfileCache::new(one);
@@ -1244,7 +1247,7 @@ mod tests {
             .apply_set_ref(Some(&Value::Str("x".repeat(500).into())), Timestamp(1), 1);
         let large = crate::entries::encode_profile(&rec, 64);
         small.insert(5, loc(5), at, Cached::Chain(Chain::full(&large)), true);
-        assert!(small.map.is_empty());
+        assert_eq!(small.keys.len(), 0);
         assert_eq!(small.free.len(), 1);
         small.check();
     }
@@ -1276,12 +1279,13 @@ mod tests {
         /// the others in the inputs forgotten, the `through`s dropped, some forwarded) keeps
         /// the cache's bookkeeping whole (the bytes counted are the slots', `through`s
         /// included), and a take gives back the location and `ChainAt` the last insert of the
-        /// profile kept, as the compactions since changed them.
+        /// profile kept, as the compactions since changed them. Releases give up reservations
+        /// only; some keys lie far beyond the table of slots by key's array (kept in its map).
         #[test]
         fn takes_and_inserts_keep_the_cache_whole(
             ops in proptest::collection::vec(
                 (
-                    0u8..9,
+                    0u8..10,
                     0u64..12,
                     0u32..3,
                     proptest::bool::ANY,
@@ -1304,7 +1308,14 @@ mod tests {
             // Where each profile was last kept and where its chain stood, as the test saw it.
             let mut last: std::collections::HashMap<u64, (Location, ChainAt)> = Default::default();
             let mut out: Vec<(u64, ChainAt, Cached)> = Vec::new();
+            // Keys 10 and 11 stand for keys beyond what the array of slots by key may grow to.
+            let far = |key: u64| match key {
+                10 => 1 << 40,
+                11 => u64::MAX,
+                _ => key,
+            };
             for (op, key, at, back, (link, walked, through), moves, forwarded) in ops {
+                let key = far(key);
                 match op {
                     0..=2 => {
                         let chain_at = ChainAt {
@@ -1346,6 +1357,11 @@ mod tests {
                     7 => {
                         proptest::prop_assert!(!cache.holds(key) || last.contains_key(&key));
                     }
+                    8 => {
+                        let held = cache.holds(key);
+                        cache.release(key);
+                        proptest::prop_assert_eq!(cache.holds(key), held);
+                    }
                     _ => {
                         // A compaction of the sealed segment (`back`: of every segment before
                         // the one written to) into the one after `active`. It moved
@@ -1357,6 +1373,7 @@ mod tests {
                         let output = active + 1;
                         let mut moved = crate::storage::Moves::with_capacity(moves.len());
                         for (n, &(kind, key, at)) in moves.iter().enumerate() {
+                            let key = far(key);
                             let kind = [
                                 crate::entries::EntryKind::Profile,
                                 crate::entries::EntryKind::ProfileDelta,

@@ -18,6 +18,26 @@ const EMPTY: Location = Location {
     len: 0,
 };
 
+/// `key`'s element of a dense array indexed by key, the array grown to it (new elements
+/// `empty`); `None` for a key so far beyond the end (more than [`MAX_DENSE_GAP`]) that only a
+/// damaged log names it: the caller keeps such a key in a map instead. The rule of every
+/// table indexed by profile key (this one, and the writer cache's, `apply::cache`).
+pub(crate) fn dense_slot<T: Clone>(dense: &mut Vec<T>, key: u64, empty: T) -> Option<&mut T> {
+    let k = usize::try_from(key).ok()?;
+    if k >= dense.len() {
+        if key > dense.len() as u64 + MAX_DENSE_GAP {
+            return None;
+        }
+        if k >= dense.capacity() {
+            // Grow by a quarter (not double): slack stays small.
+            let want = (k + 1).max(dense.len() + dense.len() / 4).max(1024);
+            dense.reserve_exact(want - dense.len());
+        }
+        dense.resize(k + 1, empty);
+    }
+    dense.get_mut(k)
+}
+
 /// The table.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Profiles {
@@ -46,21 +66,7 @@ impl Profiles {
     }
 
     fn slot(&mut self, key: u64) -> Option<&mut Location> {
-        let k = usize::try_from(key).ok()?;
-        if k >= self.dense.len() {
-            if key > self.dense.len() as u64 + MAX_DENSE_GAP {
-                return None;
-            }
-            if k >= self.dense.capacity() {
-                // Grow by a quarter (not double): slack stays small.
-                let want = (k + 1)
-                    .max(self.dense.len() + self.dense.len() / 4)
-                    .max(1024);
-                self.dense.reserve_exact(want - self.dense.len());
-            }
-            self.dense.resize(k + 1, EMPTY);
-        }
-        self.dense.get_mut(k)
+        dense_slot(&mut self.dense, key, EMPTY)
     }
 
     /// Set a live profile's location. A location in segment 0 (never written by storage)
