@@ -399,8 +399,7 @@ fn put_props(out: &mut Vec<u8>, props: &mut Vec<u8>, guess: usize, body: &BodyRe
 /// every one `None`): written as [`put_props_of`] writes them, straight to `out`.
 ///
 /// Only the mapped states have stamps, so the table is the call's stamp and theirs in name
-/// order, each once: it is written in a first pass over their indices in the record's table
-/// (a bit each for those met, and the step's index of each), before the states. No search per
+/// order, each once: it is written before the states ([`put_mapped_table`]). No search per
 /// state, and no copy of the states' bytes from a buffer.
 #[inline(never)]
 fn put_props_mapped(out: &mut Vec<u8>, body: &BodyRef<'_>, mapped: &MappedStates<'_>) {
@@ -410,48 +409,13 @@ fn put_props_mapped(out: &mut Vec<u8>, body: &BodyRef<'_>, mapped: &MappedStates
     );
     put_u64_inline(out, (body.props.len() + mapped.len()) as u64);
     let call = Stamp::new(Timestamp(body.event), body.order);
-    // `slot[i]`: the step's index of the record's stamp `i`, once `met` has its bit (0, the
-    // call's own stamp's, for a stamp equal to it).
-    let mut slot = [0u8; SPLICE_STAMPS];
-    let mut met = 0u64;
-    // At most `SPLICE_STAMPS` stamps after the call's: the count is one byte (patched in
-    // after them).
-    let count_at = out.len();
-    out.push(0);
-    let mut count = 0u8;
-    let mut k = 0;
-    while let Some((_, index, _)) = mapped.get_indexed(k) {
-        k += 1;
-        let bit = 1u64 << (index % SPLICE_STAMPS);
-        if met & bit != 0 {
-            continue;
-        }
-        met |= bit;
-        let s = mapped.stamp(index);
-        if s != call {
-            count += 1;
-            if let Some(slot) = slot.get_mut(index) {
-                *slot = count;
-            }
-            put_two_inline(out, zigzag(s.0.0), s.1);
-        }
-    }
-    debug_assert!(usize::from(count) <= SPLICE_STAMPS && count < 251);
-    if let Some(c) = out.get_mut(count_at) {
-        *c = count;
-    }
+    let slot = put_mapped_table(out, call, mapped);
     let mut prev = 0u32;
     let mut gap_to = |name: u32| name.wrapping_sub(std::mem::replace(&mut prev, name));
-    let index_of = |index: usize| u32::from(slot.get(index).copied().unwrap_or_default());
     let mut k = 0;
     for (name, _) in body.props {
-        while let Some((n, index, v)) = mapped.get_indexed(k).filter(|(n, ..)| n < name) {
-            put_captured_at(
-                out,
-                gap_to(n),
-                index_of(index),
-                v.map(|(v, f)| (v, Some(f))),
-            );
+        while let Some(state) = mapped.get_placed(k).filter(|(n, ..)| n < name) {
+            put_mapped_state(out, gap_to(state.0), mapped, k, state, &slot);
             k += 1;
         }
         // A property the profile did not have: gap and tag in one write.
@@ -464,14 +428,137 @@ fn put_props_mapped(out: &mut Vec<u8>, body: &BodyRef<'_>, mapped: &MappedStates
             }
         }
     }
-    while let Some((n, index, v)) = mapped.get_indexed(k) {
-        put_captured_at(
-            out,
-            gap_to(n),
-            index_of(index),
-            v.map(|(v, f)| (v, Some(f))),
-        );
+    while let Some(state) = mapped.get_placed(k) {
+        put_mapped_state(out, gap_to(state.0), mapped, k, state, &slot);
         k += 1;
+    }
+}
+
+/// [`put_props_mapped`]'s stamp table: the count, then each stamp of `mapped`'s states other
+/// than `call` once, in name order; returns `slot`, where `slot[i]` is the step's index of
+/// the record's stamp `i` (0, the call's own stamp's, for a stamp equal to it).
+///
+/// The stamps new to the table are found first, with no branch on whether a state's stamp is
+/// (W1's traits come in name order, so the states set by different calls alternate at
+/// random: a branch on it mispredicted about one state in two): by masks, each state's index
+/// stored at the end of the list of new ones, which only a new one lengthens. Then the new
+/// ones are written.
+#[inline(always)]
+fn put_mapped_table(
+    out: &mut Vec<u8>,
+    call: Stamp,
+    mapped: &MappedStates<'_>,
+) -> [u8; SPLICE_STAMPS] {
+    let mut slot = [0u8; SPLICE_STAMPS];
+    // A bit for each of the record's stamps met (the record's table holds each stamp once,
+    // `MappedStates::get_indexed`: equal stamps are equal indices).
+    let mut met = 0u64;
+    // The record's indices of the new stamps, in the order met: at most `SPLICE_STAMPS`,
+    // one a state (the slot past the last written over by each state not new).
+    let mut new = [0u8; SPLICE_STAMPS + 1];
+    let mut count = 0u8;
+    let mut k = 0;
+    while let Some((_, index, ..)) = mapped.get_placed(k) {
+        k += 1;
+        let bit = 1u64 << (index % SPLICE_STAMPS);
+        let s = mapped.stamp(index);
+        let is_new = (met & bit == 0) & ((s.0.0 != call.0.0) | (s.1 != call.1));
+        met |= bit;
+        if let Some(at) = new.get_mut(usize::from(count)) {
+            *at = index as u8;
+        }
+        count += u8::from(is_new);
+        if let Some(slot) = slot.get_mut(index) {
+            // The count when new, else as it was.
+            let keep = u8::from(is_new).wrapping_sub(1);
+            *slot = (*slot & keep) | (count & !keep);
+        }
+    }
+    debug_assert!(usize::from(count) <= SPLICE_STAMPS && count < 251);
+    out.push(count);
+    for &index in new.get(..usize::from(count)).unwrap_or_default() {
+        let s = mapped.stamp(usize::from(index));
+        put_two_inline(out, zigzag(s.0.0), s.1);
+    }
+    slot
+}
+
+/// Longest value [`put_mapped_state`] puts together in a word: `SHORT_STATE` less the state's
+/// 7 fixed bytes.
+const SHORT_VALUE: usize = SHORT_STATE - 7;
+
+/// Mapped state `k`, `state` as [`MappedStates::get_placed`] gives it, with `gap`: as
+/// [`put_captured_at`] writes it, its stamp as its index `slot` gives.
+///
+/// A value of up to [`SHORT_VALUE`] bytes with no branch on its length or the state's form
+/// (W1's traits come in name order, so their value types, and so the lengths, alternate at
+/// random: `copy_short`'s dispatch on the length mispredicted about once a state): the state
+/// put together in a word on the stack, the value copied in as the fixed-size window of the
+/// record's bytes that ends where the value ends (the bytes before the value then written
+/// over by the state's head, those after it by its closing zeros), the word appended whole
+/// and cut to the state's length. A longer value, or a wide gap, goes to `put_captured_at`.
+#[inline(always)]
+fn put_mapped_state(
+    out: &mut Vec<u8>,
+    gap: u32,
+    mapped: &MappedStates<'_>,
+    k: usize,
+    state: (u32, usize, usize, usize, Option<u8>),
+    slot: &[u8; SPLICE_STAMPS],
+) {
+    // The state starts at `AT` of the word; the window before it may start before.
+    const AT: usize = SHORT_VALUE;
+    let (_, index, end, len, variant) = state;
+    let index = slot.get(index).copied().unwrap_or_default();
+    let window = mapped
+        .record()
+        .get(end.wrapping_sub(SHORT_VALUE)..end)
+        .and_then(|w| <&[u8; SHORT_VALUE]>::try_from(w).ok());
+    let (Some(g), Some(window), true) = (one_byte(gap), window, len <= SHORT_VALUE) else {
+        return put_mapped_state_long(out, gap, mapped, k, index);
+    };
+    let mut word = [0u8; AT + SHORT_STATE];
+    if let Some(at) = word
+        .get_mut(AT + 5 + len - SHORT_VALUE..)
+        .and_then(|w| w.first_chunk_mut::<SHORT_VALUE>())
+    {
+        *at = *window;
+    }
+    if let Some(head) = word.get_mut(AT..).and_then(|w| w.first_chunk_mut::<6>()) {
+        // The value's variant over its first byte (a removal's written over below).
+        *head = [
+            g,
+            1,
+            1,
+            index,
+            u8::from(variant.is_some()),
+            variant.unwrap_or_default(),
+        ];
+    }
+    // No `once`, no `adds`.
+    if let Some(end) = word
+        .get_mut(AT + 5 + len..)
+        .and_then(|w| w.first_chunk_mut::<2>())
+    {
+        *end = [0, 0];
+    }
+    let at = out.len();
+    out.extend_from_slice(word.get(AT..).unwrap_or_default());
+    out.truncate(at + 7 + len);
+}
+
+/// [`put_mapped_state`] of a wide gap or a long value: `put_captured_at`.
+#[cold]
+#[inline(never)]
+fn put_mapped_state_long(
+    out: &mut Vec<u8>,
+    gap: u32,
+    mapped: &MappedStates<'_>,
+    k: usize,
+    index: u8,
+) {
+    if let Some((_, _, v)) = mapped.get_indexed(k) {
+        put_captured_at(out, gap, u32::from(index), v.map(|(v, f)| (v, Some(f))));
     }
 }
 

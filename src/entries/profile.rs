@@ -581,6 +581,35 @@ impl<'a> MappedStates<'a> {
         Some((f.name, usize::from(f.index) % SPLICE_STAMPS, value))
     }
 
+    /// State `k` as [`MappedStates::get_indexed`] gives it, its value given by place instead
+    /// of as a slice: its name, its stamp's index, where the state ends in
+    /// [`MappedStates::record`], and its value's length and variant (`(0, None)` for a
+    /// removal): the value is the `len` bytes before the end, the variant over their first.
+    /// For a writer that copies the value as a fixed-size window of the record ending there,
+    /// with no branch on its length. `None` past the last state.
+    #[inline(always)]
+    pub(crate) fn get_placed(&self, k: usize) -> Option<(u32, usize, usize, usize, Option<u8>)> {
+        let f = self.found.get(k)?;
+        let end = f.at as usize + usize::from(f.len);
+        let variant = (f.variant != REMOVAL).then_some(f.variant);
+        // A state is at least its shape and its stamp index (`map_full`): a value is the
+        // state's bytes after its shape.
+        let len = usize::from(f.len.saturating_sub(1)) * usize::from(variant.is_some());
+        Some((
+            f.name,
+            usize::from(f.index) % SPLICE_STAMPS,
+            end,
+            len,
+            variant,
+        ))
+    }
+
+    /// The record's bytes (those [`MappedStates::get_placed`] places states in).
+    #[inline(always)]
+    pub(crate) fn record(&self) -> &'a [u8] {
+        self.old
+    }
+
     /// The stamp at `index` of the record's table (one of [`MappedStates::get_indexed`]'s).
     #[inline(always)]
     pub(crate) fn stamp(&self, index: usize) -> Stamp {
@@ -3487,6 +3516,48 @@ mod tests {
                     );
                 }
                 (old, old_lens) = (want, want_lens);
+            }
+        }
+
+        /// A mapped state placed (`MappedStates::get_placed`: where it ends in the record, its
+        /// value's length and variant) is the state `get_indexed` gives: the same name and
+        /// stamp index, its value the bytes before its end with the variant over their first
+        /// (none for a removal); nothing past the last.
+        #[test]
+        fn a_placed_mapped_state_is_the_indexed_one(
+            base in prop_oneof![plain_record(), shared_stamps_record()],
+            only in prop::collection::btree_set(wide_name(), 0..12),
+        ) {
+            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
+            put_full(&base, &mut old, Some(&mut old_lens));
+            let only: Vec<u32> = only.into_iter().collect();
+            let (mut map, mut raw) = (FullMap::new(), RawStates::default());
+            let mapped =
+                full_mapped(&old, &old_lens, &only, &mut raw, false, ProfileRecord::default(), &mut map, Known::default())
+                    .unwrap();
+            if mapped.is_none() {
+                return Ok(());
+            }
+            let states = MappedStates::of(&old, &map).unwrap();
+            prop_assert!(std::ptr::eq(states.record(), old.as_slice()));
+            for k in 0..=states.len() {
+                let placed = states.get_placed(k).map(|(name, index, end, len, variant)| {
+                    let value = variant.map(|v| {
+                        let mut bytes = old[end - len..end].to_vec();
+                        bytes[0] = v;
+                        bytes
+                    });
+                    (name, index, value)
+                });
+                let indexed = states.get_indexed(k).map(|(name, index, v)| {
+                    let value = v.map(|(over, f)| {
+                        let mut bytes = over.to_vec();
+                        bytes[0] = f;
+                        bytes
+                    });
+                    (name, index, value)
+                });
+                prop_assert_eq!(placed, indexed, "state {}", k);
             }
         }
 
