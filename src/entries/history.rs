@@ -439,10 +439,11 @@ fn put_props_mapped(out: &mut Vec<u8>, body: &BodyRef<'_>, mapped: &MappedStates
 /// the record's stamp `i` (0, the call's own stamp's, for a stamp equal to it).
 ///
 /// The stamps new to the table are found first, with no branch on whether a state's stamp is
-/// (W1's traits come in name order, so the states set by different calls alternate at
-/// random: a branch on it mispredicted about one state in two): by masks, each state's index
-/// stored at the end of the list of new ones, which only a new one lengthens. Then the new
-/// ones are written.
+/// new (W1's traits come in name order, so the states set by different calls alternate at
+/// random: a branch on it mispredicted ~4 times a step): each state's index stored at the end
+/// of the list of new ones, which only a new one lengthens, and its slot given the count when
+/// new by masks (storing it to a slot past the table's when not new measured no fewer
+/// instructions). Then the new ones are written.
 #[inline(always)]
 fn put_mapped_table(
     out: &mut Vec<u8>,
