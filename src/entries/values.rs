@@ -34,16 +34,7 @@ impl Wire for Value {
 /// 7 null.
 #[inline]
 pub(crate) fn variant(v: &Value) -> u32 {
-    match v {
-        Value::Bool(_) => 0,
-        Value::Int(_) => 1,
-        Value::Float(_) => 2,
-        Value::Str(_) => 3,
-        Value::DateTime(_) => 4,
-        Value::Array(_) => 5,
-        Value::Object(_) => 6,
-        Value::Null => 7,
-    }
+    v.variant_index() as u32
 }
 
 /// Most variant indexes (a variant past it is a decode error).
