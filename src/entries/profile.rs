@@ -3115,6 +3115,41 @@ mod tests {
             })
     }
 
+    /// [`plain_record`] of few states with values near the history step's short window
+    /// (`history::put_mapped_state`: values of up to 25 bytes put together in a word, longer
+    /// ones written apart): strings of 21 to 25 bytes (values of 23 to 27), small scalars and removals, a few
+    /// shared stamps, the first states near the record's start when its identifiers are short.
+    fn short_window_record() -> impl Strategy<Value = ProfileRecord> {
+        let short = prop_oneof![
+            "[a-z]{21,25}".prop_map(|s: String| Some(Value::Str(s.into()))),
+            any::<i64>().prop_map(|i| Some(Value::Int(i))),
+            any::<bool>().prop_map(|b| Some(Value::Bool(b))),
+            Just(None),
+        ];
+        (
+            record(),
+            prop::collection::vec(stamp(), 1..4),
+            prop::collection::btree_map(0u32..8, (any::<prop::sample::Index>(), short), 0..8),
+        )
+            .prop_map(|(mut rec, stamps, props)| {
+                rec.props = props
+                    .into_iter()
+                    .map(|(id, (which, v))| {
+                        let lww = (stamps[which.index(stamps.len())], v);
+                        (
+                            id,
+                            PropState {
+                                lww: Some(lww),
+                                once: None,
+                                adds: None,
+                            },
+                        )
+                    })
+                    .collect();
+                rec
+            })
+    }
+
     /// A call's sets as `splice_full` takes them: each value's bytes as `Value::put` writes
     /// them.
     fn value_bytes(sets: &std::collections::BTreeMap<u32, Value>) -> Vec<(u32, Vec<u8>)> {
@@ -3569,17 +3604,24 @@ mod tests {
         /// own stamps), the call's stamp one of theirs or not.
         #[test]
         fn a_step_read_from_a_mapped_record_is_the_step_of_its_captured_states(
-            base in prop_oneof![plain_record(), shared_stamps_record()],
+            base in prop_oneof![plain_record(), shared_stamps_record(), short_window_record()],
             only in prop::collection::btree_set(wide_name(), 0..12),
             absent in prop::collection::btree_set(wide_name(), 0..6),
             call in stamp(),
             shared in any::<prop::sample::Index>(),
             share in any::<bool>(),
             arrival in any::<i64>(),
+            decoded in 0usize..4,
+            held in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
         ) {
             use crate::entries::history::{self, Body, RawBefore, StepKind};
             let (mut old, mut old_lens) = (Vec::new(), Vec::new());
             put_full(&base, &mut old, Some(&mut old_lens));
+            // The call's names: drawn, and some of the record's (states mapped for the step).
+            let mut only = only;
+            if !base.props.is_empty() {
+                only.extend(held.iter().map(|i| base.props[i.index(base.props.len())].0));
+            }
             let only: Vec<u32> = only.into_iter().collect();
             let (mut map, mut raw) = (FullMap::new(), RawStates::default());
             let mapped =
@@ -3628,9 +3670,11 @@ mod tests {
                 base.props
                     .iter()
                     .filter(|(n, _)| !only.contains(n))
-                    .take(3)
+                    .take(decoded)
                     .map(|(n, p)| (*n, Some(p.clone()))),
             );
+            // With no decoded state (a quarter of the cases) the step takes the mapped
+            // writer (`history::put_props_mapped`, the fast path's), else `put_props_of`.
             props.sort_by_key(|p| p.0);
             props.dedup_by_key(|p| p.0);
             let body = Body {
