@@ -1061,10 +1061,10 @@ pub(crate) fn splice_mapped<'v>(
     let mut renumber = [0u8; SPLICE_STAMPS];
     let mut kept_stamps = 0;
     for (i, to) in renumber.iter_mut().enumerate().take(n_stamps) {
-        if used & (1 << i) != 0 {
-            *to = kept_stamps as u8;
-            kept_stamps += 1;
-        }
+        // Every stamp numbered, a dropped one as the next kept (never read): no branch a
+        // stamp on whether it is kept.
+        *to = kept_stamps as u8;
+        kept_stamps += ((used >> i) & 1) as usize;
     }
     let call = kept_stamps as u32;
     out.reserve(old.len() + 32 * n_sets);
@@ -1081,16 +1081,15 @@ pub(crate) fn splice_mapped<'v>(
     // Each run of stamps kept in a row is the old table's bytes but for its first stamp's when
     // the stamp before it is gone (its distance is from another stamp now).
     let mut last: Option<usize> = None;
+    // Each run found by counting bits (the stamps skipped, then the run's), not by a branch a
+    // stamp. `used` has no bit at `n_stamps` or above (the indexes were checked).
     let mut i = 0;
     while i < n_stamps {
-        if used & (1 << i) == 0 {
-            i += 1;
-            continue;
+        i += (used >> i).trailing_zeros() as usize;
+        if i >= n_stamps {
+            break;
         }
-        let mut j = i + 1;
-        while j < n_stamps && used & (1 << j) != 0 {
-            j += 1;
-        }
+        let j = (i + (used >> i).trailing_ones() as usize).min(n_stamps);
         match last {
             None if i == 0 => extend_from(out, padded, at[0], at[j]),
             None => {
