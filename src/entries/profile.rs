@@ -461,7 +461,7 @@ fn first_not_below(olds: &[(u32, u32, u32)], n: usize, mut from: usize, name: u3
 /// Where the parts of a full record sit, read once by [`map_full`] for [`splice_mapped`]: where
 /// its identifiers end, its times, its stamp table (each stamp, and where its bytes start),
 /// and each state's name, where its name's gap starts and where the state starts. Boxed and
-/// reused (`apply`'s pools): it is ~3 KB, filled only as far as the record goes.
+/// reused (`apply`'s pools): it is ~4.7 KB, filled only as far as the record goes.
 pub(crate) struct FullMap {
     /// Where the record's bytes sit and their length: a map is used only with the record it
     /// was read from (the same bytes, not moved since).
@@ -3255,6 +3255,49 @@ mod tests {
             })
     }
 
+    /// A record of `states` plain states with names spread over 0..1000 and short values:
+    /// each on a stamp of its own (`shared: None`), or on one of `shared` stamps.
+    fn limit_record(
+        states: std::ops::RangeInclusive<usize>,
+        shared: Option<usize>,
+    ) -> impl Strategy<Value = ProfileRecord> {
+        let short = prop_oneof![
+            any::<i64>().prop_map(|i| Some(Value::Int(i))),
+            "[a-z]{0,12}".prop_map(|s: String| Some(Value::Str(s.into()))),
+            Just(None),
+        ];
+        (
+            record(),
+            prop::collection::vec(stamp(), shared.unwrap_or(1)..=shared.unwrap_or(1)),
+            prop::collection::btree_map(
+                0u32..1000,
+                (stamp(), any::<prop::sample::Index>(), short),
+                states,
+            ),
+        )
+            .prop_map(move |(mut rec, stamps, props)| {
+                rec.props = props
+                    .into_iter()
+                    .map(|(id, (own, which, v))| {
+                        let stamp = match shared {
+                            Some(_) => stamps[which.index(stamps.len())],
+                            None => own,
+                        };
+                        let lww = Some((stamp, v));
+                        (
+                            id,
+                            PropState {
+                                lww,
+                                once: None,
+                                adds: None,
+                            },
+                        )
+                    })
+                    .collect();
+                rec
+            })
+    }
+
     /// A call's sets as `splice_full` takes them: each value's bytes as `Value::put` writes
     /// them.
     fn value_bytes(sets: &std::collections::BTreeMap<u32, Value>) -> Vec<(u32, Vec<u8>)> {
@@ -3592,6 +3635,64 @@ mod tests {
                 prop_assert_eq!(&lens, &want_lens);
             } else {
                 let table = StampTable::of(base.props.iter().map(|(_, p)| p));
+                prop_assert!(
+                    old_lens.contains(&0)
+                        || table.stamps().len() > SPLICE_STAMPS
+                        || base.props.len() > SPLICE_STATES
+                );
+            }
+        }
+
+        /// A record at the splice's limits (up to `SPLICE_STAMPS` stamps, one a state, or up
+        /// to `SPLICE_STATES` states on a few stamps): the splice's stamps numbered and its
+        /// runs of kept stamps found by bit counts (`splice_mapped`), the newest stamp's bit
+        /// 63 dropped or kept, and `map_full`'s names found 8 at a time up to the last state,
+        /// give the record `put_full` writes of the whole profile.
+        #[test]
+        fn a_splice_at_the_limits_is_the_whole_records(
+            (base, picks) in prop_oneof![
+                (limit_record(56..=SPLICE_STAMPS, None), prop::collection::vec(any::<prop::sample::Index>(), 0..6)),
+                (limit_record(120..=SPLICE_STATES, Some(6)), prop::collection::vec(any::<prop::sample::Index>(), 0..6)),
+            ],
+            newest in any::<bool>(),
+            fresh in prop::collection::btree_map(0u32..300, value(), 0..3),
+        ) {
+            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
+            put_full(&base, &mut old, Some(&mut old_lens));
+            // Some of the record's names set again: the state on the newest stamp among them
+            // when `newest`, so that the table's last stamp (bit 63 of a full table) drops.
+            let mut sets = fresh;
+            let by_stamp = |p: &PropState| p.lww.as_ref().map(|l| l.0);
+            if newest && let Some((id, _)) = base.props.iter().max_by_key(|(_, p)| by_stamp(p)) {
+                sets.insert(*id, Value::Int(1));
+            }
+            for i in &picks {
+                sets.insert(base.props[i.index(base.props.len())].0, Value::Bool(true));
+            }
+            let stamp = Stamp::new(Timestamp(i64::MAX), u64::MAX);
+            let values = value_bytes(&sets);
+            let times = (Timestamp(3), Timestamp(4));
+            let (mut got, mut lens) = (Vec::new(), Vec::new());
+            let done = splice_full(
+                &old,
+                &old_lens,
+                times,
+                stamp,
+                values.iter().map(|(id, b)| (*id, &b[..])),
+                &mut got,
+                &mut lens,
+            )
+            .unwrap();
+            let table = StampTable::of(base.props.iter().map(|(_, p)| p));
+            let mut whole = base.clone();
+            (whole.first_seen, whole.updated_at) = times;
+            set_all(&mut whole, &sets, stamp);
+            if done {
+                let (mut want, mut want_lens) = (Vec::new(), Vec::new());
+                put_full(&whole, &mut want, Some(&mut want_lens));
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(&lens, &want_lens);
+            } else {
                 prop_assert!(
                     old_lens.contains(&0)
                         || table.stamps().len() > SPLICE_STAMPS
