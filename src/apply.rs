@@ -85,9 +85,7 @@ pub(crate) enum Change {
 impl HoldsNothing for Change {
     fn holds_nothing(&self) -> bool {
         match self {
-            Change::Profile { ids, key: _ } => {
-                matches!(ids, None | Some((None, After::Written(_))))
-            }
+            Change::Profile { ids, key: _ } => Change::profile_holds_nothing(ids),
             Change::Redirect { .. }
             | Change::Dedupe { .. }
             | Change::Suppress { .. }
@@ -104,6 +102,15 @@ impl HoldsNothing for Change {
 
     fn placeholder() -> Change {
         Change::NextKey { next: 0 }
+    }
+}
+
+impl Change {
+    /// [`HoldsNothing::holds_nothing`] of a [`Change::Profile`] with these `ids`: no boxed
+    /// identifiers before or after (those after left in the call's record).
+    #[inline(always)]
+    fn profile_holds_nothing(ids: &Option<(Option<Box<Ids>>, After)>) -> bool {
+        matches!(ids, None | Some((None, After::Written(_))))
     }
 }
 
@@ -505,57 +512,77 @@ fn commit_written(
 ) {
     // Read in place and cleared after: a `drain` moved each `Change` (~200 bytes then, a libc
     // `memcpy` each) out of the list and again into the zip's item, three or more a call.
-    for (change, &loc) in changes.iter().zip(locations) {
-        let update = match &**change {
-            Change::Profile { key, ids } => {
-                if let Some((old, new)) = ids {
-                    if let Some(old) = old {
-                        index.unindex_ids(*key, old);
-                    }
-                    let new = match new {
-                        After::Ids(ids) => Some(&**ids),
-                        After::Written(i) => profiles.get(*i).map(|p| &p.1.rec.ids),
-                    };
-                    // `Builder::finish` pushes the record with its change: only [`commit`]
-                    // (given no records) could miss one, and no change it is given names one.
-                    debug_assert!(new.is_some(), "profile {key}: no identifiers to index");
-                    if let Some(new) = new {
-                        index.index_ids(*key, new);
-                    }
-                }
-                // What `Index::apply` does for `Update::Profile` (the same function), and for
-                // `Update::History` below: the two changes nearly every call makes, applied
-                // without making an `Update` to match again.
-                index.apply_profile(*key, loc);
-                continue;
-            }
-            Change::Tombstone { key, old } => {
-                index.unindex_ids(*key, old);
-                Update::Tombstone { key: *key }
-            }
-            &Change::Redirect { from, to } => Update::Redirect { from, to },
-            Change::Company { key, id } => Update::Company { key: *key, id },
-            Change::Name { id, name } => Update::Name { id: *id, name },
-            &Change::Dedupe { hash } => {
-                if let Some(absent) = absent.take_if(|a| a.hash() == hash) {
-                    // `Update::Dedupe` without probing the window again.
-                    index.insert_message(absent);
-                    continue;
-                }
-                Update::Dedupe { hash }
-            }
-            &Change::Suppress { hash } => Update::Suppress { hash },
-            &Change::NextKey { next } => Update::NextKey { next },
-            &Change::History { key, arrival } => {
-                index.journal.push(key, arrival, loc);
-                continue;
-            }
-            Change::Guard(g) => g.update(),
-            Change::Source { id, at } => Update::Source { id: *id, at },
+    let mut locations = locations.iter();
+    changes.clear_after(|change| {
+        let Some(&loc) = locations.next() else {
+            return change.holds_nothing();
         };
-        index.apply(update, loc);
-    }
-    changes.clear();
+        let nothing = commit_change(index, change, loc, profiles, &mut absent);
+        debug_assert_eq!(nothing, change.holds_nothing());
+        nothing
+    });
+}
+
+/// Apply one change of [`commit_written`] at the location of its entry, and say whether it
+/// holds nothing ([`HoldsNothing`]): the arms of the kinds nearly every call makes know it,
+/// so that the list is cleared without a second `match` on the change's kind.
+#[inline(always)]
+fn commit_change(
+    index: &mut Index,
+    change: &Change,
+    loc: Location,
+    profiles: &[std::mem::ManuallyDrop<(u64, Work)>],
+    absent: &mut Option<crate::index::Absent>,
+) -> bool {
+    let update = match change {
+        Change::Profile { key, ids } => {
+            if let Some((old, new)) = ids {
+                if let Some(old) = old {
+                    index.unindex_ids(*key, old);
+                }
+                let new = match new {
+                    After::Ids(ids) => Some(&**ids),
+                    After::Written(i) => profiles.get(*i).map(|p| &p.1.rec.ids),
+                };
+                // `Builder::finish` pushes the record with its change: only [`commit`]
+                // (given no records) could miss one, and no change it is given names one.
+                debug_assert!(new.is_some(), "profile {key}: no identifiers to index");
+                if let Some(new) = new {
+                    index.index_ids(*key, new);
+                }
+            }
+            // What `Index::apply` does for `Update::Profile` (the same function), and for
+            // `Update::History` below: the two changes nearly every call makes, applied
+            // without making an `Update` to match again.
+            index.apply_profile(*key, loc);
+            return Change::profile_holds_nothing(ids);
+        }
+        Change::Tombstone { key, old } => {
+            index.unindex_ids(*key, old);
+            Update::Tombstone { key: *key }
+        }
+        &Change::Redirect { from, to } => Update::Redirect { from, to },
+        Change::Company { key, id } => Update::Company { key: *key, id },
+        Change::Name { id, name } => Update::Name { id: *id, name },
+        &Change::Dedupe { hash } => {
+            if let Some(absent) = absent.take_if(|a| a.hash() == hash) {
+                // `Update::Dedupe` without probing the window again.
+                index.insert_message(absent);
+                return true;
+            }
+            Update::Dedupe { hash }
+        }
+        &Change::Suppress { hash } => Update::Suppress { hash },
+        &Change::NextKey { next } => Update::NextKey { next },
+        &Change::History { key, arrival } => {
+            index.journal.push(key, arrival, loc);
+            return true;
+        }
+        Change::Guard(g) => g.update(),
+        Change::Source { id, at } => Update::Source { id: *id, at },
+    };
+    index.apply(update, loc);
+    change.holds_nothing()
 }
 
 /// Hash of a suppressed identifier (`domain` is `user_id`, `email` or `anonymous_id`).
