@@ -1,68 +1,97 @@
 //! Property name -> its number, for the writer's look-ups (~10 a call).
 //!
 //! Names of 1 to [`SHORT`] bytes (nearly all: `plan`, `utm_campaign`, `last_login_at`) are
-//! keyed by a `u128` that packs their bytes and length ([`pack`]), in a table of their own
-//! ([`Short`]): a look-up hashes and compares two words, with no hash of a byte string and no
-//! `memcmp` call (by a boxed-string key in a std map it cost ~100 instructions under
-//! callgrind, now ~44). Longer names, and the empty one, keep a std map of boxed strings.
-//! Both hashes are seeded per index (foldhash's random seed): names come from clients. The registry
-//! is append-only, so a name's number never changes once inserted.
+//! keyed by their [`Key`] (their bytes read as words at places that follow from the length,
+//! and the length), in a table of their own ([`Short`]): a look-up hashes and compares two
+//! words, with no hash of a byte string and no `memcmp` call (by a boxed-string key in a std
+//! map it cost ~100 instructions under callgrind, now ~45). Longer names, and the empty one,
+//! keep a std map of boxed strings. Both hashes are seeded per index (foldhash's random
+//! seed): names come from clients. The registry is append-only, so a name's number never
+//! changes once inserted.
 
 use super::HashMap;
 
-/// The longest name [`pack`] packs: its bytes fill the low 15 bytes, its length the top one.
+/// The longest name a [`Key`] holds.
 const SHORT: usize = 15;
 
-/// `name`'s bytes as a little-endian number (byte `i` at bits `8 i..`) in the low 15 bytes and
-/// its length in the top byte, for names of 1 to [`SHORT`] bytes; `None` for others. Two
-/// names pack equal only if they are equal (the length tells `"a"` from `"a\0"`), and never
-/// to 0 (the length is not 0), which marks [`Short`]'s empty buckets. Read with overlapping
-/// loads of whole words, not a byte loop or a `memcpy` call.
-#[inline(always)]
-pub(crate) fn pack(name: &str) -> Option<u128> {
-    let b = name.as_bytes();
-    let n = b.len();
-    if n == 0 || n > SHORT {
-        return None;
+/// A name of 1 to [`SHORT`] bytes, as the table compares it: its bytes read as little-endian
+/// words at places that depend on its length only, and the length in the top byte. `lo`: the
+/// 4 bytes at 0 and at `min(n - 4, 4)`; `hi`: the 4 bytes at `min(n - 4, 8)`, then the last
+/// 3 bytes, then the length. The words may overlap, and together they cover every byte, so
+/// two names have equal keys only if they are equal. `hi` is never 0 (the length is not),
+/// which marks [`Short`]'s empty buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key {
+    lo: u64,
+    hi: u64,
+}
+
+impl Key {
+    /// `name`'s key; `None` for the empty name and names longer than [`SHORT`].
+    ///
+    /// Names of 4 or more bytes (all but a few) are read by the same four loads whatever
+    /// their length, with no branch on it: a packing of the bytes themselves (the first 8,
+    /// then the rest) branched on the length twice, and names of up to 8 bytes and longer
+    /// ones come in no order: ~5.5 mispredictions a W1 call.
+    #[inline(always)]
+    pub(crate) fn of(name: &str) -> Option<Key> {
+        let b = name.as_bytes();
+        let n = b.len();
+        if n == 0 || n > SHORT {
+            return None;
+        }
+        let (lo, hi) = if n >= 4 {
+            words(b)
+        } else {
+            // 1 to 3 bytes (rare: this branch is predicted): the first, the middle and the
+            // last (the same byte more than once when shorter).
+            let w = u64::from(b[0]) | (u64::from(b[n / 2]) << 8) | (u64::from(b[n - 1]) << 16);
+            (w, 0)
+        };
+        Some(Key {
+            lo,
+            hi: hi | ((n as u64) << 56),
+        })
     }
-    let (lo, hi) = if n <= 8 {
-        (le_upto8(b), 0)
-    } else {
-        let (head, tail) = b.split_at(8);
-        (le_upto8(head), le_upto8(tail))
+
+    /// Whether the key is `(lo, hi)`, with one branch for the two compares.
+    #[inline(always)]
+    fn is(self, lo: u64, hi: u64) -> bool {
+        ((self.lo ^ lo) | (self.hi ^ hi)) == 0
+    }
+}
+
+/// [`Key`]'s words of a name `b` of 4 to 15 bytes, the length not yet in: the 4 bytes at 0,
+/// at `min(n - 4, 4)` and at `min(n - 4, 8)` (each at most 4 bytes after the one before, so
+/// they cover the first `min(n, 12)` bytes), and the last 3 bytes (the rest, up to 15).
+#[inline(always)]
+fn words(b: &[u8]) -> (u64, u64) {
+    let last = b.len() - 4;
+    // A copy of 4 bytes, which compiles to one load (the bytes' own array, to a load each).
+    let word = |at: usize| {
+        let mut w = [0; 4];
+        w.copy_from_slice(&b[at..at + 4]);
+        u64::from(u32::from_le_bytes(w))
     };
-    Some(u128::from(lo) | (u128::from(hi) << 64) | ((n as u128) << 120))
+    let lo = word(0) | (word(last.min(4)) << 32);
+    let hi = word(last.min(8)) | ((word(last) >> 8) << 32);
+    (lo, hi)
 }
 
-/// `b` (at most 8 bytes) as a little-endian number; bytes past its end are zero. Two loads
-/// that may overlap: the bytes they share are the same, so or-ing them is exact.
-#[inline(always)]
-fn le_upto8(b: &[u8]) -> u64 {
-    let n = b.len();
-    if n >= 4 {
-        let first = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let last = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
-        u64::from(first) | (u64::from(last) << ((n - 4) * 8))
-    } else if n > 0 {
-        // 1 to 3 bytes: the first, the middle and the last (the same byte more than once
-        // when shorter).
-        u64::from(b[0])
-            | (u64::from(b[n / 2]) << (n / 2 * 8))
-            | (u64::from(b[n - 1]) << ((n - 1) * 8))
-    } else {
-        0
-    }
+/// A [`Short`] bucket: a key's words (`hi` 0: empty) and the name's number (24 bytes).
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    lo: u64,
+    hi: u64,
+    id: u32,
 }
 
-/// An open-addressing table of packed names (linear probing, at most half full; no removal:
-/// the registry only grows). A probe is a multiply, then a compare of two words a bucket,
-/// where hashbrown's generic probe (control bytes, tag match, bit mask) cost ~45
-/// instructions.
+/// An open-addressing table of keys (linear probing, at most half full; no removal: the
+/// registry only grows). A probe is a multiply, then a compare of the key a bucket, where
+/// hashbrown's generic probe (control bytes, tag match, bit mask) cost ~45 instructions.
 #[derive(Debug, Clone)]
 struct Short {
-    /// Per bucket: the packed name's low and high halves (0 and 0: empty) and its number (24
-    /// bytes, where a `u128`'s alignment would make it 32).
-    buckets: Vec<(u64, u64, u32)>,
+    buckets: Vec<Bucket>,
     len: usize,
     /// Per table (foldhash's random seed): the hash of a name depends on it.
     seed: [u64; 2],
@@ -88,49 +117,51 @@ impl Default for Short {
 
 impl Short {
     /// The bucket `key`'s probe starts at, in a table of `mask + 1` buckets: foldhash's folded
-    /// multiply of the two halves, each mixed with a seed.
+    /// multiply of the two words, each mixed with a seed.
     #[inline(always)]
-    fn start(&self, (lo, hi): (u64, u64), mask: usize) -> usize {
+    fn start(&self, key: Key, mask: usize) -> usize {
         #[cfg(test)]
         if self.collide {
             return mask;
         }
-        let p = u128::from(lo ^ self.seed[0]) * u128::from(hi ^ self.seed[1]);
+        let p = u128::from(key.lo ^ self.seed[0]) * u128::from(key.hi ^ self.seed[1]);
         ((p as u64) ^ ((p >> 64) as u64)) as usize & mask
     }
 
     #[inline(always)]
-    fn get(&self, key: u128) -> Option<u32> {
-        let key = halves(key);
+    fn get(&self, key: Key) -> Option<u32> {
         let mask = self.buckets.len().checked_sub(1)?;
         let mut i = self.start(key, mask);
         loop {
-            let (lo, hi, id) = self.buckets[i];
-            if (lo, hi) == key {
-                return Some(id);
+            let b = self.buckets[i];
+            if key.is(b.lo, b.hi) {
+                return Some(b.id);
             }
-            if (lo, hi) == (0, 0) {
+            if b.hi == 0 {
                 return None;
             }
             i = (i + 1) & mask;
         }
     }
 
-    fn insert(&mut self, key: u128, id: u32) {
+    fn insert(&mut self, key: Key, id: u32) {
         if (self.len + 1) * 2 > self.buckets.len() {
             self.grow(self.len + 1);
         }
-        let (lo, hi) = halves(key);
         let mask = self.buckets.len() - 1;
-        let mut i = self.start((lo, hi), mask);
+        let mut i = self.start(key, mask);
         loop {
-            let bucket = &mut self.buckets[i];
-            if (bucket.0, bucket.1) == (lo, hi) {
-                bucket.2 = id;
+            let b = &mut self.buckets[i];
+            if key.is(b.lo, b.hi) {
+                b.id = id;
                 return;
             }
-            if (bucket.0, bucket.1) == (0, 0) {
-                *bucket = (lo, hi, id);
+            if b.hi == 0 {
+                *b = Bucket {
+                    lo: key.lo,
+                    hi: key.hi,
+                    id,
+                };
                 self.len += 1;
                 return;
             }
@@ -144,26 +175,21 @@ impl Short {
         if size <= self.buckets.len() {
             return;
         }
-        let old = std::mem::replace(&mut self.buckets, vec![(0, 0, 0); size]);
+        let old = std::mem::replace(&mut self.buckets, vec![Bucket::default(); size]);
         self.len = 0;
-        for (lo, hi, id) in old {
-            if (lo, hi) != (0, 0) {
-                self.insert(u128::from(lo) | (u128::from(hi) << 64), id);
+        for b in old {
+            if b.hi != 0 {
+                let key = Key { lo: b.lo, hi: b.hi };
+                self.insert(key, b.id);
             }
         }
     }
 }
 
-/// A packed name's low and high halves.
-#[inline]
-fn halves(key: u128) -> (u64, u64) {
-    (key as u64, (key >> 64) as u64)
-}
-
 /// The numbers of the registered names.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct NameIds {
-    /// Names of 1 to [`SHORT`] bytes, by [`pack`].
+    /// Names of 1 to [`SHORT`] bytes, by [`Key`].
     short: Short,
     /// The others.
     long: HashMap<Box<str>, u32>,
@@ -177,17 +203,17 @@ impl NameIds {
         ids
     }
 
-    /// `name`'s number. One call with the packing and the probe inlined in it: inlined in
+    /// `name`'s number. One call with the key and the probe inlined in it: inlined in
     /// turn into the writer's loop over a call's names, it made that loop's closure a call of
     /// its own, which cost as much as it saved.
     pub(crate) fn get(&self, name: &str) -> Option<u32> {
-        match pack(name) {
+        match Key::of(name) {
             Some(k) => self.short.get(k),
             None => self.get_long(name),
         }
     }
 
-    /// A name [`pack`] does not pack. A call of its own: inlined, the string map's hashing
+    /// A name with no [`Key`]. A call of its own: inlined, the string map's hashing
     /// made every look-up save and restore six registers.
     #[inline(never)]
     fn get_long(&self, name: &str) -> Option<u32> {
@@ -196,7 +222,7 @@ impl NameIds {
 
     /// Gives `name` the number `id` (replacing any it had).
     pub(crate) fn insert(&mut self, name: &str, id: u32) {
-        match pack(name) {
+        match Key::of(name) {
             Some(k) => self.short.insert(k, id),
             None => {
                 self.long.insert(name.into(), id);
@@ -206,7 +232,7 @@ impl NameIds {
 
     /// Heap bytes: the two tables and the long names' boxes.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.short.buckets.capacity() * std::mem::size_of::<(u64, u64, u32)>()
+        self.short.buckets.capacity() * std::mem::size_of::<Bucket>()
             + super::map_bytes(&self.long)
             + self.long.keys().map(|k| k.len() + 16).sum::<usize>()
     }
@@ -218,7 +244,7 @@ mod tests {
     use proptest::strategy::Strategy;
 
     /// A name from a small alphabet (so that near names share prefixes and suffixes), with the
-    /// bytes `pack` could confuse: NUL, and multi-byte UTF-8.
+    /// bytes a key could confuse: NUL, and multi-byte UTF-8.
     fn name() -> impl proptest::strategy::Strategy<Value = String> {
         proptest::collection::vec(
             proptest::sample::select(vec!['a', 'b', '\0', '_', 'é', '\u{10348}']),
@@ -227,27 +253,25 @@ mod tests {
         .prop_map(|cs| cs.into_iter().collect())
     }
 
-    /// The packing the fast loads replace: bytes copied into a zeroed buffer, length on top.
-    fn pack_plain(name: &str) -> Option<u128> {
-        let b = name.as_bytes();
-        if b.is_empty() || b.len() > SHORT {
-            return None;
-        }
-        let mut buf = [0u8; 16];
-        buf[..b.len()].copy_from_slice(b);
-        buf[15] = b.len() as u8;
-        Some(u128::from_le_bytes(buf))
-    }
-
+    /// Each byte of every short length counts in the key: a name and each of its one-byte
+    /// changes have different keys (the four words cover all its bytes), and so do names of
+    /// one byte repeated, length by length.
     #[test]
-    fn every_short_length_packs_its_bytes() {
-        let all = "abcdefghijklmnopqrstuvwxyz";
-        for n in 1..=all.len() {
-            assert_eq!(pack(&all[..n]), pack_plain(&all[..n]), "{n} bytes");
+    fn every_byte_of_every_short_length_counts() {
+        let all = b"abcdefghijklmnop";
+        let key = |b: &[u8]| Key::of(std::str::from_utf8(b).unwrap());
+        for n in 1..=SHORT {
+            let k = key(&all[..n]).unwrap();
+            for i in 0..n {
+                let mut other = all[..n].to_vec();
+                other[i] = b'_';
+                assert_ne!(key(&other), Some(k), "{n} bytes, byte {i}");
+            }
+            assert_ne!(key(&vec![b'a'; n]), key(&vec![b'a'; n + 1]), "{n} bytes");
         }
-        assert_ne!(pack("a"), pack("a\0"));
-        assert_eq!(pack(&"x".repeat(16)), None);
-        assert_eq!(pack(""), None);
+        assert_ne!(Key::of("a"), Key::of("a\0"));
+        assert_eq!(Key::of(&"x".repeat(16)), None);
+        assert_eq!(Key::of(""), None);
     }
 
     /// `names` inserted into `ids` (the n-th numbered n) and into a map of strings: both
@@ -269,12 +293,26 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The packing is the byte copy's, so two names pack equal only when equal.
+        /// Two names have equal keys only when equal: for any two names, and for a name and
+        /// the same with one character changed (names of the same length, apart by a byte or
+        /// a few).
         #[test]
-        fn pack_is_the_byte_copy(a in name(), b in name()) {
-            proptest::prop_assert_eq!(pack(&a), pack_plain(&a));
-            if let (Some(x), Some(y)) = (pack(&a), pack(&b)) {
-                proptest::prop_assert_eq!(x == y, a == b);
+        fn keys_are_equal_only_for_equal_names(
+            a in name(),
+            b in name(),
+            at in 0usize..20,
+            c in proptest::sample::select(vec!['a', 'b', '\0', '_', 'é']),
+        ) {
+            let mut near: Vec<char> = a.chars().collect();
+            if !near.is_empty() {
+                let i = at % near.len();
+                near[i] = c;
+            }
+            let near: String = near.into_iter().collect();
+            for other in [&b, &near] {
+                if let (Some(x), Some(y)) = (Key::of(&a), Key::of(other)) {
+                    proptest::prop_assert_eq!(x == y, &a == other, "{:?} {:?}", a, other);
+                }
             }
         }
 
