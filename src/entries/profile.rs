@@ -528,10 +528,20 @@ impl FullMap {
     /// The name and stamp of each state found (see [`FullMap::found`]), in name order.
     #[inline]
     pub(crate) fn found(&self) -> impl ExactSizeIterator<Item = (u32, Stamp)> + '_ {
-        let stamps = &self.stamps;
-        self.found[..self.n_found]
-            .iter()
-            .map(move |f| (f.name, stamps[usize::from(f.index)]))
+        (0..self.n_found).map(|j| self.found_at(j))
+    }
+
+    /// How many states [`FullMap::found`] gives.
+    #[inline]
+    pub(crate) fn n_found(&self) -> usize {
+        self.n_found
+    }
+
+    /// The name and stamp of the `j`-th state found, for `j` below [`FullMap::n_found`].
+    #[inline]
+    pub(crate) fn found_at(&self, j: usize) -> (u32, Stamp) {
+        let f = &self.found[j];
+        (f.name, self.stamps[usize::from(f.index)])
     }
 
     /// Capture the states found into `raw` (as `Fold::only_capturing` captures them), from
