@@ -5,10 +5,10 @@
 
 use super::raw::RawStates;
 use super::values::{
-    StampIndex, StampTable, Stamps, capture_plain, each_stamp, extend_short, plain_set_variant,
-    plain_shape, plain_variant, put_plain_first, put_set_shaped, put_set_shaped_short,
-    put_shaped_state, put_stamp, put_stamp_after, put_state, shaped_state, shaped_state_or_raw,
-    skip_shaped_state, skip_state, skip_value, stamp, stamp_next, state, value,
+    StampIndex, StampTable, Stamps, capture_plain, each_stamp, plain_set_variant, plain_shape,
+    plain_variant, put_plain_first, put_set_shaped, put_set_shaped_short, put_shaped_state,
+    put_stamp, put_stamp_after, put_state, shaped_state, shaped_state_or_raw, skip_shaped_state,
+    skip_state, skip_value, stamp, stamp_next, state, value,
 };
 use super::wire::{
     DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_two_inline, put_u64,
@@ -465,7 +465,7 @@ fn first_not_below(olds: &[(u32, u32, u32)], n: usize, mut from: usize, name: u3
 /// Where the parts of a full record sit, read once by [`map_full`] for [`splice_mapped`]: where
 /// its identifiers end, its times, its stamp table (each stamp, and where its bytes start),
 /// and each state's name, where its name's gap starts and where the state starts. Boxed and
-/// reused (`apply`'s pools): it is ~4.7 KB, filled only as far as the record goes.
+/// reused (`apply`'s pools): it is ~5.3 KB, filled only as far as the record goes.
 pub(crate) struct FullMap {
     /// Where the record's bytes sit and their length: a map is used only with the record it
     /// was read from (the same bytes, not moved since).
@@ -487,6 +487,12 @@ pub(crate) struct FullMap {
     /// ([`MappedStates`]).
     n_found: usize,
     found: [Found; SPLICE_STATES],
+    /// Where each of the first [`LANDS`] names of `map_full`'s `only` lands in the record (as
+    /// [`Lands`] keeps a set's: the first state not before it, and whether it is that
+    /// state's), with the name; `n_lands` of them. What [`splice_mapped`] finds for a set of
+    /// the same name (the fast path's sets are the call's names), not sought again.
+    lands: [(u32, u16); LANDS],
+    n_lands: usize,
     /// The states found are not captured yet: the load left them in the record (see
     /// [`full_mapped`]).
     pub pending: bool,
@@ -521,6 +527,8 @@ impl FullMap {
             olds: [(0, 0, 0); SPLICE_STATES + AHEAD],
             n_found: 0,
             found: [Found::default(); SPLICE_STATES],
+            lands: [(0, 0); LANDS],
+            n_lands: 0,
             pending: false,
         }
     }
@@ -688,6 +696,7 @@ pub(crate) fn map_full(
     );
     map.from = (0, usize::MAX);
     map.n_found = 0;
+    map.n_lands = 0;
     map.pending = false;
     let mut r = Reader::checked_before(old);
     if r.u8()? != FULL_TAG {
@@ -734,12 +743,22 @@ pub(crate) fn map_full(
         let olds = &map.olds;
         let mut j = 0;
         let mut found = 0;
-        for &wanted in only {
+        let mut landed = 0;
+        for (k, &wanted) in only.iter().enumerate() {
             j = first_not_below(olds, n, j, wanted);
             let (Some(&(name, _, state)), Some(&len)) = (olds[..n].get(j), old_lens.get(j)) else {
+                // Past the record's states (as the names after it: `splice_mapped` finds them).
+                if let Some(slot) = map.lands.get_mut(k) {
+                    *slot = (wanted, Lands::code(n, false));
+                }
+                landed = k + 1;
                 break;
             };
             let hit = name == wanted;
+            if let Some(slot) = map.lands.get_mut(k) {
+                *slot = (wanted, Lands::code(j, hit));
+            }
+            landed = k + 1;
             // Within `old`: `map_states` checked each state's end.
             let state = state as usize;
             let bytes = &old[state..state + usize::from(len)];
@@ -767,6 +786,7 @@ pub(crate) fn map_full(
             j += usize::from(hit);
         }
         map.n_found = found;
+        map.n_lands = landed.min(LANDS);
     }
     map.n = n;
     map.from = (old.as_ptr() as usize, old.len());
@@ -1020,65 +1040,55 @@ pub(crate) fn splice_mapped<'v>(
         Some(head) if head.as_ptr() == old.as_ptr() => padded,
         _ => old,
     };
-    let broken = |at: usize, reason| DecodeError { at, reason };
     let olds = &map.olds[..map.n];
     let n = olds.len();
     let old_lens = &old_lens[..n];
-    // The stamps the states the call leaves use (each must be a plain set or removal), found
-    // run by run: the states between two of the call's names (sorted) are walked without
-    // looking at the sets. A name past every state's bounds the last run.
-    let mut used = 0u64;
-    let mut replaced = 0;
-    let mut i = 0;
-    let mut names_in = sets.clone();
-    // Where each set lands: the first state not before its name (at most `SPLICE_STATES`,
-    // which a byte holds).
-    const _: () = assert!(SPLICE_STATES < 256);
+    // Where each set lands (the first state not before its name) and the states the sets
+    // replace (those of their names): as the map found them for the call's names, else found
+    // [`AHEAD`] states at a time (`first_not_below`, over the map's states with its
+    // `u32::MAX` ones after them). No loop over a run of states, whose exit mispredicted
+    // about once a set; the states kept are then walked by the bits of a mask.
     let mut lands = Lands::default();
-    loop {
-        let bound = match names_in.next() {
-            Some((name, _)) => u64::from(name),
-            None => u64::MAX,
+    let mut replaced = [0u64; SPLICE_STATES / 64];
+    let mut n_replaced = 0;
+    let mut i = 0;
+    let mapped = &map.lands[..map.n_lands.min(LANDS)];
+    for (k, (name, _)) in sets.clone().enumerate() {
+        // Found by the map when the set is the `k`th of the names it was given (every set of
+        // the fast path's), else here.
+        let land = match mapped.get(k) {
+            Some(&(wanted, land)) if wanted == name => land,
+            _ => {
+                let at = first_not_below(&map.olds[..], n, i, name);
+                Lands::code(
+                    at,
+                    map.olds.get(at).is_some_and(|o| (at < n) & (o.0 == name)),
+                )
+            }
         };
-        while i < n {
-            let (name, _, state) = olds[i];
-            if u64::from(name) >= bound {
-                break;
-            }
-            let (state, len) = (state as usize, old_lens[i]);
-            // Read with `get`: the map's positions are `old`'s (its place and length checked
-            // above), but a position is not trusted beyond them.
-            let Some(&[shape, index]) = old.get(state..state + 2) else {
-                return Ok(false);
-            };
-            if len < 2 || !plain_shape(shape) {
-                return Ok(false);
-            }
-            if usize::from(index) >= n_stamps {
-                return Err(broken(state + 1, "stamp index beyond the table"));
-            }
-            used |= 1 << index;
-            i += 1;
-        }
-        if bound == u64::MAX {
-            break;
-        }
-        lands.push(i as u8);
-        if i < n && u64::from(olds[i].0) == bound {
-            i += 1;
-            replaced += 1;
-        }
+        lands.push(land);
+        let (at, hit) = Lands::place(land);
+        replaced[(at / 64) % replaced.len()] |= u64::from(hit) << (at % 64);
+        n_replaced += usize::from(hit);
+        i = at + usize::from(hit);
     }
-    let kept = n - replaced;
+    let replaced = &replaced;
+    // The stamps the states the call leaves use (each must be a plain set or removal).
+    let Some(used) = used_stamps(old, olds, old_lens, replaced, n_stamps)? else {
+        return Ok(false);
+    };
+    let kept = n - n_replaced;
     let n_sets = lands.n;
     // The new table: the stamps still used, in order, then the call's (if it set anything).
     let mut renumber = [0u8; SPLICE_STAMPS];
     let mut kept_stamps = 0;
-    for (i, to) in renumber.iter_mut().enumerate().take(n_stamps) {
-        // Every stamp numbered, a dropped one as the next kept (never read): no branch a
-        // stamp on whether it is kept.
-        *to = kept_stamps as u8;
-        kept_stamps += ((used >> i) & 1) as usize;
+    // Each stamp kept numbered, found by the bits of `used` (a dropped one is never read): one
+    // loop a kept stamp, no branch a stamp on whether it is kept.
+    let mut bits = used;
+    while bits != 0 {
+        renumber[bits.trailing_zeros() as usize % SPLICE_STAMPS] = kept_stamps as u8;
+        kept_stamps += 1;
+        bits &= bits - 1;
     }
     let call = kept_stamps as u32;
     out.reserve(old.len() + 32 * n_sets);
@@ -1086,7 +1096,7 @@ pub(crate) fn splice_mapped<'v>(
     // Every set replacing a state (a call setting the names it set before: most): the
     // lengths are the old ones, each set's written over its state's, one copy instead of
     // one a run.
-    let in_place = replaced == n_sets;
+    let in_place = n_replaced == n_sets;
     if in_place {
         extend_part(lens, padded, old_lens);
     }
@@ -1141,11 +1151,10 @@ pub(crate) fn splice_mapped<'v>(
     let mut a = 0;
     for (k, (set, value)) in sets.enumerate() {
         // One a set, pushed in the same order (the same iterator's clone walked).
-        let Some(b) = lands.get(k) else {
+        let Some((b, replaces)) = lands.get(k) else {
             debug_assert!(false, "the sets' second walk is longer than their first");
             return Ok(false);
         };
-        let b = usize::from(b);
         run.copy(a, b, out, lens);
         run.names.put(out, set);
         run.written = Some(set);
@@ -1157,21 +1166,67 @@ pub(crate) fn splice_mapped<'v>(
             Some(at) if in_place => *at = len,
             _ => lens.push(len),
         }
-        a = b + usize::from(b < n && olds[b].0 == set);
+        a = b + usize::from(replaces);
     }
     run.copy(a, n, out, lens);
     debug_assert_eq!(lens.len(), kept + n_sets, "one length a state");
     Ok(true)
 }
 
-/// Where each of [`splice_mapped`]'s sets lands (the first state not before its name), in the
-/// order of the sets: the first [`LANDS`] in an array, any more in a `Vec` (not allocated
-/// otherwise). Cheaper to fill and read than a `SmallVec` (~6 instructions a set).
+/// The stamps (bit `i`: stamp `i` of the table) that the states a splice keeps use: the
+/// record's states `olds` (the map's, with their lengths `old_lens`) but those `replaced`
+/// marks (bit `i % 64` of word `i / 64`: state `i`), each of which must be a plain set or
+/// removal (`Ok(None)` at the first that is not, `splice_mapped`'s refusal) with a stamp index
+/// below `n_stamps` (an error at the first that is not). The states kept are walked by the
+/// bits of their mask (`trailing_zeros`), in order: one loop for the record, not one a run of
+/// states kept between two sets (whose exit mispredicted about once a set).
+fn used_stamps(
+    old: &[u8],
+    olds: &[(u32, u32, u32)],
+    old_lens: &[u8],
+    replaced: &[u64; SPLICE_STATES / 64],
+    n_stamps: usize,
+) -> Decoded<Option<u64>> {
+    let mut used = 0u64;
+    for (w, &replaced) in replaced.iter().enumerate() {
+        // The states of word `w` the record holds, but those replaced.
+        let held = olds.len().saturating_sub(w * 64);
+        let mut kept = !replaced & u64::MAX.checked_shr(64 - held.min(64) as u32).unwrap_or(0);
+        while kept != 0 {
+            let i = w * 64 + kept.trailing_zeros() as usize;
+            kept &= kept - 1;
+            let (Some(&(_, _, state)), Some(&len)) = (olds.get(i), old_lens.get(i)) else {
+                return Ok(None);
+            };
+            let state = state as usize;
+            let Some(&[shape, index]) = old.get(state..).and_then(|s| s.first_chunk::<2>()) else {
+                return Ok(None);
+            };
+            if len < 2 || !plain_shape(shape) {
+                return Ok(None);
+            }
+            if usize::from(index) >= n_stamps {
+                return Err(DecodeError {
+                    at: state + 1,
+                    reason: "stamp index beyond the table",
+                });
+            }
+            used |= 1 << index;
+        }
+    }
+    Ok(Some(used))
+}
+
+/// Where each of [`splice_mapped`]'s sets lands (the first state not before its name) and
+/// whether it replaces that state (of its name), in the order of the sets: the first
+/// [`LANDS`] in an array, any more in a `Vec` (not allocated otherwise). Cheaper to fill and
+/// read than a `SmallVec` (~6 instructions a set). Each as one `u16`: the place (at most
+/// `SPLICE_STATES`) doubled, plus one when the set replaces the state there.
 struct Lands {
-    first: [u8; LANDS],
+    first: [u16; LANDS],
     /// How many.
     n: usize,
-    more: Vec<u8>,
+    more: Vec<u16>,
 }
 
 /// Sets a splice's [`Lands`] holds in its array (W1's calls set ~9 names).
@@ -1187,26 +1242,43 @@ impl Default for Lands {
     }
 }
 
+const _: () = assert!(SPLICE_STATES < 1 << 15);
+
 impl Lands {
+    /// Where a set lands, `at` (at most `SPLICE_STATES`), and whether it replaces the state
+    /// there, as one `u16` (see [`Lands`]).
     #[inline(always)]
-    fn push(&mut self, b: u8) {
+    fn code(at: usize, replaces: bool) -> u16 {
+        (at as u16) << 1 | u16::from(replaces)
+    }
+
+    /// What [`Lands::code`] coded.
+    #[inline(always)]
+    fn place(b: u16) -> (usize, bool) {
+        (usize::from(b >> 1), b & 1 == 1)
+    }
+
+    /// Note where the next set lands (coded by [`Lands::code`]).
+    #[inline(always)]
+    fn push(&mut self, b: u16) {
         match self.first.get_mut(self.n) {
-            Some(at) => *at = b,
+            Some(slot) => *slot = b,
             None => self.more.push(b),
         }
         self.n += 1;
     }
 
-    /// The `k`th pushed.
+    /// The `k`th pushed: where it lands, and whether it replaces the state there.
     #[inline(always)]
-    fn get(&self, k: usize) -> Option<u8> {
+    fn get(&self, k: usize) -> Option<(usize, bool)> {
         if k >= self.n {
             return None;
         }
-        match self.first.get(k) {
-            Some(&b) => Some(b),
-            None => self.more.get(k - LANDS).copied(),
-        }
+        let b = match self.first.get(k) {
+            Some(&b) => b,
+            None => *self.more.get(k - LANDS)?,
+        };
+        Some(Lands::place(b))
     }
 }
 
@@ -1257,8 +1329,9 @@ impl Run<'_> {
         debug_assert!(to <= self.old.len());
         extend_from(out, self.padded, from, to);
         if !self.lens_copied {
-            // A few lengths, usually: no `memcpy` call.
-            extend_short(lens, &self.old_lens[a..b]);
+            // A few lengths, usually, within `padded` (the cache's chain): one fixed-size
+            // piece, no `memcpy` call and no branch on their count.
+            extend_part(lens, self.padded, &self.old_lens[a..b]);
         }
         if let Some(renumber) = self.renumber {
             for &(_, _, state) in olds {
@@ -2512,6 +2585,60 @@ mod tests {
                 olds.truncate(n + AHEAD - cut);
                 prop_assert_eq!(first_not_below(&olds, n, from, name), want);
             }
+        }
+    }
+
+    proptest! {
+        /// `used_stamps` (the states kept walked by the bits of their mask) is the splice's
+        /// walk of the states one at a time, the replaced ones passed over: the same stamps,
+        /// or the same refusal (a state not within the record, shorter than 2 bytes or not a
+        /// plain shape) or error (a stamp index beyond the table) at the first state kept that
+        /// has one; with up to `SPLICE_STATES` states, any of them replaced.
+        #[test]
+        fn used_stamps_is_the_walk_of_the_kept_states_one_by_one(
+            old in prop::collection::vec(prop_oneof![0u8..8, any::<u8>()], 0..80),
+            states in prop::collection::vec(
+                (
+                    any::<prop::sample::Index>(),
+                    prop_oneof![2u8..6, any::<u8>()],
+                    prop_oneof![Just(false), any::<bool>()],
+                ),
+                0..=SPLICE_STATES,
+            ),
+            n_stamps in prop_oneof![8usize..=SPLICE_STAMPS, 0usize..=SPLICE_STAMPS],
+        ) {
+            // Each state's start: anywhere in the record or just past it.
+            let olds: Vec<(u32, u32, u32)> = states
+                .iter()
+                .map(|(at, _, _)| (0, 0, at.index(old.len() + 2) as u32))
+                .collect();
+            let lens: Vec<u8> = states.iter().map(|s| s.1).collect();
+            let mut replaced = [0u64; SPLICE_STATES / 64];
+            for (i, s) in states.iter().enumerate() {
+                replaced[i / 64] |= u64::from(s.2) << (i % 64);
+            }
+            let one_by_one = || -> Decoded<Option<u64>> {
+                let mut used = 0u64;
+                for (i, (&(_, _, state), &len)) in olds.iter().zip(&lens).enumerate() {
+                    if states[i].2 {
+                        continue;
+                    }
+                    let state = state as usize;
+                    let Some(&[shape, index]) = old.get(state..state + 2) else {
+                        return Ok(None);
+                    };
+                    if len < 2 || !plain_shape(shape) {
+                        return Ok(None);
+                    }
+                    if usize::from(index) >= n_stamps {
+                        return Err(DecodeError { at: state + 1, reason: "stamp index beyond the table" });
+                    }
+                    used |= 1 << index;
+                }
+                Ok(Some(used))
+            };
+            let want = one_by_one();
+            prop_assert_eq!(used_stamps(&old, &olds, &lens, &replaced, n_stamps), want);
         }
     }
 
