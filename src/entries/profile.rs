@@ -4069,11 +4069,24 @@ mod tests {
             base in prop_oneof![plain_record(), shared_stamps_record(), record()],
             only in prop::collection::btree_set(wide_name(), 0..12),
             sets in prop::collection::btree_map(wide_name(), value(), 0..12),
+            names in 0u8..3,
             newest in any::<bool>(),
         ) {
             let (mut old, mut old_lens) = (Vec::new(), Vec::new());
             put_full(&base, &mut old, Some(&mut old_lens));
             let only: Vec<u32> = only.into_iter().collect();
+            // The names set: others than the map's, the map's (the fast path's: each set's
+            // place the map's), or both (the map's places used for some sets only).
+            let mut sets = sets;
+            if names > 0 {
+                let own = only.iter().map(|&id| (id, Value::Int(i64::from(id))));
+                match names {
+                    1 => sets = own.collect(),
+                    _ => own.for_each(|(id, v)| {
+                        sets.entry(id).or_insert(v);
+                    }),
+                }
+            }
             let mut fold = Fold::only_capturing(&only, RawStates::default()).checked_before();
             let folded = fold.full_with_lens(&old, Some(&old_lens)).unwrap();
             let folded_raw = fold.take_raw().unwrap();
