@@ -5,10 +5,11 @@
 
 use super::raw::RawStates;
 use super::values::{
-    StampIndex, StampTable, Stamps, capture_plain, each_stamp, plain_set_variant, plain_shape,
-    plain_variant, put_plain_first, put_set_shaped, put_set_shaped_short, put_shaped_state,
-    put_stamp, put_stamp_after, put_state, shaped_state, shaped_state_or_raw, skip_shaped_state,
-    skip_state, skip_value, stamp, stamp_next, state, value,
+    StampIndex, StampTable, Stamps, ValueBytes, capture_plain, each_stamp, extend_from,
+    plain_set_variant, plain_shape, plain_variant, put_plain_first, put_set_shaped,
+    put_set_shaped_short, put_shaped_state, put_stamp, put_stamp_after, put_state, shaped_state,
+    shaped_state_or_raw, skip_shaped_state, skip_state, skip_value, stamp, stamp_next, state,
+    value,
 };
 use super::wire::{
     DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_two_inline, put_u64,
@@ -561,8 +562,8 @@ impl FullMap {
         for f in &self.found[..self.n_found] {
             let at = f.at as usize;
             // Within `old`: `map_full` checked each state's bounds, shape and stamp index.
-            if let Some(bytes) = old.get(at..at + usize::from(f.len)) {
-                capture_plain(raw, f.name, self.stamps[usize::from(f.index)], bytes);
+            if let Some(state) = ValueBytes::within(old, at..at + usize::from(f.len)) {
+                capture_plain(raw, f.name, self.stamps[usize::from(f.index)], state);
             }
         }
         true
@@ -1115,14 +1116,14 @@ pub(crate) fn splice_mapped<'v>(
         }
         let j = (i + (used >> i).trailing_ones() as usize).min(n_stamps);
         match last {
-            None if i == 0 => extend_from(out, padded, at[0], at[j]),
+            None if i == 0 => extend_from::<RUN_PIECE>(out, padded, at[0], at[j]),
             None => {
                 put_stamp(stamps[i], out);
-                extend_from(out, padded, at[i + 1], at[j]);
+                extend_from::<RUN_PIECE>(out, padded, at[i + 1], at[j]);
             }
             Some(p) => {
                 put_stamp_after(stamps[p], stamps[i], out);
-                extend_from(out, padded, at[i + 1], at[j]);
+                extend_from::<RUN_PIECE>(out, padded, at[i + 1], at[j]);
             }
         }
         last = Some(j - 1);
@@ -1327,7 +1328,7 @@ impl Run<'_> {
         let base = out.len();
         // Within `old`: the map's positions are its (checked by `splice_mapped`).
         debug_assert!(to <= self.old.len());
-        extend_from(out, self.padded, from, to);
+        extend_from::<RUN_PIECE>(out, self.padded, from, to);
         if !self.lens_copied {
             // A few lengths, usually, within `padded` (the cache's chain): one fixed-size
             // piece, no `memcpy` call and no branch on their count.
@@ -1347,28 +1348,9 @@ impl Run<'_> {
     }
 }
 
-/// Bytes [`extend_from`] copies as one fixed-size piece.
+/// Bytes [`extend_from`] copies as one fixed-size piece for the splice's runs of states and
+/// stamps (~10 a record).
 const RUN_PIECE: usize = 64;
-
-/// `out.extend_from_slice(&src[from..to])` (which it panics as), for the splice's runs of
-/// states and stamps: a run of [`RUN_PIECE`] bytes or fewer with that many bytes of `src`
-/// from its start is copied as that fixed-size piece (a few moves, no call), then `out` cut
-/// back to the run's end. A libc `memcpy` of a few dozen bytes cost ~25 instructions with its
-/// call's setup, and the splice makes ~10 a record.
-#[inline(always)]
-fn extend_from(out: &mut Vec<u8>, src: &[u8], from: usize, to: usize) {
-    let piece = src
-        .get(from..)
-        .and_then(|rest| rest.first_chunk::<RUN_PIECE>());
-    match piece {
-        Some(piece) if from <= to && to - from <= RUN_PIECE => {
-            let end = out.len() + (to - from);
-            out.extend_from_slice(piece);
-            out.truncate(end);
-        }
-        _ => out.extend_from_slice(&src[from..to]),
-    }
-}
 
 /// `out.extend_from_slice(part)`, `part` a slice of `within` (the splice's `padded`: the
 /// cache's chain holds the record's state lengths after it) copied by [`extend_from`] from
@@ -1379,7 +1361,7 @@ fn extend_part(out: &mut Vec<u8>, within: &[u8], part: &[u8]) {
     let at = (part.as_ptr() as usize).wrapping_sub(within.as_ptr() as usize);
     match within.get(at..at.wrapping_add(part.len())) {
         Some(same) if same.as_ptr() == part.as_ptr() => {
-            extend_from(out, within, at, at + part.len())
+            extend_from::<RUN_PIECE>(out, within, at, at + part.len())
         }
         _ => out.extend_from_slice(part),
     }
@@ -1510,7 +1492,10 @@ fn shaped_props(
                 && bytes[1] < 251
                 && let Some(&s) = table.stamps().get(usize::from(bytes[1]))
             {
-                capture_plain(raw, id, s, bytes);
+                let at = r.position();
+                if let Some(state) = ValueBytes::within(r.whole(), at..at + len) {
+                    capture_plain(raw, id, s, state);
+                }
                 // The length kept is the state's: read, it is the same plain state.
                 #[cfg(debug_assertions)]
                 {
@@ -2442,26 +2427,6 @@ mod tests {
     use crate::entries::values::stamp_after;
     use crate::entries::wire::put_i64;
     use crate::types::state::Adds;
-
-    /// [`extend_from`] appends what `extend_from_slice` of the same range does, runs short and
-    /// long, near the end of their bytes and not.
-    #[test]
-    fn extend_from_is_extend_from_slice() {
-        let src: Vec<u8> = (0..=200).collect();
-        for from in [0usize, 1, 100, 130, 137, 138, 150, 199, 201] {
-            for len in [0usize, 1, 5, 16, 63, 64, 65, 70] {
-                let to = from + len;
-                if to > src.len() {
-                    continue;
-                }
-                let mut want = vec![7u8; 5];
-                let mut got = want.clone();
-                want.extend_from_slice(&src[from..to]);
-                extend_from(&mut got, &src, from, to);
-                assert_eq!(got, want, "{from}..{to}");
-            }
-        }
-    }
 
     /// Flip the bytes `flips` names in a full record (each changed: `| 1`), and set the one
     /// length `lens_flip` names, if any (the damaged inputs of the splice's proptests).

@@ -13,7 +13,7 @@
 
 use std::ops::Range;
 
-use super::values::value;
+use super::values::{ValueBytes, value};
 use super::wire::{Decoded, Reader, Wire, put_variant};
 use crate::types::state::{PropState, Stamp};
 
@@ -80,16 +80,23 @@ impl RawStates {
 
     /// [`RawStates::push_set`] of a value whose variant is below 251 (one byte, as
     /// `put_variant` writes it), from `over`: its payload after one byte (a compact state's
-    /// stamp index), which the variant is written over: one copy, not two appends.
+    /// stamp index), which the variant is written over: one copy, not two appends (of a
+    /// fixed-size piece when the record has the bytes after it: [`ValueBytes::extend`]).
     #[inline]
-    pub(crate) fn push_set_over(&mut self, id: u32, stamp: Stamp, variant: u8, over: &[u8]) {
-        debug_assert!(variant < 251 && !over.is_empty());
-        let from = self.bytes.len();
-        self.bytes.extend_from_slice(over);
-        if let Some(b) = self.bytes.get_mut(from) {
+    pub(crate) fn push_set_over(
+        &mut self,
+        id: u32,
+        stamp: Stamp,
+        variant: u8,
+        over: ValueBytes<'_>,
+    ) {
+        debug_assert!(variant < 251 && !over.bytes().is_empty());
+        let at = self.bytes.len();
+        over.extend(&mut self.bytes);
+        if let Some(b) = self.bytes.get_mut(at) {
             *b = variant;
         }
-        self.push_captured(id, stamp, from);
+        self.push_captured(id, stamp, at);
     }
 
     /// Capture a removal at `stamp`.
@@ -238,7 +245,7 @@ mod tests {
             want.bytes.extend_from_slice(&before);
             let mut bytes = vec![over];
             bytes.extend_from_slice(&payload);
-            got.push_set_over(9, stamp, variant, &bytes);
+            got.push_set_over(9, stamp, variant, ValueBytes::of(&bytes));
             want.push_set(9, stamp, Some(u32::from(variant)), &payload);
             proptest::prop_assert_eq!(&got.bytes, &want.bytes);
             proptest::prop_assert_eq!(&got.states, &want.states);

@@ -785,6 +785,88 @@ pub(crate) fn put_set_shaped_short(value: &[u8], index: u32, out: &mut Vec<u8>) 
     }
 }
 
+/// Bytes [`extend_from`] copies as one piece for a value (its payload, or its bytes): most
+/// are shorter (W1's strings, numbers and flags).
+pub(crate) const VALUE_PIECE: usize = 32;
+
+/// A value's bytes, `src[from..to]`, kept with the buffer they lie in: appended
+/// ([`ValueBytes::extend`]) as one fixed-size piece of [`VALUE_PIECE`] bytes when the buffer
+/// has that many from their start ([`extend_from`]), not by a libc `memcpy` whose dispatch on
+/// the length mispredicts (a whole load's walk of a full record captures ~20 states of varying
+/// lengths: `entries::profile::full_skipping`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ValueBytes<'a> {
+    src: &'a [u8],
+    from: usize,
+    to: usize,
+}
+
+impl<'a> ValueBytes<'a> {
+    /// The bytes `src[range]` (`None` if outside `src`).
+    #[inline]
+    pub(crate) fn within(src: &'a [u8], range: std::ops::Range<usize>) -> Option<ValueBytes<'a>> {
+        src.get(range.clone())?;
+        Some(ValueBytes {
+            src,
+            from: range.start,
+            to: range.end,
+        })
+    }
+
+    /// Bytes with none known after them.
+    #[cfg(test)]
+    pub(crate) fn of(bytes: &'a [u8]) -> ValueBytes<'a> {
+        ValueBytes {
+            src: bytes,
+            from: 0,
+            to: bytes.len(),
+        }
+    }
+
+    /// The bytes.
+    #[inline]
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.src.get(self.from..self.to).unwrap_or_default()
+    }
+
+    /// The first byte, and the bytes after it.
+    #[inline]
+    pub(crate) fn split_first(&self) -> Option<(u8, ValueBytes<'a>)> {
+        let first = *self.bytes().first()?;
+        Some((
+            first,
+            ValueBytes {
+                from: self.from + 1,
+                ..*self
+            },
+        ))
+    }
+
+    /// `out.extend_from_slice(self.bytes())`, by [`extend_from`].
+    #[inline(always)]
+    pub(crate) fn extend(&self, out: &mut Vec<u8>) {
+        extend_from::<VALUE_PIECE>(out, self.src, self.from, self.to);
+    }
+}
+
+/// `out.extend_from_slice(&src[from..to])` (which it panics as), a run of `P` bytes or fewer
+/// with that many bytes of `src` from its start copied as that fixed-size piece (a few moves,
+/// no call, no branch on the run's length), then `out` cut back to the run's end. A libc
+/// `memcpy` of a few dozen bytes cost ~25 instructions with its call's setup, and its dispatch
+/// on the length mispredicts where the lengths vary (values, runs of states).
+#[inline(always)]
+pub(crate) fn extend_from<const P: usize>(out: &mut Vec<u8>, src: &[u8], from: usize, to: usize) {
+    let piece = src.get(from..).and_then(|rest| rest.first_chunk::<P>());
+    match piece {
+        Some(piece) if from <= to && to - from <= P => {
+            let end = out.len() + (to - from);
+            out.extend_from_slice(piece);
+            out.truncate(end);
+        }
+        _ => out.extend_from_slice(&src[from..to]),
+    }
+}
+
 /// `out.extend_from_slice(src)`, a short `src` (32 bytes or fewer: most values' payloads,
 /// runs of state lengths) without a libc `memcpy` call (~25 instructions with its setup for a
 /// few bytes): up to 16 bytes gathered into a 16-byte buffer in two overlapping fixed-size
@@ -913,7 +995,11 @@ pub(crate) fn shaped_state_or_raw<T: StampLookup + ?Sized>(
                     r.keeping(|r| skip_payload(r, v))?;
                     // The payload with the byte before it (the stamp index's last), which the
                     // variant (below `VARIANTS`: one byte) is written over.
-                    raw.push_set_over(id, s, v as u8, r.since(from - 1));
+                    let over = ValueBytes::within(r.whole(), from - 1..r.position());
+                    debug_assert!(over.is_some(), "a payload read outside its bytes");
+                    if let Some(over) = over {
+                        raw.push_set_over(id, s, v as u8, over);
+                    }
                 }
                 None => raw.push_unset(id, s),
             }
@@ -924,15 +1010,18 @@ pub(crate) fn shaped_state_or_raw<T: StampLookup + ?Sized>(
 }
 
 /// Capture the compact state `state` (its bytes: [`plain_shape`] of its first byte, a
-/// one-byte stamp index, the payload) of property `id` into `raw`, its stamp `s`: what
-/// [`shaped_state_or_raw`] captures of it, read from a record whose state lengths are known.
+/// one-byte stamp index, the payload; kept with the record's bytes after it, for a fixed-size
+/// copy) of property `id` into `raw`, its stamp `s`: what [`shaped_state_or_raw`] captures of
+/// it, read from a record whose state lengths are known.
 #[inline]
-pub(crate) fn capture_plain(raw: &mut RawStates, id: u32, s: Stamp, state: &[u8]) {
-    match state[0] {
-        SHAPE_UNSET => raw.push_unset(id, s),
+pub(crate) fn capture_plain(raw: &mut RawStates, id: u32, s: Stamp, state: ValueBytes<'_>) {
+    match state.split_first() {
+        Some((SHAPE_UNSET, _)) => raw.push_unset(id, s),
         // The variant, below `VARIANTS`, is one byte: copied with the payload, in the place
         // of the stamp index.
-        b => raw.push_set_over(id, s, b - SHAPE_SET, &state[1..]),
+        Some((b, over)) => raw.push_set_over(id, s, b - SHAPE_SET, over),
+        // Never: a state has its shape byte.
+        None => {}
     }
 }
 
@@ -1095,6 +1184,37 @@ mod tests {
             };
             for bytes in [&bytes[..], &bytes[..cut.index(bytes.len() + 1)], &noise[..]] {
                 prop_assert_eq!(read_at(bytes, stamp), read_at(bytes, one_by_one));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// [`extend_from`] appends what `extend_from_slice` of the same range does, whatever
+        /// the piece's size, runs short and long, near the end of their bytes and not.
+        #[test]
+        fn extend_from_is_extend_from_slice(
+            src in prop::collection::vec(any::<u8>(), 0..200),
+            before in prop::collection::vec(any::<u8>(), 0..8),
+            from in any::<prop::sample::Index>(),
+            len in 0usize..80,
+        ) {
+            let from = from.index(src.len() + 1);
+            let to = (from + len).min(src.len());
+            let mut want = before.clone();
+            want.extend_from_slice(&src[from..to]);
+            for got in [
+                {
+                    let mut got = before.clone();
+                    extend_from::<32>(&mut got, &src, from, to);
+                    got
+                },
+                {
+                    let mut got = before.clone();
+                    extend_from::<64>(&mut got, &src, from, to);
+                    got
+                },
+            ] {
+                prop_assert_eq!(&got, &want);
             }
         }
     }

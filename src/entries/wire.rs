@@ -412,6 +412,12 @@ impl<'a> Reader<'a> {
         self.at
     }
 
+    /// All the bytes read from, those after the position too (for a fixed-size copy of a run
+    /// read: `values::extend_from`).
+    pub(crate) fn whole(&self) -> &'a [u8] {
+        self.buf
+    }
+
     /// The bytes read since position `from` (an earlier [`Reader::position`]).
     #[inline]
     pub(crate) fn since(&self, from: usize) -> &'a [u8] {
