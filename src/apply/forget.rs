@@ -43,7 +43,8 @@ impl<T: HoldsNothing> Forgetting<T> {
         self.clear_after(|item| item.holds_nothing());
     }
 
-    /// [`Forgetting::clear`], after `each` has read every item, in order: `each` also says
+    /// [`Forgetting::clear`], with `each` reading every item first, in order (each item is
+    /// dropped right after `each` reads it, when it holds something): `each` also says
     /// whether the item holds nothing (as [`HoldsNothing::holds_nothing`] does), for a reader
     /// that already matched on the item's kind (the index commit: a second `match` on each
     /// change's kind cost an indirect branch, mispredicted ~2 times a W1 call).

@@ -231,21 +231,27 @@ mod tests {
 
     proptest::proptest! {
         /// [`RawStates::push_set_over`] captures what `push_set` captures of the same variant
-        /// and payload, whatever the byte it writes the variant over and the bytes before.
+        /// and payload, whatever the byte it writes the variant over, the bytes before and the
+        /// record's bytes after (which a fixed-size copy reads and must not keep).
         #[test]
         fn push_set_over_is_push_set(
             before in proptest::collection::vec(proptest::num::u8::ANY, 0..8),
             variant in 0u8..251,
             over in proptest::num::u8::ANY,
             payload in proptest::collection::vec(proptest::num::u8::ANY, 0..48),
+            after in proptest::collection::vec(proptest::num::u8::ANY, 0..48),
         ) {
             let stamp = Stamp::new(Timestamp(3), 4);
             let (mut got, mut want) = (RawStates::default(), RawStates::default());
             got.bytes.extend_from_slice(&before);
             want.bytes.extend_from_slice(&before);
+            // The record's bytes after the payload (none, or enough for a fixed-size copy).
             let mut bytes = vec![over];
             bytes.extend_from_slice(&payload);
-            got.push_set_over(9, stamp, variant, ValueBytes::of(&bytes));
+            let len = bytes.len();
+            bytes.extend_from_slice(&after);
+            let state = ValueBytes::within(&bytes, 0..len).expect("within");
+            got.push_set_over(9, stamp, variant, state);
             want.push_set(9, stamp, Some(u32::from(variant)), &payload);
             proptest::prop_assert_eq!(&got.bytes, &want.bytes);
             proptest::prop_assert_eq!(&got.states, &want.states);

@@ -813,8 +813,7 @@ impl<'a> ValueBytes<'a> {
         })
     }
 
-    /// Bytes with none known after them.
-    #[cfg(test)]
+    /// Bytes with none known after them (copied as they are).
     pub(crate) fn of(bytes: &'a [u8]) -> ValueBytes<'a> {
         ValueBytes {
             src: bytes,
@@ -995,11 +994,10 @@ pub(crate) fn shaped_state_or_raw<T: StampLookup + ?Sized>(
                     r.keeping(|r| skip_payload(r, v))?;
                     // The payload with the byte before it (the stamp index's last), which the
                     // variant (below `VARIANTS`: one byte) is written over.
-                    let over = ValueBytes::within(r.whole(), from - 1..r.position());
-                    debug_assert!(over.is_some(), "a payload read outside its bytes");
-                    if let Some(over) = over {
-                        raw.push_set_over(id, s, v as u8, over);
-                    }
+                    // Within the reader's bytes, as it read them; else the payload alone.
+                    let over = ValueBytes::within(r.whole(), from - 1..r.position())
+                        .unwrap_or_else(|| ValueBytes::of(r.since(from - 1)));
+                    raw.push_set_over(id, s, v as u8, over);
                 }
                 None => raw.push_unset(id, s),
             }
@@ -1021,7 +1019,7 @@ pub(crate) fn capture_plain(raw: &mut RawStates, id: u32, s: Stamp, state: Value
         // of the stamp index.
         Some((b, over)) => raw.push_set_over(id, s, b - SHAPE_SET, over),
         // Never: a state has its shape byte.
-        None => {}
+        None => debug_assert!(false, "a captured state without its shape byte"),
     }
 }
 
