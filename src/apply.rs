@@ -1061,6 +1061,24 @@ fn check_full_from_bytes(
     }
 }
 
+/// What [`fits_walk`] decides, by a bisection of each list for each name (the form it
+/// replaced; its debug check and its proptest): every name in `only` either has a captured
+/// state in `states` that the write at `ts` replaces, or no state at all in `props`.
+#[cfg(any(test, debug_assertions))]
+fn fits_by_bisection(
+    only: &[u32],
+    states: &[(u32, Stamp)],
+    props: &[(u32, PropState)],
+    ts: Timestamp,
+    order: u64,
+) -> bool {
+    only.iter()
+        .all(|id| match states.binary_search_by_key(id, |s| s.0) {
+            Ok(j) => write_replaces(Some(states[j].1), ts, order),
+            Err(_) => props.binary_search_by_key(id, |p| p.0).is_err(),
+        })
+}
+
 /// [`Builder::fast_fits`]' walk: whether each of `only` (sorted) has a captured state of
 /// the `n` states `state(0..n)` (name and stamp, sorted) that a write at `ts` replaces, or no
 /// state (not one built into `props`). `only`, the captured states and the built ones are each
@@ -2915,11 +2933,7 @@ impl<'a> Builder<'a> {
                     };
                     debug_assert_eq!(
                         fits,
-                        only.iter()
-                            .all(|id| match states.binary_search_by_key(id, |s| s.0) {
-                                Ok(j) => write_replaces(Some(states[j].1), ts, self.order),
-                                Err(_) => props.binary_search_by_key(id, |p| p.0).is_err(),
-                            }),
+                        fits_by_bisection(only, &states, props, ts, self.order),
                         "the walk decides as the bisections do"
                     );
                 }
@@ -3224,10 +3238,7 @@ mod tests {
             let props: Vec<(u32, PropState)> =
                 built_names.iter().map(|&n| (n, PropState::default())).collect();
             let walked = fits_walk(&only, states.len(), |j| states[j], &props, ts, order);
-            let bisected = only.iter().all(|id| match states.binary_search_by_key(id, |s| s.0) {
-                Ok(j) => write_replaces(Some(states[j].1), ts, order),
-                Err(_) => props.binary_search_by_key(id, |p| p.0).is_err(),
-            });
+            let bisected = fits_by_bisection(&only, &states, &props, ts, order);
             proptest::prop_assert_eq!(walked, bisected);
         }
     }
