@@ -3406,6 +3406,43 @@ mod tests {
             })
     }
 
+    /// `splice_full` of `base`'s full record and a call's `sets` at `stamp` and `times`,
+    /// held to the record `put_full` writes of the whole profile after the call (the same
+    /// bytes and state lengths) when it splices: whether it did, and `base`'s state lengths
+    /// (for the reasons a test accepts a decline).
+    fn splice_is_put_full(
+        base: &ProfileRecord,
+        sets: &std::collections::BTreeMap<u32, Value>,
+        times: (Timestamp, Timestamp),
+        stamp: Stamp,
+    ) -> Result<(bool, Vec<u8>), proptest::test_runner::TestCaseError> {
+        let (mut old, mut old_lens) = (Vec::new(), Vec::new());
+        put_full(base, &mut old, Some(&mut old_lens));
+        let values = value_bytes(sets);
+        // Written over: what the buffers held before is not kept.
+        let (mut got, mut lens) = (vec![7], vec![9]);
+        let done = splice_full(
+            &old,
+            &old_lens,
+            times,
+            stamp,
+            values.iter().map(|(id, b)| (*id, &b[..])),
+            &mut got,
+            &mut lens,
+        )
+        .unwrap();
+        if done {
+            let mut whole = base.clone();
+            (whole.first_seen, whole.updated_at) = times;
+            set_all(&mut whole, sets, stamp);
+            let (mut want, mut want_lens) = (Vec::new(), Vec::new());
+            put_full(&whole, &mut want, Some(&mut want_lens));
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(&lens, &want_lens);
+        }
+        Ok((done, old_lens))
+    }
+
     /// A call's sets as `splice_full` takes them: each value's bytes as `Value::put` writes
     /// them.
     fn value_bytes(sets: &std::collections::BTreeMap<u32, Value>) -> Vec<(u32, Vec<u8>)> {
@@ -3666,35 +3703,14 @@ mod tests {
             times in (any::<i64>(), any::<i64>()),
             newest in any::<bool>(),
         ) {
-            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
-            put_full(&base, &mut old, Some(&mut old_lens));
             let stamp = if newest {
                 Stamp::new(Timestamp(i64::MAX), u64::MAX)
             } else {
                 Stamp::new(Timestamp(0), 0)
             };
-            let values = value_bytes(&sets);
-            let (mut got, mut lens) = (vec![7], vec![9]);
-            let done = splice_full(
-                &old,
-                &old_lens,
-                (Timestamp(times.0), Timestamp(times.1)),
-                stamp,
-                values.iter().map(|(id, b)| (*id, &b[..])),
-                &mut got,
-                &mut lens,
-            )
-            .unwrap();
-            let mut whole = base.clone();
-            whole.first_seen = Timestamp(times.0);
-            whole.updated_at = Timestamp(times.1);
-            set_all(&mut whole, &sets, stamp);
-            if done {
-                let (mut want, mut want_lens) = (Vec::new(), Vec::new());
-                put_full(&whole, &mut want, Some(&mut want_lens));
-                prop_assert_eq!(&got, &want);
-                prop_assert_eq!(&lens, &want_lens);
-            } else {
+            let times = (Timestamp(times.0), Timestamp(times.1));
+            let (done, old_lens) = splice_is_put_full(&base, &sets, times, stamp)?;
+            if !done {
                 let table = StampTable::of(base.props.iter().map(|(_, p)| p));
                 let left_not_plain = base.props.iter().any(|(id, p)| {
                     !sets.contains_key(id)
@@ -3717,31 +3733,10 @@ mod tests {
             base in plain_record(),
             sets in prop::collection::btree_map(0u32..200, value(), LANDS - 2..LANDS + 20),
         ) {
-            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
-            put_full(&base, &mut old, Some(&mut old_lens));
             let stamp = Stamp::new(Timestamp(i64::MAX), u64::MAX);
-            let values = value_bytes(&sets);
             let times = (Timestamp(5), Timestamp(6));
-            let (mut got, mut lens) = (Vec::new(), Vec::new());
-            let done = splice_full(
-                &old,
-                &old_lens,
-                times,
-                stamp,
-                values.iter().map(|(id, b)| (*id, &b[..])),
-                &mut got,
-                &mut lens,
-            )
-            .unwrap();
-            let mut whole = base.clone();
-            (whole.first_seen, whole.updated_at) = times;
-            set_all(&mut whole, &sets, stamp);
-            if done {
-                let (mut want, mut want_lens) = (Vec::new(), Vec::new());
-                put_full(&whole, &mut want, Some(&mut want_lens));
-                prop_assert_eq!(&got, &want);
-                prop_assert_eq!(&lens, &want_lens);
-            } else {
+            let (done, old_lens) = splice_is_put_full(&base, &sets, times, stamp)?;
+            if !done {
                 let table = StampTable::of(base.props.iter().map(|(_, p)| p));
                 prop_assert!(
                     old_lens.contains(&0)
@@ -3765,8 +3760,6 @@ mod tests {
             newest in any::<bool>(),
             fresh in prop::collection::btree_map(0u32..300, value(), 0..3),
         ) {
-            let (mut old, mut old_lens) = (Vec::new(), Vec::new());
-            put_full(&base, &mut old, Some(&mut old_lens));
             // Some of the record's names set again: the state on the newest stamp among them
             // when `newest`, so that the table's last stamp (bit 63 of a full table) drops.
             let mut sets = fresh;
@@ -3778,29 +3771,10 @@ mod tests {
                 sets.insert(base.props[i.index(base.props.len())].0, Value::Bool(true));
             }
             let stamp = Stamp::new(Timestamp(i64::MAX), u64::MAX);
-            let values = value_bytes(&sets);
             let times = (Timestamp(3), Timestamp(4));
-            let (mut got, mut lens) = (Vec::new(), Vec::new());
-            let done = splice_full(
-                &old,
-                &old_lens,
-                times,
-                stamp,
-                values.iter().map(|(id, b)| (*id, &b[..])),
-                &mut got,
-                &mut lens,
-            )
-            .unwrap();
-            let table = StampTable::of(base.props.iter().map(|(_, p)| p));
-            let mut whole = base.clone();
-            (whole.first_seen, whole.updated_at) = times;
-            set_all(&mut whole, &sets, stamp);
-            if done {
-                let (mut want, mut want_lens) = (Vec::new(), Vec::new());
-                put_full(&whole, &mut want, Some(&mut want_lens));
-                prop_assert_eq!(&got, &want);
-                prop_assert_eq!(&lens, &want_lens);
-            } else {
+            let (done, old_lens) = splice_is_put_full(&base, &sets, times, stamp)?;
+            if !done {
+                let table = StampTable::of(base.props.iter().map(|(_, p)| p));
                 prop_assert!(
                     old_lens.contains(&0)
                         || table.stamps().len() > SPLICE_STAMPS
