@@ -8,8 +8,8 @@ use super::values::{
     StampIndex, StampTable, Stamps, ValueBytes, capture_plain, each_stamp, extend_from,
     plain_set_variant, plain_shape, plain_variant, put_plain_first, put_set_shaped,
     put_set_shaped_short, put_shaped_state, put_stamp, put_stamp_after, put_state, shaped_state,
-    shaped_state_or_raw, skip_shaped_state, skip_state, skip_value, stamp, stamp_next, state,
-    value,
+    shaped_state_or_raw, skip_kept_payload, skip_shaped_state, skip_state, skip_value, stamp,
+    stamp_next, state, value,
 };
 use super::wire::{
     DecodeError, Decoded, Names, Reader, Utf8, Wire, put_i128, put_two_inline, put_u64,
@@ -1920,7 +1920,8 @@ fn delta_props(
                 FORM_SET => {
                     // The value as `Value::put` wrote it, its variant included.
                     let from = r.position();
-                    r.keeping(skip_value)?;
+                    let v = r.u32()?;
+                    skip_kept_payload(r, v)?;
                     raw.push_set(id, call, None, r.since(from));
                     continue;
                 }

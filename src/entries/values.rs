@@ -164,6 +164,114 @@ fn skip_payload_at(r: &mut Reader<'_>, v: u32, depth: usize) -> Decoded<()> {
     Ok(())
 }
 
+/// [`skip_payload`] of a value the caller keeps as bytes, as `r.keeping(|r| skip_payload(r,
+/// v))` steps over it (every string checked for UTF-8): the same bytes, or the same error at
+/// the same place. A scalar (a boolean, an integer, a float, a string of at most 32 bytes all
+/// ASCII, a date-time, a null: nearly every value of a W1 profile) is stepped over by its
+/// length, worked out from the variant and the payload's first byte through tables
+/// ([`scalar_len`]). The `match` on the variant compiled to a jump table whose target
+/// mispredicted about every other state (a record's states come in name order, their variants
+/// at random). Anything else (a longer or non-ASCII string, a list, an object, a damaged byte,
+/// a string within 32 bytes of the record's end) goes the plain way, which decides.
+#[inline(always)]
+pub(crate) fn skip_kept_payload(r: &mut Reader<'_>, v: u32) -> Decoded<()> {
+    match scalar_len(r.whole(), r.position(), v) {
+        Some(len) => r.bytes(len).map(|_| ()),
+        None => r.keeping(|r| skip_payload(r, v)),
+    }
+}
+
+/// The length of the payload of variant `v` at `at` in `buf`, when it is a scalar
+/// [`skip_kept_payload`] steps over by its length, checked as `skip_payload` checks it (a
+/// string's UTF-8 as ASCII); `None` for anything else. No branch on the variant or the
+/// payload: the length is looked up by variant and first byte ([`SCALAR_LEN`]), and each
+/// test is a comparison, folded into one result.
+#[inline(always)]
+fn scalar_len(buf: &[u8], at: usize, v: u32) -> Option<usize> {
+    // The string's variant: its length is its first byte's (below 251).
+    const STR: [u8; 8] = [0, 0, 0, !0, 0, 0, 0, 0];
+    let first = *buf.get(at)?;
+    let k = (v & 7) as usize;
+    let len = usize::from(SCALAR_LEN[k][usize::from(first)]);
+    // The string's bytes to check (none for any other variant).
+    let n = usize::from(STR[k] & first);
+    let ascii = match buf.get(at + 1..).and_then(|rest| rest.first_chunk::<32>()) {
+        Some(window) => ascii_prefix(window, n),
+        None => n == 0,
+    };
+    let ok = (v < VARIANTS) & (len != NOT_SCALAR) & (at + len <= buf.len()) & ascii;
+    ok.then_some(len)
+}
+
+/// [`SCALAR_LEN`]'s entry for a payload that is not a scalar stepped over by its length.
+const NOT_SCALAR: usize = 255;
+
+/// The bytes a scalar payload takes, by variant and first byte (0 bool, 1 i64, 2 f64, 3 str,
+/// 4 date-time, 5 array, 6 object, 7 null): a boolean 1 (its byte 0 or 1), a varint 1 below
+/// 251, 3, 5 or 9 for the markers 251 to 253 (`Reader::u64`'s forms), a float 8, a string its
+/// one-byte length (below 251) and that many bytes, a null none; [`NOT_SCALAR`] for a byte
+/// these refuse and for lists and objects (the plain way decides).
+static SCALAR_LEN: [[u8; 256]; 8] = {
+    let mut t = [[NOT_SCALAR as u8; 256]; 8];
+    let mut b = 0;
+    while b < 256 {
+        let varint = match b {
+            0..=250 => 1,
+            251 => 3,
+            252 => 5,
+            253 => 9,
+            _ => NOT_SCALAR as u8,
+        };
+        if b < 2 {
+            t[0][b] = 1;
+        }
+        t[1][b] = varint;
+        t[2][b] = 8;
+        if b < 251 {
+            t[3][b] = 1 + b as u8;
+        }
+        t[4][b] = varint;
+        t[7][b] = 0;
+        b += 1;
+    }
+    t
+};
+
+/// 32 high bits then 32 zero bytes: the mask of the first `n` bytes of a 32-byte window is
+/// its 32 bytes from `32 - n` ([`ascii_prefix`]). Aligned: one cache line.
+#[repr(C, align(64))]
+struct HighBits([u8; 64]);
+
+static HIGH_BITS: HighBits = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 32 {
+        t[i] = 0x80;
+        i += 1;
+    }
+    HighBits(t)
+};
+
+/// Whether the first `n` bytes of `window` are ASCII (never for `n` past 32): their high bits,
+/// under a mask of those bytes read from [`HIGH_BITS`], no branch on `n`. ASCII is UTF-8; a
+/// string that is not ASCII is left to `std::str::from_utf8`.
+#[inline(always)]
+fn ascii_prefix(window: &[u8; 32], n: usize) -> bool {
+    let Some(mask) = HIGH_BITS
+        .0
+        .get(32 - n.min(32)..)
+        .and_then(|m| m.first_chunk::<32>())
+    else {
+        return false;
+    };
+    let (words, _) = window.as_chunks::<8>();
+    let (masks, _) = mask.as_chunks::<8>();
+    let high = words.iter().zip(masks).fold(0, |high, (w, m)| {
+        high | (u64::from_le_bytes(*w) & u64::from_le_bytes(*m))
+    });
+    (n <= 32) & (high == 0)
+}
+
 /// A record's stamp table: its distinct stamps; properties refer to one by index, so the
 /// properties one call set share one stamp instead of carrying a copy each.
 #[derive(Debug, Default)]
@@ -991,7 +1099,7 @@ pub(crate) fn shaped_state_or_raw<T: StampLookup + ?Sized>(
             match v {
                 Some(v) => {
                     let from = r.position();
-                    r.keeping(|r| skip_payload(r, v))?;
+                    skip_kept_payload(r, v)?;
                     // The payload with the byte before it (the stamp index's last), which the
                     // variant (below `VARIANTS`: one byte) is written over.
                     // Within the reader's bytes, as it read them; else the payload alone.
@@ -1107,6 +1215,7 @@ pub(crate) fn skip_shaped_state<T: StampLookup + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entries::wire::Utf8;
     use proptest::prelude::*;
 
     /// A read and where it left the reader.
@@ -1182,6 +1291,114 @@ mod tests {
             };
             for bytes in [&bytes[..], &bytes[..cut.index(bytes.len() + 1)], &noise[..]] {
                 prop_assert_eq!(read_at(bytes, stamp), read_at(bytes, one_by_one));
+            }
+        }
+    }
+
+    /// Values of every variant, scalars most: strings ASCII and not, short and past the
+    /// 32-byte window and the one-byte length, integers in every varint form.
+    fn kept_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            prop_oneof![any::<i64>(), -130i64..130].prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
+            "[ -~]{0,40}".prop_map(|s: String| Value::Str(s.into())),
+            ".{0,12}".prop_map(|s: String| Value::Str(s.into())),
+            "[a-z]{240,260}".prop_map(|s: String| Value::Str(s.into())),
+            any::<i64>().prop_map(|t| Value::DateTime(Timestamp(t))),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::vec(("[a-z]{0,4}", inner), 0..3).prop_map(Value::Object),
+            ]
+        })
+    }
+
+    proptest! {
+        /// A kept value's payload stepped over by [`skip_kept_payload`] (scalars by their
+        /// length, a string's UTF-8 as ASCII) is stepped over as `keeping` and `skip_payload`
+        /// step over it: the same place, or the same error at the same place, in every UTF-8
+        /// mode; for values of every variant read as their own variant or any other, with the
+        /// record's bytes after them or cut short, damaged (a non-UTF-8 string, a bad marker)
+        /// or not.
+        #[test]
+        fn a_kept_payload_is_stepped_over_as_the_plain_way(
+            before in prop::collection::vec(any::<u8>(), 0..4),
+            value in kept_value(),
+            other in proptest::option::of(0u32..10),
+            tail in prop::collection::vec(any::<u8>(), 0..48),
+            cut in any::<prop::sample::Index>(),
+            damage in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            noise in prop::collection::vec(any::<u8>(), 0..48),
+        ) {
+            let mut bytes = before.clone();
+            let v = other.unwrap_or(variant(&value));
+            put_payload(&value, &mut bytes);
+            bytes.extend_from_slice(&tail);
+            if let Some((at, b)) = damage {
+                let at = at.index(bytes.len());
+                bytes[at] = b;
+            }
+            let cut = cut.index(bytes.len() + 1).max(before.len());
+            for bytes in [&bytes[..], &bytes[..cut], &noise[..]] {
+                let from = before.len().min(bytes.len());
+                for mode in [Utf8::All, Utf8::Kept, Utf8::Built] {
+                    let step = |f: &dyn Fn(&mut Reader<'_>) -> Decoded<()>| {
+                        let mut r = Reader::checking(bytes, mode);
+                        r.bytes(from).expect("within");
+                        let got = f(&mut r);
+                        (got, r.position())
+                    };
+                    prop_assert_eq!(
+                        step(&|r| skip_kept_payload(r, v)),
+                        step(&|r| r.keeping(|r| skip_payload(r, v)))
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every first byte of every variant's payload, followed by ASCII and by bytes that are
+    /// not: [`skip_kept_payload`] (its table of lengths) steps over what the plain way steps
+    /// over, or fails where it fails.
+    #[test]
+    fn every_first_byte_of_every_variant_is_stepped_over_as_the_plain_way() {
+        for v in 0..=VARIANTS {
+            for first in 0..=u8::MAX {
+                for after in [b'a', 0xC3, 0x80] {
+                    let mut bytes = vec![first];
+                    bytes.resize(300, after);
+                    for mode in [Utf8::All, Utf8::Kept, Utf8::Built] {
+                        let step = |f: &dyn Fn(&mut Reader<'_>) -> Decoded<()>| {
+                            let mut r = Reader::checking(&bytes, mode);
+                            let got = f(&mut r);
+                            (got, r.position())
+                        };
+                        assert_eq!(
+                            step(&|r| skip_kept_payload(r, v)),
+                            step(&|r| r.keeping(|r| skip_payload(r, v))),
+                            "variant {v}, first byte {first}, then {after:#x}, {mode:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`ascii_prefix`] is `is_ascii` of the first `n` bytes, at every length to 32 and past
+    /// it, a high bit at every place.
+    #[test]
+    fn an_ascii_prefix_is_its_bytes_checked_one_by_one() {
+        for high in 0..=32 {
+            let mut window = [b'a'; 32];
+            if let Some(b) = window.get_mut(high) {
+                *b = 0xC3;
+            }
+            for n in 0..=40 {
+                let want = n <= 32 && window[..n.min(32)].is_ascii();
+                assert_eq!(ascii_prefix(&window, n), want, "{n} bytes, high at {high}");
             }
         }
     }

@@ -455,6 +455,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `n` bytes as they are.
+    #[inline]
     pub(crate) fn bytes(&mut self, n: usize) -> Decoded<&'a [u8]> {
         self.take(n)
     }
