@@ -148,6 +148,80 @@ pub(crate) fn two_inline_word(a: u64, b: u64) -> ([u8; 18], usize) {
     (w, 2 + la + lb)
 }
 
+/// Bytes put together on the stack and appended to a buffer in one write ([`Inline::append`]:
+/// one capacity check and one length stored, instead of one each a field), each integer in
+/// the bytes [`put_u64`] writes for it. Each field is written whole at the cursor (a varint's
+/// nine bytes, a pair's eighteen) and the cursor moved by its length, so nothing branches on
+/// a value's width; `N` must hold the widest form of every field written (a field that would
+/// not fit is a bug: debug builds assert, release builds drop it and [`Inline::append`] then
+/// writes nothing).
+pub(crate) struct Inline<const N: usize> {
+    w: [u8; N],
+    at: usize,
+}
+
+impl<const N: usize> Inline<N> {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Inline { w: [0; N], at: 0 }
+    }
+
+    /// A byte.
+    #[inline(always)]
+    pub(crate) fn byte(&mut self, b: u8) {
+        self.fixed(&[b], 1);
+    }
+
+    /// `v` as [`put_u64`] writes it.
+    #[inline(always)]
+    pub(crate) fn varint(&mut self, v: u64) {
+        let (m, l) = varint_form(v);
+        let [b0, b1, b2, b3, b4, b5, b6, b7] = v.to_le_bytes();
+        self.fixed(&[m, b0, b1, b2, b3, b4, b5, b6, b7], 1 + l);
+    }
+
+    /// `a`, then `b`, as [`put_two_inline`] writes them.
+    #[inline(always)]
+    pub(crate) fn two(&mut self, a: u64, b: u64) {
+        let (w, n) = two_inline_word(a, b);
+        self.fixed(&w, n);
+    }
+
+    /// `piece` written at the cursor (its spare bytes are overwritten by the next field or
+    /// cut by `append`), the cursor moved by `len`.
+    #[inline(always)]
+    fn fixed<const P: usize>(&mut self, piece: &[u8; P], len: usize) {
+        match self
+            .w
+            .get_mut(self.at..self.at + P)
+            .and_then(|s| <&mut [u8; P]>::try_from(s).ok())
+        {
+            Some(to) => {
+                *to = *piece;
+                self.at += len;
+            }
+            None => {
+                debug_assert!(
+                    false,
+                    "an inline word of {N} bytes holds no {P} more at {}",
+                    self.at
+                );
+                self.at = N + 1;
+            }
+        }
+    }
+
+    /// Append the fields written.
+    #[inline(always)]
+    pub(crate) fn append(&self, out: &mut Vec<u8>) {
+        if self.at <= N {
+            let start = out.len();
+            out.extend_from_slice(&self.w);
+            out.truncate(start + self.at);
+        }
+    }
+}
+
 /// [`put_i64`]'s bytes (zigzag, then the varint), through [`put_u64_inline`] (the history
 /// step writes its signed times in pairs, [`put_two_inline`]; the tests keep this form).
 #[cfg(test)]
