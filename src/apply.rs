@@ -271,9 +271,21 @@ impl Pools {
                 rec.ids = Default::default();
             }
             rec.props.clear();
-            // Taken where it stands: passed by value, it was moved once more (136 bytes, a
-            // libc `memcpy`).
-            self.records.push(std::mem::take(rec));
+            // Taken field by field where it stands: taken whole (`mem::take`) and pushed, it
+            // was moved twice, each a libc `memcpy` of its 136 bytes (and passed by value,
+            // once more); its parts move inline.
+            let ProfileRecord {
+                ids,
+                first_seen,
+                updated_at,
+                props,
+            } = rec;
+            self.records.push(ProfileRecord {
+                ids: std::mem::take(ids),
+                first_seen: *first_seen,
+                updated_at: *updated_at,
+                props: std::mem::take(props),
+            });
         } else {
             // Its identifiers' buffers still serve (`entries::wire::keep_string`).
             clear_ids(&mut rec.ids);
