@@ -262,7 +262,8 @@ impl Pools {
 
     /// Take back a record written (its states dropped; its identifiers' buffers kept for the
     /// next decode to overwrite, unless they hold more than the largest buffer kept: a profile
-    /// of many anonymous ids); `rec` is left empty.
+    /// of many anonymous ids); `rec` is left without identifiers or states (its two times
+    /// stay, for whatever uses it next to overwrite).
     fn keep_record(&mut self, rec: &mut ProfileRecord) {
         if self.records.len() < SPARE_BUFS
             && rec.props.capacity() * size_of::<(u32, PropState)>() <= SPARE_BUF_BYTES
@@ -600,8 +601,9 @@ fn commit_profile(
 
 /// [`commit_change`] of any kind but the three it tests first (and of a messageId's note the
 /// window was not probed for): its [`Update`], applied by `Index::apply`. Out of line, so
-/// that its `match` is not merged with those tests into one jump table. (A profile's change
-/// never comes here; its arm is there for the `match` to be whole.)
+/// that its `match` is not merged with those tests into one jump table. (A profile's change, a
+/// history step and a probed messageId's note never come here; their arms are there for the
+/// `match` to be whole, and do what the tests before do.)
 #[inline(never)]
 fn commit_other(
     index: &mut Index,

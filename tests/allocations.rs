@@ -25,9 +25,14 @@ fn options(history_days: u64, cache_bytes: usize) -> Options {
     }
 }
 
-/// Allocations per call (and bytes per call) of W1's calls `warm..warm + counted`, and the
-/// writer cache's misses among them.
-fn per_call(history_days: u64, cache_bytes: usize, warm: u64, counted: u64) -> (f64, f64, u64) {
+/// A store in a directory of its own that has applied W1's first `warm` calls, and the
+/// `counted` calls after them, to count.
+fn warmed(
+    history_days: u64,
+    cache_bytes: usize,
+    warm: u64,
+    counted: u64,
+) -> (tempfile::TempDir, Db, Vec<Message>) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), options(history_days, cache_bytes)).unwrap();
     let mut calls: Vec<Message> = W1::new(W1Config::new(7, warm + counted)).collect();
@@ -35,6 +40,13 @@ fn per_call(history_days: u64, cache_bytes: usize, warm: u64, counted: u64) -> (
     for m in &calls {
         db.apply(m).unwrap();
     }
+    (dir, db, later)
+}
+
+/// Allocations per call (and bytes per call) of W1's calls `warm..warm + counted`, and the
+/// writer cache's misses among them.
+fn per_call(history_days: u64, cache_bytes: usize, warm: u64, counted: u64) -> (f64, f64, u64) {
+    let (_dir, db, later) = warmed(history_days, cache_bytes, warm, counted);
     let misses = db.stats().profile_cache_misses;
     let info = allocation_counter::measure(|| {
         for m in &later {
@@ -101,13 +113,7 @@ fn a_cached_w1_call_allocates_a_few_blocks_at_most() {
 /// `warm..warm + counted`, and how many hit: each call counted apart, and kept when the cache
 /// counted one hit and no miss for it (a create loads nothing; a miss reads the log).
 fn per_hit(history_days: u64, cache_bytes: usize, warm: u64, counted: u64) -> (f64, f64, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), options(history_days, cache_bytes)).unwrap();
-    let mut calls: Vec<Message> = W1::new(W1Config::new(7, warm + counted)).collect();
-    let later = calls.split_off(warm as usize);
-    for m in &calls {
-        db.apply(m).unwrap();
-    }
+    let (_dir, db, later) = warmed(history_days, cache_bytes, warm, counted);
     let (mut allocs, mut bytes, mut hits) = (0, 0, 0);
     let mut before = db.stats();
     for m in &later {
@@ -140,7 +146,7 @@ fn per_hit(history_days: u64, cache_bytes: usize, warm: u64, counted: u64) -> (f
 /// replaces (`apply::cache::Chain::full_measured_in`). Measured at 0.287 / 0.285 (release) and
 /// 56.0 / 39.4 (debug) at stop 68: nearly all of it that buffer resized (a `realloc`) when the
 /// record outgrew its 16-byte granule. What is left besides: a profile's identifiers growing
-/// (a new `anonymousId`, ~0.005). Measured, not kept (stop 68, 2e9535c): such a record taking
+/// (a new `anonymousId`, ~0.005). Measured, not kept (stop 68, on a helper's branch): such a record taking
 /// the closest of 16 buffers the cache kept from chains it evicted or replaced, 0.100 a hit,
 /// cost +200 instructions and +11 simulated mispredictions a call on the proxy under mimalloc
 /// (whose `realloc` is mostly in place) and 0.3 % of its hits (within an eighth instead of a

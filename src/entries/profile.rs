@@ -2631,7 +2631,7 @@ mod tests {
             segment in any::<u32>(),
             offset in prop_oneof![0u32..300, any::<u32>()],
             len in prop_oneof![0u32..300, any::<u32>()],
-            depth in 0u32..300,
+            depth in prop_oneof![0u32..300, any::<u32>()],
             flags in any::<u8>(),
             ts in prop_oneof![-200i64..200, any::<i64>()],
             order in prop_oneof![0u64..300, any::<u64>()],
@@ -2683,6 +2683,37 @@ mod tests {
                 int.put(&mut want);
                 prop_assert_eq!(&got, &want);
             }
+        }
+    }
+
+    /// The widest form of every field of a delta's header and of the fast path's two counts
+    /// fits the inline word they are put together in (`DELTA_HEAD_MAX`): the bytes are each
+    /// integer's `Wire::put`, nothing dropped.
+    #[test]
+    fn the_widest_delta_header_fits_its_inline_word() {
+        let link = Link {
+            prev: Location {
+                segment: u32::MAX,
+                offset: u32::MAX,
+                len: u32::MAX,
+            },
+            depth: u32::MAX,
+        };
+        for (ts, order) in [(i64::MIN, u64::MAX), (i64::MAX, u64::MAX)] {
+            let stamp = Stamp::new(Timestamp(ts), order);
+            let mut got = Vec::new();
+            put_delta_sets(link, stamp, true, usize::MAX, &[], &mut got);
+            let mut want = vec![DELTA_TAG];
+            for v in [u32::MAX; 4] {
+                v.put(&mut want);
+            }
+            want.push(FLAG_TIMES);
+            ts.put(&mut want);
+            order.put(&mut want);
+            0u64.put(&mut want);
+            (usize::MAX as u64).put(&mut want);
+            assert_eq!(got, want);
+            assert!(got.len() <= DELTA_HEAD_MAX);
         }
     }
 
