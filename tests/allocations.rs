@@ -43,6 +43,15 @@ fn warmed(
     (dir, db, later)
 }
 
+/// The bound of this build: `release`'s, or `debug`'s (whose checks copy and re-encode).
+fn for_this_build<T>(release: T, debug: T) -> T {
+    if cfg!(debug_assertions) {
+        debug
+    } else {
+        release
+    }
+}
+
 /// Allocations per call (and bytes per call) of W1's calls `warm..warm + counted`, and the
 /// writer cache's misses among them.
 fn per_call(history_days: u64, cache_bytes: usize, warm: u64, counted: u64) -> (f64, f64, u64) {
@@ -97,11 +106,7 @@ fn a_cached_w1_call_allocates_a_few_blocks_at_most() {
             "the counted calls found their profiles in the writer cache"
         );
         eprintln!("history {days} days: {allocs:.2} allocations, {bytes:.0} bytes a call");
-        let most = if cfg!(debug_assertions) {
-            debug
-        } else {
-            release
-        };
+        let most = for_this_build(release, debug);
         assert!(
             allocs <= most,
             "{allocs:.2} allocations a call with history {days} days (at most {most})"
@@ -162,11 +167,7 @@ fn a_w1_call_that_hits_a_full_cache_allocates_a_few_blocks_at_most() {
              call that hit ({hits} of 20,000)"
         );
         assert!(hits > 10_000, "the counted calls hit the cache ({hits})");
-        let most = if cfg!(debug_assertions) {
-            debug
-        } else {
-            release
-        };
+        let most = for_this_build(release, debug);
         assert!(
             allocs <= most,
             "{allocs:.3} allocations a hit with history {days} days (at most {most})"
@@ -196,11 +197,7 @@ fn a_w1_call_that_may_miss_or_create_allocates_a_few_blocks_at_most() {
         missed > 1_000,
         "the counted calls missed the cache ({missed})"
     );
-    let most = if cfg!(debug_assertions) {
-        MOST_WITH_MISSES.1
-    } else {
-        MOST_WITH_MISSES.0
-    };
+    let most = for_this_build(MOST_WITH_MISSES.0, MOST_WITH_MISSES.1);
     assert!(
         allocs <= most,
         "{allocs:.2} allocations a call with a cache smaller than the working set (at most {most})"
