@@ -1337,7 +1337,9 @@ mod tests {
             let v = other.unwrap_or(variant(&value));
             put_payload(&value, &mut bytes);
             bytes.extend_from_slice(&tail);
-            if let Some((at, b)) = damage {
+            // An empty record (no bytes before, a payload of none, no tail) has no byte
+            // to damage.
+            if let Some((at, b)) = damage.filter(|_| !bytes.is_empty()) {
                 let at = at.index(bytes.len());
                 bytes[at] = b;
             }
