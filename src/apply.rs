@@ -667,7 +667,11 @@ pub(crate) struct Builder<'a> {
     /// for [`Work`] (`pools`).
     spare: Box<Spare>,
     new_names: Vec<String>,
-    companies: HashMap<String, (u64, CompanyRecord)>,
+    /// The companies the call created or changed, by id (`upsert_company`): boxed when the
+    /// call has some (nearly none does). A map held in place made a new map (its hasher
+    /// seeded) every call and took the `Builder` over 128 bytes, so that `finish_hashed`'s
+    /// move of it was a libc `memcpy` call.
+    companies: Option<Box<Companies>>,
     next_key: u64,
     next_company_key: u64,
     order: u64,
@@ -679,6 +683,12 @@ pub(crate) struct Builder<'a> {
     /// beyond the profiles' before and after (`crate::journal::CallInfo`).
     pub(crate) history: Option<Box<crate::journal::CallInfo>>,
 }
+
+/// A call's companies, by id: key and record ([`Builder::upsert_company`]).
+type Companies = HashMap<String, (u64, CompanyRecord)>;
+
+// A move of it (`finish_hashed` takes it by value) is inline within 128 bytes.
+const _: () = assert!(size_of::<Builder<'static>>() <= 128);
 
 /// A profile loaded or created by a call, and what the call did to it.
 struct Work {
@@ -1378,7 +1388,7 @@ impl<'a> Builder<'a> {
             options,
             spare,
             new_names: Vec::new(),
-            companies: HashMap::default(),
+            companies: None,
             next_key: index.next_key().max(1),
             next_company_key: index.next_company_key().max(1),
             // Saturating: a damaged log may end at seq 2^64-1 (the append then refuses).
@@ -1390,10 +1400,9 @@ impl<'a> Builder<'a> {
     }
 
     /// The entries of the companies the call created or changed, by key. Called only when
-    /// there are some: taking the map makes a new one (a hasher's seed), and collecting it
-    /// builds and frees a list, ~100 instructions a call that has none (nearly every one).
-    fn push_companies(&mut self) {
-        let mut companies: Vec<_> = std::mem::take(&mut self.companies).into_values().collect();
+    /// there are some (collecting the map builds and frees a list).
+    fn push_companies(&mut self, companies: Companies) {
+        let mut companies: Vec<_> = companies.into_values().collect();
         companies.sort_by_key(|(k, _)| *k);
         for (key, rec) in companies {
             let data = entries::encode(&rec);
@@ -1753,8 +1762,8 @@ impl<'a> Builder<'a> {
     ) -> Result<Batch> {
         let message_id = message.map(|(mid, _)| mid);
         // Companies before profiles so that membership finds its company slot.
-        if !self.companies.is_empty() {
-            self.push_companies();
+        if let Some(companies) = self.companies.take() {
+            self.push_companies(*companies);
         }
         let stamp = Stamp::new(self.call_ts, self.order);
         let mut profiles = std::mem::take(&mut self.spare.profiles);
@@ -3145,7 +3154,8 @@ impl<'a> Builder<'a> {
     /// Upsert a company's own properties. Returns whether it was created.
     fn upsert_company(&mut self, company: &CompanyRef, ts: Timestamp) -> Result<bool> {
         let mut created = false;
-        if !self.companies.contains_key(&company.id) {
+        let companies = self.companies.get_or_insert_with(Default::default);
+        if !companies.contains_key(&company.id) {
             let (key, rec) = match self.index.company(&company.id) {
                 Some(CompanyInfo {
                     key,
@@ -3171,11 +3181,10 @@ impl<'a> Builder<'a> {
                     )
                 }
             };
-            self.companies.insert(company.id.clone(), (key, rec));
+            companies.insert(company.id.clone(), (key, rec));
         }
         let order = self.order;
-        let rec = &mut self
-            .companies
+        let rec = &mut companies
             .get_mut(&company.id)
             .expect("company inserted above")
             .1;
