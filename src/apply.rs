@@ -340,7 +340,8 @@ fn ids_bytes(ids: &Ids) -> usize {
 
 /// Keep `v`, emptied, in `pool` for a later call, unless the pool is full or `v` is large,
 /// or holds no buffer (a list a new profile started without: kept, it would make a later call
-/// allocate).
+/// allocate). Inline: a call keeps ~6 buffers, each a call of ~30 instructions.
+#[inline]
 fn keep<T>(pool: &mut Vec<Vec<T>>, mut v: Vec<T>) {
     if pool.len() < SPARE_BUFS
         && v.capacity() != 0
