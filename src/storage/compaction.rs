@@ -543,6 +543,8 @@ pub(crate) fn prepare(
         }
         held.release(&mut w, &mut moved)?;
         moved.by_place.seal();
+        // Here, without the layer above's locks, rather than under them at the switch.
+        moved.moved.sort_by_kind_and_id();
         w.finish()?;
         if !w.ids().is_empty() {
             shared
@@ -819,7 +821,8 @@ mod tests {
             let at = store
                 .append(&[Entry {
                     kind,
-                    id: i,
+                    // Copied in the order of decreasing ids, listed sorted (below).
+                    id: 3_000 - i,
                     data: data.as_bytes(),
                 }])
                 .unwrap()
@@ -851,6 +854,8 @@ mod tests {
             "listed: the kept entries only"
         );
         assert_eq!(r.moved.len(), 600);
+        let ids: Vec<u64> = r.moved.iter().map(|m| m.1).collect();
+        assert!(ids.is_sorted(), "the moves sorted by kind and id");
         let mut outputs = std::collections::HashSet::new();
         for (old, data) in &places {
             let new = r

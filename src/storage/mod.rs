@@ -233,8 +233,8 @@ pub struct DecidedCompaction {
 }
 
 impl PreparedCompaction {
-    /// Each copied entry's `(kind, id, old location, new location)`, in copy order (what
-    /// [`Store::commit_compaction`] will return as [`Relocations::moved`]).
+    /// Each copied entry's `(kind, id, old location, new location)`, sorted by kind and id
+    /// (what [`Store::commit_compaction`] will return as [`Relocations::moved`]).
     pub fn moved(&self) -> &Moves {
         self.inner.moved()
     }
@@ -249,7 +249,8 @@ impl PreparedCompaction {
 /// The switch of a prepared compaction: each live entry's old and new location.
 #[derive(Debug, Default)]
 pub struct Relocations {
-    /// `(kind, id, old, new)` for every entry copied but those kept by place.
+    /// `(kind, id, old, new)` for every entry copied but those kept by place, sorted by
+    /// kind and id (the order in which the layer above's tables are indexed).
     pub moved: Moves,
     /// Where each entry kept by place ([`CopyAs::KeepByPlace`]) went.
     pub by_place: Places,

@@ -138,7 +138,8 @@ pub struct Walk {
 }
 
 /// `(kind, id, old place, new place)` of every entry a compaction copied and listed (all but
-/// those kept by place): 33 bytes each in an anonymous map (`super::anon`), in copy order.
+/// those kept by place): 33 bytes each in an anonymous map (`super::anon`), in copy order
+/// until the copy ends, then sorted by kind and id ([`Moves::sort_by_kind_and_id`]).
 #[derive(Debug, Default)]
 pub struct Moves {
     list: MapList<33>,
@@ -191,7 +192,18 @@ impl Moves {
         self.list.as_slice().is_empty()
     }
 
-    /// The moves, `(kind, id, old, new)`, in copy order.
+    /// Sort the moves by kind, then id (in place). The layer above applies them under its
+    /// locks, to tables indexed by id (profile key): in this order it walks those tables
+    /// forwards instead of at random, a cache miss a move (W1: 100,000-190,000 moves a
+    /// compaction). Moves of one kind and id keep no particular order: each names its own
+    /// old place.
+    pub(crate) fn sort_by_kind_and_id(&mut self) {
+        self.list
+            .sort_by_key(|r| (r[0], u64_at(r, 1).unwrap_or_default()));
+    }
+
+    /// The moves, `(kind, id, old, new)`: in copy order, or sorted once
+    /// [`Moves::sort_by_kind_and_id`] ran.
     pub fn iter(&self) -> impl Iterator<Item = (u8, u64, Location, Location)> + '_ {
         self.list.as_slice().iter().map(|r| {
             let w = |i: usize| u32_at(r, 9 + 4 * i).unwrap_or_default();
@@ -250,6 +262,39 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Sorted, the moves are the same moves (each read back as pushed, the kinds and ids
+        /// of the full 0..=255 and u64 ranges among them), in the order of a plain sort of
+        /// them by `(kind, id)`.
+        #[test]
+        fn sorted_moves_are_the_moves_a_plain_sort_orders(
+            moves in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![0u8..3, proptest::num::u8::ANY],
+                    proptest::prop_oneof![0u64..20, proptest::num::u64::ANY],
+                    proptest::num::u32::ANY,
+                    proptest::num::u32::ANY,
+                ),
+                0..400,
+            ),
+        ) {
+            let mut m = Moves::with_capacity(moves.len());
+            let mut model = Vec::new();
+            for (i, &(kind, id, old, new)) in moves.iter().enumerate() {
+                let (old, new) = (loc(i as u32 + 1, old, 7), loc(900, new, 7));
+                m.push(kind, id, old, new).unwrap();
+                model.push((kind, id, old, new));
+            }
+            m.sort_by_kind_and_id();
+            let got: Vec<_> = m.iter().collect();
+            // Each old place is a move's own: sorting by the whole tuple fixes the order
+            // of moves of one kind and id, which the sort leaves open.
+            let mut same_order = got.clone();
+            same_order.sort_by_key(|&(kind, id, old, _)| (kind, id, old.segment));
+            model.sort_by_key(|&(kind, id, old, _)| (kind, id, old.segment));
+            proptest::prop_assert_eq!(&same_order, &model);
+            proptest::prop_assert!(got.windows(2).all(|w| (w[0].0, w[0].1) <= (w[1].0, w[1].1)));
+        }
+
         /// Every move is found by its old place, whatever the spacing of the offsets (gaps
         /// of a few bytes, hundreds and up to 100,000, mixed), and no other place is found.
         #[test]
