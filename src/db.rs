@@ -1195,8 +1195,10 @@ impl Inner {
         // into a running compaction are left as they are.
         let only_steps = matches!(steps, Steps::Expired);
         if !only_steps {
-            // Sealing the log's segment syncs it under the index's lock: most of its bytes
-            // are synced here first, without it.
+            // Sealing the log's segment syncs it and starts the next one under the index's
+            // lock: the next one is created here, and most of the sealed one's bytes are
+            // synced, without it.
+            self.store.create_next_segment()?;
             self.store.sync()?;
         }
         let (inputs, forwards, tables, steps_in_inputs) = {

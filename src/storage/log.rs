@@ -241,6 +241,8 @@ pub(crate) struct Shared {
     /// Woken when the group-commit thread ends a write-behind ([`Shared::settle`] waits).
     written: Condvar,
     pub next_segment: AtomicU32,
+    /// The next log segment, created ahead of a compaction's seal ([`Shared::create_spare`]).
+    spare: Mutex<Option<Spare>>,
     pub counters: Counters,
     pub recovery: RecoveryReport,
     pub compaction: Mutex<()>,
@@ -284,6 +286,7 @@ impl Shared {
             write_wanted: AtomicBool::new(false),
             written: Condvar::new(),
             next_segment: AtomicU32::new(next_segment),
+            spare: Mutex::new(None),
             counters: Counters::default(),
             recovery,
             compaction: Mutex::new(()),
@@ -423,26 +426,69 @@ impl Shared {
             .map_err(|e| Error::io("fdatasync", &st.path, e))?;
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         let sealed = Sealed::open(self.io.as_ref(), &self.dir, st.id)?;
-        let id = self.next_segment.fetch_add(1, Ordering::SeqCst);
-        let (path, file, header) = create_segment(
-            self.io.as_ref(),
-            &self.dir,
-            SegmentHeader {
-                id,
-                kind: KIND_LOG,
-                seq_floor: st.next_seq,
-            },
-        )?;
+        let header = |id| SegmentHeader {
+            id,
+            kind: KIND_LOG,
+            seq_floor: st.next_seq,
+        };
+        let (id, path, file) = match self.spare.lock().take() {
+            Some(spare) => {
+                let id = spare.id;
+                spare.start(header(id))?
+            }
+            None => {
+                let id = self.next_segment.fetch_add(1, Ordering::SeqCst);
+                let (path, file, _) = create_segment(self.io.as_ref(), &self.dir, header(id))?;
+                (id, path, file)
+            }
+        };
         self.sealed.write().insert(st.id, Arc::new(sealed));
         st.id = id;
         st.path = path;
         st.file = file;
         // The header is on the file already.
-        debug_assert_eq!(header.len(), HEADER_LEN);
         st.buf = Vec::with_capacity(FLUSH_AT + 4096);
         st.flushed = HEADER_LEN;
         st.zeroed_to = 0;
         Ok(())
+    }
+
+    /// Create the log's next segment ahead of the seal a compaction begins with, while the
+    /// layer above's writers go on (the seal runs under their lock): the file, its header's
+    /// place zeroed and synced, and the directory synced. The seal then only writes the
+    /// header and syncs that block (`Spare::start`). Nothing but a seal uses it, and the
+    /// caller seals before any other segment id is taken (the next compaction's outputs),
+    /// so that the spare, whose header is not valid yet, is the newest segment file, which
+    /// an open removes as a creation that was interrupted (docs/recovery.md). Only while the
+    /// active segment holds frames (a seal follows); an error poisons the store.
+    pub fn create_spare(&self) -> Result<()> {
+        self.check_poison()?;
+        if self.state.lock().len() <= HEADER_LEN || self.spare.lock().is_some() {
+            return Ok(());
+        }
+        let id = self.next_segment.fetch_add(1, Ordering::SeqCst);
+        let spare = self.guard(Spare::create(self.io.as_ref(), &self.dir, id))?;
+        *self.spare.lock() = Some(spare);
+        Ok(())
+    }
+
+    /// Remove the spare segment a seal did not use (none should be left, see
+    /// [`Shared::create_spare`]): before a compaction takes segment ids for its outputs, so
+    /// that no header-less segment file is ever older than another. An error poisons the
+    /// store.
+    pub fn drop_spare(&self) -> Result<()> {
+        let Some(spare) = self.spare.lock().take() else {
+            return Ok(());
+        };
+        drop(spare.file);
+        let r = super::io::remove_if_present(self.io.as_ref(), &spare.path)
+            .map_err(|e| Error::io("unlink", &spare.path, e))
+            .and_then(|()| {
+                self.io
+                    .sync_dir(&self.dir)
+                    .map_err(|e| Error::io("fsync", &self.dir, e))
+            });
+        self.guard(r)
     }
 
     /// Keep `bytes` of zeros written ahead of the active segment's data (0: none, and the
@@ -876,6 +922,46 @@ pub(crate) fn create_segment(
         .map_err(|e| Error::io("fdatasync", &path, e))?;
     io.sync_dir(dir).map_err(|e| Error::io("fsync", dir, e))?;
     Ok((path, file, bytes))
+}
+
+/// A log segment created ahead of the seal that starts it ([`Shared::create_spare`]): its
+/// name durable in the directory and its header's bytes zeros, synced. Until the header is
+/// written it is no segment: an open removes such a file when it is the newest (a creation
+/// that was interrupted).
+struct Spare {
+    id: u32,
+    path: PathBuf,
+    file: Arc<dyn IoFile>,
+}
+
+impl Spare {
+    /// The file, with `HEADER_LEN` zeros synced (an overwrite of them then changes no
+    /// size and no allocation: its `fdatasync` writes that block alone), and the directory
+    /// synced. A failure leaves at most a newest file without a valid header.
+    fn create(io: &dyn Io, dir: &Path, id: u32) -> Result<Spare> {
+        let path = dir.join(seg_name(id));
+        let file = io
+            .create(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        write_all_at(file.as_ref(), 0, &[0; HEADER_LEN])
+            .map_err(|e| Error::io("write", &path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", &path, e))?;
+        io.sync_dir(dir).map_err(|e| Error::io("fsync", dir, e))?;
+        Ok(Spare { id, path, file })
+    }
+
+    /// Make it the segment `header` describes (its id the spare's): the header written and
+    /// synced, as [`create_segment`] leaves a new segment.
+    fn start(self, header: SegmentHeader) -> Result<(u32, PathBuf, Arc<dyn IoFile>)> {
+        debug_assert_eq!(header.id, self.id);
+        write_all_at(self.file.as_ref(), 0, &header.encode())
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        Ok((self.id, self.path, self.file))
+    }
 }
 
 /// The running log: shared state plus the background group-commit thread.
