@@ -1,7 +1,7 @@
 //! The running log: appends into the active segment, rotation, group commit and poisoning.
 //!
 //! Locks, always taken in this order and never held across an fdatasync of the active
-//! segment: `compaction` -> `state` (the append lock) -> `sealed` -> `sync`.
+//! segment: `compaction` -> `state` (the append lock) -> `spare` -> `sealed` -> `sync`.
 //! The one exception is rotation, which fdatasyncs the segment it seals under the append lock
 //! (once per `segment_size` bytes), so that a sealed log segment is always whole on disk before
 //! its successor exists: torn tails can then only be in the newest log segment.
@@ -461,14 +461,23 @@ impl Shared {
     /// so that the spare, whose header is not valid yet, is the newest segment file, which
     /// an open removes as a creation that was interrupted (docs/recovery.md). Only while the
     /// active segment holds frames (a seal follows); an error poisons the store.
+    ///
+    /// The spare's slot stays locked from the id's choice until the file is made: a
+    /// rotation meanwhile (which takes the slot under the append lock, the order of the two
+    /// locks) waits for it and starts it, instead of taking the next id for a segment of its
+    /// own, which would leave the spare, header-less, older than a segment (damage, to an
+    /// open) and the log's next active segment older than a sealed one.
     pub fn create_spare(&self) -> Result<()> {
         self.check_poison()?;
-        if self.state.lock().len() <= HEADER_LEN || self.spare.lock().is_some() {
+        if self.state.lock().len() <= HEADER_LEN {
+            return Ok(());
+        }
+        let mut slot = self.spare.lock();
+        if slot.is_some() {
             return Ok(());
         }
         let id = self.next_segment.fetch_add(1, Ordering::SeqCst);
-        let spare = self.guard(Spare::create(self.io.as_ref(), &self.dir, id))?;
-        *self.spare.lock() = Some(spare);
+        *slot = Some(self.guard(Spare::create(self.io.as_ref(), &self.dir, id))?);
         Ok(())
     }
 
