@@ -6,11 +6,14 @@
 //! (once per `segment_size` bytes), so that a sealed log segment is always whole on disk before
 //! its successor exists: torn tails can then only be in the newest log segment.
 //!
-//! Write-behind (group commit only): the appender hands each [`FLUSH_AT`] bytes of the active
-//! segment to the group-commit thread, which writes them outside the append lock
-//! ([`Shared::write_behind`]), so that the `write()` (~7 % of a writer's time in `compare`,
-//! docs/performance.md) runs on another core. The file stays a prefix of the segment: the
-//! bytes after a handed-over block are written only once it is ([`Shared::settle`]).
+//! Write-behind (group commit only): the group-commit thread (or a sync's leader) takes the
+//! active segment's unwritten tail and writes it outside the append lock
+//! ([`Shared::write_tail`]), so that the `write()` (~7 % of a writer's time in `compare`,
+//! docs/performance.md) runs on another core. The appender only asks for it, and only once
+//! [`WAKE_AT`] bytes wait (a sync, every `max_batch` frames, usually takes them first): in the
+//! common case an append makes no system call and never meets the group-commit thread on a
+//! lock. The file stays a prefix of the segment: one taken tail is written at a time, and the
+//! bytes after it are taken or written only once it is ([`Shared::settle`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,23 +31,35 @@ use super::{Appended, Location, RecoveryReport};
 use crate::error::{Error, Result};
 use crate::options::Durability;
 
-/// Unflushed bytes of the active segment that trigger a `write()` (or, with group commit, a
-/// hand-over to the group-commit thread's write-behind).
+/// Unflushed bytes of the active segment that trigger a `write()` (without write-behind; with
+/// it, the point from which an append checks [`WAKE_AT`] and [`MAX_BEHIND`]).
 pub(crate) const FLUSH_AT: usize = 64 << 10;
 
 /// Unflushed bytes that make the appender write them itself even with write-behind on (the
 /// group-commit thread is behind): the memory the tail may take.
 const MAX_BEHIND: usize = 16 * FLUSH_AT;
 
-/// Bytes of the active segment handed to the group-commit thread to write outside the append
-/// lock ([`Shared::write_behind`]).
+/// Unflushed bytes at which, with write-behind, the appender wakes the group-commit thread to
+/// write them (once; [`Shared::write_tail`]). Large enough that the sync every `max_batch`
+/// frames usually takes the tail first (1,000 W1 calls append ~480 KB), so that the appender
+/// wakes that thread once a sync rather than once every [`FLUSH_AT`] bytes: each such wake
+/// was a `FUTEX_WAKE` on the appender's thread (~6,900 in 1M W1 calls), and often the woken
+/// thread preempting it. The tail then takes up to this much memory, twice (the buffer
+/// being written and the next), where 64 KiB blocks took about a tenth of it.
+const WAKE_AT: usize = MAX_BEHIND / 2;
+
+/// Capacity above which a written buffer is not kept for reuse (a huge frame's).
+const KEEP_AT_MOST: usize = 2 * MAX_BEHIND;
+
+/// The active segment's tail taken to be written outside the append lock
+/// ([`Shared::write_tail`]).
 #[derive(Default)]
 pub(crate) struct Behind {
-    /// The bytes: they follow the file's first `flushed` bytes, and `buf` follows them.
+    /// The bytes being written: they follow the file's first `flushed` bytes, and `buf`
+    /// follows them. Until the writing thread ends (and wakes [`Shared::written`]) they,
+    /// `flushed` and the file stay as they are. Left here after a failed write (the store is
+    /// then poisoned).
     bytes: Option<Arc<Vec<u8>>>,
-    /// The group-commit thread is writing them outside the lock: until it ends (and wakes
-    /// [`Shared::written`]) they, `flushed` and the file stay as they are.
-    claimed: bool,
     /// The buffer last written, emptied: the next `buf`.
     spare: Vec<u8>,
 }
@@ -61,7 +76,7 @@ pub(crate) struct State {
     pub buf: Vec<u8>,
     /// Bytes of the file already written (the header included).
     pub flushed: usize,
-    /// Bytes handed over for write-behind (between `flushed` and `buf`).
+    /// Bytes being written outside the lock (between `flushed` and `buf`).
     pub behind: Behind,
     /// Next sequence number to assign.
     pub next_seq: u64,
@@ -82,7 +97,7 @@ impl State {
         self.buffered_from() + self.buf.len()
     }
 
-    /// Where `buf` starts: after the written bytes and those handed over for write-behind.
+    /// Where `buf` starts: after the written bytes and those being written.
     fn buffered_from(&self) -> usize {
         self.flushed + self.behind.bytes.as_ref().map_or(0, |b| b.len())
     }
@@ -233,12 +248,12 @@ pub(crate) struct Shared {
     durable_hint: AtomicU64,
     /// The group-commit thread was asked to sync early.
     kicked: AtomicBool,
-    /// Write-behind is on: the group-commit thread runs ([`Log::start`]) and writes the blocks
-    /// the appender hands over.
+    /// Write-behind is on: the group-commit thread runs ([`Log::start`]) and writes the tail
+    /// when the appender asks ([`WAKE_AT`]) and at each sync.
     behind: AtomicBool,
-    /// The group-commit thread was handed a block to write.
+    /// The appender asked the group-commit thread to write the tail ([`WAKE_AT`]).
     write_wanted: AtomicBool,
-    /// Woken when the group-commit thread ends a write-behind ([`Shared::settle`] waits).
+    /// Woken when a thread ends a write outside the lock ([`Shared::settle`] waits).
     written: Condvar,
     pub next_segment: AtomicU32,
     /// The next log segment, created ahead of a compaction's seal ([`Shared::create_spare`]).
@@ -387,33 +402,46 @@ impl Shared {
         self.counters
             .bytes
             .fetch_add(flen as u64, Ordering::Relaxed);
-        let mut wake_writer = false;
+        let mut wake = false;
         if st.buf.len() >= FLUSH_AT {
-            if self.behind.load(Ordering::Acquire) && st.behind.bytes.is_none() {
-                // Hand the block to the group-commit thread.
-                hand_over(&mut st);
-                wake_writer = !self.write_wanted.swap(true, Ordering::AcqRel);
-            } else if st.buf.len() >= MAX_BEHIND || !self.behind.load(Ordering::Acquire) {
-                let r = self.settle(&mut st).and_then(|()| flush(&mut st));
-                self.guard(r)?;
-            }
+            wake = self.tail_grown(&mut st)?;
         }
         if st.len() as u64 >= self.segment_size {
             self.guard(self.rotate(&mut st))?;
         }
         drop(st);
-        if wake_writer {
-            let _g = self.shutdown.lock();
-            self.shutdown_cv.notify_all();
-        }
         if let Durability::GroupCommit { max_batch, .. } = self.durability
             && seq.saturating_sub(self.durable_hint.load(Ordering::Acquire)) >= max_batch as u64
             && !self.kicked.swap(true, Ordering::AcqRel)
         {
-            let _g = self.shutdown.lock();
-            self.shutdown_cv.notify_all();
+            wake = true;
+        }
+        if wake {
+            self.wake_flusher();
         }
         Ok(Appended { seq, locations })
+    }
+
+    /// Under the append lock, once the unwritten tail holds [`FLUSH_AT`] bytes: write it out
+    /// (without write-behind, or when [`MAX_BEHIND`] bytes wait: the group-commit thread is
+    /// behind), or, from [`WAKE_AT`] bytes, ask the group-commit thread to write it. `true`:
+    /// the thread is to be woken (the first ask since it last looked).
+    fn tail_grown(&self, st: &mut parking_lot::MutexGuard<'_, State>) -> Result<bool> {
+        if self.behind.load(Ordering::Acquire) && st.buf.len() < MAX_BEHIND {
+            return Ok(st.buf.len() >= WAKE_AT
+                && !self.write_wanted.load(Ordering::Relaxed)
+                && !self.write_wanted.swap(true, Ordering::AcqRel));
+        }
+        let r = self.settle(st).and_then(|()| flush(st));
+        self.guard(r)?;
+        Ok(false)
+    }
+
+    /// Wake the group-commit thread (asked to write the tail, or to sync early). Under its
+    /// lock, so that the wake cannot fall between its look at the flags and its sleep.
+    fn wake_flusher(&self) {
+        let _g = self.shutdown.lock();
+        self.shutdown_cv.notify_all();
     }
 
     /// Seal the active segment and start a new one (under the append lock).
@@ -540,28 +568,13 @@ impl Shared {
 
     /// Flush and fdatasync (outside the append lock); returns the seq now durable.
     fn do_sync(&self) -> Result<u64> {
-        if self.behind.load(Ordering::Acquire) {
-            // With write-behind, the tail too is written outside the append lock.
-            {
-                let mut st = self.state.lock();
-                self.check_poison()?;
-                if st.behind.bytes.is_none() && !st.buf.is_empty() {
-                    hand_over(&mut st);
-                }
-            }
-            self.write_behind()?;
-        }
-        let (file, path, target) = {
-            let mut st = self.state.lock();
-            // An append may have failed (and poisoned the store) while this leader waited
-            // for the lock: write or sync nothing after a failure.
-            self.check_poison()?;
-            // Poisoned under the lock: no appender may write (or seal) after a failed write.
-            if let Err(e) = self.settle(&mut st).and_then(|()| flush(&mut st)) {
-                return Err(self.poison(e));
-            }
-            (st.file.clone(), st.path.clone(), st.next_seq - 1)
+        let Written { file, path, last } = if self.behind.load(Ordering::Acquire) {
+            // With write-behind, the tail is written outside the append lock.
+            self.write_tail()?
+        } else {
+            self.write_out()?
         };
+        let target = last;
         // Callers that wait from here on and appended up to `target` sleep until this sync
         // ends; the others until the next.
         self.sync.lock().covers = Some(target);
@@ -701,7 +714,7 @@ impl Shared {
     }
 
     /// Background group commit: sync at least every `period` while appends are unsynced
-    /// (and early when kicked), and write the blocks handed over for write-behind.
+    /// (and early when kicked), and write the tail when the appender asks ([`WAKE_AT`]).
     fn flusher(self: Arc<Self>, period: Duration) {
         // `None`: no deadline (a `max_delay` too long to add to now).
         let mut due = Instant::now().checked_add(period);
@@ -729,7 +742,7 @@ impl Shared {
             }
             if self.write_wanted.swap(false, Ordering::AcqRel) {
                 // A failure poisons the store; the sync below then does nothing.
-                let _ = self.write_behind();
+                let _ = self.write_tail();
             }
             if !self.kicked.load(Ordering::Acquire) && due.is_none_or(|d| Instant::now() < d) {
                 continue;
@@ -746,34 +759,42 @@ impl Shared {
         }
     }
 
-    /// Write the block handed over for write-behind, if any and not being written, outside the
-    /// append lock (the group-commit thread). While it writes (`claimed`), nothing else
-    /// touches the block, `flushed` or the file ([`Shared::settle`] waits).
-    fn write_behind(&self) -> Result<()> {
-        let (block, file, path, at) = {
+    /// Write the active segment's unwritten tail outside the append lock (the group-commit
+    /// thread, asked by the appender or syncing, or a sync's leader). Under the lock: wait for
+    /// a tail another thread is writing ([`Shared::settle`]), then take this one (`buf`) as
+    /// the bytes being written and note the last seq it holds; write it with the lock released
+    /// (nothing else touches it, `flushed` or the file meanwhile); count it written under the
+    /// lock again. Returns the file and the last seq it then holds (what a sync of it covers).
+    /// A failed write poisons the store under the lock: nothing is written or sealed after it.
+    fn write_tail(&self) -> Result<Written> {
+        let (block, at, done) = {
             let mut st = self.state.lock();
             self.check_poison()?;
-            let Some(block) = st.behind.bytes.clone() else {
-                return Ok(());
+            self.settle(&mut st)?;
+            let done = Written {
+                file: st.file.clone(),
+                path: st.path.clone(),
+                last: st.next_seq - 1,
             };
-            if st.behind.claimed {
-                return Ok(());
+            if st.buf.is_empty() {
+                return Ok(done);
             }
-            st.behind.claimed = true;
-            (block, st.file.clone(), st.path.clone(), st.flushed)
+            (take_tail(&mut st), st.flushed, done)
         };
-        let r = write_all_at(file.as_ref(), at as u64, &block)
-            .map_err(|e| Error::io("write", &path, e));
+        let r = write_all_at(done.file.as_ref(), at as u64, &block)
+            .map_err(|e| Error::io("write", &done.path, e));
         drop(block);
         let mut st = self.state.lock();
-        st.behind.claimed = false;
         let r = match r {
             Ok(()) => {
                 if let Some(block) = st.behind.bytes.take() {
                     st.flushed += block.len();
                     keep_spare(&mut st, block);
                 }
-                Ok(())
+                // Zeros ahead are written under the lock, as by every write-out; a write-behind
+                // tops them up too.
+                zero_ahead(&mut st);
+                Ok(done)
             }
             Err(e) => Err(self.poison(e)),
         };
@@ -782,52 +803,64 @@ impl Shared {
         r
     }
 
-    /// Under the append lock: make the file hold every byte before `buf` (no block handed
-    /// over for write-behind left). A block the group-commit thread has not taken yet is
-    /// written here; one it is writing is waited for.
+    /// Under the append lock: write the tail out (without write-behind); returns the file and
+    /// the last seq it then holds. A failure poisons the store under the lock: no appender
+    /// may write (or seal) after a failed write.
+    fn write_out(&self) -> Result<Written> {
+        let mut st = self.state.lock();
+        // An append may have failed (and poisoned the store) while this leader waited for
+        // the lock: write or sync nothing after a failure.
+        self.check_poison()?;
+        if let Err(e) = self.settle(&mut st).and_then(|()| flush(&mut st)) {
+            return Err(self.poison(e));
+        }
+        Ok(Written {
+            file: st.file.clone(),
+            path: st.path.clone(),
+            last: st.next_seq - 1,
+        })
+    }
+
+    /// Under the append lock: make the file hold every byte before `buf`, waiting for the
+    /// tail another thread is writing outside the lock ([`Shared::write_tail`]), if any.
     fn settle(&self, st: &mut parking_lot::MutexGuard<'_, State>) -> Result<()> {
         loop {
+            // A failed write-behind leaves its bytes and poisons the store.
             self.check_poison()?;
             if st.behind.bytes.is_none() {
                 return Ok(());
             }
-            if st.behind.claimed {
-                self.written.wait(st);
-                continue;
-            }
-            let Some(block) = st.behind.bytes.take() else {
-                return Ok(());
-            };
-            if let Err(e) = write_all_at(st.file.as_ref(), st.flushed as u64, &block) {
-                // Left as it was, and the store poisoned here, under the lock: nothing is
-                // written (or sealed) after it.
-                st.behind.bytes = Some(block);
-                return Err(self.poison(Error::io("write", &st.path, e)));
-            }
-            st.flushed += block.len();
-            keep_spare(st, block);
-            return Ok(());
+            self.written.wait(st);
         }
     }
 }
 
-/// Hand the active segment's tail over for write-behind (none handed over yet); the next
-/// tail fills the last block's buffer.
-fn hand_over(st: &mut State) {
+/// The active segment's file and the last seq written to it ([`Shared::write_tail`],
+/// [`Shared::write_out`]): what an `fdatasync` of it makes durable.
+struct Written {
+    file: Arc<dyn IoFile>,
+    path: PathBuf,
+    last: u64,
+}
+
+/// Take the active segment's unwritten tail (none taken yet) to be written outside the lock;
+/// the next tail fills the last written tail's buffer.
+fn take_tail(st: &mut State) -> Arc<Vec<u8>> {
     debug_assert!(st.behind.bytes.is_none());
     let mut next = std::mem::take(&mut st.behind.spare);
     if next.capacity() == 0 {
         next.reserve(FLUSH_AT + 4096);
     }
-    let block = std::mem::replace(&mut st.buf, next);
-    st.behind.bytes = Some(Arc::new(block));
+    let block = Arc::new(std::mem::replace(&mut st.buf, next));
+    st.behind.bytes = Some(block.clone());
+    block
 }
 
-/// Keep a block's buffer, once written, for the next `buf` (when nobody else holds it and it
+/// Keep a tail's buffer, once written, for the next `buf` (when nobody else holds it and it
 /// is not a huge frame's).
 fn keep_spare(st: &mut State, block: Arc<Vec<u8>>) {
     if let Ok(mut v) = Arc::try_unwrap(block)
-        && v.capacity() <= 4 * FLUSH_AT
+        && v.capacity() <= KEEP_AT_MOST
         && st.behind.spare.capacity() == 0
     {
         v.clear();
@@ -839,6 +872,13 @@ fn keep_spare(st: &mut State, block: Arc<Vec<u8>>) {
 /// preallocates, zeros ahead of it once less than half of what it keeps ahead is left.
 pub(crate) fn flush(st: &mut State) -> Result<()> {
     flush_data(st)?;
+    zero_ahead(st);
+    Ok(())
+}
+
+/// When the store preallocates: write zeros ahead of the written data once less than half of
+/// what it keeps ahead is left ([`State::preallocate`]).
+fn zero_ahead(st: &mut State) {
     if st.preallocate > 0 && st.flushed + st.preallocate / 2 > st.zeroed_to {
         /// A block of zeros, written as often as the span asks.
         static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
@@ -859,7 +899,6 @@ pub(crate) fn flush(st: &mut State) -> Result<()> {
         // Even after a failed write (part of it may have landed): the cut covers it.
         st.zeroed_to = to;
     }
-    Ok(())
 }
 
 /// Cut the zeros written ahead of the data off the active segment's file (before it is
@@ -890,7 +929,7 @@ fn flush_data(st: &mut State) -> Result<()> {
         st.flushed += st.buf.len();
         st.buf.clear();
         // A huge frame's buffer is not kept.
-        if st.buf.capacity() > 4 * FLUSH_AT {
+        if st.buf.capacity() > KEEP_AT_MOST {
             st.buf = Vec::with_capacity(FLUSH_AT + 4096);
         }
     }
@@ -1004,8 +1043,8 @@ impl Log {
     }
 
     fn stop_flusher(&mut self) {
-        // The appender writes from now on; a block handed over and not taken is written by
-        // the next sync or seal ([`Shared::settle`]).
+        // The appender and a sync's leader write under the lock from now on (after waiting
+        // for a tail being written: [`Shared::settle`]).
         self.shared.behind.store(false, Ordering::Release);
         *self.shared.shutdown.lock() = true;
         self.shared.shutdown_cv.notify_all();
@@ -1114,10 +1153,10 @@ mod read_tests {
         }
     }
 
-    /// Group commit hands each 64 KiB of the active segment to its thread to write
-    /// (write-behind): every entry reads back as appended whether it is on the file, handed
-    /// over or in the tail (the thread's timing decides which, as the appends go), and
-    /// after a close every byte is on the file, in order, for the next open.
+    /// Group commit has its thread write the active segment's tail (write-behind, at each
+    /// sync and when `WAKE_AT` bytes wait): every entry reads back as appended whether it is
+    /// on the file, being written or in the tail (the thread's timing decides which, as the
+    /// appends go), and after a close every byte is on the file, in order, for the next open.
     #[test]
     fn write_behind_keeps_every_entry_readable_and_the_file_whole() {
         use crate::options::Durability;
@@ -1145,8 +1184,8 @@ mod read_tests {
                 .unwrap()
                 .locations[0];
             places.push(at);
-            // Read back, now and then, a stretch of what came before (on the file, handed
-            // over, in the tail).
+            // Read back, now and then, a stretch of what came before (on the file, being
+            // written, in the tail).
             if i % 97 == 0 {
                 for (j, &at) in places.iter().enumerate().rev().take(400) {
                     let mut out = Vec::new();
@@ -1203,5 +1242,275 @@ mod read_tests {
             assert!(polls < 30_000, "the group-commit thread never synced");
         }
         store.close().unwrap();
+    }
+
+    /// A group commit with neither deadline nor batch limit: its thread wakes only when the
+    /// appender asks it to write (`WAKE_AT`).
+    fn open_unhurried(dir: &std::path::Path) -> Store {
+        use crate::options::Durability;
+        let mut options = StoreOptions::new();
+        options.segment_size = 64 << 20;
+        options.durability = Durability::GroupCommit {
+            max_delay: std::time::Duration::MAX,
+            max_batch: usize::MAX,
+        };
+        Store::open(dir, options, &mut Nothing).unwrap()
+    }
+
+    /// Append entry `i` (a few hundred bytes); returns its place.
+    fn append_nth(store: &Store, i: u64) -> Location {
+        let data = nth(i);
+        store
+            .append(&[Entry {
+                kind: 1,
+                id: i,
+                data: &data,
+            }])
+            .unwrap()
+            .locations[0]
+    }
+
+    fn nth(i: u64) -> Vec<u8> {
+        format!("entry {i} {}", "z".repeat((i % 500) as usize)).into_bytes()
+    }
+
+    /// With write-behind, appends below `WAKE_AT` unwritten bytes stay in the tail: no block
+    /// is handed over, nothing written, the group-commit thread not asked (it was once woken
+    /// for every 64 KiB: a futex wake on the appender's thread each time). Past `WAKE_AT` the
+    /// appender asks once and the thread writes the tail outside the lock; every entry reads
+    /// back throughout and after a reopen.
+    #[test]
+    fn write_behind_asks_the_thread_only_from_wake_at() {
+        use super::{FLUSH_AT, HEADER_LEN, MAX_BEHIND, Ordering, WAKE_AT};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_unhurried(dir.path());
+        let shared = &store.inner.shared;
+        let mut places = Vec::new();
+        let mut i = 0u64;
+        while shared.state.lock().len() < HEADER_LEN + WAKE_AT - 2 * 1024 {
+            places.push(append_nth(&store, i));
+            i += 1;
+        }
+        {
+            let st = shared.state.lock();
+            assert!(st.buf.len() > 4 * FLUSH_AT, "{}", st.buf.len());
+            assert_eq!(st.flushed, HEADER_LEN, "nothing written");
+            assert!(st.behind.bytes.is_none(), "nothing handed over");
+            assert_eq!(st.len(), HEADER_LEN + st.buf.len());
+            assert!(!shared.write_wanted.load(Ordering::Acquire), "not asked");
+        }
+        for (j, &at) in places.iter().enumerate() {
+            assert_eq!(store.read(at, |b| b.to_vec()).unwrap(), nth(j as u64));
+        }
+        // Past WAKE_AT: asked once; the thread writes the tail (polled, no timing assertion).
+        while shared.state.lock().len() < HEADER_LEN + WAKE_AT + 4 * 1024 {
+            places.push(append_nth(&store, i));
+            i += 1;
+        }
+        let mut polls = 0;
+        while shared.state.lock().flushed == HEADER_LEN {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            polls += 1;
+            assert!(
+                polls < 30_000,
+                "the group-commit thread never wrote the tail"
+            );
+        }
+        {
+            let st = shared.state.lock();
+            assert!(
+                st.buf.len() < MAX_BEHIND,
+                "the appender did not write it itself"
+            );
+        }
+        for (j, &at) in places.iter().enumerate() {
+            assert_eq!(store.read(at, |b| b.to_vec()).unwrap(), nth(j as u64));
+        }
+        store.close().unwrap();
+        let store = open_unhurried(dir.path());
+        for (j, &at) in places.iter().enumerate() {
+            let read = store.read(at, |b| b.to_vec()).unwrap();
+            assert_eq!(read, nth(j as u64), "entry {j} after reopening");
+        }
+    }
+
+    /// Holds the group-commit thread's writes until opened (a slow disk under that thread).
+    #[derive(Default)]
+    struct Gate {
+        open: parking_lot::Mutex<bool>,
+        cv: parking_lot::Condvar,
+        /// Writes that reached the gate.
+        held: std::sync::atomic::AtomicU64,
+    }
+
+    impl Gate {
+        fn pass(&self) {
+            if std::thread::current().name() != Some("profiledb-group-commit") {
+                return;
+            }
+            let mut open = self.open.lock();
+            self.held.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            while !*open {
+                self.cv.wait(&mut open);
+            }
+        }
+
+        fn open(&self) {
+            *self.open.lock() = true;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Real files whose writes by the group-commit thread wait at a [`Gate`].
+    struct GatedIo(std::sync::Arc<Gate>);
+
+    struct GatedFile(std::sync::Arc<dyn IoFile>, std::sync::Arc<Gate>);
+
+    use super::super::io::{Io, IoFile, RealIo};
+    use std::path::Path;
+
+    impl IoFile for GatedFile {
+        fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<usize> {
+            self.1.pass();
+            self.0.write_at(offset, buf)
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read_at(offset, buf)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.0.sync_data()
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.0.set_len(len)
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            self.0.len()
+        }
+    }
+
+    impl GatedIo {
+        fn gated(&self, file: std::sync::Arc<dyn IoFile>) -> std::sync::Arc<dyn IoFile> {
+            std::sync::Arc::new(GatedFile(file, self.0.clone()))
+        }
+    }
+
+    impl Io for GatedIo {
+        fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+            RealIo.create_dir_all(dir)
+        }
+        fn create(&self, path: &Path) -> std::io::Result<std::sync::Arc<dyn IoFile>> {
+            RealIo.create(path).map(|f| self.gated(f))
+        }
+        fn open(&self, path: &Path) -> std::io::Result<std::sync::Arc<dyn IoFile>> {
+            RealIo.open(path).map(|f| self.gated(f))
+        }
+        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+            RealIo.read(path)
+        }
+        fn map_source(&self, path: &Path) -> std::io::Result<Option<std::fs::File>> {
+            RealIo.map_source(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            RealIo.rename(from, to)
+        }
+        fn remove(&self, path: &Path) -> std::io::Result<()> {
+            RealIo.remove(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            RealIo.sync_dir(dir)
+        }
+        fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+            RealIo.list(dir)
+        }
+        fn len(&self, path: &Path) -> std::io::Result<u64> {
+            RealIo.len(path)
+        }
+    }
+
+    /// While the group-commit thread's write of a tail is held (a slow disk): the entries in
+    /// it and after it read back from memory; a sync from another thread waits for it and
+    /// then writes the rest itself; an appender with `MAX_BEHIND` bytes waiting waits for it
+    /// and then writes its tail itself; neither returns before the held write ends (the file
+    /// stays a prefix of the segment). Once it ends, every entry reads back, and after a
+    /// reopen too.
+    #[test]
+    fn a_held_write_behind_is_waited_for_and_nothing_is_written_past_it() {
+        use super::{HEADER_LEN, MAX_BEHIND, WAKE_AT};
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let gate = std::sync::Arc::new(Gate::default());
+        let mut options = StoreOptions::new();
+        options.segment_size = 64 << 20;
+        options.durability = crate::options::Durability::GroupCommit {
+            max_delay: std::time::Duration::MAX,
+            max_batch: usize::MAX,
+        };
+        options.io = std::sync::Arc::new(GatedIo(gate.clone()));
+        let store = Store::open(dir.path(), options, &mut Nothing).unwrap();
+        let shared = &store.inner.shared;
+        let mut places = Vec::new();
+        let mut i = 0u64;
+        while shared.state.lock().len() < HEADER_LEN + WAKE_AT + 1024 {
+            places.push(append_nth(&store, i));
+            i += 1;
+        }
+        // The thread takes the tail and its write waits at the gate (polled).
+        let mut polls = 0;
+        while gate.held.load(Ordering::Acquire) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            polls += 1;
+            assert!(polls < 30_000, "the group-commit thread never wrote");
+        }
+        let taken = {
+            let st = shared.state.lock();
+            assert_eq!(st.flushed, HEADER_LEN);
+            st.behind.bytes.as_ref().map_or(0, |b| b.len())
+        };
+        assert!(taken > WAKE_AT, "{taken}");
+        // More, short of MAX_BEHIND: in the tail.
+        while shared.state.lock().buf.len() < MAX_BEHIND - 4 * 1024 {
+            places.push(append_nth(&store, i));
+            i += 1;
+        }
+        for (j, &at) in places.iter().enumerate() {
+            assert_eq!(store.read(at, |b| b.to_vec()).unwrap(), nth(j as u64));
+        }
+        let syncs = store.stats().syncs;
+        let shared_store = &store;
+        std::thread::scope(|s| {
+            let sync = s.spawn(|| shared_store.sync());
+            let first = i;
+            let append = s.spawn(move || {
+                let mut more = Vec::new();
+                for k in first..first + 200 {
+                    more.push(append_nth(shared_store, k));
+                }
+                more
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // Not a timing assertion: neither may return while the write is held.
+            assert!(
+                !sync.is_finished(),
+                "a sync returned before the tail was written"
+            );
+            assert!(
+                !append.is_finished(),
+                "an appender past MAX_BEHIND went on before the tail was written"
+            );
+            assert_eq!(shared.state.lock().flushed, HEADER_LEN, "written past it");
+            gate.open();
+            sync.join().unwrap().unwrap();
+            places.extend(append.join().unwrap());
+        });
+        assert!(store.stats().syncs > syncs);
+        for (j, &at) in places.iter().enumerate() {
+            assert_eq!(store.read(at, |b| b.to_vec()).unwrap(), nth(j as u64));
+        }
+        store.close().unwrap();
+        let store = open_unhurried(dir.path());
+        for (j, &at) in places.iter().enumerate() {
+            let read = store.read(at, |b| b.to_vec()).unwrap();
+            assert_eq!(read, nth(j as u64), "entry {j} after reopening");
+        }
     }
 }
