@@ -5,12 +5,10 @@
 
 mod cache;
 mod forget;
-mod hot;
 
 pub(crate) use cache::ProfileCache;
 use cache::{CACHED_CHAIN_RECORDS, Cached, Chain, ChainAt};
 use forget::{Forgetting, HoldsNothing};
-use hot::Hot;
 
 use crate::entries::profile::{DeltaOut, Fold, FullMap, Link};
 use crate::entries::raw::{RawState, RawStates};
@@ -246,14 +244,6 @@ impl Pools {
             fast.bytes.clear();
             self.fasts.push(fast);
         }
-    }
-
-    /// `rec` as a hot record, written in a pooled buffer first (`Hot::encode`).
-    fn hot(&mut self, rec: &ProfileRecord) -> Hot {
-        let mut scratch = self.buf();
-        let hot = Hot::encode(rec, &mut scratch);
-        keep(&mut self.bufs, scratch);
-        hot
     }
 
     fn record(&mut self) -> ProfileRecord {
@@ -709,7 +699,7 @@ struct Work {
     /// Found in the writer cache.
     hit: bool,
     /// Its records, as the writer cache had them or as read from the log: the call's delta is
-    /// added to them for the cache (or its hot record, `apply::hot`).
+    /// added to them for the cache.
     cached: Option<Cached>,
     /// States of the names the call changes that the partial load captured as bytes
     /// (`entries::raw`) instead of building them into `rec` (none in `rec` then), and the
@@ -907,7 +897,7 @@ enum OldIds {
 /// `PropState`: it keeps each value's bytes as `Value::put` writes them, in the delta's
 /// `FORM_SET` states (`entries::profile::put_set_item`), which the delta copies whole
 /// (`entries::profile::put_delta_sets`). Anything that needs the states in `rec` (a full
-/// record, the cache's hot record) first puts them there ([`materialize`]).
+/// record) first puts them there ([`materialize`]).
 struct FastSets {
     /// (name, its value's bytes in `bytes`), sorted by name once the call is applied.
     sets: Vec<(u32, std::ops::Range<u32>)>,
@@ -1449,36 +1439,7 @@ impl<'a> Builder<'a> {
         })?;
         let chain_limit = self.options.chain_limit;
         let mut raw = self.spare.pools.raws();
-        let roomy = self.cache.roomy();
         let cached = self.cache.take(key, loc).and_then(|(at, chain)| {
-            // A chain of one full record the writer encoded, which a call loading part of the
-            // profile came back to while the cache is roomy, is made a hot record here, from
-            // the record's bytes (`Hot::from_full`), and loaded as one: the call captures its
-            // states from it and may take the fast path. Decoded whole and encoded anew after
-            // the call (below, and `finish`), it cost ~12,000 instructions more.
-            let made = match (roomy, only, chain.single_full()) {
-                (true, Some(only), Some((old, lens))) => {
-                    Hot::from_full(old, lens, only).ok().flatten()
-                }
-                _ => None,
-            };
-            let chain = match made {
-                Some(hot) => {
-                    #[cfg(debug_assertions)]
-                    if let Ok(rec) = chain.decode() {
-                        debug_assert!(
-                            hot.same_as(&Hot::encode(&rec, &mut Vec::new())),
-                            "hot record of profile {key} from its full record's bytes"
-                        );
-                    }
-                    Cached::Hot(Box::new(hot))
-                }
-                None => chain,
-            };
-            // Whole when the call will write a full record (for the log or for the cache), or
-            // make the chain a hot record (`apply::hot`: while the cache is roomy). A hot record
-            // writes a full record itself (`Hot::put_full`) after a call on the fast path.
-            let convert = !chain.is_hot() && roomy;
             // One full record the writer encoded: a call on the fast path writes the cache's
             // next full record from it (`entries::profile::splice_full`), loading only the
             // call's states; so also when the log's next record is a full one (the chain
@@ -1489,11 +1450,9 @@ impl<'a> Builder<'a> {
             // at its chain limit) from them (`entries::profile::put_full_parts`) and builds
             // none.
             let splice = chain.single_full().is_some();
-            let all = only.is_some() && !convert && !chain.is_hot() && !splice;
+            let all = only.is_some() && !splice;
             let only = only.filter(|_| {
-                !convert
-                    && !all
-                    && (chain.is_hot() || splice || !at.next_is_full(chain_limit))
+                !all && (splice || !at.next_is_full(chain_limit))
                     && chain.records() < CACHED_CHAIN_RECORDS
             });
             let mut map = None;
@@ -1823,39 +1782,6 @@ impl<'a> Builder<'a> {
                 && !ids_changed
                 && !work.full
                 && work.cached.is_some();
-            // A fast call whose record is a full one (the chain limit) on a hot record: the
-            // sets go into the hot record, and the full record is written from it (its bytes
-            // copied, each checked as a read checks it, `Hot::put_full`).
-            let from_hot = match (work.cached.take(), &work.fast) {
-                (Some(Cached::Hot(mut hot)), Some(fast))
-                    if link.is_none() && !ids_changed && !work.full =>
-                {
-                    let mut data = self.spare.pools.buf();
-                    data.reserve(full_guess);
-                    let written = hot
-                        .after_sets(
-                            work.rec.first_seen,
-                            work.rec.updated_at,
-                            stamp,
-                            fast.values(),
-                        )
-                        .and_then(|()| hot.put_full(&mut data, None));
-                    match written {
-                        Ok(()) => Some((hot, data)),
-                        Err(e) => {
-                            // Bytes this process encoded: only a bug gets here. The general
-                            // path below completes the profile from the log.
-                            debug_assert!(false, "hot record of profile {key}: {}", e.reason);
-                            None
-                        }
-                    }
-                }
-                (cached, _) => {
-                    work.cached = cached;
-                    None
-                }
-            };
-            let (from_hot, hot_full) = from_hot.unzip();
             // A fast call on a chain whose next record is a full one (for the log, or for the
             // cache after this delta), loaded with every plain state captured: the full record
             // is written from the captured states' bytes, the states built and the call's
@@ -1868,7 +1794,7 @@ impl<'a> Builder<'a> {
             // When the splice does not apply, the general path below completes the profile.
             let from_splice = match (&work.fast, &work.cached, &work.map) {
                 (Some(_), Some(Cached::Chain(chain)), Some(_))
-                    if from_hot.is_none() && link.is_none() && !ids_changed && !work.full =>
+                    if link.is_none() && !ids_changed && !work.full =>
                 {
                     let mut data = self.spare.pools.buf();
                     data.reserve(full_guess);
@@ -1888,8 +1814,7 @@ impl<'a> Builder<'a> {
             let from_parts = match (&work.fast, &work.cached) {
                 _ if from_splice.is_some() => from_splice,
                 (Some(fast), Some(Cached::Chain(_)))
-                    if from_hot.is_none()
-                        && work.captured_all
+                    if work.captured_all
                         && (link.is_none() || cache_full)
                         && !ids_changed
                         && !work.full =>
@@ -1928,7 +1853,7 @@ impl<'a> Builder<'a> {
                 if link.is_some() {
                     self.cache.records.fast_path += 1;
                 }
-            } else if from_hot.is_none() {
+            } else {
                 if !fast_delta {
                     materialize(work, stamp, &mut self.spare.pools)?;
                 } else if work.fast.is_some() {
@@ -1948,7 +1873,7 @@ impl<'a> Builder<'a> {
                 work.changed.is_sorted_by(|a, b| a < b),
                 "names changed, each once"
             );
-            // The full record's state lengths, for the cache (`cache::Chain::full_measured`).
+            // The full record's state lengths, for the cache (`cache::Chain::full_measured_in`).
             let mut lens = parts_lens.unwrap_or_else(|| self.spare.pools.buf());
             let (kind, data, at) = match link {
                 Some((link, at)) => {
@@ -1996,45 +1921,28 @@ impl<'a> Builder<'a> {
                 }
                 None => (
                     EntryKind::Profile,
-                    match hot_full {
-                        Some(data) => {
-                            // Debug builds: the record the states give.
-                            #[cfg(debug_assertions)]
-                            if let Some(hot) = &from_hot {
-                                let mut slow = Vec::new();
-                                if let Ok(rec) = hot.decode() {
-                                    entries::profile::put_full(&rec, &mut slow, None);
-                                }
-                                debug_assert_eq!(
-                                    data, slow,
-                                    "full record of profile {key} from its hot record"
+                    match parts_full.take() {
+                        Some(data) => data,
+                        None => {
+                            let mut data = self.spare.pools.buf();
+                            data.reserve(full_guess);
+                            // A new profile: every state the call's set (or removal), at
+                            // the call's stamp, written without a table built.
+                            let one_stamp = matches!(work.old, OldIds::New)
+                                && entries::profile::put_full_one_stamp(
+                                    &work.rec,
+                                    &mut data,
+                                    self.cache.enabled().then_some(&mut lens),
+                                );
+                            if !one_stamp {
+                                entries::profile::put_full(
+                                    &work.rec,
+                                    &mut data,
+                                    self.cache.enabled().then_some(&mut lens),
                                 );
                             }
                             data
                         }
-                        None => match parts_full.take() {
-                            Some(data) => data,
-                            None => {
-                                let mut data = self.spare.pools.buf();
-                                data.reserve(full_guess);
-                                // A new profile: every state the call's set (or removal), at
-                                // the call's stamp, written without a table built.
-                                let one_stamp = matches!(work.old, OldIds::New)
-                                    && entries::profile::put_full_one_stamp(
-                                        &work.rec,
-                                        &mut data,
-                                        self.cache.enabled().then_some(&mut lens),
-                                    );
-                                if !one_stamp {
-                                    entries::profile::put_full(
-                                        &work.rec,
-                                        &mut data,
-                                        self.cache.enabled().then_some(&mut lens),
-                                    );
-                                }
-                                data
-                            }
-                        },
                     },
                     ChainAt::default(),
                 ),
@@ -2210,58 +2118,10 @@ impl<'a> Builder<'a> {
             if let Some(e) = unmapped {
                 return Err(e);
             }
-            // What the cache keeps: a hot record with the call's states written into it (built
-            // anew after a merge, which changes the profile whole), or, while the cache is
-            // roomy, a chain the call came back to made a hot record (it was decoded whole);
-            // else the records loaded and this delta, or this full record, or (a loaded chain
-            // at its length) the profile encoded whole.
+            // What the cache keeps: the records loaded and this delta, or this full record,
+            // or (a loaded chain at its length) the profile encoded whole.
             let chain = match (self.cache.enabled(), work.cached.take()) {
-                _ if from_hot.is_some() => from_hot.map(Cached::Hot),
                 (false, _) => None,
-                (true, Some(Cached::Hot(_))) if work.full => {
-                    Some(Cached::Hot(Box::new(self.spare.pools.hot(&work.rec))))
-                }
-                (true, Some(Cached::Hot(mut hot))) => {
-                    let written = match &work.fast {
-                        Some(fast) => hot.after_sets(
-                            work.rec.first_seen,
-                            work.rec.updated_at,
-                            stamp,
-                            fast.values(),
-                        ),
-                        None => hot.after(&work.rec, &work.changed, ids_changed),
-                    };
-                    // A cache that is no longer roomy keeps the smaller form: the full record
-                    // (a hot record takes several times its bytes), which the next call
-                    // splices.
-                    let written = written.and_then(|()| {
-                        if self.cache.roomy() {
-                            return Ok(Cached::Hot(hot));
-                        }
-                        let mut full = self.spare.pools.buf();
-                        let mut full_lens = self.spare.pools.buf();
-                        let chain = hot
-                            .put_full(&mut full, Some(&mut full_lens))
-                            .map(|()| Cached::Chain(Chain::full_measured(&full, &full_lens)));
-                        keep(&mut self.spare.pools.bufs, full);
-                        keep(&mut self.spare.pools.bufs, full_lens);
-                        chain
-                    });
-                    match written {
-                        Ok(cached) => Some(cached),
-                        Err(e) => {
-                            // Bytes this process encoded: only a bug gets here; the log has
-                            // the profile.
-                            debug_assert!(false, "hot record of profile {key}: {}", e.reason);
-                            None
-                        }
-                    }
-                }
-                (true, Some(Cached::Chain(_)))
-                    if work.hit && !work.partial && self.cache.roomy() =>
-                {
-                    Some(Cached::Hot(Box::new(self.spare.pools.hot(&work.rec))))
-                }
                 (true, cached) => Some(Cached::Chain(match (kind, cached) {
                     (EntryKind::Profile, old) => Chain::full_measured_in(old, &data, &lens),
                     (_, Some(Cached::Chain(chain)))

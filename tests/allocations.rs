@@ -94,7 +94,9 @@ fn per_call(history_days: u64, cache_bytes: usize, warm: u64, counted: u64) -> (
 /// the pools keep no list that holds no buffer. At 1.23 / 0.97 (release) and 31.4 / 18.1
 /// (debug) (stop 58) once, as well, the identifiers after a call are indexed from the record
 /// written (no copy) and the string buffers a decode or a call leaves without an identifier
-/// are kept for the thread's next (`entries::wire::keep_string`).
+/// are kept for the thread's next (`entries::wire::keep_string`). Until stop 70 a cache that
+/// held the working set made its profiles "hot records" (a second form, removed then:
+/// docs/performance.md, "Engine round 53"); the figures above before that stop are of them.
 const MOST: [(u64, f64, f64); 2] = [(30, 1.8, 35.0), (0, 1.5, 21.0)];
 
 #[test]

@@ -635,8 +635,8 @@ fn sets_newer_than_the_state_take_the_fast_path_and_match_the_general_one() {
     const CALLS: u32 = 400;
     let (_, general) = run("general", 0);
     assert_eq!(general.stats().profile_records.fast_path, 0);
-    // A cache too small for the 20 profiles keeps chains (and misses); a roomy one hot
-    // records.
+    // A cache too small for the 20 profiles keeps chains (and misses); a roomy one keeps
+    // them all.
     let (_, roomy) = run("roomy", 1 << 20);
     let (dir, fast) = run("fast", 8 << 10);
     for db in [&fast, &roomy] {
@@ -680,8 +680,7 @@ fn sets_newer_than_the_state_take_the_fast_path_and_match_the_general_one() {
 /// the parts a whole fold captured (`entries::profile::put_full_parts`), building no whole
 /// record: the profiles and their history are those of a store without the writer cache, and
 /// debug builds check each such record byte for byte against the encoder of the whole record.
-/// A stream of new people keeps evicting (the cache is never roomy enough for hot records) and
-/// the ten regulars stay in it.
+/// A stream of new people keeps evicting and the ten regulars stay in it.
 #[test]
 fn full_records_written_from_a_cached_chains_bytes_are_the_whole_records() {
     let tmp = tempfile::tempdir().unwrap();
@@ -721,8 +720,8 @@ fn full_records_written_from_a_cached_chains_bytes_are_the_whole_records() {
         (dir, db)
     };
     let (_, general) = run("general", 0);
-    // Budgets that keep the regulars' chains and evict the others (with more, the cache is
-    // roomy and makes hot records; with less, the regulars are evicted too).
+    // Budgets that keep the regulars' chains and evict the others (with less, the regulars
+    // are evicted too).
     let (mut from_parts, mut spliced, mut full_spliced) = (0, 0, 0);
     let mut stores = Vec::new();
     for kib in [10, 12] {
@@ -759,8 +758,8 @@ fn full_records_written_from_a_cached_chains_bytes_are_the_whole_records() {
 }
 
 /// A full writer cache of a real budget (1 MiB and more keep a doorkeeper) refuses a new
-/// person and lets them in when they come back; its regulars, made hot records while it had
-/// room, go back to full records once it is full, which the next calls splice: the profiles
+/// person and lets them in when they come back; its regulars' full records are spliced by
+/// the next calls: the profiles
 /// and their history are still those of a store without the cache, and the log alone reads
 /// them back after a crash.
 #[test]

@@ -12,7 +12,6 @@
 mod doorkeeper;
 mod keys;
 
-use super::hot::Hot;
 use super::{RecordCounts, Written};
 use crate::entries::chain::Forwards;
 use crate::entries::profile::{self, Fold, MAX_CHAIN_DEPTH, ProfileRecord};
@@ -127,12 +126,8 @@ impl Chain {
     /// A chain of one full record and its state lengths (`data` and `lens` as
     /// `entries::encode_profile_measured` or `entries::profile::splice_full` make them), in a
     /// buffer of the size (rounded up to what the budget counts for it): the next call on the
-    /// profile writes its full record anew (`splice_full`) rather than add to this one.
-    pub fn full_measured(data: &[u8], lens: &[u8]) -> Chain {
-        Self::full_measured_in(None, data, lens)
-    }
-
-    /// [`Chain::full_measured`] in the buffer of `old`, the chain it replaces: kept when it
+    /// profile writes its full record anew (`splice_full`) rather than add to this one. In
+    /// the buffer of `old`, the chain it replaces: kept when it
     /// has the room and at most an eighth more, else resized to the size, rounded as above (a
     /// `realloc`, often in place); a buffer of its own when there is no old chain. The cache's
     /// budget counts capacity.
@@ -218,7 +213,7 @@ impl Chain {
     }
 
     /// The chain's one full record and its state lengths, when it is that (a record this
-    /// process encoded, `Chain::full_measured`).
+    /// process encoded, `Chain::full_measured_in`).
     pub fn single_full(&self) -> Option<(&[u8], &[u8])> {
         if self.records != 1 || self.from_log {
             return None;
@@ -361,12 +356,12 @@ impl Chain {
     }
 }
 
-/// What the cache keeps of a profile: the records of its chain as written or read, or, once a
-/// call came back to it, its hot record (`apply::hot`). The hot record is boxed: inline, it
-/// made every slot of the cache 168 bytes instead of 96 (then), chains and all.
+/// What the cache keeps of a profile: the records of its chain as written or read. (A second
+/// form, a "hot record" with a directory of its states written in place, was made while the
+/// cache held the working set until stop 70: it made such a cache slower and larger,
+/// docs/performance.md, "Engine round 53".)
 pub(crate) enum Cached {
     Chain(Chain),
-    Hot(Box<Hot>),
 }
 
 impl Cached {
@@ -374,7 +369,6 @@ impl Cached {
     pub fn decode(&self) -> Decoded<ProfileRecord> {
         match self {
             Cached::Chain(c) => c.decode(),
-            Cached::Hot(h) => h.decode(),
         }
     }
 
@@ -382,12 +376,11 @@ impl Cached {
     pub fn decode_into(&self, into: ProfileRecord) -> Decoded<ProfileRecord> {
         match self {
             Cached::Chain(c) => c.decode_into(into),
-            Cached::Hot(h) => h.decode_into(into),
         }
     }
 
     /// The identifiers, times and the states of `only` (sorted), plain ones captured into
-    /// `raw` ([`Chain::decode_capturing`], [`Hot::decode_capturing`]).
+    /// `raw` ([`Chain::decode_capturing`]).
     /// `into`: a record whose buffers the result reuses (its identifiers', its list of
     /// states').
     pub fn decode_capturing(
@@ -398,15 +391,13 @@ impl Cached {
     ) -> Decoded<ProfileRecord> {
         match self {
             Cached::Chain(c) => c.decode_capturing(only, raw, into),
-            Cached::Hot(h) => h.decode_capturing(only, raw, into),
         }
     }
 
-    /// Records held (a hot record counts as one).
+    /// Records held.
     pub fn records(&self) -> u32 {
         match self {
             Cached::Chain(c) => c.records(),
-            Cached::Hot(_) => 1,
         }
     }
 
@@ -414,19 +405,12 @@ impl Cached {
     pub fn single_full(&self) -> Option<(&[u8], &[u8])> {
         match self {
             Cached::Chain(c) => c.single_full(),
-            Cached::Hot(_) => None,
         }
-    }
-
-    /// Whether it is a hot record.
-    pub fn is_hot(&self) -> bool {
-        matches!(self, Cached::Hot(_))
     }
 
     fn heap_bytes(&self) -> usize {
         match self {
             Cached::Chain(c) => c.heap_bytes(),
-            Cached::Hot(h) => h.heap_bytes() + alloc_bytes(size_of::<Hot>()),
         }
     }
 }
@@ -497,17 +481,11 @@ pub(crate) struct ProfileCache {
     pub hits: u64,
     /// See `hits`.
     pub misses: u64,
-    /// Profiles kept, and how many had been kept when the last eviction happened.
-    inserts: u64,
-    last_eviction: Option<u64>,
     /// The profiles refused lately (`None` below [`ADMISSION_FROM`]).
     doorkeeper: Option<doorkeeper::Doorkeeper>,
     /// Profiles not kept: refused by the doorkeeper.
     pub refused: u64,
 }
-
-/// Inserts without an eviction after which the cache counts as roomy again.
-const ROOMY_AFTER: u64 = 4096;
 
 /// A cached profile, or a reservation (no chain). What the budget counts for it is derived
 /// ([`Slot::bytes`]): its chain does not change while it is here.
@@ -573,21 +551,9 @@ impl ProfileCache {
             records: Default::default(),
             hits: 0,
             misses: 0,
-            inserts: 0,
-            last_eviction: None,
             doorkeeper,
             refused: 0,
         }
-    }
-
-    /// Whether the profiles the writers come back to fit the budget: no eviction for the
-    /// last [`ROOMY_AFTER`] profiles kept. Only then does a call make a profile's chain its hot
-    /// record (`apply::hot`), which takes more bytes than the chain: under a budget that does
-    /// not hold the working set, the chains' smaller size buys more hits than the hot records'
-    /// cheaper calls save (docs/performance.md, "Engine round 18").
-    pub fn roomy(&self) -> bool {
-        self.last_eviction
-            .is_none_or(|at| self.inserts.saturating_sub(at) > ROOMY_AFTER)
     }
 
     /// Whether the cache keeps anything (a budget of 0 disables it).
@@ -694,7 +660,6 @@ impl ProfileCache {
         let through = at.through.map(Box::new);
         let bytes =
             chain.heap_bytes() + CACHE_SLOT_BYTES + through.as_ref().map_or(0, |_| THROUGH_BYTES);
-        self.inserts += 1;
         let turned_away = !hit
             && self.bytes + bytes > self.budget
             && self
@@ -703,7 +668,6 @@ impl ProfileCache {
                 .is_some_and(|door| !door.admit(key));
         if turned_away {
             self.refused += 1;
-            self.last_eviction = Some(self.inserts);
         }
         let (Ok(link), Ok(walked)) = depths else {
             // Deeper than a chain goes (`MAX_CHAIN_DEPTH`; unreachable, asserted above): not
@@ -766,7 +730,6 @@ impl ProfileCache {
             }
             let key = slot.key;
             self.vacate(key, self.hand);
-            self.last_eviction = Some(self.inserts);
             return true;
         }
         false
@@ -896,7 +859,7 @@ mod tests {
         assert_eq!(data, crate::entries::encode_profile(&rec, 64));
         assert_eq!(lens.len(), rec.props.len());
         assert!(lens[3] == 0 && lens[..3].iter().all(|&l| l > 0), "{lens:?}");
-        let mut measured = Chain::full_measured(&data, &lens);
+        let mut measured = Chain::full_measured_in(None, &data, &lens);
         assert_eq!(measured.decode().unwrap(), rec);
         set(&mut rec, 2, 21, 400);
         rec.updated_at = Timestamp(400);
@@ -918,7 +881,7 @@ mod tests {
             }
             assert_eq!(got, want, "{only:?}");
         }
-        let again = Chain::full_measured(&data, &lens);
+        let again = Chain::full_measured_in(None, &data, &lens);
         assert_eq!(again.decode().unwrap(), before);
     }
 
@@ -1102,13 +1065,8 @@ mod tests {
         assert!(kept >= 5, "{kept}");
         assert_eq!(cache.refused, 0, "admitted while there was room");
         let cached = |cache: &ProfileCache| (0..=kept + 1).filter(|k| cache.holds(*k)).count();
-        assert!(cache.roomy());
         cache.insert(kept, loc(kept as u32), ChainAt::default(), chain(), false);
         assert_eq!(cache.refused, 1);
-        assert!(
-            !cache.roomy(),
-            "a refusal, like an eviction, makes room scarce"
-        );
         assert_eq!(cached(&cache), kept as usize, "refused: nothing evicted");
         assert!(!cache.holds(kept));
         cache.insert(kept, loc(kept as u32), ChainAt::default(), chain(), false);
@@ -1141,28 +1099,6 @@ mod tests {
         assert_eq!(size_of::<Slot>(), CACHE_SLOT_BYTES);
         assert_eq!(size_of::<Option<Cached>>(), 24);
         assert_eq!(alloc_bytes(size_of::<(Location, u32)>()), THROUGH_BYTES);
-    }
-
-    /// A cache is roomy until it evicts, and again once it kept `ROOMY_AFTER` profiles
-    /// without evicting.
-    #[test]
-    fn a_cache_is_roomy_until_it_evicts() {
-        let data = crate::entries::encode_profile(&ProfileRecord::default(), 64);
-        let one = Chain::full(&data).heap_bytes() + CACHE_SLOT_BYTES;
-        let mut cache = ProfileCache::new(2 * one);
-        let chain = || Cached::Chain(Chain::full(&data));
-        cache.insert(1, loc(1), ChainAt::default(), chain(), false);
-        cache.insert(2, loc(2), ChainAt::default(), chain(), false);
-        assert!(cache.roomy());
-        cache.insert(3, loc(3), ChainAt::default(), chain(), false);
-        assert!(!cache.roomy(), "an eviction makes room scarce");
-        // The same profile kept again and again evicts nothing.
-        for _ in 0..ROOMY_AFTER {
-            cache.insert(3, loc(3), ChainAt::default(), chain(), false);
-            assert!(!cache.roomy());
-        }
-        cache.insert(3, loc(3), ChainAt::default(), chain(), false);
-        assert!(cache.roomy());
     }
 
     #[test]

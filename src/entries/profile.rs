@@ -118,22 +118,6 @@ enum Slot {
     CompanyId,
 }
 
-/// [`ids`] of `bytes` (the identifiers alone, as a full record writes them) into `ids`, as
-/// [`ids_into`] reads them to the end (`Reader::finish`), the UTF-8 of their strings checked
-/// at once: one check of the whole bytes, each string then taken from the checked text
-/// (`Reader::str_of`). The bytes are all UTF-8 when every length and tag is below 128 (short
-/// identifiers); when they are not, each string is checked alone (`ids_into`). Either way a
-/// string that is not UTF-8 is the same error. The writer cache's hot record decodes its
-/// identifiers at every call so (`apply::hot::Hot::head`).
-pub(crate) fn ids_into_text(bytes: &[u8], ids: &mut Ids) -> Decoded<()> {
-    let mut r = Reader::checked_before(bytes);
-    match std::str::from_utf8(bytes) {
-        Ok(text) => ids_into_by(&mut r, ids, |r, _| r.str_of(text))?,
-        Err(_) => ids_into(&mut r, ids)?,
-    }
-    r.finish()
-}
-
 /// [`ids_into`] with `str` reading each string, into the buffers `ids` holds: a string into
 /// its slot's; a buffer left without a string kept for the thread's next
 /// (`wire::keep_string`), one needed taken from those.
@@ -186,14 +170,6 @@ fn skip_ids(r: &mut Reader<'_>) -> Decoded<()> {
         r.skip_str()?;
     }
     Ok(())
-}
-
-/// Check identifiers as a full record's read checks them (every string's UTF-8 included),
-/// `bytes` holding them alone.
-pub(crate) fn check_ids(bytes: &[u8]) -> Decoded<()> {
-    let mut r = Reader::new(bytes);
-    skip_ids(&mut r)?;
-    r.finish()
 }
 
 /// The length of each property state of one full record, in order (not the name before it),
@@ -1544,8 +1520,7 @@ fn props(r: &mut Reader<'_>, table: &StampTable, skip: Skip<'_>) -> Decoded<Vec<
 }
 
 /// Check a full record as [`full`] does (every string's UTF-8 included), building none of its
-/// states or identifiers: what `apply::hot::Hot::put_full` promises of the records it copies
-/// from bytes in memory (its tests).
+/// states or identifiers (tests).
 #[cfg(test)]
 pub(crate) fn check_full(bytes: &[u8]) -> Decoded<()> {
     let skip = Skip {
@@ -1662,44 +1637,6 @@ pub(crate) fn full_ids(bytes: &[u8]) -> Decoded<Ids> {
         r.u8()?;
     }
     ids(&mut r)
-}
-
-/// What a compact full record holds before its states ([`put_full_head`]), read by
-/// [`full_head`].
-pub(crate) struct FullHead<'a> {
-    /// The identifiers' bytes, as `Ids::put` writes them.
-    pub ids: &'a [u8],
-    /// `first_seen` and `updated_at`.
-    pub times: (Timestamp, Timestamp),
-    pub table: StampTable,
-    /// How many states follow.
-    pub states: usize,
-    /// A reader at the first state's name gap (each state: its name's gap, `Names::put`, and
-    /// its compact state).
-    pub rest: Reader<'a>,
-}
-
-/// The head of `bytes`, a compact full record this process encoded (the writer cache's:
-/// its strings are not checked again, its identifiers are stepped over, not built): what
-/// `apply::hot::Hot::from_full` copies a hot record from.
-pub(crate) fn full_head(bytes: &[u8]) -> Decoded<FullHead<'_>> {
-    let mut r = Reader::checked_before(bytes);
-    if r.u8()? != FULL_TAG {
-        return Err(r.error("not a compact full record"));
-    }
-    skip_ids(&mut r)?;
-    let ids = r.since(1);
-    let times = compact_times(&mut r)?;
-    let table = StampTable::read_deltas(&mut r)?;
-    // A name gap and a shape byte at least.
-    let states = r.len(2)?;
-    Ok(FullHead {
-        ids,
-        times,
-        table,
-        states,
-        rest: r,
-    })
 }
 
 /// What a delta record links to: the location of the profile's previous record and how many
@@ -4417,48 +4354,6 @@ mod tests {
             let mut r = Reader::new(&bytes[1..]);
             ids_into(&mut r, &mut ids).unwrap();
             prop_assert_eq!(ids, rec.ids.clone());
-        }
-
-        /// The identifiers checked as UTF-8 at once (`ids_into_text`, the hot record's) decode
-        /// as the string-by-string reader decodes them, into a used record too; damaged
-        /// bytes give an error exactly when that reader's decode does (never a panic).
-        #[test]
-        fn identifiers_checked_at_once_decode_as_one_by_one(
-            rec in record(),
-            other in record(),
-            long in "[a-zé]{64,80}",
-            damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
-            cut in any::<prop::sample::Index>(),
-        ) {
-            let mut ids = rec.ids.clone();
-            if long.len() % 2 == 0 {
-                // A length of 128 bytes or more: a varint byte outside ASCII.
-                ids.anonymous_ids.push(long.repeat(2));
-            }
-            let mut bytes = Vec::new();
-            ids.put(&mut bytes);
-            let one_by_one = |bytes: &[u8], into: &mut Ids| {
-                let mut r = Reader::checked_before(bytes);
-                ids_into(&mut r, into)?;
-                r.finish()
-            };
-            let mut got = other.ids.clone();
-            ids_into_text(&bytes, &mut got).unwrap();
-            prop_assert_eq!(&got, &ids);
-            for (at, b) in damage {
-                let i = at.index(bytes.len().max(1));
-                if let Some(x) = bytes.get_mut(i) {
-                    *x = b;
-                }
-            }
-            for bytes in [&bytes[..], &bytes[..cut.index(bytes.len() + 1)]] {
-                let (mut a, mut b) = (other.ids.clone(), other.ids.clone());
-                let (at_once, alone) = (ids_into_text(bytes, &mut a), one_by_one(bytes, &mut b));
-                prop_assert_eq!(&at_once, &alone);
-                if at_once.is_ok() {
-                    prop_assert_eq!(a, b);
-                }
-            }
         }
 
         /// The identifiers read with a call's (`ids_into_known`: an identifier of the call's

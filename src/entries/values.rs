@@ -458,8 +458,8 @@ impl StampTable {
     }
 }
 
-/// Where a decoder finds the stamp a state's index names: a record's [`StampTable`], or the
-/// writer cache's hot records (`apply::hot`), whose table is a plain list of stamps.
+/// Where a decoder finds the stamp a state's index names: a record's [`StampTable`], or a
+/// plain list of stamps.
 pub(crate) trait StampLookup {
     /// Stamp `i`, or a decode error at `r` when the table has none.
     fn stamp(&self, r: &Reader<'_>, i: u32) -> Decoded<Stamp>;
@@ -481,8 +481,7 @@ impl StampLookup for [Stamp] {
     }
 }
 
-/// Where an encoder finds the index of a stamp: a record's [`StampTable`], or a hot record's
-/// list of stamps (`apply::hot`).
+/// Where an encoder finds the index of a stamp: a record's [`StampTable`].
 pub(crate) trait StampIndex {
     /// The index of `s`, which the table holds.
     fn index_of(&self, s: &Stamp) -> u32;
@@ -1133,7 +1132,9 @@ pub(crate) fn capture_plain(raw: &mut RawStates, id: u32, s: Stamp, state: Value
 
 /// A compact state (as [`put_shaped_state`] writes it) that is a plain set or removal (`lww`
 /// alone): its shape byte, its stamp index (not checked against a table) and its payload's
-/// bytes (none for a removal). `None` for any other state.
+/// bytes (none for a removal). `None` for any other state. Debug builds check the states a
+/// load captures by their kept lengths against it.
+#[cfg(debug_assertions)]
 pub(crate) fn plain_shaped<'a>(r: &mut Reader<'a>) -> Decoded<Option<(u8, u32, &'a [u8])>> {
     let (lww, b) = shape(r)?;
     match lww {

@@ -784,22 +784,6 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// [`Reader::str`] of a reader over `text`'s bytes, `text` being checked UTF-8 already
-    /// (its strings checked at once, `entries::profile::ids_into_text`): the string is taken
-    /// from `text` between its bounds, which must fall between characters. With `text` valid
-    /// they do exactly when the string's bytes alone are UTF-8, so the error is the one `str`
-    /// gives; bytes that are not `text`'s give an error, never a panic.
-    #[inline]
-    pub(crate) fn str_of(&mut self, text: &'a str) -> Decoded<&'a str> {
-        let n = self.len(1)?;
-        let start = self.at;
-        self.take(n)?;
-        text.get(start..start + n).ok_or(DecodeError {
-            at: start,
-            reason: "string is not UTF-8",
-        })
-    }
-
     /// Step over a string: checked as [`Reader::str`] checks it, but for its UTF-8 unless the
     /// reader checks every string ([`Utf8`]).
     #[inline]
