@@ -27,8 +27,11 @@ pub(crate) const MAGIC: [u8; 8] = *b"PDBINDEX";
 /// Version 6 (stop 19) names the history table files of sealed segments (with their row
 /// counts and CRCs) instead of listing their rows; a version-5 payload is not read. Version 7
 /// (stop 23) adds each segment's bound on its steps' arrival times to the history section
-/// (the segments of steps are deleted whole by it); a version-6 payload is not read.
-pub(crate) const VERSION: u16 = 7;
+/// (the segments of steps are deleted whole by it); a version-6 payload is not read. Version 8
+/// (stop 70) leaves out the messageId window's table (placed again from the ring on loading,
+/// `Window::from_ring`): encoding it held the writers out for most of a hint's time; a
+/// version-7 payload is not read (the log is replayed once).
+pub(crate) const VERSION: u16 = 8;
 
 /// Bytes the encoder holds before it hands them to its sink.
 const CHUNK: usize = 1 << 20;
@@ -226,13 +229,10 @@ impl Index {
             o.loc(*l);
             o.bytes(name.as_bytes());
         }
-        let (ring, head, buckets) = self.dedupe.parts();
+        let (ring, head) = self.dedupe.parts();
         o.u64(ring.len() as u64);
         o.u64(head as u64);
         o.blocks(ring, |h| h.to_le_bytes());
-        o.u64(buckets.len() as u64);
-        o.blocks(buckets, |&b| [self.dedupe.stored_tag(b)]);
-        o.blocks(buckets, |&b| self.dedupe.stored_slot(b).to_le_bytes());
         o.u64(self.suppressed.len() as u64);
         for (&lo, &(hi, l)) in &self.suppressed {
             o.u64(lo);
@@ -391,16 +391,10 @@ impl Index {
             a.copy_from_slice(c);
             ring.push(u128::from_le_bytes(a));
         }
-        let b = r.count(5, "messageId table")?;
-        let tags = r.take(b, "messageId table")?.to_vec();
-        let mut slots = Vec::with_capacity(b);
-        for c in r.take(b * 4, "messageId table")?.chunks_exact(4) {
-            slots.push(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-        }
         let head = usize::try_from(head).unwrap_or(usize::MAX);
-        // The stored table is used as it is when it fits the window size asked for (the
-        // option may have changed since); else the window is rebuilt from the hashes.
-        index.dedupe = match Window::from_parts(dedupe_window, ring, head, tags, slots) {
+        // The stored ring is kept as it is laid out when it fits the window size asked for
+        // (the option may have changed since); else the newest of its hashes are kept.
+        index.dedupe = match Window::from_ring(dedupe_window, ring, head) {
             Some(w) => w,
             None => {
                 let bytes = &bytes[..n * 16];

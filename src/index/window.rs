@@ -11,12 +11,16 @@
 //! entries (right answers, just slower). No location is kept: a `DEDUPE` entry is live for
 //! compaction while its hash is in the window.
 //!
-//! The snapshot stores the table as it always did, a tag byte (0 for empty, else
-//! `0x80 | the hash's top 7 bits`) and a `u32` slot per bucket: [`Window::stored_tag`] and
-//! [`Window::stored_slot`] give them, [`Window::from_parts`] packs them again.
+//! The snapshot stores the ring and the slot of its oldest hash, not the table: the table is
+//! an index of the ring, and encoding it read the ring at a random slot for each bucket (a
+//! cache miss each, ~2/3 of the time the hint held the writers out on W1), for ~6 MB of
+//! payload a million ids. [`Window::from_ring`] places the ring's ids in a new table instead.
 
 /// Most buckets filled, in fifths of the table.
 const MAX_LOAD_FIFTHS: usize = 4;
+
+/// The ids the first table is sized for (the ring's first allocation holds as many).
+const FIRST_IDS: usize = 1024;
 
 /// The window.
 #[derive(Debug, Clone, Default)]
@@ -54,9 +58,15 @@ impl Absent {
     }
 }
 
-/// The byte the snapshot stores for a used bucket holding `hash`.
-fn stored_tag_of(hash: u128) -> u8 {
-    0x80 | (hash >> 121) as u8
+/// The ids the table is sized for once it holds `len` of them, as the window grows from
+/// empty: the least of [`FIRST_IDS`] times a power of four that is at least `len`, at most
+/// `capacity` (the table grows four times over, see [`Window::insert_new`]).
+fn grown_ids(len: usize, capacity: usize) -> usize {
+    let mut ids = FIRST_IDS;
+    while ids < len {
+        ids = ids.saturating_mul(4);
+    }
+    ids.min(capacity)
 }
 
 impl Window {
@@ -268,7 +278,7 @@ impl Window {
                 // Grow by a quarter (not double), up to the capacity: the ring is most of the
                 // window's memory, so its slack stays small.
                 let want = (self.ring.len() + self.ring.len() / 4)
-                    .max(1024)
+                    .max(FIRST_IDS)
                     .min(self.capacity);
                 self.ring.reserve_exact(want - self.ring.len());
             }
@@ -284,7 +294,7 @@ impl Window {
                     // ring, the ids of a million-id window were placed five million times on
                     // the way, ~1 % of the writer's time on W1). A full window's table is the
                     // same either way.
-                    let ids = (slot * 4).min(self.capacity).max(self.ring.capacity());
+                    let ids = grown_ids(slot + 1, self.capacity).max(self.ring.capacity());
                     self.rebuild(ids);
                     self.place(hash, slot);
                 }
@@ -307,79 +317,30 @@ impl Window {
         true
     }
 
-    /// The parts the snapshot stores: the ring as laid out, the slot of the oldest, and the
-    /// table's buckets (its layout depends only on the hashes and its size, not on a
-    /// per-process seed), each stored as [`Window::stored_tag`] and [`Window::stored_slot`].
-    pub fn parts(&self) -> (&[u128], usize, &[u32]) {
-        (&self.ring, self.head, &self.buckets)
+    /// The parts the snapshot stores: the ring as laid out and the slot of the oldest.
+    pub fn parts(&self) -> (&[u128], usize) {
+        (&self.ring, self.head)
     }
 
-    /// The tag byte the snapshot stores for a bucket of [`Window::parts`]: 0 for an empty
-    /// one, else `0x80 | the top 7 bits of its hash`.
-    pub fn stored_tag(&self, bucket: u32) -> u8 {
-        match bucket {
-            0 => 0,
-            b => self
-                .ring
-                .get(self.slot_of(b))
-                .map_or(0x80, |&h| stored_tag_of(h)),
-        }
-    }
-
-    /// The ring slot the snapshot stores for a bucket of [`Window::parts`] (0 for an empty
-    /// one).
-    pub fn stored_slot(&self, bucket: u32) -> u32 {
-        match bucket {
-            0 => 0,
-            b => self.slot_of(b) as u32,
-        }
-    }
-
-    /// A window from stored parts, if they are consistent with each other and with
-    /// `capacity` (else `None`: the caller rebuilds it from the hashes). The tag bytes are
-    /// checked against the hashes and the table packed again (reusing `slots`' memory).
-    pub fn from_parts(
-        capacity: usize,
-        ring: Vec<u128>,
-        head: usize,
-        tags: Vec<u8>,
-        slots: Vec<u32>,
-    ) -> Option<Window> {
-        let n = tags.len();
-        let fits = ring.len() <= capacity
+    /// A window from the snapshot's parts ([`Window::parts`]), if they fit `capacity` (else
+    /// `None`: the caller keeps the newest hashes, oldest first, with
+    /// [`Window::from_oldest_first`]; the option may have changed since). The ring is kept as
+    /// it was laid out and its ids placed in a table of the size the window's growth left
+    /// (a full window's: the capacity's), in slot order: the same buckets as the table it
+    /// was written from (the same layout, until the ring first wrapped).
+    pub fn from_ring(capacity: usize, ring: Vec<u128>, head: usize) -> Option<Window> {
+        let mut w = Window::new(capacity);
+        let fits = ring.len() <= w.capacity
             && (head == 0 || head < ring.len())
-            && (ring.len() == capacity || head == 0)
-            && slots.len() == n
-            && n * MAX_LOAD_FIFTHS >= ring.len() * 5
-            && n > ring.len();
+            && (ring.len() == w.capacity || head == 0);
         if !fits {
             return None;
         }
-        // Each used bucket names a slot of the ring, one bucket a slot, with its hash's tag.
-        let mut named = vec![false; ring.len()];
-        for (&t, &s) in tags.iter().zip(&slots) {
-            if t == 0 {
-                continue;
-            }
-            let hash = ring.get(s as usize)?;
-            if t != stored_tag_of(*hash) || std::mem::replace(&mut named[s as usize], true) {
-                return None;
-            }
-        }
-        if !named.iter().all(|&n| n) {
-            return None;
-        }
-        let mut w = Window::new(capacity);
         w.ring = ring;
         w.head = head;
-        let mut buckets = slots;
-        for (b, &t) in buckets.iter_mut().zip(&tags) {
-            *b = match t {
-                0 => 0,
-                _ => w.key(w.ring[*b as usize], *b as usize),
-            };
+        if !w.ring.is_empty() {
+            w.rebuild(grown_ids(w.ring.len(), w.capacity));
         }
-        w.buckets = buckets;
         Some(w)
     }
 
@@ -423,17 +384,40 @@ mod tests {
                     Some(absent) => assert_eq!(a.insert_absent(absent), b.insert(hash)),
                     None => assert_eq!(a.insert(hash), b.insert(hash)),
                 }
-                assert_eq!(a.parts(), b.parts(), "capacity {capacity}, id {i}");
+                assert_eq!(
+                    (a.parts(), &a.buckets),
+                    (b.parts(), &b.buckets),
+                    "capacity {capacity}, id {i}"
+                );
             }
         }
     }
 
-    /// The table as the snapshot stores it: tag bytes and slots.
-    fn stored(w: &Window) -> (Vec<u8>, Vec<u32>) {
-        let (_, _, buckets) = w.parts();
-        let tags = buckets.iter().map(|&b| w.stored_tag(b)).collect();
-        let slots = buckets.iter().map(|&b| w.stored_slot(b)).collect();
-        (tags, slots)
+    /// `w` through the snapshot's parts: its ring, head, and a table placed again.
+    fn through_snapshot(w: &Window) -> Option<Window> {
+        let (ring, head) = w.parts();
+        Window::from_ring(w.capacity, ring.to_vec(), head)
+    }
+
+    /// Whether `rebuilt`'s table holds what `before`'s does: as many buckets, the same used
+    /// ones (each a ring slot and its hash's tag) wherever linear probing put them, each
+    /// found by its hash's probe; and, while the ring has not wrapped (no id forgotten, so
+    /// the ids were placed in slot order both times), in the same buckets.
+    fn same_table(before: &Window, rebuilt: &Window, wrapped: bool) -> bool {
+        let used = |w: &Window| {
+            let mut b: Vec<u32> = w.buckets.iter().copied().filter(|&b| b != 0).collect();
+            b.sort_unstable();
+            b
+        };
+        let found = rebuilt.ring.iter().enumerate().all(|(slot, &hash)| {
+            rebuilt
+                .bucket_of_slot(hash, slot)
+                .is_some_and(|at| rebuilt.buckets[at] == rebuilt.key(hash, slot))
+        });
+        rebuilt.buckets.len() == before.buckets.len()
+            && used(rebuilt) == used(before)
+            && found
+            && (wrapped || rebuilt.buckets == before.buckets)
     }
 
     /// Hashes for the model test, from a few kinds: random ones; ones differing only in
@@ -464,18 +448,11 @@ mod tests {
         let order: Vec<u128> = w.oldest_first().collect();
         assert_eq!(order, (15_000..20_000).map(h).collect::<Vec<_>>());
         assert!(w.heap_bytes() <= 24 * cap as u64, "{}", w.heap_bytes());
-        let (tags, slots) = stored(&w);
-        let (ring, head, _) = w.parts();
-        let copy =
-            Window::from_parts(cap, ring.to_vec(), head, tags.to_vec(), slots.to_vec()).unwrap();
+        let copy = through_snapshot(&w).unwrap();
+        assert!(same_table(&w, &copy, true));
         assert!((15_000..20_000).all(|i| copy.contains(h(i))));
-        assert!(
-            Window::from_parts(cap, ring.to_vec(), cap, tags.to_vec(), slots.to_vec()).is_none()
-        );
-        assert!(
-            Window::from_parts(cap - 1, ring.to_vec(), head, tags.to_vec(), slots.to_vec())
-                .is_none()
-        );
+        assert!(!copy.contains(h(14_999)));
+        assert_eq!(copy.heap_bytes(), w.heap_bytes());
         let again = Window::from_oldest_first(cap, &order);
         assert!((15_000..20_000).all(|i| again.contains(h(i))));
         assert!(!again.contains(h(14_999)));
@@ -554,6 +531,7 @@ mod tests {
             use std::collections::VecDeque;
             let mut w = Window::new(cap);
             let mut model: VecDeque<u128> = VecDeque::new();
+            let mut wrapped = false;
             for (n, &(insert, kind, i)) in ops.iter().enumerate() {
                 let hash = pick(kind, i);
                 if insert {
@@ -561,6 +539,7 @@ mod tests {
                     if new {
                         if model.len() == cap {
                             model.pop_front();
+                            wrapped = true;
                         }
                         model.push_back(hash);
                     }
@@ -575,13 +554,8 @@ mod tests {
             }
             proptest::prop_assert!(w.oldest_first().eq(model.iter().copied()));
             proptest::prop_assert!(w.heap_bytes() <= 24 * cap.max(1024) as u64 + 40);
-            let (tags, slots) = stored(&w);
-            let (ring, head, _) = w.parts();
-            // A window that never held a table (nothing inserted) is rebuilt from its hashes.
-            let Some(mut copy) = Window::from_parts(cap, ring.to_vec(), head, tags, slots) else {
-                proptest::prop_assert!(w.parts().2.is_empty());
-                return Ok(());
-            };
+            let mut copy = through_snapshot(&w).unwrap();
+            proptest::prop_assert!(same_table(&w, &copy, wrapped));
             for (kind, i) in (0..3).flat_map(|k| (390..450).map(move |i| (k, i))) {
                 let hash = pick(kind, i);
                 proptest::prop_assert_eq!(copy.insert(hash), w.insert(hash));
@@ -592,41 +566,51 @@ mod tests {
     }
 
     #[test]
-    fn damaged_parts_are_refused() {
+    fn a_ring_that_does_not_fit_is_refused_and_a_hostile_one_does_no_harm() {
         let cap = 50;
         let mut w = Window::new(cap);
         for i in 0..80 {
             w.insert(h(i));
         }
-        let (tags, slots) = stored(&w);
-        let (ring, head, _) = w.parts();
-        let ok = |tags: Vec<u8>, slots: Vec<u32>| {
-            Window::from_parts(cap, ring.to_vec(), head, tags, slots).is_some()
+        let (ring, head) = w.parts();
+        assert!(head != 0);
+        let fits = |cap: usize, ring: &[u128], head: usize| {
+            Window::from_ring(cap, ring.to_vec(), head).is_some()
         };
-        assert!(ok(tags.clone(), slots.clone()));
-        let used = tags.iter().position(|&t| t != 0).unwrap();
-        let other = tags.iter().rposition(|&t| t != 0).unwrap();
-        // A wrong tag, a slot out of the ring, two buckets of one slot, a bucket missing.
-        let mut t = tags.clone();
-        t[used] ^= 1;
-        assert!(!ok(t, slots.clone()));
-        let mut s = slots.clone();
-        s[used] = cap as u32;
-        assert!(!ok(tags.clone(), s));
-        let mut s = slots.clone();
-        s[other] = s[used];
-        let mut t = tags.clone();
-        t[other] = t[used];
-        assert!(!ok(t, s));
-        let mut t = tags.clone();
-        t[used] = 0;
-        assert!(!ok(t, slots.clone()));
-        assert!(!ok(tags[1..].to_vec(), slots.clone()));
-        // The slots of empty buckets are not looked at.
-        let mut s = slots.clone();
-        let empty = tags.iter().position(|&t| t == 0).unwrap();
-        s[empty] = u32::MAX;
-        assert!(ok(tags, s));
+        assert!(fits(cap, ring, head));
+        // The head out of the ring; a wrapped ring that is not full; a smaller window.
+        assert!(!fits(cap, ring, cap));
+        assert!(!fits(cap, &ring[1..], head));
+        assert!(!fits(cap - 1, ring, head));
+        assert!(fits(cap + 1, &ring[..10], 0));
+        // One hash in every slot (a payload that passed its CRC yet is not a window's): each
+        // slot leaves the table with its own bucket as the ring wraps.
+        let mut same = Window::from_ring(cap, vec![h(1); cap], 7).unwrap();
+        assert!(same.contains(h(1)));
+        for i in 100..100 + cap as u64 {
+            assert!(same.insert(h(i)));
+        }
+        assert!(!same.contains(h(1)));
+        assert_eq!(same.buckets.iter().filter(|&&b| b != 0).count(), cap);
+    }
+
+    /// The table placed again from the ring is the one the window grew, for a window of
+    /// 100,000 ids part full (the same layout) and wrapped (the same buckets in use).
+    #[test]
+    fn the_rebuilt_table_is_the_grown_one() {
+        let cap = 100_000;
+        let mut w = Window::new(cap);
+        for i in 0..250_000u64 {
+            w.insert(h(i));
+            if [
+                0, 1023, 1024, 5000, 70_000, 99_999, 100_000, 100_001, 249_999,
+            ]
+            .contains(&i)
+            {
+                let copy = through_snapshot(&w).unwrap();
+                assert!(same_table(&w, &copy, i >= cap as u64), "after id {i}");
+            }
+        }
     }
 
     #[test]
@@ -643,207 +627,6 @@ mod tests {
         }
         assert!((0..3000).all(|i| w.contains(h(i))));
         assert!(!w.contains(h(3000)));
-    }
-
-    /// The window as it was before its buckets were packed (tags and slots apart), to
-    /// check that the snapshot stores the table as it always did.
-    mod old {
-        use super::super::MAX_LOAD_FIFTHS;
-
-        /// The window.
-        #[derive(Default)]
-        pub struct Old {
-            /// Hashes; once `ring.len() == capacity`, `head` is the oldest.
-            ring: Vec<u128>,
-            head: usize,
-            capacity: usize,
-            /// Per bucket: 0 for empty, else `0x80 | 7 bits of the hash`.
-            tags: Vec<u8>,
-            /// Per bucket: the ring slot of its hash.
-            slots: Vec<u32>,
-        }
-
-        fn tag_of(hash: u128) -> u8 {
-            0x80 | (hash >> 121) as u8
-        }
-
-        impl Old {
-            /// An empty window for `capacity` ids (at most `u32::MAX`; more are clamped).
-            pub fn new(capacity: usize) -> Old {
-                Old {
-                    capacity: capacity.min(u32::MAX as usize),
-                    ..Old::default()
-                }
-            }
-
-            fn home(&self, hash: u128) -> usize {
-                // Multiply-shift maps the (uniform) low half onto any table size.
-                ((hash as u64 as u128 * self.tags.len() as u128) >> 64) as usize
-            }
-
-            fn find(&self, hash: u128) -> Option<usize> {
-                let n = self.tags.len();
-                if n == 0 {
-                    return None;
-                }
-                let tag = tag_of(hash);
-                let mut at = self.home(hash);
-                for _ in 0..n {
-                    match self.tags[at] {
-                        0 => return None,
-                        t if t == tag && self.ring.get(self.slots[at] as usize) == Some(&hash) => {
-                            return Some(at);
-                        }
-                        _ => at = if at + 1 == n { 0 } else { at + 1 },
-                    }
-                }
-                None
-            }
-
-            /// The bucket holding ring slot `slot` (whose hash is `hash`). By slot, not by hash: a
-            /// damaged snapshot may hold one hash twice, and each bucket must leave with its own slot.
-            fn bucket_of_slot(&self, hash: u128, slot: u32) -> Option<usize> {
-                let n = self.tags.len();
-                let mut at = self.home(hash);
-                for _ in 0..n {
-                    match self.tags[at] {
-                        0 => return None,
-                        _ if self.slots[at] == slot => return Some(at),
-                        _ => at = if at + 1 == n { 0 } else { at + 1 },
-                    }
-                }
-                None
-            }
-
-            /// Whether `hash` is in the window.
-            pub fn contains(&self, hash: u128) -> bool {
-                self.find(hash).is_some()
-            }
-
-            fn place(&mut self, hash: u128, slot: u32) {
-                let n = self.tags.len();
-                let mut at = self.home(hash);
-                while self.tags[at] != 0 {
-                    at = if at + 1 == n { 0 } else { at + 1 };
-                }
-                self.tags[at] = tag_of(hash);
-                self.slots[at] = slot;
-            }
-
-            /// Empty bucket `at`, shifting back the entries after it that may move closer to home.
-            fn remove_bucket(&mut self, mut at: usize) {
-                let n = self.tags.len();
-                self.tags[at] = 0;
-                let mut next = if at + 1 == n { 0 } else { at + 1 };
-                while self.tags[next] != 0 {
-                    let home = self
-                        .ring
-                        .get(self.slots[next] as usize)
-                        .map_or(next, |&h| self.home(h));
-                    // Move when the hole lies on the way from home to `next` (cyclically).
-                    let dist = |from: usize, to: usize| (to + n - from) % n;
-                    if dist(home, next) >= dist(at, next) {
-                        self.tags[at] = self.tags[next];
-                        self.slots[at] = self.slots[next];
-                        self.tags[next] = 0;
-                        at = next;
-                    }
-                    next = if next + 1 == n { 0 } else { next + 1 };
-                }
-            }
-
-            /// Size the table for `ring_capacity` ids and place every id again.
-            fn rebuild(&mut self, ring_capacity: usize) {
-                let buckets = (ring_capacity * 5).div_ceil(MAX_LOAD_FIFTHS).max(8);
-                self.tags = vec![0; buckets];
-                self.slots = vec![0; buckets];
-                for slot in 0..self.ring.len() {
-                    let hash = self.ring[slot];
-                    self.place(hash, slot as u32);
-                }
-            }
-
-            /// Remember `hash` (nothing if it is there already), forgetting the oldest beyond the
-            /// capacity.
-            pub fn insert(&mut self, hash: u128) {
-                if self.capacity == 0 || self.contains(hash) {
-                    return;
-                }
-                if self.ring.len() < self.capacity {
-                    if self.ring.len() == self.ring.capacity() {
-                        // Grow by a quarter (not double), up to the capacity: the ring is most of the
-                        // window's memory, so its slack stays small.
-                        let want = (self.ring.len() + self.ring.len() / 4)
-                            .max(1024)
-                            .min(self.capacity);
-                        self.ring.reserve_exact(want - self.ring.len());
-                    }
-                    if self.ring.len() * 5 >= self.tags.len() * MAX_LOAD_FIFTHS {
-                        // The table grows four times over (up to the capacity's size), not a quarter
-                        // with the ring: each rebuild places every id again, each at a random bucket of
-                        // a table larger than the CPU's caches (growing with the ring, the ids of a
-                        // million-id window were placed five million times on the way, ~1 % of the
-                        // writer's time on W1). A full window's table is the same either way.
-                        let ids = (self.ring.len() * 4)
-                            .min(self.capacity)
-                            .max(self.ring.capacity());
-                        self.rebuild(ids);
-                    }
-                    let slot = self.ring.len() as u32;
-                    self.ring.push(hash);
-                    self.place(hash, slot);
-                    return;
-                }
-                let slot = self.head;
-                let old = self.ring[slot];
-                if let Some(at) = self.bucket_of_slot(old, slot as u32) {
-                    self.remove_bucket(at);
-                }
-                self.ring[slot] = hash;
-                self.place(hash, slot as u32);
-                self.head = if slot + 1 == self.capacity {
-                    0
-                } else {
-                    slot + 1
-                };
-            }
-        }
-
-        impl Old {
-            pub fn parts(&self) -> (&[u8], &[u32]) {
-                (&self.tags, &self.slots)
-            }
-        }
-    }
-
-    #[test]
-    fn the_snapshot_stores_the_table_as_before() {
-        for (cap, n) in [
-            (1, 5),
-            (7, 40),
-            (100, 1000),
-            (5000, 12_000),
-            (20_000, 15_000),
-        ] {
-            let mut w = Window::new(cap);
-            let mut o = old::Old::new(cap);
-            for i in 0..n {
-                // Duplicates and colliding homes and tags among them.
-                for hash in [h(i), h(i / 2), pick(1, i % 300), pick(2, i % 50)] {
-                    w.insert(hash);
-                    o.insert(hash);
-                }
-            }
-            let (tags, slots) = stored(&w);
-            let (old_tags, old_slots) = o.parts();
-            assert_eq!(tags, old_tags, "{cap}");
-            // An empty bucket's slot is not read back (the old table kept a stale one there).
-            for ((&t, &s), &os) in tags.iter().zip(&slots).zip(old_slots) {
-                if t != 0 {
-                    assert_eq!(s, os, "{cap}");
-                }
-            }
-        }
     }
 
     #[test]
