@@ -173,9 +173,14 @@ impl<'a> In<'a> {
 }
 
 impl Index {
-    /// Hand the snapshot payload to `sink`, in order, a chunk of up to about 1 MiB at a time;
-    /// the first error `sink` returns ends it and is returned.
-    pub fn write_snapshot(&self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    /// Hand the snapshot payload to `sink`, in order, a chunk of up to about 1 MiB at a time
+    /// (a bulk array as one chunk); the first error `sink` returns ends it and is returned.
+    /// Returns the CRC of the whole payload (its own CRC included), computed as it was handed,
+    /// for the hint file's CRC (`storage::hint::Fill`).
+    pub fn write_snapshot(
+        &self,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<crc32fast::Hasher> {
         let mut o = Out {
             buf: Vec::with_capacity(CHUNK + 4096),
             sink,
@@ -232,7 +237,7 @@ impl Index {
         let (ring, head) = self.dedupe.parts();
         o.u64(ring.len() as u64);
         o.u64(head as u64);
-        o.blocks(ring, |h| h.to_le_bytes());
+        o.raw(ring.as_flattened());
         o.u64(self.suppressed.len() as u64);
         for (&lo, &(hi, l)) in &self.suppressed {
             o.u64(lo);
@@ -273,7 +278,7 @@ impl Index {
         o.flush();
         match o.failed {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(o.crc),
         }
     }
 
@@ -385,12 +390,7 @@ impl Index {
         let n = r.count(16, "messageIds")?;
         let head = r.u64("messageId head")?;
         let bytes = r.take(n * 16, "messageIds")?;
-        let mut ring = Vec::with_capacity(n);
-        for c in bytes.chunks_exact(16) {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(c);
-            ring.push(u128::from_le_bytes(a));
-        }
+        let ring = bytes.as_chunks::<16>().0.to_vec();
         let head = usize::try_from(head).unwrap_or(usize::MAX);
         // The stored ring is kept as it is laid out when it fits the window size asked for
         // (the option may have changed since); else the newest of its hashes are kept.

@@ -22,11 +22,16 @@ const MAX_LOAD_FIFTHS: usize = 4;
 /// The ids the first table is sized for (the ring's first allocation holds as many).
 const FIRST_IDS: usize = 1024;
 
+/// A hash as the ring holds it: its little-endian bytes, as the snapshot stores them, so that
+/// the snapshot hands the whole ring on as one slice (`as_flattened`) instead of copying it a
+/// hash at a time under the lock that holds the writers (16 MB for a million ids).
+type Held = [u8; 16];
+
 /// The window.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Window {
-    /// Hashes; once `ring.len() == capacity`, `head` is the oldest.
-    ring: Vec<u128>,
+    /// Hashes ([`Held`]); once `ring.len() == capacity`, `head` is the oldest.
+    ring: Vec<Held>,
     head: usize,
     capacity: usize,
     /// Per bucket: 0 for empty, else `tag | (slot + 1)` (see `key`).
@@ -91,7 +96,12 @@ impl Window {
     #[cfg(test)]
     pub fn oldest_first(&self) -> impl Iterator<Item = u128> + '_ {
         let (newer, older) = self.ring.split_at(self.head.min(self.ring.len()));
-        older.iter().chain(newer).copied()
+        older.iter().chain(newer).map(|h| u128::from_le_bytes(*h))
+    }
+
+    /// The hash at ring slot `slot`, if the ring has one there.
+    fn hash_at(&self, slot: usize) -> Option<u128> {
+        self.ring.get(slot).map(|h| u128::from_le_bytes(*h))
     }
 
     /// Heap bytes held.
@@ -141,7 +151,7 @@ impl Window {
             if b == 0 {
                 return Err(Some(at));
             }
-            if b & !self.slot_mask == tag && self.ring.get(self.slot_of(b)) == Some(&hash) {
+            if b & !self.slot_mask == tag && self.hash_at(self.slot_of(b)) == Some(hash) {
                 return Ok(at);
             }
             at = self.next(at);
@@ -191,8 +201,8 @@ impl Window {
     /// one found moves `at` past its slot. Any order gives the right answers; insertion
     /// order makes them cheap.
     pub fn contains_walking(&self, hash: u128, at: &mut usize) -> bool {
-        let slot = match self.ring.get(*at) {
-            Some(&h) if h == hash => *at,
+        let slot = match self.hash_at(*at) {
+            Some(h) if h == hash => *at,
             _ => match self.probe(hash) {
                 Ok(bucket) => self.slot_of(self.buckets[bucket]),
                 Err(_) => return false,
@@ -221,9 +231,8 @@ impl Window {
         let mut next = self.next(at);
         while self.buckets[next] != 0 {
             let home = self
-                .ring
-                .get(self.slot_of(self.buckets[next]))
-                .map_or(next, |&h| self.home(h));
+                .hash_at(self.slot_of(self.buckets[next]))
+                .map_or(next, |h| self.home(h));
             // Move when the hole lies on the way from home to `next` (cyclically).
             let dist = |from: usize, to: usize| (to + n - from) % n;
             if dist(home, next) >= dist(at, next) {
@@ -240,7 +249,7 @@ impl Window {
         let buckets = (ring_capacity * 5).div_ceil(MAX_LOAD_FIFTHS).max(8);
         self.buckets = vec![0; buckets];
         for slot in 0..self.ring.len() {
-            let hash = self.ring[slot];
+            let hash = u128::from_le_bytes(self.ring[slot]);
             self.place(hash, slot);
         }
     }
@@ -299,15 +308,15 @@ impl Window {
                     self.place(hash, slot);
                 }
             }
-            self.ring.push(hash);
+            self.ring.push(hash.to_le_bytes());
             return true;
         }
         let slot = self.head;
-        let old = self.ring[slot];
+        let old = u128::from_le_bytes(self.ring[slot]);
         if let Some(at) = self.bucket_of_slot(old, slot) {
             self.remove_bucket(at);
         }
-        self.ring[slot] = hash;
+        self.ring[slot] = hash.to_le_bytes();
         self.place(hash, slot);
         self.head = if slot + 1 == self.capacity {
             0
@@ -317,8 +326,9 @@ impl Window {
         true
     }
 
-    /// The parts the snapshot stores: the ring as laid out and the slot of the oldest.
-    pub fn parts(&self) -> (&[u128], usize) {
+    /// The parts the snapshot stores: the ring as laid out (each hash little-endian) and the
+    /// slot of the oldest.
+    pub fn parts(&self) -> (&[[u8; 16]], usize) {
         (&self.ring, self.head)
     }
 
@@ -328,7 +338,7 @@ impl Window {
     /// it was laid out and its ids placed in a table of the size the window's growth left
     /// (a full window's: the capacity's), in slot order: the same buckets as the table it
     /// was written from (the same layout, until the ring first wrapped).
-    pub fn from_ring(capacity: usize, ring: Vec<u128>, head: usize) -> Option<Window> {
+    pub fn from_ring(capacity: usize, ring: Vec<[u8; 16]>, head: usize) -> Option<Window> {
         let mut w = Window::new(capacity);
         let fits = ring.len() <= w.capacity
             && (head == 0 || head < ring.len())
@@ -409,7 +419,8 @@ mod tests {
             b.sort_unstable();
             b
         };
-        let found = rebuilt.ring.iter().enumerate().all(|(slot, &hash)| {
+        let found = (0..rebuilt.ring.len()).all(|slot| {
+            let hash = u128::from_le_bytes(rebuilt.ring[slot]);
             rebuilt
                 .bucket_of_slot(hash, slot)
                 .is_some_and(|at| rebuilt.buckets[at] == rebuilt.key(hash, slot))
@@ -574,7 +585,7 @@ mod tests {
         }
         let (ring, head) = w.parts();
         assert!(head != 0);
-        let fits = |cap: usize, ring: &[u128], head: usize| {
+        let fits = |cap: usize, ring: &[[u8; 16]], head: usize| {
             Window::from_ring(cap, ring.to_vec(), head).is_some()
         };
         assert!(fits(cap, ring, head));
@@ -585,7 +596,7 @@ mod tests {
         assert!(fits(cap + 1, &ring[..10], 0));
         // One hash in every slot (a payload that passed its CRC yet is not a window's): each
         // slot leaves the table with its own bucket as the ring wraps.
-        let mut same = Window::from_ring(cap, vec![h(1); cap], 7).unwrap();
+        let mut same = Window::from_ring(cap, vec![h(1).to_le_bytes(); cap], 7).unwrap();
         assert!(same.contains(h(1)));
         for i in 100..100 + cap as u64 {
             assert!(same.insert(h(i)));

@@ -123,14 +123,16 @@ pub(crate) fn decode(b: &[u8]) -> std::result::Result<(Position, &[u8]), String>
 /// Takes a hint payload's bytes, in order (a chunk at a time).
 pub type Sink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
 
-/// Hands a hint payload's bytes to the sink it is given.
-pub type Fill<'a> = dyn FnMut(&mut Sink<'_>) -> Result<()> + 'a;
+/// Hands a hint payload's bytes to the sink it is given and returns their CRC (of every byte
+/// handed, in order): the index snapshot computes it as it encodes (its own CRC ends it), so
+/// the payload is not read a second time while the writers wait (debug builds check it).
+pub type Fill<'a> = dyn FnMut(&mut Sink<'_>) -> Result<crc32fast::Hasher> + 'a;
 
 /// Write the hint atomically, its payload streamed: `fill` hands the payload's bytes, in
 /// order, to the sink it is given, which writes them into the temp file as they come. The
 /// head (which holds the payload's length) is written last, at the start, and the file's CRC
-/// combines the head's with the payload's: nothing holds the payload whole (tens of MB for a
-/// million profiles). `durable` returns once the log is synced up to `pos.seq`: it runs after
+/// combines the head's with the payload's (which `fill` returns): nothing holds the payload
+/// whole (tens of MB for a million profiles). `durable` returns once the log is synced up to `pos.seq`: it runs after
 /// `fill`, before the hint replaces the old one.
 pub(crate) fn write_with(
     io: &dyn Io,
@@ -145,13 +147,20 @@ pub(crate) fn write_with(
     let f = io.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
     let start = head(pos, 0).len() as u64;
     let mut at = start;
-    let mut payload_crc = crc32fast::Hasher::new();
-    fill(&mut |chunk| {
+    let mut check = crc32fast::Hasher::new();
+    let payload_crc = fill(&mut |chunk| {
         write_all_at(f.as_ref(), at, chunk).map_err(|e| Error::io("write", &tmp, e))?;
-        payload_crc.update(chunk);
+        if cfg!(debug_assertions) {
+            check.update(chunk);
+        }
         at += chunk.len() as u64;
         Ok(())
     })?;
+    debug_assert_eq!(
+        payload_crc.clone().finalize(),
+        check.finalize(),
+        "the CRC fill returned is of the bytes it handed"
+    );
     let head = head(pos, (at - start) as usize);
     let mut crc = crc32fast::Hasher::new();
     crc.update(&head);

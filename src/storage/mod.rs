@@ -382,13 +382,19 @@ impl Store {
     /// first synced up to the position, so a hint never covers frames that are not on disk.
     #[cfg_attr(not(feature = "testing"), allow(dead_code))] // the storage suites' entry point
     pub fn write_hint(&self, position: &HintPosition, payload: &[u8]) -> Result<()> {
-        self.write_hint_with(position, &mut |sink| sink(payload))
+        self.write_hint_with(position, &mut |sink| {
+            sink(payload)?;
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(payload);
+            Ok(crc)
+        })
     }
 
     /// [`Store::write_hint`] with the payload streamed: `fill` hands its bytes, in order, to
-    /// the sink it is given, which writes them to the temp file; the log is synced up to the
-    /// position after `fill` returns, before the hint replaces the old one (so a caller that
-    /// holds a lock for `fill` need not hold it through the sync).
+    /// the sink it is given, which writes them to the temp file, and returns their CRC
+    /// ([`hint::Fill`]); the log is synced up to the position after `fill` returns, before the
+    /// hint replaces the old one (so a caller that holds a lock for `fill` need not hold it
+    /// through the sync).
     pub fn write_hint_with(
         &self,
         position: &HintPosition,
