@@ -19,8 +19,12 @@
 /// Most buckets filled, in fifths of the table.
 const MAX_LOAD_FIFTHS: usize = 4;
 
-/// The ids the first table is sized for (the ring's first allocation holds as many).
+/// The ids the first table is sized for (a ring grown by quarters first holds as many).
 const FIRST_IDS: usize = 1024;
+
+/// The largest capacity whose ring is reserved whole at the first insert (64 MiB of address
+/// space); a larger one grows by quarters (`Window::reserve_ring`).
+const RESERVED_AT_ONCE: usize = 1 << 22;
 
 /// A hash as the ring holds it: its little-endian bytes, as the snapshot stores them, so that
 /// the snapshot hands the whole ring on as one slice (`as_flattened`) instead of copying it a
@@ -279,17 +283,27 @@ impl Window {
         self.insert_new(absent.hash, absent.empty)
     }
 
+    /// Room in the ring for more ids: the whole capacity at once when it is at most
+    /// [`RESERVED_AT_ONCE`] ids (a million-id window: 16 MB of address space, resident only
+    /// as the ring fills, since a hash is written once its slot is taken; grown by quarters,
+    /// each growth copied the ring while the writer waited, ~30 times up to a million ids,
+    /// the last ones copying 5-13 MB); else a quarter more (not double), up to the capacity.
+    fn reserve_ring(&mut self) {
+        let len = self.ring.len();
+        let want = if self.capacity <= RESERVED_AT_ONCE {
+            self.capacity
+        } else {
+            (len + len / 4).max(FIRST_IDS).min(self.capacity)
+        };
+        self.ring.reserve_exact(want - len);
+    }
+
     /// Insert `hash`, not in the window, whose probe ended at the empty bucket `empty`.
     fn insert_new(&mut self, hash: u128, empty: Option<usize>) -> bool {
         self.inserts = self.inserts.wrapping_add(1);
         if self.ring.len() < self.capacity {
             if self.ring.len() == self.ring.capacity() {
-                // Grow by a quarter (not double), up to the capacity: the ring is most of the
-                // window's memory, so its slack stays small.
-                let want = (self.ring.len() + self.ring.len() / 4)
-                    .max(FIRST_IDS)
-                    .min(self.capacity);
-                self.ring.reserve_exact(want - self.ring.len());
+                self.reserve_ring();
             }
             let slot = self.ring.len();
             match empty {
@@ -298,12 +312,12 @@ impl Window {
                 }
                 _ => {
                     // The table grows four times over (up to the capacity's size), not a
-                    // quarter with the ring: each rebuild places every id again, each at a
+                    // quarter at a time as the ring once did: each rebuild places every id again, each at a
                     // random bucket of a table larger than the CPU's caches (growing with the
                     // ring, the ids of a million-id window were placed five million times on
                     // the way, ~1 % of the writer's time on W1). A full window's table is the
                     // same either way.
-                    let ids = grown_ids(slot + 1, self.capacity).max(self.ring.capacity());
+                    let ids = grown_ids(slot + 1, self.capacity);
                     self.rebuild(ids);
                     self.place(hash, slot);
                 }
@@ -487,6 +501,24 @@ mod tests {
         assert!((0..cap as u64).step_by(97).all(|i| w.contains(h(i))));
         // Full, it takes what a table grown with the ring took.
         assert!(w.heap_bytes() * 2 <= 45 * cap as u64, "{}", w.heap_bytes());
+    }
+
+    /// The ring of a window up to [`RESERVED_AT_ONCE`] ids is reserved once, at the first
+    /// insert, and never copied as it fills; a larger one grows by quarters.
+    #[test]
+    fn the_ring_is_reserved_once() {
+        let cap = 100_000;
+        let mut w = Window::new(cap);
+        w.insert(h(0));
+        let (ring, capacity) = (w.ring.as_ptr(), w.ring.capacity());
+        assert_eq!(capacity, cap);
+        for i in 1..cap as u64 + 10 {
+            w.insert(h(i));
+        }
+        assert_eq!((w.ring.as_ptr(), w.ring.capacity()), (ring, capacity));
+        let mut big = Window::new(RESERVED_AT_ONCE + 1);
+        big.insert(h(0));
+        assert_eq!(big.ring.capacity(), FIRST_IDS);
     }
 
     #[test]
