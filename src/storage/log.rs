@@ -1274,6 +1274,19 @@ mod read_tests {
         format!("entry {i} {}", "z".repeat((i % 500) as usize)).into_bytes()
     }
 
+    /// Entry `j` at `places[j]` is `nth(j)`, in `store` and once it is closed and reopened.
+    fn reads_back_and_after_reopening(store: Store, dir: &std::path::Path, places: &[Location]) {
+        for (j, &at) in places.iter().enumerate() {
+            assert_eq!(store.read(at, |b| b.to_vec()).unwrap(), nth(j as u64));
+        }
+        store.close().unwrap();
+        let store = open_unhurried(dir);
+        for (j, &at) in places.iter().enumerate() {
+            let read = store.read(at, |b| b.to_vec()).unwrap();
+            assert_eq!(read, nth(j as u64), "entry {j} after reopening");
+        }
+    }
+
     /// With write-behind, appends below `WAKE_AT` unwritten bytes stay in the tail: no block
     /// is handed over, nothing written, the group-commit thread not asked (it was once woken
     /// for every 64 KiB: a futex wake on the appender's thread each time). Past `WAKE_AT` the
@@ -1323,15 +1336,7 @@ mod read_tests {
                 "the appender did not write it itself"
             );
         }
-        for (j, &at) in places.iter().enumerate() {
-            assert_eq!(store.read(at, |b| b.to_vec()).unwrap(), nth(j as u64));
-        }
-        store.close().unwrap();
-        let store = open_unhurried(dir.path());
-        for (j, &at) in places.iter().enumerate() {
-            let read = store.read(at, |b| b.to_vec()).unwrap();
-            assert_eq!(read, nth(j as u64), "entry {j} after reopening");
-        }
+        reads_back_and_after_reopening(store, dir.path(), &places);
     }
 
     /// Holds the group-commit thread's writes until opened (a slow disk under that thread).
@@ -1503,14 +1508,6 @@ mod read_tests {
             places.extend(append.join().unwrap());
         });
         assert!(store.stats().syncs > syncs);
-        for (j, &at) in places.iter().enumerate() {
-            assert_eq!(store.read(at, |b| b.to_vec()).unwrap(), nth(j as u64));
-        }
-        store.close().unwrap();
-        let store = open_unhurried(dir.path());
-        for (j, &at) in places.iter().enumerate() {
-            let read = store.read(at, |b| b.to_vec()).unwrap();
-            assert_eq!(read, nth(j as u64), "entry {j} after reopening");
-        }
+        reads_back_and_after_reopening(store, dir.path(), &places);
     }
 }
