@@ -7,7 +7,7 @@ mod cache;
 mod forget;
 
 pub(crate) use cache::ProfileCache;
-use cache::{CACHED_CHAIN_RECORDS, Cached, Chain, ChainAt};
+use cache::{CACHED_CHAIN_RECORDS, Chain, ChainAt};
 use forget::{Forgetting, HoldsNothing};
 
 use crate::entries::profile::{DeltaOut, Fold, FullMap, Link};
@@ -139,7 +139,7 @@ pub(crate) struct Written {
     /// without the writer cache, which never takes that path.
     work: usize,
     /// What the cache keeps (`None`: the cache is off).
-    chain: Option<Cached>,
+    chain: Option<Chain>,
     /// Whether the call found it in the cache (a second chance when the cache evicts).
     hit: bool,
 }
@@ -191,7 +191,7 @@ struct Pools {
     /// The previous call's history details, for their buffers (`CallInfo::for_index`).
     call: Option<Box<crate::journal::CallInfo>>,
     /// Records written by earlier calls, for their buffers: a load decodes the profile's
-    /// identifiers and states into one (`Cached::decode_capturing`, `Fold::reuse`).
+    /// identifiers and states into one (`Chain::decode_capturing`, `Fold::reuse`).
     records: Vec<ProfileRecord>,
     /// [`Work::map`]s: boxed as a `Work` holds them (~3 KB each, handed over, not copied).
     #[allow(clippy::vec_box)]
@@ -700,7 +700,7 @@ struct Work {
     hit: bool,
     /// Its records, as the writer cache had them or as read from the log: the call's delta is
     /// added to them for the cache.
-    cached: Option<Cached>,
+    cached: Option<Chain>,
     /// States of the names the call changes that the partial load captured as bytes
     /// (`entries::raw`) instead of building them into `rec` (none in `rec` then), and the
     /// bytes of their values (also those of [`Before::raw`]).
@@ -1213,7 +1213,7 @@ fn settle(work: &mut Work) -> Result<()> {
         return Ok(());
     };
     map.pending = false;
-    match cached.as_ref().and_then(Cached::single_full) {
+    match cached.as_ref().and_then(Chain::single_full) {
         Some((old, _)) if map.capture(old, raw) => {
             // The fast path took them all (its sets then put into `rec`, `materialize`): its
             // states before, as `take_ascending` leaves them.
@@ -1236,7 +1236,7 @@ fn settle(work: &mut Work) -> Result<()> {
 /// records `map` was read from (`None` when it left none): debug builds check the load, and
 /// the history step read from the record, with them.
 #[cfg(debug_assertions)]
-fn captured_with(map: Option<&FullMap>, cached: &Cached) -> Option<RawStates> {
+fn captured_with(map: Option<&FullMap>, cached: &Chain) -> Option<RawStates> {
     let map = map.filter(|m| m.pending)?;
     let (old, _) = cached.single_full()?;
     let mut raw = RawStates {
@@ -1276,7 +1276,7 @@ fn complete(work: &mut Work, store: &Store, index: &Index) -> Result<()> {
         work.captured_all = false;
         return Ok(());
     }
-    let loaded = match work.cached.as_ref().map(Cached::decode) {
+    let loaded = match work.cached.as_ref().map(Chain::decode) {
         Some(Ok(rec)) => rec,
         _ => {
             // A bug, or a string of a crafted log that a miss's fold stepped over unchecked
@@ -1482,9 +1482,7 @@ impl<'a> Builder<'a> {
                 (Some(only), _) => {
                     chain.decode_capturing(only, &mut raw, self.spare.pools.record())
                 }
-                (None, Cached::Chain(c)) if all => {
-                    c.decode_capturing_all(&mut raw, self.spare.pools.record())
-                }
+                (None, c) if all => c.decode_capturing_all(&mut raw, self.spare.pools.record()),
                 (None, _) => chain.decode_into(self.spare.pools.record()),
             };
             match rec {
@@ -1545,7 +1543,7 @@ impl<'a> Builder<'a> {
                     raw = captured;
                 }
                 let chain = read.and_then(|r| {
-                    let chain = Chain::from_newest_first(&r).map(Cached::Chain);
+                    let chain = Chain::from_newest_first(&r);
                     keep(&mut self.spare.pools.bufs, r);
                     chain
                 });
@@ -1793,9 +1791,7 @@ impl<'a> Builder<'a> {
             // the cache's next full record is after a delta; it is the log's and the cache's.
             // When the splice does not apply, the general path below completes the profile.
             let from_splice = match (&work.fast, &work.cached, &work.map) {
-                (Some(_), Some(Cached::Chain(chain)), Some(_))
-                    if link.is_none() && !ids_changed && !work.full =>
-                {
+                (Some(_), Some(chain), Some(_)) if link.is_none() && !ids_changed && !work.full => {
                     let mut data = self.spare.pools.buf();
                     data.reserve(full_guess);
                     let mut lens = self.spare.pools.buf();
@@ -1813,7 +1809,7 @@ impl<'a> Builder<'a> {
             };
             let from_parts = match (&work.fast, &work.cached) {
                 _ if from_splice.is_some() => from_splice,
-                (Some(fast), Some(Cached::Chain(_)))
+                (Some(fast), Some(_))
                     if work.captured_all
                         && (link.is_none() || cache_full)
                         && !ids_changed
@@ -2122,9 +2118,9 @@ impl<'a> Builder<'a> {
             // or (a loaded chain at its length) the profile encoded whole.
             let chain = match (self.cache.enabled(), work.cached.take()) {
                 (false, _) => None,
-                (true, cached) => Some(Cached::Chain(match (kind, cached) {
+                (true, cached) => Some(match (kind, cached) {
                     (EntryKind::Profile, old) => Chain::full_measured_in(old, &data, &lens),
-                    (_, Some(Cached::Chain(chain)))
+                    (_, Some(chain))
                         if !ids_changed
                             && chain.single_full().is_some()
                             && work.fast.is_some()
@@ -2141,11 +2137,7 @@ impl<'a> Builder<'a> {
                             &mut spliced_lens,
                         ) {
                             self.cache.records.spliced += 1;
-                            Chain::full_measured_in(
-                                Some(Cached::Chain(chain)),
-                                &spliced,
-                                &spliced_lens,
-                            )
+                            Chain::full_measured_in(Some(chain), &spliced, &spliced_lens)
                         } else {
                             let mut chain = chain;
                             chain.push_delta(&data);
@@ -2155,7 +2147,7 @@ impl<'a> Builder<'a> {
                         keep(&mut self.spare.pools.bufs, spliced_lens);
                         next
                     }
-                    (_, Some(Cached::Chain(mut chain)))
+                    (_, Some(mut chain))
                         if chain.records() < CACHED_CHAIN_RECORDS && parts_full.is_none() =>
                     {
                         chain.push_delta(&data);
@@ -2175,7 +2167,7 @@ impl<'a> Builder<'a> {
                         keep(&mut self.spare.pools.bufs, data);
                         chain
                     }
-                })),
+                }),
             };
             keep(&mut self.spare.pools.bufs, lens);
             // The identifiers after: those of the record written (`Written`, below).

@@ -131,14 +131,14 @@ impl Chain {
     /// has the room and at most an eighth more, else resized to the size, rounded as above (a
     /// `realloc`, often in place); a buffer of its own when there is no old chain. The cache's
     /// budget counts capacity.
-    pub fn full_measured_in(old: Option<Cached>, data: &[u8], lens: &[u8]) -> Chain {
+    pub fn full_measured_in(old: Option<Chain>, data: &[u8], lens: &[u8]) -> Chain {
         let need = data.len() + lens.len() + 8;
         // As many bytes as the budget counts for `need` (`alloc_bytes`: whole 16-byte granules
         // with an 8-byte header): the next record, often a few bytes longer, then fits, at no
         // cost to the budget.
         let room = alloc_bytes(need) - 8;
         let mut bytes = match old {
-            Some(Cached::Chain(old)) => {
+            Some(old) => {
                 let mut bytes = old.into_vec();
                 bytes.clear();
                 if bytes.capacity() < need {
@@ -356,65 +356,6 @@ impl Chain {
     }
 }
 
-/// What the cache keeps of a profile: the records of its chain as written or read. (A second
-/// form, a "hot record" with a directory of its states written in place, was made while the
-/// cache held the working set until stop 70: it made such a cache slower and larger,
-/// docs/performance.md, "Engine round 53".)
-pub(crate) enum Cached {
-    Chain(Chain),
-}
-
-impl Cached {
-    /// The profile whole.
-    pub fn decode(&self) -> Decoded<ProfileRecord> {
-        match self {
-            Cached::Chain(c) => c.decode(),
-        }
-    }
-
-    /// The profile whole, in `into`'s buffers (what it holds is replaced).
-    pub fn decode_into(&self, into: ProfileRecord) -> Decoded<ProfileRecord> {
-        match self {
-            Cached::Chain(c) => c.decode_into(into),
-        }
-    }
-
-    /// The identifiers, times and the states of `only` (sorted), plain ones captured into
-    /// `raw` ([`Chain::decode_capturing`]).
-    /// `into`: a record whose buffers the result reuses (its identifiers', its list of
-    /// states').
-    pub fn decode_capturing(
-        &self,
-        only: &[u32],
-        raw: &mut RawStates,
-        into: ProfileRecord,
-    ) -> Decoded<ProfileRecord> {
-        match self {
-            Cached::Chain(c) => c.decode_capturing(only, raw, into),
-        }
-    }
-
-    /// Records held.
-    pub fn records(&self) -> u32 {
-        match self {
-            Cached::Chain(c) => c.records(),
-        }
-    }
-
-    /// [`Chain::single_full`] of a chain.
-    pub fn single_full(&self) -> Option<(&[u8], &[u8])> {
-        match self {
-            Cached::Chain(c) => c.single_full(),
-        }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        match self {
-            Cached::Chain(c) => c.heap_bytes(),
-        }
-    }
-}
-
 /// Where a profile's newest record stands in its chain.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ChainAt {
@@ -491,7 +432,7 @@ pub(crate) struct ProfileCache {
 /// ([`Slot::bytes`]): its chain does not change while it is here.
 struct Slot {
     key: u64,
-    chain: Option<Cached>,
+    chain: Option<Chain>,
     loc: Location,
     /// `ChainAt::link` and `ChainAt::walked`: at most `MAX_CHAIN_DEPTH` (an insert of more
     /// keeps nothing).
@@ -566,7 +507,7 @@ impl ProfileCache {
     /// chain, no bytes counted), so that the call's [`ProfileCache::insert`] puts it back
     /// without a second insertion in the table of slots; a reservation no insert followed
     /// (a call that failed) is given up by the next take of the profile.
-    pub fn take(&mut self, key: u64, at: Location) -> Option<(ChainAt, Cached)> {
+    pub fn take(&mut self, key: u64, at: Location) -> Option<(ChainAt, Chain)> {
         let i = self.keys.get(key)?;
         let slot = &mut self.slots[i];
         self.bytes -= slot.bytes();
@@ -641,7 +582,7 @@ impl ProfileCache {
     /// call found it here (it gets a second chance when the hand passes, and needs no
     /// admission); otherwise, when it takes an eviction to keep it, it is kept only if the
     /// doorkeeper refused it lately.
-    pub fn insert(&mut self, key: u64, loc: Location, at: ChainAt, chain: Cached, hit: bool) {
+    pub fn insert(&mut self, key: u64, loc: Location, at: ChainAt, chain: Chain, hit: bool) {
         // The profile's slot, emptied (a reservation its take left, or a chain kept before):
         // one load from the table of slots by key.
         let reserved = self.keys.get(key);
@@ -1051,7 +992,7 @@ mod tests {
             1,
         );
         let data = crate::entries::encode_profile(&rec, 64);
-        let chain = || Cached::Chain(Chain::full(&data));
+        let chain = || Chain::full(&data);
         let mut cache = ProfileCache::new(ADMISSION_FROM);
         assert!(cache.doorkeeper.is_some());
         // A budget meant as "no limit" gets a doorkeeper of a bounded size.
@@ -1097,7 +1038,7 @@ mod tests {
     #[test]
     fn a_slot_takes_what_the_budget_counts() {
         assert_eq!(size_of::<Slot>(), CACHE_SLOT_BYTES);
-        assert_eq!(size_of::<Option<Cached>>(), 24);
+        assert_eq!(size_of::<Option<Chain>>(), 24);
         assert_eq!(alloc_bytes(size_of::<(Location, u32)>()), THROUGH_BYTES);
     }
 
@@ -1107,35 +1048,11 @@ mod tests {
         let data = crate::entries::encode_profile(&rec, 64);
         let one = Chain::full(&data).heap_bytes() + CACHE_SLOT_BYTES;
         let mut cache = ProfileCache::new(3 * one);
-        cache.insert(
-            1,
-            loc(1),
-            ChainAt::default(),
-            Cached::Chain(Chain::full(&data)),
-            true,
-        );
-        cache.insert(
-            2,
-            loc(2),
-            ChainAt::default(),
-            Cached::Chain(Chain::full(&data)),
-            false,
-        );
-        cache.insert(
-            3,
-            loc(3),
-            ChainAt::default(),
-            Cached::Chain(Chain::full(&data)),
-            false,
-        );
+        cache.insert(1, loc(1), ChainAt::default(), Chain::full(&data), true);
+        cache.insert(2, loc(2), ChainAt::default(), Chain::full(&data), false);
+        cache.insert(3, loc(3), ChainAt::default(), Chain::full(&data), false);
         assert_eq!(cache.bytes(), 3 * one);
-        cache.insert(
-            4,
-            loc(4),
-            ChainAt::default(),
-            Cached::Chain(Chain::full(&data)),
-            false,
-        );
+        cache.insert(4, loc(4), ChainAt::default(), Chain::full(&data), false);
         assert_eq!(cache.bytes(), 3 * one);
         // 1 was referenced: the hand passed it and took 2.
         assert!(cache.take(2, loc(2)).is_none());
@@ -1157,7 +1074,7 @@ mod tests {
     fn a_taken_profile_goes_back_into_its_slot() {
         let data = crate::entries::encode_profile(&ProfileRecord::default(), 64);
         let one = Chain::full(&data).heap_bytes() + CACHE_SLOT_BYTES;
-        let chain = || Cached::Chain(Chain::full(&data));
+        let chain = || Chain::full(&data);
         let mut cache = ProfileCache::new(3 * one);
         for key in 1..=3 {
             cache.insert(key, loc(key as u32), ChainAt::default(), chain(), false);
@@ -1182,7 +1099,7 @@ mod tests {
         rec.state_mut(1)
             .apply_set_ref(Some(&Value::Str("x".repeat(500).into())), Timestamp(1), 1);
         let large = crate::entries::encode_profile(&rec, 64);
-        small.insert(5, loc(5), at, Cached::Chain(Chain::full(&large)), true);
+        small.insert(5, loc(5), at, Chain::full(&large), true);
         assert_eq!(small.keys.len(), 0);
         assert_eq!(small.free.len(), 1);
         small.check();
@@ -1243,7 +1160,7 @@ mod tests {
             let place = |segment: u32, offset: u32| Location { segment, offset, len: 1 };
             // Where each profile was last kept and where its chain stood, as the test saw it.
             let mut last: std::collections::HashMap<u64, (Location, ChainAt)> = Default::default();
-            let mut out: Vec<(u64, ChainAt, Cached)> = Vec::new();
+            let mut out: Vec<(u64, ChainAt, Chain)> = Vec::new();
             // Keys 10 and 11 stand for keys beyond what the array of slots by key may grow to.
             let far = |key: u64| match key {
                 10 => 1 << 40,
@@ -1261,7 +1178,7 @@ mod tests {
                         };
                         // `back`: a profile whose newest record is in the sealed segment.
                         let l = place(if back { active - 1 } else { active }, at);
-                        cache.insert(key, l, chain_at, Cached::Chain(Chain::full(&data)), false);
+                        cache.insert(key, l, chain_at, Chain::full(&data), false);
                         last.insert(key, (l, chain_at));
                     }
                     3 | 4 => {
