@@ -1135,10 +1135,12 @@ impl Inner {
     fn write_hint(&self) -> Result<()> {
         // An upgradable lock keeps writers out (they build their calls under one too) while
         // the snapshot is written (into the page cache, streamed), so it matches the position
-        // exactly; it is released before the syncs.
+        // exactly; it is released before the syncs. The temp file is made and prefilled
+        // before it is taken (`Store::hint_writer`).
+        let writer = self.store.hint_writer()?;
         let mut index = Some(self.index.upgradable_read());
         let position = self.store.hint_position()?;
-        self.store.write_hint_with(&position, &mut |sink| {
+        writer.write(&position, &mut |sink| {
             let written = match &index {
                 Some(index) => index.write_snapshot(sink),
                 None => Ok(crc32fast::Hasher::new()),

@@ -253,9 +253,11 @@ fn reopen_with_and_without_the_hint_gives_the_same_state() {
     let expected_locs = r.map.clone();
     store.close().unwrap();
 
+    let hint_len = std::fs::metadata(dir.join("HINT")).unwrap().len();
     let (store, r) = open(&dir, opts()).unwrap();
     let report = store.stats().recovery;
     assert!(report.used_hint);
+    assert_eq!(report.hint_bytes, hint_len, "the hint's length, reported");
     assert_eq!(r.snapshots, 1);
     assert_eq!(report.frames_replayed, 151);
     assert_eq!(contents(&store, &r), expected);

@@ -3,9 +3,10 @@
 //! Written atomically (`HINT.tmp`, fdatasync, rename to `HINT`, directory fsync) after the log
 //! is synced up to the position, so a hint never covers frames that are not on disk.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::io::{Io, write_all_at};
+use super::io::{Io, IoFile, write_all_at};
 use super::record::{u16_at, u32_at, u64_at};
 use crate::error::{Error, Result};
 
@@ -128,58 +129,141 @@ pub type Sink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
 /// the payload is not read a second time while the writers wait (debug builds check it).
 pub type Fill<'a> = dyn FnMut(&mut Sink<'_>) -> Result<crc32fast::Hasher> + 'a;
 
-/// Write the hint atomically, its payload streamed: `fill` hands the payload's bytes, in
-/// order, to the sink it is given, which writes them into the temp file as they come. The
-/// head (which holds the payload's length) is written last, at the start, and the file's CRC
-/// combines the head's with the payload's (which `fill` returns): nothing holds the payload
-/// whole (tens of MB for a million profiles). `durable` returns once the log is synced up to `pos.seq`: it runs after
-/// `fill`, before the hint replaces the old one.
-pub(crate) fn write_with(
-    io: &dyn Io,
-    dir: &Path,
-    pos: &Position,
-    fill: &mut Fill<'_>,
-    durable: &mut dyn FnMut() -> Result<()>,
-) -> Result<()> {
+/// Bytes of zeros [`prepare`] writes with one call.
+static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+
+/// A hint's temp file made before the payload is known ([`prepare`]), its first `prefilled`
+/// bytes zeros, to be written by [`Prepared::write`].
+pub(crate) struct Prepared {
+    file: Arc<dyn IoFile>,
+    tmp: PathBuf,
+    fin: PathBuf,
+}
+
+/// Make the next hint's temp file (removing one a crash or a failed hint left) and write
+/// `prefill` bytes of zeros into it: the payload written over them later goes into pages the
+/// page cache already holds. A hint's writers hold the store's writers for its payload
+/// (`Db`'s snapshot), and a 16 MB write into new page-cache pages took up to ten times as long
+/// as one over cached pages while the log was being written (docs/performance.md, "Engine
+/// round 54"); the zeros are written before that hold, by the thread that writes the hint.
+/// Nothing reads the temp file before [`Prepared::write`] renames it (open removes one left).
+pub(crate) fn prepare(io: &dyn Io, dir: &Path, prefill: u64) -> Result<Prepared> {
     let tmp = dir.join(HINT_TMP);
     let fin = dir.join(HINT);
     let _ = io.remove(&tmp);
-    let f = io.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let start = head(pos, 0).len() as u64;
-    let mut at = start;
-    let mut check = crc32fast::Hasher::new();
-    let payload_crc = fill(&mut |chunk| {
-        write_all_at(f.as_ref(), at, chunk).map_err(|e| Error::io("write", &tmp, e))?;
-        if cfg!(debug_assertions) {
-            check.update(chunk);
-        }
-        at += chunk.len() as u64;
-        Ok(())
-    })?;
-    debug_assert_eq!(
-        payload_crc.clone().finalize(),
-        check.finalize(),
-        "the CRC fill returned is of the bytes it handed"
-    );
-    let head = head(pos, (at - start) as usize);
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&head);
-    crc.combine(&payload_crc);
-    write_all_at(f.as_ref(), 0, &head).map_err(|e| Error::io("write", &tmp, e))?;
-    write_all_at(f.as_ref(), at, &crc.finalize().to_le_bytes())
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    durable()?;
-    f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
-    drop(f);
-    io.rename(&tmp, &fin)
-        .map_err(|e| Error::io("rename", &tmp, e))?;
-    io.sync_dir(dir).map_err(|e| Error::io("fsync", dir, e))?;
-    Ok(())
+    let file = io.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let mut at = 0u64;
+    while at < prefill {
+        let n = (prefill - at).min(ZEROS.len() as u64) as usize;
+        write_all_at(file.as_ref(), at, &ZEROS[..n]).map_err(|e| Error::io("write", &tmp, e))?;
+        at += n as u64;
+    }
+    Ok(Prepared { file, tmp, fin })
+}
+
+impl Prepared {
+    /// Write the hint atomically, its payload streamed: `fill` hands the payload's bytes, in
+    /// order, to the sink it is given, which writes them into the temp file as they come. The
+    /// head (which holds the payload's length) is written last, at the start, and the file's
+    /// CRC combines the head's with the payload's (which `fill` returns): nothing holds the
+    /// payload whole (tens of MB for a million profiles). The file is then cut to its length
+    /// (the zeros [`prepare`] wrote past it go). `durable` returns once the log is synced up to
+    /// `pos.seq`: it runs after `fill`, before the hint replaces the old one. Returns the
+    /// file's length.
+    pub(crate) fn write(
+        self,
+        io: &dyn Io,
+        dir: &Path,
+        pos: &Position,
+        fill: &mut Fill<'_>,
+        durable: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<u64> {
+        let Prepared { file: f, tmp, fin } = self;
+        let start = head(pos, 0).len() as u64;
+        let mut at = start;
+        let mut check = crc32fast::Hasher::new();
+        let payload_crc = fill(&mut |chunk| {
+            write_all_at(f.as_ref(), at, chunk).map_err(|e| Error::io("write", &tmp, e))?;
+            if cfg!(debug_assertions) {
+                check.update(chunk);
+            }
+            at += chunk.len() as u64;
+            Ok(())
+        })?;
+        debug_assert_eq!(
+            payload_crc.clone().finalize(),
+            check.finalize(),
+            "the CRC fill returned is of the bytes it handed"
+        );
+        let head = head(pos, (at - start) as usize);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        crc.combine(&payload_crc);
+        write_all_at(f.as_ref(), 0, &head).map_err(|e| Error::io("write", &tmp, e))?;
+        write_all_at(f.as_ref(), at, &crc.finalize().to_le_bytes())
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        let len = at + 4;
+        f.set_len(len).map_err(|e| Error::io("truncate", &tmp, e))?;
+        durable()?;
+        f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
+        drop(f);
+        io.rename(&tmp, &fin)
+            .map_err(|e| Error::io("rename", &tmp, e))?;
+        io.sync_dir(dir).map_err(|e| Error::io("fsync", dir, e))?;
+        Ok(len)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hint written over a prefilled temp file is the hint alone: zeros past its end are cut
+    /// off, and a payload longer than the prefill writes past it.
+    #[test]
+    fn a_hint_over_a_prefilled_file_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = super::super::io::RealIo;
+        let pos = Position {
+            seq: 9,
+            active: 3,
+            offset: 64,
+            segments: vec![2, 3],
+        };
+        for (prefill, payload) in [
+            (0u64, vec![7u8; 100]),
+            (100_000, vec![1u8; 3]),
+            (10, (0..5000u32).map(|i| i as u8).collect::<Vec<u8>>()),
+            (1 << 17, Vec::new()),
+        ] {
+            let prepared = prepare(&io, dir.path(), prefill).unwrap();
+            let mut synced = false;
+            let len = prepared
+                .write(
+                    &io,
+                    dir.path(),
+                    &pos,
+                    &mut |sink| {
+                        sink(&payload)?;
+                        let mut crc = crc32fast::Hasher::new();
+                        crc.update(&payload);
+                        Ok(crc)
+                    },
+                    &mut || {
+                        synced = true;
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            assert!(synced);
+            assert!(!dir.path().join(HINT_TMP).exists());
+            let bytes = std::fs::read(dir.path().join(HINT)).unwrap();
+            assert_eq!(bytes.len() as u64, len, "prefill {prefill}");
+            assert_eq!(bytes, encode(&pos, &payload), "prefill {prefill}");
+            let (p, read) = decode(&bytes).unwrap();
+            assert_eq!((p, read), (pos.clone(), payload.as_slice()));
+        }
+    }
 
     #[test]
     fn roundtrip_and_damage() {

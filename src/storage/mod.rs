@@ -107,6 +107,10 @@ pub struct StoreOptions {
 pub struct RecoveryReport {
     /// Whether a hint file was used.
     pub used_hint: bool,
+    /// The length of the hint file read (0: none, or one that did not decode or did not match
+    /// the segments), used or not: the zeros the first hint written after the open prefills
+    /// its temp file with (`Store::hint_writer`).
+    pub hint_bytes: u64,
     /// Frames replayed from the log (after the hint, or all of them).
     pub frames_replayed: u64,
     /// Torn-tail bytes truncated from the active segment, with its file name.
@@ -273,6 +277,39 @@ pub struct Store {
     /// loser's rename failed with ENOENT and poisoned the store (found by
     /// tests/readers_vs_compaction.rs).
     hint_lock: parking_lot::Mutex<()>,
+    /// The length of the last hint file this process wrote: the zeros the next one's temp
+    /// file is prefilled with ([`Store::hint_writer`]).
+    last_hint_len: std::sync::atomic::AtomicU64,
+}
+
+/// The next hint, its temp file made and prefilled ([`Store::hint_writer`]); hints are
+/// written one at a time while it lives.
+pub struct HintWriter<'a> {
+    store: &'a Store,
+    prepared: hint::Prepared,
+    _one_at_a_time: parking_lot::MutexGuard<'a, ()>,
+}
+
+impl HintWriter<'_> {
+    /// Write the hint for `position` (atomically: the temp file, the log synced up to the
+    /// position, fdatasync, rename, directory fsync): `fill` as [`Store::write_hint_with`]'s.
+    pub fn write(self, position: &HintPosition, fill: &mut hint::Fill<'_>) -> Result<()> {
+        let HintWriter {
+            store, prepared, ..
+        } = self;
+        let shared = &store.inner.shared;
+        let len = shared.guard(prepared.write(
+            shared.io.as_ref(),
+            &shared.dir,
+            &position.inner,
+            fill,
+            &mut || shared.wait_durable(position.inner.seq, Durability::SyncEach),
+        ))?;
+        store
+            .last_hint_len
+            .store(len, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl Default for StoreOptions {
@@ -310,9 +347,11 @@ impl Store {
     /// recovered state to `replay`.
     pub fn open(dir: &Path, options: StoreOptions, replay: &mut dyn Replay) -> Result<Store> {
         let shared = recovery::open(dir, &options, replay)?;
+        let hint_bytes = shared.recovery.hint_bytes;
         Ok(Store {
             inner: log::Log::start(shared),
             hint_lock: parking_lot::Mutex::new(()),
+            last_hint_len: std::sync::atomic::AtomicU64::new(hint_bytes),
         })
     }
 
@@ -400,15 +439,27 @@ impl Store {
         position: &HintPosition,
         fill: &mut hint::Fill<'_>,
     ) -> Result<()> {
+        self.hint_writer()?.write(position, fill)
+    }
+
+    /// The next hint's writer: hints are written one at a time from here, and its temp file
+    /// is made now, filled with as many zeros as the last hint this process wrote took, so that
+    /// [`HintWriter::write`] writes over pages the page cache holds (docs/performance.md,
+    /// "Engine round 54"). A caller that holds its writers while the payload is written
+    /// (`Db`'s snapshot) takes this before them.
+    pub fn hint_writer(&self) -> Result<HintWriter<'_>> {
         let shared = &self.inner.shared;
-        let _one_at_a_time = self.hint_lock.lock();
-        shared.guard(hint::write_with(
-            shared.io.as_ref(),
-            &shared.dir,
-            &position.inner,
-            fill,
-            &mut || shared.wait_durable(position.inner.seq, Durability::SyncEach),
-        ))
+        let one_at_a_time = self.hint_lock.lock();
+        shared.check_poison()?;
+        let prefill = self
+            .last_hint_len
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let prepared = shared.guard(hint::prepare(shared.io.as_ref(), &shared.dir, prefill))?;
+        Ok(HintWriter {
+            store: self,
+            prepared,
+            _one_at_a_time: one_at_a_time,
+        })
     }
 
     /// Seal the active segment and rewrite the live entries of all sealed segments into new

@@ -176,6 +176,7 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions, replay: &mut dyn Replay) -> 
 
     // 3. The hint, if it matches the segments present.
     let hint = load_hint(io, dir, &segs);
+    report.hint_bytes = hint.as_ref().map_or(0, |(_, bytes, _)| bytes.len() as u64);
     let mut used_hint = None;
     if let Some((pos, _, _)) = &hint {
         for i in 0..segs.len() {
