@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::io::{Io, IoFile, write_all_at};
+use super::io::{Io, IoFile, write_all_at, write_zeros_at};
 use super::record::{u16_at, u32_at, u64_at};
 use crate::error::{Error, Result};
 
@@ -129,11 +129,8 @@ pub type Sink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
 /// the payload is not read a second time while the writers wait (debug builds check it).
 pub type Fill<'a> = dyn FnMut(&mut Sink<'_>) -> Result<crc32fast::Hasher> + 'a;
 
-/// Bytes of zeros [`prepare`] writes with one call.
-static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
-
-/// A hint's temp file made before the payload is known ([`prepare`]), its first `prefilled`
-/// bytes zeros, to be written by [`Prepared::write`].
+/// A hint's temp file made before the payload is known, zeros so far ([`prepare`]), to be
+/// written by [`Prepared::write`].
 pub(crate) struct Prepared {
     file: Arc<dyn IoFile>,
     tmp: PathBuf,
@@ -152,12 +149,7 @@ pub(crate) fn prepare(io: &dyn Io, dir: &Path, prefill: u64) -> Result<Prepared>
     let fin = dir.join(HINT);
     let _ = io.remove(&tmp);
     let file = io.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let mut at = 0u64;
-    while at < prefill {
-        let n = (prefill - at).min(ZEROS.len() as u64) as usize;
-        write_all_at(file.as_ref(), at, &ZEROS[..n]).map_err(|e| Error::io("write", &tmp, e))?;
-        at += n as u64;
-    }
+    write_zeros_at(file.as_ref(), 0, prefill).map_err(|e| Error::io("write", &tmp, e))?;
     Ok(Prepared { file, tmp, fin })
 }
 

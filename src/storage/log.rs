@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::io::{Io, IoFile, write_all_at};
+use super::io::{Io, IoFile, write_all_at, write_zeros_at};
 use super::record::{self, HEADER_LEN, KIND_LOG, SegmentHeader};
 use super::segment::{Sealed, SealedRef, seg_name};
 use super::{Appended, Location, RecoveryReport};
@@ -880,21 +880,13 @@ pub(crate) fn flush(st: &mut State) -> Result<()> {
 /// what it keeps ahead is left ([`State::preallocate`]).
 fn zero_ahead(st: &mut State) {
     if st.preallocate > 0 && st.flushed + st.preallocate / 2 > st.zeroed_to {
-        /// A block of zeros, written as often as the span asks.
-        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
         let from = st.zeroed_to.max(st.flushed);
         let to = (st.flushed + st.preallocate).min(st.zero_limit.max(st.flushed));
-        let mut at = from;
-        while at < to {
-            let n = (to - at).min(ZEROS.len());
-            if write_all_at(st.file.as_ref(), at as u64, &ZEROS[..n]).is_err() {
-                // The zeros are an optimization: a disk too full for them (or failing) does
-                // not fail the frames, already written; a failing disk fails the next write
-                // of data. No more zeros for this store; those written are cut as usual.
-                st.preallocate = 0;
-                break;
-            }
-            at += n;
+        if write_zeros_at(st.file.as_ref(), from as u64, to as u64).is_err() {
+            // The zeros are an optimization: a disk too full for them (or failing) does not
+            // fail the frames, already written; a failing disk fails the next write of data.
+            // No more zeros for this store; those written are cut as usual.
+            st.preallocate = 0;
         }
         // Even after a failed write (part of it may have landed): the cut covers it.
         st.zeroed_to = to;

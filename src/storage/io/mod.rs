@@ -80,6 +80,20 @@ pub(crate) fn write_all_at(file: &dyn IoFile, mut offset: u64, mut buf: &[u8]) -
     Ok(())
 }
 
+/// Write zeros over `from..to` of `file`, a block at a time (the log's zeros kept ahead of its
+/// data, a hint's temp file filled before its payload).
+pub(crate) fn write_zeros_at(file: &dyn IoFile, from: u64, to: u64) -> io::Result<()> {
+    /// A block of zeros, written as often as the span asks.
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        write_all_at(file, at, &ZEROS[..n])?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// Read exactly `buf.len()` bytes at `offset` (a short file is an `UnexpectedEof` error).
 pub(crate) fn read_exact_at(
     file: &dyn IoFile,
