@@ -261,6 +261,12 @@ const RUNS: &[(&str, &str, &str, bool)] = &[
         "concurrent",
         true,
     ),
+    (
+        "pdb-import",
+        "profiledb import of W1 as JSON lines (the CLI: parsing and validation included)",
+        "import",
+        true,
+    ),
     ("pdb-reopen", "profiledb reopen, N profiles", "reopen", true),
     (
         "log-reopen",
@@ -720,6 +726,96 @@ fn log_reopen(id: &str, dir: &Path, seed: u64, profiles: u64) -> Fig {
     }
 }
 
+/// The `profiledb` binary `pdb-import` runs: `PROFILEDB_BIN`, else this crate's parent's
+/// `target/release/profiledb` (built by `cargo build --release` at the repository's root).
+fn profiledb_bin() -> PathBuf {
+    std::env::var_os("PROFILEDB_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/profiledb"),
+        PathBuf::from,
+    )
+}
+
+/// `profiledb import` of the W1 calls written as JSON lines (what `profiledb gen` writes, the
+/// same calls as every other run): the command a user runs, with its pipeline (a reader,
+/// parsing and validation on one thread per core, the calls applied in file order), the
+/// store's group commit and background compaction. The file is written (and read back once,
+/// into the page cache) before the timed command. The rate is the command's own summary
+/// (open to close, the final sync included); the peak RSS is the command's (`VmHWM`, read
+/// every 10 ms while it runs). The history window and writer cache are the other runs'.
+fn pdb_import(id: &str, dir: &Path, config: W1Config) -> Fig {
+    use std::io::{BufWriter, Read, Write};
+    let bin = profiledb_bin();
+    if !bin.is_file() {
+        panic!(
+            "pdb-import: no profiledb binary at {} (run `cargo build --release` at the \
+             repository's root, or set PROFILEDB_BIN)",
+            bin.display()
+        );
+    }
+    let file = dir.join("w1.jsonl");
+    let mut out = BufWriter::with_capacity(1 << 16, std::fs::File::create(&file).unwrap());
+    profiledb::workload::write_json_lines(config, &mut out, &mut |_| {}).unwrap();
+    out.flush().unwrap();
+    drop(out);
+    let mut sink = Vec::new();
+    std::fs::File::open(&file)
+        .unwrap()
+        .read_to_end(&mut sink)
+        .unwrap();
+    let file_bytes = sink.len();
+    drop(sink);
+    let store = dir.join("store");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("--data").arg(&store);
+    let window = history_retention().as_secs();
+    if window.is_multiple_of(86_400) {
+        cmd.arg("--history-days").arg((window / 86_400).to_string());
+    }
+    cmd.arg("--cache-mb").arg((cache_bytes() >> 20).to_string());
+    cmd.arg("import").arg(&file);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut hwm = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(&status_path)
+            && let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            hwm = hwm.max(kb * 1024);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pdb-import: profiledb import failed: {}",
+        out.status
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let number = |name: &str| summary[name].as_f64().unwrap_or(0.0);
+    let accepted = number("accepted") as u64;
+    assert_eq!(accepted, config.calls, "pdb-import: every call accepted");
+    Fig {
+        id: id.to_string(),
+        label: label(id).to_string(),
+        calls: accepted,
+        secs: number("seconds"),
+        calls_per_sec: number("calls_per_sec"),
+        disk_bytes: dir_size(&store),
+        peak_rss: hwm,
+        note: format!(
+            "{} MB of JSON lines; import's peak RSS {} MB (VmHWM)",
+            mb(file_bytes as u64),
+            mb(hwm)
+        ),
+        ..Fig::default()
+    }
+}
+
 /// What one small durable append costs on this disk right now.
 fn fsync_probe(id: &str, dir: &Path) -> Fig {
     use std::io::Write;
@@ -823,13 +919,16 @@ fn child(args: &Args, id: &str) -> Fig {
         "redb-c" => peer_concurrent(id, &dir, concurrent, t, Box::new(Redb::open(&dir, b))),
         "fjall-c" => peer_concurrent(id, &dir, concurrent, t, Box::new(Fjall::open(&dir, b))),
         "log-c" => peer_concurrent(id, &dir, concurrent, t, Box::new(log(&dir))),
+        "pdb-import" => pdb_import(id, &dir, calls),
         "pdb-reopen" => pdb_reopen(id, &dir, args.seed, args.reopen_profiles),
         "log-reopen" => log_reopen(id, &dir, args.seed, args.reopen_profiles),
         "fsync-probe" => fsync_probe(id, &dir),
         other => panic!("unknown run {other} (see --list)"),
     };
     (f.rss_anon, f.rss_file) = rss.finish();
-    f.peak_rss = peak_rss();
+    if f.id != "pdb-import" {
+        f.peak_rss = peak_rss();
+    }
     let _ = std::fs::remove_dir_all(&dir);
     f
 }
@@ -910,6 +1009,38 @@ fn print_table(figs: &[Fig], args: &Args) {
         for f in figs.iter().filter(|f| !f.note.is_empty()) {
             println!("- {}: {}", f.id, f.note);
         }
+    }
+    if let Some(f) = find("pdb-import") {
+        // The target (docs/benchmarks.md): the import, JSON parsing included, >= 4x the
+        // fastest bincode peer's rate on the same calls, pre-parsed, in this run.
+        let peers = [
+            "sqlite-batch",
+            "redb-batch",
+            "fjall-batch",
+            "fjall-batch-sync",
+        ];
+        let fastest = peers
+            .iter()
+            .filter_map(|id| find(id))
+            .max_by(|a, b| a.calls_per_sec.total_cmp(&b.calls_per_sec));
+        println!("\n### Import\n");
+        let against = fastest.map_or(String::new(), |p| {
+            format!(
+                "; {:.2}x the fastest bincode peer ({}, {:.0} calls/s, pre-parsed)",
+                f.calls_per_sec / p.calls_per_sec.max(1e-9),
+                p.id,
+                p.calls_per_sec
+            )
+        });
+        println!(
+            "- {}: {} calls in {:.2} s, {:.0} calls/s{against}; disk {} MB; {}",
+            f.id,
+            f.calls,
+            f.secs,
+            f.calls_per_sec,
+            mb(f.disk_bytes),
+            f.note
+        );
     }
     if let Some(f) = find("fsync-probe") {
         println!(
