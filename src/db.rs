@@ -157,6 +157,9 @@ struct Inner {
     /// (or at the open). See [`Steps`].
     steps_rewritten: std::sync::atomic::AtomicU64,
     stop: Mutex<bool>,
+    /// `stop`, read by a background compaction between entries: a store closing gives up
+    /// the compaction in flight rather than wait for it (`Db::close`).
+    stopping: std::sync::atomic::AtomicBool,
     wake: Condvar,
     /// Calls from many threads, applied in groups (`db/writers.rs`).
     writers: writers::Writers,
@@ -180,6 +183,16 @@ impl Db {
     #[doc(hidden)]
     pub fn open_with(dir: &Path, options: Options, store_options: StoreOptions) -> Result<Db> {
         Self::open_store(dir, options, store_options)
+    }
+
+    /// Test hook (feature `testing`): mark the store as closing, as [`Db::close`] does first,
+    /// so that a compaction run after it gives up as one in flight at a close does.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn begin_closing(&self) {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Refuse to write into `dir` if it is a non-empty directory holding no store file: it is
@@ -239,6 +252,7 @@ impl Db {
             guard_skipped: std::sync::atomic::AtomicU64::new(0),
             steps_rewritten: std::sync::atomic::AtomicU64::new(store_step_bytes),
             stop: Mutex::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             wake: Condvar::new(),
             writers: writers::Writers::default(),
         });
@@ -735,6 +749,9 @@ impl Db {
     fn shutdown(&mut self) -> Result<()> {
         if let Some(handle) = self.background.take() {
             *self.inner.stop.lock() = true;
+            self.inner
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             self.inner.wake.notify_all();
             let _ = handle.join();
         }
@@ -1249,6 +1266,12 @@ impl Inner {
         // Where in the messageId window the next `DEDUPE` entry's hash is expected.
         let mut window_at = 0;
         let prepared = self.store.prepare_compaction_of(&inputs, moves, &mut |e| {
+            // The store is closing: this compaction's dead bytes wait for the next open's.
+            // (Only a background compaction sees it set: `Db::compact` cannot run meanwhile,
+            // but after the test hook `Db::begin_closing`.)
+            if !only_steps && self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(CopyAs::Abandon);
+            }
             let index = self.read_index_spinning();
             if e.kind == EntryKind::Dedupe.byte() || e.kind == EntryKind::DedupeBlock.byte() {
                 // The messageIds still in the window, packed into blocks (16 bytes each

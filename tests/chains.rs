@@ -139,6 +139,43 @@ fn chains_read_back_as_full_records_through_crash_compaction_and_reopen() {
 /// A full compaction empties the writer cache first (so that its working set reuses the
 /// cache's memory); the calls after it read their profiles from the compacted log, fill the
 /// cache again, and write what a store without a cache writes.
+/// A store that is closing gives up a compaction in flight instead of waiting for it
+/// (`Db::close`; `begin_closing` marks the store as close does first): the compaction leaves
+/// no output file and no input missing, every profile reads back as before, calls after it
+/// are kept, and the next open's compaction reclaims what this one would have.
+#[test]
+fn a_compaction_given_up_at_close_leaves_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(4, 1 << 20);
+    let db = run(dir.path(), opts.clone(), 0..600);
+    let inputs = segments(dir.path());
+    assert!(inputs.len() > 4, "a store of several segments");
+    let before = all(&db);
+    db.begin_closing();
+    assert_eq!(db.compact().unwrap(), 0, "the compaction was given up");
+    let tmp: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(tmp.is_empty(), "outputs left behind: {tmp:?}");
+    let after = segments(dir.path());
+    assert!(
+        inputs.iter().all(|s| after.contains(s)),
+        "an input went: {inputs:?} -> {after:?}"
+    );
+    assert_eq!(all(&db), before);
+    for i in 600..650 {
+        db.apply(&call(i)).unwrap();
+    }
+    let written = all(&db);
+    db.close().unwrap();
+    let db = Db::open(dir.path(), opts).unwrap();
+    assert_eq!(all(&db), written);
+    assert!(db.compact().unwrap() > 0, "the next compaction reclaims");
+    assert_eq!(all(&db), written);
+}
+
 #[test]
 fn a_full_compaction_empties_the_writer_cache_and_the_calls_after_it_fill_it_again() {
     let tmp = tempfile::tempdir().unwrap();

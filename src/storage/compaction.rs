@@ -421,7 +421,8 @@ pub(crate) fn prepare(
     };
     let mut held = Held::default();
     let mut pack_kind: Option<u8> = None;
-    let result = (|| -> Result<()> {
+    // Ok(false): given up ([`CopyAs::Abandon`]).
+    let result = (|| -> Result<bool> {
         // The inputs' frames in seq order, whatever segment holds them: each segment's
         // frames are in seq order, but a compaction's two outputs (its compacted segment and
         // its segment of steps) hold interleaved seqs, and every output must hold its frames
@@ -467,7 +468,12 @@ pub(crate) fn prepare(
                 };
                 let listed = Was::Listed(e.location);
                 let copy_as = copy_as(&e)?;
-                if seg.is_steps() && !matches!(copy_as, CopyAs::Drop | CopyAs::KeepByPlace) {
+                if seg.is_steps()
+                    && !matches!(
+                        copy_as,
+                        CopyAs::Drop | CopyAs::KeepByPlace | CopyAs::Abandon
+                    )
+                {
                     // Its frame's other part (same seq) may be in another input: kept
                     // otherwise, both parts could land in one output, which recovery
                     // refuses. The layer above keeps a kind by place or not at all.
@@ -482,6 +488,7 @@ pub(crate) fn prepare(
                     });
                 }
                 let (kind, data, was) = match copy_as {
+                    CopyAs::Abandon => return Ok(false),
                     CopyAs::Drop => continue,
                     CopyAs::Keep => (e.kind, Cow::Borrowed(e.data), listed),
                     CopyAs::KeepByPlace => {
@@ -554,7 +561,7 @@ pub(crate) fn prepare(
                 .sync_dir(&shared.dir)
                 .map_err(|e| Error::io("fsync", &shared.dir, e))?;
         }
-        Ok(())
+        Ok(true)
     })();
     let prepared = Prepared {
         outputs: w.ids(),
@@ -571,7 +578,9 @@ pub(crate) fn prepare(
         done: false,
     };
     match result {
-        Ok(()) => Ok(Some(prepared)),
+        Ok(true) => Ok(Some(prepared)),
+        // Dropped unfinished: its outputs are removed.
+        Ok(false) => Ok(None),
         // Corruption found while reading is reported, not poisoning; I/O failures poison.
         Err(e @ (Error::Corruption { .. } | Error::Decode { .. })) => Err(e),
         Err(e) => Err(shared.poison(e)),

@@ -170,6 +170,11 @@ pub trait Replay {
 pub enum CopyAs {
     /// Superseded or deleted: not copied.
     Drop,
+    /// Give the whole compaction up: nothing more is copied, the outputs written so far are
+    /// removed, and [`Store::prepare_compaction_of`] returns `None` (the store is as before
+    /// it began). For a store that is closing (`Db::close` does not wait for a compaction
+    /// it does not need).
+    Abandon,
     /// Copied as it is.
     Keep,
     /// Copied as it is, its move listed by place only ([`Relocations::by_place`]: old place
@@ -535,7 +540,8 @@ impl Store {
 
     /// Second half: copy the entries of the sealed segments `inputs` (from
     /// [`Store::begin_compaction`]) that `copy_as` keeps or replaces into new files (synced,
-    /// not yet visible). An error from `copy_as` ends the compaction with that error.
+    /// not yet visible). An error from `copy_as` ends the compaction with that error;
+    /// [`CopyAs::Abandon`] ends it with `None`.
     /// `moves` is the layer above's guess of how many entries will be copied and listed
     /// (the length of [`Relocations::moved`]): the list is sized once instead of growing by
     /// doubling, which would hold two copies of it at the moment it grows. (The moves by
