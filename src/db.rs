@@ -158,7 +158,8 @@ struct Inner {
     steps_rewritten: std::sync::atomic::AtomicU64,
     stop: Mutex<bool>,
     /// `stop`, read by a background compaction between entries: a store closing gives up
-    /// the compaction in flight rather than wait for it (`Db::close`).
+    /// the compaction in flight rather than wait for it (`Db::close`,
+    /// [`Inner::compact_or_give_up`]).
     stopping: std::sync::atomic::AtomicBool,
     wake: Condvar,
     /// Calls from many threads, applied in groups (`db/writers.rs`).
@@ -185,14 +186,34 @@ impl Db {
         Self::open_store(dir, options, store_options)
     }
 
-    /// Test hook (feature `testing`): mark the store as closing, as [`Db::close`] does first,
-    /// so that a compaction run after it gives up as one in flight at a close does.
+    /// Test hook (feature `testing`): a full compaction given up, as a background one is when
+    /// the store closes, once it has been asked `entries` times whether to go on (before it
+    /// begins, then before each entry it copies). Returns the bytes reclaimed (0 when given
+    /// up) and the compaction's output files (`*.seg.tmp`) that existed when it gave up.
     #[cfg(feature = "testing")]
     #[doc(hidden)]
-    pub fn begin_closing(&self) {
-        self.inner
-            .stopping
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+    pub fn compact_giving_up_after(&self, entries: usize) -> Result<(u64, Vec<String>)> {
+        let dir = self.inner.store.dir().to_path_buf();
+        let (mut asked, mut outputs) = (0, Vec::new());
+        let reclaimed = self
+            .inner
+            .compact_or_give_up(Steps::All, &mut || {}, &mut || {
+                asked += 1;
+                if asked <= entries {
+                    return false;
+                }
+                if outputs.is_empty() {
+                    outputs = std::fs::read_dir(&dir)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.ends_with(".seg.tmp"))
+                        .collect();
+                }
+                true
+            })?;
+        Ok((reclaimed, outputs))
     }
 
     /// Refuse to write into `dir` if it is a non-empty directory holding no store file: it is
@@ -1205,7 +1226,25 @@ impl Inner {
     /// switched in, without the index and cache locks (tests use it to write at those
     /// points).
     fn compact(&self, steps: Steps, during: &mut dyn FnMut()) -> Result<u64> {
+        self.compact_or_give_up(steps, during, &mut || false)
+    }
+
+    /// [`Inner::compact`], given up while `give_up` answers true (asked before it begins and
+    /// before each entry it copies): the background's compactions give up once the store is
+    /// closing (`stopping`). A compaction given up leaves the store as it was (its outputs
+    /// removed) and returns 0; only the copy is given up (the decision and the switch are
+    /// short and run to their end), and a compaction of the segments of steps alone
+    /// (`Steps::Expired`) is not.
+    fn compact_or_give_up(
+        &self,
+        steps: Steps,
+        during: &mut dyn FnMut(),
+        give_up: &mut dyn FnMut() -> bool,
+    ) -> Result<u64> {
         let _one_at_a_time = self.compaction.lock();
+        if give_up() {
+            return Ok(0);
+        }
         let with_steps = match steps {
             Steps::All | Steps::Expired => true,
             Steps::Due => self.steps_due(),
@@ -1267,9 +1306,7 @@ impl Inner {
         let mut window_at = 0;
         let prepared = self.store.prepare_compaction_of(&inputs, moves, &mut |e| {
             // The store is closing: this compaction's dead bytes wait for the next open's.
-            // (Only a background compaction sees it set: `Db::compact` cannot run meanwhile,
-            // but after the test hook `Db::begin_closing`.)
-            if !only_steps && self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            if !only_steps && give_up() {
                 return Ok(CopyAs::Abandon);
             }
             let index = self.read_index_spinning();
@@ -1763,10 +1800,13 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
         // Errors poison the store; the next call reports them. (The expiry looks again under
         // the index's write lock: a compaction before it may have taken its segments.)
         let expired = strong.expired_segments(&strong.index.read());
+        // A store closing gives up the compaction in flight (`Db::close` does not wait for
+        // one it does not need) and starts no other.
+        let closing = || strong.stopping.load(std::sync::atomic::Ordering::Relaxed);
         if strong.wants_compaction(expired.log) {
-            let _ = strong.compact(Steps::Due, &mut || {});
+            let _ = strong.compact_or_give_up(Steps::Due, &mut || {}, &mut || closing());
         }
-        if !expired.steps.is_empty() {
+        if !expired.steps.is_empty() && !closing() {
             let _ = strong.compact(Steps::Expired, &mut || {});
         }
     }
