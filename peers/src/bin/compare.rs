@@ -26,6 +26,14 @@ use profiledb_peers::engines::{Engine, Fjall, Format, Redb, Sqlite};
 use profiledb_peers::procfs::{RssSampler, dir_size, peak_rss, proc_io, threads_cpu};
 use serde::{Deserialize, Serialize};
 
+/// Every engine runs with mimalloc, the allocator the `profiledb` binary ships with (src/main.rs):
+/// a user who cares about speed links a fast allocator whichever store they pick, and with
+/// glibc's the peers were handicapped more than profiledb (round 55, docs/performance.md:
+/// fjall 43,000-51,000 calls/s with glibc's, 77,000 with mimalloc; profiledb 187,000 and
+/// 211,000).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone)]
 struct Args {
     calls: u64,
