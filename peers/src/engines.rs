@@ -309,7 +309,13 @@ pub struct Fjall {
 
 impl Fjall {
     pub fn open(dir: &Path, format: Format) -> Fjall {
-        let db = fjall::Database::builder(dir).open().unwrap();
+        // A 1 GiB block cache, as redb's default: fjall's docs advise ~20-25 % of the memory,
+        // or more when the data fits (its default, 32 MiB, ran W1 6-8 % slower: round 55).
+        // Compression off and `expect_point_read_hits` were tried too: no change measured.
+        let db = fjall::Database::builder(dir)
+            .cache_size(1 << 30)
+            .open()
+            .unwrap();
         let ks = |name: &str| {
             db.keyspace(name, fjall::KeyspaceCreateOptions::default)
                 .unwrap()
