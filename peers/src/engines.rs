@@ -81,12 +81,17 @@ pub struct Sqlite {
 }
 
 impl Sqlite {
-    /// WAL; `synchronous` is `NORMAL` (batched) or `FULL` (durable per call); 64 MB page cache.
+    /// WAL; `synchronous` is `NORMAL` (batched) or `FULL` (durable per call); 64 MB page cache;
+    /// the WAL checkpointed every 50,000 pages (~200 MB) instead of SQLite's default 1,000: a W1
+    /// batch of 1,000 calls dirties ~1,100 pages, so the default checkpointed (and synced the
+    /// database file) on the calling thread at nearly every commit (round 55: 44,238 / 44,488
+    /// calls/s on the default, 50,874 / 50,189 at 10,000 pages, 63,098 / 60,360 at 50,000).
     pub fn open(dir: &Path, synchronous: &str, format: Format) -> Sqlite {
         std::fs::create_dir_all(dir).unwrap();
         let conn = rusqlite::Connection::open(dir.join("w1.sqlite")).unwrap();
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA cache_size=-65536;
+             PRAGMA wal_autocheckpoint=50000;
              CREATE TABLE IF NOT EXISTS profiles(key INTEGER PRIMARY KEY, data BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS uid(id TEXT PRIMARY KEY, key INTEGER NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS email(id TEXT PRIMARY KEY, key INTEGER NOT NULL) WITHOUT ROWID;"
