@@ -156,11 +156,12 @@ struct Inner {
     /// What the segments of history steps held after the last compaction that rewrote them
     /// (or at the open). See [`Steps`].
     steps_rewritten: std::sync::atomic::AtomicU64,
-    stop: Mutex<bool>,
-    /// `stop`, read by a background compaction between entries: a store closing gives up
-    /// the compaction in flight rather than wait for it (`Db::close`,
-    /// [`Inner::compact_or_give_up`]).
+    /// The store is closing: the background thread ends, and gives up the compaction in
+    /// flight (read between its entries) rather than make `Db::close` wait for it
+    /// ([`Inner::compact_or_give_up`]). Set under `wake_lock`, so a thread about to wait on
+    /// `wake` cannot miss it.
     stopping: std::sync::atomic::AtomicBool,
+    wake_lock: Mutex<()>,
     wake: Condvar,
     /// Calls from many threads, applied in groups (`db/writers.rs`).
     writers: writers::Writers,
@@ -272,8 +273,8 @@ impl Db {
             compaction: Mutex::new(()),
             guard_skipped: std::sync::atomic::AtomicU64::new(0),
             steps_rewritten: std::sync::atomic::AtomicU64::new(store_step_bytes),
-            stop: Mutex::new(false),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            wake_lock: Mutex::new(()),
             wake: Condvar::new(),
             writers: writers::Writers::default(),
         });
@@ -769,10 +770,12 @@ impl Db {
 
     fn shutdown(&mut self) -> Result<()> {
         if let Some(handle) = self.background.take() {
-            *self.inner.stop.lock() = true;
-            self.inner
-                .stopping
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            {
+                let _held = self.inner.wake_lock.lock();
+                self.inner
+                    .stopping
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             self.inner.wake.notify_all();
             let _ = handle.join();
         }
@@ -1781,15 +1784,16 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
+        let closing = || strong.stopping.load(std::sync::atomic::Ordering::Relaxed);
         {
-            let mut stop = strong.stop.lock();
-            if *stop {
+            let mut held = strong.wake_lock.lock();
+            if closing() {
                 return;
             }
             strong
                 .wake
-                .wait_for(&mut stop, std::time::Duration::from_secs(1));
-            if *stop {
+                .wait_for(&mut held, std::time::Duration::from_secs(1));
+            if closing() {
                 return;
             }
         }
@@ -1802,7 +1806,6 @@ fn background_compaction(inner: std::sync::Weak<Inner>) {
         let expired = strong.expired_segments(&strong.index.read());
         // A store closing gives up the compaction in flight (`Db::close` does not wait for
         // one it does not need) and starts no other.
-        let closing = || strong.stopping.load(std::sync::atomic::Ordering::Relaxed);
         if strong.wants_compaction(expired.log) {
             let _ = strong.compact_or_give_up(Steps::Due, &mut || {}, &mut || closing());
         }

@@ -33,6 +33,14 @@ pub trait Engine: Send {
     fn profiles(&mut self) -> u64;
 }
 
+/// The number in the environment variable `name`, else `default` (a panic if it is not one).
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}: a whole number"))
+    })
+}
+
 pub(crate) fn ns(t: Instant) -> u32 {
     t.elapsed().as_nanos().min(u32::MAX as u128) as u32
 }
@@ -91,7 +99,12 @@ impl Sqlite {
     /// against 6,945).
     pub fn open(dir: &Path, synchronous: &str, format: Format) -> Sqlite {
         std::fs::create_dir_all(dir).unwrap();
-        let checkpoint = if synchronous == "FULL" { 1000 } else { 50_000 };
+        // `PEER_SQLITE_CHECKPOINT=N`: another period for the batched form (round 55's runs).
+        let checkpoint = if synchronous == "FULL" {
+            1000
+        } else {
+            env_or("PEER_SQLITE_CHECKPOINT", 50_000)
+        };
         let conn = rusqlite::Connection::open(dir.join("w1.sqlite")).unwrap();
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA cache_size=-65536;
@@ -321,8 +334,9 @@ impl Fjall {
         // A 1 GiB block cache, as redb's default: fjall's docs advise ~20-25 % of the memory,
         // or more when the data fits (its default, 32 MiB, ran W1 6-8 % slower: round 55).
         // Compression off and `expect_point_read_hits` were tried too: no change measured.
+        // `PEER_FJALL_CACHE_MB=N`: another cache (round 55's runs).
         let db = fjall::Database::builder(dir)
-            .cache_size(1 << 30)
+            .cache_size(env_or("PEER_FJALL_CACHE_MB", 1024) << 20)
             .open()
             .unwrap();
         let ks = |name: &str| {

@@ -38,6 +38,12 @@ pub fn peak_rss() -> u64 {
     status_field(&status(), "VmHWM:")
 }
 
+/// Peak resident set (`VmHWM`) of process `pid` so far, bytes (0 once it has exited).
+pub fn peak_rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status_field(&status, "VmHWM:")
+}
+
 /// (`RssAnon`, `RssFile` + `RssShmem`) now, bytes.
 fn rss_split() -> (u64, u64) {
     let s = status();

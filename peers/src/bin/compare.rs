@@ -23,14 +23,16 @@ use profiledb::workload::{W1, W1Config};
 use profiledb::{Db, Durability, Message, Options};
 use profiledb_peers::baseline::LogStore;
 use profiledb_peers::engines::{Engine, Fjall, Format, Redb, Sqlite};
-use profiledb_peers::procfs::{RssSampler, dir_size, peak_rss, proc_io, threads_cpu};
+use profiledb_peers::procfs::{RssSampler, dir_size, peak_rss, peak_rss_of, proc_io, threads_cpu};
 use serde::{Deserialize, Serialize};
 
-/// Every engine runs with mimalloc, the allocator the `profiledb` binary ships with (src/main.rs):
+/// Every engine runs with mimalloc, the allocator the `profiledb` binary ships with (src/main.rs)
+/// (the feature `system-allocator` builds it on glibc's malloc instead, to compare):
 /// a user who cares about speed links a fast allocator whichever store they pick, and with
 /// glibc's the peers were handicapped more than profiledb (round 55, docs/performance.md:
 /// fjall 43,000-51,000 calls/s with glibc's, 77,000 with mimalloc; profiledb 187,000 and
 /// 211,000).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -751,7 +753,7 @@ fn profiledb_bin() -> PathBuf {
 /// (open to close, the final sync included); the peak RSS is the command's (`VmHWM`, read
 /// every 10 ms while it runs). The history window and writer cache are the other runs'.
 fn pdb_import(id: &str, dir: &Path, config: W1Config) -> Fig {
-    use std::io::{BufWriter, Read, Write};
+    use std::io::{BufWriter, Write};
     let bin = profiledb_bin();
     if !bin.is_file() {
         panic!(
@@ -765,13 +767,11 @@ fn pdb_import(id: &str, dir: &Path, config: W1Config) -> Fig {
     profiledb::workload::write_json_lines(config, &mut out, &mut |_| {}).unwrap();
     out.flush().unwrap();
     drop(out);
-    let mut sink = Vec::new();
-    std::fs::File::open(&file)
-        .unwrap()
-        .read_to_end(&mut sink)
-        .unwrap();
-    let file_bytes = sink.len();
-    drop(sink);
+    let file_bytes = std::io::copy(
+        &mut std::fs::File::open(&file).unwrap(),
+        &mut std::io::sink(),
+    )
+    .unwrap();
     let store = dir.join("store");
     let mut cmd = std::process::Command::new(&bin);
     cmd.arg("--data").arg(&store);
@@ -784,17 +784,9 @@ fn pdb_import(id: &str, dir: &Path, config: W1Config) -> Fig {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
     let mut hwm = 0u64;
     while child.try_wait().unwrap().is_none() {
-        if let Ok(status) = std::fs::read_to_string(&status_path)
-            && let Some(kb) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            hwm = hwm.max(kb * 1024);
-        }
+        hwm = hwm.max(peak_rss_of(child.id()));
         std::thread::sleep(Duration::from_millis(10));
     }
     let out = child.wait_with_output().unwrap();
@@ -817,7 +809,7 @@ fn pdb_import(id: &str, dir: &Path, config: W1Config) -> Fig {
         peak_rss: hwm,
         note: format!(
             "{} MB of JSON lines; import's peak RSS {} MB (VmHWM)",
-            mb(file_bytes as u64),
+            mb(file_bytes),
             mb(hwm)
         ),
         ..Fig::default()
@@ -934,9 +926,8 @@ fn child(args: &Args, id: &str) -> Fig {
         other => panic!("unknown run {other} (see --list)"),
     };
     (f.rss_anon, f.rss_file) = rss.finish();
-    if f.id != "pdb-import" {
-        f.peak_rss = peak_rss();
-    }
+    // The peak of the processes the run used: this one's, or a command's it ran (`pdb-import`).
+    f.peak_rss = f.peak_rss.max(peak_rss());
     let _ = std::fs::remove_dir_all(&dir);
     f
 }
