@@ -3,6 +3,7 @@
 //! follow once the batch is appended. Nothing here mutates the index: a call that fails
 //! half-way leaves no trace.
 
+pub(crate) mod ahead;
 mod cache;
 mod forget;
 

@@ -290,6 +290,17 @@ impl Index {
         self.email.get(&normalize_email(email))
     }
 
+    /// Load into the CPU's cache what a call's look-ups of the message id `hash` and of the
+    /// profile `key` read first (`apply::ahead`).
+    pub fn touch(&self, message: Option<u128>, key: Option<u64>) {
+        if let Some(hash) = message {
+            self.dedupe.touch(hash);
+        }
+        if let Some(key) = key {
+            self.profiles.touch(key);
+        }
+    }
+
     /// The profile an anonymous id belongs to.
     pub fn anon_key(&self, anonymous_id: &str) -> Option<u64> {
         self.anon.get(anonymous_id)

@@ -388,6 +388,10 @@ impl ChainAt {
     }
 }
 
+/// Most bytes of a cached chain [`ProfileCache::touch_chain`] loads: a W1 profile's full
+/// record, ~40 properties, is ~700-900 bytes.
+const TOUCHED_CHAIN_BYTES: usize = 2048;
+
 /// Profiles recently written, as the encoded records of their chains ([`Chain`]), so that the
 /// next call on a hot profile reads nothing from the log. Only writers use it, under the index
 /// write lock. An entry is used only while the index still points at the location it was
@@ -518,6 +522,31 @@ impl ProfileCache {
             _ => {
                 self.vacate(key, i);
                 None
+            }
+        }
+    }
+
+    /// Load `key`'s entry in the table of slots into the CPU's cache, so that
+    /// [`ProfileCache::touch_slot`] finds it there (`apply::ahead`).
+    pub fn touch_key(&self, key: u64) {
+        self.keys.touch(key);
+    }
+
+    /// Load `key`'s slot, if it has one, into the CPU's cache (`apply::ahead`).
+    pub fn touch_slot(&self, key: u64) {
+        if let Some(slot) = self.keys.get(key).and_then(|i| self.slots.get(i)) {
+            std::hint::black_box(slot.loc);
+        }
+    }
+
+    /// Load the first [`TOUCHED_CHAIN_BYTES`] of `key`'s cached records into the CPU's cache,
+    /// a line at a time (`apply::ahead`).
+    pub fn touch_chain(&self, key: u64) {
+        let slot = self.keys.get(key).and_then(|i| self.slots.get(i));
+        if let Some(chain) = slot.and_then(|s| s.chain.as_ref()) {
+            let bytes = chain.bytes();
+            for at in (0..bytes.len().min(TOUCHED_CHAIN_BYTES)).step_by(64) {
+                std::hint::black_box(bytes[at]);
             }
         }
     }

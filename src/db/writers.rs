@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::apply::ahead::Ahead;
 use crate::error::{Error, Result};
 use crate::options::Durability;
 use crate::profile::message::Message;
@@ -97,11 +98,13 @@ fn waits_for(durability: Durability, result: &Result<(Outcome, u64)>) -> Option<
 /// What a leader applies each call with and how it syncs (the `Db`'s write path).
 pub(crate) trait Engine {
     /// Apply one call without waiting for durability: its outcome, and the sequence number
-    /// of the frame that must be durable before it is (0: none).
+    /// of the frame that must be durable before it is (0: none). `ahead`: a batch's coming
+    /// calls, whose memory may be loaded meanwhile (this call is the pipeline's next).
     fn write_call(
         &self,
         message: &Message,
         source: Option<&SourceOffset>,
+        ahead: Option<&mut Ahead<'_>>,
     ) -> Result<(Outcome, u64)>;
     /// Return once the frame `seq` and every one before it is durable.
     fn sync_to(&self, seq: u64) -> Result<()>;
@@ -152,6 +155,60 @@ impl Writers {
         }
     }
 
+    /// Apply `calls` (validated) one after another, each with the memory of the next loaded
+    /// meanwhile, then sync once for all of them: their results, each once as durable as
+    /// `durability` says. A caller that finds nobody leading and nobody queued leads the whole
+    /// batch (other callers queue behind it meanwhile: the batch's length is its caller's
+    /// choice); otherwise each call goes through the queue as [`Writers::submit`]'s does.
+    pub(crate) fn submit_batch(
+        &self,
+        engine: &dyn Engine,
+        calls: &[&Message],
+        durability: Durability,
+    ) -> Vec<Result<Outcome>> {
+        let mut queue = self.queue.lock();
+        if queue.leading || !queue.waiting.is_empty() {
+            drop(queue);
+            return calls
+                .iter()
+                .map(|message| self.submit(engine, message, None, durability))
+                .collect();
+        }
+        queue.leading = true;
+        drop(queue);
+        let mut lead = Lead {
+            writers: self,
+            group: Vec::new(),
+            leading: true,
+        };
+        let mut ahead = Ahead::new(calls);
+        let mut applied: Vec<Applied> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, message)| {
+                ahead.set_at(i);
+                Applied::new(
+                    durability,
+                    engine.write_call(message, None, Some(&mut ahead)),
+                )
+            })
+            .collect();
+        lead.hand_on();
+        let sync_to = applied.iter().filter_map(Applied::waits_for).max();
+        if let Some(seq) = sync_to
+            && let Err(e) = engine.sync_to(seq)
+        {
+            let cause = e.to_string();
+            let mut first = Some(e);
+            for done in applied.iter_mut().filter(|done| done.waits_for().is_some()) {
+                done.result = Err(first.take().unwrap_or_else(|| Error::Poisoned {
+                    cause: cause.clone(),
+                }));
+            }
+        }
+        applied.into_iter().map(Applied::outcome).collect()
+    }
+
     /// [`Writers::lead`] of a call that found nobody leading and nobody queued (a caller
     /// alone, every call of one thread): its own call, the lead handed on, its sync. The
     /// same steps without the group's lists and walks.
@@ -170,7 +227,7 @@ impl Writers {
         };
         // The result stays where the call wrote it until it is answered (through `Applied`,
         // the outcome was copied once more).
-        let result = engine.write_call(message, source);
+        let result = engine.write_call(message, source, None);
         lead.hand_on();
         if let Some(seq) = waits_for(durability, &result) {
             engine.sync_to(seq)?;
@@ -186,7 +243,7 @@ impl Writers {
             leading: true,
         };
         let (message, source, durability) = own.call();
-        let mut own = Applied::new(durability, engine.write_call(message, source));
+        let mut own = Applied::new(durability, engine.write_call(message, source, None));
         let applied: Vec<Applied> = lead
             .group
             .iter()
@@ -194,7 +251,7 @@ impl Writers {
                 let call = &slot.call;
                 Applied::new(
                     call.durability,
-                    engine.write_call(&call.message, call.source.as_ref()),
+                    engine.write_call(&call.message, call.source.as_ref(), None),
                 )
             })
             .collect();
@@ -339,7 +396,12 @@ mod tests {
     }
 
     impl Engine for Fake {
-        fn write_call(&self, _: &Message, _: Option<&SourceOffset>) -> Result<(Outcome, u64)> {
+        fn write_call(
+            &self,
+            _: &Message,
+            _: Option<&SourceOffset>,
+            _: Option<&mut Ahead<'_>>,
+        ) -> Result<(Outcome, u64)> {
             if self.panics.load(Ordering::SeqCst) > 0 {
                 self.panics.fetch_sub(1, Ordering::SeqCst);
                 panic!("the engine's call panicked");

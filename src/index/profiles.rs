@@ -60,6 +60,16 @@ impl Profiles {
         self.sparse.get(&key).copied()
     }
 
+    /// Load `key`'s entry into the CPU's cache (`apply::ahead`).
+    pub fn touch(&self, key: u64) {
+        std::hint::black_box(
+            usize::try_from(key)
+                .ok()
+                .and_then(|k| self.dense.get(k))
+                .copied(),
+        );
+    }
+
     /// Number of live profiles.
     pub fn len(&self) -> usize {
         self.live

@@ -34,6 +34,16 @@ impl SlotsByKey {
         }
     }
 
+    /// Load `key`'s entry into the CPU's cache.
+    pub fn touch(&self, key: u64) {
+        std::hint::black_box(
+            usize::try_from(key)
+                .ok()
+                .and_then(|k| self.dense.get(k))
+                .copied(),
+        );
+    }
+
     /// Make `i` the slot of `key` (which has none).
     pub fn insert(&mut self, key: u64, i: usize) {
         debug_assert!(self.get(key).is_none(), "key {key} has a slot");
