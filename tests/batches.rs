@@ -86,7 +86,7 @@ proptest! {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             prop_assert_eq!(g, w, "call {} of {}", i, messages.len());
         }
-        prop_assert!(want.iter().any(|r| r.is_err()) == !refused.is_empty());
+        prop_assert_eq!(want.iter().any(|r| r.is_err()), !refused.is_empty());
         let profiles = all_profiles(&one);
         prop_assert_eq!(&all_profiles(&batched), &profiles);
         batched.close().unwrap();
