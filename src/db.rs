@@ -358,6 +358,17 @@ impl Db {
             .collect()
     }
 
+    /// [`Db::apply_batch`] of messages validated by [`Db::prepare`] /
+    /// [`Db::prepare_message`] of this store, without validating them again.
+    pub fn apply_prepared_batch(
+        &self,
+        prepared: &[Prepared],
+        durability: Durability,
+    ) -> Vec<Result<Outcome>> {
+        let calls: Vec<&Message> = prepared.iter().map(|p| &p.0).collect();
+        self.inner.writers.submit_batch(self, &calls, durability)
+    }
+
     /// Apply a message that passed validation.
     fn apply_valid(&self, message: &Message, durability: Durability) -> Result<Outcome> {
         self.apply_valid_at(message, None, durability)

@@ -1,6 +1,8 @@
 //! `profiledb import` parses and validates on worker threads and applies in file order: the
 //! same file imported with one worker and with several gives the same store, the same summary
-//! and the same refusals, line for line.
+//! and the same refusals, line for line. It applies its calls in batches
+//! (`Db::apply_prepared_batch`): the store it makes is the one the same lines make applied one
+//! at a time (`Db::apply_json`), with the same counts.
 
 use std::path::Path;
 use std::process::Command;
@@ -118,4 +120,29 @@ fn one_worker_and_many_give_the_same_store_and_counts() {
         assert!(export == export1, "{workers} workers: the exports differ");
     }
     assert!(export1.lines().count() > 300, "{export1}");
+
+    // The same lines, one call at a time through the library, then exported by the CLI.
+    let one_by_one = dir.path().join("data-one-by-one");
+    let db = profiledb::Db::open(&one_by_one, profiledb::Options::default()).unwrap();
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for line in std::fs::read_to_string(&file).unwrap().lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match db.apply_json(line.as_bytes()) {
+            Ok(_) => accepted += 1,
+            Err(e) if e.is_refusal() => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    db.close().unwrap();
+    assert_eq!(Some(accepted), summary1["accepted"].as_u64(), "{summary1}");
+    assert_eq!(Some(refused), summary1["refused"].as_u64(), "{summary1}");
+    let export = run(&one_by_one, &["export"]);
+    assert_eq!(export.code, Some(0), "{}", export.stderr);
+    assert!(
+        export.stdout == export1,
+        "the lines applied one at a time make another store than the import's batches"
+    );
 }

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::time::Instant;
 
-use profiledb::{Db, Durability, Outcome, Selector, Status};
+use profiledb::{Db, Durability, Outcome, Prepared, Selector, Status};
 use serde::Serialize;
 
 use super::lines::{self, Event, Line};
@@ -93,8 +93,15 @@ impl ImportSummary {
     }
 }
 
+/// Prepared lines `import` applies in one `Db::apply_prepared_batch`.
+const IMPORT_BATCH: usize = 256;
+
 /// `profiledb import FILE|-`: read on one thread, parse and validate on `workers` threads
-/// (0: one per core), apply on this one in file order (`lines::run`).
+/// (0: one per core), apply on this one in file order (`lines::run`), in batches of up to
+/// [`IMPORT_BATCH`] calls (`Db::apply_prepared_batch`: each call applied while the memory of
+/// the coming ones is loaded). A fatal error stops the import at the end of its batch: the
+/// calls after it in that batch may be applied as well (a second import of the same lines
+/// skips what the first applied: each call's messageId).
 pub fn import(global: &Global, file: &str, workers: usize) -> CmdResult {
     let (input, name, size): (Box<dyn BufRead + Send>, String, Option<u64>) = if file == "-" {
         (
@@ -127,11 +134,38 @@ pub fn import(global: &Global, file: &str, workers: usize) -> CmdResult {
     let mut summary = ImportSummary::default();
     let started = Instant::now();
     let mut fatal = None;
+    // Prepared lines waiting to be applied in one `apply_prepared_batch`: applied when
+    // `IMPORT_BATCH` are waiting, before any line that is not a prepared call (so that
+    // messages come out in line order), and at the end.
+    let mut pending: Vec<Prepared> = Vec::with_capacity(IMPORT_BATCH);
+    let mut linenos: Vec<u64> = Vec::with_capacity(IMPORT_BATCH);
+    let flush = |pending: &mut Vec<Prepared>,
+                 linenos: &mut Vec<u64>,
+                 summary: &mut ImportSummary,
+                 fatal: &mut Option<String>| {
+        let results = db.apply_prepared_batch(pending, call_durability);
+        pending.clear();
+        for (result, lineno) in results.into_iter().zip(linenos.drain(..)) {
+            match result {
+                Ok(outcome) => summary.count(&outcome),
+                Err(e) if e.is_refusal() => {
+                    summary.refused += 1;
+                    progress.println(&format!("{name}:{lineno}: {e}"));
+                }
+                Err(e) => {
+                    fatal.get_or_insert_with(|| format!("{name}:{lineno}: {e}; import stopped"));
+                }
+            }
+        }
+        fatal.is_none()
+    };
     lines::run(&db, input, workers, &mut |event| {
         let item = match event {
             Event::Item(item) => item,
             Event::ReadError { lineno, error } => {
-                fatal = Some(format!("{name}:{lineno}: cannot read: {error}"));
+                if flush(&mut pending, &mut linenos, &mut summary, &mut fatal) {
+                    fatal = Some(format!("{name}:{lineno}: cannot read: {error}"));
+                }
                 return false;
             }
         };
@@ -144,30 +178,45 @@ pub fn import(global: &Global, file: &str, workers: usize) -> CmdResult {
             });
         }
         summary.lines += 1;
-        let prepared = match item.line {
-            Line::TooLong => {
-                summary.refused += 1;
-                progress.println(&format!(
-                    "{name}:{lineno}: call refused: the line is longer than {cap} bytes (the \
-                     call-size limit)"
-                ));
-                return true;
+        match item.line {
+            Line::Prepared(Ok(prepared)) => {
+                pending.push(prepared);
+                linenos.push(lineno);
+                if pending.len() < IMPORT_BATCH {
+                    return true;
+                }
+                flush(&mut pending, &mut linenos, &mut summary, &mut fatal)
             }
-            Line::Prepared(prepared) => prepared,
-        };
-        match prepared.and_then(|p| db.apply_prepared(&p, call_durability)) {
-            Ok(outcome) => summary.count(&outcome),
-            Err(e) if e.is_refusal() => {
-                summary.refused += 1;
-                progress.println(&format!("{name}:{lineno}: {e}"));
-            }
-            Err(e) => {
-                fatal = Some(format!("{name}:{lineno}: {e}; import stopped"));
-                return false;
+            other => {
+                if !flush(&mut pending, &mut linenos, &mut summary, &mut fatal) {
+                    return false;
+                }
+                match other {
+                    Line::TooLong => {
+                        summary.refused += 1;
+                        progress.println(&format!(
+                            "{name}:{lineno}: call refused: the line is longer than {cap} bytes \
+                             (the call-size limit)"
+                        ));
+                        true
+                    }
+                    Line::Prepared(Err(e)) if e.is_refusal() => {
+                        summary.refused += 1;
+                        progress.println(&format!("{name}:{lineno}: {e}"));
+                        true
+                    }
+                    Line::Prepared(Err(e)) => {
+                        fatal = Some(format!("{name}:{lineno}: {e}; import stopped"));
+                        false
+                    }
+                    Line::Prepared(Ok(_)) => true,
+                }
             }
         }
-        true
     });
+    if fatal.is_none() {
+        flush(&mut pending, &mut linenos, &mut summary, &mut fatal);
+    }
     progress.finish();
     // Closing syncs everything applied (and writes the index snapshot).
     let closed = close(db);
