@@ -365,7 +365,16 @@ impl Db {
         prepared: &[Prepared],
         durability: Durability,
     ) -> Vec<Result<Outcome>> {
-        let calls: Vec<&Message> = prepared.iter().map(|p| &p.0).collect();
+        self.apply_prepared_refs(prepared.iter(), durability)
+    }
+
+    /// [`Db::apply_prepared_batch`] of prepared messages held apart (the server's calls).
+    pub(crate) fn apply_prepared_refs<'p>(
+        &self,
+        prepared: impl Iterator<Item = &'p Prepared>,
+        durability: Durability,
+    ) -> Vec<Result<Outcome>> {
+        let calls: Vec<&Message> = prepared.map(|p| &p.0).collect();
         self.inner.writers.submit_batch(self, &calls, durability)
     }
 

@@ -225,17 +225,34 @@ fn sync_group(
     results
 }
 
-/// Apply one job's calls in order; a store failure ends the job.
+/// Apply one job's calls in order, each run of `Apply` calls as one batch
+/// ([`Db::apply_prepared_batch`]: the coming calls' memory loaded while each is applied); a
+/// store failure ends the job (the calls after it in its run may be applied as well: a retry
+/// of the request finds them by their messageIds).
 fn write_job(db: &Db, calls: &[Call]) -> Result<Vec<Done>> {
     let mut done = Vec::with_capacity(calls.len());
-    for call in calls {
-        let result = match call {
-            Call::Apply(prepared) => {
-                Done::Applied(refusal_only(db.apply_prepared(prepared, PER_CALL))?)
+    let mut rest = calls;
+    while let Some(call) = rest.first() {
+        let run = rest
+            .iter()
+            .take_while(|c| matches!(c, Call::Apply(_)))
+            .count();
+        if run == 0 {
+            if let Call::Delete(selectors) = call {
+                done.push(Done::Deleted(refusal_only(delete_first(db, selectors))?));
             }
-            Call::Delete(selectors) => Done::Deleted(refusal_only(delete_first(db, selectors))?),
-        };
-        done.push(result);
+            rest = &rest[1..];
+            continue;
+        }
+        let (applies, after) = rest.split_at(run);
+        let prepared = applies.iter().filter_map(|c| match c {
+            Call::Apply(prepared) => Some(prepared),
+            Call::Delete(_) => None,
+        });
+        for result in db.apply_prepared_refs(prepared, PER_CALL) {
+            done.push(Done::Applied(refusal_only(result)?));
+        }
+        rest = after;
     }
     Ok(done)
 }
