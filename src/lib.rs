@@ -8,7 +8,10 @@
 //! creates or updates one [`Profile`], merges profiles that one call proves to be the same person
 //! (two different user ids never merge), validates the special properties, keeps typed custom
 //! properties with per-property timestamps (`$set_once`, `$unset`, `$add`) and companies, and
-//! dedupes retried calls by `messageId`. Each call answers with an [`Outcome`]. Read back with
+//! dedupes retried calls by `messageId`. Each call answers with an [`Outcome`]. A caller holding
+//! many calls at once (a request's batch, a file, a consumer's poll) hands them over in one
+//! [`Db::apply_batch`]: the same outcomes, faster (the coming calls' memory is loaded while
+//! each is applied, and they share one sync). Read back with
 //! [`Db::get`] by any identifier ([`Selector`]), [`Db::company`], and [`Db::scan`] with a
 //! [`Filter`].
 //!
