@@ -14,6 +14,8 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/props.rs"]
+mod props;
 
 use std::sync::Arc;
 
@@ -52,7 +54,7 @@ fn calls(seed: u64, n: u64, people: u64, refused: &[usize], repeats: &[usize]) -
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+    #![proptest_config(props::config(24, "tests/batches.proptest-regressions"))]
 
     #[test]
     fn a_batch_gives_what_the_calls_one_by_one_give(
