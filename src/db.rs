@@ -320,11 +320,16 @@ impl Db {
 
     /// Apply `messages` in order, one thread, with an explicit durability: the same results
     /// as [`Db::apply_with`] of each in turn (a refused call is refused alone; the others are
-    /// applied), faster. Each call is applied while the memory the next will read is loaded
-    /// into the CPU's caches (its identifiers' entries, its profile's cached records:
-    /// `apply::ahead`), the writer queue is taken once, and the calls that must wait for a
-    /// sync wait for one sync after the last call. For a caller holding many calls at once:
-    /// the server's batches, an import, a consumer's poll (docs/architecture.md, "Batches").
+    /// applied), faster. For a caller holding many calls at once: the server's batches, an
+    /// import, a consumer's poll (docs/architecture.md, "Batches").
+    ///
+    /// When no other thread is writing, the batch takes the writer queue once, applies each
+    /// call while the memory the coming calls will read is loaded into the CPU's caches
+    /// (their identifiers' entries, their profiles' cached records: `apply::ahead`), and the
+    /// calls that must wait for a sync wait for one sync after the last; otherwise its calls
+    /// go through the queue one by one. A failure that is not a refusal (an I/O error, a
+    /// damaged record) stops the batch: the calls after it are not applied and answer
+    /// [`Error::NotApplied`].
     pub fn apply_batch(
         &self,
         messages: &[Message],

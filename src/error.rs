@@ -81,6 +81,14 @@ pub enum Error {
         cause: String,
     },
 
+    /// The call was not applied: an earlier call of its batch failed with an error that is not
+    /// a refusal (`Db::apply_batch` stops at the first such failure).
+    #[error("not applied: an earlier call of its batch failed ({cause})")]
+    NotApplied {
+        /// The earlier call's failure.
+        cause: String,
+    },
+
     /// The call broke one or more rules and was refused whole; nothing of it was stored.
     #[error("call refused: {}", list(.0))]
     Invalid(Vec<FieldError>),
@@ -208,6 +216,7 @@ impl Error {
             | Error::Corruption { .. }
             | Error::Locked { .. }
             | Error::Poisoned { .. }
+            | Error::NotApplied { .. }
             | Error::Format { .. }
             | Error::Decode { .. } => false,
         }
@@ -220,6 +229,7 @@ impl Error {
             Error::Corruption { .. } => "corruption",
             Error::Locked { .. } => "locked",
             Error::Poisoned { .. } => "poisoned",
+            Error::NotApplied { .. } => "not_applied",
             Error::Invalid(_) => "invalid",
             Error::Suppressed { .. } => "suppressed",
             Error::Malformed(_) => "malformed",

@@ -7,6 +7,11 @@
 //!   the pipeline's looked-up keys go stale), with refused calls and repeated messageIds
 //!   mixed in, applied one by one to one store and in batches of random lengths to another:
 //!   the same result for every call, the same profiles, and the same again after a reopen;
+//! - `a_failed_sync_answers_a_batch_as_the_calls_one_by_one`: on a `FaultyIo` whose first
+//!   `fdatasync` fails, a `SyncEach` batch (a call that writes, then a call that writes
+//!   nothing, then a refused one) answers what the same calls one by one answer;
+//! - `a_refusal_inside_a_batch_stops_nothing`: a call refused by the store itself (it names a
+//!   suppressed identifier), not by validation, is refused alone;
 //! - `batches_and_single_calls_from_many_threads`: threads applying batches and threads
 //!   applying single calls at once (a batch that finds the queue busy goes through it call
 //!   by call), `SyncEach`: every caller gets its own calls' results and the store ends as the
@@ -95,6 +100,73 @@ proptest! {
         let reopened = open(batch_dir.path());
         prop_assert_eq!(&all_profiles(&reopened), &profiles);
     }
+}
+
+fn json_call(value: serde_json::Value) -> Message {
+    Message::from_json(&value).unwrap()
+}
+
+/// Each call's result as a kind (`ok` or the error's kind).
+fn kinds(results: &[profiledb::Result<Outcome>]) -> Vec<&'static str> {
+    results
+        .iter()
+        .map(|r| match r {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_failed_sync_answers_a_batch_as_the_calls_one_by_one() {
+    use profiledb::storage::io::{FaultKind, FaultyIo, Op};
+    let calls = [
+        json_call(json!({"type": "identify", "userId": "u1", "traits": {"plan": "pro"}})),
+        // Writes nothing: the person exists and the call names nothing new.
+        json_call(json!({"type": "track", "userId": "u1", "event": "x"})),
+        json_call(json!({"type": "identify", "traits": {"plan": "pro"}})),
+    ];
+    let mut answers = Vec::new();
+    for batched in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let io = FaultyIo::new();
+        let db = open_faulty(dir.path(), &io, options()).unwrap();
+        io.fail(Op::Sync, 1, FaultKind::Error, false);
+        let results = if batched {
+            db.apply_batch(&calls, Durability::SyncEach)
+        } else {
+            calls
+                .iter()
+                .map(|m| db.apply_with(m, Durability::SyncEach))
+                .collect()
+        };
+        answers.push(kinds(&results));
+    }
+    assert_eq!(
+        answers[0],
+        ["poisoned", "poisoned", "invalid"],
+        "one by one"
+    );
+    assert_eq!(answers[1], answers[0], "in a batch");
+}
+
+#[test]
+fn a_refusal_inside_a_batch_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    call(&db, json!({"type": "identify", "userId": "gone"}));
+    db.delete(&profiledb::Selector::UserId("gone".into()), true)
+        .unwrap()
+        .unwrap();
+    let calls = [
+        json_call(json!({"type": "identify", "userId": "aa", "messageId": "m1"})),
+        json_call(json!({"type": "identify", "userId": "gone", "messageId": "m2"})),
+        json_call(json!({"type": "identify", "userId": "bb", "messageId": "m3"})),
+    ];
+    let results = db.apply_batch(&calls, Durability::Buffered);
+    assert_eq!(kinds(&results), ["ok", "suppressed", "ok"]);
+    assert!(by_user(&db, "bb").is_some());
+    assert!(by_user(&db, "gone").is_none());
 }
 
 /// Thread `t`'s call `i`: one of its three people, a counter and the call's number.

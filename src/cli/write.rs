@@ -99,9 +99,8 @@ const IMPORT_BATCH: usize = 256;
 /// `profiledb import FILE|-`: read on one thread, parse and validate on `workers` threads
 /// (0: one per core), apply on this one in file order (`lines::run`), in batches of up to
 /// [`IMPORT_BATCH`] calls (`Db::apply_prepared_batch`: each call applied while the memory of
-/// the coming ones is loaded). A fatal error stops the import at the end of its batch: the
-/// calls after it in that batch may be applied as well (a second import of the same lines
-/// skips what the first applied: each call's messageId).
+/// the coming ones is loaded). A fatal error stops the import at its line, as one call at a
+/// time did: the batch applies nothing after it, and the summary counts the lines before it.
 pub fn import(global: &Global, file: &str, workers: usize) -> CmdResult {
     let (input, name, size): (Box<dyn BufRead + Send>, String, Option<u64>) = if file == "-" {
         (
@@ -146,15 +145,19 @@ pub fn import(global: &Global, file: &str, workers: usize) -> CmdResult {
         let results = db.apply_prepared_batch(pending, call_durability);
         pending.clear();
         for (result, lineno) in results.into_iter().zip(linenos.drain(..)) {
+            if fatal.is_some() {
+                // The import stopped before this line (as it did one call at a time): not
+                // applied (`Error::NotApplied`), or answered with the store's failure.
+                summary.lines -= 1;
+                continue;
+            }
             match result {
                 Ok(outcome) => summary.count(&outcome),
                 Err(e) if e.is_refusal() => {
                     summary.refused += 1;
                     progress.println(&format!("{name}:{lineno}: {e}"));
                 }
-                Err(e) => {
-                    fatal.get_or_insert_with(|| format!("{name}:{lineno}: {e}; import stopped"));
-                }
+                Err(e) => *fatal = Some(format!("{name}:{lineno}: {e}; import stopped")),
             }
         }
         fatal.is_none()

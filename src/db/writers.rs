@@ -65,6 +65,24 @@ enum State {
     Done(Result<Outcome>),
 }
 
+/// The failure that stops a batch whose calls so far gave `results`, if one did: the first
+/// error that is not a refusal.
+fn stopped_by(results: &[Result<Outcome>]) -> Option<String> {
+    results.iter().find_map(|r| match r {
+        Err(e) if !e.is_refusal() => Some(cause_of(e)),
+        _ => None,
+    })
+}
+
+/// What to name as the cause of `e` in the errors of the calls it stops: a poisoned
+/// store's own cause, not the poisoning wrapped once more.
+fn cause_of(e: &Error) -> String {
+    match e {
+        Error::Poisoned { cause } | Error::NotApplied { cause } => cause.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// One call's part in a group: its durability, and its result once applied with the frame
 /// that must be durable before it is answered (0: none).
 struct Applied {
@@ -155,11 +173,15 @@ impl Writers {
         }
     }
 
-    /// Apply `calls` (validated) one after another, each with the memory of the next loaded
-    /// meanwhile, then sync once for all of them: their results, each once as durable as
-    /// `durability` says. A caller that finds nobody leading and nobody queued leads the whole
-    /// batch (other callers queue behind it meanwhile: the batch's length is its caller's
-    /// choice); otherwise each call goes through the queue as [`Writers::submit`]'s does.
+    /// Apply `calls` (validated) one after another: their results, each once as durable as
+    /// `durability` says, as [`Writers::submit`] of each in turn would give them.
+    ///
+    /// A caller that finds nobody leading and nobody queued leads the whole batch (other
+    /// callers queue behind it meanwhile: the batch's length is its caller's choice): each
+    /// call is applied while the memory of the coming ones is loaded (`apply::ahead`), and one
+    /// sync follows the last. Otherwise each call goes through the queue as `submit`'s does,
+    /// waiting for its own sync. Either way, a failure that is not a refusal stops the batch:
+    /// the calls after it are not applied and answer [`Error::NotApplied`].
     pub(crate) fn submit_batch(
         &self,
         engine: &dyn Engine,
@@ -169,10 +191,15 @@ impl Writers {
         let mut queue = self.queue.lock();
         if queue.leading || !queue.waiting.is_empty() {
             drop(queue);
-            return calls
-                .iter()
-                .map(|message| self.submit(engine, message, None, durability))
-                .collect();
+            let mut results = Vec::with_capacity(calls.len());
+            for message in calls {
+                let result = match stopped_by(&results) {
+                    Some(cause) => Err(Error::NotApplied { cause }),
+                    None => self.submit(engine, message, None, durability),
+                };
+                results.push(result);
+            }
+            return results;
         }
         queue.leading = true;
         drop(queue);
@@ -182,23 +209,42 @@ impl Writers {
             leading: true,
         };
         let mut ahead = Ahead::new(calls);
-        let mut applied: Vec<Applied> = calls
-            .iter()
-            .enumerate()
-            .map(|(i, message)| {
-                ahead.set_at(i);
-                Applied::new(
-                    durability,
-                    engine.write_call(message, None, Some(&mut ahead)),
-                )
-            })
-            .collect();
+        let mut applied: Vec<Applied> = Vec::with_capacity(calls.len());
+        // The newest frame any call so far wrote: a call after it is answered only once that
+        // frame is durable, even if it wrote nothing itself (one by one, it would have found
+        // the store poisoned by that frame's failed sync).
+        let mut newest = 0;
+        let mut stopped: Option<String> = None;
+        for (i, message) in calls.iter().enumerate() {
+            let result = match &stopped {
+                Some(cause) => Err(Error::NotApplied {
+                    cause: cause.clone(),
+                }),
+                None => {
+                    ahead.set_at(i);
+                    engine.write_call(message, None, Some(&mut ahead))
+                }
+            };
+            let result = match result {
+                Ok((outcome, seq)) => {
+                    newest = newest.max(seq);
+                    Ok((outcome, newest))
+                }
+                Err(e) => {
+                    if stopped.is_none() && !e.is_refusal() {
+                        stopped = Some(cause_of(&e));
+                    }
+                    Err(e)
+                }
+            };
+            applied.push(Applied::new(durability, result));
+        }
         lead.hand_on();
         let sync_to = applied.iter().filter_map(Applied::waits_for).max();
         if let Some(seq) = sync_to
             && let Err(e) = engine.sync_to(seq)
         {
-            let cause = e.to_string();
+            let cause = cause_of(&e);
             let mut first = Some(e);
             for done in applied.iter_mut().filter(|done| done.waits_for().is_some()) {
                 done.result = Err(first.take().unwrap_or_else(|| Error::Poisoned {
@@ -474,5 +520,152 @@ mod tests {
         assert_eq!(answer.map(|o| o.key).ok(), Some(7));
         assert_eq!(nothing.syncs.load(Ordering::SeqCst), 0);
         assert!(!writers.queue.lock().leading);
+    }
+
+    /// An engine that answers its calls from a script (`Ok(frame)` or an error), records how
+    /// many it was asked, and fails its syncs when `sync_fails`.
+    struct Scripted {
+        answers: Mutex<VecDeque<Result<u64>>>,
+        asked: AtomicU32,
+        sync_fails: bool,
+        syncs: AtomicU64,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<Result<u64>>, sync_fails: bool) -> Scripted {
+            Scripted {
+                answers: Mutex::new(answers.into()),
+                asked: AtomicU32::new(0),
+                sync_fails,
+                syncs: AtomicU64::new(0),
+            }
+        }
+    }
+
+    impl Engine for Scripted {
+        fn write_call(
+            &self,
+            _: &Message,
+            _: Option<&SourceOffset>,
+            _: Option<&mut Ahead<'_>>,
+        ) -> Result<(Outcome, u64)> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let answer = self.answers.lock().pop_front().unwrap_or(Ok(0));
+            answer.map(|seq| {
+                let outcome = Outcome {
+                    key: seq,
+                    status: Status::Created,
+                    merged: Vec::new(),
+                    moved: Vec::new(),
+                    ignored: Vec::new(),
+                    quarantined: Vec::new(),
+                };
+                (outcome, seq)
+            })
+        }
+
+        fn sync_to(&self, _: u64) -> Result<()> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            if self.sync_fails {
+                return Err(Error::Io {
+                    op: "fdatasync",
+                    path: "log".into(),
+                    source: std::io::Error::other("the disk failed"),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    fn kinds(results: &[Result<Outcome>]) -> Vec<&'static str> {
+        results
+            .iter()
+            .map(|r| match r {
+                Ok(_) => "ok",
+                Err(e) => e.kind(),
+            })
+            .collect()
+    }
+
+    /// A batch syncs once, after its last call; when that sync fails, every call that waits
+    /// for it is answered with the failure, a call that wrote nothing itself too once an
+    /// earlier call of the batch wrote (one by one, it would have found the store poisoned),
+    /// but not one before any write.
+    #[test]
+    fn a_batch_syncs_once_and_a_failed_sync_answers_every_call_after_a_write() {
+        let writers = Writers::default();
+        let m = message();
+        let calls = [&m, &m, &m, &m];
+        let engine = Scripted::new(vec![Ok(0), Ok(3), Ok(0), Ok(5)], true);
+        let results = writers.submit_batch(&engine, &calls, Durability::SyncEach);
+        assert_eq!(kinds(&results), ["ok", "io", "poisoned", "poisoned"]);
+        assert_eq!(engine.syncs.load(Ordering::SeqCst), 1);
+        assert!(!writers.queue.lock().leading, "the lead is handed on");
+        let engine = Scripted::new(vec![Ok(3), Ok(5)], false);
+        let results = writers.submit_batch(&engine, &calls[..2], Durability::SyncEach);
+        assert_eq!(kinds(&results), ["ok", "ok"]);
+        assert_eq!(engine.syncs.load(Ordering::SeqCst), 1);
+        let engine = Scripted::new(vec![Ok(3), Ok(5)], true);
+        let results = writers.submit_batch(&engine, &calls[..2], Durability::Buffered);
+        assert_eq!(
+            kinds(&results),
+            ["ok", "ok"],
+            "buffered calls wait for no sync"
+        );
+        assert_eq!(engine.syncs.load(Ordering::SeqCst), 0);
+        assert!(
+            writers
+                .submit_batch(&engine, &[], Durability::SyncEach)
+                .is_empty()
+        );
+    }
+
+    /// A refusal stops nothing; the first failure that is not one stops the batch: the calls
+    /// after it are not applied (the engine is not asked) and answer `NotApplied`.
+    #[test]
+    fn a_batch_stops_at_its_first_failure_but_not_at_a_refusal() {
+        let writers = Writers::default();
+        let m = message();
+        let calls = [&m, &m, &m, &m];
+        let failed = || Error::Poisoned {
+            cause: "the log failed".into(),
+        };
+        let engine = Scripted::new(
+            vec![
+                Err(Error::Malformed("no".into())),
+                Ok(2),
+                Err(failed()),
+                Ok(4),
+            ],
+            false,
+        );
+        let results = writers.submit_batch(&engine, &calls, Durability::Buffered);
+        assert_eq!(
+            kinds(&results),
+            ["malformed", "ok", "poisoned", "not_applied"]
+        );
+        assert_eq!(engine.asked.load(Ordering::SeqCst), 3);
+        let Err(Error::NotApplied { cause }) = &results[3] else {
+            panic!("{:?}", results[3]);
+        };
+        assert_eq!(cause, "the log failed", "the cause is not wrapped again");
+    }
+
+    /// A batch whose call panics hands the lead on.
+    #[test]
+    fn a_batch_that_panics_hands_the_lead_on() {
+        let writers = Writers::default();
+        let engine = Fake::new(1, 3, false);
+        let m = message();
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            writers.submit_batch(&engine, &[&m, &m], Durability::SyncEach)
+        }));
+        assert!(first.is_err(), "the engine's panic reaches the caller");
+        assert!(
+            !writers.queue.lock().leading,
+            "nobody leads after the panic"
+        );
+        let next = writers.submit_batch(&engine, &[&m], Durability::SyncEach);
+        assert_eq!(kinds(&next), ["ok"]);
     }
 }

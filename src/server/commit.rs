@@ -227,8 +227,7 @@ fn sync_group(
 
 /// Apply one job's calls in order, each run of `Apply` calls as one batch
 /// ([`Db::apply_prepared_batch`]: the coming calls' memory loaded while each is applied); a
-/// store failure ends the job (the calls after it in its run may be applied as well: a retry
-/// of the request finds them by their messageIds).
+/// store failure ends the job (the batch applies nothing after it).
 fn write_job(db: &Db, calls: &[Call]) -> Result<Vec<Done>> {
     let mut done = Vec::with_capacity(calls.len());
     let mut rest = calls;

@@ -408,8 +408,6 @@ fn env_value<T: std::str::FromStr>(name: &str, what: &str) -> Option<T> {
     Some(text.parse().unwrap_or_else(|_| panic!("{name}: {what}")))
 }
 
-/// profiledb, one thread, Buffered calls; `explicit_sync`: also `db.sync()` every 1,000 calls
-/// or 10 ms (else the store's group commit syncs in the background, as `profiledb bench`).
 /// How `pdb_batched` hands W1's calls to the store.
 #[derive(Clone, Copy, PartialEq)]
 enum PdbCalls {
@@ -422,6 +420,9 @@ enum PdbCalls {
     SyncEvery1000,
 }
 
+/// profiledb, one thread, Buffered calls handed over as `calls` says (with
+/// `PdbCalls::SyncEvery1000` the caller syncs, else the store's group commit syncs in the
+/// background, as `profiledb bench`).
 fn pdb_batched(id: &str, dir: &Path, config: W1Config, calls: PdbCalls) -> Fig {
     let explicit_sync = calls == PdbCalls::SyncEvery1000;
     let db = Db::open(dir, pdb_options()).unwrap();
