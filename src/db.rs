@@ -335,32 +335,10 @@ impl Db {
         messages: &[Message],
         durability: Durability,
     ) -> Vec<Result<Outcome>> {
-        let inner = &*self.inner;
-        let checked: Vec<Result<()>> = messages
-            .iter()
-            .map(|m| validate_with(m, &inner.options, inner.placeholder_lens))
-            .collect();
-        let valid: Vec<&Message> = messages
-            .iter()
-            .zip(&checked)
-            .filter_map(|(m, c)| c.is_ok().then_some(m))
-            .collect();
-        let mut applied = inner
+        let calls: Vec<&Message> = messages.iter().collect();
+        self.inner
             .writers
-            .submit_batch(self, &valid, durability)
-            .into_iter();
-        checked
-            .into_iter()
-            .map(|c| {
-                c.and_then(|()| {
-                    applied.next().unwrap_or_else(|| {
-                        Err(Error::Poisoned {
-                            cause: "a batch's call was given no result".into(),
-                        })
-                    })
-                })
-            })
-            .collect()
+            .submit_batch(self, &calls, durability, true)
     }
 
     /// [`Db::apply_batch`] of messages validated by [`Db::prepare`] /
@@ -380,7 +358,9 @@ impl Db {
         durability: Durability,
     ) -> Vec<Result<Outcome>> {
         let calls: Vec<&Message> = prepared.map(|p| &p.0).collect();
-        self.inner.writers.submit_batch(self, &calls, durability)
+        self.inner
+            .writers
+            .submit_batch(self, &calls, durability, false)
     }
 
     /// Apply a message that passed validation.
@@ -1241,6 +1221,10 @@ impl writers::Engine for Db {
 
     fn sync_to(&self, seq: u64) -> Result<()> {
         self.inner.store.wait_durable(seq, Durability::SyncEach)
+    }
+
+    fn check(&self, message: &Message) -> Result<()> {
+        validate_with(message, &self.inner.options, self.inner.placeholder_lens)
     }
 }
 
