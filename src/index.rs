@@ -18,7 +18,7 @@ use idmap::IdMap;
 pub(crate) use journal::{Journal, write_outputs, write_table};
 use names::NameIds;
 use profiles::Profiles;
-pub(crate) use profiles::dense_slot;
+pub(crate) use profiles::{dense_slot, touch_dense};
 pub(crate) use window::Absent;
 use window::Window;
 

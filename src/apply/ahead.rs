@@ -73,19 +73,13 @@ impl<'a> Ahead<'a> {
 
 /// The first step of a call's chain: its own memory, its messageId's bucket in the dedupe
 /// window, and its identifiers' look-ups (these wait for their loads): the key of the profile
-/// they name.
+/// they name, as a duplicate's answer finds it (`Builder::current_key`).
 fn identifiers(index: &Index, next: &Message) -> Option<u64> {
-    let Message::Identify(call) = next else {
-        return None;
-    };
-    for (name, _) in &call.traits {
-        std::hint::black_box(name.len());
+    if let Message::Identify(call) = next {
+        for (name, _) in &call.traits {
+            std::hint::black_box(name.len());
+        }
     }
-    let message = call.message_id.as_deref().map(super::message_hash);
-    index.touch(message, None);
-    match (&call.user_id, &call.email) {
-        (Some(user_id), _) => index.user_key(user_id),
-        (None, Some(email)) => index.email_key(email),
-        (None, None) => None,
-    }
+    index.touch(next.message_id().map(super::message_hash), None);
+    Some(super::Builder::current_key(index, next)).filter(|&key| key != 0)
 }

@@ -526,6 +526,11 @@ impl ProfileCache {
         }
     }
 
+    /// `key`'s slot, if it has one.
+    fn slot_of(&self, key: u64) -> Option<&Slot> {
+        self.keys.get(key).and_then(|i| self.slots.get(i))
+    }
+
     /// Load `key`'s entry in the table of slots into the CPU's cache, so that
     /// [`ProfileCache::touch_slot`] finds it there (`apply::ahead`).
     pub fn touch_key(&self, key: u64) {
@@ -534,7 +539,7 @@ impl ProfileCache {
 
     /// Load `key`'s slot, if it has one, into the CPU's cache (`apply::ahead`).
     pub fn touch_slot(&self, key: u64) {
-        if let Some(slot) = self.keys.get(key).and_then(|i| self.slots.get(i)) {
+        if let Some(slot) = self.slot_of(key) {
             std::hint::black_box(slot.loc);
         }
     }
@@ -542,8 +547,7 @@ impl ProfileCache {
     /// Load the first [`TOUCHED_CHAIN_BYTES`] of `key`'s cached records into the CPU's cache,
     /// a line at a time (`apply::ahead`).
     pub fn touch_chain(&self, key: u64) {
-        let slot = self.keys.get(key).and_then(|i| self.slots.get(i));
-        if let Some(chain) = slot.and_then(|s| s.chain.as_ref()) {
+        if let Some(chain) = self.slot_of(key).and_then(|s| s.chain.as_ref()) {
             let bytes = chain.bytes();
             for at in (0..bytes.len().min(TOUCHED_CHAIN_BYTES)).step_by(64) {
                 std::hint::black_box(bytes[at]);

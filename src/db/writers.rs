@@ -65,13 +65,30 @@ enum State {
     Done(Result<Outcome>),
 }
 
-/// The failure that stops a batch whose calls so far gave `results`, if one did: the first
-/// error that is not a refusal.
-fn stopped_by(results: &[Result<Outcome>]) -> Option<String> {
-    results.iter().find_map(|r| match r {
-        Err(e) if !e.is_refusal() => Some(cause_of(e)),
-        _ => None,
-    })
+/// `apply` of each call in turn (with its index) until one fails with an error that is not
+/// a refusal: the calls after it are not applied and answer [`Error::NotApplied`].
+fn until_failure<T>(
+    calls: &[&Message],
+    mut apply: impl FnMut(usize, &Message) -> Result<T>,
+) -> Vec<Result<T>> {
+    let mut stopped: Option<String> = None;
+    let mut results = Vec::with_capacity(calls.len());
+    for (i, message) in calls.iter().enumerate() {
+        let result = match &stopped {
+            Some(cause) => Err(Error::NotApplied {
+                cause: cause.clone(),
+            }),
+            None => apply(i, message),
+        };
+        if let Err(e) = &result
+            && stopped.is_none()
+            && !e.is_refusal()
+        {
+            stopped = Some(cause_of(e));
+        }
+        results.push(result);
+    }
+    results
 }
 
 /// What to name as the cause of `e` in the errors of the calls it stops: a poisoned
@@ -204,16 +221,9 @@ impl Writers {
         let mut queue = self.queue.lock();
         if queue.leading || !queue.waiting.is_empty() {
             drop(queue);
-            let mut results = Vec::with_capacity(calls.len());
-            for message in calls {
-                let result = match stopped_by(&results) {
-                    Some(cause) => Err(Error::NotApplied { cause }),
-                    None => {
-                        check(message).and_then(|()| self.submit(engine, message, None, durability))
-                    }
-                };
-                results.push(result);
-            }
+            let results = until_failure(calls, |_, message| {
+                check(message).and_then(|()| self.submit(engine, message, None, durability))
+            });
             return results;
         }
         queue.leading = true;
@@ -224,36 +234,26 @@ impl Writers {
             leading: true,
         };
         let mut ahead = Ahead::new(calls);
-        let mut applied: Vec<Applied> = Vec::with_capacity(calls.len());
+        let results = until_failure(calls, |i, message| {
+            check(message).and_then(|()| {
+                ahead.set_at(i);
+                engine.write_call(message, None, Some(&mut ahead))
+            })
+        });
         // The newest frame any call so far wrote: a call after it is answered only once that
         // frame is durable, even if it wrote nothing itself (one by one, it would have found
         // the store poisoned by that frame's failed sync).
         let mut newest = 0;
-        let mut stopped: Option<String> = None;
-        for (i, message) in calls.iter().enumerate() {
-            let result = match &stopped {
-                Some(cause) => Err(Error::NotApplied {
-                    cause: cause.clone(),
-                }),
-                None => check(message).and_then(|()| {
-                    ahead.set_at(i);
-                    engine.write_call(message, None, Some(&mut ahead))
-                }),
-            };
-            let result = match result {
-                Ok((outcome, seq)) => {
+        let mut applied: Vec<Applied> = results
+            .into_iter()
+            .map(|result| {
+                let result = result.map(|(outcome, seq)| {
                     newest = newest.max(seq);
-                    Ok((outcome, newest))
-                }
-                Err(e) => {
-                    if stopped.is_none() && !e.is_refusal() {
-                        stopped = Some(cause_of(&e));
-                    }
-                    Err(e)
-                }
-            };
-            applied.push(Applied::new(durability, result));
-        }
+                    (outcome, newest)
+                });
+                Applied::new(durability, result)
+            })
+            .collect();
         lead.hand_on();
         let sync_to = applied.iter().filter_map(Applied::waits_for).max();
         if let Some(seq) = sync_to

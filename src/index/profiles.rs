@@ -38,6 +38,17 @@ pub(crate) fn dense_slot<T: Clone>(dense: &mut Vec<T>, key: u64, empty: T) -> Op
     dense.get_mut(k)
 }
 
+/// Load the entry of `key` in an array indexed by key, if it has one, into the CPU's cache
+/// (a read whose value is dropped: `apply::ahead`).
+pub(crate) fn touch_dense<T: Copy>(dense: &[T], key: u64) {
+    std::hint::black_box(
+        usize::try_from(key)
+            .ok()
+            .and_then(|k| dense.get(k))
+            .copied(),
+    );
+}
+
 /// The table.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Profiles {
@@ -62,12 +73,7 @@ impl Profiles {
 
     /// Load `key`'s entry into the CPU's cache (`apply::ahead`).
     pub fn touch(&self, key: u64) {
-        std::hint::black_box(
-            usize::try_from(key)
-                .ok()
-                .and_then(|k| self.dense.get(k))
-                .copied(),
-        );
+        touch_dense(&self.dense, key);
     }
 
     /// Number of live profiles.

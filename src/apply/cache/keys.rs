@@ -12,7 +12,7 @@
 //! the cache's budget (the map it replaces, ~20-36 bytes a cached profile, was not counted
 //! either). For W1's ~200,000 profiles: ~0.8 MB.
 
-use crate::index::{HashMap, dense_slot};
+use crate::index::{HashMap, dense_slot, touch_dense};
 
 /// The slots of the cached (or reserved) profiles by key.
 #[derive(Default)]
@@ -36,12 +36,7 @@ impl SlotsByKey {
 
     /// Load `key`'s entry into the CPU's cache.
     pub fn touch(&self, key: u64) {
-        std::hint::black_box(
-            usize::try_from(key)
-                .ok()
-                .and_then(|k| self.dense.get(k))
-                .copied(),
-        );
+        touch_dense(&self.dense, key);
     }
 
     /// Make `i` the slot of `key` (which has none).
